@@ -1,0 +1,49 @@
+# biconnector: the front door. `make` builds the C core for Lua 5.4 into build/,
+# `make luajit` for LuaJIT into build-luajit/, `make test` runs every test.
+BUILD        ?= build
+BUILD_LUAJIT ?= build-luajit
+BUILD_ASAN   ?= build-asan
+CMAKE_FLAGS  ?= -DBIC_WERROR=ON
+BUSTED       ?= busted
+JOBS         ?= 2
+
+.PHONY: all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz
+
+all: deps
+	cmake -S . -B $(BUILD) -DBIC_LUA=5.4 $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+luajit: deps
+	cmake -S . -B $(BUILD_LUAJIT) -DBIC_LUA=luajit $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD_LUAJIT) -j$(JOBS)
+
+asan: deps
+	cmake -S . -B $(BUILD_ASAN) -DBIC_LUA=5.4 -DBIC_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD_ASAN) -j$(JOBS)
+
+deps:
+	@scripts/ensure-deps build
+
+test-deps:
+	@scripts/ensure-deps build test
+
+# Every spec under Lua 5.4, then the runtime-neutral ones under LuaJIT.
+test: test-deps all luajit
+	scripts/run-specs lua5.4 $(BUILD)
+	scripts/run-specs luajit $(BUILD_LUAJIT)
+
+test-lua54: test-deps all
+	scripts/run-specs lua5.4 $(BUILD)
+
+test-luajit: test-deps luajit
+	scripts/run-specs luajit $(BUILD_LUAJIT)
+
+# The suite on the AddressSanitizer + UBSan build.
+test-asan: test-deps asan
+	BIC_SANITIZE=1 scripts/run-specs lua5.4 $(BUILD_ASAN)
+
+rock: deps
+	luarocks make --deps-mode=none rockspec/biconnector-scm-1.rockspec
+
+clean:
+	rm -rf $(BUILD) $(BUILD_LUAJIT) $(BUILD_ASAN) build.luarocks

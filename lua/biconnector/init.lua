@@ -1,0 +1,32 @@
+-- The facade: require "biconnector" gives json, form, null, connector, rest,
+-- filter and version. Parts load on first use, so a script that only needs
+-- the JSON codec never loads the REST client.
+local core = require "biconnector.core"
+
+local _M = {
+  _VERSION = core.version,
+  version = core.version,
+  null = core.null,
+}
+
+local parts = {
+  json = "biconnector.json",
+  form = "biconnector.form",
+  filter = "biconnector.filter",
+  rest = "biconnector.rest",
+}
+
+-- biconnector.connector(def) builds a connector object (see connector.lua).
+function _M.connector(def)
+  return require("biconnector.connector").new(def)
+end
+
+return setmetatable(_M, {
+  __index = function(t, key)
+    local name = parts[key]
+    if name == nil then return nil end
+    local mod = require(name)
+    rawset(t, key, mod)
+    return mod
+  end,
+})

@@ -1,0 +1,20 @@
+/* Shared declarations of the biconnector C core (biconnector/core.so). */
+#ifndef BIC_H
+#define BIC_H
+
+#include "compat.h"
+
+#define BIC_VERSION "0.1.0"
+
+/* Only luaopen_biconnector_core is exported; everything else is hidden. */
+#define BIC_EXPORT __attribute__((visibility("default")))
+
+/* Each part of the core adds itself to the module table at the top of the stack
+ * (for example core.json = {...}) and returns 0, leaving the stack as it found it. */
+int bic_open_json(lua_State *L);
+int bic_open_form(lua_State *L);
+int bic_open_rows(lua_State *L);
+int bic_open_http_client(lua_State *L);
+int bic_open_http_server(lua_State *L);
+
+#endif
