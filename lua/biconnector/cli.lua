@@ -1,0 +1,73 @@
+-- The biconnector command line: parses the first word and hands the rest to
+-- the module that owns the command. Every command returns an exit code.
+local core = require "biconnector.core"
+
+local _M = {}
+
+local USAGE = [[
+Usage: biconnector COMMAND [ARGS...]
+
+Commands:
+  serve FILE [--listen HOST:PORT] [--prefix PATH] [--workers N] [--max-body BYTES]
+                      serve a connector file on the built-in HTTP server
+                      (default 127.0.0.1:8080)
+  call METHOD [JSON]  call a Bitrix24 REST method (auth from the environment:
+                      BITRIX24_WEBHOOK, or BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN)
+  verify URL          play Bitrix24 against a connector (not yet available)
+  register FILE       provision a connector in a portal (not yet available)
+
+Options:
+  -h, --help          show this help
+  -v, --version       print the version
+
+Documentation: README.md and docs/ in the source tree.
+]]
+
+-- Command name -> module that provides main(args) -> exit code.
+local commands = {
+  serve = "biconnector.serve",
+  call = "biconnector.cli_call",
+  verify = "biconnector.verify",
+  register = "biconnector.register",
+}
+
+local function module_exists(name)
+  for _, searcher in ipairs(package.searchers or package.loaders) do
+    local loader = searcher(name)
+    if type(loader) == "function" then return true end
+  end
+  return false
+end
+
+function _M.main(argv)
+  argv = argv or {}
+  local command = argv[1]
+  if command == nil or command == "-h" or command == "--help" or command == "help" then
+    io.stdout:write(USAGE)
+    return command == nil and 2 or 0
+  end
+  if command == "-v" or command == "--version" or command == "version" then
+    io.stdout:write("biconnector ", core.version, "\n")
+    return 0
+  end
+  local module = commands[command]
+  if module == nil then
+    io.stderr:write("biconnector: unknown command '", tostring(command),
+      "' (see biconnector --help)\n")
+    return 2
+  end
+  if not module_exists(module) then
+    io.stderr:write("biconnector: the '", command, "' command is not available in this version\n")
+    return 2
+  end
+  local args = {}
+  for i = 2, #argv do args[#args + 1] = argv[i] end
+  local ok, code = pcall(function() return require(module).main(args) end)
+  if not ok then
+    io.stderr:write("biconnector ", command, ": ", tostring(code), "\n")
+    return 1
+  end
+  return tonumber(code) or 0
+end
+
+return _M

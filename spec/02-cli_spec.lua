@@ -1,0 +1,38 @@
+local helpers = require "helpers"
+
+local function run(args)
+  local p = io.popen(("cd %q && %s bin/biconnector %s 2>&1; echo \"rc=$?\"")
+    :format(helpers.top, helpers.runtime, args))
+  local out = p:read("*a")
+  p:close()
+  local body, rc = out:match("^(.*)rc=(%d+)\n$")
+  return body, tonumber(rc)
+end
+
+describe("bin/biconnector", function()
+  it("prints the version with --version and -v", function()
+    local out, rc = run("--version")
+    assert.equals(0, rc)
+    assert.equals("biconnector " .. require("biconnector.core").version .. "\n", out)
+    assert.equals(out, (run("-v")))
+  end)
+
+  it("prints usage with --help and exits 0", function()
+    local out, rc = run("--help")
+    assert.equals(0, rc)
+    assert.matches("Usage: biconnector COMMAND", out, 1, true)
+    assert.matches("serve FILE", out, 1, true)
+  end)
+
+  it("exits 2 with a message for an unknown command", function()
+    local out, rc = run("frobnicate")
+    assert.equals(2, rc)
+    assert.matches("unknown command 'frobnicate'", out, 1, true)
+  end)
+
+  it("exits 2 with usage when no command is given", function()
+    local out, rc = run("")
+    assert.equals(2, rc)
+    assert.matches("Usage:", out, 1, true)
+  end)
+end)
