@@ -7,7 +7,7 @@ CMAKE_FLAGS  ?= -DBIC_WERROR=ON
 BUSTED       ?= busted
 JOBS         ?= 2
 
-.PHONY: all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz
+.PHONY: demo all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz
 
 all: deps
 	cmake -S . -B $(BUILD) -DBIC_LUA=5.4 $(CMAKE_FLAGS) >/dev/null
@@ -47,3 +47,8 @@ rock: deps
 
 clean:
 	rm -rf $(BUILD) $(BUILD_LUAJIT) $(BUILD_ASAN) build.luarocks
+
+# The README's "run the main job": serve the demo connector on its sample data.
+DEMO_LISTEN ?= 127.0.0.1:8080
+demo: all
+	bin/biconnector serve examples/demo/connector.lua --listen $(DEMO_LISTEN)
