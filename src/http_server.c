@@ -1,7 +1,957 @@
-/* Placeholder: this part of the core is not built yet. */
+/* The built-in HTTP server (core.server) over libmicrohttpd, and the few
+ * process primitives the worker mode needs (core.process).
+ *
+ * MHD runs in external polling mode (epoll) driven by server:run() on the
+ * calling Lua thread: every MHD callback therefore runs inside MHD_run() on
+ * that thread and calls Lua only through lua_pcall, so a Lua error never
+ * unwinds through libmicrohttpd frames. */
 #include "bic.h"
+#include "buffer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <microhttpd.h>
+
+#define SERVER_MT "biconnector.server"
+#define DEFAULT_MAX_BODY (8u * 1024u * 1024u)
+#define DEFAULT_TIMEOUT 30
+#define DEFAULT_CONNECTIONS 512
+#define DEFAULT_GRACE 10.0
+#define STREAM_BLOCK (64 * 1024)
+
+/* ---------------------------------------------------------------- signals */
+
+/* Pending signals, set by the handler and read by the run loops; the self-pipe
+ * wakes a poll() that started before the signal arrived. */
+static volatile sig_atomic_t pending_signals[NSIG];
+static int signal_pipe[2] = {-1, -1};
+
+static const struct { const char *name; int number; } signal_names[] = {
+  {"INT", SIGINT}, {"TERM", SIGTERM}, {"HUP", SIGHUP}, {"QUIT", SIGQUIT},
+  {"CHLD", SIGCHLD}, {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
+  {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"SEGV", SIGSEGV}, {"ABRT", SIGABRT},
+  {NULL, 0}
+};
+
+static const char *signal_name(int number) {
+  int i;
+  for (i = 0; signal_names[i].name != NULL; i++)
+    if (signal_names[i].number == number) return signal_names[i].name;
+  return NULL;
+}
+
+static int check_signal(lua_State *L, int idx) {
+  int i;
+  const char *name;
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    int n = (int)lua_tointeger(L, idx);
+    luaL_argcheck(L, n > 0 && n < NSIG, idx, "signal number out of range");
+    return n;
+  }
+  name = luaL_checkstring(L, idx);
+  if (strncmp(name, "SIG", 3) == 0) name += 3;
+  for (i = 0; signal_names[i].name != NULL; i++)
+    if (strcmp(signal_names[i].name, name) == 0) return signal_names[i].number;
+  return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", name));
+}
+
+static void on_signal(int sig) {
+  int saved = errno;
+  if (sig > 0 && sig < NSIG) pending_signals[sig] = 1;
+  if (signal_pipe[1] >= 0) {
+    char c = (char)sig;
+    ssize_t n = write(signal_pipe[1], &c, 1);
+    (void)n; /* a full pipe already holds a wake-up */
+  }
+  errno = saved;
+}
+
+static int open_signal_pipe(void) {
+  if (signal_pipe[0] >= 0) return 0;
+  if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+    signal_pipe[0] = signal_pipe[1] = -1;
+    return -1;
+  }
+  return 0;
+}
+
+static void drain_signal_pipe(void) {
+  char junk[64];
+  if (signal_pipe[0] < 0) return;
+  while (read(signal_pipe[0], junk, sizeof junk) > 0) {}
+}
+
+/* Takes a pending stop signal (TERM, INT) and returns its number, or 0. */
+static int take_stop_signal(void) {
+  if (pending_signals[SIGTERM]) { pending_signals[SIGTERM] = 0; return SIGTERM; }
+  if (pending_signals[SIGINT]) { pending_signals[SIGINT] = 0; return SIGINT; }
+  return 0;
+}
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ----------------------------------------------------------------- server */
+
+typedef struct server {
+  struct MHD_Daemon *daemon; /* NULL once closed: the userdata closes once */
+  lua_State *L;              /* the thread currently driving MHD */
+  int handler_ref;
+  size_t max_body;
+  double grace;
+  int port;
+  int listen_fd;             /* owned by MHD until quiesced */
+  int stop;                  /* server:stop() was called */
+  int running;               /* inside run(): close must wait */
+  int quiescing;
+} server;
+
+/* Per-request state, from the first access-handler call to the completion notice. */
+typedef struct request {
+  bic_buffer body;
+  size_t discarded;
+  int too_large;
+  int finish_ref;
+} request;
+
+/* A chunked answer: the Lua iterator and the chunk being sent. */
+typedef struct stream {
+  server *srv;
+  int iterator_ref;
+  int chunk_ref;
+  const char *chunk;
+  size_t len, off;
+  int ended;
+} stream;
+
+static void log_error(const char *what, const char *message) {
+  fprintf(stderr, "biconnector.server: %s: %s\n", what, message ? message : "(no message)");
+  fflush(stderr);
+}
+
+static int traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Calls the function below nargs arguments with a traceback handler; on failure
+ * logs the message and leaves nothing. Returns 0 on success (results on the stack). */
+static int protected_call(lua_State *L, int nargs, int nresults, const char *what) {
+  int base = lua_gettop(L) - nargs;
+  int status;
+  lua_pushcfunction(L, traceback);
+  lua_insert(L, base);
+  status = lua_pcall(L, nargs, nresults, base);
+  lua_remove(L, base);
+  if (status != 0) {
+    log_error(what, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return -1;
+  }
+  return 0;
+}
+
+static enum MHD_Result queue_json(struct MHD_Connection *conn, unsigned int status,
+                                  const char *body) {
+  struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body,
+                                                           MHD_RESPMEM_PERSISTENT);
+  enum MHD_Result ret;
+  if (r == NULL) return MHD_NO;
+  MHD_add_response_header(r, "Content-Type", "application/json");
+  ret = MHD_queue_response(conn, status, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+static const char BODY_TOO_LARGE[] =
+  "{\"error\":\"PAYLOAD_TOO_LARGE\",\"error_description\":\"the request body is over the server's limit\"}";
+static const char BODY_INTERNAL[] =
+  "{\"error\":\"INTERNAL_ERROR\",\"error_description\":\"the request handler failed; see the server log\"}";
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value) {
+  lua_State *L = (lua_State *)cls;
+  char name[256];
+  size_t i, n = strlen(key);
+  (void)kind;
+  if (n >= sizeof name) return MHD_YES; /* absurd names are dropped */
+  for (i = 0; i < n; i++) {
+    char c = key[i];
+    name[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+  }
+  lua_pushlstring(L, name, n);
+  lua_pushvalue(L, -1);
+  lua_rawget(L, -3);
+  if (lua_type(L, -1) == LUA_TSTRING) { /* repeated header: join as HTTP allows */
+    lua_pushliteral(L, ", ");
+    lua_pushstring(L, value ? value : "");
+    lua_concat(L, 3);
+  } else {
+    lua_pop(L, 1);
+    lua_pushstring(L, value ? value : "");
+  }
+  lua_rawset(L, -3);
+  return MHD_YES;
+}
+
+static enum MHD_Result collect_argument(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        const char *value) {
+  lua_State *L = (lua_State *)cls;
+  (void)kind;
+  lua_pushstring(L, key);
+  lua_pushstring(L, value ? value : "");
+  lua_rawset(L, -3);
+  return MHD_YES;
+}
+
+static void push_remote(lua_State *L, struct MHD_Connection *conn) {
+  const union MHD_ConnectionInfo *ci =
+    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  char text[INET6_ADDRSTRLEN] = "";
+  if (ci != NULL && ci->client_addr != NULL) {
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+      inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, text, sizeof text);
+    else if (sa->sa_family == AF_INET6)
+      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, text, sizeof text);
+  }
+  lua_pushstring(L, text);
+}
+
+/* Content reader of a chunked answer: pulls chunks from the Lua iterator. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+  stream *s = (stream *)cls;
+  lua_State *L = s->srv->L;
+  (void)pos;
+  if (s->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+  while (s->off >= s->len) {
+    int top = lua_gettop(L);
+    if (s->chunk_ref != LUA_NOREF) {
+      luaL_unref(L, LUA_REGISTRYINDEX, s->chunk_ref);
+      s->chunk_ref = LUA_NOREF;
+      s->chunk = NULL;
+    }
+    if (!lua_checkstack(L, 4)) return MHD_CONTENT_READER_END_WITH_ERROR;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->iterator_ref);
+    if (protected_call(L, 0, 1, "body iterator failed") != 0) {
+      lua_settop(L, top);
+      s->ended = 1;
+      return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    if (lua_isnil(L, -1)) {
+      lua_settop(L, top);
+      s->ended = 1;
+      return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      log_error("body iterator failed",
+                lua_pushfstring(L, "chunk is a %s, expected a string or nil", luaL_typename(L, -1)));
+      lua_settop(L, top);
+      s->ended = 1;
+      return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    s->chunk = lua_tolstring(L, -1, &s->len);
+    s->off = 0;
+    s->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* keeps the string (and chunk) alive */
+    lua_settop(L, top);
+  }
+  {
+    size_t n = s->len - s->off;
+    if (n > max) n = max;
+    memcpy(buf, s->chunk + s->off, n);
+    s->off += n;
+    return (ssize_t)n;
+  }
+}
+
+/* Called by MHD when the answer is done or the client went away. */
+static void stream_free(void *cls) {
+  stream *s = (stream *)cls;
+  lua_State *L = s->srv->L;
+  if (L != NULL) {
+    luaL_unref(L, LUA_REGISTRYINDEX, s->chunk_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, s->iterator_ref);
+  }
+  free(s);
+}
+
+/* Builds an MHD response from the handler's results at the stack indexes
+ * status, headers, body. Returns NULL with a message pushed on failure. */
+static struct MHD_Response *make_response(server *srv, lua_State *L, int base,
+                                          unsigned int *status) {
+  struct MHD_Response *r = NULL;
+  int st = base, hd = base + 1, bd = base + 2;
+  lua_Number code;
+  if (lua_type(L, st) != LUA_TNUMBER) {
+    lua_pushfstring(L, "status is a %s, expected a number", luaL_typename(L, st));
+    return NULL;
+  }
+  code = lua_tonumber(L, st);
+  if (!(code >= 100 && code <= 599) || code != (lua_Number)(int)code) {
+    lua_pushfstring(L, "status %s is not an HTTP status", lua_tostring(L, st));
+    return NULL;
+  }
+  *status = (unsigned int)code;
+  if (!lua_isnil(L, hd) && !lua_istable(L, hd)) {
+    lua_pushfstring(L, "headers is a %s, expected a table", luaL_typename(L, hd));
+    return NULL;
+  }
+  if (lua_type(L, bd) == LUA_TSTRING) {
+    size_t len;
+    const char *body = lua_tolstring(L, bd, &len);
+    r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+  } else if (lua_isnil(L, bd)) {
+    r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+  } else if (lua_isfunction(L, bd)) {
+    stream *s = (stream *)calloc(1, sizeof *s);
+    if (s == NULL) { lua_pushliteral(L, "out of memory"); return NULL; }
+    s->srv = srv;
+    s->chunk_ref = LUA_NOREF;
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, s,
+                                          stream_free);
+    if (r == NULL) { free(s); lua_pushliteral(L, "cannot create a response"); return NULL; }
+    lua_pushvalue(L, bd);
+    s->iterator_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  } else {
+    lua_pushfstring(L, "body is a %s, expected a string, an iterator function or nil",
+                    luaL_typename(L, bd));
+    return NULL;
+  }
+  if (r == NULL) { lua_pushliteral(L, "cannot create a response"); return NULL; }
+  if (lua_istable(L, hd)) {
+    lua_pushnil(L);
+    while (lua_next(L, hd) != 0) {
+      if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING &&
+                                             lua_type(L, -1) != LUA_TNUMBER)) {
+        MHD_destroy_response(r);
+        lua_pushliteral(L, "headers must map names to strings");
+        return NULL;
+      }
+      lua_pushvalue(L, -1); /* a number value: convert a copy, not the key under lua_next */
+      if (MHD_add_response_header(r, lua_tostring(L, -3), lua_tostring(L, -1)) != MHD_YES) {
+        lua_pushfstring(L, "header '%s' is not valid", lua_tostring(L, -3));
+        MHD_destroy_response(r);
+        return NULL;
+      }
+      lua_pop(L, 2);
+    }
+  }
+  return r;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+  server *srv = (server *)cls;
+  request *req = (request *)*con_cls;
+  lua_State *L = srv->L;
+  struct MHD_Response *r;
+  unsigned int status = 500;
+  enum MHD_Result ret;
+  int top;
+  (void)version;
+  if (req == NULL) { /* first call: headers only */
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    req = (request *)calloc(1, sizeof *req);
+    if (req == NULL) return MHD_NO;
+    bic_buffer_init(&req->body);
+    req->finish_ref = LUA_NOREF;
+    *con_cls = req;
+    if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)srv->max_body) {
+      req->too_large = 1;
+      return queue_json(conn, 413, BODY_TOO_LARGE);
+    }
+    return MHD_YES;
+  }
+  if (*upload_data_size > 0) { /* a piece of the body */
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    if (req->too_large || req->body.len + n > srv->max_body) {
+      /* a chunked body over the limit: drop it, answer 413 once it ends, and
+       * give up on the connection when the client keeps going far past it */
+      if (!req->too_large) bic_buffer_free(&req->body);
+      req->too_large = 1;
+      req->discarded += n;
+      return req->discarded > 2 * srv->max_body ? MHD_NO : MHD_YES;
+    }
+    return bic_buffer_put(&req->body, upload_data, n) == 0 ? MHD_YES : MHD_NO;
+  }
+  if (req->too_large) return queue_json(conn, 413, BODY_TOO_LARGE);
+
+  top = lua_gettop(L);
+  if (!lua_checkstack(L, 10)) return MHD_NO;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->handler_ref);
+  lua_createtable(L, 0, 7);
+  lua_pushstring(L, method);
+  lua_setfield(L, -2, "method");
+  lua_pushstring(L, url);
+  lua_setfield(L, -2, "path");
+  lua_newtable(L);
+  MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_argument, L);
+  lua_setfield(L, -2, "query");
+  lua_newtable(L);
+  MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, L);
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, req->body.data ? req->body.data : "", req->body.len);
+  lua_setfield(L, -2, "body");
+  push_remote(L, conn);
+  lua_setfield(L, -2, "remote");
+  bic_buffer_free(&req->body);
+  if (protected_call(L, 1, 4, "request handler failed") != 0) {
+    lua_settop(L, top);
+    return queue_json(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_INTERNAL);
+  }
+  r = make_response(srv, L, top + 1, &status);
+  if (r == NULL) {
+    log_error("request handler returned a bad answer", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return queue_json(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_INTERNAL);
+  }
+  if (lua_isfunction(L, top + 4)) { /* called once the answer is done or abandoned */
+    lua_pushvalue(L, top + 4);
+    req->finish_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_settop(L, top);
+  ret = MHD_queue_response(conn, status, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  server *srv = (server *)cls;
+  request *req = (request *)*con_cls;
+  lua_State *L = srv->L;
+  (void)conn;
+  if (req == NULL) return;
+  *con_cls = NULL;
+  if (req->finish_ref != LUA_NOREF && L != NULL) {
+    const char *how = "error";
+    switch (toe) {
+      case MHD_REQUEST_TERMINATED_COMPLETED_OK: how = "ok"; break;
+      case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: how = "timeout"; break;
+      case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: how = "shutdown"; break;
+      case MHD_REQUEST_TERMINATED_CLIENT_ABORT: how = "aborted"; break;
+      case MHD_REQUEST_TERMINATED_READ_ERROR: how = "aborted"; break;
+      default: break;
+    }
+    if (lua_checkstack(L, 3)) {
+      int top = lua_gettop(L);
+      lua_rawgeti(L, LUA_REGISTRYINDEX, req->finish_ref);
+      lua_pushstring(L, how);
+      protected_call(L, 1, 0, "finish callback failed");
+      lua_settop(L, top);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, req->finish_ref);
+  }
+  bic_buffer_free(&req->body);
+  free(req);
+}
+
+/* Opens a listening TCP socket; returns the fd or -1 with a message in err. */
+static int open_listener(const char *host, const char *port, int reuse_port, int *family,
+                         char *err, size_t errlen) {
+  struct addrinfo hints, *res = NULL, *ai;
+  int fd = -1, rc, one = 1, saved = 0;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  rc = getaddrinfo(host, port, &hints, &res);
+  if (rc != 0) {
+    snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
+    return -1;
+  }
+  for (ai = res; ai != NULL; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0) { saved = errno; continue; }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#ifdef SO_REUSEPORT
+    if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+#else
+    (void)reuse_port;
+#endif
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 511) == 0) {
+      *family = ai->ai_family;
+      break;
+    }
+    saved = errno;
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  if (fd < 0) snprintf(err, errlen, "cannot listen on %s:%s: %s", host, port, strerror(saved));
+  return fd;
+}
+
+static int socket_port(int fd, int *family) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return -1;
+  if (family) *family = ss.ss_family;
+  if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return -1;
+}
+
+static const char *opt_string(lua_State *L, int idx, const char *key, const char *def) {
+  const char *s;
+  lua_getfield(L, idx, key);
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return def; }
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "option '%s' is a %s, expected a string", key, luaL_typename(L, -1));
+  s = lua_tostring(L, -1);
+  lua_pop(L, 1); /* the options table keeps the string alive */
+  return s;
+}
+
+static lua_Number opt_number(lua_State *L, int idx, const char *key, lua_Number def,
+                             lua_Number min, lua_Number max) {
+  lua_Number n;
+  lua_getfield(L, idx, key);
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return def; }
+  if (lua_type(L, -1) != LUA_TNUMBER)
+    luaL_error(L, "option '%s' is a %s, expected a number", key, luaL_typename(L, -1));
+  n = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (!(n >= min && n <= max))
+    luaL_error(L, "option '%s' is %f, expected %f to %f", key, (double)n, (double)min, (double)max);
+  return n;
+}
+
+/* core.server.listen(host, port [, reuse_port]) -> fd, port | nil, err */
+static int l_listen(lua_State *L) {
+  const char *host = luaL_checkstring(L, 1);
+  int port = (int)luaL_checkinteger(L, 2);
+  int reuse = lua_toboolean(L, 3), family = 0, fd;
+  char err[256], service[16];
+  luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
+  snprintf(service, sizeof service, "%d", port);
+  fd = open_listener(host, service, reuse, &family, err, sizeof err);
+  if (fd < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushinteger(L, fd);
+  lua_pushinteger(L, socket_port(fd, NULL));
+  return 2;
+}
+
+/* core.server.new{handler=, host=, port=, fd=, max_body=, timeout=, connections=,
+ *                 grace=, reuse_port=} -> server | nil, err */
+static int l_new(lua_State *L) {
+  server *srv;
+  const char *host;
+  int port, fd, family = AF_INET, owned_fd = 0;
+  unsigned int flags = MHD_USE_EPOLL | MHD_USE_TURBO;
+  char err[256];
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "handler");
+  if (!lua_isfunction(L, -1)) return luaL_error(L, "option 'handler' must be a function");
+  lua_pop(L, 1);
+  host = opt_string(L, 1, "host", "127.0.0.1");
+  port = (int)opt_number(L, 1, "port", 8080, 0, 65535);
+  fd = (int)opt_number(L, 1, "fd", -1, -1, 1e9);
+
+  srv = (server *)lua_newuserdata(L, sizeof *srv);
+  memset(srv, 0, sizeof *srv);
+  srv->handler_ref = LUA_NOREF;
+  srv->listen_fd = -1;
+  luaL_getmetatable(L, SERVER_MT);
+  lua_setmetatable(L, -2);
+  srv->max_body = (size_t)opt_number(L, 1, "max_body", DEFAULT_MAX_BODY, 0, 1e12);
+  srv->grace = opt_number(L, 1, "grace", DEFAULT_GRACE, 0, 1e6);
+
+  if (fd < 0) {
+    char service[16];
+    lua_getfield(L, 1, "reuse_port");
+    snprintf(service, sizeof service, "%d", port);
+    fd = open_listener(host, service, lua_toboolean(L, -1), &family, err, sizeof err);
+    lua_pop(L, 1);
+    if (fd < 0) {
+      lua_pushnil(L);
+      lua_pushstring(L, err);
+      return 2;
+    }
+    owned_fd = 1;
+  } else {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "listening socket %d is not usable: %s", fd, strerror(errno));
+      return 2;
+    }
+  }
+  srv->port = socket_port(fd, &family);
+  if (family == AF_INET6) flags |= MHD_USE_IPv6;
+  lua_getfield(L, 1, "handler");
+  srv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  srv->L = L;
+  srv->daemon = MHD_start_daemon(
+    flags, 0, NULL, NULL, on_request, srv,
+    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+    MHD_OPTION_CONNECTION_TIMEOUT,
+    (unsigned int)opt_number(L, 1, "timeout", DEFAULT_TIMEOUT, 0, 86400),
+    MHD_OPTION_CONNECTION_LIMIT,
+    (unsigned int)opt_number(L, 1, "connections", DEFAULT_CONNECTIONS, 1, 1e6),
+    MHD_OPTION_END);
+  if (srv->daemon == NULL) {
+    if (owned_fd) close(fd);
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
+    srv->handler_ref = LUA_NOREF;
+    lua_pushnil(L);
+    lua_pushliteral(L, "libmicrohttpd could not start the daemon");
+    return 2;
+  }
+  srv->listen_fd = fd;
+  return 1;
+}
+
+static server *check_server(lua_State *L) {
+  return (server *)luaL_checkudata(L, 1, SERVER_MT);
+}
+
+static server *check_open(lua_State *L) {
+  server *srv = check_server(L);
+  if (srv->daemon == NULL) luaL_error(L, "the server is closed");
+  return srv;
+}
+
+static void begin_quiesce(server *srv) {
+  MHD_socket fd;
+  if (srv->quiescing) return;
+  srv->quiescing = 1;
+  fd = MHD_quiesce_daemon(srv->daemon);
+  if (fd != MHD_INVALID_SOCKET) close(fd);
+  srv->listen_fd = -1;
+}
+
+static unsigned int current_connections(server *srv) {
+  const union MHD_DaemonInfo *di =
+    MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+  return di ? di->num_connections : 0;
+}
+
+/* server:run([seconds]) -> reason: serves until server:stop() ("stopped"), a
+ * SIGTERM/SIGINT trapped by core.process.trap ("TERM"/"INT", after in-flight
+ * answers finished or the grace period ended), or the optional time is up ("timeout"). */
+static int l_run(lua_State *L) {
+  server *srv = check_open(L);
+  lua_Number limit = luaL_optnumber(L, 2, -1);
+  double start = now_seconds(), deadline = 0;
+  const char *reason = "stopped";
+  const union MHD_DaemonInfo *di;
+  int epfd;
+  if (srv->running) return luaL_error(L, "the server is already running");
+  di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+  if (di == NULL) return luaL_error(L, "libmicrohttpd gives no epoll descriptor");
+  epfd = di->epoll_fd;
+  srv->running = 1;
+  srv->stop = 0;
+  while (!srv->stop) {
+    struct pollfd pfd[2];
+    MHD_UNSIGNED_LONG_LONG mhd_timeout;
+    int timeout = 1000, n = 1, sig;
+    double t = now_seconds();
+    if (!srv->quiescing && (sig = take_stop_signal()) != 0) {
+      reason = signal_name(sig);
+      begin_quiesce(srv);
+      deadline = t + srv->grace;
+    }
+    if (srv->quiescing && deadline > 0) {
+      if (current_connections(srv) == 0 || t >= deadline) break;
+      if (take_stop_signal() != 0) break; /* a second signal: stop now */
+    }
+    if (limit >= 0 && t - start >= limit) { reason = "timeout"; break; }
+    if (MHD_get_timeout(srv->daemon, &mhd_timeout) == MHD_YES && mhd_timeout < (unsigned)timeout)
+      timeout = (int)mhd_timeout;
+    if (limit >= 0) {
+      double left = (start + limit - t) * 1000 + 1;
+      if (left < timeout) timeout = (int)left;
+    }
+    if (deadline > 0 && timeout > 100) timeout = 100; /* re-count connections while draining */
+    pfd[0].fd = epfd;
+    pfd[0].events = POLLIN;
+    if (signal_pipe[0] >= 0) {
+      pfd[1].fd = signal_pipe[0];
+      pfd[1].events = POLLIN;
+      n = 2;
+    }
+    if (poll(pfd, (nfds_t)n, timeout) < 0 && errno != EINTR) {
+      srv->running = 0;
+      return luaL_error(L, "poll failed: %s", strerror(errno));
+    }
+    drain_signal_pipe();
+    srv->L = L;
+    MHD_run(srv->daemon);
+  }
+  srv->running = 0;
+  lua_pushstring(L, srv->stop ? "stopped" : reason);
+  return 1;
+}
+
+/* server:stop(): makes run() return after the current step (from a handler too). */
+static int l_stop(lua_State *L) {
+  server *srv = check_server(L);
+  srv->stop = 1;
+  return 0;
+}
+
+/* server:quiesce(): stop accepting connections; in-flight ones go on. */
+static int l_quiesce(lua_State *L) {
+  server *srv = check_open(L);
+  begin_quiesce(srv);
+  return 0;
+}
+
+static int l_port(lua_State *L) {
+  server *srv = check_open(L);
+  lua_pushinteger(L, srv->port);
+  return 1;
+}
+
+static int l_connections(lua_State *L) {
+  server *srv = check_open(L);
+  lua_pushinteger(L, (lua_Integer)current_connections(srv));
+  return 1;
+}
+
+/* close / __gc / __close: safe to call twice. Connections still open are cut. */
+static int l_close(lua_State *L) {
+  server *srv = check_server(L);
+  if (srv->daemon == NULL) return 0;
+  if (srv->running) return luaL_error(L, "cannot close a running server; call server:stop()");
+  srv->L = L;
+  MHD_stop_daemon(srv->daemon); /* runs the completion and stream-free callbacks */
+  srv->daemon = NULL;
+  if (srv->quiescing) srv->listen_fd = -1;
+  luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
+  srv->handler_ref = LUA_NOREF;
+  srv->L = NULL;
+  return 0;
+}
+
+static int l_gc(lua_State *L) {
+  server *srv = check_server(L);
+  srv->running = 0; /* a collected server cannot be inside run() */
+  return l_close(L);
+}
+
+static int l_tostring(lua_State *L) {
+  server *srv = check_server(L);
+  if (srv->daemon == NULL) lua_pushliteral(L, "biconnector.server (closed)");
+  else lua_pushfstring(L, "biconnector.server (port %d)", srv->port);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- process */
+
+static int push_errno(lua_State *L, const char *what) {
+  int e = errno;
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", what, strerror(e));
+  lua_pushinteger(L, e);
+  return 3;
+}
+
+/* process.fork() -> pid (0 in the child) | nil, err. The child gets its own
+ * signal pipe and no pending signals; SIGCHLD goes back to its default. */
+static int l_fork(lua_State *L) {
+  pid_t pid;
+  fflush(stdout);
+  fflush(stderr);
+  pid = fork();
+  if (pid < 0) return push_errno(L, "fork failed");
+  if (pid == 0) {
+    int i;
+    signal(SIGCHLD, SIG_DFL);
+    if (signal_pipe[0] >= 0) {
+      close(signal_pipe[0]);
+      close(signal_pipe[1]);
+      signal_pipe[0] = signal_pipe[1] = -1;
+      open_signal_pipe();
+    }
+    for (i = 0; i < NSIG; i++) pending_signals[i] = 0;
+  }
+  lua_pushinteger(L, (lua_Integer)pid);
+  return 1;
+}
+
+/* process.wait([pid [, block]]) -> pid, "exit"|"signal", code | nil when none has ended
+ * (non-blocking unless block is true) | nil, err */
+static int l_wait(lua_State *L) {
+  pid_t want = (pid_t)luaL_optinteger(L, 1, -1);
+  int block = lua_toboolean(L, 2), st = 0;
+  pid_t pid;
+  do pid = waitpid(want, &st, block ? 0 : WNOHANG);
+  while (pid < 0 && errno == EINTR);
+  if (pid < 0) return push_errno(L, "waitpid failed");
+  if (pid == 0) { lua_pushnil(L); return 1; }
+  lua_pushinteger(L, (lua_Integer)pid);
+  if (WIFSIGNALED(st)) {
+    const char *name = signal_name(WTERMSIG(st));
+    lua_pushliteral(L, "signal");
+    if (name) lua_pushstring(L, name);
+    else lua_pushinteger(L, WTERMSIG(st));
+  } else {
+    lua_pushliteral(L, "exit");
+    lua_pushinteger(L, WEXITSTATUS(st));
+  }
+  return 3;
+}
+
+/* process.kill(pid, signal) -> true | nil, err */
+static int l_kill(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  int sig = check_signal(L, 2);
+  if (kill(pid, sig) != 0) return push_errno(L, "kill failed");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* process.trap(signal, ...) records these signals instead of their default action;
+ * process.trap() with "PIPE" ignores SIGPIPE outright. */
+static int l_trap(lua_State *L) {
+  int i, n = lua_gettop(L);
+  if (open_signal_pipe() != 0) return push_errno(L, "cannot create the signal pipe");
+  for (i = 1; i <= n; i++) {
+    int sig = check_signal(L, i);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    if (sig == SIGPIPE) sa.sa_handler = SIG_IGN;
+    else {
+      sa.sa_handler = on_signal;
+      if (sig == SIGCHLD) sa.sa_flags = SA_NOCLDSTOP;
+    }
+    if (sigaction(sig, &sa, NULL) != 0) return push_errno(L, "sigaction failed");
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* process.signals() -> list of signal names received since the last call */
+static int l_signals(lua_State *L) {
+  int i, k = 0;
+  lua_newtable(L);
+  for (i = 1; i < NSIG; i++) {
+    if (pending_signals[i]) {
+      const char *name = signal_name(i);
+      pending_signals[i] = 0;
+      if (name) lua_pushstring(L, name);
+      else lua_pushinteger(L, i);
+      lua_rawseti(L, -2, ++k);
+    }
+  }
+  return 1;
+}
+
+/* process.sleep(seconds): sleeps, waking early when a trapped signal arrives. */
+static int l_sleep(lua_State *L) {
+  lua_Number s = luaL_checknumber(L, 1);
+  struct pollfd pfd;
+  int n = 0;
+  if (signal_pipe[0] >= 0) {
+    pfd.fd = signal_pipe[0];
+    pfd.events = POLLIN;
+    n = 1;
+  }
+  poll(&pfd, (nfds_t)n, s <= 0 ? 0 : (int)(s * 1000));
+  drain_signal_pipe();
+  return 0;
+}
+
+static int l_getpid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
+/* process.close(fd): closes a descriptor from server.listen in a process that no longer needs it. */
+static int l_closefd(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  if (close(fd) != 0) return push_errno(L, "close failed");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* process.exit(code): leaves at once without running Lua finalizers (for a forked
+ * child that must not close what its parent still owns). */
+static int l_exit(lua_State *L) {
+  int code = (int)luaL_optinteger(L, 1, 0);
+  fflush(stdout);
+  fflush(stderr);
+  _exit(code);
+  return 0;
+}
 
 int bic_open_http_server(lua_State *L) {
-  (void)L;
+  static const luaL_Reg methods[] = {
+    {"run", l_run},
+    {"stop", l_stop},
+    {"quiesce", l_quiesce},
+    {"port", l_port},
+    {"connections", l_connections},
+    {"close", l_close},
+    {NULL, NULL}
+  };
+  static const luaL_Reg server_functions[] = {
+    {"new", l_new},
+    {"listen", l_listen},
+    {NULL, NULL}
+  };
+  static const luaL_Reg process_functions[] = {
+    {"fork", l_fork},
+    {"wait", l_wait},
+    {"kill", l_kill},
+    {"trap", l_trap},
+    {"signals", l_signals},
+    {"sleep", l_sleep},
+    {"getpid", l_getpid},
+    {"close", l_closefd},
+    {"exit", l_exit},
+    {NULL, NULL}
+  };
+  if (luaL_newmetatable(L, SERVER_MT)) {
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, server_functions);
+  lua_setfield(L, -2, "server");
+  luaL_newlib(L, process_functions);
+  lua_setfield(L, -2, "process");
   return 0;
 }
