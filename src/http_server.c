@@ -33,6 +33,9 @@
 #define DEFAULT_CONNECTIONS 512
 #define DEFAULT_GRACE 10.0
 #define STREAM_BLOCK (64 * 1024)
+/* How much of a chunked body over the limit is read and dropped before the
+ * connection is cut instead of answered with 413. */
+#define DISCARD_LIMIT (64u * 1024u * 1024u)
 
 /* ---------------------------------------------------------------- signals */
 
@@ -397,7 +400,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
       if (!req->too_large) bic_buffer_free(&req->body);
       req->too_large = 1;
       req->discarded += n;
-      return req->discarded > 2 * srv->max_body ? MHD_NO : MHD_YES;
+      return req->discarded > srv->max_body + DISCARD_LIMIT ? MHD_NO : MHD_YES;
     }
     return bic_buffer_put(&req->body, upload_data, n) == 0 ? MHD_YES : MHD_NO;
   }
@@ -888,6 +891,12 @@ static int l_sleep(lua_State *L) {
   return 0;
 }
 
+/* process.clock() -> seconds on a monotonic clock (for durations) */
+static int l_clock(lua_State *L) {
+  lua_pushnumber(L, now_seconds());
+  return 1;
+}
+
 static int l_getpid(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)getpid());
   return 1;
@@ -934,6 +943,7 @@ int bic_open_http_server(lua_State *L) {
     {"signals", l_signals},
     {"sleep", l_sleep},
     {"getpid", l_getpid},
+    {"clock", l_clock},
     {"close", l_closefd},
     {"exit", l_exit},
     {NULL, NULL}

@@ -1,0 +1,327 @@
+-- `biconnector serve`: the built-in HTTP server (core.server, libmicrohttpd)
+-- around a connector, with an access log and a worker mode (N processes
+-- sharing one listening socket, a dead one replaced, graceful stop on
+-- SIGTERM/SIGINT).
+local core = require "biconnector.core"
+
+local server, process = core.server, core.process
+local format, concat = string.format, table.concat
+local tostring, tonumber, type, pcall, ipairs = tostring, tonumber, type, pcall, ipairs
+local stderr, stdout = io.stderr, io.stdout
+
+local _M = { _VERSION = core.version }
+
+local USAGE = [[
+Usage: biconnector serve FILE [options]
+
+Serves a connector file on the built-in HTTP server and prints the four URLs
+to register in Bitrix24.
+
+Options:
+  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 picks a free port)
+  --prefix PATH        path prefix of the endpoints (e.g. /bi)
+  --workers N          run N worker processes sharing the port (default 1)
+  --max-body BYTES     largest request body accepted (default 8388608)
+  --timeout SECONDS    idle connection timeout (default 30)
+  --connections N      most connections at once per process (default 512)
+  --grace SECONDS      on SIGTERM/SIGINT, time for in-flight answers (default 10)
+  -h, --help           show this help
+]]
+
+_M.ENDPOINTS = {
+  { "urlCheck", "/check" },
+  { "urlTableList", "/table_list" },
+  { "urlTableDescription", "/table_description" },
+  { "urlData", "/data" },
+}
+
+local INTERNAL_ERROR = '{"error":"INTERNAL_ERROR","error_description":"the connector failed; see the server log"}'
+
+-- "HOST:PORT", "[v6]:PORT", ":PORT" or "PORT" -> host, port | nil, err
+function _M.parse_listen(text)
+  local host, port = text:match("^%[([^%]]+)%]:(%d+)$")
+  if not host then host, port = text:match("^([^:]*):(%d+)$") end
+  if not host then port = text:match("^(%d+)$"); host = port and "" end
+  port = tonumber(port)
+  if not port or port > 65535 then
+    return nil, format("--listen expects HOST:PORT with a port from 0 to 65535, got '%s'", text)
+  end
+  if host == "" then host = "127.0.0.1" end
+  return host, port
+end
+
+local function positive_number(name, value, integer)
+  local n = tonumber(value)
+  if not n or n < 0 or (integer and n ~= math.floor(n)) then
+    return nil, format("%s expects a %s, got '%s'", name,
+      integer and "non-negative integer" or "non-negative number", tostring(value))
+  end
+  return n
+end
+
+-- args (after "serve") -> options | nil, err
+function _M.parse_args(args)
+  local o = { host = "127.0.0.1", port = 8080, workers = 1, prefix = "" }
+  local numeric = {
+    ["--workers"] = { "workers", true }, ["--max-body"] = { "max_body", true },
+    ["--timeout"] = { "timeout", false }, ["--connections"] = { "connections", true },
+    ["--grace"] = { "grace", false },
+  }
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
+    name = name or a
+    local function value()
+      if inline then return inline end
+      i = i + 1
+      if args[i] == nil then return nil end
+      return args[i]
+    end
+    if name == "-h" or name == "--help" then
+      o.help = true
+    elseif name == "--listen" then
+      local v = value()
+      if not v then return nil, "--listen needs a value" end
+      local host, port = _M.parse_listen(v)
+      if not host then return nil, port end
+      o.host, o.port = host, port
+    elseif name == "--prefix" then
+      local v = value()
+      if not v then return nil, "--prefix needs a value" end
+      if v ~= "" and not v:match("^/") then v = "/" .. v end
+      o.prefix = v:gsub("/+$", "")
+    elseif numeric[name] then
+      local v = value()
+      if not v then return nil, name .. " needs a value" end
+      local n, err = positive_number(name, v, numeric[name][2])
+      if not n then return nil, err end
+      o[numeric[name][1]] = n
+    elseif a:match("^%-") then
+      return nil, format("unknown option '%s'", a)
+    elseif o.file then
+      return nil, format("one connector file only (got '%s' and '%s')", o.file, a)
+    else
+      o.file = a
+    end
+    i = i + 1
+  end
+  if o.help then return o end
+  if not o.file then return nil, "missing the connector FILE" end
+  if o.workers < 1 then return nil, "--workers expects at least 1" end
+  return o
+end
+
+-- One access-log line; the body (where `connection` travels) is never logged.
+local function log_line(fields)
+  stderr:write(concat(fields, " "), "\n")
+end
+
+local function quote(v)
+  v = tostring(v)
+  if v:match("^[%w%._/:%-]+$") then return v end
+  return format("%q", v)
+end
+
+local function access_log(req, status, info, bytes, started, how)
+  log_line({
+    os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    req.remote ~= "" and req.remote or "-",
+    req.method, quote(req.path),
+    "endpoint=" .. quote(info.endpoint or "-"),
+    "table=" .. quote(info.table or "-"),
+    "status=" .. tostring(status),
+    "rows=" .. tostring(info.rows or "-"),
+    "bytes=" .. tostring(bytes),
+    format("ms=%.1f", (process.clock() - started) * 1000),
+    how ~= "ok" and ("end=" .. how) or nil,
+  })
+end
+
+-- Messages from the connector (opts.log): level, message, then key=value fields.
+-- A field called `connection` is dropped: setting values never reach the log.
+local function connector_log(level, message, fields)
+  local parts = { os.date("!%Y-%m-%dT%H:%M:%SZ"), tostring(level):upper(), quote(message) }
+  if type(fields) == "table" then
+    local keys = {}
+    for k in pairs(fields) do
+      if k ~= "connection" then keys[#keys + 1] = tostring(k) end
+    end
+    table.sort(keys)
+    for _, k in ipairs(keys) do parts[#parts + 1] = k .. "=" .. quote(fields[k]) end
+  end
+  log_line(parts)
+end
+
+-- The function core.server calls for each request: runs the connector and
+-- wraps a streamed body so that the access line tells the bytes really sent.
+function _M.handler(connector, opts)
+  opts = opts or {}
+  local handle_opts = { prefix = opts.prefix ~= "" and opts.prefix or nil, log = connector_log }
+  local quiet = opts.quiet
+  return function(req)
+    local started = process.clock()
+    local ok, status, headers, body, info = pcall(connector.handle, connector, req, handle_opts)
+    if not ok then
+      connector_log("error", "connector raised an error", { error = tostring(status), path = req.path })
+      status, headers, body, info = 500, { ["Content-Type"] = "application/json" }, INTERNAL_ERROR, {}
+    end
+    info = type(info) == "table" and info or {}
+    if type(body) == "function" then
+      local next_chunk, bytes = body, 0
+      local function counted()
+        local chunk = next_chunk()
+        if chunk ~= nil then bytes = bytes + #chunk end
+        return chunk
+      end
+      return status, headers, counted, function(how)
+        next_chunk = nil
+        if not quiet then access_log(req, status, info, bytes, started, how) end
+      end
+    end
+    local bytes = type(body) == "string" and #body or 0
+    return status, headers, body, function(how)
+      if not quiet then access_log(req, status, info, bytes, started, how) end
+    end
+  end
+end
+
+-- The four URLs to register, for a listening address and a prefix.
+function _M.urls(host, port, prefix)
+  local h = host:find(":", 1, true) and ("[" .. host .. "]") or host
+  if h == "0.0.0.0" or h == "[::]" then h = "127.0.0.1" end
+  local base = format("http://%s:%d%s", h, port, prefix or "")
+  local list = {}
+  for i, e in ipairs(_M.ENDPOINTS) do list[i] = { e[1], base .. e[2] } end
+  return list, base
+end
+
+local function server_options(o, handler, fd)
+  return {
+    handler = handler, fd = fd, max_body = o.max_body, timeout = o.timeout,
+    connections = o.connections, grace = o.grace,
+  }
+end
+
+-- Serves on the inherited listening socket until SIGTERM/SIGINT; returns an exit code.
+local function serve_process(o, handler, fd)
+  local srv, err = server.new(server_options(o, handler, fd))
+  if not srv then
+    stderr:write("biconnector serve: ", err, "\n")
+    return 1
+  end
+  local reason = srv:run()
+  srv:close()
+  if o.workers > 1 then
+    log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"), "worker", tostring(process.getpid()),
+      "stopped (" .. tostring(reason) .. ")" })
+  end
+  return 0
+end
+
+local function start_worker(o, handler, fd)
+  local pid, err = process.fork()
+  if pid == 0 then
+    local ok, code = pcall(serve_process, o, handler, fd)
+    if not ok then stderr:write("biconnector serve: worker failed: ", tostring(code), "\n") end
+    process.exit(ok and code or 1)
+  end
+  return pid, err
+end
+
+-- The master of --workers N: starts the workers, replaces one that dies,
+-- forwards SIGTERM/SIGINT and waits for them to finish.
+local function supervise(o, handler, fd)
+  local workers, count, stopping = {}, 0, false
+  local function spawn()
+    local pid, err = start_worker(o, handler, fd)
+    if not pid then
+      stderr:write("biconnector serve: ", err, "\n")
+      return false
+    end
+    workers[pid] = process.clock()
+    count = count + 1
+    log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"), "worker", tostring(pid), "started" })
+    return true
+  end
+  for _ = 1, o.workers do spawn() end
+  local deadline
+  while count > 0 do
+    for _, sig in ipairs(process.signals()) do
+      if (sig == "TERM" or sig == "INT") then
+        if not stopping then
+          stopping = true
+          deadline = process.clock() + (o.grace or 10) + 5
+          for pid in pairs(workers) do process.kill(pid, "TERM") end
+        else -- a second signal: stop the workers now
+          for pid in pairs(workers) do process.kill(pid, "KILL") end
+        end
+      end
+    end
+    while true do
+      local pid, how, code = process.wait()
+      if not pid then break end
+      if workers[pid] then
+        local lived = process.clock() - workers[pid]
+        workers[pid] = nil
+        count = count - 1
+        if not stopping then
+          log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"), "worker", tostring(pid),
+            "ended", how .. "=" .. tostring(code), "(replacing it)" })
+          if lived < 1 then process.sleep(1) end -- a worker that dies at once: do not spin
+          spawn()
+        end
+      end
+    end
+    if stopping and deadline and process.clock() > deadline then
+      for pid in pairs(workers) do process.kill(pid, "KILL") end
+      deadline = nil
+    end
+    if count > 0 then process.sleep(0.5) end
+  end
+  return 0
+end
+
+function _M.main(args)
+  local o, err = _M.parse_args(args or {})
+  if not o then
+    stderr:write("biconnector serve: ", err, "\n", "(see biconnector serve --help)\n")
+    return 2
+  end
+  if o.help then
+    stdout:write(USAGE)
+    return 0
+  end
+  local ok, connector = pcall(function() return require("biconnector.connector").load(o.file) end)
+  if not ok then
+    stderr:write("biconnector serve: ", tostring(connector), "\n")
+    return 1
+  end
+  local fd, port = server.listen(o.host, o.port)
+  if not fd then
+    stderr:write("biconnector serve: ", port, "\n")
+    return 1
+  end
+  local urls, base = _M.urls(o.host, port, o.prefix)
+  stdout:write(format("biconnector %s: serving %q from %s (%d worker%s)\n", core.version,
+    tostring(connector.title or "connector"), o.file, o.workers, o.workers == 1 and "" or "s"))
+  stdout:write(format("listening on http://%s:%d\n", o.host:find(":", 1, true) and ("[" .. o.host .. "]") or o.host, port))
+  stdout:write("Register these URLs in Bitrix24 (", base, "):\n")
+  for _, u in ipairs(urls) do stdout:write(format("  %-20s %s\n", u[1], u[2])) end
+  stdout:flush()
+
+  local handler = _M.handler(connector, o)
+  process.trap("TERM", "INT", "PIPE")
+  local code
+  if o.workers > 1 then
+    process.trap("CHLD")
+    code = supervise(o, handler, fd)
+    process.close(fd)
+  else
+    code = serve_process(o, handler, fd)
+  end
+  stdout:flush()
+  return code
+end
+
+return _M
