@@ -1,0 +1,604 @@
+-- biconnector.filter: the urlData filter object -> a typed AST; match a row
+-- against it; compile it to SQL with bound parameters. See docs/filter.md.
+--
+-- AST nodes:
+--   { kind = "group", logic = "and"|"or", items = { node, ... } }
+--   { kind = "cond", field = code, type = field type, op = OP, value = v,
+--     values = { v, ... } (in, not_in), from = v, to = v (between) }
+-- OP: eq ne gt ge lt le in not_in like not_like pattern not_pattern
+--     between is_null not_null
+local core = require "biconnector.core"
+
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
+local floor, huge = math.floor, math.huge
+local format, byte, char = string.format, string.byte, string.char
+local concat, sort = table.concat, table.sort
+local tointeger = math.tointeger
+
+local null = core.null
+
+local _M = { _VERSION = core.version }
+
+local FIELD_TYPES = { int = true, double = true, string = true, date = true, datetime = true }
+
+---------------------------------------------------------------- values
+
+local function is_null(v)
+  return v == nil or v == null
+end
+
+local MAX_EXACT = 9007199254740992 -- 2^53: beyond it LuaJIT numbers are not integers
+
+local function trim(s)
+  return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+local function show(v)
+  if type(v) == "string" then
+    if #v > 40 then v = v:sub(1, 40) .. "..." end
+    return format("%q", v):gsub("\\\n", "\\n")
+  end
+  if v == null then return "null" end
+  return tostring(v)
+end
+
+local function as_integer(v)
+  if type(v) == "string" then
+    local s = trim(v)
+    if not s:match("^[+-]?%d+$") then return nil end
+    v = tonumber(s)
+  end
+  if type(v) ~= "number" or v ~= v or v == huge or v == -huge or v ~= floor(v) then return nil end
+  if tointeger then return tointeger(v) end
+  if v > MAX_EXACT or v < -MAX_EXACT then return nil end
+  return v
+end
+
+local function as_double(v)
+  if type(v) == "string" then
+    local s = trim(v)
+    -- decimal notation only: no hex, inf or nan spellings
+    if not s:match("^[+-]?%d*%.?%d*[eE]?[+-]?%d*$") or not s:find("%d") then return nil end
+    v = tonumber(s)
+  end
+  if type(v) ~= "number" or v ~= v or v == huge or v == -huge then return nil end
+  return v + 0.0
+end
+
+local function number_string(v)
+  if v == floor(v) and v >= -MAX_EXACT and v <= MAX_EXACT then return format("%d", v) end
+  for prec = 15, 17 do
+    local s = format("%." .. prec .. "g", v)
+    if tonumber(s) == v then return s end
+  end
+end
+
+local function as_string(v)
+  if type(v) == "string" then return v end
+  if type(v) == "number" then
+    if tointeger and tointeger(v) and math.type(v) == "integer" then return tostring(v) end
+    return number_string(v)
+  end
+  return nil
+end
+
+local DAYS = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+
+local function valid_date(y, m, d)
+  if m < 1 or m > 12 or d < 1 then return false end
+  local max = DAYS[m]
+  if m == 2 and (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) then max = 29 end
+  return d <= max
+end
+
+-- The spellings of protocol.md: 31.05.2025 17:01:55, 31.05.2025, 2025-05-31,
+-- 2025-05-31 17:01:55, ISO 8601 with T, optional seconds, fraction and offset.
+-- Returns y, m, d, time ("HH:MM:SS" or nil), or nil, why.
+local function parse_moment(s)
+  s = trim(s)
+  local y, m, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
+  if not y then
+    d, m, y, rest = s:match("^(%d%d)%.(%d%d)%.(%d%d%d%d)(.*)$")
+  end
+  if not y then return nil, "not a date (expected YYYY-MM-DD, DD.MM.YYYY or ISO 8601)" end
+  y, m, d = tonumber(y), tonumber(m), tonumber(d)
+  if not valid_date(y, m, d) then return nil, "no such day" end
+  if rest == "" then return y, m, d, nil end
+  local hh, mi, tail = rest:match("^[T ](%d%d):(%d%d)(.*)$")
+  if not hh then return nil, "bad time of day" end
+  local ss = tail:match("^:(%d%d)")
+  if ss then tail = tail:sub(4) else ss = "00" end
+  tail = tail:gsub("^[.,]%d+", "")   -- fractions of a second are dropped
+  if tail ~= "" and tail ~= "Z" and not tail:match("^[+-]%d%d:?%d%d$") and not tail:match("^[+-]%d%d$") then
+    return nil, "bad time of day"
+  end
+  if tonumber(hh) > 23 or tonumber(mi) > 59 or tonumber(ss) > 59 then return nil, "no such time of day" end
+  return y, m, d, hh .. ":" .. mi .. ":" .. ss
+end
+
+local function as_date(v)
+  if type(v) ~= "string" then return nil, "expected a date string" end
+  local y, m, d, time = parse_moment(v)
+  if not y then return nil, m end
+  if time and time ~= "00:00:00" then return nil, "a date field takes a date, not a time of day" end
+  return format("%04d-%02d-%02d", y, m, d)
+end
+
+local function as_datetime(v)
+  if type(v) ~= "string" then return nil, "expected a date-time string" end
+  local y, m, d, time = parse_moment(v)
+  if not y then return nil, m end
+  return format("%04d-%02d-%02d %s", y, m, d, time or "00:00:00")
+end
+
+local NORMALIZERS = {
+  int = function(v) return as_integer(v), "expected an integer" end,
+  double = function(v) return as_double(v), "expected a number" end,
+  string = function(v) return as_string(v), "expected a string" end,
+  date = as_date,
+  datetime = as_datetime,
+}
+
+-- filter.normalize(field_type, value) -> the normalized value, or nil, why.
+-- Also what a connector uses to normalize row values before match.
+function _M.normalize(field_type, v)
+  local f = NORMALIZERS[field_type]
+  if not f then return nil, "unknown field type " .. show(field_type) end
+  if type(v) == "boolean" or type(v) == "table" or type(v) == "userdata" then
+    return nil, "expected a scalar"
+  end
+  local r, why = f(v)
+  if r == nil then return nil, why end
+  return r
+end
+
+---------------------------------------------------------------- parsing
+
+local function is_list(t)
+  if type(t) ~= "table" then return false end
+  local n = 0
+  for k in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k ~= floor(k) then return false end
+    n = n + 1
+  end
+  for i = 1, n do
+    if t[i] == nil then return false end
+  end
+  return true
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  sort(keys, function(a, b)
+    local ta, tb = type(a), type(b)
+    if ta ~= tb then return ta == "number" end
+    if ta == "number" or ta == "string" then return a < b end
+    return tostring(a) < tostring(b)
+  end)
+  return keys
+end
+
+-- Style A key prefixes, longest first so that `>=` wins over `>`.
+local PREFIXES = {
+  { "!=%", "not_pattern" }, { "!%", "not_like" }, { "!@", "not_in" }, { "!=", "ne" }, { "<>", "ne" },
+  { ">=", "ge" }, { "<=", "le" }, { "=%", "pattern" }, { "%=", "pattern" },
+  { "!", "ne" }, { "=", "eq" }, { ">", "gt" }, { "<", "lt" }, { "@", "in" }, { "%", "like" }, { "~", "pattern" },
+}
+
+-- Style B operator names (case-insensitive).
+local OPERATORS = {
+  ["="] = "eq", EQ = "eq", ["!="] = "ne", ["<>"] = "ne", NEQ = "ne", NE = "ne",
+  [">"] = "gt", GT = "gt", [">="] = "ge", GTE = "ge", ["<"] = "lt", LT = "lt", ["<="] = "le", LTE = "le",
+  LIKE = "like", ["NOT LIKE"] = "not_like", IN = "in", ["NOT IN"] = "not_in",
+  ["IS NULL"] = "is_null", ["IS NOT NULL"] = "not_null", BETWEEN = "between",
+}
+
+local LIKE_OPS = { like = true, not_like = true, pattern = true, not_pattern = true }
+
+-- Build a condition from an operator, a field and a raw value; where names the key.
+local function condition(field, op, raw, where)
+  local ftype = field.type
+  local node = { kind = "cond", field = field.code, type = ftype, op = op }
+  local function typed(v, at)
+    -- a form body cannot say null: an empty string in a non-string field means null
+    if v == "" and ftype ~= "string" then v = null end
+    if is_null(v) then return null end
+    local r, why = _M.normalize(ftype, v)
+    if r == nil then
+      return nil, format("%s: bad value %s for %s field %s (%s)", at or where, show(v), ftype, field.code, why)
+    end
+    return r
+  end
+  if LIKE_OPS[op] and ftype ~= "string" then
+    return nil, format("%s: %s needs a string field, %s is %s", where, op, field.code, ftype)
+  end
+  if op == "is_null" or op == "not_null" then return node end
+  if op == "between" then
+    if type(raw) ~= "table" or raw.from == nil or raw.to == nil then
+      return nil, format("%s: between needs both from and to", where)
+    end
+    local from, err = typed(raw.from, where .. ".from")
+    if from == nil then return nil, err end
+    local to, err2 = typed(raw.to, where .. ".to")
+    if to == nil then return nil, err2 end
+    if from == null or to == null then return nil, format("%s: between bounds may not be null", where) end
+    node.from, node.to = from, to
+    return node
+  end
+  if type(raw) == "table" and raw ~= null then
+    if not is_list(raw) then
+      return nil, format("%s: expected a value, a list of values or {operator=, value=}", where)
+    end
+    if op == "eq" then op = "in" elseif op == "ne" then op = "not_in" end
+    if op ~= "in" and op ~= "not_in" then
+      return nil, format("%s: operator %s takes one value, not a list", where, op)
+    end
+    node.op = op
+    local values = {}
+    for i, v in ipairs(raw) do
+      local tv, err = typed(v, format("%s[%d]", where, i))
+      if tv == nil then return nil, err end
+      if tv == null then return nil, format("%s[%d]: a list may not hold null", where, i) end
+      values[i] = tv
+    end
+    node.values = values
+    return node
+  end
+  if op == "in" or op == "not_in" then -- a single value is a list of one
+    return condition(field, op, { raw }, where)
+  end
+  local v, err = typed(raw, where)
+  if v == nil then return nil, err end
+  if v == null then
+    if op == "eq" then node.op = "is_null" return node end
+    if op == "ne" then node.op = "not_null" return node end
+    return nil, format("%s: operator %s cannot compare with null", where, op)
+  end
+  node.value = v
+  return node
+end
+
+-- Split a style A key into operator and field; nil, why when it names no field.
+local function split_key(key, fields)
+  if fields[key] then return "eq", fields[key] end
+  for _, p in ipairs(PREFIXES) do
+    local prefix = p[1]
+    if key:sub(1, #prefix) == prefix and fields[key:sub(#prefix + 1)] then
+      return p[2], fields[key:sub(#prefix + 1)]
+    end
+  end
+  local bare = key:match("^[^%w_]+(.*)$")
+  if bare and fields[bare] then
+    return nil, format("unknown operator %s in %s", show(key:sub(1, #key - #bare)), show(key))
+  end
+  return nil, "unknown field " .. show(key)
+end
+
+local parse_group
+
+-- The style recognizers, tried in order for every key/value of a group. Each
+-- returns a node, or false when the pair is not its style, or nil, err.
+-- A third style is one more entry here.
+_M.styles = {
+  { -- style B: {"FIELD": {"operator": OP, "value": V}}
+    name = "operator object",
+    recognize = function(key, value, ctx, where)
+      if type(key) ~= "string" or type(value) ~= "table" or value.operator == nil then return false end
+      local op_name = value.operator
+      local op, field = split_key(key, ctx.fields)
+      if op == nil then return nil, where .. ": " .. field end
+      if op ~= "eq" or not ctx.fields[key] then
+        return nil, format("%s: an operator prefix and an operator object at once", where)
+      end
+      op = type(op_name) == "string" and OPERATORS[trim(op_name):upper():gsub("%s+", " ")]
+      if not op then return nil, format("%s: unknown operator %s", where, show(op_name)) end
+      local raw = value.value
+      if op == "between" then
+        raw = value
+        if value.from == nil and is_list(value.value) and #value.value == 2 then
+          raw = { from = value.value[1], to = value.value[2] }
+        end
+      elseif raw == nil and op ~= "is_null" and op ~= "not_null" then
+        return nil, format("%s: operator %s needs a value", where, op_name)
+      end
+      return condition(field, op, raw, where)
+    end,
+  },
+  { -- style A: {"[OP]FIELD": value or list}
+    name = "key prefix",
+    recognize = function(key, value, ctx, where)
+      if type(key) ~= "string" then return false end
+      local op, field = split_key(key, ctx.fields)
+      if op == nil then
+        if type(value) == "table" and value ~= null and not is_list(value) then return false end -- a group
+        return nil, where .. ": " .. field
+      end
+      return condition(field, op, value, where)
+    end,
+  },
+  { -- nested group (style A): a key whose value is an object; LOGIC inside
+    name = "group",
+    recognize = function(key, value, ctx, where)
+      if type(value) ~= "table" or value == null then return false end
+      if is_list(value) and next(value) ~= nil then
+        return nil, format("%s: a list where a group or a field was expected", where)
+      end
+      return parse_group(value, ctx, where, ctx.depth + 1)
+    end,
+  },
+}
+
+local MAX_DEPTH = 32
+
+function parse_group(obj, ctx, where, depth)
+  if depth > MAX_DEPTH then return nil, format("%s: groups nest deeper than %d levels", where, MAX_DEPTH) end
+  local saved = ctx.depth
+  ctx.depth = depth
+  local logic = "and"
+  local items = {}
+  for _, key in ipairs(sorted_keys(obj)) do
+    local value = obj[key]
+    local at = where .. "[" .. tostring(key) .. "]"
+    if type(key) == "string" and key:upper() == "LOGIC" then
+      local l = type(value) == "string" and value:upper()
+      if l ~= "AND" and l ~= "OR" then
+        return nil, format("%s: LOGIC must be AND or OR, got %s", at, show(value))
+      end
+      logic = l:lower()
+    else
+      local node, err
+      for _, style in ipairs(_M.styles) do
+        node, err = style.recognize(key, value, ctx, at)
+        if node ~= false then break end
+      end
+      if node == false then
+        return nil, format("%s: neither a field condition nor a group", at)
+      end
+      if node == nil then return nil, err end
+      if node ~= true then items[#items + 1] = node end
+    end
+  end
+  ctx.depth = saved
+  if #items == 0 then return true end -- an empty group is no condition
+  if #items == 1 and items[1].kind == "group" then return items[1] end
+  if #items == 1 and logic == "or" then logic = "and" end
+  return { kind = "group", logic = logic, items = items }
+end
+
+-- filter.parse(obj, fields) -> ast (nil when obj is absent or empty), or nil, err
+function _M.parse(obj, fields)
+  if is_null(obj) then return nil end
+  if type(obj) ~= "table" then return nil, "filter: expected an object, got " .. type(obj) end
+  if type(fields) ~= "table" then error("filter.parse: fields must be a list of {code=, name=, type=}", 2) end
+  local by_code = {}
+  for i, f in ipairs(fields) do
+    if type(f) ~= "table" or type(f.code) ~= "string" or f.code == "" then
+      error(format("filter.parse: fields[%d] has no code", i), 2)
+    end
+    local t = type(f.type) == "string" and f.type:lower() or "string"
+    if not FIELD_TYPES[t] then t = "string" end -- as Bitrix24 treats an unknown type
+    by_code[f.code] = { code = f.code, type = t }
+  end
+  local ast, err = parse_group(obj, { fields = by_code, depth = 0 }, "filter", 1)
+  if ast == nil then return nil, err end
+  if ast == true then return nil end
+  if ast.kind ~= "group" then ast = { kind = "group", logic = "and", items = { ast } } end
+  return ast
+end
+
+---------------------------------------------------------------- matching
+
+local function ascii_lower(s)
+  return (s:gsub("%u", function(c) return char(byte(c) + 32) end))
+end
+
+-- Characters (UTF-8 sequences) of s, lower-cased in ASCII, as SQLite's LIKE sees them.
+local function chars(s)
+  local out, n = {}, 0
+  for ch in ascii_lower(s):gmatch("[%z\1-\127\192-\255][\128-\191]*") do
+    n = n + 1
+    out[n] = ch
+  end
+  return out, n
+end
+
+-- SQL LIKE with `%` and `_`, escape character `!`, ASCII case-insensitive.
+local function like(subject, pattern)
+  local s, ns = chars(subject)
+  local p, np = chars(pattern)
+  -- tokens: { "lit", ch } | "any" | "one"
+  local toks, nt, i = {}, 0, 1
+  while i <= np do
+    local c = p[i]
+    nt = nt + 1
+    if c == "!" and i < np then
+      i = i + 1
+      toks[nt] = p[i]
+    elseif c == "%" then
+      toks[nt] = true
+    elseif c == "_" then
+      toks[nt] = false
+    else
+      toks[nt] = c
+    end
+    i = i + 1
+  end
+  -- iterative wildcard match with backtracking to the last `%`
+  local si, ti, star_t, star_s = 1, 1, nil, nil
+  while si <= ns do
+    local t = toks[ti]
+    if ti <= nt and t ~= true and (t == false or t == s[si]) then
+      si, ti = si + 1, ti + 1
+    elseif ti <= nt and t == true then
+      star_t, star_s = ti, si
+      ti = ti + 1
+    elseif star_t then
+      star_s = star_s + 1
+      si, ti = star_s, star_t + 1
+    else
+      return false
+    end
+  end
+  while ti <= nt and toks[ti] == true do ti = ti + 1 end
+  return ti > nt
+end
+_M.like = like
+
+local function like_escape(s)
+  return (s:gsub("[!%%_]", "!%0"))
+end
+
+local function pattern_escape(s)
+  return (s:gsub("!", "!!"))
+end
+
+local function cmp_value(row_value, ftype)
+  if ftype == "int" or ftype == "double" then
+    if type(row_value) ~= "number" then return tonumber(row_value) end
+  elseif type(row_value) == "number" and ftype == "string" then
+    return as_string(row_value)
+  end
+  return row_value
+end
+
+local match_node
+
+local MATCHERS = {
+  eq = function(v, n) return v == n.value end,
+  ne = function(v, n) return v ~= n.value end,
+  gt = function(v, n) return v > n.value end,
+  ge = function(v, n) return v >= n.value end,
+  lt = function(v, n) return v < n.value end,
+  le = function(v, n) return v <= n.value end,
+  ["in"] = function(v, n)
+    for _, x in ipairs(n.values) do if v == x then return true end end
+    return false
+  end,
+  not_in = function(v, n)
+    for _, x in ipairs(n.values) do if v == x then return false end end
+    return true
+  end,
+  like = function(v, n) return like(v, "%" .. like_escape(n.value) .. "%") end,
+  not_like = function(v, n) return not like(v, "%" .. like_escape(n.value) .. "%") end,
+  pattern = function(v, n) return like(v, pattern_escape(n.value)) end,
+  not_pattern = function(v, n) return not like(v, pattern_escape(n.value)) end,
+  between = function(v, n) return v >= n.from and v <= n.to end,
+  not_null = function() return true end,
+  is_null = function() return false end,
+}
+
+-- What a condition says about a row whose value is NULL (see docs/filter.md):
+-- negative operators hold, as in Bitrix's ORM; comparisons do not.
+local NULL_HOLDS = { ne = true, not_in = true, not_like = true, not_pattern = true, is_null = true }
+
+function match_node(node, row)
+  if node.kind == "group" then
+    if node.logic == "or" then
+      for _, item in ipairs(node.items) do
+        if match_node(item, row) then return true end
+      end
+      return false
+    end
+    for _, item in ipairs(node.items) do
+      if not match_node(item, row) then return false end
+    end
+    return true
+  end
+  local v = row[node.field]
+  if is_null(v) then return NULL_HOLDS[node.op] == true end
+  v = cmp_value(v, node.type)
+  if v == nil then return NULL_HOLDS[node.op] == true end
+  return MATCHERS[node.op](v, node)
+end
+
+-- filter.match(ast, row) -> boolean; a nil ast matches every row.
+function _M.match(ast, row)
+  if ast == nil then return true end
+  return match_node(ast, row)
+end
+
+---------------------------------------------------------------- SQL
+
+local DIALECTS = {
+  sqlite = { quote = '"', like = "LIKE" },
+  postgres = { quote = '"', like = "ILIKE", numbered = true },
+  mysql = { quote = "`", like = "LIKE" },
+}
+
+local SQL_OPS = { eq = "=", ne = "<>", gt = ">", ge = ">=", lt = "<", le = "<=" }
+
+local function quote_ident(name, d)
+  if type(name) ~= "string" or name == "" or name:find("%z") then
+    error("filter.to_sql: bad column name " .. show(name), 3)
+  end
+  local q = d.quote
+  return q .. name:gsub(q, q .. q) .. q
+end
+
+-- filter.to_sql(ast, {dialect=, columns=, first_param=}) -> where_sql, params
+-- Values only ever travel as parameters; identifiers come only from the AST's
+-- field codes (mapped through columns) and are quoted for the dialect.
+function _M.to_sql(ast, opts)
+  opts = opts or {}
+  local d = DIALECTS[opts.dialect or "sqlite"]
+  if not d then error("filter.to_sql: unknown dialect " .. show(opts.dialect), 2) end
+  local columns = opts.columns or {}
+  local params, np = {}, 0
+  local base = (opts.first_param or 1) - 1
+  local function param(v)
+    np = np + 1
+    params[np] = v
+    if d.numbered then return "$" .. (base + np) end
+    return "?"
+  end
+  local function column(code)
+    return quote_ident(columns[code] or code, d)
+  end
+  local function compile(node)
+    if node.kind == "group" then
+      local parts = {}
+      for i, item in ipairs(node.items) do parts[i] = compile(item) end
+      if #parts == 0 then return node.logic == "or" and "1=0" or "1=1" end
+      return "(" .. concat(parts, node.logic == "or" and " OR " or " AND ") .. ")"
+    end
+    if node.kind ~= "cond" or type(node.field) ~= "string" then error("filter.to_sql: not a filter AST", 3) end
+    local c = column(node.field)
+    local op = node.op
+    if op == "is_null" then return c .. " IS NULL" end
+    if op == "not_null" then return c .. " IS NOT NULL" end
+    if SQL_OPS[op] then
+      local sql = c .. " " .. SQL_OPS[op] .. " " .. param(node.value)
+      if op == "ne" then return "(" .. c .. " IS NULL OR " .. sql .. ")" end
+      return sql
+    end
+    if op == "in" or op == "not_in" then
+      if #node.values == 0 then return op == "in" and "1=0" or "1=1" end
+      local ps = {}
+      for i, v in ipairs(node.values) do ps[i] = param(v) end
+      if op == "in" then return c .. " IN (" .. concat(ps, ", ") .. ")" end
+      return "(" .. c .. " IS NULL OR " .. c .. " NOT IN (" .. concat(ps, ", ") .. "))"
+    end
+    if op == "between" then
+      return c .. " BETWEEN " .. param(node.from) .. " AND " .. param(node.to)
+    end
+    if LIKE_OPS[op] then
+      local pattern
+      if op == "like" or op == "not_like" then
+        pattern = "%" .. like_escape(node.value) .. "%"
+      else
+        pattern = pattern_escape(node.value)
+      end
+      local sql = c .. " " .. d.like .. " " .. param(pattern) .. " ESCAPE '!'"
+      if op == "not_like" or op == "not_pattern" then
+        return "(" .. c .. " IS NULL OR NOT (" .. sql .. "))"
+      end
+      return sql
+    end
+    error("filter.to_sql: unknown operator " .. show(op), 3)
+  end
+  if ast == nil then return "1=1", params end
+  return compile(ast), params
+end
+
+return _M

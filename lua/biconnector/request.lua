@@ -1,0 +1,226 @@
+-- biconnector.request: an HTTP request from Bitrix24 (JSON or form body) ->
+-- the normalized request the connector works with. See docs/form.md.
+local core = require "biconnector.core"
+local form = require "biconnector.form"
+local filter = require "biconnector.filter"
+
+local type, pairs, tostring, tonumber = type, pairs, tostring, tonumber
+local format, floor = string.format, math.floor
+local tointeger = math.tointeger
+local null = core.null
+
+local _M = { _VERSION = core.version }
+
+---------------------------------------------------------------- errors
+
+local error_mt = {
+  __tostring = function(e) return tostring(e.status) .. " " .. tostring(e.message) end,
+}
+error_mt.__index = error_mt
+
+-- request.error(status, message) -> an error object {status=, message=}
+function _M.error(status, message)
+  return setmetatable({ status = status, message = message }, error_mt)
+end
+
+function _M.is_error(x)
+  return getmetatable(x) == error_mt
+end
+
+local function bad(message, ...)
+  return nil, _M.error(400, format(message, ...))
+end
+
+---------------------------------------------------------------- helpers
+
+local function is_absent(v)
+  return v == nil or v == null or v == ""
+end
+
+local function is_list(t)
+  local n = 0
+  for k in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k ~= floor(k) then return false end
+    n = n + 1
+  end
+  for i = 1, n do
+    if t[i] == nil then return false end
+  end
+  return true
+end
+
+-- A scalar that stands for text: strings as they are, numbers as the form
+-- would have spelled them, so that JSON and form bodies agree.
+local function text(v)
+  if type(v) == "string" then return v end
+  if type(v) == "number" then
+    if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format("%d", v) end
+    return format("%.17g", v)
+  end
+  return nil
+end
+
+local function show(v)
+  if type(v) == "string" then
+    if #v > 40 then v = v:sub(1, 40) .. "..." end
+    return format("%q", v):gsub("\\\n", "\\n")
+  end
+  if v == null then return "null" end
+  if type(v) == "table" then return next(v) ~= nil and is_list(v) and "a list" or "an object" end
+  return type(v)
+end
+
+local MAX_LIMIT = 2 ^ 53
+
+local function decode_limit(v)
+  local n
+  if type(v) == "number" then
+    n = v
+  elseif type(v) == "string" and v:match("^%s*%d+%s*$") then
+    n = tonumber(v)
+  end
+  if n == nil or n ~= n or n < 0 or n ~= floor(n) or n >= MAX_LIMIT then
+    return bad("limit: expected a non-negative integer, got %s", show(v))
+  end
+  if tointeger then n = tointeger(n) end
+  return n
+end
+
+local function decode_select(v)
+  if type(v) ~= "table" or not is_list(v) then
+    return bad("select: expected a list of field codes, got %s", show(v))
+  end
+  if v[1] == nil then return nil end -- [] is as absent as a form body can make it
+  local out = {}
+  for i = 1, #v do
+    local s = text(v[i])
+    if s == nil or s == "" then
+      return bad("select[%d]: expected a field code (a non-empty string), got %s", i, show(v[i]))
+    end
+    out[i] = s
+  end
+  return out
+end
+
+local function decode_object(name, v)
+  if type(v) ~= "table" or (next(v) ~= nil and is_list(v)) then
+    return bad("%s: expected an object, got %s", name, show(v))
+  end
+  return v
+end
+
+local function decode_map_fields(v)
+  local obj, err = decode_object("mapFields", v)
+  if not obj then return nil, err end
+  if next(obj) == nil then return nil end
+  local out = {}
+  for code, name in pairs(obj) do
+    local c, n = text(code), text(name)
+    if n == nil or n == "" then
+      return bad("mapFields[%s]: expected a field name (a non-empty string), got %s", tostring(code), show(name))
+    end
+    out[c] = n
+  end
+  return out
+end
+
+---------------------------------------------------------------- bodies
+
+local function media_type(headers)
+  local ct = headers and (headers["content-type"] or headers["Content-Type"])
+  if type(ct) ~= "string" then return nil end
+  return (ct:match("^%s*([^;%s]+)") or ""):lower()
+end
+
+local function decode_json(body)
+  local json = require "biconnector.json"
+  local obj, err = json.decode(body)
+  if obj == nil then return bad("body: not valid JSON (%s)", tostring(err)) end
+  if type(obj) ~= "table" or (next(obj) ~= nil and is_list(obj)) then
+    return bad("body: expected a JSON object, got %s", show(obj))
+  end
+  return obj
+end
+
+local function decode_form(body)
+  local obj, err = form.decode(body)
+  if obj == nil then return bad("body: %s", tostring(err)) end
+  return obj
+end
+
+local function decode_body(http)
+  local body = http.body
+  if body == nil or body == "" then return {} end
+  if type(body) ~= "string" then return bad("body: expected a string, got %s", type(body)) end
+  local mt = media_type(http.headers)
+  if mt == "application/json" or (mt and mt:match("^application/[%w.-]+%+json$")) then
+    return decode_json(body)
+  elseif mt == "application/x-www-form-urlencoded" then
+    return decode_form(body)
+  elseif mt and mt:match("^multipart/") then
+    return bad("body: %s is not supported; send JSON or application/x-www-form-urlencoded", mt)
+  end
+  -- no (or another) type: a body that starts with `{` is JSON, anything else a form
+  if body:match("^%s*{") then return decode_json(body) end
+  return decode_form(body)
+end
+
+---------------------------------------------------------------- decode
+
+-- request.decode(http) -> req, or nil, error object (status 400)
+function _M.decode(http)
+  if type(http) ~= "table" then error("request.decode: expected {method=, path=, headers=, body=}", 2) end
+  local raw, err = decode_body(http)
+  if raw == nil then return nil, err end
+  local req = { connection = {}, search = "" }
+
+  if not is_absent(raw.connection) then
+    req.connection, err = decode_object("connection", raw.connection)
+    if not req.connection then return nil, err end
+  end
+
+  if not is_absent(raw.searchString) then
+    req.search = text(raw.searchString)
+    if req.search == nil then return bad("searchString: expected a string, got %s", show(raw.searchString)) end
+  end
+
+  local table_name = raw.table
+  local table_key = "table"
+  if is_absent(table_name) then table_name, table_key = raw.name, "name" end
+  if not is_absent(table_name) then
+    req.table = text(table_name)
+    if req.table == nil then return bad("%s: expected a table code, got %s", table_key, show(table_name)) end
+  end
+
+  if not is_absent(raw.select) then
+    req.select, err = decode_select(raw.select)
+    if err then return nil, err end
+  end
+
+  if not is_absent(raw.filter) then
+    if type(raw.filter) ~= "table" then return bad("filter: expected an object, got %s", show(raw.filter)) end
+    if next(raw.filter) ~= nil then req.filter_raw = raw.filter end
+  end
+
+  if not is_absent(raw.limit) then
+    req.limit, err = decode_limit(raw.limit)
+    if err then return nil, err end
+  end
+
+  if not is_absent(raw.mapFields) then
+    req.map_fields, err = decode_map_fields(raw.mapFields)
+    if err then return nil, err end
+  end
+  return req
+end
+
+-- request.bind_filter(req, fields) -> true, or nil, error object (status 400)
+-- Sets req.filter to the parsed filter (nil when absent or empty).
+function _M.bind_filter(req, fields)
+  local ast, err = filter.parse(req.filter_raw, fields)
+  if err then return nil, _M.error(400, err) end
+  req.filter = ast
+  return true
+end
+
+return _M
