@@ -1,7 +1,780 @@
-/* Placeholder: this part of the core is not built yet. */
+/* urlData row encoder: typed rows -> JSON chunks of bounded size.
+ *
+ * core.rows.new(fields [, select [, opts]]) -> encoder
+ *   fields: the described fields, a list of {code = ..., type = ...}
+ *   select: list of 1-based indexes into fields giving the output columns
+ *           (default: every field in described order)
+ *   opts.chunk_size: bytes after which add_list stops (default 65536)
+ *   opts.arrays: "fields" (array rows are in described order, default) or
+ *                "select" (array rows are in select order)
+ * The header row is written by new(); rows follow; finish() closes the array.
+ * Values are checked and formatted by field type in C (see docs/connector.md). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include "bic.h"
+#include "json.h"
+
+#define ROWS_MT "biconnector.rows"
+#define ROWS_DEFAULT_CHUNK 65536
+
+enum { T_INT, T_DOUBLE, T_STRING, T_DATE, T_DATETIME };
+static const char *const type_names[] = {"int", "double", "string", "date", "datetime", NULL};
+
+enum { S_OPEN, S_FINISHED, S_CLOSED };
+
+typedef struct rows_encoder {
+  bic_buffer buf;
+  size_t chunk;
+  double rows;           /* rows added (a double: LuaJIT has no integers) */
+  int state;
+  int nfields;           /* described fields */
+  int nout;              /* output columns */
+  int arrays_by_select;  /* array rows follow the select order */
+  int *field_type;       /* [nfields] */
+  int *out_field;        /* [nout] 0-based field index of each output column */
+} rows_encoder;
+
+/* The codes of the fields (a list of strings) live in the userdata's uservalue. */
+#if LUA_VERSION_NUM >= 504
+#define rows_setcodes(L, idx) lua_setiuservalue(L, (idx), 1)
+#define rows_getcodes(L, idx) ((void)lua_getiuservalue(L, (idx), 1))
+#define rows_newuserdata(L, n) lua_newuserdatauv(L, (n), 1)
+#else
+#define rows_setcodes(L, idx) lua_setfenv(L, (idx))
+#define rows_getcodes(L, idx) lua_getfenv(L, (idx))
+#define rows_newuserdata(L, n) lua_newuserdata(L, (n))
+#endif
+
+/* ---- failures -------------------------------------------------------------- */
+
+/* A value that cannot be converted: the message is written into why. */
+typedef struct why_buf {
+  char text[200];
+} why_buf;
+
+static const char *value_kind(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TLIGHTUSERDATA) return "userdata";
+  if (t == LUA_TNUMBER) return bic_isinteger(L, idx) ? "integer" : "number";
+  return lua_typename(L, t);
+}
+
+/* Describe the offending value briefly: type and, for scalars, a shortened value. */
+static void explain(lua_State *L, int idx, why_buf *why, const char *expected) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    char shown[41];
+    size_t i, n = len > 32 ? 32 : len;
+    for (i = 0; i < n; i++) shown[i] = (s[i] >= 32 && s[i] < 127) ? s[i] : '?';
+    shown[n] = '\0';
+    snprintf(why->text, sizeof why->text, "expected %s, got string \"%s%s\"", expected, shown,
+             len > n ? "..." : "");
+  } else if (t == LUA_TNUMBER) {
+    snprintf(why->text, sizeof why->text, "expected %s, got %s %.17g", expected, value_kind(L, idx),
+             (double)lua_tonumber(L, idx));
+  } else if (t == LUA_TBOOLEAN) {
+    snprintf(why->text, sizeof why->text, "expected %s, got boolean %s", expected,
+             lua_toboolean(L, idx) ? "true" : "false");
+  } else {
+    snprintf(why->text, sizeof why->text, "expected %s, got %s", expected, value_kind(L, idx));
+  }
+}
+
+/* ---- calendar -------------------------------------------------------------- */
+
+typedef struct civil {
+  int year, month, day, hour, min, sec;
+} civil;
+
+static int is_leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+static int days_in_month(int y, int m) {
+  static const int dim[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return m == 2 && is_leap(y) ? 29 : dim[m - 1];
+}
+
+static int civil_valid(const civil *c) {
+  return c->year >= 0 && c->year <= 9999 && c->month >= 1 && c->month <= 12 && c->day >= 1 &&
+         c->day <= days_in_month(c->year, c->month) && c->hour >= 0 && c->hour <= 23 &&
+         c->min >= 0 && c->min <= 59 && c->sec >= 0 && c->sec <= 59;
+}
+
+/* Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm). */
+static void civil_from_days(long long z, civil *c) {
+  long long era, doe, yoe, doy, mp, y;
+  z += 719468;
+  era = (z >= 0 ? z : z - 146096) / 146097;
+  doe = z - era * 146097;
+  yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  y = yoe + era * 400;
+  doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  mp = (5 * doy + 2) / 153;
+  c->day = (int)(doy - (153 * mp + 2) / 5 + 1);
+  c->month = (int)(mp < 10 ? mp + 3 : mp - 9);
+  c->year = (int)(y + (c->month <= 2));
+}
+
+/* Seconds since the epoch (UTC) -> civil time; 0, or -1 outside years 0..9999. */
+static int civil_from_time(double t, civil *c) {
+  long long s, days, rem;
+  if (!(t >= -62167219200.0 && t < 253402300800.0)) return -1; /* 0000-01-01 .. 9999-12-31 */
+  s = (long long)floor(t);
+  days = s >= 0 ? s / 86400 : -((-s + 86399) / 86400);
+  rem = s - days * 86400;
+  civil_from_days(days, c);
+  c->hour = (int)(rem / 3600);
+  c->min = (int)(rem % 3600 / 60);
+  c->sec = (int)(rem % 60);
+  return 0;
+}
+
+static int digits(const char *s, int n) {
+  int v = 0, i;
+  for (i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return -1;
+    v = v * 10 + (s[i] - '0');
+  }
+  return v;
+}
+
+/* Parse "YYYY-MM-DD", optionally followed by " HH:MM:SS" or ISO 8601 "THH:MM:SS"
+ * with optional fraction and zone (Z, +HH:MM, +HHMM, +HH), which are dropped: the
+ * wall-clock time as written is kept. Returns 1 for a date, 2 for a date and time,
+ * 0 when the string is not in one of these forms or not a valid calendar time. */
+static int parse_datetime(const char *s, size_t len, civil *c) {
+  size_t i;
+  memset(c, 0, sizeof *c);
+  if (len < 10 || s[4] != '-' || s[7] != '-') return 0;
+  c->year = digits(s, 4);
+  c->month = digits(s + 5, 2);
+  c->day = digits(s + 8, 2);
+  if (c->year < 0 || c->month < 0 || c->day < 0) return 0;
+  if (len == 10) return civil_valid(c) ? 1 : 0;
+  if (len < 19 || (s[10] != ' ' && s[10] != 'T') || s[13] != ':' || s[16] != ':') return 0;
+  c->hour = digits(s + 11, 2);
+  c->min = digits(s + 14, 2);
+  c->sec = digits(s + 17, 2);
+  if (c->hour < 0 || c->min < 0 || c->sec < 0 || !civil_valid(c)) return 0;
+  i = 19;
+  if (i == len) return 2;
+  if (s[10] != 'T') return 0; /* fractions and zones only in the ISO spelling */
+  if (s[i] == '.') {
+    i++;
+    if (i == len || s[i] < '0' || s[i] > '9') return 0;
+    while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+  }
+  if (i == len) return 2;
+  if (s[i] == 'Z' && i + 1 == len) return 2;
+  if (s[i] == '+' || s[i] == '-') {
+    const char *z = s + i + 1;
+    size_t n = len - i - 1;
+    int hh, mm = 0;
+    if (n == 2) hh = digits(z, 2);
+    else if (n == 4) hh = digits(z, 2), mm = digits(z + 2, 2);
+    else if (n == 5 && z[2] == ':') hh = digits(z, 2), mm = digits(z + 3, 2);
+    else return 0;
+    if (hh < 0 || hh > 23 || mm < 0 || mm > 59) return 0;
+    return 2;
+  }
+  return 0;
+}
+
+/* A date table like os.date("*t"): year, month, day required; hour, min, sec default 0. */
+static int table_field(lua_State *L, int idx, const char *key, int dflt, int *out) {
+  int ok = 1;
+  lua_getfield(L, idx, key);
+  if (lua_isnil(L, -1)) {
+    if (dflt < 0) ok = 0;
+    *out = dflt;
+  } else if (lua_type(L, -1) == LUA_TNUMBER) {
+    double d = (double)lua_tonumber(L, -1);
+    if (d != floor(d) || d < -1e6 || d > 1e6) ok = 0;
+    else *out = (int)d;
+  } else {
+    ok = 0;
+  }
+  lua_pop(L, 1);
+  return ok;
+}
+
+static int civil_from_table(lua_State *L, int idx, civil *c) {
+  return table_field(L, idx, "year", -1, &c->year) && table_field(L, idx, "month", -1, &c->month) &&
+         table_field(L, idx, "day", -1, &c->day) && table_field(L, idx, "hour", 0, &c->hour) &&
+         table_field(L, idx, "min", 0, &c->min) && table_field(L, idx, "sec", 0, &c->sec) &&
+         civil_valid(c);
+}
+
+static void put2(char *p, int v) {
+  p[0] = (char)('0' + v / 10);
+  p[1] = (char)('0' + v % 10);
+}
+
+/* Writes "YYYY-MM-DD" or "YYYY-MM-DD HH:MM:SS" into out (20 bytes); returns the length. */
+static size_t format_civil(const civil *c, int with_time, char *out) {
+  put2(out, c->year / 100);
+  put2(out + 2, c->year % 100);
+  out[4] = '-';
+  put2(out + 5, c->month);
+  out[7] = '-';
+  put2(out + 8, c->day);
+  if (!with_time) return 10;
+  out[10] = ' ';
+  put2(out + 11, c->hour);
+  out[13] = ':';
+  put2(out + 14, c->min);
+  out[16] = ':';
+  put2(out + 17, c->sec);
+  return 19;
+}
+
+/* ---- value conversion -------------------------------------------------------- */
+
+/* The converted value of one cell, before it is written as JSON or pushed to Lua. */
+typedef struct cell {
+  enum { C_NULL, C_INT, C_DOUBLE, C_STRING, C_TEXT } kind;
+  long long i;
+  double d;
+  const char *s; /* C_STRING: points into a Lua string on the stack */
+  size_t len;
+  char text[32]; /* C_TEXT: a formatted date, datetime or number as text */
+} cell;
+
+static int is_null(lua_State *L, int idx) {
+  return lua_isnil(L, idx) || (lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
+}
+
+/* An integral numeric string: optional minus sign, then 1..19 digits. */
+static int parse_int_string(const char *s, size_t len, long long *out) {
+  size_t i = 0;
+  char *end;
+  if (len > 0 && s[0] == '-') i = 1;
+  if (i == len || len - i > 19) return 0;
+  for (; i < len; i++)
+    if (s[i] < '0' || s[i] > '9') return 0;
+  errno = 0;
+  *out = strtoll(s, &end, 10);
+  return errno == 0 && end == s + len;
+}
+
+/* A decimal number as text: what strtod accepts, whole string, finite; no hex, inf, nan. */
+static int parse_double_string(const char *s, size_t len, double *out) {
+  char tmp[64];
+  char *end;
+  size_t i;
+  if (len == 0 || len >= sizeof tmp) return 0;
+  for (i = 0; i < len; i++) {
+    char ch = s[i];
+    if (!((ch >= '0' && ch <= '9') || ch == '-' || ch == '+' || ch == '.' || ch == 'e' || ch == 'E'))
+      return 0;
+  }
+  memcpy(tmp, s, len);
+  tmp[len] = '\0';
+  *out = strtod(tmp, &end);
+  return end == tmp + len && isfinite(*out);
+}
+
+/* Integral doubles within the 64-bit range become integers. */
+static int double_to_int(double d, long long *out) {
+  if (d != floor(d) || !(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return 0;
+  *out = (long long)d;
+  return 1;
+}
+
+/* Convert the Lua value at idx to a cell of the given type; 0, or -1 with why set. */
+static int convert(lua_State *L, int idx, int type, cell *out, why_buf *why) {
+  int t = lua_type(L, idx);
+  civil c;
+  if (is_null(L, idx)) {
+    out->kind = C_NULL;
+    return 0;
+  }
+  switch (type) {
+  case T_INT:
+    if (t == LUA_TNUMBER) {
+#if BIC_HAS_INTEGERS
+      if (lua_isinteger(L, idx)) {
+        out->kind = C_INT;
+        out->i = (long long)lua_tointeger(L, idx);
+        return 0;
+      }
+#endif
+      if (double_to_int((double)lua_tonumber(L, idx), &out->i)) {
+        out->kind = C_INT;
+        return 0;
+      }
+    } else if (t == LUA_TSTRING) {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      if (parse_int_string(s, len, &out->i)) {
+        out->kind = C_INT;
+        return 0;
+      }
+    }
+    explain(L, idx, why, "an integer");
+    return -1;
+  case T_DOUBLE:
+    if (t == LUA_TNUMBER) {
+      out->d = (double)lua_tonumber(L, idx);
+      if (isfinite(out->d)) {
+        out->kind = C_DOUBLE;
+        return 0;
+      }
+      explain(L, idx, why, "a finite number");
+      return -1;
+    } else if (t == LUA_TSTRING) {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      if (parse_double_string(s, len, &out->d)) {
+        out->kind = C_DOUBLE;
+        return 0;
+      }
+    }
+    explain(L, idx, why, "a number");
+    return -1;
+  case T_STRING:
+    if (t == LUA_TSTRING) {
+      out->kind = C_STRING;
+      out->s = lua_tolstring(L, idx, &out->len);
+      return 0;
+    } else if (t == LUA_TNUMBER) {
+      /* The number's JSON spelling, then quoted as a string. */
+#if BIC_HAS_INTEGERS
+      if (lua_isinteger(L, idx)) {
+        out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", (long long)lua_tointeger(L, idx));
+        out->kind = C_TEXT;
+        return 0;
+      }
+#endif
+      {
+        double d = (double)lua_tonumber(L, idx);
+        long long i;
+        if (!isfinite(d)) break;
+        if (double_to_int(d, &i) && fabs(d) < 1e15)
+          out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", i);
+        else {
+          bic_buffer tmp;
+          bic_buffer_init(&tmp);
+          if (bic_json_put_double(&tmp, d) != 0 || tmp.len >= sizeof out->text) {
+            bic_buffer_free(&tmp);
+            break;
+          }
+          memcpy(out->text, tmp.data, tmp.len);
+          out->len = tmp.len;
+          bic_buffer_free(&tmp);
+        }
+        out->kind = C_TEXT;
+        return 0;
+      }
+    }
+    explain(L, idx, why, "a string");
+    return -1;
+  case T_DATE:
+  case T_DATETIME: {
+    int ok = 0;
+    if (t == LUA_TSTRING) {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      ok = parse_datetime(s, len, &c) > 0;
+    } else if (t == LUA_TNUMBER) {
+      ok = civil_from_time((double)lua_tonumber(L, idx), &c) == 0;
+    } else if (t == LUA_TTABLE) {
+      ok = civil_from_table(L, idx, &c);
+    }
+    if (ok) {
+      out->kind = C_TEXT;
+      out->len = format_civil(&c, type == T_DATETIME, out->text);
+      return 0;
+    }
+    explain(L, idx, why,
+            type == T_DATE ? "a date (YYYY-MM-DD, a time number or a date table)"
+                           : "a datetime (YYYY-MM-DD HH:MM:SS, ISO 8601, a time number or a date table)");
+    return -1;
+  }
+  }
+  explain(L, idx, why, type_names[type]);
+  return -1;
+}
+
+/* Append a converted cell as JSON; 0, or -1 with why set. */
+static int put_cell(bic_buffer *b, const cell *v, why_buf *why) {
+  int rc = 0;
+  switch (v->kind) {
+  case C_NULL: rc = bic_buffer_puts(b, "null"); break;
+  case C_INT: rc = bic_json_put_integer(b, v->i); break;
+  case C_DOUBLE: rc = bic_json_put_double(b, v->d); break;
+  case C_STRING:
+    rc = bic_json_put_string(b, v->s, v->len, 0);
+    if (rc == -2) {
+      snprintf(why->text, sizeof why->text, "expected a string, got invalid UTF-8");
+      return -1;
+    }
+    break;
+  case C_TEXT:
+    if (bic_buffer_putc(b, '"') || bic_buffer_put(b, v->text, v->len) || bic_buffer_putc(b, '"')) rc = -1;
+    break;
+  }
+  if (rc != 0) {
+    snprintf(why->text, sizeof why->text, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- the encoder ------------------------------------------------------------ */
+
+static rows_encoder *check_open(lua_State *L) {
+  rows_encoder *e = (rows_encoder *)luaL_checkudata(L, 1, ROWS_MT);
+  if (e->state == S_CLOSED) luaL_argerror(L, 1, "encoder is closed");
+  return e;
+}
+
+static int type_index(const char *s) {
+  int i;
+  for (i = 0; type_names[i] != NULL; i++)
+    if (strcmp(s, type_names[i]) == 0) return i;
+  return -1;
+}
+
+/* Pushes the value of output column col of the row at index row (absolute). */
+static void push_column(lua_State *L, rows_encoder *e, int row, int codes, int col, int as_array) {
+  int field = e->out_field[col];
+  if (as_array) {
+    lua_rawgeti(L, row, e->arrays_by_select ? col + 1 : field + 1);
+  } else {
+    lua_rawgeti(L, codes, field + 1);
+    lua_rawget(L, row);
+  }
+}
+
+/* An array row has a value at [1] or a non-zero length; otherwise it is keyed by code. */
+static int row_is_array(lua_State *L, int row) {
+  int yes;
+  if (lua_rawlen(L, row) > 0) return 1;
+  lua_rawgeti(L, row, 1);
+  yes = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  return yes;
+}
+
+/* Encode the table at index row (absolute). On failure, returns the 1-based field
+ * index (0 for a row-level problem) and sets why; the buffer is left as it was. */
+static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf *why) {
+  size_t mark = e->buf.len;
+  int col, as_array, width;
+  if (lua_type(L, row) != LUA_TTABLE) {
+    snprintf(why->text, sizeof why->text, "expected a row table, got %s", value_kind(L, row));
+    return 0;
+  }
+  as_array = row_is_array(L, row);
+  if (as_array) {
+    width = e->arrays_by_select ? e->nout : e->nfields;
+    if ((int)lua_rawlen(L, row) > width) {
+      snprintf(why->text, sizeof why->text, "array row has %d values, expected at most %d",
+               (int)lua_rawlen(L, row), width);
+      return 0;
+    }
+  }
+  if (bic_buffer_puts(&e->buf, ",[")) goto nomem;
+  for (col = 0; col < e->nout; col++) {
+    cell v;
+    if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
+    push_column(L, e, row, codes, col, as_array);
+    if (convert(L, -1, e->field_type[e->out_field[col]], &v, why) != 0 || put_cell(&e->buf, &v, why) != 0) {
+      lua_pop(L, 1);
+      e->buf.len = mark;
+      return e->out_field[col] + 1;
+    }
+    lua_pop(L, 1);
+  }
+  if (bic_buffer_putc(&e->buf, ']')) goto nomem;
+  e->rows += 1;
+  return -1;
+nomem:
+  e->buf.len = mark;
+  snprintf(why->text, sizeof why->text, "out of memory");
+  return 0;
+}
+
+/* enc:add(row) -> true | nil, field_index (0: the row itself), message */
+static int rows_add(lua_State *L) {
+  rows_encoder *e = check_open(L);
+  why_buf why;
+  int failed;
+  if (e->state != S_OPEN) return luaL_error(L, "encoder is finished");
+  lua_settop(L, 2);
+  rows_getcodes(L, 1);
+  failed = encode_row(L, e, 2, 3, &why);
+  if (failed < 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushinteger(L, failed);
+  lua_pushstring(L, why.text);
+  return 3;
+}
+
+/* enc:add_list(list, first, last) -> next | nil, row_index, field_index, message
+ * Encodes list[first..last] and stops early once chunk_size bytes are pending;
+ * returns the index of the first row not yet encoded. */
+static int rows_add_list(lua_State *L) {
+  rows_encoder *e = check_open(L);
+  lua_Integer i, last;
+  why_buf why;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  i = luaL_checkinteger(L, 3);
+  last = luaL_checkinteger(L, 4);
+  if (e->state != S_OPEN) return luaL_error(L, "encoder is finished");
+  lua_settop(L, 4);
+  rows_getcodes(L, 1);
+  for (; i <= last && e->buf.len < e->chunk; i++) {
+    int failed;
+    lua_rawgeti(L, 2, (int)i);
+    failed = encode_row(L, e, 6, 5, &why);
+    lua_pop(L, 1);
+    if (failed >= 0) {
+      lua_pushnil(L);
+      lua_pushinteger(L, i);
+      lua_pushinteger(L, failed);
+      lua_pushstring(L, why.text);
+      return 4;
+    }
+  }
+  lua_pushinteger(L, i);
+  return 1;
+}
+
+/* enc:normalize(row) -> {code = value} for every described field the row carries,
+ * converted by type (date/datetime as text), or nil, field_index, message. */
+static int rows_normalize(lua_State *L) {
+  rows_encoder *e = check_open(L);
+  why_buf why;
+  int f, as_array;
+  lua_settop(L, 2);
+  rows_getcodes(L, 1);
+  if (lua_type(L, 2) != LUA_TTABLE) {
+    snprintf(why.text, sizeof why.text, "expected a row table, got %s", value_kind(L, 2));
+    lua_pushnil(L);
+    lua_pushinteger(L, 0);
+    lua_pushstring(L, why.text);
+    return 3;
+  }
+  as_array = row_is_array(L, 2);
+  lua_createtable(L, 0, e->nfields);
+  for (f = 0; f < e->nfields; f++) {
+    cell v;
+    if (as_array) {
+      if (e->arrays_by_select) {
+        int col, found = -1;
+        for (col = 0; col < e->nout; col++)
+          if (e->out_field[col] == f) { found = col; break; }
+        if (found < 0) continue;
+        lua_rawgeti(L, 2, found + 1);
+      } else {
+        lua_rawgeti(L, 2, f + 1);
+      }
+    } else {
+      lua_rawgeti(L, 3, f + 1);
+      lua_rawget(L, 2);
+    }
+    if (convert(L, -1, e->field_type[f], &v, &why) != 0) {
+      lua_pushnil(L);
+      lua_pushinteger(L, f + 1);
+      lua_pushstring(L, why.text);
+      return 3;
+    }
+    lua_rawgeti(L, 3, f + 1); /* key */
+    switch (v.kind) {
+    case C_NULL: lua_pop(L, 2); continue;
+    case C_INT: lua_pushinteger(L, (lua_Integer)v.i); break;
+    case C_DOUBLE: lua_pushnumber(L, (lua_Number)v.d); break;
+    case C_STRING: lua_pushvalue(L, -2); break;
+    case C_TEXT: lua_pushlstring(L, v.text, v.len); break;
+    }
+    lua_rawset(L, -4);
+    lua_pop(L, 1); /* the raw value */
+  }
+  return 1;
+}
+
+/* enc:finish(): closes the JSON array. */
+static int rows_finish(lua_State *L) {
+  rows_encoder *e = check_open(L);
+  if (e->state == S_OPEN) {
+    if (bic_buffer_putc(&e->buf, ']')) return luaL_error(L, "out of memory");
+    e->state = S_FINISHED;
+  }
+  return 0;
+}
+
+/* enc:take() -> the pending bytes as a string (possibly empty); the buffer empties. */
+static int rows_take(lua_State *L) {
+  rows_encoder *e = check_open(L);
+  lua_pushlstring(L, e->buf.data ? e->buf.data : "", e->buf.len);
+  e->buf.len = 0;
+  /* Give back memory a single huge row may have needed. */
+  if (e->buf.cap > 4 * e->chunk + 65536) bic_buffer_free(&e->buf);
+  return 1;
+}
+
+static int rows_pending(lua_State *L) {
+  rows_encoder *e = check_open(L);
+  lua_pushinteger(L, (lua_Integer)e->buf.len);
+  return 1;
+}
+
+static int rows_count(lua_State *L) {
+  rows_encoder *e = (rows_encoder *)luaL_checkudata(L, 1, ROWS_MT);
+  lua_pushinteger(L, (lua_Integer)e->rows);
+  return 1;
+}
+
+/* close, __gc and __close: frees the buffer; safe to call more than once. */
+static int rows_close(lua_State *L) {
+  rows_encoder *e = (rows_encoder *)luaL_checkudata(L, 1, ROWS_MT);
+  bic_buffer_free(&e->buf);
+  e->state = S_CLOSED;
+  return 0;
+}
+
+static int rows_tostring(lua_State *L) {
+  rows_encoder *e = (rows_encoder *)luaL_checkudata(L, 1, ROWS_MT);
+  lua_pushfstring(L, "biconnector.rows (%d columns, %s): %p", e->nout,
+                  e->state == S_CLOSED ? "closed" : "open", (void *)e);
+  return 1;
+}
+
+static int rows_chunk_size(lua_State *L, int opts) {
+  lua_Integer n = ROWS_DEFAULT_CHUNK;
+  if (lua_istable(L, opts)) {
+    lua_getfield(L, opts, "chunk_size");
+    if (!lua_isnil(L, -1)) {
+      if (lua_type(L, -1) != LUA_TNUMBER) luaL_argerror(L, opts, "chunk_size must be a number");
+      n = lua_tointeger(L, -1);
+      if (n < 1 || n > (1 << 30)) luaL_argerror(L, opts, "chunk_size must be between 1 and 2^30");
+    }
+    lua_pop(L, 1);
+  }
+  return (int)n;
+}
+
+/* core.rows.new(fields [, select [, opts]]) */
+static int rows_new(lua_State *L) {
+  int nfields, nout, i, arrays_by_select = 0, chunk;
+  rows_encoder *e;
+  why_buf why;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  nfields = (int)lua_rawlen(L, 1);
+  if (nfields < 1 || nfields > 100000) luaL_argerror(L, 1, "expected 1 to 100000 fields");
+  nout = lua_isnil(L, 2) ? nfields : (int)lua_rawlen(L, 2);
+  if (nout < 1 || nout > 100000) luaL_argerror(L, 2, "expected 1 to 100000 selected fields");
+  chunk = rows_chunk_size(L, 3);
+  if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "arrays");
+    if (!lua_isnil(L, -1)) {
+      const char *a = lua_tostring(L, -1);
+      if (a != NULL && strcmp(a, "select") == 0) arrays_by_select = 1;
+      else if (a == NULL || strcmp(a, "fields") != 0)
+        luaL_argerror(L, 3, "arrays must be \"fields\" or \"select\"");
+    }
+    lua_pop(L, 1);
+  }
+
+  e = (rows_encoder *)rows_newuserdata(L, sizeof(rows_encoder) + sizeof(int) * (size_t)(nfields + nout));
+  bic_buffer_init(&e->buf);
+  e->state = S_CLOSED; /* born closed until fully set up */
+  e->chunk = (size_t)chunk;
+  e->rows = 0;
+  e->nfields = nfields;
+  e->nout = nout;
+  e->arrays_by_select = arrays_by_select;
+  e->field_type = (int *)(e + 1);
+  e->out_field = e->field_type + nfields;
+  luaL_getmetatable(L, ROWS_MT);
+  lua_setmetatable(L, -2); /* index 4 */
+
+  lua_createtable(L, nfields, 0); /* codes, index 5 */
+  for (i = 1; i <= nfields; i++) {
+    const char *type;
+    lua_rawgeti(L, 1, i);
+    if (!lua_istable(L, -1))
+      return luaL_error(L, "fields[%d]: expected a table, got %s", i, luaL_typename(L, -1));
+    lua_getfield(L, -1, "code");
+    if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "fields[%d].code: expected a string", i);
+    lua_rawseti(L, 5, i);
+    lua_getfield(L, -1, "type");
+    type = lua_tostring(L, -1);
+    if (lua_type(L, -1) != LUA_TSTRING || type_index(type) < 0)
+      return luaL_error(L, "fields[%d].type: expected int, double, string, date or datetime", i);
+    e->field_type[i - 1] = type_index(type);
+    lua_pop(L, 2);
+  }
+  for (i = 0; i < nout; i++) {
+    lua_Integer f = i + 1;
+    if (!lua_isnil(L, 2)) {
+      int isnum;
+      lua_rawgeti(L, 2, i + 1);
+#if BIC_HAS_INTEGERS
+      f = lua_tointegerx(L, -1, &isnum);
+#else
+      isnum = lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) == floor(lua_tonumber(L, -1));
+      f = lua_tointeger(L, -1);
+#endif
+      lua_pop(L, 1);
+      if (!isnum || f < 1 || f > nfields)
+        return luaL_error(L, "select[%d]: expected a field index between 1 and %d", i + 1, nfields);
+    }
+    e->out_field[i] = (int)(f - 1);
+  }
+
+  /* The header row: the codes of the output columns. */
+  e->state = S_OPEN;
+  if (bic_buffer_puts(&e->buf, "[[")) return luaL_error(L, "out of memory");
+  for (i = 0; i < nout; i++) {
+    size_t len;
+    const char *code;
+    lua_rawgeti(L, 5, e->out_field[i] + 1);
+    code = lua_tolstring(L, -1, &len);
+    if ((i > 0 && bic_buffer_putc(&e->buf, ',')) || bic_json_put_string(&e->buf, code, len, 0) != 0) {
+      snprintf(why.text, sizeof why.text, "field code %d is not valid UTF-8 or memory ran out", e->out_field[i] + 1);
+      return luaL_error(L, "%s", why.text);
+    }
+    lua_pop(L, 1);
+  }
+  if (bic_buffer_putc(&e->buf, ']')) return luaL_error(L, "out of memory");
+  /* The codes table becomes the encoder's uservalue. */
+  rows_setcodes(L, 4);
+  return 1;
+}
 
 int bic_open_rows(lua_State *L) {
-  (void)L;
+  static const luaL_Reg methods[] = {
+      {"add", rows_add},         {"add_list", rows_add_list}, {"normalize", rows_normalize},
+      {"finish", rows_finish},   {"take", rows_take},         {"pending", rows_pending},
+      {"count", rows_count},     {"close", rows_close},       {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"new", rows_new}, {NULL, NULL}};
+  if (luaL_newmetatable(L, ROWS_MT)) {
+    luaL_setfuncs(L, methods, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, rows_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, rows_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, rows_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  lua_newtable(L);
+  luaL_setfuncs(L, funcs, 0);
+  lua_setfield(L, -2, "rows");
   return 0;
 }

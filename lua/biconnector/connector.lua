@@ -1,0 +1,596 @@
+-- The connector framework: a checked definition and a pure request -> response
+-- function (`handle`) serving the four endpoints Bitrix24 calls. No I/O here:
+-- logging goes through opts.log, def.log, or one line on stderr.
+local core = require "biconnector.core"
+
+local type, pairs, ipairs, tostring, select, error = type, pairs, ipairs, tostring, select, error
+local pcall, xpcall, setmetatable, getmetatable = pcall, xpcall, setmetatable, getmetatable
+local concat, sort = table.concat, table.sort
+local find, sub, lower, format, gsub = string.find, string.sub, string.lower, string.format, string.gsub
+local traceback = debug.traceback
+
+local _M = { _VERSION = core.version }
+
+local methods = {}
+local mt = { __index = methods }
+
+local JSON_TYPE = "application/json; charset=utf-8"
+local DEFAULT_CHUNK = 65536
+
+local ENDPOINTS = {
+  ["/check"] = "check",
+  ["/table_list"] = "table_list",
+  ["/table_description"] = "table_description",
+  ["/data"] = "data",
+}
+
+local FIELD_TYPES = { int = true, string = true, double = true, date = true, datetime = true }
+local SETTING_TYPES = { STRING = true, INT = true }
+
+-- Loaded on first use: the JSON codec and the request/filter parts.
+local json_encode
+local function jstr(s)
+  if not json_encode then json_encode = require("biconnector.json").encode end
+  return assert(json_encode(s))
+end
+
+-- ---- definition checking ---------------------------------------------------
+
+local function fail(what, msg)
+  error("connector definition: " .. what .. " " .. msg, 0)
+end
+
+local function describe_value(v)
+  if type(v) == "string" then return format("%q", v) end
+  return type(v) == "table" and "a table" or tostring(v)
+end
+
+local function quote(v)
+  return '"' .. tostring(v) .. '"'
+end
+
+local function nonempty_string(v)
+  return type(v) == "string" and v ~= ""
+end
+
+-- Checks a list of table entries {code, title}; returns nil or "what: why".
+local function table_list_problem(list, where)
+  if type(list) ~= "table" then
+    return format("%s must be a list of {code, title}, got %s", where, type(list))
+  end
+  for i = 1, #list do
+    local t = list[i]
+    local w = format("%s[%d]", where, i)
+    if type(t) ~= "table" then return w .. " must be a table {code, title}, got " .. type(t) end
+    if not nonempty_string(t.code) then return w .. ".code must be a non-empty string, got " .. describe_value(t.code) end
+    if not nonempty_string(t.title) then return w .. ".title must be a non-empty string, got " .. describe_value(t.title) end
+  end
+  return nil
+end
+
+-- Checks a list of described fields {code, name, type}; returns nil or "what: why".
+local function fields_problem(fields, where)
+  if type(fields) ~= "table" then
+    return format("%s must be a list of {code, name, type}, got %s", where, type(fields))
+  end
+  if fields[1] == nil then return where .. " must list at least one field" end
+  local seen = {}
+  for i = 1, #fields do
+    local f = fields[i]
+    local w = format("%s[%d]", where, i)
+    if type(f) ~= "table" then return w .. " must be a table {code, name, type}, got " .. type(f) end
+    if not nonempty_string(f.code) then return w .. ".code must be a non-empty string, got " .. describe_value(f.code) end
+    if not nonempty_string(f.name) then return w .. ".name must be a non-empty string, got " .. describe_value(f.name) end
+    if not FIELD_TYPES[f.type] then
+      return w .. ".type must be one of int, string, double, date, datetime, got " .. describe_value(f.type)
+    end
+    if seen[f.code] then return format("%s.code %q repeats %s[%d]", w, f.code, where, seen[f.code]) end
+    seen[f.code] = i
+  end
+  return nil
+end
+
+local function check_definition(def)
+  if type(def) ~= "table" then fail("", "must be a table, got " .. type(def)) end
+  if not nonempty_string(def.title) then fail("title", "must be a non-empty string, got " .. describe_value(def.title)) end
+  local settings = def.settings
+  if type(settings) ~= "table" then fail("settings", "must be a list of {code, name, type}, got " .. type(settings)) end
+  local seen = {}
+  for i = 1, #settings do
+    local s = settings[i]
+    local w = format("settings[%d]", i)
+    if type(s) ~= "table" then fail(w, "must be a table {code, name, type}, got " .. type(s)) end
+    if not nonempty_string(s.code) then fail(w .. ".code", "must be a non-empty string, got " .. describe_value(s.code)) end
+    if not nonempty_string(s.name) then fail(w .. ".name", "must be a non-empty string, got " .. describe_value(s.name)) end
+    if #s.code >= 512 then fail(w .. ".code", "must be shorter than 512 characters") end
+    if #s.name >= 512 then fail(w .. ".name", "must be shorter than 512 characters") end
+    if not SETTING_TYPES[s.type] then fail(w .. ".type", "must be \"STRING\" or \"INT\", got " .. describe_value(s.type)) end
+    if seen[s.code] then fail(w .. ".code", format("%q repeats settings[%d]", s.code, seen[s.code])) end
+    seen[s.code] = i
+  end
+  for k in pairs(settings) do
+    if type(k) ~= "number" or k < 1 or k > #settings or k % 1 ~= 0 then
+      fail("settings", "must be a list (found key " .. describe_value(k) .. ")")
+    end
+  end
+  for _, name in ipairs({ "check", "data" }) do
+    if type(def[name]) ~= "function" then
+      fail(name, "must be a function, got " .. type(def[name]))
+    end
+  end
+  local tables = def.tables
+  if type(tables) == "table" then
+    local problem = table_list_problem(tables, "tables")
+    if problem then error("connector definition: " .. problem, 0) end
+    local codes = {}
+    for i, t in ipairs(tables) do
+      if codes[t.code] then fail(format("tables[%d].code", i), format("%q repeats tables[%d]", t.code, codes[t.code])) end
+      codes[t.code] = i
+    end
+  elseif type(tables) ~= "function" then
+    fail("tables", "must be a list of {code, title} or a function, got " .. type(tables))
+  end
+  local describe = def.describe
+  if type(describe) == "table" then
+    for code, fields in pairs(describe) do
+      if type(code) ~= "string" then fail("describe", "keys must be table codes, found " .. describe_value(code)) end
+      local problem = fields_problem(fields, format("describe[%q]", code))
+      if problem then error("connector definition: " .. problem, 0) end
+    end
+    if type(tables) == "table" then
+      for i, t in ipairs(tables) do
+        if describe[t.code] == nil then fail(format("describe[%q]", t.code), format("is missing (tables[%d] lists it)", i)) end
+      end
+    end
+  elseif type(describe) ~= "function" then
+    fail("describe", "must be a map from table code to fields or a function, got " .. type(describe))
+  end
+  if def.log ~= nil and type(def.log) ~= "function" then fail("log", "must be a function, got " .. type(def.log)) end
+  local chunk = def.chunk_size
+  if chunk ~= nil and (type(chunk) ~= "number" or chunk < 1 or chunk % 1 ~= 0) then
+    fail("chunk_size", "must be a positive integer, got " .. describe_value(chunk))
+  end
+end
+
+-- connector.new(def): checks def (raising a message naming what is wrong).
+function _M.new(def)
+  check_definition(def)
+  return setmetatable({
+    title = def.title,
+    settings = def.settings,
+    definition = def,
+  }, mt)
+end
+
+function _M.is_connector(x)
+  return getmetatable(x) == mt
+end
+
+-- connector.load(path): a connector file returns a connector or a plain definition.
+function _M.load(path)
+  local chunk, err = loadfile(path)
+  if not chunk then error(tostring(err), 0) end
+  local ok, result = pcall(chunk)
+  if not ok then error(format("%s: %s", path, tostring(result)), 0) end
+  if _M.is_connector(result) then return result end
+  if type(result) ~= "table" then
+    error(format("%s: must return a connector or a definition table, got %s", path, type(result)), 0)
+  end
+  local made
+  ok, made = pcall(_M.new, result)
+  if not ok then error(format("%s: %s", path, tostring(made)), 0) end
+  return made
+end
+
+-- ---- answers ----------------------------------------------------------------
+
+-- Remove every connection value from a text (a log line or a refusal reason).
+local function scrub(text, connection)
+  if type(text) ~= "string" or type(connection) ~= "table" then return text end
+  local secrets = {}
+  local function collect(t, depth)
+    for _, v in pairs(t) do
+      if type(v) == "string" and #v >= 3 then secrets[#secrets + 1] = v
+      elseif type(v) == "number" and #tostring(v) >= 3 then secrets[#secrets + 1] = tostring(v)
+      elseif type(v) == "table" and depth < 4 then collect(v, depth + 1) end
+    end
+  end
+  collect(connection, 0)
+  sort(secrets, function(a, b) return #a > #b end)
+  for _, s in ipairs(secrets) do
+    local out, pos = {}, 1
+    while true do
+      local i, j = find(text, s, pos, true)
+      if not i then break end
+      out[#out + 1] = sub(text, pos, i - 1)
+      out[#out + 1] = "***"
+      pos = j + 1
+    end
+    if pos > 1 then
+      out[#out + 1] = sub(text, pos)
+      text = concat(out)
+    end
+  end
+  return text
+end
+
+local function default_log(level, message, fields)
+  local parts = { "biconnector [", level, "] ", message }
+  if fields then
+    local keys = {}
+    for k in pairs(fields) do keys[#keys + 1] = tostring(k) end
+    sort(keys)
+    for _, k in ipairs(keys) do
+      if k ~= "traceback" then parts[#parts + 1] = format(" %s=%s", k, tostring(fields[k])) end
+    end
+    if fields.traceback then parts[#parts + 1] = "\n" .. tostring(fields.traceback) end
+  end
+  parts[#parts + 1] = "\n"
+  io.stderr:write(concat(parts))
+end
+
+local id_counter = 0
+local function new_error_id()
+  id_counter = (id_counter + 1) % 0x10000
+  return format("%04x%04x", math.random(0, 0xffff), id_counter)
+end
+
+-- One request being answered: the logger, the info table, the connection.
+local function json_error(status, code, message, id)
+  local body = '{"error":' .. jstr(code) .. ',"message":' .. jstr(message)
+  if id then body = body .. ',"id":' .. jstr(id) end
+  return status, { ["Content-Type"] = JSON_TYPE }, body .. "}"
+end
+
+local ERROR_CODES = {
+  [400] = "bad_request", [403] = "forbidden", [404] = "not_found",
+  [405] = "method_not_allowed", [500] = "internal_error",
+}
+
+local function log_to(self, opts, level, message, fields)
+  local log = (opts and opts.log) or self.definition.log or default_log
+  local ok = pcall(log, level, message, fields)
+  if not ok and log ~= default_log then pcall(default_log, level, message, fields) end
+end
+
+-- A Lua error in a handler: 500 with an id; message and traceback go to the log.
+local function handler_error(self, opts, info, connection, what, err)
+  local id = new_error_id()
+  local message, trace = err, nil
+  if type(err) == "table" and err.message then message, trace = err.message, err.traceback end
+  log_to(self, opts, "error", scrub(format("%s failed: %s", what, tostring(message)), connection), {
+    id = id, endpoint = info.endpoint, table = info.table,
+    traceback = trace and scrub(trace, connection) or nil,
+  })
+  info.status = 500
+  info.error = id
+  return json_error(500, "internal_error", what .. " failed (error id " .. id .. ")", id)
+end
+
+-- An answer the handler returned that breaks the protocol: 500 naming it.
+local function invalid_answer(self, opts, info, message)
+  local id = new_error_id()
+  log_to(self, opts, "error", message, { id = id, endpoint = info.endpoint, table = info.table })
+  info.status = 500
+  info.error = id
+  return json_error(500, "internal_error", message, id)
+end
+
+local function catch(err)
+  return { message = err, traceback = traceback(tostring(err), 2) }
+end
+
+-- Calls a handler under xpcall: true, results... | false, {message, traceback}.
+local function call(f, ...)
+  return xpcall(f, catch, ...)
+end
+
+-- ---- endpoints --------------------------------------------------------------
+
+local function contains(haystack, needle)
+  return find(lower(haystack), needle, 1, true) ~= nil
+end
+
+local function answer_table_list(self, opts, info, req)
+  local def = self.definition
+  local list
+  if type(def.tables) == "function" then
+    local ok, result = call(def.tables, req.connection, req.search or "")
+    if not ok then return handler_error(self, opts, info, req.connection, "tables", result) end
+    local problem = table_list_problem(result, "tables()")
+    if problem then return invalid_answer(self, opts, info, problem) end
+    list = result
+  else
+    local search = lower(req.search or "")
+    list = {}
+    for _, t in ipairs(def.tables) do
+      if search == "" or contains(t.code, search) or contains(t.title, search) then list[#list + 1] = t end
+    end
+  end
+  local out = {}
+  for i, t in ipairs(list) do
+    out[i] = '{"code":' .. jstr(t.code) .. ',"title":' .. jstr(t.title) .. "}"
+  end
+  info.status = 200
+  return 200, { ["Content-Type"] = JSON_TYPE }, "[" .. concat(out, ",") .. "]"
+end
+
+-- The described fields of a table: fields | nil, status, headers, body.
+local function described_fields(self, opts, info, req)
+  local def = self.definition
+  local code = req.table
+  if code == nil or code == "" then
+    info.status = 400
+    return nil, json_error(400, "bad_request", "missing table")
+  end
+  local fields
+  if type(def.describe) == "function" then
+    if type(def.tables) == "table" then
+      local known = false
+      for _, t in ipairs(def.tables) do
+        if t.code == code then known = true break end
+      end
+      if not known then
+        info.status = 404
+        return nil, json_error(404, "not_found", "unknown table " .. quote(code))
+      end
+    end
+    local ok, result = call(def.describe, req.connection, code)
+    if not ok then return nil, handler_error(self, opts, info, req.connection, "describe", result) end
+    if result == nil then
+      info.status = 404
+      return nil, json_error(404, "not_found", "unknown table " .. quote(code))
+    end
+    local problem = fields_problem(result, format("describe(%q)", code))
+    if problem then return nil, invalid_answer(self, opts, info, problem) end
+    fields = result
+  else
+    fields = def.describe[code]
+    if fields == nil then
+      info.status = 404
+      return nil, json_error(404, "not_found", "unknown table " .. quote(code))
+    end
+  end
+  return fields
+end
+
+local function answer_table_description(self, opts, info, req)
+  local fields, status, headers, body = described_fields(self, opts, info, req)
+  if not fields then return status, headers, body end
+  local out = {}
+  for i, f in ipairs(fields) do
+    out[i] = '{"code":' .. jstr(f.code) .. ',"name":' .. jstr(f.name) .. ',"type":' .. jstr(f.type) .. "}"
+  end
+  info.status = 200
+  return 200, { ["Content-Type"] = JSON_TYPE }, "[" .. concat(out, ",") .. "]"
+end
+
+-- The rows of a urlData answer, pulled from a list or an iterator, filtered and
+-- limited where the handler left that to the framework, fed to the C encoder.
+local function row_source(self, info, q, fields, rows, applied, enc, chunk_size)
+  local filter_ast = (not applied.filter) and q.filter or nil
+  local limit = (not applied.limit) and q.limit or nil
+  local match = filter_ast and require("biconnector.filter").match
+  local is_list = type(rows) == "table"
+  local n, emitted, finished = 0, 0, false
+  local tbl = q.table
+
+  local function cut(row_number, field_index, message)
+    local where
+    if field_index and field_index > 0 then
+      where = format("table %q, row %d, field %q: %s", tbl, row_number, fields[field_index].code, message)
+    else
+      where = format("table %q, row %d: %s", tbl, row_number, message)
+    end
+    error({ message = where }, 0)
+  end
+
+  -- One step: encodes rows until a chunk is pending or the rows end; returns the chunk.
+  local function produce()
+    if finished then return nil end
+    while enc:pending() < chunk_size do
+      if limit and emitted >= limit then finished = true break end
+      if is_list and not filter_ast then
+        local last = #rows
+        if limit and last - n > limit - emitted then last = n + (limit - emitted) end
+        if n >= last then finished = true break end
+        local nxt, bad_row, field_index, message = enc:add_list(rows, n + 1, last)
+        if not nxt then cut(bad_row, field_index, message) end
+        emitted = emitted + (nxt - 1 - n)
+        n = nxt - 1
+      else
+        local row
+        if is_list then row = rows[n + 1] else row = rows() end
+        if row == nil then
+          if is_list and n < #rows then cut(n + 1, 0, "expected a row table, got nil") end
+          finished = true
+          break
+        end
+        n = n + 1
+        local keep = true
+        if filter_ast then
+          local normalized, field_index, message = enc:normalize(row)
+          if not normalized then cut(n, field_index, message) end
+          keep = match(filter_ast, normalized)
+        end
+        if keep then
+          local ok, field_index, message = enc:add(row)
+          if not ok then cut(n, field_index, message) end
+          emitted = emitted + 1
+        end
+      end
+    end
+    if finished then enc:finish() end
+    info.rows = emitted
+    local chunk = enc:take()
+    info.bytes = info.bytes + #chunk
+    return chunk
+  end
+  return produce, function() return finished end
+end
+
+local function answer_data(self, opts, info, req)
+  local fields, status, headers, body = described_fields(self, opts, info, req)
+  if not fields then return status, headers, body end
+  local index = {}
+  for i, f in ipairs(fields) do index[f.code] = i end
+
+  local select_codes, select_index = {}, {}
+  if req.select ~= nil and req.select[1] ~= nil then
+    for i, code in ipairs(req.select) do
+      if index[code] == nil then
+        info.status = 400
+        return json_error(400, "bad_request", "unknown field in select: " .. quote(code))
+      end
+      select_codes[i], select_index[i] = code, index[code]
+    end
+  else
+    for i, f in ipairs(fields) do select_codes[i], select_index[i] = f.code, i end
+  end
+
+  local request = require "biconnector.request"
+  local ok, err = request.bind_filter(req, fields)
+  if not ok then
+    info.status = err and err.status or 400
+    return json_error(info.status, ERROR_CODES[info.status] or "bad_request", err and err.message or "invalid filter")
+  end
+
+  local q = {
+    table = req.table, select = select_codes, filter = req.filter, filter_raw = req.filter_raw,
+    limit = req.limit, map_fields = req.map_fields, connection = req.connection, fields = fields,
+  }
+  local def = self.definition
+  local called, rows, applied = call(def.data, req.connection, q)
+  if not called then return handler_error(self, opts, info, req.connection, "data", rows) end
+  if type(rows) ~= "table" and type(rows) ~= "function" then
+    return invalid_answer(self, opts, info, format("data(%q) must return a list of rows or an iterator, got %s",
+      req.table, type(rows)))
+  end
+  if applied ~= nil and type(applied) ~= "table" then
+    return invalid_answer(self, opts, info, format("data(%q): the second result must be a table like {filter = true}, got %s",
+      req.table, type(applied)))
+  end
+  applied = applied or {}
+
+  local chunk_size = (opts and opts.chunk_size) or def.chunk_size or DEFAULT_CHUNK
+  local enc = core.rows.new(fields, select_index, {
+    arrays = applied.select and "select" or "fields", chunk_size = chunk_size,
+  })
+  local produce, is_finished = row_source(self, info, q, fields, rows, applied, enc, chunk_size)
+  local connection = req.connection
+
+  -- The first chunk is produced now: an error before streaming starts is a 500.
+  local first_ok, first = call(produce)
+  if not first_ok then
+    enc:close()
+    if type(first) == "table" and first.message and type(first.message) == "table" then
+      first = first.message
+    end
+    if type(first) == "table" and first.message and not first.traceback then
+      return invalid_answer(self, opts, info, first.message)
+    end
+    return handler_error(self, opts, info, connection, "data", first)
+  end
+  info.status = 200
+  local hdrs = { ["Content-Type"] = JSON_TYPE }
+  if is_finished() then
+    enc:close()
+    return 200, hdrs, first
+  end
+
+  local done = false
+  local function iterator()
+    if done then return nil end
+    if first then
+      local c = first
+      first = nil
+      return c
+    end
+    local step_ok, chunk = call(produce)
+    if not step_ok then
+      done = true
+      enc:close()
+      local e = chunk
+      if type(e) == "table" and type(e.message) == "table" then e = e.message end
+      local id = new_error_id()
+      info.error = id
+      log_to(self, opts, "error", scrub("data stream cut: " .. tostring(e.message or e), connection), {
+        id = id, endpoint = "data", table = q.table, rows = info.rows, traceback = e.traceback and scrub(e.traceback, connection),
+      })
+      return nil
+    end
+    if is_finished() then
+      done = true
+      enc:close()
+      if chunk == "" then return nil end
+    end
+    return chunk
+  end
+  return 200, hdrs, iterator
+end
+
+-- ---- routing ----------------------------------------------------------------
+
+local function route(path, prefix)
+  path = path or "/"
+  local q = find(path, "?", 1, true)
+  if q then path = sub(path, 1, q - 1) end
+  if prefix and prefix ~= "" and prefix ~= "/" then
+    if sub(prefix, -1) == "/" then prefix = sub(prefix, 1, -2) end
+    if sub(path, 1, #prefix) ~= prefix then return nil end
+    path = sub(path, #prefix + 1)
+  end
+  if #path > 1 and sub(path, -1) == "/" then path = sub(path, 1, -2) end
+  return ENDPOINTS[path]
+end
+
+-- c:handle(http, opts) -> status, headers, body (string or chunk iterator), info
+function methods.handle(self, http, opts)
+  local info = { endpoint = nil, table = nil, status = nil, rows = 0, bytes = 0 }
+  if type(http) ~= "table" then error("handle: expected a request table, got " .. type(http), 2) end
+  local endpoint = route(http.path, opts and opts.prefix)
+  info.endpoint = endpoint
+  local status, headers, body
+  if not endpoint then
+    status, headers, body = json_error(404, "not_found", "no such endpoint: " .. tostring(http.path))
+  elseif http.method ~= "POST" then
+    status, headers, body = json_error(405, "method_not_allowed", "use POST")
+    headers["Allow"] = "POST"
+  else
+    local request = require "biconnector.request"
+    local decoded, req, err = call(request.decode, http)
+    if not decoded then
+      status, headers, body = handler_error(self, opts, info, nil, "request decoding", req)
+    elseif not req then
+      local st = type(err) == "table" and err.status or 400
+      status, headers, body = json_error(st, ERROR_CODES[st] or "bad_request",
+        type(err) == "table" and tostring(err.message) or tostring(err))
+    else
+      info.table = req.table
+      local connection = req.connection or {}
+      req.connection = connection
+      local ok, allowed, reason = call(self.definition.check, connection)
+      if not ok then
+        status, headers, body = handler_error(self, opts, info, connection, "check", allowed)
+      elseif not allowed then
+        reason = scrub(type(reason) == "string" and reason ~= "" and reason or "access denied", connection)
+        status, headers, body = json_error(403, "forbidden", reason)
+      elseif endpoint == "check" then
+        status, headers, body = 200, { ["Content-Type"] = JSON_TYPE }, '{"ok":true}'
+      elseif endpoint == "table_list" then
+        status, headers, body = answer_table_list(self, opts, info, req)
+      elseif endpoint == "table_description" then
+        status, headers, body = answer_table_description(self, opts, info, req)
+      else
+        status, headers, body = answer_data(self, opts, info, req)
+      end
+    end
+  end
+  info.status = status
+  if type(body) == "string" then
+    info.bytes = #body
+  end
+  return status, headers, body, info
+end
+
+return _M

@@ -1,0 +1,252 @@
+-- core.rows: the urlData row encoder (src/rows.c), driven directly.
+local core = require "biconnector.core"
+local cjson = require "cjson"
+local null = require("biconnector").null
+
+local FIELDS = {
+  { code = "id", type = "int" },
+  { code = "name", type = "string" },
+  { code = "amount", type = "double" },
+  { code = "day", type = "date" },
+  { code = "at", type = "datetime" },
+}
+
+-- Encodes rows and returns the decoded answer (header first).
+local function encode(rows, fields, select, opts)
+  local enc = core.rows.new(fields or FIELDS, select, opts)
+  local parts = {}
+  for _, row in ipairs(rows) do
+    assert(enc:add(row))
+  end
+  enc:finish()
+  parts[#parts + 1] = enc:take()
+  enc:close()
+  return cjson.decode(table.concat(parts)), table.concat(parts)
+end
+
+-- The converted cell of one value in a one-column table of the given type.
+local function cell(type_name, value)
+  local enc = core.rows.new({ { code = "v", type = type_name } })
+  local ok, field, message = enc:add({ v = value })
+  if not ok then return nil, field, message end
+  enc:finish()
+  local text = enc:take()
+  return cjson.decode(text)[2][1], text
+end
+
+describe("core.rows", function()
+  it("writes the header row first, then rows in select order", function()
+    local answer, text = encode({ { 1, "a", 1.5, "2024-01-02", "2024-01-02 03:04:05" } })
+    assert.same({ "id", "name", "amount", "day", "at" }, answer[1])
+    assert.same({ 1, "a", 1.5, "2024-01-02", "2024-01-02 03:04:05" }, answer[2])
+    assert.equals('[["id","name","amount","day","at"],[1,"a",1.5,"2024-01-02","2024-01-02 03:04:05"]]', text)
+  end)
+
+  it("reads map rows by field code and array rows by described position", function()
+    local answer = encode({ { at = "2024-01-01", id = 7 }, { 8, "b" } }, nil, { 5, 1 })
+    assert.same({ { "at", "id" }, { "2024-01-01 00:00:00", 7 }, { cjson.null, 8 } }, answer)
+  end)
+
+  it("reads array rows in select order when told so", function()
+    local answer = encode({ { "2024-01-01", 7 } }, nil, { 5, 1 }, { arrays = "select" })
+    assert.same({ { "at", "id" }, { "2024-01-01 00:00:00", 7 } }, answer)
+  end)
+
+  it("writes nil and null as JSON null for every type", function()
+    local answer = encode({ { null, null, null, null, null }, {} })
+    assert.same({ cjson.null, cjson.null, cjson.null, cjson.null, cjson.null }, answer[2])
+    assert.same({ cjson.null, cjson.null, cjson.null, cjson.null, cjson.null }, answer[3])
+  end)
+
+  describe("int", function()
+    it("accepts integers, integral floats and integral numeric strings", function()
+      assert.equals(42, (cell("int", 42)))
+      assert.equals(-3, (cell("int", -3.0)))
+      assert.equals(12, (cell("int", "12")))
+      assert.equals(-12, (cell("int", "-12")))
+      local _, text = cell("int", 2 ^ 53)
+      assert.matches("%[9007199254740992%]", text)
+    end)
+    it("refuses fractions, non-numeric strings, booleans and tables", function()
+      assert.same({ nil, 1, "expected an integer, got number 1.5" }, { cell("int", 1.5) })
+      assert.same({ nil, 1, 'expected an integer, got string "12a"' }, { cell("int", "12a") })
+      assert.same({ nil, 1, 'expected an integer, got string "1.0"' }, { cell("int", "1.0") })
+      assert.same({ nil, 1, "expected an integer, got boolean true" }, { cell("int", true) })
+      assert.same({ nil, 1, "expected an integer, got table" }, { cell("int", {}) })
+      assert.same({ nil, 1, 'expected an integer, got string "99999999999999999999"' },
+        { cell("int", "99999999999999999999") })
+    end)
+  end)
+
+  describe("double", function()
+    it("accepts numbers and numeric strings", function()
+      assert.equals(1.25, (cell("double", 1.25)))
+      assert.equals(3, (cell("double", 3)))
+      assert.equals(-0.5, (cell("double", "-0.5")))
+      assert.equals(1e300, (cell("double", "1e300")))
+      assert.equals(0.1, (cell("double", 0.1)))
+    end)
+    it("refuses non-finite numbers and other strings", function()
+      assert.same({ nil, 1, "expected a finite number, got number inf" }, { cell("double", math.huge) })
+      assert.same({ nil, 1, 'expected a number, got string "0x10"' }, { cell("double", "0x10") })
+      assert.same({ nil, 1, 'expected a number, got string "nan"' }, { cell("double", "nan") })
+      assert.same({ nil, 1, 'expected a number, got string ""' }, { cell("double", "") })
+      assert.same({ nil, 1, "expected a number, got boolean false" }, { cell("double", false) })
+    end)
+  end)
+
+  describe("string", function()
+    it("passes strings through with JSON escaping and converts numbers", function()
+      assert.equals('a"b\\c\n\1é', (cell("string", 'a"b\\c\n\1é')))
+      assert.equals("12", (cell("string", 12)))
+      assert.equals("1.5", (cell("string", 1.5)))
+    end)
+    it("refuses invalid UTF-8, booleans and tables", function()
+      assert.same({ nil, 1, "expected a string, got invalid UTF-8" }, { cell("string", "a\255b") })
+      assert.same({ nil, 1, "expected a string, got boolean true" }, { cell("string", true) })
+      assert.same({ nil, 1, "expected a string, got table" }, { cell("string", {}) })
+    end)
+  end)
+
+  describe("date and datetime", function()
+    local cases = {
+      -- value, date, datetime
+      { "2024-02-29", "2024-02-29", "2024-02-29 00:00:00" },
+      { "2024-08-30 12:19:57", "2024-08-30", "2024-08-30 12:19:57" },
+      { "2024-08-30T12:19:57+02:00", "2024-08-30", "2024-08-30 12:19:57" },
+      { "2024-08-30T12:19:57.123Z", "2024-08-30", "2024-08-30 12:19:57" },
+      { "2024-08-30T12:19:57-0330", "2024-08-30", "2024-08-30 12:19:57" },
+      { 0, "1970-01-01", "1970-01-01 00:00:00" },
+      { 1700000000, "2023-11-14", "2023-11-14 22:13:20" },
+      { 1700000000.9, "2023-11-14", "2023-11-14 22:13:20" },
+      { -1, "1969-12-31", "1969-12-31 23:59:59" },
+      { { year = 2025, month = 5, day = 31 }, "2025-05-31", "2025-05-31 00:00:00" },
+      { { year = 2025, month = 5, day = 31, hour = 17, min = 1, sec = 55 }, "2025-05-31", "2025-05-31 17:01:55" },
+    }
+    for _, case in ipairs(cases) do
+      it("converts " .. cjson.encode(case[1]), function()
+        assert.equals(case[2], (cell("date", case[1])))
+        assert.equals(case[3], (cell("datetime", case[1])))
+      end)
+    end
+    it("accepts os.date('!*t') tables", function()
+      assert.equals("2023-11-14 22:13:20", (cell("datetime", os.date("!*t", 1700000000))))
+    end)
+    local bad = {
+      "2023-02-29", "2024-13-01", "2024-1-01", "31.05.2025", "2024-08-30 25:00:00", "2024-08-30 12:19",
+      "2024-08-30 12:19:57+02:00", "2024-08-30T12:19:57+2", "2024-08-30T12:19:57 ", "",
+    }
+    for _, value in ipairs(bad) do
+      it("refuses " .. ("%q"):format(value), function()
+        local v, field, message = cell("datetime", value)
+        assert.is_nil(v)
+        assert.equals(1, field)
+        assert.equals(('expected a datetime (YYYY-MM-DD HH:MM:SS, ISO 8601, a time number or a date table), got string "%s"')
+          :format(value), message)
+      end)
+    end
+    it("refuses date tables without day, out-of-range times and booleans", function()
+      assert.same({ nil, 1, "expected a date (YYYY-MM-DD, a time number or a date table), got table" },
+        { cell("date", { year = 2025, month = 5 }) })
+      assert.same({ nil, 1, "expected a date (YYYY-MM-DD, a time number or a date table), got number 1e+20" },
+        { cell("date", 1e20) })
+      assert.same({ nil, 1, "expected a date (YYYY-MM-DD, a time number or a date table), got boolean true" },
+        { cell("date", true) })
+    end)
+  end)
+
+  describe("row checks", function()
+    it("names the field index and leaves no partial row behind", function()
+      local enc = core.rows.new(FIELDS)
+      assert.is_true(enc:add({ 1 }))
+      assert.same({ nil, 4, 'expected a date (YYYY-MM-DD, a time number or a date table), got string "x"' },
+        { enc:add({ 2, "b", 1, "x" }) })
+      enc:finish()
+      assert.same({ { "id", "name", "amount", "day", "at" }, { 1, cjson.null, cjson.null, cjson.null, cjson.null } },
+        cjson.decode(enc:take()))
+      assert.equals(1, enc:count())
+    end)
+    it("refuses rows that are not tables and array rows that are too wide", function()
+      local enc = core.rows.new(FIELDS)
+      assert.same({ nil, 0, "expected a row table, got string" }, { enc:add("x") })
+      assert.same({ nil, 0, "array row has 6 values, expected at most 5" }, { enc:add({ 1, 2, 3, 4, 5, 6 }) })
+      local narrow = core.rows.new(FIELDS, { 1 }, { arrays = "select" })
+      assert.same({ nil, 0, "array row has 2 values, expected at most 1" }, { narrow:add({ 1, 2 }) })
+    end)
+  end)
+
+  describe("add_list", function()
+    it("stops once a chunk is pending and resumes at the returned index", function()
+      local rows = {}
+      for i = 1, 1000 do rows[i] = { i, "row " .. i } end
+      local enc = core.rows.new(FIELDS, { 1, 2 }, { chunk_size = 1000 })
+      local chunks, i = {}, 1
+      while i <= #rows do
+        i = assert(enc:add_list(rows, i, #rows))
+        local chunk = enc:take()
+        assert.is_true(#chunk < 1000 + 64)
+        chunks[#chunks + 1] = chunk
+      end
+      enc:finish()
+      chunks[#chunks + 1] = enc:take()
+      assert.is_true(#chunks > 10)
+      local answer = cjson.decode(table.concat(chunks))
+      assert.equals(1001, #answer)
+      assert.same({ 1000, "row 1000" }, answer[1001])
+      assert.equals(1000, enc:count())
+    end)
+    it("reports the row index, field index and reason of a bad row", function()
+      local enc = core.rows.new(FIELDS)
+      assert.same({ nil, 3, 1, 'expected an integer, got string "x"' },
+        { enc:add_list({ { 1 }, { 2 }, { "x" }, { 4 } }, 1, 4) })
+      assert.same({ nil, 2, 0, "expected a row table, got nil" }, { enc:add_list({ { 1 } }, 1, 2) })
+    end)
+  end)
+
+  describe("normalize", function()
+    it("gives every described field by code, converted, dates as text, nulls absent", function()
+      local enc = core.rows.new(FIELDS, { 1 })
+      local row = assert(enc:normalize({ id = "7", name = 12, amount = "2.5", day = 0, at = null }))
+      assert.same({ id = 7, name = "12", amount = 2.5, day = "1970-01-01" }, row)
+      row = assert(enc:normalize({ 1, "x", 3, "2024-01-01T10:00:00Z" }))
+      assert.same({ id = 1, name = "x", amount = 3, day = "2024-01-01" }, row)
+      if math.type then assert.equals("integer", math.type(enc:normalize({ id = 1.0 }).id)) end
+    end)
+    it("names the field that cannot be converted", function()
+      local enc = core.rows.new(FIELDS)
+      assert.same({ nil, 3, 'expected a number, got string "abc"' }, { enc:normalize({ amount = "abc" }) })
+    end)
+  end)
+
+  describe("the encoder object", function()
+    it("rejects bad definitions with a precise message", function()
+      assert.has_error(function() core.rows.new({ { code = "a", type = "money" } }) end,
+        "fields[1].type: expected int, double, string, date or datetime")
+      assert.has_error(function() core.rows.new({ { code = "a", type = "int" } }, { 2 }) end,
+        "select[1]: expected a field index between 1 and 1")
+      assert.has_error(function() core.rows.new({ { type = "int" } }) end, "fields[1].code: expected a string")
+      assert.has_error(function() core.rows.new({}) end)
+      assert.has_error(function() core.rows.new(FIELDS, nil, { arrays = "rows" }) end)
+    end)
+    it("closes once, refuses use after close, and is collectable", function()
+      local enc = core.rows.new(FIELDS)
+      enc:close()
+      enc:close()
+      assert.has_error(function() enc:add({ 1 }) end)
+      assert.matches("closed", tostring(enc))
+      local weak = setmetatable({}, { __mode = "v" })
+      weak[1] = core.rows.new(FIELDS)
+      weak[1]:add({ 1 })
+      collectgarbage()
+      collectgarbage()
+      assert.is_nil(weak[1])
+    end)
+    it("refuses rows after finish", function()
+      local enc = core.rows.new(FIELDS)
+      enc:finish()
+      assert.has_error(function() enc:add({ 1 }) end, "encoder is finished")
+      assert.equals('[["id","name","amount","day","at"]]', enc:take())
+      assert.equals("", enc:take())
+    end)
+  end)
+end)
