@@ -1,0 +1,46 @@
+-- The demo connector: three tables of generated CRM data (deals, contacts,
+-- invoices) with every field type. Run it with
+--   bin/biconnector serve examples/demo/connector.lua
+-- Every request must carry the token setting: "demo-token", or the value of
+-- the environment variable BIC_DEMO_TOKEN when it is set.
+-- Table sizes: BIC_DEMO_ROWS (default 1000) for the listed tables; any size
+-- through a code suffix, e.g. table "deals_5m" (5,000,000 rows) or "invoices_250k".
+local biconnector = require "biconnector"
+
+-- data.lua sits next to this file, wherever the server was started from.
+local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
+local data = dofile(here .. "data.lua")
+
+local TOKEN = os.getenv("BIC_DEMO_TOKEN") or "demo-token"
+
+return biconnector.connector {
+  title = "biconnector demo (generated CRM data)",
+  settings = { { code = "token", name = "Access token", type = "STRING" } },
+
+  check = function(connection)
+    return connection.token == TOKEN, "wrong token"
+  end,
+
+  tables = function(connection, search)
+    search = (search or ""):lower()
+    local list = {}
+    for _, t in ipairs(data.TABLES) do
+      if search == "" or t.code:find(search, 1, true) or t.title:lower():find(search, 1, true) then
+        list[#list + 1] = t
+      end
+    end
+    return list
+  end,
+
+  describe = function(connection, table_code)
+    return data.fields(table_code) -- nil: unknown table (404)
+  end,
+
+  -- Rows come lazily from an iterator, already in select order; the limit is
+  -- applied here unless a filter must see the rows first.
+  data = function(connection, q)
+    local own_limit = q.filter == nil
+    local rows = data.rows(q.table, q.select, own_limit and q.limit or nil)
+    return rows, { select = true, limit = own_limit }
+  end,
+}

@@ -1,0 +1,287 @@
+-- Helpers for the serve specs and bench/serve: start a server process in the
+-- background, talk raw HTTP/1.1 to it over loopback, stop it, read its RSS.
+local socket = require "socket"
+local helpers = require "helpers"
+
+local S = {}
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+S.read_file = read_file
+
+local function tmp_path(tag)
+  local p = os.tmpname()
+  os.remove(p)
+  return p .. "-" .. tag
+end
+
+-- Is a process alive (and not a zombie)?
+function S.alive(pid)
+  local stat = read_file("/proc/" .. pid .. "/stat")
+  if not stat then return false end
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
+-- Direct children of a process (the workers of a serve master).
+function S.children(pid)
+  local text = read_file(("/proc/%d/task/%d/children"):format(pid, pid)) or ""
+  local list = {}
+  for c in text:gmatch("%d+") do list[#list + 1] = tonumber(c) end
+  table.sort(list)
+  return list
+end
+
+-- Peak resident memory of a live process in KiB (VmHWM).
+function S.peak_rss_kib(pid)
+  local status = read_file("/proc/" .. pid .. "/status") or ""
+  return tonumber(status:match("VmHWM:%s*(%d+)"))
+end
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+S.shell_quote = shell_quote
+
+-- The command line of `biconnector serve ARGS`, with the runtime the specs run under.
+function S.serve_command(args)
+  local parts = { helpers.runtime, "bin/biconnector", "serve" }
+  for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end
+  return table.concat(parts, " ")
+end
+
+-- Starts `command` in the background (stdout and stderr to files), waits for its
+-- "listening on http://HOST:PORT" line. Returns a handle {pid, port, out, err}.
+function S.start(command, env)
+  local h = { out = tmp_path("out"), err = tmp_path("err"), pidfile = tmp_path("pid"),
+    rcfile = tmp_path("rc") }
+  local prefix = ""
+  for k, v in pairs(env or {}) do prefix = prefix .. k .. "=" .. shell_quote(v) .. " " end
+  local script = ("%s%s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s"):format(
+    prefix, command, h.out, h.err, h.pidfile, h.rcfile)
+  assert(os.execute("sh -c " .. shell_quote(script) .. " &"))
+  for _ = 1, 400 do
+    h.pid = h.pid or tonumber(read_file(h.pidfile) or "")
+    local port = (read_file(h.out) or ""):match("listening on http://[^\n]-:(%d+)\n")
+    if h.pid and port then
+      h.port = tonumber(port)
+      return h
+    end
+    if read_file(h.rcfile) then break end
+    socket.sleep(0.025)
+  end
+  error(("server did not start: %s\nstdout: %s\nstderr: %s"):format(command,
+    read_file(h.out) or "", read_file(h.err) or ""))
+end
+
+-- Exit status once the process has ended (nil while it runs); waits up to `seconds`.
+function S.wait_exit(h, seconds)
+  local deadline = socket.gettime() + (seconds or 10)
+  repeat
+    local rc = read_file(h.rcfile)
+    if rc and rc:match("%d") then return tonumber(rc:match("%d+")) end
+    socket.sleep(0.02)
+  until socket.gettime() > deadline
+  return nil
+end
+
+-- Sends SIGTERM (or `signal`) and waits for the exit status; kills hard after 15 s.
+function S.stop(h, signal)
+  if not h or h.stopped then return h and h.rc end
+  os.execute(("kill -%s %d 2>/dev/null"):format(signal or "TERM", h.pid))
+  local rc = S.wait_exit(h, 15)
+  if rc == nil then
+    os.execute(("kill -KILL %d 2>/dev/null"):format(h.pid))
+    rc = S.wait_exit(h, 5)
+  end
+  h.stopped, h.rc = true, rc
+  h.stdout, h.stderr = read_file(h.out), read_file(h.err)
+  for _, p in ipairs({ h.out, h.err, h.pidfile, h.rcfile }) do os.remove(p) end
+  return rc
+end
+
+function S.stderr(h) return h.stderr or read_file(h.err) or "" end
+function S.stdout(h) return h.stdout or read_file(h.out) or "" end
+
+-- Decodes a chunked body; returns the body or nil, err.
+local function dechunk(raw)
+  local out, pos = {}, 1
+  while true do
+    local size_hex, after = raw:match("^(%x+)[^\r\n]*\r\n()", pos)
+    if not size_hex then return nil, "bad chunk header at byte " .. pos end
+    local size = tonumber(size_hex, 16)
+    if size == 0 then return table.concat(out) end
+    out[#out + 1] = raw:sub(after, after + size - 1)
+    if #out[#out] < size or raw:sub(after + size, after + size + 1) ~= "\r\n" then
+      return nil, "truncated chunk at byte " .. after
+    end
+    pos = after + size + 2
+  end
+end
+S.dechunk = dechunk
+
+-- One HTTP/1.1 request over a fresh loopback connection (Connection: close).
+-- Returns {status, headers (lower-case), body, raw} or nil, err.
+function S.request(port, method, path, body, headers, timeout)
+  local c = socket.tcp()
+  c:settimeout(timeout or 30)
+  local ok, err = c:connect("127.0.0.1", port)
+  if not ok then return nil, "connect: " .. tostring(err) end
+  local lines = { ("%s %s HTTP/1.1"):format(method, path), "Host: 127.0.0.1:" .. port,
+    "Connection: close" }
+  for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
+  if body then lines[#lines + 1] = "Content-Length: " .. #body end
+  c:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""))
+  local raw, rerr, partial = c:receive("*a")
+  c:close()
+  raw = raw or partial
+  if raw == nil or raw == "" then return nil, "no answer (" .. tostring(rerr) .. ")" end
+  local head, rest = raw:match("^(.-)\r\n\r\n(.*)$")
+  if not head then return nil, "incomplete answer: " .. raw:sub(1, 200) end
+  local status = tonumber(head:match("^HTTP/1%.%d (%d+)"))
+  local hdrs = {}
+  for k, v in head:gmatch("\n([^:\r\n]+):%s*([^\r\n]*)") do hdrs[k:lower()] = v end
+  if (hdrs["transfer-encoding"] or ""):lower():find("chunked") then
+    local decoded, derr = dechunk(rest)
+    if not decoded then return nil, derr end
+    rest = decoded
+  end
+  return { status = status, headers = hdrs, body = rest, raw = raw }
+end
+
+-- Counts the rows of a streamed urlData answer without holding it: each
+-- top-level element is cut out as it completes and decoded with lua-cjson
+-- (which checks it is valid JSON); the frame "[", ",", "]" is checked here.
+-- feed(chunk) for every piece, then finish() -> rows (header row included) | nil, err.
+function S.row_counter()
+  local cjson = require "cjson"
+  local decode, find, sub = cjson.decode, string.find, string.sub
+  -- buf holds the unconsumed tail; scan is where scanning resumes in it; base is
+  -- where the text between elements starts; start is the open element's first byte.
+  local buf, scan, base, start = "", 1, 1, nil
+  local depth, in_string, count, state, failure, first_row = 0, false, 0, "open", nil, nil
+  local function fail(msg) failure = failure or msg end
+  local self = {}
+  function self.feed(chunk)
+    if failure or chunk == "" then return end
+    buf = buf .. chunk
+    local pos = scan
+    while not failure do
+      if in_string then
+        local i = find(buf, '["\\]', pos)
+        if not i then pos = #buf + 1 break end
+        if sub(buf, i, i) == "\\" then
+          if i == #buf then pos = i break end
+          pos = i + 2
+        else
+          in_string = false
+          pos = i + 1
+        end
+      else
+        local i = find(buf, '[%[%]"]', pos)
+        if not i then pos = #buf + 1 break end
+        local c = sub(buf, i, i)
+        if state == "closed" then fail("junk after the closing ]") break
+        elseif state == "open" then
+          if c ~= "[" or find(sub(buf, base, i - 1), "%S") then fail("answer does not start with [") break end
+          state, base, pos = "rows", i + 1, i + 1
+        elseif c == '"' then
+          if depth == 0 then fail("a string outside any row") break end
+          in_string, pos = true, i + 1
+        elseif c == "[" then
+          if depth == 0 then
+            local between = sub(buf, base, i - 1):gsub("%s", "")
+            if between ~= (count == 0 and "" or ",") then fail("bad separator before row " .. (count + 1)) break end
+            start = i
+          end
+          depth, pos = depth + 1, i + 1
+        else -- "]"
+          if depth == 0 then
+            if find(sub(buf, base, i - 1), "%S") then fail("junk before the closing ]") break end
+            state, base, pos = "closed", i + 1, i + 1
+          else
+            depth, pos = depth - 1, i + 1
+            if depth == 0 then
+              local ok, row = pcall(decode, sub(buf, start, i))
+              if not ok or type(row) ~= "table" then fail("row " .. (count + 1) .. " is not a JSON array: " .. tostring(row)) break end
+              count = count + 1
+              if count == 1 then first_row = row end
+              base, start = i + 1, nil
+            end
+          end
+        end
+      end
+    end
+    if state == "closed" and find(sub(buf, base), "%S") then fail("junk after the closing ]") end
+    -- keep only what is still needed: the open element, or the text after the last one
+    local keep = start or base
+    if keep > #buf + 1 then keep = #buf + 1 end
+    buf = sub(buf, keep)
+    scan = pos - keep + 1
+    base = base - keep + 1
+    if start then start = 1 end
+  end
+  function self.finish()
+    if failure then return nil, failure end
+    if state ~= "closed" then return nil, "the answer ended before its closing ] (after " .. count .. " rows)" end
+    return count, first_row
+  end
+  return self
+end
+
+-- POSTs a urlData request and streams the chunked answer through row_counter.
+-- Returns rows (header included), first row, bytes | nil, err.
+function S.stream_rows(port, path, body, headers)
+  local c = socket.tcp()
+  c:settimeout(120)
+  local ok, err = c:connect("127.0.0.1", port)
+  if not ok then return nil, err end
+  local lines = { "POST " .. path .. " HTTP/1.1", "Host: 127.0.0.1", "Connection: close",
+    "Content-Length: " .. #body }
+  for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
+  c:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. body)
+  local status_line = c:receive("*l")
+  local status = tonumber((status_line or ""):match("^HTTP/1%.%d (%d+)"))
+  local chunked = false
+  while true do
+    local line = c:receive("*l")
+    if not line then return nil, "headers cut" end
+    if line == "" then break end
+    if line:lower():match("^transfer%-encoding:.*chunked") then chunked = true end
+  end
+  local counter, bytes = S.row_counter(), 0
+  if chunked then
+    while true do
+      local size_line, rerr = c:receive("*l")
+      if not size_line then return nil, "stream cut: " .. tostring(rerr) end
+      local size = tonumber(size_line:match("^%x+"), 16)
+      if not size then return nil, "bad chunk size line" end
+      if size == 0 then break end
+      local data, derr = c:receive(size)
+      if not data then return nil, "stream cut inside a chunk: " .. tostring(derr) end
+      c:receive(2)
+      bytes = bytes + size
+      counter.feed(data)
+    end
+  else
+    while true do
+      local data, rerr, partial = c:receive(65536)
+      data = data or partial
+      if data and #data > 0 then bytes = bytes + #data counter.feed(data) end
+      if rerr == "closed" then break end
+      if rerr then return nil, rerr end
+    end
+  end
+  c:close()
+  if status ~= 200 then return nil, "status " .. tostring(status) end
+  local rows, first = counter.finish()
+  if not rows then return nil, first end
+  return rows, first, bytes
+end
+
+return S
