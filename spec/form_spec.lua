@@ -1,0 +1,203 @@
+-- biconnector.form: the C codec against PHP's parse_str / http_build_query
+-- (fixtures generated once by scripts/gen-form-fixtures.php), the limits,
+-- the documented departures from PHP and a round trip over generated tables.
+local form = require "biconnector.form"
+local null = require("biconnector").null
+
+local parse_str = require "fixtures.form.parse_str"
+local http_build_query = require "fixtures.form.http_build_query"
+
+describe("form.decode", function()
+  it("has at least 40 PHP fixtures", function()
+    assert.is_true(#parse_str >= 40)
+  end)
+
+  for _, case in ipairs(parse_str) do
+    it("decodes as parse_str does: " .. case.name, function()
+      local got, err = form.decode(case.body)
+      assert.is_nil(err)
+      assert.same(case.expected, got)
+    end)
+  end
+
+  it("turns PHP lists into sequences and keeps other integer keys", function()
+    local t = assert(form.decode("s[]=a&s[]=b&m[1]=x&m[0]=y&n[3]=z"))
+    assert.same({ "a", "b" }, t.s)
+    assert.equal(2, #t.s)
+    assert.same({ [0] = "y", [1] = "x" }, t.m)
+    assert.same({ [3] = "z" }, t.n)
+    assert.is_nil(t.n[1])
+  end)
+
+  it("keeps NUL bytes in values and stops a name at its first NUL, as PHP does", function()
+    local t = assert(form.decode("v=a%00b&k%00ey=1"))
+    assert.equal("a\0b", t.v)
+    assert.equal("1", t.k)
+  end)
+
+  it("treats raw NUL bytes in the body as data (PHP stops reading there)", function()
+    local t = assert(form.decode("a=x\0y&b=2"))
+    assert.equal("x\0y", t.a)
+    assert.equal("2", t.b)
+  end)
+
+  describe("limits", function()
+    local function vars(n)
+      local parts = {}
+      for i = 1, n do parts[i] = "v" .. i .. "=" .. i end
+      return table.concat(parts, "&")
+    end
+
+    it("accepts 1000 variables by default and refuses 1001", function()
+      local t = assert(form.decode(vars(1000)))
+      assert.equal("1000", t.v1000)
+      local none, err = form.decode(vars(1001))
+      assert.is_nil(none)
+      assert.matches("more than 1000 variables", err, 1, true)
+      assert.matches("at byte %d+", err)
+    end)
+
+    it("counts only non-empty pairs", function()
+      assert.truthy(form.decode(vars(1000) .. "&&&&"))
+    end)
+
+    it("takes max_vars from the options", function()
+      assert.truthy(form.decode(vars(3), { max_vars = 3 }))
+      local none, err = form.decode(vars(4), { max_vars = 3 })
+      assert.is_nil(none)
+      assert.matches("more than 3 variables", err, 1, true)
+    end)
+
+    it("accepts 64 levels of nesting and refuses 65 with the variable named", function()
+      local node = assert(form.decode("a" .. ("[x]"):rep(64) .. "=deep")).a
+      for _ = 1, 63 do node = node.x end
+      assert.equal("deep", node.x)
+      local none, err = form.decode("ok=1&a" .. ("[x]"):rep(65) .. "=deep")
+      assert.is_nil(none)
+      assert.matches("variable 'a[x][x]", err, 1, true)
+      assert.matches("at byte 6", err, 1, true)
+      assert.matches("deeper than 64 levels", err, 1, true)
+    end)
+
+    it("takes max_depth from the options", function()
+      assert.truthy(form.decode("a[b][c]=1", { max_depth = 2 }))
+      local none, err = form.decode("a[b][c][d]=1", { max_depth = 2 })
+      assert.is_nil(none)
+      assert.matches("deeper than 2 levels", err, 1, true)
+      assert.truthy(form.decode("a=1", { max_depth = 0 }))
+      assert.is_nil(form.decode("a[]=1", { max_depth = 0 }))
+    end)
+
+    it("raises on misuse", function()
+      assert.has_error(function() form.decode(nil) end)
+      assert.has_error(function() form.decode("a=1", 5) end)
+      assert.has_error(function() form.decode("a=1", { max_vars = "many" }) end)
+      assert.has_error(function() form.decode("a=1", { max_depth = -1 }) end)
+    end)
+  end)
+
+  it("survives hostile bodies", function()
+    local bodies = { ("[]"):rep(10000), ("a[" ):rep(5000), ("%"):rep(3000), ("&="):rep(400),
+      "a" .. ("]"):rep(1000) .. "=1", ("a[]=1&"):rep(900) }
+    for _, body in ipairs(bodies) do
+      local t, err = form.decode(body)
+      assert.is_true(type(t) == "table" or type(err) == "string")
+    end
+  end)
+end)
+
+describe("form.encode", function()
+  for _, case in ipairs(http_build_query) do
+    it("encodes as http_build_query does: " .. case.name, function()
+      assert.equal(case.expected, form.encode(case.data))
+    end)
+  end
+
+  it("sorts keys: integers ascending, then strings bytewise", function()
+    assert.equal("2=b&10=c&B=2&a=1&b=3", form.encode({ a = "1", B = "2", b = "3", [10] = "c", [2] = "b" }))
+  end)
+
+  it("writes biconnector.null as PHP writes null: not at all", function()
+    assert.equal("b=1", form.encode({ a = null, b = 1 }))
+  end)
+
+  it("refuses what has no form spelling, naming where", function()
+    local ok, err = pcall(form.encode, { a = { b = print } })
+    assert.is_false(ok)
+    assert.matches("value of type function cannot be encoded (at 'a%5Bb%5D')", err, 1, true)
+    ok, err = pcall(form.encode, { [true] = 1 })
+    assert.is_false(ok)
+    assert.matches("key of type boolean", err, 1, true)
+    assert.has_error(function() form.encode("a=1") end)
+  end)
+
+  it("refuses cycles instead of looping", function()
+    local t = {}
+    t.self = t
+    local ok, err = pcall(form.encode, t)
+    assert.is_false(ok)
+    assert.matches("deeper than 64 levels", err, 1, true)
+  end)
+
+  it("keeps every digit of a float where PHP's precision 14 would lose some", function()
+    local s = form.encode({ x = 1 / 3 })
+    assert.equal(1 / 3, tonumber(s:match("^x=(.*)$")))
+  end)
+end)
+
+describe("decode(encode(t))", function()
+  -- Keys PHP's notation can carry back: no ']' (ends a key), no NUL (ends a
+  -- name), not empty (means append), not an integer spelled as a string; the
+  -- top level also avoids ' ', '.' and '[' (PHP rewrites them to '_'). Empty
+  -- tables are left out (as PHP leaves out empty arrays), and integer keys
+  -- that start at 0 in order read back as a sequence (a PHP list).
+  local alphabet = { "a", "b", "Z", "_", "-", "~", "=", "&", "+", "%", "#", "?", "/", "!", "@", ">", "<", ":",
+    " ", ".", "[", "\1", "\255", "Я", "✓", "0", "1" }
+  local seed = 20261122
+  local function rand(n)
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    return seed % n + 1
+  end
+  local function word(top)
+    local parts = { "k" }
+    for i = 1, rand(6) do
+      local c = alphabet[rand(#alphabet)]
+      if top and (c == " " or c == "." or c == "[") then c = "x" end
+      parts[i + 1] = c
+    end
+    return table.concat(parts)
+  end
+  local function value()
+    local parts = {}
+    for i = 1, rand(8) - 1 do parts[i] = alphabet[rand(#alphabet)] end
+    if rand(10) == 1 then parts[#parts + 1] = "\0" end
+    return table.concat(parts)
+  end
+  local function gen(depth, top)
+    local t = {}
+    local shape = rand(3)
+    if shape == 1 then -- a sequence
+      for i = 1, rand(4) do t[i] = depth > 0 and rand(3) == 1 and gen(depth - 1) or value() end
+    elseif shape == 2 then -- sparse or negative integer keys (never 0 or 1: see the note above)
+      for _ = 1, rand(4) do
+        local k = rand(50) - 20
+        if k == 0 or k == 1 then k = 2 end
+        t[k] = depth > 0 and rand(3) == 1 and gen(depth - 1) or value()
+      end
+    else
+      for _ = 1, rand(5) do t[word(top)] = depth > 0 and rand(2) == 1 and gen(depth - 1) or value() end
+    end
+    if top and shape ~= 3 then t.top = value() end
+    return t
+  end
+
+  it("gives back 300 generated nested tables", function()
+    for _ = 1, 300 do
+      local t = gen(4, true)
+      local body = form.encode(t)
+      local back, err = form.decode(body)
+      assert.is_nil(err)
+      assert.same(t, back)
+    end
+  end)
+end)
