@@ -1,0 +1,661 @@
+-- biconnector.rest: a Bitrix24 REST client. Webhook or OAuth auth (renewal
+-- through a shared token store), a leaky-bucket limiter, per-method operating
+-- time pacing, retries that never repeat a create after an ambiguous failure,
+-- paging (`each`) and batches of any size. See docs/rest.md.
+local core = require "biconnector.core"
+local json = require "biconnector.json"
+local form = require "biconnector.form"
+local tokens = require "biconnector.tokens"
+
+local type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, pcall, error, next =
+  type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, pcall, error, next
+local concat, sort, floor, min, max, random = table.concat, table.sort, math.floor, math.min, math.max, math.random
+local http = core.http
+
+local _M = { _VERSION = core.version }
+
+_M.USER_AGENT = "biconnector-lua/" .. core.version
+_M.OAUTH_URL = "https://oauth.bitrix.info/oauth/token/"
+_M.OAUTH_URL_EAST = "https://oauth.bitrix24.tech/oauth/token/"
+
+local DEFAULTS = {
+  rate = 2,                 -- leaky bucket: requests drained per second
+  burst = 50,               -- leaky bucket: requests allowed at once
+  timeout = 60,             -- seconds for one HTTP exchange (the portal's own limit)
+  connect_timeout = 10,
+  max_retries = 6,          -- retries of one call after a retryable failure
+  backoff_base = 0.5,       -- first backoff delay, doubled on each retry
+  backoff_max = 30,
+  operating_limit = 480,    -- seconds of execution a method may use per 10 minutes
+  operating_threshold = 0.5,-- start pacing a method above this share of its limit
+  operating_pause_max = 10, -- longest single pacing pause
+  operating_wait_max = 120, -- wait for operating_reset_at (429 or near the limit) at most this long
+  page_size = 50,
+}
+
+-------------------------------------------------------------------------------
+-- errors
+
+local RestError = {}
+RestError.__index = RestError
+RestError.__tostring = function(e)
+  local parts = { "Bitrix24 REST" }
+  if e.method then parts[#parts + 1] = " " .. e.method end
+  parts[#parts + 1] = ": " .. tostring(e.code)
+  if e.status then parts[#parts + 1] = " (HTTP " .. tostring(e.status) .. ")" end
+  if e.description and e.description ~= "" then parts[#parts + 1] = ": " .. e.description end
+  return concat(parts)
+end
+
+local function new_error(t) return setmetatable(t, RestError) end
+_M.new_error = new_error
+function _M.is_error(v) return getmetatable(v) == RestError end
+
+-------------------------------------------------------------------------------
+-- small helpers
+
+local function escape_pattern(s) return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
+
+local function is_array(t)
+  if type(t) ~= "table" then return false end
+  if json.array_mt and getmetatable(t) == json.array_mt then return true end
+  if t[1] ~= nil then return true end
+  return next(t) == nil
+end
+
+local function shallow_copy(t)
+  local c = {}
+  if t then for k, v in pairs(t) do c[k] = v end end
+  return c
+end
+
+-- The items of one list page: an array, or the one array inside an object
+-- (crm.item.list answers {items = [...]}, tasks.task.list {tasks = [...]}).
+local function items_of(result)
+  if type(result) ~= "table" then return {} end
+  if is_array(result) then return result end
+  local found
+  for _, v in pairs(result) do
+    if type(v) == "table" and is_array(v) then
+      if found then return {} end
+      found = v
+    end
+  end
+  return found or {}
+end
+_M.items_of = items_of
+
+local function create_method(method) return method:match("%.add$") ~= nil end
+
+-------------------------------------------------------------------------------
+-- the client
+
+local Client = {}
+local services -- loaded on first use of client.connector/.source/.dataset
+
+local function client_index(self, key)
+  local m = Client[key]
+  if m ~= nil then return m end
+  if key == "connector" or key == "source" or key == "dataset" then
+    services = services or require "biconnector.services"
+    local s = services.new(self, key)
+    rawset(self, key, s)
+    return s
+  end
+end
+
+local ClientMT = { __index = client_index }
+
+local function trim_slash(s) return (s:gsub("/+$", "")) end
+
+-- biconnector.rest.new(opts) -> client, or nil, err
+function _M.new(opts)
+  opts = opts or {}
+  local self = setmetatable({}, ClientMT)
+  for k, v in pairs(DEFAULTS) do self[k] = opts[k] == nil and v or opts[k] end
+  self.secrets = {}
+  self.log = opts.log
+  self.sleep = opts.sleep or http.sleep
+  self.now = opts.now or http.now
+  self.wall = opts.time or http.time
+  self.ca_file, self.verify = opts.ca_file, opts.verify
+  if opts.transport then
+    self.transport = opts.transport
+  else
+    local handle, err = http.new()
+    if not handle then return nil, err end
+    self.handle = handle
+    self.transport = function(req) return handle:request(req) end
+  end
+  self.creates = {}
+  for _, m in ipairs(opts.create_methods or {}) do self.creates[m] = true end
+  self.bucket_level, self.bucket_at = 0, nil
+  self.operating = {}
+  self.counters = { requests = 0, retries = 0, renewals = 0, sent_503 = 0, paused = 0 }
+
+  if opts.webhook then
+    local base = opts.webhook
+    if not base:match("^https?://") then return nil, "webhook must be an http(s) URL" end
+    if base:sub(-1) ~= "/" then base = base .. "/" end
+    local code = base:match("/rest/[^/]+/([^/]+)/$")
+    if not code then return nil, "webhook must look like https://PORTAL/rest/USER_ID/CODE/" end
+    self.endpoint = base
+    self:add_secret(code)
+  else
+    local endpoint = opts.client_endpoint
+    if not endpoint and opts.portal then
+      local portal = opts.portal
+      if not portal:match("^https?://") then portal = "https://" .. portal end
+      endpoint = trim_slash(portal) .. "/rest/"
+    end
+    if not endpoint then return nil, "give either webhook or portal (or client_endpoint) with OAuth tokens" end
+    if endpoint:sub(-1) ~= "/" then endpoint = endpoint .. "/" end
+    self.endpoint = endpoint
+    self.oauth = true
+    self.client_id, self.client_secret = opts.client_id, opts.client_secret
+    self.oauth_url = opts.oauth_url or _M.OAUTH_URL
+    self.on_tokens = opts.on_tokens
+    self.follow_client_endpoint = opts.follow_client_endpoint ~= false
+    self:add_secret(opts.client_secret)
+    self.store = opts.store or tokens.memory()
+    local stored = self.store:get()
+    if type(stored) == "table" and stored.access_token then
+      self:use_tokens(stored)
+    else
+      if not opts.access_token then return nil, "OAuth needs access_token (or a store holding one)" end
+      local t = { access_token = opts.access_token, refresh_token = opts.refresh_token }
+      local ok, err = self.store:set(t)
+      if not ok then return nil, err end
+      self:use_tokens(t)
+    end
+  end
+  return self
+end
+
+-- Values that must never appear in logs or error messages.
+function Client:add_secret(s)
+  if type(s) == "string" and #s >= 4 then self.secrets[#self.secrets + 1] = s end
+end
+
+function Client:mask(s)
+  s = tostring(s)
+  for _, secret in ipairs(self.secrets) do
+    s = s:gsub(escape_pattern(secret), "***")
+  end
+  return s
+end
+
+function Client:logf(level, fmt, ...)
+  if self.log then pcall(self.log, level, self:mask(fmt:format(...))) end
+end
+
+function Client:use_tokens(t)
+  self.tokens = { access_token = t.access_token, refresh_token = t.refresh_token }
+  self:add_secret(t.access_token)
+  self:add_secret(t.refresh_token)
+  if self.follow_client_endpoint and type(t.client_endpoint) == "string" and t.client_endpoint:match("^https?://") then
+    local e = t.client_endpoint
+    if e:sub(-1) ~= "/" then e = e .. "/" end
+    self.endpoint = e
+  end
+end
+
+-- Marks a method as creating objects: never sent twice after an ambiguous failure.
+function Client:mark_create(method) self.creates[method] = true end
+
+function Client:is_create(method)
+  return self.creates[method] or create_method(method)
+end
+
+function Client:close()
+  if self.handle then self.handle:close() end
+end
+
+-------------------------------------------------------------------------------
+-- pacing: the leaky bucket and the per-method operating time
+
+function Client:take_bucket()
+  local t = self.now()
+  if self.bucket_at then
+    self.bucket_level = max(0, self.bucket_level - (t - self.bucket_at) * self.rate)
+  end
+  self.bucket_at = t
+  if self.bucket_level + 1 > self.burst then
+    local wait = (self.bucket_level + 1 - self.burst) / self.rate
+    self.sleep(wait)
+    t = self.now()
+    self.bucket_level = max(0, self.bucket_level - (t - self.bucket_at) * self.rate)
+    self.bucket_at = t
+  end
+  self.bucket_level = self.bucket_level + 1
+end
+
+-- How long to pause before calling `method`, given what its last answers said
+-- about time.operating. Returns seconds (0 = go ahead).
+function Client:operating_pause(method)
+  local op = self.operating[method]
+  if not op or not op.operating then return 0 end
+  local now = self.wall()
+  if op.reset_at and op.reset_at <= now then
+    -- the oldest basket has dropped since; the next answer tells the new figure
+    self.operating[method] = nil
+    return 0
+  end
+  local share = op.operating / self.operating_limit
+  if share < self.operating_threshold then return 0 end
+  if share >= 0.95 then
+    local wait = op.reset_at and (op.reset_at - now) or self.operating_pause_max
+    return min(wait, self.operating_wait_max)
+  end
+  -- Above the threshold the duty cycle shrinks: pause = cost * share / (1 - share),
+  -- so at 50% the method runs half the time, at 90% a tenth of the time.
+  local cost = max(op.processing or 0, 0.05)
+  return min(cost * share / (1 - share), self.operating_pause_max)
+end
+
+function Client:note_time(method, t)
+  if type(t) ~= "table" then return end
+  local operating = tonumber(t.operating)
+  if operating then
+    self.operating[method] = { operating = operating, reset_at = tonumber(t.operating_reset_at),
+      processing = tonumber(t.processing) or tonumber(t.duration) }
+  end
+end
+
+function Client:pace(method)
+  local pause = self:operating_pause(method)
+  if pause > 0 then
+    self.counters.paused = self.counters.paused + 1
+    self:logf("info", "pausing %.2fs before %s: its operating time is near the limit", pause, method)
+    self.sleep(pause)
+  end
+  self:take_bucket()
+end
+
+function Client:backoff(attempt)
+  local d = min(self.backoff_max, self.backoff_base * 2 ^ (attempt - 1))
+  return d * (0.5 + random() * 0.5) -- "equal jitter": never less than half the step
+end
+
+-------------------------------------------------------------------------------
+-- one HTTP exchange with the portal
+
+function Client:url(method) return self.endpoint .. method end
+
+-- params as the JSON body; `raw_body` (already JSON, without auth) for batch.
+function Client:build_request(method, params, raw_body)
+  local body
+  if raw_body then
+    body = raw_body
+    if self.oauth then
+      body = raw_body:gsub("}%s*$", "") .. ((raw_body:match("^%s*{%s*}%s*$")) and "" or ",")
+        .. '"auth":' .. json.encode(self.tokens.access_token) .. "}"
+    end
+  else
+    local p = params
+    if self.oauth then
+      p = shallow_copy(params)
+      p.auth = self.tokens.access_token
+    end
+    if p == nil or next(p) == nil then body = "{}" else
+      local err
+      body, err = json.encode(p)
+      if not body then return nil, err end
+    end
+  end
+  return {
+    method = "POST", url = self:url(method), body = body,
+    headers = { ["Content-Type"] = "application/json", ["Accept"] = "application/json" },
+    user_agent = _M.USER_AGENT, timeout = self.timeout, connect_timeout = self.connect_timeout,
+    ca_file = self.ca_file, verify = self.verify,
+  }
+end
+
+-- Sends once. Returns the decoded answer, or nil and an error whose `kind` is
+-- "not_sent", "ambiguous" or "answer".
+function Client:exchange(method, params, raw_body)
+  local req, eerr = self:build_request(method, params, raw_body)
+  if not req then
+    return nil, new_error { code = "INVALID_PARAMS", description = "cannot encode the parameters: " .. tostring(eerr),
+      method = method, retryable = false, kind = "local" }
+  end
+  self.counters.requests = self.counters.requests + 1
+  local res, terr = self.transport(req)
+  if not res then
+    local not_sent = type(terr) == "table" and terr.not_sent
+    local timeout = type(terr) == "table" and terr.timeout
+    return nil, new_error {
+      code = not_sent and "CONNECT_FAILED" or (timeout and "TIMEOUT" or "TRANSPORT_ERROR"),
+      description = self:mask(type(terr) == "table" and (terr.message or tostring(terr)) or tostring(terr)),
+      method = method, retryable = true, kind = not_sent and "not_sent" or "ambiguous",
+      curl_code = type(terr) == "table" and terr.code or nil, sent = not not_sent,
+    }
+  end
+  local data = json.decode(res.body)
+  if type(data) ~= "table" then
+    local snippet = res.body:sub(1, 120):gsub("%s+", " ")
+    local code = res.status >= 500 and "INTERNAL_SERVER_ERROR" or "INVALID_RESPONSE"
+    return nil, new_error { code = code, status = res.status, method = method,
+      description = self:mask("the answer is not JSON: " .. snippet), retryable = res.status >= 500,
+      kind = res.status >= 500 and "ambiguous" or "answer" }
+  end
+  if data.error ~= nil or res.status ~= 200 then
+    local code = data.error ~= nil and tostring(data.error) or ("HTTP_" .. res.status)
+    local e = new_error { code = code, status = res.status, method = method,
+      description = self:mask(tostring(data.error_description or data.error or "")), kind = "answer",
+      retryable = false, time = data.time }
+    if code == "QUERY_LIMIT_EXCEEDED" then e.retryable, e.kind = true, "refused"
+    elseif code == "OPERATION_TIME_LIMIT" then e.retryable, e.kind = true, "refused"
+    elseif res.status >= 500 and code ~= "OVERLOAD_LIMIT" and code ~= "PORTAL_DELETED" then
+      e.retryable, e.kind = true, "ambiguous"
+    end
+    self:note_time(method, data.time)
+    return nil, e
+  end
+  self:note_time(method, data.time)
+  return data
+end
+
+-- OAuth renewal through the store's lock: whoever takes the lock first renews;
+-- the others find a different access token in the store and use it.
+function Client:renew(failed_token)
+  if not self.client_id or not self.client_secret then
+    return nil, new_error { code = "expired_token", description = "the access token expired and no client_id/client_secret were given to renew it", retryable = false }
+  end
+  local store = self.store
+  local unlock, lerr = store:lock()
+  if not unlock then
+    return nil, new_error { code = "TOKEN_STORE_ERROR", description = self:mask(tostring(lerr)), retryable = false }
+  end
+  local ok, res, err = pcall(function()
+    local current = store:get()
+    if type(current) == "table" and current.access_token and current.access_token ~= failed_token then
+      self:use_tokens(current)
+      return true
+    end
+    local refresh = type(current) == "table" and current.refresh_token or self.tokens.refresh_token
+    if not refresh then return nil, new_error { code = "expired_token", description = "no refresh token to renew with", retryable = false } end
+    local q = form.encode { grant_type = "refresh_token", client_id = self.client_id,
+      client_secret = self.client_secret, refresh_token = refresh }
+    local url = self.oauth_url .. (self.oauth_url:find("?", 1, true) and "&" or "?") .. q
+    local answer, terr
+    for attempt = 1, 3 do
+      answer, terr = self.transport { method = "GET", url = url, user_agent = _M.USER_AGENT,
+        headers = { Accept = "application/json" }, timeout = self.timeout, connect_timeout = self.connect_timeout,
+        ca_file = self.ca_file, verify = self.verify }
+      -- A refresh token is single-use: only a request that surely never left is repeated.
+      if answer or not (type(terr) == "table" and terr.not_sent) then break end
+      self.sleep(self:backoff(attempt))
+    end
+    if not answer then
+      return nil, new_error { code = "RENEWAL_FAILED", retryable = false,
+        description = self:mask("token renewal failed: " .. (type(terr) == "table" and (terr.message or "") or tostring(terr))) }
+    end
+    local data = json.decode(answer.body)
+    if type(data) ~= "table" or data.error or not data.access_token then
+      return nil, new_error { code = type(data) == "table" and data.error and tostring(data.error) or "RENEWAL_FAILED",
+        status = answer.status, retryable = false,
+        description = self:mask("token renewal refused: " .. tostring(type(data) == "table" and (data.error_description or data.error) or answer.body:sub(1, 120))) }
+    end
+    local fresh = {}
+    for k, v in pairs(data) do fresh[k] = v end
+    local saved, serr = store:set(fresh)
+    self:use_tokens(fresh)
+    self.counters.renewals = self.counters.renewals + 1
+    if not saved then
+      return nil, new_error { code = "TOKEN_STORE_ERROR", retryable = false,
+        description = self:mask("renewed, but could not save the new tokens: " .. tostring(serr)) }
+    end
+    if self.on_tokens then pcall(self.on_tokens, shallow_copy(fresh)) end
+    return true
+  end)
+  unlock()
+  if not ok then error(res, 0) end
+  return res, err
+end
+
+-- The policy loop around exchange: limiter, retries, renewal, 429 waits.
+function Client:request(method, params, raw_body, creates)
+  local attempt, renewed = 0, false
+  if creates == nil then creates = self:is_create(method) end
+  while true do
+    self:pace(method)
+    local used_token = self.oauth and self.tokens.access_token
+    local data, err = self:exchange(method, params, raw_body)
+    if data then return data end
+    err.attempts = attempt + 1
+    if err.code == "expired_token" and self.oauth and not renewed then
+      renewed = true
+      local ok, rerr = self:renew(used_token)
+      if not ok then
+        rerr.method = method
+        return nil, rerr
+      end
+    else
+      if err.code == "QUERY_LIMIT_EXCEEDED" then
+        self.counters.sent_503 = self.counters.sent_503 + 1
+        self.bucket_level = self.burst -- the portal's bucket is full: pace from here
+      end
+      if not err.retryable then return nil, err end
+      if err.kind == "ambiguous" and creates then
+        err.retryable = false
+        err.maybe_executed = true
+        err.description = err.description .. "; not repeated: " .. method ..
+          " creates objects and the portal may have executed it (check before calling again)"
+        return nil, err
+      end
+      attempt = attempt + 1
+      if attempt > self.max_retries then
+        err.description = err.description .. (" (gave up after %d attempts)"):format(attempt)
+        return nil, err
+      end
+      local delay
+      if err.code == "OPERATION_TIME_LIMIT" then
+        local reset_at = type(err.time) == "table" and tonumber(err.time.operating_reset_at)
+        delay = reset_at and (reset_at - self.wall()) or self:backoff(attempt)
+        if delay > self.operating_wait_max then
+          err.retryable = true
+          err.description = err.description .. (" (resets in %.0f s, more than operating_wait_max)"):format(delay)
+          return nil, err
+        end
+        delay = max(delay, 0.05)
+      else
+        delay = self:backoff(attempt)
+      end
+      self.counters.retries = self.counters.retries + 1
+      self:logf("info", "%s failed (%s), retry %d in %.2fs", method, err.code, attempt, delay)
+      self.sleep(delay)
+    end
+  end
+end
+
+-- client:call_raw(method, params) -> the whole answer (result, total, next, time)
+function Client:call_raw(method, params)
+  if type(method) ~= "string" or method == "" then error("call: method must be a non-empty string", 2) end
+  if params ~= nil and type(params) ~= "table" then error("call: params must be a table", 2) end
+  return self:request(method, params)
+end
+
+-- client:call(method, params) -> result, or nil, err
+function Client:call(method, params)
+  if type(method) ~= "string" or method == "" then error("call: method must be a non-empty string", 2) end
+  if params ~= nil and type(params) ~= "table" then error("call: params must be a table", 2) end
+  local data, err = self:request(method, params)
+  if not data then return nil, err end
+  return data.result
+end
+
+-------------------------------------------------------------------------------
+-- paging
+
+-- client:each(method, params [, opts]) -> iterator over every item of every page.
+-- opts.mode: "start" (total/next), "page" (biconnector lists; default for
+-- biconnector.*.list) or "fast" (order by ID, filter >ID, start=-1);
+-- opts.id_key (default "ID") for the fast mode. The iterator raises the error
+-- object when a page cannot be fetched; client:list() returns nil, err instead.
+function Client:each(method, params, opts)
+  opts = opts or {}
+  local mode = opts.mode or (opts.fast and "fast") or (method:match("^biconnector%..*%.list$") and "page") or "start"
+  local page_size = opts.page_size or self.page_size
+  local id_key = opts.id_key or "ID"
+  local base = shallow_copy(params)
+  local items, index, done = {}, 0, false
+  local start, page, last_id = nil, 1, nil
+
+  local function fetch()
+    local p = shallow_copy(base)
+    if mode == "start" then
+      p.start = start
+    elseif mode == "page" then
+      p.page = page
+    elseif mode == "fast" then
+      p.order = { [id_key] = "ASC" }
+      local filter = shallow_copy(base.filter)
+      if last_id ~= nil then filter[">" .. id_key] = last_id end
+      p.filter = filter
+      p.start = -1
+    else
+      error("each: unknown mode " .. tostring(mode), 3)
+    end
+    local data, err = self:request(method, p)
+    if not data then error(err, 0) end
+    items, index = items_of(data.result), 0
+    if mode == "start" then
+      start = tonumber(data.next)
+      done = start == nil
+    elseif mode == "page" then
+      page = page + 1
+      done = #items < page_size
+    else
+      done = #items < page_size
+      local last = items[#items]
+      if last ~= nil then
+        last_id = last[id_key] or last[id_key:lower()] or last[id_key:upper()]
+        if last_id == nil then error(new_error { code = "FAST_MODE_NO_ID", method = method,
+          description = "fast paging needs the field " .. id_key .. " in every item (add it to select)" }, 0) end
+      end
+    end
+  end
+
+  return function()
+    while true do
+      index = index + 1
+      local item = items[index]
+      if item ~= nil then return item end
+      if done then return nil end
+      fetch()
+    end
+  end
+end
+
+-- client:list(method, params [, opts]) -> array of every item, or nil, err
+function Client:list(method, params, opts)
+  local out = {}
+  local ok, err = pcall(function()
+    for item in self:each(method, params, opts) do out[#out + 1] = item end
+  end)
+  if not ok then
+    if _M.is_error(err) then return nil, err end
+    error(err, 0)
+  end
+  return out
+end
+
+-------------------------------------------------------------------------------
+-- batch
+
+local function command_line(c, key)
+  if type(c) == "string" then return c end
+  if type(c) ~= "table" then error(("batch: command %s must be a string or a table"):format(tostring(key)), 3) end
+  local method = c.method or c[1]
+  local params = c.params or c[2]
+  if type(method) ~= "string" or method == "" then error(("batch: command %s has no method"):format(tostring(key)), 3) end
+  if params == nil or next(params) == nil then return method end
+  return method .. "?" .. form.encode(params)
+end
+
+local function command_creates(self, line)
+  return self:is_create(line:match("^([^?]*)"))
+end
+
+-- Keyed answer parts ({} or [] when empty) mapped back to the caller's keys.
+local function unkey(part, wire_to_key, into)
+  if type(part) ~= "table" then return end
+  if is_array(part) then
+    for i, v in ipairs(part) do
+      local k = wire_to_key[tostring(i - 1)]
+      if k ~= nil then into[k] = v end
+    end
+  else
+    for wk, v in pairs(part) do
+      local k = wire_to_key[tostring(wk)]
+      if k ~= nil then into[k] = v end
+    end
+  end
+end
+
+-- client:batch(cmds [, opts]) -> results, errors, extra; or nil, err
+-- cmds: an array (keys are positions) or a map (keys are names, sent in sorted
+-- order); an array entry may carry its own name as `key`. A command is
+-- "method?query", {method, params} or {method=, params=}. Sent in chunks of
+-- 50; with opts.halt the first failing command stops the rest.
+function Client:batch(cmds, opts)
+  if type(cmds) ~= "table" then error("batch: commands must be a table", 2) end
+  opts = opts or {}
+  local chunk_size = min(opts.chunk_size or 50, 50)
+  local entries = {}
+  if cmds[1] ~= nil then
+    for i, c in ipairs(cmds) do
+      local key = type(c) == "table" and c.key or i
+      entries[#entries + 1] = { key = key, wire = tostring(key), line = command_line(c, key) }
+    end
+  else
+    local keys = {}
+    for k in pairs(cmds) do keys[#keys + 1] = k end
+    sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(keys) do
+      entries[#entries + 1] = { key = k, wire = tostring(k), line = command_line(cmds[k], k) }
+    end
+  end
+  local results, errors = {}, {}
+  local extra = { total = {}, next = {}, time = {}, requests = 0 }
+  for first = 1, #entries, chunk_size do
+    local parts, wire_to_key, creates = {}, {}, false
+    for i = first, min(first + chunk_size - 1, #entries) do
+      local e = entries[i]
+      parts[#parts + 1] = json.encode(e.wire) .. ":" .. json.encode(e.line)
+      wire_to_key[e.wire] = e.key
+      if command_creates(self, e.line) then creates = true end
+    end
+    -- Built by hand so that the commands keep their order with any encoder.
+    local body = '{"halt":' .. (opts.halt and "1" or "0") .. ',"cmd":{' .. concat(parts, ",") .. "}}"
+    local data, err = self:request("batch", nil, body, creates)
+    extra.requests = extra.requests + 1
+    if not data then return nil, err end
+    local r = type(data.result) == "table" and data.result or {}
+    unkey(r.result, wire_to_key, results)
+    local raw_errors = {}
+    unkey(r.result_error, wire_to_key, raw_errors)
+    unkey(r.result_total, wire_to_key, extra.total)
+    unkey(r.result_next, wire_to_key, extra.next)
+    unkey(r.result_time, wire_to_key, extra.time)
+    local failed = false
+    for k, v in pairs(raw_errors) do
+      failed = true
+      local line
+      for _, e in ipairs(entries) do if e.key == k then line = e.line end end
+      errors[k] = new_error { code = type(v) == "table" and tostring(v.error) or tostring(v),
+        description = self:mask(type(v) == "table" and tostring(v.error_description or "") or ""),
+        method = line and line:match("^([^?]*)"), retryable = false, key = k }
+    end
+    for k, t in pairs(extra.time) do
+      local line = cmds[k]
+      if type(line) == "table" then line = line.method or line[1] end
+      if type(line) == "string" then self:note_time(line:match("^([^?]*)"), t) end
+    end
+    if failed and opts.halt then break end
+  end
+  return results, errors, extra
+end
+
+return _M
