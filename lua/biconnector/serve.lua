@@ -117,10 +117,14 @@ local function log_line(fields)
   stderr:write(concat(fields, " "), "\n")
 end
 
+-- A log value: bare when it is a plain word, else quoted on one line.
+local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
 local function quote(v)
   v = tostring(v)
   if v:match("^[%w%._/:%-]+$") then return v end
-  return format("%q", v)
+  return '"' .. v:gsub('[%c"\\]', function(c)
+    return ESCAPES[c] or format("\\x%02x", c:byte())
+  end) .. '"'
 end
 
 local function access_log(req, status, info, bytes, started, how)

@@ -1,0 +1,72 @@
+-- `biconnector serve --workers N`: N processes share the listening socket; a
+-- worker killed with SIGKILL is replaced; SIGTERM stops them all, exit 0.
+local S = require "serve_helpers"
+local socket = require "socket"
+
+local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+
+local function wait_for(what, seconds, f)
+  local deadline = socket.gettime() + seconds
+  repeat
+    local v = f()
+    if v then return v end
+    socket.sleep(0.05)
+  until socket.gettime() > deadline
+  error("timed out waiting for " .. what)
+end
+
+describe("biconnector serve --workers 2", function()
+  local h
+  setup(function()
+    h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0",
+      "--workers", "2" }))
+  end)
+  teardown(function() S.stop(h) end)
+
+  local function ok_request()
+    local r, err = S.request(h.port, "POST", "/data", "connection[token]=demo-token&table=contacts&limit=3", FORM)
+    assert(r, err)
+    assert.equals(200, r.status)
+    return r
+  end
+
+  it("runs two workers and serves through them", function()
+    local workers = wait_for("two workers", 10, function()
+      local c = S.children(h.pid)
+      return #c == 2 and c
+    end)
+    assert.equals(2, #workers)
+    for _ = 1, 20 do ok_request() end
+    assert.matches("2 workers", S.stdout(h))
+  end)
+
+  it("replaces a worker killed with SIGKILL, and requests keep succeeding", function()
+    local before = wait_for("two workers", 10, function()
+      local c = S.children(h.pid)
+      return #c == 2 and c
+    end)
+    local victim = before[1]
+    os.execute("kill -KILL " .. victim)
+    for _ = 1, 30 do ok_request() end -- the other worker answers meanwhile
+    local after = wait_for("a replacement", 10, function()
+      local c = S.children(h.pid)
+      if #c ~= 2 then return nil end
+      for _, pid in ipairs(c) do if pid == victim then return nil end end
+      return c
+    end)
+    assert.equals(2, #after)
+    assert.is_true(S.alive(h.pid))
+    for _ = 1, 30 do ok_request() end
+    assert.matches("worker " .. victim .. " ended signal=KILL %(replacing it%)", S.stderr(h))
+  end)
+
+  it("stops every worker on SIGTERM and exits 0", function()
+    local workers = S.children(h.pid)
+    assert.equals(0, S.stop(h))
+    for _, pid in ipairs(workers) do
+      wait_for("worker " .. pid .. " to end", 10, function() return not S.alive(pid) end)
+    end
+    local refused = not S.request(h.port, "POST", "/check", "connection[token]=demo-token", FORM)
+    assert.is_true(refused)
+  end)
+end)
