@@ -43,7 +43,7 @@ local function reset(overrides)
   }
   stats = { received = {}, executed = {}, http_requests = 0, renewals = 0,
     renewal_failures = 0, sent_503 = 0, sent_429 = 0, expired_answers = 0,
-    dropped = 0, faults_applied = 0, statuses = {}, batches = 0, renewal_refresh_tokens = {} }
+    dropped = 0, faults_applied = 0, connections = 0, statuses = {}, batches = 0, renewal_refresh_tokens = {} }
   faults = {}
 end
 
@@ -767,6 +767,9 @@ end
 local function route(req)
   stats.http_requests = stats.http_requests + 1
   local p = req.path
+  if p == "/_echo" then
+    return json_answer(200, { method = req.method, headers = req.headers, body = req.body, query = req.query, target = req.target })
+  end
   if p:match("^/_control") then return handle_control(req) end
   if p:match("^/oauth/token/?$") then return handle_oauth(req) end
   local rest = p:match("^/rest/(.+)$")
@@ -820,8 +823,9 @@ local function conn_loop(sock)
     while #buf < len do if not more() then sock:close() return end end
     local body = buf:sub(1, len)
     buf = buf:sub(len + 1)
-    local path, query = target:match("^([^?]*)%??(.*)$")
-    local ok, answer = pcall(route, { method = method, path = path, query = query, headers = headers, body = body })
+    -- a proxy request carries an absolute URI
+    local path, query = target:gsub("^https?://[^/]+", ""):match("^([^?]*)%??(.*)$")
+    local ok, answer = pcall(route, { method = method, path = path, query = query, headers = headers, body = body, target = target })
     if not ok then
       io.stderr:write("portal: ", tostring(answer), "\n")
       answer = error_answer("INTERNAL_SERVER_ERROR", "portal bug", 500)
@@ -878,6 +882,7 @@ local function main()
         local c = server:accept()
         while c do
           c:settimeout(0)
+          stats.connections = stats.connections + 1
           c:setoption("tcp-nodelay", true)
           resume(coroutine.create(conn_loop), c)
           c = server:accept()
