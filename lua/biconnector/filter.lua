@@ -167,14 +167,20 @@ local function is_list(t)
   return true
 end
 
+-- Keys in the order of their text, so that a JSON "0" and a form's 0 sort alike
+-- and the AST does not depend on how a body spelled its keys.
+local function key_text(k)
+  if type(k) == "number" and k == floor(k) then return format("%d", k) end
+  return tostring(k)
+end
+
 local function sorted_keys(t)
   local keys = {}
   for k in pairs(t) do keys[#keys + 1] = k end
   sort(keys, function(a, b)
-    local ta, tb = type(a), type(b)
-    if ta ~= tb then return ta == "number" end
-    if ta == "number" or ta == "string" then return a < b end
-    return tostring(a) < tostring(b)
+    local ta, tb = key_text(a), key_text(b)
+    if ta ~= tb then return ta < tb end
+    return type(a) == "number" and type(b) ~= "number"
   end)
   return keys
 end
@@ -339,7 +345,7 @@ function parse_group(obj, ctx, where, depth)
   local items = {}
   for _, key in ipairs(sorted_keys(obj)) do
     local value = obj[key]
-    local at = where .. "[" .. tostring(key) .. "]"
+    local at = where .. "[" .. key_text(key) .. "]"
     if type(key) == "string" and key:upper() == "LOGIC" then
       local l = type(value) == "string" and value:upper()
       if l ~= "AND" and l ~= "OR" then
