@@ -86,6 +86,34 @@ describe("core.rows", function()
       assert.equals(1e300, (cell("double", "1e300")))
       assert.equals(0.1, (cell("double", 0.1)))
     end)
+    it("writes the shortest text that reads back, with a dot, for short decimals and others", function()
+      local function significant(text)
+        local digits = text:gsub("^%-", ""):gsub("e.*$", ""):gsub("%.0$", ""):gsub("%.", ""):gsub("^0+", "")
+        return #digits
+      end
+      local function shortest(d)
+        for p = 1, 17 do
+          if tonumber(("%." .. p .. "g"):format(d)) == d then return p end
+        end
+      end
+      local values = { 0.001, -0.001, 0.5, 12.34, 1.001, 250000, 123456789012.5, 99999999999.999, 1e15, 0.1 + 0.2, 1 / 3, 1e21 }
+      local seed = 12345
+      for _ = 1, 2000 do
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        local k = seed % 4
+        values[#values + 1] = ((seed % 2 == 0) and 1 or -1) * (seed % 100000007) / (10 ^ k)
+      end
+      for _, d in ipairs(values) do
+        local _, text = cell("double", d)
+        local number = text:match("^%[%[\"v\"%],%[(.*)%]%]$")
+        assert.equals(d, tonumber(number), number)
+        assert.matches("[.e]", number)
+        if d ~= math.floor(d) then assert.equals(shortest(d), significant(number), number) end
+      end
+      local _, text = cell("double", -0.0)
+      assert.equals('[["v"],[-0.0]]', text)
+    end)
+
     it("refuses non-finite numbers and other strings", function()
       assert.same({ nil, 1, "expected a finite number, got number inf" }, { cell("double", math.huge) })
       assert.same({ nil, 1, 'expected a number, got string "0x10"' }, { cell("double", "0x10") })

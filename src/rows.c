@@ -400,13 +400,47 @@ static int convert(lua_State *L, int idx, int type, cell *out, why_buf *why) {
   return -1;
 }
 
+/* Doubles with at most three decimals and under 1e12 (money, rates, quantities)
+ * are written directly: m / 10^k == d exactly means "m/10^k" as decimal text
+ * reads back to d, and the smallest such k gives the shortest text, which is
+ * what bic_json_put_double would write. Everything else goes to it. */
+static int put_double(bic_buffer *b, double d) {
+  static const double scale[4] = {1.0, 10.0, 100.0, 1000.0};
+  static const long long iscale[4] = {1, 10, 100, 1000};
+  double a = fabs(d);
+  int k;
+  if (a >= 1e-3 && a < 1e12) {
+    for (k = 0; k <= 3; k++) {
+      double m = floor(a * scale[k] + 0.5);
+      if (m / scale[k] == a) {
+        char text[40], *p = text + sizeof text;
+        long long mi = (long long)m, ip = mi / iscale[k], frac = mi % iscale[k];
+        int i;
+        if (k == 0) {
+          *--p = '0';
+        } else {
+          for (i = 0; i < k; i++, frac /= 10) *--p = (char)('0' + frac % 10);
+        }
+        *--p = '.';
+        do {
+          *--p = (char)('0' + ip % 10);
+          ip /= 10;
+        } while (ip > 0);
+        if (d < 0) *--p = '-';
+        return bic_buffer_put(b, p, (size_t)(text + sizeof text - p));
+      }
+    }
+  }
+  return bic_json_put_double(b, d);
+}
+
 /* Append a converted cell as JSON; 0, or -1 with why set. */
 static int put_cell(bic_buffer *b, const cell *v, why_buf *why) {
   int rc = 0;
   switch (v->kind) {
   case C_NULL: rc = bic_buffer_puts(b, "null"); break;
   case C_INT: rc = bic_json_put_integer(b, v->i); break;
-  case C_DOUBLE: rc = bic_json_put_double(b, v->d); break;
+  case C_DOUBLE: rc = put_double(b, v->d); break;
   case C_STRING:
     rc = bic_json_put_string(b, v->s, v->len, 0);
     if (rc == -2) {
