@@ -48,9 +48,11 @@ local function shell_quote(s)
 end
 S.shell_quote = shell_quote
 
--- The command line of `biconnector serve ARGS`, with the runtime the specs run under.
-function S.serve_command(args)
-  local parts = { helpers.runtime, "bin/biconnector", "serve" }
+-- The command line of `biconnector serve ARGS`, with the runtime the specs run
+-- under, or another runtime and build of the core (for bench/).
+function S.serve_command(args, runtime, build)
+  local parts = { runtime or helpers.runtime, "bin/biconnector", "serve" }
+  if build then table.insert(parts, 1, "env BIC_BUILD=" .. shell_quote(build)) end
   for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end
   return table.concat(parts, " ")
 end
@@ -165,6 +167,7 @@ function S.row_counter()
   -- where the text between elements starts; start is the open element's first byte.
   local buf, scan, base, start = "", 1, 1, nil
   local depth, in_string, count, state, failure, first_row = 0, false, 0, "open", nil, nil
+  local batch_first, batch_last, batch_rows = nil, nil, 0
   local function fail(msg) failure = failure or msg end
   local self = {}
   function self.feed(chunk)
@@ -195,8 +198,10 @@ function S.row_counter()
           in_string, pos = true, i + 1
         elseif c == "[" then
           if depth == 0 then
-            local between = sub(buf, base, i - 1):gsub("%s", "")
-            if between ~= (count == 0 and "" or ",") then fail("bad separator before row " .. (count + 1)) break end
+            if not batch_first then -- inside a batch, lua-cjson checks the separators
+              local between = sub(buf, base, i - 1):gsub("%s", "")
+              if between ~= (count == 0 and "" or ",") then fail("bad separator before row " .. (count + 1)) break end
+            end
             start = i
           end
           depth, pos = depth + 1, i + 1
@@ -207,10 +212,8 @@ function S.row_counter()
           else
             depth, pos = depth - 1, i + 1
             if depth == 0 then
-              local ok, row = pcall(decode, sub(buf, start, i))
-              if not ok or type(row) ~= "table" then fail("row " .. (count + 1) .. " is not a JSON array: " .. tostring(row)) break end
-              count = count + 1
-              if count == 1 then first_row = row end
+              batch_first = batch_first or start
+              batch_last, batch_rows = i, batch_rows + 1
               base, start = i + 1, nil
             end
           end
@@ -218,6 +221,20 @@ function S.row_counter()
       end
     end
     if state == "closed" and find(sub(buf, base), "%S") then fail("junk after the closing ]") end
+    -- the rows completed by this piece, decoded at once: one lua-cjson call
+    if batch_first and not failure then
+      local ok, rows = pcall(decode, "[" .. sub(buf, batch_first, batch_last) .. "]")
+      if not ok or type(rows) ~= "table" or #rows ~= batch_rows then
+        fail(("rows %d to %d are not valid JSON arrays: %s"):format(count + 1, count + batch_rows, tostring(rows)))
+      else
+        for k = 1, #rows do
+          if type(rows[k]) ~= "table" then fail("row " .. (count + k) .. " is not an array") end
+        end
+        if count == 0 then first_row = rows[1] end
+        count = count + batch_rows
+      end
+      batch_first, batch_last, batch_rows = nil, nil, 0
+    end
     -- keep only what is still needed: the open element, or the text after the last one
     local keep = start or base
     if keep > #buf + 1 then keep = #buf + 1 end
