@@ -42,7 +42,7 @@ function M.start(config)
   self.oauth_url = self.base .. "/oauth/token/"
   self.client_id, self.client_secret = "local.test.app", "appsecret"
   self.access_token, self.refresh_token = "initial-access", "initial-refresh"
-  if config then self:control({ action = "reset", config = config }) end
+  if config then self:reset(config) end
   return self
 end
 

@@ -1,0 +1,95 @@
+-- Token stores, and eight processes renewing through one file store.
+local helpers = require "helpers"
+local tokens = require "biconnector.tokens"
+local control = require "portal.control"
+
+describe("token stores", function()
+  it("memory: get returns a copy of what set stored; lock is a no-op", function()
+    local s = tokens.memory({ access_token = "a", refresh_token = "r" })
+    local t = s:get()
+    t.access_token = "changed"
+    assert.equal("a", s:get().access_token)
+    assert.is_true(s:set({ access_token = "b" }))
+    assert.equal("b", s:get().access_token)
+    local unlock = s:lock()
+    assert.is_function(unlock)
+    unlock()
+    assert.is_nil(tokens.memory():get())
+  end)
+
+  it("file: absent or broken file reads as nil; set writes atomically, readable by owner only", function()
+    local path = os.tmpname()
+    os.remove(path)
+    local s = tokens.file(path)
+    assert.is_nil(s:get())
+    assert.is_true(s:set({ access_token = "a", refresh_token = "r", expires = 123 }))
+    local t = tokens.file(path):get()
+    assert.equal("a", t.access_token)
+    assert.equal(123, t.expires)
+    local p = io.popen("stat -c %a " .. path)
+    assert.equal("600", p:read("*l"))
+    p:close()
+    local f = io.open(path, "w")
+    f:write("{broken")
+    f:close()
+    assert.is_nil(s:get())
+    local unlock = assert(s:lock())
+    unlock()
+    local bad = tokens.file("/nonexistent-dir/tokens.json")
+    local ok, err = bad:set({ access_token = "x" })
+    assert.is_nil(ok)
+    assert.matches("/nonexistent%-dir/tokens.json", err)
+    local l, lerr = bad:lock()
+    assert.is_nil(l)
+    assert.matches("cannot open lock file /nonexistent%-dir/tokens.json.lock", lerr)
+    os.remove(path)
+    os.remove(path .. ".lock")
+    assert.has_error(function() tokens.file() end)
+  end)
+
+  it("eight processes hitting expiry together renew exactly once and every call succeeds", function()
+    local portal = control.start({ rate = 1000, burst = 1000 })
+    local path = os.tmpname()
+    assert(tokens.file(path):set({ access_token = "initial-access", refresh_token = "initial-refresh" }))
+    local barrier = os.tmpname()
+    os.remove(barrier)
+    local procs = {}
+    for i = 1, 8 do
+      procs[i] = io.popen(("%s %s/spec/portal/token_worker.lua %s %s 30 %s 2>&1")
+        :format(helpers.runtime, helpers.top, portal.base, path, barrier))
+    end
+    -- every worker has read the store; now the access token expires and they all start
+    local ready = 0
+    for _ = 1, 2000 do
+      local p = io.popen("ls " .. barrier .. ".ready.* 2>/dev/null | wc -l")
+      ready = tonumber(p:read("*l"))
+      p:close()
+      if ready == 8 then break end
+      require("biconnector.core").http.sleep(0.01)
+    end
+    assert.equal(8, ready)
+    portal:control({ action = "expire" })
+    io.open(barrier, "w"):close()
+    local renewed_by = 0
+    for i = 1, 8 do
+      local out = procs[i]:read("*a")
+      procs[i]:close()
+      assert.matches("^OK 30 renewals [01]\n$", out)
+      renewed_by = renewed_by + tonumber(out:match("renewals (%d)"))
+    end
+    local s = portal:stats().stats
+    portal:stop()
+    assert.equal(1, s.renewals)
+    assert.equal(0, s.renewal_failures)
+    assert.equal(1, renewed_by)
+    assert.equal(240, s.executed["test.echo"])
+    assert.equal(8, s.expired_answers) -- all eight met the expired token
+    print(("\n  8 processes x 30 calls: %d expired_token answers, %d renewal"):format(s.expired_answers, s.renewals))
+    local stored = tokens.file(path):get()
+    assert.are_not.equal("initial-access", stored.access_token)
+    os.remove(path)
+    os.remove(path .. ".lock")
+    os.remove(barrier)
+    os.execute("rm -f " .. barrier .. ".ready.*")
+  end)
+end)
