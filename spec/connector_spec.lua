@@ -211,6 +211,12 @@ describe("connector:handle routing", function()
     end
   end)
 
+  it("answers 404 with valid JSON for a path that is not UTF-8", function()
+    local status, _, body = c:handle({ method = "POST", path = "/n\255pe", headers = {}, body = "" })
+    assert.equals(404, status)
+    assert.equals("not_found", cjson.decode(body).error)
+  end)
+
   it("answers 405 with Allow: POST for other methods on an endpoint", function()
     for _, path in ipairs({ "/check", "/table_list", "/table_description", "/data" }) do
       for _, method in ipairs({ "GET", "PUT", "HEAD", "DELETE" }) do

@@ -187,7 +187,8 @@ static int parse_datetime(const char *s, size_t len, civil *c) {
 /* A date table like os.date("*t"): year, month, day required; hour, min, sec default 0. */
 static int table_field(lua_State *L, int idx, const char *key, int dflt, int *out) {
   int ok = 1;
-  lua_getfield(L, idx, key);
+  lua_pushstring(L, key);
+  lua_rawget(L, idx); /* raw: no metamethod may raise while a row is half written */
   if (lua_isnil(L, -1)) {
     if (dflt < 0) ok = 0;
     *out = dflt;
@@ -203,6 +204,7 @@ static int table_field(lua_State *L, int idx, const char *key, int dflt, int *ou
 }
 
 static int civil_from_table(lua_State *L, int idx, civil *c) {
+  if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
   return table_field(L, idx, "year", -1, &c->year) && table_field(L, idx, "month", -1, &c->month) &&
          table_field(L, idx, "day", -1, &c->day) && table_field(L, idx, "hour", 0, &c->hour) &&
          table_field(L, idx, "min", 0, &c->min) && table_field(L, idx, "sec", 0, &c->sec) &&

@@ -31,7 +31,10 @@ local SETTING_TYPES = { STRING = true, INT = true }
 local json_encode
 local function jstr(s)
   if not json_encode then json_encode = require("biconnector.json").encode end
-  return assert(json_encode(s))
+  local text = json_encode(s)
+  if text then return text end
+  -- Not valid UTF-8 (a path or a message echoing raw bytes): show those bytes as "?".
+  return assert(json_encode((gsub(tostring(s), "[\128-\255]", "?"))))
 end
 
 -- ---- definition checking ---------------------------------------------------
