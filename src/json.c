@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <locale.h>
+#include <stdio.h>
 #include "bic.h"
 #include "json.h"
 
@@ -399,7 +401,1015 @@ int bic_json_put_double(bic_buffer *b, double d) {
   return bic_buffer_put(b, tmp, (size_t)format_double(tmp, d));
 }
 
+/* ---- Shared by decode and encode ------------------------------------------ */
+
+#define DEFAULT_MAX_DEPTH 1000
+/* Upvalue 1 of decode, encode and as_array: the array marker metatable. */
+#define ARRAY_MT lua_upvalueindex(1)
+
+#if BIC_HAS_INTEGERS
+typedef lua_Integer index_t;
+#else
+typedef int index_t;
+#endif
+
+/* Reads an optional boolean field of the options table at index opts. */
+static int opt_boolean(lua_State *L, int opts, const char *name, int def) {
+  int v = def;
+  lua_getfield(L, opts, name);
+  if (!lua_isnil(L, -1)) {
+    if (!lua_isboolean(L, -1)) luaL_error(L, "option '%s' must be a boolean", name);
+    v = lua_toboolean(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_depth(lua_State *L, int opts) {
+  int v = DEFAULT_MAX_DEPTH;
+  lua_getfield(L, opts, "max_depth");
+  if (!lua_isnil(L, -1)) {
+    lua_Number n = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1;
+    if (!(n >= 1 && n <= 1e9) || n != floor(n))
+      luaL_error(L, "option 'max_depth' must be a positive integer");
+    v = (int)n;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Misuse raises: an options table with a key this function does not know. */
+static void check_option_names(lua_State *L, int opts, const char *const *known) {
+  lua_pushnil(L);
+  while (lua_next(L, opts)) {
+    int i, ok = 0;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -1);
+      for (i = 0; known[i]; i++) if (strcmp(k, known[i]) == 0) ok = 1;
+    }
+    if (!ok) {
+      if (lua_type(L, -1) == LUA_TSTRING) luaL_error(L, "unknown option '%s'", lua_tostring(L, -1));
+      luaL_error(L, "option names are strings, not %s", luaL_typename(L, -1));
+    }
+  }
+}
+
+/* ---- Decoding ------------------------------------------------------------- */
+
+typedef struct {
+  lua_State *L;
+  const unsigned char *start, *end;
+  int base;                /* stack top before decoding */
+  int work;                /* stack slot of the scratch buffer, 0 until needed */
+  bic_buffer *scratch;     /* unescaped strings, long numbers */
+  const unsigned char *err_at;
+  const char *err;
+  char err_text[128];
+} decoder;
+
+/* Where the error is: the message gets line, column and byte offset. */
+static int decode_fail(decoder *D, const unsigned char *at, const char *what) {
+  D->err_at = at;
+  D->err = what;
+  return -1;
+}
+
+static int decode_fail_char(decoder *D, const unsigned char *at, const char *what) {
+  if (at >= D->end) return decode_fail(D, at, "unexpected end of input");
+  if (*at >= 0x20 && *at < 0x7F)
+    snprintf(D->err_text, sizeof D->err_text, "unexpected character '%c'%s", *at, what);
+  else
+    snprintf(D->err_text, sizeof D->err_text, "unexpected byte 0x%02X%s", *at, what);
+  return decode_fail(D, at, D->err_text);
+}
+
+static bic_buffer *decode_scratch(decoder *D) {
+  if (D->scratch == NULL) {
+    /* Slot base+1 was reserved with a nil: no index above it moves. */
+    D->scratch = bic_buffer_push(D->L);
+    lua_replace(D->L, D->work);
+  }
+  D->scratch->len = 0;
+  return D->scratch;
+}
+
+static int hex_value(unsigned char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c |= 0x20;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+static int read_hex4(const unsigned char *p, const unsigned char *end, unsigned *out) {
+  int i;
+  unsigned v = 0;
+  if (end - p < 4) return -1;
+  for (i = 0; i < 4; i++) {
+    int h = hex_value(p[i]);
+    if (h < 0) return -1;
+    v = (v << 4) | (unsigned)h;
+  }
+  *out = v;
+  return 0;
+}
+
+static char *put_utf8(char *o, unsigned cp) {
+  if (cp < 0x80) *o++ = (char)cp;
+  else if (cp < 0x800) { *o++ = (char)(0xC0 | (cp >> 6)); *o++ = (char)(0x80 | (cp & 0x3F)); }
+  else if (cp < 0x10000) {
+    *o++ = (char)(0xE0 | (cp >> 12)); *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+    *o++ = (char)(0x80 | (cp & 0x3F));
+  } else {
+    *o++ = (char)(0xF0 | (cp >> 18)); *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+    *o++ = (char)(0x80 | ((cp >> 6) & 0x3F)); *o++ = (char)(0x80 | (cp & 0x3F));
+  }
+  return o;
+}
+
+/* The string whose opening quote is at *pp: pushed, *pp moved past its end. */
+static int decode_string(decoder *D, const unsigned char **pp) {
+  const unsigned char *p = *pp + 1, *run, *end = D->end;
+  bic_buffer *b;
+  /* Fast path: no escapes, push straight from the input. */
+  for (;;) {
+    unsigned char c;
+    while (p < end && string_class[*p] == 0) p++;
+    if (p == end) return decode_fail(D, *pp, "unterminated string");
+    c = *p;
+    if (c == '"') {
+      lua_pushlstring(D->L, (const char *)*pp + 1, (size_t)(p - *pp - 1));
+      *pp = p + 1;
+      return 0;
+    }
+    if (c == '\\') break;
+    if (c < 0x20) return decode_fail(D, p, "unescaped control character in string");
+    {
+      size_t skip;
+      int n = utf8_sequence(p, (size_t)(end - p), &skip);
+      if (!n) return decode_fail(D, p, "invalid UTF-8 in string");
+      p += n;
+    }
+  }
+  /* Escapes: unescape into the scratch buffer. An escape never grows the text. */
+  b = decode_scratch(D);
+  run = *pp + 1;
+  for (;;) {
+    unsigned char c;
+    while (p < end && string_class[*p] == 0) p++;
+    if (p == end) return decode_fail(D, *pp, "unterminated string");
+    c = *p;
+    if (c >= 0x80) {
+      size_t skip;
+      int n = utf8_sequence(p, (size_t)(end - p), &skip);
+      if (!n) return decode_fail(D, p, "invalid UTF-8 in string");
+      p += n;
+      continue;
+    }
+    if (c < 0x20) return decode_fail(D, p, "unescaped control character in string");
+    if (bic_buffer_put(b, run, (size_t)(p - run)) != 0) return decode_fail(D, p, "out of memory");
+    if (c == '"') break;
+    /* c == '\\' */
+    if (p + 1 >= end) return decode_fail(D, *pp, "unterminated string");
+    {
+      char out[4], *o = out;
+      unsigned cp;
+      const unsigned char *esc = p;
+      switch (p[1]) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u':
+          if (read_hex4(p + 2, end, &cp) != 0) return decode_fail(D, esc, "invalid \\u escape in string");
+          p += 4;
+          if (cp >= 0xD800 && cp <= 0xDBFF) {
+            unsigned lo;
+            if (end - p < 8 || p[2] != '\\' || p[3] != 'u' || read_hex4(p + 4, end, &lo) != 0 ||
+                lo < 0xDC00 || lo > 0xDFFF)
+              return decode_fail(D, esc, "lone surrogate in \\u escape");
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            p += 6;
+          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            return decode_fail(D, esc, "lone surrogate in \\u escape");
+          }
+          o = put_utf8(o, cp);
+          break;
+        default:
+          return decode_fail(D, esc, "invalid escape in string");
+      }
+      p += 2;
+      if (bic_buffer_put(b, out, (size_t)(o - out)) != 0) return decode_fail(D, p, "out of memory");
+    }
+    run = p;
+  }
+  lua_pushlstring(D->L, b->data, b->len);
+  *pp = p + 1;
+  return 0;
+}
+
+#define IS_DIGIT(c) ((unsigned char)((c) - '0') < 10)
+
+static const double exact_powers_of_10[23] = {
+  1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+  1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+
+/* strtod on text[0..len) checked by the grammar, whatever the C locale. */
+static int decode_strtod(decoder *D, const unsigned char *text, size_t len, double *out) {
+  char local[64], *copy = local;
+  const char *point = localeconv()->decimal_point;
+  size_t plen = strlen(point), i, o = 0;
+  if (len * plen + 1 > sizeof local) {
+    bic_buffer *b = decode_scratch(D);
+    if (bic_buffer_grow(b, len * plen + 1) != 0) return -1;
+    copy = b->data;
+  }
+  for (i = 0; i < len; i++) {
+    if (text[i] == '.') { memcpy(copy + o, point, plen); o += plen; }
+    else copy[o++] = (char)text[i];
+  }
+  copy[o] = '\0';
+  *out = strtod(copy, NULL);
+  return 0;
+}
+
+/* The number at *pp (RFC 8259 grammar): pushed, *pp moved past it. */
+static int decode_number(decoder *D, const unsigned char **pp) {
+  const unsigned char *p = *pp, *end = D->end, *digits;
+  uint64_t m = 0;
+  int neg = 0, ndigits = 0, frac_digits = 0, is_int = 1;
+  long exp10 = 0;
+  double d;
+  if (*p == '-') { neg = 1; p++; }
+  if (p == end || !IS_DIGIT(*p)) return decode_fail_char(D, p, " in number: expected a digit");
+  digits = p;
+  if (*p == '0') {
+    p++;
+    if (p < end && IS_DIGIT(*p)) return decode_fail(D, p - 1, "leading zero in number");
+  } else {
+    while (p < end && IS_DIGIT(*p)) {
+      if (ndigits < 19) m = m * 10 + (uint64_t)(*p - '0');
+      ndigits++;
+      p++;
+    }
+  }
+  if (p < end && *p == '.') {
+    p++;
+    if (p == end || !IS_DIGIT(*p)) return decode_fail_char(D, p, " in number: expected a digit after '.'");
+    while (p < end && IS_DIGIT(*p)) {
+      if (ndigits < 19 && (m != 0 || *p != '0')) { m = m * 10 + (uint64_t)(*p - '0'); ndigits++; frac_digits++; }
+      else if (m == 0) frac_digits++;     /* leading zeros of 0.000x */
+      else { ndigits = 99; }              /* too many digits for the fast path */
+      p++;
+    }
+    is_int = 0;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    int eneg = 0;
+    p++;
+    if (p < end && (*p == '+' || *p == '-')) { eneg = *p == '-'; p++; }
+    if (p == end || !IS_DIGIT(*p)) return decode_fail_char(D, p, " in number: expected a digit in the exponent");
+    while (p < end && IS_DIGIT(*p)) {
+      if (exp10 < 100000) exp10 = exp10 * 10 + (*p - '0');
+      p++;
+    }
+    if (eneg) exp10 = -exp10;
+    is_int = 0;
+  }
+  if (is_int && ndigits <= 19 && (m <= (uint64_t)INT64_MAX || (neg && m == (uint64_t)INT64_MAX + 1))) {
+    if (neg && m == 0) {
+      lua_pushnumber(D->L, -0.0);
+    } else {
+      int64_t v = neg ? (int64_t)(0 - m) : (int64_t)m;
+#if BIC_HAS_INTEGERS
+      lua_pushinteger(D->L, (lua_Integer)v);
+#else
+      lua_pushnumber(D->L, (lua_Number)v);
+#endif
+    }
+    *pp = p;
+    return 0;
+  }
+  /* Clinger's fast path: mantissa and power of ten both exact in a double. */
+  exp10 -= frac_digits;
+  if (ndigits <= 19 && m <= (1ULL << 53) && exp10 >= -22 && exp10 <= 22) {
+    d = (double)m;
+    d = exp10 < 0 ? d / exact_powers_of_10[-exp10] : d * exact_powers_of_10[exp10];
+  } else {
+    if (decode_strtod(D, digits, (size_t)(p - digits), &d) != 0)
+      return decode_fail(D, *pp, "out of memory");
+    if (isinf(d)) return decode_fail(D, *pp, "number out of range");
+  }
+  lua_pushnumber(D->L, neg ? -d : d);
+  *pp = p;
+  return 0;
+}
+
+static int decode_literal(decoder *D, const unsigned char **pp, const char *word, size_t n) {
+  if ((size_t)(D->end - *pp) < n || memcmp(*pp, word, n) != 0) {
+    const unsigned char *p = *pp;
+    size_t i;
+    for (i = 0; i < n && p + i < D->end && p[i] == (unsigned char)word[i]; i++) {}
+    return decode_fail_char(D, p + i, i ? " in literal" : "");
+  }
+  *pp += n;
+  return 0;
+}
+
+#define SKIP_SPACE(p, end) \
+  while ((p) < (end) && (*(p) == ' ' || *(p) == '\n' || *(p) == '\r' || *(p) == '\t')) (p)++
+
+/* The open containers are kept in levels[]: for an array its element count so
+ * far, -1 for an object. */
+static int decode_document(decoder *D, int max_depth, int mark_arrays, const unsigned char *p) {
+  lua_State *L = D->L;
+  const unsigned char *end = D->end;
+  index_t local[32];
+  index_t *levels = local;
+  int cap = 32, depth = 0;
+
+value:
+  SKIP_SPACE(p, end);
+  if (p == end) return decode_fail(D, p, "unexpected end of input, expected a value");
+  switch (*p) {
+    case '{':
+    case '[':
+      if (depth >= max_depth) {
+        snprintf(D->err_text, sizeof D->err_text, "nesting deeper than %d", max_depth);
+        return decode_fail(D, p, D->err_text);
+      }
+      if (!lua_checkstack(L, 4)) return decode_fail(D, p, "nesting too deep for the Lua stack");
+      if (depth == cap) {
+        /* Spill the level list to a buffer owned by the stack slot reserved for it. */
+        bic_buffer *lb;
+        lb = (bic_buffer *)lua_touserdata(L, D->work + 1);
+        if (lb == NULL) {
+          lb = bic_buffer_push(L);
+          lua_replace(L, D->work + 1);
+        }
+        if (bic_buffer_grow(lb, (size_t)cap * 2 * sizeof(index_t) - lb->len) != 0)
+          return decode_fail(D, p, "out of memory");
+        if (levels == local) memcpy(lb->data, local, sizeof local);
+        lb->len = (size_t)cap * 2 * sizeof(index_t);
+        levels = (index_t *)lb->data;
+        cap *= 2;
+      }
+      if (*p == '{') {
+        lua_createtable(L, 0, 4);
+        p++;
+        SKIP_SPACE(p, end);
+        if (p < end && *p == '}') { p++; goto done; }
+        levels[depth++] = -1;
+        goto key;
+      }
+      lua_createtable(L, 4, 0);
+      if (mark_arrays) {
+        lua_pushvalue(L, ARRAY_MT);
+        lua_setmetatable(L, -2);
+      }
+      p++;
+      SKIP_SPACE(p, end);
+      if (p < end && *p == ']') { p++; goto done; }
+      levels[depth++] = 0;
+      goto value;
+    case '"':
+      if (decode_string(D, &p) != 0) return -1;
+      goto done;
+    case 't':
+      if (decode_literal(D, &p, "true", 4) != 0) return -1;
+      lua_pushboolean(L, 1);
+      goto done;
+    case 'f':
+      if (decode_literal(D, &p, "false", 5) != 0) return -1;
+      lua_pushboolean(L, 0);
+      goto done;
+    case 'n':
+      if (decode_literal(D, &p, "null", 4) != 0) return -1;
+      lua_pushlightuserdata(L, NULL);
+      goto done;
+    default:
+      if (*p == '-' || IS_DIGIT(*p)) {
+        if (decode_number(D, &p) != 0) return -1;
+        goto done;
+      }
+      return decode_fail_char(D, p, ", expected a value");
+  }
+
+key:
+  if (p == end) return decode_fail(D, p, "unexpected end of input, expected a string key");
+  if (*p != '"') return decode_fail_char(D, p, ", expected a string key");
+  if (decode_string(D, &p) != 0) return -1;
+  SKIP_SPACE(p, end);
+  if (p == end || *p != ':') return decode_fail_char(D, p, ", expected ':' after an object key");
+  p++;
+  goto value;
+
+done:
+  if (depth == 0) {
+    SKIP_SPACE(p, end);
+    if (p != end) return decode_fail_char(D, p, " after the JSON value");
+    return 0;
+  }
+  if (levels[depth - 1] >= 0) {
+    lua_rawseti(L, -2, ++levels[depth - 1]);
+    SKIP_SPACE(p, end);
+    if (p < end && *p == ',') {
+      p++;
+      SKIP_SPACE(p, end);
+      if (p < end && *p == ']') return decode_fail(D, p, "trailing comma in array");
+      goto value;
+    }
+    if (p < end && *p == ']') { p++; depth--; goto done; }
+    return decode_fail_char(D, p, ", expected ',' or ']' in array");
+  }
+  lua_rawset(L, -3);
+  SKIP_SPACE(p, end);
+  if (p < end && *p == ',') {
+    p++;
+    SKIP_SPACE(p, end);
+    if (p < end && *p == '}') return decode_fail(D, p, "trailing comma in object");
+    goto key;
+  }
+  if (p < end && *p == '}') { p++; depth--; goto done; }
+  return decode_fail_char(D, p, ", expected ',' or '}' in object");
+}
+
+/* decode(text [, opts]) -> value | nil, "what at line L, column C (byte offset O)" */
+static int json_decode(lua_State *L) {
+  static const char *const known[] = {"max_depth", "array_mt", NULL};
+  size_t len;
+  const char *text = luaL_checklstring(L, 1, &len);
+  int max_depth = DEFAULT_MAX_DEPTH, mark_arrays = 1;
+  decoder D;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    check_option_names(L, 2, known);
+    max_depth = opt_depth(L, 2);
+    mark_arrays = opt_boolean(L, 2, "array_mt", 1);
+  }
+  lua_settop(L, 2);
+  lua_pushnil(L);  /* slot 3: the scratch buffer, created on first need */
+  lua_pushnil(L);  /* slot 4: the level list, when deeper than the local one */
+  D.L = L;
+  D.start = (const unsigned char *)text;
+  D.end = D.start + len;
+  D.base = 2;
+  D.work = 3;
+  D.scratch = NULL;
+  D.err = NULL;
+  D.err_at = NULL;
+  if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
+    decode_fail(&D, D.start, "byte-order mark not allowed");
+  } else if (decode_document(&D, max_depth, mark_arrays, D.start) == 0) {
+    return 1;
+  }
+  {
+    const unsigned char *q, *line_start = D.start;
+    long line = 1;
+    for (q = D.start; q < D.err_at; q++)
+      if (*q == '\n') { line++; line_start = q + 1; }
+    lua_settop(L, D.base);
+    lua_pushnil(L);
+    {
+      char msg[160];
+      snprintf(msg, sizeof msg, "%s at line %ld, column %ld (byte offset %ld)", D.err, line,
+               (long)(D.err_at - line_start + 1), (long)(D.err_at - D.start));
+      lua_pushstring(L, msg);
+    }
+  }
+  return 2;
+}
+
+/* ---- Encoding ------------------------------------------------------------- */
+
+enum { LEVEL_ARRAY, LEVEL_OBJECT, LEVEL_SORTED };
+
+/* An open container. Its table sits at stack slot `table`; an object being
+ * walked keeps its current key just above it, a sorted one its key list. */
+typedef struct {
+  int kind;
+  int table;
+  index_t i, n;
+  const void *ptr;
+} enc_level;
+
+/* Stack slots of an encode call. */
+enum { ENC_VALUE = 1, ENC_OPTS, ENC_OUT, ENC_LEVELS, ENC_CJSON_ARRAY_MT, ENC_CJSON_EMPTY_MT, ENC_PATH, ENC_TOP = ENC_PATH };
+
+typedef struct {
+  lua_State *L;
+  bic_buffer *b;
+  int flags, nan_as_null, sort_keys, max_depth, cjson_known;
+  const char *indent;
+  size_t indent_len;
+  enc_level local[32];
+  enc_level *levels;
+  int cap, depth;
+  const char *err;
+  int err_on_key;        /* the error is about a key: the path ends at its object */
+  char err_text[96];
+} encoder;
+
+static int encode_fail(encoder *E, const char *what) {
+  E->err = what;
+  return -1;
+}
+
+#define OOM(E) encode_fail((E), "out of memory")
+#define PUT_LIT(E, lit) do { if (bic_buffer_puts((E)->b, lit) != 0) return OOM(E); } while (0)
+#define PUT_CHAR(E, c) do { if (bic_buffer_putc((E)->b, (c)) != 0) return OOM(E); } while (0)
+
+static int put_newline(encoder *E, int depth) {
+  int i;
+  if (E->indent == NULL) return 0;
+  if (bic_buffer_putc(E->b, '\n') != 0) return OOM(E);
+  for (i = 0; i < depth; i++)
+    if (bic_buffer_put(E->b, E->indent, E->indent_len) != 0) return OOM(E);
+  return 0;
+}
+
+static int is_index_key(lua_State *L, int idx) {
+#if BIC_HAS_INTEGERS
+  return lua_isinteger(L, idx) && lua_tointeger(L, idx) > 0;
+#else
+  lua_Number d;
+  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+  d = lua_tonumber(L, idx);
+  return d >= 1 && d == floor(d) && d < 9007199254740992.0;
+#endif
+}
+
+/* A number as JSON: integers as integers, other finite numbers shortest. */
+static int put_number(encoder *E, int idx) {
+  lua_State *L = E->L;
+  lua_Number d;
+#if BIC_HAS_INTEGERS
+  if (lua_isinteger(L, idx)) {
+    if (bic_json_put_integer(E->b, (long long)lua_tointeger(L, idx)) != 0) return OOM(E);
+    return 0;
+  }
+#endif
+  d = lua_tonumber(L, idx);
+  if (!isfinite(d)) {
+    if (E->nan_as_null) { PUT_LIT(E, "null"); return 0; }
+    return encode_fail(E, isnan(d) ? "cannot encode NaN" : d > 0 ? "cannot encode inf" : "cannot encode -inf");
+  }
+#if !BIC_HAS_INTEGERS
+  /* LuaJIT has only doubles: whole numbers in the 64-bit range print as integers. */
+  if (d == floor(d) && fabs(d) < 9223372036854775808.0) {
+    if (bic_json_put_integer(E->b, (long long)d) != 0) return OOM(E);
+    return 0;
+  }
+#endif
+  if (bic_json_put_double(E->b, (double)d) != 0) return OOM(E);
+  return 0;
+}
+
+static int put_string(encoder *E, int idx, int is_key) {
+  size_t len;
+  const char *s = lua_tolstring(E->L, idx, &len);
+  int r = bic_json_put_string(E->b, s, len, E->flags);
+  if (r == -1) return OOM(E);
+  if (r == -2) {
+    E->err_on_key = is_key;
+    return encode_fail(E, is_key ? "invalid UTF-8 in object key" : "invalid UTF-8 in string");
+  }
+  return 0;
+}
+
+/* The object key at idx (a string, or a number other than an array index). */
+static int put_key(encoder *E, int idx) {
+  lua_State *L = E->L;
+  int t = lua_type(L, idx);
+  if (t == LUA_TSTRING) return put_string(E, idx, 1);
+  E->err_on_key = 1;
+  if (t == LUA_TNUMBER) {
+    if (is_index_key(L, idx)) return encode_fail(E, "mixed table: array indexes and other keys");
+    if (!isfinite(lua_tonumber(L, idx))) return encode_fail(E, "cannot encode a key that is not finite");
+    PUT_CHAR(E, '"');
+    if (put_number(E, idx) != 0) return -1;
+    PUT_CHAR(E, '"');
+    E->err_on_key = 0;
+    return 0;
+  }
+  snprintf(E->err_text, sizeof E->err_text, "cannot encode a key of type %s", lua_typename(L, t));
+  return encode_fail(E, E->err_text);
+}
+
+/* 1 when the metatable of the table at the top marks it as an array, 2 for
+ * lua-cjson's empty_array_mt (an array only when empty), else 0. */
+static int array_mark(encoder *E) {
+  lua_State *L = E->L;
+  int mark = 0;
+  if (!lua_getmetatable(L, -1)) return 0;
+  if (lua_rawequal(L, -1, ARRAY_MT)) { lua_pop(L, 1); return 1; }
+  if (!E->cjson_known) {
+    /* lua-cjson builds that have array markers export them; look once per call. */
+    E->cjson_known = 1;
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "cjson");
+      if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "array_mt");
+        lua_replace(L, ENC_CJSON_ARRAY_MT);
+        lua_getfield(L, -1, "empty_array_mt");
+        lua_replace(L, ENC_CJSON_EMPTY_MT);
+      }
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  if (lua_rawequal(L, -1, ENC_CJSON_ARRAY_MT)) mark = 1;
+  else if (lua_rawequal(L, -1, ENC_CJSON_EMPTY_MT)) mark = 2;
+  else {
+    /* dkjson's convention */
+    lua_pushliteral(L, "__jsontype");
+    lua_rawget(L, -2);
+    if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "array") == 0) mark = 1;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return mark;
+}
+
+static enc_level *push_level(encoder *E, int kind, index_t n) {
+  enc_level *lv;
+  if (E->depth == E->cap) {
+    bic_buffer *lb = (bic_buffer *)lua_touserdata(E->L, ENC_LEVELS);
+    size_t need = (size_t)E->cap * 2 * sizeof(enc_level);
+    if (lb == NULL) {
+      lb = bic_buffer_push(E->L);
+      lua_replace(E->L, ENC_LEVELS);
+    }
+    if (bic_buffer_grow(lb, need - lb->len) != 0) return NULL;
+    if (E->levels == E->local) memcpy(lb->data, E->local, sizeof E->local);
+    lb->len = need;
+    E->levels = (enc_level *)lb->data;
+    E->cap *= 2;
+  }
+  lv = &E->levels[E->depth++];
+  lv->kind = kind;
+  lv->table = lua_gettop(E->L);
+  lv->i = 0;
+  lv->n = n;
+  lv->ptr = lua_topointer(E->L, -1);
+  return lv;
+}
+
+typedef struct { const char *s; size_t len; index_t pair; } sort_key;
+
+static int compare_keys(const void *a, const void *b) {
+  const sort_key *x = (const sort_key *)a, *y = (const sort_key *)b;
+  int c = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+  if (c) return c;
+  return x->len < y->len ? -1 : x->len > y->len;
+}
+
+/* Pushes the sorted key list of the object at slot t: { jsonkey1, key1, ... }. */
+static int sorted_keys(encoder *E, int t, index_t *count) {
+  lua_State *L = E->L;
+  index_t n = 0, i;
+  int pairs;
+  sort_key *keys;
+  lua_newtable(L);
+  pairs = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    int kt = lua_type(L, -2);
+    lua_pop(L, 1);
+    if (kt == LUA_TSTRING) {
+      lua_pushvalue(L, -1);
+    } else {
+      /* Render the number key as the JSON key text once, with the encoder's rules. */
+      size_t before = E->b->len;
+      if (put_key(E, -1) != 0) return -1;
+      lua_pushlstring(L, E->b->data + before + 1, E->b->len - before - 2);
+      E->b->len = before;
+    }
+    lua_rawseti(L, pairs, 2 * ++n - 1);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, pairs, 2 * n);
+  }
+  keys = (sort_key *)lua_newuserdata(L, (size_t)n * sizeof(sort_key) + 1);
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, pairs, 2 * i + 1);
+    keys[i].s = lua_tolstring(L, -1, &keys[i].len);  /* anchored by pairs */
+    keys[i].pair = i;
+    lua_pop(L, 1);
+  }
+  qsort(keys, (size_t)n, sizeof(sort_key), compare_keys);
+  lua_createtable(L, (int)(2 * n), 0);
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, pairs, 2 * keys[i].pair + 1);
+    lua_rawseti(L, -2, 2 * i + 1);
+    lua_rawgeti(L, pairs, 2 * keys[i].pair + 2);
+    lua_rawseti(L, -2, 2 * i + 2);
+  }
+  lua_replace(L, pairs);
+  lua_pop(L, 1);
+  *count = n;
+  return 0;
+}
+
+/* The table at the top: writes "{}" or "[]" and returns 0 when it is empty,
+ * else opens a level, writes the opening bracket and returns 1. */
+static int open_table(encoder *E) {
+  lua_State *L = E->L;
+  int t = lua_gettop(L), mark, i;
+  const void *ptr = lua_topointer(L, -1);
+  for (i = 0; i < E->depth; i++)
+    if (E->levels[i].ptr == ptr) return encode_fail(E, "cyclic reference: a table contains itself");
+  if (E->depth >= E->max_depth) {
+    snprintf(E->err_text, sizeof E->err_text, "nesting deeper than %d", E->max_depth);
+    return encode_fail(E, E->err_text);
+  }
+  if (!lua_checkstack(L, 8)) return encode_fail(E, "nesting too deep for the Lua stack");
+  mark = array_mark(E);
+  lua_pushnil(L);
+  if (!lua_next(L, t)) {
+    if (mark) PUT_LIT(E, "[]"); else PUT_LIT(E, "{}");
+    return 0;
+  }
+  lua_pop(L, 1);
+  if (mark == 1 || is_index_key(L, -1)) {
+    /* An array: its keys must be exactly 1..n. */
+    index_t n = 0, max = 0;
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      lua_pop(L, 1);
+      if (!is_index_key(L, -1)) {
+        lua_pop(L, 1);
+        return encode_fail(E, mark == 1 ? "table marked as an array has a key that is not an index"
+                                        : "mixed table: array indexes and other keys");
+      }
+      n++;
+      {
+#if BIC_HAS_INTEGERS
+        index_t k = lua_tointeger(L, -1);
+#else
+        index_t k = (index_t)lua_tonumber(L, -1);
+#endif
+        if (k > max) max = k;
+      }
+    }
+    if (max != n) {
+      snprintf(E->err_text, sizeof E->err_text, "sparse array: %ld values, largest index %ld",
+               (long)n, (long)max);
+      return encode_fail(E, E->err_text);
+    }
+    if (push_level(E, LEVEL_ARRAY, n) == NULL) return OOM(E);
+    PUT_CHAR(E, '[');
+    return 1;
+  }
+  lua_pop(L, 1);
+  if (E->sort_keys) {
+    index_t n;
+    if (sorted_keys(E, t, &n) != 0) return -1;
+    if (push_level(E, LEVEL_SORTED, n) == NULL) return OOM(E);
+    E->levels[E->depth - 1].table = t;  /* its key list sits just above it */
+    E->levels[E->depth - 1].ptr = ptr;
+  } else {
+    if (push_level(E, LEVEL_OBJECT, 0) == NULL) return OOM(E);
+    lua_pushnil(L);  /* the walk's key */
+  }
+  PUT_CHAR(E, '{');
+  return 1;
+}
+
+static int encode_document(encoder *E) {
+  lua_State *L = E->L;
+  enc_level *lv;
+  lua_pushvalue(L, ENC_VALUE);
+
+value:  /* the value at the top of the stack is written and popped */
+  switch (lua_type(L, -1)) {
+    case LUA_TSTRING:
+      if (put_string(E, -1, 0) != 0) return -1;
+      break;
+    case LUA_TNUMBER:
+      if (put_number(E, -1) != 0) return -1;
+      break;
+    case LUA_TBOOLEAN:
+      if (lua_toboolean(L, -1)) PUT_LIT(E, "true"); else PUT_LIT(E, "false");
+      break;
+    case LUA_TNIL:
+      PUT_LIT(E, "null");
+      break;
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, -1) == NULL) { PUT_LIT(E, "null"); break; }
+      return encode_fail(E, "cannot encode a light userdata other than null");
+    case LUA_TTABLE: {
+      int r = open_table(E);
+      if (r < 0) return -1;
+      if (r > 0) goto next;
+      break;
+    }
+    default:
+      snprintf(E->err_text, sizeof E->err_text, "cannot encode a %s", luaL_typename(L, -1));
+      return encode_fail(E, E->err_text);
+  }
+  lua_pop(L, 1);
+
+next:  /* the next value of the innermost open container, or close it */
+  if (E->depth == 0) return 0;
+  lv = &E->levels[E->depth - 1];
+  switch (lv->kind) {
+    case LEVEL_ARRAY:
+      if (lv->i < lv->n) {
+        if (lv->i > 0) PUT_CHAR(E, ',');
+        if (put_newline(E, E->depth) != 0) return -1;
+        lua_rawgeti(L, lv->table, ++lv->i);
+        if (lua_isnil(L, -1)) return encode_fail(E, "array changed while it was encoded");
+        goto value;
+      }
+      if (put_newline(E, E->depth - 1) != 0) return -1;
+      PUT_CHAR(E, ']');
+      E->depth--;
+      lua_pop(L, 1);
+      goto next;
+    case LEVEL_OBJECT:
+      if (lua_next(L, lv->table)) {
+        if (lv->i++ > 0) PUT_CHAR(E, ',');
+        if (put_newline(E, E->depth) != 0) return -1;
+        if (put_key(E, -2) != 0) return -1;
+        PUT_CHAR(E, ':');
+        if (E->indent) PUT_CHAR(E, ' ');
+        goto value;
+      }
+      if (lv->i > 0 && put_newline(E, E->depth - 1) != 0) return -1;
+      PUT_CHAR(E, '}');
+      E->depth--;
+      lua_pop(L, 1);
+      goto next;
+    default: /* LEVEL_SORTED */
+      if (lv->i < lv->n) {
+        if (lv->i > 0) PUT_CHAR(E, ',');
+        if (put_newline(E, E->depth) != 0) return -1;
+        lv->i++;
+        lua_rawgeti(L, lv->table + 1, 2 * lv->i - 1);
+        if (put_string(E, -1, 1) != 0) return -1;
+        lua_pop(L, 1);
+        PUT_CHAR(E, ':');
+        if (E->indent) PUT_CHAR(E, ' ');
+        lua_rawgeti(L, lv->table + 1, 2 * lv->i);
+        lua_rawget(L, lv->table);
+        goto value;
+      }
+      if (put_newline(E, E->depth - 1) != 0) return -1;
+      PUT_CHAR(E, '}');
+      E->depth--;
+      lua_pop(L, 2);
+      goto next;
+  }
+}
+
+/* Appends one path step for the key at the top (popped): .name, ["odd key"] or [3]. */
+static void path_key(lua_State *L, bic_buffer *p) {
+  size_t len, i;
+  const char *s;
+  int ident;
+  if (lua_type(L, -1) != LUA_TSTRING) {
+    lua_pushvalue(L, -1);  /* a number: convert a copy */
+    s = lua_tolstring(L, -1, &len);
+    bic_buffer_puts(p, "[\"");
+    bic_buffer_put(p, s, len);
+    bic_buffer_puts(p, "\"]");
+    lua_pop(L, 2);
+    return;
+  }
+  s = lua_tolstring(L, -1, &len);
+  ident = len > 0 && !IS_DIGIT(s[0]);
+  for (i = 0; i < len && ident; i++)
+    ident = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || s[i] == '_' || IS_DIGIT(s[i]);
+  if (ident) {
+    bic_buffer_putc(p, '.');
+    bic_buffer_put(p, s, len);
+  } else {
+    bic_buffer_putc(p, '[');
+    bic_json_put_string(p, s, len, BIC_JSON_REPLACE_INVALID);
+    bic_buffer_putc(p, ']');
+  }
+  lua_pop(L, 1);
+}
+
+/* Pushes "<error> at <path>", the path of the value being written ($ is the
+ * whole value, array steps count from 1 as in Lua). */
+static void push_encode_error(encoder *E) {
+  lua_State *L = E->L;
+  bic_buffer *p = bic_buffer_push(L);
+  int i, n = E->depth;
+  lua_replace(L, ENC_PATH);
+  bic_buffer_put(p, E->err, strlen(E->err));
+  bic_buffer_puts(p, " at $");
+  if (E->err_on_key && n > 0) n--;
+  for (i = 0; i < n; i++) {
+    enc_level *lv = &E->levels[i];
+    if (n > 24 && i == 12) {  /* a deep path keeps its two ends */
+      bic_buffer_puts(p, "...");
+      i = n - 12;
+      lv = &E->levels[i];
+    }
+    if (lv->kind == LEVEL_ARRAY) {
+      char num[24];
+      snprintf(num, sizeof num, "[%ld]", (long)lv->i);
+      bic_buffer_put(p, num, strlen(num));
+    } else if (lv->kind == LEVEL_OBJECT) {
+      lua_pushvalue(L, lv->table + 1);
+      path_key(L, p);
+    } else {
+      lua_rawgeti(L, lv->table + 1, 2 * lv->i - 1);
+      path_key(L, p);
+    }
+  }
+  lua_pushnil(L);
+  if (p->data == NULL || p->len < strlen(E->err)) lua_pushstring(L, E->err);  /* no memory for the path */
+  else lua_pushlstring(L, p->data, p->len);
+}
+
+/* encode(value [, opts]) -> text | nil, "what at $.path" */
+static int json_encode(lua_State *L) {
+  static const char *const known[] = {"sort_keys", "indent", "nan_as_null", "replace_invalid_utf8",
+                                      "max_depth", NULL};
+  encoder E;
+  int r;
+  luaL_checkany(L, ENC_VALUE);
+  E.L = L;
+  E.flags = 0;
+  E.nan_as_null = E.sort_keys = E.cjson_known = E.err_on_key = 0;
+  E.max_depth = DEFAULT_MAX_DEPTH;
+  E.indent = NULL;
+  E.indent_len = 0;
+  E.levels = E.local;
+  E.cap = (int)(sizeof E.local / sizeof E.local[0]);
+  E.depth = 0;
+  E.err = NULL;
+  if (!lua_isnoneornil(L, ENC_OPTS)) {
+    luaL_checktype(L, ENC_OPTS, LUA_TTABLE);
+    check_option_names(L, ENC_OPTS, known);
+    E.sort_keys = opt_boolean(L, ENC_OPTS, "sort_keys", 0);
+    E.nan_as_null = opt_boolean(L, ENC_OPTS, "nan_as_null", 0);
+    if (opt_boolean(L, ENC_OPTS, "replace_invalid_utf8", 0)) E.flags |= BIC_JSON_REPLACE_INVALID;
+    E.max_depth = opt_depth(L, ENC_OPTS);
+    lua_getfield(L, ENC_OPTS, "indent");
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+      lua_Number n = lua_tonumber(L, -1);
+      static const char spaces[] = "                ";
+      if (!(n >= 0 && n <= 16) || n != floor(n)) luaL_error(L, "option 'indent' must be 0..16 or a string");
+      if (n > 0) { E.indent = spaces; E.indent_len = (size_t)n; }
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+      E.indent = lua_tolstring(L, -1, &E.indent_len);  /* anchored by opts */
+    } else if (!lua_isnil(L, -1)) {
+      luaL_error(L, "option 'indent' must be 0..16 or a string");
+    }
+    lua_pop(L, 1);
+  }
+  lua_settop(L, ENC_OPTS);
+  E.b = bic_buffer_push(L);  /* ENC_OUT */
+  lua_settop(L, ENC_TOP);
+  r = encode_document(&E);
+  if (r != 0) {
+    push_encode_error(&E);
+    bic_buffer_free(E.b);
+    return 2;
+  }
+  lua_pushlstring(L, E.b->data ? E.b->data : "", E.b->len);
+  bic_buffer_free(E.b);
+  return 1;
+}
+
+/* as_array(t) -> t, marked so that it encodes as an array even when empty */
+static int json_as_array(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushvalue(L, ARRAY_MT);
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
 int bic_open_json(lua_State *L) {
-  (void)L;
+  static const luaL_Reg functions[] = {
+    {"decode", json_decode},
+    {"encode", json_encode},
+    {"as_array", json_as_array},
+    {NULL, NULL},
+  };
+  lua_newtable(L);
+  lua_newtable(L);  /* the array marker */
+  lua_pushliteral(L, "array");
+  lua_setfield(L, -2, "__jsontype");
+  lua_pushliteral(L, "biconnector.json.array");
+  lua_setfield(L, -2, "__name");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "array_mt");
+  luaL_setfuncs(L, functions, 1);
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "null");
+  lua_setfield(L, -2, "json");
   return 0;
 }
