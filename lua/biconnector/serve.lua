@@ -306,19 +306,24 @@ function _M.main(args)
     stderr:write("biconnector serve: ", port, "\n")
     return 1
   end
+  -- signals are trapped before the "listening on" line: whoever reads it may stop us at once
+  process.trap("TERM", "INT", "PIPE")
+  if o.workers > 1 then process.trap("CHLD") end
   local urls, base = _M.urls(o.host, port, o.prefix)
   stdout:write(format("biconnector %s: serving %q from %s (%d worker%s)\n", core.version,
     tostring(connector.title or "connector"), o.file, o.workers, o.workers == 1 and "" or "s"))
   stdout:write(format("listening on http://%s:%d\n", o.host:find(":", 1, true) and ("[" .. o.host .. "]") or o.host, port))
   stdout:write("Register these URLs in Bitrix24 (", base, "):\n")
   for _, u in ipairs(urls) do stdout:write(format("  %-20s %s\n", u[1], u[2])) end
+
+  if o.host == "0.0.0.0" or o.host == "::" then
+    stdout:write("  (listening on every interface: put the address Bitrix24 reaches in place of 127.0.0.1)\n")
+  end
   stdout:flush()
 
   local handler = _M.handler(connector, o)
-  process.trap("TERM", "INT", "PIPE")
   local code
   if o.workers > 1 then
-    process.trap("CHLD")
     code = supervise(o, handler, fd)
     process.close(fd)
   else
