@@ -564,6 +564,27 @@ for _, spelling in ipairs({ "json", "form" }) do
         assert.equals(2, #logs)
       end)
 
+      it("answers 400 with the request decoder's message for a bad limit or select", function()
+        local status, headers, body = call(c, "/data", { connection = good, table = "deals", limit = "-1" })
+        assert.equals(400, status)
+        assert.equals(JSON_TYPE, headers["Content-Type"])
+        assert.same({ error = "bad_request", message = 'limit: expected a non-negative integer, got "-1"' },
+          cjson.decode(body))
+        status, _, body = call(c, "/data", { connection = good, table = "deals", select = { "id", "" } })
+        assert.equals(400, status)
+        assert.same({ error = "bad_request", message = 'select[2]: expected a field code (a non-empty string), got ""' },
+          cjson.decode(body))
+      end)
+
+      it("answers 400 naming a filter on an unknown field", function()
+        local status, headers, body = call(c, "/data", { connection = good, table = "deals", filter = { [">=nope"] = "1" } })
+        assert.equals(400, status)
+        assert.equals(JSON_TYPE, headers["Content-Type"])
+        local answer = cjson.decode(body)
+        assert.equals("bad_request", answer.error)
+        assert.matches("nope", answer.message, 1, true)
+      end)
+
       it("accepts mapFields without changing the answer", function()
         local _, _, plain = call(c, "/data", { connection = good, table = "deals", select = { "id" } })
         local _, _, mapped = call(c, "/data", { connection = good, table = "deals", select = { "id" },
