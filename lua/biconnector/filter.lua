@@ -367,8 +367,7 @@ function parse_group(obj, ctx, where, depth)
   end
   ctx.depth = saved
   if #items == 0 then return true end -- an empty group is no condition
-  if #items == 1 and items[1].kind == "group" then return items[1] end
-  if #items == 1 and logic == "or" then logic = "and" end
+  if #items == 1 then return items[1] end -- a group of one is that one
   return { kind = "group", logic = logic, items = items }
 end
 
@@ -566,6 +565,7 @@ function _M.to_sql(ast, opts)
       local parts = {}
       for i, item in ipairs(node.items) do parts[i] = compile(item) end
       if #parts == 0 then return node.logic == "or" and "1=0" or "1=1" end
+      if #parts == 1 then return parts[1] end
       return "(" .. concat(parts, node.logic == "or" and " OR " or " AND ") .. ")"
     end
     if node.kind ~= "cond" or type(node.field) ~= "string" then error("filter.to_sql: not a filter AST", 3) end
