@@ -311,6 +311,9 @@ function Client:build_request(method, params, raw_body)
   }
 end
 
+-- curl codes: 60 peer certificate not verified, 58 client certificate, 77 CA file unreadable, 83 issuer check
+local CERTIFICATE_ERRORS = { [60] = true, [58] = true, [77] = true, [83] = true }
+
 -- Sends once. Returns the decoded answer, or nil and an error whose `kind` is
 -- "not_sent", "ambiguous" or "answer".
 function Client:exchange(method, params, raw_body)
@@ -321,6 +324,12 @@ function Client:exchange(method, params, raw_body)
   end
   self.counters.requests = self.counters.requests + 1
   local res, terr = self.transport(req)
+  if not res and type(terr) == "table" and CERTIFICATE_ERRORS[terr.code] then
+    -- Repeating cannot help: the portal's certificate is not trusted.
+    return nil, new_error { code = "CERTIFICATE_ERROR", method = method, retryable = false, kind = "not_sent", sent = false,
+      curl_code = terr.code, description = self:mask("the portal's TLS certificate was not accepted: " .. tostring(terr.message) ..
+        " (give ca_file to trust a private CA, or verify = false to disable checking)") }
+  end
   if not res then
     local not_sent = type(terr) == "table" and terr.not_sent
     local timeout = type(terr) == "table" and terr.timeout

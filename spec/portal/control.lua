@@ -15,12 +15,13 @@ local function tmpname(tag)
 end
 
 -- Starts a portal; config overrides the portal defaults (rate, burst, ...).
-function M.start(config)
+-- tls = {cert = PATH, key = PATH} serves HTTPS instead.
+function M.start(config, tls)
   local port_file = tmpname("portal-port")
   local pid_file = tmpname("portal-pid")
   local log_file = tmpname("portal-log")
-  local cmd = ("%s %s/spec/portal/portal.lua %s >%s 2>&1 & echo $! >%s")
-    :format(helpers.runtime, helpers.top, port_file, log_file, pid_file)
+  local cmd = ("%s %s/spec/portal/portal.lua %s %s >%s 2>&1 & echo $! >%s")
+    :format(helpers.runtime, helpers.top, port_file, tls and (tls.cert .. " " .. tls.key) or "", log_file, pid_file)
   assert(os.execute(cmd))
   local port
   for _ = 1, 500 do
@@ -36,7 +37,7 @@ function M.start(config)
   os.remove(port_file)
   assert(port, "the test portal did not start; see " .. log_file)
   local self = setmetatable({ port = port, pid = pid, log_file = log_file, http = http.new(),
-    base = "http://127.0.0.1:" .. port }, Portal)
+    base = (tls and "https" or "http") .. "://127.0.0.1:" .. port, ca_file = tls and tls.cert }, Portal)
   self.webhook = self.base .. "/rest/1/hooksecret/"
   self.portal_url = self.base
   self.oauth_url = self.base .. "/oauth/token/"
@@ -47,7 +48,7 @@ function M.start(config)
 end
 
 function Portal:control(cmd)
-  local res, err = self.http:request { method = "POST", url = self.base .. "/_control",
+  local res, err = self.http:request { method = "POST", url = self.base .. "/_control", ca_file = self.ca_file,
     headers = { ["Content-Type"] = "application/json" }, body = J.encode(cmd), timeout = 10 }
   assert(res, err and tostring(err))
   assert(res.status == 200, res.body)
@@ -56,7 +57,7 @@ end
 
 -- Everything the portal counted, plus its objects keyed by string id.
 function Portal:stats()
-  local res, err = self.http:request { url = self.base .. "/_control/stats", timeout = 10 }
+  local res, err = self.http:request { url = self.base .. "/_control/stats", timeout = 10, ca_file = self.ca_file }
   assert(res, err and tostring(err))
   return assert(J.decode(res.body))
 end

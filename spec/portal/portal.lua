@@ -6,7 +6,8 @@
 -- batch with $result references, the leaky bucket, and faults injected via
 -- POST /_control. GET /_control/stats returns what it received.
 --
--- Usage: portal.lua PORT_FILE   (binds 127.0.0.1:0 and writes the port there)
+-- Usage: portal.lua PORT_FILE [CERT KEY]   (binds 127.0.0.1:0 and writes the
+-- port there; with CERT and KEY it speaks HTTPS through luasec)
 package.path = (arg[0]:match("^(.*)/portal/[^/]*$") or ".") .. "/?.lua;" .. package.path
 local socket = require "socket"
 local J = require "portal.jsonish"
@@ -782,15 +783,29 @@ end
 local waiting_read, waiting_write, sleepers = {}, {}, {}
 local running = true
 
+local tls_params -- set from the command line
+
 local function conn_loop(sock)
   local buf = ""
+  if tls_params then
+    local ssl = require "ssl"
+    sock = assert(ssl.wrap(sock, tls_params))
+    sock:settimeout(0)
+    while true do
+      local ok, err = sock:dohandshake()
+      if ok then break end
+      if err == "wantread" or err == "timeout" then coroutine.yield("read", sock)
+      elseif err == "wantwrite" then coroutine.yield("write", sock)
+      else sock:close() return end
+    end
+  end
   local function more()
     while true do
       local data, err, partial = sock:receive(65536)
       data = data or partial
       if data and #data > 0 then buf = buf .. data return true end
-      if err == "closed" then return false end
-      coroutine.yield("read", sock)
+      if err == "closed" or (err ~= "timeout" and err ~= "wantread" and err ~= "wantwrite") then return false end
+      coroutine.yield(err == "wantwrite" and "write" or "read", sock)
     end
   end
   local function send(s)
@@ -799,9 +814,9 @@ local function conn_loop(sock)
       local last, err, partial = sock:send(s, i)
       if last then i = last + 1
       else
-        if err == "closed" then return false end
+        if err ~= "timeout" and err ~= "wantread" and err ~= "wantwrite" then return false end
         i = (partial or i - 1) + 1
-        coroutine.yield("write", sock)
+        coroutine.yield(err == "wantread" and "read" or "write", sock)
       end
     end
     return true
@@ -860,6 +875,10 @@ local function main()
   local _, p = server:getsockname()
   port = tonumber(p)
   local port_file = arg[1]
+  if arg[2] and arg[3] then
+    tls_params = { mode = "server", protocol = "any", certificate = arg[2], key = arg[3],
+      options = { "all", "no_sslv2", "no_sslv3" } }
+  end
   if port_file then
     local f = assert(io.open(port_file .. ".tmp", "w"))
     f:write(port, "\n")

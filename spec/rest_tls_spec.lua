@@ -1,0 +1,55 @@
+-- Certificates: the client verifies them by default; a private CA can be
+-- given, or checking disabled explicitly. The portal serves HTTPS with a
+-- self-signed certificate made here with openssl.
+local rest = require "biconnector.rest"
+local http = require("biconnector.core").http
+local control = require "portal.control"
+
+describe("TLS", function()
+  local portal, dir, cert
+  setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    cert = dir .. "/cert.pem"
+    local made = os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s -days 2 " ..
+      "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1"):format(dir, cert))
+    assert(made == true or made == 0, "openssl could not make a certificate")
+    portal = control.start({ rate = 1000, burst = 1000 }, { cert = cert, key = dir .. "/key.pem" })
+  end)
+  teardown(function()
+    if portal then portal:stop() end
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("core.http refuses an unknown certificate, accepts it with ca_file or verify=false", function()
+    local h = http.new()
+    local res, err = h:request { url = portal.base .. "/_echo" }
+    assert.is_nil(res)
+    assert.equal(60, err.code) -- CURLE_PEER_FAILED_VERIFICATION
+    assert.is_true(err.not_sent)
+    assert.matches("certificate", err.message)
+    assert.equal(200, assert(h:request { url = portal.base .. "/_echo", ca_file = cert }).status)
+    assert.equal(200, assert(h:request { url = portal.base .. "/_echo", verify = false }).status)
+    local _, bad = h:request { url = portal.base .. "/_echo", ca_file = dir .. "/missing.pem" }
+    assert.equal(77, bad.code) -- CURLE_SSL_CACERT_BADFILE
+    h:close()
+  end)
+
+  it("a REST call fails with a clear, unretried error unless the client trusts that CA", function()
+    local c = assert(rest.new { webhook = portal.base .. "/rest/1/hooksecret/", backoff_base = 0.001 })
+    local res, err = c:call("profile")
+    assert.is_nil(res)
+    assert.equal("CERTIFICATE_ERROR", err.code)
+    assert.is_false(err.retryable)
+    assert.matches("TLS certificate was not accepted: .*give ca_file", tostring(err))
+    assert.is_nil(tostring(err):find("hooksecret", 1, true))
+    assert.equal(1, c.counters.requests)
+    assert.is_nil(portal:stats().stats.received.profile)
+    local trusted = assert(rest.new { webhook = portal.base .. "/rest/1/hooksecret/", ca_file = cert })
+    assert.equal("1", assert(trusted:call("profile")).ID)
+    local unchecked = assert(rest.new { webhook = portal.base .. "/rest/1/hooksecret/", verify = false })
+    assert.equal("1", assert(unchecked:call("profile")).ID)
+    assert.equal(2, portal:stats().stats.received.profile)
+  end)
+end)
