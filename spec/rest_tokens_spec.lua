@@ -49,6 +49,7 @@ describe("token stores", function()
 
   it("eight processes hitting expiry together renew exactly once and every call succeeds", function()
     local portal = control.start({ rate = 1000, burst = 1000 })
+    finally(function() portal:stop() end)
     local path = os.tmpname()
     assert(tokens.file(path):set({ access_token = "initial-access", refresh_token = "initial-refresh" }))
     local barrier = os.tmpname()

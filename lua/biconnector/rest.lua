@@ -21,6 +21,7 @@ _M.OAUTH_URL_EAST = "https://oauth.bitrix24.tech/oauth/token/"
 local DEFAULTS = {
   rate = 2,                 -- leaky bucket: requests drained per second
   burst = 50,               -- leaky bucket: requests allowed at once
+  bucket_margin = 1,        -- slots kept free to absorb network jitter between us and the portal
   timeout = 60,             -- seconds for one HTTP exchange (the portal's own limit)
   connect_timeout = 10,
   max_retries = 6,          -- retries of one call after a retryable failure
@@ -220,8 +221,9 @@ function Client:take_bucket()
     self.bucket_level = max(0, self.bucket_level - (t - self.bucket_at) * self.rate)
   end
   self.bucket_at = t
-  if self.bucket_level + 1 > self.burst then
-    local wait = (self.bucket_level + 1 - self.burst) / self.rate
+  local limit = max(1, self.burst - self.bucket_margin)
+  if self.bucket_level + 1 > limit then
+    local wait = (self.bucket_level + 1 - limit) / self.rate
     self.sleep(wait)
     t = self.now()
     self.bucket_level = max(0, self.bucket_level - (t - self.bucket_at) * self.rate)

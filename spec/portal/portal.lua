@@ -888,7 +888,10 @@ local function main()
     print(port)
     io.stdout:flush()
   end
+  -- A portal whose spec died without stopping it goes away by itself.
+  local idle_limit, last_activity = tonumber(os.getenv("PORTAL_IDLE_EXIT") or "120"), now()
   while running do
+    if now() - last_activity > idle_limit and next(sleepers) == nil then break end
     local rset, wset = { server }, {}
     for s in pairs(waiting_read) do rset[#rset + 1] = s end
     for s in pairs(waiting_write) do wset[#wset + 1] = s end
@@ -896,6 +899,7 @@ local function main()
     local t = now()
     for _, wake in pairs(sleepers) do timeout = math.max(0, math.min(timeout, wake - t)) end
     local readable, writable = socket.select(rset, wset, timeout)
+    if #readable > 0 or #writable > 0 then last_activity = now() end
     for _, s in ipairs(readable) do
       if s == server then
         local c = server:accept()
