@@ -899,7 +899,11 @@ typedef struct {
 } enc_level;
 
 /* Stack slots of an encode call. */
-enum { ENC_VALUE = 1, ENC_OPTS, ENC_OUT, ENC_LEVELS, ENC_CJSON_ARRAY_MT, ENC_CJSON_EMPTY_MT, ENC_PATH, ENC_TOP = ENC_PATH };
+enum { ENC_VALUE = 1, ENC_OPTS, ENC_OUT, ENC_LEVELS, ENC_CJSON_ARRAY_MT, ENC_CJSON_EMPTY_MT, ENC_SEEN, ENC_PATH,
+       ENC_TOP = ENC_PATH };
+
+/* Cycles: the first levels are scanned, deeper ones are kept in a set (ENC_SEEN). */
+#define SCANNED_LEVELS 64
 
 typedef struct {
   lua_State *L;
@@ -1052,6 +1056,15 @@ static enc_level *push_level(encoder *E, int kind, index_t n) {
     E->levels = (enc_level *)lb->data;
     E->cap *= 2;
   }
+  if (E->depth >= SCANNED_LEVELS) {
+    if (lua_isnil(E->L, ENC_SEEN)) {
+      lua_newtable(E->L);
+      lua_replace(E->L, ENC_SEEN);
+    }
+    lua_pushvalue(E->L, -1);
+    lua_pushboolean(E->L, 1);
+    lua_rawset(E->L, ENC_SEEN);
+  }
   lv = &E->levels[E->depth++];
   lv->kind = kind;
   lv->table = lua_gettop(E->L);
@@ -1087,7 +1100,10 @@ static int sorted_keys(encoder *E, int t, index_t *count) {
     } else {
       /* Render the number key as the JSON key text once, with the encoder's rules. */
       size_t before = E->b->len;
-      if (put_key(E, -1) != 0) return -1;
+      if (put_key(E, -1) != 0) {
+        E->err_on_key = 0;  /* the object's level is not open yet */
+        return -1;
+      }
       lua_pushlstring(L, E->b->data + before + 1, E->b->len - before - 2);
       E->b->len = before;
     }
@@ -1122,8 +1138,15 @@ static int open_table(encoder *E) {
   lua_State *L = E->L;
   int t = lua_gettop(L), mark, i;
   const void *ptr = lua_topointer(L, -1);
-  for (i = 0; i < E->depth; i++)
+  for (i = 0; i < E->depth && i < SCANNED_LEVELS; i++)
     if (E->levels[i].ptr == ptr) return encode_fail(E, "cyclic reference: a table contains itself");
+  if (E->depth > SCANNED_LEVELS) {
+    lua_pushvalue(L, t);
+    lua_rawget(L, ENC_SEEN);
+    i = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (i) return encode_fail(E, "cyclic reference: a table contains itself");
+  }
   if (E->depth >= E->max_depth) {
     snprintf(E->err_text, sizeof E->err_text, "nesting deeper than %d", E->max_depth);
     return encode_fail(E, E->err_text);
@@ -1182,6 +1205,16 @@ static int open_table(encoder *E) {
   return 1;
 }
 
+/* Closes the innermost level; its table (and key or key list) stay on the stack. */
+static void close_level(encoder *E) {
+  enc_level *lv = &E->levels[--E->depth];
+  if (E->depth >= SCANNED_LEVELS) {
+    lua_pushvalue(E->L, lv->table);
+    lua_pushnil(E->L);
+    lua_rawset(E->L, ENC_SEEN);
+  }
+}
+
 static int encode_document(encoder *E) {
   lua_State *L = E->L;
   enc_level *lv;
@@ -1230,7 +1263,7 @@ next:  /* the next value of the innermost open container, or close it */
       }
       if (put_newline(E, E->depth - 1) != 0) return -1;
       PUT_CHAR(E, ']');
-      E->depth--;
+      close_level(E);
       lua_pop(L, 1);
       goto next;
     case LEVEL_OBJECT:
@@ -1244,7 +1277,7 @@ next:  /* the next value of the innermost open container, or close it */
       }
       if (lv->i > 0 && put_newline(E, E->depth - 1) != 0) return -1;
       PUT_CHAR(E, '}');
-      E->depth--;
+      close_level(E);
       lua_pop(L, 1);
       goto next;
     default: /* LEVEL_SORTED */
@@ -1263,7 +1296,7 @@ next:  /* the next value of the innermost open container, or close it */
       }
       if (put_newline(E, E->depth - 1) != 0) return -1;
       PUT_CHAR(E, '}');
-      E->depth--;
+      close_level(E);
       lua_pop(L, 2);
       goto next;
   }
