@@ -631,6 +631,19 @@ for _, spelling in ipairs({ "json", "form" }) do
         end)
       end
 
+      it("treats an error object raised by a data iterator as a handler error", function()
+        local logs, opts = capture_log()
+        local c2 = connector.new(sales_def({ data = function()
+          return function() error({ message = "internal detail" }) end
+        end }))
+        local status, _, body = call(c2, "/data", { connection = good, table = "deals" }, opts)
+        assert.equals(500, status)
+        local answer = cjson.decode(body)
+        assert.equals("data failed (error id " .. answer.id .. ")", answer.message)
+        assert.equals(answer.id, logs[1].fields.id)
+        assert.equals("data failed: internal detail", logs[1].message)
+      end)
+
       it("gives a new id to every error", function()
         local c2 = connector.new(sales_def({ data = function() error("x") end }))
         local ids = {}

@@ -3,7 +3,7 @@
 -- logging goes through opts.log, def.log, or one line on stderr.
 local core = require "biconnector.core"
 
-local type, pairs, ipairs, tostring, select, error = type, pairs, ipairs, tostring, select, error
+local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local pcall, xpcall, setmetatable, getmetatable = pcall, xpcall, setmetatable, getmetatable
 local concat, sort = table.concat, table.sort
 local find, sub, lower, format, gsub = string.find, string.sub, string.lower, string.format, string.gsub
@@ -261,6 +261,7 @@ local function handler_error(self, opts, info, connection, what, err)
   local id = new_error_id()
   local message, trace = err, nil
   if type(err) == "table" and err.message then message, trace = err.message, err.traceback end
+  if type(message) == "table" and message.message ~= nil then message = message.message end
   log_to(self, opts, "error", scrub(format("%s failed: %s", what, tostring(message)), connection), {
     id = id, endpoint = info.endpoint, table = info.table,
     traceback = trace and scrub(trace, connection) or nil,
@@ -277,6 +278,15 @@ local function invalid_answer(self, opts, info, message)
   info.status = 500
   info.error = id
   return json_error(500, "internal_error", message, id)
+end
+
+-- A row the framework cannot encode (raised inside produce, told apart from
+-- errors the handler's own code raises).
+local value_error_mt = {}
+local function value_error(caught)
+  local e = caught and caught.message
+  if getmetatable(e) == value_error_mt then return e.message end
+  return nil
 end
 
 local function catch(err)
@@ -385,7 +395,7 @@ local function row_source(self, info, q, fields, rows, applied, enc, chunk_size)
     else
       where = format("table %q, row %d: %s", tbl, row_number, message)
     end
-    error({ message = where }, 0)
+    error(setmetatable({ message = where }, value_error_mt), 0)
   end
 
   -- One step: encodes rows until a chunk is pending or the rows end; returns the chunk.
@@ -486,12 +496,8 @@ local function answer_data(self, opts, info, req)
   local first_ok, first = call(produce)
   if not first_ok then
     enc:close()
-    if type(first) == "table" and first.message and type(first.message) == "table" then
-      first = first.message
-    end
-    if type(first) == "table" and first.message and not first.traceback then
-      return invalid_answer(self, opts, info, first.message)
-    end
+    local message = value_error(first)
+    if message then return invalid_answer(self, opts, info, message) end
     return handler_error(self, opts, info, connection, "data", first)
   end
   info.status = 200
@@ -513,12 +519,13 @@ local function answer_data(self, opts, info, req)
     if not step_ok then
       done = true
       enc:close()
-      local e = chunk
-      if type(e) == "table" and type(e.message) == "table" then e = e.message end
       local id = new_error_id()
       info.error = id
-      log_to(self, opts, "error", scrub("data stream cut: " .. tostring(e.message or e), connection), {
-        id = id, endpoint = "data", table = q.table, rows = info.rows, traceback = e.traceback and scrub(e.traceback, connection),
+      local message = value_error(chunk)
+      local trace = nil
+      if not message then message, trace = chunk.message, chunk.traceback end
+      log_to(self, opts, "error", scrub("data stream cut: " .. tostring(message), connection), {
+        id = id, endpoint = "data", table = q.table, rows = info.rows, traceback = trace and scrub(trace, connection),
       })
       return nil
     end
