@@ -1,0 +1,85 @@
+-- Provision a BI Builder connector, one source and one dataset in a Bitrix24
+-- portal; running it again updates what exists instead of adding duplicates.
+--
+-- Usage: lua examples/provision.lua BASE_URL
+--   BASE_URL is where the connector is served (it gets /check, /table_list, ...).
+-- Auth (an application: the biconnector methods refuse webhooks), from env:
+--   BITRIX24_PORTAL, BITRIX24_ACCESS_TOKEN, BITRIX24_REFRESH_TOKEN,
+--   BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET
+--   optional: BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE (a token file shared with
+--   other scripts; renewed tokens are kept there), BITRIX24_CA_FILE
+local biconnector = require "biconnector"
+local tokens = require "biconnector.tokens"
+
+local base_url = arg[1] or error("usage: provision.lua BASE_URL")
+local env = os.getenv
+
+local client = assert(biconnector.rest.new {
+  portal = env("BITRIX24_PORTAL"),
+  access_token = env("BITRIX24_ACCESS_TOKEN"), refresh_token = env("BITRIX24_REFRESH_TOKEN"),
+  client_id = env("BITRIX24_CLIENT_ID"), client_secret = env("BITRIX24_CLIENT_SECRET"),
+  oauth_url = env("BITRIX24_OAUTH_URL"), ca_file = env("BITRIX24_CA_FILE"),
+  store = env("BITRIX24_TOKENS_FILE") and tokens.file(env("BITRIX24_TOKENS_FILE")) or nil,
+})
+
+local function check(ok, err)
+  if ok == nil then io.stderr:write(tostring(err), "\n") os.exit(1) end
+  return ok
+end
+
+local connector_fields = {
+  title = "Sales (biconnector-lua)", sourceCode = "biconnector_lua_sales",
+  logo = "data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciLz4=",
+  description = "Sales tables served by biconnector-lua",
+  urlCheck = base_url .. "/check", urlTableList = base_url .. "/table_list",
+  urlTableDescription = base_url .. "/table_description", urlData = base_url .. "/data",
+  settings = { { code = "token", name = "API token", type = "STRING" } },
+}
+
+-- Bitrix24's own application recognises its connectors by sourceCode, then title.
+local connector_id
+for _, c in ipairs(check(client.connector:list())) do
+  if (c.sourceCode and c.sourceCode == connector_fields.sourceCode) or c.title == connector_fields.title then
+    connector_id = c.id
+  end
+end
+if connector_id then
+  check(client.connector:update(connector_id, connector_fields))
+else
+  connector_id = check(client.connector:add(connector_fields))
+end
+
+local source_title = "Main sales database"
+local source_id
+for _, s in ipairs(check(client.source:list({ filter = { connectorId = connector_id } }))) do
+  if s.title == source_title then source_id = s.id end
+end
+local source_fields = { title = source_title, settings = { token = env("SALES_TOKEN") or "change-me" } }
+if source_id then
+  check(client.source:update(source_id, source_fields))
+else
+  source_fields.connectorId = connector_id
+  source_id = check(client.source:add(source_fields))
+end
+
+local wanted = {
+  { type = "int", name = "ID", externalCode = "id" },
+  { type = "string", name = "TITLE", externalCode = "title" },
+  { type = "datetime", name = "CLOSED_AT", externalCode = "closed_at" },
+}
+local dataset_id, existing
+for _, d in ipairs(check(client.dataset:list({ filter = { sourceId = source_id } }))) do
+  if d.name == "sales_deals" then dataset_id, existing = d.id, d.fields end
+end
+if dataset_id then
+  -- add the fields the dataset lacks; never touch the ones BI reports use
+  local have, add = {}, {}
+  for _, f in ipairs(existing or {}) do have[f.externalCode] = true end
+  for _, f in ipairs(wanted) do if not have[f.externalCode] then add[#add + 1] = f end end
+  if #add > 0 then check(client.dataset:fields_update(dataset_id, { add = add })) end
+else
+  dataset_id = check(client.dataset:add({ name = "sales_deals", externalName = "Deals", externalCode = "deals",
+    sourceId = source_id, description = "Closed deals", fields = wanted }))
+end
+
+print(("connector=%s source=%s dataset=%s"):format(connector_id, source_id, dataset_id))

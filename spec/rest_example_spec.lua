@@ -1,0 +1,38 @@
+-- examples/provision.lua against the local portal: provisions once, then
+-- updates in place when run again.
+local helpers = require "helpers"
+local control = require "portal.control"
+
+describe("examples/provision.lua", function()
+  it("creates connector, source and dataset, and is idempotent", function()
+    local portal = control.start({ rate = 1000, burst = 1000 })
+    finally(function() portal:stop() end)
+    local store = os.tmpname()
+    os.remove(store)
+    finally(function() os.remove(store) os.remove(store .. ".lock") end)
+    local cmd = ("BITRIX24_PORTAL=%s BITRIX24_ACCESS_TOKEN=initial-access BITRIX24_REFRESH_TOKEN=initial-refresh " ..
+      "BITRIX24_CLIENT_ID=local.test.app BITRIX24_CLIENT_SECRET=appsecret BITRIX24_OAUTH_URL=%s BITRIX24_TOKENS_FILE=%s " ..
+      "SALES_TOKEN=s3cret %s %s/examples/provision.lua https://bi.example.com/sales 2>&1")
+      :format(portal.base, portal.oauth_url, store, helpers.runtime, helpers.top)
+    local function run()
+      local p = io.popen(cmd)
+      local out = p:read("*a")
+      p:close()
+      return out
+    end
+    assert.equal("connector=1 source=1 dataset=1\n", run())
+    local s = portal:stats()
+    assert.equal("https://bi.example.com/sales/data", s.state.connectors["1"].urlData)
+    assert.equal("s3cret", s.state.sources["1"].settings.token)
+    assert.equal(3, #s.state.datasets["1"].fields)
+    -- the token expires between runs: the second run renews through the file store
+    portal:control({ action = "expire" })
+    assert.equal("connector=1 source=1 dataset=1\n", run())
+    s = portal:stats()
+    assert.equal(1, s.stats.executed["biconnector.connector.add"])
+    assert.equal(1, s.stats.executed["biconnector.connector.update"])
+    assert.equal(1, s.stats.executed["biconnector.source.update"])
+    assert.equal(1, s.stats.renewals)
+    assert.equal(3, #s.state.datasets["1"].fields)
+  end)
+end)
