@@ -666,7 +666,12 @@ for _, spelling in ipairs({ "json", "form" }) do
         io.stderr = real
         assert.is_true(ok)
         assert.equals(500, status)
-        assert.matches("^biconnector %[error%] data failed: ", table.concat(written))
+        local line = table.concat(written)
+        assert.matches("^biconnector %[error%] data failed: ", line)
+        assert.matches(" id=%x+ ", line)
+        assert.matches(" traceback=stack traceback:", line, 1, true)
+        assert.equals(1, select(2, line:gsub("\n", "")))
+        assert.equals("\n", line:sub(-1))
       end)
     end)
   end)

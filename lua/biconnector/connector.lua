@@ -217,16 +217,21 @@ local function scrub(text, connection)
   return text
 end
 
+-- One line per event: newlines (a traceback's) become " | ".
+local function one_line(text)
+  return (gsub(tostring(text), "\r?\n%s*", " | "))
+end
+
 local function default_log(level, message, fields)
-  local parts = { "biconnector [", level, "] ", message }
+  local parts = { "biconnector [", tostring(level), "] ", one_line(message) }
   if fields then
     local keys = {}
-    for k in pairs(fields) do keys[#keys + 1] = tostring(k) end
-    sort(keys)
-    for _, k in ipairs(keys) do
-      if k ~= "traceback" then parts[#parts + 1] = format(" %s=%s", k, tostring(fields[k])) end
+    for k in pairs(fields) do
+      if k ~= "traceback" then keys[#keys + 1] = tostring(k) end
     end
-    if fields.traceback then parts[#parts + 1] = "\n" .. tostring(fields.traceback) end
+    sort(keys)
+    for _, k in ipairs(keys) do parts[#parts + 1] = format(" %s=%s", k, one_line(fields[k])) end
+    if fields.traceback then parts[#parts + 1] = " traceback=" .. one_line(fields.traceback) end
   end
   parts[#parts + 1] = "\n"
   io.stderr:write(concat(parts))
@@ -290,7 +295,7 @@ local function value_error(caught)
 end
 
 local function catch(err)
-  return { message = err, traceback = traceback(tostring(err), 2) }
+  return { message = err, traceback = (gsub(traceback("", 2), "^\n", "")) }
 end
 
 -- Calls a handler under xpcall: true, results... | false, {message, traceback}.
