@@ -394,8 +394,12 @@ end
 
 ---------------------------------------------------------------- matching
 
+local LOWER = {}
+for c = byte("A"), byte("Z") do LOWER[char(c)] = char(c + 32) end
+
+-- Lower case in ASCII only, whatever the C locale says (as SQLite's LIKE folds).
 local function ascii_lower(s)
-  return (s:gsub("%u", function(c) return char(byte(c) + 32) end))
+  return (s:gsub("[A-Z]", LOWER))
 end
 
 -- Characters (UTF-8 sequences) of s, lower-cased in ASCII, as SQLite's LIKE sees them.
@@ -458,69 +462,112 @@ local function pattern_escape(s)
   return (s:gsub("!", "!!"))
 end
 
-local function cmp_value(row_value, ftype)
-  if ftype == "int" or ftype == "double" then
-    if type(row_value) ~= "number" then return tonumber(row_value) end
-  elseif type(row_value) == "number" and ftype == "string" then
-    return as_string(row_value)
-  end
-  return row_value
-end
-
-local match_node
-
-local MATCHERS = {
-  eq = function(v, n) return v == n.value end,
-  ne = function(v, n) return v ~= n.value end,
-  gt = function(v, n) return v > n.value end,
-  ge = function(v, n) return v >= n.value end,
-  lt = function(v, n) return v < n.value end,
-  le = function(v, n) return v <= n.value end,
-  ["in"] = function(v, n)
-    for _, x in ipairs(n.values) do if v == x then return true end end
-    return false
+-- Each operator compiles to a test of a non-NULL, normalized row value.
+local TESTS = {
+  eq = function(n) local x = n.value return function(v) return v == x end end,
+  ne = function(n) local x = n.value return function(v) return v ~= x end end,
+  gt = function(n) local x = n.value return function(v) return v > x end end,
+  ge = function(n) local x = n.value return function(v) return v >= x end end,
+  lt = function(n) local x = n.value return function(v) return v < x end end,
+  le = function(n) local x = n.value return function(v) return v <= x end end,
+  ["in"] = function(n)
+    local set = {}
+    for _, x in ipairs(n.values) do set[x] = true end
+    return function(v) return set[v] == true end
   end,
-  not_in = function(v, n)
-    for _, x in ipairs(n.values) do if v == x then return false end end
-    return true
+  not_in = function(n)
+    local set = {}
+    for _, x in ipairs(n.values) do set[x] = true end
+    return function(v) return set[v] == nil end
   end,
-  like = function(v, n) return like(v, "%" .. like_escape(n.value) .. "%") end,
-  not_like = function(v, n) return not like(v, "%" .. like_escape(n.value) .. "%") end,
-  pattern = function(v, n) return like(v, pattern_escape(n.value)) end,
-  not_pattern = function(v, n) return not like(v, pattern_escape(n.value)) end,
-  between = function(v, n) return v >= n.from and v <= n.to end,
-  not_null = function() return true end,
-  is_null = function() return false end,
+  -- a plain substring: on valid UTF-8 a byte search finds what LIKE '%x%' finds
+  like = function(n)
+    local x = ascii_lower(n.value)
+    return function(v) return ascii_lower(v):find(x, 1, true) ~= nil end
+  end,
+  not_like = function(n)
+    local x = ascii_lower(n.value)
+    return function(v) return ascii_lower(v):find(x, 1, true) == nil end
+  end,
+  pattern = function(n)
+    local p = pattern_escape(n.value)
+    return function(v) return like(v, p) end
+  end,
+  not_pattern = function(n)
+    local p = pattern_escape(n.value)
+    return function(v) return not like(v, p) end
+  end,
+  between = function(n)
+    local from, to = n.from, n.to
+    return function(v) return v >= from and v <= to end
+  end,
+  not_null = function() return function() return true end end,
+  is_null = function() return function() return false end end,
 }
 
 -- What a condition says about a row whose value is NULL (see docs/filter.md):
 -- negative operators hold, as in Bitrix's ORM; comparisons do not.
 local NULL_HOLDS = { ne = true, not_in = true, not_like = true, not_pattern = true, is_null = true }
 
-function match_node(node, row)
-  if node.kind == "group" then
-    if node.logic == "or" then
-      for _, item in ipairs(node.items) do
-        if match_node(item, row) then return true end
+local compile_node
+
+local function compile_group(node)
+  local preds = {}
+  for i, item in ipairs(node.items) do preds[i] = compile_node(item) end
+  local n = #preds
+  if node.logic == "or" then
+    return function(row)
+      for i = 1, n do
+        if preds[i](row) then return true end
       end
       return false
     end
-    for _, item in ipairs(node.items) do
-      if not match_node(item, row) then return false end
+  end
+  return function(row)
+    for i = 1, n do
+      if not preds[i](row) then return false end
     end
     return true
   end
-  local v = row[node.field]
-  if is_null(v) then return NULL_HOLDS[node.op] == true end
-  v = cmp_value(v, node.type)
-  if v == nil then return NULL_HOLDS[node.op] == true end
-  return MATCHERS[node.op](v, node)
+end
+
+function compile_node(node)
+  if node.kind == "group" then return compile_group(node) end
+  local make = TESTS[node.op]
+  if node.kind ~= "cond" or not make then error("filter.match: not a filter AST", 4) end
+  local test, code, ftype = make(node), node.field, node.type
+  local on_null = NULL_HOLDS[node.op] == true
+  local numeric = ftype == "int" or ftype == "double"
+  return function(row)
+    local v = row[code]
+    if v == nil or v == null then return on_null end
+    if numeric then
+      if type(v) ~= "number" then v = tonumber(v) end
+    elseif ftype == "string" and type(v) == "number" then
+      v = as_string(v)
+    end
+    if v == nil then return on_null end
+    return test(v)
+  end
+end
+
+local compiled = setmetatable({}, { __mode = "k" })
+
+-- filter.compile(ast) -> predicate(row); a nil ast gives one that accepts every row.
+function _M.compile(ast)
+  if ast == nil then return function() return true end end
+  local f = compiled[ast]
+  if not f then
+    f = compile_node(ast)
+    compiled[ast] = f
+  end
+  return f
 end
 
 -- filter.match(ast, row) -> boolean; a nil ast matches every row.
 function _M.match(ast, row)
   if ast == nil then return true end
-  return match_node(ast, row)
+  return _M.compile(ast)(row)
 end
 
 ---------------------------------------------------------------- SQL
