@@ -355,6 +355,12 @@ for _, spelling in ipairs({ "json", "form" }) do
         assert.same({ "a.b" }, codes(select(3, call(c, "/table_list", { connection = good, searchString = "." }))))
         assert.same({ "a.b" }, codes(select(3, call(c, "/table_list", { connection = good, searchString = "0%" }))))
         assert.same({ "deals", "contacts", "a.b" }, codes(select(3, call(c, "/table_list", { connection = good }))))
+        local c_ru = connector.new(sales_def({ tables = {
+          { code = "sdelki", title = "Сделки ЁЛКИ" }, { code = "cafe", title = "CAFÉ Über" } },
+          describe = function() return nil end }))
+        assert.same({ "sdelki" }, codes(select(3, call(c_ru, "/table_list", { connection = good, searchString = "сДЕЛ" }))))
+        assert.same({ "sdelki" }, codes(select(3, call(c_ru, "/table_list", { connection = good, searchString = "ёлки" }))))
+        assert.same({ "cafe" }, codes(select(3, call(c_ru, "/table_list", { connection = good, searchString = "café üb" }))))
         local _, _, body2 = call(c, "/table_list", { connection = good, searchString = "zzz" })
         assert.equals("[]", body2)
       end)

@@ -305,8 +305,25 @@ end
 
 -- ---- endpoints --------------------------------------------------------------
 
+-- Case folding for the table search: ASCII, Latin-1 letters and Cyrillic
+-- (Bitrix24's own languages), one UTF-8 capital -> its small letter.
+local FOLD = {}
+do
+  local char = string.char
+  for c = 0x80, 0x9E do -- U+00C0..U+00DE except U+00D7 (multiplication sign)
+    if c ~= 0x97 then FOLD[char(0xC3, c)] = char(0xC3, c + 0x20) end
+  end
+  for c = 0x80, 0x8F do FOLD[char(0xD0, c)] = char(0xD1, c + 0x10) end -- U+0400..U+040F
+  for c = 0x90, 0x9F do FOLD[char(0xD0, c)] = char(0xD0, c + 0x20) end -- U+0410..U+041F
+  for c = 0xA0, 0xAF do FOLD[char(0xD0, c)] = char(0xD1, c - 0x20) end -- U+0420..U+042F
+end
+
+local function fold(text)
+  return (gsub(lower(text), "[\195\208][\128-\191]", FOLD))
+end
+
 local function contains(haystack, needle)
-  return find(lower(haystack), needle, 1, true) ~= nil
+  return find(fold(haystack), needle, 1, true) ~= nil
 end
 
 local function answer_table_list(self, opts, info, req)
@@ -319,7 +336,7 @@ local function answer_table_list(self, opts, info, req)
     if problem then return invalid_answer(self, opts, info, problem) end
     list = result
   else
-    local search = lower(req.search or "")
+    local search = fold(req.search or "")
     list = {}
     for _, t in ipairs(def.tables) do
       if search == "" or contains(t.code, search) or contains(t.title, search) then list[#list + 1] = t end
