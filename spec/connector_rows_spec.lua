@@ -246,6 +246,65 @@ describe("core.rows", function()
     end)
   end)
 
+  describe("arbitrary input", function()
+    it("either converts a random string to the type's form or names why not", function()
+      local seed = 4242
+      local function rnd(n)
+        seed = (seed * 69069 + 1) % 4294967296
+        return math.floor(seed / 65536) % n
+      end
+      local alphabet = "0123456789-:T .Z+e" .. "\0\255\128x"
+      local forms = {
+        int = "^%-?%d+$",
+        double = "^[-%d.e+]+$",
+        date = "^%d%d%d%d%-%d%d%-%d%d$",
+        datetime = "^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d$",
+      }
+      local converted = {}
+      for _ = 1, 3000 do
+        local parts = {}
+        for i = 1, rnd(26) do
+          local k = rnd(#alphabet) + 1
+          parts[i] = alphabet:sub(k, k)
+        end
+        local s = table.concat(parts)
+        if rnd(2) == 0 then
+          -- A date-like start, often valid, sometimes followed by noise.
+          s = "2024-02-2" .. rnd(10) .. (rnd(2) == 0 and "T" or " ") .. "1" .. rnd(10) .. ":3" .. rnd(10) .. ":0" .. rnd(10)
+            .. (rnd(3) == 0 and s or "")
+        end
+        for type_name, form in pairs(forms) do
+          local enc = core.rows.new({ { code = "v", type = type_name } })
+          local ok, field, message = enc:add({ s })
+          if ok then
+            enc:finish()
+            local value = cjson.decode(enc:take())[2][1]
+            local text = type(value) == "number" and ("%.17g"):format(value) or value
+            assert.matches(form, text)
+            converted[type_name] = (converted[type_name] or 0) + 1
+          else
+            assert.equals(1, field)
+            assert.matches("^expected ", message)
+            assert.equals('[["v"]', enc:take())
+          end
+        end
+      end
+      assert.is_true((converted.datetime or 0) > 100)
+      assert.is_true((converted.date or 0) > 100)
+    end)
+
+    it("gives back the memory a huge row needed", function()
+      local enc = core.rows.new({ { code = "v", type = "string" } }, nil, { chunk_size = 1024 })
+      local big = ("x"):rep(1000000)
+      assert.is_true(enc:add({ big }))
+      assert.equals(1000000 + #'[["v"],[""]', enc:pending())
+      assert.equals(1000000 + #'[["v"],[""]', #enc:take())
+      assert.equals(0, enc:pending())
+      assert.is_true(enc:add({ "y" }))
+      assert.equals(',["y"]', enc:take())
+    end)
+  end)
+
   describe("the encoder object", function()
     it("rejects bad definitions with a precise message", function()
       assert.has_error(function() core.rows.new({ { code = "a", type = "money" } }) end,
