@@ -293,7 +293,7 @@ describe("core.rows", function()
       assert.is_true((converted.date or 0) > 100)
     end)
 
-    it("gives back the memory a huge row needed", function()
+    it("passes a row far larger than the chunk size whole, and keeps working after it", function()
       local enc = core.rows.new({ { code = "v", type = "string" } }, nil, { chunk_size = 1024 })
       local big = ("x"):rep(1000000)
       assert.is_true(enc:add({ big }))
