@@ -1,0 +1,89 @@
+-- `biconnector call METHOD [JSON] [--all] [--raw]`: one REST call from the
+-- shell, auth from the environment, the answer printed as JSON.
+local json = require "biconnector.json"
+local rest = require "biconnector.rest"
+local tokens = require "biconnector.tokens"
+
+local _M = {}
+
+_M.USAGE = [[
+Usage: biconnector call METHOD [JSON] [--all] [--raw]
+  METHOD   a REST method, e.g. profile or biconnector.connector.list
+  JSON     its parameters as a JSON object, e.g. '{"id": 5}'
+  --all    iterate every page of a list method and print one array
+  --raw    print the whole answer (result, total, next, time)
+Environment:
+  BITRIX24_WEBHOOK=https://PORTAL/rest/USER_ID/CODE/         an incoming webhook, or
+  BITRIX24_PORTAL, BITRIX24_ACCESS_TOKEN                      an application's token, with
+  BITRIX24_REFRESH_TOKEN, BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET to renew it,
+  BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE (keeps renewed tokens), BITRIX24_CA_FILE
+]]
+
+-- The client options the environment describes, or nil, message.
+function _M.options_from_env(getenv)
+  getenv = getenv or os.getenv
+  local o = { ca_file = getenv("BITRIX24_CA_FILE") }
+  if getenv("BITRIX24_WEBHOOK") then
+    o.webhook = getenv("BITRIX24_WEBHOOK")
+  elseif getenv("BITRIX24_PORTAL") then
+    o.portal = getenv("BITRIX24_PORTAL")
+    o.access_token = getenv("BITRIX24_ACCESS_TOKEN")
+    o.refresh_token = getenv("BITRIX24_REFRESH_TOKEN")
+    o.client_id, o.client_secret = getenv("BITRIX24_CLIENT_ID"), getenv("BITRIX24_CLIENT_SECRET")
+    o.oauth_url = getenv("BITRIX24_OAUTH_URL")
+    local file = getenv("BITRIX24_TOKENS_FILE")
+    if file then o.store = tokens.file(file) end
+    if not o.access_token and not (o.store and o.store:get()) then
+      return nil, "BITRIX24_PORTAL needs BITRIX24_ACCESS_TOKEN (or BITRIX24_TOKENS_FILE holding tokens)"
+    end
+  else
+    return nil, "set BITRIX24_WEBHOOK, or BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN"
+  end
+  return o
+end
+
+function _M.main(args, out, err)
+  out, err = out or io.stdout, err or io.stderr
+  local method, params_text, all, raw
+  for _, a in ipairs(args or {}) do
+    if a == "--all" then all = true
+    elseif a == "--raw" then raw = true
+    elseif a == "-h" or a == "--help" then out:write(_M.USAGE) return 0
+    elseif method == nil then method = a
+    elseif params_text == nil then params_text = a
+    else err:write("biconnector call: unexpected argument ", a, "\n", _M.USAGE) return 2 end
+  end
+  if not method then err:write(_M.USAGE) return 2 end
+  local params = {}
+  if params_text then
+    local perr
+    params, perr = json.decode(params_text)
+    if type(params) ~= "table" then
+      err:write("biconnector call: JSON parameters: ", tostring(perr or "must be an object"), "\n")
+      return 2
+    end
+  end
+  local opts, oerr = _M.options_from_env()
+  if not opts then err:write("biconnector call: ", oerr, "\n") return 2 end
+  local client, cerr = rest.new(opts)
+  if not client then err:write("biconnector call: ", tostring(cerr), "\n") return 2 end
+  local value, failure
+  if all then
+    value, failure = client:list(method, params)
+  elseif raw then
+    value, failure = client:call_raw(method, params)
+  else
+    value, failure = client:call(method, params)
+  end
+  client:close()
+  if value == nil and failure ~= nil then
+    err:write("biconnector call: ", tostring(failure), "\n")
+    return 1
+  end
+  local text, eerr = json.encode(value, { indent = 2 })
+  if not text then err:write("biconnector call: cannot print the answer: ", tostring(eerr), "\n") return 1 end
+  out:write(text, "\n")
+  return 0
+end
+
+return _M
