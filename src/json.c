@@ -567,7 +567,7 @@ static int decode_string(decoder *D, const unsigned char **pp) {
       continue;
     }
     if (c < 0x20) return decode_fail(D, p, "unescaped control character in string");
-    if (bic_buffer_put(b, run, (size_t)(p - run)) != 0) return decode_fail(D, p, "out of memory");
+    if (p > run && bic_buffer_put(b, run, (size_t)(p - run)) != 0) return decode_fail(D, p, "out of memory");
     if (c == '"') break;
     /* c == '\\' */
     if (p + 1 >= end) return decode_fail(D, *pp, "unterminated string");
