@@ -237,10 +237,14 @@ local function default_log(level, message, fields)
   io.stderr:write(concat(parts))
 end
 
+-- Error ids: 8 hex digits, a per-process counter below a random part mixed
+-- with the pid, so that forked workers (same random state) differ.
+local getpid = core.process and core.process.getpid
 local id_counter = 0
 local function new_error_id()
   id_counter = (id_counter + 1) % 0x10000
-  return format("%04x%04x", math.random(0, 0xffff), id_counter)
+  local pid = getpid and getpid() or 0
+  return format("%04x%04x", (math.random(0, 0xffff) + pid * 40503) % 0x10000, id_counter)
 end
 
 -- One request being answered: the logger, the info table, the connection.
