@@ -30,6 +30,8 @@ typedef struct http_handle {
   struct curl_slist *headers;
   bic_buffer body;
   bic_buffer head;          /* raw header lines of the last response */
+  size_t max_body;          /* answers longer than this abort the transfer */
+  int too_big;
   int busy;
   char errbuf[CURL_ERROR_SIZE];
 } http_handle;
@@ -95,7 +97,11 @@ static int push_error(lua_State *L, http_handle *h, CURLcode rc) {
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   http_handle *h = (http_handle *)ud;
-  if (bic_buffer_put(&h->body, p, size * n) != 0) return 0; /* aborts: CURLE_WRITE_ERROR */
+  if (size * n > h->max_body - h->body.len) {
+    h->too_big = 1;
+    return 0; /* aborts: CURLE_WRITE_ERROR */
+  }
+  if (bic_buffer_put(&h->body, p, size * n) != 0) return 0;
   return size * n;
 }
 
@@ -157,17 +163,21 @@ static int handle_tostring(lua_State *L) {
   return 1;
 }
 
-static double opt_number(lua_State *L, int t, const char *key, double dflt) {
+/* A number option within [lo, hi] (NaN is refused too). */
+static double opt_number(lua_State *L, int t, const char *key, double dflt, double lo, double hi, const char *range) {
   double v = dflt;
   lua_getfield(L, t, key);
   if (!lua_isnil(L, -1)) {
     if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "request option '%s' must be a number", key);
     v = lua_tonumber(L, -1);
+    if (!(v >= lo && v <= hi)) luaL_error(L, "request option '%s' must be %s", key, range);
   }
   lua_pop(L, 1);
   return v;
 }
 
+/* A string option. The value stays on the stack (the caller's stack frame
+ * anchors it for the whole transfer, even if __index made it up). */
 static const char *opt_string(lua_State *L, int t, const char *key, size_t *len) {
   const char *s = NULL;
   lua_getfield(L, t, key);
@@ -175,7 +185,6 @@ static const char *opt_string(lua_State *L, int t, const char *key, size_t *len)
     if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request option '%s' must be a string", key);
     s = lua_tolstring(L, -1, len);
   }
-  lua_pop(L, 1); /* the string stays alive: the request table references it */
   return s;
 }
 
@@ -273,9 +282,9 @@ static int handle_request(lua_State *L) {
   body = opt_string(L, 2, "body", &body_len);
   ca_file = opt_string(L, 2, "ca_file", NULL);
   user_agent = opt_string(L, 2, "user_agent", NULL);
-  timeout = opt_number(L, 2, "timeout", 60);
-  connect_timeout = opt_number(L, 2, "connect_timeout", 10);
-  max_body = opt_number(L, 2, "max_body", 256.0 * 1024 * 1024);
+  timeout = opt_number(L, 2, "timeout", 60, 0.001, 1e6, "from 0.001 to 1e6 seconds");
+  connect_timeout = opt_number(L, 2, "connect_timeout", 10, 0.001, 1e6, "from 0.001 to 1e6 seconds");
+  max_body = opt_number(L, 2, "max_body", 256.0 * 1024 * 1024, 0, 1e15, "from 0 to 1e15 bytes");
   lua_getfield(L, 2, "verify");
   if (lua_isboolean(L, -1)) verify = lua_toboolean(L, -1);
   else if (!lua_isnil(L, -1)) return luaL_error(L, "request option 'verify' must be a boolean");
@@ -290,6 +299,8 @@ static int handle_request(lua_State *L) {
   h->body.len = 0;
   h->head.len = 0;
   h->errbuf[0] = '\0';
+  h->max_body = (size_t)max_body;
+  h->too_big = 0;
 
   /* curl_easy_reset keeps the connection cache: keep-alive survives it. */
   curl_easy_reset(h->curl);
@@ -304,7 +315,6 @@ static int handle_request(lua_State *L) {
   SETOPT(CURLOPT_ACCEPT_ENCODING, "");
   SETOPT(CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout * 1000));
-  SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body);
   SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
   if (user_agent) SETOPT(CURLOPT_USERAGENT, user_agent);
   if (ca_file) SETOPT(CURLOPT_CAINFO, ca_file);
@@ -331,7 +341,8 @@ static int handle_request(lua_State *L) {
   rc = curl_easy_perform(h->curl);
   h->busy = 0;
   if (rc != CURLE_OK) {
-    if (rc == CURLE_WRITE_ERROR) snprintf(h->errbuf, sizeof h->errbuf, "out of memory while reading the answer");
+    if (rc == CURLE_WRITE_ERROR)
+      snprintf(h->errbuf, sizeof h->errbuf, h->too_big ? "the answer is larger than max_body (%.0f bytes)" : "out of memory while reading the answer", max_body);
     return push_error(L, h, rc);
   }
   curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);

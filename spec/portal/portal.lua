@@ -726,6 +726,7 @@ local function handle_rest(req, path_rest)
     local kind = fault.kind
     if kind == "status500" then return error_answer("INTERNAL_SERVER_ERROR", "Internal server error", 500)
     elseif kind == "drop" then stats.dropped = stats.dropped + 1 return { drop = true }
+    elseif kind == "reset" then stats.dropped = stats.dropped + 1 return { drop = true, reset = true }
     elseif kind == "query_limit" then stats.sent_503 = stats.sent_503 + 1 return error_answer("QUERY_LIMIT_EXCEEDED", "Too many requests", 503)
     elseif kind == "expired" then stats.expired_answers = stats.expired_answers + 1 return error_answer("expired_token", "The access token provided has expired.", 401)
     elseif kind == "time_limit" then
@@ -845,7 +846,12 @@ local function conn_loop(sock)
       io.stderr:write("portal: ", tostring(answer), "\n")
       answer = error_answer("INTERNAL_SERVER_ERROR", "portal bug", 500)
     end
-    if answer.drop then sock:close() return end
+    if answer.drop then
+      -- linger 0 makes close send a TCP RST instead of a FIN
+      if answer.reset and sock.setoption then pcall(sock.setoption, sock, "linger", { on = true, timeout = 0 }) end
+      sock:close()
+      return
+    end
     if answer.sleep then coroutine.yield("sleep", now() + answer.sleep) end
     stats.statuses[tostring(answer.status)] = (stats.statuses[tostring(answer.status)] or 0) + 1
     local close = (headers["connection"] or ""):lower() == "close"
