@@ -20,6 +20,16 @@ describe("form.decode", function()
     end)
   end
 
+  it("decodes 1500 random bodies as parse_str does", function()
+    local random = require "fixtures.form.parse_str_random"
+    assert.equal(1500, #random)
+    for i, case in ipairs(random) do
+      local got, err = form.decode(case.body)
+      assert.is_nil(err)
+      assert.same(case.expected, got, ("random body #%d: %q"):format(i, case.body))
+    end
+  end)
+
   it("turns PHP lists into sequences and keeps other integer keys", function()
     local t = assert(form.decode("s[]=a&s[]=b&m[1]=x&m[0]=y&n[3]=z"))
     assert.same({ "a", "b" }, t.s)

@@ -230,6 +230,7 @@ static long parse_name(form_decoder *d, char *name, size_t len) {
     if (++level > d->max_depth) return -1;
     ip++;
     index_s = ip;
+    if (ip < end && *ip == ' ') ip++; /* PHP reads `[ ]` as `[]` */
     if (ip < end && *ip == ']') {
       d->keys[n].s = NULL;
       d->keys[n].len = 0;
@@ -495,26 +496,33 @@ static size_t sequence_length(lua_State *L, int idx) {
   return n == max ? n : 0;
 }
 
-/* Sort order of keys: numbers ascending, then strings bytewise; anything else is refused. */
-static int key_less(lua_State *L, int a, int b) {
-  int ta = lua_type(L, a), tb = lua_type(L, b);
-  if (ta != tb) return ta == LUA_TNUMBER;
-  if (ta == LUA_TNUMBER) return lua_tonumber(L, a) < lua_tonumber(L, b);
+/* A key of the table being encoded, for sorting: numbers ascending, then
+ * strings bytewise. The strings stay anchored in the keys table. */
+typedef struct form_sort_key {
+  lua_Number num;
+  const char *str;
+  size_t len;
+  int pos; /* index in the keys table */
+} form_sort_key;
+
+static int sort_key_cmp(const void *pa, const void *pb) {
+  const form_sort_key *a = (const form_sort_key *)pa, *b = (const form_sort_key *)pb;
+  if ((a->str == NULL) != (b->str == NULL)) return a->str == NULL ? -1 : 1;
+  if (a->str == NULL) return a->num < b->num ? -1 : a->num > b->num ? 1 : 0;
   {
-    size_t la, lb, m;
-    const char *sa = lua_tolstring(L, a, &la), *sb = lua_tolstring(L, b, &lb);
-    int c;
-    m = la < lb ? la : lb;
-    c = memcmp(sa, sb, m);
-    return c < 0 || (c == 0 && la < lb);
+    size_t m = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->str, b->str, m);
+    if (c != 0) return c;
+    return a->len < b->len ? -1 : a->len > b->len ? 1 : 0;
   }
 }
 
 /* Keys of the table at idx, sorted, in a new sequence pushed on the stack. */
 static size_t sorted_keys(form_encoder *e, int idx) {
   lua_State *L = e->L;
-  size_t n = 0, i, j;
-  int keys;
+  size_t n = 0, i;
+  int keys, sorted;
+  form_sort_key *order;
   lua_newtable(L);
   keys = lua_gettop(L);
   lua_pushnil(L);
@@ -528,22 +536,33 @@ static size_t sorted_keys(form_encoder *e, int idx) {
       luaL_error(L, "form.encode: a key of type %s cannot be encoded (in table '%s')", type,
                  e->prefix->len ? lua_tostring(L, -1) : "(top)");
     }
+    if (n >= (size_t)INT_MAX - 1) luaL_error(L, "form.encode: table too large");
     lua_pushvalue(L, -1);
     lua_rawseti(L, keys, (int)++n);
   }
-  /* insertion sort is plenty for form-sized tables; a merge would do for huge ones */
-  for (i = 2; i <= n; i++) {
-    lua_rawgeti(L, keys, (int)i);
-    for (j = i; j > 1; j--) {
-      lua_rawgeti(L, keys, (int)j - 1);
-      if (!key_less(L, -2, -1)) {
-        lua_pop(L, 1);
-        break;
-      }
-      lua_rawseti(L, keys, (int)j);
+  order = (form_sort_key *)lua_newuserdata(L, (n ? n : 1) * sizeof(form_sort_key));
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, keys, (int)i + 1);
+    order[i].pos = (int)i + 1;
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+      order[i].num = lua_tonumber(L, -1);
+      order[i].str = NULL;
+      order[i].len = 0;
+    } else {
+      order[i].num = 0;
+      order[i].str = lua_tolstring(L, -1, &order[i].len); /* anchored in keys */
     }
-    lua_rawseti(L, keys, (int)j);
+    lua_pop(L, 1);
   }
+  qsort(order, n, sizeof(form_sort_key), sort_key_cmp);
+  lua_createtable(L, (int)n, 0);
+  sorted = lua_gettop(L);
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, keys, order[i].pos);
+    lua_rawseti(L, sorted, (int)i + 1);
+  }
+  lua_replace(L, keys); /* the sorted sequence takes the place of the keys */
+  lua_pop(L, 1);        /* the order array */
   return n;
 }
 
@@ -551,6 +570,7 @@ static void encode_table(form_encoder *e, int idx, int depth);
 
 /* Emit the pair for the key at kidx and value at vidx under the current prefix. */
 static void encode_pair(form_encoder *e, int kidx, int vidx, int depth, int shift) {
+  int nested = depth > 1; /* keys below the top level go in brackets */
   lua_State *L = e->L;
   char tmp[64];
   size_t klen, saved = e->prefix->len;
@@ -561,9 +581,9 @@ static void encode_pair(form_encoder *e, int kidx, int vidx, int depth, int shif
   k = key_text(e, kidx, &klen, tmp, sizeof tmp, shift);
   vt = lua_type(L, vidx);
   /* the key path: top-level key plain, nested ones as %5Bkey%5D */
-  if (saved > 0 && bic_buffer_puts(e->prefix, "%5B") != 0) enc_oom(e);
+  if (nested && bic_buffer_puts(e->prefix, "%5B") != 0) enc_oom(e);
   if (url_encode(e->prefix, k, klen) != 0) enc_oom(e);
-  if (saved > 0 && bic_buffer_puts(e->prefix, "%5D") != 0) enc_oom(e);
+  if (nested && bic_buffer_puts(e->prefix, "%5D") != 0) enc_oom(e);
   if (vt == LUA_TTABLE) {
     encode_table(e, vidx, depth + 1);
   } else if (vt == LUA_TLIGHTUSERDATA && lua_touserdata(L, vidx) == NULL) {
