@@ -184,6 +184,28 @@ describe("biconnector.rest", function()
       assert.equal(1, received("test.items.add"))
     end)
 
+    it("never repeats a create after a TCP reset", function()
+      portal:fault({ method = "test.items.add", kind = "reset" })
+      local _, err = webhook_client():call("test.items.add", {})
+      assert.equal("TRANSPORT_ERROR", err.code)
+      assert.is_true(err.maybe_executed)
+      assert.equal(1, received("test.items.add"))
+    end)
+
+    it("spreads retries with jitter: each delay within [half, full] step", function()
+      local c = webhook_client({ backoff_base = 1, backoff_max = 8 })
+      local seen = {}
+      for attempt = 1, 5 do
+        local d = c:backoff(attempt)
+        local step = math.min(8, 2 ^ (attempt - 1))
+        assert.is_true(d >= step / 2 and d <= step, ("attempt %d: %g"):format(attempt, d))
+        seen[d] = true
+      end
+      local distinct = 0
+      for _ in pairs(seen) do distinct = distinct + 1 end
+      assert.equal(5, distinct)
+    end)
+
     it("never repeats a create after the answer was lost", function()
       portal:fault({ method = "test.items.add", kind = "drop_after" })
       local _, err = webhook_client():call("test.items.add", {})
@@ -223,12 +245,13 @@ describe("biconnector.rest", function()
 
     it("repeats reads after resets, timeouts and 500s", function()
       portal:fault({ method = "profile", kind = "drop" })
+      portal:fault({ method = "profile", kind = "reset" })
       portal:fault({ method = "profile", kind = "status500" })
       portal:fault({ method = "profile", kind = "delay", delay = 1 })
       local c = webhook_client({ timeout = 0.3 })
       assert.equal("1", c:call("profile").ID)
-      assert.equal(4, received("profile"))
-      assert.equal(3, c.counters.retries)
+      assert.equal(5, received("profile"))
+      assert.equal(4, c.counters.retries)
     end)
 
     it("repeats a create whose request surely never left", function()

@@ -9,7 +9,7 @@ local tokens = require "biconnector.tokens"
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, pcall, error, next =
   type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, pcall, error, next
-local concat, sort, floor, min, max, random = table.concat, table.sort, math.floor, math.min, math.max, math.random
+local concat, sort, floor, min, max = table.concat, table.sort, math.floor, math.min, math.max
 local http = core.http
 
 local _M = { _VERSION = core.version }
@@ -274,9 +274,17 @@ function Client:pace(method)
   self:take_bucket()
 end
 
+-- A small generator of our own for the jitter: LuaJIT's math.random starts from
+-- the same seed in every process, which would make processes retry in step.
+local jitter_state = (floor((http.time() * 1e6) % 2147483647) + floor(tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 65521)) % 2147483646 + 1
+local function jitter()
+  jitter_state = (jitter_state * 48271) % 2147483647
+  return jitter_state / 2147483647
+end
+
 function Client:backoff(attempt)
   local d = min(self.backoff_max, self.backoff_base * 2 ^ (attempt - 1))
-  return d * (0.5 + random() * 0.5) -- "equal jitter": never less than half the step
+  return d * (0.5 + jitter() * 0.5) -- "equal jitter": never less than half the step
 end
 
 -------------------------------------------------------------------------------
@@ -659,10 +667,9 @@ function Client:batch(cmds, opts)
         description = self:mask(type(v) == "table" and tostring(v.error_description or "") or ""),
         method = line and line:match("^([^?]*)"), retryable = false, key = k }
     end
-    for k, t in pairs(extra.time) do
-      local line = cmds[k]
-      if type(line) == "table" then line = line.method or line[1] end
-      if type(line) == "string" then self:note_time(line:match("^([^?]*)"), t) end
+    for i = first, min(first + chunk_size - 1, #entries) do
+      local e = entries[i]
+      if extra.time[e.key] ~= nil then self:note_time(e.line:match("^([^?]*)"), extra.time[e.key]) end
     end
     if failed and opts.halt then break end
   end
