@@ -30,6 +30,16 @@ describe("core.http", function()
     h:close()
   end)
 
+  it("decodes gzip answers", function()
+    local h = http.new()
+    local res = assert(h:request { url = portal.base .. "/_gzip" })
+    assert.equal("gzip", res.headers["content-encoding"])
+    local answer = J.decode(res.body)
+    assert.equal("compressed", answer.result)
+    assert.equal(3000, #answer.padding)
+    h:close()
+  end)
+
   it("reuses one connection for successive requests (keep-alive)", function()
     local h = http.new()
     for _ = 1, 5 do assert.equal(200, assert(h:request { url = portal.base .. "/_echo" }).status) end

@@ -769,6 +769,18 @@ end
 local function route(req)
   stats.http_requests = stats.http_requests + 1
   local p = req.path
+  if p == "/_gzip" then
+    -- a gzip-encoded answer, made with the gzip program (no zlib in plain Lua)
+    local tmp = os.tmpname()
+    local f = io.open(tmp, "wb")
+    f:write(J.encode({ result = "compressed", padding = ("abc"):rep(1000) }))
+    f:close()
+    local gz = io.popen("gzip -c " .. tmp)
+    local body = gz:read("*a")
+    gz:close()
+    os.remove(tmp)
+    return { status = 200, body = body, headers = { ["Content-Encoding"] = "gzip" } }
+  end
   if p == "/_echo" then
     return json_answer(200, { method = req.method, headers = req.headers, body = req.body, query = req.query, target = req.target })
   end
@@ -855,9 +867,11 @@ local function conn_loop(sock)
     if answer.sleep then coroutine.yield("sleep", now() + answer.sleep) end
     stats.statuses[tostring(answer.status)] = (stats.statuses[tostring(answer.status)] or 0) + 1
     local close = (headers["connection"] or ""):lower() == "close"
-    local out = ("HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n%s")
+    local extra = ""
+    for k, v in pairs(answer.headers or {}) do extra = extra .. k .. ": " .. v .. "\r\n" end
+    local out = ("HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n%s%s\r\n%s")
       :format(answer.status, STATUS_TEXT[answer.status] or "Status", #answer.body,
-        close and "Connection: close\r\n" or "", answer.body)
+        close and "Connection: close\r\n" or "", extra, answer.body)
     if not send(out) then sock:close() return end
     if answer.stop then running = false end
     if close then sock:close() return end
