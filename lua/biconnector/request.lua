@@ -55,7 +55,10 @@ local function text(v)
   if type(v) == "string" then return v end
   if type(v) == "number" then
     if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format("%d", v) end
-    return format("%.17g", v)
+    for precision = 14, 17 do -- the shortest spelling that reads back
+      local s = format("%." .. precision .. "g", v)
+      if tonumber(s) == v or precision == 17 then return s end
+    end
   end
   return nil
 end
@@ -106,6 +109,7 @@ local function decode_object(name, v)
   if type(v) ~= "table" or (next(v) ~= nil and is_list(v)) then
     return bad("%s: expected an object, got %s", name, show(v))
   end
+  if next(v) == nil then return {} end -- JSON's [] (what PHP writes for an empty object) too
   return v
 end
 
