@@ -40,7 +40,7 @@ srv = assert(core.server.new {
     elseif path == "/empty" then
       return 204, nil, nil
     elseif path == "/stream" then
-      local it, fin = counted_stream(path, tonumber(req.query.n or "10"), tonumber(req.query.size or "100"),
+      local it, fin = counted_stream(path .. "?n=" .. (req.query.n or "10"), tonumber(req.query.n or "10"), tonumber(req.query.size or "100"),
         tonumber(req.query.fail_at or ""))
       return 200, { ["Content-Type"] = "text/plain" }, it, fin
     elseif path == "/bad_chunk" then

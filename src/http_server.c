@@ -133,11 +133,13 @@ typedef struct request {
   size_t discarded;
   int too_large;
   int finish_ref;
+  int stream_failed; /* the body iterator failed: the cut is ours, not the client's */
 } request;
 
 /* A chunked answer: the Lua iterator and the chunk being sent. */
 typedef struct stream {
   server *srv;
+  request *req; /* alive while MHD reads the stream (it reads for this request only) */
   int iterator_ref;
   int chunk_ref;
   const char *chunk;
@@ -262,6 +264,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     if (protected_call(L, 0, 1, "body iterator failed") != 0) {
       lua_settop(L, top);
       s->ended = 1;
+      s->req->stream_failed = 1;
       return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     if (lua_isnil(L, -1)) {
@@ -274,6 +277,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 lua_pushfstring(L, "chunk is a %s, expected a string or nil", luaL_typename(L, -1)));
       lua_settop(L, top);
       s->ended = 1;
+      s->req->stream_failed = 1;
       return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     s->chunk = lua_tolstring(L, -1, &s->len);
@@ -303,7 +307,7 @@ static void stream_free(void *cls) {
 
 /* Builds an MHD response from the handler's results at the stack indexes
  * status, headers, body. Returns NULL with a message pushed on failure. */
-static struct MHD_Response *make_response(server *srv, lua_State *L, int base,
+static struct MHD_Response *make_response(server *srv, request *req, lua_State *L, int base,
                                           unsigned int *status) {
   struct MHD_Response *r = NULL;
   int st = base, hd = base + 1, bd = base + 2;
@@ -332,6 +336,7 @@ static struct MHD_Response *make_response(server *srv, lua_State *L, int base,
     stream *s = (stream *)calloc(1, sizeof *s);
     if (s == NULL) { lua_pushliteral(L, "out of memory"); return NULL; }
     s->srv = srv;
+    s->req = req;
     s->chunk_ref = LUA_NOREF;
     r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, s,
                                           stream_free);
@@ -429,7 +434,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     lua_settop(L, top);
     return queue_json(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_INTERNAL);
   }
-  r = make_response(srv, L, top + 1, &status);
+  r = make_response(srv, req, L, top + 1, &status);
   if (r == NULL) {
     log_error("request handler returned a bad answer", lua_tostring(L, -1));
     lua_settop(L, top);
@@ -461,6 +466,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
       case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: how = "shutdown"; break;
       case MHD_REQUEST_TERMINATED_CLIENT_ABORT: how = "aborted"; break;
       case MHD_REQUEST_TERMINATED_READ_ERROR: how = "aborted"; break;
+      /* a failed send: the client went away, unless our own stream failed */
+      case MHD_REQUEST_TERMINATED_WITH_ERROR: how = req->stream_failed ? "error" : "aborted"; break;
       default: break;
     }
     if (lua_checkstack(L, 3)) {
