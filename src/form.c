@@ -381,7 +381,7 @@ static int form_decode(lua_State *L) {
 static int url_encode(bic_buffer *b, const char *s, size_t n) {
   static const char hex[] = "0123456789ABCDEF";
   size_t i;
-  if (bic_buffer_grow(b, n * 3) != 0) return -1;
+  if (n > ((size_t)-1) / 3 || bic_buffer_grow(b, n * 3) != 0) return -1;
   for (i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
