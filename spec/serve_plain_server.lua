@@ -1,5 +1,5 @@
 -- A core.server with plain Lua handlers (no connector), run as a subprocess by
--- spec/serve_server_spec.lua. Env: MAX_BODY, TIMEOUT, GRACE.
+-- spec/serve_server_spec.lua. Env: MAX_BODY, TIMEOUT, GRACE, CONNECTIONS.
 local core = require "biconnector.core"
 local cjson = require "cjson"
 
@@ -24,6 +24,7 @@ srv = assert(core.server.new {
   max_body = tonumber(os.getenv("MAX_BODY") or "") or 8 * 1024 * 1024,
   timeout = tonumber(os.getenv("TIMEOUT") or "") or 30,
   grace = tonumber(os.getenv("GRACE") or "") or 10,
+  connections = tonumber(os.getenv("CONNECTIONS") or "") or 64,
   handler = function(req)
     local path = req.path
     if path == "/echo" then

@@ -213,6 +213,36 @@ describe("core.server over HTTP", function()
   end)
 end)
 
+describe("core.server connection limit", function()
+  it("holds a connection over the limit back until another one closes", function()
+    local h = start({ CONNECTIONS = "2", TIMEOUT = "30" })
+    local ok, err = pcall(function()
+      local idle = {}
+      for i = 1, 2 do
+        idle[i] = socket.tcp()
+        idle[i]:settimeout(5)
+        assert(idle[i]:connect("127.0.0.1", h.port))
+        idle[i]:send("GET /echo HTTP/1.1\r\nHost: x\r\n") -- headers never finished
+      end
+      socket.sleep(0.2)
+      local third = socket.tcp()
+      third:settimeout(0.5)
+      assert(third:connect("127.0.0.1", h.port)) -- the kernel's backlog takes it
+      third:send("GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      local _, waiting = third:receive("*l")
+      assert.equals("timeout", waiting) -- not served while two connections are open
+      idle[1]:close()
+      third:settimeout(10)
+      local status_line = third:receive("*l")
+      assert.matches("^HTTP/1.1 200", status_line)
+      third:close()
+      idle[2]:close()
+    end)
+    S.stop(h)
+    assert(ok, err)
+  end)
+end)
+
 describe("core.server graceful stop", function()
   it("on SIGTERM stops accepting, finishes the answer in flight, and exits 0", function()
     local h = start({ GRACE = "10" })
