@@ -1,0 +1,818 @@
+-- `biconnector verify URL`: plays Bitrix24's side of the connector protocol
+-- (protocol.md section 2) against any connector and reports every deviation.
+-- Lua API: require("biconnector.verify").run(url, opts) -> report.
+local core = require "biconnector.core"
+local json = require "biconnector.json"
+local form = require "biconnector.form"
+
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
+local format, floor, concat = string.format, math.floor, table.concat
+local null = core.null
+
+local _M = { _VERSION = core.version }
+
+_M.USAGE = [[
+Usage: biconnector verify URL [options]
+  URL                    the connector's base address; the four endpoints are
+                         URL/check, URL/table_list, URL/table_description, URL/data
+Options:
+  --setting CODE=VALUE   a connection setting, as a source would send it (repeatable)
+  --table CODE           check only this table (repeatable; default: every listed table)
+  --body form|json|both  request body encoding (default form, as Bitrix24 sends)
+  --limit N              the small limit asked of urlData (default 5)
+  --search TEXT          the table_list search string (default: taken from a listed table)
+  --timeout SECONDS      per request (default 250, Bitrix24's bound)
+  --slow SECONDS         warn when an answer takes longer (default 60)
+  --ca-file FILE         CA certificates for an https URL
+  --json                 print a JSON report instead of text
+Exit code: 0 when nothing FAILed, 1 when something did, 2 on usage errors.
+]]
+
+local DEFAULTS = { body = "form", limit = 5, timeout = 250, slow = 60, connect_timeout = 10,
+  max_body = 64 * 1024 * 1024 }
+local FIELD_TYPES = { int = true, string = true, double = true, date = true, datetime = true }
+local MAX_LINES_PER_REQUEST = 8
+
+---------------------------------------------------------------- value helpers
+
+local function is_array(t)
+  if type(t) ~= "table" then return false end
+  local n = 0
+  for k in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k ~= floor(k) then return false end
+    n = n + 1
+  end
+  return n == #t
+end
+
+local function nonempty_string(v) return type(v) == "string" and v ~= "" end
+
+-- A short, one-line spelling of a value for messages.
+local function show(v)
+  if v == null then return "null" end
+  if type(v) == "string" then
+    local s = v
+    if #s > 60 then s = s:sub(1, 57) .. "..." end
+    return format("%q", s):gsub("\\\n", "\\n")
+  end
+  if type(v) == "table" then
+    local ok, text = pcall(json.encode, v)
+    if ok and text then
+      if #text > 60 then text = text:sub(1, 57) .. "..." end
+      return text
+    end
+    return "a table"
+  end
+  return tostring(v)
+end
+_M.show = show
+
+local function snippet(body)
+  body = tostring(body or ""):gsub("%s+", " ")
+  if #body > 120 then body = body:sub(1, 117) .. "..." end
+  return body
+end
+
+local function in_range(n, lo, hi) n = tonumber(n) return n ~= nil and n >= lo and n <= hi end
+
+local function valid_date(y, m, d)
+  return in_range(m, 1, 12) and in_range(d, 1, 31) and y ~= nil
+end
+
+local function valid_time(h, mi, s)
+  return in_range(h, 0, 23) and in_range(mi, 0, 59) and in_range(s, 0, 60)
+end
+
+-- Checks one urlData value against its described type.
+-- Returns nil when fine, or "FAIL"|"WARN", reason.
+function _M.check_value(v, ftype)
+  if v == null then return nil end
+  if ftype == "int" then
+    if type(v) ~= "number" then return "FAIL", "int value must be a JSON integer, got " .. show(v) end
+    if v ~= floor(v) then return "FAIL", "int value must be integral, got " .. show(v) end
+    return nil
+  elseif ftype == "double" then
+    if type(v) ~= "number" then return "FAIL", "double value must be a JSON number, got " .. show(v) end
+    return nil
+  elseif ftype == "string" then
+    if type(v) ~= "string" then return "FAIL", "string value must be a JSON string, got " .. show(v) end
+    return nil
+  elseif ftype == "date" then
+    if type(v) ~= "string" then return "FAIL", "date value must be a string YYYY-MM-DD, got " .. show(v) end
+    local y, m, d = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
+    if y and valid_date(y, m, d) then return nil end
+    return "FAIL", "date value must be YYYY-MM-DD, got " .. show(v)
+  elseif ftype == "datetime" then
+    if type(v) ~= "string" then return "FAIL", "datetime value must be a string YYYY-MM-DD HH:MM:SS, got " .. show(v) end
+    local y, m, d, h, mi, s = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d) (%d%d):(%d%d):(%d%d)$")
+    if y and valid_date(y, m, d) and valid_time(h, mi, s) then return nil end
+    y, m, d, h, mi, s = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)")
+    if y and valid_date(y, m, d) and valid_time(h, mi, s) then
+      local rest = v:sub(20)
+      if rest:match("^%.%d+") then rest = rest:gsub("^%.%d+", "") end
+      if rest == "" or rest == "Z" or rest:match("^[+-]%d%d:?%d%d$") then
+        return "WARN", "datetime value in ISO 8601 " .. show(v) .. " (accepted; the dataset field format is YYYY-MM-DD HH:MM:SS)"
+      end
+    end
+    return "FAIL", "datetime value must be YYYY-MM-DD HH:MM:SS, got " .. show(v)
+  end
+  return nil -- an unknown type was reported with the description
+end
+
+---------------------------------------------------------------- the report
+
+local function new_report(url, opts)
+  return { url = url, body = opts.body, checks = {},
+    summary = { PASS = 0, WARN = 0, FAIL = 0, SKIP = 0 }, ok = true }
+end
+
+local function add(report, result, name, message, extra)
+  local entry = { result = result, check = name, message = message }
+  for k, v in pairs(extra or {}) do entry[k] = v end
+  report.checks[#report.checks + 1] = entry
+  report.summary[result] = report.summary[result] + 1
+  if result == "FAIL" then report.ok = false end
+  return entry
+end
+
+-- One request's findings: problems collected, then written as lines.
+local function findings()
+  return { list = {}, fails = 0, warns = 0 }
+end
+
+local function note(f, level, message)
+  f.list[#f.list + 1] = { level = level, message = message }
+  if level == "FAIL" then f.fails = f.fails + 1 else f.warns = f.warns + 1 end
+end
+
+local function flush(report, f, name, pass_message, extra)
+  if #f.list == 0 then
+    add(report, "PASS", name, pass_message, extra)
+    return true
+  end
+  -- FAILs first, then WARNs, each kind capped
+  local shown = 0
+  for _, level in ipairs({ "FAIL", "WARN" }) do
+    local of_level, hidden = 0, 0
+    for _, p in ipairs(f.list) do
+      if p.level == level then
+        of_level = of_level + 1
+        if shown < MAX_LINES_PER_REQUEST then
+          add(report, level, name, p.message, extra)
+          shown = shown + 1
+        else
+          hidden = hidden + 1
+        end
+      end
+    end
+    if hidden > 0 then
+      add(report, level, name, format("... and %d more problem(s) of this kind", hidden), extra)
+    end
+  end
+  return f.fails == 0
+end
+
+---------------------------------------------------------------- transport
+
+local function base_url(url)
+  return (url:gsub("/+$", ""))
+end
+
+local function encode_body(mode, params)
+  if mode == "json" then
+    local text = assert(json.encode(params))
+    return text, "application/json"
+  end
+  return form.encode(params), "application/x-www-form-urlencoded"
+end
+
+-- POSTs params to URL/endpoint. Returns {status, headers, body, seconds} or nil, message.
+local function post(ctx, endpoint, params)
+  local body, content_type = encode_body(ctx.mode, params)
+  local req = { method = "POST", url = ctx.base .. "/" .. endpoint, body = body,
+    headers = { ["Content-Type"] = content_type, ["Accept"] = "application/json" },
+    timeout = ctx.opts.timeout, connect_timeout = ctx.opts.connect_timeout,
+    max_body = ctx.opts.max_body, ca_file = ctx.opts.ca_file,
+    user_agent = "biconnector-verify/" .. core.version }
+  local now = core.http.now
+  local started = now()
+  local res, err = ctx.transport(req)
+  local seconds = now() - started
+  if not res then
+    local message = tostring(err)
+    if type(err) == "table" and err.timeout then
+      message = format("no answer within %g s (%s)", ctx.opts.timeout, tostring(err.message or err))
+    end
+    return nil, message, seconds
+  end
+  res.seconds = seconds
+  res.headers = res.headers or {}
+  return res
+end
+
+-- Status, timing and Content-Type checks common to every answer. Returns the
+-- decoded JSON (when want_json) or nil after noting why.
+local function common(ctx, f, res, want_json)
+  if res.seconds > ctx.opts.slow then
+    note(f, "WARN", format("answered in %.1f s, over %g s (Bitrix24 gives up at 250 s)", res.seconds, ctx.opts.slow))
+  end
+  if res.status ~= 200 then
+    note(f, "FAIL", format("HTTP status %s, expected 200 (Bitrix24 reads any other status as \"connection unavailable\"): %s",
+      tostring(res.status), snippet(res.body)))
+    return nil
+  end
+  if not want_json then return nil end
+  local ctype = res.headers["content-type"] or ""
+  if not ctype:lower():find("application/json", 1, true) then
+    note(f, "WARN", format("Content-Type is %s, expected application/json", ctype == "" and "missing" or show(ctype)))
+  end
+  local value, err = json.decode(res.body)
+  if value == nil then
+    note(f, "FAIL", format("the answer is not JSON (%s): %s", tostring(err), snippet(res.body)))
+    return nil
+  end
+  return value
+end
+
+local function request(ctx, endpoint, params)
+  local params_with = { connection = ctx.connection }
+  for k, v in pairs(params or {}) do params_with[k] = v end
+  return post(ctx, endpoint, params_with)
+end
+
+---------------------------------------------------------------- endpoint checks
+
+local function check_table_list(f, value)
+  if not is_array(value) then
+    note(f, "FAIL", "the answer must be a JSON array of {code, title}, got " .. show(value))
+    return nil
+  end
+  local seen, tables = {}, {}
+  for i, t in ipairs(value) do
+    if type(t) ~= "table" or is_array(t) and #t > 0 then
+      note(f, "FAIL", format("element %d must be an object {code, title}, got %s", i, show(t)))
+    else
+      local ok = true
+      for _, k in ipairs({ "code", "title" }) do
+        if not nonempty_string(t[k]) then
+          ok = false
+          note(f, "FAIL", format("element %d: %s must be a non-empty string (Bitrix24 rejects the whole list), got %s",
+            i, k, show(t[k])))
+        end
+      end
+      if ok then
+        if seen[t.code] then
+          note(f, "WARN", format("element %d: code %s is listed twice", i, show(t.code)))
+        else
+          seen[t.code] = true
+          tables[#tables + 1] = { code = t.code, title = t.title }
+        end
+      end
+    end
+  end
+  return tables
+end
+
+local function check_description(f, value)
+  if not is_array(value) then
+    note(f, "FAIL", "the answer must be a JSON array of {code, name, type}, got " .. show(value))
+    return nil
+  end
+  if #value == 0 then
+    note(f, "FAIL", "the table has no fields")
+    return nil
+  end
+  local fields, seen = {}, {}
+  for i, fd in ipairs(value) do
+    if type(fd) ~= "table" or is_array(fd) and #fd > 0 then
+      note(f, "FAIL", format("field %d must be an object {code, name, type}, got %s", i, show(fd)))
+    else
+      local ok = true
+      for _, k in ipairs({ "code", "name", "type" }) do
+        if not nonempty_string(fd[k]) then
+          ok = false
+          note(f, "FAIL", format("field %d: %s must be a non-empty string, got %s", i, k, show(fd[k])))
+        end
+      end
+      if ok then
+        if not FIELD_TYPES[fd.type] then
+          if FIELD_TYPES[fd.type:lower()] then
+            note(f, "FAIL", format("field %d (%s): type %s must be lower case (older portals compare exactly)",
+              i, fd.code, show(fd.type)))
+          else
+            note(f, "FAIL", format("field %d (%s): type %s is not one of int, string, double, date, datetime (Bitrix24 would treat it as string)",
+              i, fd.code, show(fd.type)))
+          end
+        end
+        if seen[fd.code] then
+          note(f, "FAIL", format("field %d: code %s is described twice", i, show(fd.code)))
+        end
+        seen[fd.code] = true
+        fields[#fields + 1] = { code = fd.code, name = fd.name, type = fd.type:lower() }
+      end
+    end
+  end
+  return fields
+end
+
+local function same_list(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+
+local function same_set(a, b)
+  if #a ~= #b then return false end
+  local set = {}
+  for _, v in ipairs(a) do set[v] = true end
+  for _, v in ipairs(b) do if not set[v] then return false end end
+  return true
+end
+
+local function list_text(list)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = show(v) end
+  return "[" .. concat(out, ", ") .. "]"
+end
+
+-- Checks a urlData answer: expected = the header it must have, types = code -> type.
+-- Returns the rows as maps keyed by header code (nil on a shape failure).
+local function check_data(f, value, expected, types, limit)
+  if not is_array(value) then
+    note(f, "FAIL", "the answer must be a JSON array of arrays, got " .. show(value))
+    return nil
+  end
+  if #value == 0 then
+    note(f, "FAIL", "the answer is an empty array: the first row must hold the field codes")
+    return nil
+  end
+  local header = value[1]
+  if not is_array(header) then
+    note(f, "FAIL", "the first row must be an array of field codes, got " .. show(header))
+    return nil
+  end
+  for i, code in ipairs(header) do
+    if not nonempty_string(code) then
+      note(f, "FAIL", format("header cell %d must be a field code, got %s", i, show(code)))
+      return nil
+    end
+  end
+  if not same_list(header, expected) then
+    if same_set(header, expected) then
+      note(f, "WARN", format("header %s holds the expected fields in another order than %s", list_text(header), list_text(expected)))
+    else
+      note(f, "FAIL", format("header %s must equal %s", list_text(header), list_text(expected)))
+    end
+  end
+  local rows = {}
+  local width = #header
+  for r = 2, #value do
+    local row = value[r]
+    if not is_array(row) then
+      note(f, "FAIL", format("row %d must be an array, got %s", r - 1, show(row)))
+    elseif #row ~= width then
+      note(f, "FAIL", format("row %d has %d cells, the header has %d (Bitrix24 pairs every row with the header)",
+        r - 1, #row, width))
+    else
+      local map = {}
+      for c = 1, width do
+        local code = header[c]
+        map[code] = row[c]
+        local level, why = _M.check_value(row[c], types[code])
+        if level then note(f, level, format("row %d, field %s: %s", r - 1, code, why)) end
+      end
+      rows[#rows + 1] = map
+    end
+  end
+  if limit and #value - 1 > limit then
+    note(f, "FAIL", format("limit %d not honoured: %d rows came back", limit, #value - 1))
+  end
+  return rows
+end
+
+---------------------------------------------------------------- the sequence
+
+local function step_check(ctx)
+  local name = "check"
+  local f = findings()
+  local res, err, seconds = request(ctx, "check")
+  if not res then
+    add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds })
+    return false
+  end
+  common(ctx, f, res, false)
+  if res.status == 200 and (res.body or "") == "" then
+    note(f, "FAIL", "the body is empty; Bitrix24 needs a non-empty body")
+  end
+  return flush(ctx.report, f, name, format("200 with a %d-byte body in %.3f s", #res.body, res.seconds), { seconds = res.seconds })
+end
+
+local function step_table_list(ctx)
+  local name = "table_list"
+  local f = findings()
+  local res, err, seconds = request(ctx, "table_list", { searchString = "" })
+  if not res then
+    add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds })
+    return nil
+  end
+  local value = common(ctx, f, res, true)
+  local tables = value ~= nil and check_table_list(f, value) or nil
+  if tables and #tables == 0 and f.fails == 0 then
+    note(f, "WARN", "the list is empty (with an empty searchString): nothing to make a dataset of")
+  end
+  flush(ctx.report, f, name, format("%d table(s) in %.3f s", tables and #tables or 0, res.seconds), { seconds = res.seconds })
+  return tables
+end
+
+local function contains(haystack, needle)
+  return tostring(haystack):lower():find(needle:lower(), 1, true) ~= nil
+end
+
+-- A search string that tells one listed table from the others: a code that
+-- is not a part of any other table's code or title.
+local function pick_search(tables)
+  for _, t in ipairs(tables) do
+    local unique = true
+    for _, o in ipairs(tables) do
+      if o ~= t and (contains(o.code, t.code) or contains(o.title, t.code)) then unique = false break end
+    end
+    if unique then return t.code end
+  end
+  return tables[1] and tables[1].code
+end
+
+local function step_search(ctx, tables)
+  local name = "table_list search"
+  local search = ctx.opts.search or pick_search(tables)
+  if not search then
+    add(ctx.report, "SKIP", name, "no table listed to take a search string from")
+    return
+  end
+  local f = findings()
+  local res, err, seconds = request(ctx, "table_list", { searchString = search })
+  if not res then
+    add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds })
+    return
+  end
+  local value = common(ctx, f, res, true)
+  local found = value ~= nil and check_table_list(f, value) or nil
+  if found then
+    local listed, unmatched = false, 0
+    for _, t in ipairs(found) do
+      if t.code == search then listed = true end
+      if not contains(t.code, search) and not contains(t.title, search) then unmatched = unmatched + 1 end
+    end
+    local should_list = ctx.opts.search == nil
+    if should_list and not listed then
+      note(f, "FAIL", format("searching %s did not return the table %s", show(search), show(search)))
+    end
+    if unmatched > 0 then
+      local others = 0
+      for _, t in ipairs(tables) do
+        if not contains(t.code, search) and not contains(t.title, search) then others = others + 1 end
+      end
+      if unmatched >= others and others > 0 then
+        note(f, "FAIL", format("searchString %s is ignored: all %d table(s) that do not contain it came back (the endpoint must filter)",
+          search, others))
+      else
+        note(f, "WARN", format("searchString %s: %d returned table(s) contain it in neither code nor title", search, unmatched))
+      end
+    end
+  end
+  flush(ctx.report, f, name, format("searchString %s -> %d table(s), filtered", show(search), found and #found or 0),
+    { seconds = res.seconds })
+end
+
+local function step_description(ctx, code)
+  local name = "table_description " .. code
+  local f = findings()
+  local res, err, seconds = request(ctx, "table_description", { table = code })
+  if not res then
+    add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds, table = code })
+    return nil
+  end
+  local value = common(ctx, f, res, true)
+  local fields = value ~= nil and check_description(f, value) or nil
+  if f.fails > 0 then fields = fields and #fields > 0 and fields or nil end
+  local types = {}
+  for _, fd in ipairs(fields or {}) do types[#types + 1] = fd.code .. ":" .. fd.type end
+  flush(ctx.report, f, name, format("%d field(s) %s", fields and #fields or 0, concat(types, ", ")),
+    { seconds = res.seconds, table = code })
+  return fields
+end
+
+local function field_types(fields)
+  local types, codes = {}, {}
+  for i, fd in ipairs(fields) do types[fd.code] = fd.type codes[i] = fd.code end
+  return types, codes
+end
+
+local function data_request(ctx, name, code, params, expected, types, limit)
+  local f = findings()
+  params.table = code
+  local res, err, seconds = request(ctx, "data", params)
+  if not res then
+    add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds, table = code })
+    return nil, f
+  end
+  local value = common(ctx, f, res, true)
+  local rows = value ~= nil and check_data(f, value, expected, types, limit) or nil
+  return rows, f, res
+end
+
+local function step_data(ctx, code, fields)
+  local types, codes = field_types(fields)
+  local limit = ctx.opts.limit
+
+  -- 1. all fields, a small limit
+  local name = format("data %s (limit %d)", code, limit)
+  local rows, f, res = data_request(ctx, name, code, { limit = limit }, codes, types, limit)
+  if res then
+    flush(ctx.report, f, name, format("%d row(s) of %d field(s), typed as described", rows and #rows or 0, #codes),
+      { seconds = res.seconds, table = code })
+  end
+
+  -- 2. a subset in another order than described
+  local select
+  if #codes >= 3 then select = { codes[#codes], codes[1] }
+  elseif #codes == 2 then select = { codes[2] }
+  else select = { codes[1] } end
+  name = format("data %s (select %s)", code, concat(select, ","))
+  local srows
+  srows, f, res = data_request(ctx, name, code, { select = select, limit = limit }, select, types, limit)
+  if res then
+    flush(ctx.report, f, name, format("%d row(s), header equals select", srows and #srows or 0),
+      { seconds = res.seconds, table = code })
+  end
+
+  -- 3. a style A filter (key prefix "=") on a value seen in the first answer
+  name = format("data %s (filter)", code)
+  local field, value
+  for _, wanted in ipairs({ "int", "string" }) do
+    for _, fd in ipairs(fields) do
+      local v = rows and rows[1] and rows[1][fd.code]
+      if fd.type == wanted and v ~= nil and v ~= null and (type(v) == "string" or type(v) == "number") then
+        field, value = fd.code, v
+        break
+      end
+    end
+    if field then break end
+  end
+  if not field then
+    add(ctx.report, "SKIP", name, "no int or string value in the first rows to filter on", { table = code })
+    return
+  end
+  local sent = value
+  if ctx.mode == "form" and type(value) == "number" then sent = format("%d", value) end
+  name = format("data %s (filter[=%s]=%s)", code, field, tostring(sent))
+  local frows
+  frows, f, res = data_request(ctx, name, code, { filter = { ["=" .. field] = sent }, limit = limit }, codes, types, limit)
+  if not res then return end
+  if frows then
+    if #frows == 0 and f.fails == 0 then
+      note(f, "WARN", format("no rows came back, though a row has %s = %s", field, show(value)))
+    end
+    local wrong = 0
+    for _, row in ipairs(frows) do
+      local v = row[field]
+      local equal = v == value or (type(v) == "number" and type(value) == "number" and v == value)
+      if not equal then wrong = wrong + 1 end
+    end
+    if wrong > 0 then
+      note(f, "WARN", format("%d of %d row(s) do not have %s = %s: the filter seems ignored (Bitrix24 may rely on it)",
+        wrong, #frows, field, show(value)))
+    end
+  end
+  flush(ctx.report, f, name, format("%d row(s), all with %s = %s", frows and #frows or 0, field, show(value)),
+    { seconds = res.seconds, table = code })
+end
+
+local function mangle(value)
+  value = tostring(value)
+  if value == "" then return "x" end
+  return "wrong-" .. value
+end
+
+local function step_wrong_credentials(ctx)
+  local name = "wrong credentials"
+  local codes = {}
+  for code in pairs(ctx.connection) do codes[#codes + 1] = code end
+  table.sort(codes)
+  if #codes == 0 then
+    add(ctx.report, "SKIP", name, "no --setting given: nothing to mangle")
+    return
+  end
+  for _, code in ipairs(codes) do
+    local mangled = {}
+    for k, v in pairs(ctx.connection) do mangled[k] = v end
+    mangled[code] = mangle(mangled[code])
+    local check_name = format("%s (%s mangled)", name, code)
+    local res, err, seconds = post(ctx, "check", { connection = mangled })
+    if not res then
+      add(ctx.report, "FAIL", check_name, "no answer: " .. err, { seconds = seconds })
+    elseif res.status == 200 then
+      add(ctx.report, "WARN", check_name, format("check answered 200 with setting %s changed: wrong credentials are accepted", code),
+        { seconds = res.seconds })
+    else
+      add(ctx.report, "PASS", check_name, format("refused with HTTP %d", res.status), { seconds = res.seconds })
+    end
+  end
+end
+
+local function run_mode(ctx)
+  local ok = step_check(ctx)
+  local tables = step_table_list(ctx)
+  if not tables then
+    add(ctx.report, "SKIP", "table_description, data", "no usable table list")
+  else
+    step_search(ctx, tables)
+    local wanted = ctx.opts.tables
+    if wanted == nil or #wanted == 0 then
+      wanted = {}
+      for i, t in ipairs(tables) do wanted[i] = t.code end
+    else
+      local listed = {}
+      for _, t in ipairs(tables) do listed[t.code] = true end
+      for _, code in ipairs(wanted) do
+        if not listed[code] then
+          add(ctx.report, "WARN", "table_list", format("--table %s is not in the table list", show(code)))
+        end
+      end
+    end
+    for _, code in ipairs(wanted) do
+      local fields = step_description(ctx, code)
+      if fields and #fields > 0 then
+        step_data(ctx, code, fields)
+      else
+        add(ctx.report, "SKIP", "data " .. code, "no usable description", { table = code })
+      end
+    end
+  end
+  step_wrong_credentials(ctx)
+  return ok
+end
+
+---------------------------------------------------------------- public API
+
+-- verify.run(url, opts) -> report
+-- opts: settings = {code = value}, body = "form"|"json"|"both", tables = {codes},
+-- limit, search, timeout, slow, connect_timeout, max_body, ca_file,
+-- transport = function(req) -> {status, headers, body} | nil, err (default core.http).
+function _M.run(url, opts)
+  if type(url) ~= "string" or not url:match("^https?://[^/]") then
+    error("verify.run: url must be an http(s) URL, got " .. show(url), 2)
+  end
+  opts = opts or {}
+  local o = {}
+  for k, v in pairs(DEFAULTS) do o[k] = v end
+  for k, v in pairs(opts) do o[k] = v end
+  if o.body ~= "form" and o.body ~= "json" and o.body ~= "both" then
+    error("verify.run: body must be form, json or both, got " .. show(o.body), 2)
+  end
+  local report = new_report(url, o)
+  local transport = o.transport
+  local handle
+  if not transport then
+    handle = assert(core.http.new())
+    transport = function(req) return handle:request(req) end
+  end
+  local connection = {}
+  for k, v in pairs(o.settings or {}) do connection[k] = tostring(v) end
+  local modes = o.body == "both" and { "form", "json" } or { o.body }
+  for _, mode in ipairs(modes) do
+    local ctx = { base = base_url(url), mode = mode, opts = o, report = report, transport = transport,
+      connection = connection }
+    local first = #report.checks + 1
+    run_mode(ctx)
+    for i = first, #report.checks do report.checks[i].body = mode end
+  end
+  if handle then handle:close() end
+  return report
+end
+
+-- The report as text: one line per check and a summary.
+function _M.format(report)
+  local lines = { format("biconnector verify %s (body: %s)", report.url, report.body) }
+  local both = report.body == "both"
+  for _, c in ipairs(report.checks) do
+    local name = both and ("[" .. c.body .. "] " .. c.check) or c.check
+    lines[#lines + 1] = format("%-4s  %s: %s", c.result, name, c.message)
+  end
+  local s = report.summary
+  lines[#lines + 1] = format("Summary: %d PASS, %d WARN, %d FAIL, %d SKIP -> %s", s.PASS, s.WARN, s.FAIL, s.SKIP,
+    report.ok and (s.WARN > 0 and "conforms, with warnings" or "conforms") or "does NOT conform")
+  return concat(lines, "\n") .. "\n"
+end
+
+---------------------------------------------------------------- the command
+
+local function parse_setting(text)
+  local code, value = tostring(text):match("^([^=]+)=(.*)$")
+  return code, value
+end
+_M.parse_setting = parse_setting
+
+-- parse_args(args) -> url, opts, as_json | nil, message
+function _M.parse_args(args)
+  local o = { settings = {}, tables = {} }
+  local url, as_json
+  local i = 1
+  local function value_of(flag)
+    i = i + 1
+    local v = args[i]
+    if v == nil then return nil, flag .. " needs a value" end
+    return v
+  end
+  local function number_of(flag, min)
+    local v, err = value_of(flag)
+    if not v then return nil, err end
+    local n = tonumber(v)
+    if not n or n ~= n or n < min then return nil, format("%s must be a number >= %g, got %s", flag, min, v) end
+    return n
+  end
+  while i <= #args do
+    local a = args[i]
+    local v, err
+    local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
+    if flag and flag ~= "--setting" then
+      table.insert(args, i + 1, inline)
+      a = flag
+    end
+    if a == "--json" then as_json = true
+    elseif a == "--setting" then
+      v, err = value_of(a)
+      if not v then return nil, err end
+      local code, value = parse_setting(v)
+      if not code then return nil, "--setting must be CODE=VALUE, got " .. v end
+      o.settings[code] = value
+    elseif a:match("^%-%-setting=") then
+      local code, value = parse_setting(a:sub(11))
+      if not code then return nil, "--setting must be CODE=VALUE, got " .. a:sub(11) end
+      o.settings[code] = value
+    elseif a == "--table" then
+      v, err = value_of(a)
+      if not v then return nil, err end
+      o.tables[#o.tables + 1] = v
+    elseif a == "--body" then
+      v, err = value_of(a)
+      if not v then return nil, err end
+      if v ~= "form" and v ~= "json" and v ~= "both" then return nil, "--body must be form, json or both, got " .. v end
+      o.body = v
+    elseif a == "--limit" then
+      v, err = number_of(a, 1)
+      if not v then return nil, err end
+      if v ~= floor(v) then return nil, "--limit must be an integer" end
+      o.limit = v
+    elseif a == "--timeout" then
+      v, err = number_of(a, 0.001)
+      if not v then return nil, err end
+      o.timeout = v
+    elseif a == "--slow" then
+      v, err = number_of(a, 0)
+      if not v then return nil, err end
+      o.slow = v
+    elseif a == "--search" then
+      v, err = value_of(a)
+      if not v then return nil, err end
+      o.search = v
+    elseif a == "--ca-file" then
+      v, err = value_of(a)
+      if not v then return nil, err end
+      o.ca_file = v
+    elseif a:sub(1, 1) == "-" then
+      return nil, "unknown option " .. a
+    elseif url == nil then
+      url = a
+    else
+      return nil, "unexpected argument " .. a
+    end
+    i = i + 1
+  end
+  if not url then return nil, "URL is required" end
+  if not url:match("^https?://[^/]") then return nil, "URL must start with http:// or https://, got " .. url end
+  return url, o, as_json
+end
+
+function _M.main(args, out, err)
+  out, err = out or io.stdout, err or io.stderr
+  args = args or {}
+  for _, a in ipairs(args) do
+    if a == "-h" or a == "--help" then out:write(_M.USAGE) return 0 end
+  end
+  local copy = {}
+  for i, a in ipairs(args) do copy[i] = a end
+  local url, o, as_json = _M.parse_args(copy)
+  if not url then
+    err:write("biconnector verify: ", o, "\n", _M.USAGE)
+    return 2
+  end
+  local report = _M.run(url, o)
+  if as_json then
+    out:write(assert(json.encode(report, { indent = 2 })), "\n")
+  else
+    out:write(_M.format(report))
+  end
+  return report.ok and 0 or 1
+end
+
+return _M
