@@ -6,10 +6,14 @@ local control = require "portal.control"
 describe("examples/provision.lua", function()
   it("creates connector, source and dataset, and is idempotent", function()
     local portal = control.start({ rate = 1000, burst = 1000 })
-    finally(function() portal:stop() end)
     local store = os.tmpname()
     os.remove(store)
-    finally(function() os.remove(store) os.remove(store .. ".lock") end)
+    -- busted keeps one finally per test: stop the portal and clean up together
+    finally(function()
+      portal:stop()
+      os.remove(store)
+      os.remove(store .. ".lock")
+    end)
     local cmd = ("BITRIX24_PORTAL=%s BITRIX24_ACCESS_TOKEN=initial-access BITRIX24_REFRESH_TOKEN=initial-refresh " ..
       "BITRIX24_CLIENT_ID=local.test.app BITRIX24_CLIENT_SECRET=appsecret BITRIX24_OAUTH_URL=%s BITRIX24_TOKENS_FILE=%s " ..
       "SALES_TOKEN=s3cret %s %s/examples/provision.lua https://bi.example.com/sales 2>&1")

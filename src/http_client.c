@@ -315,7 +315,11 @@ static int handle_request(lua_State *L) {
   SETOPT(CURLOPT_ACCEPT_ENCODING, "");
   SETOPT(CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout * 1000));
+#if LIBCURL_VERSION_NUM >= 0x075500
   SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+  SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
   if (user_agent) SETOPT(CURLOPT_USERAGENT, user_agent);
   if (ca_file) SETOPT(CURLOPT_CAINFO, ca_file);
   if (!verify) {
