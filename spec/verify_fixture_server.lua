@@ -1,0 +1,110 @@
+-- A hand-written connector on a plain core.server, for spec/verify_spec.lua.
+-- URL http://127.0.0.1:PORT/MODE/ serves the four endpoints; MODE "good"
+-- conforms, every other mode breaks one rule of protocol.md section 2.
+local core = require "biconnector.core"
+local json = require "biconnector.json"
+local form = require "biconnector.form"
+
+core.process.trap("TERM", "INT", "PIPE")
+local null = core.null
+local TOKEN = "s3cret"
+
+local TABLES = { { code = "items", title = "Items" }, { code = "people", title = "People" } }
+local FIELDS = {
+  items = { { code = "id", name = "ID", type = "int" }, { code = "name", name = "Name", type = "string" },
+    { code = "price", name = "Price", type = "double" }, { code = "day", name = "Day", type = "date" },
+    { code = "at", name = "At", type = "datetime" } },
+  people = { { code = "id", name = "ID", type = "int" }, { code = "email", name = "E-mail", type = "string" } },
+}
+
+local function row_of(tbl, i)
+  if tbl == "items" then
+    return { id = i, name = "item " .. i, price = i * 1.5, day = ("2025-01-%02d"):format(i),
+      at = ("2025-01-%02d 10:00:%02d"):format(i, i), }
+  end
+  return { id = i, email = i % 3 == 0 and null or ("p" .. i .. "@example.com") }
+end
+
+local function answer(status, body, ctype)
+  return status, { ["Content-Type"] = ctype or "application/json" }, body
+end
+
+local function handle(mode, endpoint, p)
+  local conn = type(p.connection) == "table" and p.connection or {}
+  if mode ~= "open" and conn.token ~= TOKEN then return answer(403, '{"error":"forbidden"}') end
+  if endpoint == "check" then
+    if mode == "check500" then return answer(500, '{"error":"internal"}') end
+    if mode == "check_empty" then return answer(200, "") end
+    return answer(200, '{"ok":true}')
+  elseif endpoint == "table_list" then
+    if mode == "slow" then core.http.sleep(0.3) end
+    local search = tostring(p.searchString or ""):lower()
+    local list = {}
+    for _, t in ipairs(TABLES) do
+      if mode == "no_search" or search == "" or t.code:find(search, 1, true) or t.title:lower():find(search, 1, true) then
+        list[#list + 1] = { code = t.code, title = t.title }
+      end
+    end
+    if mode == "empty_code" then list[#list + 1] = { code = "", title = "Nameless" } end
+    if mode == "text_type" then return answer(200, json.encode(list), "text/html") end
+    return answer(200, json.encode(list))
+  elseif endpoint == "table_description" then
+    local fields = FIELDS[p.table or p.name]
+    if not fields then return answer(404, '{"error":"no such table"}') end
+    local out = {}
+    for i, f in ipairs(fields) do out[i] = { code = f.code, name = f.name, type = f.type } end
+    if mode == "unknown_type" and p.table == "items" then out[3].type = "money" out[1].type = "INT" end
+    return answer(200, json.encode(out))
+  elseif endpoint == "data" then
+    local fields = FIELDS[p.table]
+    if not fields then return answer(404, '{"error":"no such table"}') end
+    if mode == "not_json" then return answer(200, "<html>oops</html>", "text/html") end
+    local select = {}
+    if type(p.select) == "table" and mode ~= "header_mismatch" then
+      for _, c in ipairs(p.select) do select[#select + 1] = c end
+    else
+      for i, f in ipairs(fields) do select[i] = f.code end
+    end
+    local filter_id = type(p.filter) == "table" and tonumber(p.filter["=id"] or p.filter.id)
+    local limit = tonumber(p.limit)
+    if mode == "ignore_limit" then limit = nil end
+    local rows = { select }
+    for i = 1, 20 do
+      if limit and #rows > limit then break end
+      if not filter_id or filter_id == i then
+        local r = row_of(p.table, i)
+        local row = {}
+        for c, code in ipairs(select) do row[c] = r[code] == nil and null or r[code] end
+        rows[#rows + 1] = row
+      end
+    end
+    if mode == "ragged" and rows[3] then rows[3][#rows[3]] = nil end
+    if mode == "bad_values" and p.table == "items" and rows[2] then
+      for c, code in ipairs(select) do
+        if code == "id" then rows[2][c] = "1" end
+        if code == "day" then rows[2][c] = "31.05.2025" end
+        if code == "at" then rows[2][c] = "2024-08-30T12:19:57+02:00" end
+      end
+    end
+    return answer(200, json.encode(rows))
+  end
+  return answer(404, '{"error":"not found"}')
+end
+
+local srv = assert(core.server.new {
+  port = 0,
+  handler = function(req)
+    local mode, endpoint = req.path:match("^/([%w_]+)/([%w_]+)$")
+    if not mode or req.method ~= "POST" then return answer(404, '{"error":"not found"}') end
+    local ctype = req.headers["content-type"] or ""
+    local p
+    if ctype:find("json", 1, true) then p = json.decode(req.body) else p = form.decode(req.body) end
+    if type(p) ~= "table" then return answer(400, '{"error":"bad body"}') end
+    return handle(mode, endpoint, p)
+  end,
+})
+io.stdout:write("listening on http://127.0.0.1:", srv:port(), "\n")
+io.stdout:flush()
+srv:run()
+srv:close()
+os.exit(0)

@@ -1,0 +1,254 @@
+-- `biconnector verify`: clean runs against our own served connectors (the
+-- minimal example, the demo), and one FAIL (or WARN) with its reason for each
+-- deviation of a hand-written connector on a plain server
+-- (spec/verify_fixture_server.lua).
+local helpers = require "helpers"
+local S = require "serve_helpers"
+local verify = require "biconnector.verify"
+local json = require "biconnector.json"
+local null = require("biconnector").null
+
+-- Lines of one result level, as "check: message".
+local function lines(report, level)
+  local out = {}
+  for _, c in ipairs(report.checks) do
+    if c.result == level then out[#out + 1] = c.check .. ": " .. c.message end
+  end
+  return out
+end
+
+local function has_line(report, level, pattern)
+  for _, l in ipairs(lines(report, level)) do
+    if l:find(pattern) then return true end
+  end
+  return false, ("no %s line matching %q in:\n%s"):format(level, pattern, verify.format(report))
+end
+
+local function assert_line(report, level, pattern)
+  local ok, why = has_line(report, level, pattern)
+  assert(ok, why)
+end
+
+local function assert_clean(report)
+  assert(report.ok and report.summary.FAIL == 0 and report.summary.WARN == 0, verify.format(report))
+  assert.is_true(report.summary.PASS > 0)
+end
+
+-- Runs `biconnector verify ARGS` as a subprocess; returns exit code, stdout, stderr.
+local function cli(args)
+  local parts = { helpers.runtime, "bin/biconnector", "verify" }
+  for _, a in ipairs(args) do parts[#parts + 1] = S.shell_quote(a) end
+  local errfile = os.tmpname()
+  local p = io.popen(table.concat(parts, " ") .. " 2>" .. errfile .. "; echo \"rc=$?\"")
+  local out = p:read("*a")
+  p:close()
+  local err = S.read_file(errfile) or ""
+  os.remove(errfile)
+  local rc = tonumber(out:match("rc=(%d+)%s*$"))
+  return rc, out:gsub("rc=%d+%s*$", ""), err
+end
+
+-- A sink for main()'s output.
+local function sink()
+  local s = { text = "" }
+  function s:write(...) for _, v in ipairs({ ... }) do self.text = self.text .. tostring(v) end return self end
+  return s
+end
+
+describe("verify.check_value", function()
+  local cases = {
+    -- value, type, expected level (nil = fine), reason pattern
+    { 1, "int", nil }, { -7, "int", nil }, { null, "int", nil }, { null, "datetime", nil },
+    { 1.5, "int", "FAIL", "integral" }, { "1", "int", "FAIL", "JSON integer" }, { true, "int", "FAIL", "JSON integer" },
+    { 2.5, "double", nil }, { 3, "double", nil }, { "2.5", "double", "FAIL", "JSON number" },
+    { "x", "string", nil }, { "", "string", nil }, { 5, "string", "FAIL", "JSON string" },
+    { "2025-05-31", "date", nil }, { "31.05.2025", "date", "FAIL", "YYYY%-MM%-DD" },
+    { "2025-13-01", "date", "FAIL", "YYYY%-MM%-DD" }, { "2025-05-31 10:00:00", "date", "FAIL", "YYYY%-MM%-DD" },
+    { 20250531, "date", "FAIL", "string" },
+    { "2025-05-31 17:01:55", "datetime", nil },
+    { "2024-08-30T12:19:57+02:00", "datetime", "WARN", "ISO 8601" },
+    { "2024-08-30T12:19:57Z", "datetime", "WARN", "ISO 8601" },
+    { "2024-08-30T12:19:57.123+0200", "datetime", "WARN", "ISO 8601" },
+    { "2024-08-30T12:19:57 junk", "datetime", "FAIL", "HH:MM:SS" },
+    { "2025-05-31", "datetime", "FAIL", "HH:MM:SS" }, { "2025-05-31 25:00:00", "datetime", "FAIL", "HH:MM:SS" },
+  }
+  for _, c in ipairs(cases) do
+    it(("%s as %s -> %s"):format(verify.show(c[1]), c[2], c[3] or "fine"), function()
+      local level, why = verify.check_value(c[1], c[2])
+      assert.equal(c[3], level)
+      if c[4] then assert.matches(c[4], why) end
+    end)
+  end
+end)
+
+describe("biconnector verify against our own server", function()
+  local minimal, demo
+  setup(function()
+    minimal = S.start(S.serve_command({ "examples/minimal.lua", "--listen", "127.0.0.1:0" }), { MINIMAL_TOKEN = "m1n" })
+    demo = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0" }), { BIC_DEMO_ROWS = "50" })
+  end)
+  teardown(function()
+    S.stop(minimal)
+    S.stop(demo)
+  end)
+
+  it("passes the minimal example clean, in form and JSON bodies", function()
+    local report = verify.run("http://127.0.0.1:" .. minimal.port, { settings = { token = "m1n" }, body = "both" })
+    assert_clean(report)
+    assert_line(report, "PASS", "^table_description cities: 5 field%(s%)")
+    assert_line(report, "PASS", "^data cities %(limit 5%): 3 row%(s%)")
+    assert_line(report, "PASS", "^wrong credentials %(token mangled%): refused with HTTP 403")
+    local modes = {}
+    for _, c in ipairs(report.checks) do modes[c.body] = true end
+    assert.same({ form = true, json = true }, modes)
+  end)
+
+  it("passes the demo connector clean from the command line (exit 0)", function()
+    local rc, out = cli({ "http://127.0.0.1:" .. demo.port .. "/", "--setting", "token=demo-token" })
+    assert.equal(0, rc, out)
+    for _, t in ipairs({ "deals", "contacts", "invoices" }) do
+      assert.matches("PASS  table_description " .. t, out)
+      assert.matches("PASS  data " .. t .. " %(limit 5%): 5 row%(s%)", out)
+      assert.matches("PASS  data " .. t .. " %(select [%w_]+,id%)", out)
+      assert.matches("PASS  data " .. t .. " %(filter%[=id%]=1%)", out)
+    end
+    assert.matches("PASS  table_list search: searchString \"deals\" %-> 1 table%(s%), filtered", out)
+    assert.matches("Summary: %d+ PASS, 0 WARN, 0 FAIL, 0 SKIP %-> conforms\n", out)
+  end)
+
+  it("prints a JSON report with --json, and exits 1 on a wrong token", function()
+    local rc, out = cli({ "http://127.0.0.1:" .. demo.port, "--setting", "token=nope", "--table", "deals", "--json" })
+    assert.equal(1, rc)
+    local report = assert(json.decode(out))
+    assert.is_false(report.ok)
+    assert.is_true(report.summary.FAIL > 0)
+    assert.equal("check", report.checks[1].check)
+    assert.equal("FAIL", report.checks[1].result)
+    assert.matches("HTTP status 403", report.checks[1].message)
+  end)
+
+  it("checks only the --table tables, and says when one is not listed", function()
+    local report = verify.run("http://127.0.0.1:" .. demo.port, { settings = { token = "demo-token" },
+      tables = { "invoices", "nosuch" } })
+    assert.is_false(report.ok)
+    assert_line(report, "WARN", '^table_list: %-%-table "nosuch" is not in the table list')
+    assert_line(report, "FAIL", "^table_description nosuch: HTTP status 404")
+    assert_line(report, "PASS", "^table_description invoices")
+    assert.is_false((has_line(report, "PASS", "^table_description deals")))
+  end)
+
+  it("mangles a setting that is not checked and warns that wrong credentials pass", function()
+    local report = verify.run("http://127.0.0.1:" .. demo.port, { settings = { token = "demo-token", extra = "e" },
+      tables = { "deals" } })
+    assert.is_true(report.ok)
+    assert_line(report, "WARN", "^wrong credentials %(extra mangled%): check answered 200")
+    assert_line(report, "PASS", "^wrong credentials %(token mangled%): refused")
+  end)
+end)
+
+describe("biconnector verify against broken connectors", function()
+  local server, base
+  setup(function()
+    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_fixture_server.lua")
+    base = "http://127.0.0.1:" .. server.port .. "/"
+  end)
+  teardown(function() S.stop(server) end)
+
+  local function run(mode, opts)
+    opts = opts or {}
+    opts.settings = opts.settings or { token = "s3cret" }
+    return verify.run(base .. mode, opts)
+  end
+
+  it("the fixture's conforming mode passes clean, in both bodies", function()
+    assert_clean(run("good", { body = "both" }))
+  end)
+
+  -- mode, level, pattern of the line that must appear, true when the mode only warns
+  local deviations = {
+    { "check500", "FAIL", "^check: HTTP status 500, expected 200" },
+    { "check_empty", "FAIL", "^check: the body is empty" },
+    { "empty_code", "FAIL", "^table_list: element 3: code must be a non%-empty string" },
+    { "unknown_type", "FAIL", '^table_description items: field 3 %(price%): type "money" is not one of int' },
+    { "unknown_type", "FAIL", '^table_description items: field 1 %(id%): type "INT" must be lower case' },
+    { "ragged", "FAIL", "^data items %(limit 5%): row 2 has 4 cells, the header has 5" },
+    { "header_mismatch", "FAIL", '^data items %(select at,id%): header %["id", "name", "price", "day", "at"%] must equal %["at", "id"%]' },
+    { "ignore_limit", "FAIL", "^data items %(limit 5%): limit 5 not honoured: 20 rows came back" },
+    { "bad_values", "FAIL", "^data items %(limit 5%): row 1, field id: int value must be a JSON integer, got \"1\"" },
+    { "bad_values", "FAIL", "^data items %(limit 5%): row 1, field day: date value must be YYYY%-MM%-DD, got \"31.05.2025\"" },
+    { "bad_values", "WARN", "^data items %(limit 5%): row 1, field at: datetime value in ISO 8601" },
+    { "no_search", "FAIL", '^table_list search: searchString items is ignored' },
+    { "not_json", "FAIL", "^data items %(limit 5%): the answer is not JSON" },
+    { "text_type", "WARN", "^table_list: Content%-Type is \"text/html\", expected application/json", true },
+    { "open", "WARN", "^wrong credentials %(token mangled%): check answered 200", true },
+  }
+  for _, d in ipairs(deviations) do
+    it(("%s: %s %s"):format(d[1], d[2], d[3]), function()
+      local report = run(d[1], { tables = { "items" } })
+      assert_line(report, d[2], d[3])
+      -- a mode that only warns still conforms
+      assert.equal(d[4] == true, report.ok, verify.format(report))
+    end)
+  end
+
+  it("warns about a slow answer, and fails one over the timeout", function()
+    local report = run("slow", { tables = { "people" }, slow = 0.05 })
+    assert_line(report, "WARN", "^table_list: answered in %d+%.%d s, over 0.05 s")
+    assert.is_true(report.ok)
+    report = run("slow", { tables = { "people" }, timeout = 0.1 })
+    assert_line(report, "FAIL", "^table_list: no answer: no answer within 0.1 s")
+    assert.is_false(report.ok)
+  end)
+
+  it("reports a connector that is not there (exit 1)", function()
+    local rc, out = cli({ "http://127.0.0.1:1/", "--timeout", "5" })
+    assert.equal(1, rc)
+    assert.matches("FAIL  check: no answer: ", out)
+    assert.matches("SKIP  table_description, data: no usable table list", out)
+    assert.matches("SKIP  wrong credentials: no %-%-setting given", out)
+  end)
+end)
+
+describe("biconnector verify usage", function()
+  local cases = {
+    { {}, "URL is required" },
+    { { "ftp://x" }, "URL must start with http" },
+    { { "http://x", "--setting", "novalue" }, "%-%-setting must be CODE=VALUE" },
+    { { "http://x", "--body", "xml" }, "%-%-body must be form, json or both" },
+    { { "http://x", "--limit", "0" }, "%-%-limit must be a number >= 1" },
+    { { "http://x", "--limit", "2.5" }, "%-%-limit must be an integer" },
+    { { "http://x", "--timeout" }, "%-%-timeout needs a value" },
+    { { "http://x", "--frobnicate" }, "unknown option %-%-frobnicate" },
+    { { "http://x", "http://y" }, "unexpected argument http://y" },
+  }
+  for _, c in ipairs(cases) do
+    it("exits 2: " .. table.concat(c[1], " "), function()
+      local out, err = sink(), sink()
+      assert.equal(2, verify.main(c[1], out, err))
+      assert.matches(c[2], err.text)
+      assert.matches("Usage: biconnector verify URL", err.text)
+    end)
+  end
+
+  it("parses settings, tables and --opt=value spellings", function()
+    local url, o, as_json = verify.parse_args({ "http://h/c", "--setting", "token=a=b", "--setting=login=me",
+      "--table", "t1", "--table=t2", "--body=json", "--limit", "3", "--json" })
+    assert.equal("http://h/c", url)
+    assert.same({ token = "a=b", login = "me" }, o.settings)
+    assert.same({ "t1", "t2" }, o.tables)
+    assert.equal("json", o.body)
+    assert.equal(3, o.limit)
+    assert.is_true(as_json)
+  end)
+
+  it("--help prints the usage and exits 0", function()
+    local out = sink()
+    assert.equal(0, verify.main({ "--help" }, out, sink()))
+    assert.matches("%-%-setting CODE=VALUE", out.text)
+  end)
+
+  it("run() refuses a bad URL or body mode as misuse", function()
+    assert.has_error(function() verify.run("nourl") end)
+    assert.has_error(function() verify.run("http://x", { body = "xml" }) end)
+  end)
+end)
