@@ -165,6 +165,25 @@ describe("json against lua-cjson (" .. COUNT .. " generated values)", function()
     end
   end)
 
+  it("writes each double with the fewest digits that read back", function()
+    local function digits(text)
+      local mantissa = text:gsub("^%-", ""):gsub("[eE].*$", ""):gsub("%.", "")
+      return #(mantissa:gsub("^0+", ""):gsub("0+$", ""))
+    end
+    seed(4242)
+    for _ = 1, COUNT * 2 do
+      local x = rand() < 0.5 and random_double() or int(-100000000, 100000000) / 10 ^ int(0, 12)
+      -- LuaJIT writes whole numbers below 2^63 as integers, every digit exact.
+      local whole = not has_integers and x == math.floor(x) and math.abs(x) < 2 ^ 63
+      if x ~= 0 and not whole then
+        local fewest = 1
+        while tonumber(("%." .. fewest .. "g"):format(x)) ~= x do fewest = fewest + 1 end
+        local text = json.encode(x)
+        assert.is_true(digits(text) <= fewest, ("%s for %.17g (%d digits suffice)"):format(text, x, fewest))
+      end
+    end
+  end)
+
   it("reads every double lua-cjson reads, to the same double", function()
     seed(99)
     for _ = 1, COUNT do

@@ -245,6 +245,18 @@ describe("json.encode", function()
     assert.equals('{"-2":"b","0":"a"}', json.encode({ [0] = "a", [-2] = "b" }, { sort_keys = true }))
   end)
 
+  it("writes arrays whose items a traversal visits out of order", function()
+    -- Integer keys stored in the hash part: lua_next does not visit them as 1..n.
+    local t = { x = 1, y = 2, z = 3, w = 4 }
+    t.x, t.y, t.z, t.w = nil, nil, nil, nil
+    t[3], t[1], t[2] = "c", { 1, 2 }, "b"
+    assert.equals('[[1,2],"b","c"]', json.encode(t))
+    t[5] = true
+    assert.equals("sparse array: 4 values, largest index 5 at $[2]", encode_error({ 1, t }))
+    t[5], t.name = nil, "x"
+    assert.equals("mixed table: array indexes and other keys at $", encode_error(t))
+  end)
+
   it("honours dkjson's __jsontype and lua-cjson's markers when present", function()
     assert.equals("[]", json.encode(setmetatable({}, { __jsontype = "array" })))
     local cjson = package.loaded.cjson

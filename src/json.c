@@ -233,10 +233,20 @@ static int digit_gen(diy_fp w, diy_fp mp, uint64_t delta, char *buf, int *k) {
   p2 = mp.f & (one.f - 1);
   kappa = count_digits32(p1);
   while (kappa > 0) {
-    uint32_t div = (uint32_t)powers_of_10[kappa - 1];
-    uint32_t d = p1 / div;
+    uint32_t d;
     uint64_t rest;
-    p1 %= div;
+    switch (kappa) {  /* constant divisors compile to multiplications */
+      case 10: d = p1 / 1000000000; p1 %= 1000000000; break;
+      case 9: d = p1 / 100000000; p1 %= 100000000; break;
+      case 8: d = p1 / 10000000; p1 %= 10000000; break;
+      case 7: d = p1 / 1000000; p1 %= 1000000; break;
+      case 6: d = p1 / 100000; p1 %= 100000; break;
+      case 5: d = p1 / 10000; p1 %= 10000; break;
+      case 4: d = p1 / 1000; p1 %= 1000; break;
+      case 3: d = p1 / 100; p1 %= 100; break;
+      case 2: d = p1 / 10; p1 %= 10; break;
+      default: d = p1; p1 = 0; break;
+    }
     if (d || len) buf[len++] = (char)('0' + d);
     kappa--;
     rest = ((uint64_t)p1 << -one.e) + p2;
@@ -262,11 +272,31 @@ static int digit_gen(diy_fp w, diy_fp mp, uint64_t delta, char *buf, int *k) {
   }
 }
 
+/* Appends the exponent e in decimal at p; returns the new end. */
+static char *put_exponent(char *p, int e) {
+  if (e < 0) { *p++ = '-'; e = -e; }
+  if (e >= 100) { *p++ = (char)('0' + e / 100); e %= 100; *p++ = (char)('0' + e / 10); }
+  else if (e >= 10) *p++ = (char)('0' + e / 10);
+  *p++ = (char)('0' + e % 10);
+  return p;
+}
+
+/* Whether digits[0..m) * 10^k reads back as d; strtod is correctly rounded
+ * and, with no decimal point in its input, locale-proof. */
+static int reads_back(double d, const char *digits, int m, int k) {
+  char text[32], *p;
+  memcpy(text, digits, (size_t)m);
+  p = text + m;
+  *p++ = 'e';
+  *put_exponent(p, k) = '\0';
+  return strtod(text, NULL) == d;
+}
+
 /* Digits of a finite positive d into buf (at most 17), d = digits * 10^*k. */
 static int grisu2(double d, char *buf, int *k) {
   uint64_t u;
-  diy_fp v, w_plus, w_minus, c, w;
-  int biased, q, index;
+  diy_fp v, w_plus, w_minus, c, w, lo, hi;
+  int biased, q, index, n, k0;
   double dk;
   memcpy(&u, &d, sizeof u);
   biased = (int)((u >> 52) & 0x7FF);
@@ -291,57 +321,28 @@ static int grisu2(double d, char *buf, int *k) {
   w = diy_mul(diy_normalize(v), c);
   w_plus = diy_mul(w_plus, c);
   w_minus = diy_mul(w_minus, c);
-  w_minus.f++;
-  w_plus.f--;
-  return digit_gen(w, w_plus, w_plus.f - w_minus.f, buf, k);
-}
-
-/* Appends the exponent e in decimal at p; returns the new end. */
-static char *put_exponent(char *p, int e) {
-  if (e < 0) { *p++ = '-'; e = -e; }
-  if (e >= 100) { *p++ = (char)('0' + e / 100); e %= 100; *p++ = (char)('0' + e / 10); }
-  else if (e >= 10) *p++ = (char)('0' + e / 10);
-  *p++ = (char)('0' + e % 10);
-  return p;
-}
-
-/* Whether digits[0..m) * 10^k reads back as d; strtod is correctly rounded
- * and, with no decimal point in its input, locale-proof. */
-static int reads_back(double d, const char *digits, int m, int k) {
-  char text[32], *p;
-  memcpy(text, digits, (size_t)m);
-  p = text + m;
-  *p++ = 'e';
-  *put_exponent(p, k) = '\0';
-  return strtod(text, NULL) == d;
-}
-
-/* Grisu2 leaves a few 16- and 17-digit answers longer than needed (where the
- * shortest candidate lies on the edge of the rounding interval): drop digits
- * while the rounded (or, on a tie, the truncated) prefix still reads back. */
-static int shorten(double d, char *digits, int n, int *k) {
-  char cand[20];
-  while (n > 1) {
-    int m = n - 1, kk = *k + 1, i;
-    memcpy(cand, digits, (size_t)m);
-    if (digits[m] >= '5') {
-      for (i = m - 1; i >= 0 && cand[i] == '9'; i--) cand[i] = '0';
-      if (i < 0) { cand[0] = '1'; m = 1; kk = *k + n; }
-      else cand[i]++;
+  /* The products are within one unit of the true boundaries: digits from the
+   * interval narrowed by one unit always read back. */
+  lo = w_minus;
+  hi = w_plus;
+  lo.f++;
+  hi.f--;
+  k0 = *k;
+  n = digit_gen(w, hi, hi.f - lo.f, buf, k);
+  /* A shorter answer can hide in the unit left out at either end: look in
+   * the interval widened by one unit, and keep what it finds if it reads back.
+   * Only long answers have been seen to need it (docs/json.md). */
+  if (n >= 15 && w_plus.f != UINT64_MAX) {
+    char wide[20];
+    int k_wide = k0, n_wide;
+    lo.f = w_minus.f - 1;
+    hi.f = w_plus.f + 1;
+    n_wide = digit_gen(w, hi, hi.f - lo.f, wide, &k_wide);
+    if (n_wide < n && reads_back(d, wide, n_wide, k_wide)) {
+      memcpy(buf, wide, (size_t)n_wide);
+      *k = k_wide;
+      n = n_wide;
     }
-    while (m > 1 && cand[m - 1] == '0') { m--; kk++; }
-    if (!reads_back(d, cand, m, kk)) {
-      if (digits[n - 1] != '5') break;
-      /* A tie: the value may lie below the halfway point. */
-      m = n - 1;
-      kk = *k + 1;
-      memcpy(cand, digits, (size_t)m);
-      while (m > 1 && cand[m - 1] == '0') { m--; kk++; }
-      if (!reads_back(d, cand, m, kk)) break;
-    }
-    memcpy(digits, cand, (size_t)m);
-    n = m;
-    *k = kk;
   }
   return n;
 }
@@ -358,7 +359,6 @@ static int format_double(char *out, double d) {
   }
   if (d < 0) { out[len++] = '-'; d = -d; }
   n = grisu2(d, digits, &k);
-  if (n >= 16) n = shorten(d, digits, n, &k);
   point = n + k; /* d = 0.digits * 10^point */
   if (point > 0 && point <= 17) {
     if (n <= point) {             /* 1234500.0 */
@@ -887,7 +887,10 @@ static int json_decode(lua_State *L) {
 
 /* ---- Encoding ------------------------------------------------------------- */
 
-enum { LEVEL_ARRAY, LEVEL_OBJECT, LEVEL_SORTED };
+/* An array is first walked with lua_next, which visits 1..n in order for a
+ * table that holds its items in its array part (LEVEL_WALK); a table whose
+ * walk meets another key is checked and written again by index (LEVEL_ARRAY). */
+enum { LEVEL_WALK, LEVEL_ARRAY, LEVEL_OBJECT, LEVEL_SORTED };
 
 /* An open container. Its table sits at stack slot `table`; an object being
  * walked keeps its current key just above it, a sorted one its key list. */
@@ -896,6 +899,7 @@ typedef struct {
   int table;
   index_t i, n;
   const void *ptr;
+  size_t start;  /* output offset of the opening bracket */
 } enc_level;
 
 /* Stack slots of an encode call. */
@@ -915,7 +919,8 @@ typedef struct {
   enc_level *levels;
   int cap, depth;
   const char *err;
-  int err_on_key;        /* the error is about a key: the path ends at its object */
+  int err_on_key;        /* the error is about a key or the innermost container
+                            itself: the path ends at that container */
   char err_text[96];
 } encoder;
 
@@ -1132,6 +1137,36 @@ static int sorted_keys(encoder *E, int t, index_t *count) {
   return 0;
 }
 
+/* Checks that the keys of the table at slot t are exactly 1..n; sets *n. */
+static int array_length(encoder *E, int t, int marked, index_t *length) {
+  lua_State *L = E->L;
+  index_t n = 0, max = 0;
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    index_t k;
+    lua_pop(L, 1);
+    if (!is_index_key(L, -1)) {
+      lua_pop(L, 1);
+      return encode_fail(E, marked ? "table marked as an array has a key that is not an index"
+                                   : "mixed table: array indexes and other keys");
+    }
+#if BIC_HAS_INTEGERS
+    k = lua_tointeger(L, -1);
+#else
+    k = (index_t)lua_tonumber(L, -1);
+#endif
+    if (k > max) max = k;
+    n++;
+  }
+  if (max != n) {
+    snprintf(E->err_text, sizeof E->err_text, "sparse array: %ld values, largest index %ld",
+             (long)n, (long)max);
+    return encode_fail(E, E->err_text);
+  }
+  *length = n;
+  return 0;
+}
+
 /* The table at the top: writes "{}" or "[]" and returns 0 when it is empty,
  * else opens a level, writes the opening bracket and returns 1. */
 static int open_table(encoder *E) {
@@ -1160,34 +1195,11 @@ static int open_table(encoder *E) {
   }
   lua_pop(L, 1);
   if (mark == 1 || is_index_key(L, -1)) {
-    /* An array: its keys must be exactly 1..n. */
-    index_t n = 0, max = 0;
     lua_pop(L, 1);
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-      lua_pop(L, 1);
-      if (!is_index_key(L, -1)) {
-        lua_pop(L, 1);
-        return encode_fail(E, mark == 1 ? "table marked as an array has a key that is not an index"
-                                        : "mixed table: array indexes and other keys");
-      }
-      n++;
-      {
-#if BIC_HAS_INTEGERS
-        index_t k = lua_tointeger(L, -1);
-#else
-        index_t k = (index_t)lua_tonumber(L, -1);
-#endif
-        if (k > max) max = k;
-      }
-    }
-    if (max != n) {
-      snprintf(E->err_text, sizeof E->err_text, "sparse array: %ld values, largest index %ld",
-               (long)n, (long)max);
-      return encode_fail(E, E->err_text);
-    }
-    if (push_level(E, LEVEL_ARRAY, n) == NULL) return OOM(E);
+    if (push_level(E, LEVEL_WALK, 0) == NULL) return OOM(E);
+    E->levels[E->depth - 1].start = E->b->len;
     PUT_CHAR(E, '[');
+    lua_pushnil(L);  /* the walk's key */
     return 1;
   }
   lua_pop(L, 1);
@@ -1253,6 +1265,34 @@ next:  /* the next value of the innermost open container, or close it */
   if (E->depth == 0) return 0;
   lv = &E->levels[E->depth - 1];
   switch (lv->kind) {
+    case LEVEL_WALK:
+      if (lua_next(L, lv->table)) {
+#if BIC_HAS_INTEGERS
+        int in_order = lua_isinteger(L, -2) && lua_tointeger(L, -2) == lv->i + 1;
+#else
+        int in_order = lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) == (lua_Number)(lv->i + 1);
+#endif
+        if (in_order) {
+          if (lv->i++ > 0) PUT_CHAR(E, ',');
+          if (put_newline(E, E->depth) != 0) return -1;
+          goto value;
+        }
+        /* Out of order: check the keys, then write the items again by index. */
+        lua_pop(L, 2);
+        lv->i = 0;
+        if (array_length(E, lv->table, array_mark(E) == 1, &lv->n) != 0) {
+          E->err_on_key = 1;  /* about this array itself: the path ends at it */
+          return -1;
+        }
+        lv->kind = LEVEL_ARRAY;
+        E->b->len = lv->start + 1;
+        goto next;
+      }
+      if (lv->i > 0 && put_newline(E, E->depth - 1) != 0) return -1;
+      PUT_CHAR(E, ']');
+      close_level(E);
+      lua_pop(L, 1);
+      goto next;
     case LEVEL_ARRAY:
       if (lv->i < lv->n) {
         if (lv->i > 0) PUT_CHAR(E, ',');
@@ -1348,7 +1388,7 @@ static void push_encode_error(encoder *E) {
       i = n - 12;
       lv = &E->levels[i];
     }
-    if (lv->kind == LEVEL_ARRAY) {
+    if (lv->kind == LEVEL_ARRAY || lv->kind == LEVEL_WALK) {
       char num[24];
       snprintf(num, sizeof num, "[%ld]", (long)lv->i);
       bic_buffer_put(p, num, strlen(num));

@@ -1,0 +1,115 @@
+-- Encode and decode throughput of biconnector.json against lua-cjson, in the
+-- same process on the same data:
+--   (a) a urlData answer: a header row and ROWS rows of 8 mixed columns
+--       (integers, doubles, short strings, strings needing escapes, dates,
+--       datetimes, nulls);
+--   (b) a nested REST batch answer (Bitrix24 `batch` shape).
+-- Prints the median of ROUNDS runs, MB/s of the text, and the ratio
+-- lua-cjson time / biconnector time (above 1: biconnector is faster).
+-- Usage: bench/json [lua5.4|luajit] [BUILD_DIR] [ROWS] [ROUNDS]
+local json = require("biconnector").json
+local cjson = require "cjson"
+
+local ROWS = tonumber(arg and arg[1]) or 200000
+local ROUNDS = tonumber(arg and arg[2]) or 7
+local clock = os.clock
+local null = json.null
+
+-- (a) urlData rows
+local STAGES = { "NEW", "PREPARATION", "EXECUTING", "WON", "LOSE" }
+local rows = { { "id", "amount", "rate", "title", "comment", "closed", "updated", "manager" } }
+for i = 1, ROWS do
+  rows[i + 1] = {
+    i * 37,                                                       -- int
+    (i * 7919 % 1000003) / 100,                                   -- double, 2 decimals
+    i / 7,                                                        -- double, 16-17 digits
+    STAGES[i % #STAGES + 1] .. " deal " .. i,                     -- short string
+    i % 3 == 0 and ('Said "ok"\nC:\\path\\' .. i) or ("Note é " .. i), -- escapes, UTF-8
+    os.date("!%Y-%m-%d", 1600000000 + 86400 * (i % 1500)),       -- date
+    os.date("!%Y-%m-%d %H:%M:%S", 1600000000 + 37 * i),          -- datetime
+    i % 4 == 0 and null or (i % 97),                              -- nullable int
+  }
+end
+
+-- (b) a REST batch answer: 50 commands of 50 items, time blocks, nested objects
+local function item(c, k)
+  return {
+    ID = tostring(c * 1000 + k),
+    TITLE = "Deal " .. k .. " of batch " .. c,
+    STAGE_ID = STAGES[k % #STAGES + 1],
+    OPPORTUNITY = ("%.2f"):format(k * 13.7),
+    CURRENCY_ID = "EUR",
+    ASSIGNED_BY_ID = tostring(k % 17),
+    DATE_CREATE = "2024-08-30T12:19:57+02:00",
+    CLOSED = k % 2 == 0 and "Y" or "N",
+    COMMENTS = k % 5 == 0 and null or "<p>Line one</p>\n<p>\"Line\" two</p>",
+    UF_CRM_TAGS = json.as_array({ "a", "b", tostring(k) }),
+    CONTACT = { ID = k, NAME = "Name " .. k, EMAIL = json.as_array({ { VALUE = "x" .. k .. "@example.com", TYPE = "WORK" } }) },
+    PROBABILITY = k % 3 == 0 and null or k,
+  }
+end
+local result, totals, nexts, times = {}, {}, {}, {}
+for c = 1, 50 do
+  local list = {}
+  for k = 1, 50 do list[k] = item(c, k) end
+  result["cmd" .. c] = json.as_array(list)
+  totals["cmd" .. c] = 5000
+  nexts["cmd" .. c] = 50 * c
+  times["cmd" .. c] = { start = 1724998797.123456, finish = 1724998797.234567, duration = 0.111111,
+    processing = 0.1, date_start = "2024-08-30T12:19:57+02:00", date_finish = "2024-08-30T12:19:57+02:00" }
+end
+local batch = {
+  result = { result = result, result_error = json.as_array({}), result_total = totals, result_next = nexts,
+    result_time = times },
+  time = { start = 1724998797.0, finish = 1724998798.5, duration = 1.5, processing = 1.4,
+    date_start = "2024-08-30T12:19:57+02:00", date_finish = "2024-08-30T12:19:58+02:00", operating = 0 },
+}
+
+local function median(f)
+  local times = {}
+  for r = 1, ROUNDS do
+    collectgarbage()
+    collectgarbage()
+    local t0 = clock()
+    f()
+    times[r] = clock() - t0
+  end
+  table.sort(times)
+  return times[math.floor((ROUNDS + 1) / 2)]
+end
+
+local function same_shape(a, b)
+  if type(a) ~= "table" then return a == b or (type(a) == "number" and math.abs(a - b) <= 1e-12 * math.abs(a)) end
+  for k, v in pairs(a) do if not same_shape(v, b[k]) then return false end end
+  return true
+end
+
+local out = {}
+local function line(...) out[#out + 1] = string.format(...) end
+
+local runtime = jit and jit.version or _VERSION
+line("biconnector.json vs lua-cjson %s on %s, median of %d runs (CPU time)", cjson._VERSION, runtime, ROUNDS)
+line("%-34s %12s %12s %10s %10s %8s", "case", "ours ms", "cjson ms", "ours MB/s", "cjson MB/s", "ratio")
+
+local function case(name, value)
+  local text = assert(json.encode(value))
+  local ctext = cjson.encode(value)
+  assert(same_shape(value, cjson.decode(text)), name .. ": cjson does not read our text back")
+  assert(same_shape(value, json.decode(ctext)), name .. ": we do not read cjson's text back")
+  local mb, cmb = #text / 1e6, #ctext / 1e6
+  local te = median(function() json.encode(value) end)
+  local tc = median(function() cjson.encode(value) end)
+  line("%-34s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " encode", te * 1e3, tc * 1e3, mb / te, cmb / tc, tc / te)
+  local td = median(function() json.decode(text) end)
+  local tcd = median(function() cjson.decode(text) end)
+  line("%-34s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " decode", td * 1e3, tcd * 1e3, mb / td, mb / tcd, tcd / td)
+  local tdn = median(function() json.decode(text, { array_mt = false }) end)
+  line("%-34s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " decode, array_mt=false", tdn * 1e3, tcd * 1e3,
+    mb / tdn, mb / tcd, tcd / tdn)
+  return #text
+end
+
+local size_a = case(("(a) urlData %d rows x 8"):format(ROWS), rows)
+local size_b = case("(b) REST batch 50 x 50", batch)
+line("text sizes: (a) %.1f MB, (b) %.2f MB", size_a / 1e6, size_b / 1e6)
+print(table.concat(out, "\n"))
