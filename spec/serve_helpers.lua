@@ -37,6 +37,11 @@ function S.children(pid)
   return list
 end
 
+-- The pid of this process (the busted runner).
+function S.self_pid()
+  return tonumber(require("biconnector.core").process.getpid())
+end
+
 -- Peak resident memory of a live process in KiB (VmHWM).
 function S.peak_rss_kib(pid)
   local status = read_file("/proc/" .. pid .. "/status") or ""

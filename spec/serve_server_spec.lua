@@ -59,6 +59,25 @@ describe("core.server userdata", function()
     assert.has_error(function() core.server.new { handler = print, port = 0, max_body = -1 } end)
   end)
 
+  it("opens nothing when an option is bad, and frees its socket on close", function()
+    local listing = os.tmpname()
+    local function open_fds() -- no io.popen: its pipe would be counted, or not, by a race
+      os.execute("ls /proc/" .. S.self_pid() .. "/fd > " .. listing)
+      local n = select(2, S.read_file(listing):gsub("\n", ""))
+      return n
+    end
+    local before = open_fds()
+    for _ = 1, 20 do
+      assert.has_error(function() core.server.new { handler = print, port = 0, timeout = "soon" } end,
+        "option 'timeout' is a string, expected a number")
+      assert.has_error(function() core.server.new { handler = print, port = 0, connections = 0 } end)
+      local srv = assert(core.server.new { handler = print, port = 0 })
+      srv:close()
+    end
+    assert.equals(before, open_fds())
+    os.remove(listing)
+  end)
+
   it("answers nil and a message when the port is taken", function()
     local srv = assert(core.server.new { port = 0, handler = function() end })
     local again, err = core.server.new { port = srv:port(), handler = function() end }

@@ -578,16 +578,26 @@ static int l_listen(lua_State *L) {
 static int l_new(lua_State *L) {
   server *srv;
   const char *host;
-  int port, fd, family = AF_INET, owned_fd = 0;
-  unsigned int flags = MHD_USE_EPOLL | MHD_USE_TURBO;
+  int port, fd, family = AF_INET, owned_fd = 0, reuse_port;
+  unsigned int flags = MHD_USE_EPOLL | MHD_USE_TURBO, timeout, connections;
+  size_t max_body;
+  lua_Number grace;
   char err[256];
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "handler");
   if (!lua_isfunction(L, -1)) return luaL_error(L, "option 'handler' must be a function");
   lua_pop(L, 1);
+  /* every option is read before anything is opened: a bad one raises with nothing to undo */
   host = opt_string(L, 1, "host", "127.0.0.1");
   port = (int)opt_number(L, 1, "port", 8080, 0, 65535);
   fd = (int)opt_number(L, 1, "fd", -1, -1, 1e9);
+  timeout = (unsigned int)opt_number(L, 1, "timeout", DEFAULT_TIMEOUT, 0, 86400);
+  connections = (unsigned int)opt_number(L, 1, "connections", DEFAULT_CONNECTIONS, 1, 1e6);
+  max_body = (size_t)opt_number(L, 1, "max_body", DEFAULT_MAX_BODY, 0, 1e12);
+  grace = opt_number(L, 1, "grace", DEFAULT_GRACE, 0, 1e6);
+  lua_getfield(L, 1, "reuse_port");
+  reuse_port = lua_toboolean(L, -1);
+  lua_pop(L, 1);
 
   srv = (server *)lua_newuserdata(L, sizeof *srv);
   memset(srv, 0, sizeof *srv);
@@ -595,15 +605,13 @@ static int l_new(lua_State *L) {
   srv->listen_fd = -1;
   luaL_getmetatable(L, SERVER_MT);
   lua_setmetatable(L, -2);
-  srv->max_body = (size_t)opt_number(L, 1, "max_body", DEFAULT_MAX_BODY, 0, 1e12);
-  srv->grace = opt_number(L, 1, "grace", DEFAULT_GRACE, 0, 1e6);
+  srv->max_body = max_body;
+  srv->grace = grace;
 
   if (fd < 0) {
     char service[16];
-    lua_getfield(L, 1, "reuse_port");
     snprintf(service, sizeof service, "%d", port);
-    fd = open_listener(host, service, lua_toboolean(L, -1), &family, err, sizeof err);
-    lua_pop(L, 1);
+    fd = open_listener(host, service, reuse_port, &family, err, sizeof err);
     if (fd < 0) {
       lua_pushnil(L);
       lua_pushstring(L, err);
@@ -627,10 +635,8 @@ static int l_new(lua_State *L) {
     flags, 0, NULL, NULL, on_request, srv,
     MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
     MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-    MHD_OPTION_CONNECTION_TIMEOUT,
-    (unsigned int)opt_number(L, 1, "timeout", DEFAULT_TIMEOUT, 0, 86400),
-    MHD_OPTION_CONNECTION_LIMIT,
-    (unsigned int)opt_number(L, 1, "connections", DEFAULT_CONNECTIONS, 1, 1e6),
+    MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+    MHD_OPTION_CONNECTION_LIMIT, connections,
     MHD_OPTION_END);
   if (srv->daemon == NULL) {
     if (owned_fd) close(fd);
