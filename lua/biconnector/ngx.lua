@@ -1,0 +1,305 @@
+-- OpenResty / nginx (lua-nginx-module) glue: serves a connector from
+-- content_by_lua*. The connector core does no I/O; this file reads the
+-- request through the nginx API, calls c:handle and sends the answer,
+-- streaming a urlData iterator chunk by chunk with ngx.flush(true).
+--
+--   init_by_lua_block    { require("biconnector.ngx").load("/srv/bi/connector.lua") }
+--   location /bitrix/ {
+--     content_by_lua_block { require("biconnector.ngx").serve("/srv/bi/connector.lua", { prefix = "/bitrix" }) }
+--   }
+local connector_mod = require "biconnector.connector"
+
+local ngx = ngx
+local format, concat, sort = string.format, table.concat, table.sort
+local type, tostring, pairs, ipairs, pcall, xpcall = type, tostring, pairs, ipairs, pcall, xpcall
+local open = io.open
+
+local _M = { _VERSION = require("biconnector.core").version }
+
+-- Variables set for log_format when the configuration declares them
+-- (`set $bic_endpoint "";` ...); see docs/openresty.md.
+_M.VARIABLES = { "bic_endpoint", "bic_table", "bic_rows", "bic_bytes", "bic_error", "bic_end" }
+
+local INTERNAL_ERROR = '{"error":"internal_error","message":"the connector glue failed (error id %s)","id":"%s"}'
+local JSON_TYPE = "application/json; charset=utf-8"
+
+-- ---- the per-worker cache of connector files ---------------------------------
+
+local cache = {} -- path -> connector; one per Lua VM, i.e. per worker (or inherited from the master)
+
+-- ngx.load(path) -> connector, loaded once per path; raises "<path>: <problem>".
+function _M.load(path)
+  if type(path) ~= "string" or path == "" then
+    error("biconnector.ngx.load: expected a connector file path, got " .. type(path), 2)
+  end
+  local c = cache[path]
+  if c then return c end
+  c = connector_mod.load(path)
+  cache[path] = c
+  return c
+end
+
+-- ngx.forget([path]) drops one cached connector (or all): the next request loads the file again.
+function _M.forget(path)
+  if path == nil then cache = {} else cache[path] = nil end
+end
+
+-- ngx.cached(path) -> the cached connector or nil (no loading).
+function _M.cached(path)
+  return cache[path]
+end
+
+-- ---- log lines ---------------------------------------------------------------
+
+-- A log value: bare when it is a plain word, else quoted on one line (as serve.lua).
+local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+local function quote(v)
+  v = tostring(v)
+  if v:match("^[%w%._/:%-]+$") then return v end
+  return '"' .. v:gsub('[%c"\\]', function(c)
+    return ESCAPES[c] or format("\\x%02x", c:byte())
+  end) .. '"'
+end
+_M.quote = quote
+
+local function log_levels()
+  return { error = ngx.ERR, err = ngx.ERR, warn = ngx.WARN, warning = ngx.WARN,
+           notice = ngx.NOTICE, info = ngx.INFO, debug = ngx.DEBUG }
+end
+
+-- The connector's log hook (handle's opts.log): one ngx.log line, the message
+-- then key=value fields; a field called `connection` is dropped.
+function _M.log(level, message, fields)
+  local parts = { "biconnector: ", quote(message) }
+  if type(fields) == "table" then
+    local keys = {}
+    for k in pairs(fields) do
+      if k ~= "connection" then keys[#keys + 1] = tostring(k) end
+    end
+    sort(keys)
+    for _, k in ipairs(keys) do parts[#parts + 1] = " " .. k .. "=" .. quote(fields[k]) end
+  end
+  ngx.log(log_levels()[level] or ngx.NOTICE, concat(parts))
+end
+
+-- The access line of `biconnector serve`, without the time (nginx adds it).
+local function access_line(req, status, info, bytes, ms, how)
+  local parts = {
+    "biconnector: ", req.remote ~= "" and req.remote or "-", " ", req.method, " ", quote(req.path),
+    " endpoint=", quote(info.endpoint or "-"), " table=", quote(info.table or "-"),
+    " status=", tostring(status), " rows=", tostring(info.rows or "-"),
+    " bytes=", tostring(bytes), format(" ms=%.1f", ms),
+  }
+  if how ~= "ok" then parts[#parts + 1] = " end=" .. how end
+  return concat(parts)
+end
+
+-- ---- the request -------------------------------------------------------------
+
+local function read_file(path)
+  local f, err = open(path, "rb")
+  if not f then return nil, err end
+  local data = f:read("*a")
+  f:close()
+  if data == nil then return nil, "cannot read " .. path end
+  return data
+end
+
+-- ngx.request([max_headers]) -> { method, path, headers (lower-case names,
+-- repeated ones joined with ", "), body, remote } for c:handle; nil, err when
+-- the body cannot be read.
+function _M.request(max_headers)
+  local headers = {}
+  local raw = ngx.req.get_headers(max_headers or 100)
+  for name, value in pairs(raw) do
+    if type(value) == "table" then value = concat(value, ", ") end
+    headers[name:lower()] = value
+  end
+  ngx.req.read_body() -- over client_max_body_size nginx answers 413 itself and we never come back
+  local body = ngx.req.get_body_data()
+  local from_file = false
+  if body == nil then
+    local file = ngx.req.get_body_file() -- spooled past client_body_buffer_size
+    if file then
+      local err
+      body, err = read_file(file)
+      if not body then return nil, "cannot read the spooled request body: " .. tostring(err) end
+      from_file = true
+    end
+  end
+  return {
+    method = ngx.req.get_method(),
+    path = ngx.var.uri,
+    headers = headers,
+    body = body or "",
+    remote = ngx.var.remote_addr or "",
+    body_in_file = from_file,
+  }
+end
+
+-- The prefix to strip: opts.prefix as given, else everything before the
+-- last path segment (the endpoints are single segments), so that one
+-- `location /any/prefix/` works without repeating the prefix.
+local function prefix_of(path, given)
+  if given ~= nil then return given ~= "" and given or nil end
+  local trimmed = path:gsub("/+$", "")
+  local dir = trimmed:match("^(.*)/[^/]*$")
+  if dir == nil or dir == "" then return nil end
+  return dir
+end
+_M.prefix_of = prefix_of
+
+-- ---- sending -----------------------------------------------------------------
+
+local function set_var(name, value) ngx.var[name] = value end
+
+local function publish(info, bytes, how)
+  info.sent = bytes
+  info["end"] = how
+  ngx.ctx.biconnector = info
+  local values = {
+    bic_endpoint = info.endpoint or "-", bic_table = info.table or "-",
+    bic_rows = tostring(info.rows or 0), bic_bytes = tostring(bytes),
+    bic_error = info.error or "-", bic_end = how,
+  }
+  for _, name in ipairs(_M.VARIABLES) do
+    pcall(set_var, name, values[name]) -- undeclared variables are simply not set
+  end
+end
+
+-- An error in the glue itself: an id, the message in the error log, a JSON 500.
+local function glue_error(err, trace)
+  local id = format("%04x%04x", math.random(0, 0xffff), (ngx.worker and ngx.worker.pid() or 0) % 0x10000)
+  ngx.log(ngx.ERR, "biconnector: ", quote("glue failed: " .. tostring(err)), " id=", id,
+    trace and (" traceback=" .. quote(trace)) or "")
+  return id
+end
+
+local function send_headers(status, headers)
+  ngx.status = status
+  if type(headers) == "table" then
+    for name, value in pairs(headers) do ngx.header[name] = value end
+  end
+end
+
+-- The work of one request up to the first byte sent; runs under xpcall.
+local function prepare(target, opts)
+  local c = target
+  if type(target) == "string" then c = _M.load(target) end
+  if not connector_mod.is_connector(c) then
+    error("biconnector.ngx.serve: expected a connector or a connector file path, got " .. type(target), 0)
+  end
+  local req, err = _M.request(opts.max_headers)
+  if not req then error(err, 0) end
+  local handle_opts = {
+    prefix = prefix_of(req.path, opts.prefix),
+    log = opts.log or _M.log,
+    chunk_size = opts.chunk_size,
+  }
+  local status, headers, body, info = c:handle(req, handle_opts)
+  if type(info) ~= "table" then info = {} end
+  info.body_in_file = req.body_in_file
+  return req, status, headers, body, info
+end
+
+local function with_trace(err)
+  return { message = err, traceback = debug.traceback("", 2) }
+end
+
+-- Streams an iterator: each chunk printed and flushed before the next is made
+-- (bounded memory); stops when the client is gone. -> bytes, how
+local function stream(body, info)
+  local bytes = 0
+  local error_before = info.error
+  while true do
+    local ok, chunk = xpcall(body, with_trace)
+    if not ok then
+      glue_error(chunk.message, chunk.traceback)
+      return bytes, "error"
+    end
+    if chunk == nil then break end
+    if type(chunk) ~= "string" then
+      glue_error("the body iterator returned a " .. type(chunk) .. " instead of a string")
+      return bytes, "error"
+    end
+    if #chunk > 0 then
+      local sent = ngx.print(chunk)
+      if sent then sent = ngx.flush(true) end
+      if not sent then return bytes, "aborted" end
+      bytes = bytes + #chunk
+    end
+  end
+  -- the connector ends a stream it had to cut (an error id appeared) with nil:
+  -- the client must see a cut answer, not a well-formed shorter one
+  if info.error ~= nil and info.error ~= error_before then return bytes, "error" end
+  return bytes, "ok"
+end
+
+-- ngx.serve(connector_or_path, opts): answers the current request (content phase).
+-- opts: prefix (string; default: the URI without its last segment),
+--       chunk_size, log (function(level, message, fields)), access_log (true:
+--       an access line in the error log at `notice`), max_headers (default 100).
+function _M.serve(target, opts)
+  opts = opts or {}
+  local started = ngx.now()
+  local ok, req, status, headers, body, info = xpcall(prepare, with_trace, target, opts)
+  if not ok then
+    local id = glue_error(req.message, req.traceback)
+    status, headers, body, info = 500, { ["Content-Type"] = JSON_TYPE }, format(INTERNAL_ERROR, id, id),
+      { status = 500, error = id }
+    req = { method = ngx.req.get_method(), path = ngx.var.uri, remote = ngx.var.remote_addr or "" }
+  end
+  if type(status) ~= "number" then status = 500 end
+
+  local how, bytes = "ok", 0
+  if type(body) == "function" then
+    send_headers(status, headers)
+    bytes, how = stream(body, info)
+  else
+    body = type(body) == "string" and body or ""
+    send_headers(status, headers)
+    ngx.header["Content-Length"] = #body
+    if not ngx.print(body) then how = "aborted" else bytes = #body end
+  end
+  publish(info, bytes, how)
+  if opts.access_log then
+    ngx.update_time()
+    ngx.log(ngx.NOTICE, access_line(req, status, info, bytes, (ngx.now() - started) * 1000, how))
+  end
+  if how == "error" then return ngx.exit(ngx.ERROR) end -- close without the final chunk
+  return ngx.eof()
+end
+
+local ERROR_PAGES = {
+  [400] = { "bad_request", "nginx refused the request" },
+  [408] = { "request_timeout", "the request body did not arrive in time" },
+  [411] = { "length_required", "the request needs a Content-Length" },
+  [413] = { "payload_too_large", "the request body is larger than client_max_body_size" },
+  [414] = { "uri_too_long", "the request URI is too long" },
+  [494] = { "bad_request", "the request headers are too large" },
+}
+
+-- ngx.error_page(status): for an `error_page 413 @name;` location, so that
+-- the errors nginx answers itself (too large a body, ...) are JSON like the
+-- connector's own. nginx does not tell the redirected location which status
+-- it had: pass it (one location per status).
+function _M.error_page(status)
+  status = status or ngx.status
+  if type(status) ~= "number" or status < 400 or status > 599 then status = 500 end
+  local page = ERROR_PAGES[status] or { status >= 500 and "internal_error" or "bad_request", "nginx answered " .. status }
+  local body = format('{"error":"%s","message":"%s"}', page[1], page[2])
+  ngx.status = status
+  ngx.header["Content-Type"] = JSON_TYPE
+  ngx.header["Content-Length"] = #body
+  ngx.print(body)
+  return ngx.eof()
+end
+
+-- ngx.handler(connector_or_path, opts) -> function() that serves with these
+-- options; the connector file is loaded at once (e.g. in init_by_lua).
+function _M.handler(target, opts)
+  if type(target) == "string" then _M.load(target) end
+  return function() return _M.serve(target, opts) end
+end
+
+return _M

@@ -1,0 +1,531 @@
+-- biconnector.ngx inside a real nginx with the Lua module: the minimal and
+-- demo connectors over HTTP in both request spellings, errors, a streamed
+-- 200,000-row answer, a body spooled to disk, a client that goes away, and
+-- the example configuration. nginx loads the LuaJIT build of the C core
+-- (BIC_BUILD under luajit, else BIC_BUILD_LUAJIT or BIC_TOP/build-luajit),
+-- so this spec runs under either busted runtime.
+local helpers = require "helpers"
+local cjson = require "cjson"
+local socket = require "socket"
+
+local concat, format = table.concat, string.format
+
+local TOP = helpers.top == "." and (os.getenv("PWD") or ".") or helpers.top
+local MINIMAL_TOKEN, DEMO_TOKEN = "min-secret-123", "demo-secret-456"
+local FIXTURE_TOKEN = "fixture-secret-token"
+local JSON = { ["Content-Type"] = "application/json" }
+local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+
+---------------------------------------------------------------- environment
+
+local function sh(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+
+local function readable(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+local function find_nginx()
+  for _, p in ipairs({ os.getenv("BIC_NGINX") or "", "/usr/sbin/nginx", "/usr/local/sbin/nginx" }) do
+    if p ~= "" and readable(p) then return p end
+  end
+end
+
+local MODULES = os.getenv("BIC_NGINX_MODULES") or "/usr/lib/nginx/modules"
+
+local function luajit_build()
+  if helpers.runtime == "luajit" then return helpers.build end
+  local b = os.getenv("BIC_BUILD_LUAJIT") or (TOP .. "/build-luajit")
+  if b:sub(1, 1) ~= "/" then b = TOP .. "/" .. b end
+  return b
+end
+
+-- nil when everything is there, else what is missing
+local function missing()
+  if not find_nginx() then return "nginx is not installed (Debian: nginx)" end
+  for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
+    if not readable(MODULES .. "/" .. m) then
+      return m .. " is not in " .. MODULES .. " (Debian: libnginx-mod-http-ndk, libnginx-mod-http-lua)"
+    end
+  end
+  if not readable("/usr/share/lua/5.1/resty/core.lua") and not os.getenv("BIC_NGINX_MODULES") then
+    return "resty.core is missing (Debian: lua-resty-core, lua-resty-lrucache)"
+  end
+  if not readable(luajit_build() .. "/biconnector/core.so") then
+    return "the LuaJIT build of the C core is missing: " .. luajit_build() .. " (make luajit)"
+  end
+end
+
+---------------------------------------------------------------- nginx process
+
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+local function make_prefix()
+  local p = io.popen("mktemp -d /tmp/bic-ngx-XXXXXX")
+  local dir = p:read("*l")
+  p:close()
+  assert(dir and dir ~= "", "mktemp failed")
+  assert(sh("mkdir -p " .. dir .. "/logs && chmod 755 " .. dir))
+  return dir
+end
+
+local function alive(pid)
+  local stat = read("/proc/" .. pid .. "/stat")
+  if stat == "" then return false end
+  return stat:match("^%d+ %b() (%a)") ~= "Z" -- a zombie nobody reaped is gone for us
+end
+
+local function wait_until(predicate, seconds)
+  local deadline = socket.gettime() + seconds
+  while socket.gettime() < deadline do
+    if predicate() then return true end
+    socket.sleep(0.05)
+  end
+  return predicate()
+end
+
+-- Starts nginx in the foreground (daemon off) as our child, so that stopping
+-- it reaps it. -> handle { prefix, pid, port, error_log } | nil, message
+local function start_nginx(prefix, conf_text, port)
+  local conf = prefix .. "/nginx.conf"
+  write(conf, conf_text)
+  local out = prefix .. "/logs/start.out"
+  local pipe = io.popen(format("MINIMAL_TOKEN=%s BIC_DEMO_TOKEN=%s exec sh -c 'echo $$; exec %s -p %s -c %s -e %s/logs/error.log -g \"daemon off;\" 2>%s'",
+    MINIMAL_TOKEN, DEMO_TOKEN, find_nginx(), prefix, conf, prefix, out), "r")
+  local h = { prefix = prefix, port = port, error_log = prefix .. "/logs/error.log", pipe = pipe }
+  h.pid = pipe:read("*l")
+  -- the pid file appears once the configuration is loaded and the port is bound
+  wait_until(function() return read(prefix .. "/nginx.pid") ~= "" or not alive(h.pid) end, 10)
+  if read(prefix .. "/nginx.pid") == "" then
+    local _ = alive(h.pid) and sh("kill -KILL " .. h.pid)
+    pipe:close()
+    return nil, read(out) .. read(h.error_log)
+  end
+  return h
+end
+
+-- Graceful stop, then SIGKILL for the master and its workers if still there.
+local function stop_nginx(h)
+  if not h or not h.pid then return end
+  local children = {}
+  local p = io.popen("pgrep -P " .. h.pid .. " 2>/dev/null")
+  for line in p:lines() do children[#children + 1] = line end
+  p:close()
+  sh("kill -QUIT " .. h.pid .. " 2>/dev/null")
+  if not wait_until(function() return not alive(h.pid) end, 5) then
+    sh("kill -KILL " .. h.pid .. " 2>/dev/null")
+  end
+  for _, c in ipairs(children) do
+    if alive(c) then sh("kill -KILL " .. c .. " 2>/dev/null") end
+  end
+  h.pipe:close() -- reaps the master
+  h.pid = nil
+end
+
+---------------------------------------------------------------- HTTP client
+
+-- One request on a new connection. -> { status, headers, body, cut } where
+-- cut is a message when a chunked body ended without its final chunk.
+local function request(port, method, path, body, headers)
+  local sock = socket.tcp()
+  sock:settimeout(20)
+  assert(sock:connect("127.0.0.1", port))
+  local lines = { format("%s %s HTTP/1.1", method, path), "Host: 127.0.0.1", "Connection: close" }
+  for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
+  if body then lines[#lines + 1] = "Content-Length: " .. #body end
+  sock:send(concat(lines, "\r\n") .. "\r\n\r\n")
+  if body then sock:send(body) end -- nginx may refuse it (413) before the end: read the answer anyway
+  local status_line = assert(sock:receive("*l"))
+  local r = { status = tonumber(status_line:match("^HTTP/1%.%d (%d%d%d)")), headers = {} }
+  while true do
+    local line = assert(sock:receive("*l"))
+    if line == "" then break end
+    local k, v = line:match("^([^:]+):%s*(.*)$")
+    r.headers[k:lower()] = v
+  end
+  local parts = {}
+  if (r.headers["transfer-encoding"] or ""):lower() == "chunked" then
+    while true do
+      local size_line, err = sock:receive("*l")
+      if not size_line then r.cut = "no chunk header: " .. tostring(err) break end
+      local size = tonumber(size_line:match("^%x+"), 16)
+      if not size then r.cut = "bad chunk header " .. size_line break end
+      if size == 0 then sock:receive("*l") break end
+      local data, derr = sock:receive(size)
+      if not data then r.cut = "cut inside a chunk: " .. tostring(derr) break end
+      parts[#parts + 1] = data
+      sock:receive("*l")
+    end
+  elseif r.headers["content-length"] then
+    parts[1] = assert(sock:receive(tonumber(r.headers["content-length"])))
+  else
+    parts[1] = sock:receive("*a")
+  end
+  sock:close()
+  r.body = concat(parts)
+  return r
+end
+
+local function json_of(r)
+  assert.matches("^application/json", r.headers["content-type"] or "")
+  return cjson.decode(r.body)
+end
+
+local function q(s) return format("%q", s) end
+
+---------------------------------------------------------------- the spec
+
+local why_not = missing()
+
+describe("biconnector.ngx #ngx", function()
+  if why_not then
+    io.stderr:write("\n*** SKIPPED: spec/ngx_spec.lua: " .. why_not .. "\n")
+    it("needs nginx with the Lua module", function() pending(why_not) end)
+    return
+  end
+
+  local MINIMAL = TOP .. "/examples/minimal.lua"
+  local DEMO = TOP .. "/examples/demo/connector.lua"
+  local FIXTURE = TOP .. "/spec/ngx_fixture_connector.lua"
+  local h, prefix, port
+
+  local function error_log() return read(h.error_log) end
+  local function wait_log(pattern)
+    wait_until(function() return error_log():find(pattern) ~= nil end, 10)
+    return error_log()
+  end
+
+  setup(function()
+    prefix = make_prefix()
+    port = free_port()
+    local conf = concat({
+      "load_module " .. MODULES .. "/ndk_http_module.so;",
+      "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
+      "worker_processes 1;",
+      "pid " .. prefix .. "/nginx.pid;",
+      "error_log " .. prefix .. "/logs/error.log notice;",
+      "env MINIMAL_TOKEN;",
+      "env BIC_DEMO_TOKEN;",
+      "events { worker_connections 64; }",
+      "http {",
+      format('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";', TOP, TOP),
+      format('  lua_package_cpath "%s/?.so;;";', luajit_build()),
+      "  client_body_temp_path " .. prefix .. "/body;",
+      "  proxy_temp_path " .. prefix .. "/proxy;",
+      "  fastcgi_temp_path " .. prefix .. "/fastcgi;",
+      "  uwsgi_temp_path " .. prefix .. "/uwsgi;",
+      "  scgi_temp_path " .. prefix .. "/scgi;",
+      "  log_format bic '$request_uri $status endpoint=$bic_endpoint table=$bic_table rows=$bic_rows "
+        .. "bytes=$bic_bytes error=$bic_error end=$bic_end';",
+      "  access_log " .. prefix .. "/logs/access.log bic;",
+      "  init_by_lua_block {",
+      "    local glue = require 'biconnector.ngx'",
+      "    glue.load(" .. q(DEMO) .. ")",
+      "    glue.load(" .. q(MINIMAL) .. ")",
+      "  }",
+      "  server {",
+      "    listen 127.0.0.1:" .. port .. ";",
+      '    set $bic_endpoint "-"; set $bic_table "-"; set $bic_rows "-";',
+      '    set $bic_bytes "-"; set $bic_error "-"; set $bic_end "-";',
+      "    location /minimal/ {",
+      "      content_by_lua_block { require('biconnector.ngx').serve(" .. q(MINIMAL) .. ") }",
+      "    }",
+      "    location /demo/ {",
+      "      client_body_buffer_size 16k;",
+      "      client_max_body_size 2m;",
+      "      error_page 413 @bic_413;",
+      "      content_by_lua_block {",
+      "        require('biconnector.ngx').serve(" .. q(DEMO) .. ", { prefix = '/demo', access_log = true })",
+      "      }",
+      "    }",
+      "    location /fixture/ {",
+      "      content_by_lua_block {",
+      "        require('biconnector.ngx').serve(" .. q(FIXTURE) .. ", { prefix = '/fixture', access_log = true })",
+      "      }",
+      "    }",
+      "    location /broken/ {",
+      "      content_by_lua_block { require('biconnector.ngx').serve(" .. q(prefix .. "/missing.lua") .. ") }",
+      "    }",
+      "    location @bic_413 {",
+      "      content_by_lua_block { require('biconnector.ngx').error_page(413) }",
+      "    }",
+      "  }",
+      "}",
+    }, "\n")
+    local err
+    h, err = start_nginx(prefix, conf, port)
+    assert(h, "nginx did not start: " .. tostring(err))
+  end)
+
+  teardown(function()
+    stop_nginx(h)
+    if prefix and not os.getenv("BIC_KEEP_NGINX") then sh("rm -rf " .. prefix) end
+  end)
+
+  describe("the minimal example (prefix derived from the URI)", function()
+    local function post(path, body, headers) return request(port, "POST", "/minimal" .. path, body, headers) end
+
+    it("answers the four endpoints to a form body with PHP brackets", function()
+      local conn = "connection%5Btoken%5D=" .. MINIMAL_TOKEN
+      local r = post("/check", conn, FORM)
+      assert.equals(200, r.status)
+      assert.same({ ok = true }, json_of(r))
+      r = post("/table_list", conn .. "&searchString=CIT", FORM)
+      assert.equals(200, r.status)
+      assert.same({ { code = "cities", title = "Cities" } }, json_of(r))
+      r = post("/table_description", conn .. "&table=cities", FORM)
+      assert.equals(200, r.status)
+      local fields = json_of(r)
+      assert.equals(5, #fields)
+      assert.same({ code = "updated", name = "Updated", type = "datetime" }, fields[5])
+      r = post("/data", conn .. "&table=cities&select%5B%5D=name&select%5B%5D=id&limit=2", FORM)
+      assert.equals(200, r.status)
+      assert.equals(tostring(#r.body), r.headers["content-length"])
+      assert.same({ { "name", "id" }, { "Berlin", 1 }, { "Kyiv", 2 } }, json_of(r))
+    end)
+
+    it("answers the four endpoints to a JSON body", function()
+      local conn = '"connection":{"token":"' .. MINIMAL_TOKEN .. '"}'
+      local r = post("/check", "{" .. conn .. "}", JSON)
+      assert.same({ ok = true }, json_of(r))
+      r = post("/table_list", "{" .. conn .. ',"searchString":""}', JSON)
+      assert.same({ { code = "cities", title = "Cities" } }, json_of(r))
+      r = post("/table_description", "{" .. conn .. ',"table":"cities"}', JSON)
+      assert.equals("id", json_of(r)[1].code)
+      r = post("/data/", "{" .. conn .. ',"table":"cities","select":["id","founded","updated"],'
+        .. '"filter":{"=id":3}}', JSON)
+      assert.equals(200, r.status)
+      assert.same({ { "id", "founded", "updated" }, { 3, cjson.null, "2024-03-09 16:00:00" } }, json_of(r))
+    end)
+
+    it("refuses a wrong token with 403 and never echoes it", function()
+      local r = post("/data", '{"connection":{"token":"not-the-token"},"table":"cities"}', JSON)
+      assert.equals(403, r.status)
+      assert.same({ error = "forbidden", message = "wrong token" }, json_of(r))
+    end)
+  end)
+
+  describe("the demo connector", function()
+    local function post(path, body, headers) return request(port, "POST", "/demo" .. path, body, headers) end
+    local conn_form = "connection%5Btoken%5D=" .. DEMO_TOKEN
+    local conn_json = '"connection":{"token":"' .. DEMO_TOKEN .. '"}'
+
+    it("answers the four endpoints in both spellings", function()
+      for _, spelling in ipairs({ "form", "json" }) do
+        local function body(extra)
+          if spelling == "form" then return conn_form .. (extra.form and ("&" .. extra.form) or ""), FORM end
+          return "{" .. conn_json .. (extra.json and ("," .. extra.json) or "") .. "}", JSON
+        end
+        local r = post("/check", body({}))
+        assert.same({ ok = true }, json_of(r), spelling)
+        r = post("/table_list", body({ form = "searchString=inv", json = '"searchString":"inv"' }))
+        assert.same({ { code = "invoices", title = "Invoices" } }, json_of(r), spelling)
+        r = post("/table_description", body({ form = "table=deals", json = '"table":"deals"' }))
+        local fields = json_of(r)
+        assert.equals("id", fields[1].code, spelling)
+        r = post("/data", body({
+          form = "table=deals&select%5B%5D=id&select%5B%5D=stage&filter%5B%3E%3Did%5D=998",
+          json = '"table":"deals","select":["id","stage"],"filter":{">=id":998}',
+        }))
+        assert.equals(200, r.status, spelling)
+        local rows = json_of(r)
+        assert.same({ "id", "stage" }, rows[1], spelling)
+        assert.same({ 998, 999, 1000 }, { rows[2][1], rows[3][1], rows[4][1] }, spelling)
+        assert.equals(4, #rows, spelling)
+      end
+    end)
+
+    it("answers 404 for an unknown endpoint and 405 for a GET", function()
+      local r = post("/nope", "{" .. conn_json .. "}", JSON)
+      assert.equals(404, r.status)
+      assert.same({ error = "not_found", message = "no such endpoint: /demo/nope" }, json_of(r))
+      r = request(port, "GET", "/demo/check")
+      assert.equals(405, r.status)
+      assert.equals("POST", r.headers["allow"])
+      assert.equals("method_not_allowed", json_of(r).error)
+    end)
+
+    it("streams a 200,000-row /data answer chunk by chunk", function()
+      local r = post("/data", "{" .. conn_json .. ',"table":"deals_200k"}', JSON)
+      assert.equals(200, r.status)
+      assert.equals("chunked", r.headers["transfer-encoding"])
+      assert.is_nil(r.headers["content-length"])
+      assert.is_nil(r.cut)
+      local rows = cjson.decode(r.body)
+      assert.equals(200001, #rows)
+      assert.equals("id", rows[1][1])
+      assert.equals(200000, rows[200001][1])
+      -- the access line (error_log, access_log = true) and the $bic_* variables (access_log)
+      local log = wait_log("table=deals_200k status=200")
+      assert.matches("biconnector: 127%.0%.0%.1 POST /demo/data endpoint=data table=deals_200k status=200 rows=200000 bytes="
+        .. #r.body .. " ms=", log)
+      wait_until(function() return read(prefix .. "/logs/access.log"):find("deals_200k", 1, true) ~= nil end, 5)
+      assert.matches("/demo/data 200 endpoint=data table=deals_200k rows=200000 bytes=" .. #r.body .. " error=%- end=ok",
+        read(prefix .. "/logs/access.log"))
+    end)
+
+    it("reads a large form body nginx spooled to a temporary file", function()
+      local pad = string.rep("x", 1024 * 1024)
+      local r = post("/data", conn_form .. "&table=contacts&select%5B%5D=id&limit=3&pad=" .. pad, FORM)
+      assert.equals(200, r.status)
+      assert.same({ { "id" }, { 1 }, { 2 }, { 3 } }, json_of(r))
+      assert.matches("a client request body is buffered to a temporary file", error_log())
+    end)
+
+    it("answers a body over client_max_body_size with a JSON 413", function()
+      local r = post("/data", conn_form .. "&pad=" .. string.rep("y", 3 * 1024 * 1024), FORM)
+      assert.equals(413, r.status)
+      assert.equals("payload_too_large", json_of(r).error)
+    end)
+
+    it("stops streaming when the client goes away", function()
+      local sock = socket.tcp()
+      sock:settimeout(10)
+      assert(sock:connect("127.0.0.1", port))
+      local body = "{" .. conn_json .. ',"table":"deals_5m"}'
+      sock:send("POST /demo/data HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        .. "Content-Length: " .. #body .. "\r\n\r\n" .. body)
+      assert(sock:receive(200000))
+      sock:close()
+      local log = wait_log("table=deals_5m status=200 rows=%d+ bytes=%d+ ms=[%d.]+ end=aborted")
+      local rows = tonumber(log:match("table=deals_5m status=200 rows=(%d+) bytes=%d+ ms=[%d.]+ end=aborted"))
+      assert.is_true(rows ~= nil and rows < 5000000, "the stream went on after the client left")
+    end)
+  end)
+
+  describe("errors", function()
+    local function post(path, body) return request(port, "POST", "/fixture" .. path, body, JSON) end
+    local conn = '"connection":{"token":"' .. FIXTURE_TOKEN .. '"}'
+
+    it("a handler error is a JSON 500 with an id; the log has the message, not the token", function()
+      local r = post("/data", "{" .. conn .. ',"table":"boom"}')
+      assert.equals(500, r.status)
+      local answer = json_of(r)
+      assert.equals("internal_error", answer.error)
+      assert.matches("^%x+$", answer.id)
+      local log = wait_log("id=" .. answer.id)
+      assert.matches("data failed: [^\n]*boom on purpose %(token %*%*%*%)[^\n]*id=" .. answer.id, log)
+      -- the next request is unaffected
+      r = post("/data", "{" .. conn .. ',"table":"numbers"}')
+      assert.equals(200, r.status)
+      assert.equals(11, #json_of(r))
+    end)
+
+    it("a value error mid-stream cuts the answer (no final chunk) and logs it", function()
+      local r = post("/data", "{" .. conn .. ',"table":"cut"}')
+      assert.equals(200, r.status)
+      assert.is_string(r.cut)
+      assert.is_true(#r.body > 65536)
+      local log = wait_log("data stream cut")
+      assert.matches('data stream cut: table \\"cut\\", row 60000', log, 1, true)
+      assert.matches("table=cut status=200 rows=%d+ bytes=%d+ ms=[%d.]+ end=error", wait_log("end=error"))
+    end)
+
+    it("loads a connector file once per worker", function()
+      for _ = 1, 3 do
+        local r = post("/table_list", "{" .. conn .. "}")
+        local titles = {}
+        for _, t in ipairs(json_of(r)) do titles[t.code] = t.title end
+        assert.equals("loads=1", titles.loads)
+      end
+    end)
+
+    it("a connector file that does not load is a JSON 500; the log names the file", function()
+      local r = request(port, "POST", "/broken/check", "{}", JSON)
+      assert.equals(500, r.status)
+      local answer = json_of(r)
+      assert.equals("internal_error", answer.error)
+      local log = wait_log("id=" .. answer.id)
+      assert.matches("glue failed: [^\n]*missing%.lua", log)
+    end)
+
+    it("no connection value reaches the logs", function()
+      local logs = error_log() .. read(prefix .. "/logs/access.log")
+      for _, secret in ipairs({ MINIMAL_TOKEN, DEMO_TOKEN, FIXTURE_TOKEN, "not-the-token" }) do
+        assert.is_nil(logs:find(secret, 1, true), secret)
+      end
+    end)
+  end)
+end)
+
+describe("examples/nginx/nginx.conf #ngx", function()
+  if why_not then
+    it("needs nginx with the Lua module", function() pending(why_not) end)
+    return
+  end
+  local h, prefix
+
+  teardown(function()
+    stop_nginx(h)
+    if prefix and not os.getenv("BIC_KEEP_NGINX") then sh("rm -rf " .. prefix) end
+  end)
+
+  it("passes nginx -t and serves the demo under /bitrix/ once its paths are substituted", function()
+    prefix = make_prefix()
+    local port = free_port()
+    local text = read(TOP .. "/examples/nginx/nginx.conf")
+    local function sub(from, to)
+      local i = assert(text:find(from, 1, true), "the example no longer contains " .. from)
+      text = text:sub(1, i - 1) .. to .. text:sub(i + #from)
+      return sub
+    end
+    sub("pid /run/nginx.pid;", "pid " .. prefix .. "/nginx.pid;")
+    sub("/var/log/nginx/error.log", prefix .. "/logs/error.log")
+    sub("/var/log/nginx/biconnector.log", prefix .. "/logs/biconnector.log")
+    sub("/var/lib/nginx/body", prefix .. "/body")
+    sub("include /etc/nginx/modules-enabled/*.conf;", "load_module " .. MODULES .. "/ndk_http_module.so;\n"
+      .. "load_module " .. MODULES .. "/ngx_http_lua_module.so;")
+    sub("/usr/local/share/lua/5.1/?.lua;/usr/local/share/lua/5.1/?/init.lua",
+      TOP .. "/lua/?.lua;" .. TOP .. "/lua/?/init.lua")
+    sub("/usr/local/lib/lua/5.1/?.so", luajit_build() .. "/?.so")
+    local demo = (TOP .. "/examples/demo/connector.lua"):gsub("%%", "%%%%")
+    text = text:gsub("/etc/biconnector/connector%.lua", demo)
+    text = text:gsub("listen 8080;", "listen 127.0.0.1:" .. port .. ";")
+    text = text:gsub("worker_processes auto;", "worker_processes 1;")
+    write(prefix .. "/nginx.conf", text)
+
+    local out = prefix .. "/logs/t.out"
+    local ok = sh(format("%s -t -q -p %s -c %s/nginx.conf -e %s/logs/error.log >%s 2>&1",
+      find_nginx(), prefix, prefix, prefix, out))
+    assert.is_true(ok, read(out))
+
+    local err
+    h, err = start_nginx(prefix, text, port)
+    assert(h, "nginx did not start: " .. tostring(err))
+    local conn = '"connection":{"token":"' .. DEMO_TOKEN .. '"}'
+    local r = request(port, "POST", "/bitrix/check", "{" .. conn .. "}", JSON)
+    assert.equals(200, r.status)
+    assert.same({ ok = true }, json_of(r))
+    r = request(port, "POST", "/bitrix/data", "{" .. conn .. ',"table":"contacts","limit":2,"select":["id"]}', JSON)
+    assert.same({ { "id" }, { 1 }, { 2 } }, json_of(r))
+    r = request(port, "POST", "/bitrix/data", "pad=" .. string.rep("z", 9 * 1024 * 1024), FORM)
+    assert.equals(413, r.status)
+    assert.equals("payload_too_large", json_of(r).error)
+    stop_nginx(h)
+    local access = read(prefix .. "/logs/biconnector.log")
+    assert.matches('"POST /bitrix/data HTTP/1.1" 200 %d+ endpoint=data table=contacts rows=2 error=%- end=ok', access)
+  end)
+end)
