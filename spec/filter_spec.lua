@@ -78,6 +78,15 @@ describe("filter.parse, style A (key prefixes)", function()
     assert.same(any(cond("ID", "int", "eq", { value = 1 }), cond("ID", "int", "eq", { value = 2 })),
       parse({ { logic = "or", { ID = 1 }, { ID = 2 } } }))
     assert.is_nil(parse({ { LOGIC = "OR" } }))
+    assert.is_nil(parse({ g = {}, { {} } }))
+    -- groups in a list, as filter[0][0][ID]=1&filter[0][1][ID]=2 decodes
+    assert.same(all(cond("ID", "int", "eq", { value = 1 }), cond("ID", "int", "eq", { value = 2 })),
+      parse(assert(form.decode("filter[0][0][ID]=1&filter[0][1][ID]=2")).filter))
+    assert.same(any(cond("ID", "int", "eq", { value = 1 }), cond("ID", "int", "eq", { value = 2 })),
+      parse(assert(form.decode("filter[0][LOGIC]=OR&filter[0][0][ID]=1&filter[0][1][ID]=2")).filter))
+    local ast, err = filter.parse({ { 1, 2 } }, FIELDS)
+    assert.is_nil(ast)
+    assert.equal("filter[1][1]: neither a field condition nor a group", err)
     assert.is_nil(parse({}))
     assert.is_nil(parse(nil))
     assert.is_nil(parse(null))

@@ -74,6 +74,7 @@ local PAIRS = {
     "table=deals&filter[DATE_CREATE][operator]=%3E%3D&filter[DATE_CREATE][value]=2025-05-31+17%3A01%3A55&filter[%3C%3EID]=7" },
   { "/data", '{"table":"deals","filter":{"DAY":null,"!DATE_CREATE":null}}',
     "table=deals&filter[DAY]=&filter[!DATE_CREATE]=" },
+  { "/data", '{"table":"deals","filter":[[{"ID":1},{"ID":2}]]}', "table=deals&filter[0][0][ID]=1&filter[0][1][ID]=2" },
   { "/data", '{"table":"deals","filter":{}}', "table=deals" },
   { "/data", '{"table":"deals","filter":[]}', "table=deals&filter=" },
 }

@@ -36,7 +36,7 @@ end
 local function show(v)
   if type(v) == "string" then
     if #v > 40 then v = v:sub(1, 40) .. "..." end
-    return format("%q", v):gsub("\\\n", "\\n")
+    return (format("%q", v):gsub("\\\n", "\\n"))
   end
   if v == null then return "null" end
   return tostring(v)
@@ -317,7 +317,7 @@ _M.styles = {
       if type(key) ~= "string" then return false end
       local op, field = split_key(key, ctx.fields)
       if op == nil then
-        if type(value) == "table" and value ~= null and not is_list(value) then return false end -- a group
+        if type(value) == "table" and (next(value) == nil or not is_list(value)) then return false end -- a group
         return nil, where .. ": " .. field
       end
       return condition(field, op, value, where)
@@ -326,10 +326,8 @@ _M.styles = {
   { -- nested group (style A): a key whose value is an object; LOGIC inside
     name = "group",
     recognize = function(key, value, ctx, where)
-      if type(value) ~= "table" or value == null then return false end
-      if is_list(value) and next(value) ~= nil then
-        return nil, format("%s: a list where a group or a field was expected", where)
-      end
+      if type(value) ~= "table" then return false end
+      -- a list is a group too: filter[0][0][ID]=1&filter[0][1][ID]=2 decodes to one
       return parse_group(value, ctx, where, ctx.depth + 1)
     end,
   },

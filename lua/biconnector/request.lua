@@ -66,7 +66,7 @@ end
 local function show(v)
   if type(v) == "string" then
     if #v > 40 then v = v:sub(1, 40) .. "..." end
-    return format("%q", v):gsub("\\\n", "\\n")
+    return (format("%q", v):gsub("\\\n", "\\n"))
   end
   if v == null then return "null" end
   if type(v) == "table" then return next(v) ~= nil and is_list(v) and "a list" or "an object" end
