@@ -140,6 +140,21 @@ describe("core.http", function()
     assert.is_nil(weak[1])
   end)
 
+  it("closes handles and locks at the end of a <close> scope #lua54", function()
+    local chunk = assert(load([[
+      local http, url, path = ...
+      local h <close> = http.new()
+      local lk <close> = assert(http.lock(path))
+      assert(h:request { url = url })
+      return h, lk
+    ]]))
+    local path = os.tmpname()
+    local h, lk = chunk(http, portal.base .. "/_echo", path)
+    assert.is_true(h:closed())
+    assert.is_false(lk:held())
+    os.remove(path)
+  end)
+
   it("has a monotonic clock and a sleep", function()
     local a = http.now()
     http.sleep(0.01)
