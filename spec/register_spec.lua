@@ -252,6 +252,15 @@ describe("biconnector register against the local portal", function()
     assert.matches("biconnector register: .*biconnector%.connector%.fields", err)
   end)
 
+  it("explains ACCESS_DENIED through a webhook", function()
+    local rc, _, err = cli({ MINIMAL, "--base-url", "http://h" },
+      ("env -u BITRIX24_PORTAL BIC_BUILD=%s BITRIX24_WEBHOOK=%s"):format(shell_quote(helpers.build), shell_quote(portal.webhook)))
+    assert.equal(1, rc)
+    assert.matches("ACCESS_DENIED", err)
+    assert.matches("refuse incoming webhooks", err)
+    assert.same({}, changing_calls(portal:stats().stats))
+  end)
+
   local usage = {
     { {}, "FILE is required" },
     { { MINIMAL }, "%-%-base%-url is required" },

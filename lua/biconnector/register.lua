@@ -511,6 +511,10 @@ function _M.main(args, out, err, getenv)
   if o.client then o.client:close() end
   if not result then
     err:write("biconnector register: ", tostring(rerr), "\n")
+    if type(rerr) == "table" and rerr.code == "ACCESS_DENIED" and env and env.webhook then
+      err:write("biconnector register: the biconnector methods refuse incoming webhooks;",
+        " use an application's token (BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN)\n")
+    end
     return kind == "usage" and 2 or 1
   end
   if as_json then out:write(assert(json.encode(result, { indent = 2 })), "\n") end
