@@ -265,6 +265,13 @@ describe("biconnector.ngx #ngx", function()
       "      content_by_lua_block {",
       "        require('biconnector.ngx').serve(" .. q(FIXTURE) .. ", { prefix = '/fixture', access_log = true })",
       "      }",
+      "      log_by_lua_block {",
+      "        local info = ngx.ctx.biconnector",
+      "        if info then ngx.log(ngx.NOTICE, 'ctx: table=', info.table, ' rows=', info.rows, ' end=', info['end']) end",
+      "      }",
+      "    }",
+      "    location = /forget-fixture {",
+      "      content_by_lua_block { require('biconnector.ngx').forget(" .. q(FIXTURE) .. ") ngx.say('forgotten') }",
       "    }",
       "    location /broken/ {",
       "      content_by_lua_block { require('biconnector.ngx').serve(" .. q(prefix .. "/missing.lua") .. ") }",
@@ -387,6 +394,34 @@ describe("biconnector.ngx #ngx", function()
         read(prefix .. "/logs/access.log"))
     end)
 
+    it("streams 1,000,000 rows with the worker's peak RSS under 32 MiB", function()
+      local p = io.popen("pgrep -P " .. h.pid)
+      local worker = p:read("*l")
+      p:close()
+      local sock = socket.tcp()
+      sock:settimeout(20)
+      assert(sock:connect("127.0.0.1", port))
+      local body = "{" .. conn_json .. ',"table":"deals_1m"}'
+      sock:send("POST /demo/data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        .. "Content-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body)
+      local total = 0
+      while true do
+        local data, err, partial = sock:receive(1048576)
+        data = data or partial
+        total = total + #data
+        if err == "closed" then break end
+        assert(not err, err)
+      end
+      sock:close()
+      assert.is_true(total > 90 * 1048576, "only " .. total .. " bytes")
+      local log = wait_log("table=deals_1m status=200")
+      assert.matches("table=deals_1m status=200 rows=1000000 bytes=%d+ ms=[%d.]+, ", log)
+      local peak_kib = tonumber(read("/proc/" .. worker .. "/status"):match("VmHWM:%s*(%d+)"))
+      io.stderr:write(format("\n[ngx_spec] nginx worker peak RSS after 1,000,000 streamed rows (%d bytes): %.1f MiB\n",
+        total, peak_kib / 1024))
+      assert.is_true(peak_kib < 32 * 1024, "peak RSS " .. peak_kib .. " KiB")
+    end)
+
     it("reads a large form body nginx spooled to a temporary file", function()
       local pad = string.rep("x", 1024 * 1024)
       local r = post("/data", conn_form .. "&table=contacts&select%5B%5D=id&limit=3&pad=" .. pad, FORM)
@@ -444,13 +479,21 @@ describe("biconnector.ngx #ngx", function()
       assert.matches("table=cut status=200 rows=%d+ bytes=%d+ ms=[%d.]+ end=error", wait_log("end=error"))
     end)
 
-    it("loads a connector file once per worker", function()
-      for _ = 1, 3 do
-        local r = post("/table_list", "{" .. conn .. "}")
+    it("loads a connector file once per worker, again after forget", function()
+      local function loads()
         local titles = {}
-        for _, t in ipairs(json_of(r)) do titles[t.code] = t.title end
-        assert.equals("loads=1", titles.loads)
+        for _, t in ipairs(json_of(post("/table_list", "{" .. conn .. "}"))) do titles[t.code] = t.title end
+        return titles.loads
       end
+      for _ = 1, 3 do assert.equals("loads=1", loads()) end
+      assert.equals("forgotten\n", request(port, "GET", "/forget-fixture").body)
+      assert.equals("loads=2", loads())
+      assert.equals("loads=2", loads())
+    end)
+
+    it("leaves what it did in ngx.ctx.biconnector for log_by_lua", function()
+      assert.equals(200, post("/data", "{" .. conn .. ',"table":"numbers","limit":4}').status)
+      assert.matches("ctx: table=numbers rows=4 end=ok", wait_log("ctx: table=numbers rows=4"))
     end)
 
     it("a connector file that does not load is a JSON 500; the log names the file", function()

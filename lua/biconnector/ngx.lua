@@ -60,7 +60,6 @@ local function quote(v)
     return ESCAPES[c] or format("\\x%02x", c:byte())
   end) .. '"'
 end
-_M.quote = quote
 
 local function log_levels()
   return { error = ngx.ERR, err = ngx.ERR, warn = ngx.WARN, warning = ngx.WARN,
@@ -293,13 +292,6 @@ function _M.error_page(status)
   ngx.header["Content-Length"] = #body
   ngx.print(body)
   return ngx.eof()
-end
-
--- ngx.handler(connector_or_path, opts) -> function() that serves with these
--- options; the connector file is loaded at once (e.g. in init_by_lua).
-function _M.handler(target, opts)
-  if type(target) == "string" then _M.load(target) end
-  return function() return _M.serve(target, opts) end
 end
 
 return _M
