@@ -9,6 +9,9 @@
 -- renewed meanwhile), renew only if the stored access token is still the one
 -- that failed, set, unlock. A refresh token is single-use, so every process
 -- sharing the tokens must share the store and its lock.
+--
+-- Stores: tokens.memory([initial]), tokens.file(path [, opts]) for processes
+-- on one machine, tokens.ngx_shared(dict, key [, opts]) for OpenResty workers.
 local core = require "biconnector.core"
 local json = require "biconnector.json"
 
@@ -68,6 +71,66 @@ function File:lock()
   local lk, err = http.lock(self.lock_path)
   if not lk then return nil, err end
   return function() lk:unlock() end
+end
+
+-- In OpenResty: an ngx.shared.DICT shared by the workers. The lock is a key
+-- taken with dict:add (atomic), expiring by itself after opts.lock_exptime
+-- seconds (default 60) should its holder die; waiters poll with ngx.sleep
+-- (which yields, so other requests go on) up to opts.lock_timeout (30).
+-- Where ngx.sleep cannot run (init_by_lua) the lock fails with a message.
+local Shared = {}
+Shared.__index = Shared
+
+function _M.ngx_shared(dict, key, opts)
+  if type(dict) == "string" then
+    local name = dict
+    dict = ngx and ngx.shared and ngx.shared[name]
+    if not dict then error("tokens.ngx_shared: no lua_shared_dict named " .. name, 2) end
+  end
+  if type(dict) ~= "table" and type(dict) ~= "userdata" then error("tokens.ngx_shared: dict must be a shared dict or its name", 2) end
+  if type(key) ~= "string" or key == "" then error("tokens.ngx_shared: key must be a non-empty string", 2) end
+  opts = opts or {}
+  return setmetatable({ dict = dict, key = key, lock_key = key .. ":lock",
+    lock_exptime = opts.lock_exptime or 60, lock_timeout = opts.lock_timeout or 30 }, Shared)
+end
+
+function Shared:get()
+  local text = self.dict:get(self.key)
+  if type(text) ~= "string" then return nil end
+  local t = json.decode(text)
+  if type(t) ~= "table" then return nil end
+  return t
+end
+
+function Shared:set(t)
+  local text, err = json.encode(t)
+  if not text then return nil, "cannot encode the tokens: " .. tostring(err) end
+  local ok, serr = self.dict:set(self.key, text)
+  if not ok then return nil, "cannot store the tokens in the shared dict: " .. tostring(serr) end
+  return true
+end
+
+local lock_serial = 0
+
+function Shared:lock()
+  lock_serial = lock_serial + 1
+  local mine = ("%d:%d:%s"):format(ngx.worker.pid(), lock_serial, tostring(ngx.now()))
+  local deadline = ngx.now() + self.lock_timeout
+  local step = 0.002
+  while true do
+    local ok, err = self.dict:add(self.lock_key, mine, self.lock_exptime)
+    if ok then
+      return function()
+        -- only our own lock: it may have expired and been taken by another
+        if self.dict:get(self.lock_key) == mine then self.dict:delete(self.lock_key) end
+      end
+    end
+    if err ~= "exists" then return nil, "cannot take the token lock " .. self.lock_key .. ": " .. tostring(err) end
+    if ngx.now() >= deadline then return nil, "timed out waiting for the token lock " .. self.lock_key end
+    local slept, serr = pcall(ngx.sleep, step)
+    if not slept then return nil, "cannot wait for the token lock here: " .. tostring(serr) end
+    step = math.min(step * 2, 0.1)
+  end
 end
 
 return _M

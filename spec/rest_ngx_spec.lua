@@ -1,0 +1,182 @@
+-- tokens.ngx_shared inside a real nginx with the Lua module: the lock keeps
+-- holders apart across workers, and eight concurrent requests that meet an
+-- expired token renew it once through the shared dict. nginx loads the
+-- LuaJIT build of the C core (BIC_BUILD under luajit, else BIC_BUILD_LUAJIT
+-- or BIC_TOP/build-luajit).
+local helpers = require "helpers"
+local socket = require "socket"
+local http = require("biconnector.core").http
+local control = require "portal.control"
+
+local TOP = helpers.top == "." and (os.getenv("PWD") or ".") or helpers.top
+local MODULES = os.getenv("BIC_NGINX_MODULES") or "/usr/lib/nginx/modules"
+local NGINX = os.getenv("BIC_NGINX") or "/usr/sbin/nginx"
+
+local function readable(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function luajit_build()
+  if helpers.runtime == "luajit" then return helpers.build end
+  local b = os.getenv("BIC_BUILD_LUAJIT") or (TOP .. "/build-luajit")
+  if b:sub(1, 1) ~= "/" then b = TOP .. "/" .. b end
+  return b
+end
+
+local function missing()
+  if not readable(NGINX) then return "nginx is not installed (Debian: nginx)" end
+  for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
+    if not readable(MODULES .. "/" .. m) then return m .. " is missing (Debian: libnginx-mod-http-lua)" end
+  end
+  if not readable(luajit_build() .. "/biconnector/core.so") then
+    return "the LuaJIT build of the C core is missing: " .. luajit_build() .. " (make luajit)"
+  end
+end
+
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+-- Sends GET path on its own connection; returns a function that reads the answer body.
+local function send(port, path)
+  local c = assert(socket.connect("127.0.0.1", port))
+  c:settimeout(30)
+  assert(c:send("GET " .. path .. " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"))
+  return function()
+    local all = c:receive("*a")
+    c:close()
+    return (all or ""):match("\r\n\r\n(.*)$") or ""
+  end
+end
+
+local why = missing()
+if why then
+  io.stderr:write("\n*** SKIPPED: spec/rest_ngx_spec.lua: " .. why .. "\n")
+  return
+end
+
+describe("tokens.ngx_shared in nginx", function()
+  local portal, prefix, port, pid
+
+  setup(function()
+    portal = control.start({ rate = 1000, burst = 1000 })
+    prefix = os.tmpname()
+    os.remove(prefix)
+    assert(os.execute("mkdir -p " .. prefix .. "/logs"))
+    port = free_port()
+    local conf = table.concat({
+      "load_module " .. MODULES .. "/ndk_http_module.so;",
+      "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
+      "worker_processes 2;",
+      "pid " .. prefix .. "/nginx.pid;",
+      "error_log " .. prefix .. "/logs/error.log notice;",
+      "events { worker_connections 64; }",
+      "http {",
+      ('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";'):format(TOP, TOP),
+      ('  lua_package_cpath "%s/?.so;;";'):format(luajit_build()),
+      "  client_body_temp_path " .. prefix .. "/body;",
+      "  proxy_temp_path " .. prefix .. "/proxy;",
+      "  fastcgi_temp_path " .. prefix .. "/fastcgi;",
+      "  uwsgi_temp_path " .. prefix .. "/uwsgi;",
+      "  scgi_temp_path " .. prefix .. "/scgi;",
+      "  access_log off;",
+      "  lua_shared_dict tokens 1m;",
+      "  server {",
+      "    listen 127.0.0.1:" .. port .. ";",
+      -- hold the lock: note the order of events in the dict
+      "    location = /hold { content_by_lua_block {",
+      "      local store = require('biconnector.tokens').ngx_shared('tokens', 'p')",
+      "      local unlock = assert(store:lock())",
+      "      ngx.shared.tokens:set('events', (ngx.shared.tokens:get('events') or '') .. 'hold-start,')",
+      "      ngx.sleep(0.3)",
+      "      ngx.shared.tokens:set('events', (ngx.shared.tokens:get('events') or '') .. 'hold-end,')",
+      "      unlock()",
+      "      ngx.say('held')",
+      "    } }",
+      "    location = /take { content_by_lua_block {",
+      "      local store = require('biconnector.tokens').ngx_shared('tokens', 'p')",
+      "      local unlock = assert(store:lock())",
+      "      ngx.shared.tokens:set('events', (ngx.shared.tokens:get('events') or '') .. 'take,')",
+      "      unlock()",
+      "      ngx.say('taken')",
+      "    } }",
+      "    location = /events { content_by_lua_block { ngx.print(ngx.shared.tokens:get('events') or '') } }",
+      "    location = /seed { content_by_lua_block {",
+      "      local store = require('biconnector.tokens').ngx_shared('tokens', 'p')",
+      "      assert(store:set({ access_token = 'initial-access', refresh_token = 'initial-refresh' }))",
+      "      ngx.say('seeded')",
+      "    } }",
+      "    location = /call { content_by_lua_block {",
+      "      local rest = require 'biconnector.rest'",
+      "      local tokens = require 'biconnector.tokens'",
+      ("      local client = assert(rest.new { portal = %q, oauth_url = %q,"):format(portal.base, portal.oauth_url),
+      "        client_id = 'local.test.app', client_secret = 'appsecret', rate = 1000, burst = 1000,",
+      "        store = tokens.ngx_shared('tokens', 'p'), sleep = ngx.sleep })",
+      "      local res, err = client:call('test.echo', { n = ngx.var.arg_n })",
+      "      client:close()",
+      "      ngx.say(res and ('OK ' .. tostring(res.n)) or ('ERR ' .. tostring(err)))",
+      "    } }",
+      "  }",
+      "}",
+    }, "\n")
+    local f = assert(io.open(prefix .. "/nginx.conf", "w"))
+    f:write(conf)
+    f:close()
+    assert(os.execute(("%s -p %s -c %s/nginx.conf -e %s/logs/error.log -g 'daemon off;' >/dev/null 2>&1 & echo $! > %s/launcher.pid")
+      :format(NGINX, prefix, prefix, prefix, prefix)))
+    local pf = io.open(prefix .. "/launcher.pid")
+    pid = tonumber(pf:read("*l"))
+    pf:close()
+    local up = false
+    for _ = 1, 500 do
+      local c = socket.connect("127.0.0.1", port)
+      if c then c:close() up = true break end
+      http.sleep(0.01)
+    end
+    assert(up, "nginx did not start")
+  end)
+
+  teardown(function()
+    if pid then
+      os.execute("kill -QUIT " .. pid .. " 2>/dev/null")
+      for _ = 1, 300 do
+        if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then break end
+        http.sleep(0.01)
+      end
+    end
+    if portal then portal:stop() end
+    if prefix then os.execute("rm -rf " .. prefix) end
+  end)
+
+  it("keeps a second holder waiting until the first unlocks", function()
+    local hold = send(port, "/hold")
+    local started = false
+    for _ = 1, 300 do
+      if send(port, "/events")():find("hold-start", 1, true) then started = true break end
+      http.sleep(0.01)
+    end
+    assert.is_true(started)
+    local take = send(port, "/take")
+    assert.equal("taken\n", take())
+    assert.equal("held\n", hold())
+    assert.equal("hold-start,hold-end,take,", send(port, "/events")())
+  end)
+
+  it("eight concurrent requests meeting an expired token renew it once", function()
+    assert.equal("seeded\n", send(port, "/seed")())
+    portal:control({ action = "expire" })
+    local readers = {}
+    for i = 1, 8 do readers[i] = send(port, "/call?n=" .. i) end
+    for i = 1, 8 do assert.equal("OK " .. i .. "\n", readers[i]()) end
+    local s = portal:stats().stats
+    assert.equal(1, s.renewals)
+    assert.equal(0, s.renewal_failures)
+    assert.is_true(s.expired_answers >= 1)
+    print(("\n  nginx, 2 workers, 8 concurrent requests: %d expired_token answers, %d renewal"):format(s.expired_answers, s.renewals))
+  end)
+end)
