@@ -293,6 +293,30 @@ describe("biconnector register against the local portal", function()
     assert.matches("%-%-base%-url URL", out.text)
   end)
 
+  it("runs the Lua example of docs/verify.md", function()
+    local f = assert(io.open(helpers.top .. "/docs/verify.md"))
+    local text = f:read("*a")
+    f:close()
+    local code = text:match("```lua\n(%-%- CLIENT: .-)```")
+    assert.is_string(code)
+    local client = assert(rest.new(portal:oauth_options(FAST)))
+    local env = setmetatable({ CLIENT = client }, { __index = _G })
+    local chunk
+    if setfenv then
+      chunk = assert(loadstring(code, "=docs/verify.md register example"))
+      setfenv(chunk, env)
+    else
+      chunk = assert(load(code, "=docs/verify.md register example", "t", env))
+    end
+    chunk()
+    chunk() -- a second run updates
+    local st = portal:stats().state
+    assert.equal(1, count(st.connectors))
+    assert.equal(1, count(st.sources))
+    assert.equal(2, count(st.datasets))
+    client:close()
+  end)
+
   it("prints the result as JSON with --json", function()
     local args = {}
     for i, a in ipairs(FULL) do args[i] = a end

@@ -1,6 +1,7 @@
 -- A hand-written connector on a plain core.server, for spec/verify_spec.lua.
 -- URL http://127.0.0.1:PORT/MODE/ serves the four endpoints; MODE "good"
--- conforms, every other mode breaks one rule of protocol.md section 2.
+-- conforms, every other mode breaks one rule of protocol.md section 2;
+-- modes combine with "+" (e.g. /ragged+ignore_limit/).
 local core = require "biconnector.core"
 local json = require "biconnector.json"
 local form = require "biconnector.form"
@@ -29,45 +30,48 @@ local function answer(status, body, ctype)
   return status, { ["Content-Type"] = ctype or "application/json" }, body
 end
 
-local function handle(mode, endpoint, p)
+local function handle(modes, endpoint, p)
+  local set = {}
+  for m in modes:gmatch("[^+]+") do set[m] = true end
+  local function mode_is(m) return set[m] == true end
   local conn = type(p.connection) == "table" and p.connection or {}
-  if mode ~= "open" and conn.token ~= TOKEN then return answer(403, '{"error":"forbidden"}') end
+  if not mode_is("open") and conn.token ~= TOKEN then return answer(403, '{"error":"forbidden"}') end
   if endpoint == "check" then
-    if mode == "check500" then return answer(500, '{"error":"internal"}') end
-    if mode == "check_empty" then return answer(200, "") end
+    if mode_is("check500") then return answer(500, '{"error":"internal"}') end
+    if mode_is("check_empty") then return answer(200, "") end
     return answer(200, '{"ok":true}')
   elseif endpoint == "table_list" then
-    if mode == "slow" then core.http.sleep(0.3) end
+    if mode_is("slow") then core.http.sleep(0.3) end
     local search = tostring(p.searchString or ""):lower()
     local list = {}
     for _, t in ipairs(TABLES) do
-      if mode == "no_search" or search == "" or t.code:find(search, 1, true) or t.title:lower():find(search, 1, true) then
+      if mode_is("no_search") or search == "" or t.code:find(search, 1, true) or t.title:lower():find(search, 1, true) then
         list[#list + 1] = { code = t.code, title = t.title }
       end
     end
-    if mode == "empty_code" then list[#list + 1] = { code = "", title = "Nameless" } end
-    if mode == "text_type" then return answer(200, json.encode(list), "text/html") end
+    if mode_is("empty_code") then list[#list + 1] = { code = "", title = "Nameless" } end
+    if mode_is("text_type") then return answer(200, json.encode(list), "text/html") end
     return answer(200, json.encode(list))
   elseif endpoint == "table_description" then
     local fields = FIELDS[p.table or p.name]
     if not fields then return answer(404, '{"error":"no such table"}') end
     local out = {}
     for i, f in ipairs(fields) do out[i] = { code = f.code, name = f.name, type = f.type } end
-    if mode == "unknown_type" and p.table == "items" then out[3].type = "money" out[1].type = "INT" end
+    if mode_is("unknown_type") and p.table == "items" then out[3].type = "money" out[1].type = "INT" end
     return answer(200, json.encode(out))
   elseif endpoint == "data" then
     local fields = FIELDS[p.table]
     if not fields then return answer(404, '{"error":"no such table"}') end
-    if mode == "not_json" then return answer(200, "<html>oops</html>", "text/html") end
+    if mode_is("not_json") then return answer(200, "<html>oops</html>", "text/html") end
     local select = {}
-    if type(p.select) == "table" and mode ~= "header_mismatch" then
+    if type(p.select) == "table" and not mode_is("header_mismatch") then
       for _, c in ipairs(p.select) do select[#select + 1] = c end
     else
       for i, f in ipairs(fields) do select[i] = f.code end
     end
     local filter_id = type(p.filter) == "table" and tonumber(p.filter["=id"] or p.filter.id)
     local limit = tonumber(p.limit)
-    if mode == "ignore_limit" then limit = nil end
+    if mode_is("ignore_limit") then limit = nil end
     local rows = { select }
     for i = 1, 20 do
       if limit and #rows > limit then break end
@@ -78,8 +82,8 @@ local function handle(mode, endpoint, p)
         rows[#rows + 1] = row
       end
     end
-    if mode == "ragged" and rows[3] then rows[3][#rows[3]] = nil end
-    if mode == "bad_values" and p.table == "items" and rows[2] then
+    if mode_is("ragged") and rows[3] then rows[3][#rows[3]] = nil end
+    if mode_is("bad_values") and p.table == "items" and rows[2] then
       for c, code in ipairs(select) do
         if code == "id" then rows[2][c] = "1" end
         if code == "day" then rows[2][c] = "31.05.2025" end
@@ -94,7 +98,7 @@ end
 local srv = assert(core.server.new {
   port = 0,
   handler = function(req)
-    local mode, endpoint = req.path:match("^/([%w_]+)/([%w_]+)$")
+    local mode, endpoint = req.path:match("^/([%w_+]+)/([%w_]+)$")
     if not mode or req.method ~= "POST" then return answer(404, '{"error":"not found"}') end
     local ctype = req.headers["content-type"] or ""
     local p

@@ -137,6 +137,23 @@ describe("biconnector verify against our own server", function()
     assert.is_false((has_line(report, "PASS", "^table_description deals")))
   end)
 
+  it("runs the Lua example of docs/verify.md", function()
+    local f = assert(io.open(helpers.top .. "/docs/verify.md"))
+    local text = f:read("*a")
+    f:close()
+    local code = text:match("```lua\n(%-%- URL: .-)```")
+    assert.is_string(code)
+    local env = setmetatable({ URL = "http://127.0.0.1:" .. demo.port }, { __index = _G })
+    local chunk
+    if setfenv then
+      chunk = assert(loadstring(code, "=docs/verify.md verify example"))
+      setfenv(chunk, env)
+    else
+      chunk = assert(load(code, "=docs/verify.md verify example", "t", env))
+    end
+    chunk()
+  end)
+
   it("mangles a setting that is not checked and warns that wrong credentials pass", function()
     local report = verify.run("http://127.0.0.1:" .. demo.port, { settings = { token = "demo-token", extra = "e" },
       tables = { "deals" } })
@@ -190,6 +207,22 @@ describe("biconnector verify against broken connectors", function()
       assert.equal(d[4] == true, report.ok, verify.format(report))
     end)
   end
+
+  it("reports several deviations of one connector from the command line (exit 1)", function()
+    local rc, out = cli({ base .. "empty_code+unknown_type+ragged+ignore_limit+bad_values+open", "--setting", "token=s3cret",
+      "--table", "items" })
+    assert.equal(1, rc)
+    for _, pattern in ipairs({
+      'FAIL  table_list: element 3: code must be a non%-empty string',
+      'FAIL  table_description items: field 1 %(id%): type "INT" must be lower case',
+      'FAIL  data items %(limit 5%): row 2 has 4 cells, the header has 5',
+      'FAIL  data items %(select at,id%): limit 5 not honoured: 20 rows came back',
+      'WARN  wrong credentials %(token mangled%)',
+      'Summary: 1 PASS, 4 WARN, 13 FAIL, 0 SKIP %-> does NOT conform',
+    }) do
+      assert.matches(pattern, out)
+    end
+  end)
 
   it("warns about a slow answer, and fails one over the timeout", function()
     local report = run("slow", { tables = { "people" }, slow = 0.05 })
