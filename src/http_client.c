@@ -235,7 +235,8 @@ static void push_headers(lua_State *L, http_handle *h) {
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     const char *line_end = eol ? eol : end;
     const char *colon = memchr(p, ':', (size_t)(line_end - p));
-    if (colon && colon > p && memcmp(p, "HTTP/", 5) != 0) {
+    int status_line = line_end - p >= 5 && memcmp(p, "HTTP/", 5) == 0;
+    if (colon && colon > p && !status_line) {
       const char *v = colon + 1, *ve = line_end;
       luaL_Buffer name;
       const char *c;
