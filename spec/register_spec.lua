@@ -63,10 +63,22 @@ describe("register names", function()
     assert.equal("https://bi.example.com/minimal/data", f.urlData)
     assert.same({ { code = "token", name = "Access token", type = "STRING" } }, f.settings)
     assert.matches("^data:image/png;base64,", f.logo)
+    assert.is_nil(f.supportMapping)
     f = register.connector_fields(c, { base_url = "http://h", title = "T", logo = "https://l/x.png", source_code = "sc" })
     assert.equal("T", f.title)
     assert.equal("https://l/x.png", f.logo)
     assert.equal("sc", f.sourceCode)
+    c = require("biconnector.connector").new({ title = "Mapped", settings = {}, check = function() return true end,
+      tables = { { code = "t", title = "T" } }, describe = { t = { { code = "a", name = "A", type = "int" } } },
+      data = function() return {} end, support_mapping = true, sort = 50, description = "D", source_code = "mapped_v1",
+      logo = "https://example.com/logo.png" })
+    f = register.connector_fields(c, { base_url = "http://h" })
+    assert.is_true(f.supportMapping)
+    assert.equal(50, f.sort)
+    assert.equal("D", f.description)
+    assert.equal("mapped_v1", f.sourceCode)
+    assert.equal("https://example.com/logo.png", f.logo)
+    assert.same({}, f.settings)
   end)
 end)
 

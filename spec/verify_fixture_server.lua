@@ -42,6 +42,7 @@ local function handle(modes, endpoint, p)
     return answer(200, '{"ok":true}')
   elseif endpoint == "table_list" then
     if mode_is("slow") then core.http.sleep(0.3) end
+    if mode_is("list500") then return answer(500, "") end
     local search = tostring(p.searchString or ""):lower()
     local list = {}
     for _, t in ipairs(TABLES) do

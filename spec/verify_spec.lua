@@ -184,6 +184,7 @@ describe("biconnector verify against broken connectors", function()
   -- mode, level, pattern of the line that must appear, true when the mode only warns
   local deviations = {
     { "check500", "FAIL", "^check: HTTP status 500, expected 200" },
+    { "list500", "FAIL", "^table_list: HTTP status 500, expected 200 .*: %(empty body%)$" },
     { "check_empty", "FAIL", "^check: the body is empty" },
     { "empty_code", "FAIL", "^table_list: element 3: code must be a non%-empty string" },
     { "unknown_type", "FAIL", '^table_description items: field 3 %(price%): type "money" is not one of int' },

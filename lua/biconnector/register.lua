@@ -113,6 +113,9 @@ function _M.connector_fields(c, opts)
   local description = opts.description or def.description
   if type(description) == "string" then f.description = description end
   if type(def.sort) == "number" then f.sort = def.sort end
+  local mapping = def.support_mapping
+  if mapping == nil then mapping = def.supportMapping end
+  if type(mapping) == "boolean" then f.supportMapping = mapping end
   for _, e in ipairs(_M.ENDPOINTS) do f[e[1]] = base .. "/" .. e[2] end
   return f
 end

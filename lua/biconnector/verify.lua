@@ -68,7 +68,8 @@ end
 _M.show = show
 
 local function snippet(body)
-  body = tostring(body or ""):gsub("%s+", " ")
+  if body == nil or body == "" then return "(empty body)" end
+  body = tostring(body):gsub("%s+", " ")
   if #body > 120 then body = body:sub(1, 117) .. "..." end
   return body
 end
