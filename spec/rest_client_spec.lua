@@ -138,6 +138,20 @@ describe("biconnector.rest", function()
       print(("\n  scaled limiter: 60 calls at 20/s burst 10, the portal sent %d x 503"):format(s.sent_503))
     end)
 
+    it("shares one bucket between clients of one portal with the same limits", function()
+      portal:reset({ rate = 20, burst = 10 })
+      local a = webhook_client({ rate = 20, burst = 10, max_retries = 0 })
+      local b = webhook_client({ rate = 20, burst = 10, max_retries = 0 })
+      assert.equal(a.bucket, b.bucket)
+      for i = 1, 30 do
+        assert(a:call("test.echo", { n = i }))
+        assert(b:call("test.echo", { n = i }))
+      end
+      assert.equal(0, portal:stats().stats.sent_503)
+      local own = webhook_client({ rate = 20, burst = 10, shared_bucket = false })
+      assert.are_not.equal(a.bucket, own.bucket)
+    end)
+
     it("retries QUERY_LIMIT_EXCEEDED with backoff, even for a create", function()
       portal:fault({ method = "test.items.add", kind = "query_limit", count = 2 })
       local c = webhook_client()

@@ -91,6 +91,9 @@ local function create_method(method) return method:match("%.add$") ~= nil end
 -------------------------------------------------------------------------------
 -- the client
 
+-- Shared leaky buckets, by "scheme://host|rate|burst" (weak: unused ones go away).
+_M.buckets = setmetatable({}, { __mode = "v" })
+
 local Client = {}
 local services -- loaded on first use of client.connector/.source/.dataset
 
@@ -130,7 +133,6 @@ function _M.new(opts)
   end
   self.creates = {}
   for _, m in ipairs(opts.create_methods or {}) do self.creates[m] = true end
-  self.bucket_level, self.bucket_at = 0, nil
   self.operating = {}
   self.counters = { requests = 0, retries = 0, renewals = 0, sent_503 = 0, paused = 0 }
 
@@ -169,6 +171,16 @@ function _M.new(opts)
       if not ok then return nil, err end
       self:use_tokens(t)
     end
+  end
+  -- Bitrix24 counts per portal and address: clients of one process that talk
+  -- to one portal with the same limits share one bucket.
+  if opts.shared_bucket == false then
+    self.bucket = { level = 0 }
+  else
+    local key = ("%s|%s|%s"):format(self.endpoint:match("^(https?://[^/]+)") or self.endpoint, self.rate, self.burst)
+    local b = _M.buckets[key]
+    if not b then b = { level = 0 } _M.buckets[key] = b end
+    self.bucket = b
   end
   return self
 end
@@ -216,20 +228,19 @@ end
 -- pacing: the leaky bucket and the per-method operating time
 
 function Client:take_bucket()
+  local b = self.bucket
   local t = self.now()
-  if self.bucket_at then
-    self.bucket_level = max(0, self.bucket_level - (t - self.bucket_at) * self.rate)
-  end
-  self.bucket_at = t
+  if b.at then b.level = max(0, b.level - (t - b.at) * self.rate) end
+  b.at = t
   local limit = max(1, self.burst - self.bucket_margin)
-  if self.bucket_level + 1 > limit then
-    local wait = (self.bucket_level + 1 - limit) / self.rate
+  if b.level + 1 > limit then
+    local wait = (b.level + 1 - limit) / self.rate
     self.sleep(wait)
     t = self.now()
-    self.bucket_level = max(0, self.bucket_level - (t - self.bucket_at) * self.rate)
-    self.bucket_at = t
+    b.level = max(0, b.level - (t - b.at) * self.rate)
+    b.at = t
   end
-  self.bucket_level = self.bucket_level + 1
+  b.level = b.level + 1
 end
 
 -- How long to pause before calling `method`, given what its last answers said
@@ -453,7 +464,8 @@ function Client:request(method, params, raw_body, creates)
     else
       if err.code == "QUERY_LIMIT_EXCEEDED" then
         self.counters.sent_503 = self.counters.sent_503 + 1
-        self.bucket_level = self.burst -- the portal's bucket is full: pace from here
+        self.bucket.level = self.burst -- the portal's bucket is full: pace from here
+        self.bucket.at = self.now()
       end
       if not err.retryable then return nil, err end
       if err.kind == "ambiguous" and creates then
