@@ -147,4 +147,28 @@ describe("demo connector", function()
     S.stop(h)
     assert(ok, err)
   end)
+
+  it("answers the curl commands docs/serve.md shows", function()
+    local doc = S.read_file("docs/serve.md")
+    local block = doc:match("Try it:\n\n```\n(.-)```")
+    assert.is_string(block)
+    block = block:gsub("\\\n%s*", " ") -- join continued lines
+    local commands = {}
+    for line in block:gmatch("[^\n]+") do
+      if line:match("^curl ") then commands[#commands + 1] = line end
+    end
+    assert.equals(2, #commands)
+    local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0" }))
+    local ok, err = pcall(function()
+      for _, command in ipairs(commands) do
+        local p = io.popen(command:gsub("127%.0%.0%.1:8080", "127.0.0.1:" .. h.port) .. " -s -f")
+        local out = p:read("*a")
+        p:close()
+        local rows = cjson.decode(out)
+        assert.is_true(#rows >= 3, out)
+      end
+    end)
+    S.stop(h)
+    assert(ok, err)
+  end)
 end)
