@@ -152,6 +152,11 @@ _M.prefix_of = prefix_of
 
 local function set_var(name, value) ngx.var[name] = value end
 
+-- Whether `set $name` declares each variable: nginx variables are declared
+-- for the whole configuration, and a configuration (reload) gets a new Lua
+-- VM, so the first failed write holds for good. Errors are costly in LuaJIT.
+local undeclared = {}
+
 local function publish(info, bytes, how)
   info.sent = bytes
   info["end"] = how
@@ -162,7 +167,7 @@ local function publish(info, bytes, how)
     bic_error = info.error or "-", bic_end = how,
   }
   for _, name in ipairs(_M.VARIABLES) do
-    pcall(set_var, name, values[name]) -- undeclared variables are simply not set
+    if not undeclared[name] and not pcall(set_var, name, values[name]) then undeclared[name] = true end
   end
 end
 
