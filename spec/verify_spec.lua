@@ -60,7 +60,8 @@ describe("verify.check_value", function()
     -- value, type, expected level (nil = fine), reason pattern
     { 1, "int", nil }, { -7, "int", nil }, { null, "int", nil }, { null, "datetime", nil },
     { 1.5, "int", "FAIL", "integral" }, { "1", "int", "FAIL", "JSON integer" }, { true, "int", "FAIL", "JSON integer" },
-    { 2.5, "double", nil }, { 3, "double", nil }, { "2.5", "double", "FAIL", "JSON number" },
+    { 2.5, "double", nil }, { 3, "double", nil }, { math.huge, "double", "FAIL", "finite" }, { -math.huge, "int", "FAIL", "finite" },
+    { 0 / 0, "double", "FAIL", "finite" }, { "a\nb", "int", "FAIL", 'got "a\\nb"' }, { "2.5", "double", "FAIL", "JSON number" },
     { "x", "string", nil }, { "", "string", nil }, { 5, "string", "FAIL", "JSON string" },
     { "2025-05-31", "date", nil }, { "31.05.2025", "date", "FAIL", "YYYY%-MM%-DD" },
     { "2025-13-01", "date", "FAIL", "YYYY%-MM%-DD" }, { "2025-05-31 10:00:00", "date", "FAIL", "YYYY%-MM%-DD" },

@@ -53,7 +53,7 @@ local function show(v)
   if type(v) == "string" then
     local s = v
     if #s > 60 then s = s:sub(1, 57) .. "..." end
-    return format("%q", s):gsub("\\\n", "\\n")
+    return (format("%q", s):gsub("\\\n", "\\n"))
   end
   if type(v) == "table" then
     local ok, text = pcall(json.encode, v)
@@ -88,6 +88,9 @@ end
 -- Returns nil when fine, or "FAIL"|"WARN", reason.
 function _M.check_value(v, ftype)
   if v == null then return nil end
+  if type(v) == "number" and (v ~= v or v == math.huge or v == -math.huge) then
+    return "FAIL", "value must be a finite number, got " .. tostring(v)
+  end
   if ftype == "int" then
     if type(v) ~= "number" then return "FAIL", "int value must be a JSON integer, got " .. show(v) end
     if v ~= floor(v) then return "FAIL", "int value must be integral, got " .. show(v) end
