@@ -71,7 +71,8 @@ function S.start(command, env)
   for k, v in pairs(env or {}) do prefix = prefix .. k .. "=" .. shell_quote(v) .. " " end
   local script = ("%s%s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s"):format(
     prefix, command, h.out, h.err, h.pidfile, h.rcfile)
-  assert(os.execute("sh -c " .. shell_quote(script) .. " &"))
+  -- the wrapper's own stderr would only carry job notices such as "Killed"
+  assert(os.execute("sh -c " .. shell_quote(script) .. " 2>/dev/null &"))
   for _ = 1, 400 do
     h.pid = h.pid or tonumber(read_file(h.pidfile) or "")
     local port = (read_file(h.out) or ""):match("listening on http://[^\n]-:(%d+)\n")

@@ -70,3 +70,20 @@ describe("biconnector serve --workers 2", function()
     assert.is_true(refused)
   end)
 end)
+
+describe("biconnector serve --workers when the master dies", function()
+  it("the workers stop by themselves", function()
+    local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0",
+      "--workers", "2" }))
+    local workers = wait_for("two workers", 10, function()
+      local c = S.children(h.pid)
+      return #c == 2 and c
+    end)
+    os.execute("kill -KILL " .. h.pid)
+    for _, pid in ipairs(workers) do
+      wait_for("orphaned worker " .. pid .. " to end", 15, function() return not S.alive(pid) end)
+    end
+    S.stop(h)
+    assert.is_nil((S.request(h.port, "POST", "/check", "connection[token]=demo-token", FORM)))
+  end)
+end)

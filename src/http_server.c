@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -820,6 +821,19 @@ static int l_fork(lua_State *L) {
   return 1;
 }
 
+/* process.worker_setup(signal, master_pid): for a forked worker. Leaves the
+ * terminal's process group (a Ctrl-C reaches the master only, which then stops
+ * the workers gracefully) and asks for `signal` when the master dies. Returns
+ * false when the master is already gone. */
+static int l_worker_setup(lua_State *L) {
+  int sig = check_signal(L, 1);
+  pid_t master = (pid_t)luaL_checkinteger(L, 2);
+  if (setpgid(0, 0) != 0) return push_errno(L, "setpgid failed");
+  if (prctl(PR_SET_PDEATHSIG, sig) != 0) return push_errno(L, "prctl failed");
+  lua_pushboolean(L, getppid() == master); /* checked after prctl: no gap */
+  return 1;
+}
+
 /* process.wait([pid [, block]]) -> pid, "exit"|"signal", code | nil when none has ended
  * (non-blocking unless block is true) | nil, err */
 static int l_wait(lua_State *L) {
@@ -950,6 +964,7 @@ int bic_open_http_server(lua_State *L) {
   };
   static const luaL_Reg process_functions[] = {
     {"fork", l_fork},
+    {"worker_setup", l_worker_setup},
     {"wait", l_wait},
     {"kill", l_kill},
     {"trap", l_trap},

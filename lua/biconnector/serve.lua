@@ -224,9 +224,14 @@ local function serve_process(o, handler, fd)
 end
 
 local function start_worker(o, handler, fd)
+  local master = process.getpid()
   local pid, err = process.fork()
   if pid == 0 then
-    local ok, code = pcall(serve_process, o, handler, fd)
+    -- out of the terminal's process group (Ctrl-C goes to the master, which stops
+    -- us gracefully), and a graceful stop of our own should the master die
+    local ok, code = pcall(process.worker_setup, "TERM", master)
+    if ok and code == false then process.exit(0) end
+    ok, code = pcall(serve_process, o, handler, fd)
     if not ok then stderr:write("biconnector serve: worker failed: ", tostring(code), "\n") end
     process.exit(ok and code or 1)
   end
