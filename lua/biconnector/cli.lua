@@ -11,10 +11,12 @@ Commands:
   serve FILE [--listen HOST:PORT] [--prefix PATH] [--workers N] [--max-body BYTES]
                       serve a connector file on the built-in HTTP server
                       (default 127.0.0.1:8080)
-  call METHOD [JSON]  call a Bitrix24 REST method (auth from the environment:
-                      BITRIX24_WEBHOOK, or BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN)
-  verify URL          play Bitrix24 against a connector (not yet available)
-  register FILE       provision a connector in a portal (not yet available)
+  verify URL [--setting CODE=VALUE]... [--body form|json|both] [--json]
+                      play Bitrix24 against a connector and report every deviation
+  register FILE --base-url URL [--setting CODE=VALUE]... [--dataset TABLE]... [--dry-run]
+                      create or update the connector (and a source, datasets) in a portal
+  call METHOD [JSON]  call a Bitrix24 REST method
+                      (auth for call and register comes from the environment: see docs/rest.md)
 
 Options:
   -h, --help          show this help
