@@ -1,27 +1,24 @@
-/* The built-in HTTP server (core.server) over libmicrohttpd, and the few
- * process primitives the worker mode needs (core.process).
+/* The built-in HTTP server (core.server) over libmicrohttpd.
  *
  * MHD runs in external polling mode (epoll) driven by server:run() on the
  * calling Lua thread: every MHD callback therefore runs inside MHD_run() on
  * that thread and calls Lua only through lua_pcall, so a Lua error never
- * unwinds through libmicrohttpd frames. */
+ * unwinds through libmicrohttpd frames. core.process (process.c) is registered
+ * from here too. */
 #include "bic.h"
 #include "buffer.h"
+#include "process.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -37,81 +34,6 @@
 /* How much of a chunked body over the limit is read and dropped before the
  * connection is cut instead of answered with 413. */
 #define DISCARD_LIMIT (64u * 1024u * 1024u)
-
-/* ---------------------------------------------------------------- signals */
-
-/* Pending signals, set by the handler and read by the run loops; the self-pipe
- * wakes a poll() that started before the signal arrived. */
-static volatile sig_atomic_t pending_signals[NSIG];
-static int signal_pipe[2] = {-1, -1};
-
-static const struct { const char *name; int number; } signal_names[] = {
-  {"INT", SIGINT}, {"TERM", SIGTERM}, {"HUP", SIGHUP}, {"QUIT", SIGQUIT},
-  {"CHLD", SIGCHLD}, {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
-  {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"SEGV", SIGSEGV}, {"ABRT", SIGABRT},
-  {NULL, 0}
-};
-
-static const char *signal_name(int number) {
-  int i;
-  for (i = 0; signal_names[i].name != NULL; i++)
-    if (signal_names[i].number == number) return signal_names[i].name;
-  return NULL;
-}
-
-static int check_signal(lua_State *L, int idx) {
-  int i;
-  const char *name;
-  if (lua_type(L, idx) == LUA_TNUMBER) {
-    int n = (int)lua_tointeger(L, idx);
-    luaL_argcheck(L, n > 0 && n < NSIG, idx, "signal number out of range");
-    return n;
-  }
-  name = luaL_checkstring(L, idx);
-  if (strncmp(name, "SIG", 3) == 0) name += 3;
-  for (i = 0; signal_names[i].name != NULL; i++)
-    if (strcmp(signal_names[i].name, name) == 0) return signal_names[i].number;
-  return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", name));
-}
-
-static void on_signal(int sig) {
-  int saved = errno;
-  if (sig > 0 && sig < NSIG) pending_signals[sig] = 1;
-  if (signal_pipe[1] >= 0) {
-    char c = (char)sig;
-    ssize_t n = write(signal_pipe[1], &c, 1);
-    (void)n; /* a full pipe already holds a wake-up */
-  }
-  errno = saved;
-}
-
-static int open_signal_pipe(void) {
-  if (signal_pipe[0] >= 0) return 0;
-  if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
-    signal_pipe[0] = signal_pipe[1] = -1;
-    return -1;
-  }
-  return 0;
-}
-
-static void drain_signal_pipe(void) {
-  char junk[64];
-  if (signal_pipe[0] < 0) return;
-  while (read(signal_pipe[0], junk, sizeof junk) > 0) {}
-}
-
-/* Takes a pending stop signal (TERM, INT) and returns its number, or 0. */
-static int take_stop_signal(void) {
-  if (pending_signals[SIGTERM]) { pending_signals[SIGTERM] = 0; return SIGTERM; }
-  if (pending_signals[SIGINT]) { pending_signals[SIGINT] = 0; return SIGINT; }
-  return 0;
-}
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ----------------------------------------------------------------- server */
 
@@ -682,7 +604,7 @@ static unsigned int current_connections(server *srv) {
 static int l_run(lua_State *L) {
   server *srv = check_open(L);
   lua_Number limit = luaL_optnumber(L, 2, -1);
-  double start = now_seconds(), deadline = 0;
+  double start = bic_clock(), deadline = 0;
   const char *reason = "stopped";
   const union MHD_DaemonInfo *di;
   int epfd;
@@ -696,15 +618,15 @@ static int l_run(lua_State *L) {
     struct pollfd pfd[2];
     MHD_UNSIGNED_LONG_LONG mhd_timeout;
     int timeout = 1000, n = 1, sig;
-    double t = now_seconds();
-    if (!srv->quiescing && (sig = take_stop_signal()) != 0) {
-      reason = signal_name(sig);
+    double t = bic_clock();
+    if (!srv->quiescing && (sig = bic_signal_take_stop()) != 0) {
+      reason = bic_signal_name(sig);
       begin_quiesce(srv);
       deadline = t + srv->grace;
     }
     if (srv->quiescing && deadline > 0) {
       if (current_connections(srv) == 0 || t >= deadline) break;
-      if (take_stop_signal() != 0) break; /* a second signal: stop now */
+      if (bic_signal_take_stop() != 0) break; /* a second signal: stop now */
     }
     if (limit >= 0 && t - start >= limit) { reason = "timeout"; break; }
     if (MHD_get_timeout(srv->daemon, &mhd_timeout) == MHD_YES && mhd_timeout < (unsigned)timeout)
@@ -716,8 +638,8 @@ static int l_run(lua_State *L) {
     if (deadline > 0 && timeout > 100) timeout = 100; /* re-count connections while draining */
     pfd[0].fd = epfd;
     pfd[0].events = POLLIN;
-    if (signal_pipe[0] >= 0) {
-      pfd[1].fd = signal_pipe[0];
+    if (bic_signal_fd() >= 0) {
+      pfd[1].fd = bic_signal_fd();
       pfd[1].events = POLLIN;
       n = 2;
     }
@@ -725,7 +647,7 @@ static int l_run(lua_State *L) {
       srv->running = 0;
       return luaL_error(L, "poll failed: %s", strerror(errno));
     }
-    drain_signal_pipe();
+    bic_signal_drain();
     srv->L = L;
     MHD_run(srv->daemon);
   }
@@ -788,165 +710,6 @@ static int l_tostring(lua_State *L) {
   return 1;
 }
 
-/* ---------------------------------------------------------------- process */
-
-static int push_errno(lua_State *L, const char *what) {
-  int e = errno;
-  lua_pushnil(L);
-  lua_pushfstring(L, "%s: %s", what, strerror(e));
-  lua_pushinteger(L, e);
-  return 3;
-}
-
-/* process.fork() -> pid (0 in the child) | nil, err. The child gets its own
- * signal pipe and no pending signals; SIGCHLD goes back to its default. */
-static int l_fork(lua_State *L) {
-  pid_t pid;
-  fflush(stdout);
-  fflush(stderr);
-  pid = fork();
-  if (pid < 0) return push_errno(L, "fork failed");
-  if (pid == 0) {
-    int i;
-    signal(SIGCHLD, SIG_DFL);
-    if (signal_pipe[0] >= 0) {
-      close(signal_pipe[0]);
-      close(signal_pipe[1]);
-      signal_pipe[0] = signal_pipe[1] = -1;
-      open_signal_pipe();
-    }
-    for (i = 0; i < NSIG; i++) pending_signals[i] = 0;
-  }
-  lua_pushinteger(L, (lua_Integer)pid);
-  return 1;
-}
-
-/* process.worker_setup(signal, master_pid): for a forked worker. Leaves the
- * terminal's process group (a Ctrl-C reaches the master only, which then stops
- * the workers gracefully) and asks for `signal` when the master dies. Returns
- * false when the master is already gone. */
-static int l_worker_setup(lua_State *L) {
-  int sig = check_signal(L, 1);
-  pid_t master = (pid_t)luaL_checkinteger(L, 2);
-  if (setpgid(0, 0) != 0) return push_errno(L, "setpgid failed");
-  if (prctl(PR_SET_PDEATHSIG, sig) != 0) return push_errno(L, "prctl failed");
-  lua_pushboolean(L, getppid() == master); /* checked after prctl: no gap */
-  return 1;
-}
-
-/* process.wait([pid [, block]]) -> pid, "exit"|"signal", code | nil when none has ended
- * (non-blocking unless block is true) | nil, err */
-static int l_wait(lua_State *L) {
-  pid_t want = (pid_t)luaL_optinteger(L, 1, -1);
-  int block = lua_toboolean(L, 2), st = 0;
-  pid_t pid;
-  do pid = waitpid(want, &st, block ? 0 : WNOHANG);
-  while (pid < 0 && errno == EINTR);
-  if (pid < 0) return push_errno(L, "waitpid failed");
-  if (pid == 0) { lua_pushnil(L); return 1; }
-  lua_pushinteger(L, (lua_Integer)pid);
-  if (WIFSIGNALED(st)) {
-    const char *name = signal_name(WTERMSIG(st));
-    lua_pushliteral(L, "signal");
-    if (name) lua_pushstring(L, name);
-    else lua_pushinteger(L, WTERMSIG(st));
-  } else {
-    lua_pushliteral(L, "exit");
-    lua_pushinteger(L, WEXITSTATUS(st));
-  }
-  return 3;
-}
-
-/* process.kill(pid, signal) -> true | nil, err */
-static int l_kill(lua_State *L) {
-  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
-  int sig = check_signal(L, 2);
-  if (kill(pid, sig) != 0) return push_errno(L, "kill failed");
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* process.trap(signal, ...) records these signals instead of their default action;
- * process.trap() with "PIPE" ignores SIGPIPE outright. */
-static int l_trap(lua_State *L) {
-  int i, n = lua_gettop(L);
-  if (open_signal_pipe() != 0) return push_errno(L, "cannot create the signal pipe");
-  for (i = 1; i <= n; i++) {
-    int sig = check_signal(L, i);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    if (sig == SIGPIPE) sa.sa_handler = SIG_IGN;
-    else {
-      sa.sa_handler = on_signal;
-      if (sig == SIGCHLD) sa.sa_flags = SA_NOCLDSTOP;
-    }
-    if (sigaction(sig, &sa, NULL) != 0) return push_errno(L, "sigaction failed");
-  }
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* process.signals() -> list of signal names received since the last call */
-static int l_signals(lua_State *L) {
-  int i, k = 0;
-  lua_newtable(L);
-  for (i = 1; i < NSIG; i++) {
-    if (pending_signals[i]) {
-      const char *name = signal_name(i);
-      pending_signals[i] = 0;
-      if (name) lua_pushstring(L, name);
-      else lua_pushinteger(L, i);
-      lua_rawseti(L, -2, ++k);
-    }
-  }
-  return 1;
-}
-
-/* process.sleep(seconds): sleeps, waking early when a trapped signal arrives. */
-static int l_sleep(lua_State *L) {
-  lua_Number s = luaL_checknumber(L, 1);
-  struct pollfd pfd;
-  int n = 0;
-  if (signal_pipe[0] >= 0) {
-    pfd.fd = signal_pipe[0];
-    pfd.events = POLLIN;
-    n = 1;
-  }
-  poll(&pfd, (nfds_t)n, s <= 0 ? 0 : (int)(s * 1000));
-  drain_signal_pipe();
-  return 0;
-}
-
-/* process.clock() -> seconds on a monotonic clock (for durations) */
-static int l_clock(lua_State *L) {
-  lua_pushnumber(L, now_seconds());
-  return 1;
-}
-
-static int l_getpid(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)getpid());
-  return 1;
-}
-
-/* process.close(fd): closes a descriptor from server.listen in a process that no longer needs it. */
-static int l_closefd(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
-  if (close(fd) != 0) return push_errno(L, "close failed");
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* process.exit(code): leaves at once without running Lua finalizers (for a forked
- * child that must not close what its parent still owns). */
-static int l_exit(lua_State *L) {
-  int code = (int)luaL_optinteger(L, 1, 0);
-  fflush(stdout);
-  fflush(stderr);
-  _exit(code);
-  return 0;
-}
-
 int bic_open_http_server(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"run", l_run},
@@ -962,20 +725,7 @@ int bic_open_http_server(lua_State *L) {
     {"listen", l_listen},
     {NULL, NULL}
   };
-  static const luaL_Reg process_functions[] = {
-    {"fork", l_fork},
-    {"worker_setup", l_worker_setup},
-    {"wait", l_wait},
-    {"kill", l_kill},
-    {"trap", l_trap},
-    {"signals", l_signals},
-    {"sleep", l_sleep},
-    {"getpid", l_getpid},
-    {"clock", l_clock},
-    {"close", l_closefd},
-    {"exit", l_exit},
-    {NULL, NULL}
-  };
+
   if (luaL_newmetatable(L, SERVER_MT)) {
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
@@ -989,7 +739,6 @@ int bic_open_http_server(lua_State *L) {
   lua_pop(L, 1);
   luaL_newlib(L, server_functions);
   lua_setfield(L, -2, "server");
-  luaL_newlib(L, process_functions);
-  lua_setfield(L, -2, "process");
+  bic_open_process(L);
   return 0;
 }
