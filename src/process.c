@@ -41,7 +41,7 @@ static int check_signal(lua_State *L, int idx) {
   const char *name;
   if (lua_type(L, idx) == LUA_TNUMBER) {
     int n = (int)lua_tointeger(L, idx);
-    luaL_argcheck(L, n > 0 && n < NSIG, idx, "signal number out of range");
+    luaL_argcheck(L, n >= 0 && n < NSIG, idx, "signal number out of range"); /* 0: existence check */
     return n;
   }
   name = luaL_checkstring(L, idx);
