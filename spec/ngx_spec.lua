@@ -113,8 +113,8 @@ local function start_nginx(prefix, conf_text, port)
   local conf = prefix .. "/nginx.conf"
   write(conf, conf_text)
   local out = prefix .. "/logs/start.out"
-  local pipe = io.popen(format("MINIMAL_TOKEN=%s BIC_DEMO_TOKEN=%s exec sh -c 'echo $$; exec %s -p %s -c %s -e %s/logs/error.log -g \"daemon off;\" 2>%s'",
-    MINIMAL_TOKEN, DEMO_TOKEN, find_nginx(), prefix, conf, prefix, out), "r")
+  local pipe = io.popen(format("MINIMAL_TOKEN=%s BIC_DEMO_TOKEN=%s BIC_SQLITE_DB=%s/orders.db exec sh -c 'echo $$; exec %s -p %s -c %s -e %s/logs/error.log -g \"daemon off;\" 2>%s'",
+    MINIMAL_TOKEN, DEMO_TOKEN, prefix, find_nginx(), prefix, conf, prefix, out), "r")
   local h = { prefix = prefix, port = port, error_log = prefix .. "/logs/error.log", pipe = pipe }
   h.pid = pipe:read("*l")
   -- the pid file appears once the configuration is loaded and the port is bound
@@ -229,9 +229,11 @@ describe("biconnector.ngx #ngx", function()
       "error_log " .. prefix .. "/logs/error.log notice;",
       "env MINIMAL_TOKEN;",
       "env BIC_DEMO_TOKEN;",
+      "env BIC_SQLITE_DB;",
+      "thread_pool biconnector threads=4;",
       "events { worker_connections 64; }",
       "http {",
-      format('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";', TOP, TOP),
+      format('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;%s/examples/nginx/?.lua;;";', TOP, TOP, TOP),
       format('  lua_package_cpath "%s/?.so;;";', luajit_build()),
       "  client_body_temp_path " .. prefix .. "/body;",
       "  proxy_temp_path " .. prefix .. "/proxy;",
@@ -272,6 +274,9 @@ describe("biconnector.ngx #ngx", function()
       "    }",
       "    location = /forget-fixture {",
       "      content_by_lua_block { require('biconnector.ngx').forget(" .. q(FIXTURE) .. ") ngx.say('forgotten') }",
+      "    }",
+      "    location /sqlite/ {",
+      "      content_by_lua_block { require('biconnector.ngx').serve(" .. q(TOP .. "/examples/nginx/sqlite_connector.lua") .. ") }",
       "    }",
       "    location /broken/ {",
       "      content_by_lua_block { require('biconnector.ngx').serve(" .. q(prefix .. "/missing.lua") .. ") }",
@@ -448,6 +453,43 @@ describe("biconnector.ngx #ngx", function()
       local log = wait_log("table=deals_5m status=200 rows=%d+ bytes=%d+ ms=[%d.]+ end=aborted")
       local rows = tonumber(log:match("table=deals_5m status=200 rows=(%d+) bytes=%d+ ms=[%d.]+ end=aborted"))
       assert.is_true(rows ~= nil and rows < 5000000, "the stream went on after the client left")
+    end)
+  end)
+
+  describe("examples/nginx/sqlite_connector.lua (blocking reads in ngx.run_worker_thread)", function()
+    it("answers /data from SQLite with the filter and limit in the SQL", function()
+      local has_luasql, luasql = pcall(require, "luasql.sqlite3")
+      if not has_luasql then
+        io.stderr:write("\n*** SKIPPED: the SQLite example needs lua-sql-sqlite3\n")
+        return pending("lua-sql-sqlite3 is not installed")
+      end
+      local env = luasql.sqlite3()
+      local con = assert(env:connect(prefix .. "/orders.db"))
+      assert(con:execute("CREATE TABLE orders (id INTEGER, customer TEXT, placed TEXT)"))
+      assert(con:execute("INSERT INTO orders VALUES (1, 'Anna', '2025-01-02 10:00:00'), "
+        .. "(2, 'O''Brien', '2025-01-03 11:30:00'), (3, 'Chen', '2025-02-01 09:15:00'), "
+        .. "(4, 'Dmitri', '2025-03-01 08:00:00')"))
+      con:close()
+      env:close()
+      local r = request(port, "POST", "/sqlite/data", '{"table":"orders","filter":{">id":1},"limit":2}', JSON)
+      assert.equals(200, r.status)
+      assert.same({ { "id", "customer", "placed" }, { 2, "O'Brien", "2025-01-03 11:30:00" },
+        { 3, "Chen", "2025-02-01 09:15:00" } }, json_of(r))
+      r = request(port, "POST", "/sqlite/data", [[{"table":"orders","select":["customer"],"filter":{"=customer":"O'Brien"}}]], JSON)
+      assert.same({ { "customer" }, { "O'Brien" } }, json_of(r))
+
+      -- outside nginx the same file reads directly (as under `biconnector serve`)
+      local script = prefix .. "/direct.lua"
+      write(script, "local c = require('biconnector.connector').load(" .. q(TOP .. "/examples/nginx/sqlite_connector.lua") .. ")\n"
+        .. "local status, _, body = c:handle({ method = 'POST', path = '/data', headers = {}, "
+        .. "body = '{\"table\":\"orders\",\"filter\":{\"<placed\":\"2025-01-03\"}}' })\n"
+        .. "io.write(status, ' ', body)\n")
+      local p = io.popen(format("BIC_SQLITE_DB=%s/orders.db %s %s 2>&1", prefix, helpers.lua_command(), script))
+      local out = p:read("*a")
+      p:close()
+      local status, body = out:match("^(%d+) (.*)$")
+      assert.equals("200", status, out)
+      assert.same({ { "id", "customer", "placed" }, { 1, "Anna", "2025-01-02 10:00:00" } }, cjson.decode(body))
     end)
   end)
 
