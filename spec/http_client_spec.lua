@@ -104,6 +104,22 @@ describe("core.http", function()
     h:close()
   end)
 
+  it("resends on a dying reused connection unless fresh_connect is asked", function()
+    local h = http.new()
+    local url = portal.base .. "/rest/1/hooksecret/test.items.add"
+    assert(h:request { url = portal.base .. "/_echo" })
+    portal:fault({ method = "test.items.add", kind = "drop_after" })
+    -- libcurl's own behaviour: a reused connection closed without an answer is retried
+    assert.equal(200, assert(h:request { url = url, body = "{}" }).status)
+    assert.equal(2, portal:stats().stats.received["test.items.add"])
+    portal:fault({ method = "test.items.add", kind = "drop_after" })
+    local res, err = h:request { url = url, body = "{}", fresh_connect = true }
+    assert.is_nil(res)
+    assert.equal(52, err.code)
+    assert.equal(3, portal:stats().stats.received["test.items.add"])
+    h:close()
+  end)
+
   it("honours libcurl's proxy environment variables", function()
     local cmd = ("http_proxy=%s %s -e 'local h=require(\"biconnector.core\").http.new(); local r=assert(h:request{url=\"http://proxied.invalid/_echo\"}); io.write(r.body)'")
       :format(portal.base, helpers.runtime)

@@ -233,6 +233,24 @@ describe("biconnector.rest", function()
       assert.equal(5, distinct)
     end)
 
+    it("never repeats a create whose kept-alive connection dies unanswered", function()
+      -- libcurl would resend on a fresh connection by itself: creates get their own
+      local c = webhook_client()
+      assert(c:call("profile"))
+      portal:fault({ method = "test.items.add", kind = "drop_after" })
+      local res, err = c:call("test.items.add", {})
+      assert.is_nil(res)
+      assert.is_true(err.maybe_executed)
+      local s = portal:stats()
+      assert.equal(1, s.stats.received["test.items.add"])
+      assert.equal(1, s.state.item_count)
+      -- reads keep using the kept-alive connection
+      local before = s.stats.connections
+      assert(c:call("profile"))
+      assert(c:call("profile"))
+      assert.equal(before, portal:stats().stats.connections)
+    end)
+
     it("never repeats a create after the answer was lost", function()
       portal:fault({ method = "test.items.add", kind = "drop_after" })
       local _, err = webhook_client():call("test.items.add", {})

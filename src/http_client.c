@@ -264,14 +264,14 @@ static void push_headers(lua_State *L, http_handle *h) {
 #define SETOPT(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(h->curl, opt, val); } while (0)
 
 /* handle:request{method=, url=, headers=, body=, timeout=, connect_timeout=,
- *                ca_file=, verify=, user_agent=, max_body=}
+ *                ca_file=, verify=, user_agent=, max_body=, fresh_connect=}
  * -> {status=, headers=, body=}, or nil, err. */
 static int handle_request(lua_State *L) {
   http_handle *h = check_handle(L);
   const char *url, *method, *body, *ca_file, *user_agent;
   size_t body_len = 0;
   double timeout, connect_timeout, max_body;
-  int verify = 1;
+  int verify = 1, fresh_connect = 0;
   CURLcode rc = CURLE_OK;
   long status = 0;
 
@@ -289,6 +289,10 @@ static int handle_request(lua_State *L) {
   lua_getfield(L, 2, "verify");
   if (lua_isboolean(L, -1)) verify = lua_toboolean(L, -1);
   else if (!lua_isnil(L, -1)) return luaL_error(L, "request option 'verify' must be a boolean");
+  lua_pop(L, 1);
+  lua_getfield(L, 2, "fresh_connect");
+  if (lua_isboolean(L, -1)) fresh_connect = lua_toboolean(L, -1);
+  else if (!lua_isnil(L, -1)) return luaL_error(L, "request option 'fresh_connect' must be a boolean");
   lua_pop(L, 1);
   if (method == NULL) method = body ? "POST" : "GET";
 
@@ -321,6 +325,10 @@ static int handle_request(lua_State *L) {
 #else
   SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
+  /* On a reused connection that closes without an answer, libcurl silently
+   * sends the request again on a new one. A request that must not run twice
+   * therefore asks for a connection of its own. */
+  if (fresh_connect) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
   if (user_agent) SETOPT(CURLOPT_USERAGENT, user_agent);
   if (ca_file) SETOPT(CURLOPT_CAINFO, ca_file);
   if (!verify) {

@@ -304,7 +304,9 @@ end
 function Client:url(method) return self.endpoint .. method end
 
 -- params as the JSON body; `raw_body` (already JSON, without auth) for batch.
-function Client:build_request(method, params, raw_body)
+-- `creates`: the request must not run twice, so it gets a connection of its own
+-- (libcurl repeats a request silently when a reused connection dies unanswered).
+function Client:build_request(method, params, raw_body, creates)
   local body
   if raw_body then
     body = raw_body
@@ -328,7 +330,7 @@ function Client:build_request(method, params, raw_body)
     method = "POST", url = self:url(method), body = body,
     headers = { ["Content-Type"] = "application/json", ["Accept"] = "application/json" },
     user_agent = _M.USER_AGENT, timeout = self.timeout, connect_timeout = self.connect_timeout,
-    ca_file = self.ca_file, verify = self.verify,
+    ca_file = self.ca_file, verify = self.verify, fresh_connect = creates or nil,
   }
 end
 
@@ -337,8 +339,8 @@ local CERTIFICATE_ERRORS = { [60] = true, [58] = true, [77] = true, [83] = true 
 
 -- Sends once. Returns the decoded answer, or nil and an error whose `kind` is
 -- "not_sent", "ambiguous" or "answer".
-function Client:exchange(method, params, raw_body)
-  local req, eerr = self:build_request(method, params, raw_body)
+function Client:exchange(method, params, raw_body, creates)
+  local req, eerr = self:build_request(method, params, raw_body, creates)
   if not req then
     return nil, new_error { code = "INVALID_PARAMS", description = "cannot encode the parameters: " .. tostring(eerr),
       method = method, retryable = false, kind = "local" }
@@ -451,7 +453,7 @@ function Client:request(method, params, raw_body, creates)
   while true do
     self:pace(method)
     local used_token = self.oauth and self.tokens.access_token
-    local data, err = self:exchange(method, params, raw_body)
+    local data, err = self:exchange(method, params, raw_body, creates)
     if data then return data end
     err.attempts = attempt + 1
     if err.code == "expired_token" and self.oauth and not renewed then
@@ -686,6 +688,137 @@ function Client:batch(cmds, opts)
     if failed and opts.halt then break end
   end
   return results, errors, extra
+end
+
+-------------------------------------------------------------------------------
+-- An OpenResty transport: the same contract as core.http's handle:request,
+-- on cosockets, so a request yields instead of blocking the nginx worker.
+-- Connections go back to nginx's keep-alive pool. Certificates are checked
+-- against lua_ssl_trusted_certificate (per-request ca_file is not possible
+-- there); verify = false disables the check. Answers are asked for without
+-- compression. Use it with sleep = ngx.sleep:
+--   rest.new { ..., transport = rest.ngx_transport(), sleep = ngx.sleep }
+function _M.ngx_transport(opts)
+  opts = opts or {}
+  local pool_size = opts.pool_size or 16
+  local idle_ms = (opts.keepalive_timeout or 60) * 1000
+
+  local function fail(message, not_sent, extra)
+    local e = { message = message, not_sent = not_sent, timeout = message:find("timeout", 1, true) ~= nil }
+    for k, v in pairs(extra or {}) do e[k] = v end
+    return nil, setmetatable(e, { __tostring = function(x) return "http error: " .. x.message end })
+  end
+
+  local function read_body(sock, headers, max_body)
+    local te = headers["transfer-encoding"]
+    if te and te:lower():find("chunked", 1, true) then
+      local parts, total = {}, 0
+      while true do
+        local line, err = sock:receive("*l")
+        if not line then return nil, err end
+        local size = tonumber(line:match("^%s*(%x+)"), 16)
+        if not size then return nil, "bad chunk size line" end
+        if size == 0 then
+          repeat line, err = sock:receive("*l") until not line or line == ""
+          break
+        end
+        total = total + size
+        if total > max_body then return nil, "the answer is larger than max_body" end
+        local chunk, cerr = sock:receive(size)
+        if not chunk then return nil, cerr end
+        parts[#parts + 1] = chunk
+        sock:receive("*l")
+      end
+      return concat(parts), nil, true
+    end
+    local len = tonumber(headers["content-length"])
+    if len then
+      if len > max_body then return nil, "the answer is larger than max_body" end
+      if len == 0 then return "", nil, true end
+      local body, err = sock:receive(len)
+      if not body then return nil, err end
+      return body, nil, true
+    end
+    local body, err = sock:receive("*a") -- until the server closes
+    if not body then return nil, err end
+    if #body > max_body then return nil, "the answer is larger than max_body" end
+    return body, nil, false
+  end
+
+  local function once(req, scheme, host, port, path)
+    local sock = ngx.socket.tcp()
+    local connect_ms = (req.connect_timeout or 10) * 1000
+    local total_ms = (req.timeout or 60) * 1000
+    sock:settimeouts(connect_ms, total_ms, total_ms)
+    local ok, err = sock:connect(host, port, { pool = scheme .. "://" .. host .. ":" .. port, pool_size = pool_size })
+    if not ok then return fail("connect to " .. host .. ":" .. port .. ": " .. tostring(err), true, { code = 7 }) end
+    local reused = (sock:getreusedtimes() or 0) > 0
+    if scheme == "https" and not reused then
+      local session, herr = sock:sslhandshake(nil, host, req.verify ~= false)
+      if not session then
+        sock:close()
+        local cert = tostring(herr):find("certificate", 1, true) ~= nil
+        return fail("TLS handshake with " .. host .. ": " .. tostring(herr), true, { code = cert and 60 or 35 })
+      end
+    end
+    local method = req.method or (req.body and "POST" or "GET")
+    local default_port = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
+    local lines = { method .. " " .. path .. " HTTP/1.1",
+      "Host: " .. host .. (default_port and "" or (":" .. port)),
+      "User-Agent: " .. (req.user_agent or _M.USER_AGENT), "Connection: keep-alive" }
+    for k, v in pairs(req.headers or {}) do
+      local line = type(k) == "number" and tostring(v) or (tostring(k) .. ": " .. tostring(v))
+      if line:find("[\r\n]") then error("header holds a line break: " .. line, 3) end
+      lines[#lines + 1] = line
+    end
+    if req.body then lines[#lines + 1] = "Content-Length: " .. #req.body end
+    local bytes, serr = sock:send(concat(lines, "\r\n") .. "\r\n\r\n" .. (req.body or ""))
+    if not bytes then
+      sock:close()
+      return fail("send: " .. tostring(serr), false, { code = 55, reused_and_unanswered = reused })
+    end
+    local status_line, rerr = sock:receive("*l")
+    if not status_line then
+      sock:close()
+      return fail("no answer: " .. tostring(rerr), false, { code = rerr == "timeout" and 28 or 52, reused_and_unanswered = reused and rerr == "closed" })
+    end
+    local status = tonumber(status_line:match("^HTTP/%d%.?%d* (%d%d%d)"))
+    if not status then sock:close() return fail("not an HTTP answer: " .. status_line:sub(1, 80), false, { code = 8 }) end
+    local headers = {}
+    while true do
+      local line, herr = sock:receive("*l")
+      if not line then sock:close() return fail("reading headers: " .. tostring(herr), false, { code = 56 }) end
+      if line == "" then break end
+      local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+      if name then
+        name = name:lower()
+        headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
+      end
+    end
+    local body, berr, reusable = "", nil, true
+    if method ~= "HEAD" and status ~= 204 and status ~= 304 then
+      body, berr, reusable = read_body(sock, headers, req.max_body or 256 * 1024 * 1024)
+      if not body then sock:close() return fail("reading the answer: " .. tostring(berr), false, { code = 56 }) end
+    end
+    if reusable and (headers["connection"] or ""):lower() ~= "close" then
+      sock:setkeepalive(idle_ms, pool_size)
+    else
+      sock:close()
+    end
+    return { status = status, headers = headers, body = body }
+  end
+
+  return function(req)
+    local scheme, host, port, path = req.url:match("^(https?)://([^/:]+):?(%d*)(.*)$")
+    if not scheme then return fail("unsupported URL " .. tostring(req.url), true, { code = 3 }) end
+    port = tonumber(port) or (scheme == "https" and 443 or 80)
+    if path == "" then path = "/" end
+    local res, err = once(req, scheme, host, port, path)
+    -- A pooled connection the server had closed meanwhile: the request never
+    -- reached it, so one new connection is tried (libcurl does the same).
+    if not res and err.reused_and_unanswered then res, err = once(req, scheme, host, port, path) end
+    return res, err
+  end
 end
 
 return _M
