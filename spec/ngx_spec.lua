@@ -533,6 +533,12 @@ describe("biconnector.ngx #ngx", function()
       assert.equals("loads=2", loads())
     end)
 
+    it("lets a handler and its row iterator yield (ngx.sleep, as cosockets do)", function()
+      local r = post("/data", "{" .. conn .. ',"table":"yield","limit":5}')
+      assert.equals(200, r.status)
+      assert.same({ { "n" }, { 1 }, { 2 }, { 3 }, { 4 }, { 5 } }, json_of(r))
+    end)
+
     it("leaves what it did in ngx.ctx.biconnector for log_by_lua", function()
       assert.equals(200, post("/data", "{" .. conn .. ',"table":"numbers","limit":4}').status)
       assert.matches("ctx: table=numbers rows=4 end=ok", wait_log("ctx: table=numbers rows=4"))
