@@ -1,6 +1,6 @@
 /* libFuzzer target: biconnector.form.decode on arbitrary bodies, with the
  * default limits and with tight ones, then encode of what came back.
- * Build: fuzz/build-form.sh (or fuzz/build.sh form_decode when it exists). */
+ * Build: fuzz/build.sh form_decode; run: fuzz/run-form.sh [SECONDS]. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
