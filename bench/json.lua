@@ -89,7 +89,7 @@ local function line(...) out[#out + 1] = string.format(...) end
 
 local runtime = jit and jit.version or _VERSION
 line("biconnector.json vs lua-cjson %s on %s, median of %d runs (CPU time)", cjson._VERSION, runtime, ROUNDS)
-line("%-34s %12s %12s %10s %10s %8s", "case", "ours ms", "cjson ms", "ours MB/s", "cjson MB/s", "ratio")
+line("%-44s %12s %12s %10s %10s %8s", "case", "ours ms", "cjson ms", "ours MB/s", "cjson MB/s", "ratio")
 
 local function case(name, value)
   local text = assert(json.encode(value))
@@ -99,12 +99,12 @@ local function case(name, value)
   local mb, cmb = #text / 1e6, #ctext / 1e6
   local te = median(function() json.encode(value) end)
   local tc = median(function() cjson.encode(value) end)
-  line("%-34s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " encode", te * 1e3, tc * 1e3, mb / te, cmb / tc, tc / te)
+  line("%-44s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " encode", te * 1e3, tc * 1e3, mb / te, cmb / tc, tc / te)
   local td = median(function() json.decode(text) end)
   local tcd = median(function() cjson.decode(text) end)
-  line("%-34s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " decode", td * 1e3, tcd * 1e3, mb / td, mb / tcd, tcd / td)
+  line("%-44s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " decode", td * 1e3, tcd * 1e3, mb / td, mb / tcd, tcd / td)
   local tdn = median(function() json.decode(text, { array_mt = false }) end)
-  line("%-34s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " decode, array_mt=false", tdn * 1e3, tcd * 1e3,
+  line("%-44s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " decode, array_mt=false", tdn * 1e3, tcd * 1e3,
     mb / tdn, mb / tcd, tcd / tdn)
   return #text
 end

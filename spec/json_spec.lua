@@ -215,6 +215,25 @@ describe("json.encode", function()
     assert.equals('"\\u0000"', json.encode("\0"))
   end)
 
+  it("finds a character to escape at any offset (8-byte scan)", function()
+    local names = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\31"] = "\\u001f", ["\0"] = "\\u0000" }
+    for _, special in ipairs({ '"', "\\", "\n", "\31", "\0", "é", "\127" }) do
+      for at = 1, 20 do
+        local text = ("a"):rep(at - 1) .. special .. ("b"):rep(20 - at)
+        local expected = '"' .. ("a"):rep(at - 1) .. (names[special] or special) .. ("b"):rep(20 - at) .. '"'
+        assert.equals(expected, json.encode(text))
+        assert.equals(text, json.decode(expected))
+        if #special == 1 and special:byte() < 32 then
+          local err = decode_error('"' .. text .. '"')
+          assert.equals(at + 1, select(2, position(err)))
+        end
+      end
+      local bad = ("a"):rep(20 - 1) .. "\255" .. special
+      assert.equals("invalid UTF-8 in string at $", encode_error(bad))
+      assert.matches("^invalid UTF%-8 in string at line 1, column 21", decode_error('"' .. bad .. '"'))
+    end
+  end)
+
   it("writes integers as integers and doubles shortest", function()
     assert.equals("[0,-7,1234567890123]", json.encode({ 0, -7, 1234567890123 }))
     assert.equals("[0.1,0.3,3.14,1e+21,1e-7,5e-324,1.7976931348623157e+308]",

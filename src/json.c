@@ -50,6 +50,25 @@ static const unsigned char string_class[256] = {
 
 static const char hex_digits[] = "0123456789abcdef";
 
+/* Length of the prefix of s[0..len) that needs no attention (no control
+ * character, quote, backslash or non-ASCII byte), 8 bytes at a time; the
+ * caller finishes byte by byte with string_class. */
+static size_t plain_prefix(const unsigned char *s, size_t len) {
+  const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  size_t i = 0;
+  while (i + 8 <= len) {
+    uint64_t v, quote, backslash;
+    memcpy(&v, s + i, 8);
+    quote = v ^ (ones * '"');
+    backslash = v ^ (ones * '\\');
+    /* (x - 1) & ~x has the high bit set in a byte that is zero (or after one). */
+    if ((v | ((v - ones * 0x20) & ~v) | ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash)) & highs)
+      break;
+    i += 8;
+  }
+  return i;
+}
+
 int bic_json_put_string(bic_buffer *b, const char *str, size_t len, int flags) {
   const unsigned char *s = (const unsigned char *)str;
   size_t i = 0, run = 0;
@@ -57,10 +76,13 @@ int bic_json_put_string(bic_buffer *b, const char *str, size_t len, int flags) {
   if (b->cap - b->len < len + 2 && bic_buffer_grow(b, len + 2) != 0) return -1;
   b->data[b->len++] = '"';
   while (i < len) {
-    unsigned char c = s[i];
-    unsigned char k = string_class[c];
+    unsigned char c, k;
     size_t skip;
     int n;
+    i += plain_prefix(s + i, len - i);
+    if (i == len) break;
+    c = s[i];
+    k = string_class[c];
     if (k == 0) { i++; continue; }
     if (k == 2) {
       n = utf8_sequence(s + i, len - i, &skip);
@@ -534,6 +556,7 @@ static int decode_string(decoder *D, const unsigned char **pp) {
   /* Fast path: no escapes, push straight from the input. */
   for (;;) {
     unsigned char c;
+    p += plain_prefix(p, (size_t)(end - p));
     while (p < end && string_class[*p] == 0) p++;
     if (p == end) return decode_fail(D, *pp, "unterminated string");
     c = *p;
@@ -556,6 +579,7 @@ static int decode_string(decoder *D, const unsigned char **pp) {
   run = *pp + 1;
   for (;;) {
     unsigned char c;
+    p += plain_prefix(p, (size_t)(end - p));
     while (p < end && string_class[*p] == 0) p++;
     if (p == end) return decode_fail(D, *pp, "unterminated string");
     c = *p;
