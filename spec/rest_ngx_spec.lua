@@ -60,8 +60,28 @@ if why then
   return
 end
 
-describe("tokens.ngx_shared in nginx", function()
-  local portal, prefix, port, pid
+local HAS_SSL = pcall(require, "ssl")
+
+-- A location running the REST client on cosockets against `base`: the query
+-- names the method (m), whether to call profile first (warm), retries (r).
+local function ngx_call_location(name, base, extra, transport_opts)
+  return table.concat({
+    "    location = /" .. name .. " { " .. (extra or "") .. " content_by_lua_block {",
+    "      local rest = require 'biconnector.rest'",
+    "      local json = require 'biconnector.json'",
+    ("      local client = assert(rest.new { webhook = %q, transport = rest.ngx_transport(%s), sleep = ngx.sleep,"):format(base .. "/rest/1/hooksecret/", transport_opts or ""),
+    "        rate = 1000, burst = 1000, backoff_base = 0.01, max_retries = tonumber(ngx.var.arg_r or 3), timeout = 2 })",
+    "      local out = {}",
+    "      for _ = 1, tonumber(ngx.var.arg_warm or 0) do assert(client:call('profile')) end",
+    "      local res, err = client:call(ngx.var.arg_m, {})",
+    "      if res ~= nil then ngx.say('OK ', json.encode(res))",
+    "      else ngx.say('ERR ', err.code, ' ', tostring(err.maybe_executed == true)) ngx.say(tostring(err)) end",
+    "    } }",
+  }, "\n")
+end
+
+describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
+  local portal, tls_portal, tls_dir, prefix, port, pid
 
   setup(function()
     portal = control.start({ rate = 1000, burst = 1000 })
@@ -69,6 +89,16 @@ describe("tokens.ngx_shared in nginx", function()
     os.remove(prefix)
     assert(os.execute("mkdir -p " .. prefix .. "/logs"))
     port = free_port()
+    local tls_locations = ""
+    if HAS_SSL then
+      tls_dir = prefix .. "/tls"
+      assert(os.execute(("mkdir -p %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 2 " ..
+        "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1"):format(tls_dir, tls_dir, tls_dir)))
+      tls_portal = control.start({ rate = 1000, burst = 1000 }, { cert = tls_dir .. "/cert.pem", key = tls_dir .. "/key.pem" })
+      tls_locations = ngx_call_location("tls_trusted", tls_portal.base,
+        "lua_ssl_trusted_certificate " .. tls_dir .. "/cert.pem; lua_ssl_verify_depth 2;") .. "\n" ..
+        ngx_call_location("tls_untrusted", tls_portal.base, nil, "{ pool_name = 'untrusted' }")
+    end
     local conf = table.concat({
       "load_module " .. MODULES .. "/ndk_http_module.so;",
       "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
@@ -121,6 +151,9 @@ describe("tokens.ngx_shared in nginx", function()
       "      client:close()",
       "      ngx.say(res and ('OK ' .. tostring(res.n)) or ('ERR ' .. tostring(err)))",
       "    } }",
+      ngx_call_location("ngx_call", portal.base),
+      ngx_call_location("ngx_dead", "http://127.0.0.1:" .. free_port()),
+      tls_locations,
       "  }",
       "}",
     }, "\n")
@@ -150,6 +183,7 @@ describe("tokens.ngx_shared in nginx", function()
       end
     end
     if portal then portal:stop() end
+    if tls_portal then tls_portal:stop() end
     if prefix then os.execute("rm -rf " .. prefix) end
   end)
 
@@ -178,5 +212,48 @@ describe("tokens.ngx_shared in nginx", function()
     assert.equal(0, s.renewal_failures)
     assert.is_true(s.expired_answers >= 1)
     print(("\n  nginx, 2 workers, 8 concurrent requests: %d expired_token answers, %d renewal"):format(s.expired_answers, s.renewals))
+  end)
+
+  describe("rest.ngx_transport", function()
+    before_each(function() portal:reset({ rate = 1000, burst = 1000 }) end)
+
+    it("calls over cosockets and keeps the connection alive", function()
+      assert.equal('OK {"ID":"1","LAST_NAME":"User","NAME":"Test","ADMIN":true}\n', send(port, "/ngx_call?m=profile&warm=4")():gsub("{.*}", function(j)
+        local t = require("biconnector.json").decode(j)
+        return ('{"ID":"%s","LAST_NAME":"%s","NAME":"%s","ADMIN":%s}'):format(t.ID, t.LAST_NAME, t.NAME, tostring(t.ADMIN))
+      end))
+      local s = portal:stats().stats
+      assert.equal(5, s.executed.profile)
+      assert.equal(1, s.connections)
+    end)
+
+    it("reports portal errors and refused connections like the libcurl transport", function()
+      assert.matches("^ERR ERROR_METHOD_NOT_FOUND false\n", send(port, "/ngx_call?m=no.such")())
+      assert.matches("^ERR CONNECT_FAILED false\n.*gave up after 2 attempts", send(port, "/ngx_dead?m=profile&r=1")())
+    end)
+
+    it("never repeats a create, even on a kept-alive connection that dies unanswered", function()
+      portal:fault({ method = "test.items.add", kind = "drop_after" })
+      assert.matches("^ERR TRANSPORT_ERROR true\n", send(port, "/ngx_call?m=test.items.add&warm=1")())
+      local s = portal:stats()
+      assert.equal(1, s.stats.received["test.items.add"])
+      assert.equal(1, s.state.item_count)
+    end)
+
+    it("repeats a read after a dropped connection and a timeout", function()
+      portal:fault({ method = "profile", kind = "drop" })
+      portal:fault({ method = "profile", kind = "delay", delay = 3 })
+      assert.matches("^OK ", send(port, "/ngx_call?m=profile")())
+      assert.equal(3, portal:stats().stats.received.profile)
+    end)
+
+    if HAS_SSL then
+      it("checks certificates against lua_ssl_trusted_certificate", function()
+        assert.matches("^OK ", send(port, "/tls_trusted?m=profile")())
+        local out = send(port, "/tls_untrusted?m=profile")()
+        assert.matches("^ERR CERTIFICATE_ERROR false\n", out)
+        assert.equal(1, tls_portal:stats().stats.received.profile)
+      end)
+    end
   end)
 end)

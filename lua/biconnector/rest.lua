@@ -698,9 +698,15 @@ end
 -- there); verify = false disables the check. Answers are asked for without
 -- compression. Use it with sleep = ngx.sleep:
 --   rest.new { ..., transport = rest.ngx_transport(), sleep = ngx.sleep }
+-- opts: pool_name ("biconnector"), pool_size (16), keepalive_timeout (60 s).
+local fresh_serial = 0
+
 function _M.ngx_transport(opts)
   opts = opts or {}
   local pool_size = opts.pool_size or 16
+  -- Pooled TLS connections skip the handshake: locations that trust different
+  -- CAs (lua_ssl_trusted_certificate) must use different pool names.
+  local pool_name = opts.pool_name or "biconnector"
   local idle_ms = (opts.keepalive_timeout or 60) * 1000
 
   local function fail(message, not_sent, extra)
@@ -750,7 +756,14 @@ function _M.ngx_transport(opts)
     local connect_ms = (req.connect_timeout or 10) * 1000
     local total_ms = (req.timeout or 60) * 1000
     sock:settimeouts(connect_ms, total_ms, total_ms)
-    local ok, err = sock:connect(host, port, { pool = scheme .. "://" .. host .. ":" .. port, pool_size = pool_size })
+    -- A request that must not run twice gets a connection of its own (a pool
+    -- name nobody else uses) and is never resent.
+    local pool = pool_name .. ":" .. scheme .. "://" .. host .. ":" .. port .. (req.verify == false and "#noverify" or "")
+    if req.fresh_connect then
+      fresh_serial = fresh_serial + 1
+      pool = pool .. "#fresh" .. fresh_serial
+    end
+    local ok, err = sock:connect(host, port, { pool = pool, pool_size = pool_size })
     if not ok then return fail("connect to " .. host .. ":" .. port .. ": " .. tostring(err), true, { code = 7 }) end
     local reused = (sock:getreusedtimes() or 0) > 0
     if scheme == "https" and not reused then
@@ -800,7 +813,7 @@ function _M.ngx_transport(opts)
       body, berr, reusable = read_body(sock, headers, req.max_body or 256 * 1024 * 1024)
       if not body then sock:close() return fail("reading the answer: " .. tostring(berr), false, { code = 56 }) end
     end
-    if reusable and (headers["connection"] or ""):lower() ~= "close" then
+    if reusable and not req.fresh_connect and (headers["connection"] or ""):lower() ~= "close" then
       sock:setkeepalive(idle_ms, pool_size)
     else
       sock:close()
@@ -816,7 +829,7 @@ function _M.ngx_transport(opts)
     local res, err = once(req, scheme, host, port, path)
     -- A pooled connection the server had closed meanwhile: the request never
     -- reached it, so one new connection is tried (libcurl does the same).
-    if not res and err.reused_and_unanswered then res, err = once(req, scheme, host, port, path) end
+    if not res and err.reused_and_unanswered and not req.fresh_connect then res, err = once(req, scheme, host, port, path) end
     return res, err
   end
 end
