@@ -763,7 +763,8 @@ function _M.ngx_transport(opts)
       fresh_serial = fresh_serial + 1
       pool = pool .. "#fresh" .. fresh_serial
     end
-    local ok, err = sock:connect(host, port, { pool = pool, pool_size = pool_size })
+    -- (no pool_size for a one-off pool name: nginx then creates no pool for it)
+    local ok, err = sock:connect(host, port, req.fresh_connect and { pool = pool } or { pool = pool, pool_size = pool_size })
     if not ok then return fail("connect to " .. host .. ":" .. port .. ": " .. tostring(err), true, { code = 7 }) end
     local reused = (sock:getreusedtimes() or 0) > 0
     if scheme == "https" and not reused then
