@@ -1,17 +1,5 @@
 -- biconnector.request: JSON and form bodies decode to the same normalized
 -- request for every endpoint; malformed requests are 400 errors naming the field.
-local core = require "biconnector.core"
-if not core.json then
-  io.stderr:write("\n*** request_spec: core.json is not built yet; using lua-cjson in its place\n")
-  local cjson = require "cjson"
-  package.loaded["biconnector.json"] = {
-    decode = function(s)
-      local ok, v = pcall(cjson.decode, s)
-      if ok then return v end
-      return nil, v
-    end,
-  }
-end
 local request = require "biconnector.request"
 local form = require "biconnector.form"
 
@@ -76,6 +64,7 @@ local PAIRS = {
     "table=deals&filter[DAY]=&filter[!DATE_CREATE]=" },
   { "/data", '{"table":"deals","filter":[[{"ID":1},{"ID":2}]]}', "table=deals&filter[0][0][ID]=1&filter[0][1][ID]=2" },
   { "/data", '{"table":"deals","filter":{}}', "table=deals" },
+  { "/data", '{"table":"deals","select":[],"mapFields":{},"limit":null}', "table=deals&limit=" },
   { "/data", '{"table":"deals","filter":[]}', "table=deals&filter=" },
 }
 
