@@ -141,12 +141,22 @@ describe("form.encode", function()
     assert.has_error(function() form.encode("a=1") end)
   end)
 
+  it("writes back the deepest body decode accepts", function()
+    local body = "a" .. ("%5Bx%5D"):rep(64) .. "=deep"
+    local t = assert(form.decode(body))
+    assert.equal(body, form.encode(t))
+    local deeper = { a = t }
+    local ok, err = pcall(form.encode, deeper)
+    assert.is_false(ok)
+    assert.matches("deeper than 64 bracket levels", err, 1, true)
+  end)
+
   it("refuses cycles instead of looping", function()
     local t = {}
     t.self = t
     local ok, err = pcall(form.encode, t)
     assert.is_false(ok)
-    assert.matches("deeper than 64 levels", err, 1, true)
+    assert.matches("deeper than 64 bracket levels (a cycle?)", err, 1, true)
   end)
 
   it("keeps every digit of a float where PHP's precision 14 would lose some", function()

@@ -11,7 +11,9 @@
 
 #define FORM_MAX_VARS 1000
 #define FORM_MAX_DEPTH 64
-#define FORM_ENCODE_MAX_DEPTH 64
+/* Bracket levels encode writes: as many as decode reads by default, so that
+ * whatever decode gives back can be encoded again. */
+#define FORM_ENCODE_MAX_DEPTH FORM_MAX_DEPTH
 
 /* ------------------------------------------------------------------ decode */
 
@@ -615,9 +617,9 @@ static void encode_pair(form_encoder *e, int kidx, int vidx, int depth, int shif
 static void encode_table(form_encoder *e, int idx, int depth) {
   lua_State *L = e->L;
   size_t n, i;
-  if (depth > FORM_ENCODE_MAX_DEPTH) {
+  if (depth > FORM_ENCODE_MAX_DEPTH + 1) { /* the top table is not a bracket level */
     lua_pushlstring(L, e->prefix->data, e->prefix->len > 200 ? 200 : e->prefix->len);
-    luaL_error(L, "form.encode: tables nest deeper than %d levels (a cycle?) at '%s'", FORM_ENCODE_MAX_DEPTH,
+    luaL_error(L, "form.encode: tables nest deeper than %d bracket levels (a cycle?) at '%s'", FORM_ENCODE_MAX_DEPTH,
                lua_tostring(L, -1));
   }
   luaL_checkstack(L, 8, "form.encode");
