@@ -50,20 +50,24 @@ static const unsigned char string_class[256] = {
 
 static const char hex_digits[] = "0123456789abcdef";
 
-/* Length of the prefix of s[0..len) that needs no attention (no control
- * character, quote, backslash or non-ASCII byte), 8 bytes at a time; the
- * caller finishes byte by byte with string_class. */
-static size_t plain_prefix(const unsigned char *s, size_t len) {
+/* Whether any of 8 bytes needs attention: a control character, a quote, a
+ * backslash or a non-ASCII byte. (x - 1) & ~x sets the high bit of a byte
+ * that is zero; a false alarm can only follow a true one. */
+static inline int attention8(uint64_t v) {
   const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  uint64_t quote = v ^ (ones * '"'), backslash = v ^ (ones * '\\');
+  return ((v | ((v - ones * 0x20) & ~v) | ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash)) &
+          highs) != 0;
+}
+
+/* Length of the prefix of s[0..len) that needs no attention, in steps of 8;
+ * the caller finishes byte by byte with string_class. */
+static inline size_t plain_prefix(const unsigned char *s, size_t len) {
   size_t i = 0;
+  uint64_t v;
   while (i + 8 <= len) {
-    uint64_t v, quote, backslash;
     memcpy(&v, s + i, 8);
-    quote = v ^ (ones * '"');
-    backslash = v ^ (ones * '\\');
-    /* (x - 1) & ~x has the high bit set in a byte that is zero (or after one). */
-    if ((v | ((v - ones * 0x20) & ~v) | ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash)) & highs)
-      break;
+    if (attention8(v)) break;
     i += 8;
   }
   return i;
@@ -71,53 +75,67 @@ static size_t plain_prefix(const unsigned char *s, size_t len) {
 
 int bic_json_put_string(bic_buffer *b, const char *str, size_t len, int flags) {
   const unsigned char *s = (const unsigned char *)str;
-  size_t i = 0, run = 0;
-  /* The common case, nothing to escape, costs one reservation and one copy. */
+  size_t i = 0;
+  char *o;
+  /* Room for the common case, nothing to escape; escapes make more room. */
   if (b->cap - b->len < len + 2 && bic_buffer_grow(b, len + 2) != 0) return -1;
-  b->data[b->len++] = '"';
+  o = b->data + b->len;
+  *o++ = '"';
   while (i < len) {
     unsigned char c, k;
     size_t skip;
     int n;
-    i += plain_prefix(s + i, len - i);
+    uint64_t v;
+    while (i + 8 <= len) {
+      memcpy(&v, s + i, 8);
+      if (attention8(v)) break;
+      memcpy(o, &v, 8);
+      o += 8;
+      i += 8;
+    }
     if (i == len) break;
     c = s[i];
     k = string_class[c];
-    if (k == 0) { i++; continue; }
+    if (k == 0) { *o++ = (char)c; i++; continue; }
     if (k == 2) {
       n = utf8_sequence(s + i, len - i, &skip);
-      if (n) { i += (size_t)n; continue; }
+      if (n) {
+        memcpy(o, s + i, (size_t)n);
+        o += n;
+        i += (size_t)n;
+        continue;
+      }
       if (!(flags & BIC_JSON_REPLACE_INVALID)) return -2;
     }
-    /* Flush the plain run s[run..i), then write the escape or replacement. */
-    if (bic_buffer_put(b, s + run, i - run) != 0) return -1;
+    /* An escape (up to 6 bytes) or U+FFFD (3) for what is left plus the quote. */
+    b->len = (size_t)(o - b->data);
+    if (bic_buffer_grow(b, len - i + 7) != 0) return -1;
+    o = b->data + b->len;
     if (k == 2) {
-      if (bic_buffer_puts(b, "\xEF\xBF\xBD") != 0) return -1;
+      memcpy(o, "\xEF\xBF\xBD", 3);
+      o += 3;
       i += skip;
-    } else {
-      char esc[6] = {'\\', 0, '0', '0', 0, 0};
-      size_t elen = 2;
-      switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-          esc[1] = 'u'; esc[4] = hex_digits[c >> 4]; esc[5] = hex_digits[c & 15];
-          elen = 6;
-      }
-      if (bic_buffer_put(b, esc, elen) != 0) return -1;
-      i++;
+      continue;
     }
-    run = i;
+    *o++ = '\\';
+    switch (c) {
+      case '"': *o++ = '"'; break;
+      case '\\': *o++ = '\\'; break;
+      case '\b': *o++ = 'b'; break;
+      case '\f': *o++ = 'f'; break;
+      case '\n': *o++ = 'n'; break;
+      case '\r': *o++ = 'r'; break;
+      case '\t': *o++ = 't'; break;
+      default:
+        memcpy(o, "u00", 3);
+        o[3] = hex_digits[c >> 4];
+        o[4] = hex_digits[c & 15];
+        o += 5;
+    }
+    i++;
   }
-  if (b->cap - b->len < i - run + 1 && bic_buffer_grow(b, i - run + 1) != 0) return -1;
-  memcpy(b->data + b->len, s + run, i - run);
-  b->len += i - run;
-  b->data[b->len++] = '"';
+  *o++ = '"';
+  b->len = (size_t)(o - b->data);
   return 0;
 }
 
