@@ -34,6 +34,11 @@ describe("biconnector.rest", function()
       assert.equal(1, portal:stats().stats.executed["test.echo"])
     end)
 
+    it("reads chunked answers", function()
+      local res = assert(webhook_client():call("test.chunked"))
+      assert.equal(("chunk"):rep(100), res.text)
+    end)
+
     it("sends the User-Agent biconnector-lua/VERSION", function()
       local seen
       local h = core.http.new()

@@ -227,6 +227,17 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
       assert.equal(1, s.connections)
     end)
 
+    it("reads chunked answers, and keeps the connection afterwards", function()
+      local out = send(port, "/ngx_call?m=test.chunked&warm=1")()
+      local json = require "biconnector.json"
+      local body = assert(out:match("^OK (.*)\n$"), out)
+      local answer = json.decode(body)
+      assert.is_true(answer.chunked)
+      assert.equal(("chunk"):rep(100), answer.text)
+      -- two calls, at most one new connection (a worker may reuse its pooled one)
+      assert.is_true(portal:stats().stats.connections <= 1)
+    end)
+
     it("reports portal errors and refused connections like the libcurl transport", function()
       assert.matches("^ERR ERROR_METHOD_NOT_FOUND false\n", send(port, "/ngx_call?m=no.such")())
       assert.matches("^ERR CONNECT_FAILED false\n.*gave up after 2 attempts", send(port, "/ngx_dead?m=profile&r=1")())

@@ -485,6 +485,7 @@ methods["profile"] = function() return { ID = "1", ADMIN = true, NAME = "Test", 
 methods["user.current"] = methods["profile"]
 methods["server.time"] = function() return os.date("!%Y-%m-%dT%H:%M:%S+00:00") end
 methods["test.echo"] = function(params) return params end
+methods["test.chunked"] = function() return { chunked = true, text = ("chunk"):rep(100) } end -- answered chunked
 
 local function creates(method) return method:match("%.add$") ~= nil end
 
@@ -763,6 +764,7 @@ local function handle_rest(req, path_rest)
   end
   if after and after.kind == "drop_after" then stats.dropped = stats.dropped + 1 return { drop = true } end
   if after and after.kind == "delay" then answer.sleep = after.delay or 1 end
+  if method == "test.chunked" then answer.chunked = true end
   return answer
 end
 
@@ -869,9 +871,20 @@ local function conn_loop(sock)
     local close = (headers["connection"] or ""):lower() == "close"
     local extra = ""
     for k, v in pairs(answer.headers or {}) do extra = extra .. k .. ": " .. v .. "\r\n" end
-    local out = ("HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n%s%s\r\n%s")
-      :format(answer.status, STATUS_TEXT[answer.status] or "Status", #answer.body,
-        close and "Connection: close\r\n" or "", extra, answer.body)
+    local out
+    if answer.chunked then
+      local parts = {}
+      for i = 1, #answer.body, 7 do
+        local piece = answer.body:sub(i, i + 6)
+        parts[#parts + 1] = ("%x\r\n%s\r\n"):format(#piece, piece)
+      end
+      out = ("HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nTransfer-Encoding: chunked\r\n%s%s\r\n%s0\r\n\r\n")
+        :format(answer.status, STATUS_TEXT[answer.status] or "Status", close and "Connection: close\r\n" or "", extra, table.concat(parts))
+    else
+      out = ("HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n%s%s\r\n%s")
+        :format(answer.status, STATUS_TEXT[answer.status] or "Status", #answer.body,
+          close and "Connection: close\r\n" or "", extra, answer.body)
+    end
     if not send(out) then sock:close() return end
     if answer.stop then running = false end
     if close then sock:close() return end
