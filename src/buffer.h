@@ -19,6 +19,7 @@ void bic_buffer_free(bic_buffer *b);
 int bic_buffer_grow(bic_buffer *b, size_t n);
 
 static inline int bic_buffer_put(bic_buffer *b, const void *p, size_t n) {
+  if (n == 0) return 0; /* an empty buffer has no data pointer to add 0 to */
   if (b->cap - b->len < n && bic_buffer_grow(b, n) != 0) return -1;
   memcpy(b->data + b->len, p, n);
   b->len += n;
