@@ -113,8 +113,9 @@ function _M.parse_args(args)
 end
 
 -- One access-log line; the body (where `connection` travels) is never logged.
+-- One write() per line: workers share stderr, and stderr is unbuffered.
 local function log_line(fields)
-  stderr:write(concat(fields, " "), "\n")
+  stderr:write(concat(fields, " ") .. "\n")
 end
 
 -- A log value: bare when it is a plain word, else quoted on one line.
@@ -232,7 +233,7 @@ local function start_worker(o, handler, fd)
     local ok, code = pcall(process.worker_setup, "TERM", master)
     if ok and code == false then process.exit(0) end
     ok, code = pcall(serve_process, o, handler, fd)
-    if not ok then stderr:write("biconnector serve: worker failed: ", tostring(code), "\n") end
+    if not ok then stderr:write("biconnector serve: worker failed: " .. tostring(code) .. "\n") end
     process.exit(ok and code or 1)
   end
   return pid, err
