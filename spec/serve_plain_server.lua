@@ -44,6 +44,15 @@ srv = assert(core.server.new {
       local it, fin = counted_stream(path .. "?n=" .. (req.query.n or "10"), tonumber(req.query.n or "10"), tonumber(req.query.size or "100"),
         tonumber(req.query.fail_at or ""))
       return 200, { ["Content-Type"] = "text/plain" }, it, fin
+    elseif path == "/empties" then -- empty chunks between the real ones
+      local i = 0
+      return 200, {}, function()
+        i = i + 1
+        if i > 300 then return nil end
+        return i % 100 == 0 and ("part" .. math.floor(i / 100) .. "\n") or ""
+      end
+    elseif path == "/forever_empty" then -- never sends anything, never ends
+      return 200, {}, function() return "" end, function(how) note("finish", path, how) end
     elseif path == "/bad_chunk" then
       local sent = false
       return 200, {}, function()

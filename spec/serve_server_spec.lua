@@ -139,6 +139,32 @@ describe("core.server over HTTP", function()
     assert.equals(("x"):rep(999) .. "\n", r.body:sub(1, 1000))
   end)
 
+  it("skips empty chunks from an iterator", function()
+    local r = assert(S.request(h.port, "GET", "/empties"))
+    assert.equals(200, r.status)
+    assert.equals("part1\npart2\npart3\n", r.body)
+  end)
+
+  it("serves others while an iterator gives only empty chunks, and drops it once its client is gone", function()
+    local c = socket.tcp()
+    c:settimeout(5)
+    assert(c:connect("127.0.0.1", h.port))
+    c:send("GET /forever_empty HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.matches("^HTTP/1.1 200", c:receive("*l"))
+    ok_after()
+    c:close()
+    local log
+    for _ = 1, 250 do
+      log = S.stderr(h)
+      if log:find("finish /forever_empty", 1, true) then break end
+      socket.sleep(0.02)
+    end
+    -- nothing is ever written, so the idle timeout is what notices the client left
+    local how = log:match("finish /forever_empty (%a+)")
+    assert.is_truthy(how == "timeout" or how == "aborted", log)
+    ok_after()
+  end)
+
   it("answers 204 with no body when the handler gives nil", function()
     local r = assert(S.request(h.port, "GET", "/empty"))
     assert.equals(204, r.status)

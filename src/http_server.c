@@ -175,7 +175,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
   lua_State *L = s->srv->L;
   (void)pos;
   if (s->ended) return MHD_CONTENT_READER_END_OF_STREAM;
-  while (s->off >= s->len) {
+  if (s->off >= s->len) { /* the chunk is sent: ask the iterator for the next one */
     int top = lua_gettop(L);
     if (s->chunk_ref != LUA_NOREF) {
       luaL_unref(L, LUA_REGISTRYINDEX, s->chunk_ref);
@@ -207,6 +207,9 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     s->off = 0;
     s->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* keeps the string (and chunk) alive */
     lua_settop(L, top);
+    /* an empty chunk: nothing to send now; MHD calls again on its next run, after
+     * serving the other connections (an endless run of them cannot starve those) */
+    if (s->len == 0) return 0;
   }
   {
     size_t n = s->len - s->off;
