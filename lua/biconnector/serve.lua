@@ -289,7 +289,7 @@ local function supervise(o, handler, fd)
     end
     if count > 0 then process.sleep(0.5) end
   end
-  return 0
+  return stopping and 0 or 1 -- not stopping: no worker could be started
 end
 
 function _M.main(args)
