@@ -87,3 +87,31 @@ describe("biconnector serve --workers when the master dies", function()
     assert.is_nil((S.request(h.port, "POST", "/check", "connection[token]=demo-token", FORM)))
   end)
 end)
+
+describe("biconnector serve --workers graceful stop", function()
+  it("lets an answer in flight finish after SIGTERM to the master, then exits 0", function()
+    local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0",
+      "--workers", "2" }))
+    wait_for("two workers", 10, function() return #S.children(h.pid) == 2 end)
+    local c = socket.tcp()
+    c:settimeout(30)
+    assert(c:connect("127.0.0.1", h.port))
+    -- 30 MB: far more than loopback socket buffers hold, so while the client reads
+    -- nothing the worker is necessarily in the middle of the answer
+    local body = "connection[token]=demo-token&table=deals_300k"
+    c:send("POST /data HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\n" ..
+      "Content-Length: " .. #body .. "\r\n\r\n" .. body)
+    assert.matches("^HTTP/1.1 200", c:receive("*l"))
+    socket.sleep(0.2)
+    os.execute("kill -TERM " .. h.pid)
+    socket.sleep(0.5) -- a server that did not wait for its answers would be gone by now
+    local rest = assert(c:receive("*a"))
+    c:close()
+    local decoded = assert(S.dechunk(rest:match("\r\n\r\n(.*)$")))
+    local counter = S.row_counter()
+    counter.feed(decoded)
+    assert.equals(300001, counter.finish())
+    assert.equals(0, S.wait_exit(h, 20))
+    S.stop(h)
+  end)
+end)
