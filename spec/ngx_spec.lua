@@ -18,10 +18,16 @@ local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
 
 ---------------------------------------------------------------- environment
 
+-- Helper commands run without LD_PRELOAD: a sanitizer run (BIC_SANITIZE=1)
+-- preloads ASan, under which pgrep deadlocks and nginx was not built.
+local CLEAN = "unset LD_PRELOAD; "
+
 local function sh(cmd)
-  local r = os.execute(cmd)
+  local r = os.execute(CLEAN .. cmd)
   return r == true or r == 0
 end
+
+local function popen(cmd) return io.popen(CLEAN .. cmd) end
 
 local function readable(path)
   local f = io.open(path, "rb")
@@ -84,7 +90,7 @@ local function free_port()
 end
 
 local function make_prefix()
-  local p = io.popen("mktemp -d /tmp/bic-ngx-XXXXXX")
+  local p = popen("mktemp -d /tmp/bic-ngx-XXXXXX")
   local dir = p:read("*l")
   p:close()
   assert(dir and dir ~= "", "mktemp failed")
@@ -113,7 +119,7 @@ local function start_nginx(prefix, conf_text, port)
   local conf = prefix .. "/nginx.conf"
   write(conf, conf_text)
   local out = prefix .. "/logs/start.out"
-  local pipe = io.popen(format("MINIMAL_TOKEN=%s BIC_DEMO_TOKEN=%s BIC_SQLITE_DB=%s/orders.db exec sh -c 'echo $$; exec %s -p %s -c %s -e %s/logs/error.log -g \"daemon off;\" 2>%s'",
+  local pipe = popen(format("MINIMAL_TOKEN=%s BIC_DEMO_TOKEN=%s BIC_SQLITE_DB=%s/orders.db exec sh -c 'echo $$; exec %s -p %s -c %s -e %s/logs/error.log -g \"daemon off;\" 2>%s'",
     MINIMAL_TOKEN, DEMO_TOKEN, prefix, find_nginx(), prefix, conf, prefix, out), "r")
   local h = { prefix = prefix, port = port, error_log = prefix .. "/logs/error.log", pipe = pipe }
   h.pid = pipe:read("*l")
@@ -131,7 +137,7 @@ end
 local function stop_nginx(h)
   if not h or not h.pid then return end
   local children = {}
-  local p = io.popen("pgrep -P " .. h.pid .. " 2>/dev/null")
+  local p = popen("pgrep -P " .. h.pid .. " 2>/dev/null")
   for line in p:lines() do children[#children + 1] = line end
   p:close()
   sh("kill -QUIT " .. h.pid .. " 2>/dev/null")
@@ -400,7 +406,7 @@ describe("biconnector.ngx #ngx", function()
     end)
 
     it("streams 1,000,000 rows with the worker's peak RSS under 32 MiB", function()
-      local p = io.popen("pgrep -P " .. h.pid)
+      local p = popen("pgrep -P " .. h.pid)
       local worker = p:read("*l")
       p:close()
       local sock = socket.tcp()
@@ -484,6 +490,7 @@ describe("biconnector.ngx #ngx", function()
         .. "local status, _, body = c:handle({ method = 'POST', path = '/data', headers = {}, "
         .. "body = '{\"table\":\"orders\",\"filter\":{\"<placed\":\"2025-01-03\"}}' })\n"
         .. "io.write(status, ' ', body)\n")
+      -- with the same environment as busted (a sanitizer build needs its LD_PRELOAD)
       local p = io.popen(format("BIC_SQLITE_DB=%s/orders.db %s %s 2>&1", prefix, helpers.lua_command(), script))
       local out = p:read("*a")
       p:close()
