@@ -206,6 +206,43 @@ local function q(s) return format("%q", s) end
 
 local why_not = missing()
 
+describe("biconnector.ngx outside nginx", function()
+  local glue = require "biconnector.ngx"
+
+  it("loads without nginx and names the $bic_* variables", function()
+    assert.same({ "bic_endpoint", "bic_table", "bic_rows", "bic_bytes", "bic_error", "bic_end" }, glue.VARIABLES)
+  end)
+
+  it("derives the prefix from the URI, or takes the given one", function()
+    local cases = {
+      { "/bitrix/data", nil, "/bitrix" },
+      { "/bitrix/data/", nil, "/bitrix" },
+      { "/a/b/table_list", nil, "/a/b" },
+      { "/check", nil, nil },
+      { "/", nil, nil },
+      { "/bitrix/data", "/bi", "/bi" },
+      { "/bitrix/data", "", nil },
+    }
+    for _, c in ipairs(cases) do
+      assert.equals(c[3], glue.prefix_of(c[1], c[2]), c[1] .. " " .. tostring(c[2]))
+    end
+  end)
+
+  it("caches a connector file per path, and forgets it", function()
+    local path = TOP .. "/examples/minimal.lua"
+    glue.forget(path)
+    assert.is_nil(glue.cached(path))
+    local c = glue.load(path)
+    assert.equals(c, glue.load(path))
+    assert.equals(c, glue.cached(path))
+    glue.forget(path)
+    assert.is_nil(glue.cached(path))
+    assert.has_error(function() glue.load(TOP .. "/no/such/connector.lua") end)
+    assert.is_nil(glue.cached(TOP .. "/no/such/connector.lua"))
+    assert.has_error(function() glue.load(42) end, "biconnector.ngx.load: expected a connector file path, got number")
+  end)
+end)
+
 describe("biconnector.ngx #ngx", function()
   if why_not then
     io.stderr:write("\n*** SKIPPED: spec/ngx_spec.lua: " .. why_not .. "\n")
