@@ -153,13 +153,12 @@ end
 
 ---------------------------------------------------------------- HTTP client
 
--- One request on a new connection. -> { status, headers, body, cut } where
--- cut is a message when a chunked body ended without its final chunk.
-local function request(port, method, path, body, headers)
-  local sock = socket.tcp()
-  sock:settimeout(20)
-  assert(sock:connect("127.0.0.1", port))
-  local lines = { format("%s %s HTTP/1.1", method, path), "Host: 127.0.0.1", "Connection: close" }
+-- Sends one request on an open socket and reads the answer. -> { status,
+-- headers, body, cut } where cut is a message when a chunked body ended
+-- without its final chunk. keep_alive leaves the connection open.
+local function exchange(sock, method, path, body, headers, keep_alive)
+  local lines = { format("%s %s HTTP/1.1", method, path), "Host: 127.0.0.1",
+    keep_alive and "Connection: keep-alive" or "Connection: close" }
   for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
   if body then lines[#lines + 1] = "Content-Length: " .. #body end
   sock:send(concat(lines, "\r\n") .. "\r\n\r\n")
@@ -190,8 +189,22 @@ local function request(port, method, path, body, headers)
   else
     parts[1] = sock:receive("*a")
   end
-  sock:close()
   r.body = concat(parts)
+  return r
+end
+
+local function connect(port)
+  local sock = socket.tcp()
+  sock:settimeout(20)
+  assert(sock:connect("127.0.0.1", port))
+  return sock
+end
+
+-- One request on a new connection.
+local function request(port, method, path, body, headers)
+  local sock = connect(port)
+  local r = exchange(sock, method, path, body, headers)
+  sock:close()
   return r
 end
 
@@ -411,6 +424,19 @@ describe("biconnector.ngx #ngx", function()
         assert.same({ 998, 999, 1000 }, { rows[2][1], rows[3][1], rows[4][1] }, spelling)
         assert.equals(4, #rows, spelling)
       end
+    end)
+
+    it("keeps the connection alive across a streamed answer and the next request", function()
+      local sock = connect(port)
+      local r = exchange(sock, "POST", "/demo/data", conn_form .. "&table=deals_3000", FORM, true)
+      assert.equals("chunked", r.headers["transfer-encoding"])
+      assert.is_nil(r.cut)
+      assert.equals(3001, #json_of(r))
+      r = exchange(sock, "POST", "/demo/check", conn_form, FORM, true)
+      assert.same({ ok = true }, json_of(r))
+      r = exchange(sock, "POST", "/demo/table_list", conn_form, FORM)
+      assert.equals(3, #json_of(r))
+      sock:close()
     end)
 
     it("answers 404 for an unknown endpoint and 405 for a GET", function()
