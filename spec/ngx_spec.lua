@@ -644,6 +644,30 @@ describe("examples/nginx/nginx.conf #ngx", function()
     if prefix and not os.getenv("BIC_KEEP_NGINX") then sh("rm -rf " .. prefix) end
   end)
 
+  it("docs/openresty.md: the configuration shown passes nginx -t", function()
+    local doc = read(TOP .. "/docs/openresty.md")
+    local text = assert(doc:match("```nginx\n(.-)```"), "no nginx block in docs/openresty.md")
+    local dir = make_prefix()
+    local function sub(from, to)
+      local i = assert(text:find(from, 1, true), "the block no longer contains " .. from)
+      text = text:sub(1, i - 1) .. to .. text:sub(i + #from)
+    end
+    sub("include /etc/nginx/modules-enabled/*.conf;", "load_module " .. MODULES .. "/ndk_http_module.so;\n"
+      .. "load_module " .. MODULES .. "/ngx_http_lua_module.so;\npid " .. dir .. "/nginx.pid;")
+    sub("/usr/local/share/lua/5.1/?.lua;/usr/local/share/lua/5.1/?/init.lua",
+      TOP .. "/lua/?.lua;" .. TOP .. "/lua/?/init.lua")
+    sub("/usr/local/lib/lua/5.1/?.so", luajit_build() .. "/?.so")
+    local demo = (TOP .. "/examples/demo/connector.lua"):gsub("%%", "%%%%")
+    text = text:gsub("/etc/biconnector/connector%.lua", demo)
+    text = text:gsub("http {", "http {\n    client_body_temp_path " .. dir .. "/body;", 1)
+    write(dir .. "/nginx.conf", text)
+    local ok = sh(format("%s -t -q -p %s -c %s/nginx.conf -e %s/logs/error.log >%s/t.out 2>&1",
+      find_nginx(), dir, dir, dir, dir))
+    local out = read(dir .. "/t.out") .. read(dir .. "/logs/error.log")
+    sh("rm -rf " .. dir)
+    assert.is_true(ok, out)
+  end)
+
   it("passes nginx -t and serves the demo under /bitrix/ once its paths are substituted", function()
     prefix = make_prefix()
     local port = free_port()
