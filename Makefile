@@ -42,6 +42,22 @@ test-luajit: test-deps luajit
 test-asan: test-deps asan
 	BIC_SANITIZE=1 scripts/run-specs lua5.4 $(BUILD_ASAN)
 
+# Benchmarks, run by hand (figures go into docs/); each part is bounded in time.
+bench: test-deps all luajit
+	@scripts/ensure-deps bench
+	bench/json lua5.4 $(BUILD)
+	bench/urldata lua5.4 $(BUILD)
+	bench/form lua5.4 $(BUILD)
+	bench/rest lua5.4 $(BUILD)
+	BUILD=$(BUILD) BUILD_LUAJIT=$(BUILD_LUAJIT) bench/serve
+	bench/ngx
+
+# libFuzzer targets under ASan/UBSan, FUZZ_SECONDS each (the issues ask for 300).
+FUZZ_SECONDS ?= 300
+fuzz: test-deps
+	fuzz/run-json.sh $(FUZZ_SECONDS)
+	fuzz/run-form.sh $(FUZZ_SECONDS)
+
 rock: deps
 	luarocks make --deps-mode=none rockspec/biconnector-scm-1.rockspec
 
