@@ -32,6 +32,10 @@ srv = assert(core.server.new {
         function(how) note("finish", "/echo", how) end
     elseif path == "/raise" then
       error("handler raised on purpose")
+    elseif path == "/raise_table" then
+      error({ code = 42 })
+    elseif path == "/bad_finish" then
+      return 200, {}, "fine", function() error("finish raised on purpose") end
     elseif path == "/bad_status" then
       return "teapot", {}, "x"
     elseif path == "/bad_body" then

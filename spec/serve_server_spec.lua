@@ -179,6 +179,25 @@ describe("core.server over HTTP", function()
     assert.matches("request handler failed: .*handler raised on purpose", S.stderr(h))
   end)
 
+  it("answers 500 when the handler raises a value that is not a string", function()
+    local r = assert(S.request(h.port, "GET", "/raise_table"))
+    assert.equals(500, r.status)
+    assert.matches("request handler failed: %(error object is a table value%)", S.stderr(h))
+    ok_after()
+  end)
+
+  it("logs a finish callback that raises, the answer already sent", function()
+    local r = assert(S.request(h.port, "GET", "/bad_finish"))
+    assert.equals(200, r.status)
+    assert.equals("fine", r.body)
+    for _ = 1, 100 do
+      if S.stderr(h):find("finish raised on purpose", 1, true) then break end
+      socket.sleep(0.02)
+    end
+    assert.matches("finish callback failed: .*finish raised on purpose", S.stderr(h))
+    ok_after()
+  end)
+
   it("answers 500 when the handler returns something that is not an answer", function()
     for _, path in ipairs({ "/bad_status", "/bad_body", "/bad_header" }) do
       local r = assert(S.request(h.port, "GET", path))

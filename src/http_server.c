@@ -57,6 +57,7 @@ typedef struct request {
   int too_large;
   int finish_ref;
   int stream_failed; /* the body iterator failed: the cut is ours, not the client's */
+  const char *how;   /* for the finish callback: "ok", "aborted", ... */
 } request;
 
 /* A chunked answer: the Lua iterator and the chunk being sent. */
@@ -69,6 +70,25 @@ typedef struct stream {
   size_t len, off;
   int ended;
 } stream;
+
+/* Names and values MHD holds for the request, gathered without calling Lua. */
+typedef struct kv_list {
+  const char **items; /* key, value, key, value, ... */
+  size_t n, cap;
+  int failed;
+} kv_list;
+
+/* One request handed to Lua: filled in C, used by the protected dispatch. */
+typedef struct dispatch {
+  server *srv;
+  request *req;
+  const char *method, *url;
+  kv_list headers, arguments;
+  char remote[INET6_ADDRSTRLEN];
+  struct MHD_Response *response; /* owned here until queued (destroyed on error) */
+  unsigned int status;
+  const char *failure; /* what went wrong, for the log */
+} dispatch;
 
 static void log_error(const char *what, const char *message) {
   fprintf(stderr, "biconnector.server: %s: %s\n", what, message ? message : "(no message)");
@@ -85,21 +105,29 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-/* Calls the function below nargs arguments with a traceback handler; on failure
- * logs the message and leaves nothing. Returns 0 on success (results on the stack). */
-static int protected_call(lua_State *L, int nargs, int nresults, const char *what) {
+/* Runs f(ud) in protected mode, so that no Lua error -- out of memory included --
+ * can unwind through the libmicrohttpd frames below us. Returns 0, or non-zero
+ * with the error message on the stack. The caller has checked the stack space. */
+static int run_protected(lua_State *L, lua_CFunction f, void *ud) {
+#if LUA_VERSION_NUM == 501
+  return lua_cpcall(L, f, ud); /* pushes nothing that could fail outside protection */
+#else
+  lua_pushcfunction(L, f); /* a light C function: no allocation */
+  lua_pushlightuserdata(L, ud);
+  return lua_pcall(L, 1, 0, 0);
+#endif
+}
+
+/* Calls the function below nargs arguments with a traceback handler, inside a
+ * protected function. Returns 0 (results on the stack) or -1 (message on the stack). */
+static int call_traced(lua_State *L, int nargs, int nresults) {
   int base = lua_gettop(L) - nargs;
   int status;
   lua_pushcfunction(L, traceback);
   lua_insert(L, base);
   status = lua_pcall(L, nargs, nresults, base);
   lua_remove(L, base);
-  if (status != 0) {
-    log_error(what, lua_tostring(L, -1));
-    lua_pop(L, 1);
-    return -1;
-  }
-  return 0;
+  return status == 0 ? 0 : -1;
 }
 
 static enum MHD_Result queue_json(struct MHD_Connection *conn, unsigned int status,
@@ -119,54 +147,98 @@ static const char BODY_TOO_LARGE[] =
 static const char BODY_INTERNAL[] =
   "{\"error\":\"INTERNAL_ERROR\",\"error_description\":\"the request handler failed; see the server log\"}";
 
-static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      const char *value) {
-  lua_State *L = (lua_State *)cls;
-  char name[256];
-  size_t i, n = strlen(key);
+static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value) {
+  kv_list *l = (kv_list *)cls;
   (void)kind;
-  if (n >= sizeof name) return MHD_YES; /* absurd names are dropped */
-  for (i = 0; i < n; i++) {
-    char c = key[i];
-    name[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+  if (l->n + 2 > l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 32;
+    const char **items = (const char **)realloc((void *)l->items, cap * sizeof *items);
+    if (items == NULL) { l->failed = 1; return MHD_NO; }
+    l->items = items;
+    l->cap = cap;
   }
-  lua_pushlstring(L, name, n);
-  lua_pushvalue(L, -1);
-  lua_rawget(L, -3);
-  if (lua_type(L, -1) == LUA_TSTRING) { /* repeated header: join as HTTP allows */
-    lua_pushliteral(L, ", ");
-    lua_pushstring(L, value ? value : "");
-    lua_concat(L, 3);
-  } else {
-    lua_pop(L, 1);
-    lua_pushstring(L, value ? value : "");
-  }
-  lua_rawset(L, -3);
+  l->items[l->n++] = key;
+  l->items[l->n++] = value ? value : "";
   return MHD_YES;
 }
 
-static enum MHD_Result collect_argument(void *cls, enum MHD_ValueKind kind, const char *key,
-                                        const char *value) {
-  lua_State *L = (lua_State *)cls;
-  (void)kind;
-  lua_pushstring(L, key);
-  lua_pushstring(L, value ? value : "");
-  lua_rawset(L, -3);
-  return MHD_YES;
+/* headers as {lower-case name = value}; a repeated header is joined with ", " */
+static void push_headers(lua_State *L, const kv_list *l) {
+  size_t k;
+  lua_createtable(L, 0, (int)(l->n / 2));
+  for (k = 0; k + 1 < l->n; k += 2) {
+    char name[256];
+    const char *key = l->items[k];
+    size_t i, n = strlen(key);
+    if (n >= sizeof name) continue; /* absurd names are dropped */
+    for (i = 0; i < n; i++) {
+      char c = key[i];
+      name[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    }
+    lua_pushlstring(L, name, n);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      lua_pushliteral(L, ", ");
+      lua_pushstring(L, l->items[k + 1]);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushstring(L, l->items[k + 1]);
+    }
+    lua_rawset(L, -3);
+  }
 }
 
-static void push_remote(lua_State *L, struct MHD_Connection *conn) {
+static void push_arguments(lua_State *L, const kv_list *l) {
+  size_t k;
+  lua_createtable(L, 0, (int)(l->n / 2));
+  for (k = 0; k + 1 < l->n; k += 2) {
+    lua_pushstring(L, l->items[k]);
+    lua_pushstring(L, l->items[k + 1]);
+    lua_rawset(L, -3);
+  }
+}
+
+static void remote_text(struct MHD_Connection *conn, char *text, size_t size) {
   const union MHD_ConnectionInfo *ci =
     MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-  char text[INET6_ADDRSTRLEN] = "";
+  text[0] = '\0';
   if (ci != NULL && ci->client_addr != NULL) {
     const struct sockaddr *sa = ci->client_addr;
     if (sa->sa_family == AF_INET)
-      inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, text, sizeof text);
+      inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, text, (socklen_t)size);
     else if (sa->sa_family == AF_INET6)
-      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, text, sizeof text);
+      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, text, (socklen_t)size);
   }
-  lua_pushstring(L, text);
+}
+
+/* Protected: asks the iterator for its next chunk; leaves it in s (or s->ended). */
+static int next_chunk(lua_State *L) {
+  stream *s = (stream *)lua_touserdata(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->chunk_ref);
+  s->chunk_ref = LUA_NOREF;
+  s->chunk = NULL;
+  s->len = s->off = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->iterator_ref);
+  if (call_traced(L, 0, 1) != 0) {
+    log_error("body iterator failed", lua_tostring(L, -1));
+    s->ended = s->req->stream_failed = 1;
+  } else if (lua_isnil(L, -1)) {
+    s->ended = 1;
+  } else if (lua_type(L, -1) != LUA_TSTRING) {
+    log_error("body iterator failed",
+              lua_pushfstring(L, "chunk is a %s, expected a string or nil", luaL_typename(L, -1)));
+    s->ended = s->req->stream_failed = 1;
+  } else {
+    size_t len;
+    const char *chunk = lua_tolstring(L, -1, &len);
+    s->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* keeps the string alive while sent */
+    s->chunk = chunk;
+    s->len = len;
+  }
+  return 0;
 }
 
 /* Content reader of a chunked answer: pulls chunks from the Lua iterator. */
@@ -177,36 +249,15 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
   if (s->ended) return MHD_CONTENT_READER_END_OF_STREAM;
   if (s->off >= s->len) { /* the chunk is sent: ask the iterator for the next one */
     int top = lua_gettop(L);
-    if (s->chunk_ref != LUA_NOREF) {
-      luaL_unref(L, LUA_REGISTRYINDEX, s->chunk_ref);
-      s->chunk_ref = LUA_NOREF;
-      s->chunk = NULL;
+    if (!lua_checkstack(L, 8) || run_protected(L, next_chunk, s) != 0) {
+      log_error("body iterator failed", top < lua_gettop(L) ? lua_tostring(L, -1) : "no stack space");
+      s->ended = s->req->stream_failed = 1;
     }
-    if (!lua_checkstack(L, 4)) return MHD_CONTENT_READER_END_WITH_ERROR;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->iterator_ref);
-    if (protected_call(L, 0, 1, "body iterator failed") != 0) {
-      lua_settop(L, top);
-      s->ended = 1;
-      s->req->stream_failed = 1;
-      return MHD_CONTENT_READER_END_WITH_ERROR;
-    }
-    if (lua_isnil(L, -1)) {
-      lua_settop(L, top);
-      s->ended = 1;
-      return MHD_CONTENT_READER_END_OF_STREAM;
-    }
-    if (lua_type(L, -1) != LUA_TSTRING) {
-      log_error("body iterator failed",
-                lua_pushfstring(L, "chunk is a %s, expected a string or nil", luaL_typename(L, -1)));
-      lua_settop(L, top);
-      s->ended = 1;
-      s->req->stream_failed = 1;
-      return MHD_CONTENT_READER_END_WITH_ERROR;
-    }
-    s->chunk = lua_tolstring(L, -1, &s->len);
-    s->off = 0;
-    s->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* keeps the string (and chunk) alive */
     lua_settop(L, top);
+    if (s->ended) {
+      return s->req->stream_failed ? MHD_CONTENT_READER_END_WITH_ERROR
+                                   : MHD_CONTENT_READER_END_OF_STREAM;
+    }
     /* an empty chunk: nothing to send now; MHD calls again on its next run, after
      * serving the other connections (an endless run of them cannot starve those) */
     if (s->len == 0) return 0;
@@ -220,38 +271,33 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
   }
 }
 
-/* Called by MHD when the answer is done or the client went away. */
+/* Called by MHD when the answer is done or the client went away. luaL_unref of
+ * an existing reference only overwrites a registry slot: it cannot raise. */
 static void stream_free(void *cls) {
   stream *s = (stream *)cls;
   lua_State *L = s->srv->L;
-  if (L != NULL) {
+  if (L != NULL && lua_checkstack(L, 2)) {
     luaL_unref(L, LUA_REGISTRYINDEX, s->chunk_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, s->iterator_ref);
   }
   free(s);
 }
 
-/* Builds an MHD response from the handler's results at the stack indexes
- * status, headers, body. Returns NULL with a message pushed on failure. */
-static struct MHD_Response *make_response(server *srv, request *req, lua_State *L, int base,
-                                          unsigned int *status) {
+/* Checks the handler's results at base (status, headers, body) and builds the
+ * response into d->response. Raises (to the protected dispatch) on a bad answer. */
+static void make_response(lua_State *L, dispatch *d, int base) {
   struct MHD_Response *r = NULL;
   int st = base, hd = base + 1, bd = base + 2;
   lua_Number code;
-  if (lua_type(L, st) != LUA_TNUMBER) {
-    lua_pushfstring(L, "status is a %s, expected a number", luaL_typename(L, st));
-    return NULL;
-  }
+  d->failure = "request handler returned a bad answer";
+  if (lua_type(L, st) != LUA_TNUMBER)
+    luaL_error(L, "status is a %s, expected a number", luaL_typename(L, st));
   code = lua_tonumber(L, st);
-  if (!(code >= 100 && code <= 599) || code != (lua_Number)(int)code) {
-    lua_pushfstring(L, "status %s is not an HTTP status", lua_tostring(L, st));
-    return NULL;
-  }
-  *status = (unsigned int)code;
-  if (!lua_isnil(L, hd) && !lua_istable(L, hd)) {
-    lua_pushfstring(L, "headers is a %s, expected a table", luaL_typename(L, hd));
-    return NULL;
-  }
+  if (!(code >= 100 && code <= 599) || code != (lua_Number)(int)code)
+    luaL_error(L, "status %s is not an HTTP status", lua_tostring(L, st));
+  d->status = (unsigned int)code;
+  if (!lua_isnil(L, hd) && !lua_istable(L, hd))
+    luaL_error(L, "headers is a %s, expected a table", luaL_typename(L, hd));
   if (lua_type(L, bd) == LUA_TSTRING) {
     size_t len;
     const char *body = lua_tolstring(L, bd, &len);
@@ -260,40 +306,66 @@ static struct MHD_Response *make_response(server *srv, request *req, lua_State *
     r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
   } else if (lua_isfunction(L, bd)) {
     stream *s = (stream *)calloc(1, sizeof *s);
-    if (s == NULL) { lua_pushliteral(L, "out of memory"); return NULL; }
-    s->srv = srv;
-    s->req = req;
-    s->chunk_ref = LUA_NOREF;
+    if (s == NULL) luaL_error(L, "out of memory");
+    s->srv = d->srv;
+    s->req = d->req;
+    s->iterator_ref = s->chunk_ref = LUA_NOREF;
     r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, s,
                                           stream_free);
-    if (r == NULL) { free(s); lua_pushliteral(L, "cannot create a response"); return NULL; }
+    if (r == NULL) { free(s); luaL_error(L, "cannot create a response"); }
+    d->response = r; /* from here the response (and its free callback) owns s */
     lua_pushvalue(L, bd);
     s->iterator_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   } else {
-    lua_pushfstring(L, "body is a %s, expected a string, an iterator function or nil",
-                    luaL_typename(L, bd));
-    return NULL;
+    luaL_error(L, "body is a %s, expected a string, an iterator function or nil",
+               luaL_typename(L, bd));
   }
-  if (r == NULL) { lua_pushliteral(L, "cannot create a response"); return NULL; }
+  if (r == NULL) luaL_error(L, "cannot create a response");
+  d->response = r;
   if (lua_istable(L, hd)) {
     lua_pushnil(L);
     while (lua_next(L, hd) != 0) {
       if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING &&
-                                             lua_type(L, -1) != LUA_TNUMBER)) {
-        MHD_destroy_response(r);
-        lua_pushliteral(L, "headers must map names to strings");
-        return NULL;
-      }
+                                             lua_type(L, -1) != LUA_TNUMBER))
+        luaL_error(L, "headers must map names to strings");
       lua_pushvalue(L, -1); /* a number value: convert a copy, not the key under lua_next */
-      if (MHD_add_response_header(r, lua_tostring(L, -3), lua_tostring(L, -1)) != MHD_YES) {
-        lua_pushfstring(L, "header '%s' is not valid", lua_tostring(L, -3));
-        MHD_destroy_response(r);
-        return NULL;
-      }
+      if (MHD_add_response_header(r, lua_tostring(L, -3), lua_tostring(L, -1)) != MHD_YES)
+        luaL_error(L, "header '%s' is not valid", lua_tostring(L, -3));
       lua_pop(L, 2);
     }
   }
-  return r;
+}
+
+/* Protected: builds the request table, calls the handler, checks its answer. */
+static int dispatch_request(lua_State *L) {
+  dispatch *d = (dispatch *)lua_touserdata(L, 1);
+  request *req = d->req;
+  int base;
+  d->failure = "request failed";
+  lua_rawgeti(L, LUA_REGISTRYINDEX, d->srv->handler_ref);
+  lua_createtable(L, 0, 7);
+  lua_pushstring(L, d->method);
+  lua_setfield(L, -2, "method");
+  lua_pushstring(L, d->url);
+  lua_setfield(L, -2, "path");
+  push_arguments(L, &d->arguments);
+  lua_setfield(L, -2, "query");
+  push_headers(L, &d->headers);
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, req->body.data ? req->body.data : "", req->body.len);
+  lua_setfield(L, -2, "body");
+  lua_pushstring(L, d->remote);
+  lua_setfield(L, -2, "remote");
+  bic_buffer_free(&req->body);
+  base = lua_gettop(L) - 1;
+  d->failure = "request handler failed";
+  if (call_traced(L, 1, 4) != 0) lua_error(L); /* the message carries the traceback */
+  make_response(L, d, base);
+  if (lua_isfunction(L, base + 3)) { /* called once the answer is done or abandoned */
+    lua_pushvalue(L, base + 3);
+    req->finish_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  return 0;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -303,10 +375,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   server *srv = (server *)cls;
   request *req = (request *)*con_cls;
   lua_State *L = srv->L;
-  struct MHD_Response *r;
-  unsigned int status = 500;
+  dispatch d;
   enum MHD_Result ret;
-  int top;
+  int top, failed;
   (void)version;
   if (req == NULL) { /* first call: headers only */
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -337,43 +408,44 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   }
   if (req->too_large) return queue_json(conn, 413, BODY_TOO_LARGE);
 
+  memset(&d, 0, sizeof d);
+  d.srv = srv;
+  d.req = req;
+  d.method = method;
+  d.url = url;
+  MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_kv, &d.headers);
+  MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_kv, &d.arguments);
+  remote_text(conn, d.remote, sizeof d.remote);
   top = lua_gettop(L);
-  if (!lua_checkstack(L, 10)) return MHD_NO;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->handler_ref);
-  lua_createtable(L, 0, 7);
-  lua_pushstring(L, method);
-  lua_setfield(L, -2, "method");
-  lua_pushstring(L, url);
-  lua_setfield(L, -2, "path");
-  lua_newtable(L);
-  MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_argument, L);
-  lua_setfield(L, -2, "query");
-  lua_newtable(L);
-  MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, L);
-  lua_setfield(L, -2, "headers");
-  lua_pushlstring(L, req->body.data ? req->body.data : "", req->body.len);
-  lua_setfield(L, -2, "body");
-  push_remote(L, conn);
-  lua_setfield(L, -2, "remote");
-  bic_buffer_free(&req->body);
-  if (protected_call(L, 1, 4, "request handler failed") != 0) {
-    lua_settop(L, top);
-    return queue_json(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_INTERNAL);
-  }
-  r = make_response(srv, req, L, top + 1, &status);
-  if (r == NULL) {
-    log_error("request handler returned a bad answer", lua_tostring(L, -1));
-    lua_settop(L, top);
-    return queue_json(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_INTERNAL);
-  }
-  if (lua_isfunction(L, top + 4)) { /* called once the answer is done or abandoned */
-    lua_pushvalue(L, top + 4);
-    req->finish_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (d.headers.failed || d.arguments.failed || !lua_checkstack(L, 20)) {
+    failed = 1;
+    log_error("request failed", "out of memory");
+  } else if ((failed = run_protected(L, dispatch_request, &d)) != 0) {
+    log_error(d.failure, lua_tostring(L, -1));
   }
   lua_settop(L, top);
-  ret = MHD_queue_response(conn, status, r);
-  MHD_destroy_response(r);
+  free((void *)d.headers.items);
+  free((void *)d.arguments.items);
+  if (failed) {
+    if (d.response != NULL) MHD_destroy_response(d.response); /* frees a stream too */
+    if (req->finish_ref != LUA_NOREF) {
+      luaL_unref(L, LUA_REGISTRYINDEX, req->finish_ref);
+      req->finish_ref = LUA_NOREF;
+    }
+    return queue_json(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_INTERNAL);
+  }
+  ret = MHD_queue_response(conn, d.status, d.response);
+  MHD_destroy_response(d.response);
   return ret;
+}
+
+/* Protected: calls the request's finish callback with req->how. */
+static int call_finish(lua_State *L) {
+  request *req = (request *)lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, req->finish_ref);
+  lua_pushstring(L, req->how);
+  if (call_traced(L, 1, 0) != 0) log_error("finish callback failed", lua_tostring(L, -1));
+  return 0;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -384,25 +456,23 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   (void)conn;
   if (req == NULL) return;
   *con_cls = NULL;
-  if (req->finish_ref != LUA_NOREF && L != NULL) {
-    const char *how = "error";
+  if (req->finish_ref != LUA_NOREF && L != NULL && lua_checkstack(L, 8)) {
+    int top = lua_gettop(L);
+    req->how = "error";
     switch (toe) {
-      case MHD_REQUEST_TERMINATED_COMPLETED_OK: how = "ok"; break;
-      case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: how = "timeout"; break;
-      case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: how = "shutdown"; break;
-      case MHD_REQUEST_TERMINATED_CLIENT_ABORT: how = "aborted"; break;
-      case MHD_REQUEST_TERMINATED_READ_ERROR: how = "aborted"; break;
+      case MHD_REQUEST_TERMINATED_COMPLETED_OK: req->how = "ok"; break;
+      case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: req->how = "timeout"; break;
+      case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: req->how = "shutdown"; break;
+      case MHD_REQUEST_TERMINATED_CLIENT_ABORT: req->how = "aborted"; break;
+      case MHD_REQUEST_TERMINATED_READ_ERROR: req->how = "aborted"; break;
       /* a failed send: the client went away, unless our own stream failed */
-      case MHD_REQUEST_TERMINATED_WITH_ERROR: how = req->stream_failed ? "error" : "aborted"; break;
+      case MHD_REQUEST_TERMINATED_WITH_ERROR:
+        req->how = req->stream_failed ? "error" : "aborted";
+        break;
       default: break;
     }
-    if (lua_checkstack(L, 3)) {
-      int top = lua_gettop(L);
-      lua_rawgeti(L, LUA_REGISTRYINDEX, req->finish_ref);
-      lua_pushstring(L, how);
-      protected_call(L, 1, 0, "finish callback failed");
-      lua_settop(L, top);
-    }
+    if (run_protected(L, call_finish, req) != 0) log_error("finish callback failed", lua_tostring(L, -1));
+    lua_settop(L, top);
     luaL_unref(L, LUA_REGISTRYINDEX, req->finish_ref);
   }
   bic_buffer_free(&req->body);
