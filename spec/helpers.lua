@@ -16,7 +16,17 @@ helpers.exists = exists
 -- The shared corpus (../shared) is beside the project in CI but not in a user's
 -- clone. Returns its path, or nil after printing a visible skip message.
 function helpers.shared_dir(what)
-  if exists(helpers.shared .. "/docs/protocol.md") then return helpers.shared end
+  if exists(helpers.shared .. "/docs/protocol.md") then -- The nginx `user` line for a test config. Run by root, nginx drops its
+-- workers to nobody/www-data, who cannot read a checkout in a private
+-- directory (mktemp -d makes it 0700): keep them as root then.
+function helpers.nginx_user_line()
+  local p = io.popen("id -u")
+  local uid = p:read("*l")
+  p:close()
+  return uid == "0" and "user root;" or ""
+end
+
+return helpers.shared end
   io.stderr:write(("\n*** SKIPPED: %s needs ../shared, which is absent (%s)\n")
     :format(what, helpers.shared))
   return nil
@@ -24,7 +34,27 @@ end
 
 -- Command that runs a Lua snippet or script with the same runtime and paths.
 function helpers.lua_command()
-  return helpers.runtime
+  -- The nginx `user` line for a test config. Run by root, nginx drops its
+-- workers to nobody/www-data, who cannot read a checkout in a private
+-- directory (mktemp -d makes it 0700): keep them as root then.
+function helpers.nginx_user_line()
+  local p = io.popen("id -u")
+  local uid = p:read("*l")
+  p:close()
+  return uid == "0" and "user root;" or ""
+end
+
+return helpers.runtime
+end
+
+-- The nginx `user` line for a test config. Run by root, nginx drops its
+-- workers to nobody/www-data, who cannot read a checkout in a private
+-- directory (mktemp -d makes it 0700): keep them as root then.
+function helpers.nginx_user_line()
+  local p = io.popen("id -u")
+  local uid = p:read("*l")
+  p:close()
+  return uid == "0" and "user root;" or ""
 end
 
 return helpers

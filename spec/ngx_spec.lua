@@ -281,6 +281,7 @@ describe("biconnector.ngx #ngx", function()
       "load_module " .. MODULES .. "/ndk_http_module.so;",
       "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
       "worker_processes 1;",
+      require("helpers").nginx_user_line(),
       "pid " .. prefix .. "/nginx.pid;",
       "error_log " .. prefix .. "/logs/error.log notice;",
       "env MINIMAL_TOKEN;",
@@ -690,6 +691,7 @@ describe("examples/nginx/nginx.conf #ngx", function()
     text = text:gsub("/etc/biconnector/connector%.lua", demo)
     text = text:gsub("listen 8080;", "listen 127.0.0.1:" .. port .. ";")
     text = text:gsub("worker_processes auto;", "worker_processes 1;")
+    text = text:gsub("user www%-data;", require("helpers").nginx_user_line())
     write(prefix .. "/nginx.conf", text)
 
     local out = prefix .. "/logs/t.out"

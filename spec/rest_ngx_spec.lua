@@ -103,6 +103,7 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
       "load_module " .. MODULES .. "/ndk_http_module.so;",
       "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
       "worker_processes 2;",
+      require("helpers").nginx_user_line(),
       "pid " .. prefix .. "/nginx.pid;",
       "error_log " .. prefix .. "/logs/error.log notice;",
       "events { worker_connections 64; }",
