@@ -177,21 +177,6 @@ end
 
 ---------------------------------------------------------------- portal look-ups
 
-local function known_connector_keys(client)
-  local result, err = client:call("biconnector.connector.fields")
-  if result == nil then return nil, err end
-  local fields = type(result) == "table" and (result.fields or result) or {}
-  local known = {}
-  for k, v in pairs(fields) do
-    if type(k) == "string" then known[k] = true
-    elseif type(v) == "table" then
-      local name = v.name or v.code or v.field or v.id
-      if type(name) == "string" then known[name] = true end
-    end
-  end
-  return known
-end
-
 local function lowest_id(list)
   table.sort(list, function(a, b) return (tonumber(a.id) or 0) < (tonumber(b.id) or 0) end)
   return list[1], #list
@@ -283,7 +268,7 @@ function _M.run(opts)
   -- the connector
   local connector_id
   if client then
-    local known, err = known_connector_keys(client)
+    local known, err = client.connector:known_keys()
     if not known then return nil, err end
     if not known.sourceCode then
       say(opts, "this portal does not know sourceCode: connectors are recognised by title")

@@ -282,6 +282,13 @@ function Service:fields()
   return self.client:call(self.prefix .. "fields")
 end
 
+-- connector:known_keys() -> set of the connector field names this portal
+-- knows (from biconnector.connector.fields, asked once per client), or nil, err.
+function Service:known_keys()
+  if self.kind ~= "connector" then error("known_keys is a connector method", 2) end
+  return known_connector_keys(self)
+end
+
 -- dataset:fields_update(id, {add = {...}, update = {{id=, visible=}}, delete = {ids}})
 function Service:fields_update(id, changes)
   if self.kind ~= "dataset" then error("fields_update is a dataset method", 2) end
