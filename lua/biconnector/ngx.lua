@@ -10,7 +10,7 @@
 local connector_mod = require "biconnector.connector"
 
 local ngx = ngx
-local format, concat, sort = string.format, table.concat, table.sort
+local format, concat = string.format, table.concat
 local type, tostring, pairs, ipairs, pcall, xpcall = type, tostring, pairs, ipairs, pcall, xpcall
 local open = io.open
 
@@ -51,15 +51,8 @@ end
 
 -- ---- log lines ---------------------------------------------------------------
 
--- A log value: bare when it is a plain word, else quoted on one line (as serve.lua).
-local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
-local function quote(v)
-  v = tostring(v)
-  if v:match("^[%w%._/:%-]+$") then return v end
-  return '"' .. v:gsub('[%c"\\]', function(c)
-    return ESCAPES[c] or format("\\x%02x", c:byte())
-  end) .. '"'
-end
+local logline = require "biconnector.logline"
+local quote = logline.quote
 
 local function log_levels()
   return { error = ngx.ERR, err = ngx.ERR, warn = ngx.WARN, warning = ngx.WARN,
@@ -69,28 +62,12 @@ end
 -- The connector's log hook (handle's opts.log): one ngx.log line, the message
 -- then key=value fields; a field called `connection` is dropped.
 function _M.log(level, message, fields)
-  local parts = { "biconnector: ", quote(message) }
-  if type(fields) == "table" then
-    local keys = {}
-    for k in pairs(fields) do
-      if k ~= "connection" then keys[#keys + 1] = tostring(k) end
-    end
-    sort(keys)
-    for _, k in ipairs(keys) do parts[#parts + 1] = " " .. k .. "=" .. quote(fields[k]) end
-  end
-  ngx.log(log_levels()[level] or ngx.NOTICE, concat(parts))
+  ngx.log(log_levels()[level] or ngx.NOTICE, "biconnector: ", quote(message), logline.fields(fields))
 end
 
 -- The access line of `biconnector serve`, without the time (nginx adds it).
 local function access_line(req, status, info, bytes, ms, how)
-  local parts = {
-    "biconnector: ", req.remote ~= "" and req.remote or "-", " ", req.method, " ", quote(req.path),
-    " endpoint=", quote(info.endpoint or "-"), " table=", quote(info.table or "-"),
-    " status=", tostring(status), " rows=", tostring(info.rows or "-"),
-    " bytes=", tostring(bytes), format(" ms=%.1f", ms),
-  }
-  if how ~= "ok" then parts[#parts + 1] = " end=" .. how end
-  return concat(parts)
+  return "biconnector: " .. logline.access(req, status, info, bytes, ms, how)
 end
 
 -- ---- the request -------------------------------------------------------------

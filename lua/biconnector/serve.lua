@@ -5,6 +5,7 @@
 local core = require "biconnector.core"
 
 local server, process = core.server, core.process
+local logline = require "biconnector.logline"
 local format, concat = string.format, table.concat
 local tostring, tonumber, type, pcall, ipairs = tostring, tonumber, type, pcall, ipairs
 local stderr, stdout = io.stderr, io.stdout
@@ -118,44 +119,16 @@ local function log_line(fields)
   stderr:write(concat(fields, " ") .. "\n")
 end
 
--- A log value: bare when it is a plain word, else quoted on one line.
-local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
-local function quote(v)
-  v = tostring(v)
-  if v:match("^[%w%._/:%-]+$") then return v end
-  return '"' .. v:gsub('[%c"\\]', function(c)
-    return ESCAPES[c] or format("\\x%02x", c:byte())
-  end) .. '"'
-end
-
 local function access_log(req, status, info, bytes, started, how)
-  log_line({
-    os.date("!%Y-%m-%dT%H:%M:%SZ"),
-    req.remote ~= "" and req.remote or "-",
-    req.method, quote(req.path),
-    "endpoint=" .. quote(info.endpoint or "-"),
-    "table=" .. quote(info.table or "-"),
-    "status=" .. tostring(status),
-    "rows=" .. tostring(info.rows or "-"),
-    "bytes=" .. tostring(bytes),
-    format("ms=%.1f", (process.clock() - started) * 1000),
-    how ~= "ok" and ("end=" .. how) or nil,
-  })
+  log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    logline.access(req, status, info, bytes, (process.clock() - started) * 1000, how) })
 end
 
 -- Messages from the connector (opts.log): level, message, then key=value fields.
 -- A field called `connection` is dropped: setting values never reach the log.
 local function connector_log(level, message, fields)
-  local parts = { os.date("!%Y-%m-%dT%H:%M:%SZ"), tostring(level):upper(), quote(message) }
-  if type(fields) == "table" then
-    local keys = {}
-    for k in pairs(fields) do
-      if k ~= "connection" then keys[#keys + 1] = tostring(k) end
-    end
-    table.sort(keys)
-    for _, k in ipairs(keys) do parts[#parts + 1] = k .. "=" .. quote(fields[k]) end
-  end
-  log_line(parts)
+  log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"), tostring(level):upper(),
+    logline.quote(message) .. logline.fields(fields) })
 end
 
 -- The function core.server calls for each request: runs the connector and
