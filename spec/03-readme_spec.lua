@@ -3,15 +3,6 @@
 local helpers = require "helpers"
 local cjson = require "cjson"
 
-local function readme_blocks()
-  local f = assert(io.open(helpers.top .. "/README.md"))
-  local text = f:read("*a")
-  f:close()
-  local blocks = {}
-  for code in text:gmatch("```lua\n(.-)```") do blocks[#blocks + 1] = code end
-  return blocks
-end
-
 -- Loads a chunk whose os.getenv sees the given variables first.
 local function load_with_env(code, name, vars)
   local env = setmetatable({}, { __index = _G })
@@ -27,7 +18,7 @@ local function load_with_env(code, name, vars)
 end
 
 describe("README.md", function()
-  local blocks = readme_blocks()
+  local blocks = helpers.lua_blocks("README.md")
 
   it("has the connector and the REST examples", function()
     assert.is_true(#blocks >= 2)

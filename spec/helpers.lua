@@ -1,4 +1,4 @@
--- Shared helpers for the specs: paths, the shared corpus, subprocesses.
+-- Shared helpers for the specs: paths, the shared corpus, doc examples, nginx.
 local helpers = {}
 
 helpers.top = os.getenv("BIC_TOP") or "."
@@ -16,35 +16,21 @@ helpers.exists = exists
 -- The shared corpus (../shared) is beside the project in CI but not in a user's
 -- clone. Returns its path, or nil after printing a visible skip message.
 function helpers.shared_dir(what)
-  if exists(helpers.shared .. "/docs/protocol.md") then -- The nginx `user` line for a test config. Run by root, nginx drops its
--- workers to nobody/www-data, who cannot read a checkout in a private
--- directory (mktemp -d makes it 0700): keep them as root then.
-function helpers.nginx_user_line()
-  local p = io.popen("id -u")
-  local uid = p:read("*l")
-  p:close()
-  return uid == "0" and "user root;" or ""
-end
-
-return helpers.shared end
+  if exists(helpers.shared .. "/docs/protocol.md") then return helpers.shared end
   io.stderr:write(("\n*** SKIPPED: %s needs ../shared, which is absent (%s)\n")
     :format(what, helpers.shared))
   return nil
 end
 
--- Command that runs a Lua snippet or script with the same runtime and paths.
-function helpers.lua_command()
-  -- The nginx `user` line for a test config. Run by root, nginx drops its
--- workers to nobody/www-data, who cannot read a checkout in a private
--- directory (mktemp -d makes it 0700): keep them as root then.
-function helpers.nginx_user_line()
-  local p = io.popen("id -u")
-  local uid = p:read("*l")
-  p:close()
-  return uid == "0" and "user root;" or ""
-end
 
-return helpers.runtime
+-- The ```lua blocks of a file of the project (README.md, docs/*.md), in order.
+function helpers.lua_blocks(path)
+  local f = assert(io.open(helpers.top .. "/" .. path, "r"))
+  local text = f:read("*a")
+  f:close()
+  local blocks = {}
+  for code in text:gmatch("```lua\n(.-)```") do blocks[#blocks + 1] = code end
+  return blocks
 end
 
 -- The nginx `user` line for a test config. Run by root, nginx drops its
