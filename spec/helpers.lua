@@ -22,7 +22,6 @@ function helpers.shared_dir(what)
   return nil
 end
 
-
 -- The ```lua blocks of a file of the project (README.md, docs/*.md), in order.
 function helpers.lua_blocks(path)
   local f = assert(io.open(helpers.top .. "/" .. path, "r"))
