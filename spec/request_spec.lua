@@ -66,6 +66,12 @@ local PAIRS = {
   { "/data", '{"table":"deals","filter":{}}', "table=deals" },
   { "/data", '{"table":"deals","select":[],"mapFields":{},"limit":null}', "table=deals&limit=" },
   { "/data", '{"table":"deals","filter":[]}', "table=deals&filter=" },
+  -- select keyed by integers out of order (PHP keeps them; JSON as PHP writes such an array)
+  { "/data", '{"table":"deals","select":{"1":"TITLE","0":"ID"}}', "table=deals&select[1]=TITLE&select[0]=ID" },
+  { "/data", '{"table":"deals","select":["ID","TITLE"]}', "table=deals&select[0]=ID&select[5]=TITLE" },
+  -- a raw `=` inside brackets, as a hand-written body has it
+  { "/data", '{"table":"deals","filter":{">=ID":5,"!=TITLE":"a=b","0":{"LOGIC":"OR","=ID":1,"<=AMOUNT":2}}}',
+    "table=deals&filter[>=ID]=5&filter[!=TITLE]=a=b&filter[0][LOGIC]=OR&filter[0][=ID]=1&filter[0][<=AMOUNT]=2" },
 }
 
 local function decoded(path, headers, body)
@@ -144,7 +150,7 @@ describe("request.decode", function()
     { "a JSON string body", JSON, '"x"', "body" },
     { "sniffed bad JSON", {}, '{oops', "body" },
     { "multipart", { ["content-type"] = "multipart/form-data; boundary=x" }, "--x", "body" },
-    { "too many form variables", FORM, ("a=1&"):rep(1001), "body" },
+    { "too many form variables", FORM, ("a=1&"):rep(request.FORM_MAX_VARS + 1), "body" },
     { "negative limit", FORM, "limit=-1", "limit" },
     { "fractional limit", JSON, '{"limit":1.5}', "limit" },
     { "text limit", FORM, "limit=ten", "limit" },
@@ -178,6 +184,28 @@ describe("request.decode", function()
 
   it("raises on misuse", function()
     assert.has_error(function() request.decode("body") end)
+  end)
+
+  it("takes a form filter with a long IN list (more than PHP's 1000 variables)", function()
+    local parts = { "table=deals" }
+    for i = 1, 3000 do parts[#parts + 1] = "filter[%40ID][]=" .. i end
+    local req = decoded("/data", FORM, table.concat(parts, "&"))
+    assert.equal("in", req.filter.items[1].op)
+    assert.equal(3000, #req.filter.items[1].values)
+  end)
+
+  it("shows a refused number as the number", function()
+    local _, err = request.decode(post("/data", JSON, '{"limit":-1}'))
+    assert.equal("limit: expected a non-negative integer, got -1", err.message)
+    _, err = request.decode(post("/data", JSON, '{"limit":2.5}'))
+    assert.equal("limit: expected a non-negative integer, got 2.5", err.message)
+  end)
+
+  it("keeps a raw `=` in a value and leaves well-formed names alone", function()
+    local req = assert(request.decode(post("/data", FORM, "table=a=b&searchString=x[y=z]&connection[k]=v=w")))
+    assert.equal("a=b", req.table)
+    assert.equal("x[y=z]", req.search)
+    assert.same({ k = "v=w" }, req.connection)
   end)
 end)
 

@@ -6,6 +6,7 @@ local filter = require "biconnector.filter"
 
 local type, pairs, tostring, tonumber = type, pairs, tostring, tonumber
 local format, floor = string.format, math.floor
+local find, sub, gsub = string.find, string.sub, string.gsub
 local tointeger = math.tointeger
 local null = core.null
 
@@ -70,6 +71,7 @@ local function show(v)
   end
   if v == null then return "null" end
   if type(v) == "table" then return next(v) ~= nil and is_list(v) and "a list" or "an object" end
+  if type(v) == "number" then return text(v) end
   return type(v)
 end
 
@@ -89,7 +91,28 @@ local function decode_limit(v)
   return n
 end
 
+-- A list keyed by integers that is not a sequence (a form's `select[1]=b&select[0]=a`
+-- or `select[0]=a&select[2]=c`, JSON's {"0":"a","1":"b"} as PHP encodes a
+-- non-sequential array): its values in the order of their keys. Else nil.
+local function ordered_by_key(v)
+  local keys = {}
+  for k in pairs(v) do
+    local n = k
+    if type(k) == "string" and k:match("^%-?%d+$") and #k < 16 then n = tonumber(k) end
+    if type(n) ~= "number" or n ~= floor(n) then return nil end
+    keys[#keys + 1] = { n, k }
+  end
+  table.sort(keys, function(a, b) return a[1] < b[1] end)
+  for i = 2, #keys do
+    if keys[i][1] == keys[i - 1][1] then return nil end -- "1" and 1 at once
+  end
+  local out = {}
+  for i, nk in ipairs(keys) do out[i] = v[nk[2]] end
+  return out
+end
+
 local function decode_select(v)
+  if type(v) == "table" and not is_list(v) then v = ordered_by_key(v) or v end
   if type(v) ~= "table" or not is_list(v) then
     return bad("select: expected a list of field codes, got %s", show(v))
   end
@@ -146,8 +169,26 @@ local function decode_json(body)
   return obj
 end
 
+-- The most variables a form body may hold. PHP's max_input_vars (1000) is
+-- too few for a filter with a long IN list; the server's body limit bounds it.
+_M.FORM_MAX_VARS = 100000
+
+-- A raw `=` inside brackets (`filter[>=ID]=5`, written by hand instead of
+-- `filter%5B%3E%3DID%5D=5`) would end the name there (PHP: `filter_>`), and the
+-- condition would silently vanish. Such a name is read up to the `]=` instead.
+local function fix_raw_equals(pair)
+  local e = find(pair, "=", 1, true)
+  if not e then return pair end
+  local name = sub(pair, 1, e - 1)
+  if not find(name, "%[[^%]]*$") then return pair end -- the first `=` is not inside a bracket
+  local close = find(pair, "]=", e, true)
+  if not close then return pair end
+  return (gsub(sub(pair, 1, close), "=", "%%3D")) .. sub(pair, close + 1)
+end
+
 local function decode_form(body)
-  local obj, err = form.decode(body)
+  if find(body, "%[[^%]&]-=") then body = gsub(body, "[^&]+", fix_raw_equals) end
+  local obj, err = form.decode(body, { max_vars = _M.FORM_MAX_VARS })
   if obj == nil then return bad("body: %s", tostring(err)) end
   return obj
 end
