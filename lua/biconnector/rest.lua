@@ -86,7 +86,14 @@ local function items_of(result)
 end
 _M.items_of = items_of
 
-local function create_method(method) return method:match("%.add$") ~= nil end
+-- The method's name as the portal reads it: case-insensitive, an optional
+-- ".json" suffix ("crm.deal.add.json" is crm.deal.add).
+local function method_name(method)
+  return (tostring(method):lower():gsub("%.json$", ""))
+end
+_M.method_name = method_name
+
+local function create_method(method) return method_name(method):match("%.add$") ~= nil end
 
 -------------------------------------------------------------------------------
 -- the client
@@ -132,13 +139,16 @@ function _M.new(opts)
     self.transport = function(req) return handle:request(req) end
   end
   self.creates = {}
-  for _, m in ipairs(opts.create_methods or {}) do self.creates[m] = true end
+  for _, m in ipairs(opts.create_methods or {}) do self.creates[method_name(m)] = true end
   self.operating = {}
   self.counters = { requests = 0, retries = 0, renewals = 0, sent_503 = 0, paused = 0 }
 
   if opts.webhook then
     local base = opts.webhook
     if not base:match("^https?://") then return nil, "webhook must be an http(s) URL" end
+    base = base:gsub("[?#].*$", "")
+    -- The address Bitrix24 shows with a sample method ("/rest/1/CODE/profile.json") works too.
+    base = base:match("^(https?://.-/rest/[^/]+/[^/]+/)[^/]+$") or base
     if base:sub(-1) ~= "/" then base = base .. "/" end
     local code = base:match("/rest/[^/]+/([^/]+)/$")
     if not code then return nil, "webhook must look like https://PORTAL/rest/USER_ID/CODE/" end
@@ -214,10 +224,10 @@ function Client:use_tokens(t)
 end
 
 -- Marks a method as creating objects: never sent twice after an ambiguous failure.
-function Client:mark_create(method) self.creates[method] = true end
+function Client:mark_create(method) self.creates[method_name(method)] = true end
 
 function Client:is_create(method)
-  return self.creates[method] or create_method(method)
+  return self.creates[method_name(method)] or create_method(method)
 end
 
 function Client:close()
@@ -385,6 +395,11 @@ function Client:exchange(method, params, raw_body, creates)
     return nil, e
   end
   self:note_time(method, data.time)
+  if data.result == nil then
+    -- {} or [] from something that is not the REST API (a proxy, a wrong path)
+    return nil, new_error { code = "INVALID_RESPONSE", status = res.status, method = method, retryable = false,
+      kind = "answer", description = self:mask("the answer has neither result nor error: " .. res.body:sub(1, 120):gsub("%s+", " ")) }
+  end
   return data
 end
 
@@ -534,6 +549,7 @@ function Client:each(method, params, opts)
   local base = shallow_copy(params)
   local items, index, done = {}, 0, false
   local start, page, last_id = nil, 1, nil
+  local seen, last_page = 0, nil
 
   local function fetch()
     local p = shallow_copy(base)
@@ -553,19 +569,39 @@ function Client:each(method, params, opts)
     local data, err = self:request(method, p)
     if not data then error(err, 0) end
     items, index = items_of(data.result), 0
+    seen = seen + #items
+    -- A portal that does not advance (ignores start/page/filter) would make
+    -- the loop endless: stop with an error instead.
+    local function stuck(what)
+      error(new_error { code = "PAGING_STUCK", method = method, retryable = false, kind = "answer",
+        description = ("the list does not advance: %s (after %d items)"):format(what, seen) }, 0)
+    end
     if mode == "start" then
-      start = tonumber(data.next)
+      local nxt = tonumber(data.next)
+      if nxt ~= nil and nxt <= (start or 0) then stuck(("next = %s again after start = %s"):format(tostring(data.next), tostring(start or 0))) end
+      start = nxt
       done = start == nil
     elseif mode == "page" then
+      local total = tonumber(data.total)
+      done = #items < page_size or (total ~= nil and seen >= total)
+      if not done then
+        local ok, text = pcall(json.encode, items)
+        local sig = ok and text or nil
+        if sig ~= nil and sig == last_page then stuck(("page %d repeats page %d"):format(page, page - 1)) end
+        last_page = sig
+      end
       page = page + 1
-      done = #items < page_size
     else
       done = #items < page_size
       local last = items[#items]
       if last ~= nil then
-        last_id = last[id_key] or last[id_key:lower()] or last[id_key:upper()]
-        if last_id == nil then error(new_error { code = "FAST_MODE_NO_ID", method = method,
+        local id = last[id_key] or last[id_key:lower()] or last[id_key:upper()]
+        if id == nil then error(new_error { code = "FAST_MODE_NO_ID", method = method,
           description = "fast paging needs the field " .. id_key .. " in every item (add it to select)" }, 0) end
+        if not done and last_id ~= nil and tostring(id) == tostring(last_id) then
+          stuck(("the last %s is %s again: the filter >%s was ignored"):format(id_key, tostring(id), id_key))
+        end
+        last_id = id
       end
     end
   end

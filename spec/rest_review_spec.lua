@@ -1,0 +1,155 @@
+-- biconnector.rest against a scripted portal (a transport answering from a
+-- list): answers a faithful or a broken portal may give, checked one by one.
+local rest = require "biconnector.rest"
+local json = require "biconnector.json"
+
+-- A client whose transport answers from `answers` in turn (the last one
+-- repeats); each answer is {status=, body=}, {err=} or function(req).
+local function scripted(answers, opts)
+  local sent, i = {}, 0
+  opts = opts or {}
+  if not opts.portal and not opts.client_endpoint then
+    opts.webhook = opts.webhook or "https://portal.example/rest/1/hooksecret/"
+  end
+  opts.transport = function(req)
+    sent[#sent + 1] = req
+    i = i + 1
+    local a = answers[math.min(i, #answers)]
+    if type(a) == "function" then return a(req, i) end
+    if a.err then return nil, a.err end
+    return { status = a.status or 200, headers = {}, body = a.body }
+  end
+  opts.sleep = function() end
+  opts.shared_bucket = false
+  opts.backoff_base = 0.001
+  return assert(rest.new(opts)), sent
+end
+
+local function page_of(first, n)
+  local t = {}
+  for k = 1, n do t[k] = { ID = tostring(first + k - 1) } end
+  return t
+end
+
+describe("biconnector.rest (review)", function()
+  describe("answers without result", function()
+    it("an empty object or array at 200 is an INVALID_RESPONSE error, not nil without an error", function()
+      for _, body in ipairs({ "{}", "[]", '{"time":{"start":1}}' }) do
+        local c = scripted({ { body = body } })
+        local r, err = c:call("profile")
+        assert.is_nil(r)
+        assert.is_true(rest.is_error(err), body)
+        assert.equal("INVALID_RESPONSE", err.code)
+        assert.equal(200, err.status)
+      end
+    end)
+
+    it("a null result is a result", function()
+      local c = scripted({ { body = '{"result":null,"time":{}}' } })
+      local r, err = c:call("profile")
+      assert.is_nil(err)
+      assert.equal(json.null, r)
+    end)
+  end)
+
+  describe("creates", function()
+    it("crm.deal.add.json and CRM.DEAL.ADD are creates: not repeated after a 500", function()
+      for _, m in ipairs({ "crm.deal.add.json", "CRM.Deal.Add" }) do
+        local c, sent = scripted({ { status = 500, body = '{"error":"INTERNAL_SERVER_ERROR","error_description":"x"}' },
+          { body = '{"result":1}' } })
+        local r, err = c:call(m, { fields = { TITLE = "t" } })
+        assert.is_nil(r)
+        assert.is_true(err.maybe_executed, m)
+        assert.equal(1, #sent, m)
+      end
+    end)
+
+    it("create_methods and mark_create ignore case and .json", function()
+      local c, sent = scripted({ { err = { message = "reset", code = 56 } } },
+        { create_methods = { "im.notify.system.Add" } })
+      c:mark_create("tasks.task.complete.json")
+      local _, err = c:call("im.notify.system.add.json", {})
+      assert.is_true(err.maybe_executed)
+      _, err = c:call("TASKS.TASK.COMPLETE", {})
+      assert.is_true(err.maybe_executed)
+      assert.equal(2, #sent)
+    end)
+  end)
+
+  describe("webhook addresses", function()
+    it("accepts the address with a sample method, as Bitrix24 shows it", function()
+      for _, url in ipairs({ "https://portal.example/rest/1/hooksecret/profile.json",
+        "https://portal.example/rest/1/hooksecret/profile", "https://portal.example/rest/1/hooksecret",
+        "https://portal.example/rest/1/hooksecret/?x=1" }) do
+        local c, sent = scripted({ { body = '{"result":{"ID":"1"}}' } }, { webhook = url })
+        assert(c:call("user.current"))
+        assert.equal("https://portal.example/rest/1/hooksecret/user.current", sent[1].url, url)
+      end
+    end)
+
+    it("still refuses an address without user and code", function()
+      local c, err = rest.new { webhook = "https://portal.example/rest/", transport = function() end }
+      assert.is_nil(c)
+      assert.matches("USER_ID/CODE", err)
+    end)
+  end)
+
+  describe("paging that does not advance", function()
+    local function drain(c, method, opts)
+      local n = 0
+      local ok, err = pcall(function()
+        for _ in c:each(method, {}, opts) do
+          n = n + 1
+          if n > 10000 then error("endless") end
+        end
+      end)
+      return ok, err, n
+    end
+
+    it("start mode: the same next twice raises PAGING_STUCK", function()
+      local c, sent = scripted({ { body = json.encode({ result = page_of(1, 50), next = 50, total = 500 }) } })
+      local ok, err = drain(c, "crm.deal.list")
+      assert.is_false(ok)
+      assert.is_true(rest.is_error(err))
+      assert.equal("PAGING_STUCK", err.code)
+      assert.equal(2, #sent)
+    end)
+
+    it("page mode: a portal ignoring page raises PAGING_STUCK", function()
+      local c, sent = scripted({ { body = json.encode({ result = page_of(1, 50) }) } })
+      local ok, err, n = drain(c, "biconnector.connector.list")
+      assert.is_false(ok)
+      assert.equal("PAGING_STUCK", err.code)
+      assert.equal(50, n)
+      assert.equal(2, #sent)
+    end)
+
+    it("fast mode: a portal ignoring >ID raises PAGING_STUCK", function()
+      local c, sent = scripted({ { body = json.encode({ result = page_of(1, 50) }) } })
+      local ok, err = drain(c, "crm.deal.list", { mode = "fast" })
+      assert.is_false(ok)
+      assert.equal("PAGING_STUCK", err.code)
+      assert.equal(2, #sent)
+    end)
+
+    it("page mode stops at total: exactly 50 items with total = 50 is one request", function()
+      local c, sent = scripted({ { body = json.encode({ result = page_of(1, 50), total = 50 }) },
+        { body = json.encode({ result = {} }) } })
+      local ok, _, n = drain(c, "biconnector.source.list")
+      assert.is_true(ok)
+      assert.equal(50, n)
+      assert.equal(1, #sent)
+    end)
+
+    it("page mode without total: 50 then 1 item is two requests, 51 items", function()
+      local c, sent = scripted({ { body = json.encode({ result = page_of(1, 50) }) },
+        { body = json.encode({ result = page_of(51, 1) }) } })
+      local ok, _, n = drain(c, "biconnector.source.list")
+      assert.is_true(ok)
+      assert.equal(51, n)
+      assert.equal(2, #sent)
+      assert.equal(1, json.decode(sent[1].body).page)
+      assert.equal(2, json.decode(sent[2].body).page)
+    end)
+  end)
+end)
