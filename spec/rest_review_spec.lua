@@ -152,4 +152,35 @@ describe("biconnector.rest (review)", function()
       assert.equal(2, json.decode(sent[2].body).page)
     end)
   end)
+
+  describe("connector fields the portal knows", function()
+    local FIELDS = { title = "T", logo = "data:,", urlCheck = "http://x/c", urlTableList = "http://x/l",
+      urlTableDescription = "http://x/d", urlData = "http://x/q", sourceCode = "sc",
+      settings = { { code = "token", name = "Token", type = "STRING" } } }
+
+    local function add_with(fields_answer)
+      local c, sent = scripted({ { body = json.encode({ result = fields_answer }) }, { body = '{"result":{"id":7}}' } },
+        { portal = "portal.example", access_token = "acc-token" })
+      local id, dropped = c.connector:add(FIELDS)
+      return id, dropped, sent
+    end
+
+    it("keyed by name (as the portal answers): unknown keys are dropped", function()
+      local id, dropped, sent = add_with({ fields = { title = {}, logo = {}, urlCheck = {}, urlTableList = {},
+        urlTableDescription = {}, urlData = {}, settings = {} } })
+      assert.equal(7, id)
+      assert.same({ "sourceCode" }, dropped)
+      assert.is_nil(json.decode(sent[2].body).fields.sourceCode)
+    end)
+
+    it("an answer whose shape names no known key drops nothing (every field is sent)", function()
+      local id, dropped, sent = add_with({ fields = { { title = "Title", type = "string", isRequired = true },
+        { title = "Logo", type = "string", isRequired = true } } })
+      assert.equal(7, id)
+      assert.same({}, dropped)
+      local f = json.decode(sent[2].body).fields
+      assert.equal("sc", f.sourceCode)
+      assert.equal("http://x/q", f.urlData)
+    end)
+  end)
 end)

@@ -142,6 +142,14 @@ local function known_connector_keys(self)
       if type(name) == "string" then known[name] = true end
     end
   end
+  -- An answer in a shape we cannot read (no required key recognised) says
+  -- nothing about which keys the portal knows: then nothing is dropped.
+  local readable = false
+  for _, k in ipairs(CONNECTOR_REQUIRED) do if known[k] then readable = true break end end
+  if not readable then
+    client:logf("warn", "biconnector.connector.fields: cannot tell the known connector fields from its answer; sending every field")
+    known = setmetatable({}, { __index = function() return true end })
+  end
   client.connector_keys = known
   return known
 end
