@@ -42,4 +42,15 @@ describe("biconnector call", function()
     out, code = run(runtime_env("BITRIX24_WEBHOOK="), "")
     assert.equal(2, code)
   end)
+
+  it("refuses a JSON array as the parameters (exit 2, nothing sent); [] is no parameters", function()
+    local before = portal:stats().stats.http_requests
+    local out, code = run(runtime_env("BITRIX24_WEBHOOK=" .. portal.webhook), "test.echo '[1, 2]'")
+    assert.equal(2, code)
+    assert.matches("must be an object", out)
+    assert.equal(before + 1, portal:stats().stats.http_requests) -- only the stats request itself
+    out, code = run(runtime_env("BITRIX24_WEBHOOK=" .. portal.webhook), "profile '[]'")
+    assert.equal(0, code)
+    assert.equal("1", json.decode(out).ID)
+  end)
 end)

@@ -58,10 +58,11 @@ function _M.main(args, out, err)
   if params_text then
     local perr
     params, perr = json.decode(params_text)
-    if type(params) ~= "table" then
-      err:write("biconnector call: JSON parameters: ", tostring(perr or "must be an object"), "\n")
+    if type(params) ~= "table" or (getmetatable(params) == json.array_mt and next(params) ~= nil) then
+      err:write("biconnector call: JSON parameters: ", tostring(perr or "must be an object, e.g. '{\"id\": 5}'"), "\n")
       return 2
     end
+    if getmetatable(params) == json.array_mt then params = {} end
   end
   local opts, oerr = _M.options_from_env()
   if not opts then err:write("biconnector call: ", oerr, "\n") return 2 end
