@@ -505,6 +505,26 @@ for _, spelling in ipairs({ "json", "form" }) do
         assert.same({ { "amount", "id" }, { 10.5, 1 }, { 20, 2 }, { 30.25, 3 } }, cjson.decode(body))
       end)
 
+      it("reads array rows in select order when the first is exactly as wide as the select (design.md's sketch)", function()
+        local c2 = connector.new(sales_def({ data = function(_, q)
+          local out = {}
+          for i, r in ipairs(DEALS) do
+            out[i] = {}
+            for j, code in ipairs(q.select) do out[i][j] = r[code] end
+          end
+          return out -- nothing declared: the framework filters and limits
+        end }))
+        local _, _, body = call(c2, "/data", { connection = good, table = "deals", select = { "amount", "id" } })
+        assert.same({ { "amount", "id" }, { 10.5, 1 }, { 20, 2 }, { 30.25, 3 } }, cjson.decode(body))
+        _, _, body = call(c2, "/data", { connection = good, table = "deals", select = { "updated", "id" },
+          filter = { [">id"] = 1 }, limit = 1 })
+        assert.same({ { "updated", "id" }, { "1970-01-02 00:00:00", 2 } }, cjson.decode(body))
+        -- a select as wide as the described fields keeps described order
+        local all = { "id", "title", "amount", "closed", "updated" }
+        _, _, body = call(c2, "/data", { connection = good, table = "deals", select = all })
+        assert.same({ all, { 1, "First", 10.5, "2024-01-31", "2024-01-31 10:00:00" } }, { cjson.decode(body)[1], cjson.decode(body)[2] })
+      end)
+
       it("takes rows from an iterator", function()
         local c2 = connector.new(sales_def({ data = function()
           local i = 0

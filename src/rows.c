@@ -5,8 +5,11 @@
  *   select: list of 1-based indexes into fields giving the output columns
  *           (default: every field in described order)
  *   opts.chunk_size: bytes after which add_list stops (default 65536)
- *   opts.arrays: "fields" (array rows are in described order, default) or
- *                "select" (array rows are in select order)
+ *   opts.arrays: "fields" (array rows are in described order, default),
+ *                "select" (array rows are in select order) or "auto" (the
+ *                first array row decides for all: exactly as wide as a select
+ *                of another width than the described fields, select order;
+ *                else described order)
  * The header row is written by new(); rows follow; finish() closes the array.
  * Values are checked and formatted by field type in C (see docs/connector.md). */
 #include <errno.h>
@@ -33,6 +36,7 @@ typedef struct rows_encoder {
   int nfields;           /* described fields */
   int nout;              /* output columns */
   int arrays_by_select;  /* array rows follow the select order */
+  int arrays_auto;       /* "auto" and no array row seen yet: the first one decides */
   int *field_type;       /* [nfields] */
   int *out_field;        /* [nout] 0-based field index of each output column */
 } rows_encoder;
@@ -476,11 +480,21 @@ static int type_index(const char *s) {
   return -1;
 }
 
-/* Pushes the value of output column col of the row at index row (absolute). */
+/* Whether the array row at index row (absolute) is in select order. */
+static int array_by_select(lua_State *L, rows_encoder *e, int row) {
+  if (e->arrays_auto) {
+    e->arrays_auto = 0;
+    e->arrays_by_select = e->nout != e->nfields && (int)lua_rawlen(L, row) == e->nout;
+  }
+  return e->arrays_by_select;
+}
+
+/* Pushes the value of output column col of the row at index row (absolute);
+ * as_array: 0 a map row, 1 an array in described order, 2 in select order. */
 static void push_column(lua_State *L, rows_encoder *e, int row, int codes, int col, int as_array) {
   int field = e->out_field[col];
   if (as_array) {
-    lua_rawgeti(L, row, e->arrays_by_select ? col + 1 : field + 1);
+    lua_rawgeti(L, row, as_array == 2 ? col + 1 : field + 1);
   } else {
     lua_rawgeti(L, codes, field + 1);
     lua_rawget(L, row);
@@ -508,7 +522,8 @@ static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf
   }
   as_array = row_is_array(L, row);
   if (as_array) {
-    width = e->arrays_by_select ? e->nout : e->nfields;
+    if (array_by_select(L, e, row)) as_array = 2;
+    width = as_array == 2 ? e->nout : e->nfields;
     if ((int)lua_rawlen(L, row) > width) {
       snprintf(why->text, sizeof why->text, "array row has %d values, expected at most %d",
                (int)lua_rawlen(L, row), width);
@@ -601,11 +616,12 @@ static int rows_normalize(lua_State *L) {
     return 3;
   }
   as_array = row_is_array(L, 2);
+  if (as_array && array_by_select(L, e, 2)) as_array = 2;
   lua_createtable(L, 0, e->nfields);
   for (f = 0; f < e->nfields; f++) {
     cell v;
     if (as_array) {
-      if (e->arrays_by_select) {
+      if (as_array == 2) {
         int col, found = -1;
         for (col = 0; col < e->nout; col++)
           if (e->out_field[col] == f) { found = col; break; }
@@ -701,7 +717,7 @@ static int rows_chunk_size(lua_State *L, int opts) {
 
 /* core.rows.new(fields [, select [, opts]]) */
 static int rows_new(lua_State *L) {
-  int nfields, nout, i, arrays_by_select = 0, chunk;
+  int nfields, nout, i, arrays_by_select = 0, arrays_auto = 0, chunk;
   rows_encoder *e;
   why_buf why;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -718,8 +734,9 @@ static int rows_new(lua_State *L) {
     if (!lua_isnil(L, -1)) {
       const char *a = lua_tostring(L, -1);
       if (a != NULL && strcmp(a, "select") == 0) arrays_by_select = 1;
+      else if (a != NULL && strcmp(a, "auto") == 0) arrays_auto = 1;
       else if (a == NULL || strcmp(a, "fields") != 0)
-        luaL_argerror(L, 3, "arrays must be \"fields\" or \"select\"");
+        luaL_argerror(L, 3, "arrays must be \"fields\", \"select\" or \"auto\"");
     }
     lua_pop(L, 1);
   }
@@ -732,6 +749,7 @@ static int rows_new(lua_State *L) {
   e->nfields = nfields;
   e->nout = nout;
   e->arrays_by_select = arrays_by_select;
+  e->arrays_auto = arrays_auto;
   e->field_type = (int *)(e + 1);
   e->out_field = e->field_type + nfields;
   luaL_getmetatable(L, ROWS_MT);

@@ -513,7 +513,9 @@ local function answer_data(self, opts, info, req)
 
   local chunk_size = (opts and opts.chunk_size) or def.chunk_size or DEFAULT_CHUNK
   local enc = core.rows.new(fields, select_index, {
-    arrays = applied.select and "select" or "fields", chunk_size = chunk_size,
+    -- without applied.select an array row as wide as a narrower select is in
+    -- select order (design.md's sketch), any other in described order
+    arrays = applied.select and "select" or "auto", chunk_size = chunk_size,
   })
   local produce, is_finished = row_source(self, info, q, fields, rows, applied, enc, chunk_size)
   local connection = req.connection
