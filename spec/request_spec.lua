@@ -194,6 +194,15 @@ describe("request.decode", function()
     assert.equal(3000, #req.filter.items[1].values)
   end)
 
+  it("skips a UTF-8 byte-order mark before a JSON or a form body", function()
+    for _, headers in ipairs({ JSON, {} }) do
+      local req = assert(request.decode(post("/check", headers, '\239\187\191{"connection":{"token":"t"}}')))
+      assert.same({ token = "t" }, req.connection)
+    end
+    local req = assert(request.decode(post("/check", FORM, "\239\187\191connection[token]=t")))
+    assert.same({ token = "t" }, req.connection)
+  end)
+
   it("shows a refused number as the number", function()
     local _, err = request.decode(post("/data", JSON, '{"limit":-1}'))
     assert.equal("limit: expected a non-negative integer, got -1", err.message)

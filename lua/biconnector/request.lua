@@ -197,6 +197,7 @@ local function decode_body(http)
   local body = http.body
   if body == nil or body == "" then return {} end
   if type(body) ~= "string" then return bad("body: expected a string, got %s", type(body)) end
+  if sub(body, 1, 3) == "\239\187\191" then body = sub(body, 4) end -- a UTF-8 byte-order mark
   local mt = media_type(http.headers)
   if mt == "application/json" or (mt and mt:match("^application/[%w.-]+%+json$")) then
     return decode_json(body)
