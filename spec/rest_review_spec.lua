@@ -183,4 +183,45 @@ describe("biconnector.rest (review)", function()
       assert.equal("http://x/q", f.urlData)
     end)
   end)
+
+  describe("renewal answers", function()
+    local EXPIRED = { status = 401, body = '{"error":"expired_token","error_description":"The access token provided has expired."}' }
+    local function renewed(endpoint)
+      return { body = json.encode({ access_token = "acc-2", refresh_token = "ref-2", expires_in = 3600,
+        client_endpoint = endpoint, member_id = "m", scope = "biconnector", user_id = 1 }) }
+    end
+    local OAUTH = { portal = "http://127.0.0.1:9/", access_token = "acc-1", refresh_token = "ref-1",
+      client_id = "app.1", client_secret = "app-secret" }
+    local function with(extra)
+      local o = {}
+      for k, v in pairs(OAUTH) do o[k] = v end
+      for k, v in pairs(extra or {}) do o[k] = v end
+      return o
+    end
+
+    it("a client_endpoint on another host (the docs' example portal) is not followed", function()
+      local c, sent = scripted({ EXPIRED, renewed("https://example.bitrix24.com/rest/"), { body = '{"result":{"ID":"1"}}' } }, with())
+      assert(c:call("profile"))
+      assert.equal("GET", sent[2].method)
+      assert.equal("http://127.0.0.1:9/rest/profile", sent[3].url)
+      assert.equal("acc-2", json.decode(sent[3].body).auth)
+    end)
+
+    it("one on the same host is followed; follow_client_endpoint = true follows any", function()
+      local c, sent = scripted({ EXPIRED, renewed("http://127.0.0.1:9/b24/rest/"), { body = '{"result":1}' } }, with())
+      assert(c:call("profile"))
+      assert.equal("http://127.0.0.1:9/b24/rest/profile", sent[3].url)
+      c, sent = scripted({ EXPIRED, renewed("http://127.0.0.2:9/rest"), { body = '{"result":1}' } },
+        with({ follow_client_endpoint = true }))
+      assert(c:call("profile"))
+      assert.equal("http://127.0.0.2:9/rest/profile", sent[3].url)
+    end)
+
+    it("never from https to plain http", function()
+      local c, sent = scripted({ EXPIRED, renewed("http://portal.example/rest/"), { body = '{"result":1}' } },
+        with({ portal = "portal.example" }))
+      assert(c:call("profile"))
+      assert.equal("https://portal.example/rest/profile", sent[3].url)
+    end)
+  end)
 end)

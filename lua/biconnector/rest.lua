@@ -168,7 +168,7 @@ function _M.new(opts)
     self.client_id, self.client_secret = opts.client_id, opts.client_secret
     self.oauth_url = opts.oauth_url or _M.OAUTH_URL
     self.on_tokens = opts.on_tokens
-    self.follow_client_endpoint = opts.follow_client_endpoint ~= false
+    self.follow_client_endpoint = opts.follow_client_endpoint -- nil: only on the same host
     self:add_secret(opts.client_secret)
     self.store = opts.store or tokens.memory()
     local stored = self.store:get()
@@ -216,10 +216,18 @@ function Client:use_tokens(t)
   self.tokens = { access_token = t.access_token, refresh_token = t.refresh_token }
   self:add_secret(t.access_token)
   self:add_secret(t.refresh_token)
-  if self.follow_client_endpoint and type(t.client_endpoint) == "string" and t.client_endpoint:match("^https?://") then
-    local e = t.client_endpoint
+  local e = t.client_endpoint
+  if self.follow_client_endpoint ~= false and type(e) == "string" and e:match("^https?://") then
     if e:sub(-1) ~= "/" then e = e .. "/" end
-    self.endpoint = e
+    -- By default the token goes only where the client was pointed: a
+    -- client_endpoint on another host (or plain http after https) is not taken.
+    local function host(u) return (u:match("^https?://([^/?#]+)") or ""):lower() end
+    local downgrade = self.endpoint:match("^https:") and e:match("^http:")
+    if self.follow_client_endpoint == true or (host(e) == host(self.endpoint) and not downgrade) then
+      self.endpoint = e
+    elseif e ~= self.endpoint then
+      self:logf("info", "not following client_endpoint %s (another host than %s; follow_client_endpoint = true to follow)", e, self.endpoint)
+    end
   end
 end
 
