@@ -31,6 +31,8 @@ local PAIRS = {
   { "/table_list", '{"searchString":2025,"connection":{"token":"t"}}', "searchString=2025&connection[token]=t" },
   { "/table_list", '{"searchString":0.1}', "searchString=0.1" },
   { "/check", '{"connection":[]}', "" },
+  { "/check", '{"connection":{"port":5432,"ratio":0.5,"ssl":true,"off":false,"none":null,"n":{"a":1}}}',
+    "connection[port]=5432&connection[ratio]=0.5&connection[ssl]=1&connection[off]=0&connection[n][a]=1" },
   { "/table_description", '{"table":"deals","connection":{"token":"t"}}', "table=deals&connection[token]=t" },
   { "/table_description", '{"table":17}', "table=17" },
   { "/table_description", '{"name":"deals","connection":{"token":"t"}}', "name=deals&connection%5Btoken%5D=t" },

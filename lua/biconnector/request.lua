@@ -151,6 +151,22 @@ local function decode_map_fields(v)
   return out
 end
 
+-- Connection values as a form body carries them: numbers as text (an INT
+-- setting sent in JSON as 5432 reads as "5432", as from the form), booleans as
+-- PHP writes them ("1"/"0"), null left out; nested objects alike.
+local function connection_text(t, depth)
+  local out = {}
+  for k, v in pairs(t) do
+    local tv = type(v)
+    if tv == "number" then v = text(v)
+    elseif tv == "boolean" then v = v and "1" or "0"
+    elseif v == null then v = nil
+    elseif tv == "table" and depth < 32 then v = connection_text(v, depth + 1) end
+    out[k] = v
+  end
+  return out
+end
+
 ---------------------------------------------------------------- bodies
 
 local function media_type(headers)
@@ -223,6 +239,7 @@ function _M.decode(http)
   if not is_absent(raw.connection) then
     req.connection, err = decode_object("connection", raw.connection)
     if not req.connection then return nil, err end
+    req.connection = connection_text(req.connection, 0)
   end
 
   if not is_absent(raw.searchString) then
