@@ -129,6 +129,23 @@ describe("filter.parse, style B (operator objects)", function()
       parse({ TITLE = { operator = "NOT LIKE", value = "x" } }))
   end)
 
+  it("reads operator and value keys in any case, and BETWEEN's value as {from, to}", function()
+    assert.same(all(cond("ID", "int", "gt", { value = 1 })), parse({ ID = { OPERATOR = ">", VALUE = "1" } }))
+    assert.same(all(cond("ID", "int", "between", { from = 1, to = 5 })),
+      parse({ ID = { operator = "between", value = { from = 1, to = "5" } } }))
+    assert.same(all(cond("ID", "int", "between", { from = 1, to = 5 })),
+      parse({ ID = { Operator = "BETWEEN", Value = { ["0"] = 1, ["1"] = 5 } } }))
+  end)
+
+  it("reads a list keyed by integers out of order or with holes (PHP arrays) as the values in key order", function()
+    local want = all(cond("ID", "int", "in", { values = { 1, 3 } }))
+    assert.same(want, parse({ ["@ID"] = { [2] = 3, [0] = 1 } }))
+    assert.same(want, parse({ ID = { ["1"] = 3, ["0"] = 1 } }))
+    assert.same(want, parse({ ID = { operator = "in", value = { ["0"] = 1, ["2"] = 3 } } }))
+    assert.same(want, parse(form.decode("filter[ID][0]=1&filter[ID][2]=3").filter))
+    assert.same(want, parse(form.decode("filter[%40ID][1]=3&filter[%40ID][0]=1").filter))
+  end)
+
   it("mixes with style A in one filter and in groups", function()
     assert.same(all(cond("ID", "int", "ge", { value = 3 }), any(cond("CREATED", "datetime", "lt",
       { value = "2025-05-31 17:01:55" }), cond("TITLE", "string", "not_null"))),

@@ -167,6 +167,28 @@ local function is_list(t)
   return true
 end
 
+-- A table keyed only by integers (or their decimal text) that is not a sequence:
+-- a form's `filter[@ID][1]=2&filter[@ID][0]=1`, `filter[@ID][0]=1&filter[@ID][2]=3`,
+-- or JSON {"0":1,"1":2} as PHP's json_encode writes such an array. Returns its
+-- values in key order, or nil.
+local function as_list(t)
+  local keys = {}
+  for k in pairs(t) do
+    local n = k
+    if type(k) == "string" and #k < 16 and k:match("^%-?%d+$") then n = tonumber(k) end
+    if type(n) ~= "number" or n ~= floor(n) then return nil end
+    keys[#keys + 1] = { n, k }
+  end
+  if #keys == 0 then return nil end
+  sort(keys, function(a, b) return a[1] < b[1] end)
+  local out = {}
+  for i, nk in ipairs(keys) do
+    if i > 1 and nk[1] == keys[i - 1][1] then return nil end
+    out[i] = t[nk[2]]
+  end
+  return out
+end
+
 -- Keys in the order of their text, so that a JSON "0" and a form's 0 sort alike
 -- and the AST does not depend on how a body spelled its keys.
 local function key_text(k)
@@ -233,6 +255,7 @@ local function condition(field, op, raw, where)
     return node
   end
   if type(raw) == "table" and raw ~= null then
+    if not is_list(raw) then raw = as_list(raw) or raw end
     if not is_list(raw) then
       return nil, format("%s: expected a value, a list of values or {operator=, value=}", where)
     end
@@ -290,7 +313,17 @@ _M.styles = {
   { -- style B: {"FIELD": {"operator": OP, "value": V}}
     name = "operator object",
     recognize = function(key, value, ctx, where)
-      if type(key) ~= "string" or type(value) ~= "table" or value.operator == nil then return false end
+      if type(key) ~= "string" or type(value) ~= "table" then return false end
+      if value.operator == nil then -- "OPERATOR", "Value", ...: the keys in any case
+        local lowered, found = {}, false
+        for k, v in pairs(value) do
+          local l = type(k) == "string" and k:lower() or k
+          if l == "operator" then found = true end
+          if lowered[l] == nil or l == k then lowered[l] = v end
+        end
+        if not found then return false end
+        value = lowered
+      end
       local op_name = value.operator
       local op, field = split_key(key, ctx.fields)
       if op == nil then return nil, where .. ": " .. field end
@@ -302,8 +335,11 @@ _M.styles = {
       local raw = value.value
       if op == "between" then
         raw = value
-        if value.from == nil and is_list(value.value) and #value.value == 2 then
-          raw = { from = value.value[1], to = value.value[2] }
+        local pair = type(value.value) == "table" and (is_list(value.value) and value.value or as_list(value.value))
+        if value.from == nil and pair and #pair == 2 then
+          raw = { from = pair[1], to = pair[2] }
+        elseif value.from == nil and type(value.value) == "table" and value.value.from ~= nil then
+          raw = value.value -- value = {from =, to =}
         end
       elseif raw == nil and op ~= "is_null" and op ~= "not_null" then
         return nil, format("%s: operator %s needs a value", where, op_name)
