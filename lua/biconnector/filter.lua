@@ -120,7 +120,8 @@ local function as_date(v)
   if type(v) ~= "string" then return nil, "expected a date string" end
   local y, m, d, time = parse_moment(v)
   if not y then return nil, m end
-  if time and time ~= "00:00:00" then return nil, "a date field takes a date, not a time of day" end
+  -- a time of day is dropped: the date part counts, as the row encoder reads a
+  -- datetime for a date field and as Bitrix's Type\Date reads "31.05.2025 17:01:55"
   return format("%04d-%02d-%02d", y, m, d)
 end
 
