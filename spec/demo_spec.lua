@@ -136,6 +136,24 @@ describe("demo connector", function()
     assert.same({ { "id" }, { 50 }, { 51 }, { 52 } }, cjson.decode(body))
   end)
 
+  it("filters on a field the select leaves out", function()
+    local status, body = handle("/data",
+      "connection[token]=demo-token&table=deals_100&select[]=id&filter[stage]=WON&limit=3")
+    assert.equals(200, status)
+    local rows = cjson.decode(body)
+    assert.equals(4, #rows)
+    assert.same({ "id" }, rows[1])
+    -- the same ids as when stage is selected too
+    local _, both = handle("/data",
+      "connection[token]=demo-token&table=deals_100&select[]=id&select[]=stage&filter[stage]=WON&limit=3")
+    for i, row in ipairs(cjson.decode(both)) do
+      if i > 1 then
+        assert.equals("WON", row[2])
+        assert.equals(row[1], rows[i][1])
+      end
+    end
+  end)
+
   it("takes its token from BIC_DEMO_TOKEN when set", function()
     local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0" }),
       { BIC_DEMO_TOKEN = "s3cret-token" })

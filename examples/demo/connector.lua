@@ -36,11 +36,14 @@ return biconnector.connector {
     return data.fields(table_code) -- nil: unknown table (404)
   end,
 
-  -- Rows come lazily from an iterator, already in select order; the limit is
-  -- applied here unless a filter must see the rows first.
+  -- Rows come lazily from an iterator. Without a filter they are made in
+  -- select order and cut at the limit here. With one, the filter may name
+  -- fields the select leaves out: every column is made (described order) and
+  -- the framework filters, then selects, then limits.
   data = function(connection, q)
-    local own_limit = q.filter == nil
-    local rows = data.rows(q.table, q.select, own_limit and q.limit or nil)
-    return rows, { select = true, limit = own_limit }
+    if q.filter == nil then
+      return data.rows(q.table, q.select, q.limit), { select = true, limit = true }
+    end
+    return data.rows(q.table, nil, nil)
   end,
 }
