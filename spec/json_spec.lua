@@ -414,7 +414,7 @@ describe("json in another locale", function()
     f:write(script)
     f:close()
     -- glibc's setlocale keeps a little memory for good: no leak check in the child.
-    local p = io.popen(("ASAN_OPTIONS=detect_leaks=0 LOCPATH=%s %s %s 2>&1"):format(dir, helpers.lua_command(), file))
+    local p = io.popen(("ASAN_OPTIONS=detect_leaks=0 LOCPATH=%s %s %s 2>&1"):format(dir, helpers.runtime, file))
     local out = p:read("*a")
     p:close()
     os.execute("rm -rf " .. dir)

@@ -206,8 +206,14 @@ static void collect_headers(lua_State *L, http_handle *h, int t) {
   lua_pushnil(L);
   while (lua_next(L, -2) != 0) {
     if (lua_type(L, -2) == LUA_TNUMBER) {
+      const char *line;
+      size_t len;
       if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "header list entries must be strings");
-      if (append_header(h, lua_tostring(L, -1)) != 0) luaL_error(L, "out of memory");
+      line = lua_tolstring(L, -1, &len);
+      /* a line break would smuggle another header (or a body) into the request */
+      if (strchr(line, '\r') || strchr(line, '\n') || strlen(line) != len)
+        luaL_error(L, "header '%s' holds a line break or a zero byte", line);
+      if (append_header(h, line) != 0) luaL_error(L, "out of memory");
     } else if (lua_type(L, -2) == LUA_TSTRING && (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)) {
       const char *line;
       lua_pushvalue(L, -2);

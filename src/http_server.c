@@ -525,15 +525,14 @@ static int socket_port(int fd, int *family) {
   return -1;
 }
 
+/* A string option, left on the stack (nil when absent): an __index of the options
+ * table may make the string up, and then nothing else keeps it alive. */
 static const char *opt_string(lua_State *L, int idx, const char *key, const char *def) {
-  const char *s;
   lua_getfield(L, idx, key);
-  if (lua_isnil(L, -1)) { lua_pop(L, 1); return def; }
+  if (lua_isnil(L, -1)) return def;
   if (lua_type(L, -1) != LUA_TSTRING)
     luaL_error(L, "option '%s' is a %s, expected a string", key, luaL_typename(L, -1));
-  s = lua_tostring(L, -1);
-  lua_pop(L, 1); /* the options table keeps the string alive */
-  return s;
+  return lua_tostring(L, -1);
 }
 
 static lua_Number opt_number(lua_State *L, int idx, const char *key, lua_Number def,
@@ -580,11 +579,12 @@ static int l_new(lua_State *L) {
   lua_Number grace;
   char err[256];
   luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
   lua_getfield(L, 1, "handler");
   if (!lua_isfunction(L, -1)) return luaL_error(L, "option 'handler' must be a function");
   lua_pop(L, 1);
   /* every option is read before anything is opened: a bad one raises with nothing to undo */
-  host = opt_string(L, 1, "host", "127.0.0.1");
+  host = opt_string(L, 1, "host", "127.0.0.1"); /* stays at index 2 */
   port = (int)opt_number(L, 1, "port", 8080, 0, 65535);
   fd = (int)opt_number(L, 1, "fd", -1, -1, 1e9);
   timeout = (unsigned int)opt_number(L, 1, "timeout", DEFAULT_TIMEOUT, 0, 86400);

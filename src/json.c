@@ -1,5 +1,6 @@
 /* JSON codec: the writing primitives of json.h (shared with the urlData row
  * encoder), then decode and encode for Lua. */
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -785,7 +786,8 @@ value:
         snprintf(D->err_text, sizeof D->err_text, "nesting deeper than %d", max_depth);
         return decode_fail(D, p, D->err_text);
       }
-      if (!lua_checkstack(L, 4)) return decode_fail(D, p, "nesting too deep for the Lua stack");
+      /* the container, a key, a value, and a scratch buffer with its metatable */
+      if (!lua_checkstack(L, 6)) return decode_fail(D, p, "nesting too deep for the Lua stack");
       if (depth == cap) {
         /* Spill the level list to a buffer owned by the stack slot reserved for it. */
         bic_buffer *lb;
@@ -946,7 +948,7 @@ typedef struct {
 
 /* Stack slots of an encode call. */
 enum { ENC_VALUE = 1, ENC_OPTS, ENC_OUT, ENC_LEVELS, ENC_CJSON_ARRAY_MT, ENC_CJSON_EMPTY_MT, ENC_SEEN, ENC_PATH,
-       ENC_TOP = ENC_PATH };
+       ENC_INDENT, ENC_TOP = ENC_INDENT };
 
 /* Cycles: the first levels are scanned, deeper ones are kept in a set (ENC_SEEN). */
 #define SCANNED_LEVELS 64
@@ -1183,6 +1185,9 @@ static int sorted_keys(encoder *E, int t, index_t *count) {
 static int array_length(encoder *E, int t, int marked, index_t *length) {
   lua_State *L = E->L;
   index_t n = 0, max = 0;
+#if !BIC_HAS_INTEGERS
+  lua_Number beyond = 0;  /* the largest index too large for index_t (an int) */
+#endif
   lua_pushnil(L);
   while (lua_next(L, t)) {
     index_t k;
@@ -1195,14 +1200,26 @@ static int array_length(encoder *E, int t, int marked, index_t *length) {
 #if BIC_HAS_INTEGERS
     k = lua_tointeger(L, -1);
 #else
-    k = (index_t)lua_tonumber(L, -1);
+    if (lua_tonumber(L, -1) > (lua_Number)INT_MAX) {
+      if (lua_tonumber(L, -1) > beyond) beyond = lua_tonumber(L, -1);
+      k = 0;
+    } else {
+      k = (index_t)lua_tonumber(L, -1);
+    }
 #endif
     if (k > max) max = k;
     n++;
   }
+#if !BIC_HAS_INTEGERS
+  if (beyond > 0) {
+    snprintf(E->err_text, sizeof E->err_text, "sparse array: %ld values, largest index %.0f",
+             (long)n, (double)beyond);
+    return encode_fail(E, E->err_text);
+  }
+#endif
   if (max != n) {
-    snprintf(E->err_text, sizeof E->err_text, "sparse array: %ld values, largest index %ld",
-             (long)n, (long)max);
+    snprintf(E->err_text, sizeof E->err_text, "sparse array: %lld values, largest index %lld",
+             (long long)n, (long long)max);
     return encode_fail(E, E->err_text);
   }
   *length = n;
@@ -1478,15 +1495,22 @@ static int json_encode(lua_State *L) {
       if (!(n >= 0 && n <= 16) || n != floor(n)) luaL_error(L, "option 'indent' must be 0..16 or a string");
       if (n > 0) { E.indent = spaces; E.indent_len = (size_t)n; }
     } else if (lua_type(L, -1) == LUA_TSTRING) {
-      E.indent = lua_tolstring(L, -1, &E.indent_len);  /* anchored by opts */
+      E.indent = lua_tolstring(L, -1, &E.indent_len);  /* anchored in ENC_INDENT below */
     } else if (!lua_isnil(L, -1)) {
       luaL_error(L, "option 'indent' must be 0..16 or a string");
     }
-    lua_pop(L, 1);
+    /* left on the stack: an __index of opts may have made the string up, and
+     * nothing else would keep it alive while the encoder reads it */
   }
-  lua_settop(L, ENC_OPTS);
-  E.b = bic_buffer_push(L);  /* ENC_OUT */
+  lua_settop(L, ENC_OPTS + 1);  /* the indent value, or nil */
+  E.b = bic_buffer_push(L);
   lua_settop(L, ENC_TOP);
+  lua_pushvalue(L, ENC_OPTS + 1);
+  lua_replace(L, ENC_INDENT);
+  lua_pushvalue(L, ENC_OPTS + 2);
+  lua_replace(L, ENC_OUT);
+  lua_pushnil(L);
+  lua_replace(L, ENC_LEVELS);
   r = encode_document(&E);
   if (r != 0) {
     push_encode_error(&E);

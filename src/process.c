@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,9 +41,10 @@ static int check_signal(lua_State *L, int idx) {
   int i;
   const char *name;
   if (lua_type(L, idx) == LUA_TNUMBER) {
-    int n = (int)lua_tointeger(L, idx);
-    luaL_argcheck(L, n >= 0 && n < NSIG, idx, "signal number out of range"); /* 0: existence check */
-    return n;
+    lua_Number n = lua_tonumber(L, idx); /* checked before the cast: 2^32 + 15 is not 15 */
+    luaL_argcheck(L, n >= 0 && n < NSIG && n == (lua_Number)(int)n, idx,
+                  "signal number out of range"); /* 0: existence check */
+    return (int)n;
   }
   name = luaL_checkstring(L, idx);
   if (strncmp(name, "SIG", 3) == 0) name += 3;
@@ -96,6 +98,14 @@ double bic_clock(void) {
 
 /* ---------------------------------------------------------------- process */
 
+/* A process id argument; one that pid_t cannot hold raises instead of being cut
+ * short (2^32 would become 0: the caller's whole process group). */
+static pid_t check_pid(lua_State *L, int idx) {
+  lua_Integer n = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, (lua_Integer)(pid_t)n == n, idx, "process id out of range");
+  return (pid_t)n;
+}
+
 static int push_errno(lua_State *L, const char *what) {
   int e = errno;
   lua_pushnil(L);
@@ -133,7 +143,7 @@ static int l_fork(lua_State *L) {
  * false when the master is already gone. */
 static int l_worker_setup(lua_State *L) {
   int sig = check_signal(L, 1);
-  pid_t master = (pid_t)luaL_checkinteger(L, 2);
+  pid_t master = check_pid(L, 2);
   if (setpgid(0, 0) != 0) return push_errno(L, "setpgid failed");
   if (prctl(PR_SET_PDEATHSIG, sig) != 0) return push_errno(L, "prctl failed");
   lua_pushboolean(L, getppid() == master); /* checked after prctl: no gap */
@@ -143,7 +153,7 @@ static int l_worker_setup(lua_State *L) {
 /* process.wait([pid [, block]]) -> pid, "exit"|"signal", code | nil when none has ended
  * (non-blocking unless block is true) | nil, err */
 static int l_wait(lua_State *L) {
-  pid_t want = (pid_t)luaL_optinteger(L, 1, -1);
+  pid_t want = lua_isnoneornil(L, 1) ? -1 : check_pid(L, 1);
   int block = lua_toboolean(L, 2), st = 0;
   pid_t pid;
   do pid = waitpid(want, &st, block ? 0 : WNOHANG);
@@ -165,7 +175,7 @@ static int l_wait(lua_State *L) {
 
 /* process.kill(pid, signal) -> true | nil, err */
 static int l_kill(lua_State *L) {
-  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  pid_t pid = check_pid(L, 1);
   int sig = check_signal(L, 2);
   if (kill(pid, sig) != 0) return push_errno(L, "kill failed");
   lua_pushboolean(L, 1);
@@ -213,13 +223,18 @@ static int l_signals(lua_State *L) {
 static int l_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
   struct pollfd pfd;
-  int n = 0;
+  int n = 0, ms;
+  /* NaN and negatives do not sleep; converted unchecked, NaN or a huge value
+   * became a negative timeout, which poll() takes as "forever" */
+  if (!(s > 0)) ms = 0;
+  else if (s >= (lua_Number)INT_MAX / 1000) ms = INT_MAX;
+  else ms = (int)(s * 1000);
   if (signal_pipe[0] >= 0) {
     pfd.fd = signal_pipe[0];
     pfd.events = POLLIN;
     n = 1;
   }
-  poll(&pfd, (nfds_t)n, s <= 0 ? 0 : (int)(s * 1000));
+  poll(&pfd, (nfds_t)n, ms);
   bic_signal_drain();
   return 0;
 }

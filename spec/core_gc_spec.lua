@@ -1,0 +1,245 @@
+-- The C core's userdata and the values C keeps: every kind is collected, closes
+-- are idempotent, registry references are released, and strings handed to C by
+-- an option table's __index stay alive while C reads them. Meant for the
+-- sanitizer run too (make test-asan), where a use after free aborts.
+local helpers = require "helpers"
+local core = require "biconnector.core"
+local socket = require "socket"
+
+local function full_gc()
+  collectgarbage()
+  collectgarbage()
+end
+
+-- Values held through luaL_ref: registry entries under integer keys that are not
+-- free-list links (those are numbers).
+local function registry_refs()
+  local n = 0
+  for k, v in pairs(debug.getregistry()) do
+    if type(k) == "number" and type(v) ~= "number" then n = n + 1 end
+  end
+  return n
+end
+
+-- Runs f while counting the collections of userdata of metatable `name`.
+local function count_collected(name, f)
+  assert.equals("[]", core.json.encode(core.json.decode("[]"))) -- the buffer metatable exists
+  local mt = debug.getregistry()[name]
+  assert.is_table(mt, name)
+  local gc, n = mt.__gc, 0
+  mt.__gc = function(u) n = n + 1; return gc(u) end
+  local ok, err = pcall(function()
+    f()
+    full_gc()
+  end)
+  mt.__gc = gc
+  assert(ok, err)
+  return n
+end
+
+describe("core userdata are collected", function()
+  it("the decoder's scratch buffers (escaped strings, long numbers, deep nesting)", function()
+    local deep = ("["):rep(100) .. ("]"):rep(100)
+    local n = count_collected("biconnector.buffer", function()
+      for _ = 1, 50 do
+        assert.equals("a\nb", core.json.decode('"a\\nb"'))
+        assert.is_table(core.json.decode(deep))
+        assert.is_nil((core.json.decode('["a\\n", tru]')))
+      end
+    end)
+    assert.is_true(n >= 150, "collected " .. n)
+  end)
+
+  it("the encoder's output buffers, on success and on failure", function()
+    local n = count_collected("biconnector.buffer", function()
+      for _ = 1, 50 do
+        assert.equals('["x"]', core.json.encode({ "x" }))
+        assert.is_nil((core.json.encode({ print })))
+      end
+    end)
+    assert.is_true(n >= 100, "collected " .. n)
+  end)
+
+  it("http error objects, and they print", function()
+    local weak = setmetatable({}, { __mode = "v" })
+    do
+      local h = core.http.new()
+      local ok, err = h:request { url = "http://127.0.0.1:1/", connect_timeout = 5 }
+      assert.is_nil(ok)
+      assert.matches("^http error %d+: ", tostring(err))
+      weak[1], weak[2] = err, h
+      h:close()
+    end
+    full_gc()
+    assert.is_nil(weak[1])
+    assert.is_nil(weak[2])
+  end)
+
+  it("locks, released by the collector, unlock safe twice and after collection of others", function()
+    local path = os.tmpname()
+    local weak = setmetatable({}, { __mode = "v" })
+    do
+      local lk = assert(core.http.lock(path))
+      lk:unlock()
+      lk:unlock()
+      weak[1] = assert(core.http.lock(path))
+    end
+    full_gc()
+    assert.is_nil(weak[1])
+    local again = assert(core.http.lock(path)) -- not blocked: the collected one let go
+    again:unlock()
+    os.remove(path)
+  end)
+
+  it("rows encoders, closed or not", function()
+    local weak = setmetatable({}, { __mode = "v" })
+    do
+      local fields = { { code = "id", type = "int" } }
+      local a = core.rows.new(fields)
+      a:close()
+      a:close()
+      weak[1], weak[2] = a, core.rows.new(fields)
+    end
+    full_gc()
+    assert.is_nil(weak[1])
+    assert.is_nil(weak[2])
+  end)
+end)
+
+describe("core.server and the values it keeps", function()
+  it("closes twice through close and __close, and a closed server is collected", function()
+    local srv = assert(core.server.new { port = 0, handler = function() end })
+    local close = getmetatable(srv).__close
+    assert.is_function(close)
+    close(srv)
+    close(srv)
+    srv:close()
+    local weak = setmetatable({ srv }, { __mode = "v" })
+    srv = nil -- luacheck: ignore
+    full_gc()
+    assert.is_nil(weak[1])
+  end)
+
+  it("releases the handler, the body iterator, the chunk and the finish callback", function()
+    full_gc()
+    local before = registry_refs()
+    local srv, finished
+    do
+      local calls = 0
+      srv = assert(core.server.new { port = 0, handler = function()
+        return 200, { ["Content-Type"] = "text/plain" }, function()
+          calls = calls + 1
+          if calls == 3 then srv:stop() end
+          return ("x"):rep(65536) .. calls -- a fresh string each time
+        end, function(how) finished = how end
+      end })
+      local client = assert(socket.tcp())
+      assert(client:connect("127.0.0.1", srv:port()))
+      assert(client:send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"))
+      -- the client reads nothing: the answer is in flight when run() returns
+      assert.equals("stopped", srv:run(60))
+      assert.is_nil(finished)
+      assert.is_true(registry_refs() > before)
+      srv:close() -- cuts the connection: finish callback, stream freed
+      client:close()
+    end
+    assert.equals("shutdown", finished)
+    srv = nil -- luacheck: ignore
+    full_gc()
+    assert.equals(before, registry_refs())
+  end)
+
+  it("keeps a host string made up by the options' __index alive while it listens", function()
+    local opts = setmetatable({ port = 0, handler = function() end }, { __index = function(_, key)
+      -- "127.1" (inet_aton's short form) is a string no constant of this file holds
+      if key == "host" then return table.concat({ "127", "1" }, ".") end
+      collectgarbage() -- between reading host and using it
+    end })
+    local srv = assert(core.server.new(opts))
+    assert.is_true(srv:port() > 0)
+    srv:close()
+  end)
+end)
+
+describe("json.encode and a made-up indent", function()
+  it("keeps an indent string made up by the options' __index alive while it writes", function()
+    -- sort_keys makes tables, so the collector runs while the encoder writes
+    local long = (" "):rep(48)
+    local opts = setmetatable({}, { __index = function(_, key)
+      if key == "indent" then return long:sub(1, 44) .. "    " end
+      if key == "sort_keys" then return true end
+    end })
+    local value = {}
+    for i = 1, 100 do value[i] = { b = i, a = { tostring(i) } } end
+    local expected = core.json.encode(value, { sort_keys = true, indent = long })
+    local pause = collectgarbage("setpause", 0)
+    local stepmul = collectgarbage("setstepmul", 1000)
+    local ok, err = pcall(function()
+      for _ = 1, 5 do assert.equals(expected, core.json.encode(value, opts)) end
+    end)
+    collectgarbage("setpause", pause)
+    collectgarbage("setstepmul", stepmul)
+    assert(ok, err)
+  end)
+end)
+
+describe("json.encode on a sparse array with a huge index", function()
+  it("names the index (LuaJIT counts array indexes in an int)", function()
+    local ok, err = core.json.encode({ [1] = 1, [2 ^ 40] = 2 })
+    assert.is_nil(ok)
+    assert.matches("largest index 1099511627776", err, 1, true)
+  end)
+end)
+
+describe("core.http request headers", function()
+  it("refuses a line break in a header given as a list entry, as in the map form", function()
+    local h = core.http.new()
+    assert.has_error(function()
+      h:request { url = "http://127.0.0.1:1/", headers = { "X-A: 1\r\nX-Injected: 2" } }
+    end)
+    assert.has_error(function()
+      h:request { url = "http://127.0.0.1:1/", headers = { "X-A: 1\0\r\nX-Injected: 2" } }
+    end)
+    assert.has_error(function()
+      h:request { url = "http://127.0.0.1:1/", headers = { ["X-A"] = "1\r\nX-Injected: 2" } }
+    end)
+    -- the handle is still usable
+    local ok, err = h:request { url = "http://127.0.0.1:1/", headers = { "X-A: 1" }, connect_timeout = 5 }
+    assert.is_nil(ok)
+    assert.is_true(err.not_sent)
+    h:close()
+  end)
+end)
+
+describe("core.process arguments", function()
+  local process = core.process
+
+  it("refuses signal numbers and process ids that the C types cannot hold", function()
+    local me = process.getpid()
+    assert.is_true(process.kill(me, 0))
+    -- 2^32 + 0 was cut to signal 0 (and 2^32 + 15 to SIGTERM)
+    assert.has_error(function() process.kill(me, 2 ^ 32) end)
+    assert.has_error(function() process.kill(me, 1.5) end)
+    -- 2^32 + pid was cut to pid; 2^32 alone to 0, the caller's process group
+    assert.has_error(function() process.kill(2 ^ 32 + me, 0) end)
+    assert.has_error(function() process.wait(2 ^ 32) end)
+  end)
+
+  it("does not sleep forever on NaN", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local process = require("biconnector.core").process
+      process.sleep(0 / 0)
+      process.sleep(-1)
+      process.sleep(-math.huge)
+      print("ok")
+    ]])
+    f:close()
+    local p = io.popen(("timeout 20 %s %s 2>&1"):format(helpers.runtime, script))
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    assert.equals("ok\n", out)
+  end)
+end)
