@@ -525,6 +525,28 @@ for _, spelling in ipairs({ "json", "form" }) do
         assert.same({ all, { 1, "First", 10.5, "2024-01-31", "2024-01-31 10:00:00" } }, { cjson.decode(body)[1], cjson.decode(body)[2] })
       end)
 
+      it("answers 500 rather than no rows when select-order array rows lack a field the filter needs", function()
+        local c2 = connector.new(sales_def({ data = function(_, q)
+          local out = {}
+          for i, r in ipairs(DEALS) do
+            out[i] = {}
+            for j, code in ipairs(q.select) do out[i][j] = r[code] end
+          end
+          return out, { select = true }
+        end }))
+        local entries, log_opts = capture_log()
+        local status, _, body = call(c2, "/data", { connection = good, table = "deals", select = { "id" },
+          filter = { title = "Second" } }, log_opts)
+        assert.equals(500, status)
+        assert.equals(1, #entries)
+        assert.matches('lack field "title", which the filter uses', cjson.decode(body).message, 1, true)
+        -- a filter on selected fields is fine
+        status, _, body = call(c2, "/data", { connection = good, table = "deals", select = { "id", "title" },
+          filter = { title = "Second" } })
+        assert.equals(200, status)
+        assert.same({ { "id", "title" }, { 2, "Second" } }, cjson.decode(body))
+      end)
+
       it("takes rows from an iterator", function()
         local c2 = connector.new(sales_def({ data = function()
           local i = 0

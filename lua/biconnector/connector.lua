@@ -406,8 +406,24 @@ end
 
 -- The rows of a urlData answer, pulled from a list or an iterator, filtered and
 -- limited where the handler left that to the framework, fed to the C encoder.
+-- The first field a filter AST names that is not in the list codes, or nil.
+local function field_outside(node, codes)
+  if node.kind == "cond" then
+    for _, c in ipairs(codes) do if c == node.field then return nil end end
+    return node.field
+  end
+  for _, item in ipairs(node.items) do
+    local f = field_outside(item, codes)
+    if f then return f end
+  end
+  return nil
+end
+
 local function row_source(self, info, q, fields, rows, applied, enc, chunk_size)
   local filter_ast = (not applied.filter) and q.filter or nil
+  -- array rows in select order cannot carry a filtered field the select leaves out:
+  -- the filter would see null and drop every row in silence
+  local unseen = filter_ast and applied.select and field_outside(filter_ast, q.select)
   local limit = (not applied.limit) and q.limit or nil
   local match = filter_ast and require("biconnector.filter").match
   local is_list = type(rows) == "table"
@@ -447,6 +463,10 @@ local function row_source(self, info, q, fields, rows, applied, enc, chunk_size)
         end
         n = n + 1
         local keep = true
+        if unseen and n == 1 and type(row) == "table" and (row[1] ~= nil or #row > 0) then
+          cut(1, 0, format("array rows in select order (applied.select) lack field %q, which the filter uses "
+            .. "and the handler did not apply (applied.filter): return map rows, or apply the filter", unseen))
+        end
         if filter_ast then
           local normalized, field_index, message = enc:normalize(row)
           if not normalized then cut(n, field_index, message) end
