@@ -287,3 +287,51 @@ describe("biconnector verify usage", function()
     assert.has_error(function() verify.run("http://x", { body = "xml" }) end)
   end)
 end)
+
+describe("biconnector verify on answers of any shape", function()
+  -- A transport answering each endpoint with a fixed body: no server needed.
+  local function scripted(bodies)
+    local sent = {}
+    return function(req)
+      local ep = req.url:match("/([%w_]+)$")
+      sent[#sent + 1] = { endpoint = ep, body = req.body }
+      return { status = 200, headers = { ["content-type"] = "application/json" }, body = bodies[ep] or "ok" }
+    end, sent
+  end
+
+  it("a non-integral value under an int field is a FAIL, not a crash, and the filter sends it as written", function()
+    local transport, sent = scripted({ table_list = '[{"code":"t","title":"T"}]',
+      table_description = '[{"code":"a","name":"A","type":"int"}]', data = '[["a"],[1.5]]' })
+    local report = verify.run("http://127.0.0.1:9/c", { transport = transport })
+    assert_line(report, "FAIL", "int value must be integral")
+    local filtered
+    for _, s in ipairs(sent) do if s.body:find("filter", 1, true) then filtered = s.body end end
+    assert.matches("filter%%5B%%3Da%%5D=1%.5", filtered)
+  end)
+
+  it("a transport answer without a body reads as an empty body", function()
+    local report = verify.run("http://127.0.0.1:9/c", { transport = function() return { status = 200 } end })
+    assert_line(report, "FAIL", "body is empty")
+  end)
+
+  it("survives every pairing of malformed list, description and data answers", function()
+    local shapes = { "null", "1", '"x"', "{}", "[]", "[null]", "[[]]", "[{}]", '[{"code":1,"title":2}]',
+      '[{"code":"a","title":"b"}]', '[{"code":"a","name":"b","type":1}]', '[{"code":"a","name":"b","type":"INT"}]',
+      '[["a"],[1]]', '[["a"],null]', '[["a"],[{"x":1}]]', '[["a","a"],[1,2]]', '[[1],[1]]', '[["a"],[1e999]]',
+      '[["a"],[1.5]]', '[["a"],[true]]', '[{"code":{"x":1},"title":"t"}]', "<html>", "", ("["):rep(3000) .. ("]"):rep(3000) }
+    local descs = { '[{"code":"a","name":"b","type":"int"}]', '[{"code":"a","name":"b","type":"INT"}]' }
+    for _, list in ipairs({ '[{"code":"a","title":"b"}]', shapes[5], shapes[9] }) do
+      for _, desc in ipairs(descs) do
+        for _, data in ipairs(shapes) do
+          local transport = scripted({ table_list = list, table_description = desc, data = data })
+          local ok, err = pcall(function()
+            local report = verify.run("http://127.0.0.1:9/c", { transport = transport, settings = { token = "t" } })
+            assert(verify.format(report))
+            assert(json.encode(report))
+          end)
+          assert(ok, ("%s / %s / %s: %s"):format(list, desc, data:sub(1, 40), tostring(err)))
+        end
+      end
+    end
+  end)
+end)

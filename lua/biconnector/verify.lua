@@ -211,6 +211,7 @@ local function post(ctx, endpoint, params)
   end
   res.seconds = seconds
   res.headers = res.headers or {}
+  res.body = res.body or ""
   return res
 end
 
@@ -567,7 +568,11 @@ local function step_data(ctx, code, fields)
     return
   end
   local sent = value
-  if ctx.mode == "form" and type(value) == "number" then sent = format("%d", value) end
+  if ctx.mode == "form" and type(value) == "number" then
+    -- integral values without an exponent; anything else (1.5 under an int
+    -- field, 1e300) as Lua writes it, which format("%d") would refuse
+    sent = (value == floor(value) and value > -2^53 and value < 2^53) and format("%d", value) or format("%.17g", value)
+  end
   name = format("data %s (filter[=%s]=%s)", code, field, tostring(sent))
   local frows
   frows, f, res = data_request(ctx, name, code, { filter = { ["=" .. field] = sent }, limit = limit }, codes, types, limit)
