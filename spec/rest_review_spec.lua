@@ -224,4 +224,33 @@ describe("biconnector.rest (review)", function()
       assert.equal("https://portal.example/rest/profile", sent[3].url)
     end)
   end)
+
+  describe("batch keys", function()
+    local function echo_batch()
+      -- answers every command with its own line, keyed as sent
+      return function(req)
+        local cmd = json.decode(req.body).cmd
+        local result = {}
+        for k, line in pairs(cmd) do result[k] = line end
+        return { status = 200, headers = {}, body = json.encode({ result = { result = result, result_error = {} }, time = {} }) }
+      end
+    end
+
+    it("an array with holes loses no command; numeric keys go first, in numeric order", function()
+      local c, sent = scripted({ echo_batch() })
+      local results, errors = c:batch({ [1] = "a.get", [3] = "c.get", [10] = "j.get", [2] = nil, x = "x.get" })
+      assert.same({}, errors)
+      assert.same({ [1] = "a.get", [3] = "c.get", [10] = "j.get", x = "x.get" }, results)
+      assert.matches('"cmd":{"1":"a.get","3":"c.get","10":"j.get","x":"x.get"}', sent[1].body, 1, true)
+    end)
+
+    it("a plain array keeps its positions; two commands under one key are refused before sending", function()
+      local c, sent = scripted({ echo_batch() })
+      local results = c:batch({ "a.get", "b.get" })
+      assert.same({ "a.get", "b.get" }, results)
+      assert.has_error(function() c:batch({ { "a.get", key = "k" }, { "b.get", key = "k" } }) end,
+        "batch: the key k names two commands")
+      assert.equal(1, #sent)
+    end)
+  end)
 end)

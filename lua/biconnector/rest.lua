@@ -681,18 +681,31 @@ function Client:batch(cmds, opts)
   opts = opts or {}
   local chunk_size = min(opts.chunk_size or 50, 50)
   local entries = {}
-  if cmds[1] ~= nil then
+  local count = 0
+  for _ in pairs(cmds) do count = count + 1 end
+  if count > 0 and count == #cmds and cmds[count] ~= nil then
     for i, c in ipairs(cmds) do
       local key = type(c) == "table" and c.key or i
       entries[#entries + 1] = { key = key, wire = tostring(key), line = command_line(c, key) }
     end
   else
+    -- a map (or an array with holes): numeric keys first, in order, then names
     local keys = {}
     for k in pairs(cmds) do keys[#keys + 1] = k end
-    sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    sort(keys, function(a, b)
+      local na, nb = type(a) == "number", type(b) == "number"
+      if na ~= nb then return na end
+      if na then return a < b end
+      return tostring(a) < tostring(b)
+    end)
     for _, k in ipairs(keys) do
       entries[#entries + 1] = { key = k, wire = tostring(k), line = command_line(cmds[k], k) }
     end
+  end
+  local wires = {}
+  for _, e in ipairs(entries) do
+    if wires[e.wire] then error(("batch: the key %s names two commands"):format(e.wire), 2) end
+    wires[e.wire] = true
   end
   local results, errors = {}, {}
   local extra = { total = {}, next = {}, time = {}, requests = 0 }
