@@ -253,4 +253,25 @@ describe("biconnector.rest (review)", function()
       assert.equal(1, #sent)
     end)
   end)
+
+  describe("a refusal after an ambiguous failure", function()
+    it("a repeated delete answering NOT_FOUND says the first attempt may have done it", function()
+      local c, sent = scripted({ { status = 500, body = '{"error":"INTERNAL_SERVER_ERROR","error_description":"x"}' },
+        { body = '{"error":"CONNECTOR_NOT_FOUND","error_description":"Connector not found"}' } },
+        { portal = "portal.example", access_token = "acc-token" })
+      local ok, err = c.connector:delete(5)
+      assert.is_nil(ok)
+      assert.equal(2, #sent)
+      assert.equal("CONNECTOR_NOT_FOUND", err.code)
+      assert.is_true(err.after_ambiguous)
+      assert.matches("may have been executed", tostring(err))
+    end)
+
+    it("a plain refusal carries no such note", function()
+      local c = scripted({ { body = '{"error":"CONNECTOR_NOT_FOUND","error_description":"Connector not found"}' } },
+        { portal = "portal.example", access_token = "acc-token" })
+      local _, err = c.connector:delete(5)
+      assert.is_nil(err.after_ambiguous)
+    end)
+  end)
 end)

@@ -471,7 +471,7 @@ end
 
 -- The policy loop around exchange: limiter, retries, renewal, 429 waits.
 function Client:request(method, params, raw_body, creates)
-  local attempt, renewed = 0, false
+  local attempt, renewed, ambiguous_before = 0, false, false
   if creates == nil then creates = self:is_create(method) end
   while true do
     self:pace(method)
@@ -479,6 +479,12 @@ function Client:request(method, params, raw_body, creates)
     local data, err = self:exchange(method, params, raw_body, creates)
     if data then return data end
     err.attempts = attempt + 1
+    if ambiguous_before and err.kind == "answer" then
+      -- e.g. a delete that did run the first time now answers *_NOT_FOUND
+      err.after_ambiguous = true
+      err.description = err.description .. "; an earlier attempt got no clear answer and may have been executed"
+    end
+    if err.kind == "ambiguous" then ambiguous_before = true end
     if err.code == "expired_token" and self.oauth and not renewed then
       renewed = true
       local ok, rerr = self:renew(used_token)
