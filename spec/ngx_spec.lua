@@ -554,8 +554,10 @@ describe("biconnector.ngx #ngx", function()
         .. "local status, _, body = c:handle({ method = 'POST', path = '/data', headers = {}, "
         .. "body = '{\"table\":\"orders\",\"filter\":{\"<placed\":\"2025-01-03\"}}' })\n"
         .. "io.write(status, ' ', body)\n")
-      -- with the same environment as busted (a sanitizer build needs its LD_PRELOAD)
-      local p = io.popen(format("BIC_SQLITE_DB=%s/orders.db %s %s 2>&1", prefix, helpers.lua_command(), script))
+      -- with the same environment as busted (a sanitizer build needs its LD_PRELOAD;
+      -- LUA_PATH and LUA_CPATH come from scripts/run-specs)
+      local lua_command = helpers.lua_command and helpers.lua_command() or os.getenv("BIC_RUNTIME") or "lua5.4"
+      local p = io.popen(format("BIC_SQLITE_DB=%s/orders.db %s %s 2>&1", prefix, lua_command, script))
       local out = p:read("*a")
       p:close()
       local status, body = out:match("^(%d+) (.*)$")
