@@ -217,6 +217,17 @@ describe("biconnector.rest (review)", function()
       assert.equal("http://127.0.0.2:9/rest/profile", sent[3].url)
     end)
 
+    it("an answer without a refresh_token keeps the one we had, for the next renewal", function()
+      local store = require("biconnector.tokens").memory()
+      local c, sent = scripted({ EXPIRED, { body = '{"access_token":"acc-2","expires_in":3600}' }, { body = '{"result":1}' },
+        EXPIRED, renewed(nil), { body = '{"result":2}' } }, with({ store = store }))
+      assert.equal(1, c:call("profile"))
+      assert.equal("ref-1", store:get().refresh_token)
+      assert.equal(2, c:call("profile"))
+      assert.matches("refresh_token=ref%-1", sent[5].url)
+      assert.equal("ref-2", store:get().refresh_token)
+    end)
+
     it("never from https to plain http", function()
       local c, sent = scripted({ EXPIRED, renewed("http://portal.example/rest/"), { body = '{"result":1}' } },
         with({ portal = "portal.example" }))

@@ -454,6 +454,8 @@ function Client:renew(failed_token)
     end
     local fresh = {}
     for k, v in pairs(data) do fresh[k] = v end
+    -- a server that does not rotate refresh tokens leaves it out: keep ours
+    if type(fresh.refresh_token) ~= "string" or fresh.refresh_token == "" then fresh.refresh_token = refresh end
     local saved, serr = store:set(fresh)
     self:use_tokens(fresh)
     self.counters.renewals = self.counters.renewals + 1
