@@ -87,6 +87,15 @@ describe("biconnector.rest (review)", function()
       end
     end)
 
+    it("an OAuth portal given as https://PORTAL/rest/ is not doubled into /rest/rest/", function()
+      for _, portal in ipairs({ "portal.example", "https://portal.example/", "https://portal.example/rest/",
+        "portal.example/rest" }) do
+        local c, sent = scripted({ { body = '{"result":1}' } }, { portal = portal, access_token = "acc-token" })
+        assert(c:call("profile"))
+        assert.equal("https://portal.example/rest/profile", sent[1].url, portal)
+      end
+    end)
+
     it("still refuses an address without user and code", function()
       local c, err = rest.new { webhook = "https://portal.example/rest/", transport = function() end }
       assert.is_nil(c)

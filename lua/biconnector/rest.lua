@@ -159,7 +159,8 @@ function _M.new(opts)
     if not endpoint and opts.portal then
       local portal = opts.portal
       if not portal:match("^https?://") then portal = "https://" .. portal end
-      endpoint = trim_slash(portal) .. "/rest/"
+      -- "https://PORTAL/rest/" (the client_endpoint spelling) names the same portal
+      endpoint = trim_slash(portal):gsub("/rest$", "") .. "/rest/"
     end
     if not endpoint then return nil, "give either webhook or portal (or client_endpoint) with OAuth tokens" end
     if endpoint:sub(-1) ~= "/" then endpoint = endpoint .. "/" end
