@@ -211,8 +211,14 @@ describe("core.http request headers", function()
   end)
 end)
 
-describe("core.process arguments", function()
+describe("integer arguments the C types cannot hold", function()
   local process = core.process
+
+  it("core.server.listen refuses a port beyond 65535 instead of cutting it", function()
+    -- 2^32 was cut to port 0: a random port, and a listening socket nobody asked for
+    assert.has_error(function() core.server.listen("127.0.0.1", 2 ^ 32) end)
+    assert.has_error(function() core.server.listen("127.0.0.1", 2 ^ 32 + 80) end)
+  end)
 
   it("refuses signal numbers and process ids that the C types cannot hold", function()
     local me = process.getpid()

@@ -552,11 +552,11 @@ static lua_Number opt_number(lua_State *L, int idx, const char *key, lua_Number 
 /* core.server.listen(host, port [, reuse_port]) -> fd, port | nil, err */
 static int l_listen(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
-  int port = (int)luaL_checkinteger(L, 2);
+  lua_Integer port = luaL_checkinteger(L, 2); /* checked before any cast: 2^32 + 80 is not 80 */
   int reuse = lua_toboolean(L, 3), family = 0, fd;
   char err[256], service[16];
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
-  snprintf(service, sizeof service, "%d", port);
+  snprintf(service, sizeof service, "%d", (int)port);
   fd = open_listener(host, service, reuse, &family, err, sizeof err);
   if (fd < 0) {
     lua_pushnil(L);
