@@ -146,24 +146,39 @@ static int digits(const char *s, int n) {
   return v;
 }
 
-/* Parse "YYYY-MM-DD", optionally followed by " HH:MM:SS" or ISO 8601 "THH:MM:SS"
- * with optional fraction and zone (Z, +HH:MM, +HHMM, +HH), which are dropped: the
- * wall-clock time as written is kept. Returns 1 for a date, 2 for a date and time,
- * 0 when the string is not in one of these forms or not a valid calendar time. */
+/* Parse "YYYY-MM-DD" or "DD.MM.YYYY" (the spelling Bitrix24 itself writes),
+ * optionally followed by " HH:MM[:SS]", or for YYYY-MM-DD by ISO 8601
+ * "THH:MM[:SS]" with optional fraction and zone (Z, +HH:MM, +HHMM, +HH), which
+ * are dropped: the wall-clock time as written is kept. Returns 1 for a date, 2
+ * for a date and time, 0 when the string is not in one of these forms or not a
+ * valid calendar time. */
 static int parse_datetime(const char *s, size_t len, civil *c) {
   size_t i;
+  int dotted = 0;
   memset(c, 0, sizeof *c);
-  if (len < 10 || s[4] != '-' || s[7] != '-') return 0;
-  c->year = digits(s, 4);
-  c->month = digits(s + 5, 2);
-  c->day = digits(s + 8, 2);
+  if (len < 10) return 0;
+  if (s[4] == '-' && s[7] == '-') {
+    c->year = digits(s, 4);
+    c->month = digits(s + 5, 2);
+    c->day = digits(s + 8, 2);
+  } else if (s[2] == '.' && s[5] == '.') {
+    dotted = 1;
+    c->day = digits(s, 2);
+    c->month = digits(s + 3, 2);
+    c->year = digits(s + 6, 4);
+  } else {
+    return 0;
+  }
   if (c->year < 0 || c->month < 0 || c->day < 0) return 0;
   if (len == 10) return civil_valid(c) ? 1 : 0;
-  if (len < 19 || (s[10] != ' ' && s[10] != 'T') || s[13] != ':' || s[16] != ':') return 0;
+  if (len < 16 || (s[10] != ' ' && (s[10] != 'T' || dotted)) || s[13] != ':') return 0;
   c->hour = digits(s + 11, 2);
   c->min = digits(s + 14, 2);
+  if (c->hour < 0 || c->min < 0) return 0;
+  if (len == 16) return civil_valid(c) ? 2 : 0; /* no seconds: :00 */
+  if (len < 19 || s[16] != ':') return 0;
   c->sec = digits(s + 17, 2);
-  if (c->hour < 0 || c->min < 0 || c->sec < 0 || !civil_valid(c)) return 0;
+  if (c->sec < 0 || !civil_valid(c)) return 0;
   i = 19;
   if (i == len) return 2;
   if (s[10] != 'T') return 0; /* fractions and zones only in the ISO spelling */
