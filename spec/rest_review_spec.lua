@@ -294,4 +294,18 @@ describe("biconnector.rest (review)", function()
       assert.is_nil(err.after_ambiguous)
     end)
   end)
+
+  describe("options", function()
+    it("a zero rate, a burst below 1 or a negative timeout are refused, not slept on forever", function()
+      for _, bad in ipairs({ { rate = 0 }, { burst = 0 }, { timeout = -1 }, { max_retries = -1 }, { rate = "fast" }, { rate = 0 / 0 } }) do
+        bad.webhook = "https://portal.example/rest/1/hooksecret/"
+        bad.transport = function() end
+        local c, err = rest.new(bad)
+        assert.is_nil(c)
+        assert.matches("option [%w_]+ must be a", err)
+      end
+      assert(rest.new { webhook = "https://portal.example/rest/1/hooksecret/", transport = function() end,
+        rate = 5, burst = 250, max_retries = 0, backoff_base = 0 })
+    end)
+  end)
 end)

@@ -123,7 +123,26 @@ local function trim_slash(s) return (s:gsub("/+$", "")) end
 function _M.new(opts)
   opts = opts or {}
   local self = setmetatable({}, ClientMT)
-  for k, v in pairs(DEFAULTS) do self[k] = opts[k] == nil and v or opts[k] end
+  for k, v in pairs(DEFAULTS) do
+    local given = opts[k]
+    if given ~= nil then
+      -- a zero rate or a negative timeout would make the client sleep forever or never wait
+      local n = tonumber(given)
+      local positive = k == "rate" or k == "burst" or k == "timeout" or k == "connect_timeout" or k == "page_size"
+        or k == "operating_limit"
+      local ok = n ~= nil and n == n
+      if ok then
+        if positive then ok = n > 0 else ok = n >= 0 end
+        if k == "burst" and n < 1 then ok = false end
+      end
+      if not ok then
+        return nil, ("option %s must be a %s number, got %s"):format(k, positive and "positive" or "non-negative", tostring(given))
+      end
+      self[k] = n
+    else
+      self[k] = v
+    end
+  end
   self.secrets = {}
   self.log = opts.log
   self.sleep = opts.sleep or http.sleep
