@@ -237,6 +237,19 @@ describe("biconnector.rest (review)", function()
       assert.equal("ref-2", store:get().refresh_token)
     end)
 
+    it("secrets are masked also as they appear URL-encoded in a transport message", function()
+      local secret, refresh = "se/cr+et=1", "re/fr+esh=2"
+      local c = scripted({ EXPIRED, function(req)
+        return nil, { message = "failed for " .. req.url, code = 56 }
+      end }, with({ client_secret = secret, refresh_token = refresh }))
+      local _, err = c:call("profile")
+      local text = tostring(err)
+      assert.matches("RENEWAL_FAILED", text)
+      assert.matches("client_secret=***", text, 1, true)
+      assert.is_nil(text:find("se%2Fcr", 1, true))
+      assert.is_nil(text:find("re%2Ffr", 1, true))
+    end)
+
     it("never from https to plain http", function()
       local c, sent = scripted({ EXPIRED, renewed("http://portal.example/rest/"), { body = '{"result":1}' } },
         with({ portal = "portal.example" }))

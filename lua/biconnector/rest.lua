@@ -217,7 +217,12 @@ end
 
 -- Values that must never appear in logs or error messages.
 function Client:add_secret(s)
-  if type(s) == "string" and #s >= 4 then self.secrets[#self.secrets + 1] = s end
+  if type(s) == "string" and #s >= 4 then
+    self.secrets[#self.secrets + 1] = s
+    -- as it appears in a URL (the renewal's query string) when it holds + / = and such
+    local encoded = form.encode({ x = s }):sub(3)
+    if encoded ~= s then self.secrets[#self.secrets + 1] = encoded end
+  end
 end
 
 function Client:mask(s)
