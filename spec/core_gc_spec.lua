@@ -231,6 +231,27 @@ describe("integer arguments the C types cannot hold", function()
     assert.has_error(function() process.wait(2 ^ 32) end)
   end)
 
+  it("a trapped signal does not fail a blocking read in progress (EINTR)", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local process = require("biconnector.core").process
+      assert(process.trap("USR1"))
+      -- the shell signals its parent (us) while we wait in read(), then answers
+      local p = io.popen("sleep 0.5; kill -USR1 $PPID; sleep 0.2; echo done")
+      local text, err = p:read("a")
+      p:close()
+      assert(process.signals()[1] == "USR1", "the signal was not seen")
+      print(text == "done\n" and "ok" or ("read failed: " .. tostring(err)))
+    ]])
+    f:close()
+    local p = io.popen(("timeout 20 %s %s 2>&1"):format(helpers.runtime, script))
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    assert.equals("ok\n", out)
+  end)
+
   it("does not sleep forever on NaN", function()
     local script = os.tmpname()
     local f = assert(io.open(script, "w"))

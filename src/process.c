@@ -195,7 +195,11 @@ static int l_trap(lua_State *L) {
     if (sig == SIGPIPE) sa.sa_handler = SIG_IGN;
     else {
       sa.sa_handler = on_signal;
-      if (sig == SIGCHLD) sa.sa_flags = SA_NOCLDSTOP;
+      /* SA_RESTART: a trapped signal must not fail a read or write the Lua code
+       * is in the middle of (EINTR); poll() is never restarted, so the run loops
+       * still wake up at once */
+      sa.sa_flags = SA_RESTART;
+      if (sig == SIGCHLD) sa.sa_flags |= SA_NOCLDSTOP;
     }
     if (sigaction(sig, &sa, NULL) != 0) return push_errno(L, "sigaction failed");
   }
