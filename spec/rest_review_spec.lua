@@ -277,6 +277,22 @@ describe("biconnector.rest (review)", function()
       assert.matches('"cmd":{"1":"a.get","3":"c.get","10":"j.get","x":"x.get"}', sent[1].body, 1, true)
     end)
 
+    it("when a later chunk fails, the error carries what the earlier chunks did", function()
+      local echo = echo_batch()
+      local c, sent = scripted({ echo, { err = { message = "reset", code = 56 } } })
+      local cmds = {}
+      for i = 1, 60 do cmds[i] = "crm.deal.add?fields[TITLE]=" .. i end
+      local results, err = c:batch(cmds)
+      assert.is_nil(results)
+      assert.equal(2, #sent)
+      assert.is_true(err.maybe_executed)
+      local n = 0
+      for _ in pairs(err.results) do n = n + 1 end
+      assert.equal(50, n)
+      assert.equal("crm.deal.add?fields[TITLE]=1", err.results[1])
+      assert.equal(1, err.extra.requests - 1)
+    end)
+
     it("a plain array keeps its positions; two commands under one key are refused before sending", function()
       local c, sent = scripted({ echo_batch() })
       local results = c:batch({ "a.get", "b.get" })

@@ -754,7 +754,11 @@ function Client:batch(cmds, opts)
     local body = '{"halt":' .. (opts.halt and "1" or "0") .. ',"cmd":{' .. concat(parts, ",") .. "}}"
     local data, err = self:request("batch", nil, body, creates)
     extra.requests = extra.requests + 1
-    if not data then return nil, err end
+    if not data then
+      -- what earlier chunks did stays known (their creates did happen)
+      err.results, err.errors, err.extra = results, errors, extra
+      return nil, err
+    end
     local r = type(data.result) == "table" and data.result or {}
     unkey(r.result, wire_to_key, results)
     local raw_errors = {}
