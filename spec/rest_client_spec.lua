@@ -131,6 +131,19 @@ describe("biconnector.rest", function()
       assert.equal("profile", err.method)
       assert.equal(1, portal:stats().stats.renewal_failures)
     end)
+
+    it("a wrong access token is NO_AUTH_FOUND (401), final, with no renewal and the token masked", function()
+      local o = portal:oauth_options({ backoff_base = 0.01, rate = 1000, burst = 1000 })
+      o.access_token = "not-a-token-of-this-portal"
+      local c = assert(rest.new(o))
+      local _, err = c:call("profile")
+      assert.equal("NO_AUTH_FOUND", err.code)
+      assert.equal(401, err.status)
+      assert.equal(1, err.attempts)
+      assert.is_nil(tostring(err):find("not-a-token", 1, true))
+      local s = portal:stats().stats
+      assert.equal(0, s.renewals + s.renewal_failures)
+    end)
   end)
 
   describe("limits", function()

@@ -700,7 +700,8 @@ local function handle_rest(req, path_rest)
     params.auth = nil
     if type(token) ~= "string" or token == "" then return error_answer("NO_AUTH_FOUND", "Wrong authorization data", 401) end
     local t = state.access[token]
-    if not t then return error_answer("invalid_token", "Unable to authorize the request", 401) end
+    -- protocol.md: 401 NO_AUTH_FOUND for a wrong token or webhook code
+    if not t then return error_answer("NO_AUTH_FOUND", "Wrong authorization data", 401) end
     if state.expire_after then
       state.expire_after = state.expire_after - 1
       if state.expire_after < 0 then
