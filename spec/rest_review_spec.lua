@@ -337,4 +337,61 @@ describe("biconnector.rest (review)", function()
         rate = 5, burst = 250, max_retries = 0, backoff_base = 0 })
     end)
   end)
+
+  describe("the status table of protocol.md", function()
+    local function answer(status, code)
+      return { status = status, body = json.encode({ error = code, error_description = code .. " happened" }) }
+    end
+    local OK = { body = '{"result":{"ID":"1"},"time":{}}' }
+
+    local final = { { 401, "NO_AUTH_FOUND" }, { 403, "ACCESS_DENIED" }, { 403, "INVALID_CREDENTIALS" },
+      { 403, "insufficient_scope" }, { 403, "user_access_error" }, { 400, "INVALID_REQUEST" },
+      { 500, "PORTAL_DELETED" }, { 503, "OVERLOAD_LIMIT" }, { 405, "ERROR_BATCH_METHOD_NOT_ALLOWED" },
+      { 400, "ERROR_BATCH_LENGTH_EXCEEDED" }, { 200, "VALIDATION_FIELDS_NOT_PROVIDED" } }
+    for _, case in ipairs(final) do
+      it(("%d %s is final: one request, a readable error"):format(case[1], case[2]), function()
+        local c, sent = scripted({ answer(case[1], case[2]), OK })
+        local r, err = c:call("crm.deal.list")
+        assert.is_nil(r)
+        assert.equal(1, #sent)
+        assert.equal(case[2], err.code)
+        assert.equal(case[1], err.status)
+        assert.is_false(err.retryable)
+        assert.equal(("Bitrix24 REST crm.deal.list: %s (HTTP %d): %s happened"):format(case[2], case[1], case[2]), tostring(err))
+      end)
+    end
+
+    for _, case in ipairs({ { 503, "QUERY_LIMIT_EXCEEDED" }, { 500, "INTERNAL_SERVER_ERROR" }, { 500, "ERROR_UNEXPECTED_ANSWER" } }) do
+      it(("%d %s is retried for a read"):format(case[1], case[2]), function()
+        local c, sent = scripted({ answer(case[1], case[2]), answer(case[1], case[2]), OK })
+        assert.equal("1", c:call("crm.deal.list").ID)
+        assert.equal(3, #sent)
+      end)
+    end
+
+    it("503 QUERY_LIMIT_EXCEEDED is retried for a create too (refused, not executed); 500 is not", function()
+      local c, sent = scripted({ answer(503, "QUERY_LIMIT_EXCEEDED"), { body = '{"result":5}' } })
+      assert.equal(5, c:call("crm.deal.add", { fields = { TITLE = "x" } }))
+      assert.equal(2, #sent)
+      c, sent = scripted({ answer(500, "INTERNAL_SERVER_ERROR"), { body = '{"result":5}' } })
+      local _, err = c:call("crm.deal.add", { fields = { TITLE = "x" } })
+      assert.is_true(err.maybe_executed)
+      assert.equal(1, #sent)
+    end)
+
+    it("429 OPERATION_TIME_LIMIT waits until time.operating_reset_at, then repeats", function()
+      local slept = {}
+      local now = 1000000
+      local c, sent = scripted({ { status = 429, body = json.encode({ error = "OPERATION_TIME_LIMIT",
+        error_description = "Method is blocked due to operation time limit.",
+        time = { operating = 480, operating_reset_at = now + 7 } }) }, OK },
+        { time = function() return now end })
+      c.sleep = function(d) slept[#slept + 1] = d now = now + d end
+      assert.equal("1", c:call("crm.deal.list").ID)
+      assert.equal(2, #sent)
+      local waited = 0
+      for _, d in ipairs(slept) do waited = waited + d end
+      assert.is_true(waited >= 7 and waited < 8, "waited " .. waited)
+    end)
+  end)
 end)
