@@ -141,6 +141,21 @@ describe("biconnector.rest (review)", function()
       assert.equal(2, #sent)
     end)
 
+    it("each over a method whose result is no list raises NOT_A_LIST instead of yielding nothing", function()
+      for _, body in ipairs({ '{"result":{"ID":"1","NAME":"x"}}', '{"result":true}', '{"result":"text"}' }) do
+        local c = scripted({ { body = body } })
+        local ok, err = drain(c, "profile")
+        assert.is_false(ok)
+        assert.equal("NOT_A_LIST", err.code, body)
+      end
+      for _, body in ipairs({ '{"result":[]}', '{"result":{"items":[]}}', '{"result":null}' }) do
+        local c = scripted({ { body = body } })
+        local ok, _, n = drain(c, "crm.item.list")
+        assert.is_true(ok, body)
+        assert.equal(0, n)
+      end
+    end)
+
     it("page mode stops at total: exactly 50 items with total = 50 is one request", function()
       local c, sent = scripted({ { body = json.encode({ result = page_of(1, 50), total = 50 }) },
         { body = json.encode({ result = {} }) } })

@@ -609,7 +609,19 @@ function Client:each(method, params, opts)
     end
     local data, err = self:request(method, p)
     if not data then error(err, 0) end
-    items, index = items_of(data.result), 0
+    local r = data.result
+    items, index = items_of(r), 0
+    if #items == 0 and r ~= nil and r ~= json.null and r ~= false then
+      -- a scalar or an object holding no list at all: not a list method
+      local listish = type(r) == "table" and is_array(r)
+      if type(r) == "table" and not listish then
+        for _, v in pairs(r) do if type(v) == "table" and is_array(v) then listish = true break end end
+      end
+      if not listish then
+        error(new_error { code = "NOT_A_LIST", method = method, retryable = false, kind = "answer",
+          description = "the result is not a list (nor an object holding one): use call, not each/list" }, 0)
+      end
+    end
     seen = seen + #items
     -- A portal that does not advance (ignores start/page/filter) would make
     -- the loop endless: stop with an error instead.
