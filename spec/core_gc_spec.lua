@@ -106,6 +106,42 @@ describe("core userdata are collected", function()
   end)
 end)
 
+describe("core descriptors", function()
+  local function open_fds()
+    local p = io.popen("ls /proc/" .. core.process.getpid() .. "/fd")
+    local n = 0
+    for _ in p:lines() do n = n + 1 end
+    p:close()
+    return n
+  end
+
+  it("are all given back: servers, http handles, locks, atomic writes, closed or collected", function()
+    if not io.open("/proc/self/fd") then
+      io.stderr:write("\n*** SKIPPED: no /proc/self/fd to count descriptors\n")
+      return
+    end
+    local path = os.tmpname()
+    full_gc()
+    local before = open_fds()
+    for i = 1, 20 do
+      local srv = assert(core.server.new { port = 0, handler = function() end })
+      if i % 2 == 0 then srv:close() end
+      local h = core.http.new()
+      h:request { url = "http://127.0.0.1:1/", connect_timeout = 5 }
+      if i % 2 == 0 then h:close() end
+      local lk = assert(core.http.lock(path))
+      if i % 2 == 0 then lk:unlock() end
+      lk = nil -- luacheck: ignore
+      full_gc() -- the odd rounds' server, handle and lock are collected
+      assert(core.http.write_atomic(path .. ".data", "x"))
+    end
+    full_gc()
+    assert.equals(before, open_fds())
+    os.remove(path)
+    os.remove(path .. ".data")
+  end)
+end)
+
 describe("core.server and the values it keeps", function()
   it("closes twice through close and __close, and a closed server is collected", function()
     local srv = assert(core.server.new { port = 0, handler = function() end })
