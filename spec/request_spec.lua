@@ -212,6 +212,13 @@ describe("request.decode", function()
     assert.equal("limit: expected a non-negative integer, got 2.5", err.message)
   end)
 
+  it("reads bodies full of brackets in linear time (a quadratic scan would hang here)", function()
+    for _, body in ipairs({ "a=" .. ("["):rep(300000), "a[" .. ("["):rep(300000) .. "=1",
+      ("a[=1&"):rep(60000), ("[x"):rep(150000) .. "=1" }) do
+      assert(request.decode(post("/data", FORM, body)))
+    end
+  end)
+
   it("keeps a raw `=` in a value and leaves well-formed names alone", function()
     local req = assert(request.decode(post("/data", FORM, "table=a=b&searchString=x[y=z]&connection[k]=v=w")))
     assert.equal("a=b", req.table)

@@ -192,18 +192,28 @@ _M.FORM_MAX_VARS = 100000
 -- A raw `=` inside brackets (`filter[>=ID]=5`, written by hand instead of
 -- `filter%5B%3E%3DID%5D=5`) would end the name there (PHP: `filter_>`), and the
 -- condition would silently vanish. Such a name is read up to the `]=` instead.
+-- (Every search here is linear: a body of brackets must not cost quadratic time.)
 local function fix_raw_equals(pair)
   local e = find(pair, "=", 1, true)
   if not e then return pair end
-  local name = sub(pair, 1, e - 1)
-  if not find(name, "%[[^%]]*$") then return pair end -- the first `=` is not inside a bracket
+  local open = find(pair, "[", 1, true)
+  if not open or open > e then return pair end
+  -- the first `=` is inside a bracket when no `]` follows the last `[` before it
+  local last = open
+  while true do
+    local nxt = find(pair, "[", last + 1, true)
+    if not nxt or nxt > e then break end
+    last = nxt
+  end
+  local shut = find(pair, "]", last, true)
+  if shut and shut < e then return pair end
   local close = find(pair, "]=", e, true)
   if not close then return pair end
   return (gsub(sub(pair, 1, close), "=", "%%3D")) .. sub(pair, close + 1)
 end
 
 local function decode_form(body)
-  if find(body, "%[[^%]&]-=") then body = gsub(body, "[^&]+", fix_raw_equals) end
+  if find(body, "%[[^%]&%[]-=") then body = gsub(body, "[^&]+", fix_raw_equals) end
   local obj, err = form.decode(body, { max_vars = _M.FORM_MAX_VARS })
   if obj == nil then return bad("body: %s", tostring(err)) end
   return obj
