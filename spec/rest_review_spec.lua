@@ -290,6 +290,9 @@ describe("biconnector.rest (review)", function()
       assert.same({}, errors)
       assert.same({ [1] = "a.get", [3] = "c.get", [10] = "j.get", x = "x.get" }, results)
       assert.matches('"cmd":{"1":"a.get","3":"c.get","10":"j.get","x":"x.get"}', sent[1].body, 1, true)
+      -- a border-fooling shape: three keys, #t may well be 3
+      results = c:batch({ [1] = "a.get", [3] = "c.get", y = "y.get" })
+      assert.same({ [1] = "a.get", [3] = "c.get", y = "y.get" }, results)
     end)
 
     it("when a later chunk fails, the error carries what the earlier chunks did", function()

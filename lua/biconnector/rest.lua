@@ -726,9 +726,13 @@ function Client:batch(cmds, opts)
   opts = opts or {}
   local chunk_size = min(opts.chunk_size or 50, 50)
   local entries = {}
-  local count = 0
-  for _ in pairs(cmds) do count = count + 1 end
-  if count > 0 and count == #cmds and cmds[count] ~= nil then
+  local count, sequence = 0, true
+  for k in pairs(cmds) do
+    count = count + 1
+    if type(k) ~= "number" or k < 1 or k ~= floor(k) then sequence = false end
+  end
+  for i = 1, count do if cmds[i] == nil then sequence = false break end end
+  if count > 0 and sequence then
     for i, c in ipairs(cmds) do
       local key = type(c) == "table" and c.key or i
       entries[#entries + 1] = { key = key, wire = tostring(key), line = command_line(c, key) }
