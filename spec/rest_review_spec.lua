@@ -397,6 +397,15 @@ describe("biconnector.rest (review)", function()
       assert.equal(1, #sent)
     end)
 
+    it("an answer larger than max_body is final (ANSWER_TOO_LARGE), not downloaded again and again", function()
+      local c, sent = scripted({ { err = { code = 23, message = "the answer is larger than max_body (268435456 bytes)" } } })
+      local _, err = c:call("crm.deal.list")
+      assert.equal("ANSWER_TOO_LARGE", err.code)
+      assert.equal(1, #sent)
+      _, err = c:call("crm.deal.add", {})
+      assert.is_true(err.maybe_executed)
+    end)
+
     it("429 OPERATION_TIME_LIMIT waits until time.operating_reset_at, then repeats", function()
       local slept = {}
       local now = 1000000

@@ -396,6 +396,11 @@ function Client:exchange(method, params, raw_body, creates)
       curl_code = terr.code, description = self:mask("the portal's TLS certificate was not accepted: " .. tostring(terr.message) ..
         " (give ca_file to trust a private CA, or verify = false to disable checking)") }
   end
+  if not res and type(terr) == "table" and tostring(terr.message or ""):find("larger than max_body", 1, true) then
+    -- the portal answered (and ran the call), but too much to read: repeating gives the same
+    return nil, new_error { code = "ANSWER_TOO_LARGE", method = method, retryable = false, kind = "answer", sent = true,
+      maybe_executed = creates or nil, curl_code = terr.code, description = self:mask(tostring(terr.message)) }
+  end
   if not res then
     local not_sent = type(terr) == "table" and terr.not_sent
     local timeout = type(terr) == "table" and terr.timeout
