@@ -165,6 +165,26 @@ describe("biconnector.rest (review)", function()
       assert.equal(1, #sent)
     end)
 
+    it("page mode on a list that answers with next (and reads start): every item once", function()
+      local all = page_of(1, 120)
+      local c, sent = scripted({ function(req)
+        local p = json.decode(req.body)
+        local from = tonumber(p.start) or 0 -- this portal ignores page
+        local items = {}
+        for k = from + 1, math.min(from + 50, #all) do items[#items + 1] = all[k] end
+        local answer = { result = items, total = #all }
+        if from + 50 < #all then answer.next = from + 50 end
+        return { status = 200, headers = {}, body = json.encode(answer) }
+      end })
+      local ids = {}
+      for item in c:each("biconnector.dataset.list") do ids[#ids + 1] = tonumber(item.ID) end
+      assert.equal(120, #ids)
+      for k = 1, 120 do assert.equal(k, ids[k]) end
+      assert.equal(3, #sent)
+      assert.is_nil(json.decode(sent[1].body).start)
+      assert.equal(2, json.decode(sent[2].body).page)
+    end)
+
     it("page mode without total: 50 then 1 item is two requests, 51 items", function()
       local c, sent = scripted({ { body = json.encode({ result = page_of(1, 50) }) },
         { body = json.encode({ result = page_of(51, 1) }) } })

@@ -603,6 +603,8 @@ function Client:each(method, params, opts)
       p.start = start
     elseif mode == "page" then
       p.page = page
+      -- a portal whose answers carry next speaks start/next: give it both
+      p.start = start
     elseif mode == "fast" then
       p.order = { [id_key] = "ASC" }
       local filter = shallow_copy(base.filter)
@@ -641,6 +643,7 @@ function Client:each(method, params, opts)
       done = start == nil
     elseif mode == "page" then
       local total = tonumber(data.total)
+      start = tonumber(data.next)
       done = #items < page_size or (total ~= nil and seen >= total)
       if not done then
         local ok, text = pcall(json.encode, items)
