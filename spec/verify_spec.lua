@@ -335,3 +335,19 @@ describe("biconnector verify on answers of any shape", function()
     end
   end)
 end)
+
+describe("biconnector verify against a connector that never answers", function()
+  it("does not send the check again per mangled setting after check got no answer", function()
+    local calls = 0
+    local function transport()
+      calls = calls + 1
+      return nil, setmetatable({ message = "Operation timed out", timeout = true, code = 28 },
+        { __tostring = function(e) return e.message end })
+    end
+    local report = verify.run("http://127.0.0.1:9/c", { transport = transport, timeout = 1,
+      settings = { login = "me", token = "t" } })
+    assert.is_false(report.ok)
+    assert.equal(2, calls) -- check and table_list, then nothing dependent on them
+    assert_line(report, "SKIP", "^wrong credentials: check got no answer")
+  end)
+end)
