@@ -44,6 +44,16 @@ describe("biconnector.rest (review)", function()
       end
     end)
 
+    it("a redirect (http to https, a moved portal) names where it points", function()
+      local c = scripted({ function()
+        return { status = 301, headers = { location = "https://portal.example/rest/1/hooksecret/profile" }, body = "<html>Moved</html>" }
+      end })
+      local _, err = c:call("profile")
+      assert.equal("INVALID_RESPONSE", err.code)
+      assert.equal(301, err.status)
+      assert.matches("redirects to https://portal.example/rest/1/***/profile", tostring(err), 1, true)
+    end)
+
     it("a null result is a result", function()
       local c = scripted({ { body = '{"result":null,"time":{}}' } })
       local r, err = c:call("profile")

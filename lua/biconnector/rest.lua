@@ -415,8 +415,11 @@ function Client:exchange(method, params, raw_body, creates)
   if type(data) ~= "table" then
     local snippet = res.body:sub(1, 120):gsub("%s+", " ")
     local code = res.status >= 500 and "INTERNAL_SERVER_ERROR" or "INVALID_RESPONSE"
+    local location = res.status >= 300 and res.status < 400 and type(res.headers) == "table" and res.headers.location
+    local what = location and ("the portal redirects to " .. tostring(location) .. " (redirects are not followed: give that address)")
+      or ("the answer is not JSON: " .. snippet)
     return nil, new_error { code = code, status = res.status, method = method,
-      description = self:mask("the answer is not JSON: " .. snippet), retryable = res.status >= 500,
+      description = self:mask(what), retryable = res.status >= 500,
       kind = res.status >= 500 and "ambiguous" or "answer" }
   end
   if data.error ~= nil or res.status ~= 200 then
