@@ -343,3 +343,37 @@ describe("biconnector register against the local portal", function()
     assert.equal(5, r.datasets[1].fields)
   end)
 end)
+
+describe("register with a connector answering oddly", function()
+  -- A stand-in connector object: its table_list and table_description answers are given.
+  local function fake(list_body, description_body)
+    return {
+      title = "Odd", definition = {}, settings = { { code = "token", name = "Token", type = "STRING" } },
+      handle = function(_, req)
+        local body = req.path == "/table_list" and list_body or description_body
+        return 200, { ["Content-Type"] = "application/json" }, body
+      end,
+    }
+  end
+  local function plan(list_body, description_body)
+    return register.run { connector = fake(list_body, description_body), base_url = "http://h", dry_run = true,
+      settings = { token = "t" }, datasets = { { table = "t1" } } }
+  end
+
+  it("a list or description that is no array of objects is an error, not a crash", function()
+    local good_list = '[{"code":"t1","title":"T1"}]'
+    for _, case in ipairs({ { '"text"', "[]", "table_list answered no JSON array" },
+      { "[1, 2]", "[]", "table t1 is not in the connector's table list" },
+      { good_list, '"x"', "table_description of t1 answered no fields" },
+      { good_list, "[]", "table_description of t1 answered no fields" },
+      { good_list, '[{"name":"A","type":"int"}]', "field 1 has no code" },
+      { good_list, "[7]", "field 1 has no code" } }) do
+      local ok, result, err = pcall(plan, case[1], case[2])
+      assert.is_true(ok, tostring(result))
+      assert.is_nil(result)
+      assert.matches(case[3], err, 1, true)
+    end
+    local result = assert(plan(good_list, '[{"code":"a","name":"A","type":"int"}]'))
+    assert.equal("would create", result.datasets[1].action)
+  end)
+end)

@@ -158,14 +158,23 @@ local function dataset_plan(c, settings, table_code, name)
   for k, v in pairs(settings) do connection[k] = tostring(v) end
   local tables, err = ask(c, "table_list", { searchString = "", connection = connection })
   if not tables then return nil, err end
+  if type(tables) ~= "table" then return nil, "the connector's table_list answered no JSON array" end
   local title
-  for _, t in ipairs(tables) do if t.code == table_code then title = t.title end end
+  for _, t in ipairs(tables) do if type(t) == "table" and t.code == table_code then title = t.title end end
   if not title then return nil, format("table %s is not in the connector's table list", table_code) end
   local described
   described, err = ask(c, "table_description", { table = table_code, connection = connection })
   if not described then return nil, err end
+  if type(described) ~= "table" or #described == 0 then
+    return nil, format("the connector's table_description of %s answered no fields", table_code)
+  end
   local codes = {}
-  for i, fd in ipairs(described) do codes[i] = fd.code end
+  for i, fd in ipairs(described) do
+    if type(fd) ~= "table" or type(fd.code) ~= "string" or fd.code == "" then
+      return nil, format("the connector's table_description of %s: field %d has no code", table_code, i)
+    end
+    codes[i] = fd.code
+  end
   local names = _M.field_names(codes)
   local fields = {}
   for i, fd in ipairs(described) do
