@@ -110,6 +110,23 @@ describe("biconnector register against the local portal", function()
   local FULL = { MINIMAL, "--base-url", "https://bi.example.com/min", "--setting", "token=m1n",
     "--source-title", "Cities (production)", "--dataset", "cities" }
 
+  it("a connector describing a type in upper case (INT) still gets its dataset (types sent lower case)", function()
+    local connector = {
+      title = "Upper", definition = {}, settings = { { code = "token", name = "Token", type = "STRING" } },
+      handle = function(_, req)
+        if req.path == "/table_list" then return 200, {}, '[{"code":"t1","title":"T1"}]' end
+        return 200, {}, '[{"code":"a","name":"A","type":"INT"},{"code":"b","name":"B","type":"String"}]'
+      end,
+    }
+    local client = assert(rest.new(portal:oauth_options({ rate = 1000, burst = 1000 })))
+    local result, err = register.run { connector = connector, base_url = "http://h", client = client,
+      settings = { token = "t" }, datasets = { { table = "t1" } } }
+    assert(result, tostring(err))
+    local d = only(portal:stats().state.datasets)
+    assert.equal("int", d.fields[1].type)
+    assert.equal("string", d.fields[2].type)
+  end)
+
   it("creates connector, source and dataset, then updates them without duplicates", function()
     local rc, out, err = cli(FULL)
     assert.equal(0, rc, err)

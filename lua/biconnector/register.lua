@@ -178,7 +178,8 @@ local function dataset_plan(c, settings, table_code, name)
   local names = _M.field_names(codes)
   local fields = {}
   for i, fd in ipairs(described) do
-    fields[i] = { type = fd.type, name = names[i], externalCode = fd.code }
+    -- the portal's field types are lower case; a connector answering "INT" still means int
+    fields[i] = { type = type(fd.type) == "string" and fd.type:lower() or fd.type, name = names[i], externalCode = fd.code }
   end
   return { name = name or _M.dataset_name(table_code), externalName = title, externalCode = table_code,
     fields = fields }
