@@ -230,6 +230,17 @@ describe("filter.parse typing", function()
     assert.matches("groups nest deeper than 32 levels", err, 1, true)
   end)
 
+  it("types long values in linear time (backtracking patterns would hang here)", function()
+    local n = 200000
+    for _, case in ipairs({ { ID = (" "):rep(n) .. "x" }, { AMOUNT = ("1"):rep(n) .. "x" },
+      { AMOUNT = ("1"):rep(n) .. "." .. ("1"):rep(n) .. "e" }, { DAY = (" "):rep(n) .. "x" } }) do
+      local ast, err = filter.parse(case, FIELDS)
+      assert.is_nil(ast)
+      assert.matches("bad value", err, 1, true)
+    end
+    assert.same(all(cond("AMOUNT", "double", "eq", { value = 7.0 })), parse({ AMOUNT = (" "):rep(n) .. "7" .. (" "):rep(n) }))
+  end)
+
   it("treats an unknown field type as string, as Bitrix24 does", function()
     assert.same(all(cond("X", "string", "eq", { value = "1" })), filter.parse({ X = 1 }, { { code = "X", type = "money" } }))
   end)

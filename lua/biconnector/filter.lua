@@ -29,8 +29,39 @@ end
 
 local MAX_EXACT = 9007199254740992 -- 2^53: beyond it LuaJIT numbers are not integers
 
+-- Values come from the request: every scan here is linear (a pattern such as
+-- "%s+$" or "%d*%.?%d*" backtracks in quadratic or cubic time on long input).
+local SPACE = { [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true }
+
 local function trim(s)
-  return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+  local i = s:find("%S")
+  if not i then return "" end
+  local j = #s
+  while SPACE[byte(s, j)] do j = j - 1 end
+  return s:sub(i, j)
+end
+
+-- [+-] digits [. digits] [e [+-] digits], with a digit before or after the dot.
+local function is_decimal(s)
+  local i = 1
+  if s:find("^[+-]") then i = 2 end
+  local _, e = s:find("^%d*", i)
+  local digits = e - i + 1
+  i = e + 1
+  if s:sub(i, i) == "." then
+    _, e = s:find("^%d*", i + 1)
+    digits = digits + (e - i)
+    i = e + 1
+  end
+  if digits == 0 then return false end
+  if s:find("^[eE]", i) then
+    i = i + 1
+    if s:find("^[+-]", i) then i = i + 1 end
+    _, e = s:find("^%d+", i)
+    if not e then return false end
+    i = e + 1
+  end
+  return i == #s + 1
 end
 
 local function show(v)
@@ -58,7 +89,7 @@ local function as_double(v)
   if type(v) == "string" then
     local s = trim(v)
     -- decimal notation only: no hex, inf or nan spellings
-    if not s:match("^[+-]?%d*%.?%d*[eE]?[+-]?%d*$") or not s:find("%d") then return nil end
+    if not is_decimal(s) then return nil end
     v = tonumber(s)
   end
   if type(v) ~= "number" or v ~= v or v == huge or v == -huge then return nil end
