@@ -478,11 +478,9 @@ local function chars(s)
   return out, n
 end
 
--- SQL LIKE with `%` and `_`, escape character `!`, ASCII case-insensitive.
-local function like(subject, pattern)
-  local s, ns = chars(subject)
+-- A LIKE pattern -> tokens: a character (string), true for `%`, false for `_`.
+local function like_tokens(pattern)
   local p, np = chars(pattern)
-  -- tokens: { "lit", ch } | "any" | "one"
   local toks, nt, i = {}, 0, 1
   while i <= np do
     local c = p[i]
@@ -499,7 +497,12 @@ local function like(subject, pattern)
     end
     i = i + 1
   end
-  -- iterative wildcard match with backtracking to the last `%`
+  return toks, nt
+end
+
+-- Matches a subject against pattern tokens: iterative, backtracking to the last `%`.
+local function like_match(subject, toks, nt)
+  local s, ns = chars(subject)
   local si, ti, star_t, star_s = 1, 1, nil, nil
   while si <= ns do
     local t = toks[ti]
@@ -517,6 +520,11 @@ local function like(subject, pattern)
   end
   while ti <= nt and toks[ti] == true do ti = ti + 1 end
   return ti > nt
+end
+
+-- SQL LIKE with `%` and `_`, escape character `!`, ASCII case-insensitive.
+local function like(subject, pattern)
+  return like_match(subject, like_tokens(pattern))
 end
 _M.like = like
 
@@ -555,13 +563,13 @@ local TESTS = {
     local x = ascii_lower(n.value)
     return function(v) return ascii_lower(v):find(x, 1, true) == nil end
   end,
-  pattern = function(n)
-    local p = pattern_escape(n.value)
-    return function(v) return like(v, p) end
+  pattern = function(n) -- the pattern is read once, not for every row
+    local toks, nt = like_tokens(pattern_escape(n.value))
+    return function(v) return like_match(v, toks, nt) end
   end,
   not_pattern = function(n)
-    local p = pattern_escape(n.value)
-    return function(v) return not like(v, p) end
+    local toks, nt = like_tokens(pattern_escape(n.value))
+    return function(v) return not like_match(v, toks, nt) end
   end,
   between = function(n)
     local from, to = n.from, n.to
