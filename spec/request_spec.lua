@@ -196,6 +196,16 @@ describe("request.decode", function()
     assert.equal(3000, #req.filter.items[1].values)
   end)
 
+  it("reads a JSON object sent with the form type as JSON (curl -d does that)", function()
+    local req = assert(request.decode(post("/data", FORM, ' {"table":"deals","connection":{"token":"t"},"limit":"2"}')))
+    assert.same({ token = "t" }, req.connection)
+    assert.equal("deals", req.table)
+    assert.equal(2, req.limit)
+    -- not JSON after all: a form, as the type says
+    req = assert(request.decode(post("/data", FORM, "{x=1&table=deals")))
+    assert.equal("deals", req.table)
+  end)
+
   it("skips a UTF-8 byte-order mark before a JSON or a form body", function()
     for _, headers in ipairs({ JSON, {} }) do
       local req = assert(request.decode(post("/check", headers, '\239\187\191{"connection":{"token":"t"}}')))

@@ -228,6 +228,12 @@ local function decode_body(http)
   if mt == "application/json" or (mt and mt:match("^application/[%w.-]+%+json$")) then
     return decode_json(body)
   elseif mt == "application/x-www-form-urlencoded" then
+    -- a JSON object sent with the form type (`curl -d '{...}'` does that): as JSON,
+    -- when it is one; a form name never starts with `{` in what Bitrix24 sends
+    if find(body, "^%s*{") then
+      local obj = decode_json(body)
+      if obj then return obj end
+    end
     return decode_form(body)
   elseif mt and mt:match("^multipart/") then
     return bad("body: %s is not supported; send JSON or application/x-www-form-urlencoded", mt)
