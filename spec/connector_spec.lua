@@ -573,6 +573,18 @@ for _, spelling in ipairs({ "json", "form" }) do
         assert.same({ error = "bad_request", message = "missing table" }, cjson.decode(body))
       end)
 
+      it("keeps connection values out of the log and the answer when a row value that fails is one", function()
+        local logs, opts = capture_log()
+        local rows = { { id = 1, amount = TOKEN } } -- the handler put the caller's token in a number field
+        local c2 = connector.new(sales_def({ data = function() return rows end }))
+        local status, _, body = call(c2, "/data", { connection = good, table = "deals" }, opts)
+        assert.equals(500, status)
+        assert.is_nil(body:find(TOKEN, 1, true))
+        assert.matches('field "amount": expected a number, got string "***"', cjson.decode(body).message, 1, true)
+        assert.equals(1, #logs)
+        assert.is_nil(logs[1].message:find(TOKEN, 1, true))
+      end)
+
       it("answers 500 naming table, row and field for a value that cannot be converted", function()
         local logs, opts = capture_log()
         local rows = { { id = 1 }, { id = 2 }, { id = 3, amount = "abc" } }

@@ -281,8 +281,9 @@ local function handler_error(self, opts, info, connection, what, err)
 end
 
 -- An answer the handler returned that breaks the protocol: 500 naming it.
-local function invalid_answer(self, opts, info, message)
+local function invalid_answer(self, opts, info, message, connection)
   local id = new_error_id()
+  message = scrub(message, connection) -- a row value may be a connection value
   log_to(self, opts, "error", message, { id = id, endpoint = info.endpoint, table = info.table })
   info.status = 500
   info.error = id
@@ -337,7 +338,7 @@ local function answer_table_list(self, opts, info, req)
     local ok, result = call(def.tables, req.connection, req.search or "")
     if not ok then return handler_error(self, opts, info, req.connection, "tables", result) end
     local problem = table_list_problem(result, "tables()")
-    if problem then return invalid_answer(self, opts, info, problem) end
+    if problem then return invalid_answer(self, opts, info, problem, req.connection) end
     list = result
   else
     local search = fold(req.search or "")
@@ -381,7 +382,7 @@ local function described_fields(self, opts, info, req)
       return nil, json_error(404, "not_found", "unknown table " .. quote(code))
     end
     local problem = fields_problem(result, format("describe(%q)", code))
-    if problem then return nil, invalid_answer(self, opts, info, problem) end
+    if problem then return nil, invalid_answer(self, opts, info, problem, req.connection) end
     fields = result
   else
     fields = def.describe[code]
@@ -523,11 +524,11 @@ local function answer_data(self, opts, info, req)
   if not called then return handler_error(self, opts, info, req.connection, "data", rows) end
   if type(rows) ~= "table" and type(rows) ~= "function" then
     return invalid_answer(self, opts, info, format("data(%q) must return a list of rows or an iterator, got %s",
-      req.table, type(rows)))
+      req.table, type(rows)), req.connection)
   end
   if applied ~= nil and type(applied) ~= "table" then
     return invalid_answer(self, opts, info, format("data(%q): the second result must be a table like {filter = true}, got %s",
-      req.table, type(applied)))
+      req.table, type(applied)), req.connection)
   end
   applied = applied or {}
 
@@ -545,7 +546,7 @@ local function answer_data(self, opts, info, req)
   if not first_ok then
     enc:close()
     local message = value_error(first)
-    if message then return invalid_answer(self, opts, info, message) end
+    if message then return invalid_answer(self, opts, info, message, connection) end
     return handler_error(self, opts, info, connection, "data", first)
   end
   info.status = 200
