@@ -185,6 +185,33 @@ describe("core.server and the values it keeps", function()
     assert.equals(before, registry_refs())
   end)
 
+  it("lets os.exit(code, true) from a body iterator end the process (lua_close inside run)", function()
+    -- lua_close collects the running server from inside MHD's callback: stopping
+    -- the daemon there deadlocked on MHD's response lock
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local core = require "biconnector.core"
+      local socket = require "socket"
+      local srv = assert(core.server.new { port = 0, handler = function()
+        return 200, {}, function() os.exit(3, true) end
+      end })
+      local client = assert(socket.tcp())
+      assert(client:connect("127.0.0.1", srv:port()))
+      assert(client:send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+      local idle = assert(socket.tcp()) -- a second connection, idle
+      assert(idle:connect("127.0.0.1", srv:port()))
+      srv:run(60)
+      print("run returned")
+    ]])
+    f:close()
+    local p = io.popen(("timeout 30 %s %s; echo \"exit $?\""):format(helpers.runtime, script))
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    assert.equals("exit 3\n", out)
+  end)
+
   it("keeps a host string made up by the options' __index alive while it listens", function()
     local opts = setmetatable({ port = 0, handler = function() end }, { __index = function(_, key)
       -- "127.1" (inet_aton's short form) is a string no constant of this file holds

@@ -247,6 +247,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
   lua_State *L = s->srv->L;
   (void)pos;
   if (s->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+  if (L == NULL) return MHD_CONTENT_READER_END_WITH_ERROR; /* the Lua state is closing */
   if (s->off >= s->len) { /* the chunk is sent: ask the iterator for the next one */
     int top = lua_gettop(L);
     if (!lua_checkstack(L, 8) || run_protected(L, next_chunk, s) != 0) {
@@ -379,6 +380,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   enum MHD_Result ret;
   int top, failed;
   (void)version;
+  if (L == NULL) return MHD_NO; /* the Lua state is closing */
   if (req == NULL) { /* first call: headers only */
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -772,7 +774,14 @@ static int l_close(lua_State *L) {
 
 static int l_gc(lua_State *L) {
   server *srv = check_server(L);
-  srv->running = 0; /* a collected server cannot be inside run() */
+  if (srv->running) {
+    /* Only lua_close collects a server inside run(): os.exit(code, true) called
+     * from a handler or a body iterator. MHD_stop_daemon from inside MHD's own
+     * callback deadlocks, and the process is about to end: leave MHD alone, and
+     * keep any further callback away from the closing state. */
+    srv->L = NULL;
+    return 0;
+  }
   return l_close(L);
 }
 
