@@ -191,11 +191,13 @@ function _M.new(opts)
     self.follow_client_endpoint = opts.follow_client_endpoint -- nil: only on the same host
     self:add_secret(opts.client_secret)
     self.store = opts.store or tokens.memory()
-    local stored = self.store:get()
+    local stored, store_err = self.store:get()
     if type(stored) == "table" and stored.access_token then
       self:use_tokens(stored)
     else
-      if not opts.access_token then return nil, "OAuth needs access_token (or a store holding one)" end
+      if not opts.access_token then
+        return nil, "OAuth needs access_token (or a store holding one)" .. (store_err and ("; the store: " .. tostring(store_err)) or "")
+      end
       local t = { access_token = opts.access_token, refresh_token = opts.refresh_token }
       local ok, err = self.store:set(t)
       if not ok then return nil, err end

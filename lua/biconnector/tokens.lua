@@ -55,7 +55,7 @@ function File:get()
   f:close()
   if text == nil or text == "" then return nil end
   local t = json.decode(text)
-  if type(t) ~= "table" then return nil end
+  if type(t) ~= "table" then return nil, self.path .. " holds no JSON object of tokens" end
   return t
 end
 
