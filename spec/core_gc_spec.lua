@@ -212,6 +212,41 @@ describe("core.server and the values it keeps", function()
     assert.equals("exit 3\n", out)
   end)
 
+  it("survives a finish callback that closes or runs the server while close() stops it", function()
+    -- in a child process: MHD aborts the process on a second MHD_stop_daemon
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local core = require "biconnector.core"
+      local socket = require "socket"
+      local srv, calls, seen = nil, 0, {}
+      srv = assert(core.server.new { port = 0, handler = function()
+        return 200, {}, function()
+          calls = calls + 1
+          if calls == 2 then srv:stop() end
+          return ("x"):rep(65536)
+        end, function(how)
+          seen[#seen + 1] = how
+          seen[#seen + 1] = tostring(pcall(srv.close, srv))
+          seen[#seen + 1] = tostring(pcall(srv.run, srv, 1))
+        end
+      end })
+      local client = assert(socket.tcp())
+      assert(client:connect("127.0.0.1", srv:port()))
+      assert(client:send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+      assert(srv:run(60) == "stopped")
+      srv:close()
+      print(table.concat(seen, " "))
+    ]])
+    f:close()
+    local p = io.popen(("timeout 30 %s %s 2>&1; echo \"exit $?\""):format(helpers.runtime, script))
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    -- close() in the callback finds the server closed (a no-op), run() raises
+    assert.equals("shutdown true false\nexit 0\n", out)
+  end)
+
   it("keeps a host string made up by the options' __index alive while it listens", function()
     local opts = setmetatable({ port = 0, handler = function() end }, { __index = function(_, key)
       -- "127.1" (inet_aton's short form) is a string no constant of this file holds

@@ -760,11 +760,15 @@ static int l_connections(lua_State *L) {
 /* close / __gc / __close: safe to call twice. Connections still open are cut. */
 static int l_close(lua_State *L) {
   server *srv = check_server(L);
+  struct MHD_Daemon *daemon;
   if (srv->daemon == NULL) return 0;
   if (srv->running) return luaL_error(L, "cannot close a running server; call server:stop()");
-  srv->L = L;
-  MHD_stop_daemon(srv->daemon); /* runs the completion and stream-free callbacks */
+  daemon = srv->daemon;
+  /* closed before the stop: a finish callback that the stop runs and that
+   * closes or runs the server again finds it closed (MHD aborts on a second stop) */
   srv->daemon = NULL;
+  srv->L = L;
+  MHD_stop_daemon(daemon); /* runs the completion and stream-free callbacks */
   if (srv->quiescing) srv->listen_fd = -1;
   luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
   srv->handler_ref = LUA_NOREF;
