@@ -327,6 +327,9 @@ describe("integer arguments the C types cannot hold", function()
     -- 2^32 + pid was cut to pid; 2^32 alone to 0, the caller's process group
     assert.has_error(function() process.kill(2 ^ 32 + me, 0) end)
     assert.has_error(function() process.wait(2 ^ 32) end)
+    -- 2^32 was cut to descriptor 0: our standard input
+    assert.has_error(function() process.close(2 ^ 32) end)
+    assert.has_error(function() process.close(-1) end)
   end)
 
   it("a trapped signal does not fail a blocking read in progress (EINTR)", function()

@@ -256,8 +256,9 @@ static int l_getpid(lua_State *L) {
 
 /* process.close(fd): closes a descriptor from server.listen in a process that no longer needs it. */
 static int l_closefd(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
-  if (close(fd) != 0) return push_errno(L, "close failed");
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, 1, "descriptor out of range"); /* 2^32 is not 0 */
+  if (close((int)fd) != 0) return push_errno(L, "close failed");
   lua_pushboolean(L, 1);
   return 1;
 }
