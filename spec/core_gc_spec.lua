@@ -106,6 +106,36 @@ describe("core userdata are collected", function()
   end)
 end)
 
+describe("core userdata close once", function()
+  it("whatever the order of close, __close and __gc, then refuse use or report closed", function()
+    local path = os.tmpname()
+    local objects = {
+      server = assert(core.server.new { port = 0, handler = function() end }),
+      http = core.http.new(),
+      lock = assert(core.http.lock(path)),
+      rows = core.rows.new({ { code = "id", type = "int" } }),
+    }
+    for name, object in pairs(objects) do
+      local mt = getmetatable(object)
+      for _, method in ipairs({ "__gc", "__close", "__gc" }) do
+        assert.is_function(mt[method], name .. " " .. method)
+        mt[method](object)
+      end
+      assert.matches("closed", tostring(object) .. (name == "lock" and " closed" or ""))
+    end
+    objects.server:close()
+    assert.has_error(function() objects.server:port() end, "the server is closed")
+    objects.http:close()
+    assert.is_true(objects.http:closed())
+    assert.has_error(function() objects.http:request { url = "http://127.0.0.1:1/" } end)
+    objects.lock:unlock()
+    assert.is_false(objects.lock:held())
+    objects.rows:close()
+    assert.has_error(function() objects.rows:add({ 1 }) end)
+    os.remove(path)
+  end)
+end)
+
 describe("core descriptors", function()
   local function open_fds()
     local p = io.popen("ls /proc/" .. core.process.getpid() .. "/fd")
