@@ -361,6 +361,8 @@ for _, spelling in ipairs({ "json", "form" }) do
         assert.same({ "sdelki" }, codes(select(3, call(c_ru, "/table_list", { connection = good, searchString = "сДЕЛ" }))))
         assert.same({ "sdelki" }, codes(select(3, call(c_ru, "/table_list", { connection = good, searchString = "ёлки" }))))
         assert.same({ "cafe" }, codes(select(3, call(c_ru, "/table_list", { connection = good, searchString = "café üb" }))))
+        assert.same({ "deals" }, codes(select(3, call(c, "/table_list", { connection = good, searchString = "  deal " }))))
+        assert.same({ "deals", "contacts", "a.b" }, codes(select(3, call(c, "/table_list", { connection = good, searchString = "  " }))))
         local _, _, body2 = call(c, "/table_list", { connection = good, searchString = "zzz" })
         assert.equals("[]", body2)
       end)

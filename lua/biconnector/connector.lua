@@ -327,6 +327,15 @@ local function fold(text)
   return (gsub(lower(text), "[\195\208][\128-\191]", FOLD))
 end
 
+-- Without surrounding white space, in linear time ("%s+$" backtracks quadratically).
+local function trim(text)
+  local i = find(text, "%S")
+  if not i then return "" end
+  local j = #text
+  while find(sub(text, j, j), "^%s") do j = j - 1 end
+  return sub(text, i, j)
+end
+
 local function contains(haystack, needle)
   return find(fold(haystack), needle, 1, true) ~= nil
 end
@@ -341,7 +350,8 @@ local function answer_table_list(self, opts, info, req)
     if problem then return invalid_answer(self, opts, info, problem, req.connection) end
     list = result
   else
-    local search = fold(req.search or "")
+    -- spaces around what the user typed are not part of the search
+    local search = fold(trim(req.search or ""))
     list = {}
     for _, t in ipairs(def.tables) do
       if search == "" or contains(t.code, search) or contains(t.title, search) then list[#list + 1] = t end
