@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -329,6 +330,11 @@ static void make_response(lua_State *L, dispatch *d, int base) {
       if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING &&
                                              lua_type(L, -1) != LUA_TNUMBER))
         luaL_error(L, "headers must map names to strings");
+      /* MHD writes Content-Length from the body itself and refuses one from us */
+      if (strcasecmp(lua_tostring(L, -2), MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        lua_pop(L, 1);
+        continue;
+      }
       lua_pushvalue(L, -1); /* a number value: convert a copy, not the key under lua_next */
       if (MHD_add_response_header(r, lua_tostring(L, -3), lua_tostring(L, -1)) != MHD_YES)
         luaL_error(L, "header '%s' is not valid", lua_tostring(L, -3));

@@ -1,0 +1,40 @@
+-- core.server answers built from what a handler returns, over real loopback HTTP
+-- in this process (the server runs until the finish callback stops it).
+local core = require "biconnector.core"
+local socket = require "socket"
+
+-- Serves one request with handler's answer; returns the raw HTTP answer.
+local function serve_once(answer)
+  local srv
+  srv = assert(core.server.new { port = 0, handler = function()
+    local status, headers, body = answer()
+    return status, headers, body, function() srv:stop() end
+  end })
+  local client = assert(socket.tcp())
+  assert(client:connect("127.0.0.1", srv:port()))
+  assert(client:send("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+  assert.equals("stopped", srv:run(60))
+  srv:close()
+  client:settimeout(10)
+  local raw = client:receive("*a")
+  client:close()
+  return raw
+end
+
+describe("core.server answers", function()
+  it("take a Content-Length from the handler as MHD's own, in any case (no 500)", function()
+    for _, name in ipairs({ "Content-Length", "content-length" }) do
+      local raw = serve_once(function() return 200, { [name] = 5, ["X-A"] = "1" }, "hello" end)
+      assert.matches("^HTTP/1.1 200", raw)
+      assert.matches("\r\nX%-A: 1\r\n", raw)
+      assert.matches("\r\n\r\nhello$", raw)
+      local _, count = raw:lower():gsub("content%-length", "")
+      assert.equals(1, count)
+    end
+  end)
+
+  it("ignore a wrong Content-Length: the body decides", function()
+    local raw = serve_once(function() return 200, { ["Content-Length"] = "99" }, "hello" end)
+    assert.matches("\r\nContent%-Length: 5\r\n", raw)
+  end)
+end)
