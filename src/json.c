@@ -1471,6 +1471,7 @@ static int json_encode(lua_State *L) {
   encoder E;
   int r;
   luaL_checkany(L, ENC_VALUE);
+  lua_settop(L, ENC_OPTS);  /* extra arguments would shift the slots below */
   E.L = L;
   E.flags = 0;
   E.nan_as_null = E.sort_keys = E.cjson_known = E.err_on_key = 0;
