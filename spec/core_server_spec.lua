@@ -3,22 +3,23 @@
 local core = require "biconnector.core"
 local socket = require "socket"
 
--- Serves one request with handler's answer; returns the raw HTTP answer.
+-- Serves one request with handler's answer; returns the raw HTTP answer and
+-- what the finish callback was told.
 local function serve_once(answer)
-  local srv
+  local srv, finished
   srv = assert(core.server.new { port = 0, handler = function()
     local status, headers, body = answer()
-    return status, headers, body, function() srv:stop() end
+    return status, headers, body, function(how) finished = how; srv:stop() end
   end })
   local client = assert(socket.tcp())
   assert(client:connect("127.0.0.1", srv:port()))
   assert(client:send("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
-  assert.equals("stopped", srv:run(60))
+  assert.equals("stopped", srv:run(20))
   srv:close()
   client:settimeout(10)
   local raw = client:receive("*a")
   client:close()
-  return raw
+  return raw, finished
 end
 
 describe("core.server answers", function()
@@ -36,5 +37,30 @@ describe("core.server answers", function()
   it("ignore a wrong Content-Length: the body decides", function()
     local raw = serve_once(function() return 200, { ["Content-Length"] = "99" }, "hello" end)
     assert.matches("\r\nContent%-Length: 5\r\n", raw)
+  end)
+
+  it("still call finish, with \"error\", when the answer is refused and a 500 goes out", function()
+    local cases = {
+      function() return "teapot", {}, "x" end,
+      function() return 200, { ["X-Bad"] = "a\r\nInjected: yes" }, "x" end,
+      function() return 200, { ["X-Bad"] = "a\r\nInjected: yes" }, function() return "chunk" end end,
+      function() return 200, {}, {} end,
+    }
+    local function refs()
+      local n = 0
+      for k, v in pairs(debug.getregistry()) do
+        if type(k) == "number" and type(v) ~= "number" then n = n + 1 end
+      end
+      return n
+    end
+    collectgarbage()
+    local before = refs()
+    for i, answer in ipairs(cases) do
+      local raw, finished = serve_once(answer)
+      assert.matches("^HTTP/1.1 500", raw, 1, false, i)
+      assert.equals("error", finished, i)
+    end
+    collectgarbage()
+    assert.equals(before, refs()) -- the handler, the iterator and finish are released
   end)
 end)

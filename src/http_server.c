@@ -58,6 +58,7 @@ typedef struct request {
   int too_large;
   int finish_ref;
   int stream_failed; /* the body iterator failed: the cut is ours, not the client's */
+  int answer_failed; /* the handler's answer was refused: a 500 went out instead */
   const char *how;   /* for the finish callback: "ok", "aborted", ... */
 } request;
 
@@ -367,11 +368,11 @@ static int dispatch_request(lua_State *L) {
   base = lua_gettop(L) - 1;
   d->failure = "request handler failed";
   if (call_traced(L, 1, 4) != 0) lua_error(L); /* the message carries the traceback */
-  make_response(L, d, base);
   if (lua_isfunction(L, base + 3)) { /* called once the answer is done or abandoned */
     lua_pushvalue(L, base + 3);
     req->finish_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
+  make_response(L, d, base); /* a bad answer still gets its finish call, with "error" */
   return 0;
 }
 
@@ -436,10 +437,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   free((void *)d.arguments.items);
   if (failed) {
     if (d.response != NULL) MHD_destroy_response(d.response); /* frees a stream too */
-    if (req->finish_ref != LUA_NOREF) {
-      luaL_unref(L, LUA_REGISTRYINDEX, req->finish_ref);
-      req->finish_ref = LUA_NOREF;
-    }
+    req->answer_failed = 1;
     return queue_json(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_INTERNAL);
   }
   ret = MHD_queue_response(conn, d.status, d.response);
@@ -479,6 +477,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         break;
       default: break;
     }
+    if (req->answer_failed) req->how = "error";
     if (run_protected(L, call_finish, req) != 0) log_error("finish callback failed", lua_tostring(L, -1));
     lua_settop(L, top);
     luaL_unref(L, LUA_REGISTRYINDEX, req->finish_ref);
