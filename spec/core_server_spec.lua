@@ -63,4 +63,17 @@ describe("core.server answers", function()
     collectgarbage()
     assert.equals(before, refs()) -- the handler, the iterator and finish are released
   end)
+
+  it("drop an idle connection after a fractional timeout (rounded up, not down to none)", function()
+    local srv = assert(core.server.new { port = 0, timeout = 0.2, handler = function() end })
+    local client = assert(socket.tcp())
+    assert(client:connect("127.0.0.1", srv:port()))
+    assert.equals("timeout", srv:run(1.8)) -- MHD's 1 s, with room to spare
+    assert.equals(0, srv:connections())
+    client:settimeout(5)
+    local _, err = client:receive("*a")
+    assert.equals("closed", err) -- the server closed it (not "timeout": still open)
+    client:close()
+    srv:close()
+  end)
 end)

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdint.h>
@@ -594,7 +595,8 @@ static int l_new(lua_State *L) {
   host = opt_string(L, 1, "host", "127.0.0.1"); /* stays at index 2 */
   port = (int)opt_number(L, 1, "port", 8080, 0, 65535);
   fd = (int)opt_number(L, 1, "fd", -1, -1, 1e9);
-  timeout = (unsigned int)opt_number(L, 1, "timeout", DEFAULT_TIMEOUT, 0, 86400);
+  /* MHD counts whole seconds: 0.5 rounds up to 1, not down to 0 (no timeout at all) */
+  timeout = (unsigned int)ceil(opt_number(L, 1, "timeout", DEFAULT_TIMEOUT, 0, 86400));
   connections = (unsigned int)opt_number(L, 1, "connections", DEFAULT_CONNECTIONS, 1, 1e6);
   max_body = (size_t)opt_number(L, 1, "max_body", DEFAULT_MAX_BODY, 0, 1e12);
   grace = opt_number(L, 1, "grace", DEFAULT_GRACE, 0, 1e6);
