@@ -52,7 +52,7 @@ describe("biconnector serve robustness (demo connector)", function()
   it("a body over --max-body gets 413 with a JSON body", function()
     local r = assert(S.request(h.port, "POST", "/data",
       "connection[token]=demo-token&table=deals&pad=" .. ("x"):rep(70000), FORM))
-    assert.equals("PAYLOAD_TOO_LARGE", json_error(r, 413).error)
+    assert.equals("payload_too_large", json_error(r, 413).error)
     valid_request_succeeds()
   end)
 

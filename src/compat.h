@@ -26,6 +26,13 @@ void bic_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
 #define BIC_HAS_INTEGERS 1
 #endif
 
+/* lua_rawgeti takes an int index on 5.1 and a lua_Integer from 5.3 on. */
+#if LUA_VERSION_NUM >= 503
+#define bic_rawgeti(L, idx, n) ((void)lua_rawgeti(L, (idx), (lua_Integer)(n)))
+#else
+#define bic_rawgeti(L, idx, n) lua_rawgeti(L, (idx), (int)(n))
+#endif
+
 /* lua_rawgetp/lua_rawsetp exist from 5.2 on; 5.1 uses a light userdata key. */
 #if LUA_VERSION_NUM == 501
 #define bic_rawgetp(L, idx, p) (lua_pushlightuserdata(L, (void *)(p)), lua_rawget(L, (idx) < 0 && (idx) > LUA_REGISTRYINDEX ? (idx) - 1 : (idx)))

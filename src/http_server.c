@@ -146,9 +146,9 @@ static enum MHD_Result queue_json(struct MHD_Connection *conn, unsigned int stat
 }
 
 static const char BODY_TOO_LARGE[] =
-  "{\"error\":\"PAYLOAD_TOO_LARGE\",\"error_description\":\"the request body is over the server's limit\"}";
+  "{\"error\":\"payload_too_large\",\"message\":\"the request body is over the server's limit\"}";
 static const char BODY_INTERNAL[] =
-  "{\"error\":\"INTERNAL_ERROR\",\"error_description\":\"the request handler failed; see the server log\"}";
+  "{\"error\":\"internal_error\",\"message\":\"the request handler failed; see the server log\"}";
 
 static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char *key,
                                   const char *value) {

@@ -600,7 +600,7 @@ static int rows_add_list(lua_State *L) {
   rows_getcodes(L, 1);
   for (; i <= last && e->buf.len < e->chunk; i++) {
     int failed;
-    lua_rawgeti(L, 2, (int)i);
+    bic_rawgeti(L, 2, i);
     failed = encode_row(L, e, 6, 5, &why);
     lua_pop(L, 1);
     if (failed >= 0) {

@@ -36,7 +36,7 @@ _M.ENDPOINTS = {
   { "urlData", "/data" },
 }
 
-local INTERNAL_ERROR = '{"error":"INTERNAL_ERROR","error_description":"the connector failed; see the server log"}'
+local INTERNAL_ERROR = '{"error":"internal_error","message":"the connector failed; see the server log"}'
 
 -- "HOST:PORT", "[v6]:PORT", ":PORT" or "PORT" -> host, port | nil, err
 function _M.parse_listen(text)
@@ -142,7 +142,7 @@ function _M.handler(connector, opts)
     local ok, status, headers, body, info = pcall(connector.handle, connector, req, handle_opts)
     if not ok then
       connector_log("error", "connector raised an error", { error = tostring(status), path = req.path })
-      status, headers, body, info = 500, { ["Content-Type"] = "application/json" }, INTERNAL_ERROR, {}
+      status, headers, body, info = 500, { ["Content-Type"] = "application/json; charset=utf-8" }, INTERNAL_ERROR, {}
     end
     info = type(info) == "table" and info or {}
     if type(body) == "function" then
