@@ -32,6 +32,14 @@ function helpers.lua_blocks(path)
   return blocks
 end
 
+-- A TCP port on 127.0.0.1 that was free a moment ago.
+function helpers.free_port()
+  local s = assert(require("socket").bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
 -- The nginx `user` line for a test config. Run by root, nginx drops its
 -- workers to nobody/www-data, who cannot read a checkout in a private
 -- directory (mktemp -d makes it 0700): keep them as root then.

@@ -82,12 +82,7 @@ end
 
 ---------------------------------------------------------------- nginx process
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local free_port = helpers.free_port
 
 local function make_prefix()
   local p = popen("mktemp -d /tmp/bic-ngx-XXXXXX")
@@ -281,7 +276,7 @@ describe("biconnector.ngx #ngx", function()
       "load_module " .. MODULES .. "/ndk_http_module.so;",
       "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
       "worker_processes 1;",
-      require("helpers").nginx_user_line(),
+      helpers.nginx_user_line(),
       "pid " .. prefix .. "/nginx.pid;",
       "error_log " .. prefix .. "/logs/error.log notice;",
       "env MINIMAL_TOKEN;",
@@ -693,7 +688,7 @@ describe("examples/nginx/nginx.conf #ngx", function()
     text = text:gsub("/etc/biconnector/connector%.lua", demo)
     text = text:gsub("listen 8080;", "listen 127.0.0.1:" .. port .. ";")
     text = text:gsub("worker_processes auto;", "worker_processes 1;")
-    text = text:gsub("user www%-data;", require("helpers").nginx_user_line())
+    text = text:gsub("user www%-data;", helpers.nginx_user_line())
     write(prefix .. "/nginx.conf", text)
 
     local out = prefix .. "/logs/t.out"

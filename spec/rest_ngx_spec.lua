@@ -35,12 +35,7 @@ local function missing()
   end
 end
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local free_port = helpers.free_port
 
 -- Sends GET path on its own connection; returns a function that reads the answer body.
 local function send(port, path)
@@ -103,7 +98,7 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
       "load_module " .. MODULES .. "/ndk_http_module.so;",
       "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
       "worker_processes 2;",
-      require("helpers").nginx_user_line(),
+      helpers.nginx_user_line(),
       "pid " .. prefix .. "/nginx.pid;",
       "error_log " .. prefix .. "/logs/error.log notice;",
       "events { worker_connections 64; }",

@@ -186,6 +186,7 @@ end
 
 ---------------------------------------------------------------- parsing
 
+-- A sequence 1..n (also empty); request.lua uses it too.
 local function is_list(t)
   if type(t) ~= "table" then return false end
   local n = 0
@@ -527,6 +528,7 @@ local function like(subject, pattern)
   return like_match(subject, like_tokens(pattern))
 end
 _M.like = like
+_M.is_list = is_list
 
 local function like_escape(s)
   return (s:gsub("[!%%_]", "!%0"))

@@ -38,17 +38,7 @@ local function is_absent(v)
   return v == nil or v == null or v == ""
 end
 
-local function is_list(t)
-  local n = 0
-  for k in pairs(t) do
-    if type(k) ~= "number" or k < 1 or k ~= floor(k) then return false end
-    n = n + 1
-  end
-  for i = 1, n do
-    if t[i] == nil then return false end
-  end
-  return true
-end
+local is_list = filter.is_list
 
 -- A scalar that stands for text: strings as they are, numbers as the form
 -- would have spelled them, so that JSON and form bodies agree.
