@@ -7,7 +7,7 @@ CMAKE_FLAGS  ?= -DBIC_WERROR=ON
 BUSTED       ?= busted
 JOBS         ?= 2
 
-.PHONY: demo all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz
+.PHONY: demo all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz lint
 
 all: deps
 	cmake -S . -B $(BUILD) -DBIC_LUA=5.4 $(CMAKE_FLAGS) >/dev/null
@@ -42,6 +42,11 @@ test-luajit: test-deps luajit
 test-asan: test-deps asan
 	BIC_SANITIZE=1 scripts/run-specs lua5.4 $(BUILD_ASAN)
 
+# Static checks: luacheck, gcc -Wshadow -Wconversion -Werror on both runtimes, cppcheck.
+lint:
+	@scripts/ensure-deps build lint
+	scripts/lint
+
 # Benchmarks, run by hand (figures go into docs/); each part is bounded in time.
 bench: test-deps all luajit
 	@scripts/ensure-deps bench
@@ -62,7 +67,7 @@ rock: deps
 	luarocks make --deps-mode=none rockspec/biconnector-scm-1.rockspec
 
 clean:
-	rm -rf $(BUILD) $(BUILD_LUAJIT) $(BUILD_ASAN) build.luarocks
+	rm -rf $(BUILD) $(BUILD_LUAJIT) $(BUILD_ASAN) build.luarocks build-lint-5.4 build-lint-luajit
 
 # The README's "run the main job": serve the demo connector on its sample data.
 DEMO_LISTEN ?= 127.0.0.1:8080

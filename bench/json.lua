@@ -66,16 +66,16 @@ local batch = {
 }
 
 local function median(f)
-  local times = {}
+  local samples = {}
   for r = 1, ROUNDS do
     collectgarbage()
     collectgarbage()
     local t0 = clock()
     f()
-    times[r] = clock() - t0
+    samples[r] = clock() - t0
   end
-  table.sort(times)
-  return times[math.floor((ROUNDS + 1) / 2)]
+  table.sort(samples)
+  return samples[math.floor((ROUNDS + 1) / 2)]
 end
 
 local function same_shape(a, b)

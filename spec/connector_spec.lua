@@ -723,9 +723,9 @@ for _, spelling in ipairs({ "json", "form" }) do
           log = function() error("log hook broken") end }))
         local real = io.stderr
         local written = {}
-        io.stderr = { write = function(_, ...) for _, s in ipairs({ ... }) do written[#written + 1] = s end end }
+        io.stderr = { write = function(_, ...) for _, s in ipairs({ ... }) do written[#written + 1] = s end end } -- luacheck: ignore 122
         local ok, status = pcall(call, c2, "/data", { connection = good, table = "deals" })
-        io.stderr = real
+        io.stderr = real -- luacheck: ignore 122
         assert.is_true(ok)
         assert.equals(500, status)
         local line = table.concat(written)

@@ -387,12 +387,12 @@ describe("filter.to_sql", function()
     it("unknown or hostile field names are parse errors, never SQL", function()
       for _, v in ipairs(HOSTILE) do
         for _, key in ipairs({ v, ">=" .. v, "!" .. v }) do
-          local ast, err = filter.parse({ [key] = 1 }, FIELDS)
-          assert.is_nil(ast)
+          local parsed, err = filter.parse({ [key] = 1 }, FIELDS)
+          assert.is_nil(parsed)
           assert.matches("unknown", err, 1, true)
         end
-        local ast, err = filter.parse({ [v] = { operator = "=", value = 1 } }, FIELDS)
-        assert.is_nil(ast)
+        local parsed, err = filter.parse({ [v] = { operator = "=", value = 1 } }, FIELDS)
+        assert.is_nil(parsed)
         assert.matches("unknown", err, 1, true)
       end
     end)
@@ -400,9 +400,9 @@ describe("filter.to_sql", function()
     it("described fields with hostile codes are quoted, and NUL is refused", function()
       local fields = { { code = 'a"b; DROP TABLE t; --', type = "int" }, { code = "c`d", type = "int" },
         { code = "e\0f", type = "int" } }
-      local ast = assert(filter.parse({ ['a"b; DROP TABLE t; --'] = 1, ["c`d"] = 2 }, fields))
-      assert.equal([[("a""b; DROP TABLE t; --" = ? AND "c`d" = ?)]], (filter.to_sql(ast, { dialect = "sqlite" })))
-      assert.equal([[(`a"b; DROP TABLE t; --` = ? AND `c``d` = ?)]], (filter.to_sql(ast, { dialect = "mysql" })))
+      local hostile = assert(filter.parse({ ['a"b; DROP TABLE t; --'] = 1, ["c`d"] = 2 }, fields))
+      assert.equal([[("a""b; DROP TABLE t; --" = ? AND "c`d" = ?)]], (filter.to_sql(hostile, { dialect = "sqlite" })))
+      assert.equal([[(`a"b; DROP TABLE t; --` = ? AND `c``d` = ?)]], (filter.to_sql(hostile, { dialect = "mysql" })))
       local nul = assert(filter.parse({ ["e\0f"] = 1 }, fields))
       assert.has_error(function() filter.to_sql(nul, { dialect = "sqlite" }) end)
     end)

@@ -329,13 +329,13 @@ describe("biconnector register against the local portal", function()
     local code = text:match("```lua\n(%-%- CLIENT: .-)```")
     assert.is_string(code)
     local client = assert(rest.new(portal:oauth_options(FAST)))
-    local env = setmetatable({ CLIENT = client }, { __index = _G })
+    local sandbox = setmetatable({ CLIENT = client }, { __index = _G })
     local chunk
     if setfenv then
       chunk = assert(loadstring(code, "=docs/verify.md register example"))
-      setfenv(chunk, env)
+      setfenv(chunk, sandbox)
     else
-      chunk = assert(load(code, "=docs/verify.md register example", "t", env))
+      chunk = assert(load(code, "=docs/verify.md register example", "t", sandbox))
     end
     chunk()
     chunk() -- a second run updates

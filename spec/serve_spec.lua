@@ -1,7 +1,6 @@
 -- End to end: `biconnector serve examples/demo/connector.lua` on a free loopback
 -- port, the four endpoints in both request spellings (form-encoded as Bitrix24
 -- sends, JSON as in the seed), the access log, the command line.
-local helpers = require "helpers"
 local S = require "serve_helpers"
 local cjson = require "cjson"
 

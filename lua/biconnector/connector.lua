@@ -430,7 +430,7 @@ local function field_outside(node, codes)
   return nil
 end
 
-local function row_source(self, info, q, fields, rows, applied, enc, chunk_size)
+local function row_source(_, info, q, fields, rows, applied, enc, chunk_size)
   local filter_ast = (not applied.filter) and q.filter or nil
   -- array rows in select order cannot carry a filtered field the select leaves out:
   -- the filter would see null and drop every row in silence

@@ -149,7 +149,7 @@ end
 
 local function as_date(v)
   if type(v) ~= "string" then return nil, "expected a date string" end
-  local y, m, d, time = parse_moment(v)
+  local y, m, d = parse_moment(v)
   if not y then return nil, m end
   -- a time of day is dropped: the date part counts, as the row encoder reads a
   -- datetime for a date field and as Bitrix's Type\Date reads "31.05.2025 17:01:55"
@@ -394,7 +394,7 @@ _M.styles = {
   },
   { -- nested group (style A): a key whose value is an object; LOGIC inside
     name = "group",
-    recognize = function(key, value, ctx, where)
+    recognize = function(_, value, ctx, where)
       if type(value) ~= "table" then return false end
       -- a list is a group too: filter[0][0][ID]=1&filter[0][1][ID]=2 decodes to one
       return parse_group(value, ctx, where, ctx.depth + 1)

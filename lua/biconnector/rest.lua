@@ -848,7 +848,7 @@ function _M.ngx_transport(opts)
         local size = tonumber(line:match("^%s*(%x+)"), 16)
         if not size then return nil, "bad chunk size line" end
         if size == 0 then
-          repeat line, err = sock:receive("*l") until not line or line == ""
+          repeat line = sock:receive("*l") until not line or line == ""
           break
         end
         total = total + size
@@ -932,8 +932,9 @@ function _M.ngx_transport(opts)
         headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
       end
     end
-    local body, berr, reusable = "", nil, true
+    local body, reusable = "", true
     if method ~= "HEAD" and status ~= 204 and status ~= 304 then
+      local berr
       body, berr, reusable = read_body(sock, headers, req.max_body or 256 * 1024 * 1024)
       if not body then sock:close() return fail("reading the answer: " .. tostring(berr), false, { code = 56 }) end
     end

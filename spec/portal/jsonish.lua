@@ -99,7 +99,7 @@ function M.decode(s)
     pos = pos + 1
     local parts = {}
     while true do
-      local a, b = s:find('["\\]', pos)
+      local a = s:find('["\\]', pos)
       if not a then fail("unterminated string") end
       parts[#parts + 1] = s:sub(pos, a - 1)
       if s:sub(a, a) == '"' then pos = a + 1 break end

@@ -487,8 +487,6 @@ methods["server.time"] = function() return os.date("!%Y-%m-%dT%H:%M:%S+00:00") e
 methods["test.echo"] = function(params) return params end
 methods["test.chunked"] = function() return { chunked = true, text = ("chunk"):rep(100) } end -- answered chunked
 
-local function creates(method) return method:match("%.add$") ~= nil end
-
 -------------------------------------------------------------------------------
 -- batch
 local function resolve_refs(v, results)
