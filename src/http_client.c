@@ -7,6 +7,7 @@
  * value libcurl keeps (header list, body) is owned by the handle or anchored on
  * the Lua stack for the duration of curl_easy_perform. */
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +35,7 @@ typedef struct http_handle {
   size_t max_body;          /* answers longer than this abort the transfer */
   int too_big;
   int busy;
+  int fds_marked;           /* the first perform's own descriptors are close-on-exec */
   char errbuf[CURL_ERROR_SIZE];
 } http_handle;
 
@@ -267,6 +270,74 @@ static void push_headers(lua_State *L, http_handle *h) {
   }
 }
 
+/* libcurl opens its sockets without SOCK_CLOEXEC: a command a connector or a
+ * script spawns would inherit its kept-alive connections. */
+static curl_socket_t open_socket_cloexec(void *clientp, curlsocktype purpose,
+                                         struct curl_sockaddr *address) {
+  (void)clientp;
+  (void)purpose;
+  return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
+
+/* The open descriptors of this process, sorted, into *out (malloc'd); -1 on failure. */
+static int open_fds(int **out, size_t *count) {
+  DIR *dir = opendir("/proc/self/fd");
+  struct dirent *e;
+  int *list = NULL;
+  size_t n = 0, cap = 0;
+  if (dir == NULL) return -1;
+  while ((e = readdir(dir)) != NULL) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    if (n == cap) {
+      int *grown = (int *)realloc(list, (cap = cap ? cap * 2 : 32) * sizeof *list);
+      if (grown == NULL) {
+        free(list);
+        closedir(dir);
+        return -1;
+      }
+      list = grown;
+    }
+    list[n++] = (int)fd;
+  }
+  closedir(dir);
+  *out = list;
+  *count = n;
+  return 0;
+}
+
+static int has_fd(const int *list, size_t n, int fd) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (list[i] == fd) return 1;
+  return 0;
+}
+
+/* The first curl_easy_perform of a handle creates its internal multi handle,
+ * whose wake-up socket pair libcurl opens without close-on-exec (libcurl 7.88).
+ * Lua is single-threaded and no Lua runs inside perform, so every descriptor
+ * that appeared across that perform is libcurl's: mark them. */
+static CURLcode perform_marking_fds(http_handle *h) {
+  int *before = NULL, *after = NULL;
+  size_t n_before = 0, n_after = 0, i;
+  CURLcode rc;
+  if (h->fds_marked || open_fds(&before, &n_before) != 0) return curl_easy_perform(h->curl);
+  rc = curl_easy_perform(h->curl);
+  if (open_fds(&after, &n_after) == 0) {
+    for (i = 0; i < n_after; i++) {
+      int flags;
+      if (has_fd(before, n_before, after[i])) continue;
+      flags = fcntl(after[i], F_GETFD);
+      if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(after[i], F_SETFD, flags | FD_CLOEXEC);
+    }
+    h->fds_marked = 1;
+    free(after);
+  }
+  free(before);
+  return rc;
+}
+
 #define SETOPT(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(h->curl, opt, val); } while (0)
 
 /* handle:request{method=, url=, headers=, body=, timeout=, connect_timeout=,
@@ -318,6 +389,7 @@ static int handle_request(lua_State *L) {
   SETOPT(CURLOPT_ERRORBUFFER, h->errbuf);
   SETOPT(CURLOPT_URL, url);
   SETOPT(CURLOPT_NOSIGNAL, 1L);
+  SETOPT(CURLOPT_OPENSOCKETFUNCTION, open_socket_cloexec);
   SETOPT(CURLOPT_WRITEFUNCTION, on_body);
   SETOPT(CURLOPT_WRITEDATA, h);
   SETOPT(CURLOPT_HEADERFUNCTION, on_header);
@@ -357,7 +429,7 @@ static int handle_request(lua_State *L) {
   if (rc != CURLE_OK) return push_error(L, h, rc);
 
   h->busy = 1;
-  rc = curl_easy_perform(h->curl);
+  rc = perform_marking_fds(h);
   h->busy = 0;
   if (rc != CURLE_OK) {
     if (rc == CURLE_WRITE_ERROR)

@@ -150,6 +150,18 @@ static const char BODY_TOO_LARGE[] =
 static const char BODY_INTERNAL[] =
   "{\"error\":\"internal_error\",\"message\":\"the request handler failed; see the server log\"}";
 
+/* A query argument holding %00: Lua would get it cut at the NUL; refused instead. */
+static const char BODY_QUERY_NUL[] =
+  "{\"error\":\"bad_request\",\"message\":\"query string: a name or value holds an encoded NUL byte (%00)\"}";
+
+static enum MHD_Result find_nul(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                const char *value, size_t value_size) {
+  (void)kind;
+  if (strlen(key) == key_size && (value == NULL || strlen(value) == value_size)) return MHD_YES;
+  *(int *)cls = 1;
+  return MHD_NO;
+}
+
 static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char *key,
                                   const char *value) {
   kv_list *l = (kv_list *)cls;
@@ -418,6 +430,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   }
   if (req->too_large) return queue_json(conn, 413, BODY_TOO_LARGE);
 
+  failed = 0;
+  MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, find_nul, &failed);
+  if (failed) return queue_json(conn, MHD_HTTP_BAD_REQUEST, BODY_QUERY_NUL);
   memset(&d, 0, sizeof d);
   d.srv = srv;
   d.req = req;

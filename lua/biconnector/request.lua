@@ -202,7 +202,25 @@ local function fix_raw_equals(pair)
   return (gsub(sub(pair, 1, close), "=", "%%3D")) .. sub(pair, close + 1)
 end
 
+-- PHP (and form.decode) end a name at a decoded NUL byte: `connection[tok%00en]`
+-- would silently become `connection[tok]`. A value keeps its NUL bytes.
+local function nul_in_name(body)
+  local at = 1
+  while at <= #body do
+    local amp = find(body, "&", at, true) or #body + 1
+    local eq = find(body, "=", at, true)
+    local name = sub(body, at, (eq and eq < amp) and eq - 1 or amp - 1)
+    local nul = find(name, "%00", 1, true)
+    if nul then return format("body: the name '%s' at byte %d holds an encoded NUL byte (%%00)", name, at + nul - 1) end
+    at = amp + 1
+  end
+end
+
 local function decode_form(body)
+  if find(body, "%00", 1, true) then
+    local err = nul_in_name(body)
+    if err then return bad("%s", err) end
+  end
   if find(body, "%[[^%]&%[]-=") then body = gsub(body, "[^&]+", fix_raw_equals) end
   local obj, err = form.decode(body, { max_vars = _M.FORM_MAX_VARS })
   if obj == nil then return bad("body: %s", tostring(err)) end

@@ -1,0 +1,103 @@
+-- Every descriptor the library opens is close-on-exec: a command spawned while
+-- connections are open (a connector running `ls`, a script calling os.execute)
+-- holds none of the server's or libcurl's sockets.
+local S = require "serve_helpers"
+local cjson = require "cjson"
+local http = require("biconnector.core").http
+
+-- `ls -l /proc/PID/fd` lines -> { [fd] = target }
+local function parse(lines)
+  local fds = {}
+  for _, line in ipairs(lines) do
+    local fd, target = line:match("%s(%d+) %-> (.+)$")
+    if fd then fds[tonumber(fd)] = target end
+  end
+  return fds
+end
+
+-- The descriptors of this process and of a command it spawns now.
+local LIST = "ls -l /proc/$PPID/fd; echo ---; ls -l /proc/self/fd"
+local function parent_and_child(lines)
+  local parent, child = {}, {}
+  local into = parent
+  for _, line in ipairs(lines) do
+    if line == "---" then into = child else into[#into + 1] = line end
+  end
+  return parse(parent), parse(child)
+end
+
+local function spawn_listing()
+  local p = assert(io.popen(LIST))
+  local lines = {}
+  for line in p:lines() do lines[#lines + 1] = line end
+  p:close()
+  return parent_and_child(lines)
+end
+
+local function kernel_objects(fds) -- sockets, epoll and eventfd handles
+  local set = {}
+  for fd, target in pairs(fds) do
+    if target:match("^socket:") or target:match("^anon_inode:") then set[target] = fd end
+  end
+  return set
+end
+
+describe("close-on-exec", function()
+  it("a command spawned by a connector while it serves a request holds none of the server's descriptors", function()
+    for _, workers in ipairs({ "0", "2" }) do
+      local args = { "spec/cloexec_fixture_connector.lua", "--listen", "127.0.0.1:0" }
+      if workers ~= "0" then args[#args + 1] = "--workers"; args[#args + 1] = workers end
+      local h = S.start(S.serve_command(args))
+      local ok, err = pcall(function()
+        local r = assert(S.request(h.port, "POST", "/data",
+          cjson.encode { connection = { token = "t0k3n" }, table = "fds" },
+          { ["Content-Type"] = "application/json" }))
+        assert.equals(200, r.status)
+        local lines = {}
+        for i, row in ipairs(cjson.decode(r.body)) do
+          if i > 1 then lines[#lines + 1] = row[1] end
+        end
+        local server, child = parent_and_child(lines)
+        local held = kernel_objects(server)
+        -- the serving process holds the listening socket and this request's
+        -- connection (so the check below can fail) ...
+        local sockets = 0
+        for target in pairs(held) do if target:match("^socket:") then sockets = sockets + 1 end end
+        assert.is_true(sockets >= 2, "the server should hold its sockets: " .. cjson.encode(server))
+        -- ... and the command it spawned holds none of them, nor any other
+        for fd, target in pairs(child) do
+          assert.is_nil(held[target], ("the child holds the server's fd %d (%s)"):format(fd, target))
+          assert.is_falsy(target:match("^socket:") or target:match("^anon_inode:"),
+            ("the child holds fd %d -> %s"):format(fd, target))
+        end
+      end)
+      S.stop(h)
+      assert(ok, err)
+    end
+  end)
+
+  it("a command spawned while libcurl keeps a connection alive does not hold it", function()
+    local h = S.start(S.serve_command({ "spec/cloexec_fixture_connector.lua", "--listen", "127.0.0.1:0" }))
+    local ok, err = pcall(function()
+      local before = kernel_objects((spawn_listing()))
+      local client = http.new()
+      local res = assert(client:request { method = "POST", url = ("http://127.0.0.1:%d/check"):format(h.port),
+        headers = { "Content-Type: application/json" }, body = '{"connection":{"token":"t0k3n"}}' })
+      assert.equals(200, res.status)
+      local parent, child = spawn_listing()
+      local opened = {}
+      for target, fd in pairs(kernel_objects(parent)) do
+        if not before[target] then opened[target] = fd end
+      end
+      -- libcurl's kept-alive connection is open in this process ...
+      assert.is_truthy(next(opened), "libcurl should keep its connection open: " .. cjson.encode(parent))
+      -- ... and not in the command spawned beside it
+      for fd, target in pairs(child) do
+        assert.is_nil(opened[target], ("the child holds libcurl's fd %d (%s)"):format(fd, target))
+      end
+      client:close()
+    end)
+    S.stop(h)
+    assert(ok, err)
+  end)
+end)
