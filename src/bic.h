@@ -16,5 +16,15 @@ int bic_open_form(lua_State *L);
 int bic_open_rows(lua_State *L);
 int bic_open_http_client(lua_State *L);
 int bic_open_http_server(lua_State *L);
+int bic_open_sql(lua_State *L);
+
+/* The urlData row encoder's C entry (rows.c), for rows a database hands out. */
+struct bic_sql_value;
+typedef struct rows_encoder rows_encoder;
+rows_encoder *bic_rows_check(lua_State *L, int idx); /* an open encoder, or raises */
+int bic_rows_width(const rows_encoder *e);
+size_t bic_rows_pending(const rows_encoder *e);
+int bic_rows_add_values(rows_encoder *e, const struct bic_sql_value *v, int n, int *bad_col, char *why,
+                        size_t whylen);
 
 #endif

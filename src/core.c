@@ -32,5 +32,6 @@ BIC_EXPORT int luaopen_biconnector_core(lua_State *L) {
   bic_open_rows(L);
   bic_open_http_client(L);
   bic_open_http_server(L);
+  bic_open_sql(L);
   return 1;
 }

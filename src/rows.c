@@ -19,6 +19,7 @@
 #include <string.h>
 #include "bic.h"
 #include "json.h"
+#include "sql.h"
 
 #define ROWS_MT "biconnector.rows"
 #define ROWS_DEFAULT_CHUNK 65536
@@ -28,7 +29,7 @@ static const char *const type_names[] = {"int", "double", "string", "date", "dat
 
 enum { S_OPEN, S_FINISHED, S_CLOSED };
 
-typedef struct rows_encoder {
+struct rows_encoder {
   bic_buffer buf;
   size_t chunk;
   double rows;           /* rows added (a double: LuaJIT has no integers) */
@@ -39,7 +40,7 @@ typedef struct rows_encoder {
   int arrays_auto;       /* "auto" and no array row seen yet: the first one decides */
   int *field_type;       /* [nfields] */
   int *out_field;        /* [nout] 0-based field index of each output column */
-} rows_encoder;
+};
 
 /* The codes of the fields (a list of strings) live in the userdata's uservalue. */
 #if LUA_VERSION_NUM >= 504
@@ -824,11 +825,206 @@ static int rows_new(lua_State *L) {
   return 1;
 }
 
+/* ---- the C entry for database rows (sql.c) ------------------------------------ */
+
+rows_encoder *bic_rows_check(lua_State *L, int idx) {
+  rows_encoder *e = (rows_encoder *)luaL_checkudata(L, idx, ROWS_MT);
+  if (e->state == S_CLOSED) luaL_argerror(L, idx, "encoder is closed");
+  if (e->state != S_OPEN) luaL_argerror(L, idx, "encoder is finished");
+  return e;
+}
+
+int bic_rows_width(const rows_encoder *e) { return e->nout; }
+
+size_t bic_rows_pending(const rows_encoder *e) { return e->buf.len; }
+
+static void explain_value(const bic_sql_value *v, why_buf *why, const char *expected) {
+  switch (v->kind) {
+  case BIC_SQL_TEXT: {
+    char shown[41];
+    size_t i, n = v->len > 32 ? 32 : v->len;
+    for (i = 0; i < n; i++) shown[i] = (v->s[i] >= 32 && v->s[i] < 127) ? v->s[i] : '?';
+    shown[n] = '\0';
+    snprintf(why->text, sizeof why->text, "expected %s, got text \"%s%s\"", expected, shown,
+             v->len > n ? "..." : "");
+    break;
+  }
+  case BIC_SQL_INT: snprintf(why->text, sizeof why->text, "expected %s, got integer %lld", expected, v->i); break;
+  case BIC_SQL_DOUBLE: snprintf(why->text, sizeof why->text, "expected %s, got number %.17g", expected, v->d); break;
+  case BIC_SQL_BLOB: snprintf(why->text, sizeof why->text, "expected %s, got a BLOB of %zu bytes", expected, v->len); break;
+  case BIC_SQL_BOOL: snprintf(why->text, sizeof why->text, "expected %s, got boolean %s", expected, v->i ? "true" : "false"); break;
+  default: snprintf(why->text, sizeof why->text, "expected %s", expected); break;
+  }
+}
+
+/* The C twin of convert() for a database value: the same rules (an integral
+ * number or integer text for int, a number or numeric text for double, text or a
+ * number's spelling for string, date text or a time number for date/datetime). */
+static int convert_value(const bic_sql_value *v, int type, cell *out, why_buf *why) {
+  civil c;
+  if (v->kind == BIC_SQL_NULL) {
+    out->kind = C_NULL;
+    return 0;
+  }
+  switch (type) {
+  case T_INT:
+    if (v->kind == BIC_SQL_INT || v->kind == BIC_SQL_BOOL) {
+      out->kind = C_INT;
+      out->i = v->i;
+      return 0;
+    }
+    if (v->kind == BIC_SQL_DOUBLE && double_to_int(v->d, &out->i)) {
+      out->kind = C_INT;
+      return 0;
+    }
+    if (v->kind == BIC_SQL_TEXT && parse_int_string(v->s, v->len, &out->i)) {
+      out->kind = C_INT;
+      return 0;
+    }
+    explain_value(v, why, "an integer");
+    return -1;
+  case T_DOUBLE:
+    if (v->kind == BIC_SQL_INT || v->kind == BIC_SQL_BOOL) {
+      out->kind = C_DOUBLE;
+      out->d = (double)v->i;
+      return 0;
+    }
+    if (v->kind == BIC_SQL_DOUBLE && isfinite(v->d)) {
+      out->kind = C_DOUBLE;
+      out->d = v->d;
+      return 0;
+    }
+    if (v->kind == BIC_SQL_TEXT && parse_double_string(v->s, v->len, &out->d)) {
+      out->kind = C_DOUBLE;
+      return 0;
+    }
+    explain_value(v, why, "a number");
+    return -1;
+  case T_STRING:
+    if (v->kind == BIC_SQL_TEXT || v->kind == BIC_SQL_BLOB) {
+      out->kind = C_STRING; /* put_cell refuses invalid UTF-8 */
+      out->s = v->len ? v->s : "";
+      out->len = v->len;
+      return 0;
+    }
+    if (v->kind == BIC_SQL_INT) {
+      out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", v->i);
+      out->kind = C_TEXT;
+      return 0;
+    }
+    if (v->kind == BIC_SQL_BOOL) {
+      out->len = (size_t)snprintf(out->text, sizeof out->text, "%s", v->i ? "true" : "false");
+      out->kind = C_TEXT;
+      return 0;
+    }
+    if (v->kind == BIC_SQL_DOUBLE && isfinite(v->d)) {
+      long long i;
+      if (double_to_int(v->d, &i) && fabs(v->d) < 1e15) {
+        out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", i);
+      } else {
+        bic_buffer tmp;
+        bic_buffer_init(&tmp);
+        if (bic_json_put_double(&tmp, v->d) != 0 || tmp.len >= sizeof out->text) {
+          bic_buffer_free(&tmp);
+          explain_value(v, why, "a string");
+          return -1;
+        }
+        memcpy(out->text, tmp.data, tmp.len);
+        out->len = tmp.len;
+        bic_buffer_free(&tmp);
+      }
+      out->kind = C_TEXT;
+      return 0;
+    }
+    explain_value(v, why, "a string");
+    return -1;
+  case T_DATE:
+  case T_DATETIME: {
+    int ok = 0;
+    if (v->kind == BIC_SQL_TEXT) ok = parse_datetime(v->s, v->len, &c) > 0;
+    else if (v->kind == BIC_SQL_INT) ok = civil_from_time((double)v->i, &c) == 0;
+    else if (v->kind == BIC_SQL_DOUBLE) ok = civil_from_time(v->d, &c) == 0;
+    if (ok) {
+      out->kind = C_TEXT;
+      out->len = format_civil(&c, type == T_DATETIME, out->text);
+      return 0;
+    }
+    explain_value(v, why, type == T_DATE ? "a date (YYYY-MM-DD or a time number)"
+                                         : "a datetime (YYYY-MM-DD HH:MM:SS, ISO 8601 or a time number)");
+    return -1;
+  }
+  }
+  explain_value(v, why, type_names[type]);
+  return -1;
+}
+
+/* Adds one row of n values in output-column order. A value that does not fit its
+ * field's type is written as null: returns how many were (the first one's column,
+ * 0-based, in *bad_col and the reason in why), or -1 when memory ran out or n is
+ * not the encoder's width (the buffer is then left as it was). */
+int bic_rows_add_values(rows_encoder *e, const bic_sql_value *v, int n, int *bad_col, char *why, size_t whylen) {
+  size_t mark = e->buf.len;
+  int col, nulled = 0;
+  if (n != e->nout) {
+    snprintf(why, whylen, "the row has %d values, the encoder %d columns", n, e->nout);
+    return -1;
+  }
+  if (bic_buffer_puts(&e->buf, ",[")) goto nomem;
+  for (col = 0; col < n; col++) {
+    cell c;
+    why_buf w;
+    if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
+    if (convert_value(&v[col], e->field_type[e->out_field[col]], &c, &w) != 0) {
+      c.kind = C_NULL;
+      if (nulled++ == 0) {
+        *bad_col = col;
+        snprintf(why, whylen, "%s", w.text);
+      }
+    } else if (c.kind == C_STRING) {
+      size_t before = e->buf.len;
+      int rc = bic_json_put_string(&e->buf, c.s, c.len, 0);
+      if (rc == -1) goto nomem;
+      if (rc == -2) {
+        e->buf.len = before;
+        if (nulled++ == 0) {
+          *bad_col = col;
+          snprintf(why, whylen, "expected a string, got invalid UTF-8%s", v[col].kind == BIC_SQL_BLOB ? " (a BLOB)" : "");
+        }
+        c.kind = C_NULL;
+      } else {
+        continue;
+      }
+    }
+    if (put_cell(&e->buf, &c, &w) != 0) goto nomem;
+  }
+  if (bic_buffer_putc(&e->buf, ']')) goto nomem;
+  e->rows += 1;
+  return nulled;
+nomem:
+  e->buf.len = mark;
+  snprintf(why, whylen, "out of memory");
+  return -1;
+}
+
+/* enc:raw(text, nrows): appends row text another encoder wrote (",[...]" per
+ * row, as take() returns it minus the header), counting nrows rows. For rows
+ * encoded in another Lua state (an nginx worker thread). */
+static int rows_raw(lua_State *L) {
+  rows_encoder *e = bic_rows_check(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  lua_Integer n = luaL_checkinteger(L, 3);
+  if (bic_buffer_put(&e->buf, s, len) != 0) return luaL_error(L, "out of memory");
+  e->rows += (double)n;
+  return 0;
+}
+
 int bic_open_rows(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"add", rows_add},         {"add_list", rows_add_list}, {"normalize", rows_normalize},
       {"finish", rows_finish},   {"take", rows_take},         {"pending", rows_pending},
-      {"count", rows_count},     {"close", rows_close},       {NULL, NULL}};
+      {"count", rows_count},     {"close", rows_close},       {"raw", rows_raw},
+      {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"new", rows_new}, {NULL, NULL}};
   if (luaL_newmetatable(L, ROWS_MT)) {
     luaL_setfuncs(L, methods, 0);
