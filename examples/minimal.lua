@@ -15,6 +15,7 @@ local cities = {
 return biconnector.connector {
   title = "Minimal example",
   settings = { { code = "token", name = "Access token", type = "STRING" } },
+  secrets = { TOKEN },                    -- masked in every error message and log line
 
   check = function(connection)
     if TOKEN == nil or TOKEN == "" then return false, "MINIMAL_TOKEN is not set on the server" end

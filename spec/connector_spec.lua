@@ -270,7 +270,7 @@ for _, spelling in ipairs({ "json", "form" }) do
         ["/data"] = { table = "deals" },
       }
       for path, p in pairs(params) do
-        it("guards " .. path .. " with check(connection) and never echoes the connection", function()
+        it("guards " .. path .. " with check(connection); the reason keeps the caller's own wrong value", function()
           local calls = 0
           local guarded = connector.new(sales_def({
             check = function(conn)
@@ -288,8 +288,8 @@ for _, spelling in ipairs({ "json", "form" }) do
           local status, headers, body = call(guarded, path, request)
           assert.equals(403, status)
           assert.equals(JSON_TYPE, headers["Content-Type"])
-          assert.same({ error = "forbidden", message = "token *** is wrong" }, cjson.decode(body))
-          assert.is_nil(body:find(wrong, 1, true))
+          -- the caller's own refused value, not a secret: masking it would hide the mistake
+          assert.same({ error = "forbidden", message = "token " .. wrong .. " is wrong" }, cjson.decode(body))
           assert.equals(1, calls)
           -- No connection at all is refused as well.
           request.connection = nil
@@ -297,6 +297,40 @@ for _, spelling in ipairs({ "json", "form" }) do
           assert.equals(403, status)
         end)
       end
+
+      it("masks the configured secrets (def.secrets, a list or a function) in a refusal reason", function()
+        for _, secrets in ipairs({ { TOKEN }, function() return { TOKEN } end }) do
+          local careless = connector.new(sales_def({
+            secrets = secrets,
+            check = function(conn)
+              if conn.token == TOKEN then return true end
+              return false, "token " .. tostring(conn.token) .. " is not " .. TOKEN
+            end,
+          }))
+          local status, _, body = call(careless, "/check", { connection = { token = "typo" } })
+          assert.equals(403, status)
+          assert.same({ error = "forbidden", message = "token typo is not ***" }, cjson.decode(body))
+          assert.is_nil(body:find(TOKEN, 1, true))
+        end
+        -- a secrets function that raises masks nothing more and breaks nothing
+        local c2 = connector.new(sales_def({ secrets = function() error("no") end,
+          check = function() return false, "typo" end }))
+        local status, _, body = call(c2, "/check", { connection = { token = "typo" } })
+        assert.equals(403, status)
+        assert.same({ error = "forbidden", message = "typo" }, cjson.decode(body))
+        assert.has_error(function() connector.new(sales_def({ secrets = "x" })) end,
+          "connector definition: secrets must be a list of strings or a function returning one, got string")
+      end)
+
+      it("masks the configured secrets in log lines even when the caller sent none", function()
+        local logs, opts = capture_log()
+        local c2 = connector.new(sales_def({ secrets = { TOKEN },
+          check = function() error("cannot compare with " .. TOKEN) end }))
+        local status = call(c2, "/check", { connection = { token = "typo" } }, opts)
+        assert.equals(500, status)
+        assert.matches("cannot compare with ***", logs[1].message, 1, true)
+        assert.is_nil(logs[1].fields.traceback:find(TOKEN, 1, true))
+      end)
 
       it("uses a default reason when check gives none", function()
         local c2 = connector.new(sales_def({ check = function() return nil end }))

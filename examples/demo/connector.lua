@@ -16,6 +16,7 @@ local TOKEN = os.getenv("BIC_DEMO_TOKEN") or "demo-token"
 return biconnector.connector {
   title = "biconnector demo (generated CRM data)",
   settings = { { code = "token", name = "Access token", type = "STRING" } },
+  secrets = { TOKEN },                    -- masked in every error message and log line
 
   check = function(connection)
     return connection.token == TOKEN, "wrong token"

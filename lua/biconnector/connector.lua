@@ -149,6 +149,10 @@ local function check_definition(def)
     fail("describe", "must be a map from table code to fields or a function, got " .. type(describe))
   end
   if def.log ~= nil and type(def.log) ~= "function" then fail("log", "must be a function, got " .. type(def.log)) end
+  local secrets = def.secrets
+  if secrets ~= nil and type(secrets) ~= "function" and type(secrets) ~= "table" then
+    fail("secrets", "must be a list of strings or a function returning one, got " .. type(secrets))
+  end
   local chunk = def.chunk_size
   if chunk ~= nil and (type(chunk) ~= "number" or chunk < 1 or chunk % 1 ~= 0) then
     fail("chunk_size", "must be a positive integer, got " .. describe_value(chunk))
@@ -217,6 +221,23 @@ local function scrub(text, connection)
   return text
 end
 
+-- The configured secrets (def.secrets: a list, or a function returning one, so
+-- that a reloaded token counts): masked in every answer and log line.
+local function secrets_of(self)
+  local secrets = self.definition.secrets
+  if type(secrets) == "function" then
+    local ok, list = pcall(secrets)
+    secrets = ok and list or nil
+  end
+  return type(secrets) == "table" and secrets or {}
+end
+
+-- A log line or an error message: neither the caller's connection values nor
+-- the configured secrets.
+local function scrub_all(self, text, connection)
+  return scrub(scrub(text, connection), secrets_of(self))
+end
+
 -- One line per event: newlines (a traceback's) become " | ".
 local function one_line(text)
   return (gsub(tostring(text), "\r?\n%s*", " | "))
@@ -271,9 +292,9 @@ local function handler_error(self, opts, info, connection, what, err)
   local message, trace = err, nil
   if type(err) == "table" and err.message then message, trace = err.message, err.traceback end
   if type(message) == "table" and message.message ~= nil then message = message.message end
-  log_to(self, opts, "error", scrub(format("%s failed: %s", what, tostring(message)), connection), {
+  log_to(self, opts, "error", scrub_all(self, format("%s failed: %s", what, tostring(message)), connection), {
     id = id, endpoint = info.endpoint, table = info.table,
-    traceback = trace and scrub(trace, connection) or nil,
+    traceback = trace and scrub_all(self, trace, connection) or nil,
   })
   info.status = 500
   info.error = id
@@ -283,7 +304,7 @@ end
 -- An answer the handler returned that breaks the protocol: 500 naming it.
 local function invalid_answer(self, opts, info, message, connection)
   local id = new_error_id()
-  message = scrub(message, connection) -- a row value may be a connection value
+  message = scrub_all(self, message, connection) -- a row value may be a connection value
   log_to(self, opts, "error", message, { id = id, endpoint = info.endpoint, table = info.table })
   info.status = 500
   info.error = id
@@ -583,8 +604,8 @@ local function answer_data(self, opts, info, req)
       local message = value_error(chunk)
       local trace = nil
       if not message then message, trace = chunk.message, chunk.traceback end
-      log_to(self, opts, "error", scrub("data stream cut: " .. tostring(message), connection), {
-        id = id, endpoint = "data", table = q.table, rows = info.rows, traceback = trace and scrub(trace, connection),
+      log_to(self, opts, "error", scrub_all(self, "data stream cut: " .. tostring(message), connection), {
+        id = id, endpoint = "data", table = q.table, rows = info.rows, traceback = trace and scrub_all(self, trace, connection),
       })
       return nil
     end
@@ -642,7 +663,9 @@ function methods.handle(self, http, opts)
       if not ok then
         status, headers, body = handler_error(self, opts, info, connection, "check", allowed)
       elseif not allowed then
-        reason = scrub(type(reason) == "string" and reason ~= "" and reason or "access denied", connection)
+        -- the caller's own (refused) values go back to the caller as the check wrote
+        -- them; only the configured secrets are masked
+        reason = scrub(type(reason) == "string" and reason ~= "" and reason or "access denied", secrets_of(self))
         status, headers, body = json_error(403, "forbidden", reason)
       elseif endpoint == "check" then
         status, headers, body = 200, { ["Content-Type"] = JSON_TYPE }, '{"ok":true}'
