@@ -664,7 +664,55 @@ local function quote_ident(name, d)
   return q .. name:gsub(q, q .. q) .. q
 end
 
--- filter.to_sql(ast, {dialect=, columns=, first_param=}) -> where_sql, params
+-- Seconds since 1970-01-01 00:00:00 UTC of a normalized "YYYY-MM-DD[ HH:MM:SS]"
+-- (days from the civil date: Howard Hinnant's algorithm, integers only).
+local function epoch_seconds(v)
+  local y, m, d = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)")
+  local hh, mi, ss = v:match(" (%d%d):(%d%d):(%d%d)$")
+  y, m, d = tonumber(y), tonumber(m), tonumber(d)
+  if m <= 2 then y = y - 1 end
+  local era = floor(y / 400)
+  local yoe = y - era * 400
+  local doy = floor((153 * (m > 2 and m - 3 or m + 9) + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  local days = era * 146097 + doe - 719468
+  return days * 86400 + (tonumber(hh) or 0) * 3600 + (tonumber(mi) or 0) * 60 + (tonumber(ss) or 0)
+end
+
+local STORAGE = { text = true, epoch = true }
+
+-- A date or datetime condition on a column holding seconds since the epoch (UTC):
+-- each value V is the range [V, V + one day (date) or one second (datetime)),
+-- so that 1717200000.5 is on its day and in its second, as the row encoder floors it.
+local function epoch_condition(node, c, param)
+  local width = node.type == "date" and 86400 or 1
+  local function from(v) return param(epoch_seconds(v)) end
+  local function to(v) return param(epoch_seconds(v) + width) end
+  local function within(v) return "(" .. c .. " >= " .. from(v) .. " AND " .. c .. " < " .. to(v) .. ")" end
+  local op = node.op
+  if op == "eq" then return within(node.value) end
+  if op == "ne" then return "(" .. c .. " IS NULL OR NOT " .. within(node.value) .. ")" end
+  if op == "gt" then return c .. " >= " .. to(node.value) end
+  if op == "ge" then return c .. " >= " .. from(node.value) end
+  if op == "lt" then return c .. " < " .. from(node.value) end
+  if op == "le" then return c .. " < " .. to(node.value) end
+  if op == "between" then return "(" .. c .. " >= " .. from(node.from) .. " AND " .. c .. " < " .. to(node.to) .. ")" end
+  if op == "in" or op == "not_in" then
+    if #node.values == 0 then return op == "in" and "1=0" or "1=1" end
+    local parts = {}
+    for i, v in ipairs(node.values) do parts[i] = within(v) end
+    local any = "(" .. concat(parts, " OR ") .. ")"
+    if op == "in" then return any end
+    return "(" .. c .. " IS NULL OR NOT " .. any .. ")"
+  end
+  error(("filter.to_sql: %s on field %s, whose column stores epoch seconds (opts.dates), cannot be written in SQL")
+    :format(show(op), show(node.field)), 4)
+end
+
+-- filter.to_sql(ast, {dialect=, columns=, dates=, first_param=}) -> where_sql, params
+-- dates: how date/datetime columns store their values, "text" (the default:
+-- "YYYY-MM-DD[ HH:MM:SS]") or "epoch" (seconds since 1970, UTC); one word for
+-- every such column or a map field code -> word.
 -- Values only ever travel as parameters; identifiers come only from the AST's
 -- field codes (mapped through columns) and are quoted for the dialect.
 function _M.to_sql(ast, opts)
@@ -672,6 +720,16 @@ function _M.to_sql(ast, opts)
   local d = DIALECTS[opts.dialect or "sqlite"]
   if not d then error("filter.to_sql: unknown dialect " .. show(opts.dialect), 2) end
   local columns = opts.columns or {}
+  local dates = opts.dates or "text"
+  if type(dates) == "table" then
+    for code, how in pairs(dates) do
+      if not STORAGE[how] then
+        error(("filter.to_sql: dates[%s] must be \"text\" or \"epoch\", got %s"):format(show(code), show(how)), 2)
+      end
+    end
+  elseif not STORAGE[dates] then
+    error("filter.to_sql: dates must be \"text\", \"epoch\" or a map field code -> one of them, got " .. show(dates), 2)
+  end
   local params, np = {}, 0
   local base = (opts.first_param or 1) - 1
   local function param(v)
@@ -696,6 +754,10 @@ function _M.to_sql(ast, opts)
     local op = node.op
     if op == "is_null" then return c .. " IS NULL" end
     if op == "not_null" then return c .. " IS NOT NULL" end
+    if (node.type == "date" or node.type == "datetime")
+        and (type(dates) == "table" and dates[node.field] or dates) == "epoch" then
+      return epoch_condition(node, c, param)
+    end
     if SQL_OPS[op] then
       local sql = c .. " " .. SQL_OPS[op] .. " " .. param(node.value)
       if op == "ne" then return "(" .. c .. " IS NULL OR " .. sql .. ")" end
