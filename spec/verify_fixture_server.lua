@@ -73,7 +73,12 @@ local function handle(modes, endpoint, p)
     local filter_id = type(p.filter) == "table" and tonumber(p.filter["=id"] or p.filter.id)
     local limit = tonumber(p.limit)
     if mode_is("ignore_limit") then limit = nil end
+    if mode_is("default_limit") and limit == nil then limit = 2 end -- a cap of its own when none is asked
     local rows = { select }
+    if mode_is("map_header") and type(p.mapFields) == "table" then -- renames the header by mapFields
+      rows[1] = {}
+      for c, code in ipairs(select) do rows[1][c] = p.mapFields[code] or code end
+    end
     for i = 1, 20 do
       if limit and #rows > limit then break end
       if not filter_id or filter_id == i then

@@ -196,6 +196,8 @@ describe("biconnector verify against broken connectors", function()
     { "bad_values", "FAIL", "^data items %(limit 5%): row 1, field id: int value must be a JSON integer, got \"1\"" },
     { "bad_values", "FAIL", "^data items %(limit 5%): row 1, field day: date value must be YYYY%-MM%-DD, got \"31.05.2025\"" },
     { "bad_values", "WARN", "^data items %(limit 5%): row 1, field at: datetime value in ISO 8601" },
+    { "map_header", "FAIL", '^data items %(select at,id, mapFields%): the header holds the dataset names of mapFields %(FIELD_1 for at%); it must keep the field codes' },
+    { "default_limit", "FAIL", "^data items %(no limit%): 2 row%(s%) without limit, fewer than the 5 that limit 5 gave" },
     { "no_search", "FAIL", '^table_list search: searchString items is ignored' },
     { "not_json", "FAIL", "^data items %(limit 5%): the answer is not JSON" },
     { "text_type", "WARN", "^table_list: Content%-Type is \"text/html\", expected application/json", true },
@@ -220,7 +222,7 @@ describe("biconnector verify against broken connectors", function()
       'FAIL  data items %(limit 5%): row 2 has 4 cells, the header has 5',
       'FAIL  data items %(select at,id%): limit 5 not honoured: 20 rows came back',
       'WARN  wrong credentials %(token mangled%)',
-      'Summary: 1 PASS, 4 WARN, 13 FAIL, 0 SKIP %-> does NOT conform',
+      'Summary: 1 PASS, 6 WARN, 19 FAIL, 0 SKIP %-> does NOT conform',
     }) do
       assert.matches(pattern, out)
     end

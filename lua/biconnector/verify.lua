@@ -526,6 +526,65 @@ local function data_request(ctx, name, code, params, expected, types, limit)
   return rows, f, res
 end
 
+-- Without limit, as Bitrix24 asks when it loads a dataset: the whole table.
+local function step_data_unlimited(ctx, code, codes, types, limited_rows)
+  local name = format("data %s (no limit)", code)
+  local f = findings()
+  local res, err, seconds = request(ctx, "data", { table = code })
+  if not res then
+    if err:find("larger than max_body", 1, true) then
+      add(ctx.report, "WARN", name, format("the whole table is over %d MB; verify stopped reading it (Bitrix24 reads it all)",
+        floor(ctx.opts.max_body / 1048576)), { seconds = seconds, table = code })
+    else
+      add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds, table = code })
+    end
+    return
+  end
+  local value = common(ctx, f, res, true)
+  local rows = value ~= nil and check_data(f, value, codes, types, nil) or nil
+  local limit = ctx.opts.limit
+  if rows and limited_rows then
+    if #rows < #limited_rows then
+      note(f, "FAIL", format("%d row(s) without limit, fewer than the %d that limit %d gave", #rows, #limited_rows, limit))
+    elseif #limited_rows < limit and #rows ~= #limited_rows then
+      note(f, "WARN", format("%d row(s) without limit, but limit %d gave only %d: the table changed or the limit cut it wrongly",
+        #rows, limit, #limited_rows))
+    end
+  end
+  flush(ctx.report, f, name, format("%d row(s), the whole table", rows and #rows or 0), { seconds = res.seconds, table = code })
+end
+
+-- mapFields (external code -> dataset field name) as Bitrix24 sends it with a
+-- select: the header keeps the external codes, which Bitrix24 pairs with the
+-- dataset fields' externalCode; the rows are those of the same select without it.
+local function step_data_map_fields(ctx, code, select, types, select_rows)
+  local limit = ctx.opts.limit
+  local map = {}
+  for i, c in ipairs(select) do map[c] = "FIELD_" .. i end
+  local name = format("data %s (select %s, mapFields)", code, concat(select, ","))
+  local rows, f, res = data_request(ctx, name, code, { select = select, limit = limit, mapFields = map }, select, types, limit)
+  if not res then return end
+  local value = f.fails > 0 and json.decode(res.body) or nil
+  local header = type(value) == "table" and value[1]
+  if type(header) == "table" then
+    local renamed = {}
+    for _, cell in ipairs(header) do renamed[cell] = true end
+    for _, c in ipairs(select) do
+      if renamed[map[c]] then
+        note(f, "FAIL", format("the header holds the dataset names of mapFields (%s for %s); it must keep the field codes",
+          map[c], c))
+        break
+      end
+    end
+  end
+  if rows and select_rows and #rows ~= #select_rows then
+    note(f, "WARN", format("%d row(s) with mapFields, %d without: mapFields must not change which rows come back",
+      #rows, #select_rows))
+  end
+  flush(ctx.report, f, name, format("%d row(s), header keeps the field codes", rows and #rows or 0),
+    { seconds = res.seconds, table = code })
+end
+
 local function step_data(ctx, code, fields)
   local types, codes = field_types(fields)
   local limit = ctx.opts.limit
@@ -550,6 +609,8 @@ local function step_data(ctx, code, fields)
     flush(ctx.report, f, name, format("%d row(s), header equals select", srows and #srows or 0),
       { seconds = res.seconds, table = code })
   end
+  step_data_map_fields(ctx, code, select, types, srows)
+  step_data_unlimited(ctx, code, codes, types, rows)
 
   -- 3. a style A filter (key prefix "=") on a value seen in the first answer
   name = format("data %s (filter)", code)
