@@ -322,6 +322,57 @@ describe("biconnector register against the local portal", function()
     assert.matches("%-%-base%-url URL", out.text)
   end)
 
+  describe("when the portal calls the connector's urlCheck (as Bitrix24 does on source.add/update)", function()
+    local S = require "serve_helpers"
+    local CHECKING = { rate = 1000, burst = 1000, url_check = true }
+    local served, base
+    setup(function()
+      served = S.start(S.serve_command({ MINIMAL, "--listen", "127.0.0.1:0" }), { MINIMAL_TOKEN = "m1n" })
+      base = "http://127.0.0.1:" .. served.port
+    end)
+    teardown(function() S.stop(served) end)
+    before_each(function() portal:reset(CHECKING) end)
+
+    it("creates the source once the served connector accepts its settings", function()
+      local rc, out, err = cli({ MINIMAL, "--base-url", base, "--setting", "token=m1n" })
+      assert.equal(0, rc, err)
+      assert.matches('source 1: created', out)
+      local stats = portal:stats()
+      assert.same({ { url = base .. "/check", body = "connection[token]=m1n", status = 200 } }, stats.stats.url_checks)
+      assert.equal(1, count(stats.state.sources))
+    end)
+
+    it("says the connector refuses the settings when it does, and creates no source", function()
+      local rc, _, err = cli({ MINIMAL, "--base-url", base, "--setting", "token=bad" })
+      assert.equal(1, rc)
+      assert.matches("the portal could not create the source: SOURCE_CREATE_CONNECTION_ERROR %(Cannot create connection%.%)", err)
+      assert.matches("Bitrix24 calls the connector's check endpoint " .. base:gsub("%p", "%%%0") .. "/check", err)
+      assert.matches("the connector file itself refuses these settings %(the connector's check answered HTTP 403: wrong token%): check the %-%-setting values", err)
+      local stats = portal:stats()
+      assert.equal(403, stats.stats.url_checks[1].status)
+      assert.equal(0, count(stats.state.sources))
+    end)
+
+    it("says the portal did not reach the connector when the settings are right, on create and on update", function()
+      local socket = require "socket"
+      local probe = assert(socket.bind("127.0.0.1", 0))
+      local _, dead_port = probe:getsockname()
+      probe:close() -- nothing listens there now
+      local dead = "http://127.0.0.1:" .. dead_port
+      local rc, _, err = cli({ MINIMAL, "--base-url", dead, "--setting", "token=m1n" })
+      assert.equal(1, rc)
+      assert.matches("SOURCE_CREATE_CONNECTION_ERROR", err)
+      assert.matches("this connector file accepts these settings, so the portal did not reach that address", err)
+      assert.matches("`biconnector verify " .. dead:gsub("%p", "%%%0") .. " %-%-setting CODE=VALUE` checks it from here", err)
+      -- a source made while the connector was reachable, then the connector moves away
+      rc, _, err = cli({ MINIMAL, "--base-url", base, "--setting", "token=m1n" })
+      assert.equal(0, rc, err)
+      rc, _, err = cli({ MINIMAL, "--base-url", dead, "--setting", "token=m1n" })
+      assert.equal(1, rc)
+      assert.matches("the portal could not update the source: SOURCE_UPDATE_CONNECTION_ERROR %(Cannot update connection%.%)", err)
+    end)
+  end)
+
   it("runs the Lua example of docs/verify.md", function()
     local f = assert(io.open(helpers.top .. "/docs/verify.md"))
     local text = f:read("*a")

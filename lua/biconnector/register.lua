@@ -232,6 +232,27 @@ end
 
 ---------------------------------------------------------------- run
 
+-- The portal's answer when the connector's check failed on its side says only
+-- "Cannot create connection.": ask the connector file itself to tell a
+-- refused setting from an address the portal cannot reach.
+local CONNECTION_ERRORS = { SOURCE_CREATE_CONNECTION_ERROR = "create", SOURCE_UPDATE_CONNECTION_ERROR = "update" }
+local function explain_connection_error(c, err, settings, fields, base_url)
+  local verb = type(err) == "table" and CONNECTION_ERRORS[err.code]
+  if not verb then return err end
+  local connection = {}
+  for k, v in pairs(settings) do connection[k] = tostring(v) end
+  local accepted, why = ask(c, "check", { connection = connection })
+  local text = format("the portal could not %s the source: %s (%s). When it does, Bitrix24 calls the connector's"
+    .. " check endpoint %s with the source's settings and needs a 200 answer; ", verb, err.code,
+    tostring(err.description or err.message or ""), fields.urlCheck)
+  if accepted then
+    return text .. "this connector file accepts these settings, so the portal did not reach that address. Is the"
+      .. " connector served there, and reachable from the portal (a public address: Bitrix24 does not call local"
+      .. " networks)? `biconnector verify " .. base_url .. " --setting CODE=VALUE` checks it from here"
+  end
+  return text .. "the connector file itself refuses these settings (" .. tostring(why) .. "): check the --setting values"
+end
+
 local function say(opts, fmt, ...)
   if opts.print then opts.print(format(fmt, ...)) end
 end
@@ -329,14 +350,14 @@ function _M.run(opts)
         result.source.action = "would update"
       else
         local ok, err = client.source:update(source_id, { settings = settings })
-        if not ok then return nil, err end
+        if not ok then return nil, explain_connection_error(c, err, settings, fields, opts.base_url) end
         result.source.action = "updated"
       end
     elseif opts.dry_run then
       result.source.action = "would create"
     else
       local id, err = client.source:add({ title = title, connectorId = connector_id, settings = settings })
-      if not id then return nil, err end
+      if not id then return nil, explain_connection_error(c, err, settings, fields, opts.base_url) end
       source_id = tonumber(id)
       result.source.action = "created"
     end

@@ -24,6 +24,7 @@ local DEFAULTS = {
   client_id = "local.test.app", client_secret = "appsecret",
   biconnector_via_webhook = false,      -- the real portal answers ACCESS_DENIED
   connector_fields_without = {},        -- e.g. {"sourceCode"} to act as an older portal
+  url_check = false,                    -- true: source.add/update call the connector's urlCheck, as Bitrix24 does
   operating_limit = 480,
   page_size = 50,
 }
@@ -343,6 +344,31 @@ end
 local source_known = {}
 for _, k in ipairs(SOURCE_FIELDS) do source_known[k] = true end
 
+local function form_escape(v)
+  return (tostring(v):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- Bitrix24 POSTs the source's settings as `connection[CODE]=VALUE` to the
+-- connector's urlCheck when a source is created or its settings change, and
+-- refuses the source unless the answer is 200 with a non-empty body; its error
+-- says no more than the code and "Cannot create connection.".
+local function url_check(connector, settings, code, text)
+  if not config.url_check then return end
+  local http, ltn12 = require "socket.http", require "ltn12"
+  local parts = {}
+  for k, v in pairs(settings) do parts[#parts + 1] = "connection[" .. form_escape(k) .. "]=" .. form_escape(v) end
+  table.sort(parts)
+  local body, answer = table.concat(parts, "&"), {}
+  http.TIMEOUT = 10
+  local ok, status = http.request {
+    url = connector.urlCheck, method = "POST", source = ltn12.source.string(body), sink = ltn12.sink.table(answer),
+    headers = { ["content-type"] = "application/x-www-form-urlencoded", ["content-length"] = tostring(#body) },
+  }
+  stats.url_checks = stats.url_checks or array {}
+  stats.url_checks[#stats.url_checks + 1] = { url = connector.urlCheck, body = body, status = ok and status or tostring(status) }
+  if not ok or status ~= 200 or table.concat(answer) == "" then fail(code, text) end
+end
+
 methods["biconnector.source.add"] = function(params)
   local f = need_fields(params)
   check_unknown(f, source_known)
@@ -352,6 +378,7 @@ methods["biconnector.source.add"] = function(params)
   local cid = tonum(f.connectorId)
   if not cid or not state.connectors[cid] then fail("CONNECTOR_NOT_FOUND", "Connector not found") end
   if not is_table(f.settings) then fail("VALIDATION_INVALID_FIELD_TYPE", "settings must be an object") end
+  url_check(state.connectors[cid], f.settings, "SOURCE_CREATE_CONNECTION_ERROR", "Cannot create connection.")
   state.next_id.source = state.next_id.source + 1
   local id = state.next_id.source
   state.sources[id] = { id = id, title = f.title, description = f.description or "", connectorId = cid,
@@ -364,6 +391,9 @@ methods["biconnector.source.update"] = function(params)
   local f = need_fields(params)
   check_unknown(f, source_known)
   if f.connectorId ~= nil then fail("VALIDATION_IMMUTABLE_FIELD", "connectorId is immutable") end
+  if is_table(f.settings) then
+    url_check(state.connectors[s.connectorId], f.settings, "SOURCE_UPDATE_CONNECTION_ERROR", "Cannot update connection.")
+  end
   for k, v in pairs(f) do s[k] = (k == "active") and truthy(v) or copy(v) end
   return true
 end
