@@ -249,6 +249,68 @@ describe("biconnector register against the local portal", function()
     client:close()
   end)
 
+  it("deletes fields the connector no longer describes only with --prune (a dry run shows it)", function()
+    local client = assert(rest.new(portal:oauth_options(FAST)))
+    local c = require("biconnector.connector").load(DEMO)
+    local printed = {}
+    local function opts(extra)
+      local o = { connector = c, base_url = "http://h", client = client, settings = { token = "demo-token" },
+        datasets = { { table = "deals", name = "demo_deals" } }, print = function(line) printed[#printed + 1] = line end }
+      for k, v in pairs(extra or {}) do o[k] = v end
+      return o
+    end
+    local id = assert(register.run(opts())).datasets[1].id
+    -- the connector once described two more fields
+    assert.is_true(client.dataset:fields_update(id, { add = {
+      { type = "string", name = "OLD_NOTE", externalCode = "old_note" },
+      { type = "int", name = "OLD_RANK", externalCode = "old_rank" } } }))
+    local function field_codes()
+      local codes = {}
+      for _, f in ipairs(portal:stats().state.datasets[tostring(id)].fields) do codes[#codes + 1] = f.externalCode end
+      table.sort(codes)
+      return codes
+    end
+    assert.equal(11, #field_codes())
+
+    -- without the flag: reported, kept
+    printed = {}
+    local r = assert(register.run(opts()))
+    assert.same({ "old_note", "old_rank" }, r.datasets[1].stale)
+    assert.is_nil(r.datasets[1].deleted)
+    assert.matches("note: dataset demo_deals: field%(s%) old_note, old_rank are no longer described by the connector; kept %(%-%-prune deletes them%)",
+      table.concat(printed, "\n"))
+    assert.equal(11, #field_codes())
+
+    -- a dry run with the flag: shown, nothing sent
+    local before = portal:stats().stats.received
+    printed = {}
+    r = assert(register.run(opts({ prune = true, dry_run = true })))
+    assert.same({ "old_note", "old_rank" }, r.datasets[1].would_delete)
+    assert.matches("dataset %d+ demo_deals: would update %(table deals, 0 new field%(s%), would delete old_note, old_rank%)",
+      table.concat(printed, "\n"))
+    local after = portal:stats().stats.received
+    for _, method in ipairs(changing_calls(portal:stats().stats)) do
+      assert.equal(before[method], after[method], method .. " was sent by a dry run")
+    end
+    assert.equal(11, #field_codes())
+
+    -- with the flag: deleted, the described ones untouched
+    printed = {}
+    r = assert(register.run(opts({ prune = true })))
+    assert.same({ "old_note", "old_rank" }, r.datasets[1].deleted)
+    assert.matches("dataset %d+ demo_deals: updated %(table deals, 0 new field%(s%), deleted old_note, old_rank%)",
+      table.concat(printed, "\n"))
+    local codes = field_codes()
+    assert.equal(9, #codes)
+    for _, code in ipairs(codes) do assert.is_nil(code:match("^old_")) end
+    -- and the command line knows the flag
+    local rc, out, err = cli({ DEMO, "--base-url", "http://h", "--setting", "token=demo-token",
+      "--dataset", "deals=demo_deals", "--prune", "--dry-run" })
+    assert.equal(0, rc, err)
+    assert.matches("demo_deals: would update", out)
+    client:close()
+  end)
+
   it("refuses a dataset name that another source holds", function()
     local client = assert(rest.new(portal:oauth_options(FAST)))
     local c = require("biconnector.connector").load(DEMO)

@@ -28,6 +28,8 @@ Datasets (need a source):
   --dataset TABLE[=NAME]  a dataset for the connector's table TABLE (repeatable);
                         NAME defaults to one derived from TABLE
 Other:
+  --prune               delete the fields of existing datasets that the connector
+                        no longer describes (without it they are only reported)
   --dry-run             look up what exists, print what would be done, change nothing
   --json                print the result as JSON
 Environment (as for biconnector call): BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN
@@ -408,23 +410,44 @@ function _M.run(opts)
         end
       end
       entry.added = #add
+      -- fields the connector no longer describes: deleted only with --prune
+      local described, stale, stale_ids = {}, {}, {}
+      for _, fd in ipairs(plan.fields) do described[fd.externalCode] = true end
+      for _, fd in ipairs(type(current.fields) == "table" and current.fields or {}) do
+        if not described[fd.externalCode] then
+          stale[#stale + 1] = tostring(fd.externalCode)
+          stale_ids[#stale_ids + 1] = fd.id
+        end
+      end
+      if #stale > 0 then
+        entry.stale = stale
+        if not opts.prune then
+          say(opts, "note: dataset %s: field(s) %s are no longer described by the connector; kept (--prune deletes them)",
+            plan.name, concat(stale, ", "))
+        end
+      end
       if #retyped > 0 then
         entry.retyped = retyped
         say(opts, "note: dataset %s: field(s) %s changed type; the portal cannot change a field's type (delete and re-add it)",
           plan.name, concat(retyped, ", "))
       end
+      local prune = opts.prune and #stale > 0
       if opts.dry_run then
         entry.action = #add > 0 and "would add fields to" or "would update"
+        if prune then entry.would_delete = stale end
       else
         local ok, uerr = client.dataset:update(entry.id, { externalName = plan.externalName })
         if not ok then return nil, uerr end
-        if #add > 0 then
-          ok, uerr = client.dataset:fields_update(entry.id, { add = add })
+        if #add > 0 or prune then
+          ok, uerr = client.dataset:fields_update(entry.id, { add = #add > 0 and add or nil,
+            delete = prune and stale_ids or nil })
           if not ok then return nil, uerr end
         end
         entry.action = "updated"
+        if prune then entry.deleted = stale end
       end
-      say(opts, "dataset %d %s: %s (table %s, %d new field(s))", entry.id, plan.name, entry.action, plan.externalCode, #add)
+      say(opts, "dataset %d %s: %s (table %s, %d new field(s)%s)", entry.id, plan.name, entry.action, plan.externalCode, #add,
+        prune and format(", %s %s", opts.dry_run and "would delete" or "deleted", concat(stale, ", ")) or "")
     elseif opts.dry_run then
       entry.action = "would create"
       say(opts, "dataset - %s: would create (table %s, %d field(s))", plan.name, plan.externalCode, #plan.fields)
@@ -463,6 +486,7 @@ function _M.parse_args(args)
     end
     local v, err
     if a == "--dry-run" then o.dry_run = true
+    elseif a == "--prune" then o.prune = true
     elseif a == "--json" then as_json = true
     elseif simple[a] then
       v, err = value_of(a)
