@@ -7,7 +7,7 @@ CMAKE_FLAGS  ?= -DBIC_WERROR=ON
 BUSTED       ?= busted
 JOBS         ?= 2
 
-.PHONY: demo all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz lint
+.PHONY: install env demo all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz lint
 
 all: deps
 	cmake -S . -B $(BUILD) -DBIC_LUA=5.4 $(CMAKE_FLAGS) >/dev/null
@@ -65,6 +65,20 @@ fuzz: test-deps
 
 rock: deps
 	luarocks make --deps-mode=none rockspec/biconnector-scm-1.rockspec
+
+# `biconnector` on the PATH from a clone. `make install` builds and installs the
+# rock (modules, core, command) into the system tree, or with PREFIX=DIR into a
+# private luarocks tree; `eval "$$(make -s env)"` uses the clone itself instead.
+PREFIX ?=
+install: deps
+	luarocks --lua-version 5.4 $(if $(PREFIX),--tree "$(PREFIX)") make --deps-mode=none rockspec/biconnector-scm-1.rockspec
+	@$(if $(PREFIX),echo 'installed into $(PREFIX): eval "$$(luarocks --lua-version 5.4 --tree "$(PREFIX)" path)"; export PATH="$(PREFIX)/bin:$$PATH"',echo 'installed: biconnector --version')
+
+env:
+	@[ -f "$(abspath $(BUILD))/biconnector/core.so" ] || echo "make env: $(BUILD)/biconnector/core.so is missing: run make first" >&2
+	@printf 'export PATH="%s/bin:$$PATH"\n' "$(CURDIR)"
+	@printf 'export LUA_PATH="%s/lua/?.lua;%s/lua/?/init.lua;;"\n' "$(CURDIR)" "$(CURDIR)"
+	@printf 'export LUA_CPATH="%s/?.so;;"\n' "$(abspath $(BUILD))"
 
 clean:
 	rm -rf $(BUILD) $(BUILD_LUAJIT) $(BUILD_ASAN) build.luarocks build-lint-5.4 build-lint-luajit
