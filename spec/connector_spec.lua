@@ -651,7 +651,7 @@ for _, spelling in ipairs({ "json", "form" }) do
         local c2 = connector.new(sales_def({ data = function() return "rows" end }))
         local status, _, body = call(c2, "/data", { connection = good, table = "deals" }, opts)
         assert.equals(500, status)
-        assert.equals('data("deals") must return a list of rows or an iterator, got string', cjson.decode(body).message)
+        assert.equals('data("deals") must return a list of rows, an iterator or a cursor, got string', cjson.decode(body).message)
         c2 = connector.new(sales_def({ data = function() return {}, true end }))
         status, _, body = call(c2, "/data", { connection = good, table = "deals" }, opts)
         assert.equals(500, status)

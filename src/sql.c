@@ -15,10 +15,11 @@
  * cursor:columns()                         -> { {name = , type = }, ... }
  * cursor:fetch()                           -> row (a list, NULL as nil) | nil at
  *                                             the end | nil, message
- * cursor:fill(enc, max_bytes)              -> added, done, nulled, column, why |
+ * cursor:fill(enc, max_bytes [, max_rows])  -> added, done, nulled, column, why |
  *                                             nil, message
  *   steps rows straight into the urlData encoder enc (core.rows, as many output
- *   columns as the cursor) until max_bytes are pending or the rows end. A value
+ *   columns as the cursor) until max_bytes are pending, max_rows were added or
+ *   the rows end (done is true only then). A value
  *   that does not fit its field's type is written as null: nulled counts them,
  *   column (1-based) and why tell the first.
  * cursor:detach() -> id; core.sql.attach(id) -> cursor; core.sql.discard(id)
@@ -415,13 +416,14 @@ static int cursor_fill(lua_State *L) {
   sql_cursor *k = check_cursor(L);
   rows_encoder *e = bic_rows_check(L, 2);
   lua_Integer max = luaL_optinteger(L, 3, 65536);
+  lua_Integer max_rows = luaL_optinteger(L, 4, -1); /* -1: no bound */
   char err[ERRLEN], why[200];
   int bad_col = -1, first_bad = -1, i;
   lua_Integer added = 0, nulled = 0;
   why[0] = '\0';
   if (bic_rows_width(e) != k->ncols)
     return luaL_error(L, "the encoder has %d columns, the cursor %d", bic_rows_width(e), k->ncols);
-  while (!k->done && bic_rows_pending(e) < (size_t)max) {
+  while (!k->done && bic_rows_pending(e) < (size_t)max && (max_rows < 0 || added < max_rows)) {
     int rc = k->drv->step(k->handle, err, sizeof err);
     if (rc < 0) {
       k->done = 1;

@@ -173,6 +173,37 @@ function _M.is_connector(x)
   return getmetatable(x) == mt
 end
 
+-- The method m of x (a table or a userdata with an __index), or nil; never raises.
+local function method_of(x, m)
+  local tx = type(x)
+  if tx ~= "table" and tx ~= "userdata" then return nil end
+  local ok, f = pcall(function() return x[m] end)
+  if ok and type(f) == "function" then return f end
+  return nil
+end
+
+-- A cursor-like data result: a value with a fill(enc, max_bytes, max_rows) method.
+function _M.is_cursor(x)
+  return type(x) ~= "function" and method_of(x, "fill") ~= nil
+end
+
+-- What data may hand back to be released: a function, or a value with a close
+-- method or a __close metamethod.
+function _M.closable(x)
+  if type(x) == "function" then return true end
+  if method_of(x, "close") then return true end
+  local m = getmetatable(x)
+  return type(m) == "table" and type(rawget(m, "__close")) == "function"
+end
+
+function _M.close_value(x)
+  if type(x) == "function" then return x() end
+  local close = method_of(x, "close")
+  if close then return close(x) end
+  local m = getmetatable(x)
+  if type(m) == "table" and type(rawget(m, "__close")) == "function" then return m.__close(x, nil) end
+end
+
 -- connector.load(path): a connector file returns a connector or a plain definition.
 function _M.load(path)
   local chunk, err = loadfile(path)
@@ -277,7 +308,7 @@ end
 
 local ERROR_CODES = {
   [400] = "bad_request", [403] = "forbidden", [404] = "not_found",
-  [405] = "method_not_allowed", [500] = "internal_error",
+  [405] = "method_not_allowed", [500] = "internal_error", [503] = "service_unavailable",
 }
 
 local function log_to(self, opts, level, message, fields)
@@ -286,11 +317,27 @@ local function log_to(self, opts, level, message, fields)
   if not ok and log ~= default_log then pcall(default_log, level, message, fields) end
 end
 
+-- connector.failure(status, message): an error value a handler raises
+-- (error(connector.failure(503, "database is locked"))) to answer with that
+-- status and a message the client may see, instead of a bare 500.
+local failure_mt = { __tostring = function(f) return f.message end }
+function _M.failure(status, message)
+  return setmetatable({ status = status, message = tostring(message) }, failure_mt)
+end
+
 -- A Lua error in a handler: 500 with an id; message and traceback go to the log.
 local function handler_error(self, opts, info, connection, what, err)
   local id = new_error_id()
   local message, trace = err, nil
   if type(err) == "table" and err.message then message, trace = err.message, err.traceback end
+  if getmetatable(message) == failure_mt and type(message.status) == "number" then
+    local status = message.status >= 400 and message.status <= 599 and message.status or 500
+    local text = scrub(what .. ": " .. message.message, connection)
+    log_to(self, opts, "error", text, { id = id, endpoint = info.endpoint, table = info.table })
+    info.status = status
+    info.error = id
+    return json_error(status, ERROR_CODES[status] or (status >= 500 and "internal_error" or "bad_request"), text, id)
+  end
   if type(message) == "table" and message.message ~= nil then message = message.message end
   log_to(self, opts, "error", scrub_all(self, format("%s failed: %s", what, tostring(message)), connection), {
     id = id, endpoint = info.endpoint, table = info.table,
@@ -451,14 +498,15 @@ local function field_outside(node, codes)
   return nil
 end
 
-local function row_source(_, info, q, fields, rows, applied, enc, chunk_size)
+local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nulled)
   local filter_ast = (not applied.filter) and q.filter or nil
   -- array rows in select order cannot carry a filtered field the select leaves out:
   -- the filter would see null and drop every row in silence
   local unseen = filter_ast and applied.select and field_outside(filter_ast, q.select)
   local limit = (not applied.limit) and q.limit or nil
   local match = filter_ast and require("biconnector.filter").match
-  local is_list = type(rows) == "table"
+  local cursor = _M.is_cursor(rows)
+  local is_list = not cursor and type(rows) == "table"
   local n, emitted, finished = 0, 0, false
   local tbl = q.table
 
@@ -477,7 +525,17 @@ local function row_source(_, info, q, fields, rows, applied, enc, chunk_size)
     if finished then return nil end
     while enc:pending() < chunk_size do
       if limit and emitted >= limit then finished = true break end
-      if is_list and not filter_ast then
+      if cursor then
+        -- a cursor-like source fills the encoder itself (select and filter applied)
+        local added, done, nulled, column, why = rows:fill(enc, chunk_size, limit and (limit - emitted) or nil)
+        if added == nil then error(format("table %q: reading rows failed: %s", tbl, tostring(done)), 0) end
+        emitted = emitted + added
+        if nulled and nulled > 0 and on_nulled then
+          on_nulled(nulled, q.select[column] or tostring(column), why)
+        end
+        if done then finished = true end
+        break
+      elseif is_list and not filter_ast then
         local last = #rows
         if limit and last - n > limit - emitted then last = n + (limit - emitted) end
         if n >= last then finished = true break end
@@ -551,17 +609,63 @@ local function answer_data(self, opts, info, req)
     limit = req.limit, map_fields = req.map_fields, connection = req.connection, fields = fields,
   }
   local def = self.definition
-  local called, rows, applied = call(def.data, req.connection, q)
+  local called, rows, applied, closer = call(def.data, req.connection, q)
   if not called then return handler_error(self, opts, info, req.connection, "data", rows) end
-  if type(rows) ~= "table" and type(rows) ~= "function" then
-    return invalid_answer(self, opts, info, format("data(%q) must return a list of rows or an iterator, got %s",
-      req.table, type(rows)), req.connection)
+  local connection = req.connection
+
+  -- What data handed back to release (a close function, a to-be-closed value,
+  -- the cursor's own close): called exactly once, whenever reading stops.
+  local closers = {}
+  if closer ~= nil then closers[1] = closer end
+  if _M.is_cursor(rows) then closers[#closers + 1] = rows end
+  local closed = #closers == 0
+  local nulled_total, nulled_field, nulled_why = 0, nil, nil
+  local function close_all()
+    if closed then return end
+    closed = true
+    if nulled_total > 0 then
+      log_to(self, opts, "warn", scrub(format("table %q: %d value%s did not fit the described type and went as null "
+        .. "(first: field %q, %s)", q.table, nulled_total, nulled_total == 1 and "" or "s", tostring(nulled_field),
+        tostring(nulled_why)), connection), { endpoint = "data", table = q.table })
+    end
+    for _, c in ipairs(closers) do
+      local done, failure = xpcall(_M.close_value, catch, c)
+      if not done then
+        log_to(self, opts, "error", scrub("data close failed: " .. tostring(failure.message), connection), {
+          endpoint = "data", table = q.table, traceback = scrub(failure.traceback, connection) })
+      end
+    end
+  end
+  info.close = close_all
+  local function on_nulled(n, field, why)
+    if nulled_total == 0 then nulled_field, nulled_why = field, why end
+    nulled_total = nulled_total + n
+  end
+
+  if closer ~= nil and not _M.closable(closer) then
+    close_all()
+    return invalid_answer(self, opts, info, format("data(%q): the third result must be a close function or a value "
+      .. "with a close method or __close, got %s", req.table, type(closer)), connection)
+  end
+  if type(rows) ~= "table" and type(rows) ~= "function" and not _M.is_cursor(rows) then
+    close_all()
+    return invalid_answer(self, opts, info, format("data(%q) must return a list of rows, an iterator or a cursor, got %s",
+      req.table, type(rows)), connection)
   end
   if applied ~= nil and type(applied) ~= "table" then
+    close_all()
     return invalid_answer(self, opts, info, format("data(%q): the second result must be a table like {filter = true}, got %s",
-      req.table, type(applied)), req.connection)
+      req.table, type(applied)), connection)
   end
   applied = applied or {}
+  if _M.is_cursor(rows) then
+    if q.filter and not applied.filter then
+      close_all()
+      return invalid_answer(self, opts, info, format("data(%q): a cursor must apply the filter (return applied.filter = true)",
+        req.table), connection)
+    end
+    applied = { select = true, filter = applied.filter, limit = applied.limit }
+  end
 
   local chunk_size = (opts and opts.chunk_size) or def.chunk_size or DEFAULT_CHUNK
   local enc = core.rows.new(fields, select_index, {
@@ -569,13 +673,13 @@ local function answer_data(self, opts, info, req)
     -- select order (design.md's sketch), any other in described order
     arrays = applied.select and "select" or "auto", chunk_size = chunk_size,
   })
-  local produce, is_finished = row_source(self, info, q, fields, rows, applied, enc, chunk_size)
-  local connection = req.connection
+  local produce, is_finished = row_source(info, q, fields, rows, applied, enc, chunk_size, on_nulled)
 
   -- The first chunk is produced now: an error before streaming starts is a 500.
   local first_ok, first = call(produce)
   if not first_ok then
     enc:close()
+    close_all()
     local message = value_error(first)
     if message then return invalid_answer(self, opts, info, message, connection) end
     return handler_error(self, opts, info, connection, "data", first)
@@ -584,6 +688,7 @@ local function answer_data(self, opts, info, req)
   local hdrs = { ["Content-Type"] = JSON_TYPE }
   if is_finished() then
     enc:close()
+    close_all()
     return 200, hdrs, first
   end
 
@@ -599,6 +704,7 @@ local function answer_data(self, opts, info, req)
     if not step_ok then
       done = true
       enc:close()
+      close_all()
       local id = new_error_id()
       info.error = id
       local message = value_error(chunk)
@@ -612,6 +718,7 @@ local function answer_data(self, opts, info, req)
     if is_finished() then
       done = true
       enc:close()
+      close_all()
       if chunk == "" then return nil end
     end
     return chunk

@@ -242,6 +242,11 @@ function _M.serve(target, opts)
     ngx.header["Content-Length"] = #body
     if not ngx.print(body) then how = "aborted" else bytes = #body end
   end
+  -- what the data handler handed back to release (docs/connector.md)
+  if type(info) == "table" and type(info.close) == "function" then
+    local closed, cerr = pcall(info.close)
+    if not closed then glue_error("releasing the data source failed: " .. tostring(cerr)) end
+  end
   publish(info, bytes, how)
   if opts.access_log then
     ngx.update_time()

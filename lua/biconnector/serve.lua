@@ -14,9 +14,18 @@ local _M = { _VERSION = core.version }
 
 local USAGE = [[
 Usage: biconnector serve FILE [options]
+       biconnector serve DATABASE-URL [--tables GLOBS] [--token-file FILE | --no-auth] [options]
 
-Serves a connector file on the built-in HTTP server and prints the four URLs
-to register in Bitrix24.
+Serves a connector file, or a database with no Lua at all (sqlite:///abs/path.db;
+see docs/database.md), on the built-in HTTP server and prints the four URLs to
+register in Bitrix24.
+
+Database options:
+  --tables GLOBS       tables and views to serve, comma-separated globs; !GLOB excludes
+                       (e.g. 'orders,cust*,!tmp_*'; default: all)
+  --token-file FILE    the token Bitrix24 must send (setting `token`) is this file's
+                       content; default: the BICONNECTOR_TOKEN environment variable
+  --no-auth            serve without a token (only behind your own authentication)
 
 Options:
   --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 picks a free port)
@@ -92,6 +101,12 @@ function _M.parse_args(args)
       if not v then return nil, "--prefix needs a value" end
       if v ~= "" and not v:match("^/") then v = "/" .. v end
       o.prefix = v:gsub("/+$", "")
+    elseif name == "--tables" or name == "--token-file" then
+      local v = value()
+      if not v or v == "" then return nil, name .. " needs a value" end
+      o[name == "--tables" and "tables" or "token_file"] = v
+    elseif name == "--no-auth" then
+      o.no_auth = true
     elseif numeric[name] then
       local v = value()
       if not v then return nil, name .. " needs a value" end
@@ -131,6 +146,15 @@ local function connector_log(level, message, fields)
     logline.quote(message) .. logline.fields(fields) })
 end
 
+-- What the data handler handed back to release (info.close, see
+-- docs/connector.md): called once the answer ends, however it ends.
+local function release(info)
+  if type(info.close) == "function" then
+    local ok, err = pcall(info.close)
+    if not ok then connector_log("error", "releasing the data source failed", { error = tostring(err) }) end
+  end
+end
+
 -- The function core.server calls for each request: runs the connector and
 -- wraps a streamed body so that the access line tells the bytes really sent.
 function _M.handler(connector, opts)
@@ -154,14 +178,42 @@ function _M.handler(connector, opts)
       end
       return status, headers, counted, function(how)
         next_chunk = nil
+        release(info)
         if not quiet then access_log(req, status, info, bytes, started, how) end
       end
     end
     local bytes = type(body) == "string" and #body or 0
     return status, headers, body, function(how)
+      release(info)
       if not quiet then access_log(req, status, info, bytes, started, how) end
     end
   end
+end
+
+-- The connector of a serve command line: a connector file, or a database URL
+-- (biconnector.sql) with its token from BICONNECTOR_TOKEN or --token-file.
+function _M.load_connector(o)
+  local sql_ok, sql = pcall(require, "biconnector.sql")
+  if not (sql_ok and sql.is_url(o.file)) then
+    if o.tables or o.token_file or o.no_auth then
+      error("--tables, --token-file and --no-auth apply to a database URL, not to a connector file", 0)
+    end
+    return require("biconnector.connector").load(o.file)
+  end
+  local token
+  if o.token_file then
+    local f, err = io.open(o.token_file, "rb")
+    if not f then error("--token-file: " .. tostring(err), 0) end
+    token = f:read("*a") or ""
+    f:close()
+    token = token:gsub("\r?\n$", "")
+    if token == "" then error("--token-file: " .. o.token_file .. " is empty", 0) end
+  else
+    token = os.getenv("BICONNECTOR_TOKEN")
+    if token == "" then token = nil end
+  end
+  if token and o.no_auth then error("--no-auth with a token (BICONNECTOR_TOKEN or --token-file): choose one", 0) end
+  return sql.serve_connector(o.file, { tables = o.tables, token = token, no_auth = o.no_auth, log = connector_log })
 end
 
 -- The four URLs to register, for a listening address and a prefix.
@@ -275,7 +327,7 @@ function _M.main(args)
     stdout:write(USAGE)
     return 0
   end
-  local ok, connector = pcall(function() return require("biconnector.connector").load(o.file) end)
+  local ok, connector = pcall(_M.load_connector, o)
   if not ok then
     stderr:write("biconnector serve: ", tostring(connector), "\n")
     return 1
@@ -291,6 +343,10 @@ function _M.main(args)
   local urls, base = _M.urls(o.host, port, o.prefix)
   stdout:write(format("biconnector %s: serving %q from %s (%d worker%s)\n", core.version,
     tostring(connector.title or "connector"), o.file, o.workers, o.workers == 1 and "" or "s"))
+  if connector.source then
+    stdout:write(o.no_auth and "no authentication (--no-auth)\n"
+      or "Bitrix24 must send the token in the connector setting `token`\n")
+  end
   stdout:write(format("listening on http://%s:%d\n", o.host:find(":", 1, true) and ("[" .. o.host .. "]") or o.host, port))
   stdout:write("Register these URLs in Bitrix24 (", base, "):\n")
   for _, u in ipairs(urls) do stdout:write(format("  %-20s %s\n", u[1], u[2])) end

@@ -1,0 +1,439 @@
+-- biconnector.sql: a database as a connector source, with no Lua to write.
+--
+--   local sql = require "biconnector.sql"
+--   local src = sql.source("sqlite:///srv/sales.db")      -- or a table of options
+--   src:table_list(search) -> { {code, title}, ... }
+--   src:describe(code)     -> fields ({code, name, type, column, exact}) | nil
+--   src:data(q)            -> rows, applied, close  (what a connector's data returns)
+--   sql.connector(opts)    -> a connector over a source (settings, check, token)
+--   sql.serve_connector(url, cli) -> the connector `biconnector serve URL` serves
+-- See docs/database.md.
+--
+-- ENGINE MODULES. An engine is one file, biconnector/sql/<name>.lua, listed in
+-- SCHEMES below, returning a table with:
+--   engine        the core.sql driver name ("sqlite", "postgresql", "mysql")
+--   schemes       the URL schemes it answers
+--   dialect       the biconnector.filter.to_sql dialect ("sqlite", "postgres", "mysql")
+--   placeholder   "?" or "$" (numbered $1, $2, ...): how extra parameters are written
+--   parse_url(url)        -> options for core.sql.open (path, host, port, user,
+--                            password, database, socket, params, ...) | nil, message
+--   display(opts)         -> the source as text for logs and the banner, no password
+--   quote(name)           -> the identifier quoted for the engine
+--   limit(n)              -> the SQL text that follows a SELECT to return at most n rows
+--   list_tables(conn)     -> { {name=, kind="table"|"view"}, ... } | nil, message
+--                            (name is the table code: as the database spells it)
+--   list_columns(conn, name) -> { {name=, type=declared type}, ... } | nil (no such
+--                            table) | nil, message
+--   query_columns(conn, sql) -> the result columns {name=, type=} of a query
+--   field_type(declared)  -> field type ("int", "double", "string", "date",
+--                            "datetime") or nil to leave the column out, and true
+--                            when a filter on such a column pushes down exactly
+-- conn is a core.sql connection (conn:query(sql, params) -> cursor; cursor:fetch,
+-- cursor:columns, cursor:close). Nothing else in biconnector knows the engines.
+local core = require "biconnector.core"
+local filter = require "biconnector.filter"
+
+local type, pairs, ipairs, tostring, error, setmetatable = type, pairs, ipairs, tostring, error, setmetatable
+local format, concat, sort = string.format, table.concat, table.sort
+
+local _M = { _VERSION = core.version }
+
+local SCHEMES = {
+  sqlite = "biconnector.sql.sqlite",
+  postgresql = "biconnector.sql.postgresql", postgres = "biconnector.sql.postgresql",
+  mysql = "biconnector.sql.mysql", mariadb = "biconnector.sql.mysql",
+}
+
+-- Whether text looks like a database URL (scheme:...) rather than a file name.
+function _M.is_url(text)
+  local scheme = type(text) == "string" and text:match("^(%a[%w+.-]*):")
+  return scheme ~= nil and SCHEMES[scheme:lower()] ~= nil
+end
+
+-- url -> engine module, options for core.sql.open | nil, message
+function _M.parse_url(url)
+  if type(url) ~= "string" then return nil, "expected a database URL, got " .. type(url) end
+  local scheme = url:match("^(%a[%w+.-]*):")
+  local name = scheme and SCHEMES[scheme:lower()]
+  if not name then
+    local known = {}
+    for s in pairs(SCHEMES) do known[#known + 1] = s .. ":" end
+    sort(known)
+    return nil, format("not a database URL: %s (known schemes: %s)", url, concat(known, " "))
+  end
+  local ok, engine = pcall(require, name)
+  if not ok then return nil, format("the %s engine is not available in this version (%s)", scheme, name) end
+  local have = false
+  for _, e in ipairs(core.sql.engines) do if e == engine.engine then have = true end end
+  if not have then
+    return nil, format("this build of biconnector has no %s driver (built without its client library)", engine.engine)
+  end
+  local opts, err = engine.parse_url(url)
+  if not opts then return nil, err end
+  return engine, opts
+end
+
+-- ---- table selection: globs ---------------------------------------------------
+
+local function glob_pattern(glob)
+  local p = glob:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".")
+  return "^" .. p .. "$"
+end
+
+-- "a*,b,!tmp_*" or { "a*", "b", "!tmp_*" } -> function(name) -> boolean.
+-- A name is served when it matches an include glob (or there is none) and no
+-- exclude glob (one starting with "!").
+function _M.table_selector(spec)
+  if spec == nil then return function() return true end end
+  local list = spec
+  if type(spec) == "string" then
+    list = {}
+    for g in spec:gmatch("[^,]+") do list[#list + 1] = g:match("^%s*(.-)%s*$") end
+  end
+  if type(list) ~= "table" then error("tables: expected a list of globs or a comma-separated string", 2) end
+  local include, exclude = {}, {}
+  for _, g in ipairs(list) do
+    if type(g) ~= "string" or g == "" or g == "!" then error("tables: bad glob " .. tostring(g), 2) end
+    if g:sub(1, 1) == "!" then exclude[#exclude + 1] = glob_pattern(g:sub(2))
+    else include[#include + 1] = glob_pattern(g) end
+  end
+  return function(name)
+    for _, p in ipairs(exclude) do if name:find(p) then return false end end
+    if #include == 0 then return true end
+    for _, p in ipairs(include) do if name:find(p) then return true end end
+    return false
+  end
+end
+
+-- ---- the source --------------------------------------------------------------
+
+local Source = {}
+Source.__index = Source
+
+local function stderr_log(level, message)
+  io.stderr:write("biconnector [", tostring(level), "] ", tostring(message), "\n")
+end
+
+-- sql.source(url | opts) -> source; raises on bad options (not on an unreachable
+-- database: that is found on first use, and each request says so).
+-- opts: url, tables (globs), titles {code = title}, fields {table = {column =
+--   false | {code =, name =, type =}}}, queries {code = {sql =, title =}},
+--   busy_timeout_ms, log (function(level, message)), run (see ngx.lua).
+function _M.source(opts)
+  if type(opts) == "string" then opts = { url = opts } end
+  if type(opts) ~= "table" then error("biconnector.sql.source: expected a URL or a table of options", 2) end
+  local engine, open_opts = _M.parse_url(opts.url)
+  if not engine then error(open_opts, 0) end
+  for _, k in ipairs({ "busy_timeout_ms", "statement_timeout_ms", "connect_timeout_s" }) do
+    if opts[k] ~= nil then open_opts[k] = opts[k] end
+  end
+  local queries = opts.queries or {}
+  for code, q in pairs(queries) do
+    if type(code) ~= "string" or type(q) ~= "table" or type(q.sql) ~= "string" then
+      error("biconnector.sql.source: queries must map a table code to {sql = \"SELECT ...\", title = ...}", 2)
+    end
+  end
+  for _, k in ipairs({ "titles", "fields" }) do
+    if opts[k] ~= nil and type(opts[k]) ~= "table" then
+      error("biconnector.sql.source: " .. k .. " must be a table", 2)
+    end
+  end
+  return setmetatable({
+    engine = engine, open_opts = open_opts, selected = _M.table_selector(opts.tables),
+    titles = opts.titles or {}, overrides = opts.fields or {}, queries = queries,
+    log = opts.log or stderr_log, run = opts.run,
+  }, Source)
+end
+
+-- The connection of this process (reopened after a fork: SQLite and the client
+-- libraries must not share a connection between processes).
+function Source:conn()
+  local pid = core.process.getpid()
+  if self._conn and self._pid == pid then return self._conn end
+  local conn, err = core.sql.open(self.engine.engine, self.open_opts)
+  if not conn then error(_M.failure(503, err), 0) end
+  self._conn, self._pid = conn, pid
+  return conn
+end
+
+function Source:close()
+  if self._conn then self._conn:close() end
+  self._conn = nil
+end
+
+function Source:display()
+  return self.engine.display(self.open_opts)
+end
+
+-- A failure the connector answers with a status and a message the client sees.
+function _M.failure(status, message)
+  return require("biconnector.connector").failure(status, message)
+end
+
+-- A database error -> the status to answer: 503 for a lock held too long
+-- (try again later), 500 for the rest.
+local function status_for(err)
+  local e = tostring(err):lower()
+  if e:find("locked", 1, true) or e:find("busy", 1, true) then return 503 end
+  return 500
+end
+_M.status_for = status_for
+
+local function must(result, err, what)
+  if result == nil and err ~= nil then error(_M.failure(status_for(err), what .. ": " .. tostring(err)), 0) end
+  return result
+end
+
+-- The core cursor as the connector's cursor: errors become failures with a
+-- status; everything else goes straight to C.
+local function as_cursor(cur, tbl)
+  return {
+    fill = function(_, enc, max_bytes, max_rows)
+      local added, done, nulled, column, why = cur:fill(enc, max_bytes, max_rows)
+      if added == nil then
+        error(_M.failure(status_for(done), format("table %q: reading rows failed: %s", tbl, tostring(done))), 0)
+      end
+      return added, done, nulled, column, why
+    end,
+    close = function() cur:close() end,
+  }
+end
+_M.as_cursor = as_cursor
+
+local function lower(s) return s:lower() end
+
+-- -> { {code =, title =}, ... }
+function Source:table_list(search)
+  local conn = self:conn()
+  local tables, err = self.engine.list_tables(conn)
+  must(tables, err or "no answer", "listing tables")
+  local list = {}
+  search = search and lower(search):match("^%s*(.-)%s*$") or ""
+  local function add(code, title)
+    if search == "" or lower(code):find(search, 1, true) or lower(title):find(search, 1, true) then
+      list[#list + 1] = { code = code, title = title }
+    end
+  end
+  for _, t in ipairs(tables) do
+    if self.selected(t.name) and not self.queries[t.name] then add(t.name, self.titles[t.name] or t.name) end
+  end
+  local extra = {}
+  for code in pairs(self.queries) do extra[#extra + 1] = code end
+  sort(extra)
+  for _, code in ipairs(extra) do add(code, self.queries[code].title or self.titles[code] or code) end
+  return list
+end
+
+-- -> fields | nil (no such table)
+function Source:describe(code)
+  local conn = self:conn()
+  local cols, err
+  local q = self.queries[code]
+  if q then
+    cols, err = self.engine.query_columns(conn, q.sql)
+    must(cols, err or "no columns", format("table %q (query)", code))
+  else
+    if not self.selected(code) then return nil end
+    cols, err = self.engine.list_columns(conn, code)
+    must(cols, err, format("table %q", code))
+    if not cols then return nil end
+  end
+  local overrides = self.overrides[code] or {}
+  local fields, seen = {}, {}
+  for _, col in ipairs(cols) do
+    local ov = overrides[col.name]
+    local ftype, exact = self.engine.field_type(col.type)
+    if ov ~= false and (ftype or (type(ov) == "table" and ov.type)) then
+      local f = { code = col.name, name = col.name, type = ftype, column = col.name, exact = exact or false }
+      if type(ov) == "table" then
+        if ov.type and ov.type ~= ftype then f.type, f.exact = ov.type, false end
+        f.code = ov.code or f.code
+        f.name = ov.name or ov.code or f.name
+      end
+      if not seen[f.code] then
+        seen[f.code] = true
+        fields[#fields + 1] = f
+      end
+    end
+  end
+  if #fields == 0 then return nil end
+  return fields
+end
+
+-- The part of a filter SQL can answer exactly: the whole AST, or the exact
+-- items of a top-level AND. -> pushed AST (or nil), whether all was pushed.
+local function split_filter(ast, exact_of)
+  local function exact(node)
+    if node.kind == "cond" then return exact_of[node.field] == true end
+    for _, item in ipairs(node.items) do if not exact(item) then return false end end
+    return true
+  end
+  if exact(ast) then return ast, true end
+  if ast.kind == "group" and ast.logic == "and" then
+    local items = {}
+    for _, item in ipairs(ast.items) do if exact(item) then items[#items + 1] = item end end
+    if #items > 0 then return { kind = "group", logic = "and", items = items }, false end
+  end
+  return nil, false
+end
+
+-- The SELECT for q: -> sql, params, complete (the whole filter is in the SQL).
+function Source:select_sql(q, codes)
+  local e = self.engine
+  local columns, exact_of = {}, {}
+  for _, f in ipairs(q.fields) do
+    columns[f.code] = f.column or f.code
+    exact_of[f.code] = f.exact == true
+  end
+  local cols = {}
+  for i, code in ipairs(codes) do cols[i] = e.quote(columns[code]) end
+  local from
+  if self.queries[q.table] then from = "(" .. self.queries[q.table].sql .. ") AS bic_query"
+  else from = e.quote(q.table) end
+  local sql = "SELECT " .. concat(cols, ", ") .. " FROM " .. from
+  local params, complete = {}, true
+  if q.filter then
+    local pushed
+    pushed, complete = split_filter(q.filter, exact_of)
+    if pushed then
+      local where
+      where, params = filter.to_sql(pushed, { dialect = e.dialect, columns = columns, first_param = 1 })
+      sql = sql .. " WHERE " .. where
+    end
+  end
+  if complete and q.limit then sql = sql .. e.limit(q.limit) end
+  return sql, params, complete
+end
+
+-- What a connector's data returns for q: the cursor itself (rows stepped into
+-- the encoder in C) when SQL answers the whole filter; else an iterator of map
+-- rows the framework matches, with the exact part of the filter in the SQL.
+function Source:data(q)
+  if self.run then return self.run(self, q) end
+  local conn = self:conn()
+  local sql, params, complete = self:select_sql(q, q.select)
+  if complete then
+    local cur, err = conn:query(sql, params)
+    if not cur then error(_M.failure(status_for(err), format("table %q: %s", q.table, err)), 0) end
+    return as_cursor(cur, q.table), { select = true, filter = true, limit = true }
+  end
+  -- the selected fields and those the filter names, as map rows
+  local codes, have = {}, {}
+  for _, c in ipairs(q.select) do if not have[c] then have[c] = true codes[#codes + 1] = c end end
+  local function collect(node)
+    if node.kind == "cond" then
+      if not have[node.field] then have[node.field] = true codes[#codes + 1] = node.field end
+    else for _, item in ipairs(node.items) do collect(item) end end
+  end
+  collect(q.filter)
+  sql, params = self:select_sql(q, codes)
+  local cur, err = conn:query(sql, params)
+  if not cur then error(_M.failure(status_for(err), format("table %q: %s", q.table, err)), 0) end
+  -- values that do not fit their type become nil, as on the C path
+  local fields_of = {}
+  for _, f in ipairs(q.fields) do fields_of[f.code] = f end
+  local sub = {}
+  for i, c in ipairs(codes) do sub[i] = { code = c, type = fields_of[c].type } end
+  local check_enc = core.rows.new(sub)
+  local nulled, first = 0, nil
+  local n = #codes
+  local function iterator()
+    local r, ferr = cur:fetch()
+    if not r then
+      if ferr then
+        error(_M.failure(status_for(ferr), format("table %q: reading rows failed: %s", q.table, ferr)), 0)
+      end
+      return nil
+    end
+    local row = {}
+    for i = 1, n do row[codes[i]] = r[i] end
+    while true do
+      local ok, bad, why = check_enc:normalize(row)
+      if ok or not bad or bad < 1 then break end
+      nulled = nulled + 1
+      first = first or format("field %q, %s", codes[bad], why)
+      row[codes[bad]] = nil
+    end
+    return row
+  end
+  local function close()
+    cur:close()
+    check_enc:close()
+    if nulled > 0 then
+      self.log("warn", format("table %q: %d value%s did not fit the described type and went as null (first: %s)",
+        q.table, nulled, nulled == 1 and "" or "s", first))
+    end
+  end
+  return iterator, { select = false, filter = false, limit = false }, close
+end
+
+-- ---- a connector over a source -------------------------------------------------
+
+-- Compares two strings in time independent of where they differ.
+local function same_secret(a, b)
+  if type(a) ~= "string" or type(b) ~= "string" or #a ~= #b then return false end
+  local diff = 0
+  for i = 1, #a do
+    if a:byte(i) ~= b:byte(i) then diff = diff + 1 end
+  end
+  return diff == 0
+end
+
+-- sql.connector(opts) -> connector. opts: everything sql.source takes, and
+--   title, token (the value the `token` setting must carry; nil: no setting and
+--   no authentication unless check is given), settings, check(connection) ->
+--   true | false, reason, chunk_size, log.
+function _M.connector(opts)
+  if type(opts) == "string" then opts = { url = opts } end
+  local src = _M.source(opts)
+  local settings = opts.settings
+  local check = opts.check
+  if opts.token ~= nil then
+    if type(opts.token) ~= "string" or opts.token == "" then
+      error("biconnector.sql.connector: token must be a non-empty string", 2)
+    end
+    local token = opts.token
+    settings = settings or { { code = "token", name = "Token", type = "STRING" } }
+    local user_check = check
+    check = function(connection)
+      if not same_secret(connection.token, token) then return false, "invalid token" end
+      if user_check then return user_check(connection) end
+      return true
+    end
+  end
+  local title = opts.title
+  if title == nil then
+    title = (opts.url or ""):match("([^/]+)$") or src:display()
+    title = title:gsub("%?.*$", ""):gsub("%.[%w]+$", "")
+    if title == "" then title = "Database" end
+  end
+  local def = {
+    title = title,
+    settings = settings or {},
+    check = check or function() return true end,
+    tables = function(_, search) return src:table_list(search) end,
+    describe = function(_, code) return src:describe(code) end,
+    data = function(_, q) return src:data(q) end,
+    chunk_size = opts.chunk_size,
+    log = opts.log,
+  }
+  local c = require("biconnector.connector").new(def)
+  c.source = src
+  return c
+end
+
+-- The connector `biconnector serve URL` serves. cli: tables, token (already read
+-- from BICONNECTOR_TOKEN or --token-file), no_auth, log.
+function _M.serve_connector(url, cli)
+  cli = cli or {}
+  if not cli.token and not cli.no_auth then
+    error("no token: set BICONNECTOR_TOKEN or pass --token-file FILE (or --no-auth to serve without one)", 0)
+  end
+  local c = _M.connector({ url = url, tables = cli.tables, token = cli.token, log = cli.log })
+  -- open now: a missing or unreadable database stops serve at start
+  local ok, err = pcall(c.source.conn, c.source)
+  if not ok then error(type(err) == "table" and tostring(err.message) or tostring(err), 0) end
+  return c
+end
+
+return _M
