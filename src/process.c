@@ -273,6 +273,14 @@ static int l_exit(lua_State *L) {
   return 0;
 }
 
+/* process.isatty(fd) -> boolean: is the descriptor a terminal (progress lines go only there). */
+static int l_isatty(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, 1, "descriptor out of range");
+  lua_pushboolean(L, isatty((int)fd));
+  return 1;
+}
+
 void bic_open_process(lua_State *L) {
   static const luaL_Reg process_functions[] = {
     {"fork", l_fork},
@@ -286,6 +294,7 @@ void bic_open_process(lua_State *L) {
     {"clock", l_clock},
     {"close", l_closefd},
     {"exit", l_exit},
+    {"isatty", l_isatty},
     {NULL, NULL}
   };
   luaL_newlib(L, process_functions);

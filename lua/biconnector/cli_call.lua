@@ -70,7 +70,11 @@ function _M.main(args, out, err)
   if not client then err:write("biconnector call: ", tostring(cerr), "\n") return 2 end
   local value, failure
   if all then
-    value, failure = client:list(method, params)
+    local progress = require("biconnector.progress").new("call " .. method)
+    value, failure = client:list(method, params, { on_page = progress.enabled and function(pages, items, total)
+      progress.update(("page %d, %d item(s)%s"):format(pages, items, total and (" of " .. total) or ""))
+    end or nil })
+    progress.clear()
   elseif raw then
     value, failure = client:call_raw(method, params)
   else

@@ -255,6 +255,11 @@ local function explain_connection_error(c, err, settings, fields, base_url)
   return text .. "the connector file itself refuses these settings (" .. tostring(why) .. "): check the --setting values"
 end
 
+-- A progress line for a terminal (opts.progress, set by main): what is being done now.
+local function step(opts, fmt, ...)
+  if opts.progress then opts.progress(format(fmt, ...)) end
+end
+
 local function say(opts, fmt, ...)
   if opts.print then opts.print(format(fmt, ...)) end
 end
@@ -286,6 +291,7 @@ function _M.run(opts)
   if opts.datasets and #opts.datasets > 0 then
     if not settings then return nil, "--dataset needs a source: give its --setting values (or --source-title)", "usage" end
     for i, d in ipairs(opts.datasets) do
+      step(opts, "asking the connector file for table %s (%d of %d)", tostring(d.table), i, #opts.datasets)
       local plan, err = dataset_plan(c, settings, d.table, d.name)
       if not plan then return nil, err end
       plans[i] = plan
@@ -301,6 +307,7 @@ function _M.run(opts)
   -- the connector
   local connector_id
   if client then
+    step(opts, "looking up the connector %q in the portal", fields.title)
     local known, err = client.connector:known_keys()
     if not known then return nil, err end
     if not known.sourceCode then
@@ -314,6 +321,7 @@ function _M.run(opts)
       if opts.dry_run then
         result.connector.action = "would update"
       else
+        step(opts, "updating connector %d", connector_id)
         local ok, uerr = client.connector:update(connector_id, fields)
         if not ok then return nil, uerr end
         result.connector.action = "updated"
@@ -322,6 +330,7 @@ function _M.run(opts)
     elseif opts.dry_run then
       result.connector.action = "would create"
     else
+      step(opts, "creating the connector %q", fields.title)
       local id, aerr = client.connector:add(fields)
       if not id then return nil, aerr end
       connector_id = tonumber(id)
@@ -340,6 +349,7 @@ function _M.run(opts)
   if settings then
     local title = opts.source_title or fields.title
     result.source = { title = title }
+    step(opts, "source %q (the portal calls the connector's check)", title)
     local found
     if client and connector_id then
       local err
@@ -371,6 +381,7 @@ function _M.run(opts)
   -- the datasets
   for _, plan in ipairs(plans) do
     local entry = { name = plan.name, table = plan.externalCode, fields = #plan.fields }
+    step(opts, "dataset %s (%d of %d)", plan.name, #result.datasets + 1, #plans)
     result.datasets[#result.datasets + 1] = entry
     local found
     if client and source_id then
@@ -549,8 +560,11 @@ function _M.main(args, out, err, getenv)
     err:write("biconnector register: ", eerr, "\n")
     return 2
   end
-  if not as_json then o.print = function(line) out:write(line, "\n") end end
+  local progress = require("biconnector.progress").new("register", { json = as_json })
+  o.progress = progress.enabled and progress.update or nil
+  if not as_json then o.print = function(line) progress.clear() out:write(line, "\n") end end
   local result, rerr, kind = _M.run(o)
+  progress.clear()
   if o.client then o.client:close() end
   if not result then
     err:write("biconnector register: ", tostring(rerr), "\n")

@@ -600,7 +600,7 @@ function Client:each(method, params, opts)
   local base = shallow_copy(params)
   local items, index, done = {}, 0, false
   local start, page, last_id = nil, 1, nil
-  local seen, last_page = 0, nil
+  local seen, last_page, fetched = 0, nil, 0
 
   local function fetch()
     local p = shallow_copy(base)
@@ -635,6 +635,8 @@ function Client:each(method, params, opts)
       end
     end
     seen = seen + #items
+    fetched = fetched + 1
+    if opts.on_page then opts.on_page(fetched, seen, tonumber(data.total)) end
     -- A portal that does not advance (ignores start/page/filter) would make
     -- the loop endless: stop with an error instead.
     local function stuck(what)

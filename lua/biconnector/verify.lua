@@ -198,6 +198,7 @@ local function post(ctx, endpoint, params)
     timeout = ctx.opts.timeout, connect_timeout = ctx.opts.connect_timeout,
     max_body = ctx.opts.max_body, ca_file = ctx.opts.ca_file,
     user_agent = "biconnector-verify/" .. core.version }
+  if ctx.opts.progress then ctx.opts.progress(endpoint, params.table, ctx.mode) end
   local now = core.http.now
   local started = now()
   local res, err = ctx.transport(req)
@@ -734,6 +735,7 @@ end
 -- verify.run(url, opts) -> report
 -- opts: settings = {code = value}, body = "form"|"json"|"both", tables = {codes},
 -- limit, search, timeout, slow, connect_timeout, max_body, ca_file,
+-- progress = function(endpoint, table_code, body_mode) called before each request,
 -- transport = function(req) -> {status, headers, body} | nil, err (default core.http).
 function _M.run(url, opts)
   if type(url) ~= "string" or not url:match("^https?://[^/]") then
@@ -883,7 +885,15 @@ function _M.main(args, out, err)
     err:write("biconnector verify: ", o, "\n", _M.USAGE)
     return 2
   end
+  local progress = require("biconnector.progress").new("verify " .. url, { json = as_json })
+  local sent = 0
+  o.progress = progress.enabled and function(endpoint, table_code, mode)
+    sent = sent + 1
+    progress.update(format("request %d: %s%s%s", sent, endpoint, table_code and (" " .. tostring(table_code)) or "",
+      o.body == "both" and (" [" .. mode .. "]") or ""))
+  end or nil
   local report = _M.run(url, o)
+  progress.clear()
   if as_json then
     out:write(assert(json.encode(report, { indent = 2 })), "\n")
   else
