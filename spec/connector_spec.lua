@@ -772,3 +772,21 @@ for _, spelling in ipairs({ "json", "form" }) do
     end)
   end)
 end
+
+describe("a database connector's token (biconnector.sql)", function()
+  local H = require "sql_helpers"
+  it("is a configured secret: masked in a refusal reason its own check writes", function()
+    if not H.have_sqlite3("the sql token masking spec") then
+      pending("SKIPPED: no sqlite3 tool")
+      return
+    end
+    local dir = H.tmpdir()
+    finally(function() H.rmdir(dir) end)
+    H.sqlite(dir .. "/t.db", "CREATE TABLE t (id INTEGER);")
+    local c = require("biconnector.sql").connector { url = "sqlite://" .. dir .. "/t.db", token = TOKEN,
+      check = function(conn) return false, "token " .. conn.token .. " may not read this" end }
+    local status, _, body = post(c, "/check", { connection = { token = TOKEN } }, "json")
+    assert.equals(403, status)
+    assert.same({ error = "forbidden", message = "token *** may not read this" }, cjson.decode(body))
+  end)
+end)

@@ -416,6 +416,7 @@ function _M.connector(opts)
     data = function(_, q) return src:data(q) end,
     chunk_size = opts.chunk_size,
     log = opts.log,
+    secrets = opts.token and { opts.token } or nil, -- masked in every message and log line
   }
   local c = require("biconnector.connector").new(def)
   c.source = src
