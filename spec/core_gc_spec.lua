@@ -370,8 +370,10 @@ describe("integer arguments the C types cannot hold", function()
     f:write([[
       local process = require("biconnector.core").process
       assert(process.trap("USR1"))
-      -- the shell signals its parent (us) while we wait in read(), then answers
-      local p = io.popen("sleep 0.5; kill -USR1 $PPID; sleep 0.2; echo done")
+      -- the shell signals its parent (us) once we wait in read() (state S in
+      -- /proc: the only place we sleep), then answers
+      local p = io.popen("for i in $(seq 400); do [ \"$(cut -d' ' -f3 /proc/$PPID/stat)\" = S ] && break; sleep 0.05; done; " ..
+        "kill -USR1 $PPID; sleep 0.2; echo done")
       local text, err = p:read("a")
       p:close()
       assert(process.signals()[1] == "USR1", "the signal was not seen")

@@ -261,6 +261,31 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
         assert.matches("^ERR CERTIFICATE_ERROR false\n", out)
         assert.equal(1, tls_portal:stats().stats.received.profile)
       end)
+
+      -- lua-nginx-module < 0.10.32 loses the verify error of a handshake that
+      -- completes at once (upstream #2506) and resty.core's assert turned it
+      -- into a 500. A busy machine makes that likely; the portal and niced nginx
+      -- workers sharing one CPU make it near certain: the portal answers the
+      -- ClientHello before the worker reads.
+      it("reports an untrusted certificate even when the handshake completes at once", function()
+        local workers = {}
+        local ps = io.popen("ps -o pid= --ppid " .. pid)
+        for w in ps:read("*a"):gmatch("%d+") do workers[#workers + 1] = w end
+        ps:close()
+        assert.is_true(#workers >= 1)
+        local pinned = os.execute("taskset -p -c 0 " .. tls_portal.pid .. " >/dev/null 2>&1")
+        for _, w in ipairs(workers) do
+          pinned = pinned and os.execute("taskset -p -c 0 " .. w .. " >/dev/null 2>&1 && renice -n 19 -p " .. w .. " >/dev/null 2>&1")
+        end
+        if not pinned then io.stderr:write("\n*** taskset/renice failed: the handshake race is left to chance\n") end
+        local before = tls_portal:stats().stats.received.profile or 0
+        for _ = 1, 10 do
+          local out = send(port, "/tls_untrusted?m=profile")()
+          assert.matches("^ERR CERTIFICATE_ERROR false\n", out)
+          assert.matches("self.signed certificate", out) -- the verify error itself, recovered
+        end
+        assert.equal(before, tls_portal:stats().stats.received.profile or 0)
+      end)
     end
   end)
 end)

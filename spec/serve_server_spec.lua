@@ -286,9 +286,16 @@ describe("core.server connection limit", function()
         idle[i] = socket.tcp()
         idle[i]:settimeout(5)
         assert(idle[i]:connect("127.0.0.1", h.port))
-        idle[i]:send("GET /echo HTTP/1.1\r\nHost: x\r\n") -- headers never finished
+        -- one answered request proves the server holds the connection; it then stays open, idle
+        idle[i]:send("GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.matches("^HTTP/1.1 200", idle[i]:receive("*l"))
+        local length
+        repeat
+          local line = assert(idle[i]:receive("*l"))
+          length = length or tonumber(line:lower():match("^content%-length:%s*(%d+)"))
+        until line == ""
+        assert(idle[i]:receive(assert(length)))
       end
-      socket.sleep(0.2)
       local third = socket.tcp()
       third:settimeout(0.5)
       assert(third:connect("127.0.0.1", h.port)) -- the kernel's backlog takes it

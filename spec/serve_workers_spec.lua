@@ -104,7 +104,8 @@ describe("biconnector serve --workers graceful stop", function()
     assert.matches("^HTTP/1.1 200", c:receive("*l"))
     socket.sleep(0.2)
     os.execute("kill -TERM " .. h.pid)
-    socket.sleep(0.5) -- a server that did not wait for its answers would be gone by now
+    -- the idle worker stops at once: TERM has been handled while this answer is unread
+    wait_for("the idle worker to stop", 20, function() return #S.children(h.pid) <= 1 end)
     local rest = assert(c:receive("*a"))
     c:close()
     local decoded = assert(S.dechunk(rest:match("\r\n\r\n(.*)$")))

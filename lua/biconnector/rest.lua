@@ -840,6 +840,32 @@ function _M.ngx_transport(opts)
     return nil, setmetatable(e, { __tostring = function(x) return "http error: " .. x.message end })
   end
 
+  -- lua-nginx-module before 0.10.32 (Debian 12 ships 0.10.23) loses the verify
+  -- error of a handshake that completes at once (upstream #2506; likely on a busy
+  -- machine): resty.core then fails an assert instead of returning nil, err, and
+  -- the request would end in a bare 500. Read the error the module recorded.
+  local function recorded_handshake_error(sock)
+    local ok, message = pcall(function()
+      local ffi, base = require "ffi", require "resty.core.base"
+      local errmsg, code = base.get_errmsg_ptr(), ffi.new("int[1]")
+      local rc = ffi.C.ngx_http_lua_ffi_socket_tcp_get_sslhandshake_result(base.get_request(), sock[1],
+        ffi.new("void *[1]"), errmsg, code)
+      if rc ~= base.FFI_ERROR or errmsg[0] == nil then return nil end
+      return (code[0] ~= 0 and (code[0] .. ": ") or "") .. ffi.string(errmsg[0])
+    end)
+    return ok and message or nil
+  end
+
+  local function handshake(sock, host, verify)
+    local ok, session, herr = pcall(sock.sslhandshake, sock, nil, host, verify)
+    if ok then return session, herr end
+    local recorded = recorded_handshake_error(sock)
+    if recorded then return nil, recorded end
+    -- the assert fires only when verification failed after a complete handshake
+    local verify_failed = tostring(session):find("assertion failed", 1, true) ~= nil
+    return nil, (verify_failed and "certificate verification failed" or "sslhandshake raised") .. " (" .. tostring(session) .. ")"
+  end
+
   local function read_body(sock, headers, max_body)
     local te = headers["transfer-encoding"]
     if te and te:lower():find("chunked", 1, true) then
@@ -893,7 +919,7 @@ function _M.ngx_transport(opts)
     if not ok then return fail("connect to " .. host .. ":" .. port .. ": " .. tostring(err), true, { code = 7 }) end
     local reused = (sock:getreusedtimes() or 0) > 0
     if scheme == "https" and not reused then
-      local session, herr = sock:sslhandshake(nil, host, req.verify ~= false)
+      local session, herr = handshake(sock, host, req.verify ~= false)
       if not session then
         sock:close()
         local cert = tostring(herr):find("certificate", 1, true) ~= nil
