@@ -11,7 +11,9 @@
 -- sharing the tokens must share the store and its lock.
 --
 -- Stores: tokens.memory([initial]), tokens.file(path [, opts]) for processes
--- on one machine, tokens.ngx_shared(dict, key [, opts]) for OpenResty workers.
+-- on one machine, tokens.ngx_shared(dict, key [, opts]) for OpenResty workers,
+-- tokens.redis(opts) for processes and nginx workers on any number of machines
+-- (biconnector.tokens_redis; docs/rest.md, "Token stores").
 local core = require "biconnector.core"
 local json = require "biconnector.json"
 
@@ -131,6 +133,10 @@ function Shared:lock()
     if not slept then return nil, "cannot wait for the token lock here: " .. tostring(serr) end
     step = math.min(step * 2, 0.1)
   end
+end
+
+function _M.redis(opts)
+  return require("biconnector.tokens_redis").new(opts)
 end
 
 return _M

@@ -27,6 +27,7 @@ local DEFAULTS = {
   url_check = false,                    -- true: source.add/update call the connector's urlCheck, as Bitrix24 does
   operating_limit = 480,
   page_size = 50,
+  oauth_hold = nil,                     -- seconds: hold the next renewal unanswered, then drop it unprocessed
 }
 
 local config, state, stats, faults, port
@@ -45,7 +46,8 @@ local function reset(overrides)
   }
   stats = { received = {}, executed = {}, http_requests = 0, renewals = 0,
     renewal_failures = 0, sent_503 = 0, sent_429 = 0, expired_answers = 0,
-    dropped = 0, faults_applied = 0, connections = 0, statuses = {}, batches = 0, renewal_refresh_tokens = {} }
+    dropped = 0, faults_applied = 0, connections = 0, statuses = {}, batches = 0, renewal_refresh_tokens = {},
+    renewals_held = 0 }
   faults = {}
 end
 
@@ -633,6 +635,15 @@ local function take_fault(method)
 end
 
 local function handle_oauth(req)
+  if config.oauth_hold then
+    -- a renewal that never reaches the portal: held, then dropped without using the refresh token
+    local hold = config.oauth_hold
+    config.oauth_hold = nil
+    stats.renewals_held = stats.renewals_held + 1
+    coroutine.yield("sleep", now() + hold)
+    stats.dropped = stats.dropped + 1
+    return { drop = true }
+  end
   local q = parse_query(req.query)
   if req.body and #req.body > 0 then for k, v in pairs(parse_query(req.body)) do q[k] = v end end
   if q.grant_type ~= "refresh_token" then return error_answer("invalid_request", "grant_type must be refresh_token", 400) end

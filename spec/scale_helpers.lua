@@ -1,0 +1,188 @@
+-- Helpers for the scale-out specs: a throwaway redis-server and a throwaway
+-- nginx with the Lua module, each in its own temp dir on a free 127.0.0.1
+-- port, stopped by the spec. A missing binary gives a reason to skip.
+local helpers = require "helpers"
+local socket = require "socket"
+local http = require("biconnector.core").http
+
+local M = {}
+
+M.TOP = helpers.top == "." and (os.getenv("PWD") or ".") or helpers.top
+M.MODULES = os.getenv("BIC_NGINX_MODULES") or "/usr/lib/nginx/modules"
+M.NGINX = os.getenv("BIC_NGINX") or "/usr/sbin/nginx"
+M.REDIS = os.getenv("BIC_REDIS_SERVER") or "/usr/bin/redis-server"
+
+local function readable(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+M.readable = readable
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+M.read_file = read_file
+
+function M.tmpdir(tag)
+  local p = os.tmpname()
+  os.remove(p)
+  p = p .. "-" .. tag
+  assert(os.execute("mkdir -p " .. p))
+  return p
+end
+
+-- Waits (bounded by `tries` steps of 10 ms) until f() is true; returns its value.
+-- On a time-out, explain() (if given) adds what may tell why.
+function M.wait(what, f, tries, explain)
+  for _ = 1, tries or 1000 do
+    local v = f()
+    if v then return v end
+    http.sleep(0.01)
+  end
+  error("timed out waiting for " .. what .. (explain and (": " .. tostring(explain())) or ""), 2)
+end
+
+-- Starts `cmd` in the background (stdout and stderr to `log`); returns its pid.
+function M.spawn(cmd, log)
+  local pidfile = os.tmpname()
+  assert(os.execute(("%s >%s 2>&1 & echo $! >%s"):format(cmd, log or "/dev/null", pidfile)))
+  local pid = tonumber(read_file(pidfile))
+  os.remove(pidfile)
+  return pid
+end
+
+function M.alive(pid)
+  local stat = read_file("/proc/" .. pid .. "/stat")
+  local state = stat and stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
+function M.redis_missing()
+  if not readable(M.REDIS) then return "redis-server is not installed (Debian: redis-server)" end
+  if not pcall(require, "socket") then return "LuaSocket is missing (Debian: lua-socket)" end
+end
+
+-- A redis-server with no persistence on a free port: {port, pid, dir, client(), stop()}.
+function M.start_redis()
+  local dir = M.tmpdir("redis")
+  local port = helpers.free_port()
+  local pid = M.spawn(("%s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s --daemonize no")
+    :format(M.REDIS, port, dir), dir .. "/redis.log")
+  local r = { port = port, pid = pid, dir = dir }
+  M.wait("redis-server to answer PING", function()
+    local c = socket.connect("127.0.0.1", port)
+    if not c then return false end
+    c:settimeout(1)
+    c:send("PING\r\n")
+    local line = c:receive("*l")
+    c:close()
+    return line == "+PONG"
+  end, 1000)
+  -- a raw command (inline protocol) -> the first line of the answer
+  function r.command(line)
+    local c = assert(socket.connect("127.0.0.1", port))
+    c:settimeout(5)
+    assert(c:send(line .. "\r\n"))
+    local first = c:receive("*l")
+    local out = first
+    if first and first:match("^%$%d+") then out = c:receive("*l") end
+    if first == "$-1" then out = nil end
+    c:close()
+    return out
+  end
+  function r.stop()
+    if r.pid then
+      os.execute("kill " .. r.pid .. " 2>/dev/null")
+      M.wait("redis-server to stop", function() return not M.alive(r.pid) end, 500)
+      r.pid = nil
+    end
+    os.execute("rm -rf " .. dir)
+  end
+  return r
+end
+
+function M.luajit_build()
+  if helpers.runtime == "luajit" then return helpers.build end
+  local b = os.getenv("BIC_BUILD_LUAJIT") or (M.TOP .. "/build-luajit")
+  if b:sub(1, 1) ~= "/" then b = M.TOP .. "/" .. b end
+  return b
+end
+
+function M.nginx_missing()
+  if not readable(M.NGINX) then return "nginx is not installed (Debian: nginx)" end
+  for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
+    if not readable(M.MODULES .. "/" .. m) then return m .. " is missing (Debian: libnginx-mod-http-lua)" end
+  end
+  if not readable(M.luajit_build() .. "/biconnector/core.so") then
+    return "the LuaJIT build of the C core is missing: " .. M.luajit_build() .. " (make luajit)"
+  end
+end
+
+-- The lines every test nginx.conf starts with, and the ones its http block opens with.
+function M.nginx_head(prefix, workers)
+  return table.concat({
+    "load_module " .. M.MODULES .. "/ndk_http_module.so;",
+    "load_module " .. M.MODULES .. "/ngx_http_lua_module.so;",
+    "worker_processes " .. (workers or 2) .. ";",
+    helpers.nginx_user_line(),
+    "pid " .. prefix .. "/nginx.pid;",
+    "error_log " .. prefix .. "/logs/error.log notice;",
+    "events { worker_connections 256; }",
+  }, "\n")
+end
+
+function M.nginx_http_head(prefix)
+  return table.concat({
+    ('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";'):format(M.TOP, M.TOP),
+    ('  lua_package_cpath "%s/?.so;;";'):format(M.luajit_build()),
+    "  client_body_temp_path " .. prefix .. "/body;",
+    "  proxy_temp_path " .. prefix .. "/proxy;",
+    "  fastcgi_temp_path " .. prefix .. "/fastcgi;",
+    "  uwsgi_temp_path " .. prefix .. "/uwsgi;",
+    "  scgi_temp_path " .. prefix .. "/scgi;",
+  }, "\n")
+end
+
+-- Starts nginx on conf (text) in prefix; waits for port. Returns {pid, stop()}.
+function M.start_nginx(prefix, conf, port)
+  assert(os.execute("mkdir -p " .. prefix .. "/logs"))
+  local f = assert(io.open(prefix .. "/nginx.conf", "w"))
+  f:write(conf)
+  f:close()
+  local n = {}
+  n.pid = M.spawn(("%s -p %s -c %s/nginx.conf -e %s/logs/error.log -g 'daemon off;'")
+    :format(M.NGINX, prefix, prefix, prefix))
+  M.wait("nginx to listen on " .. port, function()
+    local c = socket.connect("127.0.0.1", port)
+    if c then c:close() return true end
+    if not M.alive(n.pid) then error("nginx did not start: " .. (read_file(prefix .. "/logs/error.log") or "")) end
+  end, 1000)
+  function n.stop()
+    if n.pid then
+      os.execute("kill -QUIT " .. n.pid .. " 2>/dev/null")
+      M.wait("nginx to stop", function() return not M.alive(n.pid) end, 1000)
+      n.pid = nil
+    end
+  end
+  function n.error_log() return read_file(prefix .. "/logs/error.log") or "" end
+  return n
+end
+
+-- GET path on its own connection; returns a function that reads status, body.
+function M.send(port, path)
+  local c = assert(socket.connect("127.0.0.1", port))
+  c:settimeout(60)
+  assert(c:send("GET " .. path .. " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"))
+  return function()
+    local all = c:receive("*a") or ""
+    c:close()
+    return tonumber(all:match("^HTTP/1%.%d (%d+)")), all:match("\r\n\r\n(.*)$") or ""
+  end
+end
+
+return M
