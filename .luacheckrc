@@ -23,6 +23,7 @@ local openresty = { read_globals = { ngx = { other_fields = true, read_only = fa
 files["lua/biconnector/ngx.lua"] = openresty
 files["lua/biconnector/rest.lua"] = openresty
 files["lua/biconnector/tokens.lua"] = openresty
+files["lua/biconnector/tokens_redis.lua"] = openresty
 files["examples/nginx"] = openresty
 files["spec/ngx_fixture_connector.lua"] = openresty
 

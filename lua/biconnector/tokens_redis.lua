@@ -47,8 +47,7 @@ end
 local function luasocket_redis()
   local mod = require_first("redis")
   if mod then return mod end
-  local path = package.searchpath("redis", "/usr/share/lua/5.3/?.lua;/usr/share/lua/5.1/?.lua")
-  if path then
+  for _, path in ipairs({ "/usr/share/lua/5.3/redis.lua", "/usr/share/lua/5.1/redis.lua" }) do
     local chunk = loadfile(path)
     if chunk then
       local ok, m = pcall(chunk, "redis")
@@ -113,7 +112,7 @@ function _M.new(opts)
     error("tokens.redis: port must be a TCP port number, got " .. tostring(opts.port), 2)
   end
   for _, name in ipairs({ "timeout", "lock_ttl", "lock_timeout" }) do
-    if opts[name] ~= nil and (type(opts[name]) ~= "number" or not (opts[name] > 0)) then
+    if opts[name] ~= nil and (type(opts[name]) ~= "number" or opts[name] ~= opts[name] or opts[name] <= 0) then
       error(format("tokens.redis: %s must be a positive number of seconds", name), 2)
     end
   end
