@@ -20,7 +20,13 @@ describe("the rock #lua54", function()
       :format(tree, tree))
     local version_line = run:read("a")
     run:close()
+    -- the files of the `serve --dev` page are installed beside the modules (biconnector.dev finds them there)
+    local missing = {}
+    for _, name in ipairs({ "dev.lua", "dev/index.html", "dev/dev.css", "dev/dev.js" }) do
+      if not helpers.exists(tree .. "/share/lua/5.4/biconnector/" .. name) then missing[#missing + 1] = name end
+    end
     os.execute(("rm -rf %q %q"):format(tree, log))
     assert.equals("biconnector " .. require("biconnector.core").version .. "\n", version_line)
+    assert.same({}, missing)
   end)
 end)
