@@ -216,6 +216,7 @@ function _M.load_connector(o)
     if token == "" then token = nil end
   end
   if token and o.no_auth then error("--no-auth with a token (BICONNECTOR_TOKEN or --token-file): choose one", 0) end
+  o.token = token -- for the --dev link
   return sql.serve_connector(o.file, { tables = o.tables, token = token, no_auth = o.no_auth, log = connector_log })
 end
 
@@ -353,7 +354,7 @@ function _M.main(args)
       process.close(fd)
       return 1
     end
-    dev_link = dev.link(base:sub(1, #base - #o.prefix), dev.initial_settings(connector.settings))
+    dev_link = dev.link(base:sub(1, #base - #o.prefix), dev.initial_settings(connector.settings, { token = o.token }))
     dev_wrap = function(h)
       return dev.wrap(h, { connector = connector, base = base, prefix = o.prefix, source = o.file })
     end
