@@ -7,7 +7,7 @@ CMAKE_FLAGS  ?= -DBIC_WERROR=ON
 BUSTED       ?= busted
 JOBS         ?= 2
 
-.PHONY: screenshot install env demo all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz lint
+.PHONY: screenshot install env demo all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz lint dist
 
 all: deps
 	cmake -S . -B $(BUILD) -DBIC_LUA=5.4 $(CMAKE_FLAGS) >/dev/null
@@ -65,6 +65,10 @@ fuzz: test-deps
 
 rock: deps
 	luarocks make --deps-mode=none rockspec/biconnector-scm-1.rockspec
+
+# The release rock (rockspec/biconnector-<BIC_VERSION>-1.rockspec) as a binary rock in dist/.
+dist: deps
+	scripts/make-dist dist
 
 # `biconnector` on the PATH from a clone. `make install` builds and installs the
 # rock (modules, core, command) into the system tree, or with PREFIX=DIR into a
