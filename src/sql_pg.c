@@ -1,0 +1,515 @@
+/* The PostgreSQL driver of the SQL source, over libpq (see sql.h for the rules).
+ *
+ * - connection: PQconnectdbParams with host/port/user/password/dbname and every
+ *   extra "key=value" of opts->params passed through to libpq (sslmode,
+ *   sslrootcert, sslcert, sslkey, application_name, target_session_attrs, ...);
+ *   an unknown key is libpq's own precise error;
+ * - session: client_encoding UTF8, TimeZone UTC, DateStyle ISO, IntervalStyle
+ *   iso_8601 left alone, extra_float_digits 3 (exact doubles),
+ *   default_transaction_read_only on (opts->read_only), statement_timeout;
+ * - query: PQsendQueryParams (text parameters, types int8/float8/bool for
+ *   numbers and booleans, text left to the server to infer), then single-row
+ *   mode: one row in memory at a time however many rows the answer has;
+ * - a cursor closed with rows unread is cancelled on the server (PQcancel) and
+ *   the rest of its answer drained;
+ * - a lost connection (server restart, network) makes query() report
+ *   retryable so that sql.c reopens once.
+ * Values: int2/int4/int8/oid -> INT, float4/float8 -> DOUBLE (NaN, Infinity
+ * included), bool -> BOOL, everything else as the server's text (numeric keeps
+ * every digit; timestamptz is in UTC and its "+00" suffix is dropped). */
+#ifdef BIC_WITH_POSTGRESQL
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "sql.h"
+
+typedef struct pg_conn {
+  PGconn *c;
+  char *password; /* for masking error texts */
+} pg_conn;
+
+typedef struct pg_cursor {
+  pg_conn *pc;
+  PGresult *meta;  /* the first result: column names and types */
+  PGresult *row;   /* the current row (single-row mode), may be meta */
+  int ncols;
+  int pending;     /* meta holds a row not yet handed out by step() */
+  int done;        /* the answer was read to its end */
+  char buf[64];    /* scratch for a trimmed timestamptz */
+} pg_cursor;
+
+/* Copies msg into err, with every occurrence of the password replaced by ***,
+ * and without a trailing newline (libpq ends its messages with one). */
+static void set_err(char *err, size_t errlen, const char *password, const char *prefix,
+                    const char *msg) {
+  size_t o = 0, plen = password ? strlen(password) : 0;
+  if (!err || errlen == 0) return;
+  if (!msg) msg = "unknown error";
+  err[0] = '\0';
+  if (prefix) {
+    size_t n = strlen(prefix);
+    if (n >= errlen) n = errlen - 1;
+    memcpy(err, prefix, n);
+    o = n;
+  }
+  for (const char *p = msg; *p && o + 1 < errlen;) {
+    if (plen >= 3 && strncmp(p, password, plen) == 0) {
+      for (const char *m = "***"; *m && o + 1 < errlen; m++) err[o++] = *m;
+      p += plen;
+    } else {
+      err[o++] = *p++;
+    }
+  }
+  while (o > 0 && (err[o - 1] == '\n' || err[o - 1] == ' ')) o--;
+  err[o] = '\0';
+}
+
+static char *dupstr(const char *s) {
+  size_t n;
+  char *d;
+  if (!s) return NULL;
+  n = strlen(s);
+  d = malloc(n + 1);
+  if (d) memcpy(d, s, n + 1);
+  return d;
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decodes s[0..n) into a new string ('+' stays '+'). */
+static char *decode(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  size_t o = 0;
+  if (!d) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
+        hexval((unsigned char)s[i + 2]) >= 0) {
+      d[o++] = (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
+      i += 2;
+    } else {
+      d[o++] = s[i];
+    }
+  }
+  d[o] = '\0';
+  return d;
+}
+
+static void zero_free(char *s) {
+  if (!s) return;
+  for (volatile char *p = s; *p; p++) *p = 0;
+  free(s);
+}
+
+#define PG_MAX_KEYS 40
+
+static void add_key(const char **keys, const char **vals, int *nk, const char *k, const char *v) {
+  if (v && *nk < PG_MAX_KEYS) {
+    keys[*nk] = k;
+    vals[*nk] = v;
+    (*nk)++;
+  }
+}
+
+static void pg_close(void *conn) {
+  pg_conn *pc = conn;
+  if (!pc) return;
+  if (pc->c) PQfinish(pc->c);
+  zero_free(pc->password);
+  free(pc);
+}
+
+static void *pg_open(const bic_sql_options *o, char *err, size_t errlen) {
+  const char *keys[PG_MAX_KEYS + 1], *vals[PG_MAX_KEYS + 1];
+  char *owned[PG_MAX_KEYS * 2];
+  int nk = 0, nowned = 0;
+  char port[16], ctimeout[16];
+  pg_conn *pc = calloc(1, sizeof *pc);
+  if (!pc) { set_err(err, errlen, NULL, NULL, "out of memory"); return NULL; }
+
+  add_key(keys, vals, &nk, "host", o->host);
+  if (o->port > 0) { snprintf(port, sizeof port, "%d", o->port); add_key(keys, vals, &nk, "port", port); }
+  add_key(keys, vals, &nk, "user", o->user);
+  add_key(keys, vals, &nk, "password", o->password);
+  add_key(keys, vals, &nk, "dbname", o->database);
+  snprintf(ctimeout, sizeof ctimeout, "%d", o->connect_timeout_s > 0 ? o->connect_timeout_s : 10);
+  add_key(keys, vals, &nk, "connect_timeout", ctimeout);
+  add_key(keys, vals, &nk, "application_name", "biconnector");
+  add_key(keys, vals, &nk, "client_encoding", "UTF8");
+  if (o->params && *o->params) {
+    const char *p = o->params;
+    while (*p) {
+      const char *amp = strchr(p, '&');
+      size_t n = amp ? (size_t)(amp - p) : strlen(p);
+      const char *eq = memchr(p, '=', n);
+      if (n > 0) {
+        char *k, *v;
+        if (!eq) {
+          set_err(err, errlen, NULL, "postgresql: connection parameter without a value: ", "");
+          snprintf(err + strlen(err), errlen - strlen(err), "%.*s", (int)(n > 64 ? 64 : n), p);
+          goto fail;
+        }
+        if (nk >= PG_MAX_KEYS) {
+          set_err(err, errlen, NULL, NULL, "postgresql: too many connection parameters");
+          goto fail;
+        }
+        k = decode(p, (size_t)(eq - p));
+        v = decode(eq + 1, n - (size_t)(eq - p) - 1);
+        if (!k || !v) { free(k); free(v); set_err(err, errlen, NULL, NULL, "out of memory"); goto fail; }
+        owned[nowned++] = k;
+        owned[nowned++] = v;
+        /* a later key overrides an earlier one (libpq takes the last) */
+        keys[nk] = k; vals[nk] = v; nk++;
+      }
+      p += n;
+      if (*p == '&') p++;
+    }
+  }
+  keys[nk] = NULL;
+  vals[nk] = NULL;
+  pc->password = dupstr(o->password);
+  pc->c = PQconnectdbParams(keys, vals, 0);
+  for (int i = 0; i < nowned; i++) free(owned[i]);
+  nowned = 0;
+  if (!pc->c || PQstatus(pc->c) != CONNECTION_OK) {
+    set_err(err, errlen, pc->password, "postgresql: cannot connect: ",
+            pc->c ? PQerrorMessage(pc->c) : "out of memory");
+    pg_close(pc);
+    return NULL;
+  }
+  {
+    char sql[512];
+    PGresult *r;
+    snprintf(sql, sizeof sql,
+             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; "
+             "SET default_transaction_read_only = %s; SET statement_timeout = %d",
+             o->read_only ? "on" : "off", o->statement_timeout_ms > 0 ? o->statement_timeout_ms : 0);
+    r = PQexec(pc->c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+      set_err(err, errlen, pc->password, "postgresql: cannot set up the session: ", PQerrorMessage(pc->c));
+      PQclear(r);
+      pg_close(pc);
+      return NULL;
+    }
+    PQclear(r);
+  }
+  return pc;
+
+fail:
+  for (int i = 0; i < nowned; i++) free(owned[i]);
+  pg_close(pc);
+  return NULL;
+}
+
+/* Reads results until the end of the answer. */
+static void drain(PGconn *c) {
+  PGresult *r;
+  while ((r = PQgetResult(c)) != NULL) PQclear(r);
+}
+
+static int conn_lost(PGconn *c) {
+  return PQstatus(c) == CONNECTION_BAD;
+}
+
+static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, int nparams,
+                      int *retryable, char *err, size_t errlen) {
+  pg_conn *pc = conn;
+  const char **values = NULL;
+  Oid *types = NULL;
+  int *lengths = NULL, *formats = NULL;
+  char **owned = NULL;
+  pg_cursor *cur = NULL;
+  PGresult *r;
+  int ok = 0;
+  *retryable = 0;
+  if (nparams > 0) {
+    values = calloc((size_t)nparams, sizeof *values);
+    types = calloc((size_t)nparams, sizeof *types);
+    lengths = calloc((size_t)nparams, sizeof *lengths);
+    formats = calloc((size_t)nparams, sizeof *formats);
+    owned = calloc((size_t)nparams, sizeof *owned);
+    if (!values || !types || !lengths || !formats || !owned) {
+      set_err(err, errlen, NULL, NULL, "out of memory");
+      goto done;
+    }
+  }
+  for (int i = 0; i < nparams; i++) {
+    const bic_sql_value *v = &params[i];
+    char num[40];
+    switch (v->kind) {
+    case BIC_SQL_NULL:
+      values[i] = NULL;
+      break;
+    case BIC_SQL_INT:
+      snprintf(num, sizeof num, "%lld", v->i);
+      types[i] = 20; /* int8 */
+      owned[i] = dupstr(num);
+      values[i] = owned[i];
+      break;
+    case BIC_SQL_DOUBLE:
+      if (isnan(v->d)) snprintf(num, sizeof num, "NaN");
+      else if (isinf(v->d)) snprintf(num, sizeof num, v->d > 0 ? "Infinity" : "-Infinity");
+      else snprintf(num, sizeof num, "%.17g", v->d);
+      types[i] = 701; /* float8 */
+      owned[i] = dupstr(num);
+      values[i] = owned[i];
+      break;
+    case BIC_SQL_BOOL:
+      types[i] = 16; /* bool */
+      values[i] = v->i ? "true" : "false";
+      break;
+    case BIC_SQL_TEXT:
+      if (memchr(v->s, '\0', v->len)) {
+        snprintf(err, errlen, "postgresql: parameter %d contains a NUL byte, which PostgreSQL text cannot hold",
+                 i + 1);
+        goto done;
+      }
+      owned[i] = malloc(v->len + 1);
+      if (!owned[i]) { set_err(err, errlen, NULL, NULL, "out of memory"); goto done; }
+      memcpy(owned[i], v->s, v->len);
+      owned[i][v->len] = '\0';
+      values[i] = owned[i];
+      break;
+    case BIC_SQL_BLOB:
+      types[i] = 17; /* bytea */
+      values[i] = v->len ? v->s : "";
+      lengths[i] = (int)v->len;
+      formats[i] = 1;
+      break;
+    }
+    if ((v->kind == BIC_SQL_INT || v->kind == BIC_SQL_DOUBLE) && !owned[i]) {
+      set_err(err, errlen, NULL, NULL, "out of memory");
+      goto done;
+    }
+  }
+  /* an idle connection the server closed shows here, before sending */
+  if (PQstatus(pc->c) == CONNECTION_OK && PQtransactionStatus(pc->c) == PQTRANS_IDLE) PQconsumeInput(pc->c);
+  if (!PQsendQueryParams(pc->c, sql, nparams, types, values, lengths, formats, 0)) {
+    *retryable = conn_lost(pc->c);
+    set_err(err, errlen, pc->password, "postgresql: ", PQerrorMessage(pc->c));
+    goto done;
+  }
+  if (!PQsetSingleRowMode(pc->c)) {
+    set_err(err, errlen, pc->password, "postgresql: cannot enter single-row mode: ", PQerrorMessage(pc->c));
+    drain(pc->c);
+    goto done;
+  }
+  r = PQgetResult(pc->c);
+  switch (PQresultStatus(r)) {
+  case PGRES_SINGLE_TUPLE:
+  case PGRES_TUPLES_OK:
+    cur = calloc(1, sizeof *cur);
+    if (!cur) {
+      PQclear(r);
+      set_err(err, errlen, NULL, NULL, "out of memory");
+      PQrequestCancel(pc->c);
+      drain(pc->c);
+      goto done;
+    }
+    cur->pc = pc;
+    cur->meta = r;
+    cur->ncols = PQnfields(r);
+    if (PQresultStatus(r) == PGRES_SINGLE_TUPLE) {
+      cur->pending = 1;
+    } else {
+      cur->done = 1;
+      drain(pc->c);
+    }
+    ok = 1;
+    break;
+  case PGRES_COMMAND_OK:
+    PQclear(r);
+    drain(pc->c);
+    set_err(err, errlen, NULL, NULL, "postgresql: the statement returned no rows (not a query)");
+    break;
+  default:
+    set_err(err, errlen, pc->password, "postgresql: ",
+            r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
+    PQclear(r);
+    drain(pc->c);
+    *retryable = conn_lost(pc->c);
+    break;
+  }
+done:
+  for (int i = 0; owned && i < nparams; i++) free(owned[i]);
+  free(owned);
+  free(values);
+  free(types);
+  free(lengths);
+  free(formats);
+  return ok ? cur : NULL;
+}
+
+static int pg_ncols(void *cursor) { return ((pg_cursor *)cursor)->ncols; }
+
+static const char *pg_colname(void *cursor, int col) {
+  pg_cursor *cur = cursor;
+  const char *n;
+  if (col < 0 || col >= cur->ncols) return "";
+  n = PQfname(cur->meta, col);
+  return n ? n : "";
+}
+
+static const char *type_name(Oid t) {
+  switch (t) {
+  case 16: return "boolean";
+  case 17: return "bytea";
+  case 18: return "char";
+  case 19: return "name";
+  case 20: return "bigint";
+  case 21: return "smallint";
+  case 23: return "integer";
+  case 25: return "text";
+  case 26: return "oid";
+  case 114: return "json";
+  case 700: return "real";
+  case 701: return "double precision";
+  case 1042: return "character";
+  case 1043: return "character varying";
+  case 1082: return "date";
+  case 1083: return "time without time zone";
+  case 1114: return "timestamp without time zone";
+  case 1184: return "timestamp with time zone";
+  case 1186: return "interval";
+  case 1266: return "time with time zone";
+  case 1700: return "numeric";
+  case 2950: return "uuid";
+  case 3802: return "jsonb";
+  default: return "";
+  }
+}
+
+static const char *pg_coltype(void *cursor, int col) {
+  pg_cursor *cur = cursor;
+  if (col < 0 || col >= cur->ncols) return "";
+  return type_name(PQftype(cur->meta, col));
+}
+
+static int pg_step(void *cursor, char *err, size_t errlen) {
+  pg_cursor *cur = cursor;
+  PGresult *r;
+  if (cur->pending) {
+    cur->pending = 0;
+    cur->row = cur->meta;
+    return 1;
+  }
+  if (cur->row && cur->row != cur->meta) PQclear(cur->row);
+  cur->row = NULL;
+  if (cur->done) return 0;
+  r = PQgetResult(cur->pc->c);
+  switch (PQresultStatus(r)) {
+  case PGRES_SINGLE_TUPLE:
+    cur->row = r;
+    return 1;
+  case PGRES_TUPLES_OK:
+    PQclear(r);
+    drain(cur->pc->c);
+    cur->done = 1;
+    return 0;
+  default:
+    set_err(err, errlen, cur->pc->password, "postgresql: ",
+            r ? PQresultErrorMessage(r) : PQerrorMessage(cur->pc->c));
+    PQclear(r);
+    drain(cur->pc->c);
+    cur->done = 1;
+    return -1;
+  }
+}
+
+static void pg_value(void *cursor, int col, bic_sql_value *out) {
+  pg_cursor *cur = cursor;
+  PGresult *r = cur->row;
+  const char *s;
+  size_t len;
+  memset(out, 0, sizeof *out);
+  out->kind = BIC_SQL_NULL;
+  if (!r || col < 0 || col >= cur->ncols || PQgetisnull(r, 0, col)) return;
+  s = PQgetvalue(r, 0, col);
+  len = (size_t)PQgetlength(r, 0, col);
+  switch (PQftype(r, col)) {
+  case 20: case 21: case 23: case 26: {
+    char *end;
+    errno = 0;
+    out->i = strtoll(s, &end, 10);
+    if (errno == 0 && end != s && *end == '\0') { out->kind = BIC_SQL_INT; return; }
+    break;
+  }
+  case 700: case 701: {
+    char *end;
+    out->d = strtod(s, &end);
+    if (end != s && *end == '\0') { out->kind = BIC_SQL_DOUBLE; return; }
+    break;
+  }
+  case 16:
+    out->kind = BIC_SQL_BOOL;
+    out->i = s[0] == 't';
+    return;
+  case 1184:
+    /* TimeZone is UTC: drop the "+00" the server appends */
+    if (len > 3 && len < sizeof cur->buf && strcmp(s + len - 3, "+00") == 0) {
+      memcpy(cur->buf, s, len - 3);
+      cur->buf[len - 3] = '\0';
+      s = cur->buf;
+      len -= 3;
+    }
+    break;
+  default:
+    break;
+  }
+  out->kind = BIC_SQL_TEXT;
+  out->s = s;
+  out->len = len;
+}
+
+static void pg_close_cursor(void *cursor) {
+  pg_cursor *cur = cursor;
+  if (!cur) return;
+  if (cur->row && cur->row != cur->meta) PQclear(cur->row);
+  PQclear(cur->meta);
+  if (!cur->done) {
+    /* rows left unread: ask the server to stop, then read what is in flight */
+    PGcancel *c = PQgetCancel(cur->pc->c);
+    char ebuf[256];
+    if (c) {
+      PQcancel(c, ebuf, (int)sizeof ebuf);
+      PQfreeCancel(c);
+    }
+    drain(cur->pc->c);
+  }
+  free(cur);
+}
+
+static int pg_alive(void *conn) {
+  pg_conn *pc = conn;
+  if (!pc || !pc->c || PQstatus(pc->c) != CONNECTION_OK) return 0;
+  /* An idle connection gets nothing from the server (no LISTEN here), unless
+   * the server is going away (its FATAL notice, EOF): readable means reopen. */
+  {
+    struct pollfd p;
+    p.fd = PQsocket(pc->c);
+    p.events = POLLIN;
+    p.revents = 0;
+    if (p.fd < 0 || poll(&p, 1, 0) != 0) return 0;
+  }
+  return 1;
+}
+
+const bic_sql_driver bic_sql_postgresql = {
+  "postgresql", pg_open, pg_query, pg_ncols, pg_colname, pg_coltype,
+  pg_step, pg_value, pg_close_cursor, pg_alive, pg_close,
+};
+
+#else
+typedef int bic_sql_pg_unused; /* ISO C wants a declaration in every file */
+#endif
