@@ -697,7 +697,8 @@ static unsigned int current_connections(server *srv) {
 
 /* server:run([seconds]) -> reason: serves until server:stop() ("stopped"), a
  * SIGTERM/SIGINT trapped by core.process.trap ("TERM"/"INT", after in-flight
- * answers finished or the grace period ended), or the optional time is up ("timeout"). */
+ * answers finished or the grace period ended), a trapped SIGHUP ("HUP", at once,
+ * connections kept: call run() again), or the optional time is up ("timeout"). */
 static int l_run(lua_State *L) {
   server *srv = check_open(L);
   lua_Number limit = luaL_optnumber(L, 2, -1);
@@ -721,6 +722,9 @@ static int l_run(lua_State *L) {
       begin_quiesce(srv);
       deadline = t + srv->grace;
     }
+    /* a SIGHUP (trapped) asks for a reload: run() returns "HUP" and keeps every
+     * connection, so the next run() goes on where this one stopped */
+    if (!srv->quiescing && bic_signal_take_reload()) { reason = "HUP"; break; }
     if (srv->quiescing && deadline > 0) {
       if (current_connections(srv) == 0 || t >= deadline) break;
       if (bic_signal_take_stop() != 0) break; /* a second signal: stop now */

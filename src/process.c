@@ -90,6 +90,11 @@ int bic_signal_take_stop(void) {
   return 0;
 }
 
+int bic_signal_take_reload(void) {
+  if (pending_signals[SIGHUP]) { pending_signals[SIGHUP] = 0; return 1; }
+  return 0;
+}
+
 double bic_clock(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -14,6 +14,8 @@ int bic_signal_fd(void);
 void bic_signal_drain(void);
 /* Takes a pending SIGTERM or SIGINT (trapped by process.trap): its number, or 0. */
 int bic_signal_take_stop(void);
+/* Takes a pending SIGHUP (trapped by process.trap): 1, or 0 when none is pending. */
+int bic_signal_take_reload(void);
 /* "TERM", "INT", ... or NULL for a signal without a name here. */
 const char *bic_signal_name(int number);
 /* Seconds on a monotonic clock. */

@@ -1,7 +1,7 @@
 -- `biconnector serve`: the built-in HTTP server (core.server, libmicrohttpd)
 -- around a connector, with an access log and a worker mode (N processes
--- sharing one listening socket, a dead one replaced, graceful stop on
--- SIGTERM/SIGINT).
+-- sharing one listening socket, a dead one restarted with backoff, graceful
+-- stop on SIGTERM/SIGINT, reload of the connector on SIGHUP).
 local core = require "biconnector.core"
 
 local server, process = core.server, core.process
@@ -233,14 +233,36 @@ local function server_options(o, handler, fd)
   }
 end
 
--- Serves on the inherited listening socket until SIGTERM/SIGINT; returns an exit code.
-local function serve_process(o, handler, fd)
+local function now_utc() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
+
+-- SIGHUP: loads the connector file (or the database's schema) again and swaps
+-- it in for the answers that start from now on; one that fails to load keeps
+-- the connector already loaded, and the log says why.
+local function reload(o, live, who)
+  local ok, connector = pcall(_M.load_connector, o)
+  if not ok then
+    log_line({ now_utc(), who, tostring(process.getpid()),
+      "reload failed, keeping the connector already loaded:", logline.quote(tostring(connector)) })
+    return false
+  end
+  live.connector = connector
+  log_line({ now_utc(), who, tostring(process.getpid()), "reloaded", o.file })
+  return true
+end
+
+-- Serves on the inherited listening socket until SIGTERM/SIGINT (reloading on
+-- SIGHUP, connections kept); returns an exit code.
+local function serve_process(o, handler, fd, live)
   local srv, err = server.new(server_options(o, handler, fd))
   if not srv then
     stderr:write("biconnector serve: ", err, "\n")
     return 1
   end
-  local reason = srv:run()
+  local reason
+  repeat
+    reason = srv:run()
+    if reason == "HUP" then reload(o, live, o.workers > 1 and "worker" or "serve") end
+  until reason ~= "HUP"
   srv:close()
   if o.workers > 1 then
     log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"), "worker", tostring(process.getpid()),
@@ -249,7 +271,7 @@ local function serve_process(o, handler, fd)
   return 0
 end
 
-local function start_worker(o, handler, fd)
+local function start_worker(o, handler, fd, live)
   local master = process.getpid()
   local pid, err = process.fork()
   if pid == 0 then
@@ -257,39 +279,54 @@ local function start_worker(o, handler, fd)
     -- us gracefully), and a graceful stop of our own should the master die
     local ok, code = pcall(process.worker_setup, "TERM", master)
     if ok and code == false then process.exit(0) end
-    ok, code = pcall(serve_process, o, handler, fd)
+    ok, code = pcall(serve_process, o, handler, fd, live)
     if not ok then stderr:write("biconnector serve: worker failed: " .. tostring(code) .. "\n") end
     process.exit(ok and code or 1)
   end
   return pid, err
 end
 
--- The master of --workers N: starts the workers, replaces one that dies,
--- forwards SIGTERM/SIGINT and waits for them to finish.
-local function supervise(o, handler, fd)
+-- Restarting a worker that died: after 0.1 s, then each time twice as late
+-- (0.2 s, 0.4 s, ... up to 30 s) while workers keep dying young; a worker that
+-- lived `stable` seconds resets the count.
+_M.BACKOFF = { first = 0.1, max = 30, stable = 10 }
+
+-- The master of --workers N: starts the workers, restarts one that dies (with
+-- backoff, the exit cause logged), reloads on SIGHUP, forwards SIGTERM/SIGINT
+-- and waits for the workers to finish.
+local function supervise(o, handler, fd, live)
   local workers, count, stopping = {}, 0, false
+  local due, streak = {}, 0 -- restart times; workers that died young in a row
   local function spawn()
-    local pid, err = start_worker(o, handler, fd)
+    local pid, err = start_worker(o, handler, fd, live)
     if not pid then
       stderr:write("biconnector serve: ", err, "\n")
       return false
     end
     workers[pid] = process.clock()
     count = count + 1
-    log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"), "worker", tostring(pid), "started" })
+    log_line({ now_utc(), "worker", tostring(pid), "started" })
     return true
   end
   for _ = 1, o.workers do spawn() end
   local deadline
-  while count > 0 do
+  while count > 0 or (#due > 0 and not stopping) do
     for _, sig in ipairs(process.signals()) do
       if (sig == "TERM" or sig == "INT") then
         if not stopping then
           stopping = true
+          due = {}
           deadline = process.clock() + (o.grace or 10) + 5
           for pid in pairs(workers) do process.kill(pid, "TERM") end
         else -- a second signal: stop the workers now
           for pid in pairs(workers) do process.kill(pid, "KILL") end
+        end
+      elseif sig == "HUP" and not stopping then
+        -- the master checks the file first: a broken one is logged once and the
+        -- workers keep theirs; a good one is what restarted workers get, and each
+        -- running worker loads it too, between two answers
+        if reload(o, live, "master") then
+          for pid in pairs(workers) do process.kill(pid, "HUP") end
         end
       end
     end
@@ -301,18 +338,30 @@ local function supervise(o, handler, fd)
         workers[pid] = nil
         count = count - 1
         if not stopping then
-          log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"), "worker", tostring(pid),
-            "ended", how .. "=" .. tostring(code), "(replacing it)" })
-          if lived < 1 then process.sleep(1) end -- a worker that dies at once: do not spin
-          spawn()
+          if lived >= _M.BACKOFF.stable then streak = 0 end
+          streak = streak + 1
+          local delay = math.min(_M.BACKOFF.first * 2 ^ (streak - 1), _M.BACKOFF.max)
+          _M.restarts = (_M.restarts or 0) + 1
+          log_line({ now_utc(), "worker", tostring(pid), "ended", how .. "=" .. tostring(code),
+            format("after %.1fs; restarting in %gs (%d in a row)", lived, delay, streak) })
+          due[#due + 1] = process.clock() + delay
         end
+      end
+    end
+    local t, wait = process.clock(), 0.5
+    for i = #due, 1, -1 do
+      if due[i] <= t then
+        table.remove(due, i)
+        spawn()
+      else
+        wait = math.min(wait, due[i] - t)
       end
     end
     if stopping and deadline and process.clock() > deadline then
       for pid in pairs(workers) do process.kill(pid, "KILL") end
       deadline = nil
     end
-    if count > 0 then process.sleep(0.5) end
+    if count > 0 or #due > 0 then process.sleep(wait) end
   end
   return stopping and 0 or 1 -- not stopping: no worker could be started
 end
@@ -338,7 +387,7 @@ function _M.main(args)
     return 1
   end
   -- signals are trapped before the "listening on" line: whoever reads it may stop us at once
-  process.trap("TERM", "INT", "PIPE")
+  process.trap("TERM", "INT", "PIPE", "HUP")
   if o.workers > 1 then process.trap("CHLD") end
   local urls, base = _M.urls(o.host, port, o.prefix)
   stdout:write(format("biconnector %s: serving %q from %s (%d worker%s)\n", core.version,
@@ -356,13 +405,16 @@ function _M.main(args)
   end
   stdout:flush()
 
-  local handler = _M.handler(connector, o)
+  -- SIGHUP swaps live.connector; the handler always calls the current one
+  local live = { connector = connector }
+  local current = { handle = function(_, ...) return live.connector:handle(...) end }
+  local handler = _M.handler(current, o)
   local code
   if o.workers > 1 then
-    code = supervise(o, handler, fd)
+    code = supervise(o, handler, fd, live)
     process.close(fd)
   else
-    code = serve_process(o, handler, fd)
+    code = serve_process(o, handler, fd, live)
   end
   stdout:flush()
   return code
