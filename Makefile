@@ -7,7 +7,7 @@ CMAKE_FLAGS  ?= -DBIC_WERROR=ON
 BUSTED       ?= busted
 JOBS         ?= 2
 
-.PHONY: install env demo all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz lint
+.PHONY: screenshot install env demo all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz lint dist
 
 all: deps
 	cmake -S . -B $(BUILD) -DBIC_LUA=5.4 $(CMAKE_FLAGS) >/dev/null
@@ -66,6 +66,10 @@ fuzz: test-deps
 rock: deps
 	luarocks make --deps-mode=none rockspec/biconnector-scm-1.rockspec
 
+# The release rock (rockspec/biconnector-<BIC_VERSION>-1.rockspec) as a binary rock in dist/.
+dist: deps
+	scripts/make-dist dist
+
 # `biconnector` on the PATH from a clone. `make install` builds and installs the
 # rock (modules, core, command) into the system tree, or with PREFIX=DIR into a
 # private luarocks tree; `eval "$$(make -s env)"` uses the clone itself instead.
@@ -96,3 +100,7 @@ $(SAMPLE_DB): examples/sample/gen.lua
 demo: all $(SAMPLE_DB)
 	@echo "demo: Bitrix24 must send the token '$(DEMO_TOKEN)' (connector setting token)"
 	BICONNECTOR_TOKEN=$(DEMO_TOKEN) bin/biconnector serve sqlite://$(abspath $(SAMPLE_DB)) --listen $(DEMO_LISTEN)
+
+# docs/img/dev-page.png: the `serve --dev` page, taken by headless Chromium (docs/dev.md).
+screenshot: test-deps all $(SAMPLE_DB)
+	SAMPLE_DB=$(abspath $(SAMPLE_DB)) scripts/dev-screenshot lua5.4 $(BUILD)

@@ -76,6 +76,40 @@ describe("close-on-exec", function()
     end
   end)
 
+  it("a command spawned while a SQLite database is open does not hold its file", function()
+    local H = require "sql_helpers"
+    if not H.have_sqlite3("the SQLite close-on-exec spec") then
+      pending("SKIPPED: no sqlite3 tool")
+      return
+    end
+    local dir = H.tmpdir()
+    local db = dir .. "/fds.db"
+    H.sqlite(db, "CREATE TABLE t (id INTEGER); INSERT INTO t VALUES (1), (2);")
+    local h = S.start(S.serve_command({ "spec/cloexec_fixture_connector.lua", "--listen", "127.0.0.1:0" }),
+      { CLOEXEC_DB = db })
+    local ok, err = pcall(function()
+      local r = assert(S.request(h.port, "POST", "/data",
+        cjson.encode { connection = { token = "t0k3n" }, table = "fds" }, { ["Content-Type"] = "application/json" }))
+      assert.equals(200, r.status)
+      local lines = {}
+      for i, row in ipairs(cjson.decode(r.body)) do
+        if i > 1 then lines[#lines + 1] = row[1] end
+      end
+      local server, child = parent_and_child(lines)
+      local open_in_server = false
+      for _, target in pairs(server) do
+        if target == db then open_in_server = true end
+      end
+      assert.is_true(open_in_server, "the server should hold the database open: " .. cjson.encode(server))
+      for fd, target in pairs(child) do
+        assert.is_falsy(target:find(db, 1, true), ("the child holds fd %d -> %s"):format(fd, target))
+      end
+    end)
+    S.stop(h)
+    H.rmdir(dir)
+    assert(ok, err)
+  end)
+
   it("a command spawned while libcurl keeps a connection alive does not hold it", function()
     local h = S.start(S.serve_command({ "spec/cloexec_fixture_connector.lua", "--listen", "127.0.0.1:0" }))
     local ok, err = pcall(function()

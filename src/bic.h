@@ -4,7 +4,7 @@
 
 #include "compat.h"
 
-#define BIC_VERSION "0.1.0"
+#define BIC_VERSION "0.2.0"
 
 /* Only luaopen_biconnector_core is exported; everything else is hidden. */
 #define BIC_EXPORT __attribute__((visibility("default")))

@@ -35,6 +35,7 @@ Options:
   --timeout SECONDS    idle connection timeout (default 30)
   --connections N      most connections at once per process (default 512)
   --grace SECONDS      on SIGTERM/SIGINT, time for in-flight answers (default 10)
+  --dev                also serve the browser page at / (see docs/dev.md) and print its link
   -h, --help           show this help
 ]]
 
@@ -90,6 +91,8 @@ function _M.parse_args(args)
     end
     if name == "-h" or name == "--help" then
       o.help = true
+    elseif name == "--dev" then
+      o.dev = true
     elseif name == "--listen" then
       local v = value()
       if not v then return nil, "--listen needs a value" end
@@ -213,6 +216,7 @@ function _M.load_connector(o)
     if token == "" then token = nil end
   end
   if token and o.no_auth then error("--no-auth with a token (BICONNECTOR_TOKEN or --token-file): choose one", 0) end
+  o.token = token -- for the --dev link
   return sql.serve_connector(o.file, { tables = o.tables, token = token, no_auth = o.no_auth, log = connector_log })
 end
 
@@ -390,6 +394,20 @@ function _M.main(args)
   process.trap("TERM", "INT", "PIPE", "HUP")
   if o.workers > 1 then process.trap("CHLD") end
   local urls, base = _M.urls(o.host, port, o.prefix)
+  local dev_link, dev_wrap
+  if o.dev then -- the page and its helper endpoints (biconnector.dev): nothing of it without --dev
+    local dev = require "biconnector.dev"
+    local found, problem = pcall(dev.load_static)
+    if not found then
+      stderr:write("biconnector serve: ", tostring(problem), "\n")
+      process.close(fd)
+      return 1
+    end
+    dev_link = dev.link(base:sub(1, #base - #o.prefix), dev.initial_settings(connector.settings, { token = o.token }))
+    dev_wrap = function(h)
+      return dev.wrap(h, { connector = connector, base = base, prefix = o.prefix, source = o.file })
+    end
+  end
   stdout:write(format("biconnector %s: serving %q from %s (%d worker%s)\n", core.version,
     tostring(connector.title or "connector"), o.file, o.workers, o.workers == 1 and "" or "s"))
   if connector.source then
@@ -403,12 +421,16 @@ function _M.main(args)
   if o.host == "0.0.0.0" or o.host == "::" then
     stdout:write("  (listening on every interface: put the address Bitrix24 reaches in place of 127.0.0.1)\n")
   end
+  if dev_link then
+    stdout:write("Dev page (the settings travel in the #fragment, which no server receives):\n  ", dev_link, "\n")
+  end
   stdout:flush()
 
   -- SIGHUP swaps live.connector; the handler always calls the current one
   local live = { connector = connector }
   local current = { handle = function(_, ...) return live.connector:handle(...) end }
   local handler = _M.handler(current, o)
+  if dev_wrap then handler = dev_wrap(handler) end
   local code
   if o.workers > 1 then
     code = supervise(o, handler, fd, live)

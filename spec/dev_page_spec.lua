@@ -1,0 +1,477 @@
+-- `biconnector serve --dev`: the browser page, driven in headless Chromium
+-- through the DevTools protocol (spec/cdp.lua), against real servers on
+-- loopback; and what the server answers with and without --dev.
+local S = require "serve_helpers"
+local CDP = require "cdp"
+local cjson = require "cjson"
+local form = require "biconnector.form"
+local json = require "biconnector.json"
+local H = require "sql_helpers"
+
+local DEMO = "examples/demo/connector.lua"
+local HOSTILE = "spec/fixtures/dev/hostile_connector.lua"
+-- The servers run with --timeout 10: no answer of theirs can take longer, and
+-- every wait on the page below is bounded by it.
+local TIMEOUT = 10
+
+local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+
+local function js(v) return cjson.encode(v) end
+
+local function start_server(file, env, extra)
+  local args = { file, "--listen", "127.0.0.1:0", "--timeout", tostring(TIMEOUT) }
+  for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+  return S.start(S.serve_command(args), env)
+end
+
+local function dev_link(h)
+  return S.stdout(h):match("Dev page[^\n]*\n%s+(http://[^\n]+)\n")
+end
+
+describe("biconnector serve without --dev", function()
+  local h
+  setup(function() h = start_server(DEMO) end)
+  teardown(function() S.stop(h) end)
+
+  it("answers 404 at / and under /_dev/, as before the dev page existed, and prints no dev link", function()
+    for _, p in ipairs({ { "GET", "/" }, { "GET", "/_dev/info" }, { "GET", "/_dev/dev.js" }, { "GET", "/_dev/dev.css" },
+      { "POST", "/_dev/verify" } }) do
+      local r = assert(S.request(h.port, p[1], p[2], p[1] == "POST" and "{}" or nil,
+        p[1] == "POST" and { ["Content-Type"] = "application/json" } or nil))
+      assert.equals(404, r.status, p[2])
+      assert.equals("not_found", cjson.decode(r.body).error)
+    end
+    assert.is_nil(S.stdout(h):find("Dev page", 1, true))
+  end)
+end)
+
+describe("biconnector serve --dev over HTTP", function()
+  local h
+  setup(function()
+    h = start_server(DEMO, { BICONNECTOR_SETTING_TOKEN = "demo-token", BIC_DEMO_ROWS = "100" }, { "--dev" })
+  end)
+  teardown(function() S.stop(h) end)
+
+  it("prints the link with the settings in the fragment, never in the query", function()
+    assert.equals(("http://127.0.0.1:%d/#token=demo-token"):format(h.port), dev_link(h))
+  end)
+
+  it("serves the page and its files with no-store, a strict CSP, nosniff and no framing", function()
+    for path, ctype in pairs({ ["/"] = "text/html", ["/_dev/dev.js"] = "text/javascript",
+      ["/_dev/dev.css"] = "text/css", ["/_dev/info"] = "application/json" }) do
+      local r = assert(S.request(h.port, "GET", path))
+      assert.equals(200, r.status, path)
+      assert.matches("^" .. ctype:gsub("%p", "%%%0"), r.headers["content-type"])
+      assert.equals("no-store", r.headers["cache-control"])
+      assert.equals("nosniff", r.headers["x-content-type-options"])
+      local csp = r.headers["content-security-policy"]
+      assert.matches("script%-src 'self';", csp)
+      assert.matches("frame%-ancestors 'none'", csp)
+      assert.matches("default%-src 'none'", csp)
+    end
+    local page = assert(S.request(h.port, "GET", "/")).body
+    assert.is_nil(page:find("<script>", 1, true), "no inline script")
+    assert.is_nil(page:find(" on%a+="), "no inline event handler")
+  end)
+
+  it("tells the page the settings it asks for, never their values", function()
+    local r = assert(S.request(h.port, "GET", "/_dev/info"))
+    local info = cjson.decode(r.body)
+    assert.same({ { code = "token", name = "Access token", type = "STRING" } }, info.settings)
+    assert.equals("/data", info.endpoints.data)
+    assert.is_nil(r.body:find("demo-token", 1, true))
+  end)
+
+  it("keeps the connector's check on every data request and marks its answers no-store", function()
+    local bad = assert(S.request(h.port, "POST", "/data", "table=deals&connection%5Btoken%5D=wrong", FORM))
+    assert.equals(403, bad.status)
+    local good = assert(S.request(h.port, "POST", "/data", "table=deals&limit=1&connection%5Btoken%5D=demo-token",
+      FORM))
+    assert.equals(200, good.status)
+    assert.equals("no-store", good.headers["cache-control"])
+  end)
+
+  it("refuses a foreign Host (DNS rebinding), a foreign Origin, a non-JSON verify and wrong methods", function()
+    -- a page of another site whose name was rebound to 127.0.0.1 sends its own name as Host
+    local c = require("socket").tcp()
+    c:settimeout(TIMEOUT)
+    assert(c:connect("127.0.0.1", h.port))
+    c:send("GET /_dev/info HTTP/1.1\r\nHost: evil.example:" .. h.port .. "\r\nConnection: close\r\n\r\n")
+    local raw = assert(c:receive("*a"))
+    c:close()
+    assert.matches("^HTTP/1%.1 403", raw)
+    assert.matches('"error":"forbidden"', raw)
+    local r
+    r = assert(S.request(h.port, "POST", "/_dev/verify", "{}", { ["Content-Type"] = "application/json",
+      Origin = "http://evil.example" }))
+    assert.equals(403, r.status)
+    r = assert(S.request(h.port, "POST", "/_dev/verify", '{"settings":{}}', { ["Content-Type"] = "text/plain" }))
+    assert.equals(415, r.status)
+    assert.equals("unsupported_media_type", cjson.decode(r.body).error)
+    r = assert(S.request(h.port, "POST", "/_dev/verify", '{"settings":{"token":[1]}}',
+      { ["Content-Type"] = "application/json" }))
+    assert.equals(400, r.status)
+    assert.equals("settings.token must be a string, got table", cjson.decode(r.body).message)
+    r = assert(S.request(h.port, "GET", "/_dev/verify"))
+    assert.equals(405, r.status)
+    r = assert(S.request(h.port, "POST", "/", ""))
+    assert.equals(405, r.status)
+    r = assert(S.request(h.port, "GET", "/_dev/nothing"))
+    assert.equals(404, r.status)
+    -- and the server still answers
+    assert.equals(200, assert(S.request(h.port, "GET", "/_dev/info")).status)
+  end)
+
+  it("POST /_dev/verify runs biconnector verify against this server and answers its report", function()
+    local r = assert(S.request(h.port, "POST", "/_dev/verify", '{"settings":{"token":"demo-token"},"body":"json"}',
+      { ["Content-Type"] = "application/json" }, 60))
+    assert.equals(200, r.status)
+    local report = cjson.decode(r.body)
+    assert.is_true(report.ok)
+    assert.equals(("http://127.0.0.1:%d"):format(h.port), report.url)
+    assert.equals(0, report.summary.FAIL)
+    assert.is_true(report.summary.PASS >= 10)
+    for _, c in ipairs(report.checks) do assert.equals("json", c.body) end
+    -- the checks really went over HTTP: the access log has verify's requests
+    local log = S.stderr(h)
+    assert.matches("POST /table_description endpoint=table_description table=invoices status=200", log)
+    assert.matches("POST /_dev/verify endpoint=dev", log)
+    -- a wrong token: the report says so
+    r = assert(S.request(h.port, "POST", "/_dev/verify", '{"settings":{"token":"nope"}}',
+      { ["Content-Type"] = "application/json" }, 60))
+    report = cjson.decode(r.body)
+    assert.is_false(report.ok)
+    assert.equals("FAIL", report.checks[1].result)
+  end)
+end)
+
+describe("the dev page in headless Chromium", function()
+  local skip, browser, demo, hostile, shop, shop_db, shop_dir
+
+  setup(function()
+    local ok, why = CDP.available()
+    if not ok then
+      skip = why
+      io.stderr:write("\n*** SKIPPED: the dev page browser tests: " .. why .. "\n")
+      return
+    end
+    demo = start_server(DEMO, { BICONNECTOR_SETTING_TOKEN = "demo-token", BIC_DEMO_ROWS = "100" }, { "--dev" })
+    hostile = start_server(HOSTILE, nil, { "--dev" })
+    if H.have_sqlite3("the dev page over the SQLite demo") then
+      shop_dir = H.tmpdir()
+      shop_db = H.sample(shop_dir)
+      shop = start_server("sqlite://" .. shop_db, { BICONNECTOR_TOKEN = "demo-token" }, { "--dev" })
+    end
+    browser = assert(CDP.start({ window = "1280,800" }))
+  end)
+  teardown(function()
+    if browser then browser:close() end
+    S.stop(demo)
+    S.stop(hostile)
+    S.stop(shop)
+    H.rmdir(shop_dir)
+  end)
+
+  local function eval(code) return browser:evaluate(code, TIMEOUT) end
+  local function wait(code, what) return browser:wait_for(code, TIMEOUT, what) end
+  local function text(sel) return eval("document.querySelector(" .. js(sel) .. ").textContent") end
+  local function click(sel) eval("document.querySelector(" .. js(sel) .. ").click()") end
+  local function set(sel, value)
+    eval(("(() => { const e = document.querySelector(%s); e.value = %s;"
+      .. " e.dispatchEvent(new Event('input', {bubbles: true}));"
+      .. " e.dispatchEvent(new Event('change', {bubbles: true})); })()")
+      :format(js(sel), js(value)))
+  end
+  local function codes(sel, attr)
+    return eval(("[...document.querySelectorAll(%s)].map(e => e.getAttribute(%s))"):format(js(sel), js(attr)))
+  end
+  local function cells()
+    return eval("[...document.querySelectorAll('#rows tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))")
+  end
+  local function header()
+    return eval("[...document.querySelectorAll('#rows thead th')].map(th => [th.querySelector('.h-code').textContent,"
+      .. " th.querySelector('.h-type').textContent])")
+  end
+  local function open(link)
+    browser:navigate(link, TIMEOUT)
+    return wait("(s => s === 'done' || s === 'error') (document.querySelector('#tables-status').dataset.state)"
+      .. " && document.querySelector('#tables-status').dataset.state", "table list")
+  end
+  local function open_table(code)
+    click("[data-table=" .. js(code) .. "]")
+    wait("document.querySelectorAll('#fields li').length > 0", "fields of " .. code)
+  end
+  local function run_preview()
+    click("#run")
+    return wait("(s => s.dataset.state === 'done' || s.dataset.state === 'error')"
+      .. "(document.querySelector('#result-status'))"
+      .. " && document.querySelector('#result-status').dataset.state", "preview")
+  end
+  local function guard()
+    if skip then
+      pending("SKIPPED: " .. skip)
+      return true
+    end
+  end
+
+  it("opening the printed link lists the tables with no typing", function()
+    if guard() then return end
+    assert.equals("done", open(dev_link(demo)))
+    assert.same({ "deals", "contacts", "invoices" }, codes("#tables button", "data-table"))
+    assert.matches("^urlCheck: 200", text("#check-status"))
+    assert.equals("demo-token", eval("document.querySelector('#settings-fields input').value"))
+    assert.equals("biconnector demo (generated CRM data)", text("#title"))
+  end)
+
+  it("searches the table list through urlTableList as the user types", function()
+    if guard() then return end
+    open(dev_link(demo))
+    eval("document.querySelector('#search').focus()")
+    browser:send("Input.insertText", { text = "INVO" })
+    wait("document.querySelectorAll('#tables button').length === 1", "search")
+    assert.same({ "invoices" }, codes("#tables button", "data-table"))
+    assert.equals("1 table", text("#tables-status"):match("^1 table"))
+  end)
+
+  it("opens a table: its fields with their types, focus on its heading", function()
+    if guard() then return end
+    open(dev_link(demo))
+    open_table("deals")
+    local fields = eval("[...document.querySelectorAll('#fields li')]"
+      .. ".map(li => [li.querySelector('.f-code').textContent, li.querySelector('.f-type').textContent])")
+    assert.same({ { "id", "int" }, { "title", "string" }, { "stage", "string" }, { "amount", "double" },
+      { "currency", "string" }, { "contact_id", "int" }, { "created_at", "datetime" }, { "closed_on", "date" },
+      { "probability", "double" } }, fields)
+    assert.equals("table-h", eval("document.activeElement.id"))
+  end)
+
+  it("runs a filtered preview (style A) and shows the request exactly as it sent it", function()
+    if guard() then return end
+    open(dev_link(demo))
+    open_table("deals")
+    -- columns: id, title, amount only
+    for _, c in ipairs({ "stage", "currency", "contact_id", "created_at", "closed_on", "probability" }) do
+      click("#fields input[data-code=" .. js(c) .. "]")
+    end
+    click("#add-condition")
+    set("#conditions li:nth-child(1) .c-field", "id")
+    set("#conditions li:nth-child(1) .c-op", "<=")
+    set("#conditions li:nth-child(1) .c-value", "3")
+    click("#add-condition")
+    set("#conditions li:nth-child(2) .c-field", "id")
+    set("#conditions li:nth-child(2) .c-op", "!@")
+    set("#conditions li:nth-child(2) .c-value", "2, 9")
+    set("#limit", "10")
+    assert.equals("done", run_preview())
+    assert.equals("2", eval("document.querySelector('#result-status').dataset.rows"))
+    assert.matches("^HTTP 200 · 2 rows · %d+ bytes · %d+ ms$", text("#result-status"))
+    assert.same({ { "id", "int" }, { "title", "string" }, { "amount", "double" } }, header())
+
+    -- the JSON shown, and the form body shown = biconnector.form.encode of that JSON
+    local shown_json, shown_form = text("#request-json"), text("#request-form")
+    local req = assert(json.decode(shown_json))
+    assert.same({ ["<=id"] = "3", ["!@id"] = { "2", "9" } }, req.filter)
+    assert.same({ "id", "title", "amount" }, req.select)
+    assert.equals(10, req.limit)
+    assert.equals(form.encode(req), shown_form)
+    -- and the rows on the page are what the connector answers that body
+    local direct = assert(S.request(demo.port, "POST", "/data", shown_form, FORM))
+    local rows = cjson.decode(direct.body)
+    assert.equals(3, #rows)
+    local page = cells()
+    assert.equals("1", page[1][1])
+    assert.equals("3", page[2][1])
+    assert.equals(rows[2][2], page[1][2])
+    assert.equals(tostring(rows[3][3]), page[2][3])
+  end)
+
+  it("runs a style B filter (BETWEEN) and a JSON body", function()
+    if guard() then return end
+    open(dev_link(demo))
+    open_table("contacts")
+    click("input[name=style][value=B]")
+    click("#add-condition")
+    set("#conditions li:nth-child(1) .c-field", "id")
+    set("#conditions li:nth-child(1) .c-op", "BETWEEN")
+    set("#conditions li:nth-child(1) .c-value", "5")
+    set("#conditions li:nth-child(1) .c-to", "7")
+    click("#send-json")
+    assert.equals("done", run_preview())
+    assert.equals("3", eval("document.querySelector('#result-status').dataset.rows"))
+    local ids = {}
+    for i, row in ipairs(cells()) do ids[i] = row[1] end
+    assert.same({ "5", "6", "7" }, ids)
+    local req = assert(json.decode(text("#request-json")))
+    assert.same({ id = { operator = "BETWEEN", from = "5", to = "7" } }, req.filter)
+    assert.equals(form.encode(req), text("#request-form"))
+  end)
+
+  it("shows an error exactly as the connector answered it", function()
+    if guard() then return end
+    open(dev_link(demo))
+    open_table("deals")
+    click("#add-condition")
+    set("#conditions li:nth-child(1) .c-field", "id")
+    set("#conditions li:nth-child(1) .c-value", "not a number")
+    assert.equals("error", run_preview())
+    local direct = assert(S.request(demo.port, "POST", "/data", text("#request-form"), FORM))
+    assert.equals(400, direct.status)
+    assert.equals(direct.body, text("#result-error"))
+    assert.matches("^urlData: HTTP 400 · ", text("#result-status"))
+  end)
+
+  it("Verify runs the verify checks and reads back all passed", function()
+    if guard() then return end
+    open(dev_link(demo))
+    click("#verify")
+    local state = wait("(s => s.dataset.state !== 'busy' && s.dataset.state)"
+      .. "(document.querySelector('#verify-summary'))",
+      "verify")
+    assert.equals("done", state)
+    assert.matches("^all passed %(%d+ checks%)$", text("#verify-summary"))
+    local results = codes("#verify-checks tbody tr", "class")
+    assert.is_true(#results >= 10)
+    for _, r in ipairs(results) do assert.equals("r-PASS", r) end
+  end)
+
+  it("remembers the settings in the browser: the page without a fragment connects again", function()
+    if guard() then return end
+    open(dev_link(demo))
+    open(("http://127.0.0.1:%d/"):format(demo.port))
+    assert.equals("demo-token", eval("document.querySelector('#settings-fields input').value"))
+    assert.same({ "deals", "contacts", "invoices" }, codes("#tables button", "data-table"))
+    -- a wrong token typed in: the connector refuses, the page says how
+    set("#settings-fields input", "not-the-token")
+    click("#connect")
+    wait("document.querySelector('#check-status').dataset.state === 'error'", "check refused")
+    local status = text("#check-status")
+    assert.matches("^urlCheck: HTTP 403 · %d+ bytes · %d+ ms: ", status)
+    assert.equals('{"error":"forbidden","message":"wrong token"}', status:match(": ({.*})$"))
+    click("#forget")
+    open(("http://127.0.0.1:%d/"):format(demo.port))
+    assert.equals("", eval("document.querySelector('#settings-fields input').value"))
+    assert.matches("^urlTableList: HTTP 403", text("#tables-status"))
+  end)
+
+  it("encodes form bodies exactly as biconnector.form.encode (PHP http_build_query)", function()
+    if guard() then return end
+    open(dev_link(demo))
+    local cases = {
+      { connection = { token = "a+b c/Я" }, table = "deals", select = { "id", "title" }, limit = 10 },
+      { table = "t", filter = { ["=%TITLE"] = "50%_off!", [">=DATE"] = "31.05.2025", ["@ID"] = { "1", "2", "3" },
+        LOGIC = "OR", ["0"] = { ["!=id"] = "7", ["%name"] = "O'Brien & \"co\"" } } },
+      { filter = { amount = { operator = "NOT IN", value = { "1.5", "2" } }, closed = { operator = "IS NULL" },
+        at = { operator = "BETWEEN", from = "2025-01-01 00:00:00", to = "2025-12-31 23:59:59" } } },
+      { flags = { yes = true, no = false }, empty = {}, none = json.null,
+        n = { 0, -5, 1.5, 0.1, 2.5e-7, 1e25, 1 / 3 } },
+      { ["key with spaces.and.dots"] = "~*'()!", emoji = "😀", ["ключ"] = { ["10"] = "x", ["9"] = "y", a = "z" } },
+    }
+    for _, case in ipairs(cases) do
+      local text_json = assert(json.encode(case))
+      local from_js = eval("window.biconnectorDev.formEncode(JSON.parse(" .. js(text_json) .. "))")
+      assert.equals(form.encode(assert(json.decode(text_json))), from_js, text_json)
+    end
+  end)
+
+  it("shows hostile titles, names and values as text", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    local title = "<img src=x onerror=\"window.__pwned = 'title'\">"
+    assert.equals(title, eval("document.querySelector('#tables button .t-title').textContent"))
+    assert.equals("<i>hostile</i> fixture", text("#title"))
+    open_table("markup")
+    assert.equals("<b>Markup</b>", eval("document.querySelectorAll('#fields .f-name')[1].textContent"))
+    assert.equals("done", run_preview())
+    assert.same({ { "1", "<script>window.__pwned = 'script'</script>" },
+      { "2", "<img src=x onerror=\"window.__pwned = 'img'\">" },
+      { "3", "a & b < c > d \"e\" 'f'" } }, cells())
+    assert.equals(0, eval("document.querySelectorAll('main img, main script, main b, main i').length"))
+    assert.equals(0, eval("[...document.querySelectorAll('#rows td')].filter(td => td.children.length > 0).length"))
+    assert.equals("undefined", eval("typeof window.__pwned"))
+  end)
+
+  -- The SQLite demo `make demo` serves (biconnector.sql, no Lua), as the issue asks.
+  local function shop_guard()
+    if guard() then return true end
+    if not shop then
+      pending("SKIPPED: the sqlite3 tool is missing (the sample database is built with it)")
+      return true
+    end
+  end
+  local function sqlite_value(query)
+    local p = io.popen(H.CLEAN .. "sqlite3 " .. H.q(shop_db) .. " " .. H.q(query))
+    local out = p:read("*a")
+    p:close()
+    return (out:gsub("\n$", ""))
+  end
+
+  it("over the SQLite demo: the link lists its tables and views with no typing", function()
+    if shop_guard() then return end
+    assert.equals(("http://127.0.0.1:%d/#token=demo-token"):format(shop.port), dev_link(shop))
+    assert.equals("done", open(dev_link(shop)))
+    local listed = codes("#tables button", "data-table")
+    table.sort(listed)
+    assert.same({ "customers", "order_lines", "orders", "products" }, listed)
+  end)
+
+  it("over the SQLite demo: a filtered preview gives the database's rows", function()
+    if shop_guard() then return end
+    open(dev_link(shop))
+    open_table("orders")
+    local fields = eval("[...document.querySelectorAll('#fields li')]"
+      .. ".map(li => li.querySelector('.f-code').textContent + ':' + li.querySelector('.f-type').textContent)")
+    assert.same({ "id:int", "customer_id:int", "product_id:int", "quantity:int", "amount:double", "status:string",
+      "ordered_at:datetime", "shipped_on:date", "note:string" }, fields)
+    for _, c in ipairs({ "customer_id", "product_id", "quantity", "ordered_at", "shipped_on", "note" }) do
+      click("#fields input[data-code=" .. js(c) .. "]")
+    end
+    click("#add-condition")
+    set("#conditions li:nth-child(1) .c-field", "status")
+    set("#conditions li:nth-child(1) .c-value", "paid")
+    click("#add-condition")
+    set("#conditions li:nth-child(2) .c-field", "id")
+    set("#conditions li:nth-child(2) .c-op", "<=")
+    set("#conditions li:nth-child(2) .c-value", "200")
+    set("#limit", "100")
+    assert.equals("done", run_preview())
+    local expected = sqlite_value("SELECT count(*) FROM orders WHERE status = 'paid' AND id <= 200")
+    assert.is_true(tonumber(expected) > 0)
+    assert.equals(expected, eval("document.querySelector('#result-status').dataset.rows"))
+    local page = cells()
+    assert.equals(sqlite_value("SELECT min(id) FROM orders WHERE status = 'paid'"), page[1][1])
+    assert.equals("paid", page[1][3])
+    assert.equals(tostring(tonumber(sqlite_value("SELECT amount FROM orders WHERE id = " .. page[1][1]))), page[1][2])
+    assert.equals(form.encode(assert(json.decode(text("#request-json")))), text("#request-form"))
+  end)
+
+  it("over the SQLite demo: a style B IS NULL filter and Verify reading all passed", function()
+    if shop_guard() then return end
+    open(dev_link(shop))
+    open_table("customers")
+    click("input[name=style][value=B]")
+    click("#add-condition")
+    set("#conditions li:nth-child(1) .c-field", "birthday")
+    set("#conditions li:nth-child(1) .c-op", "IS NULL")
+    set("#limit", "")
+    assert.equals("done", run_preview())
+    assert.equals(sqlite_value("SELECT count(*) FROM customers WHERE birthday IS NULL"),
+      eval("document.querySelector('#result-status').dataset.rows"))
+    assert.equals("null", eval("document.querySelector('#rows tbody td.null').textContent"))
+    click("#verify")
+    assert.equals("done", wait("(s => s.dataset.state !== 'busy' && s.dataset.state)"
+      .. "(document.querySelector('#verify-summary'))", "verify"))
+    assert.matches("^all passed %(%d+ checks%)$", text("#verify-summary"))
+  end)
+
+  it("fits a narrow window: no sideways scrolling of the page", function()
+    if guard() then return end
+    browser:send("Emulation.setDeviceMetricsOverride",
+      { width = 420, height = 800, deviceScaleFactor = 1, mobile = false })
+    open(dev_link(demo))
+    open_table("deals")
+    assert.equals("done", run_preview())
+    assert.is_true(eval("document.documentElement.scrollWidth <= 420"),
+      "page width " .. tostring(eval("document.documentElement.scrollWidth")))
+    browser:send("Emulation.clearDeviceMetricsOverride")
+  end)
+end)
