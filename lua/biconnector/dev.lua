@@ -149,31 +149,36 @@ local function settings_from(value)
 end
 
 -- dev.wrap(handler, opts) -> handler
--- opts: connector (title, settings), base (the server's own base URL, prefix
+-- opts: connector (title, settings; or a function returning the current
+-- one), base (the server's own base URL, prefix
 -- included: what Verify checks), prefix, source (what serve was given),
 -- quiet (no access lines), verify_options (extra verify.run options).
 function _M.wrap(handler, opts)
   local files = _M.load_static(opts.static_dir)
-  local connector = opts.connector
+  -- opts.connector: a connector, or a function giving the current one (serve reloads it on SIGHUP)
+  local current = type(opts.connector) == "function" and opts.connector or function() return opts.connector end
   local base = opts.base
   local prefix = opts.prefix or ""
   local quiet = opts.quiet
   local running -- the verify child of this process, at most one at a time
 
-  local settings = {}
-  for i, s in ipairs(connector.settings or {}) do
-    settings[i] = { code = s.code, name = s.name, type = s.type }
+  local function info_body()
+    local connector = current()
+    local settings = {}
+    for i, s in ipairs(connector.settings or {}) do
+      settings[i] = { code = s.code, name = s.name, type = s.type }
+    end
+    return assert(json.encode({
+      title = connector.title or "connector",
+      version = core.version,
+      source = without_password(opts.source),
+      settings = json.as_array(settings),
+      prefix = prefix,
+      endpoints = { check = prefix .. "/check", table_list = prefix .. "/table_list",
+        table_description = prefix .. "/table_description", data = prefix .. "/data" },
+      verify = "/_dev/verify",
+    }))
   end
-  local info_body = assert(json.encode({
-    title = connector.title or "connector",
-    version = core.version,
-    source = without_password(opts.source),
-    settings = json.as_array(settings),
-    prefix = prefix,
-    endpoints = { check = prefix .. "/check", table_list = prefix .. "/table_list",
-      table_description = prefix .. "/table_description", data = prefix .. "/data" },
-    verify = "/_dev/verify",
-  }))
 
   local function finish_logger(req, status, started, bytes_of)
     return function(how)
@@ -318,7 +323,7 @@ function _M.wrap(handler, opts)
         h["Allow"] = "GET"
         return s, h, b
       end
-      return 200, security_headers(JSON_TYPE), info_body
+      return 200, security_headers(JSON_TYPE), info_body()
     elseif req.path == "/_dev/verify" then
       if req.method ~= "POST" then
         local s, h, b = json_error(405, "method_not_allowed", "use POST")

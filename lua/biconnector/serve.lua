@@ -404,8 +404,9 @@ function _M.main(args)
       return 1
     end
     dev_link = dev.link(base:sub(1, #base - #o.prefix), dev.initial_settings(connector.settings, { token = o.token }))
-    dev_wrap = function(h)
-      return dev.wrap(h, { connector = connector, base = base, prefix = o.prefix, source = o.file })
+    dev_wrap = function(h, live) -- live.connector: the current one (SIGHUP reloads it)
+      return dev.wrap(h, { connector = function() return live.connector end, base = base, prefix = o.prefix,
+        source = o.file })
     end
   end
   stdout:write(format("biconnector %s: serving %q from %s (%d worker%s)\n", core.version,
@@ -430,7 +431,7 @@ function _M.main(args)
   local live = { connector = connector }
   local current = { handle = function(_, ...) return live.connector:handle(...) end }
   local handler = _M.handler(current, o)
-  if dev_wrap then handler = dev_wrap(handler) end
+  if dev_wrap then handler = dev_wrap(handler, live) end
   local code
   if o.workers > 1 then
     code = supervise(o, handler, fd, live)
