@@ -145,6 +145,84 @@ describe("biconnector serve --dev over HTTP", function()
   end)
 end)
 
+describe("biconnector.dev", function()
+  local dev = require "biconnector.dev"
+
+  it("takes the link's values from BICONNECTOR_SETTING_<CODE>, then from what the source knows", function()
+    local env = { BICONNECTOR_SETTING_API_KEY = "k1", BICONNECTOR_SETTING_TOKEN = "from-env" }
+    local values = dev.initial_settings({ { code = "api-key" }, { code = "token" }, { code = "login" } },
+      { token = "known", login = "me" }, function(name) return env[name] end)
+    assert.same({ { "api-key", "k1" }, { "token", "from-env" }, { "login", "me" } }, values)
+    assert.same({ { "x", "" } }, dev.initial_settings({ { code = "x" } }, nil, function() return nil end))
+  end)
+
+  it("percent-encodes the link's fragment as encodeURIComponent does", function()
+    assert.equals("http://127.0.0.1:1/#token=a%20b%2Bc%26d%3De%23f%C3%A9&x%20y=-_.!~*'()",
+      dev.link("http://127.0.0.1:1", { { "token", "a b+c&d=e#fé" }, { "x y", "-_.!~*'()" } }))
+  end)
+
+  it("stops with the path of a missing page file", function()
+    local ok, err = pcall(dev.load_static, "/nonexistent/dev/")
+    assert.is_false(ok)
+    assert.matches("the dev page file /nonexistent/dev/", err, 1, true)
+  end)
+
+  it("allows a Host that is an IP address or localhost, nothing else", function()
+    for _, h in ipairs({ "127.0.0.1:8080", "127.0.0.1", "localhost:80", "LOCALHOST", "[::1]:8080", "10.0.0.5:1" }) do
+      assert.is_true(dev.host_allowed(h), h)
+    end
+    for _, h in ipairs({ "evil.example", "evil.example:8080", "127.0.0.1.evil.example", "", "a:b:c" }) do
+      assert.is_false(dev.host_allowed(h), h)
+    end
+    assert.is_false(dev.host_allowed(nil))
+  end)
+end)
+
+describe("biconnector serve --dev --workers 2 --prefix /bi", function()
+  local h
+  setup(function()
+    h = start_server(DEMO, { BIC_DEMO_ROWS = "50" }, { "--dev", "--workers", "2", "--prefix", "/bi" })
+  end)
+  teardown(function() S.stop(h) end)
+
+  local function verify(timeout)
+    return S.request(h.port, "POST", "/_dev/verify", '{"settings":{"token":"demo-token"}}',
+      { ["Content-Type"] = "application/json" }, timeout)
+  end
+
+  it("serves the page at / with the endpoints under the prefix, and Verify checks the prefixed URLs", function()
+    assert.equals(("http://127.0.0.1:%d/#token="):format(h.port), dev_link(h))
+    local info = cjson.decode(assert(S.request(h.port, "GET", "/_dev/info")).body)
+    assert.equals("/bi/table_list", info.endpoints.table_list)
+    local r = assert(verify(60))
+    assert.equals(200, r.status)
+    local report = cjson.decode(r.body)
+    assert.equals(("http://127.0.0.1:%d/bi"):format(h.port), report.url)
+    assert.is_true(report.ok)
+  end)
+
+  it("a Verify whose client goes away does not block the next one", function()
+    for _ = 1, 2 do -- one per worker, likely; each is cut right after its request is sent
+      local c = require("socket").tcp()
+      c:settimeout(TIMEOUT)
+      assert(c:connect("127.0.0.1", h.port))
+      local body = '{"settings":{"token":"demo-token"}}'
+      c:send("POST /_dev/verify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        .. "Content-Length: " .. #body .. "\r\n\r\n" .. body)
+      c:close()
+    end
+    -- a run still going on answers 409; each ends (its report unsent) within the server's timeout
+    local deadline = require("socket").gettime() + TIMEOUT
+    local status
+    repeat
+      local r = assert(verify(60))
+      status = r.status
+      if status == 409 then require("socket").sleep(0.05) end
+    until status ~= 409 or require("socket").gettime() > deadline
+    assert.equals(200, status)
+  end)
+end)
+
 describe("the dev page in headless Chromium", function()
   local skip, browser, demo, hostile, shop, shop_db, shop_dir
 
