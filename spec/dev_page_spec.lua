@@ -178,6 +178,33 @@ describe("biconnector.dev", function()
   end)
 end)
 
+describe("biconnector serve --dev and SIGHUP", function()
+  it("the page's info follows a reloaded connector file", function()
+    local file = os.tmpname() .. ".lua"
+    local function write(title)
+      local f = assert(io.open(file, "w"))
+      f:write(([[return { title = %q, settings = { { code = "key", name = "Key", type = "STRING" } },
+        check = function() return true end, tables = { { code = "t", title = "T" } },
+        describe = { t = { { code = "id", name = "ID", type = "int" } } }, data = function() return {} end }
+      ]]):format(title))
+      f:close()
+    end
+    write("before")
+    local h = start_server(file, nil, { "--dev" })
+    local function title()
+      return cjson.decode(assert(S.request(h.port, "GET", "/_dev/info")).body).title
+    end
+    assert.equals("before", title())
+    write("after")
+    os.execute("kill -HUP " .. h.pid)
+    local deadline = require("socket").gettime() + TIMEOUT
+    while title() ~= "after" and require("socket").gettime() < deadline do require("socket").sleep(0.05) end
+    assert.equals("after", title())
+    assert.equals(0, S.stop(h))
+    os.remove(file)
+  end)
+end)
+
 describe("biconnector serve --dev --workers 2 --prefix /bi", function()
   local h
   setup(function()
