@@ -10,7 +10,7 @@ local socket = require "socket"
 local rows = tonumber(arg[1] or "500000")
 local limit_mib = tonumber(arg[2] or "64")
 local server_runtime = os.getenv("SERVER_RUNTIME") or os.getenv("BIC_RUNTIME")
-local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0" },
+local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0", "--workers", "1" },
   server_runtime, os.getenv("SERVER_BUILD")))
 local started = socket.gettime()
 local count, first, bytes = S.stream_rows(h.port, "/data",

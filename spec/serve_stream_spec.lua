@@ -14,7 +14,8 @@ end
 describe("biconnector serve streaming", function()
   for _, size in ipairs(sizes) do
     it(("streams %d rows as valid JSON with the server under 64 MiB peak RSS"):format(size.rows), function()
-      local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0" }))
+      -- one process: the RSS measured is the one serving
+      local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0", "--workers", "1" }))
       local table_code = "invoices_" .. size.suffix
       local rows, first, bytes = S.stream_rows(h.port, "/data",
         "connection[token]=demo-token&table=" .. table_code,

@@ -9,6 +9,7 @@
 #include "buffer.h"
 #include "process.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -31,6 +32,10 @@
 #define DEFAULT_MAX_BODY (8u * 1024u * 1024u)
 #define DEFAULT_TIMEOUT 30
 #define DEFAULT_CONNECTIONS 512
+/* Bodies held at once over all connections (core.server's default: none set means this). */
+#define DEFAULT_MAX_BODIES (64u * 1024u * 1024u)
+/* How often run() looks for requests past their deadline and half-closed sockets. */
+#define SWEEP_INTERVAL 0.25
 #define DEFAULT_GRACE 10.0
 #define STREAM_BLOCK (64 * 1024)
 /* How much of a chunked body over the limit is read and dropped before the
@@ -38,6 +43,17 @@
 #define DISCARD_LIMIT (64u * 1024u * 1024u)
 
 /* ----------------------------------------------------------------- server */
+
+/* Per-connection state (MHD_OPTION_NOTIFY_CONNECTION), linked in the server's
+ * list so that run() can cut a request still incomplete at its deadline and a
+ * client that half-closed once its answers are sent. */
+typedef struct conn_state {
+  struct conn_state *prev, *next;
+  struct MHD_Connection *conn;
+  double since;  /* when the request being received began: connection open, or previous answer done */
+  int answering; /* a response is queued: the deadline does not apply */
+  int cut;       /* shut down by us: MHD closes it on its next run */
+} conn_state;
 
 typedef struct server {
   struct MHD_Daemon *daemon; /* NULL once closed: the userdata closes once */
@@ -50,13 +66,27 @@ typedef struct server {
   int stop;                  /* server:stop() was called */
   int running;               /* inside run(): close must wait */
   int quiescing;
+  size_t max_bodies;         /* request bodies held at once, all connections */
+  size_t bodies;             /* bytes reserved for bodies now */
+  double request_timeout;    /* seconds for a complete request (0: none) */
+  double next_sweep;
+  int refused_ref;           /* Lua function told of answers made without the handler */
+  conn_state *conns;
 } server;
 
 /* Per-request state, from the first access-handler call to the completion notice. */
 typedef struct request {
   bic_buffer body;
   size_t discarded;
+  size_t reserved;   /* bytes of srv->bodies this request holds */
   int too_large;
+  int busy;          /* the body budget was full: 503 */
+  int started;       /* the access handler has seen the headers */
+  int dispatched;    /* the Lua handler was called (its finish callback logs) */
+  int bad_url;       /* a control byte in the request target, raw or %-encoded */
+  unsigned int status; /* what we queued ourselves, for the refusal log */
+  char method[16];
+  char target[256];  /* the raw request target (truncated), for the refusal log */
   int finish_ref;
   int stream_failed; /* the body iterator failed: the cut is ours, not the client's */
   int answer_failed; /* the handler's answer was refused: a 500 went out instead */
@@ -145,8 +175,51 @@ static enum MHD_Result queue_json(struct MHD_Connection *conn, unsigned int stat
   return ret;
 }
 
+static conn_state *state_of(struct MHD_Connection *conn) {
+  const union MHD_ConnectionInfo *ci =
+    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return ci != NULL ? (conn_state *)ci->socket_context : NULL;
+}
+
+/* A refusal made here, before or instead of the handler: JSON body, the status
+ * kept for the access log, and the connection closed after it (a body not read
+ * is never taken for a next request). */
+static enum MHD_Result refuse(struct MHD_Connection *conn, request *req, unsigned int status,
+                              const char *body) {
+  struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body,
+                                                           MHD_RESPMEM_PERSISTENT);
+  enum MHD_Result ret;
+  conn_state *cs = state_of(conn);
+  if (r == NULL) return MHD_NO;
+  MHD_add_response_header(r, "Content-Type", "application/json");
+  MHD_add_response_header(r, "Connection", "close");
+  if (status == 503) MHD_add_response_header(r, "Retry-After", "1");
+  ret = MHD_queue_response(conn, status, r);
+  MHD_destroy_response(r);
+  if (ret == MHD_YES) {
+    req->status = status;
+    if (cs != NULL) cs->answering = 1;
+  }
+  return ret;
+}
+
+static void release_body(server *srv, request *req) {
+  srv->bodies -= req->reserved < srv->bodies ? req->reserved : srv->bodies;
+  req->reserved = 0;
+}
+
 static const char BODY_TOO_LARGE[] =
   "{\"error\":\"payload_too_large\",\"message\":\"the request body is over the server's limit\"}";
+static const char BODY_BUSY[] =
+  "{\"error\":\"server_busy\",\"message\":\"the server holds as many request bodies as it may; retry later\"}";
+static const char BAD_TARGET[] =
+  "{\"error\":\"bad_request\",\"message\":\"the request target holds a control byte\"}";
+static const char BAD_LENGTH[] =
+  "{\"error\":\"bad_request\",\"message\":\"Content-Length given more than once\"}";
+static const char BAD_FRAMING[] =
+  "{\"error\":\"bad_request\",\"message\":\"Content-Length and Transfer-Encoding together\"}";
+static const char BAD_CODING[] =
+  "{\"error\":\"bad_request\",\"message\":\"a Transfer-Encoding other than a single chunked\"}";
 static const char BODY_INTERNAL[] =
   "{\"error\":\"internal_error\",\"message\":\"the request handler failed; see the server log\"}";
 
@@ -389,6 +462,105 @@ static int dispatch_request(lua_State *L) {
   return 0;
 }
 
+/* Counts the request headers named like cls->name, and keeps the last value. */
+typedef struct header_count {
+  const char *name;
+  const char *value;
+  int n;
+} header_count;
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value) {
+  header_count *hc = (header_count *)cls;
+  (void)kind;
+  if (key != NULL && strcasecmp(key, hc->name) == 0) {
+    hc->n++;
+    hc->value = value ? value : "";
+  }
+  return MHD_YES;
+}
+
+static request *new_request(void) {
+  request *req = (request *)calloc(1, sizeof *req);
+  if (req == NULL) return NULL;
+  bic_buffer_init(&req->body);
+  req->finish_ref = LUA_NOREF;
+  return req;
+}
+
+/* The first call, with the headers: refuses what must not be answered as asked
+ * (a control byte in the target, ambiguous framing, a body over the limits)
+ * before the body is read. */
+static enum MHD_Result on_headers(server *srv, request *req, struct MHD_Connection *conn,
+                                  const char *method) {
+  header_count cl = {MHD_HTTP_HEADER_CONTENT_LENGTH, NULL, 0};
+  header_count te = {MHD_HTTP_HEADER_TRANSFER_ENCODING, NULL, 0};
+  unsigned long long length = 0;
+  req->started = 1;
+  snprintf(req->method, sizeof req->method, "%s", method);
+  if (req->bad_url) return refuse(conn, req, 400, BAD_TARGET);
+  MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &cl);
+  MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &te);
+  /* one request, one answer: a framing two parsers could read two ways is refused */
+  if (cl.n > 1) return refuse(conn, req, 400, BAD_LENGTH);
+  if (cl.n > 0 && te.n > 0) return refuse(conn, req, 400, BAD_FRAMING);
+  if (te.n > 1 || (te.n == 1 && strcasecmp(te.value, "chunked") != 0))
+    return refuse(conn, req, 400, BAD_CODING);
+  if (cl.n == 1) {
+    length = strtoull(cl.value, NULL, 10); /* MHD has checked it is all digits */
+    if (length > (unsigned long long)srv->max_body) {
+      req->too_large = 1;
+      return refuse(conn, req, 413, BODY_TOO_LARGE);
+    }
+    if (length > 0) {
+      /* the whole body is reserved at once: bodies in flight stay within the budget
+       * however many clients announce one and then send it slowly */
+      if (length > srv->max_bodies - srv->bodies || srv->bodies > srv->max_bodies) {
+        req->busy = 1;
+        return refuse(conn, req, 503, BODY_BUSY);
+      }
+      srv->bodies += (size_t)length;
+      req->reserved = (size_t)length;
+    }
+  }
+  return MHD_YES;
+}
+
+/* A piece of the body. A Content-Length body is within its reservation; a chunked
+ * one reserves as it grows. Over the limit or the budget, the rest is dropped as
+ * it arrives and the answer is 413 or 503 once it ends (cut when it goes on far past). */
+static enum MHD_Result on_body(server *srv, request *req, const char *data, size_t n) {
+  if (!req->too_large && !req->busy) {
+    size_t want = req->body.len + n;
+    if (want > srv->max_body) {
+      req->too_large = 1;
+    } else if (want > req->reserved) {
+      size_t extra = want - req->reserved;
+      if (srv->bodies > srv->max_bodies || extra > srv->max_bodies - srv->bodies) {
+        req->busy = 1;
+      } else {
+        srv->bodies += extra;
+        req->reserved += extra;
+      }
+    }
+    if (req->too_large || req->busy) {
+      bic_buffer_free(&req->body);
+      release_body(srv, req);
+    }
+  }
+  if (req->too_large || req->busy) {
+    req->discarded += n;
+    return req->discarded > srv->max_body + DISCARD_LIMIT ? MHD_NO : MHD_YES;
+  }
+  if (req->body.cap == 0 && req->reserved > n) {
+    /* a Content-Length body: one allocation of its exact size */
+    req->body.data = (char *)malloc(req->reserved);
+    if (req->body.data == NULL) return MHD_NO;
+    req->body.cap = req->reserved;
+  }
+  return bic_buffer_put(&req->body, data, n) == 0 ? MHD_YES : MHD_NO;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -399,36 +571,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   dispatch d;
   enum MHD_Result ret;
   int top, failed;
+  conn_state *cs;
   (void)version;
   if (L == NULL) return MHD_NO; /* the Lua state is closing */
-  if (req == NULL) { /* first call: headers only */
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
-    req = (request *)calloc(1, sizeof *req);
-    if (req == NULL) return MHD_NO;
-    bic_buffer_init(&req->body);
-    req->finish_ref = LUA_NOREF;
+  if (req == NULL) { /* the URI callback could not allocate it */
+    if ((req = new_request()) == NULL) return MHD_NO;
     *con_cls = req;
-    if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)srv->max_body) {
-      req->too_large = 1;
-      return queue_json(conn, 413, BODY_TOO_LARGE);
-    }
-    return MHD_YES;
   }
+  if (!req->started) return on_headers(srv, req, conn, method);
   if (*upload_data_size > 0) { /* a piece of the body */
     size_t n = *upload_data_size;
     *upload_data_size = 0;
-    if (req->too_large || req->body.len + n > srv->max_body) {
-      /* a chunked body over the limit: drop it, answer 413 once it ends, and
-       * give up on the connection when the client keeps going far past it */
-      if (!req->too_large) bic_buffer_free(&req->body);
-      req->too_large = 1;
-      req->discarded += n;
-      return req->discarded > srv->max_body + DISCARD_LIMIT ? MHD_NO : MHD_YES;
-    }
-    return bic_buffer_put(&req->body, upload_data, n) == 0 ? MHD_YES : MHD_NO;
+    return on_body(srv, req, upload_data, n);
   }
-  if (req->too_large) return queue_json(conn, 413, BODY_TOO_LARGE);
+  if (req->too_large) return refuse(conn, req, 413, BODY_TOO_LARGE);
+  if (req->busy) return refuse(conn, req, 503, BODY_BUSY);
 
   failed = 0;
   MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, find_nul, &failed);
@@ -442,6 +599,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_kv, &d.arguments);
   remote_text(conn, d.remote, sizeof d.remote);
   top = lua_gettop(L);
+  req->dispatched = 1;
+  if ((cs = state_of(conn)) != NULL) cs->answering = 1;
   if (d.headers.failed || d.arguments.failed || !lua_checkstack(L, 20)) {
     failed = 1;
     log_error("request failed", "out of memory");
@@ -449,6 +608,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     log_error(d.failure, lua_tostring(L, -1));
   }
   lua_settop(L, top);
+  release_body(srv, req); /* the body is a Lua string now (or gone) */
   free((void *)d.headers.items);
   free((void *)d.arguments.items);
   if (failed) {
@@ -461,6 +621,70 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   return ret;
 }
 
+/* MHD_OPTION_URI_LOG_CALLBACK: the request line is read. The request state starts
+ * here, so that MHD's own refusals (400, 413, 431, ...) reach on_completed too. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
+  request *req = new_request();
+  const unsigned char *p;
+  (void)cls;
+  (void)conn;
+  if (req == NULL) return NULL;
+  snprintf(req->target, sizeof req->target, "%s", uri ? uri : "");
+  for (p = (const unsigned char *)(uri ? uri : ""); *p; p++) {
+    if (*p < 0x20 || *p == 0x7f) req->bad_url = 1;
+    if (*p == '%' && p[1] != '\0' && p[2] != '\0') {
+      /* %00-%1F and %7F: MHD would decode %00 into an end of string (/check%00 read as /check) */
+      int hi = p[1], lo = p[2];
+      if ((hi == '0' || hi == '1') && isxdigit(lo)) req->bad_url = 1;
+      if (hi == '7' && (lo == 'f' || lo == 'F')) req->bad_url = 1;
+    }
+  }
+  return req;
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: keeps the list of open connections. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+  server *srv = (server *)cls;
+  conn_state *cs = (conn_state *)*socket_context;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    cs = (conn_state *)calloc(1, sizeof *cs);
+    if (cs == NULL) return; /* no deadline for this one */
+    cs->conn = conn;
+    cs->since = bic_clock();
+    cs->next = srv->conns;
+    if (srv->conns != NULL) srv->conns->prev = cs;
+    srv->conns = cs;
+    *socket_context = cs;
+  } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && cs != NULL) {
+    if (cs->prev != NULL) cs->prev->next = cs->next;
+    else srv->conns = cs->next;
+    if (cs->next != NULL) cs->next->prev = cs->prev;
+    free(cs);
+    *socket_context = NULL;
+  }
+}
+
+/* Cuts (shutdown: MHD reads the end and closes it) every connection whose request
+ * is not complete by its deadline, and every idle one whose client half-closed. */
+static void sweep(server *srv, double now) {
+  conn_state *cs;
+  for (cs = srv->conns; cs != NULL; cs = cs->next) {
+    const union MHD_ConnectionInfo *ci;
+    int fd, late;
+    char c;
+    if (cs->answering || cs->cut) continue;
+    ci = MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci == NULL) continue;
+    fd = ci->connect_fd;
+    late = srv->request_timeout > 0 && now - cs->since > srv->request_timeout;
+    if (late || recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+      shutdown(fd, SHUT_RDWR);
+      cs->cut = 1;
+    }
+  }
+}
+
 /* Protected: calls the request's finish callback with req->how. */
 static int call_finish(lua_State *L) {
   request *req = (request *)lua_touserdata(L, 1);
@@ -470,14 +694,95 @@ static int call_finish(lua_State *L) {
   return 0;
 }
 
+/* What a refusal callback gets: the answer made without the handler. */
+typedef struct refusal {
+  server *srv;
+  const char *method, *target, *how;
+  char remote[INET6_ADDRSTRLEN];
+  unsigned int status;
+} refusal;
+
+/* Protected: refused{method=, path=, remote=, status=, how=}. */
+static int call_refused(lua_State *L) {
+  refusal *r = (refusal *)lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->srv->refused_ref);
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, r->method);
+  lua_setfield(L, -2, "method");
+  lua_pushstring(L, r->target);
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, r->remote);
+  lua_setfield(L, -2, "remote");
+  lua_pushinteger(L, (lua_Integer)r->status);
+  lua_setfield(L, -2, "status");
+  lua_pushstring(L, r->how);
+  lua_setfield(L, -2, "how");
+  if (call_traced(L, 1, 0) != 0) log_error("refused callback failed", lua_tostring(L, -1));
+  return 0;
+}
+
+static void tell_refused(server *srv, refusal *r) {
+  lua_State *L = srv->L;
+  int top;
+  if (srv->refused_ref == LUA_NOREF || L == NULL || !lua_checkstack(L, 8)) return;
+  top = lua_gettop(L);
+  if (run_protected(L, call_refused, r) != 0) log_error("refused callback failed", lua_tostring(L, -1));
+  lua_settop(L, top);
+}
+
+/* MHD_OPTION_EXTERNAL_LOGGER. MHD's refusals before the request line is read
+ * (414: the line does not fit; 505) never reach on_completed: told from here.
+ * Every other refusal comes after the URI callback and is told by on_completed. */
+static void on_mhd_log(void *cls, const char *fm, va_list ap) {
+  server *srv = (server *)cls;
+  static const char prefix[] = "Error processing request (HTTP response code is %u";
+  if (strncmp(fm, prefix, sizeof prefix - 1) == 0) {
+    va_list aq;
+    unsigned int code;
+    va_copy(aq, ap);
+    code = va_arg(aq, unsigned int);
+    va_end(aq);
+    if (code == 414 || code == 505) {
+      refusal r;
+      memset(&r, 0, sizeof r);
+      r.srv = srv;
+      r.method = r.target = "-";
+      r.how = "refused";
+      r.status = code;
+      tell_refused(srv, &r);
+    }
+  }
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   server *srv = (server *)cls;
   request *req = (request *)*con_cls;
   lua_State *L = srv->L;
-  (void)conn;
+  conn_state *cs = state_of(conn);
+  if (cs != NULL) { /* the next request's deadline runs from here */
+    cs->answering = 0;
+    cs->since = bic_clock();
+  }
   if (req == NULL) return;
   *con_cls = NULL;
+  release_body(srv, req);
+  if (!req->dispatched) {
+    /* answered without the handler: by us (413, 503, 400) or by MHD itself */
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS);
+    refusal r;
+    memset(&r, 0, sizeof r);
+    r.srv = srv;
+    r.status = req->status ? req->status : (ci != NULL ? ci->http_status : 0);
+    if (r.status != 0) {
+      r.method = req->method[0] ? req->method : "-";
+      r.target = req->target;
+      r.how = "refused";
+      (void)toe;
+      remote_text(conn, r.remote, sizeof r.remote);
+      tell_refused(srv, &r);
+    }
+  }
   if (req->finish_ref != LUA_NOREF && L != NULL && lua_checkstack(L, 8)) {
     int top = lua_gettop(L);
     req->how = "error";
@@ -591,20 +896,27 @@ static int l_listen(lua_State *L) {
   return 2;
 }
 
-/* core.server.new{handler=, host=, port=, fd=, max_body=, timeout=, connections=,
- *                 grace=, reuse_port=} -> server | nil, err */
+/* core.server.new{handler=, host=, port=, fd=, max_body=, max_bodies=, timeout=,
+ *                 request_timeout=, connections=, per_address=, grace=, reuse_port=,
+ *                 refused=} -> server | nil, err */
 static int l_new(lua_State *L) {
   server *srv;
   const char *host;
   int port, fd, family = AF_INET, owned_fd = 0, reuse_port;
-  unsigned int flags = MHD_USE_EPOLL | MHD_USE_TURBO, timeout, connections;
-  size_t max_body;
+  unsigned int flags = MHD_USE_EPOLL | MHD_USE_TURBO | MHD_USE_ERROR_LOG, timeout, connections;
+  unsigned int per_address;
+  size_t max_body, max_bodies;
+  double request_timeout;
   lua_Number grace;
   char err[256];
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   lua_getfield(L, 1, "handler");
   if (!lua_isfunction(L, -1)) return luaL_error(L, "option 'handler' must be a function");
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "refused");
+  if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+    return luaL_error(L, "option 'refused' must be a function");
   lua_pop(L, 1);
   /* every option is read before anything is opened: a bad one raises with nothing to undo */
   host = opt_string(L, 1, "host", "127.0.0.1"); /* stays at index 2 */
@@ -614,6 +926,9 @@ static int l_new(lua_State *L) {
   timeout = (unsigned int)ceil(opt_number(L, 1, "timeout", DEFAULT_TIMEOUT, 0, 86400));
   connections = (unsigned int)opt_number(L, 1, "connections", DEFAULT_CONNECTIONS, 1, 1e6);
   max_body = (size_t)opt_number(L, 1, "max_body", DEFAULT_MAX_BODY, 0, 1e12);
+  max_bodies = (size_t)opt_number(L, 1, "max_bodies", DEFAULT_MAX_BODIES, 0, 1e12);
+  request_timeout = opt_number(L, 1, "request_timeout", 0, 0, 86400);
+  per_address = (unsigned int)opt_number(L, 1, "per_address", 0, 0, 1e6);
   grace = opt_number(L, 1, "grace", DEFAULT_GRACE, 0, 1e6);
   lua_getfield(L, 1, "reuse_port");
   reuse_port = lua_toboolean(L, -1);
@@ -621,11 +936,13 @@ static int l_new(lua_State *L) {
 
   srv = (server *)lua_newuserdata(L, sizeof *srv);
   memset(srv, 0, sizeof *srv);
-  srv->handler_ref = LUA_NOREF;
+  srv->handler_ref = srv->refused_ref = LUA_NOREF;
   srv->listen_fd = -1;
   luaL_getmetatable(L, SERVER_MT);
   lua_setmetatable(L, -2);
   srv->max_body = max_body;
+  srv->max_bodies = max_bodies;
+  srv->request_timeout = request_timeout;
   srv->grace = grace;
 
   if (fd < 0) {
@@ -650,18 +967,26 @@ static int l_new(lua_State *L) {
   if (family == AF_INET6) flags |= MHD_USE_IPv6;
   lua_getfield(L, 1, "handler");
   srv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, 1, "refused");
+  if (lua_isnil(L, -1)) lua_pop(L, 1);
+  else srv->refused_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   srv->L = L;
   srv->daemon = MHD_start_daemon(
     flags, 0, NULL, NULL, on_request, srv,
     MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
     MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+    MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv,
+    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
     MHD_OPTION_CONNECTION_TIMEOUT, timeout,
     MHD_OPTION_CONNECTION_LIMIT, connections,
+    MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address,
     MHD_OPTION_END);
   if (srv->daemon == NULL) {
     if (owned_fd) close(fd);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
-    srv->handler_ref = LUA_NOREF;
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->refused_ref);
+    srv->handler_ref = srv->refused_ref = LUA_NOREF;
     lua_pushnil(L);
     lua_pushliteral(L, "libmicrohttpd could not start the daemon");
     return 2;
@@ -737,6 +1062,7 @@ static int l_run(lua_State *L) {
       if (left < timeout) timeout = (int)left;
     }
     if (deadline > 0 && timeout > 100) timeout = 100; /* re-count connections while draining */
+    if (srv->conns != NULL && timeout > (int)(SWEEP_INTERVAL * 1000)) timeout = (int)(SWEEP_INTERVAL * 1000);
     pfd[0].fd = epfd;
     pfd[0].events = POLLIN;
     if (bic_signal_fd() >= 0) {
@@ -750,6 +1076,10 @@ static int l_run(lua_State *L) {
     }
     bic_signal_drain();
     srv->L = L;
+    if (srv->conns != NULL && (t = bic_clock()) >= srv->next_sweep) {
+      sweep(srv, t);
+      srv->next_sweep = t + SWEEP_INTERVAL;
+    }
     MHD_run(srv->daemon);
   }
   srv->running = 0;
@@ -797,7 +1127,8 @@ static int l_close(lua_State *L) {
   MHD_stop_daemon(daemon); /* runs the completion and stream-free callbacks */
   if (srv->quiescing) srv->listen_fd = -1;
   luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
-  srv->handler_ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, srv->refused_ref);
+  srv->handler_ref = srv->refused_ref = LUA_NOREF;
   srv->L = NULL;
   return 0;
 }
@@ -822,6 +1153,13 @@ static int l_tostring(lua_State *L) {
   return 1;
 }
 
+/* core.server.cpus() -> the number of online CPUs (for serve's default workers) */
+static int l_cpus(lua_State *L) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n > 0 ? (lua_Integer)n : 1);
+  return 1;
+}
+
 int bic_open_http_server(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"run", l_run},
@@ -835,6 +1173,7 @@ int bic_open_http_server(lua_State *L) {
   static const luaL_Reg server_functions[] = {
     {"new", l_new},
     {"listen", l_listen},
+    {"cpus", l_cpus},
     {NULL, NULL}
   };
 

@@ -769,7 +769,8 @@ static int decode_literal(decoder *D, const unsigned char **pp, const char *word
 
 /* The open containers are kept in levels[]: for an array its element count so
  * far, -1 for an object. */
-static int decode_document(decoder *D, int max_depth, int mark_arrays, const unsigned char *p) {
+static int decode_document(decoder *D, int max_depth, int mark_arrays, int unique_keys,
+                           const unsigned char *p) {
   lua_State *L = D->L;
   const unsigned char *end = D->end;
   index_t local[32];
@@ -871,6 +872,18 @@ done:
     if (p < end && *p == ']') { p++; depth--; goto done; }
     return decode_fail_char(D, p, ", expected ',' or ']' in array");
   }
+  if (unique_keys) { /* {duplicate_keys = "error"}: a key seen before in this object fails */
+    lua_pushvalue(L, -2);
+    lua_rawget(L, -4);
+    if (!lua_isnil(L, -1)) {
+      size_t klen;
+      const char *k = lua_tolstring(L, -3, &klen);
+      snprintf(D->err_text, sizeof D->err_text, "duplicate object key \"%.60s%s\" (its second value ends here)",
+               k, klen > 60 ? "..." : "");
+      return decode_fail(D, p, D->err_text);
+    }
+    lua_pop(L, 1);
+  }
   lua_rawset(L, -3);
   SKIP_SPACE(p, end);
   if (p < end && *p == ',') {
@@ -885,16 +898,23 @@ done:
 
 /* decode(text [, opts]) -> value | nil, "what at line L, column C (byte offset O)" */
 static int json_decode(lua_State *L) {
-  static const char *const known[] = {"max_depth", "array_mt", NULL};
+  static const char *const known[] = {"max_depth", "array_mt", "duplicate_keys", NULL};
   size_t len;
   const char *text = luaL_checklstring(L, 1, &len);
-  int max_depth = DEFAULT_MAX_DEPTH, mark_arrays = 1;
+  int max_depth = DEFAULT_MAX_DEPTH, mark_arrays = 1, unique_keys = 0;
   decoder D;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     check_option_names(L, 2, known);
     max_depth = opt_depth(L, 2);
     mark_arrays = opt_boolean(L, 2, "array_mt", 1);
+    lua_getfield(L, 2, "duplicate_keys"); /* "last" (the default: the last one wins) or "error" */
+    if (!lua_isnil(L, -1)) {
+      const char *mode = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+      if (strcmp(mode, "error") == 0) unique_keys = 1;
+      else if (strcmp(mode, "last") != 0) luaL_error(L, "option 'duplicate_keys' must be \"last\" or \"error\"");
+    }
+    lua_pop(L, 1);
   }
   lua_settop(L, 2);
   lua_pushnil(L);  /* slot 3: the scratch buffer, created on first need */
@@ -909,7 +929,7 @@ static int json_decode(lua_State *L) {
   D.err_at = NULL;
   if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
     decode_fail(&D, D.start, "byte-order mark not allowed");
-  } else if (decode_document(&D, max_depth, mark_arrays, D.start) == 0) {
+  } else if (decode_document(&D, max_depth, mark_arrays, unique_keys, D.start) == 0) {
     return 1;
   }
   {

@@ -308,7 +308,8 @@ end
 
 local ERROR_CODES = {
   [400] = "bad_request", [403] = "forbidden", [404] = "not_found",
-  [405] = "method_not_allowed", [500] = "internal_error", [503] = "service_unavailable",
+  [405] = "method_not_allowed", [415] = "unsupported_media_type", [500] = "internal_error",
+  [503] = "service_unavailable",
 }
 
 local function log_to(self, opts, level, message, fields)
@@ -498,6 +499,12 @@ local function field_outside(node, codes)
   return nil
 end
 
+-- Scan budget: once the filter has dropped this many rows in one produce() call,
+-- it returns what it has -- "" when the filter kept nothing -- so that a server on
+-- one thread serves its other connections before asking again (kept rows are
+-- bounded by the chunk size already). docs/serve.md, "No request holds the others".
+local SCAN_BUDGET = 4096
+
 local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nulled)
   local filter_ast = (not applied.filter) and q.filter or nil
   -- array rows in select order cannot carry a filtered field the select leaves out:
@@ -523,7 +530,9 @@ local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nu
   -- One step: encodes rows until a chunk is pending or the rows end; returns the chunk.
   local function produce()
     if finished then return nil end
+    local scanned = 0 -- rows the filter dropped in this call (see SCAN_BUDGET)
     while enc:pending() < chunk_size do
+      if scanned >= SCAN_BUDGET then break end
       if limit and emitted >= limit then finished = true break end
       if cursor then
         -- a cursor-like source fills the encoder itself (select and filter applied)
@@ -566,6 +575,8 @@ local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nu
           local ok, field_index, message = enc:add(row)
           if not ok then cut(n, field_index, message) end
           emitted = emitted + 1
+        else
+          scanned = scanned + 1
         end
       end
     end

@@ -7,13 +7,47 @@ local _M = {}
 
 local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
 
--- A log value: bare when it is a plain word, else quoted on one line.
+-- Bytes >= 0x80 that are not part of a valid UTF-8 sequence, as \xNN.
+local byte = string.byte
+local function escape_invalid_utf8(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = byte(s, i)
+    local len = 0
+    if c < 0x80 then len = 1
+    elseif c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then len = 3
+    elseif c >= 0xF0 and c <= 0xF4 then len = 4 end
+    local ok = len > 0 and i + len - 1 <= n
+    if ok and len > 1 then
+      for k = 1, len - 1 do
+        local b = byte(s, i + k)
+        if b < 0x80 or b > 0xBF then ok = false break end
+      end
+      local b1 = byte(s, i + 1)
+      if ok and ((c == 0xE0 and b1 < 0xA0) or (c == 0xED and b1 > 0x9F) -- overlong, surrogates
+          or (c == 0xF0 and b1 < 0x90) or (c == 0xF4 and b1 > 0x8F)) then ok = false end
+    end
+    if ok then
+      out[#out + 1] = s:sub(i, i + len - 1)
+      i = i + len
+    else
+      out[#out + 1] = format("\\x%02x", c)
+      i = i + 1
+    end
+  end
+  return concat(out)
+end
+
+-- A log value: bare when it is a plain word, else quoted on one line, with
+-- control characters and bytes that are not UTF-8 escaped (\xNN).
 function _M.quote(v)
   v = tostring(v)
   if v:match("^[%w%._/:%-]+$") then return v end
-  return '"' .. v:gsub('[%c"\\]', function(c)
+  return '"' .. escape_invalid_utf8((v:gsub('[%c"\\]', function(c)
     return ESCAPES[c] or format("\\x%02x", c:byte())
-  end) .. '"'
+  end))) .. '"'
 end
 local quote = _M.quote
 

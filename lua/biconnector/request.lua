@@ -107,13 +107,17 @@ local function decode_select(v)
     return bad("select: expected a list of field codes, got %s", show(v))
   end
   if v[1] == nil then return nil end -- [] is as absent as a form body can make it
-  local out = {}
+  -- a code repeated (`select[]=id&select[]=id`) is answered once, at its first place
+  local out, seen = {}, {}
   for i = 1, #v do
     local s = text(v[i])
     if s == nil or s == "" then
       return bad("select[%d]: expected a field code (a non-empty string), got %s", i, show(v[i]))
     end
-    out[i] = s
+    if not seen[s] then
+      seen[s] = true
+      out[#out + 1] = s
+    end
   end
   return out
 end
@@ -162,12 +166,15 @@ end
 local function media_type(headers)
   local ct = headers and (headers["content-type"] or headers["Content-Type"])
   if type(ct) ~= "string" then return nil end
-  return (ct:match("^%s*([^;%s]+)") or ""):lower()
+  local mt = ct:match("^%s*([^;%s]+)")
+  return mt and mt:lower() -- an empty Content-Type is as absent as a missing one
 end
 
 local function decode_json(body)
   local json = require "biconnector.json"
-  local obj, err = json.decode(body)
+  -- a key given twice ({"connection":{...},"connection":{...}}) is refused, not "last wins":
+  -- a proxy or a log reading the first one must not see another request than ours
+  local obj, err = json.decode(body, { duplicate_keys = "error" })
   if obj == nil then return bad("body: not valid JSON (%s)", tostring(err)) end
   if type(obj) ~= "table" or (next(obj) ~= nil and is_list(obj)) then
     return bad("body: expected a JSON object, got %s", show(obj))
@@ -243,17 +250,20 @@ local function decode_body(http)
       if obj then return obj end
     end
     return decode_form(body)
-  elseif mt and mt:match("^multipart/") then
-    return bad("body: %s is not supported; send JSON or application/x-www-form-urlencoded", mt)
+  elseif mt then
+    -- text/plain, multipart/..., anything else: 415, never parsed as something it does not say
+    return nil, _M.error(415, format("body: Content-Type %s is not supported; send application/json "
+      .. "or application/x-www-form-urlencoded", show(mt)))
   end
-  -- no (or another) type: a body that starts with `{` is JSON, anything else a form
+  -- no type: a body that starts with `{` is JSON, anything else a form
   if body:match("^%s*{") then return decode_json(body) end
   return decode_form(body)
 end
 
 ---------------------------------------------------------------- decode
 
--- request.decode(http) -> req, or nil, error object (status 400)
+-- request.decode(http) -> req, or nil, error object (status 400; 415 for a Content-Type
+-- that is neither JSON nor a form)
 function _M.decode(http)
   if type(http) ~= "table" then error("request.decode: expected {method=, path=, headers=, body=}", 2) end
   local raw, err = decode_body(http)

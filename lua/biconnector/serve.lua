@@ -30,10 +30,13 @@ Database options:
 Options:
   --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 picks a free port)
   --prefix PATH        path prefix of the endpoints (e.g. /bi)
-  --workers N          run N worker processes sharing the port (default 1)
-  --max-body BYTES     largest request body accepted (default 8388608)
+  --workers N          run N worker processes sharing the port (default: one per CPU, at most 4)
+  --max-body BYTES     largest request body accepted (default 1048576)
+  --max-bodies BYTES   request bodies held at once per process, 503 beyond (default 33554432)
   --timeout SECONDS    idle connection timeout (default 30)
+  --request-timeout SECONDS  a request must be complete within this, however it trickles (default 20)
   --connections N      most connections at once per process (default 512)
+  --per-address N      most connections at once from one client address, per process (default 64; 0: no limit)
   --grace SECONDS      on SIGTERM/SIGINT, time for in-flight answers (default 10)
   --dev                also serve the browser page at / (see docs/dev.md) and print its link
   -h, --help           show this help
@@ -70,13 +73,30 @@ local function positive_number(name, value, integer)
   return n
 end
 
+-- The limits `serve` puts on strangers (docs/security.md): body per request and
+-- bodies held at once, the time a request may take to arrive, connections per address.
+_M.LIMITS = { max_body = 1048576, max_bodies = 32 * 1048576, request_timeout = 20, per_address = 64 }
+
+-- Default --workers: one per CPU (a slow database query or a long scan holds
+-- one worker, not the server), at most 4.
+function _M.default_workers()
+  local ok, n = pcall(server.cpus)
+  n = ok and tonumber(n) or 1
+  if n < 1 then n = 1 elseif n > 4 then n = 4 end
+  return n
+end
+
 -- args (after "serve") -> options | nil, err
 function _M.parse_args(args)
-  local o = { host = "127.0.0.1", port = 8080, workers = 1, prefix = "" }
+  local o = { host = "127.0.0.1", port = 8080, workers = _M.default_workers(), prefix = "" }
+  for k, v in pairs(_M.LIMITS) do o[k] = v end
   local numeric = {
     ["--workers"] = { "workers", true }, ["--max-body"] = { "max_body", true },
     ["--timeout"] = { "timeout", false }, ["--connections"] = { "connections", true },
     ["--grace"] = { "grace", false },
+    -- the limits of docs/security.md, "The built-in server"
+    ["--max-bodies"] = { "max_bodies", true }, ["--request-timeout"] = { "request_timeout", false },
+    ["--per-address"] = { "per_address", true },
   }
   local i = 1
   while i <= #args do
@@ -230,10 +250,20 @@ function _M.urls(host, port, prefix)
   return list, base
 end
 
+-- An answer core.server made without the handler (413, 503, 400 for a bad
+-- target or framing, libmicrohttpd's own 400/414/431): its access line.
+local function refused_log(r)
+  local req = { remote = r.remote, method = r.method, path = r.path }
+  log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    logline.access(req, r.status, {}, 0, 0, r.how) })
+end
+
 local function server_options(o, handler, fd)
   return {
     handler = handler, fd = fd, max_body = o.max_body, timeout = o.timeout,
     connections = o.connections, grace = o.grace,
+    max_bodies = o.max_bodies, request_timeout = o.request_timeout, per_address = o.per_address,
+    refused = not o.quiet and refused_log or nil,
   }
 end
 
