@@ -54,13 +54,16 @@ describe("issue 16: one request, one answer", function()
   end)
 
   it("refuses a control byte in the path, encoded or raw (not served as /check)", function()
-    for _, target in ipairs({ "/check%00", "/check%00.json", "/ch%0aeck", "/check%1F", "/check%7f", "/check?x=%00" }) do
+    for _, target in ipairs({ "/check%00", "/check%00.json", "/ch%0aeck", "/check%1F", "/check%7f" }) do
       local raw, err = H.exchange(h.port,
         "POST " .. target .. " HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\n" .. B)
       refused("control byte", raw, err)
     end
+    -- in the query string, %00 has its own 400 (spec/nul_spec.lua), also before the body is used
+    local raw, err = H.exchange(h.port, "POST /check?x=%00 HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\n" .. B)
+    refused("encoded NUL byte", raw, err)
     -- a raw control byte: refused by us or by libmicrohttpd, never a 200
-    local raw = H.exchange(h.port, "POST /check\1 HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\n" .. B)
+    raw = H.exchange(h.port, "POST /check\1 HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\n" .. B)
     local lines = H.status_lines(raw)
     assert.is_true(#lines <= 1 and lines[1] ~= 200, raw)
   end)

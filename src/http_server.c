@@ -589,7 +589,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
   failed = 0;
   MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, find_nul, &failed);
-  if (failed) return queue_json(conn, MHD_HTTP_BAD_REQUEST, BODY_QUERY_NUL);
+  if (failed) return refuse(conn, req, MHD_HTTP_BAD_REQUEST, BODY_QUERY_NUL);
   memset(&d, 0, sizeof d);
   d.srv = srv;
   d.req = req;
@@ -622,7 +622,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 }
 
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line is read. The request state starts
- * here, so that MHD's own refusals (400, 413, 431, ...) reach on_completed too. */
+ * here, so that MHD's own refusals (400, 413, 431, ...) reach on_completed too.
+ * A control byte in the path, raw or %-encoded, marks the request for a 400. */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
   request *req = new_request();
   const unsigned char *p;
@@ -630,7 +631,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
   (void)conn;
   if (req == NULL) return NULL;
   snprintf(req->target, sizeof req->target, "%s", uri ? uri : "");
-  for (p = (const unsigned char *)(uri ? uri : ""); *p; p++) {
+  /* the path only: a query string holding %00 gets its own 400 (find_nul) */
+  for (p = (const unsigned char *)(uri ? uri : ""); *p && *p != '?'; p++) {
     if (*p < 0x20 || *p == 0x7f) req->bad_url = 1;
     if (*p == '%' && p[1] != '\0' && p[2] != '\0') {
       /* %00-%1F and %7F: MHD would decode %00 into an end of string (/check%00 read as /check) */
