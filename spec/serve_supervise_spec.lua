@@ -180,7 +180,8 @@ describe("biconnector serve supervision", function()
   end)
 
   it("a single process reloads on SIGHUP too, and keeps the old connector when the file breaks", function()
-    local h = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0" }))
+    -- --workers 1: the default is one worker per CPU
+    local h = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0", "--workers", "1" }))
     finally(function() S.stop(h) end)
     assert.equal("v1", table_code(h.port))
     write(file, connector_source("2"))
