@@ -10,6 +10,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -286,6 +288,75 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
+/* ---------------------------------------------------------------- shared counters */
+
+/* process.counters(n) -> counters: n 64-bit integers in an anonymous shared
+ * mapping (MAP_SHARED), so that processes forked after its creation add to the
+ * same numbers (the metrics of `serve --workers N`). Updates are atomic
+ * (__atomic builtins, relaxed: counters need no ordering). Indices 1..n. */
+#define COUNTERS_MT "biconnector.process.counters"
+typedef struct { int64_t *values; lua_Integer n; } counters;
+
+static counters *check_counters(lua_State *L) {
+  counters *c = (counters *)luaL_checkudata(L, 1, COUNTERS_MT);
+  if (c->values == NULL) luaL_error(L, "the counters were released");
+  return c;
+}
+
+static lua_Integer check_index(lua_State *L, counters *c) {
+  lua_Integer i = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, i >= 1 && i <= c->n, 2, "counter index out of range");
+  return i - 1;
+}
+
+static int l_counters(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  counters *c;
+  void *p;
+  luaL_argcheck(L, n >= 1 && n <= 1048576, 1, "between 1 and 1048576 counters");
+  c = (counters *)lua_newuserdata(L, sizeof *c);
+  c->values = NULL;
+  c->n = 0;
+  luaL_getmetatable(L, COUNTERS_MT);
+  lua_setmetatable(L, -2);
+  p = mmap(NULL, (size_t)n * sizeof(int64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return push_errno(L, "cannot map the shared counters");
+  c->values = (int64_t *)p; /* zero-filled by the kernel */
+  c->n = n;
+  return 1;
+}
+
+/* counters:add(i [, delta = 1]) -> the new value */
+static int l_counters_add(lua_State *L) {
+  counters *c = check_counters(L);
+  lua_Integer i = check_index(L, c);
+  int64_t delta = (int64_t)luaL_optinteger(L, 3, 1);
+  lua_pushinteger(L, (lua_Integer)(__atomic_add_fetch(&c->values[i], delta, __ATOMIC_RELAXED)));
+  return 1;
+}
+
+/* counters:get(i) -> value */
+static int l_counters_get(lua_State *L) {
+  counters *c = check_counters(L);
+  lua_Integer i = check_index(L, c);
+  lua_pushinteger(L, (lua_Integer)__atomic_load_n(&c->values[i], __ATOMIC_RELAXED));
+  return 1;
+}
+
+static int l_counters_size(lua_State *L) {
+  counters *c = check_counters(L);
+  lua_pushinteger(L, c->n);
+  return 1;
+}
+
+static int l_counters_gc(lua_State *L) {
+  counters *c = (counters *)luaL_checkudata(L, 1, COUNTERS_MT);
+  if (c->values != NULL) munmap(c->values, (size_t)c->n * sizeof(int64_t));
+  c->values = NULL;
+  c->n = 0;
+  return 0;
+}
+
 void bic_open_process(lua_State *L) {
   static const luaL_Reg process_functions[] = {
     {"fork", l_fork},
@@ -300,8 +371,22 @@ void bic_open_process(lua_State *L) {
     {"close", l_closefd},
     {"exit", l_exit},
     {"isatty", l_isatty},
+    {"counters", l_counters},
     {NULL, NULL}
   };
+  static const luaL_Reg counters_methods[] = {
+    {"add", l_counters_add},
+    {"get", l_counters_get},
+    {"size", l_counters_size},
+    {"__gc", l_counters_gc},
+    {NULL, NULL}
+  };
+  if (luaL_newmetatable(L, COUNTERS_MT)) {
+    luaL_setfuncs(L, counters_methods, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
   luaL_newlib(L, process_functions);
   lua_setfield(L, -2, "process");
 }

@@ -248,11 +248,42 @@ function _M.serve(target, opts)
     if not closed then glue_error("releasing the data source failed: " .. tostring(cerr)) end
   end
   publish(info, bytes, how)
+  if opts.metrics then -- a lua_shared_dict name: the counters /metrics shows (ngx.metrics)
+    ngx.update_time()
+    local m = _M.metrics_registry(opts.metrics)
+    m:observe(type(info) == "table" and info.endpoint, status, bytes, type(info) == "table" and info.rows,
+      ngx.now() - started, type(info) ~= "table" or info.error ~= nil)
+  end
   if opts.access_log then
     ngx.update_time()
     ngx.log(ngx.NOTICE, access_line(req, status, info, bytes, (ngx.now() - started) * 1000, how))
   end
   if how == "error" then return ngx.exit(ngx.ERROR) end -- close without the final chunk
+  return ngx.eof()
+end
+
+-- ---- metrics -----------------------------------------------------------------
+
+local registries = {}
+
+-- The biconnector.metrics registry over a lua_shared_dict (by name).
+function _M.metrics_registry(dict_name)
+  local r = registries[dict_name]
+  if not r then
+    r = require("biconnector.metrics").ngx_dict(dict_name)
+    registries[dict_name] = r
+  end
+  return r
+end
+
+-- ngx.metrics(dict_name): the content of a `location = /metrics`; the
+-- counters that serve(target, {metrics = dict_name}) adds to, Prometheus text.
+function _M.metrics(dict_name)
+  local text = _M.metrics_registry(dict_name):render()
+  ngx.status = 200
+  ngx.header["Content-Type"] = require("biconnector.metrics").CONTENT_TYPE
+  ngx.header["Content-Length"] = #text
+  ngx.print(text)
   return ngx.eof()
 end
 

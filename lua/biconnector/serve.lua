@@ -39,6 +39,7 @@ Options:
   --per-address N      most connections at once from one client address, per process (default 64; 0: no limit)
   --grace SECONDS      on SIGTERM/SIGINT, time for in-flight answers (default 10)
   --dev                also serve the browser page at / (see docs/dev.md) and print its link
+  --metrics            also answer GET PREFIX/metrics (Prometheus text format, all workers)
   -h, --help           show this help
 ]]
 
@@ -113,6 +114,8 @@ function _M.parse_args(args)
       o.help = true
     elseif name == "--dev" then
       o.dev = true
+    elseif name == "--metrics" then
+      o.metrics = true
     elseif name == "--listen" then
       local v = value()
       if not v then return nil, "--listen needs a value" end
@@ -184,9 +187,26 @@ function _M.handler(connector, opts)
   opts = opts or {}
   local handle_opts = { prefix = opts.prefix ~= "" and opts.prefix or nil, log = connector_log }
   local quiet = opts.quiet
+  -- --metrics: GET PREFIX/metrics answers the counters; every other answer adds to them
+  local metrics = opts.metrics_registry
+  local metrics_path = (opts.prefix or "") .. "/metrics"
+  local function finished(req, status, info, bytes, started, how, failed)
+    if metrics then metrics:observe(info.endpoint, status, bytes, info.rows, process.clock() - started, failed) end
+    if not quiet then access_log(req, status, info, bytes, started, how) end
+  end
   return function(req)
     local started = process.clock()
+    if metrics and req.path == metrics_path then
+      local get = req.method == "GET" or req.method == "HEAD"
+      local text = get and metrics:render()
+        or '{"error":"method_not_allowed","message":"/metrics answers GET"}'
+      return get and 200 or 405, { ["Content-Type"] = get and require("biconnector.metrics").CONTENT_TYPE
+        or "application/json; charset=utf-8", Allow = not get and "GET" or nil }, text, function(how)
+        if not quiet then access_log(req, get and 200 or 405, { endpoint = "metrics" }, #text, started, how) end
+      end
+    end
     local ok, status, headers, body, info = pcall(connector.handle, connector, req, handle_opts)
+    local failed = not ok
     if not ok then
       connector_log("error", "connector raised an error", { error = tostring(status), path = req.path })
       status, headers, body, info = 500, { ["Content-Type"] = "application/json; charset=utf-8" }, INTERNAL_ERROR, {}
@@ -202,13 +222,13 @@ function _M.handler(connector, opts)
       return status, headers, counted, function(how)
         next_chunk = nil
         release(info)
-        if not quiet then access_log(req, status, info, bytes, started, how) end
+        finished(req, status, info, bytes, started, how, failed or info.error ~= nil)
       end
     end
     local bytes = type(body) == "string" and #body or 0
     return status, headers, body, function(how)
       release(info)
-      if not quiet then access_log(req, status, info, bytes, started, how) end
+      finished(req, status, info, bytes, started, how, failed or info.error ~= nil)
     end
   end
 end
@@ -375,7 +395,7 @@ local function supervise(o, handler, fd, live)
           if lived >= _M.BACKOFF.stable then streak = 0 end
           streak = streak + 1
           local delay = math.min(_M.BACKOFF.first * 2 ^ (streak - 1), _M.BACKOFF.max)
-          _M.restarts = (_M.restarts or 0) + 1
+          if o.metrics_registry then o.metrics_registry:restart() end
           log_line({ now_utc(), "worker", tostring(pid), "ended", how .. "=" .. tostring(code),
             format("after %.1fs; restarting in %gs (%d in a row)", lived, delay, streak) })
           due[#due + 1] = process.clock() + delay
@@ -457,6 +477,8 @@ function _M.main(args)
   end
   stdout:flush()
 
+  -- the counters live in a shared mapping made before the workers are forked
+  if o.metrics then o.metrics_registry = require("biconnector.metrics").shared() end
   -- SIGHUP swaps live.connector; the handler always calls the current one
   local live = { connector = connector }
   local current = { handle = function(_, ...) return live.connector:handle(...) end }
