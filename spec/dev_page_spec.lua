@@ -326,6 +326,8 @@ describe("the dev page in headless Chromium", function()
     assert.matches("^urlCheck: 200", text("#check-status"))
     assert.equals("demo-token", eval("document.querySelector('#settings-fields input').value"))
     assert.equals("biconnector demo (generated CRM data)", text("#title"))
+    -- the token left the address bar once remembered
+    assert.equals(("http://127.0.0.1:%d/"):format(demo.port), eval("location.href"))
   end)
 
   it("searches the table list through urlTableList as the user types", function()

@@ -174,6 +174,8 @@
     if (fromLink) {
       for (const c of codes) state.settings[c] = fragment.get(c) || "";
       saveSettings();
+      // the values are remembered now: the address bar and this history entry drop them
+      history.replaceState(null, "", location.pathname + location.search);
       return;
     }
     try {
@@ -214,6 +216,7 @@
     });
   }
 
+  // The form's values as they are now (typed but not yet submitted included).
   function readSettingsForm() {
     for (const input of document.querySelectorAll("#settings-fields input")) {
       state.settings[input.dataset.code] = input.value;
@@ -236,6 +239,7 @@
   // ------------------------------------------------------------ tables
 
   async function loadTables() {
+    readSettingsForm();
     const seq = ++state.seq.tables;
     const node = $("#tables-status");
     const list = $("#tables");
@@ -482,6 +486,7 @@
   async function runPreview(ev) {
     if (ev) ev.preventDefault();
     if (!state.table) return;
+    readSettingsForm();
     const built = buildRequest();
     if (built.error) {
       showError(built.error, "");
@@ -545,6 +550,7 @@
     const summary = $("#verify-summary");
     const body = $("#verify-checks tbody");
     const button = $("#verify");
+    readSettingsForm();
     clear(body);
     setStatus(summary, "busy", "Verifying...");
     button.disabled = true;
