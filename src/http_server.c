@@ -85,6 +85,7 @@ typedef struct request {
   int dispatched;    /* the Lua handler was called (its finish callback logs) */
   int bad_url;       /* a control byte in the request target, raw or %-encoded */
   unsigned int status; /* what we queued ourselves, for the refusal log */
+  double since;      /* when the request line was read */
   char method[16];
   char target[256];  /* the raw request target (truncated), for the refusal log */
   int finish_ref;
@@ -630,6 +631,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
   (void)cls;
   (void)conn;
   if (req == NULL) return NULL;
+  req->since = bic_clock();
   snprintf(req->target, sizeof req->target, "%s", uri ? uri : "");
   /* the path only: a query string holding %00 gets its own 400 (find_nul) */
   for (p = (const unsigned char *)(uri ? uri : ""); *p && *p != '?'; p++) {
@@ -702,13 +704,14 @@ typedef struct refusal {
   const char *method, *target, *how;
   char remote[INET6_ADDRSTRLEN];
   unsigned int status;
+  double ms; /* from the request line to the end of the answer */
 } refusal;
 
 /* Protected: refused{method=, path=, remote=, status=, how=}. */
 static int call_refused(lua_State *L) {
   refusal *r = (refusal *)lua_touserdata(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->srv->refused_ref);
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 6);
   lua_pushstring(L, r->method);
   lua_setfield(L, -2, "method");
   lua_pushstring(L, r->target);
@@ -719,6 +722,8 @@ static int call_refused(lua_State *L) {
   lua_setfield(L, -2, "status");
   lua_pushstring(L, r->how);
   lua_setfield(L, -2, "how");
+  lua_pushnumber(L, (lua_Number)r->ms);
+  lua_setfield(L, -2, "ms");
   if (call_traced(L, 1, 0) != 0) log_error("refused callback failed", lua_tostring(L, -1));
   return 0;
 }
@@ -780,7 +785,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
       r.method = req->method[0] ? req->method : "-";
       r.target = req->target;
       r.how = "refused";
-      (void)toe;
+      r.ms = req->since > 0 ? (bic_clock() - req->since) * 1000 : 0;
       remote_text(conn, r.remote, sizeof r.remote);
       tell_refused(srv, &r);
     }

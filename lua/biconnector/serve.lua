@@ -275,7 +275,7 @@ end
 local function refused_log(r)
   local req = { remote = r.remote, method = r.method, path = r.path }
   log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"),
-    logline.access(req, r.status, {}, 0, 0, r.how) })
+    logline.access(req, r.status, {}, 0, r.ms or 0, r.how) })
 end
 
 local function server_options(o, handler, fd)
