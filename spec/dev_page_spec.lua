@@ -180,7 +180,8 @@ end)
 
 describe("biconnector serve --dev and SIGHUP", function()
   it("the page's info follows a reloaded connector file", function()
-    local file = os.tmpname() .. ".lua"
+    local base = os.tmpname()
+    local file = base .. ".lua"
     local function write(title)
       local f = assert(io.open(file, "w"))
       f:write(([[return { title = %q, settings = { { code = "key", name = "Key", type = "STRING" } },
@@ -202,6 +203,7 @@ describe("biconnector serve --dev and SIGHUP", function()
     assert.equals("after", title())
     assert.equals(0, S.stop(h))
     os.remove(file)
+    os.remove(base)
   end)
 end)
 
@@ -350,6 +352,29 @@ describe("the dev page in headless Chromium", function()
       { "currency", "string" }, { "contact_id", "int" }, { "created_at", "datetime" }, { "closed_on", "date" },
       { "probability", "double" } }, fields)
     assert.equals("table-h", eval("document.activeElement.id"))
+  end)
+
+  it("is usable from the keyboard: Tab reaches the tables, Enter opens one, Enter in the form runs it", function()
+    if guard() then return end
+    open(dev_link(demo))
+    local function key(name, code, vk, text_)
+      browser:send("Input.dispatchKeyEvent", { type = "keyDown", key = name, code = code,
+        windowsVirtualKeyCode = vk, nativeVirtualKeyCode = vk, text = text_ })
+      browser:send("Input.dispatchKeyEvent", { type = "keyUp", key = name, code = code,
+        windowsVirtualKeyCode = vk, nativeVirtualKeyCode = vk })
+    end
+    eval("document.querySelector('#search').focus()")
+    key("Tab", "Tab", 9)
+    -- Tab from the search box lands on the first table's button
+    assert.equals("deals", eval("document.activeElement.getAttribute('data-table')"))
+    key("Enter", "Enter", 13, "\r")
+    wait("document.querySelectorAll('#fields li').length > 0", "fields after Enter")
+    assert.equals("table-h", eval("document.activeElement.id"))
+    eval("document.querySelector('#limit').focus()")
+    set("#limit", "4")
+    key("Enter", "Enter", 13, "\r")
+    wait("document.querySelector('#result-status').dataset.state === 'done'", "preview after Enter")
+    assert.equals("4", eval("document.querySelector('#result-status').dataset.rows"))
   end)
 
   it("runs a filtered preview (style A) and shows the request exactly as it sent it", function()
