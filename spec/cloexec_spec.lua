@@ -110,6 +110,36 @@ describe("close-on-exec", function()
     assert(ok, err)
   end)
 
+  for _, engine in ipairs({ "postgresql", "mysql" }) do
+    it("a command spawned while a " .. engine .. " connection is open does not hold its socket", function()
+      local dbservers = require "dbservers"
+      local why = dbservers.missing(engine)
+      if why then
+        io.stderr:write(("\n*** SKIPPED: close-on-exec of the %s driver needs a real server: %s\n"):format(engine, why))
+        pending("SKIPPED: " .. engine .. ": " .. why)
+        return
+      end
+      local srv = dbservers.start(engine)
+      local ok, err = pcall(function()
+        local before = kernel_objects((spawn_listing()))
+        local conn = assert(require("biconnector.core").sql.open(engine, { host = "127.0.0.1", port = srv.port,
+          user = dbservers.RO_USER, password = dbservers.RO_PASSWORD, database = dbservers.DATABASE }))
+        local parent, child = spawn_listing()
+        local opened = {}
+        for target, fd in pairs(kernel_objects(parent)) do
+          if not before[target] then opened[target] = fd end
+        end
+        assert.is_truthy(next(opened), "the driver should hold its connection open: " .. cjson.encode(parent))
+        for fd, target in pairs(child) do
+          assert.is_nil(opened[target], ("the child holds the %s connection's fd %d (%s)"):format(engine, fd, target))
+        end
+        conn:close()
+      end)
+      srv:stop()
+      assert(ok, err)
+    end)
+  end
+
   it("a command spawned while libcurl keeps a connection alive does not hold it", function()
     local h = S.start(S.serve_command({ "spec/cloexec_fixture_connector.lua", "--listen", "127.0.0.1:0" }))
     local ok, err = pcall(function()

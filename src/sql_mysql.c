@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h> /* FD_CLOEXEC on Connector/C's socket */
 
 #include <errmsg.h>
 #include <mysql.h>
@@ -210,6 +211,11 @@ static MYSQL *connect_handle(const my_conn *mc, char *err, size_t errlen) {
     set_err(err, errlen, mc->password, "mysql: cannot connect: ", mysql_error(m));
     mysql_close(m);
     return NULL;
+  }
+  { /* Connector/C opens its socket without close-on-exec: a command the connector
+     * spawns would inherit the connection (spec/cloexec_spec.lua) */
+    int fd = (int)mysql_get_socket(m), flags = fd >= 0 ? fcntl(fd, F_GETFD) : -1;
+    if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
   }
   /* Connector/C goes on in clear text when the server offers no TLS: refuse */
   if (tls && !mysql_get_ssl_cipher(m)) {
