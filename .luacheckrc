@@ -25,6 +25,7 @@ files["lua/biconnector/rest.lua"] = openresty
 files["lua/biconnector/tokens.lua"] = openresty
 files["lua/biconnector/tokens_redis.lua"] = openresty
 files["lua/biconnector/metrics.lua"] = openresty
+files["lua/biconnector/cache.lua"] = openresty
 files["examples/nginx"] = openresty
 files["spec/ngx_fixture_connector.lua"] = openresty
 

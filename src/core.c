@@ -33,5 +33,6 @@ BIC_EXPORT int luaopen_biconnector_core(lua_State *L) {
   bic_open_http_client(L);
   bic_open_http_server(L);
   bic_open_sql(L);
+  bic_open_sha256(L);
   return 1;
 }

@@ -157,6 +157,16 @@ local function check_definition(def)
   if chunk ~= nil and (type(chunk) ~= "number" or chunk < 1 or chunk % 1 ~= 0) then
     fail("chunk_size", "must be a positive integer, got " .. describe_value(chunk))
   end
+  local cache = def.cache -- table_list/table_description answers kept (biconnector.cache)
+  if cache ~= nil and cache ~= false then
+    if type(cache) ~= "table" then fail("cache", "must be a table {ttl = seconds} or false, got " .. type(cache)) end
+    if type(cache.ttl) ~= "number" or cache.ttl ~= cache.ttl or cache.ttl <= 0 or cache.ttl == math.huge then
+      fail("cache.ttl", "must be a positive number of seconds, got " .. describe_value(cache.ttl))
+    end
+    if cache.store ~= nil and (type(cache.store) ~= "table" or type(cache.store.get) ~= "function" or type(cache.store.set) ~= "function") then
+      fail("cache.store", "must be an object with get and set methods, got " .. type(cache.store))
+    end
+  end
 end
 
 -- connector.new(def): checks def (raising a message naming what is wrong).
@@ -166,6 +176,7 @@ function _M.new(def)
     title = def.title,
     settings = def.settings,
     definition = def,
+    cache = def.cache and { ttl = def.cache.ttl, store = def.cache.store or require("biconnector.cache").memory() } or nil,
   }, mt)
 end
 
@@ -484,6 +495,27 @@ local function answer_table_description(self, opts, info, req)
   return 200, { ["Content-Type"] = JSON_TYPE }, "[" .. concat(out, ",") .. "]"
 end
 
+-- table_list / table_description through the connector's cache, when it has
+-- one (docs/connector.md, "Cache"): opts.cache (a store the server gives)
+-- or the connector's own; info.cache tells "hit" or "miss". Only a 200 is kept.
+local function cached(self, opts, info, req, endpoint)
+  local answer = endpoint == "table_list" and answer_table_list or answer_table_description
+  local c = self.cache
+  if not c then return answer(self, opts, info, req) end
+  local store = opts and opts.cache or c.store
+  local key = require("biconnector.cache").key(opts and opts.cache_namespace or self.title, endpoint, req.connection,
+    endpoint == "table_list" and (req.search or "") or req.table)
+  local ok, body = pcall(store.get, store, key)
+  if ok and type(body) == "string" then
+    info.status, info.cache = 200, "hit"
+    return 200, { ["Content-Type"] = JSON_TYPE }, body
+  end
+  local status, headers, answered = answer(self, opts, info, req)
+  info.cache = "miss"
+  if status == 200 and type(answered) == "string" then pcall(store.set, store, key, answered, c.ttl) end
+  return status, headers, answered
+end
+
 -- The rows of a urlData answer, pulled from a list or an iterator, filtered and
 -- limited where the handler left that to the framework, fed to the C encoder.
 -- The first field a filter AST names that is not in the list codes, or nil.
@@ -787,10 +819,8 @@ function methods.handle(self, http, opts)
         status, headers, body = json_error(403, "forbidden", reason)
       elseif endpoint == "check" then
         status, headers, body = 200, { ["Content-Type"] = JSON_TYPE }, '{"ok":true}'
-      elseif endpoint == "table_list" then
-        status, headers, body = answer_table_list(self, opts, info, req)
-      elseif endpoint == "table_description" then
-        status, headers, body = answer_table_description(self, opts, info, req)
+      elseif endpoint == "table_list" or endpoint == "table_description" then
+        status, headers, body = cached(self, opts, info, req, endpoint)
       else
         status, headers, body = answer_data(self, opts, info, req)
       end

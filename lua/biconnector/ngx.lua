@@ -164,6 +164,18 @@ local function send_headers(status, headers)
 end
 
 -- The work of one request up to the first byte sent; runs under xpcall.
+local cache_stores = {}
+
+-- The biconnector.cache store over a lua_shared_dict (by name).
+function _M.cache_store(dict_name)
+  local st = cache_stores[dict_name]
+  if not st then
+    st = require("biconnector.cache").ngx_shared(dict_name)
+    cache_stores[dict_name] = st
+  end
+  return st
+end
+
 local function prepare(target, opts)
   local c = target
   if type(target) == "string" then c = _M.load(target) end
@@ -177,6 +189,10 @@ local function prepare(target, opts)
     log = opts.log or _M.log,
     chunk_size = opts.chunk_size,
   }
+  if opts.cache then -- a lua_shared_dict name: the connector's cache (cache = {ttl}) kept there
+    handle_opts.cache = _M.cache_store(opts.cache)
+    handle_opts.cache_namespace = type(target) == "string" and target or c.title
+  end
   local status, headers, body, info = c:handle(req, handle_opts)
   if type(info) ~= "table" then info = {} end
   info.body_in_file = req.body_in_file
@@ -253,6 +269,7 @@ function _M.serve(target, opts)
     local m = _M.metrics_registry(opts.metrics)
     m:observe(type(info) == "table" and info.endpoint, status, bytes, type(info) == "table" and info.rows,
       ngx.now() - started, type(info) ~= "table" or info.error ~= nil)
+    if type(info) == "table" and info.cache then m:cache(info.endpoint, info.cache == "hit") end
   end
   if opts.access_log then
     ngx.update_time()

@@ -191,7 +191,10 @@ function _M.handler(connector, opts)
   local metrics = opts.metrics_registry
   local metrics_path = (opts.prefix or "") .. "/metrics"
   local function finished(req, status, info, bytes, started, how, failed)
-    if metrics then metrics:observe(info.endpoint, status, bytes, info.rows, process.clock() - started, failed) end
+    if metrics then
+      metrics:observe(info.endpoint, status, bytes, info.rows, process.clock() - started, failed)
+      if info.cache then metrics:cache(info.endpoint, info.cache == "hit") end
+    end
     if not quiet then access_log(req, status, info, bytes, started, how) end
   end
   return function(req)

@@ -417,6 +417,9 @@ function _M.connector(opts)
     chunk_size = opts.chunk_size,
     log = opts.log,
     secrets = opts.token and { opts.token } or nil, -- masked in every message and log line
+    -- the introspection answers are kept 60 s unless opts.cache says otherwise
+    -- ({ttl = s} or false; biconnector.cache); a reload (SIGHUP) starts afresh
+    cache = opts.cache == nil and { ttl = 60 } or opts.cache,
   }
   local c = require("biconnector.connector").new(def)
   c.source = src

@@ -1,0 +1,116 @@
+-- biconnector.cache: the answers of /table_list and /table_description kept
+-- for a while (a connector's `cache = { ttl = SECONDS }`, docs/connector.md).
+--
+-- The key is the SHA-256 of the connector's namespace, the endpoint, the
+-- connection values and the search or table code: the values themselves
+-- (tokens, passwords) are never stored, and a connection never gets another
+-- connection's answer. Only 200 answers are kept: an error is computed again
+-- on the next request.
+--
+-- Stores: cache.memory([max_entries]) in the process (the default; one per
+-- connector object, so a reload starts empty), cache.ngx_shared(dict) for the
+-- workers of one nginx. A store is any object with get(key) -> string | nil
+-- and set(key, value, ttl_seconds).
+local core = require "biconnector.core"
+
+local sha256 = core.sha256
+local concat, sort = table.concat, table.sort
+local type, tostring, pairs = type, tostring, pairs
+
+local _M = {}
+
+local function clock()
+  if type(ngx) == "table" and ngx.now then return ngx.now() end
+  return core.process.clock()
+end
+
+-- A canonical text of a value: sorted keys, lengths before strings, so that
+-- different connections never give the same text.
+local function canonical(v, out)
+  local t = type(v)
+  if t == "table" then
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    sort(keys, function(a, b)
+      if type(a) == type(b) and (type(a) == "string" or type(a) == "number") then return a < b end
+      return type(a) < type(b)
+    end)
+    out[#out + 1] = "{" .. #keys .. ":"
+    for _, k in ipairs(keys) do
+      canonical(k, out)
+      canonical(v[k], out)
+    end
+    out[#out + 1] = "}"
+  else
+    local s = tostring(v)
+    out[#out + 1] = t:sub(1, 1) .. #s .. ":" .. s
+  end
+  return out
+end
+
+-- cache.key(namespace, endpoint, connection, arg) -> "bic:cache:<64 hex digits>"
+function _M.key(namespace, endpoint, connection, arg)
+  local text = concat(canonical({ namespace or "", endpoint, connection or {}, arg or "" }, {}))
+  return "bic:cache:" .. sha256(text)
+end
+
+-- In process memory: at most max_entries (default 1000) answers; when full,
+-- the expired ones go first, then everything (a cache, not a store).
+local Memory = {}
+Memory.__index = Memory
+
+function _M.memory(max_entries)
+  return setmetatable({ entries = {}, count = 0, max = max_entries or 1000 }, Memory)
+end
+
+function Memory:get(key)
+  local e = self.entries[key]
+  if not e then return nil end
+  if e.expires <= clock() then
+    self.entries[key] = nil
+    self.count = self.count - 1
+    return nil
+  end
+  return e.value
+end
+
+function Memory:set(key, value, ttl)
+  if not self.entries[key] then
+    if self.count >= self.max then
+      local now = clock()
+      for k, e in pairs(self.entries) do
+        if e.expires <= now then self.entries[k] = nil self.count = self.count - 1 end
+      end
+      if self.count >= self.max then self.entries, self.count = {}, 0 end
+    end
+    self.count = self.count + 1
+  end
+  self.entries[key] = { value = value, expires = clock() + ttl }
+  return true
+end
+
+-- A lua_shared_dict (or its name): shared by the workers of one nginx; the
+-- dict drops the least recently used entries when it is full.
+local Shared = {}
+Shared.__index = Shared
+
+function _M.ngx_shared(dict)
+  if type(dict) == "string" then
+    local name = dict
+    dict = ngx and ngx.shared and ngx.shared[name]
+    if not dict then error("biconnector.cache: no lua_shared_dict named " .. name, 2) end
+  end
+  return setmetatable({ dict = dict }, Shared)
+end
+
+function Shared:get(key)
+  local v = self.dict:get(key)
+  if type(v) == "string" then return v end
+  return nil
+end
+
+function Shared:set(key, value, ttl)
+  return self.dict:set(key, value, ttl)
+end
+
+return _M
