@@ -118,7 +118,8 @@ end
 -- database: that is found on first use, and each request says so).
 -- opts: url, tables (globs), titles {code = title}, fields {table = {column =
 --   false | {code =, name =, type =}}}, queries {code = {sql =, title =}},
---   busy_timeout_ms, log (function(level, message)), run (see ngx.lua).
+--   busy_timeout_ms, log (function(level, message)), trace (function(sql, params):
+--   sees every data query before it runs), run (see ngx.lua).
 function _M.source(opts)
   if type(opts) == "string" then opts = { url = opts } end
   if type(opts) ~= "table" then error("biconnector.sql.source: expected a URL or a table of options", 2) end
@@ -141,7 +142,7 @@ function _M.source(opts)
   return setmetatable({
     engine = engine, open_opts = open_opts, selected = _M.table_selector(opts.tables),
     titles = opts.titles or {}, overrides = opts.fields or {}, queries = queries,
-    log = opts.log or stderr_log, run = opts.run,
+    log = opts.log or stderr_log, run = opts.run, trace = opts.trace,
   }, Source)
 end
 
@@ -313,6 +314,7 @@ function Source:data(q)
   local conn = self:conn()
   local sql, params, complete = self:select_sql(q, q.select)
   if complete then
+    if self.trace then self.trace(sql, params) end
     local cur, err = conn:query(sql, params)
     if not cur then error(_M.failure(status_for(err), format("table %q: %s", q.table, err)), 0) end
     return as_cursor(cur, q.table), { select = true, filter = true, limit = true }
@@ -327,6 +329,7 @@ function Source:data(q)
   end
   collect(q.filter)
   sql, params = self:select_sql(q, codes)
+  if self.trace then self.trace(sql, params) end
   local cur, err = conn:query(sql, params)
   if not cur then error(_M.failure(status_for(err), format("table %q: %s", q.table, err)), 0) end
   -- values that do not fit their type become nil, as on the C path

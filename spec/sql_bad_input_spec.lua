@@ -1,0 +1,178 @@
+-- `biconnector serve sqlite:///...` under bad input: a file that is not a
+-- database, a table dropped and a column retyped while serving, values that do
+-- not fit their column's type, a locked database, a filter on an unknown
+-- field. Each gets a precise answer with the right status, the server stays
+-- up, and the database is never written.
+local S = require "serve_helpers"
+local H = require "sql_helpers"
+local cjson = require "cjson"
+local socket = require "socket"
+
+local JSON = { ["Content-Type"] = "application/json" }
+
+local function md5(path)
+  local p = io.popen(H.CLEAN .. "md5sum " .. H.q(path))
+  local sum = p:read("*a"):match("^(%x+)")
+  p:close()
+  return sum
+end
+
+local function run(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
+  local out = p:read("*a")
+  p:close()
+  return tonumber(out:match("rc=(%d+)\n?$")), out
+end
+
+describe("SQL source: bad input", function()
+  local skip = not H.have_sqlite3("sql_bad_input_spec")
+  local dir, db, h
+  setup(function()
+    if skip then return end
+    dir = H.tmpdir()
+    db = H.sample(dir, "--orders 200")
+    h = S.start(S.serve_command({ "sqlite://" .. db .. "?busy_timeout=100", "--listen", "127.0.0.1:0", "--no-auth" }))
+  end)
+  teardown(function()
+    if h then S.stop(h) end
+    H.rmdir(dir)
+  end)
+  before_each(function()
+    if skip then pending("SKIPPED: the sqlite3 command-line tool is missing") end
+  end)
+
+  local function post(path, body)
+    local r = assert(S.request(h.port, "POST", path, cjson.encode(body), JSON))
+    local ok, decoded = pcall(cjson.decode, r.body)
+    return r.status, ok and decoded or r.body
+  end
+
+  local function still_up()
+    assert.equals(200, (post("/check", {})))
+  end
+
+  it("refuses a file that is not a database at start", function()
+    local junk = dir .. "/junk.db"
+    local f = assert(io.open(junk, "w"))
+    f:write(string.rep("not a database\n", 100))
+    f:close()
+    local rc, out = run(require("helpers").runtime .. " bin/biconnector serve " .. H.q("sqlite://" .. junk)
+      .. " --no-auth --listen 127.0.0.1:0")
+    assert.equals(1, rc)
+    assert.matches("biconnector serve: cannot open database .*junk.db: file is not a database", out)
+  end)
+
+  it("answers a filter on an unknown field with 400", function()
+    local status, body = post("/data", { table = "orders", filter = { [">=nope"] = 1 } })
+    assert.equals(400, status)
+    assert.equals("bad_request", body.error)
+    assert.matches("nope", body.message)
+    still_up()
+  end)
+
+  it("sends a value that does not fit its column's type as null, and says so in the log", function()
+    H.sqlite(db, "UPDATE orders SET quantity = 'many', ordered_at = 'yesterday' WHERE id = 7;")
+    local status, body = post("/data", { table = "orders", select = { "id", "quantity", "ordered_at", "amount" },
+      filter = { id = { 6, 7 } } })
+    assert.equals(200, status)
+    table.sort(body, function(a, b) return type(a[1]) == "string" or (type(b[1]) ~= "string" and a[1] < b[1]) end)
+    assert.equals(6, body[2][1])
+    assert.is_number(body[2][2])
+    assert.same({ 7, cjson.null, cjson.null }, { body[3][1], body[3][2], body[3][3] })
+    assert.is_number(body[3][4])
+    local log
+    for _ = 1, 200 do
+      log = S.stderr(h)
+      if log:find("2 values did not fit", 1, true) then break end
+      socket.sleep(0.01)
+    end
+    assert.matches('table \\"orders\\": 2 values did not fit the described type and went as null %(first: field '
+      .. '\\"quantity\\", expected an integer, got text \\"many\\"%)', log)
+    still_up()
+  end)
+
+  it("answers 404 for a table dropped while serving", function()
+    assert.equals(200, (post("/table_description", { table = "products" })))
+    H.sqlite(db, "DROP VIEW order_lines; DROP TABLE products;")
+    local status, body = post("/table_list", {})
+    assert.equals(200, status)
+    for _, t in ipairs(body) do assert.not_equals("products", t.code) end
+    status, body = post("/data", { table = "products" })
+    assert.equals(404, status)
+    assert.same({ error = "not_found", message = 'unknown table "products"' }, body)
+    -- a view over the dropped table: the database's own message, with a 500
+    H.sqlite(db, "CREATE VIEW cheap AS SELECT id, title FROM orders_gone;")
+    status, body = post("/table_description", { table = "cheap" })
+    assert.equals(500, status)
+    assert.equals("internal_error", body.error)
+    assert.matches('describe: table "cheap": .*no such table: main.orders_gone', body.message)
+    H.sqlite(db, "DROP VIEW cheap;")
+    still_up()
+  end)
+
+  it("describes a column whose type changed anew, and refuses the old field", function()
+    H.sqlite(db, [[
+      ALTER TABLE customers RENAME TO customers_old;
+      CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, vip TEXT, registered DATE);
+      INSERT INTO customers SELECT id, name, CASE vip WHEN 1 THEN 'yes' ELSE 'no' END, date(registered_at)
+        FROM customers_old;
+    ]])
+    local status, body = post("/table_description", { table = "customers" })
+    assert.equals(200, status)
+    assert.same({ { code = "id", name = "id", type = "int" }, { code = "name", name = "name", type = "string" },
+      { code = "vip", name = "vip", type = "string" }, { code = "registered", name = "registered", type = "date" } },
+      body)
+    status, body = post("/data", { table = "customers", select = { "registered_at" } })
+    assert.equals(400, status)
+    assert.equals('unknown field in select: "registered_at"', body.message)
+    status, body = post("/data", { table = "customers", filter = { vip = "yes" }, select = { "vip" }, limit = 2 })
+    assert.equals(200, status)
+    assert.same({ { "vip" }, { "yes" }, { "yes" } }, body)
+    still_up()
+  end)
+
+  it("answers 503 while the database is locked past the busy timeout, then serves again", function()
+    local out = dir .. "/locker.out"
+    local w = assert(io.popen(H.CLEAN .. "sqlite3 " .. H.q(db) .. " > " .. H.q(out), "w"))
+    w:write("BEGIN EXCLUSIVE;\nUPDATE orders SET note = 'locked' WHERE id = 1;\n.print locked\n")
+    w:flush()
+    local seen = false
+    for _ = 1, 500 do
+      local f = io.open(out)
+      if f then seen = (f:read("*a") or ""):find("locked", 1, true) ~= nil f:close() end
+      if seen then break end
+      socket.sleep(0.01)
+    end
+    local ok, err = pcall(function()
+      assert.is_true(seen)
+      local status, body = post("/data", { table = "orders", limit = 5 })
+      assert.equals(503, status)
+      assert.equals("service_unavailable", body.error)
+      assert.matches("database is locked", body.message)
+      assert.equals(200, (post("/check", {})))
+    end)
+    w:write("ROLLBACK;\n")
+    w:close()
+    assert(ok, err)
+    local status, body = post("/data", { table = "orders", select = { "id", "note" }, filter = { id = 1 } })
+    assert.equals(200, status)
+    assert.not_equals("locked", body[2][2])
+  end)
+
+  it("never writes the database it serves", function()
+    local before = md5(db)
+    for _, body in ipairs({
+      { table = "orders", filter = { note = "'; DROP TABLE orders; --" } },
+      { table = "orders", filter = { ["%note"] = "'); DELETE FROM orders; --" } },
+      { table = 'orders"; DROP TABLE orders; --' },
+      { table = "orders", select = { 'id" FROM orders; DROP TABLE orders; --' } },
+    }) do
+      local status = post("/data", body)
+      assert.is_true(status == 200 or status == 404 or status == 400, tostring(status))
+    end
+    local status, body = post("/data", { table = "orders", select = { "id" } })
+    assert.equals(200, status)
+    assert.equals(201, #body)
+    assert.equals(before, md5(db))
+  end)
+end)

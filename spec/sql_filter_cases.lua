@@ -1,0 +1,218 @@
+-- Generated filter cases shared by the SQL specs (filter_sql_spec, sql_filter_spec,
+-- and the PostgreSQL/MariaDB ones): a table of rows with all five field types,
+-- NULLs and awkward strings, and filters in both styles (every operator, nested
+-- AND/OR, NULLs, dates in every spelling, % _ ! \ quotes and UTF-8 in values).
+-- Deterministic: the same cases on Lua 5.4 and LuaJIT for a seed.
+--
+--   local cases = require("sql_filter_cases").new(seed)
+--   cases.fields            -- { {code, name, type}, ... }: codes need quoting in SQL
+--   cases.columns           -- code -> column name (for filter.to_sql's columns)
+--   cases.rows              -- 1,200 rows keyed by code (biconnector.null for NULL)
+--   cases.filter(depth)     -- one raw filter object (call again for the next)
+--   cases.sql(dialect, table) -- CREATE TABLE + INSERT text: "sqlite", "postgresql", "mysql"
+--   cases.ops               -- the operators and groups every run must exercise
+local null = require("biconnector").null
+
+local M = {}
+
+M.ops = { "eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "like", "not_like", "pattern", "between",
+  "is_null", "not_null", "and", "or" }
+
+local INTS = { -50, -7, -1, 0, 1, 2, 3, 5, 8, 13, 21, 42, 50 }
+local DOUBLES = { -2.5, -1, 0, 0.1, 0.5, 1, 1.5, 2.25, 3.125, 10, 99.99, 1e6 }
+local STRINGS = { "apple", "Apple", "APPLE pie", "a_b", "a%b", "aXb", "50%", "x!y", "back\\slash", "it's",
+  'say "hi"', "Привет", "привет", "", "ümlaut", "a", "b", "ab", "ba", "pineapple", "--", "x; DROP TABLE t",
+  "'; DROP TABLE orders; --" }
+local DATES = { "2024-02-29", "2024-12-31", "2025-01-01", "2025-05-30", "2025-05-31", "2025-06-01", "2026-11-22" }
+local TIMES = { "00:00:00", "08:30:00", "12:00:00", "17:01:55", "23:59:59" }
+
+local DATE_SPELLINGS = {
+  function(d) return d end,
+  function(d) local y, m, dd = d:match("(%d+)-(%d+)-(%d+)") return dd .. "." .. m .. "." .. y end,
+  function(d) return d .. " 00:00:00" end,
+  function(d) return d .. "T00:00:00Z" end,
+}
+local DATETIME_SPELLINGS = {
+  function(d, t) return d .. " " .. t end,
+  function(d, t) local y, m, dd = d:match("(%d+)-(%d+)-(%d+)") return dd .. "." .. m .. "." .. y .. " " .. t end,
+  function(d, t) return d .. "T" .. t end,
+  function(d, t) return d .. "T" .. t .. "+02:00" end,
+  function(d, t) return d .. "T" .. t .. ".250Z" end,
+}
+local PATTERNS = { "a%", "%a", "%pp%", "_pple", "a_b", "%!%", "A%", "%'%", "П%", "%", "", "__", "%\\%" }
+local LIKES = { "a", "A", "pp", "%", "_", "!", "'", "ри", "", "a_b", "50%", "\\", '"' }
+
+local STYLE_A = {
+  { "", "scalar" }, { "=", "scalar" }, { "!=", "scalar" }, { "!", "scalar" }, { "<>", "scalar" },
+  { ">", "scalar" }, { ">=", "scalar" }, { "<", "scalar" }, { "<=", "scalar" },
+  { "@", "list" }, { "!@", "list" }, { "", "list" }, { "!", "list" }, { "=", "null" }, { "!", "null" },
+  { "%", "like" }, { "!%", "like" }, { "=%", "pattern" }, { "%=", "pattern" }, { "~", "pattern" },
+}
+local STYLE_B = {
+  { "=", "scalar" }, { "EQ", "scalar" }, { "eq", "scalar" }, { "!=", "scalar" }, { "<>", "scalar" },
+  { "NEQ", "scalar" }, { ">", "scalar" }, { "GT", "scalar" }, { ">=", "scalar" }, { "gte", "scalar" },
+  { "<", "scalar" }, { "Lt", "scalar" }, { "<=", "scalar" }, { "LTE", "scalar" },
+  { "IN", "list" }, { "not in", "list" }, { "NOT IN", "list" }, { "IS NULL", "none" }, { "is not null", "none" },
+  { "BETWEEN", "range" }, { "LIKE", "like" }, { "NOT LIKE", "like" },
+}
+
+-- Field codes are the column names, and they need quoting in every dialect.
+local FIELDS = {
+  { code = "id", name = "ID", type = "int" },
+  { code = "n", name = "N", type = "int" },
+  { code = "x value", name = "X", type = "double" },
+  { code = 's"tr', name = "S", type = "string" },
+  { code = "d", name = "D", type = "date" },
+  { code = "dt`x", name = "DT", type = "datetime" },
+}
+
+local SQL_TYPES = {
+  sqlite = { int = "INTEGER", double = "REAL", string = "TEXT", date = "DATE", datetime = "DATETIME" },
+  postgresql = { int = "INTEGER", double = "DOUBLE PRECISION", string = "TEXT", date = "DATE",
+                 datetime = "TIMESTAMP" },
+  -- binary collation: MySQL's default compares text case-insensitively, match does not
+  mysql = { int = "INT", double = "DOUBLE", string = "TEXT COLLATE utf8mb4_bin", date = "DATE",
+            datetime = "DATETIME" },
+}
+
+function M.new(seed)
+  seed = seed or 4242
+  -- Park-Miller: products stay below 2^53, the same draws on every runtime
+  local function rand(n)
+    seed = seed * 48271 % 2147483647
+    return math.floor(seed / 256) % n + 1
+  end
+  local function pick(list) return list[rand(#list)] end
+  local function maybe_null(v)
+    if rand(8) == 1 then return null end
+    return v
+  end
+
+  local c = { fields = FIELDS, columns = {}, rows = {}, ops = M.ops }
+  for _, f in ipairs(FIELDS) do c.columns[f.code] = f.code end
+  local TYPE_OF = {}
+  for _, f in ipairs(FIELDS) do TYPE_OF[f.code] = f.type end
+  local CODES = {}
+  for i, f in ipairs(FIELDS) do CODES[i] = f.code end
+
+  for i = 1, 1200 do
+    c.rows[i] = {
+      id = i, n = maybe_null(pick(INTS)), ["x value"] = maybe_null(pick(DOUBLES)), ['s"tr'] = maybe_null(pick(STRINGS)),
+      d = maybe_null(pick(DATES)), ["dt`x"] = maybe_null(pick(DATES) .. " " .. pick(TIMES)),
+    }
+  end
+
+  -- a value for field code, as JSON would send it or (sometimes) as a form would: text
+  local function value_for(code)
+    local t = TYPE_OF[code]
+    local v
+    if t == "int" then
+      v = code == "id" and rand(1300) - 50 or pick(INTS)
+    elseif t == "double" then
+      v = pick(DOUBLES)
+    elseif t == "string" then
+      v = pick(STRINGS)
+    elseif t == "date" then
+      v = pick(DATE_SPELLINGS)(pick(DATES))
+    else
+      if rand(6) == 1 then v = pick(DATES) -- a date alone means midnight
+      else v = pick(DATETIME_SPELLINGS)(pick(DATES), pick(TIMES)) end
+    end
+    if type(v) == "number" and rand(3) == 1 then v = string.format(v == math.floor(v) and "%d" or "%.17g", v) end
+    return v
+  end
+
+  local function list_for(code)
+    local l = {}
+    for i = 1, rand(4) do l[i] = value_for(code) end
+    return l
+  end
+
+  local function gen_condition(group)
+    local code = pick(CODES)
+    local like_ok = TYPE_OF[code] == "string"
+    if rand(2) == 1 then
+      local spec
+      repeat spec = pick(STYLE_A) until like_ok or (spec[2] ~= "like" and spec[2] ~= "pattern")
+      local v
+      if spec[2] == "scalar" then v = value_for(code)
+      elseif spec[2] == "list" then v = list_for(code)
+      elseif spec[2] == "null" then v = null
+      elseif spec[2] == "like" then v = pick(LIKES)
+      else v = pick(PATTERNS) end
+      group[spec[1] .. code] = v
+    else
+      local spec
+      repeat spec = pick(STYLE_B) until like_ok or spec[2] ~= "like"
+      local obj = { operator = spec[1] }
+      if spec[2] == "scalar" then obj.value = value_for(code)
+      elseif spec[2] == "list" then obj.value = list_for(code)
+      elseif spec[2] == "range" then obj.from, obj.to = value_for(code), value_for(code)
+      elseif spec[2] == "like" then obj.value = pick(LIKES) end
+      group[code] = obj
+    end
+  end
+
+  local function gen_group(depth)
+    local group = {}
+    if rand(2) == 1 then group.LOGIC = pick({ "OR", "AND", "or" }) end
+    for _ = 1, rand(3) do gen_condition(group) end
+    if depth > 0 then
+      for i = 1, rand(3) - 1 do
+        group[rand(2) == 1 and i or ("g" .. i)] = gen_group(depth - 1)
+      end
+    end
+    return group
+  end
+  c.filter = gen_group
+
+  -- The table as SQL text for a dialect.
+  function c.sql(dialect, tbl)
+    local T = assert(SQL_TYPES[dialect], "unknown dialect " .. tostring(dialect))
+    local q = dialect == "mysql" and "`" or '"'
+    local function ident(name) return q .. name:gsub(q, q .. q) .. q end
+    local function lit(v)
+      if v == null or v == nil then return "NULL" end
+      if type(v) == "number" then
+        if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return string.format("%d", v) end
+        return string.format("%.17g", v)
+      end
+      local s = v:gsub("'", "''")
+      if dialect == "mysql" then s = s:gsub("\\", "\\\\") end
+      return "'" .. s .. "'"
+    end
+    local cols, names = {}, {}
+    for i, f in ipairs(FIELDS) do
+      cols[i] = ident(f.code) .. " " .. T[f.type] .. (i == 1 and " PRIMARY KEY" or "")
+      names[i] = ident(f.code)
+    end
+    local out = { "CREATE TABLE " .. ident(tbl) .. " (" .. table.concat(cols, ", ") .. ");" }
+    for first = 1, #c.rows, 200 do
+      local values = {}
+      for r = first, math.min(first + 199, #c.rows) do
+        local cells = {}
+        for i, f in ipairs(FIELDS) do cells[i] = lit(c.rows[r][f.code]) end
+        values[#values + 1] = "(" .. table.concat(cells, ", ") .. ")"
+      end
+      out[#out + 1] = "INSERT INTO " .. ident(tbl) .. " (" .. table.concat(names, ", ") .. ") VALUES "
+        .. table.concat(values, ", ") .. ";"
+    end
+    return table.concat(out, "\n") .. "\n"
+  end
+
+  return c
+end
+
+-- The operators and groups of an AST (to check that a run exercised them all).
+function M.collect_ops(node, seen)
+  seen = seen or {}
+  if node.kind == "group" then
+    seen[node.logic] = true
+    for _, item in ipairs(node.items) do M.collect_ops(item, seen) end
+  else
+    seen[node.op] = true
+  end
+  return seen
+end
+
+return M
