@@ -71,3 +71,19 @@ describe("issue 16: complete access log", function()
     assert.equals("closed", err)
   end)
 end)
+
+describe("issue 16: graceful stop with idle keep-alive connections", function()
+  it("closes a connection idle between requests at once, not after --grace", function()
+    local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0", "--workers", "1",
+      "--grace", "30", "--timeout", "60", "--request-timeout", "60" }))
+    local c = assert(H.connect(h.port, nil, 10))
+    c:send("POST /check HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\n" .. H.TOKEN_BODY)
+    assert.equals(200, assert(H.read_answer(c)).status) -- kept alive, now idle
+    os.execute("kill -TERM " .. h.pid)
+    local raw, err = H.read_all(c, 10) -- "timeout" if the idle connection held the 30 s grace
+    c:close()
+    assert.equals("", raw)
+    assert.equals("closed", err)
+    assert.equals(0, S.stop(h))
+  end)
+end)

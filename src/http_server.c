@@ -52,6 +52,7 @@ typedef struct conn_state {
   struct MHD_Connection *conn;
   double since;  /* when the request being received began: connection open, or previous answer done */
   int answering; /* a response is queued: the deadline does not apply */
+  int in_request; /* a request line was read and its answer is not done */
   int cut;       /* shut down by us: MHD closes it on its next run */
 } conn_state;
 
@@ -628,8 +629,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
   request *req = new_request();
   const unsigned char *p;
+  conn_state *cs;
   (void)cls;
-  (void)conn;
+  if (conn != NULL && (cs = state_of(conn)) != NULL) cs->in_request = 1;
   if (req == NULL) return NULL;
   req->since = bic_clock();
   snprintf(req->target, sizeof req->target, "%s", uri ? uri : "");
@@ -670,7 +672,9 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 }
 
 /* Cuts (shutdown: MHD reads the end and closes it) every connection whose request
- * is not complete by its deadline, and every idle one whose client half-closed. */
+ * is not complete by its deadline, every idle one whose client half-closed, and,
+ * once the server stops accepting (graceful stop), every one between requests:
+ * an idle keep-alive connection must not hold the stop for the whole grace period. */
 static void sweep(server *srv, double now) {
   conn_state *cs;
   for (cs = srv->conns; cs != NULL; cs = cs->next) {
@@ -682,7 +686,7 @@ static void sweep(server *srv, double now) {
     if (ci == NULL) continue;
     fd = ci->connect_fd;
     late = srv->request_timeout > 0 && now - cs->since > srv->request_timeout;
-    if (late || recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+    if (late || (srv->quiescing && !cs->in_request) || recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
       shutdown(fd, SHUT_RDWR);
       cs->cut = 1;
     }
@@ -768,7 +772,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   lua_State *L = srv->L;
   conn_state *cs = state_of(conn);
   if (cs != NULL) { /* the next request's deadline runs from here */
-    cs->answering = 0;
+    cs->answering = cs->in_request = 0;
     cs->since = bic_clock();
   }
   if (req == NULL) return;
