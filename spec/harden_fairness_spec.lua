@@ -2,7 +2,7 @@
 -- whose filter drops every row of a 300,000-row scan: the producer hands the
 -- server back between batches of rows (connector SCAN_BUDGET, an empty chunk
 -- meaning "nothing yet"), so a /check from another client is answered while
--- that scan is still running.
+-- that scan is still running; and while another client leaves its answer unread.
 local S = require "serve_helpers"
 local H = require "harden_helpers"
 
@@ -32,6 +32,21 @@ describe("issue 16: no request holds the others", function()
     local line = H.log_lines(h, "table=deals_300k", 1, 10)[1]
     assert.is_not_nil(line)
     assert.matches("status=200 rows=0", line)
+  end)
+
+  it("answers /check while another client does not read its large /data answer", function()
+    local slow = assert(H.connect(h.port, nil, 30))
+    local body = H.TOKEN_BODY .. "&table=deals_200k"
+    slow:send("POST /data HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" ..
+      "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body)
+    assert.matches("^HTTP/1.1 200", assert(slow:receive("*l"))) -- then it reads nothing more
+    local check = assert(H.post(h.port, "/check", H.TOKEN_BODY, { timeout = 30 }))
+    assert.equals(200, check.status)
+    assert.same({}, H.log_lines(h, "table=deals_200k", 1, 0)) -- still unsent: no access line yet
+    slow:close()
+    local line = H.log_lines(h, "table=deals_200k", 1, 40)[1] -- the cut answer is logged
+    assert.is_not_nil(line)
+    assert.matches("end=aborted", line)
   end)
 
   it("picks one worker per CPU (at most 4) when --workers is not given", function()
