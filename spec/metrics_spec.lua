@@ -33,7 +33,7 @@ local function parse(text)
     else
       local name, rest = line:match("^([%a_:][%w_:]*)(.*)$")
       assert(name, "bad sample line: " .. line)
-      local labels, value = {}, nil
+      local labels, value = {}
       local body, after = rest:match("^{(.-)}%s(.+)$")
       if body then
         for k, v in body:gmatch('([%a_][%w_]*)="([^"\\]*)",?') do labels[k] = v end

@@ -56,7 +56,7 @@ static int l_sha256(lua_State *L) {
   {
     size_t total = rest + 1 + 8 <= 64 ? 64 : 128;
     int k;
-    for (k = 0; k < 8; k++) tail[total - 1 - k] = (unsigned char)(bits >> (8 * k));
+    for (k = 0; k < 8; k++) tail[total - 1 - (size_t)k] = (unsigned char)(bits >> (8 * k));
     block(h, tail);
     if (total == 128) block(h, tail + 64);
   }
