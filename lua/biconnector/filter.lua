@@ -717,7 +717,11 @@ end
 -- field codes (mapped through columns) and are quoted for the dialect.
 function _M.to_sql(ast, opts)
   opts = opts or {}
-  local d = DIALECTS[opts.dialect or "sqlite"]
+  -- a dialect is a name above or an engine's own table: {quote =, like =,
+  -- numbered =, operand = function(column_sql, node) -> the expression every
+  -- condition on the node's field tests, like_sql = function(operand_sql,
+  -- param_sql) -> the LIKE condition}
+  local d = type(opts.dialect) == "table" and opts.dialect or DIALECTS[opts.dialect or "sqlite"]
   if not d then error("filter.to_sql: unknown dialect " .. show(opts.dialect), 2) end
   local columns = opts.columns or {}
   local dates = opts.dates or "text"
@@ -752,6 +756,7 @@ function _M.to_sql(ast, opts)
     if node.kind ~= "cond" or type(node.field) ~= "string" then error("filter.to_sql: not a filter AST", 3) end
     local c = column(node.field)
     local op = node.op
+    if d.operand then c = d.operand(c, node) end
     if op == "is_null" then return c .. " IS NULL" end
     if op == "not_null" then return c .. " IS NOT NULL" end
     if (node.type == "date" or node.type == "datetime")
@@ -780,7 +785,7 @@ function _M.to_sql(ast, opts)
       else
         pattern = pattern_escape(node.value)
       end
-      local sql = c .. " " .. d.like .. " " .. param(pattern) .. " ESCAPE '!'"
+      local sql = d.like_sql and d.like_sql(c, param(pattern)) or (c .. " " .. d.like .. " " .. param(pattern) .. " ESCAPE '!'")
       if op == "not_like" or op == "not_pattern" then
         return "(" .. c .. " IS NULL OR NOT (" .. sql .. "))"
       end

@@ -13,16 +13,17 @@
 -- SCHEMES below, returning a table with:
 --   engine        the core.sql driver name ("sqlite", "postgresql", "mysql")
 --   schemes       the URL schemes it answers
---   dialect       the biconnector.filter.to_sql dialect ("sqlite", "postgres", "mysql")
+--   dialect       the biconnector.filter.to_sql dialect (a name or the engine's own table)
 --   placeholder   "?" or "$" (numbered $1, $2, ...): how extra parameters are written
 --   parse_url(url)        -> options for core.sql.open (path, host, port, user,
 --                            password, database, socket, params, ...) | nil, message
 --   display(opts)         -> the source as text for logs and the banner, no password
 --   quote(name)           -> the identifier quoted for the engine
 --   limit(n)              -> the SQL text that follows a SELECT to return at most n rows
---   list_tables(conn)     -> { {name=, kind="table"|"view"}, ... } | nil, message
+--   list_tables(conn, opts) -> { {name=, kind="table"|"view"}, ... } | nil, message
+--                            (opts: what parse_url returned)
 --                            (name is the table code: as the database spells it)
---   list_columns(conn, name) -> { {name=, type=declared type}, ... } | nil (no such
+--   list_columns(conn, name, opts) -> { {name=, type=declared type}, ... } | nil (no such
 --                            table) | nil, message
 --   query_columns(conn, sql) -> the result columns {name=, type=} of a query
 --   field_type(declared)  -> field type ("int", "double", "string", "date",
@@ -206,7 +207,7 @@ local function lower(s) return s:lower() end
 -- -> { {code =, title =}, ... }
 function Source:table_list(search)
   local conn = self:conn()
-  local tables, err = self.engine.list_tables(conn)
+  local tables, err = self.engine.list_tables(conn, self.open_opts)
   must(tables, err or "no answer", "listing tables")
   local list = {}
   search = search and lower(search):match("^%s*(.-)%s*$") or ""
@@ -235,7 +236,7 @@ function Source:describe(code)
     must(cols, err or "no columns", format("table %q (query)", code))
   else
     if not self.selected(code) then return nil end
-    cols, err = self.engine.list_columns(conn, code)
+    cols, err = self.engine.list_columns(conn, code, self.open_opts)
     must(cols, err, format("table %q", code))
     if not cols then return nil end
   end

@@ -1,0 +1,196 @@
+-- The MySQL / MariaDB engine of biconnector.sql: URL, introspection, the type
+-- mapping and an exact SQL dialect. The interface every engine module keeps is
+-- described at the top of biconnector/sql/init.lua; docs/database.md has the
+-- tables.
+--
+--   mysql://user[:password]@host[:port]/database[?options]   (also mariadb://)
+--
+-- Options of our own: schemas=a,b (tables of these databases besides the
+-- URL's, as codes "a.table"), socket=/path (a unix socket instead of TCP),
+-- statement_timeout=MS, connect_timeout=S. TLS options go to the driver:
+-- ssl=true, ssl-mode=REQUIRED|VERIFY_CA|VERIFY_IDENTITY, ssl-ca, ssl-capath,
+-- ssl-cert, ssl-key, ssl-cipher, ssl-crl, ssl-crlpath,
+-- ssl-verify-server-cert, tls-version; anything else is refused.
+local url_lib = require "biconnector.sql.server_url"
+
+local _M = {
+  engine = "mysql",
+  schemes = { "mysql", "mariadb" },
+  placeholder = "?",
+}
+
+local qualified = {}
+
+function _M.parse_url(url)
+  local u, err = url_lib.parse(url, "mysql")
+  if not u then return nil, err end
+  if not u.database then return nil, "mysql URL: no database (mysql://user@host:port/database)" end
+  local opts = { host = u.host or "127.0.0.1", port = u.port, user = u.user, password = u.password,
+    database = u.database }
+  if not opts.password then
+    local p, perr = url_lib.password_from_env()
+    if perr then return nil, perr end
+    opts.password = p
+  end
+  local pass, schemas = {}, {}
+  for _, kv in ipairs(u.query) do
+    local k, v = kv[1], kv[2]
+    if k == "schemas" then
+      for s in v:gmatch("[^,]+") do schemas[#schemas + 1] = s:match("^%s*(.-)%s*$") end
+    elseif k == "socket" then
+      opts.socket = v
+    elseif k == "statement_timeout" or k == "connect_timeout" then
+      local n, nerr = url_lib.whole("mysql", k, v)
+      if not n then return nil, nerr end
+      opts[k == "statement_timeout" and "statement_timeout_ms" or "connect_timeout_s"] = n
+    else
+      pass[#pass + 1] = kv
+    end
+  end
+  if #pass > 0 then opts.params = url_lib.encode_params(pass) end
+  opts.schemas = schemas
+  return opts
+end
+
+function _M.display(opts)
+  return url_lib.display("mysql", opts)
+end
+
+local function quote_one(name)
+  return "`" .. name:gsub("`", "``") .. "`"
+end
+
+function _M.quote(name)
+  local q = qualified[name]
+  if q then return quote_one(q[1]) .. "." .. quote_one(q[2]) end
+  return quote_one(name)
+end
+
+function _M.limit(n)
+  return " LIMIT " .. string.format("%d", n)
+end
+
+-- Lower case in ASCII only, in SQL: match folds ASCII letters only, where
+-- LOWER() and the _ci collations fold every letter.
+local function ascii_lower(expr)
+  for b = 65, 90 do
+    expr = ("REPLACE(%s, X'%02X', X'%02X')"):format(expr, b, b + 32)
+  end
+  return expr
+end
+
+-- The dialect of biconnector.filter.to_sql, made exact against `match`:
+-- strings compare as their UTF-8 bytes (no case or accent folding, no
+-- trailing-space padding, whatever the column's collation); LIKE folds ASCII
+-- letters only and matches characters in utf8mb4_bin.
+_M.dialect = {
+  quote = "`", like = "LIKE",
+  operand = function(c, node)
+    if node.type == "string" then return "CAST(CONVERT(" .. c .. " USING utf8mb4) AS BINARY)" end
+    return c
+  end,
+  like_sql = function(c, p)
+    return "CONVERT(" .. ascii_lower(c) .. " USING utf8mb4) COLLATE utf8mb4_bin LIKE CONVERT("
+      .. ascii_lower("CAST(" .. p .. " AS BINARY)") .. " USING utf8mb4) COLLATE utf8mb4_bin ESCAPE '!'"
+  end,
+}
+
+local function all_rows(conn, sql, params)
+  local cur, err = conn:query(sql, params)
+  if not cur then return nil, err end
+  local rows = {}
+  while true do
+    local row, ferr = cur:fetch()
+    if not row then
+      cur:close()
+      if ferr then return nil, ferr end
+      return rows
+    end
+    rows[#rows + 1] = row
+  end
+end
+
+-- -> { {name=, kind=}, ... }: the URL's database (as named) and the configured
+-- ones (as "db.name").
+function _M.list_tables(conn, conn_opts)
+  local schemas = conn_opts and conn_opts.schemas or {}
+  local params, marks = {}, {}
+  for i, s in ipairs(schemas) do params[i] = s marks[i] = "?" end
+  local extra = #marks > 0 and (" OR table_schema IN (" .. table.concat(marks, ", ") .. ")") or ""
+  local rows, err = all_rows(conn, "SELECT table_schema, table_name, table_type, table_schema = DATABASE() "
+    .. "FROM information_schema.tables WHERE table_schema = DATABASE()" .. extra
+    .. " ORDER BY table_schema <> DATABASE(), table_schema, CAST(table_name AS BINARY)", params)
+  if not rows then return nil, err end
+  local list = {}
+  for _, r in ipairs(rows) do
+    local name = r[2]
+    if tonumber(r[4]) ~= 1 then
+      name = r[1] .. "." .. r[2]
+      qualified[name] = { r[1], r[2] }
+    end
+    list[#list + 1] = { name = name, kind = r[3] == "VIEW" and "view" or "table" }
+  end
+  return list
+end
+
+function _M.list_columns(conn, name, conn_opts)
+  local q = qualified[name]
+  local schema, tbl = nil, name
+  if q then
+    schema, tbl = q[1], q[2]
+  else
+    local s, t = name:match("^([^.]+)%.(.+)$")
+    for _, x in ipairs(conn_opts and conn_opts.schemas or {}) do
+      if x == s then
+        schema, tbl = s, t
+        qualified[name] = { s, t }
+      end
+    end
+  end
+  local rows, err = all_rows(conn, "SELECT column_name, column_type FROM information_schema.columns "
+    .. "WHERE table_schema = " .. (schema and "?" or "DATABASE()")
+    .. " AND CAST(table_name AS BINARY) = CAST(? AS BINARY) ORDER BY ordinal_position",
+    schema and { schema, tbl } or { tbl })
+  if not rows then return nil, err end
+  if #rows == 0 then return nil end
+  local list = {}
+  for i, r in ipairs(rows) do list[i] = { name = r[1], type = r[2] } end
+  return list
+end
+
+function _M.query_columns(conn, sql)
+  local cur, err = conn:query("SELECT * FROM (" .. sql .. ") AS bic_query LIMIT 0")
+  if not cur then return nil, err end
+  local cols = cur:columns()
+  cur:close()
+  return cols
+end
+
+-- Declared type (information_schema's column_type, or the driver's name for
+-- a query's columns) -> field type, exact.
+function _M.field_type(declared)
+  local t = (declared or ""):lower()
+  local base = t:match("^(%a+)") or ""
+  if t:match("^tinyint%(1%)") then return "int", true end -- BOOLEAN
+  if base == "tinyint" or base == "smallint" or base == "mediumint" or base == "int" or base == "integer"
+      or base == "bigint" or base == "year" then
+    return "int", true
+  end
+  if base == "double" or base == "real" then return "double", true end
+  if base == "float" then return "double", false end -- served as its shortest decimal; SQL compares the float
+  if base == "decimal" or base == "numeric" or base == "dec" or base == "fixed" then return "double", true end
+  if base == "date" then return "date", true end
+  if base == "datetime" or base == "timestamp" then return "datetime", true end
+  if base == "binary" or base == "varbinary" or base == "blob" or base == "tinyblob" or base == "mediumblob"
+      or base == "longblob" or base == "bit" or base == "geometry" or base == "point" or base == "linestring"
+      or base == "polygon" then
+    return nil
+  end
+  if base == "char" or base == "varchar" or base == "text" or base == "tinytext" or base == "mediumtext"
+      or base == "longtext" or base == "enum" or base == "set" or base == "json" then
+    return "string", true
+  end
+  return "string", false -- time and the rest: text, filtered in match
+end
+
+return _M
