@@ -55,6 +55,7 @@ bench: test-deps all luajit
 	bench/form lua5.4 $(BUILD)
 	bench/rest lua5.4 $(BUILD)
 	BUILD=$(BUILD) BUILD_LUAJIT=$(BUILD_LUAJIT) bench/serve
+	BUILD=$(BUILD) BUILD_LUAJIT=$(BUILD_LUAJIT) bench/cache
 	bench/ngx
 
 # libFuzzer targets under ASan/UBSan (json, form, filter, request), FUZZ_SECONDS
