@@ -111,6 +111,10 @@ end
 local Source = {}
 Source.__index = Source
 
+local PLAIN_OPTIONS = { "url", "tables", "titles", "fields", "queries", "busy_timeout_ms", "statement_timeout_ms",
+  "connect_timeout_s" }
+local source_count = 0
+
 local function stderr_log(level, message)
   io.stderr:write("biconnector [", tostring(level), "] ", tostring(message), "\n")
 end
@@ -120,7 +124,8 @@ end
 -- opts: url, tables (globs), titles {code = title}, fields {table = {column =
 --   false | {code =, name =, type =}}}, queries {code = {sql =, title =}},
 --   busy_timeout_ms, log (function(level, message)), trace (function(sql, params):
---   sees every data query before it runs), run (see ngx.lua).
+--   sees every data query before it runs), thread_pool (under nginx: the pool
+--   the database calls run in, default "biconnector"; false: in the event loop).
 function _M.source(opts)
   if type(opts) == "string" then opts = { url = opts } end
   if type(opts) ~= "table" then error("biconnector.sql.source: expected a URL or a table of options", 2) end
@@ -140,10 +145,16 @@ function _M.source(opts)
       error("biconnector.sql.source: " .. k .. " must be a table", 2)
     end
   end
+  -- the plain options a worker thread rebuilds the source from (nginx)
+  source_count = source_count + 1
+  local spec = { key = format("%s#%d", tostring(opts.url), source_count) }
+  for _, k in ipairs(PLAIN_OPTIONS) do spec[k] = opts[k] end
+  local pool = opts.thread_pool
+  if pool == nil then pool = "biconnector" end
   return setmetatable({
     engine = engine, open_opts = open_opts, selected = _M.table_selector(opts.tables),
     titles = opts.titles or {}, overrides = opts.fields or {}, queries = queries,
-    log = opts.log or stderr_log, run = opts.run, trace = opts.trace,
+    log = opts.log or stderr_log, trace = opts.trace, spec = spec, pool = pool,
   }, Source)
 end
 
@@ -206,6 +217,7 @@ local function lower(s) return s:lower() end
 
 -- -> { {code =, title =}, ... }
 function Source:table_list(search)
+  if self:threaded() then return self:remote("table_list", search) end
   local conn = self:conn()
   local tables, err = self.engine.list_tables(conn, self.open_opts)
   must(tables, err or "no answer", "listing tables")
@@ -228,6 +240,7 @@ end
 
 -- -> fields | nil (no such table)
 function Source:describe(code)
+  if self:threaded() then return self:remote("describe", code) end
   local conn = self:conn()
   local cols, err
   local q = self.queries[code]
@@ -307,19 +320,11 @@ function Source:select_sql(q, codes)
   return sql, params, complete
 end
 
--- What a connector's data returns for q: the cursor itself (rows stepped into
--- the encoder in C) when SQL answers the whole filter; else an iterator of map
--- rows the framework matches, with the exact part of the filter in the SQL.
-function Source:data(q)
-  if self.run then return self.run(self, q) end
-  local conn = self:conn()
+-- The plan of a data query: -> sql, params, complete (the whole filter is in
+-- the SQL: the rows are q.select exactly), codes (the columns read).
+function Source:plan(q)
   local sql, params, complete = self:select_sql(q, q.select)
-  if complete then
-    if self.trace then self.trace(sql, params) end
-    local cur, err = conn:query(sql, params)
-    if not cur then error(_M.failure(status_for(err), format("table %q: %s", q.table, err)), 0) end
-    return as_cursor(cur, q.table), { select = true, filter = true, limit = true }
-  end
+  if complete then return sql, params, true, q.select end
   -- the selected fields and those the filter names, as map rows
   local codes, have = {}, {}
   for _, c in ipairs(q.select) do if not have[c] then have[c] = true codes[#codes + 1] = c end end
@@ -330,10 +335,12 @@ function Source:data(q)
   end
   collect(q.filter)
   sql, params = self:select_sql(q, codes)
-  if self.trace then self.trace(sql, params) end
-  local cur, err = conn:query(sql, params)
-  if not cur then error(_M.failure(status_for(err), format("table %q: %s", q.table, err)), 0) end
-  -- values that do not fit their type become nil, as on the C path
+  return sql, params, false, codes
+end
+
+-- Map rows from fetch() (-> a list of values | nil at the end | nil, message),
+-- values that do not fit their type made nil as on the C path: iterator, close.
+function Source:map_rows(q, codes, fetch, release)
   local fields_of = {}
   for _, f in ipairs(q.fields) do fields_of[f.code] = f end
   local sub = {}
@@ -342,7 +349,7 @@ function Source:data(q)
   local nulled, first = 0, nil
   local n = #codes
   local function iterator()
-    local r, ferr = cur:fetch()
+    local r, ferr = fetch()
     if not r then
       if ferr then
         error(_M.failure(status_for(ferr), format("table %q: reading rows failed: %s", q.table, ferr)), 0)
@@ -361,13 +368,92 @@ function Source:data(q)
     return row
   end
   local function close()
-    cur:close()
+    release()
     check_enc:close()
     if nulled > 0 then
       self.log("warn", format("table %q: %d value%s did not fit the described type and went as null (first: %s)",
         q.table, nulled, nulled == 1 and "" or "s", first))
     end
   end
+  return iterator, close
+end
+
+-- What a connector's data returns for q: the cursor itself (rows stepped into
+-- the encoder in C) when SQL answers the whole filter; else an iterator of map
+-- rows the framework matches, with the exact part of the filter in the SQL.
+function Source:data(q)
+  if self:threaded() then return self:thread_data(q) end
+  local conn = self:conn()
+  local sql, params, complete, codes = self:plan(q)
+  if self.trace then self.trace(sql, params) end
+  local cur, err = conn:query(sql, params)
+  if not cur then error(_M.failure(status_for(err), format("table %q: %s", q.table, err)), 0) end
+  if complete then return as_cursor(cur, q.table), { select = true, filter = true, limit = true } end
+  local iterator, close = self:map_rows(q, codes, function() return cur:fetch() end, function() cur:close() end)
+  return iterator, { select = false, filter = false, limit = false }, close
+end
+
+-- ---- under nginx: the database calls in a worker thread ------------------------
+
+-- Whether this call runs inside an nginx request, where a blocking call would
+-- hold up every other request of the worker: then it goes to the thread pool
+-- (ngx.run_worker_thread; the pool is opts.thread_pool, default "biconnector").
+function Source:threaded()
+  local ngx = rawget(_G, "ngx")
+  if not self.pool or type(ngx) ~= "table" or type(ngx.run_worker_thread) ~= "function" then return false end
+  local ok, phase = pcall(ngx.get_phase)
+  return ok and (phase == "content" or phase == "access" or phase == "rewrite" or phase == "timer")
+end
+
+-- Runs biconnector.sql.thread's fname in the pool: -> its results | raises.
+function Source:remote(fname, ...)
+  local ngx = rawget(_G, "ngx")
+  local ok, status, a, b, c, d, e, f = ngx.run_worker_thread(self.pool, "biconnector.sql.thread", fname, self.spec, ...)
+  if not ok then error(_M.failure(500, "worker thread (pool " .. tostring(self.pool) .. "): " .. tostring(status)), 0) end
+  if status ~= "ok" then error(_M.failure(a, b), 0) end
+  return a, b, c, d, e, f
+end
+
+function Source:thread_data(q)
+  local plain = { table = q.table, select = q.select, filter = q.filter, limit = q.limit, fields = {} }
+  local sel = {}
+  for i, f in ipairs(q.fields) do
+    plain.fields[i] = { code = f.code, type = f.type, column = f.column, exact = f.exact }
+    for j, c in ipairs(q.select) do if c == f.code then sel[j] = i end end
+  end
+  local id, complete, codes = self:remote("open", plain)
+  local function release()
+    if id then core.sql.discard(id) end
+    id = nil
+  end
+  if complete then
+    local cursor = {
+      fill = function(_, enc, max_bytes, max_rows)
+        if not id then return 0, true end
+        local text, added, done, nulled, column, why = self:remote("fill", id, plain.fields, sel, max_bytes, max_rows)
+        enc:raw(text, added)
+        if done then id = nil end
+        return added, done, nulled, column, why
+      end,
+      close = release,
+    }
+    return cursor, { select = true, filter = true, limit = true }
+  end
+  local batch, pos, finished = {}, 1, false
+  local function fetch()
+    if pos > #batch then
+      if finished or not id then return nil end
+      local rows, done = self:remote("fetch", id, 1000)
+      batch, pos = rows, 1
+      if done then finished = true id = nil end
+      if #batch == 0 then return nil end
+    end
+    local r = batch[pos]
+    batch[pos] = nil
+    pos = pos + 1
+    return r
+  end
+  local iterator, close = self:map_rows(plain, codes, fetch, release)
   return iterator, { select = false, filter = false, limit = false }, close
 end
 
