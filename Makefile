@@ -56,6 +56,7 @@ bench: test-deps all luajit
 	bench/rest lua5.4 $(BUILD)
 	BUILD=$(BUILD) BUILD_LUAJIT=$(BUILD_LUAJIT) bench/serve
 	BUILD=$(BUILD) BUILD_LUAJIT=$(BUILD_LUAJIT) bench/cache
+	BUILD=$(BUILD) BUILD_LUAJIT=$(BUILD_LUAJIT) bench/sql
 	bench/ngx
 
 # libFuzzer targets under ASan/UBSan (json, form, filter, request), FUZZ_SECONDS

@@ -524,9 +524,12 @@ function _M.serve_connector(url, cli)
     error("no token: set BICONNECTOR_TOKEN or pass --token-file FILE (or --no-auth to serve without one)", 0)
   end
   local c = _M.connector({ url = url, tables = cli.tables, token = cli.token, log = cli.log })
-  -- open now: a missing or unreadable database stops serve at start
+  -- open now: a missing or unreadable database stops serve at start; then
+  -- close, so that no connection crosses the fork into the workers (each
+  -- opens its own on first use)
   local ok, err = pcall(c.source.conn, c.source)
   if not ok then error(type(err) == "table" and tostring(err.message) or tostring(err), 0) end
+  c.source:close()
   return c
 end
 
