@@ -1,0 +1,161 @@
+-- biconnector.sql.connector's options over the sample database (titles,
+-- renamed / hidden / retyped fields, query tables, table globs, token, check),
+-- and docs/database.md's Lua examples run against it.
+local helpers = require "helpers"
+local H = require "sql_helpers"
+local cjson = require "cjson"
+
+local function call(c, path, body)
+  local status, _, out = c:handle({ method = "POST", path = path, body = cjson.encode(body),
+    headers = { ["content-type"] = "application/json" } }, { log = function() end })
+  local text = out
+  if type(out) == "function" then
+    local parts = {}
+    for chunk in out do parts[#parts + 1] = chunk end
+    text = table.concat(parts)
+  end
+  local ok, decoded = pcall(cjson.decode, text)
+  return status, ok and decoded or text
+end
+
+-- A docs block with the sample's path in place of /srv/shop.db.
+local function doc_chunk(code, db, name)
+  code = code:gsub("/srv/shop%.db", db)
+  local f
+  if setfenv then
+    f = assert(loadstring(code, name))
+  else
+    f = assert(load(code, name))
+  end
+  return f
+end
+
+describe("biconnector.sql.connector", function()
+  local skip = not H.have_sqlite3("sql_connector_spec")
+  local dir, db
+  setup(function()
+    if skip then return end
+    dir = H.tmpdir()
+    db = H.sample(dir, "--orders 100")
+  end)
+  teardown(function() H.rmdir(dir) end)
+  before_each(function()
+    if skip then pending("SKIPPED: the sqlite3 command-line tool is missing") end
+  end)
+
+  local function shop(extra)
+    local opts = {
+      url = "sqlite://" .. db, title = "Shop", token = "tok", cache = false,
+      tables = "orders,cust*,!customers_*",
+      titles = { orders = "Orders" },
+      fields = { orders = { amount = { name = "Amount, EUR" }, note = false, shipped_on = { type = "string" },
+        customer_id = { code = "customer" } } },
+      queries = { big_orders = { title = "Big orders", sql = "SELECT o.id AS id, c.name AS name, o.amount AS amount "
+        .. "FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.amount > 1000" } },
+      log = function() end,
+    }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    return require("biconnector.sql").connector(opts)
+  end
+
+  it("checks the token setting", function()
+    local c = shop()
+    assert.same({ { code = "token", name = "Token", type = "STRING" } }, c.settings)
+    assert.equals(403, (call(c, "/check", { connection = { token = "nope" } })))
+    assert.equals(403, (call(c, "/check", { connection = {} })))
+    assert.equals(200, (call(c, "/check", { connection = { token = "tok" } })))
+  end)
+
+  it("runs its own check after the token", function()
+    local c = shop({ check = function(conn) return conn.who == "me", "not you" end })
+    local status, body = call(c, "/check", { connection = { token = "tok", who = "you" } })
+    assert.equals(403, status)
+    assert.equals("not you", body.message)
+    assert.equals(200, (call(c, "/check", { connection = { token = "tok", who = "me" } })))
+  end)
+
+  it("lists the globbed tables with their titles, then the query tables", function()
+    local status, body = call(shop(), "/table_list", { connection = { token = "tok" } })
+    assert.equals(200, status)
+    assert.same({ { code = "customers", title = "customers" }, { code = "orders", title = "Orders" },
+      { code = "big_orders", title = "Big orders" } }, body)
+    assert.equals(404, (call(shop(), "/table_description", { connection = { token = "tok" }, table = "products" })))
+  end)
+
+  it("renames, titles, hides and retypes fields", function()
+    local status, body = call(shop(), "/table_description", { connection = { token = "tok" }, table = "orders" })
+    assert.equals(200, status)
+    local by = {}
+    for i, f in ipairs(body) do by[f.code] = f by[f.code].i = i end
+    assert.is_nil(by.note)
+    assert.is_nil(by.customer_id)
+    assert.equals("customer", by.customer.name)
+    assert.equals("int", by.customer.type)
+    assert.equals("Amount, EUR", by.amount.name)
+    assert.equals("string", by.shipped_on.type)
+    -- data by the new code; a filter on the renamed field goes to its column
+    status, body = call(shop(), "/data", { connection = { token = "tok" }, table = "orders",
+      select = { "id", "customer", "shipped_on" }, filter = { customer = 10 } })
+    assert.equals(200, status)
+    assert.same({ "id", "customer", "shipped_on" }, body[1])
+    for i = 2, #body do assert.equals(10, body[i][2]) end
+    -- the retyped field's filter is matched in memory
+    status, body = call(shop(), "/data", { connection = { token = "tok" }, table = "orders",
+      select = { "id", "shipped_on" }, filter = { ["%shipped_on"] = "2022-0" } })
+    assert.equals(200, status)
+    assert.is_true(#body > 1)
+    for i = 2, #body do assert.matches("^2022%-0", body[i][2]) end
+  end)
+
+  it("serves a table defined by a query, with a limit", function()
+    local status, body = call(shop(), "/table_description", { connection = { token = "tok" }, table = "big_orders" })
+    assert.equals(200, status)
+    assert.same({ "id", "name", "amount" }, { body[1].code, body[2].code, body[3].code })
+    status, body = call(shop(), "/data", { connection = { token = "tok" }, table = "big_orders",
+      filter = { [">amount"] = 5000 }, limit = 3 })
+    assert.equals(200, status)
+    assert.is_true(#body >= 2 and #body <= 4)
+    for i = 2, #body do assert.is_true(body[i][3] > 5000) end
+  end)
+
+  it("refuses bad options with a message naming them", function()
+    local sql = require "biconnector.sql"
+    assert.has_error(function() sql.connector({ url = "sqlite://" .. db, token = "" }) end,
+      "biconnector.sql.connector: token must be a non-empty string")
+    assert.has_error(function() sql.source({ url = "sqlite://" .. db, queries = { x = "SELECT 1" } }) end,
+      'biconnector.sql.source: queries must map a table code to {sql = "SELECT ...", title = ...}')
+    assert.has_error(function() sql.source({ url = "oracle://x" }) end)
+    local ok, err = pcall(sql.source, "ftp://x")
+    assert.is_false(ok)
+    assert.matches("not a database URL: ftp://x", err)
+  end)
+
+  it("runs docs/database.md's Lua examples", function()
+    local blocks = helpers.lua_blocks("docs/database.md")
+    assert.equals(3, #blocks)
+    local c = doc_chunk(blocks[1], db, "=database.md connector")()
+    assert.equals("Shop", c.title)
+    local status, body = call(c, "/table_list", { connection = {} }) -- SHOP_TOKEN unset: no authentication
+    assert.equals(200, status)
+    assert.same({ "customers", "orders", "big_orders" }, { body[1].code, body[2].code, body[3].code })
+    status, body = call(c, "/data", { connection = {}, table = "big_orders", limit = 2 })
+    assert.equals(200, status)
+    assert.same({ "id", "name", "amount" }, body[1])
+
+    local mixed = doc_chunk(blocks[2], db, "=database.md mixed")()
+    status, body = call(mixed, "/data", { connection = {}, table = "orders", select = { "id", "status" }, limit = 2 })
+    assert.equals(200, status)
+    assert.same({ { "id", "status" }, { 1, body[2][2] }, { 2, body[3][2] } }, body)
+    status, body = call(mixed, "/data", { connection = {}, table = "rates", filter = { currency = "EUR" } })
+    assert.equals(200, status)
+    assert.same({ { "currency", "rate" }, { "EUR", 1.08 } }, body)
+
+    local columns, row, added, done, json = doc_chunk(blocks[3], db, "=database.md core.sql")()
+    assert.same({ { name = "id", type = "INTEGER" }, { name = "amount", type = "REAL" } }, columns)
+    assert.is_number(row[1])
+    assert.is_true(done)
+    local rows = cjson.decode(json)
+    assert.equals(added + 1, #rows)
+    assert.same({ "id", "amount" }, rows[1])
+  end)
+end)
