@@ -118,6 +118,39 @@ describe("biconnector.sql.connector", function()
     for i = 2, #body do assert.is_true(body[i][3] > 5000) end
   end)
 
+  it("filters a date column that stores Unix seconds (fields dates = \"epoch\") exactly as match", function()
+    local evdb = dir .. "/events.db"
+    H.sqlite(evdb, [[
+      CREATE TABLE ev (id INTEGER PRIMARY KEY, at DATETIME, day DATE);
+      INSERT INTO ev VALUES (1, 1704067199, 1704067199), (2, 1704067200, 1704067200), (3, 1704153600, 1704153600),
+        (4, NULL, NULL), (5, 1717200000, 1717200000);
+    ]])
+    local c = require("biconnector.sql").connector({ url = "sqlite://" .. evdb, cache = false,
+      fields = { ev = { at = { dates = "epoch" }, day = { dates = "epoch" } } } })
+    local status, all = call(c, "/data", { table = "ev" })
+    assert.equals(200, status)
+    assert.same({ "id", "at", "day" }, all[1])
+    assert.same({ 1, "2023-12-31 23:59:59", "2023-12-31" }, all[2])
+    local fields = select(2, call(c, "/table_description", { table = "ev" }))
+    local filter = require "biconnector.filter"
+    for _, f in ipairs({ { [">=at"] = "2024-01-01" }, { ["<at"] = "01.01.2024 00:00:00" }, { day = "2024-01-02" },
+      { ["!day"] = "2024-01-01" }, { at = { operator = "between", from = "2024-01-01", to = "2024-01-02" } },
+      { ["=at"] = cjson.null } }) do
+      local ast = assert(filter.parse(f, fields))
+      local want = {}
+      for i = 2, #all do
+        local row = { id = all[i][1], at = all[i][2], day = all[i][3] }
+        if filter.match(ast, row) then want[#want + 1] = all[i][1] end
+      end
+      local st, body = call(c, "/data", { table = "ev", filter = f, select = { "id" } })
+      assert.equals(200, st)
+      local got = {}
+      for i = 2, #body do got[#got + 1] = body[i][1] end
+      table.sort(got)
+      assert.same(want, got, cjson.encode(f))
+    end
+  end)
+
   it("refuses bad options with a message naming them", function()
     local sql = require "biconnector.sql"
     assert.has_error(function() sql.connector({ url = "sqlite://" .. db, token = "" }) end,

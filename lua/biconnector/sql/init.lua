@@ -264,6 +264,12 @@ function Source:describe(code)
         if ov.type and ov.type ~= ftype then f.type, f.exact = ov.type, false end
         f.code = ov.code or f.code
         f.name = ov.name or ov.code or f.name
+        if ov.dates ~= nil then
+          if ov.dates ~= "epoch" and ov.dates ~= "text" then
+            error(_M.failure(500, format("fields[%q][%q].dates must be \"epoch\" or \"text\"", code, col.name)), 0)
+          end
+          f.dates = ov.dates
+        end
       end
       if not seen[f.code] then
         seen[f.code] = true
@@ -295,10 +301,14 @@ end
 -- The SELECT for q: -> sql, params, complete (the whole filter is in the SQL).
 function Source:select_sql(q, codes)
   local e = self.engine
-  local columns, exact_of = {}, {}
+  local columns, exact_of, dates = {}, {}, nil
   for _, f in ipairs(q.fields) do
     columns[f.code] = f.column or f.code
     exact_of[f.code] = f.exact == true
+    if f.dates == "epoch" then
+      dates = dates or {}
+      dates[f.code] = "epoch"
+    end
   end
   local cols = {}
   for i, code in ipairs(codes) do cols[i] = e.quote(columns[code]) end
@@ -312,7 +322,8 @@ function Source:select_sql(q, codes)
     pushed, complete = split_filter(q.filter, exact_of)
     if pushed then
       local where
-      where, params = filter.to_sql(pushed, { dialect = e.dialect, columns = columns, first_param = 1 })
+      where, params = filter.to_sql(pushed, { dialect = e.dialect, columns = columns, first_param = 1,
+        dates = dates })
       sql = sql .. " WHERE " .. where
     end
   end
@@ -418,7 +429,7 @@ function Source:thread_data(q)
   local plain = { table = q.table, select = q.select, filter = q.filter, limit = q.limit, fields = {} }
   local sel = {}
   for i, f in ipairs(q.fields) do
-    plain.fields[i] = { code = f.code, type = f.type, column = f.column, exact = f.exact }
+    plain.fields[i] = { code = f.code, type = f.type, column = f.column, exact = f.exact, dates = f.dates }
     for j, c in ipairs(q.select) do if c == f.code then sel[j] = i end end
   end
   local id, complete, codes = self:remote("open", plain)
