@@ -151,6 +151,29 @@ describe("biconnector.sql.connector", function()
     end
   end)
 
+  it("maps declared types as docs/database.md's table says, BLOBs left out", function()
+    local tdb = dir .. "/types.db"
+    H.sqlite(tdb, [[
+      CREATE TABLE "select" ("from" INTEGER, a INT, b BIGINT, c TINYINT, d REAL, e DOUBLE, f FLOAT,
+        g TEXT, h VARCHAR(20), i CHAR(2), j CLOB, k DATE, l DATETIME, m TIMESTAMP, n BOOLEAN, o BLOB, p,
+        q NUMERIC, r DECIMAL(10,2), s JSON, "group by" TEXT, "Ключ ""q""" INTEGER);
+      INSERT INTO "select" ("from", "group by", "Ключ ""q""") VALUES (1, 'x', 7);
+    ]])
+    local c = require("biconnector.sql").connector({ url = "sqlite://" .. tdb, cache = false })
+    local status, body = call(c, "/table_description", { table = "select" })
+    assert.equals(200, status)
+    local got = {}
+    for _, f in ipairs(body) do got[#got + 1] = f.code .. "=" .. f.type end
+    assert.same({ "from=int", "a=int", "b=int", "c=int", "d=double", "e=double", "f=double", "g=string",
+      "h=string", "i=string", "j=string", "k=date", "l=datetime", "m=datetime", "n=int", "p=string",
+      "q=double", "r=double", "s=string", "group by=string", 'Ключ "q"=int' }, got)
+    -- reserved words, spaces, quotes and UTF-8 in names: selected, filtered, served
+    status, body = call(c, "/data", { table = "select", select = { 'Ключ "q"', "group by", "from" },
+      filter = { ["from"] = 1, ['>=Ключ "q"'] = 7 } })
+    assert.equals(200, status)
+    assert.same({ { 'Ключ "q"', "group by", "from" }, { 7, "x", 1 } }, body)
+  end)
+
   it("refuses bad options with a message naming them", function()
     local sql = require "biconnector.sql"
     assert.has_error(function() sql.connector({ url = "sqlite://" .. db, token = "" }) end,

@@ -11,6 +11,8 @@ Commands:
   serve FILE [--listen HOST:PORT] [--prefix PATH] [--workers N] [--max-body BYTES]
                       serve a connector file on the built-in HTTP server
                       (default 127.0.0.1:8080)
+  serve sqlite:///PATH.db [--tables GLOBS] [--token-file FILE | --no-auth] [...]
+                      serve a database with no Lua (token from BICONNECTOR_TOKEN)
   verify URL [--setting CODE=VALUE]... [--body form|json|both] [--json]
                       play Bitrix24 against a connector and report every deviation
   register FILE --base-url URL [--setting CODE=VALUE]... [--dataset TABLE]... [--dry-run]
