@@ -369,13 +369,15 @@ function Source:map_rows(q, codes, fetch, release)
     end
     local row = {}
     for i = 1, n do row[codes[i]] = r[i] end
+    -- the encoder's own check (types, UTF-8): what it refuses becomes nil
     while true do
-      local ok, bad, why = check_enc:normalize(row)
+      local ok, bad, why = check_enc:add(row)
       if ok or not bad or bad < 1 then break end
       nulled = nulled + 1
       first = first or format("field %q, %s", codes[bad], why)
       row[codes[bad]] = nil
     end
+    if check_enc:pending() > 65536 then check_enc:take() end
     return row
   end
   local function close()
