@@ -181,6 +181,13 @@ describe("biconnector serve DATABASE-URL: start-up rules", function()
     assert.matches("expected sqlite:///absolute/path.db %(three slashes%)", out)
   end)
 
+  it("refuses a bad --tables glob", function()
+    local rc, out = serve({ "sqlite://" .. db, "--no-auth", "--tables", "orders,!" })
+    assert.equals(1, rc)
+    assert.equals('biconnector serve: --tables / tables: bad glob "!" (expected NAME, a glob with * and ?, '
+      .. "or !GLOB to exclude)\n", out)
+  end)
+
   it("refuses --token-file with an empty or missing file, and the options on a connector file", function()
     local rc, out = serve({ "sqlite://" .. db, "--token-file", dir .. "/none" })
     assert.equals(1, rc)

@@ -91,10 +91,13 @@ function _M.table_selector(spec)
     list = {}
     for g in spec:gmatch("[^,]+") do list[#list + 1] = g:match("^%s*(.-)%s*$") end
   end
-  if type(list) ~= "table" then error("tables: expected a list of globs or a comma-separated string", 2) end
+  if type(list) ~= "table" then error("tables: expected a list of globs or a comma-separated string", 0) end
   local include, exclude = {}, {}
   for _, g in ipairs(list) do
-    if type(g) ~= "string" or g == "" or g == "!" then error("tables: bad glob " .. tostring(g), 2) end
+    if type(g) ~= "string" or g == "" or g == "!" then
+      error(format("--tables / tables: bad glob \"%s\" (expected NAME, a glob with * and ?, or !GLOB to exclude)",
+        tostring(g)), 0)
+    end
     if g:sub(1, 1) == "!" then exclude[#exclude + 1] = glob_pattern(g:sub(2))
     else include[#include + 1] = glob_pattern(g) end
   end
