@@ -7,7 +7,7 @@ CMAKE_FLAGS  ?= -DBIC_WERROR=ON
 BUSTED       ?= busted
 JOBS         ?= 2
 
-.PHONY: screenshot install env demo all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench fuzz fuzz-ci lint dist
+.PHONY: screenshot install env demo all luajit asan deps test-deps test test-lua54 test-luajit test-asan rock clean bench bench-quick fuzz fuzz-ci lint dist
 
 all: deps
 	cmake -S . -B $(BUILD) -DBIC_LUA=5.4 $(CMAKE_FLAGS) >/dev/null
@@ -47,17 +47,15 @@ lint:
 	@scripts/ensure-deps build lint
 	scripts/lint
 
-# Benchmarks, run by hand (figures go into docs/); each part is bounded in time.
+# Benchmarks: every bench/* in one report, bench/REPORT.md (the docs quote it);
+# bench-quick in under 2 minutes. Each bench alone: see bench/README.md.
 bench: test-deps all luajit
 	@scripts/ensure-deps bench
-	bench/json lua5.4 $(BUILD)
-	bench/urldata lua5.4 $(BUILD)
-	bench/form lua5.4 $(BUILD)
-	bench/rest lua5.4 $(BUILD)
-	BUILD=$(BUILD) BUILD_LUAJIT=$(BUILD_LUAJIT) bench/serve
-	BUILD=$(BUILD) BUILD_LUAJIT=$(BUILD_LUAJIT) bench/cache
-	BUILD=$(BUILD) BUILD_LUAJIT=$(BUILD_LUAJIT) bench/sql
-	bench/ngx
+	BUILD=$(BUILD) BUILD_LUAJIT=$(BUILD_LUAJIT) lua5.4 bench/report.lua full bench/REPORT.md
+
+bench-quick: test-deps all luajit
+	@scripts/ensure-deps bench
+	BUILD=$(BUILD) BUILD_LUAJIT=$(BUILD_LUAJIT) lua5.4 bench/report.lua quick bench/REPORT.md
 
 # libFuzzer targets under ASan/UBSan (json, form, filter, request), FUZZ_SECONDS
 # each, seeded from fuzz/corpus/; a crash fails. `make fuzz-ci` is CI's 60 s each.

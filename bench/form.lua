@@ -78,6 +78,8 @@ report("baseline: hand-written predicate", 100000, best(function()
   end
 end), "rows")
 assert(hits == hand_hits, "the predicates disagree")
+require("result") { name = "filter.match", ours = results[#results - 1][2], anchor = results[#results][2], unit = "rows/s",
+  anchor_name = "hand-written Lua predicate", what = "filter.match, >=DATE AND (%TITLE OR <ID), 100,000 rows" }
 report("filter.parse + to_sql of that filter", 20000, best(function(n)
   for _ = 1, n do
     filter.to_sql(filter.parse({ [">=DATE_CREATE"] = "31.12.2023", { LOGIC = "OR", ["%TITLE"] = "99", ["<ID"] = 5000 } },

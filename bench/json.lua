@@ -3,7 +3,8 @@
 --   (a) a urlData answer: a header row and ROWS rows of 8 mixed columns
 --       (integers, doubles, short strings, strings needing escapes, dates,
 --       datetimes, nulls);
---   (b) a nested REST batch answer (Bitrix24 `batch` shape).
+--   (b) a nested REST batch answer (Bitrix24 `batch` shape);
+--   (c) arbitrary Lua values (nested maps and arrays, floats, escapes).
 -- Prints the median of ROUNDS runs, MB/s of the text, and the ratio
 -- lua-cjson time / biconnector time (above 1: biconnector is faster).
 -- Usage: bench/json [lua5.4|luajit] [BUILD_DIR] [ROWS] [ROUNDS]
@@ -65,6 +66,32 @@ local batch = {
     date_start = "2024-08-30T12:19:57+02:00", date_finish = "2024-08-30T12:19:58+02:00", operating = 0 },
 }
 
+-- (c) arbitrary Lua values: 2,000 records mixing nested maps and arrays,
+-- integers, floats (short and 17-digit), booleans, nulls, strings with
+-- quotes, control characters and UTF-8, empty arrays and objects
+local function record(i)
+  return {
+    id = i,
+    name = "Item " .. i,
+    note = i % 3 == 0 and ('Line "one"\n\tC:\\tmp\\' .. i .. " é") or ("plain text " .. i),
+    price = i * 1.37,
+    ratio = i / 7,
+    active = i % 2 == 0,
+    tags = { "red", "green", tostring(i) },
+    size = { w = i * 0.5, h = 2.25, d = i / 3 },
+    history = { { t = 1700000000 + i, v = i * 0.01 }, { t = 1700003600 + i, v = i * 0.02, ok = true } },
+    owner = { id = i % 17, name = "User " .. (i % 17), mail = "user" .. (i % 17) .. "@example.com" },
+    matrix = { { 1.5, 2.5 }, { 3, 4 } },
+    empty = json.as_array({}),
+    meta = {},
+    opt = i % 5 == 0 and null or i,
+  }
+end
+local records = {}
+for i = 1, 2000 do records[i] = record(i) end
+local generic = { items = records, total = 2000, page = { size = 2000, next = null },
+  generated = "2025-05-31T17:01:55+03:00" }
+
 local function median(f)
   local samples = {}
   for r = 1, ROUNDS do
@@ -91,7 +118,9 @@ local runtime = jit and jit.version or _VERSION
 line("biconnector.json vs lua-cjson %s on %s, median of %d runs (CPU time)", cjson._VERSION, runtime, ROUNDS)
 line("%-44s %12s %12s %10s %10s %8s", "case", "ours ms", "cjson ms", "ours MB/s", "cjson MB/s", "ratio")
 
-local function case(name, value)
+local emit = require "result"
+
+local function case(name, value, id)
   local text = assert(json.encode(value))
   local ctext = cjson.encode(value)
   assert(same_shape(value, cjson.decode(text)), name .. ": cjson does not read our text back")
@@ -100,16 +129,21 @@ local function case(name, value)
   local te = median(function() json.encode(value) end)
   local tc = median(function() cjson.encode(value) end)
   line("%-44s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " encode", te * 1e3, tc * 1e3, mb / te, cmb / tc, tc / te)
+  emit { name = "json." .. id .. ".encode", ours = te * 1e3, anchor = tc * 1e3, unit = "ms", better = "lower",
+    anchor_name = "lua-cjson " .. cjson._VERSION .. " encode", what = "json.encode, " .. name }
   local td = median(function() json.decode(text) end)
   local tcd = median(function() cjson.decode(text) end)
   line("%-44s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " decode", td * 1e3, tcd * 1e3, mb / td, mb / tcd, tcd / td)
+  emit { name = "json." .. id .. ".decode", ours = td * 1e3, anchor = tcd * 1e3, unit = "ms", better = "lower",
+    anchor_name = "lua-cjson " .. cjson._VERSION .. " decode", what = "json.decode, " .. name }
   local tdn = median(function() json.decode(text, { array_mt = false }) end)
   line("%-44s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " decode, array_mt=false", tdn * 1e3, tcd * 1e3,
     mb / tdn, mb / tcd, tcd / tdn)
   return #text
 end
 
-local size_a = case(("(a) urlData %d rows x 8"):format(ROWS), rows)
-local size_b = case("(b) REST batch 50 x 50", batch)
-line("text sizes: (a) %.1f MB, (b) %.2f MB", size_a / 1e6, size_b / 1e6)
+local size_a = case(("(a) urlData %d rows x 8"):format(ROWS), rows, "a_urldata")
+local size_b = case("(b) REST batch 50 x 50", batch, "b_batch")
+local size_c = case("(c) generic values, 2000 records", generic, "c_generic")
+line("text sizes: (a) %.1f MB, (b) %.2f MB, (c) %.2f MB", size_a / 1e6, size_b / 1e6, size_c / 1e6)
 print(table.concat(out, "\n"))

@@ -40,6 +40,11 @@ local batched = measure("rest client:batch (chunks of 50)", calls, function(n)
   local res = assert(client:batch(cmds))
   assert(res[calls])
 end)
+local result = require "result"
+result { name = "rest.call", ours = through, anchor = keep, unit = "calls/s", anchor_name = "raw core.http requests (libcurl, keep-alive)",
+  what = "rest client:call against the local portal (limiter, JSON, retry policy)" }
+result { name = "rest.keepalive", ours = keep, anchor = fresh, unit = "calls/s", anchor_name = "a new connection per call",
+  what = "core.http keep-alive calls" }
 print(("keep-alive / new connection: %.2fx; client overhead over raw: %.0f%%; batch / single: %.1fx")
   :format(keep / fresh, (keep / through - 1) * 100, batched / through))
 portal:stop()

@@ -115,6 +115,9 @@ print(("urldata bench: %s, %d rows x 8 columns, best of %d"):format(runtime, N, 
 print(("  connector:handle streaming  %8.3f s  %10.0f rows/s  %9d bytes"):format(t_handle, N / t_handle, b_handle))
 print(("  cjson.encode(rows)          %8.3f s  %10.0f rows/s  %9d bytes"):format(t_cjson, N / t_cjson, b_cjson))
 print(("  ratio handle/cjson: %.2fx"):format(t_cjson / t_handle))
+require("result") { name = "urldata.handle", ours = N / t_handle, anchor = N / t_cjson, unit = "rows/s",
+  anchor_name = "cjson.encode of the same rows table",
+  what = ("connector:handle streaming a %d-row urlData answer"):format(N) }
 local t_iter = best(function() return drain(http, N) end)
 local t_filter = best(function() return drain(http_filtered, kept) end)
 print(("  handle, map rows from an iterator   %8.3f s  %10.0f rows/s"):format(t_iter, N / t_iter))

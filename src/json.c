@@ -1110,7 +1110,8 @@ static int array_mark(encoder *E) {
   return mark;
 }
 
-static enc_level *push_level(encoder *E, int kind, index_t n) {
+/* Opens a level for the table at stack slot t. */
+static enc_level *push_level(encoder *E, int kind, index_t n, int t) {
   enc_level *lv;
   if (E->depth == E->cap) {
     bic_buffer *lb = (bic_buffer *)lua_touserdata(E->L, ENC_LEVELS);
@@ -1130,16 +1131,16 @@ static enc_level *push_level(encoder *E, int kind, index_t n) {
       lua_newtable(E->L);
       lua_replace(E->L, ENC_SEEN);
     }
-    lua_pushvalue(E->L, -1);
+    lua_pushvalue(E->L, t);
     lua_pushboolean(E->L, 1);
     lua_rawset(E->L, ENC_SEEN);
   }
   lv = &E->levels[E->depth++];
   lv->kind = kind;
-  lv->table = lua_gettop(E->L);
+  lv->table = t;
   lv->i = 0;
   lv->n = n;
-  lv->ptr = lua_topointer(E->L, -1);
+  lv->ptr = lua_topointer(E->L, t);
   return lv;
 }
 
@@ -1247,7 +1248,12 @@ static int array_length(encoder *E, int t, int marked, index_t *length) {
 }
 
 /* The table at the top: writes "{}" or "[]" and returns 0 when it is empty,
- * else opens a level, writes the opening bracket and returns 1. */
+ * else opens a level and writes the opening bracket. The walk's first key
+ * and value stay on the stack for the caller: OPEN_WALK for an array walked
+ * with lua_next, OPEN_OBJECT for an object walked so; OPEN_SORTED when the
+ * sorted key list is above the table instead. */
+enum { OPEN_EMPTY, OPEN_WALK, OPEN_OBJECT, OPEN_SORTED };
+
 static int open_table(encoder *E) {
   lua_State *L = E->L;
   int t = lua_gettop(L), mark, i;
@@ -1270,30 +1276,25 @@ static int open_table(encoder *E) {
   lua_pushnil(L);
   if (!lua_next(L, t)) {
     if (mark) PUT_LIT(E, "[]"); else PUT_LIT(E, "{}");
-    return 0;
+    return OPEN_EMPTY;
   }
-  lua_pop(L, 1);
-  if (mark == 1 || is_index_key(L, -1)) {
-    lua_pop(L, 1);
-    if (push_level(E, LEVEL_WALK, 0) == NULL) return OOM(E);
+  if (mark == 1 || is_index_key(L, -2)) {
+    if (push_level(E, LEVEL_WALK, 0, t) == NULL) return OOM(E);
     E->levels[E->depth - 1].start = E->b->len;
     PUT_CHAR(E, '[');
-    lua_pushnil(L);  /* the walk's key */
-    return 1;
+    return OPEN_WALK;
   }
-  lua_pop(L, 1);
   if (E->sort_keys) {
     index_t n;
+    lua_pop(L, 2);
     if (sorted_keys(E, t, &n) != 0) return -1;
-    if (push_level(E, LEVEL_SORTED, n) == NULL) return OOM(E);
-    E->levels[E->depth - 1].table = t;  /* its key list sits just above it */
-    E->levels[E->depth - 1].ptr = ptr;
-  } else {
-    if (push_level(E, LEVEL_OBJECT, 0) == NULL) return OOM(E);
-    lua_pushnil(L);  /* the walk's key */
+    if (push_level(E, LEVEL_SORTED, n, t) == NULL) return OOM(E);  /* its key list sits just above it */
+    PUT_CHAR(E, '{');
+    return OPEN_SORTED;
   }
+  if (push_level(E, LEVEL_OBJECT, 0, t) == NULL) return OOM(E);
   PUT_CHAR(E, '{');
-  return 1;
+  return OPEN_OBJECT;
 }
 
 /* Closes the innermost level; its table (and key or key list) stay on the stack. */
@@ -1328,12 +1329,15 @@ value:  /* the value at the top of the stack is written and popped */
     case LUA_TLIGHTUSERDATA:
       if (lua_touserdata(L, -1) == NULL) { PUT_LIT(E, "null"); break; }
       return encode_fail(E, "cannot encode a light userdata other than null");
-    case LUA_TTABLE: {
-      int r = open_table(E);
-      if (r < 0) return -1;
-      if (r > 0) goto next;
+    case LUA_TTABLE:
+      switch (open_table(E)) {
+        case OPEN_EMPTY: break;
+        case OPEN_WALK: lv = &E->levels[E->depth - 1]; goto walk_item;
+        case OPEN_OBJECT: lv = &E->levels[E->depth - 1]; goto object_item;
+        case OPEN_SORTED: goto next;
+        default: return -1;
+      }
       break;
-    }
     default:
       snprintf(E->err_text, sizeof E->err_text, "cannot encode a %s", luaL_typename(L, -1));
       return encode_fail(E, E->err_text);
@@ -1346,10 +1350,12 @@ next:  /* the next value of the innermost open container, or close it */
   switch (lv->kind) {
     case LEVEL_WALK:
       if (lua_next(L, lv->table)) {
+        int in_order;
+      walk_item:  /* key and value of the walk at the top */
 #if BIC_HAS_INTEGERS
-        int in_order = lua_isinteger(L, -2) && lua_tointeger(L, -2) == lv->i + 1;
+        in_order = lua_isinteger(L, -2) && lua_tointeger(L, -2) == lv->i + 1;
 #else
-        int in_order = lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) == (lua_Number)(lv->i + 1);
+        in_order = lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) == (lua_Number)(lv->i + 1);
 #endif
         if (in_order) {
           if (lv->i++ > 0) PUT_CHAR(E, ',');
@@ -1387,6 +1393,7 @@ next:  /* the next value of the innermost open container, or close it */
       goto next;
     case LEVEL_OBJECT:
       if (lua_next(L, lv->table)) {
+      object_item:  /* key and value of the walk at the top */
         if (lv->i++ > 0) PUT_CHAR(E, ',');
         if (put_newline(E, E->depth) != 0) return -1;
         if (put_key(E, -2) != 0) return -1;
