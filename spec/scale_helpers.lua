@@ -68,11 +68,12 @@ function M.redis_missing()
 end
 
 -- A redis-server with no persistence on a free port: {port, pid, dir, client(), stop()}.
-function M.start_redis()
+-- extra: more command-line options (e.g. "--requirepass pw"; then PING answers NOAUTH).
+function M.start_redis(extra)
   local dir = M.tmpdir("redis")
   local port = helpers.free_port()
-  local pid = M.spawn(("%s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s --daemonize no")
-    :format(M.REDIS, port, dir), dir .. "/redis.log")
+  local pid = M.spawn(("%s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s --daemonize no %s")
+    :format(M.REDIS, port, dir, extra or ""), dir .. "/redis.log")
   local r = { port = port, pid = pid, dir = dir }
   M.wait("redis-server to answer PING", function()
     local c = socket.connect("127.0.0.1", port)
@@ -81,7 +82,7 @@ function M.start_redis()
     c:send("PING\r\n")
     local line = c:receive("*l")
     c:close()
-    return line == "+PONG"
+    return line == "+PONG" or (line or ""):match("^%-NOAUTH") ~= nil
   end, 1000)
   -- a raw command (inline protocol) -> the first line of the answer
   function r.command(line)

@@ -69,6 +69,23 @@ describe("tokens.redis", function()
     assert.has_error(function() tokens.redis { key = "k", lock_ttl = 0 } end, "tokens.redis: lock_ttl must be a positive number of seconds")
   end)
 
+  it("authenticates with a password and never shows it in an error", function()
+    local locked = X.start_redis("--requirepass s3cret-pass")
+    finally(function() locked.stop() end)
+    local good = tokens.redis { port = locked.port, key = "k", password = "s3cret-pass", db = 2 }
+    assert.is_true(good:set({ access_token = "a" }))
+    assert.equal("a", good:get().access_token)
+    assert.is_function(good:lock())
+    local none, err = tokens.redis({ port = locked.port, key = "k" }):get()
+    assert.is_nil(none)
+    assert.matches("NOAUTH", err)
+    local wrong, werr = tokens.redis({ port = locked.port, key = "k", password = "not-the-s3cret" }):get()
+    assert.is_nil(wrong)
+    assert.matches("AUTH failed", werr)
+    assert.is_nil(werr:find("not-the-s3cret", 1, true))
+    good:close()
+  end)
+
   it("the lock: SET NX PX with a unique owner; a waiter times out; only the owner releases it", function()
     local a = tokens.redis { port = redis.port, key = "t:lock", lock_ttl = 0.3 }
     local b = tokens.redis { port = redis.port, key = "t:lock", lock_ttl = 30, lock_timeout = 0.1 }
