@@ -5,7 +5,7 @@
 --       datetimes, nulls);
 --   (b) a nested REST batch answer (Bitrix24 `batch` shape);
 --   (c) arbitrary Lua values (nested maps and arrays, floats, escapes).
--- Prints the median of ROUNDS runs, MB/s of the text, and the ratio
+-- Prints the median of ROUNDS runs (ours and lua-cjson in turns), MB/s of the text, and the ratio
 -- lua-cjson time / biconnector time (above 1: biconnector is faster).
 -- Usage: bench/json [lua5.4|luajit] [BUILD_DIR] [ROWS] [ROUNDS]
 local json = require("biconnector").json
@@ -105,6 +105,25 @@ local function median(f)
   return samples[math.floor((ROUNDS + 1) / 2)]
 end
 
+-- Medians of ROUNDS runs of f and of g, taken in turns (f, g, f, g, ...) so that
+-- the load of a shared machine falls on both alike.
+local function medians(f, g)
+  local fs, gs = {}, {}
+  for r = 1, ROUNDS do
+    for _, pair in ipairs({ { f, fs }, { g, gs } }) do
+      collectgarbage()
+      collectgarbage()
+      local t0 = clock()
+      pair[1]()
+      pair[2][r] = clock() - t0
+    end
+  end
+  table.sort(fs)
+  table.sort(gs)
+  local mid = math.floor((ROUNDS + 1) / 2)
+  return fs[mid], gs[mid]
+end
+
 local function same_shape(a, b)
   if type(a) ~= "table" then return a == b or (type(a) == "number" and math.abs(a - b) <= 1e-12 * math.abs(a)) end
   for k, v in pairs(a) do if not same_shape(v, b[k]) then return false end end
@@ -126,13 +145,11 @@ local function case(name, value, id)
   assert(same_shape(value, cjson.decode(text)), name .. ": cjson does not read our text back")
   assert(same_shape(value, json.decode(ctext)), name .. ": we do not read cjson's text back")
   local mb, cmb = #text / 1e6, #ctext / 1e6
-  local te = median(function() json.encode(value) end)
-  local tc = median(function() cjson.encode(value) end)
+  local te, tc = medians(function() json.encode(value) end, function() cjson.encode(value) end)
   line("%-44s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " encode", te * 1e3, tc * 1e3, mb / te, cmb / tc, tc / te)
   emit { name = "json." .. id .. ".encode", ours = te * 1e3, anchor = tc * 1e3, unit = "ms", better = "lower",
     anchor_name = "lua-cjson " .. cjson._VERSION .. " encode", what = "json.encode, " .. name }
-  local td = median(function() json.decode(text) end)
-  local tcd = median(function() cjson.decode(text) end)
+  local td, tcd = medians(function() json.decode(text) end, function() cjson.decode(text) end)
   line("%-44s %12.1f %12.1f %10.1f %10.1f %7.2fx", name .. " decode", td * 1e3, tcd * 1e3, mb / td, mb / tcd, tcd / td)
   emit { name = "json." .. id .. ".decode", ours = td * 1e3, anchor = tcd * 1e3, unit = "ms", better = "lower",
     anchor_name = "lua-cjson " .. cjson._VERSION .. " decode", what = "json.decode, " .. name }

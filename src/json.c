@@ -168,9 +168,13 @@ static char *format_integer(char *end, long long v) {
 }
 
 int bic_json_put_integer(bic_buffer *b, long long v) {
-  char tmp[24];
+  char tmp[24], *o;
   char *p = format_integer(tmp + sizeof tmp, v);
-  return bic_buffer_put(b, p, (size_t)(tmp + sizeof tmp - p));
+  if (b->cap - b->len < sizeof tmp && bic_buffer_grow(b, sizeof tmp) != 0) return -1;
+  o = b->data + b->len;
+  b->len += (size_t)(tmp + sizeof tmp - p);
+  while (p < tmp + sizeof tmp) *o++ = *p++;  /* a few bytes: no memcpy call */
+  return 0;
 }
 
 /* ---- Writing doubles: Grisu2 ---------------------------------------------
@@ -436,10 +440,48 @@ static int format_double(char *out, double d) {
   return len;
 }
 
+/* Doubles with at most three decimals and under 1e12 (prices, rates, halves)
+ * skip Grisu: m / 10^k == d exactly means the decimal text of m / 10^k reads
+ * back as d, and below 10^15 no other text of k decimals does, so the
+ * smallest such k gives the shortest text: the digits Grisu finds, laid out
+ * as format_double lays them out. Returns the length, or 0 for the others. */
+static int format_short_decimal(char *out, double d) {
+  static const double scale[4] = {1.0, 10.0, 100.0, 1000.0};
+  double a = fabs(d), m = 0;
+  char text[24], *p = text + sizeof text;
+  unsigned long long ip, frac;
+  int k, i, len = 0;
+  if (!(a >= 1e-3 && a < 1e12)) return 0;
+  for (k = 0; k <= 3; k++) {
+    m = floor(a * scale[k] + 0.5);
+    if (m / scale[k] == a) break;
+  }
+  if (k > 3) return 0;
+  ip = (unsigned long long)m;
+  frac = 0;
+  for (i = 0; i < k; i++) ip /= 10;
+  frac = (unsigned long long)m - ip * (k == 0 ? 1 : k == 1 ? 10 : k == 2 ? 100 : 1000);
+  if (k == 0) *--p = '0';
+  for (i = 0; i < k; i++, frac /= 10) *--p = (char)('0' + frac % 10);
+  *--p = '.';
+  do {
+    *--p = (char)('0' + ip % 10);
+    ip /= 10;
+  } while (ip > 0);
+  if (d < 0) out[len++] = '-';
+  while (p < text + sizeof text) out[len++] = *p++;
+  return len;
+}
+
 int bic_json_put_double(bic_buffer *b, double d) {
-  char tmp[40];
+  int n;
   if (!isfinite(d)) return -2;
-  return bic_buffer_put(b, tmp, (size_t)format_double(tmp, d));
+  /* formatted in place: format_double writes at most 32 bytes */
+  if (b->cap - b->len < 40 && bic_buffer_grow(b, 40) != 0) return -1;
+  n = format_short_decimal(b->data + b->len, d);
+  if (n == 0) n = format_double(b->data + b->len, d);
+  b->len += (size_t)n;
+  return 0;
 }
 
 /* ---- Shared by decode and encode ------------------------------------------ */
