@@ -179,6 +179,28 @@ describe("biconnector serve supervision", function()
     assert.equal(0, S.stop(h))
   end)
 
+  it("SIGHUP reloads a database's schema: a table added shows at once, despite the introspection cache", function()
+    local db = dir .. "/shop.db"
+    assert(os.execute(("sqlite3 %s 'CREATE TABLE a (id INTEGER)'"):format(db)))
+    -- one worker: the process that cached the list is the one asked again
+    local h = S.start(S.serve_command({ "sqlite://" .. db, "--listen", "127.0.0.1:0", "--workers", "1", "--no-auth" }))
+    finally(function() S.stop(h) end)
+    local function codes()
+      local r = assert(S.request(h.port, "POST", "/table_list", "", FORM))
+      assert.equal(200, r.status)
+      local list = {}
+      for code in r.body:gmatch('"code":"([^"]+)"') do list[#list + 1] = code end
+      return table.concat(list, ",")
+    end
+    assert.equal("a", codes())
+    assert(os.execute(("sqlite3 %s 'CREATE TABLE b (id INTEGER)'"):format(db)))
+    for _ = 1, 4 do assert.equal("a", codes()) end -- cached (60 s by default)
+    os.execute("kill -HUP " .. h.pid)
+    wait_for("the reload", 500, function() return count(S.stderr(h), "serve %d+ reloaded") == 1 end)
+    assert.equal("a,b", codes())
+    assert.equal(0, S.stop(h))
+  end)
+
   it("a single process reloads on SIGHUP too, and keeps the old connector when the file breaks", function()
     -- --workers 1: the default is one worker per CPU
     local h = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0", "--workers", "1" }))
