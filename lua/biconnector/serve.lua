@@ -303,7 +303,8 @@ local function reload(o, live, who)
     return false
   end
   live.connector = connector
-  log_line({ now_utc(), who, tostring(process.getpid()), "reloaded", o.file })
+  -- a database URL may carry a password (user:password@): never into the log
+  log_line({ now_utc(), who, tostring(process.getpid()), "reloaded", (o.file:gsub("//([^/:@]*):[^/@]*@", "//%1:***@")) })
   return true
 end
 
