@@ -29,7 +29,7 @@ local ENGINES = {
     },
     types = { "bigint", "double precision", "real", "numeric", "boolean", "text", "date",
       "timestamp without time zone", "timestamp with time zone", "jsonb", "uuid", "" },
-    active = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'bic_ro' AND query LIKE '%big b%' AND state = 'active'",
+    active = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'bic_ro' AND xact_start IS NOT NULL",
     sleep = "SELECT pg_sleep(5)",
     readonly_err = "read%-only transaction",
     timeout_err = "statement timeout",

@@ -54,8 +54,11 @@ local HOSTILE_ROWS = {
   },
 }
 
+-- The query in flight on the server: PostgreSQL reads through a cursor (its
+-- transaction stays open while rows remain; closing it ends the query), MySQL
+-- streams the statement (SHOW PROCESSLIST shows it until it ends or is killed).
 local ACTIVE = {
-  postgresql = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'bic_ro' AND state = 'active' AND query LIKE '%FROM \"big\"%'",
+  postgresql = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'bic_ro' AND xact_start IS NOT NULL",
   mysql = "SELECT count(*) FROM information_schema.processlist WHERE user = 'bic_ro' AND info LIKE '%FROM `big`%'",
 }
 local CONNECTIONS = {

@@ -22,7 +22,8 @@
  *   the rows end (done is true only then). A value
  *   that does not fit its field's type is written as null: nulled counts them,
  *   column (1-based) and why tell the first.
- * cursor:detach() -> id; core.sql.attach(id) -> cursor; core.sql.discard(id)
+ * cursor:detach() -> id (the same id every time for one cursor); core.sql.attach(id) -> cursor;
+ *   core.sql.discard(id)
  *   hand a cursor (with its connection) from one Lua state to another in the
  *   same process (an nginx worker thread and back).
  * cursor:close()                           (also __gc and __close)
@@ -68,6 +69,7 @@ typedef struct sql_cursor {
   int ncols;
   int done;
   bic_sql_value *row; /* [ncols] */
+  long long parked_id; /* the id it was detached under: kept across detach/attach */
 } sql_cursor;
 
 typedef struct conn_box { sql_conn *c; } conn_box;
@@ -487,7 +489,9 @@ static int cursor_detach(lua_State *L) {
   p = (parked *)malloc(sizeof *p);
   if (p == NULL) return luaL_error(L, "out of memory");
   pthread_mutex_lock(&lock);
-  p->id = parked_next++;
+  /* a cursor handed back and forth keeps one id: the holder of the id continues it */
+  if (box->k->parked_id == 0) box->k->parked_id = parked_next++;
+  p->id = box->k->parked_id;
   p->k = box->k;
   p->next = parked_list;
   parked_list = p;

@@ -7,11 +7,15 @@
  * - session: client_encoding UTF8, TimeZone UTC, DateStyle ISO, IntervalStyle
  *   iso_8601 left alone, extra_float_digits 3 (exact doubles),
  *   default_transaction_read_only on (opts->read_only), statement_timeout;
- * - query: PQsendQueryParams (text parameters, types int8/float8/bool for
- *   numbers and booleans, text left to the server to infer), then single-row
- *   mode: one row in memory at a time however many rows the answer has;
- * - a cursor closed with rows unread is cancelled on the server (PQcancel) and
- *   the rest of its answer drained;
+ * - query: a SELECT (WITH, VALUES, TABLE) runs as a server-side cursor in a
+ *   read-only transaction: DECLARE bic_cursor NO SCROLL CURSOR FOR ... with the
+ *   parameters bound (text, types int8/float8/bool for numbers and booleans,
+ *   text left to the server to infer), read by FETCH 1000: at most one batch
+ *   in memory however many rows the answer has. Another statement runs with
+ *   PQsendQueryParams in single-row mode;
+ * - a cursor closed with rows unread ends its transaction (ROLLBACK): the
+ *   server drops the portal, and nothing runs between two FETCHes; in
+ *   single-row mode the query is cancelled (PQcancel) and the rest drained;
  * - a lost connection (server restart, network) makes query() report
  *   retryable so that sql.c reopens once.
  * Values: int2/int4/int8/oid -> INT, float4/float8 -> DOUBLE (NaN, Infinity
@@ -19,12 +23,13 @@
  * every digit; timestamptz is in UTC and its "+00" suffix is dropped). */
 #ifdef BIC_WITH_POSTGRESQL
 
-#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <libpq-fe.h>
 
@@ -33,14 +38,25 @@
 typedef struct pg_conn {
   PGconn *c;
   char *password; /* for masking error texts */
+  int read_only;
 } pg_conn;
+
+/* Rows per FETCH of a server-side cursor: one PGresult per batch costs far
+ * less client CPU than single-row mode's one PGresult per row (measured: 0.22 s
+ * against 1.19 s of user time for 1M rows of 6 columns), memory stays bounded. */
+#define PG_BATCH 1000
+#define PG_BATCH_TEXT "1000"
 
 typedef struct pg_cursor {
   pg_conn *pc;
-  PGresult *meta;  /* the first result: column names and types */
-  PGresult *row;   /* the current row (single-row mode), may be meta */
+  int batched;     /* 1: a server-side cursor read by FETCH; 0: single-row mode */
+  PGresult *meta;  /* single-row mode: the first result (column names and types) */
+  PGresult *row;   /* single-row mode: the current row, may be meta */
+  int pending;     /* single-row mode: meta holds a row not yet handed out by step() */
+  PGresult *batch; /* cursor: the current batch of rows (also the column names and types) */
+  int nrows, rowi; /* cursor: rows in the batch, the current one */
+  int last;        /* cursor: the batch was short, no FETCH after it */
   int ncols;
-  int pending;     /* meta holds a row not yet handed out by step() */
   int done;        /* the answer was read to its end */
   char buf[64];    /* scratch for a trimmed timestamptz */
 } pg_cursor;
@@ -130,6 +146,13 @@ static void pg_close(void *conn) {
   free(pc);
 }
 
+/* libpq prints notices (a server's "terminating connection" on shutdown) on
+ * stderr by default; a lost connection is reported through the query instead. */
+static void quiet_notice(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
 static void *pg_open(const bic_sql_options *o, char *err, size_t errlen) {
   const char *keys[PG_MAX_KEYS + 1], *vals[PG_MAX_KEYS + 1];
   char *owned[PG_MAX_KEYS * 2];
@@ -179,9 +202,11 @@ static void *pg_open(const bic_sql_options *o, char *err, size_t errlen) {
   keys[nk] = NULL;
   vals[nk] = NULL;
   pc->password = dupstr(o->password);
+  pc->read_only = o->read_only;
   pc->c = PQconnectdbParams(keys, vals, 0);
   for (int i = 0; i < nowned; i++) free(owned[i]);
   nowned = 0;
+  if (pc->c) PQsetNoticeProcessor(pc->c, quiet_notice, NULL);
   if (!pc->c || PQstatus(pc->c) != CONNECTION_OK) {
     set_err(err, errlen, pc->password, "postgresql: cannot connect: ",
             pc->c ? PQerrorMessage(pc->c) : "out of memory");
@@ -220,6 +245,114 @@ static void drain(PGconn *c) {
 
 static int conn_lost(PGconn *c) {
   return PQstatus(c) == CONNECTION_BAD;
+}
+
+/* A statement a cursor can be declared for (SELECT, WITH, VALUES, TABLE, or a
+ * parenthesized one); anything else runs in single-row mode. */
+static int is_select(const char *sql) {
+  static const char *const words[] = { "select", "with", "values", "table" };
+  const char *p = sql;
+  for (;;) {
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+    if (p[0] == '-' && p[1] == '-') {
+      while (*p && *p != '\n') p++;
+      continue;
+    }
+    break;
+  }
+  if (*p == '(') return 1;
+  for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+    size_t n = strlen(words[i]);
+    if (strncasecmp(p, words[i], n) == 0 && !(p[n] == '_' || (p[n] >= 'a' && p[n] <= 'z') ||
+                                              (p[n] >= 'A' && p[n] <= 'Z') || (p[n] >= '0' && p[n] <= '9')))
+      return 1;
+  }
+  return 0;
+}
+
+/* Runs sql on the connection; 1 when it succeeded. */
+static int exec_ok(pg_conn *pc, const char *sql) {
+  PGresult *r = PQexec(pc->c, sql);
+  int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  PQclear(r);
+  return ok;
+}
+
+/* Ends the cursor's transaction (which closes the cursor: the server stops). */
+static void end_transaction(pg_conn *pc, int commit) {
+  if (PQstatus(pc->c) != CONNECTION_OK || PQtransactionStatus(pc->c) == PQTRANS_IDLE) return;
+  (void)exec_ok(pc, commit ? "COMMIT" : "ROLLBACK");
+}
+
+/* The next batch of the cursor; 0 and err set on failure. */
+static int fetch_batch(pg_cursor *cur, char *err, size_t errlen) {
+  PGresult *r = PQexec(cur->pc->c, "FETCH " PG_BATCH_TEXT " FROM bic_cursor");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    set_err(err, errlen, cur->pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(cur->pc->c));
+    PQclear(r);
+    return 0;
+  }
+  if (cur->batch) PQclear(cur->batch);
+  cur->batch = r;
+  cur->nrows = PQntuples(r);
+  cur->rowi = -1;
+  cur->last = cur->nrows < PG_BATCH;
+  return 1;
+}
+
+/* BEGIN [READ ONLY]; DECLARE bic_cursor NO SCROLL CURSOR FOR sql (parameters
+ * bound); the first FETCH (for the column names and types). */
+static pg_cursor *cursor_query(pg_conn *pc, const char *sql, int nparams, const Oid *types,
+                               const char *const *values, const int *lengths, const int *formats,
+                               int *retryable, char *err, size_t errlen) {
+  static const char head[] = "DECLARE bic_cursor NO SCROLL CURSOR FOR ";
+  size_t n = strlen(sql);
+  char *decl;
+  PGresult *r;
+  pg_cursor *cur;
+  r = PQexec(pc->c, pc->read_only ? "BEGIN READ ONLY" : "BEGIN");
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+    set_err(err, errlen, pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
+    PQclear(r);
+    *retryable = conn_lost(pc->c);
+    end_transaction(pc, 0);
+    return NULL;
+  }
+  PQclear(r);
+  decl = malloc(sizeof head + n);
+  if (!decl) {
+    set_err(err, errlen, NULL, NULL, "out of memory");
+    end_transaction(pc, 0);
+    return NULL;
+  }
+  memcpy(decl, head, sizeof head - 1);
+  memcpy(decl + sizeof head - 1, sql, n + 1);
+  r = PQexecParams(pc->c, decl, nparams, types, values, lengths, formats, 0);
+  free(decl);
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+    set_err(err, errlen, pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
+    PQclear(r);
+    *retryable = conn_lost(pc->c);
+    end_transaction(pc, 0);
+    return NULL;
+  }
+  PQclear(r);
+  cur = calloc(1, sizeof *cur);
+  if (!cur) {
+    set_err(err, errlen, NULL, NULL, "out of memory");
+    end_transaction(pc, 0);
+    return NULL;
+  }
+  cur->pc = pc;
+  cur->batched = 1;
+  if (!fetch_batch(cur, err, errlen)) {
+    *retryable = conn_lost(pc->c);
+    end_transaction(pc, 0);
+    free(cur);
+    return NULL;
+  }
+  cur->ncols = PQnfields(cur->batch);
+  return cur;
 }
 
 static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, int nparams,
@@ -295,6 +428,11 @@ static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, 
   }
   /* an idle connection the server closed shows here, before sending */
   if (PQstatus(pc->c) == CONNECTION_OK && PQtransactionStatus(pc->c) == PQTRANS_IDLE) PQconsumeInput(pc->c);
+  if (is_select(sql)) {
+    cur = cursor_query(pc, sql, nparams, types, values, lengths, formats, retryable, err, errlen);
+    ok = cur != NULL;
+    goto done;
+  }
   if (!PQsendQueryParams(pc->c, sql, nparams, types, values, lengths, formats, 0)) {
     *retryable = conn_lost(pc->c);
     set_err(err, errlen, pc->password, "postgresql: ", PQerrorMessage(pc->c));
@@ -357,7 +495,7 @@ static const char *pg_colname(void *cursor, int col) {
   pg_cursor *cur = cursor;
   const char *n;
   if (col < 0 || col >= cur->ncols) return "";
-  n = PQfname(cur->meta, col);
+  n = PQfname(cur->batched ? cur->batch : cur->meta, col);
   return n ? n : "";
 }
 
@@ -393,12 +531,27 @@ static const char *type_name(Oid t) {
 static const char *pg_coltype(void *cursor, int col) {
   pg_cursor *cur = cursor;
   if (col < 0 || col >= cur->ncols) return "";
-  return type_name(PQftype(cur->meta, col));
+  return type_name(PQftype(cur->batched ? cur->batch : cur->meta, col));
 }
 
 static int pg_step(void *cursor, char *err, size_t errlen) {
   pg_cursor *cur = cursor;
   PGresult *r;
+  if (cur->batched) {
+    if (cur->done) return 0;
+    if (++cur->rowi < cur->nrows) return 1;
+    if (!cur->last) {
+      if (!fetch_batch(cur, err, errlen)) {
+        cur->done = 1;
+        end_transaction(cur->pc, 0);
+        return -1;
+      }
+      if (++cur->rowi < cur->nrows) return 1;
+    }
+    cur->done = 1;
+    end_transaction(cur->pc, 1);
+    return 0;
+  }
   if (cur->pending) {
     cur->pending = 0;
     cur->row = cur->meta;
@@ -427,26 +580,82 @@ static int pg_step(void *cursor, char *err, size_t errlen) {
   }
 }
 
+/* An integer as the server writes it ([-]digits): faster than strtoll, which
+ * showed in profiles of large answers. 0 when it is not one or does not fit. */
+static int parse_int(const char *s, size_t len, long long *out) {
+  size_t i = 0;
+  int neg = 0;
+  unsigned long long v = 0;
+  if (len > 0 && s[0] == '-') {
+    neg = 1;
+    i = 1;
+  }
+  if (len == i || len - i > 19) return 0;
+  for (; i < len; i++) {
+    unsigned int d = (unsigned int)((unsigned char)s[i]) - (unsigned int)'0';
+    if (d > 9) return 0;
+    v = v * 10 + d;
+  }
+  if (neg) {
+    if (v > (unsigned long long)LLONG_MAX + 1ULL) return 0;
+    *out = v == (unsigned long long)LLONG_MAX + 1ULL ? LLONG_MIN : -(long long)v;
+  } else {
+    if (v > (unsigned long long)LLONG_MAX) return 0;
+    *out = (long long)v;
+  }
+  return 1;
+}
+
+/* [-]digits[.digits] with at most 15 digits: the integer of its digits is
+ * exact in a double and so is 10^k for k <= 22, so one division gives the
+ * correctly rounded value (Clinger's fast path), without strtod's cost.
+ * 0 for anything else (exponents, NaN, Infinity, more digits): strtod then. */
+static int parse_simple_double(const char *s, size_t len, double *out) {
+  static const double pow10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                  1e12, 1e13, 1e14, 1e15 };
+  size_t i = 0;
+  int neg = 0, digits = 0, frac = -1;
+  long long m = 0;
+  if (len > 0 && s[0] == '-') {
+    neg = 1;
+    i = 1;
+  }
+  for (; i < len; i++) {
+    char c = s[i];
+    if (c >= '0' && c <= '9') {
+      if (++digits > 15) return 0;
+      m = m * 10 + (c - '0');
+      if (frac >= 0) frac++;
+    } else if (c == '.' && frac < 0) {
+      frac = 0;
+    } else {
+      return 0;
+    }
+  }
+  if (digits == 0) return 0;
+  *out = (double)m / pow10[frac > 0 ? frac : 0];
+  if (neg) *out = -*out;
+  return 1;
+}
+
 static void pg_value(void *cursor, int col, bic_sql_value *out) {
   pg_cursor *cur = cursor;
-  PGresult *r = cur->row;
+  PGresult *r = cur->batched ? cur->batch : cur->row;
+  int ri = cur->batched ? cur->rowi : 0;
   const char *s;
   size_t len;
   memset(out, 0, sizeof *out);
   out->kind = BIC_SQL_NULL;
-  if (!r || col < 0 || col >= cur->ncols || PQgetisnull(r, 0, col)) return;
-  s = PQgetvalue(r, 0, col);
-  len = (size_t)PQgetlength(r, 0, col);
+  if (!r || ri < 0 || ri >= PQntuples(r) || col < 0 || col >= cur->ncols || PQgetisnull(r, ri, col)) return;
+  s = PQgetvalue(r, ri, col);
+  len = (size_t)PQgetlength(r, ri, col);
   switch (PQftype(r, col)) {
-  case 20: case 21: case 23: case 26: {
-    char *end;
-    errno = 0;
-    out->i = strtoll(s, &end, 10);
-    if (errno == 0 && end != s && *end == '\0') { out->kind = BIC_SQL_INT; return; }
+  case 20: case 21: case 23: case 26:
+    if (parse_int(s, len, &out->i)) { out->kind = BIC_SQL_INT; return; }
     break;
-  }
   case 700: case 701: {
     char *end;
+    if (parse_simple_double(s, len, &out->d)) { out->kind = BIC_SQL_DOUBLE; return; }
     out->d = strtod(s, &end);
     if (end != s && *end == '\0') { out->kind = BIC_SQL_DOUBLE; return; }
     break;
@@ -475,6 +684,14 @@ static void pg_value(void *cursor, int col, bic_sql_value *out) {
 static void pg_close_cursor(void *cursor) {
   pg_cursor *cur = cursor;
   if (!cur) return;
+  if (cur->batched) {
+    /* rows left unread: ending the transaction closes the cursor, and the
+     * server's portal with it (nothing runs between two FETCHes) */
+    if (!cur->done) end_transaction(cur->pc, 0);
+    PQclear(cur->batch);
+    free(cur);
+    return;
+  }
   if (cur->row && cur->row != cur->meta) PQclear(cur->row);
   PQclear(cur->meta);
   if (!cur->done) {

@@ -1,0 +1,94 @@
+-- rows/s of `biconnector serve postgresql://...` and `mysql://...` over HTTP
+-- beside the engine's own fastest export of the same rows in the same run
+-- (psql COPY ... TO STDOUT, mariadb --quick --batch), all to /dev/null, and
+-- the server's peak RSS at two sizes (flat between them is the goal).
+-- Run through bench/sql_engines (it sets LUA_PATH/LUA_CPATH).
+--   ROWS (default 5000000) and SMALL (default 500000); QUICK=1: 500000 and 50000.
+--   ENGINES="postgresql mysql" (default both).
+local db = require "dbservers"
+local S = require "serve_helpers"
+local socket = require "socket"
+
+local quick = os.getenv("QUICK") == "1"
+local BIG = tonumber(os.getenv("ROWS") or (quick and "500000" or "5000000"))
+local SMALL = tonumber(os.getenv("SMALL") or (quick and "50000" or "500000"))
+local engines = {}
+for e in (os.getenv("ENGINES") or "postgresql mysql"):gmatch("%S+") do engines[#engines + 1] = e end
+
+-- six columns, as the SQLite benchmark of issue 11: int, int, double, text, datetime, text
+local CREATE = {
+  postgresql = function(name, n)
+    return ("CREATE TABLE %s AS SELECT g AS id, g %% 1000 AS customer_id, (g %% 100000) / 100.0::float8 AS amount, "
+      .. "(ARRAY['new', 'paid', 'shipped', 'cancelled'])[g %% 4 + 1] AS status, "
+      .. "timestamp '2024-01-01' + g * interval '1 second' AS ordered_at, md5(g::text) AS note "
+      .. "FROM generate_series(1, %d) g; GRANT SELECT ON %s TO bic_ro;"):format(name, n, name)
+  end,
+  mysql = function(name, n)
+    return ("CREATE TABLE %s AS SELECT seq AS id, seq %% 1000 AS customer_id, CAST((seq %% 100000) / 100.0 AS DOUBLE) AS amount, "
+      .. "ELT(seq %% 4 + 1, 'new', 'paid', 'shipped', 'cancelled') AS status, "
+      .. "TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND AS ordered_at, md5(seq) AS note "
+      .. "FROM seq_1_to_%d;"):format(name, n)
+  end,
+}
+local SELECT = "SELECT id, customer_id, amount, status, ordered_at, note FROM %s"
+
+local function timed(cmd)
+  local t = socket.gettime()
+  local ok, out = db.run(cmd)
+  if not ok then error(cmd .. ": " .. out) end
+  return socket.gettime() - t
+end
+
+local function export_cmd(srv, name)
+  if srv.engine == "postgresql" then
+    return srv:psql(("-d bic -c %s > /dev/null"):format(db.sh_quote(("COPY (" .. SELECT .. ") TO STDOUT"):format(name))))
+  end
+  return srv:client(("--quick --batch -D bic -e %s > /dev/null"):format(db.sh_quote(SELECT:format(name))))
+end
+
+-- One serve process per size (VmHWM is a high-water mark): -> seconds, peak KiB, bytes
+local function serve_once(srv, name)
+  local h = S.start(S.serve_command({ srv:url(), "--listen", "127.0.0.1:0", "--workers", "1", "--no-auth" }))
+  local body = "table=" .. name
+  local cmd = ("curl -sS -o /dev/null -w '%%{http_code} %%{size_download}' -X POST "
+    .. "-H 'Content-Type: application/x-www-form-urlencoded' --data %s http://127.0.0.1:%d/data"):format(
+    db.sh_quote(body), h.port)
+  local t = socket.gettime()
+  local ok, out = db.run(cmd)
+  local secs = socket.gettime() - t
+  local peak = S.peak_rss_kib(h.pid)
+  S.stop(h)
+  local code, size = out:match("(%d+) (%d+)")
+  if not ok or code ~= "200" then error("serve " .. name .. ": " .. out) end
+  return secs, peak, tonumber(size)
+end
+
+local failed = false
+print(("rows: %d (and %d for the memory check), 6 columns"):format(BIG, SMALL))
+for _, engine in ipairs(engines) do
+  local why = db.missing(engine)
+  if why then
+    io.stderr:write("SKIPPED ", engine, ": ", why, "\n")
+  else
+    local srv = db.start(engine)
+    local ok, err = pcall(function()
+      local t = socket.gettime()
+      srv:admin(CREATE[engine]("bench_big", BIG) .. CREATE[engine]("bench_small", SMALL))
+      print(("%s: tables made in %.1f s"):format(engine, socket.gettime() - t))
+      timed(export_cmd(srv, "bench_big")) -- warm the cache
+      local native = timed(export_cmd(srv, "bench_big"))
+      local secs, peak_big, bytes = serve_once(srv, "bench_big")
+      local _, peak_small = serve_once(srv, "bench_small")
+      local ratio = native / secs
+      local flat = peak_big <= peak_small * 1.25 + 2048
+      print(("%s: engine export %.2f s = %.0f rows/s; biconnector serve over HTTP %.2f s = %.0f rows/s (%.1f MB) = %.2fx; "
+        .. "peak RSS %.1f MiB at %d rows, %.1f MiB at %d rows%s"):format(engine, native, BIG / native, secs, BIG / secs,
+        bytes / 1e6, ratio, peak_big / 1024, BIG, peak_small / 1024, SMALL,
+        (peak_big / 1024 < 64 and flat) and "" or "  (RSS goal missed)"))
+      if peak_big / 1024 >= 64 or not flat then failed = true end
+    end)
+    srv:stop()
+    if not ok then error(err, 0) end
+  end
+end
+os.exit(failed and 1 or 0)
