@@ -75,7 +75,47 @@ describe("tokens.redis", function()
     local good = tokens.redis { port = locked.port, key = "k", password = "s3cret-pass", db = 2 }
     assert.is_true(good:set({ access_token = "a" }))
     assert.equal("a", good:get().access_token)
-    assert.is_function(good:lock())
+    local unlock = assert(good:lock())
+    assert.is_true(unlock())
+    -- and inside nginx, on cosockets (pooled connections keep their AUTH and SELECT)
+    local nwhy = X.nginx_missing()
+    if nwhy then
+      io.stderr:write("\n*** SKIPPED (nginx part of the AUTH test): " .. nwhy .. "\n")
+    else
+      local prefix = X.tmpdir("nginx-auth")
+      local port = helpers.free_port()
+      local nginx = X.start_nginx(prefix, table.concat({
+        X.nginx_head(prefix, 1),
+        "http {",
+        X.nginx_http_head(prefix),
+        "  access_log off;",
+        "  server {",
+        "    listen 127.0.0.1:" .. port .. ";",
+        "    location = /t { content_by_lua_block {",
+        ("      local s = require('biconnector.tokens').redis { port = %d, key = 'k', password = ngx.var.arg_p, db = 2 }"):format(locked.port),
+        "      local t, err = s:get()",
+        "      if not t then ngx.say('ERR ', err) return end",
+        "      local unlock = assert(s:lock())",
+        "      assert(s:set({ access_token = t.access_token .. '+' }))",
+        "      unlock()",
+        "      ngx.say('OK ', s:get().access_token)",
+        "    } }",
+        "  }",
+        "}",
+      }, "\n"), port)
+      finally(function()
+        nginx.stop()
+        os.execute("rm -rf " .. prefix)
+      end)
+      for i = 1, 3 do -- the second and third reuse the pooled, authenticated connection
+        local status, body = X.send(port, "/t?p=s3cret-pass")()
+        assert.equal(200, status, nginx.error_log())
+        assert.equal("OK a" .. ("+"):rep(i) .. "\n", body)
+      end
+      local _, body = X.send(port, "/t?p=not-the-s3cret")()
+      assert.matches("^ERR redis 127%.0%.0%.1:%d+: AUTH failed", body)
+      assert.is_nil(body:find("not-the-s3cret", 1, true))
+    end
     local none, err = tokens.redis({ port = locked.port, key = "k" }):get()
     assert.is_nil(none)
     assert.matches("NOAUTH", err)

@@ -138,10 +138,20 @@ function Store:with(fn)
   return self:with_luasocket(fn)
 end
 
+function Store:pool_name()
+  if not self.pool then
+    local secret = self.password and require("biconnector.core").sha256(self.password):sub(1, 16) or "-"
+    self.pool = format("bic-tokens:%s:%d:%s:%s", self.host, self.port, tostring(self.db or 0), secret)
+  end
+  return self.pool
+end
+
 function Store:with_cosocket(mod, fn)
   local red = mod:new()
   red:set_timeout(self.timeout * 1000)
-  local ok, err = red:connect(self.host, self.port, { pool = format("bic-tokens:%s:%d:%s", self.host, self.port, tostring(self.db or 0)) })
+  -- pooled connections are authenticated and have their db selected: one pool per
+  -- address, db and password (its digest: the pool name is no place for it)
+  local ok, err = red:connect(self.host, self.port, { pool = self:pool_name() })
   if not ok then return nil, format("%s: cannot connect: %s", self:where(), tostring(err)) end
   if (red.get_reused_times and red:get_reused_times() or 0) == 0 then
     if self.password then
