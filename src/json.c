@@ -1152,8 +1152,8 @@ static int array_mark(encoder *E) {
   return mark;
 }
 
-/* Opens a level for the table at stack slot t. */
-static enc_level *push_level(encoder *E, int kind, index_t n, int t) {
+/* Opens a level for the table at stack slot t, whose address is ptr. */
+static enc_level *push_level(encoder *E, int kind, index_t n, int t, const void *ptr) {
   enc_level *lv;
   if (E->depth == E->cap) {
     bic_buffer *lb = (bic_buffer *)lua_touserdata(E->L, ENC_LEVELS);
@@ -1182,7 +1182,7 @@ static enc_level *push_level(encoder *E, int kind, index_t n, int t) {
   lv->table = t;
   lv->i = 0;
   lv->n = n;
-  lv->ptr = lua_topointer(E->L, t);
+  lv->ptr = ptr;
   return lv;
 }
 
@@ -1313,7 +1313,9 @@ static int open_table(encoder *E) {
     snprintf(E->err_text, sizeof E->err_text, "nesting deeper than %d", E->max_depth);
     return encode_fail(E, E->err_text);
   }
-  if (!lua_checkstack(L, 8)) return encode_fail(E, "nesting too deep for the Lua stack");
+  /* A level holds 2 slots (table, key or key list), opening one needs about 8
+   * more for a while: room for 4 levels at a time. */
+  if (E->depth % 4 == 0 && !lua_checkstack(L, 32)) return encode_fail(E, "nesting too deep for the Lua stack");
   mark = array_mark(E);
   lua_pushnil(L);
   if (!lua_next(L, t)) {
@@ -1321,7 +1323,7 @@ static int open_table(encoder *E) {
     return OPEN_EMPTY;
   }
   if (mark == 1 || is_index_key(L, -2)) {
-    if (push_level(E, LEVEL_WALK, 0, t) == NULL) return OOM(E);
+    if (push_level(E, LEVEL_WALK, 0, t, ptr) == NULL) return OOM(E);
     E->levels[E->depth - 1].start = E->b->len;
     PUT_CHAR(E, '[');
     return OPEN_WALK;
@@ -1330,11 +1332,11 @@ static int open_table(encoder *E) {
     index_t n;
     lua_pop(L, 2);
     if (sorted_keys(E, t, &n) != 0) return -1;
-    if (push_level(E, LEVEL_SORTED, n, t) == NULL) return OOM(E);  /* its key list sits just above it */
+    if (push_level(E, LEVEL_SORTED, n, t, ptr) == NULL) return OOM(E);  /* its key list sits just above it */
     PUT_CHAR(E, '{');
     return OPEN_SORTED;
   }
-  if (push_level(E, LEVEL_OBJECT, 0, t) == NULL) return OOM(E);
+  if (push_level(E, LEVEL_OBJECT, 0, t, ptr) == NULL) return OOM(E);
   PUT_CHAR(E, '{');
   return OPEN_OBJECT;
 }
