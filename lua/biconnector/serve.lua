@@ -410,7 +410,7 @@ local function supervise(o, handler, fd, live)
     for i = #due, 1, -1 do
       if due[i] <= t then
         table.remove(due, i)
-        spawn()
+        if not spawn() then due[#due + 1] = t + _M.BACKOFF.max end -- fork failed: try again later
       else
         wait = math.min(wait, due[i] - t)
       end
