@@ -160,6 +160,41 @@ describe("serve --metrics", function()
     assert.equal(0, S.stop(h))
   end)
 
+  it("counts handler errors, and keeps a slow answer out of the faster buckets", function()
+    local dir = X.tmpdir("metrics-errors")
+    finally(function() os.execute("rm -rf " .. dir) end)
+    local f = assert(io.open(dir .. "/c.lua", "w"))
+    f:write([[
+return require("biconnector").connector {
+  title = "failing", settings = {}, log = function() end,
+  check = function() return true end,
+  tables = { { code = "t", title = "T" }, { code = "slow", title = "Slow" } },
+  describe = function(_, code)
+    if code == "slow" then require("biconnector.core").http.sleep(0.3) return { { code = "id", name = "ID", type = "int" } } end
+    error("describe failed on purpose")
+  end,
+  data = function() return {} end,
+}
+]])
+    f:close()
+    local h = S.start(S.serve_command({ dir .. "/c.lua", "--listen", "127.0.0.1:0", "--metrics", "--workers", "2" }))
+    finally(function() S.stop(h) end)
+    for _ = 1, 3 do
+      assert.equal(500, assert(S.request(h.port, "POST", "/table_description", "table=t", FORM)).status)
+    end
+    assert.equal(200, assert(S.request(h.port, "POST", "/table_description", "table=slow", FORM)).status)
+    local families = parse(assert(S.request(h.port, "GET", "/metrics")).body)
+    assert.equal(3, value(families, "biconnector_handler_errors_total", { endpoint = "table_description" }))
+    assert.equal(3, value(families, "biconnector_requests_total", { endpoint = "table_description", code = "500" }))
+    -- the slow answer took at least 0.3 s: it is not in the 0.25 bucket (a lower
+    -- bound only: how fast the others were depends on the machine)
+    local fast = value(families, "biconnector_request_duration_seconds_bucket", { endpoint = "table_description", le = "0.25" })
+    assert.is_true(fast <= 3)
+    assert.equal(4, value(families, "biconnector_request_duration_seconds_count", { endpoint = "table_description" }))
+    assert.is_true(value(families, "biconnector_request_duration_seconds_sum", { endpoint = "table_description" }) >= 0.3)
+    check_histograms(families)
+  end)
+
   it("without --metrics, /metrics is an unknown endpoint", function()
     local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0" }))
     finally(function() S.stop(h) end)
