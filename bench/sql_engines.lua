@@ -70,7 +70,7 @@ print(("rows: %d (and %d for the memory check), 6 columns"):format(BIG, SMALL))
 for _, engine in ipairs(engines) do
   local why = db.missing(engine)
   if why then
-    io.stderr:write("SKIPPED ", engine, ": ", why, "\n")
+    print("SKIP " .. engine .. ": " .. why)
   else
     local srv = db.start(engine)
     local ok, err = pcall(function()
@@ -91,6 +91,10 @@ for _, engine in ipairs(engines) do
         runtime = os.getenv("BIC_RUNTIME"), anchor_name = engine == "postgresql" and "psql COPY ... TO STDOUT, same rows"
           or "mariadb --quick --batch, same rows",
         what = ("biconnector serve %s:// /data, %d rows x 6 columns over HTTP to curl"):format(engine, BIG) }
+      require("result") { name = "sql." .. engine .. ".peak_rss", ours = peak_big / 1024, anchor = peak_small / 1024,
+        unit = "MiB", better = "lower", runtime = os.getenv("BIC_RUNTIME"),
+        anchor_name = ("the same server at %d rows"):format(SMALL),
+        what = ("peak RSS of the serve worker at %d rows (goal: < 64 MiB, flat)"):format(BIG) }
       if peak_big / 1024 >= 64 or not flat then failed = true end
     end)
     srv:stop()

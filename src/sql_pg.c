@@ -56,6 +56,7 @@ typedef struct pg_cursor {
   PGresult *batch; /* cursor: the current batch of rows (also the column names and types) */
   int nrows, rowi; /* cursor: rows in the batch, the current one */
   int last;        /* cursor: the batch was short, no FETCH after it */
+  int inflight;    /* cursor: the next FETCH is sent, its answer not yet read */
   int ncols;
   int done;        /* the answer was read to its end */
   char buf[64];    /* scratch for a trimmed timestamptz */
@@ -284,19 +285,35 @@ static void end_transaction(pg_conn *pc, int commit) {
   (void)exec_ok(pc, commit ? "COMMIT" : "ROLLBACK");
 }
 
-/* The next batch of the cursor; 0 and err set on failure. */
-static int fetch_batch(pg_cursor *cur, char *err, size_t errlen) {
-  PGresult *r = PQexec(cur->pc->c, "FETCH " PG_BATCH_TEXT " FROM bic_cursor");
+/* Sends the next FETCH without waiting: the server produces the next batch
+ * while the caller encodes this one (the two run on two cores). */
+static int send_fetch(pg_cursor *cur, char *err, size_t errlen) {
+  if (!PQsendQuery(cur->pc->c, "FETCH " PG_BATCH_TEXT " FROM bic_cursor")) {
+    set_err(err, errlen, cur->pc->password, "postgresql: ", PQerrorMessage(cur->pc->c));
+    return 0;
+  }
+  cur->inflight = 1;
+  return 1;
+}
+
+/* Reads the FETCH in flight as the current batch, and sends the next one when
+ * this batch was full; 0 and err set on failure. */
+static int collect_batch(pg_cursor *cur, char *err, size_t errlen) {
+  PGresult *r = PQgetResult(cur->pc->c);
+  cur->inflight = 0;
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     set_err(err, errlen, cur->pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(cur->pc->c));
     PQclear(r);
+    drain(cur->pc->c);
     return 0;
   }
+  drain(cur->pc->c);
   if (cur->batch) PQclear(cur->batch);
   cur->batch = r;
   cur->nrows = PQntuples(r);
   cur->rowi = -1;
   cur->last = cur->nrows < PG_BATCH;
+  if (!cur->last) return send_fetch(cur, err, errlen);
   return 1;
 }
 
@@ -345,7 +362,9 @@ static pg_cursor *cursor_query(pg_conn *pc, const char *sql, int nparams, const 
   }
   cur->pc = pc;
   cur->batched = 1;
-  if (!fetch_batch(cur, err, errlen)) {
+  if (!send_fetch(cur, err, errlen) || !collect_batch(cur, err, errlen)) {
+    if (cur->inflight) drain(pc->c);
+    PQclear(cur->batch);
     *retryable = conn_lost(pc->c);
     end_transaction(pc, 0);
     free(cur);
@@ -541,7 +560,7 @@ static int pg_step(void *cursor, char *err, size_t errlen) {
     if (cur->done) return 0;
     if (++cur->rowi < cur->nrows) return 1;
     if (!cur->last) {
-      if (!fetch_batch(cur, err, errlen)) {
+      if (!collect_batch(cur, err, errlen)) {
         cur->done = 1;
         end_transaction(cur->pc, 0);
         return -1;
@@ -687,6 +706,7 @@ static void pg_close_cursor(void *cursor) {
   if (cur->batched) {
     /* rows left unread: ending the transaction closes the cursor, and the
      * server's portal with it (nothing runs between two FETCHes) */
+    if (cur->inflight) drain(cur->pc->c); /* at most one batch to read */
     if (!cur->done) end_transaction(cur->pc, 0);
     PQclear(cur->batch);
     free(cur);

@@ -1,0 +1,59 @@
+-- The URL forms of the PostgreSQL and MySQL engines (lua/biconnector/sql/
+-- server_url.lua and the engine modules): no server needed.
+local pg = require "biconnector.sql.postgresql"
+local my = require "biconnector.sql.mysql"
+local url_lib = require "biconnector.sql.server_url"
+
+describe("database server URLs", function()
+  it("reads every part, %-escaped, and passes the engine's own options through", function()
+    local o = assert(pg.parse_url("postgresql://us%40er:p%3Ass@db.example.com:6543/sh%20op?sslmode=verify-full&sslrootcert=/etc/ca.pem&statement_timeout=5000&connect_timeout=3&schemas=a,%20b"))
+    assert.same({ "us@er", "p:ss", "db.example.com", 6543, "sh op", 5000, 3 },
+      { o.user, o.password, o.host, o.port, o.database, o.statement_timeout_ms, o.connect_timeout_s })
+    assert.same({ "a", "b" }, o.schemas)
+    assert.equal("sslmode=verify-full&sslrootcert=/etc/ca.pem", o.params)
+    o = assert(pg.parse_url("postgres://[::1]/db"))
+    assert.same({ "::1", nil, "db" }, { o.host, o.port, o.database })
+    o = assert(my.parse_url("mariadb://reader@localhost/shop?socket=/run/mysqld/mysqld.sock&ssl-mode=REQUIRED"))
+    assert.same({ "reader", "localhost", "shop", "/run/mysqld/mysqld.sock", "ssl-mode=REQUIRED" },
+      { o.user, o.host, o.database, o.socket, o.params })
+    o = assert(my.parse_url("mysql://u:pw@127.0.0.1:3307/d"))
+    assert.same({ "u", "pw", 3307 }, { o.user, o.password, o.port })
+  end)
+
+  it("refuses what it cannot read, saying what, without the password", function()
+    local _, err = pg.parse_url("postgresql://u:Secret-1@h:99999/db")
+    assert.matches('bad port "99999"', err, 1, true)
+    assert.is_nil(err:find("Secret-1", 1, true))
+    _, err = my.parse_url("mysql://u:Secret-1@h:3306")
+    assert.matches("no database", err, 1, true)
+    _, err = pg.parse_url("postgresql://u@h/db?statement_timeout=soon")
+    assert.matches("statement_timeout expects a whole number", err, 1, true)
+    _, err = pg.parse_url("postgresql://u@h/db?password=x")
+    assert.matches("give password in the URL itself", err, 1, true)
+  end)
+
+  it("takes the password from BICONNECTOR_DB_PASSWORD, then from BICONNECTOR_DB_PASSWORD_FILE", function()
+    local env = { BICONNECTOR_DB_PASSWORD = "from-env" }
+    local getenv = function(k) return env[k] end
+    assert.equal("from-env", url_lib.password_from_env(getenv))
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("from-file\n")
+    f:close()
+    env = { BICONNECTOR_DB_PASSWORD_FILE = path }
+    assert.equal("from-file", url_lib.password_from_env(getenv))
+    os.remove(path)
+    local p, err = url_lib.password_from_env(getenv)
+    assert.is_nil(p)
+    assert.matches("BICONNECTOR_DB_PASSWORD_FILE: cannot read", err, 1, true)
+    env = {}
+    assert.is_nil((url_lib.password_from_env(getenv)))
+  end)
+
+  it("shows the source without the password", function()
+    local o = assert(pg.parse_url("postgresql://reader:Secret-2@db:5432/shop"))
+    assert.equal("postgresql://reader@db:5432/shop", pg.display(o))
+    o = assert(my.parse_url("mysql://reader:Secret-2@db/shop?socket=/s.sock"))
+    assert.equal("mysql://reader@[/s.sock]/shop", my.display(o))
+  end)
+end)
