@@ -77,9 +77,14 @@ for _, engine in ipairs(engines) do
       local t = socket.gettime()
       srv:admin(CREATE[engine]("bench_big", BIG) .. CREATE[engine]("bench_small", SMALL))
       print(("%s: tables made in %.1f s"):format(engine, socket.gettime() - t))
+      -- the best of ROUNDS (default 2) for each, alternated: the machine may be shared
       timed(export_cmd(srv, "bench_big")) -- warm the cache
-      local native = timed(export_cmd(srv, "bench_big"))
-      local secs, peak_big, bytes = serve_once(srv, "bench_big")
+      local native, secs, peak_big, bytes = math.huge, math.huge, 0, 0
+      for _ = 1, tonumber(os.getenv("ROUNDS") or (report_quick and "1" or "2")) do
+        native = math.min(native, timed(export_cmd(srv, "bench_big")))
+        local s, p, b = serve_once(srv, "bench_big")
+        secs, peak_big, bytes = math.min(secs, s), math.max(peak_big, p), b
+      end
       local _, peak_small = serve_once(srv, "bench_small")
       local ratio = native / secs
       local flat = peak_big <= peak_small * 1.25 + 2048

@@ -369,12 +369,30 @@ local function start_mariadb()
   return self
 end
 
+-- A watchdog: when the spec process dies without its teardown (killed by a
+-- timeout), the server is killed and its directory removed.
+local function watchdog(srv)
+  local me = require("biconnector.core").process.getpid()
+  local kill
+  if srv.engine == "postgresql" then
+    kill = srv:as_user(("%s/pg_ctl -D %s -m immediate stop"):format(srv.bin, sh_quote(srv.data)))
+  else
+    kill = ("kill -KILL $(cat %s)"):format(sh_quote(srv.dir .. "/mysqld.pid"))
+  end
+  local script = ("while kill -0 %d 2>/dev/null && [ -d %s ]; do sleep 2; done; [ -d %s ] && { %s; rm -rf %s; }")
+    :format(me, sh_quote(srv.dir), sh_quote(srv.dir), kill, sh_quote(srv.dir))
+  os.execute(CLEAN .. "sh -c " .. sh_quote(script) .. " >/dev/null 2>&1 &")
+end
+
 -- Starts a server of the engine ("postgresql" or "mysql"); raises with the
 -- server's own messages when it cannot.
 function D.start(engine)
-  if engine == "postgresql" then return start_postgresql() end
-  if engine == "mysql" then return start_mariadb() end
-  error("unknown engine " .. tostring(engine))
+  local srv
+  if engine == "postgresql" then srv = start_postgresql()
+  elseif engine == "mysql" then srv = start_mariadb()
+  else error("unknown engine " .. tostring(engine)) end
+  watchdog(srv)
+  return srv
 end
 
 return D
