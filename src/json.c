@@ -101,9 +101,7 @@ int bic_json_put_string(bic_buffer *b, const char *str, size_t len, int flags) {
     if (k == 2) {
       n = utf8_sequence(s + i, len - i, &skip);
       if (n) {
-        memcpy(o, s + i, (size_t)n);
-        o += n;
-        i += (size_t)n;
+        do *o++ = (char)s[i++]; while (--n > 0);  /* 2 to 4 bytes: no memcpy call */
         continue;
       }
       if (!(flags & BIC_JSON_REPLACE_INVALID)) return -2;
@@ -392,6 +390,12 @@ static int grisu2(double d, char *buf, int *k) {
   return n;
 }
 
+/* Copies a few bytes (the digits of a number) without a call to memcpy. */
+static inline char *put_bytes(char *o, const char *s, int n) {
+  while (n-- > 0) *o++ = *s++;
+  return o;
+}
+
 /* Formats finite d into out (at least 32 bytes); returns the length. A value
  * with no fraction keeps a ".0" so that it reads back as a float in Lua 5.4. */
 static int format_double(char *out, double d) {
@@ -407,31 +411,26 @@ static int format_double(char *out, double d) {
   point = n + k; /* d = 0.digits * 10^point */
   if (point > 0 && point <= 17) {
     if (n <= point) {             /* 1234500.0 */
-      memcpy(out + len, digits, (size_t)n);
-      len += n;
+      len = (int)(put_bytes(out + len, digits, n) - out);
       for (i = n; i < point; i++) out[len++] = '0';
       out[len++] = '.';
       out[len++] = '0';
     } else {                      /* 12.345 */
-      memcpy(out + len, digits, (size_t)point);
-      len += point;
+      len = (int)(put_bytes(out + len, digits, point) - out);
       out[len++] = '.';
-      memcpy(out + len, digits + point, (size_t)(n - point));
-      len += n - point;
+      len = (int)(put_bytes(out + len, digits + point, n - point) - out);
     }
   } else if (point <= 0 && point > -5) { /* 0.0012345 */
     out[len++] = '0';
     out[len++] = '.';
     for (i = point; i < 0; i++) out[len++] = '0';
-    memcpy(out + len, digits, (size_t)n);
-    len += n;
+    len = (int)(put_bytes(out + len, digits, n) - out);
   } else {                        /* 1.2345e+20, 1e-7 */
     int e = point - 1;
     out[len++] = digits[0];
     if (n > 1) {
       out[len++] = '.';
-      memcpy(out + len, digits + 1, (size_t)(n - 1));
-      len += n - 1;
+      len = (int)(put_bytes(out + len, digits + 1, n - 1) - out);
     }
     out[len++] = 'e';
     if (e >= 0) out[len++] = '+';
