@@ -219,6 +219,17 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
       assert.matches(engine .. "://" .. db.RO_USER .. "@127.0.0.1:" .. srv.port, all, 1, true)
     end)
 
+    it("masks a password given in the URL: banner and title", function()
+      local h2 = S.start(S.serve_command({ srv:url(), "--listen", "127.0.0.1:0", "--no-auth" }))
+      local out = S.stdout(h2) .. S.stderr(h2)
+      local status, body = post(h2, "/check", {})
+      S.stop(h2)
+      assert.equals(200, status, body)
+      assert.is_nil(out:find(db.RO_PASSWORD, 1, true), out)
+      assert.matches(engine .. "://" .. db.RO_USER .. ":***@127.0.0.1:" .. srv.port, out, 1, true)
+      assert.matches('serving "bic"', out, 1, true)
+    end)
+
     it("refuses to start with a wrong password, saying why without the password", function()
       local rc, out = run(("env BICONNECTOR_TOKEN=x %s bin/biconnector serve %s --listen 127.0.0.1:0"):format(
         helpers.runtime, S.shell_quote(srv:url(db.RO_USER, "Wrong-Pw-77"))))

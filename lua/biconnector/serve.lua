@@ -65,6 +65,15 @@ function _M.parse_listen(text)
   return host, port
 end
 
+-- A database URL as output may show it: the password (between "user:" and the
+-- last "@" of the authority) as ***.
+local function masked(file)
+  return (tostring(file):gsub("^(%a[%w+.-]*://)([^/]*)@", function(scheme, userinfo)
+    local user = userinfo:match("^([^:]*):")
+    return scheme .. (user and (user .. ":***") or userinfo) .. "@"
+  end))
+end
+
 local function positive_number(name, value, integer)
   local n = tonumber(value)
   if not n or n < 0 or (integer and n ~= math.floor(n)) then
@@ -142,7 +151,7 @@ function _M.parse_args(args)
     elseif a:match("^%-") then
       return nil, format("unknown option '%s'", a)
     elseif o.file then
-      return nil, format("one connector file only (got '%s' and '%s')", o.file, a)
+      return nil, format("one connector file only (got '%s' and '%s')", masked(o.file), masked(a))
     else
       o.file = a
     end
@@ -304,7 +313,7 @@ local function reload(o, live, who)
   end
   live.connector = connector
   -- a database URL may carry a password (user:password@): never into the log
-  log_line({ now_utc(), who, tostring(process.getpid()), "reloaded", (o.file:gsub("//([^/:@]*):[^/@]*@", "//%1:***@")) })
+  log_line({ now_utc(), who, tostring(process.getpid()), "reloaded", masked(o.file) })
   return true
 end
 
@@ -460,11 +469,11 @@ function _M.main(args)
     dev_link = dev.link(base:sub(1, #base - #o.prefix), dev.initial_settings(connector.settings, { token = o.token }))
     dev_wrap = function(h, live) -- live.connector: the current one (SIGHUP reloads it)
       return dev.wrap(h, { connector = function() return live.connector end, base = base, prefix = o.prefix,
-        source = o.file })
+        source = masked(o.file) })
     end
   end
   stdout:write(format("biconnector %s: serving %q from %s (%d worker%s)\n", core.version,
-    tostring(connector.title or "connector"), o.file, o.workers, o.workers == 1 and "" or "s"))
+    tostring(connector.title or "connector"), masked(o.file), o.workers, o.workers == 1 and "" or "s"))
   if connector.source then
     stdout:write(o.no_auth and "no authentication (--no-auth)\n"
       or "Bitrix24 must send the token in the connector setting `token`\n")

@@ -509,7 +509,7 @@ function _M.connector(opts)
   end
   local title = opts.title
   if title == nil then
-    title = (opts.url or ""):match("([^/]+)$") or src:display()
+    title = (opts.url or ""):gsub("^(%a[%w+.-]*://)[^/]*@", "%1"):match("([^/]+)$") or src:display()
     title = title:gsub("%?.*$", ""):gsub("%.[%w]+$", "")
     if title == "" then title = "Database" end
   end
