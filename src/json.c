@@ -1353,10 +1353,13 @@ static void close_level(encoder *E) {
 static int encode_document(encoder *E) {
   lua_State *L = E->L;
   enc_level *lv;
+  int type;
   lua_pushvalue(L, ENC_VALUE);
 
 value:  /* the value at the top of the stack is written and popped */
-  switch (lua_type(L, -1)) {
+  type = lua_type(L, -1);
+typed:  /* the same, its type known */
+  switch (type) {
     case LUA_TSTRING:
       if (put_string(E, -1, 0) != 0) return -1;
       break;
@@ -1392,7 +1395,7 @@ next:  /* the next value of the innermost open container, or close it */
   lv = &E->levels[E->depth - 1];
   switch (lv->kind) {
     case LEVEL_WALK:
-      if (lua_next(L, lv->table)) {
+      while (lua_next(L, lv->table)) {
         int in_order;
       walk_item:  /* key and value of the walk at the top */
 #if BIC_HAS_INTEGERS
@@ -1403,7 +1406,13 @@ next:  /* the next value of the innermost open container, or close it */
         if (in_order) {
           if (lv->i++ > 0) PUT_CHAR(E, ',');
           if (put_newline(E, E->depth) != 0) return -1;
-          goto value;
+          /* strings and numbers here, without the round through value and next */
+          type = lua_type(L, -1);
+          if (type == LUA_TSTRING) { if (put_string(E, -1, 0) != 0) return -1; }
+          else if (type == LUA_TNUMBER) { if (put_number(E, -1) != 0) return -1; }
+          else goto typed;
+          lua_pop(L, 1);
+          continue;
         }
         /* Out of order: check the keys, then write the items again by index. */
         lua_pop(L, 2);
@@ -1435,14 +1444,19 @@ next:  /* the next value of the innermost open container, or close it */
       lua_pop(L, 1);
       goto next;
     case LEVEL_OBJECT:
-      if (lua_next(L, lv->table)) {
+      while (lua_next(L, lv->table)) {
       object_item:  /* key and value of the walk at the top */
         if (lv->i++ > 0) PUT_CHAR(E, ',');
         if (put_newline(E, E->depth) != 0) return -1;
         if (put_key(E, -2) != 0) return -1;
         PUT_CHAR(E, ':');
         if (E->indent) PUT_CHAR(E, ' ');
-        goto value;
+        /* strings and numbers here, without the round through value and next */
+        type = lua_type(L, -1);
+        if (type == LUA_TSTRING) { if (put_string(E, -1, 0) != 0) return -1; }
+        else if (type == LUA_TNUMBER) { if (put_number(E, -1) != 0) return -1; }
+        else goto typed;
+        lua_pop(L, 1);
       }
       if (lv->i > 0 && put_newline(E, E->depth - 1) != 0) return -1;
       PUT_CHAR(E, '}');
