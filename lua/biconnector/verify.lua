@@ -619,7 +619,11 @@ local function step_data(ctx, code, fields)
   for _, wanted in ipairs({ "int", "string" }) do
     for _, fd in ipairs(fields) do
       local v = rows and rows[1] and rows[1][fd.code]
-      if fd.type == wanted and v ~= nil and v ~= null and (type(v) == "string" or type(v) == "number") then
+      -- an integer beyond 2^53 that this runtime holds only as a double (LuaJIT)
+      -- cannot be sent back exactly: filtering on it would test the rounding
+      local inexact = type(v) == "number" and math.type == nil and (v >= 2^53 or v <= -2^53)
+      if fd.type == wanted and v ~= nil and v ~= null and (type(v) == "string" or type(v) == "number")
+        and not inexact then
         field, value = fd.code, v
         break
       end
@@ -634,7 +638,11 @@ local function step_data(ctx, code, fields)
   if ctx.mode == "form" and type(value) == "number" then
     -- integral values without an exponent; anything else (1.5 under an int
     -- field, 1e300) as Lua writes it, which format("%d") would refuse
-    sent = (value == floor(value) and value > -2^53 and value < 2^53) and format("%d", value) or format("%.17g", value)
+    if math.type and math.type(value) == "integer" then
+      sent = format("%d", value) -- 64-bit integers as they are (Lua 5.4)
+    else
+      sent = (value == floor(value) and value > -2^53 and value < 2^53) and format("%d", value) or format("%.17g", value)
+    end
   end
   name = format("data %s (filter[=%s]=%s)", code, field, tostring(sent))
   local frows
