@@ -137,12 +137,14 @@ describe("core userdata close once", function()
 end)
 
 describe("core descriptors", function()
+  -- The descriptors of this process: count and "fd -> target" lines.
   local function open_fds()
-    local p = io.popen("ls /proc/" .. core.process.getpid() .. "/fd")
-    local n = 0
-    for _ in p:lines() do n = n + 1 end
+    local p = io.popen("cd /proc/" .. core.process.getpid() .. "/fd && for f in *; do "
+      .. "echo \"$f -> $(readlink $f)\"; done")
+    local n, lines = 0, {}
+    for line in p:lines() do n, lines[#lines + 1] = n + 1, line end
     p:close()
-    return n
+    return n, table.concat(lines, "\n")
   end
 
   it("are all given back: servers, http handles, locks, atomic writes, closed or collected", function()
@@ -152,7 +154,7 @@ describe("core descriptors", function()
     end
     local path = os.tmpname()
     full_gc()
-    local before = open_fds()
+    local before, before_list = open_fds()
     for i = 1, 20 do
       local srv = assert(core.server.new { port = 0, handler = function() end })
       if i % 2 == 0 then srv:close() end
@@ -166,7 +168,17 @@ describe("core descriptors", function()
       assert(core.http.write_atomic(path .. ".data", "x"))
     end
     full_gc()
-    assert.equals(before, open_fds())
+    -- Another part of this process may hold a descriptor for a moment (a libcurl
+    -- resolver thread a former spec left behind ends on its own): the count must
+    -- come back to where it was, and a leak of ours never does.
+    local now, now_list = open_fds()
+    for _ = 1, 100 do
+      if now == before then break end
+      core.process.sleep(0.1)
+      full_gc()
+      now, now_list = open_fds()
+    end
+    assert.equals(before, now, "descriptors before:\n" .. before_list .. "\nafter:\n" .. now_list)
     os.remove(path)
     os.remove(path .. ".data")
   end)
