@@ -76,6 +76,11 @@ function M.start_redis(extra)
   local pid = M.spawn(("env -u LD_PRELOAD %s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s --daemonize no %s")
     :format(M.REDIS, port, dir, extra or ""), dir .. "/redis.log")
   local r = { port = port, pid = pid, dir = dir }
+  -- a watchdog stops it should this spec process end without its teardown
+  -- (an error in an earlier teardown step left one running after the suite)
+  M.spawn(("env -u LD_PRELOAD sh -c 'while kill -0 %d 2>/dev/null && kill -0 %d 2>/dev/null; do sleep 1; done; "
+    .. "kill %d 2>/dev/null; rm -rf %s'"):format(helpers.getpid and helpers.getpid() or require("biconnector.core").process.getpid(),
+    pid, pid, dir))
   M.wait("redis-server to answer PING", function()
     local c = socket.connect("127.0.0.1", port)
     if not c then return false end
