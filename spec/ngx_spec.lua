@@ -18,133 +18,17 @@ local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
 
 ---------------------------------------------------------------- environment
 
--- Helper commands run without LD_PRELOAD: a sanitizer run (BIC_SANITIZE=1)
--- preloads ASan, under which pgrep deadlocks and nginx was not built.
-local CLEAN = "unset LD_PRELOAD; "
+local N = require "ngx_helpers"
+local sh, popen, read, write = N.sh, N.popen, N.read, N.write
+local MODULES, luajit_build, find_nginx = N.MODULES, N.luajit_build, N.find_nginx
+local make_prefix, wait_until, free_port = N.make_prefix, N.wait_until, helpers.free_port
 
-local function sh(cmd)
-  local r = os.execute(CLEAN .. cmd)
-  return r == true or r == 0
-end
-
-local function popen(cmd) return io.popen(CLEAN .. cmd) end
-
-local function readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function find_nginx()
-  for _, p in ipairs({ os.getenv("BIC_NGINX") or "", "/usr/sbin/nginx", "/usr/local/sbin/nginx" }) do
-    if p ~= "" and readable(p) then return p end
-  end
-end
-
-local MODULES = os.getenv("BIC_NGINX_MODULES") or "/usr/lib/nginx/modules"
-
-local function luajit_build()
-  if helpers.runtime == "luajit" then return helpers.build end
-  local b = os.getenv("BIC_BUILD_LUAJIT") or (TOP .. "/build-luajit")
-  if b:sub(1, 1) ~= "/" then b = TOP .. "/" .. b end
-  return b
-end
-
--- nil when everything is there, else what is missing
-local function missing()
-  if not find_nginx() then return "nginx is not installed (Debian: nginx)" end
-  for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    if not readable(MODULES .. "/" .. m) then
-      return m .. " is not in " .. MODULES .. " (Debian: libnginx-mod-http-ndk, libnginx-mod-http-lua)"
-    end
-  end
-  if not readable("/usr/share/lua/5.1/resty/core.lua") and not os.getenv("BIC_NGINX_MODULES") then
-    return "resty.core is missing (Debian: lua-resty-core, lua-resty-lrucache)"
-  end
-  if not readable(luajit_build() .. "/biconnector/core.so") then
-    return "the LuaJIT build of the C core is missing: " .. luajit_build() .. " (make luajit)"
-  end
-end
-
----------------------------------------------------------------- nginx process
-
-local free_port = helpers.free_port
-
-local function make_prefix()
-  local p = popen("mktemp -d /tmp/bic-ngx-XXXXXX")
-  local dir = p:read("*l")
-  p:close()
-  assert(dir and dir ~= "", "mktemp failed")
-  assert(sh("mkdir -p " .. dir .. "/logs && chmod 755 " .. dir))
-  return dir
-end
-
-local function alive(pid)
-  local stat = read("/proc/" .. pid .. "/stat")
-  if stat == "" then return false end
-  return stat:match("^%d+ %b() (%a)") ~= "Z" -- a zombie nobody reaped is gone for us
-end
-
-local function wait_until(predicate, seconds)
-  local deadline = socket.gettime() + seconds
-  while socket.gettime() < deadline do
-    if predicate() then return true end
-    socket.sleep(0.05)
-  end
-  return predicate()
-end
-
--- Starts nginx in the foreground (daemon off) as our child, so that stopping
--- it reaps it. -> handle { prefix, pid, port, error_log } | nil, message
+-- nginx with the tokens and the SQLite file the example connectors read
 local function start_nginx(prefix, conf_text, port)
-  local conf = prefix .. "/nginx.conf"
-  write(conf, conf_text)
-  local out = prefix .. "/logs/start.out"
-  local pipe = popen(format("MINIMAL_TOKEN=%s BIC_DEMO_TOKEN=%s BIC_SQLITE_DB=%s/orders.db exec sh -c 'echo $$; exec %s -p %s -c %s -e %s/logs/error.log -g \"daemon off;\" 2>%s'",
-    MINIMAL_TOKEN, DEMO_TOKEN, prefix, find_nginx(), prefix, conf, prefix, out), "r")
-  local h = { prefix = prefix, port = port, error_log = prefix .. "/logs/error.log", pipe = pipe }
-  h.pid = pipe:read("*l")
-  -- the pid file appears once the configuration is loaded and the port is bound
-  wait_until(function() return read(prefix .. "/nginx.pid") ~= "" or not alive(h.pid) end, 10)
-  if read(prefix .. "/nginx.pid") == "" then
-    local _ = alive(h.pid) and sh("kill -KILL " .. h.pid)
-    pipe:close()
-    return nil, read(out) .. read(h.error_log)
-  end
-  return h
+  return N.start(prefix, conf_text, port,
+    format("MINIMAL_TOKEN=%s BIC_DEMO_TOKEN=%s BIC_SQLITE_DB=%s/orders.db", MINIMAL_TOKEN, DEMO_TOKEN, prefix))
 end
-
--- Graceful stop, then SIGKILL for the master and its workers if still there.
-local function stop_nginx(h)
-  if not h or not h.pid then return end
-  local children = {}
-  local p = popen("pgrep -P " .. h.pid .. " 2>/dev/null")
-  for line in p:lines() do children[#children + 1] = line end
-  p:close()
-  sh("kill -QUIT " .. h.pid .. " 2>/dev/null")
-  if not wait_until(function() return not alive(h.pid) end, 5) then
-    sh("kill -KILL " .. h.pid .. " 2>/dev/null")
-  end
-  for _, c in ipairs(children) do
-    if alive(c) then sh("kill -KILL " .. c .. " 2>/dev/null") end
-  end
-  h.pipe:close() -- reaps the master
-  h.pid = nil
-end
+local stop_nginx = N.stop
 
 ---------------------------------------------------------------- HTTP client
 
@@ -212,7 +96,7 @@ local function q(s) return format("%q", s) end
 
 ---------------------------------------------------------------- the spec
 
-local why_not = missing()
+local why_not = N.missing()
 
 describe("biconnector.ngx outside nginx", function()
   local glue = require "biconnector.ngx"
@@ -253,8 +137,8 @@ end)
 
 describe("biconnector.ngx #ngx", function()
   if why_not then
-    io.stderr:write("\n*** SKIPPED: spec/ngx_spec.lua: " .. why_not .. "\n")
-    it("needs nginx with the Lua module", function() pending(why_not) end)
+    local msg = N.skipped("spec/ngx_spec.lua", why_not)
+    it("needs nginx with the Lua module", function() pending(msg) end)
     return
   end
 
@@ -272,26 +156,7 @@ describe("biconnector.ngx #ngx", function()
   setup(function()
     prefix = make_prefix()
     port = free_port()
-    local conf = concat({
-      "load_module " .. MODULES .. "/ndk_http_module.so;",
-      "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
-      "worker_processes 1;",
-      helpers.nginx_user_line(),
-      "pid " .. prefix .. "/nginx.pid;",
-      "error_log " .. prefix .. "/logs/error.log notice;",
-      "env MINIMAL_TOKEN;",
-      "env BIC_DEMO_TOKEN;",
-      "env BIC_SQLITE_DB;",
-      "thread_pool biconnector threads=4;",
-      "events { worker_connections 64; }",
-      "http {",
-      format('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;%s/examples/nginx/?.lua;;";', TOP, TOP, TOP),
-      format('  lua_package_cpath "%s/?.so;;";', luajit_build()),
-      "  client_body_temp_path " .. prefix .. "/body;",
-      "  proxy_temp_path " .. prefix .. "/proxy;",
-      "  fastcgi_temp_path " .. prefix .. "/fastcgi;",
-      "  uwsgi_temp_path " .. prefix .. "/uwsgi;",
-      "  scgi_temp_path " .. prefix .. "/scgi;",
+    local conf = N.conf(prefix, {
       "  log_format bic '$request_uri $status endpoint=$bic_endpoint table=$bic_table rows=$bic_rows "
         .. "bytes=$bic_bytes error=$bic_error end=$bic_end';",
       "  access_log " .. prefix .. "/logs/access.log bic;",
@@ -337,8 +202,7 @@ describe("biconnector.ngx #ngx", function()
       "      content_by_lua_block { require('biconnector.ngx').error_page(413) }",
       "    }",
       "  }",
-      "}",
-    }, "\n")
+    }, { env = { "MINIMAL_TOKEN", "BIC_DEMO_TOKEN", "BIC_SQLITE_DB" }, package_path = TOP .. "/examples/nginx/?.lua" })
     local err
     h, err = start_nginx(prefix, conf, port)
     assert(h, "nginx did not start: " .. tostring(err))
@@ -346,7 +210,7 @@ describe("biconnector.ngx #ngx", function()
 
   teardown(function()
     stop_nginx(h)
-    if prefix and not os.getenv("BIC_KEEP_NGINX") then sh("rm -rf " .. prefix) end
+    N.remove_prefix(prefix)
   end)
 
   describe("the minimal example (prefix derived from the URI)", function()
@@ -632,14 +496,15 @@ end)
 
 describe("examples/nginx/nginx.conf #ngx", function()
   if why_not then
-    it("needs nginx with the Lua module", function() pending(why_not) end)
+    local msg = N.skipped("spec/ngx_spec.lua", why_not)
+    it("needs nginx with the Lua module", function() pending(msg) end)
     return
   end
   local h, prefix
 
   teardown(function()
     stop_nginx(h)
-    if prefix and not os.getenv("BIC_KEEP_NGINX") then sh("rm -rf " .. prefix) end
+    N.remove_prefix(prefix)
   end)
 
   it("docs/openresty.md: the configuration shown passes nginx -t", function()

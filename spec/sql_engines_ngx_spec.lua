@@ -7,91 +7,11 @@
 local helpers = require "helpers"
 local db = require "dbservers"
 local cjson = require "cjson"
-local socket = require "socket"
+local N = require "ngx_helpers"
 
 local format, concat = string.format, table.concat
-local TOP = helpers.top == "." and (os.getenv("PWD") or ".") or helpers.top
-local MODULES = os.getenv("BIC_NGINX_MODULES") or "/usr/lib/nginx/modules"
+local read, write, wait_until = N.read, N.write, N.wait_until
 local TOKEN = "ngx-engines-token"
-
-local function readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function luajit_build()
-  if helpers.runtime == "luajit" then return helpers.build end
-  local b = os.getenv("BIC_BUILD_LUAJIT") or (TOP .. "/build-luajit")
-  if b:sub(1, 1) ~= "/" then b = TOP .. "/" .. b end
-  return b
-end
-
-local function nginx_binary()
-  for _, p in ipairs({ os.getenv("BIC_NGINX") or "", "/usr/sbin/nginx", "/usr/local/sbin/nginx" }) do
-    if p ~= "" and readable(p) then return p end
-  end
-end
-
-local function missing_nginx()
-  if not nginx_binary() then return "nginx is not installed (Debian: nginx)" end
-  for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    if not readable(MODULES .. "/" .. m) then return m .. " is not in " .. MODULES end
-  end
-  if not readable(luajit_build() .. "/biconnector/core.so") then
-    return "the LuaJIT build of the C core is missing (make luajit)"
-  end
-end
-
-local function alive(pid)
-  local stat = read("/proc/" .. pid .. "/stat")
-  return stat ~= "" and stat:match("^%d+ %b() (%a)") ~= "Z"
-end
-
-local function wait_until(predicate, seconds)
-  local deadline = socket.gettime() + seconds
-  while socket.gettime() < deadline do
-    if predicate() then return true end
-    socket.sleep(0.05)
-  end
-  return predicate()
-end
-
-local function exchange(sock, path, body)
-  sock:send(format("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
-    .. "Content-Length: %d\r\n\r\n%s", path, #body, body))
-  local raw, err, partial = sock:receive("*a")
-  raw = raw or partial
-  assert(raw and raw ~= "", "no answer: " .. tostring(err))
-  local head, rest = raw:match("^(.-)\r\n\r\n(.*)$")
-  local status = tonumber(head:match("^HTTP/1%.%d (%d+)"))
-  if head:lower():find("transfer%-encoding: chunked") then
-    local out, pos = {}, 1
-    while true do
-      local size, after = rest:match("^(%x+)[^\r\n]*\r\n()", pos)
-      size = tonumber(size, 16)
-      if not size or size == 0 then break end
-      out[#out + 1] = rest:sub(after, after + size - 1)
-      pos = after + size + 2
-    end
-    rest = concat(out)
-  end
-  return status, rest
-end
 
 local SETUP = {
   postgresql = [[
@@ -117,10 +37,10 @@ local ACTIVE = {
 }
 
 describe("PostgreSQL and MySQL sources under nginx", function()
-  local why = missing_nginx()
+  local why = N.missing()
   if why then
-    io.stderr:write("\n*** SKIPPED: sql_engines_ngx_spec: " .. why .. "\n")
-    it("runs under nginx", function() pending("SKIPPED: " .. why) end)
+    local msg = N.skipped("sql_engines_ngx_spec", why)
+    it("needs nginx with the Lua module", function() pending(msg) end)
     return
   end
   local engines = {}
@@ -129,13 +49,10 @@ describe("PostgreSQL and MySQL sources under nginx", function()
     if m then db.skip(e, m) else engines[#engines + 1] = e end
   end
   if #engines == 0 then return end
-  local servers, prefix, port, pid, pipe = {}, nil, nil, nil, nil
+  local servers, prefix, port, nginx = {}, nil, nil, nil
 
   setup(function()
-    local made, out = db.run("mktemp -d /tmp/bic-ngx-XXXXXX")
-    assert(made, out)
-    prefix = out:match("^(%S+)")
-    assert(db.run("mkdir -p " .. prefix .. "/logs && chmod 755 " .. prefix))
+    prefix = N.make_prefix()
     local locations = {}
     for _, e in ipairs(engines) do
       local srv = db.start(e)
@@ -147,62 +64,25 @@ describe("PostgreSQL and MySQL sources under nginx", function()
         e, prefix .. "/" .. e .. ".lua")
     end
     port = helpers.free_port()
-    local conf = concat({
-      "load_module " .. MODULES .. "/ndk_http_module.so;",
-      "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
-      "worker_processes 1;",
-      helpers.nginx_user_line(),
-      "pid " .. prefix .. "/nginx.pid;",
-      "error_log " .. prefix .. "/logs/error.log notice;",
-      "thread_pool biconnector threads=4;",
-      "events { worker_connections 64; }",
-      "http {",
-      format('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";', TOP, TOP),
-      format('  lua_package_cpath "%s/?.so;;";', luajit_build()),
-      "  client_body_temp_path " .. prefix .. "/body;",
-      "  proxy_temp_path " .. prefix .. "/proxy;",
-      "  fastcgi_temp_path " .. prefix .. "/fastcgi;",
-      "  uwsgi_temp_path " .. prefix .. "/uwsgi;",
-      "  scgi_temp_path " .. prefix .. "/scgi;",
+    local err
+    nginx, err = N.start(prefix, N.conf(prefix, {
       "  access_log off;",
       "  server {",
       "    listen 127.0.0.1:" .. port .. ";",
       concat(locations, "\n"),
       "  }",
-      "}",
-    }, "\n")
-    write(prefix .. "/nginx.conf", conf)
-    pipe = io.popen(format("unset LD_PRELOAD; exec sh -c 'echo $$; exec %s -p %s -c %s/nginx.conf -g \"daemon off;\" 2>%s/logs/start.out'",
-      nginx_binary(), prefix, prefix, prefix), "r")
-    pid = pipe:read("*l")
-    wait_until(function() return read(prefix .. "/nginx.pid") ~= "" or not alive(pid) end, 10)
-    assert(read(prefix .. "/nginx.pid") ~= "", "nginx did not start: " .. read(prefix .. "/logs/start.out")
-      .. read(prefix .. "/logs/error.log"))
+    }), port)
+    assert(nginx, "nginx did not start: " .. tostring(err))
   end)
 
   teardown(function()
-    if pid then
-      db.run("kill -QUIT " .. pid)
-      if not wait_until(function() return not alive(pid) end, 10) then db.run("kill -KILL " .. pid) end
-      pipe:close()
-    end
+    N.stop(nginx)
     for _, srv in pairs(servers) do srv:stop() end
-    if prefix and prefix:match("^/tmp/bic%-ngx%-") then db.run("rm -rf " .. db.sh_quote(prefix)) end
+    N.remove_prefix(prefix)
   end)
 
-  local function connect()
-    local s = socket.tcp()
-    s:settimeout(60)
-    assert(s:connect("127.0.0.1", port))
-    return s
-  end
-
-  local function post(path, body)
-    body.connection = body.connection or { token = TOKEN }
-    local status, text = exchange(connect(), path, cjson.encode(body))
-    local ok, decoded = pcall(cjson.decode, text)
-    return status, ok and decoded or text
-  end
+  local function connect() return N.connect(port, 60) end
+  local function post(path, body) return N.post(connect(), path, body, TOKEN) end
 
   for _, engine in ipairs(engines) do
     it(engine .. ": answers the four endpoints, the filter in SQL, an injection attempt as a value", function()

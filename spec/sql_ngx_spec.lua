@@ -6,107 +6,25 @@
 local helpers = require "helpers"
 local H = require "sql_helpers"
 local cjson = require "cjson"
-local socket = require "socket"
+local N = require "ngx_helpers"
 
-local format, concat = string.format, table.concat
-local TOP = helpers.top == "." and (os.getenv("PWD") or ".") or helpers.top
-local MODULES = os.getenv("BIC_NGINX_MODULES") or "/usr/lib/nginx/modules"
+local format = string.format
+local read, write, wait_until = N.read, N.write, N.wait_until
 local TOKEN = "ngx-sql-token"
-
-local function readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function luajit_build()
-  if helpers.runtime == "luajit" then return helpers.build end
-  local b = os.getenv("BIC_BUILD_LUAJIT") or (TOP .. "/build-luajit")
-  if b:sub(1, 1) ~= "/" then b = TOP .. "/" .. b end
-  return b
-end
-
-local function nginx_binary()
-  for _, p in ipairs({ os.getenv("BIC_NGINX") or "", "/usr/sbin/nginx", "/usr/local/sbin/nginx" }) do
-    if p ~= "" and readable(p) then return p end
-  end
-end
-
-local function missing()
-  if not nginx_binary() then return "nginx is not installed (Debian: nginx)" end
-  for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    if not readable(MODULES .. "/" .. m) then return m .. " is not in " .. MODULES end
-  end
-  if not readable(luajit_build() .. "/biconnector/core.so") then
-    return "the LuaJIT build of the C core is missing (make luajit)"
-  end
-  if not H.sh("command -v sqlite3 >/dev/null 2>&1") then return "the sqlite3 command-line tool is missing" end
-end
-
-local function alive(pid)
-  local stat = read("/proc/" .. pid .. "/stat")
-  return stat ~= "" and stat:match("^%d+ %b() (%a)") ~= "Z"
-end
-
-local function wait_until(predicate, seconds)
-  local deadline = socket.gettime() + seconds
-  while socket.gettime() < deadline do
-    if predicate() then return true end
-    socket.sleep(0.02)
-  end
-  return predicate()
-end
 
 local function q(s) return format("%q", s) end
 
-local function exchange(sock, path, body)
-  sock:send(format("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
-    .. "Content-Length: %d\r\n\r\n%s", path, #body, body))
-  local raw, err, partial = sock:receive("*a")
-  raw = raw or partial
-  assert(raw and raw ~= "", "no answer: " .. tostring(err))
-  local head, rest = raw:match("^(.-)\r\n\r\n(.*)$")
-  local status = tonumber(head:match("^HTTP/1%.%d (%d+)"))
-  if head:lower():find("transfer%-encoding: chunked") then
-    local out, pos = {}, 1
-    while true do
-      local size, after = rest:match("^(%x+)[^\r\n]*\r\n()", pos)
-      size = tonumber(size, 16)
-      if not size or size == 0 then break end
-      out[#out + 1] = rest:sub(after, after + size - 1)
-      pos = after + size + 2
-    end
-    rest = concat(out)
-  end
-  return status, rest
-end
-
 describe("biconnector.sql under nginx", function()
-  local why = missing()
-  local prefix, port, pid, pipe, dir, db
+  local why = N.missing() or (not H.sh("command -v sqlite3 >/dev/null 2>&1") and "the sqlite3 command-line tool is missing")
+  if why then
+    local msg = N.skipped("sql_ngx_spec", why)
+    it("needs nginx with the Lua module", function() pending(msg) end)
+    return
+  end
+  local prefix, port, nginx, db
   setup(function()
-    if why then
-      io.stderr:write("\n*** SKIPPED: sql_ngx_spec: " .. why .. "\n")
-      return
-    end
-    dir = H.tmpdir()
-    db = H.sample(dir, "--orders 300")
-    prefix = dir .. "/ngx"
-    assert(H.sh("mkdir -p " .. prefix .. "/logs && chmod 755 " .. dir .. " " .. prefix))
+    prefix = N.make_prefix()
+    db = H.sample(prefix, "--orders 300")
     port = helpers.free_port()
     -- the SQL connector, with a table defined by a slow query
     write(prefix .. "/sql.lua", format([[
@@ -130,23 +48,8 @@ return {
   end,
 }
 ]], prefix .. "/marks"))
-    local conf = concat({
-      "load_module " .. MODULES .. "/ndk_http_module.so;",
-      "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
-      "worker_processes 1;",
-      helpers.nginx_user_line(),
-      "pid " .. prefix .. "/nginx.pid;",
-      "error_log " .. prefix .. "/logs/error.log notice;",
-      "thread_pool biconnector threads=4;",
-      "events { worker_connections 64; }",
-      "http {",
-      format('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";', TOP, TOP),
-      format('  lua_package_cpath "%s/?.so;;";', luajit_build()),
-      "  client_body_temp_path " .. prefix .. "/body;",
-      "  proxy_temp_path " .. prefix .. "/proxy;",
-      "  fastcgi_temp_path " .. prefix .. "/fastcgi;",
-      "  uwsgi_temp_path " .. prefix .. "/uwsgi;",
-      "  scgi_temp_path " .. prefix .. "/scgi;",
+    local err
+    nginx, err = N.start(prefix, N.conf(prefix, {
       "  access_log off;",
       "  init_by_lua_block { require('biconnector.ngx').load(" .. q(prefix .. "/sql.lua") .. ") }",
       "  server {",
@@ -156,43 +59,17 @@ return {
       "    location /endless/ { content_by_lua_block { require('biconnector.ngx').serve("
         .. q(prefix .. "/endless.lua") .. ") } }",
       "  }",
-      "}",
-    }, "\n")
-    write(prefix .. "/nginx.conf", conf)
-    pipe = io.popen(format("%s exec sh -c 'echo $$; exec %s -p %s -c %s/nginx.conf -g \"daemon off;\" 2>%s/logs/start.out'",
-      H.CLEAN, nginx_binary(), prefix, prefix, prefix), "r")
-    pid = pipe:read("*l")
-    wait_until(function() return read(prefix .. "/nginx.pid") ~= "" or not alive(pid) end, 10)
-    assert(read(prefix .. "/nginx.pid") ~= "", "nginx did not start: " .. read(prefix .. "/logs/start.out")
-      .. read(prefix .. "/logs/error.log"))
+    }), port)
+    assert(nginx, "nginx did not start: " .. tostring(err))
   end)
 
   teardown(function()
-    if pid then
-      H.sh("kill -QUIT " .. pid .. " 2>/dev/null")
-      if not wait_until(function() return not alive(pid) end, 10) then H.sh("kill -KILL " .. pid) end
-      pipe:close()
-    end
-    H.rmdir(dir)
+    N.stop(nginx)
+    N.remove_prefix(prefix)
   end)
 
-  before_each(function()
-    if why then pending("SKIPPED: " .. why) end
-  end)
-
-  local function connect()
-    local s = socket.tcp()
-    s:settimeout(30)
-    assert(s:connect("127.0.0.1", port))
-    return s
-  end
-
-  local function post(path, body)
-    body.connection = body.connection or { token = TOKEN }
-    local status, text = exchange(connect(), path, cjson.encode(body))
-    local ok, decoded = pcall(cjson.decode, text)
-    return status, ok and decoded or text
-  end
+  local function connect() return N.connect(port, 30) end
+  local function post(path, body) return N.post(connect(), path, body, TOKEN) end
 
   it("answers the four endpoints from the database, its calls in the thread pool", function()
     assert.equals(200, (post("/sql/check", {})))
