@@ -11,7 +11,13 @@
 --   cases.filter(depth)     -- one raw filter object (call again for the next)
 --   cases.sql(dialect, table) -- CREATE TABLE + INSERT text: "sqlite", "postgresql", "mysql"
 --   cases.ops               -- the operators and groups every run must exercise
+--
+-- and the checks the specs share: M.check_served (the served rows equal
+-- filter.match's for every generated filter), M.assert_no_values.
 local null = require("biconnector").null
+local filter = require "biconnector.filter"
+local cjson = require "cjson"
+local assert = require "luassert"
 
 local M = {}
 
@@ -213,6 +219,92 @@ function M.collect_ops(node, seen)
     seen[node.op] = true
   end
   return seen
+end
+
+-- The field codes of the cases, in order.
+function M.codes(c)
+  local codes = {}
+  for i, f in ipairs(c.fields) do codes[i] = f.code end
+  return codes
+end
+
+-- Rows of a /data answer (a header row, then arrays in field order) as maps by code.
+function M.as_maps(rows, codes)
+  local out = {}
+  for i = 2, #rows do
+    local m = {}
+    for j, code in ipairs(codes) do m[code] = rows[i][j] end
+    out[#out + 1] = m
+  end
+  return out
+end
+
+function M.sorted_ids(maps)
+  local ids = {}
+  for i, m in ipairs(maps) do ids[i] = m.id end
+  table.sort(ids)
+  return ids
+end
+
+-- The check a server pushing filters down must pass: for `count` generated
+-- filters, the rows data({table, filter}) serves are exactly the rows
+-- filter.match selects over the whole table; every operator is generated and
+-- more than 200 filters select a proper subset. data(body) -> status, body
+-- text (one POST /data). opts.label starts each failure message;
+-- opts.values also compares every served row's values with the match's.
+function M.check_served(c, data, tbl, count, opts)
+  opts = opts or {}
+  local label = opts.label and (opts.label .. " ") or ""
+  local codes = M.codes(c)
+  local status, body = data({ table = tbl })
+  assert.equals(200, status, body)
+  local all = M.as_maps(cjson.decode(body), codes)
+  assert.equals(#c.rows, #all)
+  local seen, partial = {}, 0
+  for n = 1, count do
+    local raw = c.filter(n % 4)
+    -- the filter as the server receives it (JSON turns list keys into strings)
+    local sent = cjson.decode(cjson.encode(raw))
+    local ast, err = filter.parse(sent, c.fields)
+    assert.is_nil(err, "filter #" .. n)
+    local want = {}
+    if ast then
+      M.collect_ops(ast, seen)
+      for _, row in ipairs(all) do
+        if filter.match(ast, row) then want[#want + 1] = row end
+      end
+    else
+      want = all
+    end
+    status, body = data({ table = tbl, filter = sent })
+    assert.equals(200, status, body)
+    local got = M.as_maps(cjson.decode(body), codes)
+    assert.same(M.sorted_ids(want), M.sorted_ids(got), ("%sfilter #%d: %s"):format(label, n, cjson.encode(sent)))
+    if #want > 0 and #want < #all then partial = partial + 1 end
+    if opts.values then
+      local by_id = {}
+      for _, r in ipairs(got) do by_id[r.id] = r end
+      for _, r in ipairs(want) do assert.same(r, by_id[r.id]) end
+    end
+  end
+  for _, op in ipairs(M.ops) do
+    assert.is_true(seen[op] == true, "operator never generated: " .. op)
+  end
+  assert.is_true(partial > 200, "only " .. partial .. " filters selected a proper subset")
+end
+
+-- Fails when a string value of the filter AST stands in the SQL text (every
+-- value must be a bound parameter); names made of letters only are let by.
+function M.assert_no_values(ast, sql)
+  local function each(node)
+    if node.kind == "group" then for _, i in ipairs(node.items) do each(i) end return end
+    for _, v in ipairs(node.values or { node.value, node.from, node.to }) do
+      if type(v) == "string" and #v >= 2 and not v:match("^[%a_]+$") then
+        assert.is_nil(sql:find(v, 1, true), ("value %q in: %s"):format(v, sql))
+      end
+    end
+  end
+  each(ast)
 end
 
 return M

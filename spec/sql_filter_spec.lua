@@ -23,23 +23,7 @@ local function md5(path)
   return sum
 end
 
--- Rows (arrays in field order) as maps by code, with JSON null as biconnector.null.
-local function as_maps(rows, codes)
-  local out = {}
-  for i = 2, #rows do
-    local m = {}
-    for j, code in ipairs(codes) do m[code] = rows[i][j] end
-    out[#out + 1] = m
-  end
-  return out
-end
-
-local function sorted_ids(maps)
-  local ids = {}
-  for i, m in ipairs(maps) do ids[i] = m.id end
-  table.sort(ids)
-  return ids
-end
+local as_maps, sorted_ids = cases_mod.as_maps, cases_mod.sorted_ids
 
 describe("SQL filter pushdown (sqlite)", function()
   local skip = not H.have_sqlite3("sql_filter_spec")
@@ -50,8 +34,7 @@ describe("SQL filter pushdown (sqlite)", function()
     db = dir .. "/cases.db"
     cases = cases_mod.new(7)
     H.sqlite(db, cases.sql("sqlite", TABLE))
-    codes = {}
-    for i, f in ipairs(cases.fields) do codes[i] = f.code end
+    codes = cases_mod.codes(cases)
     sum_before = md5(db)
     h = S.start(S.serve_command({ "sqlite://" .. db, "--listen", "127.0.0.1:0", "--no-auth" }))
   end)
@@ -79,40 +62,7 @@ describe("SQL filter pushdown (sqlite)", function()
   end)
 
   it("serves, for 400 generated filters, exactly the rows match selects over the whole table", function()
-    local status, body = data({ table = TABLE })
-    assert.equals(200, status)
-    local all = as_maps(cjson.decode(body), codes)
-    assert.equals(#cases.rows, #all)
-    local seen, partial = {}, 0
-    for n = 1, COUNT do
-      local raw = cases.filter(n % 4)
-      -- the filter as the server receives it (JSON turns list keys into strings)
-      local sent = cjson.decode(cjson.encode(raw))
-      local ast, err = filter.parse(sent, cases.fields)
-      assert.is_nil(err, "filter #" .. n)
-      local want = {}
-      if ast then
-        cases_mod.collect_ops(ast, seen)
-        for _, row in ipairs(all) do
-          if filter.match(ast, row) then want[#want + 1] = row end
-        end
-      else
-        want = all
-      end
-      status, body = data({ table = TABLE, filter = sent })
-      assert.equals(200, status, body)
-      local got = as_maps(cjson.decode(body), codes)
-      assert.same(sorted_ids(want), sorted_ids(got), ("filter #%d: %s"):format(n, cjson.encode(sent)))
-      if #want > 0 and #want < #all then partial = partial + 1 end
-      -- the values themselves, not only which rows
-      local by_id = {}
-      for _, r in ipairs(got) do by_id[r.id] = r end
-      for _, r in ipairs(want) do assert.same(r, by_id[r.id]) end
-    end
-    for _, op in ipairs(cases.ops) do
-      assert.is_true(seen[op] == true, "operator never generated: " .. op)
-    end
-    assert.is_true(partial > 200, "only " .. partial .. " filters selected a proper subset")
+    cases_mod.check_served(cases, data, TABLE, COUNT, { values = true })
   end)
 
   -- The source in this process, with every data query traced.
@@ -177,15 +127,7 @@ describe("SQL filter pushdown (sqlite)", function()
         assert.equals(#params, marks, sql)
         values = values + #params
         -- and no string value of the filter appears in the text
-        local function each(node)
-          if node.kind == "group" then for _, i in ipairs(node.items) do each(i) end return end
-          for _, v in ipairs(node.values or { node.value, node.from, node.to }) do
-            if type(v) == "string" and #v >= 2 and not v:match("^[%a_]+$") then
-              assert.is_nil(sql:find(v, 1, true), ("value %q in: %s"):format(v, sql))
-            end
-          end
-        end
-        each(ast)
+        cases_mod.assert_no_values(ast, sql)
       end
     end
     assert.is_true(values > 400, "only " .. values .. " parameters bound")
