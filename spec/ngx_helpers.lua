@@ -1,5 +1,5 @@
 -- Helpers for the specs that run biconnector.ngx inside a real nginx with the
--- Lua module (ngx_spec, sql_ngx_spec, sql_engines_ngx_spec): what is missing
+-- Lua module (ngx_spec, sql_ngx_spec, sql_engines_ngx_spec, rest_ngx_spec): what is missing
 -- (a reason for a loud skip), a prefix directory, the head of a test
 -- nginx.conf, and starting nginx as our child / stopping it. nginx loads the
 -- LuaJIT build of the C core (BIC_BUILD under luajit, else BIC_BUILD_LUAJIT or
@@ -118,13 +118,14 @@ end
 -- `biconnector`, everything under prefix, a server on 127.0.0.1:port, and
 -- `lines` (the spec's own) inside the http block.
 -- opts.env: names of environment variables the workers may read;
--- opts.package_path: more entries for lua_package_path (";"-separated).
+-- opts.package_path: more entries for lua_package_path (";"-separated);
+-- opts.workers: worker processes (1); opts.thread_pool = false: no pool.
 function M.conf(prefix, lines, opts)
   opts = opts or {}
   local out = {
     "load_module " .. M.MODULES .. "/ndk_http_module.so;",
     "load_module " .. M.MODULES .. "/ngx_http_lua_module.so;",
-    "worker_processes 1;",
+    "worker_processes " .. (opts.workers or 1) .. ";",
     helpers.nginx_user_line(),
     "pid " .. prefix .. "/nginx.pid;",
     "error_log " .. prefix .. "/logs/error.log notice;",
@@ -132,8 +133,8 @@ function M.conf(prefix, lines, opts)
   for _, name in ipairs(opts.env or {}) do out[#out + 1] = "env " .. name .. ";" end
   local path = format("%s/lua/?.lua;%s/lua/?/init.lua;", M.TOP, M.TOP)
   if opts.package_path then path = path .. opts.package_path .. ";" end
+  if opts.thread_pool ~= false then out[#out + 1] = "thread_pool biconnector threads=4;" end
   for _, line in ipairs({
-    "thread_pool biconnector threads=4;",
     "events { worker_connections 64; }",
     "http {",
     format('  lua_package_path "%s;";', path),

@@ -8,32 +8,7 @@ local socket = require "socket"
 local http = require("biconnector.core").http
 local control = require "portal.control"
 
-local TOP = helpers.top == "." and (os.getenv("PWD") or ".") or helpers.top
-local MODULES = os.getenv("BIC_NGINX_MODULES") or "/usr/lib/nginx/modules"
-local NGINX = os.getenv("BIC_NGINX") or "/usr/sbin/nginx"
-
-local function readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function luajit_build()
-  if helpers.runtime == "luajit" then return helpers.build end
-  local b = os.getenv("BIC_BUILD_LUAJIT") or (TOP .. "/build-luajit")
-  if b:sub(1, 1) ~= "/" then b = TOP .. "/" .. b end
-  return b
-end
-
-local function missing()
-  if not readable(NGINX) then return "nginx is not installed (Debian: nginx)" end
-  for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    if not readable(MODULES .. "/" .. m) then return m .. " is missing (Debian: libnginx-mod-http-lua)" end
-  end
-  if not readable(luajit_build() .. "/biconnector/core.so") then
-    return "the LuaJIT build of the C core is missing: " .. luajit_build() .. " (make luajit)"
-  end
-end
+local N = require "ngx_helpers"
 
 local free_port = helpers.free_port
 
@@ -49,11 +24,7 @@ local function send(port, path)
   end
 end
 
-local why = missing()
-if why then
-  io.stderr:write("\n*** SKIPPED: spec/rest_ngx_spec.lua: " .. why .. "\n")
-  return
-end
+local why = N.missing()
 
 local HAS_SSL = pcall(require, "ssl")
 
@@ -76,13 +47,16 @@ local function ngx_call_location(name, base, extra, transport_opts)
 end
 
 describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
-  local portal, tls_portal, tls_dir, prefix, port, pid
+  if why then
+    local msg = N.skipped("spec/rest_ngx_spec.lua", why)
+    it("needs nginx with the Lua module", function() pending(msg) end)
+    return
+  end
+  local portal, tls_portal, tls_dir, prefix, port, nginx
 
   setup(function()
     portal = control.start({ rate = 1000, burst = 1000 })
-    prefix = os.tmpname()
-    os.remove(prefix)
-    assert(os.execute("mkdir -p " .. prefix .. "/logs"))
+    prefix = N.make_prefix()
     port = free_port()
     local tls_locations = ""
     if HAS_SSL then
@@ -94,22 +68,7 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
         "lua_ssl_trusted_certificate " .. tls_dir .. "/cert.pem; lua_ssl_verify_depth 2;") .. "\n" ..
         ngx_call_location("tls_untrusted", tls_portal.base, nil, "{ pool_name = 'untrusted' }")
     end
-    local conf = table.concat({
-      "load_module " .. MODULES .. "/ndk_http_module.so;",
-      "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
-      "worker_processes 2;",
-      helpers.nginx_user_line(),
-      "pid " .. prefix .. "/nginx.pid;",
-      "error_log " .. prefix .. "/logs/error.log notice;",
-      "events { worker_connections 64; }",
-      "http {",
-      ('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";'):format(TOP, TOP),
-      ('  lua_package_cpath "%s/?.so;;";'):format(luajit_build()),
-      "  client_body_temp_path " .. prefix .. "/body;",
-      "  proxy_temp_path " .. prefix .. "/proxy;",
-      "  fastcgi_temp_path " .. prefix .. "/fastcgi;",
-      "  uwsgi_temp_path " .. prefix .. "/uwsgi;",
-      "  scgi_temp_path " .. prefix .. "/scgi;",
+    local conf = N.conf(prefix, {
       "  access_log off;",
       "  lua_shared_dict tokens 1m;",
       "  server {",
@@ -151,36 +110,17 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
       ngx_call_location("ngx_dead", "http://127.0.0.1:" .. free_port()),
       tls_locations,
       "  }",
-      "}",
-    }, "\n")
-    local f = assert(io.open(prefix .. "/nginx.conf", "w"))
-    f:write(conf)
-    f:close()
-    assert(os.execute(("%s -p %s -c %s/nginx.conf -e %s/logs/error.log -g 'daemon off;' >/dev/null 2>&1 & echo $! > %s/launcher.pid")
-      :format(NGINX, prefix, prefix, prefix, prefix)))
-    local pf = io.open(prefix .. "/launcher.pid")
-    pid = tonumber(pf:read("*l"))
-    pf:close()
-    local up = false
-    for _ = 1, 500 do
-      local c = socket.connect("127.0.0.1", port)
-      if c then c:close() up = true break end
-      http.sleep(0.01)
-    end
-    assert(up, "nginx did not start")
+    }, { workers = 2, thread_pool = false })
+    local err
+    nginx, err = N.start(prefix, conf, port)
+    assert(nginx, "nginx did not start: " .. tostring(err))
   end)
 
   teardown(function()
-    if pid then
-      os.execute("kill -QUIT " .. pid .. " 2>/dev/null")
-      for _ = 1, 300 do
-        if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then break end
-        http.sleep(0.01)
-      end
-    end
+    N.stop(nginx)
     if portal then portal:stop() end
     if tls_portal then tls_portal:stop() end
-    if prefix then os.execute("rm -rf " .. prefix) end
+    N.remove_prefix(prefix)
   end)
 
   it("keeps a second holder waiting until the first unlocks", function()
@@ -270,7 +210,7 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
       it("reports an untrusted certificate even when the handshake completes at once", function()
         local workers = {}
         -- system tools run without a sanitizer build's LD_PRELOAD (ps hung at start under it)
-        local ps = io.popen("env -u LD_PRELOAD ps -o pid= --ppid " .. pid)
+        local ps = io.popen("env -u LD_PRELOAD ps -o pid= --ppid " .. nginx.pid)
         for w in ps:read("*a"):gmatch("%d+") do workers[#workers + 1] = w end
         ps:close()
         assert.is_true(#workers >= 1)
