@@ -129,6 +129,88 @@ static int opt_int(lua_State *L, int t, const char *key, int dflt, int *out) {
   return 0;
 }
 
+/* ---- helpers the drivers share (sql.h) ----------------------------------------- */
+
+void bic_sql_error(char *err, size_t errlen, const char *password, const char *prefix, const char *msg) {
+  size_t o = 0, plen = password ? strlen(password) : 0;
+  if (!err || errlen == 0) return;
+  if (!msg) msg = "unknown error";
+  err[0] = '\0';
+  if (prefix) {
+    size_t n = strlen(prefix);
+    if (n >= errlen) n = errlen - 1;
+    memcpy(err, prefix, n);
+    o = n;
+  }
+  for (const char *p = msg; *p && o + 1 < errlen;) {
+    if (plen >= 3 && strncmp(p, password, plen) == 0) {
+      for (const char *m = "***"; *m && o + 1 < errlen; m++) err[o++] = *m;
+      p += plen;
+    } else {
+      err[o++] = *p++;
+    }
+  }
+  while (o > 0 && (err[o - 1] == '\n' || err[o - 1] == ' ')) o--;
+  err[o] = '\0';
+}
+
+char *bic_sql_strdup(const char *s) {
+  size_t n;
+  char *d;
+  if (!s) return NULL;
+  n = strlen(s);
+  d = malloc(n + 1);
+  if (d) memcpy(d, s, n + 1);
+  return d;
+}
+
+void bic_sql_free_secret(char *s) {
+  if (!s) return;
+  for (volatile char *p = s; *p; p++) *p = 0;
+  free(s);
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+char *bic_sql_decode(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  size_t o = 0;
+  if (!d) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
+        hexval((unsigned char)s[i + 2]) >= 0) {
+      d[o++] = (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
+      i += 2;
+    } else {
+      d[o++] = s[i];
+    }
+  }
+  d[o] = '\0';
+  return d;
+}
+
+int bic_sql_next_param(const char **params, const char **item, size_t *len, const char **eq) {
+  const char *p = *params;
+  while (p && *p) {
+    const char *amp = strchr(p, '&');
+    size_t n = amp ? (size_t)(amp - p) : strlen(p);
+    *params = p + n + (p[n] == '&' ? 1 : 0);
+    if (n > 0) {
+      *item = p;
+      *len = n;
+      *eq = memchr(p, '=', n);
+      return 1;
+    }
+    p = *params;
+  }
+  return 0;
+}
+
 /* ---- connections --------------------------------------------------------------- */
 
 static void conn_unref(sql_conn *c) {

@@ -89,6 +89,29 @@ typedef struct bic_sql_driver {
   void (*close)(void *conn);
 } bic_sql_driver;
 
+/* What the client-library drivers (sql_pg.c, sql_mysql.c) share, in sql.c. */
+
+/* Writes prefix (may be NULL) then msg (NULL: "unknown error") into err, at
+ * most errlen bytes with the NUL, every occurrence of password (when it has 3
+ * bytes or more) replaced by ***, and without the trailing newlines and spaces
+ * the client libraries end their messages with. */
+void bic_sql_error(char *err, size_t errlen, const char *password, const char *prefix, const char *msg);
+
+/* A malloc'ed copy of s; NULL when s is NULL or memory ran out. */
+char *bic_sql_strdup(const char *s);
+
+/* Overwrites s with zeros (a password), then frees it; s may be NULL. */
+void bic_sql_free_secret(char *s);
+
+/* Percent-decodes s[0..n) into a new string ('+' stays '+'; a '%' not followed
+ * by two hex digits stays as is); NULL when memory ran out. */
+char *bic_sql_decode(const char *s, size_t n);
+
+/* Steps through the "key=value&key=value" text of opts->params (NULL or "":
+ * nothing): 1 with the next non-empty item as item[0..*len) and *eq its first
+ * '=' (NULL when it has none), 0 at the end. *params moves past the item. */
+int bic_sql_next_param(const char **params, const char **item, size_t *len, const char **eq);
+
 /* The drivers. sql.c lists the ones this build has: CMake defines BIC_WITH_SQLITE,
  * BIC_WITH_POSTGRESQL and BIC_WITH_MYSQL when it finds the engine's client library. */
 extern const bic_sql_driver bic_sql_sqlite;

@@ -67,70 +67,6 @@ typedef struct my_cursor {
   char tmp[48];
 } my_cursor;
 
-static void set_err(char *err, size_t errlen, const char *password, const char *prefix,
-                    const char *msg) {
-  size_t o = 0, plen = password ? strlen(password) : 0;
-  if (!err || errlen == 0) return;
-  if (!msg) msg = "unknown error";
-  err[0] = '\0';
-  if (prefix) {
-    size_t n = strlen(prefix);
-    if (n >= errlen) n = errlen - 1;
-    memcpy(err, prefix, n);
-    o = n;
-  }
-  for (const char *p = msg; *p && o + 1 < errlen;) {
-    if (plen >= 3 && strncmp(p, password, plen) == 0) {
-      for (const char *m = "***"; *m && o + 1 < errlen; m++) err[o++] = *m;
-      p += plen;
-    } else {
-      err[o++] = *p++;
-    }
-  }
-  while (o > 0 && (err[o - 1] == '\n' || err[o - 1] == ' ')) o--;
-  err[o] = '\0';
-}
-
-static char *dupstr(const char *s) {
-  size_t n;
-  char *d;
-  if (!s) return NULL;
-  n = strlen(s);
-  d = malloc(n + 1);
-  if (d) memcpy(d, s, n + 1);
-  return d;
-}
-
-static void zero_free(char *s) {
-  if (!s) return;
-  for (volatile char *p = s; *p; p++) *p = 0;
-  free(s);
-}
-
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-static char *decode(const char *s, size_t n) {
-  char *d = malloc(n + 1);
-  size_t o = 0;
-  if (!d) return NULL;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
-        hexval((unsigned char)s[i + 2]) >= 0) {
-      d[o++] = (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
-      i += 2;
-    } else {
-      d[o++] = s[i];
-    }
-  }
-  d[o] = '\0';
-  return d;
-}
-
 static int truthy(const char *v) {
   return strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "on") == 0 ||
          strcmp(v, "yes") == 0 || strcmp(v, "required") == 0 || strcmp(v, "REQUIRED") == 0;
@@ -184,33 +120,27 @@ static MYSQL *connect_handle(const my_conn *mc, char *err, size_t errlen) {
   unsigned int timeout = (unsigned int)(mc->connect_timeout_s > 0 ? mc->connect_timeout_s : 10);
   my_bool off = 0;
   int tls = 0;
-  if (!m) { set_err(err, errlen, NULL, NULL, "out of memory"); return NULL; }
+  if (!m) { bic_sql_error(err, errlen, NULL, NULL, "out of memory"); return NULL; }
   mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
   mysql_optionsv(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
   mysql_optionsv(m, MYSQL_OPT_RECONNECT, &off);
   mysql_optionsv(m, MYSQL_OPT_LOCAL_INFILE, &off);
-  if (mc->params && *mc->params) {
-    const char *p = mc->params;
-    while (*p) {
-      const char *amp = strchr(p, '&');
-      size_t n = amp ? (size_t)(amp - p) : strlen(p);
-      const char *eq = memchr(p, '=', n);
-      if (n > 0) {
-        char *k = decode(p, eq ? (size_t)(eq - p) : n);
-        char *v = eq ? decode(eq + 1, n - (size_t)(eq - p) - 1) : dupstr("true");
-        int ok = k && v && apply_param(m, k, v, &tls, err, errlen);
-        if (!k || !v) set_err(err, errlen, NULL, NULL, "out of memory");
-        free(k);
-        free(v);
-        if (!ok) { mysql_close(m); return NULL; }
-      }
-      p += n;
-      if (*p == '&') p++;
+  {
+    const char *p = mc->params, *item, *eq;
+    size_t n;
+    while (bic_sql_next_param(&p, &item, &n, &eq)) {
+      char *k = bic_sql_decode(item, eq ? (size_t)(eq - item) : n);
+      char *v = eq ? bic_sql_decode(eq + 1, n - (size_t)(eq - item) - 1) : bic_sql_strdup("true");
+      int ok = k && v && apply_param(m, k, v, &tls, err, errlen);
+      if (!k || !v) bic_sql_error(err, errlen, NULL, NULL, "out of memory");
+      free(k);
+      free(v);
+      if (!ok) { mysql_close(m); return NULL; }
     }
   }
   if (!mysql_real_connect(m, mc->socket ? NULL : mc->host, mc->user, mc->password, mc->database,
                           (unsigned int)(mc->port > 0 ? mc->port : 0), mc->socket, 0)) {
-    set_err(err, errlen, mc->password, "mysql: cannot connect: ", mysql_error(m));
+    bic_sql_error(err, errlen, mc->password, "mysql: cannot connect: ", mysql_error(m));
     mysql_close(m);
     return NULL;
   }
@@ -221,8 +151,8 @@ static MYSQL *connect_handle(const my_conn *mc, char *err, size_t errlen) {
   }
   /* Connector/C goes on in clear text when the server offers no TLS: refuse */
   if (tls && !mysql_get_ssl_cipher(m)) {
-    set_err(err, errlen, NULL, NULL,
-            "mysql: TLS was required (ssl options) but the server does not offer it: connection refused");
+    bic_sql_error(err, errlen, NULL, NULL,
+                  "mysql: TLS was required (ssl options) but the server does not offer it: connection refused");
     mysql_close(m);
     return NULL;
   }
@@ -235,7 +165,7 @@ static void my_close(void *conn) {
   if (mc->m) mysql_close(mc->m);
   free(mc->host);
   free(mc->user);
-  zero_free(mc->password);
+  bic_sql_free_secret(mc->password);
   free(mc->database);
   free(mc->socket);
   free(mc->params);
@@ -244,7 +174,7 @@ static void my_close(void *conn) {
 
 static int run(my_conn *mc, const char *sql, char *err, size_t errlen) {
   if (mysql_real_query(mc->m, sql, (unsigned long)strlen(sql)) != 0) {
-    set_err(err, errlen, mc->password, "mysql: cannot set up the session: ", mysql_error(mc->m));
+    bic_sql_error(err, errlen, mc->password, "mysql: cannot set up the session: ", mysql_error(mc->m));
     return 0;
   }
   return 1;
@@ -266,13 +196,13 @@ static void *my_open(const bic_sql_options *o, char *err, size_t errlen) {
   my_conn *mc = calloc(1, sizeof *mc);
   char sql[160];
   pthread_once(&pin_once, pin_library);
-  if (!mc) { set_err(err, errlen, NULL, NULL, "out of memory"); return NULL; }
-  mc->host = dupstr(o->host ? o->host : "127.0.0.1");
-  mc->user = dupstr(o->user);
-  mc->password = dupstr(o->password);
-  mc->database = dupstr(o->database);
-  mc->socket = dupstr(o->socket);
-  mc->params = dupstr(o->params);
+  if (!mc) { bic_sql_error(err, errlen, NULL, NULL, "out of memory"); return NULL; }
+  mc->host = bic_sql_strdup(o->host ? o->host : "127.0.0.1");
+  mc->user = bic_sql_strdup(o->user);
+  mc->password = bic_sql_strdup(o->password);
+  mc->database = bic_sql_strdup(o->database);
+  mc->socket = bic_sql_strdup(o->socket);
+  mc->params = bic_sql_strdup(o->params);
   mc->port = o->port;
   mc->connect_timeout_s = o->connect_timeout_s;
   mc->m = connect_handle(mc, err, errlen);
@@ -363,17 +293,17 @@ static void *my_query(void *conn, const char *sql, const bic_sql_value *params, 
   MYSQL_FIELD *fields;
   int ok = 0;
   *retryable = 0;
-  if (!cur) { set_err(err, errlen, NULL, NULL, "out of memory"); return NULL; }
+  if (!cur) { bic_sql_error(err, errlen, NULL, NULL, "out of memory"); return NULL; }
   cur->mc = mc;
   cur->st = mysql_stmt_init(mc->m);
   if (!cur->st) {
     *retryable = lost(mysql_errno(mc->m));
-    set_err(err, errlen, mc->password, "mysql: ", mysql_error(mc->m));
+    bic_sql_error(err, errlen, mc->password, "mysql: ", mysql_error(mc->m));
     goto done;
   }
   if (mysql_stmt_prepare(cur->st, sql, (unsigned long)strlen(sql)) != 0) {
     *retryable = lost(mysql_stmt_errno(cur->st));
-    set_err(err, errlen, mc->password, "mysql: ", mysql_stmt_error(cur->st));
+    bic_sql_error(err, errlen, mc->password, "mysql: ", mysql_stmt_error(cur->st));
     goto done;
   }
   if ((int)mysql_stmt_param_count(cur->st) != nparams) {
@@ -386,7 +316,7 @@ static void *my_query(void *conn, const char *sql, const bic_sql_value *params, 
     pnull = calloc((size_t)nparams, sizeof *pnull);
     plen = calloc((size_t)nparams, sizeof *plen);
     bools = calloc((size_t)nparams, 1);
-    if (!pb || !pnull || !plen || !bools) { set_err(err, errlen, NULL, NULL, "out of memory"); goto done; }
+    if (!pb || !pnull || !plen || !bools) { bic_sql_error(err, errlen, NULL, NULL, "out of memory"); goto done; }
     for (int i = 0; i < nparams; i++) {
       const bic_sql_value *v = &params[i];
       switch (v->kind) {
@@ -419,25 +349,25 @@ static void *my_query(void *conn, const char *sql, const bic_sql_value *params, 
       }
     }
     if (mysql_stmt_bind_param(cur->st, pb)) {
-      set_err(err, errlen, mc->password, "mysql: ", mysql_stmt_error(cur->st));
+      bic_sql_error(err, errlen, mc->password, "mysql: ", mysql_stmt_error(cur->st));
       goto done;
     }
   }
   cur->meta = mysql_stmt_result_metadata(cur->st);
   if (!cur->meta) {
-    set_err(err, errlen, NULL, NULL, "mysql: the statement returns no rows (not a query)");
+    bic_sql_error(err, errlen, NULL, NULL, "mysql: the statement returns no rows (not a query)");
     goto done;
   }
   if (mysql_stmt_execute(cur->st) != 0) {
     *retryable = lost(mysql_stmt_errno(cur->st));
-    set_err(err, errlen, mc->password, "mysql: ", mysql_stmt_error(cur->st));
+    bic_sql_error(err, errlen, mc->password, "mysql: ", mysql_stmt_error(cur->st));
     goto done;
   }
   cur->ncols = (int)mysql_num_fields(cur->meta);
   fields = mysql_fetch_fields(cur->meta);
   cur->cols = calloc((size_t)cur->ncols + 1, sizeof *cur->cols);
   cur->bind = calloc((size_t)cur->ncols + 1, sizeof *cur->bind);
-  if (!cur->cols || !cur->bind) { set_err(err, errlen, NULL, NULL, "out of memory"); goto done; }
+  if (!cur->cols || !cur->bind) { bic_sql_error(err, errlen, NULL, NULL, "out of memory"); goto done; }
   for (int i = 0; i < cur->ncols; i++) {
     my_col *c = &cur->cols[i];
     MYSQL_BIND *b = &cur->bind[i];
@@ -472,7 +402,7 @@ static void *my_query(void *conn, const char *sql, const bic_sql_value *params, 
     as_text:
       c->cap = 256;
       c->buf = malloc(c->cap);
-      if (!c->buf) { set_err(err, errlen, NULL, NULL, "out of memory"); goto done; }
+      if (!c->buf) { bic_sql_error(err, errlen, NULL, NULL, "out of memory"); goto done; }
       b->buffer_type = binary_bytes(c) ? MYSQL_TYPE_BLOB : MYSQL_TYPE_STRING;
       b->buffer = c->buf;
       b->buffer_length = c->cap;
@@ -480,7 +410,7 @@ static void *my_query(void *conn, const char *sql, const bic_sql_value *params, 
     }
   }
   if (mysql_stmt_bind_result(cur->st, cur->bind)) {
-    set_err(err, errlen, mc->password, "mysql: ", mysql_stmt_error(cur->st));
+    bic_sql_error(err, errlen, mc->password, "mysql: ", mysql_stmt_error(cur->st));
     goto done;
   }
   ok = 1;
@@ -532,7 +462,7 @@ static int my_step(void *cursor, char *err, size_t errlen) {
     return 0;
   }
   if (r == 1) {
-    set_err(err, errlen, cur->mc->password, "mysql: ", stmt_error(cur));
+    bic_sql_error(err, errlen, cur->mc->password, "mysql: ", stmt_error(cur));
     cur->done = 1;
     return -1;
   }
@@ -546,7 +476,7 @@ static int my_step(void *cursor, char *err, size_t errlen) {
         unsigned long cap = c->len + 1;
         char *nb = realloc(c->buf, cap);
         if (!nb) {
-          set_err(err, errlen, NULL, NULL, "out of memory");
+          bic_sql_error(err, errlen, NULL, NULL, "out of memory");
           return -1;
         }
         c->buf = nb;
@@ -554,14 +484,14 @@ static int my_step(void *cursor, char *err, size_t errlen) {
         b->buffer = nb;
         b->buffer_length = cap;
         if (mysql_stmt_fetch_column(cur->st, b, (unsigned int)i, 0) != 0) {
-          set_err(err, errlen, cur->mc->password, "mysql: ", mysql_stmt_error(cur->st));
+          bic_sql_error(err, errlen, cur->mc->password, "mysql: ", mysql_stmt_error(cur->st));
           return -1;
         }
       }
     }
     /* the bind buffers moved: tell the statement before the next fetch */
     if (mysql_stmt_bind_result(cur->st, cur->bind)) {
-      set_err(err, errlen, cur->mc->password, "mysql: ", mysql_stmt_error(cur->st));
+      bic_sql_error(err, errlen, cur->mc->password, "mysql: ", mysql_stmt_error(cur->st));
       return -1;
     }
   }

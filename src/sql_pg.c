@@ -62,73 +62,6 @@ typedef struct pg_cursor {
   char buf[64];    /* scratch for a trimmed timestamptz */
 } pg_cursor;
 
-/* Copies msg into err, with every occurrence of the password replaced by ***,
- * and without a trailing newline (libpq ends its messages with one). */
-static void set_err(char *err, size_t errlen, const char *password, const char *prefix,
-                    const char *msg) {
-  size_t o = 0, plen = password ? strlen(password) : 0;
-  if (!err || errlen == 0) return;
-  if (!msg) msg = "unknown error";
-  err[0] = '\0';
-  if (prefix) {
-    size_t n = strlen(prefix);
-    if (n >= errlen) n = errlen - 1;
-    memcpy(err, prefix, n);
-    o = n;
-  }
-  for (const char *p = msg; *p && o + 1 < errlen;) {
-    if (plen >= 3 && strncmp(p, password, plen) == 0) {
-      for (const char *m = "***"; *m && o + 1 < errlen; m++) err[o++] = *m;
-      p += plen;
-    } else {
-      err[o++] = *p++;
-    }
-  }
-  while (o > 0 && (err[o - 1] == '\n' || err[o - 1] == ' ')) o--;
-  err[o] = '\0';
-}
-
-static char *dupstr(const char *s) {
-  size_t n;
-  char *d;
-  if (!s) return NULL;
-  n = strlen(s);
-  d = malloc(n + 1);
-  if (d) memcpy(d, s, n + 1);
-  return d;
-}
-
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Percent-decodes s[0..n) into a new string ('+' stays '+'). */
-static char *decode(const char *s, size_t n) {
-  char *d = malloc(n + 1);
-  size_t o = 0;
-  if (!d) return NULL;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
-        hexval((unsigned char)s[i + 2]) >= 0) {
-      d[o++] = (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
-      i += 2;
-    } else {
-      d[o++] = s[i];
-    }
-  }
-  d[o] = '\0';
-  return d;
-}
-
-static void zero_free(char *s) {
-  if (!s) return;
-  for (volatile char *p = s; *p; p++) *p = 0;
-  free(s);
-}
-
 #define PG_MAX_KEYS 40
 
 static void add_key(const char **keys, const char **vals, int *nk, const char *k, const char *v) {
@@ -143,7 +76,7 @@ static void pg_close(void *conn) {
   pg_conn *pc = conn;
   if (!pc) return;
   if (pc->c) PQfinish(pc->c);
-  zero_free(pc->password);
+  bic_sql_free_secret(pc->password);
   free(pc);
 }
 
@@ -160,7 +93,7 @@ static void *pg_open(const bic_sql_options *o, char *err, size_t errlen) {
   int nk = 0, nowned = 0;
   char port[16], ctimeout[16];
   pg_conn *pc = calloc(1, sizeof *pc);
-  if (!pc) { set_err(err, errlen, NULL, NULL, "out of memory"); return NULL; }
+  if (!pc) { bic_sql_error(err, errlen, NULL, NULL, "out of memory"); return NULL; }
 
   add_key(keys, vals, &nk, "host", o->host);
   if (o->port > 0) { snprintf(port, sizeof port, "%d", o->port); add_key(keys, vals, &nk, "port", port); }
@@ -171,45 +104,39 @@ static void *pg_open(const bic_sql_options *o, char *err, size_t errlen) {
   add_key(keys, vals, &nk, "connect_timeout", ctimeout);
   add_key(keys, vals, &nk, "application_name", "biconnector");
   add_key(keys, vals, &nk, "client_encoding", "UTF8");
-  if (o->params && *o->params) {
-    const char *p = o->params;
-    while (*p) {
-      const char *amp = strchr(p, '&');
-      size_t n = amp ? (size_t)(amp - p) : strlen(p);
-      const char *eq = memchr(p, '=', n);
-      if (n > 0) {
-        char *k, *v;
-        if (!eq) {
-          set_err(err, errlen, NULL, "postgresql: connection parameter without a value: ", "");
-          snprintf(err + strlen(err), errlen - strlen(err), "%.*s", (int)(n > 64 ? 64 : n), p);
-          goto fail;
-        }
-        if (nk >= PG_MAX_KEYS) {
-          set_err(err, errlen, NULL, NULL, "postgresql: too many connection parameters");
-          goto fail;
-        }
-        k = decode(p, (size_t)(eq - p));
-        v = decode(eq + 1, n - (size_t)(eq - p) - 1);
-        if (!k || !v) { free(k); free(v); set_err(err, errlen, NULL, NULL, "out of memory"); goto fail; }
-        owned[nowned++] = k;
-        owned[nowned++] = v;
-        /* a later key overrides an earlier one (libpq takes the last) */
-        keys[nk] = k; vals[nk] = v; nk++;
+  {
+    const char *p = o->params, *item, *eq;
+    size_t n;
+    while (bic_sql_next_param(&p, &item, &n, &eq)) {
+      char *k, *v;
+      if (!eq) {
+        bic_sql_error(err, errlen, NULL, "postgresql: connection parameter without a value: ", "");
+        snprintf(err + strlen(err), errlen - strlen(err), "%.*s", (int)(n > 64 ? 64 : n), item);
+        goto fail;
       }
-      p += n;
-      if (*p == '&') p++;
+      if (nk >= PG_MAX_KEYS) {
+        bic_sql_error(err, errlen, NULL, NULL, "postgresql: too many connection parameters");
+        goto fail;
+      }
+      k = bic_sql_decode(item, (size_t)(eq - item));
+      v = bic_sql_decode(eq + 1, n - (size_t)(eq - item) - 1);
+      if (!k || !v) { free(k); free(v); bic_sql_error(err, errlen, NULL, NULL, "out of memory"); goto fail; }
+      owned[nowned++] = k;
+      owned[nowned++] = v;
+      /* a later key overrides an earlier one (libpq takes the last) */
+      keys[nk] = k; vals[nk] = v; nk++;
     }
   }
   keys[nk] = NULL;
   vals[nk] = NULL;
-  pc->password = dupstr(o->password);
+  pc->password = bic_sql_strdup(o->password);
   pc->read_only = o->read_only;
   pc->c = PQconnectdbParams(keys, vals, 0);
   for (int i = 0; i < nowned; i++) free(owned[i]);
   nowned = 0;
   if (pc->c) PQsetNoticeProcessor(pc->c, quiet_notice, NULL);
   if (!pc->c || PQstatus(pc->c) != CONNECTION_OK) {
-    set_err(err, errlen, pc->password, "postgresql: cannot connect: ",
+    bic_sql_error(err, errlen, pc->password, "postgresql: cannot connect: ",
             pc->c ? PQerrorMessage(pc->c) : "out of memory");
     pg_close(pc);
     return NULL;
@@ -223,7 +150,7 @@ static void *pg_open(const bic_sql_options *o, char *err, size_t errlen) {
              o->read_only ? "on" : "off", o->statement_timeout_ms > 0 ? o->statement_timeout_ms : 0);
     r = PQexec(pc->c, sql);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-      set_err(err, errlen, pc->password, "postgresql: cannot set up the session: ", PQerrorMessage(pc->c));
+      bic_sql_error(err, errlen, pc->password, "postgresql: cannot set up the session: ", PQerrorMessage(pc->c));
       PQclear(r);
       pg_close(pc);
       return NULL;
@@ -289,7 +216,7 @@ static void end_transaction(pg_conn *pc, int commit) {
  * while the caller encodes this one (the two run on two cores). */
 static int send_fetch(pg_cursor *cur, char *err, size_t errlen) {
   if (!PQsendQuery(cur->pc->c, "FETCH " PG_BATCH_TEXT " FROM bic_cursor")) {
-    set_err(err, errlen, cur->pc->password, "postgresql: ", PQerrorMessage(cur->pc->c));
+    bic_sql_error(err, errlen, cur->pc->password, "postgresql: ", PQerrorMessage(cur->pc->c));
     return 0;
   }
   cur->inflight = 1;
@@ -302,7 +229,7 @@ static int collect_batch(pg_cursor *cur, char *err, size_t errlen) {
   PGresult *r = PQgetResult(cur->pc->c);
   cur->inflight = 0;
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    set_err(err, errlen, cur->pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(cur->pc->c));
+    bic_sql_error(err, errlen, cur->pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(cur->pc->c));
     PQclear(r);
     drain(cur->pc->c);
     return 0;
@@ -329,7 +256,7 @@ static pg_cursor *cursor_query(pg_conn *pc, const char *sql, int nparams, const 
   pg_cursor *cur;
   r = PQexec(pc->c, pc->read_only ? "BEGIN READ ONLY" : "BEGIN");
   if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-    set_err(err, errlen, pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
+    bic_sql_error(err, errlen, pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
     PQclear(r);
     *retryable = conn_lost(pc->c);
     end_transaction(pc, 0);
@@ -338,7 +265,7 @@ static pg_cursor *cursor_query(pg_conn *pc, const char *sql, int nparams, const 
   PQclear(r);
   decl = malloc(sizeof head + n);
   if (!decl) {
-    set_err(err, errlen, NULL, NULL, "out of memory");
+    bic_sql_error(err, errlen, NULL, NULL, "out of memory");
     end_transaction(pc, 0);
     return NULL;
   }
@@ -347,7 +274,7 @@ static pg_cursor *cursor_query(pg_conn *pc, const char *sql, int nparams, const 
   r = PQexecParams(pc->c, decl, nparams, types, values, lengths, formats, 0);
   free(decl);
   if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-    set_err(err, errlen, pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
+    bic_sql_error(err, errlen, pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
     PQclear(r);
     *retryable = conn_lost(pc->c);
     end_transaction(pc, 0);
@@ -356,7 +283,7 @@ static pg_cursor *cursor_query(pg_conn *pc, const char *sql, int nparams, const 
   PQclear(r);
   cur = calloc(1, sizeof *cur);
   if (!cur) {
-    set_err(err, errlen, NULL, NULL, "out of memory");
+    bic_sql_error(err, errlen, NULL, NULL, "out of memory");
     end_transaction(pc, 0);
     return NULL;
   }
@@ -392,7 +319,7 @@ static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, 
     formats = calloc((size_t)nparams, sizeof *formats);
     owned = calloc((size_t)nparams, sizeof *owned);
     if (!values || !types || !lengths || !formats || !owned) {
-      set_err(err, errlen, NULL, NULL, "out of memory");
+      bic_sql_error(err, errlen, NULL, NULL, "out of memory");
       goto done;
     }
   }
@@ -406,7 +333,7 @@ static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, 
     case BIC_SQL_INT:
       snprintf(num, sizeof num, "%lld", v->i);
       types[i] = 20; /* int8 */
-      owned[i] = dupstr(num);
+      owned[i] = bic_sql_strdup(num);
       values[i] = owned[i];
       break;
     case BIC_SQL_DOUBLE:
@@ -414,7 +341,7 @@ static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, 
       else if (isinf(v->d)) snprintf(num, sizeof num, v->d > 0 ? "Infinity" : "-Infinity");
       else snprintf(num, sizeof num, "%.17g", v->d);
       types[i] = 701; /* float8 */
-      owned[i] = dupstr(num);
+      owned[i] = bic_sql_strdup(num);
       values[i] = owned[i];
       break;
     case BIC_SQL_BOOL:
@@ -428,7 +355,7 @@ static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, 
         goto done;
       }
       owned[i] = malloc(v->len + 1);
-      if (!owned[i]) { set_err(err, errlen, NULL, NULL, "out of memory"); goto done; }
+      if (!owned[i]) { bic_sql_error(err, errlen, NULL, NULL, "out of memory"); goto done; }
       memcpy(owned[i], v->s, v->len);
       owned[i][v->len] = '\0';
       values[i] = owned[i];
@@ -441,7 +368,7 @@ static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, 
       break;
     }
     if ((v->kind == BIC_SQL_INT || v->kind == BIC_SQL_DOUBLE) && !owned[i]) {
-      set_err(err, errlen, NULL, NULL, "out of memory");
+      bic_sql_error(err, errlen, NULL, NULL, "out of memory");
       goto done;
     }
   }
@@ -454,11 +381,11 @@ static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, 
   }
   if (!PQsendQueryParams(pc->c, sql, nparams, types, values, lengths, formats, 0)) {
     *retryable = conn_lost(pc->c);
-    set_err(err, errlen, pc->password, "postgresql: ", PQerrorMessage(pc->c));
+    bic_sql_error(err, errlen, pc->password, "postgresql: ", PQerrorMessage(pc->c));
     goto done;
   }
   if (!PQsetSingleRowMode(pc->c)) {
-    set_err(err, errlen, pc->password, "postgresql: cannot enter single-row mode: ", PQerrorMessage(pc->c));
+    bic_sql_error(err, errlen, pc->password, "postgresql: cannot enter single-row mode: ", PQerrorMessage(pc->c));
     drain(pc->c);
     goto done;
   }
@@ -469,7 +396,7 @@ static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, 
     cur = calloc(1, sizeof *cur);
     if (!cur) {
       PQclear(r);
-      set_err(err, errlen, NULL, NULL, "out of memory");
+      bic_sql_error(err, errlen, NULL, NULL, "out of memory");
       PQrequestCancel(pc->c);
       drain(pc->c);
       goto done;
@@ -488,10 +415,10 @@ static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, 
   case PGRES_COMMAND_OK:
     PQclear(r);
     drain(pc->c);
-    set_err(err, errlen, NULL, NULL, "postgresql: the statement returned no rows (not a query)");
+    bic_sql_error(err, errlen, NULL, NULL, "postgresql: the statement returned no rows (not a query)");
     break;
   default:
-    set_err(err, errlen, pc->password, "postgresql: ",
+    bic_sql_error(err, errlen, pc->password, "postgresql: ",
             r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
     PQclear(r);
     drain(pc->c);
@@ -590,7 +517,7 @@ static int pg_step(void *cursor, char *err, size_t errlen) {
     cur->done = 1;
     return 0;
   default:
-    set_err(err, errlen, cur->pc->password, "postgresql: ",
+    bic_sql_error(err, errlen, cur->pc->password, "postgresql: ",
             r ? PQresultErrorMessage(r) : PQerrorMessage(cur->pc->c));
     PQclear(r);
     drain(cur->pc->c);
