@@ -31,6 +31,8 @@
 --                            when a filter on such a column pushes down exactly
 -- conn is a core.sql connection (conn:query(sql, params) -> cursor; cursor:fetch,
 -- cursor:columns, cursor:close). Nothing else in biconnector knows the engines.
+-- What engines share is here (all_rows, column_list, result_columns, quoter,
+-- limit_clause) and, for server URLs, in biconnector.sql.server_url.
 local core = require "biconnector.core"
 local filter = require "biconnector.filter"
 
@@ -72,6 +74,64 @@ function _M.parse_url(url)
   local opts, err = engine.parse_url(url)
   if not opts then return nil, err end
   return engine, opts
+end
+
+-- ---- shared by the engine modules -----------------------------------------------
+
+-- Every row of a query: -> { row, ... } | nil, message
+function _M.all_rows(conn, sql, params)
+  local cur, err = conn:query(sql, params)
+  if not cur then return nil, err end
+  local rows = {}
+  while true do
+    local row, ferr = cur:fetch()
+    if not row then
+      cur:close()
+      if ferr then return nil, ferr end
+      return rows
+    end
+    rows[#rows + 1] = row
+  end
+end
+
+-- What list_columns returns, from all_rows' answer to a query whose rows are
+-- (column name, declared type): no rows is no such table.
+function _M.column_list(rows, err)
+  if not rows then return nil, err end
+  if #rows == 0 then return nil end
+  local list = {}
+  for i, r in ipairs(rows) do list[i] = { name = r[1], type = r[2] or "" } end
+  return list
+end
+
+-- The limit(n) of the engines: " LIMIT n".
+function _M.limit_clause(n)
+  return " LIMIT " .. format("%d", n)
+end
+
+-- An engine's quote(name): the identifier between two marks, a mark inside it
+-- doubled (mark: one character that is no pattern item); a table code that
+-- qualified maps to {schema, table} (codes of other schemas, filled by the
+-- engine's list_tables and list_columns) as schema.table, each part quoted.
+function _M.quoter(mark, qualified)
+  local function quote_one(name)
+    return mark .. name:gsub(mark, mark .. mark) .. mark
+  end
+  return function(name)
+    local q = qualified and qualified[name]
+    if q then return quote_one(q[1]) .. "." .. quote_one(q[2]) end
+    return quote_one(name)
+  end
+end
+
+-- The result columns of a statement that reads no row (a query wrapped in
+-- "... LIMIT 0"): -> { {name=, type=}, ... } | nil, message
+function _M.result_columns(conn, sql)
+  local cur, err = conn:query(sql)
+  if not cur then return nil, err end
+  local cols = cur:columns()
+  cur:close()
+  return cols
 end
 
 -- ---- table selection: globs ---------------------------------------------------

@@ -12,6 +12,8 @@
 -- ssl-cert, ssl-key, ssl-cipher, ssl-crl, ssl-crlpath,
 -- ssl-verify-server-cert, tls-version; anything else is refused.
 local url_lib = require "biconnector.sql.server_url"
+local sql_lib = require "biconnector.sql"
+local all_rows = sql_lib.all_rows
 
 local _M = {
   engine = "mysql",
@@ -22,53 +24,16 @@ local _M = {
 local qualified = {}
 
 function _M.parse_url(url)
-  local u, err = url_lib.parse(url, "mysql")
-  if not u then return nil, err end
-  if not u.database then return nil, "mysql URL: no database (mysql://user@host:port/database)" end
-  local opts = { host = u.host or "127.0.0.1", port = u.port, user = u.user, password = u.password,
-    database = u.database }
-  if not opts.password then
-    local p, perr = url_lib.password_from_env()
-    if perr then return nil, perr end
-    opts.password = p
-  end
-  local pass, schemas = {}, {}
-  for _, kv in ipairs(u.query) do
-    local k, v = kv[1], kv[2]
-    if k == "schemas" then
-      for s in v:gmatch("[^,]+") do schemas[#schemas + 1] = s:match("^%s*(.-)%s*$") end
-    elseif k == "socket" then
-      opts.socket = v
-    elseif k == "statement_timeout" or k == "connect_timeout" then
-      local n, nerr = url_lib.whole("mysql", k, v)
-      if not n then return nil, nerr end
-      opts[k == "statement_timeout" and "statement_timeout_ms" or "connect_timeout_s"] = n
-    else
-      pass[#pass + 1] = kv
-    end
-  end
-  if #pass > 0 then opts.params = url_lib.encode_params(pass) end
-  opts.schemas = schemas
-  return opts
+  return url_lib.server_options(url, { what = "mysql", database_required = true,
+    own = { socket = function(opts, v) opts.socket = v end } })
 end
 
 function _M.display(opts)
   return url_lib.display("mysql", opts)
 end
 
-local function quote_one(name)
-  return "`" .. name:gsub("`", "``") .. "`"
-end
-
-function _M.quote(name)
-  local q = qualified[name]
-  if q then return quote_one(q[1]) .. "." .. quote_one(q[2]) end
-  return quote_one(name)
-end
-
-function _M.limit(n)
-  return " LIMIT " .. string.format("%d", n)
-end
+_M.quote = sql_lib.quoter("`", qualified)
+_M.limit = sql_lib.limit_clause
 
 -- Lower case in ASCII only, in SQL: match folds ASCII letters only, where
 -- LOWER() and the _ci collations fold every letter.
@@ -94,21 +59,6 @@ _M.dialect = {
       .. ascii_lower("CAST(" .. p .. " AS BINARY)") .. " USING utf8mb4) COLLATE utf8mb4_bin ESCAPE '!'"
   end,
 }
-
-local function all_rows(conn, sql, params)
-  local cur, err = conn:query(sql, params)
-  if not cur then return nil, err end
-  local rows = {}
-  while true do
-    local row, ferr = cur:fetch()
-    if not row then
-      cur:close()
-      if ferr then return nil, ferr end
-      return rows
-    end
-    rows[#rows + 1] = row
-  end
-end
 
 -- -> { {name=, kind=}, ... }: the URL's database (as named) and the configured
 -- ones (as "db.name").
@@ -147,23 +97,14 @@ function _M.list_columns(conn, name, conn_opts)
       end
     end
   end
-  local rows, err = all_rows(conn, "SELECT column_name, column_type FROM information_schema.columns "
+  return sql_lib.column_list(all_rows(conn, "SELECT column_name, column_type FROM information_schema.columns "
     .. "WHERE table_schema = " .. (schema and "?" or "DATABASE()")
     .. " AND CAST(table_name AS BINARY) = CAST(? AS BINARY) ORDER BY ordinal_position",
-    schema and { schema, tbl } or { tbl })
-  if not rows then return nil, err end
-  if #rows == 0 then return nil end
-  local list = {}
-  for i, r in ipairs(rows) do list[i] = { name = r[1], type = r[2] } end
-  return list
+    schema and { schema, tbl } or { tbl }))
 end
 
 function _M.query_columns(conn, sql)
-  local cur, err = conn:query("SELECT * FROM (" .. sql .. ") AS bic_query LIMIT 0")
-  if not cur then return nil, err end
-  local cols = cur:columns()
-  cur:close()
-  return cols
+  return sql_lib.result_columns(conn, "SELECT * FROM (" .. sql .. ") AS bic_query LIMIT 0")
 end
 
 -- Declared type (information_schema's column_type, or the driver's name for

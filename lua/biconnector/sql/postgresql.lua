@@ -10,6 +10,8 @@
 -- Every other option goes to libpq as is (sslmode, sslrootcert, sslcert,
 -- sslkey, application_name, target_session_attrs, host=/unix/socket/dir, ...).
 local url_lib = require "biconnector.sql.server_url"
+local sql_lib = require "biconnector.sql"
+local all_rows = sql_lib.all_rows
 
 local _M = {
   engine = "postgresql",
@@ -21,53 +23,22 @@ local _M = {
 -- Filled by list_tables/list_columns (codes "schema.table").
 local qualified = {}
 
+-- Connection settings libpq would also take as options: the URL itself gives them.
+local IN_URL_ONLY = {}
+for _, k in ipairs({ "password", "user", "dbname", "port" }) do
+  IN_URL_ONLY[k] = function() return ("postgresql URL: give %s in the URL itself, not as an option"):format(k) end
+end
+
 function _M.parse_url(url)
-  local u, err = url_lib.parse(url, "postgresql")
-  if not u then return nil, err end
-  local opts = { host = u.host or "127.0.0.1", port = u.port, user = u.user, password = u.password,
-    database = u.database }
-  if not opts.password then
-    local p, perr = url_lib.password_from_env()
-    if perr then return nil, perr end
-    opts.password = p
-  end
-  local pass, schemas = {}, {}
-  for _, kv in ipairs(u.query) do
-    local k, v = kv[1], kv[2]
-    if k == "schemas" then
-      for s in v:gmatch("[^,]+") do schemas[#schemas + 1] = s:match("^%s*(.-)%s*$") end
-    elseif k == "statement_timeout" or k == "connect_timeout" then
-      local n, nerr = url_lib.whole("postgresql", k, v)
-      if not n then return nil, nerr end
-      opts[k == "statement_timeout" and "statement_timeout_ms" or "connect_timeout_s"] = n
-    elseif k == "password" or k == "user" or k == "dbname" or k == "port" then
-      return nil, ("postgresql URL: give %s in the URL itself, not as an option"):format(k)
-    else
-      pass[#pass + 1] = kv
-    end
-  end
-  if #pass > 0 then opts.params = url_lib.encode_params(pass) end
-  opts.schemas = schemas
-  return opts
+  return url_lib.server_options(url, { what = "postgresql", own = IN_URL_ONLY })
 end
 
 function _M.display(opts)
   return url_lib.display("postgresql", opts)
 end
 
-local function quote_one(name)
-  return '"' .. name:gsub('"', '""') .. '"'
-end
-
-function _M.quote(name)
-  local q = qualified[name]
-  if q then return quote_one(q[1]) .. "." .. quote_one(q[2]) end
-  return quote_one(name)
-end
-
-function _M.limit(n)
-  return " LIMIT " .. string.format("%d", n)
-end
+_M.quote = sql_lib.quoter('"', qualified)
+_M.limit = sql_lib.limit_clause
 
 -- The dialect of biconnector.filter.to_sql, made exact against `match`:
 -- strings compare as text in the "C" collation (bytewise, whatever the
@@ -84,21 +55,6 @@ _M.dialect = {
     return c
   end,
 }
-
-local function all_rows(conn, sql, params)
-  local cur, err = conn:query(sql, params)
-  if not cur then return nil, err end
-  local rows = {}
-  while true do
-    local row, ferr = cur:fetch()
-    if not row then
-      cur:close()
-      if ferr then return nil, ferr end
-      return rows
-    end
-    rows[#rows + 1] = row
-  end
-end
 
 -- The schemas configured besides the default one, as a PostgreSQL array literal.
 local function schema_array(conn_opts)
@@ -149,7 +105,7 @@ function _M.list_columns(conn, name, conn_opts)
       schema_cond, params = "n.nspname = current_schema() AND c.relname = $1", { name }
     end
   end
-  local rows, err = all_rows(conn, [[
+  return sql_lib.column_list(all_rows(conn, [[
     SELECT a.attname,
       CASE WHEN t.typtype = 'e' THEN 'enum'
            WHEN t.typcategory = 'A' THEN 'array'
@@ -161,20 +117,11 @@ function _M.list_columns(conn, name, conn_opts)
       JOIN pg_type t ON t.oid = a.atttypid
     WHERE ]] .. schema_cond .. [[ AND a.attnum > 0 AND NOT a.attisdropped
       AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
-    ORDER BY a.attnum]], params)
-  if not rows then return nil, err end
-  if #rows == 0 then return nil end
-  local list = {}
-  for i, r in ipairs(rows) do list[i] = { name = r[1], type = r[2] } end
-  return list
+    ORDER BY a.attnum]], params))
 end
 
 function _M.query_columns(conn, sql)
-  local cur, err = conn:query("SELECT * FROM (" .. sql .. ") AS bic_query LIMIT 0")
-  if not cur then return nil, err end
-  local cols = cur:columns()
-  cur:close()
-  return cols
+  return sql_lib.result_columns(conn, "SELECT * FROM (" .. sql .. ") AS bic_query LIMIT 0")
 end
 
 -- Declared type (format_type's spelling) -> field type, exact.

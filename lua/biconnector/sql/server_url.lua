@@ -99,6 +99,50 @@ function _M.whole(what, key, v)
   return n
 end
 
+-- A server URL -> the options for core.sql.open of the PostgreSQL and MySQL
+-- engines | nil, message: host (default 127.0.0.1), port, user, password (from
+-- the URL, else password_from_env), database, schemas (list), from the options
+-- statement_timeout_ms and connect_timeout_s, and params ("k=v&k=v") for every
+-- other option, which the driver reads. spec: what (the engine's name in
+-- messages), database_required (a URL without one is refused), own ({key =
+-- function(opts, value) -> nil | message}: the engine's options of its own,
+-- and those it refuses).
+function _M.server_options(url, spec)
+  local what = spec.what
+  local u, err = _M.parse(url, what)
+  if not u then return nil, err end
+  if spec.database_required and not u.database then
+    return nil, ("%s URL: no database (%s://user@host:port/database)"):format(what, what)
+  end
+  local opts = { host = u.host or "127.0.0.1", port = u.port, user = u.user, password = u.password,
+    database = u.database }
+  if not opts.password then
+    local p, perr = _M.password_from_env()
+    if perr then return nil, perr end
+    opts.password = p
+  end
+  local own = spec.own or {}
+  local pass, schemas = {}, {}
+  for _, kv in ipairs(u.query) do
+    local k, v = kv[1], kv[2]
+    if k == "schemas" then
+      for s in v:gmatch("[^,]+") do schemas[#schemas + 1] = s:match("^%s*(.-)%s*$") end
+    elseif k == "statement_timeout" or k == "connect_timeout" then
+      local n, nerr = _M.whole(what, k, v)
+      if not n then return nil, nerr end
+      opts[k == "statement_timeout" and "statement_timeout_ms" or "connect_timeout_s"] = n
+    elseif own[k] then
+      local oerr = own[k](opts, v)
+      if oerr then return nil, oerr end
+    else
+      pass[#pass + 1] = kv
+    end
+  end
+  if #pass > 0 then opts.params = _M.encode_params(pass) end
+  opts.schemas = schemas
+  return opts
+end
+
 -- What logs may show: no password.
 function _M.display(scheme, opts)
   local user = opts.user and (opts.user .. "@") or ""

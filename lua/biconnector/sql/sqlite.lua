@@ -1,6 +1,9 @@
 -- The SQLite engine of biconnector.sql: URL parsing, introspection, the type
 -- mapping and the SQL dialect. The interface every engine module keeps is
 -- described at the top of biconnector/sql/init.lua.
+local sql_lib = require "biconnector.sql"
+local all_rows = sql_lib.all_rows
+
 local _M = {
   engine = "sqlite",          -- the core.sql driver
   schemes = { "sqlite" },
@@ -57,28 +60,8 @@ function _M.display(opts)
   return "sqlite:" .. tostring(opts.path)
 end
 
-function _M.quote(name)
-  return '"' .. name:gsub('"', '""') .. '"'
-end
-
-function _M.limit(n)
-  return " LIMIT " .. string.format("%d", n)
-end
-
-local function all_rows(conn, sql, params)
-  local cur, err = conn:query(sql, params)
-  if not cur then return nil, err end
-  local rows = {}
-  while true do
-    local row, ferr = cur:fetch()
-    if not row then
-      cur:close()
-      if ferr then return nil, ferr end
-      return rows
-    end
-    rows[#rows + 1] = row
-  end
-end
+_M.quote = sql_lib.quoter('"')
+_M.limit = sql_lib.limit_clause
 
 -- -> { {name=, kind="table"|"view"}, ... } in name order
 function _M.list_tables(conn)
@@ -92,21 +75,12 @@ end
 
 -- -> { {name=, type=declared}, ... } | nil when there is no such table or view
 function _M.list_columns(conn, name)
-  local rows, err = all_rows(conn, "SELECT name, type FROM pragma_table_info(?) ORDER BY cid", { name })
-  if not rows then return nil, err end
-  if #rows == 0 then return nil end
-  local list = {}
-  for i, r in ipairs(rows) do list[i] = { name = r[1], type = r[2] or "" } end
-  return list
+  return sql_lib.column_list(all_rows(conn, "SELECT name, type FROM pragma_table_info(?) ORDER BY cid", { name }))
 end
 
 -- The result columns of a query, without reading its rows.
 function _M.query_columns(conn, sql)
-  local cur, err = conn:query("SELECT * FROM (" .. sql .. ") LIMIT 0")
-  if not cur then return nil, err end
-  local cols = cur:columns()
-  cur:close()
-  return cols
+  return sql_lib.result_columns(conn, "SELECT * FROM (" .. sql .. ") LIMIT 0")
 end
 
 -- Declared type -> field type (nil: the column is left out) and whether a
