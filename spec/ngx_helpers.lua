@@ -152,8 +152,8 @@ end
 
 -- Writes conf_text to prefix/nginx.conf and starts nginx in the foreground
 -- (daemon off) as our child, so that stopping it reaps it; env: "NAME=value
--- ..." for its environment. -> handle { prefix, pid, port, error_log } | nil,
--- what nginx said
+-- ..." for its environment. -> handle { prefix, pid, port, error_log }; an
+-- error with what nginx said when it did not start.
 function M.start(prefix, conf_text, port, env)
   local conf = prefix .. "/nginx.conf"
   M.write(conf, conf_text)
@@ -167,7 +167,7 @@ function M.start(prefix, conf_text, port, env)
   if M.read(prefix .. "/nginx.pid") == "" then
     local _ = M.alive(h.pid) and M.sh("kill -KILL " .. h.pid)
     pipe:close()
-    return nil, M.read(out) .. M.read(h.error_log)
+    error("nginx did not start: " .. M.read(out) .. M.read(h.error_log), 2)
   end
   return h
 end

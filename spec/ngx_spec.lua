@@ -203,9 +203,7 @@ describe("biconnector.ngx #ngx", function()
       "    }",
       "  }",
     }, { env = { "MINIMAL_TOKEN", "BIC_DEMO_TOKEN", "BIC_SQLITE_DB" }, package_path = TOP .. "/examples/nginx/?.lua" })
-    local err
-    h, err = start_nginx(prefix, conf, port)
-    assert(h, "nginx did not start: " .. tostring(err))
+    h = start_nginx(prefix, conf, port)
   end)
 
   teardown(function()
@@ -561,9 +559,7 @@ describe("examples/nginx/nginx.conf #ngx", function()
       find_nginx(), prefix, prefix, prefix, out))
     assert.is_true(ok, read(out))
 
-    local err
-    h, err = start_nginx(prefix, text, port)
-    assert(h, "nginx did not start: " .. tostring(err))
+    h = start_nginx(prefix, text, port)
     local conn = '"connection":{"token":"' .. DEMO_TOKEN .. '"}'
     local r = request(port, "POST", "/bitrix/check", "{" .. conn .. "}", JSON)
     assert.equals(200, r.status)

@@ -111,9 +111,7 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
       tls_locations,
       "  }",
     }, { workers = 2, thread_pool = false })
-    local err
-    nginx, err = N.start(prefix, conf, port)
-    assert(nginx, "nginx did not start: " .. tostring(err))
+    nginx = N.start(prefix, conf, port)
   end)
 
   teardown(function()

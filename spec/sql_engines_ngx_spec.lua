@@ -64,15 +64,13 @@ describe("PostgreSQL and MySQL sources under nginx", function()
         e, prefix .. "/" .. e .. ".lua")
     end
     port = helpers.free_port()
-    local err
-    nginx, err = N.start(prefix, N.conf(prefix, {
+    nginx = N.start(prefix, N.conf(prefix, {
       "  access_log off;",
       "  server {",
       "    listen 127.0.0.1:" .. port .. ";",
       concat(locations, "\n"),
       "  }",
     }), port)
-    assert(nginx, "nginx did not start: " .. tostring(err))
   end)
 
   teardown(function()

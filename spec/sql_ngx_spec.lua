@@ -48,8 +48,7 @@ return {
   end,
 }
 ]], prefix .. "/marks"))
-    local err
-    nginx, err = N.start(prefix, N.conf(prefix, {
+    nginx = N.start(prefix, N.conf(prefix, {
       "  access_log off;",
       "  init_by_lua_block { require('biconnector.ngx').load(" .. q(prefix .. "/sql.lua") .. ") }",
       "  server {",
@@ -60,7 +59,6 @@ return {
         .. q(prefix .. "/endless.lua") .. ") } }",
       "  }",
     }), port)
-    assert(nginx, "nginx did not start: " .. tostring(err))
   end)
 
   teardown(function()
