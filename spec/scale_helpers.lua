@@ -2,14 +2,15 @@
 -- nginx with the Lua module, each in its own temp dir on a free 127.0.0.1
 -- port, stopped by the spec. A missing binary gives a reason to skip.
 local helpers = require "helpers"
+local N = require "ngx_helpers"
 local socket = require "socket"
 local http = require("biconnector.core").http
 
 local M = {}
 
-M.TOP = helpers.top == "." and (os.getenv("PWD") or ".") or helpers.top
-M.MODULES = os.getenv("BIC_NGINX_MODULES") or "/usr/lib/nginx/modules"
-M.NGINX = os.getenv("BIC_NGINX") or "/usr/sbin/nginx"
+M.TOP = N.TOP
+M.MODULES = N.MODULES
+M.NGINX = N.find_nginx() or "/usr/sbin/nginx"
 M.REDIS = os.getenv("BIC_REDIS_SERVER") or "/usr/bin/redis-server"
 
 local function readable(path)
@@ -113,22 +114,9 @@ function M.start_redis(extra)
   return r
 end
 
-function M.luajit_build()
-  if helpers.runtime == "luajit" then return helpers.build end
-  local b = os.getenv("BIC_BUILD_LUAJIT") or (M.TOP .. "/build-luajit")
-  if b:sub(1, 1) ~= "/" then b = M.TOP .. "/" .. b end
-  return b
-end
-
-function M.nginx_missing()
-  if not readable(M.NGINX) then return "nginx is not installed (Debian: nginx)" end
-  for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    if not readable(M.MODULES .. "/" .. m) then return m .. " is missing (Debian: libnginx-mod-http-lua)" end
-  end
-  if not readable(M.luajit_build() .. "/biconnector/core.so") then
-    return "the LuaJIT build of the C core is missing: " .. M.luajit_build() .. " (make luajit)"
-  end
-end
+-- the same checks as the other nginx specs (spec/ngx_helpers.lua)
+M.luajit_build = N.luajit_build
+M.nginx_missing = N.missing
 
 -- The lines every test nginx.conf starts with, and the ones its http block opens with.
 function M.nginx_head(prefix, workers)
