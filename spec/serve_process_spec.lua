@@ -29,6 +29,31 @@ describe("core.process", function()
     assert.same({}, process.signals()) -- taken once
   end)
 
+  it("keeps a trapped signal sent to a child right after fork", function()
+    -- a master stopping a worker it has just started: the signal used to land
+    -- before the child reset the flags it inherited, and was wiped out with them
+    assert.is_true(process.trap("USR1"))
+    process.signals()
+    local lost = {}
+    for i = 1, 20 do
+      local pid = assert(process.fork())
+      if pid == 0 then
+        local t0 = process.clock()
+        repeat
+          for _, s in ipairs(process.signals()) do
+            if s == "USR1" then process.exit(0) end
+          end
+          process.sleep(0.5) -- wakes up for a trapped signal
+        until process.clock() - t0 > 2
+        process.exit(3)
+      end
+      assert.is_true(process.kill(pid, "USR1"))
+      local _, how, code = process.wait(pid, true)
+      if not (how == "exit" and code == 0) then lost[#lost + 1] = ("#%d: %s %s"):format(i, how, code) end
+    end
+    assert.same({}, lost)
+  end)
+
   it("rejects unknown signals and reports failures as nil, message", function()
     assert.has_error(function() process.kill(1, "NOPE") end, "bad argument #2 to 'kill' (unknown signal 'NOPE')")
     local ok, err = process.kill(2 ^ 22 + 12345, "TERM")

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -122,13 +123,21 @@ static int push_errno(lua_State *L, const char *what) {
 }
 
 /* process.fork() -> pid (0 in the child) | nil, err. The child gets its own
- * signal pipe and no pending signals; SIGCHLD goes back to its default. */
+ * signal pipe and no pending signals; SIGCHLD goes back to its default.
+ * Signals are blocked from before fork() until the child has reset its state:
+ * a signal sent to the new pid at once (a master forwarding SIGTERM to a
+ * worker it has just started) stays pending and is handled after the reset,
+ * where it counts, instead of being wiped out with the parent's flags. */
 static int l_fork(lua_State *L) {
+  sigset_t all, old;
   pid_t pid;
+  int e;
   fflush(stdout);
   fflush(stderr);
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   pid = fork();
-  if (pid < 0) return push_errno(L, "fork failed");
+  e = errno;
   if (pid == 0) {
     int i;
     signal(SIGCHLD, SIG_DFL);
@@ -139,6 +148,11 @@ static int l_fork(lua_State *L) {
       open_signal_pipe();
     }
     for (i = 0; i < NSIG; i++) pending_signals[i] = 0;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0) {
+    errno = e;
+    return push_errno(L, "fork failed");
   }
   lua_pushinteger(L, (lua_Integer)pid);
   return 1;
