@@ -19,7 +19,10 @@ local COUNT = 400
 for _, engine in ipairs({ "postgresql", "mysql" }) do
   describe("SQL filter pushdown on a real " .. engine .. " server", function()
     local why = db.missing(engine)
-    if why then return db.skip(engine, why) end
+    if why then
+      local msg = db.skip(engine, why)
+      return it("runs against a real " .. engine .. " server", function() pending(msg) end)
+    end
     local srv, h, cases, codes
 
     setup(function()

@@ -46,7 +46,12 @@ describe("PostgreSQL and MySQL sources under nginx", function()
   local engines = {}
   for _, e in ipairs({ "postgresql", "mysql" }) do
     local m = db.missing(e)
-    if m then db.skip(e, m) else engines[#engines + 1] = e end
+    if m then
+      local msg = db.skip(e, m)
+      it("runs against a real " .. e .. " server", function() pending(msg) end)
+    else
+      engines[#engines + 1] = e
+    end
   end
   if #engines == 0 then return end
   local servers, prefix, port, nginx = {}, nil, nil, nil
