@@ -175,6 +175,11 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
       conn, err = open(srv, nil, nil, { params = "no_such_option=1" })
       assert.is_nil(conn)
       assert.matches("no_such_option", err, 1, true)
+      if engine == "postgresql" then -- (MySQL takes a bare name as a flag: ssl means ssl=true)
+        conn, err = open(srv, nil, nil, { params = "connect_timeout=5&novalue" })
+        assert.is_nil(conn)
+        assert.equal("postgresql: connection parameter without a value: novalue", err)
+      end
     end)
 
     it("stops a statement at the statement timeout", function()

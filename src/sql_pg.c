@@ -110,8 +110,7 @@ static void *pg_open(const bic_sql_options *o, char *err, size_t errlen) {
     while (bic_sql_next_param(&p, &item, &n, &eq)) {
       char *k, *v;
       if (!eq) {
-        bic_sql_error(err, errlen, NULL, "postgresql: connection parameter without a value: ", "");
-        snprintf(err + strlen(err), errlen - strlen(err), "%.*s", (int)(n > 64 ? 64 : n), item);
+        snprintf(err, errlen, "postgresql: connection parameter without a value: %.*s", (int)(n > 64 ? 64 : n), item);
         goto fail;
       }
       if (nk >= PG_MAX_KEYS) {
