@@ -56,4 +56,13 @@ describe("database server URLs", function()
     o = assert(my.parse_url("mysql://reader:Secret-2@db/shop?socket=/s.sock"))
     assert.equal("mysql://reader@[/s.sock]/shop", my.display(o))
   end)
+
+  it("masks the password of a URL as output shows it (banner, log, dev page), nothing else", function()
+    local masked = url_lib.masked
+    assert.equal("postgresql://reader:***@db:5432/shop", masked("postgresql://reader:Secret-1@db:5432/shop"))
+    assert.equal("mysql://reader:***@db/shop", masked("mysql://reader:p@ss@db/shop")) -- up to the last @
+    assert.equal("postgresql://reader@db/shop", masked("postgresql://reader@db/shop"))
+    assert.equal("sqlite:///srv/a@b.db", masked("sqlite:///srv/a@b.db")) -- an @ in the path is no password
+    assert.equal("connectors/shop.lua", masked("connectors/shop.lua"))
+  end)
 end)

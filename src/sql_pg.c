@@ -254,38 +254,18 @@ static pg_cursor *cursor_query(pg_conn *pc, const char *sql, int nparams, const 
   PGresult *r;
   pg_cursor *cur;
   r = PQexec(pc->c, pc->read_only ? "BEGIN READ ONLY" : "BEGIN");
-  if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-    bic_sql_error(err, errlen, pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
-    PQclear(r);
-    *retryable = conn_lost(pc->c);
-    end_transaction(pc, 0);
-    return NULL;
-  }
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) goto failed;
   PQclear(r);
   decl = malloc(sizeof head + n);
-  if (!decl) {
-    bic_sql_error(err, errlen, NULL, NULL, "out of memory");
-    end_transaction(pc, 0);
-    return NULL;
-  }
+  if (!decl) goto out_of_memory;
   memcpy(decl, head, sizeof head - 1);
   memcpy(decl + sizeof head - 1, sql, n + 1);
   r = PQexecParams(pc->c, decl, nparams, types, values, lengths, formats, 0);
   free(decl);
-  if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-    bic_sql_error(err, errlen, pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
-    PQclear(r);
-    *retryable = conn_lost(pc->c);
-    end_transaction(pc, 0);
-    return NULL;
-  }
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) goto failed;
   PQclear(r);
   cur = calloc(1, sizeof *cur);
-  if (!cur) {
-    bic_sql_error(err, errlen, NULL, NULL, "out of memory");
-    end_transaction(pc, 0);
-    return NULL;
-  }
+  if (!cur) goto out_of_memory;
   cur->pc = pc;
   cur->batched = 1;
   if (!send_fetch(cur, err, errlen) || !collect_batch(cur, err, errlen)) {
@@ -298,6 +278,16 @@ static pg_cursor *cursor_query(pg_conn *pc, const char *sql, int nparams, const 
   }
   cur->ncols = PQnfields(cur->batch);
   return cur;
+failed: /* BEGIN or DECLARE refused: r holds the answer, when there is one */
+  bic_sql_error(err, errlen, pc->password, "postgresql: ", r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
+  PQclear(r);
+  *retryable = conn_lost(pc->c);
+  end_transaction(pc, 0);
+  return NULL;
+out_of_memory:
+  bic_sql_error(err, errlen, NULL, NULL, "out of memory");
+  end_transaction(pc, 0);
+  return NULL;
 }
 
 static void *pg_query(void *conn, const char *sql, const bic_sql_value *params, int nparams,

@@ -7,6 +7,7 @@
 local core = require "biconnector.core"
 local json = require "biconnector.json"
 local logline = require "biconnector.logline"
+local masked_url = require("biconnector.sql.server_url").masked
 
 local process = core.process
 local format, concat = string.format, table.concat
@@ -113,11 +114,6 @@ function _M.link(base, values)
   return base .. "/#" .. concat(parts, "&")
 end
 
--- "postgresql://user:secret@host/db" -> "postgresql://user:***@host/db"
-local function without_password(source)
-  return (tostring(source or ""):gsub("^(%a[%w+.-]*://[^/@:]*):[^/@]*@", "%1:***@"))
-end
-
 -- The descriptors a forked child holds that belong to the server (its
 -- listening socket and the connections open at fork time): closed in the
 -- verify child so that a closed connection or a stopped server is not held
@@ -171,7 +167,7 @@ function _M.wrap(handler, opts)
     return assert(json.encode({
       title = connector.title or "connector",
       version = core.version,
-      source = without_password(opts.source),
+      source = masked_url(opts.source or ""),
       settings = json.as_array(settings),
       prefix = prefix,
       endpoints = { check = prefix .. "/check", table_list = prefix .. "/table_list",

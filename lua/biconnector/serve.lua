@@ -67,14 +67,8 @@ function _M.parse_listen(text)
   return host, port
 end
 
--- A database URL as output may show it: the password (between "user:" and the
--- last "@" of the authority) as ***.
-local function masked(file)
-  return (tostring(file):gsub("^(%a[%w+.-]*://)([^/]*)@", function(scheme, userinfo)
-    local user = userinfo:match("^([^:]*):")
-    return scheme .. (user and (user .. ":***") or userinfo) .. "@"
-  end))
-end
+-- A database URL as output may show it: its password as ***.
+local masked = require("biconnector.sql.server_url").masked
 
 local function positive_number(name, value, integer)
   local n = tonumber(value)

@@ -143,6 +143,16 @@ function _M.server_options(url, spec)
   return opts
 end
 
+-- A URL as output may show it (banner, log, dev page): the password, between
+-- "user:" and the last "@" of the authority, as ***; any other text unchanged.
+-- "postgresql://user:secret@host/db" -> "postgresql://user:***@host/db"
+function _M.masked(text)
+  return (tostring(text):gsub("^(%a[%w+.-]*://)([^/]*)@", function(scheme, userinfo)
+    local user = userinfo:match("^([^:]*):")
+    return scheme .. (user and (user .. ":***") or userinfo) .. "@"
+  end))
+end
+
 -- What logs may show: no password.
 function _M.display(scheme, opts)
   local user = opts.user and (opts.user .. "@") or ""
