@@ -446,6 +446,7 @@ static int format_double(char *out, double d) {
  * as format_double lays them out. Returns the length, or 0 for the others. */
 static int format_short_decimal(char *out, double d) {
   static const double scale[4] = {1.0, 10.0, 100.0, 1000.0};
+  static const unsigned long long iscale[4] = {1, 10, 100, 1000};
   double a = fabs(d), m = 0;
   char text[24], *p = text + sizeof text;
   unsigned long long ip, frac;
@@ -456,10 +457,8 @@ static int format_short_decimal(char *out, double d) {
     if (m / scale[k] == a) break;
   }
   if (k > 3) return 0;
-  ip = (unsigned long long)m;
-  frac = 0;
-  for (i = 0; i < k; i++) ip /= 10;
-  frac = (unsigned long long)m - ip * (k == 0 ? 1 : k == 1 ? 10 : k == 2 ? 100 : 1000);
+  ip = (unsigned long long)m / iscale[k];
+  frac = (unsigned long long)m % iscale[k];
   if (k == 0) *--p = '0';
   for (i = 0; i < k; i++, frac /= 10) *--p = (char)('0' + frac % 10);
   *--p = '.';
