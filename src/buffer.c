@@ -47,3 +47,27 @@ bic_buffer *bic_buffer_push(lua_State *L) {
   lua_setmetatable(L, -2);
   return b;
 }
+
+static int hexval(unsigned char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+size_t bic_percent_decode(char *out, const char *s, size_t n, int plus_is_space) {
+  size_t i, o = 0;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '+' && plus_is_space) {
+      c = ' ';
+    } else if (c == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
+               hexval((unsigned char)s[i + 2]) >= 0) {
+      c = (unsigned char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
+      i += 2;
+    }
+    out[o++] = (char)c;
+  }
+  out[o] = '\0';
+  return o;
+}

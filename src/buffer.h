@@ -34,6 +34,11 @@ static inline int bic_buffer_putc(bic_buffer *b, char c) {
 
 #define bic_buffer_puts(b, lit) bic_buffer_put((b), (lit), sizeof(lit) - 1)
 
+/* Percent-decodes s[0..n) into out (room for n + 1 bytes), NUL-terminated;
+ * returns the decoded length. `%XX` is a byte, a malformed escape stays as is,
+ * and `+` is a space when plus_is_space (PHP's urldecode), else a `+`. */
+size_t bic_percent_decode(char *out, const char *s, size_t n, int plus_is_space);
+
 /* A buffer owned by a full userdata pushed on the stack, freed by its __gc, so
  * that a Lua error raised while the buffer is in use never leaks it. */
 bic_buffer *bic_buffer_push(lua_State *L);

@@ -41,30 +41,11 @@ typedef struct form_decoder {
   long max_depth;
 } form_decoder;
 
-static int hexval(unsigned char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 /* PHP's urldecode: `+` is a space, `%XX` a byte; a malformed escape stays as is. */
 static int url_decode(bic_buffer *out, const char *s, size_t n) {
-  size_t i;
   out->len = 0;
   if (bic_buffer_grow(out, n + 1) != 0) return -1;
-  for (i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c == '+') {
-      c = ' ';
-    } else if (c == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
-               hexval((unsigned char)s[i + 2]) >= 0) {
-      c = (unsigned char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
-      i += 2;
-    }
-    out->data[out->len++] = (char)c;
-  }
-  out->data[out->len] = '\0';
+  out->len = bic_percent_decode(out->data, s, n, 1);
   return 0;
 }
 

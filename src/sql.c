@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "bic.h"
+#include "buffer.h"
 #include "sql.h"
 
 #define CONN_MT "biconnector.sql.conn"
@@ -170,27 +171,9 @@ void bic_sql_free_secret(char *s) {
   free(s);
 }
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 char *bic_sql_decode(const char *s, size_t n) {
   char *d = malloc(n + 1);
-  size_t o = 0;
-  if (!d) return NULL;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
-        hexval((unsigned char)s[i + 2]) >= 0) {
-      d[o++] = (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
-      i += 2;
-    } else {
-      d[o++] = s[i];
-    }
-  }
-  d[o] = '\0';
+  if (d) bic_percent_decode(d, s, n, 0);
   return d;
 }
 
