@@ -139,6 +139,7 @@ function M.conf(prefix, lines, opts)
     "http {",
     format('  lua_package_path "%s;";', path),
     format('  lua_package_cpath "%s/?.so;;";', M.luajit_build()),
+    "  lua_check_client_abort on;",
     "  client_body_temp_path " .. prefix .. "/body;",
     "  proxy_temp_path " .. prefix .. "/proxy;",
     "  fastcgi_temp_path " .. prefix .. "/fastcgi;",

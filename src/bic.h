@@ -27,5 +27,12 @@ int bic_rows_width(const rows_encoder *e);
 size_t bic_rows_pending(const rows_encoder *e);
 int bic_rows_add_values(rows_encoder *e, const struct bic_sql_value *v, int n, int *bad_col, char *why,
                         size_t whylen);
+/* For rows encoded on another thread (sql_job.c): a C-owned copy of e's
+ * settings, its buffer, and moving encoded text into an encoder. */
+struct bic_buffer;
+rows_encoder *bic_rows_clone(const rows_encoder *e);
+void bic_rows_free(rows_encoder *e);
+struct bic_buffer *bic_rows_buffer(rows_encoder *e);
+int bic_rows_put(rows_encoder *e, struct bic_buffer *src, size_t off, size_t n, double nrows);
 
 #endif

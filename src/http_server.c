@@ -4,7 +4,15 @@
  * calling Lua thread: every MHD callback therefore runs inside MHD_run() on
  * that thread and calls Lua only through lua_pcall, so a Lua error never
  * unwinds through libmicrohttpd frames. core.process (process.c) is registered
- * from here too. */
+ * from here too.
+ *
+ * Waiting answers. A handler (or a body iterator) that waits for something
+ * (a database query on a thread of its own) answers core.server.WAIT, fd,
+ * seconds[, finish, continue] instead: the connection is suspended
+ * (MHD_suspend_connection) and run() polls fd beside MHD's own descriptors;
+ * when fd is readable, the seconds are up or the client has left, the
+ * connection is resumed and the handler's continue() (or the iterator) is
+ * called again. Meanwhile the other connections are served. */
 #include "bic.h"
 #include "buffer.h"
 #include "process.h"
@@ -20,8 +28,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <linux/sockios.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -54,6 +64,10 @@ typedef struct conn_state {
   int answering; /* a response is queued: the deadline does not apply */
   int in_request; /* a request line was read and its answer is not done */
   int cut;       /* shut down by us: MHD closes it on its next run */
+  int sending;   /* its answer is queued: the idle rule is ours (see sweep) */
+  int idle_cut;  /* cut by that rule: the access log says "timeout" */
+  double progress; /* the last time its client took bytes */
+  int outq;      /* the socket's unsent bytes at the last sweep (-1: not read yet) */
 } conn_state;
 
 typedef struct server {
@@ -70,13 +84,27 @@ typedef struct server {
   size_t max_bodies;         /* request bodies held at once, all connections */
   size_t bodies;             /* bytes reserved for bodies now */
   double request_timeout;    /* seconds for a complete request (0: none) */
+  unsigned int timeout;      /* seconds a connection may be idle (MHD's, and ours for answers) */
   double next_sweep;
   int refused_ref;           /* Lua function told of answers made without the handler */
   conn_state *conns;
+  struct request *waiting;   /* suspended requests (see "Waiting answers") */
+  struct pollfd *pfds;       /* run()'s poll set */
+  size_t npfds;
 } server;
+
+/* core.server.WAIT: the light userdata a handler or body iterator answers to wait. */
+static char wait_sentinel;
 
 /* Per-request state, from the first access-handler call to the completion notice. */
 typedef struct request {
+  struct request *wprev, *wnext; /* in the server's list of waiting requests */
+  struct MHD_Connection *conn;
+  int waiting;       /* suspended until wait_fd is readable or wait_until */
+  int wait_fd;
+  double wait_until;
+  int gone;          /* the client left while the request waited */
+  int continue_ref;  /* a handler that waits: what to call when the wait ends */
   bic_buffer body;
   size_t discarded;
   size_t reserved;   /* bytes of srv->bodies this request holds */
@@ -104,6 +132,8 @@ typedef struct stream {
   const char *chunk;
   size_t len, off;
   int ended;
+  int wait_fd;      /* the iterator answered WAIT: wait for this (-1: no) */
+  double wait_s;
 } stream;
 
 /* Names and values MHD holds for the request, gathered without calling Lua. */
@@ -117,6 +147,8 @@ typedef struct kv_list {
 typedef struct dispatch {
   server *srv;
   request *req;
+  int wait_fd;       /* the handler waits (WAIT): for this */
+  double wait_s;
   const char *method, *url;
   kv_list headers, arguments;
   char remote[INET6_ADDRSTRLEN];
@@ -222,6 +254,8 @@ static const char BAD_FRAMING[] =
   "{\"error\":\"bad_request\",\"message\":\"Content-Length and Transfer-Encoding together\"}";
 static const char BAD_CODING[] =
   "{\"error\":\"bad_request\",\"message\":\"a Transfer-Encoding other than a single chunked\"}";
+static const char NO_HOST[] =
+  "{\"error\":\"bad_request\",\"message\":\"an HTTP/1.1 request must carry a Host header (RFC 9112, 3.2)\"}";
 static const char BODY_INTERNAL[] =
   "{\"error\":\"internal_error\",\"message\":\"the request handler failed; see the server log\"}";
 
@@ -304,6 +338,40 @@ static void remote_text(struct MHD_Connection *conn, char *text, size_t size) {
   }
 }
 
+/* Suspends req's connection until fd is readable or seconds pass (see "Waiting answers"). */
+static void start_wait(server *srv, request *req, int fd, double seconds) {
+  req->waiting = 1;
+  req->wait_fd = fd;
+  req->wait_until = bic_clock() + (seconds > 0 ? seconds : 0);
+  req->wprev = NULL;
+  req->wnext = srv->waiting;
+  if (srv->waiting != NULL) srv->waiting->wprev = req;
+  srv->waiting = req;
+  MHD_suspend_connection(req->conn);
+}
+
+/* Ends req's wait (gone: the client left) and resumes its connection. */
+static void end_wait(server *srv, request *req, int gone) {
+  if (!req->waiting) return;
+  req->waiting = 0;
+  if (gone) req->gone = 1;
+  if (req->wprev != NULL) req->wprev->wnext = req->wnext;
+  else srv->waiting = req->wnext;
+  if (req->wnext != NULL) req->wnext->wprev = req->wprev;
+  req->wprev = req->wnext = NULL;
+  MHD_resume_connection(req->conn);
+}
+
+/* Reads WAIT, fd, seconds at index idx: 1 when the value at idx is WAIT. */
+static int is_wait(lua_State *L, int idx, int *fd, double *seconds) {
+  if (lua_type(L, idx) != LUA_TLIGHTUSERDATA || lua_touserdata(L, idx) != (void *)&wait_sentinel) return 0;
+  if (lua_type(L, idx + 1) != LUA_TNUMBER) luaL_error(L, "WAIT: expected a file descriptor after it");
+  *fd = (int)lua_tointeger(L, idx + 1);
+  *seconds = lua_isnumber(L, idx + 2) ? (double)lua_tonumber(L, idx + 2) : 1.0;
+  if (*fd < 0) luaL_error(L, "WAIT: bad file descriptor %d", *fd);
+  return 1;
+}
+
 /* Protected: asks the iterator for its next chunk; leaves it in s (or s->ended). */
 static int next_chunk(lua_State *L) {
   stream *s = (stream *)lua_touserdata(L, 1);
@@ -312,18 +380,24 @@ static int next_chunk(lua_State *L) {
   s->chunk = NULL;
   s->len = s->off = 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->iterator_ref);
-  if (call_traced(L, 0, 1) != 0) {
+  if (call_traced(L, 0, 3) != 0) {
     log_error("body iterator failed", lua_tostring(L, -1));
     s->ended = s->req->stream_failed = 1;
-  } else if (lua_isnil(L, -1)) {
+  } else if (is_wait(L, -3, &s->wait_fd, &s->wait_s)) {
+    /* nothing to send now: stream_read suspends the connection */
+  } else if (lua_type(L, -3) == LUA_TBOOLEAN && !lua_toboolean(L, -3)) {
+    s->ended = s->req->stream_failed = 1; /* false: the answer is cut (its cause is logged already) */
+  } else if (lua_isnil(L, -3)) {
     s->ended = 1;
-  } else if (lua_type(L, -1) != LUA_TSTRING) {
+  } else if (lua_type(L, -3) != LUA_TSTRING) {
     log_error("body iterator failed",
-              lua_pushfstring(L, "chunk is a %s, expected a string or nil", luaL_typename(L, -1)));
+              lua_pushfstring(L, "chunk is a %s, expected a string or nil", luaL_typename(L, -3)));
     s->ended = s->req->stream_failed = 1;
   } else {
     size_t len;
-    const char *chunk = lua_tolstring(L, -1, &len);
+    const char *chunk;
+    lua_settop(L, -3); /* the chunk on top */
+    chunk = lua_tolstring(L, -1, &len);
     s->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* keeps the string alive while sent */
     s->chunk = chunk;
     s->len = len;
@@ -338,8 +412,14 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
   (void)pos;
   if (s->ended) return MHD_CONTENT_READER_END_OF_STREAM;
   if (L == NULL) return MHD_CONTENT_READER_END_WITH_ERROR; /* the Lua state is closing */
+  if (s->req->gone) return MHD_CONTENT_READER_END_WITH_ERROR; /* the client left while we waited */
+  { /* MHD asks for more: its buffer went out, the client took bytes (see start_sending) */
+    conn_state *cs = s->req->conn != NULL ? state_of(s->req->conn) : NULL;
+    if (cs != NULL) cs->progress = bic_clock();
+  }
   if (s->off >= s->len) { /* the chunk is sent: ask the iterator for the next one */
     int top = lua_gettop(L);
+    s->wait_fd = -1;
     if (!lua_checkstack(L, 8) || run_protected(L, next_chunk, s) != 0) {
       log_error("body iterator failed", top < lua_gettop(L) ? lua_tostring(L, -1) : "no stack space");
       s->ended = s->req->stream_failed = 1;
@@ -348,6 +428,10 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     if (s->ended) {
       return s->req->stream_failed ? MHD_CONTENT_READER_END_WITH_ERROR
                                    : MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    if (s->wait_fd >= 0) { /* the iterator waits: so does this connection */
+      start_wait(s->srv, s->req, s->wait_fd, s->wait_s);
+      return 0;
     }
     /* an empty chunk: nothing to send now; MHD calls again on its next run, after
      * serving the other connections (an endless run of them cannot starve those) */
@@ -401,6 +485,7 @@ static void make_response(lua_State *L, dispatch *d, int base) {
     s->srv = d->srv;
     s->req = d->req;
     s->iterator_ref = s->chunk_ref = LUA_NOREF;
+    s->wait_fd = -1;
     r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, s,
                                           stream_free);
     if (r == NULL) { free(s); luaL_error(L, "cannot create a response"); }
@@ -432,6 +517,29 @@ static void make_response(lua_State *L, dispatch *d, int base) {
   }
 }
 
+/* The handler's results at base: status, headers, body, finish -- or WAIT, fd,
+ * seconds, finish, continue (the answer comes later: d->wait_fd is set). */
+static void take_answer(lua_State *L, dispatch *d, int base) {
+  request *req = d->req;
+  int waits = is_wait(L, base, &d->wait_fd, &d->wait_s);
+  if (lua_isfunction(L, base + 3)) { /* called once the answer is done or abandoned */
+    luaL_unref(L, LUA_REGISTRYINDEX, req->finish_ref);
+    lua_pushvalue(L, base + 3);
+    req->finish_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  if (waits) {
+    if (!lua_isfunction(L, base + 4)) {
+      d->wait_fd = -1;
+      luaL_error(L, "WAIT: expected fd, seconds, finish, continue");
+    }
+    lua_pushvalue(L, base + 4);
+    req->continue_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return;
+  }
+  d->wait_fd = -1;
+  make_response(L, d, base); /* a bad answer still gets its finish call, with "error" */
+}
+
 /* Protected: builds the request table, calls the handler, checks its answer. */
 static int dispatch_request(lua_State *L) {
   dispatch *d = (dispatch *)lua_touserdata(L, 1);
@@ -455,12 +563,22 @@ static int dispatch_request(lua_State *L) {
   bic_buffer_free(&req->body);
   base = lua_gettop(L) - 1;
   d->failure = "request handler failed";
-  if (call_traced(L, 1, 4) != 0) lua_error(L); /* the message carries the traceback */
-  if (lua_isfunction(L, base + 3)) { /* called once the answer is done or abandoned */
-    lua_pushvalue(L, base + 3);
-    req->finish_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  make_response(L, d, base); /* a bad answer still gets its finish call, with "error" */
+  if (call_traced(L, 1, 5) != 0) lua_error(L); /* the message carries the traceback */
+  take_answer(L, d, base);
+  return 0;
+}
+
+/* Protected: the continuation of a handler that waited, called when its wait ends. */
+static int continue_request(lua_State *L) {
+  dispatch *d = (dispatch *)lua_touserdata(L, 1);
+  request *req = d->req;
+  int base = lua_gettop(L) + 1;
+  d->failure = "request handler failed";
+  lua_rawgeti(L, LUA_REGISTRYINDEX, req->continue_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, req->continue_ref);
+  req->continue_ref = LUA_NOREF;
+  if (call_traced(L, 0, 5) != 0) lua_error(L);
+  take_answer(L, d, base);
   return 0;
 }
 
@@ -486,7 +604,8 @@ static request *new_request(void) {
   request *req = (request *)calloc(1, sizeof *req);
   if (req == NULL) return NULL;
   bic_buffer_init(&req->body);
-  req->finish_ref = LUA_NOREF;
+  req->finish_ref = req->continue_ref = LUA_NOREF;
+  req->wait_fd = -1;
   return req;
 }
 
@@ -494,15 +613,20 @@ static request *new_request(void) {
  * (a control byte in the target, ambiguous framing, a body over the limits)
  * before the body is read. */
 static enum MHD_Result on_headers(server *srv, request *req, struct MHD_Connection *conn,
-                                  const char *method) {
+                                  const char *method, const char *version) {
   header_count cl = {MHD_HTTP_HEADER_CONTENT_LENGTH, NULL, 0};
   header_count te = {MHD_HTTP_HEADER_TRANSFER_ENCODING, NULL, 0};
+  header_count host = {MHD_HTTP_HEADER_HOST, NULL, 0};
   unsigned long long length = 0;
   req->started = 1;
+  req->conn = conn;
   snprintf(req->method, sizeof req->method, "%s", method);
   if (req->bad_url) return refuse(conn, req, 400, BAD_TARGET);
   MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &cl);
   MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &te);
+  MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &host);
+  if (host.n == 0 && version != NULL && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+    return refuse(conn, req, 400, NO_HOST);
   /* one request, one answer: a framing two parsers could read two ways is refused */
   if (cl.n > 1) return refuse(conn, req, 400, BAD_LENGTH);
   if (cl.n > 0 && te.n > 0) return refuse(conn, req, 400, BAD_FRAMING);
@@ -563,6 +687,10 @@ static enum MHD_Result on_body(server *srv, request *req, const char *data, size
   return bic_buffer_put(&req->body, data, n) == 0 ? MHD_YES : MHD_NO;
 }
 
+static enum MHD_Result answer(server *srv, request *req, struct MHD_Connection *conn, dispatch *d,
+                              int failed);
+static enum MHD_Result resume_request(server *srv, request *req, struct MHD_Connection *conn);
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -571,16 +699,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   request *req = (request *)*con_cls;
   lua_State *L = srv->L;
   dispatch d;
-  enum MHD_Result ret;
   int top, failed;
   conn_state *cs;
-  (void)version;
   if (L == NULL) return MHD_NO; /* the Lua state is closing */
   if (req == NULL) { /* the URI callback could not allocate it */
     if ((req = new_request()) == NULL) return MHD_NO;
     *con_cls = req;
   }
-  if (!req->started) return on_headers(srv, req, conn, method);
+  if (!req->started) return on_headers(srv, req, conn, method, version);
+  if (req->continue_ref != LUA_NOREF) return resume_request(srv, req, conn);
   if (*upload_data_size > 0) { /* a piece of the body */
     size_t n = *upload_data_size;
     *upload_data_size = 0;
@@ -602,6 +729,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   remote_text(conn, d.remote, sizeof d.remote);
   top = lua_gettop(L);
   req->dispatched = 1;
+  d.wait_fd = -1;
   if ((cs = state_of(conn)) != NULL) cs->answering = 1;
   if (d.headers.failed || d.arguments.failed || !lua_checkstack(L, 20)) {
     failed = 1;
@@ -613,14 +741,63 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   release_body(srv, req); /* the body is a Lua string now (or gone) */
   free((void *)d.headers.items);
   free((void *)d.arguments.items);
+  return answer(srv, req, conn, &d, failed);
+}
+
+/* An answer is queued: MHD's idle timeout counts the time since MHD last wrote,
+ * which a slow reader with full socket buffers stretches without being idle
+ * at all; for the answer the idle rule is ours instead: cut when the client
+ * has taken nothing (the socket's send queue did not shrink) for the timeout
+ * (sweep). MHD's own timeout comes back with the next request (on_completed). */
+static void start_sending(server *srv, struct MHD_Connection *conn) {
+  conn_state *cs = state_of(conn);
+  if (cs == NULL || srv->timeout == 0) return;
+  MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, 0);
+  cs->sending = 1;
+  cs->progress = bic_clock();
+  cs->outq = -1;
+}
+
+/* After the handler (or its continuation) ran: queue its answer, a 500 when it
+ * failed, or suspend the connection while it waits. */
+static enum MHD_Result answer(server *srv, request *req, struct MHD_Connection *conn, dispatch *d,
+                              int failed) {
+  enum MHD_Result ret;
   if (failed) {
-    if (d.response != NULL) MHD_destroy_response(d.response); /* frees a stream too */
+    if (d->response != NULL) MHD_destroy_response(d->response); /* frees a stream too */
     req->answer_failed = 1;
     return queue_json(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, BODY_INTERNAL);
   }
-  ret = MHD_queue_response(conn, d.status, d.response);
-  MHD_destroy_response(d.response);
+  if (d->wait_fd >= 0) {
+    start_wait(srv, req, d->wait_fd, d->wait_s);
+    return MHD_YES;
+  }
+  ret = MHD_queue_response(conn, d->status, d->response);
+  MHD_destroy_response(d->response);
+  if (ret == MHD_YES) start_sending(srv, conn);
   return ret;
+}
+
+/* MHD calls the access handler again once a waiting request's connection is
+ * resumed: its continuation runs (or, the client gone, the connection closes). */
+static enum MHD_Result resume_request(server *srv, request *req, struct MHD_Connection *conn) {
+  lua_State *L = srv->L;
+  dispatch d;
+  int top, failed;
+  if (req->gone) return MHD_NO; /* on_completed tells finish "aborted" */
+  memset(&d, 0, sizeof d);
+  d.srv = srv;
+  d.req = req;
+  d.wait_fd = -1;
+  top = lua_gettop(L);
+  if (!lua_checkstack(L, 20)) {
+    failed = 1;
+    log_error("request failed", "no stack space");
+  } else if ((failed = run_protected(L, continue_request, &d)) != 0) {
+    log_error(d.failure, lua_tostring(L, -1));
+  }
+  lua_settop(L, top);
+  return answer(srv, req, conn, &d, failed);
 }
 
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line is read. The request state starts
@@ -671,16 +848,50 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
   }
 }
 
+/* Whether conn is suspended, waiting (its database work has its own deadline). */
+static int is_waiting(server *srv, struct MHD_Connection *conn) {
+  request *req;
+  for (req = srv->waiting; req != NULL; req = req->wnext)
+    if (req->conn == conn) return 1;
+  return 0;
+}
+
 /* Cuts (shutdown: MHD reads the end and closes it) every connection whose request
  * is not complete by its deadline, every idle one whose client half-closed, and,
  * once the server stops accepting (graceful stop), every one between requests:
  * an idle keep-alive connection must not hold the stop for the whole grace period. */
 static void sweep(server *srv, double now) {
   conn_state *cs;
+  request *req, *next;
+  /* a suspended connection is not watched by MHD: a client that left is found here */
+  for (req = srv->waiting; req != NULL; req = next) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    char c;
+    ssize_t n;
+    next = req->wnext;
+    if (ci == NULL) continue;
+    n = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) end_wait(srv, req, 1);
+  }
   for (cs = srv->conns; cs != NULL; cs = cs->next) {
     const union MHD_ConnectionInfo *ci;
     int fd, late;
     char c;
+    if (cs->sending && !cs->cut) {
+      /* an answer being sent: cut only when its client took nothing for the timeout */
+      int outq = 0;
+      ci = MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+      if (ci == NULL) continue;
+      fd = ci->connect_fd;
+      if (ioctl(fd, SIOCOUTQ, &outq) != 0 || outq < cs->outq || outq == 0 || is_waiting(srv, cs->conn))
+        cs->progress = now;
+      cs->outq = outq;
+      if (now - cs->progress > (double)srv->timeout) {
+        shutdown(fd, SHUT_RDWR);
+        cs->cut = cs->idle_cut = 1;
+      }
+      continue;
+    }
     if (cs->answering || cs->cut) continue;
     ci = MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci == NULL) continue;
@@ -774,10 +985,25 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   if (cs != NULL) { /* the next request's deadline runs from here */
     cs->answering = cs->in_request = 0;
     cs->since = bic_clock();
+    if (cs->sending) { /* between requests MHD's idle timeout applies again */
+      cs->sending = 0;
+      if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, srv->timeout);
+    }
   }
   if (req == NULL) return;
   *con_cls = NULL;
   release_body(srv, req);
+  if (req->waiting) { /* closed while suspended (the daemon stops): out of the list */
+    if (req->wprev != NULL) req->wprev->wnext = req->wnext;
+    else srv->waiting = req->wnext;
+    if (req->wnext != NULL) req->wnext->wprev = req->wprev;
+    req->waiting = 0;
+  }
+  if (req->continue_ref != LUA_NOREF && L != NULL) {
+    luaL_unref(L, LUA_REGISTRYINDEX, req->continue_ref);
+    req->continue_ref = LUA_NOREF;
+  }
   if (!req->dispatched) {
     /* answered without the handler: by us (413, 503, 400) or by MHD itself */
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS);
@@ -810,6 +1036,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
       default: break;
     }
     if (req->answer_failed) req->how = "error";
+    if (cs != NULL && cs->idle_cut) req->how = "timeout";
     if (run_protected(L, call_finish, req) != 0) log_error("finish callback failed", lua_tostring(L, -1));
     lua_settop(L, top);
     luaL_unref(L, LUA_REGISTRYINDEX, req->finish_ref);
@@ -914,7 +1141,8 @@ static int l_new(lua_State *L) {
   server *srv;
   const char *host;
   int port, fd, family = AF_INET, owned_fd = 0, reuse_port;
-  unsigned int flags = MHD_USE_EPOLL | MHD_USE_TURBO | MHD_USE_ERROR_LOG, timeout, connections;
+  unsigned int flags = MHD_USE_EPOLL | MHD_USE_TURBO | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, timeout,
+               connections;
   unsigned int per_address;
   size_t max_body, max_bodies;
   double request_timeout;
@@ -954,6 +1182,7 @@ static int l_new(lua_State *L) {
   srv->max_body = max_body;
   srv->max_bodies = max_bodies;
   srv->request_timeout = request_timeout;
+  srv->timeout = timeout;
   srv->grace = grace;
 
   if (fd < 0) {
@@ -1049,9 +1278,11 @@ static int l_run(lua_State *L) {
   srv->running = 1;
   srv->stop = 0;
   while (!srv->stop) {
-    struct pollfd pfd[2];
+    struct pollfd *pfd;
     MHD_UNSIGNED_LONG_LONG mhd_timeout;
-    int timeout = 1000, n = 1, sig;
+    int timeout = 1000, n = 2, sig;
+    size_t nwait = 0;
+    request *w;
     double t = bic_clock();
     if (!srv->quiescing && (sig = bic_signal_take_stop()) != 0) {
       reason = bic_signal_name(sig);
@@ -1074,12 +1305,30 @@ static int l_run(lua_State *L) {
     }
     if (deadline > 0 && timeout > 100) timeout = 100; /* re-count connections while draining */
     if (srv->conns != NULL && timeout > (int)(SWEEP_INTERVAL * 1000)) timeout = (int)(SWEEP_INTERVAL * 1000);
+    /* the poll set: MHD's epoll descriptor, the signal pipe, what waiting requests wait for */
+    for (w = srv->waiting; w != NULL; w = w->wnext) {
+      int left = (int)((w->wait_until - t) * 1000) + 1;
+      nwait++;
+      if (left < timeout) timeout = left < 0 ? 0 : left;
+    }
+    if (srv->npfds < nwait + 2) {
+      struct pollfd *grown = (struct pollfd *)realloc(srv->pfds, (nwait + 8) * sizeof *grown);
+      if (grown == NULL) {
+        srv->running = 0;
+        return luaL_error(L, "out of memory");
+      }
+      srv->pfds = grown;
+      srv->npfds = nwait + 8;
+    }
+    pfd = srv->pfds;
     pfd[0].fd = epfd;
     pfd[0].events = POLLIN;
-    if (bic_signal_fd() >= 0) {
-      pfd[1].fd = bic_signal_fd();
-      pfd[1].events = POLLIN;
-      n = 2;
+    pfd[1].fd = bic_signal_fd(); /* -1 (ignored by poll) until a signal is trapped */
+    pfd[1].events = POLLIN;
+    for (w = srv->waiting; w != NULL; w = w->wnext, n++) {
+      pfd[n].fd = w->wait_fd;
+      pfd[n].events = POLLIN;
+      pfd[n].revents = 0;
     }
     if (poll(pfd, (nfds_t)n, timeout) < 0 && errno != EINTR) {
       srv->running = 0;
@@ -1087,7 +1336,15 @@ static int l_run(lua_State *L) {
     }
     bic_signal_drain();
     srv->L = L;
-    if (srv->conns != NULL && (t = bic_clock()) >= srv->next_sweep) {
+    /* waits that ended: resumed (the list is in the poll set's order) */
+    t = bic_clock();
+    n = 2;
+    for (w = srv->waiting; w != NULL; n++) {
+      request *next = w->wnext;
+      if ((pfd[n].revents != 0) || t >= w->wait_until) end_wait(srv, w, 0);
+      w = next;
+    }
+    if ((srv->conns != NULL || srv->waiting != NULL) && t >= srv->next_sweep) {
       sweep(srv, t);
       srv->next_sweep = t + SWEEP_INTERVAL;
     }
@@ -1131,11 +1388,20 @@ static int l_close(lua_State *L) {
   if (srv->daemon == NULL) return 0;
   if (srv->running) return luaL_error(L, "cannot close a running server; call server:stop()");
   daemon = srv->daemon;
+  srv->L = L;
+  /* MHD cannot stop with suspended connections: each is resumed as gone and
+   * closed by one more run */
+  if (srv->waiting != NULL) {
+    while (srv->waiting != NULL) end_wait(srv, srv->waiting, 1);
+    MHD_run(daemon);
+  }
   /* closed before the stop: a finish callback that the stop runs and that
    * closes or runs the server again finds it closed (MHD aborts on a second stop) */
   srv->daemon = NULL;
-  srv->L = L;
   MHD_stop_daemon(daemon); /* runs the completion and stream-free callbacks */
+  free(srv->pfds);
+  srv->pfds = NULL;
+  srv->npfds = 0;
   if (srv->quiescing) srv->listen_fd = -1;
   luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, srv->refused_ref);
@@ -1200,6 +1466,8 @@ int bic_open_http_server(lua_State *L) {
   }
   lua_pop(L, 1);
   luaL_newlib(L, server_functions);
+  lua_pushlightuserdata(L, (void *)&wait_sentinel);
+  lua_setfield(L, -2, "WAIT");
   lua_setfield(L, -2, "server");
   bic_open_process(L);
   return 0;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -371,8 +372,21 @@ static int l_counters_gc(lua_State *L) {
   return 0;
 }
 
+/* core.process.mmap_threshold(bytes): blocks of that size and more come from
+ * mmap and go back to the system when freed. glibc's own threshold grows with
+ * the largest block freed, after which large rows (of answers served on many
+ * threads, each with an arena of its own) stay in the process when they go:
+ * `serve` fixes it at 1 MiB (docs/serve.md, "Memory"). */
+static int l_mmap_threshold(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 4096 && n <= 32 * 1024 * 1024, 1, "expected 4096 to 33554432 bytes");
+  lua_pushboolean(L, mallopt(M_MMAP_THRESHOLD, (int)n) == 1);
+  return 1;
+}
+
 void bic_open_process(lua_State *L) {
   static const luaL_Reg process_functions[] = {
+    {"mmap_threshold", l_mmap_threshold},
     {"fork", l_fork},
     {"worker_setup", l_worker_setup},
     {"wait", l_wait},

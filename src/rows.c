@@ -1006,6 +1006,49 @@ nomem:
   return -1;
 }
 
+/* A copy of e's settings (types, output columns) with an empty buffer and no
+ * header, owned by C alone: a thread that encodes rows (sql_job.c) uses it
+ * without a Lua state. NULL when memory ran out. Freed by bic_rows_free. */
+rows_encoder *bic_rows_clone(const rows_encoder *e) {
+  size_t extra = sizeof(int) * (size_t)(e->nfields + e->nout);
+  rows_encoder *c = (rows_encoder *)malloc(sizeof *c + extra);
+  if (c == NULL) return NULL;
+  memcpy(c, e, sizeof *c);
+  c->field_type = (int *)(c + 1);
+  c->out_field = c->field_type + c->nfields;
+  memcpy(c->field_type, e->field_type, extra);
+  bic_buffer_init(&c->buf);
+  c->rows = 0;
+  c->state = S_OPEN;
+  return c;
+}
+
+void bic_rows_free(rows_encoder *e) {
+  if (e == NULL) return;
+  bic_buffer_free(&e->buf);
+  free(e);
+}
+
+bic_buffer *bic_rows_buffer(rows_encoder *e) {
+  static bic_buffer none; /* for a NULL encoder: empty, freeing it is a no-op */
+  return e != NULL ? &e->buf : &none;
+}
+
+/* Appends src[off .. off+n) (row text another encoder wrote) to e, counting
+ * nrows rows; when that is all of src and e holds nothing, the two buffers
+ * trade places instead of copying. 0, or -1 when memory ran out. */
+int bic_rows_put(rows_encoder *e, bic_buffer *src, size_t off, size_t n, double nrows) {
+  if (n > 0 && off == 0 && n == src->len && e->buf.len == 0) {
+    bic_buffer t = e->buf;
+    e->buf = *src;
+    *src = t;
+  } else if (bic_buffer_put(&e->buf, src->data + off, n) != 0) {
+    return -1;
+  }
+  e->rows += nrows;
+  return 0;
+}
+
 /* enc:raw(text, nrows): appends row text another encoder wrote (",[...]" per
  * row, as take() returns it minus the header), counting nrows rows. For rows
  * encoded in another Lua state (an nginx worker thread). */

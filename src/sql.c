@@ -78,7 +78,7 @@ typedef struct cursor_box { sql_cursor *k; } cursor_box;
 
 /* ---- options ----------------------------------------------------------------- */
 
-static void free_options(bic_sql_options *o) {
+void bic_sql_free_options(bic_sql_options *o) {
   free((char *)o->path);
   free((char *)o->host);
   free((char *)o->user);
@@ -128,6 +128,23 @@ static int opt_int(lua_State *L, int t, const char *key, int dflt, int *out) {
   }
   lua_pop(L, 1);
   return 0;
+}
+
+void bic_sql_read_options(lua_State *L, int t, bic_sql_options *o) {
+  static const char *const strings[] = {"path", "host", "user", "password", "database", "socket", "params", NULL};
+  static const char *const ints[] = {"port", "read_only", "busy_timeout_ms", "statement_timeout_ms",
+                                     "connect_timeout_s", NULL};
+  const char **sslots[] = {&o->path, &o->host, &o->user, &o->password, &o->database, &o->socket, &o->params};
+  int *islots[] = {&o->port, &o->read_only, &o->busy_timeout_ms, &o->statement_timeout_ms, &o->connect_timeout_s};
+  int i;
+  for (i = 0; strings[i] != NULL; i++) {
+    int rc = opt_string(L, t, strings[i], sslots[i]);
+    if (rc == -1) luaL_error(L, "out of memory");
+    if (rc == -2) luaL_error(L, "opts.%s: expected a string", strings[i]);
+    if (rc == -3) luaL_error(L, "opts.%s: contains a zero byte", strings[i]);
+  }
+  for (i = 0; ints[i] != NULL; i++)
+    if (opt_int(L, t, ints[i], i == 1 ? 1 : 0, islots[i]) != 0) luaL_error(L, "opts.%s: expected a number", ints[i]);
 }
 
 /* ---- helpers the drivers share (sql.h) ----------------------------------------- */
@@ -203,11 +220,11 @@ static void conn_unref(sql_conn *c) {
   pthread_mutex_unlock(&lock);
   if (!last) return;
   if (c->handle) c->drv->close(c->handle);
-  free_options(&c->opts);
+  bic_sql_free_options(&c->opts);
   free(c);
 }
 
-static const bic_sql_driver *find_driver(const char *engine) {
+const bic_sql_driver *bic_sql_find_driver(const char *engine) {
   int i;
   for (i = 0; drivers[i] != NULL; i++)
     if (strcmp(drivers[i]->engine, engine) == 0) return drivers[i];
@@ -222,10 +239,7 @@ static int push_fail(lua_State *L, const char *msg) {
 
 static int sql_open(lua_State *L) {
   const char *engine = luaL_checkstring(L, 1);
-  const bic_sql_driver *drv = find_driver(engine);
-  static const char *const strings[] = {"path", "host", "user", "password", "database", "socket", "params", NULL};
-  static const char *const ints[] = {"port", "read_only", "busy_timeout_ms", "statement_timeout_ms",
-                                     "connect_timeout_s", NULL};
+  const bic_sql_driver *drv = bic_sql_find_driver(engine);
   char err[ERRLEN];
   sql_conn *c;
   conn_box *box;
@@ -250,23 +264,7 @@ static int sql_open(lua_State *L) {
   c->drv = drv;
   c->refs = 1;
   box->c = c; /* from here __gc frees c and its options */
-  {
-    const char **slots[] = {&c->opts.path, &c->opts.host, &c->opts.user, &c->opts.password,
-                            &c->opts.database, &c->opts.socket, &c->opts.params};
-    for (i = 0; strings[i] != NULL; i++) {
-      int rc = opt_string(L, 2, strings[i], slots[i]);
-      if (rc == -1) return luaL_error(L, "out of memory");
-      if (rc == -2) return luaL_error(L, "opts.%s: expected a string", strings[i]);
-      if (rc == -3) return luaL_error(L, "opts.%s: contains a zero byte", strings[i]);
-    }
-  }
-  {
-    int *slots[] = {&c->opts.port, &c->opts.read_only, &c->opts.busy_timeout_ms, &c->opts.statement_timeout_ms,
-                    &c->opts.connect_timeout_s};
-    for (i = 0; ints[i] != NULL; i++)
-      if (opt_int(L, 2, ints[i], i == 1 ? 1 : 0, slots[i]) != 0)
-        return luaL_error(L, "opts.%s: expected a number", ints[i]);
-  }
+  bic_sql_read_options(L, 2, &c->opts);
   c->handle = drv->open(&c->opts, err, sizeof err);
   if (c->handle == NULL) {
     box->c = NULL;
@@ -299,7 +297,7 @@ static int conn_engine(lua_State *L) {
 }
 
 /* The Lua parameter at index idx as a bound value (strings point into Lua). */
-static void param_value(lua_State *L, int idx, int n, bic_sql_value *v) {
+void bic_sql_param_value(lua_State *L, int idx, int n, bic_sql_value *v) {
   int t = lua_type(L, idx);
   memset(v, 0, sizeof *v);
   switch (t) {
@@ -361,7 +359,7 @@ static int conn_query(lua_State *L) {
     params = (bic_sql_value *)lua_newuserdata(L, sizeof(bic_sql_value) * (size_t)nparams); /* index 4 */
     for (i = 0; i < nparams; i++) {
       bic_rawgeti(L, 3, i + 1);
-      param_value(L, -1, i + 1, &params[i]);
+      bic_sql_param_value(L, -1, i + 1, &params[i]);
       lua_pop(L, 1); /* the string stays referenced by params table 3 */
     }
   }
@@ -642,6 +640,7 @@ int bic_open_sql(lua_State *L) {
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "engines");
+  bic_open_sql_jobs(L);
   lua_setfield(L, -2, "sql");
   return 0;
 }

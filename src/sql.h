@@ -83,8 +83,16 @@ typedef struct bic_sql_driver {
    * the query on the server where the engine allows it. */
   void (*close_cursor)(void *cursor);
 
-  /* 1 when the connection is usable, 0 when it should be reopened. */
+  /* 1 when the connection is usable, 0 when it should be reopened. Called on
+   * an idle connection before the pool (sql_job.c) hands it out. */
   int (*alive)(void *conn);
+
+  /* Asks the statement running on conn (in another thread) to stop: SQLite's
+   * interrupt, PostgreSQL's cancel request, MariaDB's KILL QUERY on a second
+   * connection. Thread-safe against the thread using conn; may block on the
+   * network, so only the pool's service thread calls it. The connection is
+   * closed afterwards, never reused (a late cancel could hit a next statement). */
+  void (*cancel)(void *conn);
 
   void (*close)(void *conn);
 } bic_sql_driver;
@@ -111,6 +119,27 @@ char *bic_sql_decode(const char *s, size_t n);
  * nothing): 1 with the next non-empty item as item[0..*len) and *eq its first
  * '=' (NULL when it has none), 0 at the end. *params moves past the item. */
 int bic_sql_next_param(const char **params, const char **item, size_t *len, const char **eq);
+
+/* ---- inside the core (sql.c, sql_job.c) ---- */
+struct lua_State;
+/* The driver named engine, or NULL. */
+const bic_sql_driver *bic_sql_find_driver(const char *engine);
+/* Reads core.sql.open's options from the table at index t into o (strings
+ * malloc'ed; o zeroed by the caller); raises on a wrong type. */
+void bic_sql_read_options(struct lua_State *L, int t, bic_sql_options *o);
+/* Frees o's strings, the password wiped first. */
+void bic_sql_free_options(bic_sql_options *o);
+/* The Lua value at idx as a bound parameter n (a string points into Lua). */
+void bic_sql_param_value(struct lua_State *L, int idx, int n, bic_sql_value *v);
+/* core.sql.pool and core.sql.job (sql_job.c), added to the table at the top. */
+int bic_open_sql_jobs(struct lua_State *L);
+
+/* SQL LIKE (like.c): pattern against subject with SQLite's semantics (`%`, `_`,
+ * ASCII case folding, the escape character esc[0..esclen), esclen 0 for none),
+ * in time linear in the subject for patterns without `_`. 1 match, 0 no match,
+ * -1 *stop became non-zero on the way, -2 out of memory. */
+int bic_like(const char *pattern, size_t plen, const char *subject, size_t n, const char *esc, size_t esclen,
+             volatile int *stop);
 
 /* The drivers. sql.c lists the ones this build has: CMake defines BIC_WITH_SQLITE,
  * BIC_WITH_POSTGRESQL and BIC_WITH_MYSQL when it finds the engine's client library. */

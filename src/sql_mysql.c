@@ -36,6 +36,7 @@
 
 typedef struct my_conn {
   MYSQL *m;
+  unsigned long thread_id; /* the server's id of this connection, for KILL QUERY */
   /* kept to open the second connection that cancels a query */
   char *host, *user, *password, *database, *socket, *params;
   int port, connect_timeout_s;
@@ -115,8 +116,25 @@ static int apply_param(MYSQL *m, const char *k, const char *v, int *tls, char *e
 }
 
 /* A connected MYSQL handle (session not yet set up), or NULL with err set. */
+/* Connector/C keeps its plugin list for the life of the process (freed only by
+ * mysql_library_end, which no one may call while another state of the process
+ * still uses it). Pinning the library keeps that memory attributed to it (not
+ * to an unloaded module) after Lua unloads the core, so LeakSanitizer's
+ * suppression of libmariadb (scripts/lsan.supp) applies. */
+static pthread_once_t pin_once = PTHREAD_ONCE_INIT;
+static void pin_library(void) {
+  Dl_info info;
+  /* once, before any thread of the pool opens a connection: mysql_init would
+   * otherwise initialise the library from several threads at once */
+  (void)mysql_library_init(0, NULL, NULL);
+  if (dladdr((void *)mysql_init, &info) && info.dli_fname)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
+}
+
 static MYSQL *connect_handle(const my_conn *mc, char *err, size_t errlen) {
-  MYSQL *m = mysql_init(NULL);
+  MYSQL *m;
+  pthread_once(&pin_once, pin_library);
+  m = mysql_init(NULL);
   unsigned int timeout = (unsigned int)(mc->connect_timeout_s > 0 ? mc->connect_timeout_s : 10);
   my_bool off = 0;
   int tls = 0;
@@ -180,18 +198,6 @@ static int run(my_conn *mc, const char *sql, char *err, size_t errlen) {
   return 1;
 }
 
-/* Connector/C keeps its plugin list for the life of the process (freed only by
- * mysql_library_end, which no one may call while another state of the process
- * still uses it). Pinning the library keeps that memory attributed to it (not
- * to an unloaded module) after Lua unloads the core, so LeakSanitizer's
- * suppression of libmariadb (scripts/lsan.supp) applies. */
-static pthread_once_t pin_once = PTHREAD_ONCE_INIT;
-static void pin_library(void) {
-  Dl_info info;
-  if (dladdr((void *)mysql_init, &info) && info.dli_fname)
-    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
-}
-
 static void *my_open(const bic_sql_options *o, char *err, size_t errlen) {
   my_conn *mc = calloc(1, sizeof *mc);
   char sql[160];
@@ -207,6 +213,7 @@ static void *my_open(const bic_sql_options *o, char *err, size_t errlen) {
   mc->connect_timeout_s = o->connect_timeout_s;
   mc->m = connect_handle(mc, err, errlen);
   if (!mc->m) { my_close(mc); return NULL; }
+  mc->thread_id = mysql_thread_id(mc->m);
   if (!run(mc, "SET time_zone = '+00:00'", err, errlen)) goto fail;
   if (o->read_only && !run(mc, "SET SESSION TRANSACTION READ ONLY", err, errlen)) goto fail;
   if (o->statement_timeout_ms > 0) {
@@ -545,7 +552,7 @@ static void kill_query(my_conn *mc) {
   char err[256], sql[64];
   MYSQL *k = connect_handle(mc, err, sizeof err);
   if (!k) return;
-  snprintf(sql, sizeof sql, "KILL QUERY %lu", mysql_thread_id(mc->m));
+  snprintf(sql, sizeof sql, "KILL QUERY %lu", mc->thread_id);
   (void)mysql_real_query(k, sql, (unsigned long)strlen(sql));
   mysql_close(k);
 }
@@ -577,9 +584,16 @@ static int my_alive(void *conn) {
   return 1;
 }
 
+/* From the pool's service thread while another thread runs a statement on
+ * conn: the fields kill_query reads are set at open and never change. */
+static void my_cancel(void *conn) {
+  if (conn) kill_query((my_conn *)conn);
+}
+
 const bic_sql_driver bic_sql_mysql = {
-  "mysql", my_open, my_query, my_ncols, my_colname, my_coltype,
-  my_step, my_value, my_close_cursor, my_alive, my_close,
+  .engine = "mysql", .open = my_open, .query = my_query, .ncols = my_ncols,
+  .colname = my_colname, .coltype = my_coltype, .step = my_step, .value = my_value,
+  .close_cursor = my_close_cursor, .alive = my_alive, .cancel = my_cancel, .close = my_close,
 };
 
 #else

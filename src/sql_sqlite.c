@@ -1,5 +1,8 @@
 /* The SQLite driver (libsqlite3): read-only open, query_only, a busy timeout,
- * prepared statements with bound parameters, rows stepped one at a time. */
+ * prepared statements with bound parameters, rows stepped one at a time.
+ * like() is replaced by bic_like (like.c): the same answers, in linear time
+ * and stoppable by cancel(), where SQLite's own backtracks inside one call
+ * that no interrupt reaches. */
 #ifdef BIC_WITH_SQLITE
 #include <errno.h>
 #include <sqlite3.h>
@@ -15,6 +18,7 @@
 typedef struct lite_conn {
   sqlite3 *db;
   char *path;
+  volatile int interrupted; /* set by cancel(): like() stops too */
 } lite_conn;
 
 typedef struct lite_cursor {
@@ -29,6 +33,44 @@ static void lite_close(void *p) {
   sqlite3_close_v2(c->db); /* statements still open keep it alive until finalized */
   free(c->path);
   free(c);
+}
+
+/* like(pattern, subject [, escape]), as SQLite's: NULL in, NULL out; the
+ * pattern length limit and the one-character escape checked alike. */
+static void like_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  lite_conn *c = (lite_conn *)sqlite3_user_data(ctx);
+  const char *pat = (const char *)sqlite3_value_text(argv[0]);
+  int plen = sqlite3_value_bytes(argv[0]);
+  const char *sub = (const char *)sqlite3_value_text(argv[1]);
+  int n = sqlite3_value_bytes(argv[1]);
+  const char *esc = NULL;
+  int esclen = 0, rc;
+  if (plen > sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LIKE_PATTERN_LENGTH, -1)) {
+    sqlite3_result_error(ctx, "LIKE or GLOB pattern too complex", -1);
+    return;
+  }
+  if (argc == 3) {
+    esc = (const char *)sqlite3_value_text(argv[2]);
+    if (esc == NULL) return;
+    esclen = sqlite3_value_bytes(argv[2]);
+    /* one character as SQLite reads one: a byte below 0xC0, or a lead byte and
+     * every continuation byte after it */
+    {
+      int one = esclen >= 1;
+      for (int i = 1; one && i < esclen; i++)
+        one = (unsigned char)esc[0] >= 0xC0 && ((unsigned char)esc[i] & 0xC0) == 0x80;
+      if (!one) esclen = 0;
+    }
+    if (esclen == 0) {
+      sqlite3_result_error(ctx, "ESCAPE expression must be a single character", -1);
+      return;
+    }
+  }
+  if (pat == NULL || sub == NULL) return;
+  rc = bic_like(pat, (size_t)plen, sub, (size_t)n, esc, (size_t)esclen, &c->interrupted);
+  if (rc == -1) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+  else if (rc == -2) sqlite3_result_error_nomem(ctx);
+  else sqlite3_result_int(ctx, rc);
 }
 
 static void *lite_open(const bic_sql_options *o, char *err, size_t errlen) {
@@ -67,6 +109,14 @@ static void *lite_open(const bic_sql_options *o, char *err, size_t errlen) {
   }
   sqlite3_busy_timeout(c->db, o->busy_timeout_ms > 0 ? o->busy_timeout_ms : DEFAULT_BUSY_MS);
   sqlite3_extended_result_codes(c->db, 1);
+  if (sqlite3_create_function_v2(c->db, "like", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, c, like_fn, NULL, NULL,
+                                 NULL) != SQLITE_OK ||
+      sqlite3_create_function_v2(c->db, "like", 3, SQLITE_UTF8 | SQLITE_DETERMINISTIC, c, like_fn, NULL, NULL,
+                                 NULL) != SQLITE_OK) {
+    snprintf(err, errlen, "cannot open database %s: %s", o->path, sqlite3_errmsg(c->db));
+    lite_close(c);
+    return NULL;
+  }
   /* Read-only twice over: the file is opened read-only, and query_only refuses
    * any write even through ATTACH. A file that is not a database fails here. */
   rc = sqlite3_exec(c->db, "PRAGMA query_only = 1; SELECT count(*) FROM sqlite_master", NULL, NULL, &msg);
@@ -205,9 +255,19 @@ static void lite_close_cursor(void *cursor) {
 
 static int lite_alive(void *conn) { return conn != NULL; }
 
+/* From another thread: sqlite3_interrupt is safe to call while a statement
+ * runs; it stops the virtual machine, and the flag stops like(). */
+static void lite_cancel(void *conn) {
+  lite_conn *c = (lite_conn *)conn;
+  if (c == NULL) return;
+  c->interrupted = 1;
+  sqlite3_interrupt(c->db);
+}
+
 const bic_sql_driver bic_sql_sqlite = {
-    "sqlite",   lite_open,  lite_query,        lite_ncols, lite_colname, lite_coltype, lite_step,
-    lite_value, lite_close_cursor, lite_alive, lite_close,
+    .engine = "sqlite", .open = lite_open, .query = lite_query, .ncols = lite_ncols,
+    .colname = lite_colname, .coltype = lite_coltype, .step = lite_step, .value = lite_value,
+    .close_cursor = lite_close_cursor, .alive = lite_alive, .cancel = lite_cancel, .close = lite_close,
 };
 #else
 typedef int bic_sql_sqlite_unused; /* ISO C wants something in a translation unit */

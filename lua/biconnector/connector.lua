@@ -314,13 +314,14 @@ end
 local function json_error(status, code, message, id)
   local body = '{"error":' .. jstr(code) .. ',"message":' .. jstr(message)
   if id then body = body .. ',"id":' .. jstr(id) end
-  return status, { ["Content-Type"] = JSON_TYPE }, body .. "}"
+  -- 503: busy (a full connection pool, a locked database): try again shortly
+  return status, { ["Content-Type"] = JSON_TYPE, ["Retry-After"] = status == 503 and "1" or nil }, body .. "}"
 end
 
 local ERROR_CODES = {
   [400] = "bad_request", [403] = "forbidden", [404] = "not_found",
   [405] = "method_not_allowed", [415] = "unsupported_media_type", [500] = "internal_error",
-  [503] = "service_unavailable",
+  [503] = "service_unavailable", [504] = "gateway_timeout",
 }
 
 local function log_to(self, opts, level, message, fields)

@@ -144,6 +144,17 @@ local function settings_from(value)
   return settings
 end
 
+-- A handler's answer with Cache-Control: no-store; an answer that waits
+-- (core.server.WAIT, fd, seconds, finish, continue) gets it when it comes.
+local WAIT = require("biconnector.core").server.WAIT
+local function no_store(status, headers, body, finish, continue)
+  if status == WAIT then
+    return status, headers, body, finish, function() return no_store(continue()) end
+  end
+  if type(headers) == "table" then headers["Cache-Control"] = "no-store" end
+  return status, headers, body, finish
+end
+
 -- dev.wrap(handler, opts) -> handler
 -- opts: connector (title, settings; or a function returning the current
 -- one), base (the server's own base URL, prefix
@@ -345,9 +356,7 @@ function _M.wrap(handler, opts)
       local bytes = type(body) == "string" and #body or 0
       return status, headers, body, finish_logger(req, status, started, function() return bytes end)
     end
-    local status, headers, body, finish = handler(req)
-    if type(headers) == "table" then headers["Cache-Control"] = "no-store" end
-    return status, headers, body, finish
+    return no_store(handler(req))
   end
 end
 

@@ -236,10 +236,23 @@ end
 -- opts: prefix (string; default: the URI without its last segment),
 --       chunk_size, log (function(level, message, fields)), access_log (true:
 --       an access line in the error log at `notice`), max_headers (default 100).
+-- With `lua_check_client_abort on;` a client that leaves stops the answer at
+-- once: the database job waited for is cancelled, the data source released.
+local function on_abort()
+  local ctx = ngx.ctx
+  local job = ctx.biconnector_waits_for
+  if job then pcall(job.cancel, job) end
+  local info = ctx.biconnector_answer
+  if type(info) == "table" and type(info.close) == "function" then pcall(info.close) end
+  return ngx.exit(499)
+end
+
 function _M.serve(target, opts)
   opts = opts or {}
   local started = ngx.now()
+  pcall(ngx.on_abort, on_abort) -- "lua_check_client_abort is off": found when the answer is sent
   local ok, req, status, headers, body, info = xpcall(prepare, with_trace, target, opts)
+  ngx.ctx.biconnector_answer = info
   if not ok then
     local id = glue_error(req.message, req.traceback)
     status, headers, body, info = 500, { ["Content-Type"] = JSON_TYPE }, format(INTERNAL_ERROR, id, id),

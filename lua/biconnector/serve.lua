@@ -6,6 +6,7 @@ local core = require "biconnector.core"
 
 local server, process = core.server, core.process
 local logline = require "biconnector.logline"
+local async = require "biconnector.async"
 local format, concat = string.format, table.concat
 local tostring, tonumber, type, pcall, ipairs = tostring, tonumber, type, pcall, ipairs
 local stderr, stdout = io.stderr, io.stdout
@@ -28,6 +29,12 @@ Database options:
   --token-file FILE    the token Bitrix24 must send (setting `token`) is this file's
                        content; default: the BICONNECTOR_TOKEN environment variable
   --no-auth            serve without a token (only behind your own authentication)
+  --pool-size N        database connections per worker, one per answer in flight (default 8)
+  --pool-wait SECONDS  how long a request waits for a free connection, then 503 (default 5)
+  --answer-timeout SECONDS  the longest a whole answer may take; its query is then
+                       cancelled (default 240; Bitrix24 waits 250)
+  --answer-budget BYTES  answer bytes a worker holds ready for slow readers; a query
+                       waits beyond it (default 33554432)
 
 Options:
   --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 picks a free port)
@@ -103,6 +110,9 @@ function _M.parse_args(args)
     -- the limits of docs/security.md, "The built-in server"
     ["--max-bodies"] = { "max_bodies", true }, ["--request-timeout"] = { "request_timeout", false },
     ["--per-address"] = { "per_address", true },
+    -- the database's connections and answers (docs/database.md, "Connections")
+    ["--pool-size"] = { "pool_size", true }, ["--pool-wait"] = { "pool_wait", false },
+    ["--answer-timeout"] = { "answer_timeout", false }, ["--answer-budget"] = { "answer_budget", true },
   }
   local i = 1
   while i <= #args do
@@ -156,6 +166,12 @@ function _M.parse_args(args)
   if o.help then return o end
   if not o.file then return nil, "missing the connector FILE" end
   if o.workers < 1 then return nil, "--workers expects at least 1" end
+  for _, k in ipairs({ "pool_size", "pool_wait", "answer_timeout" }) do
+    if o[k] == 0 then return nil, "--" .. k:gsub("_", "-") .. " expects a number above 0" end
+  end
+  if o.answer_budget and o.answer_budget < 65536 then
+    return nil, "--answer-budget expects at least 65536 bytes"
+  end
   return o
 end
 
@@ -186,8 +202,31 @@ local function release(info)
   end
 end
 
+local WAIT, MARK = server.WAIT, async.MARK
+local create, resume, status_of = coroutine.create, coroutine.resume, coroutine.status
+local unpack = table.unpack or unpack -- luacheck: ignore 143
+
+-- Runs f in a coroutine the way core.server waits (docs/serve.md, "No request
+-- holds the others"): step() -> true, f's results when f returned; false,
+-- fd, seconds, job when it waits (biconnector.async); raises f's error.
+local function hosted(f)
+  local co = async.host(create(f))
+  return function(...)
+    local r = { resume(co, ...) }
+    if not r[1] then error(r[2], 0) end
+    if status_of(co) == "dead" then return true, unpack(r, 2, 6) end
+    if r[2] ~= MARK then
+      error("the connector yielded outside a coroutine of its own (what it yielded is not biconnector.async's)", 0)
+    end
+    return false, r[3], r[4], r[5]
+  end
+end
+
 -- The function core.server calls for each request: runs the connector and
 -- wraps a streamed body so that the access line tells the bytes really sent.
+-- The connector runs in a coroutine: when it waits for the database it
+-- yields, and the handler answers core.server.WAIT; the server serves the
+-- other connections and calls back when there is news.
 function _M.handler(connector, opts)
   opts = opts or {}
   local handle_opts = { prefix = opts.prefix ~= "" and opts.prefix or nil, log = connector_log }
@@ -213,31 +252,60 @@ function _M.handler(connector, opts)
         if not quiet then access_log(req, get and 200 or 405, { endpoint = "metrics" }, #text, started, how) end
       end
     end
-    local ok, status, headers, body, info = pcall(connector.handle, connector, req, handle_opts)
-    local failed = not ok
-    if not ok then
-      connector_log("error", "connector raised an error", { error = tostring(status), path = req.path })
-      status, headers, body, info = 500, { ["Content-Type"] = "application/json; charset=utf-8" }, INTERNAL_ERROR, {}
+    local step = hosted(function() return connector.handle(connector, req, handle_opts) end)
+    local waiting -- the job the connector waits for, while it waits
+    -- the request ends while the connector waits (the client left, the server stops)
+    local function abandoned(how)
+      if waiting then waiting:close() end
+      finished(req, 499, {}, 0, started, how, false)
     end
-    info = type(info) == "table" and info or {}
-    if type(body) == "function" then
-      local next_chunk, bytes = body, 0
-      local function counted()
-        local chunk = next_chunk()
-        if chunk ~= nil then bytes = bytes + #chunk end
-        return chunk
+    local function answer()
+      local ok, done, status, headers, body, info = pcall(step)
+      if ok and not done then -- step waits: status, headers, body are its fd, seconds, job
+        waiting = body
+        return WAIT, status, headers, abandoned, answer
       end
-      return status, headers, counted, function(how)
-        next_chunk = nil
+      waiting = nil
+      local failed = not ok
+      if not ok then
+        connector_log("error", "connector raised an error", { error = tostring(done), path = req.path })
+        status, headers, body, info = 500, { ["Content-Type"] = "application/json; charset=utf-8" }, INTERNAL_ERROR, {}
+      end
+      info = type(info) == "table" and info or {}
+      if type(body) == "function" then
+        local next_chunk, bytes = hosted(function()
+          while true do coroutine.yield(MARK, "chunk", body()) end
+        end), 0
+        local error_before = info.error
+        -- one chunk (or nil at the end), or WAIT, fd, seconds while the rows are not ready;
+        -- false when the connector cut the answer (an error id appeared): the
+        -- server then ends it without the last chunk, so that it cannot look whole
+        local function counted()
+          local _, fd, seconds, job = next_chunk()
+          if fd ~= "chunk" then
+            waiting = job
+            return WAIT, fd, seconds
+          end
+          waiting = nil
+          local chunk = seconds
+          if chunk == nil and info.error ~= error_before then return false end
+          if chunk ~= nil then bytes = bytes + #chunk end
+          return chunk
+        end
+        return status, headers, counted, function(how)
+          next_chunk = nil
+          if waiting then waiting:close() end
+          release(info)
+          finished(req, status, info, bytes, started, how, failed or info.error ~= nil)
+        end
+      end
+      local bytes = type(body) == "string" and #body or 0
+      return status, headers, body, function(how)
         release(info)
         finished(req, status, info, bytes, started, how, failed or info.error ~= nil)
       end
     end
-    local bytes = type(body) == "string" and #body or 0
-    return status, headers, body, function(how)
-      release(info)
-      finished(req, status, info, bytes, started, how, failed or info.error ~= nil)
-    end
+    return answer()
   end
 end
 
@@ -246,8 +314,9 @@ end
 function _M.load_connector(o)
   local sql_ok, sql = pcall(require, "biconnector.sql")
   if not (sql_ok and sql.is_url(o.file)) then
-    if o.tables or o.token_file or o.no_auth then
-      error("--tables, --token-file and --no-auth apply to a database URL, not to a connector file", 0)
+    if o.tables or o.token_file or o.no_auth or o.pool_size or o.pool_wait or o.answer_timeout then
+      error("--tables, --token-file, --no-auth, --pool-size, --pool-wait and --answer-timeout apply to a "
+        .. "database URL, not to a connector file (a connector file passes them to biconnector.sql itself)", 0)
     end
     return require("biconnector.connector").load(o.file)
   end
@@ -265,7 +334,8 @@ function _M.load_connector(o)
   end
   if token and o.no_auth then error("--no-auth with a token (BICONNECTOR_TOKEN or --token-file): choose one", 0) end
   o.token = token -- for the --dev link
-  return sql.serve_connector(o.file, { tables = o.tables, token = token, no_auth = o.no_auth, log = connector_log })
+  return sql.serve_connector(o.file, { tables = o.tables, token = token, no_auth = o.no_auth, log = connector_log,
+    pool_size = o.pool_size, pool_wait = o.pool_wait, answer_timeout = o.answer_timeout })
 end
 
 -- The four URLs to register, for a listening address and a prefix.
@@ -316,6 +386,9 @@ end
 -- Serves on the inherited listening socket until SIGTERM/SIGINT (reloading on
 -- SIGHUP, connections kept); returns an exit code.
 local function serve_process(o, handler, fd, live)
+  if o.answer_budget then core.sql.budget(o.answer_budget) end
+  -- a large row's buffers go back to the system when the answer ends (docs/serve.md, "Memory")
+  process.mmap_threshold(1024 * 1024)
   local srv, err = server.new(server_options(o, handler, fd))
   if not srv then
     stderr:write("biconnector serve: ", err, "\n")

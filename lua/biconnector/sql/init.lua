@@ -29,12 +29,22 @@
 --   field_type(declared)  -> field type ("int", "double", "string", "date",
 --                            "datetime") or nil to leave the column out, and true
 --                            when a filter on such a column pushes down exactly
--- conn is a core.sql connection (conn:query(sql, params) -> cursor; cursor:fetch,
--- cursor:columns, cursor:close). Nothing else in biconnector knows the engines.
+-- conn is a connection of the source's pool (conn:query(sql, params) -> cursor;
+-- cursor:fetch, cursor:columns, cursor:close): each query runs as a core.sql
+-- job on a thread of its own, and waiting for it never holds up the host (see
+-- biconnector.async). Nothing else in biconnector knows the engines.
+--
+-- THE DATA PATH. A /data answer is one core.sql job with a connection of its own,
+-- leased from the source's pool for the whole answer: rows are stepped and
+-- encoded on the job's thread, and the connector takes the encoded text as the
+-- client reads. The job has a deadline for the whole answer (answer_timeout), a
+-- bounded wait for a connection (pool_wait), and stops (the statement cancelled
+-- on the server) when the client leaves. docs/database.md, "Connections".
 -- What engines share is here (all_rows, column_list, result_columns, quoter,
 -- limit_clause) and, for server URLs, in biconnector.sql.server_url.
 local core = require "biconnector.core"
 local filter = require "biconnector.filter"
+local async = require "biconnector.async"
 
 local type, pairs, ipairs, tostring, error, setmetatable = type, pairs, ipairs, tostring, error, setmetatable
 local format, concat, sort = string.format, table.concat, table.sort
@@ -174,9 +184,12 @@ end
 local Source = {}
 Source.__index = Source
 
-local PLAIN_OPTIONS = { "url", "tables", "titles", "fields", "queries", "busy_timeout_ms", "statement_timeout_ms",
-  "connect_timeout_s" }
-local source_count = 0
+-- Defaults of the connection pool and the answers (docs/database.md, "Connections").
+_M.DEFAULTS = {
+  pool_size = 8,         -- connections per process (serve: per worker)
+  pool_wait = 5,         -- seconds a request waits for a free connection, then 503
+  answer_timeout = 240,  -- seconds a whole answer may take (Bitrix24 gives up at 250)
+}
 
 local function stderr_log(level, message)
   io.stderr:write("biconnector [", tostring(level), "] ", tostring(message), "\n")
@@ -187,8 +200,21 @@ end
 -- opts: url, tables (globs), titles {code = title}, fields {table = {column =
 --   false | {code =, name =, type =}}}, queries {code = {sql =, title =}},
 --   busy_timeout_ms, log (function(level, message)), trace (function(sql, params):
---   sees every data query before it runs), thread_pool (under nginx: the pool
---   the database calls run in, default "biconnector"; false: in the event loop).
+--   sees every data query before it runs), pool_size (connections of this
+--   process, default 8; also the URL option pool_size=N), pool_wait (seconds a
+--   request waits for one, default 5), answer_timeout (seconds for a whole
+--   answer, default 240). thread_pool, an option of earlier versions, is
+--   accepted and has no effect: every query runs on a thread of its own.
+local function positive(opts, k, integer)
+  local v = opts[k]
+  if v == nil then return nil end
+  if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge or (integer and v % 1 ~= 0) then
+    error(format("biconnector.sql.source: %s must be a positive %s, got %s", k, integer and "integer" or "number",
+      tostring(v)), 3)
+  end
+  return v
+end
+
 function _M.source(opts)
   if type(opts) == "string" then opts = { url = opts } end
   if type(opts) ~= "table" then error("biconnector.sql.source: expected a URL or a table of options", 2) end
@@ -208,33 +234,109 @@ function _M.source(opts)
       error("biconnector.sql.source: " .. k .. " must be a table", 2)
     end
   end
-  -- the plain options a worker thread rebuilds the source from (nginx)
-  source_count = source_count + 1
-  local spec = { key = format("%s#%d", tostring(opts.url), source_count) }
-  for _, k in ipairs(PLAIN_OPTIONS) do spec[k] = opts[k] end
-  local pool = opts.thread_pool
-  if pool == nil then pool = "biconnector" end
+  local pool_size = positive(opts, "pool_size", true) or open_opts.pool_size or _M.DEFAULTS.pool_size
+  open_opts.pool_size = nil
   return setmetatable({
     engine = engine, open_opts = open_opts, selected = _M.table_selector(opts.tables),
     titles = opts.titles or {}, overrides = opts.fields or {}, queries = queries,
-    log = opts.log or stderr_log, trace = opts.trace, spec = spec, pool = pool,
+    log = opts.log or stderr_log, trace = opts.trace,
+    pool_size = pool_size, pool_wait = positive(opts, "pool_wait") or _M.DEFAULTS.pool_wait,
+    answer_timeout = positive(opts, "answer_timeout") or _M.DEFAULTS.answer_timeout,
   }, Source)
 end
 
--- The connection of this process (reopened after a fork: SQLite and the client
--- libraries must not share a connection between processes).
-function Source:conn()
-  local pid = core.process.getpid()
-  if self._conn and self._pid == pid then return self._conn end
-  local conn, err = core.sql.open(self.engine.engine, self.open_opts)
-  if not conn then error(_M.failure(503, err), 0) end
-  self._conn, self._pid = conn, pid
-  return conn
+-- Whether the database answers: true | false, message (a connection and one
+-- statement, on a job).
+function Source:check()
+  local cur, err = self:conn():query("SELECT 1")
+  if not cur then return false, tostring(err) end
+  cur:close()
+  return true
 end
 
+-- The connection pool of this process (a new one after a fork: SQLite and the
+-- client libraries must not share a connection between processes).
+function Source:pool()
+  local pid = core.process.getpid()
+  if self._pool and self._pid == pid then return self._pool end
+  self._pool = core.sql.pool(self.engine.engine, self.open_opts, { size = self.pool_size })
+  self._pid = pid
+  return self._pool
+end
+
+-- A failure for a job that failed: its message (with what) and status (503 a
+-- busy pool or database, 504 past the deadline, 500 the rest).
+local function job_failure(job, what)
+  local message, status = job:error()
+  message = tostring(message or "the query failed")
+  if status == nil or status == 0 then status = _M.status_for(message) end
+  return _M.failure(status, what and (what .. ": " .. message) or message)
+end
+
+-- Starts sql as a job of kind mode and waits until it runs (the statement was
+-- accepted, the columns are known): -> job | nil, failure.
+function Source:start(sql, params, mode, extra)
+  local opts = { mode = mode, deadline = self.answer_timeout, wait = self.pool_wait }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  local job = core.sql.job(self:pool(), sql, params or {}, opts)
+  while true do
+    local st = job:state()
+    if st == "running" or st == "done" then return job end
+    if st ~= "queued" then
+      local f = job_failure(job)
+      job:close()
+      return nil, f
+    end
+    async.wait(job)
+  end
+end
+
+-- A cursor over a fetch job: fetch (one row, a list, NULL as nil), columns, close.
+local JobCursor = {}
+JobCursor.__index = JobCursor
+
+function JobCursor:fetch()
+  while self.pos > #self.rows do
+    if self.finished then return nil end
+    local rows, done, status = self.job:fetch(1000)
+    if not rows then
+      self.finished = true
+      return nil, done, status
+    end
+    self.rows, self.pos, self.finished = rows, 1, done
+    if #rows == 0 and not done then async.wait(self.job) end
+  end
+  local r = self.rows[self.pos]
+  self.rows[self.pos] = nil
+  self.pos = self.pos + 1
+  return r
+end
+
+function JobCursor:columns() return self.job:columns() end
+function JobCursor:close() self.job:close() end
+
+-- The source as a connection for the engine modules: conn:query(sql, params)
+-- -> cursor | nil, message (introspection: a job per query).
+local PoolConn = {}
+PoolConn.__index = PoolConn
+
+function PoolConn:query(sql, params)
+  local job, f = self.source:start(sql, params, "fetch")
+  -- no connection, or past the deadline: the answer is that status, whatever
+  -- the engine module would make of a failed query
+  if not job and f.status >= 503 then error(f, 0) end
+  if not job then return nil, f.message, f.status end
+  return setmetatable({ job = job, rows = {}, pos = 1, finished = false }, JobCursor)
+end
+
+function Source:conn()
+  return setmetatable({ source = self }, PoolConn)
+end
+
+-- Lets go of the pool (its idle connections close; leased ones when their job ends).
 function Source:close()
-  if self._conn then self._conn:close() end
-  self._conn = nil
+  if self._pool then self._pool:close() end
+  self._pool = nil
 end
 
 function Source:display()
@@ -260,18 +362,26 @@ local function must(result, err, what)
   return result
 end
 
--- The core cursor as the connector's cursor: errors become failures with a
--- status; everything else goes straight to C.
-local function as_cursor(cur, tbl)
+-- A stream job as the connector's cursor: fill takes the rows the job has
+-- encoded (waiting when it has none yet); errors become failures with a status.
+local function as_cursor(job, tbl)
   return {
-    fill = function(_, enc, max_bytes, max_rows)
-      local added, done, nulled, column, why = cur:fill(enc, max_bytes, max_rows)
-      if added == nil then
-        error(_M.failure(status_for(done), format("table %q: reading rows failed: %s", tbl, tostring(done))), 0)
+    fill = function(_, enc, max_bytes)
+      local before = enc:pending() -- the header row, before the first rows
+      while true do
+        local room = max_bytes - enc:pending()
+        local added, done, nulled, column, why = job:take(enc, room > 0 and room or 1)
+        if added == nil then
+          error(job_failure(job, format("table %q: reading rows failed", tbl)), 0)
+        end
+        if done or enc:pending() > before then
+          async.reset(job)
+          return added, done, nulled, column, why
+        end
+        async.wait(job)
       end
-      return added, done, nulled, column, why
     end,
-    close = function() cur:close() end,
+    close = function() job:close() end,
   }
 end
 _M.as_cursor = as_cursor
@@ -280,7 +390,6 @@ local function lower(s) return s:lower() end
 
 -- -> { {code =, title =}, ... }
 function Source:table_list(search)
-  if self:threaded() then return self:remote("table_list", search) end
   local conn = self:conn()
   local tables, err = self.engine.list_tables(conn, self.open_opts)
   must(tables, err or "no answer", "listing tables")
@@ -303,7 +412,6 @@ end
 
 -- -> fields | nil (no such table)
 function Source:describe(code)
-  if self:threaded() then return self:remote("describe", code) end
   local conn = self:conn()
   local cols, err
   local q = self.queries[code]
@@ -454,82 +562,35 @@ function Source:map_rows(q, codes, fetch, release)
   return iterator, close
 end
 
--- What a connector's data returns for q: the cursor itself (rows stepped into
--- the encoder in C) when SQL answers the whole filter; else an iterator of map
--- rows the framework matches, with the exact part of the filter in the SQL.
+-- What a connector's data returns for q: a cursor over a stream job (rows
+-- encoded in C on the job's thread) when SQL answers the whole filter; else an
+-- iterator of map rows the framework matches, with the exact part of the
+-- filter in the SQL.
 function Source:data(q)
-  if self:threaded() then return self:thread_data(q) end
-  local conn = self:conn()
   local sql, params, complete, codes = self:plan(q)
   if self.trace then self.trace(sql, params) end
-  local cur, err = conn:query(sql, params)
-  if not cur then error(_M.failure(status_for(err), format("table %q: %s", q.table, err)), 0) end
-  if complete then return as_cursor(cur, q.table), { select = true, filter = true, limit = true } end
-  local iterator, close = self:map_rows(q, codes, function() return cur:fetch() end, function() cur:close() end)
-  return iterator, { select = false, filter = false, limit = false }, close
-end
-
--- ---- under nginx: the database calls in a worker thread ------------------------
-
--- Whether this call runs inside an nginx request, where a blocking call would
--- hold up every other request of the worker: then it goes to the thread pool
--- (ngx.run_worker_thread; the pool is opts.thread_pool, default "biconnector").
-function Source:threaded()
-  local ngx = rawget(_G, "ngx")
-  if not self.pool or type(ngx) ~= "table" or type(ngx.run_worker_thread) ~= "function" then return false end
-  local ok, phase = pcall(ngx.get_phase)
-  return ok and (phase == "content" or phase == "access" or phase == "rewrite" or phase == "timer")
-end
-
--- Runs biconnector.sql.thread's fname in the pool: -> its results | raises.
-function Source:remote(fname, ...)
-  local ngx = rawget(_G, "ngx")
-  local ok, status, a, b, c, d, e, f = ngx.run_worker_thread(self.pool, "biconnector.sql.thread", fname, self.spec, ...)
-  if not ok then error(_M.failure(500, "worker thread (pool " .. tostring(self.pool) .. "): " .. tostring(status)), 0) end
-  if status ~= "ok" then error(_M.failure(a, b), 0) end
-  return a, b, c, d, e, f
-end
-
-function Source:thread_data(q)
-  local plain = { table = q.table, select = q.select, filter = q.filter, limit = q.limit, fields = {} }
-  local sel = {}
-  for i, f in ipairs(q.fields) do
-    plain.fields[i] = { code = f.code, type = f.type, column = f.column, exact = f.exact, dates = f.dates }
-    for j, c in ipairs(q.select) do if c == f.code then sel[j] = i end end
-  end
-  local id, complete, codes = self:remote("open", plain)
-  local function release()
-    if id then core.sql.discard(id) end
-    id = nil
-  end
+  local fields_of = {}
+  for _, f in ipairs(q.fields) do fields_of[f.code] = f end
   if complete then
-    local cursor = {
-      fill = function(_, enc, max_bytes, max_rows)
-        if not id then return 0, true end
-        local text, added, done, nulled, column, why = self:remote("fill", id, plain.fields, sel, max_bytes, max_rows)
-        enc:raw(text, added)
-        if done then id = nil end
-        return added, done, nulled, column, why
-      end,
-      close = release,
-    }
-    return cursor, { select = true, filter = true, limit = true }
+    local sub = {}
+    for i, c in ipairs(codes) do sub[i] = { code = c, type = fields_of[c].type } end
+    local enc = core.rows.new(sub)
+    local job, f = self:start(sql, params, "stream", { encoder = enc, key = q.table })
+    enc:close()
+    if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
+    return as_cursor(job, q.table), { select = true, filter = true, limit = true }
   end
-  local batch, pos, finished = {}, 1, false
+  local job, f = self:start(sql, params, "fetch", { key = q.table })
+  if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
+  local cur = setmetatable({ job = job, rows = {}, pos = 1, finished = false }, JobCursor)
   local function fetch()
-    if pos > #batch then
-      if finished or not id then return nil end
-      local rows, done = self:remote("fetch", id, 1000)
-      batch, pos = rows, 1
-      if done then finished = true id = nil end
-      if #batch == 0 then return nil end
+    local r, err, status = cur:fetch()
+    if not r and err then
+      error(job_failure(job, format("table %q: reading rows failed", q.table)), 0)
     end
-    local r = batch[pos]
-    batch[pos] = nil
-    pos = pos + 1
-    return r
+    return r, nil, status
   end
-  local iterator, close = self:map_rows(plain, codes, fetch, release)
+  local iterator, close = self:map_rows(q, codes, fetch, function() cur:close() end)
   return iterator, { select = false, filter = false, limit = false }, close
 end
 
@@ -599,13 +660,14 @@ function _M.serve_connector(url, cli)
   if not cli.token and not cli.no_auth then
     error("no token: set BICONNECTOR_TOKEN or pass --token-file FILE (or --no-auth to serve without one)", 0)
   end
-  local c = _M.connector({ url = url, tables = cli.tables, token = cli.token, log = cli.log })
+  local c = _M.connector({ url = url, tables = cli.tables, token = cli.token, log = cli.log,
+    pool_size = cli.pool_size, pool_wait = cli.pool_wait, answer_timeout = cli.answer_timeout })
   -- open now: a missing or unreadable database stops serve at start; then
   -- close, so that no connection crosses the fork into the workers (each
   -- opens its own on first use)
-  local ok, err = pcall(c.source.conn, c.source)
-  if not ok then error(type(err) == "table" and tostring(err.message) or tostring(err), 0) end
+  local ok, err = c.source:check()
   c.source:close()
+  if not ok then error(err, 0) end
   return c
 end
 

@@ -102,7 +102,7 @@ end
 -- A server URL -> the options for core.sql.open of the PostgreSQL and MySQL
 -- engines | nil, message: host (default 127.0.0.1), port, user, password (from
 -- the URL, else password_from_env), database, schemas (list), from the options
--- statement_timeout_ms and connect_timeout_s, and params ("k=v&k=v") for every
+-- statement_timeout_ms, connect_timeout_s and pool_size, and params ("k=v&k=v") for every
 -- other option, which the driver reads. spec: what (the engine's name in
 -- messages), database_required (a URL without one is refused), own ({key =
 -- function(opts, value) -> nil | message}: the engine's options of its own,
@@ -127,10 +127,12 @@ function _M.server_options(url, spec)
     local k, v = kv[1], kv[2]
     if k == "schemas" then
       for s in v:gmatch("[^,]+") do schemas[#schemas + 1] = s:match("^%s*(.-)%s*$") end
-    elseif k == "statement_timeout" or k == "connect_timeout" then
+    elseif k == "statement_timeout" or k == "connect_timeout" or k == "pool_size" then
       local n, nerr = _M.whole(what, k, v)
       if not n then return nil, nerr end
-      opts[k == "statement_timeout" and "statement_timeout_ms" or "connect_timeout_s"] = n
+      if k == "pool_size" and n < 1 then return nil, ("%s URL: pool_size expects a whole number from 1"):format(what) end
+      opts[k == "statement_timeout" and "statement_timeout_ms" or k == "pool_size" and "pool_size"
+        or "connect_timeout_s"] = n
     elseif own[k] then
       local oerr = own[k](opts, v)
       if oerr then return nil, oerr end

@@ -18,6 +18,7 @@ end
 -- Query-string options a URL may carry, and the open option each sets.
 local URL_OPTIONS = {
   busy_timeout = "busy_timeout_ms", -- milliseconds to wait for a lock (default 5000)
+  pool_size = "pool_size",          -- connections per process (biconnector.sql's pool)
 }
 
 -- sqlite:///absolute/path.db[?busy_timeout=MS] -> options for core.sql.open
@@ -44,11 +45,12 @@ function _M.parse_url(url)
     local k, v = pair:match("^([^=]*)=(.*)$")
     k = k and unescape(k)
     if not k or not URL_OPTIONS[k] then
-      return nil, "sqlite URL: unknown option '" .. tostring(k or pair) .. "' (known: busy_timeout)"
+      return nil, "sqlite URL: unknown option '" .. tostring(k or pair) .. "' (known: busy_timeout, pool_size)"
     end
     local n = tonumber(unescape(v))
-    if not n or n < 0 or n % 1 ~= 0 then
-      return nil, "sqlite URL: " .. k .. " expects a whole number of milliseconds, got '" .. v .. "'"
+    if not n or n < 0 or n % 1 ~= 0 or (k == "pool_size" and n < 1) then
+      return nil, "sqlite URL: " .. k .. (k == "pool_size" and " expects a whole number from 1, got '"
+        or " expects a whole number of milliseconds, got '") .. v .. "'"
     end
     opts[URL_OPTIONS[k]] = n
   end
