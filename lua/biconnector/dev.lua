@@ -98,8 +98,13 @@ end
 
 -- The message of a 403 for a refused Host.
 local function host_refused(host, what)
+  local got = "no Host header"
+  if host ~= nil then
+    got = logline.quote(host) -- control bytes and what is not UTF-8 escaped
+    if got:sub(1, 1) ~= '"' then got = '"' .. got .. '"' end
+  end
   return format("%s answers only a Host that is an IP address, localhost, the --listen host or a name "
-    .. "given with --allow-host (a guard against DNS rebinding), got %s", what, logline.quote(host or "(none)"))
+    .. "given with --allow-host (a guard against DNS rebinding), got %s", what, got)
 end
 
 -- The settings the printed link carries: for each setting of the connector,
