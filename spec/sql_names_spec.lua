@@ -191,8 +191,10 @@ describe("exact names on a SQLite file", function()
     dir = H.tmpdir()
     local file = dir .. "/names.db"
     H.sqlite(file, [[
-      CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT, password TEXT, note TEXT);
+      CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT, password TEXT, note TEXT, "tab	col" TEXT);
       INSERT INTO orders (password, note) VALUES ('pw1', 'a'), ('pw2', 'b');
+      CREATE TABLE "line
+break" (id INTEGER);
       CREATE TABLE secret (id INTEGER, token TEXT);
       INSERT INTO secret VALUES (1, 'top-secret');
       CREATE INDEX orders_note ON orders (note);
@@ -215,6 +217,13 @@ describe("exact names on a SQLite file", function()
     "pragma_database_list", "pragma_compile_options", "pragma_table_info", "PRAGMA_DATABASE_LIST", "dbstat",
     "json_each", "json_tree", "generate_series", "main.orders", "temp.sqlite_master", "orders_note",
   }, function() return serve_log(h) end)
+
+  it("leaves out a table or column whose name holds a control byte, with a warning", function()
+    -- (the shared checks show the list and the description without them)
+    local log = serve_log(h)
+    assert.matches('table "line\\nbreak" is not served: its name holds a control byte', log, 1, true)
+    assert.matches('table "orders": column "tab\\9col" is not served: its code holds a control byte', log, 1, true)
+  end)
 
   it("the case bypass of `table=SECRET` is closed on the command line's --tables '!SECRET' too", function()
     local status, list = post(h2.port, "/table_list", {})

@@ -141,7 +141,6 @@ end
 local function ascii_lower(s)
   return (s:gsub("[A-Z]", function(c) return string.char(c:byte() + 32) end))
 end
-_M.ascii_lower = ascii_lower
 
 local function glob_pattern(glob)
   local p = ascii_lower(glob):gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".")
@@ -307,9 +306,12 @@ function Source:warned(key)
   return false
 end
 
--- A name as a log shows it: quoted, a line break as \n.
+-- A name as a log shows it: quoted, with \" \\ \n and other control bytes as
+-- \DDD (as Lua 5.4's %q; LuaJIT's leaves a tab raw).
+local SHOW_ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n" }
 local function show_name(name)
-  return (format("%q", name):gsub("\\\n", "\\n"))
+  return '"' .. name:gsub('[%z\1-\31\127"\\]', function(c) return SHOW_ESCAPES[c] or format("\\%d", c:byte()) end)
+    .. '"'
 end
 
 -- " (NAME differs only in case)" when a name of names (a list) equals key but
@@ -317,7 +319,7 @@ end
 local function case_hint(key, names)
   local k = ascii_lower(key)
   for _, name in ipairs(names) do
-    if ascii_lower(name) == k then return format(" (%q differs only in case)", name) end
+    if ascii_lower(name) == k then return format(" (%s differs only in case)", show_name(name)) end
   end
   return ""
 end
@@ -331,8 +333,8 @@ function Source:check_table_keys(names, exists)
     for key in pairs(opt == "fields" and self.overrides or self.titles) do
       key = tostring(key)
       if not exists[key] and not self.queries[key] and not self:warned(opt .. "\0" .. key) then
-        self.log("warn", format("%s[%q] names no table or query of the database (codes are exact, case included)"
-          .. "%s: it does nothing", opt, key, case_hint(key, names)))
+        self.log("warn", format("%s[%s] names no table or query of the database (codes are exact, case included)"
+          .. "%s: it does nothing", opt, show_name(key), case_hint(key, names)))
       end
     end
   end
@@ -348,8 +350,8 @@ function Source:check_column_keys(code, cols, overrides)
       for i, col in ipairs(cols) do names[i], exists[col.name] = col.name, true end
     end
     if not exists[key] and not self:warned("fields\0" .. code .. "\0" .. key) then
-      self.log("warn", format("fields[%q][%q]: table %q has no column of this exact name%s: it does nothing",
-        code, key, code, case_hint(key, names)))
+      self.log("warn", format("fields[%s][%s]: table %s has no column of this exact name%s: it does nothing",
+        show_name(code), show_name(key), show_name(code), case_hint(key, names)))
     end
   end
 end
@@ -447,8 +449,8 @@ function Source:describe(code)
       if control_byte(f.code) then
         -- no request could name it (request.decode refuses such a code)
         if not self:warned("column\0" .. code .. "\0" .. f.code) then
-          self.log("warn", format("table %q: column %s is not served: its code holds a control byte "
-            .. "(fields can rename it)", code, show_name(f.code)))
+          self.log("warn", format("table %s: column %s is not served: its code holds a control byte "
+            .. "(fields can rename it)", show_name(code), show_name(f.code)))
         end
       elseif not seen[f.code] then
         seen[f.code] = true
