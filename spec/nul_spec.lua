@@ -13,10 +13,22 @@ end
 
 describe("%00 in a form body (request.decode)", function()
   it("keeps a NUL byte inside a value", function()
-    local req = assert(decode("connection[token]=a%00b&table=t%00u&select[]=x%00"))
+    local req = assert(decode("connection[token]=a%00b&table=t&searchString=s%00&filter[ID]=x%00"))
     assert.equals("a\0b", req.connection.token)
-    assert.equals("t\0u", req.table)
-    assert.same({ "x\0" }, req.select)
+    assert.equals("s\0", req.search)
+    assert.equals("x\0", req.filter_raw.ID)
+  end)
+
+  it("refuses a NUL byte inside a table or field code with a 400 that names it (issue 20)", function()
+    for _, case in ipairs {
+      { "table=t%00u", 'table: the code "t\\0u" holds a control byte (0x00 at byte 2); table and field codes never do' },
+      { "table=t&select[]=x%00", 'select[1]: the code "x\\0" holds a control byte (0x00 at byte 2); table and field codes never do' },
+    } do
+      local req, err = decode(case[1])
+      assert.is_nil(req, case[1])
+      assert.equals(400, err.status)
+      assert.equals(case[2], err.message)
+    end
   end)
 
   it("refuses a NUL byte inside a name with a 400 that says where", function()

@@ -171,6 +171,17 @@ describe("request.decode", function()
     { "filter a string", FORM, "filter=ID", "filter" },
     { "mapFields a string", FORM, "mapFields=x", "mapFields" },
     { "mapFields holding an object", JSON, '{"mapFields":{"ID":{"a":1}}}', "mapFields[ID]" },
+    -- a control byte in a code (issue 20): never cut at a NUL, never matched by a prefix
+    { "a NUL in a JSON table code", JSON, '{"table":"secret\\u0000"}', 'table: the code "secret\\0" holds a control byte' },
+    { "a NUL in a form table code", FORM, "table=secret%00", "table: the code" },
+    { "a line break in a table code", FORM, "table=a%0Ab", "table: the code" },
+    { "DEL in a name code", FORM, "name=a%7F", "name: the code" },
+    { "a NUL in a select code", JSON, '{"select":["ID","ID\\u0000"]}', "select[2]: the code" },
+    { "a control byte in a form select code", FORM, "select[]=ID%01", "select[1]: the code" },
+    { "a NUL in a filter key", JSON, '{"filter":{"ID\\u0000":1}}', "filter: the code" },
+    { "a control byte in a nested filter key", JSON, '{"filter":{"LOGIC":"OR","0":{">=ID\\u001f":1}}}',
+      "filter: the code" },
+    { "a control byte in a form filter key", FORM, "filter[%3EID%09]=1", "filter: the code" },
   }
   for _, case in ipairs(BAD) do
     it("refuses " .. case[1] .. " with 400 naming " .. case[4], function()
@@ -185,6 +196,32 @@ describe("request.decode", function()
 
   it("raises on misuse", function()
     assert.has_error(function() request.decode("body") end)
+  end)
+
+  it("refuses a Content-Encoding other than identity with 415, before reading the body", function()
+    for _, coding in ipairs({ "gzip", "deflate", "br", "GZIP", "identity, gzip", "x-gzip", "x y" }) do
+      local req, err = request.decode(post("/data", { ["content-type"] = "application/json",
+        ["content-encoding"] = coding }, '{"table":"t"}'))
+      assert.is_nil(req, coding)
+      assert.equal(415, err.status)
+      assert.matches("^body: Content%-Encoding \".+\" is not supported; send the body unencoded", err.message)
+    end
+    local _, err = request.decode(post("/check", { ["content-encoding"] = "gzip" }, ""))
+    assert.equal(415, err.status)
+    for _, coding in ipairs({ "identity", "Identity", " identity , IDENTITY ", "" }) do
+      local req = assert(request.decode(post("/data", { ["content-type"] = "application/json",
+        ["content-encoding"] = coding }, '{"table":"t"}')), coding)
+      assert.equal("t", req.table)
+    end
+    -- a header of a million spaces is read in linear time
+    assert(request.decode(post("/check", { ["content-encoding"] = (" "):rep(1000000) }, "")))
+  end)
+
+  it("takes codes with every other byte as they are", function()
+    local req = assert(request.decode(post("/data", JSON,
+      '{"table":"a b\\u00e9\\"\'; --","select":["x y","Я"],"filter":{"x y":" \\u0080"}}')))
+    assert.equal("a b\195\169\"'; --", req.table)
+    assert.same({ "x y", "Я" }, req.select)
   end)
 
   it("takes a form filter with a long IN list (more than PHP's 1000 variables)", function()

@@ -1,11 +1,25 @@
 -- Claims of docs/security.md that no other spec shows: serve listens on
 -- loopback unless told otherwise, libcurl speaks only http and https, and a
--- form body over the variable limit is refused with a 400.
+-- form body over the variable limit is refused with a 400; and every spec the
+-- page names exists.
 local serve = require "biconnector.serve"
 local request = require "biconnector.request"
 local http = require("biconnector.core").http
 
 describe("docs/security.md", function()
+  it("names only specs that exist", function()
+    local helpers = require "helpers"
+    local f = assert(io.open(helpers.top .. "/docs/security.md"))
+    local text = f:read("*a")
+    f:close()
+    local named = 0
+    for path in text:gmatch("`(spec/[%w_/]+%.lua)`") do
+      named = named + 1
+      assert.is_true(helpers.exists(helpers.top .. "/" .. path), "docs/security.md names " .. path)
+    end
+    assert.is_true(named > 20, "found only " .. named .. " spec names")
+  end)
+
   it("serve listens on 127.0.0.1:8080 unless --listen says otherwise", function()
     local o = assert(serve.parse_args({ "connector.lua" }))
     assert.equal("127.0.0.1", o.host)

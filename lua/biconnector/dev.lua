@@ -75,15 +75,36 @@ function _M.load_static(dir)
   return files
 end
 
--- A name from the Host header is an IP literal or localhost: a page of another
--- site that rebinds its own name to 127.0.0.1 cannot use the dev endpoints.
-function _M.host_allowed(host)
+-- The Host rule (docs/security.md, "The Host rule"): the name in the Host
+-- header is an IP literal, localhost, or one of names (a set made by
+-- dev.host_names: the --listen host and the --allow-host names), in any case,
+-- with any port. A page of another site that rebinds its own name to
+-- 127.0.0.1 sends its own name, which is none of them.
+function _M.host_allowed(host, names)
   if type(host) ~= "string" or host == "" then return false end
   if host:match("^%[[%x:.]+%]:?%d*$") then return true end
   local name = host:match("^([^:]+):?%d*$")
   if not name then return false end
-  name = name:lower()
-  return name == "localhost" or name:match("^%d+%.%d+%.%d+%.%d+$") ~= nil
+  name = name:lower():gsub("%.$", "") -- a fully qualified "localhost." is localhost
+  return name == "localhost" or name:match("^%d+%.%d+%.%d+%.%d+$") ~= nil or (names ~= nil and names[name] == true)
+end
+
+-- A list of host names -> the set host_allowed takes (lower case, no trailing dot).
+function _M.host_names(list)
+  local set = {}
+  for _, name in ipairs(list or {}) do set[(name:lower():gsub("%.$", ""))] = true end
+  return set
+end
+
+-- The message of a 403 for a refused Host.
+local function host_refused(host, what)
+  local got = "no Host header"
+  if host ~= nil then
+    got = logline.quote(host) -- control bytes and what is not UTF-8 escaped
+    if got:sub(1, 1) ~= '"' then got = '"' .. got .. '"' end
+  end
+  return format("%s answers only a Host that is an IP address, localhost, the --listen host or a name "
+    .. "given with --allow-host (a guard against DNS rebinding), got %s", what, got)
 end
 
 -- The settings the printed link carries: for each setting of the connector,
@@ -155,11 +176,39 @@ local function no_store(status, headers, body, finish, continue)
   return status, headers, body, finish
 end
 
+-- The finish function of an answer made here: writes its access line (unless
+-- quiet) when the answer ends; `how` overrides the way the server says it ended.
+local function access_logger(req, status, started, bytes_of, quiet, endpoint, how_override)
+  return function(how)
+    if not quiet then
+      io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ") .. " " .. logline.access(req, status,
+        { endpoint = endpoint }, bytes_of(), (process.clock() - started) * 1000, how_override or how) .. "\n")
+    end
+  end
+end
+
+-- dev.host_guard(handler, opts) -> handler: a request whose Host the rule
+-- refuses (see host_allowed; opts.names from dev.host_names) is answered 403
+-- and logged with end=refused; the others go to handler. `serve` puts every
+-- endpoint behind it under --no-auth and --dev.
+function _M.host_guard(handler, opts)
+  local names, quiet = opts.names, opts.quiet
+  return function(req)
+    local host = req.headers and req.headers.host
+    if _M.host_allowed(host, names) then return handler(req) end
+    local started = process.clock()
+    local status, headers, body = json_error(403, "forbidden", host_refused(host, "this server (--no-auth, --dev)"))
+    return status, headers, body, access_logger(req, status, started, function() return #body end, quiet, nil,
+      "refused")
+  end
+end
+
 -- dev.wrap(handler, opts) -> handler
 -- opts: connector (title, settings; or a function returning the current
 -- one), base (the server's own base URL, prefix
 -- included: what Verify checks), prefix, source (what serve was given),
--- quiet (no access lines), verify_options (extra verify.run options).
+-- quiet (no access lines), verify_options (extra verify.run options),
+-- host_names (dev.host_names: more names the Host rule allows).
 function _M.wrap(handler, opts)
   local files = _M.load_static(opts.static_dir)
   -- opts.connector: a connector, or a function giving the current one (serve reloads it on SIGHUP)
@@ -188,12 +237,7 @@ function _M.wrap(handler, opts)
   end
 
   local function finish_logger(req, status, started, bytes_of)
-    return function(how)
-      if not quiet then
-        io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ") .. " " .. logline.access(req, status,
-          { endpoint = "dev" }, bytes_of(), (process.clock() - started) * 1000, how) .. "\n")
-      end
-    end
+    return access_logger(req, status, started, bytes_of, quiet, "dev")
   end
 
   local function start_verify(req)
@@ -306,10 +350,8 @@ function _M.wrap(handler, opts)
   end
 
   local function answer_dev(req)
-    if not _M.host_allowed(req.headers.host) then
-      return json_error(403, "forbidden", format(
-        "the dev page answers only a Host that is an IP address or localhost, got %s",
-        logline.quote(req.headers.host or "(none)")))
+    if not _M.host_allowed(req.headers.host, opts.host_names) then
+      return json_error(403, "forbidden", host_refused(req.headers.host, "the dev page"))
     end
     local origin = req.headers.origin
     if origin ~= nil and origin ~= "http://" .. tostring(req.headers.host) then

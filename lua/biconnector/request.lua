@@ -65,6 +65,38 @@ local function show(v)
   return type(v)
 end
 
+-- The position of the first control byte (0x00-0x1F, 0x7F) in a code, or nil.
+-- A table or field code never holds one: `secret\0` must not pass as
+-- `secret` to anything that stops at a NUL (C strings, SQL text), and no
+-- protocol code needs one.
+local function control_byte(code)
+  return find(code, "[%z\1-\31\127]")
+end
+_M.control_byte = control_byte
+
+local function no_control(what, code)
+  local at = control_byte(code)
+  if at then
+    return bad("%s: the code %s holds a control byte (0x%02X at byte %d); table and field codes never do",
+      what, show(code), code:byte(at), at)
+  end
+  return code
+end
+
+-- The first key of a filter object, at any depth, that holds a control byte
+-- (a field code, with or without its operator prefix), or nil.
+local function unclean_filter_key(obj, depth)
+  if depth > 64 then return nil end -- deeper than filter.parse accepts anyway
+  for k, v in pairs(obj) do
+    if type(k) == "string" and control_byte(k) then return k end
+    if type(v) == "table" and v ~= null then
+      local bad_key = unclean_filter_key(v, depth + 1)
+      if bad_key then return bad_key end
+    end
+  end
+  return nil
+end
+
 local MAX_LIMIT = 2 ^ 53
 
 local function decode_limit(v)
@@ -114,6 +146,8 @@ local function decode_select(v)
     if s == nil or s == "" then
       return bad("select[%d]: expected a field code (a non-empty string), got %s", i, show(v[i]))
     end
+    local _, err = no_control(format("select[%d]", i), s)
+    if err then return nil, err end
     if not seen[s] then
       seen[s] = true
       out[#out + 1] = s
@@ -234,7 +268,25 @@ local function decode_form(body)
   return obj
 end
 
+-- The first content coding of a Content-Encoding header other than identity,
+-- or nil: such a body (gzip, deflate, ...) is not what its Content-Type says,
+-- and it is never decoded here.
+local function content_coding(headers)
+  local ce = headers and (headers["content-encoding"] or headers["Content-Encoding"])
+  if type(ce) ~= "string" then return nil end
+  for item in ce:gmatch("[^,]+") do
+    local coding = (item:match("^%s*(%S+)%s*$") or item):lower() -- linear: no backtracking over spaces
+    if coding ~= "identity" and find(coding, "%S") then return coding end
+  end
+  return nil
+end
+
 local function decode_body(http)
+  local coding = content_coding(http.headers)
+  if coding then
+    return nil, _M.error(415, format("body: Content-Encoding %s is not supported; send the body unencoded "
+      .. "(no Content-Encoding, or identity)", show(coding)))
+  end
   local body = http.body
   if body == nil or body == "" then return {} end
   if type(body) ~= "string" then return bad("body: expected a string, got %s", type(body)) end
@@ -263,7 +315,7 @@ end
 ---------------------------------------------------------------- decode
 
 -- request.decode(http) -> req, or nil, error object (status 400; 415 for a Content-Type
--- that is neither JSON nor a form)
+-- that is neither JSON nor a form, or a Content-Encoding other than identity)
 function _M.decode(http)
   if type(http) ~= "table" then error("request.decode: expected {method=, path=, headers=, body=}", 2) end
   local raw, err = decode_body(http)
@@ -287,6 +339,8 @@ function _M.decode(http)
   if not is_absent(table_name) then
     req.table = text(table_name)
     if req.table == nil then return bad("%s: expected a table code, got %s", table_key, show(table_name)) end
+    req.table, err = no_control(table_key, req.table)
+    if err then return nil, err end
   end
 
   if not is_absent(raw.select) then
@@ -296,6 +350,11 @@ function _M.decode(http)
 
   if not is_absent(raw.filter) then
     if type(raw.filter) ~= "table" then return bad("filter: expected an object, got %s", show(raw.filter)) end
+    local key = unclean_filter_key(raw.filter, 0)
+    if key then
+      local _, kerr = no_control("filter", key)
+      return nil, kerr
+    end
     if next(raw.filter) ~= nil then req.filter_raw = raw.filter end
   end
 

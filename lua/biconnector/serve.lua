@@ -48,6 +48,9 @@ Options:
   --per-address N      most connections at once from one client address, per process (default 64; 0: no limit)
   --grace SECONDS      on SIGTERM/SIGINT, time for in-flight answers (default 10)
   --dev                also serve the browser page at / (see docs/dev.md) and print its link
+  --allow-host NAME    with --no-auth or --dev: a Host name to answer besides IP addresses,
+                       localhost and the --listen host (any other is 403: DNS rebinding);
+                       repeatable, or comma-separated
   --metrics            also answer GET PREFIX/metrics (Prometheus text format, all workers)
   -h, --help           show this help
 ]]
@@ -148,6 +151,16 @@ function _M.parse_args(args)
       o[name == "--tables" and "tables" or "token_file"] = v
     elseif name == "--no-auth" then
       o.no_auth = true
+    elseif name == "--allow-host" then
+      local v = value()
+      if not v or v == "" then return nil, "--allow-host needs a value" end
+      o.allow_hosts = o.allow_hosts or {}
+      for h in v:gmatch("[^,]+") do
+        if not h:match("^[%w_][%w_.-]*$") then
+          return nil, format("--allow-host expects a host name (letters, digits, '.', '-', '_'; no port), got '%s'", h)
+        end
+        o.allow_hosts[#o.allow_hosts + 1] = h
+      end
     elseif numeric[name] then
       local v = value()
       if not v then return nil, name .. " needs a value" end
@@ -171,6 +184,9 @@ function _M.parse_args(args)
   end
   if o.answer_budget and o.answer_budget < 65536 then
     return nil, "--answer-budget expects at least 65536 bytes"
+  end
+  if o.allow_hosts and not (o.no_auth or o.dev) then
+    return nil, "--allow-host applies with --no-auth or --dev (the Host rule of docs/security.md)"
   end
   return o
 end
@@ -367,6 +383,14 @@ end
 
 local function now_utc() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
 
+-- The names the Host rule allows besides IP addresses and localhost: the
+-- --listen host and the --allow-host names.
+local function host_names(o)
+  local list = { o.host }
+  for _, h in ipairs(o.allow_hosts or {}) do list[#list + 1] = h end
+  return require("biconnector.dev").host_names(list)
+end
+
 -- SIGHUP: loads the connector file (or the database's schema) again and swaps
 -- it in for the answers that start from now on; one that fails to load keeps
 -- the connector already loaded, and the log says why.
@@ -538,7 +562,7 @@ function _M.main(args)
     dev_link = dev.link(base:sub(1, #base - #o.prefix), dev.initial_settings(connector.settings, { token = o.token }))
     dev_wrap = function(h, live) -- live.connector: the current one (SIGHUP reloads it)
       return dev.wrap(h, { connector = function() return live.connector end, base = base, prefix = o.prefix,
-        source = masked(o.file) })
+        source = masked(o.file), host_names = host_names(o) })
     end
   end
   stdout:write(format("biconnector %s: serving %q from %s (%d worker%s)\n", core.version,
@@ -554,6 +578,11 @@ function _M.main(args)
   if o.host == "0.0.0.0" or o.host == "::" then
     stdout:write("  (listening on every interface: put the address Bitrix24 reaches in place of 127.0.0.1)\n")
   end
+  if o.no_auth or o.dev then
+    stdout:write("Host rule (--no-auth, --dev): answers only a Host that is an IP address, localhost",
+      (o.host:find(":", 1, true) or o.host:match("^%d+%.%d+%.%d+%.%d+$")) and "" or (", " .. o.host), o.allow_hosts and (", " .. concat(o.allow_hosts, ", ")) or "",
+      "; others get 403 (--allow-host NAME adds one)\n")
+  end
   if dev_link then
     stdout:write("Dev page (the settings travel in the #fragment, which no server receives):\n  ", dev_link, "\n")
   end
@@ -566,6 +595,9 @@ function _M.main(args)
   local current = { handle = function(_, ...) return live.connector:handle(...) end }
   local handler = _M.handler(current, o)
   if dev_wrap then handler = dev_wrap(handler, live) end
+  if o.no_auth or o.dev then -- every endpoint behind the Host rule (DNS rebinding)
+    handler = require("biconnector.dev").host_guard(handler, { names = host_names(o), quiet = o.quiet })
+  end
   local code
   if o.workers > 1 then
     code = supervise(o, handler, fd, live)

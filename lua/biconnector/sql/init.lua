@@ -146,14 +146,22 @@ end
 
 -- ---- table selection: globs ---------------------------------------------------
 
+-- ASCII letters in lower case, every other byte as it is (string.lower
+-- follows the C library's locale).
+local function ascii_lower(s)
+  return (s:gsub("[A-Z]", function(c) return string.char(c:byte() + 32) end))
+end
+
 local function glob_pattern(glob)
-  local p = glob:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".")
+  local p = ascii_lower(glob):gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".")
   return "^" .. p .. "$"
 end
 
 -- "a*,b,!tmp_*" or { "a*", "b", "!tmp_*" } -> function(name) -> boolean.
 -- A name is served when it matches an include glob (or there is none) and no
--- exclude glob (one starting with "!").
+-- exclude glob (one starting with "!"). ASCII letters match in either case
+-- (`!secret` also excludes `SECRET`, which PostgreSQL or MySQL may hold beside
+-- it); every other byte matches itself.
 function _M.table_selector(spec)
   if spec == nil then return function() return true end end
   local list = spec
@@ -172,6 +180,7 @@ function _M.table_selector(spec)
     else include[#include + 1] = glob_pattern(g) end
   end
   return function(name)
+    name = ascii_lower(name)
     for _, p in ipairs(exclude) do if name:find(p) then return false end end
     if #include == 0 then return true end
     for _, p in ipairs(include) do if name:find(p) then return true end end
@@ -388,11 +397,112 @@ _M.as_cursor = as_cursor
 
 local function lower(s) return s:lower() end
 
--- -> { {code =, title =}, ... }
-function Source:table_list(search)
-  local conn = self:conn()
+-- How long describe trusts the table codes it last listed, in seconds. A code
+-- in that list is not listed again before then (a table dropped since is still
+-- found missing: list_columns answers nil); a code not in it is always listed
+-- afresh (a table created since), so a request reaches the database only with
+-- a code the database lists, byte for byte (docs/database.md, "Names").
+_M.NAMES_TTL = 10
+
+local control_byte = require("biconnector.request").control_byte
+
+-- Whether the warning key was given already (by this source, in this
+-- process); marks it given.
+function Source:warned(key)
+  local warned = self._warned or {}
+  self._warned = warned
+  if warned[key] then return true end
+  warned[key] = true
+  return false
+end
+
+-- A name as a log shows it: quoted, with \" \\ \n and other control bytes as
+-- \DDD (as Lua 5.4's %q; LuaJIT's leaves a tab raw).
+local SHOW_ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n" }
+local function show_name(name)
+  return '"' .. name:gsub('[%z\1-\31\127"\\]', function(c) return SHOW_ESCAPES[c] or format("\\%d", c:byte()) end)
+    .. '"'
+end
+
+-- " (NAME differs only in case)" when a name of names (a list) equals key but
+-- for the case of ASCII letters, else "".
+local function case_hint(key, names)
+  local k = ascii_lower(key)
+  for _, name in ipairs(names) do
+    if ascii_lower(name) == k then return format(" (%s differs only in case)", show_name(name)) end
+  end
+  return ""
+end
+
+-- Per-table options apply to exact codes: a key of fields or titles that names
+-- no table (names: all the database lists; exists: the same as a set) and no
+-- query, e.g. `Secret` for `secret`, is warned about, as what it was to hide
+-- or rename is served as it is.
+function Source:check_table_keys(names, exists)
+  for _, opt in ipairs({ "fields", "titles" }) do
+    for key in pairs(opt == "fields" and self.overrides or self.titles) do
+      key = tostring(key)
+      if not exists[key] and not self.queries[key] and not self:warned(opt .. "\0" .. key) then
+        self.log("warn", format("%s[%s] names no table or query of the database (codes are exact, case included)"
+          .. "%s: it does nothing", opt, show_name(key), case_hint(key, names)))
+      end
+    end
+  end
+end
+
+-- The same for the column keys of fields[code] against the columns cols.
+function Source:check_column_keys(code, cols, overrides)
+  local names, exists
+  for key in pairs(overrides) do
+    key = tostring(key)
+    if not names then
+      names, exists = {}, {}
+      for i, col in ipairs(cols) do names[i], exists[col.name] = col.name, true end
+    end
+    if not exists[key] and not self:warned("fields\0" .. code .. "\0" .. key) then
+      self.log("warn", format("fields[%s][%s]: table %s has no column of this exact name%s: it does nothing",
+        show_name(code), show_name(key), show_name(code), case_hint(key, names)))
+    end
+  end
+end
+
+-- The database's tables and views this source serves, in the engine's order:
+-- those the globs select, not shadowed by a query, without a control byte in
+-- the name (no request can name it: request.decode refuses such a code). Their
+-- codes are remembered for describe.
+function Source:served_tables(conn)
   local tables, err = self.engine.list_tables(conn, self.open_opts)
   must(tables, err or "no answer", "listing tables")
+  local list, set, names, exists = {}, {}, {}, {}
+  for i, t in ipairs(tables) do
+    names[i], exists[t.name] = t.name, true
+    if self.selected(t.name) and not self.queries[t.name] then
+      if not control_byte(t.name) then
+        list[#list + 1] = t
+        set[t.name] = true
+      elseif not self:warned("table\0" .. t.name) then
+        self.log("warn", format("table %s is not served: its name holds a control byte", show_name(t.name)))
+      end
+    end
+  end
+  self._names, self._names_at = set, core.process.clock()
+  self:check_table_keys(names, exists)
+  return list
+end
+
+-- Whether the database lists code (byte for byte) among the tables this source
+-- serves: SQLite would resolve `SECRET` to `secret`, `sqlite_master` or a
+-- table-valued function such as `pragma_database_list`, none of them listed.
+function Source:serves(conn, code)
+  local set = self._names
+  if set and set[code] and core.process.clock() - self._names_at < _M.NAMES_TTL then return true end
+  self:served_tables(conn)
+  return self._names[code] == true
+end
+
+-- -> { {code =, title =}, ... }
+function Source:table_list(search)
+  local tables = self:served_tables(self:conn())
   local list = {}
   search = search and lower(search):match("^%s*(.-)%s*$") or ""
   local function add(code, title)
@@ -400,9 +510,7 @@ function Source:table_list(search)
       list[#list + 1] = { code = code, title = title }
     end
   end
-  for _, t in ipairs(tables) do
-    if self.selected(t.name) and not self.queries[t.name] then add(t.name, self.titles[t.name] or t.name) end
-  end
+  for _, t in ipairs(tables) do add(t.name, self.titles[t.name] or t.name) end
   local extra = {}
   for code in pairs(self.queries) do extra[#extra + 1] = code end
   sort(extra)
@@ -410,8 +518,11 @@ function Source:table_list(search)
   return list
 end
 
--- -> fields | nil (no such table)
+-- -> fields | nil (no such table). code must be a code table_list gives, byte
+-- for byte (a query's, or a table's the database lists); every other spelling
+-- is nil, whatever the engine would resolve it to.
 function Source:describe(code)
+  if type(code) ~= "string" then return nil end
   local conn = self:conn()
   local cols, err
   local q = self.queries[code]
@@ -419,12 +530,13 @@ function Source:describe(code)
     cols, err = self.engine.query_columns(conn, q.sql)
     must(cols, err or "no columns", format("table %q (query)", code))
   else
-    if not self.selected(code) then return nil end
+    if not self:serves(conn, code) then return nil end
     cols, err = self.engine.list_columns(conn, code, self.open_opts)
     must(cols, err, format("table %q", code))
     if not cols then return nil end
   end
   local overrides = self.overrides[code] or {}
+  self:check_column_keys(code, cols, overrides)
   local fields, seen = {}, {}
   for _, col in ipairs(cols) do
     local ov = overrides[col.name]
@@ -442,7 +554,13 @@ function Source:describe(code)
           f.dates = ov.dates
         end
       end
-      if not seen[f.code] then
+      if control_byte(f.code) then
+        -- no request could name it (request.decode refuses such a code)
+        if not self:warned("column\0" .. code .. "\0" .. f.code) then
+          self.log("warn", format("table %s: column %s is not served: its code holds a control byte "
+            .. "(fields can rename it)", show_name(code), show_name(f.code)))
+        end
+      elseif not seen[f.code] then
         seen[f.code] = true
         fields[#fields + 1] = f
       end
