@@ -47,6 +47,13 @@ describe("issue 16: one request, one answer", function()
     end
   end)
 
+  it("refuses an HTTP/1.1 request without Host, and takes an HTTP/1.0 one", function()
+    refused("must carry a Host header", H.exchange(h.port,
+      "POST /check HTTP/1.1\r\nContent-Length: 28\r\n\r\n" .. B .. SMUGGLED))
+    local raw = H.exchange(h.port, "POST /check HTTP/1.0\r\nContent-Length: 28\r\n\r\n" .. B)
+    assert.same({ 200 }, H.status_lines(raw))
+  end)
+
   it("still takes one chunked body, and keep-alive requests one after the other", function()
     local raw = H.exchange(h.port, "POST /check HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
       .. "1c\r\n" .. B .. "\r\n0\r\n\r\n" .. SMUGGLED:gsub("\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1))

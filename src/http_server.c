@@ -848,6 +848,13 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
   }
 }
 
+/* Whether the client of socket fd has left: it closed (EOF) or reset it. */
+static int client_gone(int fd) {
+  char c;
+  ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 /* Whether conn is suspended, waiting (its database work has its own deadline). */
 static int is_waiting(server *srv, struct MHD_Connection *conn) {
   request *req;
@@ -866,12 +873,9 @@ static void sweep(server *srv, double now) {
   /* a suspended connection is not watched by MHD: a client that left is found here */
   for (req = srv->waiting; req != NULL; req = next) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    char c;
-    ssize_t n;
     next = req->wnext;
     if (ci == NULL) continue;
-    n = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) end_wait(srv, req, 1);
+    if (client_gone(ci->connect_fd)) end_wait(srv, req, 1);
   }
   for (cs = srv->conns; cs != NULL; cs = cs->next) {
     const union MHD_ConnectionInfo *ci;
@@ -886,10 +890,13 @@ static void sweep(server *srv, double now) {
       if (ioctl(fd, SIOCOUTQ, &outq) != 0 || outq < cs->outq || outq == 0 || is_waiting(srv, cs->conn))
         cs->progress = now;
       cs->outq = outq;
-      if (now - cs->progress > (double)srv->timeout) {
-        shutdown(fd, SHUT_RDWR);
-        cs->cut = cs->idle_cut = 1;
-      }
+      if (now - cs->progress > (double)srv->timeout) cs->idle_cut = 1;
+      else if (!client_gone(fd)) continue; /* the client left while nothing was written to find it out */
+      /* cut: MHD, which neither reads nor writes this connection now, closes it
+       * on its own timeout, set again from none to one second */
+      shutdown(fd, SHUT_RDWR);
+      cs->cut = 1;
+      MHD_set_connection_option(cs->conn, MHD_CONNECTION_OPTION_TIMEOUT, 1);
       continue;
     }
     if (cs->answering || cs->cut) continue;
@@ -982,9 +989,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   request *req = (request *)*con_cls;
   lua_State *L = srv->L;
   conn_state *cs = state_of(conn);
+  const char *cut_how = NULL; /* cut by the sweep: how the answer ended */
   if (cs != NULL) { /* the next request's deadline runs from here */
     cs->answering = cs->in_request = 0;
     cs->since = bic_clock();
+    if (cs->sending && cs->cut) cut_how = cs->idle_cut ? "timeout" : "aborted";
     if (cs->sending) { /* between requests MHD's idle timeout applies again */
       cs->sending = 0;
       if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -1036,7 +1045,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
       default: break;
     }
     if (req->answer_failed) req->how = "error";
-    if (cs != NULL && cs->idle_cut) req->how = "timeout";
+    if (cut_how != NULL) req->how = cut_how;
     if (run_protected(L, call_finish, req) != 0) log_error("finish callback failed", lua_tostring(L, -1));
     lua_settop(L, top);
     luaL_unref(L, LUA_REGISTRYINDEX, req->finish_ref);
