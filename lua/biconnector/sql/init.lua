@@ -175,7 +175,7 @@ local Source = {}
 Source.__index = Source
 
 local PLAIN_OPTIONS = { "url", "tables", "titles", "fields", "queries", "busy_timeout_ms", "statement_timeout_ms",
-  "connect_timeout_s" }
+  "connect_timeout_s", "datetime_offset" }
 local source_count = 0
 
 local function stderr_log(level, message)
@@ -188,7 +188,10 @@ end
 --   false | {code =, name =, type =}}}, queries {code = {sql =, title =}},
 --   busy_timeout_ms, log (function(level, message)), trace (function(sql, params):
 --   sees every data query before it runs), thread_pool (under nginx: the pool
---   the database calls run in, default "biconnector"; false: in the event loop).
+--   the database calls run in, default "biconnector"; false: in the event loop),
+--   datetime_offset (true or "+HH:MM": datetimes answered with an offset, as the
+--   connector definition's option; PostgreSQL reads timestamptz in UTC, so true
+--   makes them exact instants, 2024-08-30T10:19:57+00:00).
 function _M.source(opts)
   if type(opts) == "string" then opts = { url = opts } end
   if type(opts) ~= "table" then error("biconnector.sql.source: expected a URL or a table of options", 2) end
@@ -581,6 +584,7 @@ function _M.connector(opts)
     describe = function(_, code) return src:describe(code) end,
     data = function(_, q) return src:data(q) end,
     chunk_size = opts.chunk_size,
+    datetime_offset = opts.datetime_offset,
     log = opts.log,
     secrets = opts.token and { opts.token } or nil, -- masked in every message and log line
     -- the introspection answers are kept 60 s unless opts.cache says otherwise

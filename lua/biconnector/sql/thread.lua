@@ -66,11 +66,14 @@ function _M.open(spec, q)
 end
 
 -- -> the rows' JSON text (",[...]" each), added, done, nulled, column, why
-function _M.fill(_, id, fields, select, max_bytes, max_rows)
+function _M.fill(spec, id, fields, select, max_bytes, max_rows)
   return guarded(function()
     local cur, err = core.sql.attach(id)
     if not cur then error(err, 0) end
-    local enc = core.rows.new(fields, select, { chunk_size = max_bytes })
+    -- the rows go into the caller's encoder as text: written as it would (datetime_offset)
+    local offset = spec.datetime_offset
+    local enc = core.rows.new(fields, select, { chunk_size = max_bytes,
+      datetime_offset = offset == true and "Z" or offset })
     enc:take() -- the header row: the caller's encoder has it
     local added, done, nulled, column, why = cur:fill(enc, max_bytes, max_rows)
     if added == nil then
