@@ -6,7 +6,6 @@
 -- default stays "YYYY-MM-DD HH:MM:SS".
 local core = require "biconnector.core"
 local json = require "biconnector.json"
-local helpers = require "helpers"
 local S = require "serve_helpers"
 local H = require "sql_helpers"
 
@@ -147,7 +146,8 @@ describe("a SQL source with datetime_offset", function()
   it("writes its datetimes with the offset, through the C cursor, the filtering path and a worker thread", function()
     local sql = require "biconnector.sql"
     local c = sql.connector({ url = "sqlite://" .. db, datetime_offset = "+03:00" })
-    finally(function() c.source:close() end)
+    local plain = sql.connector({ url = "sqlite://" .. db })
+    finally(function() c.source:close() plain.source:close() end) -- busted keeps one finally per test
     local status, rows = ask(c, "/data", "table=events&select[]=id&select[]=at")
     assert.equal(200, status)
     assert.same({ { "id", "at" }, { 1, "2024-08-30T12:19:57+03:00" }, { 2, "2024-08-30T12:19:57+05:00" }, { 3, json.null } }, rows)
@@ -168,9 +168,8 @@ describe("a SQL source with datetime_offset", function()
     assert.equal(3, added)
     assert.equal(',[1,"2024-08-30T12:19:57+03:00"],[2,"2024-08-30T12:19:57+05:00"],[3,null]', text)
     -- without the option: the default
-    local plain = sql.connector({ url = "sqlite://" .. db })
-    finally(function() plain.source:close() end)
     status, rows = ask(plain, "/data", "table=events&select[]=at")
+    assert.equal(200, status)
     assert.same({ { "at" }, { "2024-08-30 12:19:57" }, { "2024-08-30 12:19:57" }, { json.null } }, rows)
   end)
 end)
@@ -194,15 +193,14 @@ describe("PostgreSQL timestamptz with datetime_offset = true", function()
   it("answers the instants exactly, in UTC with +00:00", function()
     local sql = require "biconnector.sql"
     local c = sql.connector({ url = pg:url(), datetime_offset = true })
-    finally(function() c.source:close() end)
+    local plain = sql.connector({ url = pg:url() })
+    finally(function() c.source:close() plain.source:close() end)
     local status, rows = ask(c, "/data", "table=events")
     assert.equal(200, status, json.encode(rows))
     assert.same({ { "id", "at", "naive" }, { 1, "2024-08-30T10:19:57+00:00", "2024-08-30T12:19:57+00:00" },
       { 2, json.null, json.null } }, rows)
-    local plain = sql.connector({ url = pg:url() })
-    finally(function() plain.source:close() end)
     status, rows = ask(plain, "/data", "table=events&select[]=at")
+    assert.equal(200, status)
     assert.same({ { "at" }, { "2024-08-30 10:19:57" }, { json.null } }, rows)
-    assert.is_string(helpers.top)
   end)
 end)

@@ -55,6 +55,15 @@ describe("biconnector.names", function()
     assert.same({ "ID_2", "NAME" }, names.column_names({ "id", "name" }, { ID = true }))
   end)
 
+  it("runs the names example of docs/rest.md", function()
+    local block
+    for _, code in ipairs(require("helpers").lua_blocks("docs/rest.md")) do
+      if code:find('require "biconnector.names"', 1, true) then block = code end
+    end
+    assert.is_string(block)
+    assert((loadstring or load)(block, "=docs/rest.md names example"))()
+  end)
+
   it("maps 300 generated codes to valid, unique table and column names", function()
     local codes = generated_codes()
     assert.equal(300, #codes)
