@@ -23,13 +23,7 @@ end
 
 -- POSTs a form body to a connector object's endpoint (in process); -> status, decoded answer.
 local function ask(c, path, body)
-  local status, _, answer = c:handle({ method = "POST", path = path, body = body,
-    headers = { ["content-type"] = "application/x-www-form-urlencoded" } })
-  if type(answer) == "function" then
-    local parts = {}
-    for piece in answer do parts[#parts + 1] = piece end
-    answer = table.concat(parts)
-  end
+  local status, answer = require("helpers").post_form(c, path, body)
   return status, json.decode(answer)
 end
 

@@ -68,7 +68,7 @@ local function ascii(code)
 end
 _M.ascii = ascii
 
--- One name from one code, before uniqueness: `letters` is "a-z" or "A-Z".
+-- One name from one code, before uniqueness: upper case letters (columns) or lower (tables).
 local function base_name(code, upper, prefix, max)
   local s = ascii(code)
   s = upper and s:upper() or s:lower()
@@ -96,21 +96,19 @@ local function unique(name, taken, max)
   end
 end
 
--- names.table_name(code [, taken]) -> a table name; taken[name] is set.
-function _M.table_name(code, taken)
+-- One name for code: base_name made unique against taken, then marked taken.
+local function derive(code, taken, upper, prefix, max)
   taken = taken or {}
-  local name = unique(base_name(code, false, "t_", _M.TABLE_NAME_MAX), taken, _M.TABLE_NAME_MAX)
+  local name = unique(base_name(code, upper, prefix, max), taken, max)
   taken[name] = true
   return name
 end
 
+-- names.table_name(code [, taken]) -> a table name; taken[name] is set.
+function _M.table_name(code, taken) return derive(code, taken, false, "t_", _M.TABLE_NAME_MAX) end
+
 -- names.column_name(code [, taken]) -> a column name; taken[name] is set.
-function _M.column_name(code, taken)
-  taken = taken or {}
-  local name = unique(base_name(code, true, "F_", _M.COLUMN_NAME_MAX), taken, _M.COLUMN_NAME_MAX)
-  taken[name] = true
-  return name
-end
+function _M.column_name(code, taken) return derive(code, taken, true, "F_", _M.COLUMN_NAME_MAX) end
 
 -- names.column_names(codes [, taken]) -> one column name per code, all distinct
 -- and none in taken (a set, e.g. the names a table already has).
