@@ -198,6 +198,20 @@ describe("biconnector register against the local portal", function()
     assert.equal(1, stats.executed["biconnector.table.add"])
   end)
 
+  it("a connector file that lost a setting updates the connector (a portal with more settings is not the same)", function()
+    local client = client_for()
+    local function with_settings(settings)
+      return require("biconnector.connector").new({ title = "Settings", source_code = "settings_spec", settings = settings,
+        check = function() return true end, tables = {}, describe = {}, data = function() return {} end })
+    end
+    local two = { { code = "token", name = "Token", type = "STRING" }, { code = "shop", name = "Shop", type = "INT" } }
+    assert.equal("created", assert(register.run({ connector = with_settings(two), base_url = "https://s.example.com", client = client })).connector.action)
+    assert.equal("unchanged", assert(register.run({ connector = with_settings(two), base_url = "https://s.example.com", client = client })).connector.action)
+    local r = assert(register.run({ connector = with_settings({ two[1] }), base_url = "https://s.example.com", client = client }))
+    assert.equal("updated", r.connector.action)
+    assert.equal(1, #only(portal:stats().state.connectors).settings)
+  end)
+
   it("a connector that gained a column and lost one: one fields.update, one added, one hidden, nothing deleted", function()
     local client = client_for()
     local tables = { orders = { { code = "id", name = "ID", type = "int" }, { code = "note", name = "Note", type = "string" } } }

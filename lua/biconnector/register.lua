@@ -219,13 +219,14 @@ local function find_source(client, connector_id, title)
   return (lowest_id(hits))
 end
 
--- Whether the portal already holds `want`: every key we would send has that
--- value there (numbers and booleans compared as the portal may spell them).
+-- Whether the portal already holds the value `want` (a table: the same keys,
+-- each holding its value; numbers and booleans compared as the portal may spell them).
 local function truth(v) return v == true or v == 1 or v == "1" or v == "Y" or v == "true" end
 local function holds(have, want)
   if type(want) == "table" then
     if type(have) ~= "table" then return false end
     for k, v in pairs(want) do if not holds(have[k], v) then return false end end
+    for k in pairs(have) do if want[k] == nil then return false end end -- a setting no longer in the file
     return true
   end
   if type(want) == "boolean" then return truth(have) == want end
