@@ -1,5 +1,6 @@
--- Provision a BI Builder connector, one source and one dataset in a Bitrix24
--- portal; running it again updates what exists instead of adding duplicates.
+-- Provision a BI Builder connector, one source and one table in a Bitrix24
+-- portal (connector -> source -> table, biconnector.table.*); running it again
+-- updates what exists instead of adding duplicates.
 --
 -- Usage: lua examples/provision.lua BASE_URL
 --   BASE_URL is where the connector is served (it gets /check, /table_list, ...).
@@ -67,19 +68,22 @@ local wanted = {
   { type = "string", name = "TITLE", externalCode = "title" },
   { type = "datetime", name = "CLOSED_AT", externalCode = "closed_at" },
 }
-local dataset_id, existing
-for _, d in ipairs(check(client.dataset:list({ filter = { sourceId = source_id } }))) do
-  if d.name == "sales_deals" then dataset_id, existing = d.id, d.fields end
+-- table.list answers each table's sourceId but not its columns; table.get the columns
+local table_id
+for _, t in ipairs(check(client.table:list({ filter = { sourceId = source_id } }))) do
+  if t.externalCode == "deals" then table_id = t.id end
 end
-if dataset_id then
-  -- add the fields the dataset lacks; never touch the ones BI reports use
+if table_id then
+  -- add the columns the table lacks; never touch the ones BI reports use
+  local current = check(client.table:get(table_id)).fields
   local have, add = {}, {}
-  for _, f in ipairs(existing or {}) do have[f.externalCode] = true end
+  for _, f in ipairs(current) do have[f.externalCode] = true end
   for _, f in ipairs(wanted) do if not have[f.externalCode] then add[#add + 1] = f end end
-  if #add > 0 then check(client.dataset:fields_update(dataset_id, { add = add })) end
+  if #add > 0 then check(client.table:fields_update(table_id, { add = add }, { current = current })) end
 else
-  dataset_id = check(client.dataset:add({ name = "sales_deals", externalName = "Deals", externalCode = "deals",
+  -- the name is unique across the portal and can never change
+  table_id = check(client.table:add({ name = "sales_deals", externalName = "Deals", externalCode = "deals",
     sourceId = source_id, description = "Closed deals", fields = wanted }))
 end
 
-print(("connector=%s source=%s dataset=%s"):format(connector_id, source_id, dataset_id))
+print(("connector=%s source=%s table=%s"):format(connector_id, source_id, table_id))

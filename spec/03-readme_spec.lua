@@ -28,16 +28,7 @@ describe("README.md", function()
 
   it("connector example answers all four endpoints and refuses a wrong token", function()
     local c = load_with_env(blocks[1], "=README connector", { SALES_TOKEN = "secret" })()
-    local function post(path, body)
-      local status, headers, out = c:handle({ method = "POST", path = path, body = body,
-        headers = { ["content-type"] = "application/x-www-form-urlencoded" } })
-      if type(out) == "function" then
-        local parts = {}
-        for chunk in out do parts[#parts + 1] = chunk end
-        out = table.concat(parts)
-      end
-      return status, out, headers
-    end
+    local function post(path, body) return helpers.post_form(c, path, body) end
     assert.equals(200, (post("/check", "connection[token]=secret")))
     local status, body = post("/table_list", "connection[token]=secret&searchString=")
     assert.equals(200, status)

@@ -12,16 +12,7 @@ local function load_with_token(token)
   return c
 end
 
-local function post(c, path, body)
-  local status, headers, out = c:handle({ method = "POST", path = path,
-    headers = { ["content-type"] = "application/x-www-form-urlencoded" }, body = body })
-  if type(out) == "function" then
-    local parts = {}
-    for chunk in out do parts[#parts + 1] = chunk end
-    out = table.concat(parts)
-  end
-  return status, out, headers
-end
+local post = helpers.post_form
 
 describe("examples/minimal.lua", function()
   it("loads as a connector", function()

@@ -32,6 +32,20 @@ function helpers.lua_blocks(path)
   return blocks
 end
 
+-- POSTs a form body to a connector object's endpoint, in process (its handle is
+-- a pure function of the request): -> status, the whole body (a streamed answer
+-- drained), headers.
+function helpers.post_form(c, path, body)
+  local status, headers, out = c:handle({ method = "POST", path = path, body = body,
+    headers = { ["content-type"] = "application/x-www-form-urlencoded" } })
+  if type(out) == "function" then
+    local parts = {}
+    for chunk in out do parts[#parts + 1] = chunk end
+    out = table.concat(parts)
+  end
+  return status, out, headers
+end
+
 -- A TCP port on 127.0.0.1 that was free a moment ago.
 function helpers.free_port()
   local s = assert(require("socket").bind("127.0.0.1", 0))

@@ -4,8 +4,9 @@ local helpers = require "helpers"
 local control = require "portal.control"
 
 describe("examples/provision.lua", function()
-  it("creates connector, source and dataset, and is idempotent", function()
-    local portal = control.start({ rate = 1000, burst = 1000 })
+  it("creates connector, source and table, and is idempotent", function()
+    -- the example's connector URL is not served: the portal does not call urlCheck
+    local portal = control.start({ rate = 1000, burst = 1000, url_check = false })
     local store = os.tmpname()
     os.remove(store)
     -- busted keeps one finally per test: stop the portal and clean up together
@@ -24,19 +25,19 @@ describe("examples/provision.lua", function()
       p:close()
       return out
     end
-    assert.equal("connector=1 source=1 dataset=1\n", run())
+    assert.equal("connector=1 source=1 table=1\n", run())
     local s = portal:stats()
     assert.equal("https://bi.example.com/sales/data", s.state.connectors["1"].urlData)
     assert.equal("s3cret", s.state.sources["1"].settings.token)
-    assert.equal(3, #s.state.datasets["1"].fields)
+    assert.equal(3, #s.state.tables["1"].fields)
     -- the token expires between runs: the second run renews through the file store
     portal:control({ action = "expire" })
-    assert.equal("connector=1 source=1 dataset=1\n", run())
+    assert.equal("connector=1 source=1 table=1\n", run())
     s = portal:stats()
     assert.equal(1, s.stats.executed["biconnector.connector.add"])
     assert.equal(1, s.stats.executed["biconnector.connector.update"])
     assert.equal(1, s.stats.executed["biconnector.source.update"])
     assert.equal(1, s.stats.renewals)
-    assert.equal(3, #s.state.datasets["1"].fields)
+    assert.equal(3, #s.state.tables["1"].fields)
   end)
 end)

@@ -1,10 +1,12 @@
--- client.connector / .source / .dataset against the local portal: the whole
--- provisioning life cycle, with the portal's state checked after every step,
--- and the documented rules checked before anything is sent.
+-- client.connector / .source / .table (and the deprecated .dataset) against the
+-- local portal: the whole provisioning life cycle, with the portal's state
+-- checked after every step, and the documented rules checked before anything
+-- is sent.
 local rest = require "biconnector.rest"
 local control = require "portal.control"
 
-local FAST = { rate = 1000, burst = 1000 }
+-- the connector's URLs are not served: the portal does not call urlCheck here
+local FAST = { rate = 1000, burst = 1000, url_check = false }
 
 local function connector_fields()
   return {
@@ -14,6 +16,17 @@ local function connector_fields()
     settings = { { code = "token", name = "API token", type = "STRING" }, { code = "shop", name = "Shop", type = "INT" } },
     sort = 200, supportMapping = true, sourceCode = "sales",
   }
+end
+
+local function table_fields(source_id, extra)
+  local t = { name = "sales_deals", externalName = "Deals", externalCode = "deals", sourceId = source_id,
+    description = "All deals", fields = {
+      { type = "int", name = "ID", externalCode = "id" },
+      { type = "string", name = "TITLE", externalCode = "title" },
+      { type = "money", name = "AMOUNT", externalCode = "amount" },
+    } }
+  for k, v in pairs(extra or {}) do t[k] = v end
+  return t
 end
 
 local function key(id) return ("%d"):format(id) end
@@ -28,7 +41,7 @@ describe("biconnector services", function()
     client = assert(rest.new(portal:oauth_options({ rate = 1000, burst = 1000 })))
   end)
 
-  it("provisions connector, source and dataset, then removes them in reverse order", function()
+  it("provisions connector, source and table, then removes them in reverse order", function()
     -- connector.add
     local cid = assert(client.connector:add(connector_fields()))
     local st = portal:stats().state
@@ -43,61 +56,86 @@ describe("biconnector services", function()
     st = portal:stats().state
     assert.equal(cid, st.sources[key(sid)].connectorId)
     assert.equal("abc", st.sources[key(sid)].settings.token)
-    -- dataset.add
-    local did = assert(client.dataset:add({ name = "sales_deals", externalName = "Deals", externalCode = "deals", sourceId = sid,
-      description = "All deals", fields = {
-        { type = "int", name = "ID", externalCode = "id" },
-        { type = "string", name = "TITLE", externalCode = "title" },
-      } }))
+    -- table.add
+    local tid = assert(client.table:add(table_fields(sid)))
     st = portal:stats().state
-    local d = st.datasets[key(did)]
-    assert.equal(sid, d.sourceId)
-    assert.equal(2, #d.fields)
-    -- dataset fields update: add one, hide one, delete one
-    local title_id, id_id = d.fields[2].id, d.fields[1].id
-    assert.is_true(client.dataset:fields_update(did, {
+    local t = st.tables[key(tid)]
+    assert.equal(sid, t.sourceId)
+    assert.equal(3, #t.fields)
+    assert.equal("money", t.fields[3].type)
+    -- table fields update: add one, hide one, delete one
+    local title_id, id_id = t.fields[2].id, t.fields[1].id
+    assert.is_true(client.table:fields_update(tid, {
       add = { { type = "datetime", name = "CLOSED", externalCode = "closed" } },
       update = { { id = id_id, visible = false } },
       delete = { title_id },
     }))
-    d = portal:stats().state.datasets[key(did)]
-    assert.equal(2, #d.fields)
-    assert.equal("ID", d.fields[1].name)
-    assert.is_false(d.fields[1].visible)
-    assert.equal("CLOSED", d.fields[2].name)
-    assert.equal("datetime", d.fields[2].type)
-    -- list and get
+    t = portal:stats().state.tables[key(tid)]
+    assert.equal(3, #t.fields)
+    assert.equal("ID", t.fields[1].name)
+    assert.is_false(t.fields[1].visible)
+    assert.equal("CLOSED", t.fields[3].name)
+    assert.equal("datetime", t.fields[3].type)
+    -- list and get: get unwraps result.item (a source's own fields out of item.connection)
     local list = assert(client.connector:list())
     assert.equal(1, #list)
     assert.equal(cid, list[1].id)
-    assert.equal("Main shop", assert(client.source:get(sid)).title)
-    assert.equal("sales_deals", assert(client.dataset:get(did)).name)
-    assert.equal(1, #assert(client.dataset:list({ filter = { sourceId = sid } })))
-    assert.equal(0, #assert(client.dataset:list({ filter = { sourceId = sid + 100 } })))
-    -- update
+    local source = assert(client.source:get(sid))
+    assert.equal("Main shop", source.title)
+    assert.equal(cid, source.connectorId)
+    assert.equal("abc", source.settings.token)
+    assert.equal("Sales", assert(client.connector:get(cid)).title)
+    local got = assert(client.table:get(tid))
+    assert.equal("sales_deals", got.name)
+    assert.equal(3, #got.fields)
+    assert.equal(1, #assert(client.table:list({ filter = { sourceId = sid } })))
+    assert.equal(0, #assert(client.table:list({ filter = { sourceId = sid + 100 } })))
+    assert.equal("title", assert(client.table:fields()).fields[1].title ~= nil and "title")
+    -- update: a table changes its description only
     assert.is_true(client.connector:update(cid, { title = "Sales v2" }))
     assert.is_true(client.source:update(sid, { title = "Shop 1", active = false }))
-    assert.is_true(client.dataset:update(did, { description = "Deals, all of them" }))
+    assert.is_true(client.table:update(tid, { description = "Deals, all of them" }))
     st = portal:stats().state
     assert.equal("Sales v2", st.connectors[key(cid)].title)
     assert.is_false(st.sources[key(sid)].active)
-    assert.equal("Deals, all of them", st.datasets[key(did)].description)
-    -- a connector with sources cannot go first
+    assert.equal("Deals, all of them", st.tables[key(tid)].description)
+    -- a connector with sources cannot go first, nor a source with tables
     local _, err = client.connector:delete(cid)
     assert.equal("CONNECTOR_DELETE_RESTRICTED", err.code)
+    local _, restricted = client.source:delete(sid)
+    assert.equal("BX_ERROR", restricted.code)
     -- delete in reverse order
-    assert.is_true(client.dataset:delete(did))
-    assert.equal(0, count(portal:stats().state.datasets))
+    assert.is_true(client.table:delete(tid))
+    assert.equal(0, count(portal:stats().state.tables))
     assert.is_true(client.source:delete(sid))
     assert.equal(0, count(portal:stats().state.sources))
     assert.is_true(client.connector:delete(cid))
     assert.equal(0, count(portal:stats().state.connectors))
     local _, gone = client.connector:get(cid)
     assert.equal("CONNECTOR_NOT_FOUND", gone.code)
+    local _, missing = client.table:get(tid)
+    assert.equal("DATASET_NOT_FOUND", missing.code) -- no TABLE_NOT_FOUND exists
+  end)
+
+  it("keeps the deprecated client.dataset: the same tables, whose delete the portal refuses with HTTP 500", function()
+    local cid = assert(client.connector:add(connector_fields()))
+    local sid = assert(client.source:add({ title = "Main shop", connectorId = cid, settings = { token = "abc", shop = 7 } }))
+    local did = assert(client.dataset:add(table_fields(sid)))
+    assert.equal("sales_deals", assert(client.table:get(did)).name)
+    assert.equal(1000 + did, portal:stats().state.tables[key(did)].externalId) -- dataset.add made a BI Builder dataset too
+    assert.is_true(client.dataset:fields_update(did, { add = { { type = "date", name = "DAY", externalCode = "day" } } }))
+    assert.equal(4, #assert(client.dataset:get(did)).fields)
+    -- a 500 of a delete is retried as any ambiguous failure of a read: keep that short here
+    local quick = assert(rest.new(portal:oauth_options({ rate = 1000, burst = 1000, max_retries = 1, backoff_base = 0.001 })))
+    local _, err = quick.dataset:delete(did)
+    quick:close()
+    assert.equal("INTERNAL_SERVER_ERROR", err.code)
+    assert.equal(500, err.status)
+    assert.is_true(client.table:delete(did))
   end)
 
   it("asks connector.fields and drops keys an older portal does not know", function()
-    portal:reset({ rate = 1000, burst = 1000, connector_fields_without = { "sourceCode" } })
+    portal:reset({ rate = 1000, burst = 1000, url_check = false, connector_fields_without = { "sourceCode" } })
     local warnings = {}
     client = assert(rest.new(portal:oauth_options({ log = function(level, m) warnings[#warnings + 1] = level .. ": " .. m end })))
     local cid, dropped = assert(client.connector:add(connector_fields()))
@@ -113,6 +151,8 @@ describe("biconnector services", function()
     assert.matches("sourceCode", err.description)
     assert.equal(1, portal:stats().stats.executed["biconnector.connector.add"])
   end)
+
+  local function with_columns(columns) return function() return table_fields(1, { fields = columns }) end end
 
   -- name, service, method, arguments, expected code, expected text in the description
   local cases = {
@@ -132,37 +172,67 @@ describe("biconnector services", function()
       "VALIDATION_REQUIRED_FIELD_MISSING", "fields.connectorId is required" },
     { "source settings as list", "source", "add", function() return { title = "x", connectorId = 1, settings = { "a" } } end,
       "VALIDATION_INVALID_FIELD_TYPE", "fields.settings must be a table keyed by setting code" },
-    { "dataset name with capitals", "dataset", "add", function() return { name = "Sales", externalName = "S", externalCode = "s", sourceId = 1,
-      fields = { { type = "int", name = "ID", externalCode = "id" } } } end,
+    { "table without source", "table", "add", function() local t = table_fields(1) t.sourceId = nil return t end,
+      "VALIDATION_REQUIRED_FIELD_MISSING", "fields.sourceId is required" },
+    { "table name with capitals", "table", "add", function() return table_fields(1, { name = "Sales" }) end,
       "VALIDATION_DATASET_NAME_INVALID", "fields.name must start with a letter" },
-    { "dataset name too long", "dataset", "add", function() return { name = "s" .. ("a"):rep(230), externalName = "S", externalCode = "s", sourceId = 1,
-      fields = { { type = "int", name = "ID", externalCode = "id" } } } end,
+    { "table name too long", "table", "add", function() return table_fields(1, { name = "s" .. ("a"):rep(230) }) end,
       "VALIDATION_DATASET_NAME_TOO_LONG", "at most 230" },
-    { "field type", "dataset", "add", function() return { name = "s", externalName = "S", externalCode = "s", sourceId = 1,
-      fields = { { type = "bool", name = "ID", externalCode = "id" } } } end,
-      "VALIDATION_FIELD_INVALID_TYPE", "fields.fields[1].type must be int, string, double, date or datetime, got bool" },
-    { "field name lower case", "dataset", "add", function() return { name = "s", externalName = "S", externalCode = "s", sourceId = 1,
-      fields = { { type = "int", name = "ID", externalCode = "id" }, { type = "int", name = "qty", externalCode = "q" } } } end,
-      "VALIDATION_FIELD_NAME_INVALID", "fields.fields[2].name must start with a letter and use A-Z" },
-    { "field name too long", "dataset", "add", function() return { name = "s", externalName = "S", externalCode = "s", sourceId = 1,
-      fields = { { type = "int", name = ("A"):rep(33), externalCode = "id" } } } end,
+    { "externalCode too long", "table", "add", function() return table_fields(1, { externalCode = ("c"):rep(513) }) end,
+      "VALIDATION_INVALID_FIELD_TYPE", "fields.externalCode must be at most 512" },
+    { "externalName too long", "table", "add", function() return table_fields(1, { externalName = ("n"):rep(513) }) end,
+      "VALIDATION_INVALID_FIELD_TYPE", "fields.externalName must be at most 512" },
+    { "a read-only key", "table", "add", function() return table_fields(1, { externalId = 5 }) end,
+      "VALIDATION_READ_ONLY_FIELD", "fields.externalId is read-only" },
+    { "an unknown key", "table", "add", function() return table_fields(1, { color = "red" }) end,
+      "VALIDATION_UNKNOWN_PARAMETERS", "fields.color is not a table field" },
+    { "no columns", "table", "add", with_columns({}), "FIELDS_EMPTY", "fields.fields is empty" },
+    { "column type", "table", "add", with_columns({ { type = "bool", name = "ID", externalCode = "id" } }),
+      "VALIDATION_FIELD_INVALID_TYPE", "fields.fields[1].type must be int, string, double, date, datetime, money or timezone, got bool" },
+    { "column type in capitals", "table", "add", with_columns({ { type = "INT", name = "ID", externalCode = "id" } }),
+      "VALIDATION_FIELD_INVALID_TYPE", "got INT (types are case-sensitive: int)" },
+    { "column name lower case", "table", "add", with_columns({ { type = "int", name = "ID", externalCode = "id" }, { type = "int", name = "qty", externalCode = "q" } }),
+      "VALIDATION_FIELD_NAME_INVALID_FORMAT", "fields.fields[2].name must start with a letter and use A-Z" },
+    { "column name too long", "table", "add", with_columns({ { type = "int", name = ("A"):rep(33), externalCode = "id" } }),
       "VALIDATION_FIELD_NAME_TOO_LONG", "at most 32" },
-    { "duplicate field name", "dataset", "add", function() return { name = "s", externalName = "S", externalCode = "s", sourceId = 1,
-      fields = { { type = "int", name = "ID", externalCode = "id" }, { type = "int", name = "ID", externalCode = "id2" } } } end,
+    { "column without type", "table", "add", with_columns({ { name = "ID", externalCode = "id" } }),
+      "VALIDATION_FIELD_MISSING_REQUIRED_PARAMETERS", "fields.fields[1] must have name, externalCode and type" },
+    { "column visible on add", "table", "add", with_columns({ { type = "int", name = "ID", externalCode = "id", visible = false } }),
+      "VALIDATION_UNKNOWN_PARAMETERS", "columns are created visible" },
+    { "duplicate column name", "table", "add", with_columns({ { type = "int", name = "ID", externalCode = "id" }, { type = "int", name = "ID", externalCode = "id2" } }),
+      "DUPLICATE_FIELDS", "fields.fields[2].name ID is used twice" },
+    { "duplicate column code", "table", "add", with_columns({ { type = "int", name = "A", externalCode = "id" }, { type = "int", name = "B", externalCode = "id" } }),
+      "VALIDATION_DUPLICATE_FIELD_CODE", "fields.fields[2].externalCode id is used twice" },
+    { "duplicate column name (dataset)", "dataset", "add", with_columns({ { type = "int", name = "ID", externalCode = "id" }, { type = "int", name = "ID", externalCode = "id2" } }),
       "VALIDATION_DUPLICATE_FIELD_NAME", "fields.fields[2].name ID is used twice" },
-    { "duplicate external code", "dataset", "add", function() return { name = "s", externalName = "S", externalCode = "s", sourceId = 1,
-      fields = { { type = "int", name = "A", externalCode = "id" }, { type = "int", name = "B", externalCode = "id" } } } end,
-      "VALIDATION_DUPLICATE_FIELD_EXTERNAL_CODE", "fields.fields[2].externalCode id is used twice" },
+    { "table rename", "table", "update", function() return 1, { name = "other" } end,
+      "VALIDATION_IMMUTABLE_FIELD", "fields.name cannot be changed (set once by add; only description changes): a new name is a new table" },
+    { "table externalName", "table", "update", function() return 1, { externalName = "Other" } end,
+      "VALIDATION_IMMUTABLE_FIELD", "fields.externalName cannot be changed" },
+    { "table columns by update", "table", "update", function() return 1, { fields = {} } end,
+      "INVALID_METHOD", "use fields_update" },
     { "dataset rename", "dataset", "update", function() return 1, { name = "other" } end,
       "VALIDATION_IMMUTABLE_FIELD", "fields.name cannot be changed" },
     { "update without id", "connector", "update", function() return nil, { title = "x" } end,
-      "VALIDATION_REQUIRED_FIELD_MISSING", "id must be a number" },
-    { "fields_update unknown key", "dataset", "fields_update", function() return 1, { rename = {} } end,
+      "VALIDATION_ID_NOT_PROVIDED", "id is missing" },
+    { "get with a bad id", "table", "get", function() return "x1" end,
+      "VALIDATION_INVALID_ID_FORMAT", "id must be a positive integer, got x1" },
+    { "fields_update unknown key", "table", "fields_update", function() return 1, { rename = {} } end,
       "VALIDATION_UNKNOWN_PARAMETERS", "changes.rename is not one of add, update, delete" },
-    { "fields_update visible", "dataset", "fields_update", function() return 1, { update = { { id = 1, visible = "no" } } } end,
+    { "fields_update visible", "table", "fields_update", function() return 1, { update = { { id = 1, visible = "no" } } } end,
       "VALIDATION_INVALID_FIELD_TYPE", "update[1].visible must be a boolean" },
-    { "fields_update bad add", "dataset", "fields_update", function() return 1, { add = { { type = "int", name = "1X", externalCode = "x" } } } end,
-      "VALIDATION_FIELD_NAME_INVALID", "add[1].name" },
+    { "fields_update without visible", "table", "fields_update", function() return 1, { update = { { id = 1 } } } end,
+      "VALIDATION_FIELD_UPDATE_MISSING_REQUIRED_FIELDS", "update[1] must have id" },
+    { "fields_update bad delete", "table", "fields_update", function() return 1, { delete = { 0 } } end,
+      "VALIDATION_FIELD_DELETE_INVALID_ID", "delete[1] must be a column id" },
+    { "fields_update bad add", "table", "fields_update", function() return 1, { add = { { type = "int", name = "1X", externalCode = "x" } } } end,
+      "VALIDATION_FIELD_NAME_INVALID_FORMAT", "add[1].name" },
+    { "fields_update add of an existing code", "table", "fields_update", function()
+      return 1, { add = { { type = "int", name = "X", externalCode = "id" } } }, { current = { { id = 4, name = "ID", externalCode = "id" } } } end,
+      "VALIDATION_DUPLICATE_EXIST_CODE", "the table already has a column with externalCode id (id 4)" },
+    { "fields_update delete of another table's column", "table", "fields_update", function()
+      return 1, { delete = { 9 } }, { current = { { id = 4, name = "ID", externalCode = "id" } } } end,
+      "VALIDATION_FIELD_NOT_FOUND", "delete[1]: column 9 is not a column of table 1" },
   }
   for _, case in ipairs(cases) do
     it("refuses before sending: " .. case[1], function()
@@ -172,22 +242,29 @@ describe("biconnector services", function()
       assert.equal(case[5], err.code)
       assert.truthy(err.description:find(case[6], 1, true), err.description)
       assert.matches("^biconnector%." .. case[2] .. "%.", err.method)
-      local executed = portal:stats().stats.executed
-      assert.is_nil(executed["biconnector." .. case[2] .. "." .. case[3]])
+      assert.equal("local", err.kind)
+      local received = portal:stats().stats.received
+      assert.is_nil(received["biconnector." .. case[2] .. "." .. case[3]:gsub("_", ".")])
     end)
   end
 
-  it("passes the portal's own validation errors through", function()
+  it("passes the portal's own validation errors through, from inside result, as errors", function()
     local _, err = client.source:add({ title = "x", connectorId = 99, settings = { a = "b" } })
     assert.equal("CONNECTOR_NOT_FOUND", err.code)
     assert.equal("biconnector.source.add", err.method)
+    assert.equal(200, err.status)
+    assert.is_false(err.retryable)
     local cid = assert(client.connector:add(connector_fields()))
     local sid = assert(client.source:add({ title = "x", connectorId = cid, settings = { token = "t" } }))
-    local ds = { name = "deals", externalName = "D", externalCode = "d", sourceId = sid, fields = { { type = "int", name = "ID", externalCode = "id" } } }
-    assert(client.dataset:add(ds))
-    local _, dup = client.dataset:add(ds)
-    assert.equal("DATASET_ALREADY_EXIST", dup.code)
-    local _, restricted = client.source:delete(sid)
-    assert.equal("SOURCE_DELETE_RESTRICTED", restricted.code)
+    local t = table_fields(sid)
+    assert(client.table:add(t))
+    local _, dup = client.table:add(t)
+    assert.equal("NAME_EXISTS", dup.code)
+    local _, old = client.dataset:add(t)
+    assert.equal("DATASET_ALREADY_EXIST", old.code)
+    -- each refused once: no retry of a validation error
+    local received = portal:stats().stats.received
+    assert.equal(2, received["biconnector.table.add"])
+    assert.equal(1, received["biconnector.source.add"] - 1)
   end)
 end)

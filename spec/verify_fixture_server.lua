@@ -58,7 +58,7 @@ local function handle(modes, endpoint, p)
     if not fields then return answer(404, '{"error":"no such table"}') end
     local out = {}
     for i, f in ipairs(fields) do out[i] = { code = f.code, name = f.name, type = f.type } end
-    if mode_is("unknown_type") and p.table == "items" then out[3].type = "money" out[1].type = "INT" end
+    if mode_is("unknown_type") and p.table == "items" then out[3].type = "currency" out[1].type = "INT" end
     return answer(200, json.encode(out))
   elseif endpoint == "data" then
     local fields = FIELDS[p.table]
@@ -93,7 +93,7 @@ local function handle(modes, endpoint, p)
       for c, code in ipairs(select) do
         if code == "id" then rows[2][c] = "1" end
         if code == "day" then rows[2][c] = "31.05.2025" end
-        if code == "at" then rows[2][c] = "2024-08-30T12:19:57+02:00" end
+        if code == "at" then rows[2][c] = "2024-08-30T12:19:57" end
       end
     end
     return answer(200, json.encode(rows))

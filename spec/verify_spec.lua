@@ -66,11 +66,16 @@ describe("verify.check_value", function()
     { "2025-05-31", "date", nil }, { "31.05.2025", "date", "FAIL", "YYYY%-MM%-DD" },
     { "2025-13-01", "date", "FAIL", "YYYY%-MM%-DD" }, { "2025-05-31 10:00:00", "date", "FAIL", "YYYY%-MM%-DD" },
     { 20250531, "date", "FAIL", "string" },
+    -- both documented forms pass: Y-m-d H:i:s and the urlData example's offset form
     { "2025-05-31 17:01:55", "datetime", nil },
-    { "2024-08-30T12:19:57+02:00", "datetime", "WARN", "ISO 8601" },
-    { "2024-08-30T12:19:57Z", "datetime", "WARN", "ISO 8601" },
+    { "2024-08-30T12:19:57+02:00", "datetime", nil }, { "2024-08-30T12:19:57-05:30", "datetime", nil },
+    { "2024-08-30T12:19:57Z", "datetime", nil },
+    { "2024-08-30T12:19:57+25:00", "datetime", "FAIL", "HH:MM:SS" },
+    { "2024-08-30T12:19:57", "datetime", "WARN", "without an offset" },
     { "2024-08-30T12:19:57.123+0200", "datetime", "WARN", "ISO 8601" },
     { "2024-08-30T12:19:57 junk", "datetime", "FAIL", "HH:MM:SS" },
+    { 12.5, "money", nil }, { "12.50 EUR", "money", "WARN", "digits" }, { "n/a", "money", "FAIL", "JSON number" },
+    { "Europe/Berlin", "timezone", nil }, { 3, "timezone", "FAIL", "identifier" },
     { "2025-05-31", "datetime", "FAIL", "HH:MM:SS" }, { "2025-05-31 25:00:00", "datetime", "FAIL", "HH:MM:SS" },
   }
   for _, c in ipairs(cases) do
@@ -94,8 +99,11 @@ describe("biconnector verify against our own server", function()
   end)
 
   it("passes the minimal example clean, in form and JSON bodies", function()
-    local report = verify.run("http://127.0.0.1:" .. minimal.port, { settings = { token = "m1n" }, body = "both" })
+    local report = verify.run("http://127.0.0.1:" .. minimal.port, { settings = { token = "m1n" }, body = "both",
+      allow_local = true })
     assert_clean(report)
+    assert_line(report, "PASS", "^address: 127%.0%.0%.1 is a loopback address; allowed %(%-%-allow%-local")
+    assert_line(report, "PASS", "^time: slowest answers check %d+%.%d+ s, table_list %d+%.%d+ s, table_description %d+%.%d+ s, data %d+%.%d+ s, within the 250 s Bitrix24 waits")
     assert_line(report, "PASS", "^table_description cities: 5 field%(s%)")
     assert_line(report, "PASS", "^data cities %(limit 5%): 3 row%(s%)")
     assert_line(report, "PASS", "^wrong credentials %(token mangled%): refused with HTTP 403")
@@ -105,7 +113,7 @@ describe("biconnector verify against our own server", function()
   end)
 
   it("passes the demo connector clean from the command line (exit 0)", function()
-    local rc, out = cli({ "http://127.0.0.1:" .. demo.port .. "/", "--setting", "token=demo-token" })
+    local rc, out = cli({ "http://127.0.0.1:" .. demo.port .. "/", "--setting", "token=demo-token", "--allow-local" })
     assert.equal(0, rc, out)
     for _, t in ipairs({ "deals", "contacts", "invoices" }) do
       assert.matches("PASS  table_description " .. t, out)
@@ -123,9 +131,11 @@ describe("biconnector verify against our own server", function()
     local report = assert(json.decode(out))
     assert.is_false(report.ok)
     assert.is_true(report.summary.FAIL > 0)
-    assert.equal("check", report.checks[1].check)
-    assert.equal("FAIL", report.checks[1].result)
-    assert.matches("HTTP status 403", report.checks[1].message)
+    assert.equal("address", report.checks[1].check)
+    assert.equal("WARN", report.checks[1].result)
+    assert.equal("check", report.checks[2].check)
+    assert.equal("FAIL", report.checks[2].result)
+    assert.matches("HTTP status 403", report.checks[2].message)
   end)
 
   it("checks only the --table tables, and says when one is not listed", function()
@@ -153,6 +163,25 @@ describe("biconnector verify against our own server", function()
       chunk = assert(load(code, "=docs/verify.md verify example", "t", env))
     end
     chunk()
+  end)
+
+  it("warns that a local-network address is one Bitrix24 does not call, naming the ways out", function()
+    local report = verify.run("http://127.0.0.1:" .. demo.port, { settings = { token = "demo-token" }, tables = { "deals" } })
+    assert.is_true(report.ok)
+    assert.equal(1, report.summary.WARN)
+    assert_line(report, "WARN", "^address: 127%.0%.0%.1 is a loopback address: Bitrix24 does not call addresses on a local network")
+    assert_line(report, "WARN", "a public name with HTTPS %(biconnector serve behind the nginx front, docs/deploy%.md%); to try it, a tunnel")
+    -- a public name: the same connector, reached through a transport that maps the name to it
+    local h = require("biconnector.core").http.new()
+    finally(function() h:close() end)
+    local local_base = "http://127.0.0.1:" .. demo.port
+    report = verify.run("https://bi.example.com/demo", { settings = { token = "demo-token" }, tables = { "deals" },
+      transport = function(req)
+        req.url = req.url:gsub("^https://bi%.example%.com/demo", local_base)
+        return h:request(req)
+      end })
+    assert_clean(report)
+    assert_line(report, "PASS", "^address: bi%.example%.com is not a local%-network address")
   end)
 
   it("mangles a setting that is not checked and warns that wrong credentials pass", function()
@@ -206,7 +235,7 @@ describe("biconnector verify against broken connectors", function()
   end
 
   it("the fixture's conforming mode passes clean, in both bodies", function()
-    assert_clean(run("good", { body = "both" }))
+    assert_clean(run("good", { body = "both", allow_local = true }))
   end)
 
   -- mode, level, pattern of the line that must appear, true when the mode only warns
@@ -215,14 +244,14 @@ describe("biconnector verify against broken connectors", function()
     { "list500", "FAIL", "^table_list: HTTP status 500, expected 200 .*: %(empty body%)$" },
     { "check_empty", "FAIL", "^check: the body is empty" },
     { "empty_code", "FAIL", "^table_list: element 3: code must be a non%-empty string" },
-    { "unknown_type", "FAIL", '^table_description items: field 3 %(price%): type "money" is not one of int' },
+    { "unknown_type", "FAIL", '^table_description items: field 3 %(price%): type "currency" is not one of int, string, double, date, datetime, money, timezone' },
     { "unknown_type", "FAIL", '^table_description items: field 1 %(id%): type "INT" must be lower case' },
     { "ragged", "FAIL", "^data items %(limit 5%): row 2 has 4 cells, the header has 5" },
     { "header_mismatch", "FAIL", '^data items %(select at,id%): header %["id", "name", "price", "day", "at"%] must equal %["at", "id"%]' },
     { "ignore_limit", "FAIL", "^data items %(limit 5%): limit 5 not honoured: 20 rows came back" },
     { "bad_values", "FAIL", "^data items %(limit 5%): row 1, field id: int value must be a JSON integer, got \"1\"" },
     { "bad_values", "FAIL", "^data items %(limit 5%): row 1, field day: date value must be YYYY%-MM%-DD, got \"31.05.2025\"" },
-    { "bad_values", "WARN", "^data items %(limit 5%): row 1, field at: datetime value in ISO 8601" },
+    { "bad_values", "WARN", "^data items %(limit 5%): row 1, field at: datetime value in ISO 8601 without an offset" },
     { "map_header", "FAIL", '^data items %(select at,id, mapFields%): the header holds the dataset names of mapFields %(FIELD_1 for at%); it must keep the field codes' },
     { "default_limit", "FAIL", "^data items %(no limit%): 2 row%(s%) without limit, fewer than the 5 that limit 5 gave" },
     { "no_search", "FAIL", '^table_list search: searchString items is ignored' },
@@ -232,7 +261,7 @@ describe("biconnector verify against broken connectors", function()
   }
   for _, d in ipairs(deviations) do
     it(("%s: %s %s"):format(d[1], d[2], d[3]), function()
-      local report = run(d[1], { tables = { "items" } })
+      local report = run(d[1], { tables = { "items" }, allow_local = true })
       assert_line(report, d[2], d[3])
       -- a mode that only warns still conforms
       assert.equal(d[4] == true, report.ok, verify.format(report))
@@ -249,7 +278,9 @@ describe("biconnector verify against broken connectors", function()
       'FAIL  data items %(limit 5%): row 2 has 4 cells, the header has 5',
       'FAIL  data items %(select at,id%): limit 5 not honoured: 20 rows came back',
       'WARN  wrong credentials %(token mangled%)',
-      'Summary: 1 PASS, 6 WARN, 19 FAIL, 0 SKIP %-> does NOT conform',
+      'WARN  address: 127%.0%.0%.1 is a loopback address',
+      'PASS  time: slowest answers check ',
+      'Summary: 2 PASS, 7 WARN, 19 FAIL, 0 SKIP %-> does NOT conform',
     }) do
       assert.matches(pattern, out)
     end
@@ -262,6 +293,16 @@ describe("biconnector verify against broken connectors", function()
     report = run("slow", { tables = { "people" }, timeout = 0.1 })
     assert_line(report, "FAIL", "^table_list: no answer: no answer within 0.1 s")
     assert.is_false(report.ok)
+  end)
+
+  it("reports each endpoint's slowest answer against the budget, and fails one past it", function()
+    local report = run("slow", { tables = { "people" }, budget = 0.2, allow_local = true })
+    assert_line(report, "FAIL", "^time table_list: the slowest answer took 0%.3 s, over the 0%.2 s Bitrix24 waits: it would report the connection unavailable")
+    assert.is_false((has_line(report, "FAIL", "^time check")))
+    assert.is_false(report.ok)
+    local rc, out = cli({ base .. "slow", "--setting", "token=s3cret", "--table", "people", "--budget", "0.2" })
+    assert.equal(1, rc)
+    assert.matches("FAIL  time table_list: the slowest answer took 0%.3 s", out)
   end)
 
   it("reports a connector that is not there (exit 1)", function()

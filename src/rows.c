@@ -10,9 +10,15 @@
  *                first array row decides for all: exactly as wide as a select
  *                of another width than the described fields, select order;
  *                else described order)
+ *   opts.datetime_offset: "+HH:MM", "-HH:MM" or "Z": datetimes are written with
+ *                an offset, "2024-08-30T12:19:57+02:00" (the urlData example of
+ *                b24restdocs connector/index.md): a value's own zone is kept, a
+ *                value without one is taken as at this offset, a time number is
+ *                shown at it. Default: "YYYY-MM-DD HH:MM:SS", zones dropped.
  * The header row is written by new(); rows follow; finish() closes the array.
  * Values are checked and formatted by field type in C (see docs/connector.md). */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +46,13 @@ struct rows_encoder {
   int arrays_auto;       /* "auto" and no array row seen yet: the first one decides */
   int *field_type;       /* [nfields] */
   int *out_field;        /* [nout] 0-based field index of each output column */
+  int zone;              /* datetimes written with this offset (minutes east of UTC), or ZONE_PLAIN */
 };
+
+/* rows_encoder.zone: datetimes as "YYYY-MM-DD HH:MM:SS", without an offset (the default). */
+#define ZONE_PLAIN INT_MIN
+/* civil.zone: the value said nothing about its zone. */
+#define ZONE_UNKNOWN INT_MIN
 
 /* The codes of the fields (a list of strings) live in the userdata's uservalue. */
 #if LUA_VERSION_NUM >= 504
@@ -94,6 +106,7 @@ static void explain(lua_State *L, int idx, why_buf *why, const char *expected) {
 
 typedef struct civil {
   int year, month, day, hour, min, sec;
+  int zone; /* minutes east of UTC as the value gave it, or ZONE_UNKNOWN */
 } civil;
 
 static int is_leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
@@ -135,6 +148,7 @@ static int civil_from_time(double t, civil *c) {
   c->hour = (int)(rem / 3600);
   c->min = (int)(rem % 3600 / 60);
   c->sec = (int)(rem % 60);
+  c->zone = 0;
   return 0;
 }
 
@@ -149,14 +163,15 @@ static int digits(const char *s, int n) {
 
 /* Parse "YYYY-MM-DD" or "DD.MM.YYYY" (the spelling Bitrix24 itself writes),
  * optionally followed by " HH:MM[:SS]", or for YYYY-MM-DD by ISO 8601
- * "THH:MM[:SS]" with optional fraction and zone (Z, +HH:MM, +HHMM, +HH), which
- * are dropped: the wall-clock time as written is kept. Returns 1 for a date, 2
- * for a date and time, 0 when the string is not in one of these forms or not a
- * valid calendar time. */
+ * "THH:MM[:SS]" with optional fraction and zone (Z, +HH:MM, +HHMM, +HH): the
+ * fraction is dropped, the wall-clock time as written is kept, and the zone goes
+ * to c->zone. Returns 1 for a date, 2 for a date and time, 0 when the string is
+ * not in one of these forms or not a valid calendar time. */
 static int parse_datetime(const char *s, size_t len, civil *c) {
   size_t i;
   int dotted = 0;
   memset(c, 0, sizeof *c);
+  c->zone = ZONE_UNKNOWN;
   if (len < 10) return 0;
   if (s[4] == '-' && s[7] == '-') {
     c->year = digits(s, 4);
@@ -189,7 +204,10 @@ static int parse_datetime(const char *s, size_t len, civil *c) {
     while (i < len && s[i] >= '0' && s[i] <= '9') i++;
   }
   if (i == len) return 2;
-  if (s[i] == 'Z' && i + 1 == len) return 2;
+  if (s[i] == 'Z' && i + 1 == len) {
+    c->zone = 0;
+    return 2;
+  }
   if (s[i] == '+' || s[i] == '-') {
     const char *z = s + i + 1;
     size_t n = len - i - 1;
@@ -199,6 +217,7 @@ static int parse_datetime(const char *s, size_t len, civil *c) {
     else if (n == 5 && z[2] == ':') hh = digits(z, 2), mm = digits(z + 3, 2);
     else return 0;
     if (hh < 0 || hh > 23 || mm < 0 || mm > 59) return 0;
+    c->zone = (s[i] == '-' ? -1 : 1) * (hh * 60 + mm);
     return 2;
   }
   return 0;
@@ -225,6 +244,7 @@ static int table_field(lua_State *L, int idx, const char *key, int dflt, int *ou
 
 static int civil_from_table(lua_State *L, int idx, civil *c) {
   if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
+  c->zone = ZONE_UNKNOWN;
   return table_field(L, idx, "year", -1, &c->year) && table_field(L, idx, "month", -1, &c->month) &&
          table_field(L, idx, "day", -1, &c->day) && table_field(L, idx, "hour", 0, &c->hour) &&
          table_field(L, idx, "min", 0, &c->min) && table_field(L, idx, "sec", 0, &c->sec) &&
@@ -252,6 +272,31 @@ static size_t format_civil(const civil *c, int with_time, char *out) {
   out[16] = ':';
   put2(out + 17, c->sec);
   return 19;
+}
+
+/* Writes c as a datetime into out (26 bytes): "YYYY-MM-DD HH:MM:SS" when zone is
+ * ZONE_PLAIN, else "YYYY-MM-DDTHH:MM:SS+HH:MM" at c's own zone, or at zone when c
+ * has none. Returns the length. */
+static size_t format_datetime(const civil *c, int zone, char *out) {
+  size_t n = format_civil(c, 1, out);
+  int z;
+  if (zone == ZONE_PLAIN) return n;
+  z = c->zone != ZONE_UNKNOWN ? c->zone : zone;
+  out[10] = 'T';
+  out[n] = z < 0 ? '-' : '+';
+  if (z < 0) z = -z;
+  put2(out + n + 1, z / 60);
+  out[n + 3] = ':';
+  put2(out + n + 4, z % 60);
+  return n + 6;
+}
+
+/* A time number (seconds since the epoch) as civil time at zone (ZONE_PLAIN: UTC). */
+static int civil_from_time_at(double t, int zone, civil *c) {
+  if (zone == ZONE_PLAIN) return civil_from_time(t, c);
+  if (civil_from_time(t + 60.0 * zone, c) != 0) return -1;
+  c->zone = zone;
+  return 0;
 }
 
 /* ---- value conversion -------------------------------------------------------- */
@@ -307,8 +352,9 @@ static int double_to_int(double d, long long *out) {
   return 1;
 }
 
-/* Convert the Lua value at idx to a cell of the given type; 0, or -1 with why set. */
-static int convert(lua_State *L, int idx, int type, cell *out, why_buf *why) {
+/* Convert the Lua value at idx to a cell of the given type, datetimes at zone
+ * (format_datetime); 0, or -1 with why set. */
+static int convert(lua_State *L, int idx, int type, int zone, cell *out, why_buf *why) {
   int t = lua_type(L, idx);
   civil c;
   if (is_null(L, idx)) {
@@ -403,13 +449,13 @@ static int convert(lua_State *L, int idx, int type, cell *out, why_buf *why) {
       const char *s = lua_tolstring(L, idx, &len);
       ok = parse_datetime(s, len, &c) > 0;
     } else if (t == LUA_TNUMBER) {
-      ok = civil_from_time((double)lua_tonumber(L, idx), &c) == 0;
+      ok = civil_from_time_at((double)lua_tonumber(L, idx), type == T_DATETIME ? zone : ZONE_PLAIN, &c) == 0;
     } else if (t == LUA_TTABLE) {
       ok = civil_from_table(L, idx, &c);
     }
     if (ok) {
       out->kind = C_TEXT;
-      out->len = format_civil(&c, type == T_DATETIME, out->text);
+      out->len = type == T_DATETIME ? format_datetime(&c, zone, out->text) : format_civil(&c, 0, out->text);
       return 0;
     }
     explain(L, idx, why,
@@ -551,7 +597,7 @@ static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf
     cell v;
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
     push_column(L, e, row, codes, col, as_array);
-    if (convert(L, -1, e->field_type[e->out_field[col]], &v, why) != 0 || put_cell(&e->buf, &v, why) != 0) {
+    if (convert(L, -1, e->field_type[e->out_field[col]], e->zone, &v, why) != 0 || put_cell(&e->buf, &v, why) != 0) {
       lua_pop(L, 1);
       e->buf.len = mark;
       return e->out_field[col] + 1;
@@ -650,11 +696,15 @@ static int rows_normalize(lua_State *L) {
       lua_rawgeti(L, 3, f + 1);
       lua_rawget(L, 2);
     }
-    if (convert(L, -1, e->field_type[f], &v, &why) != 0) {
+    if (convert(L, -1, e->field_type[f], e->zone, &v, &why) != 0) {
       lua_pushnil(L);
       lua_pushinteger(L, f + 1);
       lua_pushstring(L, why.text);
       return 3;
+    }
+    if (v.kind == C_TEXT && v.len > 19) { /* the filter compares the wall-clock time written, not the offset */
+      v.text[10] = ' ';
+      v.len = 19;
     }
     lua_rawgeti(L, 3, f + 1); /* key */
     switch (v.kind) {
@@ -731,9 +781,32 @@ static int rows_chunk_size(lua_State *L, int opts) {
   return (int)n;
 }
 
+/* opts.datetime_offset: "+HH:MM", "-HH:MM" or "Z" -> minutes east of UTC; ZONE_PLAIN when absent. */
+static int rows_zone(lua_State *L, int opts) {
+  int zone = ZONE_PLAIN;
+  if (lua_istable(L, opts)) {
+    lua_getfield(L, opts, "datetime_offset");
+    if (!lua_isnil(L, -1)) {
+      size_t len;
+      const char *z = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+      int hh, mm;
+      if (z != NULL && len == 1 && z[0] == 'Z') {
+        zone = 0;
+      } else if (z != NULL && len == 6 && (z[0] == '+' || z[0] == '-') && z[3] == ':' &&
+                 (hh = digits(z + 1, 2)) >= 0 && hh <= 23 && (mm = digits(z + 4, 2)) >= 0 && mm <= 59) {
+        zone = (z[0] == '-' ? -1 : 1) * (hh * 60 + mm);
+      } else {
+        luaL_argerror(L, opts, "datetime_offset must be \"+HH:MM\", \"-HH:MM\" or \"Z\"");
+      }
+    }
+    lua_pop(L, 1);
+  }
+  return zone;
+}
+
 /* core.rows.new(fields [, select [, opts]]) */
 static int rows_new(lua_State *L) {
-  int nfields, nout, i, arrays_by_select = 0, arrays_auto = 0, chunk;
+  int nfields, nout, i, arrays_by_select = 0, arrays_auto = 0, chunk, zone;
   rows_encoder *e;
   why_buf why;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -745,6 +818,7 @@ static int rows_new(lua_State *L) {
   nout = lua_isnil(L, 2) ? nfields : (int)lua_rawlen(L, 2);
   if (nout < 1 || nout > 100000) luaL_argerror(L, 2, "expected 1 to 100000 selected fields");
   chunk = rows_chunk_size(L, 3);
+  zone = rows_zone(L, 3);
   if (lua_istable(L, 3)) {
     lua_getfield(L, 3, "arrays");
     if (!lua_isnil(L, -1)) {
@@ -766,6 +840,7 @@ static int rows_new(lua_State *L) {
   e->nout = nout;
   e->arrays_by_select = arrays_by_select;
   e->arrays_auto = arrays_auto;
+  e->zone = zone;
   e->field_type = (int *)(e + 1);
   e->out_field = e->field_type + nfields;
   luaL_getmetatable(L, ROWS_MT);
@@ -860,7 +935,7 @@ static void explain_value(const bic_sql_value *v, why_buf *why, const char *expe
 /* The C twin of convert() for a database value: the same rules (an integral
  * number or integer text for int, a number or numeric text for double, text or a
  * number's spelling for string, date text or a time number for date/datetime). */
-static int convert_value(const bic_sql_value *v, int type, cell *out, why_buf *why) {
+static int convert_value(const bic_sql_value *v, int type, int zone, cell *out, why_buf *why) {
   civil c;
   if (v->kind == BIC_SQL_NULL) {
     out->kind = C_NULL;
@@ -941,12 +1016,13 @@ static int convert_value(const bic_sql_value *v, int type, cell *out, why_buf *w
   case T_DATE:
   case T_DATETIME: {
     int ok = 0;
+    int at = type == T_DATETIME ? zone : ZONE_PLAIN;
     if (v->kind == BIC_SQL_TEXT) ok = parse_datetime(v->s, v->len, &c) > 0;
-    else if (v->kind == BIC_SQL_INT) ok = civil_from_time((double)v->i, &c) == 0;
-    else if (v->kind == BIC_SQL_DOUBLE) ok = civil_from_time(v->d, &c) == 0;
+    else if (v->kind == BIC_SQL_INT) ok = civil_from_time_at((double)v->i, at, &c) == 0;
+    else if (v->kind == BIC_SQL_DOUBLE) ok = civil_from_time_at(v->d, at, &c) == 0;
     if (ok) {
       out->kind = C_TEXT;
-      out->len = format_civil(&c, type == T_DATETIME, out->text);
+      out->len = type == T_DATETIME ? format_datetime(&c, zone, out->text) : format_civil(&c, 0, out->text);
       return 0;
     }
     explain_value(v, why, type == T_DATE ? "a date (YYYY-MM-DD or a time number)"
@@ -974,7 +1050,7 @@ int bic_rows_add_values(rows_encoder *e, const bic_sql_value *v, int n, int *bad
     cell c;
     why_buf w;
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
-    if (convert_value(&v[col], e->field_type[e->out_field[col]], &c, &w) != 0) {
+    if (convert_value(&v[col], e->field_type[e->out_field[col]], e->zone, &c, &w) != 0) {
       c.kind = C_NULL;
       if (nulled++ == 0) {
         *bad_col = col;

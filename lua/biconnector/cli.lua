@@ -15,8 +15,8 @@ Commands:
                       serve a database with no Lua (token from BICONNECTOR_TOKEN)
   verify URL [--setting CODE=VALUE]... [--body form|json|both] [--json]
                       play Bitrix24 against a connector and report every deviation
-  register FILE --base-url URL [--setting CODE=VALUE]... [--dataset TABLE]... [--dry-run]
-                      create or update the connector (and a source, datasets) in a portal
+  register FILE --base-url URL [--setting CODE=VALUE]... [--table CODE]... [--dry-run]
+                      create or update the connector (and a source, tables) in a portal
   call METHOD [JSON]  call a Bitrix24 REST method
                       (auth for call and register comes from the environment: see docs/rest.md)
 

@@ -157,6 +157,12 @@ local function check_definition(def)
   if chunk ~= nil and (type(chunk) ~= "number" or chunk < 1 or chunk % 1 ~= 0) then
     fail("chunk_size", "must be a positive integer, got " .. describe_value(chunk))
   end
+  -- datetimes answered with an offset, 2024-08-30T12:19:57+02:00 (core.rows, docs/connector.md)
+  local offset = def.datetime_offset
+  if offset ~= nil and offset ~= true and not (type(offset) == "string" and (offset == "Z" or offset:match("^[+-][01]%d:[0-5]%d$")
+    or offset:match("^[+-]2[0-3]:[0-5]%d$"))) then
+    fail("datetime_offset", "must be true (UTC) or \"+HH:MM\", \"-HH:MM\", \"Z\", got " .. describe_value(offset))
+  end
   local cache = def.cache -- table_list/table_description answers kept (biconnector.cache)
   if cache ~= nil and cache ~= false then
     if type(cache) ~= "table" then fail("cache", "must be a table {ttl = seconds} or false, got " .. type(cache)) end
@@ -716,6 +722,7 @@ local function answer_data(self, opts, info, req)
     -- without applied.select an array row as wide as a narrower select is in
     -- select order (design.md's sketch), any other in described order
     arrays = applied.select and "select" or "auto", chunk_size = chunk_size,
+    datetime_offset = def.datetime_offset == true and "Z" or def.datetime_offset,
   })
   local produce, is_finished = row_source(info, q, fields, rows, applied, enc, chunk_size, on_nulled)
 

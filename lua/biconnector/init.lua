@@ -1,5 +1,5 @@
 -- The facade: require "biconnector" gives json, form, null, connector, rest,
--- filter and version. Parts load on first use, so a script that only needs
+-- filter, names and version. Parts load on first use, so a script that only needs
 -- the JSON codec never loads the REST client.
 local core = require "biconnector.core"
 
@@ -14,6 +14,7 @@ local parts = {
   form = "biconnector.form",
   filter = "biconnector.filter",
   rest = "biconnector.rest",
+  names = "biconnector.names",
 }
 
 -- biconnector.connector(def) builds a connector object (see connector.lua).

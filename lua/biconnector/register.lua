@@ -1,9 +1,13 @@
 -- `biconnector register FILE --base-url URL ...`: creates or updates the
--- connector of a connector file in a portal, and optionally a source with
--- its settings and datasets for some of its tables (protocol.md 3.1).
+-- connector of a connector file in a portal, and optionally a source with its
+-- settings and tables for some of its table codes (protocol.md 3.1, 3.2:
+-- connector -> source -> table; biconnector.table.*, or the deprecated
+-- biconnector.dataset.* on a portal without it).
 -- Lua API: require("biconnector.register").run(opts) -> result | nil, err.
 local core = require "biconnector.core"
 local json = require "biconnector.json"
+local names = require "biconnector.names"
+local address = require "biconnector.address"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local format, concat = string.format, table.concat
@@ -24,12 +28,16 @@ Connector:
 Source (one connection with concrete settings):
   --source-title T      the source's title (default: the connector's title)
   --setting CODE=VALUE  a setting value (repeatable; every setting of the file is needed)
-Datasets (need a source):
-  --dataset TABLE[=NAME]  a dataset for the connector's table TABLE (repeatable);
-                        NAME defaults to one derived from TABLE
+Tables (need a source):
+  --table CODE[=NAME]   a table of the connector's table CODE (repeatable); NAME
+                        (a-z 0-9 _, a letter first, at most 230, unique in the
+                        portal, never changed afterwards) defaults to one
+                        derived from CODE
+  --dataset CODE[=NAME] the same (deprecated, as biconnector.dataset.* is)
 Other:
-  --prune               delete the fields of existing datasets that the connector
-                        no longer describes (without it they are only reported)
+  --prune               delete this source's tables of codes the connector no
+                        longer serves (columns are never deleted: those no
+                        longer described are hidden)
   --dry-run             look up what exists, print what would be done, change nothing
   --json                print the result as JSON
 Environment (as for biconnector call): BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN
@@ -43,36 +51,6 @@ _M.DEFAULT_LOGO = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAYAAAA
 
 _M.ENDPOINTS = { { "urlCheck", "check" }, { "urlTableList", "table_list" },
   { "urlTableDescription", "table_description" }, { "urlData", "data" } }
-
----------------------------------------------------------------- names (protocol.md 3.1)
-
--- A dataset name: starts with a letter, a-z 0-9 _, at most 230 characters.
-function _M.dataset_name(table_code)
-  local s = tostring(table_code):lower():gsub("[^a-z0-9_]+", "_"):gsub("_+", "_"):gsub("^_+", ""):gsub("_+$", "")
-  if not s:match("^[a-z]") then s = "t_" .. s end
-  s = s:gsub("_+$", "")
-  return s:sub(1, 230)
-end
-
--- Dataset field names for a list of field codes: each starts with a letter,
--- uses A-Z 0-9 _, at most 32 characters, unique within the dataset.
-function _M.field_names(codes)
-  local names, used = {}, {}
-  for i, code in ipairs(codes) do
-    local s = tostring(code):upper():gsub("[^A-Z0-9_]+", "_"):gsub("_+", "_"):gsub("^_+", ""):gsub("_+$", "")
-    if not s:match("^[A-Z]") then s = "F_" .. s end
-    s = s:gsub("_+$", ""):sub(1, 32)
-    local name, n = s, 1
-    while used[name] do
-      n = n + 1
-      local suffix = "_" .. n
-      name = s:sub(1, 32 - #suffix) .. suffix
-    end
-    used[name] = true
-    names[i] = name
-  end
-  return names
-end
 
 -- A sourceCode (up to 64 characters) from a title.
 function _M.source_code(title)
@@ -154,40 +132,56 @@ local function source_settings(c, given)
   return out
 end
 
--- The dataset for one table: {name, externalName, externalCode, fields, described}.
-local function dataset_plan(c, settings, table_code, name)
+local function connection_of(settings)
   local connection = {}
   for k, v in pairs(settings) do connection[k] = tostring(v) end
-  local tables, err = ask(c, "table_list", { searchString = "", connection = connection })
+  return connection
+end
+
+-- The tables the connector file serves with these settings: { {code, title}, ... }.
+local function served_tables(c, settings)
+  local tables, err = ask(c, "table_list", { searchString = "", connection = connection_of(settings) })
   if not tables then return nil, err end
   if type(tables) ~= "table" then return nil, "the connector's table_list answered no JSON array" end
+  local list = {}
+  for _, t in ipairs(tables) do
+    if type(t) == "table" and type(t.code) == "string" then list[#list + 1] = { code = t.code, title = t.title } end
+  end
+  return list
+end
+
+-- What one table should be: {code, title, name (given or nil), columns = {{code, type}}}.
+local function table_plan(c, settings, served, code, name)
   local title
-  for _, t in ipairs(tables) do if type(t) == "table" and t.code == table_code then title = t.title end end
-  if not title then return nil, format("table %s is not in the connector's table list", table_code) end
-  local described
-  described, err = ask(c, "table_description", { table = table_code, connection = connection })
+  for _, t in ipairs(served) do if t.code == code then title = t.title end end
+  if not title then return nil, format("table %s is not in the connector's table list", code) end
+  local described, err = ask(c, "table_description", { table = code, connection = connection_of(settings) })
   if not described then return nil, err end
   if type(described) ~= "table" or #described == 0 then
-    return nil, format("the connector's table_description of %s answered no fields", table_code)
+    return nil, format("the connector's table_description of %s answered no fields", code)
   end
-  local codes = {}
+  local columns = {}
   for i, fd in ipairs(described) do
     if type(fd) ~= "table" or type(fd.code) ~= "string" or fd.code == "" then
-      return nil, format("the connector's table_description of %s: field %d has no code", table_code, i)
+      return nil, format("the connector's table_description of %s: field %d has no code", code, i)
     end
-    codes[i] = fd.code
+    -- column types are lower case; a connector answering "INT" still means int
+    columns[i] = { code = fd.code, type = type(fd.type) == "string" and fd.type:lower() or fd.type }
   end
-  local names = _M.field_names(codes)
-  local fields = {}
-  for i, fd in ipairs(described) do
-    -- the portal's field types are lower case; a connector answering "INT" still means int
-    fields[i] = { type = type(fd.type) == "string" and fd.type:lower() or fd.type, name = names[i], externalCode = fd.code }
-  end
-  return { name = name or _M.dataset_name(table_code), externalName = title, externalCode = table_code,
-    fields = fields }
+  return { code = code, title = tostring(title), name = name, columns = columns }
 end
 
 ---------------------------------------------------------------- portal look-ups
+
+-- A progress line for a terminal (opts.progress, set by main): what is being done now.
+local function step(opts, fmt, ...)
+  if opts.progress then opts.progress(format(fmt, ...)) end
+end
+
+local function say(opts, fmt, ...)
+  if opts.print then opts.print(format(fmt, ...)) end
+end
+
 
 local function lowest_id(list)
   table.sort(list, function(a, b) return (tonumber(a.id) or 0) < (tonumber(b.id) or 0) end)
@@ -225,11 +219,36 @@ local function find_source(client, connector_id, title)
   return (lowest_id(hits))
 end
 
-local function find_dataset(client, name)
-  local list, err = client.dataset:list()
+-- Whether the portal already holds the value `want` (a table: the same keys,
+-- each holding its value; numbers and booleans compared as the portal may spell them).
+local function truth(v) return v == true or v == 1 or v == "1" or v == "Y" or v == "true" end
+local function holds(have, want)
+  if type(want) == "table" then
+    if type(have) ~= "table" then return false end
+    for k, v in pairs(want) do if not holds(have[k], v) then return false end end
+    for k in pairs(have) do if want[k] == nil then return false end end -- a setting no longer in the file
+    return true
+  end
+  if type(want) == "boolean" then return truth(have) == want end
+  if type(want) == "number" then return tonumber(have) == want end
+  return have == want
+end
+
+-- The table family of this portal and every table of the application: the
+-- current biconnector.table.*, or biconnector.dataset.* on a portal that lacks it.
+local function table_family(client, opts)
+  local list, err = client.table:list()
+  if list then return client.table, list end
+  if type(err) ~= "table" or err.code ~= "ERROR_METHOD_NOT_FOUND" then return nil, err end
+  say(opts, "note: this portal has no biconnector.table.* (%s): using the deprecated biconnector.dataset.*", err.code)
+  list, err = client.dataset:list()
   if not list then return nil, err end
-  for _, d in ipairs(list) do if d.name == name then return d end end
-  return false
+  return client.dataset, list
+end
+
+local function hidden(column)
+  local v = column.visible
+  return v == false or v == 0 or v == "0" or v == "N" or v == "false"
 end
 
 ---------------------------------------------------------------- run
@@ -241,34 +260,210 @@ local CONNECTION_ERRORS = { SOURCE_CREATE_CONNECTION_ERROR = "create", SOURCE_UP
 local function explain_connection_error(c, err, settings, fields, base_url)
   local verb = type(err) == "table" and CONNECTION_ERRORS[err.code]
   if not verb then return err end
-  local connection = {}
-  for k, v in pairs(settings) do connection[k] = tostring(v) end
-  local accepted, why = ask(c, "check", { connection = connection })
+  local accepted, why = ask(c, "check", { connection = connection_of(settings) })
   local text = format("the portal could not %s the source: %s (%s). When it does, Bitrix24 calls the connector's"
-    .. " check endpoint %s with the source's settings and needs a 200 answer; ", verb, err.code,
+    .. " check endpoint %s with the source's settings and needs a 200 answer with a body; ", verb, err.code,
     tostring(err.description or err.message or ""), fields.urlCheck)
   if accepted then
-    return text .. "this connector file accepts these settings, so the portal did not reach that address. Is the"
-      .. " connector served there, and reachable from the portal (a public address: Bitrix24 does not call local"
-      .. " networks)? `biconnector verify " .. base_url .. " --setting CODE=VALUE` checks it from here"
+    local reason, host = address.local_reason(fields.urlCheck)
+    local where = reason and format(" %s is %s, and Bitrix24 does not call addresses on a local network: serve the"
+      .. " connector under a public name with HTTPS (or, to try it, through a tunnel).", host, reason)
+      or " Is the connector served there, and reachable from the portal (a public address: Bitrix24 does not call"
+      .. " addresses on a local network)?"
+    return text .. "this connector file accepts these settings, so the portal did not reach that address." .. where
+      .. " `biconnector verify " .. base_url .. " --setting CODE=VALUE` checks it from here"
   end
   return text .. "the connector file itself refuses these settings (" .. tostring(why) .. "): check the --setting values"
 end
 
--- A progress line for a terminal (opts.progress, set by main): what is being done now.
-local function step(opts, fmt, ...)
-  if opts.progress then opts.progress(format(fmt, ...)) end
+-- The table of a plan on a rerun: compare columns by externalCode; add the new
+-- ones, hide the ones no longer described, show hidden ones described again,
+-- all in one fields.update. Nothing to do: nothing is sent.
+local function update_table(family, entry, plan, found, opts)
+  local current, err = family:get(entry.id)
+  if not current then return nil, err end
+  local columns = type(current.fields) == "table" and current.fields or {}
+  local by_code, taken, described = {}, {}, {}
+  for _, col in ipairs(columns) do
+    by_code[tostring(col.externalCode)] = col
+    taken[tostring(col.name)] = true
+  end
+  local add, update = {}, {}
+  entry.added, entry.hidden, entry.shown, entry.retyped = {}, {}, {}, {}
+  for _, col in ipairs(plan.columns) do
+    described[col.code] = true
+    local old = by_code[col.code]
+    if not old then
+      add[#add + 1] = { name = names.column_name(col.code, taken), externalCode = col.code, type = col.type }
+      entry.added[#entry.added + 1] = col.code
+    else
+      if hidden(old) then
+        update[#update + 1] = { id = old.id, visible = true }
+        entry.shown[#entry.shown + 1] = col.code
+      end
+      if tostring(old.type) ~= col.type then entry.retyped[#entry.retyped + 1] = format("%s (%s -> %s)", col.code, tostring(old.type), col.type) end
+    end
+  end
+  for _, old in ipairs(columns) do
+    if not described[tostring(old.externalCode)] and not hidden(old) then
+      update[#update + 1] = { id = old.id, visible = false }
+      entry.hidden[#entry.hidden + 1] = tostring(old.externalCode)
+    end
+  end
+  entry.columns = #columns + #add
+  if #entry.retyped > 0 then
+    say(opts, "note: table %s: column(s) %s changed type; a column's type cannot change (delete the column in BI Builder"
+      .. " and run register again to add it anew)", entry.name, concat(entry.retyped, ", "))
+  end
+  if found.externalName ~= nil and tostring(found.externalName) ~= plan.title then
+    say(opts, "note: table %s: the connector now titles it %q; a table's externalName (%q) cannot change", entry.name,
+      plan.title, tostring(found.externalName))
+  end
+  if #add == 0 and #update == 0 then
+    entry.action = "unchanged"
+    return true
+  end
+  if opts.dry_run then
+    entry.action = "would update"
+    return true
+  end
+  local ok, uerr = family:fields_update(entry.id, { add = #add > 0 and add or nil, update = #update > 0 and update or nil },
+    { current = columns })
+  if not ok then return nil, uerr end
+  entry.action = "updated"
+  return true
 end
 
-local function say(opts, fmt, ...)
-  if opts.print then opts.print(format(fmt, ...)) end
+local function changes_text(entry)
+  local parts = {}
+  for _, k in ipairs({ "added", "hidden", "shown" }) do
+    local list = entry[k]
+    if list and #list > 0 then parts[#parts + 1] = format("%d %s: %s", #list, k, concat(list, ", ")) end
+  end
+  return #parts > 0 and ("; column(s) " .. concat(parts, "; ")) or ""
+end
+
+-- A new table for a plan; a derived name the portal says is taken (by a table
+-- this application cannot see) gets the next suffix.
+local function create_table(family, entry, plan, source_id, taken)
+  local codes = {}
+  for i, col in ipairs(plan.columns) do codes[i] = col.code end
+  local column_names = names.column_names(codes)
+  local fields = {}
+  for i, col in ipairs(plan.columns) do fields[i] = { name = column_names[i], externalCode = col.code, type = col.type } end
+  for _ = 1, 20 do
+    local id, err = family:add({ sourceId = source_id, name = entry.name, externalName = plan.title,
+      externalCode = plan.code, fields = fields })
+    if id then
+      entry.id, entry.action, entry.columns = tonumber(id), "created", #fields
+      return true
+    end
+    local taken_code = type(err) == "table" and (err.code == "NAME_EXISTS" or err.code == "DATASET_ALREADY_EXIST")
+    if not taken_code or plan.name then
+      if taken_code then
+        return nil, format("table name %s is taken in this portal (%s: names are unique across the portal); name this one"
+          .. " with --table %s=NAME", entry.name, err.code, plan.code)
+      end
+      return nil, err
+    end
+    taken[entry.name] = true
+    entry.name = names.table_name(plan.code, taken)
+  end
+  return nil, format("no free table name for %s", plan.code)
+end
+
+-- One --table: find this source's table of that code (and name), then create,
+-- update or leave it; a new NAME for a code that has a table is a new table.
+local function register_table(client, family, all, plan, source_id, opts, result)
+  local entry = { table = plan.code, columns = #plan.columns }
+  result.tables[#result.tables + 1] = entry
+  step(opts, "table %s (%d of %d)", plan.name or plan.code, #result.tables, opts.plan_count)
+  local mine, taken, holder = {}, {}, nil
+  for _, t in ipairs(all) do
+    taken[tostring(t.name)] = true
+    if plan.name and t.name == plan.name then holder = t end
+    if source_id and tonumber(t.sourceId) == source_id and t.externalCode == plan.code then mine[#mine + 1] = t end
+  end
+  local found
+  if plan.name then
+    if holder and tonumber(holder.sourceId) == source_id and holder.externalCode == plan.code then
+      found = holder
+    elseif holder then
+      return nil, format("table name %s is taken by table %s (source %s, code %s); names are unique across the portal:"
+        .. " name this one with --table %s=NAME", plan.name, tostring(holder.id), tostring(holder.sourceId),
+        tostring(holder.externalCode), plan.code)
+    elseif #mine > 0 then
+      local old = lowest_id(mine)
+      entry.renamed_from = { id = tonumber(old.id), name = old.name }
+      say(opts, "note: table %s of code %s exists as %s (id %s); a table's name cannot change, so %s is a new table"
+        .. " beside it (the old one stays: delete it in BI Builder, or with `biconnector call biconnector.table.delete`)",
+        plan.name, plan.code, tostring(old.name), tostring(old.id), plan.name)
+    end
+    entry.name = plan.name
+  elseif #mine > 0 then
+    local base = names.table_name(plan.code)
+    for _, t in ipairs(mine) do if t.name == base then found = t end end
+    found = found or lowest_id(mine)
+  else
+    entry.name = names.table_name(plan.code, taken)
+  end
+  if found then
+    entry.id, entry.name = tonumber(found.id), found.name
+    if client then
+      local ok, err = update_table(family, entry, plan, found, opts)
+      if not ok then return nil, err end
+    end
+    say(opts, "table %d %s: %s (code %s, %d column(s)%s)", entry.id, entry.name, entry.action, plan.code, entry.columns,
+      changes_text(entry))
+  elseif opts.dry_run then
+    entry.action = "would create"
+    say(opts, "table - %s: would create (code %s, %d column(s))", entry.name, plan.code, #plan.columns)
+  else
+    local ok, err = create_table(family, entry, plan, source_id, taken)
+    if not ok then return nil, err end
+    all[#all + 1] = { id = entry.id, name = entry.name, sourceId = source_id, externalCode = plan.code }
+    say(opts, "table %d %s: created (code %s, %d column(s))", entry.id, entry.name, plan.code, entry.columns)
+  end
+  return true
+end
+
+-- This source's tables whose code the connector no longer serves: deleted
+-- with --prune (tables only, by code), reported without it.
+local function prune_tables(family, all, served, source_id, opts, result)
+  local serving = {}
+  for _, t in ipairs(served) do serving[t.code] = true end
+  local stale = {}
+  for _, t in ipairs(all) do
+    if tonumber(t.sourceId) == source_id and not serving[t.externalCode] then stale[#stale + 1] = t end
+  end
+  table.sort(stale, function(a, b) return (tonumber(a.id) or 0) < (tonumber(b.id) or 0) end)
+  for _, t in ipairs(stale) do
+    local entry = { id = tonumber(t.id), name = t.name, table = t.externalCode }
+    if not opts.prune then
+      say(opts, "note: table %s %s: the connector no longer serves code %s; kept (--prune deletes it)", tostring(t.id),
+        tostring(t.name), tostring(t.externalCode))
+      entry.action = "kept"
+    elseif opts.dry_run then
+      entry.action = "would delete"
+    else
+      local ok, err = family:delete(entry.id)
+      if not ok then return nil, err end
+      entry.action = "deleted"
+    end
+    result.stale_tables[#result.stale_tables + 1] = entry
+    if opts.prune then
+      say(opts, "table %s %s: %s (code %s is no longer served)", tostring(t.id), tostring(t.name), entry.action,
+        tostring(t.externalCode))
+    end
+  end
+  return true
 end
 
 -- register.run(opts) -> result | nil, err
 -- opts: connector (object) or file; base_url; title, logo, description, source_code;
--- source_title, settings = {code = value}; datasets = { {table=, name=} };
--- dry_run; client (a biconnector.rest client; may be nil in a dry run);
--- print = function(line) for progress lines.
+-- source_title, settings = {code = value}; tables = { {table=, name=} } (datasets:
+-- the old name of the same); prune; dry_run; client (a biconnector.rest client;
+-- may be nil in a dry run); print = function(line) for progress lines.
 function _M.run(opts)
   local connector = require "biconnector.connector"
   local c = opts.connector
@@ -278,25 +473,37 @@ function _M.run(opts)
     c = loaded
   end
   local fields = _M.connector_fields(c, opts)
-  local result = { dry_run = opts.dry_run and true or false, connector = { fields = fields }, datasets = {} }
+  local result = { dry_run = opts.dry_run and true or false, connector = { fields = fields }, tables = {},
+    stale_tables = {}, warnings = {} }
+  local warning = address.warning(fields.urlCheck)
+  if warning then
+    result.warnings[#result.warnings + 1] = warning
+    say(opts, "warning: %s", warning)
+  end
 
   -- everything from the file first, so that a mistake there changes nothing in the portal
-  local settings, plans = nil, {}
+  local settings, plans, served = nil, {}, nil
+  local wanted = opts.tables or opts.datasets or {}
   local want_source = opts.source_title ~= nil or (opts.settings and next(opts.settings) ~= nil)
   if want_source then
     local err
     settings, err = source_settings(c, opts.settings or {})
     if not settings then return nil, err, "usage" end
   end
-  if opts.datasets and #opts.datasets > 0 then
-    if not settings then return nil, "--dataset needs a source: give its --setting values (or --source-title)", "usage" end
-    for i, d in ipairs(opts.datasets) do
-      step(opts, "asking the connector file for table %s (%d of %d)", tostring(d.table), i, #opts.datasets)
-      local plan, err = dataset_plan(c, settings, d.table, d.name)
-      if not plan then return nil, err end
-      plans[i] = plan
+  if #wanted > 0 or opts.prune then
+    if not settings then
+      return nil, (#wanted > 0 and "--table" or "--prune") .. " needs a source: give its --setting values (or --source-title)", "usage"
+    end
+    local err
+    served, err = served_tables(c, settings)
+    if not served then return nil, err end
+    for i, d in ipairs(wanted) do
+      step(opts, "asking the connector file for table %s (%d of %d)", tostring(d.table), i, #wanted)
+      plans[i], err = table_plan(c, settings, served, d.table, d.name)
+      if not plans[i] then return nil, err end
     end
   end
+  opts.plan_count = #plans
 
   local client = opts.client
   if not client then
@@ -318,7 +525,11 @@ function _M.run(opts)
     if found then
       connector_id = tonumber(found.id)
       if n > 1 then say(opts, "note: %d connectors match by %s; using the oldest, %d", n, how, connector_id) end
-      if opts.dry_run then
+      local same = true
+      for k, v in pairs(fields) do if known[k] and not holds(found[k], v) then same = false end end
+      if same then
+        result.connector.action = "unchanged"
+      elseif opts.dry_run then
         result.connector.action = "would update"
       else
         step(opts, "updating connector %d", connector_id)
@@ -358,7 +569,11 @@ function _M.run(opts)
     end
     if found then
       source_id = tonumber(found.id)
-      if opts.dry_run then
+      local current, gerr = client.source:get(source_id)
+      if not current then return nil, gerr end
+      if holds(current.settings, settings) then
+        result.source.action = "unchanged"
+      elseif opts.dry_run then
         result.source.action = "would update"
       else
         local ok, err = client.source:update(source_id, { settings = settings })
@@ -378,96 +593,23 @@ function _M.run(opts)
       connector_id and tostring(connector_id) or "-")
   end
 
-  -- the datasets
-  for _, plan in ipairs(plans) do
-    local entry = { name = plan.name, table = plan.externalCode, fields = #plan.fields }
-    step(opts, "dataset %s (%d of %d)", plan.name, #result.datasets + 1, #plans)
-    result.datasets[#result.datasets + 1] = entry
-    local found
+  -- the tables
+  if #plans > 0 or opts.prune then
+    local family, all = nil, {}
     if client and source_id then
-      local err
-      found, err = find_dataset(client, plan.name)
-      if found == nil then return nil, err end
-      if found and tonumber(found.sourceId) ~= source_id then
-        return nil, format("dataset %s already exists for another source (id %s); name this one with --dataset %s=NAME",
-          plan.name, tostring(found.sourceId), plan.externalCode)
-      end
-    elseif client and not source_id and not opts.dry_run then
-      return nil, "no source to attach datasets to"
+      family, all = table_family(client, opts)
+      if not family then return nil, all end
+      result.family = family.kind
+    elseif client and not opts.dry_run then
+      return nil, "no source to attach tables to"
     end
-    if found then
-      entry.id = tonumber(found.id)
-      local current, err = client.dataset:get(entry.id)
-      if not current then return nil, err end
-      local have = {}
-      for _, fd in ipairs(type(current.fields) == "table" and current.fields or {}) do
-        have[fd.externalCode] = fd
-      end
-      local used = {}
-      for _, fd in pairs(have) do used[fd.name] = true end
-      local add, retyped = {}, {}
-      for _, fd in ipairs(plan.fields) do
-        local old = have[fd.externalCode]
-        if not old then
-          local name, n = fd.name, 1
-          while used[name] do -- a new field whose derived name an old one holds
-            n = n + 1
-            name = fd.name:sub(1, 32 - #tostring(n) - 1) .. "_" .. n
-          end
-          used[name] = true
-          add[#add + 1] = { type = fd.type, name = name, externalCode = fd.externalCode }
-        elseif tostring(old.type):lower() ~= fd.type then
-          retyped[#retyped + 1] = fd.externalCode
-        end
-      end
-      entry.added = #add
-      -- fields the connector no longer describes: deleted only with --prune
-      local described, stale, stale_ids = {}, {}, {}
-      for _, fd in ipairs(plan.fields) do described[fd.externalCode] = true end
-      for _, fd in ipairs(type(current.fields) == "table" and current.fields or {}) do
-        if not described[fd.externalCode] then
-          stale[#stale + 1] = tostring(fd.externalCode)
-          stale_ids[#stale_ids + 1] = fd.id
-        end
-      end
-      if #stale > 0 then
-        entry.stale = stale
-        if not opts.prune then
-          say(opts, "note: dataset %s: field(s) %s are no longer described by the connector; kept (--prune deletes them)",
-            plan.name, concat(stale, ", "))
-        end
-      end
-      if #retyped > 0 then
-        entry.retyped = retyped
-        say(opts, "note: dataset %s: field(s) %s changed type; the portal cannot change a field's type (delete and re-add it)",
-          plan.name, concat(retyped, ", "))
-      end
-      local prune = opts.prune and #stale > 0
-      if opts.dry_run then
-        entry.action = #add > 0 and "would add fields to" or "would update"
-        if prune then entry.would_delete = stale end
-      else
-        local ok, uerr = client.dataset:update(entry.id, { externalName = plan.externalName })
-        if not ok then return nil, uerr end
-        if #add > 0 or prune then
-          ok, uerr = client.dataset:fields_update(entry.id, { add = #add > 0 and add or nil,
-            delete = prune and stale_ids or nil })
-          if not ok then return nil, uerr end
-        end
-        entry.action = "updated"
-        if prune then entry.deleted = stale end
-      end
-      say(opts, "dataset %d %s: %s (table %s, %d new field(s)%s)", entry.id, plan.name, entry.action, plan.externalCode, #add,
-        prune and format(", %s %s", opts.dry_run and "would delete" or "deleted", concat(stale, ", ")) or "")
-    elseif opts.dry_run then
-      entry.action = "would create"
-      say(opts, "dataset - %s: would create (table %s, %d field(s))", plan.name, plan.externalCode, #plan.fields)
-    else
-      local id, err = client.dataset:add({ name = plan.name, externalName = plan.externalName,
-        externalCode = plan.externalCode, sourceId = source_id, fields = plan.fields })
-      if not id then return nil, err end
-      entry.id, entry.action = tonumber(id), "created"
-      say(opts, "dataset %d %s: created (table %s, %d field(s))", entry.id, plan.name, plan.externalCode, #plan.fields)
+    for _, plan in ipairs(plans) do
+      local ok, err = register_table(family and client, family, all, plan, source_id, opts, result)
+      if not ok then return nil, err end
+    end
+    if family then
+      local ok, err = prune_tables(family, all, served, source_id, opts, result)
+      if not ok then return nil, err end
     end
   end
   if opts.dry_run then say(opts, "dry run: nothing was changed") end
@@ -478,7 +620,7 @@ end
 
 -- parse_args(args) -> opts, as_json | nil, message
 function _M.parse_args(args)
-  local o = { settings = {}, datasets = {} }
+  local o = { settings = {}, tables = {} }
   local as_json
   local i = 1
   local function value_of(flag)
@@ -509,16 +651,17 @@ function _M.parse_args(args)
       local code, value = v:match("^([^=]+)=(.*)$")
       if not code then return nil, "--setting must be CODE=VALUE, got " .. v end
       o.settings[code] = value
-    elseif a == "--dataset" then
+    elseif a == "--table" or a == "--dataset" then
       v, err = value_of(a)
       if not v then return nil, err end
       local tbl, name = v:match("^([^=]+)=(.*)$")
       if not tbl then tbl = v end
-      if name and not name:match("^[a-z][a-z0-9_]*$") or name and #name > 230 then
-        return nil, "--dataset NAME must start with a letter and use a-z, 0-9, _ (at most 230), got " .. name
+      if name and not names.valid_table_name(name) then
+        return nil, a .. " NAME must start with a letter and use a-z, 0-9, _ (at most 230), got " .. name
       end
-      if tbl == "" then return nil, "--dataset needs a table code" end
-      o.datasets[#o.datasets + 1] = { table = tbl, name = name }
+      if tbl == "" then return nil, a .. " needs a table code" end
+      if a == "--dataset" then o.dataset_option = true end
+      o.tables[#o.tables + 1] = { table = tbl, name = name }
     elseif a:sub(1, 1) == "-" then
       return nil, "unknown option " .. a
     elseif o.file == nil then
@@ -550,6 +693,10 @@ function _M.main(args, out, err, getenv)
   if not o then
     err:write("biconnector register: ", as_json, "\n", _M.USAGE)
     return 2
+  end
+  if o.dataset_option then
+    err:write("biconnector register: note: --dataset is deprecated, as Bitrix24's biconnector.dataset.* is:"
+      .. " use --table (the same, through biconnector.table.*)\n")
   end
   local env, eerr = require("biconnector.cli_call").options_from_env(getenv)
   if env then

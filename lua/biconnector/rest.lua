@@ -95,6 +95,24 @@ _M.method_name = method_name
 
 local function create_method(method) return method_name(method):match("%.add$") ~= nil end
 
+-- The biconnector.* methods answer an error inside `result` with HTTP 200
+-- (b24restdocs api-reference/biconnector/index.md, "Errors Are Returned Inside
+-- result"): {"result": {"error": {"error": CODE, "error_description": TEXT}}}.
+-- Returns that error as the top level would carry it ({error=, error_description=}),
+-- or nil. Other methods may return an `error` key as data: only biconnector.* is read.
+local function error_in_result(method, result)
+  if type(result) ~= "table" or result.error == nil then return nil end
+  if not method_name(method):match("^biconnector%.") then return nil end
+  local e = result.error
+  if type(e) == "table" then
+    if e.error == nil then return nil end
+    return { error = e.error, error_description = e.error_description }
+  end
+  -- the flat spelling {"result": {"error": CODE, "error_description": TEXT}}
+  return { error = e, error_description = result.error_description }
+end
+_M.error_in_result = error_in_result
+
 -------------------------------------------------------------------------------
 -- the client
 
@@ -102,12 +120,13 @@ local function create_method(method) return method_name(method):match("%.add$") 
 _M.buckets = setmetatable({}, { __mode = "v" })
 
 local Client = {}
-local services -- loaded on first use of client.connector/.source/.dataset
+local services -- loaded on first use of client.connector/.source/.table/.dataset
+local SERVICES = { connector = true, source = true, table = true, dataset = true }
 
 local function client_index(self, key)
   local m = Client[key]
   if m ~= nil then return m end
-  if key == "connector" or key == "source" or key == "dataset" then
+  if SERVICES[key] then
     services = services or require "biconnector.services"
     local s = services.new(self, key)
     rawset(self, key, s)
@@ -424,10 +443,13 @@ function Client:exchange(method, params, raw_body, creates)
       description = self:mask(what), retryable = res.status >= 500,
       kind = res.status >= 500 and "ambiguous" or "answer" }
   end
-  if data.error ~= nil or res.status ~= 200 then
-    local code = data.error ~= nil and tostring(data.error) or ("HTTP_" .. res.status)
+  -- an error inside result is the same error as at the top level: one object, one policy
+  local failure = data.error ~= nil and data or (res.status == 200 and error_in_result(method, data.result))
+  if failure or res.status ~= 200 then
+    failure = failure or data
+    local code = failure.error ~= nil and tostring(failure.error) or ("HTTP_" .. res.status)
     local e = new_error { code = code, status = res.status, method = method,
-      description = self:mask(tostring(data.error_description or data.error or "")), kind = "answer",
+      description = self:mask(tostring(failure.error_description or failure.error or "")), kind = "answer",
       retryable = false, time = data.time }
     if code == "QUERY_LIMIT_EXCEEDED" then e.retryable, e.kind = true, "refused"
     elseif code == "OPERATION_TIME_LIMIT" then e.retryable, e.kind = true, "refused"
@@ -794,6 +816,14 @@ function Client:batch(cmds, opts)
     unkey(r.result, wire_to_key, results)
     local raw_errors = {}
     unkey(r.result_error, wire_to_key, raw_errors)
+    for i = first, min(first + chunk_size - 1, #entries) do
+      local e = entries[i]
+      local inner = error_in_result(e.line:match("^([^?]*)"), results[e.key])
+      if inner then
+        results[e.key] = nil
+        raw_errors[e.key] = inner
+      end
+    end
     unkey(r.result_total, wire_to_key, extra.total)
     unkey(r.result_next, wire_to_key, extra.next)
     unkey(r.result_time, wire_to_key, extra.time)

@@ -1,13 +1,20 @@
--- biconnector.services: client.connector, client.source, client.dataset.
--- Each checks the documented rules (protocol.md 3.1) before sending and fails
--- with an error naming the field; connectors are first checked against what
+-- biconnector.services: client.connector, client.source, client.table and the
+-- deprecated client.dataset. Each checks the documented rules (protocol.md 3.1,
+-- 3.2; b24restdocs api-reference/biconnector/) before sending and fails with an
+-- error naming the field; connectors are first checked against what
 -- biconnector.connector.fields says the portal knows.
+local names = require "biconnector.names"
+
 local _M = {}
 
-local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
+local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
 
 local SETTING_TYPES = { STRING = true, INT = true }
-local FIELD_TYPES = { int = true, string = true, double = true, date = true, datetime = true }
+-- Column types, case-sensitive (table/index.md, "Description of the Fields Field").
+local COLUMN_TYPES = { int = true, string = true, double = true, date = true, datetime = true, money = true, timezone = true }
+_M.COLUMN_TYPES = COLUMN_TYPES
+local COLUMN_TYPE_LIST = "int, string, double, date, datetime, money or timezone"
+local COLUMN_KEYS = { name = true, externalCode = true, type = true }
 
 local CONNECTOR_KEYS = {
   title = "string", logo = "string", description = "string", urlCheck = "string",
@@ -17,9 +24,13 @@ local CONNECTOR_KEYS = {
 local CONNECTOR_REQUIRED = { "title", "logo", "urlCheck", "urlTableList", "urlTableDescription", "urlData", "settings" }
 local SOURCE_KEYS = { title = "string", description = "string", active = "boolean", connectorId = "number", settings = "table" }
 local SOURCE_REQUIRED = { "title", "connectorId", "settings" }
-local DATASET_KEYS = { name = "string", externalName = "string", externalCode = "string", sourceId = "number",
+-- A table (and a dataset of the deprecated family: the same object, the same rules).
+local TABLE_KEYS = { name = "string", externalName = "string", externalCode = "string", sourceId = "number",
   description = "string", fields = "table" }
-local DATASET_REQUIRED = { "name", "externalName", "externalCode", "sourceId", "fields" }
+local TABLE_REQUIRED = { "sourceId", "name", "externalName", "externalCode", "fields" }
+local TABLE_READ_ONLY = { id = true, type = true, dateCreate = true, dateUpdate = true, createdById = true,
+  updatedById = true, externalId = true, csvDelimiter = true, csvEncoding = true, csvHasHeaders = true }
+local TABLE_IMMUTABLE = { "sourceId", "name", "externalName", "externalCode" }
 
 local Service = {}
 Service.__index = Service
@@ -84,44 +95,65 @@ local function check_settings(self, method, settings)
   return true
 end
 
--- Dataset fields {type, name, externalCode}; names and codes unique, also
--- against `existing` (the dataset's fields kept by fields_update).
-local function check_dataset_fields(self, method, list, where, existing)
+-- Columns {name, externalCode, type} (table/biconnector-table-add.md, "Element of
+-- the fields array"): names and codes unique within the list, and against
+-- `current` (the table's columns, for fields_update). dup_name: the code a repeated
+-- name gets (DUPLICATE_FIELDS from table.add, VALIDATION_DUPLICATE_FIELD_NAME elsewhere).
+local function check_columns(self, method, list, where, dup_name, current)
   if not is_list(list) then
-    return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "%s must be an array of {type, name, externalCode}", where)
+    return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "%s must be an array of {name, externalCode, type}", where)
   end
-  local names, codes = {}, {}
-  for _, f in ipairs(existing or {}) do
-    if f.name then names[f.name] = true end
-    if f.externalCode then codes[f.externalCode] = true end
-  end
+  local names_seen, codes = {}, {}
   for i, f in ipairs(list) do
     local at = ("%s[%d]"):format(where, i)
-    if type(f) ~= "table" then return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "%s must be a table", at) end
-    if not FIELD_TYPES[f.type] then
-      return invalid(self, method, "VALIDATION_FIELD_INVALID_TYPE", "%s.type must be int, string, double, date or datetime, got %s", at, tostring(f.type))
+    if type(f) ~= "table" then return invalid(self, method, "VALIDATION_FIELD_MISSING_REQUIRED_PARAMETERS", "%s must be a table {name, externalCode, type}", at) end
+    for k in pairs(f) do
+      if not COLUMN_KEYS[k] then
+        return invalid(self, method, "VALIDATION_UNKNOWN_PARAMETERS", "%s.%s is not a column key (name, externalCode, type%s)", at,
+          tostring(k), k == "visible" and "; columns are created visible, fields_update hides them" or "")
+      end
+    end
+    if f.name == nil or f.externalCode == nil or f.type == nil then
+      return invalid(self, method, "VALIDATION_FIELD_MISSING_REQUIRED_PARAMETERS", "%s must have name, externalCode and type", at)
     end
     if type(f.name) ~= "string" or not f.name:match("^[A-Z][A-Z0-9_]*$") then
-      return invalid(self, method, "VALIDATION_FIELD_NAME_INVALID", "%s.name must start with a letter and use A-Z, 0-9, _ (got %s)", at, tostring(f.name))
+      return invalid(self, method, "VALIDATION_FIELD_NAME_INVALID_FORMAT", "%s.name must start with a letter and use A-Z, 0-9, _ (got %s)", at, tostring(f.name))
     end
-    if #f.name > 32 then
+    if #f.name > names.COLUMN_NAME_MAX then
       return invalid(self, method, "VALIDATION_FIELD_NAME_TOO_LONG", "%s.name must be at most 32 characters (has %d)", at, #f.name)
     end
+    if not COLUMN_TYPES[f.type] then
+      local hint = type(f.type) == "string" and COLUMN_TYPES[f.type:lower()] and " (types are case-sensitive: " .. f.type:lower() .. ")" or ""
+      return invalid(self, method, "VALIDATION_FIELD_INVALID_TYPE", "%s.type must be %s, got %s%s", at, COLUMN_TYPE_LIST, tostring(f.type), hint)
+    end
     if type(f.externalCode) ~= "string" or f.externalCode == "" then
-      return invalid(self, method, "VALIDATION_FIELD_EXTERNAL_CODE_MISSING", "%s.externalCode must be a non-empty string", at)
+      return invalid(self, method, "VALIDATION_FIELD_MISSING_REQUIRED_PARAMETERS", "%s.externalCode must be a non-empty string", at)
     end
-    if names[f.name] then return invalid(self, method, "VALIDATION_DUPLICATE_FIELD_NAME", "%s.name %s is used twice", at, f.name) end
+    if names_seen[f.name] then return invalid(self, method, dup_name, "%s.name %s is used twice", at, f.name) end
     if codes[f.externalCode] then
-      return invalid(self, method, "VALIDATION_DUPLICATE_FIELD_EXTERNAL_CODE", "%s.externalCode %s is used twice", at, f.externalCode)
+      return invalid(self, method, "VALIDATION_DUPLICATE_FIELD_CODE", "%s.externalCode %s is used twice", at, f.externalCode)
     end
-    names[f.name], codes[f.externalCode] = true, true
+    names_seen[f.name], codes[f.externalCode] = true, true
+  end
+  for _, c in ipairs(current or {}) do
+    if codes[c.externalCode] then
+      return invalid(self, method, "VALIDATION_DUPLICATE_EXIST_CODE", "%s: the table already has a column with externalCode %s (id %s)",
+        where, tostring(c.externalCode), tostring(c.id))
+    end
+    if names_seen[c.name] then
+      return invalid(self, method, "VALIDATION_DUPLICATE_EXIST_NAME", "%s: the table already has a column named %s (id %s)",
+        where, tostring(c.name), tostring(c.id))
+    end
   end
   return true
 end
 
+-- An object id: a positive integer (VALIDATION_ID_NOT_PROVIDED, VALIDATION_INVALID_ID_FORMAT).
 local function check_id(self, method, id)
-  if tonumber(id) == nil then
-    return invalid(self, method, "VALIDATION_REQUIRED_FIELD_MISSING", "id must be a number, got %s", tostring(id))
+  if id == nil then return invalid(self, method, "VALIDATION_ID_NOT_PROVIDED", "id is missing") end
+  local n = tonumber(id)
+  if n == nil or n < 1 or n ~= math.floor(n) then
+    return invalid(self, method, "VALIDATION_INVALID_ID_FORMAT", "id must be a positive integer, got %s", tostring(id))
   end
   return true
 end
@@ -138,7 +170,8 @@ local function known_connector_keys(self)
   for k, v in pairs(fields) do
     if type(k) == "string" then known[k] = true
     elseif type(v) == "table" then
-      local name = v.name or v.code or v.field or v.id
+      -- the current answer is a list of {title, type, isRequired, ...} (connector-fields.md)
+      local name = v.title or v.name or v.code or v.field or v.id
       if type(name) == "string" then known[name] = true end
     end
   end
@@ -209,30 +242,50 @@ function VALIDATE.source(self, method, f, adding)
   return true
 end
 
-function VALIDATE.dataset(self, method, f, adding)
-  local ok, err = check_types(self, method, f, DATASET_KEYS, "fields")
-  if not ok then return nil, err end
-  if adding then
-    ok, err = check_required(self, method, f, DATASET_REQUIRED, "fields")
-    if not ok then return nil, err end
-    if not f.name:match("^[a-z][a-z0-9_]*$") then
-      return invalid(self, method, "VALIDATION_DATASET_NAME_INVALID", "fields.name must start with a letter and use a-z, 0-9, _ (got %s)", f.name)
-    end
-    if #f.name > 230 then
-      return invalid(self, method, "VALIDATION_DATASET_NAME_TOO_LONG", "fields.name must be at most 230 characters (has %d)", #f.name)
-    end
-    ok, err = check_dataset_fields(self, method, f.fields, "fields.fields")
-    if not ok then return nil, err end
-  else
-    for _, k in ipairs({ "name", "sourceId", "externalCode", "fields" }) do
-      if f[k] ~= nil then
-        return invalid(self, method, "VALIDATION_IMMUTABLE_FIELD", "fields.%s cannot be changed by update%s", k,
-          k == "fields" and " (use fields_update)" or "")
-      end
+-- A table (or a dataset: the deprecated family has the same rules, dataset/index.md).
+function VALIDATE.table(self, method, f, adding)
+  for k in pairs(f) do
+    if TABLE_READ_ONLY[k] then
+      return invalid(self, method, "VALIDATION_READ_ONLY_FIELD", "fields.%s is read-only", tostring(k))
+    elseif not TABLE_KEYS[k] then
+      return invalid(self, method, "VALIDATION_UNKNOWN_PARAMETERS", "fields.%s is not a %s field", tostring(k), self.kind)
     end
   end
-  return true
+  local ok, err = check_types(self, method, f, TABLE_KEYS, "fields")
+  if not ok then return nil, err end
+  if not adding then
+    -- update changes the description only (table/biconnector-table-update.md)
+    if f.fields ~= nil then
+      return invalid(self, method, "INVALID_METHOD", "fields.fields cannot be changed by update: use fields_update (%sfields.update)", self.prefix)
+    end
+    for _, k in ipairs(TABLE_IMMUTABLE) do
+      if f[k] ~= nil then
+        return invalid(self, method, "VALIDATION_IMMUTABLE_FIELD", "fields.%s cannot be changed (set once by add; only description changes)%s", k,
+          k == "name" and ": a new name is a new " .. self.kind or "")
+      end
+    end
+    if next(f) == nil then return invalid(self, method, "VALIDATION_FIELDS_NOT_PROVIDED", "fields is empty: nothing to update") end
+    return true
+  end
+  ok, err = check_required(self, method, f, TABLE_REQUIRED, "fields")
+  if not ok then return nil, err end
+  if not f.name:match("^[a-z][a-z0-9_]*$") then
+    return invalid(self, method, "VALIDATION_DATASET_NAME_INVALID", "fields.name must start with a letter and use a-z, 0-9, _ (got %s; names.table_name derives one)", f.name)
+  end
+  if #f.name > names.TABLE_NAME_MAX then
+    return invalid(self, method, "VALIDATION_DATASET_NAME_TOO_LONG", "fields.name must be at most 230 characters (has %d)", #f.name)
+  end
+  for _, k in ipairs({ "externalName", "externalCode" }) do
+    if #f[k] > 512 then
+      return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "fields.%s must be at most 512 characters (has %d)", k, #f[k])
+    end
+  end
+  if is_list(f.fields) and f.fields[1] == nil then
+    return invalid(self, method, "FIELDS_EMPTY", "fields.fields is empty: a %s needs at least one column", self.kind)
+  end
+  return check_columns(self, method, f.fields, "fields.fields", self.kind == "table" and "DUPLICATE_FIELDS" or "VALIDATION_DUPLICATE_FIELD_NAME")
 end
+VALIDATE.dataset = VALIDATE.table
 
 -- service:add(fields [, opts]) -> id, or nil, err (connectors: id, dropped keys)
 function Service:add(fields, opts)
@@ -267,10 +320,29 @@ function Service:update(id, fields, opts)
   return true, dropped
 end
 
+-- The object of a *.get answer: result.item (the current contract,
+-- api-reference/biconnector/index.md "Response Format"), or result itself (older
+-- portals). A source's own fields sit in item.connection: they come out beside
+-- connectorId and settings, one flat object as source.list gives.
+local function item_of(kind, result)
+  if type(result) ~= "table" or type(result.item) ~= "table" then return result end
+  local item = result.item
+  if kind == "source" and type(item.connection) == "table" then
+    local flat = {}
+    for k, v in pairs(item.connection) do flat[k] = v end
+    for k, v in pairs(item) do if k ~= "connection" and flat[k] == nil then flat[k] = v end end
+    return flat
+  end
+  return item
+end
+
+-- service:get(id) -> the object (a table's with its columns in `fields`), or nil, err
 function Service:get(id)
   local ok, err = check_id(self, "get", id)
   if not ok then return nil, err end
-  return self.client:call(self.prefix .. "get", { id = id })
+  local result, cerr = self.client:call(self.prefix .. "get", { id = id })
+  if result == nil then return nil, cerr end
+  return item_of(self.kind, result)
 end
 
 -- service:list([params]) -> every object (all pages), or nil, err
@@ -297,9 +369,12 @@ function Service:known_keys()
   return known_connector_keys(self)
 end
 
--- dataset:fields_update(id, {add = {...}, update = {{id=, visible=}}, delete = {ids}})
-function Service:fields_update(id, changes)
-  if self.kind ~= "dataset" then error("fields_update is a dataset method", 2) end
+-- table:fields_update(id, {add = {columns}, update = {{id=, visible=}}, delete = {ids}} [, opts])
+-- (also dataset:fields_update). opts.current: the table's columns (from get):
+-- new ones are then checked against them, and ids to update or delete must be
+-- among them (the portal deletes a column id of any table, fields-update.md).
+function Service:fields_update(id, changes, opts)
+  if self.kind ~= "table" and self.kind ~= "dataset" then error("fields_update is a table method", 2) end
   local method = "fields.update"
   local ok, err = check_id(self, method, id)
   if not ok then return nil, err end
@@ -309,25 +384,45 @@ function Service:fields_update(id, changes)
       return invalid(self, method, "VALIDATION_UNKNOWN_PARAMETERS", "changes.%s is not one of add, update, delete", tostring(k))
     end
   end
+  local current = opts and opts.current
+  local ids
+  if current then
+    ids = {}
+    for _, c in ipairs(current) do if c.id ~= nil then ids[tostring(c.id)] = true end end
+  end
+  local function own(i, what, column_id)
+    if ids and not ids[tostring(column_id)] then
+      return invalid(self, method, "VALIDATION_FIELD_NOT_FOUND", "%s[%d]: column %s is not a column of %s %s", what, i,
+        tostring(column_id), self.kind, tostring(id))
+    end
+    return true
+  end
   if changes.add ~= nil then
-    ok, err = check_dataset_fields(self, method, changes.add, "add")
+    ok, err = check_columns(self, method, changes.add, "add", "VALIDATION_DUPLICATE_FIELD_NAME", current)
     if not ok then return nil, err end
   end
   if changes.update ~= nil then
     if not is_list(changes.update) then return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "update must be an array of {id, visible}") end
     for i, u in ipairs(changes.update) do
-      if type(u) ~= "table" or tonumber(u.id) == nil then
-        return invalid(self, method, "VALIDATION_REQUIRED_FIELD_MISSING", "update[%d].id must be a field id", i)
+      if type(u) ~= "table" or tonumber(u.id) == nil or u.visible == nil then
+        return invalid(self, method, "VALIDATION_FIELD_UPDATE_MISSING_REQUIRED_FIELDS", "update[%d] must have id (a column id) and visible", i)
       end
-      if u.visible ~= nil and type(u.visible) ~= "boolean" then
+      if type(u.visible) ~= "boolean" then
         return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "update[%d].visible must be a boolean", i)
       end
+      ok, err = own(i, "update", u.id)
+      if not ok then return nil, err end
     end
   end
   if changes.delete ~= nil then
-    if not is_list(changes.delete) then return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "delete must be an array of field ids") end
+    if not is_list(changes.delete) then return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "delete must be an array of column ids") end
     for i, d in ipairs(changes.delete) do
-      if tonumber(d) == nil then return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "delete[%d] must be a field id", i) end
+      local n = tonumber(d)
+      if n == nil or n < 1 or n ~= math.floor(n) then
+        return invalid(self, method, "VALIDATION_FIELD_DELETE_INVALID_ID", "delete[%d] must be a column id (a positive integer), got %s", i, tostring(d))
+      end
+      ok, err = own(i, "delete", d)
+      if not ok then return nil, err end
     end
   end
   local params = { id = id }

@@ -4,6 +4,7 @@
 local core = require "biconnector.core"
 local json = require "biconnector.json"
 local form = require "biconnector.form"
+local address = require "biconnector.address"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local format, floor, concat = string.format, math.floor, table.concat
@@ -23,14 +24,21 @@ Options:
   --search TEXT          the table_list search string (default: taken from a listed table)
   --timeout SECONDS      per request (default 250, Bitrix24's bound)
   --slow SECONDS         warn when an answer takes longer (default 60)
+  --budget SECONDS       fail an endpoint whose slowest answer takes longer
+                         (default 250: Bitrix24 gives up then)
+  --allow-local          the portal calls local-network addresses (an on-premise
+                         Bitrix24 with allow_local_connections): no warning for them
   --ca-file FILE         CA certificates for an https URL
   --json                 print a JSON report instead of text
 Exit code: 0 when nothing FAILed, 1 when something did, 2 on usage errors.
 ]]
 
-local DEFAULTS = { body = "form", limit = 5, timeout = 250, slow = 60, connect_timeout = 10,
+local DEFAULTS = { body = "form", limit = 5, timeout = 250, slow = 60, budget = 250, connect_timeout = 10,
   max_body = 64 * 1024 * 1024 }
-local FIELD_TYPES = { int = true, string = true, double = true, date = true, datetime = true }
+-- urlTableDescription types (connector/index.md, "urlTableDescription")
+local FIELD_TYPES = { int = true, string = true, double = true, date = true, datetime = true, money = true, timezone = true }
+local FIELD_TYPE_LIST = "int, string, double, date, datetime, money, timezone"
+local ENDPOINTS = { "check", "table_list", "table_description", "data" }
 local MAX_LINES_PER_REQUEST = 8
 
 ---------------------------------------------------------------- value helpers
@@ -107,18 +115,37 @@ function _M.check_value(v, ftype)
     if y and valid_date(y, m, d) then return nil end
     return "FAIL", "date value must be YYYY-MM-DD, got " .. show(v)
   elseif ftype == "datetime" then
+    -- Y-m-d H:i:s (the table column format), or with an offset as the urlData
+    -- example shows it, 2024-08-30T12:19:57+02:00 (connector/index.md): both pass
     if type(v) ~= "string" then return "FAIL", "datetime value must be a string YYYY-MM-DD HH:MM:SS, got " .. show(v) end
     local y, m, d, h, mi, s = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d) (%d%d):(%d%d):(%d%d)$")
     if y and valid_date(y, m, d) and valid_time(h, mi, s) then return nil end
     y, m, d, h, mi, s = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)")
     if y and valid_date(y, m, d) and valid_time(h, mi, s) then
       local rest = v:sub(20)
-      if rest:match("^%.%d+") then rest = rest:gsub("^%.%d+", "") end
-      if rest == "" or rest == "Z" or rest:match("^[+-]%d%d:?%d%d$") then
-        return "WARN", "datetime value in ISO 8601 " .. show(v) .. " (accepted; the dataset field format is YYYY-MM-DD HH:MM:SS)"
+      local zh, zm = rest:match("^[+-](%d%d):(%d%d)$")
+      if rest == "Z" or (zh and in_range(zh, 0, 23) and in_range(zm, 0, 59)) then return nil end
+      local frac = rest:match("^%.%d+(.*)$")
+      if frac then rest = frac end
+      if rest == "" then
+        return "WARN", "datetime value in ISO 8601 without an offset " .. show(v) .. " (accepted; give YYYY-MM-DD HH:MM:SS, or the offset)"
+      end
+      zh, zm = rest:match("^[+-](%d%d):?(%d%d)$")
+      if rest == "Z" or (zh and in_range(zh, 0, 23) and in_range(zm, 0, 59)) then
+        return "WARN", "datetime value in ISO 8601 " .. show(v) .. " (accepted; the documented forms are YYYY-MM-DD HH:MM:SS and 2024-08-30T12:19:57+02:00)"
       end
     end
-    return "FAIL", "datetime value must be YYYY-MM-DD HH:MM:SS, got " .. show(v)
+    return "FAIL", "datetime value must be YYYY-MM-DD HH:MM:SS or YYYY-MM-DDTHH:MM:SS+HH:MM, got " .. show(v)
+  elseif ftype == "money" then
+    -- kept as a number: Bitrix24 drops all but digits, "-" and the separator
+    if type(v) == "number" then return nil end
+    if type(v) == "string" and v:match("%d") then
+      return "WARN", "money value as a string " .. show(v) .. " (Bitrix24 keeps only its digits, minus sign and decimal separator; answer a number)"
+    end
+    return "FAIL", "money value must be a JSON number, got " .. show(v)
+  elseif ftype == "timezone" then
+    if type(v) ~= "string" or v == "" then return "FAIL", "timezone value must be a time zone identifier string, got " .. show(v) end
+    return nil
   end
   return nil -- an unknown type was reported with the description
 end
@@ -203,6 +230,8 @@ local function post(ctx, endpoint, params)
   local started = now()
   local res, err = ctx.transport(req)
   local seconds = now() - started
+  local slowest = ctx.slowest[endpoint]
+  if not slowest or seconds > slowest.seconds then ctx.slowest[endpoint] = { seconds = seconds, answered = res ~= nil } end
   if not res then
     local message = tostring(err)
     if type(err) == "table" and err.timeout then
@@ -220,7 +249,8 @@ end
 -- decoded JSON (when want_json) or nil after noting why.
 local function common(ctx, f, res, want_json)
   if res.seconds > ctx.opts.slow then
-    note(f, "WARN", format("answered in %.1f s, over %g s (Bitrix24 gives up at 250 s)", res.seconds, ctx.opts.slow))
+    note(f, "WARN", format("answered in %.1f s, over %g s (Bitrix24 waits 250 s for an answer, and 60 s for its body)",
+      res.seconds, ctx.opts.slow))
   end
   if res.status ~= 200 then
     note(f, "FAIL", format("HTTP status %s, expected 200 (Bitrix24 reads any other status as \"connection unavailable\"): %s",
@@ -306,8 +336,8 @@ local function check_description(f, value)
             note(f, "FAIL", format("field %d (%s): type %s must be lower case (older portals compare exactly)",
               i, fd.code, show(fd.type)))
           else
-            note(f, "FAIL", format("field %d (%s): type %s is not one of int, string, double, date, datetime (Bitrix24 would treat it as string)",
-              i, fd.code, show(fd.type)))
+            note(f, "FAIL", format("field %d (%s): type %s is not one of %s (Bitrix24 would treat it as string)",
+              i, fd.code, show(fd.type), FIELD_TYPE_LIST))
           end
         end
         if seen[fd.code] then
@@ -705,7 +735,43 @@ local function step_wrong_credentials(ctx)
   end
 end
 
+-- Each endpoint's slowest answer against Bitrix24's budget (250 s, connector/index.md).
+local function step_time(ctx)
+  local budget = ctx.opts.budget
+  local parts, over = {}, {}
+  for _, endpoint in ipairs(ENDPOINTS) do
+    local t = ctx.slowest[endpoint]
+    if t then
+      parts[#parts + 1] = format("%s %.3f s", endpoint, t.seconds)
+      if t.seconds > budget then over[#over + 1] = { endpoint, t } end
+    end
+  end
+  if #parts == 0 then return end
+  for _, o in ipairs(over) do
+    add(ctx.report, "FAIL", "time " .. o[1], format("the slowest %s took %.1f s, over the %g s Bitrix24 waits: it would report"
+      .. " the connection unavailable", o[2].answered and "answer" or "request (no answer)", o[2].seconds, budget),
+      { seconds = o[2].seconds })
+  end
+  if #over == 0 then
+    add(ctx.report, "PASS", "time", format("slowest answers %s, within the %g s Bitrix24 waits", concat(parts, ", "), budget))
+  end
+end
+
+-- A local-network address is one Bitrix24 does not call (biconnector.address).
+local function step_address(ctx)
+  local url = ctx.base
+  local reason, host = address.local_reason(url)
+  if not reason then
+    add(ctx.report, "PASS", "address", format("%s is not a local-network address", tostring(address.host_of(url))))
+  elseif ctx.opts.allow_local then
+    add(ctx.report, "PASS", "address", format("%s is %s; allowed (--allow-local: a portal with allow_local_connections)", host, reason))
+  else
+    add(ctx.report, "WARN", "address", address.warning(url) .. " (--allow-local when the portal is on this network)")
+  end
+end
+
 local function run_mode(ctx)
+  step_address(ctx)
   local ok = step_check(ctx)
   local tables = step_table_list(ctx)
   if not tables then
@@ -735,6 +801,7 @@ local function run_mode(ctx)
     end
   end
   step_wrong_credentials(ctx)
+  step_time(ctx)
   return ok
 end
 
@@ -742,7 +809,7 @@ end
 
 -- verify.run(url, opts) -> report
 -- opts: settings = {code = value}, body = "form"|"json"|"both", tables = {codes},
--- limit, search, timeout, slow, connect_timeout, max_body, ca_file,
+-- limit, search, timeout, slow, budget, allow_local, connect_timeout, max_body, ca_file,
 -- progress = function(endpoint, table_code, body_mode) called before each request,
 -- transport = function(req) -> {status, headers, body} | nil, err (default core.http).
 function _M.run(url, opts)
@@ -768,7 +835,7 @@ function _M.run(url, opts)
   local modes = o.body == "both" and { "form", "json" } or { o.body }
   for _, mode in ipairs(modes) do
     local ctx = { base = base_url(url), mode = mode, opts = o, report = report, transport = transport,
-      connection = connection }
+      connection = connection, slowest = {} }
     local first = #report.checks + 1
     run_mode(ctx)
     for i = first, #report.checks do report.checks[i].body = mode end
@@ -858,6 +925,11 @@ function _M.parse_args(args)
       v, err = number_of(a, 0)
       if not v then return nil, err end
       o.slow = v
+    elseif a == "--budget" then
+      v, err = number_of(a, 0.001)
+      if not v then return nil, err end
+      o.budget = v
+    elseif a == "--allow-local" then o.allow_local = true
     elseif a == "--search" then
       v, err = value_of(a)
       if not v then return nil, err end

@@ -6,6 +6,18 @@
 -- batch with $result references, the leaky bucket, and faults injected via
 -- POST /_control. GET /_control/stats returns what it received.
 --
+-- The biconnector.* methods follow the current contract (b24restdocs
+-- api-reference/biconnector/, 2026): errors inside `result` with HTTP 200,
+-- except an `order` direction other than ASC/DESC (HTTP 400 ERROR_ARGUMENT at
+-- the top); connector -> source -> table (biconnector.table.*; the deprecated
+-- biconnector.dataset.* works on the same tables, but dataset.delete answers
+-- HTTP 500 as on a portal with BI Builder); `*.get` -> result.item,
+-- `*.list` -> a bare array of 50 a page by `page`; source.add/update call the
+-- connector's urlCheck; webhooks are refused except by the `*.fields` methods.
+-- Older portals stay reachable by config: errors_at_top = true (errors at the
+-- top level, ACCESS_DENIED with 403), without_tables = true (no table.*:
+-- ERROR_METHOD_NOT_FOUND, and a dataset.delete that works), url_check = false.
+--
 -- Usage: portal.lua PORT_FILE [CERT KEY]   (binds 127.0.0.1:0 and writes the
 -- port there; with CERT and KEY it speaks HTTPS through luasec)
 package.path = (arg[0]:match("^(.*)/portal/[^/]*$") or ".") .. "/?.lua;" .. package.path
@@ -24,7 +36,9 @@ local DEFAULTS = {
   client_id = "local.test.app", client_secret = "appsecret",
   biconnector_via_webhook = false,      -- the real portal answers ACCESS_DENIED
   connector_fields_without = {},        -- e.g. {"sourceCode"} to act as an older portal
-  url_check = false,                    -- true: source.add/update call the connector's urlCheck, as Bitrix24 does
+  url_check = true,                     -- source.add/update call the connector's urlCheck, as Bitrix24 does
+  errors_at_top = false,                -- true: biconnector.* errors at the top level (portals before 2026)
+  without_tables = false,               -- true: a portal without biconnector.table.* (only dataset.*)
   operating_limit = 480,
   page_size = 50,
   oauth_hold = nil,                     -- seconds: hold the next renewal unanswered, then drop it unprocessed
@@ -65,10 +79,13 @@ end
 -------------------------------------------------------------------------------
 -- helpers for answers
 local ApiError = {}
-local function api_error(code, description, status)
-  return setmetatable({ code = code, description = description, status = status or 200 }, ApiError)
+local function api_error(code, description, status, top)
+  return setmetatable({ code = code, description = description, status = status or 200, top = top }, ApiError)
 end
+-- A biconnector module error: inside `result` (unless errors_at_top).
 local function fail(code, description, status) error(api_error(code, description, status), 0) end
+-- An error of the REST layer below the module: always at the top level.
+local function fail_top(code, description, status) error(api_error(code, description, status, true), 0) end
 
 local function time_block(method, started)
   local fin = now()
@@ -96,7 +113,7 @@ local function truthy(v)
 end
 
 local function copy(v)
-  if type(v) ~= "table" then return v end
+  if type(v) ~= "table" or v == null then return v end
   local t = {}
   for k, x in pairs(v) do t[k] = copy(x) end
   if J.is_array(v) then array(t) end
@@ -121,11 +138,11 @@ end
 -- filtering, ordering and paging shared by the list methods
 local function match_filter(item, filter)
   if not is_table(filter) then return true end
-  local logic = tostring(filter.LOGIC or "AND"):upper()
+  local logic = tostring(filter.LOGIC or filter.logic or "AND"):upper()
   local any = false
   local results = {}
   for key, want in pairs(filter) do
-    if key ~= "LOGIC" then
+    if key ~= "LOGIC" and key ~= "logic" then
       local ok
       if type(key) == "number" or (is_table(want) and not J.is_array(want) and #want == 0 and not tostring(key):match("^[!@=]")) then
         ok = match_filter(item, want)
@@ -168,7 +185,13 @@ local function sorted_items(store, filter, order)
   end
   local field, dir = "id", "ASC"
   if is_table(order) then
-    for k, v in pairs(order) do field, dir = k, tostring(v):upper() end
+    for k, v in pairs(order) do
+      field, dir = k, type(v) == "string" and v:upper() or ""
+      -- the ORM refuses it below the module: HTTP 400 at the top (biconnector/index.md, "Errors")
+      if dir ~= "ASC" and dir ~= "DESC" then
+        fail_top("ERROR_ARGUMENT", "Invalid sort direction for field " .. tostring(k) .. ": " .. tostring(v), 400)
+      end
+    end
   elseif order ~= nil then
     fail("VALIDATION_ORDER_TYPE", "order must be an object")
   end
@@ -188,13 +211,40 @@ local function select_fields(item, sel)
 end
 
 -------------------------------------------------------------------------------
--- biconnector validation, as protocol.md section 3.1 documents it
+-- biconnector validation, as protocol.md sections 3.1 and 3.2 document it
 local CONNECTOR_FIELDS = { "id", "title", "logo", "description", "urlCheck", "urlTableList",
   "urlTableDescription", "urlData", "settings", "sort", "supportMapping", "sourceCode", "dateCreate" }
 local CONNECTOR_REQUIRED = { "title", "logo", "urlCheck", "urlTableList", "urlTableDescription", "urlData", "settings" }
 local SOURCE_FIELDS = { "id", "title", "description", "active", "connectorId", "settings", "dateCreate" }
-local DATASET_FIELDS = { "id", "name", "externalName", "externalCode", "sourceId", "description", "fields", "dateCreate" }
-local FIELD_TYPES = { int = true, string = true, double = true, date = true, datetime = true }
+-- A table's fields as table.fields lists them: name, type (as that method spells
+-- it), required, read-only, immutable, multiple (table/biconnector-table-fields.md).
+local TABLE_SCHEMA = {
+  { "id", "integer", true, true, false, false }, { "sourceId", "integer", true, false, true, false },
+  { "name", "string", true, false, true, false }, { "type", "string", true, true, false, false },
+  { "description", "string", false, false, false, false }, { "externalName", "string", true, false, true, false },
+  { "externalCode", "string", true, false, true, false }, { "externalId", "integer", true, true, false, false },
+  { "dateCreate", "datetime", true, true, false, false }, { "dateUpdate", "datetime", true, true, false, false },
+  { "createdById", "integer", true, true, false, false }, { "updatedById", "integer", true, true, false, false },
+  { "fields", "array", true, false, false, true },
+}
+local TABLE_WRITABLE = { sourceId = true, name = true, description = true, externalName = true, externalCode = true, fields = true }
+local TABLE_READ_ONLY = { id = true, type = true, externalId = true, dateCreate = true, dateUpdate = true,
+  createdById = true, updatedById = true, csvDelimiter = true, csvEncoding = true, csvHasHeaders = true }
+local TABLE_IMMUTABLE = { "sourceId", "name", "externalName", "externalCode" }
+local CSV_FIELDS = { csvDelimiter = true, csvEncoding = true, csvHasHeaders = true }
+-- case-sensitive: "INT" is VALIDATION_FIELD_INVALID_TYPE (table/biconnector-table-add.md)
+local FIELD_TYPES = { int = true, string = true, double = true, date = true, datetime = true, money = true, timezone = true }
+
+local function now_ymd() return os.date("!%Y-%m-%d %H:%M:%S") end
+
+local function schema_answer(list)
+  local fields = array({})
+  for i, f in ipairs(list) do
+    fields[i] = J.object({ title = f[1], type = f[2], isRequired = f[3], isReadOnly = f[4], isImmutable = f[5],
+      isMultiple = f[6] }, { "title", "type", "isRequired", "isReadOnly", "isImmutable", "isMultiple" })
+  end
+  return { fields = fields }
+end
 
 local function known_connector_fields()
   local skip = {}
@@ -211,7 +261,7 @@ local function check_unknown(fields, known)
 end
 
 local function need_fields(params)
-  if not is_table(params.fields) then fail("VALIDATION_FIELDS_NOT_PROVIDED", "Parameter 'fields' is not provided") end
+  if not is_table(params.fields) then fail("VALIDATION_FIELDS_NOT_PROVIDED", "Fields not provided.") end
   return params.fields
 end
 
@@ -230,45 +280,66 @@ local function check_settings(settings)
 end
 
 local function get_by_id(store, params, code, what)
+  if params.id == nil then fail("VALIDATION_ID_NOT_PROVIDED", "ID is missing.") end
   local id = tonum(params.id)
-  if not id then fail("VALIDATION_REQUIRED_FIELD_MISSING", "Parameter 'id' is required") end
+  if not id or id < 1 or id ~= math.floor(id) then fail("VALIDATION_INVALID_ID_FORMAT", "ID has to be a positive integer.") end
   local obj = store[id]
-  if not obj then fail(code, what .. " with id " .. id .. " not found") end
+  if not obj then fail(code, what .. " was not found.") end
   return obj, id
 end
 
-local function check_dataset_fields(list, existing)
-  local names, codes = {}, {}
-  for _, f in ipairs(existing or {}) do names[f.name] = true codes[f.externalCode] = true end
-  for i, f in ipairs(list) do
-    if not is_table(f) then fail("VALIDATION_FIELD_INVALID_TYPE", "fields[" .. i .. "] must be an object") end
-    if not FIELD_TYPES[tostring(f.type):lower()] then fail("VALIDATION_FIELD_INVALID_TYPE", "fields[" .. i .. "].type is invalid") end
-    if type(f.name) ~= "string" or not f.name:match("^[A-Z][A-Z0-9_]*$") or #f.name > 32 then
-      fail("VALIDATION_FIELD_NAME_INVALID", "fields[" .. i .. "].name is invalid")
+-- The columns of an add (RestDatasetManager::checkFields in Bitrix24's module):
+-- repeated codes and names first, then each column's keys, name and type.
+local function check_columns(list, dup_name_code)
+  local codes, names, dup_codes, dup_names = {}, {}, {}, {}
+  for _, f in ipairs(list) do
+    if is_table(f) then
+      local c, n = tostring(f.externalCode), tostring(f.name)
+      if codes[c] and not dup_codes[c] then dup_codes[#dup_codes + 1] = c dup_codes[c] = true end
+      if names[n] and not dup_names[n] then dup_names[#dup_names + 1] = n dup_names[n] = true end
+      codes[c], names[n] = true, true
     end
-    if type(f.externalCode) ~= "string" or f.externalCode == "" then fail("VALIDATION_FIELD_EXTERNAL_CODE_MISSING", "fields[" .. i .. "].externalCode is required") end
-    if names[f.name] then fail("VALIDATION_DUPLICATE_FIELD_NAME", "duplicate field name " .. f.name) end
-    if codes[f.externalCode] then fail("VALIDATION_DUPLICATE_FIELD_EXTERNAL_CODE", "duplicate external code " .. f.externalCode) end
-    names[f.name], codes[f.externalCode] = true, true
+  end
+  if dup_name_code == "DUPLICATE_FIELDS" and #dup_names > 0 then
+    fail("DUPLICATE_FIELDS", "Duplicate column names: " .. table.concat(dup_names, ", ") .. ".")
+  end
+  if #dup_codes > 0 then
+    fail("VALIDATION_DUPLICATE_FIELD_CODE", 'Duplicate values found in the "code" parameter: ' .. table.concat(dup_codes, ", "))
+  end
+  if #dup_names > 0 then
+    fail("VALIDATION_DUPLICATE_FIELD_NAME", 'Duplicate values found in the "name" parameter: ' .. table.concat(dup_names, ", "))
+  end
+  for _, f in ipairs(list) do
+    if not is_table(f) or f.name == nil or f.type == nil or f.externalCode == nil then
+      fail("VALIDATION_FIELD_MISSING_REQUIRED_PARAMETERS", 'Field must include the required parameters: "name", "externalCode" and "type".')
+    end
+    if type(f.name) ~= "string" or not f.name:match("^[A-Z][A-Z0-9_]*$") then
+      fail("VALIDATION_FIELD_NAME_INVALID_FORMAT", 'Field "name" has to start with an uppercase Latin character. Possible entry includes uppercase Latin characters (A-Z), numbers (0-9) and underscores.')
+    end
+    if #f.name > 32 then fail("VALIDATION_FIELD_NAME_TOO_LONG", 'Field "name" must not exceed 32 characters.') end
+    if not FIELD_TYPES[f.type] then fail("VALIDATION_FIELD_INVALID_TYPE", "Invalid field type.") end
   end
 end
 
-local function new_field(f)
+local function new_field(f, table_id)
   state.next_id.field = state.next_id.field + 1
-  return { id = state.next_id.field, type = tostring(f.type):lower(), name = f.name, externalCode = f.externalCode, visible = true }
+  return J.object({ id = state.next_id.field, datasetId = table_id, type = f.type, name = f.name,
+    externalCode = tostring(f.externalCode), visible = true, description = "" },
+    { "id", "datasetId", "type", "name", "externalCode", "visible", "description" })
 end
 
-local function list_method(get_store)
+local function list_method(get_store, view)
   return function(params)
     local store = get_store()
-    local page = tonum(params.page) or 1
-    if page < 1 then page = 1 end
+    local page = tonum(params.page) or 1 -- start is ignored; a bad page is the first one
+    if page < 1 or page ~= math.floor(page) then page = 1 end
     if params.select ~= nil and not is_table(params.select) then fail("VALIDATION_SELECT_TYPE", "select must be an array") end
     if params.filter ~= nil and not is_table(params.filter) then fail("VALIDATION_FILTER_TYPE", "filter must be an object") end
     local all = sorted_items(store, params.filter, params.order)
     local out = array({})
     for i = (page - 1) * config.page_size + 1, math.min(#all, page * config.page_size) do
-      out[#out + 1] = select_fields(all[i], params.select)
+      local item = view and view(all[i]) or all[i]
+      out[#out + 1] = select_fields(item, params.select)
     end
     return out -- the biconnector lists answer without total/next
   end
@@ -277,18 +348,16 @@ end
 local methods = {}
 
 methods["biconnector.connector.fields"] = function()
-  local fields = {}
-  local known = known_connector_fields()
-  local keys = {}
+  local known, list = known_connector_fields(), {}
+  local required = {}
+  for _, k in ipairs(CONNECTOR_REQUIRED) do required[k] = true end
   for _, k in ipairs(CONNECTOR_FIELDS) do
     if known[k] then
-      keys[#keys + 1] = k
-      fields[k] = { title = k, type = (k == "settings") and "array" or "string", isRequired = false,
-        isReadOnly = (k == "id" or k == "dateCreate"), isImmutable = false, isMultiple = (k == "settings") }
+      list[#list + 1] = { k, k == "settings" and "array" or (k == "id" or k == "sort") and "integer" or "string",
+        required[k] or k == "id", k == "id" or k == "dateCreate", false, k == "settings" }
     end
   end
-  for _, k in ipairs(CONNECTOR_REQUIRED) do fields[k].isRequired = true end
-  return { fields = J.object(fields, keys) }
+  return schema_answer(list)
 end
 
 methods["biconnector.connector.add"] = function(params)
@@ -296,7 +365,7 @@ methods["biconnector.connector.add"] = function(params)
   check_unknown(f, known_connector_fields())
   if f.id ~= nil or f.dateCreate ~= nil then fail("VALIDATION_READ_ONLY_FIELD", "id is read-only") end
   for _, k in ipairs(CONNECTOR_REQUIRED) do
-    if f[k] == nil or f[k] == "" then fail("VALIDATION_REQUIRED_FIELD_MISSING", "Field '" .. k .. "' is required") end
+    if f[k] == nil or f[k] == "" then fail("VALIDATION_REQUIRED_FIELD_MISSING", 'Field "' .. k .. '" is required.') end
   end
   local settings = check_settings(f.settings)
   if f.sourceCode ~= nil and #tostring(f.sourceCode) > 64 then fail("VALIDATION_INVALID_FIELD_TYPE", "sourceCode is too long") end
@@ -324,7 +393,7 @@ methods["biconnector.connector.update"] = function(params)
 end
 
 methods["biconnector.connector.get"] = function(params)
-  return copy((get_by_id(state.connectors, params, "CONNECTOR_NOT_FOUND", "Connector")))
+  return { item = copy((get_by_id(state.connectors, params, "CONNECTOR_NOT_FOUND", "Connector"))) }
 end
 methods["biconnector.connector.list"] = list_method(function() return state.connectors end)
 
@@ -338,9 +407,12 @@ methods["biconnector.connector.delete"] = function(params)
 end
 
 methods["biconnector.source.fields"] = function()
-  local f = {}
-  for _, k in ipairs(SOURCE_FIELDS) do f[k] = { title = k, isRequired = (k == "title" or k == "connectorId" or k == "settings") } end
-  return { fields = f }
+  local list = {}
+  for _, k in ipairs(SOURCE_FIELDS) do
+    list[#list + 1] = { k, (k == "id" or k == "connectorId") and "integer" or k == "active" and "boolean" or "string",
+      k == "title" or k == "connectorId" or k == "settings" or k == "id", k == "id" or k == "dateCreate", k == "connectorId", false }
+  end
+  return schema_answer(list)
 end
 
 local source_known = {}
@@ -375,10 +447,10 @@ methods["biconnector.source.add"] = function(params)
   local f = need_fields(params)
   check_unknown(f, source_known)
   for _, k in ipairs({ "title", "connectorId", "settings" }) do
-    if f[k] == nil or f[k] == "" then fail("VALIDATION_REQUIRED_FIELD_MISSING", "Field '" .. k .. "' is required") end
+    if f[k] == nil or f[k] == "" then fail("VALIDATION_REQUIRED_FIELD_MISSING", 'Field "' .. k .. '" is required.') end
   end
   local cid = tonum(f.connectorId)
-  if not cid or not state.connectors[cid] then fail("CONNECTOR_NOT_FOUND", "Connector not found") end
+  if not cid or not state.connectors[cid] then fail("CONNECTOR_NOT_FOUND", "Connector was not found.") end
   if not is_table(f.settings) then fail("VALIDATION_INVALID_FIELD_TYPE", "settings must be an object") end
   url_check(state.connectors[cid], f.settings, "SOURCE_CREATE_CONNECTION_ERROR", "Cannot create connection.")
   state.next_id.source = state.next_id.source + 1
@@ -392,95 +464,197 @@ methods["biconnector.source.update"] = function(params)
   local s = get_by_id(state.sources, params, "SOURCE_NOT_FOUND", "Source")
   local f = need_fields(params)
   check_unknown(f, source_known)
-  if f.connectorId ~= nil then fail("VALIDATION_IMMUTABLE_FIELD", "connectorId is immutable") end
+  if f.connectorId ~= nil then fail("VALIDATION_IMMUTABLE_FIELD", 'Field "connectorId" is immutable.') end
   if is_table(f.settings) then
     url_check(state.connectors[s.connectorId], f.settings, "SOURCE_UPDATE_CONNECTION_ERROR", "Cannot update connection.")
   end
   for k, v in pairs(f) do s[k] = (k == "active") and truthy(v) or copy(v) end
   return true
 end
-methods["biconnector.source.get"] = function(params) return copy((get_by_id(state.sources, params, "SOURCE_NOT_FOUND", "Source"))) end
+-- result.item.connection holds the source's own fields (source/biconnector-source-get.md)
+methods["biconnector.source.get"] = function(params)
+  local s = get_by_id(state.sources, params, "SOURCE_NOT_FOUND", "Source")
+  return { item = { connection = { id = s.id, type = "rest", code = "rest", title = s.title, description = s.description,
+    active = s.active, dateCreate = s.dateCreate }, connectorId = s.connectorId, settings = copy(s.settings) } }
+end
 methods["biconnector.source.list"] = list_method(function() return state.sources end)
 methods["biconnector.source.delete"] = function(params)
   local _, id = get_by_id(state.sources, params, "SOURCE_NOT_FOUND", "Source")
   for _, d in pairs(state.datasets) do
-    if d.sourceId == id then fail("SOURCE_DELETE_RESTRICTED", "Source has datasets") end
+    if d.sourceId == id then fail("BX_ERROR", "The source has tables: delete them first.") end
   end
   state.sources[id] = nil
   return true
 end
 
-local dataset_known = {}
-for _, k in ipairs(DATASET_FIELDS) do dataset_known[k] = true end
-methods["biconnector.dataset.fields"] = function()
-  local f = {}
-  for _, k in ipairs(DATASET_FIELDS) do f[k] = { title = k } end
-  return { fields = f }
+---- tables: biconnector.table.* and the deprecated biconnector.dataset.* on one store
+
+-- table.get answers the columns but no sourceId; table.list the sourceId but no columns.
+local function table_for_get(t)
+  local out = copy(t)
+  out.sourceId = nil
+  return out
+end
+local function table_for_list(t)
+  local out = copy(t)
+  out.fields = nil
+  return out
 end
 
-methods["biconnector.dataset.add"] = function(params)
-  local f = need_fields(params)
-  check_unknown(f, dataset_known)
-  for _, k in ipairs({ "name", "externalName", "externalCode", "sourceId", "fields" }) do
-    if f[k] == nil or f[k] == "" then fail("VALIDATION_REQUIRED_FIELD_MISSING", "Field '" .. k .. "' is required") end
+-- family: "table" or "dataset" (dataset.add also makes a BI Builder dataset: externalId).
+local function table_add(family)
+  return function(params)
+    local f = need_fields(params)
+    for k in pairs(f) do
+      if TABLE_READ_ONLY[k] then fail("VALIDATION_READ_ONLY_FIELD", 'Field "' .. k .. '" is read only.') end
+      if not TABLE_WRITABLE[k] then fail("VALIDATION_UNKNOWN_PARAMETERS", "Unknown parameters: " .. tostring(k)) end
+    end
+    for _, k in ipairs({ "sourceId", "name", "externalName", "externalCode", "fields" }) do
+      if f[k] == nil or f[k] == "" then fail("VALIDATION_REQUIRED_FIELD_MISSING", 'Field "' .. k .. '" is required.') end
+    end
+    if not tonum(f.sourceId) then fail("VALIDATION_INVALID_FIELD_TYPE", 'Field "sourceId" must be of type integer.') end
+    for _, k in ipairs({ "name", "externalName", "externalCode", "description" }) do
+      if f[k] ~= nil and type(f[k]) ~= "string" and type(f[k]) ~= "number" then
+        fail("VALIDATION_INVALID_FIELD_TYPE", 'Field "' .. k .. '" must be of type string.')
+      end
+    end
+    local name = tostring(f.name)
+    if not name:match("^[a-z][a-z0-9_]*$") then
+      fail("VALIDATION_DATASET_NAME_INVALID", "Dataset name has to start with a lowercase Latin character. Possible entry includes lowercase Latin characters (a-z), numbers (0-9) and underscores.")
+    end
+    local sid = tonum(f.sourceId)
+    if not state.sources[sid] then fail("SOURCE_NOT_FOUND", "Source was not found.") end
+    local list = list_of(f.fields)
+    if not list then fail("VALIDATION_INVALID_FIELD_TYPE", 'Field "fields" must be of type array.') end
+    if #list == 0 then fail("FIELDS_EMPTY", "$fields is empty") end
+    check_columns(list, family == "table" and "DUPLICATE_FIELDS" or "VALIDATION_DUPLICATE_FIELD_NAME")
+    if #name > 230 then fail("VALIDATION_DATASET_NAME_TOO_LONG", "Dataset name must not exceed 230 characters.") end
+    for _, d in pairs(state.datasets) do
+      if d.name == name then
+        -- names are unique across the whole portal, not per source
+        if family == "table" then fail("NAME_EXISTS", 'A table named "' .. name .. '" already exists.') end
+        fail("DATASET_ALREADY_EXIST", "Table with this name already exists.")
+      end
+    end
+    state.next_id.dataset = state.next_id.dataset + 1
+    local id = state.next_id.dataset
+    local fields = array({})
+    for i, x in ipairs(list) do fields[i] = new_field(x, id) end
+    state.datasets[id] = { id = id, type = "rest", name = name, description = f.description and tostring(f.description) or "",
+      externalCode = tostring(f.externalCode), externalName = tostring(f.externalName), dateCreate = now_ymd(),
+      dateUpdate = null, createdById = 1, updatedById = 0, externalId = family == "dataset" and 1000 + id or 0,
+      csvDelimiter = "", csvEncoding = "", csvHasHeaders = false, sourceId = sid, fields = fields }
+    return { id = id }
   end
-  if type(f.name) ~= "string" or not f.name:match("^[a-z][a-z0-9_]*$") then fail("VALIDATION_DATASET_NAME_INVALID", "Dataset name is invalid") end
-  if #f.name > 230 then fail("VALIDATION_DATASET_NAME_TOO_LONG", "Dataset name is too long") end
-  local sid = tonum(f.sourceId)
-  if not sid or not state.sources[sid] then fail("SOURCE_NOT_FOUND", "Source not found") end
-  for _, d in pairs(state.datasets) do
-    if d.name == f.name then fail("DATASET_ALREADY_EXIST", "Dataset " .. f.name .. " already exists") end
-  end
-  local list = list_of(f.fields)
-  if not list then fail("VALIDATION_INVALID_FIELD_TYPE", "fields must be an array") end
-  check_dataset_fields(list)
-  state.next_id.dataset = state.next_id.dataset + 1
-  local id = state.next_id.dataset
-  local fields = array({})
-  for i, x in ipairs(list) do fields[i] = new_field(x) end
-  state.datasets[id] = { id = id, name = f.name, externalName = f.externalName, externalCode = f.externalCode,
-    sourceId = sid, description = f.description or "", fields = fields, dateCreate = os.date("!%Y-%m-%dT%H:%M:%S+00:00") }
-  return { id = id }
 end
 
-methods["biconnector.dataset.update"] = function(params)
+-- update changes the description only (table/biconnector-table-update.md)
+local function table_update(params)
   local d = get_by_id(state.datasets, params, "DATASET_NOT_FOUND", "Dataset")
   local f = need_fields(params)
-  check_unknown(f, dataset_known)
-  for _, k in ipairs({ "name", "sourceId", "externalCode", "fields" }) do
-    if f[k] ~= nil then fail("VALIDATION_IMMUTABLE_FIELD", "Field '" .. k .. "' is immutable") end
+  if f.fields ~= nil then
+    fail("INVALID_METHOD", 'Use the method "biconnector.dataset.fields.update" to update the dataset fields."')
   end
-  for k, v in pairs(f) do d[k] = copy(v) end
+  for k in pairs(f) do
+    if TABLE_READ_ONLY[k] then fail("VALIDATION_READ_ONLY_FIELD", 'Field "' .. k .. '" is read only.') end
+    if not TABLE_WRITABLE[k] then fail("VALIDATION_UNKNOWN_PARAMETERS", "Unknown parameters: " .. tostring(k)) end
+  end
+  for _, k in ipairs(TABLE_IMMUTABLE) do
+    if f[k] ~= nil then fail("VALIDATION_IMMUTABLE_FIELD", 'Field "' .. k .. '" is immutable.') end
+  end
+  if f.description ~= nil then d.description = tostring(f.description) end
+  d.dateUpdate, d.updatedById = now_ymd(), 1
   return true
 end
-methods["biconnector.dataset.get"] = function(params) return copy((get_by_id(state.datasets, params, "DATASET_NOT_FOUND", "Dataset"))) end
-methods["biconnector.dataset.list"] = list_method(function() return state.datasets end)
-methods["biconnector.dataset.delete"] = function(params)
+
+-- update, add, delete in one call (table/biconnector-table-fields-update.md):
+-- ids in update that are not this table's are skipped; delete goes by id alone.
+local function table_fields_update(params)
+  local d, id = get_by_id(state.datasets, params, "DATASET_NOT_FOUND", "Dataset")
+  local add, upd, del = list_of(params.add) or {}, list_of(params.update) or {}, list_of(params.delete) or {}
+  for _, u in ipairs(upd) do
+    if not is_table(u) or u.id == nil or u.visible == nil then
+      fail("VALIDATION_FIELD_UPDATE_MISSING_REQUIRED_FIELDS", 'Field to be updated must include the required parameters: "id" and "visible".')
+    end
+  end
+  for _, x in ipairs(add) do
+    if not is_table(x) or x.name == nil or x.type == nil or x.externalCode == nil then
+      fail("VALIDATION_FIELD_ADD_MISSING_REQUIRED_FIELDS", 'Field to be added must include the required parameters: "name", "externalCode" and "type".')
+    end
+  end
+  for _, x in ipairs(del) do
+    local n = tonum(x)
+    if not n or n < 1 or n ~= math.floor(n) then fail("VALIDATION_FIELD_DELETE_INVALID_ID", "ID to be deleted must be a positive integer.") end
+  end
+  if #add > 0 then
+    check_columns(add, "VALIDATION_DUPLICATE_FIELD_NAME")
+    local have_code, have_name = {}, {}
+    for _, f in ipairs(d.fields) do have_code[f.externalCode] = true have_name[f.name] = true end
+    for _, x in ipairs(add) do
+      if have_code[tostring(x.externalCode)] then
+        fail("VALIDATION_DUPLICATE_EXIST_CODE", 'The following "externalCode" values already exist in the current fields: ' .. tostring(x.externalCode))
+      end
+    end
+    for _, x in ipairs(add) do
+      if have_name[x.name] then
+        fail("VALIDATION_DUPLICATE_EXIST_NAME", 'The following "name" values already exist in the current fields: ' .. x.name)
+      end
+    end
+  end
+  local byid = {}
+  for _, f in ipairs(d.fields) do byid[f.id] = f end
+  for _, u in ipairs(upd) do
+    local f = byid[tonum(u.id)]
+    if f then f.visible = truthy(u.visible) end
+  end
+  for _, x in ipairs(add) do d.fields[#d.fields + 1] = new_field(x, id) end
+  local gone = {}
+  for _, x in ipairs(del) do gone[tonum(x)] = true end
+  for _, t in pairs(state.datasets) do
+    local kept = array({})
+    for _, f in ipairs(t.fields) do if not gone[f.id] then kept[#kept + 1] = f end end
+    t.fields = kept
+  end
+  d.dateUpdate, d.updatedById = now_ymd(), 1
+  return true
+end
+
+local function table_get(params)
+  return { item = table_for_get((get_by_id(state.datasets, params, "DATASET_NOT_FOUND", "Dataset"))) }
+end
+
+local function table_list_method()
+  local list = list_method(function() return state.datasets end, table_for_list)
+  return function(params)
+    for _, k in ipairs(list_of(params.select) or {}) do
+      if CSV_FIELDS[k] then fail("VALIDATION_FIELD_NOT_ALLOWED_IN_SELECT", 'Field "' .. tostring(k) .. '" is not allowed in select.') end
+    end
+    return list(params)
+  end
+end
+
+local function table_delete(params)
   local _, id = get_by_id(state.datasets, params, "DATASET_NOT_FOUND", "Dataset")
   state.datasets[id] = nil
   return true
 end
 
-methods["biconnector.dataset.fields.update"] = function(params)
-  local d = get_by_id(state.datasets, params, "DATASET_NOT_FOUND", "Dataset")
-  local add, upd, del = list_of(params.add) or {}, list_of(params.update) or {}, list_of(params.delete) or {}
-  local byid = {}
-  for _, f in ipairs(d.fields) do byid[f.id] = f end
-  for _, u in ipairs(upd) do
-    if not is_table(u) or not byid[tonum(u.id)] then fail("VALIDATION_FIELD_NOT_FOUND", "field " .. tostring(is_table(u) and u.id) .. " not found") end
-  end
-  for _, x in ipairs(del) do
-    if not byid[tonum(x)] then fail("VALIDATION_FIELD_NOT_FOUND", "field " .. tostring(x) .. " not found") end
-  end
-  local kept = {}
-  local gone = {}
-  for _, x in ipairs(del) do gone[tonum(x)] = true end
-  for _, f in ipairs(d.fields) do if not gone[f.id] then kept[#kept + 1] = f end end
-  check_dataset_fields(add, kept)
-  for _, u in ipairs(upd) do byid[tonum(u.id)].visible = truthy(u.visible) end
-  for _, x in ipairs(add) do kept[#kept + 1] = new_field(x) end
-  d.fields = array(kept)
-  return true
+local function table_fields() return schema_answer(TABLE_SCHEMA) end
+
+for _, family in ipairs({ "table", "dataset" }) do
+  local prefix = "biconnector." .. family .. "."
+  methods[prefix .. "fields"] = table_fields
+  methods[prefix .. "add"] = table_add(family)
+  methods[prefix .. "update"] = table_update
+  methods[prefix .. "get"] = table_get
+  methods[prefix .. "list"] = table_list_method()
+  methods[prefix .. "delete"] = table_delete
+  methods[prefix .. "fields.update"] = table_fields_update
+end
+-- dataset.delete does not work on a portal with BI Builder: HTTP 500 (dataset/index.md)
+methods["biconnector.dataset.delete"] = function(params)
+  if not config.without_tables then fail_top("INTERNAL_SERVER_ERROR", "Internal server error", 500) end
+  return table_delete(params)
 end
 
 -- A plain list with total/next paging, for client:each.
@@ -548,6 +722,14 @@ end
 
 local dispatch -- forward
 
+-- The biconnector module's own errors go inside `result`: -> {error = {error,
+-- error_description}} for err, or nil when it belongs at the top level.
+local function in_result(method, err)
+  if config.errors_at_top or not method:match("^biconnector%.") then return nil end
+  if getmetatable(err) ~= ApiError or err.top then return nil end
+  return { error = J.object({ error = err.code, error_description = err.description }, { "error", "error_description" }) }
+end
+
 local function run_batch(params, ctx)
   local cmd = params.cmd
   if not is_table(cmd) then fail("INVALID_ARG_VALUE", "cmd must be an object or array", 400) end
@@ -570,8 +752,10 @@ local function run_batch(params, ctx)
       ek[#ek + 1] = outkey
     else
       local ok, result, extra = pcall(dispatch, method, sub, ctx)
-      if ok then
-        count(stats.executed, method)
+      local inside = not ok and in_result(method, result)
+      if ok or inside then
+        -- an error of the module is a successful command whose result holds it
+        if inside then result = inside else count(stats.executed, method) end
         res[outkey] = result
         rk[#rk + 1] = outkey
         if extra and extra.total then totals[outkey] = extra.total tk[#tk + 1] = outkey end
@@ -592,12 +776,14 @@ local function run_batch(params, ctx)
 end
 
 function dispatch(method, params, ctx)
-  if method:match("^biconnector%.") and ctx.webhook and not config.biconnector_via_webhook
-    and method ~= "biconnector.connector.fields" then
-    fail("ACCESS_DENIED", "Access denied: the biconnector methods need an application", 403)
-  end
   local fn = methods[method]
-  if not fn then fail("ERROR_METHOD_NOT_FOUND", "Method not found!", 404) end
+  if config.without_tables and method:match("^biconnector%.table%.") then fn = nil end
+  if not fn then fail_top("ERROR_METHOD_NOT_FOUND", "Method not found!", 404) end
+  -- webhooks get only the *.fields methods (biconnector/index.md)
+  if method:match("^biconnector%.") and ctx.webhook and not config.biconnector_via_webhook
+    and not method:match("%.fields$") then
+    fail("ACCESS_DENIED", "Access denied.", config.errors_at_top and 403 or 200)
+  end
   return fn(params, ctx)
 end
 
@@ -675,7 +861,7 @@ end
 local function handle_control(req)
   if req.path == "/_control/stats" then
     return json_answer(200, { stats = stats, config = config, faults = array(copy(faults)),
-      state = { connectors = by_string_id(state.connectors), sources = by_string_id(state.sources), datasets = by_string_id(state.datasets),
+      state = { connectors = by_string_id(state.connectors), sources = by_string_id(state.sources), datasets = by_string_id(state.datasets), tables = by_string_id(state.datasets),
         item_count = (function() local n = 0 for _ in pairs(state.items) do n = n + 1 end return n end)(),
         valid_refresh = (function() local t = array({}) for k, r in pairs(state.refresh) do if not r.used then t[#t + 1] = k end end return t end)() } })
   end
@@ -795,10 +981,13 @@ local function handle_rest(req, path_rest)
     local body_t = { result = result, time = time_block(method, started) }
     if extra then body_t.total, body_t.next = extra.total, extra.next end
     answer = json_answer(200, body_t)
+  elseif in_result(method, result) then
+    -- HTTP 200 and the time block as on success: only result.error tells
+    answer = json_answer(200, { result = in_result(method, result), time = time_block(method, started) })
   else
     if getmetatable(result) ~= ApiError then
       io.stderr:write("portal: ", tostring(result), "\n")
-      result = api_error("INTERNAL_SERVER_ERROR", tostring(result), 500)
+      result = api_error("INTERNAL_SERVER_ERROR", tostring(result), 500, true)
     end
     answer = error_answer(result.code, result.description, result.status)
   end

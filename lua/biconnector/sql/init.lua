@@ -214,6 +214,9 @@ end
 --   request waits for one, default 5), answer_timeout (seconds for a whole
 --   answer, default 240). thread_pool, an option of earlier versions, is
 --   accepted and has no effect: every query runs on a thread of its own.
+--   datetime_offset (true or "+HH:MM": datetimes answered with an offset, as the
+--   connector definition's option; PostgreSQL reads timestamptz in UTC, so true
+--   makes them exact instants, 2024-08-30T10:19:57+00:00).
 local function positive(opts, k, integer)
   local v = opts[k]
   if v == nil then return nil end
@@ -249,6 +252,7 @@ function _M.source(opts)
     engine = engine, open_opts = open_opts, selected = _M.table_selector(opts.tables),
     titles = opts.titles or {}, overrides = opts.fields or {}, queries = queries,
     log = opts.log or stderr_log, trace = opts.trace,
+    datetime_offset = opts.datetime_offset, -- the job's encoder writes as the connector's does
     pool_size = pool_size, pool_wait = positive(opts, "pool_wait") or _M.DEFAULTS.pool_wait,
     answer_timeout = positive(opts, "answer_timeout") or _M.DEFAULTS.answer_timeout,
   }, Source)
@@ -692,7 +696,8 @@ function Source:data(q)
   if complete then
     local sub = {}
     for i, c in ipairs(codes) do sub[i] = { code = c, type = fields_of[c].type } end
-    local enc = core.rows.new(sub)
+    local offset = self.datetime_offset
+    local enc = core.rows.new(sub, nil, { datetime_offset = offset == true and "Z" or offset })
     local job, f = self:start(sql, params, "stream", { encoder = enc, key = q.table })
     enc:close()
     if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
@@ -760,6 +765,7 @@ function _M.connector(opts)
     describe = function(_, code) return src:describe(code) end,
     data = function(_, q) return src:data(q) end,
     chunk_size = opts.chunk_size,
+    datetime_offset = opts.datetime_offset,
     log = opts.log,
     secrets = opts.token and { opts.token } or nil, -- masked in every message and log line
     -- the introspection answers are kept 60 s unless opts.cache says otherwise

@@ -1,0 +1,94 @@
+-- biconnector.address: is a connector URL on a local network? Bitrix24 by
+-- default does not call such addresses (b24restdocs
+-- api-reference/biconnector/connector/index.md, "Connector Endpoints"; its
+-- module refuses them unless the on-premise option allow_local_connections is
+-- on), so `register` and `verify` warn before a portal in the cloud fails to
+-- reach the connector.
+--   address.local_reason(url) -> nil | reason, host
+--   address.warning(url)      -> nil | a message naming the reason and the ways out
+-- Only what the URL itself says is judged (literal addresses and names that are
+-- local by definition); a public-looking name is not resolved.
+local tonumber, tostring = tonumber, tostring
+
+local _M = {}
+
+-- The host of an http(s) URL, lower case, IPv6 without brackets.
+function _M.host_of(url)
+  local authority = tostring(url):match("^%a[%w+.-]*://([^/?#]*)")
+  if not authority then return nil end
+  authority = authority:gsub("^.*@", "")
+  local v6 = authority:match("^%[([^%]]+)%]")
+  if v6 then return v6:lower() end
+  return (authority:gsub(":%d*$", ""):lower())
+end
+
+local function ipv4_reason(a, b)
+  if a == 127 then return "a loopback address" end
+  if a == 10 or (a == 172 and b >= 16 and b <= 31) or (a == 192 and b == 168) then
+    return "a private address (RFC 1918)"
+  end
+  if a == 169 and b == 254 then return "a link-local address" end
+  if a == 100 and b >= 64 and b <= 127 then return "a shared address of a provider's NAT (RFC 6598)" end
+  if a == 0 then return "an address of this network only" end
+  return nil
+end
+
+local function dotted(host)
+  local a, b, c, d = host:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if not a then return nil end
+  a, b, c, d = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+  if a > 255 or b > 255 or c > 255 or d > 255 then return nil end
+  return a, b
+end
+
+local function ipv6_reason(host)
+  local mapped = host:match("^::ffff:(%d+%.%d+%.%d+%.%d+)$")
+  if mapped then
+    local a, b = dotted(mapped)
+    return a and ipv4_reason(a, b)
+  end
+  if host == "::1" then return "a loopback address" end
+  if host == "::" then return "an address of this host only" end
+  local first = tonumber(host:match("^(%x%x?%x?%x?):") or "", 16)
+  if first then
+    if first >= 0xfe80 and first <= 0xfebf then return "a link-local address" end
+    if first >= 0xfc00 and first <= 0xfdff then return "a private address (unique local, fc00::/7)" end
+  end
+  return nil
+end
+
+-- address.local_reason(url) -> nil, or a phrase ("a loopback address", ...) and the host.
+function _M.local_reason(url)
+  local host = _M.host_of(url)
+  if not host or host == "" then return nil end
+  local reason
+  if host:find(":", 1, true) then
+    reason = ipv6_reason(host)
+  else
+    local a, b = dotted(host)
+    if a then
+      reason = ipv4_reason(a, b)
+    elseif not host:match("^%d+$") then
+      local name = host:gsub("%.$", "")
+      if name == "localhost" or name:match("%.localhost$") then reason = "a loopback name"
+      elseif name:match("%.local$") then reason = "a .local name (multicast DNS, this network only)"
+      elseif name:match("%.internal$") or name:match("%.lan$") or name:match("%.home%.arpa$") then
+        reason = "a name of a local network"
+      elseif not name:find(".", 1, true) then reason = "a name without a domain (resolvable on a local network only)" end
+    end
+  end
+  if reason then return reason, host end
+  return nil
+end
+
+-- address.warning(url) -> nil, or the whole warning: what, why, and the ways out.
+function _M.warning(url)
+  local reason, host = _M.local_reason(url)
+  if not reason then return nil end
+  return ("%s is %s: Bitrix24 does not call addresses on a local network (unless an on-premise portal"
+    .. " turns allow_local_connections on), so a cloud portal will not reach the connector there."
+    .. " Ways out: serve it under a public name with HTTPS (biconnector serve behind the nginx front,"
+    .. " docs/deploy.md); to try it, a tunnel that gives it a public HTTPS address"):format(host, reason)
+end
+
+return _M
