@@ -70,6 +70,8 @@
 #define DEFAULT_WAIT 5.0
 #define DEFAULT_BUDGET (32u * 1024u * 1024u)
 #define MIN_RESERVE (64u * 1024u)
+/* Seconds a step of a table not seen yet waits for the one that learns its row size. */
+#define PROBE_PATIENCE 1.0
 
 enum { J_QUEUED, J_RUNNING, J_DONE, J_FAILED, J_CANCELLED };
 enum { MODE_STREAM, MODE_FETCH };
@@ -603,16 +605,29 @@ static size_t value_bytes(const bic_sql_value *v, int n) {
 /* Waits (under g_lock) until the job may take its next step: room in its own
  * output, the budget's share for its reservation, or a reason to end. 1 go
  * on, 0 end (failed or stopped). */
-static int wait_turn(job *j, size_t reserve) {
+static int wait_turn(job *j, size_t *reserve) {
+  double probe_since = 0;
   for (;;) {
     double now = bic_clock();
     size_t ready = j->mode == MODE_STREAM ? j->out.len - j->out_off : j->queued;
     hint *h = hint_for(j->pool, j->key);
     int room = ready < j->cap;
-    int budget = g_held + g_reserved + reserve <= g_budget || g_held + g_reserved == 0;
-    /* a table not seen yet: one first step at a time learns how large its rows are */
+    /* a table not seen yet: one first step at a time learns how large its rows
+     * are; after PROBE_PATIENCE (the first is slow to bring its rows) the others
+     * go on too, each counting a quarter of the budget */
     int known = h == NULL || h->max_row > 0 || !h->probing || j->probing == h;
+    int budget;
     double limit = now + 1;
+    if (!known) {
+      if (probe_since == 0) probe_since = now;
+      if (now - probe_since >= PROBE_PATIENCE) {
+        known = 1;
+        if (*reserve < g_budget / 4) *reserve = g_budget / 4;
+      } else if (probe_since + PROBE_PATIENCE < limit) {
+        limit = probe_since + PROBE_PATIENCE;
+      }
+    }
+    budget = g_held + g_reserved + *reserve <= g_budget || g_held + g_reserved == 0;
     if (j->stop) return 0;
     if (j->deadline > 0 && now >= j->deadline) {
       j->stop = STOP_DEADLINE;
@@ -652,7 +667,7 @@ static size_t reservation(job *j) {
  * job must end instead (failed or stopped: fail_locked is the caller's). */
 static int take_turn(job *j) {
   size_t reserve = reservation(j);
-  if (!wait_turn(j, reserve)) return 0;
+  if (!wait_turn(j, &reserve)) return 0;
   g_reserved += reserve;
   j->reserved = reserve;
   return 1;
