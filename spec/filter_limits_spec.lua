@@ -92,13 +92,13 @@ describe("filter limits", function()
     assert.equals("filter: 5001 conditions (a list of n values counting n) are over the limit of 5000 "
       .. "(filter_limits.conditions)", err)
     -- a list of the limit plus one more condition
-    _, err = filter.parse({ ["@ID"] = range(L.list), [">ID"] = 0 }, FIELDS)
+    none, err = filter.parse({ ["@ID"] = range(L.list), [">ID"] = 0 }, FIELDS)
     assert.matches("5001 conditions", err, 1, true)
     -- conditions nested in groups count too
     local nested = { LOGIC = "OR", { ["@ID"] = range(2500) }, { { ["!@ID"] = range(2500) } } }
     assert.truthy(filter.parse(nested, FIELDS))
     nested[1]["<ID"] = 5
-    _, err = filter.parse(nested, FIELDS)
+    none, err = filter.parse(nested, FIELDS)
     assert.matches("5001 conditions", err, 1, true)
   end)
 
