@@ -1056,6 +1056,8 @@ local function range_condition(node, c, lower, upper, valid, column)
     return "(" .. c .. " IS NULL OR NOT " .. sql .. ")"
   end
   local op = node.op
+  if op == "not_null" then return valid or (c .. " IS NOT NULL") end
+  if op == "is_null" then return valid and "(" .. c .. " IS NULL OR NOT " .. valid .. ")" or (c .. " IS NULL") end
   if op == "eq" then return sure(within(node.value)) end
   if op == "ne" then return unless(within(node.value)) end
   if op == "ge" then return sure(c .. " >= " .. lower(node.value)) end
@@ -1163,14 +1165,14 @@ function _M.to_sql(ast, opts)
     local c = column(node.field)
     local op = node.op
     if d.operand then c = d.operand(c, node) end
-    if op == "is_null" then return c .. " IS NULL" end
-    if op == "not_null" then return c .. " IS NOT NULL" end
     if node.type == "date" or node.type == "datetime" then
       local how = dates
       if type(dates) == "table" then how = dates[node.field] or "text" end
-      if how == "epoch" then return epoch_condition(node, c, param) end
-      if d.date_range then return typed_condition(node, c, param, d.date_range) end
+      if how == "epoch" and op ~= "is_null" and op ~= "not_null" then return epoch_condition(node, c, param) end
+      if how ~= "epoch" and d.date_range then return typed_condition(node, c, param, d.date_range) end
     end
+    if op == "is_null" then return c .. " IS NULL" end
+    if op == "not_null" then return c .. " IS NOT NULL" end
     if SQL_OPS[op] then
       local sql = c .. " " .. SQL_OPS[op] .. " " .. param(node.value)
       if op == "ne" then return "(" .. c .. " IS NULL OR " .. sql .. ")" end
