@@ -515,8 +515,17 @@ end
 local LOWER = {}
 for c = byte("A"), byte("Z") do LOWER[char(c)] = char(c + 32) end
 
+-- Every byte, and the same with A-Z lowered: string.lower (C, one pass) is
+-- used on long strings while it lowers ASCII letters only, as it does in the C
+-- locale (Lua 5.4's follows the process's locale; LuaJIT's never does).
+local ALL_BYTES = {}
+for b = 0, 255 do ALL_BYTES[b + 1] = char(b) end
+ALL_BYTES = concat(ALL_BYTES)
+local ALL_LOWERED = ALL_BYTES:gsub("[A-Z]", LOWER)
+
 -- Lower case in ASCII only, whatever the C locale says (as SQLite's LIKE folds).
 local function ascii_lower(s)
+  if #s > 256 and ALL_BYTES:lower() == ALL_LOWERED then return s:lower() end
   if not s:find("[A-Z]") then return s end
   return (s:gsub("[A-Z]", LOWER))
 end
