@@ -2,6 +2,7 @@
 --   form.decode  vs PHP 8 parse_str        (php-cli, when installed)
 --   form.encode  vs PHP 8 http_build_query (php-cli, when installed)
 --   filter.match vs a hand-written Lua predicate for the same filter
+--   filter.match's LIKE on a 10 MiB value vs a plain string.find
 -- Usage: bench/form [lua5.4|luajit] [BUILD_DIR] [ROUNDS]
 local form = require "biconnector.form"
 local filter = require "biconnector.filter"
@@ -86,6 +87,39 @@ report("filter.parse + to_sql of that filter", 20000, best(function(n)
       FIELDS), { dialect = "postgres" })
   end
 end, 20000), "filters")
+
+-- LIKE in memory on one 10 MiB value (docs/filter.md, "Matching in memory"):
+-- seconds per match and the bytes allocated meanwhile (the collector stopped:
+-- a bound on the peak), against a plain string.find of the same needle (C).
+local MB10 = 10 * 1024 * 1024
+local TEXT = ("Lorem ipsum dolor sit amet, "):rep(math.floor(MB10 / 28))
+local NEEDLE = ("consectetur adipiscing elit "):rep(35) .. "!" -- 981 bytes, absent
+local LIKE_FIELDS = { { code = "S", type = "string" } }
+local function measure(name, f)
+  collectgarbage()
+  collectgarbage("stop")
+  local before = collectgarbage("count")
+  local t = best(f)
+  local grew = (collectgarbage("count") - before) / 1024 / ROUNDS
+  collectgarbage("restart")
+  collectgarbage()
+  print(("%-44s %9.3f s %8.1f MiB allocated"):format(name, t, grew))
+  return t
+end
+local function like_case(name, value, raw)
+  local like_ast = assert(filter.parse(raw, LIKE_FIELDS, filter.MAX_LIMITS))
+  local row = { S = value }
+  return measure(name, function() filter.match(like_ast, row) end)
+end
+local find_t = measure("baseline: lower + plain find, 10 MiB", function() TEXT:lower():find(NEEDLE, 1, true) end)
+local like_t = like_case("%S, 981-byte needle, 10 MiB", TEXT, { ["%S"] = NEEDLE })
+like_case("=%S %needle%", TEXT, { ["=%S"] = "%" .. NEEDLE .. "%" })
+like_case("=%S %ipsum_dolor%needle_%", TEXT, { ["=%S"] = "%ipsum_dolor%" .. NEEDLE .. "_%" })
+like_case("=%S %a_a_..._b% on abab..., 10 MiB", ("ab"):rep(MB10 / 2), { ["=%S"] = "%" .. ("a_"):rep(499) .. "b%" })
+like_case("=%S %а_а_..._б% on абаб..., 10 MiB", ("аб"):rep(MB10 / 4), { ["=%S"] = "%" .. ("а_"):rep(300) .. "б%" })
+like_case("%S 1000 x a...ab on aaa..., 10 MiB", ("a"):rep(MB10), { ["%S"] = ("a"):rep(999) .. "b" })
+require("result") { name = "filter.like", ours = 10 / like_t, anchor = 10 / find_t, unit = "MiB/s",
+  anchor_name = "string.lower + plain string.find", what = "%FIELD with a 981-byte needle over a 10 MiB value" }
 
 -- PHP baselines, when php-cli is installed (never needed by the tests)
 if os.execute("command -v php >/dev/null 2>&1") then

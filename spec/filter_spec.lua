@@ -222,6 +222,22 @@ describe("filter.parse typing", function()
     end)
   end
 
+  it("refuses integers beyond 64 bits at both ends, as JSON numbers and as text", function()
+    local json = require "biconnector.json"
+    for _, text in ipairs({ '{"ID":-9223372036854775809}', '{"ID":"-9223372036854775809"}',
+      '{"ID":9223372036854775808}', '{"ID":"9223372036854775808"}' }) do
+      local ast, err = filter.parse(json.decode(text), FIELDS)
+      assert.is_nil(ast, text)
+      assert.matches("filter%[ID%]: bad value .* for int field ID", err)
+    end
+    -- the extremes themselves are integers under Lua 5.4 (LuaJIT's numbers are exact to 2^53 only)
+    local fine = math.type and { '{"ID":-9223372036854775808}', '{"ID":"-9223372036854775808"}',
+      '{"ID":"9223372036854775807"}' } or { '{"ID":-9007199254740992}', '{"ID":"9007199254740992"}' }
+    for _, text in ipairs(fine) do
+      assert.truthy(filter.parse(json.decode(text), FIELDS), text)
+    end
+  end)
+
   it("refuses groups nested too deeply", function()
     local obj = { ID = 1 }
     for _ = 1, 40 do obj = { g = obj } end

@@ -27,7 +27,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
 
     setup(function()
       srv = db.start(engine)
-      cases = cases_mod.new(7)
+      cases = cases_mod.new(7, engine)
       local sql = cases.sql(engine, TABLE)
       if engine == "mysql" then
         -- the server's default collation (case- and trailing-space-insensitive)

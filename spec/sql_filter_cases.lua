@@ -4,13 +4,23 @@
 -- AND/OR, NULLs, dates in every spelling, % _ ! \ quotes and UTF-8 in values).
 -- Deterministic: the same cases on Lua 5.4 and LuaJIT for a seed.
 --
---   local cases = require("sql_filter_cases").new(seed)
+--   local cases = require("sql_filter_cases").new(seed [, engine])
 --   cases.fields            -- { {code, name, type}, ... }: codes need quoting in SQL
 --   cases.columns           -- code -> column name (for filter.to_sql's columns)
 --   cases.rows              -- 1,200 rows keyed by code (biconnector.null for NULL)
 --   cases.filter(depth)     -- one raw filter object (call again for the next)
 --   cases.sql(dialect, table) -- CREATE TABLE + INSERT text: "sqlite", "postgresql", "mysql"
 --   cases.ops               -- the operators and groups every run must exercise
+--   cases.stored            -- with an engine: the extra date columns and how each stores dates
+--
+-- With an engine ("sqlite", "postgresql", "mysql"), the table has extra date
+-- and datetime columns that store dates as that engine may: SQLite text in
+-- every spelling the row encoder reads (ISO with T/Z/offsets/fractions,
+-- DD.MM.YYYY, a date alone, HH:MM), Unix seconds (with fractions), mixed in
+-- one column, and values that are no date ('2024-02-30 10:00:00', 'abc');
+-- PostgreSQL fractions of a second, time zones, BC, infinity and year 10000;
+-- MySQL fractions, TIMESTAMP, the zero date and zero or impossible months and
+-- days. The filters then also compare with the first and last days served.
 --
 -- and the checks the specs share: M.check_served (the served rows equal
 -- filter.match's for every generated filter), M.assert_no_values.
@@ -72,6 +82,77 @@ local FIELDS = {
   { code = "dt`x", name = "DT", type = "datetime" },
 }
 
+-- Seconds since 1970-01-01 00:00:00 UTC of "YYYY-MM-DD" and "HH:MM:SS".
+local function epoch(day, time)
+  local y, m, d = day:match("(%d+)-(%d+)-(%d+)")
+  y, m, d = tonumber(y), tonumber(m), tonumber(d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * (m > 2 and m - 3 or m + 9) + 2) / 5) + d - 1
+  local days = era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+  local hh, mi, ss = (time or "00:00:00"):match("(%d+):(%d+):(%d+)")
+  return days * 86400 + tonumber(hh) * 3600 + tonumber(mi) * 60 + tonumber(ss)
+end
+local function dotted(day) local y, m, d = day:match("(%d+)-(%d+)-(%d+)") return d .. "." .. m .. "." .. y end
+
+-- The extra date columns by engine: code, field type, SQL type, and the value
+-- stored for a row from a day, a time and a draw (rand(n) -> 1..n).
+local STORED = {
+  sqlite = {
+    { "dt epoch", "datetime", "DATETIME", function(d, t, r) return epoch(d, t) + ({ 0, 0, 0.5, 0.999 })[r(4)] end },
+    { "d epoch", "date", "DATE", function(d, _, r) return epoch(d) + ({ 0, 1, 43200, 86399, 86399.75 })[r(5)] end },
+    { "dt iso", "datetime", "DATETIME", function(d, t, r)
+      return d .. "T" .. t .. ({ "Z", "+02:00", ".250Z", "", "-0530" })[r(5)] end },
+    { "dt dotted", "datetime", "DATETIME", function(d, t) return dotted(d) .. " " .. t end },
+    { "dt mixed", "datetime", "TIMESTAMP", function(d, t, r)
+      local forms = {
+        function() return d .. " " .. t end, function() return d .. "T" .. t .. "Z" end,
+        function() return epoch(d, t) end, function() return dotted(d) .. " " .. t end,
+        function() return d end, function() return d .. " " .. t:sub(1, 5) end,
+        function() return d .. " " .. t .. ".5" end,
+        function() return "2024-02-30 10:00:00" end, function() return "abc" end, function() return 1e15 end,
+      }
+      return forms[r(#forms)]()
+    end },
+    { "d mixed", "date", "DATE", function(d, t, r)
+      local forms = {
+        function() return d end, function() return dotted(d) end, function() return d .. " " .. t end,
+        function() return epoch(d, t) end, function() return "2025-02-29" end, function() return "xyz" end,
+      }
+      return forms[r(#forms)]()
+    end },
+    -- canonical text, but now and then a day that is none: not pushed down
+    { "dt bad day", "datetime", "DATETIME", function(d, t, r)
+      return r(40) == 1 and "2024-02-30 " .. t or d .. " " .. t end },
+  },
+  postgresql = {
+    { "ts frac", "datetime", "timestamp(3)", function(d, t, r) return d .. " " .. t .. ({ "", ".5", ".999", ".001" })[r(4)] end },
+    { "tz", "datetime", "timestamptz", function(d, t, r) return d .. " " .. t .. ({ "+00", "+02", "-05:30", ".25+00" })[r(4)] end },
+    { "d far", "date", "date", function(d, _, r)
+      return ({ d, d, d, "infinity", "-infinity", "0044-03-15 BC", "10000-01-01", "0001-01-01", "9999-12-31" })[r(9)] end },
+    { "ts far", "datetime", "timestamp", function(d, t, r)
+      return ({ d .. " " .. t, d .. " " .. t, "infinity", "-infinity", "0044-03-15 12:00:00 BC", "10000-01-01 00:00:00",
+        "0001-01-01 00:00:00", "9999-12-31 23:59:59", "9999-12-31 23:59:59.5" })[r(9)] end },
+  },
+  mysql = {
+    { "ts frac", "datetime", "datetime(3)", function(d, t, r) return d .. " " .. t .. ({ "", ".5", ".999", ".001" })[r(4)] end },
+    { "tz", "datetime", "timestamp(6) NULL", function(d, t, r) return d .. " " .. t .. ({ "", ".25" })[r(2)] end },
+    { "d zero", "date", "date", function(d, _, r)
+      return ({ d, d, d, "0000-00-00", "2024-00-15", "2024-05-00", "0000-01-01", "2024-02-30", "9999-12-31" })[r(9)] end },
+    { "dt zero", "datetime", "datetime", function(d, t, r)
+      return ({ d .. " " .. t, d .. " " .. t, "0000-00-00 00:00:00", "2024-00-15 " .. t, "2024-02-30 " .. t,
+        "0000-01-01 00:00:00", "9999-12-31 23:59:59" })[r(7)] end },
+  },
+}
+M.STORED = STORED
+
+-- Filter values at the ends of what can be served, for the engines' runs.
+-- (not 0001-01-01 or 0000-01-01 themselves: PostgreSQL's SQL names the
+-- bounds '0001-01-01' and '10000-01-01', and assert_no_values would take them
+-- for values in the SQL text)
+local FAR_DATES = { "0000-06-15", "0001-01-02", "1969-12-31", "9999-12-31" }
+
 local SQL_TYPES = {
   sqlite = { int = "INTEGER", double = "REAL", string = "TEXT", date = "DATE", datetime = "DATETIME" },
   postgresql = { int = "INTEGER", double = "DOUBLE PRECISION", string = "TEXT", date = "DATE",
@@ -81,7 +162,7 @@ local SQL_TYPES = {
             datetime = "DATETIME" },
 }
 
-function M.new(seed)
+function M.new(seed, engine)
   seed = seed or 4242
   -- Park-Miller: products stay below 2^53, the same draws on every runtime
   local function rand(n)
@@ -94,18 +175,27 @@ function M.new(seed)
     return v
   end
 
-  local c = { fields = FIELDS, columns = {}, rows = {}, ops = M.ops }
-  for _, f in ipairs(FIELDS) do c.columns[f.code] = f.code end
+  local fields, stored = {}, {}
+  for i, f in ipairs(FIELDS) do fields[i] = f end
+  for _, x in ipairs(engine and STORED[engine] or {}) do
+    fields[#fields + 1] = { code = x[1], name = x[1], type = x[2] }
+    stored[#stored + 1] = { code = x[1], sql = x[3], value = x[4] }
+  end
+  local c = { fields = fields, columns = {}, rows = {}, ops = M.ops, stored = stored, engine = engine }
+  for _, f in ipairs(fields) do c.columns[f.code] = f.code end
   local TYPE_OF = {}
-  for _, f in ipairs(FIELDS) do TYPE_OF[f.code] = f.type end
+  for _, f in ipairs(fields) do TYPE_OF[f.code] = f.type end
   local CODES = {}
-  for i, f in ipairs(FIELDS) do CODES[i] = f.code end
+  for i, f in ipairs(fields) do CODES[i] = f.code end
 
   for i = 1, 1200 do
     c.rows[i] = {
       id = i, n = maybe_null(pick(INTS)), ["x value"] = maybe_null(pick(DOUBLES)), ['s"tr'] = maybe_null(pick(STRINGS)),
       d = maybe_null(pick(DATES)), ["dt`x"] = maybe_null(pick(DATES) .. " " .. pick(TIMES)),
     }
+    for _, x in ipairs(stored) do
+      c.rows[i][x.code] = maybe_null(x.value(pick(DATES), pick(TIMES), rand))
+    end
   end
 
   -- a value for field code, as JSON would send it or (sometimes) as a form would: text
@@ -119,7 +209,9 @@ function M.new(seed)
     elseif t == "string" then
       v = pick(STRINGS)
     elseif t == "date" then
-      v = pick(DATE_SPELLINGS)(pick(DATES))
+      v = pick(DATE_SPELLINGS)((engine and rand(10) == 1) and pick(FAR_DATES) or pick(DATES))
+    elseif engine and rand(10) == 1 then
+      v = pick(FAR_DATES) .. " " .. pick({ "00:00:00", "23:59:59" })
     else
       if rand(6) == 1 then v = pick(DATES) -- a date alone means midnight
       else v = pick(DATETIME_SPELLINGS)(pick(DATES), pick(TIMES)) end
@@ -187,17 +279,20 @@ function M.new(seed)
       if dialect == "mysql" then s = s:gsub("\\", "\\\\") end
       return "'" .. s .. "'"
     end
-    local cols, names = {}, {}
-    for i, f in ipairs(FIELDS) do
-      cols[i] = ident(f.code) .. " " .. T[f.type] .. (i == 1 and " PRIMARY KEY" or "")
+    local cols, names, sql_type = {}, {}, {}
+    for _, x in ipairs(stored) do sql_type[x.code] = x.sql end
+    for i, f in ipairs(fields) do
+      cols[i] = ident(f.code) .. " " .. (sql_type[f.code] or T[f.type]) .. (i == 1 and " PRIMARY KEY" or "")
       names[i] = ident(f.code)
     end
     local out = { "CREATE TABLE " .. ident(tbl) .. " (" .. table.concat(cols, ", ") .. ");" }
+    -- MySQL: keep the zero date and zero or impossible months and days as they are
+    if dialect == "mysql" and #stored > 0 then table.insert(out, 1, "SET SESSION sql_mode = 'ALLOW_INVALID_DATES';") end
     for first = 1, #c.rows, 200 do
       local values = {}
       for r = first, math.min(first + 199, #c.rows) do
         local cells = {}
-        for i, f in ipairs(FIELDS) do cells[i] = lit(c.rows[r][f.code]) end
+        for i, f in ipairs(fields) do cells[i] = lit(c.rows[r][f.code]) end
         values[#values + 1] = "(" .. table.concat(cells, ", ") .. ")"
       end
       out[#out + 1] = "INSERT INTO " .. ident(tbl) .. " (" .. table.concat(names, ", ") .. ") VALUES "

@@ -162,8 +162,8 @@ static int digits(const char *s, int n) {
 }
 
 /* Parse "YYYY-MM-DD" or "DD.MM.YYYY" (the spelling Bitrix24 itself writes),
- * optionally followed by " HH:MM[:SS]", or for YYYY-MM-DD by ISO 8601
- * "THH:MM[:SS]" with optional fraction and zone (Z, +HH:MM, +HHMM, +HH): the
+ * optionally followed by " HH:MM[:SS[.fraction]]", or for YYYY-MM-DD by ISO
+ * 8601 "THH:MM[:SS]" with optional fraction and zone (Z, +HH:MM, +HHMM, +HH): the
  * fraction is dropped, the wall-clock time as written is kept, and the zone goes
  * to c->zone. Returns 1 for a date, 2 for a date and time, 0 when the string is
  * not in one of these forms or not a valid calendar time. */
@@ -197,13 +197,15 @@ static int parse_datetime(const char *s, size_t len, civil *c) {
   if (c->sec < 0 || !civil_valid(c)) return 0;
   i = 19;
   if (i == len) return 2;
-  if (s[10] != 'T') return 0; /* fractions and zones only in the ISO spelling */
+  /* a fraction of a second in every spelling (PostgreSQL and MySQL write
+   * timestamps "2024-01-01 12:00:00.25"); it is dropped, as in ISO 8601 */
   if (s[i] == '.') {
     i++;
     if (i == len || s[i] < '0' || s[i] > '9') return 0;
     while (i < len && s[i] >= '0' && s[i] <= '9') i++;
   }
   if (i == len) return 2;
+  if (s[10] != 'T') return 0; /* zones only in the ISO spelling */
   if (s[i] == 'Z' && i + 1 == len) {
     c->zone = 0;
     return 2;

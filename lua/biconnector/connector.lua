@@ -163,6 +163,10 @@ local function check_definition(def)
     or offset:match("^[+-]2[0-3]:[0-5]%d$"))) then
     fail("datetime_offset", "must be true (UTC) or \"+HH:MM\", \"-HH:MM\", \"Z\", got " .. describe_value(offset))
   end
+  if def.filter_limits ~= nil then -- caps on one request's filter (docs/filter.md, "Limits")
+    local ok, err = pcall(require("biconnector.filter").limits, def.filter_limits)
+    if not ok then error("connector definition: " .. tostring(err):gsub("^[^:]*:%d+: ", ""), 0) end
+  end
   local cache = def.cache -- table_list/table_description answers kept (biconnector.cache)
   if cache ~= nil and cache ~= false then
     if type(cache) ~= "table" then fail("cache", "must be a table {ttl = seconds} or false, got " .. type(cache)) end
@@ -182,6 +186,7 @@ function _M.new(def)
     title = def.title,
     settings = def.settings,
     definition = def,
+    filter_limits = require("biconnector.filter").limits(def.filter_limits),
     cache = def.cache and { ttl = def.cache.ttl, store = def.cache.store or require("biconnector.cache").memory() } or nil,
   }, mt)
 end
@@ -647,12 +652,13 @@ local function answer_data(self, opts, info, req)
     for i, f in ipairs(fields) do select_codes[i], select_index[i] = f.code, i end
   end
 
-  local request = require "biconnector.request"
-  local ok, err = request.bind_filter(req, fields)
-  if not ok then
-    info.status = err and err.status or 400
-    return json_error(info.status, ERROR_CODES[info.status] or "bad_request", err and err.message or "invalid filter")
+  -- the filter typed by the fields, within the connector's caps (filter_limits)
+  local ast, err = require("biconnector.filter").parse(req.filter_raw, fields, self.filter_limits)
+  if err then
+    info.status = 400
+    return json_error(400, "bad_request", err)
   end
+  req.filter = ast
 
   local q = {
     table = req.table, select = select_codes, filter = req.filter, filter_raw = req.filter_raw,

@@ -14,6 +14,7 @@ local floor, huge = math.floor, math.huge
 local format, byte, char = string.format, string.byte, string.char
 local concat, sort = table.concat, table.sort
 local tointeger = math.tointeger
+local math_type = math.type -- nil under LuaJIT
 
 local null = core.null
 
@@ -78,8 +79,12 @@ local function as_integer(v)
     local s = trim(v)
     if not s:match("^[+-]?%d+$") then return nil end
     v = tonumber(s)
+    if math_type and math_type(v) == "float" then return nil end -- beyond 64 bits (Lua 5.4)
   end
   if type(v) ~= "number" or v ~= v or v == huge or v == -huge or v ~= floor(v) then return nil end
+  -- a float -2^63 is how json.decode reads an integer below the 64-bit range
+  -- (-9223372036854775809): refused, as 2^63 is
+  if math_type and math_type(v) == "float" and v <= -2 ^ 63 then return nil end
   if tointeger then return tointeger(v) end
   if v > MAX_EXACT or v < -MAX_EXACT then return nil end
   return v
@@ -257,9 +262,11 @@ local OPERATORS = {
 
 local LIKE_OPS = { like = true, not_like = true, pattern = true, not_pattern = true }
 
--- Build a condition from an operator, a field and a raw value; where names the key.
-local function condition(field, op, raw, where)
+-- Build a condition from an operator, a field and a raw value; where names the
+-- key; ctx.limits holds the caps (parse's limits), ctx.count the conditions so far.
+local function condition(ctx, field, op, raw, where)
   local ftype = field.type
+  local limits = ctx.limits
   local node = { kind = "cond", field = field.code, type = ftype, op = op }
   local function typed(v, at)
     -- a form body cannot say null: an empty string in a non-string field means null
@@ -274,6 +281,7 @@ local function condition(field, op, raw, where)
   if LIKE_OPS[op] and ftype ~= "string" then
     return nil, format("%s: %s needs a string field, %s is %s", where, op, field.code, ftype)
   end
+  ctx.count = ctx.count + 1
   if op == "is_null" or op == "not_null" then return node end
   if op == "between" then
     if type(raw) ~= "table" or raw.from == nil or raw.to == nil then
@@ -296,6 +304,12 @@ local function condition(field, op, raw, where)
     if op ~= "in" and op ~= "not_in" then
       return nil, format("%s: operator %s takes one value, not a list", where, op)
     end
+    if #raw > limits.list then
+      return nil, format("%s: a list of %d values is over the limit of %d values (filter_limits.list)",
+        where, #raw, limits.list)
+    end
+    -- a list of n values is n comparisons (the condition itself counted one)
+    if #raw > 1 then ctx.count = ctx.count + #raw - 1 end
     node.op = op
     local values = {}
     for i, v in ipairs(raw) do
@@ -308,10 +322,15 @@ local function condition(field, op, raw, where)
     return node
   end
   if op == "in" or op == "not_in" then -- a single value is a list of one
-    return condition(field, op, { raw }, where)
+    ctx.count = ctx.count - 1
+    return condition(ctx, field, op, { raw }, where)
   end
   local v, err = typed(raw, where)
   if v == nil then return nil, err end
+  if LIKE_OPS[op] and #v > limits.like then
+    return nil, format("%s: a LIKE value of %d bytes is over the limit of %d bytes (filter_limits.like)",
+      where, #v, limits.like)
+  end
   if v == null then
     if op == "eq" then node.op = "is_null" return node end
     if op == "ne" then node.op = "not_null" return node end
@@ -377,7 +396,7 @@ _M.styles = {
       elseif raw == nil and op ~= "is_null" and op ~= "not_null" then
         return nil, format("%s: operator %s needs a value", where, op_name)
       end
-      return condition(field, op, raw, where)
+      return condition(ctx, field, op, raw, where)
     end,
   },
   { -- style A: {"[OP]FIELD": value or list}
@@ -389,7 +408,7 @@ _M.styles = {
         if type(value) == "table" and (next(value) == nil or not is_list(value)) then return false end -- a group
         return nil, where .. ": " .. field
       end
-      return condition(field, op, value, where)
+      return condition(ctx, field, op, value, where)
     end,
   },
   { -- nested group (style A): a key whose value is an object; LOGIC inside
@@ -438,8 +457,39 @@ function parse_group(obj, ctx, where, depth)
   return { kind = "group", logic = logic, items = items }
 end
 
--- filter.parse(obj, fields) -> ast (nil when obj is absent or empty), or nil, err
-function _M.parse(obj, fields)
+-- The caps on one filter (docs/filter.md, "Limits"): bytes in a LIKE value,
+-- values in one list, conditions in the whole filter (a list of n values
+-- counting n). A connector may lower or raise them up to MAX_LIMITS, which keep
+-- every SQL engine's own limits out of reach: at most two bound parameters per
+-- condition stay under SQLite's 32766 (PostgreSQL and MySQL allow 65535), and a
+-- LIKE value escaped for SQL (at most 2n + 2 bytes) under SQLite's 50000-byte
+-- pattern length. Group nesting is capped at MAX_DEPTH whatever the limits say.
+_M.LIMITS = { like = 1024, list = 5000, conditions = 5000 }
+_M.MAX_LIMITS = { like = 16384, list = 10000, conditions = 10000 }
+
+-- filter.limits(t) -> the caps t asks for, the defaults filled in; raises on a
+-- bad table (configuration, not a request). t: nil or {like =, list =, conditions =}.
+function _M.limits(t)
+  if t == nil then return _M.LIMITS end
+  if type(t) ~= "table" then error("filter_limits: expected a table {like =, list =, conditions =}, got " .. type(t), 2) end
+  local out = {}
+  for k in pairs(t) do
+    if _M.LIMITS[k] == nil then error("filter_limits: unknown limit " .. show(k) .. " (known: like, list, conditions)", 2) end
+  end
+  for k, default in pairs(_M.LIMITS) do
+    local v = t[k]
+    if v == nil then v = default end
+    if type(v) ~= "number" or v ~= floor(v) or v < 1 or v > _M.MAX_LIMITS[k] then
+      error(format("filter_limits.%s: expected a whole number from 1 to %d, got %s", k, _M.MAX_LIMITS[k], show(v)), 2)
+    end
+    out[k] = v
+  end
+  return out
+end
+
+-- filter.parse(obj, fields [, limits]) -> ast (nil when obj is absent or
+-- empty), or nil, err. limits: what filter.limits returns (default LIMITS).
+function _M.parse(obj, fields, limits)
   if is_null(obj) then return nil end
   if type(obj) ~= "table" then return nil, "filter: expected an object, got " .. type(obj) end
   if type(fields) ~= "table" then error("filter.parse: fields must be a list of {code=, name=, type=}", 2) end
@@ -452,8 +502,14 @@ function _M.parse(obj, fields)
     if not FIELD_TYPES[t] then t = "string" end -- as Bitrix24 treats an unknown type
     by_code[f.code] = { code = f.code, type = t }
   end
-  local ast, err = parse_group(obj, { fields = by_code, depth = 0 }, "filter", 1)
+  if limits ~= _M.LIMITS then limits = _M.limits(limits) end
+  local ctx = { fields = by_code, depth = 0, count = 0, limits = limits }
+  local ast, err = parse_group(obj, ctx, "filter", 1)
   if ast == nil then return nil, err end
+  if ctx.count > limits.conditions then
+    return nil, format("filter: %d conditions (a list of n values counting n) are over the limit of %d "
+      .. "(filter_limits.conditions)", ctx.count, limits.conditions)
+  end
   if ast == true then return nil end
   if ast.kind ~= "group" then ast = { kind = "group", logic = "and", items = { ast } } end
   return ast
@@ -464,68 +520,348 @@ end
 local LOWER = {}
 for c = byte("A"), byte("Z") do LOWER[char(c)] = char(c + 32) end
 
+-- Every byte, and the same with A-Z lowered: string.lower (C, one pass) is
+-- used on long strings while it lowers ASCII letters only, as it does in the C
+-- locale (Lua 5.4's follows the process's locale; LuaJIT's never does).
+local ALL_BYTES = {}
+for b = 0, 255 do ALL_BYTES[b + 1] = char(b) end
+ALL_BYTES = concat(ALL_BYTES)
+local ALL_LOWERED = ALL_BYTES:gsub("[A-Z]", LOWER)
+
 -- Lower case in ASCII only, whatever the C locale says (as SQLite's LIKE folds).
 local function ascii_lower(s)
+  if #s > 256 and ALL_BYTES:lower() == ALL_LOWERED then return s:lower() end
+  if not s:find("[A-Z]") then return s end
   return (s:gsub("[A-Z]", LOWER))
 end
 
--- Characters (UTF-8 sequences) of s, lower-cased in ASCII, as SQLite's LIKE sees them.
-local function chars(s)
-  local out, n = {}, 0
-  for ch in ascii_lower(s):gmatch("[%z\1-\127\192-\255][\128-\191]*") do
-    n = n + 1
-    out[n] = ch
-  end
-  return out, n
+-- LIKE works on characters as SQLite's does: a character is a byte that is no
+-- UTF-8 continuation byte (0x80-0xBF) with the continuation bytes after it;
+-- continuation bytes at the very start of a string belong to no character and
+-- are ignored. Pattern and subject are lower-cased in ASCII. The matcher works
+-- on the subject's bytes (no table per character) and never backtracks across
+-- `%`: the segments between `%` are matched in turn, the first at the start,
+-- the last at the end, each other one at its leftmost place after the one
+-- before (docs/filter.md, "Matching in memory").
+
+-- The position after the continuation bytes from i on (i itself when none).
+local function char_end(s, i)
+  local _, e = s:find("^[\128-\191]*", i)
+  return e + 1
 end
 
--- A LIKE pattern -> tokens: a character (string), true for `%`, false for `_`.
-local function like_tokens(pattern)
-  local p, np = chars(pattern)
-  local toks, nt, i = {}, 0, 1
-  while i <= np do
-    local c = p[i]
-    nt = nt + 1
-    if c == "!" and i < np then
-      i = i + 1
-      toks[nt] = p[i]
+local function is_cont(b)
+  return b ~= nil and b >= 128 and b <= 191
+end
+
+-- A LIKE pattern -> its segments (the parts between `%`), each a list of
+-- tokens: a string (literal characters, lower-cased) or a number (that many
+-- `_`, one character each). `!` makes the character after it literal.
+-- segments.fixed: whether a segment between two `%` holds a `_` (see like_match).
+local function like_compile(pattern)
+  pattern = ascii_lower(pattern)
+  local segments, seg, piece = {}, {}, {}
+  local function flush()
+    if #piece > 0 then
+      seg[#seg + 1] = concat(piece)
+      piece = {}
+    end
+  end
+  local n = #pattern
+  local i = char_end(pattern, 1)
+  while i <= n do
+    local nxt = char_end(pattern, i + 1)
+    local c = pattern:sub(i, nxt - 1)
+    if c == "!" and nxt <= n then
+      local after = char_end(pattern, nxt + 1)
+      piece[#piece + 1] = pattern:sub(nxt, after - 1)
+      nxt = after
     elseif c == "%" then
-      toks[nt] = true
+      flush()
+      segments[#segments + 1] = seg
+      seg = {}
     elseif c == "_" then
-      toks[nt] = false
+      flush()
+      if type(seg[#seg]) == "number" then seg[#seg] = seg[#seg] + 1 else seg[#seg + 1] = 1 end
     else
-      toks[nt] = c
+      piece[#piece + 1] = c
     end
-    i = i + 1
+    i = nxt
   end
-  return toks, nt
+  flush()
+  segments[#segments + 1] = seg
+  for k = 2, #segments - 1 do
+    for _, t in ipairs(segments[k]) do
+      if type(t) == "number" then segments.fixed = true end
+    end
+  end
+  return segments
 end
 
--- Matches a subject against pattern tokens: iterative, backtracking to the last `%`.
-local function like_match(subject, toks, nt)
-  local s, ns = chars(subject)
-  local si, ti, star_t, star_s = 1, 1, nil, nil
-  while si <= ns do
-    local t = toks[ti]
-    if ti <= nt and t ~= true and (t == false or t == s[si]) then
-      si, ti = si + 1, ti + 1
-    elseif ti <= nt and t == true then
-      star_t, star_s = ti, si
-      ti = ti + 1
-    elseif star_t then
-      star_s = star_s + 1
-      si, ti = star_s, star_t + 1
+---- characters of any width, on the subject as it is
+
+-- Tokens first..last of a segment matched forward from position p (a
+-- character start): -> the position after them, or nil.
+local function match_forward(s, seg, first, last, p, n)
+  for k = first, last do
+    local t = seg[k]
+    if type(t) == "number" then
+      for _ = 1, t do
+        if p > n then return nil end
+        p = char_end(s, p + 1)
+      end
     else
-      return false
+      local e = p + #t
+      if e - 1 > n or s:sub(p, e - 1) ~= t or is_cont(byte(s, e)) then return nil end
+      p = e
     end
   end
-  while ti <= nt and toks[ti] == true do ti = ti + 1 end
-  return ti > nt
+  return p
+end
+
+-- A segment matched backward so that it ends just before position e (a
+-- character start), starting at or after floor_pos: -> the start, or nil.
+local function match_backward(s, seg, e, floor_pos)
+  for k = #seg, 1, -1 do
+    local t = seg[k]
+    if type(t) == "number" then
+      for _ = 1, t do
+        local q = e - 1
+        while q >= floor_pos and is_cont(byte(s, q)) do q = q - 1 end
+        if q < floor_pos then return nil end
+        e = q
+      end
+    else
+      local b = e - #t
+      if b < floor_pos or s:sub(b, e - 1) ~= t then return nil end
+      e = b
+    end
+  end
+  return e
+end
+
+-- Lua patterns that together match a segment from its first literal piece
+-- on, anchored: `_` as one character (a byte that is no continuation byte and
+-- the continuation bytes after it), at most 32 of them in one pattern, as
+-- Lua's matcher recurses once for each.
+local MAGIC = { ["^"] = "%^", ["$"] = "%$", ["("] = "%(", [")"] = "%)", ["%"] = "%%", ["."] = "%.",
+  ["["] = "%[", ["]"] = "%]", ["*"] = "%*", ["+"] = "%+", ["-"] = "%-", ["?"] = "%?", ["\0"] = "%z" }
+local ONE_CHAR = "[^\128-\191][\128-\191]*"
+
+local function segment_patterns(seg)
+  local patterns, parts, chars, first = {}, {}, 0, nil
+  for k, t in ipairs(seg) do
+    if type(t) == "string" then
+      first = first or k
+      parts[#parts + 1] = (t:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?%z]", MAGIC))
+    elseif first then
+      for _ = 1, t do
+        parts[#parts + 1] = ONE_CHAR
+        chars = chars + 1
+        if chars == 32 then
+          patterns[#patterns + 1] = "^" .. concat(parts)
+          parts, chars = {}, 0
+        end
+      end
+    end
+  end
+  if #parts > 0 then patterns[#patterns + 1] = "^" .. concat(parts) end
+  seg.patterns, seg.first = patterns, first
+  return patterns
+end
+
+-- The leftmost place at or after position from where a segment matches, in
+-- any subject: -> the position after it, or nil. The first literal piece is
+-- looked for with a plain find (after room for the `_` before it), the rest
+-- checked in place by the anchored patterns, in C. Used where the subject
+-- cannot be widened (search_fixed): value x segment steps at worst.
+local function search_chars(s, seg, from, n)
+  local patterns = seg.patterns or segment_patterns(seg)
+  local first = seg.first
+  if not first then return match_forward(s, seg, 1, #seg, from, n) end
+  local x = match_forward(s, seg, 1, first - 1, from, n)
+  if not x then return nil end
+  local piece, tail_piece = seg[first], type(seg[#seg]) == "string"
+  while true do
+    x = s:find(piece, x, true)
+    if not x then return nil end
+    local p = x
+    for _, pattern in ipairs(patterns) do
+      local _, e = s:find(pattern, p)
+      if not e then p = nil break end
+      p = e + 1
+    end
+    if p and not (tail_piece and is_cont(byte(s, p))) then return p end
+    x = x + 1
+  end
+end
+
+local function like_chars(s, segments)
+  local n = #s
+  local count = #segments
+  local pos = match_forward(s, segments[1], 1, #segments[1], char_end(s, 1), n)
+  if not pos then return false end
+  if count == 1 then return pos == n + 1 end
+  for k = 2, count - 1 do
+    pos = search_chars(s, segments[k], pos, n)
+    if not pos then return false end
+  end
+  return match_backward(s, segments[count], n + 1, pos) ~= nil
+end
+
+---- characters of one width: bytes (ASCII) or 4-byte units (widened UTF-8)
+
+-- Pieces, their byte offsets from the segment's start and the segment's
+-- width in bytes, for characters of `unit` bytes; kept in the segment.
+local function fixed_layout(seg, unit)
+  local pieces, offsets, width = {}, {}, 0
+  for _, t in ipairs(seg) do
+    if type(t) == "number" then
+      width = width + t * unit
+    else
+      pieces[#pieces + 1], offsets[#pieces + 1] = t, width
+      width = width + #t
+    end
+  end
+  seg.pieces, seg.offsets, seg.width = pieces, offsets, width
+  return seg
+end
+
+-- The first place at or after init where piece starts a unit.
+local function find_unit(s, piece, init, unit)
+  local x = s:find(piece, init, true)
+  while x and (x - 1) % unit ~= 0 do x = s:find(piece, x + 1, true) end
+  return x
+end
+
+-- The leftmost place at or after from (a unit start) where a segment
+-- matches: -> the position after it, or nil. The pieces sit at fixed offsets
+-- from the segment's start q. Each piece is looked for with a plain find from
+-- where q needs it: found in place, it is confirmed; found further on, it
+-- moves q there and goes to the front of the order, so that the pieces that
+-- moved q are tried first at the next q (a leapfrog over the pieces). q is
+-- the answer once every piece is confirmed. Each find confirms a piece or
+-- moves q forward.
+local function search_fixed(s, seg, from, n, unit)
+  if not seg.pieces then fixed_layout(seg, unit) end
+  local pieces, offsets, width = seg.pieces, seg.offsets, seg.width
+  local count = #pieces
+  if count == 0 then
+    if from + width - 1 > n then return nil end
+    return from + width
+  end
+  local nxt, prv = {}, {} -- the order, as a doubly linked list
+  for i = 1, count do nxt[i], prv[i] = i + 1, i - 1 end
+  local head, q, cur, confirmed = 1, from, 1, 0
+  while true do
+    local off = offsets[cur]
+    local x = find_unit(s, pieces[cur], q + off, unit)
+    if not x or x - off + width - 1 > n then return nil end
+    if x == q + off then
+      confirmed = confirmed + 1
+    else
+      q, confirmed = x - off, 1
+      if cur ~= head then -- to the front
+        local a, b = prv[cur], nxt[cur]
+        nxt[a] = b
+        if b <= count then prv[b] = a end
+        nxt[cur], prv[cur], prv[head] = head, 0, cur
+        head = cur
+      end
+    end
+    if confirmed == count then return q + width end
+    cur = nxt[cur]
+    if cur > count then cur = head end
+  end
+end
+
+-- A segment's tokens from position p, for characters of unit bytes: -> the
+-- position after them, or nil.
+local function fixed_forward(s, seg, p, n, unit)
+  for _, t in ipairs(seg) do
+    if type(t) == "number" then
+      p = p + t * unit
+      if p - 1 > n then return nil end
+    else
+      local e = p + #t
+      if e - 1 > n or s:sub(p, e - 1) ~= t then return nil end
+      p = e
+    end
+  end
+  return p
+end
+
+local function like_fixed(s, segments, unit)
+  local n = #s
+  local count = #segments
+  local pos = fixed_forward(s, segments[1], 1, n, unit)
+  if not pos then return false end
+  if count == 1 then return pos == n + 1 end
+  for k = 2, count - 1 do
+    pos = search_fixed(s, segments[k], pos, n, unit)
+    if not pos then return false end
+  end
+  local last = segments[count]
+  if not last.pieces then fixed_layout(last, unit) end
+  local start = n + 1 - last.width
+  return start >= pos and fixed_forward(s, last, start, n, unit) == n + 1
+end
+
+-- Valid UTF-8 widened to 4 bytes per character (the character, then zero
+-- bytes): every character the same width, so that a segment's pieces sit at
+-- fixed offsets. One table of the distinct characters per call.
+local function widen(s)
+  local units = setmetatable({}, { __index = function(t, ch)
+    local u = ch .. ("\0"):rep(4 - #ch)
+    t[ch] = u
+    return u
+  end })
+  return (s:gsub("[^\128-\191][\128-\191]*", units))
+end
+
+-- The segments with every piece widened (nil when a piece holds a character
+-- longer than 4 bytes: it cannot match a subject that can be widened).
+local function widened(segments)
+  if segments.wide == nil then
+    local wide = {}
+    for k, seg in ipairs(segments) do
+      local w = {}
+      for i, t in ipairs(seg) do
+        if type(t) == "string" then
+          if t:find("[^\128-\191][\128-\191][\128-\191][\128-\191][\128-\191]") then wide = false break end
+          t = widen(t)
+        end
+        w[i] = t
+      end
+      if not wide then break end
+      wide[k] = w
+    end
+    segments.wide = wide
+  end
+  return segments.wide
+end
+
+-- Matches a subject against compiled segments. A segment between two `%`
+-- that holds `_` is searched by search_fixed where characters have one
+-- width: an ASCII subject as it is, valid UTF-8 widened (4 bytes a
+-- character); the rest character by character.
+local function like_match(subject, segments)
+  local s = ascii_lower(subject)
+  if segments.fixed then
+    if not s:find("[\128-\255]") then return like_fixed(s, segments, 1) end
+    local start = char_end(s, 1)
+    if not s:find("[^\128-\191][\128-\191][\128-\191][\128-\191][\128-\191]", start) then
+      local wide = widened(segments)
+      if not wide then return false end
+      return like_fixed(widen(s:sub(start)), wide, 4)
+    end
+  end
+  return like_chars(s, segments)
 end
 
 -- SQL LIKE with `%` and `_`, escape character `!`, ASCII case-insensitive.
 local function like(subject, pattern)
-  return like_match(subject, like_tokens(pattern))
+  return like_match(subject, like_compile(pattern))
 end
 _M.like = like
 _M.is_list = is_list
@@ -566,12 +902,12 @@ local TESTS = {
     return function(v) return ascii_lower(v):find(x, 1, true) == nil end
   end,
   pattern = function(n) -- the pattern is read once, not for every row
-    local toks, nt = like_tokens(pattern_escape(n.value))
-    return function(v) return like_match(v, toks, nt) end
+    local segments = like_compile(pattern_escape(n.value))
+    return function(v) return like_match(v, segments) end
   end,
   not_pattern = function(n)
-    local toks, nt = like_tokens(pattern_escape(n.value))
-    return function(v) return not like_match(v, toks, nt) end
+    local segments = like_compile(pattern_escape(n.value))
+    return function(v) return not like_match(v, segments) end
   end,
   between = function(n)
     local from, to = n.from, n.to
@@ -681,32 +1017,117 @@ end
 
 local STORAGE = { text = true, epoch = true }
 
--- A date or datetime condition on a column holding seconds since the epoch (UTC):
--- each value V is the range [V, V + one day (date) or one second (datetime)),
--- so that 1717200000.5 is on its day and in its second, as the row encoder floors it.
-local function epoch_condition(node, c, param)
-  local width = node.type == "date" and 86400 or 1
-  local function from(v) return param(epoch_seconds(v)) end
-  local function to(v) return param(epoch_seconds(v) + width) end
-  local function within(v) return "(" .. c .. " >= " .. from(v) .. " AND " .. c .. " < " .. to(v) .. ")" end
+-- The moment one day (a date) or one second (a datetime) after a normalized
+-- value, or nil past 9999-12-31 [23:59:59].
+local function next_moment(v, is_date)
+  local y, m, d = tonumber(v:sub(1, 4)), tonumber(v:sub(6, 7)), tonumber(v:sub(9, 10)) + 1
+  local hh, mi, ss = 0, 0, 0
+  if not is_date then
+    d = d - 1
+    hh, mi, ss = tonumber(v:sub(12, 13)), tonumber(v:sub(15, 16)), tonumber(v:sub(18, 19)) + 1
+    if ss == 60 then ss, mi = 0, mi + 1 end
+    if mi == 60 then mi, hh = 0, hh + 1 end
+    if hh == 24 then hh, d = 0, d + 1 end
+  end
+  if not valid_date(y, m, d) then
+    d, m = 1, m + 1
+    if m == 13 then m, y = 1, y + 1 end
+  end
+  if y > 9999 then return nil end
+  if is_date then return format("%04d-%02d-%02d", y, m, d) end
+  return format("%04d-%02d-%02d %02d:%02d:%02d", y, m, d, hh, mi, ss)
+end
+
+-- Parts joined by " AND " or " OR " in parentheses; past 8 parts as a
+-- balanced tree, so that an engine's parser nests a long group log2(n) deep,
+-- not n deep (SQLite refuses expressions deeper than 1000).
+local function join(parts, op, i, j)
+  i, j = i or 1, j or #parts
+  if j - i < 8 then return "(" .. concat(parts, op, i, j) .. ")" end
+  local mid = floor((i + j) / 2)
+  return "(" .. join(parts, op, i, mid) .. op .. join(parts, op, mid + 1, j) .. ")"
+end
+
+-- A date or datetime condition written as ranges: each value V is the range
+-- [lower(V), upper(V)), upper nil when nothing lies above. valid (SQL, or nil)
+-- holds for exactly the non-NULL column values the row encoder serves as a
+-- value: positive conditions require it, negative ones hold without it.
+-- Placeholders are made in the order they stand in the SQL text. column says
+-- what the column holds, for the error on an operator ranges cannot write.
+local function range_condition(node, c, lower, upper, valid, column)
+  local function within(v)
+    local lo = c .. " >= " .. lower(v)
+    local hi = upper(v)
+    if not hi then return lo end
+    return "(" .. lo .. " AND " .. c .. " < " .. hi .. ")"
+  end
+  local function sure(sql)
+    if valid then return "(" .. sql .. " AND " .. valid .. ")" end
+    return sql
+  end
+  local function unless(sql)
+    if valid then return "(" .. c .. " IS NULL OR NOT " .. valid .. " OR NOT " .. sql .. ")" end
+    return "(" .. c .. " IS NULL OR NOT " .. sql .. ")"
+  end
   local op = node.op
-  if op == "eq" then return within(node.value) end
-  if op == "ne" then return "(" .. c .. " IS NULL OR NOT " .. within(node.value) .. ")" end
-  if op == "gt" then return c .. " >= " .. to(node.value) end
-  if op == "ge" then return c .. " >= " .. from(node.value) end
-  if op == "lt" then return c .. " < " .. from(node.value) end
-  if op == "le" then return c .. " < " .. to(node.value) end
-  if op == "between" then return "(" .. c .. " >= " .. from(node.from) .. " AND " .. c .. " < " .. to(node.to) .. ")" end
+  if op == "not_null" then return valid or (c .. " IS NOT NULL") end
+  if op == "is_null" then return valid and "(" .. c .. " IS NULL OR NOT " .. valid .. ")" or (c .. " IS NULL") end
+  if op == "eq" then return sure(within(node.value)) end
+  if op == "ne" then return unless(within(node.value)) end
+  if op == "ge" then return sure(c .. " >= " .. lower(node.value)) end
+  if op == "lt" then return sure(c .. " < " .. lower(node.value)) end
+  if op == "gt" or op == "le" then
+    local hi = upper(node.value)
+    if op == "gt" then return hi and sure(c .. " >= " .. hi) or "1=0" end
+    return hi and sure(c .. " < " .. hi) or (valid or c .. " IS NOT NULL")
+  end
+  if op == "between" then
+    local lo = c .. " >= " .. lower(node.from)
+    local hi = upper(node.to)
+    return sure(hi and "(" .. lo .. " AND " .. c .. " < " .. hi .. ")" or lo)
+  end
   if op == "in" or op == "not_in" then
     if #node.values == 0 then return op == "in" and "1=0" or "1=1" end
     local parts = {}
     for i, v in ipairs(node.values) do parts[i] = within(v) end
-    local any = "(" .. concat(parts, " OR ") .. ")"
-    if op == "in" then return any end
-    return "(" .. c .. " IS NULL OR NOT " .. any .. ")"
+    local any = #parts == 1 and parts[1] or join(parts, " OR ")
+    if op == "in" then return sure(any) end
+    return unless(any)
   end
-  error(("filter.to_sql: %s on field %s, whose column stores epoch seconds (opts.dates), cannot be written in SQL")
-    :format(show(op), show(node.field)), 4)
+  error(("filter.to_sql: %s on field %s, whose column %s, cannot be written in SQL")
+    :format(show(op), show(node.field), column), 4)
+end
+
+-- A date or datetime condition on a column holding seconds since the epoch
+-- (UTC): each value V is the range [V, V + one day (date) or one second
+-- (datetime)), so that 1717200000.5 is on its day and in its second, as the
+-- row encoder floors it.
+local function epoch_condition(node, c, param)
+  local width = node.type == "date" and 86400 or 1
+  return range_condition(node, c,
+    function(v) return param(epoch_seconds(v)) end,
+    function(v) return param(epoch_seconds(v) + width) end, nil, "stores epoch seconds (opts.dates)")
+end
+
+-- A date or datetime condition on an SQL DATE or TIMESTAMP column, for a
+-- dialect whose date_range = {valid = function(column_sql, node) -> SQL,
+-- min = "YYYY-MM-DD HH:MM:SS" or nil}: the row encoder serves such a value
+-- with the fraction of a second dropped, or as null where valid fails, so
+-- each filter value V is the range [V, V + one day or second); bounds below
+-- min are raised to it (the engine may not read them).
+local function typed_condition(node, c, param, range)
+  local is_date = node.type == "date"
+  local min = range.min and (is_date and range.min:sub(1, 10) or range.min)
+  local function bound(v)
+    if min and v < min then v = min end
+    return param(v)
+  end
+  return range_condition(node, c, bound,
+    function(v)
+      local after = next_moment(v, is_date)
+      return after and bound(after)
+    end,
+    range.valid(c, node), "holds dates")
 end
 
 -- filter.to_sql(ast, {dialect=, columns=, dates=, first_param=}) -> where_sql, params
@@ -720,7 +1141,8 @@ function _M.to_sql(ast, opts)
   -- a dialect is a name above or an engine's own table: {quote =, like =,
   -- numbered =, operand = function(column_sql, node) -> the expression every
   -- condition on the node's field tests, like_sql = function(operand_sql,
-  -- param_sql) -> the LIKE condition}
+  -- param_sql) -> the LIKE condition, date_range = {valid =, min =}: how
+  -- date/datetime columns of SQL date types compare (typed_condition)}
   local d = type(opts.dialect) == "table" and opts.dialect or DIALECTS[opts.dialect or "sqlite"]
   if not d then error("filter.to_sql: unknown dialect " .. show(opts.dialect), 2) end
   local columns = opts.columns or {}
@@ -751,18 +1173,20 @@ function _M.to_sql(ast, opts)
       for i, item in ipairs(node.items) do parts[i] = compile(item) end
       if #parts == 0 then return node.logic == "or" and "1=0" or "1=1" end
       if #parts == 1 then return parts[1] end
-      return "(" .. concat(parts, node.logic == "or" and " OR " or " AND ") .. ")"
+      return join(parts, node.logic == "or" and " OR " or " AND ")
     end
     if node.kind ~= "cond" or type(node.field) ~= "string" then error("filter.to_sql: not a filter AST", 3) end
     local c = column(node.field)
     local op = node.op
     if d.operand then c = d.operand(c, node) end
+    if node.type == "date" or node.type == "datetime" then
+      local how = dates
+      if type(dates) == "table" then how = dates[node.field] or "text" end
+      if how == "epoch" and op ~= "is_null" and op ~= "not_null" then return epoch_condition(node, c, param) end
+      if how ~= "epoch" and d.date_range then return typed_condition(node, c, param, d.date_range) end
+    end
     if op == "is_null" then return c .. " IS NULL" end
     if op == "not_null" then return c .. " IS NOT NULL" end
-    if (node.type == "date" or node.type == "datetime")
-        and (type(dates) == "table" and dates[node.field] or dates) == "epoch" then
-      return epoch_condition(node, c, param)
-    end
     if SQL_OPS[op] then
       local sql = c .. " " .. SQL_OPS[op] .. " " .. param(node.value)
       if op == "ne" then return "(" .. c .. " IS NULL OR " .. sql .. ")" end

@@ -28,7 +28,14 @@
 --   query_columns(conn, sql) -> the result columns {name=, type=} of a query
 --   field_type(declared)  -> field type ("int", "double", "string", "date",
 --                            "datetime") or nil to leave the column out, and true
---                            when a filter on such a column pushes down exactly
+--                            when a filter on such a column pushes down exactly,
+--                            "check" when that depends on the values stored
+--   check_column(conn, from, column, ftype) -> (for "check") whether every
+--                            stored value of column (quoted) in from (a quoted
+--                            table or "(query) AS bic_query") is one the
+--                            database compares as filter.match compares the value
+--                            served: true | false, for dates "text" | "epoch" |
+--                            false; or nil, message
 -- conn is a connection of the source's pool (conn:query(sql, params) -> cursor;
 -- cursor:fetch, cursor:columns, cursor:close): each query runs as a core.sql
 -- job on a thread of its own, and waiting for it never holds up the host (see
@@ -574,6 +581,40 @@ function Source:describe(code)
   return fields
 end
 
+-- Whether a filter on field f runs in SQL, where the engine must look at the
+-- stored values first (f.exact == "check", SQLite: any column may hold any
+-- value): -> exact, and how dates are stored ("text" | "epoch" | nil).
+function Source:column_check(from, f)
+  local e = self.engine
+  local r, err = e.check_column(self:conn(), from, e.quote(f.column or f.code), f.type)
+  must(r, err, format("checking column %q", f.column or f.code))
+  if r == "text" or r == "epoch" then return true, r end
+  return r == true, nil
+end
+
+-- The field codes a filter AST names: -> { code = true }
+local function named_fields(node, out)
+  out = out or {}
+  if node.kind == "cond" then out[node.field] = true
+  else for _, item in ipairs(node.items) do named_fields(item, out) end end
+  return out
+end
+
+-- What SQL can take of one statement: bound parameters (SQLite's limit is
+-- 32766, PostgreSQL's and MySQL's 65535) and bytes of SQL text and parameters
+-- together (MySQL's max_allowed_packet: 4 MiB in MySQL 5.7, 16 MiB in
+-- MariaDB, 64 MiB in MySQL 8). filter's limits keep the parameters below, and
+-- a filter whose SQL would pass either (thousands of long LIKE values, which
+-- a request body of 1 MiB cannot carry) is matched in memory instead.
+local MAX_PARAMS, MAX_STATEMENT_BYTES = 32766, 2 * 1024 * 1024
+
+local function too_big(where, params)
+  if #params > MAX_PARAMS then return true end
+  local size = #where
+  for _, p in ipairs(params) do size = size + #tostring(p) end
+  return size > MAX_STATEMENT_BYTES
+end
+
 -- The part of a filter SQL can answer exactly: the whole AST, or the exact
 -- items of a top-level AND. -> pushed AST (or nil), whether all was pushed.
 local function split_filter(ast, exact_of)
@@ -594,30 +635,39 @@ end
 -- The SELECT for q: -> sql, params, complete (the whole filter is in the SQL).
 function Source:select_sql(q, codes)
   local e = self.engine
+  local from
+  if self.queries[q.table] then from = "(" .. self.queries[q.table].sql .. ") AS bic_query"
+  else from = e.quote(q.table) end
+  local named = q.filter and named_fields(q.filter) or {}
   local columns, exact_of, dates = {}, {}, nil
   for _, f in ipairs(q.fields) do
     columns[f.code] = f.column or f.code
-    exact_of[f.code] = f.exact == true
-    if f.dates == "epoch" then
+    local exact, storage = f.exact == true, f.dates
+    if f.exact == "check" then
+      exact, storage = false, nil
+      if named[f.code] then exact, storage = self:column_check(from, f) end
+    end
+    exact_of[f.code] = exact
+    if storage == "epoch" then
       dates = dates or {}
       dates[f.code] = "epoch"
     end
   end
   local cols = {}
   for i, code in ipairs(codes) do cols[i] = e.quote(columns[code]) end
-  local from
-  if self.queries[q.table] then from = "(" .. self.queries[q.table].sql .. ") AS bic_query"
-  else from = e.quote(q.table) end
   local sql = "SELECT " .. concat(cols, ", ") .. " FROM " .. from
   local params, complete = {}, true
   if q.filter then
     local pushed
     pushed, complete = split_filter(q.filter, exact_of)
     if pushed then
-      local where
-      where, params = filter.to_sql(pushed, { dialect = e.dialect, columns = columns, first_param = 1,
+      local where, pparams = filter.to_sql(pushed, { dialect = e.dialect, columns = columns, first_param = 1,
         dates = dates })
-      sql = sql .. " WHERE " .. where
+      if too_big(where, pparams) then
+        complete = false
+      else
+        sql, params = sql .. " WHERE " .. where, pparams
+      end
     end
   end
   if complete and q.limit then sql = sql .. e.limit(q.limit) end
@@ -732,7 +782,7 @@ end
 -- sql.connector(opts) -> connector. opts: everything sql.source takes, and
 --   title, token (the value the `token` setting must carry; nil: no setting and
 --   no authentication unless check is given), settings, check(connection) ->
---   true | false, reason, chunk_size, log.
+--   true | false, reason, chunk_size, filter_limits, log.
 function _M.connector(opts)
   if type(opts) == "string" then opts = { url = opts } end
   local src = _M.source(opts)
@@ -766,6 +816,7 @@ function _M.connector(opts)
     data = function(_, q) return src:data(q) end,
     chunk_size = opts.chunk_size,
     datetime_offset = opts.datetime_offset,
+    filter_limits = opts.filter_limits,
     log = opts.log,
     secrets = opts.token and { opts.token } or nil, -- masked in every message and log line
     -- the introspection answers are kept 60 s unless opts.cache says otherwise

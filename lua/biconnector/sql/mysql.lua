@@ -47,9 +47,17 @@ end
 -- The dialect of biconnector.filter.to_sql, made exact against `match`:
 -- strings compare as their UTF-8 bytes (no case or accent folding, no
 -- trailing-space padding, whatever the column's collation); LIKE folds ASCII
--- letters only and matches characters in utf8mb4_bin.
+-- letters only and matches characters in utf8mb4_bin; dates compare as the
+-- second or day they are served as, the zero date and dates with a zero or
+-- impossible month or day (which MySQL may keep) as NULL (filter.to_sql's
+-- date_range).
 _M.dialect = {
   quote = "`", like = "LIKE",
+  date_range = {
+    valid = function(c)
+      return "COALESCE(DAYOFMONTH(" .. c .. ") BETWEEN 1 AND DAYOFMONTH(LAST_DAY(" .. c .. ")), 0)"
+    end,
+  },
   operand = function(c, node)
     if node.type == "string" then return "CAST(CONVERT(" .. c .. " USING utf8mb4) AS BINARY)" end
     return c

@@ -44,9 +44,15 @@ _M.limit = sql_lib.limit_clause
 -- strings compare as text in the "C" collation (bytewise, whatever the
 -- database's collation; ILIKE then folds ASCII letters only, as match does);
 -- doubles compare with NaN and the infinities as NULL (they are served as
--- null).
+-- null); dates and timestamps compare as the second or day they are served
+-- as, those outside the years 1-9999 (BC, infinity) as NULL
+-- (filter.to_sql's date_range).
 _M.dialect = {
   quote = '"', like = "ILIKE", numbered = true,
+  date_range = {
+    min = "0001-01-01 00:00:00", -- PostgreSQL has no year 0: a bound below is raised to this
+    valid = function(c) return "(" .. c .. " >= '0001-01-01' AND " .. c .. " < '10000-01-01')" end,
+  },
   operand = function(c, node)
     if node.type == "string" then return "(" .. c .. ')::text COLLATE "C"' end
     if node.type == "double" then

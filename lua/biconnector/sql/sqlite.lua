@@ -86,22 +86,84 @@ function _M.query_columns(conn, sql)
 end
 
 -- Declared type -> field type (nil: the column is left out) and whether a
--- filter on the column pushes down exactly (the column's affinity stores the
--- values as the field type compares them). SQLite's affinity rules, in order:
--- INT -> INTEGER; CHAR, CLOB, TEXT -> TEXT; BLOB or none -> BLOB; REAL, FLOA,
--- DOUB -> REAL; else NUMERIC.
+-- filter on the column pushes down: "check" where the declared type gives the
+-- field a type (check_column looks at the values stored: SQLite keeps any
+-- value in any column), false where it does not. SQLite's affinity rules, in
+-- order: INT -> INTEGER; CHAR, CLOB, TEXT -> TEXT; BLOB or none -> BLOB; REAL,
+-- FLOA, DOUB -> REAL; else NUMERIC.
 function _M.field_type(declared)
   local t = (declared or ""):upper()
-  if t:find("DATETIME", 1, true) or t:find("TIMESTAMP", 1, true) then return "datetime", true end
-  if t:find("DATE", 1, true) then return "date", true end
-  if t:find("INT", 1, true) then return "int", true end
-  if t:find("BOOL", 1, true) then return "int", true end
-  if t:find("CHAR", 1, true) or t:find("CLOB", 1, true) or t:find("TEXT", 1, true) then return "string", true end
+  if t:find("DATETIME", 1, true) or t:find("TIMESTAMP", 1, true) then return "datetime", "check" end
+  if t:find("DATE", 1, true) then return "date", "check" end
+  if t:find("INT", 1, true) then return "int", "check" end
+  if t:find("BOOL", 1, true) then return "int", "check" end
+  if t:find("CHAR", 1, true) or t:find("CLOB", 1, true) or t:find("TEXT", 1, true) then return "string", "check" end
   if t:find("BLOB", 1, true) then return nil end
   if t == "" then return "string", false end -- no declared type: any value, compared as stored
-  if t:find("REAL", 1, true) or t:find("FLOA", 1, true) or t:find("DOUB", 1, true) then return "double", true end
-  if t:find("NUM", 1, true) or t:find("DEC", 1, true) then return "double", true end
+  if t:find("REAL", 1, true) or t:find("FLOA", 1, true) or t:find("DOUB", 1, true) then return "double", "check" end
+  if t:find("NUM", 1, true) or t:find("DEC", 1, true) then return "double", "check" end
   return "string", false -- NUMERIC affinity under another name (JSON, UUID, ...): text or numbers
+end
+
+-- What every stored value of a column must be for SQLite to compare it as
+-- filter.match compares the value the row encoder serves (SQL over the
+-- column, never NULL for a non-NULL value). Dates: canonical text that is a
+-- real day and time (the "+0" modifier makes SQLite normalize 2024-02-30 to
+-- 2024-03-01 and 24:00:00 to the next day, so a value that changes is none),
+-- or seconds since the epoch within the years 0000-9999 the encoder serves.
+local DIGITS4, DIGITS2 = "[0-9][0-9][0-9][0-9]", "[0-9][0-9]"
+local DAY = DIGITS4 .. "-" .. DIGITS2 .. "-" .. DIGITS2
+local FORMS = {
+  int = { [true] = "typeof(%s) = 'integer'" },
+  double = { [true] = "typeof(%s) IN ('integer', 'real') AND %s BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308" },
+  string = { [true] = "typeof(%s) = 'text'" },
+  date = {
+    text = "typeof(%s) = 'text' AND %s GLOB '" .. DAY .. "' AND date(%s, '+0 days') = %s",
+    epoch = "typeof(%s) IN ('integer', 'real') AND %s >= -62167219200 AND %s < 253402300800",
+  },
+  datetime = {
+    text = "typeof(%s) = 'text' AND %s GLOB '" .. DAY .. " " .. DIGITS2 .. ":" .. DIGITS2 .. ":" .. DIGITS2
+      .. "' AND strftime('%Y-%m-%d %H:%M:%S', %s, '+0 seconds') = %s",
+    epoch = "typeof(%s) IN ('integer', 'real') AND %s >= -62167219200 AND %s < 253402300800",
+  },
+}
+local FORM_ORDER = { true, "text", "epoch" }
+
+-- Answers kept per connection until another connection commits a change
+-- (PRAGMA data_version): the check reads the whole column once.
+local checked = setmetatable({}, { __mode = "k" })
+
+-- -> true | false (int, double, string), "text" | "epoch" | false (date,
+-- datetime): the form every stored value of the column has; nil, message
+function _M.check_column(conn, from, column, ftype)
+  local version, err = all_rows(conn, "PRAGMA data_version")
+  if not version then return nil, err end
+  version = version[1] and version[1][1]
+  local cache = checked[conn]
+  if not cache or cache.version ~= version then
+    cache = { version = version, answers = {} }
+    checked[conn] = cache
+  end
+  local key = from .. "\0" .. column .. "\0" .. ftype
+  local answer = cache.answers[key]
+  if answer ~= nil then return answer end
+  answer = false
+  local forms = FORMS[ftype] or {}
+  for _, name in ipairs(FORM_ORDER) do
+    local form = forms[name]
+    if form then
+      local cond = form:gsub("%%s", function() return column end)
+      local rows, qerr = all_rows(conn, "SELECT 1 FROM " .. from .. " WHERE " .. column .. " IS NOT NULL AND NOT "
+        .. "COALESCE(" .. cond .. ", 0) LIMIT 1")
+      if not rows then return nil, qerr end
+      if #rows == 0 then
+        answer = name
+        break
+      end
+    end
+  end
+  cache.answers[key] = answer
+  return answer
 end
 
 return _M
