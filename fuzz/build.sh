@@ -11,11 +11,15 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 target=${1:?usage: fuzz/build.sh TARGET}
 [ -f "$top/fuzz/$target.c" ] || { echo "fuzz/build.sh: no fuzz/$target.c" >&2; exit 2; }
 sources="$top/src/buffer.c $top/src/json.c $top/src/form.c"
+libs=""
+case "$target" in
+  like) sources="$top/src/like.c"; libs="-lsqlite3" ;; # differential: SQLite's own like()
+esac
 mkdir -p "$top/fuzz/bin"
 # shellcheck disable=SC2086
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -fno-omit-frame-pointer -Wall -Wextra -D_GNU_SOURCE -DBIC_TOP="\"$top\"" \
   -I/usr/include/lua5.4 -I"$top/src" \
   "$top/fuzz/$target.c" $sources \
-  -llua5.4 -lm -o "$top/fuzz/bin/$target"
+  -llua5.4 $libs -lm -o "$top/fuzz/bin/$target"
 echo "built fuzz/bin/$target"

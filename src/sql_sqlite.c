@@ -67,7 +67,9 @@ static void like_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     }
   }
   if (pat == NULL || sub == NULL) return;
-  rc = bic_like(pat, (size_t)plen, sub, (size_t)n, esc, (size_t)esclen, &c->interrupted);
+  /* SQLite's like() reads both up to a NUL byte: so does this one */
+  rc = bic_like(pat, strnlen(pat, (size_t)plen), sub, strnlen(sub, (size_t)n), esc, (size_t)esclen,
+                &c->interrupted);
   if (rc == -1) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
   else if (rc == -2) sqlite3_result_error_nomem(ctx);
   else sqlite3_result_int(ctx, rc);
