@@ -382,10 +382,18 @@ local function must(result, err, what)
   return result
 end
 
+-- How a stream job hands its rows over: it encodes STREAM_CHUNK bytes between
+-- two hand-overs and holds at most STREAM_CAP ready; a request that finds
+-- nothing ready is suspended until the next hand-over, so they are few and
+-- large.
+local STREAM_CHUNK, STREAM_CAP = 256 * 1024, 1024 * 1024
+
 -- A stream job as the connector's cursor: fill takes the rows the job has
 -- encoded (waiting when it has none yet); errors become failures with a status.
 local function as_cursor(job, tbl)
   return {
+    -- takes what the job holds ready, up to max_bytes (the connector's chunk:
+    -- LuaJIT maps each string of 128 KiB and more from the system afresh)
     fill = function(_, enc, max_bytes)
       local before = enc:pending() -- the header row, before the first rows
       while true do
@@ -748,7 +756,8 @@ function Source:data(q)
     for i, c in ipairs(codes) do sub[i] = { code = c, type = fields_of[c].type } end
     local offset = self.datetime_offset
     local enc = core.rows.new(sub, nil, { datetime_offset = offset == true and "Z" or offset })
-    local job, f = self:start(sql, params, "stream", { encoder = enc, key = q.table })
+    local job, f = self:start(sql, params, "stream", { encoder = enc, key = q.table, chunk = STREAM_CHUNK,
+      cap = STREAM_CAP })
     enc:close()
     if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
     return as_cursor(job, q.table), { select = true, filter = true, limit = true }
