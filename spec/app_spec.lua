@@ -336,6 +336,46 @@ describe("serve --app", function()
     assert.same({ 0, 0, 0 }, { objects.connectors, objects.sources, objects.tables })
   end)
 
+  it("--workers 2: a worker takes the callback, the master registers again on SIGHUP, once", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal, workers = 2, args = { "--app-tables" } })
+    finally(function() S.stop(h) end)
+    assert.equals(200, portal:control({ action = "install", url = h.install_url }).status)
+    A.wait_log(h, "INFO registered ", 1)
+    os.execute("kill -HUP " .. h.pid)
+    local log = A.wait_log(h, "INFO registered ", 2)
+    A.wait_log(h, "worker %d+ reloaded", 2)
+    -- one helper per installation and one per SIGHUP (from the master), none per worker
+    assert.equals(2, A.count(log, "application helper started"))
+    local objects = A.objects(portal)
+    assert.same({ 1, 1, 2 }, { objects.connectors, objects.sources, objects.tables })
+    assert.equals(0, S.stop(h))
+  end)
+
+  it("keeps the tokens in Redis (BITRIX24_TOKENS_REDIS)", function()
+    local X = require "scale_helpers"
+    local why = X.redis_missing()
+    if why then
+      io.stderr:write("\n*** SKIPPED: serve --app with Redis: " .. why .. "\n")
+      return pending("SKIPPED: " .. why)
+    end
+    local redis = X.start_redis()
+    finally(function() redis.stop() end)
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal, env = { BITRIX24_TOKENS_FILE = false,
+      BITRIX24_TOKENS_REDIS = "redis://127.0.0.1:" .. redis.port, BITRIX24_TOKENS_KEY = "bic:app" } })
+    finally(function() S.stop(h) end)
+    assert.matches("Tokens: redis 127.0.0.1:" .. redis.port .. " key bic:app", S.stdout(h), 1, true)
+    local r = portal:control({ action = "install", url = h.install_url })
+    assert.equals(200, r.status)
+    A.wait_log(h, "INFO registered ", 1)
+    local stored = cjson.decode(redis.command("GET bic:app"))
+    assert.equals(r.sent.auth.application_token, stored.application_token)
+    assert.is_true(stored.registration.ok)
+    assert.is_nil(S.read_file(dir .. "/tokens.json"))
+    local un = portal:control({ action = "uninstall" })
+    assert.equals(200, un.calls[1].status)
+    assert.is_nil(cjson.decode(redis.command("GET bic:app")).access_token)
+  end)
+
   it("says what is wrong on the command line", function()
     local env = { BITRIX24_TOKENS_FILE = dir .. "/tokens.json", BICONNECTOR_TOKEN = "t" }
     local url = "sqlite://" .. db
