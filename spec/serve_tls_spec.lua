@@ -167,9 +167,9 @@ describe("HTTPS on the built-in server", function()
     assert.equals(0, rc)
     local got = S.read_file(out) or ""
     assert.equals("HTTP/1.1 200", got:sub(1, 12))
-    local body = S.dechunk(got:match("\r\n\r\n(.*)$") or "")
-    assert.is_truthy(body, "the answer was cut")
+    local rows = S.dechunk(got:match("\r\n\r\n(.*)$") or "")
+    assert.is_truthy(rows, "the answer was cut")
     local last = '[150000,"padding-padding-padding-padding"]]'
-    assert.is_true(body:sub(-#last) == last, "the answer was cut")
+    assert.is_true(rows:sub(-#last) == last, "the answer was cut")
   end)
 end)
