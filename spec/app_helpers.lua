@@ -59,7 +59,7 @@ end
 function A.serve(opts)
   local port = opts.port or helpers.free_port()
   local public = "https://localhost:" .. port
-  local args = { "sqlite://" .. opts.db, "--listen", "127.0.0.1:" .. port, "--workers", tostring(opts.workers or 1),
+  local args = { opts.target or ("sqlite://" .. opts.db), "--listen", "127.0.0.1:" .. port, "--workers", tostring(opts.workers or 1),
     "--tls-cert", opts.cert, "--tls-key", opts.key, "--app", "--public-url", public }
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = a end
   local env = { BICONNECTOR_TOKEN = "db-token-123", BITRIX24_TOKENS_FILE = opts.dir .. "/tokens.json",

@@ -265,6 +265,60 @@ describe("serve --app", function()
     assert.is_nil(A.read_json(h2.tokens_file))
     assert.equals(200, portal:control({ action = "install", url = h2.install_url }).status)
     A.wait_log(h2, "INFO registered ", 1)
+    S.stop(h2)
+
+    -- --app-rebind lets the second portal's installation replace the first
+    h2 = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = second, args = { "--app-rebind" } })
+    assert.equals(200, second:control({ action = "install", url = h2.install_url }).status)
+    -- (the registration of the stored installation at start may come first: wait for the second portal's)
+    A.wait_log(h2, "INFO registered connector=%d+ job=register pid=%d+ portal=127%.0%.0%.1:" .. second.port, 1)
+    assert.equals("othermember", A.read_json(h2.tokens_file).member_id)
+    assert.equals(1, A.objects(second).connectors)
+  end)
+
+  it("serves a connector file as the application, its source settings from --source-settings", function()
+    local settings = dir .. "/settings.json"
+    local f = assert(io.open(settings, "w"))
+    f:write('{"token": "demo-token"}')
+    f:close()
+    local h = A.serve({ dir = dir, target = "examples/demo/connector.lua", cert = cert, key = key, portal = portal,
+      args = { "--source-settings", settings }, env = { BIC_DEMO_ROWS = "5" } })
+    finally(function() S.stop(h) end)
+    assert.equals(200, portal:control({ action = "install", url = h.install_url }).status)
+    A.wait_log(h, "INFO registered ", 1)
+    local objects = A.objects(portal)
+    assert.same({ 1, 1 }, { objects.connectors, objects.sources })
+    assert.same({ token = "demo-token" }, objects.state.sources["1"].settings)
+    local data = portal:control({ action = "fetch", source_id = 1, endpoint = "data", params = { table = "deals", limit = "2" } })
+    assert.equals(200, data.status)
+    assert.equals(3, #cjson.decode(data.body))
+  end)
+
+  it("reads the client credentials from files, again on SIGHUP, and says when the OAuth server refuses them", function()
+    local id_file, secret_file = dir .. "/client_id", dir .. "/client_secret"
+    local function write(path, text)
+      local f = assert(io.open(path, "w"))
+      f:write(text)
+      f:close()
+    end
+    write(id_file, "local.test.app\n")
+    write(secret_file, "not-the-secret\n")
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      env = { BITRIX24_CLIENT_ID = false, BITRIX24_CLIENT_SECRET = false },
+      args = { "--client-id-file", id_file, "--client-secret-file", secret_file } })
+    finally(function() S.stop(h) end)
+    assert.equals(200, portal:control({ action = "install", url = h.install_url }).status)
+    local log = A.wait_log(h, "registration failed", 1)
+    assert.matches("invalid_client", log, 1, true)
+    assert.matches("copy them again from the application's form", log, 1, true)
+    assert.matches('retry=no', log, 1, true) -- final: trying again cannot help
+    assert.is_nil(log:find("not-the-secret", 1, true))
+    assert.equals(0, A.objects(portal).connectors)
+    write(secret_file, "appsecret\n")
+    os.execute("kill -HUP " .. h.pid)
+    A.wait_log(h, "INFO registered ", 1)
+    assert.truthy(A.read_json(h.tokens_file).verified_at)
+    assert.equals(1, A.objects(portal).sources)
   end)
 
   it("discards an installation whose tokens the OAuth server does not renew for this application", function()
