@@ -94,12 +94,20 @@ local function random_hex(n)
 end
 _M.random_hex = random_hex
 
+-- A credential file: its text; nil when it is absent or empty (not given yet:
+-- the form shows the credentials only after the installation); nil, message
+-- when it cannot be read.
 local function read_secret_file(path, what)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, format("%s: %s", what, tostring(err)) end
-  local text = trim(f:read("*a") or "")
+  local f, err, errno = io.open(path, "rb")
+  if not f then
+    if errno == 2 then return nil end
+    return nil, format("%s: %s", what, tostring(err))
+  end
+  local text, rerr = f:read("*a")
   f:close()
-  if text == "" then return nil, format("%s: %s is empty", what, path) end
+  if not text then return nil, format("%s: %s: %s", what, path, tostring(rerr)) end
+  text = trim(text)
+  if text == "" then return nil end
   return text
 end
 
@@ -142,21 +150,21 @@ function _M.config(o, getenv)
 end
 
 -- The application's client_id and client_secret: the files named by
--- --client-id-file / --client-secret-file, else BITRIX24_CLIENT_ID /
--- BITRIX24_CLIENT_SECRET (never the command line). -> id, secret (either may be
--- nil: not given yet) | nil, nil, message (a file that cannot be read)
+-- --client-id-file / --client-secret-file (absent or empty: not given yet),
+-- else BITRIX24_CLIENT_ID / BITRIX24_CLIENT_SECRET (never the command line).
+-- -> id, secret (either may be nil) | nil, nil, message (a file that cannot be read)
 function _M.credentials(cfg)
   local getenv = cfg.getenv or os.getenv
   local id, secret, err
   if cfg.client_id_file then
     id, err = read_secret_file(cfg.client_id_file, "--client-id-file")
-    if not id then return nil, nil, err end
+    if err then return nil, nil, err end
   else
     id = getenv("BITRIX24_CLIENT_ID")
   end
   if cfg.client_secret_file then
     secret, err = read_secret_file(cfg.client_secret_file, "--client-secret-file")
-    if not secret then return nil, nil, err end
+    if err then return nil, nil, err end
   else
     secret = getenv("BITRIX24_CLIENT_SECRET")
   end
@@ -362,9 +370,9 @@ function App:banner()
       " (any portal: --portal NAME binds it to yours)"),
   }
   if not (id and secret) then
-    lines[#lines + 1] = "client_id/client_secret: not set yet. The form shows them after saving: give them as"
-    lines[#lines + 1] = "  BITRIX24_CLIENT_ID/BITRIX24_CLIENT_SECRET (restart) or --client-id-file/--client-secret-file"
-    lines[#lines + 1] = "  (SIGHUP re-reads them); tokens are renewed with them after the first hour."
+    lines[#lines + 1] = "client_id/client_secret: not set yet. The form shows them after saving: write them into the"
+    lines[#lines + 1] = "  --client-id-file/--client-secret-file files and send SIGHUP (or set BITRIX24_CLIENT_ID and"
+    lines[#lines + 1] = "  BITRIX24_CLIENT_SECRET and restart); the tokens are renewed with them after the first hour."
   end
   local state = cfg.store:get()
   if installed(state) then
