@@ -160,11 +160,14 @@ describe("HTTPS on the built-in server", function()
     local body = "connection[token]=tok&table=big"
     os.execute(("sh -c '(printf \"POST /data HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Type: application/x-www-form-urlencoded"
       .. "\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n%s\"; sleep 6) | openssl s_client -quiet -connect 127.0.0.1:%d"
-      .. " 2>/dev/null | (sleep 2.5; cat > %s)' &"):format(#body, body, port, out))
+      .. " 2>/dev/null | (sleep 2.5; cat > %s; touch %s.done)' &"):format(#body, body, port, out, out))
     http.sleep(1)
     os.execute("kill -TERM " .. h.pid)
     local rc = S.wait_exit(h, 20)
     assert.equals(0, rc)
+    -- the client may still be writing what it read when the server has gone
+    local deadline = http.now() + 20
+    while not S.read_file(out .. ".done") and http.now() < deadline do http.sleep(0.05) end
     local got = S.read_file(out) or ""
     assert.equals("HTTP/1.1 200", got:sub(1, 12))
     local rows = S.dechunk(got:match("\r\n\r\n(.*)$") or "")

@@ -466,6 +466,8 @@ end
 -- it in for the answers that start from now on; one that fails to load keeps
 -- the connector already loaded, and the log says why.
 local function reload(o, live, who)
+  -- the application registers again from the master (or the single process), not from every worker
+  if o.app_instance then o.app_instance:reload(who ~= "worker") end
   local ok, connector = pcall(_M.load_connector, o)
   if not ok then
     log_line({ now_utc(), who, tostring(process.getpid()),
@@ -475,8 +477,6 @@ local function reload(o, live, who)
   live.connector = connector
   -- a database URL may carry a password (user:password@): never into the log
   log_line({ now_utc(), who, tostring(process.getpid()), "reloaded", masked(o.file) })
-  -- the application registers again from the master (or the single process), not from every worker
-  if o.app_instance then o.app_instance:reload(who ~= "worker") end
   return true
 end
 
@@ -580,7 +580,8 @@ local function supervise(o, handler, fd, live)
         -- the master checks the file first: a broken one is logged once and the
         -- workers keep theirs; a good one is what restarted workers get, and each
         -- running worker loads it too, between two answers
-        if reload(o, live, "master") then
+        -- (with --tls-cert the workers re-read the certificate whatever the connector did)
+        if reload(o, live, "master") or o.tls then
           for pid in pairs(workers) do process.kill(pid, "HUP") end
         end
       end
