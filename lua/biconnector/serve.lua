@@ -697,7 +697,7 @@ function _M.main(args)
     for _, line in ipairs(o.app_instance:banner()) do stdout:write(line, "\n") end
   end
 
-  if o.host == "0.0.0.0" or o.host == "::" then
+  if (o.host == "0.0.0.0" or o.host == "::") and not o.app_instance then
     stdout:write("  (listening on every interface: put the address Bitrix24 reaches in place of 127.0.0.1)\n")
   end
   if o.no_auth or o.dev then
