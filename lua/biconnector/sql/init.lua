@@ -392,21 +392,28 @@ local STREAM_CHUNK, STREAM_CAP = 256 * 1024, 1024 * 1024
 -- encoded (waiting when it has none yet); errors become failures with a status.
 local function as_cursor(job, tbl)
   return {
-    -- takes what the job holds ready, up to max_bytes (the connector's chunk:
-    -- LuaJIT maps each string of 128 KiB and more from the system afresh)
+    -- fills enc up to max_bytes (the connector's chunk: LuaJIT maps each string
+    -- of 128 KiB and more from the system afresh) or the end of the rows, as
+    -- a cursor's fill does: a small answer comes whole, in one chunk
     fill = function(_, enc, max_bytes)
-      local before = enc:pending() -- the header row, before the first rows
+      local added_all, nulled_all, column_all, why_all = 0, 0, nil, nil
       while true do
         local room = max_bytes - enc:pending()
         local added, done, nulled, column, why = job:take(enc, room > 0 and room or 1)
         if added == nil then
           error(job_failure(job, format("table %q: reading rows failed", tbl)), 0)
         end
-        if done or enc:pending() > before then
-          async.reset(job)
-          return added, done, nulled, column, why
+        added_all = added_all + added
+        if nulled and nulled > 0 then
+          if nulled_all == 0 then column_all, why_all = column, why end
+          nulled_all = nulled_all + nulled
         end
-        async.wait(job)
+        if done or enc:pending() >= max_bytes then
+          async.reset(job)
+          if nulled_all > 0 then return added_all, done, nulled_all, column_all, why_all end
+          return added_all, done
+        end
+        if added == 0 then async.wait(job) end
       end
     end,
     close = function() job:close() end,
