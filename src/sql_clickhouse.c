@@ -27,9 +27,9 @@
  *   that fails mid-answer writes its exception as text into a 200 answer, and
  *   that text is never taken for rows;
  * - a cursor closed with rows unread, and cancel() from the pool's service
- *   thread, send KILL QUERY WHERE query_id = '...' on a short connection of
- *   their own; cancel() also makes the transfer in flight stop at once (a flag
- *   the callbacks check, curl_multi_wakeup);
+ *   thread, send KILL QUERY WHERE query_id = '...' SYNC on a short connection
+ *   of their own; cancel() then makes the transfer in flight stop at once (a
+ *   flag the callbacks check, curl_multi_wakeup);
  * - a connection that could not be made or was lost before any answer is
  *   reported retryable.
  * Values: Int8-Int64 and UInt8-UInt64 -> INT (a UInt64 above 2^63-1 as its
@@ -324,13 +324,15 @@ static int ask(ch_conn *cc, CURL *e, const char *sql, long timeout_s, bic_buffer
   return 0;
 }
 
-/* KILL QUERY of what runs on cc, on a connection of its own (any thread). */
+/* KILL QUERY of what runs on cc, on a connection of its own (any thread);
+ * SYNC: it returns once the query has left the server's processes (or after
+ * 10 s). */
 static void kill_query(ch_conn *cc) {
   char sql[96], err[256];
   bic_buffer out;
   CURL *e;
   pthread_mutex_lock(&cc->lock);
-  snprintf(sql, sizeof sql, "KILL QUERY WHERE query_id = '%s'", cc->query_id);
+  snprintf(sql, sizeof sql, "KILL QUERY WHERE query_id = '%s' SYNC", cc->query_id);
   pthread_mutex_unlock(&cc->lock);
   if (strstr(sql, "''")) return; /* nothing ran yet */
   e = curl_easy_init();
@@ -1030,13 +1032,15 @@ fail:
 
 static int ch_alive(void *conn) { return !cancelled((ch_conn *)conn); }
 
-/* From the pool's service thread while the job's thread streams on conn. */
+/* From the pool's service thread while the job's thread streams on conn: the
+ * query is stopped on the server first (what the job answers then, 504 or a
+ * cut answer, comes after it is gone), then the transfer. */
 static void ch_cancel(void *conn) {
   ch_conn *cc = conn;
   if (!cc) return;
+  kill_query(cc);
   __atomic_store_n(&cc->cancel, 1, __ATOMIC_RELEASE);
   if (cc->multi) curl_multi_wakeup(cc->multi);
-  kill_query(cc);
 }
 
 const bic_sql_driver bic_sql_clickhouse = {
