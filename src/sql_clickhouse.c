@@ -21,9 +21,13 @@
  *   else as literals escaped by ClickHouse's rules; wrapped as
  *   SELECT *, '<token>' FROM (<statement>) FORMAT TabSeparatedWithNamesAndTypes
  *   with a query_id of its own. The answer streams through one easy handle
- *   driven by curl_multi in step(): the write callback appends to a buffer and
- *   pauses the transfer once 1 MiB waits unread, so memory stays flat
- *   whatever the number of rows. Every row must end with the token: a server
+ *   driven by curl_multi in step(), which moves the transfer on only when no
+ *   whole row waits in the buffer: libcurl reads from the socket only then
+ *   (reads of 16 KiB, at most 100 in one call), so memory stays flat whatever
+ *   the number of rows, and the server waits on TCP's window meanwhile. (A
+ *   write callback that pauses the transfer was tried: a transfer so paused
+ *   and resumed sometimes never read again.) Every row must end with the
+ *   token: a server
  *   that fails mid-answer writes its exception as text into a 200 answer, and
  *   that text is never taken for rows;
  * - a cursor closed with rows unread, and cancel() from the pool's service
@@ -56,7 +60,6 @@
 #ifdef BIC_WITH_CLICKHOUSE
 #include <curl/curl.h>
 
-#define CH_UNREAD_MAX (1u << 20) /* unread answer bytes before the transfer pauses */
 #define CH_ERROR_BODY 8192        /* bytes of an error answer kept for the message */
 #define CH_PARAMS_MAX 16384       /* URL bytes of query parameters; beyond, literals */
 
@@ -103,7 +106,7 @@ typedef struct ch_cursor {
   bic_buffer url;
   bic_buffer buf; /* the answer; bytes before off are consumed */
   size_t off, scan;
-  int have_line, paused, finished, attached, retryable, oom, done;
+  int finished, attached, retryable, oom, done;
   CURLcode result;
   long status;
   char token[24];
@@ -224,16 +227,11 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
     if (bic_buffer_put(&cur->buf, p, n < room ? n : room)) cur->oom = 1;
     return n;
   }
-  if (cur->have_line && cur->buf.len - cur->off >= CH_UNREAD_MAX) {
-    cur->paused = 1;
-    return CURL_WRITEFUNC_PAUSE;
-  }
   compact(cur);
   if (bic_buffer_put(&cur->buf, p, n)) {
     cur->oom = 1;
     return 0;
   }
-  if (!cur->have_line && memchr(p, '\n', n)) cur->have_line = 1;
   return n;
 }
 
@@ -259,7 +257,7 @@ static int setup_easy(ch_conn *cc, CURL *e, const char *url, const char *body, s
 #endif
   SET(CURLOPT_CONNECTTIMEOUT, (long)(cc->connect_timeout_s > 0 ? cc->connect_timeout_s : 10));
   SET(CURLOPT_TCP_KEEPALIVE, 1L);
-  SET(CURLOPT_BUFFERSIZE, 65536L);
+  SET(CURLOPT_BUFFERSIZE, 16384L);
   SET(CURLOPT_POST, 1L);
   SET(CURLOPT_POSTFIELDS, body);
   SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
@@ -349,10 +347,6 @@ static void kill_query(ch_conn *cc) {
 static int pump(ch_cursor *cur, char *err, size_t errlen) {
   ch_conn *cc = cur->cc;
   size_t before = cur->buf.len;
-  if (cur->paused) {
-    cur->paused = 0;
-    curl_easy_pause(cc->easy, CURLPAUSE_CONT); /* may hand over the held bytes at once */
-  }
   for (;;) {
     int running = 0, left;
     CURLMsg *m;
@@ -414,7 +408,6 @@ static int read_line(ch_cursor *cur, char **line, size_t *len, char *err, size_t
       return 1;
     }
     cur->scan = cur->buf.len;
-    cur->have_line = 0;
     if (cur->oom) {
       snprintf(err, errlen, "out of memory");
       return -1;
