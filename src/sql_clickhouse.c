@@ -50,11 +50,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bic.h"
 #include "buffer.h"
+#include "process.h"
 #include "sql.h"
 
 #ifdef BIC_WITH_CLICKHOUSE
@@ -78,6 +80,7 @@ typedef struct ch_conn {
   CURL *easy;  /* the answers, driven by multi */
   CURLM *multi;
   CURL *side;  /* short questions while an answer streams (the same thread) */
+  int side_used;
   struct curl_slist *headers;
   char errbuf[CURL_ERROR_SIZE];
   char *settings; /* "&readonly=2&..." or "" */
@@ -120,6 +123,43 @@ typedef struct ch_cursor {
 } ch_cursor;
 
 static int cancelled(ch_conn *cc) { return __atomic_load_n(&cc->cancel, __ATOMIC_ACQUIRE); }
+
+/* ---- close-on-exec ---------------------------------------------------------------- */
+
+/* The sockets of the transfers, opened close-on-exec. */
+static curl_socket_t open_socket_cloexec(void *clientp, curlsocktype purpose, struct curl_sockaddr *address) {
+  (void)clientp;
+  (void)purpose;
+  return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
+
+/* curl_multi_init, and the first curl_easy_perform of a handle (its own
+ * multi), open a wake-up socket pair without close-on-exec (libcurl 7.88).
+ * Other threads may open descriptors meanwhile, so only the unix sockets that
+ * appeared since before (a list from bic_open_fds, freed here) are marked: no
+ * socket of this process is meant for a child. */
+static void mark_new_unix_sockets(int *before, size_t nbefore) {
+  int *after = NULL;
+  size_t nafter = 0;
+  if (before && bic_open_fds(&after, &nafter) == 0) {
+    for (size_t i = 0; i < nafter; i++) {
+      int fd = after[i], domain = 0, seen = 0, flags;
+      socklen_t len = sizeof domain;
+      for (size_t j = 0; j < nbefore && !seen; j++) seen = before[j] == fd;
+      if (seen || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_UNIX) continue;
+      flags = fcntl(fd, F_GETFD);
+      if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    }
+  }
+  free(after);
+  free(before);
+}
+
+static int *fds_now(size_t *n) {
+  int *list = NULL;
+  if (bic_open_fds(&list, n) != 0) return NULL;
+  return list;
+}
 
 /* ---- small helpers ------------------------------------------------------------ */
 
@@ -248,6 +288,7 @@ static int setup_easy(ch_conn *cc, CURL *e, const char *url, const char *body, s
   if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val)
   SET(CURLOPT_URL, url);
   SET(CURLOPT_NOSIGNAL, 1L);
+  SET(CURLOPT_OPENSOCKETFUNCTION, open_socket_cloexec);
   SET(CURLOPT_HTTPHEADER, cc->headers);
   SET(CURLOPT_FOLLOWLOCATION, 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -276,7 +317,8 @@ static int setup_easy(ch_conn *cc, CURL *e, const char *url, const char *body, s
 /* A short question on e (not the answers' handle): its whole answer in out
  * (at most 64 KiB). 0, or -1 with err set. Used while an answer streams and
  * by cancel(). */
-static int ask(ch_conn *cc, CURL *e, const char *sql, long timeout_s, bic_buffer *out, char *err, size_t errlen);
+static int ask(ch_conn *cc, CURL *e, int fresh, const char *sql, long timeout_s, bic_buffer *out, char *err,
+               size_t errlen);
 
 static size_t on_small(char *p, size_t size, size_t nmemb, void *ud) {
   bic_buffer *b = ud;
@@ -285,7 +327,8 @@ static size_t on_small(char *p, size_t size, size_t nmemb, void *ud) {
   return bic_buffer_put(b, p, n) ? 0 : n;
 }
 
-static int ask(ch_conn *cc, CURL *e, const char *sql, long timeout_s, bic_buffer *out, char *err, size_t errlen) {
+static int ask(ch_conn *cc, CURL *e, int fresh, const char *sql, long timeout_s, bic_buffer *out, char *err,
+               size_t errlen) {
   bic_buffer url;
   char ebuf[CURL_ERROR_SIZE];
   long status = 0;
@@ -307,7 +350,14 @@ static int ask(ch_conn *cc, CURL *e, const char *sql, long timeout_s, bic_buffer
     snprintf(err, errlen, "clickhouse: cannot set up a request");
     return -1;
   }
-  rc = curl_easy_perform(e);
+  if (fresh) { /* its first perform makes the handle's own multi */
+    size_t n = 0;
+    int *before = fds_now(&n);
+    rc = curl_easy_perform(e);
+    mark_new_unix_sockets(before, n);
+  } else {
+    rc = curl_easy_perform(e);
+  }
   bic_buffer_free(&url);
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
   if (rc != CURLE_OK) {
@@ -337,7 +387,7 @@ static void kill_query(ch_conn *cc) {
   if (!e) return;
   bic_buffer_init(&out);
   /* ask() reads cc->settings: set at open, never changed after */
-  (void)ask(cc, e, sql, 10, &out, err, sizeof err);
+  (void)ask(cc, e, 1, sql, 10, &out, err, sizeof err);
   bic_buffer_free(&out);
   curl_easy_cleanup(e);
 }
@@ -667,7 +717,8 @@ static const char *zone_epoch0(ch_conn *cc, const char *tz, char *err, size_t er
   rc = bic_buffer_puts(&q, "SELECT formatDateTime(toDateTime(0), '%F %T', ") || bic_ch_quote(&q, tz, strlen(tz), '\'') ||
        bic_buffer_puts(&q, ") FORMAT TSV") || bic_buffer_putc(&q, '\0');
   if (rc) snprintf(err, errlen, "out of memory");
-  else rc = ask(cc, cc->side, q.data, 30, &out, err, errlen);
+  else rc = ask(cc, cc->side, !cc->side_used, q.data, 30, &out, err, errlen);
+  cc->side_used = 1;
   bic_buffer_free(&q);
   if (rc == 0 && (out.len < 20 || out.len > 30 || out.data[19] != '\n')) {
     snprintf(err, errlen, "clickhouse: cannot read the Unix epoch in the time zone of a column");
@@ -1011,7 +1062,12 @@ static void *ch_open(const bic_sql_options *o, char *err, size_t errlen) {
     bic_buffer_free(&b);
   }
   cc->easy = rc ? NULL : curl_easy_init();
-  cc->multi = rc ? NULL : curl_multi_init();
+  if (!rc) {
+    size_t n = 0;
+    int *before = fds_now(&n);
+    cc->multi = curl_multi_init();
+    mark_new_unix_sockets(before, n);
+  }
   if (!cc->easy || !cc->multi) {
     snprintf(err, errlen, "out of memory");
     goto fail;
