@@ -30,10 +30,12 @@
  *   token: a server
  *   that fails mid-answer writes its exception as text into a 200 answer, and
  *   that text is never taken for rows;
- * - a cursor closed with rows unread, and cancel() from the pool's service
- *   thread, send KILL QUERY WHERE query_id = '...' SYNC on a short connection
- *   of their own; cancel() then makes the transfer in flight stop at once (a
- *   flag the callbacks check, curl_multi_wakeup);
+ * - a cursor closed with rows unread drops its transfer, then sends KILL
+ *   QUERY WHERE query_id = '...' SYNC on a short connection of its own;
+ *   cancel() from the pool's service thread makes the transfer in flight stop
+ *   at once (a flag the callbacks check, curl_multi_wakeup), sends the same
+ *   KILL, and the job's thread waits for it before it fails: the query has
+ *   left the server when the job answers;
  * - a connection that could not be made or was lost before any answer is
  *   reported retryable.
  * Values: Int8-Int64 and UInt8-UInt64 -> INT (a UInt64 above 2^63-1 as its
@@ -93,6 +95,7 @@ typedef struct ch_conn {
   pthread_mutex_t lock; /* query_id against cancel() */
   char query_id[40];
   int cancel; /* atomic: stop what runs */
+  int killed; /* atomic: cancel()'s KILL QUERY has returned */
   int busy;   /* a cursor holds easy */
 } ch_conn;
 
@@ -281,8 +284,9 @@ static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_
 }
 
 /* The options every request of cc shares: auth headers, TLS, timeouts, no
- * redirects, no signals, close-on-exec sockets. */
-static int setup_easy(ch_conn *cc, CURL *e, const char *url, const char *body, size_t len) {
+ * redirects, no signals, close-on-exec sockets; abortable: it stops when
+ * cc is cancelled (not the KILL QUERY that cancelling sends). */
+static int setup_easy(ch_conn *cc, CURL *e, const char *url, const char *body, size_t len, int abortable) {
   CURLcode rc = CURLE_OK;
 #define SET(opt, val) \
   if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val)
@@ -302,9 +306,11 @@ static int setup_easy(ch_conn *cc, CURL *e, const char *url, const char *body, s
   SET(CURLOPT_POST, 1L);
   SET(CURLOPT_POSTFIELDS, body);
   SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-  SET(CURLOPT_XFERINFOFUNCTION, on_progress);
-  SET(CURLOPT_XFERINFODATA, cc);
-  SET(CURLOPT_NOPROGRESS, 0L);
+  if (abortable) {
+    SET(CURLOPT_XFERINFOFUNCTION, on_progress);
+    SET(CURLOPT_XFERINFODATA, cc);
+    SET(CURLOPT_NOPROGRESS, 0L);
+  }
   if (cc->ca_file) SET(CURLOPT_CAINFO, cc->ca_file);
   if (!cc->verify) {
     SET(CURLOPT_SSL_VERIFYPEER, 0L);
@@ -316,9 +322,9 @@ static int setup_easy(ch_conn *cc, CURL *e, const char *url, const char *body, s
 
 /* A short question on e (not the answers' handle): its whole answer in out
  * (at most 64 KiB). 0, or -1 with err set. Used while an answer streams and
- * by cancel(). */
-static int ask(ch_conn *cc, CURL *e, int fresh, const char *sql, long timeout_s, bic_buffer *out, char *err,
-               size_t errlen);
+ * by cancel(); fresh: e's first perform; abortable: as for setup_easy. */
+static int ask(ch_conn *cc, CURL *e, int fresh, int abortable, const char *sql, long timeout_s, bic_buffer *out,
+               char *err, size_t errlen);
 
 static size_t on_small(char *p, size_t size, size_t nmemb, void *ud) {
   bic_buffer *b = ud;
@@ -327,8 +333,8 @@ static size_t on_small(char *p, size_t size, size_t nmemb, void *ud) {
   return bic_buffer_put(b, p, n) ? 0 : n;
 }
 
-static int ask(ch_conn *cc, CURL *e, int fresh, const char *sql, long timeout_s, bic_buffer *out, char *err,
-               size_t errlen) {
+static int ask(ch_conn *cc, CURL *e, int fresh, int abortable, const char *sql, long timeout_s, bic_buffer *out,
+               char *err, size_t errlen) {
   bic_buffer url;
   char ebuf[CURL_ERROR_SIZE];
   long status = 0;
@@ -343,7 +349,7 @@ static int ask(ch_conn *cc, CURL *e, int fresh, const char *sql, long timeout_s,
     return -1;
   }
   curl_easy_reset(e);
-  if (setup_easy(cc, e, url.data, sql, strlen(sql)) != 0 || curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_small) ||
+  if (setup_easy(cc, e, url.data, sql, strlen(sql), abortable) != 0 || curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_small) ||
       curl_easy_setopt(e, CURLOPT_WRITEDATA, out) || curl_easy_setopt(e, CURLOPT_ERRORBUFFER, ebuf) ||
       curl_easy_setopt(e, CURLOPT_TIMEOUT, timeout_s)) {
     bic_buffer_free(&url);
@@ -387,7 +393,7 @@ static void kill_query(ch_conn *cc) {
   if (!e) return;
   bic_buffer_init(&out);
   /* ask() reads cc->settings: set at open, never changed after */
-  (void)ask(cc, e, 1, sql, 10, &out, err, sizeof err);
+  (void)ask(cc, e, 1, 0, sql, 10, &out, err, sizeof err);
   bic_buffer_free(&out);
   curl_easy_cleanup(e);
 }
@@ -421,6 +427,23 @@ static int pump(ch_cursor *cur, char *err, size_t errlen) {
       return -1;
     }
   }
+}
+
+/* The transfer dropped (its connection closed: a server blocked writing to
+ * it gets an error at once), then, when cancel() stops this query, a wait
+ * until its KILL QUERY ... SYNC has returned (at most 15 s): whatever the job
+ * answers then comes after the query left the server. */
+static void drop_transfer(ch_cursor *cur) {
+  if (cur->attached) {
+    curl_multi_remove_handle(cur->cc->multi, cur->cc->easy);
+    cur->attached = 0;
+  }
+}
+
+static void stop_for_cancel(ch_cursor *cur) {
+  struct timespec pause = {0, 2000000};
+  drop_transfer(cur);
+  for (int i = 0; i < 7500 && !__atomic_load_n(&cur->cc->killed, __ATOMIC_ACQUIRE); i++) nanosleep(&pause, NULL);
 }
 
 /* The error of an answer that is not 200, once its text is in. */
@@ -528,13 +551,14 @@ static void free_cursor(ch_cursor *cur) {
 
 static void ch_close_cursor(void *cursor) {
   ch_cursor *cur = cursor;
+  int unread;
   if (!cur) return;
-  if (cur->attached) {
-    /* rows left: stop the query on the server (unless cancel() did), then
-     * drop the transfer (its connection is closed, never reused half-read) */
-    if (!cur->finished && !cancelled(cur->cc)) kill_query(cur->cc);
-    curl_multi_remove_handle(cur->cc->multi, cur->cc->easy);
-  }
+  unread = cur->attached && !cur->finished;
+  /* rows left: drop the transfer (its connection is closed, never reused
+   * half-read; a server blocked writing to it stops writing), then stop the
+   * query on the server, unless cancel() does */
+  drop_transfer(cur);
+  if (unread && !cancelled(cur->cc)) kill_query(cur->cc);
   cur->cc->busy = 0;
   free_cursor(cur);
 }
@@ -625,7 +649,7 @@ static void *ch_query(void *conn, const char *sql, const bic_sql_value *params, 
   }
   cc->errbuf[0] = '\0';
   curl_easy_reset(cc->easy);
-  if (setup_easy(cc, cc->easy, cur->url.data, cur->body.data, cur->body.len) != 0 ||
+  if (setup_easy(cc, cc->easy, cur->url.data, cur->body.data, cur->body.len, 1) != 0 ||
       curl_easy_setopt(cc->easy, CURLOPT_WRITEFUNCTION, on_body) || curl_easy_setopt(cc->easy, CURLOPT_WRITEDATA, cur) ||
       curl_easy_setopt(cc->easy, CURLOPT_HEADERFUNCTION, on_header) ||
       curl_easy_setopt(cc->easy, CURLOPT_HEADERDATA, cur) ||
@@ -682,6 +706,7 @@ static void *ch_query(void *conn, const char *sql, const bic_sql_value *params, 
   return cur;
 fail:
   *retryable = cur->retryable;
+  if (cancelled(cc)) stop_for_cancel(cur);
   ch_close_cursor(cur);
   return NULL;
 }
@@ -717,7 +742,7 @@ static const char *zone_epoch0(ch_conn *cc, const char *tz, char *err, size_t er
   rc = bic_buffer_puts(&q, "SELECT formatDateTime(toDateTime(0), '%F %T', ") || bic_ch_quote(&q, tz, strlen(tz), '\'') ||
        bic_buffer_puts(&q, ") FORMAT TSV") || bic_buffer_putc(&q, '\0');
   if (rc) snprintf(err, errlen, "out of memory");
-  else rc = ask(cc, cc->side, !cc->side_used, q.data, 30, &out, err, errlen);
+  else rc = ask(cc, cc->side, !cc->side_used, 1, q.data, 30, &out, err, errlen);
   cc->side_used = 1;
   bic_buffer_free(&q);
   if (rc == 0 && (out.len < 20 || out.len > 30 || out.data[19] != '\n')) {
@@ -749,6 +774,7 @@ static int ch_step(void *cursor, char *err, size_t errlen) {
   int rc;
   if (cur->done) return 0;
   rc = read_line(cur, &line, &len, err, errlen);
+  if (rc < 0 && cancelled(cur->cc)) stop_for_cancel(cur);
   if (rc <= 0) {
     cur->done = 1;
     return rc;
@@ -775,6 +801,7 @@ static int ch_step(void *cursor, char *err, size_t errlen) {
         memcmp(cur->fs[i], ZERO_DATETIME, cur->fl[i]) == 0) {
       c->epoch0 = zone_epoch0(cur->cc, c->tz, err, errlen);
       if (!c->epoch0) {
+        if (cancelled(cur->cc)) stop_for_cancel(cur);
         cur->done = 1;
         return -1;
       }
@@ -953,7 +980,7 @@ static int learn_server(ch_conn *cc, int statement_timeout_ms, char *err, size_t
   cc->fixed = readonly == 1;
   bic_buffer_init(&b);
   rc = 0;
-  if (cc->fixed) {
+  if (cc->fixed) { /* cc->settings stays "" */
     /* nothing may be sent: refuse a profile that lets answers be cut */
     for (int i = 0; i < nset; i++) {
       int bad = 0;
@@ -976,7 +1003,6 @@ static int learn_server(ch_conn *cc, int statement_timeout_ms, char *err, size_t
                "profile has readonly=1; give it readonly=2 or set max_execution_time in its profile");
       return -1;
     }
-    cc->settings = bic_sql_strdup("");
   } else {
     rc = put_setting(&b, "readonly", "2");
     for (int i = 0; i < nset && !rc; i++) {
@@ -1081,15 +1107,17 @@ fail:
 
 static int ch_alive(void *conn) { return !cancelled((ch_conn *)conn); }
 
-/* From the pool's service thread while the job's thread streams on conn: the
- * query is stopped on the server first (what the job answers then, 504 or a
- * cut answer, comes after it is gone), then the transfer. */
+/* From the pool's service thread while the job's thread streams on conn:
+ * the job's thread drops the transfer at once (the flag, the wake-up) and
+ * waits for this KILL QUERY ... SYNC, so that what the job answers then (504,
+ * a cut answer) comes after the query left the server. */
 static void ch_cancel(void *conn) {
   ch_conn *cc = conn;
   if (!cc) return;
-  kill_query(cc);
   __atomic_store_n(&cc->cancel, 1, __ATOMIC_RELEASE);
   if (cc->multi) curl_multi_wakeup(cc->multi);
+  kill_query(cc);
+  __atomic_store_n(&cc->killed, 1, __ATOMIC_RELEASE);
 }
 
 const bic_sql_driver bic_sql_clickhouse = {
