@@ -283,6 +283,15 @@ static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_
   return cancelled((ch_conn *)ud) ? 1 : 0;
 }
 
+/* ClickHouse's error text (NUL-terminated, changed in place) as the message:
+ * without leading blank lines nor 18.x's ", e.what() = ..." tail. */
+static const char *server_message(char *text) {
+  char *cut;
+  while (*text == ' ' || *text == '\n' || *text == '\r') text++;
+  if ((cut = strstr(text, ", e.what() = ")) != NULL) *cut = '\0';
+  return text;
+}
+
 /* The options every request of cc shares: auth headers, TLS, timeouts, no
  * redirects, no signals, close-on-exec sockets; abortable: it stops when
  * cc is cancelled (not the KILL QUERY that cancelling sends). */
@@ -371,8 +380,10 @@ static int ask(ch_conn *cc, CURL *e, int fresh, int abortable, const char *sql, 
     return -1;
   }
   if (status != 200) {
-    if (bic_buffer_putc(out, '\0') == 0) bic_sql_error(err, errlen, cc->password, "clickhouse: ", out->data);
-    else snprintf(err, errlen, "clickhouse: the server answered HTTP %ld", status);
+    if (out->len > 0 && bic_buffer_putc(out, '\0') == 0)
+      bic_sql_error(err, errlen, cc->password, "clickhouse: ", server_message(out->data));
+    else
+      snprintf(err, errlen, "clickhouse: the server answered HTTP %ld", status);
     return -1;
   }
   return 0;
@@ -448,16 +459,14 @@ static void stop_for_cancel(ch_cursor *cur) {
 
 /* The error of an answer that is not 200, once its text is in. */
 static int http_error(ch_cursor *cur, char *err, size_t errlen) {
-  char *msg, *cut;
+  const char *msg;
   while (!cur->finished)
     if (pump(cur, err, errlen) < 0) return -1;
   if (bic_buffer_putc(&cur->buf, '\0')) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
-  msg = cur->buf.data;
-  while (*msg == ' ' || *msg == '\n' || *msg == '\r') msg++;
-  if ((cut = strstr(msg, ", e.what() = ")) != NULL) *cut = '\0';
+  msg = server_message(cur->buf.data + cur->off);
   if (*msg == '\0' || cur->status < 200) {
     snprintf(err, errlen, "clickhouse: the server answered HTTP %ld%s", cur->status,
              cur->status >= 300 && cur->status < 400 ? " (a redirect: redirects are not followed)" : "");
@@ -787,11 +796,8 @@ static int ch_step(void *cursor, char *err, size_t errlen) {
     text[show] = '\0';
     for (size_t i = 0; i < show; i++)
       if (text[i] == '\t') text[i] = ' ';
-    {
-      char *cut = strstr(text, ", e.what() = ");
-      if (cut) *cut = '\0';
-    }
-    bic_sql_error(err, errlen, cur->cc->password, "clickhouse: the server ended the answer with an error: ", text);
+    bic_sql_error(err, errlen, cur->cc->password, "clickhouse: the server ended the answer with an error: ",
+                  server_message(text));
     cur->done = 1;
     return -1;
   }
