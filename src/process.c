@@ -3,6 +3,7 @@
  * server's run loop (http_server.c) watches the same pending-signal flags. */
 #include "process.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
@@ -539,4 +541,31 @@ void bic_open_process(lua_State *L) {
   lua_pop(L, 1);
   luaL_newlib(L, process_functions);
   lua_setfield(L, -2, "process");
+}
+
+int bic_open_fds(int **out, size_t *count) {
+  DIR *dir = opendir("/proc/self/fd");
+  struct dirent *e;
+  int *list = NULL;
+  size_t n = 0, cap = 0;
+  if (dir == NULL) return -1;
+  while ((e = readdir(dir)) != NULL) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    if (n == cap) {
+      int *grown = (int *)realloc(list, (cap = cap ? cap * 2 : 32) * sizeof *list);
+      if (grown == NULL) {
+        free(list);
+        closedir(dir);
+        return -1;
+      }
+      list = grown;
+    }
+    list[n++] = (int)fd;
+  }
+  closedir(dir);
+  *out = list;
+  *count = n;
+  return 0;
 }

@@ -26,16 +26,21 @@
 --   list_columns(conn, name, opts) -> { {name=, type=declared type}, ... } | nil (no such
 --                            table) | nil, message
 --   query_columns(conn, sql) -> the result columns {name=, type=} of a query
---   field_type(declared)  -> field type ("int", "double", "string", "date",
+--   field_type(declared, opts) -> field type ("int", "double", "string", "date",
 --                            "datetime") or nil to leave the column out, and true
 --                            when a filter on such a column pushes down exactly,
 --                            "check" when that depends on the values stored
+--                            (opts: what parse_url returned)
 --   check_column(conn, from, column, ftype) -> (for "check") whether every
 --                            stored value of column (quoted) in from (a quoted
 --                            table or "(query) AS bic_query") is one the
 --                            database compares as filter.match compares the value
 --                            served: true | false, for dates "text" | "epoch" |
 --                            false; or nil, message
+--   dialect_for(q, opts)  -> optional: the dialect of data query q, whose fields
+--                            carry `declared` (the column's declared type; opts:
+--                            what parse_url returned); when absent, dialect
+--                            serves every query
 -- conn is a connection of the source's pool (conn:query(sql, params) -> cursor;
 -- cursor:fetch, cursor:columns, cursor:close): each query runs as a core.sql
 -- job on a thread of its own, and waiting for it never holds up the host (see
@@ -62,6 +67,7 @@ local SCHEMES = {
   sqlite = "biconnector.sql.sqlite",
   postgresql = "biconnector.sql.postgresql", postgres = "biconnector.sql.postgresql",
   mysql = "biconnector.sql.mysql", mariadb = "biconnector.sql.mysql",
+  clickhouse = "biconnector.sql.clickhouse", clickhouses = "biconnector.sql.clickhouse",
 }
 
 -- Whether text looks like a database URL (scheme:...) rather than a file name.
@@ -566,9 +572,10 @@ function Source:describe(code)
   local fields, seen = {}, {}
   for _, col in ipairs(cols) do
     local ov = overrides[col.name]
-    local ftype, exact = self.engine.field_type(col.type)
+    local ftype, exact = self.engine.field_type(col.type, self.open_opts)
     if ov ~= false and (ftype or (type(ov) == "table" and ov.type)) then
-      local f = { code = col.name, name = col.name, type = ftype, column = col.name, exact = exact or false }
+      local f = { code = col.name, name = col.name, type = ftype, column = col.name, exact = exact or false,
+        declared = col.type }
       if type(ov) == "table" then
         if ov.type and ov.type ~= ftype then f.type, f.exact = ov.type, false end
         f.code = ov.code or f.code
@@ -676,7 +683,8 @@ function Source:select_sql(q, codes)
     local pushed
     pushed, complete = split_filter(q.filter, exact_of)
     if pushed then
-      local where, pparams = filter.to_sql(pushed, { dialect = e.dialect, columns = columns, first_param = 1,
+      local where, pparams = filter.to_sql(pushed, { dialect = e.dialect_for and e.dialect_for(q, self.open_opts) or e.dialect,
+        columns = columns, first_param = 1,
         dates = dates })
       if too_big(where, pparams) then
         complete = false
