@@ -2,6 +2,7 @@
 -- function (`handle`) serving the four endpoints Bitrix24 calls. No I/O here:
 -- logging goes through opts.log, def.log, or one line on stderr.
 local core = require "biconnector.core"
+local errors = require "biconnector.errors"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local pcall, xpcall, setmetatable, getmetatable = pcall, xpcall, setmetatable, getmetatable
@@ -311,16 +312,6 @@ local function default_log(level, message, fields)
   io.stderr:write(concat(parts))
 end
 
--- Error ids: 8 hex digits, a per-process counter below a random part mixed
--- with the pid, so that forked workers (same random state) differ.
-local getpid = core.process and core.process.getpid
-local id_counter = 0
-local function new_error_id()
-  id_counter = (id_counter + 1) % 0x10000
-  local pid = getpid and getpid() or 0
-  return format("%04x%04x", (math.random(0, 0xffff) + pid * 40503) % 0x10000, id_counter)
-end
-
 -- One request being answered: the logger, the info table, the connection.
 local function json_error(status, code, message, id)
   local body = '{"error":' .. jstr(code) .. ',"message":' .. jstr(message)
@@ -328,12 +319,6 @@ local function json_error(status, code, message, id)
   -- 503: busy (a full connection pool, a locked database): try again shortly
   return status, { ["Content-Type"] = JSON_TYPE, ["Retry-After"] = status == 503 and "1" or nil }, body .. "}"
 end
-
-local ERROR_CODES = {
-  [400] = "bad_request", [403] = "forbidden", [404] = "not_found",
-  [405] = "method_not_allowed", [415] = "unsupported_media_type", [500] = "internal_error",
-  [503] = "service_unavailable", [504] = "gateway_timeout",
-}
 
 local function log_to(self, opts, level, message, fields)
   local log = (opts and opts.log) or self.definition.log or default_log
@@ -343,24 +328,24 @@ end
 
 -- connector.failure(status, message): an error value a handler raises
 -- (error(connector.failure(503, "database is locked"))) to answer with that
--- status and a message the client may see, instead of a bare 500.
-local failure_mt = { __tostring = function(f) return f.message end }
-function _M.failure(status, message)
-  return setmetatable({ status = status, message = tostring(message) }, failure_mt)
-end
+-- status and a message the client may see, instead of a bare 500
+-- (biconnector.errors; the name stays because docs/connector.md gives it).
+_M.failure = errors.failure
+_M.is_failure = errors.is_failure
+local new_error_id = errors.new_id
 
 -- A Lua error in a handler: 500 with an id; message and traceback go to the log.
 local function handler_error(self, opts, info, connection, what, err)
   local id = new_error_id()
   local message, trace = err, nil
   if type(err) == "table" and err.message then message, trace = err.message, err.traceback end
-  if getmetatable(message) == failure_mt and type(message.status) == "number" then
-    local status = message.status >= 400 and message.status <= 599 and message.status or 500
+  if errors.is_failure(message) and type(message.status) == "number" then
+    local status = errors.status_of(message)
     local text = scrub(what .. ": " .. message.message, connection)
     log_to(self, opts, "error", text, { id = id, endpoint = info.endpoint, table = info.table })
     info.status = status
     info.error = id
-    return json_error(status, ERROR_CODES[status] or (status >= 500 and "internal_error" or "bad_request"), text, id)
+    return json_error(status, errors.code_of(status), text, id)
   end
   if type(message) == "table" and message.message ~= nil then message = message.message end
   log_to(self, opts, "error", scrub_all(self, format("%s failed: %s", what, tostring(message)), connection), {
@@ -828,7 +813,7 @@ function methods.handle(self, http, opts)
       status, headers, body = handler_error(self, opts, info, nil, "request decoding", req)
     elseif not req then
       local st = type(err) == "table" and err.status or 400
-      status, headers, body = json_error(st, ERROR_CODES[st] or "bad_request",
+      status, headers, body = json_error(st, errors.code_of(st),
         type(err) == "table" and tostring(err.message) or tostring(err))
     else
       info.table = req.table

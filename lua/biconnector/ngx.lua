@@ -8,6 +8,7 @@
 --     content_by_lua_block { require("biconnector.ngx").serve("/srv/bi/connector.lua", { prefix = "/bitrix" }) }
 --   }
 local connector_mod = require "biconnector.connector"
+local errors = require "biconnector.errors"
 
 local ngx = ngx
 local format, concat = string.format, table.concat
@@ -20,8 +21,7 @@ local _M = { _VERSION = require("biconnector.core").version }
 -- (`set $bic_endpoint "";` ...); see docs/openresty.md.
 _M.VARIABLES = { "bic_endpoint", "bic_table", "bic_rows", "bic_bytes", "bic_error", "bic_end" }
 
-local INTERNAL_ERROR = '{"error":"internal_error","message":"the connector glue failed (error id %s)","id":"%s"}'
-local JSON_TYPE = "application/json; charset=utf-8"
+local JSON_TYPE = errors.JSON_TYPE
 
 -- ---- the per-worker cache of connector files ---------------------------------
 
@@ -150,7 +150,7 @@ end
 
 -- An error in the glue itself: an id, the message in the error log, a JSON 500.
 local function glue_error(err, trace)
-  local id = format("%04x%04x", math.random(0, 0xffff), (ngx.worker and ngx.worker.pid() or 0) % 0x10000)
+  local id = errors.new_id()
   ngx.log(ngx.ERR, "biconnector: ", quote("glue failed: " .. tostring(err)), " id=", id,
     trace and (" traceback=" .. quote(trace)) or "")
   return id
@@ -255,7 +255,7 @@ function _M.serve(target, opts)
   ngx.ctx.biconnector_answer = info
   if not ok then
     local id = glue_error(req.message, req.traceback)
-    status, headers, body, info = 500, { ["Content-Type"] = JSON_TYPE }, format(INTERNAL_ERROR, id, id),
+    status, headers, body, info = 500, { ["Content-Type"] = JSON_TYPE }, errors.internal_body(id),
       { status = 500, error = id }
     req = { method = ngx.req.get_method(), path = ngx.var.uri, remote = ngx.var.remote_addr or "" }
   end

@@ -1,6 +1,7 @@
 -- biconnector.request: an HTTP request from Bitrix24 (JSON or form body) ->
 -- the normalized request the connector works with. See docs/form.md.
 local core = require "biconnector.core"
+local errors = require "biconnector.errors"
 local form = require "biconnector.form"
 local filter = require "biconnector.filter"
 
@@ -14,19 +15,10 @@ local _M = { _VERSION = core.version }
 
 ---------------------------------------------------------------- errors
 
-local error_mt = {
-  __tostring = function(e) return tostring(e.status) .. " " .. tostring(e.message) end,
-}
-error_mt.__index = error_mt
-
 -- request.error(status, message) -> an error object {status=, message=}
-function _M.error(status, message)
-  return setmetatable({ status = status, message = message }, error_mt)
-end
-
-function _M.is_error(x)
-  return getmetatable(x) == error_mt
-end
+-- (a biconnector.errors failure; tostring gives "STATUS message")
+_M.error = errors.refusal
+_M.is_error = errors.is_failure
 
 local function bad(message, ...)
   return nil, _M.error(400, format(message, ...))

@@ -7,6 +7,7 @@ local core = require "biconnector.core"
 local server, process = core.server, core.process
 local logline = require "biconnector.logline"
 local async = require "biconnector.async"
+local errors = require "biconnector.errors"
 local format, concat = string.format, table.concat
 local tostring, tonumber, type, pcall, ipairs = tostring, tonumber, type, pcall, ipairs
 local stderr, stdout = io.stderr, io.stdout
@@ -77,8 +78,6 @@ _M.ENDPOINTS = {
   { "urlTableDescription", "/table_description" },
   { "urlData", "/data" },
 }
-
-local INTERNAL_ERROR = '{"error":"internal_error","message":"the connector failed; see the server log"}'
 
 -- "HOST:PORT", "[v6]:PORT", ":PORT" or "PORT" -> host, port | nil, err
 function _M.parse_listen(text)
@@ -338,8 +337,9 @@ function _M.handler(connector, opts)
       waiting = nil
       local failed = not ok
       if not ok then
-        connector_log("error", "connector raised an error", { error = tostring(done), path = req.path })
-        status, headers, body, info = 500, { ["Content-Type"] = "application/json; charset=utf-8" }, INTERNAL_ERROR, {}
+        local id = errors.new_id()
+        connector_log("error", "connector raised an error", { error = tostring(done), path = req.path, id = id })
+        status, headers, body, info = 500, { ["Content-Type"] = errors.JSON_TYPE }, errors.internal_body(id), { error = id }
       end
       info = type(info) == "table" and info or {}
       if type(body) == "function" then

@@ -370,9 +370,7 @@ function Source:display()
 end
 
 -- A failure the connector answers with a status and a message the client sees.
-function _M.failure(status, message)
-  return require("biconnector.connector").failure(status, message)
-end
+_M.failure = require("biconnector.errors").failure
 
 -- A database error -> the status to answer: 503 for a lock held too long
 -- (try again later), 500 for the rest.
