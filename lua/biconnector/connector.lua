@@ -367,12 +367,11 @@ local function invalid_answer(self, opts, info, message, connection)
   return json_error(500, "internal_error", message, id)
 end
 
--- A row the framework cannot encode (raised inside produce, told apart from
--- errors the handler's own code raises).
-local value_error_mt = {}
+-- A row the framework cannot encode (Source:cut: raised inside produce, told
+-- apart from errors the handler's own code raises) -> its message | nil.
 local function value_error(caught)
   local e = caught and caught.message
-  if getmetatable(e) == value_error_mt then return e.message end
+  if errors.is_failure(e) and e.invalid_row then return e.message end
   return nil
 end
 
@@ -513,8 +512,8 @@ local function cached(self, opts, info, req, endpoint)
   return status, headers, answered
 end
 
--- The rows of a urlData answer, pulled from a list or an iterator, filtered and
--- limited where the handler left that to the framework, fed to the C encoder.
+-- ---- urlData rows -------------------------------------------------------------
+
 -- The first field a filter AST names that is not in the list codes, or nil.
 local function field_outside(node, codes)
   if node.kind == "cond" then
@@ -544,135 +543,177 @@ local function conditions_of(node)
   return n
 end
 
-local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nulled)
-  local filter_ast = (not applied.filter) and q.filter or nil
-  local filter_cost = filter_ast and math.max(4, conditions_of(filter_ast)) or 4
-  -- array rows in select order cannot carry a filtered field the select leaves out:
-  -- the filter would see null and drop every row in silence
-  local unseen = filter_ast and applied.select and field_outside(filter_ast, q.select)
-  local limit = (not applied.limit) and q.limit or nil
-  local match = filter_ast and require("biconnector.filter").match
-  local cursor = _M.is_cursor(rows)
-  local is_list = not cursor and type(rows) == "table"
-  local n, emitted, finished = 0, 0, false
-  local tbl = q.table
+-- A row source feeds the C encoder the rows of one answer, one mode each:
+-- a cursor (fills the encoder itself), a list encoded in runs, and a scan
+-- (an iterator, or a list the framework filters) row by row. Each has
+-- fill(self): adds rows until a chunk is pending, the scan budget is spent or
+-- the rows end (self.finished). They share produce (one chunk) and cut.
+local Source = {}
+Source.__index = Source
 
-  local function cut(row_number, field_index, message)
-    local where
-    if field_index and field_index > 0 then
-      where = format("table %q, row %d, field %q: %s", tbl, row_number, fields[field_index].code, message)
-    else
-      where = format("table %q, row %d: %s", tbl, row_number, message)
-    end
-    error(setmetatable({ message = where }, value_error_mt), 0)
+-- A row the framework cannot encode: a failure marked as the answer's, told
+-- apart (value_error) from the errors the handler's own code raises.
+function Source:cut(row_number, field_index, message)
+  local where
+  if field_index and field_index > 0 then
+    where = format("table %q, row %d, field %q: %s", self.tbl, row_number, self.fields[field_index].code, message)
+  else
+    where = format("table %q, row %d: %s", self.tbl, row_number, message)
   end
-
-  -- One step: encodes rows until a chunk is pending or the rows end; returns the chunk.
-  local function produce()
-    if finished then return nil end
-    local scanned = 0 -- conditions tested on rows the filter dropped in this call (see SCAN_BUDGET)
-    while enc:pending() < chunk_size do
-      if scanned >= SCAN_BUDGET then break end
-      if limit and emitted >= limit then finished = true break end
-      if cursor then
-        -- a cursor-like source fills the encoder itself (select and filter applied)
-        local added, done, nulled, column, why = rows:fill(enc, chunk_size, limit and (limit - emitted) or nil)
-        if added == nil then error(format("table %q: reading rows failed: %s", tbl, tostring(done)), 0) end
-        emitted = emitted + added
-        if nulled and nulled > 0 and on_nulled then
-          on_nulled(nulled, q.select[column] or tostring(column), why)
-        end
-        if done then finished = true end
-        break
-      elseif is_list and not filter_ast then
-        local last = #rows
-        if limit and last - n > limit - emitted then last = n + (limit - emitted) end
-        if n >= last then finished = true break end
-        local nxt, bad_row, field_index, message = enc:add_list(rows, n + 1, last)
-        if not nxt then cut(bad_row, field_index, message) end
-        emitted = emitted + (nxt - 1 - n)
-        n = nxt - 1
-      else
-        local row
-        if is_list then row = rows[n + 1] else row = rows() end
-        if row == nil then
-          if is_list and n < #rows then cut(n + 1, 0, "expected a row table, got nil") end
-          finished = true
-          break
-        end
-        n = n + 1
-        local keep = true
-        if unseen and n == 1 and type(row) == "table" and (row[1] ~= nil or #row > 0) then
-          cut(1, 0, format("array rows in select order (applied.select) lack field %q, which the filter uses "
-            .. "and the handler did not apply (applied.filter): return map rows, or apply the filter", unseen))
-        end
-        if filter_ast then
-          local normalized, field_index, message = enc:normalize(row)
-          if not normalized then cut(n, field_index, message) end
-          keep = match(filter_ast, normalized)
-        end
-        if keep then
-          local ok, field_index, message = enc:add(row)
-          if not ok then cut(n, field_index, message) end
-          emitted = emitted + 1
-        else
-          scanned = scanned + filter_cost
-        end
-      end
-    end
-    if finished then enc:finish() end
-    info.rows = emitted
-    local chunk = enc:take()
-    info.bytes = info.bytes + #chunk
-    return chunk
-  end
-  return produce, function() return finished end
+  local f = errors.failure(500, where)
+  f.invalid_row = true
+  error(f, 0)
 end
 
-local function answer_data(self, opts, info, req)
-  local fields, status, headers, body = described_fields(self, opts, info, req)
-  if not fields then return status, headers, body end
-  local index = {}
-  for i, f in ipairs(fields) do index[f.code] = i end
+-- Whether the limit the handler left to the framework is reached (then finished).
+function Source:at_limit()
+  if self.limit and self.emitted >= self.limit then self.finished = true end
+  return self.finished
+end
 
-  local select_codes, select_index = {}, {}
-  if req.select ~= nil and req.select[1] ~= nil then
-    for i, code in ipairs(req.select) do
-      if index[code] == nil then
-        info.status = 400
-        return json_error(400, "bad_request", "unknown field in select: " .. quote(code))
-      end
-      select_codes[i], select_index[i] = code, index[code]
+-- One step: rows until a chunk is pending or the rows end -> the chunk (nil once finished).
+function Source:produce()
+  if self.finished then return nil end
+  local enc, info = self.enc, self.info
+  self:fill()
+  if self.finished then enc:finish() end
+  info.rows = self.emitted
+  local chunk = enc:take()
+  info.bytes = info.bytes + #chunk
+  return chunk
+end
+
+local Cursor = setmetatable({}, Source)
+Cursor.__index = Cursor
+
+-- A cursor-like source fills the encoder itself (select and filter applied).
+function Cursor:fill()
+  local enc = self.enc
+  if enc:pending() >= self.chunk_size or self:at_limit() then return end
+  local limit = self.limit
+  local added, done, nulled, column, why = self.rows:fill(enc, self.chunk_size, limit and (limit - self.emitted) or nil)
+  if added == nil then error(format("table %q: reading rows failed: %s", self.tbl, tostring(done)), 0) end
+  self.emitted = self.emitted + added
+  if nulled and nulled > 0 then self.on_nulled(nulled, self.select[column] or tostring(column), why) end
+  if done then self.finished = true end
+end
+
+local List = setmetatable({}, Source)
+List.__index = List
+
+-- A list nobody filters: encoded in runs (enc:add_list stops at a full chunk).
+function List:fill()
+  local enc, rows, limit = self.enc, self.rows, self.limit
+  while enc:pending() < self.chunk_size and not self:at_limit() do
+    local n, last = self.n, #rows
+    if limit and last - n > limit - self.emitted then last = n + (limit - self.emitted) end
+    if n >= last then self.finished = true return end
+    local nxt, bad_row, field_index, message = enc:add_list(rows, n + 1, last)
+    if not nxt then self:cut(bad_row, field_index, message) end
+    self.emitted = self.emitted + (nxt - 1 - n)
+    self.n = nxt - 1
+  end
+end
+
+local Scan = setmetatable({}, Source)
+Scan.__index = Scan
+
+-- Row by row: the next row of an iterator or a list, the filter the handler
+-- left to the framework matched on its normalized values.
+function Scan:fill()
+  local enc, chunk_size, filter_ast, match = self.enc, self.chunk_size, self.filter, self.match
+  local scanned = 0 -- conditions tested on rows the filter dropped in this call (see SCAN_BUDGET)
+  while enc:pending() < chunk_size do
+    if scanned >= SCAN_BUDGET or self:at_limit() then return end
+    local n = self.n
+    local row = self.next_row(n)
+    if row == nil then
+      self.finished = true
+      return
+    end
+    n = n + 1
+    self.n = n
+    if self.unseen and n == 1 and type(row) == "table" and (row[1] ~= nil or #row > 0) then
+      self:cut(1, 0, format("array rows in select order (applied.select) lack field %q, which the filter uses "
+        .. "and the handler did not apply (applied.filter): return map rows, or apply the filter", self.unseen))
+    end
+    local keep = true
+    if filter_ast then
+      local normalized, field_index, message = enc:normalize(row)
+      if not normalized then self:cut(n, field_index, message) end
+      keep = match(filter_ast, normalized)
+    end
+    if keep then
+      local ok, field_index, message = enc:add(row)
+      if not ok then self:cut(n, field_index, message) end
+      self.emitted = self.emitted + 1
+    else
+      scanned = scanned + self.filter_cost
+    end
+  end
+end
+
+-- The row source for what data returned (rows, applied already checked).
+local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nulled)
+  local filter_ast = (not applied.filter) and q.filter or nil
+  local src = {
+    info = info, tbl = q.table, fields = fields, select = q.select, enc = enc, chunk_size = chunk_size,
+    limit = (not applied.limit) and q.limit or nil, emitted = 0, n = 0, finished = false,
+  }
+  if _M.is_cursor(rows) then
+    src.rows, src.on_nulled = rows, on_nulled
+    return setmetatable(src, Cursor)
+  end
+  if type(rows) == "table" and not filter_ast then
+    src.rows = rows
+    return setmetatable(src, List)
+  end
+  src.filter, src.filter_cost = filter_ast, filter_ast and math.max(4, conditions_of(filter_ast)) or 4
+  src.match = filter_ast and require("biconnector.filter").match
+  -- array rows in select order cannot carry a filtered field the select leaves out:
+  -- the filter would see null and drop every row in silence
+  src.unseen = filter_ast and applied.select and field_outside(filter_ast, q.select)
+  if type(rows) == "table" then
+    src.next_row = function(n)
+      local row = rows[n + 1]
+      if row == nil and n < #rows then src:cut(n + 1, 0, "expected a row table, got nil") end
+      return row
     end
   else
-    for i, f in ipairs(fields) do select_codes[i], select_index[i] = f.code, i end
+    src.next_row = function() return rows() end
   end
+  return setmetatable(src, Scan)
+end
 
-  -- the filter typed by the fields, within the connector's caps (filter_limits)
-  local ast, err = require("biconnector.filter").parse(req.filter_raw, fields, self.filter_limits)
-  if err then
-    info.status = 400
-    return json_error(400, "bad_request", err)
+-- ---- urlData answers ----------------------------------------------------------
+
+-- The select of a request as codes and described-field indexes -> codes, indexes | nil, unknown code.
+local function select_of(req, fields)
+  local index = {}
+  for i, f in ipairs(fields) do index[f.code] = i end
+  local codes, indexes = {}, {}
+  if req.select ~= nil and req.select[1] ~= nil then
+    for i, code in ipairs(req.select) do
+      if index[code] == nil then return nil, code end
+      codes[i], indexes[i] = code, index[code]
+    end
+  else
+    for i, f in ipairs(fields) do codes[i], indexes[i] = f.code, i end
   end
-  req.filter = ast
+  return codes, indexes
+end
 
-  local q = {
-    table = req.table, select = select_codes, filter = req.filter, filter_raw = req.filter_raw,
-    limit = req.limit, map_fields = req.map_fields, connection = req.connection, fields = fields,
-  }
-  local def = self.definition
-  local called, rows, applied, closer = call(def.data, req.connection, q)
-  if not called then return handler_error(self, opts, info, req.connection, "data", rows) end
-  local connection = req.connection
-
-  -- What data handed back to release (a close function, a to-be-closed value,
-  -- the cursor's own close): called exactly once, whenever reading stops.
+-- What data handed back to release (a close function, a to-be-closed value,
+-- the cursor's own close), called exactly once whenever reading stops, with
+-- the warning for values that went as null. -> release, on_nulled
+local function releaser(self, opts, q, rows, closer)
   local closers = {}
   if closer ~= nil then closers[1] = closer end
   if _M.is_cursor(rows) then closers[#closers + 1] = rows end
   local closed = #closers == 0
   local nulled_total, nulled_field, nulled_why = 0, nil, nil
-  local function close_all()
+  local connection = q.connection
+  local function release()
     if closed then return end
     closed = true
     if nulled_total > 0 then
@@ -688,36 +729,97 @@ local function answer_data(self, opts, info, req)
       end
     end
   end
-  info.close = close_all
   local function on_nulled(n, field, why)
     if nulled_total == 0 then nulled_field, nulled_why = field, why end
     nulled_total = nulled_total + n
   end
+  return release, on_nulled
+end
 
+-- What is wrong with data's results (the protocol of docs/connector.md) -> nil | message
+local function data_result_problem(q, rows, applied, closer)
   if closer ~= nil and not _M.closable(closer) then
-    close_all()
-    return invalid_answer(self, opts, info, format("data(%q): the third result must be a close function or a value "
-      .. "with a close method or __close, got %s", req.table, type(closer)), connection)
+    return format("data(%q): the third result must be a close function or a value "
+      .. "with a close method or __close, got %s", q.table, type(closer))
   end
   if type(rows) ~= "table" and type(rows) ~= "function" and not _M.is_cursor(rows) then
-    close_all()
-    return invalid_answer(self, opts, info, format("data(%q) must return a list of rows, an iterator or a cursor, got %s",
-      req.table, type(rows)), connection)
+    return format("data(%q) must return a list of rows, an iterator or a cursor, got %s", q.table, type(rows))
   end
   if applied ~= nil and type(applied) ~= "table" then
-    close_all()
-    return invalid_answer(self, opts, info, format("data(%q): the second result must be a table like {filter = true}, got %s",
-      req.table, type(applied)), connection)
+    return format("data(%q): the second result must be a table like {filter = true}, got %s", q.table, type(applied))
+  end
+  if _M.is_cursor(rows) and q.filter and not (applied and applied.filter) then
+    return format("data(%q): a cursor must apply the filter (return applied.filter = true)", q.table)
+  end
+  return nil
+end
+
+-- The body after the first chunk: the chunks one by one; an error cuts the
+-- answer (logged with an id, info.error) and ends it with nil.
+local function stream_body(self, opts, info, q, src, first, stop)
+  local done = false
+  return function()
+    if done then return nil end
+    if first then
+      local c = first
+      first = nil
+      return c
+    end
+    local step_ok, chunk = call(src.produce, src)
+    if not step_ok then
+      done = true
+      stop()
+      local id = new_error_id()
+      info.error = id
+      local message = value_error(chunk)
+      local trace = nil
+      if not message then message, trace = chunk.message, chunk.traceback end
+      log_to(self, opts, "error", scrub_all(self, "data stream cut: " .. tostring(message), q.connection), {
+        id = id, endpoint = "data", table = q.table, rows = info.rows, traceback = trace and scrub_all(self, trace, q.connection),
+      })
+      return nil
+    end
+    if src.finished then
+      done = true
+      stop()
+      if chunk == "" then return nil end
+    end
+    return chunk
+  end
+end
+
+local function answer_data(self, opts, info, req)
+  local fields, status, headers, body = described_fields(self, opts, info, req)
+  if not fields then return status, headers, body end
+  local select_codes, select_index = select_of(req, fields)
+  if not select_codes then
+    info.status = 400
+    return json_error(400, "bad_request", "unknown field in select: " .. quote(select_index))
+  end
+  -- the filter typed by the fields, within the connector's caps (filter_limits)
+  local ast, err = require("biconnector.filter").parse(req.filter_raw, fields, self.filter_limits)
+  if err then
+    info.status = 400
+    return json_error(400, "bad_request", err)
+  end
+  req.filter = ast
+
+  local q = {
+    table = req.table, select = select_codes, filter = req.filter, filter_raw = req.filter_raw,
+    limit = req.limit, map_fields = req.map_fields, connection = req.connection, fields = fields,
+  }
+  local def = self.definition
+  local called, rows, applied, closer = call(def.data, req.connection, q)
+  if not called then return handler_error(self, opts, info, req.connection, "data", rows) end
+  local release, on_nulled = releaser(self, opts, q, rows, closer)
+  info.close = release
+  local problem = data_result_problem(q, rows, applied, closer)
+  if problem then
+    release()
+    return invalid_answer(self, opts, info, problem, q.connection)
   end
   applied = applied or {}
-  if _M.is_cursor(rows) then
-    if q.filter and not applied.filter then
-      close_all()
-      return invalid_answer(self, opts, info, format("data(%q): a cursor must apply the filter (return applied.filter = true)",
-        req.table), connection)
-    end
-    applied = { select = true, filter = applied.filter, limit = applied.limit }
-  end
+  if _M.is_cursor(rows) then applied = { select = true, filter = applied.filter, limit = applied.limit } end
 
   local chunk_size = (opts and opts.chunk_size) or def.chunk_size or DEFAULT_CHUNK
   local enc = core.rows.new(fields, select_index, {
@@ -726,57 +828,27 @@ local function answer_data(self, opts, info, req)
     arrays = applied.select and "select" or "auto", chunk_size = chunk_size,
     datetime_offset = def.datetime_offset == true and "Z" or def.datetime_offset,
   })
-  local produce, is_finished = row_source(info, q, fields, rows, applied, enc, chunk_size, on_nulled)
+  local src = row_source(info, q, fields, rows, applied, enc, chunk_size, on_nulled)
+  local function stop()
+    enc:close()
+    release()
+  end
 
   -- The first chunk is produced now: an error before streaming starts is a 500.
-  local first_ok, first = call(produce)
+  local first_ok, first = call(src.produce, src)
   if not first_ok then
-    enc:close()
-    close_all()
+    stop()
     local message = value_error(first)
-    if message then return invalid_answer(self, opts, info, message, connection) end
-    return handler_error(self, opts, info, connection, "data", first)
+    if message then return invalid_answer(self, opts, info, message, q.connection) end
+    return handler_error(self, opts, info, q.connection, "data", first)
   end
   info.status = 200
   local hdrs = { ["Content-Type"] = JSON_TYPE }
-  if is_finished() then
-    enc:close()
-    close_all()
+  if src.finished then
+    stop()
     return 200, hdrs, first
   end
-
-  local done = false
-  local function iterator()
-    if done then return nil end
-    if first then
-      local c = first
-      first = nil
-      return c
-    end
-    local step_ok, chunk = call(produce)
-    if not step_ok then
-      done = true
-      enc:close()
-      close_all()
-      local id = new_error_id()
-      info.error = id
-      local message = value_error(chunk)
-      local trace = nil
-      if not message then message, trace = chunk.message, chunk.traceback end
-      log_to(self, opts, "error", scrub_all(self, "data stream cut: " .. tostring(message), connection), {
-        id = id, endpoint = "data", table = q.table, rows = info.rows, traceback = trace and scrub_all(self, trace, connection),
-      })
-      return nil
-    end
-    if is_finished() then
-      done = true
-      enc:close()
-      close_all()
-      if chunk == "" then return nil end
-    end
-    return chunk
-  end
-  return 200, hdrs, iterator
+  return 200, hdrs, stream_body(self, opts, info, q, src, first, stop)
 end
 
 -- ---- routing ----------------------------------------------------------------
@@ -841,6 +913,73 @@ function methods.handle(self, http, opts)
     info.bytes = #body
   end
   return status, headers, body, info
+end
+
+-- ---- the end of an answer (both hosts) ------------------------------------------
+
+local clock = core.process.clock
+_M.clock = clock -- seconds, monotonic: a host's `started`
+local logline -- biconnector.logline, loaded with the first finisher
+
+-- connector.finisher(http, opts, status, info, started) -> finish(how, bytes) -> info:
+-- what every host does once an answer ended, however it ended ("ok",
+-- "aborted", "error", ...; bytes really sent), and only once: releases what
+-- the data handler handed back (info.close), counts the answer in
+-- opts.metrics (a biconnector.metrics registry; failed: an error id was
+-- given or the status is 5xx), and hands the access line (logline.access,
+-- without its time) to opts.access_log; opts.log: where a failed release is
+-- told. started: the clock (connector.clock) when the request arrived.
+function _M.finisher(http, opts, status, info, started)
+  opts = opts or {}
+  info = type(info) == "table" and info or {}
+  started = started or clock()
+  logline = logline or require "biconnector.logline"
+  local finished = false
+  return function(how, bytes)
+    if finished then return info end
+    finished = true
+    bytes = bytes or 0
+    local release = info.close
+    if type(release) == "function" then
+      info.close = nil
+      local ok, err = pcall(release)
+      if not ok then
+        pcall(opts.log or default_log, "error", "releasing the data source failed", { error = tostring(err) })
+      end
+    end
+    info.sent, info["end"] = bytes, how
+    local seconds = clock() - started
+    local metrics = opts.metrics
+    if metrics then
+      metrics:observe(info.endpoint, status, bytes, info.rows, seconds,
+        info.error ~= nil or (type(status) == "number" and status >= 500))
+      if info.cache then metrics:cache(info.endpoint, info.cache == "hit") end
+    end
+    if opts.access_log then opts.access_log(logline.access(http, status, info, bytes, seconds * 1000, how)) end
+    return info
+  end
+end
+
+-- c:answer(http, opts) -> status, headers, body (string or chunk iterator),
+-- finish(how, bytes): the call a host makes. opts: handle's (prefix, log,
+-- chunk_size, cache, cache_namespace) and the finisher's (metrics,
+-- access_log); started: when the request arrived (default: now). A
+-- streamed body gives its chunks, then nil at the end, or false when the
+-- connector cut the answer (an error after the first chunk: the host must
+-- end it so that it cannot look whole). A host sends the answer and calls
+-- finish once.
+function methods.answer(self, http, opts, started)
+  started = started or clock()
+  local status, headers, body, info = self:handle(http, opts)
+  if type(body) == "function" then
+    local chunks = body
+    body = function()
+      local chunk = chunks()
+      if chunk == nil and info.error ~= nil then return false end
+      return chunk
+    end
+  end
+  return status, headers, body, _M.finisher(http, opts, status, info, started)
 end
 
 return _M

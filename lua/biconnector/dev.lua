@@ -7,6 +7,7 @@
 local core = require "biconnector.core"
 local json = require "biconnector.json"
 local logline = require "biconnector.logline"
+local finisher = require("biconnector.connector").finisher
 local masked_url = require("biconnector.sql.server_url").masked
 
 local process = core.process
@@ -176,15 +177,18 @@ local function no_store(status, headers, body, finish, continue)
   return status, headers, body, finish
 end
 
--- The finish function of an answer made here: writes its access line (unless
--- quiet) when the answer ends; `how` overrides the way the server says it ended.
+-- The access line with its time, as `serve` writes it.
+local function access_log(line)
+  io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ") .. " " .. line .. "\n")
+end
+local LOGGED, QUIET = { access_log = access_log }, {}
+
+-- The finish function of an answer made here (the connector's finisher: its
+-- access line unless quiet); `how` overrides the way the server says it ended.
 local function access_logger(req, status, started, bytes_of, quiet, endpoint, how_override)
-  return function(how)
-    if not quiet then
-      io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ") .. " " .. logline.access(req, status,
-        { endpoint = endpoint }, bytes_of(), (process.clock() - started) * 1000, how_override or how) .. "\n")
-    end
-  end
+  local finish = finisher(req, quiet and QUIET or LOGGED, status,
+    { endpoint = endpoint }, started)
+  return function(how) finish(how_override or how, bytes_of()) end
 end
 
 -- dev.host_guard(handler, opts) -> handler: a request whose Host the rule

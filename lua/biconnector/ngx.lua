@@ -65,11 +65,6 @@ function _M.log(level, message, fields)
   ngx.log(log_levels()[level] or ngx.NOTICE, "biconnector: ", quote(message), logline.fields(fields))
 end
 
--- The access line of `biconnector serve`, without the time (nginx adds it).
-local function access_line(req, status, info, bytes, ms, how)
-  return "biconnector: " .. logline.access(req, status, info, bytes, ms, how)
-end
-
 -- ---- the request -------------------------------------------------------------
 
 local function read_file(path)
@@ -176,7 +171,13 @@ function _M.cache_store(dict_name)
   return st
 end
 
-local function prepare(target, opts)
+-- The access line of `biconnector serve` (from the connector's finisher),
+-- without the time (nginx adds it).
+local function access_log(line)
+  ngx.log(ngx.NOTICE, "biconnector: ", line)
+end
+
+local function prepare(target, opts, started)
   local c = target
   if type(target) == "string" then c = _M.load(target) end
   if not connector_mod.is_connector(c) then
@@ -184,19 +185,20 @@ local function prepare(target, opts)
   end
   local req, err = _M.request(opts.max_headers)
   if not req then error(err, 0) end
-  local handle_opts = {
+  local answer_opts = {
     prefix = prefix_of(req.path, opts.prefix),
     log = opts.log or _M.log,
     chunk_size = opts.chunk_size,
+    -- a lua_shared_dict name: the counters /metrics shows (ngx.metrics)
+    metrics = opts.metrics and _M.metrics_registry(opts.metrics) or nil,
+    access_log = opts.access_log and access_log or nil,
   }
   if opts.cache then -- a lua_shared_dict name: the connector's cache (cache = {ttl}) kept there
-    handle_opts.cache = _M.cache_store(opts.cache)
-    handle_opts.cache_namespace = type(target) == "string" and target or c.title
+    answer_opts.cache = _M.cache_store(opts.cache)
+    answer_opts.cache_namespace = type(target) == "string" and target or c.title
   end
-  local status, headers, body, info = c:handle(req, handle_opts)
-  if type(info) ~= "table" then info = {} end
-  info.body_in_file = req.body_in_file
-  return req, status, headers, body, info
+  local status, headers, body, finish = c:answer(req, answer_opts, started)
+  return req, status, headers, body, finish
 end
 
 local function with_trace(err)
@@ -204,32 +206,31 @@ local function with_trace(err)
 end
 
 -- Streams an iterator: each chunk printed and flushed before the next is made
--- (bounded memory); stops when the client is gone. -> bytes, how
-local function stream(body, info)
-  local bytes = 0
-  local error_before = info.error
+-- (bounded memory); stops when the client is gone. sent.bytes counts what
+-- went out (on_abort reads it). -> how
+local function stream(body, sent)
   while true do
     local ok, chunk = xpcall(body, with_trace)
     if not ok then
       glue_error(chunk.message, chunk.traceback)
-      return bytes, "error"
+      return "error"
     end
     if chunk == nil then break end
+    -- false: the connector cut the answer; the client must see a cut answer,
+    -- not a well-formed shorter one
+    if chunk == false then return "error" end
     if type(chunk) ~= "string" then
       glue_error("the body iterator returned a " .. type(chunk) .. " instead of a string")
-      return bytes, "error"
+      return "error"
     end
     if #chunk > 0 then
-      local sent = ngx.print(chunk)
-      if sent then sent = ngx.flush(true) end
-      if not sent then return bytes, "aborted" end
-      bytes = bytes + #chunk
+      local printed = ngx.print(chunk)
+      if printed then printed = ngx.flush(true) end
+      if not printed then return "aborted" end
+      sent.bytes = sent.bytes + #chunk
     end
   end
-  -- the connector ends a stream it had to cut (an error id appeared) with nil:
-  -- the client must see a cut answer, not a well-formed shorter one
-  if info.error ~= nil and info.error ~= error_before then return bytes, "error" end
-  return bytes, "ok"
+  return "ok"
 end
 
 -- ngx.serve(connector_or_path, opts): answers the current request (content phase).
@@ -237,57 +238,47 @@ end
 --       chunk_size, log (function(level, message, fields)), access_log (true:
 --       an access line in the error log at `notice`), max_headers (default 100).
 -- With `lua_check_client_abort on;` a client that leaves stops the answer at
--- once: the database job waited for is cancelled, the data source released.
+-- once: the database job waited for is cancelled, the answer finished (the
+-- data source released).
 local function on_abort()
   local ctx = ngx.ctx
   local job = ctx.biconnector_waits_for
   if job then pcall(job.cancel, job) end
-  local info = ctx.biconnector_answer
-  if type(info) == "table" and type(info.close) == "function" then pcall(info.close) end
+  local sent = ctx.biconnector_answer
+  if type(sent) == "table" and sent.finish then
+    local ok, info = pcall(sent.finish, "aborted", sent.bytes)
+    if ok then publish(info, sent.bytes, "aborted") end
+  end
   return ngx.exit(499)
 end
 
 function _M.serve(target, opts)
   opts = opts or {}
-  local started = ngx.now()
+  local started = connector_mod.clock()
   pcall(ngx.on_abort, on_abort) -- "lua_check_client_abort is off": found when the answer is sent
-  local ok, req, status, headers, body, info = xpcall(prepare, with_trace, target, opts)
-  ngx.ctx.biconnector_answer = info
+  local ok, req, status, headers, body, finish = xpcall(prepare, with_trace, target, opts, started)
   if not ok then
     local id = glue_error(req.message, req.traceback)
-    status, headers, body, info = 500, { ["Content-Type"] = JSON_TYPE }, errors.internal_body(id),
-      { status = 500, error = id }
+    status, headers, body = 500, { ["Content-Type"] = JSON_TYPE }, errors.internal_body(id)
     req = { method = ngx.req.get_method(), path = ngx.var.uri, remote = ngx.var.remote_addr or "" }
+    finish = connector_mod.finisher(req, { log = opts.log or _M.log, access_log = opts.access_log and access_log or nil,
+      metrics = opts.metrics and _M.metrics_registry(opts.metrics) or nil }, status, { status = 500, error = id }, started)
   end
-  if type(status) ~= "number" then status = 500 end
+  local sent = { finish = finish, bytes = 0 }
+  ngx.ctx.biconnector_answer = sent
 
-  local how, bytes = "ok", 0
+  local how = "ok"
+  send_headers(status, headers)
   if type(body) == "function" then
-    send_headers(status, headers)
-    bytes, how = stream(body, info)
+    how = stream(body, sent)
   else
     body = type(body) == "string" and body or ""
-    send_headers(status, headers)
     ngx.header["Content-Length"] = #body
-    if not ngx.print(body) then how = "aborted" else bytes = #body end
+    if not ngx.print(body) then how = "aborted" else sent.bytes = #body end
   end
-  -- what the data handler handed back to release (docs/connector.md)
-  if type(info) == "table" and type(info.close) == "function" then
-    local closed, cerr = pcall(info.close)
-    if not closed then glue_error("releasing the data source failed: " .. tostring(cerr)) end
-  end
-  publish(info, bytes, how)
-  if opts.metrics then -- a lua_shared_dict name: the counters /metrics shows (ngx.metrics)
-    ngx.update_time()
-    local m = _M.metrics_registry(opts.metrics)
-    m:observe(type(info) == "table" and info.endpoint, status, bytes, type(info) == "table" and info.rows,
-      ngx.now() - started, type(info) ~= "table" or info.error ~= nil)
-    if type(info) == "table" and info.cache then m:cache(info.endpoint, info.cache == "hit") end
-  end
-  if opts.access_log then
-    ngx.update_time()
-    ngx.log(ngx.NOTICE, access_line(req, status, info, bytes, (ngx.now() - started) * 1000, how))
-  end
+  local info = finish(how, sent.bytes)
+  info.body_in_file = req.body_in_file
+  publish(info, sent.bytes, how)
   if how == "error" then return ngx.exit(ngx.ERROR) end -- close without the final chunk
   return ngx.eof()
 end

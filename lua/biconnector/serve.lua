@@ -8,6 +8,7 @@ local server, process = core.server, core.process
 local logline = require "biconnector.logline"
 local async = require "biconnector.async"
 local errors = require "biconnector.errors"
+local connector_mod = require "biconnector.connector"
 local format, concat = string.format, table.concat
 local tostring, tonumber, type, pcall, ipairs = tostring, tonumber, type, pcall, ipairs
 local stderr, stdout = io.stderr, io.stdout
@@ -243,24 +244,15 @@ local function log_line(fields)
   stderr:write(concat(fields, " ") .. "\n")
 end
 
-local function access_log(req, status, info, bytes, started, how)
-  log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"),
-    logline.access(req, status, info, bytes, (process.clock() - started) * 1000, how) })
+-- The access line (logline.access, from the connector's finisher) with its time.
+local function access_log(line)
+  log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"), line })
 end
 
 -- Messages from the connector (opts.log): level, message, then key=value fields.
 -- A field called `connection` is dropped: setting values never reach the log.
 local function connector_log(level, message, fields)
   log_line({ logline.message(level, message, fields) })
-end
-
--- What the data handler handed back to release (info.close, see
--- docs/connector.md): called once the answer ends, however it ends.
-local function release(info)
-  if type(info.close) == "function" then
-    local ok, err = pcall(info.close)
-    if not ok then connector_log("error", "releasing the data source failed", { error = tostring(err) }) end
-  end
 end
 
 local WAIT, MARK = server.WAIT, async.MARK
@@ -283,32 +275,29 @@ local function hosted(f)
   end
 end
 
--- The function core.server calls for each request: runs the connector and
--- wraps a streamed body so that the access line tells the bytes really sent.
--- The connector runs in a coroutine: when it waits for the database it
--- yields, and the handler answers core.server.WAIT; the server serves the
--- other connections and calls back when there is news.
+-- The function core.server calls for each request: runs the connector
+-- (c:answer) and wraps a streamed body so that finish is told the bytes
+-- really sent; release, metrics and the access line are the connector's
+-- finisher's. The connector runs in a coroutine: when it waits for the
+-- database it yields, and the handler answers core.server.WAIT; the server
+-- serves the other connections and calls back when there is news.
 function _M.handler(connector, opts)
   opts = opts or {}
-  local handle_opts = { prefix = opts.prefix ~= "" and opts.prefix or nil, log = connector_log }
-  local quiet = opts.quiet
   -- --metrics: GET PREFIX/metrics answers the counters; every other answer adds to them
   local metrics = opts.metrics_registry
   local metrics_path = (opts.prefix or "") .. "/metrics"
-  local function finished(req, status, info, bytes, started, how, failed)
-    if metrics then
-      metrics:observe(info.endpoint, status, bytes, info.rows, process.clock() - started, failed)
-      if info.cache then metrics:cache(info.endpoint, info.cache == "hit") end
-    end
-    if not quiet then access_log(req, status, info, bytes, started, how) end
-  end
+  local answer_opts = { prefix = opts.prefix ~= "" and opts.prefix or nil, log = connector_log, metrics = metrics,
+    access_log = not opts.quiet and access_log or nil }
+  local unmetered = { log = connector_log, access_log = answer_opts.access_log } -- the /metrics answers
+  local finisher = connector_mod.finisher
   local app = opts.app_instance
   return function(req)
     local started = process.clock()
     if app and app.paths[req.path] then -- the Bitrix24 application (biconnector.app)
       local status, headers, body, after = app:handle(req)
+      local finish = finisher(req, answer_opts, status, { endpoint = "app" }, started)
       return status, headers, body, function(how)
-        finished(req, status, { endpoint = "app" }, #body, started, how, status >= 500)
+        finish(how, #body)
         if after then after(how) end
       end
     end
@@ -316,40 +305,38 @@ function _M.handler(connector, opts)
       local get = req.method == "GET" or req.method == "HEAD"
       local text = get and metrics:render()
         or '{"error":"method_not_allowed","message":"/metrics answers GET"}'
-      return get and 200 or 405, { ["Content-Type"] = get and require("biconnector.metrics").CONTENT_TYPE
-        or "application/json; charset=utf-8", Allow = not get and "GET" or nil }, text, function(how)
-        if not quiet then access_log(req, get and 200 or 405, { endpoint = "metrics" }, #text, started, how) end
-      end
+      local status = get and 200 or 405
+      local finish = finisher(req, unmetered, status, { endpoint = "metrics" }, started)
+      return status, { ["Content-Type"] = get and require("biconnector.metrics").CONTENT_TYPE
+        or errors.JSON_TYPE, Allow = not get and "GET" or nil }, text, function(how) finish(how, #text) end
     end
-    local step = hosted(function() return connector.handle(connector, req, handle_opts) end)
+    local step = hosted(function() return connector.answer(connector, req, answer_opts, started) end)
     local waiting -- the job the connector waits for, while it waits
     -- the request ends while the connector waits (the client left, the server stops)
     local function abandoned(how)
       if waiting then waiting:close() end
-      finished(req, 499, {}, 0, started, how, false)
+      finisher(req, answer_opts, 499, {}, started)(how, 0)
     end
     local function answer()
-      local ok, done, status, headers, body, info = pcall(step)
+      local ok, done, status, headers, body, finish = pcall(step)
       if ok and not done then -- step waits: status, headers, body are its fd, seconds, job
         waiting = body
         return WAIT, status, headers, abandoned, answer
       end
       waiting = nil
-      local failed = not ok
       if not ok then
         local id = errors.new_id()
         connector_log("error", "connector raised an error", { error = tostring(done), path = req.path, id = id })
-        status, headers, body, info = 500, { ["Content-Type"] = errors.JSON_TYPE }, errors.internal_body(id), { error = id }
+        status, headers, body = 500, { ["Content-Type"] = errors.JSON_TYPE }, errors.internal_body(id)
+        finish = finisher(req, answer_opts, status, { error = id }, started)
       end
-      info = type(info) == "table" and info or {}
       if type(body) == "function" then
         local next_chunk, bytes = hosted(function()
           while true do coroutine.yield(MARK, "chunk", body()) end
         end), 0
-        local error_before = info.error
-        -- one chunk (or nil at the end), or WAIT, fd, seconds while the rows are not ready;
-        -- false when the connector cut the answer (an error id appeared): the
-        -- server then ends it without the last chunk, so that it cannot look whole
+        -- one chunk (nil at the end, false when the connector cut the answer: the
+        -- server then ends it without the last chunk, so that it cannot look
+        -- whole), or WAIT, fd, seconds while the rows are not ready
         local function counted()
           local _, fd, seconds, job = next_chunk()
           if fd ~= "chunk" then
@@ -358,22 +345,17 @@ function _M.handler(connector, opts)
           end
           waiting = nil
           local chunk = seconds
-          if chunk == nil and info.error ~= error_before then return false end
-          if chunk ~= nil then bytes = bytes + #chunk end
+          if chunk then bytes = bytes + #chunk end
           return chunk
         end
         return status, headers, counted, function(how)
           next_chunk = nil
           if waiting then waiting:close() end
-          release(info)
-          finished(req, status, info, bytes, started, how, failed or info.error ~= nil)
+          finish(how, bytes)
         end
       end
       local bytes = type(body) == "string" and #body or 0
-      return status, headers, body, function(how)
-        release(info)
-        finished(req, status, info, bytes, started, how, failed or info.error ~= nil)
-      end
+      return status, headers, body, function(how) finish(how, bytes) end
     end
     return answer()
   end
@@ -714,7 +696,7 @@ function _M.main(args)
   if o.metrics then o.metrics_registry = require("biconnector.metrics").shared() end
   -- SIGHUP swaps live.connector; the handler always calls the current one
   local live = { connector = connector }
-  local current = { handle = function(_, ...) return live.connector:handle(...) end }
+  local current = { answer = function(_, ...) return live.connector:answer(...) end }
   local handler = _M.handler(current, o)
   if dev_wrap then handler = dev_wrap(handler, live) end
   if o.no_auth or o.dev then -- every endpoint behind the Host rule (DNS rebinding)
