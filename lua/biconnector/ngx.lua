@@ -252,9 +252,27 @@ local function on_abort()
   return ngx.exit(499)
 end
 
+-- The worker's malloc keeps up to HEAP_KEPT free bytes at the top of its
+-- heap rather than giving them back with brk after every answer: streamed
+-- answers of several requests interleave (one chunk each between flushes),
+-- their buffers freed together crossed glibc's 128 KiB trim threshold, and
+-- each brk that shrank the heap cost a TLB flush on every core, more worker
+-- CPU than encoding a 1000-row answer (bench/README.md, "OpenResty").
+-- Set once per worker, on its first answer; nil where mallopt is not glibc's.
+_M.HEAP_KEPT = 8 * 1048576
+local heap_set = false
+local function keep_heap()
+  heap_set = true
+  local ok, ffi = pcall(require, "ffi")
+  if not ok or not _M.HEAP_KEPT then return end
+  pcall(ffi.cdef, "int mallopt(int param, int value);")
+  pcall(function() ffi.C.mallopt(-1, _M.HEAP_KEPT) end) -- M_TRIM_THRESHOLD (glibc's malloc.h)
+end
+
 function _M.serve(target, opts)
   opts = opts or {}
   local started = connector_mod.clock()
+  if not heap_set then keep_heap() end
   pcall(ngx.on_abort, on_abort) -- "lua_check_client_abort is off": found when the answer is sent
   local ok, req, status, headers, body, finish = xpcall(prepare, with_trace, target, opts, started)
   if not ok then
