@@ -127,19 +127,23 @@ local function set_var(name, value) ngx.var[name] = value end
 -- Whether `set $name` declares each variable: nginx variables are declared
 -- for the whole configuration, and a configuration (reload) gets a new Lua
 -- VM, so the first failed write holds for good. Errors are costly in LuaJIT.
-local undeclared = {}
+local undeclared, n_undeclared = {}, 0
 
 local function publish(info, bytes, how)
   info.sent = bytes
   info["end"] = how
   ngx.ctx.biconnector = info
+  if n_undeclared == #_M.VARIABLES then return end -- none declared: no table to make
   local values = {
     bic_endpoint = info.endpoint or "-", bic_table = info.table or "-",
     bic_rows = tostring(info.rows or 0), bic_bytes = tostring(bytes),
     bic_error = info.error or "-", bic_end = how,
   }
   for _, name in ipairs(_M.VARIABLES) do
-    if not undeclared[name] and not pcall(set_var, name, values[name]) then undeclared[name] = true end
+    if not undeclared[name] and not pcall(set_var, name, values[name]) then
+      undeclared[name] = true
+      n_undeclared = n_undeclared + 1
+    end
   end
 end
 

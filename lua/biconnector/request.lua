@@ -189,8 +189,12 @@ end
 
 ---------------------------------------------------------------- bodies
 
+-- The two types Bitrix24 sends, as they come: no pattern to run (small requests, issue 25).
+local PLAIN_TYPES = { ["application/x-www-form-urlencoded"] = true, ["application/json"] = true }
+
 local function media_type(headers)
   local ct = headers and (headers["content-type"] or headers["Content-Type"])
+  if PLAIN_TYPES[ct] then return ct end
   if type(ct) ~= "string" then return nil end
   local mt = ct:match("^%s*([^;%s]+)")
   return mt and mt:lower() -- an empty Content-Type is as absent as a missing one
