@@ -57,12 +57,7 @@ function _M.is_error(v) return getmetatable(v) == RestError end
 
 local function escape_pattern(s) return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
 
-local function is_array(t)
-  if type(t) ~= "table" then return false end
-  if json.array_mt and getmetatable(t) == json.array_mt then return true end
-  if t[1] ~= nil then return true end
-  return next(t) == nil
-end
+local is_array = require("biconnector.list").is_list
 
 local function shallow_copy(t)
   local c = {}

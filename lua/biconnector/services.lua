@@ -45,13 +45,7 @@ local function invalid(self, method, code, fmt, ...)
     retryable = false, kind = "local" }
 end
 
-local function is_list(t)
-  if type(t) ~= "table" then return false end
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  for i = 1, n do if t[i] == nil then return false end end
-  return true
-end
+local is_list = require("biconnector.list").is_list
 
 local function check_types(self, method, fields, keys, where)
   for k, v in pairs(fields) do

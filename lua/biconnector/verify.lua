@@ -43,15 +43,7 @@ local MAX_LINES_PER_REQUEST = 8
 
 ---------------------------------------------------------------- value helpers
 
-local function is_array(t)
-  if type(t) ~= "table" then return false end
-  local n = 0
-  for k in pairs(t) do
-    if type(k) ~= "number" or k < 1 or k ~= floor(k) then return false end
-    n = n + 1
-  end
-  return n == #t
-end
+local is_array = require("biconnector.list").is_list
 
 local function nonempty_string(v) return type(v) == "string" and v ~= "" end
 
