@@ -293,7 +293,7 @@ local function condition(ctx, field, op, raw, where)
   end
   local v, err = typed(raw, where)
   if v == nil then return nil, err end
-  if LIKE_OPS[op] and #v > limits.like then
+  if LIKE_OPS[op] and v ~= null and #v > limits.like then
     return nil, format("%s: a LIKE value of %d bytes is over the limit of %d bytes (filter_limits.like)",
       where, #v, limits.like)
   end
