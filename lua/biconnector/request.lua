@@ -2,6 +2,7 @@
 -- the normalized request the connector works with. See docs/form.md.
 local core = require "biconnector.core"
 local form = require "biconnector.form"
+local json = require "biconnector.json"
 local filter = require "biconnector.filter"
 local list = require "biconnector.list"
 
@@ -186,7 +187,6 @@ local function media_type(headers)
 end
 
 local function decode_json(body)
-  local json = require "biconnector.json"
   -- a key given twice ({"connection":{...},"connection":{...}}) is refused, not "last wins":
   -- a proxy or a log reading the first one must not see another request than ours
   local obj, err = json.decode(body, { duplicate_keys = "error" })

@@ -4,6 +4,7 @@
 -- error naming the field; connectors are first checked against what
 -- biconnector.connector.fields says the portal knows.
 local names = require "biconnector.names"
+local rest = require "biconnector.rest"
 
 local _M = {}
 
@@ -40,7 +41,6 @@ function _M.new(client, kind)
 end
 
 local function invalid(self, method, code, fmt, ...)
-  local rest = require "biconnector.rest"
   return nil, rest.new_error { code = code, description = fmt:format(...), method = self.prefix .. method,
     retryable = false, kind = "local" }
 end

@@ -5,6 +5,7 @@ local core = require "biconnector.core"
 local json = require "biconnector.json"
 local form = require "biconnector.form"
 local address = require "biconnector.address"
+local progress_lib = require "biconnector.progress"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local format, floor, concat = string.format, math.floor, table.concat
@@ -957,7 +958,7 @@ function _M.main(args, out, err)
     err:write("biconnector verify: ", o, "\n", _M.USAGE)
     return 2
   end
-  local progress = require("biconnector.progress").new("verify " .. url, { json = as_json })
+  local progress = progress_lib.new("verify " .. url, { json = as_json })
   local sent = 0
   o.progress = progress.enabled and function(endpoint, table_code, mode)
     sent = sent + 1
