@@ -1,4 +1,4 @@
--- Issue 16, points 3 to 5 behind the documented nginx front: the attacks run
+-- The documented nginx front (issue 16, points 3 to 5): the attacks run
 -- against examples/nginx/front.conf itself (paths, ports and the user line
 -- substituted), proxying to `biconnector serve`. What libmicrohttpd 0.9.75
 -- cannot refuse (folded header lines, a malformed Content-Length answered with
@@ -6,7 +6,7 @@
 -- line ends are read as one request and forwarded re-framed; a slowloris from
 -- one address leaves another address served.
 local S = require "serve_helpers"
-local H = require "harden_helpers"
+local H = require "serve_attack_helpers"
 local helpers = require "helpers"
 local socket = require "socket"
 
@@ -44,7 +44,7 @@ describe("issue 16: the nginx front (examples/nginx/front.conf)", function()
   local reason = why_not()
   if reason then
     it("needs nginx", function() pending("SKIPPED: " .. reason) end)
-    io.stderr:write("\n*** SKIPPED: harden_front_spec: " .. reason .. "\n")
+    io.stderr:write("\n*** SKIPPED: nginx_front_spec: " .. reason .. "\n")
     return
   end
   local backend, prefix, port, ngx_pid
