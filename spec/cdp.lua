@@ -75,8 +75,7 @@ function CDP.start(opts)
   local quoted = {}
   for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
   self.log = dir .. ".log"
-  -- a sanitizer build's LD_PRELOAD (scripts/run-specs) is for our core, not for Chromium
-  local script = ("unset LD_PRELOAD; %s >%s 2>&1 & echo $! >%s"):format(table.concat(quoted, " "), shell_quote(self.log),
+  local script = ("%s >%s 2>&1 & echo $! >%s"):format(table.concat(quoted, " "), shell_quote(self.log),
     shell_quote(dir .. ".pid"))
   assert(execute_ok("sh -c " .. shell_quote(script)))
   -- Chromium writes the port it took (and the browser's path) to DevToolsActivePort

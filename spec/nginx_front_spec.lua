@@ -11,9 +11,7 @@ local helpers = require "helpers"
 local socket = require "socket"
 
 local NGINX = os.getenv("BIC_NGINX") or "/usr/sbin/nginx"
--- nginx and the shell tools run without the sanitizer runtimes a BIC_SANITIZE=1 run preloads
-local CLEAN = "unset LD_PRELOAD; "
-local function sh(cmd) return os.execute(CLEAN .. cmd) end
+local sh = helpers.sh
 
 local function why_not()
   if not helpers.exists(NGINX) then return "nginx is not installed (Debian: nginx)" end
@@ -51,9 +49,7 @@ describe("issue 16: the nginx front (examples/nginx/front.conf)", function()
   setup(function()
     backend = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0",
       "--workers", "1", "--per-address", "0" }))
-    local p = io.popen(CLEAN .. "mktemp -d /tmp/bic-front-XXXXXX")
-    prefix = p:read("*l")
-    p:close()
+    prefix = helpers.tmpdir("front")
     sh("chmod 755 " .. prefix)
     port = helpers.free_port()
     local f = assert(io.open(prefix .. "/nginx.conf", "w"))
@@ -79,7 +75,7 @@ describe("issue 16: the nginx front (examples/nginx/front.conf)", function()
       end
       sh("kill -KILL " .. ngx_pid .. " 2>/dev/null")
     end
-    if prefix then sh("rm -rf " .. prefix) end
+    helpers.rmdir(prefix)
     assert.equals(0, S.stop(backend))
   end)
 
