@@ -31,9 +31,7 @@ local function execute_ok(cmd)
   return r == true or r == 0 -- Lua 5.4 gives true, LuaJIT 0
 end
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell_quote = require("helpers").q
 
 -- Is Chromium there? -> true | false, why
 function CDP.available()

@@ -48,9 +48,7 @@ function S.peak_rss_kib(pid)
   return tonumber(status:match("VmHWM:%s*(%d+)"))
 end
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell_quote = helpers.q
 S.shell_quote = shell_quote
 
 -- The command line of `biconnector serve ARGS`, with the runtime the specs run
