@@ -21,7 +21,7 @@ self = false
 -- OpenResty: the modules that run inside nginx (or test for it) see the `ngx` global.
 local openresty = { read_globals = { ngx = { other_fields = true, read_only = false } } }
 files["lua/biconnector/ngx.lua"] = openresty
-files["lua/biconnector/rest.lua"] = openresty
+files["lua/biconnector/rest_transport_ngx.lua"] = openresty
 files["lua/biconnector/tokens.lua"] = openresty
 files["lua/biconnector/tokens_redis.lua"] = openresty
 files["lua/biconnector/metrics.lua"] = openresty

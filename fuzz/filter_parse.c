@@ -2,7 +2,8 @@
  * styles (key prefixes and operator objects) and both spellings Bitrix24
  * sends (a JSON body, a form body with filter[...] keys). parse answers an
  * AST or nil, "filter...: why"; an AST must then match rows (a boolean) and
- * write SQL for every dialect (epoch-stored dates may refuse, by raising the
+ * write SQL for every named dialect (the engines' own: sqlite, postgres, mysql;
+ * epoch-stored dates may refuse, by raising the
  * documented "cannot be written in SQL").
  * Build: fuzz/build.sh filter_parse; run: fuzz/run.sh filter_parse [SECONDS]. */
 #include "lua_harness.h"

@@ -7,25 +7,10 @@ local http = require("biconnector.core").http
 
 local A = {}
 
--- The tools the specs run (openssl, curl, sqlite3) start without the sanitizer
--- build's LD_PRELOAD: ASan is for our core, and LeakSanitizer's exit scan hangs
--- or aborts some of them.
-A.PLAIN = "env -u LD_PRELOAD "
-
-local function sh(cmd)
-  local ok = os.execute(A.PLAIN .. "sh -c " .. S.shell_quote(cmd))
-  return ok == true or ok == 0
-end
+local sh, popen = helpers.sh, io.popen
 A.sh = sh
 
-local function popen(cmd) return io.popen(A.PLAIN .. "sh -c " .. S.shell_quote(cmd)) end
-
-function A.tmpdir()
-  local p = popen("mktemp -d /tmp/bic-app-XXXXXX")
-  local dir = p:read("*l")
-  p:close()
-  return dir
-end
+function A.tmpdir() return helpers.tmpdir("app") end
 
 -- A self-signed certificate for localhost and 127.0.0.1 -> cert, key paths
 function A.certificate(dir, name, cn)

@@ -10,17 +10,11 @@ local helpers = require "helpers"
 local control = require "portal.control"
 local http = require("biconnector.core").http
 
--- Runs `biconnector login ARGS` in the background -> handle {out, err, rc files}
+-- Runs `biconnector login ARGS` in the background -> handle {out, err, rcfile}
 local function start_login(args, env)
-  local h = { out = os.tmpname(), err = os.tmpname(), rc = os.tmpname() }
-  os.remove(h.rc)
   local parts = { helpers.runtime, "bin/biconnector", "login" }
   for _, a in ipairs(args) do parts[#parts + 1] = S.shell_quote(a) end
-  local prefix = ""
-  for k, v in pairs(env) do prefix = prefix .. k .. "=" .. S.shell_quote(v) .. " " end
-  os.execute(("sh -c %s &"):format(S.shell_quote(("%s%s >%s 2>%s; echo $? >%s"):format(prefix, table.concat(parts, " "),
-    h.out, h.err, h.rc))))
-  return h
+  return S.background(table.concat(parts, " "), env)
 end
 
 local function wait_for(h, pattern, seconds)
@@ -29,7 +23,7 @@ local function wait_for(h, pattern, seconds)
     local out = S.read_file(h.out) or ""
     local found = out:match(pattern)
     if found then return found end
-    if S.read_file(h.rc) then break end
+    if S.read_file(h.rcfile) then break end
     http.sleep(0.05)
   until http.now() > deadline
   error("login printed no " .. pattern .. ":\n" .. (S.read_file(h.out) or "") .. (S.read_file(h.err) or ""))
@@ -37,10 +31,10 @@ end
 
 local function finish(h, seconds)
   local deadline = http.now() + (seconds or 30)
-  while not (S.read_file(h.rc) or ""):match("%d") and http.now() < deadline do http.sleep(0.05) end
-  local rc = tonumber((S.read_file(h.rc) or ""):match("%d+"))
+  while not (S.read_file(h.rcfile) or ""):match("%d") and http.now() < deadline do http.sleep(0.05) end
+  local rc = tonumber((S.read_file(h.rcfile) or ""):match("%d+"))
   local out, err = S.read_file(h.out) or "", S.read_file(h.err) or ""
-  for _, f in ipairs({ h.out, h.err, h.rc }) do os.remove(f) end
+  for _, f in ipairs({ h.out, h.err, h.rcfile, h.pidfile }) do os.remove(f) end
   return rc, out, err
 end
 

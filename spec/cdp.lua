@@ -31,9 +31,7 @@ local function execute_ok(cmd)
   return r == true or r == 0 -- Lua 5.4 gives true, LuaJIT 0
 end
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell_quote = require("helpers").q
 
 -- Is Chromium there? -> true | false, why
 function CDP.available()
@@ -75,8 +73,7 @@ function CDP.start(opts)
   local quoted = {}
   for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
   self.log = dir .. ".log"
-  -- a sanitizer build's LD_PRELOAD (scripts/run-specs) is for our core, not for Chromium
-  local script = ("unset LD_PRELOAD; %s >%s 2>&1 & echo $! >%s"):format(table.concat(quoted, " "), shell_quote(self.log),
+  local script = ("%s >%s 2>&1 & echo $! >%s"):format(table.concat(quoted, " "), shell_quote(self.log),
     shell_quote(dir .. ".pid"))
   assert(execute_ok("sh -c " .. shell_quote(script)))
   -- Chromium writes the port it took (and the browser's path) to DevToolsActivePort

@@ -33,9 +33,7 @@ D.DATABASE = "bic"
 D.RW_USER = "bic_rw" -- may write into bic: for the specs that prove read-only sessions
 D.RW_PASSWORD = "rw-Secret-9"
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local sh_quote = helpers.q
 D.sh_quote = sh_quote
 
 local function read_file(path)
@@ -52,27 +50,9 @@ local function write_file(path, text)
   f:close()
 end
 
--- Commands run without a sanitizer build's LD_PRELOAD (the servers and tools
--- are not ours to check, and LeakSanitizer would fail them).
-local CLEAN = "unset LD_PRELOAD; "
-
 -- Runs a shell command; returns ok, output (stdout and stderr together).
-local function run(cmd)
-  local p = assert(io.popen(CLEAN .. "{ " .. cmd .. "; } 2>&1; echo \"~rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("~rc=(%d+)%s*$"))
-  out = out:gsub("~rc=%d+%s*$", "")
-  return rc == 0, out
-end
+local run, first_line = helpers.run, helpers.first_line
 D.run = run
-
-local function first_line(cmd)
-  local p = io.popen(CLEAN .. cmd .. " 2>/dev/null")
-  local s = p and p:read("*l")
-  if p then p:close() end
-  return s
-end
 
 local function is_root() return first_line("id -u") == "0" end
 
@@ -139,11 +119,7 @@ function D.skip(engine, why)
   return msg
 end
 
-local function mktemp(tag)
-  local dir = first_line("mktemp -d /tmp/bic-" .. tag .. "-XXXXXX")
-  assert(dir and dir ~= "", "mktemp -d failed")
-  return dir
-end
+local mktemp = helpers.tmpdir
 
 local function wait_until(what, seconds, fn)
   local deadline = socket.gettime() + seconds
@@ -285,7 +261,7 @@ function MY:start_server()
     "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", "--performance-schema=OFF",
     "--max-connections=40", "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
   }, " ")
-  os.execute(CLEAN .. "sh -c " .. sh_quote(args .. " >/dev/null 2>&1 &"))
+  os.execute("sh -c " .. sh_quote(args .. " >/dev/null 2>&1 &"))
   local ping = ("%s --no-defaults -S %s -uroot --connect-timeout=2 ping"):format(
     mariadb_bin("mariadb-admin"), sh_quote(self.sock))
   local ok = pcall(wait_until, "mariadb", 60, function()
@@ -464,7 +440,7 @@ end
 
 function CH:start_server()
   os.remove(self.dir .. "/server.pid")
-  os.execute(CLEAN .. ("sh -c %s"):format(sh_quote(("cd %s && exec %s --config-file=%s/config.xml >%s/stdout 2>&1 & echo $! >%s/server.pid")
+  os.execute(("sh -c %s"):format(sh_quote(("cd %s && exec %s --config-file=%s/config.xml >%s/stdout 2>&1 & echo $! >%s/server.pid")
     :format(sh_quote(self.dir), ch_bin(), self.dir, self.dir, self.dir))))
   local ok = pcall(wait_until, "clickhouse", 60, function()
     self.pid = self.pid or tonumber(read_file(self.dir .. "/server.pid") or "")
@@ -551,7 +527,6 @@ end
 -- A watchdog: when the spec process dies without its teardown (killed by a
 -- timeout), the server is killed and its directory removed.
 local function watchdog(srv)
-  local me = require("biconnector.core").process.getpid()
   local kill
   if srv.engine == "postgresql" then
     kill = srv:as_user(("%s/pg_ctl -D %s -m immediate stop"):format(srv.bin, sh_quote(srv.data)))
@@ -560,9 +535,7 @@ local function watchdog(srv)
   else
     kill = ("kill -KILL $(cat %s)"):format(sh_quote(srv.dir .. "/mysqld.pid"))
   end
-  local script = ("while kill -0 %d 2>/dev/null && [ -d %s ]; do sleep 2; done; [ -d %s ] && { %s; rm -rf %s; }")
-    :format(me, sh_quote(srv.dir), sh_quote(srv.dir), kill, sh_quote(srv.dir))
-  os.execute(CLEAN .. "sh -c " .. sh_quote(script) .. " >/dev/null 2>&1 &")
+  helpers.watchdog("[ -d " .. sh_quote(srv.dir) .. " ]", kill .. "; rm -rf " .. sh_quote(srv.dir))
 end
 
 -- Starts a server of the engine ("postgresql", "mysql" or "clickhouse"; opts:

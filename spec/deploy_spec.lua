@@ -12,8 +12,7 @@ local control = require "portal.control"
 local tokens = require "biconnector.tokens"
 
 local why = X.redis_missing() or X.nginx_missing()
--- curl runs without the sanitizer build's LD_PRELOAD (it hangs at start under it)
-local CURL = "env -u LD_PRELOAD curl"
+local CURL = "curl"
 if not why and not os.execute(CURL .. " --version >/dev/null 2>&1") then why = "curl is not installed (Debian: curl)" end
 if why then
   describe("the multi-machine recipe", function()

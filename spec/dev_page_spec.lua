@@ -534,7 +534,7 @@ describe("the dev page in headless Chromium", function()
     end
   end
   local function sqlite_value(query)
-    local p = io.popen(H.CLEAN .. "sqlite3 " .. H.q(shop_db) .. " " .. H.q(query))
+    local p = io.popen("sqlite3 " .. H.q(shop_db) .. " " .. H.q(query))
     local out = p:read("*a")
     p:close()
     return (out:gsub("\n$", ""))

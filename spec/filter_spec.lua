@@ -200,6 +200,9 @@ describe("filter.parse typing", function()
     { { ["@ID"] = { 1, null } }, "filter[@ID][2]: a list may not hold null" },
     { { [">ID"] = { 1, 2 } }, "filter[>ID]: operator gt takes one value, not a list" },
     { { [">ID"] = null }, "filter[>ID]: operator gt cannot compare with null" },
+    { { ["%TITLE"] = null }, "filter[%TITLE]: operator like cannot compare with null" },
+    { { ["!%TITLE"] = null }, "filter[!%TITLE]: operator not_like cannot compare with null" },
+    { { TITLE = { operator = "like", value = null } }, "filter[TITLE]: operator like cannot compare with null" },
     { { ["%ID"] = "1" }, "filter[%ID]: like needs a string field, ID is int" },
     { { NOPE = 1 }, 'filter[NOPE]: unknown field "NOPE"' },
     { { [">>ID"] = 1 }, 'filter[>>ID]: unknown operator ">>" in ">>ID"' },
@@ -338,15 +341,26 @@ describe("filter.to_sql", function()
     assert.same({ "%50!%!_!!%", "2025-05-31", 1, 2, 5 }, params)
   end)
 
-  it("writes postgres with $n placeholders and ILIKE", function()
+  it("writes postgres with $n placeholders and ILIKE, in the PostgreSQL engine's dialect", function()
     local sql, params = filter.to_sql(ast, { dialect = "postgres", first_param = 3 })
-    assert.equal([[("TITLE" ILIKE $3 ESCAPE '!' AND (("DAY" IS NULL OR "DAY" <> $4) OR "AMOUNT" IN ($5, $6)) AND "ID" >= $7)]], sql)
-    assert.equal(5, #params)
+    assert.equal([[(("TITLE")::text COLLATE "C" ILIKE $3 ESCAPE '!' AND (("DAY" IS NULL OR NOT ("DAY" >= '0001-01-01' AND "DAY" < '10000-01-01') OR NOT ("DAY" >= $4 AND "DAY" < $5)) OR (CASE WHEN "AMOUNT"::float8 IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE "AMOUNT"::float8 END) IN ($6, $7)) AND "ID" >= $8)]], sql)
+    assert.same({ "%50!%!_!!%", "2025-05-31", "2025-06-01", 1, 2, 5 }, params)
+    assert.equal(sql, (filter.to_sql(ast, { dialect = require("biconnector.sql.postgresql").dialect, first_param = 3 })))
   end)
 
-  it("writes mysql with backquotes and maps columns", function()
-    local sql = filter.to_sql(ast, { dialect = "mysql", columns = { ID = "deal id", TITLE = "ti`tle" } })
-    assert.equal([[(`ti``tle` LIKE ? ESCAPE '!' AND ((`DAY` IS NULL OR `DAY` <> ?) OR `AMOUNT` IN (?, ?)) AND `deal id` >= ?)]], sql)
+  it("writes mysql with backquotes and maps columns, in the MySQL engine's dialect", function()
+    local columns = { ID = "deal id", TITLE = "ti`tle" }
+    local sql = filter.to_sql(ast, { dialect = "mysql", columns = columns })
+    assert.equal(sql, (filter.to_sql(ast, { dialect = require("biconnector.sql.mysql").dialect, columns = columns })))
+    assert.truthy(sql:find("CAST(CONVERT(`ti``tle` USING utf8mb4) AS BINARY)", 1, true))
+    assert.truthy(sql:find("OR `AMOUNT` IN (?, ?)) AND `deal id` >= ?)", 1, true))
+    assert.falsy(sql:find("$", 1, true))
+  end)
+
+  it("writes sqlite in the SQLite engine's dialect", function()
+    assert.equal(filter.to_sql(ast, { dialect = "sqlite" }),
+      (filter.to_sql(ast, { dialect = require("biconnector.sql.sqlite").dialect })))
+    assert.equal(filter.to_sql(ast, { dialect = "sqlite" }), (filter.to_sql(ast)))
   end)
 
   it("writes the other operators", function()

@@ -46,6 +46,80 @@ function helpers.post_form(c, path, body)
   return status, out, headers
 end
 
+---------------------------------------------------------------- commands
+-- Shell commands and temporary directories, one set for every spec. Tools run
+-- as they are: a sanitizer run (BIC_SANITIZE=1) gives its runtimes to the Lua
+-- interpreter only (scripts/run-specs), never to what a spec starts.
+helpers.sanitized = os.getenv("BIC_SANITIZE") == "1"
+
+-- s as one shell word.
+function helpers.q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- Runs cmd with /bin/sh: -> true when it exited 0.
+function helpers.sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+
+-- Runs cmd: -> ok, its output (stdout and stderr together).
+function helpers.run(cmd)
+  local p = assert(io.popen("{ " .. cmd .. "; } 2>&1; echo \"~rc=$?\""))
+  local out = p:read("*a")
+  p:close()
+  local rc = tonumber(out:match("~rc=(%d+)%s*$"))
+  out = out:gsub("~rc=%d+%s*$", "")
+  return rc == 0, out
+end
+
+-- The first line cmd prints (its stderr dropped), or nil.
+function helpers.first_line(cmd)
+  local p = io.popen(cmd .. " 2>/dev/null")
+  local s = p and p:read("*l")
+  if p then p:close() end
+  return s
+end
+
+-- A fresh directory /tmp/bic-TAG-XXXXXX (mode 0700, as mktemp makes it).
+function helpers.tmpdir(tag)
+  local dir = helpers.first_line("mktemp -d /tmp/bic-" .. (tag or "spec") .. "-XXXXXX")
+  assert(dir and dir ~= "", "mktemp -d failed")
+  return dir
+end
+
+-- Removes a directory under /tmp (what tmpdir made).
+function helpers.rmdir(dir)
+  if dir and dir:match("^/tmp/.") then helpers.sh("rm -rf " .. helpers.q(dir)) end
+end
+
+---------------------------------------------------------------- servers
+
+-- Starts cmd in the background, stdout and stderr to log (default /dev/null):
+-- -> its pid.
+function helpers.spawn(cmd, log)
+  local pidfile = os.tmpname()
+  assert(os.execute(("%s >%s 2>&1 & echo $! >%s"):format(cmd, log or "/dev/null", pidfile)))
+  local f = io.open(pidfile, "r")
+  local pid = f and tonumber(f:read("*l"))
+  if f then f:close() end
+  os.remove(pidfile)
+  return pid
+end
+
+-- A watchdog for a server a spec started: while this spec process lives and
+-- `guard` (a shell test: the server's directory is there, its pid alive) holds,
+-- it waits; when this process died first (killed by a timeout, its teardown
+-- never run) and guard still holds, it runs `cleanup` (stop the server,
+-- remove its directory).
+function helpers.watchdog(guard, cleanup)
+  -- lazy: the few specs that start servers need the core's getpid, not the rest
+  local me = require("biconnector.core").process.getpid()
+  local script = ("while kill -0 %d 2>/dev/null && %s; do sleep 1; done; %s && { %s; }")
+    :format(me, guard, guard, cleanup)
+  os.execute("sh -c " .. helpers.q(script) .. " >/dev/null 2>&1 &")
+end
+
 -- A TCP port on 127.0.0.1 that was free a moment ago.
 function helpers.free_port()
   local s = assert(require("socket").bind("127.0.0.1", 0))

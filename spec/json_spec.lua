@@ -394,7 +394,7 @@ describe("json in another locale", function()
   it("reads and writes a decimal point whatever LC_NUMERIC says", function()
     local dir = os.tmpname()
     os.remove(dir)
-    local made = os.execute(("mkdir -p %s && env -u LD_PRELOAD localedef -i de_DE -f UTF-8 %s/de_DE.UTF-8 >/dev/null 2>&1"):format(dir, dir))
+    local made = os.execute(("mkdir -p %s && localedef -i de_DE -f UTF-8 %s/de_DE.UTF-8 >/dev/null 2>&1"):format(dir, dir))
     if made ~= true and made ~= 0 then
       io.stderr:write("\n*** SKIPPED: the locale test needs localedef and the de_DE source\n")
       return

@@ -15,16 +15,7 @@ local M = {}
 M.TOP = helpers.top == "." and (os.getenv("PWD") or ".") or helpers.top
 M.MODULES = os.getenv("BIC_NGINX_MODULES") or "/usr/lib/nginx/modules"
 
--- Helper commands run without LD_PRELOAD: a sanitizer run (BIC_SANITIZE=1)
--- preloads ASan, under which pgrep deadlocks and nginx was not built.
-M.CLEAN = "unset LD_PRELOAD; "
-
-function M.sh(cmd)
-  local r = os.execute(M.CLEAN .. cmd)
-  return r == true or r == 0
-end
-
-function M.popen(cmd) return io.popen(M.CLEAN .. cmd) end
+M.sh, M.popen = helpers.sh, io.popen
 
 function M.readable(path)
   local f = io.open(path, "rb")
@@ -85,10 +76,7 @@ end
 
 -- A fresh /tmp/bic-ngx-XXXXXX directory with logs/ in it.
 function M.make_prefix()
-  local p = M.popen("mktemp -d /tmp/bic-ngx-XXXXXX")
-  local dir = p:read("*l")
-  p:close()
-  assert(dir and dir ~= "", "mktemp failed")
+  local dir = helpers.tmpdir("ngx")
   assert(M.sh("mkdir -p " .. dir .. "/logs && chmod 755 " .. dir))
   return dir
 end

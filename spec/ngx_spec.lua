@@ -411,8 +411,8 @@ describe("biconnector.ngx #ngx", function()
         .. "local status, _, body = c:handle({ method = 'POST', path = '/data', headers = {}, "
         .. "body = '{\"table\":\"orders\",\"filter\":{\"<placed\":\"2025-01-03\"}}' })\n"
         .. "io.write(status, ' ', body)\n")
-      -- with the same environment as busted (a sanitizer build needs its LD_PRELOAD;
-      -- LUA_PATH and LUA_CPATH come from scripts/run-specs)
+      -- with the same environment as busted (LUA_PATH and LUA_CPATH come from
+      -- scripts/run-specs; a sanitizer run's runtime on the PATH preloads ASan)
       local lua_command = helpers.lua_command and helpers.lua_command() or os.getenv("BIC_RUNTIME") or "lua5.4"
       local p = io.popen(format("BIC_SQLITE_DB=%s/orders.db %s %s 2>&1", prefix, lua_command, script))
       local out = p:read("*a")

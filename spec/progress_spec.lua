@@ -35,11 +35,8 @@ end
 -- Runs with stderr on a pseudo-terminal and stdout to a file: -> exit code, stdout, terminal text.
 local function on_terminal(env, args)
   local outfile, ttyfile = os.tmpname(), os.tmpname()
-  -- a sanitizer build's LD_PRELOAD goes to biconnector only, not to `script` itself
-  local preload = os.getenv("LD_PRELOAD")
-  local inner = (preload and ("LD_PRELOAD=" .. S.shell_quote(preload) .. " ") or "") .. command(env, args)
-    .. " >" .. S.shell_quote(outfile)
-  local ok, _, code = os.execute(("env -u LD_PRELOAD script -qec %s /dev/null </dev/null >%s 2>&1")
+  local inner = command(env, args) .. " >" .. S.shell_quote(outfile)
+  local ok, _, code = os.execute(("script -qec %s /dev/null </dev/null >%s 2>&1")
     :format(S.shell_quote(inner), S.shell_quote(ttyfile)))
   if type(ok) == "number" then code = ok / 256 end -- Lua 5.1 / LuaJIT
   return code, read(outfile), read(ttyfile)

@@ -15,7 +15,7 @@ local FAST = { rate = 1000, burst = 1000, url_check = false }
 local MINIMAL = "examples/minimal.lua"
 local DEMO = "examples/demo/connector.lua"
 
-local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local shell_quote = helpers.q
 local function count(t) local n = 0 for _ in pairs(t or {}) do n = n + 1 end return n end
 local function only(t) local _, v = next(t or {}) return v end
 

@@ -207,14 +207,13 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
       -- ClientHello before the worker reads.
       it("reports an untrusted certificate even when the handshake completes at once", function()
         local workers = {}
-        -- system tools run without a sanitizer build's LD_PRELOAD (ps hung at start under it)
-        local ps = io.popen("env -u LD_PRELOAD ps -o pid= --ppid " .. nginx.pid)
+        local ps = io.popen("ps -o pid= --ppid " .. nginx.pid)
         for w in ps:read("*a"):gmatch("%d+") do workers[#workers + 1] = w end
         ps:close()
         assert.is_true(#workers >= 1)
-        local pinned = os.execute("env -u LD_PRELOAD taskset -p -c 0 " .. tls_portal.pid .. " >/dev/null 2>&1")
+        local pinned = os.execute("taskset -p -c 0 " .. tls_portal.pid .. " >/dev/null 2>&1")
         for _, w in ipairs(workers) do
-          pinned = pinned and os.execute("env -u LD_PRELOAD taskset -p -c 0 " .. w .. " >/dev/null 2>&1 && env -u LD_PRELOAD renice -n 19 -p " .. w .. " >/dev/null 2>&1")
+          pinned = pinned and os.execute("taskset -p -c 0 " .. w .. " >/dev/null 2>&1 && renice -n 19 -p " .. w .. " >/dev/null 2>&1")
         end
         if not pinned then io.stderr:write("\n*** taskset/renice failed: the handshake race is left to chance\n") end
         local before = tls_portal:stats().stats.received.profile or 0

@@ -108,7 +108,7 @@ describe("token stores", function()
     -- short-lived workers while walking glibc's dynamic TLS ("Tracer caught
     -- signal 11", DTLS with a bogus range); ASan's memory checks stay on, only
     -- the workers' leak scan is off. The spec's own process keeps it.
-    local env = (os.getenv("LD_PRELOAD") or ""):find("libasan", 1, true)
+    local env = helpers.sanitized
       and "ASAN_OPTIONS=\"${ASAN_OPTIONS:-}:detect_leaks=0\" " or ""
     local procs = {}
     for i = 1, 8 do

@@ -29,11 +29,10 @@ local function read_file(path)
 end
 M.read_file = read_file
 
+-- A fresh directory the servers' users can read (nginx workers, redis).
 function M.tmpdir(tag)
-  local p = os.tmpname()
-  os.remove(p)
-  p = p .. "-" .. tag
-  assert(os.execute("mkdir -p " .. p))
+  local p = helpers.tmpdir(tag)
+  assert(helpers.sh("chmod 755 " .. p))
   return p
 end
 
@@ -49,13 +48,7 @@ function M.wait(what, f, tries, explain)
 end
 
 -- Starts `cmd` in the background (stdout and stderr to `log`); returns its pid.
-function M.spawn(cmd, log)
-  local pidfile = os.tmpname()
-  assert(os.execute(("%s >%s 2>&1 & echo $! >%s"):format(cmd, log or "/dev/null", pidfile)))
-  local pid = tonumber(read_file(pidfile))
-  os.remove(pidfile)
-  return pid
-end
+M.spawn = helpers.spawn
 
 function M.alive(pid)
   local stat = read_file("/proc/" .. pid .. "/stat")
@@ -73,15 +66,12 @@ end
 function M.start_redis(extra)
   local dir = M.tmpdir("redis")
   local port = helpers.free_port()
-  -- servers start without the sanitizer build's LD_PRELOAD (ASan is for our core, not for them)
-  local pid = M.spawn(("env -u LD_PRELOAD %s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s --daemonize no %s")
+  local pid = M.spawn(("%s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s --daemonize no %s")
     :format(M.REDIS, port, dir, extra or ""), dir .. "/redis.log")
   local r = { port = port, pid = pid, dir = dir }
   -- a watchdog stops it should this spec process end without its teardown
   -- (an error in an earlier teardown step left one running after the suite)
-  M.spawn(("env -u LD_PRELOAD sh -c 'while kill -0 %d 2>/dev/null && kill -0 %d 2>/dev/null; do sleep 1; done; "
-    .. "kill %d 2>/dev/null; rm -rf %s'"):format(helpers.getpid and helpers.getpid() or require("biconnector.core").process.getpid(),
-    pid, pid, dir))
+  helpers.watchdog(("kill -0 %d 2>/dev/null"):format(pid), ("kill %d 2>/dev/null; rm -rf %s"):format(pid, helpers.q(dir)))
   M.wait("redis-server to answer PING", function()
     local c = socket.connect("127.0.0.1", port)
     if not c then return false end
@@ -150,7 +140,7 @@ function M.start_nginx(prefix, conf, port)
   f:write(conf)
   f:close()
   local n = {}
-  n.pid = M.spawn(("env -u LD_PRELOAD %s -p %s -c %s/nginx.conf -e %s/logs/error.log -g 'daemon off;'")
+  n.pid = M.spawn(("%s -p %s -c %s/nginx.conf -e %s/logs/error.log -g 'daemon off;'")
     :format(M.NGINX, prefix, prefix, prefix))
   M.wait("nginx to listen on " .. port, function()
     local c = socket.connect("127.0.0.1", port)

@@ -48,9 +48,7 @@ function S.peak_rss_kib(pid)
   return tonumber(status:match("VmHWM:%s*(%d+)"))
 end
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell_quote = helpers.q
 S.shell_quote = shell_quote
 
 -- The command line of `biconnector serve ARGS`, with the runtime the specs run
@@ -62,9 +60,10 @@ function S.serve_command(args, runtime, build)
   return table.concat(parts, " ")
 end
 
--- Starts `command` in the background (stdout and stderr to files), waits for its
--- "listening on http(s)://HOST:PORT" line. Returns a handle {pid, port, out, err}.
-function S.start(command, env)
+-- Starts `command` in the background with env ({NAME = value}), stdout and
+-- stderr to files: -> a handle {out, err, pidfile, rcfile}; the pid file gets
+-- its pid at once, the rc file its exit status when it ends.
+function S.background(command, env)
   local h = { out = tmp_path("out"), err = tmp_path("err"), pidfile = tmp_path("pid"),
     rcfile = tmp_path("rc") }
   local prefix = ""
@@ -73,6 +72,13 @@ function S.start(command, env)
     prefix, command, h.out, h.err, h.pidfile, h.rcfile)
   -- the wrapper's own stderr would only carry job notices such as "Killed"
   assert(os.execute("sh -c " .. shell_quote(script) .. " 2>/dev/null &"))
+  return h
+end
+
+-- Starts `command` in the background (S.background), waits for its
+-- "listening on http(s)://HOST:PORT" line. Returns a handle {pid, port, out, err}.
+function S.start(command, env)
+  local h = S.background(command, env)
   for _ = 1, 400 do
     h.pid = h.pid or tonumber(read_file(h.pidfile) or "")
     local port = (read_file(h.out) or ""):match("listening on https?://[^\n]-:(%d+)\n")

@@ -36,7 +36,7 @@ describe("HTTPS on the built-in server", function()
   local function while_serving(srv, cmd)
     local out = os.tmpname()
     local done = out .. ".done"
-    os.execute(("%ssh -c '(%s) >%s 2>&1; touch %s' &"):format(A.PLAIN, cmd:gsub("'", "'\\''"), out, done))
+    os.execute(("sh -c '(%s) >%s 2>&1; touch %s' &"):format(cmd:gsub("'", "'\\''"), out, done))
     local deadline = http.now() + 20
     while not S.read_file(done) and http.now() < deadline do srv:run(0.05) end
     local text = S.read_file(out) or ""
@@ -155,7 +155,7 @@ describe("HTTPS on the built-in server", function()
     -- a client that reads slowly: the answer stays in flight for seconds after SIGTERM
     local out = dir .. "/slow.out"
     local body = "connection[token]=tok&table=big"
-    os.execute((A.PLAIN .. "sh -c '(printf \"POST /data HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Type: application/x-www-form-urlencoded"
+    os.execute(("sh -c '(printf \"POST /data HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Type: application/x-www-form-urlencoded"
       .. "\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n%s\"; sleep 6) | openssl s_client -quiet -connect 127.0.0.1:%d"
       .. " 2>/dev/null | (sleep 2.5; cat > %s; touch %s.done)' &"):format(#body, body, port, out, out))
     http.sleep(1)

@@ -4,28 +4,17 @@
 local core = require "biconnector.core"
 local json = require "biconnector.json"
 
--- Helper commands run without LD_PRELOAD (a sanitizer run preloads ASan,
--- whose leak check would fail the sqlite3 tool).
-local CLEAN = "unset LD_PRELOAD; "
-
-local function sh(cmd)
-  local ok = os.execute(CLEAN .. cmd)
-  return ok == true or ok == 0
-end
+local helpers = require "helpers"
+local sh = helpers.sh
 
 local function has_sqlite3()
   return sh("command -v sqlite3 >/dev/null 2>&1")
 end
 
-local function tmpdir()
-  local p = io.popen(CLEAN .. "mktemp -d")
-  local d = p:read("*l")
-  p:close()
-  return d
-end
+local function tmpdir() return helpers.tmpdir("sql") end
 
 local function make_db(path, sql)
-  local p = assert(io.popen(CLEAN .. "sqlite3 '" .. path .. "'", "w"))
+  local p = assert(io.popen("sqlite3 '" .. path .. "'", "w"))
   p:write(sql)
   assert(p:close())
 end
@@ -46,7 +35,7 @@ describe("core.sql (sqlite)", function()
     ]])
   end)
   teardown(function()
-    if dir then sh("rm -rf '" .. dir .. "'") end
+    helpers.rmdir(dir)
   end)
   before_each(function()
     if not has_sqlite3() then
@@ -240,7 +229,7 @@ describe("core.sql (sqlite)", function()
     make_db(lockdb, "CREATE TABLE a (x); INSERT INTO a VALUES (1);")
     local out = dir .. "/locker.out"
     -- a writer holding an exclusive lock until its standard input closes
-    local w = assert(io.popen(CLEAN .. "sqlite3 '" .. lockdb .. "' > '" .. out .. "'", "w"))
+    local w = assert(io.popen("sqlite3 '" .. lockdb .. "' > '" .. out .. "'", "w"))
     w:write("BEGIN EXCLUSIVE;\nDELETE FROM a;\n.print locked\n")
     w:flush()
     local c = assert(core.sql.open("sqlite", { path = lockdb, busy_timeout_ms = 50 }))

@@ -21,7 +21,7 @@ local TABLE = 'filter "cases" ü'
 local COUNT = tonumber(os.getenv("SQL_FILTER_COUNT") or "") or 400
 
 local function md5(path)
-  local p = io.popen(H.CLEAN .. "md5sum " .. H.q(path))
+  local p = io.popen("md5sum " .. H.q(path))
   local sum = p:read("*a"):match("^(%x+)")
   p:close()
   return sum

@@ -1,18 +1,11 @@
 -- Helpers for the SQL specs: the sample database (examples/sample/gen.lua piped
--- into the sqlite3 tool) in a temporary directory, and shell commands run
--- without a sanitizer's LD_PRELOAD.
+-- into the sqlite3 tool) in a temporary directory; shell commands and
+-- directories are spec/helpers.lua's.
 local helpers = require "helpers"
 
 local H = {}
 
-H.CLEAN = "unset LD_PRELOAD; "
-
-function H.sh(cmd)
-  local ok = os.execute(H.CLEAN .. cmd)
-  return ok == true or ok == 0
-end
-
-function H.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+H.sh, H.q, H.rmdir = helpers.sh, helpers.q, helpers.rmdir
 
 -- Whether the sqlite3 tool is here; prints a loud skip line when it is not.
 function H.have_sqlite3(what)
@@ -21,20 +14,11 @@ function H.have_sqlite3(what)
   return false
 end
 
-function H.tmpdir()
-  local p = io.popen(H.CLEAN .. "mktemp -d")
-  local d = p:read("*l")
-  p:close()
-  return d
-end
-
-function H.rmdir(dir)
-  if dir and dir:match("^/tmp/") then H.sh("rm -rf " .. H.q(dir)) end
-end
+function H.tmpdir() return helpers.tmpdir("sql") end
 
 -- Runs SQL text through the sqlite3 tool on db (creating it).
 function H.sqlite(db, sql)
-  local p = assert(io.popen(H.CLEAN .. "sqlite3 -bail " .. H.q(db) .. " >/dev/null", "w"))
+  local p = assert(io.popen("sqlite3 -bail " .. H.q(db) .. " >/dev/null", "w"))
   p:write(sql)
   local ok = p:close()
   assert(ok == true or ok == 0, "sqlite3 failed on " .. db)

@@ -19,7 +19,7 @@ end
 
 -- Under the sanitizer build, LeakSanitizer's exit-time scan crashes in short-lived
 -- children (see spec/rest_tokens_spec.lua); their memory checks stay on.
-local ENV = (os.getenv("LD_PRELOAD") or ""):find("libasan", 1, true)
+local ENV = helpers.sanitized
   and "ASAN_OPTIONS=\"${ASAN_OPTIONS:-}:detect_leaks=0\" " or ""
 
 local function worker_command(portal, store, calls, barrier)

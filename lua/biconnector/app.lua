@@ -15,6 +15,7 @@ local core = require "biconnector.core"
 local json = require "biconnector.json"
 local form = require "biconnector.form"
 local tokens = require "biconnector.tokens"
+local rest = require "biconnector.rest"
 local logline = require "biconnector.logline"
 local address = require "biconnector.address"
 
@@ -144,7 +145,7 @@ function _M.config(o, getenv)
     uninstall_delete = o.app_uninstall_delete and true or false,
     client_id_file = o.client_id_file, client_secret_file = o.client_secret_file,
     store = store, store_what = what, retry = retry,
-    oauth_url = getenv("BITRIX24_OAUTH_URL") or require("biconnector.rest").OAUTH_URL,
+    oauth_url = getenv("BITRIX24_OAUTH_URL") or rest.OAUTH_URL,
     ca_file = getenv("BITRIX24_CA_FILE"), getenv = getenv,
   }
 end
@@ -285,7 +286,7 @@ function _M.exchange_code(cfg, client_id, client_secret, code)
   local res, terr
   for _ = 1, 3 do
     res, terr = handle:request({ url = url, headers = { Accept = "application/json" }, timeout = 30,
-      ca_file = cfg.ca_file, user_agent = require("biconnector.rest").USER_AGENT })
+      ca_file = cfg.ca_file, user_agent = rest.USER_AGENT })
     if res or not (type(terr) == "table" and terr.not_sent) then break end
     http.sleep(0.5)
   end

@@ -9,6 +9,10 @@ local core = require "biconnector.core"
 local json = require "biconnector.json"
 local app = require "biconnector.app"
 local logline = require "biconnector.logline"
+local rest = require "biconnector.rest"
+local tokens = require "biconnector.tokens"
+local serve = require "biconnector.serve"
+local register = require "biconnector.register"
 
 local process = core.process
 local type, ipairs, tostring, tonumber, pcall = type, ipairs, tostring, tonumber, pcall
@@ -46,7 +50,6 @@ end
 -- The registration's client: the installation's tokens from the store (renewed
 -- there, under its lock, when they expire).
 local function client_for(cfg, state, id, secret)
-  local rest = require "biconnector.rest"
   local client, err = rest.new({ client_endpoint = state.client_endpoint, client_id = id, client_secret = secret,
     store = cfg.store, oauth_url = cfg.oauth_url, ca_file = cfg.ca_file,
     log = function(level, message) log(level, message) end })
@@ -138,7 +141,6 @@ local function register_once(job, cfg)
         .. " after they expire; give them (the application's form shows them) and send SIGHUP", { portal = state.portal })
     end
     local o = job.o
-    local serve = require "biconnector.serve"
     local loaded, c = pcall(serve.load_connector, o)
     if not loaded then return nil, failure(c, true) end
     local settings, serr = source_settings(o, c)
@@ -154,12 +156,12 @@ local function register_once(job, cfg)
     end
     local tables
     if cfg.tables and settings then
-      local served, terr = require("biconnector.register").served_tables(c, settings)
+      local served, terr = register.served_tables(c, settings)
       if not served then return nil, failure(terr, true) end
       tables = {}
       for i, t in ipairs(served) do tables[i] = { table = t.code } end
     end
-    local result, rerr, kind = require("biconnector.register").run({
+    local result, rerr, kind = register.run({
       connector = c, base_url = cfg.base_url, client = client, settings = settings or nil, tables = tables,
       source_title = settings and c.title or nil, print = function(line)
         local warning = line:match("^warning: (.*)$")
@@ -262,9 +264,9 @@ local function cleanup(job, cfg)
   local old = job.installation or {}
   local r = type(old.registration) == "table" and old.registration or {}
   local id, secret = app.credentials(cfg)
-  local client, err = require("biconnector.rest").new({ client_endpoint = old.client_endpoint, client_id = id,
+  local client, err = rest.new({ client_endpoint = old.client_endpoint, client_id = id,
     client_secret = secret, oauth_url = cfg.oauth_url, ca_file = cfg.ca_file,
-    store = require("biconnector.tokens").memory({ access_token = old.access_token, refresh_token = old.refresh_token }) })
+    store = tokens.memory({ access_token = old.access_token, refresh_token = old.refresh_token }) })
   if not client then log("error", "uninstall cleanup failed", { reason = tostring(err) }) return 1 end
   local failed = 0
   local function delete(service, id_)

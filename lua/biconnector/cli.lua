@@ -72,6 +72,7 @@ function _M.main(argv)
   end
   local args = {}
   for i = 2, #argv do args[#args + 1] = argv[i] end
+  -- lazy: only the command asked for is loaded (and a missing one is reported above)
   local ok, code = pcall(function() return require(module).main(args) end)
   if not ok then
     io.stderr:write("biconnector ", command, ": ", tostring(code), "\n")

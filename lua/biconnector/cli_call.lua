@@ -3,6 +3,7 @@
 local json = require "biconnector.json"
 local rest = require "biconnector.rest"
 local tokens = require "biconnector.tokens"
+local progress_lib = require "biconnector.progress"
 
 local _M = {}
 
@@ -77,7 +78,7 @@ function _M.main(args, out, err)
   if not client then err:write("biconnector call: ", tostring(cerr), "\n") return 2 end
   local value, failure
   if all then
-    local progress = require("biconnector.progress").new("call " .. method)
+    local progress = progress_lib.new("call " .. method)
     value, failure = client:list(method, params, { on_page = progress.enabled and function(pages, items, total)
       progress.update(("page %d, %d item(s)%s"):format(pages, items, total and (" of " .. total) or ""))
     end or nil })

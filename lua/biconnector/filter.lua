@@ -8,6 +8,7 @@
 -- OP: eq ne gt ge lt le in not_in like not_like pattern not_pattern
 --     between is_null not_null
 local core = require "biconnector.core"
+local list = require "biconnector.list"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local floor, huge = math.floor, math.huge
@@ -17,6 +18,7 @@ local tointeger = math.tointeger
 local math_type = math.type -- nil under LuaJIT
 
 local null = core.null
+local is_list, as_list = list.is_list, list.by_key
 
 local _M = { _VERSION = core.version }
 
@@ -191,42 +193,6 @@ end
 
 ---------------------------------------------------------------- parsing
 
--- A sequence 1..n (also empty); request.lua uses it too.
-local function is_list(t)
-  if type(t) ~= "table" then return false end
-  local n = 0
-  for k in pairs(t) do
-    if type(k) ~= "number" or k < 1 or k ~= floor(k) then return false end
-    n = n + 1
-  end
-  for i = 1, n do
-    if t[i] == nil then return false end
-  end
-  return true
-end
-
--- A table keyed only by integers (or their decimal text) that is not a sequence:
--- a form's `filter[@ID][1]=2&filter[@ID][0]=1`, `filter[@ID][0]=1&filter[@ID][2]=3`,
--- or JSON {"0":1,"1":2} as PHP's json_encode writes such an array. Returns its
--- values in key order, or nil.
-local function as_list(t)
-  local keys = {}
-  for k in pairs(t) do
-    local n = k
-    if type(k) == "string" and #k < 16 and k:match("^%-?%d+$") then n = tonumber(k) end
-    if type(n) ~= "number" or n ~= floor(n) then return nil end
-    keys[#keys + 1] = { n, k }
-  end
-  if #keys == 0 then return nil end
-  sort(keys, function(a, b) return a[1] < b[1] end)
-  local out = {}
-  for i, nk in ipairs(keys) do
-    if i > 1 and nk[1] == keys[i - 1][1] then return nil end
-    out[i] = t[nk[2]]
-  end
-  return out
-end
-
 -- Keys in the order of their text, so that a JSON "0" and a form's 0 sort alike
 -- and the AST does not depend on how a body spelled its keys.
 local function key_text(k)
@@ -327,7 +293,7 @@ local function condition(ctx, field, op, raw, where)
   end
   local v, err = typed(raw, where)
   if v == nil then return nil, err end
-  if LIKE_OPS[op] and #v > limits.like then
+  if LIKE_OPS[op] and v ~= null and #v > limits.like then
     return nil, format("%s: a LIKE value of %d bytes is over the limit of %d bytes (filter_limits.like)",
       where, #v, limits.like)
   end
@@ -864,7 +830,6 @@ local function like(subject, pattern)
   return like_match(subject, like_compile(pattern))
 end
 _M.like = like
-_M.is_list = is_list
 
 local function like_escape(s)
   return (s:gsub("[!%%_]", "!%0"))
@@ -984,10 +949,12 @@ end
 
 ---------------------------------------------------------------- SQL
 
-local DIALECTS = {
-  sqlite = { quote = '"', like = "LIKE" },
-  postgres = { quote = '"', like = "ILIKE", numbered = true },
-  mysql = { quote = "`", like = "LIKE" },
+-- The named dialects are the engines' own (each engine module's `dialect`):
+-- one home for each SQL dialect.
+local DIALECT_MODULES = {
+  sqlite = "biconnector.sql.sqlite",
+  postgres = "biconnector.sql.postgresql",
+  mysql = "biconnector.sql.mysql",
 }
 
 local SQL_OPS = { eq = "=", ne = "<>", gt = ">", ge = ">=", lt = "<", le = "<=" }
@@ -1143,8 +1110,13 @@ function _M.to_sql(ast, opts)
   -- condition on the node's field tests, like_sql = function(operand_sql,
   -- param_sql) -> the LIKE condition, date_range = {valid =, min =}: how
   -- date/datetime columns of SQL date types compare (typed_condition)}
-  local d = type(opts.dialect) == "table" and opts.dialect or DIALECTS[opts.dialect or "sqlite"]
-  if not d then error("filter.to_sql: unknown dialect " .. show(opts.dialect), 2) end
+  local d = opts.dialect or "sqlite"
+  if type(d) ~= "table" then
+    local name = DIALECT_MODULES[d]
+    if not name then error("filter.to_sql: unknown dialect " .. show(opts.dialect), 2) end
+    -- lazy: the engine modules require biconnector.sql, which requires this module
+    d = require(name).dialect
+  end
   local columns = opts.columns or {}
   local dates = opts.dates or "text"
   if type(dates) == "table" then

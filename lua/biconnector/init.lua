@@ -19,6 +19,7 @@ local parts = {
 
 -- biconnector.connector(def) builds a connector object (see connector.lua).
 function _M.connector(def)
+  -- lazy, as the parts below are
   return require("biconnector.connector").new(def)
 end
 
@@ -26,7 +27,7 @@ return setmetatable(_M, {
   __index = function(t, key)
     local name = parts[key]
     if name == nil then return nil end
-    local mod = require(name)
+    local mod = require(name) -- lazy: parts load on first use (above)
     rawset(t, key, mod)
     return mod
   end,

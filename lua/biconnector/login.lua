@@ -10,6 +10,8 @@ local core = require "biconnector.core"
 local app = require "biconnector.app"
 local tokens = require "biconnector.tokens"
 local form = require "biconnector.form"
+local rest = require "biconnector.rest"
+local serve = require "biconnector.serve"
 
 local server, process = core.server, core.process
 local format = string.format
@@ -71,7 +73,7 @@ function _M.parse_args(args)
     o.timeout = t
   end
   if o.listen then
-    local host, port = require("biconnector.serve").parse_listen(o.listen)
+    local host, port = serve.parse_listen(o.listen)
     if not host then return nil, port end
     o.host, o.port = host, port
   end
@@ -88,7 +90,7 @@ local function listen_once(o, cfg, id, secret, state_value, deadline)
   local result, failure
   local tls
   if o.tls_cert_file then
-    tls = assert(require("biconnector.serve").read_tls(o))
+    tls = assert(serve.read_tls(o))
   end
   local srv, err
   srv, err = server.new({ host = o.host, port = o.port, tls_cert = tls and tls.cert, tls_key = tls and tls.key,
@@ -150,7 +152,7 @@ function _M.main(args, out, err, getenv)
     return 2
   end
   local cfg = { store = store, getenv = getenv, client_id_file = o.client_id_file, client_secret_file = o.client_secret_file,
-    oauth_url = getenv("BITRIX24_OAUTH_URL") or require("biconnector.rest").OAUTH_URL, ca_file = getenv("BITRIX24_CA_FILE") }
+    oauth_url = getenv("BITRIX24_OAUTH_URL") or rest.OAUTH_URL, ca_file = getenv("BITRIX24_CA_FILE") }
   local id, secret, cerr = app.credentials(cfg)
   if cerr then err:write("biconnector login: ", cerr, "\n") return 2 end
   if not id or (o.listen and not secret) then

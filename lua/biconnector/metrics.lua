@@ -10,6 +10,8 @@
 --   * nginx: a lua_shared_dict (dict:incr), shared by the workers.
 -- Labels take values from fixed lists only (the endpoint, the HTTP status),
 -- never from a request: no table name, setting or secret reaches a label.
+local core = require "biconnector.core"
+
 local _M = {}
 
 local format, concat = string.format, table.concat
@@ -53,7 +55,7 @@ end
 
 -- Counters in a shared mapping (serve): make it before forking the workers.
 function _M.shared()
-  local counters = require("biconnector.core").process.counters(_M.SIZE)
+  local counters = core.process.counters(_M.SIZE)
   return _M.new({
     add = function(i, d) counters:add(i, d) end,
     get = function(i) return counters:get(i) end,

@@ -8,6 +8,10 @@ local core = require "biconnector.core"
 local json = require "biconnector.json"
 local names = require "biconnector.names"
 local address = require "biconnector.address"
+local connector = require "biconnector.connector"
+local rest = require "biconnector.rest"
+local cli_call = require "biconnector.cli_call"
+local progress_lib = require "biconnector.progress"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local format, concat = string.format, table.concat
@@ -466,7 +470,6 @@ end
 -- the old name of the same); prune; dry_run; client (a biconnector.rest client;
 -- may be nil in a dry run); print = function(line) for progress lines.
 function _M.run(opts)
-  local connector = require "biconnector.connector"
   local c = opts.connector
   if c == nil then
     local ok, loaded = pcall(connector.load, opts.file)
@@ -699,16 +702,16 @@ function _M.main(args, out, err, getenv)
     err:write("biconnector register: note: --dataset is deprecated, as Bitrix24's biconnector.dataset.* is:"
       .. " use --table (the same, through biconnector.table.*)\n")
   end
-  local env, eerr = require("biconnector.cli_call").options_from_env(getenv)
+  local env, eerr = cli_call.options_from_env(getenv)
   if env then
-    local client, cerr = require("biconnector.rest").new(env)
+    local client, cerr = rest.new(env)
     if not client then err:write("biconnector register: ", tostring(cerr), "\n") return 2 end
     o.client = client
   elseif not o.dry_run then
     err:write("biconnector register: ", eerr, "\n")
     return 2
   end
-  local progress = require("biconnector.progress").new("register", { json = as_json })
+  local progress = progress_lib.new("register", { json = as_json })
   o.progress = progress.enabled and progress.update or nil
   if not as_json then o.print = function(line) progress.clear() out:write(line, "\n") end end
   local result, rerr, kind = _M.run(o)

@@ -3,7 +3,9 @@
 local core = require "biconnector.core"
 local errors = require "biconnector.errors"
 local form = require "biconnector.form"
+local json = require "biconnector.json"
 local filter = require "biconnector.filter"
+local list = require "biconnector.list"
 
 local type, pairs, tostring, tonumber = type, pairs, tostring, tonumber
 local format, floor = string.format, math.floor
@@ -30,7 +32,7 @@ local function is_absent(v)
   return v == nil or v == null or v == ""
 end
 
-local is_list = filter.is_list
+local is_list, ordered_by_key = list.is_list, list.by_key
 
 -- A scalar that stands for text: strings as they are, numbers as the form
 -- would have spelled them, so that JSON and form bodies agree.
@@ -103,26 +105,6 @@ local function decode_limit(v)
   end
   if tointeger then n = tointeger(n) end
   return n
-end
-
--- A list keyed by integers that is not a sequence (a form's `select[1]=b&select[0]=a`
--- or `select[0]=a&select[2]=c`, JSON's {"0":"a","1":"b"} as PHP encodes a
--- non-sequential array): its values in the order of their keys. Else nil.
-local function ordered_by_key(v)
-  local keys = {}
-  for k in pairs(v) do
-    local n = k
-    if type(k) == "string" and k:match("^%-?%d+$") and #k < 16 then n = tonumber(k) end
-    if type(n) ~= "number" or n ~= floor(n) then return nil end
-    keys[#keys + 1] = { n, k }
-  end
-  table.sort(keys, function(a, b) return a[1] < b[1] end)
-  for i = 2, #keys do
-    if keys[i][1] == keys[i - 1][1] then return nil end -- "1" and 1 at once
-  end
-  local out = {}
-  for i, nk in ipairs(keys) do out[i] = v[nk[2]] end
-  return out
 end
 
 local function decode_select(v)
@@ -201,7 +183,6 @@ local function media_type(headers)
 end
 
 local function decode_json(body)
-  local json = require "biconnector.json"
   -- a key given twice ({"connection":{...},"connection":{...}}) is refused, not "last wins":
   -- a proxy or a log reading the first one must not see another request than ours
   local obj, err = json.decode(body, { duplicate_keys = "error" })

@@ -4,6 +4,7 @@
 -- error naming the field; connectors are first checked against what
 -- biconnector.connector.fields says the portal knows.
 local names = require "biconnector.names"
+local rest = require "biconnector.rest"
 
 local _M = {}
 
@@ -40,18 +41,11 @@ function _M.new(client, kind)
 end
 
 local function invalid(self, method, code, fmt, ...)
-  local rest = require "biconnector.rest"
   return nil, rest.new_error { code = code, description = fmt:format(...), method = self.prefix .. method,
     retryable = false, kind = "local" }
 end
 
-local function is_list(t)
-  if type(t) ~= "table" then return false end
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  for i = 1, n do if t[i] == nil then return false end end
-  return true
-end
+local is_list = require("biconnector.list").is_list
 
 local function check_types(self, method, fields, keys, where)
   for k, v in pairs(fields) do

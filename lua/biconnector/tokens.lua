@@ -16,6 +16,7 @@
 -- (biconnector.tokens_redis; docs/rest.md, "Token stores").
 local core = require "biconnector.core"
 local json = require "biconnector.json"
+local tokens_redis = require "biconnector.tokens_redis"
 
 local http = core.http
 local _M = {}
@@ -136,7 +137,7 @@ function Shared:lock()
 end
 
 function _M.redis(opts)
-  return require("biconnector.tokens_redis").new(opts)
+  return tokens_redis.new(opts)
 end
 
 -- store:beside(suffix): a store of the same kind next to this one (another

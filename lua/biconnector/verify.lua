@@ -5,6 +5,7 @@ local core = require "biconnector.core"
 local json = require "biconnector.json"
 local form = require "biconnector.form"
 local address = require "biconnector.address"
+local progress_lib = require "biconnector.progress"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local format, floor, concat = string.format, math.floor, table.concat
@@ -43,15 +44,7 @@ local MAX_LINES_PER_REQUEST = 8
 
 ---------------------------------------------------------------- value helpers
 
-local function is_array(t)
-  if type(t) ~= "table" then return false end
-  local n = 0
-  for k in pairs(t) do
-    if type(k) ~= "number" or k < 1 or k ~= floor(k) then return false end
-    n = n + 1
-  end
-  return n == #t
-end
+local is_array = require("biconnector.list").is_list
 
 local function nonempty_string(v) return type(v) == "string" and v ~= "" end
 
@@ -965,7 +958,7 @@ function _M.main(args, out, err)
     err:write("biconnector verify: ", o, "\n", _M.USAGE)
     return 2
   end
-  local progress = require("biconnector.progress").new("verify " .. url, { json = as_json })
+  local progress = progress_lib.new("verify " .. url, { json = as_json })
   local sent = 0
   o.progress = progress.enabled and function(endpoint, table_code, mode)
     sent = sent + 1

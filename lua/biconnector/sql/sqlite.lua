@@ -7,7 +7,8 @@ local all_rows = sql_lib.all_rows
 local _M = {
   engine = "sqlite",          -- the core.sql driver
   schemes = { "sqlite" },
-  dialect = "sqlite",         -- biconnector.filter.to_sql dialect
+  -- the biconnector.filter.to_sql dialect (docs/filter.md, "SQL")
+  dialect = { quote = '"', like = "LIKE" },
   placeholder = "?",
 }
 

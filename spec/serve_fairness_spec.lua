@@ -1,10 +1,10 @@
--- Issue 16, point 1: no request holds the others. One worker, a urlData answer
+-- No request holds the others (issue 16, point 1). One worker, a urlData answer
 -- whose filter drops every row of a 300,000-row scan: the producer hands the
 -- server back between batches of rows (connector SCAN_BUDGET, an empty chunk
 -- meaning "nothing yet"), so a /check from another client is answered while
 -- that scan is still running; and while another client leaves its answer unread.
 local S = require "serve_helpers"
-local H = require "harden_helpers"
+local H = require "serve_attack_helpers"
 
 describe("issue 16: no request holds the others", function()
   local h

@@ -1,9 +1,9 @@
--- Issue 16, point 3: connection abuse. Connections from one address beyond
+-- Connection abuse and slow clients (issue 16, point 3). Connections from one address beyond
 -- --per-address are refused at once; a request trickled a byte at a time (which
 -- resets the idle timeout of 30 s forever) is cut at --request-timeout (5 s); meanwhile a
 -- normal request from another loopback address (127.0.0.2) is answered.
 local S = require "serve_helpers"
-local H = require "harden_helpers"
+local H = require "serve_attack_helpers"
 local socket = require "socket"
 
 -- Opens n connections from `from` and starts a request on each, to trickle on.
@@ -22,7 +22,7 @@ end
 describe("issue 16: connection abuse (slowloris)", function()
   if not H.second_loopback() then
     it("needs a second loopback address", function() pending("SKIPPED: cannot bind 127.0.0.2") end)
-    io.stderr:write("\n*** SKIPPED: harden_slowloris_spec needs 127.0.0.2 (cannot bind it)\n")
+    io.stderr:write("\n*** SKIPPED: serve_slow_clients_spec needs 127.0.0.2 (cannot bind it)\n")
     return
   end
   local h

@@ -1,5 +1,6 @@
--- Helpers for the spec/harden_*_spec.lua files (issue 16: the built-in server
--- on the open internet): raw loopback sockets, answers read exactly as sent.
+-- Helpers for the specs of the built-in server on the open internet (issue 16;
+-- serve_fairness, serve_body_budget, serve_slow_clients, serve_framing,
+-- serve_access_log, nginx_front): raw loopback sockets, answers read exactly as sent.
 local socket = require "socket"
 local S = require "serve_helpers"
 

@@ -1,10 +1,10 @@
--- Issue 16, point 7: a complete access log. Every answer, the server's own
+-- A complete access log (issue 16, point 7). Every answer, the server's own
 -- refusals included (413, 503, 400 for framing or target, libmicrohttpd's
 -- 400/414/431), writes one line, without the token, with bytes that are not
 -- UTF-8 escaped; a client that half-closes gets its answers and then its
 -- socket back at once, not after the idle timeout.
 local S = require "serve_helpers"
-local H = require "harden_helpers"
+local H = require "serve_attack_helpers"
 
 describe("issue 16: complete access log", function()
   local h

@@ -1,10 +1,10 @@
--- Issue 16, point 2: bounded memory for unauthenticated work. Many clients each
+-- Bounded memory for unauthenticated work (issue 16, point 2). Many clients each
 -- announce a large body and send all of it but the last byte; the server
 -- reserves each Content-Length against --max-bodies when the headers arrive and
 -- answers 503 (connection closed) once the budget is spent, so its RSS stays
 -- far below what the bodies would take (40 x 4 MiB = 160 MiB held otherwise).
 local S = require "serve_helpers"
-local H = require "harden_helpers"
+local H = require "serve_attack_helpers"
 local socket = require "socket"
 
 local MIB = 1024 * 1024
@@ -51,7 +51,7 @@ describe("issue 16: bounded memory for request bodies", function()
     end
     socket.sleep(0.3) -- let the server read what is in flight (the measure is a bound, not a time)
     local rss, hwm = H.rss_kib(h.pid)
-    io.stderr:write(("\n[harden_memory] %d bodies of %d MiB held, %d refused: server VmRSS %.1f MiB, VmHWM %.1f MiB\n")
+    io.stderr:write(("\n[serve_body_budget] %d bodies of %d MiB held, %d refused: server VmRSS %.1f MiB, VmHWM %.1f MiB\n")
       :format(#held, math.floor(BODY / MIB), refused, rss / 1024, hwm / 1024))
     assert.equals(8, #held)                 -- the budget: 8 x 4 MiB
     assert.equals(CLIENTS - 8, refused)

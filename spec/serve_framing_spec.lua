@@ -1,9 +1,9 @@
--- Issue 16, points 4 and 6: one request, one answer; exact paths and bodies.
+-- One request, one answer; exact paths and bodies (issue 16, points 4 and 6).
 -- Raw requests over loopback to `biconnector serve` (demo connector): framing
 -- two parsers could read two ways is refused with 400 and a closed connection,
 -- never a second answer parsed out of a body.
 local S = require "serve_helpers"
-local H = require "harden_helpers"
+local H = require "serve_attack_helpers"
 local cjson = require "cjson"
 
 local B = H.TOKEN_BODY -- 28 bytes
