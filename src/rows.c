@@ -15,6 +15,10 @@
  *                b24restdocs connector/index.md): a value's own zone is kept, a
  *                value without one is taken as at this offset, a time number is
  *                shown at it. Default: "YYYY-MM-DD HH:MM:SS", zones dropped.
+ *   opts.invalid: "error" (default: a value that does not fit its field's type
+ *                fails the row) or "null": it is written as null (normalize
+ *                leaves it out) and add, add_list and normalize say so after
+ *                their result: nulled, field_index (the first one), message.
  * The header row is written by new(); rows follow; finish() closes the array.
  * Values are checked and formatted by field type in C (see docs/connector.md). */
 #include <errno.h>
@@ -47,6 +51,7 @@ struct rows_encoder {
   int *field_type;       /* [nfields] */
   int *out_field;        /* [nout] 0-based field index of each output column */
   int zone;              /* datetimes written with this offset (minutes east of UTC), or ZONE_PLAIN */
+  int null_invalid;      /* opts.invalid == "null" */
 };
 
 /* rows_encoder.zone: datetimes as "YYYY-MM-DD HH:MM:SS", without an offset (the default). */
@@ -504,7 +509,7 @@ static int put_double(bic_buffer *b, double d) {
   return bic_json_put_double(b, d);
 }
 
-/* Append a converted cell as JSON; 0, or -1 with why set. */
+/* Append a converted cell as JSON; 0, or with why set -2 (invalid UTF-8) or -1 (memory). */
 static int put_cell(bic_buffer *b, const cell *v, why_buf *why) {
   int rc = 0;
   switch (v->kind) {
@@ -515,7 +520,7 @@ static int put_cell(bic_buffer *b, const cell *v, why_buf *why) {
     rc = bic_json_put_string(b, v->s, v->len, 0);
     if (rc == -2) {
       snprintf(why->text, sizeof why->text, "expected a string, got invalid UTF-8");
-      return -1;
+      return -2;
     }
     break;
   case C_TEXT:
@@ -575,9 +580,35 @@ static int row_is_array(lua_State *L, int row) {
   return yes;
 }
 
+/* What a row had that did not fit (invalid = "null"): how many values, the first
+ * one's 1-based field index and why. */
+typedef struct nulls {
+  int count, field;
+  why_buf why;
+} nulls;
+
+/* Counts a value left out or written as null; the first one is the one told. */
+static void nulls_add(nulls *n, int field, const why_buf *why) {
+  if (n->count++ == 0) {
+    n->field = field;
+    n->why = *why;
+  }
+}
+
+/* After a result: nulled, field_index, message when values were nulled. */
+static int nulls_push(lua_State *L, const nulls *n) {
+  if (n->count == 0) return 0;
+  lua_pushinteger(L, n->count);
+  lua_pushinteger(L, n->field);
+  lua_pushstring(L, n->why.text);
+  return 3;
+}
+
 /* Encode the table at index row (absolute). On failure, returns the 1-based field
- * index (0 for a row-level problem) and sets why; the buffer is left as it was. */
-static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf *why) {
+ * index (0 for a row-level problem) and sets why; the buffer is left as it was.
+ * With invalid = "null" a value that does not fit is written as null and counted
+ * in *nl instead. */
+static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf *why, nulls *nl) {
   size_t mark = e->buf.len;
   int col, as_array, width;
   if (lua_type(L, row) != LUA_TTABLE) {
@@ -597,14 +628,23 @@ static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf
   if (bic_buffer_puts(&e->buf, ",[")) goto nomem;
   for (col = 0; col < e->nout; col++) {
     cell v;
+    size_t at;
+    int rc;
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
+    at = e->buf.len;
     push_column(L, e, row, codes, col, as_array);
-    if (convert(L, -1, e->field_type[e->out_field[col]], e->zone, &v, why) != 0 || put_cell(&e->buf, &v, why) != 0) {
-      lua_pop(L, 1);
+    rc = convert(L, -1, e->field_type[e->out_field[col]], e->zone, &v, why) != 0 ? -2 : put_cell(&e->buf, &v, why);
+    lua_pop(L, 1);
+    if (rc == -2 && e->null_invalid) { /* does not fit: null */
+      e->buf.len = at;
+      nulls_add(nl, e->out_field[col] + 1, why);
+      rc = bic_buffer_puts(&e->buf, "null") ? -1 : 0;
+      if (rc != 0) snprintf(why->text, sizeof why->text, "out of memory");
+    }
+    if (rc != 0) {
       e->buf.len = mark;
       return e->out_field[col] + 1;
     }
-    lua_pop(L, 1);
   }
   if (bic_buffer_putc(&e->buf, ']')) goto nomem;
   e->rows += 1;
@@ -615,18 +655,19 @@ nomem:
   return 0;
 }
 
-/* enc:add(row) -> true | nil, field_index (0: the row itself), message */
+/* enc:add(row) -> true [, nulled, field_index, message] | nil, field_index (0: the row itself), message */
 static int rows_add(lua_State *L) {
   rows_encoder *e = check_open(L);
   why_buf why;
+  nulls nl = {0, 0, {""}};
   int failed;
   if (e->state != S_OPEN) return luaL_error(L, "encoder is finished");
   lua_settop(L, 2);
   rows_getcodes(L, 1);
-  failed = encode_row(L, e, 2, 3, &why);
+  failed = encode_row(L, e, 2, 3, &why, &nl);
   if (failed < 0) {
     lua_pushboolean(L, 1);
-    return 1;
+    return 1 + nulls_push(L, &nl);
   }
   lua_pushnil(L);
   lua_pushinteger(L, failed);
@@ -634,13 +675,15 @@ static int rows_add(lua_State *L) {
   return 3;
 }
 
-/* enc:add_list(list, first, last) -> next | nil, row_index, field_index, message
+/* enc:add_list(list, first, last) -> next [, nulled, field_index, message] |
+ * nil, row_index, field_index, message
  * Encodes list[first..last] and stops early once chunk_size bytes are pending;
  * returns the index of the first row not yet encoded. */
 static int rows_add_list(lua_State *L) {
   rows_encoder *e = check_open(L);
   lua_Integer i, last;
   why_buf why;
+  nulls nl = {0, 0, {""}};
   luaL_checktype(L, 2, LUA_TTABLE);
   i = luaL_checkinteger(L, 3);
   last = luaL_checkinteger(L, 4);
@@ -650,7 +693,7 @@ static int rows_add_list(lua_State *L) {
   for (; i <= last && e->buf.len < e->chunk; i++) {
     int failed;
     bic_rawgeti(L, 2, i);
-    failed = encode_row(L, e, 6, 5, &why);
+    failed = encode_row(L, e, 6, 5, &why, &nl);
     lua_pop(L, 1);
     if (failed >= 0) {
       lua_pushnil(L);
@@ -661,15 +704,18 @@ static int rows_add_list(lua_State *L) {
     }
   }
   lua_pushinteger(L, i);
-  return 1;
+  return 1 + nulls_push(L, &nl);
 }
 
-/* enc:normalize(row) -> {code = value} for every described field the row carries,
- * converted by type (date/datetime as text), or nil, field_index, message. */
+/* enc:normalize(row) -> {code = value} [, nulled, field_index, message] for every
+ * described field the row carries, converted by type (date/datetime as text), or
+ * nil, field_index, message. With invalid = "null" a value that does not fit
+ * (invalid UTF-8 included, as add writes it) is left out. */
 static int rows_normalize(lua_State *L) {
   rows_encoder *e = check_open(L);
   why_buf why;
-  int f, as_array;
+  nulls nl = {0, 0, {""}};
+  int f, as_array, rc;
   lua_settop(L, 2);
   rows_getcodes(L, 1);
   if (lua_type(L, 2) != LUA_TTABLE) {
@@ -698,11 +744,20 @@ static int rows_normalize(lua_State *L) {
       lua_rawgeti(L, 3, f + 1);
       lua_rawget(L, 2);
     }
-    if (convert(L, -1, e->field_type[f], e->zone, &v, &why) != 0) {
-      lua_pushnil(L);
-      lua_pushinteger(L, f + 1);
-      lua_pushstring(L, why.text);
-      return 3;
+    rc = convert(L, -1, e->field_type[f], e->zone, &v, &why);
+    if (rc == 0 && e->null_invalid && v.kind == C_STRING && !bic_utf8_valid(v.s, v.len)) {
+      snprintf(why.text, sizeof why.text, "expected a string, got invalid UTF-8");
+      rc = -1;
+    }
+    if (rc != 0) {
+      if (!e->null_invalid) {
+        lua_pushnil(L);
+        lua_pushinteger(L, f + 1);
+        lua_pushstring(L, why.text);
+        return 3;
+      }
+      nulls_add(&nl, f + 1, &why);
+      v.kind = C_NULL;
     }
     if (v.kind == C_TEXT && v.len > 19) { /* the filter compares the wall-clock time written, not the offset */
       v.text[10] = ' ';
@@ -719,7 +774,7 @@ static int rows_normalize(lua_State *L) {
     lua_rawset(L, -4);
     lua_pop(L, 1); /* the raw value */
   }
-  return 1;
+  return 1 + nulls_push(L, &nl);
 }
 
 /* enc:finish(): closes the JSON array. */
@@ -808,7 +863,7 @@ static int rows_zone(lua_State *L, int opts) {
 
 /* core.rows.new(fields [, select [, opts]]) */
 static int rows_new(lua_State *L) {
-  int nfields, nout, i, arrays_by_select = 0, arrays_auto = 0, chunk, zone;
+  int nfields, nout, i, arrays_by_select = 0, arrays_auto = 0, chunk, zone, null_invalid = 0;
   rows_encoder *e;
   why_buf why;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -831,6 +886,13 @@ static int rows_new(lua_State *L) {
         luaL_argerror(L, 3, "arrays must be \"fields\", \"select\" or \"auto\"");
     }
     lua_pop(L, 1);
+    lua_getfield(L, 3, "invalid");
+    if (!lua_isnil(L, -1)) {
+      const char *v = lua_tostring(L, -1);
+      if (v != NULL && strcmp(v, "null") == 0) null_invalid = 1;
+      else if (v == NULL || strcmp(v, "error") != 0) luaL_argerror(L, 3, "invalid must be \"error\" or \"null\"");
+    }
+    lua_pop(L, 1);
   }
 
   e = (rows_encoder *)rows_newuserdata(L, sizeof(rows_encoder) + sizeof(int) * (size_t)(nfields + nout));
@@ -843,6 +905,7 @@ static int rows_new(lua_State *L) {
   e->arrays_by_select = arrays_by_select;
   e->arrays_auto = arrays_auto;
   e->zone = zone;
+  e->null_invalid = null_invalid;
   e->field_type = (int *)(e + 1);
   e->out_field = e->field_type + nfields;
   luaL_getmetatable(L, ROWS_MT);

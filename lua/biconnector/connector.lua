@@ -582,6 +582,11 @@ local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nu
     error(setmetatable({ message = where }, value_error_mt), 0)
   end
 
+  -- What the encoder wrote as null (applied.invalid = "null"), after its result.
+  local function told_nulled(nulled, field_index, why)
+    if nulled then on_nulled(nulled, fields[field_index].code, why) end
+  end
+
   -- One step: encodes rows until a chunk is pending or the rows end; returns the chunk.
   local function produce()
     if finished then return nil end
@@ -605,6 +610,7 @@ local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nu
         if n >= last then finished = true break end
         local nxt, bad_row, field_index, message = enc:add_list(rows, n + 1, last)
         if not nxt then cut(bad_row, field_index, message) end
+        told_nulled(bad_row, field_index, message)
         emitted = emitted + (nxt - 1 - n)
         n = nxt - 1
       else
@@ -621,14 +627,19 @@ local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nu
           cut(1, 0, format("array rows in select order (applied.select) lack field %q, which the filter uses "
             .. "and the handler did not apply (applied.filter): return map rows, or apply the filter", unseen))
         end
+        -- a failure: nil, field_index, message; values nulled (applied.invalid):
+        -- a result, then nulled, field_index, message; normalize tells of
+        -- those the filter saw, add of the rest
         if filter_ast then
-          local normalized, field_index, message = enc:normalize(row)
-          if not normalized then cut(n, field_index, message) end
+          local normalized, a, b, c = enc:normalize(row)
+          if not normalized then cut(n, a, b) end
+          told_nulled(a, b, c)
           keep = match(filter_ast, normalized)
         end
         if keep then
-          local ok, field_index, message = enc:add(row)
-          if not ok then cut(n, field_index, message) end
+          local ok, a, b, c = enc:add(row)
+          if not ok then cut(n, a, b) end
+          if not filter_ast then told_nulled(a, b, c) end
           emitted = emitted + 1
         else
           scanned = scanned + filter_cost
@@ -740,6 +751,7 @@ local function answer_data(self, opts, info, req)
     -- select order (design.md's sketch), any other in described order
     arrays = applied.select and "select" or "auto", chunk_size = chunk_size,
     datetime_offset = def.datetime_offset == true and "Z" or def.datetime_offset,
+    invalid = applied.invalid, -- "null": values that do not fit go as null, with a warning (sql/init.lua)
   })
   local produce, is_finished = row_source(info, q, fields, rows, applied, enc, chunk_size, on_nulled)
 
