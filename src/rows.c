@@ -84,29 +84,6 @@ static const char *value_kind(lua_State *L, int idx) {
   return lua_typename(L, t);
 }
 
-/* Describe the offending value briefly: type and, for scalars, a shortened value. */
-static void explain(lua_State *L, int idx, why_buf *why, const char *expected) {
-  int t = lua_type(L, idx);
-  if (t == LUA_TSTRING) {
-    size_t len;
-    const char *s = lua_tolstring(L, idx, &len);
-    char shown[41];
-    size_t i, n = len > 32 ? 32 : len;
-    for (i = 0; i < n; i++) shown[i] = (s[i] >= 32 && s[i] < 127) ? s[i] : '?';
-    shown[n] = '\0';
-    snprintf(why->text, sizeof why->text, "expected %s, got string \"%s%s\"", expected, shown,
-             len > n ? "..." : "");
-  } else if (t == LUA_TNUMBER) {
-    snprintf(why->text, sizeof why->text, "expected %s, got %s %.17g", expected, value_kind(L, idx),
-             (double)lua_tonumber(L, idx));
-  } else if (t == LUA_TBOOLEAN) {
-    snprintf(why->text, sizeof why->text, "expected %s, got boolean %s", expected,
-             lua_toboolean(L, idx) ? "true" : "false");
-  } else {
-    snprintf(why->text, sizeof why->text, "expected %s, got %s", expected, value_kind(L, idx));
-  }
-}
-
 /* ---- calendar -------------------------------------------------------------- */
 
 typedef struct civil {
@@ -322,19 +299,6 @@ static int is_null(lua_State *L, int idx) {
   return lua_isnil(L, idx) || (lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
 }
 
-/* An integral numeric string: optional minus sign, then 1..19 digits. */
-static int parse_int_string(const char *s, size_t len, long long *out) {
-  size_t i = 0;
-  char *end;
-  if (len > 0 && s[0] == '-') i = 1;
-  if (i == len || len - i > 19) return 0;
-  for (; i < len; i++)
-    if (s[i] < '0' || s[i] > '9') return 0;
-  errno = 0;
-  *out = strtoll(s, &end, 10);
-  return errno == 0 && end == s + len;
-}
-
 /* A decimal number as text: what strtod accepts, whole string, finite; no hex, inf, nan. */
 static int parse_double_string(const char *s, size_t len, double *out) {
   char tmp[64];
@@ -359,120 +323,199 @@ static int double_to_int(double d, long long *out) {
   return 1;
 }
 
-/* Convert the Lua value at idx to a cell of the given type, datetimes at zone
- * (format_datetime); 0, or -1 with why set. */
-static int convert(lua_State *L, int idx, int type, int zone, cell *out, why_buf *why) {
+/* A value to convert: a database value (sql.h), or a Lua value read into the
+ * same form (read_lua). A Lua value keeps where it came from: a boolean or a
+ * function fits no type, a table may be a date, and a failure is told in Lua's
+ * words. */
+typedef struct value {
+  bic_sql_value v;
+  lua_State *L; /* a Lua value: its state and index; NULL for a database value */
+  int idx;
+  int lua_other; /* a Lua value that is no number, string or null (a table, a boolean, ...) */
+} value;
+
+static void read_lua(lua_State *L, int idx, value *x) {
   int t = lua_type(L, idx);
+  x->L = L;
+  x->idx = idx;
+  x->lua_other = 0;
+  x->v.kind = BIC_SQL_NULL;
+  if (is_null(L, idx)) return;
+  if (t == LUA_TNUMBER) {
+#if BIC_HAS_INTEGERS
+    if (lua_isinteger(L, idx)) {
+      x->v.kind = BIC_SQL_INT;
+      x->v.i = (long long)lua_tointeger(L, idx);
+      return;
+    }
+#endif
+    x->v.kind = BIC_SQL_DOUBLE;
+    x->v.d = (double)lua_tonumber(L, idx);
+  } else if (t == LUA_TSTRING) {
+    x->v.kind = BIC_SQL_TEXT;
+    x->v.s = lua_tolstring(L, idx, &x->v.len);
+  } else {
+    x->lua_other = 1;
+  }
+}
+
+static void read_sql(const bic_sql_value *v, value *x) {
+  x->v = *v;
+  x->L = NULL;
+  x->idx = 0;
+  x->lua_other = 0;
+}
+
+/* Describe the offending value briefly: type and, for scalars, a shortened value. */
+static void explain(const value *x, why_buf *why, const char *expected) {
+  const bic_sql_value *v = &x->v;
+  if (x->lua_other) {
+    if (lua_type(x->L, x->idx) == LUA_TBOOLEAN)
+      snprintf(why->text, sizeof why->text, "expected %s, got boolean %s", expected,
+               lua_toboolean(x->L, x->idx) ? "true" : "false");
+    else
+      snprintf(why->text, sizeof why->text, "expected %s, got %s", expected, value_kind(x->L, x->idx));
+    return;
+  }
+  switch (v->kind) {
+  case BIC_SQL_TEXT: {
+    char shown[41];
+    size_t i, n = v->len > 32 ? 32 : v->len;
+    for (i = 0; i < n; i++) shown[i] = (v->s[i] >= 32 && v->s[i] < 127) ? v->s[i] : '?';
+    shown[n] = '\0';
+    snprintf(why->text, sizeof why->text, "expected %s, got %s \"%s%s\"", expected, x->L ? "string" : "text", shown,
+             v->len > n ? "..." : "");
+    break;
+  }
+  case BIC_SQL_INT:
+    if (x->L) /* as Lua shows a number */
+      snprintf(why->text, sizeof why->text, "expected %s, got integer %.17g", expected, (double)v->i);
+    else
+      snprintf(why->text, sizeof why->text, "expected %s, got integer %lld", expected, v->i);
+    break;
+  case BIC_SQL_DOUBLE: snprintf(why->text, sizeof why->text, "expected %s, got number %.17g", expected, v->d); break;
+  case BIC_SQL_BLOB: snprintf(why->text, sizeof why->text, "expected %s, got a BLOB of %zu bytes", expected, v->len); break;
+  case BIC_SQL_BOOL: snprintf(why->text, sizeof why->text, "expected %s, got boolean %s", expected, v->i ? "true" : "false"); break;
+  default: snprintf(why->text, sizeof why->text, "expected %s", expected); break;
+  }
+}
+
+/* A number as a string field writes it: an integer in decimal, an integral
+ * double under 1e15 as an integer, else its shortest JSON form. 0, or -1. */
+static int number_text(const bic_sql_value *v, cell *out) {
+  long long i;
+  if (v->kind == BIC_SQL_INT) {
+    out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", v->i);
+  } else if (!isfinite(v->d)) {
+    return -1;
+  } else if (double_to_int(v->d, &i) && fabs(v->d) < 1e15) {
+    out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", i);
+  } else {
+    bic_buffer tmp;
+    bic_buffer_init(&tmp);
+    if (bic_json_put_double(&tmp, v->d) != 0 || tmp.len >= sizeof out->text) {
+      bic_buffer_free(&tmp);
+      return -1;
+    }
+    memcpy(out->text, tmp.data, tmp.len);
+    out->len = tmp.len;
+    bic_buffer_free(&tmp);
+  }
+  out->kind = C_TEXT;
+  return 0;
+}
+
+/* Converts x to a cell of the given type, datetimes at zone (format_datetime):
+ * 0, or -1 with why set. The rules: an integral number or integer text for int;
+ * a finite number or numeric text for double; text or a number's spelling for
+ * string; date text or a time number (or, from Lua, a date table) for date and
+ * datetime. A database's booleans count as 0 and 1 (and "true"/"false"); Lua's
+ * fit no type. */
+static int convert(const value *x, int type, int zone, cell *out, why_buf *why) {
+  const bic_sql_value *v = &x->v;
   civil c;
-  if (is_null(L, idx)) {
+  if (v->kind == BIC_SQL_NULL && !x->lua_other) {
     out->kind = C_NULL;
     return 0;
   }
   switch (type) {
   case T_INT:
-    if (t == LUA_TNUMBER) {
-#if BIC_HAS_INTEGERS
-      if (lua_isinteger(L, idx)) {
-        out->kind = C_INT;
-        out->i = (long long)lua_tointeger(L, idx);
-        return 0;
-      }
-#endif
-      if (double_to_int((double)lua_tonumber(L, idx), &out->i)) {
-        out->kind = C_INT;
-        return 0;
-      }
-    } else if (t == LUA_TSTRING) {
-      size_t len;
-      const char *s = lua_tolstring(L, idx, &len);
-      if (parse_int_string(s, len, &out->i)) {
-        out->kind = C_INT;
-        return 0;
-      }
+    if (v->kind == BIC_SQL_INT || v->kind == BIC_SQL_BOOL) {
+      out->kind = C_INT;
+      out->i = v->i;
+      return 0;
     }
-    explain(L, idx, why, "an integer");
+    if ((v->kind == BIC_SQL_DOUBLE && double_to_int(v->d, &out->i)) ||
+        (v->kind == BIC_SQL_TEXT && bic_sql_parse_int(v->s, v->len, &out->i))) {
+      out->kind = C_INT;
+      return 0;
+    }
+    explain(x, why, "an integer");
     return -1;
   case T_DOUBLE:
-    if (t == LUA_TNUMBER) {
-      out->d = (double)lua_tonumber(L, idx);
-      if (isfinite(out->d)) {
-        out->kind = C_DOUBLE;
-        return 0;
-      }
-      explain(L, idx, why, "a finite number");
-      return -1;
-    } else if (t == LUA_TSTRING) {
-      size_t len;
-      const char *s = lua_tolstring(L, idx, &len);
-      if (parse_double_string(s, len, &out->d)) {
-        out->kind = C_DOUBLE;
-        return 0;
-      }
+    if (v->kind == BIC_SQL_INT || v->kind == BIC_SQL_BOOL) {
+      out->kind = C_DOUBLE;
+      out->d = (double)v->i;
+      return 0;
     }
-    explain(L, idx, why, "a number");
+    if (v->kind == BIC_SQL_DOUBLE && isfinite(v->d)) {
+      out->kind = C_DOUBLE;
+      out->d = v->d;
+      return 0;
+    }
+    if (v->kind == BIC_SQL_TEXT && parse_double_string(v->s, v->len, &out->d)) {
+      out->kind = C_DOUBLE;
+      return 0;
+    }
+    explain(x, why, x->L && v->kind == BIC_SQL_DOUBLE ? "a finite number" : "a number");
     return -1;
   case T_STRING:
-    if (t == LUA_TSTRING) {
-      out->kind = C_STRING;
-      out->s = lua_tolstring(L, idx, &out->len);
+    if (v->kind == BIC_SQL_TEXT || v->kind == BIC_SQL_BLOB) {
+      out->kind = C_STRING; /* put_cell refuses invalid UTF-8 */
+      out->s = v->len ? v->s : "";
+      out->len = v->len;
       return 0;
-    } else if (t == LUA_TNUMBER) {
-      /* The number's JSON spelling, then quoted as a string. */
-#if BIC_HAS_INTEGERS
-      if (lua_isinteger(L, idx)) {
-        out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", (long long)lua_tointeger(L, idx));
-        out->kind = C_TEXT;
-        return 0;
-      }
-#endif
-      {
-        double d = (double)lua_tonumber(L, idx);
-        long long i;
-        if (!isfinite(d)) break;
-        if (double_to_int(d, &i) && fabs(d) < 1e15)
-          out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", i);
-        else {
-          bic_buffer tmp;
-          bic_buffer_init(&tmp);
-          if (bic_json_put_double(&tmp, d) != 0 || tmp.len >= sizeof out->text) {
-            bic_buffer_free(&tmp);
-            break;
-          }
-          memcpy(out->text, tmp.data, tmp.len);
-          out->len = tmp.len;
-          bic_buffer_free(&tmp);
-        }
-        out->kind = C_TEXT;
-        return 0;
-      }
     }
-    explain(L, idx, why, "a string");
+    if (v->kind == BIC_SQL_BOOL) {
+      out->len = (size_t)snprintf(out->text, sizeof out->text, "%s", v->i ? "true" : "false");
+      out->kind = C_TEXT;
+      return 0;
+    }
+    if ((v->kind == BIC_SQL_INT || v->kind == BIC_SQL_DOUBLE) && number_text(v, out) == 0) return 0;
+    /* a Lua number without a spelling (inf, nan) is told as Lua's type name */
+    explain(x, why, x->L && v->kind == BIC_SQL_DOUBLE ? type_names[type] : "a string");
     return -1;
   case T_DATE:
   case T_DATETIME: {
     int ok = 0;
-    if (t == LUA_TSTRING) {
-      size_t len;
-      const char *s = lua_tolstring(L, idx, &len);
-      ok = parse_datetime(s, len, &c) > 0;
-    } else if (t == LUA_TNUMBER) {
-      ok = civil_from_time_at((double)lua_tonumber(L, idx), type == T_DATETIME ? zone : ZONE_PLAIN, &c) == 0;
-    } else if (t == LUA_TTABLE) {
-      ok = civil_from_table(L, idx, &c);
-    }
+    int at = type == T_DATETIME ? zone : ZONE_PLAIN;
+    if (v->kind == BIC_SQL_TEXT) ok = parse_datetime(v->s, v->len, &c) > 0;
+    else if (v->kind == BIC_SQL_INT) ok = civil_from_time_at((double)v->i, at, &c) == 0;
+    else if (v->kind == BIC_SQL_DOUBLE) ok = civil_from_time_at(v->d, at, &c) == 0;
+    else if (x->lua_other && lua_type(x->L, x->idx) == LUA_TTABLE) ok = civil_from_table(x->L, x->idx, &c);
     if (ok) {
       out->kind = C_TEXT;
       out->len = type == T_DATETIME ? format_datetime(&c, zone, out->text) : format_civil(&c, 0, out->text);
       return 0;
     }
-    explain(L, idx, why,
-            type == T_DATE ? "a date (YYYY-MM-DD, a time number or a date table)"
-                           : "a datetime (YYYY-MM-DD HH:MM:SS, ISO 8601, a time number or a date table)");
+    if (x->L)
+      explain(x, why, type == T_DATE ? "a date (YYYY-MM-DD, a time number or a date table)"
+                                     : "a datetime (YYYY-MM-DD HH:MM:SS, ISO 8601, a time number or a date table)");
+    else
+      explain(x, why, type == T_DATE ? "a date (YYYY-MM-DD or a time number)"
+                                     : "a datetime (YYYY-MM-DD HH:MM:SS, ISO 8601 or a time number)");
     return -1;
   }
   }
-  explain(L, idx, why, type_names[type]);
+  explain(x, why, type_names[type]);
   return -1;
+}
+
+/* The Lua value at idx as a cell (convert). */
+static int convert_lua(lua_State *L, int idx, int type, int zone, cell *out, why_buf *why) {
+  value x;
+  read_lua(L, idx, &x);
+  return convert(&x, type, zone, out, why);
 }
 
 /* Doubles with at most three decimals and under 1e12 (money, rates, quantities)
@@ -633,7 +676,7 @@ static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
     at = e->buf.len;
     push_column(L, e, row, codes, col, as_array);
-    rc = convert(L, -1, e->field_type[e->out_field[col]], e->zone, &v, why) != 0 ? -2 : put_cell(&e->buf, &v, why);
+    rc = convert_lua(L, -1, e->field_type[e->out_field[col]], e->zone, &v, why) != 0 ? -2 : put_cell(&e->buf, &v, why);
     lua_pop(L, 1);
     if (rc == -2 && e->null_invalid) { /* does not fit: null */
       e->buf.len = at;
@@ -744,7 +787,7 @@ static int rows_normalize(lua_State *L) {
       lua_rawgeti(L, 3, f + 1);
       lua_rawget(L, 2);
     }
-    rc = convert(L, -1, e->field_type[f], e->zone, &v, &why);
+    rc = convert_lua(L, -1, e->field_type[f], e->zone, &v, &why);
     if (rc == 0 && e->null_invalid && v.kind == C_STRING && !bic_utf8_valid(v.s, v.len)) {
       snprintf(why.text, sizeof why.text, "expected a string, got invalid UTF-8");
       rc = -1;
@@ -978,127 +1021,6 @@ int bic_rows_width(const rows_encoder *e) { return e->nout; }
 
 size_t bic_rows_pending(const rows_encoder *e) { return e->buf.len; }
 
-static void explain_value(const bic_sql_value *v, why_buf *why, const char *expected) {
-  switch (v->kind) {
-  case BIC_SQL_TEXT: {
-    char shown[41];
-    size_t i, n = v->len > 32 ? 32 : v->len;
-    for (i = 0; i < n; i++) shown[i] = (v->s[i] >= 32 && v->s[i] < 127) ? v->s[i] : '?';
-    shown[n] = '\0';
-    snprintf(why->text, sizeof why->text, "expected %s, got text \"%s%s\"", expected, shown,
-             v->len > n ? "..." : "");
-    break;
-  }
-  case BIC_SQL_INT: snprintf(why->text, sizeof why->text, "expected %s, got integer %lld", expected, v->i); break;
-  case BIC_SQL_DOUBLE: snprintf(why->text, sizeof why->text, "expected %s, got number %.17g", expected, v->d); break;
-  case BIC_SQL_BLOB: snprintf(why->text, sizeof why->text, "expected %s, got a BLOB of %zu bytes", expected, v->len); break;
-  case BIC_SQL_BOOL: snprintf(why->text, sizeof why->text, "expected %s, got boolean %s", expected, v->i ? "true" : "false"); break;
-  default: snprintf(why->text, sizeof why->text, "expected %s", expected); break;
-  }
-}
-
-/* The C twin of convert() for a database value: the same rules (an integral
- * number or integer text for int, a number or numeric text for double, text or a
- * number's spelling for string, date text or a time number for date/datetime). */
-static int convert_value(const bic_sql_value *v, int type, int zone, cell *out, why_buf *why) {
-  civil c;
-  if (v->kind == BIC_SQL_NULL) {
-    out->kind = C_NULL;
-    return 0;
-  }
-  switch (type) {
-  case T_INT:
-    if (v->kind == BIC_SQL_INT || v->kind == BIC_SQL_BOOL) {
-      out->kind = C_INT;
-      out->i = v->i;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_DOUBLE && double_to_int(v->d, &out->i)) {
-      out->kind = C_INT;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_TEXT && parse_int_string(v->s, v->len, &out->i)) {
-      out->kind = C_INT;
-      return 0;
-    }
-    explain_value(v, why, "an integer");
-    return -1;
-  case T_DOUBLE:
-    if (v->kind == BIC_SQL_INT || v->kind == BIC_SQL_BOOL) {
-      out->kind = C_DOUBLE;
-      out->d = (double)v->i;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_DOUBLE && isfinite(v->d)) {
-      out->kind = C_DOUBLE;
-      out->d = v->d;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_TEXT && parse_double_string(v->s, v->len, &out->d)) {
-      out->kind = C_DOUBLE;
-      return 0;
-    }
-    explain_value(v, why, "a number");
-    return -1;
-  case T_STRING:
-    if (v->kind == BIC_SQL_TEXT || v->kind == BIC_SQL_BLOB) {
-      out->kind = C_STRING; /* put_cell refuses invalid UTF-8 */
-      out->s = v->len ? v->s : "";
-      out->len = v->len;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_INT) {
-      out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", v->i);
-      out->kind = C_TEXT;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_BOOL) {
-      out->len = (size_t)snprintf(out->text, sizeof out->text, "%s", v->i ? "true" : "false");
-      out->kind = C_TEXT;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_DOUBLE && isfinite(v->d)) {
-      long long i;
-      if (double_to_int(v->d, &i) && fabs(v->d) < 1e15) {
-        out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", i);
-      } else {
-        bic_buffer tmp;
-        bic_buffer_init(&tmp);
-        if (bic_json_put_double(&tmp, v->d) != 0 || tmp.len >= sizeof out->text) {
-          bic_buffer_free(&tmp);
-          explain_value(v, why, "a string");
-          return -1;
-        }
-        memcpy(out->text, tmp.data, tmp.len);
-        out->len = tmp.len;
-        bic_buffer_free(&tmp);
-      }
-      out->kind = C_TEXT;
-      return 0;
-    }
-    explain_value(v, why, "a string");
-    return -1;
-  case T_DATE:
-  case T_DATETIME: {
-    int ok = 0;
-    int at = type == T_DATETIME ? zone : ZONE_PLAIN;
-    if (v->kind == BIC_SQL_TEXT) ok = parse_datetime(v->s, v->len, &c) > 0;
-    else if (v->kind == BIC_SQL_INT) ok = civil_from_time_at((double)v->i, at, &c) == 0;
-    else if (v->kind == BIC_SQL_DOUBLE) ok = civil_from_time_at(v->d, at, &c) == 0;
-    if (ok) {
-      out->kind = C_TEXT;
-      out->len = type == T_DATETIME ? format_datetime(&c, zone, out->text) : format_civil(&c, 0, out->text);
-      return 0;
-    }
-    explain_value(v, why, type == T_DATE ? "a date (YYYY-MM-DD or a time number)"
-                                         : "a datetime (YYYY-MM-DD HH:MM:SS, ISO 8601 or a time number)");
-    return -1;
-  }
-  }
-  explain_value(v, why, type_names[type]);
-  return -1;
-}
-
 /* Adds one row of n values in output-column order. A value that does not fit its
  * field's type is written as null: returns how many were (the first one's column,
  * 0-based, in *bad_col and the reason in why), or -1 when memory ran out or n is
@@ -1115,7 +1037,9 @@ int bic_rows_add_values(rows_encoder *e, const bic_sql_value *v, int n, int *bad
     cell c;
     why_buf w;
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
-    if (convert_value(&v[col], e->field_type[e->out_field[col]], e->zone, &c, &w) != 0) {
+    value x;
+    read_sql(&v[col], &x);
+    if (convert(&x, e->field_type[e->out_field[col]], e->zone, &c, &w) != 0) {
       c.kind = C_NULL;
       if (nulled++ == 0) {
         *bad_col = col;
