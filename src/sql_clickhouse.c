@@ -880,7 +880,7 @@ static void ch_close(void *conn) {
   if (cc->headers) {
     /* the key header holds the password */
     for (struct curl_slist *h = cc->headers; h; h = h->next)
-      for (volatile char *p = h->data; *p; p++) *p = 0;
+      explicit_bzero(h->data, strlen(h->data));
     curl_slist_free_all(cc->headers);
   }
   while (cc->zones) {

@@ -519,7 +519,7 @@ function Source:served_tables(conn)
       end
     end
   end
-  self._names, self._names_at = set, core.process.clock()
+  self._names, self._names_at = set, core.os.clock()
   self:check_table_keys(names, exists)
   return list
 end
@@ -529,7 +529,7 @@ end
 -- table-valued function such as `pragma_database_list`, none of them listed.
 function Source:serves(conn, code)
   local set = self._names
-  if set and set[code] and core.process.clock() - self._names_at < _M.NAMES_TTL then return true end
+  if set and set[code] and core.os.clock() - self._names_at < _M.NAMES_TTL then return true end
   self:served_tables(conn)
   return self._names[code] == true
 end
