@@ -277,6 +277,33 @@ describe("core.rows", function()
     end)
   end)
 
+  describe("invalid = \"null\"", function()
+    it("writes a value that does not fit as null and tells how many, the first field and why", function()
+      local enc = core.rows.new(FIELDS, { 1, 2, 4 }, { invalid = "null" })
+      assert.same({ true }, { enc:add({ id = 1, name = "a", day = "2024-01-02" }) })
+      assert.same({ true, 2, 2, "expected a string, got invalid UTF-8" },
+        { enc:add({ id = 2, name = "\255", day = "yesterday" }) })
+      assert.same({ 4, 1, 1, 'expected an integer, got string "x"' },
+        { enc:add_list({ { id = 3 }, { id = "x" }, { id = 4, name = "d" } }, 1, 3) })
+      enc:finish()
+      assert.same({ { "id", "name", "day" }, { 1, "a", "2024-01-02" }, { 2, cjson.null, cjson.null }, { 3, cjson.null,
+        cjson.null }, { cjson.null, cjson.null, cjson.null }, { 4, "d", cjson.null } }, cjson.decode(enc:take()))
+      assert.equals(5, enc:count())
+    end)
+    it("leaves such a value out of normalize, and still refuses what is not a row", function()
+      local enc = core.rows.new(FIELDS, nil, { invalid = "null" })
+      assert.same({ { id = 7, day = "2024-01-02" }, 2, 2, "expected a string, got invalid UTF-8" },
+        { enc:normalize({ id = 7, name = "\255", amount = "abc", day = "2024-01-02" }) })
+      assert.same({ { id = 7 } }, { enc:normalize({ id = 7 }) })
+      assert.same({ nil, 0, "expected a row table, got string" }, { enc:normalize("x") })
+      assert.same({ nil, 0, "array row has 6 values, expected at most 5" }, { enc:add({ 1, 2, 3, 4, 5, 6 }) })
+      -- the default: the row fails, and normalize passes invalid UTF-8 through (add refuses it)
+      enc = core.rows.new(FIELDS)
+      assert.same({ name = "\255" }, enc:normalize({ name = "\255" }))
+      assert.has_error(function() core.rows.new(FIELDS, nil, { invalid = "skip" }) end)
+    end)
+  end)
+
   describe("arbitrary input", function()
     it("either converts a random string to the type's form or names why not", function()
       local seed = 4242

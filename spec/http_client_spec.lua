@@ -178,6 +178,40 @@ describe("core.http", function()
     assert.is_true(math.abs(http.time() - os.time()) < 5)
   end)
 
+  it("has them as core.os's under the older names (core.http, core.process)", function()
+    assert.equals(core.os.clock, http.now)
+    assert.equals(core.os.time, http.time)
+    assert.equals(core.os.sleep, http.sleep)
+    assert.equals(core.os.lock, http.lock)
+    assert.equals(core.os.write_atomic, http.write_atomic)
+    assert.equals(core.os.clock, core.process.clock)
+    assert.is_function(core.process.sleep)
+    -- a sleep that does not wake for signals sleeps its time, whenever one arrives
+    assert.is_true(core.process.trap("USR2"))
+    local a = core.os.clock()
+    os.execute(("(sleep 0.05; kill -USR2 %d) &"):format(core.process.getpid()))
+    core.os.sleep(0.3)
+    assert.is_true(core.os.clock() - a >= 0.3)
+    local got = {}
+    for _ = 1, 600 do -- until the signal came (it may come after the sleep on a slow machine)
+      got = core.process.signals()
+      if got[1] then break end
+      core.os.sleep(0.05, true)
+    end
+    assert.same({ "USR2" }, got)
+    -- one that wakes returns at once for a signal already pending
+    assert.is_true(core.process.kill(core.process.getpid(), "USR2"))
+    a = core.os.clock()
+    core.os.sleep(30, true)
+    assert.is_true(core.os.clock() - a < 30)
+    assert.same({ "USR2" }, core.process.signals())
+    -- NaN and negatives do not sleep
+    a = core.os.clock()
+    core.os.sleep(0 / 0)
+    core.os.sleep(-1)
+    assert.is_true(core.os.clock() - a < 1)
+  end)
+
   it("writes files atomically and locks them with flock", function()
     local path = os.tmpname()
     assert.is_true(http.write_atomic(path, "one"))

@@ -117,6 +117,14 @@ describe("SQL source: bad input", function()
     assert.equals(200, status)
     table.sort(body, function(a, b) return type(a[1]) == "string" or (type(b[1]) ~= "string" and a[1] < b[1]) end)
     assert.same({ { "id", "note" }, { 1, "ok" }, { 2, cjson.null }, { 3, "ok" } }, body)
+    local log
+    for _ = 1, 200 do
+      log = S.stderr(h)
+      if log:find('table \\"raw\\": 1 value did not fit') then break end
+      socket.sleep(0.01)
+    end
+    assert.matches('table \\"raw\\": 1 value did not fit the described type and went as null %(first: field '
+      .. '\\"note\\", expected a string, got invalid UTF%-8%)', log)
     status, body = post("/data", { table = "raw" })
     assert.equals(200, status)
     assert.equals(4, #body)

@@ -18,6 +18,7 @@ int bic_open_http_client(lua_State *L);
 int bic_open_http_server(lua_State *L);
 int bic_open_sql(lua_State *L);
 int bic_open_sha256(lua_State *L);
+int bic_open_os(lua_State *L); /* last: it adds the older names to core.http and core.process */
 
 /* The urlData row encoder's C entry (rows.c), for rows a database hands out. */
 struct bic_sql_value;

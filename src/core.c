@@ -1,5 +1,6 @@
 /* Module entry of the biconnector C core: version, null, and the parts. */
 #include "bic.h"
+#include "process.h"
 
 #if LUA_VERSION_NUM == 501 && !defined(BIC_LUAJIT)
 void bic_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
@@ -34,5 +35,7 @@ BIC_EXPORT int luaopen_biconnector_core(lua_State *L) {
   bic_open_http_server(L);
   bic_open_sql(L);
   bic_open_sha256(L);
+  bic_open_process(L);
+  bic_open_os(L);
   return 1;
 }

@@ -1,6 +1,6 @@
-/* core.http: the REST client's transport over libcurl, plus the few OS helpers
- * the Lua client needs on both runtimes (monotonic clock, sleep, flock-based
- * locks, atomic file writes).
+/* core.http: the REST client's transport over libcurl. The OS helpers the Lua
+ * client uses (clock, sleep, locks, atomic writes) are core.os (os.c), also
+ * under their older names here (core.http.now, time, sleep, lock, write_atomic).
  *
  * No Lua function is ever called while libcurl is on the C stack: the header
  * and write callbacks only append to C buffers owned by the handle, and every
@@ -21,10 +21,10 @@
 
 #include "bic.h"
 #include "buffer.h"
+#include "os.h"
 #include "process.h"
 
 #define HANDLE_MT "biconnector.http"
-#define LOCK_MT "biconnector.lock"
 #define ERROR_MT "biconnector.http.error"
 
 typedef struct http_handle {
@@ -179,18 +179,6 @@ static double opt_number(lua_State *L, int t, const char *key, double dflt, doub
   return v;
 }
 
-/* A string option. The value stays on the stack (the caller's stack frame
- * anchors it for the whole transfer, even if __index made it up). */
-static const char *opt_string(lua_State *L, int t, const char *key, size_t *len) {
-  const char *s = NULL;
-  lua_getfield(L, t, key);
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request option '%s' must be a string", key);
-    s = lua_tolstring(L, -1, len);
-  }
-  return s;
-}
-
 static int append_header(http_handle *h, const char *line) {
   struct curl_slist *l = curl_slist_append(h->headers, line);
   if (l == NULL) return -1;
@@ -326,12 +314,12 @@ static int handle_request(lua_State *L) {
 
   luaL_checktype(L, 2, LUA_TTABLE);
   if (h->busy) return luaL_error(L, "http handle is in use");
-  url = opt_string(L, 2, "url", NULL);
+  url = bic_opt_string(L, 2, "url", NULL, NULL);
   if (url == NULL) return luaL_argerror(L, 2, "'url' is required");
-  method = opt_string(L, 2, "method", NULL);
-  body = opt_string(L, 2, "body", &body_len);
-  ca_file = opt_string(L, 2, "ca_file", NULL);
-  user_agent = opt_string(L, 2, "user_agent", NULL);
+  method = bic_opt_string(L, 2, "method", NULL, NULL);
+  body = bic_opt_string(L, 2, "body", NULL, &body_len);
+  ca_file = bic_opt_string(L, 2, "ca_file", NULL, NULL);
+  user_agent = bic_opt_string(L, 2, "user_agent", NULL, NULL);
   timeout = opt_number(L, 2, "timeout", 60, 0.001, 1e6, "from 0.001 to 1e6 seconds");
   connect_timeout = opt_number(L, 2, "connect_timeout", 10, 0.001, 1e6, "from 0.001 to 1e6 seconds");
   max_body = opt_number(L, 2, "max_body", 256.0 * 1024 * 1024, 0, 1e15, "from 0 to 1e15 bytes");
@@ -425,125 +413,6 @@ static int handle_request(lua_State *L) {
   return 1;
 }
 
-/* ---- clock and sleep --------------------------------------------------- */
-
-static int http_now(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
-  return 1;
-}
-
-static int http_time(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
-  return 1;
-}
-
-static int http_sleep(lua_State *L) {
-  double s = luaL_checknumber(L, 1);
-  struct timespec ts;
-  if (!(s > 0)) return 0;
-  if (s > 86400) s = 86400;
-  ts.tv_sec = (time_t)s;
-  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-  return 0;
-}
-
-/* ---- flock-based locks ------------------------------------------------- */
-
-typedef struct file_lock {
-  int fd; /* -1 once released */
-} file_lock;
-
-static int push_errno(lua_State *L, const char *what, const char *path) {
-  int e = errno;
-  lua_pushnil(L);
-  lua_pushfstring(L, "%s %s: %s", what, path, strerror(e));
-  lua_pushinteger(L, e);
-  return 3;
-}
-
-/* core.http.lock(path [, shared]) -> lock, or nil, err. Blocks until granted. */
-static int http_lock(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  int shared = lua_toboolean(L, 2);
-  file_lock *lk = (file_lock *)lua_newuserdata(L, sizeof(file_lock));
-  lk->fd = -1;
-  luaL_getmetatable(L, LOCK_MT);
-  lua_setmetatable(L, -2);
-  lk->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lk->fd < 0) return push_errno(L, "cannot open lock file", path);
-  while (flock(lk->fd, shared ? LOCK_SH : LOCK_EX) != 0) {
-    if (errno != EINTR) {
-      int e = errno;
-      close(lk->fd);
-      lk->fd = -1;
-      errno = e;
-      return push_errno(L, "cannot lock", path);
-    }
-  }
-  return 1;
-}
-
-static int lock_release(lua_State *L) {
-  file_lock *lk = (file_lock *)luaL_checkudata(L, 1, LOCK_MT);
-  if (lk->fd >= 0) {
-    flock(lk->fd, LOCK_UN);
-    close(lk->fd);
-    lk->fd = -1;
-  }
-  return 0;
-}
-
-static int lock_held(lua_State *L) {
-  file_lock *lk = (file_lock *)luaL_checkudata(L, 1, LOCK_MT);
-  lua_pushboolean(L, lk->fd >= 0);
-  return 1;
-}
-
-/* core.http.write_atomic(path, data): temp file beside it, fsync, rename. */
-static int http_write_atomic(lua_State *L) {
-  size_t len, off = 0;
-  const char *path = luaL_checkstring(L, 1);
-  const char *data = luaL_checklstring(L, 2, &len);
-  char *tmp;
-  int fd;
-  lua_pushfstring(L, "%s.XXXXXX", path);
-  tmp = (char *)lua_newuserdata(L, lua_rawlen(L, -1) + 1);
-  memcpy(tmp, lua_tostring(L, -2), lua_rawlen(L, -2) + 1);
-  fd = mkstemp(tmp);
-  if (fd < 0) return push_errno(L, "cannot create a temporary file for", path);
-  fchmod(fd, 0600);
-  while (off < len) {
-    ssize_t n = write(fd, data + off, len - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      goto fail;
-    }
-    off += (size_t)n;
-  }
-  if (fsync(fd) != 0) goto fail;
-  if (close(fd) != 0) {
-    fd = -1;
-    goto fail;
-  }
-  fd = -1;
-  if (rename(tmp, path) != 0) goto fail;
-  lua_pushboolean(L, 1);
-  return 1;
-fail : {
-  int e = errno;
-  if (fd >= 0) close(fd);
-  unlink(tmp);
-  errno = e;
-  return push_errno(L, "cannot write", path);
-}
-}
-
 /* ---- registration ------------------------------------------------------ */
 
 static const luaL_Reg handle_methods[] = {
@@ -553,19 +422,8 @@ static const luaL_Reg handle_methods[] = {
   {NULL, NULL},
 };
 
-static const luaL_Reg lock_methods[] = {
-  {"unlock", lock_release},
-  {"held", lock_held},
-  {NULL, NULL},
-};
-
 static const luaL_Reg http_functions[] = {
   {"new", handle_new},
-  {"now", http_now},
-  {"time", http_time},
-  {"sleep", http_sleep},
-  {"lock", http_lock},
-  {"write_atomic", http_write_atomic},
   {NULL, NULL},
 };
 
@@ -583,16 +441,6 @@ int bic_open_http_client(lua_State *L) {
   lua_setfield(L, -2, "__close");
   lua_pushcfunction(L, handle_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
-
-  luaL_newmetatable(L, LOCK_MT);
-  lua_newtable(L);
-  luaL_setfuncs(L, lock_methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, lock_release);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, lock_release);
-  lua_setfield(L, -2, "__close");
   lua_pop(L, 1);
 
   luaL_newmetatable(L, ERROR_MT);

@@ -1121,16 +1121,6 @@ static int socket_port(int fd, int *family) {
   return -1;
 }
 
-/* A string option, left on the stack (nil when absent): an __index of the options
- * table may make the string up, and then nothing else keeps it alive. */
-static const char *opt_string(lua_State *L, int idx, const char *key, const char *def) {
-  lua_getfield(L, idx, key);
-  if (lua_isnil(L, -1)) return def;
-  if (lua_type(L, -1) != LUA_TSTRING)
-    luaL_error(L, "option '%s' is a %s, expected a string", key, luaL_typename(L, -1));
-  return lua_tostring(L, -1);
-}
-
 static lua_Number opt_number(lua_State *L, int idx, const char *key, lua_Number def,
                              lua_Number min, lua_Number max) {
   lua_Number n;
@@ -1189,7 +1179,7 @@ static int l_new(lua_State *L) {
     return luaL_error(L, "option 'refused' must be a function");
   lua_pop(L, 1);
   /* every option is read before anything is opened: a bad one raises with nothing to undo */
-  host = opt_string(L, 1, "host", "127.0.0.1"); /* stays at index 2 */
+  host = bic_opt_string(L, 1, "host", "127.0.0.1", NULL); /* stays at index 2 */
   port = (int)opt_number(L, 1, "port", 8080, 0, 65535);
   fd = (int)opt_number(L, 1, "fd", -1, -1, 1e9);
   /* MHD counts whole seconds: 0.5 rounds up to 1, not down to 0 (no timeout at all) */
@@ -1203,8 +1193,8 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "reuse_port");
   reuse_port = lua_toboolean(L, -1);
   lua_pop(L, 1);
-  tls_cert = opt_string(L, 1, "tls_cert", NULL); /* both stay on the stack */
-  tls_key = opt_string(L, 1, "tls_key", NULL);
+  tls_cert = bic_opt_string(L, 1, "tls_cert", NULL, NULL); /* both stay on the stack */
+  tls_key = bic_opt_string(L, 1, "tls_key", NULL, NULL);
   if ((tls_cert == NULL) != (tls_key == NULL))
     return luaL_error(L, "options 'tls_cert' and 'tls_key' go together");
   if (tls_cert != NULL && (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES ||
@@ -1578,6 +1568,5 @@ int bic_open_http_server(lua_State *L) {
   lua_pushlightuserdata(L, (void *)&wait_sentinel);
   lua_setfield(L, -2, "WAIT");
   lua_setfield(L, -2, "server");
-  bic_open_process(L);
   return 0;
 }

@@ -35,6 +35,23 @@ static int utf8_sequence(const unsigned char *s, size_t n, size_t *skip) {
   return need + 1;
 }
 
+/* Whether s[0..len) is well-formed UTF-8. */
+int bic_utf8_valid(const char *s, size_t len) {
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = 0, skip;
+  while (i < len) {
+    int n;
+    if (u[i] < 0x80) {
+      i++;
+      continue;
+    }
+    n = utf8_sequence(u + i, len - i, &skip);
+    if (n == 0) return 0;
+    i += (size_t)n;
+  }
+  return 1;
+}
+
 /* ---- Writing strings ----------------------------------------------------- */
 
 /* 0: copied as is; 1: escaped; 2: first byte of a multi-byte sequence. */

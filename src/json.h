@@ -20,4 +20,7 @@ int bic_json_put_double(bic_buffer *b, double d);
 /* Append a 64-bit integer in decimal. Returns 0, or -1 when memory is exhausted. */
 int bic_json_put_integer(bic_buffer *b, long long v);
 
+/* Whether s[0..len) is well-formed UTF-8 (what bic_json_put_string accepts). */
+int bic_utf8_valid(const char *s, size_t len);
+
 #endif

@@ -1,5 +1,6 @@
 /* Process primitives for the worker mode of `biconnector serve` (core.process):
- * fork, wait, kill, signal traps with a self-pipe, a monotonic clock. The
+ * fork, wait, kill, signal traps with a self-pipe (core.process.clock and
+ * sleep, which wakes on a trapped signal, are core.os's: os.c). The
  * server's run loop (http_server.c) watches the same pending-signal flags. */
 #include "process.h"
 
@@ -99,12 +100,6 @@ int bic_signal_take_stop(void) {
 int bic_signal_take_reload(void) {
   if (pending_signals[SIGHUP]) { pending_signals[SIGHUP] = 0; return 1; }
   return 0;
-}
-
-double bic_clock(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---------------------------------------------------------------- process */
@@ -368,32 +363,6 @@ static int l_signals(lua_State *L) {
   return 1;
 }
 
-/* process.sleep(seconds): sleeps, waking early when a trapped signal arrives. */
-static int l_sleep(lua_State *L) {
-  lua_Number s = luaL_checknumber(L, 1);
-  struct pollfd pfd;
-  int n = 0, ms;
-  /* NaN and negatives do not sleep; converted unchecked, NaN or a huge value
-   * became a negative timeout, which poll() takes as "forever" */
-  if (!(s > 0)) ms = 0;
-  else if (s >= (lua_Number)INT_MAX / 1000) ms = INT_MAX;
-  else ms = (int)(s * 1000);
-  if (signal_pipe[0] >= 0) {
-    pfd.fd = signal_pipe[0];
-    pfd.events = POLLIN;
-    n = 1;
-  }
-  poll(&pfd, (nfds_t)n, ms);
-  bic_signal_drain();
-  return 0;
-}
-
-/* process.clock() -> seconds on a monotonic clock (for durations) */
-static int l_clock(lua_State *L) {
-  lua_pushnumber(L, bic_clock());
-  return 1;
-}
-
 static int l_getpid(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)getpid());
   return 1;
@@ -517,9 +486,7 @@ void bic_open_process(lua_State *L) {
     {"kill", l_kill},
     {"trap", l_trap},
     {"signals", l_signals},
-    {"sleep", l_sleep},
     {"getpid", l_getpid},
-    {"clock", l_clock},
     {"close", l_closefd},
     {"exit", l_exit},
     {"isatty", l_isatty},

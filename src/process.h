@@ -4,6 +4,7 @@
 #define BIC_PROCESS_H
 
 #include "bic.h"
+#include "os.h" /* bic_clock */
 
 /* Adds core.process to the module table at the top of the stack. */
 void bic_open_process(lua_State *L);
@@ -18,8 +19,6 @@ int bic_signal_take_stop(void);
 int bic_signal_take_reload(void);
 /* "TERM", "INT", ... or NULL for a signal without a name here. */
 const char *bic_signal_name(int number);
-/* Seconds on a monotonic clock. */
-double bic_clock(void);
 /* The open descriptors of this process into *out (malloc'd, *count of them):
  * 0, or -1 on failure. */
 int bic_open_fds(int **out, size_t *count);

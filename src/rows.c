@@ -15,6 +15,10 @@
  *                b24restdocs connector/index.md): a value's own zone is kept, a
  *                value without one is taken as at this offset, a time number is
  *                shown at it. Default: "YYYY-MM-DD HH:MM:SS", zones dropped.
+ *   opts.invalid: "error" (default: a value that does not fit its field's type
+ *                fails the row) or "null": it is written as null (normalize
+ *                leaves it out) and add, add_list and normalize say so after
+ *                their result: nulled, field_index (the first one), message.
  * The header row is written by new(); rows follow; finish() closes the array.
  * Values are checked and formatted by field type in C (see docs/connector.md). */
 #include <errno.h>
@@ -47,6 +51,7 @@ struct rows_encoder {
   int *field_type;       /* [nfields] */
   int *out_field;        /* [nout] 0-based field index of each output column */
   int zone;              /* datetimes written with this offset (minutes east of UTC), or ZONE_PLAIN */
+  int null_invalid;      /* opts.invalid == "null" */
 };
 
 /* rows_encoder.zone: datetimes as "YYYY-MM-DD HH:MM:SS", without an offset (the default). */
@@ -77,29 +82,6 @@ static const char *value_kind(lua_State *L, int idx) {
   if (t == LUA_TLIGHTUSERDATA) return "userdata";
   if (t == LUA_TNUMBER) return bic_isinteger(L, idx) ? "integer" : "number";
   return lua_typename(L, t);
-}
-
-/* Describe the offending value briefly: type and, for scalars, a shortened value. */
-static void explain(lua_State *L, int idx, why_buf *why, const char *expected) {
-  int t = lua_type(L, idx);
-  if (t == LUA_TSTRING) {
-    size_t len;
-    const char *s = lua_tolstring(L, idx, &len);
-    char shown[41];
-    size_t i, n = len > 32 ? 32 : len;
-    for (i = 0; i < n; i++) shown[i] = (s[i] >= 32 && s[i] < 127) ? s[i] : '?';
-    shown[n] = '\0';
-    snprintf(why->text, sizeof why->text, "expected %s, got string \"%s%s\"", expected, shown,
-             len > n ? "..." : "");
-  } else if (t == LUA_TNUMBER) {
-    snprintf(why->text, sizeof why->text, "expected %s, got %s %.17g", expected, value_kind(L, idx),
-             (double)lua_tonumber(L, idx));
-  } else if (t == LUA_TBOOLEAN) {
-    snprintf(why->text, sizeof why->text, "expected %s, got boolean %s", expected,
-             lua_toboolean(L, idx) ? "true" : "false");
-  } else {
-    snprintf(why->text, sizeof why->text, "expected %s, got %s", expected, value_kind(L, idx));
-  }
 }
 
 /* ---- calendar -------------------------------------------------------------- */
@@ -317,19 +299,6 @@ static int is_null(lua_State *L, int idx) {
   return lua_isnil(L, idx) || (lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
 }
 
-/* An integral numeric string: optional minus sign, then 1..19 digits. */
-static int parse_int_string(const char *s, size_t len, long long *out) {
-  size_t i = 0;
-  char *end;
-  if (len > 0 && s[0] == '-') i = 1;
-  if (i == len || len - i > 19) return 0;
-  for (; i < len; i++)
-    if (s[i] < '0' || s[i] > '9') return 0;
-  errno = 0;
-  *out = strtoll(s, &end, 10);
-  return errno == 0 && end == s + len;
-}
-
 /* A decimal number as text: what strtod accepts, whole string, finite; no hex, inf, nan. */
 static int parse_double_string(const char *s, size_t len, double *out) {
   char tmp[64];
@@ -354,120 +323,199 @@ static int double_to_int(double d, long long *out) {
   return 1;
 }
 
-/* Convert the Lua value at idx to a cell of the given type, datetimes at zone
- * (format_datetime); 0, or -1 with why set. */
-static int convert(lua_State *L, int idx, int type, int zone, cell *out, why_buf *why) {
+/* A value to convert: a database value (sql.h), or a Lua value read into the
+ * same form (read_lua). A Lua value keeps where it came from: a boolean or a
+ * function fits no type, a table may be a date, and a failure is told in Lua's
+ * words. */
+typedef struct value {
+  bic_sql_value v;
+  lua_State *L; /* a Lua value: its state and index; NULL for a database value */
+  int idx;
+  int lua_other; /* a Lua value that is no number, string or null (a table, a boolean, ...) */
+} value;
+
+static void read_lua(lua_State *L, int idx, value *x) {
   int t = lua_type(L, idx);
+  x->L = L;
+  x->idx = idx;
+  x->lua_other = 0;
+  x->v.kind = BIC_SQL_NULL;
+  if (is_null(L, idx)) return;
+  if (t == LUA_TNUMBER) {
+#if BIC_HAS_INTEGERS
+    if (lua_isinteger(L, idx)) {
+      x->v.kind = BIC_SQL_INT;
+      x->v.i = (long long)lua_tointeger(L, idx);
+      return;
+    }
+#endif
+    x->v.kind = BIC_SQL_DOUBLE;
+    x->v.d = (double)lua_tonumber(L, idx);
+  } else if (t == LUA_TSTRING) {
+    x->v.kind = BIC_SQL_TEXT;
+    x->v.s = lua_tolstring(L, idx, &x->v.len);
+  } else {
+    x->lua_other = 1;
+  }
+}
+
+static void read_sql(const bic_sql_value *v, value *x) {
+  x->v = *v;
+  x->L = NULL;
+  x->idx = 0;
+  x->lua_other = 0;
+}
+
+/* Describe the offending value briefly: type and, for scalars, a shortened value. */
+static void explain(const value *x, why_buf *why, const char *expected) {
+  const bic_sql_value *v = &x->v;
+  if (x->lua_other) {
+    if (lua_type(x->L, x->idx) == LUA_TBOOLEAN)
+      snprintf(why->text, sizeof why->text, "expected %s, got boolean %s", expected,
+               lua_toboolean(x->L, x->idx) ? "true" : "false");
+    else
+      snprintf(why->text, sizeof why->text, "expected %s, got %s", expected, value_kind(x->L, x->idx));
+    return;
+  }
+  switch (v->kind) {
+  case BIC_SQL_TEXT: {
+    char shown[41];
+    size_t i, n = v->len > 32 ? 32 : v->len;
+    for (i = 0; i < n; i++) shown[i] = (v->s[i] >= 32 && v->s[i] < 127) ? v->s[i] : '?';
+    shown[n] = '\0';
+    snprintf(why->text, sizeof why->text, "expected %s, got %s \"%s%s\"", expected, x->L ? "string" : "text", shown,
+             v->len > n ? "..." : "");
+    break;
+  }
+  case BIC_SQL_INT:
+    if (x->L) /* as Lua shows a number */
+      snprintf(why->text, sizeof why->text, "expected %s, got integer %.17g", expected, (double)v->i);
+    else
+      snprintf(why->text, sizeof why->text, "expected %s, got integer %lld", expected, v->i);
+    break;
+  case BIC_SQL_DOUBLE: snprintf(why->text, sizeof why->text, "expected %s, got number %.17g", expected, v->d); break;
+  case BIC_SQL_BLOB: snprintf(why->text, sizeof why->text, "expected %s, got a BLOB of %zu bytes", expected, v->len); break;
+  case BIC_SQL_BOOL: snprintf(why->text, sizeof why->text, "expected %s, got boolean %s", expected, v->i ? "true" : "false"); break;
+  default: snprintf(why->text, sizeof why->text, "expected %s", expected); break;
+  }
+}
+
+/* A number as a string field writes it: an integer in decimal, an integral
+ * double under 1e15 as an integer, else its shortest JSON form. 0, or -1. */
+static int number_text(const bic_sql_value *v, cell *out) {
+  long long i;
+  if (v->kind == BIC_SQL_INT) {
+    out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", v->i);
+  } else if (!isfinite(v->d)) {
+    return -1;
+  } else if (double_to_int(v->d, &i) && fabs(v->d) < 1e15) {
+    out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", i);
+  } else {
+    bic_buffer tmp;
+    bic_buffer_init(&tmp);
+    if (bic_json_put_double(&tmp, v->d) != 0 || tmp.len >= sizeof out->text) {
+      bic_buffer_free(&tmp);
+      return -1;
+    }
+    memcpy(out->text, tmp.data, tmp.len);
+    out->len = tmp.len;
+    bic_buffer_free(&tmp);
+  }
+  out->kind = C_TEXT;
+  return 0;
+}
+
+/* Converts x to a cell of the given type, datetimes at zone (format_datetime):
+ * 0, or -1 with why set. The rules: an integral number or integer text for int;
+ * a finite number or numeric text for double; text or a number's spelling for
+ * string; date text or a time number (or, from Lua, a date table) for date and
+ * datetime. A database's booleans count as 0 and 1 (and "true"/"false"); Lua's
+ * fit no type. */
+static int convert(const value *x, int type, int zone, cell *out, why_buf *why) {
+  const bic_sql_value *v = &x->v;
   civil c;
-  if (is_null(L, idx)) {
+  if (v->kind == BIC_SQL_NULL && !x->lua_other) {
     out->kind = C_NULL;
     return 0;
   }
   switch (type) {
   case T_INT:
-    if (t == LUA_TNUMBER) {
-#if BIC_HAS_INTEGERS
-      if (lua_isinteger(L, idx)) {
-        out->kind = C_INT;
-        out->i = (long long)lua_tointeger(L, idx);
-        return 0;
-      }
-#endif
-      if (double_to_int((double)lua_tonumber(L, idx), &out->i)) {
-        out->kind = C_INT;
-        return 0;
-      }
-    } else if (t == LUA_TSTRING) {
-      size_t len;
-      const char *s = lua_tolstring(L, idx, &len);
-      if (parse_int_string(s, len, &out->i)) {
-        out->kind = C_INT;
-        return 0;
-      }
+    if (v->kind == BIC_SQL_INT || v->kind == BIC_SQL_BOOL) {
+      out->kind = C_INT;
+      out->i = v->i;
+      return 0;
     }
-    explain(L, idx, why, "an integer");
+    if ((v->kind == BIC_SQL_DOUBLE && double_to_int(v->d, &out->i)) ||
+        (v->kind == BIC_SQL_TEXT && bic_sql_parse_int(v->s, v->len, &out->i))) {
+      out->kind = C_INT;
+      return 0;
+    }
+    explain(x, why, "an integer");
     return -1;
   case T_DOUBLE:
-    if (t == LUA_TNUMBER) {
-      out->d = (double)lua_tonumber(L, idx);
-      if (isfinite(out->d)) {
-        out->kind = C_DOUBLE;
-        return 0;
-      }
-      explain(L, idx, why, "a finite number");
-      return -1;
-    } else if (t == LUA_TSTRING) {
-      size_t len;
-      const char *s = lua_tolstring(L, idx, &len);
-      if (parse_double_string(s, len, &out->d)) {
-        out->kind = C_DOUBLE;
-        return 0;
-      }
+    if (v->kind == BIC_SQL_INT || v->kind == BIC_SQL_BOOL) {
+      out->kind = C_DOUBLE;
+      out->d = (double)v->i;
+      return 0;
     }
-    explain(L, idx, why, "a number");
+    if (v->kind == BIC_SQL_DOUBLE && isfinite(v->d)) {
+      out->kind = C_DOUBLE;
+      out->d = v->d;
+      return 0;
+    }
+    if (v->kind == BIC_SQL_TEXT && parse_double_string(v->s, v->len, &out->d)) {
+      out->kind = C_DOUBLE;
+      return 0;
+    }
+    explain(x, why, x->L && v->kind == BIC_SQL_DOUBLE ? "a finite number" : "a number");
     return -1;
   case T_STRING:
-    if (t == LUA_TSTRING) {
-      out->kind = C_STRING;
-      out->s = lua_tolstring(L, idx, &out->len);
+    if (v->kind == BIC_SQL_TEXT || v->kind == BIC_SQL_BLOB) {
+      out->kind = C_STRING; /* put_cell refuses invalid UTF-8 */
+      out->s = v->len ? v->s : "";
+      out->len = v->len;
       return 0;
-    } else if (t == LUA_TNUMBER) {
-      /* The number's JSON spelling, then quoted as a string. */
-#if BIC_HAS_INTEGERS
-      if (lua_isinteger(L, idx)) {
-        out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", (long long)lua_tointeger(L, idx));
-        out->kind = C_TEXT;
-        return 0;
-      }
-#endif
-      {
-        double d = (double)lua_tonumber(L, idx);
-        long long i;
-        if (!isfinite(d)) break;
-        if (double_to_int(d, &i) && fabs(d) < 1e15)
-          out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", i);
-        else {
-          bic_buffer tmp;
-          bic_buffer_init(&tmp);
-          if (bic_json_put_double(&tmp, d) != 0 || tmp.len >= sizeof out->text) {
-            bic_buffer_free(&tmp);
-            break;
-          }
-          memcpy(out->text, tmp.data, tmp.len);
-          out->len = tmp.len;
-          bic_buffer_free(&tmp);
-        }
-        out->kind = C_TEXT;
-        return 0;
-      }
     }
-    explain(L, idx, why, "a string");
+    if (v->kind == BIC_SQL_BOOL) {
+      out->len = (size_t)snprintf(out->text, sizeof out->text, "%s", v->i ? "true" : "false");
+      out->kind = C_TEXT;
+      return 0;
+    }
+    if ((v->kind == BIC_SQL_INT || v->kind == BIC_SQL_DOUBLE) && number_text(v, out) == 0) return 0;
+    /* a Lua number without a spelling (inf, nan) is told as Lua's type name */
+    explain(x, why, x->L && v->kind == BIC_SQL_DOUBLE ? type_names[type] : "a string");
     return -1;
   case T_DATE:
   case T_DATETIME: {
     int ok = 0;
-    if (t == LUA_TSTRING) {
-      size_t len;
-      const char *s = lua_tolstring(L, idx, &len);
-      ok = parse_datetime(s, len, &c) > 0;
-    } else if (t == LUA_TNUMBER) {
-      ok = civil_from_time_at((double)lua_tonumber(L, idx), type == T_DATETIME ? zone : ZONE_PLAIN, &c) == 0;
-    } else if (t == LUA_TTABLE) {
-      ok = civil_from_table(L, idx, &c);
-    }
+    int at = type == T_DATETIME ? zone : ZONE_PLAIN;
+    if (v->kind == BIC_SQL_TEXT) ok = parse_datetime(v->s, v->len, &c) > 0;
+    else if (v->kind == BIC_SQL_INT) ok = civil_from_time_at((double)v->i, at, &c) == 0;
+    else if (v->kind == BIC_SQL_DOUBLE) ok = civil_from_time_at(v->d, at, &c) == 0;
+    else if (x->lua_other && lua_type(x->L, x->idx) == LUA_TTABLE) ok = civil_from_table(x->L, x->idx, &c);
     if (ok) {
       out->kind = C_TEXT;
       out->len = type == T_DATETIME ? format_datetime(&c, zone, out->text) : format_civil(&c, 0, out->text);
       return 0;
     }
-    explain(L, idx, why,
-            type == T_DATE ? "a date (YYYY-MM-DD, a time number or a date table)"
-                           : "a datetime (YYYY-MM-DD HH:MM:SS, ISO 8601, a time number or a date table)");
+    if (x->L)
+      explain(x, why, type == T_DATE ? "a date (YYYY-MM-DD, a time number or a date table)"
+                                     : "a datetime (YYYY-MM-DD HH:MM:SS, ISO 8601, a time number or a date table)");
+    else
+      explain(x, why, type == T_DATE ? "a date (YYYY-MM-DD or a time number)"
+                                     : "a datetime (YYYY-MM-DD HH:MM:SS, ISO 8601 or a time number)");
     return -1;
   }
   }
-  explain(L, idx, why, type_names[type]);
+  explain(x, why, type_names[type]);
   return -1;
+}
+
+/* The Lua value at idx as a cell (convert). */
+static int convert_lua(lua_State *L, int idx, int type, int zone, cell *out, why_buf *why) {
+  value x;
+  read_lua(L, idx, &x);
+  return convert(&x, type, zone, out, why);
 }
 
 /* Doubles with at most three decimals and under 1e12 (money, rates, quantities)
@@ -504,7 +552,7 @@ static int put_double(bic_buffer *b, double d) {
   return bic_json_put_double(b, d);
 }
 
-/* Append a converted cell as JSON; 0, or -1 with why set. */
+/* Append a converted cell as JSON; 0, or with why set -2 (invalid UTF-8) or -1 (memory). */
 static int put_cell(bic_buffer *b, const cell *v, why_buf *why) {
   int rc = 0;
   switch (v->kind) {
@@ -515,7 +563,7 @@ static int put_cell(bic_buffer *b, const cell *v, why_buf *why) {
     rc = bic_json_put_string(b, v->s, v->len, 0);
     if (rc == -2) {
       snprintf(why->text, sizeof why->text, "expected a string, got invalid UTF-8");
-      return -1;
+      return -2;
     }
     break;
   case C_TEXT:
@@ -575,9 +623,35 @@ static int row_is_array(lua_State *L, int row) {
   return yes;
 }
 
+/* What a row had that did not fit (invalid = "null"): how many values, the first
+ * one's 1-based field index and why. */
+typedef struct nulls {
+  int count, field;
+  why_buf why;
+} nulls;
+
+/* Counts a value left out or written as null; the first one is the one told. */
+static void nulls_add(nulls *n, int field, const why_buf *why) {
+  if (n->count++ == 0) {
+    n->field = field;
+    n->why = *why;
+  }
+}
+
+/* After a result: nulled, field_index, message when values were nulled. */
+static int nulls_push(lua_State *L, const nulls *n) {
+  if (n->count == 0) return 0;
+  lua_pushinteger(L, n->count);
+  lua_pushinteger(L, n->field);
+  lua_pushstring(L, n->why.text);
+  return 3;
+}
+
 /* Encode the table at index row (absolute). On failure, returns the 1-based field
- * index (0 for a row-level problem) and sets why; the buffer is left as it was. */
-static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf *why) {
+ * index (0 for a row-level problem) and sets why; the buffer is left as it was.
+ * With invalid = "null" a value that does not fit is written as null and counted
+ * in *nl instead. */
+static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf *why, nulls *nl) {
   size_t mark = e->buf.len;
   int col, as_array, width;
   if (lua_type(L, row) != LUA_TTABLE) {
@@ -597,14 +671,23 @@ static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf
   if (bic_buffer_puts(&e->buf, ",[")) goto nomem;
   for (col = 0; col < e->nout; col++) {
     cell v;
+    size_t at;
+    int rc;
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
+    at = e->buf.len;
     push_column(L, e, row, codes, col, as_array);
-    if (convert(L, -1, e->field_type[e->out_field[col]], e->zone, &v, why) != 0 || put_cell(&e->buf, &v, why) != 0) {
-      lua_pop(L, 1);
+    rc = convert_lua(L, -1, e->field_type[e->out_field[col]], e->zone, &v, why) != 0 ? -2 : put_cell(&e->buf, &v, why);
+    lua_pop(L, 1);
+    if (rc == -2 && e->null_invalid) { /* does not fit: null */
+      e->buf.len = at;
+      nulls_add(nl, e->out_field[col] + 1, why);
+      rc = bic_buffer_puts(&e->buf, "null") ? -1 : 0;
+      if (rc != 0) snprintf(why->text, sizeof why->text, "out of memory");
+    }
+    if (rc != 0) {
       e->buf.len = mark;
       return e->out_field[col] + 1;
     }
-    lua_pop(L, 1);
   }
   if (bic_buffer_putc(&e->buf, ']')) goto nomem;
   e->rows += 1;
@@ -615,18 +698,19 @@ nomem:
   return 0;
 }
 
-/* enc:add(row) -> true | nil, field_index (0: the row itself), message */
+/* enc:add(row) -> true [, nulled, field_index, message] | nil, field_index (0: the row itself), message */
 static int rows_add(lua_State *L) {
   rows_encoder *e = check_open(L);
   why_buf why;
+  nulls nl = {0, 0, {""}};
   int failed;
   if (e->state != S_OPEN) return luaL_error(L, "encoder is finished");
   lua_settop(L, 2);
   rows_getcodes(L, 1);
-  failed = encode_row(L, e, 2, 3, &why);
+  failed = encode_row(L, e, 2, 3, &why, &nl);
   if (failed < 0) {
     lua_pushboolean(L, 1);
-    return 1;
+    return 1 + nulls_push(L, &nl);
   }
   lua_pushnil(L);
   lua_pushinteger(L, failed);
@@ -634,13 +718,15 @@ static int rows_add(lua_State *L) {
   return 3;
 }
 
-/* enc:add_list(list, first, last) -> next | nil, row_index, field_index, message
+/* enc:add_list(list, first, last) -> next [, nulled, field_index, message] |
+ * nil, row_index, field_index, message
  * Encodes list[first..last] and stops early once chunk_size bytes are pending;
  * returns the index of the first row not yet encoded. */
 static int rows_add_list(lua_State *L) {
   rows_encoder *e = check_open(L);
   lua_Integer i, last;
   why_buf why;
+  nulls nl = {0, 0, {""}};
   luaL_checktype(L, 2, LUA_TTABLE);
   i = luaL_checkinteger(L, 3);
   last = luaL_checkinteger(L, 4);
@@ -650,7 +736,7 @@ static int rows_add_list(lua_State *L) {
   for (; i <= last && e->buf.len < e->chunk; i++) {
     int failed;
     bic_rawgeti(L, 2, i);
-    failed = encode_row(L, e, 6, 5, &why);
+    failed = encode_row(L, e, 6, 5, &why, &nl);
     lua_pop(L, 1);
     if (failed >= 0) {
       lua_pushnil(L);
@@ -661,15 +747,18 @@ static int rows_add_list(lua_State *L) {
     }
   }
   lua_pushinteger(L, i);
-  return 1;
+  return 1 + nulls_push(L, &nl);
 }
 
-/* enc:normalize(row) -> {code = value} for every described field the row carries,
- * converted by type (date/datetime as text), or nil, field_index, message. */
+/* enc:normalize(row) -> {code = value} [, nulled, field_index, message] for every
+ * described field the row carries, converted by type (date/datetime as text), or
+ * nil, field_index, message. With invalid = "null" a value that does not fit
+ * (invalid UTF-8 included, as add writes it) is left out. */
 static int rows_normalize(lua_State *L) {
   rows_encoder *e = check_open(L);
   why_buf why;
-  int f, as_array;
+  nulls nl = {0, 0, {""}};
+  int f, as_array, rc;
   lua_settop(L, 2);
   rows_getcodes(L, 1);
   if (lua_type(L, 2) != LUA_TTABLE) {
@@ -698,11 +787,20 @@ static int rows_normalize(lua_State *L) {
       lua_rawgeti(L, 3, f + 1);
       lua_rawget(L, 2);
     }
-    if (convert(L, -1, e->field_type[f], e->zone, &v, &why) != 0) {
-      lua_pushnil(L);
-      lua_pushinteger(L, f + 1);
-      lua_pushstring(L, why.text);
-      return 3;
+    rc = convert_lua(L, -1, e->field_type[f], e->zone, &v, &why);
+    if (rc == 0 && e->null_invalid && v.kind == C_STRING && !bic_utf8_valid(v.s, v.len)) {
+      snprintf(why.text, sizeof why.text, "expected a string, got invalid UTF-8");
+      rc = -1;
+    }
+    if (rc != 0) {
+      if (!e->null_invalid) {
+        lua_pushnil(L);
+        lua_pushinteger(L, f + 1);
+        lua_pushstring(L, why.text);
+        return 3;
+      }
+      nulls_add(&nl, f + 1, &why);
+      v.kind = C_NULL;
     }
     if (v.kind == C_TEXT && v.len > 19) { /* the filter compares the wall-clock time written, not the offset */
       v.text[10] = ' ';
@@ -719,7 +817,7 @@ static int rows_normalize(lua_State *L) {
     lua_rawset(L, -4);
     lua_pop(L, 1); /* the raw value */
   }
-  return 1;
+  return 1 + nulls_push(L, &nl);
 }
 
 /* enc:finish(): closes the JSON array. */
@@ -808,7 +906,7 @@ static int rows_zone(lua_State *L, int opts) {
 
 /* core.rows.new(fields [, select [, opts]]) */
 static int rows_new(lua_State *L) {
-  int nfields, nout, i, arrays_by_select = 0, arrays_auto = 0, chunk, zone;
+  int nfields, nout, i, arrays_by_select = 0, arrays_auto = 0, chunk, zone, null_invalid = 0;
   rows_encoder *e;
   why_buf why;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -831,6 +929,13 @@ static int rows_new(lua_State *L) {
         luaL_argerror(L, 3, "arrays must be \"fields\", \"select\" or \"auto\"");
     }
     lua_pop(L, 1);
+    lua_getfield(L, 3, "invalid");
+    if (!lua_isnil(L, -1)) {
+      const char *v = lua_tostring(L, -1);
+      if (v != NULL && strcmp(v, "null") == 0) null_invalid = 1;
+      else if (v == NULL || strcmp(v, "error") != 0) luaL_argerror(L, 3, "invalid must be \"error\" or \"null\"");
+    }
+    lua_pop(L, 1);
   }
 
   e = (rows_encoder *)rows_newuserdata(L, sizeof(rows_encoder) + sizeof(int) * (size_t)(nfields + nout));
@@ -843,6 +948,7 @@ static int rows_new(lua_State *L) {
   e->arrays_by_select = arrays_by_select;
   e->arrays_auto = arrays_auto;
   e->zone = zone;
+  e->null_invalid = null_invalid;
   e->field_type = (int *)(e + 1);
   e->out_field = e->field_type + nfields;
   luaL_getmetatable(L, ROWS_MT);
@@ -915,127 +1021,6 @@ int bic_rows_width(const rows_encoder *e) { return e->nout; }
 
 size_t bic_rows_pending(const rows_encoder *e) { return e->buf.len; }
 
-static void explain_value(const bic_sql_value *v, why_buf *why, const char *expected) {
-  switch (v->kind) {
-  case BIC_SQL_TEXT: {
-    char shown[41];
-    size_t i, n = v->len > 32 ? 32 : v->len;
-    for (i = 0; i < n; i++) shown[i] = (v->s[i] >= 32 && v->s[i] < 127) ? v->s[i] : '?';
-    shown[n] = '\0';
-    snprintf(why->text, sizeof why->text, "expected %s, got text \"%s%s\"", expected, shown,
-             v->len > n ? "..." : "");
-    break;
-  }
-  case BIC_SQL_INT: snprintf(why->text, sizeof why->text, "expected %s, got integer %lld", expected, v->i); break;
-  case BIC_SQL_DOUBLE: snprintf(why->text, sizeof why->text, "expected %s, got number %.17g", expected, v->d); break;
-  case BIC_SQL_BLOB: snprintf(why->text, sizeof why->text, "expected %s, got a BLOB of %zu bytes", expected, v->len); break;
-  case BIC_SQL_BOOL: snprintf(why->text, sizeof why->text, "expected %s, got boolean %s", expected, v->i ? "true" : "false"); break;
-  default: snprintf(why->text, sizeof why->text, "expected %s", expected); break;
-  }
-}
-
-/* The C twin of convert() for a database value: the same rules (an integral
- * number or integer text for int, a number or numeric text for double, text or a
- * number's spelling for string, date text or a time number for date/datetime). */
-static int convert_value(const bic_sql_value *v, int type, int zone, cell *out, why_buf *why) {
-  civil c;
-  if (v->kind == BIC_SQL_NULL) {
-    out->kind = C_NULL;
-    return 0;
-  }
-  switch (type) {
-  case T_INT:
-    if (v->kind == BIC_SQL_INT || v->kind == BIC_SQL_BOOL) {
-      out->kind = C_INT;
-      out->i = v->i;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_DOUBLE && double_to_int(v->d, &out->i)) {
-      out->kind = C_INT;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_TEXT && parse_int_string(v->s, v->len, &out->i)) {
-      out->kind = C_INT;
-      return 0;
-    }
-    explain_value(v, why, "an integer");
-    return -1;
-  case T_DOUBLE:
-    if (v->kind == BIC_SQL_INT || v->kind == BIC_SQL_BOOL) {
-      out->kind = C_DOUBLE;
-      out->d = (double)v->i;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_DOUBLE && isfinite(v->d)) {
-      out->kind = C_DOUBLE;
-      out->d = v->d;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_TEXT && parse_double_string(v->s, v->len, &out->d)) {
-      out->kind = C_DOUBLE;
-      return 0;
-    }
-    explain_value(v, why, "a number");
-    return -1;
-  case T_STRING:
-    if (v->kind == BIC_SQL_TEXT || v->kind == BIC_SQL_BLOB) {
-      out->kind = C_STRING; /* put_cell refuses invalid UTF-8 */
-      out->s = v->len ? v->s : "";
-      out->len = v->len;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_INT) {
-      out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", v->i);
-      out->kind = C_TEXT;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_BOOL) {
-      out->len = (size_t)snprintf(out->text, sizeof out->text, "%s", v->i ? "true" : "false");
-      out->kind = C_TEXT;
-      return 0;
-    }
-    if (v->kind == BIC_SQL_DOUBLE && isfinite(v->d)) {
-      long long i;
-      if (double_to_int(v->d, &i) && fabs(v->d) < 1e15) {
-        out->len = (size_t)snprintf(out->text, sizeof out->text, "%lld", i);
-      } else {
-        bic_buffer tmp;
-        bic_buffer_init(&tmp);
-        if (bic_json_put_double(&tmp, v->d) != 0 || tmp.len >= sizeof out->text) {
-          bic_buffer_free(&tmp);
-          explain_value(v, why, "a string");
-          return -1;
-        }
-        memcpy(out->text, tmp.data, tmp.len);
-        out->len = tmp.len;
-        bic_buffer_free(&tmp);
-      }
-      out->kind = C_TEXT;
-      return 0;
-    }
-    explain_value(v, why, "a string");
-    return -1;
-  case T_DATE:
-  case T_DATETIME: {
-    int ok = 0;
-    int at = type == T_DATETIME ? zone : ZONE_PLAIN;
-    if (v->kind == BIC_SQL_TEXT) ok = parse_datetime(v->s, v->len, &c) > 0;
-    else if (v->kind == BIC_SQL_INT) ok = civil_from_time_at((double)v->i, at, &c) == 0;
-    else if (v->kind == BIC_SQL_DOUBLE) ok = civil_from_time_at(v->d, at, &c) == 0;
-    if (ok) {
-      out->kind = C_TEXT;
-      out->len = type == T_DATETIME ? format_datetime(&c, zone, out->text) : format_civil(&c, 0, out->text);
-      return 0;
-    }
-    explain_value(v, why, type == T_DATE ? "a date (YYYY-MM-DD or a time number)"
-                                         : "a datetime (YYYY-MM-DD HH:MM:SS, ISO 8601 or a time number)");
-    return -1;
-  }
-  }
-  explain_value(v, why, type_names[type]);
-  return -1;
-}
-
 /* Adds one row of n values in output-column order. A value that does not fit its
  * field's type is written as null: returns how many were (the first one's column,
  * 0-based, in *bad_col and the reason in why), or -1 when memory ran out or n is
@@ -1052,7 +1037,9 @@ int bic_rows_add_values(rows_encoder *e, const bic_sql_value *v, int n, int *bad
     cell c;
     why_buf w;
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
-    if (convert_value(&v[col], e->field_type[e->out_field[col]], e->zone, &c, &w) != 0) {
+    value x;
+    read_sql(&v[col], &x);
+    if (convert(&x, e->field_type[e->out_field[col]], e->zone, &c, &w) != 0) {
       c.kind = C_NULL;
       if (nulled++ == 0) {
         *bad_col = col;

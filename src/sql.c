@@ -85,8 +85,7 @@ void bic_sql_free_options(bic_sql_options *o) {
   free((char *)o->path);
   free((char *)o->host);
   free((char *)o->user);
-  if (o->password) memset((char *)o->password, 0, strlen(o->password));
-  free((char *)o->password);
+  bic_sql_free_secret((char *)o->password);
   free((char *)o->database);
   free((char *)o->socket);
   free((char *)o->params);
@@ -187,7 +186,7 @@ char *bic_sql_strdup(const char *s) {
 
 void bic_sql_free_secret(char *s) {
   if (!s) return;
-  for (volatile char *p = s; *p; p++) *p = 0;
+  explicit_bzero(s, strlen(s)); /* a plain memset before free may be optimised away */
   free(s);
 }
 

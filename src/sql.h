@@ -109,7 +109,7 @@ void bic_sql_error(char *err, size_t errlen, const char *password, const char *p
 /* A malloc'ed copy of s; NULL when s is NULL or memory ran out. */
 char *bic_sql_strdup(const char *s);
 
-/* Overwrites s with zeros (a password), then frees it; s may be NULL. */
+/* Overwrites s with zeros (a password; explicit_bzero), then frees it; s may be NULL. */
 void bic_sql_free_secret(char *s);
 
 /* Percent-decodes s[0..n) into a new string ('+' stays '+'; a '%' not followed

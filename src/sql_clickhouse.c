@@ -575,9 +575,10 @@ static void ch_close_cursor(void *cursor) {
 /* n of " LIMIT n" at the end of sql (the engine module's limit()), else -1. */
 static long long trailing_limit(const char *sql) {
   size_t n = strlen(sql), i = n;
+  long long limit;
   while (i > 0 && sql[i - 1] >= '0' && sql[i - 1] <= '9') i--;
   if (i == n || n - i > 18 || i < 7 || strncmp(sql + i - 7, " LIMIT ", 7) != 0) return -1;
-  return strtoll(sql + i, NULL, 10);
+  return bic_sql_parse_int(sql + i, n - i, &limit) ? limit : -1;
 }
 
 /* Sends sql (params filled in) and reads the answer's head: a cursor before
@@ -879,7 +880,7 @@ static void ch_close(void *conn) {
   if (cc->headers) {
     /* the key header holds the password */
     for (struct curl_slist *h = cc->headers; h; h = h->next)
-      for (volatile char *p = h->data; *p; p++) *p = 0;
+      explicit_bzero(h->data, strlen(h->data));
     curl_slist_free_all(cc->headers);
   }
   while (cc->zones) {

@@ -289,10 +289,7 @@ static void pool_free(pool *p, idle_conn *idle) {
     free(h);
   }
   bic_sql_free_options(&p->opts);
-  if (p->key) {
-    memset(p->key, 0, strlen(p->key)); /* it holds the password */
-    free(p->key);
-  }
+  bic_sql_free_secret(p->key); /* it holds the password */
   free(p);
 }
 
@@ -1025,10 +1022,7 @@ static int l_pool(lua_State *L) {
   }
   pthread_mutex_unlock(&g_lock);
   if (p != NULL) pool_free(p, NULL); /* the one made here was not needed */
-  if (key != NULL) {
-    memset(key, 0, strlen(key));
-    free(key);
-  }
+  bic_sql_free_secret(key);
   return 1;
 }
 
@@ -1323,14 +1317,19 @@ static void push_value(lua_State *L, const bic_sql_value *v) {
   }
 }
 
-/* job:fetch(n) -> rows, done | nil, message, status */
+/* job:fetch(n [, keys]) -> rows, done | nil, message, status. Without keys a
+ * row is a list of its values; with keys (a list of as many keys as columns) it
+ * is a map, row[keys[c]] the value of column c. */
 static int l_job_fetch(lua_State *L) {
   job *j = check_job(L);
   lua_Integer want = luaL_optinteger(L, 2, 1000);
+  int keys = !lua_isnoneornil(L, 3);
   row_rec *got = NULL;
   size_t bytes = 0, k = 0;
   int done, ncols;
   luaL_argcheck(L, j->mode == MODE_FETCH, 1, "not a fetch job");
+  if (keys) luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
   luaL_checkstack(L, 8, NULL);
   pthread_mutex_lock(&g_lock);
   if (j->head == NULL && (j->state == J_FAILED || j->state == J_CANCELLED)) {
@@ -1363,16 +1362,30 @@ static int l_job_fetch(lua_State *L) {
   done = j->state == J_DONE && j->head == NULL;
   ncols = j->ncols;
   pthread_mutex_unlock(&g_lock);
+  if (keys && got != NULL && (int)lua_rawlen(L, 3) != ncols) {
+    while (got != NULL) {
+      row_rec *n = got->next;
+      free(got);
+      got = n;
+    }
+    return luaL_argerror(L, 3, "expected a key for each column");
+  }
   lua_createtable(L, (int)k, 0);
   {
     int i = 1;
     while (got != NULL) {
       row_rec *n = got->next;
-      lua_createtable(L, ncols, 0);
+      lua_createtable(L, keys ? 0 : ncols, keys ? ncols : 0);
       for (int c = 0; c < ncols; c++) {
         if (got->v[c].kind == BIC_SQL_NULL) continue;
-        push_value(L, &got->v[c]);
-        lua_rawseti(L, -2, c + 1);
+        if (keys) {
+          lua_rawgeti(L, 3, c + 1);
+          push_value(L, &got->v[c]);
+          lua_rawset(L, -3);
+        } else {
+          push_value(L, &got->v[c]);
+          lua_rawseti(L, -2, c + 1);
+        }
       }
       lua_rawseti(L, -2, i++);
       free(got);

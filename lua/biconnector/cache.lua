@@ -21,7 +21,7 @@ local _M = {}
 
 local function clock()
   if type(ngx) == "table" and ngx.now then return ngx.now() end
-  return core.process.clock()
+  return core.os.clock()
 end
 
 -- A canonical text of a value: sorted keys, lengths before strings, so that

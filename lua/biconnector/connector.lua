@@ -566,6 +566,11 @@ function Source:cut(row_number, field_index, message)
 end
 
 -- Whether the limit the handler left to the framework is reached (then finished).
+-- What the encoder wrote as null (applied.invalid = "null"), told after its result.
+function Source:told_nulled(nulled, field_index, why)
+  if nulled then self.on_nulled(nulled, self.fields[field_index].code, why) end
+end
+
 function Source:at_limit()
   if self.limit and self.emitted >= self.limit then self.finished = true end
   return self.finished
@@ -610,6 +615,7 @@ function List:fill()
     if n >= last then self.finished = true return end
     local nxt, bad_row, field_index, message = enc:add_list(rows, n + 1, last)
     if not nxt then self:cut(bad_row, field_index, message) end
+    self:told_nulled(bad_row, field_index, message)
     self.emitted = self.emitted + (nxt - 1 - n)
     self.n = nxt - 1
   end
@@ -638,14 +644,19 @@ function Scan:fill()
         .. "and the handler did not apply (applied.filter): return map rows, or apply the filter", self.unseen))
     end
     local keep = true
+    -- a failure: nil, field_index, message; values nulled (applied.invalid):
+    -- a result, then nulled, field_index, message; normalize tells of those
+    -- the filter saw, add of the rest
     if filter_ast then
-      local normalized, field_index, message = enc:normalize(row)
-      if not normalized then self:cut(n, field_index, message) end
+      local normalized, a, b, c = enc:normalize(row)
+      if not normalized then self:cut(n, a, b) end
+      self:told_nulled(a, b, c)
       keep = match(filter_ast, normalized)
     end
     if keep then
-      local ok, field_index, message = enc:add(row)
-      if not ok then self:cut(n, field_index, message) end
+      local ok, a, b, c = enc:add(row)
+      if not ok then self:cut(n, a, b) end
+      if not filter_ast then self:told_nulled(a, b, c) end
       self.emitted = self.emitted + 1
     else
       scanned = scanned + self.filter_cost
@@ -658,10 +669,10 @@ local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nu
   local filter_ast = (not applied.filter) and q.filter or nil
   local src = {
     info = info, tbl = q.table, fields = fields, select = q.select, enc = enc, chunk_size = chunk_size,
-    limit = (not applied.limit) and q.limit or nil, emitted = 0, n = 0, finished = false,
+    limit = (not applied.limit) and q.limit or nil, emitted = 0, n = 0, finished = false, on_nulled = on_nulled,
   }
   if _M.is_cursor(rows) then
-    src.rows, src.on_nulled = rows, on_nulled
+    src.rows = rows
     return setmetatable(src, Cursor)
   end
   if type(rows) == "table" and not filter_ast then
@@ -827,6 +838,8 @@ local function answer_data(self, opts, info, req)
     -- select order (design.md's sketch), any other in described order
     arrays = applied.select and "select" or "auto", chunk_size = chunk_size,
     datetime_offset = def.datetime_offset == true and "Z" or def.datetime_offset,
+    invalid = applied.invalid, -- "null": values that do not fit go as null, with a warning (sql/init.lua)
+    invalid = applied.invalid, -- "null": values that do not fit go as null, with a warning (sql/init.lua)
   })
   local src = row_source(info, q, fields, rows, applied, enc, chunk_size, on_nulled)
   local function stop()

@@ -95,7 +95,7 @@ local function sleep(seconds)
     local ok = pcall(ngx.sleep, seconds)
     if ok then return end
   end
-  require("biconnector.core").http.sleep(seconds)
+  require("biconnector.core").os.sleep(seconds)
 end
 
 local Store = {}
@@ -249,7 +249,7 @@ function Store:lock()
   local mine = format("%s:%d:%s:%d", read_line("/proc/sys/kernel/hostname") or "host", current_pid(), random_hex(), self.serial)
   local ttl_ms = math.floor(self.lock_ttl * 1000 + 0.5)
   local clock = (type(ngx) == "table" and ngx.now) and function() ngx.update_time() return ngx.now() end
-    or require("biconnector.core").process.clock
+    or require("biconnector.core").os.clock
   local deadline = clock() + self.lock_timeout
   local step = 0.005
   while true do

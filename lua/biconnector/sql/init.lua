@@ -321,10 +321,12 @@ end
 local JobCursor = {}
 JobCursor.__index = JobCursor
 
+-- -> the next row (a list of values; a map when the cursor has keys: one per
+-- column) | nil at the end | nil, message, status
 function JobCursor:fetch()
   while self.pos > #self.rows do
     if self.finished then return nil end
-    local rows, done, status = self.job:fetch(1000)
+    local rows, done, status = self.job:fetch(1000, self.keys)
     if not rows then
       self.finished = true
       return nil, done, status
@@ -515,7 +517,7 @@ function Source:served_tables(conn)
       end
     end
   end
-  self._names, self._names_at = set, core.process.clock()
+  self._names, self._names_at = set, core.os.clock()
   self:check_table_keys(names, exists)
   return list
 end
@@ -525,7 +527,7 @@ end
 -- table-valued function such as `pragma_database_list`, none of them listed.
 function Source:serves(conn, code)
   local set = self._names
-  if set and set[code] and core.process.clock() - self._names_at < _M.NAMES_TTL then return true end
+  if set and set[code] and core.os.clock() - self._names_at < _M.NAMES_TTL then return true end
   self:served_tables(conn)
   return self._names[code] == true
 end
@@ -713,52 +715,11 @@ function Source:plan(q)
   return sql, params, false, codes
 end
 
--- Map rows from fetch() (-> a list of values | nil at the end | nil, message),
--- values that do not fit their type made nil as on the C path: iterator, close.
-function Source:map_rows(q, codes, fetch, release)
-  local fields_of = {}
-  for _, f in ipairs(q.fields) do fields_of[f.code] = f end
-  local sub = {}
-  for i, c in ipairs(codes) do sub[i] = { code = c, type = fields_of[c].type } end
-  local check_enc = core.rows.new(sub)
-  local nulled, first = 0, nil
-  local n = #codes
-  local function iterator()
-    local r, ferr = fetch()
-    if not r then
-      if ferr then
-        error(_M.failure(status_for(ferr), format("table %q: reading rows failed: %s", q.table, ferr)), 0)
-      end
-      return nil
-    end
-    local row = {}
-    for i = 1, n do row[codes[i]] = r[i] end
-    -- the encoder's own check (types, UTF-8): what it refuses becomes nil
-    while true do
-      local ok, bad, why = check_enc:add(row)
-      if ok or not bad or bad < 1 then break end
-      nulled = nulled + 1
-      first = first or format("field %q, %s", codes[bad], why)
-      row[codes[bad]] = nil
-    end
-    if check_enc:pending() > 65536 then check_enc:take() end
-    return row
-  end
-  local function close()
-    release()
-    check_enc:close()
-    if nulled > 0 then
-      self.log("warn", format("table %q: %d value%s did not fit the described type and went as null (first: %s)",
-        q.table, nulled, nulled == 1 and "" or "s", first))
-    end
-  end
-  return iterator, close
-end
-
 -- What a connector's data returns for q: a cursor over a stream job (rows
 -- encoded in C on the job's thread) when SQL answers the whole filter; else an
 -- iterator of map rows the framework matches, with the exact part of the
--- filter in the SQL.
+-- filter in the SQL, and values that do not fit their type sent as null, as
+-- on the C path (applied.invalid: the answer's encoder checks each value once).
 function Source:data(q)
   local sql, params, complete, codes = self:plan(q)
   if self.trace then self.trace(sql, params) end
@@ -777,16 +738,15 @@ function Source:data(q)
   end
   local job, f = self:start(sql, params, "fetch", { key = q.table })
   if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
-  local cur = setmetatable({ job = job, rows = {}, pos = 1, finished = false }, JobCursor)
-  local function fetch()
-    local r, err, status = cur:fetch()
+  local cur = setmetatable({ job = job, rows = {}, pos = 1, finished = false, keys = codes }, JobCursor)
+  local function iterator()
+    local r, err = cur:fetch()
     if not r and err then
       error(job_failure(job, format("table %q: reading rows failed", q.table)), 0)
     end
-    return r, nil, status
+    return r
   end
-  local iterator, close = self:map_rows(q, codes, fetch, function() cur:close() end)
-  return iterator, { select = false, filter = false, limit = false }, close
+  return iterator, { select = false, filter = false, limit = false, invalid = "null" }, function() cur:close() end
 end
 
 -- ---- a connector over a source -------------------------------------------------
