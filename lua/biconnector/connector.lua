@@ -839,7 +839,6 @@ local function answer_data(self, opts, info, req)
     arrays = applied.select and "select" or "auto", chunk_size = chunk_size,
     datetime_offset = def.datetime_offset == true and "Z" or def.datetime_offset,
     invalid = applied.invalid, -- "null": values that do not fit go as null, with a warning (sql/init.lua)
-    invalid = applied.invalid, -- "null": values that do not fit go as null, with a warning (sql/init.lua)
   })
   local src = row_source(info, q, fields, rows, applied, enc, chunk_size, on_nulled)
   local function stop()
