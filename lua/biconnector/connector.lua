@@ -566,7 +566,8 @@ local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nu
   -- the filter would see null and drop every row in silence
   local unseen = filter_ast and applied.select and field_outside(filter_ast, q.select)
   local limit = (not applied.limit) and q.limit or nil
-  local match = filter_ast and require("biconnector.filter").match
+  -- compiled once for the request; enc:normalize gives every value its field's type and NULL as nil
+  local keep_row = filter_ast and require("biconnector.filter").compile(filter_ast, "normalized")
   local cursor = _M.is_cursor(rows)
   local is_list = not cursor and type(rows) == "table"
   local n, emitted, finished = 0, 0, false
@@ -624,7 +625,7 @@ local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nu
         if filter_ast then
           local normalized, field_index, message = enc:normalize(row)
           if not normalized then cut(n, field_index, message) end
-          keep = match(filter_ast, normalized)
+          keep = keep_row(normalized)
         end
         if keep then
           local ok, field_index, message = enc:add(row)
