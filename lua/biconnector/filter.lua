@@ -1139,14 +1139,12 @@ local function generate(ast, normalized)
       return ("%s and %s >= %s and %s <= %s"):format(present, v, const(node.from), v, const(node.to))
     end
     if op == "in" or op == "not_in" then
-      local values, any = node.values, nil
-      if #values == 0 then
-        any = "false"
-      elseif #values <= INLINE_IN then
+      local values, any = node.values, "false" -- an empty list holds for no value
+      if #values > 0 and #values <= INLINE_IN then
         local parts = {}
         for i, x in ipairs(values) do parts[i] = v .. " == " .. const(x) end
         any = "(" .. concat(parts, " or ") .. ")"
-      else
+      elseif #values > INLINE_IN then
         local set = {}
         for _, x in ipairs(values) do set[x] = true end
         any = const(set) .. "[" .. v .. "]"
