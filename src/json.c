@@ -215,6 +215,27 @@ static ALWAYS_INLINE int block_attention(const unsigned char *s, char *o) {
 }
 #endif
 
+/* The first byte at or after p, before end, that needs attention (a quote, a
+ * backslash, a control character or a non-ASCII byte), or end: blocks of 16
+ * or 8 bytes while a whole block lies before end, then byte by byte. */
+static ALWAYS_INLINE const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end) {
+#if defined(__SSE2__) && defined(__x86_64__)
+  while (end - p >= 16) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                               _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                            _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    unsigned mask = (unsigned)_mm_movemask_epi8(bad);
+    if (mask) return p + __builtin_ctz(mask);
+    p += 16;
+  }
+#else
+  p += plain_prefix(p, (size_t)(end - p));
+#endif
+  while (p < end && string_class[*p] == 0) p++;
+  return p;
+}
+
 /* Writes s[0..len) quoted, the general way: blocks of bytes are copied whole
  * up to the first byte that needs attention (the last bytes of the string
  * from a copy padded to a block), escapes come from a table, multi-byte UTF-8
@@ -763,8 +784,7 @@ static int decode_string(decoder *D, const unsigned char **pp) {
   /* Fast path: no escapes, push straight from the input. */
   for (;;) {
     unsigned char c;
-    p += plain_prefix(p, (size_t)(end - p));
-    while (p < end && string_class[*p] == 0) p++;
+    p = skip_plain(p, end);
     if (p == end) return decode_fail(D, *pp, "unterminated string");
     c = *p;
     if (c == '"') {
@@ -786,8 +806,7 @@ static int decode_string(decoder *D, const unsigned char **pp) {
   run = *pp + 1;
   for (;;) {
     unsigned char c;
-    p += plain_prefix(p, (size_t)(end - p));
-    while (p < end && string_class[*p] == 0) p++;
+    p = skip_plain(p, end);
     if (p == end) return decode_fail(D, *pp, "unterminated string");
     c = *p;
     if (c >= 0x80) {
@@ -957,6 +976,9 @@ static int decode_literal(decoder *D, const unsigned char **pp, const char *word
 
 /* The open containers are kept in levels[]: for an array its element count so
  * far, -1 for an object. */
+#define HINT_LEVELS 16
+#define HINT_MAX 64
+
 static int decode_document(decoder *D, int max_depth, int mark_arrays, int unique_keys,
                            const unsigned char *p) {
   lua_State *L = D->L;
@@ -964,6 +986,10 @@ static int decode_document(decoder *D, int max_depth, int mark_arrays, int uniqu
   index_t local[32];
   index_t *levels = local;
   int cap = 32, depth = 0;
+  /* The size of the last object and array closed at each of the first
+   * levels: the next one there is made that size (rows and records repeat
+   * their shape), so that it does not grow by rehashing; at most HINT_MAX. */
+  int hint_object[HINT_LEVELS] = {0}, hint_array[HINT_LEVELS] = {0};
 
 value:
   SKIP_SPACE(p, end);
@@ -993,20 +1019,28 @@ value:
         cap *= 2;
       }
       if (*p == '{') {
-        lua_createtable(L, 0, 4);
         p++;
         SKIP_SPACE(p, end);
-        if (p < end && *p == '}') { p++; goto done; }
-        levels[depth++] = -1;
+        if (p < end && *p == '}') {
+          lua_createtable(L, 0, 0);
+          p++;
+          goto done;
+        }
+        lua_createtable(L, 0, depth < HINT_LEVELS && hint_object[depth] ? hint_object[depth] : 4);
+        levels[depth++] = -1;  /* an object: -1 - its keys so far */
         goto key;
       }
-      lua_createtable(L, 4, 0);
+      p++;
+      SKIP_SPACE(p, end);
+      if (p < end && *p == ']') {
+        lua_createtable(L, 0, 0);
+      } else {
+        lua_createtable(L, depth < HINT_LEVELS && hint_array[depth] ? hint_array[depth] : 4, 0);
+      }
       if (mark_arrays) {
         lua_pushvalue(L, ARRAY_MT);
         lua_setmetatable(L, -2);
       }
-      p++;
-      SKIP_SPACE(p, end);
       if (p < end && *p == ']') { p++; goto done; }
       levels[depth++] = 0;
       goto value;
@@ -1057,7 +1091,12 @@ done:
       if (p < end && *p == ']') return decode_fail(D, p, "trailing comma in array");
       goto value;
     }
-    if (p < end && *p == ']') { p++; depth--; goto done; }
+    if (p < end && *p == ']') {
+      p++;
+      depth--;
+      if (depth < HINT_LEVELS) hint_array[depth] = (int)(levels[depth] < HINT_MAX ? levels[depth] : HINT_MAX);
+      goto done;
+    }
     return decode_fail_char(D, p, ", expected ',' or ']' in array");
   }
   if (unique_keys) { /* {duplicate_keys = "error"}: a key seen before in this object fails */
@@ -1073,6 +1112,7 @@ done:
     lua_pop(L, 1);
   }
   lua_rawset(L, -3);
+  levels[depth - 1]--;
   SKIP_SPACE(p, end);
   if (p < end && *p == ',') {
     p++;
@@ -1080,7 +1120,12 @@ done:
     if (p < end && *p == '}') return decode_fail(D, p, "trailing comma in object");
     goto key;
   }
-  if (p < end && *p == '}') { p++; depth--; goto done; }
+  if (p < end && *p == '}') {
+    p++;
+    depth--;
+    if (depth < HINT_LEVELS) hint_object[depth] = (int)(-1 - levels[depth] < HINT_MAX ? -1 - levels[depth] : HINT_MAX);
+    goto done;
+  }
   return decode_fail_char(D, p, ", expected ',' or '}' in object");
 }
 
