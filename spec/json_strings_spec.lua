@@ -18,7 +18,7 @@ end
 describe("json.encode strings", function()
   local SPECIAL = { '"', "\\", "\n", "\0", "\31", "\127", "/", "é", "€", "😀" }
 
-  it("writes every length with a byte that needs attention at every place", function()
+  it("writes and reads every length with a byte that needs attention at every place", function()
     for len = 0, 40 do
       local plain = ("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"):sub(1, len)
       assert.equal(expected(plain), json.encode(plain))
@@ -30,6 +30,8 @@ describe("json.encode strings", function()
           local s2 = s .. c
           assert.equal(expected(s2), json.encode(s2))
           assert.equal(s2, json.decode(json.encode(s2)))
+          -- inside a document, with text after it
+          assert.same({ s2, "tail" }, json.decode("[" .. json.encode(s2) .. ',"tail"]', { array_mt = false }))
         end
       end
       -- all of it needs escaping
@@ -68,11 +70,42 @@ describe("json.encode strings", function()
     end
   end)
 
+  it("answers right from a finalizer that runs while another encode writes", function()
+    -- garbage whose finalizers encode, collected while a large value is encoded
+    local inner = {}
+    local function garbage(i)
+      local mt = { __gc = function() inner[#inner + 1] = json.encode({ i, ("z"):rep(i % 40) }) end }
+      local newproxy = rawget(_G, "newproxy") -- LuaJIT: tables have no __gc
+      if newproxy then
+        local p = newproxy(true)
+        getmetatable(p).__gc = mt.__gc
+        return p
+      end
+      return setmetatable({}, mt)
+    end
+    local big = {}
+    for i = 1, 3000 do big[i] = { id = i, text = ("w"):rep(i % 50) .. '"' } end
+    local want = json.encode(big)
+    for round = 1, 20 do
+      for i = 1, 200 do garbage(round * 1000 + i) end
+      collectgarbage("step", 0)
+      assert.equal(want, json.encode(big))
+    end
+    collectgarbage()
+    assert.is_true(#inner > 0, "no finalizer ran")
+    for _, text in ipairs(inner) do
+      local v = json.decode(text)
+      assert.equal(("z"):rep(v[1] % 40), v[2])
+    end
+  end)
+
   it("writes long strings whole, and the same string twice in one document", function()
     for _, n in ipairs({ 255, 256, 257, 4095, 4096, 65537 }) do
       local s = ("0123456789abcdef"):rep(math.floor(n / 16) + 1):sub(1, n)
       local with = s:sub(1, n - 1) .. '"'
-      assert.equal("[" .. expected(s) .. "," .. expected(with) .. "," .. expected(s) .. "]", json.encode({ s, with, s }))
+      local text = "[" .. expected(s) .. "," .. expected(with) .. "," .. expected(s) .. "]"
+      assert.equal(text, json.encode({ s, with, s }))
+      assert.same({ s, with, s }, json.decode(text, { array_mt = false }))
     end
   end)
 end)

@@ -1,5 +1,6 @@
 /* JSON codec: the writing primitives of json.h (shared with the urlData row
  * encoder), then decode and encode for Lua. */
+#include <float.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -779,7 +780,7 @@ static char *put_utf8(char *o, unsigned cp) {
 
 /* The string whose opening quote is at *pp: pushed, *pp moved past its end. */
 static int decode_string(decoder *D, const unsigned char **pp) {
-  const unsigned char *p = *pp + 1, *run, *end = D->end;
+  const unsigned char *p = *pp + 1, *end = D->end;
   bic_buffer *b;
   /* Fast path: no escapes, push straight from the input. */
   for (;;) {
@@ -801,28 +802,45 @@ static int decode_string(decoder *D, const unsigned char **pp) {
       p += n;
     }
   }
-  /* Escapes: unescape into the scratch buffer. An escape never grows the text. */
+  /* Escapes: unescape into the scratch buffer (an escape never grows the
+   * text), blocks of plain bytes copied whole up to the next byte that needs
+   * attention; the buffer keeps room for a block and an escape. */
   b = decode_scratch(D);
-  run = *pp + 1;
+  if (bic_buffer_put(b, *pp + 1, (size_t)(p - *pp - 1)) != 0) return decode_fail(D, p, "out of memory");
   for (;;) {
     unsigned char c;
-    p = skip_plain(p, end);
+    char *o;
+    if (b->cap - b->len < BLOCK + 8 && bic_buffer_grow(b, BLOCK + 8) != 0) return decode_fail(D, p, "out of memory");
+    o = b->data + b->len;
+    if (end - p >= BLOCK) {
+      int n = block_attention(p, o);
+      p += n;
+      o += n;
+      b->len += (size_t)n;
+      if (n == BLOCK) continue;
+    } else {
+      const unsigned char *q = skip_plain(p, end);
+      if (bic_buffer_put(b, p, (size_t)(q - p)) != 0 || bic_buffer_grow(b, 8) != 0)
+        return decode_fail(D, p, "out of memory");
+      p = q;
+      o = b->data + b->len;
+    }
     if (p == end) return decode_fail(D, *pp, "unterminated string");
     c = *p;
     if (c >= 0x80) {
       size_t skip;
       int n = utf8_sequence(p, (size_t)(end - p), &skip);
       if (!n) return decode_fail(D, p, "invalid UTF-8 in string");
-      p += n;
+      b->len += (size_t)n;
+      do *o++ = (char)*p++; while (--n > 0);
       continue;
     }
     if (c < 0x20) return decode_fail(D, p, "unescaped control character in string");
-    if (p > run && bic_buffer_put(b, run, (size_t)(p - run)) != 0) return decode_fail(D, p, "out of memory");
     if (c == '"') break;
     /* c == '\\' */
     if (p + 1 >= end) return decode_fail(D, *pp, "unterminated string");
     {
-      char out[4], *o = out;
+      char *start = o;
       unsigned cp;
       const unsigned char *esc = p;
       switch (p[1]) {
@@ -853,9 +871,8 @@ static int decode_string(decoder *D, const unsigned char **pp) {
           return decode_fail(D, esc, "invalid escape in string");
       }
       p += 2;
-      if (bic_buffer_put(b, out, (size_t)(o - out)) != 0) return decode_fail(D, p, "out of memory");
+      b->len += (size_t)(o - start);
     }
-    run = p;
   }
   lua_pushlstring(D->L, b->data, b->len);
   *pp = p + 1;
@@ -868,6 +885,47 @@ static const double exact_powers_of_10[23] = {
   1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
   1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 };
+
+/* m * 10^e as the nearest double, for m < 2^64 and |e| <= 27, through the
+ * x87's extended precision (a 64-bit mantissa): m and 10^|e| are exact
+ * there, so the product or quotient is the true value rounded once, and
+ * rounding that to a double gives the true value's nearest double unless it
+ * fell next to a midpoint between two doubles (its 11 bits past the double's
+ * 53 near 0x400); then, and where no such type exists, returns 0 (strtod
+ * decides). The 16- to 19-digit numbers doubles print as (1/3, 0.1 + 0.2)
+ * skip strtod so. Where the x87 does not round to 64 bits (its precision
+ * control set to 53, or valgrind, which computes long doubles as doubles)
+ * 1 + LDBL_EPSILON is 1, and strtod decides every number. */
+#if defined(__x86_64__) && defined(__linux__) && LDBL_MANT_DIG == 64
+static const long double exact_powers_of_10_ld[28] = {
+  1e0L, 1e1L, 1e2L, 1e3L, 1e4L, 1e5L, 1e6L, 1e7L, 1e8L, 1e9L, 1e10L, 1e11L, 1e12L, 1e13L,
+  1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L,
+};
+
+static volatile long double extended_one = 1.0L;  /* volatile: added at run time */
+
+static int extended_decimal(uint64_t m, long e, double *out) {
+  long double x;
+  uint64_t mantissa;
+  unsigned low;
+  if (e < -27 || e > 27 || m == 0) return 0;
+  if (extended_one + LDBL_EPSILON == extended_one) return 0;  /* no 64-bit rounding here */
+  x = (long double)m;
+  x = e < 0 ? x / exact_powers_of_10_ld[-e] : x * exact_powers_of_10_ld[e];
+  memcpy(&mantissa, &x, sizeof mantissa);  /* the 64-bit mantissa, integer bit included */
+  low = (unsigned)(mantissa & 0x7FF);
+  if (low >= 0x3FE && low <= 0x402) return 0;
+  *out = (double)x;
+  return 1;
+}
+#else
+static int extended_decimal(uint64_t m, long e, double *out) {
+  (void)m;
+  (void)e;
+  (void)out;
+  return 0;
+}
+#endif
 
 /* strtod on text[0..len) checked by the grammar, whatever the C locale. */
 static int decode_strtod(decoder *D, const unsigned char *text, size_t len, double *out) {
@@ -950,7 +1008,7 @@ static int decode_number(decoder *D, const unsigned char **pp) {
   if (ndigits <= 19 && m <= (1ULL << 53) && exp10 >= -22 && exp10 <= 22) {
     d = (double)m;
     d = exp10 < 0 ? d / exact_powers_of_10[-exp10] : d * exact_powers_of_10[exp10];
-  } else {
+  } else if (!(ndigits <= 19 && extended_decimal(m, exp10, &d))) {
     if (decode_strtod(D, digits, (size_t)(p - digits), &d) != 0)
       return decode_fail(D, *pp, "out of memory");
     if (isinf(d)) return decode_fail(D, *pp, "number out of range");
@@ -1758,14 +1816,14 @@ static void push_encode_error(encoder *E) {
 }
 
 /* encode(value [, opts]) -> text | nil, "what at $.path" */
-/* The output buffer encode keeps between calls (upvalue 2 of encode), as
- * lua-cjson keeps its own: a large answer does not grow a fresh buffer by
- * doubling, page by page, on every call. busy: a call is using it. Beyond
- * SHARED_BUFFER_KEPT bytes it is freed after the call. */
-typedef struct {
-  bic_buffer b;
-  int busy;
-} shared_buffer;
+/* The memory of the output buffer, kept by encode between calls (in a
+ * userdata, upvalue 2 of encode), as lua-cjson keeps its buffer: a large
+ * answer does not grow a fresh buffer by doubling, page by page, on every
+ * call. A call moves it into its own buffer (a userdata on its stack, which
+ * frees it if a Lua error cuts the call short) and gives it back at the end;
+ * a call made meanwhile (from a finalizer) finds none and grows its own.
+ * Beyond SHARED_BUFFER_KEPT bytes it is kept only while the answers fill a
+ * quarter of it: one large answer among small ones gives its memory back. */
 #define SHARED_BUFFER lua_upvalueindex(2)
 #define SHARED_BUFFER_KEPT ((size_t)8 << 20)
 
@@ -1773,7 +1831,7 @@ static int json_encode(lua_State *L) {
   static const char *const known[] = {"sort_keys", "indent", "nan_as_null", "replace_invalid_utf8",
                                       "max_depth", NULL};
   encoder E;
-  shared_buffer *shared;
+  bic_buffer *shared;
   int r;
   luaL_checkany(L, ENC_VALUE);
   lua_settop(L, ENC_OPTS);  /* extra arguments would shift the slots below */
@@ -1809,18 +1867,12 @@ static int json_encode(lua_State *L) {
      * nothing else would keep it alive while the encoder reads it */
   }
   lua_settop(L, ENC_OPTS + 1);  /* the indent value, or nil */
-  shared = (shared_buffer *)lua_touserdata(L, SHARED_BUFFER);
-  if (shared != NULL && !shared->busy) {
-    /* the buffer kept from the calls before: no growth, no fresh pages */
-    shared->busy = 1;
-    shared->b.len = 0;
-    E.b = &shared->b;
-    lua_pushvalue(L, SHARED_BUFFER);
-  } else {
-    /* a call made while another one runs (from a finalizer), or after one
-     * that a Lua error left busy: a buffer of its own */
-    shared = NULL;
-    E.b = bic_buffer_push(L);
+  E.b = bic_buffer_push(L);
+  shared = (bic_buffer *)lua_touserdata(L, SHARED_BUFFER);
+  if (shared != NULL) {
+    *E.b = *shared;  /* the memory kept from the calls before, if any */
+    bic_buffer_init(shared);
+    E.b->len = 0;
   }
   lua_settop(L, ENC_TOP);
   lua_pushvalue(L, ENC_OPTS + 1);
@@ -1832,9 +1884,10 @@ static int json_encode(lua_State *L) {
   r = encode_document(&E);
   if (r != 0) push_encode_error(&E);
   else lua_pushlstring(L, E.b->data ? E.b->data : "", E.b->len);
-  if (shared != NULL) {
-    shared->busy = 0;
-    if (shared->b.cap > SHARED_BUFFER_KEPT) bic_buffer_free(&shared->b);
+  if (shared != NULL && shared->data == NULL &&
+      (E.b->cap <= SHARED_BUFFER_KEPT || E.b->len >= E.b->cap / 4)) {
+    *shared = *E.b;  /* kept for the next call */
+    bic_buffer_init(E.b);
   } else {
     bic_buffer_free(E.b);
   }
@@ -1842,8 +1895,7 @@ static int json_encode(lua_State *L) {
 }
 
 static int shared_buffer_gc(lua_State *L) {
-  shared_buffer *sb = (shared_buffer *)lua_touserdata(L, 1);
-  bic_buffer_free(&sb->b);
+  bic_buffer_free((bic_buffer *)lua_touserdata(L, 1));
   return 0;
 }
 
@@ -1862,7 +1914,7 @@ int bic_open_json(lua_State *L) {
     {"as_array", json_as_array},
     {NULL, NULL},
   };
-  shared_buffer *sb;
+  bic_buffer *sb;
   lua_newtable(L);
   lua_newtable(L);  /* the array marker */
   lua_pushliteral(L, "array");
@@ -1873,9 +1925,8 @@ int bic_open_json(lua_State *L) {
   lua_setfield(L, -3, "array_mt");
   luaL_setfuncs(L, functions, 1);
   lua_getfield(L, -1, "array_mt");
-  sb = (shared_buffer *)lua_newuserdata(L, sizeof(shared_buffer));
-  bic_buffer_init(&sb->b);
-  sb->busy = 0;
+  sb = (bic_buffer *)lua_newuserdata(L, sizeof(bic_buffer));
+  bic_buffer_init(sb);
   lua_newtable(L);
   lua_pushcfunction(L, shared_buffer_gc);
   lua_setfield(L, -2, "__gc");
