@@ -1,10 +1,11 @@
--- rows/s of `biconnector serve postgresql://...` and `mysql://...` over HTTP
--- beside the engine's own fastest export of the same rows in the same run
--- (psql COPY ... TO STDOUT, mariadb --quick --batch), all to /dev/null, and
--- the server's peak RSS at two sizes (flat between them is the goal).
+-- rows/s of `biconnector serve postgresql://...`, `mysql://...` and
+-- `clickhouse://...` over HTTP beside the engine's own fastest export of the
+-- same rows in the same run (psql COPY ... TO STDOUT, mariadb --quick --batch,
+-- ClickHouse's HTTP interface: curl ... FORMAT TSV), all to /dev/null, and the
+-- server's peak RSS at two sizes (flat between them is the goal).
 -- Run through bench/sql_engines (it sets LUA_PATH/LUA_CPATH).
 --   ROWS (default 5000000) and SMALL (default 500000); QUICK=1: 500000 and 50000.
---   ENGINES="postgresql mysql" (default both).
+--   ENGINES="postgresql mysql clickhouse" (default all three).
 local db = require "dbservers"
 local S = require "serve_helpers"
 local socket = require "socket"
@@ -15,7 +16,7 @@ local report_quick = os.getenv("BENCH_MODE") == "quick"
 local BIG = tonumber(os.getenv("ROWS") or (report_quick and "100000" or quick and "500000" or "5000000"))
 local SMALL = tonumber(os.getenv("SMALL") or (report_quick and "10000" or quick and "50000" or "500000"))
 local engines = {}
-for e in (os.getenv("ENGINES") or "postgresql mysql"):gmatch("%S+") do engines[#engines + 1] = e end
+for e in (os.getenv("ENGINES") or "postgresql mysql clickhouse"):gmatch("%S+") do engines[#engines + 1] = e end
 
 -- six columns, as the SQLite benchmark of issue 11: int, int, double, text, datetime, text
 local CREATE = {
@@ -31,6 +32,13 @@ local CREATE = {
       .. "TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND AS ordered_at, md5(seq) AS note "
       .. "FROM seq_1_to_%d;"):format(name, n)
   end,
+  clickhouse = function(name, n)
+    return ("CREATE TABLE %s ENGINE = MergeTree ORDER BY id AS SELECT toInt64(number + 1) AS id, "
+      .. "toInt64((number + 1) %% 1000) AS customer_id, ((number + 1) %% 100000) / 100.0 AS amount, "
+      .. "['new', 'paid', 'shipped', 'cancelled'][(number + 1) %% 4 + 1] AS status, "
+      .. "toDateTime('2024-01-01 00:00:00') + (number + 1) AS ordered_at, lower(hex(MD5(toString(number + 1)))) AS note "
+      .. "FROM numbers(%d)"):format(name, n)
+  end,
 }
 local SELECT = "SELECT id, customer_id, amount, status, ordered_at, note FROM %s"
 
@@ -44,6 +52,11 @@ end
 local function export_cmd(srv, name)
   if srv.engine == "postgresql" then
     return srv:psql(("-d bic -c %s > /dev/null"):format(db.sh_quote(("COPY (" .. SELECT .. ") TO STDOUT"):format(name))))
+  elseif srv.engine == "clickhouse" then
+    -- ClickHouse's own HTTP export, as the same read-only account
+    return ("curl -sS --fail -H %s -H %s %s --data-binary %s > /dev/null"):format(
+      db.sh_quote("X-ClickHouse-User: " .. db.RO_USER), db.sh_quote("X-ClickHouse-Key: " .. db.RO_PASSWORD),
+      db.sh_quote(("http://127.0.0.1:%d/?database=bic"):format(srv.port)), db.sh_quote(SELECT:format(name) .. " FORMAT TSV"))
   end
   return srv:client(("--quick --batch -D bic -e %s > /dev/null"):format(db.sh_quote(SELECT:format(name))))
 end
@@ -61,7 +74,7 @@ local function serve_once(srv, name)
   local peak = S.peak_rss_kib(h.pid)
   S.stop(h)
   local code, size = out:match("(%d+) (%d+)")
-  if not ok or code ~= "200" then error("serve " .. name .. ": " .. out) end
+  if not ok or code ~= "200" then error("serve " .. name .. ": " .. out .. "\n" .. S.stderr(h)) end
   return secs, peak, tonumber(size)
 end
 
@@ -75,7 +88,8 @@ for _, engine in ipairs(engines) do
     local srv = db.start(engine)
     local ok, err = pcall(function()
       local t = socket.gettime()
-      srv:admin(CREATE[engine]("bench_big", BIG) .. CREATE[engine]("bench_small", SMALL))
+      srv:admin(CREATE[engine]("bench_big", BIG))
+      srv:admin(CREATE[engine]("bench_small", SMALL))
       print(("%s: tables made in %.1f s"):format(engine, socket.gettime() - t))
       -- the best of ROUNDS (default 2) for each, alternated: the machine may be shared
       timed(export_cmd(srv, "bench_big")) -- warm the cache
@@ -93,8 +107,9 @@ for _, engine in ipairs(engines) do
         bytes / 1e6, ratio, peak_big / 1024, BIG, peak_small / 1024, SMALL,
         (peak_big / 1024 < 64 and flat) and "" or "  (RSS goal missed)"))
       require("result") { name = "sql." .. engine .. ".data", ours = BIG / secs, anchor = BIG / native, unit = "rows/s",
-        runtime = os.getenv("BIC_RUNTIME"), anchor_name = engine == "postgresql" and "psql COPY ... TO STDOUT, same rows"
-          or "mariadb --quick --batch, same rows",
+        runtime = os.getenv("BIC_RUNTIME"), anchor_name = ({ postgresql = "psql COPY ... TO STDOUT, same rows",
+          mysql = "mariadb --quick --batch, same rows",
+          clickhouse = "curl ... FORMAT TSV (ClickHouse's HTTP export), same rows" })[engine],
         what = ("biconnector serve %s:// /data, %d rows x 6 columns over HTTP to curl"):format(engine, BIG) }
       require("result") { name = "sql." .. engine .. ".peak_rss", ours = peak_big / 1024, anchor = peak_small / 1024,
         unit = "MiB", better = "lower", runtime = os.getenv("BIC_RUNTIME"),

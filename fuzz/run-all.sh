@@ -11,7 +11,7 @@ jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
 [ "$jobs" -ge 1 ] 2>/dev/null || { echo "fuzz/run-all.sh: FUZZ_JOBS must be a number >= 1, got '$jobs'" >&2; exit 2; }
 logs=$(mktemp -d "${TMPDIR:-/tmp}/fuzz-logs.XXXXXX")
 trap 'rm -rf "$logs"' EXIT
-targets="json_decode form_decode filter_parse request_decode"
+targets="json_decode form_decode filter_parse request_decode like clickhouse_quote"
 running=0
 for target in $targets; do
   ( "$top/fuzz/run.sh" "$target" "$seconds" >"$logs/$target" 2>&1; echo $? >"$logs/$target.rc" ) &

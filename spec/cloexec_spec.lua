@@ -110,7 +110,7 @@ describe("close-on-exec", function()
     assert(ok, err)
   end)
 
-  for _, engine in ipairs({ "postgresql", "mysql" }) do
+  for _, engine in ipairs({ "postgresql", "mysql", "clickhouse" }) do
     it("a command spawned while a " .. engine .. " connection is open does not hold its socket", function()
       local dbservers = require "dbservers"
       local why = dbservers.missing(engine)

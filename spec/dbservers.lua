@@ -1,7 +1,7 @@
--- Real database servers for the specs: PostgreSQL and MariaDB started from the
--- Debian packages' binaries, each in a temporary data directory, listening on a
--- free 127.0.0.1 port (and a unix socket inside the directory), stopped and
--- removed by the spec's teardown.
+-- Real database servers for the specs: PostgreSQL, MariaDB and ClickHouse
+-- started from the Debian packages' binaries, each in a temporary data
+-- directory, listening on a free 127.0.0.1 port (and, but for ClickHouse, a
+-- unix socket inside the directory), stopped and removed by the spec's teardown.
 --
 --   local db = require "dbservers"
 --   local why = db.missing("postgresql")       -- nil, or why it cannot run here
@@ -18,6 +18,11 @@
 -- superuser (over the unix socket) for the spec's own setup.
 -- PostgreSQL refuses to run as root: when the specs run as root, the server
 -- runs as the `postgres` account of the Debian package (or `nobody`).
+-- ClickHouse (clickhouse-server, HTTP interface): `default` is its superuser
+-- (no password, loopback only); `bic_ro`'s profile has readonly=2 (it may read
+-- and change settings), `bic_ro1`'s readonly=1 (it may change none);
+-- srv:admin(sql) runs ONE statement (or each of a list); db.start_cluster("clickhouse") starts two
+-- servers that know each other as the shards of the cluster `bic_two`.
 local socket = require "socket"
 local helpers = require "helpers"
 
@@ -103,6 +108,13 @@ function D.missing(engine)
       end
     end
     if is_root() and not which("runuser") then return "running as root and runuser is missing" end
+    return nil
+  elseif engine == "clickhouse" then
+    if not has.clickhouse then return "this build of the core has no ClickHouse driver" end
+    if not (which("clickhouse-server") or executable("/usr/sbin/clickhouse-server")) then
+      return "clickhouse-server is missing (Debian package clickhouse-server)"
+    end
+    if not which("curl") then return "curl is missing (Debian package curl)" end
     return nil
   elseif engine == "mysql" then
     if not has.mysql then return "this build of the core has no MySQL/MariaDB driver (libmariadb-dev missing at build time)" end
@@ -378,6 +390,164 @@ local function start_mariadb()
   return self
 end
 
+
+------------------------------------------------------------------ ClickHouse
+
+local CH = {}
+CH.__index = CH
+
+local function ch_bin()
+  return which("clickhouse-server") or "/usr/sbin/clickhouse-server"
+end
+
+-- The server's config: its own directory, loopback ports, small caches; the
+-- cluster `bic_two` when shards (a list of native ports) are given.
+function CH:write_config()
+  local shards = ""
+  if self.shards then
+    local parts = {}
+    for i, port in ipairs(self.shards) do
+      parts[i] = ("<shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard>"):format(port)
+    end
+    shards = "<remote_servers><bic_two>" .. table.concat(parts) .. "</bic_two></remote_servers>"
+  end
+  write_file(self.dir .. "/config.xml", ([[<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>%s/server.log</log><errorlog>%s/server.err.log</errorlog><size>10M</size><count>1</count></logger>
+  <http_port>%d</http_port>
+  <tcp_port>%d</tcp_port>
+  <interserver_http_port>%d</interserver_http_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>%s/data/</path>
+  <tmp_path>%s/tmp/</tmp_path>
+  <user_files_path>%s/user_files/</user_files_path>
+  <format_schema_path>%s/format_schemas/</format_schema_path>
+  <users_config>%s/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>%s</timezone>
+  <mark_cache_size>67108864</mark_cache_size>
+  <uncompressed_cache_size>67108864</uncompressed_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+  <mlock_executable>false</mlock_executable>
+  %s
+</yandex>
+]]):format(self.dir, self.dir, self.port, self.tcp_port, self.inter_port, self.dir, self.dir, self.dir, self.dir,
+    self.dir, self.timezone, shards))
+  local function user(name, password, profile)
+    return ("<%s><password>%s</password><networks><ip>127.0.0.1</ip></networks><profile>%s</profile>"
+      .. "<quota>default</quota></%s>"):format(name, password, profile, name)
+  end
+  write_file(self.dir .. "/users.xml", ([[<?xml version="1.0"?>
+<yandex>
+  <profiles>
+    <default><max_memory_usage>2000000000</max_memory_usage><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default>
+    <ro2><readonly>2</readonly></ro2>
+    <ro1><readonly>1</readonly></ro1>
+  </profiles>
+  <users>%s%s%s%s</users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+]]):format(user("default", "", "default"), user(D.RO_USER, D.RO_PASSWORD, "ro2"),
+    user(D.RO_USER .. "1", D.RO_PASSWORD, "ro1"), user(D.RW_USER, D.RW_PASSWORD, "default")))
+end
+
+function CH:log() return (read_file(self.dir .. "/server.err.log") or "") .. (read_file(self.dir .. "/stdout") or "") end
+
+-- The curl command for one statement (sql in a file) as user (default: the superuser).
+function CH:curl(file, db, user, password)
+  return ("curl -sS --fail-with-body -H %s %s %s --data-binary @%s"):format(
+    sh_quote("X-ClickHouse-User: " .. (user or "default")),
+    password and ("-H " .. sh_quote("X-ClickHouse-Key: " .. password)) or "",
+    sh_quote(("http://127.0.0.1:%d/?database=%s"):format(self.port, db or D.DATABASE)), sh_quote(file))
+end
+
+function CH:start_server()
+  os.remove(self.dir .. "/server.pid")
+  os.execute(CLEAN .. ("sh -c %s"):format(sh_quote(("cd %s && exec %s --config-file=%s/config.xml >%s/stdout 2>&1 & echo $! >%s/server.pid")
+    :format(sh_quote(self.dir), ch_bin(), self.dir, self.dir, self.dir))))
+  local ok = pcall(wait_until, "clickhouse", 60, function()
+    self.pid = self.pid or tonumber(read_file(self.dir .. "/server.pid") or "")
+    if self.pid and not read_file("/proc/" .. self.pid .. "/stat") then error("clickhouse-server exited", 0) end
+    return run(("curl -sf http://127.0.0.1:%d/ping"):format(self.port))
+  end)
+  return ok
+end
+
+-- Runs ONE statement (or each of a list) as the superuser (in database db,
+-- default bic); raises on an error.
+function CH:admin(sql, db)
+  if type(sql) == "table" then
+    local out = {}
+    for i, one in ipairs(sql) do out[i] = self:admin(one, db) end
+    return table.concat(out)
+  end
+  local file = self.dir .. "/admin.sql"
+  write_file(file, sql)
+  local ok, out = run(self:curl(file, db or D.DATABASE))
+  if not ok then error("clickhouse admin SQL failed: " .. out .. "\nSQL: " .. sql:sub(1, 500), 2) end
+  return out
+end
+
+-- The rows of a query run as the superuser: a list of lines (TabSeparated).
+function CH:rows(sql, db)
+  local out = self:admin(sql .. " FORMAT TSV", db)
+  local rows = {}
+  for line in out:gmatch("[^\n]+") do rows[#rows + 1] = line end
+  return rows
+end
+
+function CH:url(user, password, db, query, scheme)
+  return ("%s://%s:%s@127.0.0.1:%d/%s%s"):format(scheme or "clickhouse", user or D.RO_USER,
+    password or D.RO_PASSWORD, self.port, db or D.DATABASE, query and ("?" .. query) or "")
+end
+
+function CH:kill(signal)
+  if not self.pid then return end
+  local pid = self.pid
+  os.execute(("kill -%s %d 2>/dev/null"):format(signal, pid))
+  pcall(wait_until, "clickhouse stop", 30, function() return not read_file("/proc/" .. pid .. "/stat") end)
+  if read_file("/proc/" .. pid .. "/stat") then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+  self.pid = nil
+end
+
+function CH:restart()
+  self:kill("TERM")
+  if not self:start_server() then error("clickhouse did not restart:\n" .. self:log(), 2) end
+end
+
+function CH:stop()
+  if self.stopped then return end
+  self.stopped = true
+  self:kill("KILL")
+  run("rm -rf " .. sh_quote(self.dir))
+end
+
+-- A ClickHouse server (not started): directory, ports, config.
+local function new_clickhouse(opts)
+  local self = setmetatable({ engine = "clickhouse", timezone = opts.timezone or "Europe/Berlin" }, CH)
+  self.dir = mktemp("ch")
+  self.port, self.tcp_port, self.inter_port = helpers.free_port(), helpers.free_port(), helpers.free_port()
+  return self
+end
+
+local function start_clickhouse(srv)
+  for attempt = 1, 3 do
+    srv:write_config()
+    if srv:start_server() then break end
+    if attempt == 3 then
+      local log = srv:log()
+      srv:kill("KILL")
+      run("rm -rf " .. sh_quote(srv.dir))
+      error("clickhouse did not start:\n" .. log, 0)
+    end
+    srv:kill("KILL")
+    srv.port, srv.tcp_port, srv.inter_port = helpers.free_port(), helpers.free_port(), helpers.free_port()
+  end
+  srv:admin("CREATE DATABASE " .. D.DATABASE, "default")
+  return srv
+end
+
 -- A watchdog: when the spec process dies without its teardown (killed by a
 -- timeout), the server is killed and its directory removed.
 local function watchdog(srv)
@@ -385,6 +555,8 @@ local function watchdog(srv)
   local kill
   if srv.engine == "postgresql" then
     kill = srv:as_user(("%s/pg_ctl -D %s -m immediate stop"):format(srv.bin, sh_quote(srv.data)))
+  elseif srv.engine == "clickhouse" then
+    kill = ("kill -KILL $(cat %s)"):format(sh_quote(srv.dir .. "/server.pid"))
   else
     kill = ("kill -KILL $(cat %s)"):format(sh_quote(srv.dir .. "/mysqld.pid"))
   end
@@ -393,15 +565,35 @@ local function watchdog(srv)
   os.execute(CLEAN .. "sh -c " .. sh_quote(script) .. " >/dev/null 2>&1 &")
 end
 
--- Starts a server of the engine ("postgresql" or "mysql"); raises with the
--- server's own messages when it cannot.
-function D.start(engine)
+-- Starts a server of the engine ("postgresql", "mysql" or "clickhouse"; opts:
+-- timezone for ClickHouse, default Europe/Berlin); raises with the server's
+-- own messages when it cannot.
+function D.start(engine, opts)
   local srv
   if engine == "postgresql" then srv = start_postgresql()
   elseif engine == "mysql" then srv = start_mariadb()
+  elseif engine == "clickhouse" then srv = start_clickhouse(new_clickhouse(opts or {}))
   else error("unknown engine " .. tostring(engine)) end
   watchdog(srv)
   return srv
+end
+
+-- Two ClickHouse servers, each the shard of the cluster `bic_two` (remote_servers
+-- in both configs): -> {a, b, stop = function}; opts as for start.
+function D.start_cluster(engine, opts)
+  assert(engine == "clickhouse", "only ClickHouse has a cluster helper")
+  local a, b = new_clickhouse(opts or {}), new_clickhouse(opts or {})
+  a.shards = { a.tcp_port, b.tcp_port }
+  b.shards = a.shards
+  local ok, err = pcall(start_clickhouse, a)
+  if ok then watchdog(a) ok, err = pcall(start_clickhouse, b) end
+  if not ok then
+    a:stop()
+    run("rm -rf " .. sh_quote(b.dir))
+    error(err, 0)
+  end
+  watchdog(b)
+  return { a = a, b = b, stop = function() a:stop() b:stop() end }
 end
 
 return D

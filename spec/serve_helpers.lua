@@ -63,7 +63,7 @@ function S.serve_command(args, runtime, build)
 end
 
 -- Starts `command` in the background (stdout and stderr to files), waits for its
--- "listening on http://HOST:PORT" line. Returns a handle {pid, port, out, err}.
+-- "listening on http(s)://HOST:PORT" line. Returns a handle {pid, port, out, err}.
 function S.start(command, env)
   local h = { out = tmp_path("out"), err = tmp_path("err"), pidfile = tmp_path("pid"),
     rcfile = tmp_path("rc") }
@@ -75,7 +75,7 @@ function S.start(command, env)
   assert(os.execute("sh -c " .. shell_quote(script) .. " 2>/dev/null &"))
   for _ = 1, 400 do
     h.pid = h.pid or tonumber(read_file(h.pidfile) or "")
-    local port = (read_file(h.out) or ""):match("listening on http://[^\n]-:(%d+)\n")
+    local port = (read_file(h.out) or ""):match("listening on https?://[^\n]-:(%d+)\n")
     if h.pid and port then
       h.port = tonumber(port)
       return h

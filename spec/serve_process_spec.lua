@@ -68,6 +68,61 @@ describe("core.process", function()
     assert.is_true(process.kill(process.getpid(), 0))
   end)
 
+  it("spawns a command with stdin from a string, default signals, and reports an exec that fails", function()
+    local out = os.tmpname()
+    -- the child sees the text, then end of file; SIGPIPE and TERM are at their defaults though we trap them here
+    assert.is_true(process.trap("PIPE", "TERM"))
+    local pid = assert(process.spawn({ "sh", "-c", "cat > " .. out .. "; grep -E '^(SigIgn|SigBlk)' /proc/self/status >> " .. out },
+      { stdin = "line one\nline two" }))
+    local got, how, code = process.wait(pid, true)
+    assert.same({ pid, "exit", 0 }, { got, how, code })
+    local f = assert(io.open(out))
+    local text = f:read("*a")
+    f:close()
+    os.remove(out)
+    assert.matches("^line one\nline two", text)
+    -- the low 32 signals (glibc keeps 32 and 33 for itself): none ignored (PIPE is 13), none blocked
+    local ignored = tonumber(text:match("SigIgn:%s*%x*(%x%x%x%x%x%x%x%x)\n"), 16)
+    assert.equals(0, ignored % 2 ^ 31)
+    assert.matches("SigBlk:%s*0+\n", text)
+    local none, err, errno = process.spawn({ "/nonexistent/command" })
+    assert.is_nil(none)
+    assert.equals("cannot run /nonexistent/command: No such file or directory", err)
+    assert.equals(2, errno)
+    -- a child that leaves before reading its stdin is no SIGPIPE here
+    pid = assert(process.spawn({ "true" }, { stdin = ("x"):rep(60000) }))
+    assert.same({ pid, "exit", 0 }, { process.wait(pid, true) })
+    assert.has_error(function() process.spawn({ "true" }, { stdin = ("x"):rep(60001) }) end)
+    assert.has_error(function() process.spawn({}) end)
+    assert.has_error(function() process.spawn({ "true", 5 }) end)
+  end)
+
+  it("spawns a child that gets its death signal when the spawner dies", function()
+    local marker = os.tmpname()
+    os.remove(marker)
+    -- a middle process spawns a sleeper with death_signal TERM and exits: the sleeper is ended
+    local middle = assert(process.fork())
+    if middle == 0 then
+      local pid = process.spawn({ "sh", "-c", "echo $$ > " .. marker .. "; exec sleep 30" }, { death_signal = "TERM" })
+      process.sleep(0.3)
+      process.exit(pid and 0 or 1)
+    end
+    assert.same({ middle, "exit", 0 }, { process.wait(middle, true) })
+    local f = assert(io.open(marker))
+    local sleeper = tonumber(f:read("*l"))
+    f:close()
+    os.remove(marker)
+    local gone = false
+    for _ = 1, 100 do
+      local stat = io.open("/proc/" .. sleeper .. "/stat")
+      local state = stat and stat:read("*l"):match("^%d+ %b() (%a)")
+      if stat then stat:close() end
+      if not state or state == "Z" then gone = true break end
+      process.sleep(0.05)
+    end
+    assert.is_true(gone, "the spawned child outlived its spawner")
+  end)
+
   it("has a monotonic clock", function()
     local a = process.clock()
     local b = process.clock()

@@ -1,5 +1,6 @@
--- The PostgreSQL and MySQL/MariaDB drivers of core.sql (src/sql_pg.c,
--- src/sql_mysql.c) against real servers the spec starts (spec/dbservers.lua):
+-- The PostgreSQL, MySQL/MariaDB and ClickHouse drivers of core.sql (src/sql_pg.c,
+-- src/sql_mysql.c, src/sql_clickhouse.c) against real servers the spec starts
+-- (spec/dbservers.lua):
 -- values by type, bound parameters, read-only sessions, statement timeouts,
 -- password masking, cancelling an answer left unread, reconnecting after a
 -- server restart.
@@ -59,6 +60,36 @@ local ENGINES = {
     readonly_err = "READ ONLY transaction",
     timeout_err = "max_statement_time",
   },
+  clickhouse = {
+    ph = function(i) return "$" .. i end,
+    setup = {
+      [[CREATE TABLE t (id Int64, f Float64, r Float32, n Decimal(38, 10), b UInt8, s String, d Date, ts DateTime,
+        tz DateTime('UTC'), j String, u UUID, a Array(Int32)) ENGINE = MergeTree ORDER BY id]],
+      [[INSERT INTO t VALUES
+        (9223372036854775807, nan, 0.1, 1234567890123456789012345678.0123456789, 1, 'h]] .. "\195\169" .. [[llo',
+         '2105-12-31', '2100-01-01 01:02:03', '2024-05-06 05:08:09', '{"a": 1}',
+         'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', [1, 2]),
+        (-9223372036854775808, -inf, inf, -0.0000000001, 0, '', 0, 0, 0, '', '00000000-0000-0000-0000-000000000000', [])]],
+      "CREATE TABLE big ENGINE = MergeTree ORDER BY id AS SELECT number AS id, hex(MD5(toString(number))) AS s "
+        .. "FROM numbers(1000000)",
+    },
+    expect = {
+      { 9223372036854775807, 0 / 0, 0.1, "1234567890123456789012345678.0123456789", 1, "h\195\169llo",
+        "2105-12-31", "2100-01-01 01:02:03", "2024-05-06 05:08:09", '{"a": 1}',
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "[1,2]" },
+      -- the zero date and time as what they hold: the epoch in the server's zone (Europe/Berlin) and in UTC
+      { -9223372036854775807 - 1, -math.huge, math.huge, "-0.0000000001", 0, "", "1970-01-01",
+        "1970-01-01 01:00:00", "1970-01-01 00:00:00", "", "00000000-0000-0000-0000-000000000000", "[]" },
+    },
+    types = { "Int64", "Float64", "Float32", "Decimal(38, 10)", "UInt8", "String", "Date", "DateTime",
+      "DateTime('UTC')", "String", "UUID", "Array(Int32)" },
+    active = "SELECT count() FROM system.processes WHERE user = 'bic_ro' AND query LIKE '%big b%'",
+    cross = "SELECT b.id, b.s FROM big b", -- streams until TCP holds it: no cross join needed
+    sleep = "SELECT sleepEachRow(0.5) FROM numbers(10) SETTINGS max_block_size = 1",
+    -- every statement is one SELECT: a write cannot even be spelled
+    readonly_err = "Syntax error",
+    timeout_err = "Timeout exceeded",
+  },
 }
 
 local function open(srv, user, password, extra)
@@ -92,7 +123,7 @@ local function eventually(fn)
   return true
 end
 
-for _, engine in ipairs({ "postgresql", "mysql" }) do
+for _, engine in ipairs({ "postgresql", "mysql", "clickhouse" }) do
   local E = ENGINES[engine]
   describe("core.sql " .. engine .. " driver, on a real server", function()
     local why = db.missing(engine)
@@ -168,7 +199,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
     end)
 
     it("passes TLS options through: TLS required from a server without TLS is refused", function()
-      local params = engine == "postgresql" and "sslmode=require" or "ssl=true"
+      local params = ({ postgresql = "sslmode=require", mysql = "ssl=true", clickhouse = "secure=1" })[engine]
       local conn, err = open(srv, nil, nil, { params = params })
       assert.is_nil(conn)
       assert.matches("SSL", err:upper(), 1, true)
@@ -198,7 +229,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
 
     it("cancels the query on the server when a cursor is closed with rows unread", function()
       local c = assert(open(srv))
-      local cur = assert(c:query("SELECT a.id FROM big a, big b"))
+      local cur = assert(c:query(E.cross or "SELECT a.id FROM big a, big b"))
       for _ = 1, 10 do assert(cur:fetch()) end
       assert.equal("1", srv:rows(E.active)[1])
       cur:close()

@@ -1,4 +1,4 @@
--- The PostgreSQL and MySQL/MariaDB sources under a real nginx
+-- The PostgreSQL, MySQL/MariaDB and ClickHouse sources under a real nginx
 -- (lua-nginx-module, one worker, database calls in the thread pool), against
 -- real servers the spec starts: the four endpoints with a filter pushed down,
 -- an injection attempt as a value, and a client that leaves mid-answer over
@@ -27,6 +27,13 @@ local SETUP = {
     UPDATE items SET name = 'x''; DROP TABLE items; --' WHERE id = 7;
     CREATE TABLE big AS SELECT seq AS id, md5(seq) AS s FROM seq_1_to_1000000;
   ]],
+  clickhouse = {
+    "CREATE TABLE items ENGINE = MergeTree ORDER BY id AS SELECT toInt64(number + 1) AS id, "
+      .. "if(number + 1 = 7, 'x\\'; DROP TABLE items; --', concat('item ', toString(number + 1))) AS name, "
+      .. "(number + 1) * 1.5 AS price, toDate('2024-01-01') + (number + 1) AS made FROM numbers(300)",
+    "CREATE TABLE big ENGINE = MergeTree ORDER BY id AS SELECT number + 1 AS id, hex(MD5(toString(number))) AS s "
+      .. "FROM numbers(1000000)",
+  },
 }
 -- The query in flight on the server: PostgreSQL reads through a cursor (its
 -- transaction stays open while rows remain; closing it ends the query), MySQL
@@ -34,9 +41,10 @@ local SETUP = {
 local ACTIVE = {
   postgresql = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'bic_ro' AND xact_start IS NOT NULL",
   mysql = "SELECT count(*) FROM information_schema.processlist WHERE user = 'bic_ro' AND info LIKE '%FROM `big`%'",
+  clickhouse = "SELECT count() FROM system.processes WHERE user = 'bic_ro' AND query LIKE '%FROM `big`%'",
 }
 
-describe("PostgreSQL and MySQL sources under nginx", function()
+describe("PostgreSQL, MySQL and ClickHouse sources under nginx", function()
   local why = N.missing()
   if why then
     local msg = N.skipped("sql_engines_ngx_spec", why)
@@ -44,7 +52,7 @@ describe("PostgreSQL and MySQL sources under nginx", function()
     return
   end
   local engines = {}
-  for _, e in ipairs({ "postgresql", "mysql" }) do
+  for _, e in ipairs({ "postgresql", "mysql", "clickhouse" }) do
     local m = db.missing(e)
     if m then
       local msg = db.skip(e, m)

@@ -1,6 +1,7 @@
 -- Issue 20, point 3: names are resolved exactly. /table_description and /data
 -- take only a table code that /table_list gives, byte for byte, on every
--- engine (a SQLite file, PostgreSQL and MariaDB servers the spec starts):
+-- engine (a SQLite file, PostgreSQL, MariaDB and ClickHouse servers the spec
+-- starts):
 -- another case of a hidden or served table, an internal table, a table-valued
 -- function, a qualified spelling of a served table is 404, whatever the engine
 -- would resolve it to; a control byte in a table or field code is 400; a field
@@ -253,6 +254,8 @@ local INTERNAL = {
     "information_schema.tables", "public.orders", "generate_series", "pg_settings", "noaccess" },
   mysql = { "information_schema.tables", "INFORMATION_SCHEMA.TABLES", "mysql.user", "bic.orders",
     "performance_schema.threads", "sys.version", "noaccess.t", "`orders`" },
+  clickhouse = { "system.one", "system.tables", "system.processes", "system.settings", "bic.orders", "`orders`",
+    "noaccess.t", "numbers", "one", "default.orders" },
 }
 
 -- Both cases of secret (distinct tables on these engines), orders with a
@@ -278,9 +281,26 @@ local SETUP = {
     CREATE DATABASE noaccess;
     CREATE TABLE noaccess.t (id int);
   ]],
+  clickhouse = {
+    "CREATE TABLE orders (id Int32, password String, note String) ENGINE = MergeTree ORDER BY id",
+    "INSERT INTO orders VALUES (1, 'pw1', 'a'), (2, 'pw2', 'b')",
+    "CREATE TABLE secret (id Int32, token String) ENGINE = Memory",
+    "CREATE TABLE SECRET (id Int32, token String) ENGINE = Memory",
+    "INSERT INTO secret VALUES (1, 'top-secret')",
+    "INSERT INTO SECRET VALUES (1, 'top-secret')",
+    "CREATE DATABASE noaccess",
+    "CREATE TABLE noaccess.t (id Int32) ENGINE = Memory",
+  },
 }
 
-for _, engine in ipairs({ "postgresql", "mysql" }) do
+-- Two tables that differ only in case, as the engine counts them.
+local CASES = {
+  postgresql = "SELECT count(*) FROM pg_class WHERE lower(relname) = 'secret' AND relkind = 'r'",
+  mysql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'bic' AND lower(table_name) = 'secret'",
+  clickhouse = "SELECT count() FROM system.tables WHERE database = 'bic' AND lower(name) = 'secret'",
+}
+
+for _, engine in ipairs({ "postgresql", "mysql", "clickhouse" }) do
   describe("exact names on a real " .. engine .. " server", function()
     local why = db.missing(engine)
     if why then
@@ -292,9 +312,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
       srv = db.start(engine)
       srv:admin(SETUP[engine])
       -- two tables that differ only in case really are two tables here
-      assert.equals("2", srv:rows(engine == "postgresql"
-        and "SELECT count(*) FROM pg_class WHERE lower(relname) = 'secret' AND relkind = 'r'"
-        or "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'bic' AND lower(table_name) = 'secret'")[1])
+      assert.equals("2", srv:rows(CASES[engine])[1])
       dir = H.tmpdir()
       h = S.start(S.serve_command({ connector_file(dir, srv:url()), "--listen", "127.0.0.1:0", "--workers", "1" }))
     end)

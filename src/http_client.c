@@ -7,7 +7,6 @@
  * value libcurl keeps (header list, body) is owned by the handle or anchored on
  * the Lua stack for the duration of curl_easy_perform. */
 #include <curl/curl.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -22,6 +21,7 @@
 
 #include "bic.h"
 #include "buffer.h"
+#include "process.h"
 
 #define HANDLE_MT "biconnector.http"
 #define LOCK_MT "biconnector.lock"
@@ -279,34 +279,6 @@ static curl_socket_t open_socket_cloexec(void *clientp, curlsocktype purpose,
   return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
 }
 
-/* The open descriptors of this process, sorted, into *out (malloc'd); -1 on failure. */
-static int open_fds(int **out, size_t *count) {
-  DIR *dir = opendir("/proc/self/fd");
-  struct dirent *e;
-  int *list = NULL;
-  size_t n = 0, cap = 0;
-  if (dir == NULL) return -1;
-  while ((e = readdir(dir)) != NULL) {
-    char *end;
-    long fd = strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
-    if (n == cap) {
-      int *grown = (int *)realloc(list, (cap = cap ? cap * 2 : 32) * sizeof *list);
-      if (grown == NULL) {
-        free(list);
-        closedir(dir);
-        return -1;
-      }
-      list = grown;
-    }
-    list[n++] = (int)fd;
-  }
-  closedir(dir);
-  *out = list;
-  *count = n;
-  return 0;
-}
-
 static int has_fd(const int *list, size_t n, int fd) {
   size_t i;
   for (i = 0; i < n; i++)
@@ -322,9 +294,9 @@ static CURLcode perform_marking_fds(http_handle *h) {
   int *before = NULL, *after = NULL;
   size_t n_before = 0, n_after = 0, i;
   CURLcode rc;
-  if (h->fds_marked || open_fds(&before, &n_before) != 0) return curl_easy_perform(h->curl);
+  if (h->fds_marked || bic_open_fds(&before, &n_before) != 0) return curl_easy_perform(h->curl);
   rc = curl_easy_perform(h->curl);
-  if (open_fds(&after, &n_after) == 0) {
+  if (bic_open_fds(&after, &n_after) == 0) {
     for (i = 0; i < n_after; i++) {
       int flags;
       if (has_fd(before, n_before, after[i])) continue;

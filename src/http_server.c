@@ -16,6 +16,7 @@
 #include "bic.h"
 #include "buffer.h"
 #include "process.h"
+#include "tls.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -60,6 +61,7 @@
 typedef struct conn_state {
   struct conn_state *prev, *next;
   struct MHD_Connection *conn;
+  struct server *srv; /* for the TLS certificate callback, which gets only the session */
   double since;  /* when the request being received began: connection open, or previous answer done */
   int answering; /* a response is queued: the deadline does not apply */
   int in_request; /* a request line was read and its answer is not done */
@@ -91,6 +93,7 @@ typedef struct server {
   struct request *waiting;   /* suspended requests (see "Waiting answers") */
   struct pollfd *pfds;       /* run()'s poll set */
   size_t npfds;
+  bic_tls *tls;              /* HTTPS credentials (NULL: plain HTTP); server:tls() swaps them */
 } server;
 
 /* core.server.WAIT: the light userdata a handler or body iterator answers to wait. */
@@ -834,6 +837,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     cs = (conn_state *)calloc(1, sizeof *cs);
     if (cs == NULL) return; /* no deadline for this one */
     cs->conn = conn;
+    cs->srv = srv;
     cs->since = bic_clock();
     cs->next = srv->conns;
     if (srv->conns != NULL) srv->conns->prev = cs;
@@ -1054,6 +1058,23 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   free(req);
 }
 
+/* MHD_OPTION_HTTPS_CERT_CALLBACK (GnuTLS asks during each handshake): the
+ * server's current credentials, so that server:tls() can swap a renewed
+ * certificate in while connections go on. MHD keeps its connection as the
+ * session's pointer. No Lua runs here. */
+static int tls_certificate(gnutls_session_t session, const gnutls_datum_t *req_ca_dn, int nreqs,
+                           const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+                           gnutls_pcert_st **pcert, unsigned int *pcert_length, gnutls_privkey_t *pkey) {
+  struct MHD_Connection *conn = (struct MHD_Connection *)gnutls_session_get_ptr(session);
+  conn_state *cs = conn != NULL ? state_of(conn) : NULL;
+  (void)req_ca_dn; (void)nreqs; (void)pk_algos; (void)pk_algos_length;
+  if (cs == NULL || cs->srv == NULL || cs->srv->tls == NULL) return -1; /* the handshake fails */
+  *pcert = cs->srv->tls->certs;
+  *pcert_length = cs->srv->tls->ncerts;
+  *pkey = cs->srv->tls->key;
+  return 0;
+}
+
 /* Opens a listening TCP socket; returns the fd or -1 with a message in err. */
 static int open_listener(const char *host, const char *port, int reuse_port, int *family,
                          char *err, size_t errlen) {
@@ -1145,10 +1166,11 @@ static int l_listen(lua_State *L) {
 
 /* core.server.new{handler=, host=, port=, fd=, max_body=, max_bodies=, timeout=,
  *                 request_timeout=, connections=, per_address=, grace=, reuse_port=,
- *                 refused=} -> server | nil, err */
+ *                 refused=, tls_cert=, tls_key=} -> server | nil, err
+ * tls_cert (a PEM chain) with tls_key (its PEM key) serves HTTPS, TLS 1.2 and 1.3 only. */
 static int l_new(lua_State *L) {
   server *srv;
-  const char *host;
+  const char *host, *tls_cert, *tls_key;
   int port, fd, family = AF_INET, owned_fd = 0, reuse_port;
   unsigned int flags = MHD_USE_EPOLL | MHD_USE_TURBO | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, timeout,
                connections;
@@ -1181,6 +1203,16 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "reuse_port");
   reuse_port = lua_toboolean(L, -1);
   lua_pop(L, 1);
+  tls_cert = opt_string(L, 1, "tls_cert", NULL); /* both stay on the stack */
+  tls_key = opt_string(L, 1, "tls_key", NULL);
+  if ((tls_cert == NULL) != (tls_key == NULL))
+    return luaL_error(L, "options 'tls_cert' and 'tls_key' go together");
+  if (tls_cert != NULL && (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES ||
+                           MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) != MHD_YES)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "this libmicrohttpd has no TLS (HTTPS) support");
+    return 2;
+  }
 
   srv = (server *)lua_newuserdata(L, sizeof *srv);
   memset(srv, 0, sizeof *srv);
@@ -1193,6 +1225,13 @@ static int l_new(lua_State *L) {
   srv->request_timeout = request_timeout;
   srv->timeout = timeout;
   srv->grace = grace;
+  /* the server owns its credentials from here (freed by close or __gc) */
+  if (tls_cert != NULL && (srv->tls = bic_tls_load(tls_cert, strlen(tls_cert), tls_key, strlen(tls_key),
+                                                   err, sizeof err)) == NULL) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
 
   if (fd < 0) {
     char service[16];
@@ -1220,22 +1259,30 @@ static int l_new(lua_State *L) {
   if (lua_isnil(L, -1)) lua_pop(L, 1);
   else srv->refused_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   srv->L = L;
-  srv->daemon = MHD_start_daemon(
-    flags, 0, NULL, NULL, on_request, srv,
-    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-    MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv,
-    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
-    MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-    MHD_OPTION_CONNECTION_LIMIT, connections,
-    MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address,
-    MHD_OPTION_END);
+#define SERVER_OPTIONS \
+    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, \
+    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, \
+    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, \
+    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, \
+    MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv, \
+    MHD_OPTION_CONNECTION_TIMEOUT, timeout, \
+    MHD_OPTION_CONNECTION_LIMIT, connections, \
+    MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address
+  if (srv->tls != NULL)
+    srv->daemon = MHD_start_daemon(flags | MHD_USE_TLS, 0, NULL, NULL, on_request, srv, SERVER_OPTIONS,
+      MHD_OPTION_HTTPS_CERT_CALLBACK, tls_certificate,
+      MHD_OPTION_HTTPS_PRIORITIES, BIC_TLS_PRIORITIES,
+      MHD_OPTION_END);
+  else
+    srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, SERVER_OPTIONS, MHD_OPTION_END);
+#undef SERVER_OPTIONS
   if (srv->daemon == NULL) {
     if (owned_fd) close(fd);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->refused_ref);
     srv->handler_ref = srv->refused_ref = LUA_NOREF;
+    bic_tls_free(srv->tls);
+    srv->tls = NULL;
     lua_pushnil(L);
     lua_pushliteral(L, "libmicrohttpd could not start the daemon");
     return 2;
@@ -1305,10 +1352,11 @@ static int l_run(lua_State *L) {
       if (current_connections(srv) == 0 || t >= deadline) break;
       if (bic_signal_take_stop() != 0) break; /* a second signal: stop now */
     }
-    if (limit >= 0 && t - start >= limit) { reason = "timeout"; break; }
+    /* the time limit ends a run, not a graceful stop: once draining, run() returns when it is done */
+    if (limit >= 0 && deadline == 0 && t - start >= limit) { reason = "timeout"; break; }
     if (MHD_get_timeout(srv->daemon, &mhd_timeout) == MHD_YES && mhd_timeout < (unsigned)timeout)
       timeout = (int)mhd_timeout;
-    if (limit >= 0) {
+    if (limit >= 0 && deadline == 0) {
       double left = (start + limit - t) * 1000 + 1;
       if (left < timeout) timeout = (int)left;
     }
@@ -1378,6 +1426,32 @@ static int l_quiesce(lua_State *L) {
   return 0;
 }
 
+/* server:tls(cert_pem, key_pem) -> true | nil, err: new credentials for the
+ * handshakes from now on (a renewed certificate); a pair that does not load
+ * leaves the current one in place. Sessions already open may still refer to the
+ * old ones: they are kept until the server closes, or freed now if no
+ * connection is open. */
+static int l_tls(lua_State *L) {
+  server *srv = check_open(L);
+  size_t cert_len, key_len;
+  const char *cert = luaL_checklstring(L, 2, &cert_len);
+  const char *key = luaL_checklstring(L, 3, &key_len);
+  char err[256];
+  bic_tls *tls;
+  if (srv->tls == NULL) return luaL_error(L, "the server was started without TLS (tls_cert, tls_key)");
+  tls = bic_tls_load(cert, cert_len, key, key_len, err, sizeof err);
+  if (tls == NULL) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  if (current_connections(srv) == 0) bic_tls_free(srv->tls);
+  else tls->older = srv->tls;
+  srv->tls = tls;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int l_port(lua_State *L) {
   server *srv = check_open(L);
   lua_pushinteger(L, srv->port);
@@ -1394,7 +1468,11 @@ static int l_connections(lua_State *L) {
 static int l_close(lua_State *L) {
   server *srv = check_server(L);
   struct MHD_Daemon *daemon;
-  if (srv->daemon == NULL) return 0;
+  if (srv->daemon == NULL) { /* closed, or never started: only credentials may be left */
+    bic_tls_free(srv->tls);
+    srv->tls = NULL;
+    return 0;
+  }
   if (srv->running) return luaL_error(L, "cannot close a running server; call server:stop()");
   daemon = srv->daemon;
   srv->L = L;
@@ -1411,6 +1489,8 @@ static int l_close(lua_State *L) {
   free(srv->pfds);
   srv->pfds = NULL;
   srv->npfds = 0;
+  bic_tls_free(srv->tls); /* no session is left that could use them */
+  srv->tls = NULL;
   if (srv->quiescing) srv->listen_fd = -1;
   luaL_unref(L, LUA_REGISTRYINDEX, srv->handler_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, srv->refused_ref);
@@ -1439,6 +1519,24 @@ static int l_tostring(lua_State *L) {
   return 1;
 }
 
+/* core.server.check_tls(cert_pem, key_pem) -> true | nil, err: would the pair
+ * serve HTTPS (`serve` checks once before it starts its workers). */
+static int l_check_tls(lua_State *L) {
+  size_t cert_len, key_len;
+  const char *cert = luaL_checklstring(L, 1, &cert_len);
+  const char *key = luaL_checklstring(L, 2, &key_len);
+  char err[256];
+  bic_tls *tls = bic_tls_load(cert, cert_len, key, key_len, err, sizeof err);
+  if (tls == NULL) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  bic_tls_free(tls);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* core.server.cpus() -> the number of online CPUs (for serve's default workers) */
 static int l_cpus(lua_State *L) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1452,6 +1550,7 @@ int bic_open_http_server(lua_State *L) {
     {"stop", l_stop},
     {"quiesce", l_quiesce},
     {"port", l_port},
+    {"tls", l_tls},
     {"connections", l_connections},
     {"close", l_close},
     {NULL, NULL}
@@ -1460,6 +1559,7 @@ int bic_open_http_server(lua_State *L) {
     {"new", l_new},
     {"listen", l_listen},
     {"cpus", l_cpus},
+    {"check_tls", l_check_tls},
     {NULL, NULL}
   };
 

@@ -3,6 +3,7 @@
  * server's run loop (http_server.c) watches the same pending-signal flags. */
 #include "process.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
@@ -154,6 +156,127 @@ static int l_fork(lua_State *L) {
   if (pid < 0) {
     errno = e;
     return push_errno(L, "fork failed");
+  }
+  lua_pushinteger(L, (lua_Integer)pid);
+  return 1;
+}
+
+/* The most process.spawn writes to a child's stdin: what a fresh pipe holds
+ * (64 KiB on Linux), so that the write never waits for the child. */
+#define SPAWN_STDIN_MAX 60000
+
+/* process.spawn(argv [, {stdin = STRING, death_signal = NAME}]) -> pid | nil, err
+ * Runs argv[1] (searched on PATH) with argv as its arguments, in a child that
+ * starts with default signal dispositions and no blocked signal. Every other
+ * descriptor of this process is close-on-exec (docs/serve.md), so the child
+ * holds none of the server's sockets. stdin (at most SPAWN_STDIN_MAX bytes)
+ * arrives on the child's standard input through a pipe, then end of file;
+ * without it the child inherits ours. death_signal: sent to the child when
+ * this process dies (PR_SET_PDEATHSIG). An exec that fails is reported here
+ * (nil, message), not by a child that exits 127. */
+static int l_spawn(lua_State *L) {
+  int n, i, in_pipe[2] = {-1, -1}, err_pipe[2], death = 0, child_errno = 0, e;
+  const char **argv;
+  const char *input = NULL;
+  size_t input_len = 0;
+  sigset_t all, old;
+  pid_t pid, parent = getpid();
+  ssize_t got;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  n = (int)lua_rawlen(L, 1);
+  luaL_argcheck(L, n >= 1 && n < 4096, 1, "expected a list of 1 to 4095 arguments");
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "stdin"); /* kept on the stack while it is used */
+    if (!lua_isnil(L, -1)) input = luaL_checklstring(L, -1, &input_len);
+    luaL_argcheck(L, input_len <= SPAWN_STDIN_MAX, 2, "stdin is longer than 60000 bytes");
+    lua_getfield(L, 2, "death_signal");
+    if (!lua_isnil(L, -1)) death = check_signal(L, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  /* the strings stay referenced by the table at index 1 while argv is used */
+  argv = (const char **)lua_newuserdata(L, (size_t)(n + 1) * sizeof *argv);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    if (lua_type(L, -1) != LUA_TSTRING) return luaL_argerror(L, 1, "every argument must be a string");
+    argv[i - 1] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  argv[n] = NULL;
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) return push_errno(L, "spawn: pipe failed");
+  if (input != NULL && pipe2(in_pipe, O_CLOEXEC) != 0) {
+    e = errno;
+    close(err_pipe[0]);
+    close(err_pipe[1]);
+    errno = e;
+    return push_errno(L, "spawn: pipe failed");
+  }
+  fflush(stdout);
+  fflush(stderr);
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  pid = fork();
+  if (pid == 0) {
+    /* only async-signal-safe calls from here to exec */
+    sigset_t none;
+    int sig;
+    for (sig = 1; sig < NSIG; sig++)
+      if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL); /* an ignored SIGPIPE too */
+    if (death != 0 && prctl(PR_SET_PDEATHSIG, death) != 0) child_errno = errno;
+    else if (death != 0 && getppid() != parent) _exit(0); /* the parent is already gone */
+    if (child_errno == 0 && in_pipe[0] >= 0 && dup2(in_pipe[0], 0) < 0) child_errno = errno;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (child_errno == 0) {
+      execvp(argv[0], (char *const *)argv);
+      child_errno = errno;
+    }
+    got = write(err_pipe[1], &child_errno, sizeof child_errno);
+    (void)got;
+    _exit(127);
+  }
+  e = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  close(err_pipe[1]);
+  if (in_pipe[0] >= 0) close(in_pipe[0]);
+  if (pid < 0) {
+    close(err_pipe[0]);
+    if (in_pipe[1] >= 0) close(in_pipe[1]);
+    errno = e;
+    return push_errno(L, "spawn: fork failed");
+  }
+  /* end of file: exec succeeded (the pipe is close-on-exec); an errno: it failed */
+  do got = read(err_pipe[0], &child_errno, sizeof child_errno);
+  while (got < 0 && errno == EINTR);
+  close(err_pipe[0]);
+  if (got == (ssize_t)sizeof child_errno) {
+    int st;
+    if (in_pipe[1] >= 0) close(in_pipe[1]);
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot run %s: %s", argv[0], strerror(child_errno));
+    lua_pushinteger(L, child_errno);
+    return 3;
+  }
+  if (in_pipe[1] >= 0) {
+    /* fits in the fresh pipe: never waits; a child already gone is EPIPE, not SIGPIPE */
+    size_t off = 0;
+    sigset_t pipe_set, before;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &before);
+    while (off < input_len) {
+      got = write(in_pipe[1], input + off, input_len - off);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;
+      off += (size_t)got;
+    }
+    if (off < input_len) { /* the child left before reading: take the SIGPIPE it caused */
+      struct timespec zero = {0, 0};
+      sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
+    close(in_pipe[1]);
   }
   lua_pushinteger(L, (lua_Integer)pid);
   return 1;
@@ -388,6 +511,7 @@ void bic_open_process(lua_State *L) {
   static const luaL_Reg process_functions[] = {
     {"mmap_threshold", l_mmap_threshold},
     {"fork", l_fork},
+    {"spawn", l_spawn},
     {"worker_setup", l_worker_setup},
     {"wait", l_wait},
     {"kill", l_kill},
@@ -417,4 +541,31 @@ void bic_open_process(lua_State *L) {
   lua_pop(L, 1);
   luaL_newlib(L, process_functions);
   lua_setfield(L, -2, "process");
+}
+
+int bic_open_fds(int **out, size_t *count) {
+  DIR *dir = opendir("/proc/self/fd");
+  struct dirent *e;
+  int *list = NULL;
+  size_t n = 0, cap = 0;
+  if (dir == NULL) return -1;
+  while ((e = readdir(dir)) != NULL) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    if (n == cap) {
+      int *grown = (int *)realloc(list, (cap = cap ? cap * 2 : 32) * sizeof *list);
+      if (grown == NULL) {
+        free(list);
+        closedir(dir);
+        return -1;
+      }
+      list = grown;
+    }
+    list[n++] = (int)fd;
+  }
+  closedir(dir);
+  *out = list;
+  *count = n;
+  return 0;
 }

@@ -20,5 +20,8 @@ int bic_signal_take_reload(void);
 const char *bic_signal_name(int number);
 /* Seconds on a monotonic clock. */
 double bic_clock(void);
+/* The open descriptors of this process into *out (malloc'd, *count of them):
+ * 0, or -1 on failure. */
+int bic_open_fds(int **out, size_t *count);
 
 #endif

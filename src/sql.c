@@ -50,6 +50,9 @@ static const bic_sql_driver *const drivers[] = {
 #ifdef BIC_WITH_MYSQL
     &bic_sql_mysql,
 #endif
+#ifdef BIC_WITH_CLICKHOUSE
+    &bic_sql_clickhouse,
+#endif
     NULL};
 
 /* The reference counts and the hand-over registry are shared by every Lua state
@@ -641,6 +644,7 @@ int bic_open_sql(lua_State *L) {
   }
   lua_setfield(L, -2, "engines");
   bic_open_sql_jobs(L);
+  bic_open_sql_clickhouse(L);
   lua_setfield(L, -2, "sql");
   return 0;
 }

@@ -1,4 +1,5 @@
-/* The database driver interface shared by the SQL engines (sqlite, postgresql, mysql).
+/* The database driver interface shared by the SQL engines (sqlite, postgresql, mysql,
+ * clickhouse).
  *
  * Each engine lives in its own file (sql_sqlite.c, sql_pg.c, sql_mysql.c) and
  * fills one bic_sql_driver; sql.c holds everything that is the same for all of
@@ -134,6 +135,81 @@ void bic_sql_param_value(struct lua_State *L, int idx, int n, bic_sql_value *v);
 /* core.sql.pool and core.sql.job (sql_job.c), added to the table at the top. */
 int bic_open_sql_jobs(struct lua_State *L);
 
+/* An integer as a server writes it ([-]digits): 1 and *out, or 0 when it is
+ * not one or does not fit in 64 bits. Faster than strtoll, which showed in
+ * profiles of large answers (sql_pg.c, sql_clickhouse.c). */
+static inline int bic_sql_parse_int(const char *s, size_t len, long long *out) {
+  size_t i = 0;
+  int neg = 0;
+  unsigned long long v = 0;
+  if (len > 0 && s[0] == '-') {
+    neg = 1;
+    i = 1;
+  }
+  if (len == i || len - i > 19) return 0;
+  for (; i < len; i++) {
+    unsigned int d = (unsigned int)((unsigned char)s[i]) - (unsigned int)'0';
+    if (d > 9) return 0;
+    v = v * 10 + d;
+  }
+  if (neg) {
+    if (v > 9223372036854775808ULL) return 0;
+    *out = v == 9223372036854775808ULL ? (-9223372036854775807LL - 1) : -(long long)v;
+  } else {
+    if (v > 9223372036854775807ULL) return 0;
+    *out = (long long)v;
+  }
+  return 1;
+}
+
+/* [-]digits[.digits] with at most 15 digits: the integer of its digits is
+ * exact in a double and so is 10^k for k <= 15, so one division gives the
+ * correctly rounded value (Clinger's fast path), without strtod's cost.
+ * 0 for anything else (exponents, NaN, Infinity, more digits): strtod then. */
+static inline int bic_sql_parse_decimal(const char *s, size_t len, double *out) {
+  static const double pow10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                  1e12, 1e13, 1e14, 1e15 };
+  size_t i = 0;
+  int neg = 0, digits = 0, frac = -1;
+  long long m = 0;
+  if (len > 0 && s[0] == '-') {
+    neg = 1;
+    i = 1;
+  }
+  for (; i < len; i++) {
+    char c = s[i];
+    if (c >= '0' && c <= '9') {
+      if (++digits > 15) return 0;
+      m = m * 10 + (c - '0');
+      if (frac >= 0) frac++;
+    } else if (c == '.' && frac < 0) {
+      frac = 0;
+    } else {
+      return 0;
+    }
+  }
+  if (digits == 0) return 0;
+  *out = (double)m / pow10[frac > 0 ? frac : 0];
+  if (neg) *out = -*out;
+  return 1;
+}
+
+/* ClickHouse's text rules (sql_ch_text.c): quoting, placeholders, answers. */
+struct bic_buffer;
+/* Appends s[0..n) between two marks (' a literal, ` a name), escaped as
+ * ClickHouse reads it back exactly. 0, or -1 when memory ran out. */
+int bic_ch_quote(struct bic_buffer *b, const char *s, size_t n, char mark);
+/* Appends s percent-encoded (all but A-Z a-z 0-9 - . _ ~). 0, or -1. */
+int bic_ch_url_escape(struct bic_buffer *b, const char *s, size_t n);
+/* Appends sql[0..n) with $1..$nparams outside quotes and comments filled in:
+ * literals, or (url_params not NULL) strings as {pN:String} with
+ * "&param_pN=..." appended to url_params. 0; -1 with err set (a $N with no
+ * value, an unterminated quote or comment); -2 when memory ran out. */
+int bic_ch_render(struct bic_buffer *out, struct bic_buffer *url_params, const char *sql, size_t n,
+                  const bic_sql_value *params, int nparams, char *err, size_t errlen);
+/* Undoes the escapes of a TabSeparated field in place; its new length. */
+size_t bic_ch_unescape(char *s, size_t n);
+
 /* SQL LIKE (like.c): pattern against subject with SQLite's semantics (`%`, `_`,
  * ASCII case folding, the escape character esc[0..esclen), esclen 0 for none),
  * in time linear in the subject for patterns without `_`. 1 match, 0 no match,
@@ -142,9 +218,13 @@ int bic_like(const char *pattern, size_t plen, const char *subject, size_t n, co
              volatile int *stop);
 
 /* The drivers. sql.c lists the ones this build has: CMake defines BIC_WITH_SQLITE,
- * BIC_WITH_POSTGRESQL and BIC_WITH_MYSQL when it finds the engine's client library. */
+ * BIC_WITH_POSTGRESQL and BIC_WITH_MYSQL when it finds the engine's client library,
+ * and BIC_WITH_CLICKHOUSE always (libcurl is a dependency of the core). */
 extern const bic_sql_driver bic_sql_sqlite;
 extern const bic_sql_driver bic_sql_postgresql;
 extern const bic_sql_driver bic_sql_mysql;
+extern const bic_sql_driver bic_sql_clickhouse;
+/* core.sql.clickhouse_quote and clickhouse_render, added to the table at the top. */
+void bic_open_sql_clickhouse(struct lua_State *L);
 
 #endif

@@ -181,6 +181,8 @@ static void unhold(struct job *j, size_t n);
 
 /* ---- the process ------------------------------------------------------------ */
 
+static void init_cond(pthread_cond_t *cv);
+
 static void before_fork(void) { pthread_mutex_lock(&g_lock); }
 static void after_fork_parent(void) { pthread_mutex_unlock(&g_lock); }
 
@@ -189,8 +191,8 @@ static void after_fork_parent(void) { pthread_mutex_unlock(&g_lock); }
  * closing would end the parent's sessions on the server). */
 static void after_fork_child(void) {
   pthread_mutex_init(&g_lock, NULL);
-  pthread_cond_init(&g_cv, NULL);
-  pthread_cond_init(&g_service, NULL);
+  init_cond(&g_cv);
+  init_cond(&g_service);
   g_service_started = 0;
   g_pools = NULL;
   g_jobs = NULL;

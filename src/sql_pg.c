@@ -544,64 +544,6 @@ static int pg_step(void *cursor, char *err, size_t errlen) {
   }
 }
 
-/* An integer as the server writes it ([-]digits): faster than strtoll, which
- * showed in profiles of large answers. 0 when it is not one or does not fit. */
-static int parse_int(const char *s, size_t len, long long *out) {
-  size_t i = 0;
-  int neg = 0;
-  unsigned long long v = 0;
-  if (len > 0 && s[0] == '-') {
-    neg = 1;
-    i = 1;
-  }
-  if (len == i || len - i > 19) return 0;
-  for (; i < len; i++) {
-    unsigned int d = (unsigned int)((unsigned char)s[i]) - (unsigned int)'0';
-    if (d > 9) return 0;
-    v = v * 10 + d;
-  }
-  if (neg) {
-    if (v > (unsigned long long)LLONG_MAX + 1ULL) return 0;
-    *out = v == (unsigned long long)LLONG_MAX + 1ULL ? LLONG_MIN : -(long long)v;
-  } else {
-    if (v > (unsigned long long)LLONG_MAX) return 0;
-    *out = (long long)v;
-  }
-  return 1;
-}
-
-/* [-]digits[.digits] with at most 15 digits: the integer of its digits is
- * exact in a double and so is 10^k for k <= 22, so one division gives the
- * correctly rounded value (Clinger's fast path), without strtod's cost.
- * 0 for anything else (exponents, NaN, Infinity, more digits): strtod then. */
-static int parse_simple_double(const char *s, size_t len, double *out) {
-  static const double pow10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
-                                  1e12, 1e13, 1e14, 1e15 };
-  size_t i = 0;
-  int neg = 0, digits = 0, frac = -1;
-  long long m = 0;
-  if (len > 0 && s[0] == '-') {
-    neg = 1;
-    i = 1;
-  }
-  for (; i < len; i++) {
-    char c = s[i];
-    if (c >= '0' && c <= '9') {
-      if (++digits > 15) return 0;
-      m = m * 10 + (c - '0');
-      if (frac >= 0) frac++;
-    } else if (c == '.' && frac < 0) {
-      frac = 0;
-    } else {
-      return 0;
-    }
-  }
-  if (digits == 0) return 0;
-  *out = (double)m / pow10[frac > 0 ? frac : 0];
-  if (neg) *out = -*out;
-  return 1;
-}
-
 static void pg_value(void *cursor, int col, bic_sql_value *out) {
   pg_cursor *cur = cursor;
   PGresult *r = cur->batched ? cur->batch : cur->row;
@@ -615,11 +557,11 @@ static void pg_value(void *cursor, int col, bic_sql_value *out) {
   len = (size_t)PQgetlength(r, ri, col);
   switch (PQftype(r, col)) {
   case 20: case 21: case 23: case 26:
-    if (parse_int(s, len, &out->i)) { out->kind = BIC_SQL_INT; return; }
+    if (bic_sql_parse_int(s, len, &out->i)) { out->kind = BIC_SQL_INT; return; }
     break;
   case 700: case 701: {
     char *end;
-    if (parse_simple_double(s, len, &out->d)) { out->kind = BIC_SQL_DOUBLE; return; }
+    if (bic_sql_parse_decimal(s, len, &out->d)) { out->kind = BIC_SQL_DOUBLE; return; }
     out->d = strtod(s, &end);
     if (end != s && *end == '\0') { out->kind = BIC_SQL_DOUBLE; return; }
     break;

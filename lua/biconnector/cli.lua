@@ -13,6 +13,11 @@ Commands:
                       (default 127.0.0.1:8080)
   serve sqlite:///PATH.db [--tables GLOBS] [--token-file FILE | --no-auth] [...]
                       serve a database with no Lua (token from BICONNECTOR_TOKEN)
+  serve TARGET --app --public-url https://HOST [--tls-cert FILE --tls-key FILE]
+                      also be the portal's local application: installed from the portal,
+                      it registers the connector, source and tables itself (docs/app.md)
+  login [--portal NAME] [--listen HOST:PORT]
+                      obtain the application's tokens through OAuth (docs/app.md)
   verify URL [--setting CODE=VALUE]... [--body form|json|both] [--json]
                       play Bitrix24 against a connector and report every deviation
   register FILE --base-url URL [--setting CODE=VALUE]... [--table CODE]... [--dry-run]
@@ -33,6 +38,7 @@ local commands = {
   call = "biconnector.cli_call",
   verify = "biconnector.verify",
   register = "biconnector.register",
+  login = "biconnector.login",
 }
 
 local function module_exists(name)

@@ -16,7 +16,7 @@ Environment:
   BITRIX24_WEBHOOK=https://PORTAL/rest/USER_ID/CODE/         an incoming webhook, or
   BITRIX24_PORTAL, BITRIX24_ACCESS_TOKEN                      an application's token, with
   BITRIX24_REFRESH_TOKEN, BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET to renew it,
-  BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE (keeps renewed tokens), BITRIX24_CA_FILE
+  BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS (keeps renewed tokens), BITRIX24_CA_FILE
 ]]
 
 -- The client options the environment describes, or nil, message.
@@ -25,19 +25,26 @@ function _M.options_from_env(getenv)
   local o = { ca_file = getenv("BITRIX24_CA_FILE") }
   if getenv("BITRIX24_WEBHOOK") then
     o.webhook = getenv("BITRIX24_WEBHOOK")
-  elseif getenv("BITRIX24_PORTAL") then
-    o.portal = getenv("BITRIX24_PORTAL")
-    o.access_token = getenv("BITRIX24_ACCESS_TOKEN")
-    o.refresh_token = getenv("BITRIX24_REFRESH_TOKEN")
-    o.client_id, o.client_secret = getenv("BITRIX24_CLIENT_ID"), getenv("BITRIX24_CLIENT_SECRET")
-    o.oauth_url = getenv("BITRIX24_OAUTH_URL")
-    local file = getenv("BITRIX24_TOKENS_FILE")
-    if file then o.store = tokens.file(file) end
-    if not o.access_token and not (o.store and o.store:get()) then
-      return nil, "BITRIX24_PORTAL needs BITRIX24_ACCESS_TOKEN (or BITRIX24_TOKENS_FILE holding tokens)"
-    end
-  else
+    return o
+  end
+  local store, serr = tokens.from_env(getenv)
+  if serr and not store then return nil, serr end
+  local held = store and store:get()
+  held = type(held) == "table" and held or {}
+  o.portal = getenv("BITRIX24_PORTAL")
+  -- an application installed through `serve --app` keeps its portal beside the tokens
+  if not o.portal and held.access_token and type(held.client_endpoint) == "string" then o.client_endpoint = held.client_endpoint end
+  if not o.portal and not o.client_endpoint then
     return nil, "set BITRIX24_WEBHOOK, or BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN"
+      .. " (or BITRIX24_TOKENS_FILE / BITRIX24_TOKENS_REDIS holding an installed application's tokens)"
+  end
+  o.access_token = getenv("BITRIX24_ACCESS_TOKEN")
+  o.refresh_token = getenv("BITRIX24_REFRESH_TOKEN")
+  o.client_id, o.client_secret = getenv("BITRIX24_CLIENT_ID"), getenv("BITRIX24_CLIENT_SECRET")
+  o.oauth_url = getenv("BITRIX24_OAUTH_URL")
+  o.store = store
+  if not o.access_token and not held.access_token then
+    return nil, "BITRIX24_PORTAL needs BITRIX24_ACCESS_TOKEN (or BITRIX24_TOKENS_FILE / BITRIX24_TOKENS_REDIS holding tokens)"
   end
   return o
 end

@@ -64,6 +64,12 @@ function _M.fields(fields)
   return concat(parts)
 end
 
+-- A message line: UTC time, LEVEL, the quoted message, then the fields
+-- (`serve`'s connector messages, the application's, its helper processes').
+function _M.message(level, message, fields)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ") .. " " .. tostring(level):upper() .. " " .. quote(message) .. _M.fields(fields)
+end
+
 -- The access line without its time: remote, method, path, endpoint, table,
 -- status, rows, bytes, duration, and `end=` when the answer did not end well.
 function _M.access(req, status, info, bytes, ms, how)

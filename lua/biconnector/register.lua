@@ -138,8 +138,9 @@ local function connection_of(settings)
   return connection
 end
 
--- The tables the connector file serves with these settings: { {code, title}, ... }.
-local function served_tables(c, settings)
+-- The tables the connector file serves with these settings: { {code, title}, ... }
+-- (also for `serve --app`, whose --app-tables registers every one).
+function _M.served_tables(c, settings)
   local tables, err = ask(c, "table_list", { searchString = "", connection = connection_of(settings) })
   if not tables then return nil, err end
   if type(tables) ~= "table" then return nil, "the connector's table_list answered no JSON array" end
@@ -495,7 +496,7 @@ function _M.run(opts)
       return nil, (#wanted > 0 and "--table" or "--prune") .. " needs a source: give its --setting values (or --source-title)", "usage"
     end
     local err
-    served, err = served_tables(c, settings)
+    served, err = _M.served_tables(c, settings)
     if not served then return nil, err end
     for i, d in ipairs(wanted) do
       step(opts, "asking the connector file for table %s (%d of %d)", tostring(d.table), i, #wanted)

@@ -513,6 +513,11 @@ function Client:renew(failed_token)
     for k, v in pairs(data) do fresh[k] = v end
     -- a server that does not rotate refresh tokens leaves it out: keep ours
     if type(fresh.refresh_token) ~= "string" or fresh.refresh_token == "" then fresh.refresh_token = refresh end
+    -- what the store held beside the tokens and the answer does not name stays
+    -- (an installation's application_token, its portal: biconnector.app)
+    if type(current) == "table" then
+      for k, v in pairs(current) do if fresh[k] == nil then fresh[k] = v end end
+    end
     local saved, serr = store:set(fresh)
     self:use_tokens(fresh)
     self.counters.renewals = self.counters.renewals + 1

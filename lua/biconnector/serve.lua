@@ -52,7 +52,23 @@ Options:
                        localhost and the --listen host (any other is 403: DNS rebinding);
                        repeatable, or comma-separated
   --metrics            also answer GET PREFIX/metrics (Prometheus text format, all workers)
+  --tls-cert FILE      serve HTTPS with this PEM certificate chain (TLS 1.2 and 1.3; re-read on SIGHUP)
+  --tls-key FILE       its PEM private key
   -h, --help           show this help
+
+The Bitrix24 application (docs/app.md):
+  --app                also be the portal's local application: POST PREFIX/app/install takes the
+                       installation callback, PREFIX/app/event the uninstall; the connector, its
+                       source and tables are registered in the portal (tokens: BITRIX24_TOKENS_FILE
+                       or BITRIX24_TOKENS_REDIS; client_id/secret: BITRIX24_CLIENT_ID/_SECRET)
+  --public-url URL     the https:// address Bitrix24 reaches this server at (required with --app)
+  --portal NAME        accept installations from this portal only (example.bitrix24.com)
+  --client-id-file FILE, --client-secret-file FILE  the application's client_id/client_secret
+                       (instead of the environment; re-read on SIGHUP)
+  --source-settings FILE  a connector file's setting values for the source (a JSON object)
+  --app-tables         also register a table for every served table
+  --app-rebind         let an installation from another portal replace the current one
+  --app-uninstall-delete  on uninstall, also try to delete what was registered
 ]]
 
 _M.ENDPOINTS = {
@@ -102,6 +118,29 @@ function _M.default_workers()
   return n
 end
 
+-- --app and HTTPS (docs/app.md): switches and options taking a value.
+local APP_FLAGS = { ["--app"] = "app", ["--app-tables"] = "app_tables", ["--app-rebind"] = "app_rebind",
+  ["--app-uninstall-delete"] = "app_uninstall_delete" }
+local APP_VALUES = { ["--public-url"] = "public_url", ["--portal"] = "portal", ["--client-id-file"] = "client_id_file",
+  ["--client-secret-file"] = "client_secret_file", ["--source-settings"] = "source_settings",
+  ["--tls-cert"] = "tls_cert_file", ["--tls-key"] = "tls_key_file" }
+
+-- What --app and the TLS options need of each other -> nil | message
+local function app_usage(o)
+  if (o.tls_cert_file == nil) ~= (o.tls_key_file == nil) then return "--tls-cert and --tls-key go together" end
+  if not o.app then
+    for flag, key in pairs(APP_FLAGS) do if o[key] then return flag .. " applies with --app" end end
+    for flag, key in pairs(APP_VALUES) do
+      if o[key] and not key:match("^tls_") then return flag .. " applies with --app" end
+    end
+    return nil
+  end
+  if not o.public_url then return "--app needs --public-url https://... (the address Bitrix24 reaches this server at)" end
+  if o.no_auth then return "--app serves the connector to the internet: not with --no-auth (give it a token)" end
+  if o.dev then return "--app and --dev do not go together (the dev page is for a developer's machine)" end
+  return nil
+end
+
 -- args (after "serve") -> options | nil, err
 function _M.parse_args(args)
   local o = { host = "127.0.0.1", port = 8080, workers = _M.default_workers(), prefix = "" }
@@ -134,6 +173,12 @@ function _M.parse_args(args)
       o.dev = true
     elseif name == "--metrics" then
       o.metrics = true
+    elseif APP_FLAGS[name] then
+      o[APP_FLAGS[name]] = true
+    elseif APP_VALUES[name] then
+      local v = value()
+      if not v or v == "" then return nil, name .. " needs a value" end
+      o[APP_VALUES[name]] = v
     elseif name == "--listen" then
       local v = value()
       if not v then return nil, "--listen needs a value" end
@@ -188,6 +233,8 @@ function _M.parse_args(args)
   if o.allow_hosts and not (o.no_auth or o.dev) then
     return nil, "--allow-host applies with --no-auth or --dev (the Host rule of docs/security.md)"
   end
+  local app_err = app_usage(o)
+  if app_err then return nil, app_err end
   return o
 end
 
@@ -205,8 +252,7 @@ end
 -- Messages from the connector (opts.log): level, message, then key=value fields.
 -- A field called `connection` is dropped: setting values never reach the log.
 local function connector_log(level, message, fields)
-  log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"), tostring(level):upper(),
-    logline.quote(message) .. logline.fields(fields) })
+  log_line({ logline.message(level, message, fields) })
 end
 
 -- What the data handler handed back to release (info.close, see
@@ -257,8 +303,16 @@ function _M.handler(connector, opts)
     end
     if not quiet then access_log(req, status, info, bytes, started, how) end
   end
+  local app = opts.app_instance
   return function(req)
     local started = process.clock()
+    if app and app.paths[req.path] then -- the Bitrix24 application (biconnector.app)
+      local status, headers, body, after = app:handle(req)
+      return status, headers, body, function(how)
+        finished(req, status, { endpoint = "app" }, #body, started, how, status >= 500)
+        if after then after(how) end
+      end
+    end
     if metrics and req.path == metrics_path then
       local get = req.method == "GET" or req.method == "HEAD"
       local text = get and metrics:render()
@@ -354,11 +408,14 @@ function _M.load_connector(o)
     pool_size = o.pool_size, pool_wait = o.pool_wait, answer_timeout = o.answer_timeout })
 end
 
--- The four URLs to register, for a listening address and a prefix.
-function _M.urls(host, port, prefix)
-  local h = host:find(":", 1, true) and ("[" .. host .. "]") or host
-  if h == "0.0.0.0" or h == "[::]" then h = "127.0.0.1" end
-  local base = format("http://%s:%d%s", h, port, prefix or "")
+-- The four URLs to register, for a listening address and a prefix (or a
+-- whole base URL: --public-url with the prefix).
+function _M.urls(host, port, prefix, scheme, base)
+  if not base then
+    local h = host:find(":", 1, true) and ("[" .. host .. "]") or host
+    if h == "0.0.0.0" or h == "[::]" then h = "127.0.0.1" end
+    base = format("%s://%s:%d%s", scheme or "http", h, port, prefix or "")
+  end
   local list = {}
   for i, e in ipairs(_M.ENDPOINTS) do list[i] = { e[1], base .. e[2] } end
   return list, base
@@ -378,7 +435,21 @@ local function server_options(o, handler, fd)
     connections = o.connections, grace = o.grace,
     max_bodies = o.max_bodies, request_timeout = o.request_timeout, per_address = o.per_address,
     refused = not o.quiet and refused_log or nil,
+    tls_cert = o.tls and o.tls.cert, tls_key = o.tls and o.tls.key,
   }
+end
+
+-- --tls-cert and --tls-key: both files read whole -> {cert, key} | nil, message
+function _M.read_tls(o)
+  local pair = {}
+  for _, k in ipairs({ "cert", "key" }) do
+    local path = o["tls_" .. k .. "_file"]
+    local f, err = io.open(path, "rb")
+    if not f then return nil, format("--tls-%s: %s", k, tostring(err)) end
+    pair[k] = f:read("*a") or ""
+    f:close()
+  end
+  return pair
 end
 
 local function now_utc() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
@@ -395,6 +466,8 @@ end
 -- it in for the answers that start from now on; one that fails to load keeps
 -- the connector already loaded, and the log says why.
 local function reload(o, live, who)
+  -- the application registers again from the master (or the single process), not from every worker
+  if o.app_instance then o.app_instance:reload(who ~= "worker") end
   local ok, connector = pcall(_M.load_connector, o)
   if not ok then
     log_line({ now_utc(), who, tostring(process.getpid()),
@@ -405,6 +478,21 @@ local function reload(o, live, who)
   -- a database URL may carry a password (user:password@): never into the log
   log_line({ now_utc(), who, tostring(process.getpid()), "reloaded", masked(o.file) })
   return true
+end
+
+-- SIGHUP with --tls-cert: the files again (a renewed certificate), for the
+-- handshakes from now on; a pair that does not load keeps the current one.
+local function reload_tls(o, srv, who)
+  local pair, err = _M.read_tls(o)
+  local ok
+  if pair then ok, err = srv:tls(pair.cert, pair.key) end
+  if ok then
+    o.tls = pair
+    log_line({ now_utc(), who, tostring(process.getpid()), "certificate reloaded from", o.tls_cert_file })
+  else
+    log_line({ now_utc(), who, tostring(process.getpid()), "certificate reload failed, keeping the one loaded:",
+      logline.quote(tostring(err)) })
+  end
 end
 
 -- Serves on the inherited listening socket until SIGTERM/SIGINT (reloading on
@@ -419,10 +507,17 @@ local function serve_process(o, handler, fd, live)
     return 1
   end
   local reason
+  local app = o.app_instance
   repeat
-    reason = srv:run()
-    if reason == "HUP" then reload(o, live, o.workers > 1 and "worker" or "serve") end
-  until reason ~= "HUP"
+    -- with --app, a tick every second reaps the application's helper processes
+    reason = srv:run(app and 1 or nil)
+    if reason == "HUP" then
+      local who = o.workers > 1 and "worker" or "serve"
+      reload(o, live, who)
+      if o.tls then reload_tls(o, srv, who) end
+    end
+    if app then app:tick() end
+  until reason ~= "HUP" and reason ~= "timeout"
   srv:close()
   if o.workers > 1 then
     log_line({ os.date("!%Y-%m-%dT%H:%M:%SZ"), "worker", tostring(process.getpid()),
@@ -485,7 +580,8 @@ local function supervise(o, handler, fd, live)
         -- the master checks the file first: a broken one is logged once and the
         -- workers keep theirs; a good one is what restarted workers get, and each
         -- running worker loads it too, between two answers
-        if reload(o, live, "master") then
+        -- (with --tls-cert the workers re-read the certificate whatever the connector did)
+        if reload(o, live, "master") or o.tls then
           for pid in pairs(workers) do process.kill(pid, "HUP") end
         end
       end
@@ -541,6 +637,23 @@ function _M.main(args)
     stderr:write("biconnector serve: ", tostring(connector), "\n")
     return 1
   end
+  if o.tls_cert_file then -- checked here, once, rather than by every worker
+    local pair, terr = _M.read_tls(o)
+    if pair then ok, terr = server.check_tls(pair.cert, pair.key) end
+    if not (pair and ok) then
+      stderr:write("biconnector serve: --tls-cert ", o.tls_cert_file, ", --tls-key ", o.tls_key_file, ": ", tostring(terr), "\n")
+      return 1
+    end
+    o.tls = pair
+  end
+  if o.app then
+    local app, aerr = require("biconnector.app").new(o, connector_log)
+    if not app then
+      stderr:write("biconnector serve: ", aerr, "\n")
+      return 2
+    end
+    o.app_instance = app
+  end
   local fd, port = server.listen(o.host, o.port)
   if not fd then
     stderr:write("biconnector serve: ", port, "\n")
@@ -549,7 +662,8 @@ function _M.main(args)
   -- signals are trapped before the "listening on" line: whoever reads it may stop us at once
   process.trap("TERM", "INT", "PIPE", "HUP")
   if o.workers > 1 then process.trap("CHLD") end
-  local urls, base = _M.urls(o.host, port, o.prefix)
+  local scheme = o.tls and "https" or "http"
+  local urls, base = _M.urls(o.host, port, o.prefix, scheme)
   local dev_link, dev_wrap
   if o.dev then -- the page and its helper endpoints (biconnector.dev): nothing of it without --dev
     local dev = require "biconnector.dev"
@@ -571,11 +685,19 @@ function _M.main(args)
     stdout:write(o.no_auth and "no authentication (--no-auth)\n"
       or "Bitrix24 must send the token in the connector setting `token`\n")
   end
-  stdout:write(format("listening on http://%s:%d\n", o.host:find(":", 1, true) and ("[" .. o.host .. "]") or o.host, port))
-  stdout:write("Register these URLs in Bitrix24 (", base, "):\n")
+  stdout:write(format("listening on %s://%s:%d\n", scheme, o.host:find(":", 1, true) and ("[" .. o.host .. "]") or o.host, port))
+  if o.app_instance then
+    urls, base = _M.urls(nil, nil, nil, nil, o.app_instance.cfg.base_url)
+    stdout:write("The connector's URLs (the application registers them; --public-url):\n")
+  else
+    stdout:write("Register these URLs in Bitrix24 (", base, "):\n")
+  end
   for _, u in ipairs(urls) do stdout:write(format("  %-20s %s\n", u[1], u[2])) end
+  if o.app_instance then
+    for _, line in ipairs(o.app_instance:banner()) do stdout:write(line, "\n") end
+  end
 
-  if o.host == "0.0.0.0" or o.host == "::" then
+  if (o.host == "0.0.0.0" or o.host == "::") and not o.app_instance then
     stdout:write("  (listening on every interface: put the address Bitrix24 reaches in place of 127.0.0.1)\n")
   end
   if o.no_auth or o.dev then
@@ -598,6 +720,8 @@ function _M.main(args)
   if o.no_auth or o.dev then -- every endpoint behind the Host rule (DNS rebinding)
     handler = require("biconnector.dev").host_guard(handler, { names = host_names(o), quiet = o.quiet })
   end
+  -- an installation the store already holds is registered again (changing nothing already right)
+  if o.app_instance then o.app_instance:start() end
   local code
   if o.workers > 1 then
     code = supervise(o, handler, fd, live)

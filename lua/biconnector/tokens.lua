@@ -139,4 +139,53 @@ function _M.redis(opts)
   return require("biconnector.tokens_redis").new(opts)
 end
 
+-- store:beside(suffix): a store of the same kind next to this one (another
+-- file, another key), for a lock of its own: `serve --app` registers under
+-- one that is not the renewal lock, which a renewal inside the registration takes.
+function Memory:beside() return _M.memory() end
+function File:beside(suffix) return _M.file(self.path .. suffix) end
+function Shared:beside(suffix)
+  return _M.ngx_shared(self.dict, self.key .. suffix, { lock_exptime = self.lock_exptime, lock_timeout = self.lock_timeout })
+end
+
+-- redis://[:PASSWORD@]HOST[:PORT][/DB] -> tokens.redis options, or nil, message
+-- (the message never holds the password)
+function _M.parse_redis_url(url, key)
+  local rest = type(url) == "string" and url:match("^redis://(.+)$")
+  if not rest then return nil, "expected redis://[:PASSWORD@]HOST[:PORT][/DB]" end
+  local password
+  local auth, after = rest:match("^(.*)@([^@]*)$")
+  if auth then
+    password, rest = auth:match("^[^:]*:(.*)$") or auth, after
+    password = password:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+  end
+  local hostport, db = rest:match("^([^/]+)/?(%d*)$")
+  if not hostport then return nil, "expected redis://[:PASSWORD@]HOST[:PORT][/DB], the DB a number" end
+  local host, port = hostport:match("^%[(.+)%]:?(%d*)$")
+  if not host then host, port = hostport:match("^([^:]+):?(%d*)$") end
+  if not host then return nil, "no host in the redis URL" end
+  return { host = host, port = tonumber(port) or 6379, db = tonumber(db), password = password ~= "" and password or nil,
+    key = key or "biconnector:tokens" }
+end
+
+-- The token store the environment names (the commands' shared convention):
+-- BITRIX24_TOKENS_FILE=PATH, or BITRIX24_TOKENS_REDIS=redis://[:PASSWORD@]HOST[:PORT][/DB]
+-- with BITRIX24_TOKENS_KEY (default biconnector:tokens). -> store, what it is
+-- (for messages: no password) | nil (none named) | nil, message
+function _M.from_env(getenv)
+  getenv = getenv or os.getenv
+  local file, redis = getenv("BITRIX24_TOKENS_FILE"), getenv("BITRIX24_TOKENS_REDIS")
+  if file and file ~= "" and redis and redis ~= "" then
+    return nil, "BITRIX24_TOKENS_FILE and BITRIX24_TOKENS_REDIS name two token stores: choose one"
+  end
+  if file and file ~= "" then return _M.file(file), "file " .. file end
+  if redis and redis ~= "" then
+    local opts, err = _M.parse_redis_url(redis, getenv("BITRIX24_TOKENS_KEY"))
+    if not opts then return nil, "BITRIX24_TOKENS_REDIS: " .. err end
+    local store = _M.redis(opts)
+    return store, ("redis %s:%d key %s"):format(opts.host, opts.port, opts.key)
+  end
+  return nil
+end
+
 return _M

@@ -124,6 +124,13 @@ function _M.new(opts)
   }, Store)
 end
 
+-- Another key beside this one, on the same Redis (tokens.lua, File:beside).
+function Store:beside(suffix)
+  return _M.new({ key = self.key .. suffix, host = self.host, port = self.port, password = self.password,
+    db = self.db, timeout = self.timeout, lock_ttl = self.lock_ttl, lock_timeout = self.lock_timeout,
+    pool_size = self.pool_size })
+end
+
 function Store:where()
   return format("redis %s:%d", self.host, self.port)
 end

@@ -42,9 +42,14 @@ local DEFAULTS = {
   operating_limit = 480,
   page_size = 50,
   oauth_hold = nil,                     -- seconds: hold the next renewal unanswered, then drop it unprocessed
+  member_id = "localmember",            -- this portal's id (installation, renewal and code answers)
+  redirect_uri = nil,                   -- the application's handler path: /oauth/authorize/ sends the browser there
+  ca_file = nil,                        -- a CA the portal trusts when it calls an https:// application or connector
+  uninstall_revokes = true,             -- uninstalling revokes the application's tokens, as Bitrix24 does
 }
 
 local config, state, stats, faults, port
+local install_app, uninstall_app, fetch_endpoint -- the application's side (below)
 
 local function reset(overrides)
   config = {}
@@ -54,6 +59,8 @@ local function reset(overrides)
     connectors = {}, sources = {}, datasets = {}, items = {},
     next_id = { connector = 0, source = 0, dataset = 0, field = 0, item = 0 },
     access = {}, refresh = {}, token_seq = 0,
+    app = { handlers = {} },            -- the installed application: application_token, event handlers
+    codes = {},                         -- OAuth authorization codes: code -> expiry time
     expire_after = nil,                 -- calls left before all access tokens expire
     operating = {},                     -- method -> {value, reset_at}
     bucket = 0, bucket_at = now(),
@@ -426,21 +433,46 @@ end
 -- connector's urlCheck when a source is created or its settings change, and
 -- refuses the source unless the answer is 200 with a non-empty body; its error
 -- says no more than the code and "Cannot create connection.".
-local function url_check(connector, settings, code, text)
-  if not config.url_check then return end
-  local http, ltn12 = require "socket.http", require "ltn12"
+-- A form POST from the portal to an application or a connector, as Bitrix24's
+-- backend sends it (https:// trusting config.ca_file). -> status (or nil, err), body
+local function post_form(url, body)
+  local ltn12 = require "ltn12"
+  local answer = {}
+  local reqt = {
+    url = url, method = "POST", source = ltn12.source.string(body), sink = ltn12.sink.table(answer),
+    headers = { ["content-type"] = "application/x-www-form-urlencoded", ["content-length"] = tostring(#body) },
+  }
+  local ok, status
+  if url:match("^https:") then
+    local https = require "ssl.https"
+    https.TIMEOUT = 10
+    reqt.verify, reqt.cafile, reqt.protocol = config.ca_file and "peer" or "none", config.ca_file, "any"
+    reqt.options = { "all", "no_sslv2", "no_sslv3" }
+    ok, status = https.request(reqt)
+  else
+    local http = require "socket.http"
+    http.TIMEOUT = 10
+    ok, status = http.request(reqt)
+  end
+  if not ok then return nil, tostring(status) end
+  return status, table.concat(answer)
+end
+
+-- connection[CODE]=VALUE for a source's settings (sorted, as a form).
+local function connection_form(settings)
   local parts = {}
   for k, v in pairs(settings) do parts[#parts + 1] = "connection[" .. form_escape(k) .. "]=" .. form_escape(v) end
   table.sort(parts)
-  local body, answer = table.concat(parts, "&"), {}
-  http.TIMEOUT = 10
-  local ok, status = http.request {
-    url = connector.urlCheck, method = "POST", source = ltn12.source.string(body), sink = ltn12.sink.table(answer),
-    headers = { ["content-type"] = "application/x-www-form-urlencoded", ["content-length"] = tostring(#body) },
-  }
+  return table.concat(parts, "&")
+end
+
+local function url_check(connector, settings, code, text)
+  if not config.url_check then return end
+  local body = connection_form(settings)
+  local status, answer = post_form(connector.urlCheck, body)
   stats.url_checks = stats.url_checks or array {}
-  stats.url_checks[#stats.url_checks + 1] = { url = connector.urlCheck, body = body, status = ok and status or tostring(status) }
-  if not ok or status ~= 200 or table.concat(answer) == "" then fail(code, text) end
+  stats.url_checks[#stats.url_checks + 1] = { url = connector.urlCheck, body = body, status = status or tostring(answer) }
+  if status ~= 200 or answer == "" then fail(code, text) end
 end
 
 methods["biconnector.source.add"] = function(params)
@@ -693,6 +725,36 @@ methods["server.time"] = function() return os.date("!%Y-%m-%dT%H:%M:%S+00:00") e
 methods["test.echo"] = function(params) return params end
 methods["test.chunked"] = function() return { chunked = true, text = ("chunk"):rep(100) } end -- answered chunked
 
+-- event.bind / event.get / event.unbind (api-reference/events/): an application's only
+local function app_only(ctx)
+  if ctx.webhook then fail_top("WRONG_AUTH_TYPE", "Current authorization type is denied for this method", 401) end
+end
+methods["event.bind"] = function(params, ctx)
+  app_only(ctx)
+  local event, handler = tostring(params.event or ""):upper(), params.handler
+  if event == "" or type(handler) ~= "string" or handler == "" then fail_top("ERROR_EVENT_NOT_FOUND", "Event not found", 400) end
+  for _, h in ipairs(state.app.handlers) do
+    if h.event == event and h.handler == handler then fail_top("", "Handler already binded", 400) end
+  end
+  state.app.handlers[#state.app.handlers + 1] = { event = event, handler = handler, auth_type = 0, offline = 0 }
+  return true
+end
+methods["event.get"] = function(_, ctx)
+  app_only(ctx)
+  return array(copy(state.app.handlers))
+end
+methods["event.unbind"] = function(params, ctx)
+  app_only(ctx)
+  local kept, removed = {}, 0
+  for _, h in ipairs(state.app.handlers) do
+    if h.event == tostring(params.event or ""):upper() and (params.handler == nil or params.handler == h.handler) then
+      removed = removed + 1
+    else kept[#kept + 1] = h end
+  end
+  state.app.handlers = kept
+  return { count = removed }
+end
+
 -------------------------------------------------------------------------------
 -- batch
 local function resolve_refs(v, results)
@@ -791,7 +853,7 @@ end
 -- HTTP plumbing
 local function parse_query(q) return J.form_decode(q or "") end
 
-local STATUS_TEXT = { [200] = "OK", [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
+local STATUS_TEXT = { [200] = "OK", [302] = "Found", [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
   [404] = "Not Found", [429] = "Too Many Requests", [500] = "Internal Server Error", [503] = "Service Unavailable" }
 
 local function json_answer(status, body) return { status = status, body = J.encode(body) } end
@@ -832,23 +894,51 @@ local function handle_oauth(req)
   end
   local q = parse_query(req.query)
   if req.body and #req.body > 0 then for k, v in pairs(parse_query(req.body)) do q[k] = v end end
-  if q.grant_type ~= "refresh_token" then return error_answer("invalid_request", "grant_type must be refresh_token", 400) end
+  if q.grant_type ~= "refresh_token" and q.grant_type ~= "authorization_code" then
+    return error_answer("invalid_request", "grant_type must be refresh_token or authorization_code", 400)
+  end
   if q.client_id ~= config.client_id or q.client_secret ~= config.client_secret then
     stats.renewal_failures = stats.renewal_failures + 1
     return error_answer("invalid_client", "invalid client", 401)
   end
-  local r = state.refresh[q.refresh_token or ""]
-  if not r or r.used then
-    stats.renewal_failures = stats.renewal_failures + 1
-    return error_answer("invalid_grant", "refresh token is invalid or was already used", 400)
+  if q.grant_type == "authorization_code" then
+    local expiry = state.codes[q.code or ""]
+    state.codes[q.code or ""] = nil -- single use
+    if not expiry or expiry < now() then
+      stats.code_failures = (stats.code_failures or 0) + 1
+      return error_answer("invalid_grant", "the authorization code is invalid or expired", 400)
+    end
+    stats.codes_exchanged = (stats.codes_exchanged or 0) + 1
+  else
+    local r = state.refresh[q.refresh_token or ""]
+    if not r or r.used then
+      stats.renewal_failures = stats.renewal_failures + 1
+      return error_answer("invalid_grant", "refresh token is invalid or was already used", 400)
+    end
+    r.used = true
+    stats.renewals = stats.renewals + 1
   end
-  r.used = true
-  stats.renewals = stats.renewals + 1
   local access, refresh = issue_tokens()
   local base = "http://127.0.0.1:" .. port .. "/rest/"
+  -- as oauth.bitrix.info answers: `domain` is the OAuth server's own name
   return json_answer(200, { access_token = access, refresh_token = refresh, expires_in = 3600,
     expires = math.floor(os.time() + 3600), client_endpoint = base, server_endpoint = "http://127.0.0.1:" .. port .. "/oauth/rest/",
-    member_id = "localmember", scope = "biconnector,user", user_id = 1, domain = "127.0.0.1:" .. port, status = "L" })
+    member_id = config.member_id, scope = "biconnector,user", user_id = 1, domain = "oauth.bitrix.info", status = "L" })
+end
+
+-- GET /oauth/authorize/?client_id=...&state=...: the user is logged in; the
+-- browser goes to the application's handler path with a code (30 seconds).
+local function handle_authorize(req)
+  local q = parse_query(req.query)
+  if q.client_id ~= config.client_id then return error_answer("invalid_client", "no such application here", 400) end
+  if not config.redirect_uri then return error_answer("invalid_request", "the application has no handler path", 400) end
+  local code = ("code%dx%d"):format(state.token_seq + 1, math.random(1e6, 9e6))
+  state.token_seq = state.token_seq + 1
+  state.codes[code] = now() + 30
+  local target = config.redirect_uri .. (config.redirect_uri:find("?", 1, true) and "&" or "?") ..
+    ("code=%s&state=%s&domain=%s&member_id=%s&scope=%s&server_domain=%s"):format(form_escape(code), form_escape(q.state or ""),
+      form_escape("127.0.0.1:" .. port), form_escape(config.member_id), form_escape("biconnector,user"), "oauth.bitrix.info")
+  return { status = 302, body = "", headers = { Location = target } }
 end
 
 local function by_string_id(store)
@@ -856,6 +946,87 @@ local function by_string_id(store)
   for id, obj in pairs(store) do t[tostring(id)] = obj keys[#keys + 1] = tostring(id) end
   table.sort(keys)
   return J.object(t, keys)
+end
+
+-- PHP bracket form of a nested table (Bitrix24's own encoding of the callback).
+local function php_form(t, prefix, out)
+  out = out or {}
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(x, y) return tostring(x) < tostring(y) end)
+  for _, k in ipairs(keys) do
+    local name = prefix and (prefix .. "[" .. form_escape(k) .. "]") or form_escape(k)
+    if type(t[k]) == "table" then php_form(t[k], name, out) else out[#out + 1] = name .. "=" .. form_escape(t[k]) end
+  end
+  return out
+end
+
+-- control "install": the administrator saved the local application's form.
+-- The portal issues the application's tokens and POSTs the installation
+-- callback (the ONAPPINSTALL event form) to cmd.url. cmd.auth overrides or,
+-- with the value false, removes auth[...] fields; cmd.event = false leaves
+-- out event, data and ts. -> {status, body, sent (the fields, for the spec)}
+install_app = function(cmd)
+  local access, refresh = issue_tokens()
+  local app_token = cmd.application_token or ("apptok" .. math.random(1e8, 9e8))
+  state.app.application_token = app_token
+  state.app.installed = true
+  state.app.handlers = {} -- a new installation binds its handlers anew
+  local domain = "127.0.0.1:" .. port
+  local auth = { access_token = access, refresh_token = refresh, expires = tostring(math.floor(os.time() + 3600)),
+    expires_in = "3600", scope = "biconnector,user", domain = domain, server_endpoint = "https://oauth.bitrix.info/rest/",
+    status = "L", client_endpoint = "http://" .. domain .. "/rest/", member_id = config.member_id,
+    application_token = app_token, user_id = "1" }
+  for k, v in pairs(cmd.auth or {}) do if v == false then auth[k] = nil else auth[k] = v end end
+  local fields = { auth = auth }
+  if cmd.event ~= false then
+    fields.event = "ONAPPINSTALL"
+    fields.data = { VERSION = "1", ACTIVE = "Y", INSTALLED = "Y", LANGUAGE_ID = "en" }
+    fields.ts = tostring(os.time())
+  end
+  local status, body = post_form(cmd.url, table.concat(php_form(fields), "&"))
+  stats.installs = (stats.installs or 0) + 1
+  return { status = status or 0, body = body, sent = fields }
+end
+
+-- control "uninstall": ONAPPUNINSTALL to every handler bound for it, carrying
+-- the application_token (cmd.application_token forges another); then the
+-- application's access ends (config.uninstall_revokes). -> {calls = [{url, status, body}]}
+uninstall_app = function(cmd)
+  local calls = array({})
+  for _, h in ipairs(state.app.handlers) do
+    if h.event == "ONAPPUNINSTALL" then
+      local fields = { event = "ONAPPUNINSTALL", data = { LANGUAGE_ID = "en", CLEAN = cmd.clean and "1" or "0" },
+        ts = tostring(os.time()), auth = { domain = "127.0.0.1:" .. port, server_endpoint = "https://oauth.bitrix.info/rest/",
+          client_endpoint = "http://127.0.0.1:" .. port .. "/rest/", member_id = config.member_id,
+          application_token = cmd.application_token or state.app.application_token } }
+      local status, body = post_form(h.handler, table.concat(php_form(fields), "&"))
+      calls[#calls + 1] = { url = h.handler, status = status or 0, body = body }
+    end
+  end
+  if not cmd.keep then
+    state.app = { handlers = {} }
+    if config.uninstall_revokes then
+      for _, t in pairs(state.access) do t.expired = true end
+      for _, r in pairs(state.refresh) do r.used = true end
+    end
+  end
+  return { calls = calls }
+end
+
+-- control "fetch": what BI Builder does with a source: POST to its connector's
+-- registered URL (cmd.endpoint: check, table_list, table_description, data)
+-- with connection[...] from the source's settings and cmd.params. -> {status, body}
+fetch_endpoint = function(cmd)
+  local source = state.sources[tonum(cmd.source_id) or -1]
+  if not source then return { status = 0, body = "no source " .. tostring(cmd.source_id) } end
+  local connector = state.connectors[source.connectorId]
+  local url = connector["url" .. ({ check = "Check", table_list = "TableList", table_description = "TableDescription",
+    data = "Data" })[cmd.endpoint]]
+  local parts = { connection_form(source.settings) }
+  if cmd.params then parts[#parts + 1] = table.concat(php_form(cmd.params), "&") end
+  local status, body = post_form(url, table.concat(parts, "&"))
+  return { status = status or 0, body = body, url = url }
 end
 
 local function handle_control(req)
@@ -883,6 +1054,9 @@ local function handle_control(req)
         urlTableList = "http://x/l", urlTableDescription = "http://x/d", urlData = "http://x/q",
         settings = { { code = "t", name = "T", type = "STRING" } } } })
     end
+  elseif a == "install" then return json_answer(200, install_app(cmd))
+  elseif a == "uninstall" then return json_answer(200, uninstall_app(cmd))
+  elseif a == "fetch" then return json_answer(200, fetch_endpoint(cmd))
   elseif a == "stop" then return { status = 200, body = "{}", stop = true }
   else return error_answer("BAD_CONTROL", "unknown action " .. tostring(a), 400) end
   return json_answer(200, { ok = true })
@@ -1017,6 +1191,7 @@ local function route(req)
   end
   if p:match("^/_control") then return handle_control(req) end
   if p:match("^/oauth/token/?$") then return handle_oauth(req) end
+  if p:match("^/oauth/authorize/?$") then return handle_authorize(req) end
   local rest = p:match("^/rest/(.+)$")
   if rest then return handle_rest(req, rest) end
   return error_answer("NOT_FOUND", "no such path", 404)

@@ -26,16 +26,21 @@
 --   list_columns(conn, name, opts) -> { {name=, type=declared type}, ... } | nil (no such
 --                            table) | nil, message
 --   query_columns(conn, sql) -> the result columns {name=, type=} of a query
---   field_type(declared)  -> field type ("int", "double", "string", "date",
+--   field_type(declared, opts) -> field type ("int", "double", "string", "date",
 --                            "datetime") or nil to leave the column out, and true
 --                            when a filter on such a column pushes down exactly,
 --                            "check" when that depends on the values stored
+--                            (opts: what parse_url returned)
 --   check_column(conn, from, column, ftype) -> (for "check") whether every
 --                            stored value of column (quoted) in from (a quoted
 --                            table or "(query) AS bic_query") is one the
 --                            database compares as filter.match compares the value
 --                            served: true | false, for dates "text" | "epoch" |
 --                            false; or nil, message
+--   dialect_for(q, opts)  -> optional: the dialect of data query q, whose fields
+--                            carry `declared` (the column's declared type; opts:
+--                            what parse_url returned); when absent, dialect
+--                            serves every query
 -- conn is a connection of the source's pool (conn:query(sql, params) -> cursor;
 -- cursor:fetch, cursor:columns, cursor:close): each query runs as a core.sql
 -- job on a thread of its own, and waiting for it never holds up the host (see
@@ -62,6 +67,7 @@ local SCHEMES = {
   sqlite = "biconnector.sql.sqlite",
   postgresql = "biconnector.sql.postgresql", postgres = "biconnector.sql.postgresql",
   mysql = "biconnector.sql.mysql", mariadb = "biconnector.sql.mysql",
+  clickhouse = "biconnector.sql.clickhouse", clickhouses = "biconnector.sql.clickhouse",
 }
 
 -- Whether text looks like a database URL (scheme:...) rather than a file name.
@@ -382,23 +388,38 @@ local function must(result, err, what)
   return result
 end
 
+-- How a stream job hands its rows over: it encodes STREAM_CHUNK bytes between
+-- two hand-overs and holds at most STREAM_CAP ready; a request that finds
+-- nothing ready is suspended until the next hand-over, so they are few and
+-- large.
+local STREAM_CHUNK, STREAM_CAP = 256 * 1024, 1024 * 1024
+
 -- A stream job as the connector's cursor: fill takes the rows the job has
 -- encoded (waiting when it has none yet); errors become failures with a status.
 local function as_cursor(job, tbl)
   return {
+    -- fills enc up to max_bytes (the connector's chunk: LuaJIT maps each string
+    -- of 128 KiB and more from the system afresh) or the end of the rows, as
+    -- a cursor's fill does: a small answer comes whole, in one chunk
     fill = function(_, enc, max_bytes)
-      local before = enc:pending() -- the header row, before the first rows
+      local added_all, nulled_all, column_all, why_all = 0, 0, nil, nil
       while true do
         local room = max_bytes - enc:pending()
         local added, done, nulled, column, why = job:take(enc, room > 0 and room or 1)
         if added == nil then
           error(job_failure(job, format("table %q: reading rows failed", tbl)), 0)
         end
-        if done or enc:pending() > before then
-          async.reset(job)
-          return added, done, nulled, column, why
+        added_all = added_all + added
+        if nulled and nulled > 0 then
+          if nulled_all == 0 then column_all, why_all = column, why end
+          nulled_all = nulled_all + nulled
         end
-        async.wait(job)
+        if done or enc:pending() >= max_bytes then
+          async.reset(job)
+          if nulled_all > 0 then return added_all, done, nulled_all, column_all, why_all end
+          return added_all, done
+        end
+        if added == 0 then async.wait(job) end
       end
     end,
     close = function() job:close() end,
@@ -551,9 +572,10 @@ function Source:describe(code)
   local fields, seen = {}, {}
   for _, col in ipairs(cols) do
     local ov = overrides[col.name]
-    local ftype, exact = self.engine.field_type(col.type)
+    local ftype, exact = self.engine.field_type(col.type, self.open_opts)
     if ov ~= false and (ftype or (type(ov) == "table" and ov.type)) then
-      local f = { code = col.name, name = col.name, type = ftype, column = col.name, exact = exact or false }
+      local f = { code = col.name, name = col.name, type = ftype, column = col.name, exact = exact or false,
+        declared = col.type }
       if type(ov) == "table" then
         if ov.type and ov.type ~= ftype then f.type, f.exact = ov.type, false end
         f.code = ov.code or f.code
@@ -661,7 +683,8 @@ function Source:select_sql(q, codes)
     local pushed
     pushed, complete = split_filter(q.filter, exact_of)
     if pushed then
-      local where, pparams = filter.to_sql(pushed, { dialect = e.dialect, columns = columns, first_param = 1,
+      local where, pparams = filter.to_sql(pushed, { dialect = e.dialect_for and e.dialect_for(q, self.open_opts) or e.dialect,
+        columns = columns, first_param = 1,
         dates = dates })
       if too_big(where, pparams) then
         complete = false
@@ -748,7 +771,8 @@ function Source:data(q)
     for i, c in ipairs(codes) do sub[i] = { code = c, type = fields_of[c].type } end
     local offset = self.datetime_offset
     local enc = core.rows.new(sub, nil, { datetime_offset = offset == true and "Z" or offset })
-    local job, f = self:start(sql, params, "stream", { encoder = enc, key = q.table })
+    local job, f = self:start(sql, params, "stream", { encoder = enc, key = q.table, chunk = STREAM_CHUNK,
+      cap = STREAM_CAP })
     enc:close()
     if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
     return as_cursor(job, q.table), { select = true, filter = true, limit = true }

@@ -1,0 +1,314 @@
+-- biconnector.app_job: the helper process of `serve --app` (biconnector.app
+-- spawns it with the job as JSON on its standard input). It does the REST work
+-- the server must not wait for: registering the connector, its source and
+-- tables (biconnector.register) and the ONAPPUNINSTALL handler; exchanging a
+-- `biconnector login` code; deleting what was registered after an uninstall
+-- (--app-uninstall-delete). Failures are logged with the reason and retried
+-- with backoff (app.RETRY); one job at a time holds the registration lock.
+local core = require "biconnector.core"
+local json = require "biconnector.json"
+local app = require "biconnector.app"
+local logline = require "biconnector.logline"
+
+local process = core.process
+local type, ipairs, tostring, tonumber, pcall = type, ipairs, tostring, tonumber, pcall
+local format = string.format
+
+local _M = {}
+
+local job_name = "-"
+local function log(level, message, fields)
+  fields = fields or {}
+  fields.job, fields.pid = job_name, process.getpid()
+  io.stderr:write(logline.message(level, message, fields), "\n")
+end
+
+-- A failure: `final` when trying again cannot help (a configuration to fix).
+local function failure(message, final) return { message = tostring(message), final = final and true or false } end
+
+local FINAL_CODES = { invalid_client = true, invalid_grant = true, ACCESS_DENIED = true, insufficient_scope = true,
+  NO_AUTH_FOUND = true, expired_token = true, PAYMENT_REQUIRED = true, INVALID_CREDENTIALS = true }
+local HINTS = {
+  insufficient_scope = "tick the permission BI Builder (biconnector) in the application's form, save, and reinstall",
+  ACCESS_DENIED = "the portal refused the application the biconnector methods (its permissions, or a webhook's token)",
+  expired_token = "the access token expired and cannot be renewed: give the client_id/client_secret the application's form shows",
+  invalid_client = "the OAuth server refused the client_id/client_secret: copy them again from the application's form",
+}
+
+local function from_rest(err)
+  local code = type(err) == "table" and err.code
+  local text = tostring(err)
+  if code and HINTS[code] then text = text .. " (" .. HINTS[code] .. ")" end
+  local final = code and (FINAL_CODES[code] or tostring(code):match("^VALIDATION_")) or false
+  return failure(text, final)
+end
+
+-- The registration's client: the installation's tokens from the store (renewed
+-- there, under its lock, when they expire).
+local function client_for(cfg, state, id, secret)
+  local rest = require "biconnector.rest"
+  local client, err = rest.new({ client_endpoint = state.client_endpoint, client_id = id, client_secret = secret,
+    store = cfg.store, oauth_url = cfg.oauth_url, ca_file = cfg.ca_file,
+    log = function(level, message) log(level, message) end })
+  if not client then return nil, failure(err, true) end
+  return client
+end
+
+-- The refresh token renews with this application's client_id and secret only
+-- at the OAuth server, which also tells the portal's member_id: the proof that
+-- an installation callback was genuine (nothing else in it is signed).
+local function verify(cfg, client, state)
+  local ok, err = client:renew(client.tokens.access_token)
+  if not ok then
+    if type(err) == "table" and err.code == "invalid_grant" then
+      app.update(cfg.store, function(current)
+        if current.application_token ~= state.application_token then return nil end
+        return { portal = current.portal, refused_at = os.time() }
+      end)
+      return nil, failure("the OAuth server does not renew this installation's tokens for this application (" ..
+        tostring(err) .. "): the installation callback was not genuine, and its tokens are discarded", true)
+    end
+    return nil, from_rest(err)
+  end
+  local renewed = cfg.store:get() or {}
+  if renewed.member_id ~= state.member_id then
+    app.update(cfg.store, function(current)
+      if current.application_token ~= state.application_token then return nil end
+      return { refused_at = os.time() }
+    end)
+    return nil, failure(format("the OAuth server says these tokens belong to member_id %s, not to the installing portal's %s:"
+      .. " the installation callback was not genuine; its tokens are discarded", tostring(renewed.member_id),
+      tostring(state.member_id)), true)
+  end
+  app.update(cfg.store, function(current)
+    if current.member_id ~= state.member_id then return nil end
+    current.verified_at = os.time()
+    return current
+  end)
+  log("info", "installation verified by the OAuth server", { portal = state.portal })
+  return true
+end
+
+-- The ONAPPUNINSTALL handler (event.bind), once: what event.get lists stays.
+local function bind_uninstall(client, url)
+  local bound, err = client:call("event.get")
+  if bound == nil then return nil, err end
+  for _, h in ipairs(type(bound) == "table" and bound or {}) do
+    if type(h) == "table" and tostring(h.event):upper() == "ONAPPUNINSTALL" and h.handler == url then return "kept" end
+  end
+  local ok, berr = client:call("event.bind", { event = "ONAPPUNINSTALL", handler = url })
+  if ok == nil then return nil, berr end
+  return "bound"
+end
+
+-- The source's settings: a database's token; a connector file's from
+-- --source-settings FILE (a JSON object); none: the connector only.
+local function source_settings(o, c)
+  if o.token and c.source then return { token = o.token } end
+  if o.source_settings then
+    local f, err = io.open(o.source_settings, "rb")
+    if not f then return nil, failure("--source-settings: " .. tostring(err), true) end
+    local value = json.decode(f:read("*a") or "")
+    f:close()
+    if type(value) ~= "table" then return nil, failure("--source-settings: " .. o.source_settings .. " holds no JSON object", true) end
+    return value
+  end
+  if #(c.settings or {}) == 0 then return {} end
+  return false
+end
+
+local function register_once(job, cfg)
+  local state = cfg.store:get()
+  if not app.installed(state) then
+    log("info", "not installed: nothing to register")
+    return true
+  end
+  local id, secret, cerr = app.credentials(cfg)
+  if cerr then return nil, failure(cerr, true) end
+  local client, err = client_for(cfg, state, id, secret)
+  if not client then return nil, err end
+  local ok, done, ferr = pcall(function()
+    local verified = state.verified_at ~= nil
+    if not verified and id and secret then
+      local v, verr = verify(cfg, client, state)
+      if not v then return nil, verr end
+      verified = true
+    elseif not verified then
+      log("warn", "client_id/client_secret not set: the installation is not verified and its tokens cannot be renewed"
+        .. " after they expire; give them (the application's form shows them) and send SIGHUP", { portal = state.portal })
+    end
+    local o = job.o
+    local serve = require "biconnector.serve"
+    local loaded, c = pcall(serve.load_connector, o)
+    if not loaded then return nil, failure(c, true) end
+    local settings, serr = source_settings(o, c)
+    if settings == nil then return nil, serr end
+    if settings and not verified and not cfg.portal then
+      -- a forged first callback could name any portal: its settings (a token) go
+      -- only to a portal the OAuth server vouched for, or the one --portal names
+      log("warn", "the source (it carries the token) waits until the installation is verified: give the"
+        .. " client_id/client_secret and send SIGHUP, or name the portal with --portal", { portal = state.portal })
+      settings = false
+    elseif settings == false then
+      log("info", "no source: give the connector file's setting values with --source-settings FILE")
+    end
+    local tables
+    if cfg.tables and settings then
+      local served, terr = require("biconnector.register").served_tables(c, settings)
+      if not served then return nil, failure(terr, true) end
+      tables = {}
+      for i, t in ipairs(served) do tables[i] = { table = t.code } end
+    end
+    local result, rerr, kind = require("biconnector.register").run({
+      connector = c, base_url = cfg.base_url, client = client, settings = settings or nil, tables = tables,
+      source_title = settings and c.title or nil, print = function(line)
+        local warning = line:match("^warning: (.*)$")
+        log(warning and "warn" or "info", warning or line)
+      end })
+    if not result then
+      if kind == "usage" then return nil, failure(rerr, true) end
+      return nil, type(rerr) == "table" and from_rest(rerr) or failure(rerr)
+    end
+    local how, berr = bind_uninstall(client, cfg.event_url)
+    if how then
+      log("info", "ONAPPUNINSTALL handler " .. how, { handler = cfg.event_url })
+    else
+      log("warn", "cannot bind the ONAPPUNINSTALL handler: the server will not hear of an uninstall", { error = tostring(berr) })
+    end
+    local record = { at = os.time(), ok = true, connector = result.connector.id,
+      source = result.source and result.source.id or nil, tables = #result.tables }
+    local ids = {}
+    for _, t in ipairs(result.tables) do if t.id then ids[#ids + 1] = t.id end end
+    record.table_ids = ids
+    app.update(cfg.store, function(current)
+      if current.member_id ~= state.member_id then return nil end
+      current.registration = record
+      return current
+    end)
+    log("info", "registered", { portal = state.portal, connector = record.connector, source = record.source or "-",
+      tables = record.tables })
+    return true
+  end)
+  client:close()
+  if not ok then return nil, failure(done) end
+  return done, ferr
+end
+
+-- Runs once(job, cfg) under the registration lock, again with backoff after a
+-- failure that may pass; the last failure is kept in the store for the page.
+local function with_retries(job, cfg, once, what)
+  local lock_store = cfg.store:beside(".register")
+  local delay = cfg.retry.first
+  for attempt = 1, cfg.retry.attempts do
+    local unlock, lerr = lock_store:lock()
+    local ok, err
+    if not unlock then
+      err = failure("cannot take the registration lock: " .. tostring(lerr))
+    else
+      local fine, a, b = pcall(once, job, cfg)
+      unlock()
+      if fine then ok, err = a, b else err = failure(a) end
+    end
+    if ok then return 0 end
+    err = err or failure("unknown failure")
+    local last = err.final or attempt == cfg.retry.attempts
+    log(last and "error" or "warn", what .. " failed", { attempt = attempt .. "/" .. cfg.retry.attempts,
+      reason = err.message, retry = not last and format("in %gs", delay) or "no" })
+    if last then
+      app.update(cfg.store, function(current)
+        if not app.installed(current) then return nil end
+        current.registration = { at = os.time(), ok = false, error = err.message }
+        return current
+      end)
+      return 1
+    end
+    process.sleep(delay)
+    delay = math.min(delay * 2, cfg.retry.max)
+  end
+  return 1
+end
+
+-- A `biconnector login` code that reached the server's /app/install: exchanged
+-- at once (it lives 30 seconds), then the registration.
+local function exchange(job, cfg)
+  local id, secret, cerr = app.credentials(cfg)
+  local err = cerr
+  if not err and not (id and secret) then
+    err = "the client_id/client_secret are not set: the server cannot exchange the code"
+  end
+  local data
+  if not err then data, err = app.exchange_code(cfg, id, secret, job.code) end
+  if data then
+    local stored
+    stored, err = app.store_exchange(cfg, data, job.state)
+    if stored then
+      log("info", "logged in: tokens stored", { portal = stored.portal, member_id = stored.member_id })
+      return with_retries(job, cfg, register_once, "registration")
+    end
+  end
+  log("error", "login failed", { reason = err })
+  app.update(cfg.store, function(current)
+    if not (type(current.login) == "table" and current.login.state == job.state) then return nil end
+    current.login.error = tostring(err)
+    return current
+  end)
+  return 1
+end
+
+-- --app-uninstall-delete: the tables, source and connector registered, with
+-- the tokens the installation held (Bitrix24 itself removes an application's
+-- access at uninstall; a portal that still answers gets them deleted).
+local function cleanup(job, cfg)
+  local old = job.installation or {}
+  local r = type(old.registration) == "table" and old.registration or {}
+  local id, secret = app.credentials(cfg)
+  local client, err = require("biconnector.rest").new({ client_endpoint = old.client_endpoint, client_id = id,
+    client_secret = secret, oauth_url = cfg.oauth_url, ca_file = cfg.ca_file,
+    store = require("biconnector.tokens").memory({ access_token = old.access_token, refresh_token = old.refresh_token }) })
+  if not client then log("error", "uninstall cleanup failed", { reason = tostring(err) }) return 1 end
+  local failed = 0
+  local function delete(service, id_)
+    if not id_ then return end
+    local ok, derr = client[service]:delete(id_)
+    if ok then log("info", format("uninstall: %s %s deleted", service, tostring(id_)))
+    else
+      failed = failed + 1
+      log("warn", format("uninstall: %s %s not deleted", service, tostring(id_)), { reason = tostring(derr) })
+    end
+  end
+  for _, t in ipairs(type(r.table_ids) == "table" and r.table_ids or {}) do delete("table", t) end
+  delete("source", r.source)
+  delete("connector", r.connector)
+  client:close()
+  return failed == 0 and 0 or 1
+end
+
+function _M.run(job)
+  job_name = tostring(job.kind)
+  local cfg, err = app.config(job.o or {})
+  if not cfg then log("error", "application helper: " .. tostring(err)) return 1 end
+  if job.kind == "register" then return with_retries(job, cfg, register_once, "registration") end
+  if job.kind == "exchange" then return exchange(job, cfg) end
+  if job.kind == "cleanup" then return cleanup(job, cfg) end
+  log("error", "unknown job " .. job_name)
+  return 2
+end
+
+-- The helper's entry: the job on standard input. -> exit code
+function _M.main()
+  local text = io.stdin:read("*a")
+  io.stdin:close()
+  local job = json.decode(text or "")
+  if type(job) ~= "table" then
+    log("error", "application helper: no job on standard input")
+    return 2
+  end
+  local ok, code = xpcall(_M.run, debug.traceback, job)
+  if not ok then
+    log("error", "application helper failed", { error = code })
+    return 1
+  end
+  return tonumber(code) or 0
+end
+
+return _M
