@@ -55,33 +55,68 @@ report("form.encode batch of 50 commands", 20000, best(function(n)
   for _ = 1, n do form.encode(BATCH) end
 end, 20000), "batches")
 
--- filter over 100,000 rows
-local FIELDS = { { code = "ID", type = "int" }, { code = "TITLE", type = "string" },
-  { code = "DATE_CREATE", type = "datetime" } }
-local rows = {}
-for i = 1, 100000 do
-  rows[i] = { ID = i, TITLE = "Deal " .. i, DATE_CREATE = os.date("!%Y-%m-%d %H:%M:%S", 1700000000 + i * 600) }
+-- filters over 100,000 rows (bench/filter_shapes.lua): the predicate
+-- filter.compile(ast) gives (what filter.match runs per row), the one for
+-- normalized rows (what the connector runs: rows typed by enc:normalize), the
+-- closures (the reference), and filter.match itself, against a hand-written
+-- predicate function, each in a loop of its own (LuaJIT traces one callee per
+-- loop), in turns, medians of ROUNDS; every one must keep the same rows.
+local S = require("filter_shapes")(100000)
+local rows, FIELDS = S.rows, S.fields
+local function loop_over(p)
+  local loop = assert(load("local rows, p = ... return function() local hits = 0 "
+    .. "for i = 1, #rows do if p(rows[i]) then hits = hits + 1 end end return hits end"))
+  return loop(rows, p)
 end
-local ast = assert(filter.parse(assert(form.decode(
-  "filter[%3E%3DDATE_CREATE]=31.12.2023&filter[0][LOGIC]=OR&filter[0][%25TITLE]=99&filter[0][%3CID]=5000")).filter, FIELDS))
-local hits
-report("filter.match (" .. 100000 .. " rows)", 100000, best(function()
-  hits = 0
-  for _, r in ipairs(rows) do if filter.match(ast, r) then hits = hits + 1 end end
-end), "rows")
-local hand_hits
-report("baseline: hand-written predicate", 100000, best(function()
-  hand_hits = 0
-  for _, r in ipairs(rows) do
-    if r.DATE_CREATE >= "2023-12-31 00:00:00" and (r.TITLE:lower():find("99", 1, true) or r.ID < 5000) then
-      hand_hits = hand_hits + 1
+local function compare(variants)
+  local samples, hits = {}, {}
+  for _, v in ipairs(variants) do samples[v.name] = {} v.run = loop_over(v.p) end
+  for r = 1, math.max(ROUNDS, 5) do
+    for _, v in ipairs(variants) do
+      collectgarbage()
+      local t0 = clock()
+      local h = v.run()
+      samples[v.name][r] = clock() - t0
+      if hits[1] == nil then hits[1] = h end
+      assert(h == hits[1], v.name .. ": the predicates disagree (" .. h .. " rows, not " .. hits[1] .. ")")
     end
   end
-end), "rows")
-assert(hits == hand_hits, "the predicates disagree")
-require("result") { name = "filter.match", ours = results[#results - 1][2], anchor = results[#results][2], unit = "rows/s",
-  anchor_name = "hand-written Lua predicate", what = "filter.match, >=DATE AND (%TITLE OR <ID), 100,000 rows" }
-report("filter.parse + to_sql of that filter", 20000, best(function(n)
+  local rate = {}
+  for _, v in ipairs(variants) do
+    local s = samples[v.name]
+    table.sort(s)
+    rate[v.name] = #rows / s[math.floor((#s + 1) / 2)]
+  end
+  return rate, hits[1]
+end
+local function shape_line(label, rate, anchor)
+  print(("%-44s %12.0f rows/s %6.2fx"):format(label, rate, rate / anchor))
+end
+for _, shape in ipairs(S.shapes) do
+  local ast = assert(filter.parse(shape.filter, FIELDS))
+  local variants = {
+    { name = "hand", p = shape.hand },
+    { name = "source", p = filter.compile(ast) },
+    { name = "normalized", p = filter.compile(ast, "normalized") },
+    { name = "closures", p = filter.compile(ast, "closures") },
+    { name = "match", p = function(r) return filter.match(ast, r) end },
+  }
+  local rate, hits = compare(variants)
+  local suffix = shape.id ~= "" and ("." .. shape.id) or ""
+  print(("filter %s: %d of %d rows"):format(shape.what, hits, #rows))
+  shape_line("  baseline: hand-written predicate", rate.hand, rate.hand)
+  shape_line("  filter.compile(ast)", rate.source, rate.hand)
+  shape_line("  filter.compile(ast, \"normalized\")", rate.normalized, rate.hand)
+  shape_line("  filter.compile(ast, \"closures\")", rate.closures, rate.hand)
+  shape_line("  filter.match(ast, row)", rate.match, rate.hand)
+  require("result") { name = "filter.match" .. suffix, ours = rate.source, anchor = rate.hand, unit = "rows/s",
+    anchor_name = "hand-written Lua predicate",
+    what = "filter.compile(ast), the predicate filter.match runs, " .. shape.what .. ", 100,000 rows" }
+  require("result") { name = "filter.normalized" .. suffix, ours = rate.normalized, anchor = rate.hand,
+    unit = "rows/s", anchor_name = "hand-written Lua predicate",
+    what = "filter.compile(ast, \"normalized\"), the connector's per-row predicate, " .. shape.what .. ", 100,000 rows" }
+end
+report("filter.parse + to_sql of >=DATE AND (%TITLE OR <ID)", 20000, best(function(n)
   for _ = 1, n do
     filter.to_sql(filter.parse({ [">=DATE_CREATE"] = "31.12.2023", { LOGIC = "OR", ["%TITLE"] = "99", ["<ID"] = 5000 } },
       FIELDS), { dialect = "postgres" })

@@ -53,3 +53,52 @@ describe("json.encode of doubles", function()
     end
   end)
 end)
+
+-- json.decode reads 16- to 19-digit numbers without strtod where extended
+-- precision decides them (src/json.c, extended_decimal): the double must be
+-- strtod's (Lua's tonumber) on every one, midpoints between doubles included.
+describe("json.decode of long decimals", function()
+  local function check(text)
+    local got, want = json.decode(text), tonumber(text)
+    if got ~= want then
+      error(("%s: %.17g, strtod %.17g"):format(text, got, want))
+    end
+  end
+
+  it("gives strtod's double for 15 to 19 digits at every exponent the fast path takes", function()
+    for _ = 1, 60000 do
+      local n = 15 + rnd() % 5
+      local digits = tostring(1 + rnd() % 9)
+      for _ = 2, n do digits = digits .. tostring(rnd() % 10) end
+      local point = rnd() % (n + 1)
+      local text = digits:sub(1, point) .. "." .. digits:sub(point + 1)
+      if point == 0 then text = "0" .. text elseif point == n then text = text .. "0" end
+      check(text)
+      check("-" .. text .. "e" .. tostring(rnd() % 61 - 30))
+      -- a double written with 16 and 17 digits, and as we write it
+      local v = rnd() / (1 + rnd() % 99991) * 10 ^ (rnd() % 40 - 20)
+      check(("%.16g"):format(v))
+      check(("%.17g"):format(v))
+      check(json.encode(v))
+    end
+  end)
+
+  it("leaves midpoints between two doubles to strtod", function()
+    -- 2^k + 2^(k-53): halfway between two doubles, written with 16 to 19 digits
+    if math.tointeger then -- Lua 5.4: exact in integers
+      for k = 53, 62 do
+        for _, odd in ipairs({ 1, 3, 5, 1001 }) do
+          local text = tostring(math.tointeger(2 ^ k) + odd * math.tointeger(2 ^ (k - 53)))
+          check(text .. ".0")
+          check(text .. "e0")
+          check(text:sub(1, -2) .. "." .. text:sub(-1) .. "e1")
+        end
+      end
+    end
+    for _, text in ipairs({ "9007199254740993.0", "9007199254740993e0", "900719925474099.3e1",
+      "18014398509481986.0", "18014398509481985.0", "0.30000000000000004", "0.1000000000000000055511151231257827",
+      "1.7976931348623157e27", "2.2250738585072014e-27", "123456789012345678.5", "9223372036854775808.0" }) do
+      check(text)
+    end
+  end)
+end)

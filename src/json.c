@@ -1,5 +1,6 @@
 /* JSON codec: the writing primitives of json.h (shared with the urlData row
  * encoder), then decode and encode for Lua. */
+#include <float.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -66,7 +67,6 @@ static const unsigned char string_class[256] = {
   2,2,2,2,2,2,2,2, 2,2,2,2,2,2,2,2, 2,2,2,2,2,2,2,2, 2,2,2,2,2,2,2,2,
 };
 
-static const char hex_digits[] = "0123456789abcdef";
 
 /* Whether any of 8 bytes needs attention: a control character, a quote, a
  * backslash or a non-ASCII byte. (x - 1) & ~x sets the high bit of a byte
@@ -91,68 +91,238 @@ static inline size_t plain_prefix(const unsigned char *s, size_t len) {
   return i;
 }
 
-int bic_json_put_string(bic_buffer *b, const char *str, size_t len, int flags) {
-  const unsigned char *s = (const unsigned char *)str;
-  size_t i = 0;
+/* The bytes s[0..n), 0 < n < 8, as the low bytes of a word (little-endian
+ * order of bytes in memory, as memcpy loads them) whose other bytes are 'a':
+ * read without a byte past s + n, in two or three loads. */
+static inline uint64_t small_word(const unsigned char *s, size_t n) {
+  uint64_t lo, pad;
+  if (n >= 4) {
+    uint32_t a, c;
+    memcpy(&a, s, 4);
+    memcpy(&c, s + n - 4, 4);
+    lo = (uint64_t)a | ((uint64_t)c << (8 * (n - 4)));
+  } else {
+    lo = (uint64_t)s[0] | ((uint64_t)s[n >> 1] << (8 * (n >> 1))) | ((uint64_t)s[n - 1] << (8 * (n - 1)));
+  }
+  pad = 0x6161616161616161ULL << (8 * n);
+  return lo | pad;
+}
+
+static inline int is_little_endian(void) {
+  const uint16_t one = 1;
+  unsigned char first;
+  memcpy(&first, &one, 1);
+  return first == 1;
+}
+
+/* The escape of a byte below 0x20, a quote or a backslash: its length (2 or
+ * 6) and text, e.g. "\\n" or "\\u001f". */
+static const char escape_text[256][7] = {
+  "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007",
+  "\\b", "\\t", "\\n", "\\u000b", "\\f", "\\r", "\\u000e", "\\u000f",
+  "\\u0010", "\\u0011", "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017",
+  "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f",
+  [(unsigned char)'"'] = "\\\"", [(unsigned char)'\\'] = "\\\\",
+};
+
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
+#if defined(__SSE2__) && defined(__x86_64__)
+#include <emmintrin.h>
+/* Whether any of 16 bytes needs attention: below 0x20 or from 0x80 on (a
+ * signed comparison with 0x20 finds both), a quote, a backslash. */
+static ALWAYS_INLINE int attention16(__m128i v) {
+  __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                             _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+  return _mm_movemask_epi8(bad) != 0;
+}
+#endif
+
+/* Writes s[0..len) quoted when no byte of it needs attention (the common
+ * case: ASCII without quotes, backslashes or control characters), 16 or 8
+ * bytes at a time; the last bytes by a load that ends with the string and
+ * overlaps the bytes before, a short string by one word assembled from two
+ * or three loads; nothing is read past s + len. Returns 1; or 0, having
+ * written nothing, for a string that needs the general writer, and when the
+ * buffer lacks room (the general writer makes it). */
+static ALWAYS_INLINE int put_plain_string(bic_buffer *b, const unsigned char *s, size_t len) {
   char *o;
-  /* Room for the common case, nothing to escape; escapes make more room. */
-  if (b->cap - b->len < len + 2 && bic_buffer_grow(b, len + 2) != 0) return -1;
+  uint64_t w;
+  size_t i;
+  if (b->cap - b->len < len + 10) return 0;
   o = b->data + b->len;
+#if defined(__SSE2__) && defined(__x86_64__)
+  if (len >= 16) {
+    __m128i v;
+    for (i = 0; i + 16 <= len; i += 16) {
+      v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+      if (attention16(v)) return 0;
+      _mm_storeu_si128((__m128i *)(void *)(o + 1 + i), v);
+    }
+    if (i < len) {
+      v = _mm_loadu_si128((const __m128i *)(const void *)(s + len - 16));
+      if (attention16(v)) return 0;
+      _mm_storeu_si128((__m128i *)(void *)(o + 1 + len - 16), v);
+    }
+  } else if (len >= 8) {
+    __m128i lo = _mm_loadl_epi64((const __m128i *)(const void *)s);
+    __m128i hi = _mm_loadl_epi64((const __m128i *)(const void *)(s + len - 8));
+    if (attention16(_mm_unpacklo_epi64(lo, hi))) return 0;
+    _mm_storel_epi64((__m128i *)(void *)(o + 1), lo);
+    _mm_storel_epi64((__m128i *)(void *)(o + 1 + len - 8), hi);
+  } else {
+    if (len == 0) return 0;
+    w = small_word(s, len);
+    if (attention16(_mm_set1_epi64x((long long)w))) return 0;
+    memcpy(o + 1, &w, 8);  /* the bytes past len are overwritten by the quote and what follows */
+  }
+#else
+  if (len < 8) {
+    if (len == 0 || !is_little_endian()) return 0;
+    w = small_word(s, len);
+    if (attention8(w)) return 0;
+    memcpy(o + 1, &w, 8);  /* the bytes past len are overwritten by the quote and what follows */
+  } else {
+    for (i = 0; i + 8 <= len; i += 8) {
+      memcpy(&w, s + i, 8);
+      if (attention8(w)) return 0;
+      memcpy(o + 1 + i, &w, 8);
+    }
+    if (i < len) {
+      memcpy(&w, s + len - 8, 8);
+      if (attention8(w)) return 0;
+      memcpy(o + 1 + len - 8, &w, 8);
+    }
+  }
+#endif
+  o[0] = '"';
+  o[len + 1] = '"';
+  b->len += len + 2;
+  return 1;
+}
+
+/* The position of the first byte needing attention in a block of bytes
+ * where one does, and the block's bytes stored at o (which has room). On
+ * x86-64 a block is 16 bytes (SSE2), elsewhere 8. */
+#if defined(__SSE2__) && defined(__x86_64__)
+#define BLOCK 16
+static ALWAYS_INLINE int block_attention(const unsigned char *s, char *o) {
+  __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
+  __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                             _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+  unsigned mask = (unsigned)_mm_movemask_epi8(bad);
+  _mm_storeu_si128((__m128i *)(void *)o, v);
+  return mask ? __builtin_ctz(mask) : BLOCK;
+}
+#else
+#define BLOCK 8
+static ALWAYS_INLINE int block_attention(const unsigned char *s, char *o) {
+  uint64_t v;
+  int i;
+  memcpy(&v, s, 8);
+  memcpy(o, &v, 8);
+  if (!attention8(v)) return BLOCK;
+  for (i = 0; string_class[s[i]] == 0; i++) {}
+  return i;
+}
+#endif
+
+/* The first byte at or after p, before end, that needs attention (a quote, a
+ * backslash, a control character or a non-ASCII byte), or end: blocks of 16
+ * or 8 bytes while a whole block lies before end, then byte by byte. */
+static ALWAYS_INLINE const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end) {
+#if defined(__SSE2__) && defined(__x86_64__)
+  while (end - p >= 16) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                               _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                            _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    unsigned mask = (unsigned)_mm_movemask_epi8(bad);
+    if (mask) return p + __builtin_ctz(mask);
+    p += 16;
+  }
+#else
+  p += plain_prefix(p, (size_t)(end - p));
+#endif
+  while (p < end && string_class[*p] == 0) p++;
+  return p;
+}
+
+/* Writes s[0..len) quoted, the general way: blocks of bytes are copied whole
+ * up to the first byte that needs attention (the last bytes of the string
+ * from a copy padded to a block), escapes come from a table, multi-byte UTF-8
+ * sequences are checked and copied (or replaced by U+FFFD). The buffer keeps
+ * room for the rest of the string, the quote and a block past what is written. */
+static int put_string_escaped(bic_buffer *b, const unsigned char *s, size_t len, int flags) {
+  const unsigned char *end = s + len;
+  char *o, *lim;
+  if (b->cap - b->len < len + 2 + BLOCK + 8 && bic_buffer_grow(b, len + 2 + BLOCK + 8) != 0) return -1;
+  o = b->data + b->len;
+  lim = b->data + b->cap;
   *o++ = '"';
-  while (i < len) {
+  while (s < end) {
     unsigned char c, k;
     size_t skip;
     int n;
-    uint64_t v;
-    while (i + 8 <= len) {
-      memcpy(&v, s + i, 8);
-      if (attention8(v)) break;
-      memcpy(o, &v, 8);
-      o += 8;
-      i += 8;
+    if (end - s >= BLOCK) {
+      n = block_attention(s, o);
+      s += n;
+      o += n;
+      if (n == BLOCK) continue;
+    } else {
+      /* the last bytes, padded with a byte that needs nothing */
+      unsigned char tail[BLOCK];
+      size_t rest = (size_t)(end - s);
+      memset(tail, 'a', sizeof tail);
+      memcpy(tail, s, rest);
+      n = block_attention(tail, o);
+      if ((size_t)n >= rest) { o += rest; break; }
+      s += n;
+      o += n;
     }
-    if (i == len) break;
-    c = s[i];
+    c = *s;
     k = string_class[c];
-    if (k == 0) { *o++ = (char)c; i++; continue; }
     if (k == 2) {
-      n = utf8_sequence(s + i, len - i, &skip);
+      n = utf8_sequence(s, (size_t)(end - s), &skip);
       if (n) {
-        do *o++ = (char)s[i++]; while (--n > 0);  /* 2 to 4 bytes: no memcpy call */
+        do *o++ = (char)*s++; while (--n > 0);  /* 2 to 4 bytes: no memcpy call */
         continue;
       }
       if (!(flags & BIC_JSON_REPLACE_INVALID)) return -2;
     }
-    /* An escape (up to 6 bytes) or U+FFFD (3) for what is left plus the quote. */
-    b->len = (size_t)(o - b->data);
-    if (bic_buffer_grow(b, len - i + 7) != 0) return -1;
-    o = b->data + b->len;
+    /* An escape (6 bytes at most) or U+FFFD (3) grows the text: keep room for
+     * it, what is left, the quote and a block. */
+    if ((size_t)(lim - o) < (size_t)(end - s) + BLOCK + 8) {
+      b->len = (size_t)(o - b->data);
+      if (bic_buffer_grow(b, (size_t)(end - s) + BLOCK + 8) != 0) return -1;
+      o = b->data + b->len;
+      lim = b->data + b->cap;
+    }
     if (k == 2) {
       memcpy(o, "\xEF\xBF\xBD", 3);
       o += 3;
-      i += skip;
+      s += skip;
       continue;
     }
-    *o++ = '\\';
-    switch (c) {
-      case '"': *o++ = '"'; break;
-      case '\\': *o++ = '\\'; break;
-      case '\b': *o++ = 'b'; break;
-      case '\f': *o++ = 'f'; break;
-      case '\n': *o++ = 'n'; break;
-      case '\r': *o++ = 'r'; break;
-      case '\t': *o++ = 't'; break;
-      default:
-        memcpy(o, "u00", 3);
-        o[3] = hex_digits[c >> 4];
-        o[4] = hex_digits[c & 15];
-        o += 5;
-    }
-    i++;
+    memcpy(o, escape_text[c], 8 - 1);  /* a fixed-size copy, then the length */
+    o += escape_text[c][2] ? 6 : 2;  /* \u00XX, or a letter after the backslash */
+    s++;
   }
   *o++ = '"';
   b->len = (size_t)(o - b->data);
   return 0;
+}
+
+int bic_json_put_string(bic_buffer *b, const char *str, size_t len, int flags) {
+  const unsigned char *s = (const unsigned char *)str;
+  if (put_plain_string(b, s, len)) return 0;
+  return put_string_escaped(b, s, len, flags);
 }
 
 /* ---- Writing integers ---------------------------------------------------- */
@@ -627,13 +797,12 @@ static char *put_utf8(char *o, unsigned cp) {
 
 /* The string whose opening quote is at *pp: pushed, *pp moved past its end. */
 static int decode_string(decoder *D, const unsigned char **pp) {
-  const unsigned char *p = *pp + 1, *run, *end = D->end;
+  const unsigned char *p = *pp + 1, *end = D->end;
   bic_buffer *b;
   /* Fast path: no escapes, push straight from the input. */
   for (;;) {
     unsigned char c;
-    p += plain_prefix(p, (size_t)(end - p));
-    while (p < end && string_class[*p] == 0) p++;
+    p = skip_plain(p, end);
     if (p == end) return decode_fail(D, *pp, "unterminated string");
     c = *p;
     if (c == '"') {
@@ -650,29 +819,45 @@ static int decode_string(decoder *D, const unsigned char **pp) {
       p += n;
     }
   }
-  /* Escapes: unescape into the scratch buffer. An escape never grows the text. */
+  /* Escapes: unescape into the scratch buffer (an escape never grows the
+   * text), blocks of plain bytes copied whole up to the next byte that needs
+   * attention; the buffer keeps room for a block and an escape. */
   b = decode_scratch(D);
-  run = *pp + 1;
+  if (bic_buffer_put(b, *pp + 1, (size_t)(p - *pp - 1)) != 0) return decode_fail(D, p, "out of memory");
   for (;;) {
     unsigned char c;
-    p += plain_prefix(p, (size_t)(end - p));
-    while (p < end && string_class[*p] == 0) p++;
+    char *o;
+    if (b->cap - b->len < BLOCK + 8 && bic_buffer_grow(b, BLOCK + 8) != 0) return decode_fail(D, p, "out of memory");
+    o = b->data + b->len;
+    if (end - p >= BLOCK) {
+      int n = block_attention(p, o);
+      p += n;
+      o += n;
+      b->len += (size_t)n;
+      if (n == BLOCK) continue;
+    } else {
+      const unsigned char *q = skip_plain(p, end);
+      if (bic_buffer_put(b, p, (size_t)(q - p)) != 0 || bic_buffer_grow(b, 8) != 0)
+        return decode_fail(D, p, "out of memory");
+      p = q;
+      o = b->data + b->len;
+    }
     if (p == end) return decode_fail(D, *pp, "unterminated string");
     c = *p;
     if (c >= 0x80) {
       size_t skip;
       int n = utf8_sequence(p, (size_t)(end - p), &skip);
       if (!n) return decode_fail(D, p, "invalid UTF-8 in string");
-      p += n;
+      b->len += (size_t)n;
+      do *o++ = (char)*p++; while (--n > 0);
       continue;
     }
     if (c < 0x20) return decode_fail(D, p, "unescaped control character in string");
-    if (p > run && bic_buffer_put(b, run, (size_t)(p - run)) != 0) return decode_fail(D, p, "out of memory");
     if (c == '"') break;
     /* c == '\\' */
     if (p + 1 >= end) return decode_fail(D, *pp, "unterminated string");
     {
-      char out[4], *o = out;
+      char *start = o;
       unsigned cp;
       const unsigned char *esc = p;
       switch (p[1]) {
@@ -703,9 +888,8 @@ static int decode_string(decoder *D, const unsigned char **pp) {
           return decode_fail(D, esc, "invalid escape in string");
       }
       p += 2;
-      if (bic_buffer_put(b, out, (size_t)(o - out)) != 0) return decode_fail(D, p, "out of memory");
+      b->len += (size_t)(o - start);
     }
-    run = p;
   }
   lua_pushlstring(D->L, b->data, b->len);
   *pp = p + 1;
@@ -718,6 +902,47 @@ static const double exact_powers_of_10[23] = {
   1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
   1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 };
+
+/* m * 10^e as the nearest double, for m < 2^64 and |e| <= 27, through the
+ * x87's extended precision (a 64-bit mantissa): m and 10^|e| are exact
+ * there, so the product or quotient is the true value rounded once, and
+ * rounding that to a double gives the true value's nearest double unless it
+ * fell next to a midpoint between two doubles (its 11 bits past the double's
+ * 53 near 0x400); then, and where no such type exists, returns 0 (strtod
+ * decides). The 16- to 19-digit numbers doubles print as (1/3, 0.1 + 0.2)
+ * skip strtod so. Where the x87 does not round to 64 bits (its precision
+ * control set to 53, or valgrind, which computes long doubles as doubles)
+ * 1 + LDBL_EPSILON is 1, and strtod decides every number. */
+#if defined(__x86_64__) && defined(__linux__) && LDBL_MANT_DIG == 64
+static const long double exact_powers_of_10_ld[28] = {
+  1e0L, 1e1L, 1e2L, 1e3L, 1e4L, 1e5L, 1e6L, 1e7L, 1e8L, 1e9L, 1e10L, 1e11L, 1e12L, 1e13L,
+  1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L,
+};
+
+static volatile long double extended_one = 1.0L;  /* volatile: added at run time */
+
+static int extended_decimal(uint64_t m, long e, double *out) {
+  long double x;
+  uint64_t mantissa;
+  unsigned low;
+  if (e < -27 || e > 27 || m == 0) return 0;
+  if (extended_one + LDBL_EPSILON == extended_one) return 0;  /* no 64-bit rounding here */
+  x = (long double)m;
+  x = e < 0 ? x / exact_powers_of_10_ld[-e] : x * exact_powers_of_10_ld[e];
+  memcpy(&mantissa, &x, sizeof mantissa);  /* the 64-bit mantissa, integer bit included */
+  low = (unsigned)(mantissa & 0x7FF);
+  if (low >= 0x3FE && low <= 0x402) return 0;
+  *out = (double)x;
+  return 1;
+}
+#else
+static int extended_decimal(uint64_t m, long e, double *out) {
+  (void)m;
+  (void)e;
+  (void)out;
+  return 0;
+}
+#endif
 
 /* strtod on text[0..len) checked by the grammar, whatever the C locale. */
 static int decode_strtod(decoder *D, const unsigned char *text, size_t len, double *out) {
@@ -800,7 +1025,7 @@ static int decode_number(decoder *D, const unsigned char **pp) {
   if (ndigits <= 19 && m <= (1ULL << 53) && exp10 >= -22 && exp10 <= 22) {
     d = (double)m;
     d = exp10 < 0 ? d / exact_powers_of_10[-exp10] : d * exact_powers_of_10[exp10];
-  } else {
+  } else if (!(ndigits <= 19 && extended_decimal(m, exp10, &d))) {
     if (decode_strtod(D, digits, (size_t)(p - digits), &d) != 0)
       return decode_fail(D, *pp, "out of memory");
     if (isinf(d)) return decode_fail(D, *pp, "number out of range");
@@ -826,6 +1051,9 @@ static int decode_literal(decoder *D, const unsigned char **pp, const char *word
 
 /* The open containers are kept in levels[]: for an array its element count so
  * far, -1 for an object. */
+#define HINT_LEVELS 16
+#define HINT_MAX 64
+
 static int decode_document(decoder *D, int max_depth, int mark_arrays, int unique_keys,
                            const unsigned char *p) {
   lua_State *L = D->L;
@@ -833,6 +1061,10 @@ static int decode_document(decoder *D, int max_depth, int mark_arrays, int uniqu
   index_t local[32];
   index_t *levels = local;
   int cap = 32, depth = 0;
+  /* The size of the last object and array closed at each of the first
+   * levels: the next one there is made that size (rows and records repeat
+   * their shape), so that it does not grow by rehashing; at most HINT_MAX. */
+  int hint_object[HINT_LEVELS] = {0}, hint_array[HINT_LEVELS] = {0};
 
 value:
   SKIP_SPACE(p, end);
@@ -862,20 +1094,28 @@ value:
         cap *= 2;
       }
       if (*p == '{') {
-        lua_createtable(L, 0, 4);
         p++;
         SKIP_SPACE(p, end);
-        if (p < end && *p == '}') { p++; goto done; }
-        levels[depth++] = -1;
+        if (p < end && *p == '}') {
+          lua_createtable(L, 0, 0);
+          p++;
+          goto done;
+        }
+        lua_createtable(L, 0, depth < HINT_LEVELS && hint_object[depth] ? hint_object[depth] : 4);
+        levels[depth++] = -1;  /* an object: -1 - its keys so far */
         goto key;
       }
-      lua_createtable(L, 4, 0);
+      p++;
+      SKIP_SPACE(p, end);
+      if (p < end && *p == ']') {
+        lua_createtable(L, 0, 0);
+      } else {
+        lua_createtable(L, depth < HINT_LEVELS && hint_array[depth] ? hint_array[depth] : 4, 0);
+      }
       if (mark_arrays) {
         lua_pushvalue(L, ARRAY_MT);
         lua_setmetatable(L, -2);
       }
-      p++;
-      SKIP_SPACE(p, end);
       if (p < end && *p == ']') { p++; goto done; }
       levels[depth++] = 0;
       goto value;
@@ -926,7 +1166,12 @@ done:
       if (p < end && *p == ']') return decode_fail(D, p, "trailing comma in array");
       goto value;
     }
-    if (p < end && *p == ']') { p++; depth--; goto done; }
+    if (p < end && *p == ']') {
+      p++;
+      depth--;
+      if (depth < HINT_LEVELS) hint_array[depth] = (int)(levels[depth] < HINT_MAX ? levels[depth] : HINT_MAX);
+      goto done;
+    }
     return decode_fail_char(D, p, ", expected ',' or ']' in array");
   }
   if (unique_keys) { /* {duplicate_keys = "error"}: a key seen before in this object fails */
@@ -942,6 +1187,7 @@ done:
     lua_pop(L, 1);
   }
   lua_rawset(L, -3);
+  levels[depth - 1]--;
   SKIP_SPACE(p, end);
   if (p < end && *p == ',') {
     p++;
@@ -949,7 +1195,12 @@ done:
     if (p < end && *p == '}') return decode_fail(D, p, "trailing comma in object");
     goto key;
   }
-  if (p < end && *p == '}') { p++; depth--; goto done; }
+  if (p < end && *p == '}') {
+    p++;
+    depth--;
+    if (depth < HINT_LEVELS) hint_object[depth] = (int)(-1 - levels[depth] < HINT_MAX ? -1 - levels[depth] : HINT_MAX);
+    goto done;
+  }
   return decode_fail_char(D, p, ", expected ',' or '}' in object");
 }
 
@@ -1054,9 +1305,12 @@ static int encode_fail(encoder *E, const char *what) {
 #define PUT_LIT(E, lit) do { if (bic_buffer_puts((E)->b, lit) != 0) return OOM(E); } while (0)
 #define PUT_CHAR(E, c) do { if (bic_buffer_putc((E)->b, (c)) != 0) return OOM(E); } while (0)
 
-static int put_newline(encoder *E, int depth) {
+static int put_newline_indent(encoder *E, int depth);
+/* A newline and the indent of depth, when indenting. */
+#define put_newline(E, depth) ((E)->indent == NULL ? 0 : put_newline_indent((E), (depth)))
+
+static int put_newline_indent(encoder *E, int depth) {
   int i;
-  if (E->indent == NULL) return 0;
   if (bic_buffer_putc(E->b, '\n') != 0) return OOM(E);
   for (i = 0; i < depth; i++)
     if (bic_buffer_put(E->b, E->indent, E->indent_len) != 0) return OOM(E);
@@ -1100,10 +1354,9 @@ static int put_number(encoder *E, int idx) {
   return 0;
 }
 
-static int put_string(encoder *E, int idx, int is_key) {
-  size_t len;
-  const char *s = lua_tolstring(E->L, idx, &len);
-  int r = bic_json_put_string(E->b, s, len, E->flags);
+/* A string that needs escapes or UTF-8 checks, or more room. */
+static int put_string_general(encoder *E, const char *s, size_t len, int is_key) {
+  int r = put_string_escaped(E->b, (const unsigned char *)s, len, E->flags);
   if (r == -1) return OOM(E);
   if (r == -2) {
     E->err_on_key = is_key;
@@ -1112,11 +1365,26 @@ static int put_string(encoder *E, int idx, int is_key) {
   return 0;
 }
 
+/* The string at idx: plain ones written in line, the others by the general writer. */
+static ALWAYS_INLINE int put_string(encoder *E, int idx, int is_key) {
+  size_t len;
+  const char *s = lua_tolstring(E->L, idx, &len);
+  if (put_plain_string(E->b, (const unsigned char *)s, len)) return 0;
+  return put_string_general(E, s, len, is_key);
+}
+
 /* The object key at idx (a string, or a number other than an array index). */
-static int put_key(encoder *E, int idx) {
-  lua_State *L = E->L;
-  int t = lua_type(L, idx);
+static int put_key_other(encoder *E, int idx, int t);
+
+static ALWAYS_INLINE int put_key(encoder *E, int idx) {
+  int t = lua_type(E->L, idx);
   if (t == LUA_TSTRING) return put_string(E, idx, 1);
+  return put_key_other(E, idx, t);
+}
+
+/* A key that is no string: a number other than an array index, else an error. */
+static int put_key_other(encoder *E, int idx, int t) {
+  lua_State *L = E->L;
   E->err_on_key = 1;
   if (t == LUA_TNUMBER) {
     if (is_index_key(L, idx)) return encode_fail(E, "mixed table: array indexes and other keys");
@@ -1565,10 +1833,22 @@ static void push_encode_error(encoder *E) {
 }
 
 /* encode(value [, opts]) -> text | nil, "what at $.path" */
+/* The memory of the output buffer, kept by encode between calls (in a
+ * userdata, upvalue 2 of encode), as lua-cjson keeps its buffer: a large
+ * answer does not grow a fresh buffer by doubling, page by page, on every
+ * call. A call moves it into its own buffer (a userdata on its stack, which
+ * frees it if a Lua error cuts the call short) and gives it back at the end;
+ * a call made meanwhile (from a finalizer) finds none and grows its own.
+ * Beyond SHARED_BUFFER_KEPT bytes it is kept only while the answers fill a
+ * quarter of it: one large answer among small ones gives its memory back. */
+#define SHARED_BUFFER lua_upvalueindex(2)
+#define SHARED_BUFFER_KEPT ((size_t)8 << 20)
+
 static int json_encode(lua_State *L) {
   static const char *const known[] = {"sort_keys", "indent", "nan_as_null", "replace_invalid_utf8",
                                       "max_depth", NULL};
   encoder E;
+  bic_buffer *shared;
   int r;
   luaL_checkany(L, ENC_VALUE);
   lua_settop(L, ENC_OPTS);  /* extra arguments would shift the slots below */
@@ -1605,6 +1885,12 @@ static int json_encode(lua_State *L) {
   }
   lua_settop(L, ENC_OPTS + 1);  /* the indent value, or nil */
   E.b = bic_buffer_push(L);
+  shared = (bic_buffer *)lua_touserdata(L, SHARED_BUFFER);
+  if (shared != NULL) {
+    *E.b = *shared;  /* the memory kept from the calls before, if any */
+    bic_buffer_init(shared);
+    E.b->len = 0;
+  }
   lua_settop(L, ENC_TOP);
   lua_pushvalue(L, ENC_OPTS + 1);
   lua_replace(L, ENC_INDENT);
@@ -1613,14 +1899,21 @@ static int json_encode(lua_State *L) {
   lua_pushnil(L);
   lua_replace(L, ENC_LEVELS);
   r = encode_document(&E);
-  if (r != 0) {
-    push_encode_error(&E);
+  if (r != 0) push_encode_error(&E);
+  else lua_pushlstring(L, E.b->data ? E.b->data : "", E.b->len);
+  if (shared != NULL && shared->data == NULL &&
+      (E.b->cap <= SHARED_BUFFER_KEPT || E.b->len >= E.b->cap / 4)) {
+    *shared = *E.b;  /* kept for the next call */
+    bic_buffer_init(E.b);
+  } else {
     bic_buffer_free(E.b);
-    return 2;
   }
-  lua_pushlstring(L, E.b->data ? E.b->data : "", E.b->len);
-  bic_buffer_free(E.b);
-  return 1;
+  return r != 0 ? 2 : 1;
+}
+
+static int shared_buffer_gc(lua_State *L) {
+  bic_buffer_free((bic_buffer *)lua_touserdata(L, 1));
+  return 0;
 }
 
 /* as_array(t) -> t, marked so that it encodes as an array even when empty */
@@ -1635,10 +1928,10 @@ static int json_as_array(lua_State *L) {
 int bic_open_json(lua_State *L) {
   static const luaL_Reg functions[] = {
     {"decode", json_decode},
-    {"encode", json_encode},
     {"as_array", json_as_array},
     {NULL, NULL},
   };
+  bic_buffer *sb;
   lua_newtable(L);
   lua_newtable(L);  /* the array marker */
   lua_pushliteral(L, "array");
@@ -1648,6 +1941,15 @@ int bic_open_json(lua_State *L) {
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "array_mt");
   luaL_setfuncs(L, functions, 1);
+  lua_getfield(L, -1, "array_mt");
+  sb = (bic_buffer *)lua_newuserdata(L, sizeof(bic_buffer));
+  bic_buffer_init(sb);
+  lua_newtable(L);
+  lua_pushcfunction(L, shared_buffer_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_pushcclosure(L, json_encode, 2);
+  lua_setfield(L, -2, "encode");
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   lua_setfield(L, -2, "json");

@@ -3,6 +3,11 @@
 -- logging goes through opts.log, def.log, or one line on stderr.
 local core = require "biconnector.core"
 local errors = require "biconnector.errors"
+local json = require "biconnector.json"
+local filter = require "biconnector.filter"
+local caches = require "biconnector.cache"
+local request = require "biconnector.request"
+local logline = require "biconnector.logline"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local pcall, xpcall, setmetatable, getmetatable = pcall, xpcall, setmetatable, getmetatable
@@ -28,11 +33,8 @@ local ENDPOINTS = {
 local FIELD_TYPES = { int = true, string = true, double = true, date = true, datetime = true }
 local SETTING_TYPES = { STRING = true, INT = true }
 
--- Loaded on first use: the JSON codec and the request/filter parts.
-local json_encode
 local function jstr(s)
-  if not json_encode then json_encode = require("biconnector.json").encode end
-  local text = json_encode(s)
+  local text = json.encode(s)
   if text then return text end
   -- Not valid UTF-8 (a path or a message echoing raw bytes): show those bytes as "?".
   return assert(json_encode((gsub(tostring(s), "[\128-\255]", "?"))))
@@ -165,7 +167,7 @@ local function check_definition(def)
     fail("datetime_offset", "must be true (UTC) or \"+HH:MM\", \"-HH:MM\", \"Z\", got " .. describe_value(offset))
   end
   if def.filter_limits ~= nil then -- caps on one request's filter (docs/filter.md, "Limits")
-    local ok, err = pcall(require("biconnector.filter").limits, def.filter_limits)
+    local ok, err = pcall(filter.limits, def.filter_limits)
     if not ok then error("connector definition: " .. tostring(err):gsub("^[^:]*:%d+: ", ""), 0) end
   end
   local cache = def.cache -- table_list/table_description answers kept (biconnector.cache)
@@ -187,8 +189,8 @@ function _M.new(def)
     title = def.title,
     settings = def.settings,
     definition = def,
-    filter_limits = require("biconnector.filter").limits(def.filter_limits),
-    cache = def.cache and { ttl = def.cache.ttl, store = def.cache.store or require("biconnector.cache").memory() } or nil,
+    filter_limits = filter.limits(def.filter_limits),
+    cache = def.cache and { ttl = def.cache.ttl, store = def.cache.store or caches.memory() } or nil,
   }, mt)
 end
 
@@ -499,7 +501,7 @@ local function cached(self, opts, info, req, endpoint)
   local c = self.cache
   if not c then return answer(self, opts, info, req) end
   local store = opts and opts.cache or c.store
-  local key = require("biconnector.cache").key(opts and opts.cache_namespace or self.title, endpoint, req.connection,
+  local key = caches.key(opts and opts.cache_namespace or self.title, endpoint, req.connection,
     endpoint == "table_list" and (req.search or "") or req.table)
   local ok, body = pcall(store.get, store, key)
   if ok and type(body) == "string" then
@@ -627,7 +629,7 @@ Scan.__index = Scan
 -- Row by row: the next row of an iterator or a list, the filter the handler
 -- left to the framework matched on its normalized values.
 function Scan:fill()
-  local enc, chunk_size, filter_ast, match = self.enc, self.chunk_size, self.filter, self.match
+  local enc, chunk_size, filter_ast, keep_row = self.enc, self.chunk_size, self.filter, self.keep_row
   local scanned = 0 -- conditions tested on rows the filter dropped in this call (see SCAN_BUDGET)
   while enc:pending() < chunk_size do
     if scanned >= SCAN_BUDGET or self:at_limit() then return end
@@ -651,7 +653,7 @@ function Scan:fill()
       local normalized, a, b, c = enc:normalize(row)
       if not normalized then self:cut(n, a, b) end
       self:told_nulled(a, b, c)
-      keep = match(filter_ast, normalized)
+      keep = keep_row(normalized)
     end
     if keep then
       local ok, a, b, c = enc:add(row)
@@ -680,7 +682,8 @@ local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nu
     return setmetatable(src, List)
   end
   src.filter, src.filter_cost = filter_ast, filter_ast and math.max(4, conditions_of(filter_ast)) or 4
-  src.match = filter_ast and require("biconnector.filter").match
+  -- compiled once for the request; enc:normalize gives every value its field's type and NULL as nil
+  src.keep_row = filter_ast and filter.compile(filter_ast, "normalized")
   -- array rows in select order cannot carry a filtered field the select leaves out:
   -- the filter would see null and drop every row in silence
   src.unseen = filter_ast and applied.select and field_outside(filter_ast, q.select)
@@ -808,7 +811,7 @@ local function answer_data(self, opts, info, req)
     return json_error(400, "bad_request", "unknown field in select: " .. quote(select_index))
   end
   -- the filter typed by the fields, within the connector's caps (filter_limits)
-  local ast, err = require("biconnector.filter").parse(req.filter_raw, fields, self.filter_limits)
+  local ast, err = filter.parse(req.filter_raw, fields, self.filter_limits)
   if err then
     info.status = 400
     return json_error(400, "bad_request", err)
@@ -891,7 +894,6 @@ function methods.handle(self, http, opts)
     status, headers, body = json_error(405, "method_not_allowed", "use POST")
     headers["Allow"] = "POST"
   else
-    local request = require "biconnector.request"
     local decoded, req, err = call(request.decode, http)
     if not decoded then
       status, headers, body = handler_error(self, opts, info, nil, "request decoding", req)
@@ -931,7 +933,6 @@ end
 
 local clock = core.process.clock
 _M.clock = clock -- seconds, monotonic: a host's `started`
-local logline -- biconnector.logline, loaded with the first finisher
 
 -- connector.finisher(http, opts, status, info, started) -> finish(how, bytes) -> info:
 -- what every host does once an answer ended, however it ended ("ok",
@@ -945,7 +946,6 @@ function _M.finisher(http, opts, status, info, started)
   opts = opts or {}
   info = type(info) == "table" and info or {}
   started = started or clock()
-  logline = logline or require "biconnector.logline"
   local finished = false
   return function(how, bytes)
     if finished then return info end

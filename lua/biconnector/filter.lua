@@ -928,23 +928,330 @@ function compile_node(node)
   end
 end
 
-local compiled = setmetatable({}, { __mode = "k" })
+---------------------------------------------------------------- compiled to Lua source
 
--- filter.compile(ast) -> predicate(row); a nil ast gives one that accepts every row.
-function _M.compile(ast)
-  if ast == nil then return function() return true end end
-  local f = compiled[ast]
+-- The predicate as Lua source, loaded once per AST, in a hand-written
+-- predicate's shape: each field read into a local where first needed and typed
+-- once, every condition an inline comparison, the items of AND and OR tested
+-- cheapest first and joined by jumps; the closures above are the reference
+-- it answers as (spec/filter_compile_spec.lua).
+--
+-- Values never stand in the text. Every value, set, pattern and field code is
+-- an entry of a constants table passed to the chunk (the first ones bound to
+-- locals, which the predicate holds as upvalues); the text holds only names
+-- and numbers this generator makes, so no value can change the code. The
+-- chunk runs with an empty environment.
+-- constants bound to locals: a LuaJIT function holds at most 60 upvalues (11
+-- go to the helpers), a Lua 5.4 one 255
+local MAX_NAMED = jit and 48 or 150
+local MAX_FIELDS = 150     -- fields one predicate reads (a function holds at most 200 locals)
+local MAX_GENERATED = 1000 -- conditions: a larger filter keeps the closures (LuaJIT's jumps
+                           -- reach 32767 instructions; a list counts one, its set is a constant)
+local INLINE_IN = 1        -- a list of one compares in line, longer ones look a set up
+
+-- Whether a string could be the text of a number (as_string's, or more).
+local function numeric_text(s)
+  return type(s) ~= "string" or tonumber(s) ~= nil
+end
+
+-- Whether a condition on a string field needs a number in the row turned into
+-- its text first, as the closures turn it: not for = and != (and lists) with
+-- values that are no number's text (a number equals none of them, its text
+-- neither), nor for the NULL tests (tested apart).
+local function string_needs_text(node)
+  local op = node.op
+  if op == "eq" or op == "ne" then return numeric_text(node.value) end
+  if op == "in" or op == "not_in" then
+    for _, x in ipairs(node.values) do
+      if numeric_text(x) then return true end
+    end
+    return false
+  end
+  return not (op == "is_null" or op == "not_null")
+end
+
+local CMP = { gt = " > ", ge = " >= ", lt = " < ", le = " <= " }
+
+-- The items of a group cheapest first, as a hand-written predicate tests them
+-- (AND and OR answer the same in any order): NULL tests, comparisons, short
+-- lists, sets, LIKE, patterns; a group costs what its items cost. Ties keep
+-- their order.
+local function cost(node, costs)
+  local c = costs[node]
+  if c then return c end
+  local op = node.op
+  if node.kind == "group" then
+    c = 0
+    for _, item in ipairs(node.items) do c = c + cost(item, costs) end
+  elseif op == "in" or op == "not_in" then
+    c = #node.values <= INLINE_IN and #node.values or 2
+  elseif op == "like" or op == "not_like" then
+    c = 10
+  elseif op == "pattern" or op == "not_pattern" then
+    c = 30
+  elseif op == "is_null" or op == "not_null" then
+    c = 0.5 -- a truth test
+  else
+    c = op == "between" and 2 or 1
+  end
+  costs[node] = c
+  return c
+end
+
+local function cheapest_first(items, costs)
+  local order = {}
+  for i = 1, #items do order[i] = i end
+  sort(order, function(a, b)
+    local ca, cb = cost(items[a], costs), cost(items[b], costs)
+    if ca ~= cb then return ca < cb end
+    return a < b
+  end)
+  local out = {}
+  for i, k in ipairs(order) do out[i] = items[k] end
+  return out
+end
+
+-- generate(ast, normalized) -> source, constants; or nil when the filter is
+-- too large. normalized: the rows hold every value as its field's type
+-- (numbers for int and double, strings for the others) and NULL as nil, as
+-- the connector's enc:normalize gives them: no value is typed again.
+local function generate(ast, normalized)
+  local consts, lines, costs = {}, {}, {}
+  local nconds, nfields, labels = 0, 0, 0
+  local function const(v)
+    local i = #consts + 1
+    consts[i] = v
+    if i <= MAX_NAMED then return "k" .. i end
+    return "K[" .. i .. "]"
+  end
+  local function emit(s) lines[#lines + 1] = s end
+  local lower_ok = ALL_BYTES:lower() == ALL_LOWERED
+
+  -- the fields, by code and type: { var = local name, key = its code's constant,
+  -- kind = "number" | "string" | "other", text = numbers must become text }
+  local fields = {}
+  local function field_of(node)
+    local by_code = fields[node.field]
+    if not by_code then
+      by_code = {}
+      fields[node.field] = by_code
+    end
+    local f = by_code[node.type]
+    if not f then
+      nfields = nfields + 1
+      local t = node.type
+      f = { var = "f" .. nfields, key = const(node.field), text = false,
+            kind = (t == "int" or t == "double") and "number" or t == "string" and "string" or "other" }
+      by_code[t] = f
+    end
+    return f
+  end
+  local function scan(node)
+    if type(node) == "table" and node.kind == "group" and type(node.items) == "table" then
+      for _, item in ipairs(node.items) do scan(item) end
+      return
+    end
+    if type(node) ~= "table" or node.kind ~= "cond" or not TESTS[node.op] then
+      error("filter.match: not a filter AST", 5)
+    end
+    nconds = nconds + 1
+    local f = field_of(node)
+    if f.kind == "string" and string_needs_text(node) then f.text = true end
+  end
+  scan(ast)
+  if nconds > MAX_GENERATED or nfields > MAX_FIELDS then return nil end
+
+  -- the statements that read a field into its local, typed as the closures type it
+  local function load(f)
+    local v = f.var
+    emit(("%s = row[%s]"):format(v, f.key))
+    if normalized then return end
+    if f.kind == "number" then
+      -- a number stays itself; text becomes its number or nil; null, false,
+      -- tables nil: NULL, as the closures take them
+      emit(("if %s then %s = tonumber(%s) end"):format(v, v, v))
+    elseif f.kind == "string" and f.text then
+      emit(("if %s == null then %s = nil elseif type(%s) == number then %s = as_string(%s) end"):format(v, v, v, v, v))
+    else
+      emit(("if %s == null then %s = nil end"):format(v, v))
+    end
+  end
+
+  -- A condition on its field's local (nil: NULL) as an expression. A local
+  -- that holds only numbers or nil, or strings or nil, is tested by its truth.
+  local function test(node, f)
+    local v, op = f.var, node.op
+    local truthy = normalized or f.kind == "number"
+    local present = truthy and v or (v .. " ~= nil")
+    local absent = truthy and ("not " .. v) or (v .. " == nil")
+    if not normalized and f.kind == "string" and not f.text then
+      -- a number left in a string field's local: one without text (NaN; the
+      -- infinities where tonumber does not read "inf") counts as NULL, as the
+      -- closures count it
+      local parts = { v .. " == nil" }
+      if as_string(0 / 0) == nil then parts[#parts + 1] = v .. " ~= " .. v end
+      if as_string(huge) == nil then parts[#parts + 1] = v .. " == huge" end
+      if as_string(-huge) == nil then parts[#parts + 1] = v .. " == -huge" end
+      absent = "(" .. concat(parts, " or ") .. ")"
+      present = "not " .. absent
+    end
+    if op == "is_null" then return absent end
+    if op == "not_null" then return present end
+    if op == "eq" then return v .. " == " .. const(node.value) end
+    if op == "ne" then return v .. " ~= " .. const(node.value) end
+    if CMP[op] then return present .. " and " .. v .. CMP[op] .. const(node.value) end
+    if op == "between" then
+      return ("%s and %s >= %s and %s <= %s"):format(present, v, const(node.from), v, const(node.to))
+    end
+    if op == "in" or op == "not_in" then
+      local values, any = node.values, "false" -- an empty list holds for no value
+      if #values > 0 and #values <= INLINE_IN then
+        local parts = {}
+        for i, x in ipairs(values) do parts[i] = v .. " == " .. const(x) end
+        any = "(" .. concat(parts, " or ") .. ")"
+      elseif #values > INLINE_IN then
+        local set = {}
+        for _, x in ipairs(values) do set[x] = true end
+        any = const(set) .. "[" .. v .. "]"
+      end
+      if op == "in" then return any end
+      return "not " .. any
+    end
+    local check
+    if op == "like" or op == "not_like" then
+      local x = ascii_lower(node.value)
+      -- a needle without letters is found in the lowered value where it is in the value
+      if x:find("[a-z]") then
+        check = ("find(%s(%s), %s, 1, true)"):format(lower_ok and "lower" or "ascii_lower", v, const(x))
+      else
+        check = ("find(%s, %s, 1, true)"):format(v, const(x))
+      end
+    else
+      check = ("like_match(%s, %s)"):format(v, const(like_compile(pattern_escape(node.value))))
+    end
+    if op == "like" or op == "pattern" then return present .. " and " .. check end
+    return absent .. " or not " .. check
+  end
+
+  local function go(target)
+    if target == true then return "return true" end
+    if target == false then return "return false" end
+    return "goto " .. target
+  end
+
+  -- the field a node always reads first (nil for an empty group)
+  local function first_field(node)
+    while node and node.kind == "group" do node = cheapest_first(node.items, costs)[1] end
+    return node and field_of(node).var
+  end
+
+  -- Code that goes to t when node holds, to f when not (a label, or true or
+  -- false: a return); nxt: what follows the code, reached by falling through.
+  -- loaded: the fields read on every path to here.
+  local function node_code(node, t, f, nxt, loaded)
+    if node.kind == "group" then
+      local items, n = cheapest_first(node.items, costs), #node.items
+      if n == 0 then
+        local to = node.logic == "or" and f or t
+        if to ~= nxt then emit("do " .. go(to) .. " end") end
+        return
+      end
+      local seen = setmetatable({}, { __index = loaded })
+      for i = 1, n do
+        local label
+        local it, if_, inxt = t, f, nxt
+        if i < n then
+          labels = labels + 1
+          label = "l" .. labels
+          if node.logic == "or" then if_ = label else it = label end
+          inxt = label
+        end
+        node_code(items[i], it, if_, inxt, seen)
+        -- the next item runs after this one, which read its first field
+        seen[first_field(items[i]) or 0] = true
+        if label then emit("::" .. label .. "::") end
+      end
+      return
+    end
+    local fld = field_of(node)
+    if not loaded[fld.var] then
+      load(fld)
+      loaded[fld.var] = true
+    end
+    local e = test(node, fld)
+    if nxt == t then
+      emit("if not (" .. e .. ") then " .. go(f) .. " end")
+    elseif nxt == f then
+      emit("if " .. e .. " then " .. go(t) .. " end")
+    else
+      emit("if " .. e .. " then " .. go(t) .. " else " .. go(f) .. " end")
+    end
+  end
+  node_code(ast, true, false, nil, {})
+
+  local out = { "local K, null, type, number, tonumber, as_string, find, lower, ascii_lower, like_match, huge = ..." }
+  local n = math.min(#consts, MAX_NAMED)
+  if n > 0 then
+    local names, reads = {}, {}
+    for i = 1, n do names[i], reads[i] = "k" .. i, "K[" .. i .. "]" end
+    out[#out + 1] = "local " .. concat(names, ", ") .. " = " .. concat(reads, ", ")
+  end
+  out[#out + 1] = "return function(row)"
+  if nfields > 0 then
+    local vars = {}
+    for i = 1, nfields do vars[i] = "f" .. i end
+    out[#out + 1] = "local " .. concat(vars, ", ")
+  end
+  out[#out + 1] = concat(lines, "\n")
+  out[#out + 1] = "end\n"
+  return concat(out, "\n"), consts
+end
+
+local function compile_source(ast, normalized)
+  local src, consts = generate(ast, normalized)
+  if not src then return nil end
+  local chunk = load(src, "=filter", "t", {})
+  if not chunk then return nil end
+  return chunk(consts, null, type, "number", tonumber, as_string, string.find, string.lower, ascii_lower, like_match, huge)
+end
+
+local compiled = {}
+for _, how in ipairs({ "source", "normalized", "closures" }) do compiled[how] = setmetatable({}, { __mode = "k" }) end
+local by_source = compiled.source
+local function accept() return true end
+
+-- filter.compile(ast [, how]) -> predicate(row); a nil ast gives one that
+-- accepts every row. how: "source" (the default: Lua source generated for the
+-- filter and loaded), "normalized" (the same for rows whose values all have
+-- their field's type and whose NULLs are nil: no value is typed again) or
+-- "closures" (a tree of closures: the reference the others answer as, and
+-- what a filter too large to generate keeps). Cached per AST and how.
+function _M.compile(ast, how)
+  if ast == nil then return accept end
+  how = how or "source"
+  local cache = compiled[how]
+  if not cache then
+    error("filter.compile: how must be \"source\", \"normalized\" or \"closures\", got " .. show(how), 2)
+  end
+  local f = cache[ast]
   if not f then
-    f = compile_node(ast)
-    compiled[ast] = f
+    if how ~= "closures" then f = compile_source(ast, how == "normalized") end
+    f = f or compile_node(ast)
+    cache[ast] = f
   end
   return f
+end
+
+-- filter.source(ast [, how]) -> the Lua text compile loads for the AST and its
+-- constants, or nil when the filter is too large and keeps closures.
+function _M.source(ast, how)
+  return generate(ast, how == "normalized")
 end
 
 -- filter.match(ast, row) -> boolean; a nil ast matches every row.
 function _M.match(ast, row)
   if ast == nil then return true end
-  return _M.compile(ast)(row)
+  return (by_source[ast] or _M.compile(ast))(row)
 end
 
 ---------------------------------------------------------------- SQL
