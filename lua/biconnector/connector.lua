@@ -37,7 +37,7 @@ local function jstr(s)
   local text = json.encode(s)
   if text then return text end
   -- Not valid UTF-8 (a path or a message echoing raw bytes): show those bytes as "?".
-  return assert(json_encode((gsub(tostring(s), "[\128-\255]", "?"))))
+  return assert(json.encode((gsub(tostring(s), "[\128-\255]", "?"))))
 end
 
 -- ---- definition checking ---------------------------------------------------
