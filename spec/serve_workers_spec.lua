@@ -90,8 +90,10 @@ end)
 
 describe("biconnector serve --workers graceful stop", function()
   it("lets an answer in flight finish after SIGTERM to the master, then exits 0", function()
+    -- --grace 60: the answer must outlive the wait for the idle worker below, however slow
+    -- the machine (at the default 10 s a loaded sanitizer run saw it cut)
     local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0",
-      "--workers", "2" }))
+      "--workers", "2", "--grace", "60" }))
     wait_for("two workers", 10, function() return #S.children(h.pid) == 2 end)
     local c = socket.tcp()
     c:settimeout(30)

@@ -386,3 +386,35 @@ describe("the slow-reader rule", function()
     assert.matches("deadline %(8 s%)", S.stderr(h))
   end)
 end)
+
+describe("forking while a database job's thread runs", function()
+  -- A worker forked while a job's thread is inside SQLite (finishing a statement,
+  -- freeing its memory) inherited SQLite's allocator lock held by a thread it does
+  -- not have: its first query hung for good. core.process.fork waits first (at most
+  -- 5 s) for those threads to end (core.sql.settle).
+  local core = require "biconnector.core"
+  local dir, pool
+  local skip = not H.have_sqlite3("sql_pool_spec (fork)")
+  setup(function()
+    if skip then return end
+    dir = H.tmpdir()
+    assert(H.sh("sqlite3 " .. H.q(dir .. "/f.db") .. " 'CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);'"))
+    pool = core.sql.pool("sqlite", { path = dir .. "/f.db" }, { size = 2 })
+  end)
+  teardown(function()
+    if pool then pool:close() end
+    if dir then H.rmdir(dir) end
+  end)
+
+  it("core.process.fork returns once no job's thread is inside the database library", function()
+    if skip then return pending("SKIPPED: the sqlite3 command-line tool is missing") end
+    local job = core.sql.job(pool, SLOW.sqlite:gsub("2000000000", "1000000"), {}, { mode = "fetch" })
+    assert.equals(1, core.sql.settle(0), "the job's thread runs its statement")
+    local pid = assert(core.process.fork())
+    if pid == 0 then core.process.exit(0) end
+    assert.equals(0, core.sql.settle(0), "fork waited for the job's thread to end")
+    assert.same({ pid, "exit", 0 }, { core.process.wait(pid, true) })
+    assert.equals("done", job:state())
+    job:close()
+  end)
+end)

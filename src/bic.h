@@ -36,4 +36,10 @@ void bic_rows_free(rows_encoder *e);
 struct bic_buffer *bic_rows_buffer(rows_encoder *e);
 int bic_rows_put(rows_encoder *e, struct bic_buffer *src, size_t off, size_t n, double nrows);
 
+/* Waits up to seconds until no thread of sql_job.c is inside a client library
+ * (a job's thread alive, the service thread cancelling) -> how many still are.
+ * core.process.fork calls it: a child that uses a database must not inherit a
+ * library's lock (SQLite's allocator mutex, say) held by a thread it lacks. */
+int bic_sql_settle(double seconds);
+
 #endif

@@ -125,13 +125,19 @@ static int push_errno(lua_State *L, const char *what) {
  * Signals are blocked from before fork() until the child has reset its state:
  * a signal sent to the new pid at once (a master forwarding SIGTERM to a
  * worker it has just started) stays pending and is handled after the reset,
- * where it counts, instead of being wiped out with the parent's flags. */
+ * where it counts, instead of being wiped out with the parent's flags.
+ * It waits first (at most FORK_SETTLE_SECONDS) for the database jobs' threads
+ * to end: see bic_sql_settle. */
+#define FORK_SETTLE_SECONDS 5.0
 static int l_fork(lua_State *L) {
   sigset_t all, old;
   pid_t pid;
   int e;
   fflush(stdout);
   fflush(stderr);
+  /* the database jobs' threads end first (a worker forked while one finishes
+   * its statement inherited SQLite's allocator lock, held forever) */
+  bic_sql_settle(FORK_SETTLE_SECONDS);
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
   pid = fork();

@@ -95,6 +95,12 @@ typedef struct bic_sql_driver {
    * closed afterwards, never reused (a late cancel could hit a next statement). */
   void (*cancel)(void *conn);
 
+  /* 1 when cancel() uses nothing the cursor holds, so the cursor may be closed
+   * while cancel() runs, and must be: ClickHouse's KILL QUERY ... SYNC returns
+   * once the query has stopped, and a query blocked writing its answer stops
+   * only when the cursor drops the transfer. 0: the cursor waits for cancel(). */
+  int cancel_apart;
+
   void (*close)(void *conn);
 } bic_sql_driver;
 

@@ -1130,7 +1130,8 @@ static void ch_cancel(void *conn) {
 const bic_sql_driver bic_sql_clickhouse = {
   .engine = "clickhouse", .open = ch_open, .query = ch_query, .ncols = ch_ncols,
   .colname = ch_colname, .coltype = ch_coltype, .step = ch_step, .value = ch_value,
-  .close_cursor = ch_close_cursor, .alive = ch_alive, .cancel = ch_cancel, .close = ch_close,
+  .close_cursor = ch_close_cursor, .alive = ch_alive, .cancel = ch_cancel, .cancel_apart = 1,
+  .close = ch_close,
 };
 
 #endif

@@ -173,6 +173,9 @@ static int g_service_started;
 static pool *g_pools;
 static job *g_jobs;
 static size_t g_budget = DEFAULT_BUDGET, g_held, g_reserved;
+/* Threads that may be inside a client library right now: the jobs' threads
+ * alive, and the service thread while it cancels. See bic_sql_settle. */
+static int g_in_library;
 
 /* Counts n more bytes held by j (dropped when its handle is gone), under g_lock. */
 static void hold(struct job *j, size_t n);
@@ -197,6 +200,7 @@ static void after_fork_child(void) {
   g_pools = NULL;
   g_jobs = NULL;
   g_held = g_reserved = 0;
+  g_in_library = 0;
 }
 
 static void register_fork(void) { pthread_atfork(before_fork, after_fork_parent, after_fork_child); }
@@ -438,9 +442,11 @@ static void *service_main(void *arg) {
       int free_it;
       todo->cancel_sent = todo->canceling = 1;
       todo->refs++;
+      g_in_library++;
       pthread_mutex_unlock(&g_lock);
       drv->cancel(conn);
       pthread_mutex_lock(&g_lock);
+      g_in_library--;
       todo->canceling = 0;
       pthread_cond_broadcast(&g_cv);
       job_unref_locked(todo, &free_it);
@@ -716,8 +722,38 @@ static int publish_stream(job *j, double rows) {
   return 0;
 }
 
+static void job_body(job *j);
+
+/* A job's thread: the job, then counted out (bic_sql_settle waits for this). */
 static void *job_main(void *arg) {
-  job *j = (job *)arg;
+  job_body((job *)arg);
+  pthread_mutex_lock(&g_lock);
+  g_in_library--;
+  pthread_cond_broadcast(&g_cv);
+  pthread_mutex_unlock(&g_lock);
+  return NULL;
+}
+
+int bic_sql_settle(double seconds) {
+  double until = bic_clock() + seconds;
+  int n;
+  pthread_once(&g_once, setup_once);
+  pthread_mutex_lock(&g_lock);
+  while (g_in_library > 0 && bic_clock() < until) timed_wait(&g_cv, until - bic_clock());
+  n = g_in_library;
+  pthread_mutex_unlock(&g_lock);
+  return n;
+}
+
+/* core.sql.settle([seconds]) -> how many of the jobs' threads are still inside
+ * a client library after waiting up to seconds (default 0) for them to end. */
+static int l_settle(lua_State *L) {
+  double seconds = luaL_optnumber(L, 1, 0);
+  lua_pushinteger(L, bic_sql_settle(seconds > 0 ? seconds : 0));
+  return 1;
+}
+
+static void job_body(job *j) {
   pool *p = j->pool;
   const bic_sql_driver *drv = p->drv;
   void *h = NULL, *cur = NULL;
@@ -733,7 +769,7 @@ static void *job_main(void *arg) {
     fail_locked(j, j->status, NULL);
     pthread_mutex_unlock(&g_lock);
     job_unref(j);
-    return NULL;
+    return;
   }
   pthread_mutex_lock(&g_lock);
   j->conn = h;
@@ -744,7 +780,7 @@ static void *job_main(void *arg) {
     pthread_mutex_unlock(&g_lock);
     release(p, h, 0);
     job_unref(j);
-    return NULL;
+    return;
   }
   j->in_statement = !j->stop;
   pthread_mutex_unlock(&g_lock);
@@ -771,7 +807,7 @@ static void *job_main(void *arg) {
       fail_locked(j, 503, err);
       pthread_mutex_unlock(&g_lock);
       job_unref(j);
-      return NULL;
+      return;
     }
     h = h2;
     j->conn = h;
@@ -917,6 +953,13 @@ static void *job_main(void *arg) {
   }
 
 finish_locked:
+  if (cur != NULL && drv->cancel_apart && j->canceling) {
+    /* the cancel waits for the query, the query for its transfer to go (sql.h) */
+    pthread_mutex_unlock(&g_lock);
+    drv->close_cursor(cur);
+    cur = NULL;
+    pthread_mutex_lock(&g_lock);
+  }
   /* the service thread may be in cancel() on this connection: it must be done
    * before the connection is closed or handed to another job */
   while (j->canceling) pthread_cond_wait(&g_cv, &g_lock);
@@ -944,7 +987,7 @@ finish_locked:
     pthread_mutex_unlock(&g_lock);
   }
   job_unref(j);
-  return NULL;
+  return;
 }
 
 /* ---- jobs: the Lua side ------------------------------------------------------------- */
@@ -1156,8 +1199,10 @@ static int l_job(lua_State *L) {
   j->next = g_jobs;
   if (g_jobs) g_jobs->prev = j;
   g_jobs = j;
+  g_in_library++;
   rc = start_thread(job_main, j);
   if (rc != 0) {
+    g_in_library--;
     j->refs = 1;
     snprintf(j->err, sizeof j->err, "cannot start a thread for the query: %s", strerror(rc));
     j->status = 503;
@@ -1512,5 +1557,7 @@ int bic_open_sql_jobs(lua_State *L) {
   lua_setfield(L, -2, "job");
   lua_pushcfunction(L, l_budget);
   lua_setfield(L, -2, "budget");
+  lua_pushcfunction(L, l_settle);
+  lua_setfield(L, -2, "settle");
   return 0;
 }
