@@ -304,6 +304,89 @@ describe("core.rows", function()
     end)
   end)
 
+  describe("stage and keep", function()
+    -- Every row through enc:add on one encoder and enc:stage + enc:keep on
+    -- another: the same results, the same bytes.
+    local function both_ways(rows, select, opts)
+      local added, staged = core.rows.new(FIELDS, select, opts), core.rows.new(FIELDS, select, opts)
+      for i, row in ipairs(rows) do
+        local a = { added:add(row) }
+        local s = { staged:stage(row) }
+        if s[1] then s = { staged:keep() } end
+        if a[1] then a = { true } end -- stage tells its nulls, not keep
+        assert.same(a, s, "row " .. i)
+      end
+      added:finish()
+      staged:finish()
+      local a_text, s_text = added:take(), staged:take()
+      assert.equals(a_text, s_text)
+      assert.equals(added:count(), staged:count())
+      return cjson.decode(s_text)
+    end
+    local ROWS = {
+      { id = "7", name = 'say "hi"\n\t', amount = "2.5", day = 0, at = "2024-01-01T10:00:00+03:00" },
+      { 1, "x", 3, "2024-01-02", 1704110400 },
+      { id = 2, at = null, name = "\226\130\172 euro" },
+      {},
+    }
+    it("writes what add writes, from one conversion, for map and array rows", function()
+      local doc = both_ways(ROWS)
+      assert.same({ "id", "name", "amount", "day", "at" }, doc[1])
+      assert.same({ 7, 'say "hi"\n\t', 2.5, "1970-01-01", "2024-01-01 10:00:00" }, doc[2])
+      both_ways(ROWS, nil, { datetime_offset = "+03:00" })
+    end)
+    it("writes the selected columns in select order, a column twice, and array rows in select order", function()
+      local doc = both_ways(ROWS, { 5, 1, 2, 1 })
+      assert.same({ "at", "id", "name", "id" }, doc[1])
+      assert.same({ cjson.null, 2, "\226\130\172 euro", 2 }, doc[4])
+      doc = both_ways({ { "2024-03-04 05:06:07", 9 }, { null, 10 } }, { 5, 1 }, { arrays = "select" })
+      assert.same({ { "at", "id" }, { "2024-03-04 05:06:07", 9 }, { cjson.null, 10 } }, doc)
+    end)
+    it("gives the filter the normalized row, the datetime as its wall-clock time", function()
+      local enc = core.rows.new(FIELDS, nil, { datetime_offset = "+03:00" })
+      assert.same({ id = 1, at = "2024-01-01 13:00:00" }, enc:stage({ id = 1, at = "2024-01-01T10:00:00Z" }))
+      assert.same({ true }, { enc:keep() })
+      enc:finish()
+      assert.same({ 1, cjson.null, cjson.null, cjson.null, "2024-01-01T13:00:00+03:00" }, cjson.decode(enc:take())[2])
+    end)
+    it("nulls what does not fit under invalid = \"null\" and tells it at stage", function()
+      local enc = core.rows.new(FIELDS, { 1, 2 }, { invalid = "null" })
+      assert.same({ { id = 3 }, 1, 2, "expected a string, got invalid UTF-8" }, { enc:stage({ id = 3, name = "\255" }) })
+      assert.same({ true }, { enc:keep() })
+      both_ways({ { id = "x", name = "\255" }, { id = 4, name = "d" } }, { 1, 2 }, { invalid = "null" })
+    end)
+    it("refuses at keep what add alone refuses, so that a dropped row is not checked further", function()
+      local enc = core.rows.new(FIELDS, { 2, 1 })
+      -- invalid UTF-8 in two columns: add names the first output column (name), stage still normalizes
+      assert.same({ name = "\255", id = 1 }, enc:stage({ id = 1, name = "\255" }))
+      assert.same({ nil, 2, "expected a string, got invalid UTF-8" }, { enc:keep() })
+      assert.same({ nil, 2, "expected a string, got invalid UTF-8" }, { enc:add({ id = 1, name = "\255" }) })
+      assert.truthy(enc:stage({ 1, 2, 3, 4, 5, 6 }))
+      assert.same({ nil, 0, "array row has 6 values, expected at most 5" }, { enc:keep() })
+      -- a row the filter drops is staged and never kept: nothing is written
+      assert.truthy(enc:stage({ id = 2, name = "\255" }))
+      assert.truthy(enc:stage({ id = 3, name = "ok" }))
+      assert.same({ true }, { enc:keep() })
+      enc:finish()
+      assert.same({ { "name", "id" }, { "ok", 3 } }, cjson.decode(enc:take()))
+      -- what normalize refuses, stage refuses
+      enc = core.rows.new(FIELDS)
+      assert.same({ nil, 3, 'expected a number, got string "abc"' }, { enc:stage({ amount = "abc" }) })
+      assert.same({ nil, 0, "expected a row table, got string" }, { enc:stage("x") })
+    end)
+    it("keeps a staged row once, and not after finish", function()
+      local enc = core.rows.new(FIELDS)
+      assert.has_error(function() enc:keep() end, "no row is staged (enc:stage)")
+      assert.truthy(enc:stage({ id = 1 }))
+      assert.same({ true }, { enc:keep() })
+      assert.has_error(function() enc:keep() end, "no row is staged (enc:stage)")
+      assert.equals(1, enc:count())
+      enc:finish()
+      assert.has_error(function() enc:stage({ id = 2 }) end, "encoder is finished")
+      enc:close()
+    end)
+  end)
+
   describe("arbitrary input", function()
     it("either converts a random string to the type's form or names why not", function()
       local seed = 4242

@@ -39,6 +39,11 @@ static const char *const type_names[] = {"int", "double", "string", "date", "dat
 
 enum { S_OPEN, S_FINISHED, S_CLOSED };
 
+/* A value that cannot be converted: the message is written into why. */
+typedef struct why_buf {
+  char text[200];
+} why_buf;
+
 struct rows_encoder {
   bic_buffer buf;
   size_t chunk;
@@ -52,6 +57,14 @@ struct rows_encoder {
   int *out_field;        /* [nout] 0-based field index of each output column */
   int zone;              /* datetimes written with this offset (minutes east of UTC), or ZONE_PLAIN */
   int null_invalid;      /* opts.invalid == "null" */
+  /* enc:stage: the staged row's output cells, encoded once by field, joined by enc:keep */
+  bic_buffer staged;     /* the cells' JSON text, field after field */
+  size_t *cell_at;       /* [nfields] where field f's text starts in staged */
+  size_t *cell_len;      /* [nfields] its length (fields not written: 0) */
+  unsigned char *is_out; /* [nfields] whether field f is an output column */
+  int staged_ok;         /* a row is staged and not yet kept */
+  int staged_refused;    /* enc:keep refuses it: add's field index (0: the row), why */
+  why_buf staged_why;
 };
 
 /* rows_encoder.zone: datetimes as "YYYY-MM-DD HH:MM:SS", without an offset (the default). */
@@ -72,10 +85,6 @@ struct rows_encoder {
 
 /* ---- failures -------------------------------------------------------------- */
 
-/* A value that cannot be converted: the message is written into why. */
-typedef struct why_buf {
-  char text[200];
-} why_buf;
 
 static const char *value_kind(lua_State *L, int idx) {
   int t = lua_type(L, idx);
@@ -750,29 +759,45 @@ static int rows_add_list(lua_State *L) {
   return 1 + nulls_push(L, &nl);
 }
 
+/* Pushes nil, field_index, message (a row the encoder refuses) -> 3. */
+static int push_refusal(lua_State *L, int field, const char *why) {
+  lua_pushnil(L);
+  lua_pushinteger(L, field);
+  lua_pushstring(L, why);
+  return 3;
+}
+
 /* enc:normalize(row) -> {code = value} [, nulled, field_index, message] for every
  * described field the row carries, converted by type (date/datetime as text), or
  * nil, field_index, message. With invalid = "null" a value that does not fit
- * (invalid UTF-8 included, as add writes it) is left out. */
-static int rows_normalize(lua_State *L) {
+ * (invalid UTF-8 included, as add writes it) is left out.
+ * stage: also writes the output columns' JSON text as enc:add would, from the
+ * same conversion (each value converted once), for enc:keep to append; what
+ * add alone refuses (a too wide array row, invalid UTF-8 with invalid =
+ * "error") enc:keep refuses, so that a row the filter drops is not checked
+ * further, as when add followed normalize for the rows kept only. */
+static int normalize_row(lua_State *L, int stage) {
   rows_encoder *e = check_open(L);
-  why_buf why;
+  why_buf why, put_why;
   nulls nl = {0, 0, {""}};
-  int f, as_array, rc;
+  int f, as_array, rc, put_failed = 0, put_col = 0;
   lua_settop(L, 2);
   rows_getcodes(L, 1);
+  if (stage) {
+    if (e->state != S_OPEN) return luaL_error(L, "encoder is finished");
+    e->staged.len = 0;
+    e->staged_ok = 0;
+  }
   if (lua_type(L, 2) != LUA_TTABLE) {
     snprintf(why.text, sizeof why.text, "expected a row table, got %s", value_kind(L, 2));
-    lua_pushnil(L);
-    lua_pushinteger(L, 0);
-    lua_pushstring(L, why.text);
-    return 3;
+    return push_refusal(L, 0, why.text);
   }
   as_array = row_is_array(L, 2);
   if (as_array && array_by_select(L, e, 2)) as_array = 2;
   lua_createtable(L, 0, e->nfields);
   for (f = 0; f < e->nfields; f++) {
     cell v;
+    if (stage) e->cell_len[f] = 0;
     if (as_array) {
       if (as_array == 2) {
         int col, found = -1;
@@ -793,14 +818,27 @@ static int rows_normalize(lua_State *L) {
       rc = -1;
     }
     if (rc != 0) {
-      if (!e->null_invalid) {
-        lua_pushnil(L);
-        lua_pushinteger(L, f + 1);
-        lua_pushstring(L, why.text);
-        return 3;
-      }
+      if (!e->null_invalid) return push_refusal(L, f + 1, why.text);
       nulls_add(&nl, f + 1, &why);
       v.kind = C_NULL;
+    }
+    if (stage && e->is_out[f]) { /* the cell's JSON text, before the filter's view of a datetime */
+      size_t at = e->staged.len;
+      why_buf w;
+      int put = put_cell(&e->staged, &v, &w);
+      if (put == -1) return luaL_error(L, "out of memory");
+      if (put == -2) { /* invalid UTF-8 with invalid = "error": add's refusal, told after the others */
+        e->staged.len = at;
+        int col = 0;
+        while (e->out_field[col] != f) col++; /* add tells the first output column that fails */
+        if (!put_failed || col < put_col) {
+          put_failed = f + 1;
+          put_col = col;
+          put_why = w;
+        }
+      }
+      e->cell_at[f] = at;
+      e->cell_len[f] = e->staged.len - at;
     }
     if (v.kind == C_TEXT && v.len > 19) { /* the filter compares the wall-clock time written, not the offset */
       v.text[10] = ' ';
@@ -817,7 +855,53 @@ static int rows_normalize(lua_State *L) {
     lua_rawset(L, -4);
     lua_pop(L, 1); /* the raw value */
   }
+  if (stage) {
+    int width = as_array == 2 ? e->nout : e->nfields;
+    e->staged_refused = -1;
+    if (as_array && (int)lua_rawlen(L, 2) > width) {
+      e->staged_refused = 0;
+      snprintf(e->staged_why.text, sizeof e->staged_why.text, "array row has %d values, expected at most %d",
+               (int)lua_rawlen(L, 2), width);
+    } else if (put_failed) {
+      e->staged_refused = put_failed;
+      e->staged_why = put_why;
+    }
+    e->staged_ok = 1;
+  }
   return 1 + nulls_push(L, &nl);
+}
+
+static int rows_normalize(lua_State *L) { return normalize_row(L, 0); }
+
+/* enc:stage(row): enc:normalize(row), the row also staged for enc:keep. */
+static int rows_stage(lua_State *L) { return normalize_row(L, 1); }
+
+/* enc:keep() -> true | nil, field_index (0: the row itself), message: appends
+ * the row staged by the last enc:stage as enc:add(row) would have written it,
+ * or refuses it as add would have (a staged row is kept once). */
+static int rows_keep(lua_State *L) {
+  rows_encoder *e = check_open(L);
+  size_t mark;
+  int col;
+  if (e->state != S_OPEN) return luaL_error(L, "encoder is finished");
+  if (!e->staged_ok) return luaL_error(L, "no row is staged (enc:stage)");
+  e->staged_ok = 0;
+  if (e->staged_refused >= 0) return push_refusal(L, e->staged_refused, e->staged_why.text);
+  mark = e->buf.len;
+  if (bic_buffer_puts(&e->buf, ",[")) goto nomem;
+  for (col = 0; col < e->nout; col++) {
+    int f = e->out_field[col];
+    if ((col > 0 && bic_buffer_putc(&e->buf, ',')) ||
+        bic_buffer_put(&e->buf, e->staged.data + e->cell_at[f], e->cell_len[f]))
+      goto nomem;
+  }
+  if (bic_buffer_putc(&e->buf, ']')) goto nomem;
+  e->rows += 1;
+  lua_pushboolean(L, 1);
+  return 1;
+nomem:
+  e->buf.len = mark; /* the buffer as it was */
+  return luaL_error(L, "out of memory");
 }
 
 /* enc:finish(): closes the JSON array. */
@@ -856,6 +940,8 @@ static int rows_count(lua_State *L) {
 static int rows_close(lua_State *L) {
   rows_encoder *e = (rows_encoder *)luaL_checkudata(L, 1, ROWS_MT);
   bic_buffer_free(&e->buf);
+  bic_buffer_free(&e->staged);
+  e->staged_ok = 0;
   e->state = S_CLOSED;
   return 0;
 }
@@ -938,8 +1024,11 @@ static int rows_new(lua_State *L) {
     lua_pop(L, 1);
   }
 
-  e = (rows_encoder *)rows_newuserdata(L, sizeof(rows_encoder) + sizeof(int) * (size_t)(nfields + nout));
+  e = (rows_encoder *)rows_newuserdata(L, sizeof(rows_encoder) + sizeof(size_t) * 2 * (size_t)nfields +
+                                               sizeof(int) * (size_t)(nfields + nout) + (size_t)nfields);
   bic_buffer_init(&e->buf);
+  bic_buffer_init(&e->staged);
+  e->staged_ok = 0;
   e->state = S_CLOSED; /* born closed until fully set up */
   e->chunk = (size_t)chunk;
   e->rows = 0;
@@ -949,8 +1038,12 @@ static int rows_new(lua_State *L) {
   e->arrays_auto = arrays_auto;
   e->zone = zone;
   e->null_invalid = null_invalid;
-  e->field_type = (int *)(e + 1);
+  e->cell_at = (size_t *)(e + 1); /* the size_t arrays first: aligned after the struct */
+  e->cell_len = e->cell_at + nfields;
+  e->field_type = (int *)(e->cell_len + nfields);
   e->out_field = e->field_type + nfields;
+  e->is_out = (unsigned char *)(e->out_field + nout);
+  memset(e->is_out, 0, (size_t)nfields);
   luaL_getmetatable(L, ROWS_MT);
   lua_setmetatable(L, -2); /* index 4 */
 
@@ -986,6 +1079,7 @@ static int rows_new(lua_State *L) {
         return luaL_error(L, "select[%d]: expected a field index between 1 and %d", i + 1, nfields);
     }
     e->out_field[i] = (int)(f - 1);
+    e->is_out[f - 1] = 1;
   }
 
   /* The header row: the codes of the output columns. */
@@ -1130,6 +1224,7 @@ static int rows_raw(lua_State *L) {
 int bic_open_rows(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"add", rows_add},         {"add_list", rows_add_list}, {"normalize", rows_normalize},
+      {"stage", rows_stage},     {"keep", rows_keep},
       {"finish", rows_finish},   {"take", rows_take},         {"pending", rows_pending},
       {"count", rows_count},     {"close", rows_close},       {"raw", rows_raw},
       {NULL, NULL}};

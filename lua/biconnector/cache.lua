@@ -94,13 +94,19 @@ end
 local Shared = {}
 Shared.__index = Shared
 
-function _M.ngx_shared(dict)
+-- cache.shared_dict(dict or name, who): the lua_shared_dict itself; a name
+-- that nginx does not declare is an error of the caller of `who`.
+function _M.shared_dict(dict, who)
   if type(dict) == "string" then
     local name = dict
     dict = ngx and ngx.shared and ngx.shared[name]
-    if not dict then error("biconnector.cache: no lua_shared_dict named " .. name, 2) end
+    if not dict then error(who .. ": no lua_shared_dict named " .. name, 3) end
   end
-  return setmetatable({ dict = dict }, Shared)
+  return dict
+end
+
+function _M.ngx_shared(dict)
+  return setmetatable({ dict = _M.shared_dict(dict, "biconnector.cache") }, Shared)
 end
 
 function Shared:get(key)

@@ -49,6 +49,17 @@ local function module_exists(name)
   return false
 end
 
+-- For a command's main(args, out): nil after writing usage to out when args ask
+-- for help (-h, --help anywhere), else a copy of args the parser may edit.
+function _M.arguments(args, out, usage)
+  local copy = {}
+  for i, a in ipairs(args or {}) do
+    if a == "-h" or a == "--help" then out:write(usage) return nil end
+    copy[i] = a
+  end
+  return copy
+end
+
 function _M.main(argv)
   argv = argv or {}
   local command = argv[1]

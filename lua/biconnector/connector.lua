@@ -645,23 +645,26 @@ function Scan:fill()
       self:cut(1, 0, format("array rows in select order (applied.select) lack field %q, which the filter uses "
         .. "and the handler did not apply (applied.filter): return map rows, or apply the filter", self.unseen))
     end
-    local keep = true
     -- a failure: nil, field_index, message; values nulled (applied.invalid):
-    -- a result, then nulled, field_index, message; normalize tells of those
-    -- the filter saw, add of the rest
+    -- a result, then nulled, field_index, message
     if filter_ast then
-      local normalized, a, b, c = enc:normalize(row)
+      -- each value converted once: typed for the filter, and its JSON text
+      -- staged for the answer (enc:keep appends it)
+      local normalized, a, b, c = enc:stage(row)
       if not normalized then self:cut(n, a, b) end
       self:told_nulled(a, b, c)
-      keep = keep_row(normalized)
-    end
-    if keep then
+      if keep_row(normalized) then
+        local kept, field_index, message = enc:keep()
+        if not kept then self:cut(n, field_index, message) end
+        self.emitted = self.emitted + 1
+      else
+        scanned = scanned + self.filter_cost
+      end
+    else
       local ok, a, b, c = enc:add(row)
       if not ok then self:cut(n, a, b) end
-      if not filter_ast then self:told_nulled(a, b, c) end
+      self:told_nulled(a, b, c)
       self.emitted = self.emitted + 1
-    else
-      scanned = scanned + self.filter_cost
     end
   end
 end
@@ -682,7 +685,7 @@ local function row_source(info, q, fields, rows, applied, enc, chunk_size, on_nu
     return setmetatable(src, List)
   end
   src.filter, src.filter_cost = filter_ast, filter_ast and math.max(4, conditions_of(filter_ast)) or 4
-  -- compiled once for the request; enc:normalize gives every value its field's type and NULL as nil
+  -- compiled once for the request; enc:stage gives every value its field's type and NULL as nil
   src.keep_row = filter_ast and filter.compile(filter_ast, "normalized")
   -- array rows in select order cannot carry a filtered field the select leaves out:
   -- the filter would see null and drop every row in silence

@@ -9,6 +9,7 @@ local json = require "biconnector.json"
 local logline = require "biconnector.logline"
 local finisher = require("biconnector.connector").finisher
 local masked_url = require("biconnector.sql.server_url").masked
+local verify = require "biconnector.verify"
 
 local process = core.process
 local format, concat = string.format, table.concat
@@ -51,6 +52,13 @@ end
 
 local function json_error(status, code, message)
   return json_answer(status, { error = code, message = message })
+end
+
+-- 405 for a dev page path asked with another method: `use METHOD`, Allow: ALLOW.
+local function not_allowed(method, allow)
+  local s, h, b = json_error(405, "method_not_allowed", "use " .. method)
+  h["Allow"] = allow
+  return s, h, b
 end
 
 local function read_file(path)
@@ -168,7 +176,7 @@ end
 
 -- A handler's answer with Cache-Control: no-store; an answer that waits
 -- (core.server.WAIT, fd, seconds, finish, continue) gets it when it comes.
-local WAIT = require("biconnector.core").server.WAIT
+local WAIT = core.server.WAIT
 local function no_store(status, headers, body, finish, continue)
   if status == WAIT then
     return status, headers, body, finish, function() return no_store(continue()) end
@@ -285,7 +293,6 @@ function _M.wrap(handler, opts)
       -- the child: verify.run against this very server, over HTTP, then the report to the file
       local ok, text = pcall(function()
         close_inherited_sockets()
-        local verify = require "biconnector.verify"
         -- this server is the local copy under development, not the address Bitrix24 is given
         local vopts = { settings = settings_values, body = mode, tables = tables, allow_local = true }
         for k, v in pairs(opts.verify_options or {}) do vopts[k] = v end
@@ -365,25 +372,13 @@ function _M.wrap(handler, opts)
     end
     local file = files[req.path]
     if file then
-      if req.method ~= "GET" and req.method ~= "HEAD" then
-        local s, h, b = json_error(405, "method_not_allowed", "use GET")
-        h["Allow"] = "GET, HEAD"
-        return s, h, b
-      end
+      if req.method ~= "GET" and req.method ~= "HEAD" then return not_allowed("GET", "GET, HEAD") end
       return 200, security_headers(file.type), req.method == "HEAD" and "" or file.body
     elseif req.path == "/_dev/info" then
-      if req.method ~= "GET" then
-        local s, h, b = json_error(405, "method_not_allowed", "use GET")
-        h["Allow"] = "GET"
-        return s, h, b
-      end
+      if req.method ~= "GET" then return not_allowed("GET", "GET") end
       return 200, security_headers(JSON_TYPE), info_body()
     elseif req.path == "/_dev/verify" then
-      if req.method ~= "POST" then
-        local s, h, b = json_error(405, "method_not_allowed", "use POST")
-        h["Allow"] = "POST"
-        return s, h, b
-      end
+      if req.method ~= "POST" then return not_allowed("POST", "POST") end
       return start_verify(req)
     end
     return json_error(404, "not_found", "no such dev page file: " .. tostring(req.path))

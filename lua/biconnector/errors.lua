@@ -69,6 +69,18 @@ function _M.new_id()
   return format("%04x%04x", (random(0, 0xffff) + pid * 40503) % 0x10000, counter)
 end
 
+-- How an error message shows a string (quoted, at most 40 bytes, newlines
+-- escaped) or null; nil for any other value (the caller says those its way).
+local null = core.null
+function _M.shown(v)
+  if type(v) == "string" then
+    if #v > 40 then v = v:sub(1, 40) .. "..." end
+    return (format("%q", v):gsub("\\\n", "\\n"))
+  end
+  if v == null then return "null" end
+  return nil
+end
+
 -- The body of a 500 for a failure of the host around the connector (the
 -- message and its traceback go to the log under the same id).
 _M.JSON_TYPE = "application/json; charset=utf-8"

@@ -9,6 +9,7 @@
 --     between is_null not_null
 local core = require "biconnector.core"
 local list = require "biconnector.list"
+local shown = require("biconnector.errors").shown
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local floor, huge = math.floor, math.huge
@@ -68,12 +69,7 @@ local function is_decimal(s)
 end
 
 local function show(v)
-  if type(v) == "string" then
-    if #v > 40 then v = v:sub(1, 40) .. "..." end
-    return (format("%q", v):gsub("\\\n", "\\n"))
-  end
-  if v == null then return "null" end
-  return tostring(v)
+  return shown(v) or tostring(v)
 end
 
 local function as_integer(v)

@@ -11,6 +11,7 @@
 -- Labels take values from fixed lists only (the endpoint, the HTTP status),
 -- never from a request: no table name, setting or secret reaches a label.
 local core = require "biconnector.core"
+local shared_dict = require("biconnector.cache").shared_dict
 
 local _M = {}
 
@@ -64,11 +65,7 @@ end
 
 -- Counters in a lua_shared_dict (nginx): the dict or its name.
 function _M.ngx_dict(dict)
-  if type(dict) == "string" then
-    local name = dict
-    dict = ngx and ngx.shared and ngx.shared[name]
-    if not dict then error("biconnector.metrics: no lua_shared_dict named " .. name, 2) end
-  end
+  dict = shared_dict(dict, "biconnector.metrics")
   return _M.new({
     add = function(i, d)
       local _, err = dict:incr(tostring(i), d, 0)

@@ -7,15 +7,19 @@
 --   location /bitrix/ {
 --     content_by_lua_block { require("biconnector.ngx").serve("/srv/bi/connector.lua", { prefix = "/bitrix" }) }
 --   }
+local core = require "biconnector.core"
 local connector_mod = require "biconnector.connector"
 local errors = require "biconnector.errors"
+local logline = require "biconnector.logline"
+local caches = require "biconnector.cache"
+local metrics = require "biconnector.metrics"
 
 local ngx = ngx
 local format, concat = string.format, table.concat
 local type, tostring, pairs, ipairs, pcall, xpcall = type, tostring, pairs, ipairs, pcall, xpcall
 local open = io.open
 
-local _M = { _VERSION = require("biconnector.core").version }
+local _M = { _VERSION = core.version }
 
 -- Variables set for log_format when the configuration declares them
 -- (`set $bic_endpoint "";` ...); see docs/openresty.md.
@@ -51,7 +55,6 @@ end
 
 -- ---- log lines ---------------------------------------------------------------
 
-local logline = require "biconnector.logline"
 local quote = logline.quote
 
 local function log_levels()
@@ -163,17 +166,21 @@ local function send_headers(status, headers)
 end
 
 -- The work of one request up to the first byte sent; runs under xpcall.
-local cache_stores = {}
+-- make(name), made once per name for the worker's life.
+local function once_per_name(make)
+  local made = {}
+  return function(name)
+    local v = made[name]
+    if v == nil then
+      v = make(name)
+      made[name] = v
+    end
+    return v
+  end
+end
 
 -- The biconnector.cache store over a lua_shared_dict (by name).
-function _M.cache_store(dict_name)
-  local st = cache_stores[dict_name]
-  if not st then
-    st = require("biconnector.cache").ngx_shared(dict_name)
-    cache_stores[dict_name] = st
-  end
-  return st
-end
+_M.cache_store = once_per_name(caches.ngx_shared)
 
 -- The access line of `biconnector serve` (from the connector's finisher),
 -- without the time (nginx adds it).
@@ -267,7 +274,7 @@ _M.HEAP_KEPT = 8 * 1048576
 local heap_set = false
 local function keep_heap()
   heap_set = true
-  local ok, ffi = pcall(require, "ffi")
+  local ok, ffi = pcall(require, "ffi") -- LuaJIT's; under PUC Lua there is no heap setting
   if not ok or not _M.HEAP_KEPT then return end
   pcall(ffi.cdef, "int mallopt(int param, int value);")
   pcall(function() ffi.C.mallopt(-1, _M.HEAP_KEPT) end) -- M_TRIM_THRESHOLD (glibc's malloc.h)
@@ -307,24 +314,15 @@ end
 
 -- ---- metrics -----------------------------------------------------------------
 
-local registries = {}
-
 -- The biconnector.metrics registry over a lua_shared_dict (by name).
-function _M.metrics_registry(dict_name)
-  local r = registries[dict_name]
-  if not r then
-    r = require("biconnector.metrics").ngx_dict(dict_name)
-    registries[dict_name] = r
-  end
-  return r
-end
+_M.metrics_registry = once_per_name(metrics.ngx_dict)
 
 -- ngx.metrics(dict_name): the content of a `location = /metrics`; the
 -- counters that serve(target, {metrics = dict_name}) adds to, Prometheus text.
 function _M.metrics(dict_name)
   local text = _M.metrics_registry(dict_name):render()
   ngx.status = 200
-  ngx.header["Content-Type"] = require("biconnector.metrics").CONTENT_TYPE
+  ngx.header["Content-Type"] = metrics.CONTENT_TYPE
   ngx.header["Content-Length"] = #text
   ngx.print(text)
   return ngx.eof()

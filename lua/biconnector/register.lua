@@ -12,6 +12,7 @@ local connector = require "biconnector.connector"
 local rest = require "biconnector.rest"
 local cli_call = require "biconnector.cli_call"
 local progress_lib = require "biconnector.progress"
+local cli = require "biconnector.cli"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local format, concat = string.format, table.concat
@@ -196,21 +197,19 @@ end
 local function find_connector(client, fields, known)
   local list, err = client.connector:list()
   if not list then return nil, err end
-  if known.sourceCode then
+  -- the connectors whose `key` equals fields[key]: the one with the lowest id, key, how many
+  local function by(key)
     local hits = {}
-    for _, c in ipairs(list) do if c.sourceCode == fields.sourceCode then hits[#hits + 1] = c end end
-    if #hits > 0 then
-      local c, n = lowest_id(hits)
-      return c, "sourceCode", n
-    end
-  end
-  local hits = {}
-  for _, c in ipairs(list) do if c.title == fields.title then hits[#hits + 1] = c end end
-  if #hits > 0 then
+    for _, c in ipairs(list) do if c[key] == fields[key] then hits[#hits + 1] = c end end
+    if #hits == 0 then return nil end
     local c, n = lowest_id(hits)
-    return c, "title", n
+    return c, key, n
   end
-  return false
+  local c, key, n
+  if known.sourceCode then c, key, n = by("sourceCode") end
+  if not c then c, key, n = by("title") end
+  if not c then return false end
+  return c, key, n
 end
 
 local function find_source(client, connector_id, title)
@@ -687,12 +686,8 @@ end
 
 function _M.main(args, out, err, getenv)
   out, err = out or io.stdout, err or io.stderr
-  args = args or {}
-  for _, a in ipairs(args) do
-    if a == "-h" or a == "--help" then out:write(_M.USAGE) return 0 end
-  end
-  local copy = {}
-  for i, a in ipairs(args) do copy[i] = a end
+  local copy = cli.arguments(args, out, _M.USAGE)
+  if not copy then return 0 end
   local o, as_json = _M.parse_args(copy)
   if not o then
     err:write("biconnector register: ", as_json, "\n", _M.USAGE)

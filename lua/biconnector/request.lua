@@ -49,11 +49,8 @@ local function text(v)
 end
 
 local function show(v)
-  if type(v) == "string" then
-    if #v > 40 then v = v:sub(1, 40) .. "..." end
-    return (format("%q", v):gsub("\\\n", "\\n"))
-  end
-  if v == null then return "null" end
+  local s = errors.shown(v)
+  if s then return s end
   if type(v) == "table" then return next(v) ~= nil and is_list(v) and "a list" or "an object" end
   if type(v) == "number" then return text(v) end
   return type(v)

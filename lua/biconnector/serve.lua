@@ -9,6 +9,10 @@ local logline = require "biconnector.logline"
 local async = require "biconnector.async"
 local errors = require "biconnector.errors"
 local connector_mod = require "biconnector.connector"
+local sql = require "biconnector.sql"
+local metrics_mod = require "biconnector.metrics"
+local dev_mod = require "biconnector.dev"
+local app_mod = require "biconnector.app"
 local format, concat = string.format, table.concat
 local tostring, tonumber, type, pcall, ipairs = tostring, tonumber, type, pcall, ipairs
 local stderr, stdout = io.stderr, io.stdout
@@ -307,7 +311,7 @@ function _M.handler(connector, opts)
         or '{"error":"method_not_allowed","message":"/metrics answers GET"}'
       local status = get and 200 or 405
       local finish = finisher(req, unmetered, status, { endpoint = "metrics" }, started)
-      return status, { ["Content-Type"] = get and require("biconnector.metrics").CONTENT_TYPE
+      return status, { ["Content-Type"] = get and metrics_mod.CONTENT_TYPE
         or errors.JSON_TYPE, Allow = not get and "GET" or nil }, text, function(how) finish(how, #text) end
     end
     local step = hosted(function() return connector.answer(connector, req, answer_opts, started) end)
@@ -364,13 +368,12 @@ end
 -- The connector of a serve command line: a connector file, or a database URL
 -- (biconnector.sql) with its token from BICONNECTOR_TOKEN or --token-file.
 function _M.load_connector(o)
-  local sql_ok, sql = pcall(require, "biconnector.sql")
-  if not (sql_ok and sql.is_url(o.file)) then
+  if not sql.is_url(o.file) then
     if o.tables or o.token_file or o.no_auth or o.pool_size or o.pool_wait or o.answer_timeout then
       error("--tables, --token-file, --no-auth, --pool-size, --pool-wait and --answer-timeout apply to a "
         .. "database URL, not to a connector file (a connector file passes them to biconnector.sql itself)", 0)
     end
-    return require("biconnector.connector").load(o.file)
+    return connector_mod.load(o.file)
   end
   local token
   if o.token_file then
@@ -441,7 +444,7 @@ local function now_utc() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
 local function host_names(o)
   local list = { o.host }
   for _, h in ipairs(o.allow_hosts or {}) do list[#list + 1] = h end
-  return require("biconnector.dev").host_names(list)
+  return dev_mod.host_names(list)
 end
 
 -- SIGHUP: loads the connector file (or the database's schema) again and swaps
@@ -629,7 +632,7 @@ function _M.main(args)
     o.tls = pair
   end
   if o.app then
-    local app, aerr = require("biconnector.app").new(o, connector_log)
+    local app, aerr = app_mod.new(o, connector_log)
     if not app then
       stderr:write("biconnector serve: ", aerr, "\n")
       return 2
@@ -648,7 +651,7 @@ function _M.main(args)
   local urls, base = _M.urls(o.host, port, o.prefix, scheme)
   local dev_link, dev_wrap
   if o.dev then -- the page and its helper endpoints (biconnector.dev): nothing of it without --dev
-    local dev = require "biconnector.dev"
+    local dev = dev_mod
     local found, problem = pcall(dev.load_static)
     if not found then
       stderr:write("biconnector serve: ", tostring(problem), "\n")
@@ -693,14 +696,14 @@ function _M.main(args)
   stdout:flush()
 
   -- the counters live in a shared mapping made before the workers are forked
-  if o.metrics then o.metrics_registry = require("biconnector.metrics").shared() end
+  if o.metrics then o.metrics_registry = metrics_mod.shared() end
   -- SIGHUP swaps live.connector; the handler always calls the current one
   local live = { connector = connector }
   local current = { answer = function(_, ...) return live.connector:answer(...) end }
   local handler = _M.handler(current, o)
   if dev_wrap then handler = dev_wrap(handler, live) end
   if o.no_auth or o.dev then -- every endpoint behind the Host rule (DNS rebinding)
-    handler = require("biconnector.dev").host_guard(handler, { names = host_names(o), quiet = o.quiet })
+    handler = dev_mod.host_guard(handler, { names = host_names(o), quiet = o.quiet })
   end
   -- an installation the store already holds is registered again (changing nothing already right)
   if o.app_instance then o.app_instance:start() end

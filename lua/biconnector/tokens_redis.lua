@@ -15,6 +15,7 @@
 -- Debian names it) on a pooled cosocket; elsewhere lua-redis (require
 -- "redis", on LuaSocket), one connection per store, made again after an
 -- error or in a forked child.
+local core = require "biconnector.core"
 local json = require "biconnector.json"
 
 local format, tostring, tonumber, type, pcall = string.format, tostring, tonumber, type, pcall
@@ -80,9 +81,7 @@ local function current_pid()
   if type(ngx) == "table" and ngx.worker and ngx.worker.pid then
     return ngx.worker.pid()
   end
-  local ok, core = pcall(require, "biconnector.core")
-  if ok and core.process then return core.process.getpid() end
-  return 0
+  return core.process.getpid()
 end
 
 -- lua-redis raises "…/redis.lua:808: could not connect …": keep the message
@@ -95,7 +94,7 @@ local function sleep(seconds)
     local ok = pcall(ngx.sleep, seconds)
     if ok then return end
   end
-  require("biconnector.core").os.sleep(seconds)
+  core.os.sleep(seconds)
 end
 
 local Store = {}
@@ -147,7 +146,7 @@ end
 
 function Store:pool_name()
   if not self.pool then
-    local secret = self.password and require("biconnector.core").sha256(self.password):sub(1, 16) or "-"
+    local secret = self.password and core.sha256(self.password):sub(1, 16) or "-"
     self.pool = format("bic-tokens:%s:%d:%s:%s", self.host, self.port, tostring(self.db or 0), secret)
   end
   return self.pool
@@ -249,7 +248,7 @@ function Store:lock()
   local mine = format("%s:%d:%s:%d", read_line("/proc/sys/kernel/hostname") or "host", current_pid(), random_hex(), self.serial)
   local ttl_ms = math.floor(self.lock_ttl * 1000 + 0.5)
   local clock = (type(ngx) == "table" and ngx.now) and function() ngx.update_time() return ngx.now() end
-    or require("biconnector.core").os.clock
+    or core.os.clock
   local deadline = clock() + self.lock_timeout
   local step = 0.005
   while true do

@@ -6,6 +6,7 @@ local json = require "biconnector.json"
 local form = require "biconnector.form"
 local address = require "biconnector.address"
 local progress_lib = require "biconnector.progress"
+local cli = require "biconnector.cli"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local format, floor, concat = string.format, math.floor, table.concat
@@ -947,12 +948,8 @@ end
 
 function _M.main(args, out, err)
   out, err = out or io.stdout, err or io.stderr
-  args = args or {}
-  for _, a in ipairs(args) do
-    if a == "-h" or a == "--help" then out:write(_M.USAGE) return 0 end
-  end
-  local copy = {}
-  for i, a in ipairs(args) do copy[i] = a end
+  local copy = cli.arguments(args, out, _M.USAGE)
+  if not copy then return 0 end
   local url, o, as_json = _M.parse_args(copy)
   if not url then
     err:write("biconnector verify: ", o, "\n", _M.USAGE)

@@ -57,6 +57,9 @@
 local core = require "biconnector.core"
 local filter = require "biconnector.filter"
 local async = require "biconnector.async"
+local errors = require "biconnector.errors"
+local connector = require "biconnector.connector"
+local control_byte = require("biconnector.request").control_byte
 
 local type, pairs, ipairs, tostring, error, setmetatable = type, pairs, ipairs, tostring, error, setmetatable
 local format, concat, sort = string.format, table.concat, table.sort
@@ -87,7 +90,7 @@ function _M.parse_url(url)
     sort(known)
     return nil, format("not a database URL: %s (known schemes: %s)", url, concat(known, " "))
   end
-  local ok, engine = pcall(require, name)
+  local ok, engine = pcall(require, name) -- lazy: only the engine of the URL loads; a missing one is told
   if not ok then return nil, format("the %s engine is not available in this version (%s)", scheme, name) end
   local have = false
   for _, e in ipairs(core.sql.engines) do if e == engine.engine then have = true end end
@@ -372,7 +375,7 @@ function Source:display()
 end
 
 -- A failure the connector answers with a status and a message the client sees.
-_M.failure = require("biconnector.errors").failure
+_M.failure = errors.failure
 
 -- A database error -> the status to answer: 503 for a lock held too long
 -- (try again later), 500 for the rest.
@@ -436,7 +439,6 @@ local function lower(s) return s:lower() end
 -- a code the database lists, byte for byte (docs/database.md, "Names").
 _M.NAMES_TTL = 10
 
-local control_byte = require("biconnector.request").control_byte
 
 -- Whether the warning key was given already (by this source, in this
 -- process); marks it given.
@@ -805,7 +807,7 @@ function _M.connector(opts)
     -- ({ttl = s} or false; biconnector.cache); a reload (SIGHUP) starts afresh
     cache = opts.cache == nil and { ttl = 60 } or opts.cache,
   }
-  local c = require("biconnector.connector").new(def)
+  local c = connector.new(def)
   c.source = src
   return c
 end
