@@ -1177,6 +1177,10 @@ rows_encoder *bic_rows_clone(const rows_encoder *e) {
   c->out_field = c->field_type + c->nfields;
   memcpy(c->field_type, e->field_type, extra);
   bic_buffer_init(&c->buf);
+  bic_buffer_init(&c->staged); /* no enc:stage from C: nothing of e's staging is shared */
+  c->cell_at = c->cell_len = NULL;
+  c->is_out = NULL;
+  c->staged_ok = 0;
   c->rows = 0;
   c->state = S_OPEN;
   return c;
