@@ -1130,10 +1130,33 @@ int bic_rows_add_values(rows_encoder *e, const bic_sql_value *v, int n, int *bad
   for (col = 0; col < n; col++) {
     cell c;
     why_buf w;
+    int type = e->field_type[e->out_field[col]], converted;
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
-    value x;
-    read_sql(&v[col], &x);
-    if (convert(&x, e->field_type[e->out_field[col]], e->zone, &c, &w) != 0) {
+    /* the common exact matches, written as convert + put_cell would (the
+     * rows of a large answer spend a tenth of their time here) */
+    if (v[col].kind == BIC_SQL_NULL) {
+      if (bic_buffer_puts(&e->buf, "null")) goto nomem;
+      continue;
+    }
+    if (v[col].kind == BIC_SQL_INT && type == T_INT) {
+      if (bic_json_put_integer(&e->buf, v[col].i)) goto nomem;
+      continue;
+    }
+    if (v[col].kind == BIC_SQL_DOUBLE && type == T_DOUBLE && isfinite(v[col].d)) {
+      if (put_double(&e->buf, v[col].d)) goto nomem;
+      continue;
+    }
+    if ((v[col].kind == BIC_SQL_TEXT || v[col].kind == BIC_SQL_BLOB) && type == T_STRING) {
+      c.kind = C_STRING;
+      c.s = v[col].len ? v[col].s : "";
+      c.len = v[col].len;
+      converted = 1;
+    } else {
+      value x;
+      read_sql(&v[col], &x);
+      converted = convert(&x, type, e->zone, &c, &w) == 0;
+    }
+    if (!converted) {
       c.kind = C_NULL;
       if (nulled++ == 0) {
         *bad_col = col;

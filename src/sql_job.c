@@ -1318,6 +1318,10 @@ static int l_job_take(lua_State *L) {
     return nret;
   }
   n = ready < (size_t)max ? ready : (size_t)max;
+  /* an encoder that holds nothing takes a hand-over of up to 1.5 max whole: the
+   * two trade buffers instead of copying (the job publishes a chunk and one row
+   * more, and a copy of every byte was 4% of a PostgreSQL answer's cost) */
+  if (e != NULL && bic_rows_pending(e) == 0 && ready <= (size_t)max + (size_t)max / 2) n = ready;
   if (n > 0) {
     size_t i = 0;
     if (bic_rows_put(e, &j->out, j->out_off, n, 0) != 0) {

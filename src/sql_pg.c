@@ -221,16 +221,23 @@ static void end_transaction(pg_conn *pc, int commit) {
   (void)exec_ok(pc, commit ? "COMMIT" : "ROLLBACK");
 }
 
+/* Rows the size of a batch is judged by: every row of a batch this small, else
+ * this many spread over it (a full batch of small rows costs 6000 length calls
+ * per FETCH otherwise, measured at 2-3% of the worker's CPU). */
+#define PG_SAMPLE 32
+
 /* Rows to ask for next: PG_BATCH, fewer when the last batch's rows were large. */
 static int next_batch_size(const pg_cursor *cur) {
-  long long bytes = 0, rows;
+  long long bytes = 0, rows, seen = 0;
   int n = cur->batch ? PQntuples(cur->batch) : 0, nf = cur->batch ? PQnfields(cur->batch) : 0;
+  int step;
   if (cur->batch == NULL) return 1; /* the first row tells how large the rows are */
   if (n <= 0) return PG_BATCH;
-  for (int r = 0; r < n; r++)
+  step = n > PG_SAMPLE ? n / PG_SAMPLE : 1;
+  for (int r = 0; r < n; r += step, seen++)
     for (int f = 0; f < nf; f++) bytes += PQgetlength(cur->batch, r, f);
   if (bytes <= 0) return PG_BATCH;
-  rows = (long long)PG_BATCH_BYTES * n / bytes;
+  rows = (long long)PG_BATCH_BYTES * seen / bytes;
   return rows < 1 ? 1 : rows > PG_BATCH ? PG_BATCH : (int)rows;
 }
 

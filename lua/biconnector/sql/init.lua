@@ -393,9 +393,10 @@ end
 
 -- How a stream job hands its rows over: it encodes STREAM_CHUNK bytes between
 -- two hand-overs and holds at most STREAM_CAP ready; a request that finds
--- nothing ready is suspended until the next hand-over, so they are few and
--- large.
-local STREAM_CHUNK, STREAM_CAP = 256 * 1024, 1024 * 1024
+-- nothing ready is suspended until the next hand-over. STREAM_CHUNK is the
+-- answer's chunk (connector.lua's default): a hand-over is then taken whole,
+-- the job's buffer and the answer's traded rather than copied (job:take).
+local STREAM_CHUNK, STREAM_CAP = 64 * 1024, 1024 * 1024
 
 -- A stream job as the connector's cursor: fill takes the rows the job has
 -- encoded (waiting when it has none yet); errors become failures with a status.
