@@ -20,12 +20,12 @@ self = false
 
 -- OpenResty: the modules that run inside nginx (or test for it) see the `ngx` global.
 local openresty = { read_globals = { ngx = { other_fields = true, read_only = false } } }
-files["lua/biconnector/ngx.lua"] = openresty
-files["lua/biconnector/rest_transport_ngx.lua"] = openresty
-files["lua/biconnector/tokens.lua"] = openresty
-files["lua/biconnector/tokens_redis.lua"] = openresty
-files["lua/biconnector/metrics.lua"] = openresty
-files["lua/biconnector/cache.lua"] = openresty
+files["lua/biconnector/host/ngx.lua"] = openresty
+files["lua/biconnector/rest/transport_ngx.lua"] = openresty
+files["lua/biconnector/rest/tokens.lua"] = openresty
+files["lua/biconnector/rest/tokens_redis.lua"] = openresty
+files["lua/biconnector/host/metrics.lua"] = openresty
+files["lua/biconnector/connector/cache.lua"] = openresty
 files["examples/nginx"] = openresty
 files["spec/ngx_fixture_connector.lua"] = openresty
 

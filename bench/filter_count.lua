@@ -2,7 +2,7 @@
 -- bench/filter_instructions.sh counts under callgrind (instructions executed do
 -- not depend on the load of a shared machine, as CPU times do).
 -- Usage: lua bench/filter_count.lua SHAPE hand|source|normalized|closures|match REPS
-local filter = require "biconnector.filter"
+local filter = require "biconnector.connector.filter"
 local shape_id, which, reps = arg[1], arg[2], tonumber(arg[3])
 local S = require("filter_shapes")(20000)
 local shape

@@ -5,7 +5,7 @@
 --   filter.match's LIKE on a 10 MiB value vs a plain string.find
 -- Usage: bench/form [lua5.4|luajit] [BUILD_DIR] [ROUNDS]
 local form = require "biconnector.form"
-local filter = require "biconnector.filter"
+local filter = require "biconnector.connector.filter"
 
 local ROUNDS = tonumber(arg and arg[1]) or 3
 local clock = os.clock

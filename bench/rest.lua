@@ -4,7 +4,7 @@
 -- the ratios are what this bench is for.
 -- Usage: bench/rest [lua5.4|luajit] [BUILD_DIR] [CALLS]
 local http = require("biconnector.core").http
-local rest = require "biconnector.rest"
+local rest = require "biconnector.rest.client"
 local control = require "portal.control"
 
 local calls = tonumber(arg[1]) or 2000

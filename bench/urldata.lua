@@ -2,7 +2,7 @@
 -- lua-cjson encoding the same rows table. 200,000 rows of 8 mixed columns.
 -- Usage: bench/urldata [lua5.4|luajit] [BUILD_DIR]   (or run this file directly
 -- with LUA_PATH/LUA_CPATH pointing at lua/ and the build).
-local connector = require "biconnector.connector"
+local connector = require "biconnector.connector.core"
 local cjson = require "cjson"
 
 local N = tonumber(arg and arg[1]) or 200000

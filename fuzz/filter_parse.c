@@ -11,7 +11,7 @@
 static const char *const check_source =
   "local json = require 'biconnector.json'\n"
   "local form = require 'biconnector.form'\n"
-  "local filter = require 'biconnector.filter'\n"
+  "local filter = require 'biconnector.connector.filter'\n"
   "local null = require('biconnector.core').null\n"
   "local FIELDS = { { code = 'ID', type = 'int' }, { code = 'TITLE', type = 'string' },\n"
   "  { code = 'AMOUNT', type = 'double' }, { code = 'CLOSED', type = 'datetime' },\n"

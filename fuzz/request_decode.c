@@ -7,7 +7,7 @@
 #include "lua_harness.h"
 
 static const char *const check_source =
-  "local request = require 'biconnector.request'\n"
+  "local request = require 'biconnector.connector.request'\n"
   "local FIELDS = { { code = 'ID', type = 'int' }, { code = 'TITLE', type = 'string' },\n"
   "  { code = 'AMOUNT', type = 'double' }, { code = 'CLOSED', type = 'datetime' }, { code = 'DAY', type = 'date' } }\n"
   "local TYPES = { 'application/json', 'application/x-www-form-urlencoded; charset=UTF-8', false, 'text/plain' }\n"

@@ -12,15 +12,15 @@ local _M = {
 local parts = {
   json = "biconnector.json",
   form = "biconnector.form",
-  filter = "biconnector.filter",
-  rest = "biconnector.rest",
-  names = "biconnector.names",
+  filter = "biconnector.connector.filter",
+  rest = "biconnector.rest.client",
+  names = "biconnector.connector.names",
 }
 
--- biconnector.connector(def) builds a connector object (see connector.lua).
+-- biconnector.connector(def) builds a connector object (see connector/core.lua).
 function _M.connector(def)
   -- lazy, as the parts below are
-  return require("biconnector.connector").new(def)
+  return require("biconnector.connector.core").new(def)
 end
 
 return setmetatable(_M, {

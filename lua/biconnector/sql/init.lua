@@ -55,11 +55,11 @@
 -- What engines share is here (all_rows, column_list, result_columns, quoter,
 -- limit_clause) and, for server URLs, in biconnector.sql.server_url.
 local core = require "biconnector.core"
-local filter = require "biconnector.filter"
-local async = require "biconnector.async"
-local errors = require "biconnector.errors"
-local connector = require "biconnector.connector"
-local control_byte = require("biconnector.request").control_byte
+local filter = require "biconnector.connector.filter"
+local async = require "biconnector.host.async"
+local errors = require "biconnector.connector.errors"
+local connector = require "biconnector.connector.core"
+local control_byte = require("biconnector.connector.request").control_byte
 
 local type, pairs, ipairs, tostring, error, setmetatable = type, pairs, ipairs, tostring, error, setmetatable
 local format, concat, sort = string.format, table.concat, table.sort

@@ -1,4 +1,4 @@
--- biconnector.list: what every module takes for a list. A list is a sequence,
+-- biconnector.connector.list: what every module takes for a list. A list is a sequence,
 -- keys 1..n and nothing else (the empty table included), which is what a
 -- JSON array decodes to (null items decode as the core's null, never as a
 -- hole), so one rule serves decoded bodies and tables given by Lua callers.

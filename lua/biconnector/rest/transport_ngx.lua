@@ -1,4 +1,4 @@
--- biconnector.rest_transport_ngx: an OpenResty transport for biconnector.rest,
+-- biconnector.rest.transport_ngx: an OpenResty transport for biconnector.rest,
 -- the same contract as core.http's handle:request,
 -- on cosockets, so a request yields instead of blocking the nginx worker.
 -- Connections go back to nginx's keep-alive pool. Certificates are checked

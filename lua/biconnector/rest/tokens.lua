@@ -1,4 +1,4 @@
--- biconnector.tokens: OAuth token stores for the REST client.
+-- biconnector.rest.tokens (public name biconnector.tokens): OAuth token stores for the REST client.
 --
 -- A store is any object with three methods:
 --   store:get()        -> the token table ({access_token=, refresh_token=, ...}) or nil
@@ -16,7 +16,7 @@
 -- (biconnector.tokens_redis; docs/rest.md, "Token stores").
 local core = require "biconnector.core"
 local json = require "biconnector.json"
-local tokens_redis = require "biconnector.tokens_redis"
+local tokens_redis = require "biconnector.rest.tokens_redis"
 
 local http = core.http
 local _M = {}

@@ -1,9 +1,9 @@
 -- `biconnector call METHOD [JSON] [--all] [--raw]`: one REST call from the
 -- shell, auth from the environment, the answer printed as JSON.
 local json = require "biconnector.json"
-local rest = require "biconnector.rest"
-local tokens = require "biconnector.tokens"
-local progress_lib = require "biconnector.progress"
+local rest = require "biconnector.rest.client"
+local tokens = require "biconnector.rest.tokens"
+local progress_lib = require "biconnector.cli.progress"
 
 local _M = {}
 

@@ -1,10 +1,10 @@
--- biconnector.services: client.connector, client.source, client.table and the
+-- biconnector.rest.services: client.connector, client.source, client.table and the
 -- deprecated client.dataset. Each checks the documented rules (protocol.md 3.1,
 -- 3.2; b24restdocs api-reference/biconnector/) before sending and fails with an
 -- error naming the field; connectors are first checked against what
 -- biconnector.connector.fields says the portal knows.
-local names = require "biconnector.names"
-local rest = require "biconnector.rest"
+local names = require "biconnector.connector.names"
+local rest = require "biconnector.rest.client"
 
 local _M = {}
 
@@ -45,7 +45,7 @@ local function invalid(self, method, code, fmt, ...)
     retryable = false, kind = "local" }
 end
 
-local is_list = require("biconnector.list").is_list
+local is_list = require("biconnector.connector.list").is_list
 
 local function check_types(self, method, fields, keys, where)
   for k, v in pairs(fields) do

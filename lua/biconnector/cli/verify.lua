@@ -1,12 +1,12 @@
 -- `biconnector verify URL`: plays Bitrix24's side of the connector protocol
 -- (protocol.md section 2) against any connector and reports every deviation.
--- Lua API: require("biconnector.verify").run(url, opts) -> report.
+-- Lua API: require("biconnector.cli.verify").run(url, opts) -> report.
 local core = require "biconnector.core"
 local json = require "biconnector.json"
 local form = require "biconnector.form"
-local address = require "biconnector.address"
-local progress_lib = require "biconnector.progress"
-local cli = require "biconnector.cli"
+local address = require "biconnector.host.address"
+local progress_lib = require "biconnector.cli.progress"
+local cli = require "biconnector.cli.main"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local format, floor, concat = string.format, math.floor, table.concat
@@ -45,7 +45,7 @@ local MAX_LINES_PER_REQUEST = 8
 
 ---------------------------------------------------------------- value helpers
 
-local is_array = require("biconnector.list").is_list
+local is_array = require("biconnector.connector.list").is_list
 
 local function nonempty_string(v) return type(v) == "string" and v ~= "" end
 
@@ -751,7 +751,7 @@ local function step_time(ctx)
   end
 end
 
--- A local-network address is one Bitrix24 does not call (biconnector.address).
+-- A local-network address is one Bitrix24 does not call (biconnector.host.address).
 local function step_address(ctx)
   local url = ctx.base
   local reason, host = address.local_reason(url)

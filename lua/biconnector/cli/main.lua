@@ -34,11 +34,11 @@ Documentation: README.md and docs/ in the source tree.
 
 -- Command name -> module that provides main(args) -> exit code.
 local commands = {
-  serve = "biconnector.serve",
-  call = "biconnector.cli_call",
-  verify = "biconnector.verify",
-  register = "biconnector.register",
-  login = "biconnector.login",
+  serve = "biconnector.host.serve",
+  call = "biconnector.cli.call",
+  verify = "biconnector.cli.verify",
+  register = "biconnector.cli.register",
+  login = "biconnector.app.login",
 }
 
 local function module_exists(name)

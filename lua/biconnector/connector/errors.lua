@@ -1,4 +1,4 @@
--- biconnector.errors: the one error vocabulary of the serving path.
+-- biconnector.connector.errors (public name biconnector.errors): the one error vocabulary of the serving path.
 --
 -- A failure is a value {status = 400..599, message = text the client may see};
 -- request decoding returns one (nil, failure), a handler raises one

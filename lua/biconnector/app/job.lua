@@ -1,4 +1,4 @@
--- biconnector.app_job: the helper process of `serve --app` (biconnector.app
+-- biconnector.app.job (public name biconnector.app_job): the helper process of `serve --app` (biconnector.app.server
 -- spawns it with the job as JSON on its standard input). It does the REST work
 -- the server must not wait for: registering the connector, its source and
 -- tables (biconnector.register) and the ONAPPUNINSTALL handler; exchanging a
@@ -7,12 +7,12 @@
 -- with backoff (app.RETRY); one job at a time holds the registration lock.
 local core = require "biconnector.core"
 local json = require "biconnector.json"
-local app = require "biconnector.app"
-local logline = require "biconnector.logline"
-local rest = require "biconnector.rest"
-local tokens = require "biconnector.tokens"
-local serve = require "biconnector.serve"
-local register = require "biconnector.register"
+local app = require "biconnector.app.server"
+local logline = require "biconnector.host.logline"
+local rest = require "biconnector.rest.client"
+local tokens = require "biconnector.rest.tokens"
+local serve = require "biconnector.host.serve"
+local register = require "biconnector.cli.register"
 
 local process = core.process
 local type, ipairs, tostring, tonumber, pcall = type, ipairs, tostring, tonumber, pcall

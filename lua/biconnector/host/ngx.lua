@@ -3,16 +3,16 @@
 -- request through the nginx API, calls c:handle and sends the answer,
 -- streaming a urlData iterator chunk by chunk with ngx.flush(true).
 --
---   init_by_lua_block    { require("biconnector.ngx").load("/srv/bi/connector.lua") }
+--   init_by_lua_block    { require("biconnector.host.ngx").load("/srv/bi/connector.lua") }
 --   location /bitrix/ {
---     content_by_lua_block { require("biconnector.ngx").serve("/srv/bi/connector.lua", { prefix = "/bitrix" }) }
+--     content_by_lua_block { require("biconnector.host.ngx").serve("/srv/bi/connector.lua", { prefix = "/bitrix" }) }
 --   }
 local core = require "biconnector.core"
-local connector_mod = require "biconnector.connector"
-local errors = require "biconnector.errors"
-local logline = require "biconnector.logline"
-local caches = require "biconnector.cache"
-local metrics = require "biconnector.metrics"
+local connector_mod = require "biconnector.connector.core"
+local errors = require "biconnector.connector.errors"
+local logline = require "biconnector.host.logline"
+local caches = require "biconnector.connector.cache"
+local metrics = require "biconnector.host.metrics"
 
 local ngx = ngx
 local format, concat = string.format, table.concat

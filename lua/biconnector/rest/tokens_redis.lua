@@ -1,4 +1,4 @@
--- biconnector.tokens_redis: an OAuth token store in Redis, shared by every
+-- biconnector.rest.tokens_redis (public name biconnector.tokens_redis): an OAuth token store in Redis, shared by every
 -- process on every machine that reaches the same Redis (tokens.redis(opts)).
 --
 -- The tokens are one JSON string under opts.key. The renewal lock is the key

@@ -1,4 +1,4 @@
--- biconnector.names: valid, unique BI Builder names from any code.
+-- biconnector.connector.names (public name biconnector.names): valid, unique BI Builder names from any code.
 --   names.table_name(code [, taken])      -> "order_lines"  (a-z 0-9 _, a letter first, <= 230)
 --   names.column_names(codes [, taken])   -> { "ID", "CREE_LE", ... } (A-Z 0-9 _, a letter first, <= 32)
 -- The rules: b24restdocs api-reference/biconnector/table/biconnector-table-add.md

@@ -3,16 +3,16 @@
 -- settings and tables for some of its table codes (protocol.md 3.1, 3.2:
 -- connector -> source -> table; biconnector.table.*, or the deprecated
 -- biconnector.dataset.* on a portal without it).
--- Lua API: require("biconnector.register").run(opts) -> result | nil, err.
+-- Lua API: require("biconnector.cli.register").run(opts) -> result | nil, err.
 local core = require "biconnector.core"
 local json = require "biconnector.json"
-local names = require "biconnector.names"
-local address = require "biconnector.address"
-local connector = require "biconnector.connector"
-local rest = require "biconnector.rest"
-local cli_call = require "biconnector.cli_call"
-local progress_lib = require "biconnector.progress"
-local cli = require "biconnector.cli"
+local names = require "biconnector.connector.names"
+local address = require "biconnector.host.address"
+local connector = require "biconnector.connector.core"
+local rest = require "biconnector.rest.client"
+local cli_call = require "biconnector.cli.call"
+local progress_lib = require "biconnector.cli.progress"
+local cli = require "biconnector.cli.main"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local format, concat = string.format, table.concat

@@ -1,4 +1,4 @@
--- biconnector.metrics: the counters `serve --metrics` and the nginx glue
+-- biconnector.host.metrics (public name biconnector.metrics): the counters `serve --metrics` and the nginx glue
 -- expose at /metrics, in the Prometheus text format (version 0.0.4).
 --
 -- Every series has a fixed place in one array of integers laid out the same
@@ -11,7 +11,7 @@
 -- Labels take values from fixed lists only (the endpoint, the HTTP status),
 -- never from a request: no table name, setting or secret reaches a label.
 local core = require "biconnector.core"
-local shared_dict = require("biconnector.cache").shared_dict
+local shared_dict = require("biconnector.connector.cache").shared_dict
 
 local _M = {}
 

@@ -1,4 +1,4 @@
--- biconnector.cache: the answers of /table_list and /table_description kept
+-- biconnector.connector.cache (public name biconnector.cache): the answers of /table_list and /table_description kept
 -- for a while (a connector's `cache = { ttl = SECONDS }`, docs/connector.md).
 --
 -- The key is the SHA-256 of the connector's namespace, the endpoint, the

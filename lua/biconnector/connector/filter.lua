@@ -1,4 +1,4 @@
--- biconnector.filter: the urlData filter object -> a typed AST; match a row
+-- biconnector.connector.filter (public name biconnector.filter): the urlData filter object -> a typed AST; match a row
 -- against it; compile it to SQL with bound parameters. See docs/filter.md.
 --
 -- AST nodes:
@@ -8,8 +8,8 @@
 -- OP: eq ne gt ge lt le in not_in like not_like pattern not_pattern
 --     between is_null not_null
 local core = require "biconnector.core"
-local list = require "biconnector.list"
-local shown = require("biconnector.errors").shown
+local list = require "biconnector.connector.list"
+local shown = require("biconnector.connector.errors").shown
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local floor, huge = math.floor, math.huge

@@ -1,12 +1,12 @@
--- biconnector.rest: a Bitrix24 REST client. Webhook or OAuth auth (renewal
+-- biconnector.rest.client (public name biconnector.rest): a Bitrix24 REST client. Webhook or OAuth auth (renewal
 -- through a shared token store), a leaky-bucket limiter, per-method operating
 -- time pacing, retries that never repeat a create after an ambiguous failure,
 -- paging (`each`) and batches of any size. See docs/rest.md.
 local core = require "biconnector.core"
 local json = require "biconnector.json"
 local form = require "biconnector.form"
-local tokens = require "biconnector.tokens"
-local transport_ngx = require "biconnector.rest_transport_ngx"
+local tokens = require "biconnector.rest.tokens"
+local transport_ngx = require "biconnector.rest.transport_ngx"
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, pcall, error, next =
   type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, pcall, error, next
@@ -58,7 +58,7 @@ function _M.is_error(v) return getmetatable(v) == RestError end
 
 local function escape_pattern(s) return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
 
-local is_array = require("biconnector.list").is_list
+local is_array = require("biconnector.connector.list").is_list
 
 local function shallow_copy(t)
   local c = {}
@@ -123,7 +123,7 @@ local function client_index(self, key)
   local m = Client[key]
   if m ~= nil then return m end
   if SERVICES[key] then
-    services = services or require "biconnector.services"
+    services = services or require "biconnector.rest.services"
     local s = services.new(self, key)
     rawset(self, key, s)
     return s
@@ -510,7 +510,7 @@ function Client:renew(failed_token)
     -- a server that does not rotate refresh tokens leaves it out: keep ours
     if type(fresh.refresh_token) ~= "string" or fresh.refresh_token == "" then fresh.refresh_token = refresh end
     -- what the store held beside the tokens and the answer does not name stays
-    -- (an installation's application_token, its portal: biconnector.app)
+    -- (an installation's application_token, its portal: biconnector.app.server)
     if type(current) == "table" then
       for k, v in pairs(current) do if fresh[k] == nil then fresh[k] = v end end
     end
@@ -848,7 +848,7 @@ end
 
 -------------------------------------------------------------------------------
 -- rest.ngx_transport([opts]): the OpenResty transport, on cosockets
--- (biconnector.rest_transport_ngx; docs/rest.md, "OpenResty transport").
+-- (biconnector.rest.transport_ngx; docs/rest.md, "OpenResty transport").
 function _M.ngx_transport(opts)
   return transport_ngx.new(opts, _M.USER_AGENT)
 end

@@ -2,12 +2,12 @@
 -- function (`handle`) serving the four endpoints Bitrix24 calls. No I/O here:
 -- logging goes through opts.log, def.log, or one line on stderr.
 local core = require "biconnector.core"
-local errors = require "biconnector.errors"
+local errors = require "biconnector.connector.errors"
 local json = require "biconnector.json"
-local filter = require "biconnector.filter"
-local caches = require "biconnector.cache"
-local request = require "biconnector.request"
-local logline = require "biconnector.logline"
+local filter = require "biconnector.connector.filter"
+local caches = require "biconnector.connector.cache"
+local request = require "biconnector.connector.request"
+local logline = require "biconnector.host.logline"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local pcall, xpcall, setmetatable, getmetatable = pcall, xpcall, setmetatable, getmetatable

@@ -1,4 +1,4 @@
--- biconnector.logline: the log lines shared by `biconnector serve` and the
+-- biconnector.host.logline: the log lines shared by `biconnector serve` and the
 -- nginx glue, so that both write the same access line. Connection values
 -- never reach a line: a field called `connection` is dropped.
 local format, concat, sort, tostring = string.format, table.concat, table.sort, tostring

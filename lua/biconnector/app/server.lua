@@ -1,4 +1,4 @@
--- biconnector.app: `biconnector serve TARGET --app` makes the server the
+-- biconnector.app.server: `biconnector serve TARGET --app` makes the server the
 -- Bitrix24 local application that owns the connector (docs/app.md).
 --
 -- Paths (under --prefix): POST /app/install takes the installation callback
@@ -9,15 +9,15 @@
 -- `biconnector login`, the handler path being the OAuth redirect); POST
 -- /app/event takes ONAPPUNINSTALL, guarded by the stored application_token.
 -- The REST work (connector, source, tables, event.bind) runs in a helper
--- process (biconnector.app_job) spawned after the answer, so the worker that
+-- process (biconnector.app.job) spawned after the answer, so the worker that
 -- serves Bitrix24's /check during source.add is never the one waiting for it.
 local core = require "biconnector.core"
 local json = require "biconnector.json"
 local form = require "biconnector.form"
-local tokens = require "biconnector.tokens"
-local rest = require "biconnector.rest"
-local logline = require "biconnector.logline"
-local address = require "biconnector.address"
+local tokens = require "biconnector.rest.tokens"
+local rest = require "biconnector.rest.client"
+local logline = require "biconnector.host.logline"
+local address = require "biconnector.host.address"
 
 local process, http = core.process, core.http
 local type, pairs, ipairs, tostring, tonumber, pcall = type, pairs, ipairs, tostring, tonumber, pcall
@@ -409,11 +409,11 @@ local function interpreter()
   return rawget(_G, "jit") and "luajit" or "lua5.4"
 end
 
--- Starts a helper process for a job (biconnector.app_job), after the answer
+-- Starts a helper process for a job (biconnector.app.job), after the answer
 -- that asked for it went out. It dies with this process (PR_SET_PDEATHSIG):
 -- what it did not finish is done again at the next start or SIGHUP.
 function App:spawn(kind, extra)
-  local boot = format("package.path=%q package.cpath=%q os.exit(require('biconnector.app_job').main())",
+  local boot = format("package.path=%q package.cpath=%q os.exit(require('biconnector.app.job').main())",
     package.path, package.cpath)
   local text = assert(json.encode(self:job(kind, extra)))
   local pid, err = process.spawn({ interpreter(), "-e", boot }, { stdin = text, death_signal = "TERM" })

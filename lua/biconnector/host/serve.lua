@@ -5,14 +5,14 @@
 local core = require "biconnector.core"
 
 local server, process = core.server, core.process
-local logline = require "biconnector.logline"
-local async = require "biconnector.async"
-local errors = require "biconnector.errors"
-local connector_mod = require "biconnector.connector"
+local logline = require "biconnector.host.logline"
+local async = require "biconnector.host.async"
+local errors = require "biconnector.connector.errors"
+local connector_mod = require "biconnector.connector.core"
 local sql = require "biconnector.sql"
-local metrics_mod = require "biconnector.metrics"
-local dev_mod = require "biconnector.dev"
-local app_mod = require "biconnector.app"
+local metrics_mod = require "biconnector.host.metrics"
+local dev_mod = require "biconnector.host.dev"
+local app_mod = require "biconnector.app.server"
 local format, concat = string.format, table.concat
 local tostring, tonumber, type, pcall, ipairs = tostring, tonumber, type, pcall, ipairs
 local stderr, stdout = io.stderr, io.stdout
@@ -297,7 +297,7 @@ function _M.handler(connector, opts)
   local app = opts.app_instance
   return function(req)
     local started = process.clock()
-    if app and app.paths[req.path] then -- the Bitrix24 application (biconnector.app)
+    if app and app.paths[req.path] then -- the Bitrix24 application (biconnector.app.server)
       local status, headers, body, after = app:handle(req)
       local finish = finisher(req, answer_opts, status, { endpoint = "app" }, started)
       return status, headers, body, function(how)

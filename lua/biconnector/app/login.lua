@@ -7,11 +7,11 @@
 -- received by the running server's /app/install (the default: login waits
 -- until the server stored the tokens) or by a one-shot listener (--listen).
 local core = require "biconnector.core"
-local app = require "biconnector.app"
-local tokens = require "biconnector.tokens"
+local app = require "biconnector.app.server"
+local tokens = require "biconnector.rest.tokens"
 local form = require "biconnector.form"
-local rest = require "biconnector.rest"
-local serve = require "biconnector.serve"
+local rest = require "biconnector.rest.client"
+local serve = require "biconnector.host.serve"
 
 local server, process = core.server, core.process
 local format = string.format

@@ -1,4 +1,4 @@
--- biconnector.dev: the browser page of `biconnector serve --dev` (docs/dev.md).
+-- biconnector.host.dev (public name biconnector.dev): the browser page of `biconnector serve --dev` (docs/dev.md).
 -- dev.wrap(handler, opts) returns a core.server handler that answers the page
 -- (`/`), its static files (`/_dev/dev.css`, `/_dev/dev.js`) and two helper
 -- endpoints (`GET /_dev/info`, `POST /_dev/verify`), and hands every other
@@ -6,10 +6,10 @@
 -- Nothing here is reachable without --dev: serve.lua only calls wrap then.
 local core = require "biconnector.core"
 local json = require "biconnector.json"
-local logline = require "biconnector.logline"
-local finisher = require("biconnector.connector").finisher
+local logline = require "biconnector.host.logline"
+local finisher = require("biconnector.connector.core").finisher
 local masked_url = require("biconnector.sql.server_url").masked
-local verify = require "biconnector.verify"
+local verify = require "biconnector.cli.verify"
 
 local process = core.process
 local format, concat = string.format, table.concat
@@ -18,7 +18,7 @@ local type, pairs, ipairs, tostring, pcall = type, pairs, ipairs, tostring, pcal
 local _M = { _VERSION = core.version }
 
 -- The page's files sit in dev/ beside this module, in a checkout and once
--- installed (CMake installs lua/biconnector/dev/*.html, *.css, *.js with the modules).
+-- installed (CMake installs lua/biconnector/host/dev/*.html, *.css, *.js with the modules).
 local HERE = (debug.getinfo(1, "S").source:match("^@(.*)[/\\][^/\\]*$") or ".") .. "/dev/"
 _M.STATIC_DIR = HERE
 

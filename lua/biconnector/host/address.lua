@@ -1,4 +1,4 @@
--- biconnector.address: is a connector URL on a local network? Bitrix24 by
+-- biconnector.host.address: is a connector URL on a local network? Bitrix24 by
 -- default does not call such addresses (b24restdocs
 -- api-reference/biconnector/connector/index.md, "Connector Endpoints"; its
 -- module refuses them unless the on-premise option allow_local_connections is

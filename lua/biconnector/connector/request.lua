@@ -1,11 +1,11 @@
--- biconnector.request: an HTTP request from Bitrix24 (JSON or form body) ->
+-- biconnector.connector.request (public name biconnector.request): an HTTP request from Bitrix24 (JSON or form body) ->
 -- the normalized request the connector works with. See docs/form.md.
 local core = require "biconnector.core"
-local errors = require "biconnector.errors"
+local errors = require "biconnector.connector.errors"
 local form = require "biconnector.form"
 local json = require "biconnector.json"
-local filter = require "biconnector.filter"
-local list = require "biconnector.list"
+local filter = require "biconnector.connector.filter"
+local list = require "biconnector.connector.list"
 
 local type, pairs, tostring, tonumber = type, pairs, tostring, tonumber
 local format, floor = string.format, math.floor
