@@ -1,0 +1,1 @@
+return require "biconnector.app.job" -- the public name of that module (docs/architecture.md)

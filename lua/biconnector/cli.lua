@@ -1,0 +1,1 @@
+return require "biconnector.cli.main" -- the public name of that module (docs/architecture.md)

@@ -1,0 +1,1 @@
+return require "biconnector.connector.core" -- the public name of that module (docs/architecture.md)

@@ -1,0 +1,1 @@
+return require "biconnector.host.ngx" -- the public name of that module (docs/architecture.md)

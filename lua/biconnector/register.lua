@@ -1,0 +1,1 @@
+return require "biconnector.cli.register" -- the public name of that module (docs/architecture.md)

@@ -1,0 +1,1 @@
+return require "biconnector.connector.request" -- the public name of that module (docs/architecture.md)

@@ -1,0 +1,1 @@
+return require "biconnector.rest.client" -- the public name of that module (docs/architecture.md)

@@ -1,0 +1,1 @@
+return require "biconnector.rest.tokens" -- the public name of that module (docs/architecture.md)
