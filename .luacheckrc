@@ -10,7 +10,7 @@ read_globals = {
   "utf8", -- Lua 5.3+
   table = { fields = { "unpack", "move", "pack" } }, -- 5.2+
   math = { fields = { "type", "tointeger", "ult", "maxinteger", "mininteger" } }, -- 5.3+
-  package = { fields = { "searchers", "loaders" } }, -- 5.2+ / 5.1
+  package = { fields = { "searchers", "loaders", "searchpath" } }, -- 5.2+ / 5.1; searchpath: 5.2+ and LuaJIT
 }
 
 -- Long lines are allowed: error messages and data-driven test cases read better whole.

@@ -41,9 +41,9 @@ local function check_tree(tree)
     :format(tree))
   assert.is_true(ok, out)
   assert.equals(tree .. "/lib/lua/5.4/biconnector/core.so\t[1]\n", out)
-  -- the files of the `serve --dev` page are installed beside the modules (biconnector.dev finds them there)
+  -- the files of the `serve --dev` page are installed beside the modules (biconnector.host.dev finds them there; dev.lua is its public name)
   local missing = {}
-  for _, name in ipairs({ "dev.lua", "dev/index.html", "dev/dev.css", "dev/dev.js" }) do
+  for _, name in ipairs({ "dev.lua", "host/dev.lua", "host/dev/index.html", "host/dev/dev.css", "host/dev/dev.js" }) do
     if not helpers.exists(tree .. "/share/lua/5.4/biconnector/" .. name) then missing[#missing + 1] = name end
   end
   assert.same({}, missing)

@@ -1,4 +1,4 @@
--- The connector framework (lua/biconnector/connector.lua): definition checks at
+-- The connector framework (lua/biconnector/connector/core.lua): definition checks at
 -- load time, and handle() for every endpoint in both request spellings.
 local connector = require "biconnector.connector"
 local biconnector = require "biconnector"
