@@ -32,6 +32,8 @@ local function in_cosocket_phase()
     or phase == "ssl_cert" or phase == "ssl_session_fetch"
 end
 
+-- The first of the Redis client modules named that loads (lazy: which one is
+-- installed, and which fits the phase, is known only when a store connects).
 local function require_first(...)
   local errs = {}
   for i = 1, select("#", ...) do
