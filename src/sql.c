@@ -257,10 +257,7 @@ static int sql_open(lua_State *L) {
     strncat(err, drivers[0] ? ")" : " none)", sizeof err - strlen(err) - 1);
     return push_fail(L, err);
   }
-  box = (conn_box *)lua_newuserdata(L, sizeof *box); /* index 3 */
-  box->c = NULL;
-  luaL_getmetatable(L, CONN_MT);
-  lua_setmetatable(L, 3);
+  box = (conn_box *)bic_object(L, sizeof *box, CONN_MT); /* index 3 */
   c = (sql_conn *)calloc(1, sizeof *c);
   if (c == NULL) return luaL_error(L, "out of memory");
   c->drv = drv;
@@ -365,10 +362,7 @@ static int conn_query(lua_State *L) {
       lua_pop(L, 1); /* the string stays referenced by params table 3 */
     }
   }
-  box = (cursor_box *)lua_newuserdata(L, sizeof *box);
-  box->k = NULL;
-  luaL_getmetatable(L, CURSOR_MT);
-  lua_setmetatable(L, -2);
+  box = (cursor_box *)bic_object(L, sizeof *box, CURSOR_MT);
   k = (sql_cursor *)calloc(1, sizeof *k);
   if (k == NULL) return luaL_error(L, "out of memory");
   handle = c->handle ? c->drv->query(c->handle, sql, params, nparams, &retryable, err, sizeof err) : NULL;
@@ -584,10 +578,7 @@ static sql_cursor *unpark(long long id) {
 
 static int sql_attach(lua_State *L) {
   long long id = (long long)luaL_checknumber(L, 1);
-  cursor_box *box = (cursor_box *)lua_newuserdata(L, sizeof *box);
-  box->k = NULL;
-  luaL_getmetatable(L, CURSOR_MT);
-  lua_setmetatable(L, -2);
+  cursor_box *box = (cursor_box *)bic_object(L, sizeof *box, CURSOR_MT);
   box->k = unpark(id);
   if (box->k == NULL) return push_fail(L, "no such detached cursor");
   return 1;
@@ -610,30 +601,8 @@ int bic_open_sql(lua_State *L) {
                                             {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"open", sql_open}, {"attach", sql_attach}, {"discard", sql_discard}, {NULL, NULL}};
   int i;
-  if (luaL_newmetatable(L, CONN_MT)) {
-    luaL_setfuncs(L, conn_methods, 0);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, conn_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, conn_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, conn_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, CURSOR_MT)) {
-    luaL_setfuncs(L, cursor_methods, 0);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, cursor_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, cursor_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, cursor_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  bic_class(L, CONN_MT, conn_methods, conn_close, conn_close, conn_tostring);
+  bic_class(L, CURSOR_MT, cursor_methods, cursor_close, cursor_close, cursor_tostring);
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);
   lua_newtable(L);
