@@ -28,6 +28,7 @@
  *   same process (an nginx worker thread and back).
  * cursor:close()                           (also __gc and __close)
  */
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,62 +92,24 @@ void bic_sql_free_options(bic_sql_options *o) {
   free((char *)o->params);
 }
 
-/* Reads a string option; 0, or -1 when memory ran out. Raises on a wrong type
- * (before anything is allocated for this option). */
-static int opt_string(lua_State *L, int t, const char *key, const char **out) {
-  lua_getfield(L, t, key);
-  if (!lua_isnil(L, -1)) {
-    size_t len;
-    const char *s;
-    char *copy;
-    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
-      lua_pop(L, 1);
-      return -2;
-    }
-    s = lua_tolstring(L, -1, &len);
-    if (strlen(s) != len) { /* an embedded zero */
-      lua_pop(L, 1);
-      return -3;
-    }
-    copy = strdup(s);
-    if (copy == NULL) {
-      lua_pop(L, 1);
-      return -1;
-    }
-    *out = copy;
-  }
-  lua_pop(L, 1);
-  return 0;
-}
-
-static int opt_int(lua_State *L, int t, const char *key, int dflt, int *out) {
-  lua_getfield(L, t, key);
-  if (lua_isnil(L, -1)) *out = dflt;
-  else if (lua_type(L, -1) == LUA_TBOOLEAN) *out = lua_toboolean(L, -1);
-  else if (lua_type(L, -1) == LUA_TNUMBER) *out = (int)lua_tonumber(L, -1);
-  else {
-    lua_pop(L, 1);
-    return -2;
-  }
-  lua_pop(L, 1);
-  return 0;
-}
-
 void bic_sql_read_options(lua_State *L, int t, bic_sql_options *o) {
   static const char *const strings[] = {"path", "host", "user", "password", "database", "socket", "params", NULL};
-  static const char *const ints[] = {"port", "read_only", "busy_timeout_ms", "statement_timeout_ms",
-                                     "connect_timeout_s", NULL};
+  static const char *const ints[] = {"port", "busy_timeout_ms", "statement_timeout_ms", "connect_timeout_s", NULL};
   const char **sslots[] = {&o->path, &o->host, &o->user, &o->password, &o->database, &o->socket, &o->params};
-  int *islots[] = {&o->port, &o->read_only, &o->busy_timeout_ms, &o->statement_timeout_ms, &o->connect_timeout_s};
+  int *islots[] = {&o->port, &o->busy_timeout_ms, &o->statement_timeout_ms, &o->connect_timeout_s};
   int i;
   for (i = 0; strings[i] != NULL; i++) {
-    int rc = opt_string(L, t, strings[i], sslots[i]);
-    if (rc == -1) luaL_error(L, "out of memory");
-    if (rc == -2) luaL_error(L, "opts.%s: expected a string", strings[i]);
-    if (rc == -3) luaL_error(L, "opts.%s: contains a zero byte", strings[i]);
+    size_t len;
+    const char *s = bic_opt_string(L, t, strings[i], NULL, &len);
+    if (s != NULL) {
+      /* the drivers take C strings: a zero byte would cut the value short */
+      if (strlen(s) != len) luaL_error(L, "option '%s' contains a zero byte", strings[i]);
+      if ((*sslots[i] = strdup(s)) == NULL) luaL_error(L, "out of memory");
+    }
+    lua_pop(L, 1);
   }
-  for (i = 0; ints[i] != NULL; i++)
-    if (opt_int(L, t, ints[i], i == 1 ? 1 : 0, islots[i]) != 0) luaL_error(L, "opts.%s: expected a number", ints[i]);
+  for (i = 0; ints[i] != NULL; i++) *islots[i] = (int)bic_opt_number(L, t, ints[i], 0, INT_MIN, INT_MAX);
+  o->read_only = bic_opt_boolean(L, t, "read_only", 1);
 }
 
 /* ---- helpers the drivers share (sql.h) ----------------------------------------- */
