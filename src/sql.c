@@ -300,31 +300,37 @@ void bic_sql_param_value(lua_State *L, int idx, int n, bic_sql_value *v) {
   }
 }
 
+bic_sql_value *bic_sql_push_params(lua_State *L, int t, int *count) {
+  int n = 0, i;
+  bic_sql_value *v;
+  if (!lua_isnoneornil(L, t)) {
+    luaL_checktype(L, t, LUA_TTABLE);
+    lua_getfield(L, t, "n");
+    n = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : (int)lua_rawlen(L, t);
+    lua_pop(L, 1);
+    if (n < 0 || n > 65535) luaL_argerror(L, t, "too many parameters");
+  }
+  v = (bic_sql_value *)lua_newuserdata(L, sizeof *v * (size_t)(n > 0 ? n : 1));
+  for (i = 0; i < n; i++) {
+    bic_rawgeti(L, t, i + 1);
+    bic_sql_param_value(L, -1, i + 1, &v[i]);
+    lua_pop(L, 1); /* a string stays referenced by the list */
+  }
+  *count = n;
+  return v;
+}
+
 static int conn_query(lua_State *L) {
   sql_conn *c = check_conn(L);
   const char *sql = luaL_checkstring(L, 2);
-  int nparams = 0, i, retryable = 0;
-  bic_sql_value *params = NULL;
+  int nparams, retryable = 0;
+  bic_sql_value *params;
   char err[ERRLEN];
   void *handle;
   cursor_box *box;
   sql_cursor *k;
-  if (!lua_isnoneornil(L, 3)) {
-    luaL_checktype(L, 3, LUA_TTABLE);
-    lua_getfield(L, 3, "n");
-    nparams = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : (int)lua_rawlen(L, 3);
-    lua_pop(L, 1);
-    if (nparams < 0 || nparams > 65535) return luaL_argerror(L, 3, "too many parameters");
-  }
   lua_settop(L, 3);
-  if (nparams > 0) {
-    params = (bic_sql_value *)lua_newuserdata(L, sizeof(bic_sql_value) * (size_t)nparams); /* index 4 */
-    for (i = 0; i < nparams; i++) {
-      bic_rawgeti(L, 3, i + 1);
-      bic_sql_param_value(L, -1, i + 1, &params[i]);
-      lua_pop(L, 1); /* the string stays referenced by params table 3 */
-    }
-  }
+  params = bic_sql_push_params(L, 3, &nparams); /* index 4 */
   box = (cursor_box *)bic_object(L, sizeof *box, CURSOR_MT);
   k = (sql_cursor *)calloc(1, sizeof *k);
   if (k == NULL) return luaL_error(L, "out of memory");

@@ -1158,22 +1158,13 @@ static int l_quote(lua_State *L) {
 static int l_render(lua_State *L) {
   size_t n;
   const char *sql = luaL_checklstring(L, 1, &n);
-  int np = 0, rc;
-  bic_sql_value *params = NULL;
+  int np, rc;
+  bic_sql_value *params;
   bic_buffer *out, *qp;
   char err[256];
   luaL_checktype(L, 2, LUA_TTABLE);
-  lua_getfield(L, 2, "n");
-  np = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : (int)lua_rawlen(L, 2);
-  lua_pop(L, 1);
-  if (np < 0 || np > 65535) return luaL_argerror(L, 2, "too many parameters");
   lua_settop(L, 3);
-  if (np > 0) params = (bic_sql_value *)lua_newuserdata(L, sizeof *params * (size_t)np); /* 4 */
-  for (int i = 0; i < np; i++) {
-    bic_rawgeti(L, 2, i + 1);
-    bic_sql_param_value(L, -1, i + 1, &params[i]);
-    lua_pop(L, 1);
-  }
+  params = bic_sql_push_params(L, 2, &np); /* 4 */
   out = bic_buffer_push(L);
   qp = bic_buffer_push(L);
   rc = bic_ch_render(out, lua_toboolean(L, 3) ? qp : NULL, sql, n, params, np, err, sizeof err);

@@ -1085,40 +1085,26 @@ static int l_pool_stats(lua_State *L) {
 
 /* Copies the parameters (a list, params.n when it holds nils) into one allocation. */
 static bic_sql_value *copy_params(lua_State *L, int t, int *count) {
-  int n = 0;
+  int n;
   size_t bytes = 0;
-  bic_sql_value *v;
+  bic_sql_value *v = bic_sql_push_params(L, t, &n), *c; /* v: scratch, on the stack */
   char *p;
-  if (!lua_isnoneornil(L, t)) {
-    luaL_checktype(L, t, LUA_TTABLE);
-    lua_getfield(L, t, "n");
-    n = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : (int)lua_rawlen(L, t);
-    lua_pop(L, 1);
-    if (n < 0 || n > 65535) luaL_argerror(L, t, "too many parameters");
-  }
-  v = (bic_sql_value *)lua_newuserdata(L, sizeof *v * (size_t)(n > 0 ? n : 1)); /* scratch, on the stack */
-  for (int i = 0; i < n; i++) {
-    bic_rawgeti(L, t, i + 1);
-    bic_sql_param_value(L, -1, i + 1, &v[i]);
-    lua_pop(L, 1);
+  for (int i = 0; i < n; i++)
     if (v[i].kind == BIC_SQL_TEXT || v[i].kind == BIC_SQL_BLOB) bytes += v[i].len;
-  }
-  {
-    bic_sql_value *c = (bic_sql_value *)malloc(sizeof *c * (size_t)(n > 0 ? n : 1) + bytes + 1);
-    if (c == NULL) luaL_error(L, "out of memory");
-    p = (char *)(c + (n > 0 ? n : 1));
-    for (int i = 0; i < n; i++) {
-      c[i] = v[i];
-      if (v[i].kind == BIC_SQL_TEXT || v[i].kind == BIC_SQL_BLOB) {
-        if (v[i].len) memcpy(p, v[i].s, v[i].len);
-        c[i].s = p;
-        p += v[i].len;
-      }
+  c = (bic_sql_value *)malloc(sizeof *c * (size_t)(n > 0 ? n : 1) + bytes + 1);
+  if (c == NULL) luaL_error(L, "out of memory");
+  p = (char *)(c + (n > 0 ? n : 1));
+  for (int i = 0; i < n; i++) {
+    c[i] = v[i];
+    if (v[i].kind == BIC_SQL_TEXT || v[i].kind == BIC_SQL_BLOB) {
+      if (v[i].len) memcpy(p, v[i].s, v[i].len);
+      c[i].s = p;
+      p += v[i].len;
     }
-    lua_pop(L, 1);
-    *count = n;
-    return c;
   }
+  lua_pop(L, 1);
+  *count = n;
+  return c;
 }
 
 /* core.sql.job(pool, sql, params, opts) */
