@@ -686,15 +686,8 @@ static void *ch_query(void *conn, const char *sql, const bic_sql_value *params, 
   }
   cur->ncols = n;
   split(cur, line, len, n, NULL, NULL);
-  for (int i = 0; i < n; i++) {
-    cur->cols[i].name = malloc(cur->fl[i] + 1);
-    if (!cur->cols[i].name) {
-      snprintf(err, errlen, "out of memory");
-      goto fail;
-    }
-    memcpy(cur->cols[i].name, cur->fs[i], cur->fl[i]);
-    cur->cols[i].name[cur->fl[i]] = '\0';
-  }
+  for (int i = 0; i < n; i++)
+    if ((cur->cols[i].name = strndup(cur->fs[i], cur->fl[i])) == NULL) goto oom;
   rc = read_line(cur, &line, &len, err, errlen);
   if (rc == 0) snprintf(err, errlen, "clickhouse: the answer ended before its types");
   if (rc != 1) goto fail;
@@ -703,17 +696,13 @@ static void *ch_query(void *conn, const char *sql, const bic_sql_value *params, 
     goto fail;
   }
   for (int i = 0; i < n; i++) {
-    cur->cols[i].type = malloc(cur->fl[i] + 1);
-    if (!cur->cols[i].type) {
-      snprintf(err, errlen, "out of memory");
-      goto fail;
-    }
-    memcpy(cur->cols[i].type, cur->fs[i], cur->fl[i]);
-    cur->cols[i].type[cur->fl[i]] = '\0';
+    if ((cur->cols[i].type = strndup(cur->fs[i], cur->fl[i])) == NULL) goto oom;
     classify(&cur->cols[i]);
     if (cur->cols[i].kind == K_DATETIME && !cur->cols[i].tz && cc->epoch0[0]) cur->cols[i].epoch0 = cc->epoch0;
   }
   return cur;
+oom:
+  snprintf(err, errlen, "out of memory");
 fail:
   *retryable = cur->retryable;
   if (cancelled(cc)) stop_for_cancel(cur);
