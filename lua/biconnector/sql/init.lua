@@ -52,7 +52,8 @@
 -- client reads. The job has a deadline for the whole answer (answer_timeout), a
 -- bounded wait for a connection (pool_wait), and stops (the statement cancelled
 -- on the server) when the client leaves. docs/database.md, "Connections".
--- What engines share is here (all_rows, column_list, result_columns, quoter,
+-- What engines share is here (all_rows, column_list, table_list, table_of,
+-- schemas_clause, query_columns, result_columns, quoter,
 -- limit_clause) and, for server URLs, in biconnector.sql.server_url.
 local core = require "biconnector.core"
 local filter = require "biconnector.filter"
