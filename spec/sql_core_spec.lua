@@ -75,9 +75,17 @@ describe("core.sql (sqlite)", function()
   end)
 
   it("checks option types", function()
-    assert.has_error(function() core.sql.open("sqlite", { path = {} }) end, "opts.path: expected a string")
+    assert.has_error(function() core.sql.open("sqlite", { path = {} }) end,
+      "option 'path' is a table, expected a string")
+    assert.has_error(function() core.sql.open("sqlite", { path = db .. "\0x" }) end,
+      "option 'path' contains a zero byte")
     assert.has_error(function() core.sql.open("sqlite", { path = db, busy_timeout_ms = "x" }) end,
-      "opts.busy_timeout_ms: expected a number")
+      "option 'busy_timeout_ms' is a string, expected a number")
+    local ok, err = pcall(core.sql.open, "sqlite", { path = db, busy_timeout_ms = 0 / 0 })
+    assert.is_false(ok)
+    assert.matches("option 'busy_timeout_ms' is %S+, expected %-2147483648%S* to 2147483647", err)
+    assert.has_error(function() core.sql.open("sqlite", { path = db, read_only = 0 }) end,
+      "option 'read_only' is a number, expected a boolean")
   end)
 
   it("runs a query with bound parameters and fetches rows", function()

@@ -20,6 +20,25 @@ int bic_open_sql(lua_State *L);
 int bic_open_sha256(lua_State *L);
 int bic_open_os(lua_State *L); /* last: it adds the older names to core.http and core.process */
 
+/* The Lua helpers the parts share (luax.c). */
+/* Registers the metatable name (once; luaL_newmetatable): __index a table of
+ * methods (none when NULL), and __gc, __close and __tostring where given (NULL:
+ * none). Leaves the stack as it found it. */
+void bic_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc, lua_CFunction close,
+               lua_CFunction tostring);
+/* Pushes a new userdata of size bytes, zero-filled, with the metatable name
+ * (bic_class): a finalizer meets a zeroed object until the caller fills it. */
+void *bic_object(lua_State *L, size_t size, const char *name);
+/* The options table at index t (absolute), field key. Every reader: nil gives
+ * def; any other type raises "option 'key' is a <type>, expected a <type>".
+ * bic_opt_string leaves the value on the stack, as the caller's anchor while
+ * it uses the string (an __index may have made it up); len (may be NULL) gets
+ * its length. bic_opt_number also raises when the number is not within
+ * [lo, hi] (NaN never is); the others leave the stack as they found it. */
+const char *bic_opt_string(lua_State *L, int t, const char *key, const char *def, size_t *len);
+double bic_opt_number(lua_State *L, int t, const char *key, double def, double lo, double hi);
+int bic_opt_boolean(lua_State *L, int t, const char *key, int def);
+
 /* The urlData row encoder's C entry (rows.c), for rows a database hands out. */
 struct bic_sql_value;
 typedef struct rows_encoder rows_encoder;

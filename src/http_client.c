@@ -126,13 +126,10 @@ static http_handle *check_handle(lua_State *L) {
 }
 
 static int handle_new(lua_State *L) {
-  http_handle *h = (http_handle *)lua_newuserdata(L, sizeof(http_handle));
   /* Born closed: a failure below leaves a userdata that __gc handles. */
-  memset(h, 0, sizeof(*h));
+  http_handle *h = (http_handle *)bic_object(L, sizeof(http_handle), HANDLE_MT);
   bic_buffer_init(&h->body);
   bic_buffer_init(&h->head);
-  luaL_getmetatable(L, HANDLE_MT);
-  lua_setmetatable(L, -2);
   h->curl = curl_easy_init();
   if (h->curl == NULL) {
     lua_pushnil(L);
@@ -431,22 +428,8 @@ int bic_open_http_client(lua_State *L) {
   curl_version_info_data *info;
   curl_global_init(CURL_GLOBAL_DEFAULT);
 
-  luaL_newmetatable(L, HANDLE_MT);
-  lua_newtable(L);
-  luaL_setfuncs(L, handle_methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, handle_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, handle_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, handle_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
-
-  luaL_newmetatable(L, ERROR_MT);
-  lua_pushcfunction(L, error_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  bic_class(L, HANDLE_MT, handle_methods, handle_close, handle_close, handle_tostring);
+  bic_class(L, ERROR_MT, NULL, NULL, NULL, error_tostring);
 
   lua_newtable(L);
   luaL_setfuncs(L, http_functions, 0);

@@ -1121,20 +1121,6 @@ static int socket_port(int fd, int *family) {
   return -1;
 }
 
-static lua_Number opt_number(lua_State *L, int idx, const char *key, lua_Number def,
-                             lua_Number min, lua_Number max) {
-  lua_Number n;
-  lua_getfield(L, idx, key);
-  if (lua_isnil(L, -1)) { lua_pop(L, 1); return def; }
-  if (lua_type(L, -1) != LUA_TNUMBER)
-    luaL_error(L, "option '%s' is a %s, expected a number", key, luaL_typename(L, -1));
-  n = lua_tonumber(L, -1);
-  lua_pop(L, 1);
-  if (!(n >= min && n <= max))
-    luaL_error(L, "option '%s' is %f, expected %f to %f", key, (double)n, (double)min, (double)max);
-  return n;
-}
-
 /* core.server.listen(host, port [, reuse_port]) -> fd, port | nil, err */
 static int l_listen(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
@@ -1180,16 +1166,16 @@ static int l_new(lua_State *L) {
   lua_pop(L, 1);
   /* every option is read before anything is opened: a bad one raises with nothing to undo */
   host = bic_opt_string(L, 1, "host", "127.0.0.1", NULL); /* stays at index 2 */
-  port = (int)opt_number(L, 1, "port", 8080, 0, 65535);
-  fd = (int)opt_number(L, 1, "fd", -1, -1, 1e9);
+  port = (int)bic_opt_number(L, 1, "port", 8080, 0, 65535);
+  fd = (int)bic_opt_number(L, 1, "fd", -1, -1, 1e9);
   /* MHD counts whole seconds: 0.5 rounds up to 1, not down to 0 (no timeout at all) */
-  timeout = (unsigned int)ceil(opt_number(L, 1, "timeout", DEFAULT_TIMEOUT, 0, 86400));
-  connections = (unsigned int)opt_number(L, 1, "connections", DEFAULT_CONNECTIONS, 1, 1e6);
-  max_body = (size_t)opt_number(L, 1, "max_body", DEFAULT_MAX_BODY, 0, 1e12);
-  max_bodies = (size_t)opt_number(L, 1, "max_bodies", DEFAULT_MAX_BODIES, 0, 1e12);
-  request_timeout = opt_number(L, 1, "request_timeout", 0, 0, 86400);
-  per_address = (unsigned int)opt_number(L, 1, "per_address", 0, 0, 1e6);
-  grace = opt_number(L, 1, "grace", DEFAULT_GRACE, 0, 1e6);
+  timeout = (unsigned int)ceil(bic_opt_number(L, 1, "timeout", DEFAULT_TIMEOUT, 0, 86400));
+  connections = (unsigned int)bic_opt_number(L, 1, "connections", DEFAULT_CONNECTIONS, 1, 1e6);
+  max_body = (size_t)bic_opt_number(L, 1, "max_body", DEFAULT_MAX_BODY, 0, 1e12);
+  max_bodies = (size_t)bic_opt_number(L, 1, "max_bodies", DEFAULT_MAX_BODIES, 0, 1e12);
+  request_timeout = bic_opt_number(L, 1, "request_timeout", 0, 0, 86400);
+  per_address = (unsigned int)bic_opt_number(L, 1, "per_address", 0, 0, 1e6);
+  grace = bic_opt_number(L, 1, "grace", DEFAULT_GRACE, 0, 1e6);
   lua_getfield(L, 1, "reuse_port");
   reuse_port = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -1204,12 +1190,9 @@ static int l_new(lua_State *L) {
     return 2;
   }
 
-  srv = (server *)lua_newuserdata(L, sizeof *srv);
-  memset(srv, 0, sizeof *srv);
+  srv = (server *)bic_object(L, sizeof *srv, SERVER_MT);
   srv->handler_ref = srv->refused_ref = LUA_NOREF;
   srv->listen_fd = -1;
-  luaL_getmetatable(L, SERVER_MT);
-  lua_setmetatable(L, -2);
   srv->max_body = max_body;
   srv->max_bodies = max_bodies;
   srv->request_timeout = request_timeout;
@@ -1553,17 +1536,7 @@ int bic_open_http_server(lua_State *L) {
     {NULL, NULL}
   };
 
-  if (luaL_newmetatable(L, SERVER_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  bic_class(L, SERVER_MT, methods, l_gc, l_close, l_tostring);
   luaL_newlib(L, server_functions);
   lua_pushlightuserdata(L, (void *)&wait_sentinel);
   lua_setfield(L, -2, "WAIT");

@@ -108,10 +108,8 @@ static int push_errno(lua_State *L, const char *what, const char *path) {
 static int os_lock(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int shared = lua_toboolean(L, 2);
-  file_lock *lk = (file_lock *)lua_newuserdata(L, sizeof(file_lock));
-  lk->fd = -1;
-  luaL_getmetatable(L, LOCK_MT);
-  lua_setmetatable(L, -2);
+  file_lock *lk = (file_lock *)bic_object(L, sizeof(file_lock), LOCK_MT);
+  /* nothing allocates before fd is set: no collection sees the zeroed fd 0 */
   lk->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lk->fd < 0) return push_errno(L, "cannot open lock file", path);
   while (flock(lk->fd, shared ? LOCK_SH : LOCK_EX) != 0) {
@@ -182,19 +180,6 @@ fail : {
 }
 }
 
-/* ---- options ---------------------------------------------------------------- */
-
-const char *bic_opt_string(lua_State *L, int t, const char *key, const char *def, size_t *len) {
-  lua_getfield(L, t, key);
-  if (lua_isnil(L, -1)) {
-    if (len != NULL) *len = def != NULL ? strlen(def) : 0;
-    return def;
-  }
-  if (lua_type(L, -1) != LUA_TSTRING)
-    luaL_error(L, "option '%s' is a %s, expected a string", key, luaL_typename(L, -1));
-  return lua_tolstring(L, -1, len);
-}
-
 /* ---- registration ----------------------------------------------------------- */
 
 /* t[name] = core.os[name] for the table core[part] (the older names). */
@@ -212,16 +197,7 @@ int bic_open_os(lua_State *L) {
       {"clock", os_clock}, {"time", os_time}, {"sleep", os_sleep}, {"lock", os_lock},
       {"write_atomic", os_write_atomic}, {NULL, NULL}};
   static const luaL_Reg lock_methods[] = {{"unlock", lock_release}, {"held", lock_held}, {NULL, NULL}};
-  if (luaL_newmetatable(L, LOCK_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, lock_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, lock_release);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, lock_release);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
+  bic_class(L, LOCK_MT, lock_methods, lock_release, lock_release, NULL);
   lua_newtable(L);
   luaL_setfuncs(L, os_functions, 0);
   /* the older names, in core.http and core.process (opened before) */

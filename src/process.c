@@ -427,11 +427,7 @@ static int l_counters(lua_State *L) {
   counters *c;
   void *p;
   luaL_argcheck(L, n >= 1 && n <= 1048576, 1, "between 1 and 1048576 counters");
-  c = (counters *)lua_newuserdata(L, sizeof *c);
-  c->values = NULL;
-  c->n = 0;
-  luaL_getmetatable(L, COUNTERS_MT);
-  lua_setmetatable(L, -2);
+  c = (counters *)bic_object(L, sizeof *c, COUNTERS_MT);
   p = mmap(NULL, (size_t)n * sizeof(int64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return push_errno(L, "cannot map the shared counters");
   c->values = (int64_t *)p; /* zero-filled by the kernel */
@@ -503,15 +499,9 @@ void bic_open_process(lua_State *L) {
     {"add", l_counters_add},
     {"get", l_counters_get},
     {"size", l_counters_size},
-    {"__gc", l_counters_gc},
     {NULL, NULL}
   };
-  if (luaL_newmetatable(L, COUNTERS_MT)) {
-    luaL_setfuncs(L, counters_methods, 0);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  bic_class(L, COUNTERS_MT, counters_methods, l_counters_gc, NULL, NULL);
   luaL_newlib(L, process_functions);
   lua_setfield(L, -2, "process");
 }

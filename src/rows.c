@@ -1256,18 +1256,7 @@ int bic_open_rows(lua_State *L) {
       {"count", rows_count},     {"close", rows_close},       {"raw", rows_raw},
       {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"new", rows_new}, {NULL, NULL}};
-  if (luaL_newmetatable(L, ROWS_MT)) {
-    luaL_setfuncs(L, methods, 0);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, rows_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, rows_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, rows_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  bic_class(L, ROWS_MT, methods, rows_close, rows_close, rows_tostring);
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);
   lua_setfield(L, -2, "rows");

@@ -28,6 +28,7 @@
  *   same process (an nginx worker thread and back).
  * cursor:close()                           (also __gc and __close)
  */
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,62 +92,24 @@ void bic_sql_free_options(bic_sql_options *o) {
   free((char *)o->params);
 }
 
-/* Reads a string option; 0, or -1 when memory ran out. Raises on a wrong type
- * (before anything is allocated for this option). */
-static int opt_string(lua_State *L, int t, const char *key, const char **out) {
-  lua_getfield(L, t, key);
-  if (!lua_isnil(L, -1)) {
-    size_t len;
-    const char *s;
-    char *copy;
-    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
-      lua_pop(L, 1);
-      return -2;
-    }
-    s = lua_tolstring(L, -1, &len);
-    if (strlen(s) != len) { /* an embedded zero */
-      lua_pop(L, 1);
-      return -3;
-    }
-    copy = strdup(s);
-    if (copy == NULL) {
-      lua_pop(L, 1);
-      return -1;
-    }
-    *out = copy;
-  }
-  lua_pop(L, 1);
-  return 0;
-}
-
-static int opt_int(lua_State *L, int t, const char *key, int dflt, int *out) {
-  lua_getfield(L, t, key);
-  if (lua_isnil(L, -1)) *out = dflt;
-  else if (lua_type(L, -1) == LUA_TBOOLEAN) *out = lua_toboolean(L, -1);
-  else if (lua_type(L, -1) == LUA_TNUMBER) *out = (int)lua_tonumber(L, -1);
-  else {
-    lua_pop(L, 1);
-    return -2;
-  }
-  lua_pop(L, 1);
-  return 0;
-}
-
 void bic_sql_read_options(lua_State *L, int t, bic_sql_options *o) {
   static const char *const strings[] = {"path", "host", "user", "password", "database", "socket", "params", NULL};
-  static const char *const ints[] = {"port", "read_only", "busy_timeout_ms", "statement_timeout_ms",
-                                     "connect_timeout_s", NULL};
+  static const char *const ints[] = {"port", "busy_timeout_ms", "statement_timeout_ms", "connect_timeout_s", NULL};
   const char **sslots[] = {&o->path, &o->host, &o->user, &o->password, &o->database, &o->socket, &o->params};
-  int *islots[] = {&o->port, &o->read_only, &o->busy_timeout_ms, &o->statement_timeout_ms, &o->connect_timeout_s};
+  int *islots[] = {&o->port, &o->busy_timeout_ms, &o->statement_timeout_ms, &o->connect_timeout_s};
   int i;
   for (i = 0; strings[i] != NULL; i++) {
-    int rc = opt_string(L, t, strings[i], sslots[i]);
-    if (rc == -1) luaL_error(L, "out of memory");
-    if (rc == -2) luaL_error(L, "opts.%s: expected a string", strings[i]);
-    if (rc == -3) luaL_error(L, "opts.%s: contains a zero byte", strings[i]);
+    size_t len;
+    const char *s = bic_opt_string(L, t, strings[i], NULL, &len);
+    if (s != NULL) {
+      /* the drivers take C strings: a zero byte would cut the value short */
+      if (strlen(s) != len) luaL_error(L, "option '%s' contains a zero byte", strings[i]);
+      if ((*sslots[i] = strdup(s)) == NULL) luaL_error(L, "out of memory");
+    }
+    lua_pop(L, 1);
   }
-  for (i = 0; ints[i] != NULL; i++)
-    if (opt_int(L, t, ints[i], i == 1 ? 1 : 0, islots[i]) != 0) luaL_error(L, "opts.%s: expected a number", ints[i]);
+  for (i = 0; ints[i] != NULL; i++) *islots[i] = (int)bic_opt_number(L, t, ints[i], 0, INT_MIN, INT_MAX);
+  o->read_only = bic_opt_boolean(L, t, "read_only", 1);
 }
 
 /* ---- helpers the drivers share (sql.h) ----------------------------------------- */
@@ -257,10 +220,7 @@ static int sql_open(lua_State *L) {
     strncat(err, drivers[0] ? ")" : " none)", sizeof err - strlen(err) - 1);
     return push_fail(L, err);
   }
-  box = (conn_box *)lua_newuserdata(L, sizeof *box); /* index 3 */
-  box->c = NULL;
-  luaL_getmetatable(L, CONN_MT);
-  lua_setmetatable(L, 3);
+  box = (conn_box *)bic_object(L, sizeof *box, CONN_MT); /* index 3 */
   c = (sql_conn *)calloc(1, sizeof *c);
   if (c == NULL) return luaL_error(L, "out of memory");
   c->drv = drv;
@@ -340,35 +300,38 @@ void bic_sql_param_value(lua_State *L, int idx, int n, bic_sql_value *v) {
   }
 }
 
+bic_sql_value *bic_sql_push_params(lua_State *L, int t, int *count) {
+  int n = 0, i;
+  bic_sql_value *v;
+  if (!lua_isnoneornil(L, t)) {
+    luaL_checktype(L, t, LUA_TTABLE);
+    lua_getfield(L, t, "n");
+    n = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : (int)lua_rawlen(L, t);
+    lua_pop(L, 1);
+    if (n < 0 || n > 65535) luaL_argerror(L, t, "too many parameters");
+  }
+  v = (bic_sql_value *)lua_newuserdata(L, sizeof *v * (size_t)(n > 0 ? n : 1));
+  for (i = 0; i < n; i++) {
+    bic_rawgeti(L, t, i + 1);
+    bic_sql_param_value(L, -1, i + 1, &v[i]);
+    lua_pop(L, 1); /* a string stays referenced by the list */
+  }
+  *count = n;
+  return v;
+}
+
 static int conn_query(lua_State *L) {
   sql_conn *c = check_conn(L);
   const char *sql = luaL_checkstring(L, 2);
-  int nparams = 0, i, retryable = 0;
-  bic_sql_value *params = NULL;
+  int nparams, retryable = 0;
+  bic_sql_value *params;
   char err[ERRLEN];
   void *handle;
   cursor_box *box;
   sql_cursor *k;
-  if (!lua_isnoneornil(L, 3)) {
-    luaL_checktype(L, 3, LUA_TTABLE);
-    lua_getfield(L, 3, "n");
-    nparams = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : (int)lua_rawlen(L, 3);
-    lua_pop(L, 1);
-    if (nparams < 0 || nparams > 65535) return luaL_argerror(L, 3, "too many parameters");
-  }
   lua_settop(L, 3);
-  if (nparams > 0) {
-    params = (bic_sql_value *)lua_newuserdata(L, sizeof(bic_sql_value) * (size_t)nparams); /* index 4 */
-    for (i = 0; i < nparams; i++) {
-      bic_rawgeti(L, 3, i + 1);
-      bic_sql_param_value(L, -1, i + 1, &params[i]);
-      lua_pop(L, 1); /* the string stays referenced by params table 3 */
-    }
-  }
-  box = (cursor_box *)lua_newuserdata(L, sizeof *box);
-  box->k = NULL;
-  luaL_getmetatable(L, CURSOR_MT);
-  lua_setmetatable(L, -2);
+  params = bic_sql_push_params(L, 3, &nparams); /* index 4 */
+  box = (cursor_box *)bic_object(L, sizeof *box, CURSOR_MT);
   k = (sql_cursor *)calloc(1, sizeof *k);
   if (k == NULL) return luaL_error(L, "out of memory");
   handle = c->handle ? c->drv->query(c->handle, sql, params, nparams, &retryable, err, sizeof err) : NULL;
@@ -584,10 +547,7 @@ static sql_cursor *unpark(long long id) {
 
 static int sql_attach(lua_State *L) {
   long long id = (long long)luaL_checknumber(L, 1);
-  cursor_box *box = (cursor_box *)lua_newuserdata(L, sizeof *box);
-  box->k = NULL;
-  luaL_getmetatable(L, CURSOR_MT);
-  lua_setmetatable(L, -2);
+  cursor_box *box = (cursor_box *)bic_object(L, sizeof *box, CURSOR_MT);
   box->k = unpark(id);
   if (box->k == NULL) return push_fail(L, "no such detached cursor");
   return 1;
@@ -610,30 +570,8 @@ int bic_open_sql(lua_State *L) {
                                             {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"open", sql_open}, {"attach", sql_attach}, {"discard", sql_discard}, {NULL, NULL}};
   int i;
-  if (luaL_newmetatable(L, CONN_MT)) {
-    luaL_setfuncs(L, conn_methods, 0);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, conn_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, conn_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, conn_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, CURSOR_MT)) {
-    luaL_setfuncs(L, cursor_methods, 0);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, cursor_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, cursor_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, cursor_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  bic_class(L, CONN_MT, conn_methods, conn_close, conn_close, conn_tostring);
+  bic_class(L, CURSOR_MT, cursor_methods, cursor_close, cursor_close, cursor_tostring);
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);
   lua_newtable(L);

@@ -138,6 +138,11 @@ void bic_sql_read_options(struct lua_State *L, int t, bic_sql_options *o);
 void bic_sql_free_options(bic_sql_options *o);
 /* The Lua value at idx as a bound parameter n (a string points into Lua). */
 void bic_sql_param_value(struct lua_State *L, int idx, int n, bic_sql_value *v);
+/* The query parameters at index t (a list, params.n when it holds nils; nil:
+ * none) as bound values, in a scratch userdata pushed on the stack (strings
+ * point into Lua, kept by the list); *count of them. Raises on a wrong type or
+ * more than 65535. */
+bic_sql_value *bic_sql_push_params(struct lua_State *L, int t, int *count);
 /* core.sql.pool and core.sql.job (sql_job.c), added to the table at the top. */
 int bic_open_sql_jobs(struct lua_State *L);
 

@@ -686,15 +686,8 @@ static void *ch_query(void *conn, const char *sql, const bic_sql_value *params, 
   }
   cur->ncols = n;
   split(cur, line, len, n, NULL, NULL);
-  for (int i = 0; i < n; i++) {
-    cur->cols[i].name = malloc(cur->fl[i] + 1);
-    if (!cur->cols[i].name) {
-      snprintf(err, errlen, "out of memory");
-      goto fail;
-    }
-    memcpy(cur->cols[i].name, cur->fs[i], cur->fl[i]);
-    cur->cols[i].name[cur->fl[i]] = '\0';
-  }
+  for (int i = 0; i < n; i++)
+    if ((cur->cols[i].name = strndup(cur->fs[i], cur->fl[i])) == NULL) goto oom;
   rc = read_line(cur, &line, &len, err, errlen);
   if (rc == 0) snprintf(err, errlen, "clickhouse: the answer ended before its types");
   if (rc != 1) goto fail;
@@ -703,17 +696,13 @@ static void *ch_query(void *conn, const char *sql, const bic_sql_value *params, 
     goto fail;
   }
   for (int i = 0; i < n; i++) {
-    cur->cols[i].type = malloc(cur->fl[i] + 1);
-    if (!cur->cols[i].type) {
-      snprintf(err, errlen, "out of memory");
-      goto fail;
-    }
-    memcpy(cur->cols[i].type, cur->fs[i], cur->fl[i]);
-    cur->cols[i].type[cur->fl[i]] = '\0';
+    if ((cur->cols[i].type = strndup(cur->fs[i], cur->fl[i])) == NULL) goto oom;
     classify(&cur->cols[i]);
     if (cur->cols[i].kind == K_DATETIME && !cur->cols[i].tz && cc->epoch0[0]) cur->cols[i].epoch0 = cc->epoch0;
   }
   return cur;
+oom:
+  snprintf(err, errlen, "out of memory");
 fail:
   *retryable = cur->retryable;
   if (cancelled(cc)) stop_for_cancel(cur);
@@ -1158,22 +1147,13 @@ static int l_quote(lua_State *L) {
 static int l_render(lua_State *L) {
   size_t n;
   const char *sql = luaL_checklstring(L, 1, &n);
-  int np = 0, rc;
-  bic_sql_value *params = NULL;
+  int np, rc;
+  bic_sql_value *params;
   bic_buffer *out, *qp;
   char err[256];
   luaL_checktype(L, 2, LUA_TTABLE);
-  lua_getfield(L, 2, "n");
-  np = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : (int)lua_rawlen(L, 2);
-  lua_pop(L, 1);
-  if (np < 0 || np > 65535) return luaL_argerror(L, 2, "too many parameters");
   lua_settop(L, 3);
-  if (np > 0) params = (bic_sql_value *)lua_newuserdata(L, sizeof *params * (size_t)np); /* 4 */
-  for (int i = 0; i < np; i++) {
-    bic_rawgeti(L, 2, i + 1);
-    bic_sql_param_value(L, -1, i + 1, &params[i]);
-    lua_pop(L, 1);
-  }
+  params = bic_sql_push_params(L, 2, &np); /* 4 */
   out = bic_buffer_push(L);
   qp = bic_buffer_push(L);
   rc = bic_ch_render(out, lua_toboolean(L, 3) ? qp : NULL, sql, n, params, np, err, sizeof err);

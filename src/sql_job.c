@@ -1004,17 +1004,6 @@ static job *check_job(lua_State *L) {
   return b->j;
 }
 
-static double opt_num(lua_State *L, int t, const char *key, double dflt, double lo, double hi) {
-  double v;
-  lua_getfield(L, t, key);
-  if (lua_isnil(L, -1)) v = dflt;
-  else if (lua_type(L, -1) == LUA_TNUMBER) v = (double)lua_tonumber(L, -1);
-  else v = luaL_error(L, "option '%s' is a %s, expected a number", key, luaL_typename(L, -1));
-  lua_pop(L, 1);
-  if (!(v >= lo && v <= hi)) luaL_error(L, "option '%s' is %f, expected %f to %f", key, v, lo, hi);
-  return v;
-}
-
 /* core.sql.pool(engine, opts [, settings]) */
 static int l_pool(lua_State *L) {
   const char *engine = luaL_checkstring(L, 1);
@@ -1029,11 +1018,8 @@ static int l_pool(lua_State *L) {
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
   lua_settop(L, 3);
   if (drv == NULL) return luaL_error(L, "unknown database engine \"%s\"", engine);
-  size = lua_istable(L, 3) ? (int)opt_num(L, 3, "size", DEFAULT_POOL_SIZE, 1, 1000) : DEFAULT_POOL_SIZE;
-  box = (pool_box *)lua_newuserdata(L, sizeof *box); /* index 4 */
-  box->p = NULL;
-  luaL_getmetatable(L, POOL_MT);
-  lua_setmetatable(L, 4);
+  size = lua_istable(L, 3) ? (int)bic_opt_number(L, 3, "size", DEFAULT_POOL_SIZE, 1, 1000) : DEFAULT_POOL_SIZE;
+  box = (pool_box *)bic_object(L, sizeof *box, POOL_MT); /* index 4 */
   p = (pool *)calloc(1, sizeof *p);
   if (p == NULL) return luaL_error(L, "out of memory");
   memset(&o, 0, sizeof o);
@@ -1099,40 +1085,26 @@ static int l_pool_stats(lua_State *L) {
 
 /* Copies the parameters (a list, params.n when it holds nils) into one allocation. */
 static bic_sql_value *copy_params(lua_State *L, int t, int *count) {
-  int n = 0;
+  int n;
   size_t bytes = 0;
-  bic_sql_value *v;
+  bic_sql_value *v = bic_sql_push_params(L, t, &n), *c; /* v: scratch, on the stack */
   char *p;
-  if (!lua_isnoneornil(L, t)) {
-    luaL_checktype(L, t, LUA_TTABLE);
-    lua_getfield(L, t, "n");
-    n = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : (int)lua_rawlen(L, t);
-    lua_pop(L, 1);
-    if (n < 0 || n > 65535) luaL_argerror(L, t, "too many parameters");
-  }
-  v = (bic_sql_value *)lua_newuserdata(L, sizeof *v * (size_t)(n > 0 ? n : 1)); /* scratch, on the stack */
-  for (int i = 0; i < n; i++) {
-    bic_rawgeti(L, t, i + 1);
-    bic_sql_param_value(L, -1, i + 1, &v[i]);
-    lua_pop(L, 1);
+  for (int i = 0; i < n; i++)
     if (v[i].kind == BIC_SQL_TEXT || v[i].kind == BIC_SQL_BLOB) bytes += v[i].len;
-  }
-  {
-    bic_sql_value *c = (bic_sql_value *)malloc(sizeof *c * (size_t)(n > 0 ? n : 1) + bytes + 1);
-    if (c == NULL) luaL_error(L, "out of memory");
-    p = (char *)(c + (n > 0 ? n : 1));
-    for (int i = 0; i < n; i++) {
-      c[i] = v[i];
-      if (v[i].kind == BIC_SQL_TEXT || v[i].kind == BIC_SQL_BLOB) {
-        if (v[i].len) memcpy(p, v[i].s, v[i].len);
-        c[i].s = p;
-        p += v[i].len;
-      }
+  c = (bic_sql_value *)malloc(sizeof *c * (size_t)(n > 0 ? n : 1) + bytes + 1);
+  if (c == NULL) luaL_error(L, "out of memory");
+  p = (char *)(c + (n > 0 ? n : 1));
+  for (int i = 0; i < n; i++) {
+    c[i] = v[i];
+    if (v[i].kind == BIC_SQL_TEXT || v[i].kind == BIC_SQL_BLOB) {
+      if (v[i].len) memcpy(p, v[i].s, v[i].len);
+      c[i].s = p;
+      p += v[i].len;
     }
-    lua_pop(L, 1);
-    *count = n;
-    return c;
   }
+  lua_pop(L, 1);
+  *count = n;
+  return c;
 }
 
 /* core.sql.job(pool, sql, params, opts) */
@@ -1151,10 +1123,7 @@ static int l_job(lua_State *L) {
   if (mode == NULL || (strcmp(mode, "stream") != 0 && strcmp(mode, "fetch") != 0))
     return luaL_error(L, "option 'mode' must be \"stream\" or \"fetch\"");
   lua_pop(L, 1);
-  box = (job_box *)lua_newuserdata(L, sizeof *box); /* index 5 */
-  box->j = NULL;
-  luaL_getmetatable(L, JOB_MT);
-  lua_setmetatable(L, 5);
+  box = (job_box *)bic_object(L, sizeof *box, JOB_MT); /* index 5 */
   j = (job *)calloc(1, sizeof *j);
   if (j == NULL) return luaL_error(L, "out of memory");
   j->efd = -1;
@@ -1163,10 +1132,10 @@ static int l_job(lua_State *L) {
   bic_buffer_init(&j->out);
   box->j = j; /* from here __gc frees it (not listed yet, no thread) */
   j->mode = strcmp(mode, "stream") == 0 ? MODE_STREAM : MODE_FETCH;
-  j->chunk = (size_t)opt_num(L, 4, "chunk", DEFAULT_CHUNK, 1, 1 << 30);
-  j->cap = (size_t)opt_num(L, 4, "cap", 4.0 * (double)j->chunk, 1, 1e12);
-  deadline = opt_num(L, 4, "deadline", 0, 0, 1e7);
-  wait = opt_num(L, 4, "wait", DEFAULT_WAIT, 0, 1e7);
+  j->chunk = (size_t)bic_opt_number(L, 4, "chunk", DEFAULT_CHUNK, 1, 1 << 30);
+  j->cap = (size_t)bic_opt_number(L, 4, "cap", 4.0 * (double)j->chunk, 1, 1e12);
+  deadline = bic_opt_number(L, 4, "deadline", 0, 0, 1e7);
+  wait = bic_opt_number(L, 4, "wait", DEFAULT_WAIT, 0, 1e7);
   lua_getfield(L, 4, "key");
   if (!lua_isnil(L, -1)) {
     j->key = bic_sql_strdup(luaL_checkstring(L, -1));
@@ -1531,30 +1500,8 @@ int bic_open_sql_jobs(lua_State *L) {
       {"fd", l_job_fd},       {"wait", l_job_wait},     {"drain", l_job_drain},     {"state", l_job_state}, {"columns", l_job_columns},
       {"take", l_job_take},   {"fetch", l_job_fetch},   {"error", l_job_error}, {"cancel", l_job_cancel},
       {"close", l_job_close}, {NULL, NULL}};
-  if (luaL_newmetatable(L, POOL_MT)) {
-    luaL_setfuncs(L, pool_methods, 0);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_pool_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_pool_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_pool_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, JOB_MT)) {
-    luaL_setfuncs(L, job_methods, 0);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_job_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_job_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_job_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  bic_class(L, POOL_MT, pool_methods, l_pool_close, l_pool_close, l_pool_tostring);
+  bic_class(L, JOB_MT, job_methods, l_job_close, l_job_close, l_job_tostring);
   lua_pushcfunction(L, l_pool);
   lua_setfield(L, -2, "pool");
   lua_pushcfunction(L, l_job);

@@ -229,48 +229,25 @@ _M.dialect = _M.dialect_for(nil)
 
 -- Engines whose SELECT consumes what it reads (a queue): never listed.
 local CONSUMING = { "Kafka", "RabbitMQ", "NATS", "FileLog", "S3Queue", "AzureQueue" }
+local VIEWS = { View = true, MaterializedView = true } -- the engine of views
 
 -- -> { {name=, kind=}, ... }: the tables and views of the URL's database (as
 -- named) and of the configured ones (as "db.name"), without the inner tables
 -- of materialized views and the engines that consume what they read.
 function _M.list_tables(conn, conn_opts)
-  local params, marks = {}, {}
-  for i, s in ipairs(conn_opts and conn_opts.schemas or {}) do params[i] = s marks[i] = "$" .. i end
-  local extra = #marks > 0 and (" OR database IN (" .. concat(marks, ", ") .. ")") or ""
+  local params, extra = sql_lib.schemas_clause(conn_opts, "database", "$")
   local consuming = {}
   for i, e in ipairs(CONSUMING) do consuming[i] = lit(e) end
-  local rows, err = all_rows(conn, "SELECT database, name, engine, database = currentDatabase() FROM system.tables "
+  return sql_lib.table_list(qualified, VIEWS, all_rows(conn, "SELECT database, name, engine, "
+    .. "database = currentDatabase() FROM system.tables "
     .. "WHERE (database = currentDatabase()" .. extra .. ") AND NOT is_temporary AND NOT startsWith(name, '.inner') "
     .. "AND engine NOT IN (" .. concat(consuming, ", ") .. ") "
-    .. "ORDER BY database != currentDatabase(), database, name", params)
-  if not rows then return nil, err end
-  local list = {}
-  for _, r in ipairs(rows) do
-    local name = r[2]
-    if tonumber(r[4]) ~= 1 then
-      name = r[1] .. "." .. r[2]
-      qualified[name] = { r[1], r[2] }
-    end
-    list[#list + 1] = { name = name, kind = (r[3] == "View" or r[3] == "MaterializedView") and "view" or "table" }
-  end
-  return list
+    .. "ORDER BY database != currentDatabase(), database, name", params))
 end
 
 -- -> { {name=, type=}, ... } | nil (no such table)
 function _M.list_columns(conn, name, conn_opts)
-  local q = qualified[name]
-  local db, tbl = nil, name
-  if q then
-    db, tbl = q[1], q[2]
-  else
-    local s, t = name:match("^([^.]+)%.(.+)$")
-    for _, x in ipairs(conn_opts and conn_opts.schemas or {}) do
-      if x == s then
-        db, tbl = s, t
-        qualified[name] = { s, t }
-      end
-    end
-  end
+  local db, tbl = sql_lib.table_of(name, qualified, conn_opts)
   local rows, err = all_rows(conn, "SELECT name, type, timezone() FROM system.columns WHERE database = "
     .. (db and "$2" or "currentDatabase()") .. " AND table = $1", db and { tbl, db } or { tbl })
   if not rows then return nil, err end
@@ -282,8 +259,6 @@ function _M.list_columns(conn, name, conn_opts)
   return list
 end
 
-function _M.query_columns(conn, sql)
-  return sql_lib.result_columns(conn, "SELECT * FROM (" .. sql .. ") AS bic_query LIMIT 0")
-end
+_M.query_columns = sql_lib.query_columns
 
 return _M

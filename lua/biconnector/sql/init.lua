@@ -52,7 +52,8 @@
 -- client reads. The job has a deadline for the whole answer (answer_timeout), a
 -- bounded wait for a connection (pool_wait), and stops (the statement cancelled
 -- on the server) when the client leaves. docs/database.md, "Connections".
--- What engines share is here (all_rows, column_list, result_columns, quoter,
+-- What engines share is here (all_rows, column_list, table_list, table_of,
+-- schemas_clause, query_columns, result_columns, quoter,
 -- limit_clause) and, for server URLs, in biconnector.sql.server_url.
 local core = require "biconnector.core"
 local filter = require "biconnector.connector.filter"
@@ -158,6 +159,63 @@ function _M.result_columns(conn, sql)
   local cols = cur:columns()
   cur:close()
   return cols
+end
+
+-- The query_columns(conn, sql) of the server engines: the query as a derived
+-- table (named, as PostgreSQL and MySQL want it) that reads no row.
+function _M.query_columns(conn, sql)
+  return _M.result_columns(conn, "SELECT * FROM (" .. sql .. ") AS bic_query LIMIT 0")
+end
+
+-- The schemas (databases) a server URL configures besides its own
+-- (conn_opts.schemas, from schemas=a,b): -> their names as query parameters,
+-- and the text that admits them in list_tables' condition, " OR column IN
+-- (?, ?)" ("" when there are none; placeholder "?", or "$" for $1, $2, ...).
+function _M.schemas_clause(conn_opts, column, placeholder)
+  local params, marks = {}, {}
+  for i, s in ipairs(conn_opts and conn_opts.schemas or {}) do
+    params[i] = s
+    marks[i] = placeholder == "$" and "$" .. i or placeholder
+  end
+  if #marks == 0 then return params, "" end
+  return params, " OR " .. column .. " IN (" .. concat(marks, ", ") .. ")"
+end
+
+-- What list_tables returns, from all_rows' answer (rows, err) to a query
+-- whose rows are (schema, table, the engine's kind of table, whether the
+-- schema is the connection's own: true or 1): a table of another schema is
+-- named "schema.table", and qualified (the engine's, see quoter) maps that
+-- code to {schema, table}; the kinds in the set views are "view", the rest
+-- "table".
+function _M.table_list(qualified, views, rows, err)
+  if not rows then return nil, err end
+  local list = {}
+  for _, r in ipairs(rows) do
+    local name = r[2]
+    if r[4] ~= true and tonumber(r[4]) ~= 1 then
+      name = r[1] .. "." .. r[2]
+      qualified[name] = { r[1], r[2] }
+    end
+    list[#list + 1] = { name = name, kind = views[r[3]] and "view" or "table" }
+  end
+  return list
+end
+
+-- The schema and table a table code names, for list_columns: those qualified
+-- holds for it, or for "schema.table" of a configured schema (conn_opts.schemas)
+-- those two (then kept in qualified); else nil and the code (a table of the
+-- connection's own schema).
+function _M.table_of(name, qualified, conn_opts)
+  local q = qualified[name]
+  if q then return q[1], q[2] end
+  local s, t = name:match("^([^.]+)%.(.+)$")
+  for _, x in ipairs(conn_opts and conn_opts.schemas or {}) do
+    if x == s then
+      qualified[name] = { s, t }
+      return s, t
+    end
+  end
+  return nil, name
 end
 
 -- ---- table selection: globs ---------------------------------------------------

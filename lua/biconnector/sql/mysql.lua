@@ -68,52 +68,26 @@ _M.dialect = {
   end,
 }
 
+local VIEWS = { VIEW = true } -- the table_type of views
+
 -- -> { {name=, kind=}, ... }: the URL's database (as named) and the configured
 -- ones (as "db.name").
 function _M.list_tables(conn, conn_opts)
-  local schemas = conn_opts and conn_opts.schemas or {}
-  local params, marks = {}, {}
-  for i, s in ipairs(schemas) do params[i] = s marks[i] = "?" end
-  local extra = #marks > 0 and (" OR table_schema IN (" .. table.concat(marks, ", ") .. ")") or ""
-  local rows, err = all_rows(conn, "SELECT table_schema, table_name, table_type, table_schema = DATABASE() "
-    .. "FROM information_schema.tables WHERE table_schema = DATABASE()" .. extra
-    .. " ORDER BY table_schema <> DATABASE(), table_schema, CAST(table_name AS BINARY)", params)
-  if not rows then return nil, err end
-  local list = {}
-  for _, r in ipairs(rows) do
-    local name = r[2]
-    if tonumber(r[4]) ~= 1 then
-      name = r[1] .. "." .. r[2]
-      qualified[name] = { r[1], r[2] }
-    end
-    list[#list + 1] = { name = name, kind = r[3] == "VIEW" and "view" or "table" }
-  end
-  return list
+  local params, extra = sql_lib.schemas_clause(conn_opts, "table_schema", "?")
+  return sql_lib.table_list(qualified, VIEWS, all_rows(conn, "SELECT table_schema, table_name, table_type, "
+    .. "table_schema = DATABASE() FROM information_schema.tables WHERE table_schema = DATABASE()" .. extra
+    .. " ORDER BY table_schema <> DATABASE(), table_schema, CAST(table_name AS BINARY)", params))
 end
 
 function _M.list_columns(conn, name, conn_opts)
-  local q = qualified[name]
-  local schema, tbl = nil, name
-  if q then
-    schema, tbl = q[1], q[2]
-  else
-    local s, t = name:match("^([^.]+)%.(.+)$")
-    for _, x in ipairs(conn_opts and conn_opts.schemas or {}) do
-      if x == s then
-        schema, tbl = s, t
-        qualified[name] = { s, t }
-      end
-    end
-  end
+  local schema, tbl = sql_lib.table_of(name, qualified, conn_opts)
   return sql_lib.column_list(all_rows(conn, "SELECT column_name, column_type FROM information_schema.columns "
     .. "WHERE table_schema = " .. (schema and "?" or "DATABASE()")
     .. " AND CAST(table_name AS BINARY) = CAST(? AS BINARY) ORDER BY ordinal_position",
     schema and { schema, tbl } or { tbl }))
 end
 
-function _M.query_columns(conn, sql)
-  return sql_lib.result_columns(conn, "SELECT * FROM (" .. sql .. ") AS bic_query LIMIT 0")
-end
+_M.query_columns = sql_lib.query_columns
 
 -- Declared type (information_schema's column_type, or the driver's name for
 -- a query's columns) -> field type, exact.

@@ -69,48 +69,27 @@ local function schema_array(conn_opts)
   return "{" .. table.concat(list, ",") .. "}"
 end
 
+local VIEWS = { v = true, m = true } -- the relkind of views and materialized views
+
 -- -> { {name=, kind=}, ... }: tables, views, materialized views and foreign
 -- tables the account may read, of the default schema (as named) and of the
 -- configured ones (as "schema.name").
 function _M.list_tables(conn, conn_opts)
-  local rows, err = all_rows(conn, [[
+  return sql_lib.table_list(qualified, VIEWS, all_rows(conn, [[
     SELECT n.nspname, c.relname, c.relkind, n.nspname = current_schema()
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
       AND (n.nspname = current_schema() OR n.nspname = ANY ($1::text[]))
       AND has_table_privilege(c.oid, 'SELECT')
       AND NOT c.relispartition
-    ORDER BY n.nspname <> current_schema(), n.nspname, c.relname]], { schema_array(conn_opts) })
-  if not rows then return nil, err end
-  local list = {}
-  for _, r in ipairs(rows) do
-    local name = r[2]
-    if not r[4] then
-      name = r[1] .. "." .. r[2]
-      qualified[name] = { r[1], r[2] }
-    end
-    list[#list + 1] = { name = name, kind = (r[3] == "v" or r[3] == "m") and "view" or "table" }
-  end
-  return list
+    ORDER BY n.nspname <> current_schema(), n.nspname, c.relname]], { schema_array(conn_opts) }))
 end
 
 -- -> { {name=, type=}, ... } | nil (no such table)
 function _M.list_columns(conn, name, conn_opts)
-  local q = qualified[name]
-  local schema_cond, params
-  if q then
-    schema_cond, params = "n.nspname = $1 AND c.relname = $2", { q[1], q[2] }
-  else
-    local s, t = name:match("^([^.]+)%.(.+)$")
-    local configured = false
-    for _, x in ipairs(conn_opts and conn_opts.schemas or {}) do if x == s then configured = true end end
-    if configured then
-      qualified[name] = { s, t }
-      schema_cond, params = "n.nspname = $1 AND c.relname = $2", { s, t }
-    else
-      schema_cond, params = "n.nspname = current_schema() AND c.relname = $1", { name }
-    end
-  end
+  local schema, tbl = sql_lib.table_of(name, qualified, conn_opts)
+  local schema_cond, params = "n.nspname = current_schema() AND c.relname = $1", { tbl }
+  if schema then schema_cond, params = "n.nspname = $1 AND c.relname = $2", { schema, tbl } end
   return sql_lib.column_list(all_rows(conn, [[
     SELECT a.attname,
       CASE WHEN t.typtype = 'e' THEN 'enum'
@@ -126,9 +105,7 @@ function _M.list_columns(conn, name, conn_opts)
     ORDER BY a.attnum]], params))
 end
 
-function _M.query_columns(conn, sql)
-  return sql_lib.result_columns(conn, "SELECT * FROM (" .. sql .. ") AS bic_query LIMIT 0")
-end
+_M.query_columns = sql_lib.query_columns
 
 -- Declared type (format_type's spelling) -> field type, exact.
 -- exact: a filter on the field runs in SQL and answers what match answers.
