@@ -5,7 +5,6 @@
 -- LuaJIT build of the C core (BIC_BUILD under luajit, else BIC_BUILD_LUAJIT or
 -- BIC_TOP/build-luajit), so these specs run under either busted runtime.
 local helpers = require "helpers"
-local socket = require "socket"
 local cjson = require "cjson"
 
 local concat, format = table.concat, string.format
@@ -17,26 +16,10 @@ M.MODULES = os.getenv("BIC_NGINX_MODULES") or "/usr/lib/nginx/modules"
 
 M.sh, M.popen = helpers.sh, io.popen
 
-function M.readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+M.readable, M.write = helpers.exists, helpers.write_file
 
 -- The file's text, "" when it is not there.
-function M.read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-function M.write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+function M.read(path) return helpers.read_file(path) or "" end
 
 function M.find_nginx()
   for _, p in ipairs({ os.getenv("BIC_NGINX") or "", "/usr/sbin/nginx", "/usr/local/sbin/nginx" }) do
@@ -87,19 +70,11 @@ function M.remove_prefix(prefix)
   end
 end
 
-function M.alive(pid)
-  local stat = M.read("/proc/" .. pid .. "/stat")
-  if stat == "" then return false end
-  return stat:match("^%d+ %b() (%a)") ~= "Z" -- a zombie nobody reaped is gone for us
-end
+M.alive = helpers.alive
 
+-- Polls predicate every 50 ms for `seconds`: -> whether it held.
 function M.wait_until(predicate, seconds)
-  local deadline = socket.gettime() + seconds
-  while socket.gettime() < deadline do
-    if predicate() then return true end
-    socket.sleep(0.05)
-  end
-  return predicate()
+  return helpers.poll(predicate, seconds, 0.05) ~= nil
 end
 
 -- A whole nginx.conf for a test: one worker, the Lua module, the thread pool
@@ -181,12 +156,7 @@ end
 
 ---------------------------------------------------------------- HTTP client
 
-function M.connect(port, timeout)
-  local s = socket.tcp()
-  s:settimeout(timeout)
-  assert(s:connect("127.0.0.1", port))
-  return s
-end
+M.connect = helpers.connect
 
 -- POSTs a JSON body on sock (Connection: close) and reads the whole answer,
 -- a chunked body joined. -> status, body text

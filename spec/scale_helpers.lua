@@ -4,7 +4,6 @@
 local helpers = require "helpers"
 local N = require "ngx_helpers"
 local socket = require "socket"
-local http = require("biconnector.core").http
 
 local M = {}
 
@@ -13,21 +12,8 @@ M.MODULES = N.MODULES
 M.NGINX = N.find_nginx() or "/usr/sbin/nginx"
 M.REDIS = os.getenv("BIC_REDIS_SERVER") or "/usr/bin/redis-server"
 
-local function readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-M.readable = readable
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-M.read_file = read_file
+local readable, read_file = helpers.exists, helpers.read_file
+M.readable, M.read_file = readable, read_file
 
 -- A fresh directory the servers' users can read (nginx workers, redis).
 function M.tmpdir(tag)
@@ -39,22 +25,13 @@ end
 -- Waits (bounded by `tries` steps of 10 ms) until f() is true; returns its value.
 -- On a time-out, explain() (if given) adds what may tell why.
 function M.wait(what, f, tries, explain)
-  for _ = 1, tries or 1000 do
-    local v = f()
-    if v then return v end
-    http.sleep(0.01)
-  end
-  error("timed out waiting for " .. what .. (explain and (": " .. tostring(explain())) or ""), 2)
+  return helpers.wait(what, (tries or 1000) * 0.01, f, explain, 0.01)
 end
 
 -- Starts `cmd` in the background (stdout and stderr to `log`); returns its pid.
 M.spawn = helpers.spawn
 
-function M.alive(pid)
-  local stat = read_file("/proc/" .. pid .. "/stat")
-  local state = stat and stat:match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
+M.alive = helpers.alive
 
 function M.redis_missing()
   if not readable(M.REDIS) then return "redis-server is not installed (Debian: redis-server)" end
