@@ -8,32 +8,14 @@ local M = {}
 local Portal = {}
 Portal.__index = Portal
 
-local function tmpname(tag)
-  local base = os.tmpname()
-  os.remove(base)
-  return base .. "-" .. tag
-end
-
 -- Starts a portal; config overrides the portal defaults (rate, burst, ...).
 -- tls = {cert = PATH, key = PATH} serves HTTPS instead.
 function M.start(config, tls)
-  local port_file = tmpname("portal-port")
-  local pid_file = tmpname("portal-pid")
-  local log_file = tmpname("portal-log")
-  local cmd = ("%s %s/spec/portal/portal.lua %s %s >%s 2>&1 & echo $! >%s")
-    :format(helpers.runtime, helpers.top, port_file, tls and (tls.cert .. " " .. tls.key) or "", log_file, pid_file)
-  assert(os.execute(cmd))
-  local port
-  for _ = 1, 500 do
-    local f = io.open(port_file)
-    if f then port = tonumber(f:read("*l")) f:close() end
-    if port then break end
-    http.sleep(0.01)
-  end
-  local pf = io.open(pid_file)
-  local pid = pf and tonumber(pf:read("*l"))
-  if pf then pf:close() end
-  os.remove(pid_file)
+  local port_file = helpers.tmp_path("portal-port") -- written whole (renamed into place)
+  local log_file = helpers.tmp_path("portal-log")
+  local pid = helpers.spawn(("%s %s/spec/portal/portal.lua %s %s"):format(helpers.runtime, helpers.top, port_file,
+    tls and (tls.cert .. " " .. tls.key) or ""), log_file)
+  local port = helpers.poll(function() return tonumber(helpers.read_file(port_file) or "") end, 10, 0.01)
   os.remove(port_file)
   assert(port, "the test portal did not start; see " .. log_file)
   local self = setmetatable({ port = port, pid = pid, log_file = log_file, http = http.new(),
