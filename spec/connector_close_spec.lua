@@ -2,6 +2,7 @@
 -- close) is called exactly once however reading ends: all rows read, limit
 -- reached, an error, an invalid answer, the client gone (built-in server).
 -- The nginx side is in sql_ngx_spec.lua.
+local helpers = require "helpers"
 local connector = require "biconnector.connector"
 local S = require "serve_helpers"
 local cjson = require "cjson"
@@ -16,14 +17,7 @@ local function make(data)
 end
 
 local function request(c, body)
-  local status, _, out, info = c:handle({ method = "POST", path = "/data", body = cjson.encode(body),
-    headers = { ["content-type"] = "application/json" } }, { chunk_size = 64, log = function() end })
-  local text = out
-  if type(out) == "function" then
-    local parts = {}
-    for chunk in out do parts[#parts + 1] = chunk end
-    text = table.concat(parts)
-  end
+  local status, text, _, info = helpers.post_json(c, "/data", body, { chunk_size = 64, log = function() end })
   if info.close then info.close() end -- what the servers do when the answer ends
   return status, text, info
 end

@@ -55,6 +55,18 @@ function helpers.lua_blocks(path)
   return blocks
 end
 
+-- The fields of the specs' "deals" table, one of each type (a fresh list each
+-- call): id int, title string, amount double, closed date, updated datetime.
+function helpers.deals_fields()
+  return {
+    { code = "id", name = "ID", type = "int" },
+    { code = "title", name = "Title", type = "string" },
+    { code = "amount", name = "Amount", type = "double" },
+    { code = "closed", name = "Closed", type = "date" },
+    { code = "updated", name = "Updated", type = "datetime" },
+  }
+end
+
 -- An answer's body, a string or a chunk iterator, as one string.
 function helpers.drain(body)
   if type(body) ~= "function" then return body end
@@ -63,13 +75,23 @@ function helpers.drain(body)
   return table.concat(parts)
 end
 
--- POSTs a form body to a connector object's endpoint, in process (its handle is
--- a pure function of the request): -> status, the whole body (a streamed answer
--- drained), headers.
+-- POSTs body (text of content type ctype) to a connector object's endpoint, in
+-- process (its handle is a pure function of the request; opts are handle's):
+-- -> status, the whole body (a streamed answer drained), headers, info.
+function helpers.post(c, path, body, ctype, opts)
+  local status, headers, out, info = c:handle({ method = "POST", path = path, body = body,
+    headers = { ["content-type"] = ctype } }, opts)
+  return status, helpers.drain(out), headers, info
+end
+
+-- helpers.post of a form body.
 function helpers.post_form(c, path, body)
-  local status, headers, out = c:handle({ method = "POST", path = path, body = body,
-    headers = { ["content-type"] = "application/x-www-form-urlencoded" } })
-  return status, helpers.drain(out), headers
+  return helpers.post(c, path, body, "application/x-www-form-urlencoded")
+end
+
+-- helpers.post of a value encoded as JSON.
+function helpers.post_json(c, path, value, opts)
+  return helpers.post(c, path, require("cjson").encode(value), "application/json", opts)
 end
 
 -- How many values the registry holds through luaL_ref: entries under integer

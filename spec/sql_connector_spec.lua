@@ -6,14 +6,7 @@ local H = require "sql_helpers"
 local cjson = require "cjson"
 
 local function call(c, path, body)
-  local status, _, out = c:handle({ method = "POST", path = path, body = cjson.encode(body),
-    headers = { ["content-type"] = "application/json" } }, { log = function() end })
-  local text = out
-  if type(out) == "function" then
-    local parts = {}
-    for chunk in out do parts[#parts + 1] = chunk end
-    text = table.concat(parts)
-  end
+  local status, text = helpers.post_json(c, path, body, { log = function() end })
   local ok, decoded = pcall(cjson.decode, text)
   return status, ok and decoded or text
 end
