@@ -6,22 +6,9 @@ local helpers = require "helpers"
 
 local VERSION = require("biconnector.core").version
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
--- Runs a shell command with its output into a log; -> ok, output
-local function run(cmd)
-  local log = os.tmpname()
-  local ok = os.execute(("(%s) >%q 2>&1"):format(cmd, log))
-  local out = read(log) or ""
-  os.remove(log)
-  return ok == true or ok == 0, out
-end
+local read = helpers.read_file
+-- Runs a shell command: -> ok, its output (stdout and stderr)
+local run = helpers.run
 
 local function fresh_tree()
   local tree = os.tmpname()

@@ -121,14 +121,14 @@ function helpers.sh(cmd)
   return ok == true or ok == 0
 end
 
--- Runs cmd: -> ok, its output (stdout and stderr together).
+-- Runs cmd: -> ok, its output (stdout and stderr together), its exit status.
 function helpers.run(cmd)
   local p = assert(io.popen("{ " .. cmd .. "; } 2>&1; echo \"~rc=$?\""))
   local out = p:read("*a")
   p:close()
   local rc = tonumber(out:match("~rc=(%d+)%s*$"))
   out = out:gsub("~rc=%d+%s*$", "")
-  return rc == 0, out
+  return rc == 0, out, rc
 end
 
 -- Runs cmd: -> its exit status, its stdout, its stderr (each read whole).

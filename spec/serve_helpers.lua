@@ -143,6 +143,24 @@ function S.request(port, method, path, body, headers, timeout)
   return { status = status, headers = hdrs, body = rest, raw = raw }
 end
 
+-- POSTs value as a JSON body to path (one request, S.request): -> status, body;
+-- raises when no answer came.
+function S.post_json(port, path, value)
+  local r = assert(S.request(port, "POST", path, require("cjson").encode(value),
+    { ["Content-Type"] = "application/json" }))
+  return r.status, r.body
+end
+
+-- Sends a POST /data of `tbl` with the token, as JSON, over a connection of its
+-- own (timeout 30 s) and reads nothing: -> the connection.
+function S.send_data(port, token, tbl)
+  local c = helpers.connect(port, 30)
+  local body = require("cjson").encode({ connection = { token = token }, table = tbl })
+  c:send("POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+    .. #body .. "\r\n\r\n" .. body)
+  return c
+end
+
 -- Counts the rows of a streamed urlData answer without holding it: each
 -- top-level element is cut out as it completes and decoded with lua-cjson
 -- (which checks it is valid JSON); the frame "[", ",", "]" is checked here.

@@ -12,13 +12,13 @@
 local db = require "dbservers"
 local S = require "serve_helpers"
 local helpers = require "helpers"
+local H = require "sql_helpers"
 local socket = require "socket"
 local cjson = require "cjson"
 local core = require "biconnector.core"
 local filter = require "biconnector.filter"
 
 local TOKEN = "ch-token"
-local JSON = { ["Content-Type"] = "application/json" }
 
 local quote, render = core.sql.clickhouse_quote, core.sql.clickhouse_render
 
@@ -118,22 +118,7 @@ local HOSTILE = {
 local BIG = "CREATE TABLE big ENGINE = MergeTree ORDER BY id AS SELECT number AS id, "
   .. "hex(MD5(toString(number))) AS s, number * 0.5 AS x FROM numbers(1000000)"
 
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"~rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("~rc=(%d+)%s*$"))
-  return rc, (out:gsub("~rc=%d+%s*$", ""))
-end
-
-local function eventually(fn, seconds)
-  local deadline = socket.gettime() + (seconds or 20)
-  while not fn() do
-    if socket.gettime() > deadline then return false end
-    socket.sleep(0.02)
-  end
-  return true
-end
+local function eventually(fn, seconds) return helpers.poll(fn, seconds or 20) ~= nil end
 
 -- The rows of a served answer without the header, NULL as "null".
 local function rows_of(body)
@@ -151,12 +136,11 @@ describe("biconnector serve clickhouse://, on a real server", function()
     local msg = db.skip("clickhouse", why)
     return it("runs against a real ClickHouse server", function() pending(msg) end)
   end
-  local srv, h, url
+  local srv, h
 
   local function post(body, port)
     if body.connection == nil then body.connection = { token = TOKEN } end
-    local r = assert(S.request(port or h.port, "POST", "/" .. (body.path or "data"), cjson.encode(body), JSON))
-    return r.status, r.body
+    return S.post_json(port or h.port, "/" .. (body.path or "data"), body)
   end
 
   setup(function()
@@ -164,10 +148,7 @@ describe("biconnector serve clickhouse://, on a real server", function()
     srv:admin(TYPES)
     srv:admin(HOSTILE)
     srv:admin(BIG)
-    -- the password comes from the environment, not the URL (which `ps` shows)
-    url = srv:url():gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
-    h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0" }),
-      { BICONNECTOR_TOKEN = TOKEN, BICONNECTOR_DB_PASSWORD = db.RO_PASSWORD })
+    h = H.serve_db(srv, TOKEN) -- the password from the environment, not the URL
   end)
   teardown(function()
     if h then S.stop(h) end
@@ -215,8 +196,7 @@ describe("biconnector serve clickhouse://, on a real server", function()
   end)
 
   it("passes biconnector verify on every mapped type and on a 1M-row table", function()
-    local rc, out = run(("%s bin/biconnector verify http://127.0.0.1:%d --setting token=%s --table types "
-      .. "--table big"):format(helpers.runtime, h.port, TOKEN))
+    local rc, out = H.verify(h.port, TOKEN, { "types", "big" })
     assert.equals(0, rc, out)
     assert.matches("0 FAIL", out)
     assert.matches("conforms", out)
@@ -394,8 +374,7 @@ describe("biconnector serve clickhouse://, on a real server", function()
     assert.equals(200, status)
     assert.is_nil(out:find(db.RO_PASSWORD, 1, true), out)
     assert.matches("clickhouse://" .. db.RO_USER .. ":***@127.0.0.1:" .. srv.port, out, 1, true)
-    local rc, out2 = run(("env BICONNECTOR_TOKEN=x %s bin/biconnector serve %s --listen 127.0.0.1:0"):format(
-      helpers.runtime, S.shell_quote(srv:url(db.RO_USER, "Wrong-Pw-77"))))
+    local rc, out2 = H.serve_refused(srv:url(db.RO_USER, "Wrong-Pw-77"))
     assert.equals(1, rc, out2)
     assert.matches("Wrong password for user " .. db.RO_USER, out2, 1, true)
     assert.is_nil(out2:find("Wrong-Pw-77", 1, true))
@@ -416,12 +395,7 @@ describe("biconnector serve clickhouse://, on a real server", function()
 
   it("stops the server's query within a second when the client goes away mid-answer (1M rows)", function()
     local running = "SELECT count() FROM system.processes WHERE user = 'bic_ro' AND query LIKE '%FROM `big`%'"
-    local c = socket.tcp()
-    c:settimeout(30)
-    assert(c:connect("127.0.0.1", h.port))
-    local body = cjson.encode({ connection = { token = TOKEN }, table = "big" })
-    c:send("POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-      .. #body .. "\r\n\r\n" .. body)
+    local c = S.send_data(h.port, TOKEN, "big")
     local first = assert(c:receive(65536 * 4))
     assert.matches("^HTTP/1.1 200", first)
     assert.same({ "1" }, srv:rows(running))
@@ -442,12 +416,7 @@ describe("biconnector serve clickhouse://, on a real server", function()
         .. "LIMIT 200000 SETTINGS max_block_size = 1000"))
     f:close()
     local h2 = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0" }))
-    local c = socket.tcp()
-    c:settimeout(30)
-    assert(c:connect("127.0.0.1", h2.port))
-    local body = cjson.encode({ connection = { token = TOKEN }, table = "boom" })
-    c:send("POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-      .. #body .. "\r\n\r\n" .. body)
+    local c = S.send_data(h2.port, TOKEN, "boom")
     local raw, _, partial = c:receive("*a")
     c:close()
     raw = raw or partial

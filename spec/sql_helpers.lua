@@ -34,6 +34,33 @@ function H.sample(dir, args)
   return db
 end
 
+-- `biconnector serve` of a database server's (spec/dbservers.lua) database
+-- with the token, the password in the environment rather than in the URL
+-- (which `ps` shows): -> the serve_helpers handle, the URL it serves.
+function H.serve_db(srv, token)
+  local db, S = require "dbservers", require "serve_helpers"
+  local url = srv:url():gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
+  local h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0" }),
+    { BICONNECTOR_TOKEN = token, BICONNECTOR_DB_PASSWORD = db.RO_PASSWORD })
+  return h, url
+end
+
+-- `biconnector verify` against the server on port with the token, checking
+-- the tables listed: -> its exit status, its output.
+function H.verify(port, token, tables)
+  local cmd = { helpers.runtime, "bin/biconnector verify", "http://127.0.0.1:" .. port, "--setting", H.q("token=" .. token) }
+  for _, t in ipairs(tables) do cmd[#cmd + 1] = "--table " .. H.q(t) end
+  local _, out, rc = helpers.run(table.concat(cmd, " "))
+  return rc, out
+end
+
+-- `biconnector serve URL` when it should refuse to start: -> its exit status, its output.
+function H.serve_refused(url)
+  local _, out, rc = helpers.run(("env BICONNECTOR_TOKEN=x %s bin/biconnector serve %s --listen 127.0.0.1:0")
+    :format(helpers.runtime, H.q(url)))
+  return rc, out
+end
+
 -- Absolute path of the project (a file URL needs one).
 function H.abs(path)
   if path:sub(1, 1) == "/" then return path end
