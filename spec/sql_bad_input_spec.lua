@@ -3,6 +3,7 @@
 -- not fit their column's type, a locked database, a filter on an unknown
 -- field. Each gets a precise answer with the right status, the server stays
 -- up, and the database is never written.
+local helpers = require "helpers"
 local S = require "serve_helpers"
 local H = require "sql_helpers"
 local cjson = require "cjson"
@@ -17,11 +18,10 @@ local function md5(path)
   return sum
 end
 
+-- Runs cmd: -> its exit status, its output.
 local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return tonumber(out:match("rc=(%d+)\n?$")), out
+  local _, out, rc = helpers.run(cmd)
+  return rc, out
 end
 
 describe("SQL source: bad input", function()
@@ -33,18 +33,15 @@ describe("SQL source: bad input", function()
     db = H.sample(dir, "--orders 200")
     h = S.start(S.serve_command({ "sqlite://" .. db .. "?busy_timeout=100", "--listen", "127.0.0.1:0", "--no-auth" }))
   end)
-  teardown(function()
-    if h then S.stop(h) end
-    H.rmdir(dir)
-  end)
+  teardown(function() H.stop(h, dir) end)
   before_each(function()
-    if skip then pending("SKIPPED: the sqlite3 command-line tool is missing") end
+    if skip then pending(H.NO_SQLITE3) end
   end)
 
   local function post(path, body)
-    local r = assert(S.request(h.port, "POST", path, cjson.encode(body), JSON))
-    local ok, decoded = pcall(cjson.decode, r.body)
-    return r.status, ok and decoded or r.body
+    local status, text = S.post_json(h.port, path, body)
+    local ok, decoded = pcall(cjson.decode, text)
+    return status, ok and decoded or text
   end
 
   local function still_up()
@@ -56,7 +53,7 @@ describe("SQL source: bad input", function()
     local f = assert(io.open(junk, "w"))
     f:write(string.rep("not a database\n", 100))
     f:close()
-    local rc, out = run(require("helpers").runtime .. " bin/biconnector serve " .. H.q("sqlite://" .. junk)
+    local rc, out = run(helpers.runtime .. " bin/biconnector serve " .. H.q("sqlite://" .. junk)
       .. " --no-auth --listen 127.0.0.1:0")
     assert.equals(1, rc)
     assert.matches("biconnector serve: cannot open database .*junk.db: file is not a database", out)

@@ -33,7 +33,7 @@ describe("biconnector.sql.connector", function()
   end)
   teardown(function() H.rmdir(dir) end)
   before_each(function()
-    if skip then pending("SKIPPED: the sqlite3 command-line tool is missing") end
+    if skip then pending(H.NO_SQLITE3) end
   end)
 
   local function shop(extra)

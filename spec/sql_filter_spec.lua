@@ -42,18 +42,12 @@ describe("SQL filter pushdown (sqlite)", function()
     sum_before = md5(db)
     h = S.start(S.serve_command({ "sqlite://" .. db, "--listen", "127.0.0.1:0", "--no-auth" }))
   end)
-  teardown(function()
-    if h then S.stop(h) end
-    H.rmdir(dir)
-  end)
+  teardown(function() H.stop(h, dir) end)
   before_each(function()
-    if skip then pending("SKIPPED: the sqlite3 command-line tool is missing") end
+    if skip then pending(H.NO_SQLITE3) end
   end)
 
-  local function data(body)
-    local r = assert(S.request(h.port, "POST", "/data", cjson.encode(body), JSON))
-    return r.status, r.body
-  end
+  local function data(body) return S.post_json(h.port, "/data", body) end
 
   it("describes the table with the cases' field types", function()
     local r = assert(S.request(h.port, "POST", "/table_description", cjson.encode({ table = TABLE }), JSON))

@@ -14,7 +14,17 @@ function H.have_sqlite3(what)
   return false
 end
 
+-- What a spec's pending() says when the sqlite3 tool is missing.
+H.NO_SQLITE3 = "SKIPPED: the sqlite3 command-line tool is missing"
+
 function H.tmpdir() return helpers.tmpdir("sql") end
+
+-- A teardown's work: stops the server a setup started (a serve_helpers
+-- handle, if any) and removes its temporary directory.
+function H.stop(h, dir)
+  if h then require("serve_helpers").stop(h) end
+  H.rmdir(dir)
+end
 
 -- Runs SQL text through the sqlite3 tool on db (creating it).
 function H.sqlite(db, sql)

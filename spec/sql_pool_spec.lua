@@ -407,7 +407,7 @@ describe("forking while a database job's thread runs", function()
   end)
 
   it("core.process.fork returns once no job's thread is inside the database library", function()
-    if skip then return pending("SKIPPED: the sqlite3 command-line tool is missing") end
+    if skip then return pending(H.NO_SQLITE3) end
     local job = core.sql.job(pool, SLOW.sqlite:gsub("2000000000", "1000000"), {}, { mode = "fetch" })
     assert.equals(1, core.sql.settle(0), "the job's thread runs its statement")
     local pid = assert(core.process.fork())
