@@ -77,10 +77,7 @@ describe("serve --no-auth over real HTTP", function()
     h = S.start(S.serve_command({ "sqlite://" .. db, "--no-auth", "--metrics", "--workers", "1",
       "--listen", "127.0.0.1:0", "--allow-host", "bi.example,Intranet", "--allow-host", "third.example" }))
   end)
-  teardown(function()
-    if h then S.stop(h) end
-    H.rmdir(dir)
-  end)
+  teardown(function() H.stop(h, dir) end)
 
   it("says the rule in its banner", function()
     assert.matches("Host rule (--no-auth, --dev): answers only a Host that is an IP address, localhost, "

@@ -11,18 +11,9 @@ local socket = require "socket"
 
 local JSON = { ["Content-Type"] = "application/json" }
 
-local function md5(path)
-  local p = io.popen("md5sum " .. H.q(path))
-  local sum = p:read("*a"):match("^(%x+)")
-  p:close()
-  return sum
-end
+local md5 = H.md5
 
--- Runs cmd: -> its exit status, its output.
-local function run(cmd)
-  local _, out, rc = helpers.run(cmd)
-  return rc, out
-end
+local run = H.run -- -> exit status, output
 
 describe("SQL source: bad input", function()
   local skip = not H.have_sqlite3("sql_bad_input_spec")

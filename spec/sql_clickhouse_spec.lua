@@ -151,7 +151,7 @@ describe("biconnector serve clickhouse://, on a real server", function()
     h = H.serve_db(srv, TOKEN) -- the password from the environment, not the URL
   end)
   teardown(function()
-    if h then S.stop(h) end
+    S.stop(h) -- nil-safe
     if srv then srv:stop() end
   end)
 

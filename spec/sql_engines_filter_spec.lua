@@ -35,7 +35,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
       h = S.start(S.serve_command({ srv:url(), "--listen", "127.0.0.1:0", "--no-auth" }))
     end)
     teardown(function()
-      if h then S.stop(h) end
+      S.stop(h) -- nil-safe
       if srv then srv:stop() end
     end)
 

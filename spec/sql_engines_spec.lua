@@ -96,7 +96,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
       h = H.serve_db(srv, TOKEN) -- the password from the environment, not the URL
     end)
     teardown(function()
-      if h then S.stop(h) end
+      S.stop(h) -- nil-safe
       if srv then srv:stop() end
     end)
 

@@ -20,12 +20,7 @@ local JSON = { ["Content-Type"] = "application/json" }
 local TABLE = 'filter "cases" ü'
 local COUNT = tonumber(os.getenv("SQL_FILTER_COUNT") or "") or 400
 
-local function md5(path)
-  local p = io.popen("md5sum " .. H.q(path))
-  local sum = p:read("*a"):match("^(%x+)")
-  p:close()
-  return sum
-end
+local md5 = H.md5
 
 local as_maps, sorted_ids = cases_mod.as_maps, cases_mod.sorted_ids
 

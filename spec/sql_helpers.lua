@@ -19,6 +19,17 @@ H.NO_SQLITE3 = "SKIPPED: the sqlite3 command-line tool is missing"
 
 function H.tmpdir() return helpers.tmpdir("sql") end
 
+-- The MD5 sum of a file, in hex (to prove a database was never written).
+function H.md5(path)
+  return (helpers.first_line("md5sum " .. H.q(path)) or ""):match("^(%x+)")
+end
+
+-- Runs cmd: -> its exit status, its output (stdout and stderr together).
+function H.run(cmd)
+  local _, out, rc = helpers.run(cmd)
+  return rc, out
+end
+
 -- A teardown's work: stops the server a setup started (a serve_helpers
 -- handle, if any) and removes its temporary directory.
 function H.stop(h, dir)
@@ -60,15 +71,13 @@ end
 function H.verify(port, token, tables)
   local cmd = { helpers.runtime, "bin/biconnector verify", "http://127.0.0.1:" .. port, "--setting", H.q("token=" .. token) }
   for _, t in ipairs(tables) do cmd[#cmd + 1] = "--table " .. H.q(t) end
-  local _, out, rc = helpers.run(table.concat(cmd, " "))
-  return rc, out
+  return H.run(table.concat(cmd, " "))
 end
 
 -- `biconnector serve URL` when it should refuse to start: -> its exit status, its output.
 function H.serve_refused(url)
-  local _, out, rc = helpers.run(("env BICONNECTOR_TOKEN=x %s bin/biconnector serve %s --listen 127.0.0.1:0")
+  return H.run(("env BICONNECTOR_TOKEN=x %s bin/biconnector serve %s --listen 127.0.0.1:0")
     :format(helpers.runtime, H.q(url)))
-  return rc, out
 end
 
 -- Absolute path of the project (a file URL needs one).

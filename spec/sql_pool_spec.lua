@@ -335,10 +335,7 @@ describe("the slow-reader rule", function()
     h = S.start(S.serve_command({ "sqlite://" .. dir .. "/s.db", "--listen", "127.0.0.1:0", "--workers", "1",
       "--timeout", "3", "--answer-timeout", "8" }), { BICONNECTOR_TOKEN = TOKEN })
   end)
-  teardown(function()
-    if h then S.stop(h) end
-    H.rmdir(dir)
-  end)
+  teardown(function() H.stop(h, dir) end)
 
   -- Reads the answer on c, `size` bytes every `pause` seconds (`fast_after`: then
   -- as fast as it comes); -> the raw answer, the seconds it took.

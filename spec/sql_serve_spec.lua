@@ -13,11 +13,7 @@ local function post(h, path, body)
   return r.status, r.body, r
 end
 
--- Runs cmd: -> its exit status, its output.
-local function run(cmd)
-  local _, out, rc = helpers.run(cmd)
-  return rc, out
-end
+local run = H.run -- -> exit status, output
 
 describe("biconnector serve DATABASE-URL", function()
   local dir, db, url, h
