@@ -2,6 +2,7 @@
 -- into the sqlite3 tool) in a temporary directory; shell commands and
 -- directories are spec/helpers.lua's.
 local helpers = require "helpers"
+local assert = require "luassert"
 
 local H = {}
 
@@ -78,6 +79,67 @@ end
 function H.serve_refused(url)
   return H.run(("env BICONNECTOR_TOKEN=x %s bin/biconnector serve %s --listen 127.0.0.1:0")
     :format(helpers.runtime, H.q(url)))
+end
+
+---------------------------------------------------------------- filter.to_sql on luasql
+-- luasql has no bound parameters, so the specs that run filter.to_sql's output
+-- on it substitute each parameter into the SQL text as a quoted SQL literal
+-- (strings with ' doubled, numbers with all 17 digits); the library itself
+-- never does that.
+
+-- v as a SQLite literal (NULL for null or nil).
+function H.literal(v)
+  local null = require("biconnector").null
+  if v == null or v == nil then return "NULL" end
+  if type(v) == "number" then
+    if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return string.format("%d", v) end
+    return string.format("%.17g", v)
+  end
+  assert(type(v) == "string" and not v:find("%z"))
+  return "'" .. v:gsub("'", "''") .. "'"
+end
+
+-- A SQLite database in memory (luasql) made by the statements (one
+-- transaction): -> an object with ids(where, params, id_column), the ids of
+-- table t's rows the WHERE clause selects (sorted), and close().
+function H.memory_db(statements)
+  local env = assert(require("luasql.sqlite3").sqlite3())
+  local conn = assert(env:connect(":memory:"))
+  assert(conn:execute("BEGIN"))
+  for _, statement in ipairs(statements) do assert(conn:execute(statement)) end
+  assert(conn:execute("COMMIT"))
+  local mem = {}
+  function mem.ids(where, params, id_column)
+    local i = 0
+    local sql = where:gsub("%?", function()
+      i = i + 1
+      return H.literal(params[i])
+    end)
+    assert.equal(#params, i)
+    local cur = assert(conn:execute("SELECT " .. id_column .. " FROM t WHERE " .. sql .. " ORDER BY 1"))
+    local ids, id = {}, cur:fetch()
+    while id do
+      ids[#ids + 1] = math.floor(tonumber(id))
+      id = cur:fetch()
+    end
+    cur:close()
+    return ids
+  end
+  function mem.close()
+    conn:close()
+    env:close()
+  end
+  return mem
+end
+
+-- The ids (field id_code) of the rows filter.match keeps, in row order.
+function H.match_ids(ast, rows, id_code)
+  local match = require("biconnector.filter").match
+  local ids = {}
+  for _, r in ipairs(rows) do
+    if match(ast, r) then ids[#ids + 1] = r[id_code] end
+  end
+  return ids
 end
 
 -- Absolute path of the project (a file URL needs one).
