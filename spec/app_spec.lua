@@ -36,17 +36,12 @@ local function assert_no_secret(text, secrets)
 end
 
 describe("serve --app", function()
-  local dir, cert, key, db, portal
+  local world, dir, cert, key, db, portal
   setup(function()
-    dir = A.tmpdir()
-    cert, key = A.certificate(dir)
-    db = A.shop(dir)
-    portal = control.start({ rate = 1000, burst = 1000, ca_file = cert })
+    world = A.world() -- a directory, a certificate, the shop, the local portal
+    dir, cert, key, db, portal = world.dir, world.cert, world.key, world.db, world.portal
   end)
-  teardown(function()
-    if portal then portal:stop() end
-    A.rm(dir)
-  end)
+  teardown(function() if world then world.stop() end end)
   before_each(function()
     portal:reset({ rate = 1000, burst = 1000, ca_file = cert })
     os.remove(dir .. "/tokens.json")
