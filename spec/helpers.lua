@@ -45,6 +45,26 @@ function helpers.shared_dir(what)
   return nil
 end
 
+-- Deep equality of two values. strict: number subtypes (where the runtime has
+-- them) and metatables (array markers) must match too; else numbers compare
+-- as doubles and metatables are not looked at.
+function helpers.deep_equal(a, b, strict)
+  if type(a) ~= type(b) then return false end
+  if type(a) == "number" then
+    if strict then return a == b and (not math.type or math.type(a) == math.type(b)) end
+    return a + 0.0 == b + 0.0
+  end
+  if type(a) ~= "table" then return a == b end
+  if strict and getmetatable(a) ~= getmetatable(b) then return false end
+  for k, v in pairs(a) do
+    if not helpers.deep_equal(v, b[k], strict) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
 -- The ```lua blocks of a file of the project (README.md, docs/*.md), in order.
 function helpers.lua_blocks(path)
   local f = assert(io.open(helpers.top .. "/" .. path, "r"))
