@@ -124,6 +124,26 @@ function helpers.registry_refs()
   return n
 end
 
+-- Writes to `file` a connector definition whose one table, t (id, pad), has
+-- rows that never end (each 1 KB), and whose data close function appends
+-- "closed\n" to the file `marks`: for the specs of a client that leaves.
+function helpers.write_endless_connector(file, marks)
+  helpers.write_file(file, ([[
+local marks = %q
+return {
+  title = "T", settings = {}, check = function() return true end,
+  tables = { { code = "t", title = "T" } },
+  describe = { t = { { code = "id", name = "ID", type = "int" }, { code = "pad", name = "P", type = "string" } } },
+  data = function()
+    local i, pad = 0, string.rep("x", 1000)
+    return function() i = i + 1 return { id = i, pad = pad } end, nil, function()
+      local m = assert(io.open(marks, "a")) m:write("closed\n") m:close()
+    end
+  end,
+}
+]]):format(marks))
+end
+
 ---------------------------------------------------------------- commands
 -- Shell commands and temporary directories, one set for every spec. Tools run
 -- as they are: a sanitizer run (BIC_SANITIZE=1) gives its runtimes to the Lua

@@ -34,20 +34,8 @@ return require("biconnector.sql").connector {
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT count(*) AS c FROM n" } },
 }
 ]], "sqlite://" .. db, TOKEN))
-    write(prefix .. "/endless.lua", format([[
-local marks = %q
-return {
-  title = "T", settings = {}, check = function() return true end,
-  tables = { { code = "t", title = "T" } },
-  describe = { t = { { code = "id", name = "ID", type = "int" }, { code = "pad", name = "P", type = "string" } } },
-  data = function()
-    local i, pad = 0, string.rep("x", 1000)
-    return function() i = i + 1 return { id = i, pad = pad } end, nil, function()
-      local m = assert(io.open(marks, "a")) m:write("closed\n") m:close()
-    end
-  end,
-}
-]], prefix .. "/marks"))
+    -- rows that never end; its close function writes "closed" to marks
+    helpers.write_endless_connector(prefix .. "/endless.lua", prefix .. "/marks")
     nginx = N.start(prefix, N.conf(prefix, {
       "  access_log off;",
       "  init_by_lua_block { require('biconnector.ngx').load(" .. q(prefix .. "/sql.lua") .. ") }",
