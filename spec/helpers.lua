@@ -95,6 +95,26 @@ function helpers.drain(body)
   return table.concat(parts)
 end
 
+-- The ```lua block of a file of the project whose code starts with `start`
+-- (plain text), or nil.
+function helpers.lua_block(path, start)
+  for _, code in ipairs(helpers.lua_blocks(path)) do
+    if code:sub(1, #start) == start then return code end
+  end
+end
+
+-- Lua source text as a function named `name` (for error messages), whose
+-- globals are env's when env is given: on Lua 5.4 and on LuaJIT.
+function helpers.load(code, name, env)
+  if setfenv then
+    local chunk = assert(loadstring(code, name))
+    if env then setfenv(chunk, env) end
+    return chunk
+  end
+  if env then return assert(load(code, name, "t", env)) end
+  return assert(load(code, name, "t")) -- an explicit nil env would be the chunk's _ENV
+end
+
 -- POSTs body (text of content type ctype) to a connector object's endpoint, in
 -- process (its handle is a pure function of the request; opts are handle's):
 -- -> status, the whole body (a streamed answer drained), headers, info.

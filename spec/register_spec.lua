@@ -563,20 +563,11 @@ describe("biconnector register against the local portal", function()
   end)
 
   it("runs the Lua example of docs/verify.md", function()
-    local f = assert(io.open(helpers.top .. "/docs/verify.md"))
-    local text = f:read("*a")
-    f:close()
-    local code = text:match("```lua\n(%-%- CLIENT: .-)```")
+    local code = helpers.lua_block("docs/verify.md", "-- CLIENT: ")
     assert.is_string(code)
     local client = client_for()
     local sandbox = setmetatable({ CLIENT = client }, { __index = _G })
-    local chunk
-    if setfenv then
-      chunk = assert(loadstring(code, "=docs/verify.md register example"))
-      setfenv(chunk, sandbox)
-    else
-      chunk = assert(load(code, "=docs/verify.md register example", "t", sandbox))
-    end
+    local chunk = helpers.load(code, "=docs/verify.md register example", sandbox)
     chunk()
     chunk() -- a second run finds everything in place
     local st = portal:stats().state

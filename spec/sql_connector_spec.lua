@@ -13,14 +13,7 @@ end
 
 -- A docs block with the sample's path in place of /srv/shop.db.
 local function doc_chunk(code, db, name)
-  code = code:gsub("/srv/shop%.db", db)
-  local f
-  if setfenv then
-    f = assert(loadstring(code, name))
-  else
-    f = assert(load(code, name))
-  end
-  return f
+  return helpers.load((code:gsub("/srv/shop%.db", db)), name)
 end
 
 describe("biconnector.sql.connector", function()

@@ -149,20 +149,10 @@ describe("biconnector verify against our own server", function()
   end)
 
   it("runs the Lua example of docs/verify.md", function()
-    local f = assert(io.open(helpers.top .. "/docs/verify.md"))
-    local text = f:read("*a")
-    f:close()
-    local code = text:match("```lua\n(%-%- URL: .-)```")
+    local code = helpers.lua_block("docs/verify.md", "-- URL: ")
     assert.is_string(code)
     local env = setmetatable({ URL = "http://127.0.0.1:" .. demo.port }, { __index = _G })
-    local chunk
-    if setfenv then
-      chunk = assert(loadstring(code, "=docs/verify.md verify example"))
-      setfenv(chunk, env)
-    else
-      chunk = assert(load(code, "=docs/verify.md verify example", "t", env))
-    end
-    chunk()
+    helpers.load(code, "=docs/verify.md verify example", env)()
   end)
 
   it("warns that a local-network address is one Bitrix24 does not call, naming the ways out", function()
