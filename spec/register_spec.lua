@@ -106,15 +106,7 @@ describe("biconnector register against the local portal", function()
   local function cli(args, environment)
     local parts = { environment or env(), helpers.runtime, "bin/biconnector", "register" }
     for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end
-    local errfile = os.tmpname()
-    local p = io.popen(table.concat(parts, " ") .. " 2>" .. errfile .. "; echo \"rc=$?\"")
-    local out = p:read("*a")
-    p:close()
-    local f = io.open(errfile)
-    local err = f and f:read("*a") or ""
-    if f then f:close() end
-    os.remove(errfile)
-    return tonumber(out:match("rc=(%d+)%s*$")), (out:gsub("rc=%d+%s*$", "")), err
+    return helpers.run3(table.concat(parts, " ")) -- -> exit status, stdout, stderr
   end
 
   local function client_for()

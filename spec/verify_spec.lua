@@ -38,14 +38,7 @@ end
 local function cli(args)
   local parts = { helpers.runtime, "bin/biconnector", "verify" }
   for _, a in ipairs(args) do parts[#parts + 1] = S.shell_quote(a) end
-  local errfile = os.tmpname()
-  local p = io.popen(table.concat(parts, " ") .. " 2>" .. errfile .. "; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local err = S.read_file(errfile) or ""
-  os.remove(errfile)
-  local rc = tonumber(out:match("rc=(%d+)%s*$"))
-  return rc, out:gsub("rc=%d+%s*$", ""), err
+  return helpers.run3(table.concat(parts, " "))
 end
 
 -- A sink for main()'s output.
