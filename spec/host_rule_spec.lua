@@ -6,7 +6,6 @@
 local S = require "serve_helpers"
 local H = require "sql_helpers"
 local helpers = require "helpers"
-local socket = require "socket"
 local cjson = require "cjson"
 local dev = require "biconnector.dev"
 local serve = require "biconnector.serve"
@@ -14,9 +13,7 @@ local serve = require "biconnector.serve"
 -- One raw request with the given Host line (nil: none, HTTP/1.0); -> status,
 -- the decoded JSON answer (or the text).
 local function ask(port, method, path, host, body)
-  local c = socket.tcp()
-  c:settimeout(30)
-  assert(c:connect("127.0.0.1", port))
+  local c = helpers.connect(port, 30)
   local lines = { ("%s %s HTTP/%s"):format(method, path, host and "1.1" or "1.0"), "Connection: close",
     "Content-Type: application/json", "Content-Length: " .. #(body or "") }
   if host then lines[#lines + 1] = "Host: " .. host end

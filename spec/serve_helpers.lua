@@ -95,6 +95,18 @@ function S.stop(h, signal)
 end
 
 function S.stderr(h) return h.stderr or read_file(h.err) or "" end
+
+-- The server's stderr once it holds `text` (a Lua pattern, or plain text when
+-- plain), else as it is after `seconds` (default 5): the spec's assertions
+-- then say what is missing.
+function S.wait_stderr(h, text, plain, seconds)
+  local log
+  helpers.poll(function()
+    log = S.stderr(h)
+    return log:find(text, 1, plain)
+  end, seconds or 5)
+  return log
+end
 function S.stdout(h) return h.stdout or read_file(h.out) or "" end
 
 -- Decodes a chunked body; returns the body or nil, err.

@@ -1,5 +1,6 @@
 -- `biconnector serve --workers N`: N processes share the listening socket; a
 -- worker killed with SIGKILL is replaced; SIGTERM stops them all, exit 0.
+local helpers = require "helpers"
 local S = require "serve_helpers"
 local socket = require "socket"
 
@@ -95,9 +96,7 @@ describe("biconnector serve --workers graceful stop", function()
     local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0",
       "--workers", "2", "--grace", "60" }))
     wait_for("two workers", 10, function() return #S.children(h.pid) == 2 end)
-    local c = socket.tcp()
-    c:settimeout(30)
-    assert(c:connect("127.0.0.1", h.port))
+    local c = helpers.connect(h.port, 30)
     -- 30 MB: far more than loopback socket buffers hold, so while the client reads
     -- nothing the worker is necessarily in the middle of the answer
     local body = "connection[token]=demo-token&table=deals_300k"

@@ -7,7 +7,6 @@ local helpers = require "helpers"
 local S = require "serve_helpers"
 local H = require "sql_helpers"
 local cjson = require "cjson"
-local socket = require "socket"
 
 local JSON = { ["Content-Type"] = "application/json" }
 
@@ -86,12 +85,7 @@ describe("SQL source: bad input", function()
     assert.is_number(body[2][2])
     assert.same({ 7, cjson.null, cjson.null }, { body[3][1], body[3][2], body[3][3] })
     assert.is_number(body[3][4])
-    local log
-    for _ = 1, 200 do
-      log = S.stderr(h)
-      if log:find("2 values did not fit", 1, true) then break end
-      socket.sleep(0.01)
-    end
+    local log = S.wait_stderr(h, "2 values did not fit", true)
     assert.matches('table \\"orders\\": 2 values did not fit the described type and went as null %(first: field '
       .. '\\"quantity\\", expected an integer, got text \\"many\\"%)', log)
     still_up()
@@ -105,12 +99,7 @@ describe("SQL source: bad input", function()
     assert.equals(200, status)
     table.sort(body, function(a, b) return type(a[1]) == "string" or (type(b[1]) ~= "string" and a[1] < b[1]) end)
     assert.same({ { "id", "note" }, { 1, "ok" }, { 2, cjson.null }, { 3, "ok" } }, body)
-    local log
-    for _ = 1, 200 do
-      log = S.stderr(h)
-      if log:find('table \\"raw\\": 1 value did not fit') then break end
-      socket.sleep(0.01)
-    end
+    local log = S.wait_stderr(h, 'table \\"raw\\": 1 value did not fit')
     assert.matches('table \\"raw\\": 1 value did not fit the described type and went as null %(first: field '
       .. '\\"note\\", expected a string, got invalid UTF%-8%)', log)
     status, body = post("/data", { table = "raw" })
@@ -165,13 +154,8 @@ describe("SQL source: bad input", function()
     local w = assert(io.popen("sqlite3 " .. H.q(db) .. " > " .. H.q(out), "w"))
     w:write("BEGIN EXCLUSIVE;\nUPDATE orders SET note = 'locked' WHERE id = 1;\n.print locked\n")
     w:flush()
-    local seen = false
-    for _ = 1, 500 do
-      local f = io.open(out)
-      if f then seen = (f:read("*a") or ""):find("locked", 1, true) ~= nil f:close() end
-      if seen then break end
-      socket.sleep(0.01)
-    end
+    local seen = helpers.poll(function() return (helpers.read_file(out) or ""):find("locked", 1, true) ~= nil end,
+      5, 0.01) ~= nil
     local ok, err = pcall(function()
       assert.is_true(seen)
       local status, body = post("/data", { table = "orders", limit = 5 })

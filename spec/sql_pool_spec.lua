@@ -5,6 +5,7 @@
 -- and the answer budget have documented limits. On a SQLite file and on real
 -- PostgreSQL, MariaDB and ClickHouse servers the spec starts (spec/dbservers.lua),
 -- each behind `biconnector serve URL --workers 1`.
+local helpers = require "helpers"
 local db = require "dbservers"
 local S = require "serve_helpers"
 local H = require "sql_helpers"
@@ -59,9 +60,7 @@ end
 
 -- A request on a socket of its own, sent now and read later.
 local function send(port, body)
-  local c = socket.tcp()
-  c:settimeout(10)
-  assert(c:connect("127.0.0.1", port))
+  local c = helpers.connect(port, 10)
   local text = form(body)
   assert(c:send("POST /data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
     .. "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " .. #text .. "\r\n\r\n" .. text))
