@@ -120,7 +120,8 @@ function A.rm(dir) if dir and dir:match("^/tmp/bic%-app%-") then os.execute("rm 
 
 -- What the `serve --app` specs start with: a directory, a test certificate,
 -- the shop, and the local portal trusting the certificate with its rate
--- limits out of the way: -> {dir, cert, key, db, portal, stop = function}.
+-- limits out of the way: -> {dir, cert, key, db, portal, stop = function},
+-- then the same dir, cert, key, db and portal.
 function A.world()
   local w = { dir = A.tmpdir() }
   function w.stop()
@@ -133,7 +134,7 @@ function A.world()
     w.portal = require("portal.control").start({ rate = 1000, burst = 1000, ca_file = w.cert })
   end)
   if not ok then w.stop() error(err, 0) end
-  return w
+  return w, w.dir, w.cert, w.key, w.db, w.portal
 end
 
 return A

@@ -43,10 +43,8 @@ end
 
 describe("biconnector login", function()
   local world, dir, cert, key, db, portal
-  setup(function()
-    world = A.world() -- a directory, a certificate, the shop, the local portal
-    dir, cert, key, db, portal = world.dir, world.cert, world.key, world.db, world.portal
-  end)
+  -- a directory, a certificate, the shop and the local portal trusting it
+  setup(function() world, dir, cert, key, db, portal = A.world() end)
   teardown(function() if world then world.stop() end end)
 
   local function env_for(extra)

@@ -37,10 +37,8 @@ end
 
 describe("serve --app", function()
   local world, dir, cert, key, db, portal
-  setup(function()
-    world = A.world() -- a directory, a certificate, the shop, the local portal
-    dir, cert, key, db, portal = world.dir, world.cert, world.key, world.db, world.portal
-  end)
+  -- a directory, a certificate, the shop and the local portal trusting it
+  setup(function() world, dir, cert, key, db, portal = A.world() end)
   teardown(function() if world then world.stop() end end)
   before_each(function()
     portal:reset({ rate = 1000, burst = 1000, ca_file = cert })

@@ -115,6 +115,13 @@ function helpers.load(code, name, env)
   return assert(load(code, name, "t")) -- an explicit nil env would be the chunk's _ENV
 end
 
+-- A file-like sink for a command's output: :write(...) appends to .text.
+function helpers.sink()
+  local s = { text = "" }
+  function s:write(...) for _, v in ipairs({ ... }) do self.text = self.text .. tostring(v) end return self end
+  return s
+end
+
 -- POSTs body (text of content type ctype) to a connector object's endpoint, in
 -- process (its handle is a pure function of the request; opts are handle's):
 -- -> status, the whole body (a streamed answer drained), headers, info.

@@ -36,11 +36,7 @@ local function changes(stats)
   return n
 end
 
-local function sink()
-  local s = { text = "" }
-  function s:write(...) for _, v in ipairs({ ... }) do self.text = self.text .. tostring(v) end return self end
-  return s
-end
+local sink = helpers.sink -- :write(...) appends to .text
 
 -- A connector object whose tables and columns a test changes between runs.
 local function changing_connector(tables)

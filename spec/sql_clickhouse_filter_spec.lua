@@ -94,7 +94,7 @@ for _, setup_of in ipairs(SETUPS) do
       h = S.start(S.serve_command({ srv:url(), "--listen", "127.0.0.1:0", "--no-auth" }))
     end)
     teardown(function()
-      S.stop(h) -- nil-safe
+      S.stop(h)
       if stop then stop() end
     end)
 

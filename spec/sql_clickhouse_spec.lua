@@ -150,10 +150,7 @@ describe("biconnector serve clickhouse://, on a real server", function()
     srv:admin(BIG)
     h = H.serve_db(srv, TOKEN) -- the password from the environment, not the URL
   end)
-  teardown(function()
-    S.stop(h) -- nil-safe
-    if srv then srv:stop() end
-  end)
+  teardown(function() H.stop(h, srv) end)
 
   it("lists the tables and views of the URL's database, as ClickHouse spells them", function()
     local status, body = post({ path = "table_list" })

@@ -8,6 +8,7 @@
 -- bound parameter: no filter value ever appears in the SQL text.
 local db = require "dbservers"
 local S = require "serve_helpers"
+local H = require "sql_helpers"
 local cases_mod = require "sql_filter_cases"
 
 local TABLE = 'filter "cases" ü'
@@ -34,10 +35,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
       if engine == "postgresql" then srv:admin("GRANT SELECT ON ALL TABLES IN SCHEMA public TO bic_ro;") end
       h = S.start(S.serve_command({ srv:url(), "--listen", "127.0.0.1:0", "--no-auth" }))
     end)
-    teardown(function()
-      S.stop(h) -- nil-safe
-      if srv then srv:stop() end
-    end)
+    teardown(function() H.stop(h, srv) end)
 
     local function data(body)
       return S.post_json(h.port, "/data", body)

@@ -95,10 +95,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
       if engine == "postgresql" then srv:admin("GRANT SELECT ON ALL TABLES IN SCHEMA public TO bic_ro;") end
       h = H.serve_db(srv, TOKEN) -- the password from the environment, not the URL
     end)
-    teardown(function()
-      S.stop(h) -- nil-safe
-      if srv then srv:stop() end
-    end)
+    teardown(function() H.stop(h, srv) end)
 
     it("serves the sample shop and passes biconnector verify", function()
       local status, body = post(h, "/table_list", { connection = { token = TOKEN } })

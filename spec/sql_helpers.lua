@@ -32,10 +32,11 @@ function H.run(cmd)
 end
 
 -- A teardown's work: stops the server a setup started (a serve_helpers
--- handle, if any) and removes its temporary directory.
-function H.stop(h, dir)
+-- handle, if any), then what it served: a temporary directory (removed) or a
+-- database server of spec/dbservers.lua (stopped), if any.
+function H.stop(h, what)
   if h then require("serve_helpers").stop(h) end
-  H.rmdir(dir)
+  if type(what) == "table" then what:stop() else H.rmdir(what) end
 end
 
 -- Runs SQL text through the sqlite3 tool on db (creating it).

@@ -317,8 +317,7 @@ for _, engine in ipairs({ "postgresql", "mysql", "clickhouse" }) do
       h = S.start(S.serve_command({ connector_file(dir, srv:url()), "--listen", "127.0.0.1:0", "--workers", "1" }))
     end)
     teardown(function()
-      S.stop(h) -- nil-safe
-      if srv then srv:stop() end
+      H.stop(h, srv)
       H.rmdir(dir)
     end)
 

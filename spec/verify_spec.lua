@@ -41,12 +41,8 @@ local function cli(args)
   return helpers.run3(table.concat(parts, " "))
 end
 
--- A sink for main()'s output.
-local function sink()
-  local s = { text = "" }
-  function s:write(...) for _, v in ipairs({ ... }) do self.text = self.text .. tostring(v) end return self end
-  return s
-end
+-- A sink for main()'s output: :write(...) appends to .text.
+local sink = helpers.sink
 
 describe("verify.check_value", function()
   local cases = {
