@@ -42,6 +42,21 @@ local function kernel_objects(fds) -- sockets, epoll and eventfd handles
   return set
 end
 
+-- Lists the descriptors of this process and of a command spawned now: this
+-- process holds kernel objects it did not hold `before` (what: the name of
+-- what opened them), and the command holds none of them.
+local function assert_opened_not_inherited(before, what)
+  local parent, child = spawn_listing()
+  local opened = {}
+  for target, fd in pairs(kernel_objects(parent)) do
+    if not before[target] then opened[target] = fd end
+  end
+  assert.is_truthy(next(opened), "this process should hold " .. what .. " open: " .. cjson.encode(parent))
+  for fd, target in pairs(child) do
+    assert.is_nil(opened[target], ("the child holds %s's fd %d (%s)"):format(what, fd, target))
+  end
+end
+
 describe("close-on-exec", function()
   it("a command spawned by a connector while it serves a request holds none of the server's descriptors", function()
     for _, workers in ipairs({ "0", "2" }) do
@@ -124,15 +139,8 @@ describe("close-on-exec", function()
         local before = kernel_objects((spawn_listing()))
         local conn = assert(require("biconnector.core").sql.open(engine, { host = "127.0.0.1", port = srv.port,
           user = dbservers.RO_USER, password = dbservers.RO_PASSWORD, database = dbservers.DATABASE }))
-        local parent, child = spawn_listing()
-        local opened = {}
-        for target, fd in pairs(kernel_objects(parent)) do
-          if not before[target] then opened[target] = fd end
-        end
-        assert.is_truthy(next(opened), "the driver should hold its connection open: " .. cjson.encode(parent))
-        for fd, target in pairs(child) do
-          assert.is_nil(opened[target], ("the child holds the %s connection's fd %d (%s)"):format(engine, fd, target))
-        end
+        -- the driver holds its connection open; the command spawned beside it does not
+        assert_opened_not_inherited(before, "the " .. engine .. " connection")
         conn:close()
       end)
       srv:stop()
@@ -148,17 +156,8 @@ describe("close-on-exec", function()
       local res = assert(client:request { method = "POST", url = ("http://127.0.0.1:%d/check"):format(h.port),
         headers = { "Content-Type: application/json" }, body = '{"connection":{"token":"t0k3n"}}' })
       assert.equals(200, res.status)
-      local parent, child = spawn_listing()
-      local opened = {}
-      for target, fd in pairs(kernel_objects(parent)) do
-        if not before[target] then opened[target] = fd end
-      end
-      -- libcurl's kept-alive connection is open in this process ...
-      assert.is_truthy(next(opened), "libcurl should keep its connection open: " .. cjson.encode(parent))
-      -- ... and not in the command spawned beside it
-      for fd, target in pairs(child) do
-        assert.is_nil(opened[target], ("the child holds libcurl's fd %d (%s)"):format(fd, target))
-      end
+      -- libcurl's kept-alive connection is open in this process, and not in the command spawned beside it
+      assert_opened_not_inherited(before, "libcurl's connection")
       client:close()
     end)
     S.stop(h)
