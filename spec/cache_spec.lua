@@ -219,10 +219,7 @@ return require("biconnector").connector {
       "  }",
       "}",
     }, "\n"), port)
-    finally(function()
-      nginx.stop()
-      os.execute("rm -rf " .. prefix)
-    end)
+    finally(nginx.remove) -- stops it, removes prefix
     -- one request fills the cache; then concurrent connections, so that both workers take some
     local first = assert(S.request(port, "POST", "/table_list", "", { ["Content-Type"] = "application/x-www-form-urlencoded" }))
     assert.matches('"title":"call 1"', first.body)

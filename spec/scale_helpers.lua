@@ -9,7 +9,6 @@ local M = {}
 
 M.TOP = N.TOP
 M.MODULES = N.MODULES
-M.NGINX = N.find_nginx() or "/usr/sbin/nginx"
 M.REDIS = os.getenv("BIC_REDIS_SERVER") or "/usr/bin/redis-server"
 
 local readable, read_file = helpers.exists, helpers.read_file
@@ -110,28 +109,22 @@ function M.nginx_http_head(prefix)
   }, "\n")
 end
 
--- Starts nginx on conf (text) in prefix; waits for port. Returns {pid, stop()}.
+-- Starts nginx on conf (text) in prefix (ngx_helpers.start: our child, its
+-- port bound). Returns {pid, stop(), error_log(), remove()}: remove() stops it
+-- and removes prefix.
 function M.start_nginx(prefix, conf, port)
   assert(os.execute("mkdir -p " .. prefix .. "/logs"))
-  local f = assert(io.open(prefix .. "/nginx.conf", "w"))
-  f:write(conf)
-  f:close()
-  local n = {}
-  n.pid = M.spawn(("%s -p %s -c %s/nginx.conf -e %s/logs/error.log -g 'daemon off;'")
-    :format(M.NGINX, prefix, prefix, prefix))
-  M.wait("nginx to listen on " .. port, function()
-    local c = socket.connect("127.0.0.1", port)
-    if c then c:close() return true end
-    if not M.alive(n.pid) then error("nginx did not start: " .. (read_file(prefix .. "/logs/error.log") or "")) end
-  end, 1000)
+  local h = N.start(prefix, conf, port)
+  local n = { pid = h.pid }
   function n.stop()
-    if n.pid then
-      os.execute("kill -QUIT " .. n.pid .. " 2>/dev/null")
-      M.wait("nginx to stop", function() return not M.alive(n.pid) end, 1000)
-      n.pid = nil
-    end
+    N.stop(h)
+    n.pid = nil
   end
-  function n.error_log() return read_file(prefix .. "/logs/error.log") or "" end
+  function n.error_log() return N.read(h.error_log) end
+  function n.remove()
+    n.stop()
+    os.execute("rm -rf " .. helpers.q(prefix))
+  end
   return n
 end
 
