@@ -154,6 +154,12 @@ function M.stop(h)
   h.pid = nil
 end
 
+-- A teardown's work: stops nginx (if it started) and removes its prefix.
+function M.stop_and_remove(h, prefix)
+  M.stop(h)
+  M.remove_prefix(prefix)
+end
+
 ---------------------------------------------------------------- HTTP client
 
 M.connect = helpers.connect

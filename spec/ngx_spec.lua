@@ -200,10 +200,7 @@ describe("biconnector.ngx #ngx", function()
     h = start_nginx(prefix, conf, port)
   end)
 
-  teardown(function()
-    stop_nginx(h)
-    N.remove_prefix(prefix)
-  end)
+  teardown(function() N.stop_and_remove(h, prefix) end)
 
   describe("the minimal example (prefix derived from the URI)", function()
     local function post(path, body, headers) return request(port, "POST", "/minimal" .. path, body, headers) end
@@ -490,10 +487,7 @@ describe("examples/nginx/nginx.conf #ngx", function()
   end
   local h, prefix
 
-  teardown(function()
-    stop_nginx(h)
-    N.remove_prefix(prefix)
-  end)
+  teardown(function() N.stop_and_remove(h, prefix) end)
 
   it("docs/openresty.md: the configuration shown passes nginx -t", function()
     local doc = read(TOP .. "/docs/openresty.md")

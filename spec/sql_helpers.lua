@@ -8,9 +8,14 @@ local H = {}
 
 H.sh, H.q, H.rmdir = helpers.sh, helpers.q, helpers.rmdir
 
+-- nil when the sqlite3 tool is here, else why it cannot be used.
+function H.missing_sqlite3()
+  if not H.sh("command -v sqlite3 >/dev/null 2>&1") then return "the sqlite3 command-line tool is missing" end
+end
+
 -- Whether the sqlite3 tool is here; prints a loud skip line when it is not.
 function H.have_sqlite3(what)
-  if H.sh("command -v sqlite3 >/dev/null 2>&1") then return true end
+  if not H.missing_sqlite3() then return true end
   io.stderr:write("\n*** SKIPPED: " .. (what or "SQL spec") .. " needs the sqlite3 command-line tool\n")
   return false
 end

@@ -15,7 +15,7 @@ local TOKEN = "ngx-sql-token"
 local function q(s) return format("%q", s) end
 
 describe("biconnector.sql under nginx", function()
-  local why = N.missing() or (not H.sh("command -v sqlite3 >/dev/null 2>&1") and "the sqlite3 command-line tool is missing")
+  local why = N.missing() or H.missing_sqlite3()
   if why then
     local msg = N.skipped("sql_ngx_spec", why)
     it("needs nginx with the Lua module", function() pending(msg) end)
@@ -49,10 +49,7 @@ return require("biconnector.sql").connector {
     }), port)
   end)
 
-  teardown(function()
-    N.stop(nginx)
-    N.remove_prefix(prefix)
-  end)
+  teardown(function() N.stop_and_remove(nginx, prefix) end)
 
   local function connect() return N.connect(port, 30) end
   local function post(path, body) return N.post(connect(), path, body, TOKEN) end
