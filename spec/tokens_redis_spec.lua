@@ -17,22 +17,8 @@ if why then
   return
 end
 
--- Under the sanitizer build, LeakSanitizer's exit-time scan crashes in short-lived
--- children (see spec/rest_tokens_spec.lua); their memory checks stay on.
-local ENV = helpers.sanitized
-  and "ASAN_OPTIONS=\"${ASAN_OPTIONS:-}:detect_leaks=0\" " or ""
-
-local function worker_command(portal, store, calls, barrier)
-  return ("%s%s %s/spec/portal/token_worker.lua %s %s %d %s")
-    :format(ENV, helpers.runtime, helpers.top, portal.base, store, calls, barrier or "")
-end
-
-local function count_ready(barrier)
-  local p = io.popen("ls " .. barrier .. ".ready.* 2>/dev/null | wc -l")
-  local n = tonumber(p:read("*l"))
-  p:close()
-  return n
-end
+-- token workers (spec/portal/token_worker.lua), as rest_tokens_spec runs them
+local worker_command, count_ready = control.worker_command, control.workers_ready
 
 describe("tokens.redis", function()
   local redis
@@ -210,13 +196,7 @@ describe("tokens.redis", function()
       X.wait("the nginx requests to start", function() return redis.command("GET started") == "4" end)
       portal:control({ action = "expire" })
       io.open(barrier, "w"):close()
-      local renewed_by = 0
-      for i = 1, 4 do
-        local out = procs[i]:read("*a")
-        procs[i]:close()
-        assert.matches("^OK 20 renewals [01]\n$", out)
-        renewed_by = renewed_by + tonumber(out:match("renewals (%d)"))
-      end
+      local renewed_by = control.renewals(procs, 20) -- each said "OK 20 renewals 0|1"
       local nginx_workers = {}
       for i = 1, 4 do
         local status, body = readers[i]()
@@ -257,13 +237,7 @@ describe("tokens.redis", function()
       for i = 1, 2 do others[i] = io.popen(worker_command(portal, store, 3) .. " 2>&1") end
       X.wait("the others to meet the expired token", function() return portal:stats().stats.expired_answers == 3 end)
       assert(os.execute("kill -KILL " .. holder))
-      local renewed_by = 0
-      for i = 1, 2 do
-        local out = others[i]:read("*a")
-        others[i]:close()
-        assert.matches("^OK 3 renewals [01]\n$", out)
-        renewed_by = renewed_by + tonumber(out:match("renewals (%d)"))
-      end
+      local renewed_by = control.renewals(others, 3) -- each said "OK 3 renewals 0|1"
       assert.equal(1, renewed_by)
       local s = portal:stats().stats
       assert.equal(1, s.renewals)
