@@ -34,6 +34,18 @@ local function spawn_listing()
   return parent_and_child(lines)
 end
 
+-- The descriptors of the server process h and of a command it spawned while
+-- serving: the table "fds" of spec/cloexec_fixture_connector.lua lists them.
+local function served_listing(h)
+  local status, body = S.post_json(h.port, "/data", { connection = { token = "t0k3n" }, table = "fds" })
+  assert.equals(200, status)
+  local lines = {}
+  for i, row in ipairs(cjson.decode(body)) do
+    if i > 1 then lines[#lines + 1] = row[1] end
+  end
+  return parent_and_child(lines)
+end
+
 local function kernel_objects(fds) -- sockets, epoll and eventfd handles
   local set = {}
   for fd, target in pairs(fds) do
@@ -64,15 +76,7 @@ describe("close-on-exec", function()
       if workers ~= "0" then args[#args + 1] = "--workers"; args[#args + 1] = workers end
       local h = S.start(S.serve_command(args))
       local ok, err = pcall(function()
-        local r = assert(S.request(h.port, "POST", "/data",
-          cjson.encode { connection = { token = "t0k3n" }, table = "fds" },
-          { ["Content-Type"] = "application/json" }))
-        assert.equals(200, r.status)
-        local lines = {}
-        for i, row in ipairs(cjson.decode(r.body)) do
-          if i > 1 then lines[#lines + 1] = row[1] end
-        end
-        local server, child = parent_and_child(lines)
+        local server, child = served_listing(h)
         local held = kernel_objects(server)
         -- the serving process holds the listening socket and this request's
         -- connection (so the check below can fail) ...
@@ -103,14 +107,7 @@ describe("close-on-exec", function()
     local h = S.start(S.serve_command({ "spec/cloexec_fixture_connector.lua", "--listen", "127.0.0.1:0" }),
       { CLOEXEC_DB = db })
     local ok, err = pcall(function()
-      local r = assert(S.request(h.port, "POST", "/data",
-        cjson.encode { connection = { token = "t0k3n" }, table = "fds" }, { ["Content-Type"] = "application/json" }))
-      assert.equals(200, r.status)
-      local lines = {}
-      for i, row in ipairs(cjson.decode(r.body)) do
-        if i > 1 then lines[#lines + 1] = row[1] end
-      end
-      local server, child = parent_and_child(lines)
+      local server, child = served_listing(h)
       local open_in_server = false
       for _, target in pairs(server) do
         if target == db then open_in_server = true end
