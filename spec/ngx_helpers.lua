@@ -82,7 +82,8 @@ end
 -- `lines` (the spec's own) inside the http block.
 -- opts.env: names of environment variables the workers may read;
 -- opts.package_path: more entries for lua_package_path (";"-separated);
--- opts.workers: worker processes (1); opts.thread_pool = false: no pool.
+-- opts.workers: worker processes (1); opts.thread_pool = false: no pool;
+-- opts.worker_connections (64); opts.check_client_abort = false: nginx's default.
 function M.conf(prefix, lines, opts)
   opts = opts or {}
   local out = {
@@ -98,11 +99,11 @@ function M.conf(prefix, lines, opts)
   if opts.package_path then path = path .. opts.package_path .. ";" end
   if opts.thread_pool ~= false then out[#out + 1] = "thread_pool biconnector threads=4;" end
   for _, line in ipairs({
-    "events { worker_connections 64; }",
+    "events { worker_connections " .. (opts.worker_connections or 64) .. "; }",
     "http {",
     format('  lua_package_path "%s;";', path),
     format('  lua_package_cpath "%s/?.so;;";', M.luajit_build()),
-    "  lua_check_client_abort on;",
+    opts.check_client_abort ~= false and "  lua_check_client_abort on;" or "",
     "  client_body_temp_path " .. prefix .. "/body;",
     "  proxy_temp_path " .. prefix .. "/proxy;",
     "  fastcgi_temp_path " .. prefix .. "/fastcgi;",

@@ -84,29 +84,12 @@ end
 M.luajit_build = N.luajit_build
 M.nginx_missing = N.missing
 
--- The lines every test nginx.conf starts with, and the ones its http block opens with.
-function M.nginx_head(prefix, workers)
-  return table.concat({
-    "load_module " .. M.MODULES .. "/ndk_http_module.so;",
-    "load_module " .. M.MODULES .. "/ngx_http_lua_module.so;",
-    "worker_processes " .. (workers or 2) .. ";",
-    helpers.nginx_user_line(),
-    "pid " .. prefix .. "/nginx.pid;",
-    "error_log " .. prefix .. "/logs/error.log notice;",
-    "events { worker_connections 256; }",
-  }, "\n")
-end
-
-function M.nginx_http_head(prefix)
-  return table.concat({
-    ('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";'):format(M.TOP, M.TOP),
-    ('  lua_package_cpath "%s/?.so;;";'):format(M.luajit_build()),
-    "  client_body_temp_path " .. prefix .. "/body;",
-    "  proxy_temp_path " .. prefix .. "/proxy;",
-    "  fastcgi_temp_path " .. prefix .. "/fastcgi;",
-    "  uwsgi_temp_path " .. prefix .. "/uwsgi;",
-    "  scgi_temp_path " .. prefix .. "/scgi;",
-  }, "\n")
+-- A test nginx.conf (ngx_helpers.conf) with `workers` worker processes and
+-- `lines` in its http block: 256 connections a worker, no thread pool,
+-- nginx's own lua_check_client_abort.
+function M.nginx_conf(prefix, workers, lines)
+  return N.conf(prefix, lines, { workers = workers, worker_connections = 256, thread_pool = false,
+    check_client_abort = false })
 end
 
 -- Starts nginx on conf (text) in prefix (ngx_helpers.start: our child, its

@@ -70,10 +70,7 @@ describe("tokens.redis", function()
     else
       local prefix = X.tmpdir("nginx-auth")
       local port = helpers.free_port()
-      local nginx = X.start_nginx(prefix, table.concat({
-        X.nginx_head(prefix, 1),
-        "http {",
-        X.nginx_http_head(prefix),
+      local nginx = X.start_nginx(prefix, X.nginx_conf(prefix, 1, {
         "  access_log off;",
         "  server {",
         "    listen 127.0.0.1:" .. port .. ";",
@@ -87,8 +84,7 @@ describe("tokens.redis", function()
         "      ngx.say('OK ', s:get().access_token)",
         "    } }",
         "  }",
-        "}",
-      }, "\n"), port)
+      }), port)
       finally(nginx.remove) -- stops it, removes prefix
       for i = 1, 3 do -- the second and third reuse the pooled, authenticated connection
         local status, body = X.send(port, "/t?p=s3cret-pass")()
@@ -153,10 +149,7 @@ describe("tokens.redis", function()
       -- machine 2: nginx, two workers, each request waits for the barrier then makes `calls` calls
       local prefix = X.tmpdir("nginx")
       local port = helpers.free_port()
-      local conf = table.concat({
-        X.nginx_head(prefix, 2),
-        "http {",
-        X.nginx_http_head(prefix),
+      local conf = X.nginx_conf(prefix, 2, {
         "  access_log off;",
         "  server {",
         "    listen 127.0.0.1:" .. port .. ";",
@@ -178,8 +171,7 @@ describe("tokens.redis", function()
         "      ngx.say('OK ', ok, ' renewals ', client.counters.renewals, ' worker ', ngx.worker.pid())",
         "    } }",
         "  }",
-        "}",
-      }, "\n")
+      })
       local nginx = X.start_nginx(prefix, conf, port)
       finally(function()
         io.open(barrier, "w"):close() -- releases whoever still waits, should the spec fail early
