@@ -531,11 +531,7 @@ describe("biconnector register against the local portal", function()
     end)
 
     it("says the portal did not reach the connector when the settings are right (a local address: why), on create and on update", function()
-      local socket = require "socket"
-      local probe = assert(socket.bind("127.0.0.1", 0))
-      local _, dead_port = probe:getsockname()
-      probe:close() -- nothing listens there now
-      local dead = "http://127.0.0.1:" .. dead_port
+      local dead = "http://127.0.0.1:" .. helpers.free_port() -- nothing listens there
       local rc, _, err = cli({ MINIMAL, "--base-url", dead, "--setting", "token=m1n" })
       assert.equal(1, rc)
       assert.matches("SOURCE_CREATE_CONNECTION_ERROR", err)
