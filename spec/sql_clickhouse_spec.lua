@@ -138,9 +138,9 @@ describe("biconnector serve clickhouse://, on a real server", function()
   end
   local srv, h
 
-  local function post(body, port)
+  local function post(body)
     if body.connection == nil then body.connection = { token = TOKEN } end
-    return S.post_json(port or h.port, "/" .. (body.path or "data"), body)
+    return S.post_json(h.port, "/" .. (body.path or "data"), body)
   end
 
   setup(function()
@@ -364,11 +364,8 @@ describe("biconnector serve clickhouse://, on a real server", function()
   end)
 
   it("masks a password given in the URL, and refuses a wrong one saying why without it", function()
-    local h2 = S.start(S.serve_command({ srv:url(), "--listen", "127.0.0.1:0", "--no-auth" }))
-    local out = S.stdout(h2) .. S.stderr(h2)
-    local status = post({ path = "check" }, h2.port)
-    S.stop(h2)
-    assert.equals(200, status)
+    local status, body, out = H.serve_with_password(srv)
+    assert.equals(200, status, body)
     assert.is_nil(out:find(db.RO_PASSWORD, 1, true), out)
     assert.matches("clickhouse://" .. db.RO_USER .. ":***@127.0.0.1:" .. srv.port, out, 1, true)
     local rc, out2 = H.serve_refused(srv:url(db.RO_USER, "Wrong-Pw-77"))

@@ -197,10 +197,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
     end)
 
     it("masks a password given in the URL: banner and title", function()
-      local h2 = S.start(S.serve_command({ srv:url(), "--listen", "127.0.0.1:0", "--no-auth" }))
-      local out = S.stdout(h2) .. S.stderr(h2)
-      local status, body = post(h2, "/check", {})
-      S.stop(h2)
+      local status, body, out = H.serve_with_password(srv)
       assert.equals(200, status, body)
       assert.is_nil(out:find(db.RO_PASSWORD, 1, true), out)
       assert.matches(engine .. "://" .. db.RO_USER .. ":***@127.0.0.1:" .. srv.port, out, 1, true)

@@ -73,6 +73,18 @@ function H.serve_db(srv, token)
   return h, url
 end
 
+-- `biconnector serve` of srv's URL with the password in it (no auth), asked
+-- one /check: -> its status and body, and what the server printed (stdout,
+-- then stderr) before it was stopped.
+function H.serve_with_password(srv)
+  local S = require "serve_helpers"
+  local h = S.start(S.serve_command({ srv:url(), "--listen", "127.0.0.1:0", "--no-auth" }))
+  local out = S.stdout(h) .. S.stderr(h)
+  local status, body = S.post_json(h.port, "/check", {})
+  S.stop(h)
+  return status, body, out
+end
+
 -- `biconnector verify` against the server on port with the token, checking
 -- the tables listed: -> its exit status, its output.
 function H.verify(port, token, tables)
