@@ -10,11 +10,7 @@ local read = helpers.read_file
 -- Runs a shell command: -> ok, its output (stdout and stderr)
 local run = helpers.run
 
-local function fresh_tree()
-  local tree = os.tmpname()
-  os.remove(tree)
-  return tree
-end
+local function fresh_tree() return helpers.tmp_path("tree") end
 
 -- `biconnector --version` from the tree, outside the source directory, and a
 -- module of the C core loaded from the tree (not from the build directory).

@@ -49,9 +49,7 @@ end
 function CDP.start(opts)
   opts = opts or {}
   local seconds = opts.deadline_seconds or 30
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(execute_ok("mkdir -p " .. shell_quote(dir)))
+  local dir = helpers.tmpdir("chromium")
   local self = setmetatable({ dir = dir, next_id = 0, events = {} }, CDP)
   local args = { CDP.CHROMIUM }
   for _, f in ipairs(CDP.FLAGS) do args[#args + 1] = f end

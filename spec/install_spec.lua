@@ -41,8 +41,7 @@ describe("from a source checkout #lua54", function()
       io.stderr:write("\n*** SKIPPED: make install under the sanitizer build\n")
       return
     end
-    local tree = os.tmpname()
-    os.remove(tree)
+    local tree = helpers.tmp_path("tree")
     local rc, out, err = sh(("cd %q && make install PREFIX=%q"):format(top(), tree))
     assert.equal(0, rc, out .. err)
     assert.matches("installed into " .. tree:gsub("%p", "%%%0"), out)

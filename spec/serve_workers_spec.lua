@@ -6,15 +6,7 @@ local socket = require "socket"
 
 local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
 
-local function wait_for(what, seconds, f)
-  local deadline = socket.gettime() + seconds
-  repeat
-    local v = f()
-    if v then return v end
-    socket.sleep(0.05)
-  until socket.gettime() > deadline
-  error("timed out waiting for " .. what)
-end
+local function wait_for(what, seconds, f) return helpers.wait(what, seconds, f, nil, 0.05) end
 
 describe("biconnector serve --workers 2", function()
   local h
