@@ -95,6 +95,7 @@ function S.stop(h, signal)
 end
 
 function S.stderr(h) return h.stderr or read_file(h.err) or "" end
+function S.stdout(h) return h.stdout or read_file(h.out) or "" end
 
 -- The server's stderr once it holds `text` (a Lua pattern, or plain text when
 -- plain), else as it is after `seconds` (default 5): the spec's assertions
@@ -107,7 +108,6 @@ function S.wait_stderr(h, text, plain, seconds)
   end, seconds or 5)
   return log
 end
-function S.stdout(h) return h.stdout or read_file(h.out) or "" end
 
 -- Decodes a chunked body; returns the body or nil, err.
 local function dechunk(raw)
