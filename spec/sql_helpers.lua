@@ -85,6 +85,29 @@ function H.serve_with_password(srv)
   return status, body, out
 end
 
+-- The check of a schemas=sales source on a database server whose schema (or
+-- database) sales holds q1 (id, ü) with the rows (1, 'a') and (2, 'b'): the
+-- table list (sorted) is `want`, sales.q1 is described, and a filter on it
+-- is pushed down and selects ü of the second row.
+function H.check_sales_q1(srv, want)
+  local src = require("biconnector.sql").source({ url = srv:url(nil, nil, nil, "schemas=sales"), log = function() end })
+  local codes = {}
+  for _, t in ipairs(src:table_list()) do codes[#codes + 1] = t.code end
+  table.sort(codes)
+  assert.same(want, codes)
+  local fields = assert(src:describe("sales.q1"))
+  assert.same({ "id", "ü" }, { fields[1].code, fields[2].code })
+  local rows, applied = src:data({ table = "sales.q1", select = { "ü" }, fields = fields,
+    filter = require("biconnector.filter").parse({ [">id"] = 1 }, fields) })
+  assert.is_true(applied.filter)
+  local enc = require("biconnector.core").rows.new(fields, { 2 })
+  repeat local _, done = rows:fill(enc, 65536) until done
+  enc:finish()
+  rows:close()
+  assert.same({ { "ü" }, { "b" } }, require("cjson").decode(enc:take()))
+  src:close()
+end
+
 -- `biconnector verify` against the server on port with the token, checking
 -- the tables listed: -> its exit status, its output.
 function H.verify(port, token, tables)
