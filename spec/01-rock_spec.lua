@@ -6,28 +6,11 @@ local helpers = require "helpers"
 
 local VERSION = require("biconnector.core").version
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read = helpers.read_file
+-- Runs a shell command: -> ok, its output (stdout and stderr)
+local run = helpers.run
 
--- Runs a shell command with its output into a log; -> ok, output
-local function run(cmd)
-  local log = os.tmpname()
-  local ok = os.execute(("(%s) >%q 2>&1"):format(cmd, log))
-  local out = read(log) or ""
-  os.remove(log)
-  return ok == true or ok == 0, out
-end
-
-local function fresh_tree()
-  local tree = os.tmpname()
-  os.remove(tree)
-  return tree
-end
+local function fresh_tree() return helpers.tmp_path("tree") end
 
 -- `biconnector --version` from the tree, outside the source directory, and a
 -- module of the C core loaded from the tree (not from the build directory).

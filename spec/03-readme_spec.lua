@@ -7,14 +7,7 @@ local cjson = require "cjson"
 local function load_with_env(code, name, vars)
   local env = setmetatable({}, { __index = _G })
   env.os = setmetatable({ getenv = function(k) return vars[k] or os.getenv(k) end }, { __index = os })
-  local chunk
-  if setfenv then
-    chunk = assert(loadstring(code, name))
-    setfenv(chunk, env)
-  else
-    chunk = assert(load(code, name, "t", env))
-  end
-  return chunk
+  return helpers.load(code, name, env)
 end
 
 describe("README.md", function()
@@ -55,12 +48,7 @@ describe("README.md", function()
       for i = 1, select("#", ...) do t[i] = tostring((select(i, ...))) end
       printed[#printed + 1] = table.concat(t, " ")
     end }, { __index = _G })
-    local chunk
-    if setfenv then
-      chunk = assert(loadstring(code, "=README rest")) setfenv(chunk, env)
-    else
-      chunk = assert(load(code, "=README rest", "t", env))
-    end
+    local chunk = helpers.load(code, "=README rest", env)
     local before = portal:stats().stats.http_requests
     chunk()
     assert.equals("Test User", printed[1])

@@ -82,15 +82,11 @@ end
 -- Waits until the server's stderr holds `count` lines matching `pattern`
 -- (plain text); returns the stderr. Fails after `seconds`.
 function A.wait_log(h, pattern, count, seconds)
-  local deadline = http.now() + (seconds or 20)
   local text
-  repeat
+  if helpers.poll(function()
     text = S.stderr(h)
-    local n = 0
-    for _ in text:gmatch(pattern) do n = n + 1 end
-    if n >= (count or 1) then return text end
-    http.sleep(0.05)
-  until http.now() > deadline
+    return A.count(text, pattern) >= (count or 1)
+  end, seconds or 20, 0.05) then return text end
   error(("timed out waiting for %d line(s) matching %q in the server's log:\n%s"):format(count or 1, pattern, text))
 end
 
@@ -121,5 +117,24 @@ function A.objects(portal)
 end
 
 function A.rm(dir) if dir and dir:match("^/tmp/bic%-app%-") then os.execute("rm -rf " .. dir) end end
+
+-- What the `serve --app` specs start with: a directory, a test certificate,
+-- the shop, and the local portal trusting the certificate with its rate
+-- limits out of the way: -> {dir, cert, key, db, portal, stop = function},
+-- then the same dir, cert, key, db and portal.
+function A.world()
+  local w = { dir = A.tmpdir() }
+  function w.stop()
+    if w.portal then w.portal:stop() end
+    A.rm(w.dir)
+  end
+  local ok, err = pcall(function()
+    w.cert, w.key = A.certificate(w.dir)
+    w.db = A.shop(w.dir)
+    w.portal = require("portal.control").start({ rate = 1000, burst = 1000, ca_file = w.cert })
+  end)
+  if not ok then w.stop() error(err, 0) end
+  return w, w.dir, w.cert, w.key, w.db, w.portal
+end
 
 return A

@@ -7,8 +7,6 @@
 local S = require "serve_helpers"
 local A = require "app_helpers"
 local helpers = require "helpers"
-local control = require "portal.control"
-local http = require("biconnector.core").http
 
 -- Runs `biconnector login ARGS` in the background -> handle {out, err, rcfile}
 local function start_login(args, env)
@@ -18,21 +16,17 @@ local function start_login(args, env)
 end
 
 local function wait_for(h, pattern, seconds)
-  local deadline = http.now() + (seconds or 20)
-  repeat
-    local out = S.read_file(h.out) or ""
-    local found = out:match(pattern)
-    if found then return found end
-    if S.read_file(h.rcfile) then break end
-    http.sleep(0.05)
-  until http.now() > deadline
+  local found
+  helpers.poll(function()
+    found = (S.read_file(h.out) or ""):match(pattern)
+    return found or S.read_file(h.rcfile) -- printed, or ended
+  end, seconds or 20, 0.05)
+  if found then return found end
   error("login printed no " .. pattern .. ":\n" .. (S.read_file(h.out) or "") .. (S.read_file(h.err) or ""))
 end
 
 local function finish(h, seconds)
-  local deadline = http.now() + (seconds or 30)
-  while not (S.read_file(h.rcfile) or ""):match("%d") and http.now() < deadline do http.sleep(0.05) end
-  local rc = tonumber((S.read_file(h.rcfile) or ""):match("%d+"))
+  local rc = S.wait_exit(h, seconds or 30)
   local out, err = S.read_file(h.out) or "", S.read_file(h.err) or ""
   for _, f in ipairs({ h.out, h.err, h.rcfile, h.pidfile }) do os.remove(f) end
   return rc, out, err
@@ -48,17 +42,10 @@ local function browse(link, ca_file)
 end
 
 describe("biconnector login", function()
-  local dir, cert, key, db, portal
-  setup(function()
-    dir = A.tmpdir()
-    cert, key = A.certificate(dir)
-    db = A.shop(dir)
-    portal = control.start({ rate = 1000, burst = 1000, ca_file = cert })
-  end)
-  teardown(function()
-    if portal then portal:stop() end
-    A.rm(dir)
-  end)
+  local world, dir, cert, key, db, portal
+  -- a directory, a certificate, the shop and the local portal trusting it
+  setup(function() world, dir, cert, key, db, portal = A.world() end)
+  teardown(function() if world then world.stop() end end)
 
   local function env_for(extra)
     local env = { BITRIX24_TOKENS_FILE = dir .. "/tokens.json", BITRIX24_CLIENT_ID = "local.test.app",

@@ -36,17 +36,10 @@ local function assert_no_secret(text, secrets)
 end
 
 describe("serve --app", function()
-  local dir, cert, key, db, portal
-  setup(function()
-    dir = A.tmpdir()
-    cert, key = A.certificate(dir)
-    db = A.shop(dir)
-    portal = control.start({ rate = 1000, burst = 1000, ca_file = cert })
-  end)
-  teardown(function()
-    if portal then portal:stop() end
-    A.rm(dir)
-  end)
+  local world, dir, cert, key, db, portal
+  -- a directory, a certificate, the shop and the local portal trusting it
+  setup(function() world, dir, cert, key, db, portal = A.world() end)
+  teardown(function() if world then world.stop() end end)
   before_each(function()
     portal:reset({ rate = 1000, burst = 1000, ca_file = cert })
     os.remove(dir .. "/tokens.json")

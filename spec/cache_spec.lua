@@ -204,10 +204,7 @@ return require("biconnector").connector {
 }
 ]])
     f:close()
-    local nginx = X.start_nginx(prefix, table.concat({
-      X.nginx_head(prefix, 2),
-      "http {",
-      X.nginx_http_head(prefix),
+    local nginx = X.start_nginx(prefix, X.nginx_conf(prefix, 2, {
       "  access_log off;",
       "  lua_shared_dict biconnector_cache 1m;",
       "  lua_shared_dict biconnector_metrics 1m;",
@@ -217,12 +214,8 @@ return require("biconnector").connector {
       ("    location / { content_by_lua_block { require('biconnector.ngx').serve(%q, { cache = 'biconnector_cache', metrics = 'biconnector_metrics' }) } }"):format(file),
       "    location = /metrics { content_by_lua_block { require('biconnector.ngx').metrics('biconnector_metrics') } }",
       "  }",
-      "}",
-    }, "\n"), port)
-    finally(function()
-      nginx.stop()
-      os.execute("rm -rf " .. prefix)
-    end)
+    }), port)
+    finally(nginx.remove) -- stops it, removes prefix
     -- one request fills the cache; then concurrent connections, so that both workers take some
     local first = assert(S.request(port, "POST", "/table_list", "", { ["Content-Type"] = "application/x-www-form-urlencoded" }))
     assert.matches('"title":"call 1"', first.body)

@@ -18,20 +18,8 @@ CDP.FLAGS = { "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "
   "--disable-dev-shm-usage", "--disable-breakpad", "--disable-crash-reporter", "--no-default-browser-check",
   "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0" }
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function execute_ok(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0 -- Lua 5.4 gives true, LuaJIT 0
-end
-
-local shell_quote = require("helpers").q
+local helpers = require "helpers"
+local read_file, execute_ok, shell_quote = helpers.read_file, helpers.sh, helpers.q
 
 -- Is Chromium there? -> true | false, why
 function CDP.available()
@@ -61,9 +49,7 @@ end
 function CDP.start(opts)
   opts = opts or {}
   local seconds = opts.deadline_seconds or 30
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(execute_ok("mkdir -p " .. shell_quote(dir)))
+  local dir = helpers.tmpdir("chromium")
   local self = setmetatable({ dir = dir, next_id = 0, events = {} }, CDP)
   local args = { CDP.CHROMIUM }
   for _, f in ipairs(CDP.FLAGS) do args[#args + 1] = f end
@@ -73,33 +59,26 @@ function CDP.start(opts)
   local quoted = {}
   for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
   self.log = dir .. ".log"
-  local script = ("%s >%s 2>&1 & echo $! >%s"):format(table.concat(quoted, " "), shell_quote(self.log),
-    shell_quote(dir .. ".pid"))
-  assert(execute_ok("sh -c " .. shell_quote(script)))
+  self.pid = helpers.spawn(table.concat(quoted, " "), shell_quote(self.log))
   -- Chromium writes the port it took (and the browser's path) to DevToolsActivePort
   local deadline = socket.gettime() + seconds
-  local port
-  repeat
-    self.pid = self.pid or tonumber(read_file(dir .. ".pid") or "")
-    port = tonumber((read_file(dir .. "/DevToolsActivePort") or ""):match("^(%d+)\n"))
-    if not port then socket.sleep(0.05) end
-  until port or socket.gettime() > deadline
+  local port = helpers.poll(function()
+    return tonumber((read_file(dir .. "/DevToolsActivePort") or ""):match("^(%d+)\n"))
+  end, seconds, 0.05)
   if not port then
     local log = read_file(self.log) or ""
     self:close()
     return nil, "chromium did not open its DevTools port within " .. seconds .. " s: " .. log:sub(1, 2000)
   end
   self.port = port
-  local ws_url
-  repeat
+  local ws_url = helpers.poll(function()
     local ok, list = pcall(function() return cjson.decode(http_get(port, "/json/list", deadline)) end)
     if ok and type(list) == "table" then
       for _, t in ipairs(list) do
-        if t.type == "page" and t.webSocketDebuggerUrl then ws_url = t.webSocketDebuggerUrl break end
+        if t.type == "page" and t.webSocketDebuggerUrl then return t.webSocketDebuggerUrl end
       end
     end
-    if not ws_url then socket.sleep(0.05) end
-  until ws_url or socket.gettime() > deadline
+  end, math.max(0, deadline - socket.gettime()), 0.05)
   if not ws_url then
     self:close()
     return nil, "chromium listed no page target"
@@ -220,13 +199,8 @@ end
 
 -- wait_for(js, seconds) -> the first truthy value of js, evaluated until the deadline.
 function CDP:wait_for(js, seconds, what)
-  local deadline = socket.gettime() + seconds
-  local last
-  repeat
-    last = self:evaluate(js, seconds)
-    if last ~= nil and last ~= false then return last end
-    socket.sleep(0.02)
-  until socket.gettime() > deadline
+  local last = helpers.poll(function() return self:evaluate(js, seconds) end, seconds, 0.02)
+  if last ~= nil then return last end
   error(("%s: not true within %g s: %s"):format(what or "wait_for", seconds, js), 2)
 end
 
@@ -294,14 +268,11 @@ function CDP:close()
     self.sock = nil
   end
   if self.pid then
-    local deadline = socket.gettime() + 10
-    while socket.gettime() < deadline and execute_ok("kill -0 " .. self.pid .. " 2>/dev/null") do
-      socket.sleep(0.05)
-    end
+    helpers.poll(function() return not execute_ok("kill -0 " .. self.pid .. " 2>/dev/null") end, 10, 0.05)
     os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
     self.pid = nil
   end
-  os.execute(("rm -rf %s %s %s"):format(shell_quote(self.dir), shell_quote(self.dir .. ".pid"), shell_quote(self.log)))
+  os.execute(("rm -rf %s %s"):format(shell_quote(self.dir), shell_quote(self.log)))
 end
 
 return CDP

@@ -34,12 +34,39 @@ local function spawn_listing()
   return parent_and_child(lines)
 end
 
+-- The descriptors of the server process h and of a command it spawned while
+-- serving: the table "fds" of spec/cloexec_fixture_connector.lua lists them.
+local function served_listing(h)
+  local status, body = S.post_json(h.port, "/data", { connection = { token = "t0k3n" }, table = "fds" })
+  assert.equals(200, status)
+  local lines = {}
+  for i, row in ipairs(cjson.decode(body)) do
+    if i > 1 then lines[#lines + 1] = row[1] end
+  end
+  return parent_and_child(lines)
+end
+
 local function kernel_objects(fds) -- sockets, epoll and eventfd handles
   local set = {}
   for fd, target in pairs(fds) do
     if target:match("^socket:") or target:match("^anon_inode:") then set[target] = fd end
   end
   return set
+end
+
+-- Lists the descriptors of this process and of a command spawned now: this
+-- process holds kernel objects it did not hold `before` (what: the name of
+-- what opened them), and the command holds none of them.
+local function assert_opened_not_inherited(before, what)
+  local parent, child = spawn_listing()
+  local opened = {}
+  for target, fd in pairs(kernel_objects(parent)) do
+    if not before[target] then opened[target] = fd end
+  end
+  assert.is_truthy(next(opened), "this process should hold " .. what .. " open: " .. cjson.encode(parent))
+  for fd, target in pairs(child) do
+    assert.is_nil(opened[target], ("the child holds %s's fd %d (%s)"):format(what, fd, target))
+  end
 end
 
 describe("close-on-exec", function()
@@ -49,15 +76,7 @@ describe("close-on-exec", function()
       if workers ~= "0" then args[#args + 1] = "--workers"; args[#args + 1] = workers end
       local h = S.start(S.serve_command(args))
       local ok, err = pcall(function()
-        local r = assert(S.request(h.port, "POST", "/data",
-          cjson.encode { connection = { token = "t0k3n" }, table = "fds" },
-          { ["Content-Type"] = "application/json" }))
-        assert.equals(200, r.status)
-        local lines = {}
-        for i, row in ipairs(cjson.decode(r.body)) do
-          if i > 1 then lines[#lines + 1] = row[1] end
-        end
-        local server, child = parent_and_child(lines)
+        local server, child = served_listing(h)
         local held = kernel_objects(server)
         -- the serving process holds the listening socket and this request's
         -- connection (so the check below can fail) ...
@@ -88,14 +107,7 @@ describe("close-on-exec", function()
     local h = S.start(S.serve_command({ "spec/cloexec_fixture_connector.lua", "--listen", "127.0.0.1:0" }),
       { CLOEXEC_DB = db })
     local ok, err = pcall(function()
-      local r = assert(S.request(h.port, "POST", "/data",
-        cjson.encode { connection = { token = "t0k3n" }, table = "fds" }, { ["Content-Type"] = "application/json" }))
-      assert.equals(200, r.status)
-      local lines = {}
-      for i, row in ipairs(cjson.decode(r.body)) do
-        if i > 1 then lines[#lines + 1] = row[1] end
-      end
-      local server, child = parent_and_child(lines)
+      local server, child = served_listing(h)
       local open_in_server = false
       for _, target in pairs(server) do
         if target == db then open_in_server = true end
@@ -124,15 +136,8 @@ describe("close-on-exec", function()
         local before = kernel_objects((spawn_listing()))
         local conn = assert(require("biconnector.core").sql.open(engine, { host = "127.0.0.1", port = srv.port,
           user = dbservers.RO_USER, password = dbservers.RO_PASSWORD, database = dbservers.DATABASE }))
-        local parent, child = spawn_listing()
-        local opened = {}
-        for target, fd in pairs(kernel_objects(parent)) do
-          if not before[target] then opened[target] = fd end
-        end
-        assert.is_truthy(next(opened), "the driver should hold its connection open: " .. cjson.encode(parent))
-        for fd, target in pairs(child) do
-          assert.is_nil(opened[target], ("the child holds the %s connection's fd %d (%s)"):format(engine, fd, target))
-        end
+        -- the driver holds its connection open; the command spawned beside it does not
+        assert_opened_not_inherited(before, "the " .. engine .. " connection")
         conn:close()
       end)
       srv:stop()
@@ -148,17 +153,8 @@ describe("close-on-exec", function()
       local res = assert(client:request { method = "POST", url = ("http://127.0.0.1:%d/check"):format(h.port),
         headers = { "Content-Type: application/json" }, body = '{"connection":{"token":"t0k3n"}}' })
       assert.equals(200, res.status)
-      local parent, child = spawn_listing()
-      local opened = {}
-      for target, fd in pairs(kernel_objects(parent)) do
-        if not before[target] then opened[target] = fd end
-      end
-      -- libcurl's kept-alive connection is open in this process ...
-      assert.is_truthy(next(opened), "libcurl should keep its connection open: " .. cjson.encode(parent))
-      -- ... and not in the command spawned beside it
-      for fd, target in pairs(child) do
-        assert.is_nil(opened[target], ("the child holds libcurl's fd %d (%s)"):format(fd, target))
-      end
+      -- libcurl's kept-alive connection is open in this process, and not in the command spawned beside it
+      assert_opened_not_inherited(before, "libcurl's connection")
       client:close()
     end)
     S.stop(h)

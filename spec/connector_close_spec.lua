@@ -2,6 +2,7 @@
 -- close) is called exactly once however reading ends: all rows read, limit
 -- reached, an error, an invalid answer, the client gone (built-in server).
 -- The nginx side is in sql_ngx_spec.lua.
+local helpers = require "helpers"
 local connector = require "biconnector.connector"
 local S = require "serve_helpers"
 local cjson = require "cjson"
@@ -16,14 +17,7 @@ local function make(data)
 end
 
 local function request(c, body)
-  local status, _, out, info = c:handle({ method = "POST", path = "/data", body = cjson.encode(body),
-    headers = { ["content-type"] = "application/json" } }, { chunk_size = 64, log = function() end })
-  local text = out
-  if type(out) == "function" then
-    local parts = {}
-    for chunk in out do parts[#parts + 1] = chunk end
-    text = table.concat(parts)
-  end
+  local status, text, _, info = helpers.post_json(c, "/data", body, { chunk_size = 64, log = function() end })
   if info.close then info.close() end -- what the servers do when the answer ends
   return status, text, info
 end
@@ -134,37 +128,15 @@ end)
 
 describe("data close under biconnector serve", function()
   local dir
-  setup(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
-  end)
-  teardown(function() os.execute("rm -rf " .. dir) end)
+  setup(function() dir = helpers.tmpdir("close") end)
+  teardown(function() helpers.rmdir(dir) end)
 
   it("is called once when the client goes away mid-stream", function()
     local file = dir .. "/c.lua"
-    local f = assert(io.open(file, "w"))
-    f:write(([[
-local marks = %q
-return {
-  title = "T", settings = {}, check = function() return true end,
-  tables = { { code = "t", title = "T" } },
-  describe = { t = { { code = "id", name = "ID", type = "int" }, { code = "pad", name = "P", type = "string" } } },
-  data = function()
-    local i, pad = 0, string.rep("x", 1000)
-    return function() i = i + 1 return { id = i, pad = pad } end, nil, function()
-      local m = assert(io.open(marks, "a")) m:write("closed\n") m:close()
-    end
-  end,
-}
-]]):format(dir .. "/marks"))
-    f:close()
+    helpers.write_endless_connector(file, dir .. "/marks") -- rows that never end; close marks "closed"
     local h = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0" }))
     local ok, err = pcall(function()
-      local socket = require "socket"
-      local c = socket.tcp()
-      c:settimeout(10)
-      assert(c:connect("127.0.0.1", h.port))
+      local c = helpers.connect(h.port, 10)
       local body = '{"table":"t"}'
       c:send("POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " .. #body
         .. "\r\n\r\n" .. body)
@@ -172,11 +144,10 @@ return {
       c:close()
       -- the server notices at its next write; the access line follows the close
       local seen
-      for _ = 1, 400 do
+      helpers.poll(function()
         seen = S.read_file(dir .. "/marks")
-        if seen and S.stderr(h):find("endpoint=data", 1, true) then break end
-        socket.sleep(0.025)
-      end
+        return seen and S.stderr(h):find("endpoint=data", 1, true)
+      end, 10, 0.025)
       assert.equals("closed\n", seen)
     end)
     S.stop(h)

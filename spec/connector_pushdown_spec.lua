@@ -1,6 +1,7 @@
 -- Pushdown: what the data handler declares it applied (filter, select, limit)
 -- is not applied again; what it left is applied by the framework exactly as
 -- filter.match would by hand.
+local helpers = require "helpers"
 local connector = require "biconnector.connector"
 local filter = require "biconnector.filter"
 local biconnector = require "biconnector"
@@ -8,13 +9,7 @@ local cjson = require "cjson"
 
 local TOKEN = "pushdown-token"
 
-local FIELDS = {
-  { code = "id", name = "ID", type = "int" },
-  { code = "title", name = "Title", type = "string" },
-  { code = "amount", name = "Amount", type = "double" },
-  { code = "closed", name = "Closed", type = "date" },
-  { code = "updated", name = "Updated", type = "datetime" },
-}
+local FIELDS = helpers.deals_fields() -- id int, title string, amount double, closed date, updated datetime
 
 -- 200 rows in normalized form (what filter.match expects), some values missing.
 local NORMALIZED = {}
@@ -66,15 +61,13 @@ end
 local function fetch(c, params, spelling)
   params.connection = { token = TOKEN }
   params.table = "deals"
-  local body, ctype = cjson.encode(params), "application/json"
-  if spelling == "form" then body, ctype = biconnector.form.encode(params), "application/x-www-form-urlencoded" end
-  local status, _, out = c:handle({ method = "POST", path = "/data", headers = { ["content-type"] = ctype }, body = body })
-  if type(out) == "function" then
-    local parts = {}
-    for chunk in out do parts[#parts + 1] = chunk end
-    out = table.concat(parts)
+  local status, body
+  if spelling == "form" then
+    status, body = helpers.post_form(c, "/data", biconnector.form.encode(params))
+  else
+    status, body = helpers.post_json(c, "/data", params)
   end
-  return status, out
+  return status, body
 end
 
 -- What the answer must be: rows of NORMALIZED kept by filter.match by hand.

@@ -1,5 +1,6 @@
 -- The connector framework (lua/biconnector/connector/core.lua): definition checks at
 -- load time, and handle() for every endpoint in both request spellings.
+local helpers = require "helpers"
 local connector = require "biconnector.connector"
 local biconnector = require "biconnector"
 local cjson = require "cjson"
@@ -7,19 +8,23 @@ local cjson = require "cjson"
 local TOKEN = "s3cret-token-value"
 local JSON_TYPE = "application/json; charset=utf-8"
 
-local DEALS_FIELDS = {
-  { code = "id", name = "ID", type = "int" },
-  { code = "title", name = "Title", type = "string" },
-  { code = "amount", name = "Amount", type = "double" },
-  { code = "closed", name = "Closed", type = "date" },
-  { code = "updated", name = "Updated", type = "datetime" },
-}
+local DEALS_FIELDS = helpers.deals_fields() -- id, title, amount, closed, updated
 
 local DEALS = {
   { id = 1, title = "First", amount = 10.5, closed = "2024-01-31", updated = "2024-01-31 10:00:00" },
   { id = 2, title = "Second", amount = 20, closed = 0, updated = 86400 },
   { id = 3, title = "Third", amount = "30.25", closed = { year = 2024, month = 3, day = 1 }, updated = biconnector.null },
 }
+
+-- DEALS as array rows holding the query's select, in its order.
+local function deals_in_select_order(q)
+  local out = {}
+  for i, r in ipairs(DEALS) do
+    out[i] = {}
+    for j, code in ipairs(q.select) do out[i][j] = r[code] end
+  end
+  return out
+end
 
 local function sales_def(overrides)
   local def = {
@@ -48,14 +53,6 @@ local function sales_def(overrides)
   return def
 end
 
--- Joins a body that is a string or a chunk iterator.
-local function drain(body)
-  if type(body) ~= "function" then return body end
-  local parts = {}
-  for chunk in body do parts[#parts + 1] = chunk end
-  return table.concat(parts)
-end
-
 -- Sends params to c as a JSON body or as a form body (PHP bracket notation).
 local function post(c, path, params, spelling, opts)
   local body, ctype
@@ -67,7 +64,7 @@ local function post(c, path, params, spelling, opts)
   local status, headers, out, info = c:handle({
     method = "POST", path = path, headers = { ["content-type"] = ctype }, body = body, remote = "127.0.0.1",
   }, opts)
-  return status, headers, drain(out), info
+  return status, headers, helpers.drain(out), info
 end
 
 local function capture_log()
@@ -530,12 +527,7 @@ for _, spelling in ipairs({ "json", "form" }) do
         local _, _, body = call(c2, "/data", { connection = good, table = "deals", select = { "amount", "id" } })
         assert.same({ { "amount", "id" }, { 1.5, 1 }, { cjson.null, 2 } }, cjson.decode(body))
         local c3 = connector.new(sales_def({ data = function(_, q)
-          local out = {}
-          for i, r in ipairs(DEALS) do
-            out[i] = {}
-            for j, code in ipairs(q.select) do out[i][j] = r[code] end
-          end
-          return out, { select = true }
+          return deals_in_select_order(q), { select = true }
         end }))
         _, _, body = call(c3, "/data", { connection = good, table = "deals", select = { "amount", "id" } })
         assert.same({ { "amount", "id" }, { 10.5, 1 }, { 20, 2 }, { 30.25, 3 } }, cjson.decode(body))
@@ -543,12 +535,7 @@ for _, spelling in ipairs({ "json", "form" }) do
 
       it("reads array rows in select order when the first is exactly as wide as the select (design.md's sketch)", function()
         local c2 = connector.new(sales_def({ data = function(_, q)
-          local out = {}
-          for i, r in ipairs(DEALS) do
-            out[i] = {}
-            for j, code in ipairs(q.select) do out[i][j] = r[code] end
-          end
-          return out -- nothing declared: the framework filters and limits
+          return deals_in_select_order(q) -- nothing declared: the framework filters and limits
         end }))
         local _, _, body = call(c2, "/data", { connection = good, table = "deals", select = { "amount", "id" } })
         assert.same({ { "amount", "id" }, { 10.5, 1 }, { 20, 2 }, { 30.25, 3 } }, cjson.decode(body))
@@ -563,12 +550,7 @@ for _, spelling in ipairs({ "json", "form" }) do
 
       it("answers 500 rather than no rows when select-order array rows lack a field the filter needs", function()
         local c2 = connector.new(sales_def({ data = function(_, q)
-          local out = {}
-          for i, r in ipairs(DEALS) do
-            out[i] = {}
-            for j, code in ipairs(q.select) do out[i][j] = r[code] end
-          end
-          return out, { select = true }
+          return deals_in_select_order(q), { select = true }
         end }))
         local entries, log_opts = capture_log()
         local status, _, body = call(c2, "/data", { connection = good, table = "deals", select = { "id" },

@@ -11,15 +11,8 @@ local function full_gc()
   collectgarbage()
 end
 
--- Values held through luaL_ref: registry entries under integer keys that are not
--- free-list links (those are numbers).
-local function registry_refs()
-  local n = 0
-  for k, v in pairs(debug.getregistry()) do
-    if type(k) == "number" and type(v) ~= "number" then n = n + 1 end
-  end
-  return n
-end
+-- Values held through luaL_ref (registry entries that are not free-list links).
+local registry_refs = helpers.registry_refs
 
 -- Runs f while counting the collections of userdata of metatable `name`.
 local function count_collected(name, f)
@@ -230,9 +223,7 @@ describe("core.server and the values it keeps", function()
   it("lets os.exit(code, true) from a body iterator end the process (lua_close inside run)", function()
     -- lua_close collects the running server from inside MHD's callback: stopping
     -- the daemon there deadlocked on MHD's response lock
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write([[
+    local out = helpers.run_lua([[
       local core = require "biconnector.core"
       local socket = require "socket"
       local srv = assert(core.server.new { port = 0, handler = function()
@@ -245,20 +236,13 @@ describe("core.server and the values it keeps", function()
       assert(idle:connect("127.0.0.1", srv:port()))
       srv:run(60)
       print("run returned")
-    ]])
-    f:close()
-    local p = io.popen(("timeout 30 %s %s; echo \"exit $?\""):format(helpers.runtime, script))
-    local out = p:read("*a")
-    p:close()
-    os.remove(script)
+    ]], { stderr = false, status = true })
     assert.equals("exit 3\n", out)
   end)
 
   it("survives a finish callback that closes or runs the server while close() stops it", function()
     -- in a child process: MHD aborts the process on a second MHD_stop_daemon
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write([[
+    local out = helpers.run_lua([[
       local core = require "biconnector.core"
       local socket = require "socket"
       local srv, calls, seen = nil, 0, {}
@@ -279,12 +263,7 @@ describe("core.server and the values it keeps", function()
       assert(srv:run(60) == "stopped")
       srv:close()
       print(table.concat(seen, " "))
-    ]])
-    f:close()
-    local p = io.popen(("timeout 30 %s %s 2>&1; echo \"exit $?\""):format(helpers.runtime, script))
-    local out = p:read("*a")
-    p:close()
-    os.remove(script)
+    ]], { status = true })
     -- close() in the callback finds the server closed (a no-op), run() raises
     assert.equals("shutdown true false\nexit 0\n", out)
   end)
@@ -377,9 +356,7 @@ describe("integer arguments the C types cannot hold", function()
   end)
 
   it("a trapped signal does not fail a blocking read in progress (EINTR)", function()
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write([[
+    local out = helpers.run_lua([[
       local process = require("biconnector.core").process
       assert(process.trap("USR1"))
       -- the shell signals its parent (us) once we wait in read() (state S in
@@ -390,30 +367,18 @@ describe("integer arguments the C types cannot hold", function()
       p:close()
       assert(process.signals()[1] == "USR1", "the signal was not seen")
       print(text == "done\n" and "ok" or ("read failed: " .. tostring(err)))
-    ]])
-    f:close()
-    local p = io.popen(("timeout 20 %s %s 2>&1"):format(helpers.runtime, script))
-    local out = p:read("*a")
-    p:close()
-    os.remove(script)
+    ]], { seconds = 20 })
     assert.equals("ok\n", out)
   end)
 
   it("does not sleep forever on NaN", function()
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write([[
+    local out = helpers.run_lua([[
       local process = require("biconnector.core").process
       process.sleep(0 / 0)
       process.sleep(-1)
       process.sleep(-math.huge)
       print("ok")
-    ]])
-    f:close()
-    local p = io.popen(("timeout 20 %s %s 2>&1"):format(helpers.runtime, script))
-    local out = p:read("*a")
-    p:close()
-    os.remove(script)
+    ]], { seconds = 20 })
     assert.equals("ok\n", out)
   end)
 end)

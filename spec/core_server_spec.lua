@@ -1,5 +1,6 @@
 -- core.server answers built from what a handler returns, over real loopback HTTP
 -- in this process (the server runs until the finish callback stops it).
+local helpers = require "helpers"
 local core = require "biconnector.core"
 local socket = require "socket"
 
@@ -46,13 +47,7 @@ describe("core.server answers", function()
       function() return 200, { ["X-Bad"] = "a\r\nInjected: yes" }, function() return "chunk" end end,
       function() return 200, {}, {} end,
     }
-    local function refs()
-      local n = 0
-      for k, v in pairs(debug.getregistry()) do
-        if type(k) == "number" and type(v) ~= "number" then n = n + 1 end
-      end
-      return n
-    end
+    local refs = helpers.registry_refs
     collectgarbage()
     local before = refs()
     for i, answer in ipairs(cases) do

@@ -23,7 +23,6 @@
 -- and change settings), `bic_ro1`'s readonly=1 (it may change none);
 -- srv:admin(sql) runs ONE statement (or each of a list); db.start_cluster("clickhouse") starts two
 -- servers that know each other as the shards of the cluster `bic_two`.
-local socket = require "socket"
 local helpers = require "helpers"
 
 local D = {}
@@ -36,19 +35,7 @@ D.RW_PASSWORD = "rw-Secret-9"
 local sh_quote = helpers.q
 D.sh_quote = sh_quote
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local read_file, write_file = helpers.read_file, helpers.write_file
 
 -- Runs a shell command; returns ok, output (stdout and stderr together).
 local run, first_line = helpers.run, helpers.first_line
@@ -121,18 +108,10 @@ end
 
 local mktemp = helpers.tmpdir
 
+-- Polls fn every 0.1 s until it holds; raises after `seconds`.
 local function wait_until(what, seconds, fn)
-  local deadline = socket.gettime() + seconds
-  local delay = 0.02
-  while true do
-    local ok, detail = fn()
-    if ok then return true end
-    if socket.gettime() > deadline then
-      error(("%s: not ready after %d s%s"):format(what, seconds, detail and (": " .. detail) or ""), 0)
-    end
-    socket.sleep(delay)
-    delay = math.min(delay * 1.5, 0.25)
-  end
+  if not helpers.poll(fn, seconds, 0.1) then error(("%s: not ready after %d s"):format(what, seconds), 0) end
+  return true
 end
 
 ------------------------------------------------------------------ PostgreSQL

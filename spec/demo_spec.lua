@@ -1,5 +1,6 @@
 -- The demo connector (examples/demo): its deterministic data generator, and
 -- the connector itself through c:handle (no HTTP) and through `serve`.
+local helpers = require "helpers"
 local S = require "serve_helpers"
 local cjson = require "cjson"
 
@@ -84,7 +85,7 @@ describe("demo data generator", function()
       end
       io.write(n, " ", math.floor(peak - before))
     ]]
-    local p = io.popen(require("helpers").runtime .. " -e " .. S.shell_quote(script))
+    local p = io.popen(helpers.runtime .. " -e " .. S.shell_quote(script))
     local out = p:read("*a")
     p:close()
     local n, grew = out:match("^(%d+) (%-?%d+)$")
@@ -101,12 +102,7 @@ describe("demo connector", function()
   local function handle(path, body)
     local status, headers, answer = c:handle({ method = "POST", path = path, headers = FORM,
       body = body, remote = "127.0.0.1" }, { log = function() end })
-    if type(answer) == "function" then
-      local parts = {}
-      for chunk in answer do parts[#parts + 1] = chunk end
-      answer = table.concat(parts)
-    end
-    return status, answer, headers
+    return status, helpers.drain(answer), headers
   end
 
   it("has a title and the token setting", function()

@@ -81,13 +81,9 @@ describe("the multi-machine recipe (docs/deploy.md)", function()
     local f = assert(io.open(prefix .. "/lb.conf", "w"))
     f:write(conf)
     f:close()
-    nginx = X.start_nginx(prefix, table.concat({
-      X.nginx_head(prefix, 2),
-      "http {",
-      X.nginx_http_head(prefix),
+    nginx = X.start_nginx(prefix, X.nginx_conf(prefix, 2, {
       "  include " .. prefix .. "/lb.conf;",
-      "}",
-    }, "\n"), port)
+    }), port)
 
     -- every REST call takes 30 ms at the portal, so that requests are in flight
     -- on both backends at any moment (the kill must cut some of them)

@@ -5,10 +5,10 @@
 -- SQL compares numbers with text and selects wrong rows: the spec shows that too.
 --
 -- luasql has no bound parameters, so this spec substitutes each parameter into
--- the SQL text as a literal (numbers only here, and quoted text).
+-- the SQL text as a literal (numbers only here, and quoted text: sql_helpers).
 local filter = require "biconnector.filter"
 local null = require("biconnector").null
-local sqlite = require "luasql.sqlite3"
+local H = require "sql_helpers"
 
 local FIELDS = {
   { code = "ID", name = "ID", type = "int" },
@@ -46,55 +46,18 @@ for i = 1, 600 do
   }
 end
 
-local function literal(v)
-  if v == null or v == nil then return "NULL" end
-  if type(v) == "number" then
-    if v == math.floor(v) then return string.format("%d", v) end
-    return string.format("%.17g", v)
-  end
-  return "'" .. v:gsub("'", "''") .. "'"
-end
-
-local env, db
+local db -- the epoch numbers in a SQLite table in memory
 setup(function()
-  env = assert(sqlite.sqlite3())
-  db = assert(env:connect(":memory:"))
-  assert(db:execute("CREATE TABLE t (id INTEGER PRIMARY KEY, d NUMERIC, dt NUMERIC)"))
-  assert(db:execute("BEGIN"))
+  local statements = { "CREATE TABLE t (id INTEGER PRIMARY KEY, d NUMERIC, dt NUMERIC)" }
   for i, r in ipairs(EPOCH) do
-    assert(db:execute(("INSERT INTO t VALUES (%d, %s, %s)"):format(i, literal(r[1]), literal(r[2]))))
+    statements[#statements + 1] = ("INSERT INTO t VALUES (%d, %s, %s)"):format(i, H.literal(r[1]), H.literal(r[2]))
   end
-  assert(db:execute("COMMIT"))
+  db = H.memory_db(statements)
 end)
-teardown(function()
-  if db then db:close() end
-  if env then env:close() end
-end)
+teardown(function() if db then db.close() end end)
 
-local function sql_ids(where, params)
-  local i = 0
-  local sql = where:gsub("%?", function()
-    i = i + 1
-    return literal(params[i])
-  end)
-  assert.equal(#params, i)
-  local cur = assert(db:execute("SELECT id FROM t WHERE " .. sql .. " ORDER BY 1"))
-  local ids, id = {}, cur:fetch()
-  while id do
-    ids[#ids + 1] = math.floor(tonumber(id))
-    id = cur:fetch()
-  end
-  cur:close()
-  return ids
-end
-
-local function match_ids(ast)
-  local ids = {}
-  for _, r in ipairs(ROWS) do
-    if filter.match(ast, r) then ids[#ids + 1] = r.ID end
-  end
-  return ids
-end
+local function sql_ids(where, params) return db.ids(where, params, "id") end
+local function match_ids(ast) return H.match_ids(ast, ROWS, "ID") end
 
 local function value_for(code)
   if code == "D" then

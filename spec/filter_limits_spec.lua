@@ -4,6 +4,7 @@
 -- a message naming the cap, the limit and the size received; a connector
 -- sets its own (filter_limits), within the maxima that keep the SQL engines'
 -- own limits out of reach, and its /data answers 400 over them.
+local helpers = require "helpers"
 local filter = require "biconnector.filter"
 local connector = require "biconnector.connector"
 local cjson = require "cjson"
@@ -141,14 +142,8 @@ describe("filter limits", function()
       }
     end
     local function data(c, body)
-      local status, _, out = c:handle({ method = "POST", path = "/data",
-        headers = { ["content-type"] = "application/json" }, body = cjson.encode(body) })
-      if type(out) == "function" then
-        local parts = {}
-        for chunk in out do parts[#parts + 1] = chunk end
-        out = table.concat(parts)
-      end
-      return status, out
+      local status, text = helpers.post_json(c, "/data", body)
+      return status, text
     end
 
     it("answers 400 naming the cap, with the defaults and with its own filter_limits", function()

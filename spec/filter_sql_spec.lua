@@ -10,65 +10,26 @@
 -- doubled, numbers with all 17 digits); the library itself never does that.
 local filter = require "biconnector.filter"
 local null = require("biconnector").null
-local sqlite = require "luasql.sqlite3"
+local H = require "sql_helpers"
 local cases_mod = require "sql_filter_cases" -- the generator the SQL source specs share
 
 local cases = cases_mod.new(4242)
 local FIELDS, COLUMNS, ROWS = cases.fields, cases.columns, cases.rows
 local ID = "id"
 
-local function literal(v)
-  if v == null or v == nil then return "NULL" end
-  if type(v) == "number" then
-    if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return string.format("%d", v) end
-    return string.format("%.17g", v)
-  end
-  assert(type(v) == "string" and not v:find("%z"))
-  return "'" .. v:gsub("'", "''") .. "'"
-end
-
 local function ident(name) return '"' .. name:gsub('"', '""') .. '"' end
 
-local env, db
+local db -- the cases' table in a SQLite database in memory
 setup(function()
-  env = assert(sqlite.sqlite3())
-  db = assert(env:connect(":memory:"))
-  assert(db:execute("BEGIN"))
+  local statements = {}
   -- the shared CREATE TABLE + INSERT text, one statement per line
-  for statement in cases.sql("sqlite", "t"):gmatch("[^\n]+") do assert(db:execute(statement)) end
-  assert(db:execute("COMMIT"))
+  for statement in cases.sql("sqlite", "t"):gmatch("[^\n]+") do statements[#statements + 1] = statement end
+  db = H.memory_db(statements)
 end)
+teardown(function() if db then db.close() end end)
 
-teardown(function()
-  if db then db:close() end
-  if env then env:close() end
-end)
-
-local function sql_ids(where, params)
-  local i = 0
-  local sql = where:gsub("%?", function()
-    i = i + 1
-    return literal(params[i])
-  end)
-  assert.equal(#params, i)
-  local cur = assert(db:execute("SELECT " .. ident(COLUMNS[ID]) .. " FROM t WHERE " .. sql .. " ORDER BY 1"))
-  local ids = {}
-  local id = cur:fetch()
-  while id do
-    ids[#ids + 1] = math.floor(tonumber(id))
-    id = cur:fetch()
-  end
-  cur:close()
-  return ids
-end
-
-local function match_ids(ast)
-  local ids = {}
-  for _, r in ipairs(ROWS) do
-    if filter.match(ast, r) then ids[#ids + 1] = r[ID] end
-  end
-  return ids
-end
+local function sql_ids(where, params) return db.ids(where, params, ident(COLUMNS[ID])) end
+local function match_ids(ast) return H.match_ids(ast, ROWS, ID) end
 
 local gen_group, collect_ops = cases.filter, cases_mod.collect_ops
 

@@ -6,7 +6,6 @@
 local S = require "serve_helpers"
 local H = require "sql_helpers"
 local helpers = require "helpers"
-local socket = require "socket"
 local cjson = require "cjson"
 local dev = require "biconnector.dev"
 local serve = require "biconnector.serve"
@@ -14,9 +13,7 @@ local serve = require "biconnector.serve"
 -- One raw request with the given Host line (nil: none, HTTP/1.0); -> status,
 -- the decoded JSON answer (or the text).
 local function ask(port, method, path, host, body)
-  local c = socket.tcp()
-  c:settimeout(30)
-  assert(c:connect("127.0.0.1", port))
+  local c = helpers.connect(port, 30)
   local lines = { ("%s %s HTTP/%s"):format(method, path, host and "1.1" or "1.0"), "Connection: close",
     "Content-Type: application/json", "Content-Length: " .. #(body or "") }
   if host then lines[#lines + 1] = "Host: " .. host end
@@ -77,10 +74,7 @@ describe("serve --no-auth over real HTTP", function()
     h = S.start(S.serve_command({ "sqlite://" .. db, "--no-auth", "--metrics", "--workers", "1",
       "--listen", "127.0.0.1:0", "--allow-host", "bi.example,Intranet", "--allow-host", "third.example" }))
   end)
-  teardown(function()
-    if h then S.stop(h) end
-    H.rmdir(dir)
-  end)
+  teardown(function() H.stop(h, dir) end)
 
   it("says the rule in its banner", function()
     assert.matches("Host rule (--no-auth, --dev): answers only a Host that is an IP address, localhost, "

@@ -3,17 +3,8 @@
 -- the rock into a private tree. Both run the command from another directory.
 local helpers = require "helpers"
 
-local function sh(script)
-  local errfile = os.tmpname()
-  local p = io.popen("sh -c " .. ("'" .. script:gsub("'", "'\\''") .. "'") .. " 2>" .. errfile .. "; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local f = io.open(errfile)
-  local err = f and f:read("*a") or ""
-  if f then f:close() end
-  os.remove(errfile)
-  return tonumber(out:match("rc=(%d+)%s*$")), (out:gsub("rc=%d+%s*$", "")), err
-end
+-- Runs a shell script: -> its exit status, its stdout, its stderr.
+local function sh(script) return helpers.run3("sh -c " .. helpers.q(script)) end
 
 local function top()
   local _, out = sh(("cd %q && pwd"):format(helpers.top))
@@ -50,8 +41,7 @@ describe("from a source checkout #lua54", function()
       io.stderr:write("\n*** SKIPPED: make install under the sanitizer build\n")
       return
     end
-    local tree = os.tmpname()
-    os.remove(tree)
+    local tree = helpers.tmp_path("tree")
     local rc, out, err = sh(("cd %q && make install PREFIX=%q"):format(top(), tree))
     assert.equal(0, rc, out .. err)
     assert.matches("installed into " .. tree:gsub("%p", "%%%0"), out)

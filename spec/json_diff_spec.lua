@@ -4,6 +4,7 @@
 --   decode(cjson.encode(v))  equals v for values lua-cjson writes exactly.
 -- Debian's lua-cjson 2.1.0 prints numbers with at most 14 significant digits
 -- and reads every number as a double: the comparisons follow those limits.
+local helpers = require "helpers"
 local json = require("biconnector").json
 local ok_cjson, cjson = pcall(require, "cjson")
 
@@ -97,34 +98,10 @@ local function random_value(depth, exact)
 end
 
 -- Strict equality: number subtypes and array markers must survive.
-local function same(a, b)
-  if type(a) ~= type(b) then return false end
-  if type(a) == "number" then return a == b and (not has_integers or math.type(a) == math.type(b)) end
-  if type(a) ~= "table" then return a == b end
-  if getmetatable(a) ~= getmetatable(b) then return false end
-  for k, v in pairs(a) do
-    if not same(v, b[k]) then return false end
-  end
-  for k in pairs(b) do
-    if a[k] == nil then return false end
-  end
-  return true
-end
+local function same(a, b) return helpers.deep_equal(a, b, true) end
 
 -- Equality as lua-cjson can hold it: numbers as doubles, no array markers.
-local function as_double(x) return x + 0.0 end
-local function loose(a, b)
-  if type(a) ~= type(b) then return false end
-  if type(a) == "number" then return as_double(a) == as_double(b) end
-  if type(a) ~= "table" then return a == b end
-  for k, v in pairs(a) do
-    if not loose(v, b[k]) then return false end
-  end
-  for k in pairs(b) do
-    if a[k] == nil then return false end
-  end
-  return true
-end
+local function loose(a, b) return helpers.deep_equal(a, b, false) end
 
 local function show(v) return (json.encode(v, { sort_keys = true })) end
 

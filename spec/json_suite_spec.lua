@@ -5,12 +5,7 @@ local json = require("biconnector").json
 
 local shared = helpers.shared_dir("the JSONTestSuite spec")
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local function read(path) return assert(helpers.read_file(path), "cannot read " .. path) end
 
 local function list(dir)
   local names = {}
@@ -24,19 +19,7 @@ local function list(dir)
 end
 
 -- Deep equality that also compares number subtypes and array markers.
-local function same(a, b)
-  if type(a) ~= type(b) then return false end
-  if type(a) == "number" then return a == b and (not math.type or math.type(a) == math.type(b)) end
-  if type(a) ~= "table" then return a == b end
-  if getmetatable(a) ~= getmetatable(b) then return false end
-  for k, v in pairs(a) do
-    if not same(v, b[k]) then return false end
-  end
-  for k in pairs(b) do
-    if a[k] == nil then return false end
-  end
-  return true
-end
+local function same(a, b) return helpers.deep_equal(a, b, true) end
 
 describe("JSONTestSuite test_parsing", function()
   if not shared then

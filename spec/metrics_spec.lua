@@ -215,10 +215,7 @@ describe("biconnector.ngx metrics", function()
     prefix = X.tmpdir("nginx-metrics")
     port = helpers.free_port()
     local demo = X.TOP .. "/examples/demo/connector.lua"
-    nginx = X.start_nginx(prefix, table.concat({
-      X.nginx_head(prefix, 2),
-      "http {",
-      X.nginx_http_head(prefix),
+    nginx = X.start_nginx(prefix, X.nginx_conf(prefix, 2, {
       "  access_log off;",
       "  lua_shared_dict biconnector_metrics 1m;",
       "  server {",
@@ -226,8 +223,7 @@ describe("biconnector.ngx metrics", function()
       ("    location / { content_by_lua_block { require('biconnector.ngx').serve(%q, { metrics = 'biconnector_metrics' }) } }"):format(demo),
       "    location = /metrics { content_by_lua_block { require('biconnector.ngx').metrics('biconnector_metrics') } }",
       "  }",
-      "}",
-    }, "\n"), port)
+    }), port)
   end)
   teardown(function()
     if nginx then nginx.stop() end

@@ -5,7 +5,6 @@
 -- LuaJIT build of the C core (BIC_BUILD under luajit, else BIC_BUILD_LUAJIT or
 -- BIC_TOP/build-luajit), so these specs run under either busted runtime.
 local helpers = require "helpers"
-local socket = require "socket"
 local cjson = require "cjson"
 
 local concat, format = table.concat, string.format
@@ -17,26 +16,10 @@ M.MODULES = os.getenv("BIC_NGINX_MODULES") or "/usr/lib/nginx/modules"
 
 M.sh, M.popen = helpers.sh, io.popen
 
-function M.readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+M.readable, M.write = helpers.exists, helpers.write_file
 
 -- The file's text, "" when it is not there.
-function M.read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-function M.write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+function M.read(path) return helpers.read_file(path) or "" end
 
 function M.find_nginx()
   for _, p in ipairs({ os.getenv("BIC_NGINX") or "", "/usr/sbin/nginx", "/usr/local/sbin/nginx" }) do
@@ -87,19 +70,11 @@ function M.remove_prefix(prefix)
   end
 end
 
-function M.alive(pid)
-  local stat = M.read("/proc/" .. pid .. "/stat")
-  if stat == "" then return false end
-  return stat:match("^%d+ %b() (%a)") ~= "Z" -- a zombie nobody reaped is gone for us
-end
+M.alive = helpers.alive
 
+-- Polls predicate every 50 ms for `seconds`: -> whether it held.
 function M.wait_until(predicate, seconds)
-  local deadline = socket.gettime() + seconds
-  while socket.gettime() < deadline do
-    if predicate() then return true end
-    socket.sleep(0.05)
-  end
-  return predicate()
+  return helpers.poll(predicate, seconds, 0.05) ~= nil
 end
 
 -- A whole nginx.conf for a test: one worker, the Lua module, the thread pool
@@ -107,7 +82,8 @@ end
 -- `lines` (the spec's own) inside the http block.
 -- opts.env: names of environment variables the workers may read;
 -- opts.package_path: more entries for lua_package_path (";"-separated);
--- opts.workers: worker processes (1); opts.thread_pool = false: no pool.
+-- opts.workers: worker processes (1); opts.thread_pool = false: no pool;
+-- opts.worker_connections (64); opts.check_client_abort = false: nginx's default.
 function M.conf(prefix, lines, opts)
   opts = opts or {}
   local out = {
@@ -123,11 +99,11 @@ function M.conf(prefix, lines, opts)
   if opts.package_path then path = path .. opts.package_path .. ";" end
   if opts.thread_pool ~= false then out[#out + 1] = "thread_pool biconnector threads=4;" end
   for _, line in ipairs({
-    "events { worker_connections 64; }",
+    "events { worker_connections " .. (opts.worker_connections or 64) .. "; }",
     "http {",
     format('  lua_package_path "%s;";', path),
     format('  lua_package_cpath "%s/?.so;;";', M.luajit_build()),
-    "  lua_check_client_abort on;",
+    opts.check_client_abort ~= false and "  lua_check_client_abort on;" or "",
     "  client_body_temp_path " .. prefix .. "/body;",
     "  proxy_temp_path " .. prefix .. "/proxy;",
     "  fastcgi_temp_path " .. prefix .. "/fastcgi;",
@@ -179,14 +155,15 @@ function M.stop(h)
   h.pid = nil
 end
 
+-- A teardown's work: stops nginx (if it started) and removes its prefix.
+function M.stop_and_remove(h, prefix)
+  M.stop(h)
+  M.remove_prefix(prefix)
+end
+
 ---------------------------------------------------------------- HTTP client
 
-function M.connect(port, timeout)
-  local s = socket.tcp()
-  s:settimeout(timeout)
-  assert(s:connect("127.0.0.1", port))
-  return s
-end
+M.connect = helpers.connect
 
 -- POSTs a JSON body on sock (Connection: close) and reads the whole answer,
 -- a chunked body joined. -> status, body text

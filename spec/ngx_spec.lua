@@ -6,7 +6,6 @@
 -- so this spec runs under either busted runtime.
 local helpers = require "helpers"
 local cjson = require "cjson"
-local socket = require "socket"
 
 local concat, format = table.concat, string.format
 
@@ -72,12 +71,7 @@ local function exchange(sock, method, path, body, headers, keep_alive)
   return r
 end
 
-local function connect(port)
-  local sock = socket.tcp()
-  sock:settimeout(20)
-  assert(sock:connect("127.0.0.1", port))
-  return sock
-end
+local function connect(port) return helpers.connect(port, 20) end
 
 -- One request on a new connection.
 local function request(port, method, path, body, headers)
@@ -206,10 +200,7 @@ describe("biconnector.ngx #ngx", function()
     h = start_nginx(prefix, conf, port)
   end)
 
-  teardown(function()
-    stop_nginx(h)
-    N.remove_prefix(prefix)
-  end)
+  teardown(function() N.stop_and_remove(h, prefix) end)
 
   describe("the minimal example (prefix derived from the URI)", function()
     local function post(path, body, headers) return request(port, "POST", "/minimal" .. path, body, headers) end
@@ -330,9 +321,7 @@ describe("biconnector.ngx #ngx", function()
       local p = popen("pgrep -P " .. h.pid)
       local worker = p:read("*l")
       p:close()
-      local sock = socket.tcp()
-      sock:settimeout(20)
-      assert(sock:connect("127.0.0.1", port))
+      local sock = helpers.connect(port, 20)
       local body = "{" .. conn_json .. ',"table":"deals_1m"}'
       sock:send("POST /demo/data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         .. "Content-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body)
@@ -369,9 +358,7 @@ describe("biconnector.ngx #ngx", function()
     end)
 
     it("stops streaming when the client goes away", function()
-      local sock = socket.tcp()
-      sock:settimeout(10)
-      assert(sock:connect("127.0.0.1", port))
+      local sock = helpers.connect(port, 10)
       local body = "{" .. conn_json .. ',"table":"deals_5m"}'
       sock:send("POST /demo/data HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         .. "Content-Length: " .. #body .. "\r\n\r\n" .. body)
@@ -500,10 +487,7 @@ describe("examples/nginx/nginx.conf #ngx", function()
   end
   local h, prefix
 
-  teardown(function()
-    stop_nginx(h)
-    N.remove_prefix(prefix)
-  end)
+  teardown(function() N.stop_and_remove(h, prefix) end)
 
   it("docs/openresty.md: the configuration shown passes nginx -t", function()
     local doc = read(TOP .. "/docs/openresty.md")

@@ -17,11 +17,9 @@ local function have_script()
   return v:find("util%-linux") ~= nil
 end
 
+-- A file's text ("" when it is not there), the file removed.
 local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
+  local s = helpers.read_file(path) or ""
   os.remove(path)
   return s
 end
@@ -44,10 +42,7 @@ end
 
 -- Runs with stdout and stderr to files: -> exit code, stdout, stderr.
 local function off_terminal(env, args)
-  local outfile, errfile = os.tmpname(), os.tmpname()
-  local ok, _, code = os.execute(command(env, args) .. " >" .. S.shell_quote(outfile) .. " 2>" .. S.shell_quote(errfile))
-  if type(ok) == "number" then code = ok / 256 end
-  return code, read(outfile), read(errfile)
+  return helpers.run3(command(env, args))
 end
 
 -- The status lines written, in order (each starts with ESC_LINE).

@@ -36,11 +36,7 @@ local function changes(stats)
   return n
 end
 
-local function sink()
-  local s = { text = "" }
-  function s:write(...) for _, v in ipairs({ ... }) do self.text = self.text .. tostring(v) end return self end
-  return s
-end
+local sink = helpers.sink -- :write(...) appends to .text
 
 -- A connector object whose tables and columns a test changes between runs.
 local function changing_connector(tables)
@@ -106,15 +102,7 @@ describe("biconnector register against the local portal", function()
   local function cli(args, environment)
     local parts = { environment or env(), helpers.runtime, "bin/biconnector", "register" }
     for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end
-    local errfile = os.tmpname()
-    local p = io.popen(table.concat(parts, " ") .. " 2>" .. errfile .. "; echo \"rc=$?\"")
-    local out = p:read("*a")
-    p:close()
-    local f = io.open(errfile)
-    local err = f and f:read("*a") or ""
-    if f then f:close() end
-    os.remove(errfile)
-    return tonumber(out:match("rc=(%d+)%s*$")), (out:gsub("rc=%d+%s*$", "")), err
+    return helpers.run3(table.concat(parts, " ")) -- -> exit status, stdout, stderr
   end
 
   local function client_for()
@@ -543,11 +531,7 @@ describe("biconnector register against the local portal", function()
     end)
 
     it("says the portal did not reach the connector when the settings are right (a local address: why), on create and on update", function()
-      local socket = require "socket"
-      local probe = assert(socket.bind("127.0.0.1", 0))
-      local _, dead_port = probe:getsockname()
-      probe:close() -- nothing listens there now
-      local dead = "http://127.0.0.1:" .. dead_port
+      local dead = "http://127.0.0.1:" .. helpers.free_port() -- nothing listens there
       local rc, _, err = cli({ MINIMAL, "--base-url", dead, "--setting", "token=m1n" })
       assert.equal(1, rc)
       assert.matches("SOURCE_CREATE_CONNECTION_ERROR", err)
@@ -563,20 +547,11 @@ describe("biconnector register against the local portal", function()
   end)
 
   it("runs the Lua example of docs/verify.md", function()
-    local f = assert(io.open(helpers.top .. "/docs/verify.md"))
-    local text = f:read("*a")
-    f:close()
-    local code = text:match("```lua\n(%-%- CLIENT: .-)```")
+    local code = helpers.lua_block("docs/verify.md", "-- CLIENT: ")
     assert.is_string(code)
     local client = client_for()
     local sandbox = setmetatable({ CLIENT = client }, { __index = _G })
-    local chunk
-    if setfenv then
-      chunk = assert(loadstring(code, "=docs/verify.md register example"))
-      setfenv(chunk, sandbox)
-    else
-      chunk = assert(load(code, "=docs/verify.md register example", "t", sandbox))
-    end
+    local chunk = helpers.load(code, "=docs/verify.md register example", sandbox)
     chunk()
     chunk() -- a second run finds everything in place
     local st = portal:stats().state

@@ -1,5 +1,6 @@
 -- biconnector.rest against the local portal: calls, errors, renewal, limits,
 -- retries and faults, paging, batches.
+local helpers = require "helpers"
 local rest = require "biconnector.rest"
 local core = require "biconnector.core"
 local control = require "portal.control"
@@ -331,10 +332,7 @@ describe("biconnector.rest", function()
     end)
 
     it("gives up on a dead portal after max_retries with CONNECT_FAILED", function()
-      local socket = require "socket"
-      local s = assert(socket.bind("127.0.0.1", 0))
-      local _, port = s:getsockname()
-      s:close()
+      local port = helpers.free_port() -- nothing listens there
       local c = assert(rest.new { webhook = "http://127.0.0.1:" .. port .. "/rest/1/abcd/", max_retries = 3, backoff_base = 0.001 })
       local _, err = c:call("profile")
       assert.equal("CONNECT_FAILED", err.code)

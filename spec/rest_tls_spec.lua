@@ -1,6 +1,7 @@
 -- Certificates: the client verifies them by default; a private CA can be
 -- given, or checking disabled explicitly. The portal serves HTTPS with a
 -- self-signed certificate made here with openssl.
+local helpers = require "helpers"
 local rest = require "biconnector.rest"
 local http = require("biconnector.core").http
 local control = require "portal.control"
@@ -14,9 +15,7 @@ end
 describe("TLS", function()
   local portal, dir, cert
   setup(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
+    dir = helpers.tmpdir("tls")
     cert = dir .. "/cert.pem"
     local made = os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s -days 2 " ..
       "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1"):format(dir, cert))
@@ -25,7 +24,7 @@ describe("TLS", function()
   end)
   teardown(function()
     if portal then portal:stop() end
-    os.execute("rm -rf " .. dir)
+    helpers.rmdir(dir)
   end)
 
   it("core.http refuses an unknown certificate, accepts it with ca_file or verify=false", function()

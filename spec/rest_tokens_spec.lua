@@ -104,36 +104,14 @@ describe("token stores", function()
     assert(tokens.file(path):set({ access_token = "initial-access", refresh_token = "initial-refresh" }))
     local barrier = os.tmpname()
     os.remove(barrier)
-    -- Under the sanitizer build, LeakSanitizer's exit-time scan crashes in these
-    -- short-lived workers while walking glibc's dynamic TLS ("Tracer caught
-    -- signal 11", DTLS with a bogus range); ASan's memory checks stay on, only
-    -- the workers' leak scan is off. The spec's own process keeps it.
-    local env = helpers.sanitized
-      and "ASAN_OPTIONS=\"${ASAN_OPTIONS:-}:detect_leaks=0\" " or ""
     local procs = {}
-    for i = 1, 8 do
-      procs[i] = io.popen(("%s%s %s/spec/portal/token_worker.lua %s %s 30 %s 2>&1")
-        :format(env, helpers.runtime, helpers.top, portal.base, path, barrier))
-    end
+    for i = 1, 8 do procs[i] = io.popen(control.worker_command(portal, path, 30, barrier) .. " 2>&1") end
     -- every worker has read the store; now the access token expires and they all start
-    local ready = 0
-    for _ = 1, 2000 do
-      local p = io.popen("ls " .. barrier .. ".ready.* 2>/dev/null | wc -l")
-      ready = tonumber(p:read("*l"))
-      p:close()
-      if ready == 8 then break end
-      require("biconnector.core").http.sleep(0.01)
-    end
-    assert.equal(8, ready)
+    local ready = helpers.poll(function() return control.workers_ready(barrier) == 8 end, 20, 0.01)
+    assert.is_true(ready, "8 workers ready: " .. tostring(control.workers_ready(barrier)))
     portal:control({ action = "expire" })
     io.open(barrier, "w"):close()
-    local renewed_by = 0
-    for i = 1, 8 do
-      local out = procs[i]:read("*a")
-      procs[i]:close()
-      assert.matches("^OK 30 renewals [01]\n$", out)
-      renewed_by = renewed_by + tonumber(out:match("renewals (%d)"))
-    end
+    local renewed_by = control.renewals(procs, 30) -- each said "OK 30 renewals 0|1"
     local s = portal:stats().stats
     portal:stop()
     assert.equal(1, s.renewals)

@@ -4,30 +4,15 @@
 local helpers = require "helpers"
 local N = require "ngx_helpers"
 local socket = require "socket"
-local http = require("biconnector.core").http
 
 local M = {}
 
 M.TOP = N.TOP
 M.MODULES = N.MODULES
-M.NGINX = N.find_nginx() or "/usr/sbin/nginx"
 M.REDIS = os.getenv("BIC_REDIS_SERVER") or "/usr/bin/redis-server"
 
-local function readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-M.readable = readable
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-M.read_file = read_file
+local readable, read_file = helpers.exists, helpers.read_file
+M.readable, M.read_file = readable, read_file
 
 -- A fresh directory the servers' users can read (nginx workers, redis).
 function M.tmpdir(tag)
@@ -39,22 +24,13 @@ end
 -- Waits (bounded by `tries` steps of 10 ms) until f() is true; returns its value.
 -- On a time-out, explain() (if given) adds what may tell why.
 function M.wait(what, f, tries, explain)
-  for _ = 1, tries or 1000 do
-    local v = f()
-    if v then return v end
-    http.sleep(0.01)
-  end
-  error("timed out waiting for " .. what .. (explain and (": " .. tostring(explain())) or ""), 2)
+  return helpers.wait(what, (tries or 1000) * 0.01, f, explain, 0.01)
 end
 
 -- Starts `cmd` in the background (stdout and stderr to `log`); returns its pid.
 M.spawn = helpers.spawn
 
-function M.alive(pid)
-  local stat = read_file("/proc/" .. pid .. "/stat")
-  local state = stat and stat:match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
+M.alive = helpers.alive
 
 function M.redis_missing()
   if not readable(M.REDIS) then return "redis-server is not installed (Debian: redis-server)" end
@@ -108,53 +84,30 @@ end
 M.luajit_build = N.luajit_build
 M.nginx_missing = N.missing
 
--- The lines every test nginx.conf starts with, and the ones its http block opens with.
-function M.nginx_head(prefix, workers)
-  return table.concat({
-    "load_module " .. M.MODULES .. "/ndk_http_module.so;",
-    "load_module " .. M.MODULES .. "/ngx_http_lua_module.so;",
-    "worker_processes " .. (workers or 2) .. ";",
-    helpers.nginx_user_line(),
-    "pid " .. prefix .. "/nginx.pid;",
-    "error_log " .. prefix .. "/logs/error.log notice;",
-    "events { worker_connections 256; }",
-  }, "\n")
+-- A test nginx.conf (ngx_helpers.conf) with `workers` worker processes and
+-- `lines` in its http block: 256 connections a worker, no thread pool,
+-- nginx's own lua_check_client_abort.
+function M.nginx_conf(prefix, workers, lines)
+  return N.conf(prefix, lines, { workers = workers, worker_connections = 256, thread_pool = false,
+    check_client_abort = false })
 end
 
-function M.nginx_http_head(prefix)
-  return table.concat({
-    ('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";'):format(M.TOP, M.TOP),
-    ('  lua_package_cpath "%s/?.so;;";'):format(M.luajit_build()),
-    "  client_body_temp_path " .. prefix .. "/body;",
-    "  proxy_temp_path " .. prefix .. "/proxy;",
-    "  fastcgi_temp_path " .. prefix .. "/fastcgi;",
-    "  uwsgi_temp_path " .. prefix .. "/uwsgi;",
-    "  scgi_temp_path " .. prefix .. "/scgi;",
-  }, "\n")
-end
-
--- Starts nginx on conf (text) in prefix; waits for port. Returns {pid, stop()}.
+-- Starts nginx on conf (text) in prefix (ngx_helpers.start: our child, its
+-- port bound). Returns {pid, stop(), error_log(), remove()}: remove() stops it
+-- and removes prefix.
 function M.start_nginx(prefix, conf, port)
   assert(os.execute("mkdir -p " .. prefix .. "/logs"))
-  local f = assert(io.open(prefix .. "/nginx.conf", "w"))
-  f:write(conf)
-  f:close()
-  local n = {}
-  n.pid = M.spawn(("%s -p %s -c %s/nginx.conf -e %s/logs/error.log -g 'daemon off;'")
-    :format(M.NGINX, prefix, prefix, prefix))
-  M.wait("nginx to listen on " .. port, function()
-    local c = socket.connect("127.0.0.1", port)
-    if c then c:close() return true end
-    if not M.alive(n.pid) then error("nginx did not start: " .. (read_file(prefix .. "/logs/error.log") or "")) end
-  end, 1000)
+  local h = N.start(prefix, conf, port)
+  local n = { pid = h.pid }
   function n.stop()
-    if n.pid then
-      os.execute("kill -QUIT " .. n.pid .. " 2>/dev/null")
-      M.wait("nginx to stop", function() return not M.alive(n.pid) end, 1000)
-      n.pid = nil
-    end
+    N.stop(h)
+    n.pid = nil
   end
-  function n.error_log() return read_file(prefix .. "/logs/error.log") or "" end
+  function n.error_log() return N.read(h.error_log) end
+  function n.remove()
+    n.stop()
+    os.execute("rm -rf " .. helpers.q(prefix))
+  end
   return n
 end
 

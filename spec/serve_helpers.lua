@@ -5,28 +5,11 @@ local helpers = require "helpers"
 
 local S = {}
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file, tmp_path = helpers.read_file, helpers.tmp_path
 S.read_file = read_file
 
-local function tmp_path(tag)
-  local p = os.tmpname()
-  os.remove(p)
-  return p .. "-" .. tag
-end
-
 -- Is a process alive (and not a zombie)?
-function S.alive(pid)
-  local stat = read_file("/proc/" .. pid .. "/stat")
-  if not stat then return false end
-  local state = stat:match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
+S.alive = helpers.alive
 
 -- Direct children of a process (the workers of a serve master).
 function S.children(pid)
@@ -79,29 +62,21 @@ end
 -- "listening on http(s)://HOST:PORT" line. Returns a handle {pid, port, out, err}.
 function S.start(command, env)
   local h = S.background(command, env)
-  for _ = 1, 400 do
+  helpers.poll(function()
     h.pid = h.pid or tonumber(read_file(h.pidfile) or "")
     local port = (read_file(h.out) or ""):match("listening on https?://[^\n]-:(%d+)\n")
-    if h.pid and port then
-      h.port = tonumber(port)
-      return h
-    end
-    if read_file(h.rcfile) then break end
-    socket.sleep(0.025)
-  end
+    if h.pid and port then h.port = tonumber(port) end
+    return h.port or read_file(h.rcfile) -- listening, or ended
+  end, 10, 0.025)
+  if h.port then return h end
   error(("server did not start: %s\nstdout: %s\nstderr: %s"):format(command,
     read_file(h.out) or "", read_file(h.err) or ""))
 end
 
 -- Exit status once the process has ended (nil while it runs); waits up to `seconds`.
 function S.wait_exit(h, seconds)
-  local deadline = socket.gettime() + (seconds or 10)
-  repeat
-    local rc = read_file(h.rcfile)
-    if rc and rc:match("%d") then return tonumber(rc:match("%d+")) end
-    socket.sleep(0.02)
-  until socket.gettime() > deadline
-  return nil
+  local rc = helpers.poll(function() return (read_file(h.rcfile) or ""):match("%d+") end, seconds or 10)
+  return rc and tonumber(rc)
 end
 
 -- Sends SIGTERM (or `signal`) and waits for the exit status; kills hard after 15 s.
@@ -121,6 +96,18 @@ end
 
 function S.stderr(h) return h.stderr or read_file(h.err) or "" end
 function S.stdout(h) return h.stdout or read_file(h.out) or "" end
+
+-- The server's stderr once it holds `text` (a Lua pattern, or plain text when
+-- plain), else as it is after `seconds` (default 5): the spec's assertions
+-- then say what is missing.
+function S.wait_stderr(h, text, plain, seconds)
+  local log
+  helpers.poll(function()
+    log = S.stderr(h)
+    return log:find(text, 1, plain)
+  end, seconds or 5)
+  return log
+end
 
 -- Decodes a chunked body; returns the body or nil, err.
 local function dechunk(raw)
@@ -166,6 +153,24 @@ function S.request(port, method, path, body, headers, timeout)
     rest = decoded
   end
   return { status = status, headers = hdrs, body = rest, raw = raw }
+end
+
+-- POSTs value as a JSON body to path (one request, S.request): -> status, body;
+-- raises when no answer came.
+function S.post_json(port, path, value)
+  local r = assert(S.request(port, "POST", path, require("cjson").encode(value),
+    { ["Content-Type"] = "application/json" }))
+  return r.status, r.body
+end
+
+-- Sends a POST /data of `tbl` with the token, as JSON, over a connection of its
+-- own (timeout 30 s) and reads nothing: -> the connection.
+function S.send_data(port, token, tbl)
+  local c = helpers.connect(port, 30)
+  local body = require("cjson").encode({ connection = { token = token }, table = tbl })
+  c:send("POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+    .. #body .. "\r\n\r\n" .. body)
+  return c
 end
 
 -- Counts the rows of a streamed urlData answer without holding it: each

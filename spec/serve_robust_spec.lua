@@ -1,5 +1,6 @@
 -- Robustness of `biconnector serve`: bad requests, stalls, disconnects and
 -- failing handlers; after each, a valid request succeeds and the server lives.
+local helpers = require "helpers"
 local S = require "serve_helpers"
 local socket = require "socket"
 local cjson = require "cjson"
@@ -57,9 +58,7 @@ describe("biconnector serve robustness (demo connector)", function()
   end)
 
   it("a request that sends headers and stalls is dropped after the idle timeout", function()
-    local c = socket.tcp()
-    c:settimeout(10)
-    assert(c:connect("127.0.0.1", h.port))
+    local c = helpers.connect(h.port, 10)
     c:send("POST /data HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\nconnection")
     valid_request_succeeds() -- others are served meanwhile
     local started = socket.gettime()
@@ -71,9 +70,7 @@ describe("biconnector serve robustness (demo connector)", function()
   end)
 
   it("a body shorter than its Content-Length, then a hang-up, harms nothing", function()
-    local c = socket.tcp()
-    c:settimeout(5)
-    assert(c:connect("127.0.0.1", h.port))
+    local c = helpers.connect(h.port, 5)
     c:send("POST /data HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\nconnection[token]=demo")
     c:close()
     valid_request_succeeds()
@@ -86,20 +83,13 @@ describe("biconnector serve robustness (demo connector)", function()
   end)
 
   it("a client that disconnects in the middle of a large answer stops its stream", function()
-    local c = socket.tcp()
-    c:settimeout(10)
-    assert(c:connect("127.0.0.1", h.port))
+    local c = helpers.connect(h.port, 10)
     local body = "connection[token]=demo-token&table=deals_5m"
     c:send("POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n" ..
       "Content-Length: " .. #body .. "\r\n\r\n" .. body)
     assert(c:receive(300000))
     c:close()
-    local line
-    for _ = 1, 250 do
-      line = S.stderr(h):match("[^\n]*table=deals_5m[^\n]*")
-      if line then break end
-      socket.sleep(0.02)
-    end
+    local line = helpers.poll(function() return S.stderr(h):match("[^\n]*table=deals_5m[^\n]*") end, 5)
     assert.is_not_nil(line, "no access line for the abandoned answer")
     assert.matches("status=200", line)
     assert.is_nil(line:find("end=ok", 1, true))

@@ -116,6 +116,13 @@ describe("core.server over HTTP", function()
     assert.is_true(S.alive(h.pid))
   end
 
+  -- GET path is answered with status and exactly body.
+  local function assert_get(path, status, body)
+    local r = assert(S.request(h.port, "GET", path))
+    assert.equals(status, r.status)
+    assert.equals(body, r.body)
+  end
+
   it("hands method, path, query, lower-case headers, body and remote to the handler", function()
     local r = assert(S.request(h.port, "POST", "/echo?a=1&b=two", "hello=world",
       { ["X-Custom"] = "Value", ["Content-Type"] = "application/x-www-form-urlencoded" }))
@@ -140,25 +147,16 @@ describe("core.server over HTTP", function()
   end)
 
   it("skips empty chunks from an iterator", function()
-    local r = assert(S.request(h.port, "GET", "/empties"))
-    assert.equals(200, r.status)
-    assert.equals("part1\npart2\npart3\n", r.body)
+    assert_get("/empties", 200, "part1\npart2\npart3\n")
   end)
 
   it("serves others while an iterator gives only empty chunks, and drops it once its client is gone", function()
-    local c = socket.tcp()
-    c:settimeout(5)
-    assert(c:connect("127.0.0.1", h.port))
+    local c = helpers.connect(h.port, 5)
     c:send("GET /forever_empty HTTP/1.1\r\nHost: x\r\n\r\n")
     assert.matches("^HTTP/1.1 200", c:receive("*l"))
     ok_after()
     c:close()
-    local log
-    for _ = 1, 250 do
-      log = S.stderr(h)
-      if log:find("finish /forever_empty", 1, true) then break end
-      socket.sleep(0.02)
-    end
+    local log = S.wait_stderr(h, "finish /forever_empty", true)
     -- nothing is ever written, so the idle timeout is what notices the client left
     local how = log:match("finish /forever_empty (%a+)")
     assert.is_truthy(how == "timeout" or how == "aborted", log)
@@ -166,9 +164,7 @@ describe("core.server over HTTP", function()
   end)
 
   it("answers 204 with no body when the handler gives nil", function()
-    local r = assert(S.request(h.port, "GET", "/empty"))
-    assert.equals(204, r.status)
-    assert.equals("", r.body)
+    assert_get("/empty", 204, "")
   end)
 
   it("answers 500 with a JSON error when the handler raises, and serves on", function()
@@ -187,14 +183,9 @@ describe("core.server over HTTP", function()
   end)
 
   it("logs a finish callback that raises, the answer already sent", function()
-    local r = assert(S.request(h.port, "GET", "/bad_finish"))
-    assert.equals(200, r.status)
-    assert.equals("fine", r.body)
-    for _ = 1, 100 do
-      if S.stderr(h):find("finish raised on purpose", 1, true) then break end
-      socket.sleep(0.02)
-    end
-    assert.matches("finish callback failed: .*finish raised on purpose", S.stderr(h))
+    assert_get("/bad_finish", 200, "fine")
+    assert.matches("finish callback failed: .*finish raised on purpose",
+      S.wait_stderr(h, "finish raised on purpose", true))
     ok_after()
   end)
 
@@ -227,9 +218,7 @@ describe("core.server over HTTP", function()
     local r = assert(S.request(h.port, "POST", "/echo", ("a"):rep(1001)))
     assert.equals(413, r.status)
     assert.equals("payload_too_large", cjson.decode(r.body).error)
-    local c = socket.tcp()
-    c:settimeout(10)
-    assert(c:connect("127.0.0.1", h.port))
+    local c = helpers.connect(h.port, 10)
     local chunk = ("b"):rep(600)
     c:send("POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n" ..
       ("%x\r\n%s\r\n"):format(#chunk, chunk):rep(3) .. "0\r\n\r\n")
@@ -243,9 +232,7 @@ describe("core.server over HTTP", function()
   end)
 
   it("drops a connection that sends headers and stalls, serving others meanwhile", function()
-    local c = socket.tcp()
-    c:settimeout(5)
-    assert(c:connect("127.0.0.1", h.port))
+    local c = helpers.connect(h.port, 5)
     c:send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
     ok_after() -- served while the stalled one waits
     local started = socket.gettime()
@@ -257,18 +244,11 @@ describe("core.server over HTTP", function()
   end)
 
   it("stops the iterator and frees it when the client disconnects mid-stream", function()
-    local c = socket.tcp()
-    c:settimeout(10)
-    assert(c:connect("127.0.0.1", h.port))
+    local c = helpers.connect(h.port, 10)
     c:send("GET /stream?n=999999&size=1000 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert(c:receive(200000))
     c:close()
-    local log
-    for _ = 1, 200 do
-      log = S.stderr(h)
-      if log:find("finish /stream%?n=999999 %a+ chunks=%d+\n") then break end
-      socket.sleep(0.02)
-    end
+    local log = S.wait_stderr(h, "finish /stream%?n=999999 %a+ chunks=%d+\n")
     local how, chunks = log:match("finish /stream%?n=999999 (%a+) chunks=(%d+)")
     assert.is_not_nil(how, log)
     assert.equals("aborted", how)
@@ -317,9 +297,7 @@ end)
 describe("core.server graceful stop", function()
   it("on SIGTERM stops accepting, finishes the answer in flight, and exits 0", function()
     local h = start({ GRACE = "10" })
-    local c = socket.tcp()
-    c:settimeout(20)
-    assert(c:connect("127.0.0.1", h.port))
+    local c = helpers.connect(h.port, 20)
     -- 20 MB streamed: far more than the socket buffers hold, so it is in flight
     c:send("GET /stream?n=20000&size=1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert(c:receive(100000))

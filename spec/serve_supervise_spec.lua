@@ -2,19 +2,14 @@
 -- growing delays (logged with the exit cause); SIGHUP reloads the connector
 -- file in every worker without dropping a connection or failing a request; a
 -- file that no longer loads keeps the old connector and the log says why.
+local helpers = require "helpers"
 local S = require "serve_helpers"
 local socket = require "socket"
 
 local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
 
-local function wait_for(what, tries, f)
-  for _ = 1, tries do
-    local v = f()
-    if v then return v end
-    socket.sleep(0.02)
-  end
-  error("timed out waiting for " .. what)
-end
+-- f's first true value, polled every 20 ms `tries` times at most.
+local function wait_for(what, tries, f) return helpers.wait(what, tries * 0.02, f) end
 
 -- A connector whose one table is named after `version`; describing the table
 -- "die" ends the worker with exit code 3.
@@ -58,13 +53,11 @@ end
 describe("biconnector serve supervision", function()
   local dir, file
   before_each(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
+    dir = helpers.tmpdir("supervise")
     file = dir .. "/connector.lua"
     write(file, connector_source("1"))
   end)
-  after_each(function() os.execute("rm -rf " .. dir) end)
+  after_each(function() helpers.rmdir(dir) end)
 
   it("restarts a worker that keeps dying with growing delays, logging the exit cause", function()
     local h = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0", "--workers", "2" }))

@@ -1,19 +1,12 @@
 -- `biconnector serve --workers N`: N processes share the listening socket; a
 -- worker killed with SIGKILL is replaced; SIGTERM stops them all, exit 0.
+local helpers = require "helpers"
 local S = require "serve_helpers"
 local socket = require "socket"
 
 local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
 
-local function wait_for(what, seconds, f)
-  local deadline = socket.gettime() + seconds
-  repeat
-    local v = f()
-    if v then return v end
-    socket.sleep(0.05)
-  until socket.gettime() > deadline
-  error("timed out waiting for " .. what)
-end
+local function wait_for(what, seconds, f) return helpers.wait(what, seconds, f, nil, 0.05) end
 
 describe("biconnector serve --workers 2", function()
   local h
@@ -95,9 +88,7 @@ describe("biconnector serve --workers graceful stop", function()
     local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0",
       "--workers", "2", "--grace", "60" }))
     wait_for("two workers", 10, function() return #S.children(h.pid) == 2 end)
-    local c = socket.tcp()
-    c:settimeout(30)
-    assert(c:connect("127.0.0.1", h.port))
+    local c = helpers.connect(h.port, 30)
     -- 30 MB: far more than loopback socket buffers hold, so while the client reads
     -- nothing the worker is necessarily in the middle of the answer
     local body = "connection[token]=demo-token&table=deals_300k"

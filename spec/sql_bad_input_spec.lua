@@ -3,26 +3,16 @@
 -- not fit their column's type, a locked database, a filter on an unknown
 -- field. Each gets a precise answer with the right status, the server stays
 -- up, and the database is never written.
+local helpers = require "helpers"
 local S = require "serve_helpers"
 local H = require "sql_helpers"
 local cjson = require "cjson"
-local socket = require "socket"
 
 local JSON = { ["Content-Type"] = "application/json" }
 
-local function md5(path)
-  local p = io.popen("md5sum " .. H.q(path))
-  local sum = p:read("*a"):match("^(%x+)")
-  p:close()
-  return sum
-end
+local md5 = H.md5
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return tonumber(out:match("rc=(%d+)\n?$")), out
-end
+local run = H.run -- -> exit status, output
 
 describe("SQL source: bad input", function()
   local skip = not H.have_sqlite3("sql_bad_input_spec")
@@ -33,18 +23,15 @@ describe("SQL source: bad input", function()
     db = H.sample(dir, "--orders 200")
     h = S.start(S.serve_command({ "sqlite://" .. db .. "?busy_timeout=100", "--listen", "127.0.0.1:0", "--no-auth" }))
   end)
-  teardown(function()
-    if h then S.stop(h) end
-    H.rmdir(dir)
-  end)
+  teardown(function() H.stop(h, dir) end)
   before_each(function()
-    if skip then pending("SKIPPED: the sqlite3 command-line tool is missing") end
+    if skip then pending(H.NO_SQLITE3) end
   end)
 
   local function post(path, body)
-    local r = assert(S.request(h.port, "POST", path, cjson.encode(body), JSON))
-    local ok, decoded = pcall(cjson.decode, r.body)
-    return r.status, ok and decoded or r.body
+    local status, text = S.post_json(h.port, path, body)
+    local ok, decoded = pcall(cjson.decode, text)
+    return status, ok and decoded or text
   end
 
   local function still_up()
@@ -56,7 +43,7 @@ describe("SQL source: bad input", function()
     local f = assert(io.open(junk, "w"))
     f:write(string.rep("not a database\n", 100))
     f:close()
-    local rc, out = run(require("helpers").runtime .. " bin/biconnector serve " .. H.q("sqlite://" .. junk)
+    local rc, out = run(helpers.runtime .. " bin/biconnector serve " .. H.q("sqlite://" .. junk)
       .. " --no-auth --listen 127.0.0.1:0")
     assert.equals(1, rc)
     assert.matches("biconnector serve: cannot open database .*junk.db: file is not a database", out)
@@ -98,12 +85,7 @@ describe("SQL source: bad input", function()
     assert.is_number(body[2][2])
     assert.same({ 7, cjson.null, cjson.null }, { body[3][1], body[3][2], body[3][3] })
     assert.is_number(body[3][4])
-    local log
-    for _ = 1, 200 do
-      log = S.stderr(h)
-      if log:find("2 values did not fit", 1, true) then break end
-      socket.sleep(0.01)
-    end
+    local log = S.wait_stderr(h, "2 values did not fit", true)
     assert.matches('table \\"orders\\": 2 values did not fit the described type and went as null %(first: field '
       .. '\\"quantity\\", expected an integer, got text \\"many\\"%)', log)
     still_up()
@@ -117,12 +99,7 @@ describe("SQL source: bad input", function()
     assert.equals(200, status)
     table.sort(body, function(a, b) return type(a[1]) == "string" or (type(b[1]) ~= "string" and a[1] < b[1]) end)
     assert.same({ { "id", "note" }, { 1, "ok" }, { 2, cjson.null }, { 3, "ok" } }, body)
-    local log
-    for _ = 1, 200 do
-      log = S.stderr(h)
-      if log:find('table \\"raw\\": 1 value did not fit') then break end
-      socket.sleep(0.01)
-    end
+    local log = S.wait_stderr(h, 'table \\"raw\\": 1 value did not fit')
     assert.matches('table \\"raw\\": 1 value did not fit the described type and went as null %(first: field '
       .. '\\"note\\", expected a string, got invalid UTF%-8%)', log)
     status, body = post("/data", { table = "raw" })
@@ -177,13 +154,8 @@ describe("SQL source: bad input", function()
     local w = assert(io.popen("sqlite3 " .. H.q(db) .. " > " .. H.q(out), "w"))
     w:write("BEGIN EXCLUSIVE;\nUPDATE orders SET note = 'locked' WHERE id = 1;\n.print locked\n")
     w:flush()
-    local seen = false
-    for _ = 1, 500 do
-      local f = io.open(out)
-      if f then seen = (f:read("*a") or ""):find("locked", 1, true) ~= nil f:close() end
-      if seen then break end
-      socket.sleep(0.01)
-    end
+    local seen = helpers.poll(function() return (helpers.read_file(out) or ""):find("locked", 1, true) ~= nil end,
+      5, 0.01) ~= nil
     local ok, err = pcall(function()
       assert.is_true(seen)
       local status, body = post("/data", { table = "orders", limit = 5 })

@@ -9,11 +9,9 @@
 local db = require "dbservers"
 local S = require "serve_helpers"
 local cases_mod = require "sql_filter_cases"
-local filter = require "biconnector.filter"
 local null = require("biconnector").null
 local cjson = require "cjson"
 
-local JSON = { ["Content-Type"] = "application/json" }
 local TABLE = 'filter "cases" ü'
 local COUNT = 400
 
@@ -96,13 +94,12 @@ for _, setup_of in ipairs(SETUPS) do
       h = S.start(S.serve_command({ srv:url(), "--listen", "127.0.0.1:0", "--no-auth" }))
     end)
     teardown(function()
-      if h then S.stop(h) end
+      S.stop(h)
       if stop then stop() end
     end)
 
     local function data(body)
-      local r = assert(S.request(h.port, "POST", "/data", cjson.encode(body), JSON))
-      return r.status, r.body
+      return S.post_json(h.port, "/data", body)
     end
 
     it("serves the generated rows as they were written: awkward strings, NULLs, dates", function()
@@ -122,26 +119,7 @@ for _, setup_of in ipairs(SETUPS) do
     end)
 
     it("pushes every filter down, and never writes a filter value into the SQL text", function()
-      local traced = {}
-      local src = require("biconnector.sql").source({ url = srv:url(), log = function() end,
-        trace = function(sql, params) traced[#traced + 1] = { sql, params } end })
-      local fields = assert(src:describe(TABLE))
-      local values, pushed = 0, 0
-      for n = 1, COUNT do
-        local ast = filter.parse(cjson.decode(cjson.encode(cases.filter(n % 4))), fields)
-        if ast then
-          local rows, applied, close = src:data({ table = TABLE, select = codes, filter = ast, fields = fields })
-          if applied.filter then pushed = pushed + 1 end
-          if type(rows) == "table" and rows.close then rows:close() elseif close then close() end
-          local sql, params = traced[#traced][1], traced[#traced][2]
-          assert.equals(#params, select(2, sql:gsub("%$%d+", "")), sql)
-          values = values + #params
-          cases_mod.assert_no_values(ast, sql)
-        end
-      end
-      src:close()
-      assert.is_true(values > 400, "only " .. values .. " parameters bound")
-      assert.is_true(pushed > 300, "only " .. pushed .. " filters pushed down whole")
+      cases_mod.check_pushed(cases, srv:url(), TABLE, COUNT, "%$%d+") -- placeholders $1, $2, ...
     end)
   end)
 end

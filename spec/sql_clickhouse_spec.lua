@@ -12,13 +12,13 @@
 local db = require "dbservers"
 local S = require "serve_helpers"
 local helpers = require "helpers"
+local H = require "sql_helpers"
 local socket = require "socket"
 local cjson = require "cjson"
 local core = require "biconnector.core"
 local filter = require "biconnector.filter"
 
 local TOKEN = "ch-token"
-local JSON = { ["Content-Type"] = "application/json" }
 
 local quote, render = core.sql.clickhouse_quote, core.sql.clickhouse_render
 
@@ -118,22 +118,7 @@ local HOSTILE = {
 local BIG = "CREATE TABLE big ENGINE = MergeTree ORDER BY id AS SELECT number AS id, "
   .. "hex(MD5(toString(number))) AS s, number * 0.5 AS x FROM numbers(1000000)"
 
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"~rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("~rc=(%d+)%s*$"))
-  return rc, (out:gsub("~rc=%d+%s*$", ""))
-end
-
-local function eventually(fn, seconds)
-  local deadline = socket.gettime() + (seconds or 20)
-  while not fn() do
-    if socket.gettime() > deadline then return false end
-    socket.sleep(0.02)
-  end
-  return true
-end
+local function eventually(fn, seconds) return helpers.poll(fn, seconds or 20) ~= nil end
 
 -- The rows of a served answer without the header, NULL as "null".
 local function rows_of(body)
@@ -151,12 +136,11 @@ describe("biconnector serve clickhouse://, on a real server", function()
     local msg = db.skip("clickhouse", why)
     return it("runs against a real ClickHouse server", function() pending(msg) end)
   end
-  local srv, h, url
+  local srv, h
 
-  local function post(body, port)
+  local function post(body)
     if body.connection == nil then body.connection = { token = TOKEN } end
-    local r = assert(S.request(port or h.port, "POST", "/" .. (body.path or "data"), cjson.encode(body), JSON))
-    return r.status, r.body
+    return S.post_json(h.port, "/" .. (body.path or "data"), body)
   end
 
   setup(function()
@@ -164,15 +148,9 @@ describe("biconnector serve clickhouse://, on a real server", function()
     srv:admin(TYPES)
     srv:admin(HOSTILE)
     srv:admin(BIG)
-    -- the password comes from the environment, not the URL (which `ps` shows)
-    url = srv:url():gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
-    h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0" }),
-      { BICONNECTOR_TOKEN = TOKEN, BICONNECTOR_DB_PASSWORD = db.RO_PASSWORD })
+    h = H.serve_db(srv, TOKEN) -- the password from the environment, not the URL
   end)
-  teardown(function()
-    if h then S.stop(h) end
-    if srv then srv:stop() end
-  end)
+  teardown(function() H.stop(h, srv) end)
 
   it("lists the tables and views of the URL's database, as ClickHouse spells them", function()
     local status, body = post({ path = "table_list" })
@@ -215,8 +193,7 @@ describe("biconnector serve clickhouse://, on a real server", function()
   end)
 
   it("passes biconnector verify on every mapped type and on a 1M-row table", function()
-    local rc, out = run(("%s bin/biconnector verify http://127.0.0.1:%d --setting token=%s --table types "
-      .. "--table big"):format(helpers.runtime, h.port, TOKEN))
+    local rc, out = H.verify(h.port, TOKEN, { "types", "big" })
     assert.equals(0, rc, out)
     assert.matches("0 FAIL", out)
     assert.matches("conforms", out)
@@ -387,15 +364,11 @@ describe("biconnector serve clickhouse://, on a real server", function()
   end)
 
   it("masks a password given in the URL, and refuses a wrong one saying why without it", function()
-    local h2 = S.start(S.serve_command({ srv:url(), "--listen", "127.0.0.1:0", "--no-auth" }))
-    local out = S.stdout(h2) .. S.stderr(h2)
-    local status = post({ path = "check" }, h2.port)
-    S.stop(h2)
-    assert.equals(200, status)
+    local status, body, out = H.serve_with_password(srv)
+    assert.equals(200, status, body)
     assert.is_nil(out:find(db.RO_PASSWORD, 1, true), out)
     assert.matches("clickhouse://" .. db.RO_USER .. ":***@127.0.0.1:" .. srv.port, out, 1, true)
-    local rc, out2 = run(("env BICONNECTOR_TOKEN=x %s bin/biconnector serve %s --listen 127.0.0.1:0"):format(
-      helpers.runtime, S.shell_quote(srv:url(db.RO_USER, "Wrong-Pw-77"))))
+    local rc, out2 = H.serve_refused(srv:url(db.RO_USER, "Wrong-Pw-77"))
     assert.equals(1, rc, out2)
     assert.matches("Wrong password for user " .. db.RO_USER, out2, 1, true)
     assert.is_nil(out2:find("Wrong-Pw-77", 1, true))
@@ -416,12 +389,7 @@ describe("biconnector serve clickhouse://, on a real server", function()
 
   it("stops the server's query within a second when the client goes away mid-answer (1M rows)", function()
     local running = "SELECT count() FROM system.processes WHERE user = 'bic_ro' AND query LIKE '%FROM `big`%'"
-    local c = socket.tcp()
-    c:settimeout(30)
-    assert(c:connect("127.0.0.1", h.port))
-    local body = cjson.encode({ connection = { token = TOKEN }, table = "big" })
-    c:send("POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-      .. #body .. "\r\n\r\n" .. body)
+    local c = S.send_data(h.port, TOKEN, "big")
     local first = assert(c:receive(65536 * 4))
     assert.matches("^HTTP/1.1 200", first)
     assert.same({ "1" }, srv:rows(running))
@@ -442,12 +410,7 @@ describe("biconnector serve clickhouse://, on a real server", function()
         .. "LIMIT 200000 SETTINGS max_block_size = 1000"))
     f:close()
     local h2 = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0" }))
-    local c = socket.tcp()
-    c:settimeout(30)
-    assert(c:connect("127.0.0.1", h2.port))
-    local body = cjson.encode({ connection = { token = TOKEN }, table = "boom" })
-    c:send("POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-      .. #body .. "\r\n\r\n" .. body)
+    local c = S.send_data(h2.port, TOKEN, "boom")
     local raw, _, partial = c:receive("*a")
     c:close()
     raw = raw or partial
@@ -462,22 +425,8 @@ describe("biconnector serve clickhouse://, on a real server", function()
   it("serves the tables of the schemas= option as db.table, beside the URL's database's", function()
     srv:admin({ "CREATE DATABASE sales", "CREATE TABLE sales.q1 (id Int32, `ü` String) ENGINE = Memory",
       "INSERT INTO sales.q1 VALUES (1, 'a'), (2, 'b')" }, "default")
-    local src = require("biconnector.sql").source({ url = srv:url(nil, nil, nil, "schemas=sales"), log = function() end })
-    local codes = {}
-    for _, t in ipairs(src:table_list()) do codes[#codes + 1] = t.code end
-    table.sort(codes)
-    assert.same({ "big", "dst", "sales.q1", HOSTILE_TABLE, "types", "v ü'\\" }, codes)
-    local fields = assert(src:describe("sales.q1"))
-    assert.same({ "id", "ü" }, { fields[1].code, fields[2].code })
-    local rows, applied = src:data({ table = "sales.q1", select = { "ü" }, fields = fields,
-      filter = filter.parse({ [">id"] = 1 }, fields) })
-    assert.is_true(applied.filter)
-    local enc = core.rows.new(fields, { 2 })
-    repeat local _, done = rows:fill(enc, 65536) until done
-    enc:finish()
-    rows:close()
-    assert.same({ { "ü" }, { "b" } }, cjson.decode(enc:take()))
-    src:close()
+    -- listed beside the others, described, a filter pushed down
+    H.check_sales_q1(srv, { "big", "dst", "sales.q1", HOSTILE_TABLE, "types", "v ü'\\" })
   end)
 
   it("works with a readonly=1 account (no setting sent), and says what it cannot do", function()

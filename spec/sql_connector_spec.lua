@@ -6,28 +6,14 @@ local H = require "sql_helpers"
 local cjson = require "cjson"
 
 local function call(c, path, body)
-  local status, _, out = c:handle({ method = "POST", path = path, body = cjson.encode(body),
-    headers = { ["content-type"] = "application/json" } }, { log = function() end })
-  local text = out
-  if type(out) == "function" then
-    local parts = {}
-    for chunk in out do parts[#parts + 1] = chunk end
-    text = table.concat(parts)
-  end
+  local status, text = helpers.post_json(c, path, body, { log = function() end })
   local ok, decoded = pcall(cjson.decode, text)
   return status, ok and decoded or text
 end
 
 -- A docs block with the sample's path in place of /srv/shop.db.
 local function doc_chunk(code, db, name)
-  code = code:gsub("/srv/shop%.db", db)
-  local f
-  if setfenv then
-    f = assert(loadstring(code, name))
-  else
-    f = assert(load(code, name))
-  end
-  return f
+  return helpers.load((code:gsub("/srv/shop%.db", db)), name)
 end
 
 describe("biconnector.sql.connector", function()
@@ -40,7 +26,7 @@ describe("biconnector.sql.connector", function()
   end)
   teardown(function() H.rmdir(dir) end)
   before_each(function()
-    if skip then pending("SKIPPED: the sqlite3 command-line tool is missing") end
+    if skip then pending(H.NO_SQLITE3) end
   end)
 
   local function shop(extra)

@@ -5,7 +5,7 @@
 -- password masking, cancelling an answer left unread, reconnecting after a
 -- server restart.
 local db = require "dbservers"
-local socket = require "socket"
+local helpers = require "helpers"
 local core = require "biconnector.core"
 
 local ENGINES = {
@@ -114,14 +114,7 @@ end
 
 -- Polls until fn() is true; the bound is the server's own behaviour (its answer
 -- to the cancel), not a guessed sleep: 20 s is far beyond it.
-local function eventually(fn)
-  local deadline = socket.gettime() + 20
-  while not fn() do
-    if socket.gettime() > deadline then return false end
-    socket.sleep(0.05)
-  end
-  return true
-end
+local function eventually(fn) return helpers.poll(fn, 20, 0.05) ~= nil end
 
 for _, engine in ipairs({ "postgresql", "mysql", "clickhouse" }) do
   local E = ENGINES[engine]

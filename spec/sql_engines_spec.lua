@@ -7,11 +7,10 @@
 local db = require "dbservers"
 local S = require "serve_helpers"
 local helpers = require "helpers"
-local socket = require "socket"
+local H = require "sql_helpers"
 local cjson = require "cjson"
 
 local TOKEN = "engines-token"
-local JSON = { ["Content-Type"] = "application/json" }
 
 local HOSTILE = {
   postgresql = [[
@@ -70,28 +69,10 @@ local BIG = {
   mysql = "CREATE TABLE big AS SELECT seq AS id, md5(seq) AS s, seq * 0.5 AS x FROM seq_1_to_1000000;",
 }
 
-local function post(h, path, body)
-  local r = assert(S.request(h.port, "POST", path, cjson.encode(body), JSON))
-  return r.status, r.body
-end
-
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"~rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("~rc=(%d+)%s*$"))
-  return rc, (out:gsub("~rc=%d+%s*$", ""))
-end
+local function post(h, path, body) return S.post_json(h.port, path, body) end
 
 -- Polls until fn() holds; bounded far beyond what the server needs.
-local function eventually(fn)
-  local deadline = socket.gettime() + 20
-  while not fn() do
-    if socket.gettime() > deadline then return false end
-    socket.sleep(0.05)
-  end
-  return true
-end
+local function eventually(fn) return helpers.poll(fn, 20, 0.05) ~= nil end
 
 for _, engine in ipairs({ "postgresql", "mysql" }) do
   describe("biconnector serve " .. engine .. "://, on a real server", function()
@@ -100,7 +81,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
       local msg = db.skip(engine, why)
       return it("runs against a real " .. engine .. " server", function() pending(msg) end)
     end
-    local srv, h, url
+    local srv, h
 
     setup(function()
       srv = db.start(engine)
@@ -112,15 +93,9 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
       f:close()
       srv:admin(HOSTILE[engine] .. BIG[engine])
       if engine == "postgresql" then srv:admin("GRANT SELECT ON ALL TABLES IN SCHEMA public TO bic_ro;") end
-      -- the password comes from the environment, not the URL (which `ps` shows)
-      url = srv:url():gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
-      h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0" }),
-        { BICONNECTOR_TOKEN = TOKEN, BICONNECTOR_DB_PASSWORD = db.RO_PASSWORD })
+      h = H.serve_db(srv, TOKEN) -- the password from the environment, not the URL
     end)
-    teardown(function()
-      if h then S.stop(h) end
-      if srv then srv:stop() end
-    end)
+    teardown(function() H.stop(h, srv) end)
 
     it("serves the sample shop and passes biconnector verify", function()
       local status, body = post(h, "/table_list", { connection = { token = TOKEN } })
@@ -130,8 +105,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
       table.sort(codes)
       assert.same({ "big", "customers", "order_lines", "orders", "products", "select", "v ü" }, codes)
       -- the sample's tables (verify reads 64-bit extremes as doubles: the hostile table is checked below)
-      local rc, out = run(("%s bin/biconnector verify http://127.0.0.1:%d --setting token=%s --table customers "
-        .. "--table products --table orders --table order_lines --table big"):format(helpers.runtime, h.port, TOKEN))
+      local rc, out = H.verify(h.port, TOKEN, { "customers", "products", "orders", "order_lines", "big" })
       assert.equals(0, rc, out)
       assert.matches("0 FAIL", out)
       assert.matches("conforms", out)
@@ -223,10 +197,7 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
     end)
 
     it("masks a password given in the URL: banner and title", function()
-      local h2 = S.start(S.serve_command({ srv:url(), "--listen", "127.0.0.1:0", "--no-auth" }))
-      local out = S.stdout(h2) .. S.stderr(h2)
-      local status, body = post(h2, "/check", {})
-      S.stop(h2)
+      local status, body, out = H.serve_with_password(srv)
       assert.equals(200, status, body)
       assert.is_nil(out:find(db.RO_PASSWORD, 1, true), out)
       assert.matches(engine .. "://" .. db.RO_USER .. ":***@127.0.0.1:" .. srv.port, out, 1, true)
@@ -234,20 +205,14 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
     end)
 
     it("refuses to start with a wrong password, saying why without the password", function()
-      local rc, out = run(("env BICONNECTOR_TOKEN=x %s bin/biconnector serve %s --listen 127.0.0.1:0"):format(
-        helpers.runtime, S.shell_quote(srv:url(db.RO_USER, "Wrong-Pw-77"))))
+      local rc, out = H.serve_refused(srv:url(db.RO_USER, "Wrong-Pw-77"))
       assert.equals(1, rc, out)
       assert.matches(db.RO_USER, out, 1, true)
       assert.is_nil(out:find("Wrong-Pw-77", 1, true))
     end)
 
     it("cancels the server's query when the client goes away mid-answer (1M rows)", function()
-      local c = socket.tcp()
-      c:settimeout(30)
-      assert(c:connect("127.0.0.1", h.port))
-      local body = cjson.encode({ connection = { token = TOKEN }, table = "big" })
-      c:send("POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-        .. #body .. "\r\n\r\n" .. body)
+      local c = S.send_data(h.port, TOKEN, "big")
       local first = assert(c:receive(65536 * 4))
       assert.matches("^HTTP/1.1 200", first)
       assert.equals("1", srv:rows(ACTIVE[engine])[1])
@@ -277,22 +242,8 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
         srv:admin([[CREATE DATABASE sales; CREATE TABLE sales.q1 (id int, `ü` text); INSERT INTO sales.q1 VALUES (1, 'a'), (2, 'b');
           CREATE TABLE sales.hidden (id int); GRANT SELECT ON sales.q1 TO 'bic_ro'@'%';]], "mysql")
       end
-      local src = require("biconnector.sql").source({ url = srv:url(nil, nil, nil, "schemas=sales"), log = function() end })
-      local codes = {}
-      for _, t in ipairs(src:table_list()) do codes[#codes + 1] = t.code end
-      assert.same({ "big", "customers", "far", "order_lines", "orders", "products", "sales.q1", "select", "v ü" }, (function()
-        table.sort(codes) return codes end)())
-      local fields = assert(src:describe("sales.q1"))
-      assert.same({ "id", "ü" }, { fields[1].code, fields[2].code })
-      local rows, applied = src:data({ table = "sales.q1", select = { "ü" }, fields = fields,
-        filter = require("biconnector.filter").parse({ [">id"] = 1 }, fields) })
-      assert.is_true(applied.filter)
-      local enc = require("biconnector.core").rows.new(fields, { 2 })
-      repeat local _, done = rows:fill(enc, 65536) until done
-      enc:finish()
-      rows:close()
-      assert.same({ { "ü" }, { "b" } }, cjson.decode(enc:take()))
-      src:close()
+      -- listed beside the others (sales.hidden is not granted), described, a filter pushed down
+      H.check_sales_q1(srv, { "big", "customers", "far", "order_lines", "orders", "products", "sales.q1", "select", "v ü" })
     end)
 
     it("answers the request after a server restart", function()

@@ -388,6 +388,35 @@ function M.check_served(c, data, tbl, count, opts)
   assert.is_true(partial > 200, "only " .. partial .. " filters selected a proper subset")
 end
 
+-- The check of a database server's own pushdown: a source on url, every data
+-- query traced, reads `count` generated filters of table tbl; each statement
+-- holds as many placeholders (matches of `mark`: "%$%d+" or "%?") as it has
+-- bound parameters and no filter value in its text; more than 400 values go
+-- as parameters and more than 300 filters are pushed down whole.
+function M.check_pushed(c, url, tbl, count, mark)
+  local traced = {}
+  local src = require("biconnector.sql").source({ url = url, log = function() end,
+    trace = function(sql, params) traced[#traced + 1] = { sql, params } end })
+  local fields = assert(src:describe(tbl))
+  local codes = M.codes(c)
+  local values, pushed = 0, 0
+  for n = 1, count do
+    local ast = filter.parse(cjson.decode(cjson.encode(c.filter(n % 4))), fields)
+    if ast then
+      local rows, applied, close = src:data({ table = tbl, select = codes, filter = ast, fields = fields })
+      if applied.filter then pushed = pushed + 1 end
+      if type(rows) == "table" and rows.close then rows:close() elseif close then close() end
+      local sql, params = traced[#traced][1], traced[#traced][2]
+      assert.equals(#params, select(2, sql:gsub(mark, "")), sql)
+      values = values + #params
+      M.assert_no_values(ast, sql)
+    end
+  end
+  src:close()
+  assert.is_true(values > 400, "only " .. values .. " parameters bound")
+  assert.is_true(pushed > 300, "only " .. pushed .. " filters pushed down whole")
+end
+
 -- Fails when a string value of the filter AST stands in the SQL text (every
 -- value must be a bound parameter); names made of letters only are let by.
 function M.assert_no_values(ast, sql)

@@ -20,12 +20,7 @@ local JSON = { ["Content-Type"] = "application/json" }
 local TABLE = 'filter "cases" ü'
 local COUNT = tonumber(os.getenv("SQL_FILTER_COUNT") or "") or 400
 
-local function md5(path)
-  local p = io.popen("md5sum " .. H.q(path))
-  local sum = p:read("*a"):match("^(%x+)")
-  p:close()
-  return sum
-end
+local md5 = H.md5
 
 local as_maps, sorted_ids = cases_mod.as_maps, cases_mod.sorted_ids
 
@@ -42,18 +37,12 @@ describe("SQL filter pushdown (sqlite)", function()
     sum_before = md5(db)
     h = S.start(S.serve_command({ "sqlite://" .. db, "--listen", "127.0.0.1:0", "--no-auth" }))
   end)
-  teardown(function()
-    if h then S.stop(h) end
-    H.rmdir(dir)
-  end)
+  teardown(function() H.stop(h, dir) end)
   before_each(function()
-    if skip then pending("SKIPPED: the sqlite3 command-line tool is missing") end
+    if skip then pending(H.NO_SQLITE3) end
   end)
 
-  local function data(body)
-    local r = assert(S.request(h.port, "POST", "/data", cjson.encode(body), JSON))
-    return r.status, r.body
-  end
+  local function data(body) return S.post_json(h.port, "/data", body) end
 
   it("describes the table with the cases' field types", function()
     local r = assert(S.request(h.port, "POST", "/table_description", cjson.encode({ table = TABLE }), JSON))

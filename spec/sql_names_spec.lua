@@ -317,8 +317,7 @@ for _, engine in ipairs({ "postgresql", "mysql", "clickhouse" }) do
       h = S.start(S.serve_command({ connector_file(dir, srv:url()), "--listen", "127.0.0.1:0", "--workers", "1" }))
     end)
     teardown(function()
-      if h then S.stop(h) end
-      if srv then srv:stop() end
+      H.stop(h, srv)
       H.rmdir(dir)
     end)
 
@@ -327,7 +326,7 @@ for _, engine in ipairs({ "postgresql", "mysql", "clickhouse" }) do
 end
 
 describe("exact names under nginx #ngx", function()
-  local why = N.missing() or (not H.sh("command -v sqlite3 >/dev/null 2>&1") and "the sqlite3 command-line tool is missing")
+  local why = N.missing() or H.missing_sqlite3()
   if why then
     local msg = N.skipped("sql_names_spec", why)
     return it("needs nginx with the Lua module", function() pending(msg) end)
@@ -353,10 +352,7 @@ describe("exact names under nginx #ngx", function()
       "  }",
     }), port)
   end)
-  teardown(function()
-    N.stop(nginx)
-    N.remove_prefix(prefix)
-  end)
+  teardown(function() N.stop_and_remove(nginx, prefix) end)
 
   shared_checks(function() return port end, {
     "sqlite_master", "sqlite_schema", "sqlite_stat1", "pragma_database_list", "pragma_compile_options", "dbstat",

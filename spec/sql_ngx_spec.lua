@@ -15,7 +15,7 @@ local TOKEN = "ngx-sql-token"
 local function q(s) return format("%q", s) end
 
 describe("biconnector.sql under nginx", function()
-  local why = N.missing() or (not H.sh("command -v sqlite3 >/dev/null 2>&1") and "the sqlite3 command-line tool is missing")
+  local why = N.missing() or H.missing_sqlite3()
   if why then
     local msg = N.skipped("sql_ngx_spec", why)
     it("needs nginx with the Lua module", function() pending(msg) end)
@@ -34,20 +34,8 @@ return require("biconnector.sql").connector {
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT count(*) AS c FROM n" } },
 }
 ]], "sqlite://" .. db, TOKEN))
-    write(prefix .. "/endless.lua", format([[
-local marks = %q
-return {
-  title = "T", settings = {}, check = function() return true end,
-  tables = { { code = "t", title = "T" } },
-  describe = { t = { { code = "id", name = "ID", type = "int" }, { code = "pad", name = "P", type = "string" } } },
-  data = function()
-    local i, pad = 0, string.rep("x", 1000)
-    return function() i = i + 1 return { id = i, pad = pad } end, nil, function()
-      local m = assert(io.open(marks, "a")) m:write("closed\n") m:close()
-    end
-  end,
-}
-]], prefix .. "/marks"))
+    -- rows that never end; its close function writes "closed" to marks
+    helpers.write_endless_connector(prefix .. "/endless.lua", prefix .. "/marks")
     nginx = N.start(prefix, N.conf(prefix, {
       "  access_log off;",
       "  init_by_lua_block { require('biconnector.ngx').load(" .. q(prefix .. "/sql.lua") .. ") }",
@@ -61,10 +49,7 @@ return {
     }), port)
   end)
 
-  teardown(function()
-    N.stop(nginx)
-    N.remove_prefix(prefix)
-  end)
+  teardown(function() N.stop_and_remove(nginx, prefix) end)
 
   local function connect() return N.connect(port, 30) end
   local function post(path, body) return N.post(connect(), path, body, TOKEN) end

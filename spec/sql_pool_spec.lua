@@ -5,6 +5,7 @@
 -- and the answer budget have documented limits. On a SQLite file and on real
 -- PostgreSQL, MariaDB and ClickHouse servers the spec starts (spec/dbservers.lua),
 -- each behind `biconnector serve URL --workers 1`.
+local helpers = require "helpers"
 local db = require "dbservers"
 local S = require "serve_helpers"
 local H = require "sql_helpers"
@@ -59,9 +60,7 @@ end
 
 -- A request on a socket of its own, sent now and read later.
 local function send(port, body)
-  local c = socket.tcp()
-  c:settimeout(10)
-  assert(c:connect("127.0.0.1", port))
+  local c = helpers.connect(port, 10)
   local text = form(body)
   assert(c:send("POST /data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
     .. "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " .. #text .. "\r\n\r\n" .. text))
@@ -335,10 +334,7 @@ describe("the slow-reader rule", function()
     h = S.start(S.serve_command({ "sqlite://" .. dir .. "/s.db", "--listen", "127.0.0.1:0", "--workers", "1",
       "--timeout", "3", "--answer-timeout", "8" }), { BICONNECTOR_TOKEN = TOKEN })
   end)
-  teardown(function()
-    if h then S.stop(h) end
-    H.rmdir(dir)
-  end)
+  teardown(function() H.stop(h, dir) end)
 
   -- Reads the answer on c, `size` bytes every `pause` seconds (`fast_after`: then
   -- as fast as it comes); -> the raw answer, the seconds it took.
@@ -407,7 +403,7 @@ describe("forking while a database job's thread runs", function()
   end)
 
   it("core.process.fork returns once no job's thread is inside the database library", function()
-    if skip then return pending("SKIPPED: the sqlite3 command-line tool is missing") end
+    if skip then return pending(H.NO_SQLITE3) end
     local job = core.sql.job(pool, SLOW.sqlite:gsub("2000000000", "1000000"), {}, { mode = "fetch" })
     assert.equals(1, core.sql.settle(0), "the job's thread runs its statement")
     local pid = assert(core.process.fork())

@@ -1,5 +1,6 @@
 -- `biconnector serve sqlite:///...` over the bundled sample (examples/sample):
 -- the four endpoints over loopback HTTP, the token rules, --tables, verify.
+local helpers = require "helpers"
 local S = require "serve_helpers"
 local H = require "sql_helpers"
 local cjson = require "cjson"
@@ -12,13 +13,7 @@ local function post(h, path, body)
   return r.status, r.body, r
 end
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("rc=(%d+)\n?$"))
-  return rc, out:gsub("rc=%d+\n?$", "")
-end
+local run = H.run -- -> exit status, output
 
 describe("biconnector serve DATABASE-URL", function()
   local dir, db, url, h
@@ -30,12 +25,9 @@ describe("biconnector serve DATABASE-URL", function()
     url = "sqlite://" .. db
     h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0" }), { BICONNECTOR_TOKEN = TOKEN })
   end)
-  teardown(function()
-    if h then S.stop(h) end
-    H.rmdir(dir)
-  end)
+  teardown(function() H.stop(h, dir) end)
   before_each(function()
-    if skip then pending("SKIPPED: the sqlite3 command-line tool is missing") end
+    if skip then pending(H.NO_SQLITE3) end
   end)
 
   it("says on start which setting carries the token", function()
@@ -133,8 +125,7 @@ describe("biconnector serve DATABASE-URL", function()
   end)
 
   it("passes biconnector verify", function()
-    local rc, out = run(("%s bin/biconnector verify http://127.0.0.1:%d --setting token=%s"):format(
-      require("helpers").runtime, h.port, TOKEN))
+    local rc, out = H.verify(h.port, TOKEN, {})
     assert.equals(0, rc, out)
     assert.matches("0 FAIL", out)
     assert.matches("conforms", out)
@@ -151,13 +142,13 @@ describe("biconnector serve DATABASE-URL: start-up rules", function()
   end)
   teardown(function() H.rmdir(dir) end)
   before_each(function()
-    if skip then pending("SKIPPED: the sqlite3 command-line tool is missing") end
+    if skip then pending(H.NO_SQLITE3) end
   end)
 
   local function serve(args, env)
     local parts = { "env -u BICONNECTOR_TOKEN" }
     for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. H.q(v) end
-    parts[#parts + 1] = require("helpers").runtime .. " bin/biconnector serve"
+    parts[#parts + 1] = helpers.runtime .. " bin/biconnector serve"
     for _, a in ipairs(args) do parts[#parts + 1] = H.q(a) end
     return run(table.concat(parts, " "))
   end

@@ -17,22 +17,8 @@ if why then
   return
 end
 
--- Under the sanitizer build, LeakSanitizer's exit-time scan crashes in short-lived
--- children (see spec/rest_tokens_spec.lua); their memory checks stay on.
-local ENV = helpers.sanitized
-  and "ASAN_OPTIONS=\"${ASAN_OPTIONS:-}:detect_leaks=0\" " or ""
-
-local function worker_command(portal, store, calls, barrier)
-  return ("%s%s %s/spec/portal/token_worker.lua %s %s %d %s")
-    :format(ENV, helpers.runtime, helpers.top, portal.base, store, calls, barrier or "")
-end
-
-local function count_ready(barrier)
-  local p = io.popen("ls " .. barrier .. ".ready.* 2>/dev/null | wc -l")
-  local n = tonumber(p:read("*l"))
-  p:close()
-  return n
-end
+-- token workers (spec/portal/token_worker.lua), as rest_tokens_spec runs them
+local worker_command, count_ready = control.worker_command, control.workers_ready
 
 describe("tokens.redis", function()
   local redis
@@ -84,10 +70,7 @@ describe("tokens.redis", function()
     else
       local prefix = X.tmpdir("nginx-auth")
       local port = helpers.free_port()
-      local nginx = X.start_nginx(prefix, table.concat({
-        X.nginx_head(prefix, 1),
-        "http {",
-        X.nginx_http_head(prefix),
+      local nginx = X.start_nginx(prefix, X.nginx_conf(prefix, 1, {
         "  access_log off;",
         "  server {",
         "    listen 127.0.0.1:" .. port .. ";",
@@ -101,12 +84,8 @@ describe("tokens.redis", function()
         "      ngx.say('OK ', s:get().access_token)",
         "    } }",
         "  }",
-        "}",
-      }, "\n"), port)
-      finally(function()
-        nginx.stop()
-        os.execute("rm -rf " .. prefix)
-      end)
+      }), port)
+      finally(nginx.remove) -- stops it, removes prefix
       for i = 1, 3 do -- the second and third reuse the pooled, authenticated connection
         local status, body = X.send(port, "/t?p=s3cret-pass")()
         assert.equal(200, status, nginx.error_log())
@@ -170,10 +149,7 @@ describe("tokens.redis", function()
       -- machine 2: nginx, two workers, each request waits for the barrier then makes `calls` calls
       local prefix = X.tmpdir("nginx")
       local port = helpers.free_port()
-      local conf = table.concat({
-        X.nginx_head(prefix, 2),
-        "http {",
-        X.nginx_http_head(prefix),
+      local conf = X.nginx_conf(prefix, 2, {
         "  access_log off;",
         "  server {",
         "    listen 127.0.0.1:" .. port .. ";",
@@ -195,8 +171,7 @@ describe("tokens.redis", function()
         "      ngx.say('OK ', ok, ' renewals ', client.counters.renewals, ' worker ', ngx.worker.pid())",
         "    } }",
         "  }",
-        "}",
-      }, "\n")
+      })
       local nginx = X.start_nginx(prefix, conf, port)
       finally(function()
         io.open(barrier, "w"):close() -- releases whoever still waits, should the spec fail early
@@ -213,13 +188,7 @@ describe("tokens.redis", function()
       X.wait("the nginx requests to start", function() return redis.command("GET started") == "4" end)
       portal:control({ action = "expire" })
       io.open(barrier, "w"):close()
-      local renewed_by = 0
-      for i = 1, 4 do
-        local out = procs[i]:read("*a")
-        procs[i]:close()
-        assert.matches("^OK 20 renewals [01]\n$", out)
-        renewed_by = renewed_by + tonumber(out:match("renewals (%d)"))
-      end
+      local renewed_by = control.renewals(procs, 20) -- each said "OK 20 renewals 0|1"
       local nginx_workers = {}
       for i = 1, 4 do
         local status, body = readers[i]()
@@ -260,13 +229,7 @@ describe("tokens.redis", function()
       for i = 1, 2 do others[i] = io.popen(worker_command(portal, store, 3) .. " 2>&1") end
       X.wait("the others to meet the expired token", function() return portal:stats().stats.expired_answers == 3 end)
       assert(os.execute("kill -KILL " .. holder))
-      local renewed_by = 0
-      for i = 1, 2 do
-        local out = others[i]:read("*a")
-        others[i]:close()
-        assert.matches("^OK 3 renewals [01]\n$", out)
-        renewed_by = renewed_by + tonumber(out:match("renewals (%d)"))
-      end
+      local renewed_by = control.renewals(others, 3) -- each said "OK 3 renewals 0|1"
       assert.equal(1, renewed_by)
       local s = portal:stats().stats
       assert.equal(1, s.renewals)

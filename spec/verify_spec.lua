@@ -38,22 +38,11 @@ end
 local function cli(args)
   local parts = { helpers.runtime, "bin/biconnector", "verify" }
   for _, a in ipairs(args) do parts[#parts + 1] = S.shell_quote(a) end
-  local errfile = os.tmpname()
-  local p = io.popen(table.concat(parts, " ") .. " 2>" .. errfile .. "; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local err = S.read_file(errfile) or ""
-  os.remove(errfile)
-  local rc = tonumber(out:match("rc=(%d+)%s*$"))
-  return rc, out:gsub("rc=%d+%s*$", ""), err
+  return helpers.run3(table.concat(parts, " "))
 end
 
--- A sink for main()'s output.
-local function sink()
-  local s = { text = "" }
-  function s:write(...) for _, v in ipairs({ ... }) do self.text = self.text .. tostring(v) end return self end
-  return s
-end
+-- A sink for main()'s output: :write(...) appends to .text.
+local sink = helpers.sink
 
 describe("verify.check_value", function()
   local cases = {
@@ -149,20 +138,10 @@ describe("biconnector verify against our own server", function()
   end)
 
   it("runs the Lua example of docs/verify.md", function()
-    local f = assert(io.open(helpers.top .. "/docs/verify.md"))
-    local text = f:read("*a")
-    f:close()
-    local code = text:match("```lua\n(%-%- URL: .-)```")
+    local code = helpers.lua_block("docs/verify.md", "-- URL: ")
     assert.is_string(code)
     local env = setmetatable({ URL = "http://127.0.0.1:" .. demo.port }, { __index = _G })
-    local chunk
-    if setfenv then
-      chunk = assert(loadstring(code, "=docs/verify.md verify example"))
-      setfenv(chunk, env)
-    else
-      chunk = assert(load(code, "=docs/verify.md verify example", "t", env))
-    end
-    chunk()
+    helpers.load(code, "=docs/verify.md verify example", env)()
   end)
 
   it("warns that a local-network address is one Bitrix24 does not call, naming the ways out", function()

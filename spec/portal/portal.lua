@@ -335,6 +335,20 @@ local function new_field(f, table_id)
     { "id", "datasetId", "type", "name", "externalCode", "visible", "description" })
 end
 
+-- A *.delete method: removes the object params.id of state[o.store] (unknown:
+-- o.not_found, o.name) unless an object of state[o.children] names it in its
+-- field o.parent_key (then the error o.restricted, o.message).
+local function delete_method(o)
+  return function(params)
+    local _, id = get_by_id(state[o.store], params, o.not_found, o.name)
+    for _, child in pairs(state[o.children]) do
+      if child[o.parent_key] == id then fail(o.restricted, o.message) end
+    end
+    state[o.store][id] = nil
+    return true
+  end
+end
+
 local function list_method(get_store, view)
   return function(params)
     local store = get_store()
@@ -404,14 +418,9 @@ methods["biconnector.connector.get"] = function(params)
 end
 methods["biconnector.connector.list"] = list_method(function() return state.connectors end)
 
-methods["biconnector.connector.delete"] = function(params)
-  local _, id = get_by_id(state.connectors, params, "CONNECTOR_NOT_FOUND", "Connector")
-  for _, s in pairs(state.sources) do
-    if s.connectorId == id then fail("CONNECTOR_DELETE_RESTRICTED", "Connector has sources") end
-  end
-  state.connectors[id] = nil
-  return true
-end
+methods["biconnector.connector.delete"] = delete_method { store = "connectors", not_found = "CONNECTOR_NOT_FOUND",
+  name = "Connector", children = "sources", parent_key = "connectorId",
+  restricted = "CONNECTOR_DELETE_RESTRICTED", message = "Connector has sources" }
 
 methods["biconnector.source.fields"] = function()
   local list = {}
@@ -510,14 +519,9 @@ methods["biconnector.source.get"] = function(params)
     active = s.active, dateCreate = s.dateCreate }, connectorId = s.connectorId, settings = copy(s.settings) } }
 end
 methods["biconnector.source.list"] = list_method(function() return state.sources end)
-methods["biconnector.source.delete"] = function(params)
-  local _, id = get_by_id(state.sources, params, "SOURCE_NOT_FOUND", "Source")
-  for _, d in pairs(state.datasets) do
-    if d.sourceId == id then fail("BX_ERROR", "The source has tables: delete them first.") end
-  end
-  state.sources[id] = nil
-  return true
-end
+methods["biconnector.source.delete"] = delete_method { store = "sources", not_found = "SOURCE_NOT_FOUND",
+  name = "Source", children = "datasets", parent_key = "sourceId",
+  restricted = "BX_ERROR", message = "The source has tables: delete them first." }
 
 ---- tables: biconnector.table.* and the deprecated biconnector.dataset.* on one store
 
