@@ -9,18 +9,34 @@ local cjson = require "cjson"
 local cases_mod = require "sql_filter_cases"
 
 -- the generated text is made of these words, its own names (k1, f1, l1),
--- integers and punctuation only
+-- integers, punctuation and row.CODE for a field code that is a plain Lua
+-- name (codes: the field codes of the filter)
 local VOCABULARY = {}
 for w in ([[local return function end if then else elseif not and or goto do true false nil
   K row null type number tonumber as_string find lower ascii_lower like_match huge ...]]):gmatch("%S+") do
   VOCABULARY[w] = true
 end
-local function assert_closed_text(src)
+local KEYWORDS = {}
+for w in ([[and break do else elseif end false for function goto if in local nil not or repeat return then
+  true until while]]):gmatch("%S+") do KEYWORDS[w] = true end
+local function assert_closed_text(src, codes)
   assert.is_nil(src:find("[\"'\\]"), "a quote or backslash in the text")
   assert.is_nil(src:find("%[[%[=]"), "a long bracket in the text")
   for word in src:gmatch("[%w_%.]+") do
-    assert.is_true(VOCABULARY[word] or word:match("^[kfl]?%d+$") ~= nil, "unexpected word " .. word)
+    local name = word:match("^row%.(.*)$")
+    if name then
+      assert.is_true(codes[name] and name:find("^[A-Za-z_][A-Za-z0-9_]*$") ~= nil and not KEYWORDS[name],
+        "row." .. name .. " is no plain field code")
+    else
+      assert.is_true(VOCABULARY[word] or word:match("^[kfl]?%d+$") ~= nil, "unexpected word " .. word)
+    end
   end
+end
+
+local function codes_of(fields)
+  local set = {}
+  for _, f in ipairs(fields) do set[f.code] = true end
+  return set
 end
 
 -- rows with NULL as nil: what the connector's enc:normalize gives
@@ -51,7 +67,7 @@ describe("filter.compile", function()
     local selective = 0
     for n, ast in ipairs(asts) do
       local src = assert(filter.source(ast), "filter #" .. n .. " was not generated")
-      assert_closed_text(src)
+      assert_closed_text(src, codes_of(cases.fields))
       local generated, normalized = filter.compile(ast), filter.compile(ast, "normalized")
       local reference = filter.compile(ast, "closures")
       assert.are_not.equal(reference, generated)
@@ -116,7 +132,7 @@ describe("filter.compile", function()
         { LOGIC = "OR", [HOSTILE[9]] = v, ["!@" .. HOSTILE[10]] = { v, "a", "b", "c", "d", "e" } } }
       local ast = assert(filter.parse(obj, fields, filter.MAX_LIMITS))
       local src, consts = filter.source(ast)
-      assert_closed_text(src)
+      assert_closed_text(src, codes_of(fields))
       for _, part in ipairs({ "os.exit", "]]", "end)", "--" }) do assert.is_nil(src:find(part, 1, true)) end
       local found = false
       for _, c in ipairs(consts) do if c == v then found = true end end
@@ -130,6 +146,31 @@ describe("filter.compile", function()
       row[HOSTILE[1]] = v .. "!"
       assert.equal(reference(row), filter.compile(ast)(row))
     end
+  end)
+
+  it("reads a field whose code is a plain Lua name as row.CODE, any other code through a constant", function()
+    local codes = { "ID", "_a1", "end", "nil", "x y", "\195\169t\195\169", "1a", ("a"):rep(65), "k1", "row" }
+    local fields, obj, row = {}, {}, {}
+    for i, code in ipairs(codes) do
+      fields[i] = { code = code, type = "string" }
+      obj["=" .. code] = "v" .. i
+      row[code] = "v" .. i
+    end
+    local ast = assert(filter.parse(obj, fields))
+    local src, consts = filter.source(ast)
+    assert_closed_text(src, codes_of(fields))
+    for _, code in ipairs({ "ID", "_a1", "k1", "row" }) do
+      assert.truthy(src:find("row." .. code .. "\n", 1, true), code .. " is read as row." .. code)
+    end
+    for _, code in ipairs({ "end", "nil", "x y", "\195\169t\195\169", "1a", ("a"):rep(65) }) do
+      local found = false
+      for _, c in ipairs(consts) do if c == code then found = true end end
+      assert.is_true(found, code .. " is a constant")
+    end
+    assert.is_true(filter.compile(ast)(row))
+    assert.is_true(filter.compile(ast, "normalized")(row))
+    row.ID = "other"
+    assert.is_false(filter.compile(ast)(row))
   end)
 
   it("keeps the closures for a filter too large to generate, and loads the largest it generates", function()
