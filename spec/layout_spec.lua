@@ -101,4 +101,16 @@ describe("the module layout", function()
     end
     assert.same({}, offenders)
   end)
+
+  it("loads the engines' dialects (filter.to_sql) without the connector or its hosts", function()
+    -- the fuzz targets load the filter with a core of json and form alone
+    local out = helpers.run_lua([[
+      local filter = require "biconnector.connector.filter"
+      local ast = assert(filter.parse({ [">ID"] = 1 }, { { code = "ID", type = "int" } }))
+      for _, d in ipairs({ "sqlite", "postgres", "mysql" }) do assert(filter.to_sql(ast, { dialect = d })) end
+      print(package.loaded["biconnector.sql"] ~= nil, package.loaded["biconnector.connector.core"] == nil,
+        package.loaded["biconnector.host.serve"] == nil)
+    ]])
+    assert.equals("true\ttrue\ttrue\n", out)
+  end)
 end)
