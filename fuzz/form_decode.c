@@ -1,5 +1,6 @@
 /* libFuzzer target: biconnector.form.decode on arbitrary bodies, with the
- * default limits and with tight ones, then encode of what came back.
+ * default limits and with tight ones (and bracket_equals), then encode of
+ * what came back.
  * Build: fuzz/build.sh form_decode; run: fuzz/run-form.sh [SECONDS]. */
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +47,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       lua_setfield(L, -2, "max_vars");
       lua_pushinteger(L, 3);
       lua_setfield(L, -2, "max_depth");
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "bracket_equals");
     } else {
       lua_pushnil(L);
     }

@@ -11,6 +11,11 @@
 
 #define FORM_MAX_VARS 1000
 #define FORM_MAX_DEPTH 64
+/* A name or value shorter than this is decoded on the C stack, and the first
+ * FORM_SMALL_NODES arrays' bookkeeping lives there too: a small body (the
+ * /check Bitrix24 sends) allocates no buffer and no userdata (issue 25). */
+#define FORM_SMALL 256
+#define FORM_SMALL_NODES 16
 /* Bracket levels encode writes: as many as decode reads by default, so that
  * whatever decode gives back can be encoded again. */
 #define FORM_ENCODE_MAX_DEPTH FORM_MAX_DEPTH
@@ -33,20 +38,31 @@ typedef struct form_key {
 
 typedef struct form_decoder {
   lua_State *L;
-  int nodes;         /* stack index: table node -> form_node userdata */
-  bic_buffer *name;  /* decoded variable name */
-  bic_buffer *value; /* decoded value */
+  int nodes;         /* stack index: table node -> light userdata, its form_node */
+  form_node *free;   /* where the next node's bookkeeping goes */
+  size_t n_free;     /* how many fit there */
+  bic_buffer *name;  /* a decoded variable name of FORM_SMALL bytes or more (made on first need) */
+  bic_buffer *value; /* a decoded value alike */
   form_key *keys;    /* path of the current variable, max_depth + 1 entries */
   long max_vars;
   long max_depth;
+  int bracket_equals; /* a raw `=` inside brackets belongs to the name */
 } form_decoder;
 
-/* PHP's urldecode: `+` is a space, `%XX` a byte; a malformed escape stays as is. */
-static int url_decode(bic_buffer *out, const char *s, size_t n) {
-  out->len = 0;
-  if (bic_buffer_grow(out, n + 1) != 0) return -1;
-  out->len = bic_percent_decode(out->data, s, n, 1);
-  return 0;
+/* PHP's urldecode (`+` is a space, `%XX` a byte; a malformed escape stays as
+ * is) of s[0..n), into small when it fits, else into *big (a buffer pushed on
+ * the stack the first time one is needed). Returns the decoded text (NUL
+ * ended, its length in *len), or NULL when out of memory. */
+static char *url_decode(lua_State *L, char *small, bic_buffer **big, const char *s, size_t n, size_t *len) {
+  char *out = small;
+  if (n >= FORM_SMALL) {
+    if (*big == NULL) *big = bic_buffer_push(L);
+    (*big)->len = 0;
+    if (bic_buffer_grow(*big, n + 1) != 0) return NULL;
+    out = (*big)->data;
+  }
+  *len = bic_percent_decode(out, s, n, 1);
+  return out;
 }
 
 /* PHP's symbol-table rule: a canonical decimal integer ("0", "-5", not "05",
@@ -92,13 +108,24 @@ static void push_integer_key(lua_State *L, long long k) {
 #endif
 }
 
-/* A new table at the top of the stack becomes a node with its bookkeeping. */
+/* A new table at the top of the stack becomes a node with its bookkeeping:
+ * in the decoder's small array first, then in blocks of userdata that never
+ * move (each kept alive as a key of the nodes table). */
 static void new_node(form_decoder *d) {
   lua_State *L = d->L;
   form_node *node;
+  if (d->n_free == 0) {
+    size_t n = 64;
+    d->free = (form_node *)lua_newuserdata(L, sizeof(form_node) * n);
+    d->n_free = n;
+    lua_pushboolean(L, 1);
+    lua_rawset(L, d->nodes);
+  }
+  node = d->free++;
+  d->n_free--;
   lua_newtable(L);
   lua_pushvalue(L, -1);
-  node = (form_node *)lua_newuserdata(L, sizeof(form_node));
+  lua_pushlightuserdata(L, node);
   node->next_free = 0;
   node->count = 0;
   node->has_next = 0;
@@ -244,8 +271,8 @@ static void shift_lists(form_decoder *d) {
   lua_State *L = d->L;
   lua_pushnil(L);
   while (lua_next(L, d->nodes) != 0) {
-    form_node *node = (form_node *)lua_touserdata(L, -1);
-    if (node->is_list && node->count > 0) {
+    form_node *node = (form_node *)lua_touserdata(L, -1); /* NULL: a block's entry */
+    if (node != NULL && node->is_list && node->count > 0) {
       size_t i;
       for (i = node->count; i > 0; i--) {
         push_integer_key(L, (long long)i - 1);
@@ -258,6 +285,24 @@ static void shift_lists(form_decoder *d) {
     }
     lua_pop(L, 1);
   }
+}
+
+/* Where a name that may hold a raw `=` inside brackets ends (option
+ * bracket_equals): `filter[>=ID]=5`, written by hand instead of
+ * `filter%5B%3E%3DID%5D=5`, is the name `filter[>=ID]`, where PHP ends it at
+ * the first `=` (`filter_>`) and the condition silently vanishes. The first
+ * `=` of the pair is inside a bracket when no `]` follows the last `[` before
+ * it; the name then runs to the next `]=`, if there is one. Linear. */
+static const char *name_end(const char *seg, size_t seg_len, const char *eq) {
+  const char *p, *last = NULL, *end = seg + seg_len;
+  for (p = seg; p < eq; p++)
+    if (*p == '[') last = p;
+  if (last == NULL) return eq;
+  for (p = last + 1; p < eq; p++)
+    if (*p == ']') return eq;
+  for (p = eq + 1; p + 1 < end; p++)
+    if (p[0] == ']' && p[1] == '=') return p + 1;
+  return eq;
 }
 
 static long opt_limit(lua_State *L, int opts, const char *name, long dflt) {
@@ -292,30 +337,42 @@ static void quote_name(luaL_Buffer *b, const char *s, size_t n) {
   }
 }
 
-/* form.decode(body [, {max_vars=, max_depth=}]) -> table | nil, err */
+/* form.decode(body [, {max_vars=, max_depth=, bracket_equals=}]) -> table | nil, err */
 static int form_decode(lua_State *L) {
   size_t len, pos = 0;
   const char *body = luaL_checklstring(L, 1, &len);
   form_decoder d;
+  form_node small_nodes[FORM_SMALL_NODES];
+  form_key small_keys[FORM_MAX_DEPTH + 2];
+  char small_name[FORM_SMALL], small_value[FORM_SMALL];
+  size_t n_keys;
   long count = 0;
   int root;
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   d.L = L;
   d.max_vars = opt_limit(L, 2, "max_vars", FORM_MAX_VARS);
   d.max_depth = opt_limit(L, 2, "max_depth", FORM_MAX_DEPTH);
+  d.bracket_equals = 0;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "bracket_equals");
+    d.bracket_equals = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  d.free = small_nodes;
+  d.n_free = FORM_SMALL_NODES;
+  d.name = d.value = NULL;
   lua_settop(L, 2);
   lua_newtable(L);
   d.nodes = lua_gettop(L);
-  d.name = bic_buffer_push(L);
-  d.value = bic_buffer_push(L);
   /* a level takes at least two bytes ("[x"), so the body length bounds the path too */
-  d.keys = (form_key *)lua_newuserdata(
-      L, sizeof(form_key) * (((size_t)d.max_depth < len ? (size_t)d.max_depth : len) + 2));
+  n_keys = ((size_t)d.max_depth < len ? (size_t)d.max_depth : len) + 2;
+  d.keys = n_keys <= FORM_MAX_DEPTH + 2 ? small_keys : (form_key *)lua_newuserdata(L, sizeof(form_key) * n_keys);
   new_node(&d);
   root = lua_gettop(L);
   while (pos < len) {
-    const char *seg = body + pos, *amp, *eq;
-    size_t seg_len, name_len;
+    const char *seg = body + pos, *amp, *eq, *value;
+    char *name;
+    size_t seg_len, name_len, decoded_len;
     long n;
     amp = memchr(seg, '&', len - pos);
     seg_len = amp ? (size_t)(amp - seg) : len - pos;
@@ -328,9 +385,11 @@ static int form_decode(lua_State *L) {
       return 2;
     }
     eq = memchr(seg, '=', seg_len);
+    if (eq && d.bracket_equals) eq = name_end(seg, seg_len, eq);
     name_len = eq ? (size_t)(eq - seg) : seg_len;
-    if (url_decode(d.name, seg, name_len) != 0) return luaL_error(L, "form.decode: out of memory");
-    n = parse_name(&d, d.name->data, d.name->len);
+    name = url_decode(L, small_name, &d.name, seg, name_len, &decoded_len);
+    if (name == NULL) return luaL_error(L, "form.decode: out of memory");
+    n = parse_name(&d, name, decoded_len);
     if (n < 0) {
       luaL_Buffer b;
       lua_pushnil(L);
@@ -345,9 +404,9 @@ static int form_decode(lua_State *L) {
     }
     if (n == 0) continue;
     if (eq) {
-      if (url_decode(d.value, eq + 1, seg_len - name_len - 1) != 0)
-        return luaL_error(L, "form.decode: out of memory");
-      lua_pushlstring(L, d.value->data, d.value->len);
+      value = url_decode(L, small_value, &d.value, eq + 1, seg_len - name_len - 1, &decoded_len);
+      if (value == NULL) return luaL_error(L, "form.decode: out of memory");
+      lua_pushlstring(L, value, decoded_len);
     } else {
       lua_pushliteral(L, "");
     }

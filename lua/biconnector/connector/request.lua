@@ -9,7 +9,7 @@ local list = require "biconnector.connector.list"
 
 local type, pairs, tostring, tonumber = type, pairs, tostring, tonumber
 local format, floor = string.format, math.floor
-local find, sub, gsub = string.find, string.sub, string.gsub
+local find, sub = string.find, string.sub
 local tointeger = math.tointeger
 local null = core.null
 
@@ -193,29 +193,7 @@ end
 -- The most variables a form body may hold. PHP's max_input_vars (1000) is
 -- too few for a filter with a long IN list; the server's body limit bounds it.
 _M.FORM_MAX_VARS = 100000
-
--- A raw `=` inside brackets (`filter[>=ID]=5`, written by hand instead of
--- `filter%5B%3E%3DID%5D=5`) would end the name there (PHP: `filter_>`), and the
--- condition would silently vanish. Such a name is read up to the `]=` instead.
--- (Every search here is linear: a body of brackets must not cost quadratic time.)
-local function fix_raw_equals(pair)
-  local e = find(pair, "=", 1, true)
-  if not e then return pair end
-  local open = find(pair, "[", 1, true)
-  if not open or open > e then return pair end
-  -- the first `=` is inside a bracket when no `]` follows the last `[` before it
-  local last = open
-  while true do
-    local nxt = find(pair, "[", last + 1, true)
-    if not nxt or nxt > e then break end
-    last = nxt
-  end
-  local shut = find(pair, "]", last, true)
-  if shut and shut < e then return pair end
-  local close = find(pair, "]=", e, true)
-  if not close then return pair end
-  return (gsub(sub(pair, 1, close), "=", "%%3D")) .. sub(pair, close + 1)
-end
+local FORM_OPTIONS = { max_vars = _M.FORM_MAX_VARS, bracket_equals = true }
 
 -- PHP (and form.decode) end a name at a decoded NUL byte: `connection[tok%00en]`
 -- would silently become `connection[tok]`. A value keeps its NUL bytes.
@@ -236,8 +214,11 @@ local function decode_form(body)
     local err = nul_in_name(body)
     if err then return bad("%s", err) end
   end
-  if find(body, "%[[^%]&%[]-=") then body = gsub(body, "[^&]+", fix_raw_equals) end
-  local obj, err = form.decode(body, { max_vars = _M.FORM_MAX_VARS })
+  -- bracket_equals: a raw `=` inside brackets (`filter[>=ID]=5`, written by hand)
+  -- belongs to the name, where PHP would end the name there and the condition
+  -- would silently vanish (docs/form.md)
+  FORM_OPTIONS.max_vars = _M.FORM_MAX_VARS
+  local obj, err = form.decode(body, FORM_OPTIONS)
   if obj == nil then return bad("body: %s", tostring(err)) end
   return obj
 end
