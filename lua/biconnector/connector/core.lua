@@ -12,7 +12,7 @@ local logline = require "biconnector.host.logline"
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local pcall, xpcall, setmetatable, getmetatable = pcall, xpcall, setmetatable, getmetatable
 local concat, sort = table.concat, table.sort
-local find, sub, lower, format, gsub = string.find, string.sub, string.lower, string.format, string.gsub
+local find, sub, lower, format, gsub, byte = string.find, string.sub, string.lower, string.format, string.gsub, string.byte
 local traceback = debug.traceback
 
 local _M = { _VERSION = core.version }
@@ -871,16 +871,19 @@ end
 
 -- ---- routing ----------------------------------------------------------------
 
+local SLASH = 47 -- "/"
+
+-- (byte tests and plain finds: no string is made for a request that needs none)
 local function route(path, prefix)
   path = path or "/"
   local q = find(path, "?", 1, true)
   if q then path = sub(path, 1, q - 1) end
   if prefix and prefix ~= "" and prefix ~= "/" then
-    if sub(prefix, -1) == "/" then prefix = sub(prefix, 1, -2) end
-    if sub(path, 1, #prefix) ~= prefix then return nil end
+    if byte(prefix, -1) == SLASH then prefix = sub(prefix, 1, -2) end
+    if find(path, prefix, 1, true) ~= 1 then return nil end
     path = sub(path, #prefix + 1)
   end
-  if #path > 1 and sub(path, -1) == "/" then path = sub(path, 1, -2) end
+  if #path > 1 and byte(path, -1) == SLASH then path = sub(path, 1, -2) end
   return ENDPOINTS[path]
 end
 
@@ -937,6 +940,42 @@ end
 local clock = core.process.clock
 _M.clock = clock -- seconds, monotonic: a host's `started`
 
+local NO_OPTS = {}
+
+-- The finish of one answer: a callable object rather than a closure (LuaJIT
+-- compiles neither the making of a closure nor the code around it; small
+-- requests pay for that, issue 25).
+local Finish = {}
+Finish.__index = Finish
+
+function Finish.__call(self, how, bytes)
+  local info = self.info
+  if self.finished then return info end
+  self.finished = true
+  bytes = bytes or 0
+  local opts, status = self.opts, self.status
+  local release = info.close
+  if type(release) == "function" then
+    info.close = nil
+    local ok, err = pcall(release)
+    if not ok then
+      pcall(opts.log or default_log, "error", "releasing the data source failed", { error = tostring(err) })
+    end
+  end
+  info.sent, info["end"] = bytes, how
+  local metrics, access_log = opts.metrics, opts.access_log
+  if metrics or access_log then
+    local seconds = clock() - self.started
+    if metrics then
+      metrics:observe(info.endpoint, status, bytes, info.rows, seconds,
+        info.error ~= nil or (type(status) == "number" and status >= 500))
+      if info.cache then metrics:cache(info.endpoint, info.cache == "hit") end
+    end
+    if access_log then access_log(logline.access(self.http, status, info, bytes, seconds * 1000, how)) end
+  end
+  return info
+end
+
 -- connector.finisher(http, opts, status, info, started) -> finish(how, bytes) -> info:
 -- what every host does once an answer ended, however it ended ("ok",
 -- "aborted", "error", ...; bytes really sent), and only once: releases what
@@ -945,34 +984,10 @@ _M.clock = clock -- seconds, monotonic: a host's `started`
 -- given or the status is 5xx), and hands the access line (logline.access,
 -- without its time) to opts.access_log; opts.log: where a failed release is
 -- told. started: the clock (connector.clock) when the request arrived.
+-- finish is a callable object (call it as a function; pcall takes it too).
 function _M.finisher(http, opts, status, info, started)
-  opts = opts or {}
-  info = type(info) == "table" and info or {}
-  started = started or clock()
-  local finished = false
-  return function(how, bytes)
-    if finished then return info end
-    finished = true
-    bytes = bytes or 0
-    local release = info.close
-    if type(release) == "function" then
-      info.close = nil
-      local ok, err = pcall(release)
-      if not ok then
-        pcall(opts.log or default_log, "error", "releasing the data source failed", { error = tostring(err) })
-      end
-    end
-    info.sent, info["end"] = bytes, how
-    local seconds = clock() - started
-    local metrics = opts.metrics
-    if metrics then
-      metrics:observe(info.endpoint, status, bytes, info.rows, seconds,
-        info.error ~= nil or (type(status) == "number" and status >= 500))
-      if info.cache then metrics:cache(info.endpoint, info.cache == "hit") end
-    end
-    if opts.access_log then opts.access_log(logline.access(http, status, info, bytes, seconds * 1000, how)) end
-    return info
-  end
+  return setmetatable({ http = http, opts = opts or NO_OPTS, status = status,
+    info = type(info) == "table" and info or {}, started = started or clock(), finished = false }, Finish)
 end
 
 -- c:answer(http, opts) -> status, headers, body (string or chunk iterator),

@@ -9,7 +9,7 @@ local list = require "biconnector.connector.list"
 
 local type, pairs, tostring, tonumber = type, pairs, tostring, tonumber
 local format, floor = string.format, math.floor
-local find, sub = string.find, string.sub
+local find, sub, byte = string.find, string.sub, string.byte
 local tointeger = math.tointeger
 local null = core.null
 
@@ -128,7 +128,8 @@ local function decode_select(v)
 end
 
 local function decode_object(name, v)
-  if type(v) ~= "table" or (next(v) ~= nil and is_list(v)) then
+  -- (a list that is not empty has an item 1: the cheap test first)
+  if type(v) ~= "table" or (v[1] ~= nil and is_list(v)) then
     return bad("%s: expected an object, got %s", name, show(v))
   end
   if next(v) == nil then return {} end -- JSON's [] (what PHP writes for an empty object) too
@@ -220,7 +221,7 @@ local function decode_form(body)
   FORM_OPTIONS.max_vars = _M.FORM_MAX_VARS
   local obj, err = form.decode(body, FORM_OPTIONS)
   if obj == nil then return bad("body: %s", tostring(err)) end
-  return obj
+  return obj, nil, true
 end
 
 -- The first content coding of a Content-Encoding header other than identity,
@@ -236,6 +237,16 @@ local function content_coding(headers)
   return nil
 end
 
+-- Whether a body is a JSON object: its first byte other than white space is
+-- `{` (the byte test first: small requests run no pattern, issue 25).
+local function json_object_text(body)
+  local c = byte(body, 1)
+  if c == 123 then return true end
+  return c ~= nil and c <= 32 and find(body, "^%s*{") ~= nil
+end
+
+-- decode_body(http) -> the body's table, or nil, error; and true when it was
+-- a form (whose values are all text already).
 local function decode_body(http)
   local coding = content_coding(http.headers)
   if coding then
@@ -245,14 +256,15 @@ local function decode_body(http)
   local body = http.body
   if body == nil or body == "" then return {} end
   if type(body) ~= "string" then return bad("body: expected a string, got %s", type(body)) end
-  if sub(body, 1, 3) == "\239\187\191" then body = sub(body, 4) end -- a UTF-8 byte-order mark
+  if byte(body, 1) == 239 and sub(body, 1, 3) == "\239\187\191" then body = sub(body, 4) end -- a UTF-8 byte-order mark
   local mt = media_type(http.headers)
-  if mt == "application/json" or (mt and mt:match("^application/[%w.-]+%+json$")) then
+  local form_type = mt == "application/x-www-form-urlencoded"
+  if not form_type and (mt == "application/json" or (mt and mt:match("^application/[%w.-]+%+json$"))) then
     return decode_json(body)
-  elseif mt == "application/x-www-form-urlencoded" then
+  elseif form_type then
     -- a JSON object sent with the form type (`curl -d '{...}'` does that): as JSON,
     -- when it is one; a form name never starts with `{` in what Bitrix24 sends
-    if find(body, "^%s*{") then
+    if json_object_text(body) then
       local obj = decode_json(body)
       if obj then return obj end
     end
@@ -263,7 +275,7 @@ local function decode_body(http)
       .. "or application/x-www-form-urlencoded", show(mt)))
   end
   -- no type: a body that starts with `{` is JSON, anything else a form
-  if body:match("^%s*{") then return decode_json(body) end
+  if json_object_text(body) then return decode_json(body) end
   return decode_form(body)
 end
 
@@ -273,14 +285,17 @@ end
 -- that is neither JSON nor a form, or a Content-Encoding other than identity)
 function _M.decode(http)
   if type(http) ~= "table" then error("request.decode: expected {method=, path=, headers=, body=}", 2) end
-  local raw, err = decode_body(http)
+  local raw, err, from_form = decode_body(http)
   if raw == nil then return nil, err end
-  local req = { connection = {}, search = "" }
+  local req = { search = "" }
 
-  if not is_absent(raw.connection) then
+  if is_absent(raw.connection) then
+    req.connection = {}
+  else
     req.connection, err = decode_object("connection", raw.connection)
     if not req.connection then return nil, err end
-    req.connection = connection_text(req.connection, 0)
+    -- a form's values are text already (and its tables hold only text)
+    if not from_form then req.connection = connection_text(req.connection, 0) end
   end
 
   if not is_absent(raw.searchString) then
