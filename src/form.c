@@ -38,8 +38,15 @@ typedef struct form_key {
 
 typedef struct form_decoder {
   lua_State *L;
-  int nodes;         /* stack index: table node -> light userdata, its form_node */
-  form_node *free;   /* where the next node's bookkeeping goes */
+  /* stack index of the nodes table: the first FORM_SMALL_NODES node tables at
+   * 1..n_small (their bookkeeping in small[], found by the table's address in
+   * small_at[]), later ones as keys whose values are light userdata (their
+   * bookkeeping in blocks of 64, themselves kept alive as keys) */
+  int nodes;
+  form_node *small;
+  const void *small_at[FORM_SMALL_NODES];
+  size_t n_small;
+  form_node *free;   /* where the next node's bookkeeping goes past the small ones */
   size_t n_free;     /* how many fit there */
   bic_buffer *name;  /* a decoded variable name of FORM_SMALL bytes or more (made on first need) */
   bic_buffer *value; /* a decoded value alike */
@@ -108,12 +115,26 @@ static void push_integer_key(lua_State *L, long long k) {
 #endif
 }
 
-/* A new table at the top of the stack becomes a node with its bookkeeping:
- * in the decoder's small array first, then in blocks of userdata that never
- * move (each kept alive as a key of the nodes table). */
+static void node_init(form_node *node) {
+  node->next_free = 0;
+  node->count = 0;
+  node->has_next = 0;
+  node->is_list = 1;
+}
+
+/* A new table at the top of the stack becomes a node with its bookkeeping. */
 static void new_node(form_decoder *d) {
   lua_State *L = d->L;
   form_node *node;
+  if (d->n_small < FORM_SMALL_NODES) {
+    lua_createtable(L, 0, 1); /* one slot: most arrays get a key, and none then grows from nothing */
+    node = &d->small[d->n_small];
+    d->small_at[d->n_small++] = lua_topointer(L, -1);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, d->nodes, (int)d->n_small);
+    node_init(node);
+    return;
+  }
   if (d->n_free == 0) {
     size_t n = 64;
     d->free = (form_node *)lua_newuserdata(L, sizeof(form_node) * n);
@@ -123,19 +144,20 @@ static void new_node(form_decoder *d) {
   }
   node = d->free++;
   d->n_free--;
-  lua_newtable(L);
+  lua_createtable(L, 0, 1);
   lua_pushvalue(L, -1);
   lua_pushlightuserdata(L, node);
-  node->next_free = 0;
-  node->count = 0;
-  node->has_next = 0;
-  node->is_list = 1;
+  node_init(node);
   lua_rawset(L, d->nodes);
 }
 
 static form_node *node_of(form_decoder *d, int idx) {
   form_node *node;
   lua_State *L = d->L;
+  const void *at = lua_topointer(L, idx);
+  size_t i;
+  for (i = 0; i < d->n_small; i++)
+    if (d->small_at[i] == at) return &d->small[i];
   lua_pushvalue(L, idx);
   lua_rawget(L, d->nodes);
   node = (form_node *)lua_touserdata(L, -1);
@@ -267,23 +289,38 @@ static long parse_name(form_decoder *d, char *name, size_t len) {
 }
 
 /* Turn every node that is a PHP list (keys 0..n-1 in order) into a Lua sequence 1..n. */
+static void shift_list(lua_State *L, const form_node *node) {
+  size_t i;
+  for (i = node->count; i > 0; i--) {
+    push_integer_key(L, (long long)i - 1);
+    lua_rawget(L, -2);
+    lua_rawseti(L, -2, (int)i);
+  }
+  push_integer_key(L, 0);
+  lua_pushnil(L);
+  lua_rawset(L, -3);
+}
+
 static void shift_lists(form_decoder *d) {
   lua_State *L = d->L;
+  size_t i;
+  for (i = 0; i < d->n_small; i++) {
+    if (!d->small[i].is_list || d->small[i].count == 0) continue;
+    lua_rawgeti(L, d->nodes, (int)i + 1);
+    shift_list(L, &d->small[i]);
+    lua_pop(L, 1);
+  }
+  if (d->n_small < FORM_SMALL_NODES) return;
   lua_pushnil(L);
   while (lua_next(L, d->nodes) != 0) {
-    form_node *node = (form_node *)lua_touserdata(L, -1); /* NULL: a block's entry */
-    if (node != NULL && node->is_list && node->count > 0) {
-      size_t i;
-      for (i = node->count; i > 0; i--) {
-        push_integer_key(L, (long long)i - 1);
-        lua_rawget(L, -3);
-        lua_rawseti(L, -3, (int)i);
-      }
-      push_integer_key(L, 0);
-      lua_pushnil(L);
-      lua_rawset(L, -4);
-    }
+    /* NULL: a small node's entry or a block's */
+    const form_node *node = lua_type(L, -1) == LUA_TLIGHTUSERDATA ? (const form_node *)lua_touserdata(L, -1) : NULL;
     lua_pop(L, 1);
+    if (node != NULL && node->is_list && node->count > 0) {
+      lua_pushvalue(L, -1);
+      shift_list(L, node);
+      lua_pop(L, 1);
+    }
   }
 }
 
@@ -305,21 +342,34 @@ static const char *name_end(const char *seg, size_t seg_len, const char *eq) {
   return eq;
 }
 
-static long opt_limit(lua_State *L, int opts, const char *name, long dflt) {
-  long v = dflt;
-  if (lua_istable(L, opts)) {
-    lua_getfield(L, opts, name);
-    if (!lua_isnil(L, -1)) {
-      lua_Number x;
-      if (!lua_isnumber(L, -1)) luaL_error(L, "form.decode: option %s must be a number", name);
-      x = lua_tonumber(L, -1);
-      if (!(x >= 0 && x <= 1e9) || x != floor(x))
-        luaL_error(L, "form.decode: option %s must be an integer from 0 to 1e9", name);
-      v = (long)x;
+/* The limit option `name` whose value is at the top of the stack. */
+static long opt_limit(lua_State *L, const char *name) {
+  lua_Number x;
+  if (!lua_isnumber(L, -1)) luaL_error(L, "form.decode: option %s must be a number", name);
+  x = lua_tonumber(L, -1);
+  if (!(x >= 0 && x <= 1e9) || x != floor(x))
+    luaL_error(L, "form.decode: option %s must be an integer from 0 to 1e9", name);
+  return (long)x;
+}
+
+/* The options table at opts, read in one walk (no key string is made, as
+ * lua_getfield makes one per name: small bodies are decoded per request). */
+static void read_options(form_decoder *d, int opts) {
+  lua_State *L = d->L;
+  d->max_vars = FORM_MAX_VARS;
+  d->max_depth = FORM_MAX_DEPTH;
+  d->bracket_equals = 0;
+  if (!lua_istable(L, opts)) return;
+  lua_pushnil(L);
+  while (lua_next(L, opts) != 0) {
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -2);
+      if (strcmp(k, "max_vars") == 0) d->max_vars = opt_limit(L, "max_vars");
+      else if (strcmp(k, "max_depth") == 0) d->max_depth = opt_limit(L, "max_depth");
+      else if (strcmp(k, "bracket_equals") == 0) d->bracket_equals = lua_toboolean(L, -1);
     }
     lua_pop(L, 1);
   }
-  return v;
 }
 
 static void quote_name(luaL_Buffer *b, const char *s, size_t n) {
@@ -350,19 +400,14 @@ static int form_decode(lua_State *L) {
   int root;
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   d.L = L;
-  d.max_vars = opt_limit(L, 2, "max_vars", FORM_MAX_VARS);
-  d.max_depth = opt_limit(L, 2, "max_depth", FORM_MAX_DEPTH);
-  d.bracket_equals = 0;
-  if (lua_istable(L, 2)) {
-    lua_getfield(L, 2, "bracket_equals");
-    d.bracket_equals = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-  }
-  d.free = small_nodes;
-  d.n_free = FORM_SMALL_NODES;
+  read_options(&d, 2);
+  d.small = small_nodes;
+  d.n_small = 0;
+  d.free = NULL;
+  d.n_free = 0;
   d.name = d.value = NULL;
   lua_settop(L, 2);
-  lua_newtable(L);
+  lua_createtable(L, FORM_SMALL_NODES, 0); /* the nodes */
   d.nodes = lua_gettop(L);
   /* a level takes at least two bytes ("[x"), so the body length bounds the path too */
   n_keys = ((size_t)d.max_depth < len ? (size_t)d.max_depth : len) + 2;

@@ -83,11 +83,11 @@ end
 -- repeated ones joined with ", "), body, remote } for c:handle; nil, err when
 -- the body cannot be read.
 function _M.request(max_headers)
-  local headers = {}
-  local raw = ngx.req.get_headers(max_headers or 100)
-  for name, value in pairs(raw) do
-    if type(value) == "table" then value = concat(value, ", ") end
-    headers[name:lower()] = value
+  -- names come lower-cased (and the table looks up any spelling); a repeated
+  -- header comes as a list, joined here
+  local headers = ngx.req.get_headers(max_headers or 100)
+  for name, value in pairs(headers) do
+    if type(value) == "table" then headers[name] = concat(value, ", ") end
   end
   ngx.req.read_body() -- over client_max_body_size nginx answers 413 itself and we never come back
   local body = ngx.req.get_body_data()
@@ -284,7 +284,8 @@ function _M.serve(target, opts)
   opts = opts or {}
   local started = connector_mod.clock()
   if not heap_set then keep_heap() end
-  pcall(ngx.on_abort, on_abort) -- "lua_check_client_abort is off": found when the answer is sent
+  -- nil, "lua_check_client_abort is off" (a per-location setting): found when the answer is sent
+  local abort_ok, abort_on = pcall(ngx.on_abort, on_abort)
   local ok, req, status, headers, body, finish = xpcall(prepare, with_trace, target, opts, started)
   if not ok then
     local id = glue_error(req.message, req.traceback)
@@ -294,7 +295,7 @@ function _M.serve(target, opts)
       metrics = opts.metrics and _M.metrics_registry(opts.metrics) or nil }, status, { status = 500, error = id }, started)
   end
   local sent = { finish = finish, bytes = 0 }
-  ngx.ctx.biconnector_answer = sent
+  if abort_ok and abort_on then ngx.ctx.biconnector_answer = sent end -- for on_abort
 
   local how = "ok"
   send_headers(status, headers)
