@@ -278,6 +278,9 @@ local function keep_heap()
   if not ok or not _M.HEAP_KEPT then return end
   pcall(ffi.cdef, "int mallopt(int param, int value);")
   pcall(function() ffi.C.mallopt(-1, _M.HEAP_KEPT) end) -- M_TRIM_THRESHOLD (glibc's malloc.h)
+  -- setting it stops glibc raising its mmap threshold as it would: a buffer of
+  -- 128 KiB or more (a 1000-row answer's) was mapped and unmapped per answer
+  pcall(function() ffi.C.mallopt(-3, _M.HEAP_KEPT) end) -- M_MMAP_THRESHOLD
 end
 
 function _M.serve(target, opts)
