@@ -5,6 +5,7 @@
 --   cjson_rows(code) -> the anchor's answer table: the header row of codes
 --                 then the same rows, null as cjson.null
 --   connector -> the demo connector whose data returns rows(code) as it is
+--   cached -> the same with cache = {ttl} (its /table_list from memory)
 local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 local data = dofile(here .. "../examples/demo/data.lua")
 local biconnector = require "biconnector"
@@ -46,14 +47,22 @@ end
 
 local TOKEN = "demo-token"
 
-_M.connector = biconnector.connector {
-  title = "biconnector bench (precomputed demo rows)",
-  settings = { { code = "token", name = "Access token", type = "STRING" } },
-  secrets = { TOKEN },
-  check = function(connection) return connection.token == TOKEN, "wrong token" end,
-  tables = function() return data.TABLES end,
-  describe = function(_, code) return data.fields(code) end,
-  data = function(_, q) return _M.rows(q.table) end,
-}
+local function definition(cache)
+  return {
+    title = "biconnector bench (precomputed demo rows)",
+    settings = { { code = "token", name = "Access token", type = "STRING" } },
+    secrets = { TOKEN },
+    check = function(connection) return connection.token == TOKEN, "wrong token" end,
+    tables = function() return data.TABLES end,
+    describe = function(_, code) return data.fields(code) end,
+    data = function(_, q) return _M.rows(q.table) end,
+    cache = cache,
+  }
+end
+
+_M.connector = biconnector.connector(definition())
+-- the same with the introspection cache (per worker): /table_list and
+-- /table_description answered from memory after the first time
+_M.cached = biconnector.connector(definition({ ttl = 3600 }))
 
 return _M

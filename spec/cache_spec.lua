@@ -55,6 +55,10 @@ describe("biconnector.cache", function()
     -- no ambiguity between where one value ends and the next begins
     assert.are_not.equal(cache.key("n", "e", { a = "b:c" }, ""), cache.key("n", "e", { a = "b", c = "" }, ""))
     assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", core.sha256("abc"))
+    -- the key of a given request stays what it was (entries in a shared dict
+    -- outlive a reload): the text it hashes is fixed
+    assert.equal("bic:cache:9c436fa1e4e8500431db291831cdd7fa8188050fd331b94f890dc00a41a7abeb",
+      cache.key("deals", "table_list", { token = "t", nested = { 1, "a", b = true } }, "sea"))
   end)
 
   it("memory store: answers until the TTL passes; bounded", function()

@@ -24,34 +24,77 @@ local function clock()
   return core.os.clock()
 end
 
--- A canonical text of a value: sorted keys, lengths before strings, so that
--- different connections never give the same text.
-local function canonical(v, out)
+-- The order of keys in the canonical text: strings and numbers by value,
+-- false before true, any other pair by type name (one function: no closure
+-- made per table).
+local function key_order(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end
+  if ta == "string" or ta == "number" then return a < b end
+  return ta == "boolean" and b and not a
+end
+
+local TAG = { string = "s", number = "n", boolean = "b" }
+
+-- A table's keys in key_order: a few (a connection's settings) sorted in
+-- place as they come, which LuaJIT compiles (table.sort calling back into Lua
+-- it does not); many by table.sort, so that no table costs quadratic time.
+local function sorted_keys(v)
+  local keys, nk = {}, 0
+  for k in pairs(v) do
+    nk = nk + 1
+    local i = nk
+    if nk <= 12 then
+      while i > 1 and key_order(k, keys[i - 1]) do
+        keys[i] = keys[i - 1]
+        i = i - 1
+      end
+    end
+    keys[i] = k
+  end
+  if nk > 12 then sort(keys, key_order) end
+  return keys, nk
+end
+
+-- A canonical text of a value into out[n+1...]: sorted keys, lengths before
+-- strings, so that different connections never give the same text. -> n
+local function canonical(v, out, n)
   local t = type(v)
   if t == "table" then
-    local keys = {}
-    for k in pairs(v) do keys[#keys + 1] = k end
-    sort(keys, function(a, b)
-      if type(a) == type(b) and (type(a) == "string" or type(a) == "number") then return a < b end
-      return type(a) < type(b)
-    end)
-    out[#out + 1] = "{" .. #keys .. ":"
-    for _, k in ipairs(keys) do
-      canonical(k, out)
-      canonical(v[k], out)
+    local keys, nk = sorted_keys(v)
+    n = n + 1
+    out[n] = "{" .. nk .. ":"
+    for i = 1, nk do
+      local k = keys[i]
+      n = canonical(v[k], out, canonical(k, out, n))
     end
-    out[#out + 1] = "}"
+    n = n + 1
+    out[n] = "}"
   else
     local s = tostring(v)
-    out[#out + 1] = t:sub(1, 1) .. #s .. ":" .. s
+    n = n + 1
+    out[n] = (TAG[t] or t:sub(1, 1)) .. #s .. ":" .. s
   end
-  return out
+  return n
 end
 
 -- cache.key(namespace, endpoint, connection, arg) -> "bic:cache:<64 hex digits>"
+-- (the canonical text of the list {namespace, endpoint, connection, arg},
+-- written without making the list)
 function _M.key(namespace, endpoint, connection, arg)
-  local text = concat(canonical({ namespace or "", endpoint, connection or {}, arg or "" }, {}))
-  return "bic:cache:" .. sha256(text)
+  local out = { "{4:n1:1" }
+  local n = canonical(namespace or "", out, 1)
+  n = n + 1
+  out[n] = "n1:2"
+  n = canonical(endpoint, out, n)
+  n = n + 1
+  out[n] = "n1:3"
+  n = canonical(connection or {}, out, n)
+  n = n + 1
+  out[n] = "n1:4"
+  n = canonical(arg or "", out, n)
+  out[n + 1] = "}"
+  return "bic:cache:" .. sha256(concat(out))
 end
 
 -- In process memory: at most max_entries (default 1000) answers; when full,

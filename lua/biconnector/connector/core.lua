@@ -66,10 +66,14 @@ local function table_list_problem(list, where)
   end
   for i = 1, #list do
     local t = list[i]
-    local w = format("%s[%d]", where, i)
-    if type(t) ~= "table" then return w .. " must be a table {code, title}, got " .. type(t) end
-    if not nonempty_string(t.code) then return w .. ".code must be a non-empty string, got " .. describe_value(t.code) end
-    if not nonempty_string(t.title) then return w .. ".title must be a non-empty string, got " .. describe_value(t.title) end
+    -- (the place is written only for a problem: a table list is checked per request)
+    if type(t) ~= "table" then return format("%s[%d] must be a table {code, title}, got %s", where, i, type(t)) end
+    if not nonempty_string(t.code) then
+      return format("%s[%d].code must be a non-empty string, got %s", where, i, describe_value(t.code))
+    end
+    if not nonempty_string(t.title) then
+      return format("%s[%d].title must be a non-empty string, got %s", where, i, describe_value(t.title))
+    end
   end
   return nil
 end
