@@ -969,7 +969,8 @@ function Finish.__call(self, how, bytes)
   info.sent, info["end"] = bytes, how
   local metrics, access_log = opts.metrics, opts.access_log
   if metrics or access_log then
-    local seconds = clock() - self.started
+    local now = clock()
+    local seconds = now - (self.started or now)
     if metrics then
       metrics:observe(info.endpoint, status, bytes, info.rows, seconds,
         info.error ~= nil or (type(status) == "number" and status >= 500))
@@ -990,8 +991,11 @@ end
 -- told. started: the clock (connector.clock) when the request arrived.
 -- finish is a callable object (call it as a function; pcall takes it too).
 function _M.finisher(http, opts, status, info, started)
-  return setmetatable({ http = http, opts = opts or NO_OPTS, status = status,
-    info = type(info) == "table" and info or {}, started = started or clock(), finished = false }, Finish)
+  opts = opts or NO_OPTS
+  -- the clock only for what measures the answer's time
+  if started == nil and (opts.metrics or opts.access_log) then started = clock() end
+  return setmetatable({ http = http, opts = opts, status = status,
+    info = type(info) == "table" and info or {}, started = started, finished = false }, Finish)
 end
 
 -- c:answer(http, opts) -> status, headers, body (string or chunk iterator),
@@ -1003,7 +1007,7 @@ end
 -- end it so that it cannot look whole). A host sends the answer and calls
 -- finish once.
 function methods.answer(self, http, opts, started)
-  started = started or clock()
+  if started == nil and opts and (opts.metrics or opts.access_log) then started = clock() end
   local status, headers, body, info = self:handle(http, opts)
   if type(body) == "function" then
     local chunks = body
