@@ -17,6 +17,7 @@ local metrics = require "biconnector.host.metrics"
 local ngx = ngx
 local format, concat = string.format, table.concat
 local type, tostring, pairs, ipairs, pcall, xpcall = type, tostring, pairs, ipairs, pcall, xpcall
+local setmetatable = setmetatable
 local open = io.open
 
 local _M = { _VERSION = core.version }
@@ -83,9 +84,10 @@ end
 -- repeated ones joined with ", "), body, remote } for c:handle; nil, err when
 -- the body cannot be read.
 function _M.request(max_headers)
-  -- names come lower-cased (and the table looks up any spelling); a repeated
-  -- header comes as a list, joined here
-  local headers = ngx.req.get_headers(max_headers or 100)
+  -- names come lower-cased; a repeated header comes as a list, joined here.
+  -- The table's metatable (any spelling looked up through a function) goes:
+  -- each header the connector looks for and the request lacks would run it.
+  local headers = setmetatable(ngx.req.get_headers(max_headers or 100), nil)
   for name, value in pairs(headers) do
     if type(value) == "table" then headers[name] = concat(value, ", ") end
   end
