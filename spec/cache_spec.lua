@@ -61,6 +61,60 @@ describe("biconnector.cache", function()
       cache.key("deals", "table_list", { token = "t", nested = { 1, "a", b = true } }, "sea"))
   end)
 
+  it("keys: the C writer gives the keys the Lua writer gives (3000 generated connections)", function()
+    -- a copy of the module whose C writer is absent: every key written in Lua
+    local real = core.cache_key
+    core.cache_key = function() return nil end
+    local path = package.searchpath("biconnector.connector.cache", package.path)
+    local ok, lua_only = pcall(dofile, path)
+    core.cache_key = real
+    assert(ok, lua_only)
+    local seed = 4242
+    local function rand(n)
+      seed = seed * 16807 % 2147483647
+      return seed % n + 1
+    end
+    local function text()
+      local t = {}
+      for i = 1, rand(12) - 1 do t[i] = string.char(rand(256) - 1) end
+      return table.concat(t)
+    end
+    local function value(depth)
+      local r = rand(8)
+      if r == 1 then return rand(100) end
+      if r == 2 then return rand(2) == 1 end
+      if r == 3 then return rand(9) - 5 + 0.5 end
+      if r <= 5 and depth < 4 then
+        local t = {}
+        for i = 1, rand(20) - 1 do
+          local kr, k = rand(5), nil
+          if kr == 1 then k = i elseif kr == 2 then k = text() elseif kr == 3 then k = rand(9) - 5 + 0.5
+          elseif kr == 4 then k = "k" .. rand(30) else k = rand(2) == 1 end
+          t[k] = value(depth + 1)
+        end
+        return t
+      end
+      return text()
+    end
+    local through_c = 0
+    for i = 1, 3000 do
+      local conn = value(0)
+      if type(conn) ~= "table" then conn = { token = conn } end
+      local ns = rand(2) == 1 and "ns" or text()
+      local want = lua_only.key(ns, "table_list", conn, "x")
+      assert.equal(want, cache.key(ns, "table_list", conn, "x"), "connection #" .. i)
+      if core.cache_key(ns, "table_list", conn, "x") then through_c = through_c + 1 end
+    end
+    assert.equal(3000, through_c)
+    -- what the C writer leaves to Lua: a value tostring writes by address, a
+    -- deep table; the key is still made, the same each time
+    local deep = {}
+    for _ = 1, 40 do deep = { deep } end
+    local odd = { token = "t", f = print, deep = deep }
+    assert.is_nil(core.cache_key("ns", "table_list", odd, ""))
+    assert.equal(lua_only.key("ns", "table_list", odd, ""), cache.key("ns", "table_list", odd, ""))
+  end)
+
   it("memory store: answers until the TTL passes; bounded", function()
     local m = cache.memory(3)
     m:set("a", "1", 0.05)

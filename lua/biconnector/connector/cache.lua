@@ -78,21 +78,28 @@ local function canonical(v, out, n)
   return n
 end
 
--- cache.key(namespace, endpoint, connection, arg) -> "bic:cache:<64 hex digits>"
--- (the canonical text of the list {namespace, endpoint, connection, arg},
--- written without making the list)
+local c_key = core.cache_key
+
+-- cache.key(namespace, endpoint, connection, arg) -> "bic:cache:<64 hex digits>":
+-- the SHA-256 of the canonical text of the list {namespace, endpoint,
+-- connection, arg}. The C core writes it (core.cache_key, straight into the
+-- hash) for strings, numbers, booleans and tables of them; anything else is
+-- written here, the same text.
 function _M.key(namespace, endpoint, connection, arg)
+  namespace, connection, arg = namespace or "", connection or {}, arg or ""
+  local key = c_key(namespace, endpoint, connection, arg)
+  if key then return key end
   local out = { "{4:n1:1" }
-  local n = canonical(namespace or "", out, 1)
+  local n = canonical(namespace, out, 1)
   n = n + 1
   out[n] = "n1:2"
   n = canonical(endpoint, out, n)
   n = n + 1
   out[n] = "n1:3"
-  n = canonical(connection or {}, out, n)
+  n = canonical(connection, out, n)
   n = n + 1
   out[n] = "n1:4"
-  n = canonical(arg or "", out, n)
+  n = canonical(arg, out, n)
   out[n + 1] = "}"
   return "bic:cache:" .. sha256(concat(out))
 end
