@@ -87,9 +87,9 @@ describe("biconnector.cache", function()
       if r <= 5 and depth < 4 then
         local t = {}
         for i = 1, rand(20) - 1 do
-          local kr, k = rand(5), nil
-          if kr == 1 then k = i elseif kr == 2 then k = text() elseif kr == 3 then k = rand(9) - 5 + 0.5
-          elseif kr == 4 then k = "k" .. rand(30) else k = rand(2) == 1 end
+          local kr = rand(5)
+          local k = kr == 1 and i or kr == 2 and text() or kr == 3 and rand(9) - 5 + 0.5
+            or kr == 4 and "k" .. rand(30) or rand(2) == 1
           t[k] = value(depth + 1)
         end
         return t

@@ -143,21 +143,22 @@ static int key_cmp(const void *pa, const void *pb) {
   return key_less(a, b) ? -1 : key_less(b, a) ? 1 : 0;
 }
 
-static void feed_len(sha256_ctx *c, size_t n) {
-  char digits[24];
-  int i = (int)sizeof digits;
+/* lead (one byte, or none when 0), the decimal n, then ":" */
+static void feed_count(sha256_ctx *c, char lead, size_t n) {
+  char text[32];
+  size_t i = sizeof text;
+  text[--i] = ':';
   do {
-    digits[--i] = (char)('0' + n % 10);
+    text[--i] = (char)('0' + n % 10);
     n /= 10;
   } while (n > 0);
-  sha256_update(c, digits + i, sizeof digits - (size_t)i);
+  if (lead) text[--i] = lead;
+  sha256_update(c, text + i, sizeof text - i);
 }
 
 /* tag, length, ":", text */
 static void feed_text(sha256_ctx *c, char tag, const char *s, size_t len) {
-  sha256_update(c, &tag, 1);
-  feed_len(c, len);
-  sha256_update(c, ":", 1);
+  feed_count(c, tag, len);
   sha256_update(c, s, len);
 }
 
@@ -213,9 +214,7 @@ static int feed_table(lua_State *L, sha256_ctx *c, int idx, int depth) {
   } else {
     qsort(items, n, sizeof *items, key_cmp);
   }
-  sha256_update(c, "{", 1);
-  feed_len(c, n);
-  sha256_update(c, ":", 1);
+  feed_count(c, '{', n);
   for (i = 0; i < n; i++) {
     key_item *k = &items[i];
     int ok;
