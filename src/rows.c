@@ -530,32 +530,35 @@ static int convert_lua(lua_State *L, int idx, int type, int zone, cell *out, why
 /* Doubles with at most three decimals and under 1e12 (money, rates, quantities)
  * are written directly: m / 10^k == d exactly means "m/10^k" as decimal text
  * reads back to d, and the smallest such k gives the shortest text, which is
- * what bic_json_put_double would write. Everything else goes to it. */
+ * what bic_json_put_double would write. Everything else goes to it.
+ * One rounding serves every k: when some k <= 3 fits with m, 3 fits with
+ * m * 10^(3-k) (a * 1000 is within half a unit of it below 1e15, and both
+ * quotients are the same real number correctly rounded), so k is 3 less the
+ * trailing zeros of the rounding at 3 (at most 3), and its m that rounding
+ * without them. */
 static int put_double(bic_buffer *b, double d) {
-  static const double scale[4] = {1.0, 10.0, 100.0, 1000.0};
-  static const long long iscale[4] = {1, 10, 100, 1000};
   double a = fabs(d);
-  int k;
   if (a >= 1e-3 && a < 1e12) {
-    for (k = 0; k <= 3; k++) {
-      double m = floor(a * scale[k] + 0.5);
-      if (m / scale[k] == a) {
-        char text[40], *p = text + sizeof text;
-        long long mi = (long long)m, ip = mi / iscale[k], frac = mi % iscale[k];
-        int i;
-        if (k == 0) {
-          *--p = '0';
-        } else {
-          for (i = 0; i < k; i++, frac /= 10) *--p = (char)('0' + frac % 10);
-        }
-        *--p = '.';
-        do {
-          *--p = (char)('0' + ip % 10);
-          ip /= 10;
-        } while (ip > 0);
-        if (d < 0) *--p = '-';
-        return bic_buffer_put(b, p, (size_t)(text + sizeof text - p));
+    long long m = (long long)(a * 1000.0 + 0.5); /* floor: positive */
+    if ((double)m / 1000.0 == a) {
+      char text[40], *p = text + sizeof text;
+      int k = 3;
+      while (k > 0 && m % 10 == 0) {
+        m /= 10;
+        k--;
       }
+      if (k == 0) {
+        *--p = '0';
+      } else {
+        for (; k > 0; k--, m /= 10) *--p = (char)('0' + m % 10);
+      }
+      *--p = '.';
+      do {
+        *--p = (char)('0' + m % 10);
+        m /= 10;
+      } while (m > 0);
+      if (d < 0) *--p = '-';
+      return bic_buffer_put(b, p, (size_t)(text + sizeof text - p));
     }
   }
   return bic_json_put_double(b, d);
@@ -622,14 +625,76 @@ static void push_column(lua_State *L, rows_encoder *e, int row, int codes, int c
   }
 }
 
-/* An array row has a value at [1] or a non-zero length; otherwise it is keyed by code. */
-static int row_is_array(lua_State *L, int row) {
+/* An array row has a value at [1] or a non-zero length; otherwise it is keyed by
+ * code. *len: the row's length (lua_rawlen). */
+static int row_is_array(lua_State *L, int row, size_t *len) {
   int yes;
-  if (lua_rawlen(L, row) > 0) return 1;
+  *len = (size_t)lua_rawlen(L, row);
+  if (*len > 0) return 1;
   lua_rawgeti(L, row, 1);
   yes = !lua_isnil(L, -1);
   lua_pop(L, 1);
   return yes;
+}
+
+/* A date or datetime text already in the spelling it is written in
+ * ("YYYY-MM-DD"; "YYYY-MM-DD HH:MM:SS" when datetimes carry no offset) and
+ * valid: convert + format_civil would write it back byte for byte. */
+static int written_as_is(const char *s, size_t len, int type, int zone) {
+  civil c;
+  if (type == T_DATE) return len == 10 && s[4] == '-' && parse_datetime(s, len, &c) == 1;
+  return zone == ZONE_PLAIN && len == 19 && s[4] == '-' && s[10] == ' ' && parse_datetime(s, len, &c) == 2;
+}
+
+/* The common exact matches of a Lua value (at the top of the stack) and its
+ * field's type, written as convert + put_cell would, with fewer reads of the
+ * value (the Lua-list rows of an answer spend most of their time per cell):
+ * 1 written, 0 not one of them (nothing written: convert decides), -1 out of
+ * memory. */
+static int put_lua_exact(lua_State *L, bic_buffer *b, int type, int zone) {
+  int t = lua_type(L, -1);
+  if (t == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (type == T_STRING) {
+      size_t at = b->len;
+      int rc = bic_json_put_string(b, s, len, 0);
+      if (rc == -2) b->len = at; /* invalid UTF-8: put_cell's words */
+      return rc == -2 ? 0 : rc == 0 ? 1 : -1;
+    }
+    if ((type == T_DATE || type == T_DATETIME) && written_as_is(s, len, type, zone)) {
+      char *o;
+      if (b->cap - b->len < len + 2 && bic_buffer_grow(b, len + 2) != 0) return -1;
+      o = b->data + b->len;
+      o[0] = '"';
+      memcpy(o + 1, s, len);
+      o[len + 1] = '"';
+      b->len += len + 2;
+      return 1;
+    }
+    return 0;
+  }
+  if (t == LUA_TNUMBER && (type == T_INT || type == T_DOUBLE)) {
+    double d;
+#if BIC_HAS_INTEGERS
+    if (lua_isinteger(L, -1)) {
+      long long i = (long long)lua_tointeger(L, -1);
+      if (type == T_INT) return bic_json_put_integer(b, i) == 0 ? 1 : -1;
+      return put_double(b, (double)i) == 0 ? 1 : -1;
+    }
+#endif
+    d = (double)lua_tonumber(L, -1);
+    if (type == T_INT) {
+      long long i;
+      if (!double_to_int(d, &i)) return 0;
+      return bic_json_put_integer(b, i) == 0 ? 1 : -1;
+    }
+    if (!isfinite(d)) return 0;
+    return put_double(b, d) == 0 ? 1 : -1;
+  }
+  if (t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL))
+    return bic_buffer_puts(b, "null") == 0 ? 1 : -1;
+  return 0;
 }
 
 /* What a row had that did not fit (invalid = "null"): how many values, the first
@@ -661,19 +726,18 @@ static int nulls_push(lua_State *L, const nulls *n) {
  * With invalid = "null" a value that does not fit is written as null and counted
  * in *nl instead. */
 static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf *why, nulls *nl) {
-  size_t mark = e->buf.len;
-  int col, as_array, width;
+  size_t mark = e->buf.len, len;
+  int col, as_array, width, type;
   if (lua_type(L, row) != LUA_TTABLE) {
     snprintf(why->text, sizeof why->text, "expected a row table, got %s", value_kind(L, row));
     return 0;
   }
-  as_array = row_is_array(L, row);
+  as_array = row_is_array(L, row, &len);
   if (as_array) {
     if (array_by_select(L, e, row)) as_array = 2;
     width = as_array == 2 ? e->nout : e->nfields;
-    if ((int)lua_rawlen(L, row) > width) {
-      snprintf(why->text, sizeof why->text, "array row has %d values, expected at most %d",
-               (int)lua_rawlen(L, row), width);
+    if (len > (size_t)width) {
+      snprintf(why->text, sizeof why->text, "array row has %d values, expected at most %d", (int)len, width);
       return 0;
     }
   }
@@ -685,7 +749,19 @@ static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
     at = e->buf.len;
     push_column(L, e, row, codes, col, as_array);
-    rc = convert_lua(L, -1, e->field_type[e->out_field[col]], e->zone, &v, why) != 0 ? -2 : put_cell(&e->buf, &v, why);
+    type = e->field_type[e->out_field[col]];
+    rc = put_lua_exact(L, &e->buf, type, e->zone);
+    if (rc > 0) {
+      lua_pop(L, 1);
+      continue;
+    }
+    if (rc < 0) {
+      lua_pop(L, 1);
+      e->buf.len = mark;
+      snprintf(why->text, sizeof why->text, "out of memory");
+      return e->out_field[col] + 1;
+    }
+    rc = convert_lua(L, -1, type, e->zone, &v, why) != 0 ? -2 : put_cell(&e->buf, &v, why);
     lua_pop(L, 1);
     if (rc == -2 && e->null_invalid) { /* does not fit: null */
       e->buf.len = at;
@@ -781,6 +857,7 @@ static int normalize_row(lua_State *L, int stage) {
   why_buf why, put_why;
   nulls nl = {0, 0, {""}};
   int f, as_array, rc, put_failed = 0, put_col = 0;
+  size_t len;
   lua_settop(L, 2);
   rows_getcodes(L, 1);
   if (stage) {
@@ -792,7 +869,7 @@ static int normalize_row(lua_State *L, int stage) {
     snprintf(why.text, sizeof why.text, "expected a row table, got %s", value_kind(L, 2));
     return push_refusal(L, 0, why.text);
   }
-  as_array = row_is_array(L, 2);
+  as_array = row_is_array(L, 2, &len);
   if (as_array && array_by_select(L, e, 2)) as_array = 2;
   lua_createtable(L, 0, e->nfields);
   for (f = 0; f < e->nfields; f++) {
