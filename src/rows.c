@@ -527,6 +527,34 @@ static int convert_lua(lua_State *L, int idx, int type, int zone, cell *out, why
   return convert(&x, type, zone, out, why);
 }
 
+/* Writes the n decimal digits of u (n from count_digits) ending at end. */
+static void put_digits(char *end, unsigned long long u, int n) {
+  while (n-- > 0) {
+    *--end = (char)('0' + u % 10);
+    u /= 10;
+  }
+}
+
+static int count_digits(unsigned long long u) {
+  int n = 1;
+  while (u >= 10) {
+    u /= 10;
+    n++;
+  }
+  return n;
+}
+
+/* An integer in decimal, as bic_json_put_integer writes it, straight into b. */
+static int put_integer(bic_buffer *b, long long v) {
+  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+  int n = count_digits(u), neg = v < 0;
+  if (b->cap - b->len < 24 && bic_buffer_grow(b, 24) != 0) return -1;
+  if (neg) b->data[b->len] = '-';
+  b->len += (size_t)(n + neg);
+  put_digits(b->data + b->len, u, n);
+  return 0;
+}
+
 /* Doubles with at most three decimals and under 1e12 (money, rates, quantities)
  * are written directly: m / 10^k == d exactly means "m/10^k" as decimal text
  * reads back to d, and the smallest such k gives the shortest text, which is
@@ -541,24 +569,25 @@ static int put_double(bic_buffer *b, double d) {
   if (a >= 1e-3 && a < 1e12) {
     long long m = (long long)(a * 1000.0 + 0.5); /* floor: positive */
     if ((double)m / 1000.0 == a) {
-      char text[40], *p = text + sizeof text;
-      int k = 3;
+      static const long long scale[4] = {1, 10, 100, 1000};
+      int k = 3, n;
+      unsigned long long ip;
+      char *o;
       while (k > 0 && m % 10 == 0) {
         m /= 10;
         k--;
       }
-      if (k == 0) {
-        *--p = '0';
-      } else {
-        for (; k > 0; k--, m /= 10) *--p = (char)('0' + m % 10);
-      }
-      *--p = '.';
-      do {
-        *--p = (char)('0' + m % 10);
-        m /= 10;
-      } while (m > 0);
-      if (d < 0) *--p = '-';
-      return bic_buffer_put(b, p, (size_t)(text + sizeof text - p));
+      ip = (unsigned long long)(m / scale[k]);
+      n = count_digits(ip);
+      if (b->cap - b->len < 24 && bic_buffer_grow(b, 24) != 0) return -1; /* under 1e12: 12 + 1 + 3 + sign */
+      o = b->data + b->len;
+      if (d < 0) *o++ = '-';
+      put_digits(o + n, ip, n);
+      o[n] = '.';
+      if (k == 0) o[n + 1] = '0';
+      else put_digits(o + n + 1 + k, (unsigned long long)(m % scale[k]), k);
+      b->len = (size_t)(o - b->data) + (size_t)n + 1 + (size_t)(k ? k : 1);
+      return 0;
     }
   }
   return bic_json_put_double(b, d);
@@ -642,8 +671,13 @@ static int row_is_array(lua_State *L, int row, size_t *len) {
  * valid: convert + format_civil would write it back byte for byte. */
 static int written_as_is(const char *s, size_t len, int type, int zone) {
   civil c;
-  if (type == T_DATE) return len == 10 && s[4] == '-' && parse_datetime(s, len, &c) == 1;
-  return zone == ZONE_PLAIN && len == 19 && s[4] == '-' && s[10] == ' ' && parse_datetime(s, len, &c) == 2;
+  if (!(type == T_DATE ? len == 10 : zone == ZONE_PLAIN && len == 19 && s[10] == ' ' && s[13] == ':' && s[16] == ':'))
+    return 0;
+  if (s[4] != '-' || s[7] != '-' || (c.year = digits(s, 4)) < 0 || (c.month = digits(s + 5, 2)) < 1 ||
+      c.month > 12 || (c.day = digits(s + 8, 2)) < 1 || c.day > days_in_month(c.year, c.month))
+    return 0;
+  return len == 10 || ((c.hour = digits(s + 11, 2)) >= 0 && c.hour <= 23 && (c.min = digits(s + 14, 2)) >= 0 &&
+                       c.min <= 59 && (c.sec = digits(s + 17, 2)) >= 0 && c.sec <= 59);
 }
 
 /* The common exact matches of a Lua value (at the top of the stack) and its
@@ -679,7 +713,7 @@ static int put_lua_exact(lua_State *L, bic_buffer *b, int type, int zone) {
 #if BIC_HAS_INTEGERS
     if (lua_isinteger(L, -1)) {
       long long i = (long long)lua_tointeger(L, -1);
-      if (type == T_INT) return bic_json_put_integer(b, i) == 0 ? 1 : -1;
+      if (type == T_INT) return put_integer(b, i) == 0 ? 1 : -1;
       return put_double(b, (double)i) == 0 ? 1 : -1;
     }
 #endif
@@ -687,7 +721,7 @@ static int put_lua_exact(lua_State *L, bic_buffer *b, int type, int zone) {
     if (type == T_INT) {
       long long i;
       if (!double_to_int(d, &i)) return 0;
-      return bic_json_put_integer(b, i) == 0 ? 1 : -1;
+      return put_integer(b, i) == 0 ? 1 : -1;
     }
     if (!isfinite(d)) return 0;
     return put_double(b, d) == 0 ? 1 : -1;
