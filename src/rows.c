@@ -758,8 +758,10 @@ static int nulls_push(lua_State *L, const nulls *n) {
 /* Encode the table at index row (absolute). On failure, returns the 1-based field
  * index (0 for a row-level problem) and sets why; the buffer is left as it was.
  * With invalid = "null" a value that does not fit is written as null and counted
- * in *nl instead. */
-static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf *why, nulls *nl) {
+ * in *nl instead. keep: the cells' values are left on the stack (room for
+ * nout more checked by the caller, who drops them), one pop per row instead of
+ * one per cell. */
+static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, int keep, why_buf *why, nulls *nl) {
   size_t mark = e->buf.len, len;
   int col, as_array, width, type;
   if (lua_type(L, row) != LUA_TTABLE) {
@@ -786,17 +788,16 @@ static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf
     type = e->field_type[e->out_field[col]];
     rc = put_lua_exact(L, &e->buf, type, e->zone);
     if (rc > 0) {
-      lua_pop(L, 1);
+      if (!keep) lua_pop(L, 1);
       continue;
     }
     if (rc < 0) {
-      lua_pop(L, 1);
       e->buf.len = mark;
       snprintf(why->text, sizeof why->text, "out of memory");
       return e->out_field[col] + 1;
     }
     rc = convert_lua(L, -1, type, e->zone, &v, why) != 0 ? -2 : put_cell(&e->buf, &v, why);
-    lua_pop(L, 1);
+    if (!keep) lua_pop(L, 1);
     if (rc == -2 && e->null_invalid) { /* does not fit: null */
       e->buf.len = at;
       nulls_add(nl, e->out_field[col] + 1, why);
@@ -817,6 +818,12 @@ nomem:
   return 0;
 }
 
+/* Whether encode_row may leave a row's values on the stack (a row of up to 200
+ * columns, and room for them). */
+static int keep_cells(lua_State *L, const rows_encoder *e) {
+  return e->nout <= 200 && lua_checkstack(L, e->nout + LUA_MINSTACK);
+}
+
 /* enc:add(row) -> true [, nulled, field_index, message] | nil, field_index (0: the row itself), message */
 static int rows_add(lua_State *L) {
   rows_encoder *e = check_open(L);
@@ -826,7 +833,8 @@ static int rows_add(lua_State *L) {
   if (e->state != S_OPEN) return luaL_error(L, "encoder is finished");
   lua_settop(L, 2);
   rows_getcodes(L, 1);
-  failed = encode_row(L, e, 2, 3, &why, &nl);
+  failed = encode_row(L, e, 2, 3, keep_cells(L, e), &why, &nl);
+  lua_settop(L, 3);
   if (failed < 0) {
     lua_pushboolean(L, 1);
     return 1 + nulls_push(L, &nl);
@@ -844,6 +852,7 @@ static int rows_add(lua_State *L) {
 static int rows_add_list(lua_State *L) {
   rows_encoder *e = check_open(L);
   lua_Integer i, last;
+  int keep;
   why_buf why;
   nulls nl = {0, 0, {""}};
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -852,11 +861,12 @@ static int rows_add_list(lua_State *L) {
   if (e->state != S_OPEN) return luaL_error(L, "encoder is finished");
   lua_settop(L, 4);
   rows_getcodes(L, 1);
+  keep = keep_cells(L, e);
   for (; i <= last && e->buf.len < e->chunk; i++) {
     int failed;
     bic_rawgeti(L, 2, i);
-    failed = encode_row(L, e, 6, 5, &why, &nl);
-    lua_pop(L, 1);
+    failed = encode_row(L, e, 6, 5, keep, &why, &nl);
+    lua_settop(L, 5);
     if (failed >= 0) {
       lua_pushnil(L);
       lua_pushinteger(L, i);
