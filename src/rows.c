@@ -527,21 +527,30 @@ static int convert_lua(lua_State *L, int idx, int type, int zone, cell *out, why
   return convert(&x, type, zone, out, why);
 }
 
-/* Writes the n decimal digits of u (n from count_digits) ending at end. */
+/* "00" .. "99": two digits at a time. */
+static const char two_digits[201] =
+    "0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849"
+    "5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+/* Writes the n last decimal digits of u (zeros in front when it has fewer) ending at end. */
 static void put_digits(char *end, unsigned long long u, int n) {
-  while (n-- > 0) {
-    *--end = (char)('0' + u % 10);
-    u /= 10;
+  for (; n >= 2; n -= 2) {
+    unsigned r = (unsigned)(u % 100);
+    u /= 100;
+    end -= 2;
+    memcpy(end, two_digits + 2 * r, 2);
   }
+  if (n) end[-1] = (char)('0' + u % 10);
 }
 
+/* How many decimal digits u has (at least 1). */
 static int count_digits(unsigned long long u) {
   int n = 1;
-  while (u >= 10) {
-    u /= 10;
-    n++;
+  while (u >= 100) {
+    u /= 100;
+    n += 2;
   }
-  return n;
+  return n + (u >= 10);
 }
 
 /* An integer in decimal, as bic_json_put_integer writes it, straight into b. */
@@ -561,32 +570,25 @@ static int put_integer(bic_buffer *b, long long v) {
  * what bic_json_put_double would write. Everything else goes to it.
  * One rounding serves every k: when some k <= 3 fits with m, 3 fits with
  * m * 10^(3-k) (a * 1000 is within half a unit of it below 1e15, and both
- * quotients are the same real number correctly rounded), so k is 3 less the
- * trailing zeros of the rounding at 3 (at most 3), and its m that rounding
- * without them. */
+ * quotients are the same real number correctly rounded), so the text is the
+ * rounding at 3 with three decimals, less their trailing zeros (one kept). */
 static int put_double(bic_buffer *b, double d) {
   double a = fabs(d);
   if (a >= 1e-3 && a < 1e12) {
     long long m = (long long)(a * 1000.0 + 0.5); /* floor: positive */
     if ((double)m / 1000.0 == a) {
-      static const long long scale[4] = {1, 10, 100, 1000};
-      int k = 3, n;
-      unsigned long long ip;
+      unsigned long long ip = (unsigned long long)m / 1000;
+      int n = count_digits(ip), t = 4;
       char *o;
-      while (k > 0 && m % 10 == 0) {
-        m /= 10;
-        k--;
-      }
-      ip = (unsigned long long)(m / scale[k]);
-      n = count_digits(ip);
       if (b->cap - b->len < 24 && bic_buffer_grow(b, 24) != 0) return -1; /* under 1e12: 12 + 1 + 3 + sign */
       o = b->data + b->len;
       if (d < 0) *o++ = '-';
       put_digits(o + n, ip, n);
-      o[n] = '.';
-      if (k == 0) o[n + 1] = '0';
-      else put_digits(o + n + 1 + k, (unsigned long long)(m % scale[k]), k);
-      b->len = (size_t)(o - b->data) + (size_t)n + 1 + (size_t)(k ? k : 1);
+      o += n;
+      o[0] = '.';
+      put_digits(o + 4, (unsigned long long)m - ip * 1000, 3);
+      while (t > 2 && o[t - 1] == '0') t--; /* ".660" -> ".66", ".000" -> ".0" */
+      b->len = (size_t)(o - b->data) + (size_t)t;
       return 0;
     }
   }
