@@ -327,9 +327,9 @@ static int parse_double_string(const char *s, size_t len, double *out) {
 
 /* Integral doubles within the 64-bit range become integers. */
 static int double_to_int(double d, long long *out) {
-  if (d != floor(d) || !(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return 0;
-  *out = (long long)d;
-  return 1;
+  if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return 0; /* NaN too */
+  *out = (long long)d; /* toward zero: the same value when d is integral */
+  return (double)*out == d;
 }
 
 /* A value to convert: a database value (sql.h), or a Lua value read into the
