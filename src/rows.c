@@ -644,16 +644,24 @@ static int array_by_select(lua_State *L, rows_encoder *e, int row) {
   return e->arrays_by_select;
 }
 
-/* Pushes the value of output column col of the row at index row (absolute);
+/* Pushes the value of output column col of the row at index row (absolute)
+ * and returns its type (Lua 5.3 on tells it as it pushes);
  * as_array: 0 a map row, 1 an array in described order, 2 in select order. */
-static void push_column(lua_State *L, rows_encoder *e, int row, int codes, int col, int as_array) {
+static int push_column(lua_State *L, rows_encoder *e, int row, int codes, int col, int as_array) {
   int field = e->out_field[col];
+#if LUA_VERSION_NUM >= 503
+  if (as_array) return lua_rawgeti(L, row, as_array == 2 ? col + 1 : field + 1);
+  lua_rawgeti(L, codes, field + 1);
+  return lua_rawget(L, row);
+#else
   if (as_array) {
     lua_rawgeti(L, row, as_array == 2 ? col + 1 : field + 1);
   } else {
     lua_rawgeti(L, codes, field + 1);
     lua_rawget(L, row);
   }
+  return lua_type(L, -1);
+#endif
 }
 
 /* An array row has a value at [1] or a non-zero length; otherwise it is keyed by
@@ -684,11 +692,10 @@ static int written_as_is(const char *s, size_t len, int type, int zone) {
 
 /* The common exact matches of a Lua value (at the top of the stack) and its
  * field's type, written as convert + put_cell would, with fewer reads of the
- * value (the Lua-list rows of an answer spend most of their time per cell):
- * 1 written, 0 not one of them (nothing written: convert decides), -1 out of
+ * value (the Lua-list rows of an answer spend most of their time per cell);
+ * t: its Lua type. 1 written, 0 not one of them (nothing written: convert decides), -1 out of
  * memory. */
-static int put_lua_exact(lua_State *L, bic_buffer *b, int type, int zone) {
-  int t = lua_type(L, -1);
+static int put_lua_exact(lua_State *L, bic_buffer *b, int t, int type, int zone) {
   if (t == LUA_TSTRING) {
     size_t len;
     const char *s = lua_tolstring(L, -1, &len);
@@ -765,7 +772,7 @@ static int nulls_push(lua_State *L, const nulls *n) {
  * one per cell. */
 static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, int keep, why_buf *why, nulls *nl) {
   size_t mark = e->buf.len, len;
-  int col, as_array, width, type;
+  int col, as_array, width, type, t;
   if (lua_type(L, row) != LUA_TTABLE) {
     snprintf(why->text, sizeof why->text, "expected a row table, got %s", value_kind(L, row));
     return 0;
@@ -786,9 +793,9 @@ static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, int kee
     int rc;
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
     at = e->buf.len;
-    push_column(L, e, row, codes, col, as_array);
+    t = push_column(L, e, row, codes, col, as_array);
     type = e->field_type[e->out_field[col]];
-    rc = put_lua_exact(L, &e->buf, type, e->zone);
+    rc = put_lua_exact(L, &e->buf, t, type, e->zone);
     if (rc > 0) {
       if (!keep) lua_pop(L, 1);
       continue;
