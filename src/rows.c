@@ -304,8 +304,9 @@ typedef struct cell {
   char text[32]; /* C_TEXT: a formatted date, datetime or number as text */
 } cell;
 
-static int is_null(lua_State *L, int idx) {
-  return lua_isnil(L, idx) || (lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
+/* The Lua value at idx, of type t, is nil or biconnector.null. */
+static int is_null(lua_State *L, int idx, int t) {
+  return t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
 }
 
 /* A decimal number as text: what strtod accepts, whole string, finite; no hex, inf, nan. */
@@ -349,7 +350,7 @@ static void read_lua(lua_State *L, int idx, value *x) {
   x->idx = idx;
   x->lua_other = 0;
   x->v.kind = BIC_SQL_NULL;
-  if (is_null(L, idx)) return;
+  if (is_null(L, idx, t)) return;
   if (t == LUA_TNUMBER) {
 #if BIC_HAS_INTEGERS
     if (lua_isinteger(L, idx)) {
@@ -735,8 +736,7 @@ static int put_lua_exact(lua_State *L, bic_buffer *b, int t, int type, int zone)
     if (!isfinite(d)) return 0;
     return put_double(b, d) == 0 ? 1 : -1;
   }
-  if (t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL))
-    return bic_buffer_puts(b, "null") == 0 ? 1 : -1;
+  if (is_null(L, -1, t)) return bic_buffer_puts(b, "null") == 0 ? 1 : -1;
   return 0;
 }
 
