@@ -6,9 +6,9 @@
 --   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p \
 --     lua5.4 bench/rows_instructions.lua [PASSES]     (BUILD=build)
 --   (or luajit with BUILD=build-luajit)
--- Run it with PASSES 1 and 3: (Ir at 3 - Ir at 1) / 2 / rows is the cost of a
--- row (the start and the rows' making cancel out). bench/rows_instructions.sh
--- does that for both runtimes. By hand only; it needs valgrind.
+-- Run it with PASSES 1 and N: (Ir at N - Ir at 1) / (N - 1) / rows is the cost
+-- of a row (the start and the rows' making cancel out);
+-- bench/rows_instructions.sh does that. By hand only; it needs valgrind.
 local top = (arg and arg[0] or ""):match("^(.*)/bench/[^/]*$") or "."
 package.path = top .. "/lua/?.lua;" .. top .. "/lua/?/init.lua;" .. package.path
 package.cpath = (os.getenv("BUILD") or top .. "/build") .. "/?.so;" .. package.cpath

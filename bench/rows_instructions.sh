@@ -3,8 +3,8 @@
 # callgrind's Ir of bench/rows_instructions.lua at 1 and at PASSES (default 6)
 # passes of c:handle + drain over the demo's 1000 precomputed rows,
 # (Ir at PASSES - Ir at 1) / (PASSES - 1) / rows, the median of RUNS (default 3)
-# such pairs (LuaJIT's count moves by about 1 % from one process to the next:
-# its string hashes and traces), and the part spent inside enc:add_list.
+# such pairs (LuaJIT's count moves by up to 15 % from one process to the next:
+# its collector and traces), and the part spent inside enc:add_list (exact).
 #   bench/rows_instructions.sh [lua5.4|luajit] [BUILD_DIR]
 # By hand only (valgrind). Deterministic enough to compare a change with the
 # one before it, which timings on a shared machine are not.
