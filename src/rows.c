@@ -677,18 +677,31 @@ static int row_is_array(lua_State *L, int row, size_t *len) {
   return yes;
 }
 
+/* Two decimal digits at s, or -1. */
+static int two_digit(const char *s) {
+  unsigned a = (unsigned)(unsigned char)s[0] - '0', b = (unsigned)(unsigned char)s[1] - '0';
+  return a > 9 || b > 9 ? -1 : (int)(a * 10 + b);
+}
+
 /* A date or datetime text already in the spelling it is written in
  * ("YYYY-MM-DD"; "YYYY-MM-DD HH:MM:SS" when datetimes carry no offset) and
  * valid: convert + format_civil would write it back byte for byte. */
 static int written_as_is(const char *s, size_t len, int type, int zone) {
-  civil c;
+  int century, year, month, day, hour, min, sec;
   if (!(type == T_DATE ? len == 10 : zone == ZONE_PLAIN && len == 19 && s[10] == ' ' && s[13] == ':' && s[16] == ':'))
     return 0;
-  if (s[4] != '-' || s[7] != '-' || (c.year = digits(s, 4)) < 0 || (c.month = digits(s + 5, 2)) < 1 ||
-      c.month > 12 || (c.day = digits(s + 8, 2)) < 1 || c.day > days_in_month(c.year, c.month))
+  century = two_digit(s);
+  year = two_digit(s + 2);
+  month = two_digit(s + 5);
+  day = two_digit(s + 8);
+  if (s[4] != '-' || s[7] != '-' || century < 0 || year < 0 || month < 1 || month > 12 || day < 1 ||
+      day > days_in_month(century * 100 + year, month))
     return 0;
-  return len == 10 || ((c.hour = digits(s + 11, 2)) >= 0 && c.hour <= 23 && (c.min = digits(s + 14, 2)) >= 0 &&
-                       c.min <= 59 && (c.sec = digits(s + 17, 2)) >= 0 && c.sec <= 59);
+  if (len == 10) return 1;
+  hour = two_digit(s + 11);
+  min = two_digit(s + 14);
+  sec = two_digit(s + 17);
+  return hour >= 0 && hour <= 23 && min >= 0 && min <= 59 && sec >= 0 && sec <= 59;
 }
 
 /* The common exact matches of a Lua value (at the top of the stack) and its
