@@ -704,11 +704,11 @@ static int written_as_is(const char *s, size_t len, int type, int zone) {
   return hour >= 0 && hour <= 23 && min >= 0 && min <= 59 && sec >= 0 && sec <= 59;
 }
 
-/* The common exact matches of a Lua value (at the top of the stack) and its
- * field's type, written as convert + put_cell would, with fewer reads of the
- * value (the Lua-list rows of an answer spend most of their time per cell);
- * t: its Lua type. 1 written, 0 not one of them (nothing written: convert decides), -1 out of
- * memory. */
+/* The common exact matches of a Lua value (at the top of the stack, of Lua
+ * type t) and its field's type, written as convert + put_cell would, with
+ * fewer reads of the value (the Lua-list rows of an answer spend most of
+ * their time per cell): 1 written, 0 not one of them (nothing written:
+ * convert decides), -1 out of memory. */
 static int put_lua_exact(lua_State *L, bic_buffer *b, int t, int type, int zone) {
   if (t == LUA_TSTRING) {
     size_t len;
@@ -1001,10 +1001,10 @@ static int normalize_row(lua_State *L, int stage) {
   if (stage) {
     int width = as_array == 2 ? e->nout : e->nfields;
     e->staged_refused = -1;
-    if (as_array && (int)lua_rawlen(L, 2) > width) {
+    if (as_array && len > (size_t)width) {
       e->staged_refused = 0;
       snprintf(e->staged_why.text, sizeof e->staged_why.text, "array row has %d values, expected at most %d",
-               (int)lua_rawlen(L, 2), width);
+               (int)len, width);
     } else if (put_failed) {
       e->staged_refused = put_failed;
       e->staged_why = put_why;
