@@ -6,6 +6,7 @@
 # such pairs (LuaJIT's count moves by up to 15 % from one process to the next:
 # its collector and traces), and the part spent inside enc:add_list (exact).
 #   bench/rows_instructions.sh [lua5.4|luajit] [BUILD_DIR]
+#   MAP=1: the same rows keyed by code (bench/rows_instructions.lua)
 # By hand only (valgrind). Deterministic enough to compare a change with the
 # one before it, which timings on a shared machine are not.
 set -eu

@@ -270,20 +270,37 @@ describe("core.rows", function()
           for f = 1, width do row[f] = f % 2 == 0 and ("v" .. i * f) or i * f / 100 end
           rows[i] = row
         end
-        rows[150] = "not a row"
-        local listed, added = core.rows.new(fields, nil, { chunk_size = 2 ^ 30 }), core.rows.new(fields)
-        assert.same({ nil, 150, 0, "expected a row table, got string" }, { listed:add_list(rows, 1, #rows) })
-        assert.equals(301, listed:add_list(rows, 151, #rows))
-        for i, row in ipairs(rows) do
-          if i ~= 150 then assert.is_true(added:add(row)) end
+        -- every third row keyed by code (read by codes pushed once per add_list)
+        for i = 3, #rows, 3 do
+          local map = {}
+          for f = 1, width do map["c" .. f] = rows[i][f] end
+          rows[i] = map
         end
-        listed:finish()
-        added:finish()
-        local text = listed:take()
-        assert.equals(added:take(), text)
-        local doc = cjson.decode(text)
-        assert.equals(300, #doc)
-        assert.same(rows[300], doc[300])
+        local row1, row3 = rows[1], rows[3]
+        rows[150] = "not a row"
+        local select = { width }
+        for f = 1, width - 1 do select[#select + 1] = f end
+        for _, sel in ipairs({ false, select }) do
+          local listed = core.rows.new(fields, sel or nil, { chunk_size = 2 ^ 30 })
+          local added = core.rows.new(fields, sel or nil)
+          assert.same({ nil, 150, 0, "expected a row table, got string" }, { listed:add_list(rows, 1, #rows) })
+          assert.equals(301, listed:add_list(rows, 151, #rows))
+          for i, row in ipairs(rows) do
+            if i ~= 150 then assert.is_true(added:add(row)) end
+          end
+          listed:finish()
+          added:finish()
+          local text = listed:take()
+          assert.equals(added:take(), text)
+          local doc = cjson.decode(text)
+          assert.equals(300, #doc)
+          local first, third = {}, {}
+          for col = 1, width do
+            local f = sel and sel[col] or col
+            first[col], third[col] = row1[f], row3["c" .. f]
+          end
+          assert.same({ first, third }, { doc[2], doc[4] })
+        end
       end
     end)
         it("reports the row index, field index and reason of a bad row", function()

@@ -646,19 +646,23 @@ static int array_by_select(lua_State *L, rows_encoder *e, int row) {
 }
 
 /* Pushes the value of output column col of the row at index row (absolute)
- * and returns its type (Lua 5.3 on tells it as it pushes);
- * as_array: 0 a map row, 1 an array in described order, 2 in select order. */
-static int push_column(lua_State *L, rows_encoder *e, int row, int codes, int col, int as_array) {
+ * and returns its type (Lua 5.3 on tells it as it pushes); as_array: 0 a map
+ * row, 1 an array in described order, 2 in select order. A map row is read by
+ * the code at keys + col on the stack (the output columns' codes pushed once
+ * for many rows), or with keys 0 by the code in codes. */
+static int push_column(lua_State *L, rows_encoder *e, int row, int codes, int keys, int col, int as_array) {
   int field = e->out_field[col];
 #if LUA_VERSION_NUM >= 503
   if (as_array) return lua_rawgeti(L, row, as_array == 2 ? col + 1 : field + 1);
-  lua_rawgeti(L, codes, field + 1);
+  if (keys) lua_pushvalue(L, keys + col);
+  else lua_rawgeti(L, codes, field + 1);
   return lua_rawget(L, row);
 #else
   if (as_array) {
     lua_rawgeti(L, row, as_array == 2 ? col + 1 : field + 1);
   } else {
-    lua_rawgeti(L, codes, field + 1);
+    if (keys) lua_pushvalue(L, keys + col);
+    else lua_rawgeti(L, codes, field + 1);
     lua_rawget(L, row);
   }
   return lua_type(L, -1);
@@ -780,10 +784,11 @@ static int nulls_push(lua_State *L, const nulls *n) {
 /* Encode the table at index row (absolute). On failure, returns the 1-based field
  * index (0 for a row-level problem) and sets why; the buffer is left as it was.
  * With invalid = "null" a value that does not fit is written as null and counted
- * in *nl instead. keep: the cells' values are left on the stack (room for
- * nout more checked by the caller, who drops them), one pop per row instead of
- * one per cell. */
-static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, int keep, why_buf *why, nulls *nl) {
+ * in *nl instead. keys: see push_column. keep: the cells' values are left on
+ * the stack (room for nout more checked by the caller, who drops them), one
+ * pop per row instead of one per cell. */
+static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, int keys, int keep, why_buf *why,
+                      nulls *nl) {
   size_t mark = e->buf.len, len;
   int col, as_array, width, type, t;
   if (lua_type(L, row) != LUA_TTABLE) {
@@ -806,7 +811,7 @@ static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, int kee
     int rc;
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
     at = e->buf.len;
-    t = push_column(L, e, row, codes, col, as_array);
+    t = push_column(L, e, row, codes, keys, col, as_array);
     type = e->field_type[e->out_field[col]];
     rc = put_lua_exact(L, &e->buf, t, type, e->zone);
     if (rc > 0) {
@@ -840,10 +845,10 @@ nomem:
   return 0;
 }
 
-/* Whether encode_row may leave a row's values on the stack (a row of up to 200
- * columns, and room for them). */
+/* Whether encode_row may leave a row's values on the stack, after the output
+ * columns' codes (a row of up to 200 columns, and room for both). */
 static int keep_cells(lua_State *L, const rows_encoder *e) {
-  return e->nout <= 200 && lua_checkstack(L, e->nout + LUA_MINSTACK);
+  return e->nout <= 200 && lua_checkstack(L, 2 * e->nout + LUA_MINSTACK);
 }
 
 /* enc:add(row) -> true [, nulled, field_index, message] | nil, field_index (0: the row itself), message */
@@ -855,7 +860,7 @@ static int rows_add(lua_State *L) {
   if (e->state != S_OPEN) return luaL_error(L, "encoder is finished");
   lua_settop(L, 2);
   rows_getcodes(L, 1);
-  failed = encode_row(L, e, 2, 3, keep_cells(L, e), &why, &nl);
+  failed = encode_row(L, e, 2, 3, 0, keep_cells(L, e), &why, &nl);
   lua_settop(L, 3);
   if (failed < 0) {
     lua_pushboolean(L, 1);
@@ -874,7 +879,7 @@ static int rows_add(lua_State *L) {
 static int rows_add_list(lua_State *L) {
   rows_encoder *e = check_open(L);
   lua_Integer i, last;
-  int keep;
+  int keep, base;
   why_buf why;
   nulls nl = {0, 0, {""}};
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -884,11 +889,16 @@ static int rows_add_list(lua_State *L) {
   lua_settop(L, 4);
   rows_getcodes(L, 1);
   keep = keep_cells(L, e);
+  if (keep) { /* the output columns' codes at 6.., for map rows */
+    int col;
+    for (col = 0; col < e->nout; col++) lua_rawgeti(L, 5, e->out_field[col] + 1);
+  }
+  base = lua_gettop(L);
   for (; i <= last && e->buf.len < e->chunk; i++) {
     int failed;
     bic_rawgeti(L, 2, i);
-    failed = encode_row(L, e, 6, 5, keep, &why, &nl);
-    lua_settop(L, 5);
+    failed = encode_row(L, e, base + 1, 5, keep ? 6 : 0, keep, &why, &nl);
+    lua_settop(L, base);
     if (failed >= 0) {
       lua_pushnil(L);
       lua_pushinteger(L, i);
