@@ -304,8 +304,9 @@ typedef struct cell {
   char text[32]; /* C_TEXT: a formatted date, datetime or number as text */
 } cell;
 
-static int is_null(lua_State *L, int idx) {
-  return lua_isnil(L, idx) || (lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
+/* The Lua value at idx, of type t, is nil or biconnector.null. */
+static int is_null(lua_State *L, int idx, int t) {
+  return t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
 }
 
 /* A decimal number as text: what strtod accepts, whole string, finite; no hex, inf, nan. */
@@ -327,9 +328,9 @@ static int parse_double_string(const char *s, size_t len, double *out) {
 
 /* Integral doubles within the 64-bit range become integers. */
 static int double_to_int(double d, long long *out) {
-  if (d != floor(d) || !(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return 0;
-  *out = (long long)d;
-  return 1;
+  if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return 0; /* NaN too */
+  *out = (long long)d; /* toward zero: the same value when d is integral */
+  return (double)*out == d;
 }
 
 /* A value to convert: a database value (sql.h), or a Lua value read into the
@@ -349,7 +350,7 @@ static void read_lua(lua_State *L, int idx, value *x) {
   x->idx = idx;
   x->lua_other = 0;
   x->v.kind = BIC_SQL_NULL;
-  if (is_null(L, idx)) return;
+  if (is_null(L, idx, t)) return;
   if (t == LUA_TNUMBER) {
 #if BIC_HAS_INTEGERS
     if (lua_isinteger(L, idx)) {
@@ -527,35 +528,69 @@ static int convert_lua(lua_State *L, int idx, int type, int zone, cell *out, why
   return convert(&x, type, zone, out, why);
 }
 
+/* "00" .. "99": two digits at a time. */
+static const char two_digits[201] =
+    "0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849"
+    "5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+/* Writes the n last decimal digits of u (zeros in front when it has fewer) ending at end. */
+static void put_digits(char *end, unsigned long long u, int n) {
+  for (; n >= 2; n -= 2) {
+    unsigned r = (unsigned)(u % 100);
+    u /= 100;
+    end -= 2;
+    memcpy(end, two_digits + 2 * r, 2);
+  }
+  if (n) end[-1] = (char)('0' + u % 10);
+}
+
+/* How many decimal digits u has (at least 1). */
+static int count_digits(unsigned long long u) {
+  int n = 1;
+  while (u >= 100) {
+    u /= 100;
+    n += 2;
+  }
+  return n + (u >= 10);
+}
+
+/* An integer in decimal, as bic_json_put_integer writes it, straight into b. */
+static int put_integer(bic_buffer *b, long long v) {
+  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+  int n = count_digits(u), neg = v < 0;
+  if (b->cap - b->len < 24 && bic_buffer_grow(b, 24) != 0) return -1;
+  if (neg) b->data[b->len] = '-';
+  b->len += (size_t)(n + neg);
+  put_digits(b->data + b->len, u, n);
+  return 0;
+}
+
 /* Doubles with at most three decimals and under 1e12 (money, rates, quantities)
  * are written directly: m / 10^k == d exactly means "m/10^k" as decimal text
  * reads back to d, and the smallest such k gives the shortest text, which is
- * what bic_json_put_double would write. Everything else goes to it. */
+ * what bic_json_put_double would write. Everything else goes to it.
+ * One rounding serves every k: when some k <= 3 fits with m, 3 fits with
+ * m * 10^(3-k) (a * 1000 is within half a unit of it below 1e15, and both
+ * quotients are the same real number correctly rounded), so the text is the
+ * rounding at 3 with three decimals, less their trailing zeros (one kept). */
 static int put_double(bic_buffer *b, double d) {
-  static const double scale[4] = {1.0, 10.0, 100.0, 1000.0};
-  static const long long iscale[4] = {1, 10, 100, 1000};
   double a = fabs(d);
-  int k;
   if (a >= 1e-3 && a < 1e12) {
-    for (k = 0; k <= 3; k++) {
-      double m = floor(a * scale[k] + 0.5);
-      if (m / scale[k] == a) {
-        char text[40], *p = text + sizeof text;
-        long long mi = (long long)m, ip = mi / iscale[k], frac = mi % iscale[k];
-        int i;
-        if (k == 0) {
-          *--p = '0';
-        } else {
-          for (i = 0; i < k; i++, frac /= 10) *--p = (char)('0' + frac % 10);
-        }
-        *--p = '.';
-        do {
-          *--p = (char)('0' + ip % 10);
-          ip /= 10;
-        } while (ip > 0);
-        if (d < 0) *--p = '-';
-        return bic_buffer_put(b, p, (size_t)(text + sizeof text - p));
-      }
+    long long m = (long long)(a * 1000.0 + 0.5); /* floor: positive */
+    if ((double)m / 1000.0 == a) {
+      unsigned long long ip = (unsigned long long)m / 1000;
+      int n = count_digits(ip), t = 4;
+      char *o;
+      if (b->cap - b->len < 24 && bic_buffer_grow(b, 24) != 0) return -1; /* under 1e12: 12 + 1 + 3 + sign */
+      o = b->data + b->len;
+      if (d < 0) *o++ = '-';
+      put_digits(o + n, ip, n);
+      o += n;
+      o[0] = '.';
+      put_digits(o + 4, (unsigned long long)m - ip * 1000, 3);
+      while (t > 2 && o[t - 1] == '0') t--; /* ".660" -> ".66", ".000" -> ".0" */
+      b->len = (size_t)(o - b->data) + (size_t)t;
+      return 0;
     }
   }
   return bic_json_put_double(b, d);
@@ -610,26 +645,116 @@ static int array_by_select(lua_State *L, rows_encoder *e, int row) {
   return e->arrays_by_select;
 }
 
-/* Pushes the value of output column col of the row at index row (absolute);
- * as_array: 0 a map row, 1 an array in described order, 2 in select order. */
-static void push_column(lua_State *L, rows_encoder *e, int row, int codes, int col, int as_array) {
+/* Pushes the value of output column col of the row at index row (absolute)
+ * and returns its type (Lua 5.3 on tells it as it pushes); as_array: 0 a map
+ * row, 1 an array in described order, 2 in select order. A map row is read by
+ * the code at keys + col on the stack (the output columns' codes pushed once
+ * for many rows), or with keys 0 by the code in codes. */
+static int push_column(lua_State *L, rows_encoder *e, int row, int codes, int keys, int col, int as_array) {
   int field = e->out_field[col];
+#if LUA_VERSION_NUM >= 503
+  if (as_array) return lua_rawgeti(L, row, as_array == 2 ? col + 1 : field + 1);
+  if (keys) lua_pushvalue(L, keys + col);
+  else lua_rawgeti(L, codes, field + 1);
+  return lua_rawget(L, row);
+#else
   if (as_array) {
     lua_rawgeti(L, row, as_array == 2 ? col + 1 : field + 1);
   } else {
-    lua_rawgeti(L, codes, field + 1);
+    if (keys) lua_pushvalue(L, keys + col);
+    else lua_rawgeti(L, codes, field + 1);
     lua_rawget(L, row);
   }
+  return lua_type(L, -1);
+#endif
 }
 
-/* An array row has a value at [1] or a non-zero length; otherwise it is keyed by code. */
-static int row_is_array(lua_State *L, int row) {
+/* An array row has a value at [1] or a non-zero length; otherwise it is keyed by
+ * code. *len: the row's length (lua_rawlen). */
+static int row_is_array(lua_State *L, int row, size_t *len) {
   int yes;
-  if (lua_rawlen(L, row) > 0) return 1;
+  *len = (size_t)lua_rawlen(L, row);
+  if (*len > 0) return 1;
   lua_rawgeti(L, row, 1);
   yes = !lua_isnil(L, -1);
   lua_pop(L, 1);
   return yes;
+}
+
+/* Two decimal digits at s, or -1. */
+static int two_digit(const char *s) {
+  unsigned a = (unsigned)(unsigned char)s[0] - '0', b = (unsigned)(unsigned char)s[1] - '0';
+  return a > 9 || b > 9 ? -1 : (int)(a * 10 + b);
+}
+
+/* A date or datetime text already in the spelling it is written in
+ * ("YYYY-MM-DD"; "YYYY-MM-DD HH:MM:SS" when datetimes carry no offset) and
+ * valid: convert + format_civil would write it back byte for byte. */
+static int written_as_is(const char *s, size_t len, int type, int zone) {
+  int century, year, month, day, hour, min, sec;
+  if (!(type == T_DATE ? len == 10 : zone == ZONE_PLAIN && len == 19 && s[10] == ' ' && s[13] == ':' && s[16] == ':'))
+    return 0;
+  century = two_digit(s);
+  year = two_digit(s + 2);
+  month = two_digit(s + 5);
+  day = two_digit(s + 8);
+  if (s[4] != '-' || s[7] != '-' || century < 0 || year < 0 || month < 1 || month > 12 || day < 1 ||
+      day > days_in_month(century * 100 + year, month))
+    return 0;
+  if (len == 10) return 1;
+  hour = two_digit(s + 11);
+  min = two_digit(s + 14);
+  sec = two_digit(s + 17);
+  return hour >= 0 && hour <= 23 && min >= 0 && min <= 59 && sec >= 0 && sec <= 59;
+}
+
+/* The common exact matches of a Lua value (at the top of the stack, of Lua
+ * type t) and its field's type, written as convert + put_cell would, with
+ * fewer reads of the value (the Lua-list rows of an answer spend most of
+ * their time per cell): 1 written, 0 not one of them (nothing written:
+ * convert decides), -1 out of memory. */
+static int put_lua_exact(lua_State *L, bic_buffer *b, int t, int type, int zone) {
+  if (t == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (type == T_STRING) {
+      size_t at = b->len;
+      int rc = bic_json_put_string(b, s, len, 0);
+      if (rc == -2) b->len = at; /* invalid UTF-8: put_cell's words */
+      return rc == -2 ? 0 : rc == 0 ? 1 : -1;
+    }
+    if ((type == T_DATE || type == T_DATETIME) && written_as_is(s, len, type, zone)) {
+      char *o;
+      if (b->cap - b->len < len + 2 && bic_buffer_grow(b, len + 2) != 0) return -1;
+      o = b->data + b->len;
+      o[0] = '"';
+      memcpy(o + 1, s, len);
+      o[len + 1] = '"';
+      b->len += len + 2;
+      return 1;
+    }
+    return 0;
+  }
+  if (t == LUA_TNUMBER && (type == T_INT || type == T_DOUBLE)) {
+    double d;
+#if BIC_HAS_INTEGERS
+    if (lua_isinteger(L, -1)) {
+      long long i = (long long)lua_tointeger(L, -1);
+      if (type == T_INT) return put_integer(b, i) == 0 ? 1 : -1;
+      return put_double(b, (double)i) == 0 ? 1 : -1;
+    }
+#endif
+    d = (double)lua_tonumber(L, -1);
+    if (type == T_INT) {
+      long long i;
+      if (!double_to_int(d, &i)) return 0;
+      return put_integer(b, i) == 0 ? 1 : -1;
+    }
+    if (!isfinite(d)) return 0;
+    return put_double(b, d) == 0 ? 1 : -1;
+  }
+  if (is_null(L, -1, t)) return bic_buffer_puts(b, "null") == 0 ? 1 : -1;
+  return 0;
 }
 
 /* What a row had that did not fit (invalid = "null"): how many values, the first
@@ -659,21 +784,23 @@ static int nulls_push(lua_State *L, const nulls *n) {
 /* Encode the table at index row (absolute). On failure, returns the 1-based field
  * index (0 for a row-level problem) and sets why; the buffer is left as it was.
  * With invalid = "null" a value that does not fit is written as null and counted
- * in *nl instead. */
-static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf *why, nulls *nl) {
-  size_t mark = e->buf.len;
-  int col, as_array, width;
+ * in *nl instead. keys: see push_column. keep: the cells' values are left on
+ * the stack (room for nout more checked by the caller, who drops them), one
+ * pop per row instead of one per cell. */
+static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, int keys, int keep, why_buf *why,
+                      nulls *nl) {
+  size_t mark = e->buf.len, len;
+  int col, as_array, width, type, t;
   if (lua_type(L, row) != LUA_TTABLE) {
     snprintf(why->text, sizeof why->text, "expected a row table, got %s", value_kind(L, row));
     return 0;
   }
-  as_array = row_is_array(L, row);
+  as_array = row_is_array(L, row, &len);
   if (as_array) {
     if (array_by_select(L, e, row)) as_array = 2;
     width = as_array == 2 ? e->nout : e->nfields;
-    if ((int)lua_rawlen(L, row) > width) {
-      snprintf(why->text, sizeof why->text, "array row has %d values, expected at most %d",
-               (int)lua_rawlen(L, row), width);
+    if (len > (size_t)width) {
+      snprintf(why->text, sizeof why->text, "array row has %d values, expected at most %d", (int)len, width);
       return 0;
     }
   }
@@ -684,9 +811,20 @@ static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, why_buf
     int rc;
     if (col > 0 && bic_buffer_putc(&e->buf, ',')) goto nomem;
     at = e->buf.len;
-    push_column(L, e, row, codes, col, as_array);
-    rc = convert_lua(L, -1, e->field_type[e->out_field[col]], e->zone, &v, why) != 0 ? -2 : put_cell(&e->buf, &v, why);
-    lua_pop(L, 1);
+    t = push_column(L, e, row, codes, keys, col, as_array);
+    type = e->field_type[e->out_field[col]];
+    rc = put_lua_exact(L, &e->buf, t, type, e->zone);
+    if (rc > 0) {
+      if (!keep) lua_pop(L, 1);
+      continue;
+    }
+    if (rc < 0) {
+      e->buf.len = mark;
+      snprintf(why->text, sizeof why->text, "out of memory");
+      return e->out_field[col] + 1;
+    }
+    rc = convert_lua(L, -1, type, e->zone, &v, why) != 0 ? -2 : put_cell(&e->buf, &v, why);
+    if (!keep) lua_pop(L, 1);
     if (rc == -2 && e->null_invalid) { /* does not fit: null */
       e->buf.len = at;
       nulls_add(nl, e->out_field[col] + 1, why);
@@ -707,6 +845,12 @@ nomem:
   return 0;
 }
 
+/* Whether encode_row may leave a row's values on the stack, after the output
+ * columns' codes (a row of up to 200 columns, and room for both). */
+static int keep_cells(lua_State *L, const rows_encoder *e) {
+  return e->nout <= 200 && lua_checkstack(L, 2 * e->nout + LUA_MINSTACK);
+}
+
 /* enc:add(row) -> true [, nulled, field_index, message] | nil, field_index (0: the row itself), message */
 static int rows_add(lua_State *L) {
   rows_encoder *e = check_open(L);
@@ -716,7 +860,8 @@ static int rows_add(lua_State *L) {
   if (e->state != S_OPEN) return luaL_error(L, "encoder is finished");
   lua_settop(L, 2);
   rows_getcodes(L, 1);
-  failed = encode_row(L, e, 2, 3, &why, &nl);
+  failed = encode_row(L, e, 2, 3, 0, keep_cells(L, e), &why, &nl);
+  lua_settop(L, 3);
   if (failed < 0) {
     lua_pushboolean(L, 1);
     return 1 + nulls_push(L, &nl);
@@ -734,6 +879,7 @@ static int rows_add(lua_State *L) {
 static int rows_add_list(lua_State *L) {
   rows_encoder *e = check_open(L);
   lua_Integer i, last;
+  int keep, base;
   why_buf why;
   nulls nl = {0, 0, {""}};
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -742,11 +888,17 @@ static int rows_add_list(lua_State *L) {
   if (e->state != S_OPEN) return luaL_error(L, "encoder is finished");
   lua_settop(L, 4);
   rows_getcodes(L, 1);
+  keep = keep_cells(L, e);
+  if (keep) { /* the output columns' codes at 6.., for map rows */
+    int col;
+    for (col = 0; col < e->nout; col++) lua_rawgeti(L, 5, e->out_field[col] + 1);
+  }
+  base = lua_gettop(L);
   for (; i <= last && e->buf.len < e->chunk; i++) {
     int failed;
     bic_rawgeti(L, 2, i);
-    failed = encode_row(L, e, 6, 5, &why, &nl);
-    lua_pop(L, 1);
+    failed = encode_row(L, e, base + 1, 5, keep ? 6 : 0, keep, &why, &nl);
+    lua_settop(L, base);
     if (failed >= 0) {
       lua_pushnil(L);
       lua_pushinteger(L, i);
@@ -781,6 +933,7 @@ static int normalize_row(lua_State *L, int stage) {
   why_buf why, put_why;
   nulls nl = {0, 0, {""}};
   int f, as_array, rc, put_failed = 0, put_col = 0;
+  size_t len;
   lua_settop(L, 2);
   rows_getcodes(L, 1);
   if (stage) {
@@ -792,7 +945,7 @@ static int normalize_row(lua_State *L, int stage) {
     snprintf(why.text, sizeof why.text, "expected a row table, got %s", value_kind(L, 2));
     return push_refusal(L, 0, why.text);
   }
-  as_array = row_is_array(L, 2);
+  as_array = row_is_array(L, 2, &len);
   if (as_array && array_by_select(L, e, 2)) as_array = 2;
   lua_createtable(L, 0, e->nfields);
   for (f = 0; f < e->nfields; f++) {
@@ -858,10 +1011,10 @@ static int normalize_row(lua_State *L, int stage) {
   if (stage) {
     int width = as_array == 2 ? e->nout : e->nfields;
     e->staged_refused = -1;
-    if (as_array && (int)lua_rawlen(L, 2) > width) {
+    if (as_array && len > (size_t)width) {
       e->staged_refused = 0;
       snprintf(e->staged_why.text, sizeof e->staged_why.text, "array row has %d values, expected at most %d",
-               (int)lua_rawlen(L, 2), width);
+               (int)len, width);
     } else if (put_failed) {
       e->staged_refused = put_failed;
       e->staged_why = put_why;
