@@ -129,4 +129,37 @@ describe("core.process", function()
     assert.is_number(a)
     assert.is_true(b >= a)
   end)
+
+  it("sets malloc's thresholds: a freed block under the trim threshold stays in the process", function()
+    assert.has_error(function() process.trim_threshold(-1) end)
+    assert.has_error(function() process.trim_threshold(2 ^ 31) end)
+    assert.has_error(function() process.mmap_threshold(100) end)
+    if jit or require("helpers").sanitized then
+      -- LuaJIT's strings do not come from malloc; a sanitizer replaces malloc
+      print("\n[serve_process_spec] SKIP the RSS part: " .. (jit and "LuaJIT allocates strings itself" or "sanitizer run"))
+      return
+    end
+    -- in a child each (its heap is its own): 24 MiB allocated and freed, then the RSS
+    local function rss_after_free(trim)
+      local pid = assert(process.fork())
+      if pid == 0 then
+        process.mmap_threshold(32 * 1048576) -- the block comes from the heap
+        process.trim_threshold(trim)
+        local held = { ("x"):rep(24 * 1048576) }
+        assert(#held[1] == 24 * 1048576)
+        held[1] = nil
+        collectgarbage()
+        collectgarbage()
+        local f = io.open("/proc/self/statm")
+        local pages = tonumber(f:read("*a"):match("^%d+ (%d+)"))
+        f:close()
+        process.exit(math.min(255, math.floor(pages * 4096 / 1048576)))
+      end
+      local _, how, mib = process.wait(pid, true)
+      assert.equal("exit", how)
+      return mib
+    end
+    local kept, given_back = rss_after_free(64 * 1048576), rss_after_free(0)
+    assert.is_true(kept >= given_back + 16, ("RSS %d MiB kept, %d MiB given back"):format(kept, given_back))
+  end)
 end)

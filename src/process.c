@@ -478,9 +478,23 @@ static int l_mmap_threshold(lua_State *L) {
   return 1;
 }
 
+/* core.process.trim_threshold(bytes): up to that many free bytes stay at the
+ * top of the heaps instead of going back to the system at once. At glibc's
+ * 128 KiB (fixed once a threshold is set) a server answering one large answer
+ * after another shrank and grew its heap per answer (brk, mprotect, page
+ * faults, TLB flushes): `serve` and `biconnector.ngx` keep 8 MiB
+ * (docs/serve.md, "Memory"; docs/openresty.md). */
+static int l_trim_threshold(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0 && n <= 1024 * 1024 * 1024, 1, "expected 0 to 1073741824 bytes");
+  lua_pushboolean(L, mallopt(M_TRIM_THRESHOLD, (int)n) == 1);
+  return 1;
+}
+
 void bic_open_process(lua_State *L) {
   static const luaL_Reg process_functions[] = {
     {"mmap_threshold", l_mmap_threshold},
+    {"trim_threshold", l_trim_threshold},
     {"fork", l_fork},
     {"spawn", l_spawn},
     {"worker_setup", l_worker_setup},

@@ -270,19 +270,18 @@ end
 -- answers of several requests interleave (one chunk each between flushes),
 -- their buffers freed together crossed glibc's 128 KiB trim threshold, and
 -- each brk that shrank the heap cost a TLB flush on every core, more worker
--- CPU than encoding a 1000-row answer (bench/README.md, "OpenResty").
--- Set once per worker, on its first answer; nil where mallopt is not glibc's.
+-- CPU than encoding a 1000-row answer (bench/README.md, "OpenResty"). Blocks
+-- of 1 MiB and more are mapped and given back when freed, as `serve` has them
+-- (setting a threshold stops glibc moving its mmap threshold, and at its
+-- 128 KiB a 1000-row answer's buffer was mapped and unmapped per answer).
+-- Set once per worker, on its first answer; nil: malloc left alone.
 _M.HEAP_KEPT = 8 * 1048576
 local heap_set = false
 local function keep_heap()
   heap_set = true
-  local ok, ffi = pcall(require, "ffi") -- LuaJIT's; under PUC Lua there is no heap setting
-  if not ok or not _M.HEAP_KEPT then return end
-  pcall(ffi.cdef, "int mallopt(int param, int value);")
-  pcall(function() ffi.C.mallopt(-1, _M.HEAP_KEPT) end) -- M_TRIM_THRESHOLD (glibc's malloc.h)
-  -- setting it stops glibc raising its mmap threshold as it would: a buffer of
-  -- 128 KiB or more (a 1000-row answer's) was mapped and unmapped per answer
-  pcall(function() ffi.C.mallopt(-3, _M.HEAP_KEPT) end) -- M_MMAP_THRESHOLD
+  if not _M.HEAP_KEPT then return end
+  core.process.trim_threshold(_M.HEAP_KEPT)
+  core.process.mmap_threshold(1048576)
 end
 
 function _M.serve(target, opts)
