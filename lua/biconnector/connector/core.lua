@@ -202,11 +202,14 @@ function _M.is_connector(x)
   return getmetatable(x) == mt
 end
 
+local function get(x, k) return x[k] end
+
 -- The method m of x (a table or a userdata with an __index), or nil; never raises.
+-- (pcall of one function made once: LuaJIT compiles no closure's making)
 local function method_of(x, m)
   local tx = type(x)
   if tx ~= "table" and tx ~= "userdata" then return nil end
-  local ok, f = pcall(function() return x[m] end)
+  local ok, f = pcall(get, x, m)
   if ok and type(f) == "function" then return f end
   return nil
 end
