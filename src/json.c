@@ -1291,10 +1291,30 @@ enum { ENC_VALUE = 1, ENC_OPTS, ENC_OUT, ENC_LEVELS, ENC_CJSON_ARRAY_MT, ENC_CJS
 /* Cycles: the first levels are scanned, deeper ones are kept in a set (ENC_SEEN). */
 #define SCANNED_LEVELS 64
 
+/* Object keys already written, by the address of their string: a key met
+ * again is copied from here, "key": in one fixed-size copy, instead of being
+ * checked byte by byte. A string's address names its text only while the
+ * string lives, and every key of the value lives while nothing changes the
+ * value, which only Lua code could do: a finalizer, run by a collection step
+ * that an allocation of the encoder's own may start. The encoder turns the
+ * cache off before every such allocation (keys_off) and back on, cleared,
+ * after KEYS_AFTER more keys. */
+#define KEY_SLOTS 128
+#define KEY_TEXT 32  /* a key of up to KEY_TEXT - 3 bytes, its quotes and the colon */
+#define KEYS_AFTER 16
+typedef struct {
+  const void *p[KEY_SLOTS];
+  unsigned char n[KEY_SLOTS];
+  char text[KEY_SLOTS][KEY_TEXT];
+} key_cache;
+
 typedef struct {
   lua_State *L;
   bic_buffer *b;
   int flags, nan_as_null, sort_keys, max_depth, cjson_known;
+  key_cache *keys;       /* NULL while off */
+  int keys_wait;         /* keys to write before it goes on */
+  key_cache key_store;
   const void *array_mt, *cjson_array_mt, *cjson_empty_mt;  /* the markers' addresses */
   const char *indent;
   size_t indent_len;
@@ -1306,6 +1326,12 @@ typedef struct {
                             itself: the path ends at that container */
   char err_text[96];
 } encoder;
+
+/* Before an allocation through the Lua API: see key_cache. */
+static void keys_off(encoder *E) {
+  E->keys = NULL;
+  E->keys_wait = KEYS_AFTER;
+}
 
 static int encode_fail(encoder *E, const char *what) {
   E->err = what;
@@ -1404,22 +1430,54 @@ static int put_member_key_general(encoder *E, enc_level *lv) {
   return 0;
 }
 
+static void keys_on(encoder *E) {
+  memset(E->key_store.p, 0, sizeof E->key_store.p);
+  E->keys = &E->key_store;
+}
+
 /* The same for the key at -2 of the object of level lv; in one write for a
- * plain string key of a compact object: [,]"key": */
+ * plain string key of a compact object: [,]"key": (from the key cache when
+ * it holds the key). */
 static ALWAYS_INLINE int put_member_key(encoder *E, enc_level *lv) {
   lua_State *L = E->L;
   bic_buffer *b = E->b;
   if (E->indent == NULL && lua_type(L, -2) == LUA_TSTRING) {
+    key_cache *kc = E->keys;
+    const void *p = NULL;
+    unsigned slot = 0;
     size_t len;
-    const unsigned char *s = (const unsigned char *)lua_tolstring(L, -2, &len);
-    if (b->cap - b->len >= len + 12) {
-      char *o = b->data + b->len;
+    const unsigned char *s;
+    char *o, *key;
+    if (kc != NULL) {
+      p = lua_topointer(L, -2);
+      slot = (unsigned)((uintptr_t)p >> 4) % KEY_SLOTS;
+      if (kc->p[slot] == p && p != NULL && b->cap - b->len > KEY_TEXT) {
+        o = b->data + b->len;
+        *o = ',';
+        o += lv->i++ != 0;
+        memcpy(o, kc->text[slot], KEY_TEXT);
+        b->len = (size_t)(o + kc->n[slot] - b->data);
+        return 0;
+      }
+    } else if (--E->keys_wait == 0) {
+      keys_on(E);
+    }
+    s = (const unsigned char *)lua_tolstring(L, -2, &len);
+    if (b->cap - b->len >= len + 12 && b->cap - b->len > KEY_TEXT) {
+      o = b->data + b->len;
       *o = ',';
-      o = plain_string_at(o + (lv->i != 0), s, len);
+      key = o + (lv->i != 0);
+      o = plain_string_at(key, s, len);
       if (o != NULL) {
         *o++ = ':';
         b->len = (size_t)(o - b->data);
         lv->i++;
+        if (kc != NULL && p != NULL && len <= KEY_TEXT - 3) {
+          /* the bytes after the key are copied too, and never used */
+          memcpy(kc->text[slot], key, KEY_TEXT);
+          kc->n[slot] = (unsigned char)(len + 3);
+          kc->p[slot] = p;
+        }
         return 0;
       }
     }
@@ -1454,6 +1512,7 @@ static int array_mark(encoder *E, int t) {
   if (!lua_getmetatable(L, t)) return 0;
   mt = lua_topointer(L, -1);
   if (mt == E->array_mt) { lua_pop(L, 1); return 1; }
+  keys_off(E);  /* lua_getfield, lua_pushliteral below may allocate */
   if (!E->cjson_known) {
     /* lua-cjson builds that have array markers export them; look once per
      * call, and keep them in the call's slots while their addresses are used */
@@ -1491,6 +1550,7 @@ static int array_mark(encoder *E, int t) {
 static int grow_levels(encoder *E) {
   bic_buffer *lb = (bic_buffer *)lua_touserdata(E->L, ENC_LEVELS);
   size_t need = (size_t)E->cap * 2 * sizeof(enc_level);
+  keys_off(E);
   if (lb == NULL) {
     lb = bic_buffer_push(E->L);
     lua_replace(E->L, ENC_LEVELS);
@@ -1509,6 +1569,7 @@ static ALWAYS_INLINE enc_level *push_level(encoder *E, int kind, index_t n, int 
   enc_level *lv;
   if (E->depth == E->cap && grow_levels(E) != 0) return NULL;
   if (E->depth >= SCANNED_LEVELS) {
+    keys_off(E);
     if (lua_isnil(E->L, ENC_SEEN)) {
       lua_newtable(E->L);
       lua_replace(E->L, ENC_SEEN);
@@ -1541,6 +1602,7 @@ static int sorted_keys(encoder *E, int t, index_t *count) {
   index_t n = 0, i;
   int pairs;
   sort_key *keys;
+  keys_off(E);
   lua_newtable(L);
   pairs = lua_gettop(L);
   lua_pushnil(L);
@@ -1730,6 +1792,7 @@ static int open_table(encoder *E, int t) {
 static void close_level(encoder *E) {
   enc_level *lv = &E->levels[--E->depth];
   if (E->depth >= SCANNED_LEVELS) {
+    keys_off(E);
     lua_pushvalue(E->L, lv->table);
     lua_pushnil(E->L);
     lua_rawset(E->L, ENC_SEEN);
@@ -1961,6 +2024,8 @@ static int json_encode(lua_State *L) {
   E.flags = 0;
   E.nan_as_null = E.sort_keys = E.cjson_known = E.err_on_key = 0;
   E.array_mt = lua_topointer(L, ARRAY_MT);
+  E.keys = NULL;
+  E.keys_wait = KEYS_AFTER;
   E.cjson_array_mt = E.cjson_empty_mt = NULL;
   E.max_depth = DEFAULT_MAX_DEPTH;
   E.indent = NULL;
