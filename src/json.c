@@ -1696,7 +1696,20 @@ static int array_length(encoder *E, int t, int marked, index_t *length) {
  * and value stay on the stack for the caller: OPEN_WALK for an array walked
  * with lua_next, OPEN_OBJECT for an object walked so; OPEN_SORTED when the
  * sorted key list is above the table instead. */
-enum { OPEN_EMPTY, OPEN_WALK, OPEN_OBJECT, OPEN_SORTED };
+enum { OPEN_EMPTY, OPEN_WALK, OPEN_WALK_FIRST, OPEN_OBJECT, OPEN_SORTED };
+
+/* The key at -2: 2 when it is 1, 1 for another array index, else 0. */
+static int first_key_index(lua_State *L) {
+#if BIC_HAS_INTEGERS
+  lua_Integer k;
+  if (!lua_isinteger(L, -2)) return 0;
+  k = lua_tointeger(L, -2);
+  return k == 1 ? 2 : k > 0;
+#else
+  if (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) == 1) return 2;
+  return is_index_key(L, -2);
+#endif
+}
 
 /* Cycles. A table met again on the path to the value being written is a
  * cycle. Levels opened from depth CYCLE_FROM on are each checked against
@@ -1750,6 +1763,7 @@ static int on_path(encoder *E, int t, const void *ptr) {
 static int open_table(encoder *E, int t) {
   lua_State *L = E->L;
   const void *ptr = NULL;
+  int first;
   if (E->depth >= CYCLE_FROM) {
     ptr = lua_topointer(L, t);
     if (on_path(E, t, ptr)) return encode_fail(E, CYCLE_ERROR);
@@ -1769,11 +1783,12 @@ static int open_table(encoder *E, int t) {
   }
   /* the first key an index: an array whatever its marker (a marked table
    * with another key fails in the walk) */
-  if (is_index_key(L, -2) || array_mark(E, t) == 1) {
+  first = first_key_index(L);
+  if (first || array_mark(E, t) == 1) {
     if (push_level(E, LEVEL_WALK, 0, t, ptr) == NULL) return OOM(E);
     E->levels[E->depth - 1].start = E->b->len;
     PUT_CHAR(E, '[');
-    return OPEN_WALK;
+    return first == 2 ? OPEN_WALK_FIRST : OPEN_WALK;  /* OPEN_WALK_FIRST: its first key is 1 */
   }
   if (E->sort_keys) {
     index_t n;
@@ -1828,6 +1843,7 @@ typed:  /* the same, its type known */
       switch (open_table(E, lua_gettop(L))) {
         case OPEN_EMPTY: break;
         case OPEN_WALK: lv = &E->levels[E->depth - 1]; goto walk_item;
+        case OPEN_WALK_FIRST: lv = &E->levels[E->depth - 1]; goto walk_in_order;
         case OPEN_OBJECT: lv = &E->levels[E->depth - 1]; goto object_item;
         case OPEN_SORTED: goto next;
         default: return -1;
@@ -1853,6 +1869,7 @@ next:  /* the next value of the innermost open container, or close it */
         in_order = lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) == (lua_Number)(lv->i + 1);
 #endif
         if (in_order) {
+        walk_in_order:  /* the item's key is lv->i + 1 */
           if (lv->i++ > 0) PUT_CHAR(E, ',');
           if (put_newline(E, E->depth) != 0) return -1;
           /* strings and numbers here, without the round through value and next */
