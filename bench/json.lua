@@ -11,6 +11,7 @@
 -- Prints the median of ROUNDS runs (ours and lua-cjson in turns), MB/s of the text, and the ratio
 -- lua-cjson time / biconnector time (above 1: biconnector is faster).
 -- Usage: bench/json [lua5.4|luajit] [BUILD_DIR] [ROWS] [ROUNDS]
+--        bench/json count [lua5.4|luajit] [BUILD_DIR] SHAPE OP IMPL [K] [ROWS]
 local json = require("biconnector").json
 local cjson = require "cjson"
 
@@ -19,6 +20,24 @@ local ROUNDS = tonumber(arg and arg[2]) or 7
 local clock = os.clock
 
 local V = require("json_values")(ROWS)
+
+-- Instruction counts (bench/json count ...): BENCH_JSON_COUNT="shape op impl k"
+-- runs one operation k times after one warm-up call, the collector stopped,
+-- and prints nothing; bench/json runs it under callgrind twice (k and 1) and
+-- prints the difference per call.
+local count = os.getenv("BENCH_JSON_COUNT")
+if count then
+  local shape, op, impl, k = count:match("^(%a) (%a+) (%a+) (%d+)$")
+  local value = assert(({ a = V.a_urldata, b = V.b_batch, c = V.c_generic, d = V.d_escapes })[shape], count)
+  local codec = impl == "cjson" and cjson or json
+  local input = op == "decode" and json.encode(value) or value
+  local f = assert(codec[op], count)
+  f(input)
+  collectgarbage()
+  collectgarbage("stop")
+  for _ = 1, tonumber(k) do f(input) end
+  return
+end
 local rows, batch, generic, escapes = V.a_urldata, V.b_batch, V.c_generic, V.d_escapes
 
 local function median(f)

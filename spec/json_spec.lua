@@ -340,6 +340,80 @@ describe("json.encode", function()
     assert.equals('[[1],[1]]', json.encode({ shared, shared }))
   end)
 
+  -- Levels below depth 16 are not checked one by one: the cycle is caught
+  -- deeper down, and the error still names the place where it first closed,
+  -- whatever else the walk meets on the way there.
+  it("names where a cycle first closed, at any depth and beside other faults", function()
+    local t = { a = {} }
+    t.self = t
+    assert.equals("cyclic reference: a table contains itself at $.self", encode_error(t))
+    assert.equals("cyclic reference: a table contains itself at $.self", encode_error(t, { sort_keys = true }))
+    local a = { 1 }
+    a[2] = a
+    assert.equals("cyclic reference: a table contains itself at $[2]", encode_error(a))
+    -- a value written fine at the first level fails at a deeper one: the cycle is named
+    local deep = {}
+    local cur = deep
+    for _ = 1, 995 do cur.n = {}; cur = cur.n end
+    local b = { "x" }
+    b[2] = { deep = deep, back = b }
+    assert.equals("cyclic reference: a table contains itself at $[2].back", encode_error(b))
+    assert.equals("cyclic reference: a table contains itself at $[2].back", encode_error(b, { sort_keys = true }))
+    -- a limit below the depth where cycles are checked
+    local s = {}
+    s.self = s
+    assert.equals("cyclic reference: a table contains itself at $.self", encode_error(s, { max_depth = 1 }))
+    assert.equals("cyclic reference: a table contains itself at $.self", encode_error(s, { max_depth = 3 }))
+    assert.equals("nesting deeper than 1 at $.a", encode_error({ a = { b = {} } }, { max_depth = 1 }))
+    -- a cycle closing beyond the first 16 levels, and beyond the first 64
+    for _, n in ipairs({ 20, 70 }) do
+      local top = {}
+      cur = top
+      for _ = 1, n do cur.k = {}; cur = cur.k end
+      cur.loop = top.k.k
+      local path = n < 24 and (".k"):rep(n) or (".k"):rep(12) .. "..." .. (".k"):rep(11)
+      assert.equals("cyclic reference: a table contains itself at $" .. path .. ".loop", encode_error(top))
+    end
+  end)
+
+  -- Keys written once are copied from a cache the next times (by the address
+  -- of their string): every kind of key, many objects sharing them.
+  it("writes keys shared by many objects the same each time", function()
+    local long = ("long_key_"):rep(4)             -- too long for the cache
+    local keys = { "id", "a", "", "ÄÖ", 'q"uote', "new\nline", "tab\t", long, "x29_" .. ("y"):rep(25),
+      "x30_" .. ("y"):rep(26) }
+    for i = 1, 200 do keys[#keys + 1] = "k" .. i end  -- more keys than the cache has slots
+    local rows, parts = {}, {}
+    for r = 1, 50 do
+      local row = {}
+      for i, k in ipairs(keys) do row[k] = (r + i) % 3 == 0 and json.null or r * i end
+      rows[r] = row
+    end
+    local text = json.encode(json.as_array(rows), { sort_keys = true })
+    local back = json.decode(json.encode(rows))
+    for r = 1, 50 do
+      local row = back[r]
+      for i, k in ipairs(keys) do
+        assert.equals((r + i) % 3 == 0 and json.null or r * i, row[k])
+        parts[#parts + 1] = k
+      end
+    end
+    assert.same(json.decode(text), back)
+    assert.equals(#keys * 50, #parts)
+    -- the compact text holds each key quoted, escaped as JSON requires
+    local compact = json.encode(rows)
+    local _, quotes = compact:gsub('"q\\"uote":', "")
+    assert.equals(50, quotes)
+    local _, longs = compact:gsub('"' .. long .. '":', "")
+    assert.equals(50, longs)
+    -- number keys other than indexes among string keys
+    local mixed = {}
+    for r = 1, 40 do mixed[r] = { [0.5] = r, [-1] = r, name = "n" .. r } end
+    for r, row in ipairs(json.decode(json.encode(mixed))) do
+      assert.same({ ["0.5"] = r, ["-1"] = r, name = "n" .. r }, row)
+    end
+  end)
+
   it("stops at the nesting limit, also when raised", function()
     local deep = {}
     local cur = deep

@@ -143,66 +143,76 @@ static ALWAYS_INLINE int attention16(__m128i v) {
 }
 #endif
 
-/* Writes s[0..len) quoted when no byte of it needs attention (the common
- * case: ASCII without quotes, backslashes or control characters), 16 or 8
- * bytes at a time; the last bytes by a load that ends with the string and
- * overlaps the bytes before, a short string by one word assembled from two
- * or three loads; nothing is read past s + len. Returns 1; or 0, having
- * written nothing, for a string that needs the general writer, and when the
- * buffer lacks room (the general writer makes it). */
-static ALWAYS_INLINE int put_plain_string(bic_buffer *b, const unsigned char *s, size_t len) {
-  char *o;
+/* Writes s[0..len) quoted at o when no byte of it needs attention (the
+ * common case: ASCII without quotes, backslashes or control characters), 16
+ * or 8 bytes at a time; the last bytes by a load that ends with the string
+ * and overlaps the bytes before, a short string by one word assembled from
+ * two or three loads; nothing is read past s + len. o has room for len + 10
+ * bytes (a short string stores a whole word). Returns the end of what it
+ * wrote; or NULL, for a string that needs the general writer (what it wrote
+ * then does not count). */
+static ALWAYS_INLINE char *plain_string_at(char *o, const unsigned char *s, size_t len) {
   uint64_t w;
   size_t i;
-  if (b->cap - b->len < len + 10) return 0;
-  o = b->data + b->len;
 #if defined(__SSE2__) && defined(__x86_64__)
   if (len >= 16) {
     __m128i v;
     for (i = 0; i + 16 <= len; i += 16) {
       v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
-      if (attention16(v)) return 0;
+      if (attention16(v)) return NULL;
       _mm_storeu_si128((__m128i *)(void *)(o + 1 + i), v);
     }
     if (i < len) {
       v = _mm_loadu_si128((const __m128i *)(const void *)(s + len - 16));
-      if (attention16(v)) return 0;
+      if (attention16(v)) return NULL;
       _mm_storeu_si128((__m128i *)(void *)(o + 1 + len - 16), v);
     }
   } else if (len >= 8) {
     __m128i lo = _mm_loadl_epi64((const __m128i *)(const void *)s);
     __m128i hi = _mm_loadl_epi64((const __m128i *)(const void *)(s + len - 8));
-    if (attention16(_mm_unpacklo_epi64(lo, hi))) return 0;
+    if (attention16(_mm_unpacklo_epi64(lo, hi))) return NULL;
     _mm_storel_epi64((__m128i *)(void *)(o + 1), lo);
     _mm_storel_epi64((__m128i *)(void *)(o + 1 + len - 8), hi);
-  } else {
-    if (len == 0) return 0;
+  } else if (len > 0) {
     w = small_word(s, len);
-    if (attention16(_mm_set1_epi64x((long long)w))) return 0;
+    if (attention16(_mm_set1_epi64x((long long)w))) return NULL;
     memcpy(o + 1, &w, 8);  /* the bytes past len are overwritten by the quote and what follows */
   }
 #else
   if (len < 8) {
-    if (len == 0 || !is_little_endian()) return 0;
-    w = small_word(s, len);
-    if (attention8(w)) return 0;
-    memcpy(o + 1, &w, 8);  /* the bytes past len are overwritten by the quote and what follows */
+    if (len > 0) {
+      if (!is_little_endian()) return NULL;
+      w = small_word(s, len);
+      if (attention8(w)) return NULL;
+      memcpy(o + 1, &w, 8);  /* the bytes past len are overwritten by the quote and what follows */
+    }
   } else {
     for (i = 0; i + 8 <= len; i += 8) {
       memcpy(&w, s + i, 8);
-      if (attention8(w)) return 0;
+      if (attention8(w)) return NULL;
       memcpy(o + 1 + i, &w, 8);
     }
     if (i < len) {
       memcpy(&w, s + len - 8, 8);
-      if (attention8(w)) return 0;
+      if (attention8(w)) return NULL;
       memcpy(o + 1 + len - 8, &w, 8);
     }
   }
 #endif
   o[0] = '"';
   o[len + 1] = '"';
-  b->len += len + 2;
+  return o + len + 2;
+}
+
+/* plain_string_at at the end of b: returns 1; or 0, having written nothing,
+ * for a string that needs the general writer, and when the buffer lacks room
+ * (the general writer makes it). */
+static ALWAYS_INLINE int put_plain_string(bic_buffer *b, const unsigned char *s, size_t len) {
+  char *o;
+  if (b->cap - b->len < len + 10) return 0;
+  o = plain_string_at(b->data + b->len, s, len);
+  if (o == NULL) return 0;
+  b->len = (size_t)(o - b->data);
   return 1;
 }
 
@@ -1281,10 +1291,31 @@ enum { ENC_VALUE = 1, ENC_OPTS, ENC_OUT, ENC_LEVELS, ENC_CJSON_ARRAY_MT, ENC_CJS
 /* Cycles: the first levels are scanned, deeper ones are kept in a set (ENC_SEEN). */
 #define SCANNED_LEVELS 64
 
+/* Object keys already written, by the address of their string: a key met
+ * again is copied from here, "key": in one fixed-size copy, instead of being
+ * checked byte by byte. A string's address names its text only while the
+ * string lives, and every key of the value lives while nothing changes the
+ * value, which only Lua code could do: a finalizer, run by a collection step
+ * that an allocation of the encoder's own may start. The encoder turns the
+ * cache off before every such allocation (keys_off) and back on, cleared,
+ * after KEYS_AFTER more keys. */
+#define KEY_SLOTS 128
+#define KEY_TEXT 32  /* a key of up to KEY_TEXT - 3 bytes, its quotes and the colon */
+#define KEYS_AFTER 16
+typedef struct {
+  const void *p[KEY_SLOTS];
+  unsigned char n[KEY_SLOTS];
+  char text[KEY_SLOTS][KEY_TEXT];
+} key_cache;
+
 typedef struct {
   lua_State *L;
   bic_buffer *b;
   int flags, nan_as_null, sort_keys, max_depth, cjson_known;
+  key_cache *keys;       /* NULL while off */
+  int keys_wait;         /* keys to write before it goes on */
+  key_cache key_store;
+  const void *array_mt, *cjson_array_mt, *cjson_empty_mt;  /* the markers' addresses */
   const char *indent;
   size_t indent_len;
   enc_level local[32];
@@ -1295,6 +1326,12 @@ typedef struct {
                             itself: the path ends at that container */
   char err_text[96];
 } encoder;
+
+/* Before an allocation through the Lua API: see key_cache. */
+static void keys_off(encoder *E) {
+  E->keys = NULL;
+  E->keys_wait = KEYS_AFTER;
+}
 
 static int encode_fail(encoder *E, const char *what) {
   E->err = what;
@@ -1382,6 +1419,72 @@ static ALWAYS_INLINE int put_key(encoder *E, int idx) {
   return put_key_other(E, idx, t);
 }
 
+/* What goes before the value of a member, the general way: the comma, the
+ * newline and indent, the key, the colon (and a space when indenting). */
+static int put_member_key_general(encoder *E, enc_level *lv) {
+  if (lv->i++ > 0) PUT_CHAR(E, ',');
+  if (put_newline(E, E->depth) != 0) return -1;
+  if (put_key(E, -2) != 0) return -1;
+  PUT_CHAR(E, ':');
+  if (E->indent) PUT_CHAR(E, ' ');
+  return 0;
+}
+
+static void keys_on(encoder *E) {
+  memset(E->key_store.p, 0, sizeof E->key_store.p);
+  E->keys = &E->key_store;
+}
+
+/* The same for the key at -2 of the object of level lv; in one write for a
+ * plain string key of a compact object: [,]"key": (from the key cache when
+ * it holds the key). */
+static ALWAYS_INLINE int put_member_key(encoder *E, enc_level *lv) {
+  lua_State *L = E->L;
+  bic_buffer *b = E->b;
+  if (E->indent == NULL && lua_type(L, -2) == LUA_TSTRING) {
+    key_cache *kc = E->keys;
+    const void *p = NULL;
+    unsigned slot = 0;
+    size_t len;
+    const unsigned char *s;
+    char *o, *key;
+    if (kc != NULL) {
+      p = lua_topointer(L, -2);
+      slot = (unsigned)((uintptr_t)p >> 4) % KEY_SLOTS;
+      if (kc->p[slot] == p && p != NULL && b->cap - b->len > KEY_TEXT) {
+        o = b->data + b->len;
+        *o = ',';
+        o += lv->i++ != 0;
+        memcpy(o, kc->text[slot], KEY_TEXT);
+        b->len = (size_t)(o + kc->n[slot] - b->data);
+        return 0;
+      }
+    } else if (--E->keys_wait == 0) {
+      keys_on(E);
+    }
+    s = (const unsigned char *)lua_tolstring(L, -2, &len);
+    if (b->cap - b->len >= len + 12 && b->cap - b->len > KEY_TEXT) {
+      o = b->data + b->len;
+      *o = ',';
+      key = o + (lv->i != 0);
+      o = plain_string_at(key, s, len);
+      if (o != NULL) {
+        *o++ = ':';
+        b->len = (size_t)(o - b->data);
+        lv->i++;
+        if (kc != NULL && p != NULL && len <= KEY_TEXT - 3) {
+          /* the bytes after the key are copied too, and never used */
+          memcpy(kc->text[slot], key, KEY_TEXT);
+          kc->n[slot] = (unsigned char)(len + 3);
+          kc->p[slot] = p;
+        }
+        return 0;
+      }
+    }
+  }
+  return put_member_key_general(E, lv);
+}
+
 /* A key that is no string: a number other than an array index, else an error. */
 static int put_key_other(encoder *E, int idx, int t) {
   lua_State *L = E->L;
@@ -1399,31 +1502,38 @@ static int put_key_other(encoder *E, int idx, int t) {
   return encode_fail(E, E->err_text);
 }
 
-/* 1 when the metatable of the table at the top marks it as an array, 2 for
- * lua-cjson's empty_array_mt (an array only when empty), else 0. */
-static int array_mark(encoder *E) {
+/* 1 when the metatable of the table at slot t marks it as an array, 2 for
+ * lua-cjson's empty_array_mt (an array only when empty), else 0. The markers
+ * are told apart by address (what lua_rawequal compares for tables). */
+static int array_mark(encoder *E, int t) {
   lua_State *L = E->L;
+  const void *mt;
   int mark = 0;
-  if (!lua_getmetatable(L, -1)) return 0;
-  if (lua_rawequal(L, -1, ARRAY_MT)) { lua_pop(L, 1); return 1; }
+  if (!lua_getmetatable(L, t)) return 0;
+  mt = lua_topointer(L, -1);
+  if (mt == E->array_mt) { lua_pop(L, 1); return 1; }
+  keys_off(E);  /* lua_getfield, lua_pushliteral below may allocate */
   if (!E->cjson_known) {
-    /* lua-cjson builds that have array markers export them; look once per call. */
+    /* lua-cjson builds that have array markers export them; look once per
+     * call, and keep them in the call's slots while their addresses are used */
     E->cjson_known = 1;
     lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
     if (lua_istable(L, -1)) {
       lua_getfield(L, -1, "cjson");
       if (lua_istable(L, -1)) {
         lua_getfield(L, -1, "array_mt");
+        if (lua_istable(L, -1)) E->cjson_array_mt = lua_topointer(L, -1);
         lua_replace(L, ENC_CJSON_ARRAY_MT);
         lua_getfield(L, -1, "empty_array_mt");
+        if (lua_istable(L, -1)) E->cjson_empty_mt = lua_topointer(L, -1);
         lua_replace(L, ENC_CJSON_EMPTY_MT);
       }
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
   }
-  if (lua_rawequal(L, -1, ENC_CJSON_ARRAY_MT)) mark = 1;
-  else if (lua_rawequal(L, -1, ENC_CJSON_EMPTY_MT)) mark = 2;
+  if (mt == E->cjson_array_mt) mark = 1;
+  else if (mt == E->cjson_empty_mt) mark = 2;
   else {
     /* dkjson's convention */
     lua_pushliteral(L, "__jsontype");
@@ -1435,23 +1545,31 @@ static int array_mark(encoder *E) {
   return mark;
 }
 
-/* Opens a level for the table at stack slot t, whose address is ptr. */
-static enc_level *push_level(encoder *E, int kind, index_t n, int t, const void *ptr) {
-  enc_level *lv;
-  if (E->depth == E->cap) {
-    bic_buffer *lb = (bic_buffer *)lua_touserdata(E->L, ENC_LEVELS);
-    size_t need = (size_t)E->cap * 2 * sizeof(enc_level);
-    if (lb == NULL) {
-      lb = bic_buffer_push(E->L);
-      lua_replace(E->L, ENC_LEVELS);
-    }
-    if (bic_buffer_grow(lb, need - lb->len) != 0) return NULL;
-    if (E->levels == E->local) memcpy(lb->data, E->local, sizeof E->local);
-    lb->len = need;
-    E->levels = (enc_level *)lb->data;
-    E->cap *= 2;
+/* Makes room for twice as many levels (in a userdata once the local array is
+ * full); returns 0, or -1 when memory runs out. */
+static int grow_levels(encoder *E) {
+  bic_buffer *lb = (bic_buffer *)lua_touserdata(E->L, ENC_LEVELS);
+  size_t need = (size_t)E->cap * 2 * sizeof(enc_level);
+  keys_off(E);
+  if (lb == NULL) {
+    lb = bic_buffer_push(E->L);
+    lua_replace(E->L, ENC_LEVELS);
   }
+  if (bic_buffer_grow(lb, need - lb->len) != 0) return -1;
+  if (E->levels == E->local) memcpy(lb->data, E->local, sizeof E->local);
+  lb->len = need;
+  E->levels = (enc_level *)lb->data;
+  E->cap *= 2;
+  return 0;
+}
+
+/* Opens a level for the table at stack slot t, whose address is ptr (NULL
+ * below CYCLE_FROM: looked up when a check needs it). */
+static ALWAYS_INLINE enc_level *push_level(encoder *E, int kind, index_t n, int t, const void *ptr) {
+  enc_level *lv;
+  if (E->depth == E->cap && grow_levels(E) != 0) return NULL;
   if (E->depth >= SCANNED_LEVELS) {
+    keys_off(E);
     if (lua_isnil(E->L, ENC_SEEN)) {
       lua_newtable(E->L);
       lua_replace(E->L, ENC_SEEN);
@@ -1484,6 +1602,7 @@ static int sorted_keys(encoder *E, int t, index_t *count) {
   index_t n = 0, i;
   int pairs;
   sort_key *keys;
+  keys_off(E);
   lua_newtable(L);
   pairs = lua_gettop(L);
   lua_pushnil(L);
@@ -1577,39 +1696,99 @@ static int array_length(encoder *E, int t, int marked, index_t *length) {
  * and value stay on the stack for the caller: OPEN_WALK for an array walked
  * with lua_next, OPEN_OBJECT for an object walked so; OPEN_SORTED when the
  * sorted key list is above the table instead. */
-enum { OPEN_EMPTY, OPEN_WALK, OPEN_OBJECT, OPEN_SORTED };
+enum { OPEN_EMPTY, OPEN_WALK, OPEN_WALK_FIRST, OPEN_OBJECT, OPEN_SORTED };
 
-static int open_table(encoder *E) {
-  lua_State *L = E->L;
-  int t = lua_gettop(L), mark, i;
-  const void *ptr = lua_topointer(L, -1);
-  for (i = 0; i < E->depth && i < SCANNED_LEVELS; i++)
-    if (E->levels[i].ptr == ptr) return encode_fail(E, "cyclic reference: a table contains itself");
+/* The key at -2: 2 when it is 1, 1 for another array index, else 0. */
+static int first_key_index(lua_State *L) {
+#if BIC_HAS_INTEGERS
+  lua_Integer k;
+  if (!lua_isinteger(L, -2)) return 0;
+  k = lua_tointeger(L, -2);
+  return k == 1 ? 2 : k > 0;
+#else
+  if (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) == 1) return 2;
+  return is_index_key(L, -2);
+#endif
+}
+
+/* Cycles. A table met again on the path to the value being written is a
+ * cycle. Levels opened from depth CYCLE_FROM on are each checked against
+ * the levels below (the first SCANNED_LEVELS by address, the deeper ones in
+ * the set ENC_SEEN); the shallower levels are not, to spare every small
+ * table the check. A cycle among them still repeats deeper down, where it
+ * is caught; the error then names the place where it first closed. */
+#define CYCLE_FROM 16
+
+/* The address of the table of level i. */
+static const void *level_ptr(encoder *E, int i) {
+  enc_level *lv = &E->levels[i];
+  if (lv->ptr == NULL) lv->ptr = lua_topointer(E->L, lv->table);
+  return lv->ptr;
+}
+
+#define CYCLE_ERROR "cyclic reference: a table contains itself"
+
+/* The first of the unchecked levels (below CYCLE_FROM) whose table is also
+ * that of a level below it, or -1. Any error met while one is open is
+ * reported as that cycle: walking on from where the cycle first closed,
+ * the encoder only repeats that part of the path. */
+static int unchecked_cycle(encoder *E) {
+  int n = E->depth < CYCLE_FROM ? E->depth : CYCLE_FROM, i, j;
+  for (j = 1; j < n; j++)
+    for (i = 0; i < j; i++)
+      if (level_ptr(E, i) == level_ptr(E, j)) return j;
+  return -1;
+}
+
+/* Whether the table at slot t, whose address is ptr, is on the path. */
+static int on_path(encoder *E, int t, const void *ptr) {
+  int i, n = E->depth < SCANNED_LEVELS ? E->depth : SCANNED_LEVELS;
+  for (i = 0; i < n; i++)
+    if (level_ptr(E, i) == ptr) return 1;
   if (E->depth > SCANNED_LEVELS) {
-    lua_pushvalue(L, t);
-    lua_rawget(L, ENC_SEEN);
-    i = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (i) return encode_fail(E, "cyclic reference: a table contains itself");
+    lua_pushvalue(E->L, t);
+    lua_rawget(E->L, ENC_SEEN);
+    i = lua_toboolean(E->L, -1);
+    lua_pop(E->L, 1);
+    if (i) return 1;
+  }
+  return 0;
+}
+
+/* The table at slot t, the top: writes "{}" or "[]" and returns OPEN_EMPTY
+ * when it is empty, else opens a level and writes the opening bracket. The
+ * walk's first key and value stay on the stack for the caller: OPEN_WALK for
+ * an array walked with lua_next, OPEN_OBJECT for an object walked so;
+ * OPEN_SORTED when the sorted key list is above the table instead. */
+static int open_table(encoder *E, int t) {
+  lua_State *L = E->L;
+  const void *ptr = NULL;
+  int first;
+  if (E->depth >= CYCLE_FROM) {
+    ptr = lua_topointer(L, t);
+    if (on_path(E, t, ptr)) return encode_fail(E, CYCLE_ERROR);
   }
   if (E->depth >= E->max_depth) {
+    if (E->depth < CYCLE_FROM && on_path(E, t, lua_topointer(L, t))) return encode_fail(E, CYCLE_ERROR);
     snprintf(E->err_text, sizeof E->err_text, "nesting deeper than %d", E->max_depth);
     return encode_fail(E, E->err_text);
   }
   /* A level holds 2 slots (table, key or key list), opening one needs about 8
    * more for a while: room for 4 levels at a time. */
   if (E->depth % 4 == 0 && !lua_checkstack(L, 32)) return encode_fail(E, "nesting too deep for the Lua stack");
-  mark = array_mark(E);
   lua_pushnil(L);
   if (!lua_next(L, t)) {
-    if (mark) PUT_LIT(E, "[]"); else PUT_LIT(E, "{}");
+    if (array_mark(E, t)) PUT_LIT(E, "[]"); else PUT_LIT(E, "{}");
     return OPEN_EMPTY;
   }
-  if (mark == 1 || is_index_key(L, -2)) {
+  /* the first key an index: an array whatever its marker (a marked table
+   * with another key fails in the walk) */
+  first = first_key_index(L);
+  if (first || array_mark(E, t) == 1) {
     if (push_level(E, LEVEL_WALK, 0, t, ptr) == NULL) return OOM(E);
     E->levels[E->depth - 1].start = E->b->len;
     PUT_CHAR(E, '[');
-    return OPEN_WALK;
+    return first == 2 ? OPEN_WALK_FIRST : OPEN_WALK;  /* OPEN_WALK_FIRST: its first key is 1 */
   }
   if (E->sort_keys) {
     index_t n;
@@ -1628,6 +1807,7 @@ static int open_table(encoder *E) {
 static void close_level(encoder *E) {
   enc_level *lv = &E->levels[--E->depth];
   if (E->depth >= SCANNED_LEVELS) {
+    keys_off(E);
     lua_pushvalue(E->L, lv->table);
     lua_pushnil(E->L);
     lua_rawset(E->L, ENC_SEEN);
@@ -1660,9 +1840,10 @@ typed:  /* the same, its type known */
       if (lua_touserdata(L, -1) == NULL) { PUT_LIT(E, "null"); break; }
       return encode_fail(E, "cannot encode a light userdata other than null");
     case LUA_TTABLE:
-      switch (open_table(E)) {
+      switch (open_table(E, lua_gettop(L))) {
         case OPEN_EMPTY: break;
         case OPEN_WALK: lv = &E->levels[E->depth - 1]; goto walk_item;
+        case OPEN_WALK_FIRST: lv = &E->levels[E->depth - 1]; goto walk_in_order;
         case OPEN_OBJECT: lv = &E->levels[E->depth - 1]; goto object_item;
         case OPEN_SORTED: goto next;
         default: return -1;
@@ -1688,6 +1869,7 @@ next:  /* the next value of the innermost open container, or close it */
         in_order = lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) == (lua_Number)(lv->i + 1);
 #endif
         if (in_order) {
+        walk_in_order:  /* the item's key is lv->i + 1 */
           if (lv->i++ > 0) PUT_CHAR(E, ',');
           if (put_newline(E, E->depth) != 0) return -1;
           /* strings and numbers here, without the round through value and next */
@@ -1701,7 +1883,7 @@ next:  /* the next value of the innermost open container, or close it */
         /* Out of order: check the keys, then write the items again by index. */
         lua_pop(L, 2);
         lv->i = 0;
-        if (array_length(E, lv->table, array_mark(E) == 1, &lv->n) != 0) {
+        if (array_length(E, lv->table, array_mark(E, lv->table) == 1, &lv->n) != 0) {
           E->err_on_key = 1;  /* about this array itself: the path ends at it */
           return -1;
         }
@@ -1730,11 +1912,7 @@ next:  /* the next value of the innermost open container, or close it */
     case LEVEL_OBJECT:
       while (lua_next(L, lv->table)) {
       object_item:  /* key and value of the walk at the top */
-        if (lv->i++ > 0) PUT_CHAR(E, ',');
-        if (put_newline(E, E->depth) != 0) return -1;
-        if (put_key(E, -2) != 0) return -1;
-        PUT_CHAR(E, ':');
-        if (E->indent) PUT_CHAR(E, ' ');
+        if (put_member_key(E, lv) != 0) return -1;
         /* strings and numbers here, without the round through value and next */
         type = lua_type(L, -1);
         if (type == LUA_TSTRING) { if (put_string(E, -1, 0) != 0) return -1; }
@@ -1803,8 +1981,15 @@ static void path_key(lua_State *L, bic_buffer *p) {
 static void push_encode_error(encoder *E) {
   lua_State *L = E->L;
   bic_buffer *p = bic_buffer_push(L);
-  int i, n = E->depth;
+  int i, n;
   lua_replace(L, ENC_PATH);
+  i = unchecked_cycle(E);
+  if (i >= 0) {
+    E->depth = i;
+    E->err = CYCLE_ERROR;
+    E->err_on_key = 0;
+  }
+  n = E->depth;
   bic_buffer_put(p, E->err, strlen(E->err));
   bic_buffer_puts(p, " at $");
   if (E->err_on_key && n > 0) n--;
@@ -1855,6 +2040,10 @@ static int json_encode(lua_State *L) {
   E.L = L;
   E.flags = 0;
   E.nan_as_null = E.sort_keys = E.cjson_known = E.err_on_key = 0;
+  E.array_mt = lua_topointer(L, ARRAY_MT);
+  E.keys = NULL;
+  E.keys_wait = KEYS_AFTER;
+  E.cjson_array_mt = E.cjson_empty_mt = NULL;
   E.max_depth = DEFAULT_MAX_DEPTH;
   E.indent = NULL;
   E.indent_len = 0;
