@@ -482,7 +482,7 @@ static int l_mmap_threshold(lua_State *L) {
  * top of the heaps instead of going back to the system at once. At glibc's
  * 128 KiB (fixed once a threshold is set) a server answering one large answer
  * after another shrank and grew its heap per answer (brk, mprotect, page
- * faults, TLB flushes): `serve` and `biconnector.ngx` keep 8 MiB
+ * faults, TLB flushes): `serve` keeps 1 MiB per heap, `biconnector.ngx` 8 MiB
  * (docs/serve.md, "Memory"; docs/openresty.md). */
 static int l_trim_threshold(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);

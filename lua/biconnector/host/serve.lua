@@ -113,9 +113,10 @@ end
 -- bodies held at once, the time a request may take to arrive, connections per address.
 _M.LIMITS = { max_body = 1048576, max_bodies = 32 * 1048576, request_timeout = 20, per_address = 64 }
 
--- The free bytes a worker's malloc keeps at the top of its heaps between
--- answers (core.process.trim_threshold; docs/serve.md, "Memory").
-_M.HEAP_KEPT = 8 * 1048576
+-- The free bytes a worker's malloc keeps at the top of each of its heaps
+-- between answers (core.process.trim_threshold; docs/serve.md, "Memory"):
+-- a 1000-row answer's buffers fit, and the job threads' arenas hold no more.
+_M.HEAP_KEPT = 1048576
 
 -- Default --workers: one per CPU (a slow database query or a long scan holds
 -- one worker, not the server), at most 4.
