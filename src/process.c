@@ -482,8 +482,8 @@ static int l_mmap_threshold(lua_State *L) {
  * top of the heaps instead of going back to the system at once. At glibc's
  * 128 KiB (fixed once a threshold is set) a server answering one large answer
  * after another shrank and grew its heap per answer (brk, mprotect, page
- * faults, TLB flushes): `serve` keeps 1 MiB per heap, `biconnector.ngx` 8 MiB
- * (docs/serve.md, "Memory"; docs/openresty.md). */
+ * faults, TLB flushes): `biconnector.ngx` keeps 8 MiB (docs/openresty.md).
+ * The threshold holds per heap: a threaded process keeps it per arena. */
 static int l_trim_threshold(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   luaL_argcheck(L, n >= 0 && n <= 1024 * 1024 * 1024, 1, "expected 0 to 1073741824 bytes");

@@ -113,11 +113,6 @@ end
 -- bodies held at once, the time a request may take to arrive, connections per address.
 _M.LIMITS = { max_body = 1048576, max_bodies = 32 * 1048576, request_timeout = 20, per_address = 64 }
 
--- The free bytes a worker's malloc keeps at the top of each of its heaps
--- between answers (core.process.trim_threshold; docs/serve.md, "Memory"):
--- a 1000-row answer's buffers fit, and the job threads' arenas hold no more.
-_M.HEAP_KEPT = 1048576
-
 -- Default --workers: one per CPU (a slow database query or a long scan holds
 -- one worker, not the server), at most 4.
 function _M.default_workers()
@@ -489,10 +484,10 @@ end
 -- SIGHUP, connections kept); returns an exit code.
 local function serve_process(o, handler, fd, live)
   if o.answer_budget then core.sql.budget(o.answer_budget) end
-  -- a large row's buffers go back to the system when the answer ends, and up to
-  -- HEAP_KEPT free bytes stay at the top of the heaps between answers (docs/serve.md, "Memory")
+  -- a large row's buffers go back to the system when the answer ends (docs/serve.md, "Memory");
+  -- glibc's trim threshold stays (keeping free memory per heap would add up over the job
+  -- threads' arenas: 15 stalled readers of an 8 MB row went past 64 MiB in a CI run)
   process.mmap_threshold(1024 * 1024)
-  process.trim_threshold(_M.HEAP_KEPT)
   local srv, err = server.new(server_options(o, handler, fd))
   if not srv then
     stderr:write("biconnector serve: ", err, "\n")
