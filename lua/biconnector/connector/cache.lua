@@ -36,32 +36,17 @@ end
 
 local TAG = { string = "s", number = "n", boolean = "b" }
 
--- A table's keys in key_order: a few (a connection's settings) sorted in
--- place as they come, which LuaJIT compiles (table.sort calling back into Lua
--- it does not); many by table.sort, so that no table costs quadratic time.
-local function sorted_keys(v)
-  local keys, nk = {}, 0
-  for k in pairs(v) do
-    nk = nk + 1
-    local i = nk
-    if nk <= 12 then
-      while i > 1 and key_order(k, keys[i - 1]) do
-        keys[i] = keys[i - 1]
-        i = i - 1
-      end
-    end
-    keys[i] = k
-  end
-  if nk > 12 then sort(keys, key_order) end
-  return keys, nk
-end
-
 -- A canonical text of a value into out[n+1...]: sorted keys, lengths before
 -- strings, so that different connections never give the same text. -> n
 local function canonical(v, out, n)
   local t = type(v)
   if t == "table" then
-    local keys, nk = sorted_keys(v)
+    local keys, nk = {}, 0
+    for k in pairs(v) do
+      nk = nk + 1
+      keys[nk] = k
+    end
+    sort(keys, key_order)
     n = n + 1
     out[n] = "{" .. nk .. ":"
     for i = 1, nk do
@@ -84,23 +69,13 @@ local c_key = core.cache_key
 -- the SHA-256 of the canonical text of the list {namespace, endpoint,
 -- connection, arg}. The C core writes it (core.cache_key, straight into the
 -- hash) for strings, numbers, booleans and tables of them; anything else is
--- written here, the same text.
+-- written here (rarely: the C writer's speed is not needed), the same text.
 function _M.key(namespace, endpoint, connection, arg)
   namespace, connection, arg = namespace or "", connection or {}, arg or ""
   local key = c_key(namespace, endpoint, connection, arg)
   if key then return key end
-  local out = { "{4:n1:1" }
-  local n = canonical(namespace, out, 1)
-  n = n + 1
-  out[n] = "n1:2"
-  n = canonical(endpoint, out, n)
-  n = n + 1
-  out[n] = "n1:3"
-  n = canonical(connection, out, n)
-  n = n + 1
-  out[n] = "n1:4"
-  n = canonical(arg, out, n)
-  out[n + 1] = "}"
+  local out = {}
+  canonical({ namespace, endpoint, connection, arg }, out, 0)
   return "bic:cache:" .. sha256(concat(out))
 end
 
