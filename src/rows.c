@@ -1089,10 +1089,62 @@ static int rows_count(lua_State *L) {
   return 1;
 }
 
-/* close, __gc and __close: frees the buffer; safe to call more than once. */
+/* The buffers of the last encoders closed, kept for the next ones (per Lua
+ * state, in its registry): an answer's encoder grows its buffer to a chunk
+ * and more, and freeing that at the end of every answer made glibc give the
+ * top of its heap back and take it again at the next one (brk calls, each a
+ * TLB flush on every core the process runs on). At most SPARES buffers of at
+ * most SPARE_MAX bytes each are kept: the answers a worker streams at once.
+ * The holder is finalized at lua_close before any encoder may be: closed, it
+ * frees what it is handed. */
+#define SPARE_KEY "biconnector.rows.spare"
+#define SPARES 8
+#define SPARE_MAX (256u * 1024u)
+typedef struct {
+  bic_buffer buf[SPARES];
+  int n, closed;
+} rows_spare;
+
+static int spare_gc(lua_State *L) {
+  rows_spare *sp = (rows_spare *)lua_touserdata(L, 1);
+  while (sp->n > 0) bic_buffer_free(&sp->buf[--sp->n]);
+  sp->closed = 1;
+  return 0;
+}
+
+static rows_spare *spare_of(lua_State *L) {
+  rows_spare *sp;
+  lua_getfield(L, LUA_REGISTRYINDEX, SPARE_KEY);
+  sp = (rows_spare *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return sp;
+}
+
+/* Keeps b's memory as a spare when there is room and b is not too large; else frees it. */
+static void spare_put(lua_State *L, bic_buffer *b) {
+  rows_spare *sp;
+  if (b->data == NULL) return;
+  sp = b->cap <= SPARE_MAX ? spare_of(L) : NULL;
+  if (sp != NULL && !sp->closed && sp->n < SPARES) {
+    b->len = 0;
+    sp->buf[sp->n++] = *b;
+    bic_buffer_init(b);
+    return;
+  }
+  bic_buffer_free(b);
+}
+
+/* b (empty) takes a spare's memory, if there is one. */
+static void spare_take(lua_State *L, bic_buffer *b) {
+  rows_spare *sp = spare_of(L);
+  if (sp != NULL && sp->n > 0) *b = sp->buf[--sp->n];
+}
+
+/* close, __gc and __close: frees the buffer (or keeps it as the spare); safe
+ * to call more than once. */
 static int rows_close(lua_State *L) {
   rows_encoder *e = (rows_encoder *)luaL_checkudata(L, 1, ROWS_MT);
-  bic_buffer_free(&e->buf);
+  spare_put(L, &e->buf);
   bic_buffer_free(&e->staged);
   e->staged_ok = 0;
   e->state = S_CLOSED;
@@ -1237,6 +1289,7 @@ static int rows_new(lua_State *L) {
 
   /* The header row: the codes of the output columns. */
   e->state = S_OPEN;
+  spare_take(L, &e->buf); /* after the metatable: its __gc gives the memory back */
   if (bic_buffer_puts(&e->buf, "[[")) return luaL_error(L, "out of memory");
   for (i = 0; i < nout; i++) {
     size_t len;
@@ -1413,5 +1466,16 @@ int bic_open_rows(lua_State *L) {
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);
   lua_setfield(L, -2, "rows");
+  lua_getfield(L, LUA_REGISTRYINDEX, SPARE_KEY);
+  if (lua_isnil(L, -1)) {
+    rows_spare *sp = (rows_spare *)lua_newuserdata(L, sizeof *sp);
+    sp->n = sp->closed = 0;
+    lua_newtable(L);
+    lua_pushcfunction(L, spare_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, SPARE_KEY);
+  }
+  lua_pop(L, 1);
   return 0;
 }
