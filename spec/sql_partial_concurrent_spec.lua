@@ -212,7 +212,7 @@ for _, engine in ipairs({ "sqlite", "postgresql", "mysql" }) do
 
     setup(function()
       dir = H.tmpdir()
-      local url, env = nil, { BICONNECTOR_TOKEN = TOKEN }
+      local url
       if engine == "sqlite" then
         H.sqlite(dir .. "/p.db", TABLES.sqlite)
         url = "sqlite://" .. dir .. "/p.db"
@@ -229,7 +229,8 @@ return require("biconnector.sql").connector({ url = %q, token = os.getenv("BICON
   trace = function(sql) io.stderr:write("BIC-SQL: ", (sql:gsub("%%s+", " ")), "\n") end })
 ]]):format(url))
       f:close()
-      h = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0", "--workers", "1" }), env)
+      h = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0", "--workers", "1" }),
+        { BICONNECTOR_TOKEN = TOKEN })
     end)
     teardown(function()
       if h then S.stop(h) end
