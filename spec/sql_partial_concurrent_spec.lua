@@ -3,13 +3,15 @@
 -- integer column `code` as a string, so a condition on it is matched in
 -- memory (as strings: "10" < "5") while the exact items of a top-level AND
 -- still go to SQL, and an OR naming it is matched in memory entirely. Eight
--- clients POST /data at once to `biconnector serve CONNECTOR --workers 1`, each
+-- clients POST /data at once to `biconnector serve CONNECTOR --workers 1`, and
+-- then to the same connector under nginx (one worker, lua_check_client_abort
+-- on: spec/ngx_helpers.lua; nginx loads the LuaJIT build of the core), each
 -- with another filter (fully pushed, partly pushed, in memory; with and
--- without `limit` and `select`), half of them reading a little at a time, so
--- that the worker's answers interleave; each answer is whole and holds
--- exactly the rows filter.match selects over the served values of the whole
--- table (as multisets: no order is documented; under a limit, `limit` rows of
--- those). On SQLite and on the PostgreSQL and MariaDB servers the spec starts
+-- without `limit` and `select`), half of them reading a little at a time
+-- through a small receive buffer, so that the worker's answers interleave;
+-- each answer is whole and holds exactly the rows filter.match selects over
+-- the served values of the whole table (as multisets: no order is
+-- documented; under a limit, `limit` rows of those). On SQLite and on the PostgreSQL and MariaDB servers the spec starts
 -- (spec/dbservers.lua); each request's SQL (the source's `trace`) shows which
 -- part of its filter went to SQL.
 local helpers = require "helpers"
@@ -20,6 +22,7 @@ local cases = require "sql_filter_cases"
 local filter = require "biconnector.filter"
 local socket = require "socket"
 local cjson = require "cjson"
+local N = require "ngx_helpers"
 
 local TOKEN = "partial-token"
 local ROWS = 4000
@@ -43,7 +46,7 @@ local TABLES = {
 
 -- The requests, and what their SQL must be: "all" (the whole filter in the
 -- WHERE, the limit a LIMIT), "part" (a WHERE without `code`, no LIMIT),
--- "memory" (no WHERE, no LIMIT). `slow`: read 512 bytes at a time with pauses.
+-- "memory" (no WHERE, no LIMIT). `slow`: read 1024 bytes at a time with pauses.
 local REQUESTS = {
   { plan = "all", slow = true, select = { "id", "s", "x" },
     filter = { [">=id"] = "200", ["<id"] = "3200", ["k"] = { "1", "4", "7" } } },
@@ -67,17 +70,17 @@ end
 -- A POST /data of req on a socket of its own, sent now and read later; a slow
 -- reader's socket (unless `fast`) takes a small receive buffer, so that the
 -- server's writes to it block soon.
-local function send(port, req, fast)
+local function send(port, base, req, fast)
   local c = helpers.connect(port, 10)
-  if req.slow and not fast then c:setoption("recv-buffer-size", 4096) end
+  if req.slow and not fast then c:setoption("recv-buffer-size", 16384) end
   local text = cjson.encode(body_for(req))
-  assert(c:send("POST /data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+  assert(c:send("POST " .. base .. "data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
     .. "Content-Type: application/json\r\nContent-Length: " .. #text .. "\r\n\r\n" .. text))
   return c
 end
 
 -- Reads the answers of all sockets, round robin: a slow one (unless `fast`)
--- 512 bytes at a time, at most every 5 ms; -> the raw answers, and for each
+-- 1024 bytes at a time, at most every 5 ms; -> the raw answers, and for each
 -- the step at which its first bytes came and the step at which it ended.
 local function read_all(conns, reqs, fast)
   local got, done, left, next_at, first, ended, step = {}, {}, #conns, {}, {}, {}, 0
@@ -89,7 +92,7 @@ local function read_all(conns, reqs, fast)
     for i, c in ipairs(conns) do
       local now = socket.gettime()
       if not done[i] and now >= next_at[i] then
-        local data, err, partial = c:receive(slow(i) and 512 or 65536)
+        local data, err, partial = c:receive(slow(i) and 1024 or 65536)
         data = data or partial
         step = step + 1
         if data and #data > 0 then
@@ -201,14 +204,75 @@ local function check_plan(req, sql, quoted_code, label)
   end
 end
 
+-- The scenario against a server on port whose endpoints are at base ("/" or
+-- "/loc/"); log() -> what the server wrote so far (where the traced SQL goes).
+local function scenario(engine, port, base, log)
+  local function post(path, body)
+    body.connection = { token = TOKEN }
+    return S.post_json(port, base .. path, body)
+  end
+  local status, text = post("table_description", { table = "t" })
+  assert.equals(200, status, text)
+  local fields, codes = cjson.decode(text), {}
+  for i, fd in ipairs(fields) do codes[i] = fd.code end
+  assert.same({ "id", "k", "code", "s", "x" }, codes)
+  assert.equals("string", fields[3].type, "the fields override retypes code")
+  assert.equals("int", fields[1].type)
+  -- the whole table as served: the oracle's input
+  status, text = post("data", { table = "t" })
+  assert.equals(200, status, text)
+  local all = cases.as_maps(cjson.decode(text), codes)
+  assert.equals(ROWS, #all)
+  assert.equals("7", all[7].code, "code is served as a string")
+  local quoted_code = engine == "mysql" and "`code`" or '"code"'
+
+  -- each request alone first: its SQL shows where its filter runs; its answer is the oracle's
+  for i, req in ipairs(REQUESTS) do
+    local label = engine .. " " .. label_of(i, req)
+    local before = #log()
+    local raw = read_all({ send(port, base, req, true) }, { req }, true)[1]
+    local body = body_of(raw, label)
+    check_answer(req, body, all, fields, codes, label)
+    local traced = log():sub(before + 1)
+    local sqls = {}
+    for line in traced:gmatch("BIC%-SQL: ([^\n]*)\n") do sqls[#sqls + 1] = line end
+    assert.equals(1, #sqls, label .. ": one SQL statement, traced: " .. traced)
+    check_plan(req, sqls[1], quoted_code, label)
+  end
+
+  -- then all at once, twice: the answers interleave on the one worker
+  for round = 1, 2 do
+    local conns = {}
+    for i, req in ipairs(REQUESTS) do conns[i] = send(port, base, req) end
+    local raws, first, ended = read_all(conns, REQUESTS)
+    -- every answer had begun before the last slow one ended
+    local last_slow_end, last_start = 0, 0
+    for i, req in ipairs(REQUESTS) do
+      if req.slow then last_slow_end = math.max(last_slow_end, ended[i]) end
+      last_start = math.max(last_start, first[i])
+    end
+    assert.is_true(last_start < last_slow_end, "the answers did not run side by side")
+    local many = 0
+    for i, req in ipairs(REQUESTS) do
+      local label = ("%s round %d %s"):format(engine, round, label_of(i, req))
+      local body, chunks = body_of(raws[i], label)
+      if chunks >= 10 then many = many + 1 end
+      check_answer(req, body, all, fields, codes, label)
+    end
+    assert.is_true(many >= 3, "at least three answers span ten chunks or more: " .. many)
+  end
+  -- the worker still answers
+  assert.equals(200, (post("check", {})))
+end
+
 for _, engine in ipairs({ "sqlite", "postgresql", "mysql" }) do
-  describe("partly pushed-down answers side by side, " .. engine .. ", --workers 1", function()
+  describe("partly pushed-down answers side by side, " .. engine .. ", one worker", function()
     local why = engine ~= "sqlite" and db.missing(engine) or (engine == "sqlite" and H.missing_sqlite3())
     if why then
       local msg = db.skip(engine, why)
       return it("runs against a real " .. engine .. " server", function() pending(msg) end)
     end
-    local srv, dir, h
+    local srv, dir, file, h, prefix, nginx
 
     setup(function()
       dir = H.tmpdir()
@@ -221,77 +285,42 @@ for _, engine in ipairs({ "sqlite", "postgresql", "mysql" }) do
         srv:admin(TABLES[engine])
         url = srv:url()
       end
-      local file = dir .. "/partial.lua"
+      file = dir .. "/partial.lua"
       local f = assert(io.open(file, "w"))
       f:write(([[
-return require("biconnector.sql").connector({ url = %q, token = os.getenv("BICONNECTOR_TOKEN"),
+return require("biconnector.sql").connector({ url = %q, token = %q,
   fields = { t = { code = { type = "string" } } }, chunk_size = 4096,
   trace = function(sql) io.stderr:write("BIC-SQL: ", (sql:gsub("%%s+", " ")), "\n") end })
-]]):format(url))
+]]):format(url, TOKEN))
       f:close()
-      h = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0", "--workers", "1" }),
-        { BICONNECTOR_TOKEN = TOKEN })
     end)
     teardown(function()
       if h then S.stop(h) end
+      if nginx then N.stop(nginx) end
+      if prefix then N.remove_prefix(prefix) end
       if srv then srv:stop() end
       if dir then H.rmdir(dir) end
     end)
 
-    it("serves eight interleaved answers, fully, partly and not pushed down, each exactly the oracle's rows",
-      function()
-        local status, text = S.post_json(h.port, "/table_description", { connection = { token = TOKEN }, table = "t" })
-        assert.equals(200, status, text)
-        local fields, codes = cjson.decode(text), {}
-        for i, fd in ipairs(fields) do codes[i] = fd.code end
-        assert.same({ "id", "k", "code", "s", "x" }, codes)
-        assert.equals("string", fields[3].type, "the fields override retypes code")
-        assert.equals("int", fields[1].type)
-        -- the whole table as served: the oracle's input
-        status, text = S.post_json(h.port, "/data", { connection = { token = TOKEN }, table = "t" })
-        assert.equals(200, status, text)
-        local all = cases.as_maps(cjson.decode(text), codes)
-        assert.equals(ROWS, #all)
-        assert.equals("7", all[7].code, "code is served as a string")
-        local quoted_code = engine == "mysql" and "`code`" or '"code"'
+    it("biconnector serve --workers 1: eight interleaved answers, fully, partly and not pushed down, "
+      .. "each exactly the oracle's rows", function()
+      h = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0", "--workers", "1" }))
+      scenario(engine, h.port, "/", function() return S.stderr(h) end)
+    end)
 
-        -- each request alone first: its SQL shows where its filter runs; its answer is the oracle's
-        for i, req in ipairs(REQUESTS) do
-          local label = engine .. " " .. label_of(i, req)
-          local before = #S.stderr(h)
-          local raw = read_all({ send(h.port, req, true) }, { req }, true)[1]
-          local body = body_of(raw, label)
-          check_answer(req, body, all, fields, codes, label)
-          local log = S.stderr(h):sub(before + 1)
-          local sqls = {}
-          for line in log:gmatch("BIC%-SQL: ([^\n]*)\n") do sqls[#sqls + 1] = line end
-          assert.equals(1, #sqls, label .. ": one SQL statement, traced: " .. log)
-          check_plan(req, sqls[1], quoted_code, label)
-        end
-
-        -- then all at once, twice: the answers interleave on the one worker
-        for round = 1, 2 do
-          local conns = {}
-          for i, req in ipairs(REQUESTS) do conns[i] = send(h.port, req) end
-          local raws, first, ended = read_all(conns, REQUESTS)
-          -- every answer had begun before the first slow one ended
-          local first_slow_end, last_start = math.huge, 0
-          for i, req in ipairs(REQUESTS) do
-            if req.slow then first_slow_end = math.min(first_slow_end, ended[i]) end
-            last_start = math.max(last_start, first[i])
-          end
-          assert.is_true(last_start < first_slow_end, "the answers did not run side by side")
-          local many = 0
-          for i, req in ipairs(REQUESTS) do
-            local label = ("%s round %d %s"):format(engine, round, label_of(i, req))
-            local body, chunks = body_of(raws[i], label)
-            if chunks >= 10 then many = many + 1 end
-            check_answer(req, body, all, fields, codes, label)
-          end
-          assert.is_true(many >= 3, "at least three answers span ten chunks or more: " .. many)
-        end
-        -- the worker is still the one it was, and answers
-        assert.equals(200, (S.post_json(h.port, "/check", { connection = { token = TOKEN } })))
-      end)
+    it("nginx, one worker: the same", function()
+      local missing = N.missing()
+      if missing then return pending(N.skipped("sql_partial_concurrent_spec", missing)) end
+      prefix = N.make_prefix()
+      local port = helpers.free_port()
+      nginx = N.start(prefix, N.conf(prefix, {
+        "  access_log off;",
+        "  server {",
+        "    listen 127.0.0.1:" .. port .. ";",
+        ("    location /partial/ { content_by_lua_block { require('biconnector.ngx').serve(%q) } }"):format(file),
+        "  }",
+      }), port)
+      scenario(engine, port, "/partial/", function() return N.read(nginx.error_log) end)
+    end)
   end)
 end
