@@ -96,10 +96,17 @@ describe("biconnector serve answering /data", function()
       local headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }
       for _ = 1, 20 do assert.equals(200, S.request(h.port, "POST", "/data", body, headers).status) end
       local log = helpers.tmp_path("strace")
-      local tracer = S.background(("strace -f -e trace=brk -o %s -p %d"):format(log, worker))
+      -- sendto too: the answers' bytes, the proof that the worker was traced
+      local tracer = S.background(("strace -f -e trace=brk,sendto -o %s -p %d"):format(log, worker))
       -- strace writes its attach notice to stderr once the threads are traced
-      helpers.poll(function() return S.stderr(tracer):find("attached") end, 10)
+      local attached = helpers.poll(function() return S.stderr(tracer):find("attached") end, 10)
       tracer.pid = tonumber(helpers.read_file(tracer.pidfile))
+      if not attached then
+        local why = S.stderr(tracer)
+        S.stop(tracer, "INT")
+        os.remove(log)
+        return "strace could not attach: " .. why
+      end
       local answers = 200
       for _ = 1, answers do
         local r = assert(S.request(h.port, "POST", "/data", body, headers))
@@ -107,13 +114,22 @@ describe("biconnector serve answering /data", function()
         assert.equals(1001, #json.decode(r.body))
       end
       S.stop(tracer, "INT")
-      local calls = select(2, (helpers.read_file(log) or ""):gsub("brk%(", ""))
+      local trace = helpers.read_file(log) or ""
       os.remove(log)
-      -- before the spare buffers: one to two calls per answer (the heap's top
-      -- given back at the end of one answer, taken again by the next)
-      assert.is_true(calls < answers / 10, ("%d brk calls for %d answers"):format(calls, answers))
+      local calls = select(2, trace:gsub("brk%(", ""))
+      local sends = select(2, trace:gsub("sendto%(", ""))
+      print(("\n[serve_heap_spec] %d brk calls for %d answers"):format(calls, answers))
+      assert.is_true(sends >= answers, ("strace saw %d sendto calls for %d answers"):format(sends, answers))
+      -- before the spare buffers: 800 under LuaJIT, 49 to 107 under Lua 5.4 (the
+      -- heap's top given back at the end of one answer, taken again by the next);
+      -- with them 0 under LuaJIT, 12 to 16 under Lua 5.4 (its collector's own)
+      assert.is_true(calls < answers / 8, ("%d brk calls for %d answers"):format(calls, answers))
     end)
     S.stop(h)
     assert(ok, err)
+    if err then -- the brk count could not be taken (pending outside the pcall, which would catch it)
+      print("\n[serve_heap_spec] SKIP the brk count: " .. err)
+      pending(err)
+    end
   end)
 end)
