@@ -413,13 +413,7 @@ local function fold(text)
 end
 
 -- Without surrounding white space, in linear time ("%s+$" backtracks quadratically).
-local function trim(text)
-  local i = find(text, "%S")
-  if not i then return "" end
-  local j = #text
-  while find(sub(text, j, j), "^%s") do j = j - 1 end
-  return sub(text, i, j)
-end
+local trim = filter.trim
 
 local function contains(haystack, needle)
   return find(fold(haystack), needle, 1, true) ~= nil

@@ -559,8 +559,9 @@ function Source:check_column_keys(code, cols, overrides)
 end
 
 -- The database's tables and views this source serves, in the engine's order:
--- those the globs select, not shadowed by a query, without a control byte in
--- the name (no request can name it: request.decode refuses such a code). Their
+-- those the globs select, not shadowed by a query, with a name that is not
+-- empty (Bitrix24 refuses a list holding an empty code) and holds no control
+-- byte (no request can name it: request.decode refuses such a code). Their
 -- codes are remembered for describe.
 function Source:served_tables(conn)
   local tables, err = self.engine.list_tables(conn, self.open_opts)
@@ -569,11 +570,12 @@ function Source:served_tables(conn)
   for i, t in ipairs(tables) do
     names[i], exists[t.name] = t.name, true
     if self.selected(t.name) and not self.queries[t.name] then
-      if not control_byte(t.name) then
+      if t.name ~= "" and not control_byte(t.name) then
         list[#list + 1] = t
         set[t.name] = true
       elseif not self:warned("table\0" .. t.name) then
-        self.log("warn", format("table %s is not served: its name holds a control byte", show_name(t.name)))
+        self.log("warn", format("table %s is not served: its name %s", show_name(t.name),
+          t.name == "" and "is empty" or "holds a control byte"))
       end
     end
   end
@@ -596,7 +598,9 @@ end
 function Source:table_list(search)
   local tables = self:served_tables(self:conn())
   local list = {}
-  search = search and lower(search):match("^%s*(.-)%s*$") or ""
+  -- white space around it ignored, in linear time ("^%s*(.-)%s*$" backtracks
+  -- quadratically on a long run of spaces: minutes of the worker)
+  search = search and lower(filter.trim(search)) or ""
   local function add(code, title)
     if search == "" or lower(code):find(search, 1, true) or lower(title):find(search, 1, true) then
       list[#list + 1] = { code = code, title = title }
@@ -647,11 +651,12 @@ function Source:describe(code)
           f.dates = ov.dates
         end
       end
-      if control_byte(f.code) then
-        -- no request could name it (request.decode refuses such a code)
+      if f.code == "" or control_byte(f.code) then
+        -- no request could name it (request.decode refuses such a code), and
+        -- Bitrix24 refuses a description holding an empty code
         if not self:warned("column\0" .. code .. "\0" .. f.code) then
-          self.log("warn", format("table %s: column %s is not served: its code holds a control byte "
-            .. "(fields can rename it)", show_name(code), show_name(f.code)))
+          self.log("warn", format("table %s: column %s is not served: its code %s (fields can rename it)",
+            show_name(code), show_name(f.code), f.code == "" and "is empty" or "holds a control byte"))
         end
       elseif not seen[f.code] then
         seen[f.code] = true

@@ -1,0 +1,83 @@
+-- Found by a review of `biconnector serve` against the protocol (protocol.md,
+-- section 2), played as Bitrix24 plays it over loopback on a SQLite file:
+-- /table_list must answer every element with a non-empty `code` and `title`
+-- (Bitrix24 rejects the whole list otherwise) and reads `searchString` as the
+-- user typed it, spaces around it and all.
+local S = require "serve_helpers"
+local H = require "sql_helpers"
+local cjson = require "cjson"
+
+local TOKEN = "review-token"
+
+local function post(port, path, form)
+  local r = assert(S.request(port, "POST", path, "connection%5Btoken%5D=" .. TOKEN .. "&" .. form,
+    { ["Content-Type"] = "application/x-www-form-urlencoded" }))
+  local ok, decoded = pcall(cjson.decode, r.body)
+  return r.status, ok and decoded or r.body
+end
+
+local function codes_of(list)
+  local codes = {}
+  for i, t in ipairs(list) do codes[i] = t.code end
+  table.sort(codes)
+  return codes
+end
+
+describe("serve sqlite://, as Bitrix24 calls it", function()
+  if not H.have_sqlite3("spec/protocol_review_spec.lua") then
+    return it("needs the sqlite3 tool", function() pending("the sqlite3 command-line tool is missing") end)
+  end
+  local dir, h
+  setup(function()
+    dir = H.tmpdir()
+    H.sqlite(dir .. "/shop.db", [[
+      CREATE TABLE orders (id INTEGER PRIMARY KEY, "" TEXT, note TEXT);
+      INSERT INTO orders VALUES (1, 'blank', 'a'), (2, 'blank', 'b');
+      CREATE TABLE "" (id INTEGER);
+      CREATE TABLE "order lines" (id INTEGER);
+    ]])
+    h = S.start(S.serve_command({ "sqlite://" .. dir .. "/shop.db", "--listen", "127.0.0.1:0", "--workers", "1" }),
+      { BICONNECTOR_TOKEN = TOKEN })
+  end)
+  teardown(function()
+    if h then S.stop(h) end
+    H.rmdir(dir)
+  end)
+
+  it("leaves out a table or column whose name is empty, with a warning, and serves the rest", function()
+    local status, list = post(h.port, "/table_list", "searchString=")
+    assert.equals(200, status, cjson.encode(list))
+    assert.same({ "order lines", "orders" }, codes_of(list))
+    for _, t in ipairs(list) do
+      assert.is_true(#t.code > 0 and #t.title > 0)
+    end
+    local st, fields = post(h.port, "/table_description", "table=orders")
+    assert.equals(200, st, cjson.encode(fields))
+    assert.same({ { code = "id", name = "id", type = "int" }, { code = "note", name = "note", type = "string" } }, fields)
+    local sd, rows = post(h.port, "/data", "table=orders")
+    assert.equals(200, sd, cjson.encode(rows))
+    assert.same({ { "id", "note" }, { 1, "a" }, { 2, "b" } }, rows)
+    -- no request names them: an empty table is "missing table", an empty field unknown
+    assert.equals(400, (post(h.port, "/data", "table=")))
+    assert.equals(400, (post(h.port, "/data", "table=orders&filter%5B%5D=blank")))
+    local log = S.wait_stderr(h, "its code is empty", true)
+    assert.matches('table "" is not served: its name is empty', log:gsub('\\"', '"'), 1, true)
+    assert.matches('table "orders": column "" is not served: its code is empty', log:gsub('\\"', '"'), 1, true)
+  end)
+
+  it("ignores spaces around searchString (PHP writes them as +), and reads a long run of them at once", function()
+    local function search(text)
+      local status, list = post(h.port, "/table_list", "searchString=" .. text)
+      assert.equals(200, status, cjson.encode(list))
+      return codes_of(list)
+    end
+    assert.same({ "order lines" }, search("+LINES%09"))
+    assert.same({ "order lines" }, search("order+lines"))
+    assert.same({}, search("order+++lines"))
+    -- the pattern "^%s*(.-)%s*$" backtracked quadratically here: some 6 minutes
+    -- of the worker for this search, past the request's 30 s bound
+    assert.same({}, search("a" .. ("+"):rep(300000) .. "b"))
+    assert.same({ "order lines", "orders" }, search(("+"):rep(300000)))
+    assert.equals(200, (post(h.port, "/check", "")))
+  end)
+end)
