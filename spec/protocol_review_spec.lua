@@ -81,3 +81,24 @@ describe("serve sqlite://, as Bitrix24 calls it", function()
     assert.equals(200, (post(h.port, "/check", "")))
   end)
 end)
+
+describe("a form body holding %00 in a value, as the demo is served", function()
+  local h
+  setup(function()
+    h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0", "--workers", "1",
+      "--max-body", "8388608" }))
+  end)
+  teardown(function() if h then S.stop(h) end end)
+
+  it("is read in linear time, however many empty variables follow (the names were scanned again for every &)", function()
+    -- 8 MiB of `&` after a value holding %00: the search for the next `=` ran
+    -- to the end of the body once per `&`, some 5 minutes of the worker, past
+    -- the request's 30 s bound
+    local body = "connection%5Btoken%5D=demo-token%00" .. ("&"):rep(8 * 1024 * 1024 - 64) .. "table=deals"
+    local r = assert(S.request(h.port, "POST", "/data", body, { ["Content-Type"] = "application/x-www-form-urlencoded" }))
+    assert.equals(403, r.status) -- the token with a NUL byte after it is a wrong token
+    assert.matches("wrong token", r.body, 1, true)
+    r = assert(S.request(h.port, "POST", "/check", "connection%5Btoken%5D=demo-token"))
+    assert.equals(200, r.status)
+  end)
+end)
