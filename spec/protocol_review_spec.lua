@@ -1,8 +1,9 @@
 -- Found by a review of `biconnector serve` against the protocol (protocol.md,
--- section 2), played as Bitrix24 plays it over loopback on a SQLite file:
+-- section 2), played as Bitrix24 plays it over loopback: on a SQLite file,
 -- /table_list must answer every element with a non-empty `code` and `title`
 -- (Bitrix24 rejects the whole list otherwise) and reads `searchString` as the
--- user typed it, spaces around it and all.
+-- user typed it, spaces around it and all; a form body (Bitrix24's encoding)
+-- is read in linear time whatever it holds.
 local S = require "serve_helpers"
 local H = require "sql_helpers"
 local cjson = require "cjson"
