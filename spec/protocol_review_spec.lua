@@ -36,6 +36,8 @@ describe("serve sqlite://, as Bitrix24 calls it", function()
       INSERT INTO orders VALUES (1, 'blank', 'a'), (2, 'blank', 'b');
       CREATE TABLE "" (id INTEGER);
       CREATE TABLE "order lines" (id INTEGER);
+      CREATE TABLE "Сделки" (id INTEGER);
+      CREATE TABLE "Émis" (id INTEGER);
     ]])
     h = S.start(S.serve_command({ "sqlite://" .. dir .. "/shop.db", "--listen", "127.0.0.1:0", "--workers", "1" }),
       { BICONNECTOR_TOKEN = TOKEN })
@@ -48,7 +50,7 @@ describe("serve sqlite://, as Bitrix24 calls it", function()
   it("leaves out a table or column whose name is empty, with a warning, and serves the rest", function()
     local status, list = post(h.port, "/table_list", "searchString=")
     assert.equals(200, status, cjson.encode(list))
-    assert.same({ "order lines", "orders" }, codes_of(list))
+    assert.same({ "order lines", "orders", "Émis", "Сделки" }, codes_of(list))
     for _, t in ipairs(list) do
       assert.is_true(#t.code > 0 and #t.title > 0)
     end
@@ -78,7 +80,20 @@ describe("serve sqlite://, as Bitrix24 calls it", function()
     -- the pattern "^%s*(.-)%s*$" backtracked quadratically here: some 6 minutes
     -- of the worker for this search, past the request's 30 s bound
     assert.same({}, search("a" .. ("+"):rep(300000) .. "b"))
-    assert.same({ "order lines", "orders" }, search(("+"):rep(300000)))
+    assert.same({ "order lines", "orders", "Émis", "Сделки" }, search(("+"):rep(300000)))
+  end)
+
+  it("folds case as a static table list does: ASCII, Latin-1 letters and Cyrillic", function()
+    local function search(text)
+      local status, list = post(h.port, "/table_list", "searchString=" .. text)
+      assert.equals(200, status, cjson.encode(list))
+      return codes_of(list)
+    end
+    for _, text in ipairs({ "%D1%81%D0%B4%D0%B5%D0%BB", "%D0%A1%D0%94%D0%95%D0%9B", "+%D1%81%D0%94%D0%B5%D0%BB%D0%9A%D0%B8+" }) do
+      assert.same({ "Сделки" }, search(text), text) -- сдел, СДЕЛ, " сДелКи "
+    end
+    assert.same({ "Émis" }, search("%C3%A9MIS")) -- éMIS
+    assert.same({ "order lines", "orders" }, search("ORDER"))
     assert.equals(200, (post(h.port, "/check", "")))
   end)
 end)

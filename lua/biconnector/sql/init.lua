@@ -488,8 +488,6 @@ local function as_cursor(job, tbl)
 end
 _M.as_cursor = as_cursor
 
-local function lower(s) return s:lower() end
-
 -- How long describe trusts the table codes it last listed, in seconds. A code
 -- in that list is not listed again before then (a table dropped since is still
 -- found missing: list_columns answers nil); a code not in it is always listed
@@ -595,23 +593,20 @@ function Source:serves(conn, code)
 end
 
 -- -> { {code =, title =}, ... }
+-- The search as a static list's: white space around it ignored (in linear
+-- time: "^%s*(.-)%s*$" backtracked quadratically on a long run of spaces,
+-- minutes of the worker), case folded for ASCII, Latin-1 and Cyrillic.
 function Source:table_list(search)
   local tables = self:served_tables(self:conn())
   local list = {}
-  -- white space around it ignored, in linear time ("^%s*(.-)%s*$" backtracks
-  -- quadratically on a long run of spaces: minutes of the worker)
-  search = search and lower(filter.trim(search)) or ""
-  local function add(code, title)
-    if search == "" or lower(code):find(search, 1, true) or lower(title):find(search, 1, true) then
-      list[#list + 1] = { code = code, title = title }
-    end
-  end
-  for _, t in ipairs(tables) do add(t.name, self.titles[t.name] or t.name) end
+  for _, t in ipairs(tables) do list[#list + 1] = { code = t.name, title = self.titles[t.name] or t.name } end
   local extra = {}
   for code in pairs(self.queries) do extra[#extra + 1] = code end
   sort(extra)
-  for _, code in ipairs(extra) do add(code, self.queries[code].title or self.titles[code] or code) end
-  return list
+  for _, code in ipairs(extra) do
+    list[#list + 1] = { code = code, title = self.queries[code].title or self.titles[code] or code }
+  end
+  return require("biconnector.connector.core").search_tables(list, search)
 end
 
 -- -> fields | nil (no such table). code must be a code table_list gives, byte
