@@ -118,3 +118,26 @@ describe("a form body holding %00 in a value, as the demo is served", function()
     assert.equals(200, r.status)
   end)
 end)
+
+describe("biconnector.sql options that would put an empty code or title in /table_list", function()
+  local sql = require "biconnector.sql"
+  it("are refused when the source is made, naming the key, not at every request with a 500", function()
+    local url = "sqlite:///nonexistent/never-opened.db"
+    local cases = {
+      { { titles = { orders = "" } }, 'titles["orders"] must be a non-empty string (the title /table_list answers), got ""' },
+      { { titles = { orders = 5 } }, 'titles["orders"] must be a non-empty string (the title /table_list answers), got 5' },
+      { { queries = { [""] = { sql = "SELECT 1" } } }, 'queries: a table code must be a non-empty string, got ""' },
+      { { queries = { q = { sql = "SELECT 1", title = "" } } },
+        'queries["q"].title must be a non-empty string (the title /table_list answers), got ""' },
+    }
+    for _, case in ipairs(cases) do
+      local opts = case[1]
+      opts.url = url
+      local ok, err = pcall(sql.source, opts)
+      assert.is_false(ok)
+      assert.equals("biconnector.sql.source: " .. case[2], (tostring(err):gsub("^[^:]*:%d+: ", "")))
+    end
+    -- what stays allowed
+    assert.is_table(sql.source({ url = url, titles = { orders = "Orders" }, queries = { q = { sql = "SELECT 1" } } }))
+  end)
+end)

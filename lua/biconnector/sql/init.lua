@@ -308,16 +308,28 @@ function _M.source(opts)
   for _, k in ipairs({ "busy_timeout_ms", "statement_timeout_ms", "connect_timeout_s" }) do
     if opts[k] ~= nil then open_opts[k] = opts[k] end
   end
+  -- a title /table_list answers must not be empty: Bitrix24 refuses the whole list
+  local function title_error(where, title)
+    if title ~= nil and (type(title) ~= "string" or title == "") then
+      error(format("biconnector.sql.source: %s must be a non-empty string (the title /table_list answers), got %s",
+        where, type(title) == "string" and format("%q", title) or tostring(title)), 3)
+    end
+  end
   local queries = opts.queries or {}
   for code, q in pairs(queries) do
     if type(code) ~= "string" or type(q) ~= "table" or type(q.sql) ~= "string" then
       error("biconnector.sql.source: queries must map a table code to {sql = \"SELECT ...\", title = ...}", 2)
     end
+    if code == "" then error('biconnector.sql.source: queries: a table code must be a non-empty string, got ""', 2) end
+    title_error(format("queries[%q].title", code), q.title)
   end
   for _, k in ipairs({ "titles", "fields" }) do
     if opts[k] ~= nil and type(opts[k]) ~= "table" then
       error("biconnector.sql.source: " .. k .. " must be a table", 2)
     end
+  end
+  for code, title in pairs(opts.titles or {}) do
+    title_error(format("titles[%q]", tostring(code)), title)
   end
   local pool_size = positive(opts, "pool_size", true) or open_opts.pool_size or _M.DEFAULTS.pool_size
   open_opts.pool_size = nil
