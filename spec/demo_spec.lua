@@ -116,6 +116,26 @@ describe("demo connector", function()
     assert.equals(403, (handle("/check", "")))
   end)
 
+  it("searches the table list as a static list is searched: case-insensitive, white space around ignored", function()
+    local function codes(search)
+      local status, body = handle("/table_list", "connection[token]=demo-token&searchString=" .. search)
+      assert.equals(200, status)
+      local out = {}
+      for i, t in ipairs(cjson.decode(body)) do out[i] = t.code end
+      return out
+    end
+    assert.same({ "deals", "contacts", "invoices" }, codes(""))
+    assert.same({ "deals", "contacts", "invoices" }, codes("+%20%09"))
+    assert.same({ "deals" }, codes("DEAL"))
+    assert.same({ "deals" }, codes("+deals+"))         -- PHP's http_build_query writes spaces as +
+    assert.same({ "invoices" }, codes("%09Invoices%0A"))
+    assert.same({}, codes("deals+x"))
+    -- long runs of spaces, inside or alone, are read in linear time (the
+    -- pattern "^%s*(.*%S)" spends some 200 s on the second one)
+    assert.same({}, codes("a" .. ("+"):rep(200000) .. "b"))
+    assert.same({ "deals", "contacts", "invoices" }, codes(("+"):rep(200000)))
+  end)
+
   it("answers urlData from the generator, limit applied by the connector", function()
     local status, body = handle("/data", "connection[token]=demo-token&table=contacts_50&select[]=id&select[]=birthday&limit=4")
     assert.equals(200, status)

@@ -22,8 +22,13 @@ return biconnector.connector {
     return connection.token == TOKEN, "wrong token"
   end,
 
+  -- The search as the framework reads it for a static list: white space
+  -- around it ignored (found in linear time: "^%s*(.-)%s*$" backtracks
+  -- quadratically on a long run of spaces), case-insensitive.
   tables = function(connection, search)
-    search = (search or ""):lower()
+    search = search or ""
+    local first, from_end = search:find("%S"), search:reverse():find("%S")
+    search = first and search:sub(first, #search - from_end + 1):lower() or ""
     local list = {}
     for _, t in ipairs(data.TABLES) do
       if search == "" or t.code:find(search, 1, true) or t.title:lower():find(search, 1, true) then

@@ -413,16 +413,24 @@ local function fold(text)
 end
 
 -- Without surrounding white space, in linear time ("%s+$" backtracks quadratically).
-local function trim(text)
-  local i = find(text, "%S")
-  if not i then return "" end
-  local j = #text
-  while find(sub(text, j, j), "^%s") do j = j - 1 end
-  return sub(text, i, j)
-end
+local trim = filter.trim
 
 local function contains(haystack, needle)
   return find(fold(haystack), needle, 1, true) ~= nil
+end
+
+-- The elements of list ({code =, title =}) whose code or title holds search,
+-- white space around it ignored and case folded as above: what a static list
+-- answers, and the database sources' lists too (biconnector.sql).
+function _M.search_tables(list, search)
+  -- spaces around what the user typed are not part of the search
+  search = fold(trim(search or ""))
+  if search == "" then return list end
+  local found = {}
+  for _, t in ipairs(list) do
+    if contains(t.code, search) or contains(t.title, search) then found[#found + 1] = t end
+  end
+  return found
 end
 
 local function answer_table_list(self, opts, info, req)
@@ -435,12 +443,7 @@ local function answer_table_list(self, opts, info, req)
     if problem then return invalid_answer(self, opts, info, problem, req.connection) end
     list = result
   else
-    -- spaces around what the user typed are not part of the search
-    local search = fold(trim(req.search or ""))
-    list = {}
-    for _, t in ipairs(def.tables) do
-      if search == "" or contains(t.code, search) or contains(t.title, search) then list[#list + 1] = t end
-    end
+    list = _M.search_tables(def.tables, req.search)
   end
   local out = {}
   for i, t in ipairs(list) do

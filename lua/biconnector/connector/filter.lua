@@ -44,6 +44,8 @@ local function trim(s)
   while SPACE[byte(s, j)] do j = j - 1 end
   return s:sub(i, j)
 end
+-- Also what the table list searches for (the search without white space around it).
+_M.trim = trim
 
 -- [+-] digits [. digits] [e [+-] digits], with a digit before or after the dot.
 local function is_decimal(s)

@@ -308,16 +308,28 @@ function _M.source(opts)
   for _, k in ipairs({ "busy_timeout_ms", "statement_timeout_ms", "connect_timeout_s" }) do
     if opts[k] ~= nil then open_opts[k] = opts[k] end
   end
+  -- a title /table_list answers must not be empty: Bitrix24 refuses the whole list
+  local function title_error(where, title)
+    if title ~= nil and (type(title) ~= "string" or title == "") then
+      error(format("biconnector.sql.source: %s must be a non-empty string (the title /table_list answers), got %s",
+        where, type(title) == "string" and format("%q", title) or tostring(title)), 3)
+    end
+  end
   local queries = opts.queries or {}
   for code, q in pairs(queries) do
     if type(code) ~= "string" or type(q) ~= "table" or type(q.sql) ~= "string" then
       error("biconnector.sql.source: queries must map a table code to {sql = \"SELECT ...\", title = ...}", 2)
     end
+    if code == "" then error('biconnector.sql.source: queries: a table code must be a non-empty string, got ""', 2) end
+    title_error(format("queries[%q].title", code), q.title)
   end
   for _, k in ipairs({ "titles", "fields" }) do
     if opts[k] ~= nil and type(opts[k]) ~= "table" then
       error("biconnector.sql.source: " .. k .. " must be a table", 2)
     end
+  end
+  for code, title in pairs(opts.titles or {}) do
+    title_error(format("titles[%q]", tostring(code)), title)
   end
   local pool_size = positive(opts, "pool_size", true) or open_opts.pool_size or _M.DEFAULTS.pool_size
   open_opts.pool_size = nil
@@ -488,8 +500,6 @@ local function as_cursor(job, tbl)
 end
 _M.as_cursor = as_cursor
 
-local function lower(s) return s:lower() end
-
 -- How long describe trusts the table codes it last listed, in seconds. A code
 -- in that list is not listed again before then (a table dropped since is still
 -- found missing: list_columns answers nil); a code not in it is always listed
@@ -559,8 +569,9 @@ function Source:check_column_keys(code, cols, overrides)
 end
 
 -- The database's tables and views this source serves, in the engine's order:
--- those the globs select, not shadowed by a query, without a control byte in
--- the name (no request can name it: request.decode refuses such a code). Their
+-- those the globs select, not shadowed by a query, with a name that is not
+-- empty (Bitrix24 refuses a list holding an empty code) and holds no control
+-- byte (no request can name it: request.decode refuses such a code). Their
 -- codes are remembered for describe.
 function Source:served_tables(conn)
   local tables, err = self.engine.list_tables(conn, self.open_opts)
@@ -569,11 +580,12 @@ function Source:served_tables(conn)
   for i, t in ipairs(tables) do
     names[i], exists[t.name] = t.name, true
     if self.selected(t.name) and not self.queries[t.name] then
-      if not control_byte(t.name) then
+      if t.name ~= "" and not control_byte(t.name) then
         list[#list + 1] = t
         set[t.name] = true
       elseif not self:warned("table\0" .. t.name) then
-        self.log("warn", format("table %s is not served: its name holds a control byte", show_name(t.name)))
+        self.log("warn", format("table %s is not served: its name %s", show_name(t.name),
+          t.name == "" and "is empty" or "holds a control byte"))
       end
     end
   end
@@ -593,21 +605,20 @@ function Source:serves(conn, code)
 end
 
 -- -> { {code =, title =}, ... }
+-- The search as a static list's: white space around it ignored (in linear
+-- time: "^%s*(.-)%s*$" backtracked quadratically on a long run of spaces,
+-- minutes of the worker), case folded for ASCII, Latin-1 and Cyrillic.
 function Source:table_list(search)
   local tables = self:served_tables(self:conn())
   local list = {}
-  search = search and lower(search):match("^%s*(.-)%s*$") or ""
-  local function add(code, title)
-    if search == "" or lower(code):find(search, 1, true) or lower(title):find(search, 1, true) then
-      list[#list + 1] = { code = code, title = title }
-    end
-  end
-  for _, t in ipairs(tables) do add(t.name, self.titles[t.name] or t.name) end
+  for _, t in ipairs(tables) do list[#list + 1] = { code = t.name, title = self.titles[t.name] or t.name } end
   local extra = {}
   for code in pairs(self.queries) do extra[#extra + 1] = code end
   sort(extra)
-  for _, code in ipairs(extra) do add(code, self.queries[code].title or self.titles[code] or code) end
-  return list
+  for _, code in ipairs(extra) do
+    list[#list + 1] = { code = code, title = self.queries[code].title or self.titles[code] or code }
+  end
+  return require("biconnector.connector.core").search_tables(list, search)
 end
 
 -- -> fields | nil (no such table). code must be a code table_list gives, byte
@@ -647,11 +658,12 @@ function Source:describe(code)
           f.dates = ov.dates
         end
       end
-      if control_byte(f.code) then
-        -- no request could name it (request.decode refuses such a code)
+      if f.code == "" or control_byte(f.code) then
+        -- no request could name it (request.decode refuses such a code), and
+        -- Bitrix24 refuses a description holding an empty code
         if not self:warned("column\0" .. code .. "\0" .. f.code) then
-          self.log("warn", format("table %s: column %s is not served: its code holds a control byte "
-            .. "(fields can rename it)", show_name(code), show_name(f.code)))
+          self.log("warn", format("table %s: column %s is not served: its code %s (fields can rename it)",
+            show_name(code), show_name(f.code), f.code == "" and "is empty" or "holds a control byte"))
         end
       elseif not seen[f.code] then
         seen[f.code] = true
