@@ -318,4 +318,42 @@ function S.stream_rows(port, path, body, headers)
   return rows, first, bytes
 end
 
+-- Reads the answers of several sockets at once, round robin, until each
+-- closes: the sockets of opts.slow (a set of indexes) opts.slow_bytes (1024)
+-- at a time, at most every opts.pause seconds (0); fails after opts.timeout
+-- seconds (60). -> the raw answers, and for each the step (one read attempt
+-- of any socket) at which its first bytes came and the one at which it ended.
+function S.read_interleaved(conns, opts)
+  opts = opts or {}
+  local slow, slow_bytes, pause, timeout = opts.slow or {}, opts.slow_bytes or 1024, opts.pause or 0, opts.timeout or 60
+  local got, done, left, next_at, first, ended, step = {}, {}, #conns, {}, {}, {}, 0
+  for i = 1, #conns do got[i], next_at[i] = {}, 0 conns[i]:settimeout(0) end
+  local deadline = socket.gettime() + timeout
+  while left > 0 do
+    assert(socket.gettime() < deadline, ("the answers did not end within %d s"):format(timeout))
+    for i, c in ipairs(conns) do
+      local now = socket.gettime()
+      if not done[i] and now >= next_at[i] then
+        local data, err, partial = c:receive(slow[i] and slow_bytes or 65536)
+        data = data or partial
+        step = step + 1
+        if data and #data > 0 then
+          got[i][#got[i] + 1] = data
+          first[i] = first[i] or step
+        end
+        if slow[i] then next_at[i] = now + pause end
+        if err == "closed" then
+          ended[i] = step
+          done[i] = true
+          left = left - 1
+          c:close()
+        end
+      end
+    end
+    socket.sleep(0.002)
+  end
+  for i = 1, #conns do got[i] = table.concat(got[i]) end
+  return got, first, ended
+end
+
 return S

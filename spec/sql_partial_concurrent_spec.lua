@@ -20,7 +20,6 @@ local S = require "serve_helpers"
 local H = require "sql_helpers"
 local cases = require "sql_filter_cases"
 local filter = require "biconnector.filter"
-local socket = require "socket"
 local cjson = require "cjson"
 local N = require "ngx_helpers"
 
@@ -83,35 +82,9 @@ end
 -- 1024 bytes at a time, at most every 5 ms; -> the raw answers, and for each
 -- the step at which its first bytes came and the step at which it ended.
 local function read_all(conns, reqs, fast)
-  local got, done, left, next_at, first, ended, step = {}, {}, #conns, {}, {}, {}, 0
-  local function slow(i) return reqs[i].slow and not fast end
-  for i = 1, #conns do got[i], next_at[i] = {}, 0 conns[i]:settimeout(0) end
-  local deadline = socket.gettime() + 60
-  while left > 0 do
-    assert(socket.gettime() < deadline, "the answers did not end within 60 s")
-    for i, c in ipairs(conns) do
-      local now = socket.gettime()
-      if not done[i] and now >= next_at[i] then
-        local data, err, partial = c:receive(slow(i) and 1024 or 65536)
-        data = data or partial
-        step = step + 1
-        if data and #data > 0 then
-          got[i][#got[i] + 1] = data
-          first[i] = first[i] or step
-        end
-        if slow(i) then next_at[i] = now + 0.005 end
-        if err == "closed" then
-          ended[i] = step
-          done[i] = true
-          left = left - 1
-          c:close()
-        end
-      end
-    end
-    socket.sleep(0.002)
-  end
-  for i = 1, #conns do got[i] = table.concat(got[i]) end
-  return got, first, ended
+  local slow = {}
+  for i, req in ipairs(reqs) do slow[i] = req.slow and not fast end
+  return S.read_interleaved(conns, { slow = slow, slow_bytes = 1024, pause = 0.005, timeout = 60 })
 end
 
 -- The body of a raw 200 answer, whole (its chunks joined): -> body, number of chunks.

@@ -67,30 +67,10 @@ local function send(port, body)
   return c
 end
 
--- Reads the answers of several sockets at once, round robin, `slow` of them a
--- little at a time: -> the raw answers.
+-- Reads the answers of several sockets at once, round robin, `slow` of them
+-- (a set of indexes) 2048 bytes at a time: -> the raw answers.
 local function read_all(conns, slow)
-  local got, done, left = {}, {}, #conns
-  for i = 1, #conns do got[i] = {} conns[i]:settimeout(0) end
-  local deadline = socket.gettime() + 120
-  while left > 0 do
-    assert(socket.gettime() < deadline, "the answers did not end within 120 s")
-    for i, c in ipairs(conns) do
-      if not done[i] then
-        local data, err, partial = c:receive(slow[i] and 2048 or 65536)
-        data = data or partial
-        if data and #data > 0 then got[i][#got[i] + 1] = data end
-        if err == "closed" then
-          done[i] = true
-          left = left - 1
-          c:close()
-        end
-      end
-    end
-    socket.sleep(0.002)
-  end
-  for i = 1, #conns do got[i] = table.concat(got[i]) end
-  return got
+  return (S.read_interleaved(conns, { slow = slow, slow_bytes = 2048, timeout = 120 }))
 end
 
 local function body_of(raw)
