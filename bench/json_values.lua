@@ -1,12 +1,16 @@
 -- The values bench/json encodes and decodes (and the profiles of json.c
 -- read): require("json_values")(rows) -> { a_urldata =, b_batch =,
--- c_generic =, d_escapes = }.
+-- c_generic =, d_escapes = }; require("json_values")(rows, "b_batch") builds
+-- only that one (bench/json measures each in a heap that holds only its own
+-- values).
 local json = require("biconnector").json
 local null = json.null
 
-return function(ROWS)
+local STAGES = { "NEW", "PREPARATION", "EXECUTING", "WON", "LOSE" }
+local make = {}
+
+function make.a_urldata(ROWS)
   -- (a) urlData rows
-  local STAGES = { "NEW", "PREPARATION", "EXECUTING", "WON", "LOSE" }
   local rows = { { "id", "amount", "rate", "title", "comment", "closed", "updated", "manager" } }
   for i = 1, ROWS do
     rows[i + 1] = {
@@ -20,7 +24,10 @@ return function(ROWS)
       i % 4 == 0 and null or (i % 97),                              -- nullable int
     }
   end
+  return rows
+end
 
+function make.b_batch()
   -- (b) a REST batch answer: 50 commands of 50 items, time blocks, nested objects
   local function item(c, k)
     return {
@@ -54,7 +61,10 @@ return function(ROWS)
     time = { start = 1724998797.0, finish = 1724998798.5, duration = 1.5, processing = 1.4,
       date_start = "2024-08-30T12:19:57+02:00", date_finish = "2024-08-30T12:19:58+02:00", operating = 0 },
   }
+  return batch
+end
 
+function make.c_generic()
   -- (c) arbitrary Lua values: 2,000 records mixing nested maps and arrays,
   -- integers, floats (short and 17-digit), booleans, nulls, strings with
   -- quotes, control characters and UTF-8, empty arrays and objects
@@ -80,7 +90,10 @@ return function(ROWS)
   for i = 1, 2000 do records[i] = record(i) end
   local generic = { items = records, total = 2000, page = { size = 2000, next = null },
     generated = "2025-05-31T17:01:55+03:00" }
+  return generic
+end
 
+function make.d_escapes(ROWS)
   -- (d) urlData rows whose strings need escaping, with NULLs among them: every
   -- text column holds quotes, newlines, tabs or backslashes, and about one
   -- value in three is null
@@ -98,5 +111,12 @@ return function(ROWS)
     }
   end
 
-  return { a_urldata = rows, b_batch = batch, c_generic = generic, d_escapes = escapes }
+  return escapes
+end
+
+return function(ROWS, only)
+  if only then return { [only] = assert(make[only], only)(ROWS) } end
+  local all = {}
+  for name, f in pairs(make) do all[name] = f(ROWS) end
+  return all
 end
