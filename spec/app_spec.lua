@@ -246,6 +246,15 @@ describe("serve --app", function()
     assert.equals(1, A.count(S.stderr(h), "application helper started"))
     S.stop(h)
 
+    -- --app-rebind lets the second portal's installation replace the first
+    h2 = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = second, args = { "--app-rebind" } })
+    assert.equals(200, second:control({ action = "install", url = h2.install_url }).status)
+    -- (the registration of the stored installation at start may come first: wait for the second portal's)
+    A.wait_log(h2, "INFO registered connector=%d+ job=register pid=%d+ portal=127%.0%.0%.1:" .. second.port, 1)
+    assert.equals("othermember", A.read_json(h2.tokens_file).member_id)
+    assert.equals(1, A.objects(second).connectors)
+    S.stop(h2)
+
     -- --portal names the one portal whose installation is taken
     os.remove(dir .. "/tokens.json")
     h2 = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
@@ -256,17 +265,15 @@ describe("serve --app", function()
     assert.matches("is not the portal this server serves %(%-%-portal 127%.0%.0%.1:" .. portal.port .. "%)",
       cjson.decode(r.body).message)
     assert.is_nil(A.read_json(h2.tokens_file))
+    local renewals = portal:stats().stats.renewals
     assert.equals(200, portal:control({ action = "install", url = h2.install_url }).status)
-    A.wait_log(h2, "INFO registered ", 1)
-    S.stop(h2)
-
-    -- --app-rebind lets the second portal's installation replace the first
-    h2 = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = second, args = { "--app-rebind" } })
-    assert.equals(200, second:control({ action = "install", url = h2.install_url }).status)
-    -- (the registration of the stored installation at start may come first: wait for the second portal's)
-    A.wait_log(h2, "INFO registered connector=%d+ job=register pid=%d+ portal=127%.0%.0%.1:" .. second.port, 1)
-    assert.equals("othermember", A.read_json(h2.tokens_file).member_id)
-    assert.equals(1, A.objects(second).connectors)
+    local log2 = A.wait_log(h2, "INFO registered ", 1)
+    -- the portal is pinned: its tokens are not renewed at installation (protocol.md: renew
+    -- only when a call answers expired_token), and the source and tables are registered
+    assert.equals(renewals, portal:stats().stats.renewals)
+    assert.matches("installation taken for the portal --portal names", log2, 1, true)
+    assert.is_nil(log2:find("verified by the OAuth server", 1, true))
+    assert.equals(1, A.objects(portal).sources)
   end)
 
   it("serves a connector file as the application, its source settings from --source-settings", function()

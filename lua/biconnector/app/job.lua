@@ -132,10 +132,15 @@ local function register_once(job, cfg)
   if not client then return nil, err end
   local ok, done, ferr = pcall(function()
     local verified = state.verified_at ~= nil
-    if not verified and id and secret then
+    if not verified and id and secret and not cfg.portal then
       local v, verr = verify(cfg, client, state)
       if not v then return nil, verr end
       verified = true
+    elseif not verified and cfg.portal then
+      -- --portal pins client_endpoint to that portal: the tokens go nowhere else and
+      -- the portal itself judges them; no renewal before one answers expired_token
+      log("info", "installation taken for the portal --portal names; tokens renewed when it answers expired_token",
+        { portal = state.portal })
     elseif not verified then
       log("warn", "client_id/client_secret not set: the installation is not verified and its tokens cannot be renewed"
         .. " after they expire; give them (the application's form shows them) and send SIGHUP", { portal = state.portal })
