@@ -734,6 +734,52 @@ local function command_line(c, key)
   return method .. "?" .. form.encode(params)
 end
 
+-- A `$result[key][field]...` reference (the whole value, as the portal reads
+-- it) to a command of an earlier chunk: the portal never saw that command in
+-- this request, so the value is put in here. Only scalars are put in (the
+-- portal leaves a reference to an object, or to a failed command, as it is).
+-- -> the line, rewritten when something was resolved
+local function resolve_earlier(line, earlier, results)
+  local method, query = line:match("^([^?]*)%?(.*)$")
+  if not query or not (query:find("$result[", 1, true) or query:find("%24result", 1, true)) then return line end
+  local params = form.decode(query)
+  if type(params) ~= "table" then return line end
+  local changed = false
+  local function walk(v)
+    if type(v) == "table" then
+      for k, x in pairs(v) do v[k] = walk(x) end
+      return v
+    end
+    if type(v) ~= "string" then return v end
+    local path = v:match("^%$result(%[.*%])$")
+    if not path then return v end
+    local cur, first = nil, true
+    for seg in path:gmatch("%[([^%]]*)%]") do
+      if first then
+        first = false
+        local key = earlier[seg]
+        if key == nil then return v end
+        cur = results[key]
+      elseif type(cur) == "table" then
+        local nxt = cur[seg]
+        -- a PHP list is 0-based
+        if nxt == nil and tonumber(seg) and is_array(cur) then nxt = cur[tonumber(seg) + 1] end
+        cur = nxt
+      else
+        cur = nil
+      end
+      if cur == nil then return v end
+    end
+    if type(cur) == "table" or cur == nil or cur == json.null then return v end
+    changed = true
+    if type(cur) == "boolean" then return cur and "1" or "" end
+    return tostring(cur)
+  end
+  walk(params)
+  if not changed then return line end
+  return method .. "?" .. form.encode(params)
+end
+
 local function command_creates(self, line)
   return self:is_create(line:match("^([^?]*)"))
 end
@@ -796,10 +842,12 @@ function Client:batch(cmds, opts)
   end
   local results, errors = {}, {}
   local extra = { total = {}, next = {}, time = {}, requests = 0 }
+  local earlier = {} -- wire key -> caller key, of the commands of the chunks sent
   for first = 1, #entries, chunk_size do
     local parts, wire_to_key, creates = {}, {}, false
     for i = first, min(first + chunk_size - 1, #entries) do
       local e = entries[i]
+      if first > 1 then e.line = resolve_earlier(e.line, earlier, results) end
       parts[#parts + 1] = json.encode(e.wire) .. ":" .. json.encode(e.line)
       wire_to_key[e.wire] = e.key
       if command_creates(self, e.line) then creates = true end
@@ -825,6 +873,7 @@ function Client:batch(cmds, opts)
         raw_errors[e.key] = inner
       end
     end
+    for wire, key in pairs(wire_to_key) do earlier[wire] = key end
     unkey(r.result_total, wire_to_key, extra.total)
     unkey(r.result_next, wire_to_key, extra.next)
     unkey(r.result_time, wire_to_key, extra.time)

@@ -1,0 +1,53 @@
+-- Conformance review of the REST client against protocol.md 3 and 3.1 (the
+-- local portal plays Bitrix24): behaviours a real portal or a demanding user hits.
+local rest = require "biconnector.rest"
+local control = require "portal.control"
+
+local FAST = { rate = 1000, burst = 1000 }
+
+describe("REST review", function()
+  local portal
+  setup(function() portal = control.start(FAST) end)
+  teardown(function() portal:stop() end)
+  before_each(function() portal:reset(FAST) end)
+
+  local function webhook_client(extra)
+    local o = { webhook = portal.webhook, backoff_base = 0.01, rate = 1000, burst = 1000 }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return assert(rest.new(o))
+  end
+
+  describe("batch of more than 50 commands (protocol.md 3, Batch)", function()
+    it("resolves $result references to a command of an earlier chunk", function()
+      local cmds = { { key = "item", method = "test.items.add", params = { fields = { TITLE = "hello" } } },
+        { key = "first", method = "test.echo", params = { n = "7", list = { "a", "b" } } } }
+      for i = 3, 50 do cmds[i] = { "test.echo", { n = i } } end
+      -- the 51st and later go in the second request: the portal never saw "item" there
+      cmds[51] = { key = "read", method = "test.items.get", params = { id = "$result[item]" } }
+      cmds[52] = { key = "nested", method = "test.echo", params = { a = "$result[first][n]", b = "$result[first][list][1]",
+        c = "$result[first]" } }
+      cmds[53] = { key = "local", method = "test.echo", params = { a = "$result[read][TITLE]" } } -- same chunk: the portal's
+      cmds[54] = "test.items.get?id=$result[item]"
+      local results, errors, extra = webhook_client():batch(cmds)
+      assert.is_nil(next(errors))
+      assert.equal(2, extra.requests)
+      assert.equal(1, results.item)
+      assert.same({ ID = 1, TITLE = "hello" }, results.read)
+      assert.equal("7", results.nested.a)
+      assert.equal("b", results.nested.b)
+      assert.equal("$result[first]", results.nested.c) -- an object is not put in (nor by the portal)
+      assert.equal("hello", results["local"].a)
+      assert.equal("hello", results[54].TITLE)
+    end)
+
+    it("leaves a reference to a failed command of an earlier chunk as the portal would", function()
+      local cmds = { { key = "bad", method = "no.such" } }
+      for i = 2, 50 do cmds[i] = { "test.echo", { n = i } } end
+      cmds[51] = { key = "use", method = "test.echo", params = { a = "$result[bad]", b = "$result[nokey]" } }
+      local results, errors = webhook_client():batch(cmds)
+      assert.equal("ERROR_METHOD_NOT_FOUND", errors.bad.code)
+      assert.equal("$result[bad]", results.use.a)
+      assert.equal("$result[nokey]", results.use.b)
+    end)
+  end)
+end)
