@@ -17,6 +17,18 @@ describe("REST review", function()
     return assert(rest.new(o))
   end
 
+  it("tokens.memory: a second lock while the first is held is refused outside OpenResty, granted after unlock", function()
+    local store = require("biconnector.rest.tokens").memory({ access_token = "a" })
+    local unlock = assert(store:lock())
+    local again, err = store:lock()
+    assert.is_nil(again)
+    assert.matches("being renewed by another coroutine", err)
+    unlock()
+    unlock() -- twice: harmless
+    local unlock2 = assert(store:lock())
+    unlock2()
+  end)
+
   describe("batch of more than 50 commands (protocol.md 3, Batch)", function()
     it("resolves $result references to a command of an earlier chunk", function()
       local cmds = { { key = "item", method = "test.items.add", params = { fields = { TITLE = "hello" } } },
