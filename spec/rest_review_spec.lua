@@ -29,6 +29,26 @@ describe("REST review", function()
     unlock2()
   end)
 
+  it("a client without client_id/client_secret takes the pair another client renewed in the shared store", function()
+    local store = require("biconnector.rest.tokens").memory()
+    local renewer = assert(rest.new(portal:oauth_options({ store = store, rate = 1000, burst = 1000 })))
+    local reader = assert(rest.new(portal:oauth_options({ store = store, rate = 1000, burst = 1000,
+      client_id = false, client_secret = false })))
+    portal:control({ action = "expire" })
+    assert.equal("1", assert(renewer:call("profile")).ID)
+    -- the reader still holds the expired token: it meets expired_token, and the store has a newer pair
+    local me, err = reader:call("profile")
+    assert.is_nil(err)
+    assert.equal("1", me.ID)
+    assert.equal(1, portal:stats().stats.renewals)
+    -- with nothing newer in the store it still says why it cannot renew
+    portal:control({ action = "expire" })
+    me, err = reader:call("profile")
+    assert.is_nil(me)
+    assert.equal("expired_token", err.code)
+    assert.matches("no client_id/client_secret", tostring(err))
+  end)
+
   describe("batch of more than 50 commands (protocol.md 3, Batch)", function()
     it("resolves $result references to a command of an earlier chunk", function()
       local cmds = { { key = "item", method = "test.items.add", params = { fields = { TITLE = "hello" } } },

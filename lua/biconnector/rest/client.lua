@@ -467,9 +467,6 @@ end
 -- OAuth renewal through the store's lock: whoever takes the lock first renews;
 -- the others find a different access token in the store and use it.
 function Client:renew(failed_token)
-  if not self.client_id or not self.client_secret then
-    return nil, new_error { code = "expired_token", description = "the access token expired and no client_id/client_secret were given to renew it", retryable = false }
-  end
   local store = self.store
   local unlock, lerr = store:lock()
   if not unlock then
@@ -480,6 +477,11 @@ function Client:renew(failed_token)
     if type(current) == "table" and current.access_token and current.access_token ~= failed_token then
       self:use_tokens(current)
       return true
+    end
+    -- (without credentials, a pair another process renewed in the store is still taken, above)
+    if not self.client_id or not self.client_secret then
+      return nil, new_error { code = "expired_token", retryable = false,
+        description = "the access token expired and no client_id/client_secret were given to renew it" }
     end
     local refresh = type(current) == "table" and current.refresh_token or self.tokens.refresh_token
     if not refresh then return nil, new_error { code = "expired_token", description = "no refresh token to renew with", retryable = false } end
