@@ -49,6 +49,23 @@ describe("REST review", function()
     assert.matches("no client_id/client_secret", tostring(err))
   end)
 
+  it('"error": null beside a result is no error (at the top, and inside a biconnector result)', function()
+    local bodies = { '{"result":{"ID":"1"},"error":null,"time":{}}',
+      '{"result":{"id":7,"error":null},"time":{}}' }
+    local i = 0
+    local c = assert(rest.new({ webhook = "https://portal.example/rest/1/hooksecret/", shared_bucket = false,
+      sleep = function() end, transport = function()
+        i = i + 1
+        return { status = 200, headers = {}, body = bodies[i] }
+      end }))
+    local me, err = c:call("profile")
+    assert.is_nil(err)
+    assert.equal("1", me.ID)
+    local r, err2 = c:call("biconnector.connector.add", { fields = {} })
+    assert.is_nil(err2)
+    assert.equal(7, r.id)
+  end)
+
   describe("batch of more than 50 commands (protocol.md 3, Batch)", function()
     it("resolves $result references to a command of an earlier chunk", function()
       local cmds = { { key = "item", method = "test.items.add", params = { fields = { TITLE = "hello" } } },

@@ -97,11 +97,12 @@ local function create_method(method) return method_name(method):match("%.add$") 
 -- Returns that error as the top level would carry it ({error=, error_description=}),
 -- or nil. Other methods may return an `error` key as data: only biconnector.* is read.
 local function error_in_result(method, result)
-  if type(result) ~= "table" or result.error == nil then return nil end
+  -- ("error": null is no error)
+  if type(result) ~= "table" or result.error == nil or result.error == json.null then return nil end
   if not method_name(method):match("^biconnector%.") then return nil end
   local e = result.error
   if type(e) == "table" then
-    if e.error == nil then return nil end
+    if e.error == nil or e.error == json.null then return nil end
     return { error = e.error, error_description = e.error_description }
   end
   -- the flat spelling {"result": {"error": CODE, "error_description": TEXT}}
@@ -440,10 +441,11 @@ function Client:exchange(method, params, raw_body, creates)
       kind = res.status >= 500 and "ambiguous" or "answer" }
   end
   -- an error inside result is the same error as at the top level: one object, one policy
-  local failure = data.error ~= nil and data or (res.status == 200 and error_in_result(method, data.result))
+  local failure = (data.error ~= nil and data.error ~= json.null) and data
+    or (res.status == 200 and error_in_result(method, data.result))
   if failure or res.status ~= 200 then
     failure = failure or data
-    local code = failure.error ~= nil and tostring(failure.error) or ("HTTP_" .. res.status)
+    local code = (failure.error ~= nil and failure.error ~= json.null) and tostring(failure.error) or ("HTTP_" .. res.status)
     local e = new_error { code = code, status = res.status, method = method,
       description = self:mask(tostring(failure.error_description or failure.error or "")), kind = "answer",
       retryable = false, time = data.time }
@@ -502,6 +504,7 @@ function Client:renew(failed_token)
         description = self:mask("token renewal failed: " .. (type(terr) == "table" and (terr.message or "") or tostring(terr))) }
     end
     local data = json.decode(answer.body)
+    if type(data) == "table" and data.error == json.null then data.error = nil end
     if type(data) ~= "table" or data.error or not data.access_token then
       return nil, new_error { code = type(data) == "table" and data.error and tostring(data.error) or "RENEWAL_FAILED",
         status = answer.status, retryable = false,
