@@ -106,6 +106,23 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
       "      client:close()",
       "      ngx.say(res and ('OK ' .. tostring(res.n)) or ('ERR ' .. tostring(err)))",
       "    } }",
+      -- one client (the default in-memory store) shared by four light threads of a request
+      "    location = /shared_client { content_by_lua_block {",
+      "      local rest = require 'biconnector.rest'",
+      ("      local client = assert(rest.new { portal = %q, oauth_url = %q,"):format(portal.base, portal.oauth_url),
+      "        client_id = 'local.test.app', client_secret = 'appsecret', rate = 1000, burst = 1000,",
+      "        access_token = 'initial-access', refresh_token = 'initial-refresh',",
+      -- a renewal that takes a while, as at a remote OAuth server: the other threads meet the expired token meanwhile
+      "        transport = (function() local t = rest.ngx_transport({ pool_name = 'shared_client' })",
+      "          return function(req) if req.method == 'GET' then ngx.sleep(0.2) end return t(req) end end)(),",
+      "        sleep = ngx.sleep })",
+      "      local threads = {}",
+      "      for i = 1, 4 do threads[i] = ngx.thread.spawn(function()",
+      "        local res, err = client:call('test.echo', { n = i })",
+      "        return res and ('OK ' .. tostring(res.n)) or ('ERR ' .. tostring(err))",
+      "      end) end",
+      "      for i = 1, 4 do local _, out = ngx.thread.wait(threads[i]) ngx.say(out) end",
+      "    } }",
       ngx_call_location("ngx_call", portal.base),
       ngx_call_location("ngx_dead", "http://127.0.0.1:" .. free_port()),
       tls_locations,
@@ -150,6 +167,14 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
 
   describe("rest.ngx_transport", function()
     before_each(function() portal:reset({ rate = 1000, burst = 1000 }) end)
+
+    it("one client shared by light threads renews an expired token once (tokens.memory's lock holds across yields)", function()
+      portal:control({ action = "expire" })
+      assert.equal("OK 1\nOK 2\nOK 3\nOK 4\n", send(port, "/shared_client")())
+      local s = portal:stats().stats
+      assert.equal(1, s.renewals)
+      assert.equal(0, s.renewal_failures)
+    end)
 
     it("calls over cosockets and keeps the connection alive", function()
       assert.equal('OK {"ID":"1","LAST_NAME":"User","NAME":"Test","ADMIN":true}\n', send(port, "/ngx_call?m=profile&warm=4")():gsub("{.*}", function(j)

@@ -175,7 +175,11 @@ describe("local portal", function()
     local src = call("biconnector.source.get", { id = sid }).item
     assert.equal("S", src.connection.title)
     assert.equal(cid, src.connectorId)
-    assert.equal("v", src.settings.k)
+    -- its settings: a list of {code, name, type, value, id}, not the object source.add took
+    assert.equal(1, #src.settings)
+    assert.equal("k", src.settings[1].code)
+    assert.equal("v", src.settings[1].value)
+    assert.is_string(src.settings[1].type)
   end)
 
   it("pages the biconnector lists by page, 50 a page, no total or next; start is ignored", function()

@@ -4,7 +4,7 @@ local tokens = require "biconnector.tokens"
 local control = require "portal.control"
 
 describe("token stores", function()
-  it("memory: get returns a copy of what set stored; lock is a no-op", function()
+  it("memory: get returns a copy of what set stored; lock and unlock (a second taker: rest_review_spec)", function()
     local s = tokens.memory({ access_token = "a", refresh_token = "r" })
     local t = s:get()
     t.access_token = "changed"

@@ -512,11 +512,25 @@ methods["biconnector.source.update"] = function(params)
   for k, v in pairs(f) do s[k] = (k == "active") and truthy(v) or copy(v) end
   return true
 end
--- result.item.connection holds the source's own fields (source/biconnector-source-get.md)
+-- result.item.connection holds the source's own fields, and settings is a list
+-- of {code, name, type, value, id}: the connector's settings with this
+-- source's values (source/biconnector-source-get.md), not the object keyed by
+-- code that source.add takes
 methods["biconnector.source.get"] = function(params)
   local s = get_by_id(state.sources, params, "SOURCE_NOT_FOUND", "Source")
+  local settings, defined = array({}), state.connectors[s.connectorId] and state.connectors[s.connectorId].settings or {}
+  local seen = {}
+  for i, d in ipairs(defined) do
+    if s.settings[d.code] ~= nil then
+      seen[d.code] = true
+      settings[#settings + 1] = { code = d.code, name = d.name, type = d.type, value = s.settings[d.code], id = s.id * 100 + i }
+    end
+  end
+  for k, v in pairs(s.settings) do
+    if not seen[k] then settings[#settings + 1] = { code = k, name = k, type = "STRING", value = v, id = s.id * 100 + 99 } end
+  end
   return { item = { connection = { id = s.id, type = "rest", code = "rest", title = s.title, description = s.description,
-    active = s.active, dateCreate = s.dateCreate }, connectorId = s.connectorId, settings = copy(s.settings) } }
+    active = s.active, dateCreate = s.dateCreate }, connectorId = s.connectorId, settings = settings } }
 end
 methods["biconnector.source.list"] = list_method(function() return state.sources end)
 methods["biconnector.source.delete"] = delete_method { store = "sources", not_found = "SOURCE_NOT_FOUND",

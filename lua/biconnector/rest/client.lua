@@ -97,11 +97,12 @@ local function create_method(method) return method_name(method):match("%.add$") 
 -- Returns that error as the top level would carry it ({error=, error_description=}),
 -- or nil. Other methods may return an `error` key as data: only biconnector.* is read.
 local function error_in_result(method, result)
-  if type(result) ~= "table" or result.error == nil then return nil end
+  -- ("error": null is no error)
+  if type(result) ~= "table" or result.error == nil or result.error == json.null then return nil end
   if not method_name(method):match("^biconnector%.") then return nil end
   local e = result.error
   if type(e) == "table" then
-    if e.error == nil then return nil end
+    if e.error == nil or e.error == json.null then return nil end
     return { error = e.error, error_description = e.error_description }
   end
   -- the flat spelling {"result": {"error": CODE, "error_description": TEXT}}
@@ -440,10 +441,11 @@ function Client:exchange(method, params, raw_body, creates)
       kind = res.status >= 500 and "ambiguous" or "answer" }
   end
   -- an error inside result is the same error as at the top level: one object, one policy
-  local failure = data.error ~= nil and data or (res.status == 200 and error_in_result(method, data.result))
+  local failure = (data.error ~= nil and data.error ~= json.null) and data
+    or (res.status == 200 and error_in_result(method, data.result))
   if failure or res.status ~= 200 then
     failure = failure or data
-    local code = failure.error ~= nil and tostring(failure.error) or ("HTTP_" .. res.status)
+    local code = (failure.error ~= nil and failure.error ~= json.null) and tostring(failure.error) or ("HTTP_" .. res.status)
     local e = new_error { code = code, status = res.status, method = method,
       description = self:mask(tostring(failure.error_description or failure.error or "")), kind = "answer",
       retryable = false, time = data.time }
@@ -467,9 +469,6 @@ end
 -- OAuth renewal through the store's lock: whoever takes the lock first renews;
 -- the others find a different access token in the store and use it.
 function Client:renew(failed_token)
-  if not self.client_id or not self.client_secret then
-    return nil, new_error { code = "expired_token", description = "the access token expired and no client_id/client_secret were given to renew it", retryable = false }
-  end
   local store = self.store
   local unlock, lerr = store:lock()
   if not unlock then
@@ -480,6 +479,11 @@ function Client:renew(failed_token)
     if type(current) == "table" and current.access_token and current.access_token ~= failed_token then
       self:use_tokens(current)
       return true
+    end
+    -- (without credentials, a pair another process renewed in the store is still taken, above)
+    if not self.client_id or not self.client_secret then
+      return nil, new_error { code = "expired_token", retryable = false,
+        description = "the access token expired and no client_id/client_secret were given to renew it" }
     end
     local refresh = type(current) == "table" and current.refresh_token or self.tokens.refresh_token
     if not refresh then return nil, new_error { code = "expired_token", description = "no refresh token to renew with", retryable = false } end
@@ -500,6 +504,7 @@ function Client:renew(failed_token)
         description = self:mask("token renewal failed: " .. (type(terr) == "table" and (terr.message or "") or tostring(terr))) }
     end
     local data = json.decode(answer.body)
+    if type(data) == "table" and data.error == json.null then data.error = nil end
     if type(data) ~= "table" or data.error or not data.access_token then
       return nil, new_error { code = type(data) == "table" and data.error and tostring(data.error) or "RENEWAL_FAILED",
         status = answer.status, retryable = false,
@@ -734,6 +739,52 @@ local function command_line(c, key)
   return method .. "?" .. form.encode(params)
 end
 
+-- A `$result[key][field]...` reference (the whole value, as the portal reads
+-- it) to a command of an earlier chunk: the portal never saw that command in
+-- this request, so the value is put in here. Only scalars are put in (the
+-- portal leaves a reference to an object, or to a failed command, as it is).
+-- -> the line, rewritten when something was resolved
+local function resolve_earlier(line, earlier, results)
+  local method, query = line:match("^([^?]*)%?(.*)$")
+  if not query or not (query:find("$result[", 1, true) or query:find("%24result", 1, true)) then return line end
+  local params = form.decode(query)
+  if type(params) ~= "table" then return line end
+  local changed = false
+  local function walk(v)
+    if type(v) == "table" then
+      for k, x in pairs(v) do v[k] = walk(x) end
+      return v
+    end
+    if type(v) ~= "string" then return v end
+    local path = v:match("^%$result(%[.*%])$")
+    if not path then return v end
+    local cur, first = nil, true
+    for seg in path:gmatch("%[([^%]]*)%]") do
+      if first then
+        first = false
+        local key = earlier[seg]
+        if key == nil then return v end
+        cur = results[key]
+      elseif type(cur) == "table" then
+        local nxt = cur[seg]
+        -- a PHP list is 0-based
+        if nxt == nil and tonumber(seg) and is_array(cur) then nxt = cur[tonumber(seg) + 1] end
+        cur = nxt
+      else
+        cur = nil
+      end
+      if cur == nil then return v end
+    end
+    if type(cur) == "table" or cur == nil or cur == json.null then return v end
+    changed = true
+    if type(cur) == "boolean" then return cur and "1" or "" end
+    return tostring(cur)
+  end
+  walk(params)
+  if not changed then return line end
+  return method .. "?" .. form.encode(params)
+end
+
 local function command_creates(self, line)
   return self:is_create(line:match("^([^?]*)"))
 end
@@ -796,10 +847,12 @@ function Client:batch(cmds, opts)
   end
   local results, errors = {}, {}
   local extra = { total = {}, next = {}, time = {}, requests = 0 }
+  local earlier = {} -- wire key -> caller key, of the commands of the chunks sent
   for first = 1, #entries, chunk_size do
     local parts, wire_to_key, creates = {}, {}, false
     for i = first, min(first + chunk_size - 1, #entries) do
       local e = entries[i]
+      if first > 1 then e.line = resolve_earlier(e.line, earlier, results) end
       parts[#parts + 1] = json.encode(e.wire) .. ":" .. json.encode(e.line)
       wire_to_key[e.wire] = e.key
       if command_creates(self, e.line) then creates = true end
@@ -825,6 +878,7 @@ function Client:batch(cmds, opts)
         raw_errors[e.key] = inner
       end
     end
+    for wire, key in pairs(wire_to_key) do earlier[wire] = key end
     unkey(r.result_total, wire_to_key, extra.total)
     unkey(r.result_next, wire_to_key, extra.next)
     unkey(r.result_time, wire_to_key, extra.time)

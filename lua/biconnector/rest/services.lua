@@ -318,6 +318,22 @@ end
 -- api-reference/biconnector/index.md "Response Format"), or result itself (older
 -- portals). A source's own fields sit in item.connection: they come out beside
 -- connectorId and settings, one flat object as source.list gives.
+-- source.get answers its settings as a list of {code, name, type, value, id}
+-- (source/biconnector-source-get.md), source.add and update take an object
+-- keyed by code: -> that object (the list as it came in settingsList), or the
+-- settings unchanged when they are not such a list (older portals).
+local function settings_by_code(source)
+  local list = source.settings
+  if type(list) ~= "table" or not is_list(list) or list[1] == nil then return source end
+  local map = {}
+  for _, s in ipairs(list) do
+    if type(s) ~= "table" or type(s.code) ~= "string" then return source end
+    map[s.code] = s.value
+  end
+  source.settings, source.settingsList = map, list
+  return source
+end
+
 local function item_of(kind, result)
   if type(result) ~= "table" or type(result.item) ~= "table" then return result end
   local item = result.item
@@ -325,8 +341,9 @@ local function item_of(kind, result)
     local flat = {}
     for k, v in pairs(item.connection) do flat[k] = v end
     for k, v in pairs(item) do if k ~= "connection" and flat[k] == nil then flat[k] = v end end
-    return flat
+    return settings_by_code(flat)
   end
+  if kind == "source" then return settings_by_code(item) end
   return item
 end
 

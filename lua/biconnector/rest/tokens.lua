@@ -38,7 +38,27 @@ end
 
 function Memory:get() return copy(self.tokens) end
 function Memory:set(t) self.tokens = copy(t) return true end
-function Memory:lock() return function() end end
+-- The lock matters when the transport yields (rest.ngx_transport): light
+-- threads sharing one client would otherwise all renew with the same
+-- single-use refresh token, and all but one get invalid_grant. A second
+-- taker waits with ngx.sleep until the first unlocks (at most lock_timeout);
+-- where nothing can wait, it is refused rather than let through.
+function Memory:lock()
+  local ngx_ = rawget(_G, "ngx")
+  local deadline
+  while self.held do
+    if not (type(ngx_) == "table" and ngx_.sleep and ngx_.now) then
+      return nil, "the in-memory token store is being renewed by another coroutine (use a transport that yields inside OpenResty)"
+    end
+    deadline = deadline or ngx_.now() + (self.lock_timeout or 90)
+    if ngx_.now() >= deadline then return nil, "timed out waiting for the in-memory token lock" end
+    local slept, err = pcall(ngx_.sleep, 0.005)
+    if not slept then return nil, "cannot wait for the in-memory token lock here: " .. tostring(err) end
+  end
+  local mine = {}
+  self.held = mine
+  return function() if self.held == mine then self.held = nil end end
+end
 
 -- A JSON file shared by processes: written atomically (temporary file, fsync,
 -- rename) and guarded by flock on "<path>.lock".

@@ -1,0 +1,102 @@
+-- Conformance review of the REST client against protocol.md 3 and 3.1 (the
+-- local portal plays Bitrix24): behaviours a real portal or a demanding user hits.
+local rest = require "biconnector.rest"
+local control = require "portal.control"
+
+local FAST = { rate = 1000, burst = 1000 }
+
+describe("REST review", function()
+  local portal
+  setup(function() portal = control.start(FAST) end)
+  teardown(function() portal:stop() end)
+  before_each(function() portal:reset(FAST) end)
+
+  local function webhook_client(extra)
+    local o = { webhook = portal.webhook, backoff_base = 0.01, rate = 1000, burst = 1000 }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return assert(rest.new(o))
+  end
+
+  it("tokens.memory: a second lock while the first is held is refused outside OpenResty, granted after unlock", function()
+    local store = require("biconnector.rest.tokens").memory({ access_token = "a" })
+    local unlock = assert(store:lock())
+    local again, err = store:lock()
+    assert.is_nil(again)
+    assert.matches("being renewed by another coroutine", err)
+    unlock()
+    unlock() -- twice: harmless
+    local unlock2 = assert(store:lock())
+    unlock2()
+  end)
+
+  it("a client without client_id/client_secret takes the pair another client renewed in the shared store", function()
+    local store = require("biconnector.rest.tokens").memory()
+    local renewer = assert(rest.new(portal:oauth_options({ store = store, rate = 1000, burst = 1000 })))
+    local reader = assert(rest.new(portal:oauth_options({ store = store, rate = 1000, burst = 1000,
+      client_id = false, client_secret = false })))
+    portal:control({ action = "expire" })
+    assert.equal("1", assert(renewer:call("profile")).ID)
+    -- the reader still holds the expired token: it meets expired_token, and the store has a newer pair
+    local me, err = reader:call("profile")
+    assert.is_nil(err)
+    assert.equal("1", me.ID)
+    assert.equal(1, portal:stats().stats.renewals)
+    -- with nothing newer in the store it still says why it cannot renew
+    portal:control({ action = "expire" })
+    me, err = reader:call("profile")
+    assert.is_nil(me)
+    assert.equal("expired_token", err.code)
+    assert.matches("no client_id/client_secret", tostring(err))
+  end)
+
+  it('"error": null beside a result is no error (at the top, and inside a biconnector result)', function()
+    local bodies = { '{"result":{"ID":"1"},"error":null,"time":{}}',
+      '{"result":{"id":7,"error":null},"time":{}}' }
+    local i = 0
+    local c = assert(rest.new({ webhook = "https://portal.example/rest/1/hooksecret/", shared_bucket = false,
+      sleep = function() end, transport = function()
+        i = i + 1
+        return { status = 200, headers = {}, body = bodies[i] }
+      end }))
+    local me, err = c:call("profile")
+    assert.is_nil(err)
+    assert.equal("1", me.ID)
+    local r, err2 = c:call("biconnector.connector.add", { fields = {} })
+    assert.is_nil(err2)
+    assert.equal(7, r.id)
+  end)
+
+  describe("batch of more than 50 commands (protocol.md 3, Batch)", function()
+    it("resolves $result references to a command of an earlier chunk", function()
+      local cmds = { { key = "item", method = "test.items.add", params = { fields = { TITLE = "hello" } } },
+        { key = "first", method = "test.echo", params = { n = "7", list = { "a", "b" } } } }
+      for i = 3, 50 do cmds[i] = { "test.echo", { n = i } } end
+      -- the 51st and later go in the second request: the portal never saw "item" there
+      cmds[51] = { key = "read", method = "test.items.get", params = { id = "$result[item]" } }
+      cmds[52] = { key = "nested", method = "test.echo", params = { a = "$result[first][n]", b = "$result[first][list][1]",
+        c = "$result[first]" } }
+      cmds[53] = { key = "local", method = "test.echo", params = { a = "$result[read][TITLE]" } } -- same chunk: the portal's
+      cmds[54] = "test.items.get?id=$result[item]"
+      local results, errors, extra = webhook_client():batch(cmds)
+      assert.is_nil(next(errors))
+      assert.equal(2, extra.requests)
+      assert.equal(1, results.item)
+      assert.same({ ID = 1, TITLE = "hello" }, results.read)
+      assert.equal("7", results.nested.a)
+      assert.equal("b", results.nested.b)
+      assert.equal("$result[first]", results.nested.c) -- an object is not put in (nor by the portal)
+      assert.equal("hello", results["local"].a)
+      assert.equal("hello", results[54].TITLE)
+    end)
+
+    it("leaves a reference to a failed command of an earlier chunk as the portal would", function()
+      local cmds = { { key = "bad", method = "no.such" } }
+      for i = 2, 50 do cmds[i] = { "test.echo", { n = i } } end
+      cmds[51] = { key = "use", method = "test.echo", params = { a = "$result[bad]", b = "$result[nokey]" } }
+      local results, errors = webhook_client():batch(cmds)
+      assert.equal("ERROR_METHOD_NOT_FOUND", errors.bad.code)
+      assert.equal("$result[bad]", results.use.a)
+      assert.equal("$result[nokey]", results.use.b)
+    end)
+  end)
+end)
