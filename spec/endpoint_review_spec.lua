@@ -66,6 +66,66 @@ describe("serve sqlite:// with a table or column named \"0\" (empty to Bitrix24'
   end)
 end)
 
+-- A table with a column named OPERATOR (a call centre's, a carrier's): in a
+-- nested group of style A (filter[0][OPERATOR]=Anna, as the PHP example reads
+-- it) that column is a field, not style B's operator key. The SQL source and a
+-- Lua connector answer alike.
+local CALLS_FIELDS = { { code = "id", name = "id", type = "int" }, { code = "OPERATOR", name = "OPERATOR", type = "string" },
+  { code = "value", name = "value", type = "int" } }
+local CALLS_ROWS = { { 1, "Anna", 10 }, { 2, "Boris", 20 }, { 3, "Vera", 30 } }
+local CALLS_CASES = {
+  { "filter%5B0%5D%5BLOGIC%5D=OR&filter%5B0%5D%5BOPERATOR%5D=Anna&filter%5B0%5D%5Bid%5D=3", 200, { { "id" }, { 1 }, { 3 } } },
+  { "filter%5B0%5D%5BOPERATOR%5D=Boris", 200, { { "id" }, { 2 } } },
+  { "filter%5Bsub%5D%5BOPERATOR%5D=Boris", 200, { { "id" }, { 2 } } },
+  { "filter%5Bg%5D%5BLOGIC%5D=OR&filter%5Bg%5D%5BOPERATOR%5D=Vera&filter%5Bg%5D%5Bvalue%5D=10", 200, { { "id" }, { 1 }, { 3 } } },
+  { "filter%5Bsub%5D%5B%21OPERATOR%5D=Boris&filter%5Bsub%5D%5B%3Evalue%5D=15", 200, { { "id" }, { 3 } } },
+  -- style B on the field itself still reads its operator object
+  { "filter%5BOPERATOR%5D%5Boperator%5D=LIKE&filter%5BOPERATOR%5D%5Bvalue%5D=er", 200, { { "id" }, { 3 } } },
+  { "filter%5Bvalue%5D%5Boperator%5D=%3E&filter%5Bvalue%5D%5Bvalue%5D=15", 200, { { "id" }, { 2 }, { 3 } } },
+  -- an operator object on a field that does not exist is still said so
+  { "filter%5Bnope%5D%5Boperator%5D=%3D&filter%5Bnope%5D%5Bvalue%5D=1", 400, 'filter[nope]: unknown field \\"nope\\"' },
+}
+
+local function check_calls(answer)
+  for _, case in ipairs(CALLS_CASES) do
+    local status, body = answer("table=calls&select%5B%5D=id&" .. case[1])
+    assert.equals(case[2], status, case[1] .. " -> " .. cjson.encode(body))
+    if case[2] == 200 then
+      assert.same(case[3], body, case[1])
+    else
+      assert.matches(case[3], body.message and cjson.encode(body.message) or tostring(body), 1, true)
+    end
+  end
+end
+
+describe("a filter group holding a field named OPERATOR (style A), as Bitrix24 sends it in a form", function()
+  it("is read as a group by a Lua connector", function()
+    local c = connector.new({
+      title = "calls", settings = {}, check = function() return true end,
+      tables = { { code = "calls", title = "Calls" } }, describe = { calls = CALLS_FIELDS },
+      data = function() return CALLS_ROWS end,
+    })
+    check_calls(function(form)
+      local status, _, body = c:handle({ method = "POST", path = "/data", headers = {}, body = form })
+      return status, cjson.decode(body)
+    end)
+  end)
+  if not H.have_sqlite3("spec/endpoint_review_spec.lua") then return end
+  it("is read as a group by serve sqlite://, answering as the Lua connector", function()
+    local dir = H.tmpdir()
+    H.sqlite(dir .. "/calls.db", [[
+      CREATE TABLE calls (id INTEGER, OPERATOR TEXT, value INTEGER);
+      INSERT INTO calls VALUES (1, 'Anna', 10), (2, 'Boris', 20), (3, 'Vera', 30);
+    ]])
+    local h = S.start(S.serve_command({ "sqlite://" .. dir .. "/calls.db", "--listen", "127.0.0.1:0", "--workers", "1" }),
+      { BICONNECTOR_TOKEN = TOKEN })
+    local ok, err = pcall(check_calls, function(form) return post(h.port, "/data", form) end)
+    S.stop(h)
+    H.rmdir(dir)
+    assert(ok, err)
+  end)
+end)
+
 describe("biconnector.sql options that would put \"0\" in /table_list", function()
   local sql = require "biconnector.sql"
   it("are refused when the source is made, naming the key", function()
