@@ -13,58 +13,7 @@ local connector = require "biconnector.connector"
 
 local TOKEN = "review-token"
 
-local function post(port, path, form)
-  local r = assert(S.request(port, "POST", path, "connection%5Btoken%5D=" .. TOKEN .. "&" .. form,
-    { ["Content-Type"] = "application/x-www-form-urlencoded" }))
-  local ok, decoded = pcall(cjson.decode, r.body)
-  return r.status, ok and decoded or r.body
-end
-
-describe("serve sqlite:// with a table or column named \"0\" (empty to Bitrix24's PHP)", function()
-  if not H.have_sqlite3("spec/endpoint_review_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending("the sqlite3 command-line tool is missing") end)
-  end
-  local dir, h
-  setup(function()
-    dir = H.tmpdir()
-    H.sqlite(dir .. "/zero.db", [[
-      CREATE TABLE orders (id INTEGER PRIMARY KEY, "0" TEXT, note TEXT);
-      INSERT INTO orders VALUES (1, 'zero', 'a'), (2, 'zero', 'b');
-      CREATE TABLE "0" (id INTEGER);
-      CREATE TABLE "00" (id INTEGER);
-    ]])
-    h = S.start(S.serve_command({ "sqlite://" .. dir .. "/zero.db", "--listen", "127.0.0.1:0", "--workers", "1" }),
-      { BICONNECTOR_TOKEN = TOKEN })
-  end)
-  teardown(function()
-    if h then S.stop(h) end
-    H.rmdir(dir)
-  end)
-
-  it("leaves them out with a warning, so that Bitrix24 does not refuse the whole list or description", function()
-    local status, list = post(h.port, "/table_list", "searchString=")
-    assert.equals(200, status, cjson.encode(list))
-    local codes = {}
-    for i, t in ipairs(list) do
-      codes[i] = t.code
-      assert.is_true(t.code ~= "" and t.code ~= "0" and t.title ~= "" and t.title ~= "0", cjson.encode(t))
-    end
-    table.sort(codes)
-    assert.same({ "00", "orders" }, codes)
-    local st, fields = post(h.port, "/table_description", "table=orders")
-    assert.equals(200, st, cjson.encode(fields))
-    assert.same({ { code = "id", name = "id", type = "int" }, { code = "note", name = "note", type = "string" } }, fields)
-    local sd, rows = post(h.port, "/data", "table=orders")
-    assert.equals(200, sd, cjson.encode(rows))
-    assert.same({ { "id", "note" }, { 1, "a" }, { 2, "b" } }, rows)
-    -- what no list offers is no table, and no field
-    assert.equals(404, (post(h.port, "/table_description", "table=0")))
-    assert.equals(400, (post(h.port, "/data", "table=orders&select%5B%5D=0")))
-    local log = S.wait_stderr(h, 'column \\"0\\" is not served', true):gsub('\\"', '"')
-    assert.matches('table "0" is not served: its name is "0", which Bitrix24 reads as empty', log, 1, true)
-    assert.matches('table "orders": column "0" is not served: its code is "0", which Bitrix24 reads as empty', log, 1, true)
-  end)
-end)
+local function post(port, path, form) return H.post_form(port, path, form, TOKEN) end
 
 -- A table with a column named OPERATOR (a call centre's, a carrier's): in a
 -- nested group of style A (filter[0][OPERATOR]=Anna, as the PHP example reads
@@ -113,36 +62,14 @@ describe("a filter group holding a field named OPERATOR (style A), as Bitrix24 s
   if not H.have_sqlite3("spec/endpoint_review_spec.lua") then return end
   it("is read as a group by serve sqlite://, answering as the Lua connector", function()
     local dir = H.tmpdir()
-    H.sqlite(dir .. "/calls.db", [[
+    local h = H.serve_sqlite(dir, "calls.db", [[
       CREATE TABLE calls (id INTEGER, OPERATOR TEXT, value INTEGER);
       INSERT INTO calls VALUES (1, 'Anna', 10), (2, 'Boris', 20), (3, 'Vera', 30);
-    ]])
-    local h = S.start(S.serve_command({ "sqlite://" .. dir .. "/calls.db", "--listen", "127.0.0.1:0", "--workers", "1" }),
-      { BICONNECTOR_TOKEN = TOKEN })
+    ]], TOKEN)
     local ok, err = pcall(check_calls, function(form) return post(h.port, "/data", form) end)
     S.stop(h)
     H.rmdir(dir)
     assert(ok, err)
-  end)
-end)
-
-describe("biconnector.sql options that would put \"0\" in /table_list", function()
-  local sql = require "biconnector.sql"
-  it("are refused when the source is made, naming the key", function()
-    local url = "sqlite:///nonexistent/never-opened.db"
-    local cases = {
-      { { titles = { orders = "0" } },
-        'titles["orders"] must be a non-empty string other than "0" (the title /table_list answers; Bitrix24 reads "0" as empty), got "0"' },
-      { { queries = { ["0"] = { sql = "SELECT 1" } } },
-        'queries: a table code must be a non-empty string other than "0" (Bitrix24 reads "0" as empty), got "0"' },
-    }
-    for _, case in ipairs(cases) do
-      local opts = case[1]
-      opts.url = url
-      local ok, err = pcall(sql.source, opts)
-      assert.is_false(ok)
-      assert.equals("biconnector.sql.source: " .. case[2], (tostring(err):gsub("^[^:]*:%d+: ", "")))
-    end
   end)
 end)
 
