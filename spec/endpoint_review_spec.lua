@@ -121,3 +121,64 @@ describe("a connector definition or handler answer holding \"0\" where Bitrix24 
     assert.matches('describe(\\"t\\")[1].name must be a non-empty string other than \\"0\\"', body, 1, true)
   end)
 end)
+
+-- urlCheck "checks the availability of the connection to the external source
+-- [and] authenticates the user" (the seed, connector/index.md): a database
+-- source that cannot reach its database must not answer /check with 200, or
+-- Bitrix24 makes a source whose every data request then fails.
+describe("serve sqlite:// whose database went away after it started", function()
+  if not H.have_sqlite3("spec/endpoint_review_spec.lua") then
+    return it("needs the sqlite3 tool", function() pending("the sqlite3 command-line tool is missing") end)
+  end
+  local dir, h
+  setup(function()
+    dir = H.tmpdir()
+    h = H.serve_sqlite(dir, "gone.db", "CREATE TABLE t (id INTEGER); INSERT INTO t VALUES (1);", TOKEN)
+  end)
+  teardown(function()
+    if h then S.stop(h) end
+    H.rmdir(dir)
+  end)
+
+  it("answers /check 503 naming the database, still 403 for a wrong token, and 200 once it is back", function()
+    assert(os.remove(dir .. "/gone.db"))
+    local status, body = post(h.port, "/check", "")
+    assert.equals(503, status, cjson.encode(body))
+    assert.equals("service_unavailable", body.error)
+    assert.matches("^check: cannot open database .*gone%.db", body.message)
+    local r = assert(S.request(h.port, "POST", "/check", "connection%5Btoken%5D=wrong"))
+    assert.equals(403, r.status) -- the token first: nothing about the database to a stranger
+    H.sqlite(dir .. "/gone.db", "CREATE TABLE t (id INTEGER);")
+    status, body = post(h.port, "/check", "")
+    assert.equals(200, status, cjson.encode(body))
+    assert.same({ ok = true }, body)
+  end)
+end)
+
+describe("serve postgresql:// whose server stopped after it started", function()
+  local db = require "dbservers"
+  local why = db.missing("postgresql")
+  if why then
+    local msg = db.skip("postgresql", why)
+    return it("runs against a real server", function() pending(msg) end)
+  end
+  local srv, h
+  setup(function()
+    srv = db.start("postgresql")
+    srv:admin("CREATE TABLE t (id integer); INSERT INTO t VALUES (1); GRANT SELECT ON t TO " .. db.RO_USER .. ";")
+    h = H.serve_db(srv, TOKEN)
+  end)
+  teardown(function() H.stop(h, srv) end)
+
+  it("answers /check 503 while it is down, and 200 once it is back", function()
+    assert.equals(200, (post(h.port, "/check", "")))
+    assert(os.execute(srv:as_user(("%s/pg_ctl -D %s -m fast -w -t 30 stop >/dev/null"):format(srv.bin, H.q(srv.data)))))
+    local status, body = post(h.port, "/check", "")
+    assert.equals(503, status, cjson.encode(body))
+    assert.equals("service_unavailable", body.error)
+    assert.matches("^check: ", body.message)
+    assert(srv:start_server())
+    status, body = post(h.port, "/check", "")
+    assert.equals(200, status, cjson.encode(body))
+  end)
+end)

@@ -933,7 +933,9 @@ function methods.handle(self, http, opts)
       info.table = req.table
       local connection = req.connection or {}
       req.connection = connection
-      local ok, allowed, reason = call(self.definition.check, connection)
+      -- the endpoint too: a source may test its upstream only for /check
+      -- ("checks the availability of the connection to the external source")
+      local ok, allowed, reason = call(self.definition.check, connection, endpoint)
       if not ok then
         status, headers, body = handler_error(self, opts, info, connection, "check", allowed)
       elseif not allowed then

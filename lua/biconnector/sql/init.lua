@@ -361,6 +361,16 @@ function Source:check()
   return true
 end
 
+-- Source:check() for /check, which must not wait for a busy pool (a long
+-- answer holding every connection): a pool whose every connection is open
+-- and leased has reached the database already. -> true | false, why (or
+-- raises a failure of 503 or more: no connection, as the pool says).
+function Source:reachable()
+  local st = self:pool():stats()
+  if st.size > 0 and st.open >= st.size and st.idle == 0 then return true end
+  return self:check()
+end
+
 -- The connection pool of this process (a new one after a fork: SQLite and the
 -- client libraries must not share a connection between processes).
 function Source:pool()
@@ -874,11 +884,30 @@ function _M.connector(opts)
     local token = opts.token
     settings = settings or { { code = "token", name = "Token", type = "STRING" } }
     local user_check = check
-    check = function(connection)
+    check = function(connection, endpoint)
       if not same_secret(connection.token, token) then return false, "invalid token" end
-      if user_check then return user_check(connection) end
+      if user_check then return user_check(connection, endpoint) end
       return true
     end
+  end
+  -- /check also reaches the database (the seed: urlCheck "checks the
+  -- availability of the connection to the external source"), once the caller
+  -- is let in: 503 naming why when it cannot; the other endpoints find out
+  -- by their own queries
+  local let_in = check or function() return true end
+  check = function(connection, endpoint)
+    local ok, reason = let_in(connection, endpoint)
+    if not ok or endpoint ~= "check" then return ok, reason end
+    local done, reached, err = pcall(src.reachable, src)
+    if not done then
+      -- no connection (the pool says why: cannot open, cannot connect, busy)
+      if errors.is_failure(reached) and reached.status >= 503 then error(reached, 0) end
+      err = errors.is_failure(reached) and reached.message or reached
+    end
+    if not done or not reached then
+      error(_M.failure(503, "the database cannot be reached: " .. tostring(err)), 0)
+    end
+    return true
   end
   local title = opts.title
   if title == nil then
@@ -889,7 +918,7 @@ function _M.connector(opts)
   local def = {
     title = title,
     settings = settings or {},
-    check = check or function() return true end,
+    check = check,
     tables = function(_, search) return src:table_list(search) end,
     describe = function(_, code) return src:describe(code) end,
     data = function(_, q) return src:data(q) end,
