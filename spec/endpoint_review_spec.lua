@@ -1,11 +1,14 @@
 -- Found by a conformance review of the four endpoints against protocol.md
--- (sections 2 and 2.1) and Bitrix24's own client (module biconnector,
--- ExternalSource/Source/Rest.php): what Bitrix24 accepts is decided by PHP's
--- empty(), which is true for "0" as well as for "". A table list holding an
--- element whose code or title is "0", or a description holding a column whose
--- code, name or type is "0", is refused whole ("checkTableList",
--- "checkTableDescription"); a check answered 200 with the body "0" is "cannot
--- connect" (`if (!$answer)`).
+-- (sections 2 and 2.1), the seeds and Bitrix24's own client (module
+-- biconnector, ExternalSource/Source/Rest.php):
+-- - what Bitrix24 accepts is decided by PHP's empty(), which is true for "0"
+--   as well as for "": a table list holding an element whose code or title is
+--   "0", or a description holding a column whose code, name or type is "0", is
+--   refused whole (checkTableList, checkTableDescription); a check answered
+--   200 with the body "0" is "cannot connect" (`if (!$answer)`);
+-- - a style A group may hold a field named OPERATOR: it is no style B object;
+-- - urlCheck "checks the availability of the connection to the external
+--   source" (the seed): a database source says so when it cannot reach it.
 local S = require "serve_helpers"
 local H = require "sql_helpers"
 local cjson = require "cjson"
