@@ -10,12 +10,7 @@ local cjson = require "cjson"
 
 local TOKEN = "review-token"
 
-local function post(port, path, form)
-  local r = assert(S.request(port, "POST", path, "connection%5Btoken%5D=" .. TOKEN .. "&" .. form,
-    { ["Content-Type"] = "application/x-www-form-urlencoded" }))
-  local ok, decoded = pcall(cjson.decode, r.body)
-  return r.status, ok and decoded or r.body
-end
+local function post(port, path, form) return H.post_form(port, path, form, TOKEN) end
 
 local function codes_of(list)
   local codes = {}
@@ -38,28 +33,30 @@ describe("serve sqlite://, as Bitrix24 calls it", function()
   local dir, h
   setup(function()
     dir = H.tmpdir()
-    H.sqlite(dir .. "/shop.db", [[
-      CREATE TABLE orders (id INTEGER PRIMARY KEY, "" TEXT, note TEXT);
-      INSERT INTO orders VALUES (1, 'blank', 'a'), (2, 'blank', 'b');
+    h = H.serve_sqlite(dir, "shop.db", [[
+      CREATE TABLE orders (id INTEGER PRIMARY KEY, "" TEXT, "0" TEXT, note TEXT);
+      INSERT INTO orders VALUES (1, 'blank', 'zero', 'a'), (2, 'blank', 'zero', 'b');
       CREATE TABLE "" (id INTEGER);
+      CREATE TABLE "0" (id INTEGER);
+      CREATE TABLE "00" (id INTEGER);
       CREATE TABLE "order lines" (id INTEGER);
       CREATE TABLE "Сделки" (id INTEGER);
       CREATE TABLE "Émis" (id INTEGER);
-    ]])
-    h = S.start(S.serve_command({ "sqlite://" .. dir .. "/shop.db", "--listen", "127.0.0.1:0", "--workers", "1" }),
-      { BICONNECTOR_TOKEN = TOKEN })
+    ]], TOKEN)
   end)
   teardown(function()
     if h then S.stop(h) end
     H.rmdir(dir)
   end)
 
-  it("leaves out a table or column whose name is empty, with a warning, and serves the rest", function()
+  -- "0" is empty as well: Bitrix24 tests the values with PHP's empty()
+  -- (Rest.php, checkTableList, checkTableDescription; spec/endpoint_review_spec.lua)
+  it("leaves out a table or column whose name is empty or \"0\", with a warning, and serves the rest", function()
     local status, list = post(h.port, "/table_list", "searchString=")
     assert.equals(200, status, cjson.encode(list))
-    assert.same({ "order lines", "orders", "Émis", "Сделки" }, codes_of(list))
+    assert.same({ "00", "order lines", "orders", "Émis", "Сделки" }, codes_of(list))
     for _, t in ipairs(list) do
-      assert.is_true(#t.code > 0 and #t.title > 0)
+      assert.is_true(#t.code > 0 and #t.title > 0 and t.code ~= "0" and t.title ~= "0")
     end
     local st, fields = post(h.port, "/table_description", "table=orders")
     assert.equals(200, st, cjson.encode(fields))
@@ -70,9 +67,13 @@ describe("serve sqlite://, as Bitrix24 calls it", function()
     -- no request names them: an empty table is "missing table", an empty field unknown
     assert.equals(400, (post(h.port, "/data", "table=")))
     assert.equals(400, (post(h.port, "/data", "table=orders&filter%5B%5D=blank")))
-    local log = S.wait_stderr(h, "its code is empty", true)
-    assert.matches('table "" is not served: its name is empty', log:gsub('\\"', '"'), 1, true)
-    assert.matches('table "orders": column "" is not served: its code is empty', log:gsub('\\"', '"'), 1, true)
+    assert.equals(404, (post(h.port, "/table_description", "table=0")))
+    assert.equals(400, (post(h.port, "/data", "table=orders&select%5B%5D=0")))
+    local log = S.wait_stderr(h, 'column \\"0\\" is not served', true):gsub('\\"', '"')
+    assert.matches('table "" is not served: its name is empty', log, 1, true)
+    assert.matches('table "orders": column "" is not served: its code is empty', log, 1, true)
+    assert.matches('table "0" is not served: its name is "0", which Bitrix24 reads as empty', log, 1, true)
+    assert.matches('table "orders": column "0" is not served: its code is "0", which Bitrix24 reads as empty', log, 1, true)
   end)
 
   it("ignores spaces around searchString (PHP writes them as +), and reads a long run of them at once", function()
@@ -82,7 +83,7 @@ describe("serve sqlite://, as Bitrix24 calls it", function()
     -- the pattern "^%s*(.-)%s*$" backtracked quadratically here: some 6 minutes
     -- of the worker for this search, past the request's 30 s bound
     assert.same({}, search(h.port, "a" .. ("+"):rep(300000) .. "b"))
-    assert.same({ "order lines", "orders", "Émis", "Сделки" }, search(h.port, ("+"):rep(300000)))
+    assert.same({ "00", "order lines", "orders", "Émis", "Сделки" }, search(h.port, ("+"):rep(300000)))
   end)
 
   it("folds case as a static table list does: ASCII, Latin-1 letters and Cyrillic", function()
@@ -126,6 +127,11 @@ describe("biconnector.sql options that would put an empty code or title in /tabl
       { { queries = { [""] = { sql = "SELECT 1" } } }, 'queries: a table code must be a non-empty string, got ""' },
       { { queries = { q = { sql = "SELECT 1", title = "" } } },
         'queries["q"].title must be a non-empty string (the title /table_list answers), got ""' },
+      -- "0" is empty to Bitrix24 (PHP's empty(); spec/endpoint_review_spec.lua)
+      { { titles = { orders = "0" } },
+        'titles["orders"] must be a non-empty string other than "0" (the title /table_list answers; Bitrix24 reads "0" as empty), got "0"' },
+      { { queries = { ["0"] = { sql = "SELECT 1" } } },
+        'queries: a table code must be a non-empty string other than "0" (Bitrix24 reads "0" as empty), got "0"' },
     }
     for _, case in ipairs(cases) do
       local opts = case[1]

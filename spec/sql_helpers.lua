@@ -52,6 +52,25 @@ function H.sqlite(db, sql)
   assert(ok == true or ok == 0, "sqlite3 failed on " .. db)
 end
 
+-- A SQLite file dir/name made of the SQL text, served by `biconnector serve
+-- sqlite://` (one worker) with the token: -> the serve_helpers handle.
+function H.serve_sqlite(dir, name, sql, token)
+  local S = require "serve_helpers"
+  H.sqlite(dir .. "/" .. name, sql)
+  return S.start(S.serve_command({ "sqlite://" .. dir .. "/" .. name, "--listen", "127.0.0.1:0", "--workers", "1" }),
+    { BICONNECTOR_TOKEN = token })
+end
+
+-- A form body POSTed as Bitrix24 sends it, with connection[token]=token
+-- before form: -> the status and the JSON body decoded (or the raw body).
+function H.post_form(port, path, form, token)
+  local S, cjson = require "serve_helpers", require "cjson"
+  local r = assert(S.request(port, "POST", path, "connection%5Btoken%5D=" .. token .. "&" .. form,
+    { ["Content-Type"] = "application/x-www-form-urlencoded" }))
+  local ok, decoded = pcall(cjson.decode, r.body)
+  return r.status, ok and decoded or r.body
+end
+
 -- The sample database (as `make demo` builds it) at dir/sample.db; extra args
 -- go to gen.lua (--orders N).
 function H.sample(dir, args)

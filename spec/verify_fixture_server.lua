@@ -39,6 +39,7 @@ local function handle(modes, endpoint, p)
   if endpoint == "check" then
     if mode_is("check500") then return answer(500, '{"error":"internal"}') end
     if mode_is("check_empty") then return answer(200, "") end
+    if mode_is("check_zero") then return answer(200, "0") end
     return answer(200, '{"ok":true}')
   elseif endpoint == "table_list" then
     if mode_is("slow") then core.http.sleep(0.3) end
@@ -51,6 +52,7 @@ local function handle(modes, endpoint, p)
       end
     end
     if mode_is("empty_code") then list[#list + 1] = { code = "", title = "Nameless" } end
+    if mode_is("zero") then list[#list + 1] = { code = "zero", title = "0" } end
     if mode_is("text_type") then return answer(200, json.encode(list), "text/html") end
     return answer(200, json.encode(list))
   elseif endpoint == "table_description" then
@@ -59,6 +61,7 @@ local function handle(modes, endpoint, p)
     local out = {}
     for i, f in ipairs(fields) do out[i] = { code = f.code, name = f.name, type = f.type } end
     if mode_is("unknown_type") and p.table == "items" then out[3].type = "currency" out[1].type = "INT" end
+    if mode_is("zero") and p.table == "items" then out[2].code = "0" end
     return answer(200, json.encode(out))
   elseif endpoint == "data" then
     local fields = FIELDS[p.table]

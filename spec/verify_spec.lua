@@ -223,6 +223,10 @@ describe("biconnector verify against broken connectors", function()
     { "list500", "FAIL", "^table_list: HTTP status 500, expected 200 .*: %(empty body%)$" },
     { "check_empty", "FAIL", "^check: the body is empty" },
     { "empty_code", "FAIL", "^table_list: element 3: code must be a non%-empty string" },
+    -- Bitrix24 tests these values with PHP's empty(), true for "0" (Rest.php)
+    { "check_zero", "FAIL", '^check: the body is "0", which Bitrix24 reads as empty' },
+    { "zero", "FAIL", '^table_list: element 3: title must not be "0" %(Bitrix24 reads it as empty and rejects the whole list%), got "0"' },
+    { "zero", "FAIL", '^table_description items: field 2: code must not be "0" %(Bitrix24 reads it as empty and rejects the whole description%)' },
     { "unknown_type", "FAIL", '^table_description items: field 3 %(price%): type "currency" is not one of int, string, double, date, datetime, money, timezone' },
     { "unknown_type", "FAIL", '^table_description items: field 1 %(id%): type "INT" must be lower case' },
     { "ragged", "FAIL", "^data items %(limit 5%): row 2 has 4 cells, the header has 5" },

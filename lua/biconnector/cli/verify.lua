@@ -49,6 +49,10 @@ local is_array = require("biconnector.connector.list").is_list
 
 local function nonempty_string(v) return type(v) == "string" and v ~= "" end
 
+-- Bitrix24 tests the table list's and the description's values with PHP's
+-- empty() (Rest.php, checkTableList, checkTableDescription), true for "0" too.
+local php_value = require("biconnector.connector.core").php_value
+
 -- A short, one-line spelling of a value for messages.
 local function show(v)
   if v == null then return "null" end
@@ -284,10 +288,11 @@ local function check_table_list(f, value)
     else
       local ok = true
       for _, k in ipairs({ "code", "title" }) do
-        if not nonempty_string(t[k]) then
+        if not php_value(t[k]) then
           ok = false
-          note(f, "FAIL", format("element %d: %s must be a non-empty string (Bitrix24 rejects the whole list), got %s",
-            i, k, show(t[k])))
+          local why = t[k] == "0" and 'must not be "0" (Bitrix24 reads it as empty and rejects the whole list)'
+            or "must be a non-empty string (Bitrix24 rejects the whole list)"
+          note(f, "FAIL", format("element %d: %s %s, got %s", i, k, why, show(t[k])))
         end
       end
       if ok then
@@ -319,9 +324,11 @@ local function check_description(f, value)
     else
       local ok = true
       for _, k in ipairs({ "code", "name", "type" }) do
-        if not nonempty_string(fd[k]) then
+        if not php_value(fd[k]) then
           ok = false
-          note(f, "FAIL", format("field %d: %s must be a non-empty string, got %s", i, k, show(fd[k])))
+          local why = fd[k] == "0" and 'must not be "0" (Bitrix24 reads it as empty and rejects the whole description)'
+            or "must be a non-empty string"
+          note(f, "FAIL", format("field %d: %s %s, got %s", i, k, why, show(fd[k])))
         end
       end
       if ok then
@@ -434,6 +441,8 @@ local function step_check(ctx)
   common(ctx, f, res, false)
   if res.status == 200 and (res.body or "") == "" then
     note(f, "FAIL", "the body is empty; Bitrix24 needs a non-empty body")
+  elseif res.status == 200 and res.body == "0" then
+    note(f, "FAIL", 'the body is "0", which Bitrix24 reads as empty (cannot connect); it needs a non-empty body')
   end
   return flush(ctx.report, f, name, format("200 with a %d-byte body in %.3f s", #res.body, res.seconds), { seconds = res.seconds })
 end

@@ -59,6 +59,22 @@ local function nonempty_string(v)
   return type(v) == "string" and v ~= ""
 end
 
+-- What Bitrix24 takes for a value in a table list or a description: a
+-- string PHP's empty() is false for, so neither "" nor "0" (Rest.php,
+-- checkTableList and checkTableDescription: one such element and the whole
+-- answer is refused).
+local PHP_EMPTY = '(Bitrix24 reads "0" as empty)'
+local function php_value(v)
+  return type(v) == "string" and v ~= "" and v ~= "0"
+end
+_M.php_value = php_value
+
+-- "<where> must be a non-empty string[ other than "0" ...], got <v>"
+local function not_value(where, v)
+  if v == "0" then return format('%s must be a non-empty string other than "0" %s, got "0"', where, PHP_EMPTY) end
+  return format("%s must be a non-empty string, got %s", where, describe_value(v))
+end
+
 -- Checks a list of table entries {code, title}; returns nil or "what: why".
 local function table_list_problem(list, where)
   if type(list) ~= "table" then
@@ -68,12 +84,8 @@ local function table_list_problem(list, where)
     local t = list[i]
     -- (the place is written only for a problem: a table list is checked per request)
     if type(t) ~= "table" then return format("%s[%d] must be a table {code, title}, got %s", where, i, type(t)) end
-    if not nonempty_string(t.code) then
-      return format("%s[%d].code must be a non-empty string, got %s", where, i, describe_value(t.code))
-    end
-    if not nonempty_string(t.title) then
-      return format("%s[%d].title must be a non-empty string, got %s", where, i, describe_value(t.title))
-    end
+    if not php_value(t.code) then return not_value(format("%s[%d].code", where, i), t.code) end
+    if not php_value(t.title) then return not_value(format("%s[%d].title", where, i), t.title) end
   end
   return nil
 end
@@ -89,8 +101,8 @@ local function fields_problem(fields, where)
     local f = fields[i]
     local w = format("%s[%d]", where, i)
     if type(f) ~= "table" then return w .. " must be a table {code, name, type}, got " .. type(f) end
-    if not nonempty_string(f.code) then return w .. ".code must be a non-empty string, got " .. describe_value(f.code) end
-    if not nonempty_string(f.name) then return w .. ".name must be a non-empty string, got " .. describe_value(f.name) end
+    if not php_value(f.code) then return not_value(w .. ".code", f.code) end
+    if not php_value(f.name) then return not_value(w .. ".name", f.name) end
     if not FIELD_TYPES[f.type] then
       return w .. ".type must be one of int, string, double, date, datetime, got " .. describe_value(f.type)
     end
@@ -921,7 +933,9 @@ function methods.handle(self, http, opts)
       info.table = req.table
       local connection = req.connection or {}
       req.connection = connection
-      local ok, allowed, reason = call(self.definition.check, connection)
+      -- the endpoint too: a source may test its upstream only for /check
+      -- ("checks the availability of the connection to the external source")
+      local ok, allowed, reason = call(self.definition.check, connection, endpoint)
       if not ok then
         status, headers, body = handler_error(self, opts, info, connection, "check", allowed)
       elseif not allowed then

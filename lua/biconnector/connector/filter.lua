@@ -330,11 +330,12 @@ _M.styles = {
     name = "operator object",
     recognize = function(key, value, ctx, where)
       if type(key) ~= "string" or type(value) ~= "table" then return false end
+      local op_key = "operator"
       if value.operator == nil then -- "OPERATOR", "Value", ...: the keys in any case
         local lowered, found = {}, false
         for k, v in pairs(value) do
           local l = type(k) == "string" and k:lower() or k
-          if l == "operator" then found = true end
+          if l == "operator" then found, op_key = true, k end
           if lowered[l] == nil or l == k then lowered[l] = v end
         end
         if not found then return false end
@@ -342,7 +343,12 @@ _M.styles = {
       end
       local op_name = value.operator
       local op, field = split_key(key, ctx.fields)
-      if op == nil then return nil, where .. ": " .. field end
+      if op == nil then
+        -- not a field: a nested group (style A) in which a field is named
+        -- operator, in any case (filter[sub][OPERATOR]=Anna), is the group's
+        if split_key(op_key, ctx.fields) then return false end
+        return nil, where .. ": " .. field
+      end
       if op ~= "eq" or not ctx.fields[key] then
         return nil, format("%s: an operator prefix and an operator object at once", where)
       end

@@ -309,7 +309,12 @@ function _M.source(opts)
     if opts[k] ~= nil then open_opts[k] = opts[k] end
   end
   -- a title /table_list answers must not be empty: Bitrix24 refuses the whole list
+  -- nor "0": Bitrix24 reads it as empty (PHP's empty(), docs/database.md)
   local function title_error(where, title)
+    if title == "0" then
+      error(format('biconnector.sql.source: %s must be a non-empty string other than "0" (the title /table_list '
+        .. 'answers; Bitrix24 reads "0" as empty), got "0"', where), 3)
+    end
     if title ~= nil and (type(title) ~= "string" or title == "") then
       error(format("biconnector.sql.source: %s must be a non-empty string (the title /table_list answers), got %s",
         where, type(title) == "string" and format("%q", title) or tostring(title)), 3)
@@ -321,6 +326,10 @@ function _M.source(opts)
       error("biconnector.sql.source: queries must map a table code to {sql = \"SELECT ...\", title = ...}", 2)
     end
     if code == "" then error('biconnector.sql.source: queries: a table code must be a non-empty string, got ""', 2) end
+    if code == "0" then
+      error('biconnector.sql.source: queries: a table code must be a non-empty string other than "0" '
+        .. '(Bitrix24 reads "0" as empty), got "0"', 2)
+    end
     title_error(format("queries[%q].title", code), q.title)
   end
   for _, k in ipairs({ "titles", "fields" }) do
@@ -350,6 +359,16 @@ function Source:check()
   if not cur then return false, tostring(err) end
   cur:close()
   return true
+end
+
+-- Source:check() for /check, which must not wait for a busy pool (a long
+-- answer holding every connection): a pool whose every connection is open
+-- and leased has reached the database already. -> true | false, why (or
+-- raises a failure of 503 or more: no connection, as the pool says).
+function Source:reachable()
+  local st = self:pool():stats()
+  if st.size > 0 and st.open >= st.size and st.idle == 0 then return true end
+  return self:check()
 end
 
 -- The connection pool of this process (a new one after a fork: SQLite and the
@@ -568,6 +587,17 @@ function Source:check_column_keys(code, cols, overrides)
   end
 end
 
+-- Why a table or column name cannot be a code /table_list or
+-- /table_description answers (as "name ..."), or nil: empty or "0" (Bitrix24
+-- refuses the whole list or description holding one: PHP's empty() is true
+-- for both), or holding a control byte (no request can name it).
+local function unservable(name)
+  if name == "" then return "name is empty" end
+  if name == "0" then return 'name is "0", which Bitrix24 reads as empty' end
+  if control_byte(name) then return "name holds a control byte" end
+  return nil
+end
+
 -- The database's tables and views this source serves, in the engine's order:
 -- those the globs select, not shadowed by a query, with a name that is not
 -- empty (Bitrix24 refuses a list holding an empty code) and holds no control
@@ -580,12 +610,12 @@ function Source:served_tables(conn)
   for i, t in ipairs(tables) do
     names[i], exists[t.name] = t.name, true
     if self.selected(t.name) and not self.queries[t.name] then
-      if t.name ~= "" and not control_byte(t.name) then
+      local why = unservable(t.name)
+      if not why then
         list[#list + 1] = t
         set[t.name] = true
       elseif not self:warned("table\0" .. t.name) then
-        self.log("warn", format("table %s is not served: its name %s", show_name(t.name),
-          t.name == "" and "is empty" or "holds a control byte"))
+        self.log("warn", format("table %s is not served: its %s", show_name(t.name), why))
       end
     end
   end
@@ -658,12 +688,17 @@ function Source:describe(code)
           f.dates = ov.dates
         end
       end
-      if f.code == "" or control_byte(f.code) then
-        -- no request could name it (request.decode refuses such a code), and
-        -- Bitrix24 refuses a description holding an empty code
+      local why = unservable(f.code)
+      if why then why = (why:gsub("^name", "code", 1))
+      elseif f.name == "" or f.name == "0" then
+        why = f.name == "" and "name is empty" or 'name is "0", which Bitrix24 reads as empty'
+      end
+      if why then
+        -- no request could name it (request.decode refuses such a code), or
+        -- Bitrix24 refuses a description holding it (an empty or "0" code or name)
         if not self:warned("column\0" .. code .. "\0" .. f.code) then
-          self.log("warn", format("table %s: column %s is not served: its code %s (fields can rename it)",
-            show_name(code), show_name(f.code), f.code == "" and "is empty" or "holds a control byte"))
+          self.log("warn", format("table %s: column %s is not served: its %s (fields can rename it)",
+            show_name(code), show_name(f.code), why))
         end
       elseif not seen[f.code] then
         seen[f.code] = true
@@ -849,11 +884,30 @@ function _M.connector(opts)
     local token = opts.token
     settings = settings or { { code = "token", name = "Token", type = "STRING" } }
     local user_check = check
-    check = function(connection)
+    check = function(connection, endpoint)
       if not same_secret(connection.token, token) then return false, "invalid token" end
-      if user_check then return user_check(connection) end
+      if user_check then return user_check(connection, endpoint) end
       return true
     end
+  end
+  -- /check also reaches the database (the seed: urlCheck "checks the
+  -- availability of the connection to the external source"), once the caller
+  -- is let in: 503 naming why when it cannot; the other endpoints find out
+  -- by their own queries
+  local let_in = check or function() return true end
+  check = function(connection, endpoint)
+    local ok, reason = let_in(connection, endpoint)
+    if not ok or endpoint ~= "check" then return ok, reason end
+    local done, reached, err = pcall(src.reachable, src)
+    if not done then
+      -- no connection (the pool says why: cannot open, cannot connect, busy)
+      if errors.is_failure(reached) and reached.status >= 503 then error(reached, 0) end
+      err = errors.is_failure(reached) and reached.message or reached
+    end
+    if not done or not reached then
+      error(_M.failure(503, "the database cannot be reached: " .. tostring(err)), 0)
+    end
+    return true
   end
   local title = opts.title
   if title == nil then
@@ -864,7 +918,7 @@ function _M.connector(opts)
   local def = {
     title = title,
     settings = settings or {},
-    check = check or function() return true end,
+    check = check,
     tables = function(_, search) return src:table_list(search) end,
     describe = function(_, code) return src:describe(code) end,
     data = function(_, q) return src:data(q) end,
