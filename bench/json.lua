@@ -7,13 +7,9 @@
 --   (c) arbitrary Lua values (nested maps and arrays, floats, escapes);
 --   (d) urlData rows whose strings need escaping (quotes, newlines, tabs,
 --       backslashes), with nulls among them.
--- The values are built by bench/json_values.lua, all four before the first
--- case runs (so each case runs in a heap that also holds the others': see
--- docs/json.md on what that does to the small cases).
--- Prints the median of ROUNDS samples (ours and lua-cjson in turns), MB/s of the text, and the ratio
--- lua-cjson time / biconnector time (above 1: biconnector is faster). A sample
--- is the mean of enough calls to last about 50 ms (one call for the large
--- cases), each after a full collection.
+-- The values are built by bench/json_values.lua.
+-- Prints the median of ROUNDS runs (ours and lua-cjson in turns), MB/s of the text, and the ratio
+-- lua-cjson time / biconnector time (above 1: biconnector is faster).
 -- Usage: bench/json [lua5.4|luajit] [BUILD_DIR] [ROWS] [ROUNDS]
 --        bench/json count [lua5.4|luajit] [BUILD_DIR] SHAPE OP IMPL [K] [ROWS]
 local json = require("biconnector").json
@@ -25,7 +21,6 @@ local clock = os.clock
 
 local make_values = require "json_values"
 local SHAPES = { a = "a_urldata", b = "b_batch", c = "c_generic", d = "d_escapes" }
-local V = not os.getenv("BENCH_JSON_COUNT") and make_values(ROWS) or nil
 
 -- Instruction counts (bench/json count ...): BENCH_JSON_COUNT="shape op impl k"
 -- runs one operation k times after one warm-up call, the collector stopped,
@@ -35,7 +30,7 @@ local count = os.getenv("BENCH_JSON_COUNT")
 if count then
   local shape, op, impl, k = count:match("^(%a) (%a+) (%a+) (%d+)$")
   local key = assert(SHAPES[shape], count)
-  local value = make_values(ROWS, key)[key]
+  local value = make_values(ROWS, key)[key] -- only this case's values in the heap
   local codec = impl == "cjson" and cjson or json
   local input = op == "decode" and json.encode(value) or value
   local f = assert(codec[op], count)
@@ -45,42 +40,36 @@ if count then
   for _ = 1, tonumber(k) do f(input) end
   return
 end
+-- all four cases' values at once: each case runs in a heap that also holds the others'
+-- (docs/json.md on what that does to the small case (b))
+local V = make_values(ROWS)
+local rows, batch, generic, escapes = V.a_urldata, V.b_batch, V.c_generic, V.d_escapes
 
--- The mean time of reps calls of f, each after a full collection (not timed).
-local function sample(f, reps)
-  local total = 0
-  for _ = 1, reps do
+local function median(f)
+  local samples = {}
+  for r = 1, ROUNDS do
     collectgarbage()
     collectgarbage()
     local t0 = clock()
     f()
-    total = total + (clock() - t0)
+    samples[r] = clock() - t0
   end
-  return total / reps
-end
-
--- How many calls of f make a sample of about 50 ms (1 to 50).
-local function calls_for(f)
-  local t = sample(f, 1)
-  return math.max(1, math.min(50, math.ceil(0.05 / math.max(t, 1e-6))))
-end
-
-local function median(f)
-  local samples, reps = {}, calls_for(f)
-  for r = 1, ROUNDS do samples[r] = sample(f, reps) end
   table.sort(samples)
   return samples[math.floor((ROUNDS + 1) / 2)]
 end
 
--- Medians of ROUNDS samples of f and of g, taken in turns (f, g, f, g, ...) so that
--- the load of a shared machine falls on both alike; both with the same number
--- of calls per sample.
+-- Medians of ROUNDS runs of f and of g, taken in turns (f, g, f, g, ...) so that
+-- the load of a shared machine falls on both alike.
 local function medians(f, g)
   local fs, gs = {}, {}
-  local reps = math.min(calls_for(f), calls_for(g))
   for r = 1, ROUNDS do
-    fs[r] = sample(f, reps)
-    gs[r] = sample(g, reps)
+    for _, pair in ipairs({ { f, fs }, { g, gs } }) do
+      collectgarbage()
+      collectgarbage()
+      local t0 = clock()
+      pair[1]()
+      pair[2][r] = clock() - t0
+    end
   end
   table.sort(fs)
   table.sort(gs)
@@ -103,8 +92,7 @@ line("%-44s %12s %12s %10s %10s %8s", "case", "ours ms", "cjson ms", "ours MB/s"
 
 local emit = require "result"
 
-local function case(name, id)
-  local value = V[id]
+local function case(name, value, id)
   local text = assert(json.encode(value))
   local ctext = cjson.encode(value)
   assert(same_shape(value, cjson.decode(text)), name .. ": cjson does not read our text back")
@@ -124,10 +112,10 @@ local function case(name, id)
   return #text
 end
 
-local size_a = case(("(a) urlData %d rows x 8"):format(ROWS), "a_urldata")
-local size_b = case("(b) REST batch 50 x 50", "b_batch")
-local size_c = case("(c) generic values, 2000 records", "c_generic")
-local size_d = case(("(d) urlData %d rows x 8, escapes and nulls"):format(ROWS), "d_escapes")
+local size_a = case(("(a) urlData %d rows x 8"):format(ROWS), rows, "a_urldata")
+local size_b = case("(b) REST batch 50 x 50", batch, "b_batch")
+local size_c = case("(c) generic values, 2000 records", generic, "c_generic")
+local size_d = case(("(d) urlData %d rows x 8, escapes and nulls"):format(ROWS), escapes, "d_escapes")
 line("text sizes: (a) %.1f MB, (b) %.2f MB, (c) %.2f MB, (d) %.1f MB", size_a / 1e6, size_b / 1e6, size_c / 1e6,
   size_d / 1e6)
 print(table.concat(out, "\n"))

@@ -13,11 +13,7 @@ describe("biconnector.rest", function()
   teardown(function() portal:stop() end)
   before_each(function() portal:reset(FAST) end)
 
-  local function webhook_client(extra)
-    local o = { webhook = portal.webhook, backoff_base = 0.01, rate = 1000, burst = 1000 }
-    for k, v in pairs(extra or {}) do o[k] = v end
-    return assert(rest.new(o))
-  end
+  local function webhook_client(extra) return portal:webhook_client(extra) end
   local function oauth_client(extra)
     local o = portal:oauth_options({ backoff_base = 0.01, rate = 1000, burst = 1000 })
     for k, v in pairs(extra or {}) do o[k] = v end

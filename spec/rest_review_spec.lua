@@ -11,11 +11,7 @@ describe("REST review", function()
   teardown(function() portal:stop() end)
   before_each(function() portal:reset(FAST) end)
 
-  local function webhook_client(extra)
-    local o = { webhook = portal.webhook, backoff_base = 0.01, rate = 1000, burst = 1000 }
-    for k, v in pairs(extra or {}) do o[k] = v end
-    return assert(rest.new(o))
-  end
+  local function webhook_client(extra) return portal:webhook_client(extra) end
 
   it("tokens.memory: a second lock while the first is held is refused outside OpenResty, granted after unlock", function()
     local store = require("biconnector.rest.tokens").memory({ access_token = "a" })

@@ -97,6 +97,14 @@ function Portal:oauth_options(extra)
   return o
 end
 
+-- A webhook client of this portal, quick to back off and unlimited by rate
+-- (the specs that test the limiter set their own), extra options over those.
+function Portal:webhook_client(extra)
+  local o = { webhook = self.webhook, backoff_base = 0.01, rate = 1000, burst = 1000 }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return assert(require("biconnector.rest").new(o))
+end
+
 function Portal:stop()
   if self.stopped then return end
   self.stopped = true
