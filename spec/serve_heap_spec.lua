@@ -120,10 +120,12 @@ describe("biconnector serve answering /data", function()
       local sends = select(2, trace:gsub("sendto%(", ""))
       print(("\n[serve_heap_spec] %d brk calls for %d answers"):format(calls, answers))
       assert.is_true(sends >= answers, ("strace saw %d sendto calls for %d answers"):format(sends, answers))
-      -- before the spare buffers: 800 under LuaJIT, 49 to 107 under Lua 5.4 (the
-      -- heap's top given back at the end of one answer, taken again by the next);
-      -- with them 0 under LuaJIT, 12 to 16 under Lua 5.4 (its collector's own)
-      assert.is_true(calls < answers / 8, ("%d brk calls for %d answers"):format(calls, answers))
+      -- without the spare buffers (SPARE_MAX set to 0 in src/rows.c): 800 under
+      -- LuaJIT, 103 to 391 under Lua 5.4 (the heap's top given back at the end of
+      -- one answer, taken again by the next); with them 0 under LuaJIT, and under
+      -- Lua 5.4 its collector's own: 14 on an idle machine, 21 to 27 with both
+      -- cores busy (a CI run failed at 27 on the bound of 25 this spec had)
+      assert.is_true(calls < answers / 4, ("%d brk calls for %d answers"):format(calls, answers))
     end)
     S.stop(h)
     assert(ok, err)
