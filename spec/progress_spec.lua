@@ -79,10 +79,11 @@ describe("progress on a terminal", function()
     local code, out, tty = on_terminal("", args)
     assert.equal(0, code, tty)
     local lines = status_lines(tty)
-    assert.equal(22, #lines, tty) -- every request of the run, numbered
+    assert.equal(24, #lines, tty) -- every request of the run, numbered
     assert.equal("verify " .. url .. ": request 1: check", lines[1])
     assert.equal("verify " .. url .. ": request 2: table_list", lines[2])
-    assert.matches("^verify .*: request 22: check$", lines[22])
+    assert.matches("^verify .*: request 22: check$", lines[22]) -- wrong credentials: check, then table_list and data
+    assert.matches("^verify .*: request 24: data deals$", lines[24])
     assert.equal(ESC_LINE, tty:sub(-#ESC_LINE)) -- erased
     assert.is_nil(out:find("\27", 1, true))
     local code2, out2, err2 = off_terminal("", args)

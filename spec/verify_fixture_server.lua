@@ -35,7 +35,9 @@ local function handle(modes, endpoint, p)
   for m in modes:gmatch("[^+]+") do set[m] = true end
   local function mode_is(m) return set[m] == true end
   local conn = type(p.connection) == "table" and p.connection or {}
-  if not mode_is("open") and conn.token ~= TOKEN then return answer(403, '{"error":"forbidden"}') end
+  -- open_data: checks the token on check only, serves the rest to anyone
+  local open = mode_is("open") or (mode_is("open_data") and endpoint ~= "check")
+  if not open and conn.token ~= TOKEN then return answer(403, '{"error":"forbidden"}') end
   if endpoint == "check" then
     if mode_is("check500") then return answer(500, '{"error":"internal"}') end
     if mode_is("check_empty") then return answer(200, "") end
@@ -67,6 +69,8 @@ local function handle(modes, endpoint, p)
     local fields = FIELDS[p.table]
     if not fields then return answer(404, '{"error":"no such table"}') end
     if mode_is("not_json") then return answer(200, "<html>oops</html>", "text/html") end
+    if mode_is("bad_utf8") then return answer(200, "<html>\255\254 \1\27[31m</html>", "text/html") end
+    if mode_is("hang_data") then core.http.sleep(1) end
     local select = {}
     if type(p.select) == "table" and not mode_is("header_mismatch") then
       for _, c in ipairs(p.select) do select[#select + 1] = c end
@@ -74,6 +78,7 @@ local function handle(modes, endpoint, p)
       for i, f in ipairs(fields) do select[i] = f.code end
     end
     local filter_id = type(p.filter) == "table" and tonumber(p.filter["=id"] or p.filter.id)
+    if mode_is("ignore_filter") then filter_id = nil end
     local limit = tonumber(p.limit)
     if mode_is("ignore_limit") then limit = nil end
     if mode_is("default_limit") and limit == nil then limit = 2 end -- a cap of its own when none is asked
@@ -97,6 +102,17 @@ local function handle(modes, endpoint, p)
         if code == "id" then rows[2][c] = "1" end
         if code == "day" then rows[2][c] = "31.05.2025" end
         if code == "at" then rows[2][c] = "2024-08-30T12:19:57" end
+      end
+    end
+    if mode_is("cyrillic") and p.table == "items" and rows[2] then -- a long UTF-8 string where an int belongs
+      for c, code in ipairs(select) do
+        if code == "id" then rows[2][c] = ("идентификатор "):rep(5) end
+      end
+    end
+    if mode_is("no_such_day") and p.table == "items" and rows[2] then
+      for c, code in ipairs(select) do
+        if code == "day" then rows[2][c] = "2025-02-30" end
+        if code == "at" then rows[2][c] = "2025-04-31 10:00:00" end
       end
     end
     return answer(200, json.encode(rows))

@@ -240,7 +240,8 @@ describe("biconnector verify against broken connectors", function()
     { "no_search", "FAIL", '^table_list search: searchString items is ignored' },
     { "not_json", "FAIL", "^data items %(limit 5%): the answer is not JSON" },
     { "text_type", "WARN", "^table_list: Content%-Type is \"text/html\", expected application/json", true },
-    { "open", "WARN", "^wrong credentials %(token mangled%): check answered 200", true },
+    -- a connector that checks no setting authenticates nothing (protocol.md section 2: it must check them)
+    { "open", "FAIL", "^wrong credentials %(token mangled%): check answered 200" },
   }
   for _, d in ipairs(deviations) do
     it(("%s: %s %s"):format(d[1], d[2], d[3]), function()
@@ -260,10 +261,10 @@ describe("biconnector verify against broken connectors", function()
       'FAIL  table_description items: field 1 %(id%): type "INT" must be lower case',
       'FAIL  data items %(limit 5%): row 2 has 4 cells, the header has 5',
       'FAIL  data items %(select at,id%): limit 5 not honoured: 20 rows came back',
-      'WARN  wrong credentials %(token mangled%)',
+      'FAIL  wrong credentials %(token mangled%)',
       'WARN  address: 127%.0%.0%.1 is a loopback address',
       'PASS  time: slowest answers check ',
-      'Summary: 2 PASS, 7 WARN, 19 FAIL, 0 SKIP %-> does NOT conform',
+      'Summary: 2 PASS, 6 WARN, 20 FAIL, 0 SKIP %-> does NOT conform',
     }) do
       assert.matches(pattern, out)
     end

@@ -7,6 +7,7 @@ local form = require "biconnector.form"
 local address = require "biconnector.host.address"
 local progress_lib = require "biconnector.cli.progress"
 local cli = require "biconnector.cli.main"
+local escape_invalid_utf8 = require("biconnector.host.logline").escape_invalid_utf8
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local format, floor, concat = string.format, math.floor, table.concat
@@ -53,18 +54,32 @@ local function nonempty_string(v) return type(v) == "string" and v ~= "" end
 -- empty() (Rest.php, checkTableList, checkTableDescription), true for "0" too.
 local php_value = require("biconnector.connector.core").php_value
 
+-- The first n bytes of s, cut back to the start of a UTF-8 character, so that
+-- a shortened message stays UTF-8 (the --json report must encode).
+local function cut(s, n)
+  if #s <= n then return s end
+  while n > 0 and s:byte(n + 1) and s:byte(n + 1) >= 0x80 and s:byte(n + 1) <= 0xBF do n = n - 1 end
+  return s:sub(1, n)
+end
+
+-- Text from the connector (or the command line) made fit for a message: bytes
+-- that are not UTF-8 as \xNN, so the text report and the --json one hold it.
+local function clean(s)
+  return escape_invalid_utf8(tostring(s))
+end
+
 -- A short, one-line spelling of a value for messages.
 local function show(v)
   if v == null then return "null" end
   if type(v) == "string" then
     local s = v
-    if #s > 60 then s = s:sub(1, 57) .. "..." end
-    return (format("%q", s):gsub("\\\n", "\\n"))
+    if #s > 60 then s = cut(s, 57) .. "..." end
+    return clean((format("%q", s):gsub("\\\n", "\\n")))
   end
   if type(v) == "table" then
     local ok, text = pcall(json.encode, v)
     if ok and text then
-      if #text > 60 then text = text:sub(1, 57) .. "..." end
+      if #text > 60 then text = cut(text, 57) .. "..." end
       return text
     end
     return "a table"
@@ -76,14 +91,22 @@ _M.show = show
 local function snippet(body)
   if body == nil or body == "" then return "(empty body)" end
   body = tostring(body):gsub("%s+", " ")
-  if #body > 120 then body = body:sub(1, 117) .. "..." end
-  return body
+  if #body > 120 then body = cut(body, 117) .. "..." end
+  -- control characters (a binary answer) as \xNN, as the bytes that are not UTF-8
+  return clean((body:gsub("%c", function(c) return format("\\x%02x", c:byte()) end)))
 end
 
 local function in_range(n, lo, hi) n = tonumber(n) return n ~= nil and n >= lo and n <= hi end
 
+-- A day of the calendar: 2025-02-30 or 2025-04-31 is not one (PHP's date
+-- parsing would roll it over into the next month).
+local MONTH_DAYS = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
 local function valid_date(y, m, d)
-  return in_range(m, 1, 12) and in_range(d, 1, 31) and y ~= nil
+  y, m, d = tonumber(y), tonumber(m), tonumber(d)
+  if not (y and in_range(m, 1, 12) and in_range(d, 1, 31)) then return false end
+  local last = MONTH_DAYS[m]
+  if m == 2 and y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0) then last = 29 end
+  return d <= last
 end
 
 local function valid_time(h, mi, s)
@@ -111,7 +134,7 @@ function _M.check_value(v, ftype)
     if type(v) ~= "string" then return "FAIL", "date value must be a string YYYY-MM-DD, got " .. show(v) end
     local y, m, d = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
     if y and valid_date(y, m, d) then return nil end
-    return "FAIL", "date value must be YYYY-MM-DD, got " .. show(v)
+    return "FAIL", "date value must be YYYY-MM-DD, got " .. show(v) .. (y and " (no such day)" or "")
   elseif ftype == "datetime" then
     -- Y-m-d H:i:s (the table column format), or with an offset as the urlData
     -- example shows it, 2024-08-30T12:19:57+02:00 (connector/index.md): both pass
@@ -133,7 +156,9 @@ function _M.check_value(v, ftype)
         return "WARN", "datetime value in ISO 8601 " .. show(v) .. " (accepted; the documented forms are YYYY-MM-DD HH:MM:SS and 2024-08-30T12:19:57+02:00)"
       end
     end
+    y, m, d = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[ T]%d%d:%d%d:%d%d")
     return "FAIL", "datetime value must be YYYY-MM-DD HH:MM:SS or YYYY-MM-DDTHH:MM:SS+HH:MM, got " .. show(v)
+      .. ((y and not valid_date(y, m, d)) and " (no such day)" or "")
   elseif ftype == "money" then
     -- kept as a number: Bitrix24 drops all but digits, "-" and the separator
     if type(v) == "number" then return nil end
@@ -151,13 +176,13 @@ end
 ---------------------------------------------------------------- the report
 
 local function new_report(url, opts)
-  return { url = url, body = opts.body, checks = {},
+  return { url = clean(url), body = opts.body, checks = {},
     summary = { PASS = 0, WARN = 0, FAIL = 0, SKIP = 0 }, ok = true }
 end
 
 local function add(report, result, name, message, extra)
-  local entry = { result = result, check = name, message = message }
-  for k, v in pairs(extra or {}) do entry[k] = v end
+  local entry = { result = result, check = clean(name), message = clean(message) }
+  for k, v in pairs(extra or {}) do entry[k] = type(v) == "string" and clean(v) or v end
   report.checks[#report.checks + 1] = entry
   report.summary[result] = report.summary[result] + 1
   if result == "FAIL" then report.ok = false end
@@ -232,10 +257,11 @@ local function post(ctx, endpoint, params)
   if not slowest or seconds > slowest.seconds then ctx.slowest[endpoint] = { seconds = seconds, answered = res ~= nil } end
   if not res then
     local message = tostring(err)
-    if type(err) == "table" and err.timeout then
+    local timed_out = type(err) == "table" and err.timeout
+    if timed_out then
       message = format("no answer within %g s (%s)", ctx.opts.timeout, tostring(err.message or err))
     end
-    return nil, message, seconds
+    return nil, message, seconds, timed_out
   end
   res.seconds = seconds
   res.headers = res.headers or {}
@@ -547,11 +573,21 @@ local function field_types(fields)
   return types, codes
 end
 
+-- After a data request for a table timed out, the others for it are SKIPped:
+-- against a hung connector each would only cost another timeout.
+local function data_hung(ctx, name, code)
+  if not ctx.data_hung[code] then return false end
+  add(ctx.report, "SKIP", name, "an earlier data request for this table got no answer within the timeout", { table = code })
+  return true
+end
+
 local function data_request(ctx, name, code, params, expected, types, limit)
   local f = findings()
   params.table = code
-  local res, err, seconds = request(ctx, "data", params)
+  if data_hung(ctx, name, code) then return nil, f end
+  local res, err, seconds, timed_out = request(ctx, "data", params)
   if not res then
+    if timed_out then ctx.data_hung[code] = true end
     add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds, table = code })
     return nil, f
   end
@@ -564,8 +600,10 @@ end
 local function step_data_unlimited(ctx, code, codes, types, limited_rows)
   local name = format("data %s (no limit)", code)
   local f = findings()
-  local res, err, seconds = request(ctx, "data", { table = code })
+  if data_hung(ctx, name, code) then return end
+  local res, err, seconds, timed_out = request(ctx, "data", { table = code })
   if not res then
+    if timed_out then ctx.data_hung[code] = true end
     if err:find("larger than max_body", 1, true) then
       add(ctx.report, "WARN", name, format("the whole table is over %d MB; verify stopped reading it (Bitrix24 reads it all)",
         floor(ctx.opts.max_body / 1048576)), { seconds = seconds, table = code })
@@ -664,6 +702,7 @@ local function step_data(ctx, code, fields)
     if field then break end
   end
   if not field then
+    if data_hung(ctx, name, code) then return end
     add(ctx.report, "SKIP", name, "no int or string value in the first rows to filter on", { table = code })
     return
   end
@@ -688,12 +727,13 @@ local function step_data(ctx, code, fields)
     local wrong = 0
     for _, row in ipairs(frows) do
       local v = row[field]
-      local equal = v == value or (type(v) == "number" and type(value) == "number" and v == value)
+      -- a database may compare strings without case (MySQL's default collations)
+      local equal = v == value or (type(v) == "string" and type(value) == "string" and v:lower() == value:lower())
       if not equal then wrong = wrong + 1 end
     end
     if wrong > 0 then
-      note(f, "WARN", format("%d of %d row(s) do not have %s = %s: the filter seems ignored (Bitrix24 may rely on it)",
-        wrong, #frows, field, show(value)))
+      note(f, "FAIL", format("%d of %d row(s) do not have %s = %s: the filter seems ignored (urlData must answer only"
+        .. " the rows that match its filter)", wrong, #frows, field, show(value)))
     end
   end
   flush(ctx.report, f, name, format("%d row(s), all with %s = %s", frows and #frows or 0, field, show(value)),
@@ -704,6 +744,48 @@ local function mangle(value)
   value = tostring(value)
   if value == "" then return "x" end
   return "wrong-" .. value
+end
+
+-- Rows or tables in a 200 answer given with wrong credentials: what leaked.
+local function leaked(endpoint, res)
+  local value = json.decode(res.body)
+  if type(value) ~= "table" then return nil end
+  if endpoint == "table_list" then return #value > 0 and format("%d table(s)", #value) or nil end
+  return #value > 1 and format("%d row(s)", #value - 1) or nil
+end
+
+-- The other endpoints with the settings that check refused mangled: each
+-- must check them too (protocol.md section 2: the connection values are how
+-- every endpoint authenticates Bitrix24), not only check.
+local function step_wrong_credentials_endpoints(ctx, refused)
+  local name = "wrong credentials"
+  local mangled = {}
+  for k, v in pairs(ctx.connection) do mangled[k] = v end
+  for _, code in ipairs(refused) do mangled[code] = mangle(mangled[code]) end
+  local what = concat(refused, ", ")
+  local requests = { { "table_list", { searchString = "" } } }
+  if ctx.first_table and not ctx.data_hung[ctx.first_table] then requests[2] = { "data", { table = ctx.first_table, limit = 1 } } end
+  for _, r in ipairs(requests) do
+    local endpoint, params = r[1], r[2]
+    params.connection = mangled
+    local check_name = format("%s %s%s (%s mangled)", name, endpoint, params.table and (" " .. params.table) or "", what)
+    local res, err, seconds = post(ctx, endpoint, params)
+    if not res then
+      add(ctx.report, "FAIL", check_name, "no answer: " .. err, { seconds = seconds })
+    elseif res.status ~= 200 then
+      add(ctx.report, "PASS", check_name, format("refused with HTTP %d", res.status), { seconds = res.seconds })
+    else
+      local got = leaked(endpoint, res)
+      if got then
+        add(ctx.report, "FAIL", check_name, format("%s answered 200 with %s, though setting(s) %s were wrong: it must check "
+          .. "the connection values itself, as check does (anyone who knows the URL gets the data)", endpoint, got, what),
+          { seconds = res.seconds })
+      else
+        add(ctx.report, "WARN", check_name, format("%s answered 200 (without data) though setting(s) %s were wrong: answer a "
+          .. "non-200 status, which Bitrix24 reads as \"connection unavailable\"", endpoint, what), { seconds = res.seconds })
+      end
+    end
+  end
 end
 
 local function step_wrong_credentials(ctx)
@@ -721,6 +803,7 @@ local function step_wrong_credentials(ctx)
     add(ctx.report, "SKIP", name, "check got no answer with the right settings")
     return
   end
+  local refused, accepted = {}, {}
   for _, code in ipairs(codes) do
     local mangled = {}
     for k, v in pairs(ctx.connection) do mangled[k] = v end
@@ -730,12 +813,25 @@ local function step_wrong_credentials(ctx)
     if not res then
       add(ctx.report, "FAIL", check_name, "no answer: " .. err, { seconds = seconds })
     elseif res.status == 200 then
-      add(ctx.report, "WARN", check_name, format("check answered 200 with setting %s changed: wrong credentials are accepted", code),
-        { seconds = res.seconds })
+      accepted[#accepted + 1] = { check_name, code, res.seconds }
     else
+      refused[#refused + 1] = code
       add(ctx.report, "PASS", check_name, format("refused with HTTP %d", res.status), { seconds = res.seconds })
     end
   end
+  -- a setting the connector does not check while it checks another may be no
+  -- credential (a WARN); when it checks none, it authenticates nothing (a FAIL)
+  for _, a in ipairs(accepted) do
+    if #refused == 0 then
+      add(ctx.report, "FAIL", a[1], format("check answered 200 with setting %s changed: wrong credentials are accepted "
+        .. "(the connector must check the connection values: they are how it authenticates Bitrix24)", a[2]),
+        { seconds = a[3] })
+    else
+      add(ctx.report, "WARN", a[1], format("check answered 200 with setting %s changed: wrong credentials are accepted", a[2]),
+        { seconds = a[3] })
+    end
+  end
+  if #refused > 0 then step_wrong_credentials_endpoints(ctx, refused) end
 end
 
 -- Each endpoint's slowest answer against Bitrix24's budget (250 s, connector/index.md).
@@ -797,6 +893,7 @@ local function run_mode(ctx)
     for _, code in ipairs(wanted) do
       local fields = step_description(ctx, code)
       if fields and #fields > 0 then
+        ctx.first_table = ctx.first_table or code
         step_data(ctx, code, fields)
       else
         add(ctx.report, "SKIP", "data " .. code, "no usable description", { table = code })
@@ -838,7 +935,7 @@ function _M.run(url, opts)
   local modes = o.body == "both" and { "form", "json" } or { o.body }
   for _, mode in ipairs(modes) do
     local ctx = { base = base_url(url), mode = mode, opts = o, report = report, transport = transport,
-      connection = connection, slowest = {} }
+      connection = connection, slowest = {}, data_hung = {} }
     local first = #report.checks + 1
     run_mode(ctx)
     for i = first, #report.checks do report.checks[i].body = mode end

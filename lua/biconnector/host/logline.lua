@@ -39,6 +39,7 @@ local function escape_invalid_utf8(s)
   end
   return concat(out)
 end
+_M.escape_invalid_utf8 = escape_invalid_utf8
 
 -- A log value: bare when it is a plain word, else quoted on one line, with
 -- control characters and bytes that are not UTF-8 escaped (\xNN).

@@ -1,0 +1,137 @@
+-- `biconnector verify` reviewed as a user would: deviations it used to let
+-- pass (or report as a WARN, exit 0), a --json report it could not print, and
+-- a hung data endpoint that cost one timeout per request. Against the
+-- hand-written connector of spec/verify_fixture_server.lua (modes in the URL).
+local helpers = require "helpers"
+local S = require "serve_helpers"
+local verify = require "biconnector.verify"
+local json = require "biconnector.json"
+
+local function lines(report, level)
+  local out = {}
+  for _, c in ipairs(report.checks) do
+    if c.result == level then out[#out + 1] = c.check .. ": " .. c.message end
+  end
+  return out
+end
+
+local function assert_line(report, level, pattern)
+  for _, l in ipairs(lines(report, level)) do
+    if l:find(pattern) then return end
+  end
+  error(("no %s line matching %q in:\n%s"):format(level, pattern, verify.format(report)), 2)
+end
+
+local function cli(args)
+  local parts = { helpers.runtime, "bin/biconnector", "verify" }
+  for _, a in ipairs(args) do parts[#parts + 1] = S.shell_quote(a) end
+  return helpers.run3(table.concat(parts, " "))
+end
+
+-- Is s valid UTF-8 (what a JSON reader needs)?
+local function utf8_ok(s)
+  return json.decode(json.encode(s)) == s
+end
+
+describe("biconnector verify review", function()
+  local server, base
+  setup(function()
+    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_fixture_server.lua")
+    base = "http://127.0.0.1:" .. server.port .. "/"
+  end)
+  teardown(function() S.stop(server) end)
+
+  local function run(mode, opts)
+    opts = opts or {}
+    opts.settings = opts.settings or { token = "s3cret" }
+    opts.allow_local = true
+    opts.tables = opts.tables or { "items" }
+    return verify.run(base .. mode, opts)
+  end
+
+  it("prints a --json report for an answer that is not UTF-8 (bytes shown as \\xNN, control characters too)", function()
+    local rc, out, err = cli({ base .. "bad_utf8", "--setting", "token=s3cret", "--table", "items", "--allow-local", "--json" })
+    assert.equal(1, rc, err)
+    local report = assert(json.decode(out), "not JSON: " .. out .. err)
+    local found
+    for _, c in ipairs(report.checks) do
+      if c.check == "data items (limit 5)" and c.result == "FAIL" then found = c.message end
+    end
+    assert.matches("the answer is not JSON", found)
+    assert.matches("<html>\\xff\\xfe \\x01\\x1b[31m</html>", found, 1, true)
+    rc, out = cli({ base .. "bad_utf8", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
+    assert.equal(1, rc)
+    assert.is_true(utf8_ok(out))
+    assert.is_nil(out:find("\27", 1, true)) -- no escape sequence reaches the terminal
+  end)
+
+  it("shortens a long UTF-8 value in a message on a character boundary (the --json report encodes)", function()
+    local report = run("cyrillic")
+    assert_line(report, "FAIL", '^data items %(limit 5%): row 1, field id: int value must be a JSON integer, got "идентификатор')
+    for _, c in ipairs(report.checks) do assert(utf8_ok(c.message), c.message) end
+    local rc, out = cli({ base .. "cyrillic", "--setting", "token=s3cret", "--table", "items", "--allow-local", "--json" })
+    assert.equal(1, rc)
+    assert.is_table(json.decode(out))
+  end)
+
+  it("keeps a --table code that is not UTF-8 printable as JSON", function()
+    local rc, out = cli({ base .. "good", "--setting", "token=s3cret", "--table", "it\255ms", "--allow-local", "--json" })
+    assert.equal(1, rc)
+    local report = assert(json.decode(out))
+    assert.matches('table_list: --table "it\\xffms" is not in the table list', table.concat(lines(report, "WARN"), "\n"), 1, true)
+  end)
+
+  it("fails a date that is no day of the calendar", function()
+    local report = run("no_such_day")
+    assert_line(report, "FAIL", '^data items %(limit 5%): row 1, field day: date value must be YYYY%-MM%-DD, got "2025%-02%-30" %(no such day%)')
+    assert_line(report, "FAIL", 'row 1, field at: datetime value must be .*, got "2025%-04%-31 10:00:00" %(no such day%)')
+    assert.is_false(report.ok)
+    assert.equal(nil, (verify.check_value("2024-02-29", "date")))
+    assert.equal("FAIL", (verify.check_value("2025-02-29", "date")))
+    assert.equal("FAIL", (verify.check_value("1900-02-29", "date")))
+    assert.equal(nil, (verify.check_value("2000-02-29 23:59:59", "datetime")))
+    assert.equal("FAIL", (verify.check_value("2025-06-31T10:00:00+02:00", "datetime")))
+  end)
+
+  it("fails a connector that accepts any credentials (exit 1)", function()
+    local rc, out = cli({ base .. "open", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
+    assert.equal(1, rc, out)
+    assert.matches("FAIL  wrong credentials %(token mangled%): check answered 200 with setting token changed: wrong "
+      .. "credentials are accepted %(the connector must check the connection values", out)
+  end)
+
+  it("fails a connector that checks the credentials on check only, and passes one that checks them everywhere", function()
+    local report = run("open_data")
+    assert_line(report, "PASS", "^wrong credentials %(token mangled%): refused with HTTP 403")
+    assert_line(report, "FAIL", "^wrong credentials table_list %(token mangled%): table_list answered 200 with 2 table%(s%), "
+      .. "though setting%(s%) token were wrong")
+    assert_line(report, "FAIL", "^wrong credentials data items %(token mangled%): data answered 200 with 1 row%(s%)")
+    assert.is_false(report.ok)
+    report = run("good")
+    assert_line(report, "PASS", "^wrong credentials table_list %(token mangled%): refused with HTTP 403")
+    assert_line(report, "PASS", "^wrong credentials data items %(token mangled%): refused with HTTP 403")
+    assert.is_true(report.ok, verify.format(report))
+  end)
+
+  it("fails a connector that ignores the filter (exit 1)", function()
+    local rc, out = cli({ base .. "ignore_filter", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
+    assert.equal(1, rc, out)
+    assert.matches("FAIL  data items %(filter%[=id%]=1%): 4 of 5 row%(s%) do not have id = 1: the filter seems ignored", out)
+  end)
+
+  -- last: the fixture is single-threaded and sleeps on each data request
+  it("after a data request timed out, skips the table's other data requests instead of waiting again", function()
+    local h = require("biconnector.core").http.new()
+    finally(function() h:close() end)
+    local data_requests = 0
+    local report = run("hang_data", { timeout = 0.3, transport = function(req)
+      if req.url:find("/data$") then data_requests = data_requests + 1 end
+      return h:request(req)
+    end })
+    assert.equal(1, data_requests, verify.format(report))
+    assert_line(report, "FAIL", "^data items %(limit 5%): no answer: no answer within 0%.3 s")
+    for _, what in ipairs({ "select at,id", "select at,id, mapFields", "no limit", "filter" }) do
+      assert_line(report, "SKIP", "^data items %(" .. what:gsub("%p", "%%%0") .. "%): an earlier data request for this table got no answer")
+    end
+  end)
+end)
