@@ -119,6 +119,12 @@ describe("biconnector verify review", function()
     assert.matches("FAIL  data items %(filter%[=id%]=1%): 4 of 5 row%(s%) do not have id = 1: the filter seems ignored", out)
   end)
 
+  it("says why the filter request is skipped when the first data answer was unusable", function()
+    local report = run("not_json")
+    assert_line(report, "FAIL", "^data items %(limit 5%): the answer is not JSON")
+    assert_line(report, "SKIP", "^data items %(filter%): the first data request %(limit 5%) gave no usable rows to take a value from")
+  end)
+
   -- last: the fixture is single-threaded and sleeps on each data request
   it("after a data request timed out, skips the table's other data requests instead of waiting again", function()
     local h = require("biconnector.core").http.new()

@@ -703,7 +703,8 @@ local function step_data(ctx, code, fields)
   end
   if not field then
     if data_hung(ctx, name, code) then return end
-    add(ctx.report, "SKIP", name, "no int or string value in the first rows to filter on", { table = code })
+    add(ctx.report, "SKIP", name, rows and "no int or string value in the first rows to filter on"
+      or format("the first data request (limit %d) gave no usable rows to take a value from", limit), { table = code })
     return
   end
   local sent = value
