@@ -78,7 +78,8 @@ local function handle(modes, endpoint, p)
       for i, f in ipairs(fields) do select[i] = f.code end
     end
     local filter_id = type(p.filter) == "table" and tonumber(p.filter["=id"] or p.filter.id)
-    if mode_is("ignore_filter") then filter_id = nil end
+    local filter_name = type(p.filter) == "table" and p.filter["=name"]
+    if mode_is("ignore_filter") then filter_id, filter_name = nil, nil end
     local limit = tonumber(p.limit)
     if mode_is("ignore_limit") then limit = nil end
     if mode_is("default_limit") and limit == nil then limit = 2 end -- a cap of its own when none is asked
@@ -89,8 +90,8 @@ local function handle(modes, endpoint, p)
     end
     for i = 1, 20 do
       if limit and #rows > limit then break end
-      if not filter_id or filter_id == i then
-        local r = row_of(p.table, i)
+      local r = row_of(p.table, i)
+      if (not filter_id or filter_id == i) and (not filter_name or filter_name == r.name) then
         local row = {}
         for c, code in ipairs(select) do row[c] = r[code] == nil and null or r[code] end
         rows[#rows + 1] = row
@@ -107,6 +108,13 @@ local function handle(modes, endpoint, p)
     if mode_is("cyrillic") and p.table == "items" and rows[2] then -- a long UTF-8 string where an int belongs
       for c, code in ipairs(select) do
         if code == "id" then rows[2][c] = ("идентификатор "):rep(5) end
+      end
+    end
+    if mode_is("bigint") and p.table == "items" then -- an int past the 64-bit range: a float to the reader
+      for r = 2, #rows do
+        for c, code in ipairs(select) do
+          if code == "id" then rows[r][c] = 1e20 end
+        end
       end
     end
     if mode_is("no_such_day") and p.table == "items" and rows[2] then

@@ -125,6 +125,12 @@ describe("biconnector verify review", function()
     assert_line(report, "SKIP", "^data items %(filter%): the first data request %(limit 5%) gave no usable rows to take a value from")
   end)
 
+  it("does not filter on an int value past 2^53 that it cannot send back exactly (1e+20), but on a string field", function()
+    local report = run("bigint")
+    assert_line(report, "PASS", "^data items %(filter%[=name%]=item 1%): 1 row%(s%), all with name = \"item 1\"")
+    assert.equal(0, report.summary.WARN, verify.format(report))
+  end)
+
   -- last: the fixture is single-threaded and sleeps on each data request
   it("after a data request timed out, skips the table's other data requests instead of waiting again", function()
     local h = require("biconnector.core").http.new()

@@ -692,7 +692,8 @@ local function step_data(ctx, code, fields)
       local v = rows and rows[1] and rows[1][fd.code]
       -- an integer beyond 2^53 that this runtime holds only as a double (LuaJIT)
       -- cannot be sent back exactly: filtering on it would test the rounding
-      local inexact = type(v) == "number" and math.type == nil and (v >= 2^53 or v <= -2^53)
+      -- (or that arrived as a float, past the 64-bit range under Lua 5.4: 1e+20)
+      local inexact = type(v) == "number" and (math.type == nil or math.type(v) == "float") and (v >= 2^53 or v <= -2^53)
       if fd.type == wanted and v ~= nil and v ~= null and (type(v) == "string" or type(v) == "number")
         and not inexact then
         field, value = fd.code, v
