@@ -773,18 +773,20 @@ local function step_wrong_credentials_endpoints(ctx, refused)
     local check_name = format("%s %s%s (%s mangled)", name, endpoint, params.table and (" " .. params.table) or "", what)
     local res, err, seconds = post(ctx, endpoint, params)
     if not res then
-      add(ctx.report, "FAIL", check_name, "no answer: " .. err, { seconds = seconds })
+      add(ctx.report, "FAIL", check_name, "no answer: " .. err, { seconds = seconds, table = params.table })
     elseif res.status ~= 200 then
-      add(ctx.report, "PASS", check_name, format("refused with HTTP %d", res.status), { seconds = res.seconds })
+      add(ctx.report, "PASS", check_name, format("refused with HTTP %d", res.status),
+        { seconds = res.seconds, table = params.table })
     else
       local got = leaked(endpoint, res)
       if got then
         add(ctx.report, "FAIL", check_name, format("%s answered 200 with %s, though setting(s) %s were wrong: it must check "
           .. "the connection values itself, as check does (anyone who knows the URL gets the data)", endpoint, got, what),
-          { seconds = res.seconds })
+          { seconds = res.seconds, table = params.table })
       else
         add(ctx.report, "WARN", check_name, format("%s answered 200 (without data) though setting(s) %s were wrong: answer a "
-          .. "non-200 status, which Bitrix24 reads as \"connection unavailable\"", endpoint, what), { seconds = res.seconds })
+          .. "non-200 status, which Bitrix24 reads as \"connection unavailable\"", endpoint, what),
+          { seconds = res.seconds, table = params.table })
       end
     end
   end
@@ -805,32 +807,31 @@ local function step_wrong_credentials(ctx)
     add(ctx.report, "SKIP", name, "check got no answer with the right settings")
     return
   end
-  local refused, accepted = {}, {}
-  for _, code in ipairs(codes) do
+  local answers, refused = {}, {}
+  for i, code in ipairs(codes) do
     local mangled = {}
     for k, v in pairs(ctx.connection) do mangled[k] = v end
     mangled[code] = mangle(mangled[code])
-    local check_name = format("%s (%s mangled)", name, code)
     local res, err, seconds = post(ctx, "check", { connection = mangled })
-    if not res then
-      add(ctx.report, "FAIL", check_name, "no answer: " .. err, { seconds = seconds })
-    elseif res.status == 200 then
-      accepted[#accepted + 1] = { check_name, code, res.seconds }
-    else
-      refused[#refused + 1] = code
-      add(ctx.report, "PASS", check_name, format("refused with HTTP %d", res.status), { seconds = res.seconds })
-    end
+    answers[i] = { res = res, err = err, seconds = seconds }
+    if res and res.status ~= 200 then refused[#refused + 1] = code end
   end
-  -- a setting the connector does not check while it checks another may be no
-  -- credential (a WARN); when it checks none, it authenticates nothing (a FAIL)
-  for _, a in ipairs(accepted) do
-    if #refused == 0 then
-      add(ctx.report, "FAIL", a[1], format("check answered 200 with setting %s changed: wrong credentials are accepted "
-        .. "(the connector must check the connection values: they are how it authenticates Bitrix24)", a[2]),
-        { seconds = a[3] })
+  for i, code in ipairs(codes) do
+    local check_name = format("%s (%s mangled)", name, code)
+    local res, a = answers[i].res, answers[i]
+    if not res then
+      add(ctx.report, "FAIL", check_name, "no answer: " .. a.err, { seconds = a.seconds })
+    elseif res.status ~= 200 then
+      add(ctx.report, "PASS", check_name, format("refused with HTTP %d", res.status), { seconds = res.seconds })
+    elseif #refused == 0 then
+      -- no setting checked: the connector authenticates nothing
+      add(ctx.report, "FAIL", check_name, format("check answered 200 with setting %s changed: wrong credentials are accepted "
+        .. "(the connector must check the connection values: they are how it authenticates Bitrix24)", code),
+        { seconds = res.seconds })
     else
-      add(ctx.report, "WARN", a[1], format("check answered 200 with setting %s changed: wrong credentials are accepted", a[2]),
-        { seconds = a[3] })
+      -- another setting is checked: this one may be no credential
+      add(ctx.report, "WARN", check_name, format("check answered 200 with setting %s changed: wrong credentials are accepted", code),
+        { seconds = res.seconds })
     end
   end
   if #refused > 0 then step_wrong_credentials_endpoints(ctx, refused) end
