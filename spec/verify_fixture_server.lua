@@ -48,11 +48,16 @@ local function handle(modes, endpoint, p)
     if mode_is("list500") then return answer(500, "") end
     local search = tostring(p.searchString or ""):lower()
     local list = {}
+    -- title_search: titles that do not hold the codes, searched by title only
+    local titles = mode_is("title_search") and { items = "Goods", people = "Persons" } or {}
     for _, t in ipairs(TABLES) do
-      if mode_is("no_search") or search == "" or t.code:find(search, 1, true) or t.title:lower():find(search, 1, true) then
-        list[#list + 1] = { code = t.code, title = t.title }
+      local title = titles[t.code] or t.title
+      local by_code = not mode_is("title_search") and t.code:find(search, 1, true)
+      if mode_is("no_search") or search == "" or by_code or title:lower():find(search, 1, true) then
+        list[#list + 1] = { code = t.code, title = title }
       end
     end
+    if mode_is("empty_search") and search ~= "" then list = {} end -- finds nothing
     if mode_is("empty_code") then list[#list + 1] = { code = "", title = "Nameless" } end
     if mode_is("zero") then list[#list + 1] = { code = "zero", title = "0" } end
     if mode_is("text_type") then return answer(200, json.encode(list), "text/html") end

@@ -131,6 +131,19 @@ describe("biconnector verify review", function()
     assert.equal(0, report.summary.WARN, verify.format(report))
   end)
 
+  -- Bitrix24's docs say searchString searches by externalCode (the code) and,
+  -- on the same page, that the search is by title: either is a conforming search
+  it("does not fail a connector that searches titles only when the searched code is in no title", function()
+    local report = run("title_search")
+    assert_line(report, "WARN", '^table_list search: searching "items" did not return the table "items" %(Bitrix24\'s docs')
+    assert.is_true(report.ok, verify.format(report))
+  end)
+
+  it("still fails a search that does not return a table whose code and title both hold the string", function()
+    local report = run("empty_search")
+    assert_line(report, "FAIL", '^table_list search: searching "items" did not return the table "items"$')
+  end)
+
   -- last: the fixture is single-threaded and sleeps on each data request
   it("after a data request timed out, skips the table's other data requests instead of waiting again", function()
     local h = require("biconnector.core").http.new()
