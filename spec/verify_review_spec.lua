@@ -131,6 +131,13 @@ describe("biconnector verify review", function()
     assert.equal(0, report.summary.WARN, verify.format(report))
   end)
 
+  it("reports a described field without a name once, not again as a wrong header of every data answer", function()
+    local report = run("no_name")
+    assert_line(report, "FAIL", "^table_description items: field 2: name must be a non%-empty string, got nil")
+    assert.equal(1, report.summary.FAIL, verify.format(report))
+    assert_line(report, "PASS", "^data items %(limit 5%): 5 row%(s%) of 5 field%(s%)")
+  end)
+
   -- Bitrix24's docs say searchString searches by externalCode (the code) and,
   -- on the same page, that the search is by title: either is a conforming search
   it("does not fail a connector that searches titles only when the searched code is in no title", function()

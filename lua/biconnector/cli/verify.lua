@@ -372,6 +372,11 @@ local function check_description(f, value)
         end
         seen[fd.code] = true
         fields[#fields + 1] = { code = fd.code, name = fd.name, type = fd.type:lower() }
+      elseif php_value(fd.code) and not seen[fd.code] then
+        -- a field with a good code but no name or type is still a column of the
+        -- data answers (their header is checked against it); its values are not
+        seen[fd.code] = true
+        fields[#fields + 1] = { code = fd.code, name = fd.name, type = type(fd.type) == "string" and fd.type:lower() or nil }
       end
     end
   end
@@ -576,7 +581,7 @@ local function step_description(ctx, code)
   local fields = value ~= nil and check_description(f, value) or nil
   if f.fails > 0 then fields = fields and #fields > 0 and fields or nil end
   local types = {}
-  for _, fd in ipairs(fields or {}) do types[#types + 1] = fd.code .. ":" .. fd.type end
+  for _, fd in ipairs(fields or {}) do types[#types + 1] = fd.code .. ":" .. tostring(fd.type) end
   flush(ctx.report, f, name, format("%d field(s) %s", fields and #fields or 0, concat(types, ", ")),
     { seconds = res.seconds, table = code })
   return fields
