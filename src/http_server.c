@@ -206,7 +206,7 @@ static enum MHD_Result queue_json(struct MHD_Connection *conn, unsigned int stat
                                                            MHD_RESPMEM_PERSISTENT);
   enum MHD_Result ret;
   if (r == NULL) return MHD_NO;
-  MHD_add_response_header(r, "Content-Type", "application/json");
+  MHD_add_response_header(r, "Content-Type", "application/json; charset=utf-8");
   ret = MHD_queue_response(conn, status, r);
   MHD_destroy_response(r);
   return ret;
@@ -228,7 +228,7 @@ static enum MHD_Result refuse(struct MHD_Connection *conn, request *req, unsigne
   enum MHD_Result ret;
   conn_state *cs = state_of(conn);
   if (r == NULL) return MHD_NO;
-  MHD_add_response_header(r, "Content-Type", "application/json");
+  MHD_add_response_header(r, "Content-Type", "application/json; charset=utf-8");
   MHD_add_response_header(r, "Connection", "close");
   if (status == 503) MHD_add_response_header(r, "Retry-After", "1");
   ret = MHD_queue_response(conn, status, r);

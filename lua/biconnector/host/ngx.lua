@@ -338,7 +338,8 @@ local ERROR_PAGES = {
   [400] = { "bad_request", "nginx refused the request" },
   [408] = { "request_timeout", "the request body did not arrive in time" },
   [411] = { "length_required", "the request needs a Content-Length" },
-  [413] = { "payload_too_large", "the request body is larger than client_max_body_size" },
+  -- the message of `biconnector serve`'s 413 (src/http_server.c), so that both hosts answer alike
+  [413] = { "payload_too_large", "the request body is over the server's limit" },
   [414] = { "uri_too_long", "the request URI is too long" },
   [494] = { "bad_request", "the request headers are too large" },
 }
