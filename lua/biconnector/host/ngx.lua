@@ -284,6 +284,20 @@ local function keep_heap()
   core.process.mmap_threshold(1048576)
 end
 
+-- The refusals of `biconnector serve` (src/http_server.c) for a request
+-- target nginx lets through: a control byte in the path (nginx decodes
+-- %0A and the like into $uri; %00 it refuses itself) would otherwise reach
+-- the routing (a 404 naming it), and a query string holding %00 is 400
+-- there before the handler runs. -> the body, or nil
+local BAD_TARGET = '{"error":"bad_request","message":"the request target holds a control byte"}'
+local BAD_QUERY = '{"error":"bad_request","message":"query string: a name or value holds an encoded NUL byte (%00)"}'
+local find = string.find
+local function refused_target(uri)
+  if find(uri, "[%z\1-\31\127]") then return BAD_TARGET end
+  local args = ngx.var.args
+  if args and find(args, "%00", 1, true) then return BAD_QUERY end
+end
+
 function _M.serve(target, opts)
   opts = opts or {}
   -- the clock only for what measures the answer's time
@@ -291,13 +305,25 @@ function _M.serve(target, opts)
   if not heap_set then keep_heap() end
   -- nil, "lua_check_client_abort is off" (a per-location setting): found when the answer is sent
   local abort_ok, abort_on = pcall(ngx.on_abort, on_abort)
-  local ok, req, status, headers, body, finish = xpcall(prepare, with_trace, target, opts, started)
+  local uri = ngx.var.uri
+  local refusal = refused_target(uri)
+  local ok, req, status, headers, body, finish
+  if refusal then
+    ok, status, headers, body = true, 400, { ["Content-Type"] = JSON_TYPE }, refusal
+    req = { method = ngx.req.get_method(), path = uri, remote = ngx.var.remote_addr or "" }
+  else
+    ok, req, status, headers, body, finish = xpcall(prepare, with_trace, target, opts, started)
+  end
+  local id
   if not ok then
-    local id = glue_error(req.message, req.traceback)
+    id = glue_error(req.message, req.traceback)
     status, headers, body = 500, { ["Content-Type"] = JSON_TYPE }, errors.internal_body(id)
-    req = { method = ngx.req.get_method(), path = ngx.var.uri, remote = ngx.var.remote_addr or "" }
+    req = { method = ngx.req.get_method(), path = uri, remote = ngx.var.remote_addr or "" }
+  end
+  if not finish then -- a refusal or a glue failure: the connector did not answer
     finish = connector_mod.finisher(req, { log = opts.log or _M.log, access_log = opts.access_log and access_log or nil,
-      metrics = opts.metrics and _M.metrics_registry(opts.metrics) or nil }, status, { status = 500, error = id }, started)
+      metrics = opts.metrics and _M.metrics_registry(opts.metrics) or nil }, status, { status = status, error = id },
+      started)
   end
   local sent = { finish = finish, bytes = 0 }
   if abort_ok and abort_on then ngx.ctx.biconnector_answer = sent end -- for on_abort
