@@ -543,6 +543,19 @@ static void take_answer(lua_State *L, dispatch *d, int base) {
   make_response(L, d, base); /* a bad answer still gets its finish call, with "error" */
 }
 
+/* The path of a request target. A target in absolute form ("http://host/check",
+ * which RFC 9112, 3.2.2 says a server must accept, and nginx does) is the path
+ * after its scheme and authority; libmicrohttpd hands it over whole. */
+static const char *origin_path(const char *url) {
+  const char *p;
+  if (url == NULL) return "";
+  if (strncasecmp(url, "http://", 7) == 0) p = url + 7;
+  else if (strncasecmp(url, "https://", 8) == 0) p = url + 8;
+  else return url;
+  p += strcspn(p, "/?#");
+  return *p == '/' ? p : "/";
+}
+
 /* Protected: builds the request table, calls the handler, checks its answer. */
 static int dispatch_request(lua_State *L) {
   dispatch *d = (dispatch *)lua_touserdata(L, 1);
@@ -553,7 +566,7 @@ static int dispatch_request(lua_State *L) {
   lua_createtable(L, 0, 7);
   lua_pushstring(L, d->method);
   lua_setfield(L, -2, "method");
-  lua_pushstring(L, d->url);
+  lua_pushstring(L, origin_path(d->url));
   lua_setfield(L, -2, "path");
   push_arguments(L, &d->arguments);
   lua_setfield(L, -2, "query");
