@@ -28,6 +28,7 @@ return biconnector.connector {
   title = "raises", settings = { { code = "token", name = "Token", type = "STRING" } }, secrets = { SECRET },
   check = function(c)
     if c.token == "raise" then error("check exploded near " .. SECRET) end
+    if c.token == "busy" then error(require("biconnector.connector").failure(503, "upstream is down")) end
     return c.token == SECRET, "wrong token"
   end,
   tables = function() error("tables exploded near " .. SECRET) end,
@@ -420,6 +421,14 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
     end
     assert.is_nil(ngx_log():find(SECRET, 1, true))
     assert.is_nil(S.stderr(serves.errors):find(SECRET, 1, true))
+    -- each host logs the id it answered
+    local a, b = both("errors", "POST", "/errors/check", form({ { "connection[token]", "raise" } }), FORM)
+    local id_a, id_b = cjson.decode(a.body).id, cjson.decode(b.body).id
+    assert.matches("id=" .. id_a, S.wait_stderr(serves.errors, "id=" .. id_a), 1, true)
+    assert.is_true(N.wait_until(function() return ngx_log():find("id=" .. id_b, 1, true) ~= nil end, 5))
+    -- a handler's own failure: its status and message
+    local v = same("errors", "POST", "/errors/check", form({ { "connection[token]", "busy" } }), FORM)
+    assert.equals(503, v.status)
   end)
 
   it("cuts a stream that fails after its first chunk alike, and answers one that fails before it alike", function()
