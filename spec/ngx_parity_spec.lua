@@ -202,7 +202,12 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
       "  server {",
       "    listen 127.0.0.1:" .. ngx_port .. ";",
       "    client_max_body_size 1m;",
+      -- nginx's own refusals as JSON: URI locations (a named one fails for an
+      -- error in the request line: "empty URI in redirect to named location", a 500)
       "    error_page 400 /_biconnector/400;",
+      "    error_page 414 /_biconnector/414;",
+      "    error_page 494 /_biconnector/494;",
+      "    error_page 501 /_biconnector/501;",
     }
     for name, file in pairs(files) do
       for _, line in ipairs({
@@ -214,9 +219,14 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
       }) do lines[#lines + 1] = line end
     end
     for _, line in ipairs({
-      "    location = /_biconnector/400 {",
+      "    location ~ ^/_biconnector/(\\d+)$ {",
       "      internal;",
-      "      content_by_lua_block { require('biconnector.ngx').error_page(400) }",
+      "      content_by_lua_block { require('biconnector.ngx').error_page(tonumber(ngx.var[1])) }",
+      "    }",
+      "    location = /_404 { content_by_lua_block { require('biconnector.ngx').error_page(404) } }",
+      -- any other path: answered by serve (404 naming it), as `biconnector serve` does
+      "    location / {",
+      "      content_by_lua_block { require('biconnector.ngx').serve(" .. format("%q", DEMO) .. ", { prefix = '/demo' }) }",
       "    }",
       "    location @bic_413 {",
       "      content_by_lua_block { require('biconnector.ngx').error_page(413) }",
@@ -332,6 +342,14 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
     same("demo", "POST", "/demo/check?x=1&y", demo_conn(), FORM)
     same("demo", "POST", "/demo/check?connection[token]=wrong", demo_conn(), FORM)
     same("demo", "POST", "/demo/%63heck", demo_conn(), FORM)
+    -- outside the prefix (nginx: a `location /` that serves too)
+    same("demo", "POST", "/check", demo_conn(), FORM)
+    same("demo", "POST", "/demo", demo_conn(), FORM)
+    same("demo", "POST", "/", demo_conn(), FORM)
+    same("demo", "GET", "/favicon.ico")
+    -- error_page(404) for a configuration that routes other paths there: the code of serve's 404
+    local r = request(ngx_port, "GET", "/_404")
+    assert.same({ 404, "not_found" }, { r.status, cjson.decode(r.body).error })
     same("demo", "POST", "/demo/check%20", demo_conn(), FORM)
   end)
 
@@ -395,6 +413,38 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
     assert.equals(400, b.status)
     assert.equals("bad_request", cjson.decode(a.body).error)
     assert.equals("bad_request", cjson.decode(b.body).error)
+    -- requests nginx refuses itself, before any Lua: both 400 JSON (nginx's
+    -- through error_page 400), the messages differ
+    local body = demo_conn()
+    for _, head in ipairs({
+      "Content-Length: " .. #body .. "\r\nContent-Length: " .. #body,
+      "Content-Length: " .. #body .. "\r\nTransfer-Encoding: chunked",
+    }) do
+      local text = "POST /demo/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" .. head .. "\r\n\r\n" .. body
+      a, b = send_raw(serves.demo.port, text), send_raw(ngx_port, text)
+      assert.same({ 400, "bad_request" }, { a.status, cjson.decode(a.body).error }, head)
+      assert.same({ 400, "bad_request" }, { b.status, cjson.decode(b.body).error }, head)
+    end
+    local text = "POST /demo/check HTTP/1.1\r\nConnection: close\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
+    a, b = send_raw(serves.demo.port, text), send_raw(ngx_port, text)
+    assert.same({ 400, "bad_request" }, { a.status, cjson.decode(a.body).error }, "no Host")
+    assert.same({ 400, "bad_request" }, { b.status, cjson.decode(b.body).error }, "no Host")
+    -- nginx's limits on the request line and headers (large_client_header_buffers,
+    -- 8k): 414 and 494 (a 400 "Request Header Or Cookie Too Large" without
+    -- error_page 494); serve reads up to libmicrohttpd's buffer
+    a, b = both("demo", "POST", "/demo/" .. string.rep("a", 9000), demo_conn(), FORM)
+    assert.equals(404, a.status)
+    assert.same({ 414, "uri_too_long" }, { b.status, cjson.decode(b.body).error })
+    a, b = both("demo", "POST", "/demo/check", demo_conn(), { ["Content-Type"] = FORM["Content-Type"],
+      ["X-Big"] = string.rep("a", 9000) })
+    assert.equals(200, a.status)
+    -- (494 is nginx's own code for it; the client is told 400, as without error_page)
+    assert.same({ 400, "bad_request" }, { b.status, cjson.decode(b.body).error })
+    -- a Transfer-Encoding other than chunked: serve 400, nginx 501
+    text = "POST /demo/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+    a, b = send_raw(serves.demo.port, text), send_raw(ngx_port, text)
+    assert.same({ 400, "bad_request" }, { a.status, cjson.decode(a.body).error })
+    assert.same({ 501, "internal_error" }, { b.status, cjson.decode(b.body).error })
     -- dot segments and repeated slashes: nginx resolves them, serve takes the path as sent
     for _, path in ipairs({ "/demo//check", "/demo/./check", "/demo/x/../check" }) do
       a, b = both("demo", "POST", path, demo_conn(), FORM)

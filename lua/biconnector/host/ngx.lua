@@ -377,9 +377,11 @@ local ERROR_PAGES = {
 function _M.error_page(status)
   status = status or ngx.status
   if type(status) ~= "number" or status < 400 or status > 599 then status = 500 end
-  local page = ERROR_PAGES[status] or { status >= 500 and "internal_error" or "bad_request", "nginx answered " .. status }
+  local page = ERROR_PAGES[status] or { errors.code_of(status), "nginx answered " .. status }
   local body = format('{"error":"%s","message":"%s"}', page[1], page[2])
-  ngx.status = status
+  -- 494-497 are nginx's own codes for requests it answers 400 (headers too
+  -- large, TLS client certificate errors, HTTP to an HTTPS port): the client sees 400
+  ngx.status = (status >= 494 and status <= 497) and 400 or status
   ngx.header["Content-Type"] = JSON_TYPE
   ngx.header["Content-Length"] = #body
   ngx.print(body)
