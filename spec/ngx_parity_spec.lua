@@ -166,6 +166,7 @@ local function view(r)
     allow = r.headers["allow"],
     body = (ok and not r.cut) and id_masked(decoded) or r.body,
     cut = r.cut ~= nil,
+    chunked = r.chunked or false, -- an answer over one chunk is streamed by both
   }
 end
 
@@ -402,6 +403,10 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
     assert.equals(200, v.status)
     v = same("demo", "POST", "http://127.0.0.1/demo/nothing?x=1", demo_conn(), FORM)
     assert.equals(404, v.status)
+    -- a fragment, which clients should not send: no part of the path
+    v = same("demo", "POST", "/demo/check#frag", demo_conn(), FORM)
+    assert.equals(200, v.status)
+    same("demo", "POST", "/demo/check?a=1#frag", demo_conn(), FORM)
   end)
 
   -- Documented differences (docs/openresty.md, "Differences from `biconnector

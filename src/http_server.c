@@ -566,7 +566,11 @@ static int dispatch_request(lua_State *L) {
   lua_createtable(L, 0, 7);
   lua_pushstring(L, d->method);
   lua_setfield(L, -2, "method");
-  lua_pushstring(L, origin_path(d->url));
+  {
+    /* a fragment ("#..."), which a client should not send, is no part of the path (nginx drops it too) */
+    const char *path = origin_path(d->url);
+    lua_pushlstring(L, path, strcspn(path, "#"));
+  }
   lua_setfield(L, -2, "path");
   push_arguments(L, &d->arguments);
   lua_setfield(L, -2, "query");
