@@ -354,6 +354,18 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
     same("demo", "POST", "/demo/check%20", demo_conn(), FORM)
   end)
 
+  it("reads every header alike: a Content-Type after 120 others still counts", function()
+    local lines = { "POST /demo/check HTTP/1.1", "Host: x", "Connection: close" }
+    for i = 1, 120 do lines[#lines + 1] = "X-Filler-" .. i .. ": v" end
+    local body = demo_conn()
+    lines[#lines + 1] = "Content-Type: text/plain"
+    lines[#lines + 1] = "Content-Length: " .. #body
+    local text = table.concat(lines, "\r\n") .. "\r\n\r\n" .. body
+    local a, b = send_raw(serves.demo.port, text), send_raw(ngx_port, text)
+    assert.same(view(a), view(b))
+    assert.equals(415, a.status)
+  end)
+
   it("answers HEAD alike (no body)", function()
     local a, b = both("demo", "HEAD", "/demo/check")
     assert.equals(a.status, b.status)

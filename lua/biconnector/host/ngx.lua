@@ -87,7 +87,10 @@ function _M.request(max_headers)
   -- names come lower-cased; a repeated header comes as a list, joined here.
   -- The table's metatable (any spelling looked up through a function) goes:
   -- each header the connector looks for and the request lacks would run it.
-  local headers = setmetatable(ngx.req.get_headers(max_headers or 100), nil)
+  -- All of them by default (0), as `biconnector serve` reads them: past
+  -- lua-nginx-module's 100 a Content-Type or Content-Encoding went unseen
+  -- (the body then sniffed). nginx bounds them: large_client_header_buffers.
+  local headers = setmetatable(ngx.req.get_headers(max_headers or 0), nil)
   for name, value in pairs(headers) do
     if type(value) == "table" then headers[name] = concat(value, ", ") end
   end
@@ -249,7 +252,7 @@ end
 -- ngx.serve(connector_or_path, opts): answers the current request (content phase).
 -- opts: prefix (string; default: the URI without its last segment),
 --       chunk_size, log (function(level, message, fields)), access_log (true:
---       an access line in the error log at `notice`), max_headers (default 100).
+--       an access line in the error log at `notice`), max_headers (default 0: all).
 -- With `lua_check_client_abort on;` a client that leaves stops the answer at
 -- once: the database job waited for is cancelled, the answer finished (the
 -- data source released).
