@@ -324,6 +324,12 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
     end
     same("demo", "POST", "/demo/data", cjson.encode({ connection = { token = DEMO_TOKEN }, table = "deals",
       limit = "x" }), JSON)
+    same("demo", "POST", "/demo/check", "", JSON)
+    same("demo", "POST", "/demo/check", "null", JSON)
+    same("demo", "POST", "/demo/check", string.rep("[", 5000), JSON)
+    same("demo", "POST", "/demo/check", '{"connection":{"token":"a"},"connection":{"token":"b"}}', JSON)
+    same("demo", "POST", "/demo/data", demo_conn({ { "table", "deals" }, { "table", "contacts" } }), FORM)
+    same("demo", "POST", "/demo/data", demo_conn({ { "table", "deals" }, { "select[]", "id" }, { "select[0]", "title" } }), FORM)
     same("demo", "POST", "/demo/data", '{"connection":', JSON)
     same("demo", "POST", "/demo/data", "[1,2]", JSON)
   end)
