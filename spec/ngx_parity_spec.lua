@@ -401,6 +401,13 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
     v = same("demo", "POST", "/demo/check", exact .. "a", FORM)
     assert.equals(413, v.status)
     assert.equals("payload_too_large", v.body.error)
+    -- with Expect: 100-continue: refused at the headers, no 100 Continue first
+    local a, b = both("demo", "POST", "/demo/check", exact .. "a", { ["Content-Type"] = FORM["Content-Type"],
+      Expect = "100-continue" })
+    assert.same(view(a), view(b))
+    assert.equals(413, a.status)
+    assert.is_nil(a.raw:find("100 Continue", 1, true))
+    assert.is_nil(b.raw:find("100 Continue", 1, true))
     -- chunked, no Content-Length: refused as it arrives
     v = same("demo", "POST", "/demo/check", format("%x\r\n%s\r\n0\r\n\r\n", #exact + 1, exact .. "a"),
       { ["Content-Type"] = FORM["Content-Type"], ["Transfer-Encoding"] = "chunked", ["Content-Length"] = false })
