@@ -80,10 +80,10 @@ local function read_file(path)
   return data
 end
 
--- ngx.request([max_headers]) -> { method, path, headers (lower-case names,
+-- ngx.request([max_headers [, uri]]) -> { method, path, headers (lower-case names,
 -- repeated ones joined with ", "), body, remote } for c:handle; nil, err when
--- the body cannot be read.
-function _M.request(max_headers)
+-- the body cannot be read. uri: $uri when the caller has read it already.
+function _M.request(max_headers, uri)
   -- names come lower-cased; a repeated header comes as a list, joined here.
   -- The table's metatable (any spelling looked up through a function) goes:
   -- each header the connector looks for and the request lacks would run it.
@@ -108,7 +108,7 @@ function _M.request(max_headers)
   end
   return {
     method = ngx.req.get_method(),
-    path = ngx.var.uri,
+    path = uri or ngx.var.uri,
     headers = headers,
     body = body or "",
     remote = ngx.var.remote_addr or "",
@@ -193,13 +193,13 @@ local function access_log(line)
   ngx.log(ngx.NOTICE, "biconnector: ", line)
 end
 
-local function prepare(target, opts, started)
+local function prepare(target, opts, started, uri)
   local c = target
   if type(target) == "string" then c = _M.load(target) end
   if not connector_mod.is_connector(c) then
     error("biconnector.ngx.serve: expected a connector or a connector file path, got " .. type(target), 0)
   end
-  local req, err = _M.request(opts.max_headers)
+  local req, err = _M.request(opts.max_headers, uri)
   if not req then error(err, 0) end
   local answer_opts = {
     prefix = prefix_of(req.path, opts.prefix),
@@ -315,7 +315,7 @@ function _M.serve(target, opts)
     ok, status, headers, body = true, 400, { ["Content-Type"] = JSON_TYPE }, refusal
     req = { method = ngx.req.get_method(), path = uri, remote = ngx.var.remote_addr or "" }
   else
-    ok, req, status, headers, body, finish = xpcall(prepare, with_trace, target, opts, started)
+    ok, req, status, headers, body, finish = xpcall(prepare, with_trace, target, opts, started, uri)
   end
   local id
   if not ok then
