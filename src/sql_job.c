@@ -1328,7 +1328,7 @@ static int l_job_take(lua_State *L) {
 
 static void push_value(lua_State *L, const bic_sql_value *v) {
   switch (v->kind) {
-  case BIC_SQL_INT: lua_pushinteger(L, (lua_Integer)v->i); break;
+  case BIC_SQL_INT: bic_push_int64(L, v->i); break;
   case BIC_SQL_DOUBLE: lua_pushnumber(L, (lua_Number)v->d); break;
   case BIC_SQL_BOOL: lua_pushboolean(L, (int)v->i); break;
   default: lua_pushlstring(L, v->s ? v->s : "", v->len); break;

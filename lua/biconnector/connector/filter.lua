@@ -237,6 +237,12 @@ local function condition(ctx, field, op, raw, where)
     if v == "" and ftype ~= "string" then v = null end
     if is_null(v) then return null end
     local r, why = _M.normalize(ftype, v)
+    -- LuaJIT: a double holds integers exactly only below 2^53; "9007199254740993"
+    -- reads as 2^53, and a row value beyond (rounded the same way) could equal
+    -- it: a value that might not be the one sent is refused
+    if r ~= nil and ftype == "int" and not tointeger and (r >= MAX_EXACT or r <= -MAX_EXACT) then
+      r, why = nil, "an integer within ±(2^53 - 1) under LuaJIT"
+    end
     if r == nil then
       return nil, format("%s: bad value %s for %s field %s (%s)", at or where, show(v), ftype, field.code, why)
     end
