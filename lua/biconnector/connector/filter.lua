@@ -98,6 +98,7 @@ local function as_double(v)
     v = tonumber(s)
   end
   if type(v) ~= "number" or v ~= v or v == huge or v == -huge then return nil end
+  if v == 0 then return 0.0 end -- -0 is 0 (ClickHouse's IN told them apart by their bits)
   return v + 0.0
 end
 

@@ -417,7 +417,7 @@ JobCursor.__index = JobCursor
 function JobCursor:fetch()
   while self.pos > #self.rows do
     if self.finished then return nil end
-    local rows, done, status = self.job:fetch(1000, self.keys)
+    local rows, done, status = self.job:fetch(1000, self.keys, self.types)
     if not rows then
       self.finished = true
       return nil, done, status
@@ -845,7 +845,11 @@ function Source:data(q)
   end
   local job, f = self:start(sql, params, "fetch", { key = q.table })
   if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
-  local cur = setmetatable({ job = job, rows = {}, pos = 1, finished = false, keys = codes }, JobCursor)
+  -- a database boolean as its field serves it (1/0, "true"/"false"): a Lua
+  -- boolean fits no field type and went as null, and filters missed it
+  local types = {}
+  for i, c in ipairs(codes) do types[i] = fields_of[c].type end
+  local cur = setmetatable({ job = job, rows = {}, pos = 1, finished = false, keys = codes, types = types }, JobCursor)
   local function iterator()
     local r, err = cur:fetch()
     if not r and err then
