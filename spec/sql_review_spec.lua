@@ -29,6 +29,24 @@ describe("SQL review: SQLite", function()
     if skip then pending(H.NO_SQLITE3) end
   end)
 
+  it("says why a listed table with no column to serve cannot be described", function()
+    -- before: /table_list listed it and /table_description answered 404 "unknown table"
+    local db = dir .. "/blob.db"
+    H.sqlite(db, "CREATE TABLE onlyblob (b BLOB); INSERT INTO onlyblob VALUES (x'00'); CREATE TABLE ok (id INTEGER);")
+    local c = connector(db)
+    local status, body = form(c, "/table_list", "searchString=")
+    assert.equals(200, status)
+    assert.equals('[{"code":"ok","title":"ok"},{"code":"onlyblob","title":"onlyblob"}]', body)
+    for _, req in ipairs({ { "/table_description", "table=onlyblob" }, { "/data", "table=onlyblob" } }) do
+      status, body = form(c, req[1], req[2])
+      assert.equals(404, status)
+      assert.matches('table \\"onlyblob\\" has no column that can be served', body, 1, true)
+    end
+    status, body = form(c, "/data", "table=nope")
+    assert.equals(404, status)
+    assert.matches('unknown table \\"nope\\"', body, 1, true)
+  end)
+
   describe("integers beyond 2^53", function()
     local db
     setup(function()

@@ -3,7 +3,8 @@
 --   local sql = require "biconnector.sql"
 --   local src = sql.source("sqlite:///srv/sales.db")      -- or a table of options
 --   src:table_list(search) -> { {code, title}, ... }
---   src:describe(code)     -> fields ({code, name, type, column, exact}) | nil
+--   src:describe(code)     -> fields ({code, name, type, column, exact}) | nil (no such table);
+--                            raises a 404 failure for a table with no column to serve
 --   src:data(q)            -> rows, applied, close  (what a connector's data returns)
 --   sql.connector(opts)    -> a connector over a source (settings, check, token)
 --   sql.serve_connector(url, cli) -> the connector `biconnector serve URL` serves
@@ -706,7 +707,11 @@ function Source:describe(code)
       end
     end
   end
-  if #fields == 0 then return nil end
+  if #fields == 0 then
+    -- listed, so not "unknown": say why it cannot be described
+    error(_M.failure(404, format("table %q has no column that can be served (binary columns, and those "
+      .. "fields leaves out or whose names cannot be codes, are left out)", code)), 0)
+  end
   return fields
 end
 
