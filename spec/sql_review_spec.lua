@@ -140,6 +140,11 @@ end
 
 local ENGINES = {
   postgresql = {
+    dotted = {
+      [[CREATE TABLE "a.b" (id int, "x.y" text)]], [[INSERT INTO "a.b" VALUES (1, 'p')]], "CREATE SCHEMA a",
+      "CREATE TABLE a.b (id int, z text)", "INSERT INTO a.b VALUES (2, 'q')", "GRANT USAGE ON SCHEMA a TO bic_ro",
+      "GRANT SELECT ON a.b TO bic_ro",
+    },
     sql = {
       [[CREATE TABLE t (id int, b boolean, r real, x double precision)]],
       [[INSERT INTO t VALUES (1, true, 0.1, 1), (2, false, 1.5, -0.0), (3, NULL, NULL, NULL), (4, true, 3.4e38, 0)]],
@@ -157,6 +162,7 @@ local ENGINES = {
     },
   },
   mysql = {
+    dotted = { "CREATE TABLE `a.b` (id int, `x.y` text)", "INSERT INTO `a.b` VALUES (1, 'p')" },
     sql = {
       [[CREATE TABLE t (id int, ub bigint unsigned)]],
       [[INSERT INTO t VALUES (1, 18446744073709551615), (2, 9223372036854775807), (3, 9223372036854775808), (4, 0), (5, NULL)]],
@@ -170,6 +176,11 @@ local ENGINES = {
     },
   },
   clickhouse = {
+    dotted = {
+      "CREATE DATABASE a", "CREATE TABLE a.b (id Int32, z String) ENGINE = Memory",
+      "INSERT INTO a.b VALUES (2, 'q')", "CREATE TABLE bic.`a.b` (id Int32, `x.y` String) ENGINE = Memory",
+      "INSERT INTO bic.`a.b` VALUES (1, 'p')",
+    },
     sql = {
       "CREATE TABLE bic.t (id Int32, e Nullable(Enum8('sad' = 1, 'ok' = 2)), f Nullable(FixedString(4)), "
         .. "x Float64, y Float32) ENGINE = Memory",
@@ -216,6 +227,23 @@ for _, engine in ipairs({ "postgresql", "mysql", "clickhouse" }) do
           assert.same(case[2], got, case[1])
         end
       end
+    end)
+
+    it("serves a table named \"a.b\" as itself with schemas=a", function()
+      -- before: PostgreSQL listed "a.b" twice (the default schema's and schema
+      -- a's b) and served only schema a's; MariaDB listed it and answered 404
+      for _, statement in ipairs(ENGINES[engine].dotted) do srv:admin(statement) end
+      local cs = require("biconnector.sql").connector { url = srv:url() .. "?schemas=a", token = "t", cache = false,
+        log = function() end }
+      local status, body = form(cs, "/table_list", "searchString=a.b")
+      assert.equals(200, status)
+      assert.equals('[{"code":"a.b","title":"a.b"}]', body)
+      status, body = form(cs, "/data", "table=a.b")
+      assert.equals(200, status, body)
+      assert.equals('[["id","x.y"],[1,"p"]]', body)
+      status, body = form(cs, "/data", "table=a.b&filter[x.y]=p&filter[%3Eid]=0")
+      assert.equals(200, status, body)
+      assert.equals('[["id","x.y"],[1,"p"]]', body)
     end)
   end)
 end

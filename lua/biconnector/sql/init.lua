@@ -189,14 +189,25 @@ end
 -- "table".
 function _M.table_list(qualified, views, rows, err)
   if not rows then return nil, err end
+  -- a table of the connection's own schema keeps its name, even one such as
+  -- "a.b": qualified marks it (false) so that it is never read as schema a's
+  -- table b, and schema a's table b, whose code would be the same, is left
+  -- out (two tables under one code: Bitrix24 could reach only one)
+  local function mine(r) return r[4] == true or tonumber(r[4]) == 1 end
+  local own = {}
+  for _, r in ipairs(rows) do
+    if mine(r) then own[r[2]] = true end
+  end
   local list = {}
   for _, r in ipairs(rows) do
     local name = r[2]
-    if r[4] ~= true and tonumber(r[4]) ~= 1 then
+    if mine(r) then
+      if name:find(".", 1, true) then qualified[name] = false end
+    else
       name = r[1] .. "." .. r[2]
-      qualified[name] = { r[1], r[2] }
+      if own[name] then name = nil else qualified[name] = { r[1], r[2] } end
     end
-    list[#list + 1] = { name = name, kind = views[r[3]] and "view" or "table" }
+    if name then list[#list + 1] = { name = name, kind = views[r[3]] and "view" or "table" } end
   end
   return list
 end
@@ -208,6 +219,7 @@ end
 function _M.table_of(name, qualified, conn_opts)
   local q = qualified[name]
   if q then return q[1], q[2] end
+  if q == false then return nil, name end -- the own schema's table named "a.b"
   local s, t = name:match("^([^.]+)%.(.+)$")
   for _, x in ipairs(conn_opts and conn_opts.schemas or {}) do
     if x == s then
