@@ -42,4 +42,23 @@ void bic_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
 #define bic_rawsetp(L, idx, p) lua_rawsetp(L, (idx), (p))
 #endif
 
+/* A 64-bit integer from a database as a Lua value. Lua 5.3 on: an integer.
+ * LuaJIT: a number when the double holds it exactly (within 2^53), else its
+ * decimal text, which the row encoder reads back exactly for an int field
+ * (a double would serve 9007199254740993 as 9007199254740992). */
+#if BIC_HAS_INTEGERS
+#define bic_push_int64(L, i) lua_pushinteger(L, (lua_Integer)(i))
+#else
+#include <stdio.h>
+static inline void bic_push_int64(lua_State *L, long long i) {
+  if (i > 9007199254740992LL || i < -9007199254740992LL) {
+    char text[24];
+    int n = snprintf(text, sizeof text, "%lld", i);
+    lua_pushlstring(L, text, (size_t)n);
+  } else {
+    lua_pushnumber(L, (lua_Number)i);
+  }
+}
+#endif
+
 #endif

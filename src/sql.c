@@ -432,7 +432,7 @@ static int cursor_fetch(lua_State *L) {
     k->drv->value(k->handle, i, &v);
     switch (v.kind) {
     case BIC_SQL_NULL: continue;
-    case BIC_SQL_INT: lua_pushinteger(L, (lua_Integer)v.i); break;
+    case BIC_SQL_INT: bic_push_int64(L, v.i); break;
     case BIC_SQL_DOUBLE: lua_pushnumber(L, (lua_Number)v.d); break;
     case BIC_SQL_BOOL: lua_pushboolean(L, (int)v.i); break;
     default: lua_pushlstring(L, v.s ? v.s : "", v.len); break;

@@ -1326,28 +1326,40 @@ static int l_job_take(lua_State *L) {
   return nret;
 }
 
-static void push_value(lua_State *L, const bic_sql_value *v) {
+/* as_text: how a database boolean goes (types given to job:fetch): -1 a Lua
+ * boolean, 0 the number 1/0, 1 the text "true"/"false": as the row encoder
+ * serves it in an int or double field and a string field. */
+static void push_value(lua_State *L, const bic_sql_value *v, int as_text) {
   switch (v->kind) {
-  case BIC_SQL_INT: lua_pushinteger(L, (lua_Integer)v->i); break;
+  case BIC_SQL_INT: bic_push_int64(L, v->i); break;
   case BIC_SQL_DOUBLE: lua_pushnumber(L, (lua_Number)v->d); break;
-  case BIC_SQL_BOOL: lua_pushboolean(L, (int)v->i); break;
+  case BIC_SQL_BOOL:
+    if (as_text < 0) lua_pushboolean(L, (int)v->i);
+    else if (as_text) lua_pushstring(L, v->i ? "true" : "false");
+    else lua_pushinteger(L, v->i ? 1 : 0);
+    break;
   default: lua_pushlstring(L, v->s ? v->s : "", v->len); break;
   }
 }
 
-/* job:fetch(n [, keys]) -> rows, done | nil, message, status. Without keys a
- * row is a list of its values; with keys (a list of as many keys as columns) it
- * is a map, row[keys[c]] the value of column c. */
+/* job:fetch(n [, keys [, types]]) -> rows, done | nil, message, status. Without
+ * keys a row is a list of its values; with keys (a list of as many keys as
+ * columns) it is a map, row[keys[c]] the value of column c. types (a list of
+ * field types, one per column): a database boolean goes as the row encoder
+ * serves it in that field, 1/0 or "true"/"false" (a Lua boolean fits no field
+ * type); without types, as a Lua boolean. */
 static int l_job_fetch(lua_State *L) {
   job *j = check_job(L);
   lua_Integer want = luaL_optinteger(L, 2, 1000);
   int keys = !lua_isnoneornil(L, 3);
+  int types = !lua_isnoneornil(L, 4);
   row_rec *got = NULL;
   size_t bytes = 0, k = 0;
   int done, ncols;
   luaL_argcheck(L, j->mode == MODE_FETCH, 1, "not a fetch job");
   if (keys) luaL_checktype(L, 3, LUA_TTABLE);
-  lua_settop(L, 3);
+  if (types) luaL_checktype(L, 4, LUA_TTABLE);
+  lua_settop(L, 4);
   luaL_checkstack(L, 8, NULL);
   pthread_mutex_lock(&g_lock);
   if (j->head == NULL && (j->state == J_FAILED || j->state == J_CANCELLED)) {
@@ -1388,6 +1400,14 @@ static int l_job_fetch(lua_State *L) {
     }
     return luaL_argerror(L, 3, "expected a key for each column");
   }
+  if (types && got != NULL && (int)lua_rawlen(L, 4) != ncols) {
+    while (got != NULL) {
+      row_rec *n = got->next;
+      free(got);
+      got = n;
+    }
+    return luaL_argerror(L, 4, "expected a field type for each column");
+  }
   lua_createtable(L, (int)k, 0);
   {
     int i = 1;
@@ -1395,13 +1415,21 @@ static int l_job_fetch(lua_State *L) {
       row_rec *n = got->next;
       lua_createtable(L, keys ? 0 : ncols, keys ? ncols : 0);
       for (int c = 0; c < ncols; c++) {
+        int text = -1;
         if (got->v[c].kind == BIC_SQL_NULL) continue;
+        if (types && got->v[c].kind == BIC_SQL_BOOL) {
+          const char *t;
+          lua_rawgeti(L, 4, c + 1);
+          t = lua_tostring(L, -1);
+          text = t != NULL && strcmp(t, "string") == 0;
+          lua_pop(L, 1);
+        }
         if (keys) {
           lua_rawgeti(L, 3, c + 1);
-          push_value(L, &got->v[c]);
+          push_value(L, &got->v[c], text);
           lua_rawset(L, -3);
         } else {
-          push_value(L, &got->v[c]);
+          push_value(L, &got->v[c], text);
           lua_rawseti(L, -2, c + 1);
         }
       }

@@ -98,6 +98,7 @@ local function as_double(v)
     v = tonumber(s)
   end
   if type(v) ~= "number" or v ~= v or v == huge or v == -huge then return nil end
+  if v == 0 then return 0.0 end -- -0 is 0 (ClickHouse's IN told them apart by their bits)
   return v + 0.0
 end
 
@@ -237,6 +238,12 @@ local function condition(ctx, field, op, raw, where)
     if v == "" and ftype ~= "string" then v = null end
     if is_null(v) then return null end
     local r, why = _M.normalize(ftype, v)
+    -- LuaJIT: a double holds integers exactly only below 2^53; "9007199254740993"
+    -- reads as 2^53, and a row value beyond (rounded the same way) could equal
+    -- it: a value that might not be the one sent is refused
+    if r ~= nil and ftype == "int" and not tointeger and (r >= MAX_EXACT or r <= -MAX_EXACT) then
+      r, why = nil, "an integer within ±(2^53 - 1) under LuaJIT"
+    end
     if r == nil then
       return nil, format("%s: bad value %s for %s field %s (%s)", at or where, show(v), ftype, field.code, why)
     end

@@ -3,7 +3,8 @@
 --   local sql = require "biconnector.sql"
 --   local src = sql.source("sqlite:///srv/sales.db")      -- or a table of options
 --   src:table_list(search) -> { {code, title}, ... }
---   src:describe(code)     -> fields ({code, name, type, column, exact}) | nil
+--   src:describe(code)     -> fields ({code, name, type, column, exact}) | nil (no such table);
+--                            raises a 404 failure for a table with no column to serve
 --   src:data(q)            -> rows, applied, close  (what a connector's data returns)
 --   sql.connector(opts)    -> a connector over a source (settings, check, token)
 --   sql.serve_connector(url, cli) -> the connector `biconnector serve URL` serves
@@ -188,14 +189,25 @@ end
 -- "table".
 function _M.table_list(qualified, views, rows, err)
   if not rows then return nil, err end
+  -- a table of the connection's own schema keeps its name, even one such as
+  -- "a.b": qualified marks it (false) so that it is never read as schema a's
+  -- table b, and schema a's table b, whose code would be the same, is left
+  -- out (two tables under one code: Bitrix24 could reach only one)
+  local function mine(r) return r[4] == true or tonumber(r[4]) == 1 end
+  local own = {}
+  for _, r in ipairs(rows) do
+    if mine(r) then own[r[2]] = true end
+  end
   local list = {}
   for _, r in ipairs(rows) do
     local name = r[2]
-    if r[4] ~= true and tonumber(r[4]) ~= 1 then
+    if mine(r) then
+      if name:find(".", 1, true) then qualified[name] = false end
+    else
       name = r[1] .. "." .. r[2]
-      qualified[name] = { r[1], r[2] }
+      if own[name] then name = nil else qualified[name] = { r[1], r[2] } end
     end
-    list[#list + 1] = { name = name, kind = views[r[3]] and "view" or "table" }
+    if name then list[#list + 1] = { name = name, kind = views[r[3]] and "view" or "table" } end
   end
   return list
 end
@@ -207,6 +219,7 @@ end
 function _M.table_of(name, qualified, conn_opts)
   local q = qualified[name]
   if q then return q[1], q[2] end
+  if q == false then return nil, name end -- the own schema's table named "a.b"
   local s, t = name:match("^([^.]+)%.(.+)$")
   for _, x in ipairs(conn_opts and conn_opts.schemas or {}) do
     if x == s then
@@ -417,7 +430,7 @@ JobCursor.__index = JobCursor
 function JobCursor:fetch()
   while self.pos > #self.rows do
     if self.finished then return nil end
-    local rows, done, status = self.job:fetch(1000, self.keys)
+    local rows, done, status = self.job:fetch(1000, self.keys, self.types)
     if not rows then
       self.finished = true
       return nil, done, status
@@ -706,7 +719,11 @@ function Source:describe(code)
       end
     end
   end
-  if #fields == 0 then return nil end
+  if #fields == 0 then
+    -- listed, so not "unknown": say why it cannot be described
+    error(_M.failure(404, format("table %q has no column that can be served (binary columns, and those "
+      .. "fields leaves out or whose names cannot be codes, are left out)", code)), 0)
+  end
   return fields
 end
 
@@ -845,7 +862,11 @@ function Source:data(q)
   end
   local job, f = self:start(sql, params, "fetch", { key = q.table })
   if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
-  local cur = setmetatable({ job = job, rows = {}, pos = 1, finished = false, keys = codes }, JobCursor)
+  -- a database boolean as its field serves it (1/0, "true"/"false"): a Lua
+  -- boolean fits no field type and went as null, and filters missed it
+  local types = {}
+  for i, c in ipairs(codes) do types[i] = fields_of[c].type end
+  local cur = setmetatable({ job = job, rows = {}, pos = 1, finished = false, keys = codes, types = types }, JobCursor)
   local function iterator()
     local r, err = cur:fetch()
     if not r and err then

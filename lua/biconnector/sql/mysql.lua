@@ -68,6 +68,31 @@ _M.dialect = {
   end,
 }
 
+-- A BIGINT UNSIGNED above 2^63-1 is served as null, and so compares: a filter
+-- value is a signed 64-bit integer, so =, <, <=, IN, BETWEEN never hold for
+-- such a value and <> and NOT IN hold (as for NULL) without help; >, >=,
+-- IS NULL and IS NOT NULL see the column as NULL there (those conditions then
+-- use no index on it).
+local UNSIGNED_AS_NULL = { gt = true, ge = true, is_null = true, not_null = true }
+
+-- The dialect of a data query q (q.fields carry `declared`, the column type).
+function _M.dialect_for(q)
+  local unsigned = {}
+  for _, f in ipairs(q and q.fields or {}) do
+    if f.type == "int" and (f.declared or ""):lower():match("^bigint.*unsigned") then unsigned[f.code] = true end
+  end
+  if not next(unsigned) then return _M.dialect end
+  local d = {}
+  for k, v in pairs(_M.dialect) do d[k] = v end
+  d.operand = function(c, node)
+    if unsigned[node.field] and UNSIGNED_AS_NULL[node.op] then
+      return "(CASE WHEN " .. c .. " > 9223372036854775807 THEN NULL ELSE " .. c .. " END)"
+    end
+    return _M.dialect.operand(c, node)
+  end
+  return d
+end
+
 local VIEWS = { VIEW = true } -- the table_type of views
 
 -- -> { {name=, kind=}, ... }: the URL's database (as named) and the configured

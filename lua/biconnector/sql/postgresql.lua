@@ -115,7 +115,9 @@ function _M.field_type(declared)
   local t = (declared or ""):lower()
   local base = t:gsub("%b()", ""):gsub("%s+$", "")
   if base == "smallint" or base == "integer" or base == "bigint" or base == "oid" then return "int", true end
-  if base == "real" or base == "double precision" then return "double", true end
+  if base == "double precision" then return "double", true end
+  -- served as its shortest decimal (0.1), which SQL's float8 of it (0.100000001490116) is not
+  if base == "real" then return "double", false end
   if base == "numeric" then return "double", true end
   if base == "boolean" then return "int", false end -- served as 1/0; filters on it run in match
   if base == "date" then return "date", true end

@@ -77,8 +77,15 @@ function _M.list_tables(conn)
 end
 
 -- -> { {name=, type=declared}, ... } | nil when there is no such table or view
+-- Generated columns too (table_xinfo's hidden 2 and 3; table_info leaves them
+-- out, though SELECT * reads them), not a virtual table's hidden columns (1).
 function _M.list_columns(conn, name)
-  return sql_lib.column_list(all_rows(conn, "SELECT name, type FROM pragma_table_info(?) ORDER BY cid", { name }))
+  local rows, err = all_rows(conn, "SELECT name, type FROM pragma_table_xinfo(?) WHERE hidden <> 1 ORDER BY cid",
+    { name })
+  if not rows and tostring(err):find("table_xinfo", 1, true) then -- SQLite before 3.26
+    rows, err = all_rows(conn, "SELECT name, type FROM pragma_table_info(?) ORDER BY cid", { name })
+  end
+  return sql_lib.column_list(rows, err)
 end
 
 -- The result columns of a query, without reading its rows.
