@@ -88,7 +88,11 @@ local function unclean_filter_key(obj, depth)
   return nil
 end
 
-local MAX_LIMIT = 2 ^ 53
+-- The largest limit a request keeps: 2^53 - 1, the last integer both runtimes
+-- hold exactly. A larger whole number (PHP_INT_MAX, which a PHP caller may
+-- send for "all rows") asks for more rows than any table has: it becomes this
+-- one, the same answer, rather than a 400.
+local MAX_LIMIT = 2 ^ 53 - 1
 
 local function decode_limit(v)
   local n
@@ -97,9 +101,10 @@ local function decode_limit(v)
   elseif type(v) == "string" and v:match("^%s*%d+%s*$") then
     n = tonumber(v)
   end
-  if n == nil or n ~= n or n < 0 or n ~= floor(n) or n >= MAX_LIMIT then
+  if n == nil or n ~= n or n < 0 or n ~= floor(n) then
     return bad("limit: expected a non-negative integer, got %s", show(v))
   end
+  if n > MAX_LIMIT then n = MAX_LIMIT end -- infinity too: a whole number past any count
   if tointeger then n = tointeger(n) end
   return n
 end
