@@ -164,6 +164,12 @@ local ENGINES = {
       "CREATE TABLE a.b (id int, z text)", "INSERT INTO a.b VALUES (2, 'q')", "GRANT USAGE ON SCHEMA a TO bic_ro",
       "GRANT SELECT ON a.b TO bic_ro",
     },
+    -- schema s's table k (the code "s.k" with schemas=s) and a table u of the
+    -- own schema with a column named "s.k"
+    column_dotted = {
+      "CREATE SCHEMA s", "CREATE TABLE s.k (id int)", "INSERT INTO s.k VALUES (7)", "GRANT USAGE ON SCHEMA s TO bic_ro",
+      "GRANT SELECT ON s.k TO bic_ro", [[CREATE TABLE u (id int, "s.k" text)]], "INSERT INTO u VALUES (1, 'x')",
+    },
     sql = {
       [[CREATE TABLE t (id int, b boolean, r real, x double precision)]],
       [[INSERT INTO t VALUES (1, true, 0.1, 1), (2, false, 1.5, -0.0), (3, NULL, NULL, NULL), (4, true, 3.4e38, 0)]],
@@ -182,6 +188,10 @@ local ENGINES = {
   },
   mysql = {
     dotted = { "CREATE TABLE `a.b` (id int, `x.y` text)", "INSERT INTO `a.b` VALUES (1, 'p')" },
+    column_dotted = {
+      "CREATE DATABASE s", "CREATE TABLE s.k (id int)", "INSERT INTO s.k VALUES (7)", "GRANT SELECT ON s.* TO 'bic_ro'@'%'",
+      "CREATE TABLE u (id int, `s.k` text)", "INSERT INTO u VALUES (1, 'x')",
+    },
     sql = {
       [[CREATE TABLE t (id int, ub bigint unsigned)]],
       [[INSERT INTO t VALUES (1, 18446744073709551615), (2, 9223372036854775807), (3, 9223372036854775808), (4, 0), (5, NULL)]],
@@ -199,6 +209,10 @@ local ENGINES = {
       "CREATE DATABASE a", "CREATE TABLE a.b (id Int32, z String) ENGINE = Memory",
       "INSERT INTO a.b VALUES (2, 'q')", "CREATE TABLE bic.`a.b` (id Int32, `x.y` String) ENGINE = Memory",
       "INSERT INTO bic.`a.b` VALUES (1, 'p')",
+    },
+    column_dotted = {
+      "CREATE DATABASE s", "CREATE TABLE s.k (id Int32) ENGINE = Memory", "INSERT INTO s.k VALUES (7)",
+      "CREATE TABLE bic.u (id Int32, `s.k` String) ENGINE = Memory", "INSERT INTO bic.u VALUES (1, 'x')",
     },
     sql = {
       "CREATE TABLE bic.t (id Int32, e Nullable(Enum8('sad' = 1, 'ok' = 2)), f Nullable(FixedString(4)), "
@@ -263,6 +277,45 @@ for _, engine in ipairs({ "postgresql", "mysql", "clickhouse" }) do
       status, body = form(cs, "/data", "table=a.b&filter[x.y]=p&filter[%3Eid]=0")
       assert.equals(200, status, body)
       assert.equals('[["id","x.y"],[1,"p"]]', body)
+    end)
+
+    it("quotes a column named as another schema's table code as one name, and keeps each source's codes", function()
+      -- before: the codes of other schemas were one map per engine module, which
+      -- quoted columns too: u's column "s.k" went as "s"."k" (an error), and a
+      -- second source on another database, whose own table is named "s.k",
+      -- made the first read its own schema's "s.k" (none: a 500)
+      for _, statement in ipairs(ENGINES[engine].column_dotted) do srv:admin(statement) end
+      local cs = require("biconnector.sql").connector { url = srv:url() .. "?schemas=s", token = "t", cache = false,
+        log = function() end }
+      local status, body = form(cs, "/table_list", "searchString=")
+      assert.equals(200, status, body)
+      assert.matches('{"code":"s.k","title":"s.k"}', body, 1, true)
+      for _, req in ipairs({ "table=u", "table=u&filter[s.k]=x", "table=u&select[]=id&select[]=s.k" }) do
+        status, body = form(cs, "/data", req)
+        assert.equals(200, status, req .. ": " .. body)
+        assert.equals('[["id","s.k"],[1,"x"]]', body, req)
+      end
+      status, body = form(cs, "/data", "table=s.k")
+      assert.equals(200, status, body)
+      assert.equals('[["id"],[7]]', body)
+      if engine ~= "postgresql" then return end
+      srv:admin("CREATE DATABASE bic2")
+      srv:admin("GRANT CONNECT ON DATABASE bic2 TO bic_ro")
+      srv:admin([[CREATE TABLE "s.k" (id int); INSERT INTO "s.k" VALUES (8); GRANT SELECT ON "s.k" TO bic_ro]], "bic2")
+      local other = require("biconnector.sql").connector { url = srv:url(nil, nil, "bic2"), token = "t", cache = false,
+        log = function() end }
+      for _ = 1, 2 do
+        for _, source in ipairs({ other, cs }) do
+          status, body = form(source, "/table_list", "searchString=s.k")
+          assert.equals(200, status, body)
+          assert.equals('[{"code":"s.k","title":"s.k"}]', body)
+        end
+        for _, pair in ipairs({ { cs, '[["id"],[7]]' }, { other, '[["id"],[8]]' } }) do
+          status, body = form(pair[1], "/data", "table=s.k")
+          assert.equals(200, status, body)
+          assert.equals(pair[2], body)
+        end
+      end
     end)
   end)
 end

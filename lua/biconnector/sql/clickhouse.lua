@@ -28,8 +28,6 @@ local _M = {
   placeholder = "$",
 }
 
--- Where a table code of another database points: code -> {database, table}.
-local qualified = {}
 
 local function lit(s) return ch_quote(s, "'") end
 
@@ -68,12 +66,11 @@ function _M.display(opts)
 end
 
 -- An identifier quoted for ClickHouse (backquotes, escaped by the driver's
--- own rules); a code of another database as `db`.`table`.
+-- own rules); quote_table: a code of another database as `db`.`table`.
 function _M.quote(name)
-  local q = qualified[name]
-  if q then return ch_quote(q[1], "`") .. "." .. ch_quote(q[2], "`") end
   return ch_quote(name, "`")
 end
+_M.quote_table = sql_lib.table_quoter(_M.quote)
 
 _M.limit = sql_lib.limit_clause
 
@@ -246,7 +243,7 @@ function _M.list_tables(conn, conn_opts)
   local params, extra = sql_lib.schemas_clause(conn_opts, "database", "$")
   local consuming = {}
   for i, e in ipairs(CONSUMING) do consuming[i] = lit(e) end
-  return sql_lib.table_list(qualified, VIEWS, all_rows(conn, "SELECT database, name, engine, "
+  return sql_lib.table_list(conn_opts, VIEWS, all_rows(conn, "SELECT database, name, engine, "
     .. "database = currentDatabase() FROM system.tables "
     .. "WHERE (database = currentDatabase()" .. extra .. ") AND NOT is_temporary AND NOT startsWith(name, '.inner') "
     .. "AND engine NOT IN (" .. concat(consuming, ", ") .. ") "
@@ -255,7 +252,7 @@ end
 
 -- -> { {name=, type=}, ... } | nil (no such table)
 function _M.list_columns(conn, name, conn_opts)
-  local db, tbl = sql_lib.table_of(name, qualified, conn_opts)
+  local db, tbl = sql_lib.table_of(name, conn_opts)
   local rows, err = all_rows(conn, "SELECT name, type, timezone() FROM system.columns WHERE database = "
     .. (db and "$2" or "currentDatabase()") .. " AND table = $1", db and { tbl, db } or { tbl })
   if not rows then return nil, err end

@@ -19,7 +19,11 @@
 --   parse_url(url)        -> options for core.sql.open (path, host, port, user,
 --                            password, database, socket, params, ...) | nil, message
 --   display(opts)         -> the source as text for logs and the banner, no password
---   quote(name)           -> the identifier quoted for the engine
+--   quote(name)           -> the identifier quoted for the engine (a column's, a
+--                            schema's: one identifier, whatever it holds)
+--   quote_table(code, opts) -> (optional; default quote) a table code quoted,
+--                            schema.table for a code of another schema (the
+--                            source's map, _M.qualified(opts))
 --   limit(n)              -> the SQL text that follows a SELECT to return at most n rows
 --   list_tables(conn, opts) -> { {name=, kind="table"|"view"}, ... } | nil, message
 --                            (opts: what parse_url returned)
@@ -136,18 +140,40 @@ function _M.limit_clause(n)
   return " LIMIT " .. format("%d", n)
 end
 
+-- Where the table codes of other schemas point, one map per source (its
+-- connection options, conn_opts): code -> {schema, table}, filled by the
+-- engine's list_tables and list_columns; false for a table of the source's
+-- own schema whose name holds a dot. Per source, not per engine: two
+-- sources in one process (two locations of one nginx worker) each have
+-- their own schemas and tables.
+local qualified_maps = setmetatable({}, { __mode = "k" })
+function _M.qualified(conn_opts)
+  local key = conn_opts or qualified_maps
+  local map = qualified_maps[key]
+  if not map then
+    map = {}
+    qualified_maps[key] = map
+  end
+  return map
+end
+
 -- An engine's quote(name): the identifier between two marks, a mark inside it
--- doubled (mark: one character that is no pattern item); a table code that
--- qualified maps to {schema, table} (codes of other schemas, filled by the
--- engine's list_tables and list_columns) as schema.table, each part quoted.
-function _M.quoter(mark, qualified)
-  local function quote_one(name)
+-- doubled (mark: one character that is no pattern item). A column's name is
+-- always one identifier, whatever it holds.
+function _M.quoter(mark)
+  return function(name)
     return mark .. name:gsub(mark, mark .. mark) .. mark
   end
-  return function(name)
-    local q = qualified and qualified[name]
-    if q then return quote_one(q[1]) .. "." .. quote_one(q[2]) end
-    return quote_one(name)
+end
+
+-- An engine's quote_table(code, conn_opts): a table code the source's map
+-- (see qualified) points to {schema, table} as schema.table, each part
+-- quoted by quote; any other code as one identifier.
+function _M.table_quoter(quote)
+  return function(code, conn_opts)
+    local q = _M.qualified(conn_opts)[code]
+    if q then return quote(q[1]) .. "." .. quote(q[2]) end
+    return quote(code)
   end
 end
 
@@ -187,8 +213,9 @@ end
 -- named "schema.table", and qualified (the engine's, see quoter) maps that
 -- code to {schema, table}; the kinds in the set views are "view", the rest
 -- "table".
-function _M.table_list(qualified, views, rows, err)
+function _M.table_list(conn_opts, views, rows, err)
   if not rows then return nil, err end
+  local qualified = _M.qualified(conn_opts)
   -- a table of the connection's own schema keeps its name, even one such as
   -- "a.b": qualified marks it (false) so that it is never read as schema a's
   -- table b, and schema a's table b, whose code would be the same, is left
@@ -216,7 +243,8 @@ end
 -- holds for it, or for "schema.table" of a configured schema (conn_opts.schemas)
 -- those two (then kept in qualified); else nil and the code (a table of the
 -- connection's own schema).
-function _M.table_of(name, qualified, conn_opts)
+function _M.table_of(name, conn_opts)
+  local qualified = _M.qualified(conn_opts)
   local q = qualified[name]
   if q then return q[1], q[2] end
   if q == false then return nil, name end -- the own schema's table named "a.b"
@@ -783,7 +811,7 @@ function Source:select_sql(q, codes)
   local e = self.engine
   local from
   if self.queries[q.table] then from = "(" .. self.queries[q.table].sql .. ") AS bic_query"
-  else from = e.quote(q.table) end
+  else from = e.quote_table and e.quote_table(q.table, self.open_opts) or e.quote(q.table) end
   local named = q.filter and named_fields(q.filter) or {}
   local columns, exact_of, dates = {}, {}, nil
   for _, f in ipairs(q.fields) do

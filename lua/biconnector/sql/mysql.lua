@@ -21,7 +21,6 @@ local _M = {
   placeholder = "?",
 }
 
-local qualified = {}
 
 function _M.parse_url(url)
   return url_lib.server_options(url, { what = "mysql", database_required = true,
@@ -32,7 +31,8 @@ function _M.display(opts)
   return url_lib.display("mysql", opts)
 end
 
-_M.quote = sql_lib.quoter("`", qualified)
+_M.quote = sql_lib.quoter("`")
+_M.quote_table = sql_lib.table_quoter(_M.quote)
 _M.limit = sql_lib.limit_clause
 
 -- Lower case in ASCII only, in SQL: match folds ASCII letters only, where
@@ -99,13 +99,13 @@ local VIEWS = { VIEW = true } -- the table_type of views
 -- ones (as "db.name").
 function _M.list_tables(conn, conn_opts)
   local params, extra = sql_lib.schemas_clause(conn_opts, "table_schema", "?")
-  return sql_lib.table_list(qualified, VIEWS, all_rows(conn, "SELECT table_schema, table_name, table_type, "
+  return sql_lib.table_list(conn_opts, VIEWS, all_rows(conn, "SELECT table_schema, table_name, table_type, "
     .. "table_schema = DATABASE() FROM information_schema.tables WHERE table_schema = DATABASE()" .. extra
     .. " ORDER BY table_schema <> DATABASE(), table_schema, CAST(table_name AS BINARY)", params))
 end
 
 function _M.list_columns(conn, name, conn_opts)
-  local schema, tbl = sql_lib.table_of(name, qualified, conn_opts)
+  local schema, tbl = sql_lib.table_of(name, conn_opts)
   return sql_lib.column_list(all_rows(conn, "SELECT column_name, column_type FROM information_schema.columns "
     .. "WHERE table_schema = " .. (schema and "?" or "DATABASE()")
     .. " AND CAST(table_name AS BINARY) = CAST(? AS BINARY) ORDER BY ordinal_position",

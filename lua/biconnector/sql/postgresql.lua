@@ -19,9 +19,6 @@ local _M = {
   placeholder = "$",
 }
 
--- Where a table code of another schema points: code -> {schema, table}.
--- Filled by list_tables/list_columns (codes "schema.table").
-local qualified = {}
 
 -- Connection settings libpq would also take as options: the URL itself gives them.
 local IN_URL_ONLY = {}
@@ -37,7 +34,8 @@ function _M.display(opts)
   return url_lib.display("postgresql", opts)
 end
 
-_M.quote = sql_lib.quoter('"', qualified)
+_M.quote = sql_lib.quoter('"')
+_M.quote_table = sql_lib.table_quoter(_M.quote)
 _M.limit = sql_lib.limit_clause
 
 -- The dialect of biconnector.filter.to_sql, made exact against `match`:
@@ -75,7 +73,7 @@ local VIEWS = { v = true, m = true } -- the relkind of views and materialized vi
 -- tables the account may read, of the default schema (as named) and of the
 -- configured ones (as "schema.name").
 function _M.list_tables(conn, conn_opts)
-  return sql_lib.table_list(qualified, VIEWS, all_rows(conn, [[
+  return sql_lib.table_list(conn_opts, VIEWS, all_rows(conn, [[
     SELECT n.nspname, c.relname, c.relkind, n.nspname = current_schema()
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
@@ -87,7 +85,7 @@ end
 
 -- -> { {name=, type=}, ... } | nil (no such table)
 function _M.list_columns(conn, name, conn_opts)
-  local schema, tbl = sql_lib.table_of(name, qualified, conn_opts)
+  local schema, tbl = sql_lib.table_of(name, conn_opts)
   local schema_cond, params = "n.nspname = current_schema() AND c.relname = $1", { tbl }
   if schema then schema_cond, params = "n.nspname = $1 AND c.relname = $2", { schema, tbl } end
   return sql_lib.column_list(all_rows(conn, [[
