@@ -66,6 +66,26 @@ describe("SQL review: SQLite", function()
     assert.equals('[{"code":"title","name":"title","type":"string"}]', body)
   end)
 
+  it("lists a virtual table but not the shadow tables SQLite keeps for it", function()
+    -- before: FTS5's docs_config, docs_content, docs_data, docs_docsize and
+    -- docs_idx (and an R*Tree's rt_node, rt_parent, rt_rowid) were listed and served
+    local db = dir .. "/shadow.db"
+    H.sqlite(db, "CREATE TABLE plain (a INT); CREATE VIEW v AS SELECT a FROM plain;"
+      .. "CREATE VIRTUAL TABLE docs USING fts5(title); INSERT INTO docs VALUES ('Hello');"
+      .. "CREATE VIRTUAL TABLE rt USING rtree(id, x0, x1);")
+    local c = connector(db)
+    local status, body = form(c, "/table_list", "searchString=")
+    assert.equals(200, status)
+    local codes = {}
+    for _, t in ipairs(json.decode(body)) do codes[#codes + 1] = t.code end
+    assert.same({ "docs", "plain", "rt", "v" }, codes)
+    status, body = form(c, "/data", "table=docs")
+    assert.equals(200, status)
+    assert.equals('[["title"],["Hello"]]', body)
+    status, body = form(c, "/data", "table=docs_content")
+    assert.equals(404, status, body)
+  end)
+
   describe("integers beyond 2^53", function()
     local db
     setup(function()

@@ -67,9 +67,18 @@ _M.quote = sql_lib.quoter('"')
 _M.limit = sql_lib.limit_clause
 
 -- -> { {name=, kind="table"|"view"}, ... } in name order
+-- Tables (virtual ones too) and views of the main schema; not the shadow
+-- tables SQLite keeps for a virtual table (FTS5's docs_data, docs_idx, ...;
+-- R*Tree's rt_node, ...), which pragma_table_list (SQLite 3.37) tells apart;
+-- before 3.37, sqlite_master, which does not.
 function _M.list_tables(conn)
-  local rows, err = all_rows(conn, "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+  local rows, err = all_rows(conn, "SELECT name, CASE type WHEN 'view' THEN 'view' ELSE 'table' END "
+    .. "FROM pragma_table_list WHERE schema = 'main' AND type IN ('table', 'view', 'virtual') "
     .. "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name")
+  if not rows and tostring(err):find("pragma_table_list", 1, true) then
+    rows, err = all_rows(conn, "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+      .. "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name")
+  end
   if not rows then return nil, err end
   local list = {}
   for i, r in ipairs(rows) do list[i] = { name = r[1], kind = r[2] } end
