@@ -1,0 +1,140 @@
+-- Found by a review of the connector author's contract (docs/connector.md)
+-- through connector files served by `biconnector serve` and in process:
+-- - a table list given as a map ({deals = {code =, title =}}), statically or
+--   from a tables function, was answered `[]`: no table, no word why;
+-- - a field list given as a map keyed by code was refused as listing no field;
+-- - a handler raising a value that is not a string (error(), error(nil),
+--   error({code = 1})) was logged as "failed: table: 0x55..." (the framework's
+--   own wrapper, or the value's address), which tells the author nothing.
+local S = require "serve_helpers"
+local helpers = require "helpers"
+local cjson = require "cjson"
+local connector = require "biconnector.connector"
+
+local FIELDS = { { code = "id", name = "ID", type = "int" } }
+
+local function make(def)
+  def.title = def.title or "review"
+  def.settings = def.settings or {}
+  def.check = def.check or function() return true end
+  def.describe = def.describe or { deals = FIELDS }
+  def.tables = def.tables or { { code = "deals", title = "Deals" } }
+  def.data = def.data or function() return { { 1 } } end
+  return connector.new(def)
+end
+
+local function definition_error(def)
+  local ok, err = pcall(make, def)
+  assert.is_false(ok)
+  return err
+end
+
+describe("framework review: lists that are maps", function()
+  it("a static table list given as a map is a definition error", function()
+    local err = definition_error({ tables = { deals = { code = "deals", title = "Deals" } } })
+    assert.equals('connector definition: tables must be a list of {code, title} (found key "deals")', err)
+  end)
+
+  it("a table list from tables() given as a map is a 500 naming it, not an empty list", function()
+    local logged = {}
+    local c = make({
+      tables = function() return { deals = { code = "deals", title = "Deals" } } end,
+      describe = function() return FIELDS end,
+      log = function(_, message) logged[#logged + 1] = message end,
+    })
+    local status, body = helpers.post_form(c, "/table_list", "searchString=")
+    assert.equals(500, status)
+    assert.equals('tables() must be a list of {code, title} (found key "deals")', cjson.decode(body).message)
+    assert.equals('tables() must be a list of {code, title} (found key "deals")', logged[1])
+    -- a list with a stray key too: what the key holds would silently be left out
+    c = make({ tables = function() return { { code = "a", title = "A" }, b = { code = "b", title = "B" } } end,
+      describe = function() return FIELDS end, log = function() end })
+    status, body = helpers.post_form(c, "/table_list", "")
+    assert.equals(500, status)
+    assert.equals('tables() must be a list of {code, title} (found key "b")', cjson.decode(body).message)
+  end)
+
+  it("a field list given as a map is said to be one, statically and from describe()", function()
+    local map = { id = { name = "ID", type = "int" } }
+    local err = definition_error({ describe = { deals = map } })
+    assert.equals('connector definition: describe["deals"] must be a list of {code, name, type} (found key "id")', err)
+    local c = make({ describe = function() return map end, log = function() end })
+    local status, body = helpers.post_form(c, "/table_description", "table=deals")
+    assert.equals(500, status)
+    assert.equals('describe("deals") must be a list of {code, name, type} (found key "id")', cjson.decode(body).message)
+  end)
+
+  it("lists as the docs write them still pass", function()
+    local c = make({ tables = function() return { { code = "deals", title = "Deals" } } end,
+      describe = function() return FIELDS end })
+    local status, body = helpers.post_form(c, "/table_list", "")
+    assert.equals(200, status)
+    assert.equals('[{"code":"deals","title":"Deals"}]', body)
+    status, body = helpers.post_form(c, "/table_description", "table=deals")
+    assert.equals(200, status)
+    assert.equals('[{"code":"id","name":"ID","type":"int"}]', body)
+  end)
+end)
+
+describe("framework review: a handler raising something other than a string", function()
+  local function logged_for(raise)
+    local logged = {}
+    local c = make({ data = raise, log = function(level, message) logged[#logged + 1] = level .. " " .. message end })
+    local status, body = helpers.post_form(c, "/data", "table=deals")
+    assert.equals(500, status)
+    assert.matches("^data failed %(error id %x+%)$", cjson.decode(body).message)
+    return logged[1]
+  end
+
+  it("says what was raised", function()
+    assert.equals("error data failed: nil (error raised with no message)", logged_for(function() error() end))
+    assert.equals("error data failed: nil (error raised with no message)", logged_for(function() error(nil) end))
+    assert.equals('error data failed: a table error value {"code":1}', logged_for(function() error({ code = 1 }) end))
+    assert.equals("error data failed: false", logged_for(function() error(false) end))
+    -- what was right stays so
+    assert.equals("error data failed: tbl msg", logged_for(function() error({ message = "tbl msg" }) end))
+    assert.equals("error data failed: custom", logged_for(function()
+      error(setmetatable({}, { __tostring = function() return "custom" end }))
+    end))
+    -- (LuaJIT adds the position to a number as to a string)
+    assert.matches("^error data failed: .*42$", logged_for(function() error(42) end))
+  end)
+end)
+
+describe("framework review: through biconnector serve", function()
+  local h, file
+  setup(function()
+    file = helpers.tmp_path("connector.lua")
+    helpers.write_file(file, [[
+local biconnector = require "biconnector"
+return biconnector.connector {
+  title = "map tables", settings = {}, check = function() return true end,
+  tables = function() return { deals = { code = "deals", title = "Deals" } } end,
+  describe = function() return { { code = "id", name = "ID", type = "int" } } end,
+  data = function() error({ code = 7 }) end,
+}
+]])
+    h = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0", "--workers", "1" }))
+  end)
+  teardown(function()
+    S.stop(h)
+    os.remove(file)
+  end)
+
+  local function post(path, body)
+    local r = assert(S.request(h.port, "POST", path, body, { ["Content-Type"] = "application/x-www-form-urlencoded" }))
+    return r.status, cjson.decode(r.body)
+  end
+
+  it("answers a map table list with a 500 naming it and logs a table error value readably", function()
+    local status, body = post("/table_list", "searchString=")
+    assert.equals(500, status)
+    assert.equals('tables() must be a list of {code, title} (found key "deals")', body.message)
+    status, body = post("/data", "table=deals")
+    assert.equals(500, status)
+    local log = S.wait_stderr(h, "a table error value", true)
+    -- (the server's log line quotes the message)
+    assert.matches('data failed: a table error value {\\"code\\":7}', log, 1, true)
+    assert.matches(body.id, log, 1, true)
+  end)
+end)
