@@ -138,3 +138,41 @@ return biconnector.connector {
     assert.matches(body.id, log, 1, true)
   end)
 end)
+
+-- Array rows in described order whose last values are nil: Lua's length of
+-- {1, "a", nil} is 2, as wide as a select of two of three fields, and "auto"
+-- (docs/connector.md, /data) then reads the array rows in select order. A
+-- later row of three values was refused as "array row has 3 values, expected
+-- at most 2", which does not say why two were expected.
+describe("framework review: the first array row's width", function()
+  local F3 = { { code = "id", name = "ID", type = "int" }, { code = "s", name = "S", type = "string" },
+    { code = "n", name = "N", type = "int" } }
+
+  local function answer(rows, form)
+    local c = make({ tables = { { code = "t", title = "T" } }, describe = { t = F3 },
+      data = function() return rows end, log = function() end })
+    local status, body = helpers.post_form(c, "/data", form)
+    return status, cjson.decode(body)
+  end
+
+  it("says why a wider row was refused when the first one put array rows in select order", function()
+    for _, filtered in ipairs({ "", "&filter%5B%3Eid%5D=0" }) do
+      local status, body = answer({ { 1, "a", nil }, { 2, "b", 5 } }, "table=t&select%5B%5D=id&select%5B%5D=s" .. filtered)
+      assert.equals(500, status)
+      assert.equals('table "t", row 2: array row has 3 values, expected at most 2: the first array row had 2, '
+        .. "as many as the select, so array rows are read in select order (write a missing value as "
+        .. "biconnector.null, not nil)", body.message)
+    end
+  end)
+
+  it("with null in place of the trailing nil, the rows are read in described order", function()
+    local null = require("biconnector").null
+    local status, body = answer({ { 1, "a", null }, { 2, "b", 5 } }, "table=t&select%5B%5D=s&select%5B%5D=id")
+    assert.equals(200, status)
+    assert.same({ { "s", "id" }, { "a", 1 }, { "b", 2 } }, body)
+    -- a row wider than the described fields keeps the short message
+    status, body = answer({ { 1, "a", 5, 6 } }, "table=t")
+    assert.equals(500, status)
+    assert.equals('table "t", row 1: array row has 4 values, expected at most 3', body.message)
+  end)
+end)
