@@ -176,3 +176,36 @@ describe("framework review: the first array row's width", function()
     assert.equals('table "t", row 1: array row has 4 values, expected at most 3', body.message)
   end)
 end)
+
+-- data returning one map row instead of a list of rows ({id = 1} for
+-- {{id = 1}}), or rows keyed by id, was answered with the header alone: 200
+-- and no row, no word why.
+describe("framework review: data returning a table that is no list of rows", function()
+  local function answer(result, form)
+    local logged = {}
+    local c = make({ data = function() return result end,
+      log = function(_, message) logged[#logged + 1] = message end })
+    local status, body = helpers.post_form(c, "/data", form or "table=deals")
+    return status, cjson.decode(body), logged[1]
+  end
+
+  it("is a 500 naming the key, with or without a filter left to the framework", function()
+    for _, form in ipairs({ "table=deals", "table=deals&filter%5B%3Eid%5D=0" }) do
+      local status, body, logged = answer({ id = 1 }, form)
+      assert.equals(500, status)
+      local want = 'data("deals") must return a list of rows, an iterator or a cursor, got a table with key "id" '
+        .. "and no row 1 (one row goes in a list: {row})"
+      assert.equals(want, body.message)
+      assert.equals(want, logged)
+      status, body = answer({ [7] = { 7 }, [9] = { 9 } }, form)
+      assert.equals(500, status)
+      assert.matches("got a table with key %d and no row 1", body.message)
+    end
+  end)
+
+  it("an empty list is still no rows", function()
+    local status, body = answer({})
+    assert.equals(200, status)
+    assert.same({ { "id" } }, body)
+  end)
+end)

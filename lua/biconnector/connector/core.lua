@@ -824,6 +824,13 @@ local function data_result_problem(q, rows, applied, closer)
   if type(rows) ~= "table" and type(rows) ~= "function" and not _M.is_cursor(rows) then
     return format("data(%q) must return a list of rows, an iterator or a cursor, got %s", q.table, type(rows))
   end
+  -- one row returned bare ({id = 1}), or rows keyed by id: read as a list, no row
+  -- (one test, not a walk of the list: a list of rows has a row 1 or no key)
+  if type(rows) == "table" and rawget(rows, 1) == nil and getmetatable(rows) == nil and next(rows) ~= nil
+    and not _M.is_cursor(rows) then
+    return format("data(%q) must return a list of rows, an iterator or a cursor, got a table with key %s "
+      .. "and no row 1 (one row goes in a list: {row})", q.table, describe_value((next(rows))))
+  end
   if applied ~= nil and type(applied) ~= "table" then
     return format("data(%q): the second result must be a table like {filter = true}, got %s", q.table, type(applied))
   end
