@@ -209,3 +209,53 @@ describe("framework review: data returning a table that is no list of rows", fun
     assert.same({ { "id" } }, body)
   end)
 end)
+
+-- applied.invalid = "null" (docs/connector.md, /data): values that do not fit
+-- go as null, "counted and logged once per answer as a warning". For a list or
+-- an iterator handed back with no close, the warning was never logged: the
+-- release that tells it did nothing when there was nothing to close. And an
+-- applied.invalid the framework does not know made handle raise (core.rows.new's
+-- argument error) instead of a 500 naming it.
+describe("framework review: applied.invalid", function()
+  local function answer(rows, applied, form)
+    local logged = {}
+    local c = make({ data = function() return rows, applied end,
+      log = function(level, message) logged[#logged + 1] = level .. " " .. message end })
+    local status, body, _, info = helpers.post_form(c, "/data", form or "table=deals")
+    if info.close then info.close() end
+    return status, cjson.decode(body), logged
+  end
+
+  it("logs the values sent as null once per answer, for a list and for an iterator", function()
+    local iterator = function()
+      local i = 0
+      return function()
+        i = i + 1
+        return ({ { "abc" }, { 2 }, { "x" } })[i]
+      end
+    end
+    for _, case in ipairs({ { "list", function() return { { "abc" }, { 2 }, { "x" } } end },
+      { "iterator", iterator } }) do
+      for _, form in ipairs({ "table=deals", "table=deals&filter%5B%21id%5D=5" }) do
+        local status, body, logged = answer(case[2](), { invalid = "null" }, form)
+        assert.equals(200, status, case[1])
+        assert.same({ { "id" }, { cjson.null }, { 2 }, { cjson.null } }, body, case[1])
+        assert.same({ 'warn table "deals": 2 values did not fit the described type and went as null '
+          .. '(first: field "id", expected an integer, got string "abc")' }, logged, case[1] .. " " .. form)
+      end
+    end
+  end)
+
+  it("is a 500 naming it when it is neither \"error\" nor \"null\"", function()
+    for _, v in ipairs({ "skip", true }) do
+      local ok, status, body = pcall(answer, { { 1 } }, { invalid = v })
+      assert.is_true(ok, tostring(status))
+      assert.equals(500, status)
+      assert.equals(('data("deals"): applied.invalid must be "error" or "null", got %s'):format(
+        type(v) == "string" and '"' .. v .. '"' or tostring(v)), body.message)
+    end
+    local status, body = answer({ { 1 } }, { invalid = "error" })
+    assert.equals(200, status)
+    assert.same({ { "id" }, { 1 } }, body)
+  end)
+end)

@@ -789,7 +789,9 @@ local function releaser(self, opts, q, rows, closer)
   local closers = {}
   if closer ~= nil then closers[1] = closer end
   if _M.is_cursor(rows) then closers[#closers + 1] = rows end
-  local closed = #closers == 0
+  -- (not closed at the start even with nothing to close: the warning for
+  -- values sent as null is told here)
+  local closed = false
   local nulled_total, nulled_field, nulled_why = 0, nil, nil
   local connection = q.connection
   local function release()
@@ -833,6 +835,10 @@ local function data_result_problem(q, rows, applied, closer)
   end
   if applied ~= nil and type(applied) ~= "table" then
     return format("data(%q): the second result must be a table like {filter = true}, got %s", q.table, type(applied))
+  end
+  local invalid = applied and applied.invalid
+  if invalid ~= nil and invalid ~= "error" and invalid ~= "null" then
+    return format('data(%q): applied.invalid must be "error" or "null", got %s', q.table, describe_value(invalid))
   end
   if _M.is_cursor(rows) and q.filter and not (applied and applied.filter) then
     return format("data(%q): a cursor must apply the filter (return applied.filter = true)", q.table)
