@@ -259,3 +259,23 @@ describe("framework review: applied.invalid", function()
     assert.same({ { "id" }, { 1 } }, body)
   end)
 end)
+
+-- connector.failure(status, message) answers that status; the JSON "error"
+-- code named only a few (400, 403, 404, 405, 415, 500, 503, 504): a 401 or a
+-- 429 a handler raised was answered {"error":"bad_request"}, a 502
+-- {"error":"internal_error"}.
+describe("framework review: the error code of a failure's status", function()
+  it("names the common statuses a handler raises", function()
+    local cases = { [401] = "unauthorized", [408] = "request_timeout", [409] = "conflict", [410] = "gone",
+      [413] = "payload_too_large", [422] = "unprocessable_entity", [429] = "too_many_requests",
+      [502] = "bad_gateway", [503] = "service_unavailable", [504] = "gateway_timeout",
+      [418] = "bad_request", [599] = "internal_error" }
+    for status, code in pairs(cases) do
+      local c = make({ data = function() error(connector.failure(status, "why")) end, log = function() end })
+      local got, body = helpers.post_form(c, "/data", "table=deals")
+      assert.equals(status, got)
+      assert.equals(code, cjson.decode(body).error, status)
+      assert.equals("data: why", cjson.decode(body).message)
+    end
+  end)
+end)
