@@ -41,7 +41,7 @@ enum { S_OPEN, S_FINISHED, S_CLOSED };
 
 /* A value that cannot be converted: the message is written into why. */
 typedef struct why_buf {
-  char text[200];
+  char text[240];
 } why_buf;
 
 struct rows_encoder {
@@ -53,6 +53,7 @@ struct rows_encoder {
   int nout;              /* output columns */
   int arrays_by_select;  /* array rows follow the select order */
   int arrays_auto;       /* "auto" and no array row seen yet: the first one decides */
+  int arrays_guessed;    /* "auto" and the first array row put array rows in select order */
   int *field_type;       /* [nfields] */
   int *out_field;        /* [nout] 0-based field index of each output column */
   int zone;              /* datetimes written with this offset (minutes east of UTC), or ZONE_PLAIN */
@@ -641,8 +642,23 @@ static int array_by_select(lua_State *L, rows_encoder *e, int row) {
   if (e->arrays_auto) {
     e->arrays_auto = 0;
     e->arrays_by_select = e->nout != e->nfields && (int)lua_rawlen(L, row) == e->nout;
+    e->arrays_guessed = e->arrays_by_select;
   }
   return e->arrays_by_select;
+}
+
+/* An array row wider than its order allows: says so in why, and when "auto"
+ * took the first array row for one in select order, why it did (a row in
+ * described order whose last values are nil has the length of its last
+ * value: as wide as the select, it looks like a row in select order). */
+static void too_wide(const rows_encoder *e, why_buf *why, size_t len, int width) {
+  if (e->arrays_guessed)
+    snprintf(why->text, sizeof why->text,
+             "array row has %d values, expected at most %d: the first array row had %d, as many as the select, "
+             "so array rows are read in select order (write a missing value as biconnector.null, not nil)",
+             (int)len, width, e->nout);
+  else
+    snprintf(why->text, sizeof why->text, "array row has %d values, expected at most %d", (int)len, width);
 }
 
 /* Pushes the value of output column col of the row at index row (absolute)
@@ -800,7 +816,7 @@ static int encode_row(lua_State *L, rows_encoder *e, int row, int codes, int key
     if (array_by_select(L, e, row)) as_array = 2;
     width = as_array == 2 ? e->nout : e->nfields;
     if (len > (size_t)width) {
-      snprintf(why->text, sizeof why->text, "array row has %d values, expected at most %d", (int)len, width);
+      too_wide(e, why, len, width);
       return 0;
     }
   }
@@ -1013,8 +1029,7 @@ static int normalize_row(lua_State *L, int stage) {
     e->staged_refused = -1;
     if (as_array && len > (size_t)width) {
       e->staged_refused = 0;
-      snprintf(e->staged_why.text, sizeof e->staged_why.text, "array row has %d values, expected at most %d",
-               (int)len, width);
+      too_wide(e, &e->staged_why, len, width);
     } else if (put_failed) {
       e->staged_refused = put_failed;
       e->staged_why = put_why;
@@ -1241,6 +1256,7 @@ static int rows_new(lua_State *L) {
   e->nout = nout;
   e->arrays_by_select = arrays_by_select;
   e->arrays_auto = arrays_auto;
+  e->arrays_guessed = 0;
   e->zone = zone;
   e->null_invalid = null_invalid;
   e->cell_at = (size_t *)(e + 1); /* the size_t arrays first: aligned after the struct */

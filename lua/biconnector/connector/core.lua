@@ -75,11 +75,28 @@ local function not_value(where, v)
   return format("%s must be a non-empty string, got %s", where, describe_value(v))
 end
 
+-- The first key of t that a list (keys 1..#t) does not hold, or nil: a map
+-- ({deals = {...}}) or a stray key would otherwise be read as an empty or
+-- shorter list, what it holds left out in silence.
+local function stray_key(t)
+  local n = #t
+  for k in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then return k end
+  end
+  return nil
+end
+
+local function not_list(where, what, key)
+  return format("%s must be a list of %s (found key %s)", where, what, describe_value(key))
+end
+
 -- Checks a list of table entries {code, title}; returns nil or "what: why".
 local function table_list_problem(list, where)
   if type(list) ~= "table" then
     return format("%s must be a list of {code, title}, got %s", where, type(list))
   end
+  local key = stray_key(list)
+  if key ~= nil then return not_list(where, "{code, title}", key) end
   for i = 1, #list do
     local t = list[i]
     -- (the place is written only for a problem: a table list is checked per request)
@@ -95,6 +112,8 @@ local function fields_problem(fields, where)
   if type(fields) ~= "table" then
     return format("%s must be a list of {code, name, type}, got %s", where, type(fields))
   end
+  local key = stray_key(fields)
+  if key ~= nil then return not_list(where, "{code, name, type}", key) end
   if fields[1] == nil then return where .. " must list at least one field" end
   local seen = {}
   for i = 1, #fields do
@@ -355,11 +374,31 @@ _M.failure = errors.failure
 _M.is_failure = errors.is_failure
 local new_error_id = errors.new_id
 
+-- What catch (below) made of an error: {message = the value raised, traceback}.
+local caught = setmetatable({}, { __mode = "k" })
+
+-- The value a handler raised, as the log tells it: a string as it is; a
+-- table's message field or __tostring; else the table itself in JSON (never
+-- its address); nil (error() with no message) said so.
+local function raised_text(v)
+  if v == nil then return "nil (error raised with no message)" end
+  if type(v) ~= "table" then return tostring(v) end
+  if v.message ~= nil then return tostring(v.message) end
+  local m = getmetatable(v)
+  if m ~= nil and m.__tostring then return tostring(v) end
+  local ok, text = pcall(json.encode, v)
+  if ok and type(text) == "string" then
+    if #text > 200 then text = sub(text, 1, 200) .. "..." end
+    return "a table error value " .. text
+  end
+  return "a table error value (not JSON)"
+end
+
 -- A Lua error in a handler: 500 with an id; message and traceback go to the log.
 local function handler_error(self, opts, info, connection, what, err)
   local id = new_error_id()
   local message, trace = err, nil
-  if type(err) == "table" and err.message then message, trace = err.message, err.traceback end
+  if caught[err] then message, trace = err.message, err.traceback end
   if errors.is_failure(message) and type(message.status) == "number" then
     local status = errors.status_of(message)
     local text = scrub(what .. ": " .. message.message, connection)
@@ -368,8 +407,7 @@ local function handler_error(self, opts, info, connection, what, err)
     info.error = id
     return json_error(status, errors.code_of(status), text, id)
   end
-  if type(message) == "table" and message.message ~= nil then message = message.message end
-  log_to(self, opts, "error", scrub_all(self, format("%s failed: %s", what, tostring(message)), connection), {
+  log_to(self, opts, "error", scrub_all(self, format("%s failed: %s", what, raised_text(message)), connection), {
     id = id, endpoint = info.endpoint, table = info.table,
     traceback = trace and scrub_all(self, trace, connection) or nil,
   })
@@ -390,14 +428,16 @@ end
 
 -- A row the framework cannot encode (Source:cut: raised inside produce, told
 -- apart from errors the handler's own code raises) -> its message | nil.
-local function value_error(caught)
-  local e = caught and caught.message
+local function value_error(err)
+  local e = err and err.message
   if errors.is_failure(e) and e.invalid_row then return e.message end
   return nil
 end
 
 local function catch(err)
-  return { message = err, traceback = (gsub(traceback("", 2), "^\n", "")) }
+  local c = { message = err, traceback = (gsub(traceback("", 2), "^\n", "")) }
+  caught[c] = true
+  return c
 end
 
 -- Calls a handler under xpcall: true, results... | false, {message, traceback}.
@@ -749,7 +789,9 @@ local function releaser(self, opts, q, rows, closer)
   local closers = {}
   if closer ~= nil then closers[1] = closer end
   if _M.is_cursor(rows) then closers[#closers + 1] = rows end
-  local closed = #closers == 0
+  -- (not closed at the start even with nothing to close: the warning for
+  -- values sent as null is told here)
+  local closed = false
   local nulled_total, nulled_field, nulled_why = 0, nil, nil
   local connection = q.connection
   local function release()
@@ -763,7 +805,7 @@ local function releaser(self, opts, q, rows, closer)
     for _, c in ipairs(closers) do
       local done, failure = xpcall(_M.close_value, catch, c)
       if not done then
-        log_to(self, opts, "error", scrub("data close failed: " .. tostring(failure.message), connection), {
+        log_to(self, opts, "error", scrub("data close failed: " .. raised_text(failure.message), connection), {
           endpoint = "data", table = q.table, traceback = scrub(failure.traceback, connection) })
       end
     end
@@ -784,8 +826,19 @@ local function data_result_problem(q, rows, applied, closer)
   if type(rows) ~= "table" and type(rows) ~= "function" and not _M.is_cursor(rows) then
     return format("data(%q) must return a list of rows, an iterator or a cursor, got %s", q.table, type(rows))
   end
+  -- one row returned bare ({id = 1}), or rows keyed by id: read as a list, no row
+  -- (one test, not a walk of the list: a list of rows has a row 1 or no key)
+  if type(rows) == "table" and rawget(rows, 1) == nil and getmetatable(rows) == nil and next(rows) ~= nil
+    and not _M.is_cursor(rows) then
+    return format("data(%q) must return a list of rows, an iterator or a cursor, got a table with key %s "
+      .. "and no row 1 (one row goes in a list: {row})", q.table, describe_value((next(rows))))
+  end
   if applied ~= nil and type(applied) ~= "table" then
     return format("data(%q): the second result must be a table like {filter = true}, got %s", q.table, type(applied))
+  end
+  local invalid = applied and applied.invalid
+  if invalid ~= nil and invalid ~= "error" and invalid ~= "null" then
+    return format('data(%q): applied.invalid must be "error" or "null", got %s', q.table, describe_value(invalid))
   end
   if _M.is_cursor(rows) and q.filter and not (applied and applied.filter) then
     return format("data(%q): a cursor must apply the filter (return applied.filter = true)", q.table)
@@ -813,7 +866,7 @@ local function stream_body(self, opts, info, q, src, first, stop)
       local message = value_error(chunk)
       local trace = nil
       if not message then message, trace = chunk.message, chunk.traceback end
-      log_to(self, opts, "error", scrub_all(self, "data stream cut: " .. tostring(message), q.connection), {
+      log_to(self, opts, "error", scrub_all(self, "data stream cut: " .. raised_text(message), q.connection), {
         id = id, endpoint = "data", table = q.table, rows = info.rows, traceback = trace and scrub_all(self, trace, q.connection),
       })
       return nil

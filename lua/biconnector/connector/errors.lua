@@ -51,9 +51,11 @@ end
 
 -- The "error" code of a JSON error body for a status.
 local CODES = {
-  [400] = "bad_request", [403] = "forbidden", [404] = "not_found",
-  [405] = "method_not_allowed", [415] = "unsupported_media_type", [500] = "internal_error",
-  [503] = "service_unavailable", [504] = "gateway_timeout",
+  [400] = "bad_request", [401] = "unauthorized", [403] = "forbidden", [404] = "not_found",
+  [405] = "method_not_allowed", [408] = "request_timeout", [409] = "conflict", [410] = "gone",
+  [413] = "payload_too_large", [414] = "uri_too_long", [415] = "unsupported_media_type",
+  [422] = "unprocessable_entity", [429] = "too_many_requests", [500] = "internal_error",
+  [502] = "bad_gateway", [503] = "service_unavailable", [504] = "gateway_timeout",
 }
 function _M.code_of(status)
   return CODES[status] or (status >= 500 and "internal_error" or "bad_request")
