@@ -91,6 +91,11 @@ function _M.main(args, out, err)
   client:close()
   if value == nil and failure ~= nil then
     err:write("biconnector call: ", tostring(failure), "\n")
+    if type(failure) == "table" and failure.code == "ACCESS_DENIED" and opts.webhook
+      and method:lower():find("^biconnector%.") then
+      err:write("biconnector call: the biconnector methods refuse incoming webhooks (all but *.fields);",
+        " use an application's token (BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN, or BITRIX24_TOKENS_FILE: docs/app.md)\n")
+    end
     return 1
   end
   local text, eerr = json.encode(value, { indent = 2 })

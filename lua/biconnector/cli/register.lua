@@ -498,12 +498,22 @@ function _M.run(opts)
       return nil, (#wanted > 0 and "--table" or "--prune") .. " needs a source: give its --setting values (or --source-title)", "usage"
     end
     local err
+    -- The file runs here, not at --base-url: a refusal is about the settings
+    -- given, or the environment the file reads, in this process.
+    local function refused(e)
+      if tostring(e):find("answered HTTP 403", 1, true) then
+        return tostring(e) .. " (register asks the connector file " .. tostring(opts.file) .. " in its own process, not"
+          .. " the served address: check the --setting values, and set the environment variables the file reads"
+          .. " for register too)"
+      end
+      return e
+    end
     served, err = _M.served_tables(c, settings)
-    if not served then return nil, err end
+    if not served then return nil, refused(err) end
     for i, d in ipairs(wanted) do
       step(opts, "asking the connector file for table %s (%d of %d)", tostring(d.table), i, #wanted)
       plans[i], err = table_plan(c, settings, served, d.table, d.name)
-      if not plans[i] then return nil, err end
+      if not plans[i] then return nil, refused(err) end
     end
   end
   opts.plan_count = #plans
