@@ -24,10 +24,10 @@ Usage: biconnector serve FILE [options]
        biconnector serve DATABASE-URL [--tables GLOBS] [--token-file FILE | --no-auth] [options]
 
 Serves a connector file, or a database with no Lua at all (sqlite:///abs/path.db,
-postgresql://user@host:port/db, mysql://user@host:port/db or mariadb://...; the
-password from the URL, BICONNECTOR_DB_PASSWORD or BICONNECTOR_DB_PASSWORD_FILE;
-see docs/database.md), on the built-in HTTP server and prints the four URLs to
-register in Bitrix24.
+postgresql://user@host:port/db, mysql://user@host:port/db or mariadb://...,
+clickhouse://user@host:8123/db; the password from the URL, BICONNECTOR_DB_PASSWORD
+or BICONNECTOR_DB_PASSWORD_FILE; see docs/database.md), on the built-in HTTP server
+and prints the four URLs to register in Bitrix24.
 
 Database options:
   --tables GLOBS       tables and views to serve, comma-separated globs; !GLOB excludes
