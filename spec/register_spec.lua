@@ -576,6 +576,20 @@ describe("biconnector register against the local portal", function()
     assert.equal("table", r.family)
     assert.equal("cities", r.tables[1].name)
     assert.equal(5, r.tables[1].columns)
+    -- the lists stay JSON arrays when empty
+    local raw = out:gsub("%s", "")
+    assert.matches('"stale_tables":[]', raw, 1, true)
+    assert.matches('"warnings":[]', raw, 1, true)
+    rc, out = cli({ MINIMAL, "--base-url", "https://h.example.com", "--dry-run", "--json" })
+    assert.equal(0, rc)
+    assert.matches('"tables":[]', out:gsub("%s", ""), 1, true)
+    -- a second run: the table's column lists are empty
+    rc, out = cli(args)
+    assert.equal(0, rc)
+    raw = out:gsub("%s", "")
+    for _, k in ipairs({ "added", "hidden", "shown", "retyped" }) do
+      assert.matches('"' .. k .. '":[]', raw, 1, true)
+    end
   end)
 end)
 

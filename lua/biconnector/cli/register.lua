@@ -293,7 +293,8 @@ local function update_table(family, entry, plan, found, opts)
     taken[tostring(col.name)] = true
   end
   local add, update = {}, {}
-  entry.added, entry.hidden, entry.shown, entry.retyped = {}, {}, {}, {}
+  local A = json.as_array -- empty lists print as [] with --json
+  entry.added, entry.hidden, entry.shown, entry.retyped = A {}, A {}, A {}, A {}
   for _, col in ipairs(plan.columns) do
     described[col.code] = true
     local old = by_code[col.code]
@@ -476,8 +477,8 @@ function _M.run(opts)
     c = loaded
   end
   local fields = _M.connector_fields(c, opts)
-  local result = { dry_run = opts.dry_run and true or false, connector = { fields = fields }, tables = {},
-    stale_tables = {}, warnings = {} }
+  local result = { dry_run = opts.dry_run and true or false, connector = { fields = fields },
+    tables = json.as_array {}, stale_tables = json.as_array {}, warnings = json.as_array {} } -- [] with --json
   local warning = address.warning(fields.urlCheck)
   if warning then
     result.warnings[#result.warnings + 1] = warning
