@@ -226,7 +226,7 @@ function _M.parse_args(args)
     i = i + 1
   end
   if o.help then return o end
-  if not o.file then return nil, "missing the connector FILE" end
+  if not o.file then return nil, "missing the connector FILE or the DATABASE-URL (sqlite:///PATH.db, postgresql://...)" end
   if o.workers < 1 then return nil, "--workers expects at least 1" end
   for _, k in ipairs({ "pool_size", "pool_wait", "answer_timeout" }) do
     if o[k] == 0 then return nil, "--" .. k:gsub("_", "-") .. " expects a number above 0" end
