@@ -369,6 +369,9 @@ end
 -- (biconnector.sql) with its token from BICONNECTOR_TOKEN or --token-file.
 function _M.load_connector(o)
   if not sql.is_url(o.file) then
+    -- scheme://... that is no file: a database URL of a scheme not served
+    local f = o.file:match("^%a[%w+.-]*://") and io.open(o.file, "rb")
+    if f then f:close() elseif o.file:match("^%a[%w+.-]*://") then error(select(2, sql.parse_url(o.file)), 0) end
     if o.tables or o.token_file or o.no_auth or o.pool_size or o.pool_wait or o.answer_timeout then
       error("--tables, --token-file, --no-auth, --pool-size, --pool-wait and --answer-timeout apply to a "
         .. "database URL, not to a connector file (a connector file passes them to biconnector.sql itself)", 0)
