@@ -32,6 +32,15 @@ describe("bin/biconnector", function()
     end
   end)
 
+  it("call --help and login --help name BITRIX24_TOKENS_KEY beside BITRIX24_TOKENS_REDIS", function()
+    for _, command in ipairs({ "call", "login" }) do
+      local out, rc = run(command .. " --help")
+      assert.equals(0, rc)
+      assert.matches("BITRIX24_TOKENS_REDIS", out, 1, true)
+      assert.matches("BITRIX24_TOKENS_KEY", out, 1, true)
+    end
+  end)
+
   it("exits 2 with a message for an unknown command", function()
     local out, rc = run("frobnicate")
     assert.equals(2, rc)

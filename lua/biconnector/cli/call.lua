@@ -17,7 +17,8 @@ Environment:
   BITRIX24_WEBHOOK=https://PORTAL/rest/USER_ID/CODE/         an incoming webhook, or
   BITRIX24_PORTAL, BITRIX24_ACCESS_TOKEN                      an application's token, with
   BITRIX24_REFRESH_TOKEN, BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET to renew it,
-  BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS (keeps renewed tokens), BITRIX24_CA_FILE
+  BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS (keeps renewed tokens;
+  its key BITRIX24_TOKENS_KEY, default biconnector:tokens), BITRIX24_CA_FILE
 ]]
 
 -- The client options the environment describes, or nil, message.
