@@ -9,6 +9,9 @@
 --   BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET
 --   optional: BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE (a token file shared with
 --   other scripts; renewed tokens are kept there), BITRIX24_CA_FILE
+-- The source's setting `token` comes from SALES_TOKEN (README's sales.lua, served
+-- at BASE_URL, checks the same variable); the portal calls BASE_URL/check with it
+-- when it creates or updates the source, and refuses the source unless that answers.
 local biconnector = require "biconnector"
 local tokens = require "biconnector.tokens"
 
@@ -56,11 +59,21 @@ for _, s in ipairs(check(client.source:list({ filter = { connectorId = connector
   if s.title == source_title then source_id = s.id end
 end
 local source_fields = { title = source_title, settings = { token = env("SALES_TOKEN") or "change-me" } }
+-- source.add/update: the portal calls urlCheck with the settings first
+local function check_source(ok, err)
+  if ok == nil and type(err) == "table" and tostring(err.code):find("^SOURCE_.*CONNECTION_ERROR$") then
+    err = tostring(err) .. "\nthe portal called " .. base_url .. "/check with the token from SALES_TOKEN"
+      .. (env("SALES_TOKEN") and "" or " (unset: \"change-me\" was sent)")
+      .. " and got no 200 answer: serve the connector there, at an address the portal reaches,"
+      .. " and set SALES_TOKEN to the token it checks"
+  end
+  return check(ok, err)
+end
 if source_id then
-  check(client.source:update(source_id, source_fields))
+  check_source(client.source:update(source_id, source_fields))
 else
   source_fields.connectorId = connector_id
-  source_id = check(client.source:add(source_fields))
+  source_id = check_source(client.source:add(source_fields))
 end
 
 local wanted = {

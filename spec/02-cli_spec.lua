@@ -24,6 +24,23 @@ describe("bin/biconnector", function()
     assert.matches("serve FILE", out, 1, true)
   end)
 
+  it("serve --help names every database URL scheme serve takes (docs/database.md)", function()
+    local out, rc = run("serve --help")
+    assert.equals(0, rc)
+    for _, scheme in ipairs({ "sqlite://", "postgresql://", "mysql://", "mariadb://", "clickhouse://" }) do
+      assert.matches(scheme, out, 1, true)
+    end
+  end)
+
+  it("call --help and login --help name BITRIX24_TOKENS_KEY beside BITRIX24_TOKENS_REDIS", function()
+    for _, command in ipairs({ "call", "login" }) do
+      local out, rc = run(command .. " --help")
+      assert.equals(0, rc)
+      assert.matches("BITRIX24_TOKENS_REDIS", out, 1, true)
+      assert.matches("BITRIX24_TOKENS_KEY", out, 1, true)
+    end
+  end)
+
   it("exits 2 with a message for an unknown command", function()
     local out, rc = run("frobnicate")
     assert.equals(2, rc)

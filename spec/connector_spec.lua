@@ -177,6 +177,15 @@ describe("connector definition", function()
       assert.equals("P", c.title)
     end)
 
+    it("says that a database file is served by URL, not as a connector file", function()
+      write("SQLite format 3\0" .. ("\0"):rep(84) .. "\xff\x01 binary")
+      has_error(function() connector.load(path) end, path .. ": an SQLite database, not a connector file:"
+        .. " serve it by URL: biconnector serve sqlite://" .. path .. " (docs/database.md)")
+      local ok, err = pcall(connector.load, "rel/shop.db") -- no such file: the usual message
+      assert.is_false(ok)
+      assert.matches("cannot open rel/shop.db", err, 1, true)
+    end)
+
     it("names the file in every problem", function()
       write("return {")
       local ok, err = pcall(connector.load, path)

@@ -40,4 +40,17 @@ describe("examples/provision.lua", function()
     assert.equal(1, s.stats.renewals)
     assert.equal(3, #s.state.tables["1"].fields)
   end)
+
+  it("says why the portal refused the source when its urlCheck is not answered", function()
+    local portal = control.start({ rate = 1000, burst = 1000 }) -- calls urlCheck, as Bitrix24 does
+    finally(function() portal:stop() end)
+    local p = io.popen(("BITRIX24_PORTAL=%s BITRIX24_ACCESS_TOKEN=initial-access %s %s/examples/provision.lua"
+      .. " http://127.0.0.1:9/sales 2>&1; echo \"exit=$?\""):format(portal.base, helpers.runtime, helpers.top))
+    local out = p:read("*a")
+    p:close()
+    assert.matches("SOURCE_CREATE_CONNECTION_ERROR", out, 1, true)
+    assert.matches("the portal called http://127.0.0.1:9/sales/check with the token from SALES_TOKEN"
+      .. " (unset: \"change-me\" was sent)", out, 1, true)
+    assert.matches("exit=1\n$", out)
+  end)
 end)

@@ -170,6 +170,10 @@ describe("biconnector serve DATABASE-URL: start-up rules", function()
     rc, out = serve({ "sqlite://host/x.db", "--no-auth" })
     assert.equals(1, rc)
     assert.matches("expected sqlite:///absolute/path.db %(three slashes%)", out)
+    -- a URL of a scheme serve does not take is not "cannot open" a file of that name
+    rc, out = serve({ "oracle://reader@db/shop", "--no-auth" })
+    assert.equals(1, rc)
+    assert.matches("biconnector serve: not a database URL: oracle://reader@db/shop (known schemes: clickhouse:", out, 1, true)
   end)
 
   it("refuses a bad --tables glob", function()

@@ -149,7 +149,7 @@ describe("biconnector verify against our own server", function()
     assert.is_true(report.ok)
     assert.equal(1, report.summary.WARN)
     assert_line(report, "WARN", "^address: 127%.0%.0%.1 is a loopback address: Bitrix24 does not call addresses on a local network")
-    assert_line(report, "WARN", "a public name with HTTPS %(biconnector serve behind the nginx front, docs/deploy%.md%); to try it, a tunnel")
+    assert_line(report, "WARN", 'a public name with HTTPS %(biconnector serve behind the nginx front, docs/security%.md, "The nginx front"%); to try it, a tunnel')
     -- a public name: the same connector, reached through a transport that maps the name to it
     local h = require("biconnector.core").http.new()
     finally(function() h:close() end)

@@ -39,8 +39,8 @@ path with a code, which is exchanged at once and the tokens stored.
   --timeout SECONDS    how long to wait for the portal (default 300)
   --client-id-file FILE, --client-secret-file FILE  instead of BITRIX24_CLIENT_ID/_SECRET
 
-Environment: BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS (the token store the
-server uses), BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET, BITRIX24_OAUTH_URL,
+Environment: BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS with BITRIX24_TOKENS_KEY
+(the token store the server uses), BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET, BITRIX24_OAUTH_URL,
 BITRIX24_CA_FILE. Exit code: 0 logged in, 1 failed or timed out, 2 usage.
 ]]
 

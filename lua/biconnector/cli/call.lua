@@ -17,7 +17,8 @@ Environment:
   BITRIX24_WEBHOOK=https://PORTAL/rest/USER_ID/CODE/         an incoming webhook, or
   BITRIX24_PORTAL, BITRIX24_ACCESS_TOKEN                      an application's token, with
   BITRIX24_REFRESH_TOKEN, BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET to renew it,
-  BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS (keeps renewed tokens), BITRIX24_CA_FILE
+  BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS (keeps renewed tokens;
+  its key BITRIX24_TOKENS_KEY, default biconnector:tokens), BITRIX24_CA_FILE
 ]]
 
 -- The client options the environment describes, or nil, message.
@@ -91,6 +92,11 @@ function _M.main(args, out, err)
   client:close()
   if value == nil and failure ~= nil then
     err:write("biconnector call: ", tostring(failure), "\n")
+    if type(failure) == "table" and failure.code == "ACCESS_DENIED" and opts.webhook
+      and method:lower():find("^biconnector%.") then
+      err:write("biconnector call: the biconnector methods refuse incoming webhooks (all but *.fields);",
+        " use an application's token (BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN, or BITRIX24_TOKENS_FILE: docs/app.md)\n")
+    end
     return 1
   end
   local text, eerr = json.encode(value, { indent = 2 })

@@ -293,7 +293,8 @@ local function update_table(family, entry, plan, found, opts)
     taken[tostring(col.name)] = true
   end
   local add, update = {}, {}
-  entry.added, entry.hidden, entry.shown, entry.retyped = {}, {}, {}, {}
+  local A = json.as_array -- empty lists print as [] with --json
+  entry.added, entry.hidden, entry.shown, entry.retyped = A {}, A {}, A {}, A {}
   for _, col in ipairs(plan.columns) do
     described[col.code] = true
     local old = by_code[col.code]
@@ -476,8 +477,8 @@ function _M.run(opts)
     c = loaded
   end
   local fields = _M.connector_fields(c, opts)
-  local result = { dry_run = opts.dry_run and true or false, connector = { fields = fields }, tables = {},
-    stale_tables = {}, warnings = {} }
+  local result = { dry_run = opts.dry_run and true or false, connector = { fields = fields },
+    tables = json.as_array {}, stale_tables = json.as_array {}, warnings = json.as_array {} } -- [] with --json
   local warning = address.warning(fields.urlCheck)
   if warning then
     result.warnings[#result.warnings + 1] = warning
@@ -498,12 +499,22 @@ function _M.run(opts)
       return nil, (#wanted > 0 and "--table" or "--prune") .. " needs a source: give its --setting values (or --source-title)", "usage"
     end
     local err
+    -- The file runs here, not at --base-url: a refusal is about the settings
+    -- given, or the environment the file reads, in this process.
+    local function refused(e)
+      if tostring(e):find("answered HTTP 403", 1, true) then
+        return tostring(e) .. " (register asks the connector file " .. tostring(opts.file) .. " in its own process, not"
+          .. " the served address: check the --setting values, and set the environment variables the file reads"
+          .. " for register too)"
+      end
+      return e
+    end
     served, err = _M.served_tables(c, settings)
-    if not served then return nil, err end
+    if not served then return nil, refused(err) end
     for i, d in ipairs(wanted) do
       step(opts, "asking the connector file for table %s (%d of %d)", tostring(d.table), i, #wanted)
       plans[i], err = table_plan(c, settings, served, d.table, d.name)
-      if not plans[i] then return nil, err end
+      if not plans[i] then return nil, refused(err) end
     end
   end
   opts.plan_count = #plans

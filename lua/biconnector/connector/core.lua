@@ -268,9 +268,25 @@ function _M.close_value(x)
 end
 
 -- connector.load(path): a connector file returns a connector or a plain definition.
+-- A database file given where a connector file goes (`serve shop.db`): say how
+-- it is served, rather than Lua's "syntax error near 'format'".
+local function database_file_hint(path)
+  local f = io.open(path, "rb")
+  local head = f and f:read(16)
+  if f then f:close() end
+  if head ~= "SQLite format 3\0" then return nil end
+  local abs = path
+  if sub(path, 1, 1) ~= "/" then
+    local pwd = os.getenv("PWD")
+    abs = (pwd and sub(pwd, 1, 1) == "/") and (pwd:gsub("/+$", "") .. "/" .. path:gsub("^%./", "")) or "/ABSOLUTE/PATH/" .. path
+  end
+  return format("%s: an SQLite database, not a connector file: serve it by URL: biconnector serve sqlite://%s"
+    .. " (docs/database.md)", path, abs)
+end
+
 function _M.load(path)
   local chunk, err = loadfile(path)
-  if not chunk then error(tostring(err), 0) end
+  if not chunk then error(database_file_hint(path) or tostring(err), 0) end
   local ok, result = pcall(chunk)
   if not ok then error(format("%s: %s", path, tostring(result)), 0) end
   if _M.is_connector(result) then return result end

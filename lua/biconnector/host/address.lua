@@ -88,7 +88,7 @@ function _M.warning(url)
   return ("%s is %s: Bitrix24 does not call addresses on a local network (unless an on-premise portal"
     .. " turns allow_local_connections on), so a cloud portal will not reach the connector there."
     .. " Ways out: serve it under a public name with HTTPS (biconnector serve behind the nginx front,"
-    .. " docs/deploy.md); to try it, a tunnel that gives it a public HTTPS address"):format(host, reason)
+    .. ' docs/security.md, "The nginx front"); to try it, a tunnel that gives it a public HTTPS address'):format(host, reason)
 end
 
 return _M

@@ -24,10 +24,10 @@ Usage: biconnector serve FILE [options]
        biconnector serve DATABASE-URL [--tables GLOBS] [--token-file FILE | --no-auth] [options]
 
 Serves a connector file, or a database with no Lua at all (sqlite:///abs/path.db,
-postgresql://user@host:port/db, mysql://user@host:port/db or mariadb://...; the
-password from the URL, BICONNECTOR_DB_PASSWORD or BICONNECTOR_DB_PASSWORD_FILE;
-see docs/database.md), on the built-in HTTP server and prints the four URLs to
-register in Bitrix24.
+postgresql://user@host:port/db, mysql://user@host:port/db or mariadb://...,
+clickhouse://user@host:8123/db; the password from the URL, BICONNECTOR_DB_PASSWORD
+or BICONNECTOR_DB_PASSWORD_FILE; see docs/database.md), on the built-in HTTP server
+and prints the four URLs to register in Bitrix24.
 
 Database options:
   --tables GLOBS       tables and views to serve, comma-separated globs; !GLOB excludes
@@ -226,7 +226,7 @@ function _M.parse_args(args)
     i = i + 1
   end
   if o.help then return o end
-  if not o.file then return nil, "missing the connector FILE" end
+  if not o.file then return nil, "missing the connector FILE or the DATABASE-URL (sqlite:///PATH.db, postgresql://...)" end
   if o.workers < 1 then return nil, "--workers expects at least 1" end
   for _, k in ipairs({ "pool_size", "pool_wait", "answer_timeout" }) do
     if o[k] == 0 then return nil, "--" .. k:gsub("_", "-") .. " expects a number above 0" end
@@ -369,6 +369,9 @@ end
 -- (biconnector.sql) with its token from BICONNECTOR_TOKEN or --token-file.
 function _M.load_connector(o)
   if not sql.is_url(o.file) then
+    -- scheme://... that is no file: a database URL of a scheme not served
+    local f = o.file:match("^%a[%w+.-]*://") and io.open(o.file, "rb")
+    if f then f:close() elseif o.file:match("^%a[%w+.-]*://") then error(select(2, sql.parse_url(o.file)), 0) end
     if o.tables or o.token_file or o.no_auth or o.pool_size or o.pool_wait or o.answer_timeout then
       error("--tables, --token-file, --no-auth, --pool-size, --pool-wait and --answer-timeout apply to a "
         .. "database URL, not to a connector file (a connector file passes them to biconnector.sql itself)", 0)

@@ -723,7 +723,7 @@ function Client:list(method, params, opts)
     if _M.is_error(err) then return nil, err end
     error(err, 0)
   end
-  return out
+  return json.as_array(out) -- an empty list encodes as [], as the portal sent it
 end
 
 -------------------------------------------------------------------------------
