@@ -279,3 +279,26 @@ describe("framework review: the error code of a failure's status", function()
     end
   end)
 end)
+
+-- A static table list bounds what is served: with a describe function an
+-- unlisted code was 404, with a static describe holding it the table was
+-- described and its data served although /table_list never offered it.
+describe("framework review: a table a static list does not give", function()
+  it("is unknown on /table_description and /data, with a static describe or a function", function()
+    local extra = { { code = "secret", name = "Secret", type = "string" } }
+    for _, describe_ in ipairs({ { deals = FIELDS, hidden = extra },
+      function(_, code) return ({ deals = FIELDS, hidden = extra })[code] end }) do
+      local c = make({ describe = describe_, data = function() return { { "x" } } end })
+      for _, path in ipairs({ "/table_description", "/data" }) do
+        local status, body = helpers.post_form(c, path, "table=hidden")
+        assert.equals(404, status, path)
+        assert.same({ error = "not_found", message = 'unknown table "hidden"' }, cjson.decode(body))
+      end
+      assert.equals(200, (helpers.post_form(c, "/table_description", "table=deals")))
+    end
+    -- a tables function: describe alone decides (the list is the handler's)
+    local c = make({ tables = function() return { { code = "deals", title = "Deals" } } end,
+      describe = { deals = FIELDS, hidden = extra }, data = function() return { { "x" } } end })
+    assert.equals(200, (helpers.post_form(c, "/data", "table=hidden")))
+  end)
+end)

@@ -530,17 +530,19 @@ local function described_fields(self, opts, info, req)
     return nil, json_error(400, "bad_request", "missing table")
   end
   local fields
-  if type(def.describe) == "function" then
-    if type(def.tables) == "table" then
-      local known = false
-      for _, t in ipairs(def.tables) do
-        if t.code == code then known = true break end
-      end
-      if not known then
-        info.status = 404
-        return nil, json_error(404, "not_found", "unknown table " .. quote(code))
-      end
+  -- a static list bounds what is served, whatever describe knows: a code it
+  -- does not give is unknown (as /table_list never offered it)
+  if type(def.tables) == "table" then
+    local known = false
+    for _, t in ipairs(def.tables) do
+      if t.code == code then known = true break end
     end
+    if not known then
+      info.status = 404
+      return nil, json_error(404, "not_found", "unknown table " .. quote(code))
+    end
+  end
+  if type(def.describe) == "function" then
     local ok, result = call(def.describe, req.connection, code)
     if not ok then return nil, handler_error(self, opts, info, req.connection, "describe", result) end
     if result == nil then
