@@ -25,9 +25,10 @@ Usage: biconnector serve FILE [options]
 
 Serves a connector file, or a database with no Lua at all (sqlite:///abs/path.db,
 postgresql://user@host:port/db, mysql://user@host:port/db or mariadb://...,
-clickhouse://user@host:8123/db; the password from the URL, BICONNECTOR_DB_PASSWORD
-or BICONNECTOR_DB_PASSWORD_FILE; see docs/database.md), on the built-in HTTP server
-and prints the four URLs to register in Bitrix24.
+clickhouse://user@host:8123/db or clickhouses://... (HTTPS); the password from
+the URL, BICONNECTOR_DB_PASSWORD or BICONNECTOR_DB_PASSWORD_FILE; see
+docs/database.md), on the built-in HTTP server and prints the four URLs to
+register in Bitrix24.
 
 Database options:
   --tables GLOBS       tables and views to serve, comma-separated globs; !GLOB excludes
