@@ -296,6 +296,11 @@ local BAD_TARGET = '{"error":"bad_request","message":"the request target holds a
 local BAD_QUERY = '{"error":"bad_request","message":"query string: a name or value holds an encoded NUL byte (%00)"}'
 local find = string.find
 local function refused_target(uri)
+  -- nginx refuses a raw control byte in the request line: one in $uri or
+  -- $args came percent-encoded, so a target without '%' (what Bitrix24
+  -- sends) needs no pattern (which LuaJIT does not compile)
+  local raw = ngx.var.request_uri
+  if raw and not find(raw, "%", 1, true) then return nil end
   if find(uri, "[%z\1-\31\127]") then return BAD_TARGET end
   local args = ngx.var.args
   if args and find(args, "%00", 1, true) then return BAD_QUERY end
