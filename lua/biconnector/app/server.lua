@@ -204,6 +204,11 @@ function _M.check_install(params, cfg, now)
   local auth = params.auth
   if type(auth) ~= "table" then return nil, 400, "not an installation callback: no auth[...] fields" end
   for k, v in pairs(auth) do
+    -- a JSON body carries numbers as numbers (auth.expires_in: 3600); a form, as text
+    if type(v) == "number" and v == v and v > -2^53 and v < 2^53 then
+      v = v == math.floor(v) and format("%d", v) or format("%.17g", v)
+      auth[k] = v
+    end
     if type(v) ~= "string" then return nil, 400, format("auth[%s] is not a single value", tostring(k):sub(1, 40)) end
     local limit = k == "scope" and _M.LIMITS.scope or _M.LIMITS.value
     if #v > limit then return nil, 400, format("auth[%s] is longer than %d bytes", tostring(k):sub(1, 40), limit) end

@@ -1,0 +1,65 @@
+-- The application side reviewed as Bitrix24 drives it (protocol.md section 4,
+-- docs/app.md): `serve --app` over HTTPS with the local portal (spec/portal)
+-- playing Bitrix24; each case here failed before its fix, or pins a behaviour
+-- the review checked.
+local S = require "serve_helpers"
+local A = require "app_helpers"
+local cjson = require "cjson"
+
+describe("serve --app, reviewed as Bitrix24 drives it", function()
+  local world, dir, cert, key, db, portal
+  setup(function() world, dir, cert, key, db, portal = A.world() end)
+  teardown(function() if world then world.stop() end end)
+  before_each(function()
+    portal:reset({ rate = 1000, burst = 1000, ca_file = cert })
+    os.remove(dir .. "/tokens.json")
+  end)
+
+  it("takes a JSON installation callback whose numbers are JSON numbers (auth.expires_in: 3600)", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      args = { "--portal", "example.bitrix24.com" } })
+    finally(function() S.stop(h) end)
+    local body = cjson.encode({ event = "ONAPPINSTALL", ts = 1733500000,
+      data = { VERSION = 1, ACTIVE = "Y", INSTALLED = "Y", LANGUAGE_ID = "en" },
+      auth = { access_token = "acc1json", refresh_token = "ref1json", expires = 1733503600, expires_in = 3600,
+        scope = "biconnector", domain = "example.bitrix24.com", server_endpoint = "https://oauth.bitrix.info/rest/",
+        client_endpoint = "https://example.bitrix24.com/rest/", member_id = "m1json", status = "L",
+        application_token = "app1json", user_id = 1 } })
+    local res = A.request(h.install_url, "POST", body, { ["Content-Type"] = "application/json" }, cert)
+    assert.equals(200, res.status, res.body)
+    local stored = A.read_json(h.tokens_file)
+    assert.equals("acc1json", stored.access_token)
+    assert.equals("app1json", stored.application_token)
+    assert.equals(3600, stored.expires_in)
+    -- a number that is no number of seconds is still refused, with nothing else stored
+    os.remove(h.tokens_file)
+    body = body:gsub('"expires_in":3600', '"expires_in":-5')
+    res = A.request(h.install_url, "POST", body, { ["Content-Type"] = "application/json" }, cert)
+    assert.equals(400, res.status, res.body)
+    assert.matches("auth[expires_in] is not a number of seconds", cjson.decode(res.body).message, 1, true)
+    assert.is_nil(A.read_json(h.tokens_file))
+  end)
+
+  it("renews the pair when a REST call answers expired_token: both tokens overwritten, the installation kept", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      args = { "--portal", "127.0.0.1:" .. portal.port } })
+    finally(function() S.stop(h) end)
+    local r = portal:control({ action = "install", url = h.install_url })
+    assert.equals(200, r.status, r.body)
+    A.wait_log(h, "INFO registered ", 1)
+    local before = A.read_json(h.tokens_file)
+    assert.equals(0, portal:stats().stats.renewals)
+    -- the access token expires; SIGHUP registers again, the first call answers expired_token
+    portal:control({ action = "expire" })
+    os.execute("kill -HUP " .. h.pid)
+    A.wait_log(h, "INFO registered ", 2)
+    assert.equals(1, portal:stats().stats.renewals)
+    local after = A.read_json(h.tokens_file)
+    assert.are_not.equal(before.access_token, after.access_token)
+    assert.are_not.equal(before.refresh_token, after.refresh_token)
+    assert.equals(r.sent.auth.application_token, after.application_token)
+    assert.equals("localmember", after.member_id)
+    assert.equals("127.0.0.1:" .. portal.port, after.portal)
+    assert.equals("600", A.mode(h.tokens_file))
+  end)
+end)
