@@ -62,4 +62,31 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     assert.equals("127.0.0.1:" .. portal.port, after.portal)
     assert.equals("600", A.mode(h.tokens_file))
   end)
+
+  it("a refresh token the OAuth server refuses (invalid_grant) stops the registration with what to do; the tokens stay", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      args = { "--portal", "127.0.0.1:" .. portal.port } })
+    finally(function() S.stop(h) end)
+    assert.equals(200, portal:control({ action = "install", url = h.install_url }).status)
+    A.wait_log(h, "INFO registered ", 1)
+    -- the refresh token was used elsewhere (or is older than 180 days): the OAuth server answers invalid_grant
+    local stored = A.read_json(h.tokens_file)
+    stored.refresh_token = "ref0unknown"
+    local f = assert(io.open(h.tokens_file, "wb"))
+    f:write(cjson.encode(stored))
+    f:close()
+    portal:control({ action = "expire" })
+    os.execute("kill -HUP " .. h.pid)
+    local log = A.wait_log(h, "registration failed", 1)
+    local line = log:match("[^\n]*registration failed[^\n]*")
+    assert.matches("invalid_grant", line, 1, true)
+    assert.matches("retry=no", line, 1, true)
+    assert.matches("biconnector login", line, 1, true) -- what to do about it
+    assert.is_nil(log:find("ref0unknown", 1, true))
+    -- nothing was renewed, nothing discarded: the installation and its tokens stay
+    local after = A.read_json(h.tokens_file)
+    assert.equals(stored.access_token, after.access_token)
+    assert.equals("ref0unknown", after.refresh_token)
+    assert.equals(stored.application_token, after.application_token)
+  end)
 end)
