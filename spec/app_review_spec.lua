@@ -89,4 +89,39 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     assert.equals("ref0unknown", after.refresh_token)
     assert.equals(stored.application_token, after.application_token)
   end)
+
+  it("login --listen: a certificate that does not load, a port taken: said before the link is printed, exit 1", function()
+    local helpers = require "helpers"
+    local function login(args)
+      local cmd = ("BITRIX24_TOKENS_FILE=%s BITRIX24_CLIENT_ID=local.test.app BITRIX24_CLIENT_SECRET=appsecret %s bin/biconnector login %s 2>&1; echo \"rc=$?\"")
+        :format(S.shell_quote(dir .. "/tokens.json"), helpers.runtime, args)
+      local p = io.popen(cmd)
+      local out = p:read("*a")
+      p:close()
+      return tonumber(out:match("rc=(%d+)%s*$")), out
+    end
+    local other_cert = A.certificate(dir, "other")
+    local port = helpers.free_port()
+    local base = "--portal example.bitrix24.com --timeout 3 --listen 127.0.0.1:" .. port
+    local cases = {
+      { "--tls-cert " .. dir .. "/absent.pem --tls-key " .. key, "--tls-cert: " .. dir .. "/absent.pem: No such file or directory" },
+      { "--tls-cert " .. other_cert .. " --tls-key " .. key, "the certificate and key are not a usable pair" },
+    }
+    for _, c in ipairs(cases) do
+      local rc, out = login(base .. " " .. c[1])
+      assert.equals(1, rc, out)
+      assert.matches(c[2], out, 1, true)
+      assert.is_nil(out:find("login.lua", 1, true), "a Lua position in the message: " .. out)
+      assert.is_nil(out:find("/oauth/authorize/", 1, true), "the link was printed although nothing can take the code: " .. out)
+      assert.is_nil((A.read_json(dir .. "/tokens.json") or {}).login, "a pending login was left in the store")
+    end
+    -- the port is taken
+    local blocker = require("biconnector.core").server.new({ host = "127.0.0.1", port = port,
+      handler = function() return 200, {}, "" end })
+    finally(function() blocker:close() end)
+    local rc, out = login(base)
+    assert.equals(1, rc, out)
+    assert.matches("--listen:", out, 1, true)
+    assert.is_nil(out:find("/oauth/authorize/", 1, true), out)
+  end)
 end)
