@@ -124,4 +124,18 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     assert.matches("--listen:", out, 1, true)
     assert.is_nil(out:find("/oauth/authorize/", 1, true), out)
   end)
+
+  it("a token file in a directory that does not exist is said at start, not by a 500 to the installation", function()
+    local helpers = require "helpers"
+    -- (bounded: before the fix it served on, waiting for the callback it would refuse)
+    local p = io.popen(("BICONNECTOR_TOKEN=db-token-123 BITRIX24_TOKENS_FILE=%s timeout 10 %s 2>&1; echo \"rc=$?\"")
+      :format(S.shell_quote(dir .. "/absent/tokens.json"), S.serve_command({ "sqlite://" .. db, "--listen",
+        "127.0.0.1:" .. helpers.free_port(), "--app", "--public-url", "https://bi.example.com" })))
+    local out = p:read("*a")
+    p:close()
+    assert.equals("2", out:match("rc=(%d+)%s*$"), out)
+    assert.matches("BITRIX24_TOKENS_FILE " .. dir .. "/absent/tokens.json cannot be used", out, 1, true)
+    assert.matches("No such file or directory", out, 1, true)
+    assert.is_nil(out:find("listening on", 1, true), out)
+  end)
 end)

@@ -355,6 +355,16 @@ function _M.new(o, log)
   if not cfg then return nil, err end
   local id, _, cerr = _M.credentials(cfg)
   if cerr then return nil, cerr end
+  if type(cfg.store.path) == "string" then
+    -- a token file whose directory is missing would refuse the installation
+    -- callback (500) after the form is saved: said at start instead
+    local unlock, lerr = cfg.store:lock()
+    if not unlock then
+      return nil, format("BITRIX24_TOKENS_FILE %s cannot be used: %s (its directory must exist and be writable by this user)",
+        cfg.store.path, tostring(lerr))
+    end
+    unlock()
+  end
   local self = setmetatable({ o = o, cfg = cfg, log = log, helpers = {}, paths = {}, client_id = id }, App)
   self.paths[cfg.prefix .. _M.INSTALL] = "install"
   self.paths[cfg.prefix .. _M.EVENT] = "event"
