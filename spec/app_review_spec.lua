@@ -138,4 +138,22 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     assert.matches("No such file or directory", out, 1, true)
     assert.is_nil(out:find("listening on", 1, true), out)
   end)
+
+  it("refuses an installation callback whose auth[...] value or name is not UTF-8 with a 400, nothing stored", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal })
+    finally(function() S.stop(h) end)
+    local base = "event=ONAPPINSTALL&auth[access_token]=acc2utf&auth[refresh_token]=ref2utf&auth[domain]=example.bitrix24.com"
+      .. "&auth[client_endpoint]=https%3A%2F%2Fexample.bitrix24.com%2Frest%2F&auth[member_id]=m2utf&auth[application_token]=app2utf"
+    for _, c in ipairs({
+      { "&auth[scope]=bi%FFconnector", "auth[scope] is not UTF-8 text" },
+      { "&auth[status]=%C3", "auth[status] is not UTF-8 text" },
+      { "&auth[server_endpoint]=https%3A%2F%2Fx%2F%FF", "auth[server_endpoint] is not UTF-8 text" },
+      { "&auth[%FF]=" .. ("x"):rep(2000), "auth[?] is longer than 1024 bytes" },
+    }) do
+      local res = A.post_form(h.install_url, base .. c[1], cert)
+      assert.equals(400, res.status, res.body)
+      assert.matches(c[2], cjson.decode(res.body).message, 1, true)
+      assert.is_nil(A.read_json(h.tokens_file))
+    end
+  end)
 end)

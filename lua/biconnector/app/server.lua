@@ -209,10 +209,15 @@ function _M.check_install(params, cfg, now)
       v = v == math.floor(v) and format("%d", v) or format("%.17g", v)
       auth[k] = v
     end
-    if type(v) ~= "string" then return nil, 400, format("auth[%s] is not a single value", tostring(k):sub(1, 40)) end
+    -- the field's name as a message may show it (the answer is JSON: no stray bytes)
+    local name = tostring(k):sub(1, 40)
+    if not name:match("^[%w_%-]*$") then name = "?" end
+    if type(v) ~= "string" then return nil, 400, format("auth[%s] is not a single value", name) end
     local limit = k == "scope" and _M.LIMITS.scope or _M.LIMITS.value
-    if #v > limit then return nil, 400, format("auth[%s] is longer than %d bytes", tostring(k):sub(1, 40), limit) end
-    if v:find("[%c]") then return nil, 400, format("auth[%s] holds a control character", tostring(k):sub(1, 40)) end
+    if #v > limit then return nil, 400, format("auth[%s] is longer than %d bytes", name, limit) end
+    if v:find("[%c]") then return nil, 400, format("auth[%s] holds a control character", name) end
+    -- what is stored must encode as JSON (it failed later, as a 500)
+    if not json.encode(v) then return nil, 400, format("auth[%s] is not UTF-8 text", name) end
   end
   local missing = {}
   for _, k in ipairs(REQUIRED) do
