@@ -156,4 +156,20 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
       assert.is_nil(A.read_json(h.tokens_file))
     end
   end)
+
+  it("events: another event with the right application_token is 200 and ignored, whatever its name's bytes", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      args = { "--portal", "127.0.0.1:" .. portal.port } })
+    finally(function() S.stop(h) end)
+    local r = portal:control({ action = "install", url = h.install_url })
+    assert.equals(200, r.status, r.body)
+    local auth = "&auth[member_id]=localmember&auth[application_token]=" .. r.sent.auth.application_token
+    local res = A.post_form(h.event_url, "event=ONCRMDEALADD&data[FIELDS][ID]=1" .. auth, cert)
+    assert.equals(200, res.status, res.body)
+    assert.same({ status = "ignored", event = "ONCRMDEALADD" }, cjson.decode(res.body))
+    res = A.post_form(h.event_url, "event=ON%FFX" .. auth, cert)
+    assert.equals(200, res.status, res.body)
+    assert.equals("ignored", cjson.decode(res.body).status)
+    assert.equals(r.sent.auth.access_token, A.read_json(h.tokens_file).access_token)
+  end)
 end)

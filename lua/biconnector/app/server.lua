@@ -580,7 +580,8 @@ function App:event(req)
     return refusal(403, "the event does not carry this installation's application_token")
   end
   if event ~= "ONAPPUNINSTALL" then
-    return answer(200, { status = "ignored", event = event:sub(1, 64) })
+    -- the name echoed only when it is one (the answer is JSON: no stray bytes)
+    return answer(200, { status = "ignored", event = event:match("^[%w_]+$") and event:sub(1, 64) or "?" })
   end
   local old
   local ok, err = _M.update(store, function(current)
