@@ -172,4 +172,28 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     assert.equals("ignored", cjson.decode(res.body).status)
     assert.equals(r.sent.auth.access_token, A.read_json(h.tokens_file).access_token)
   end)
+
+  it("BITRIX24_OAUTH_URL: empty means the default; a value that is no URL is said at start", function()
+    local helpers = require "helpers"
+    local function serve(oauth)
+      local p = io.popen(("BICONNECTOR_TOKEN=db-token-123 BITRIX24_TOKENS_FILE=%s BITRIX24_OAUTH_URL=%s timeout 10 %s 2>&1; echo \"rc=$?\"")
+        :format(S.shell_quote(dir .. "/tokens.json"), S.shell_quote(oauth), S.serve_command({ "sqlite://" .. db, "--listen",
+          "127.0.0.1:" .. helpers.free_port(), "--app", "--public-url", "https://bi.example.com" })))
+      local out = p:read("*a")
+      p:close()
+      return out:match("rc=(%d+)%s*$"), out
+    end
+    local rc, out = serve("oauth.bitrix.info/oauth/token/")
+    assert.equals("2", rc, out)
+    assert.matches("BITRIX24_OAUTH_URL expects the OAuth server's token address", out, 1, true)
+    -- an empty value (BITRIX24_OAUTH_URL= in a unit file) is the default, and the registration renews there
+    local rest = require "biconnector.rest.client"
+    assert.equals(rest.OAUTH_URL, rest.oauth_url(""))
+    assert.equals(rest.OAUTH_URL, assert(require("biconnector.app.server").config({ public_url = "https://bi.example.com" },
+      function(k) return ({ BITRIX24_TOKENS_FILE = dir .. "/tokens.json", BITRIX24_OAUTH_URL = "" })[k] end)).oauth_url)
+    local client = assert(rest.new({ portal = "example.bitrix24.com", access_token = "a", oauth_url = "" }))
+    assert.equals(rest.OAUTH_URL, client.oauth_url)
+    -- the eastern region's address is taken as given
+    assert.equals(rest.OAUTH_URL_EAST, rest.oauth_url(rest.OAUTH_URL_EAST))
+  end)
 end)

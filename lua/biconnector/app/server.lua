@@ -137,6 +137,8 @@ function _M.config(o, getenv)
     if not a then return nil, "BICONNECTOR_APP_RETRY expects FIRST,MAX,ATTEMPTS (seconds, seconds, a count), got " .. r end
     retry = { first = tonumber(a), max = tonumber(b), attempts = tonumber(c) }
   end
+  local oauth_url, oerr = rest.oauth_url(getenv("BITRIX24_OAUTH_URL"), "BITRIX24_OAUTH_URL")
+  if not oauth_url then return nil, oerr end
   local prefix = o.prefix or ""
   return {
     public_url = base, prefix = prefix, base_url = base .. prefix,
@@ -145,7 +147,7 @@ function _M.config(o, getenv)
     uninstall_delete = o.app_uninstall_delete and true or false,
     client_id_file = o.client_id_file, client_secret_file = o.client_secret_file,
     store = store, store_what = what, retry = retry,
-    oauth_url = getenv("BITRIX24_OAUTH_URL") or rest.OAUTH_URL,
+    oauth_url = oauth_url,
     ca_file = getenv("BITRIX24_CA_FILE"), getenv = getenv,
   }
 end
