@@ -37,6 +37,8 @@ local HINTS = {
   ACCESS_DENIED = "the portal refused the application the biconnector methods (its permissions, or a webhook's token)",
   expired_token = "the access token expired and cannot be renewed: give the client_id/client_secret the application's form shows",
   invalid_client = "the OAuth server refused the client_id/client_secret: copy them again from the application's form",
+  invalid_grant = "the refresh token is no longer valid (used by another process, older than 180 days, or the"
+    .. " application was uninstalled): reinstall the application, or run `biconnector login` (docs/app.md)",
 }
 
 local function from_rest(err)

@@ -86,11 +86,15 @@ local PAGE = "<!doctype html><meta charset=\"utf-8\"><title>biconnector login</t
 
 -- The one-shot listener: answers the redirect that carries the code, exchanges
 -- it, and stops. -> stored state | nil, message
-local function listen_once(o, cfg, id, secret, state_value, deadline)
+-- Opens the --listen server before the link is printed (a certificate that
+-- does not load, a port taken: said at once, not after the user has clicked).
+-- -> wait(deadline) -> the stored tokens | nil, message; or nil, message
+local function listen_once(o, cfg, id, secret, state_value)
   local result, failure
-  local tls
+  local tls, terr
   if o.tls_cert_file then
-    tls = assert(serve.read_tls(o))
+    tls, terr = serve.read_tls(o)
+    if not tls then return nil, terr end
   end
   local srv, err
   srv, err = server.new({ host = o.host, port = o.port, tls_cert = tls and tls.cert, tls_key = tls and tls.key,
@@ -111,14 +115,16 @@ local function listen_once(o, cfg, id, secret, state_value, deadline)
       return 200, { ["Content-Type"] = "text/html; charset=utf-8", ["Cache-Control"] = "no-store" }, format(PAGE, page)
     end })
   if not srv then return nil, "--listen: " .. tostring(err) end
-  io.stdout:write(format("Waiting for the redirect on %s://%s:%d/ ...\n", tls and "https" or "http", o.host, srv:port()))
-  io.stdout:flush()
-  repeat
-    local reason = srv:run(1)
-  until result or failure or reason == "stopped" or reason == "TERM" or reason == "INT" or process.clock() > deadline
-  srv:close()
-  if result then return result end
-  return nil, failure or "no authorization arrived in time"
+  return function(deadline)
+    io.stdout:write(format("Waiting for the redirect on %s://%s:%d/ ...\n", tls and "https" or "http", o.host, srv:port()))
+    io.stdout:flush()
+    repeat
+      local reason = srv:run(1)
+    until result or failure or reason == "stopped" or reason == "TERM" or reason == "INT" or process.clock() > deadline
+    srv:close()
+    if result then return result end
+    return nil, failure or "no authorization arrived in time"
+  end
 end
 
 -- The default: the server's helper stores the tokens (or the error) in the store.
@@ -151,8 +157,10 @@ function _M.main(args, out, err, getenv)
     err:write("biconnector login: ", what or "set BITRIX24_TOKENS_FILE (or BITRIX24_TOKENS_REDIS): the token store the server uses", "\n")
     return 2
   end
+  local oauth_url, oerr = rest.oauth_url(getenv("BITRIX24_OAUTH_URL"), "BITRIX24_OAUTH_URL")
+  if not oauth_url then err:write("biconnector login: ", oerr, "\n") return 2 end
   local cfg = { store = store, getenv = getenv, client_id_file = o.client_id_file, client_secret_file = o.client_secret_file,
-    oauth_url = getenv("BITRIX24_OAUTH_URL") or rest.OAUTH_URL, ca_file = getenv("BITRIX24_CA_FILE") }
+    oauth_url = oauth_url, ca_file = getenv("BITRIX24_CA_FILE") }
   local id, secret, cerr = app.credentials(cfg)
   if cerr then err:write("biconnector login: ", cerr, "\n") return 2 end
   if not id or (o.listen and not secret) then
@@ -172,6 +180,12 @@ function _M.main(args, out, err, getenv)
   local scheme = tostring(o.portal or ""):match("^(https?)://") or "https"
   local timeout = o.timeout or app.LOGIN_SECONDS
   local state_value = app.random_hex(16)
+  local wait_listen
+  if o.listen then
+    local lerr
+    wait_listen, lerr = listen_once(o, cfg, id, secret, state_value)
+    if not wait_listen then err:write("biconnector login: ", tostring(lerr), "\n") return 1 end
+  end
   local started = os.time()
   local ok, uerr = app.update(store, function(current)
     current.login = { state = state_value, expires_at = started + timeout }
@@ -184,7 +198,7 @@ function _M.main(args, out, err, getenv)
   local deadline = process.clock() + timeout
   local result, ferr
   if o.listen then
-    result, ferr = listen_once(o, cfg, id, secret, state_value, deadline)
+    result, ferr = wait_listen(deadline)
   else
     result, ferr = wait_for_server(cfg, state_value, started, deadline)
   end

@@ -137,6 +137,8 @@ function _M.config(o, getenv)
     if not a then return nil, "BICONNECTOR_APP_RETRY expects FIRST,MAX,ATTEMPTS (seconds, seconds, a count), got " .. r end
     retry = { first = tonumber(a), max = tonumber(b), attempts = tonumber(c) }
   end
+  local oauth_url, oerr = rest.oauth_url(getenv("BITRIX24_OAUTH_URL"), "BITRIX24_OAUTH_URL")
+  if not oauth_url then return nil, oerr end
   local prefix = o.prefix or ""
   return {
     public_url = base, prefix = prefix, base_url = base .. prefix,
@@ -145,7 +147,7 @@ function _M.config(o, getenv)
     uninstall_delete = o.app_uninstall_delete and true or false,
     client_id_file = o.client_id_file, client_secret_file = o.client_secret_file,
     store = store, store_what = what, retry = retry,
-    oauth_url = getenv("BITRIX24_OAUTH_URL") or rest.OAUTH_URL,
+    oauth_url = oauth_url,
     ca_file = getenv("BITRIX24_CA_FILE"), getenv = getenv,
   }
 end
@@ -204,10 +206,20 @@ function _M.check_install(params, cfg, now)
   local auth = params.auth
   if type(auth) ~= "table" then return nil, 400, "not an installation callback: no auth[...] fields" end
   for k, v in pairs(auth) do
-    if type(v) ~= "string" then return nil, 400, format("auth[%s] is not a single value", tostring(k):sub(1, 40)) end
+    -- a JSON body carries numbers as numbers (auth.expires_in: 3600); a form, as text
+    if type(v) == "number" and v == v and v > -2^53 and v < 2^53 then
+      v = v == math.floor(v) and format("%d", v) or format("%.17g", v)
+      auth[k] = v
+    end
+    -- the field's name as a message may show it (the answer is JSON: no stray bytes)
+    local name = tostring(k):sub(1, 40)
+    if not name:match("^[%w_%-]*$") then name = "?" end
+    if type(v) ~= "string" then return nil, 400, format("auth[%s] is not a single value", name) end
     local limit = k == "scope" and _M.LIMITS.scope or _M.LIMITS.value
-    if #v > limit then return nil, 400, format("auth[%s] is longer than %d bytes", tostring(k):sub(1, 40), limit) end
-    if v:find("[%c]") then return nil, 400, format("auth[%s] holds a control character", tostring(k):sub(1, 40)) end
+    if #v > limit then return nil, 400, format("auth[%s] is longer than %d bytes", name, limit) end
+    if v:find("[%c]") then return nil, 400, format("auth[%s] holds a control character", name) end
+    -- what is stored must encode as JSON (it failed later, as a 500)
+    if not json.encode(v) then return nil, 400, format("auth[%s] is not UTF-8 text", name) end
   end
   local missing = {}
   for _, k in ipairs(REQUIRED) do
@@ -350,6 +362,16 @@ function _M.new(o, log)
   if not cfg then return nil, err end
   local id, _, cerr = _M.credentials(cfg)
   if cerr then return nil, cerr end
+  if type(cfg.store.path) == "string" then
+    -- a token file whose directory is missing would refuse the installation
+    -- callback (500) after the form is saved: said at start instead
+    local unlock, lerr = cfg.store:lock()
+    if not unlock then
+      return nil, format("BITRIX24_TOKENS_FILE %s cannot be used: %s (its directory must exist and be writable by this user)",
+        cfg.store.path, tostring(lerr))
+    end
+    unlock()
+  end
   local self = setmetatable({ o = o, cfg = cfg, log = log, helpers = {}, paths = {}, client_id = id }, App)
   self.paths[cfg.prefix .. _M.INSTALL] = "install"
   self.paths[cfg.prefix .. _M.EVENT] = "event"
@@ -560,7 +582,8 @@ function App:event(req)
     return refusal(403, "the event does not carry this installation's application_token")
   end
   if event ~= "ONAPPUNINSTALL" then
-    return answer(200, { status = "ignored", event = event:sub(1, 64) })
+    -- the name echoed only when it is one (the answer is JSON: no stray bytes)
+    return answer(200, { status = "ignored", event = event:match("^[%w_]+$") and event:sub(1, 64) or "?" })
   end
   local old
   local ok, err = _M.update(store, function(current)

@@ -43,7 +43,9 @@ function _M.options_from_env(getenv)
   o.access_token = getenv("BITRIX24_ACCESS_TOKEN")
   o.refresh_token = getenv("BITRIX24_REFRESH_TOKEN")
   o.client_id, o.client_secret = getenv("BITRIX24_CLIENT_ID"), getenv("BITRIX24_CLIENT_SECRET")
-  o.oauth_url = getenv("BITRIX24_OAUTH_URL")
+  local oerr
+  o.oauth_url, oerr = rest.oauth_url(getenv("BITRIX24_OAUTH_URL"), "BITRIX24_OAUTH_URL")
+  if not o.oauth_url then return nil, oerr end
   o.store = store
   if not o.access_token and not held.access_token then
     return nil, "BITRIX24_PORTAL needs BITRIX24_ACCESS_TOKEN (or BITRIX24_TOKENS_FILE / BITRIX24_TOKENS_REDIS holding tokens)"

@@ -19,6 +19,18 @@ _M.USER_AGENT = "biconnector-lua/" .. core.version
 _M.OAUTH_URL = "https://oauth.bitrix.info/oauth/token/"
 _M.OAUTH_URL_EAST = "https://oauth.bitrix24.tech/oauth/token/"
 
+-- The OAuth server's token address as given (opts.oauth_url, BITRIX24_OAUTH_URL):
+-- nil or empty means the default; else it must be an http(s) URL.
+-- -> url | nil, message
+function _M.oauth_url(value, what)
+  if value == nil or value == "" then return _M.OAUTH_URL end
+  if type(value) ~= "string" or not value:match("^https?://[^/?#%s]+") or value:find("%s") then
+    return nil, ("%s expects the OAuth server's token address (%s, or %s for the eastern region), got '%s'")
+      :format(what or "oauth_url", _M.OAUTH_URL, _M.OAUTH_URL_EAST, tostring(value))
+  end
+  return value
+end
+
 local DEFAULTS = {
   rate = 2,                 -- leaky bucket: requests drained per second
   burst = 50,               -- leaky bucket: requests allowed at once
@@ -202,7 +214,9 @@ function _M.new(opts)
     self.endpoint = endpoint
     self.oauth = true
     self.client_id, self.client_secret = opts.client_id, opts.client_secret
-    self.oauth_url = opts.oauth_url or _M.OAUTH_URL
+    local oauth_url, oerr = _M.oauth_url(opts.oauth_url)
+    if not oauth_url then return nil, oerr end
+    self.oauth_url = oauth_url
     self.on_tokens = opts.on_tokens
     self.follow_client_endpoint = opts.follow_client_endpoint -- nil: only on the same host
     self:add_secret(opts.client_secret)

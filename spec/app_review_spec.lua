@@ -1,0 +1,199 @@
+-- The application side reviewed as Bitrix24 drives it (protocol.md section 4,
+-- docs/app.md): `serve --app` over HTTPS with the local portal (spec/portal)
+-- playing Bitrix24; each case here failed before its fix, or pins a behaviour
+-- the review checked.
+local S = require "serve_helpers"
+local A = require "app_helpers"
+local cjson = require "cjson"
+
+describe("serve --app, reviewed as Bitrix24 drives it", function()
+  local world, dir, cert, key, db, portal
+  setup(function() world, dir, cert, key, db, portal = A.world() end)
+  teardown(function() if world then world.stop() end end)
+  before_each(function()
+    portal:reset({ rate = 1000, burst = 1000, ca_file = cert })
+    os.remove(dir .. "/tokens.json")
+  end)
+
+  it("takes a JSON installation callback whose numbers are JSON numbers (auth.expires_in: 3600)", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      args = { "--portal", "example.bitrix24.com" } })
+    finally(function() S.stop(h) end)
+    local body = cjson.encode({ event = "ONAPPINSTALL", ts = 1733500000,
+      data = { VERSION = 1, ACTIVE = "Y", INSTALLED = "Y", LANGUAGE_ID = "en" },
+      auth = { access_token = "acc1json", refresh_token = "ref1json", expires = 1733503600, expires_in = 3600,
+        scope = "biconnector", domain = "example.bitrix24.com", server_endpoint = "https://oauth.bitrix.info/rest/",
+        client_endpoint = "https://example.bitrix24.com/rest/", member_id = "m1json", status = "L",
+        application_token = "app1json", user_id = 1 } })
+    local res = A.request(h.install_url, "POST", body, { ["Content-Type"] = "application/json" }, cert)
+    assert.equals(200, res.status, res.body)
+    local stored = A.read_json(h.tokens_file)
+    assert.equals("acc1json", stored.access_token)
+    assert.equals("app1json", stored.application_token)
+    assert.equals(3600, stored.expires_in)
+    -- a number that is no number of seconds is still refused, with nothing else stored
+    os.remove(h.tokens_file)
+    body = body:gsub('"expires_in":3600', '"expires_in":-5')
+    res = A.request(h.install_url, "POST", body, { ["Content-Type"] = "application/json" }, cert)
+    assert.equals(400, res.status, res.body)
+    assert.matches("auth[expires_in] is not a number of seconds", cjson.decode(res.body).message, 1, true)
+    assert.is_nil(A.read_json(h.tokens_file))
+  end)
+
+  it("renews the pair when a REST call answers expired_token: both tokens overwritten, the installation kept", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      args = { "--portal", "127.0.0.1:" .. portal.port } })
+    finally(function() S.stop(h) end)
+    local r = portal:control({ action = "install", url = h.install_url })
+    assert.equals(200, r.status, r.body)
+    A.wait_log(h, "INFO registered ", 1)
+    local before = A.read_json(h.tokens_file)
+    assert.equals(0, portal:stats().stats.renewals)
+    -- the access token expires; SIGHUP registers again, the first call answers expired_token
+    portal:control({ action = "expire" })
+    os.execute("kill -HUP " .. h.pid)
+    A.wait_log(h, "INFO registered ", 2)
+    assert.equals(1, portal:stats().stats.renewals)
+    local after = A.read_json(h.tokens_file)
+    assert.are_not.equal(before.access_token, after.access_token)
+    assert.are_not.equal(before.refresh_token, after.refresh_token)
+    assert.equals(r.sent.auth.application_token, after.application_token)
+    assert.equals("localmember", after.member_id)
+    assert.equals("127.0.0.1:" .. portal.port, after.portal)
+    assert.equals("600", A.mode(h.tokens_file))
+  end)
+
+  it("a refresh token the OAuth server refuses (invalid_grant) stops the registration with what to do; the tokens stay", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      args = { "--portal", "127.0.0.1:" .. portal.port } })
+    finally(function() S.stop(h) end)
+    assert.equals(200, portal:control({ action = "install", url = h.install_url }).status)
+    A.wait_log(h, "INFO registered ", 1)
+    -- the refresh token was used elsewhere (or is older than 180 days): the OAuth server answers invalid_grant
+    local stored = A.read_json(h.tokens_file)
+    stored.refresh_token = "ref0unknown"
+    local f = assert(io.open(h.tokens_file, "wb"))
+    f:write(cjson.encode(stored))
+    f:close()
+    portal:control({ action = "expire" })
+    os.execute("kill -HUP " .. h.pid)
+    local log = A.wait_log(h, "registration failed", 1)
+    local line = log:match("[^\n]*registration failed[^\n]*")
+    assert.matches("invalid_grant", line, 1, true)
+    assert.matches("retry=no", line, 1, true)
+    assert.matches("biconnector login", line, 1, true) -- what to do about it
+    assert.is_nil(log:find("ref0unknown", 1, true))
+    -- nothing was renewed, nothing discarded: the installation and its tokens stay
+    local after = A.read_json(h.tokens_file)
+    assert.equals(stored.access_token, after.access_token)
+    assert.equals("ref0unknown", after.refresh_token)
+    assert.equals(stored.application_token, after.application_token)
+  end)
+
+  it("login --listen: a certificate that does not load, a port taken: said before the link is printed, exit 1", function()
+    local helpers = require "helpers"
+    local function login(args)
+      local cmd = ("BITRIX24_TOKENS_FILE=%s BITRIX24_CLIENT_ID=local.test.app BITRIX24_CLIENT_SECRET=appsecret %s bin/biconnector login %s 2>&1; echo \"rc=$?\"")
+        :format(S.shell_quote(dir .. "/tokens.json"), helpers.runtime, args)
+      local p = io.popen(cmd)
+      local out = p:read("*a")
+      p:close()
+      return tonumber(out:match("rc=(%d+)%s*$")), out
+    end
+    local other_cert = A.certificate(dir, "other")
+    local port = helpers.free_port()
+    local base = "--portal example.bitrix24.com --timeout 3 --listen 127.0.0.1:" .. port
+    local cases = {
+      { "--tls-cert " .. dir .. "/absent.pem --tls-key " .. key, "--tls-cert: " .. dir .. "/absent.pem: No such file or directory" },
+      { "--tls-cert " .. other_cert .. " --tls-key " .. key, "the certificate and key are not a usable pair" },
+    }
+    for _, c in ipairs(cases) do
+      local rc, out = login(base .. " " .. c[1])
+      assert.equals(1, rc, out)
+      assert.matches(c[2], out, 1, true)
+      assert.is_nil(out:find("login.lua", 1, true), "a Lua position in the message: " .. out)
+      assert.is_nil(out:find("/oauth/authorize/", 1, true), "the link was printed although nothing can take the code: " .. out)
+      assert.is_nil((A.read_json(dir .. "/tokens.json") or {}).login, "a pending login was left in the store")
+    end
+    -- the port is taken
+    local blocker = require("biconnector.core").server.new({ host = "127.0.0.1", port = port,
+      handler = function() return 200, {}, "" end })
+    finally(function() blocker:close() end)
+    local rc, out = login(base)
+    assert.equals(1, rc, out)
+    assert.matches("--listen:", out, 1, true)
+    assert.is_nil(out:find("/oauth/authorize/", 1, true), out)
+  end)
+
+  it("a token file in a directory that does not exist is said at start, not by a 500 to the installation", function()
+    local helpers = require "helpers"
+    -- (bounded: before the fix it served on, waiting for the callback it would refuse)
+    local p = io.popen(("BICONNECTOR_TOKEN=db-token-123 BITRIX24_TOKENS_FILE=%s timeout 10 %s 2>&1; echo \"rc=$?\"")
+      :format(S.shell_quote(dir .. "/absent/tokens.json"), S.serve_command({ "sqlite://" .. db, "--listen",
+        "127.0.0.1:" .. helpers.free_port(), "--app", "--public-url", "https://bi.example.com" })))
+    local out = p:read("*a")
+    p:close()
+    assert.equals("2", out:match("rc=(%d+)%s*$"), out)
+    assert.matches("BITRIX24_TOKENS_FILE " .. dir .. "/absent/tokens.json cannot be used", out, 1, true)
+    assert.matches("No such file or directory", out, 1, true)
+    assert.is_nil(out:find("listening on", 1, true), out)
+  end)
+
+  it("refuses an installation callback whose auth[...] value or name is not UTF-8 with a 400, nothing stored", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal })
+    finally(function() S.stop(h) end)
+    local base = "event=ONAPPINSTALL&auth[access_token]=acc2utf&auth[refresh_token]=ref2utf&auth[domain]=example.bitrix24.com"
+      .. "&auth[client_endpoint]=https%3A%2F%2Fexample.bitrix24.com%2Frest%2F&auth[member_id]=m2utf&auth[application_token]=app2utf"
+    for _, c in ipairs({
+      { "&auth[scope]=bi%FFconnector", "auth[scope] is not UTF-8 text" },
+      { "&auth[status]=%C3", "auth[status] is not UTF-8 text" },
+      { "&auth[server_endpoint]=https%3A%2F%2Fx%2F%FF", "auth[server_endpoint] is not UTF-8 text" },
+      { "&auth[%FF]=" .. ("x"):rep(2000), "auth[?] is longer than 1024 bytes" },
+    }) do
+      local res = A.post_form(h.install_url, base .. c[1], cert)
+      assert.equals(400, res.status, res.body)
+      assert.matches(c[2], cjson.decode(res.body).message, 1, true)
+      assert.is_nil(A.read_json(h.tokens_file))
+    end
+  end)
+
+  it("events: another event with the right application_token is 200 and ignored, whatever its name's bytes", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      args = { "--portal", "127.0.0.1:" .. portal.port } })
+    finally(function() S.stop(h) end)
+    local r = portal:control({ action = "install", url = h.install_url })
+    assert.equals(200, r.status, r.body)
+    local auth = "&auth[member_id]=localmember&auth[application_token]=" .. r.sent.auth.application_token
+    local res = A.post_form(h.event_url, "event=ONCRMDEALADD&data[FIELDS][ID]=1" .. auth, cert)
+    assert.equals(200, res.status, res.body)
+    assert.same({ status = "ignored", event = "ONCRMDEALADD" }, cjson.decode(res.body))
+    res = A.post_form(h.event_url, "event=ON%FFX" .. auth, cert)
+    assert.equals(200, res.status, res.body)
+    assert.equals("ignored", cjson.decode(res.body).status)
+    assert.equals(r.sent.auth.access_token, A.read_json(h.tokens_file).access_token)
+  end)
+
+  it("BITRIX24_OAUTH_URL: empty means the default; a value that is no URL is said at start", function()
+    local helpers = require "helpers"
+    local function serve(oauth)
+      local p = io.popen(("BICONNECTOR_TOKEN=db-token-123 BITRIX24_TOKENS_FILE=%s BITRIX24_OAUTH_URL=%s timeout 10 %s 2>&1; echo \"rc=$?\"")
+        :format(S.shell_quote(dir .. "/tokens.json"), S.shell_quote(oauth), S.serve_command({ "sqlite://" .. db, "--listen",
+          "127.0.0.1:" .. helpers.free_port(), "--app", "--public-url", "https://bi.example.com" })))
+      local out = p:read("*a")
+      p:close()
+      return out:match("rc=(%d+)%s*$"), out
+    end
+    local rc, out = serve("oauth.bitrix.info/oauth/token/")
+    assert.equals("2", rc, out)
+    assert.matches("BITRIX24_OAUTH_URL expects the OAuth server's token address", out, 1, true)
+    -- an empty value (BITRIX24_OAUTH_URL= in a unit file) is the default, and the registration renews there
+    local rest = require "biconnector.rest.client"
+    assert.equals(rest.OAUTH_URL, rest.oauth_url(""))
+    assert.equals(rest.OAUTH_URL, assert(require("biconnector.app.server").config({ public_url = "https://bi.example.com" },
+      function(k) return ({ BITRIX24_TOKENS_FILE = dir .. "/tokens.json", BITRIX24_OAUTH_URL = "" })[k] end)).oauth_url)
+    local client = assert(rest.new({ portal = "example.bitrix24.com", access_token = "a", oauth_url = "" }))
+    assert.equals(rest.OAUTH_URL, client.oauth_url)
+    -- the eastern region's address is taken as given
+    assert.equals(rest.OAUTH_URL_EAST, rest.oauth_url(rest.OAUTH_URL_EAST))
+  end)
+end)
