@@ -84,6 +84,14 @@ describe("biconnector serve answering /data", function()
       print("\n[serve_heap_spec] SKIP the brk count: a sanitizer run's malloc is the sanitizer's")
       return
     end
+    -- Under Lua 5.4 the count is the collector's as much as ours: its cycles
+    -- free Lua strings at the heap's top as well, and where a cycle ends
+    -- depends on the machine: 14 to 34 per 200 answers here, 27 and once 199
+    -- in CI runs of the same code (without the spare buffers: 103 to 391). So
+    -- the bound is checked under LuaJIT, whose allocator is its own for Lua
+    -- values and whose count is exact (800 without the spares, 0 with them),
+    -- and under Lua 5.4 the count is printed.
+    local strict = math.type == nil
     if not os.execute("command -v strace >/dev/null 2>&1") then
       print("\n[serve_heap_spec] SKIP the brk count: strace is not installed (apt-get install strace)")
       pending("strace is not installed")
@@ -121,11 +129,13 @@ describe("biconnector serve answering /data", function()
       print(("\n[serve_heap_spec] %d brk calls for %d answers"):format(calls, answers))
       assert.is_true(sends >= answers, ("strace saw %d sendto calls for %d answers"):format(sends, answers))
       -- without the spare buffers (SPARE_MAX set to 0 in src/rows.c): 800 under
-      -- LuaJIT, 103 to 391 under Lua 5.4 (the heap's top given back at the end of
-      -- one answer, taken again by the next); with them 0 under LuaJIT, and under
-      -- Lua 5.4 its collector's own: 14 on an idle machine, 21 to 27 with both
-      -- cores busy (a CI run failed at 27 on the bound of 25 this spec had)
-      assert.is_true(calls < answers / 4, ("%d brk calls for %d answers"):format(calls, answers))
+      -- LuaJIT (the heap's top given back at the end of one answer, taken again
+      -- by the next); with them 0
+      if strict then
+        assert.is_true(calls < answers / 8, ("%d brk calls for %d answers"):format(calls, answers))
+      else
+        print("[serve_heap_spec] (Lua 5.4: printed, not bounded; the bound is checked under LuaJIT)")
+      end
     end)
     S.stop(h)
     assert(ok, err)
