@@ -79,6 +79,7 @@ typedef struct ch_conn {
   char *base; /* http[s]://host:port/ */
   char *user, *password, *database, *ca_file;
   int secure, verify, connect_timeout_s;
+  int opening; /* learn_server runs: the whole answer within connect_timeout */
   CURL *easy;  /* the answers, driven by multi */
   CURLM *multi;
   CURL *side;  /* short questions while an answer streams (the same thread) */
@@ -501,6 +502,15 @@ static int read_line(ch_cursor *cur, char **line, size_t *len, char *err, size_t
                          (cur->result == CURLE_COULDNT_CONNECT || cur->result == CURLE_SEND_ERROR ||
                           cur->result == CURLE_RECV_ERROR || cur->result == CURLE_GOT_NOTHING);
         if (cancelled(cur->cc)) why = "the query was cancelled";
+        if (cur->result == CURLE_OPERATION_TIMEDOUT && cur->cc->opening) {
+          /* a server that took the connection and says nothing (hung, or not
+           * ClickHouse): opening waits no longer than connect_timeout */
+          char head[96];
+          snprintf(head, sizeof head, "clickhouse: the server did not answer within connect_timeout (%d s): ",
+                   cur->cc->connect_timeout_s > 0 ? cur->cc->connect_timeout_s : 10);
+          bic_sql_error(err, errlen, cur->cc->password, head, why);
+          return -1;
+        }
         bic_sql_error(err, errlen, cur->cc->password, "clickhouse: ", why);
         return -1;
       }
@@ -664,6 +674,8 @@ static void *ch_query(void *conn, const char *sql, const bic_sql_value *params, 
       curl_easy_setopt(cc->easy, CURLOPT_HEADERFUNCTION, on_header) ||
       curl_easy_setopt(cc->easy, CURLOPT_HEADERDATA, cur) ||
       curl_easy_setopt(cc->easy, CURLOPT_ERRORBUFFER, cc->errbuf) ||
+      (cc->opening &&
+       curl_easy_setopt(cc->easy, CURLOPT_TIMEOUT, (long)(cc->connect_timeout_s > 0 ? cc->connect_timeout_s : 10))) ||
       curl_multi_add_handle(cc->multi, cc->easy) != CURLM_OK) {
     snprintf(err, errlen, "clickhouse: cannot set up the request");
     free_cursor(cur);
@@ -1094,7 +1106,9 @@ static void *ch_open(const bic_sql_options *o, char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory");
     goto fail;
   }
+  cc->opening = 1;
   if (learn_server(cc, o->statement_timeout_ms, err, errlen) != 0) goto fail;
+  cc->opening = 0;
   return cc;
 fail:
   ch_close(cc);

@@ -632,7 +632,10 @@ static int wait_turn(job *j, size_t *reserve) {
         limit = probe_since + PROBE_PATIENCE;
       }
     }
-    budget = g_held + g_reserved + *reserve <= g_budget || g_held + g_reserved == 0;
+    /* alone: nothing held or reserved but this job's own (its last row, its
+     * ready output): it goes on, whatever its rows' size (counting its own
+     * hold against it, a row over a third of the budget waited for itself) */
+    budget = g_held + g_reserved + *reserve <= g_budget || g_held + g_reserved <= j->held;
     if (j->stop) return 0;
     if (j->deadline > 0 && now >= j->deadline) {
       j->stop = STOP_DEADLINE;
