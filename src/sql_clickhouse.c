@@ -674,8 +674,12 @@ static void *ch_query(void *conn, const char *sql, const bic_sql_value *params, 
       curl_easy_setopt(cc->easy, CURLOPT_HEADERFUNCTION, on_header) ||
       curl_easy_setopt(cc->easy, CURLOPT_HEADERDATA, cur) ||
       curl_easy_setopt(cc->easy, CURLOPT_ERRORBUFFER, cc->errbuf) ||
+      /* half a second past the connect timeout, which bounds the TCP and TLS
+       * handshakes: a handshake that does not finish is told as such ("SSL
+       * connection timeout": an HTTPS URL on a plain HTTP port) */
       (cc->opening &&
-       curl_easy_setopt(cc->easy, CURLOPT_TIMEOUT, (long)(cc->connect_timeout_s > 0 ? cc->connect_timeout_s : 10))) ||
+       curl_easy_setopt(cc->easy, CURLOPT_TIMEOUT_MS,
+                        (long)(cc->connect_timeout_s > 0 ? cc->connect_timeout_s : 10) * 1000L + 500L)) ||
       curl_multi_add_handle(cc->multi, cc->easy) != CURLM_OK) {
     snprintf(err, errlen, "clickhouse: cannot set up the request");
     free_cursor(cur);
