@@ -7,26 +7,8 @@ local S = require "serve_helpers"
 local verify = require "biconnector.verify"
 local json = require "biconnector.json"
 
-local function lines(report, level)
-  local out = {}
-  for _, c in ipairs(report.checks) do
-    if c.result == level then out[#out + 1] = c.check .. ": " .. c.message end
-  end
-  return out
-end
-
-local function assert_line(report, level, pattern)
-  for _, l in ipairs(lines(report, level)) do
-    if l:find(pattern) then return end
-  end
-  error(("no %s line matching %q in:\n%s"):format(level, pattern, verify.format(report)), 2)
-end
-
-local function cli(args)
-  local parts = { helpers.runtime, "bin/biconnector", "verify" }
-  for _, a in ipairs(args) do parts[#parts + 1] = S.shell_quote(a) end
-  return helpers.run3(table.concat(parts, " "))
-end
+local R = require "verify_report"
+local lines, assert_line, cli = R.lines, R.assert_line, R.cli
 
 -- Is s valid UTF-8 (what a JSON reader needs)?
 local function utf8_ok(s)

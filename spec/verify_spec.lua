@@ -8,37 +8,12 @@ local verify = require "biconnector.verify"
 local json = require "biconnector.json"
 local null = require("biconnector").null
 
--- Lines of one result level, as "check: message".
-local function lines(report, level)
-  local out = {}
-  for _, c in ipairs(report.checks) do
-    if c.result == level then out[#out + 1] = c.check .. ": " .. c.message end
-  end
-  return out
-end
-
-local function has_line(report, level, pattern)
-  for _, l in ipairs(lines(report, level)) do
-    if l:find(pattern) then return true end
-  end
-  return false, ("no %s line matching %q in:\n%s"):format(level, pattern, verify.format(report))
-end
-
-local function assert_line(report, level, pattern)
-  local ok, why = has_line(report, level, pattern)
-  assert(ok, why)
-end
+local R = require "verify_report"
+local has_line, assert_line, cli = R.has_line, R.assert_line, R.cli
 
 local function assert_clean(report)
   assert(report.ok and report.summary.FAIL == 0 and report.summary.WARN == 0, verify.format(report))
   assert.is_true(report.summary.PASS > 0)
-end
-
--- Runs `biconnector verify ARGS` as a subprocess; returns exit code, stdout, stderr.
-local function cli(args)
-  local parts = { helpers.runtime, "bin/biconnector", "verify" }
-  for _, a in ipairs(args) do parts[#parts + 1] = S.shell_quote(a) end
-  return helpers.run3(table.concat(parts, " "))
 end
 
 -- A sink for main()'s output: :write(...) appends to .text.
