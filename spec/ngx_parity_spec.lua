@@ -372,6 +372,33 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
     assert.equals(415, a.status)
   end)
 
+  it("reads Content-Encoding past 120 other headers alike (415)", function()
+    local lines = { "POST /demo/check HTTP/1.1", "Host: x", "Connection: close",
+      "Content-Type: application/x-www-form-urlencoded" }
+    for i = 1, 120 do lines[#lines + 1] = "X-Filler-" .. i .. ": v" end
+    local body = demo_conn()
+    lines[#lines + 1] = "Content-Encoding: gzip"
+    lines[#lines + 1] = "Content-Length: " .. #body
+    local text = table.concat(lines, "\r\n") .. "\r\n\r\n" .. body
+    local a, b = send_raw(serves.demo.port, text), send_raw(ngx_port, text)
+    assert.same(view(a), view(b))
+    assert.equals(415, a.status)
+  end)
+
+  -- the difference docs/openresty.md's table gives: serve() reads
+  -- $http_content_type, the first of a repeated Content-Type
+  it("differs on a repeated Content-Type: serve joins them (415), nginx takes the first", function()
+    local body = demo_conn()
+    local text = table.concat({ "POST /demo/check HTTP/1.1", "Host: x", "Connection: close",
+      "Content-Type: application/x-www-form-urlencoded", "Content-Type: text/plain",
+      "Content-Length: " .. #body }, "\r\n") .. "\r\n\r\n" .. body
+    local a, b = send_raw(serves.demo.port, text), send_raw(ngx_port, text)
+    assert.equals(415, a.status)
+    assert.matches("Content%-Type \\\"application/x%-www%-form%-urlencoded,\\\" is not supported", a.body)
+    assert.equals(200, b.status)
+    assert.same({ ok = true }, cjson.decode(b.body))
+  end)
+
   it("answers HEAD alike (no body)", function()
     local a, b = both("demo", "HEAD", "/demo/check")
     assert.equals(a.status, b.status)

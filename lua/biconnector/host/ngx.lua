@@ -80,6 +80,19 @@ local function read_file(path)
   return data
 end
 
+-- The request body: the buffered data, or the file nginx spooled it to (past
+-- client_body_buffer_size). -> body, from_file | nil, err
+local function read_body()
+  ngx.req.read_body() -- over client_max_body_size nginx answers 413 itself and we never come back
+  local body = ngx.req.get_body_data()
+  if body ~= nil then return body, false end
+  local file = ngx.req.get_body_file()
+  if not file then return "", false end
+  local data, err = read_file(file)
+  if not data then return nil, "cannot read the spooled request body: " .. tostring(err) end
+  return data, true
+end
+
 -- ngx.request([max_headers [, uri]]) -> { method, path, headers (lower-case names,
 -- repeated ones joined with ", "), body, remote } for c:handle; nil, err when
 -- the body cannot be read. uri: $uri when the caller has read it already.
@@ -94,24 +107,35 @@ function _M.request(max_headers, uri)
   for name, value in pairs(headers) do
     if type(value) == "table" then headers[name] = concat(value, ", ") end
   end
-  ngx.req.read_body() -- over client_max_body_size nginx answers 413 itself and we never come back
-  local body = ngx.req.get_body_data()
-  local from_file = false
-  if body == nil then
-    local file = ngx.req.get_body_file() -- spooled past client_body_buffer_size
-    if file then
-      local err
-      body, err = read_file(file)
-      if not body then return nil, "cannot read the spooled request body: " .. tostring(err) end
-      from_file = true
-    end
-  end
+  local body, from_file = read_body()
+  if not body then return nil, from_file end
   return {
     method = ngx.req.get_method(),
     path = uri or ngx.var.uri,
     headers = headers,
-    body = body or "",
+    body = body,
     remote = ngx.var.remote_addr or "",
+    body_in_file = from_file,
+  }
+end
+
+-- The request serve() hands the connector, which reads two headers only
+-- (the body's type and coding) and the remote address only for an access
+-- line: each ngx.var lookup and ngx.req.get_headers go through the FFI,
+-- which the interpreter runs slowly, and a small request (/check) is mostly
+-- interpreted (issue 25: get_headers alone was about a tenth of a /check's
+-- worker CPU). $http_content_type is the first Content-Type of a repeated
+-- one, where ngx.request joins them (docs/openresty.md).
+local function serve_request(uri, with_remote)
+  local var = ngx.var
+  local body, from_file = read_body()
+  if not body then return nil, from_file end
+  return {
+    method = ngx.req.get_method(),
+    path = uri,
+    headers = { ["content-type"] = var.http_content_type, ["content-encoding"] = var.http_content_encoding },
+    body = body,
+    remote = with_remote and var.remote_addr or "",
     body_in_file = from_file,
   }
 end
@@ -164,7 +188,7 @@ local function glue_error(err, trace)
 end
 
 local function send_headers(status, headers)
-  ngx.status = status
+  if status ~= 200 then ngx.status = status end -- 200 is nginx's own default (one FFI call fewer)
   if type(headers) == "table" then
     for name, value in pairs(headers) do ngx.header[name] = value end
   end
@@ -199,7 +223,12 @@ local function prepare(target, opts, started, uri)
   if not connector_mod.is_connector(c) then
     error("biconnector.ngx.serve: expected a connector or a connector file path, got " .. type(target), 0)
   end
-  local req, err = _M.request(opts.max_headers, uri)
+  local req, err
+  if opts.max_headers == nil then
+    req, err = serve_request(uri, opts.access_log)
+  else
+    req, err = _M.request(opts.max_headers, uri)
+  end
   if not req then error(err, 0) end
   local answer_opts = {
     prefix = prefix_of(req.path, opts.prefix),
