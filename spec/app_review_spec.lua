@@ -173,6 +173,28 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     assert.equals(r.sent.auth.access_token, A.read_json(h.tokens_file).access_token)
   end)
 
+  -- b24restdocs api-reference/common/events/on-app-uninstall.md binds
+  -- onAppUninstall but spells the event the handler receives ONAPPSUNINSTALL
+  -- (its example and its parameter table): either name is the uninstall
+  for _, name in ipairs({ "ONAPPSUNINSTALL", "onAppsUninstall", "ONAPPUNINSTALL" }) do
+    it("events: " .. name .. " with the right application_token uninstalls (tokens removed)", function()
+      local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+        args = { "--portal", "127.0.0.1:" .. portal.port } })
+      finally(function() S.stop(h) end)
+      assert.equals(200, portal:control({ action = "install", url = h.install_url }).status)
+      A.wait_log(h, "ONAPPUNINSTALL handler bound", 1)
+      local un = portal:control({ action = "uninstall", event = name })
+      assert.equals(1, #un.calls)
+      assert.equals(200, un.calls[1].status, un.calls[1].body)
+      assert.same({ status = "uninstalled" }, cjson.decode(un.calls[1].body))
+      local after = A.read_json(h.tokens_file)
+      assert.is_nil(after.access_token)
+      assert.is_nil(after.application_token)
+      assert.truthy(after.uninstalled_at)
+      A.wait_log(h, "application uninstalled: tokens removed", 1)
+    end)
+  end
+
   it("BITRIX24_OAUTH_URL: empty means the default; a value that is no URL is said at start", function()
     local helpers = require "helpers"
     local function serve(oauth)

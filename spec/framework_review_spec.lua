@@ -302,3 +302,55 @@ describe("framework review: a table a static list does not give", function()
     assert.equals(200, (helpers.post_form(c, "/data", "table=hidden")))
   end)
 end)
+
+-- A tables function answering one code twice: /table_list listed it twice
+-- (Bitrix24 takes the code as the table's externalCode, so two entries name
+-- one table, and which title is meant is unclear). It is refused as the
+-- framework refuses every answer the protocol forbids: a 500 naming the code.
+-- A static list with a repeated code is a definition error already.
+describe("framework review: a table code tables() repeats", function()
+  local h, file
+  setup(function()
+    file = helpers.tmp_path("connector.lua")
+    helpers.write_file(file, [[
+local biconnector = require "biconnector"
+return biconnector.connector {
+  title = "twice", settings = {}, check = function() return true end,
+  tables = function(_, search)
+    if search == "one" then return { { code = "deals", title = "Deals" } } end
+    return { { code = "deals", title = "Deals" }, { code = "leads", title = "Leads" }, { code = "deals", title = "Deals (old)" } }
+  end,
+  describe = function() return { { code = "id", name = "ID", type = "int" } } end,
+  data = function() return { { 1 } } end,
+}
+]])
+    h = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0", "--workers", "1" }))
+  end)
+  teardown(function()
+    S.stop(h)
+    os.remove(file)
+  end)
+
+  local function post(path, body)
+    local r = assert(S.request(h.port, "POST", path, body, { ["Content-Type"] = "application/x-www-form-urlencoded" }))
+    return r.status, cjson.decode(r.body)
+  end
+
+  it("is a 500 naming the repeated code, logged with the answer's error id", function()
+    local status, body = post("/table_list", "searchString=")
+    assert.equals(500, status)
+    assert.equals("internal_error", body.error)
+    assert.equals('tables()[3].code "deals" repeats tables()[1]', body.message)
+    local log = S.wait_stderr(h, "repeats tables", true)
+    assert.matches(body.id, log, 1, true)
+    -- an answer without the repeat is served as before
+    status, body = post("/table_list", "searchString=one")
+    assert.equals(200, status)
+    assert.same({ { code = "deals", title = "Deals" } }, body)
+  end)
+
+  it("stays a definition error in a static list", function()
+    local err = definition_error({ tables = { { code = "deals", title = "Deals" }, { code = "deals", title = "Again" } } })
+    assert.equals('connector definition: tables[2].code "deals" repeats tables[1]', err)
+  end)
+end)

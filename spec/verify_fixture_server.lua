@@ -68,6 +68,7 @@ local function handle(modes, endpoint, p)
     local out = {}
     for i, f in ipairs(fields) do out[i] = { code = f.code, name = f.name, type = f.type } end
     if mode_is("unknown_type") and p.table == "items" then out[3].type = "currency" out[1].type = "INT" end
+    if mode_is("odd_type") and p.table == "items" then out[3].type = "currency" end -- unknown, lower case
     if mode_is("zero") and p.table == "items" then out[2].code = "0" end
     if mode_is("no_name") and p.table == "items" then out[2].name = nil end
     return answer(200, json.encode(out))

@@ -120,6 +120,21 @@ describe("biconnector verify review", function()
     assert_line(report, "PASS", "^data items %(limit 5%): 5 row%(s%) of 5 field%(s%)")
   end)
 
+  -- protocol.md section 2, urlTableDescription: "Bitrix24 treats an unknown type
+  -- as string"; the description is not rejected, so the connector conforms
+  it("warns about a field type Bitrix24 does not know (read as string) instead of failing it (exit 0)", function()
+    local report = run("odd_type")
+    assert_line(report, "WARN", '^table_description items: field 3 %(price%): type "currency" is not one of int, string, '
+      .. 'double, date, datetime, money, timezone: Bitrix24 reads it as string')
+    assert.equal(0, report.summary.FAIL, verify.format(report))
+    assert.is_true(report.ok, verify.format(report))
+    -- the field is still a column of the data answers; its values go unchecked
+    assert_line(report, "PASS", "^data items %(limit 5%): 5 row%(s%) of 5 field%(s%)")
+    local rc, out = cli({ base .. "odd_type", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
+    assert.equal(0, rc, out)
+    assert.matches('WARN  table_description items: field 3 %(price%): type "currency"', out)
+  end)
+
   -- Bitrix24's docs say searchString searches by externalCode (the code) and,
   -- on the same page, that the search is by title: either is a conforming search
   it("does not fail a connector that searches titles only when the searched code is in no title", function()

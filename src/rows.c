@@ -154,11 +154,15 @@ static int digits(const char *s, int n) {
 }
 
 /* Parse "YYYY-MM-DD" or "DD.MM.YYYY" (the spelling Bitrix24 itself writes),
- * optionally followed by " HH:MM[:SS[.fraction]]", or for YYYY-MM-DD by ISO
- * 8601 "THH:MM[:SS]" with optional fraction and zone (Z, +HH:MM, +HHMM, +HH): the
- * fraction is dropped, the wall-clock time as written is kept, and the zone goes
- * to c->zone. Returns 1 for a date, 2 for a date and time, 0 when the string is
- * not in one of these forms or not a valid calendar time. */
+ * optionally followed by a time of day: " HH:MM", or for YYYY-MM-DD also ISO
+ * 8601 "THH:MM"; then optional ":SS" with an optional fraction (".25" or
+ * ",25"), then an optional zone (Z, +HH:MM, +HHMM or +HH, offsets up to 23:59)
+ * after any of them ("2024-01-01 12:00:00.25+02" is how PostgreSQL writes a
+ * timestamptz). The same spellings as a filter value (parse_moment in
+ * lua/biconnector/connector/filter.lua; spec/datetime_spellings_spec.lua).
+ * The fraction is dropped, the wall-clock time as written is kept, and the
+ * zone goes to c->zone. Returns 1 for a date, 2 for a date and time, 0 when
+ * the string is not in one of these forms or not a valid calendar time. */
 static int parse_datetime(const char *s, size_t len, civil *c) {
   size_t i;
   int dotted = 0;
@@ -183,21 +187,22 @@ static int parse_datetime(const char *s, size_t len, civil *c) {
   c->hour = digits(s + 11, 2);
   c->min = digits(s + 14, 2);
   if (c->hour < 0 || c->min < 0) return 0;
-  if (len == 16) return civil_valid(c) ? 2 : 0; /* no seconds: :00 */
-  if (len < 19 || s[16] != ':') return 0;
-  c->sec = digits(s + 17, 2);
-  if (c->sec < 0 || !civil_valid(c)) return 0;
-  i = 19;
-  if (i == len) return 2;
-  /* a fraction of a second in every spelling (PostgreSQL and MySQL write
-   * timestamps "2024-01-01 12:00:00.25"); it is dropped, as in ISO 8601 */
-  if (s[i] == '.') {
-    i++;
-    if (i == len || s[i] < '0' || s[i] > '9') return 0;
-    while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+  i = 16; /* no seconds: :00 */
+  if (i < len && s[i] == ':') {
+    if (len < 19) return 0;
+    c->sec = digits(s + 17, 2);
+    if (c->sec < 0) return 0;
+    i = 19;
+    /* a fraction of a second (PostgreSQL and MySQL write timestamps
+     * "2024-01-01 12:00:00.25"; ISO 8601 allows a comma too); it is dropped */
+    if (i < len && (s[i] == '.' || s[i] == ',')) {
+      i++;
+      if (i == len || s[i] < '0' || s[i] > '9') return 0;
+      while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+    }
   }
+  if (!civil_valid(c)) return 0;
   if (i == len) return 2;
-  if (s[10] != 'T') return 0; /* zones only in the ISO spelling */
   if (s[i] == 'Z' && i + 1 == len) {
     c->zone = 0;
     return 2;

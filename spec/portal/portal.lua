@@ -1008,13 +1008,15 @@ install_app = function(cmd)
 end
 
 -- control "uninstall": ONAPPUNINSTALL to every handler bound for it, carrying
--- the application_token (cmd.application_token forges another); then the
--- application's access ends (config.uninstall_revokes). -> {calls = [{url, status, body}]}
+-- the application_token (cmd.application_token forges another; cmd.event names
+-- the event otherwise, as ONAPPSUNINSTALL, the spelling of b24restdocs
+-- on-app-uninstall.md); then the application's access ends
+-- (config.uninstall_revokes). -> {calls = [{url, status, body}]}
 uninstall_app = function(cmd)
   local calls = array({})
   for _, h in ipairs(state.app.handlers) do
     if h.event == "ONAPPUNINSTALL" then
-      local fields = { event = "ONAPPUNINSTALL", data = { LANGUAGE_ID = "en", CLEAN = cmd.clean and "1" or "0" },
+      local fields = { event = cmd.event or "ONAPPUNINSTALL", data = { LANGUAGE_ID = "en", CLEAN = cmd.clean and "1" or "0" },
         ts = tostring(os.time()), auth = { domain = "127.0.0.1:" .. port, server_endpoint = "https://oauth.bitrix.info/rest/",
           client_endpoint = "http://127.0.0.1:" .. port .. "/rest/", member_id = config.member_id,
           application_token = cmd.application_token or state.app.application_token } }

@@ -7,7 +7,8 @@
 -- BITRIX24_TOKENS_REDIS) and answers 200 at once; GET /app/install tells
 -- whether the application is installed (and takes the `code` of
 -- `biconnector login`, the handler path being the OAuth redirect); POST
--- /app/event takes ONAPPUNINSTALL, guarded by the stored application_token.
+-- /app/event takes ONAPPUNINSTALL (or ONAPPSUNINSTALL, as b24restdocs spells it
+-- once), guarded by the stored application_token.
 -- The REST work (connector, source, tables, event.bind) runs in a helper
 -- process (biconnector.app.job) spawned after the answer, so the worker that
 -- serves Bitrix24's /check during source.add is never the one waiting for it.
@@ -581,7 +582,9 @@ function App:event(req)
     self.log("warn", "event refused: wrong or missing application_token", { event = event:sub(1, 64), remote = req.remote })
     return refusal(403, "the event does not carry this installation's application_token")
   end
-  if event ~= "ONAPPUNINSTALL" then
+  -- b24restdocs on-app-uninstall.md binds onAppUninstall but spells the event
+  -- a handler receives ONAPPSUNINSTALL: either name is the uninstall
+  if event ~= "ONAPPUNINSTALL" and event ~= "ONAPPSUNINSTALL" then
     -- the name echoed only when it is one (the answer is JSON: no stray bytes)
     return answer(200, { status = "ignored", event = event:match("^[%w_]+$") and event:sub(1, 64) or "?" })
   end

@@ -363,8 +363,11 @@ local function check_description(f, value)
             note(f, "FAIL", format("field %d (%s): type %s must be lower case (older portals compare exactly)",
               i, fd.code, show(fd.type)))
           else
-            note(f, "FAIL", format("field %d (%s): type %s is not one of %s (Bitrix24 would treat it as string)",
-              i, fd.code, show(fd.type), FIELD_TYPE_LIST))
+            -- not a FAIL: Bitrix24 reads an unknown type as string (protocol.md
+            -- section 2, urlTableDescription) and keeps the description
+            note(f, "WARN", format("field %d (%s): type %s is not one of %s: Bitrix24 reads it as string"
+              .. " (its values go unchecked here; biconnector.table.add, and so biconnector register, refuses the type:"
+              .. " answer \"string\" if that is meant)", i, fd.code, show(fd.type), FIELD_TYPE_LIST))
           end
         end
         if seen[fd.code] then

@@ -91,18 +91,23 @@ local function not_list(where, what, key)
 end
 
 -- Checks a list of table entries {code, title}; returns nil or "what: why".
+-- A code listed twice is refused: Bitrix24 takes the code as the table's
+-- externalCode, so two entries would name one table under two titles.
 local function table_list_problem(list, where)
   if type(list) ~= "table" then
     return format("%s must be a list of {code, title}, got %s", where, type(list))
   end
   local key = stray_key(list)
   if key ~= nil then return not_list(where, "{code, title}", key) end
+  local seen = {}
   for i = 1, #list do
     local t = list[i]
     -- (the place is written only for a problem: a table list is checked per request)
     if type(t) ~= "table" then return format("%s[%d] must be a table {code, title}, got %s", where, i, type(t)) end
     if not php_value(t.code) then return not_value(format("%s[%d].code", where, i), t.code) end
     if not php_value(t.title) then return not_value(format("%s[%d].title", where, i), t.title) end
+    if seen[t.code] then return format("%s[%d].code %q repeats %s[%d]", where, i, t.code, where, seen[t.code]) end
+    seen[t.code] = i
   end
   return nil
 end
@@ -161,13 +166,8 @@ local function check_definition(def)
   end
   local tables = def.tables
   if type(tables) == "table" then
-    local problem = table_list_problem(tables, "tables")
+    local problem = table_list_problem(tables, "tables") -- codes unique too
     if problem then error("connector definition: " .. problem, 0) end
-    local codes = {}
-    for i, t in ipairs(tables) do
-      if codes[t.code] then fail(format("tables[%d].code", i), format("%q repeats tables[%d]", t.code, codes[t.code])) end
-      codes[t.code] = i
-    end
   elseif type(tables) ~= "function" then
     fail("tables", "must be a list of {code, title} or a function, got " .. type(tables))
   end

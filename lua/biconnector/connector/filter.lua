@@ -129,25 +129,36 @@ local function valid_date(y, m, d)
 end
 
 -- The spellings of protocol.md: 31.05.2025 17:01:55, 31.05.2025, 2025-05-31,
--- 2025-05-31 17:01:55, ISO 8601 with T, optional seconds, fraction and offset.
+-- 2025-05-31 17:01:55, ISO 8601 with T (after YYYY-MM-DD only); seconds
+-- optional, a fraction (. or ,) after them, a zone (Z, +HH:MM, +HHMM, +HH, up
+-- to 23:59) after any time of day. The same spellings as a row value
+-- (parse_datetime in src/rows.c; spec/datetime_spellings_spec.lua).
 -- Returns y, m, d, time ("HH:MM:SS" or nil), or nil, why.
 local function parse_moment(s)
   s = trim(s)
   local y, m, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
+  local dotted = false
   if not y then
     d, m, y, rest = s:match("^(%d%d)%.(%d%d)%.(%d%d%d%d)(.*)$")
+    dotted = true
   end
   if not y then return nil, "not a date (expected YYYY-MM-DD, DD.MM.YYYY or ISO 8601)" end
   y, m, d = tonumber(y), tonumber(m), tonumber(d)
   if not valid_date(y, m, d) then return nil, "no such day" end
   if rest == "" then return y, m, d, nil end
-  local hh, mi, tail = rest:match("^[T ](%d%d):(%d%d)(.*)$")
-  if not hh then return nil, "bad time of day" end
+  local sep, hh, mi, tail = rest:match("^([T ])(%d%d):(%d%d)(.*)$")
+  if not hh or (sep == "T" and dotted) then return nil, "bad time of day" end
   local ss = tail:match("^:(%d%d)")
-  if ss then tail = tail:sub(4) else ss = "00" end
-  tail = tail:gsub("^[.,]%d+", "")   -- fractions of a second are dropped
-  if tail ~= "" and tail ~= "Z" and not tail:match("^[+-]%d%d:?%d%d$") and not tail:match("^[+-]%d%d$") then
-    return nil, "bad time of day"
+  if ss then
+    tail = tail:sub(4):gsub("^[.,]%d+", "") -- fractions of a second are dropped
+  else
+    ss = "00"
+  end
+  if tail ~= "" and tail ~= "Z" then
+    local zh, zm = tail:match("^[+-](%d%d):?(%d%d)$")
+    if not zh then zh, zm = tail:match("^[+-](%d%d)$"), "00" end
+    if not zh then return nil, "bad time of day" end
+    if tonumber(zh) > 23 or tonumber(zm) > 59 then return nil, "no such time zone offset" end
   end
   if tonumber(hh) > 23 or tonumber(mi) > 59 or tonumber(ss) > 59 then return nil, "no such time of day" end
   return y, m, d, hh .. ":" .. mi .. ":" .. ss
