@@ -636,7 +636,9 @@ end
 -- object when a page cannot be fetched; client:list() returns nil, err instead.
 function Client:each(method, params, opts)
   opts = opts or {}
-  local mode = opts.mode or (opts.fast and "fast") or (method:match("^biconnector%..*%.list$") and "page") or "start"
+  -- the method's name as the portal reads it (any case, ".json" or not): a
+  -- biconnector list paged by `start` would end after its first 50
+  local mode = opts.mode or (opts.fast and "fast") or (method_name(method):match("^biconnector%..*%.list$") and "page") or "start"
   local page_size = opts.page_size or self.page_size
   local id_key = opts.id_key or "ID"
   local base = shallow_copy(params)
