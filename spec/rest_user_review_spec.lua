@@ -2,6 +2,7 @@
 -- (protocol.md 3, 3.1, 3.2), against the local portal.
 local rest = require "biconnector.rest"
 local control = require "portal.control"
+local register = require "biconnector.register"
 
 local FAST = { rate = 1000, burst = 1000, url_check = false }
 
@@ -26,5 +27,47 @@ describe("REST user review", function()
     assert.equal(120, #list)
     list = assert(c:list("BICONNECTOR.CONNECTOR.LIST"))
     assert.equal(120, #list)
+  end)
+  it("register: a column type Bitrix24 does not know goes as string, with a warning; a rerun changes nothing", function()
+    local connector = {
+      title = "Odd", definition = {}, settings = { { code = "token", name = "Token", type = "STRING" } },
+      handle = function(_, req)
+        if req.path == "/table_list" then return 200, {}, '[{"code":"t1","title":"T1"}]' end
+        return 200, {}, '[{"code":"a","name":"A","type":"int"},{"code":"b","name":"B","type":"Boolean"},' ..
+          '{"code":"c","name":"C","type":"money"}]'
+      end,
+    }
+    local lines = {}
+    local function run()
+      return register.run { connector = connector, base_url = "https://h.example.com", client = client_for(),
+        settings = { token = "t" }, tables = { { table = "t1" } }, print = function(l) lines[#lines + 1] = l end }
+    end
+    local result, err = run()
+    assert(result, tostring(err))
+    local t = select(2, next(portal:stats().state.tables))
+    assert.same({ "int", "string", "money" }, { t.fields[1].type, t.fields[2].type, t.fields[3].type })
+    assert.equal(1, #result.warnings)
+    assert.matches("table t1: column type%(s%) Bitrix24 does not know, registered as string %(as BI Builder reads them%): b %(Boolean%)",
+      result.warnings[1])
+    assert.matches("warning: table t1: column type", table.concat(lines, "\n"))
+    local before = portal:stats()
+    result = assert(run())
+    assert.equal("unchanged", result.tables[1].action)
+    assert.same(before.state, portal:stats().state)
+  end)
+
+  it("register: a described field without a type is an error naming it, before anything is sent", function()
+    local connector = {
+      title = "Typeless", definition = {}, settings = { { code = "token", name = "Token", type = "STRING" } },
+      handle = function(_, req)
+        if req.path == "/table_list" then return 200, {}, '[{"code":"t1","title":"T1"}]' end
+        return 200, {}, '[{"code":"a","name":"A","type":"int"},{"code":"b","name":"B"}]'
+      end,
+    }
+    local result, err = register.run { connector = connector, base_url = "https://h.example.com", client = client_for(),
+      settings = { token = "t" }, tables = { { table = "t1" } } }
+    assert.is_nil(result)
+    assert.equal("the connector's table_description of t1: field 2 (b) has no type", err)
+    assert.is_nil(next(portal:stats().stats.received)) -- no REST call at all
   end)
 end)

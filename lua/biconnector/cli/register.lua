@@ -13,6 +13,7 @@ local rest = require "biconnector.rest.client"
 local cli_call = require "biconnector.cli.call"
 local progress_lib = require "biconnector.cli.progress"
 local cli = require "biconnector.cli.main"
+local COLUMN_TYPES = require("biconnector.rest.services").COLUMN_TYPES
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local format, concat = string.format, table.concat
@@ -166,15 +167,26 @@ local function table_plan(c, settings, served, code, name)
   if type(described) ~= "table" or #described == 0 then
     return nil, format("the connector's table_description of %s answered no fields", code)
   end
-  local columns = {}
+  local columns, as_string = {}, {}
   for i, fd in ipairs(described) do
     if type(fd) ~= "table" or type(fd.code) ~= "string" or fd.code == "" then
       return nil, format("the connector's table_description of %s: field %d has no code", code, i)
     end
+    if type(fd.type) ~= "string" or fd.type == "" then
+      -- Bitrix24 refuses a description with a field without type (protocol.md section 2)
+      return nil, format("the connector's table_description of %s: field %d (%s) has no type", code, i, fd.code)
+    end
     -- column types are lower case; a connector answering "INT" still means int
-    columns[i] = { code = fd.code, type = type(fd.type) == "string" and fd.type:lower() or fd.type }
+    local t = fd.type:lower()
+    if not COLUMN_TYPES[t] then
+      -- Bitrix24 reads a type it does not know as string (protocol.md section 2), while
+      -- biconnector.table.add refuses it: the table gets what BI Builder would make of it
+      as_string[#as_string + 1] = format("%s (%s)", fd.code, fd.type)
+      t = "string"
+    end
+    columns[i] = { code = fd.code, type = t }
   end
-  return { code = code, title = tostring(title), name = name, columns = columns }
+  return { code = code, title = tostring(title), name = name, columns = columns, as_string = as_string }
 end
 
 ---------------------------------------------------------------- portal look-ups
@@ -515,6 +527,12 @@ function _M.run(opts)
       step(opts, "asking the connector file for table %s (%d of %d)", tostring(d.table), i, #wanted)
       plans[i], err = table_plan(c, settings, served, d.table, d.name)
       if not plans[i] then return nil, refused(err) end
+      if #plans[i].as_string > 0 then
+        local warning = format("table %s: column type(s) Bitrix24 does not know, registered as string (as BI Builder"
+          .. " reads them): %s", d.table, concat(plans[i].as_string, ", "))
+        result.warnings[#result.warnings + 1] = warning
+        say(opts, "warning: %s", warning)
+      end
     end
   end
   opts.plan_count = #plans

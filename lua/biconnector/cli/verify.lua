@@ -366,8 +366,8 @@ local function check_description(f, value)
             -- not a FAIL: Bitrix24 reads an unknown type as string (protocol.md
             -- section 2, urlTableDescription) and keeps the description
             note(f, "WARN", format("field %d (%s): type %s is not one of %s: Bitrix24 reads it as string"
-              .. " (its values go unchecked here; biconnector.table.add, and so biconnector register, refuses the type:"
-              .. " answer \"string\" if that is meant)", i, fd.code, show(fd.type), FIELD_TYPE_LIST))
+              .. " (its values go unchecked here; biconnector.table.add refuses the type, so biconnector register makes"
+              .. " the column string, as BI Builder reads it)", i, fd.code, show(fd.type), FIELD_TYPE_LIST))
           end
         end
         if seen[fd.code] then
