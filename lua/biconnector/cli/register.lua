@@ -528,10 +528,10 @@ function _M.run(opts)
       plans[i], err = table_plan(c, settings, served, d.table, d.name)
       if not plans[i] then return nil, refused(err) end
       if #plans[i].as_string > 0 then
-        local warning = format("table %s: column type(s) Bitrix24 does not know, registered as string (as BI Builder"
+        local note = format("table %s: column type(s) Bitrix24 does not know, registered as string (as BI Builder"
           .. " reads them): %s", d.table, concat(plans[i].as_string, ", "))
-        result.warnings[#result.warnings + 1] = warning
-        say(opts, "warning: %s", warning)
+        result.warnings[#result.warnings + 1] = note
+        say(opts, "warning: %s", note)
       end
     end
   end
