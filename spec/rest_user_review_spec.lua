@@ -70,4 +70,75 @@ describe("REST user review", function()
     assert.equal("the connector's table_description of t1: field 2 (b) has no type", err)
     assert.is_nil(next(portal:stats().stats.received)) -- no REST call at all
   end)
+  describe("batch with halt and a biconnector error inside result (which the portal does not halt on)", function()
+    it("sends nothing after it: a command that is no biconnector read waits for the next request", function()
+      local c = client_for()
+      local results, errors, extra = c:batch({
+        { key = "bad", method = "biconnector.connector.delete", params = { id = 99 } },
+        { key = "after", method = "test.items.add", params = { fields = { TITLE = "x" } } },
+      }, { halt = true })
+      assert.equal("CONNECTOR_NOT_FOUND", errors.bad.code)
+      assert.is_nil(results.after)
+      assert.is_nil(errors.after)
+      assert.equal(1, extra.requests)
+      assert.is_nil(portal:stats().stats.received["test.items.add"])
+    end)
+
+    it("reads share the request and their results after the failing one are dropped; the rest is never sent", function()
+      portal:control({ action = "seed", connectors = 1 })
+      local c = client_for()
+      local results, errors, extra = c:batch({
+        { key = "schema", method = "biconnector.connector.fields" },
+        { key = "one", method = "biconnector.connector.get", params = { id = 1 } },
+        { key = "missing", method = "biconnector.connector.get", params = { id = 9 } },
+        { key = "list", method = "biconnector.connector.list" },
+        { key = "delete", method = "biconnector.connector.delete", params = { id = 1 } },
+      }, { halt = true })
+      assert.equal(1, extra.requests)
+      assert.is_table(results.schema)
+      assert.equal("seed 1", results.one.item.title)
+      assert.equal("CONNECTOR_NOT_FOUND", errors.missing.code)
+      assert.is_nil(results.list) -- the portal ran it; with halt it is not reported
+      assert.is_nil(extra.time.list)
+      assert.is_nil(results.delete)
+      assert.is_nil(portal:stats().stats.received["biconnector.connector.delete"])
+      assert.equal(1, select(2, next(portal:stats().state.connectors)).id)
+    end)
+
+    it("without a failure the commands all run, in as many requests as the splits need, references resolved", function()
+      local c = client_for()
+      local results, errors, extra = c:batch({
+        { key = "c", method = "biconnector.connector.add", params = { fields = { title = "T", logo = "data:,",
+          urlCheck = "https://x/c", urlTableList = "https://x/l", urlTableDescription = "https://x/d",
+          urlData = "https://x/q", settings = { { code = "t", name = "T", type = "STRING" } } } } },
+        { key = "got", method = "biconnector.connector.get", params = { id = "$result[c][id]" } },
+        { key = "s", method = "biconnector.source.add", params = { fields = { title = "S", connectorId = "$result[c][id]",
+          settings = { t = "v" } } } },
+      }, { halt = true })
+      assert.is_nil(next(errors))
+      assert.equal(2, extra.requests) -- source.add, a write, goes after the connector.add request came back
+      assert.equal("T", results.got.item.title)
+      assert.equal(1, results.s.id)
+      assert.equal(1, select(2, next(portal:stats().state.sources)).connectorId)
+    end)
+
+    it("without halt nothing changes: one request, the command after the failing one runs", function()
+      local c = client_for()
+      local results, errors, extra = c:batch({
+        { key = "bad", method = "biconnector.connector.delete", params = { id = 99 } },
+        { key = "after", method = "test.items.add", params = { fields = { TITLE = "x" } } },
+      })
+      assert.equal("CONNECTOR_NOT_FOUND", errors.bad.code)
+      assert.equal(1, results.after)
+      assert.equal(1, extra.requests)
+    end)
+
+    it("a chunk_size below 1 is refused (it would send nothing, or never end)", function()
+      local c = client_for()
+      for _, n in ipairs({ 0, -1, 0.5 }) do
+        assert.has_error(function() c:batch({ "profile" }, { chunk_size = n }) end,
+          "batch: chunk_size must be an integer from 1 to 50, got " .. tostring(n))
+      end
+    end)
+  end)
 end)

@@ -821,6 +821,25 @@ local function unkey(part, wire_to_key, into)
   end
 end
 
+-- The last command of the chunk that starts at `first` (at most `last`). With
+-- halt, a biconnector.* command may fail inside `result`, which the portal takes
+-- for a success and does not halt on: after one, only biconnector reads (*.get,
+-- *.list, *.fields) share its request; anything else waits for the next, sent
+-- only when nothing before it failed.
+local function chunk_end(entries, first, last, halt)
+  if not halt then return last end
+  local biconnector = false
+  for i = first, last do
+    local m = method_name(entries[i].line:match("^([^?]*)"))
+    if i > first and biconnector and not (m:match("^biconnector%.") and (m:match("%.get$") or m:match("%.list$")
+      or m:match("%.fields$"))) then
+      return i - 1
+    end
+    if m:match("^biconnector%.") then biconnector = true end
+  end
+  return last
+end
+
 -- client:batch(cmds [, opts]) -> results, errors, extra; or nil, err
 -- cmds: an array (keys are positions) or a map (keys are names, sent in sorted
 -- order); an array entry may carry its own name as `key`. A command is
@@ -830,6 +849,9 @@ function Client:batch(cmds, opts)
   if type(cmds) ~= "table" then error("batch: commands must be a table", 2) end
   opts = opts or {}
   local chunk_size = min(opts.chunk_size or 50, 50)
+  if type(chunk_size) ~= "number" or chunk_size < 1 or chunk_size ~= floor(chunk_size) then
+    error("batch: chunk_size must be an integer from 1 to 50, got " .. tostring(opts.chunk_size), 2)
+  end
   local entries = {}
   local count, sequence = 0, true
   for k in pairs(cmds) do
@@ -864,9 +886,11 @@ function Client:batch(cmds, opts)
   local results, errors = {}, {}
   local extra = { total = {}, next = {}, time = {}, requests = 0 }
   local earlier = {} -- wire key -> caller key, of the commands of the chunks sent
-  for first = 1, #entries, chunk_size do
+  local first = 1
+  while first <= #entries do
+    local last = chunk_end(entries, first, min(first + chunk_size - 1, #entries), opts.halt)
     local parts, wire_to_key, creates = {}, {}, false
-    for i = first, min(first + chunk_size - 1, #entries) do
+    for i = first, last do
       local e = entries[i]
       if first > 1 then e.line = resolve_earlier(e.line, earlier, results) end
       parts[#parts + 1] = json.encode(e.wire) .. ":" .. json.encode(e.line)
@@ -886,7 +910,7 @@ function Client:batch(cmds, opts)
     unkey(r.result, wire_to_key, results)
     local raw_errors = {}
     unkey(r.result_error, wire_to_key, raw_errors)
-    for i = first, min(first + chunk_size - 1, #entries) do
+    for i = first, last do
       local e = entries[i]
       local inner = error_in_result(e.line:match("^([^?]*)"), results[e.key])
       if inner then
@@ -898,6 +922,20 @@ function Client:batch(cmds, opts)
     unkey(r.result_total, wire_to_key, extra.total)
     unkey(r.result_next, wire_to_key, extra.next)
     unkey(r.result_time, wire_to_key, extra.time)
+    if opts.halt then
+      -- halt: nothing after the first failing command. The portal halts on its
+      -- own errors, not on a biconnector.* error inside `result` (a success to it):
+      -- the reads it still ran after one (chunk_end let only reads follow) are dropped.
+      local halted = false
+      for i = first, last do
+        local k = entries[i].key
+        if halted then
+          results[k], raw_errors[k], extra.total[k], extra.next[k], extra.time[k] = nil, nil, nil, nil, nil
+        elseif raw_errors[k] ~= nil then
+          halted = true
+        end
+      end
+    end
     local failed = false
     for k, v in pairs(raw_errors) do
       failed = true
@@ -907,11 +945,12 @@ function Client:batch(cmds, opts)
         description = self:mask(type(v) == "table" and tostring(v.error_description or "") or ""),
         method = line and line:match("^([^?]*)"), retryable = false, key = k }
     end
-    for i = first, min(first + chunk_size - 1, #entries) do
+    for i = first, last do
       local e = entries[i]
       if extra.time[e.key] ~= nil then self:note_time(e.line:match("^([^?]*)"), extra.time[e.key]) end
     end
     if failed and opts.halt then break end
+    first = last + 1
   end
   return results, errors, extra
 end
