@@ -3,6 +3,7 @@
 local rest = require "biconnector.rest"
 local control = require "portal.control"
 local register = require "biconnector.register"
+local helpers = require "helpers"
 
 local FAST = { rate = 1000, burst = 1000, url_check = false }
 
@@ -139,6 +140,45 @@ describe("REST user review", function()
         assert.has_error(function() c:batch({ "profile" }, { chunk_size = n }) end,
           "batch: chunk_size must be an integer from 1 to 50, got " .. tostring(n))
       end
+    end)
+  end)
+  describe("call and register renewing from the environment", function()
+    local function run3(env, command, args)
+      return helpers.run3(("BIC_BUILD=%s BITRIX24_PORTAL=%s BITRIX24_ACCESS_TOKEN=initial-access"
+        .. " BITRIX24_REFRESH_TOKEN=initial-refresh BITRIX24_CLIENT_ID=local.test.app BITRIX24_CLIENT_SECRET=appsecret"
+        .. " BITRIX24_OAUTH_URL=%s %s %s bin/biconnector %s %s"):format(helpers.q(helpers.build), helpers.q(portal.base),
+        helpers.q(portal.oauth_url), env, helpers.runtime, command, args))
+    end
+
+    it("without a token store, do not spend the refresh token on a pair nothing keeps, and say how to keep it", function()
+      portal:control({ action = "expire" })
+      for _ = 1, 2 do -- the second run is in the same state: the refresh token was not spent
+        local rc, out, err = run3("", "call", "profile")
+        assert.equal(1, rc, out)
+        assert.matches("TOKEN_STORE_ERROR: the access token expired, and no token store is set to keep a renewed pair: set"
+          .. " BITRIX24_TOKENS_FILE=PATH", err, 1, true)
+      end
+      local rc, _, err = run3("", "register", "examples/minimal.lua --base-url https://bi.example.com")
+      assert.equal(1, rc)
+      assert.matches("no token store is set to keep a renewed pair", err, 1, true)
+      local st = portal:stats()
+      assert.equal(0, st.stats.renewals)
+      assert.is_truthy(("," .. table.concat(st.state.valid_refresh, ",") .. ","):find(",initial-refresh,", 1, true))
+      -- with a store: renewed once, kept, and the next run uses the kept pair
+      local file = helpers.tmp_path("review-tokens")
+      finally(function() os.remove(file) os.remove(file .. ".lock") end)
+      for _ = 1, 2 do
+        local code, out, e = run3("BITRIX24_TOKENS_FILE=" .. helpers.q(file), "call", "profile")
+        assert.equal(0, code, e)
+        assert.matches('"ID": "1"', out, 1, true)
+      end
+      assert.equal(1, portal:stats().stats.renewals)
+    end)
+
+    it("a webhook or an access token alone is unchanged (no renewal to refuse)", function()
+      local rc, out = run3("BITRIX24_REFRESH_TOKEN=", "call", "profile")
+      assert.equal(0, rc)
+      assert.matches('"ID": "1"', out, 1, true)
     end)
   end)
 end)

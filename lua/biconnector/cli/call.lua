@@ -17,9 +17,24 @@ Environment:
   BITRIX24_WEBHOOK=https://PORTAL/rest/USER_ID/CODE/         an incoming webhook, or
   BITRIX24_PORTAL, BITRIX24_ACCESS_TOKEN                      an application's token, with
   BITRIX24_REFRESH_TOKEN, BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET to renew it,
-  BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS (keeps renewed tokens;
+  BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS (keeps renewed tokens,
+  needed to renew;
   its key BITRIX24_TOKENS_KEY, default biconnector:tokens), BITRIX24_CA_FILE
 ]]
+
+-- The tokens the environment gives when no store is named: nothing would keep a
+-- renewed pair, and a renewal spends the single-use refresh token, so the next
+-- run with the same environment could never renew again (invalid_grant). The
+-- lock is refused: an expired access token fails with how to keep the pair, and
+-- BITRIX24_REFRESH_TOKEN stays good for that run.
+_M.UNKEPT_RENEWAL = "the access token expired, and no token store is set to keep a renewed pair: set"
+  .. " BITRIX24_TOKENS_FILE=PATH (or BITRIX24_TOKENS_REDIS) and run again (renewing without one would spend"
+  .. " BITRIX24_REFRESH_TOKEN, which is single-use, and lose the new pair)"
+local function unkept_store()
+  local store = tokens.memory()
+  function store.lock() return nil, _M.UNKEPT_RENEWAL end
+  return store
+end
 
 -- The client options the environment describes, or nil, message.
 function _M.options_from_env(getenv)
@@ -47,6 +62,7 @@ function _M.options_from_env(getenv)
   o.oauth_url, oerr = rest.oauth_url(getenv("BITRIX24_OAUTH_URL"), "BITRIX24_OAUTH_URL")
   if not o.oauth_url then return nil, oerr end
   o.store = store
+  if not store and o.refresh_token and o.client_id and o.client_secret then o.store = unkept_store() end
   if not o.access_token and not held.access_token then
     return nil, "BITRIX24_PORTAL needs BITRIX24_ACCESS_TOKEN (or BITRIX24_TOKENS_FILE / BITRIX24_TOKENS_REDIS holding tokens)"
   end

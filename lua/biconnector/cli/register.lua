@@ -47,7 +47,8 @@ Other:
   --dry-run             look up what exists, print what would be done, change nothing
   --json                print the result as JSON
 Environment (as for biconnector call): BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN
-(with BITRIX24_REFRESH_TOKEN, BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET to renew),
+(with BITRIX24_REFRESH_TOKEN, BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET and
+BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS, which keeps the pair, to renew),
 or BITRIX24_WEBHOOK (the portal refuses the biconnector methods to webhooks).
 Exit code: 0 done, 1 a portal or connector failure, 2 a usage error.
 ]]
