@@ -204,4 +204,38 @@ describe("REST user review", function()
     assert.equal("expired_token", err.code)
     assert.equal(3, portal:stats().stats.renewals)
   end)
+  it("register: a connector of the same title but another sourceCode is not taken over (a new one is made, with a note)", function()
+    local c = require("biconnector.connector").load("examples/minimal.lua")
+    local client = client_for()
+    local lines = {}
+    local function run(code, base)
+      return assert(register.run { connector = c, base_url = base, client = client, source_code = code,
+        print = function(l) lines[#lines + 1] = l end })
+    end
+    assert.equal("created", run("minimal_prod", "https://prod.example.com").connector.action)
+    local r = run("minimal_staging", "https://staging.example.com")
+    assert.equal("created", r.connector.action)
+    assert.equal(2, r.connector.id)
+    assert.matches('note: connector 1 has the title "Minimal example" but sourceCode minimal_prod: not this one',
+      table.concat(lines, "\n"), 1, true)
+    local st = portal:stats().state
+    assert.equal("https://prod.example.com/check", st.connectors["1"].urlCheck)
+    assert.equal("minimal_prod", st.connectors["1"].sourceCode)
+    assert.equal("https://staging.example.com/check", st.connectors["2"].urlCheck)
+    -- each is found again by its own sourceCode; a connector without sourceCode is still found by title
+    assert.equal("unchanged", run("minimal_prod", "https://prod.example.com").connector.action)
+    assert.equal("unchanged", run("minimal_staging", "https://staging.example.com").connector.action)
+  end)
+
+  it("register: on a portal that knows sourceCode, a connector of the title without one is still found by title", function()
+    local c = require("biconnector.connector").load("examples/minimal.lua")
+    local client = client_for()
+    local fields = register.connector_fields(c, { base_url = "https://h.example.com" })
+    fields.sourceCode = nil
+    assert(client.connector:add(fields))
+    local r = assert(register.run { connector = c, base_url = "https://h.example.com", client = client })
+    assert.equal("updated", r.connector.action) -- its sourceCode is set now
+    assert.equal("title", r.connector.matched_by)
+    assert.equal("minimal_example", portal:stats().state.connectors["1"].sourceCode)
+  end)
 end)

@@ -207,20 +207,38 @@ local function lowest_id(list)
   return list[1], #list
 end
 
-local function find_connector(client, fields, known)
+local function no_code(c) return c.sourceCode == nil or c.sourceCode == "" or c.sourceCode == json.null end
+
+local function find_connector(client, fields, known, opts)
   local list, err = client.connector:list()
   if not list then return nil, err end
-  -- the connectors whose `key` equals fields[key]: the one with the lowest id, key, how many
-  local function by(key)
+  -- the connectors whose `key` equals fields[key] (and that pass `also`): the one with the lowest id, key, how many
+  local function by(key, also)
     local hits = {}
-    for _, c in ipairs(list) do if c[key] == fields[key] then hits[#hits + 1] = c end end
+    for _, c in ipairs(list) do if c[key] == fields[key] and (not also or also(c)) then hits[#hits + 1] = c end end
     if #hits == 0 then return nil end
     local c, n = lowest_id(hits)
     return c, key, n
   end
   local c, key, n
-  if known.sourceCode then c, key, n = by("sourceCode") end
-  if not c then c, key, n = by("title") end
+  if known.sourceCode then
+    c, key, n = by("sourceCode")
+    -- by title only a connector without a sourceCode (made before the portal knew
+    -- it): one with another sourceCode is another connector of the same title
+    if not c then
+      c, key, n = by("title", no_code)
+      if not c then
+        for _, other in ipairs(list) do
+          if other.title == fields.title then
+            say(opts, "note: connector %s has the title %q but sourceCode %s: not this one (sourceCode %s)",
+              tostring(other.id), fields.title, tostring(other.sourceCode), tostring(fields.sourceCode))
+          end
+        end
+      end
+    end
+  else
+    c, key, n = by("title")
+  end
   if not c then return false end
   return c, key, n
 end
@@ -553,7 +571,7 @@ function _M.run(opts)
     if not known.sourceCode then
       say(opts, "this portal does not know sourceCode: connectors are recognised by title")
     end
-    local found, how, n = find_connector(client, fields, known)
+    local found, how, n = find_connector(client, fields, known, opts)
     if found == nil then return nil, how end
     if found then
       connector_id = tonumber(found.id)
