@@ -850,7 +850,16 @@ local function run_batch(params, ctx)
     end
     if halt and errs[outkey] then break end
   end
-  local function obj(t, k) if #k == 0 then return array({}) end return J.object(t, k) end
+  -- as PHP's json_encode: an empty part, or one keyed 0..n-1 in order (a cmd sent
+  -- as a list, nothing left out), is a JSON array; any other is an object
+  local function obj(t, k)
+    local list = array({})
+    for i, key in ipairs(k) do
+      if key ~= i - 1 then return J.object(t, k) end
+      list[i] = t[key]
+    end
+    return list
+  end
   return { result = obj(res, rk), result_error = obj(errs, ek), result_total = obj(totals, tk),
     result_next = obj(nexts, nk), result_time = obj(times, mk) }
 end

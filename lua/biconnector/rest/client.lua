@@ -552,7 +552,16 @@ end
 function Client:request(method, params, raw_body, creates)
   local attempt, renewed, ambiguous_before = 0, false, false
   local adopted = 0 -- pairs taken from the store (renewed elsewhere), which may have expired since
-  if creates == nil then creates = self:is_create(method) end
+  if creates == nil then
+    creates = self:is_create(method)
+    -- "batch" called as a method (client:call, biconnector call batch): it creates
+    -- when one of its commands does, as client:batch judges its chunks
+    if not creates and method_name(method) == "batch" and type(params) == "table" and type(params.cmd) == "table" then
+      for _, line in pairs(params.cmd) do
+        if type(line) == "string" and self:is_create(line:match("^([^?]*)")) then creates = true break end
+      end
+    end
+  end
   while true do
     self:pace(method)
     local used_token = self.oauth and self.tokens.access_token
