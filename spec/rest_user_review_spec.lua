@@ -254,4 +254,29 @@ describe("REST user review", function()
     assert.equal("x", r.result[1].TITLE) -- a list sent, a list back (PHP encodes keys 0..n-1 as an array)
     assert.equal(3, portal:stats().stats.received.batch)
   end)
+  it("register: keys a portal adds to a connector's settings (an id each) are ignored: a rerun changes nothing", function()
+    portal:reset({ rate = 1000, burst = 1000, url_check = false, grown_keys = true })
+    local c = require("biconnector.connector").load("examples/minimal.lua")
+    local client = client_for()
+    local function run(extra)
+      local o = { connector = c, base_url = "https://h.example.com", client = client, settings = { token = "t" } }
+      for k, v in pairs(extra or {}) do o[k] = v end
+      return assert(register.run(o))
+    end
+    assert.equal("created", run().connector.action)
+    assert.is_number(client.connector:get(1).settings[1].id) -- the portal does add one
+    local r = run()
+    assert.equal("unchanged", r.connector.action)
+    assert.equal("unchanged", r.source.action)
+    assert.is_nil(portal:stats().stats.received["biconnector.connector.update"])
+    -- a setting's name that changed is still a change; a setting no longer in the file too
+    local renamed = require("biconnector.connector").new({ title = c.title, source_code = "minimal_example",
+      settings = { { code = "token", name = "Token (new)", type = "STRING" } }, check = function() return true end,
+      tables = {}, describe = {}, data = function() return {} end })
+    assert.equal("updated", run({ connector = renamed }).connector.action)
+    local fewer = require("biconnector.connector").new({ title = c.title, source_code = "minimal_example", settings = {},
+      check = function() return true end, tables = {}, describe = {}, data = function() return {} end })
+    assert.equal("updated", run({ connector = fewer, settings = false }).connector.action)
+    assert.same({}, portal:stats().state.connectors["1"].settings)
+  end)
 end)

@@ -46,6 +46,8 @@ local DEFAULTS = {
   redirect_uri = nil,                   -- the application's handler path: /oauth/authorize/ sends the browser there
   ca_file = nil,                        -- a CA the portal trusts when it calls an https:// application or connector
   uninstall_revokes = true,             -- uninstalling revokes the application's tokens, as Bitrix24 does
+  grown_keys = false,                   -- true: answers' objects carry keys the contract does not name (connector
+                                        -- settings an id, as source.get's do): "objects may grow keys" (protocol.md 3.1)
 }
 
 local config, state, stats, faults, port
@@ -413,10 +415,18 @@ methods["biconnector.connector.update"] = function(params)
   return true
 end
 
-methods["biconnector.connector.get"] = function(params)
-  return { item = copy((get_by_id(state.connectors, params, "CONNECTOR_NOT_FOUND", "Connector"))) }
+-- A connector as get and list answer it (with grown_keys, each setting carries an id too).
+local function connector_view(c)
+  local out = copy(c)
+  if config.grown_keys and is_table(out.settings) then
+    for i, st in ipairs(out.settings) do if is_table(st) then st.id = c.id * 100 + i end end
+  end
+  return out
 end
-methods["biconnector.connector.list"] = list_method(function() return state.connectors end)
+methods["biconnector.connector.get"] = function(params)
+  return { item = connector_view((get_by_id(state.connectors, params, "CONNECTOR_NOT_FOUND", "Connector"))) }
+end
+methods["biconnector.connector.list"] = list_method(function() return state.connectors end, connector_view)
 
 methods["biconnector.connector.delete"] = delete_method { store = "connectors", not_found = "CONNECTOR_NOT_FOUND",
   name = "Connector", children = "sources", parent_key = "connectorId",

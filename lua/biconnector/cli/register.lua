@@ -254,14 +254,27 @@ local function find_source(client, connector_id, title)
   return (lowest_id(hits))
 end
 
--- Whether the portal already holds the value `want` (a table: the same keys,
--- each holding its value; numbers and booleans compared as the portal may spell them).
+-- Whether the portal already holds the value `want`: a list (the connector's
+-- settings), as many elements each holding its own (a setting no longer in the
+-- file is a change); an object, each of its keys holding its value, and keys the
+-- portal adds ignored ("objects may grow keys", protocol.md 3.1: a setting's id),
+-- unless `exact` (a source's settings by code: one no longer in the file is a
+-- change); numbers and booleans compared as the portal may spell them.
 local function truth(v) return v == true or v == 1 or v == "1" or v == "Y" or v == "true" end
-local function holds(have, want)
+local function holds(have, want, exact)
   if type(want) == "table" then
     if type(have) ~= "table" then return false end
+    local n = 0
+    for _ in pairs(have) do n = n + 1 end
+    if want[1] ~= nil or next(want) == nil then
+      if n ~= #want then return false end
+      for i, v in ipairs(want) do if not holds(have[i], v) then return false end end
+      return true
+    end
     for k, v in pairs(want) do if not holds(have[k], v) then return false end end
-    for k in pairs(have) do if want[k] == nil then return false end end -- a setting no longer in the file
+    if exact then
+      for k in pairs(have) do if want[k] == nil then return false end end
+    end
     return true
   end
   if type(want) == "boolean" then return truth(have) == want end
@@ -622,7 +635,7 @@ function _M.run(opts)
       source_id = tonumber(found.id)
       local current, gerr = client.source:get(source_id)
       if not current then return nil, gerr end
-      if holds(current.settings, settings) then
+      if holds(current.settings, settings, true) then
         result.source.action = "unchanged"
       elseif opts.dry_run then
         result.source.action = "would update"
