@@ -279,4 +279,14 @@ describe("REST user review", function()
     assert.equal("updated", run({ connector = fewer, settings = false }).connector.action)
     assert.same({}, portal:stats().state.connectors["1"].settings)
   end)
+  it("register: a --base-url with a query or a fragment is a usage error (the endpoint paths would land in it)", function()
+    for _, base in ipairs({ "https://h.example.com/bi?key=1", "https://h.example.com/bi#x" }) do
+      local out, err = { text = "" }, { text = "" }
+      function out.write(self, ...) self.text = self.text .. table.concat({ ... }) end
+      err.write = out.write
+      assert.equal(2, register.main({ "examples/minimal.lua", "--base-url", base, "--dry-run" }, out, err, function() end))
+      assert.matches("--base-url must have no query or fragment (the endpoints are URL/check, URL/data, ...), got " .. base,
+        err.text, 1, true)
+    end
+  end)
 end)

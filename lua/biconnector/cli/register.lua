@@ -738,6 +738,9 @@ function _M.parse_args(args)
   if not o.file then return nil, "FILE is required" end
   if not o.base_url then return nil, "--base-url is required" end
   if not o.base_url:match("^https?://[^/]") then return nil, "--base-url must start with http:// or https://, got " .. o.base_url end
+  if o.base_url:find("[?#]") then
+    return nil, "--base-url must have no query or fragment (the endpoints are URL/check, URL/data, ...), got " .. o.base_url
+  end
   if o.logo and not (o.logo:match("^https?://") or o.logo:match("^data:")) then
     return nil, "--logo must be a URL or a data: URI"
   end
