@@ -289,4 +289,36 @@ describe("REST user review", function()
         err.text, 1, true)
     end
   end)
+  it("register: a new --title with the default source title updates the connector only (its one source and tables kept)", function()
+    local c = require("biconnector.connector").new({ title = "Minimal example", settings = { { code = "token", name = "Token",
+      type = "STRING" } }, check = function() return true end, tables = { { code = "cities", title = "Cities" } },
+      describe = { cities = { { code = "id", name = "ID", type = "int" } } }, data = function() return {} end })
+    local client = client_for()
+    local lines = {}
+    local function run(title)
+      return assert(register.run { connector = c, base_url = "https://h.example.com", client = client, title = title,
+        settings = { token = "m1n" }, tables = { { table = "cities" } }, print = function(l) lines[#lines + 1] = l end })
+    end
+    run()
+    local before = portal:stats().stats.received
+    local r = run("Minimal (renamed)")
+    assert.equal("updated", r.connector.action)
+    assert.equal("unchanged", r.source.action)
+    assert.equal(1, r.source.id)
+    assert.equal("unchanged", r.tables[1].action)
+    local after = portal:stats()
+    assert.equal(1, after.stats.received["biconnector.connector.update"])
+    assert.equal(before["biconnector.source.add"], after.stats.received["biconnector.source.add"])
+    assert.equal(before["biconnector.table.add"], after.stats.received["biconnector.table.add"])
+    assert.matches('note: source 1 "Minimal example" is the only source of connector 1: taken as this one', table.concat(lines, "\n"), 1, true)
+    -- and again: nothing to do
+    r = run("Minimal (renamed)")
+    assert.equal("unchanged", r.connector.action)
+    assert.equal("unchanged", r.source.action)
+    assert.equal(1, #(function() local t = {} for k in pairs(portal:stats().state.sources) do t[#t + 1] = k end return t end)())
+    -- a --source-title that no source has is a new source, as before
+    r = assert(register.run { connector = c, base_url = "https://h.example.com", client = client, title = "Minimal (renamed)",
+      source_title = "Second", settings = { token = "m1n" } })
+    assert.equal("created", r.source.action)
+  end)
 end)

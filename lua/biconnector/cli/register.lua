@@ -243,12 +243,23 @@ local function find_connector(client, fields, known, opts)
   return c, key, n
 end
 
-local function find_source(client, connector_id, title)
+-- This connector's source of that title; with the title defaulted (no
+-- --source-title: the connector's title, which --title may have just changed),
+-- else the connector's only source.
+local function find_source(client, connector_id, title, defaulted, opts)
   local list, err = client.source:list()
   if not list then return nil, err end
-  local hits = {}
+  local hits, mine = {}, {}
   for _, s in ipairs(list) do
-    if tonumber(s.connectorId) == connector_id and s.title == title then hits[#hits + 1] = s end
+    if tonumber(s.connectorId) == connector_id then
+      mine[#mine + 1] = s
+      if s.title == title then hits[#hits + 1] = s end
+    end
+  end
+  if #hits == 0 and defaulted and #mine == 1 then
+    say(opts, "note: source %s %q is the only source of connector %d: taken as this one (its title stays; --source-title"
+      .. " names a source)", tostring(mine[1].id), tostring(mine[1].title), connector_id)
+    return mine[1]
   end
   if #hits == 0 then return false end
   return (lowest_id(hits))
@@ -628,11 +639,12 @@ function _M.run(opts)
     local found
     if client and connector_id then
       local err
-      found, err = find_source(client, connector_id, title)
+      found, err = find_source(client, connector_id, title, opts.source_title == nil, opts)
       if found == nil then return nil, err end
     end
     if found then
       source_id = tonumber(found.id)
+      if type(found.title) == "string" then title, result.source.title = found.title, found.title end
       local current, gerr = client.source:get(source_id)
       if not current then return nil, gerr end
       if holds(current.settings, settings, true) then
