@@ -29,6 +29,7 @@ describe("REST user review", function()
     list = assert(c:list("BICONNECTOR.CONNECTOR.LIST"))
     assert.equal(120, #list)
   end)
+
   it("register: a column type Bitrix24 does not know goes as string, with a warning; a rerun changes nothing", function()
     local connector = {
       title = "Odd", definition = {}, settings = { { code = "token", name = "Token", type = "STRING" } },
@@ -71,6 +72,7 @@ describe("REST user review", function()
     assert.equal("the connector's table_description of t1: field 2 (b) has no type", err)
     assert.is_nil(next(portal:stats().stats.received)) -- no REST call at all
   end)
+
   describe("batch with halt and a biconnector error inside result (which the portal does not halt on)", function()
     it("sends nothing after it: a command that is no biconnector read waits for the next request", function()
       local c = client_for()
@@ -142,6 +144,7 @@ describe("REST user review", function()
       end
     end)
   end)
+
   describe("call and register renewing from the environment", function()
     local function run3(env, command, args)
       return helpers.run3(("BIC_BUILD=%s BITRIX24_PORTAL=%s BITRIX24_ACCESS_TOKEN=initial-access"
@@ -181,6 +184,7 @@ describe("REST user review", function()
       assert.matches('"ID": "1"', out, 1, true)
     end)
   end)
+
   it("OAuth: a pair taken from the shared store that has expired too is renewed from, in the same call", function()
     -- b renewed an hour ago into the store; a, idle since before that, still holds the first pair
     local store = require("biconnector.rest.tokens").memory()
@@ -204,6 +208,7 @@ describe("REST user review", function()
     assert.equal("expired_token", err.code)
     assert.equal(3, portal:stats().stats.renewals)
   end)
+
   it("register: a connector of the same title but another sourceCode is not taken over (a new one is made, with a note)", function()
     local c = require("biconnector.connector").load("examples/minimal.lua")
     local client = client_for()
@@ -238,6 +243,7 @@ describe("REST user review", function()
     assert.equal("title", r.connector.matched_by)
     assert.equal("minimal_example", portal:stats().state.connectors["1"].sourceCode)
   end)
+
   it("batch called as a method (call, biconnector call batch) holding a create is not repeated after an ambiguous failure", function()
     local c = portal:webhook_client()
     portal:fault({ kind = "drop_after", method = "batch", count = 1 }) -- executed, the answer lost
@@ -254,6 +260,7 @@ describe("REST user review", function()
     assert.equal("x", r.result[1].TITLE) -- a list sent, a list back (PHP encodes keys 0..n-1 as an array)
     assert.equal(3, portal:stats().stats.received.batch)
   end)
+
   it("register: keys a portal adds to a connector's settings (an id each) are ignored: a rerun changes nothing", function()
     portal:reset({ rate = 1000, burst = 1000, url_check = false, grown_keys = true })
     local c = require("biconnector.connector").load("examples/minimal.lua")
@@ -279,6 +286,7 @@ describe("REST user review", function()
     assert.equal("updated", run({ connector = fewer, settings = false }).connector.action)
     assert.same({}, portal:stats().state.connectors["1"].settings)
   end)
+
   it("register: a --base-url with a query or a fragment is a usage error (the endpoint paths would land in it)", function()
     for _, base in ipairs({ "https://h.example.com/bi?key=1", "https://h.example.com/bi#x" }) do
       local out, err = { text = "" }, { text = "" }
@@ -289,6 +297,7 @@ describe("REST user review", function()
         err.text, 1, true)
     end
   end)
+
   it("register: a new --title with the default source title updates the connector only (its one source and tables kept)", function()
     local c = require("biconnector.connector").new({ title = "Minimal example", settings = { { code = "token", name = "Token",
       type = "STRING" } }, check = function() return true end, tables = { { code = "cities", title = "Cities" } },
