@@ -17,27 +17,36 @@ Environment:
   BITRIX24_WEBHOOK=https://PORTAL/rest/USER_ID/CODE/         an incoming webhook, or
   BITRIX24_PORTAL, BITRIX24_ACCESS_TOKEN                      an application's token, with
   BITRIX24_REFRESH_TOKEN, BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET to renew it,
-  BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS (keeps renewed tokens,
-  needed to renew;
+  BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS (keeps renewed tokens:
+  without one a renewal spends BITRIX24_REFRESH_TOKEN and is told on stderr;
   its key BITRIX24_TOKENS_KEY, default biconnector:tokens), BITRIX24_CA_FILE
 ]]
 
--- The tokens the environment gives when no store is named: nothing would keep a
--- renewed pair, and a renewal spends the single-use refresh token, so the next
--- run with the same environment could never renew again (invalid_grant). The
--- lock is refused: an expired access token fails with how to keep the pair, and
--- BITRIX24_REFRESH_TOKEN stays good for that run.
-_M.UNKEPT_RENEWAL = "the access token expired, and no token store is set to keep a renewed pair: set"
-  .. " BITRIX24_TOKENS_FILE=PATH (or BITRIX24_TOKENS_REDIS) and run again (renewing without one would spend"
-  .. " BITRIX24_REFRESH_TOKEN, which is single-use, and lose the new pair)"
-local function unkept_store()
+-- The tokens the environment gives when no store is named: the run renews an
+-- expired access token as any client does (the call goes through), but
+-- nothing keeps the new pair, and the renewal spent BITRIX24_REFRESH_TOKEN
+-- (single-use): the next run with the same environment gets invalid_grant.
+-- So a renewal is told on stderr, with how to keep the pair.
+_M.UNKEPT_RENEWAL = "warning: the access token was renewed, and no token store keeps the new pair:"
+  .. " BITRIX24_REFRESH_TOKEN is now spent (single-use), and the next run with it will fail (invalid_grant);"
+  .. " set BITRIX24_TOKENS_FILE=PATH (or BITRIX24_TOKENS_REDIS) to keep renewed tokens"
+local function unkept_store(refresh_token, warn)
   local store = tokens.memory()
-  function store.lock() return nil, _M.UNKEPT_RENEWAL end
+  local told = false
+  local set = store.set
+  function store.set(self, t)
+    if not told and type(t) == "table" and t.refresh_token ~= nil and t.refresh_token ~= refresh_token then
+      told = true
+      warn("biconnector: " .. _M.UNKEPT_RENEWAL .. "\n")
+    end
+    return set(self, t)
+  end
   return store
 end
 
 -- The client options the environment describes, or nil, message.
-function _M.options_from_env(getenv)
+-- warn(text): where a renewal nothing keeps is told (default: stderr).
+function _M.options_from_env(getenv, warn)
   getenv = getenv or os.getenv
   local o = { ca_file = getenv("BITRIX24_CA_FILE") }
   if getenv("BITRIX24_WEBHOOK") then
@@ -62,7 +71,9 @@ function _M.options_from_env(getenv)
   o.oauth_url, oerr = rest.oauth_url(getenv("BITRIX24_OAUTH_URL"), "BITRIX24_OAUTH_URL")
   if not o.oauth_url then return nil, oerr end
   o.store = store
-  if not store and o.refresh_token and o.client_id and o.client_secret then o.store = unkept_store() end
+  if not store and o.refresh_token and o.client_id and o.client_secret then
+    o.store = unkept_store(o.refresh_token, warn or function(text) io.stderr:write(text) end)
+  end
   if not o.access_token and not held.access_token then
     return nil, "BITRIX24_PORTAL needs BITRIX24_ACCESS_TOKEN (or BITRIX24_TOKENS_FILE / BITRIX24_TOKENS_REDIS holding tokens)"
   end
@@ -91,7 +102,7 @@ function _M.main(args, out, err)
     end
     if getmetatable(params) == json.array_mt then params = {} end
   end
-  local opts, oerr = _M.options_from_env()
+  local opts, oerr = _M.options_from_env(nil, function(text) err:write(text) end)
   if not opts then err:write("biconnector call: ", oerr, "\n") return 2 end
   local client, cerr = rest.new(opts)
   if not client then err:write("biconnector call: ", tostring(cerr), "\n") return 2 end

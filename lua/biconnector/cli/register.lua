@@ -47,8 +47,8 @@ Other:
   --dry-run             look up what exists, print what would be done, change nothing
   --json                print the result as JSON
 Environment (as for biconnector call): BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN
-(with BITRIX24_REFRESH_TOKEN, BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET and
-BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS, which keeps the pair, to renew),
+(with BITRIX24_REFRESH_TOKEN, BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET to renew,
+and BITRIX24_TOKENS_FILE or BITRIX24_TOKENS_REDIS to keep the renewed pair),
 or BITRIX24_WEBHOOK (the portal refuses the biconnector methods to webhooks).
 Exit code: 0 done, 1 a portal or connector failure, 2 a usage error.
 ]]
@@ -773,7 +773,7 @@ function _M.main(args, out, err, getenv)
     err:write("biconnector register: note: --dataset is deprecated, as Bitrix24's biconnector.dataset.* is:"
       .. " use --table (the same, through biconnector.table.*)\n")
   end
-  local env, eerr = cli_call.options_from_env(getenv)
+  local env, eerr = cli_call.options_from_env(getenv, function(text) err:write(text) end)
   if env then
     local client, cerr = rest.new(env)
     if not client then err:write("biconnector register: ", tostring(cerr), "\n") return 2 end
