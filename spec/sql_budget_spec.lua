@@ -1,0 +1,115 @@
+-- The answer budget with rows too large to share it (docs/database.md, "Answer
+-- memory has a budget"): two answers on one worker whose rows each take more
+-- than a quarter of --answer-budget held, between two steps, the last row each
+-- had read and waited for room that the other held: neither went on until
+-- --answer-timeout cut both. Both must now end, whole, well before it, while
+-- their clients read (steadily, or one slowly).
+local S = require "serve_helpers"
+local H = require "sql_helpers"
+local socket = require "socket"
+
+local TOKEN = "budget-token"
+local ANSWER_TIMEOUT = 20
+local MIB = 1024 * 1024
+
+-- A table's rows as the SQL that makes them: id, and a value of `bytes` times
+-- the letter of that id (a, b, c...), bytes even.
+local function rows_sql(name, sizes)
+  local out = { ("CREATE TABLE %s (id INTEGER, v TEXT);"):format(name) }
+  for id, bytes in ipairs(sizes) do
+    out[#out + 1] = ("INSERT INTO %s VALUES (%d, replace(hex(zeroblob(%d)), '0', char(%d)));"):format(
+      name, id, math.floor(bytes / 2), 96 + (id - 1) % 26 + 1)
+  end
+  return table.concat(out, "\n")
+end
+
+-- The /data body those rows make.
+local function rows_json(sizes)
+  local out = { '[["id","v"]' }
+  for id, bytes in ipairs(sizes) do
+    out[#out + 1] = (',[%d,"%s"]'):format(id, string.char(96 + (id - 1) % 26 + 1):rep(bytes))
+  end
+  out[#out + 1] = "]"
+  return table.concat(out)
+end
+
+-- A /data request for tbl on a socket of its own, sent now and read later.
+local function send(port, tbl)
+  local c = assert(socket.connect("127.0.0.1", port))
+  local text = "connection%5Btoken%5D=" .. TOKEN .. "&table=" .. tbl
+  assert(c:send("POST /data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    .. "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " .. #text .. "\r\n\r\n" .. text))
+  return c
+end
+
+-- The body of a raw answer; fails on anything but a 200 whose chunks are whole.
+local function body_of(raw, who)
+  local head, rest = raw:match("^(.-)\r\n\r\n(.*)$")
+  assert(head, who .. ": no HTTP answer: " .. raw:sub(1, 100))
+  assert.matches("^HTTP/1.1 200", head, who)
+  assert.matches("transfer%-encoding: chunked", head:lower(), who)
+  local body, err = S.dechunk(rest)
+  assert(body, who .. ": the answer was cut (" .. tostring(err) .. ") after " .. #raw .. " bytes")
+  return body
+end
+
+-- Two clients read /data of tbl at once (`slow`: the indexes read slowly);
+-- both bodies must be whole and right, before --answer-timeout. -> the seconds
+-- the two answers took.
+local function two_answers(h, tbl, sizes, slow)
+  local t0 = socket.gettime()
+  local conns = { send(h.port, tbl), send(h.port, tbl) }
+  local raw = S.read_interleaved(conns, { slow = slow, slow_bytes = 512 * 1024, pause = 0.05,
+    timeout = ANSWER_TIMEOUT + 10 })
+  local took = socket.gettime() - t0
+  local want = rows_json(sizes)
+  for i = 1, 2 do
+    local body = body_of(raw[i], "answer " .. i)
+    assert.equals(#want, #body, "answer " .. i .. " has the wrong length")
+    assert.is_true(body == want, "answer " .. i .. " has the wrong rows")
+  end
+  assert.is_true(took < ANSWER_TIMEOUT - 2, ("the two answers took %.1f s (--answer-timeout %d s)"):format(
+    took, ANSWER_TIMEOUT))
+  assert.is_nil(S.stderr(h):find("deadline", 1, true), "an answer met its deadline:\n" .. S.stderr(h))
+  return took
+end
+
+describe("two answers of rows over a quarter of the answer budget on one worker", function()
+  if not H.have_sqlite3("sql_budget_spec") then
+    return it("needs sqlite3", function() pending(H.NO_SQLITE3) end)
+  end
+  -- big: four rows of 9.5 MiB (over a quarter of the 32 MiB budget, under a
+  -- third); grows: 200 small rows (the first steps of both answers learn rows
+  -- of 1 KiB), then three of 12 MiB (over a third), so that both answers are
+  -- under way when the large rows come.
+  local BIG = { math.floor(9.5 * MIB), math.floor(9.5 * MIB), math.floor(9.5 * MIB), math.floor(9.5 * MIB) }
+  local GROWS = {}
+  for i = 1, 200 do GROWS[i] = 1024 end
+  for i = 201, 203 do GROWS[i] = 12 * MIB end
+  local dir, h
+  before_each(function()
+    dir = H.tmpdir()
+    H.sqlite(dir .. "/b.db", rows_sql("big", BIG) .. rows_sql("grows", GROWS))
+    h = S.start(S.serve_command({ "sqlite://" .. dir .. "/b.db", "--listen", "127.0.0.1:0", "--workers", "1",
+      "--answer-timeout", tostring(ANSWER_TIMEOUT) }), { BICONNECTOR_TOKEN = TOKEN })
+  end)
+  after_each(function() H.stop(h, dir) end)
+
+  it("both end whole, before --answer-timeout, with two steady readers", function()
+    two_answers(h, "big", BIG)
+  end)
+
+  it("both end whole with rows over a third of the budget that come after small ones", function()
+    two_answers(h, "grows", GROWS)
+  end)
+
+  it("both end whole with a slow reader beside a steady one", function()
+    two_answers(h, "big", BIG, { [1] = true })
+  end)
+
+  it("ends them one after the other on the same worker, again and again", function()
+    -- the worker's budget is whole again after each pair: the next pair goes too
+    for _ = 1, 2 do two_answers(h, "big", BIG) end
+    two_answers(h, "grows", GROWS)
+  end)
+end)
