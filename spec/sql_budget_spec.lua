@@ -6,6 +6,7 @@
 -- their clients read (steadily, or one slowly).
 local S = require "serve_helpers"
 local H = require "sql_helpers"
+local db = require "dbservers"
 local socket = require "socket"
 
 local TOKEN = "budget-token"
@@ -14,12 +15,16 @@ local MIB = 1024 * 1024
 
 -- A table's rows as the SQL that makes them: id, and a value of `bytes` times
 -- the letter of that id (a, b, c...), bytes even.
-local function rows_sql(name, sizes)
+local function rows_sql(engine, name, sizes)
   local out = { ("CREATE TABLE %s (id INTEGER, v TEXT);"):format(name) }
   for id, bytes in ipairs(sizes) do
-    out[#out + 1] = ("INSERT INTO %s VALUES (%d, replace(hex(zeroblob(%d)), '0', char(%d)));"):format(
-      name, id, math.floor(bytes / 2), 96 + (id - 1) % 26 + 1)
+    local letter = 96 + (id - 1) % 26 + 1
+    out[#out + 1] = engine == "sqlite"
+      and ("INSERT INTO %s VALUES (%d, replace(hex(zeroblob(%d)), '0', char(%d)));"):format(
+        name, id, math.floor(bytes / 2), letter)
+      or ("INSERT INTO %s VALUES (%d, repeat(chr(%d), %d));"):format(name, id, letter, bytes)
   end
+  if engine == "postgresql" then out[#out + 1] = ("GRANT SELECT ON %s TO bic_ro;"):format(name) end
   return table.concat(out, "\n")
 end
 
@@ -74,42 +79,59 @@ local function two_answers(h, tbl, sizes, slow)
   return took
 end
 
-describe("two answers of rows over a quarter of the answer budget on one worker", function()
-  if not H.have_sqlite3("sql_budget_spec") then
-    return it("needs sqlite3", function() pending(H.NO_SQLITE3) end)
-  end
-  -- big: four rows of 9.5 MiB (over a quarter of the 32 MiB budget, under a
-  -- third); grows: 200 small rows (the first steps of both answers learn rows
-  -- of 1 KiB), then three of 12 MiB (over a third), so that both answers are
-  -- under way when the large rows come.
-  local BIG = { math.floor(9.5 * MIB), math.floor(9.5 * MIB), math.floor(9.5 * MIB), math.floor(9.5 * MIB) }
-  local GROWS = {}
-  for i = 1, 200 do GROWS[i] = 1024 end
-  for i = 201, 203 do GROWS[i] = 12 * MIB end
-  local dir, h
-  before_each(function()
-    dir = H.tmpdir()
-    H.sqlite(dir .. "/b.db", rows_sql("big", BIG) .. rows_sql("grows", GROWS))
-    h = S.start(S.serve_command({ "sqlite://" .. dir .. "/b.db", "--listen", "127.0.0.1:0", "--workers", "1",
-      "--answer-timeout", tostring(ANSWER_TIMEOUT) }), { BICONNECTOR_TOKEN = TOKEN })
-  end)
-  after_each(function() H.stop(h, dir) end)
+for _, engine in ipairs({ "sqlite", "postgresql" }) do
+  describe(engine .. ": two answers of rows over a quarter of the answer budget on one worker", function()
+    local why = engine == "sqlite" and H.missing_sqlite3() or (engine ~= "sqlite" and db.missing(engine))
+    if why then
+      local msg = engine == "sqlite" and H.NO_SQLITE3 or db.skip(engine, why)
+      return it("runs against " .. engine, function() pending(msg) end)
+    end
+    -- big: four rows of 9.5 MiB (over a quarter of the 32 MiB budget, under a
+    -- third); grows: 200 small rows (the first steps of both answers learn rows
+    -- of 1 KiB), then three of 12 MiB (over a third), so that both answers are
+    -- under way when the large rows come.
+    local BIG = { math.floor(9.5 * MIB), math.floor(9.5 * MIB), math.floor(9.5 * MIB), math.floor(9.5 * MIB) }
+    local GROWS = {}
+    for i = 1, 200 do GROWS[i] = 1024 end
+    for i = 201, 203 do GROWS[i] = 12 * MIB end
+    local dir, srv, url, env, h
+    setup(function()
+      dir = H.tmpdir()
+      local sql = rows_sql(engine, "big", BIG) .. "\n" .. rows_sql(engine, "grows", GROWS)
+      if engine == "sqlite" then
+        H.sqlite(dir .. "/b.db", sql)
+        url, env = "sqlite://" .. dir .. "/b.db", { BICONNECTOR_TOKEN = TOKEN }
+      else
+        srv = db.start(engine)
+        srv:admin(sql)
+        url = srv:url():gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
+        env = { BICONNECTOR_TOKEN = TOKEN, BICONNECTOR_DB_PASSWORD = db.RO_PASSWORD }
+      end
+    end)
+    teardown(function() H.stop(nil, srv or dir) if srv then H.rmdir(dir) end end)
+    -- a worker of its own for each case: its tables' row sizes are not known yet
+    before_each(function()
+      h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0", "--workers", "1",
+        "--answer-timeout", tostring(ANSWER_TIMEOUT) }), env)
+    end)
+    after_each(function() S.stop(h) end)
 
-  it("both end whole, before --answer-timeout, with two steady readers", function()
-    two_answers(h, "big", BIG)
-  end)
+    it("both end whole, before --answer-timeout, with two steady readers", function()
+      two_answers(h, "big", BIG)
+    end)
 
-  it("both end whole with rows over a third of the budget that come after small ones", function()
-    two_answers(h, "grows", GROWS)
-  end)
+    it("both end whole with rows over a third of the budget that come after small ones", function()
+      two_answers(h, "grows", GROWS)
+    end)
 
-  it("both end whole with a slow reader beside a steady one", function()
-    two_answers(h, "big", BIG, { [1] = true })
-  end)
+    it("both end whole with a slow reader beside a steady one", function()
+      two_answers(h, "big", BIG, { [1] = true })
+    end)
 
-  it("ends them one after the other on the same worker, again and again", function()
-    -- the worker's budget is whole again after each pair: the next pair goes too
-    for _ = 1, 2 do two_answers(h, "big", BIG) end
-    two_answers(h, "grows", GROWS)
+    it("ends them one after the other on the same worker, again and again", function()
+      -- the worker's budget is whole again after each pair: the next pair goes too
+      for _ = 1, 2 do two_answers(h, "big", BIG) end
+      two_answers(h, "grows", GROWS)
+    end)
   end)
-end)
+end
