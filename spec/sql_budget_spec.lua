@@ -13,6 +13,13 @@ local TOKEN = "budget-token"
 local ANSWER_TIMEOUT = 20
 local MIB = 1024 * 1024
 
+-- A statement that runs for minutes before its first row, as a query table.
+local SLOW = {
+  sqlite = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) "
+    .. "SELECT count(*) AS n FROM c",
+  postgresql = "SELECT pg_sleep(120)::text AS n",
+}
+
 -- A table's rows as the SQL that makes them: id, and a value of `bytes` times
 -- the letter of that id (a, b, c...), bytes even.
 local function rows_sql(engine, name, sizes)
@@ -126,6 +133,25 @@ for _, engine in ipairs({ "sqlite", "postgresql" }) do
 
     it("both end whole with a slow reader beside a steady one", function()
       two_answers(h, "big", BIG, { [1] = true })
+    end)
+
+    it("both end whole while a slow statement of a third answer runs beside them", function()
+      -- the slow statement's step is under way (reserved) the whole time: the
+      -- two answers must not wait for it, it frees none of their room
+      local file = dir .. "/slow.lua"
+      local f = assert(io.open(file, "w"))
+      f:write(("return require('biconnector.sql').connector({ url = %q, token = %q, queries = { slow = "
+        .. "{ sql = %q } }, answer_timeout = %d })"):format(url, TOKEN, SLOW[engine], ANSWER_TIMEOUT))
+      f:close()
+      local hs = S.start(S.serve_command({ file, "--listen", "127.0.0.1:0", "--workers", "1" }), env)
+      local slow
+      finally(function() -- one finally per test: a second one replaces the first
+        if slow then slow:close() end
+        S.stop(hs)
+      end)
+      slow = send(hs.port, "slow")
+      socket.sleep(0.5)
+      two_answers(hs, "grows", GROWS)
     end)
 
     it("ends them one after the other on the same worker, again and again", function()

@@ -42,7 +42,7 @@
  *   step of a job reserves what its rows may take first; a step waits while
  *   the budget is spent, unless nothing else is held (progress), or every
  *   job holding some waits for it with only its last row held: then the one
- *   waiting longest goes (first_of_stuck);
+ *   waiting longest goes, one at a time (first_of_stuck);
  * - after a fork the child starts with no pools and no jobs (pthread_atfork):
  *   a connection is never shared between two processes. */
 #include <errno.h>
@@ -177,6 +177,7 @@ static pool *g_pools;
 static job *g_jobs;
 static size_t g_budget = DEFAULT_BUDGET, g_held, g_reserved;
 static unsigned long g_budget_waits; /* jobs that began waiting for the budget, ever (their order) */
+static job *g_beyond; /* the job whose step went beyond the budget (first_of_stuck), until it ends */
 /* Threads that may be inside a client library right now: the jobs' threads
  * alive, and the service thread while it cancels. See bic_sql_settle. */
 static int g_in_library;
@@ -203,6 +204,7 @@ static void after_fork_child(void) {
   g_service_started = 0;
   g_pools = NULL;
   g_jobs = NULL;
+  g_beyond = NULL;
   g_held = g_reserved = 0;
   g_in_library = 0;
 }
@@ -612,22 +614,25 @@ static size_t value_bytes(const bic_sql_value *v, int n) {
 }
 
 /* Whether j, which holds budget and waits for it alone, is the one to go
- * beyond the budget (under g_lock): no step is under way, every other job that
- * holds budget holds only the last row it read (nothing ready for a reader)
- * and waits for the budget too, and j began waiting first of them.
+ * beyond the budget (under g_lock): no other step went beyond it and is under
+ * way, every other job that holds budget holds only the last row it read
+ * (nothing ready for a reader) and waits for the budget too, and j began
+ * waiting first of them.
  *
  * Why: between two steps a job holds the driver's last row, which only its
  * next step frees, and that step reserves twice the table's largest row. Two
  * answers whose rows are each over a quarter of the budget, both under way,
  * held a row each and waited for the room the other's row took: neither went
  * on until --answer-timeout cut both. Nothing else frees that room (ready
- * output shrinks as readers read, or its reader is cut after --timeout; a step
- * under way ends), so one of them goes: the one waiting longest, so that two
- * such answers take turns. Jobs that hold nothing are never let in this way:
- * the rows held beyond the budget are at most those of the jobs it admitted,
- * plus one step's reservation. */
+ * output shrinks as readers read, or its reader is cut after --timeout; the
+ * steps under way of other jobs, admitted within the budget, free none of it,
+ * and a slow statement's first step may take minutes), so one of them goes:
+ * the one waiting longest, so that two such answers take turns; one at a
+ * time. Jobs that hold nothing are never let in this way: the rows held
+ * beyond the budget are at most those of the jobs it admitted, plus one
+ * step's reservation. */
 static int first_of_stuck(const job *j) {
-  if (g_reserved > 0 || j->held == 0 || j->budget_wait == 0) return 0;
+  if (g_beyond != NULL || j->held == 0 || j->budget_wait == 0) return 0;
   for (const job *k = g_jobs; k != NULL; k = k->next) {
     if (k == j || k->held == 0) continue;
     if (k->budget_wait == 0 || k->held > k->raw || k->budget_wait < j->budget_wait) return 0;
@@ -649,7 +654,7 @@ static int wait_turn_locked(job *j, size_t *reserve) {
      * are; after PROBE_PATIENCE (the first is slow to bring its rows) the others
      * go on too, each counting a quarter of the budget */
     int known = h == NULL || h->max_row > 0 || !h->probing || j->probing == h;
-    int budget;
+    int budget, beyond = 0;
     double limit = now + 1;
     if (!known) {
       if (probe_since == 0) probe_since = now;
@@ -670,7 +675,7 @@ static int wait_turn_locked(job *j, size_t *reserve) {
         j->budget_wait = ++g_budget_waits;
         pthread_cond_broadcast(&g_cv);
       }
-      budget = first_of_stuck(j);
+      budget = beyond = first_of_stuck(j);
     } else {
       j->budget_wait = 0;
     }
@@ -684,6 +689,7 @@ static int wait_turn_locked(job *j, size_t *reserve) {
         h->probing = 1;
         j->probing = h;
       }
+      if (beyond) g_beyond = j;
       return 1;
     }
     if (!budget && !j->produced && now >= j->start_limit) {
@@ -728,6 +734,10 @@ static int take_turn(job *j) {
 static void end_turn(job *j) {
   g_reserved -= j->reserved;
   j->reserved = 0;
+  if (g_beyond == j) { /* the next stuck job may go */
+    g_beyond = NULL;
+    pthread_cond_broadcast(&g_cv);
+  }
   if (j->probing != NULL) { /* its size is known now (or the next job tries) */
     j->probing->probing = 0;
     j->probing = NULL;
