@@ -40,7 +40,9 @@
  *   instead of returning it to the pool;
  * - the answer budget: ready bytes of every job count against it, and each
  *   step of a job reserves what its rows may take first; a step waits while
- *   the budget is spent, unless nothing is held at all (progress);
+ *   the budget is spent, unless nothing else is held (progress), or every
+ *   job holding some waits for it with only its last row held: then the one
+ *   waiting longest goes, one at a time (first_of_stuck);
  * - after a fork the child starts with no pools and no jobs (pthread_atfork):
  *   a connection is never shared between two processes. */
 #include <errno.h>
@@ -138,6 +140,7 @@ typedef struct job {
   hint *probing;     /* its step is the first of its table (hint->probing set) */
   void *conn;        /* the leased connection while the thread has one */
   size_t reserved;   /* budget reserved for the step under way */
+  unsigned long budget_wait; /* in wait_turn for the budget alone: the order it began (0: not) */
   size_t held;       /* bytes counted in g_held: ready output, and the driver's last row */
   size_t raw;        /* of which the driver's last row (freed by the next step) */
   size_t queued;     /* fetch: bytes of the queued rows */
@@ -173,6 +176,8 @@ static int g_service_started;
 static pool *g_pools;
 static job *g_jobs;
 static size_t g_budget = DEFAULT_BUDGET, g_held, g_reserved;
+static unsigned long g_budget_waits; /* jobs that began waiting for the budget, ever (their order) */
+static job *g_beyond; /* the job whose step went beyond the budget (first_of_stuck), until it ends */
 /* Threads that may be inside a client library right now: the jobs' threads
  * alive, and the service thread while it cancels. See bic_sql_settle. */
 static int g_in_library;
@@ -199,6 +204,7 @@ static void after_fork_child(void) {
   g_service_started = 0;
   g_pools = NULL;
   g_jobs = NULL;
+  g_beyond = NULL;
   g_held = g_reserved = 0;
   g_in_library = 0;
 }
@@ -607,10 +613,37 @@ static size_t value_bytes(const bic_sql_value *v, int n) {
   return b;
 }
 
+/* Whether j, which holds budget and waits for it alone, is the one to go
+ * beyond the budget (under g_lock): no other step went beyond it and is under
+ * way, every other job that holds budget holds only the last row it read
+ * (nothing ready for a reader) and waits for the budget too, and j began
+ * waiting first of them.
+ *
+ * Why: between two steps a job holds the driver's last row, which only its
+ * next step frees, and that step reserves twice the table's largest row. Two
+ * answers whose rows are each over a quarter of the budget, both under way,
+ * held a row each and waited for the room the other's row took: neither went
+ * on until --answer-timeout cut both. Nothing else frees that room (ready
+ * output shrinks as readers read, or its reader is cut after --timeout; the
+ * steps under way of other jobs, admitted within the budget, free none of it,
+ * and a slow statement's first step may take minutes), so one of them goes:
+ * the one waiting longest, so that two such answers take turns; one at a
+ * time. Jobs that hold nothing are never let in this way: the rows held
+ * beyond the budget are at most those of the jobs it admitted, plus one
+ * step's reservation. */
+static int first_of_stuck(const job *j) {
+  if (g_beyond != NULL || j->held == 0 || j->budget_wait == 0) return 0;
+  for (const job *k = g_jobs; k != NULL; k = k->next) {
+    if (k == j || k->held == 0) continue;
+    if (k->budget_wait == 0 || k->held > k->raw || k->budget_wait < j->budget_wait) return 0;
+  }
+  return 1;
+}
+
 /* Waits (under g_lock) until the job may take its next step: room in its own
  * output, the budget's share for its reservation, or a reason to end. 1 go
  * on, 0 end (failed or stopped). */
-static int wait_turn(job *j, size_t *reserve) {
+static int wait_turn_locked(job *j, size_t *reserve) {
   double probe_since = 0;
   for (;;) {
     double now = bic_clock();
@@ -621,7 +654,7 @@ static int wait_turn(job *j, size_t *reserve) {
      * are; after PROBE_PATIENCE (the first is slow to bring its rows) the others
      * go on too, each counting a quarter of the budget */
     int known = h == NULL || h->max_row > 0 || !h->probing || j->probing == h;
-    int budget;
+    int budget, beyond = 0;
     double limit = now + 1;
     if (!known) {
       if (probe_since == 0) probe_since = now;
@@ -636,6 +669,16 @@ static int wait_turn(job *j, size_t *reserve) {
      * ready output): it goes on, whatever its rows' size (counting its own
      * hold against it, a row over a third of the budget waited for itself) */
     budget = g_held + g_reserved + *reserve <= g_budget || g_held + g_reserved <= j->held;
+    /* waiting for the budget alone: in line (the others may now be stuck) */
+    if (room && known && !budget) {
+      if (j->budget_wait == 0) {
+        j->budget_wait = ++g_budget_waits;
+        pthread_cond_broadcast(&g_cv);
+      }
+      budget = beyond = first_of_stuck(j);
+    } else {
+      j->budget_wait = 0;
+    }
     if (j->stop) return 0;
     if (j->deadline > 0 && now >= j->deadline) {
       j->stop = STOP_DEADLINE;
@@ -646,6 +689,7 @@ static int wait_turn(job *j, size_t *reserve) {
         h->probing = 1;
         j->probing = h;
       }
+      if (beyond) g_beyond = j;
       return 1;
     }
     if (!budget && !j->produced && now >= j->start_limit) {
@@ -660,6 +704,12 @@ static int wait_turn(job *j, size_t *reserve) {
     if (j->deadline > 0 && j->deadline < limit) limit = j->deadline;
     timed_wait(&g_cv, limit - now);
   }
+}
+
+static int wait_turn(job *j, size_t *reserve) {
+  int go = wait_turn_locked(j, reserve);
+  j->budget_wait = 0;
+  return go;
 }
 
 /* What the next step of j may take in memory before it is known: twice the
@@ -684,6 +734,10 @@ static int take_turn(job *j) {
 static void end_turn(job *j) {
   g_reserved -= j->reserved;
   j->reserved = 0;
+  if (g_beyond == j) { /* the next stuck job may go */
+    g_beyond = NULL;
+    pthread_cond_broadcast(&g_cv);
+  }
   if (j->probing != NULL) { /* its size is known now (or the next job tries) */
     j->probing->probing = 0;
     j->probing = NULL;
