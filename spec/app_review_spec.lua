@@ -15,6 +15,17 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     os.remove(dir .. "/tokens.json")
   end)
 
+  -- serve --app for the local portal, stopped after the test, installed by
+  -- it -> the server handle and the portal's install answer
+  local function installed()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      args = { "--portal", "127.0.0.1:" .. portal.port } })
+    finally(function() S.stop(h) end)
+    local r = portal:control({ action = "install", url = h.install_url })
+    assert.equals(200, r.status, r.body)
+    return h, r
+  end
+
   it("takes a JSON installation callback whose numbers are JSON numbers (auth.expires_in: 3600)", function()
     local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
       args = { "--portal", "example.bitrix24.com" } })
@@ -41,11 +52,7 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
   end)
 
   it("renews the pair when a REST call answers expired_token: both tokens overwritten, the installation kept", function()
-    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
-      args = { "--portal", "127.0.0.1:" .. portal.port } })
-    finally(function() S.stop(h) end)
-    local r = portal:control({ action = "install", url = h.install_url })
-    assert.equals(200, r.status, r.body)
+    local h, r = installed()
     A.wait_log(h, "INFO registered ", 1)
     local before = A.read_json(h.tokens_file)
     assert.equals(0, portal:stats().stats.renewals)
@@ -64,10 +71,7 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
   end)
 
   it("a refresh token the OAuth server refuses (invalid_grant) stops the registration with what to do; the tokens stay", function()
-    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
-      args = { "--portal", "127.0.0.1:" .. portal.port } })
-    finally(function() S.stop(h) end)
-    assert.equals(200, portal:control({ action = "install", url = h.install_url }).status)
+    local h = installed()
     A.wait_log(h, "INFO registered ", 1)
     -- the refresh token was used elsewhere (or is older than 180 days): the OAuth server answers invalid_grant
     local stored = A.read_json(h.tokens_file)
@@ -158,11 +162,7 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
   end)
 
   it("events: another event with the right application_token is 200 and ignored, whatever its name's bytes", function()
-    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
-      args = { "--portal", "127.0.0.1:" .. portal.port } })
-    finally(function() S.stop(h) end)
-    local r = portal:control({ action = "install", url = h.install_url })
-    assert.equals(200, r.status, r.body)
+    local h, r = installed()
     local auth = "&auth[member_id]=localmember&auth[application_token]=" .. r.sent.auth.application_token
     local res = A.post_form(h.event_url, "event=ONCRMDEALADD&data[FIELDS][ID]=1" .. auth, cert)
     assert.equals(200, res.status, res.body)
@@ -178,10 +178,7 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
   -- (its example and its parameter table): either name is the uninstall
   for _, name in ipairs({ "ONAPPSUNINSTALL", "onAppsUninstall", "ONAPPUNINSTALL" }) do
     it("events: " .. name .. " with the right application_token uninstalls (tokens removed)", function()
-      local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
-        args = { "--portal", "127.0.0.1:" .. portal.port } })
-      finally(function() S.stop(h) end)
-      assert.equals(200, portal:control({ action = "install", url = h.install_url }).status)
+      local h = installed()
       A.wait_log(h, "ONAPPUNINSTALL handler bound", 1)
       local un = portal:control({ action = "uninstall", event = name })
       assert.equals(1, #un.calls)
