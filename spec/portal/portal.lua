@@ -1175,6 +1175,18 @@ local function handle_rest(req, path_rest)
       t.operating = config.operating_limit
       t.operating_reset_at = os.time() + (fault.reset_in or 1)
       return json_answer(429, { error = "OPERATION_TIME_LIMIT", error_description = "Method is blocked due to operation time limit.", time = t })
+    elseif kind == "error_in_result" then
+      -- an error inside `result` (protocol.md 3.1) with another status than 200:
+      -- {status=, code=, description=, reset_in= (time.operating_reset_at)}
+      local t = time_block(method, started)
+      if fault.reset_in then
+        t.operating = config.operating_limit
+        t.operating_reset_at = os.time() + fault.reset_in
+      end
+      if fault.code == "QUERY_LIMIT_EXCEEDED" then stats.sent_503 = stats.sent_503 + 1 end
+      if fault.code == "expired_token" then stats.expired_answers = stats.expired_answers + 1 end
+      return json_answer(fault.status or 400, { result = { error = J.object({ error = fault.code,
+        error_description = fault.description or fault.code }, { "error", "error_description" }) }, time = t })
     elseif kind == "delay_before" then after = { sleep_before = fault.delay or 1 }
     else after = fault end
   end

@@ -103,22 +103,28 @@ _M.method_name = method_name
 
 local function create_method(method) return method_name(method):match("%.add$") ~= nil end
 
--- The biconnector.* methods answer an error inside `result` with HTTP 200
--- (b24restdocs api-reference/biconnector/index.md, "Errors Are Returned Inside
--- result"): {"result": {"error": {"error": CODE, "error_description": TEXT}}}.
--- Returns that error as the top level would carry it ({error=, error_description=}),
--- or nil. Other methods may return an `error` key as data: only biconnector.* is read.
-local function error_in_result(method, result)
+-- The error a `result` holds: {"result": {"error": {"error": CODE,
+-- "error_description": TEXT}}}, or the flat {"result": {"error": CODE,
+-- "error_description": TEXT}}. -> it as the top level would carry it
+-- ({error=, error_description=}), or nil.
+local function inner_error(result)
   -- ("error": null is no error)
   if type(result) ~= "table" or result.error == nil or result.error == json.null then return nil end
-  if not method_name(method):match("^biconnector%.") then return nil end
   local e = result.error
   if type(e) == "table" then
     if e.error == nil or e.error == json.null then return nil end
     return { error = e.error, error_description = e.error_description }
   end
-  -- the flat spelling {"result": {"error": CODE, "error_description": TEXT}}
   return { error = e, error_description = result.error_description }
+end
+
+-- The biconnector.* methods answer an error inside `result` with HTTP 200
+-- (b24restdocs api-reference/biconnector/index.md, "Errors Are Returned Inside
+-- result"). Returns that error (inner_error), or nil. Other methods may return
+-- an `error` key as data in a success: only biconnector.* is read so.
+local function error_in_result(method, result)
+  if not method_name(method):match("^biconnector%.") then return nil end
+  return inner_error(result)
 end
 _M.error_in_result = error_in_result
 
@@ -455,8 +461,13 @@ function Client:exchange(method, params, raw_body, creates)
       kind = res.status >= 500 and "ambiguous" or "answer" }
   end
   -- an error inside result is the same error as at the top level: one object, one policy
+  -- (its code decides retries and renewal). At 200 only a biconnector.* result
+  -- is read so (another method's result may hold `error` as data); an answer of
+  -- any other status is an error, and its code is the one inside result when
+  -- the top level has none, whatever the method.
   local failure = (data.error ~= nil and data.error ~= json.null) and data
     or (res.status == 200 and error_in_result(method, data.result))
+    or (res.status ~= 200 and inner_error(data.result))
   if failure or res.status ~= 200 then
     failure = failure or data
     local code = (failure.error ~= nil and failure.error ~= json.null) and tostring(failure.error) or ("HTTP_" .. res.status)
