@@ -101,6 +101,16 @@ local function method_name(method)
 end
 _M.method_name = method_name
 
+-- A batch command line "method?urlencoded-params" -> its method (as written),
+-- and its query (nil without "?").
+local function command_parts(line)
+  local method, query = line:match("^([^?]*)%?(.*)$")
+  if method then return method, query end
+  return line, nil
+end
+local function command_method(line) return (command_parts(line)) end
+_M.command_method = command_method
+
 local function create_method(method) return method_name(method):match("%.add$") ~= nil end
 
 -- The error a `result` holds: {"result": {"error": {"error": CODE,
@@ -569,7 +579,7 @@ function Client:request(method, params, raw_body, creates)
     -- when one of its commands does, as client:batch judges its chunks
     if not creates and method_name(method) == "batch" and type(params) == "table" and type(params.cmd) == "table" then
       for _, line in pairs(params.cmd) do
-        if type(line) == "string" and self:is_create(line:match("^([^?]*)")) then creates = true break end
+        if type(line) == "string" and self:is_create(command_method(line)) then creates = true break end
       end
     end
   end
@@ -784,7 +794,7 @@ end
 -- portal leaves a reference to an object, or to a failed command, as it is).
 -- -> the line, rewritten when something was resolved
 local function resolve_earlier(line, earlier, results)
-  local method, query = line:match("^([^?]*)%?(.*)$")
+  local method, query = command_parts(line)
   if not query or not (query:find("$result[", 1, true) or query:find("%24result", 1, true)) then return line end
   local params = form.decode(query)
   if type(params) ~= "table" then return line end
@@ -825,7 +835,7 @@ local function resolve_earlier(line, earlier, results)
 end
 
 local function command_creates(self, line)
-  return self:is_create(line:match("^([^?]*)"))
+  return self:is_create(command_method(line))
 end
 
 -- Keyed answer parts ({} or [] when empty) mapped back to the caller's keys.
@@ -853,7 +863,7 @@ local function chunk_end(entries, first, last, halt)
   if not halt then return last end
   local biconnector = false
   for i = first, last do
-    local m = method_name(entries[i].line:match("^([^?]*)"))
+    local m = method_name(command_method(entries[i].line))
     if i > first and biconnector and not (m:match("^biconnector%.") and (m:match("%.get$") or m:match("%.list$")
       or m:match("%.fields$"))) then
       return i - 1
@@ -935,7 +945,7 @@ function Client:batch(cmds, opts)
     unkey(r.result_error, wire_to_key, raw_errors)
     for i = first, last do
       local e = entries[i]
-      local inner = error_in_result(e.line:match("^([^?]*)"), results[e.key])
+      local inner = error_in_result(command_method(e.line), results[e.key])
       if inner then
         results[e.key] = nil
         raw_errors[e.key] = inner
@@ -966,11 +976,11 @@ function Client:batch(cmds, opts)
       for _, e in ipairs(entries) do if e.key == k then line = e.line end end
       errors[k] = new_error { code = type(v) == "table" and tostring(v.error) or tostring(v),
         description = self:mask(type(v) == "table" and tostring(v.error_description or "") or ""),
-        method = line and line:match("^([^?]*)"), retryable = false, key = k }
+        method = line and command_method(line), retryable = false, key = k }
     end
     for i = first, last do
       local e = entries[i]
-      if extra.time[e.key] ~= nil then self:note_time(e.line:match("^([^?]*)"), extra.time[e.key]) end
+      if extra.time[e.key] ~= nil then self:note_time(command_method(e.line), extra.time[e.key]) end
     end
     if failed and opts.halt then break end
     first = last + 1
