@@ -388,11 +388,14 @@ describe("REST user review", function()
 
     it("OPERATION_TIME_LIMIT there waits for its operating_reset_at, as at the top level", function()
       local slept = {}
-      local c = client_for({ sleep = function(s) slept[#slept + 1] = s end })
+      local c = client_for({ sleep = function(s) slept[#slept + 1] = s end, shared_bucket = false })
       portal:fault({ kind = "error_in_result", method = "biconnector.connector.list", status = 429,
         code = "OPERATION_TIME_LIMIT", reset_in = 30 })
       assert(c:call("biconnector.connector.list"))
-      assert.is_true(slept[#slept] > 25 and slept[#slept] <= 31)
+      local longest = 0
+      for _, s in ipairs(slept) do longest = math.max(longest, s) end
+      assert.is_true(longest > 25 and longest <= 31, table.concat(slept, " "))
+      assert.equal(2, portal:stats().stats.received["biconnector.connector.list"])
     end)
 
     it("expired_token there renews the token once and repeats the call", function()
