@@ -865,7 +865,12 @@ local function run_batch(params, ctx)
   local function obj(t, k)
     local list = array({})
     for i, key in ipairs(k) do
-      if key ~= i - 1 then return J.object(t, k) end
+      if key ~= i - 1 then
+        -- keyed by strings: {[1] = x} alone would go out as the list [x], not {"1": x}
+        local o, names = {}, {}
+        for j, name in ipairs(k) do names[j] = tostring(name) o[names[j]] = t[name] end
+        return J.object(o, names)
+      end
       list[i] = t[key]
     end
     return list

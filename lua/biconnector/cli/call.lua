@@ -13,6 +13,8 @@ Usage: biconnector call METHOD [JSON] [--all] [--raw]
   JSON     its parameters as a JSON object, e.g. '{"id": 5}'
   --all    iterate every page of a list method and print one array
   --raw    print the whole answer (result, total, next, time)
+Exit status: 0 success, 1 the call failed (for batch: a command failed; the
+answer is still printed and stderr names the failed keys), 2 usage.
 Environment:
   BITRIX24_WEBHOOK=https://PORTAL/rest/USER_ID/CODE/         an incoming webhook, or
   BITRIX24_PORTAL, BITRIX24_ACCESS_TOKEN                      an application's token, with
@@ -80,6 +82,49 @@ function _M.options_from_env(getenv, warn)
   return o
 end
 
+-- The commands of a batch answer (`result` of method batch: result,
+-- result_error, ...) that failed: those in result_error, and the biconnector.*
+-- ones whose result holds an error (the portal's success; client:batch counts
+-- them as failed too). cmd: the commands sent. -> "KEY CODE, ..." and how many, or nil
+function _M.batch_failures(cmd, answer)
+  if type(answer) ~= "table" then return nil end
+  cmd = type(cmd) == "table" and cmd or {}
+  local list = getmetatable(cmd) == json.array_mt
+  local failed = {}
+  -- a part keyed 0..n-1 comes as a JSON list (PHP's encoding), any other as an object
+  local function each(part, fn)
+    if type(part) ~= "table" then return end
+    if getmetatable(part) == json.array_mt then
+      for i, v in ipairs(part) do fn(tostring(i - 1), v) end
+    else
+      for k, v in pairs(part) do fn(tostring(k), v) end
+    end
+  end
+  local function line_of(key)
+    if list then return cmd[(tonumber(key) or -1) + 1] end
+    return cmd[key]
+  end
+  each(answer.result_error, function(key, v)
+    failed[key] = type(v) == "table" and tostring(v.error) or tostring(v)
+  end)
+  each(answer.result, function(key, v)
+    local line = line_of(key)
+    local inner = type(line) == "string" and failed[key] == nil and rest.error_in_result(rest.command_method(line), v)
+    if inner then failed[key] = tostring(inner.error) end
+  end)
+  local keys = {}
+  for k in pairs(failed) do keys[#keys + 1] = k end
+  if #keys == 0 then return nil end
+  table.sort(keys, function(a, b)
+    local na, nb = tonumber(a), tonumber(b)
+    if na and nb then return na < nb end
+    if (na ~= nil) ~= (nb ~= nil) then return na ~= nil end
+    return a < b
+  end)
+  for i, k in ipairs(keys) do keys[i] = k .. " " .. failed[k] end
+  return table.concat(keys, ", "), #keys
+end
+
 function _M.main(args, out, err)
   out, err = out or io.stdout, err or io.stderr
   local method, params_text, all, raw
@@ -131,6 +176,14 @@ function _M.main(args, out, err)
   local text, eerr = json.encode(value, { indent = 2 })
   if not text then err:write("biconnector call: cannot print the answer: ", tostring(eerr), "\n") return 1 end
   out:write(text, "\n")
+  -- a batch answers 200 whatever its commands did: failed ones make the exit 1 as a failed call
+  if not all and rest.method_name(method) == "batch" then
+    local failures, n = _M.batch_failures(params.cmd, raw and type(value) == "table" and value.result or value)
+    if failures then
+      err:write(("biconnector call: batch: %d command(s) failed: %s\n"):format(n, failures))
+      return 1
+    end
+  end
   return 0
 end
 
