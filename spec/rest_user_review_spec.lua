@@ -448,6 +448,23 @@ describe("REST user review", function()
       assert.equal("biconnector call: batch: 1 command(s) failed: 0 SOURCE_NOT_FOUND\n", err)
     end)
 
+    it("sends a cmd object's commands in the order written: halt stops where it was written, references resolve", function()
+      local parts = {}
+      for i = 1, 20 do
+        local line = ("test.echo?n=%d"):format(i)
+        if i == 12 then line = "no.such.method" end
+        if i == 5 then line = "test.echo?prev=$result[k04][n]" end
+        parts[#parts + 1] = ('"k%02d": "%s"'):format(i, line)
+      end
+      local rc, out, err = call_batch('{"halt": 1, "cmd": {' .. table.concat(parts, ", ") .. '}}')
+      assert.equal(1, rc, err)
+      local answer = json.decode(out)
+      for i = 1, 11 do assert.is_table(answer.result[("k%02d"):format(i)], ("k%02d"):format(i)) end
+      assert.equal("4", answer.result.k05.prev)
+      for i = 13, 20 do assert.is_nil(answer.result[("k%02d"):format(i)], ("k%02d"):format(i)) end
+      assert.equal("biconnector call: batch: 1 command(s) failed: k12 ERROR_METHOD_NOT_FOUND\n", err)
+    end)
+
     it("a batch whose every command succeeded exits 0 with nothing on stderr", function()
       local rc, out, err = call_batch('{"halt": 1, "cmd": {"a": "profile", "b": "biconnector.connector.list"}}')
       assert.equal(0, rc, err)

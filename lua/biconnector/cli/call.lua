@@ -152,12 +152,18 @@ function _M.main(args, out, err)
   local client, cerr = rest.new(opts)
   if not client then err:write("biconnector call: ", tostring(cerr), "\n") return 2 end
   local value, failure
+  local batch_text = not all and rest.method_name(method) == "batch" and params_text and next(params) ~= nil and params_text
   if all then
     local progress = progress_lib.new("call " .. method)
     value, failure = client:list(method, params, { on_page = progress.enabled and function(pages, items, total)
       progress.update(("page %d, %d item(s)%s"):format(pages, items, total and (" of " .. total) or ""))
     end or nil })
     progress.clear()
+  elseif batch_text then
+    -- the JSON as given: a cmd object decoded into a Lua table loses its order,
+    -- and the portal runs the commands in the order sent (halt, $result references)
+    value, failure = client:request(method, params, batch_text)
+    if value ~= nil and not raw then value = value.result end
   elseif raw then
     value, failure = client:call_raw(method, params)
   else
