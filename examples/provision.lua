@@ -4,27 +4,34 @@
 --
 -- Usage: lua examples/provision.lua BASE_URL
 --   BASE_URL is where the connector is served (it gets /check, /table_list, ...).
--- Auth (an application: the biconnector methods refuse webhooks), from env:
+-- Auth (an application: the biconnector methods refuse webhooks), from env, read
+-- as `biconnector call` reads it (docs/rest.md):
 --   BITRIX24_PORTAL, BITRIX24_ACCESS_TOKEN, BITRIX24_REFRESH_TOKEN,
 --   BITRIX24_CLIENT_ID, BITRIX24_CLIENT_SECRET
---   optional: BITRIX24_OAUTH_URL, BITRIX24_TOKENS_FILE (a token file shared with
---   other scripts; renewed tokens are kept there), BITRIX24_CA_FILE
+--   a token store that keeps renewed tokens, shared with other scripts and the CLI:
+--   BITRIX24_TOKENS_FILE=PATH or BITRIX24_TOKENS_REDIS=redis://... (BITRIX24_TOKENS_KEY);
+--   one holding an installed application's tokens (serve --app) names the portal.
+--   Without a store a renewal spends BITRIX24_REFRESH_TOKEN (single-use) and
+--   stderr says so: the next run with the same environment would fail.
+--   optional: BITRIX24_OAUTH_URL, BITRIX24_CA_FILE
 -- The source's setting `token` comes from SALES_TOKEN (README's sales.lua, served
 -- at BASE_URL, checks the same variable); the portal calls BASE_URL/check with it
 -- when it creates or updates the source, and refuses the source unless that answers.
 local biconnector = require "biconnector"
-local tokens = require "biconnector.tokens"
+local cli_call = require "biconnector.cli.call"
 
 local base_url = arg[1] or error("usage: provision.lua BASE_URL")
 local env = os.getenv
 
-local client = assert(biconnector.rest.new {
-  portal = env("BITRIX24_PORTAL"),
-  access_token = env("BITRIX24_ACCESS_TOKEN"), refresh_token = env("BITRIX24_REFRESH_TOKEN"),
-  client_id = env("BITRIX24_CLIENT_ID"), client_secret = env("BITRIX24_CLIENT_SECRET"),
-  oauth_url = env("BITRIX24_OAUTH_URL"), ca_file = env("BITRIX24_CA_FILE"),
-  store = env("BITRIX24_TOKENS_FILE") and tokens.file(env("BITRIX24_TOKENS_FILE")) or nil,
-})
+-- The client options and the token store, as the CLI takes them from the environment
+-- (tokens.from_env; without a store, a renewal is told on stderr).
+local options, oerr = cli_call.options_from_env()
+if options and options.webhook then
+  options, oerr = nil, "the biconnector methods refuse incoming webhooks: give an application's tokens"
+    .. " (BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN, or BITRIX24_TOKENS_FILE: docs/app.md)"
+end
+if not options then io.stderr:write("provision.lua: ", oerr, "\n") os.exit(2) end
+local client = assert(biconnector.rest.new(options))
 
 local function check(ok, err)
   if ok == nil then io.stderr:write(tostring(err), "\n") os.exit(1) end

@@ -41,6 +41,46 @@ describe("examples/provision.lua", function()
     assert.equal(3, #s.state.tables["1"].fields)
   end)
 
+  it("reads its token store as the CLI does: warns when no store keeps a renewal, refuses two stores, takes the portal from the store", function()
+    local portal = control.start({ rate = 1000, burst = 1000, url_check = false })
+    local store = helpers.tmp_path("provision-tokens")
+    finally(function()
+      portal:stop()
+      os.remove(store)
+      os.remove(store .. ".lock")
+    end)
+    local function run(env)
+      return helpers.run3(("BITRIX24_CLIENT_ID=local.test.app BITRIX24_CLIENT_SECRET=appsecret BITRIX24_OAUTH_URL=%s %s %s %s/examples/provision.lua https://bi.example.com/sales")
+        :format(portal.oauth_url, env, helpers.runtime, helpers.top))
+    end
+    local oauth = ("BITRIX24_PORTAL=%s BITRIX24_ACCESS_TOKEN=initial-access BITRIX24_REFRESH_TOKEN=initial-refresh "):format(portal.base)
+    -- no store: the renewal goes through, and stderr says the refresh token is spent
+    portal:control({ action = "expire" })
+    local rc, out, err = run(oauth)
+    assert.equal(0, rc, err)
+    assert.equal("connector=1 source=1 table=1\n", out)
+    assert.equal(1, portal:stats().stats.renewals)
+    assert.matches("biconnector: warning: the access token was renewed, and no token store keeps the new pair", err, 1, true)
+    -- two stores named: refused before anything is sent
+    local before = portal:stats().stats.http_requests
+    rc, out, err = run(oauth .. "BITRIX24_TOKENS_FILE=" .. helpers.q(store) .. " BITRIX24_TOKENS_REDIS=redis://127.0.0.1:9/")
+    assert.equal(2, rc, err)
+    assert.equal("", out)
+    assert.matches("BITRIX24_TOKENS_FILE and BITRIX24_TOKENS_REDIS name two token stores", err, 1, true)
+    assert.equal(before + 1, portal:stats().stats.http_requests) -- the stats request itself
+    -- a store: no warning; once it holds a renewed pair (with client_endpoint) it names the portal
+    portal:control({ action = "tokens", access_token = "initial-access", refresh_token = "initial-refresh" })
+    portal:control({ action = "expire" })
+    rc, out, err = run(oauth .. "BITRIX24_TOKENS_FILE=" .. helpers.q(store))
+    assert.equal(0, rc, err)
+    assert.equal("connector=1 source=1 table=1\n", out)
+    assert.equal("", err)
+    rc, out, err = run("BITRIX24_TOKENS_FILE=" .. helpers.q(store))
+    assert.equal(0, rc, err)
+    assert.equal("connector=1 source=1 table=1\n", out)
+    assert.equal(2, portal:stats().stats.renewals)
+  end)
+
   it("says why the portal refused the source when its urlCheck is not answered", function()
     local portal = control.start({ rate = 1000, burst = 1000 }) -- calls urlCheck, as Bitrix24 does
     finally(function() portal:stop() end)
