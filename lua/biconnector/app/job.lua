@@ -68,7 +68,8 @@ local function verify(cfg, client, state)
     if type(err) == "table" and err.code == "invalid_grant" then
       app.update(cfg.store, function(current)
         if current.application_token ~= state.application_token then return nil end
-        return { portal = current.portal, refused_at = os.time() }
+        -- nothing of it stays: its domain is the forger's (`biconnector login` defaults to the stored portal)
+        return { refused_at = os.time() }
       end)
       return nil, failure("the OAuth server does not renew this installation's tokens for this application (" ..
         tostring(err) .. "): the installation callback was not genuine, and its tokens are discarded", true)

@@ -1,0 +1,52 @@
+-- `serve --app` driven as Bitrix24 drives it, by an acceptance test that read
+-- protocol.md section 4 and docs/app.md: a real `biconnector serve ... --app`
+-- over HTTPS on loopback, the local portal (spec/portal) as Bitrix24, and
+-- callbacks made by hand where Bitrix24's own would not show the case. Each
+-- case here failed before its fix.
+local S = require "serve_helpers"
+local A = require "app_helpers"
+local helpers = require "helpers"
+
+-- `biconnector login ARGS` with the token file and credentials, bounded:
+-- -> exit code, output
+local function login(dir, args)
+  local cmd = ("BITRIX24_TOKENS_FILE=%s BITRIX24_CLIENT_ID=local.test.app BITRIX24_CLIENT_SECRET=appsecret timeout 20 %s bin/biconnector login %s 2>&1; echo \"rc=$?\"")
+    :format(S.shell_quote(dir .. "/tokens.json"), helpers.runtime, args)
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  p:close()
+  return tonumber(out:match("rc=(%d+)%s*$")), out
+end
+
+describe("serve --app, accepted as Bitrix24 drives it", function()
+  local world, dir, cert, key, db, portal
+  setup(function() world, dir, cert, key, db, portal = A.world() end)
+  teardown(function() if world then world.stop() end end)
+  before_each(function()
+    portal:reset({ rate = 1000, burst = 1000, ca_file = cert })
+    os.remove(dir .. "/tokens.json")
+  end)
+
+  it("a callback the OAuth server does not vouch for leaves no portal behind for `login` to default to", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal })
+    finally(function() S.stop(h) end)
+    -- well formed, for a portal nobody verified: made-up tokens, the forger's own domain
+    local body = "event=ONAPPINSTALL&auth[access_token]=madeup1&auth[refresh_token]=madeup2&auth[domain]=evil.example.com"
+      .. "&auth[client_endpoint]=https%3A%2F%2Fevil.example.com%2Frest%2F&auth[member_id]=m0evil&auth[application_token]=madeup3"
+    assert.equals(200, A.post_form(h.install_url, body, cert).status)
+    A.wait_log(h, "the installation callback was not genuine", 1)
+    A.wait_log(h, "application helper ended", 1)
+    local stored = A.read_json(h.tokens_file)
+    assert.is_nil(stored.access_token)
+    assert.truthy(stored.refused_at)
+    -- the refused callback's domain is not "the portal the token store names"
+    assert.is_nil(stored.portal)
+    local rc, out = login(dir, "--timeout 1")
+    assert.equals(2, rc, out)
+    assert.matches("name the portal with --portal", out, 1, true)
+    assert.is_nil(out:find("evil.example.com", 1, true), out)
+    -- the status page names no portal either
+    local page = A.request(h.install_url, "GET", nil, nil, cert)
+    assert.is_nil(page.body:find("evil.example.com", 1, true), page.body)
+  end)
+end)
