@@ -123,6 +123,26 @@ local function source_settings(o, c)
   return false
 end
 
+-- Whether the connector can describe a served table, as Bitrix24 asks before
+-- a table is made: -> true | false, why (HTTP 404: it never can, e.g. a table
+-- of binary columns only, which /table_list still lists) | nil (anything else:
+-- register.run meets it and the registration is tried again).
+local function describable(c, settings, code)
+  local connection = {}
+  for k, v in pairs(settings) do connection[k] = tostring(v) end
+  local status, _, body = c:handle({ method = "POST", path = "/table_description",
+    headers = { ["content-type"] = "application/json" }, body = assert(json.encode({ table = code, connection = connection })) })
+  if type(body) == "function" then -- a streamed answer: gather it
+    local parts = {}
+    for piece in body do parts[#parts + 1] = piece end
+    body = table.concat(parts)
+  end
+  if status == 200 then return true end
+  if status ~= 404 then return nil end
+  local value = json.decode(body or "")
+  return false, type(value) == "table" and tostring(value.message or value.error) or "HTTP 404"
+end
+
 local function register_once(job, cfg)
   local state = cfg.store:get()
   if not app.installed(state) then
@@ -167,7 +187,16 @@ local function register_once(job, cfg)
       local served, terr = register.served_tables(c, settings)
       if not served then return nil, failure(terr, true) end
       tables = {}
-      for i, t in ipairs(served) do tables[i] = { table = t.code } end
+      for _, t in ipairs(served) do
+        -- one table that cannot be described would stop the whole registration (and be
+        -- tried again in vain): it is left out, said in the log
+        local fine, why = describable(c, settings, t.code)
+        if fine == false then
+          log("warn", format("table %s is not registered: the connector cannot describe it (%s)", t.code, why))
+        else
+          tables[#tables + 1] = { table = t.code }
+        end
+      end
     end
     local result, rerr, kind = register.run({
       connector = c, base_url = cfg.base_url, client = client, settings = settings or nil, tables = tables,
