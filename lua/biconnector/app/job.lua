@@ -96,15 +96,33 @@ local function verify(cfg, client, state)
 end
 
 -- The ONAPPUNINSTALL handler (event.bind), once: what event.get lists stays.
+-- A handler of this application's at another .../app/event address (an
+-- earlier --public-url or --prefix) is unbound once this one is bound: the
+-- uninstall event, application_token included, goes to this address only.
 local function bind_uninstall(client, url)
   local bound, err = client:call("event.get")
   if bound == nil then return nil, err end
+  local how, stale = nil, {}
   for _, h in ipairs(type(bound) == "table" and bound or {}) do
-    if type(h) == "table" and tostring(h.event):upper() == "ONAPPUNINSTALL" and h.handler == url then return "kept" end
+    if type(h) == "table" and tostring(h.event):upper() == "ONAPPUNINSTALL" and type(h.handler) == "string" then
+      if h.handler == url then how = "kept"
+      elseif h.handler:match("/app/event$") then stale[#stale + 1] = h.handler end
+    end
   end
-  local ok, berr = client:call("event.bind", { event = "ONAPPUNINSTALL", handler = url })
-  if ok == nil then return nil, berr end
-  return "bound"
+  if not how then
+    local ok, berr = client:call("event.bind", { event = "ONAPPUNINSTALL", handler = url })
+    if ok == nil then return nil, berr end
+    how = "bound"
+  end
+  for _, old in ipairs(stale) do
+    local ok, uerr = client:call("event.unbind", { event = "ONAPPUNINSTALL", handler = old })
+    if ok == nil then
+      log("warn", "cannot unbind a stale ONAPPUNINSTALL handler", { handler = old, error = tostring(uerr) })
+    else
+      log("info", "stale ONAPPUNINSTALL handler unbound", { handler = old })
+    end
+  end
+  return how
 end
 
 -- The source's settings: a database's token; a connector file's from
