@@ -93,4 +93,43 @@ describe("serve --app, accepted as Bitrix24 drives it", function()
     assert.are_not.equal(old_event_url, un.calls[1].url)
     assert.equals(200, un.calls[1].status, un.calls[1].body)
   end)
+
+  it("an installation stored while another is being verified is not taken as verified (its settings stay home)", function()
+    local core = require "biconnector.core"
+    local cjson = require "cjson"
+    -- a forger's own "portal", which knows the genuine portal's member_id
+    local evil = require("portal.control").start({ rate = 1000, burst = 1000, ca_file = cert })
+    finally(function() evil:stop() end)
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal })
+    finally(function() S.stop(h) end)
+    -- the order, made certain with the two locks the helper takes (the registration
+    -- lock, then the store's lock to renew): the helper reads the genuine installation,
+    -- and while it waits to renew, a forged callback for the same member_id is stored
+    -- (as the server's worker stores one: under the store's lock)
+    local reg_lock = assert(core.http.lock(h.tokens_file .. ".register.lock"))
+    local r = portal:control({ action = "install", url = h.install_url })
+    assert.equals(200, r.status, r.body)
+    A.wait_log(h, "application helper started", 1)
+    local store_lock = assert(core.http.lock(h.tokens_file .. ".lock"))
+    reg_lock:unlock()
+    core.process.sleep(1) -- the helper reads the installation and waits for the store's lock
+    evil:control({ action = "tokens", access_token = "evilaccess", refresh_token = "evilrefresh" })
+    local forged = { access_token = "evilaccess", refresh_token = "evilrefresh", application_token = "evilapp",
+      member_id = "localmember", portal = "127.0.0.1:" .. evil.port, client_endpoint = "http://127.0.0.1:" .. evil.port .. "/rest/",
+      installed_at = os.time() }
+    assert(core.http.write_atomic(h.tokens_file, cjson.encode(forged)))
+    store_lock:unlock()
+    A.wait_log(h, "application helper ended", 1)
+    local stored = A.read_json(h.tokens_file)
+    -- (before: the helper took the forged pair for the one it renewed and marked it verified)
+    assert.is_nil(stored.verified_at, cjson.encode(stored))
+    -- the forged pair was verified in its turn: the OAuth server does not renew it
+    assert.matches("the installation callback was not genuine", S.stderr(h), 1, true)
+    assert.is_nil(stored.access_token)
+    -- and a registration later sends the database's token nowhere
+    os.execute("kill -HUP " .. h.pid)
+    core.process.sleep(1.5)
+    assert.equals(0, A.objects(evil).sources)
+    assert.equals(0, A.objects(evil).connectors)
+  end)
 end)

@@ -63,7 +63,13 @@ end
 -- at the OAuth server, which also tells the portal's member_id: the proof that
 -- an installation callback was genuine (nothing else in it is signed).
 local function verify(cfg, client, state)
-  local ok, err = client:renew(client.tokens.access_token)
+  local ok, err, how = client:renew(client.tokens.access_token)
+  if ok and how == "adopted" then
+    -- the store held another pair by the time the lock was ours (an installation
+    -- callback stored meanwhile): nothing was renewed, so nothing is proven
+    return nil, failure("the token store changed while the installation was verified (another installation"
+      .. " callback): verifying the new one")
+  end
   if not ok then
     if type(err) == "table" and err.code == "invalid_grant" then
       app.update(cfg.store, function(current)
@@ -77,6 +83,10 @@ local function verify(cfg, client, state)
     return nil, from_rest(err)
   end
   local renewed = cfg.store:get() or {}
+  if renewed.access_token ~= client.tokens.access_token then
+    return nil, failure("the token store changed while the installation was verified (another installation"
+      .. " callback): verifying the new one")
+  end
   if renewed.member_id ~= state.member_id then
     app.update(cfg.store, function(current)
       if current.application_token ~= state.application_token then return nil end
@@ -86,11 +96,18 @@ local function verify(cfg, client, state)
       .. " the installation callback was not genuine; its tokens are discarded", tostring(renewed.member_id),
       tostring(state.member_id)), true)
   end
+  local marked
   app.update(cfg.store, function(current)
-    if current.member_id ~= state.member_id then return nil end
+    -- only the pair the OAuth server just renewed is marked, not one stored since
+    if current.member_id ~= state.member_id or current.access_token ~= client.tokens.access_token then return nil end
     current.verified_at = os.time()
+    marked = true
     return current
   end)
+  if not marked then
+    return nil, failure("the token store changed while the installation was verified (another installation"
+      .. " callback): verifying the new one")
+  end
   log("info", "installation verified by the OAuth server", { portal = state.portal })
   return true
 end
