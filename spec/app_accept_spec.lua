@@ -132,4 +132,26 @@ describe("serve --app, accepted as Bitrix24 drives it", function()
     assert.equals(0, A.objects(evil).sources)
     assert.equals(0, A.objects(evil).connectors)
   end)
+
+  it("a stranger's callback for another member_id is refused without learning the installation's member_id", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal })
+    finally(function() S.stop(h) end)
+    assert.equals(200, portal:control({ action = "install", url = h.install_url }).status)
+    A.wait_log(h, "INFO registered ", 1)
+    -- anyone who reaches /app/install can send this; the member_id it would learn is what a
+    -- callback needs to replace the installation's tokens (stored at once, docs/app.md)
+    local body = "event=ONAPPINSTALL&auth[access_token]=acc0x&auth[refresh_token]=ref0x&auth[domain]=evil.example.com"
+      .. "&auth[client_endpoint]=https%3A%2F%2Fevil.example.com%2Frest%2F&auth[member_id]=m0other&auth[application_token]=app0x"
+    local res = A.post_form(h.install_url, body, cert)
+    assert.equals(403, res.status, res.body)
+    local message = require("cjson").decode(res.body).message
+    assert.matches("installed for another portal", message, 1, true)
+    assert.is_nil(res.body:find("localmember", 1, true), res.body)
+    assert.is_nil(res.body:find("127.0.0.1:" .. portal.port, 1, true), res.body)
+    -- the operator's log says which installation holds it
+    local line = A.wait_log(h, "installation callback refused", 1):match("[^\n]*installation callback refused[^\n]*")
+    assert.matches("installed_member_id=localmember", line, 1, true)
+    assert.matches("installed_portal=127.0.0.1:" .. portal.port, line, 1, true)
+    assert.equals("localmember", A.read_json(h.tokens_file).member_id)
+  end)
 end)
