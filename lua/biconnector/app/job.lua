@@ -63,12 +63,19 @@ end
 -- at the OAuth server, which also tells the portal's member_id: the proof that
 -- an installation callback was genuine (nothing else in it is signed).
 local function verify(cfg, client, state)
-  local ok, err = client:renew(client.tokens.access_token)
+  local ok, err, how = client:renew(client.tokens.access_token)
+  if ok and how == "adopted" then
+    -- the store held another pair by the time the lock was ours (an installation
+    -- callback stored meanwhile): nothing was renewed, so nothing is proven
+    return nil, failure("the token store changed while the installation was verified (another installation"
+      .. " callback): verifying the new one")
+  end
   if not ok then
     if type(err) == "table" and err.code == "invalid_grant" then
       app.update(cfg.store, function(current)
         if current.application_token ~= state.application_token then return nil end
-        return { portal = current.portal, refused_at = os.time() }
+        -- nothing of it stays: its domain is the forger's (`biconnector login` defaults to the stored portal)
+        return { refused_at = os.time() }
       end)
       return nil, failure("the OAuth server does not renew this installation's tokens for this application (" ..
         tostring(err) .. "): the installation callback was not genuine, and its tokens are discarded", true)
@@ -76,6 +83,10 @@ local function verify(cfg, client, state)
     return nil, from_rest(err)
   end
   local renewed = cfg.store:get() or {}
+  if renewed.access_token ~= client.tokens.access_token then
+    return nil, failure("the token store changed while the installation was verified (another installation"
+      .. " callback): verifying the new one")
+  end
   if renewed.member_id ~= state.member_id then
     app.update(cfg.store, function(current)
       if current.application_token ~= state.application_token then return nil end
@@ -85,25 +96,50 @@ local function verify(cfg, client, state)
       .. " the installation callback was not genuine; its tokens are discarded", tostring(renewed.member_id),
       tostring(state.member_id)), true)
   end
+  local marked
   app.update(cfg.store, function(current)
-    if current.member_id ~= state.member_id then return nil end
+    -- only the pair the OAuth server just renewed is marked, not one stored since
+    if current.member_id ~= state.member_id or current.access_token ~= client.tokens.access_token then return nil end
     current.verified_at = os.time()
+    marked = true
     return current
   end)
+  if not marked then
+    return nil, failure("the token store changed while the installation was verified (another installation"
+      .. " callback): verifying the new one")
+  end
   log("info", "installation verified by the OAuth server", { portal = state.portal })
   return true
 end
 
 -- The ONAPPUNINSTALL handler (event.bind), once: what event.get lists stays.
+-- A handler of this application's at another .../app/event address (an
+-- earlier --public-url or --prefix) is unbound once this one is bound: the
+-- uninstall event, application_token included, goes to this address only.
 local function bind_uninstall(client, url)
   local bound, err = client:call("event.get")
   if bound == nil then return nil, err end
+  local how, stale = nil, {}
   for _, h in ipairs(type(bound) == "table" and bound or {}) do
-    if type(h) == "table" and tostring(h.event):upper() == "ONAPPUNINSTALL" and h.handler == url then return "kept" end
+    if type(h) == "table" and tostring(h.event):upper() == "ONAPPUNINSTALL" and type(h.handler) == "string" then
+      if h.handler == url then how = "kept"
+      elseif h.handler:match("/app/event$") then stale[#stale + 1] = h.handler end
+    end
   end
-  local ok, berr = client:call("event.bind", { event = "ONAPPUNINSTALL", handler = url })
-  if ok == nil then return nil, berr end
-  return "bound"
+  if not how then
+    local ok, berr = client:call("event.bind", { event = "ONAPPUNINSTALL", handler = url })
+    if ok == nil then return nil, berr end
+    how = "bound"
+  end
+  for _, old in ipairs(stale) do
+    local ok, uerr = client:call("event.unbind", { event = "ONAPPUNINSTALL", handler = old })
+    if ok == nil then
+      log("warn", "cannot unbind a stale ONAPPUNINSTALL handler", { handler = old, error = tostring(uerr) })
+    else
+      log("info", "stale ONAPPUNINSTALL handler unbound", { handler = old })
+    end
+  end
+  return how
 end
 
 -- The source's settings: a database's token; a connector file's from
@@ -120,6 +156,26 @@ local function source_settings(o, c)
   end
   if #(c.settings or {}) == 0 then return {} end
   return false
+end
+
+-- Whether the connector can describe a served table, as Bitrix24 asks before
+-- a table is made: -> true | false, why (HTTP 404: it never can, e.g. a table
+-- of binary columns only, which /table_list still lists) | nil (anything else:
+-- register.run meets it and the registration is tried again).
+local function describable(c, settings, code)
+  local connection = {}
+  for k, v in pairs(settings) do connection[k] = tostring(v) end
+  local status, _, body = c:handle({ method = "POST", path = "/table_description",
+    headers = { ["content-type"] = "application/json" }, body = assert(json.encode({ table = code, connection = connection })) })
+  if type(body) == "function" then -- a streamed answer: gather it
+    local parts = {}
+    for piece in body do parts[#parts + 1] = piece end
+    body = table.concat(parts)
+  end
+  if status == 200 then return true end
+  if status ~= 404 then return nil end
+  local value = json.decode(body or "")
+  return false, type(value) == "table" and tostring(value.message or value.error) or "HTTP 404"
 end
 
 local function register_once(job, cfg)
@@ -166,7 +222,16 @@ local function register_once(job, cfg)
       local served, terr = register.served_tables(c, settings)
       if not served then return nil, failure(terr, true) end
       tables = {}
-      for i, t in ipairs(served) do tables[i] = { table = t.code } end
+      for _, t in ipairs(served) do
+        -- one table that cannot be described would stop the whole registration (and be
+        -- tried again in vain): it is left out, said in the log
+        local fine, why = describable(c, settings, t.code)
+        if fine == false then
+          log("warn", format("table %s is not registered: the connector cannot describe it (%s)", t.code, why))
+        else
+          tables[#tables + 1] = { table = t.code }
+        end
+      end
     end
     local result, rerr, kind = register.run({
       connector = c, base_url = cfg.base_url, client = client, settings = settings or nil, tables = tables,

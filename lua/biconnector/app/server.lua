@@ -263,17 +263,22 @@ end
 -- Stores an installation checked by check_install, atomically under the
 -- store's lock: refused (403) when the application is bound to another
 -- portal's member_id (unless cfg.rebind). -> true | nil, status, reason
+-- [, fields for the log]. The reason goes to whoever sent the callback: it
+-- names neither the installed portal nor its member_id (a callback carrying
+-- that member_id would replace the installation); the log fields do.
 function _M.store_install(cfg, state)
   local refused
   local ok, err = _M.update(cfg.store, function(current)
     if installed(current) and current.member_id ~= state.member_id and not cfg.rebind then
-      refused = format("this application is installed for another portal (%s, member_id %s); uninstall it there first"
-        .. " (or start serve with --app-rebind)", tostring(current.portal), tostring(current.member_id))
+      refused = { installed_portal = tostring(current.portal), installed_member_id = tostring(current.member_id) }
       return nil
     end
     return state
   end)
-  if refused then return nil, 403, refused end
+  if refused then
+    return nil, 403, "this application is installed for another portal; uninstall it there first"
+      .. " (or start serve with --app-rebind)", refused
+  end
   if not ok then return nil, 500, err end
   return true
 end
@@ -554,18 +559,20 @@ end
 
 function App:install(req)
   local params, status, reason = body_fields(req)
-  local state
+  local state, detail
   if params then state, status, reason = _M.check_install(params, self.cfg) end
   if state then
     local ok
-    ok, status, reason = _M.store_install(self.cfg, state)
+    ok, status, reason, detail = _M.store_install(self.cfg, state)
     if ok then
       self.log("info", "application installed", { portal = state.portal, member_id = state.member_id, remote = req.remote })
       local s, h, b = answer(200, { status = "installed", portal = state.portal })
       return s, h, b, function() self:spawn("register") end
     end
   end
-  self.log("warn", "installation callback refused", { status = status, reason = reason, remote = req.remote })
+  local fields = { status = status, reason = reason, remote = req.remote }
+  for k, v in pairs(detail or {}) do fields[k] = v end
+  self.log("warn", "installation callback refused", fields)
   return refusal(status, reason)
 end
 
