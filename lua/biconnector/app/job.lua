@@ -112,6 +112,121 @@ local function verify(cfg, client, state)
   return true
 end
 
+---------------------------------------------------------------- a pending callback
+
+-- What a reinstall changes in the installation: the callback's fields (the
+-- tokens come from the proof below).
+local CALLBACK_KEYS = { "application_token", "portal", "client_endpoint", "server_endpoint", "scope", "status",
+  "expires_in", "expires", "installed_at" }
+-- What a portal or the OAuth server answers for tokens nobody issued (or that
+-- cannot be renewed): the callback was not genuine.
+local NOT_GENUINE = { invalid_grant = true, NO_AUTH_FOUND = true, invalid_token = true, expired_token = true,
+  WRONG_AUTH_TYPE = true, INVALID_CREDENTIALS = true, ACCESS_DENIED = true }
+
+local function same_pending(current, pending)
+  local p = current[app.PENDING]
+  return type(p) == "table" and p.access_token == pending.access_token and p.refresh_token == pending.refresh_token
+    and p.application_token == pending.application_token
+end
+
+-- Drops the pending callback (only that one: a newer one stays for its own helper).
+local function drop_pending(cfg, pending, why)
+  app.update(cfg.store, function(current)
+    if not same_pending(current, pending) then return nil end
+    current[app.PENDING] = nil
+    return current
+  end)
+  log("warn", "the pending installation callback is not genuine: its tokens are discarded; the verified installation"
+    .. " stays as it was", { portal = pending.portal, reason = why })
+  return "dropped"
+end
+
+-- Its proof: the pair it carries renews at the OAuth server for this application
+-- and names its member_id (as verify() does for a first installation), or, with
+-- --portal, the portal answers a call made with it (renewed once on
+-- expired_token). Nothing of the installation's own pair is used or renewed.
+-- -> the proven pair (a table with access_token, refresh_token, ...) | false, why | nil, failure
+local function prove_pending(cfg, pending, id, secret)
+  local store = tokens.memory({ access_token = pending.access_token, refresh_token = pending.refresh_token })
+  local client, err = rest.new({ client_endpoint = pending.client_endpoint, client_id = id, client_secret = secret,
+    store = store, oauth_url = cfg.oauth_url, ca_file = cfg.ca_file, follow_client_endpoint = false,
+    log = function(level, message) log(level, message) end })
+  if not client then return nil, failure(err, true) end
+  local ok, a, b = pcall(function()
+    if cfg.portal then
+      local answer, cerr = client:call("profile")
+      if answer == nil then
+        if type(cerr) == "table" and NOT_GENUINE[cerr.code] then return false, tostring(cerr) end
+        return nil, from_rest(cerr)
+      end
+      return store:get()
+    end
+    local renewed, rerr = client:renew(pending.access_token)
+    if not renewed then
+      if type(rerr) == "table" and rerr.code == "invalid_grant" then return false, tostring(rerr) end
+      return nil, from_rest(rerr)
+    end
+    local pair = store:get() or {}
+    if pair.member_id ~= pending.member_id then
+      return false, format("the OAuth server says these tokens belong to member_id %s, not %s", tostring(pair.member_id),
+        tostring(pending.member_id))
+    end
+    return pair
+  end)
+  client:close()
+  if not ok then return nil, failure(a) end
+  return a, b
+end
+
+-- Settles an installation callback kept pending beside the verified
+-- installation (biconnector.app.server store_install): proven, its tokens and
+-- application_token replace the installation's, atomically; not, it is dropped
+-- and the installation stays. -> "promoted" | "dropped" | "waits" | nil, failure
+local function settle_pending(cfg, state, id, secret)
+  local pending = state[app.PENDING]
+  if type(pending.access_token) ~= "string" or type(pending.refresh_token) ~= "string"
+      or pending.member_id ~= state.member_id then
+    return drop_pending(cfg, pending, "not an installation of this member_id")
+  end
+  if not cfg.portal and not (id and secret) then
+    log("warn", "an installation callback waits beside the verified installation: its tokens cannot be verified"
+      .. " without the client_id/client_secret; give them and send SIGHUP", { portal = pending.portal })
+    return "waits"
+  end
+  local pair, why = prove_pending(cfg, pending, id, secret)
+  if pair == nil then
+    why.pending = true
+    return nil, why
+  end
+  if pair == false then return drop_pending(cfg, pending, why) end
+  local now, promoted = os.time(), false
+  app.update(cfg.store, function(current)
+    if not (app.installed(current) and current.member_id == pending.member_id and same_pending(current, pending)) then
+      return nil
+    end
+    for _, k in ipairs(CALLBACK_KEYS) do current[k] = pending[k] end
+    current.access_token, current.refresh_token = pair.access_token, pair.refresh_token
+    if pair.access_token ~= pending.access_token then -- renewed: the answer's lifetime and scope
+      current.expires_in = tonumber(pair.expires_in) or current.expires_in
+      current.expires = tonumber(pair.expires) or (tonumber(pair.expires_in) and now + tonumber(pair.expires_in))
+        or current.expires
+      if type(pair.scope) == "string" then current.scope = pair.scope end
+    end
+    current[app.PENDING] = nil
+    current.verified_at = now
+    promoted = true
+    return current
+  end)
+  if not promoted then
+    log("info", "the pending installation callback changed while it was verified: the newer one is verified in its turn",
+      { portal = pending.portal })
+    return "dropped"
+  end
+  log("info", "the pending installation callback is genuine: its tokens replace the installation's", {
+    portal = pending.portal, by = cfg.portal and "the portal" or "the OAuth server" })
+  return "promoted"
+end
+
 -- The ONAPPUNINSTALL handler (event.bind), once: what event.get lists stays.
 -- A handler of this application's at another .../app/event address (an
 -- earlier --public-url or --prefix) is unbound once this one is bound: the
@@ -186,6 +301,24 @@ local function register_once(job, cfg)
   end
   local id, secret, cerr = app.credentials(cfg)
   if cerr then return nil, failure(cerr, true) end
+  if type(state[app.PENDING]) == "table" then
+    local settled, perr = settle_pending(cfg, state, id, secret)
+    if not settled then return nil, perr end
+    -- a callback's helper has nothing more to do unless its tokens replaced the installation's;
+    -- a registration on SIGHUP or at start goes on with the verified installation
+    local only_pending = job.pending
+    job.pending = nil
+    if settled ~= "promoted" and only_pending then return true end
+    state = cfg.store:get()
+    if not app.installed(state) then
+      log("info", "not installed: nothing to register")
+      return true
+    end
+  elseif job.pending then
+    -- (another helper settled it first, and registered when it proved genuine)
+    log("info", "no installation callback is pending any more: nothing to do")
+    return true
+  end
   local client, err = client_for(cfg, state, id, secret)
   if not client then return nil, err end
   local ok, done, ferr = pcall(function()
@@ -254,11 +387,22 @@ local function register_once(job, cfg)
     local ids = {}
     for _, t in ipairs(result.tables) do if t.id then ids[#ids + 1] = t.id end end
     record.table_ids = ids
+    local portal_verified
     app.update(cfg.store, function(current)
       if current.member_id ~= state.member_id then return nil end
       current.registration = record
+      -- with --portal the portal judges the tokens: it answered the registration's calls made
+      -- with this pair (renewed or not), so the installation counts as verified (a callback
+      -- for it is then kept pending until proven); not one stored since
+      if cfg.portal and not current.verified_at and current.access_token == client.tokens.access_token then
+        current.verified_at = os.time()
+        portal_verified = true
+      end
       return current
     end)
+    if portal_verified then
+      log("info", "installation verified: the portal --portal names answered its tokens", { portal = state.portal })
+    end
     log("info", "registered", { portal = state.portal, connector = record.connector, source = record.source or "-",
       tables = record.tables })
     return true
@@ -290,7 +434,8 @@ local function with_retries(job, cfg, once, what)
       reason = err.message, retry = not last and format("in %gs", delay) or "no" })
     if last then
       app.update(cfg.store, function(current)
-        if not app.installed(current) then return nil end
+        -- a pending callback that could not be verified says nothing of the registration
+        if not app.installed(current) or err.pending then return nil end
         current.registration = { at = os.time(), ok = false, error = err.message }
         return current
       end)

@@ -260,18 +260,32 @@ function _M.check_install(params, cfg, now)
   }
 end
 
+-- The key of the token store that holds an installation callback for a
+-- verified installation until the helper proves its tokens genuine.
+_M.PENDING = "pending_install"
+
 -- Stores an installation checked by check_install, atomically under the
 -- store's lock: refused (403) when the application is bound to another
--- portal's member_id (unless cfg.rebind). -> true | nil, status, reason
--- [, fields for the log]. The reason goes to whoever sent the callback: it
--- names neither the installed portal nor its member_id (a callback carrying
--- that member_id would replace the installation); the log fields do.
+-- portal's member_id (unless cfg.rebind). A callback for the member_id of an
+-- installation already verified does not replace it: it is kept beside it as
+-- state[PENDING] (a second one replaces the first), and the helper verifies
+-- it (biconnector.app.job) before its tokens replace the installation's.
+-- -> true, "installed" | "pending" | nil, status, reason [, fields for the
+-- log]. The reason goes to whoever sent the callback: it names neither the
+-- installed portal nor its member_id (a callback carrying that member_id
+-- would replace the installation); the log fields do.
 function _M.store_install(cfg, state)
-  local refused
+  local refused, how = nil, "installed"
   local ok, err = _M.update(cfg.store, function(current)
     if installed(current) and current.member_id ~= state.member_id and not cfg.rebind then
       refused = { installed_portal = tostring(current.portal), installed_member_id = tostring(current.member_id) }
       return nil
+    end
+    if installed(current) and current.member_id == state.member_id and current.verified_at then
+      -- nothing in a callback is signed: a forged one would cost the genuine pair
+      current[_M.PENDING] = state
+      how = "pending"
+      return current
     end
     return state
   end)
@@ -280,7 +294,7 @@ function _M.store_install(cfg, state)
       .. " (or start serve with --app-rebind)", refused
   end
   if not ok then return nil, 500, err end
-  return true
+  return true, how
 end
 
 ---------------------------------------------------------------- the OAuth code
@@ -526,6 +540,9 @@ function App:page(state)
     else
       rows[#rows + 1] = "<p>Registration in progress.</p>"
     end
+    if type(state[_M.PENDING]) == "table" then
+      rows[#rows + 1] = "<p>A new installation callback is being verified.</p>"
+    end
   elseif state.uninstalled_at then
     rows[#rows + 1] = format("<p>Not installed: uninstalled from <b>%s</b> at %s.</p>", html(state.portal or "?"),
       html(os.date("!%Y-%m-%d %H:%M UTC", tonumber(state.uninstalled_at) or 0)))
@@ -565,8 +582,15 @@ function App:install(req)
     local ok
     ok, status, reason, detail = _M.store_install(self.cfg, state)
     if ok then
-      self.log("info", "application installed", { portal = state.portal, member_id = state.member_id, remote = req.remote })
+      -- (a pending callback is answered as any other: Bitrix24 expects 200 at once, and
+      -- the sender learns nothing of the installation)
       local s, h, b = answer(200, { status = "installed", portal = state.portal })
+      if status == "pending" then
+        self.log("info", "installation callback kept pending: the verified installation stays until its tokens prove genuine",
+          { portal = state.portal, member_id = state.member_id, remote = req.remote })
+        return s, h, b, function() self:spawn("register", { pending = true }) end
+      end
+      self.log("info", "application installed", { portal = state.portal, member_id = state.member_id, remote = req.remote })
       return s, h, b, function() self:spawn("register") end
     end
   end
