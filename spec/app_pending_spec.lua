@@ -115,6 +115,32 @@ for _, mode in ipairs({ "OAuth server", "--portal" }) do
       local un = portal:control({ action = "uninstall" })
       assert.equals(200, un.calls[1].status, un.calls[1].body)
       assert.is_nil(A.read_json(h.tokens_file).access_token)
+      local output = S.stderr(h) .. S.stdout(h)
+      for _, t in ipairs({ first.sent.auth, r.sent.auth, genuine, stored }) do
+        for _, k in ipairs({ "access_token", "refresh_token", "application_token" }) do
+          assert.is_nil(output:find(t[k], 1, true), "a token reached the log: " .. k)
+        end
+      end
+    end)
+
+    it("the installation's own callback again (a retry) changes nothing and spends no refresh token", function()
+      local h, first, genuine = installed()
+      local renewals = portal:stats().stats.renewals
+      local parts = { "event=ONAPPINSTALL" }
+      for k, v in pairs(first.sent.auth) do parts[#parts + 1] = ("auth[%s]=%s"):format(k, v) end
+      -- (after a first verification by renewal the stored pair is the renewed one: send that)
+      local body = table.concat(parts, "&"):gsub("auth%[access_token%]=[^&]*", "auth[access_token]=" .. genuine.access_token)
+        :gsub("auth%[refresh_token%]=[^&]*", "auth[refresh_token]=" .. genuine.refresh_token)
+      assert.equals(200, A.post_form(h.install_url, body, cert).status)
+      A.wait_log(h, "installation callback repeats the installation's tokens", 1)
+      local stored = A.read_json(h.tokens_file)
+      assert.equals(genuine.access_token, stored.access_token)
+      assert.equals(genuine.refresh_token, stored.refresh_token)
+      assert.is_nil(stored.pending_install)
+      assert.equals(renewals, portal:stats().stats.renewals)
+      assert.equals(1, A.count(S.stderr(h), "application helper started"))
+      local rc, out = call(dir, "profile")
+      assert.equals(0, rc, out)
     end)
 
     it("a second callback while one is pending replaces the pending one", function()

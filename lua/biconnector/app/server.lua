@@ -270,7 +270,8 @@ _M.PENDING = "pending_install"
 -- installation already verified does not replace it: it is kept beside it as
 -- state[PENDING] (a second one replaces the first), and the helper verifies
 -- it (biconnector.app.job) before its tokens replace the installation's.
--- -> true, "installed" | "pending" | nil, status, reason [, fields for the
+-- -> true, "installed" | "pending" | "unchanged" (the installation's own pair
+-- again) | nil, status, reason [, fields for the
 -- log]. The reason goes to whoever sent the callback: it names neither the
 -- installed portal nor its member_id (a callback carrying that member_id
 -- would replace the installation); the log fields do.
@@ -282,6 +283,12 @@ function _M.store_install(cfg, state)
       return nil
     end
     if installed(current) and current.member_id == state.member_id and current.verified_at then
+      if state.refresh_token == current.refresh_token then
+        -- the same callback again (a sender's retry): proving it would spend the
+        -- installation's own refresh token, and it has nothing new to give
+        how = "unchanged"
+        return nil
+      end
       -- nothing in a callback is signed: a forged one would cost the genuine pair
       current[_M.PENDING] = state
       how = "pending"
@@ -585,6 +592,11 @@ function App:install(req)
       -- (a pending callback is answered as any other: Bitrix24 expects 200 at once, and
       -- the sender learns nothing of the installation)
       local s, h, b = answer(200, { status = "installed", portal = state.portal })
+      if status == "unchanged" then
+        self.log("info", "installation callback repeats the installation's tokens: nothing changed",
+          { portal = state.portal, member_id = state.member_id, remote = req.remote })
+        return s, h, b
+      end
       if status == "pending" then
         self.log("info", "installation callback kept pending: the verified installation stays until its tokens prove genuine",
           { portal = state.portal, member_id = state.member_id, remote = req.remote })
