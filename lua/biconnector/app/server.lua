@@ -274,7 +274,7 @@ _M.PENDING = "pending_install"
 -- again) | nil, status, reason [, fields for the
 -- log]. The reason goes to whoever sent the callback: it names neither the
 -- installed portal nor its member_id (a callback carrying that member_id
--- would replace the installation); the log fields do.
+-- replaces an installation not verified yet); the log fields do.
 function _M.store_install(cfg, state)
   local refused, how = nil, "installed"
   local ok, err = _M.update(cfg.store, function(current)
