@@ -154,7 +154,7 @@ local function prove_pending(cfg, pending, id, secret)
   if not client then return nil, failure(err, true) end
   local ok, a, b = pcall(function()
     if cfg.portal then
-      local answer, cerr = client:call("profile")
+      local answer, cerr = client:call("biconnector.connector.fields")
       if answer == nil then
         if type(cerr) == "table" and NOT_GENUINE[cerr.code] then return false, tostring(cerr) end
         return nil, from_rest(cerr)
