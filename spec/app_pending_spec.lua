@@ -143,6 +143,26 @@ for _, mode in ipairs({ "OAuth server", "--portal" }) do
       assert.equals(0, rc, out)
     end)
 
+    it("an uninstall event with a reinstall's new application_token, sent while that callback is still being proven, is taken", function()
+      local core = require "biconnector.core"
+      local h = installed()
+      -- the reinstall's helper held back by the registration lock: its callback stays pending
+      local reg_lock = assert(core.http.lock(h.tokens_file .. ".register.lock"))
+      local r = portal:control({ action = "install", url = h.install_url })
+      assert.equals(200, r.status, r.body)
+      local token = r.sent.auth.application_token
+      assert.equals(token, A.read_json(h.tokens_file).pending_install.application_token)
+      -- (before: 403 at once, the installation's token being still the old one)
+      reg_lock:unlock()
+      local res = A.post_form(h.event_url, "event=ONAPPUNINSTALL&auth[application_token]=" .. token
+        .. "&auth[member_id]=localmember", cert)
+      assert.equals(200, res.status, res.body)
+      assert.same({ status = "uninstalled" }, cjson.decode(res.body))
+      local stored = A.read_json(h.tokens_file)
+      assert.is_nil(stored.access_token, cjson.encode(stored))
+      assert.truthy(stored.uninstalled_at)
+    end)
+
     it("a second callback while one is pending replaces the pending one", function()
       local core = require "biconnector.core"
       local h, _, genuine = installed()

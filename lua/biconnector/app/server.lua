@@ -263,6 +263,9 @@ end
 -- The key of the token store that holds an installation callback for a
 -- verified installation until the helper proves its tokens genuine.
 _M.PENDING = "pending_install"
+-- How long an event carrying a pending callback's application_token waits
+-- (seconds) for the helper to prove that callback.
+local PENDING_WAIT = 2
 
 -- Stores an installation checked by check_install, atomically under the
 -- store's lock: refused (403) when the application is bound to another
@@ -621,6 +624,17 @@ function App:event(req)
   local state = store:get()
   local genuine = installed(state) and same_secret(auth.application_token, state.application_token)
     and auth.member_id == state.member_id
+  local waited = 0
+  -- a reinstall's events carry its new application_token while the helper still
+  -- proves its callback (kept pending): wait for that (a second or so), then judge
+  while not genuine and waited < PENDING_WAIT and installed(state) and auth.member_id == state.member_id
+      and type(state[_M.PENDING]) == "table" and same_secret(auth.application_token, state[_M.PENDING].application_token) do
+    http.sleep(0.05)
+    waited = waited + 0.05
+    state = store:get()
+    genuine = installed(state) and same_secret(auth.application_token, state.application_token)
+      and auth.member_id == state.member_id
+  end
   if not genuine then
     self.log("warn", "event refused: wrong or missing application_token", { event = event:sub(1, 64), remote = req.remote })
     return refusal(403, "the event does not carry this installation's application_token")
