@@ -105,6 +105,22 @@ describe("tokens.redis", function()
     good:close()
   end)
 
+  it("beside(suffix, {lock_ttl}): another key whose lock lives lock_ttl (the registration lock of serve --app)", function()
+    local s = tokens.redis { port = redis.port, key = "t:side" }
+    local long = s:beside(".register", { lock_ttl = 900 })
+    local unlock = assert(long:lock())
+    local pttl = tonumber(redis.command("PTTL t:side.register:lock"):match("%-?%d+"))
+    assert.is_true(pttl > 60000 and pttl <= 900000, "PTTL " .. tostring(pttl))
+    unlock()
+    assert.equals(":0", redis.command("EXISTS t:side.register:lock"))
+    -- without it, the store's own (60 s by default)
+    unlock = assert(s:beside(".other"):lock())
+    pttl = tonumber(redis.command("PTTL t:side.other:lock"):match("%-?%d+"))
+    assert.is_true(pttl > 0 and pttl <= 60000, "PTTL " .. tostring(pttl))
+    unlock()
+    s:close()
+  end)
+
   it("the lock: SET NX PX with a unique owner; a waiter times out; only the owner releases it", function()
     local a = tokens.redis { port = redis.port, key = "t:lock", lock_ttl = 0.3 }
     local b = tokens.redis { port = redis.port, key = "t:lock", lock_ttl = 30, lock_timeout = 0.1 }

@@ -412,10 +412,17 @@ local function register_once(job, cfg)
   return done, ferr
 end
 
+-- The registration lock's time to live where a lock expires (Redis, a
+-- lua_shared_dict), in seconds: longer than a registration can take (many
+-- tables at the portal's 2 requests a second, its retries), so that no second
+-- helper registers beside one still at work; a holder that died keeps it
+-- that long (a file lock goes with its process).
+local REGISTRATION_LOCK_TTL = 900
+
 -- Runs once(job, cfg) under the registration lock, again with backoff after a
 -- failure that may pass; the last failure is kept in the store for the page.
 local function with_retries(job, cfg, once, what)
-  local lock_store = cfg.store:beside(".register")
+  local lock_store = cfg.store:beside(".register", { lock_ttl = REGISTRATION_LOCK_TTL })
   local delay = cfg.retry.first
   for attempt = 1, cfg.retry.attempts do
     local unlock, lerr = lock_store:lock()

@@ -160,13 +160,15 @@ function _M.redis(opts)
   return tokens_redis.new(opts)
 end
 
--- store:beside(suffix): a store of the same kind next to this one (another
+-- store:beside(suffix [, {lock_ttl = seconds}]): a store of the same kind
+-- next to this one, its lock expiring after lock_ttl where locks expire (another
 -- file, another key), for a lock of its own: `serve --app` registers under
 -- one that is not the renewal lock, which a renewal inside the registration takes.
 function Memory:beside() return _M.memory() end
 function File:beside(suffix) return _M.file(self.path .. suffix) end
-function Shared:beside(suffix)
-  return _M.ngx_shared(self.dict, self.key .. suffix, { lock_exptime = self.lock_exptime, lock_timeout = self.lock_timeout })
+function Shared:beside(suffix, opts)
+  return _M.ngx_shared(self.dict, self.key .. suffix, { lock_exptime = opts and opts.lock_ttl or self.lock_exptime,
+    lock_timeout = self.lock_timeout })
 end
 
 -- redis://[:PASSWORD@]HOST[:PORT][/DB] -> tokens.redis options, or nil, message

@@ -125,10 +125,11 @@ function _M.new(opts)
   }, Store)
 end
 
--- Another key beside this one, on the same Redis (tokens.lua, File:beside).
-function Store:beside(suffix)
+-- Another key beside this one, on the same Redis (tokens.lua, File:beside);
+-- opts.lock_ttl: its lock's own time to live (default this store's).
+function Store:beside(suffix, opts)
   return _M.new({ key = self.key .. suffix, host = self.host, port = self.port, password = self.password,
-    db = self.db, timeout = self.timeout, lock_ttl = self.lock_ttl, lock_timeout = self.lock_timeout,
+    db = self.db, timeout = self.timeout, lock_ttl = opts and opts.lock_ttl or self.lock_ttl, lock_timeout = self.lock_timeout,
     pool_size = self.pool_size })
 end
 
