@@ -1,0 +1,107 @@
+-- `biconnector verify` as an acceptance tester sees it: a connector on a raw
+-- LuaSocket server (spec/verify_hostile_server.lua) that breaks HTTP or the
+-- protocol in one way each. A good one passes; every break is a FAIL (or a
+-- documented WARN) naming the endpoint, the element and the rule; nothing
+-- crashes or hangs. Real loopback HTTP, no mocks.
+local helpers = require "helpers"
+local S = require "serve_helpers"
+local verify = require "biconnector.verify"
+
+local R = require "verify_report"
+local assert_line, cli = R.assert_line, R.cli
+
+describe("biconnector verify against hostile connectors", function()
+  local server, base
+  setup(function()
+    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
+    base = "http://127.0.0.1:" .. server.port .. "/"
+  end)
+  teardown(function() S.stop(server) end)
+
+  local function run(mode, opts)
+    opts = opts or {}
+    opts.settings = opts.settings or { token = "s3cret" }
+    opts.allow_local = true
+    opts.timeout = opts.timeout or 5
+    opts.tables = opts.tables or { "items" }
+    return verify.run(base .. mode, opts)
+  end
+
+  local function assert_clean(report)
+    assert(report.ok and report.summary.FAIL == 0 and report.summary.WARN == 0, verify.format(report))
+  end
+
+  it("passes the good connector clean, every table, from the command line (exit 0)", function()
+    local rc, out = cli({ base .. "good", "--setting", "token=s3cret", "--allow-local" })
+    assert.equal(0, rc, out)
+    assert.matches("Summary: %d+ PASS, 0 WARN, 0 FAIL, 0 SKIP %-> conforms\n", out)
+  end)
+
+  -- HTTP framings a connector may use and Bitrix24 reads: no finding
+  for _, mode in ipairs({ "chunked", "no_length", "iso_offset" }) do
+    it("passes a connector that answers " .. mode, function()
+      assert_clean(run(mode))
+    end)
+  end
+
+  it("reads a gzip answer (verify, as libcurl, asks for it with Accept-Encoding)", function()
+    assert_clean(run("gzip"))
+  end)
+
+  -- mode, level, pattern of a line that must appear
+  local breaks = {
+    { "redirect", "FAIL", '^check: HTTP status 302, expected 200 %(Bitrix24 reads any other status as "connection unavailable"%)' },
+    { "garbage", "FAIL", "^check: no answer: .*HTTP/0%.9" },
+    { "close_mid", "FAIL", "^check: no answer: .*transfer closed with %d+ bytes remaining" },
+    { "empty_data", "FAIL", "^data items %(limit 5%): the answer is not JSON .*: %(empty body%)" },
+    { "bom", "FAIL", "^data items %(limit 5%): the answer is not JSON %(byte%-order mark not allowed" },
+    { "data_object", "FAIL", '^data items %(limit 5%): the answer must be a JSON array of arrays, got {"rows":' },
+    { "data_rows_only", "FAIL", "^data items %(limit 5%): header cell 1 must be a field code, got 1" },
+    { "short_row", "FAIL", "^data items %(limit 5%): row 1 has 2 cells, the header has 3" },
+    { "long_row", "FAIL", "^data items %(limit 5%): row 1 has 4 cells, the header has 3" },
+    { "string_int", "FAIL", '^data items %(limit 5%): row 1, field id: int value must be a JSON integer, got "1"' },
+    { "bad_date", "FAIL", '^data items %(limit 5%): row 1, field at: datetime value must be YYYY%-MM%-DD HH:MM:SS or '
+      .. 'YYYY%-MM%-DDTHH:MM:SS%+HH:MM, got "30%.08%.2024 12:19:57"' },
+    { "ignore_select", "FAIL", '^data items %(select at,id%): header %["id", "name", "at"%] must equal %["at", "id"%]' },
+    { "ignore_limit", "FAIL", "^data items %(limit 5%): limit 5 not honoured: 8 rows came back" },
+    { "ignore_filter", "FAIL", "^data items %(filter%[=id%]=1%): 4 of 5 row%(s%) do not have id = 1: the filter seems ignored" },
+    { "list_object", "FAIL", '^table_list: the answer must be a JSON array of {code, title}, got {"items":"Items"}' },
+    { "list_no_title", "FAIL", "^table_list: element 2: title must be a non%-empty string %(Bitrix24 rejects the whole list%), got nil" },
+    { "list_number_code", "FAIL", "^table_list: element 1: code must be a non%-empty string %(Bitrix24 rejects the whole list%), got 7" },
+    { "desc_number_type", "FAIL", "^table_description items: field 2: type must be a non%-empty string, got 5" },
+    { "desc_upper", "FAIL", '^table_description items: field 2 %(name%): type "String" must be lower case' },
+    { "json_only", "FAIL", '^check: HTTP status 400, expected 200 .*: {"error":"JSON bodies only"}' },
+  }
+  for _, b in ipairs(breaks) do
+    it(("%s: %s %s"):format(b[1], b[2], b[3]), function()
+      local report = run(b[1])
+      assert_line(report, b[2], b[3])
+      assert.is_false(report.ok, verify.format(report))
+    end)
+  end
+
+  it("a connector that reads only form bodies passes with form (what Bitrix24 sends) and fails in JSON", function()
+    local report = run("form_only", { body = "both" })
+    assert.is_false(report.ok)
+    for _, c in ipairs(report.checks) do
+      if c.body == "form" then assert(c.result == "PASS", c.check .. ": " .. c.message) end
+    end
+    assert_line(report, "FAIL", '^check: HTTP status 400, expected 200 .*: {"error":"form bodies only"}')
+  end)
+
+  it("warns about an empty table list and about a code listed twice, and conforms", function()
+    local report = run("list_empty", { tables = {} })
+    assert_line(report, "WARN", "^table_list: the list is empty")
+    assert.is_true(report.ok)
+    report = run("list_dup")
+    assert_line(report, "WARN", '^table_list: element 4: code "items" is listed twice')
+    assert.is_true(report.ok)
+  end)
+
+  it("a huge data answer is a FAIL (or a WARN without limit) with the reason, not a crash", function()
+    local report = run("huge", { max_body = 100000 })
+    assert_line(report, "FAIL", "^data items %(limit 5%): no answer: .*larger than max_body")
+    assert_line(report, "WARN", "^data items %(no limit%): the whole table is over")
+    assert.is_false(report.ok)
+  end)
+end)
