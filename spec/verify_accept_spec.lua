@@ -105,3 +105,24 @@ describe("biconnector verify against hostile connectors", function()
     assert.is_false(report.ok)
   end)
 end)
+
+describe("biconnector verify on a description with a code described twice", function()
+  local server, base
+  setup(function()
+    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
+    base = "http://127.0.0.1:" .. server.port .. "/"
+  end)
+  teardown(function() S.stop(server) end)
+
+  it("reports the repeated code once and keeps its first description (no select of one code twice)", function()
+    -- the description: id int, name string, id datetime; the data header: id, name, at
+    local report = verify.run(base .. "desc_dup", { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
+    assert.is_false(report.ok)
+    assert_line(report, "FAIL", '^table_description items: field 3: code "id" is described twice')
+    local text = verify.format(report)
+    -- the first description (id int) holds: no value of id is judged as a datetime
+    assert.is_nil(text:find("field id: datetime", 1, true), text)
+    assert.is_nil(text:find("select id,id", 1, true), text)
+    assert_line(report, "FAIL", '^data items %(limit 5%): header %["id", "name", "at"%] must equal %["id", "name"%]')
+  end)
+end)

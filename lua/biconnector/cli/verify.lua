@@ -371,10 +371,13 @@ local function check_description(f, value)
           end
         end
         if seen[fd.code] then
+          -- the first description of the code stands: the data answers are
+          -- checked against it, and the code is not expected (or selected) twice
           note(f, "FAIL", format("field %d: code %s is described twice", i, show(fd.code)))
+        else
+          seen[fd.code] = true
+          fields[#fields + 1] = { code = fd.code, name = fd.name, type = fd.type:lower() }
         end
-        seen[fd.code] = true
-        fields[#fields + 1] = { code = fd.code, name = fd.name, type = fd.type:lower() }
       elseif php_value(fd.code) and not seen[fd.code] then
         -- a field with a good code but no name or type is still a column of the
         -- data answers (their header is checked against it); its values are not
