@@ -126,3 +126,24 @@ describe("biconnector verify on a description with a code described twice", func
     assert_line(report, "FAIL", '^data items %(limit 5%): header %["id", "name", "at"%] must equal %["id", "name"%]')
   end)
 end)
+
+describe("biconnector verify on rows of the wrong width", function()
+  local server, base
+  setup(function()
+    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
+    base = "http://127.0.0.1:" .. server.port .. "/"
+  end)
+  teardown(function() S.stop(server) end)
+
+  it("counts the rows an answer holds, not the well-formed ones, when comparing answers", function()
+    -- every answer's first row is one cell short: limit 5 gave 5 rows, the whole table 8
+    for _, mode in ipairs({ "short_row", "long_row" }) do
+      local report = verify.run(base .. mode, { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
+      assert.is_false(report.ok)
+      assert_line(report, "FAIL", "^data items %(no limit%): row 1 has %d cells, the header has 3")
+      local text = verify.format(report)
+      assert.is_nil(text:find("limit 5 gave only 4", 1, true), text)
+      assert.is_nil(text:find("row(s) with mapFields", 1, true), text)
+    end
+  end)
+end)
