@@ -147,3 +147,32 @@ describe("biconnector verify on rows of the wrong width", function()
     end
   end)
 end)
+
+describe("biconnector verify with settings the connector refuses", function()
+  local server, base
+  setup(function()
+    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
+    base = "http://127.0.0.1:" .. server.port .. "/"
+  end)
+  teardown(function() S.stop(server) end)
+
+  it("says the given settings are refused, and does not PASS a refusal of mangled ones (exit 1)", function()
+    local rc, out = cli({ base .. "good", "--setting", "token=nope", "--allow-local" })
+    assert.equal(1, rc, out)
+    assert.matches('FAIL  check: HTTP status 403, expected 200 %(Bitrix24 reads any other status as "connection '
+      .. 'unavailable"%): {"error":"wrong token"} %(the connector refuses the settings given: token; check the '
+      .. "%-%-setting values%)", out)
+    assert.is_nil(out:find("PASS  wrong credentials", 1, true), out)
+    assert.matches("SKIP  wrong credentials: check refused the settings given %(HTTP 403%), so a refusal of "
+      .. "mangled ones tells nothing", out)
+  end)
+
+  it("does not PASS a refusal of mangled settings when check refuses every request", function()
+    local report = verify.run(base .. "json_only", { settings = { token = "s3cret" }, allow_local = true })
+    assert.is_false(report.ok)
+    assert_line(report, "SKIP", "^wrong credentials: check refused the settings given %(HTTP 400%)")
+    for _, c in ipairs(report.checks) do
+      assert(not (c.result == "PASS" and c.check:find("^wrong credentials")), c.check .. ": " .. c.message)
+    end
+  end)
+end)

@@ -270,15 +270,17 @@ local function post(ctx, endpoint, params)
 end
 
 -- Status, timing and Content-Type checks common to every answer. Returns the
--- decoded JSON (when want_json) or nil after noting why.
-local function common(ctx, f, res, want_json)
+-- decoded JSON (when want_json) or nil after noting why. status_hint: a
+-- function(status) -> text added to the line of a status other than 200.
+local function common(ctx, f, res, want_json, status_hint)
   if res.seconds > ctx.opts.slow then
     note(f, "WARN", format("answered in %.1f s, over %g s (Bitrix24 waits 250 s for an answer, and 60 s for its body)",
       res.seconds, ctx.opts.slow))
   end
   if res.status ~= 200 then
-    note(f, "FAIL", format("HTTP status %s, expected 200 (Bitrix24 reads any other status as \"connection unavailable\"): %s",
-      tostring(res.status), snippet(res.body)))
+    local hint = status_hint and status_hint(res.status)
+    note(f, "FAIL", format("HTTP status %s, expected 200 (Bitrix24 reads any other status as \"connection unavailable\"): %s%s",
+      tostring(res.status), snippet(res.body), hint and (" (" .. hint .. ")") or ""))
     return nil
   end
   if not want_json then return nil end
@@ -476,7 +478,16 @@ local function step_check(ctx)
     add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds })
     return false
   end
-  common(ctx, f, res, false)
+  ctx.check_status = res.status
+  -- 401 and 403 are how a connector refuses the connection values: say which
+  common(ctx, f, res, false, function(status)
+    if status ~= 401 and status ~= 403 then return nil end
+    local codes = {}
+    for code in pairs(ctx.connection) do codes[#codes + 1] = code end
+    table.sort(codes)
+    if #codes == 0 then return "the connector asks for settings: give them with --setting CODE=VALUE" end
+    return "the connector refuses the settings given: " .. concat(codes, ", ") .. "; check the --setting values"
+  end)
   if res.status == 200 and (res.body or "") == "" then
     note(f, "FAIL", "the body is empty; Bitrix24 needs a non-empty body")
   elseif res.status == 200 and res.body == "0" then
@@ -834,6 +845,13 @@ local function step_wrong_credentials(ctx)
     -- the same request again, once per setting: against a hung connector that
     -- would only add a timeout each
     add(ctx.report, "SKIP", name, "check got no answer with the right settings")
+    return
+  end
+  if ctx.check_status ~= 200 then
+    -- a connector that refuses the settings given (or every request) refuses
+    -- mangled ones too: that proves no check of them
+    add(ctx.report, "SKIP", name, format("check refused the settings given (HTTP %s), so a refusal of mangled ones tells nothing",
+      tostring(ctx.check_status)))
     return
   end
   local answers, refused = {}, {}
