@@ -176,3 +176,14 @@ describe("biconnector verify with settings the connector refuses", function()
     end
   end)
 end)
+
+describe("biconnector verify URL with a query or fragment", function()
+  it("is a usage error (exit 2), as for register --base-url: URL/check would put the endpoint inside it", function()
+    for _, url in ipairs({ "http://127.0.0.1:9/c?key=abc", "http://127.0.0.1:9/c#x", "https://h/?" }) do
+      local rc, out, err = cli({ url, "--setting", "token=x" })
+      assert.equal(2, rc, out .. err)
+      assert.matches("URL must have no query or fragment %(the endpoints are URL/check, URL/table_list, ...%), got ", err)
+      assert.has_error(function() verify.run(url) end)
+    end
+  end)
+end)

@@ -42,6 +42,9 @@ local DEFAULTS = { body = "form", limit = 5, timeout = 250, slow = 60, budget = 
 local FIELD_TYPES = { int = true, string = true, double = true, date = true, datetime = true, money = true, timezone = true }
 local FIELD_TYPE_LIST = "int, string, double, date, datetime, money, timezone"
 local ENDPOINTS = { "check", "table_list", "table_description", "data" }
+-- URL/check with URL = http://h/c?key=1 would ask http://h/c?key=1/check
+-- (register --base-url refuses it alike)
+local QUERY_MESSAGE = "URL must have no query or fragment (the endpoints are URL/check, URL/table_list, ...), got "
 local MAX_LINES_PER_REQUEST = 8
 
 ---------------------------------------------------------------- value helpers
@@ -966,6 +969,7 @@ function _M.run(url, opts)
   if type(url) ~= "string" or not url:match("^https?://[^/]") then
     error("verify.run: url must be an http(s) URL, got " .. show(url), 2)
   end
+  if url:find("[?#]") then error("verify.run: " .. QUERY_MESSAGE .. show(url), 2) end
   opts = opts or {}
   local o = {}
   for k, v in pairs(DEFAULTS) do o[k] = v end
@@ -1099,6 +1103,7 @@ function _M.parse_args(args)
   end
   if not url then return nil, "URL is required" end
   if not url:match("^https?://[^/]") then return nil, "URL must start with http:// or https://, got " .. url end
+  if url:find("[?#]") then return nil, QUERY_MESSAGE .. url end
   return url, o, as_json
 end
 
