@@ -187,3 +187,26 @@ describe("biconnector verify URL with a query or fragment", function()
     end
   end)
 end)
+
+describe("biconnector verify --limit", function()
+  it("refuses a limit past 2^53 as a usage error (it crashed on 1e300: no integer representation)", function()
+    for _, v in ipairs({ "1e300", "1e16", "9007199254740992", "9007199254740993" }) do
+      local rc, out, err = cli({ "http://127.0.0.1:9/c", "--limit", v })
+      assert.equal(2, rc, out .. err)
+      assert.matches("%-%-limit must be an integer from 1 to 9007199254740991, got " .. v, err)
+    end
+  end)
+
+  it("sends a limit written with an exponent as the integer it is", function()
+    local _, o = verify.parse_args({ "http://127.0.0.1:9/c", "--limit", "1e15" })
+    assert.equal("limit=1000000000000000", require("biconnector.form").encode({ limit = o.limit }))
+    local sent
+    verify.run("http://127.0.0.1:9/c", { limit = o.limit, transport = function(req)
+      if req.url:find("/data$") then sent = sent or req.body end
+      local bodies = { table_list = '[{"code":"t","title":"T"}]', table_description = '[{"code":"a","name":"A","type":"int"}]',
+        data = '[["a"],[1]]' }
+      return { status = 200, headers = { ["content-type"] = "application/json" }, body = bodies[req.url:match("/([%w_]+)$")] or "ok" }
+    end })
+    assert.matches("limit=1000000000000000&", sent)
+  end)
+end)

@@ -1070,7 +1070,11 @@ function _M.parse_args(args)
       v, err = number_of(a, 1)
       if not v then return nil, err end
       if v ~= floor(v) then return nil, "--limit must be an integer" end
-      o.limit = v
+      -- past 2^53 a double is no exact integer (1e300 has no integer form at
+      -- all: the request names crashed on it)
+      if v >= 2^53 then return nil, format("--limit must be an integer from 1 to %d, got %s", 2^53 - 1, args[i]) end
+      -- an integer, so that 1e15 is sent as limit=1000000000000000 (Lua 5.4)
+      o.limit = math.tointeger and math.tointeger(v) or v
     elseif a == "--timeout" then
       v, err = number_of(a, 0.001)
       if not v then return nil, err end
