@@ -210,3 +210,14 @@ describe("biconnector verify --limit", function()
     assert.matches("limit=1000000000000000&", sent)
   end)
 end)
+
+describe("biconnector verify --timeout", function()
+  it("refuses a timeout past what the HTTP client takes (1e6 s) as a usage error, not a Lua error", function()
+    for _, v in ipairs({ "1e7", "2000000" }) do
+      local rc, out, err = cli({ "http://127.0.0.1:9/c", "--timeout", v })
+      assert.equal(2, rc, out .. err)
+      assert.matches("%-%-timeout must be a number from 0%.001 to 1000000, got " .. v, err)
+    end
+    assert.equal(1e6, select(2, verify.parse_args({ "http://127.0.0.1:9/c", "--timeout", "1e6" })).timeout)
+  end)
+end)

@@ -1078,6 +1078,8 @@ function _M.parse_args(args)
     elseif a == "--timeout" then
       v, err = number_of(a, 0.001)
       if not v then return nil, err end
+      -- the HTTP client's bound (core.http refuses more with a Lua error)
+      if v > 1e6 then return nil, "--timeout must be a number from 0.001 to 1000000, got " .. args[i] end
       o.timeout = v
     elseif a == "--slow" then
       v, err = number_of(a, 0)
