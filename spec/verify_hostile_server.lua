@@ -41,6 +41,7 @@ local function handle(set, endpoint, p, req_headers)
         list[#list + 1] = { code = t.code, title = t.title }
       end
     end
+    if m("one_table") then list = { TABLES[1] } end -- the only table, whatever the search
     if m("list_empty") then list = {} end
     if m("list_dup") then list[#list + 1] = { code = list[1].code, title = "Again" } end
     if m("list_no_title") then list[2] = { code = list[2] and list[2].code or "x" } end
