@@ -238,3 +238,23 @@ describe("biconnector verify table_list search with one table", function()
       .. "so whether the endpoint filters is not tested$")
   end)
 end)
+
+describe("biconnector verify --body json with text that is not UTF-8", function()
+  it("is a usage error naming the option (JSON cannot carry it), not a Lua error", function()
+    local cases = {
+      { { "--setting", "token=\255" }, "%-%-setting token: a JSON body %(%-%-body json or both%) needs UTF%-8 text" },
+      { { "--table", "it\255ems" }, "%-%-table: a JSON body %(%-%-body json or both%) needs UTF%-8 text" },
+      { { "--search", "\255" }, "%-%-search: a JSON body %(%-%-body json or both%) needs UTF%-8 text" },
+    }
+    for _, c in ipairs(cases) do
+      for _, body in ipairs({ "json", "both" }) do
+        local args = { "http://127.0.0.1:9/c", "--body", body }
+        for _, a in ipairs(c[1]) do args[#args + 1] = a end
+        local rc, out, err = cli(args)
+        assert.equal(2, rc, out .. err)
+        assert.matches(c[2], err)
+      end
+    end
+    assert.has_error(function() verify.run("http://127.0.0.1:9/c", { body = "json", settings = { token = "\255" } }) end)
+  end)
+end)

@@ -967,6 +967,28 @@ end
 
 ---------------------------------------------------------------- public API
 
+-- A JSON body carries UTF-8 text only: the option whose text is not UTF-8
+-- (when the body mode sends JSON), or nil.
+local function json_text_problem(o)
+  if o.body ~= "json" and o.body ~= "both" then return nil end
+  local function bad(s) return s ~= nil and json.encode(tostring(s)) == nil end
+  local codes = {}
+  for code in pairs(o.settings or {}) do codes[#codes + 1] = tostring(code) end
+  table.sort(codes)
+  for _, code in ipairs(codes) do
+    if bad(code) or bad(o.settings[code]) then return "--setting " .. clean(code) end
+  end
+  for _, t in ipairs(o.tables or {}) do
+    if bad(t) then return "--table" end
+  end
+  if bad(o.search) then return "--search" end
+  return nil
+end
+
+local function json_text_message(option)
+  return option .. ": a JSON body (--body json or both) needs UTF-8 text"
+end
+
 -- verify.run(url, opts) -> report
 -- opts: settings = {code = value}, body = "form"|"json"|"both", tables = {codes},
 -- limit, search, timeout, slow, budget, allow_local, connect_timeout, max_body, ca_file,
@@ -984,6 +1006,8 @@ function _M.run(url, opts)
   if o.body ~= "form" and o.body ~= "json" and o.body ~= "both" then
     error("verify.run: body must be form, json or both, got " .. show(o.body), 2)
   end
+  local bad_text = json_text_problem(o)
+  if bad_text then error("verify.run: " .. json_text_message(bad_text), 2) end
   local report = new_report(url, o)
   local transport = o.transport
   local handle
@@ -1117,6 +1141,8 @@ function _M.parse_args(args)
   if not url then return nil, "URL is required" end
   if not url:match("^https?://[^/]") then return nil, "URL must start with http:// or https://, got " .. url end
   if url:find("[?#]") then return nil, QUERY_MESSAGE .. url end
+  local bad_text = json_text_problem(o)
+  if bad_text then return nil, json_text_message(bad_text) end
   return url, o, as_json
 end
 
