@@ -258,3 +258,25 @@ describe("biconnector verify --body json with text that is not UTF-8", function(
     assert.has_error(function() verify.run("http://127.0.0.1:9/c", { body = "json", settings = { token = "\255" } }) end)
   end)
 end)
+
+describe("biconnector verify with an endpoint that refuses the right settings", function()
+  local server, base
+  setup(function()
+    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
+    base = "http://127.0.0.1:" .. server.port .. "/"
+  end)
+  teardown(function() S.stop(server) end)
+
+  it("does not PASS that endpoint's refusal of mangled settings", function()
+    for _, c in ipairs({ { "list403", "table_list" }, { "data403", "data items" } }) do
+      local report = verify.run(base .. c[1], { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
+      assert.is_false(report.ok)
+      assert_line(report, "PASS", "^wrong credentials %(token mangled%): refused with HTTP 403")
+      assert_line(report, "SKIP", "^wrong credentials " .. c[2] .. " %(token mangled%): it refused the settings given too "
+        .. "%(HTTP 403%), so a refusal of mangled ones tells nothing")
+      for _, l in ipairs(require("verify_report").lines(report, "PASS")) do
+        assert(not l:find("^wrong credentials " .. c[2]), l)
+      end
+    end
+  end)
+end)

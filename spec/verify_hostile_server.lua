@@ -34,6 +34,7 @@ local function handle(set, endpoint, p, req_headers)
   if endpoint == "check" then
     return ok('{"ok":true}')
   elseif endpoint == "table_list" then
+    if m("list403") then return { status = 403, body = '{"error":"not allowed"}' } end -- whatever the settings
     local search = tostring(p.searchString or ""):lower()
     local list = {}
     for _, t in ipairs(TABLES) do
@@ -59,6 +60,7 @@ local function handle(set, endpoint, p, req_headers)
     if m("desc_upper") then out[2].type = "String" end
     return ok(out)
   elseif endpoint == "data" then
+    if m("data403") then return { status = 403, body = '{"error":"not allowed"}' } end -- whatever the settings
     local header = {}
     if type(p.select) == "table" and not m("ignore_select") then
       for i, c in ipairs(p.select) do header[i] = c end

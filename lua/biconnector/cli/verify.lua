@@ -507,6 +507,7 @@ local function step_table_list(ctx)
     add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds })
     return nil
   end
+  ctx.list_status = res.status
   local value = common(ctx, f, res, true)
   local tables = value ~= nil and check_table_list(f, value) or nil
   if tables and #tables == 0 and f.fails == 0 then
@@ -715,6 +716,7 @@ local function step_data(ctx, code, fields)
   local name = format("data %s (limit %d)", code, limit)
   local rows, f, res = data_request(ctx, name, code, { limit = limit }, codes, types, limit)
   if res then
+    ctx.data_status[code] = res.status
     flush(ctx.report, f, name, format("%d row(s) of %d field(s), typed as described", rows and #rows or 0, #codes),
       { seconds = res.seconds, table = code })
   end
@@ -821,8 +823,15 @@ local function step_wrong_credentials_endpoints(ctx, refused)
     local endpoint, params = r[1], r[2]
     params.connection = mangled
     local check_name = format("%s %s%s (%s mangled)", name, endpoint, params.table and (" " .. params.table) or "", what)
-    local res, err, seconds = post(ctx, endpoint, params)
-    if not res then
+    -- an endpoint that refused the settings given refuses mangled ones too:
+    -- that proves no check of them (as for check, step_wrong_credentials)
+    local right = endpoint == "table_list" and ctx.list_status or ctx.data_status[params.table]
+    local res, err, seconds
+    if not (right and right ~= 200) then res, err, seconds = post(ctx, endpoint, params) end
+    if right and right ~= 200 then
+      add(ctx.report, "SKIP", check_name, format("it refused the settings given too (HTTP %s), so a refusal of mangled"
+        .. " ones tells nothing", tostring(right)), { table = params.table })
+    elseif not res then
       add(ctx.report, "FAIL", check_name, "no answer: " .. err, { seconds = seconds, table = params.table })
     elseif res.status ~= 200 then
       add(ctx.report, "PASS", check_name, format("refused with HTTP %d", res.status),
@@ -1020,7 +1029,7 @@ function _M.run(url, opts)
   local modes = o.body == "both" and { "form", "json" } or { o.body }
   for _, mode in ipairs(modes) do
     local ctx = { base = base_url(url), mode = mode, opts = o, report = report, transport = transport,
-      connection = connection, slowest = {}, data_hung = {} }
+      connection = connection, slowest = {}, data_hung = {}, data_status = {} }
     local first = #report.checks + 1
     run_mode(ctx)
     for i = first, #report.checks do report.checks[i].body = mode end
