@@ -280,3 +280,32 @@ describe("biconnector verify with an endpoint that refuses the right settings", 
     end
   end)
 end)
+
+describe("biconnector verify address check on other spellings of local addresses", function()
+  -- the resolver (inet_aton, as curl and PHP use it) reads these as the addresses shown
+  local cases = {
+    { "http://192.168.1.1./c", "a private address %(RFC 1918%)", "192.168.1.1." },
+    { "http://127.1:8080/c", "a loopback address", "127.1" },
+    { "http://2130706433/c", "a loopback address", "2130706433" },
+    { "http://0x7f000001/c", "a loopback address", "0x7f000001" },
+    { "http://0177.0.0.1/c", "a loopback address", "0177.0.0.1" },
+    { "http://10.0x1.2/c", "a private address %(RFC 1918%)", "10.0x1.2" },
+  }
+  for _, c in ipairs(cases) do
+    it(c[1] .. " is " .. c[2]:gsub("%%", ""), function()
+      local reason, host = require("biconnector.host.address").local_reason(c[1])
+      assert.matches("^" .. c[2] .. "$", reason)
+      assert.equal(c[3], host)
+      local report = verify.run(c[1], { transport = function() return nil, "not sent" end })
+      assert_line(report, "WARN", "^address: " .. c[3]:gsub("%.", "%%.") .. " is " .. c[2])
+    end)
+  end
+
+  it("still passes public addresses and names", function()
+    local address = require "biconnector.host.address"
+    for _, u in ipairs({ "http://8.8.8.8/", "http://1.2.3/", "https://bi.example.com/c", "http://example.com./",
+      "http://256.1.1.1.example/", "http://12345.example.com/" }) do
+      assert.is_nil(address.local_reason(u), u)
+    end
+  end)
+end)

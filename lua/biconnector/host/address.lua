@@ -8,7 +8,7 @@
 --   address.warning(url)      -> nil | a message naming the reason and the ways out
 -- Only what the URL itself says is judged (literal addresses and names that are
 -- local by definition); a public-looking name is not resolved.
-local tonumber, tostring = tonumber, tostring
+local tonumber, tostring, ipairs = tonumber, tostring, ipairs
 
 local _M = {}
 
@@ -41,6 +41,33 @@ local function dotted(host)
   return a, b
 end
 
+-- An IPv4 address in any spelling the resolver reads as one (inet_aton, and
+-- curl's URL parser alike): 1 to 4 parts, each decimal, 0x hex or 0-led
+-- octal, the last filling the bytes left (127.1, 2130706433, 0x7f000001,
+-- 0177.0.0.1). -> its first two bytes, or nil.
+local function ipv4_any(host)
+  local parts = {}
+  for p in (host .. "."):gmatch("([^.]*)%.") do parts[#parts + 1] = p end
+  if #parts > 4 then return nil end
+  local nums = {}
+  for i, p in ipairs(parts) do
+    local n
+    if p:match("^0[xX]%x*$") then n = tonumber("0" .. p:sub(3), 16)
+    elseif p:match("^0[0-7]*$") then n = tonumber(p, 8)
+    elseif p:match("^[1-9]%d*$") and #p <= 10 then n = tonumber(p)
+    end
+    if not n then return nil end
+    nums[i] = n
+  end
+  local k = #nums
+  for i = 1, k - 1 do if nums[i] > 255 then return nil end end
+  local last = nums[k]
+  if last >= 256 ^ (5 - k) then return nil end
+  if k >= 3 then return nums[1], nums[2] end
+  if k == 2 then return nums[1], math.floor(last / 65536) end
+  return math.floor(last / 16777216), math.floor(last / 65536) % 256
+end
+
 local function ipv6_reason(host)
   local mapped = host:match("^::ffff:(%d+%.%d+%.%d+%.%d+)$")
   if mapped then
@@ -65,7 +92,8 @@ function _M.local_reason(url)
   if host:find(":", 1, true) then
     reason = ipv6_reason(host)
   else
-    local a, b = dotted(host)
+    -- a trailing dot ends a name that is complete (192.168.1.1. is 192.168.1.1)
+    local a, b = ipv4_any((host:gsub("%.$", "")))
     if a then
       reason = ipv4_reason(a, b)
     elseif not host:match("^%d+$") then
