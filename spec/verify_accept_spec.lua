@@ -290,6 +290,10 @@ describe("biconnector verify address check on other spellings of local addresses
     { "http://0x7f000001/c", "a loopback address", "0x7f000001" },
     { "http://0177.0.0.1/c", "a loopback address", "0177.0.0.1" },
     { "http://10.0x1.2/c", "a private address %(RFC 1918%)", "10.0x1.2" },
+    { "http://[0:0:0:0:0:0:0:1]:8080/c", "a loopback address", "0:0:0:0:0:0:0:1" },
+    { "http://[::ffff:7f00:1]/c", "a loopback address", "::ffff:7f00:1" },
+    { "http://[0::]/c", "an address of this host only", "0::" },
+    { "http://[::ffff:192.168.0.1]/c", "a private address %(RFC 1918%)", "::ffff:192.168.0.1" },
   }
   for _, c in ipairs(cases) do
     it(c[1] .. " is " .. c[2]:gsub("%%", ""), function()
@@ -304,7 +308,8 @@ describe("biconnector verify address check on other spellings of local addresses
   it("still passes public addresses and names", function()
     local address = require "biconnector.host.address"
     for _, u in ipairs({ "http://8.8.8.8/", "http://1.2.3/", "https://bi.example.com/c", "http://example.com./",
-      "http://256.1.1.1.example/", "http://12345.example.com/" }) do
+      "http://256.1.1.1.example/", "http://12345.example.com/", "http://[2001:db8::1]/", "http://[::ffff:8.8.8.8]/",
+      "http://[2001:db8:0:0:0:0:0:1]/" }) do
       assert.is_nil(address.local_reason(u), u)
     end
   end)
