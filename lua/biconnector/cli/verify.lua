@@ -654,8 +654,10 @@ local function step_data_unlimited(ctx, code, codes, types, limited_rows)
   if not res then
     if timed_out then ctx.data_hung[code] = true end
     if err:find("larger than max_body", 1, true) then
-      add(ctx.report, "WARN", name, format("the whole table is over %d MB; verify stopped reading it (Bitrix24 reads it all)",
-        floor(ctx.opts.max_body / 1048576)), { seconds = seconds, table = code })
+      -- in MB when a whole number of them (the 64 MiB default), else in bytes (max_body of run())
+      local mb = ctx.opts.max_body / 1048576
+      add(ctx.report, "WARN", name, format("the whole table is over %s; verify stopped reading it (Bitrix24 reads it all)",
+        mb == floor(mb) and format("%.0f MB", mb) or format("%.0f bytes", ctx.opts.max_body)), { seconds = seconds, table = code })
     else
       add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds, table = code })
     end
