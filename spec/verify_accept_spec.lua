@@ -314,3 +314,22 @@ describe("biconnector verify address check on other spellings of local addresses
     end
   end)
 end)
+
+describe("biconnector verify on a list of 10,000 tables", function()
+  local server, base
+  setup(function()
+    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
+    base = "http://127.0.0.1:" .. server.port .. "/"
+  end)
+  teardown(function() S.stop(server) end)
+
+  it("picks its search string without comparing every table with every other (it took ~40 s)", function()
+    local started = require("biconnector.core").http.now()
+    local report = verify.run(base .. "many_tables", { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
+    local seconds = require("biconnector.core").http.now() - started
+    assert.is_true(report.ok, verify.format(report))
+    assert_line(report, "PASS", "^table_list: 10003 table%(s%)")
+    assert_line(report, "PASS", "^table_list search: searchString \"[%w_]+\" %-> %d+ table%(s%), filtered")
+    assert(seconds < 15, ("verify took %.1f s"):format(seconds))
+  end)
+end)
