@@ -103,6 +103,16 @@ local function handle(set, endpoint, p, req_headers)
     if m("bom") then return ok("\239\187\191" .. json.encode(rows)) end
     if m("data_object") then return ok('{"rows":' .. json.encode(rows) .. "}") end
     if m("data_rows_only") then table.remove(rows, 1) return ok(rows) end
+    if (m("big_string_ids") or m("big_ids")) and not limit then -- 300,000 rows, every id a string: one FAIL per row
+      local parts = { json.encode(header) }
+      for i = 1, 300000 do
+        local r = row_of(i % 28 + 1)
+        local row = {}
+        for c, code in ipairs(header) do row[c] = code == "id" and (m("big_ids") and i or tostring(i)) or r[code] end
+        parts[#parts + 1] = json.encode(row)
+      end
+      return ok("[" .. table.concat(parts, ",") .. "]")
+    end
     if m("huge") then
       local big = { header }
       local r = row_of(1)

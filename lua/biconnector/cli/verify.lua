@@ -117,31 +117,32 @@ local function valid_time(h, mi, s)
 end
 
 -- Checks one urlData value against its described type.
--- Returns nil when fine, or "FAIL"|"WARN", reason.
-function _M.check_value(v, ftype)
+-- Returns nil when fine, or "FAIL"|"WARN", reason (made only when reason is
+-- true: a big answer checks millions of values, and keeps a few messages).
+local function value_check(v, ftype, reason)
   if v == null then return nil end
   if type(v) == "number" and (v ~= v or v == math.huge or v == -math.huge) then
-    return "FAIL", "value must be a finite number, got " .. tostring(v)
+    return "FAIL", reason and ("value must be a finite number, got " .. tostring(v))
   end
   if ftype == "int" then
-    if type(v) ~= "number" then return "FAIL", "int value must be a JSON integer, got " .. show(v) end
-    if v ~= floor(v) then return "FAIL", "int value must be integral, got " .. show(v) end
+    if type(v) ~= "number" then return "FAIL", reason and ("int value must be a JSON integer, got " .. show(v)) end
+    if v ~= floor(v) then return "FAIL", reason and ("int value must be integral, got " .. show(v)) end
     return nil
   elseif ftype == "double" then
-    if type(v) ~= "number" then return "FAIL", "double value must be a JSON number, got " .. show(v) end
+    if type(v) ~= "number" then return "FAIL", reason and ("double value must be a JSON number, got " .. show(v)) end
     return nil
   elseif ftype == "string" then
-    if type(v) ~= "string" then return "FAIL", "string value must be a JSON string, got " .. show(v) end
+    if type(v) ~= "string" then return "FAIL", reason and ("string value must be a JSON string, got " .. show(v)) end
     return nil
   elseif ftype == "date" then
-    if type(v) ~= "string" then return "FAIL", "date value must be a string YYYY-MM-DD, got " .. show(v) end
+    if type(v) ~= "string" then return "FAIL", reason and ("date value must be a string YYYY-MM-DD, got " .. show(v)) end
     local y, m, d = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
     if y and valid_date(y, m, d) then return nil end
-    return "FAIL", "date value must be YYYY-MM-DD, got " .. show(v) .. (y and " (no such day)" or "")
+    return "FAIL", reason and ("date value must be YYYY-MM-DD, got " .. show(v) .. (y and " (no such day)" or ""))
   elseif ftype == "datetime" then
     -- Y-m-d H:i:s (the table column format), or with an offset as the urlData
     -- example shows it, 2024-08-30T12:19:57+02:00 (connector/index.md): both pass
-    if type(v) ~= "string" then return "FAIL", "datetime value must be a string YYYY-MM-DD HH:MM:SS, got " .. show(v) end
+    if type(v) ~= "string" then return "FAIL", reason and ("datetime value must be a string YYYY-MM-DD HH:MM:SS, got " .. show(v)) end
     local y, m, d, h, mi, s = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d) (%d%d):(%d%d):(%d%d)$")
     if y and valid_date(y, m, d) and valid_time(h, mi, s) then return nil end
     y, m, d, h, mi, s = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)")
@@ -152,28 +153,32 @@ function _M.check_value(v, ftype)
       local frac = rest:match("^%.%d+(.*)$")
       if frac then rest = frac end
       if rest == "" then
-        return "WARN", "datetime value in ISO 8601 without an offset " .. show(v) .. " (accepted; give YYYY-MM-DD HH:MM:SS, or the offset)"
+        return "WARN", reason and ("datetime value in ISO 8601 without an offset " .. show(v) .. " (accepted; give YYYY-MM-DD HH:MM:SS, or the offset)")
       end
       zh, zm = rest:match("^[+-](%d%d):?(%d%d)$")
       if rest == "Z" or (zh and in_range(zh, 0, 23) and in_range(zm, 0, 59)) then
-        return "WARN", "datetime value in ISO 8601 " .. show(v) .. " (accepted; the documented forms are YYYY-MM-DD HH:MM:SS and 2024-08-30T12:19:57+02:00)"
+        return "WARN", reason and ("datetime value in ISO 8601 " .. show(v) .. " (accepted; the documented forms are YYYY-MM-DD HH:MM:SS and 2024-08-30T12:19:57+02:00)")
       end
     end
     y, m, d = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[ T]%d%d:%d%d:%d%d")
-    return "FAIL", "datetime value must be YYYY-MM-DD HH:MM:SS or YYYY-MM-DDTHH:MM:SS+HH:MM, got " .. show(v)
-      .. ((y and not valid_date(y, m, d)) and " (no such day)" or "")
+    return "FAIL", reason and ("datetime value must be YYYY-MM-DD HH:MM:SS or YYYY-MM-DDTHH:MM:SS+HH:MM, got " .. show(v)
+      .. ((y and not valid_date(y, m, d)) and " (no such day)" or ""))
   elseif ftype == "money" then
     -- kept as a number: Bitrix24 drops all but digits, "-" and the separator
     if type(v) == "number" then return nil end
     if type(v) == "string" and v:match("%d") then
-      return "WARN", "money value as a string " .. show(v) .. " (Bitrix24 keeps only its digits, minus sign and decimal separator; answer a number)"
+      return "WARN", reason and ("money value as a string " .. show(v) .. " (Bitrix24 keeps only its digits, minus sign and decimal separator; answer a number)")
     end
-    return "FAIL", "money value must be a JSON number, got " .. show(v)
+    return "FAIL", reason and ("money value must be a JSON number, got " .. show(v))
   elseif ftype == "timezone" then
-    if type(v) ~= "string" or v == "" then return "FAIL", "timezone value must be a time zone identifier string, got " .. show(v) end
+    if type(v) ~= "string" or v == "" then return "FAIL", reason and ("timezone value must be a time zone identifier string, got " .. show(v)) end
     return nil
   end
   return nil -- an unknown type was reported with the description
+end
+
+function _M.check_value(v, ftype)
+  return value_check(v, ftype, true)
 end
 
 ---------------------------------------------------------------- the report
@@ -192,14 +197,27 @@ local function add(report, result, name, message, extra)
   return entry
 end
 
--- One request's findings: problems collected, then written as lines.
+-- One request's findings: problems collected, then written as lines. At most
+-- MAX_LINES_PER_REQUEST of a level can be printed, so only that many messages
+-- of each are kept; the others are counted (a big table with one wrong column
+-- is a problem per row).
 local function findings()
-  return { list = {}, fails = 0, warns = 0 }
+  return { list = {}, fails = 0, warns = 0, kept = { FAIL = 0, WARN = 0 }, dropped = { FAIL = 0, WARN = 0 } }
+end
+
+-- Would a new message of this level be kept? (A caller may skip making it.)
+local function keeps(f, level)
+  return f.kept[level] < MAX_LINES_PER_REQUEST
 end
 
 local function note(f, level, message)
-  f.list[#f.list + 1] = { level = level, message = message }
   if level == "FAIL" then f.fails = f.fails + 1 else f.warns = f.warns + 1 end
+  if keeps(f, level) then
+    f.kept[level] = f.kept[level] + 1
+    f.list[#f.list + 1] = { level = level, message = message }
+  else
+    f.dropped[level] = f.dropped[level] + 1
+  end
 end
 
 local function flush(report, f, name, pass_message, extra)
@@ -210,10 +228,9 @@ local function flush(report, f, name, pass_message, extra)
   -- FAILs first, then WARNs, each kind capped
   local shown = 0
   for _, level in ipairs({ "FAIL", "WARN" }) do
-    local of_level, hidden = 0, 0
+    local hidden = f.dropped[level]
     for _, p in ipairs(f.list) do
       if p.level == level then
-        of_level = of_level + 1
         if shown < MAX_LINES_PER_REQUEST then
           add(report, level, name, p.message, extra)
           shown = shown + 1
@@ -416,8 +433,9 @@ end
 
 -- Checks a urlData answer: expected = the header it must have, types = code -> type.
 -- Returns the well-formed rows as maps keyed by header code, with .answered =
--- how many rows the answer held, ragged ones included (nil on a shape failure).
-local function check_data(f, value, expected, types, limit)
+-- how many rows the answer held, ragged ones included (nil on a shape failure);
+-- count_only: no maps (the whole table, of which only the count is used).
+local function check_data(f, value, expected, types, limit, count_only)
   if not is_array(value) then
     note(f, "FAIL", "the answer must be a JSON array of arrays, got " .. show(value))
     return nil
@@ -448,18 +466,23 @@ local function check_data(f, value, expected, types, limit)
   local width = #header
   for r = 2, #value do
     local row = value[r]
+    -- a message is made only when it would be kept (findings)
     if not is_array(row) then
-      note(f, "FAIL", format("row %d must be an array, got %s", r - 1, show(row)))
+      note(f, "FAIL", keeps(f, "FAIL") and format("row %d must be an array, got %s", r - 1, show(row)) or nil)
     elseif #row ~= width then
-      note(f, "FAIL", format("row %d has %d cells, the header has %d (Bitrix24 pairs every row with the header)",
-        r - 1, #row, width))
+      note(f, "FAIL", keeps(f, "FAIL") and format("row %d has %d cells, the header has %d (Bitrix24 pairs every row"
+        .. " with the header)", r - 1, #row, width) or nil)
     else
-      local map = {}
+      local map = not count_only and {} or nil
       for c = 1, width do
         local code = header[c]
-        map[code] = row[c]
-        local level, why = _M.check_value(row[c], types[code])
-        if level then note(f, level, format("row %d, field %s: %s", r - 1, code, why)) end
+        if map then map[code] = row[c] end
+        local level = value_check(row[c], types[code], false)
+        if level and keeps(f, level) then
+          note(f, level, format("row %d, field %s: %s", r - 1, code, select(2, value_check(row[c], types[code], true))))
+        elseif level then
+          note(f, level, nil)
+        end
       end
       rows[#rows + 1] = map
     end
@@ -697,7 +720,7 @@ local function step_data_unlimited(ctx, code, codes, types, limited_rows)
     return
   end
   local value = common(ctx, f, res, true)
-  local rows = value ~= nil and check_data(f, value, codes, types, nil) or nil
+  local rows = value ~= nil and check_data(f, value, codes, types, nil, true) or nil
   local limit = ctx.opts.limit
   if rows and limited_rows then
     -- the rows each answer held: a ragged row (reported) still counts
@@ -709,7 +732,8 @@ local function step_data_unlimited(ctx, code, codes, types, limited_rows)
         all, limit, limited))
     end
   end
-  flush(ctx.report, f, name, format("%d row(s), the whole table", rows and #rows or 0), { seconds = res.seconds, table = code })
+  flush(ctx.report, f, name, format("%d row(s), the whole table", rows and rows.answered or 0),
+    { seconds = res.seconds, table = code })
 end
 
 -- mapFields (external code -> dataset field name) as Bitrix24 sends it with a
