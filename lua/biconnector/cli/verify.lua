@@ -42,6 +42,9 @@ local DEFAULTS = { body = "form", limit = 5, timeout = 250, slow = 60, budget = 
 local FIELD_TYPES = { int = true, string = true, double = true, date = true, datetime = true, money = true, timezone = true }
 local FIELD_TYPE_LIST = "int, string, double, date, datetime, money, timezone"
 local ENDPOINTS = { "check", "table_list", "table_description", "data" }
+-- URL/check with URL = http://h/c?key=1 would ask http://h/c?key=1/check
+-- (register --base-url refuses it alike)
+local QUERY_MESSAGE = "URL must have no query or fragment (the endpoints are URL/check, URL/table_list, ...), got "
 local MAX_LINES_PER_REQUEST = 8
 
 ---------------------------------------------------------------- value helpers
@@ -114,31 +117,32 @@ local function valid_time(h, mi, s)
 end
 
 -- Checks one urlData value against its described type.
--- Returns nil when fine, or "FAIL"|"WARN", reason.
-function _M.check_value(v, ftype)
+-- Returns nil when fine, or "FAIL"|"WARN", reason (made only when reason is
+-- true: a big answer checks millions of values, and keeps a few messages).
+local function value_check(v, ftype, reason)
   if v == null then return nil end
   if type(v) == "number" and (v ~= v or v == math.huge or v == -math.huge) then
-    return "FAIL", "value must be a finite number, got " .. tostring(v)
+    return "FAIL", reason and ("value must be a finite number, got " .. tostring(v))
   end
   if ftype == "int" then
-    if type(v) ~= "number" then return "FAIL", "int value must be a JSON integer, got " .. show(v) end
-    if v ~= floor(v) then return "FAIL", "int value must be integral, got " .. show(v) end
+    if type(v) ~= "number" then return "FAIL", reason and ("int value must be a JSON integer, got " .. show(v)) end
+    if v ~= floor(v) then return "FAIL", reason and ("int value must be integral, got " .. show(v)) end
     return nil
   elseif ftype == "double" then
-    if type(v) ~= "number" then return "FAIL", "double value must be a JSON number, got " .. show(v) end
+    if type(v) ~= "number" then return "FAIL", reason and ("double value must be a JSON number, got " .. show(v)) end
     return nil
   elseif ftype == "string" then
-    if type(v) ~= "string" then return "FAIL", "string value must be a JSON string, got " .. show(v) end
+    if type(v) ~= "string" then return "FAIL", reason and ("string value must be a JSON string, got " .. show(v)) end
     return nil
   elseif ftype == "date" then
-    if type(v) ~= "string" then return "FAIL", "date value must be a string YYYY-MM-DD, got " .. show(v) end
+    if type(v) ~= "string" then return "FAIL", reason and ("date value must be a string YYYY-MM-DD, got " .. show(v)) end
     local y, m, d = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
     if y and valid_date(y, m, d) then return nil end
-    return "FAIL", "date value must be YYYY-MM-DD, got " .. show(v) .. (y and " (no such day)" or "")
+    return "FAIL", reason and ("date value must be YYYY-MM-DD, got " .. show(v) .. (y and " (no such day)" or ""))
   elseif ftype == "datetime" then
     -- Y-m-d H:i:s (the table column format), or with an offset as the urlData
     -- example shows it, 2024-08-30T12:19:57+02:00 (connector/index.md): both pass
-    if type(v) ~= "string" then return "FAIL", "datetime value must be a string YYYY-MM-DD HH:MM:SS, got " .. show(v) end
+    if type(v) ~= "string" then return "FAIL", reason and ("datetime value must be a string YYYY-MM-DD HH:MM:SS, got " .. show(v)) end
     local y, m, d, h, mi, s = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d) (%d%d):(%d%d):(%d%d)$")
     if y and valid_date(y, m, d) and valid_time(h, mi, s) then return nil end
     y, m, d, h, mi, s = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)")
@@ -149,28 +153,32 @@ function _M.check_value(v, ftype)
       local frac = rest:match("^%.%d+(.*)$")
       if frac then rest = frac end
       if rest == "" then
-        return "WARN", "datetime value in ISO 8601 without an offset " .. show(v) .. " (accepted; give YYYY-MM-DD HH:MM:SS, or the offset)"
+        return "WARN", reason and ("datetime value in ISO 8601 without an offset " .. show(v) .. " (accepted; give YYYY-MM-DD HH:MM:SS, or the offset)")
       end
       zh, zm = rest:match("^[+-](%d%d):?(%d%d)$")
       if rest == "Z" or (zh and in_range(zh, 0, 23) and in_range(zm, 0, 59)) then
-        return "WARN", "datetime value in ISO 8601 " .. show(v) .. " (accepted; the documented forms are YYYY-MM-DD HH:MM:SS and 2024-08-30T12:19:57+02:00)"
+        return "WARN", reason and ("datetime value in ISO 8601 " .. show(v) .. " (accepted; the documented forms are YYYY-MM-DD HH:MM:SS and 2024-08-30T12:19:57+02:00)")
       end
     end
     y, m, d = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[ T]%d%d:%d%d:%d%d")
-    return "FAIL", "datetime value must be YYYY-MM-DD HH:MM:SS or YYYY-MM-DDTHH:MM:SS+HH:MM, got " .. show(v)
-      .. ((y and not valid_date(y, m, d)) and " (no such day)" or "")
+    return "FAIL", reason and ("datetime value must be YYYY-MM-DD HH:MM:SS or YYYY-MM-DDTHH:MM:SS+HH:MM, got " .. show(v)
+      .. ((y and not valid_date(y, m, d)) and " (no such day)" or ""))
   elseif ftype == "money" then
     -- kept as a number: Bitrix24 drops all but digits, "-" and the separator
     if type(v) == "number" then return nil end
     if type(v) == "string" and v:match("%d") then
-      return "WARN", "money value as a string " .. show(v) .. " (Bitrix24 keeps only its digits, minus sign and decimal separator; answer a number)"
+      return "WARN", reason and ("money value as a string " .. show(v) .. " (Bitrix24 keeps only its digits, minus sign and decimal separator; answer a number)")
     end
-    return "FAIL", "money value must be a JSON number, got " .. show(v)
+    return "FAIL", reason and ("money value must be a JSON number, got " .. show(v))
   elseif ftype == "timezone" then
-    if type(v) ~= "string" or v == "" then return "FAIL", "timezone value must be a time zone identifier string, got " .. show(v) end
+    if type(v) ~= "string" or v == "" then return "FAIL", reason and ("timezone value must be a time zone identifier string, got " .. show(v)) end
     return nil
   end
   return nil -- an unknown type was reported with the description
+end
+
+function _M.check_value(v, ftype)
+  return value_check(v, ftype, true)
 end
 
 ---------------------------------------------------------------- the report
@@ -189,14 +197,27 @@ local function add(report, result, name, message, extra)
   return entry
 end
 
--- One request's findings: problems collected, then written as lines.
+-- One request's findings: problems collected, then written as lines. At most
+-- MAX_LINES_PER_REQUEST of a level can be printed, so only that many messages
+-- of each are kept; the others are counted (a big table with one wrong column
+-- is a problem per row).
 local function findings()
-  return { list = {}, fails = 0, warns = 0 }
+  return { list = {}, fails = 0, warns = 0, kept = { FAIL = 0, WARN = 0 }, dropped = { FAIL = 0, WARN = 0 } }
+end
+
+-- Would a new message of this level be kept? (A caller may skip making it.)
+local function keeps(f, level)
+  return f.kept[level] < MAX_LINES_PER_REQUEST
 end
 
 local function note(f, level, message)
-  f.list[#f.list + 1] = { level = level, message = message }
   if level == "FAIL" then f.fails = f.fails + 1 else f.warns = f.warns + 1 end
+  if keeps(f, level) then
+    f.kept[level] = f.kept[level] + 1
+    f.list[#f.list + 1] = { level = level, message = message }
+  else
+    f.dropped[level] = f.dropped[level] + 1
+  end
 end
 
 local function flush(report, f, name, pass_message, extra)
@@ -207,10 +228,9 @@ local function flush(report, f, name, pass_message, extra)
   -- FAILs first, then WARNs, each kind capped
   local shown = 0
   for _, level in ipairs({ "FAIL", "WARN" }) do
-    local of_level, hidden = 0, 0
+    local hidden = f.dropped[level]
     for _, p in ipairs(f.list) do
       if p.level == level then
-        of_level = of_level + 1
         if shown < MAX_LINES_PER_REQUEST then
           add(report, level, name, p.message, extra)
           shown = shown + 1
@@ -270,15 +290,17 @@ local function post(ctx, endpoint, params)
 end
 
 -- Status, timing and Content-Type checks common to every answer. Returns the
--- decoded JSON (when want_json) or nil after noting why.
-local function common(ctx, f, res, want_json)
+-- decoded JSON (when want_json) or nil after noting why. status_hint: a
+-- function(status) -> text added to the line of a status other than 200.
+local function common(ctx, f, res, want_json, status_hint)
   if res.seconds > ctx.opts.slow then
     note(f, "WARN", format("answered in %.1f s, over %g s (Bitrix24 waits 250 s for an answer, and 60 s for its body)",
       res.seconds, ctx.opts.slow))
   end
   if res.status ~= 200 then
-    note(f, "FAIL", format("HTTP status %s, expected 200 (Bitrix24 reads any other status as \"connection unavailable\"): %s",
-      tostring(res.status), snippet(res.body)))
+    local hint = status_hint and status_hint(res.status)
+    note(f, "FAIL", format("HTTP status %s, expected 200 (Bitrix24 reads any other status as \"connection unavailable\"): %s%s",
+      tostring(res.status), snippet(res.body), hint and (" (" .. hint .. ")") or ""))
     return nil
   end
   if not want_json then return nil end
@@ -371,10 +393,13 @@ local function check_description(f, value)
           end
         end
         if seen[fd.code] then
+          -- the first description of the code stands: the data answers are
+          -- checked against it, and the code is not expected (or selected) twice
           note(f, "FAIL", format("field %d: code %s is described twice", i, show(fd.code)))
+        else
+          seen[fd.code] = true
+          fields[#fields + 1] = { code = fd.code, name = fd.name, type = fd.type:lower() }
         end
-        seen[fd.code] = true
-        fields[#fields + 1] = { code = fd.code, name = fd.name, type = fd.type:lower() }
       elseif php_value(fd.code) and not seen[fd.code] then
         -- a field with a good code but no name or type is still a column of the
         -- data answers (their header is checked against it); its values are not
@@ -407,8 +432,10 @@ local function list_text(list)
 end
 
 -- Checks a urlData answer: expected = the header it must have, types = code -> type.
--- Returns the rows as maps keyed by header code (nil on a shape failure).
-local function check_data(f, value, expected, types, limit)
+-- Returns the well-formed rows as maps keyed by header code, with .answered =
+-- how many rows the answer held, ragged ones included (nil on a shape failure);
+-- count_only: no maps (the whole table, of which only the count is used).
+local function check_data(f, value, expected, types, limit, count_only)
   if not is_array(value) then
     note(f, "FAIL", "the answer must be a JSON array of arrays, got " .. show(value))
     return nil
@@ -435,22 +462,27 @@ local function check_data(f, value, expected, types, limit)
       note(f, "FAIL", format("header %s must equal %s", list_text(header), list_text(expected)))
     end
   end
-  local rows = {}
+  local rows = { answered = #value - 1 }
   local width = #header
   for r = 2, #value do
     local row = value[r]
+    -- a message is made only when it would be kept (findings)
     if not is_array(row) then
-      note(f, "FAIL", format("row %d must be an array, got %s", r - 1, show(row)))
+      note(f, "FAIL", keeps(f, "FAIL") and format("row %d must be an array, got %s", r - 1, show(row)) or nil)
     elseif #row ~= width then
-      note(f, "FAIL", format("row %d has %d cells, the header has %d (Bitrix24 pairs every row with the header)",
-        r - 1, #row, width))
+      note(f, "FAIL", keeps(f, "FAIL") and format("row %d has %d cells, the header has %d (Bitrix24 pairs every row"
+        .. " with the header)", r - 1, #row, width) or nil)
     else
-      local map = {}
+      local map = not count_only and {} or nil
       for c = 1, width do
         local code = header[c]
-        map[code] = row[c]
-        local level, why = _M.check_value(row[c], types[code])
-        if level then note(f, level, format("row %d, field %s: %s", r - 1, code, why)) end
+        if map then map[code] = row[c] end
+        local level = value_check(row[c], types[code], false)
+        if level and keeps(f, level) then
+          note(f, level, format("row %d, field %s: %s", r - 1, code, select(2, value_check(row[c], types[code], true))))
+        elseif level then
+          note(f, level, nil)
+        end
       end
       rows[#rows + 1] = map
     end
@@ -472,7 +504,16 @@ local function step_check(ctx)
     add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds })
     return false
   end
-  common(ctx, f, res, false)
+  ctx.check_status = res.status
+  -- 401 and 403 are how a connector refuses the connection values: say which
+  common(ctx, f, res, false, function(status)
+    if status ~= 401 and status ~= 403 then return nil end
+    local codes = {}
+    for code in pairs(ctx.connection) do codes[#codes + 1] = code end
+    table.sort(codes)
+    if #codes == 0 then return "the connector asks for settings: give them with --setting CODE=VALUE" end
+    return "the connector refuses the settings given: " .. concat(codes, ", ") .. "; check the --setting values"
+  end)
   if res.status == 200 and (res.body or "") == "" then
     note(f, "FAIL", "the body is empty; Bitrix24 needs a non-empty body")
   elseif res.status == 200 and res.body == "0" then
@@ -489,6 +530,7 @@ local function step_table_list(ctx)
     add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds })
     return nil
   end
+  ctx.list_status = res.status
   local value = common(ctx, f, res, true)
   local tables = value ~= nil and check_table_list(f, value) or nil
   if tables and #tables == 0 and f.fails == 0 then
@@ -507,15 +549,48 @@ end
 -- holds too first. -> the string, and the table when the string is in its title.
 -- (Bitrix24's docs say searchString "searches tables by externalCode", and of
 -- title "the search is performed based on this field": either search conforms.)
+local PICK_WINDOW = 200
+
 local function pick_search(tables)
-  local first
-  for _, t in ipairs(tables) do
-    local unique = true
-    for _, o in ipairs(tables) do
-      if o ~= t and (contains(o.code, t.code) or contains(o.title, t.code)) then unique = false break end
+  -- Every code and title, lower case, in one string between NUL bytes: a code
+  -- is in no other table's code or title when it occurs there no more often
+  -- than in its own. One scan of that string per candidate, and at most
+  -- PICK_WINDOW candidates in list order, then as many of the longest codes
+  -- (the least likely to sit inside others): a list of 10,000 tables took
+  -- ~40 s comparing each with each.
+  local lower, parts = {}, {}
+  for i, t in ipairs(tables) do
+    lower[i] = { tostring(t.code):lower(), tostring(t.title):lower() }
+    parts[#parts + 1] = lower[i][1]
+    parts[#parts + 1] = lower[i][2]
+  end
+  local hay = "\0" .. concat(parts, "\0") .. "\0"
+  local function count(text, needle)
+    local n, at = 0, 1
+    while true do
+      local s = text:find(needle, at, true)
+      if not s then return n end
+      n, at = n + 1, s + 1
     end
-    if unique and contains(t.title, t.code) then return t.code, t end
-    if unique and not first then first = t end
+  end
+  local candidates = {}
+  for i = 1, math.min(#tables, PICK_WINDOW) do candidates[#candidates + 1] = i end
+  if #tables > PICK_WINDOW then
+    local rest = {}
+    for i = PICK_WINDOW + 1, #tables do rest[#rest + 1] = i end
+    table.sort(rest, function(a, b)
+      local la, lb = #lower[a][1], #lower[b][1]
+      if la ~= lb then return la > lb end
+      return a < b
+    end)
+    for k = 1, math.min(#rest, PICK_WINDOW) do candidates[#candidates + 1] = rest[k] end
+  end
+  local first
+  for _, i in ipairs(candidates) do
+    local code, title = lower[i][1], lower[i][2]
+    local unique = code ~= "" and count(hay, code) == count(code, code) + count(title, code)
+    if unique and title:find(code, 1, true) then return tables[i].code, tables[i] end
+    if unique and not first then first = tables[i] end
   end
   first = first or tables[1]
   return first and first.code, nil
@@ -568,7 +643,14 @@ local function step_search(ctx, tables)
       end
     end
   end
-  flush(ctx.report, f, name, format("searchString %s -> %d table(s), filtered", show(search), found and #found or 0),
+  -- with every listed table holding the string, no answer could show the
+  -- search ignored: do not call it filtered
+  local testable = false
+  for _, t in ipairs(tables) do
+    if not contains(t.code, search) and not contains(t.title, search) then testable = true break end
+  end
+  flush(ctx.report, f, name, format("searchString %s -> %d table(s)%s", show(search), found and #found or 0,
+    testable and ", filtered" or "; every listed table holds it, so whether the endpoint filters is not tested"),
     { seconds = res.seconds })
 end
 
@@ -628,25 +710,30 @@ local function step_data_unlimited(ctx, code, codes, types, limited_rows)
   if not res then
     if timed_out then ctx.data_hung[code] = true end
     if err:find("larger than max_body", 1, true) then
-      add(ctx.report, "WARN", name, format("the whole table is over %d MB; verify stopped reading it (Bitrix24 reads it all)",
-        floor(ctx.opts.max_body / 1048576)), { seconds = seconds, table = code })
+      -- in MB when a whole number of them (the 64 MiB default), else in bytes (max_body of run())
+      local mb = ctx.opts.max_body / 1048576
+      add(ctx.report, "WARN", name, format("the whole table is over %s; verify stopped reading it (Bitrix24 reads it all)",
+        mb == floor(mb) and format("%.0f MB", mb) or format("%.0f bytes", ctx.opts.max_body)), { seconds = seconds, table = code })
     else
       add(ctx.report, "FAIL", name, "no answer: " .. err, { seconds = seconds, table = code })
     end
     return
   end
   local value = common(ctx, f, res, true)
-  local rows = value ~= nil and check_data(f, value, codes, types, nil) or nil
+  local rows = value ~= nil and check_data(f, value, codes, types, nil, true) or nil
   local limit = ctx.opts.limit
   if rows and limited_rows then
-    if #rows < #limited_rows then
-      note(f, "FAIL", format("%d row(s) without limit, fewer than the %d that limit %d gave", #rows, #limited_rows, limit))
-    elseif #limited_rows < limit and #rows ~= #limited_rows then
+    -- the rows each answer held: a ragged row (reported) still counts
+    local all, limited = rows.answered, limited_rows.answered
+    if all < limited then
+      note(f, "FAIL", format("%d row(s) without limit, fewer than the %d that limit %d gave", all, limited, limit))
+    elseif limited < limit and all ~= limited then
       note(f, "WARN", format("%d row(s) without limit, but limit %d gave only %d: the table changed or the limit cut it wrongly",
-        #rows, limit, #limited_rows))
+        all, limit, limited))
     end
   end
-  flush(ctx.report, f, name, format("%d row(s), the whole table", rows and #rows or 0), { seconds = res.seconds, table = code })
+  flush(ctx.report, f, name, format("%d row(s), the whole table", rows and rows.answered or 0),
+    { seconds = res.seconds, table = code })
 end
 
 -- mapFields (external code -> dataset field name) as Bitrix24 sends it with a
@@ -672,9 +759,9 @@ local function step_data_map_fields(ctx, code, select, types, select_rows)
       end
     end
   end
-  if rows and select_rows and #rows ~= #select_rows then
+  if rows and select_rows and rows.answered ~= select_rows.answered then
     note(f, "WARN", format("%d row(s) with mapFields, %d without: mapFields must not change which rows come back",
-      #rows, #select_rows))
+      rows.answered, select_rows.answered))
   end
   flush(ctx.report, f, name, format("%d row(s), header keeps the field codes", rows and #rows or 0),
     { seconds = res.seconds, table = code })
@@ -688,6 +775,7 @@ local function step_data(ctx, code, fields)
   local name = format("data %s (limit %d)", code, limit)
   local rows, f, res = data_request(ctx, name, code, { limit = limit }, codes, types, limit)
   if res then
+    ctx.data_status[code] = res.status
     flush(ctx.report, f, name, format("%d row(s) of %d field(s), typed as described", rows and #rows or 0, #codes),
       { seconds = res.seconds, table = code })
   end
@@ -794,8 +882,15 @@ local function step_wrong_credentials_endpoints(ctx, refused)
     local endpoint, params = r[1], r[2]
     params.connection = mangled
     local check_name = format("%s %s%s (%s mangled)", name, endpoint, params.table and (" " .. params.table) or "", what)
-    local res, err, seconds = post(ctx, endpoint, params)
-    if not res then
+    -- an endpoint that refused the settings given refuses mangled ones too:
+    -- that proves no check of them (as for check, step_wrong_credentials)
+    local right = endpoint == "table_list" and ctx.list_status or ctx.data_status[params.table]
+    local res, err, seconds
+    if not (right and right ~= 200) then res, err, seconds = post(ctx, endpoint, params) end
+    if right and right ~= 200 then
+      add(ctx.report, "SKIP", check_name, format("it refused the settings given too (HTTP %s), so a refusal of mangled"
+        .. " ones tells nothing", tostring(right)), { table = params.table })
+    elseif not res then
       add(ctx.report, "FAIL", check_name, "no answer: " .. err, { seconds = seconds, table = params.table })
     elseif res.status ~= 200 then
       add(ctx.report, "PASS", check_name, format("refused with HTTP %d", res.status),
@@ -828,6 +923,13 @@ local function step_wrong_credentials(ctx)
     -- the same request again, once per setting: against a hung connector that
     -- would only add a timeout each
     add(ctx.report, "SKIP", name, "check got no answer with the right settings")
+    return
+  end
+  if ctx.check_status ~= 200 then
+    -- a connector that refuses the settings given (or every request) refuses
+    -- mangled ones too: that proves no check of them
+    add(ctx.report, "SKIP", name, format("check refused the settings given (HTTP %s), so a refusal of mangled ones tells nothing",
+      tostring(ctx.check_status)))
     return
   end
   local answers, refused = {}, {}
@@ -933,6 +1035,28 @@ end
 
 ---------------------------------------------------------------- public API
 
+-- A JSON body carries UTF-8 text only: the option whose text is not UTF-8
+-- (when the body mode sends JSON), or nil.
+local function json_text_problem(o)
+  if o.body ~= "json" and o.body ~= "both" then return nil end
+  local function bad(s) return s ~= nil and json.encode(tostring(s)) == nil end
+  local codes = {}
+  for code in pairs(o.settings or {}) do codes[#codes + 1] = tostring(code) end
+  table.sort(codes)
+  for _, code in ipairs(codes) do
+    if bad(code) or bad(o.settings[code]) then return "--setting " .. clean(code) end
+  end
+  for _, t in ipairs(o.tables or {}) do
+    if bad(t) then return "--table" end
+  end
+  if bad(o.search) then return "--search" end
+  return nil
+end
+
+local function json_text_message(option)
+  return option .. ": a JSON body (--body json or both) needs UTF-8 text"
+end
+
 -- verify.run(url, opts) -> report
 -- opts: settings = {code = value}, body = "form"|"json"|"both", tables = {codes},
 -- limit, search, timeout, slow, budget, allow_local, connect_timeout, max_body, ca_file,
@@ -942,6 +1066,7 @@ function _M.run(url, opts)
   if type(url) ~= "string" or not url:match("^https?://[^/]") then
     error("verify.run: url must be an http(s) URL, got " .. show(url), 2)
   end
+  if url:find("[?#]") then error("verify.run: " .. QUERY_MESSAGE .. show(url), 2) end
   opts = opts or {}
   local o = {}
   for k, v in pairs(DEFAULTS) do o[k] = v end
@@ -949,6 +1074,8 @@ function _M.run(url, opts)
   if o.body ~= "form" and o.body ~= "json" and o.body ~= "both" then
     error("verify.run: body must be form, json or both, got " .. show(o.body), 2)
   end
+  local bad_text = json_text_problem(o)
+  if bad_text then error("verify.run: " .. json_text_message(bad_text), 2) end
   local report = new_report(url, o)
   local transport = o.transport
   local handle
@@ -961,7 +1088,7 @@ function _M.run(url, opts)
   local modes = o.body == "both" and { "form", "json" } or { o.body }
   for _, mode in ipairs(modes) do
     local ctx = { base = base_url(url), mode = mode, opts = o, report = report, transport = transport,
-      connection = connection, slowest = {}, data_hung = {} }
+      connection = connection, slowest = {}, data_hung = {}, data_status = {} }
     local first = #report.checks + 1
     run_mode(ctx)
     for i = first, #report.checks do report.checks[i].body = mode end
@@ -1042,10 +1169,16 @@ function _M.parse_args(args)
       v, err = number_of(a, 1)
       if not v then return nil, err end
       if v ~= floor(v) then return nil, "--limit must be an integer" end
-      o.limit = v
+      -- past 2^53 a double is no exact integer (1e300 has no integer form at
+      -- all: the request names crashed on it)
+      if v >= 2^53 then return nil, format("--limit must be an integer from 1 to %d, got %s", 2^53 - 1, args[i]) end
+      -- an integer, so that 1e15 is sent as limit=1000000000000000 (Lua 5.4)
+      o.limit = math.tointeger and math.tointeger(v) or v
     elseif a == "--timeout" then
       v, err = number_of(a, 0.001)
       if not v then return nil, err end
+      -- the HTTP client's bound (core.http refuses more with a Lua error)
+      if v > 1e6 then return nil, "--timeout must be a number from 0.001 to 1000000, got " .. args[i] end
       o.timeout = v
     elseif a == "--slow" then
       v, err = number_of(a, 0)
@@ -1075,6 +1208,9 @@ function _M.parse_args(args)
   end
   if not url then return nil, "URL is required" end
   if not url:match("^https?://[^/]") then return nil, "URL must start with http:// or https://, got " .. url end
+  if url:find("[?#]") then return nil, QUERY_MESSAGE .. url end
+  local bad_text = json_text_problem(o)
+  if bad_text then return nil, json_text_message(bad_text) end
   return url, o, as_json
 end
 

@@ -8,7 +8,7 @@
 --   address.warning(url)      -> nil | a message naming the reason and the ways out
 -- Only what the URL itself says is judged (literal addresses and names that are
 -- local by definition); a public-looking name is not resolved.
-local tonumber, tostring = tonumber, tostring
+local tonumber, tostring, ipairs = tonumber, tostring, ipairs
 
 local _M = {}
 
@@ -33,27 +33,84 @@ local function ipv4_reason(a, b)
   return nil
 end
 
-local function dotted(host)
-  local a, b, c, d = host:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if not a then return nil end
-  a, b, c, d = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
-  if a > 255 or b > 255 or c > 255 or d > 255 then return nil end
-  return a, b
+-- An IPv4 address in any spelling the resolver reads as one (inet_aton, and
+-- curl's URL parser alike): 1 to 4 parts, each decimal, 0x hex or 0-led
+-- octal, the last filling the bytes left (127.1, 2130706433, 0x7f000001,
+-- 0177.0.0.1). -> its first two bytes, or nil.
+local function ipv4_any(host)
+  local parts = {}
+  for p in (host .. "."):gmatch("([^.]*)%.") do parts[#parts + 1] = p end
+  if #parts > 4 then return nil end
+  local nums = {}
+  for i, p in ipairs(parts) do
+    local n
+    if p:match("^0[xX]%x*$") then n = tonumber("0" .. p:sub(3), 16)
+    elseif p:match("^0[0-7]*$") then n = tonumber(p, 8)
+    elseif p:match("^[1-9]%d*$") and #p <= 10 then n = tonumber(p)
+    end
+    if not n then return nil end
+    nums[i] = n
+  end
+  local k = #nums
+  for i = 1, k - 1 do if nums[i] > 255 then return nil end end
+  local last = nums[k]
+  if last >= 256 ^ (5 - k) then return nil end
+  if k >= 3 then return nums[1], nums[2] end
+  if k == 2 then return nums[1], math.floor(last / 65536) end
+  return math.floor(last / 16777216), math.floor(last / 65536) % 256
+end
+
+-- The eight 16-bit groups of an IPv6 address in any spelling (:: anywhere,
+-- leading zeros, a dotted IPv4 tail, a %zone), or nil.
+local function ipv6_groups(host)
+  host = host:gsub("%%.*$", "")
+  local head, tail = host:match("^(.-)::(.*)$")
+  local function split(text)
+    local out = {}
+    if text == "" then return out end
+    for g in (text .. ":"):gmatch("([^:]*):") do
+      local a, b, c, d = g:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+      if a then
+        a, b, c, d = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+        if a > 255 or b > 255 or c > 255 or d > 255 then return nil end
+        out[#out + 1] = a * 256 + b
+        out[#out + 1] = c * 256 + d
+      elseif g:match("^%x%x?%x?%x?$") then
+        out[#out + 1] = tonumber(g, 16)
+      else
+        return nil
+      end
+    end
+    return out
+  end
+  local groups
+  if head then
+    local h, t = split(head), split(tail)
+    if not h or not t or #h + #t > 7 then return nil end
+    groups = h
+    for _ = 1, 8 - #h - #t do groups[#groups + 1] = 0 end
+    for _, g in ipairs(t) do groups[#groups + 1] = g end
+  else
+    groups = split(host)
+    if not groups or #groups ~= 8 then return nil end
+  end
+  return groups
 end
 
 local function ipv6_reason(host)
-  local mapped = host:match("^::ffff:(%d+%.%d+%.%d+%.%d+)$")
-  if mapped then
-    local a, b = dotted(mapped)
-    return a and ipv4_reason(a, b)
+  local g = ipv6_groups(host)
+  if not g then return nil end
+  local zeros = 0
+  for i = 1, 5 do if g[i] == 0 then zeros = zeros + 1 end end
+  if zeros == 5 and g[6] == 0xffff then -- ::ffff:a.b.c.d, an IPv4 address
+    return ipv4_reason(math.floor(g[7] / 256), g[7] % 256)
   end
-  if host == "::1" then return "a loopback address" end
-  if host == "::" then return "an address of this host only" end
-  local first = tonumber(host:match("^(%x%x?%x?%x?):") or "", 16)
-  if first then
-    if first >= 0xfe80 and first <= 0xfebf then return "a link-local address" end
-    if first >= 0xfc00 and first <= 0xfdff then return "a private address (unique local, fc00::/7)" end
+  if zeros == 5 and g[6] == 0 and g[7] == 0 then
+    if g[8] == 1 then return "a loopback address" end
+    if g[8] == 0 then return "an address of this host only" end
   end
+  if g[1] >= 0xfe80 and g[1] <= 0xfebf then return "a link-local address" end
+  if g[1] >= 0xfc00 and g[1] <= 0xfdff then return "a private address (unique local, fc00::/7)" end
   return nil
 end
 
@@ -65,7 +122,8 @@ function _M.local_reason(url)
   if host:find(":", 1, true) then
     reason = ipv6_reason(host)
   else
-    local a, b = dotted(host)
+    -- a trailing dot ends a name that is complete (192.168.1.1. is 192.168.1.1)
+    local a, b = ipv4_any((host:gsub("%.$", "")))
     if a then
       reason = ipv4_reason(a, b)
     elseif not host:match("^%d+$") then
