@@ -45,7 +45,10 @@ local WORDS = { access_token = true, refresh_token = true, member_id = true, app
 local function trim(s) return (tostring(s):gsub("^%s+", ""):gsub("%s+$", "")) end
 
 local function is_loopback(host)
-  local reason = address.local_reason("http://" .. tostring(host) .. "/")
+  host = tostring(host)
+  -- host_of gives an IPv6 address without its brackets: back in a URL it needs them
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end
+  local reason = address.local_reason("http://" .. host .. "/")
   return reason == "a loopback address" or reason == "a loopback name"
 end
 
