@@ -1,0 +1,73 @@
+-- Found by an acceptance test of `biconnector serve DATABASE-URL` played as
+-- Bitrix24 plays it (protocol.md, sections 2 and 2.1) over loopback HTTP,
+-- with form bodies (PHP brackets, Bitrix24's encoding) and JSON bodies: each
+-- `describe` is one bug, checked on a real server.
+local S = require "serve_helpers"
+local H = require "sql_helpers"
+local cjson = require "cjson"
+
+local TOKEN = "acceptance-token"
+
+-- The ids (first column) of an urlData answer, in order; the status and body otherwise.
+local function ids(status, body)
+  assert.equals(200, status, type(body) == "string" and body or cjson.encode(body))
+  if type(body) == "string" then body = cjson.decode(body) end
+  local out = {}
+  for i = 2, #body do
+    assert.equals(#body[1], #body[i])
+    out[#out + 1] = body[i][1]
+  end
+  return out
+end
+
+local function form(port, text) return H.post_form(port, "/data", "table=pivot&select[]=id&" .. text, TOKEN) end
+
+local function json(port, filter)
+  return S.post_json(port, "/data", { connection = { token = TOKEN }, table = "pivot", select = { "id" },
+    filter = filter })
+end
+
+-- A pivot's columns are named by years: PHP reads the key of filter[2024]=5
+-- as the integer 2024, JSON's {"2024": 5} keeps the text, and the filter knew
+-- only the text ("filter[2024]: neither a field condition nor a group").
+describe("serve sqlite:// of a table whose field codes are integers' text (a pivot's years)", function()
+  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
+    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
+  end
+  local dir, h
+  setup(function()
+    dir = H.tmpdir()
+    h = H.serve_sqlite(dir, "pivot.db", [[
+      CREATE TABLE pivot (id INTEGER, "2024" INTEGER, "2025" REAL, "-1" TEXT, "1" TEXT);
+      INSERT INTO pivot VALUES (1, 5, 1.5, 'a', 'x'), (2, 7, 2.5, 'b', 'y'), (3, NULL, 3.5, NULL, 'z');
+    ]], TOKEN)
+  end)
+  teardown(function() H.stop(h, dir) end)
+
+  it("reads filter[2024]=... in a form as the field 2024, as JSON's {\"2024\": ...}, in every shape", function()
+    local cases = {
+      { "filter[2024]=5", { ["2024"] = "5" }, { 1 } },
+      { "filter[2024]=", { ["2024"] = cjson.null }, { 3 } },
+      { "filter[-1]=b", { ["-1"] = "b" }, { 2 } },
+      { "filter[1]=z", { ["1"] = "z" }, { 3 } },
+      { "filter[2024][]=5&filter[2024][]=7", { ["2024"] = { "5", "7" } }, { 1, 2 } },
+      { "filter[2024][1]=7&filter[2024][0]=5", { ["2024"] = { "5", "7" } }, { 1, 2 } },
+      { "filter[2024][operator]=%3E&filter[2024][value]=5", { ["2024"] = { operator = ">", value = "5" } }, { 2 } },
+      { "filter[2025][OPERATOR]=between&filter[2025][from]=2&filter[2025][to]=4",
+        { ["2025"] = { operator = "between", from = "2", to = "4" } }, { 2, 3 } },
+      { "filter[2024]=7&filter[%3E2025]=1", { ["2024"] = "7", [">2025"] = "1" }, { 2 } },
+      { "filter[0][LOGIC]=OR&filter[0][2024]=5&filter[0][2025]=3.5",
+        { { LOGIC = "OR", ["2024"] = "5", ["2025"] = "3.5" } }, { 1, 3 } },
+    }
+    for _, c in ipairs(cases) do
+      assert.same(c[3], ids(form(h.port, c[1])), c[1])
+      assert.same(c[3], ids(json(h.port, c[2])), c[1] .. " (JSON)")
+    end
+  end)
+
+  it("still reads a list of groups under integer keys as groups, also where 1 is a field", function()
+    -- PHP's list filter[0], filter[1] arrives keyed 1, 2: the field "1" must not take the group
+    assert.same({ 1, 2 }, ids(form(h.port, "filter[0][LOGIC]=OR&filter[0][0][2024]=5&filter[0][1][2024]=7")))
+    assert.same({ 2 }, ids(form(h.port, "filter[0][2024]=7&filter[1][2025]=2.5")))
+  end)
+end)
