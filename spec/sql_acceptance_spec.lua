@@ -71,3 +71,41 @@ describe("serve sqlite:// of a table whose field codes are integers' text (a piv
     assert.same({ 2 }, ids(form(h.port, "filter[0][2024]=7&filter[1][2025]=2.5")))
   end)
 end)
+
+-- A connector file's fields renamed a column onto another column's code
+-- (fields = {t = {i = {code = "s"}}} where t has a column s): the description
+-- kept the first column under that code and left the other out without a
+-- word; a code emptied by a rename was logged as column "" rather than by the
+-- column's name.
+describe("a connector file whose fields give a column another column's code, or an empty one", function()
+  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
+    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
+  end
+  local dir, h
+  setup(function()
+    dir = H.tmpdir()
+    H.sqlite(dir .. "/t.db", [[
+      CREATE TABLE t (id INTEGER, i INTEGER, d REAL, s TEXT);
+      INSERT INTO t VALUES (1, 5, 1.5, 'a');
+    ]])
+    local f = assert(io.open(dir .. "/conn.lua", "w"))
+    f:write(([[
+      return require("biconnector.sql").connector { url = "sqlite://%s/t.db", token = %q,
+        fields = { t = { i = { code = "s" }, d = { code = "" } } } }
+    ]]):format(dir, TOKEN))
+    f:close()
+    h = S.start(S.serve_command({ dir .. "/conn.lua", "--listen", "127.0.0.1:0", "--workers", "1" }))
+  end)
+  teardown(function() H.stop(h, dir) end)
+
+  it("serves the first column under the code and names the one left out, and the column whose code is empty", function()
+    local status, fields = H.post_form(h.port, "/table_description", "table=t", TOKEN)
+    assert.equals(200, status)
+    local codes = {}
+    for i, fd in ipairs(fields) do codes[i] = fd.code .. ":" .. fd.type end
+    assert.same({ "id:int", "s:int" }, codes)
+    local log = S.wait_stderr(h, 'column "s" is not served', true)
+    assert.matches('table "t": column "s" is not served: its code "s" is already column "i"\'s', log, 1, true)
+    assert.matches('table "t": column "d" is not served: its code is empty', log, 1, true)
+  end)
+end)

@@ -736,13 +736,22 @@ function Source:describe(code)
       end
       if why then
         -- no request could name it (request.decode refuses such a code), or
-        -- Bitrix24 refuses a description holding it (an empty or "0" code or name)
-        if not self:warned("column\0" .. code .. "\0" .. f.code) then
+        -- Bitrix24 refuses a description holding it (an empty or "0" code or name);
+        -- the column named as the database names it (a rename in fields may be the cause)
+        if not self:warned("column\0" .. code .. "\0" .. col.name) then
           self.log("warn", format("table %s: column %s is not served: its %s (fields can rename it)",
-            show_name(code), show_name(f.code), why))
+            show_name(code), show_name(col.name), why))
         end
-      elseif not seen[f.code] then
-        seen[f.code] = true
+      elseif seen[f.code] then
+        -- one code, two columns (a rename onto another column's code, a query
+        -- naming two columns alike): the first is served, never silently
+        if not self:warned("column\0" .. code .. "\0" .. col.name) then
+          self.log("warn", format("table %s: column %s is not served: its code %s is already column %s's "
+            .. "(fields can rename or leave out either)", show_name(code), show_name(col.name), show_name(f.code),
+            show_name(seen[f.code])))
+        end
+      else
+        seen[f.code] = col.name
         fields[#fields + 1] = f
       end
     end
