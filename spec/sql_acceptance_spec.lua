@@ -109,3 +109,65 @@ describe("a connector file whose fields give a column another column's code, or 
     assert.matches('table "t": column "d" is not served: its code is empty', log, 1, true)
   end)
 end)
+
+-- A connector file's datetime_offset = "+02:00" on PostgreSQL labelled the
+-- timestamptz instants it read in UTC with +02:00: 15:01:55 UTC was answered
+-- 2025-05-31T15:01:55+02:00, two hours off (MySQL's TIMESTAMP alike). The
+-- session now runs at the offset: the instant is right, and a filter compares
+-- the wall-clock time the answer shows.
+local db = require "dbservers"
+local OFFSET_TABLE = {
+  postgresql = [[
+    CREATE TABLE at (id int, tz timestamptz, ts timestamp);
+    INSERT INTO at VALUES (1, '2025-05-31 15:01:55+00', '2025-05-31 15:01:55'), (2, '1970-01-01 00:00:01+00', NULL),
+      (3, NULL, '2025-05-31 17:01:55');
+    GRANT SELECT ON at TO bic_ro;]],
+  mysql = [[
+    SET time_zone = '+00:00';
+    CREATE TABLE at (id int, tz timestamp NULL, ts datetime);
+    INSERT INTO at VALUES (1, '2025-05-31 15:01:55', '2025-05-31 15:01:55'), (2, '1970-01-01 00:00:01', NULL),
+      (3, NULL, '2025-05-31 17:01:55');]],
+}
+for _, engine in ipairs({ "postgresql", "mysql" }) do
+  describe("datetime_offset = \"+02:00\" on a real " .. engine .. " server", function()
+    local why = db.missing(engine)
+    if why then
+      local msg = db.skip(engine, why)
+      return it("runs against a real " .. engine .. " server", function() pending(msg) end)
+    end
+    local srv, dir, h
+    setup(function()
+      srv = db.start(engine)
+      srv:admin(OFFSET_TABLE[engine])
+      dir = H.tmpdir()
+      local f = assert(io.open(dir .. "/conn.lua", "w"))
+      f:write(([[
+        return require("biconnector.sql").connector { url = %q, token = %q, datetime_offset = "+02:00" }
+      ]]):format(srv:url(), TOKEN))
+      f:close()
+      h = S.start(S.serve_command({ dir .. "/conn.lua", "--listen", "127.0.0.1:0", "--workers", "1" }))
+    end)
+    teardown(function()
+      H.stop(h, dir)
+      if srv then srv:stop() end
+    end)
+
+    local function rows(extra)
+      local status, body = H.post_form(h.port, "/data", "table=at&" .. (extra or ""), TOKEN)
+      assert.equals(200, status, type(body) == "string" and body or cjson.encode(body))
+      for _, r in ipairs(body) do for i = 1, #r do if r[i] == cjson.null then r[i] = "null" end end end
+      return body
+    end
+
+    it("answers an instant column's values at the offset, the same instants, and filters on the time shown", function()
+      assert.same({ { "id", "tz", "ts" },
+        { 1, "2025-05-31T17:01:55+02:00", "2025-05-31T15:01:55+02:00" },
+        { 2, "1970-01-01T02:00:01+02:00", "null" },
+        { 3, "null", "2025-05-31T17:01:55+02:00" } }, rows("filter[%3Eid]=0"))
+      assert.same({ 1 }, ids(200, rows("select[]=id&filter[tz]=2025-05-31+17:01:55")))
+      assert.same({ 1, 3 }, ids(200, rows("select[]=id&filter[!tz]=1970-01-01+02:00:01")))
+      assert.same({ 2 }, ids(200, rows("select[]=id&filter[%3Ctz]=1970-01-01+02:00:02")))
+      assert.same({ 3 }, ids(200, rows("select[]=id&filter[ts]=2025-05-31+17:01:55")))
+    end)
+  end)
+end

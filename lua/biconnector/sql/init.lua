@@ -329,8 +329,9 @@ end
 --   answer, default 240). thread_pool, an option of earlier versions, is
 --   accepted and has no effect: every query runs on a thread of its own.
 --   datetime_offset (true or "+HH:MM": datetimes answered with an offset, as the
---   connector definition's option; PostgreSQL reads timestamptz in UTC, so true
---   makes them exact instants, 2024-08-30T10:19:57+00:00).
+--   connector definition's option; PostgreSQL's timestamptz and MySQL's TIMESTAMP
+--   are read at that offset (UTC for true), so they are exact instants,
+--   2024-08-30T12:19:57+02:00).
 local function positive(opts, k, integer)
   local v = opts[k]
   if v == nil then return nil end
@@ -349,6 +350,12 @@ function _M.source(opts)
   for _, k in ipairs({ "busy_timeout_ms", "statement_timeout_ms", "connect_timeout_s" }) do
     if opts[k] ~= nil then open_opts[k] = opts[k] end
   end
+  -- datetime_offset "+HH:MM": PostgreSQL's and MySQL's sessions run at that
+  -- offset, so that a timestamptz / TIMESTAMP (an instant) is written at it, as
+  -- the answer labels it, and a filter compares it there; true and "Z" keep UTC
+  local sign, hh, mm
+  if type(opts.datetime_offset) == "string" then sign, hh, mm = opts.datetime_offset:match("^([+-])(%d%d):(%d%d)$") end
+  if sign then open_opts.utc_offset_min = (sign == "-" and -1 or 1) * (tonumber(hh) * 60 + tonumber(mm)) end
   -- a title /table_list answers must not be empty: Bitrix24 refuses the whole list
   -- nor "0": Bitrix24 reads it as empty (PHP's empty(), docs/database.md)
   local function title_error(where, title)
