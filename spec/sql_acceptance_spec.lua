@@ -169,5 +169,18 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
       assert.same({ 2 }, ids(200, rows("select[]=id&filter[%3Ctz]=1970-01-01+02:00:02")))
       assert.same({ 3 }, ids(200, rows("select[]=id&filter[ts]=2025-05-31+17:01:55")))
     end)
+
+    it("still answers with an offset the server refuses as a session zone (MariaDB: beyond +13:00)", function()
+      local f = assert(io.open(dir .. "/far.lua", "w"))
+      f:write(([[
+        return require("biconnector.sql").connector { url = %q, token = %q, datetime_offset = "+14:00" }
+      ]]):format(srv:url(), TOKEN))
+      f:close()
+      local far = S.start(S.serve_command({ dir .. "/far.lua", "--listen", "127.0.0.1:0", "--workers", "1" }))
+      local status, body = H.post_form(far.port, "/data", "table=at&select[]=id&filter[id]=1", TOKEN)
+      S.stop(far)
+      assert.equals(200, status, type(body) == "string" and body or cjson.encode(body))
+      assert.same({ { "id" }, { 1 } }, body)
+    end)
   end)
 end

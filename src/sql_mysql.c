@@ -221,7 +221,11 @@ static void *my_open(const bic_sql_options *o, char *err, size_t errlen) {
     int off = o->utc_offset_min < 0 ? -o->utc_offset_min : o->utc_offset_min;
     if (off > 1439) off = 0;
     snprintf(sql, sizeof sql, "SET time_zone = '%c%02d:%02d'", o->utc_offset_min < 0 ? '-' : '+', off / 60, off % 60);
-    if (!run(mc, sql, err, errlen)) goto fail;
+    /* an offset the server refuses (MariaDB takes -12:59 to +13:00): UTC, as without one */
+    if (!run(mc, sql, err, errlen)) {
+      if (off == 0 || !run(mc, "SET time_zone = '+00:00'", err, errlen)) goto fail;
+      if (err && errlen) err[0] = '\0';
+    }
   }
   if (o->read_only && !run(mc, "SET SESSION TRANSACTION READ ONLY", err, errlen)) goto fail;
   if (o->statement_timeout_ms > 0) {
