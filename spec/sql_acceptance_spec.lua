@@ -186,6 +186,61 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
   end)
 end
 
+-- A connector file's query ending in ";" (as a console takes it) or in a
+-- "-- comment" was wrapped as "(SELECT ...;) AS bic_query" or "(... -- c)
+-- AS bic_query": a syntax error, a 500 at every request to that table.
+for _, engine in ipairs({ "sqlite", "postgresql" }) do
+  describe("queries ending in a semicolon or a line comment, on " .. engine, function()
+    local why = engine == "sqlite" and H.missing_sqlite3() or engine ~= "sqlite" and db.missing(engine)
+    if why then
+      local msg = engine == "sqlite" and H.NO_SQLITE3 or db.skip(engine, why)
+      return it("runs against a real " .. engine .. " server", function() pending(msg) end)
+    end
+    local srv, dir, h
+    setup(function()
+      dir = H.tmpdir()
+      local sql = "CREATE TABLE q (id int, s text); INSERT INTO q VALUES (1, 'a'), (2, 'b;'), (3, '--');"
+      local url
+      if engine == "sqlite" then
+        H.sqlite(dir .. "/q.db", sql)
+        url = "sqlite://" .. dir .. "/q.db"
+      else
+        srv = db.start(engine)
+        srv:admin(sql .. " GRANT SELECT ON q TO bic_ro;")
+        url = srv:url()
+      end
+      local f = assert(io.open(dir .. "/conn.lua", "w"))
+      f:write(([[
+        return require("biconnector.sql").connector { url = %q, token = %q, tables = { "q" }, queries = {
+          semi = { sql = "SELECT id, s FROM q WHERE s <> ';';" },
+          spaced = { sql = "SELECT id, s FROM q ; \n\t; " },
+          comment = { sql = "SELECT id, s FROM q -- every row" },
+          both = { sql = "SELECT id, s FROM q WHERE id > 1 -- not the first;\n;" },
+        } }
+      ]]):format(url, TOKEN))
+      f:close()
+      h = S.start(S.serve_command({ dir .. "/conn.lua", "--listen", "127.0.0.1:0", "--workers", "1" }))
+    end)
+    teardown(function()
+      H.stop(h, dir)
+      if srv then srv:stop() end
+    end)
+
+    it("describes and serves them, filters included", function()
+      local want = { semi = { 1, 2, 3 }, spaced = { 1, 2, 3 }, comment = { 1, 2, 3 }, both = { 2, 3 } }
+      for code, rows in pairs(want) do
+        local status, fields = H.post_form(h.port, "/table_description", "table=" .. code, TOKEN)
+        assert.equals(200, status, code .. ": " .. cjson.encode(fields))
+        assert.equals("id", fields[1].code)
+        local have = ids(H.post_form(h.port, "/data", "table=" .. code, TOKEN))
+        table.sort(have)
+        assert.same(rows, have, code)
+        assert.same({ 3 }, ids(H.post_form(h.port, "/data", "table=" .. code .. "&filter[s]=--", TOKEN)), code)
+      end
+    end)
+  end)
+end
+
 -- Not a bug: the edges found right, kept so that they stay right. One table on
 -- every engine (int64 ends, 2^53 + 1, doubles with exponents, the smallest
 -- normal double, -0, empty strings beside NULLs, quotes, backslashes, newlines,

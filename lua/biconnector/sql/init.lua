@@ -332,6 +332,20 @@ end
 --   connector definition's option; PostgreSQL's timestamptz and MySQL's TIMESTAMP
 --   are read at that offset (UTC for true), so they are exact instants,
 --   2024-08-30T12:19:57+02:00).
+-- A query's text as the inside of a derived table "(...) AS bic_query": as a
+-- console takes it, a trailing ";" (and white space) ends the statement, not
+-- part of it, and a trailing "-- comment" ends at the line's end, not at the
+-- ")" after it (both were a syntax error at every request).
+local function as_subquery(sql)
+  local n = #sql
+  while n > 0 do
+    local b = sql:byte(n)
+    if b ~= 59 and b ~= 32 and (b < 9 or b > 13) then break end -- ";", space, \t\n\v\f\r
+    n = n - 1
+  end
+  return sql:sub(1, n) .. "\n"
+end
+
 local function positive(opts, k, integer)
   local v = opts[k]
   if v == nil then return nil end
@@ -368,11 +382,12 @@ function _M.source(opts)
         where, type(title) == "string" and format("%q", title) or tostring(title)), 3)
     end
   end
-  local queries = opts.queries or {}
-  for code, q in pairs(queries) do
+  local queries = {}
+  for code, q in pairs(opts.queries or {}) do
     if type(code) ~= "string" or type(q) ~= "table" or type(q.sql) ~= "string" then
       error("biconnector.sql.source: queries must map a table code to {sql = \"SELECT ...\", title = ...}", 2)
     end
+    queries[code] = { sql = as_subquery(q.sql), title = q.title }
     if code == "" then error('biconnector.sql.source: queries: a table code must be a non-empty string, got ""', 2) end
     if code == "0" then
       error('biconnector.sql.source: queries: a table code must be a non-empty string other than "0" '
