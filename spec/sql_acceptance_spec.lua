@@ -186,6 +186,28 @@ for _, engine in ipairs({ "postgresql", "mysql" }) do
   end)
 end
 
+-- serve sqlite:///dir/my%20shop.db took the connector's title (the banner,
+-- and what `register` names the connector in Bitrix24) from the URL's
+-- spelling, "my%20shop", where docs/database.md says the file name.
+describe("the title of serve sqlite:// of a file whose name the URL escapes", function()
+  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
+    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
+  end
+  local dir
+  setup(function() dir = H.tmpdir() end)
+  teardown(function() H.rmdir(dir) end)
+
+  it("is the file's name, decoded, unless the bytes it spells are no UTF-8 text", function()
+    for _, c in ipairs({ { "my shop ü.db", "my%20shop%20%C3%BC.db", "my shop ü" }, { "x\255.db", "x%FF.db", "x%FF" } }) do
+      H.sqlite(dir .. "/" .. c[1], "CREATE TABLE t (id int);")
+      local h = S.start(S.serve_command({ "sqlite://" .. dir .. "/" .. c[2], "--listen", "127.0.0.1:0", "--workers", "1", "--no-auth" }))
+      local out = S.stdout(h)
+      S.stop(h)
+      assert.matches('serving "' .. c[3] .. '" from', out, 1, true)
+    end
+  end)
+end)
+
 -- A connector file's query ending in ";" (as a console takes it) or in a
 -- "-- comment" was wrapped as "(SELECT ...;) AS bic_query" or "(... -- c)
 -- AS bic_query": a syntax error, a 500 at every request to that table.

@@ -993,6 +993,10 @@ function _M.connector(opts)
   if title == nil then
     title = (opts.url or ""):gsub("^(%a[%w+.-]*://)[^/]*@", "%1"):match("([^/]+)$") or src:display()
     title = title:gsub("%?.*$", ""):gsub("%.[%w]+$", "")
+    -- the name, not its URL spelling: sqlite:///srv/my%20shop.db is "my shop"
+    -- (kept escaped when the bytes it spells are no UTF-8 text)
+    local name = title:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+    if not name:find("[%z\1-\31\127]") and core.json.encode(name) then title = name end
     if title == "" then title = "Database" end
   end
   local def = {
