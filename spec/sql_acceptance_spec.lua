@@ -208,6 +208,39 @@ describe("the title of serve sqlite:// of a file whose name the URL escapes", fu
   end)
 end)
 
+-- --tables '?делки' did not serve the table Сделки: `?` matched one byte, and
+-- С is two (docs/database.md: "`?` one character").
+describe("a --tables glob's ? on a UTF-8 table name", function()
+  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
+    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
+  end
+  local dir
+  setup(function()
+    dir = H.tmpdir()
+    H.sqlite(dir .. "/g.db", [[CREATE TABLE "Сделки" (id int); CREATE TABLE "üx" (id int); CREATE TABLE "ab" (id int);
+      CREATE TABLE "x€" (id int); CREATE TABLE "😀" (id int);]])
+  end)
+  teardown(function() H.rmdir(dir) end)
+
+  it("matches one character, whatever its length in bytes", function()
+    local cases = {
+      { "?делки", { "Сделки" } }, { "?x", { "üx" } }, { "??x", {} }, { "x?", { "x€" } }, { "?", { "😀" } },
+      { "??", { "ab", "x€", "üx" } }, { "!??", { "Сделки", "😀" } },
+    }
+    for _, c in ipairs(cases) do
+      local h = S.start(S.serve_command({ "sqlite://" .. dir .. "/g.db", "--listen", "127.0.0.1:0", "--workers", "1",
+        "--tables", c[1] }), { BICONNECTOR_TOKEN = TOKEN })
+      local status, list = H.post_form(h.port, "/table_list", "searchString=", TOKEN)
+      S.stop(h)
+      assert.equals(200, status)
+      local codes = {}
+      for i, t in ipairs(list) do codes[i] = t.code end
+      table.sort(codes)
+      assert.same(c[2], codes, c[1])
+    end
+  end)
+end)
+
 -- A connector file's query ending in ";" (as a console takes it) or in a
 -- "-- comment" was wrapped as "(SELECT ...;) AS bic_query" or "(... -- c)
 -- AS bic_query": a syntax error, a 500 at every request to that table.

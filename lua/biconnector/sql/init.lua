@@ -266,8 +266,12 @@ local function ascii_lower(s)
   return (s:gsub("[A-Z]", function(c) return string.char(c:byte() + 32) end))
 end
 
+-- `?` is one character: a UTF-8 one with its continuation bytes (С of
+-- Сделки is two bytes), as `*` is any run of them.
+local ONE_CHARACTER = "[\1-\127\192-\255][\128-\191]*"
+
 local function glob_pattern(glob)
-  local p = ascii_lower(glob):gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".")
+  local p = ascii_lower(glob):gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ONE_CHARACTER)
   return "^" .. p .. "$"
 end
 
