@@ -74,6 +74,37 @@ describe("serve sqlite:// of a table whose field codes are integers' text (a piv
   end)
 end)
 
+-- A filter value or operator that is a list or an object where a scalar
+-- belongs was named in the 400 by Lua's tostring: "bad value
+-- biconnector.json.array: 0x55839847c950", "table: 0x5583984f0da0".
+describe("a 400 for a list or an object where a filter wants a scalar, on serve sqlite://", function()
+  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
+    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
+  end
+  local dir, h
+  setup(function()
+    dir = H.tmpdir()
+    h = H.serve_sqlite(dir, "t.db", "CREATE TABLE t (id INTEGER, s TEXT); INSERT INTO t VALUES (1, 'a');", TOKEN)
+  end)
+  teardown(function() H.stop(h, dir) end)
+
+  it("says a list or an object, never a Lua address", function()
+    local cases = {
+      { { id = { operator = "in", value = { { 1 } } } }, "filter[id][1]: bad value a list for int field id (expected a scalar)" },
+      { { id = { operator = { "=" }, value = 1 } }, "filter[id]: unknown operator a list" },
+      { { id = { operator = "between", from = { a = 1 }, to = 2 } }, "filter[id].from: bad value an object for int field id" },
+      { { LOGIC = { "OR" } }, "filter[LOGIC]: LOGIC must be AND or OR, got a list" },
+    }
+    for _, c in ipairs(cases) do
+      local status, body = S.post_json(h.port, "/data", { connection = { token = TOKEN }, table = "t", filter = c[1] })
+      assert.equals(400, status, body)
+      local message = cjson.decode(body).message
+      assert.matches(c[2], message, 1, true)
+      assert.is_nil(message:find("0x%x+"), message)
+    end
+  end)
+end)
+
 -- A connector file's fields renamed a column onto another column's code
 -- (fields = {t = {i = {code = "s"}}} where t has a column s): the description
 -- kept the first column under that code and left the other out without a

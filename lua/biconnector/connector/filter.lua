@@ -70,8 +70,13 @@ local function is_decimal(s)
   return i == #s + 1
 end
 
+-- A value as an error message shows it: a list or an object by what it is
+-- (tostring would show the answer a Lua address, "table: 0x5583984f0da0").
 local function show(v)
-  return shown(v) or tostring(v)
+  local s = shown(v)
+  if s then return s end
+  if type(v) == "table" then return is_list(v) and "a list" or "an object" end
+  return tostring(v)
 end
 
 local function as_integer(v)
