@@ -4,7 +4,8 @@
  * core.sql.open(engine, opts)              -> conn | nil, message
  *   opts: path, host, port, user, password, database, socket, params,
  *         read_only (default true), busy_timeout_ms, statement_timeout_ms,
- *         connect_timeout_s
+ *         connect_timeout_s, utc_offset_min (postgresql, mysql: the session's
+ *         time zone as a fixed offset, -1439..1439 minutes east of UTC; default 0)
  * conn:query(sql, params)                  -> cursor | nil, message
  *   params: a list (params.n when it holds nils) of nil/core.null, booleans,
  *   numbers and strings, bound to the statement's placeholders. When the driver
@@ -109,6 +110,7 @@ void bic_sql_read_options(lua_State *L, int t, bic_sql_options *o) {
     lua_pop(L, 1);
   }
   for (i = 0; ints[i] != NULL; i++) *islots[i] = (int)bic_opt_number(L, t, ints[i], 0, INT_MIN, INT_MAX);
+  o->utc_offset_min = (int)bic_opt_number(L, t, "utc_offset_min", 0, -1439, 1439);
   o->read_only = bic_opt_boolean(L, t, "read_only", 1);
 }
 

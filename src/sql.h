@@ -56,6 +56,7 @@ typedef struct bic_sql_options {
   int busy_timeout_ms;  /* sqlite busy timeout; 0: driver default */
   int statement_timeout_ms; /* 0: none */
   int connect_timeout_s;    /* 0: driver default */
+  int utc_offset_min;       /* postgresql, mysql: the session's zone, minutes east of UTC (0: UTC) */
 } bic_sql_options;
 
 typedef struct bic_sql_driver {

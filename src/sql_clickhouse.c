@@ -740,6 +740,16 @@ static const char *ch_coltype(void *cursor, int col) {
 
 static const char ZERO_DATETIME[] = "0000-00-00 00:00:00";
 
+/* The epoch is read as the reading of 86400 (1970-01-02 00:00:00 UTC) one day
+ * earlier: 18.x's formatDateTime of a time within the epoch's day is wrong in
+ * zones whose offset is not whole hours ("1970-01-01 05:86:00" in Asia/Kolkata,
+ * "1970-01-01 13:li:00" in America/St_Johns), and such a text is no time. The
+ * offsets are within a day, so the date read is 1970-01-01 or 1970-01-02. */
+static void day_before(char *text) {
+  if (strncmp(text, "1970-01-02", 10) == 0) memcpy(text, "1970-01-01", 10);
+  else if (strncmp(text, "1970-01-01", 10) == 0) memcpy(text, "1969-12-31", 10);
+}
+
 /* The reading of the Unix epoch in zone tz (asked once per connection and
  * zone), or NULL with err set. */
 static const char *zone_epoch0(ch_conn *cc, const char *tz, char *err, size_t errlen) {
@@ -754,7 +764,7 @@ static const char *zone_epoch0(ch_conn *cc, const char *tz, char *err, size_t er
   }
   bic_buffer_init(&q);
   bic_buffer_init(&out);
-  rc = bic_buffer_puts(&q, "SELECT formatDateTime(toDateTime(0), '%F %T', ") || bic_ch_quote(&q, tz, strlen(tz), '\'') ||
+  rc = bic_buffer_puts(&q, "SELECT formatDateTime(toDateTime(86400), '%F %T', ") || bic_ch_quote(&q, tz, strlen(tz), '\'') ||
        bic_buffer_puts(&q, ") FORMAT TSV") || bic_buffer_putc(&q, '\0');
   if (rc) snprintf(err, errlen, "out of memory");
   else rc = ask(cc, cc->side, !cc->side_used, 1, q.data, 30, &out, err, errlen);
@@ -776,6 +786,7 @@ static const char *zone_epoch0(ch_conn *cc, const char *tz, char *err, size_t er
   }
   memcpy(z->text, out.data, 19);
   z->text[19] = '\0';
+  day_before(z->text);
   bic_buffer_free(&out);
   z->next = cc->zones;
   cc->zones = z;
@@ -948,7 +959,7 @@ static const char *const PINNED[][2] = {{"output_format_tsv_null_representation"
                                         {"format_tsv_null_representation", "\\N"}};
 
 static const char OPEN_SQL[] =
-    "SELECT version(), timezone(), formatDateTime(toDateTime(0), '%F %T'), name, value FROM system.settings "
+    "SELECT version(), timezone(), formatDateTime(toDateTime(86400), '%F %T'), name, value FROM system.settings "
     "WHERE name IN ('readonly', 'max_execution_time', 'cancel_http_readonly_queries_on_client_close', "
     "'result_overflow_mode', 'read_overflow_mode', 'timeout_overflow_mode', 'group_by_overflow_mode', "
     "'sort_overflow_mode', 'set_overflow_mode', 'join_overflow_mode', 'transfer_overflow_mode', "
@@ -975,7 +986,10 @@ static int learn_server(ch_conn *cc, int statement_timeout_ms, char *err, size_t
   while ((rc = ch_step(cur, err, errlen)) == 1) {
     if (nset == 0) {
       snprintf(cc->version, sizeof cc->version, "%.*s", (int)cur->fl[0], cur->fs[0]);
-      if (cur->fl[2] == 19) snprintf(cc->epoch0, sizeof cc->epoch0, "%.*s", (int)cur->fl[2], cur->fs[2]);
+      if (cur->fl[2] == 19) {
+        snprintf(cc->epoch0, sizeof cc->epoch0, "%.*s", (int)cur->fl[2], cur->fs[2]);
+        day_before(cc->epoch0);
+      }
     }
     if (nset < 32) {
       snprintf(set[nset].name, sizeof set[nset].name, "%.*s", (int)cur->fl[3], cur->fs[3]);

@@ -5,7 +5,8 @@
  *   "key=value" options in opts->params: ssl (true: TLS required),
  *   ssl-ca, ssl-capath, ssl-cert, ssl-key, ssl-cipher, ssl-crl,
  *   ssl-verify-server-cert (true/false), tls-version; any other key is an error;
- * - session: utf8mb4, time_zone '+00:00' (TIMESTAMP columns come in UTC),
+ * - session: utf8mb4, time_zone '+00:00' (TIMESTAMP columns come in UTC; or the
+ *   fixed offset utc_offset_min),
  *   SET SESSION TRANSACTION READ ONLY (opts->read_only: every statement runs
  *   in a read-only transaction), max_statement_time (MariaDB) or
  *   max_execution_time (MySQL) from statement_timeout_ms;
@@ -214,7 +215,18 @@ static void *my_open(const bic_sql_options *o, char *err, size_t errlen) {
   mc->m = connect_handle(mc, err, errlen);
   if (!mc->m) { my_close(mc); return NULL; }
   mc->thread_id = mysql_thread_id(mc->m);
-  if (!run(mc, "SET time_zone = '+00:00'", err, errlen)) goto fail;
+  {
+    /* a fixed offset (datetime_offset): TIMESTAMP columns come, and compare
+     * with a literal, at it, as the answer says */
+    int off = o->utc_offset_min < 0 ? -o->utc_offset_min : o->utc_offset_min;
+    if (off > 1439) off = 0;
+    snprintf(sql, sizeof sql, "SET time_zone = '%c%02d:%02d'", o->utc_offset_min < 0 ? '-' : '+', off / 60, off % 60);
+    /* an offset the server refuses (MariaDB takes -12:59 to +13:00): UTC, as without one */
+    if (!run(mc, sql, err, errlen)) {
+      if (off == 0 || !run(mc, "SET time_zone = '+00:00'", err, errlen)) goto fail;
+      if (err && errlen) err[0] = '\0';
+    }
+  }
   if (o->read_only && !run(mc, "SET SESSION TRANSACTION READ ONLY", err, errlen)) goto fail;
   if (o->statement_timeout_ms > 0) {
     if (strstr(mysql_get_server_info(mc->m), "MariaDB"))

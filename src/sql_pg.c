@@ -4,7 +4,7 @@
  *   extra "key=value" of opts->params passed through to libpq (sslmode,
  *   sslrootcert, sslcert, sslkey, application_name, target_session_attrs, ...);
  *   an unknown key is libpq's own precise error;
- * - session: client_encoding UTF8, TimeZone UTC, DateStyle ISO, IntervalStyle
+ * - session: client_encoding UTF8, TimeZone UTC (or the fixed offset utc_offset_min), DateStyle ISO, IntervalStyle
  *   iso_8601 left alone, extra_float_digits 3 (exact doubles),
  *   default_transaction_read_only on (opts->read_only), statement_timeout;
  * - query: a SELECT (WITH, VALUES, TABLE) runs as a server-side cursor in a
@@ -150,12 +150,19 @@ static void *pg_open(const bic_sql_options *o, char *err, size_t errlen) {
     return NULL;
   }
   {
-    char sql[512];
+    char sql[512], zone[64];
     PGresult *r;
+    int off = o->utc_offset_min < 0 ? -o->utc_offset_min : o->utc_offset_min;
+    /* a fixed offset (datetime_offset): timestamptz is written, and compared
+     * with a literal, at it ("2025-05-31 17:01:55+02"), as the answer says */
+    if (off == 0 || off > 1439) snprintf(zone, sizeof zone, "SET TimeZone = 'UTC'");
+    else
+      snprintf(zone, sizeof zone, "SET TIME ZONE INTERVAL '%c%02d:%02d' HOUR TO MINUTE",
+               o->utc_offset_min < 0 ? '-' : '+', off / 60, off % 60);
     snprintf(sql, sizeof sql,
-             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; "
+             "%s; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 3; "
              "SET default_transaction_read_only = %s; SET statement_timeout = %d",
-             o->read_only ? "on" : "off", o->statement_timeout_ms > 0 ? o->statement_timeout_ms : 0);
+             zone, o->read_only ? "on" : "off", o->statement_timeout_ms > 0 ? o->statement_timeout_ms : 0);
     r = PQexec(pc->c, sql);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
       bic_sql_error(err, errlen, pc->password, "postgresql: cannot set up the session: ", PQerrorMessage(pc->c));
@@ -578,7 +585,8 @@ static void pg_value(void *cursor, int col, bic_sql_value *out) {
     out->i = s[0] == 't';
     return;
   case 1184:
-    /* TimeZone is UTC: drop the "+00" the server appends */
+    /* TimeZone is UTC: drop the "+00" the server appends (at a fixed offset
+     * the zone stays, "+02": the encoder keeps a value's own zone) */
     if (len > 3 && len < sizeof cur->buf && strcmp(s + len - 3, "+00") == 0) {
       memcpy(cur->buf, s, len - 3);
       cur->buf[len - 3] = '\0';

@@ -70,8 +70,13 @@ local function is_decimal(s)
   return i == #s + 1
 end
 
+-- A value as an error message shows it: a list or an object by what it is
+-- (tostring would show the answer a Lua address, "table: 0x5583984f0da0").
 local function show(v)
-  return shown(v) or tostring(v)
+  local s = shown(v)
+  if s then return s end
+  if type(v) == "table" then return is_list(v) and "a list" or "an object" end
+  return tostring(v)
 end
 
 local function as_integer(v)
@@ -340,6 +345,40 @@ end
 
 local parse_group
 
+-- A form's filter[2024]=5 arrives keyed by the integer 2024 (PHP's reading of
+-- a numeric key), JSON's {"2024": 5} by the text "2024": a field whose code is
+-- an integer's text is the same field under either key. The integer key is
+-- that field's when its value is one (null included), a list of values, or an
+-- operator object; any other object under it stays a nested group (also one
+-- keyed only by such fields, filter[0][2025]=1, which a PHP keyed array resembles).
+local function field_key(key, value, fields)
+  if type(key) ~= "number" then return key end
+  local text = key_text(key)
+  if not fields[text] then return key end
+  if type(value) ~= "table" or value == null then return text end
+  local values = is_list(value) and value
+  if not values then
+    values = as_list(value)
+    if values then
+      local group = true
+      for k in pairs(value) do
+        if not fields[key_text(k)] then group = false break end
+      end
+      if group then return key end
+    end
+  end
+  if values then
+    for _, v in ipairs(values) do
+      if type(v) == "table" and v ~= null then return key end -- a list of groups
+    end
+    return text
+  end
+  for k in pairs(value) do
+    if type(k) == "string" and k:lower() == "operator" then return text end
+  end
+  return key
+end
+
 -- The style recognizers, tried in order for every key/value of a group. Each
 -- returns a node, or false when the pair is not its style, or nil, err.
 -- A third style is one more entry here.
@@ -428,6 +467,7 @@ function parse_group(obj, ctx, where, depth)
       logic = l:lower()
     else
       local node, err
+      key = field_key(key, value, ctx.fields)
       for _, style in ipairs(_M.styles) do
         node, err = style.recognize(key, value, ctx, at)
         if node ~= false then break end

@@ -197,7 +197,15 @@ local function operand(q, node, declared, server_tz)
         and within(node, DATE_MIN .. " 00:00:00", DATE_MAX .. " 23:59:59") then
       return q
     end
-    return "formatDateTime(" .. q .. ", '%F %T'" .. (tz and (", " .. lit(tz)) or "") .. ")"
+    local zone = tz and (", " .. lit(tz)) or ""
+    -- 18.x writes a time within the epoch's day wrongly in a zone whose offset
+    -- is not whole hours (0 in Asia/Kolkata: "1970-01-01 05:86:00"): such a
+    -- time is read one day later, the day put back in the text (the driver
+    -- serves the zero time so too, src/sql_clickhouse.c)
+    local later = "formatDateTime(" .. q .. " + 86400, '%F %T'" .. zone .. ")"
+    return "if(toUInt32(" .. q .. ") < 86400, concat(multiIf(substring(" .. later .. ", 1, 10) = '1970-01-03', "
+      .. "'1970-01-02', substring(" .. later .. ", 1, 10) = '1970-01-02', '1970-01-01', '1969-12-31'), substring("
+      .. later .. ", 11)), formatDateTime(" .. q .. ", '%F %T'" .. zone .. "))"
   end
   return q
 end

@@ -266,8 +266,12 @@ local function ascii_lower(s)
   return (s:gsub("[A-Z]", function(c) return string.char(c:byte() + 32) end))
 end
 
+-- `?` is one character: a UTF-8 one with its continuation bytes (С of
+-- Сделки is two bytes), as `*` is any run of them.
+local ONE_CHARACTER = "[\1-\127\192-\255][\128-\191]*"
+
 local function glob_pattern(glob)
-  local p = ascii_lower(glob):gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".")
+  local p = ascii_lower(glob):gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ONE_CHARACTER)
   return "^" .. p .. "$"
 end
 
@@ -329,8 +333,23 @@ end
 --   answer, default 240). thread_pool, an option of earlier versions, is
 --   accepted and has no effect: every query runs on a thread of its own.
 --   datetime_offset (true or "+HH:MM": datetimes answered with an offset, as the
---   connector definition's option; PostgreSQL reads timestamptz in UTC, so true
---   makes them exact instants, 2024-08-30T10:19:57+00:00).
+--   connector definition's option; PostgreSQL's timestamptz and MySQL's TIMESTAMP
+--   are read at that offset (UTC for true), so they are exact instants,
+--   2024-08-30T12:19:57+02:00).
+-- A query's text as the inside of a derived table "(...) AS bic_query": as a
+-- console takes it, a trailing ";" (and white space) ends the statement, not
+-- part of it, and a trailing "-- comment" ends at the line's end, not at the
+-- ")" after it (both were a syntax error at every request).
+local function as_subquery(sql)
+  local n = #sql
+  while n > 0 do
+    local b = sql:byte(n)
+    if b ~= 59 and b ~= 32 and (b < 9 or b > 13) then break end -- ";", space, \t\n\v\f\r
+    n = n - 1
+  end
+  return sql:sub(1, n) .. "\n"
+end
+
 local function positive(opts, k, integer)
   local v = opts[k]
   if v == nil then return nil end
@@ -349,6 +368,12 @@ function _M.source(opts)
   for _, k in ipairs({ "busy_timeout_ms", "statement_timeout_ms", "connect_timeout_s" }) do
     if opts[k] ~= nil then open_opts[k] = opts[k] end
   end
+  -- datetime_offset "+HH:MM": PostgreSQL's and MySQL's sessions run at that
+  -- offset, so that a timestamptz / TIMESTAMP (an instant) is written at it, as
+  -- the answer labels it, and a filter compares it there; true and "Z" keep UTC
+  local sign, hh, mm
+  if type(opts.datetime_offset) == "string" then sign, hh, mm = opts.datetime_offset:match("^([+-])(%d%d):(%d%d)$") end
+  if sign then open_opts.utc_offset_min = (sign == "-" and -1 or 1) * (tonumber(hh) * 60 + tonumber(mm)) end
   -- a title /table_list answers must not be empty: Bitrix24 refuses the whole list
   -- nor "0": Bitrix24 reads it as empty (PHP's empty(), docs/database.md)
   local function title_error(where, title)
@@ -361,11 +386,12 @@ function _M.source(opts)
         where, type(title) == "string" and format("%q", title) or tostring(title)), 3)
     end
   end
-  local queries = opts.queries or {}
-  for code, q in pairs(queries) do
+  local queries = {}
+  for code, q in pairs(opts.queries or {}) do
     if type(code) ~= "string" or type(q) ~= "table" or type(q.sql) ~= "string" then
       error("biconnector.sql.source: queries must map a table code to {sql = \"SELECT ...\", title = ...}", 2)
     end
+    queries[code] = { sql = as_subquery(q.sql), title = q.title }
     if code == "" then error('biconnector.sql.source: queries: a table code must be a non-empty string, got ""', 2) end
     if code == "0" then
       error('biconnector.sql.source: queries: a table code must be a non-empty string other than "0" '
@@ -736,13 +762,22 @@ function Source:describe(code)
       end
       if why then
         -- no request could name it (request.decode refuses such a code), or
-        -- Bitrix24 refuses a description holding it (an empty or "0" code or name)
-        if not self:warned("column\0" .. code .. "\0" .. f.code) then
+        -- Bitrix24 refuses a description holding it (an empty or "0" code or name);
+        -- the column named as the database names it (a rename in fields may be the cause)
+        if not self:warned("column\0" .. code .. "\0" .. col.name) then
           self.log("warn", format("table %s: column %s is not served: its %s (fields can rename it)",
-            show_name(code), show_name(f.code), why))
+            show_name(code), show_name(col.name), why))
         end
-      elseif not seen[f.code] then
-        seen[f.code] = true
+      elseif seen[f.code] then
+        -- one code, two columns (a rename onto another column's code, a query
+        -- naming two columns alike): the first is served, never silently
+        if not self:warned("column\0" .. code .. "\0" .. col.name) then
+          self.log("warn", format("table %s: column %s is not served: its code %s is already column %s's "
+            .. "(fields can rename or leave out either)", show_name(code), show_name(col.name), show_name(f.code),
+            show_name(seen[f.code])))
+        end
+      else
+        seen[f.code] = col.name
         fields[#fields + 1] = f
       end
     end
@@ -962,6 +997,10 @@ function _M.connector(opts)
   if title == nil then
     title = (opts.url or ""):gsub("^(%a[%w+.-]*://)[^/]*@", "%1"):match("([^/]+)$") or src:display()
     title = title:gsub("%?.*$", ""):gsub("%.[%w]+$", "")
+    -- the name, not its URL spelling: sqlite:///srv/my%20shop.db is "my shop"
+    -- (kept escaped when the bytes it spells are no UTF-8 text)
+    local name = title:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+    if not name:find("[%z\1-\31\127]") and core.json.encode(name) then title = name end
     if title == "" then title = "Database" end
   end
   local def = {
