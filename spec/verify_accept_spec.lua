@@ -11,12 +11,7 @@ local R = require "verify_report"
 local assert_line, cli = R.assert_line, R.cli
 
 describe("biconnector verify against hostile connectors", function()
-  local server, base
-  setup(function()
-    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
-    base = "http://127.0.0.1:" .. server.port .. "/"
-  end)
-  teardown(function() S.stop(server) end)
+  local F = R.fixture("spec/verify_hostile_server.lua")
 
   local function run(mode, opts)
     opts = opts or {}
@@ -24,7 +19,7 @@ describe("biconnector verify against hostile connectors", function()
     opts.allow_local = true
     opts.timeout = opts.timeout or 5
     opts.tables = opts.tables or { "items" }
-    return verify.run(base .. mode, opts)
+    return verify.run(F.base .. mode, opts)
   end
 
   local function assert_clean(report)
@@ -32,7 +27,7 @@ describe("biconnector verify against hostile connectors", function()
   end
 
   it("passes the good connector clean, every table, from the command line (exit 0)", function()
-    local rc, out = cli({ base .. "good", "--setting", "token=s3cret", "--allow-local" })
+    local rc, out = cli({ F.base .. "good", "--setting", "token=s3cret", "--allow-local" })
     assert.equal(0, rc, out)
     assert.matches("Summary: %d+ PASS, 0 WARN, 0 FAIL, 0 SKIP %-> conforms\n", out)
   end)
@@ -107,16 +102,11 @@ describe("biconnector verify against hostile connectors", function()
 end)
 
 describe("biconnector verify on a description with a code described twice", function()
-  local server, base
-  setup(function()
-    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
-    base = "http://127.0.0.1:" .. server.port .. "/"
-  end)
-  teardown(function() S.stop(server) end)
+  local F = R.fixture("spec/verify_hostile_server.lua")
 
   it("reports the repeated code once and keeps its first description (no select of one code twice)", function()
     -- the description: id int, name string, id datetime; the data header: id, name, at
-    local report = verify.run(base .. "desc_dup", { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
+    local report = verify.run(F.base .. "desc_dup", { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
     assert.is_false(report.ok)
     assert_line(report, "FAIL", '^table_description items: field 3: code "id" is described twice')
     local text = verify.format(report)
@@ -128,17 +118,12 @@ describe("biconnector verify on a description with a code described twice", func
 end)
 
 describe("biconnector verify on rows of the wrong width", function()
-  local server, base
-  setup(function()
-    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
-    base = "http://127.0.0.1:" .. server.port .. "/"
-  end)
-  teardown(function() S.stop(server) end)
+  local F = R.fixture("spec/verify_hostile_server.lua")
 
   it("counts the rows an answer holds, not the well-formed ones, when comparing answers", function()
     -- every answer's first row is one cell short: limit 5 gave 5 rows, the whole table 8
     for _, mode in ipairs({ "short_row", "long_row" }) do
-      local report = verify.run(base .. mode, { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
+      local report = verify.run(F.base .. mode, { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
       assert.is_false(report.ok)
       assert_line(report, "FAIL", "^data items %(no limit%): row 1 has %d cells, the header has 3")
       local text = verify.format(report)
@@ -149,15 +134,10 @@ describe("biconnector verify on rows of the wrong width", function()
 end)
 
 describe("biconnector verify with settings the connector refuses", function()
-  local server, base
-  setup(function()
-    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
-    base = "http://127.0.0.1:" .. server.port .. "/"
-  end)
-  teardown(function() S.stop(server) end)
+  local F = R.fixture("spec/verify_hostile_server.lua")
 
   it("says the given settings are refused, and does not PASS a refusal of mangled ones (exit 1)", function()
-    local rc, out = cli({ base .. "good", "--setting", "token=nope", "--allow-local" })
+    local rc, out = cli({ F.base .. "good", "--setting", "token=nope", "--allow-local" })
     assert.equal(1, rc, out)
     assert.matches('FAIL  check: HTTP status 403, expected 200 %(Bitrix24 reads any other status as "connection '
       .. 'unavailable"%): {"error":"wrong token"} %(the connector refuses the settings given: token; check the '
@@ -168,7 +148,7 @@ describe("biconnector verify with settings the connector refuses", function()
   end)
 
   it("does not PASS a refusal of mangled settings when check refuses every request", function()
-    local report = verify.run(base .. "json_only", { settings = { token = "s3cret" }, allow_local = true })
+    local report = verify.run(F.base .. "json_only", { settings = { token = "s3cret" }, allow_local = true })
     assert.is_false(report.ok)
     assert_line(report, "SKIP", "^wrong credentials: check refused the settings given %(HTTP 400%)")
     for _, c in ipairs(report.checks) do
@@ -223,16 +203,11 @@ describe("biconnector verify --timeout", function()
 end)
 
 describe("biconnector verify table_list search with one table", function()
-  local server, base
-  setup(function()
-    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
-    base = "http://127.0.0.1:" .. server.port .. "/"
-  end)
-  teardown(function() S.stop(server) end)
+  local F = R.fixture("spec/verify_hostile_server.lua")
 
   it("does not claim the search was filtered when no listed table could be left out", function()
     -- a connector listing one table whatever the searchString: filtering cannot be seen
-    local report = verify.run(base .. "one_table", { settings = { token = "s3cret" }, allow_local = true })
+    local report = verify.run(F.base .. "one_table", { settings = { token = "s3cret" }, allow_local = true })
     assert.is_true(report.ok, verify.format(report))
     assert_line(report, "PASS", '^table_list search: searchString "items" %-> 1 table%(s%); every listed table holds it, '
       .. "so whether the endpoint filters is not tested$")
@@ -260,16 +235,11 @@ describe("biconnector verify --body json with text that is not UTF-8", function(
 end)
 
 describe("biconnector verify with an endpoint that refuses the right settings", function()
-  local server, base
-  setup(function()
-    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
-    base = "http://127.0.0.1:" .. server.port .. "/"
-  end)
-  teardown(function() S.stop(server) end)
+  local F = R.fixture("spec/verify_hostile_server.lua")
 
   it("does not PASS that endpoint's refusal of mangled settings", function()
     for _, c in ipairs({ { "list403", "table_list" }, { "data403", "data items" } }) do
-      local report = verify.run(base .. c[1], { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
+      local report = verify.run(F.base .. c[1], { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
       assert.is_false(report.ok)
       assert_line(report, "PASS", "^wrong credentials %(token mangled%): refused with HTTP 403")
       assert_line(report, "SKIP", "^wrong credentials " .. c[2] .. " %(token mangled%): it refused the settings given too "
@@ -316,16 +286,11 @@ describe("biconnector verify address check on other spellings of local addresses
 end)
 
 describe("biconnector verify on a list of 10,000 tables", function()
-  local server, base
-  setup(function()
-    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
-    base = "http://127.0.0.1:" .. server.port .. "/"
-  end)
-  teardown(function() S.stop(server) end)
+  local F = R.fixture("spec/verify_hostile_server.lua")
 
   it("picks its search string without comparing every table with every other (it took ~40 s)", function()
     local started = require("biconnector.core").http.now()
-    local report = verify.run(base .. "many_tables", { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
+    local report = verify.run(F.base .. "many_tables", { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
     local seconds = require("biconnector.core").http.now() - started
     assert.is_true(report.ok, verify.format(report))
     assert_line(report, "PASS", "^table_list: 10003 table%(s%)")
@@ -335,12 +300,7 @@ describe("biconnector verify on a list of 10,000 tables", function()
 end)
 
 describe("biconnector verify on a big table whose every row is wrong", function()
-  local server, base
-  setup(function()
-    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_hostile_server.lua")
-    base = "http://127.0.0.1:" .. server.port .. "/"
-  end)
-  teardown(function() S.stop(server) end)
+  local F = R.fixture("spec/verify_hostile_server.lua")
 
   it("keeps the lines it prints, not one message per bad cell (300,000 rows took ~240 MB, now ~90)", function()
     -- in a child process, to read its peak memory: verify.run, then VmHWM
@@ -350,7 +310,7 @@ describe("biconnector verify on a big table whose every row is wrong", function(
       local report = verify.run(%q, { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
       local status = io.open("/proc/self/status"):read("*a")
       io.write(verify.format(report), "peak ", status:match("VmHWM:%%s*(%%d+)"), "\n")
-    ]]):format(base .. "big_string_ids"))
+    ]]):format(F.base .. "big_string_ids"))
     local rc, out, err = helpers.run3(S.shell_quote(helpers.runtime) .. " " .. script)
     os.remove(script)
     assert.equal(0, rc, err)

@@ -1,5 +1,5 @@
--- What spec/verify_spec.lua and spec/verify_review_spec.lua read from a
--- verify report, and the command line they run.
+-- What the verify specs read from a verify report, the command line they
+-- run, and their fixture connectors.
 local helpers = require "helpers"
 local S = require "serve_helpers"
 local verify = require "biconnector.verify"
@@ -25,6 +25,20 @@ end
 function _M.assert_line(report, level, pattern)
   local ok, why = _M.has_line(report, level, pattern)
   if not ok then error(why, 2) end
+end
+
+-- A fixture connector (a spec/ script that serves its modes under the URL's
+-- path) for the enclosing describe block: started in its setup, stopped in its
+-- teardown. -> a table whose base ("http://127.0.0.1:PORT/") setup sets.
+function _M.fixture(script)
+  local busted = require "busted" -- (setup and teardown live in the spec files' environment)
+  local f = {}
+  busted.setup(function()
+    f.server = S.start(S.shell_quote(helpers.runtime) .. " " .. script)
+    f.base = "http://127.0.0.1:" .. f.server.port .. "/"
+  end)
+  busted.teardown(function() if f.server then S.stop(f.server) end end)
+  return f
 end
 
 -- Runs `biconnector verify ARGS` as a subprocess; returns exit code, stdout, stderr.

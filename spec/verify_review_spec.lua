@@ -2,8 +2,6 @@
 -- pass (or report as a WARN, exit 0), a --json report it could not print, and
 -- a hung data endpoint that cost one timeout per request. Against the
 -- hand-written connector of spec/verify_fixture_server.lua (modes in the URL).
-local helpers = require "helpers"
-local S = require "serve_helpers"
 local verify = require "biconnector.verify"
 local json = require "biconnector.json"
 
@@ -16,23 +14,18 @@ local function utf8_ok(s)
 end
 
 describe("biconnector verify review", function()
-  local server, base
-  setup(function()
-    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_fixture_server.lua")
-    base = "http://127.0.0.1:" .. server.port .. "/"
-  end)
-  teardown(function() S.stop(server) end)
+  local F = R.fixture("spec/verify_fixture_server.lua")
 
   local function run(mode, opts)
     opts = opts or {}
     opts.settings = opts.settings or { token = "s3cret" }
     opts.allow_local = true
     opts.tables = opts.tables or { "items" }
-    return verify.run(base .. mode, opts)
+    return verify.run(F.base .. mode, opts)
   end
 
   it("prints a --json report for an answer that is not UTF-8 (bytes shown as \\xNN, control characters too)", function()
-    local rc, out, err = cli({ base .. "bad_utf8", "--setting", "token=s3cret", "--table", "items", "--allow-local", "--json" })
+    local rc, out, err = cli({ F.base .. "bad_utf8", "--setting", "token=s3cret", "--table", "items", "--allow-local", "--json" })
     assert.equal(1, rc, err)
     local report = assert(json.decode(out), "not JSON: " .. out .. err)
     local found
@@ -41,7 +34,7 @@ describe("biconnector verify review", function()
     end
     assert.matches("the answer is not JSON", found)
     assert.matches("<html>\\xff\\xfe \\x01\\x1b[31m</html>", found, 1, true)
-    rc, out = cli({ base .. "bad_utf8", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
+    rc, out = cli({ F.base .. "bad_utf8", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
     assert.equal(1, rc)
     assert.is_true(utf8_ok(out))
     assert.is_nil(out:find("\27", 1, true)) -- no escape sequence reaches the terminal
@@ -51,13 +44,13 @@ describe("biconnector verify review", function()
     local report = run("cyrillic")
     assert_line(report, "FAIL", '^data items %(limit 5%): row 1, field id: int value must be a JSON integer, got "идентификатор')
     for _, c in ipairs(report.checks) do assert(utf8_ok(c.message), c.message) end
-    local rc, out = cli({ base .. "cyrillic", "--setting", "token=s3cret", "--table", "items", "--allow-local", "--json" })
+    local rc, out = cli({ F.base .. "cyrillic", "--setting", "token=s3cret", "--table", "items", "--allow-local", "--json" })
     assert.equal(1, rc)
     assert.is_table(json.decode(out))
   end)
 
   it("keeps a --table code that is not UTF-8 printable as JSON", function()
-    local rc, out = cli({ base .. "good", "--setting", "token=s3cret", "--table", "it\255ms", "--allow-local", "--json" })
+    local rc, out = cli({ F.base .. "good", "--setting", "token=s3cret", "--table", "it\255ms", "--allow-local", "--json" })
     assert.equal(1, rc)
     local report = assert(json.decode(out))
     assert.matches('table_list: --table "it\\xffms" is not in the table list', table.concat(lines(report, "WARN"), "\n"), 1, true)
@@ -76,7 +69,7 @@ describe("biconnector verify review", function()
   end)
 
   it("fails a connector that accepts any credentials (exit 1)", function()
-    local rc, out = cli({ base .. "open", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
+    local rc, out = cli({ F.base .. "open", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
     assert.equal(1, rc, out)
     assert.matches("FAIL  wrong credentials %(token mangled%): check answered 200 with setting token changed: wrong "
       .. "credentials are accepted %(the connector must check the connection values", out)
@@ -96,7 +89,7 @@ describe("biconnector verify review", function()
   end)
 
   it("fails a connector that ignores the filter (exit 1)", function()
-    local rc, out = cli({ base .. "ignore_filter", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
+    local rc, out = cli({ F.base .. "ignore_filter", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
     assert.equal(1, rc, out)
     assert.matches("FAIL  data items %(filter%[=id%]=1%): 4 of 5 row%(s%) do not have id = 1: the filter seems ignored", out)
   end)
@@ -130,7 +123,7 @@ describe("biconnector verify review", function()
     assert.is_true(report.ok, verify.format(report))
     -- the field is still a column of the data answers; its values go unchecked
     assert_line(report, "PASS", "^data items %(limit 5%): 5 row%(s%) of 5 field%(s%)")
-    local rc, out = cli({ base .. "odd_type", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
+    local rc, out = cli({ F.base .. "odd_type", "--setting", "token=s3cret", "--table", "items", "--allow-local" })
     assert.equal(0, rc, out)
     assert.matches('WARN  table_description items: field 3 %(price%): type "currency"', out)
   end)

@@ -175,17 +175,12 @@ describe("biconnector verify on a table of 64-bit integer extremes", function()
 end)
 
 describe("biconnector verify against broken connectors", function()
-  local server, base
-  setup(function()
-    server = S.start(S.shell_quote(helpers.runtime) .. " spec/verify_fixture_server.lua")
-    base = "http://127.0.0.1:" .. server.port .. "/"
-  end)
-  teardown(function() S.stop(server) end)
+  local F = R.fixture("spec/verify_fixture_server.lua")
 
   local function run(mode, opts)
     opts = opts or {}
     opts.settings = opts.settings or { token = "s3cret" }
-    return verify.run(base .. mode, opts)
+    return verify.run(F.base .. mode, opts)
   end
 
   it("the fixture's conforming mode passes clean, in both bodies", function()
@@ -228,7 +223,7 @@ describe("biconnector verify against broken connectors", function()
   end
 
   it("reports several deviations of one connector from the command line (exit 1)", function()
-    local rc, out = cli({ base .. "empty_code+unknown_type+ragged+ignore_limit+bad_values+open", "--setting", "token=s3cret",
+    local rc, out = cli({ F.base .. "empty_code+unknown_type+ragged+ignore_limit+bad_values+open", "--setting", "token=s3cret",
       "--table", "items" })
     assert.equal(1, rc)
     for _, pattern in ipairs({
@@ -260,7 +255,7 @@ describe("biconnector verify against broken connectors", function()
     assert_line(report, "FAIL", "^time table_list: the slowest answer took %d%.%d s, over the 0%.2 s Bitrix24 waits: it would report the connection unavailable")
     assert.is_false((has_line(report, "FAIL", "^time check")))
     assert.is_false(report.ok)
-    local rc, out = cli({ base .. "slow", "--setting", "token=s3cret", "--table", "people", "--budget", "0.2" })
+    local rc, out = cli({ F.base .. "slow", "--setting", "token=s3cret", "--table", "people", "--budget", "0.2" })
     assert.equal(1, rc)
     assert.matches("FAIL  time table_list: the slowest answer took %d%.%d s", out)
   end)
