@@ -7,16 +7,8 @@ local S = require "serve_helpers"
 local A = require "app_helpers"
 local helpers = require "helpers"
 
--- `biconnector login ARGS` with the token file and credentials, bounded:
--- -> exit code, output
-local function login(dir, args)
-  local cmd = ("BITRIX24_TOKENS_FILE=%s BITRIX24_CLIENT_ID=local.test.app BITRIX24_CLIENT_SECRET=appsecret timeout 20 %s bin/biconnector login %s 2>&1; echo \"rc=$?\"")
-    :format(S.shell_quote(dir .. "/tokens.json"), helpers.runtime, args)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return tonumber(out:match("rc=(%d+)%s*$")), out
-end
+-- `biconnector login ARGS` with the token file and credentials: -> exit code, output
+local function login(dir, args) return A.cli(dir, "login " .. args, true) end
 
 describe("serve --app, accepted as Bitrix24 drives it", function()
   local world, dir, cert, key, db, portal

@@ -137,4 +137,18 @@ function A.world()
   return w, w.dir, w.cert, w.key, w.db, w.portal
 end
 
+-- `biconnector ARGS` (a command line's text) on the token file in dir, as an
+-- operator runs it, bounded to 20 s; with_credentials: the application's
+-- client_id/client_secret in the environment too. -> exit code, output
+function A.cli(dir, args, with_credentials)
+  local cmd = ("BITRIX24_TOKENS_FILE=%s %stimeout 20 %s bin/biconnector %s 2>&1; echo \"rc=$?\"")
+    :format(S.shell_quote(dir .. "/tokens.json"),
+      with_credentials and "BITRIX24_CLIENT_ID=local.test.app BITRIX24_CLIENT_SECRET=appsecret " or "",
+      helpers.runtime, args)
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  p:close()
+  return tonumber(out:match("rc=(%d+)%s*$")), out
+end
+
 return A

@@ -8,18 +8,10 @@
 -- any more until someone reinstalled.
 local S = require "serve_helpers"
 local A = require "app_helpers"
-local helpers = require "helpers"
 local cjson = require "cjson"
 
 -- `biconnector call METHOD` on the token store, as an operator would: -> exit code, output
-local function call(dir, method)
-  local cmd = ("BITRIX24_TOKENS_FILE=%s timeout 20 %s bin/biconnector call %s 2>&1; echo \"rc=$?\"")
-    :format(S.shell_quote(dir .. "/tokens.json"), helpers.runtime, method)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return tonumber(out:match("rc=(%d+)%s*$")), out
-end
+local function call(dir, method) return A.cli(dir, "call " .. method) end
 
 -- A callback anyone can send: the installed portal's domain, endpoint and
 -- member_id, with made-up tokens.
