@@ -187,9 +187,28 @@ describe("biconnector serve DATABASE-URL: start-up rules", function()
     local rc, out = serve({ "sqlite://" .. db, "--token-file", dir .. "/none" })
     assert.equals(1, rc)
     assert.matches("%-%-token%-file: .*No such file", out)
-    rc, out = serve({ "examples/minimal.lua", "--no-auth" })
-    assert.equals(1, rc)
-    assert.matches("apply to a database URL, not to a connector file", out)
+  end)
+
+  -- docs/serve.md: "Usage errors go to stderr with exit code 2"; these are wrong on
+  -- the command line alone, before any file or database is opened.
+  it("answers the database options on a connector file, and --no-auth with --token-file, as usage errors", function()
+    for _, opt in ipairs({ { "--no-auth" }, { "--tables", "x" }, { "--token-file", "/nonexistent" },
+        { "--pool-size", "2" }, { "--pool-wait", "1" }, { "--answer-timeout", "9" } }) do
+      local args = { "examples/minimal.lua", "--listen", "127.0.0.1:0" }
+      for _, a in ipairs(opt) do args[#args + 1] = a end
+      local rc, out = serve(args)
+      assert.equals(2, rc, opt[1])
+      assert.matches("apply to a database URL, not to a connector file", out, 1, true)
+      assert.matches("(see biconnector serve --help)", out, 1, true)
+    end
+    local token = dir .. "/usage-token"
+    local f = assert(io.open(token, "w"))
+    f:write("t\n")
+    f:close()
+    local rc, out = serve({ "sqlite://" .. db, "--listen", "127.0.0.1:0", "--token-file", token, "--no-auth" })
+    assert.equals(2, rc)
+    assert.matches("--no-auth with a token", out, 1, true)
+    assert.matches("(see biconnector serve --help)", out, 1, true)
   end)
 
   it("takes the token from --token-file, and serves only the --tables globs", function()

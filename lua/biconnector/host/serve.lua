@@ -146,6 +146,10 @@ local function app_usage(o)
   return nil
 end
 
+local DB_ONLY = "--tables, --token-file, --no-auth, --pool-size, --pool-wait and --answer-timeout apply to a "
+  .. "database URL, not to a connector file (a connector file passes them to biconnector.sql itself)"
+local NO_AUTH_TOKEN = "--no-auth with a token (BICONNECTOR_TOKEN or --token-file): choose one"
+
 -- args (after "serve") -> options | nil, err
 function _M.parse_args(args)
   local o = { host = "127.0.0.1", port = 8080, workers = _M.default_workers(), prefix = "" }
@@ -235,6 +239,12 @@ function _M.parse_args(args)
   if o.answer_budget and o.answer_budget < 65536 then
     return nil, "--answer-budget expects at least 65536 bytes"
   end
+  -- wrong on the command line alone: usage errors (exit 2), before anything is opened
+  local db_only = o.tables or o.token_file or o.no_auth or o.pool_size or o.pool_wait or o.answer_timeout
+  if db_only and not sql.is_url(o.file) and not o.file:match("^%a[%w+.-]*://") then
+    return nil, DB_ONLY
+  end
+  if o.no_auth and o.token_file then return nil, NO_AUTH_TOKEN end
   if o.allow_hosts and not (o.no_auth or o.dev) then
     return nil, "--allow-host applies with --no-auth or --dev (the Host rule of docs/security.md)"
   end
@@ -374,8 +384,7 @@ function _M.load_connector(o)
     local f = o.file:match("^%a[%w+.-]*://") and io.open(o.file, "rb")
     if f then f:close() elseif o.file:match("^%a[%w+.-]*://") then error(select(2, sql.parse_url(o.file)), 0) end
     if o.tables or o.token_file or o.no_auth or o.pool_size or o.pool_wait or o.answer_timeout then
-      error("--tables, --token-file, --no-auth, --pool-size, --pool-wait and --answer-timeout apply to a "
-        .. "database URL, not to a connector file (a connector file passes them to biconnector.sql itself)", 0)
+      error(DB_ONLY, 0) -- a file whose name looks like a URL (parse_args lets those by)
     end
     return connector_mod.load(o.file)
   end
@@ -391,7 +400,7 @@ function _M.load_connector(o)
     token = os.getenv("BICONNECTOR_TOKEN")
     if token == "" then token = nil end
   end
-  if token and o.no_auth then error("--no-auth with a token (BICONNECTOR_TOKEN or --token-file): choose one", 0) end
+  if token and o.no_auth then error(NO_AUTH_TOKEN, 0) end
   o.token = token -- for the --dev link
   return sql.serve_connector(o.file, { tables = o.tables, token = token, no_auth = o.no_auth, log = connector_log,
     pool_size = o.pool_size, pool_wait = o.pool_wait, answer_timeout = o.answer_timeout })
