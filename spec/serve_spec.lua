@@ -157,6 +157,24 @@ describe("biconnector serve command line", function()
     assert.matches("unknown option '%-%-frobnicate'", out)
   end)
 
+  -- A value core.server would refuse is a usage error here, before the banner: it was
+  -- refused by each worker after "listening on", and with --workers 2 the master
+  -- restarted the failing workers for ever.
+  it("refuses out-of-range numbers as usage errors before it listens", function()
+    for _, case in ipairs({ { "--connections", "0", "at least 1" }, { "--timeout", "100000", "at most 86400" },
+        { "--request-timeout", "86401", "at most 86400" }, { "--per-address", "2000000", "at most 1000000" },
+        { "--grace", "1e7", "at most 1000000" }, { "--max-body", "1e13", "at most 1000000000000" },
+        { "--max-bodies", "1e13", "at most 1000000000000" } }) do
+      local p = io.popen("timeout 20 " .. S.serve_command({ DEMO, "--listen", "127.0.0.1:0", "--workers", "2",
+        case[1], case[2] }) .. " 2>&1; echo \"rc=$?\"")
+      local out = p:read("*a")
+      p:close()
+      assert.equals(2, tonumber(out:match("rc=(%d+)%s*$")), out)
+      assert.matches(case[1] .. " expects a number " .. case[3], out, 1, true)
+      assert.is_nil(out:find("listening on", 1, true))
+    end
+  end)
+
   it("prints its help and exits 0", function()
     local code, out = run({ "--help" })
     assert.equals(0, code)

@@ -154,13 +154,15 @@ local NO_AUTH_TOKEN = "--no-auth with a token (BICONNECTOR_TOKEN or --token-file
 function _M.parse_args(args)
   local o = { host = "127.0.0.1", port = 8080, workers = _M.default_workers(), prefix = "" }
   for k, v in pairs(_M.LIMITS) do o[k] = v end
+  -- { key, integer [, least, most] }: the bounds are core.server's (src/http_server.c), so
+  -- that a value it would refuse in every worker is a usage error here
   local numeric = {
-    ["--workers"] = { "workers", true }, ["--max-body"] = { "max_body", true },
-    ["--timeout"] = { "timeout", false }, ["--connections"] = { "connections", true },
-    ["--grace"] = { "grace", false },
+    ["--workers"] = { "workers", true }, ["--max-body"] = { "max_body", true, 0, 1e12 },
+    ["--timeout"] = { "timeout", false, 0, 86400 }, ["--connections"] = { "connections", true, 1, 1e6 },
+    ["--grace"] = { "grace", false, 0, 1e6 },
     -- the limits of docs/security.md, "The built-in server"
-    ["--max-bodies"] = { "max_bodies", true }, ["--request-timeout"] = { "request_timeout", false },
-    ["--per-address"] = { "per_address", true },
+    ["--max-bodies"] = { "max_bodies", true, 0, 1e12 }, ["--request-timeout"] = { "request_timeout", false, 0, 86400 },
+    ["--per-address"] = { "per_address", true, 0, 1e6 },
     -- the database's connections and answers (docs/database.md, "Connections")
     ["--pool-size"] = { "pool_size", true }, ["--pool-wait"] = { "pool_wait", false },
     ["--answer-timeout"] = { "answer_timeout", false }, ["--answer-budget"] = { "answer_budget", true },
@@ -218,8 +220,11 @@ function _M.parse_args(args)
     elseif numeric[name] then
       local v = value()
       if not v then return nil, name .. " needs a value" end
-      local n, err = positive_number(name, v, numeric[name][2])
+      local spec = numeric[name]
+      local n, err = positive_number(name, v, spec[2])
       if not n then return nil, err end
+      if spec[3] and n < spec[3] then return nil, format("%s expects a number at least %d, got '%s'", name, spec[3], v) end
+      if spec[4] and n > spec[4] then return nil, format("%s expects a number at most %d, got '%s'", name, spec[4], v) end
       o[numeric[name][1]] = n
     elseif a:match("^%-") then
       return nil, format("unknown option '%s'", a)
