@@ -173,6 +173,13 @@ describe("biconnector serve command line", function()
       assert.matches(case[1] .. " expects a number " .. case[3], out, 1, true)
       assert.is_nil(out:find("listening on", 1, true))
     end
+    -- the database's (core.sql's bounds), checked before the database is opened
+    for _, case in ipairs({ { "--pool-size", "1001", "at most 1000" }, { "--pool-wait", "1e8", "at most 10000000" },
+        { "--answer-timeout", "1e8", "at most 10000000" }, { "--answer-budget", "1e14", "at most 10000000000000" } }) do
+      local code, out = run({ "sqlite:///nonexistent/x.db", "--no-auth", "--listen", "127.0.0.1:0", case[1], case[2] })
+      assert.equals(2, code, out)
+      assert.matches(case[1] .. " expects a number " .. case[3], out, 1, true)
+    end
   end)
 
   it("prints its help and exits 0", function()

@@ -164,8 +164,10 @@ function _M.parse_args(args)
     ["--max-bodies"] = { "max_bodies", true, 0, 1e12 }, ["--request-timeout"] = { "request_timeout", false, 0, 86400 },
     ["--per-address"] = { "per_address", true, 0, 1e6 },
     -- the database's connections and answers (docs/database.md, "Connections")
-    ["--pool-size"] = { "pool_size", true }, ["--pool-wait"] = { "pool_wait", false },
-    ["--answer-timeout"] = { "answer_timeout", false }, ["--answer-budget"] = { "answer_budget", true },
+    -- (bounds: core.sql's, src/sql_job.c)
+    ["--pool-size"] = { "pool_size", true, 0, 1000 }, ["--pool-wait"] = { "pool_wait", false, 0, 1e7 },
+    ["--answer-timeout"] = { "answer_timeout", false, 0, 1e7 },
+    ["--answer-budget"] = { "answer_budget", true, 0, 1e13 },
   }
   local i = 1
   while i <= #args do
