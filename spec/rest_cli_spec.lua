@@ -61,6 +61,19 @@ describe("biconnector call", function()
     assert.equal(2, code)
   end)
 
+  -- `call METHOD [JSON] [--all] [--raw]`: an option it does not know (a typo of --all)
+  -- was taken for the METHOD, or for JSON and refused as a bad number.
+  it("refuses an unknown option as such (exit 2, nothing sent)", function()
+    local before = portal:stats().stats.http_requests
+    for _, args in ipairs({ "profile --alll", "--raw2 profile", "crm.deal.list '{}' --bogus" }) do
+      local out, code = run(runtime_env("BITRIX24_WEBHOOK=" .. portal.webhook), args)
+      assert.equal(2, code, out)
+      assert.matches("biconnector call: unknown option '%-%-%a+%d?'", out)
+      assert.matches("Usage: biconnector call METHOD", out, 1, true)
+    end
+    assert.equal(before + 1, portal:stats().stats.http_requests) -- only the stats request itself
+  end)
+
   it("refuses a JSON array as the parameters (exit 2, nothing sent); [] is no parameters", function()
     local before = portal:stats().stats.http_requests
     local out, code = run(runtime_env("BITRIX24_WEBHOOK=" .. portal.webhook), "test.echo '[1, 2]'")

@@ -132,6 +132,8 @@ function _M.main(args, out, err)
     if a == "--all" then all = true
     elseif a == "--raw" then raw = true
     elseif a == "-h" or a == "--help" then out:write(_M.USAGE) return 0
+    elseif a:match("^%-") then -- neither a method nor a JSON object starts so
+      err:write("biconnector call: unknown option '", a, "'\n", _M.USAGE) return 2
     elseif method == nil then method = a
     elseif params_text == nil then params_text = a
     else err:write("biconnector call: unexpected argument ", a, "\n", _M.USAGE) return 2 end
