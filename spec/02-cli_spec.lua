@@ -17,6 +17,19 @@ describe("bin/biconnector", function()
     assert.equals(out, (run("-v")))
   end)
 
+  -- A fresh clone before `make`: README.md says bin/biconnector finds the build
+  -- directory; without a core there it said so with a require traceback.
+  it("says the C core is not built, and how to build it, when the build directory has none", function()
+    local p = io.popen(("cd %q && BIC_BUILD=/nonexistent-build LUA_CPATH=/nonexistent-cpath/?.so %s bin/biconnector --version 2>&1; echo \"rc=$?\"")
+      :format(helpers.top, helpers.runtime))
+    local out = p:read("*a")
+    p:close()
+    assert.matches("rc=1\n$", out)
+    assert.matches("biconnector: the C core (biconnector/core.so) is not built in /nonexistent-build: run "
+      .. (jit and "`make luajit`" or "`make`"), out, 1, true)
+    assert.is_nil(out:find("stack traceback", 1, true))
+  end)
+
   it("prints usage with --help and exits 0", function()
     local out, rc = run("--help")
     assert.equals(0, rc)
