@@ -4,7 +4,7 @@ local core = require "biconnector.core"
 
 local _M = {}
 
-local USAGE = [[
+local USAGE = [==[
 Usage: biconnector COMMAND [ARGS...]
 
 Commands:
@@ -20,7 +20,7 @@ Commands:
                       obtain the application's tokens through OAuth (docs/app.md)
   verify URL [--setting CODE=VALUE]... [--body form|json|both] [--json]
                       play Bitrix24 against a connector and report every deviation
-  register FILE --base-url URL [--setting CODE=VALUE]... [--table CODE]... [--dry-run]
+  register FILE --base-url URL [--setting CODE=VALUE]... [--table CODE[=NAME]]... [--prune] [--dry-run]
                       create or update the connector (and a source, tables) in a portal
   call METHOD [JSON]  call a Bitrix24 REST method
                       (auth for call and register comes from the environment: see docs/rest.md)
@@ -30,7 +30,7 @@ Options:
   -v, --version       print the version
 
 Documentation: README.md and docs/ in the source tree.
-]]
+]==]
 
 -- Command name -> module that provides main(args) -> exit code.
 local commands = {
