@@ -340,6 +340,13 @@ local function split_key(key, fields)
   if bare and fields[bare] then
     return nil, format("unknown operator %s in %s", show(key:sub(1, #key - #bare)), show(key))
   end
+  -- an operator prefix before a code that names no field: the field is what is unknown
+  for _, p in ipairs(PREFIXES) do
+    local prefix = p[1]
+    if #key > #prefix and key:sub(1, #prefix) == prefix and not key:sub(#prefix + 1, #prefix + 1):find("[^%w_]") then
+      return nil, format("unknown field %s (after the operator %s)", show(key:sub(#prefix + 1)), show(prefix))
+    end
+  end
   return nil, "unknown field " .. show(key)
 end
 
