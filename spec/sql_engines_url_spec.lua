@@ -20,6 +20,18 @@ describe("database server URLs", function()
     assert.same({ "u", "pw", 3307 }, { o.user, o.password, o.port })
   end)
 
+  it("reads the scheme in any case, as RFC 3986 has it (SQLITE:, PostgreSQL:)", function()
+    local sql = require "biconnector.sql"
+    assert.is_true(sql.is_url("SQLITE:///tmp/x.db"))
+    local engine, o = sql.parse_url("SQLITE:///tmp/x.db")
+    assert(engine, o)
+    assert.equal("sqlite", engine.engine)
+    assert.equal("/tmp/x.db", o.path)
+    engine, o = sql.parse_url("PostgreSQL://u@db.example.com/shop")
+    assert(engine, o)
+    assert.same({ "postgresql", "u", "db.example.com", "shop" }, { engine.engine, o.user, o.host, o.database })
+  end)
+
   it("refuses what it cannot read, saying what, without the password", function()
     local _, err = pg.parse_url("postgresql://u:Secret-1@h:99999/db")
     assert.matches('bad port "99999"', err, 1, true)

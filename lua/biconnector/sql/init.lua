@@ -95,6 +95,8 @@ function _M.parse_url(url)
     sort(known)
     return nil, format("not a database URL: %s (known schemes: %s)", url, concat(known, " "))
   end
+  -- a scheme is case-insensitive (RFC 3986): SQLITE:///x.db is sqlite:///x.db
+  url = scheme:lower() .. url:sub(#scheme + 1)
   local ok, engine = pcall(require, name) -- lazy: only the engine of the URL loads; a missing one is told
   if not ok then return nil, format("the %s engine is not available in this version (%s)", scheme, name) end
   local have = false
