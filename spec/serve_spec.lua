@@ -164,7 +164,8 @@ describe("biconnector serve command line", function()
     for _, case in ipairs({ { "--connections", "0", "at least 1" }, { "--timeout", "100000", "at most 86400" },
         { "--request-timeout", "86401", "at most 86400" }, { "--per-address", "2000000", "at most 1000000" },
         { "--grace", "1e7", "at most 1000000" }, { "--max-body", "1e13", "at most 1000000000000" },
-        { "--max-bodies", "1e13", "at most 1000000000000" } }) do
+        { "--max-bodies", "1e13", "at most 1000000000000" }, { "--workers", "100000", "at most 256" },
+        { "--workers", "0", "at least 1" } }) do
       local p = io.popen("timeout 20 " .. S.serve_command({ DEMO, "--listen", "127.0.0.1:0", "--workers", "2",
         case[1], case[2] }) .. " 2>&1; echo \"rc=$?\"")
       local out = p:read("*a")

@@ -46,7 +46,7 @@ Database options:
 Options:
   --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 picks a free port)
   --prefix PATH        path prefix of the endpoints (e.g. /bi)
-  --workers N          run N worker processes sharing the port (default: one per CPU, at most 4)
+  --workers N          run N worker processes sharing the port, 1-256 (default: one per CPU, at most 4)
   --max-body BYTES     largest request body accepted (default 1048576)
   --max-bodies BYTES   request bodies held at once per process, 503 beyond (default 33554432)
   --timeout SECONDS    idle connection timeout (default 30)
@@ -157,7 +157,7 @@ function _M.parse_args(args)
   -- { key, integer [, least, most] }: the bounds are core.server's (src/http_server.c), so
   -- that a value it would refuse in every worker is a usage error here
   local numeric = {
-    ["--workers"] = { "workers", true }, ["--max-body"] = { "max_body", true, 0, 1e12 },
+    ["--workers"] = { "workers", true, 1, 256 }, ["--max-body"] = { "max_body", true, 0, 1e12 },
     ["--timeout"] = { "timeout", false, 0, 86400 }, ["--connections"] = { "connections", true, 1, 1e6 },
     ["--grace"] = { "grace", false, 0, 1e6 },
     -- the limits of docs/security.md, "The built-in server"
