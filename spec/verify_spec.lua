@@ -292,10 +292,10 @@ describe("biconnector verify usage", function()
 
   it("parses settings, tables and --opt=value spellings", function()
     local url, o, as_json = verify.parse_args({ "http://h/c", "--setting", "token=a=b", "--setting=login=me",
-      "--table", "t1", "--table=t2", "--body=json", "--limit", "3", "--json" })
+      "--table", "t1", "--table=t2", "--table", "t1", "--body=json", "--limit", "3", "--json" })
     assert.equal("http://h/c", url)
     assert.same({ token = "a=b", login = "me" }, o.settings)
-    assert.same({ "t1", "t2" }, o.tables)
+    assert.same({ "t1", "t2" }, o.tables) -- a table named twice is checked once
     assert.equal("json", o.body)
     assert.equal(3, o.limit)
     assert.is_true(as_json)

@@ -1159,7 +1159,10 @@ function _M.parse_args(args)
     elseif a == "--table" then
       v, err = value_of(a)
       if not v then return nil, err end
-      o.tables[#o.tables + 1] = v
+      -- a table named twice is checked once
+      local seen = false
+      for _, t in ipairs(o.tables) do if t == v then seen = true break end end
+      if not seen then o.tables[#o.tables + 1] = v end
     elseif a == "--body" then
       v, err = value_of(a)
       if not v then return nil, err end
