@@ -301,6 +301,12 @@ describe("biconnector verify usage", function()
     assert.is_true(as_json)
   end)
 
+  it("a --ca-file that cannot be read is a usage error naming it, not a connector without an answer", function()
+    local url, err = verify.parse_args({ "https://h/c", "--ca-file", "/nonexistent/ca.pem" })
+    assert.is_nil(url)
+    assert.matches("--ca-file: cannot read /nonexistent/ca.pem: No such file or directory", err, 1, true)
+  end)
+
   it("--help prints the usage and exits 0", function()
     local out = sink()
     assert.equal(0, verify.main({ "--help" }, out, sink()))

@@ -1199,6 +1199,10 @@ function _M.parse_args(args)
     elseif a == "--ca-file" then
       v, err = value_of(a)
       if not v then return nil, err end
+      -- a file that cannot be read is the command line's fault, not the connector's
+      local f, ferr = io.open(v, "rb")
+      if not f then return nil, "--ca-file: cannot read " .. tostring(ferr) end
+      f:close()
       o.ca_file = v
     elseif a:sub(1, 1) == "-" then
       return nil, "unknown option " .. a
