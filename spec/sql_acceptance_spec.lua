@@ -143,6 +143,41 @@ describe("a connector file whose fields give a column another column's code, or 
   end)
 end)
 
+-- A query whose code is a table's name took that table's place without a word
+-- (neither the log nor the docs said so).
+describe("a connector file whose queries give a query a table's name", function()
+  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
+    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
+  end
+  local dir, h
+  setup(function()
+    dir = H.tmpdir()
+    H.sqlite(dir .. "/t.db", [[
+      CREATE TABLE t (id INTEGER, secret TEXT);
+      INSERT INTO t VALUES (1, 'x'), (2, 'y');
+    ]])
+    local f = assert(io.open(dir .. "/conn.lua", "w"))
+    f:write(([[
+      return require("biconnector.sql").connector { url = "sqlite://%s/t.db", token = %q,
+        queries = { t = { sql = "SELECT id FROM t WHERE id > 1" } } }
+    ]]):format(dir, TOKEN))
+    f:close()
+    h = S.start(S.serve_command({ dir .. "/conn.lua", "--listen", "127.0.0.1:0", "--workers", "1" }))
+  end)
+  teardown(function() H.stop(h, dir) end)
+
+  it("serves the query under the code, once in the list, and says so in the log", function()
+    local status, list = H.post_form(h.port, "/table_list", "", TOKEN)
+    assert.equals(200, status)
+    assert.same({ { code = "t", title = "t" } }, list)
+    local dstatus, rows = H.post_form(h.port, "/data", "table=t", TOKEN)
+    assert.equals(200, dstatus)
+    assert.same({ { "id" }, { 2 } }, rows)
+    local log = S.wait_stderr(h, "is not served as it is", true)
+    assert.matches('table "t" is not served as it is: queries["t"] has its code', log, 1, true)
+  end)
+end)
+
 -- A connector file's datetime_offset = "+02:00" on PostgreSQL labelled the
 -- timestamptz instants it read in UTC with +02:00: 15:01:55 UTC was answered
 -- 2025-05-31T15:01:55+02:00, two hours off (MySQL's TIMESTAMP alike). The

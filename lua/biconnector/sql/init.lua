@@ -678,7 +678,12 @@ function Source:served_tables(conn)
   local list, set, names, exists = {}, {}, {}, {}
   for i, t in ipairs(tables) do
     names[i], exists[t.name] = t.name, true
-    if self.selected(t.name) and not self.queries[t.name] then
+    if self.queries[t.name] then
+      if self.selected(t.name) and not self:warned("query\0" .. t.name) then
+        self.log("warn", format("table %s is not served as it is: queries[%s] has its code, and the query's rows"
+          .. " are served under it", show_name(t.name), show_name(t.name)))
+      end
+    elseif self.selected(t.name) then
       local why = unservable(t.name)
       if not why then
         list[#list + 1] = t
