@@ -299,6 +299,11 @@ local function common(ctx, f, res, want_json, status_hint)
   end
   if res.status ~= 200 then
     local hint = status_hint and status_hint(res.status)
+    local location = res.status >= 300 and res.status < 400 and res.headers.location
+    if location then
+      -- where it points: Bitrix24 does not follow it (the URL registered must answer itself)
+      hint = "it redirects to " .. show(tostring(location):sub(1, 200)) .. (hint and ("; " .. hint) or "")
+    end
     note(f, "FAIL", format("HTTP status %s, expected 200 (Bitrix24 reads any other status as \"connection unavailable\"): %s%s",
       tostring(res.status), snippet(res.body), hint and (" (" .. hint .. ")") or ""))
     return nil
