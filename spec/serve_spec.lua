@@ -187,6 +187,12 @@ describe("biconnector serve command line", function()
     local code, out = run({ "--help" })
     assert.equals(0, code)
     assert.matches("Usage: biconnector serve FILE", out)
+    -- anywhere on the line, as for the other commands: after a bad option, or where a value goes
+    for _, args in ipairs({ { "--bogus", "--help" }, { "--listen", "-h" }, { "x.lua", "--workers", "0", "--help" } }) do
+      code, out = run(args)
+      assert.equals(0, code, out)
+      assert.matches("Usage: biconnector serve FILE", out)
+    end
   end)
 
   it("names the file when the connector cannot be loaded, and exits 1", function()

@@ -630,6 +630,13 @@ local function supervise(o, handler, fd, live)
 end
 
 function _M.main(args)
+  -- -h or --help anywhere asks for the usage, as for the other commands (cli.arguments)
+  for _, a in ipairs(args or {}) do
+    if a == "-h" or a == "--help" then
+      stdout:write(USAGE)
+      return 0
+    end
+  end
   local o, err = _M.parse_args(args or {})
   if not o then
     stderr:write("biconnector serve: ", err, "\n", "(see biconnector serve --help)\n")
