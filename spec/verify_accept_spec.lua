@@ -317,6 +317,9 @@ describe("biconnector verify on a big table whose every row is wrong", function(
     assert.equal(0, rc, err)
     assert.matches('FAIL  data items %(no limit%): row 1, field id: int value must be a JSON integer, got "1"', out)
     assert.matches("FAIL  data items %(no limit%): %.%.%. and 299992 more problem%(s%) of this kind", out)
+    if helpers.sanitized then
+      return pending("SKIPPED: RSS is not measured under the sanitizers (their shadow memory); the lines were checked")
+    end
     local peak_kib = tonumber(out:match("peak (%d+)"))
     -- the answer (~12 MB) is decoded whole: ~70 MB when its ids are right; one message per row
     -- and a map per row took the peak to ~240 MB (Lua 5.4) and ~220 MB (LuaJIT)
