@@ -8,7 +8,7 @@ local null = require("biconnector").null
 local cjson = require "cjson"
 local cases_mod = require "sql_filter_cases"
 
--- the generated text is made of these words, its own names (k1, f1, l1),
+-- the generated text is made of these words, its own names (k1, f1, l1, m1),
 -- integers, punctuation and row.CODE for a field code that is a plain Lua
 -- name (codes: the field codes of the filter)
 local VOCABULARY = {}
@@ -28,7 +28,7 @@ local function assert_closed_text(src, codes)
       assert.is_true(codes[name] and name:find("^[A-Za-z_][A-Za-z0-9_]*$") ~= nil and not KEYWORDS[name],
         "row." .. name .. " is no plain field code")
     else
-      assert.is_true(VOCABULARY[word] or word:match("^[kfl]?%d+$") ~= nil, "unexpected word " .. word)
+      assert.is_true(VOCABULARY[word] or word:match("^[kflm]?%d+$") ~= nil, "unexpected word " .. word)
     end
   end
 end
@@ -116,6 +116,40 @@ describe("filter.compile", function()
     end
     -- the tolerance match documents
     assert.is_true(filter.match(filter.parse({ [">ID"] = 5 }, { { code = "ID", type = "int" } }), { ID = "6" }))
+  end)
+
+  it("looks a list on a number field up by the value as the row gives it, past its memo's bound as before it", function()
+    local fields = { { code = "ID", type = "int" }, { code = "N", type = "double" } }
+    local shapes = {
+      { ["@ID"] = { 3, 5, 8 } },
+      { ["!@ID"] = { 3, 5, 8 }, [">N"] = 1 },
+      -- the list and another condition on the same field, in both orders of a group
+      { { LOGIC = "OR", ["@ID"] = { 3, 5 }, [">ID"] = 1500 } },
+      { { LOGIC = "OR", ["@ID"] = { 3, 5 }, ["<ID"] = 2, ["=N"] = "" } },
+      { ["@ID"] = { 7, 9 }, ["!@ID"] = { 9 }, ["<=ID"] = 9 },
+      { ["@N"] = { 0.5, 3 } },
+    }
+    local values = { "3", " 5 ", "0x8", "3.0", "abc", "", false, true, {}, 0 / 0, 1 / 0, 5.0, -0.0, null, 3.5, "0.5" }
+    for _, shape in ipairs(shapes) do
+      local ast = assert(filter.parse(shape, fields))
+      local src = assert(filter.source(ast))
+      assert.truthy(src:find("m1 = ", 1, true), "the list is looked up by the raw value:\n" .. src)
+      assert.is_nil(filter.source(ast, "normalized"):find("m1", 1, true))
+      local generated, reference = filter.compile(ast), filter.compile(ast, "closures")
+      -- 3000 distinct values, numbers and their text, more than the memo keeps; twice over
+      for round = 1, 2 do
+        for i = 0, 3000 do
+          local row = { ID = i % 2 == 0 and i or tostring(i), N = (i % 7 == 0) and tostring(i / 2) or i / 2 }
+          if i % 5 == 0 then row.ID = values[i % #values + 1] end
+          if i % 11 == 0 then row.N = values[(i + 3) % #values + 1] end
+          local want, got = reference(row), generated(row)
+          if want ~= got then
+            error(("round %d, row %d (ID %s, N %s): closures %s, source %s\n%s"):format(round, i, tostring(row.ID),
+              tostring(row.N), tostring(want), tostring(got), src))
+          end
+        end
+      end
+    end
   end)
 
   it("never writes a value or a field code into the text", function()

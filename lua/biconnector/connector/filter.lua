@@ -1045,13 +1045,19 @@ local CMP = { gt = " > ", ge = " >= ", lt = " < ", le = " <= " }
 -- (AND and OR answer the same in any order): NULL tests, comparisons, short
 -- lists, sets, LIKE, patterns; a group costs what its items cost. Ties keep
 -- their order.
+-- costs.typing: the rows are not normalized, and a number field's value is
+-- typed by a call (tonumber) where first read, which costs as much as the
+-- test; a list on one is looked up by the value as it comes (memo_in).
 local function cost(node, costs)
   local c = costs[node]
   if c then return c end
   local op = node.op
+  local typed_by_call = costs.typing and (node.type == "int" or node.type == "double")
   if node.kind == "group" then
     c = 0
     for _, item in ipairs(node.items) do c = c + cost(item, costs) end
+  elseif (op == "in" or op == "not_in") and typed_by_call and #node.values > 0 then
+    c = 1
   elseif op == "in" or op == "not_in" then
     c = #node.values <= INLINE_IN and #node.values or 2
   elseif op == "like" or op == "not_like" then
@@ -1062,6 +1068,7 @@ local function cost(node, costs)
     c = 0.5 -- a truth test
   else
     c = op == "between" and 2 or 1
+    if typed_by_call then c = c + 1 end
   end
   costs[node] = c
   return c
@@ -1097,9 +1104,42 @@ local function plain_name(code)
     and not LUA_KEYWORDS[code]
 end
 
+-- A list (@, !@) on a number field of rows that are not normalized: the
+-- verdict for each value as the row gives it (a number, or text that
+-- tonumber reads), kept in a table looked up by that value, so that a row's
+-- value is typed by a call only the first time it is seen (a table lookup is
+-- what a hand-written predicate does; Lua 5.4 has no call-free type test).
+-- At most MEMO_MAX values are kept per list; past them a value not kept is
+-- typed by the call each time. -> the table, the function(value) -> verdict
+-- that fills it; the verdict is the closures' `in` (nil, NULL, text that is
+-- no number: false).
+local MEMO_MAX = 1024
+local MAX_MEMOS = 40 -- lists so looked up in one predicate (their verdicts are locals)
+local function memo_in(values)
+  local set, memo, n = {}, {}, 0
+  for _, x in ipairs(values) do set[x] = true end
+  for x in pairs(set) do
+    memo[x] = true
+    n = n + 1
+  end
+  return memo, function(v)
+    local x = v
+    if type(x) ~= "number" then x = tonumber(x) end
+    local verdict = x ~= nil and set[x] == true
+    if n < MEMO_MAX then
+      local t = type(v)
+      if t == "string" or (t == "number" and v == v) then
+        memo[v] = verdict
+        n = n + 1
+      end
+    end
+    return verdict
+  end
+end
+
 local function generate(ast, normalized)
-  local consts, lines, costs = {}, {}, {}
-  local nconds, nfields, labels = 0, 0, 0
+  local consts, lines, costs = {}, {}, { typing = not normalized }
+  local nconds, nfields, labels, nmemos = 0, 0, 0, 0
   local function const(v)
     local i = #consts + 1
     consts[i] = v
@@ -1222,10 +1262,16 @@ local function generate(ast, normalized)
     return "goto " .. target
   end
 
-  -- the field a node always reads first (nil for an empty group)
+  -- the field a node always reads into its local first (nil for an empty
+  -- group, and for a list that may be looked up by the raw value instead)
   local function first_field(node)
     while node and node.kind == "group" do node = cheapest_first(node.items, costs)[1] end
-    return node and field_of(node).var
+    if not node then return nil end
+    local f = field_of(node)
+    if not normalized and f.kind == "number" and (node.op == "in" or node.op == "not_in") and #node.values > 0 then
+      return nil
+    end
+    return f.var
   end
 
   -- Code that goes to t when node holds, to f when not (a label, or true or
@@ -1257,11 +1303,22 @@ local function generate(ast, normalized)
       return
     end
     local fld = field_of(node)
-    if not loaded[fld.var] then
-      load(fld)
-      loaded[fld.var] = true
+    local e
+    if not normalized and fld.kind == "number" and (node.op == "in" or node.op == "not_in") and #node.values > 0
+        and not loaded[fld.var] and nmemos < MAX_MEMOS then
+      -- the value as the row gives it looked up (memo_in); the field's local stays unread
+      nmemos = nmemos + 1
+      local m, memo, fill = "m" .. nmemos, memo_in(node.values)
+      emit(("%s = %s[%s] if %s == nil then %s = %s(%s) end"):format(m, const(memo), fld.read, m, m, const(fill),
+        fld.read))
+      e = node.op == "in" and m or ("not " .. m)
+    else
+      if not loaded[fld.var] then
+        load(fld)
+        loaded[fld.var] = true
+      end
+      e = test(node, fld)
     end
-    local e = test(node, fld)
     if nxt == t then
       emit("if not (" .. e .. ") then " .. go(f) .. " end")
     elseif nxt == f then
@@ -1280,9 +1337,10 @@ local function generate(ast, normalized)
     out[#out + 1] = "local " .. concat(names, ", ") .. " = " .. concat(reads, ", ")
   end
   out[#out + 1] = "return function(row)"
-  if nfields > 0 then
+  if nfields + nmemos > 0 then
     local vars = {}
     for i = 1, nfields do vars[i] = "f" .. i end
+    for i = 1, nmemos do vars[#vars + 1] = "m" .. i end
     out[#out + 1] = "local " .. concat(vars, ", ")
   end
   out[#out + 1] = concat(lines, "\n")
