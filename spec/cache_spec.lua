@@ -55,10 +55,33 @@ describe("biconnector.cache", function()
     -- no ambiguity between where one value ends and the next begins
     assert.are_not.equal(cache.key("n", "e", { a = "b:c" }, ""), cache.key("n", "e", { a = "b", c = "" }, ""))
     assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", core.sha256("abc"))
+    -- FIPS 180-2's other examples: empty, two blocks, 896 bits, a million bytes
+    assert.equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", core.sha256(""))
+    assert.equal("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+      core.sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"))
+    assert.equal("cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1",
+      core.sha256("abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrs"
+        .. "mnopqrstnopqrstu"))
+    assert.equal("cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0", core.sha256(("a"):rep(1000000)))
     -- the key of a given request stays what it was (entries in a shared dict
     -- outlive a reload): the text it hashes is fixed
     assert.equal("bic:cache:9c436fa1e4e8500431db291831cdd7fa8188050fd331b94f890dc00a41a7abeb",
       cache.key("deals", "table_list", { token = "t", nested = { 1, "a", b = true } }, "sea"))
+  end)
+
+  it("core.sha256 answers as coreutils' sha256sum on every length around the block boundaries", function()
+    local path = os.tmpname()
+    finally(function() os.remove(path) end)
+    for _, n in ipairs({ 1, 54, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 4097 }) do
+      local data = ("\0\255x"):rep(n):sub(1, n)
+      local f = assert(io.open(path, "wb"))
+      f:write(data)
+      f:close()
+      local p = assert(io.popen("sha256sum " .. path))
+      local want = p:read("*a"):match("^(%x+)")
+      p:close()
+      assert.equal(want, core.sha256(data), n .. " bytes")
+    end
   end)
 
   it("keys: the C writer gives the keys the Lua writer gives (3000 generated connections)", function()

@@ -8,88 +8,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const uint32_t K[64] = {
-  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
+#include <nettle/sha2.h>
 
-#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+/* The digest is nettle's (the library GnuTLS is built on, a dependency of
+ * the core already): its SHA-256 uses the CPU's SHA instructions where it
+ * has them, about ten times the hand-written one this file had (issue 25:
+ * the cache key of every cached /table_list and /table_description). */
+typedef struct sha256_ctx hash_ctx;
 
-static void block(uint32_t h[8], const unsigned char *p) {
-  uint32_t w[64], a, b, c, d, e, f, g, hh;
-  int i;
-  for (i = 0; i < 16; i++)
-    w[i] = ((uint32_t)p[4 * i] << 24) | ((uint32_t)p[4 * i + 1] << 16) | ((uint32_t)p[4 * i + 2] << 8) |
-           (uint32_t)p[4 * i + 3];
-  for (i = 16; i < 64; i++) {
-    uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-    uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-  }
-  a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4]; f = h[5]; g = h[6]; hh = h[7];
-  for (i = 0; i < 64; i++) {
-    uint32_t t1 = hh + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
-    uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-    hh = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
-  }
-  h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
-}
+static void hash_init(hash_ctx *c) { sha256_init(c); }
 
-/* Streaming: init, update any number of times, then the hex digest. */
-typedef struct sha256_ctx {
-  uint32_t h[8];
-  unsigned char buf[64];
-  size_t used;     /* bytes in buf */
-  uint64_t length; /* bytes so far */
-} sha256_ctx;
-
-static void sha256_init(sha256_ctx *c) {
-  static const uint32_t h0[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
-  memcpy(c->h, h0, sizeof h0);
-  c->used = 0;
-  c->length = 0;
-}
-
-static void sha256_update(sha256_ctx *c, const void *data, size_t n) {
-  const unsigned char *p = (const unsigned char *)data;
-  c->length += n;
-  if (c->used > 0) {
-    size_t take = 64 - c->used < n ? 64 - c->used : n;
-    memcpy(c->buf + c->used, p, take);
-    c->used += take;
-    p += take;
-    n -= take;
-    if (c->used < 64) return;
-    block(c->h, c->buf);
-    c->used = 0;
-  }
-  for (; n >= 64; p += 64, n -= 64) block(c->h, p);
-  if (n > 0) memcpy(c->buf, p, n);
-  c->used = n;
+static void hash_update(hash_ctx *c, const void *data, size_t n) {
+  sha256_update(c, n, (const uint8_t *)data);
 }
 
 /* The digest as 64 hex digits (and a NUL) into hex. */
-static void sha256_final(sha256_ctx *c, char hex[65]) {
+static void hash_final(hash_ctx *c, char hex[65]) {
   static const char digits[] = "0123456789abcdef";
-  uint64_t bits = c->length * 8;
-  unsigned char pad[72];
-  size_t padlen = (c->used < 56 ? 56 : 120) - c->used, i;
-  int k;
-  memset(pad, 0, sizeof pad);
-  pad[0] = 0x80;
-  for (k = 0; k < 8; k++) pad[padlen + (size_t)k] = (unsigned char)(bits >> (56 - 8 * k));
-  sha256_update(c, pad, padlen + 8);
-  for (i = 0; i < 32; i++) {
-    unsigned char byte = (unsigned char)(c->h[i / 4] >> (24 - 8 * (i % 4)));
-    hex[2 * i] = digits[byte >> 4];
-    hex[2 * i + 1] = digits[byte & 15];
+  uint8_t d[SHA256_DIGEST_SIZE];
+  size_t i;
+  sha256_digest(c, SHA256_DIGEST_SIZE, d);
+  for (i = 0; i < SHA256_DIGEST_SIZE; i++) {
+    hex[2 * i] = digits[d[i] >> 4];
+    hex[2 * i + 1] = digits[d[i] & 15];
   }
   hex[64] = '\0';
 }
@@ -97,11 +38,11 @@ static void sha256_final(sha256_ctx *c, char hex[65]) {
 static int l_sha256(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  sha256_ctx c;
+  hash_ctx c;
   char hex[65];
-  sha256_init(&c);
-  sha256_update(&c, s, len);
-  sha256_final(&c, hex);
+  hash_init(&c);
+  hash_update(&c, s, len);
+  hash_final(&c, hex);
   lua_pushlstring(L, hex, 64);
   return 1;
 }
@@ -144,7 +85,7 @@ static int key_cmp(const void *pa, const void *pb) {
 }
 
 /* lead (one byte, or none when 0), the decimal n, then ":" */
-static void feed_count(sha256_ctx *c, char lead, size_t n) {
+static void feed_count(hash_ctx *c, char lead, size_t n) {
   char text[32];
   size_t i = sizeof text;
   text[--i] = ':';
@@ -153,19 +94,19 @@ static void feed_count(sha256_ctx *c, char lead, size_t n) {
     n /= 10;
   } while (n > 0);
   if (lead) text[--i] = lead;
-  sha256_update(c, text + i, sizeof text - i);
+  hash_update(c, text + i, sizeof text - i);
 }
 
 /* tag, length, ":", text */
-static void feed_text(sha256_ctx *c, char tag, const char *s, size_t len) {
+static void feed_text(hash_ctx *c, char tag, const char *s, size_t len) {
   feed_count(c, tag, len);
-  sha256_update(c, s, len);
+  hash_update(c, s, len);
 }
 
-static int feed_value(lua_State *L, sha256_ctx *c, int idx, int depth);
+static int feed_value(lua_State *L, hash_ctx *c, int idx, int depth);
 
 /* The table at idx: "{" n ":" then each key and its value in key order, "}". */
-static int feed_table(lua_State *L, sha256_ctx *c, int idx, int depth) {
+static int feed_table(lua_State *L, hash_ctx *c, int idx, int depth) {
   key_item small[KEY_SMALL], *items = small;
   size_t n = 0, i;
   if (depth > KEY_DEPTH || !lua_checkstack(L, 4)) return 0;
@@ -230,13 +171,13 @@ static int feed_table(lua_State *L, sha256_ctx *c, int idx, int depth) {
     lua_pop(L, 1);
     if (!ok) return 0;
   }
-  sha256_update(c, "}", 1);
+  hash_update(c, "}", 1);
   if (items != small) lua_pop(L, 1);
   return 1;
 }
 
 /* One value as cache.lua's canonical writes it; 0 when it cannot here. */
-static int feed_value(lua_State *L, sha256_ctx *c, int idx, int depth) {
+static int feed_value(lua_State *L, hash_ctx *c, int idx, int depth) {
   size_t len;
   const char *s;
   switch (lua_type(L, idx)) {
@@ -263,22 +204,22 @@ static int feed_value(lua_State *L, sha256_ctx *c, int idx, int depth) {
 
 static int l_cache_key(lua_State *L) {
   static const char *const parts[4] = { "n1:1", "n1:2", "n1:3", "n1:4" };
-  sha256_ctx c;
+  hash_ctx c;
   char key[10 + 65];
   int i;
   lua_settop(L, 4);
-  sha256_init(&c);
-  sha256_update(&c, "{4:", 3);
+  hash_init(&c);
+  hash_update(&c, "{4:", 3);
   for (i = 1; i <= 4; i++) {
-    sha256_update(&c, parts[i - 1], 4);
+    hash_update(&c, parts[i - 1], 4);
     if (!feed_value(L, &c, i, 0)) {
       lua_pushnil(L);
       return 1;
     }
   }
-  sha256_update(&c, "}", 1);
+  hash_update(&c, "}", 1);
   memcpy(key, "bic:cache:", 10);
-  sha256_final(&c, key + 10);
+  hash_final(&c, key + 10);
   lua_pushlstring(L, key, 74);
   return 1;
 }
