@@ -130,9 +130,7 @@ end)
 -- source that cannot reach its database must not answer /check with 200, or
 -- Bitrix24 makes a source whose every data request then fails.
 describe("serve sqlite:// whose database went away after it started", function()
-  if not H.have_sqlite3("spec/endpoint_review_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending("the sqlite3 command-line tool is missing") end)
-  end
+  if H.skip_without("sqlite", "spec/endpoint_review_spec.lua") then return end
   local dir, h
   setup(function()
     dir = H.tmpdir()

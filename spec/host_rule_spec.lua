@@ -63,9 +63,7 @@ describe("the Host rule (dev.host_allowed, dev.host_names)", function()
 end)
 
 describe("serve --no-auth over real HTTP", function()
-  if not H.have_sqlite3("spec/host_rule_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending("the sqlite3 command-line tool is missing") end)
-  end
+  if H.skip_without("sqlite", "spec/host_rule_spec.lua") then return end
   local dir, db, h
   setup(function()
     dir = H.tmpdir()
@@ -148,9 +146,7 @@ describe("serve --dev over real HTTP", function()
 end)
 
 describe("serve with a token", function()
-  if not H.have_sqlite3("spec/host_rule_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending("the sqlite3 command-line tool is missing") end)
-  end
+  if H.skip_without("sqlite", "spec/host_rule_spec.lua") then return end
   it("leaves the Host alone: the token guards every request", function()
     local dir = H.tmpdir()
     finally(function() H.rmdir(dir) end)

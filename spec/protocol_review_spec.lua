@@ -27,9 +27,7 @@ local function search(port, text)
 end
 
 describe("serve sqlite://, as Bitrix24 calls it", function()
-  if not H.have_sqlite3("spec/protocol_review_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending("the sqlite3 command-line tool is missing") end)
-  end
+  if H.skip_without("sqlite", "spec/protocol_review_spec.lua") then return end
   local dir, h
   setup(function()
     dir = H.tmpdir()

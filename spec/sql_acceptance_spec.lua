@@ -33,9 +33,7 @@ end
 -- as the integer 2024, JSON's {"2024": 5} keeps the text, and the filter knew
 -- only the text ("filter[2024]: neither a field condition nor a group").
 describe("serve sqlite:// of a table whose field codes are integers' text (a pivot's years)", function()
-  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
-  end
+  if H.skip_without("sqlite", "spec/sql_acceptance_spec.lua") then return end
   local dir, h
   setup(function()
     dir = H.tmpdir()
@@ -78,9 +76,7 @@ end)
 -- belongs was named in the 400 by Lua's tostring: "bad value
 -- biconnector.json.array: 0x55839847c950", "table: 0x5583984f0da0".
 describe("a 400 for a list or an object where a filter wants a scalar, on serve sqlite://", function()
-  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
-  end
+  if H.skip_without("sqlite", "spec/sql_acceptance_spec.lua") then return end
   local dir, h
   setup(function()
     dir = H.tmpdir()
@@ -111,9 +107,7 @@ end)
 -- word; a code emptied by a rename was logged as column "" rather than by the
 -- column's name.
 describe("a connector file whose fields give a column another column's code, or an empty one", function()
-  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
-  end
+  if H.skip_without("sqlite", "spec/sql_acceptance_spec.lua") then return end
   local dir, h
   setup(function()
     dir = H.tmpdir()
@@ -146,9 +140,7 @@ end)
 -- A query whose code is a table's name took that table's place without a word
 -- (neither the log nor the docs said so).
 describe("a connector file whose queries give a query a table's name", function()
-  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
-  end
+  if H.skip_without("sqlite", "spec/sql_acceptance_spec.lua") then return end
   local dir, h
   setup(function()
     dir = H.tmpdir()
@@ -198,11 +190,7 @@ local OFFSET_TABLE = {
 }
 for _, engine in ipairs({ "postgresql", "mysql" }) do
   describe("datetime_offset = \"+02:00\" on a real " .. engine .. " server", function()
-    local why = db.missing(engine)
-    if why then
-      local msg = db.skip(engine, why)
-      return it("runs against a real " .. engine .. " server", function() pending(msg) end)
-    end
+    if H.skip_without(engine, "spec/sql_acceptance_spec.lua") then return end
     local srv, dir, h
     setup(function()
       srv = db.start(engine)
@@ -257,9 +245,7 @@ end
 -- and what `register` names the connector in Bitrix24) from the URL's
 -- spelling, "my%20shop", where docs/database.md says the file name.
 describe("the title of serve sqlite:// of a file whose name the URL escapes", function()
-  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
-  end
+  if H.skip_without("sqlite", "spec/sql_acceptance_spec.lua") then return end
   local dir
   setup(function() dir = H.tmpdir() end)
   teardown(function() H.rmdir(dir) end)
@@ -278,9 +264,7 @@ end)
 -- --tables '?делки' did not serve the table Сделки: `?` matched one byte, and
 -- С is two (docs/database.md: "`?` one character").
 describe("a --tables glob's ? on a UTF-8 table name", function()
-  if not H.have_sqlite3("spec/sql_acceptance_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending(H.NO_SQLITE3) end)
-  end
+  if H.skip_without("sqlite", "spec/sql_acceptance_spec.lua") then return end
   local dir
   setup(function()
     dir = H.tmpdir()
@@ -361,11 +345,7 @@ end)
 -- AS bic_query": a syntax error, a 500 at every request to that table.
 for _, engine in ipairs({ "sqlite", "postgresql" }) do
   describe("queries ending in a semicolon or a line comment, on " .. engine, function()
-    local why = engine == "sqlite" and H.missing_sqlite3() or engine ~= "sqlite" and db.missing(engine)
-    if why then
-      local msg = engine == "sqlite" and H.NO_SQLITE3 or db.skip(engine, why)
-      return it("runs against a real " .. engine .. " server", function() pending(msg) end)
-    end
+    if H.skip_without(engine, "spec/sql_acceptance_spec.lua") then return end
     local srv, dir, h
     setup(function()
       dir = H.tmpdir()
@@ -489,11 +469,7 @@ local EDGE_FILTERS = {
 
 for _, engine in ipairs({ "sqlite", "postgresql", "mysql", "clickhouse" }) do
   describe("edge values and form-spelt filters on " .. engine, function()
-    local why = engine == "sqlite" and H.missing_sqlite3() or engine ~= "sqlite" and db.missing(engine)
-    if why then
-      local msg = engine == "sqlite" and H.NO_SQLITE3 or db.skip(engine, why)
-      return it("runs against a real " .. engine .. " server", function() pending(msg) end)
-    end
+    if H.skip_without(engine, "spec/sql_acceptance_spec.lua") then return end
     local srv, dir, h
     setup(function()
       dir = H.tmpdir()

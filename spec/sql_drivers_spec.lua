@@ -5,6 +5,7 @@
 -- password masking, cancelling an answer left unread, reconnecting after a
 -- server restart.
 local db = require "dbservers"
+local H = require "sql_helpers"
 local helpers = require "helpers"
 local core = require "biconnector.core"
 
@@ -126,11 +127,7 @@ local function eventually(fn) return helpers.poll(fn, 20, 0.05) ~= nil end
 for _, engine in ipairs({ "postgresql", "mysql", "clickhouse" }) do
   local E = ENGINES[engine]
   describe("core.sql " .. engine .. " driver, on a real server", function()
-    local why = db.missing(engine)
-    if why then
-      local msg = db.skip(engine, why)
-      return it("runs against a real " .. engine .. " server", function() pending(msg) end)
-    end
+    if H.skip_without(engine, "spec/sql_drivers_spec.lua") then return end
     local srv
 
     setup(function()

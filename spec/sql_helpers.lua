@@ -25,6 +25,28 @@ H.NO_SQLITE3 = "SKIPPED: the sqlite3 command-line tool is missing"
 
 function H.tmpdir() return helpers.tmpdir("sql") end
 
+-- In a describe: when what the engine's specs need is missing (the sqlite3
+-- tool for "sqlite", else a server spec/dbservers.lua starts), says so on
+-- stderr and registers a visible pending test in place of the describe's
+-- tests -> true (the describe then returns); else false. what: the spec file.
+--   if H.skip_without(engine, "spec/x_spec.lua") then return end
+function H.skip_without(engine, what)
+  -- busted's describe-level pending (a pending test named by the message): it
+  -- and pending themselves live in the spec files' environment
+  local busted = require "busted"
+  if engine == "sqlite" then
+    if H.have_sqlite3(what) then return false end
+    busted.pending(H.NO_SQLITE3)
+    return true
+  end
+  local db = require "dbservers"
+  local why = db.missing(engine)
+  if not why then return false end
+  local msg = db.skip(engine, why)
+  busted.pending(msg)
+  return true
+end
+
 -- The MD5 sum of a file, in hex (to prove a database was never written).
 function H.md5(path)
   return (helpers.first_line("md5sum " .. H.q(path)) or ""):match("^(%x+)")

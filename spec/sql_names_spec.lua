@@ -184,9 +184,7 @@ describe("--tables globs", function()
 end)
 
 describe("exact names on a SQLite file", function()
-  if not H.have_sqlite3("spec/sql_names_spec.lua") then
-    return it("needs the sqlite3 tool", function() pending("the sqlite3 command-line tool is missing") end)
-  end
+  if H.skip_without("sqlite", "spec/sql_names_spec.lua") then return end
   local dir, h, h2
   setup(function()
     dir = H.tmpdir()
@@ -302,11 +300,7 @@ local CASES = {
 
 for _, engine in ipairs({ "postgresql", "mysql", "clickhouse" }) do
   describe("exact names on a real " .. engine .. " server", function()
-    local why = db.missing(engine)
-    if why then
-      local msg = db.skip(engine, why)
-      return it("runs against a real " .. engine .. " server", function() pending(msg) end)
-    end
+    if H.skip_without(engine, "spec/sql_names_spec.lua") then return end
     local srv, h, dir
     setup(function()
       srv = db.start(engine)
