@@ -11,13 +11,8 @@ local helpers = require "helpers"
 local function login(dir, args) return A.cli(dir, "login " .. args, true) end
 
 describe("serve --app, accepted as Bitrix24 drives it", function()
-  local world, dir, cert, key, db, portal
-  setup(function() world, dir, cert, key, db, portal = A.world() end)
-  teardown(function() if world then world.stop() end end)
-  before_each(function()
-    portal:reset({ rate = 1000, burst = 1000, ca_file = cert })
-    os.remove(dir .. "/tokens.json")
-  end)
+  local dir, cert, key, db, portal
+  A.world_hooks(function(...) dir, cert, key, db, portal = ... end)
 
   it("a callback the OAuth server does not vouch for leaves no portal behind for `login` to default to", function()
     local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal })

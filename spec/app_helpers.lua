@@ -137,6 +137,26 @@ function A.world()
   return w, w.dir, w.cert, w.key, w.db, w.portal
 end
 
+-- A.world for the enclosing describe: made in its setup (handed to
+-- take(dir, cert, key, db, portal), which keeps them in the spec's
+-- locals), stopped in its teardown; before each test (unless fresh == false)
+-- the portal reset and the token file removed, so that every test starts
+-- from an empty portal and no installation.
+function A.world_hooks(take, fresh)
+  local busted = require "busted" -- (setup and the others live in the spec files' environment)
+  local w
+  busted.setup(function()
+    w = A.world()
+    take(w.dir, w.cert, w.key, w.db, w.portal)
+  end)
+  busted.teardown(function() if w then w.stop() end end)
+  if fresh == false then return end
+  busted.before_each(function()
+    w.portal:reset({ rate = 1000, burst = 1000, ca_file = w.cert })
+    os.remove(w.dir .. "/tokens.json")
+  end)
+end
+
 -- `biconnector ARGS` (a command line's text) on the token file in dir, as an
 -- operator runs it, bounded to 20 s; with_credentials: the application's
 -- client_id/client_secret in the environment too. -> exit code, output

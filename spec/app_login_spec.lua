@@ -42,10 +42,9 @@ local function browse(link, ca_file)
 end
 
 describe("biconnector login", function()
-  local world, dir, cert, key, db, portal
+  local dir, cert, key, db, portal
   -- a directory, a certificate, the shop and the local portal trusting it
-  setup(function() world, dir, cert, key, db, portal = A.world() end)
-  teardown(function() if world then world.stop() end end)
+  A.world_hooks(function(...) dir, cert, key, db, portal = ... end, false)
 
   local function env_for(extra)
     local env = { BITRIX24_TOKENS_FILE = dir .. "/tokens.json", BITRIX24_CLIENT_ID = "local.test.app",

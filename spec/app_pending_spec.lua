@@ -23,13 +23,8 @@ end
 
 for _, mode in ipairs({ "OAuth server", "--portal" }) do
   describe("serve --app (" .. mode .. "): a callback for a verified installation", function()
-    local world, dir, cert, key, db, portal
-    setup(function() world, dir, cert, key, db, portal = A.world() end)
-    teardown(function() if world then world.stop() end end)
-    before_each(function()
-      portal:reset({ rate = 1000, burst = 1000, ca_file = cert })
-      os.remove(dir .. "/tokens.json")
-    end)
+    local dir, cert, key, db, portal
+    A.world_hooks(function(...) dir, cert, key, db, portal = ... end)
 
     -- serve --app, installed by the portal and registered -> handle, install answer, the stored state
     local function installed()

@@ -7,13 +7,8 @@ local A = require "app_helpers"
 local cjson = require "cjson"
 
 describe("serve --app, reviewed as Bitrix24 drives it", function()
-  local world, dir, cert, key, db, portal
-  setup(function() world, dir, cert, key, db, portal = A.world() end)
-  teardown(function() if world then world.stop() end end)
-  before_each(function()
-    portal:reset({ rate = 1000, burst = 1000, ca_file = cert })
-    os.remove(dir .. "/tokens.json")
-  end)
+  local dir, cert, key, db, portal
+  A.world_hooks(function(...) dir, cert, key, db, portal = ... end)
 
   -- serve --app for the local portal, stopped after the test, installed by
   -- it -> the server handle and the portal's install answer

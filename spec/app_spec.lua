@@ -36,14 +36,9 @@ local function assert_no_secret(text, secrets)
 end
 
 describe("serve --app", function()
-  local world, dir, cert, key, db, portal
+  local dir, cert, key, db, portal
   -- a directory, a certificate, the shop and the local portal trusting it
-  setup(function() world, dir, cert, key, db, portal = A.world() end)
-  teardown(function() if world then world.stop() end end)
-  before_each(function()
-    portal:reset({ rate = 1000, burst = 1000, ca_file = cert })
-    os.remove(dir .. "/tokens.json")
-  end)
+  A.world_hooks(function(...) dir, cert, key, db, portal = ... end)
 
   it("is installed over HTTPS, registers connector, source and tables, and BI Builder reads the rows;"
     .. " a reinstall and a restart change nothing; uninstall needs the application_token", function()
