@@ -386,9 +386,22 @@ end
 -- The biconnector.metrics registry over a lua_shared_dict (by name).
 _M.metrics_registry = once_per_name(metrics.ngx_dict)
 
+-- The answer of `biconnector serve --metrics` to a method other than GET/HEAD.
+local METRICS_405 = '{"error":"method_not_allowed","message":"/metrics answers GET"}'
+
 -- ngx.metrics(dict_name): the content of a `location = /metrics`; the
 -- counters that serve(target, {metrics = dict_name}) adds to, Prometheus text.
+-- GET and HEAD only; other methods 405 with `Allow: GET`, as `serve --metrics`.
 function _M.metrics(dict_name)
+  local method = ngx.req.get_method()
+  if method ~= "GET" and method ~= "HEAD" then
+    ngx.status = 405
+    ngx.header["Content-Type"] = JSON_TYPE
+    ngx.header["Allow"] = "GET"
+    ngx.header["Content-Length"] = #METRICS_405
+    ngx.print(METRICS_405)
+    return ngx.eof()
+  end
   local text = _M.metrics_registry(dict_name):render()
   ngx.status = 200
   ngx.header["Content-Type"] = metrics.CONTENT_TYPE

@@ -1,0 +1,178 @@
+-- Acceptance of biconnector.ngx against `biconnector serve`: requests as
+-- Bitrix24 and careless clients send them, which spec/ngx_parity_spec.lua
+-- does not send; each test here failed before the fix it names.
+local helpers = require "helpers"
+local cjson = require "cjson"
+local S = require "serve_helpers"
+local N = require "ngx_helpers"
+
+local concat, format = table.concat, string.format
+
+local TOP = N.TOP
+local DEMO = TOP .. "/examples/demo/connector.lua"
+local DEMO_TOKEN = "accept-demo-token"
+
+-- Sends `raw` on a new connection, reads until the server closes.
+local function send_raw(port, raw)
+  local sock = helpers.connect(port, 20)
+  sock:send(raw)
+  local text, _, partial = sock:receive("*a")
+  sock:close()
+  text = text or partial or ""
+  local head, rest = text:match("^(.-)\r\n\r\n(.*)$")
+  if not head then return { status = nil, headers = {}, body = "", raw = text } end
+  -- a 100 Continue before the answer
+  while head:match("^HTTP/1%.%d 100") do head, rest = rest:match("^(.-)\r\n\r\n(.*)$") end
+  local r = { status = tonumber(head:match("^HTTP/1%.%d (%d+)")), headers = {}, raw = text }
+  for k, v in head:gmatch("\n([^:\r\n]+):%s*([^\r\n]*)") do r.headers[k:lower()] = v end
+  if (r.headers["transfer-encoding"] or ""):lower():find("chunked") then
+    r.chunked = true
+    local out, pos = {}, 1
+    while true do
+      local size, after = rest:match("^(%x+)[^\r\n]*\r\n()", pos)
+      size = tonumber(size or "", 16)
+      if not size then r.cut = "no chunk header at byte " .. pos break end
+      if size == 0 then break end
+      local data = rest:sub(after, after + size - 1)
+      out[#out + 1] = data
+      if #data < size then r.cut = "cut inside a chunk" break end
+      pos = after + size + 2
+    end
+    r.body = concat(out)
+  else
+    r.body = rest
+  end
+  return r
+end
+
+local function request(port, method, path, body, headers)
+  local lines = { format("%s %s HTTP/1.1", method, path), "Host: 127.0.0.1", "Connection: close" }
+  local has_length = false
+  for k, v in pairs(headers or {}) do
+    if v then lines[#lines + 1] = k .. ": " .. v end
+    if k:lower() == "content-length" or k:lower() == "transfer-encoding" then has_length = true end
+  end
+  if body and not has_length then lines[#lines + 1] = "Content-Length: " .. #body end
+  return send_raw(port, concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""))
+end
+
+local function id_masked(v)
+  if type(v) == "table" then
+    local out = {}
+    for k, x in pairs(v) do out[k] = (k == "id" and type(x) == "string") and "<id>" or id_masked(x) end
+    return out
+  elseif type(v) == "string" then
+    return (v:gsub("error id %x+", "error id <id>"))
+  end
+  return v
+end
+
+local function view(r)
+  local ok, decoded = pcall(cjson.decode, r.body)
+  return {
+    status = r.status,
+    content_type = r.headers["content-type"],
+    allow = r.headers["allow"],
+    body = (ok and not r.cut) and id_masked(decoded) or r.body,
+    cut = r.cut ~= nil,
+  }
+end
+
+-- a connector with a cache, for the cache and metrics locations
+local CACHED = [[
+local biconnector = require "biconnector"
+local n = 0
+return biconnector.connector {
+  title = "cached", settings = { { code = "token", name = "Token", type = "STRING" } },
+  cache = { ttl = 300 },
+  check = function(c) return c.token == "good", "wrong token" end,
+  tables = function(_, search)
+    n = n + 1
+    local all = { { code = "a", title = "A " .. n }, { code = "b", title = "B " .. n } }
+    local out = {}
+    for _, t in ipairs(all) do if search == "" or t.code:find(search, 1, true) then out[#out + 1] = t end end
+    return out
+  end,
+  describe = function(_, t)
+    if t ~= "a" and t ~= "b" then return nil end
+    n = n + 1
+    return { { code = "id", name = "ID " .. n, type = "int" } }
+  end,
+  data = function() return { { id = 1 } } end,
+}
+]]
+
+local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+
+local why_not = N.missing()
+
+describe("biconnector.ngx as Bitrix24 and careless clients see it #ngx", function()
+  if why_not then
+    local msg = N.skipped("spec/ngx_accept_spec.lua", why_not)
+    it("needs nginx with the Lua module", function() pending(msg) end)
+    return
+  end
+
+  local prefix, nginx, ngx_port, serve, serve_c, dir, cached_file
+
+  setup(function()
+    serve = S.start(S.serve_command({ DEMO, "--listen", "127.0.0.1:0", "--prefix", "/demo", "--workers", "1" }),
+      { BIC_DEMO_TOKEN = DEMO_TOKEN, BIC_DEMO_ROWS = "100" })
+    dir = helpers.tmpdir("ngx-accept")
+    cached_file = dir .. "/cached.lua"
+    helpers.write_file(cached_file, CACHED)
+    serve_c = S.start(S.serve_command({ cached_file, "--listen", "127.0.0.1:0", "--prefix", "/c", "--workers", "1", "--metrics" }), {})
+    prefix = N.make_prefix()
+    ngx_port = helpers.free_port()
+    local lines = {
+      "  lua_shared_dict bic_cache 1m;",
+      "  lua_shared_dict bic_metrics 1m;",
+      "  server {",
+      "    listen 127.0.0.1:" .. ngx_port .. ";",
+      "    client_max_body_size 1m;",
+      "    client_body_buffer_size 1k;",
+      "    location /demo/ {",
+      "      error_page 413 @bic_413;",
+      "      content_by_lua_block { require('biconnector.ngx').serve(" .. format("%q", DEMO)
+        .. ", { prefix = '/demo' }) }",
+      "    }",
+      "    location /c/ {",
+      "      content_by_lua_block { require('biconnector.ngx').serve(" .. format("%q", cached_file)
+        .. ", { prefix = '/c', cache = 'bic_cache', metrics = 'bic_metrics' }) }",
+      "    }",
+      "    location = /c/metrics { content_by_lua_block { require('biconnector.ngx').metrics('bic_metrics') } }",
+      "    location @bic_413 {",
+      "      content_by_lua_block { require('biconnector.ngx').error_page(413) }",
+      "    }",
+      "  }",
+    }
+    nginx = N.start(prefix, N.conf(prefix, lines, { env = { "BIC_DEMO_TOKEN", "BIC_DEMO_ROWS" } }), ngx_port,
+      format("BIC_DEMO_TOKEN=%s BIC_DEMO_ROWS=100", DEMO_TOKEN))
+  end)
+
+  teardown(function()
+    S.stop(serve)
+    S.stop(serve_c)
+    if dir then helpers.rmdir(dir) end
+    N.stop_and_remove(nginx, prefix)
+  end)
+
+  -- docs/serve.md: `--metrics` answers GET (and HEAD) PREFIX/metrics, other methods 405;
+  -- docs/openresty.md: glue.metrics gives the counters of `serve --metrics`
+  it("answers /metrics to GET and HEAD only, other methods 405 as serve --metrics does", function()
+    for _, method in ipairs({ "POST", "PUT", "DELETE" }) do
+      local a = request(serve_c.port, method, "/c/metrics", "", FORM)
+      local b = request(ngx_port, method, "/c/metrics", "", FORM)
+      assert.same(view(a), view(b), method)
+      assert.equals(405, b.status, method)
+      assert.equals("GET", b.headers["allow"], method)
+    end
+    local b = request(ngx_port, "GET", "/c/metrics")
+    assert.equals(200, b.status)
+    assert.matches("^text/plain; version=0.0.4", b.headers["content-type"])
+    assert.matches("# TYPE biconnector_requests_total counter", b.body, 1, true)
+    b = request(ngx_port, "HEAD", "/c/metrics")
+    assert.equals(200, b.status)
+    assert.equals("", b.body)
+  end)
+end)
