@@ -102,6 +102,19 @@ return biconnector.connector {
 }
 ]]
 
+-- another connector of the same title, other tables
+local SAME_TITLE = [[
+local biconnector = require "biconnector"
+return biconnector.connector {
+  title = "cached", settings = { { code = "token", name = "Token", type = "STRING" } },
+  cache = { ttl = 300 },
+  check = function(c) return c.token == "good", "wrong token" end,
+  tables = { { code = "other", title = "Other" } },
+  describe = { other = { { code = "n", name = "N", type = "string" } } },
+  data = function() return { { n = "x" } } end,
+}
+]]
+
 local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
 
 local why_not = N.missing()
@@ -113,7 +126,7 @@ describe("biconnector.ngx as Bitrix24 and careless clients see it #ngx", functio
     return
   end
 
-  local prefix, nginx, ngx_port, serve, serve_c, dir, cached_file
+  local prefix, nginx, ngx_port, serve, serve_c, serve_o2, dir, cached_file, other_file
 
   setup(function()
     serve = S.start(S.serve_command({ DEMO, "--listen", "127.0.0.1:0", "--prefix", "/demo", "--workers", "1" }),
@@ -121,12 +134,18 @@ describe("biconnector.ngx as Bitrix24 and careless clients see it #ngx", functio
     dir = helpers.tmpdir("ngx-accept")
     cached_file = dir .. "/cached.lua"
     helpers.write_file(cached_file, CACHED)
+    other_file = dir .. "/other.lua"
+    helpers.write_file(other_file, SAME_TITLE)
+    serve_o2 = S.start(S.serve_command({ other_file, "--listen", "127.0.0.1:0", "--prefix", "/o2", "--workers", "1" }), {})
     serve_c = S.start(S.serve_command({ cached_file, "--listen", "127.0.0.1:0", "--prefix", "/c", "--workers", "1", "--metrics" }), {})
     prefix = N.make_prefix()
     ngx_port = helpers.free_port()
     local lines = {
       "  lua_shared_dict bic_cache 1m;",
       "  lua_shared_dict bic_metrics 1m;",
+      -- connector objects (not paths) given to serve: one loaded by the glue, one made in the master
+      "  init_by_lua_block { package.loaded.bic_accept_other = require('biconnector.connector').load("
+        .. format("%q", other_file) .. ") }",
       "  server {",
       "    listen 127.0.0.1:" .. ngx_port .. ";",
       "    client_max_body_size 1m;",
@@ -141,6 +160,14 @@ describe("biconnector.ngx as Bitrix24 and careless clients see it #ngx", functio
         .. ", { prefix = '/c', cache = 'bic_cache', metrics = 'bic_metrics' }) }",
       "    }",
       "    location = /c/metrics { content_by_lua_block { require('biconnector.ngx').metrics('bic_metrics') } }",
+      "    location /o1/ {",
+      "      content_by_lua_block { local g = require('biconnector.ngx'); g.serve(g.load(" .. format("%q", cached_file)
+        .. "), { prefix = '/o1', cache = 'bic_cache' }) }",
+      "    }",
+      "    location /o2/ {",
+      "      content_by_lua_block { require('biconnector.ngx').serve(package.loaded.bic_accept_other,"
+        .. " { prefix = '/o2', cache = 'bic_cache' }) }",
+      "    }",
       "    location @bic_413 {",
       "      content_by_lua_block { require('biconnector.ngx').error_page(413) }",
       "    }",
@@ -153,6 +180,7 @@ describe("biconnector.ngx as Bitrix24 and careless clients see it #ngx", functio
   teardown(function()
     S.stop(serve)
     S.stop(serve_c)
+    S.stop(serve_o2)
     if dir then helpers.rmdir(dir) end
     N.stop_and_remove(nginx, prefix)
   end)
@@ -174,5 +202,24 @@ describe("biconnector.ngx as Bitrix24 and careless clients see it #ngx", functio
     b = request(ngx_port, "HEAD", "/c/metrics")
     assert.equals(200, b.status)
     assert.equals("", b.body)
+  end)
+
+  -- docs/connector.md, "Cache": answers never cross; under serve each connector
+  -- object has its own store. Two connector objects of the same title served
+  -- with one lua_shared_dict shared the title as their key's namespace, so
+  -- the second answered the first's cached table list.
+  it("keeps the cached answers of two connector objects of the same title apart", function()
+    local body = "connection[token]=good"
+    local first = request(ngx_port, "POST", "/o1/table_list", body, FORM)
+    assert.equals(200, first.status)
+    assert.equals("a", cjson.decode(first.body)[1].code)
+    for _, ep in ipairs({ { "table_list", body }, { "table_description", body .. "&table=other" },
+                          { "table_description", body .. "&table=a" } }) do
+      local a = request(serve_o2.port, "POST", "/o2/" .. ep[1], ep[2], FORM)
+      local b = request(ngx_port, "POST", "/o2/" .. ep[1], ep[2], FORM)
+      assert.same(view(a), view(b), ep[1] .. " " .. ep[2])
+    end
+    local b = request(ngx_port, "POST", "/o2/table_list", body, FORM)
+    assert.same({ { code = "other", title = "Other" } }, cjson.decode(b.body))
   end)
 end)

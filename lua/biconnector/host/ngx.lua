@@ -217,6 +217,24 @@ local function access_log(line)
   ngx.log(ngx.NOTICE, "biconnector: ", line)
 end
 
+-- The namespace of a connector object's answers in a shared cache: the path
+-- glue.load loaded it from (as serve(path) has it), else its title and its
+-- identity, so that two objects of the same title never answer each other's
+-- cached lists (under `biconnector serve` each object has a store of its
+-- own). An object made in init_by_lua lives at the same address in every
+-- forked worker, so the workers still share its answers. Made once per object.
+local namespaces = setmetatable({}, { __mode = "k" })
+local function namespace_of(c)
+  local ns = namespaces[c]
+  if ns then return ns end
+  for path, loaded in pairs(cache) do
+    if loaded == c then ns = path break end
+  end
+  ns = ns or (tostring(c.title) .. "\0" .. tostring(c))
+  namespaces[c] = ns
+  return ns
+end
+
 local function prepare(target, opts, started, uri)
   local c = target
   if type(target) == "string" then c = _M.load(target) end
@@ -240,7 +258,7 @@ local function prepare(target, opts, started, uri)
   }
   if opts.cache then -- a lua_shared_dict name: the connector's cache (cache = {ttl}) kept there
     answer_opts.cache = _M.cache_store(opts.cache)
-    answer_opts.cache_namespace = type(target) == "string" and target or c.title
+    answer_opts.cache_namespace = type(target) == "string" and target or namespace_of(c)
   end
   local status, headers, body, finish = c:answer(req, answer_opts, started)
   return req, status, headers, body, finish
