@@ -168,6 +168,11 @@ describe("biconnector.ngx as Bitrix24 and careless clients see it #ngx", functio
       "      content_by_lua_block { require('biconnector.ngx').serve(package.loaded.bic_accept_other,"
         .. " { prefix = '/o2', cache = 'bic_cache' }) }",
       "    }",
+      -- a prefix written as `serve --prefix` takes it: no leading slash, trailing slashes
+      "    location /p/ {",
+      "      content_by_lua_block { require('biconnector.ngx').serve(" .. format("%q", DEMO)
+        .. ", { prefix = 'p//' }) }",
+      "    }",
       "    location @bic_413 {",
       "      content_by_lua_block { require('biconnector.ngx').error_page(413) }",
       "    }",
@@ -221,5 +226,26 @@ describe("biconnector.ngx as Bitrix24 and careless clients see it #ngx", functio
     end
     local b = request(ngx_port, "POST", "/o2/table_list", body, FORM)
     assert.same({ { code = "other", title = "Other" } }, cjson.decode(b.body))
+  end)
+
+  -- `serve --prefix bitrix/` is /bitrix (a leading slash added, trailing ones
+  -- dropped); the glue took `prefix = "bitrix/"` as it was written, and no
+  -- path started with it: every request was a 404
+  it("takes a prefix without its leading slash or with trailing slashes as serve --prefix does", function()
+    local glue = require "biconnector.ngx"
+    assert.equals("/bitrix", glue.prefix_of("/bitrix/check", "bitrix"))
+    assert.equals("/bitrix", glue.prefix_of("/bitrix/check", "/bitrix//"))
+    assert.equals("/bitrix", glue.prefix_of("/bitrix/check", "bitrix/"))
+    assert.is_nil(glue.prefix_of("/check", "/"))
+    assert.is_nil(glue.prefix_of("/check", "//"))
+    local body = "connection[token]=" .. DEMO_TOKEN
+    local a = request(serve.port, "POST", "/demo/check", body, FORM)
+    local b = request(ngx_port, "POST", "/p/check", body, FORM)
+    assert.same(view(a), view(b))
+    assert.equals(200, b.status)
+    b = request(ngx_port, "POST", "/p/table_list", body, FORM)
+    assert.equals(200, b.status)
+    b = request(ngx_port, "POST", "/p/p/check", body, FORM)
+    assert.equals(404, b.status)
   end)
 end)

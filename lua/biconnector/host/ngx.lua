@@ -143,8 +143,27 @@ end
 -- The prefix to strip: opts.prefix as given, else everything before the
 -- last path segment (the endpoints are single segments), so that one
 -- `location /any/prefix/` works without repeating the prefix.
+-- A given prefix is taken as `biconnector serve --prefix` takes it: a
+-- leading slash added, trailing ones dropped ("bitrix/" is "/bitrix"; "/"
+-- none). Normalised once per string (the first 64 strings a worker sees:
+-- a prefix made per request is not kept).
+local given_prefixes, n_given = {}, 0
+local function given_prefix(given)
+  local p = given_prefixes[given]
+  if p == nil then
+    p = tostring(given)
+    if p ~= "" and p:sub(1, 1) ~= "/" then p = "/" .. p end
+    p = p:gsub("/+$", "")
+    if n_given < 64 then
+      n_given = n_given + 1
+      given_prefixes[given] = p
+    end
+  end
+  return p ~= "" and p or nil
+end
+
 local function prefix_of(path, given)
-  if given ~= nil then return given ~= "" and given or nil end
+  if given ~= nil then return given_prefix(given) end
   local trimmed = path:gsub("/+$", "")
   local dir = trimmed:match("^(.*)/[^/]*$")
   if dir == nil or dir == "" then return nil end
