@@ -150,6 +150,11 @@ describe("biconnector.ngx as Bitrix24 and careless clients see it #ngx", functio
       "    listen 127.0.0.1:" .. ngx_port .. ";",
       "    client_max_body_size 1m;",
       "    client_body_buffer_size 1k;",
+      "    error_page 400 /_biconnector/400;",
+      "    location ~ ^/_biconnector/(\\d+)$ {",
+      "      internal;",
+      "      content_by_lua_block { require('biconnector.ngx').error_page(tonumber(ngx.var[1])) }",
+      "    }",
       "    location /demo/ {",
       "      error_page 413 @bic_413;",
       "      content_by_lua_block { require('biconnector.ngx').serve(" .. format("%q", DEMO)
@@ -247,5 +252,65 @@ describe("biconnector.ngx as Bitrix24 and careless clients see it #ngx", functio
     assert.equals(200, b.status)
     b = request(ngx_port, "POST", "/p/p/check", body, FORM)
     assert.equals(404, b.status)
+  end)
+end)
+
+-- examples/nginx/nginx.conf as shipped (paths substituted): nginx's own
+-- errors must be JSON wherever they happen, as docs/openresty.md says.
+describe("examples/nginx/nginx.conf answers nginx's own errors in JSON #ngx", function()
+  if why_not then
+    local msg = N.skipped("spec/ngx_accept_spec.lua", why_not)
+    it("needs nginx with the Lua module", function() pending(msg) end)
+    return
+  end
+  local h, prefix, port
+
+  setup(function()
+    prefix = N.make_prefix()
+    port = helpers.free_port()
+    local text = N.read(TOP .. "/examples/nginx/nginx.conf")
+    local function sub(from, to)
+      local i = assert(text:find(from, 1, true), "the example no longer contains " .. from)
+      text = text:sub(1, i - 1) .. to .. text:sub(i + #from)
+    end
+    sub("pid /run/nginx.pid;", "pid " .. prefix .. "/nginx.pid;")
+    sub("/var/log/nginx/error.log", prefix .. "/logs/error.log")
+    sub("/var/log/nginx/biconnector.log", prefix .. "/logs/biconnector.log")
+    sub("/var/lib/nginx/body", prefix .. "/body")
+    sub("include /etc/nginx/modules-enabled/*.conf;", "load_module " .. N.MODULES .. "/ndk_http_module.so;\n"
+      .. "load_module " .. N.MODULES .. "/ngx_http_lua_module.so;")
+    sub("/usr/local/share/lua/5.1/?.lua;/usr/local/share/lua/5.1/?/init.lua",
+      TOP .. "/lua/?.lua;" .. TOP .. "/lua/?/init.lua")
+    sub("/usr/local/lib/lua/5.1/?.so", N.luajit_build() .. "/?.so")
+    text = text:gsub("/etc/biconnector/connector%.lua", (DEMO:gsub("%%", "%%%%")))
+    text = text:gsub("listen 8080;", "listen 127.0.0.1:" .. port .. ";")
+    text = text:gsub("worker_processes auto;", "worker_processes 1;")
+    text = text:gsub("user www%-data;", helpers.nginx_user_line())
+    h = N.start(prefix, text, port, "BIC_DEMO_TOKEN=" .. DEMO_TOKEN)
+  end)
+
+  teardown(function() N.stop_and_remove(h, prefix) end)
+
+  local function json_error(r)
+    local ok, decoded = pcall(cjson.decode, r.body)
+    return { r.status, r.headers["content-type"], ok and decoded.error or r.body }
+  end
+
+  -- a location's own error_page (the 413 one) stops nginx inheriting the
+  -- server's: a 400 nginx finds while reading the body was its HTML page
+  it("answers a malformed chunked body under /bitrix/ with 400 JSON", function()
+    local body = "connection[token]=" .. DEMO_TOKEN
+    for _, chunk in ipairs({ "zz\r\n" .. body .. "\r\n0\r\n\r\n", "3\r\n" .. body .. "\r\n0\r\n\r\n" }) do
+      local r = send_raw(port, "POST /bitrix/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        .. "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n" .. chunk)
+      assert.same({ 400, "application/json; charset=utf-8", "bad_request" }, json_error(r))
+    end
+  end)
+
+  -- `location /` serves the connector too (serve's 404 for other paths), so
+  -- a body over the limit there is serve's 413 JSON, not nginx's HTML
+  it("answers a body over the limit outside /bitrix/ with 413 JSON", function()
+    local r = request(port, "POST", "/other/check", "pad=" .. string.rep("z", 2 * 1048576), FORM)
+    assert.same({ 413, "application/json; charset=utf-8", "payload_too_large" }, json_error(r))
   end)
 end)
