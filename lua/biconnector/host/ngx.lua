@@ -140,9 +140,6 @@ local function serve_request(uri, with_remote)
   }
 end
 
--- The prefix to strip: opts.prefix as given, else everything before the
--- last path segment (the endpoints are single segments), so that one
--- `location /any/prefix/` works without repeating the prefix.
 -- A given prefix is taken as `biconnector serve --prefix` takes it: a
 -- leading slash added, trailing ones dropped ("bitrix/" is "/bitrix"; "/"
 -- none). Normalised once per string (the first 64 strings a worker sees:
@@ -162,6 +159,9 @@ local function given_prefix(given)
   return p ~= "" and p or nil
 end
 
+-- The prefix to strip: opts.prefix as given, else everything before the
+-- last path segment (the endpoints are single segments), so that one
+-- `location /any/prefix/` works without repeating the prefix.
 local function prefix_of(path, given)
   if given ~= nil then return given_prefix(given) end
   local trimmed = path:gsub("/+$", "")
