@@ -253,6 +253,22 @@ describe("biconnector.ngx as Bitrix24 and careless clients see it #ngx", functio
     b = request(ngx_port, "POST", "/p/p/check", body, FORM)
     assert.equals(404, b.status)
   end)
+
+  -- serve joins a repeated Content-Encoding ("identity, gzip": 415, the body is
+  -- not read as plain); the glue read $http_content_encoding, the first one
+  -- only, and parsed a body its client said was gzip as a plain form
+  it("refuses a repeated Content-Encoding naming gzip with 415 as serve does, whatever its order", function()
+    local body = "connection[token]=" .. DEMO_TOKEN
+    for _, hs in ipairs({ "Content-Encoding: identity\r\nContent-Encoding: gzip\r\n",
+                          "Content-Encoding: gzip\r\nContent-Encoding: identity\r\n",
+                          "Content-Encoding: identity\r\nContent-Encoding: identity\r\n" }) do
+      local raw = "POST /demo/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" .. hs
+        .. "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
+      local a, b = send_raw(serve.port, raw), send_raw(ngx_port, raw)
+      assert.same(view(a), view(b), hs)
+      assert.equals(hs:find("gzip", 1, true) and 415 or 200, b.status, hs)
+    end
+  end)
 end)
 
 -- examples/nginx/nginx.conf as shipped (paths substituted): nginx's own

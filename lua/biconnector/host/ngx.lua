@@ -125,7 +125,19 @@ end
 -- which the interpreter runs slowly, and a small request (/check) is mostly
 -- interpreted (issue 25: get_headers alone was about a tenth of a /check's
 -- worker CPU). $http_content_type is the first Content-Type of a repeated
--- one, where ngx.request joins them (docs/openresty.md).
+-- one, where ngx.request joins them (docs/openresty.md); a Content-Encoding
+-- is joined (content_encoding above).
+-- A Content-Encoding (rare: Bitrix24 sends none) is read from all the
+-- headers, a repeated one joined as `biconnector serve` joins it: the first
+-- alone ("identity" before "gzip") would have a compressed body read as plain.
+local function content_encoding(var)
+  local ce = var.http_content_encoding
+  if ce == nil then return nil end
+  local all = ngx.req.get_headers(0)["content-encoding"]
+  if type(all) == "table" then return concat(all, ", ") end
+  return ce
+end
+
 local function serve_request(uri, with_remote)
   local var = ngx.var
   local body, from_file = read_body()
@@ -133,7 +145,7 @@ local function serve_request(uri, with_remote)
   return {
     method = ngx.req.get_method(),
     path = uri,
-    headers = { ["content-type"] = var.http_content_type, ["content-encoding"] = var.http_content_encoding },
+    headers = { ["content-type"] = var.http_content_type, ["content-encoding"] = content_encoding(var) },
     body = body,
     remote = with_remote and var.remote_addr or "",
     body_in_file = from_file,
