@@ -125,7 +125,19 @@ end
 -- which the interpreter runs slowly, and a small request (/check) is mostly
 -- interpreted (issue 25: get_headers alone was about a tenth of a /check's
 -- worker CPU). $http_content_type is the first Content-Type of a repeated
--- one, where ngx.request joins them (docs/openresty.md).
+-- one, where ngx.request joins them (docs/openresty.md); a Content-Encoding
+-- is joined (content_encoding above).
+-- A Content-Encoding (rare: Bitrix24 sends none) is read from all the
+-- headers, a repeated one joined as `biconnector serve` joins it: the first
+-- alone ("identity" before "gzip") would have a compressed body read as plain.
+local function content_encoding(var)
+  local ce = var.http_content_encoding
+  if ce == nil then return nil end
+  local all = ngx.req.get_headers(0)["content-encoding"]
+  if type(all) == "table" then return concat(all, ", ") end
+  return ce
+end
+
 local function serve_request(uri, with_remote)
   local var = ngx.var
   local body, from_file = read_body()
@@ -133,18 +145,37 @@ local function serve_request(uri, with_remote)
   return {
     method = ngx.req.get_method(),
     path = uri,
-    headers = { ["content-type"] = var.http_content_type, ["content-encoding"] = var.http_content_encoding },
+    headers = { ["content-type"] = var.http_content_type, ["content-encoding"] = content_encoding(var) },
     body = body,
     remote = with_remote and var.remote_addr or "",
     body_in_file = from_file,
   }
 end
 
+-- A given prefix is taken as `biconnector serve --prefix` takes it: a
+-- leading slash added, trailing ones dropped ("bitrix/" is "/bitrix"; "/"
+-- none). Normalised once per string (the first 64 strings a worker sees:
+-- a prefix made per request is not kept).
+local given_prefixes, n_given = {}, 0
+local function given_prefix(given)
+  local p = given_prefixes[given]
+  if p == nil then
+    p = tostring(given)
+    if p ~= "" and p:sub(1, 1) ~= "/" then p = "/" .. p end
+    p = p:gsub("/+$", "")
+    if n_given < 64 then
+      n_given = n_given + 1
+      given_prefixes[given] = p
+    end
+  end
+  return p ~= "" and p or nil
+end
+
 -- The prefix to strip: opts.prefix as given, else everything before the
 -- last path segment (the endpoints are single segments), so that one
 -- `location /any/prefix/` works without repeating the prefix.
 local function prefix_of(path, given)
-  if given ~= nil then return given ~= "" and given or nil end
+  if given ~= nil then return given_prefix(given) end
   local trimmed = path:gsub("/+$", "")
   local dir = trimmed:match("^(.*)/[^/]*$")
   if dir == nil or dir == "" then return nil end
@@ -217,6 +248,24 @@ local function access_log(line)
   ngx.log(ngx.NOTICE, "biconnector: ", line)
 end
 
+-- The namespace of a connector object's answers in a shared cache: the path
+-- glue.load loaded it from (as serve(path) has it), else its title and its
+-- identity, so that two objects of the same title never answer each other's
+-- cached lists (under `biconnector serve` each object has a store of its
+-- own). An object made in init_by_lua lives at the same address in every
+-- forked worker, so the workers still share its answers. Made once per object.
+local namespaces = setmetatable({}, { __mode = "k" })
+local function namespace_of(c)
+  local ns = namespaces[c]
+  if ns then return ns end
+  for path, loaded in pairs(cache) do
+    if loaded == c then ns = path break end
+  end
+  ns = ns or (tostring(c.title) .. "\0" .. tostring(c))
+  namespaces[c] = ns
+  return ns
+end
+
 local function prepare(target, opts, started, uri)
   local c = target
   if type(target) == "string" then c = _M.load(target) end
@@ -240,7 +289,7 @@ local function prepare(target, opts, started, uri)
   }
   if opts.cache then -- a lua_shared_dict name: the connector's cache (cache = {ttl}) kept there
     answer_opts.cache = _M.cache_store(opts.cache)
-    answer_opts.cache_namespace = type(target) == "string" and target or c.title
+    answer_opts.cache_namespace = type(target) == "string" and target or namespace_of(c)
   end
   local status, headers, body, finish = c:answer(req, answer_opts, started)
   return req, status, headers, body, finish
@@ -386,9 +435,22 @@ end
 -- The biconnector.metrics registry over a lua_shared_dict (by name).
 _M.metrics_registry = once_per_name(metrics.ngx_dict)
 
+-- The answer of `biconnector serve --metrics` to a method other than GET/HEAD.
+local METRICS_405 = '{"error":"method_not_allowed","message":"/metrics answers GET"}'
+
 -- ngx.metrics(dict_name): the content of a `location = /metrics`; the
 -- counters that serve(target, {metrics = dict_name}) adds to, Prometheus text.
+-- GET and HEAD only; other methods 405 with `Allow: GET`, as `serve --metrics`.
 function _M.metrics(dict_name)
+  local method = ngx.req.get_method()
+  if method ~= "GET" and method ~= "HEAD" then
+    ngx.status = 405
+    ngx.header["Content-Type"] = JSON_TYPE
+    ngx.header["Allow"] = "GET"
+    ngx.header["Content-Length"] = #METRICS_405
+    ngx.print(METRICS_405)
+    return ngx.eof()
+  end
   local text = _M.metrics_registry(dict_name):render()
   ngx.status = 200
   ngx.header["Content-Type"] = metrics.CONTENT_TYPE
