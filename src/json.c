@@ -243,6 +243,44 @@ static ALWAYS_INLINE int block_attention(const unsigned char *s, char *o) {
 }
 #endif
 
+/* The same for the last rest bytes of a string, 0 < rest < BLOCK: the
+ * position of the first byte that needs attention, or rest, and the bytes
+ * stored at o (which has room for a block and 8 bytes more; bytes past rest
+ * may be stored too). Read in two overlapping words, or one assembled from
+ * two or three loads: nothing is read past s + rest. */
+static ALWAYS_INLINE int tail_attention(const unsigned char *s, size_t rest, char *o) {
+#if defined(__SSE2__) && defined(__x86_64__)
+  unsigned mask;
+  if (rest >= 8) {
+    __m128i lo = _mm_loadl_epi64((const __m128i *)(const void *)s);
+    __m128i hi = _mm_loadl_epi64((const __m128i *)(const void *)(s + rest - 8));
+    __m128i v = _mm_unpacklo_epi64(lo, hi);
+    __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                               _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                            _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    mask = (unsigned)_mm_movemask_epi8(bad);
+    _mm_storel_epi64((__m128i *)(void *)o, lo);
+    _mm_storel_epi64((__m128i *)(void *)(o + rest - 8), hi);
+    if (mask & 0xFF) return __builtin_ctz(mask);  /* in the first 8 bytes */
+    if (mask) return (int)rest - 8 + __builtin_ctz(mask >> 8);
+    return (int)rest;
+  } else {
+    uint64_t w = small_word(s, rest);  /* padded with bytes that need nothing */
+    __m128i v = _mm_cvtsi64_si128((long long)w);
+    __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                               _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                            _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    mask = (unsigned)_mm_movemask_epi8(bad) & 0xFF;  /* the upper 8 bytes are zero */
+    memcpy(o, &w, 8);
+    return mask ? __builtin_ctz(mask) : (int)rest;
+  }
+#else
+  size_t i;
+  for (i = 0; i < rest && string_class[s[i]] == 0; i++) o[i] = (char)s[i];
+  return (int)i;
+#endif
+}
+
 /* The first byte at or after p, before end, that needs attention (a quote, a
  * backslash, a control character or a non-ASCII byte), or end: blocks of 16
  * or 8 bytes while a whole block lies before end, then byte by byte. */
@@ -286,12 +324,8 @@ static int put_string_escaped(bic_buffer *b, const unsigned char *s, size_t len,
       o += n;
       if (n == BLOCK) continue;
     } else {
-      /* the last bytes, padded with a byte that needs nothing */
-      unsigned char tail[BLOCK];
       size_t rest = (size_t)(end - s);
-      memset(tail, 'a', sizeof tail);
-      memcpy(tail, s, rest);
-      n = block_attention(tail, o);
+      n = tail_attention(s, rest, o);
       if ((size_t)n >= rest) { o += rest; break; }
       s += n;
       o += n;
@@ -363,12 +397,15 @@ static char *format_integer(char *end, long long v) {
 }
 
 int bic_json_put_integer(bic_buffer *b, long long v) {
-  char tmp[24], *o;
-  char *p = format_integer(tmp + sizeof tmp, v);
-  if (b->cap - b->len < sizeof tmp && bic_buffer_grow(b, sizeof tmp) != 0) return -1;
-  o = b->data + b->len;
-  b->len += (size_t)(tmp + sizeof tmp - p);
-  while (p < tmp + sizeof tmp) *o++ = *p++;  /* a few bytes: no memcpy call */
+  /* the digits (20 at most, and the sign) end at tmp + 24 and are copied as
+   * 24 bytes from where they start, in a fixed-size copy (the compiler made
+   * a byte loop into a memcpy call); the bytes past them are overwritten by
+   * what follows */
+  char tmp[48];
+  char *p = format_integer(tmp + 24, v);
+  if (b->cap - b->len < 24 && bic_buffer_grow(b, 24) != 0) return -1;
+  memcpy(b->data + b->len, p, 24);
+  b->len += (size_t)(tmp + 24 - p);
   return 0;
 }
 
