@@ -1542,11 +1542,18 @@ static int put_key_other(encoder *E, int idx, int t) {
 /* 1 when the metatable of the table at slot t marks it as an array, 2 for
  * lua-cjson's empty_array_mt (an array only when empty), else 0. The markers
  * are told apart by address (what lua_rawequal compares for tables). */
-static int array_mark(encoder *E, int t) {
+static int array_mark_mt(encoder *E);
+
+static ALWAYS_INLINE int array_mark(encoder *E, int t) {
+  if (!lua_getmetatable(E->L, t)) return 0;  /* most tables: no call below */
+  return array_mark_mt(E);
+}
+
+/* The same, the table's metatable at the top (popped). */
+static int array_mark_mt(encoder *E) {
   lua_State *L = E->L;
   const void *mt;
   int mark = 0;
-  if (!lua_getmetatable(L, t)) return 0;
   mt = lua_topointer(L, -1);
   if (mt == E->array_mt) { lua_pop(L, 1); return 1; }
   keys_off(E);  /* lua_getfield, lua_pushliteral below may allocate */
@@ -1840,15 +1847,30 @@ static int open_table(encoder *E, int t) {
   return OPEN_OBJECT;
 }
 
+/* The deep part of close_level: the table leaves the set of those on the path. */
+static void close_deep_level(encoder *E, enc_level *lv) {
+  keys_off(E);
+  lua_pushvalue(E->L, lv->table);
+  lua_pushnil(E->L);
+  lua_rawset(E->L, ENC_SEEN);
+}
+
 /* Closes the innermost level; its table (and key or key list) stay on the stack. */
-static void close_level(encoder *E) {
+static ALWAYS_INLINE void close_level(encoder *E) {
   enc_level *lv = &E->levels[--E->depth];
-  if (E->depth >= SCANNED_LEVELS) {
-    keys_off(E);
-    lua_pushvalue(E->L, lv->table);
-    lua_pushnil(E->L);
-    lua_rawset(E->L, ENC_SEEN);
-  }
+  if (E->depth >= SCANNED_LEVELS) close_deep_level(E, lv);
+}
+
+/* The stack slot of the value being written, the top (what lua_gettop
+ * returns, without the call): the document's value just above the call's
+ * slots; in a walk the value above its table and key; in an array written
+ * by index the item above its table; in a sorted object the value above
+ * the table and its key list. */
+static ALWAYS_INLINE int value_slot(encoder *E) {
+  enc_level *lv;
+  if (E->depth == 0) return ENC_TOP + 1;
+  lv = &E->levels[E->depth - 1];
+  return lv->table + (lv->kind == LEVEL_ARRAY ? 1 : 2);
 }
 
 static int encode_document(encoder *E) {
@@ -1877,7 +1899,7 @@ typed:  /* the same, its type known */
       if (lua_touserdata(L, -1) == NULL) { PUT_LIT(E, "null"); break; }
       return encode_fail(E, "cannot encode a light userdata other than null");
     case LUA_TTABLE:
-      switch (open_table(E, lua_gettop(L))) {
+      switch (open_table(E, value_slot(E))) {
         case OPEN_EMPTY: break;
         case OPEN_WALK: lv = &E->levels[E->depth - 1]; goto walk_item;
         case OPEN_WALK_FIRST: lv = &E->levels[E->depth - 1]; goto walk_in_order;
