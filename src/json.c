@@ -772,12 +772,24 @@ static void check_option_names(lua_State *L, int opts, const char *const *known)
 
 /* ---- Decoding ------------------------------------------------------------- */
 
+/* Object keys already made in this call: a key met again (rows and records
+ * repeat their keys) is pushed from here, a table of the call, instead of
+ * being made again by lua_pushlstring, which hashes it and looks it up among
+ * all strings (Lua 5.4 hashes every byte of a short string). A slot, chosen
+ * by the key's length and ends, holds the text of the last key made there
+ * (keys of 1 to DECODE_KEY_TEXT bytes without escapes or non-ASCII bytes). */
+#define DECODE_KEY_SLOTS 64
+#define DECODE_KEY_TEXT 32
+
 typedef struct {
   lua_State *L;
   const unsigned char *start, *end;
   int base;                /* stack top before decoding */
   int work;                /* stack slot of the scratch buffer, 0 until needed */
   bic_buffer *scratch;     /* unescaped strings, long numbers */
+  int keys;                /* stack slot of the key cache's strings, a table once made */
+  unsigned char key_len[DECODE_KEY_SLOTS];                /* 0: an empty slot */
+  unsigned char key_text[DECODE_KEY_SLOTS][DECODE_KEY_TEXT];
   const unsigned char *err_at;
   const char *err;
   char err_text[128];
@@ -940,6 +952,58 @@ static int decode_string(decoder *D, const unsigned char **pp) {
   }
   lua_pushlstring(D->L, b->data, b->len);
   *pp = p + 1;
+  return 0;
+}
+
+/* Whether the len bytes at a and b are the same, 0 < len <= DECODE_KEY_TEXT;
+ * a may be read to a + DECODE_KEY_TEXT when room says so, b always. */
+static ALWAYS_INLINE int same_key(const unsigned char *a, size_t room, const unsigned char *b, size_t len) {
+#if defined(__SSE2__) && defined(__x86_64__)
+  if (room >= 32) {
+    unsigned eq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)a),
+                                                             _mm_loadu_si128((const __m128i *)(const void *)b))) |
+                  ((unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(
+                       _mm_loadu_si128((const __m128i *)(const void *)(a + 16)),
+                       _mm_loadu_si128((const __m128i *)(const void *)(b + 16)))) << 16);
+    uint64_t want = ((uint64_t)1 << len) - 1;  /* the first len bytes */
+    return ((uint64_t)eq & want) == want;
+  }
+#else
+  (void)room;
+#endif
+  return memcmp(a, b, len) == 0;
+}
+
+/* An object key at *pp: from the key cache (see DECODE_KEY_SLOTS) when it
+ * holds it, else made and put there; a key with escapes or non-ASCII bytes
+ * goes to decode_string. */
+static int decode_key(decoder *D, const unsigned char **pp) {
+  lua_State *L = D->L;
+  const unsigned char *s = *pp + 1, *q = skip_plain(s, D->end);
+  size_t len = (size_t)(q - s);
+  unsigned h;
+  if (q == D->end || *q != '"') return decode_string(D, pp);
+  if (len == 0 || len > DECODE_KEY_TEXT) {
+    lua_pushlstring(L, (const char *)s, len);
+    *pp = q + 1;
+    return 0;
+  }
+  h = ((unsigned)len * 7u + (unsigned)s[0] * 31u + (unsigned)s[len - 1] * 131u + (unsigned)s[len / 2]) %
+      DECODE_KEY_SLOTS;
+  if (D->key_len[h] == len && same_key(s, (size_t)(D->end - s), D->key_text[h], len)) {
+    lua_rawgeti(L, D->keys, (int)h + 1);
+  } else {
+    lua_pushlstring(L, (const char *)s, len);
+    if (lua_isnil(L, D->keys)) {
+      lua_createtable(L, DECODE_KEY_SLOTS, 0);
+      lua_replace(L, D->keys);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, D->keys, (int)h + 1);
+    memcpy(D->key_text[h], s, len);
+    D->key_len[h] = (unsigned char)len;
+  }
+  *pp = q + 1;
   return 0;
 }
 
@@ -1192,7 +1256,7 @@ value:
 key:
   if (p == end) return decode_fail(D, p, "unexpected end of input, expected a string key");
   if (*p != '"') return decode_fail_char(D, p, ", expected a string key");
-  if (decode_string(D, &p) != 0) return -1;
+  if (decode_key(D, &p) != 0) return -1;
   SKIP_SPACE(p, end);
   if (p == end || *p != ':') return decode_fail_char(D, p, ", expected ':' after an object key");
   p++;
@@ -1274,7 +1338,10 @@ static int json_decode(lua_State *L) {
   lua_settop(L, 2);
   lua_pushnil(L);  /* slot 3: the scratch buffer, created on first need */
   lua_pushnil(L);  /* slot 4: the level list, when deeper than the local one */
+  lua_pushnil(L);  /* slot 5: the key cache's strings, made with the first key */
   D.L = L;
+  D.keys = 5;
+  memset(D.key_len, 0, sizeof D.key_len);
   D.start = (const unsigned char *)text;
   D.end = D.start + len;
   D.base = 2;
