@@ -1817,8 +1817,11 @@ static int first_key_index(lua_State *L) {
   k = lua_tointeger(L, -2);
   return k == 1 ? 2 : k > 0;
 #else
-  if (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) == 1) return 2;
-  return is_index_key(L, -2);
+  lua_Number d;
+  if (lua_type(L, -2) != LUA_TNUMBER) return 0;  /* one lua_type, not a second in is_index_key */
+  d = lua_tonumber(L, -2);
+  if (d == 1) return 2;
+  return d >= 1 && d == floor(d) && d < 9007199254740992.0;  /* is_index_key's rule */
 #endif
 }
 
