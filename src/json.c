@@ -855,9 +855,15 @@ static char *put_utf8(char *o, unsigned cp) {
 }
 
 /* The string whose opening quote is at *pp: pushed, *pp moved past its end. */
+/* The byte a one-letter escape stands for (after the backslash), else 0. */
+static const unsigned char unescape_byte[256] = {
+  ['"'] = '"', ['\\'] = '\\', ['/'] = '/', ['b'] = '\b', ['f'] = '\f', ['n'] = '\n', ['r'] = '\r', ['t'] = '\t',
+};
+
 static int decode_string(decoder *D, const unsigned char **pp) {
   const unsigned char *p = *pp + 1, *end = D->end;
   bic_buffer *b;
+  char *o, *lim;
   /* Fast path: no escapes, push straight from the input. */
   for (;;) {
     unsigned char c;
@@ -880,76 +886,78 @@ static int decode_string(decoder *D, const unsigned char **pp) {
   }
   /* Escapes: unescape into the scratch buffer (an escape never grows the
    * text), blocks of plain bytes copied whole up to the next byte that needs
-   * attention; the buffer keeps room for a block and an escape. */
+   * attention; the buffer keeps room for a block and an escape. The end of
+   * what is written (o) and of the room (lim) stay in locals, b->len is set
+   * where the buffer grows and at the end; the one-letter escapes come from
+   * a table (no jump through a switch per escape). */
   b = decode_scratch(D);
-  if (bic_buffer_put(b, *pp + 1, (size_t)(p - *pp - 1)) != 0) return decode_fail(D, p, "out of memory");
+  if (bic_buffer_put(b, *pp + 1, (size_t)(p - *pp - 1)) != 0 ||
+      (b->cap - b->len < BLOCK + 8 && bic_buffer_grow(b, BLOCK + 8) != 0))
+    return decode_fail(D, p, "out of memory");
+  o = b->data + b->len;
+  lim = b->data + b->cap;
   for (;;) {
-    unsigned char c;
-    char *o;
-    if (b->cap - b->len < BLOCK + 8 && bic_buffer_grow(b, BLOCK + 8) != 0) return decode_fail(D, p, "out of memory");
-    o = b->data + b->len;
+    unsigned char c, e;
+    if (lim - o < BLOCK + 8) {
+      b->len = (size_t)(o - b->data);
+      if (bic_buffer_grow(b, BLOCK + 8) != 0) return decode_fail(D, p, "out of memory");
+      o = b->data + b->len;
+      lim = b->data + b->cap;
+    }
     if (end - p >= BLOCK) {
       int n = block_attention(p, o);
       p += n;
       o += n;
-      b->len += (size_t)n;
       if (n == BLOCK) continue;
     } else {
       const unsigned char *q = skip_plain(p, end);
+      b->len = (size_t)(o - b->data);
       if (bic_buffer_put(b, p, (size_t)(q - p)) != 0 || bic_buffer_grow(b, 8) != 0)
         return decode_fail(D, p, "out of memory");
       p = q;
       o = b->data + b->len;
+      lim = b->data + b->cap;
     }
     if (p == end) return decode_fail(D, *pp, "unterminated string");
     c = *p;
+    if (c == '\\') {
+      const unsigned char *esc = p;
+      unsigned cp;
+      if (p + 1 >= end) return decode_fail(D, *pp, "unterminated string");
+      e = unescape_byte[p[1]];
+      if (e != 0) {  /* \" \\ \/ \b \f \n \r \t */
+        *o++ = (char)e;
+        p += 2;
+        continue;
+      }
+      if (p[1] != 'u') return decode_fail(D, esc, "invalid escape in string");
+      if (read_hex4(p + 2, end, &cp) != 0) return decode_fail(D, esc, "invalid \\u escape in string");
+      p += 4;
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        unsigned lo;
+        if (end - p < 8 || p[2] != '\\' || p[3] != 'u' || read_hex4(p + 4, end, &lo) != 0 ||
+            lo < 0xDC00 || lo > 0xDFFF)
+          return decode_fail(D, esc, "lone surrogate in \\u escape");
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        p += 6;
+      } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        return decode_fail(D, esc, "lone surrogate in \\u escape");
+      }
+      o = put_utf8(o, cp);
+      p += 2;
+      continue;
+    }
+    if (c == '"') break;
     if (c >= 0x80) {
       size_t skip;
       int n = utf8_sequence(p, (size_t)(end - p), &skip);
       if (!n) return decode_fail(D, p, "invalid UTF-8 in string");
-      b->len += (size_t)n;
       do *o++ = (char)*p++; while (--n > 0);
       continue;
     }
-    if (c < 0x20) return decode_fail(D, p, "unescaped control character in string");
-    if (c == '"') break;
-    /* c == '\\' */
-    if (p + 1 >= end) return decode_fail(D, *pp, "unterminated string");
-    {
-      char *start = o;
-      unsigned cp;
-      const unsigned char *esc = p;
-      switch (p[1]) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '/': *o++ = '/'; break;
-        case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;
-        case 'n': *o++ = '\n'; break;
-        case 'r': *o++ = '\r'; break;
-        case 't': *o++ = '\t'; break;
-        case 'u':
-          if (read_hex4(p + 2, end, &cp) != 0) return decode_fail(D, esc, "invalid \\u escape in string");
-          p += 4;
-          if (cp >= 0xD800 && cp <= 0xDBFF) {
-            unsigned lo;
-            if (end - p < 8 || p[2] != '\\' || p[3] != 'u' || read_hex4(p + 4, end, &lo) != 0 ||
-                lo < 0xDC00 || lo > 0xDFFF)
-              return decode_fail(D, esc, "lone surrogate in \\u escape");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            p += 6;
-          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            return decode_fail(D, esc, "lone surrogate in \\u escape");
-          }
-          o = put_utf8(o, cp);
-          break;
-        default:
-          return decode_fail(D, esc, "invalid escape in string");
-      }
-      p += 2;
-      b->len += (size_t)(o - start);
-    }
+    return decode_fail(D, p, "unescaped control character in string");  /* c < 0x20 */
   }
+  b->len = (size_t)(o - b->data);
   lua_pushlstring(D->L, b->data, b->len);
   *pp = p + 1;
   return 0;
