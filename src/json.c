@@ -243,6 +243,44 @@ static ALWAYS_INLINE int block_attention(const unsigned char *s, char *o) {
 }
 #endif
 
+/* The same for the last rest bytes of a string, 0 < rest < BLOCK: the
+ * position of the first byte that needs attention, or rest, and the bytes
+ * stored at o (which has room for a block and 8 bytes more; bytes past rest
+ * may be stored too). Read in two overlapping words, or one assembled from
+ * two or three loads: nothing is read past s + rest. */
+static ALWAYS_INLINE int tail_attention(const unsigned char *s, size_t rest, char *o) {
+#if defined(__SSE2__) && defined(__x86_64__)
+  unsigned mask;
+  if (rest >= 8) {
+    __m128i lo = _mm_loadl_epi64((const __m128i *)(const void *)s);
+    __m128i hi = _mm_loadl_epi64((const __m128i *)(const void *)(s + rest - 8));
+    __m128i v = _mm_unpacklo_epi64(lo, hi);
+    __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                               _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                            _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    mask = (unsigned)_mm_movemask_epi8(bad);
+    _mm_storel_epi64((__m128i *)(void *)o, lo);
+    _mm_storel_epi64((__m128i *)(void *)(o + rest - 8), hi);
+    if (mask & 0xFF) return __builtin_ctz(mask);  /* in the first 8 bytes */
+    if (mask) return (int)rest - 8 + __builtin_ctz(mask >> 8);
+    return (int)rest;
+  } else {
+    uint64_t w = small_word(s, rest);  /* padded with bytes that need nothing */
+    __m128i v = _mm_cvtsi64_si128((long long)w);
+    __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                               _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                            _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    mask = (unsigned)_mm_movemask_epi8(bad) & 0xFF;  /* the upper 8 bytes are zero */
+    memcpy(o, &w, 8);
+    return mask ? __builtin_ctz(mask) : (int)rest;
+  }
+#else
+  size_t i;
+  for (i = 0; i < rest && string_class[s[i]] == 0; i++) o[i] = (char)s[i];
+  return (int)i;
+#endif
+}
+
 /* The first byte at or after p, before end, that needs attention (a quote, a
  * backslash, a control character or a non-ASCII byte), or end: blocks of 16
  * or 8 bytes while a whole block lies before end, then byte by byte. */
@@ -286,12 +324,8 @@ static int put_string_escaped(bic_buffer *b, const unsigned char *s, size_t len,
       o += n;
       if (n == BLOCK) continue;
     } else {
-      /* the last bytes, padded with a byte that needs nothing */
-      unsigned char tail[BLOCK];
       size_t rest = (size_t)(end - s);
-      memset(tail, 'a', sizeof tail);
-      memcpy(tail, s, rest);
-      n = block_attention(tail, o);
+      n = tail_attention(s, rest, o);
       if ((size_t)n >= rest) { o += rest; break; }
       s += n;
       o += n;
@@ -363,12 +397,15 @@ static char *format_integer(char *end, long long v) {
 }
 
 int bic_json_put_integer(bic_buffer *b, long long v) {
-  char tmp[24], *o;
-  char *p = format_integer(tmp + sizeof tmp, v);
-  if (b->cap - b->len < sizeof tmp && bic_buffer_grow(b, sizeof tmp) != 0) return -1;
-  o = b->data + b->len;
-  b->len += (size_t)(tmp + sizeof tmp - p);
-  while (p < tmp + sizeof tmp) *o++ = *p++;  /* a few bytes: no memcpy call */
+  /* the digits (20 at most, and the sign) end at tmp + 24 and are copied as
+   * 24 bytes from where they start, in a fixed-size copy (the compiler made
+   * a byte loop into a memcpy call); the bytes past them are overwritten by
+   * what follows */
+  char tmp[48];
+  char *p = format_integer(tmp + 24, v);
+  if (b->cap - b->len < 24 && bic_buffer_grow(b, 24) != 0) return -1;
+  memcpy(b->data + b->len, p, 24);
+  b->len += (size_t)(tmp + 24 - p);
   return 0;
 }
 
@@ -735,12 +772,24 @@ static void check_option_names(lua_State *L, int opts, const char *const *known)
 
 /* ---- Decoding ------------------------------------------------------------- */
 
+/* Object keys already made in this call: a key met again (rows and records
+ * repeat their keys) is pushed from here, a table of the call, instead of
+ * being made again by lua_pushlstring, which hashes it and looks it up among
+ * all strings (Lua 5.4 hashes every byte of a short string). A slot, chosen
+ * by the key's length and ends, holds the text of the last key made there
+ * (keys of 1 to DECODE_KEY_TEXT bytes without escapes or non-ASCII bytes). */
+#define DECODE_KEY_SLOTS 64
+#define DECODE_KEY_TEXT 32
+
 typedef struct {
   lua_State *L;
   const unsigned char *start, *end;
   int base;                /* stack top before decoding */
   int work;                /* stack slot of the scratch buffer, 0 until needed */
   bic_buffer *scratch;     /* unescaped strings, long numbers */
+  int keys;                /* stack slot of the key cache's strings, a table once made */
+  unsigned char key_len[DECODE_KEY_SLOTS];                /* 0: an empty slot */
+  unsigned char key_text[DECODE_KEY_SLOTS][DECODE_KEY_TEXT];
   const unsigned char *err_at;
   const char *err;
   char err_text[128];
@@ -806,9 +855,15 @@ static char *put_utf8(char *o, unsigned cp) {
 }
 
 /* The string whose opening quote is at *pp: pushed, *pp moved past its end. */
+/* The byte a one-letter escape stands for (after the backslash), else 0. */
+static const unsigned char unescape_byte[256] = {
+  ['"'] = '"', ['\\'] = '\\', ['/'] = '/', ['b'] = '\b', ['f'] = '\f', ['n'] = '\n', ['r'] = '\r', ['t'] = '\t',
+};
+
 static int decode_string(decoder *D, const unsigned char **pp) {
   const unsigned char *p = *pp + 1, *end = D->end;
   bic_buffer *b;
+  char *o, *lim;
   /* Fast path: no escapes, push straight from the input. */
   for (;;) {
     unsigned char c;
@@ -831,78 +886,132 @@ static int decode_string(decoder *D, const unsigned char **pp) {
   }
   /* Escapes: unescape into the scratch buffer (an escape never grows the
    * text), blocks of plain bytes copied whole up to the next byte that needs
-   * attention; the buffer keeps room for a block and an escape. */
+   * attention; the buffer keeps room for a block and an escape. The end of
+   * what is written (o) and of the room (lim) stay in locals, b->len is set
+   * where the buffer grows and at the end; the one-letter escapes come from
+   * a table (no jump through a switch per escape). */
   b = decode_scratch(D);
-  if (bic_buffer_put(b, *pp + 1, (size_t)(p - *pp - 1)) != 0) return decode_fail(D, p, "out of memory");
+  if (bic_buffer_put(b, *pp + 1, (size_t)(p - *pp - 1)) != 0 ||
+      (b->cap - b->len < BLOCK + 8 && bic_buffer_grow(b, BLOCK + 8) != 0))
+    return decode_fail(D, p, "out of memory");
+  o = b->data + b->len;
+  lim = b->data + b->cap;
   for (;;) {
-    unsigned char c;
-    char *o;
-    if (b->cap - b->len < BLOCK + 8 && bic_buffer_grow(b, BLOCK + 8) != 0) return decode_fail(D, p, "out of memory");
-    o = b->data + b->len;
+    unsigned char c, e;
+    if (lim - o < BLOCK + 8) {
+      b->len = (size_t)(o - b->data);
+      if (bic_buffer_grow(b, BLOCK + 8) != 0) return decode_fail(D, p, "out of memory");
+      o = b->data + b->len;
+      lim = b->data + b->cap;
+    }
     if (end - p >= BLOCK) {
       int n = block_attention(p, o);
       p += n;
       o += n;
-      b->len += (size_t)n;
       if (n == BLOCK) continue;
     } else {
       const unsigned char *q = skip_plain(p, end);
+      b->len = (size_t)(o - b->data);
       if (bic_buffer_put(b, p, (size_t)(q - p)) != 0 || bic_buffer_grow(b, 8) != 0)
         return decode_fail(D, p, "out of memory");
       p = q;
       o = b->data + b->len;
+      lim = b->data + b->cap;
     }
     if (p == end) return decode_fail(D, *pp, "unterminated string");
     c = *p;
+    if (c == '\\') {
+      const unsigned char *esc = p;
+      unsigned cp;
+      if (p + 1 >= end) return decode_fail(D, *pp, "unterminated string");
+      e = unescape_byte[p[1]];
+      if (e != 0) {  /* \" \\ \/ \b \f \n \r \t */
+        *o++ = (char)e;
+        p += 2;
+        continue;
+      }
+      if (p[1] != 'u') return decode_fail(D, esc, "invalid escape in string");
+      if (read_hex4(p + 2, end, &cp) != 0) return decode_fail(D, esc, "invalid \\u escape in string");
+      p += 4;
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        unsigned lo;
+        if (end - p < 8 || p[2] != '\\' || p[3] != 'u' || read_hex4(p + 4, end, &lo) != 0 ||
+            lo < 0xDC00 || lo > 0xDFFF)
+          return decode_fail(D, esc, "lone surrogate in \\u escape");
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        p += 6;
+      } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        return decode_fail(D, esc, "lone surrogate in \\u escape");
+      }
+      o = put_utf8(o, cp);
+      p += 2;
+      continue;
+    }
+    if (c == '"') break;
     if (c >= 0x80) {
       size_t skip;
       int n = utf8_sequence(p, (size_t)(end - p), &skip);
       if (!n) return decode_fail(D, p, "invalid UTF-8 in string");
-      b->len += (size_t)n;
       do *o++ = (char)*p++; while (--n > 0);
       continue;
     }
-    if (c < 0x20) return decode_fail(D, p, "unescaped control character in string");
-    if (c == '"') break;
-    /* c == '\\' */
-    if (p + 1 >= end) return decode_fail(D, *pp, "unterminated string");
-    {
-      char *start = o;
-      unsigned cp;
-      const unsigned char *esc = p;
-      switch (p[1]) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '/': *o++ = '/'; break;
-        case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;
-        case 'n': *o++ = '\n'; break;
-        case 'r': *o++ = '\r'; break;
-        case 't': *o++ = '\t'; break;
-        case 'u':
-          if (read_hex4(p + 2, end, &cp) != 0) return decode_fail(D, esc, "invalid \\u escape in string");
-          p += 4;
-          if (cp >= 0xD800 && cp <= 0xDBFF) {
-            unsigned lo;
-            if (end - p < 8 || p[2] != '\\' || p[3] != 'u' || read_hex4(p + 4, end, &lo) != 0 ||
-                lo < 0xDC00 || lo > 0xDFFF)
-              return decode_fail(D, esc, "lone surrogate in \\u escape");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            p += 6;
-          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            return decode_fail(D, esc, "lone surrogate in \\u escape");
-          }
-          o = put_utf8(o, cp);
-          break;
-        default:
-          return decode_fail(D, esc, "invalid escape in string");
-      }
-      p += 2;
-      b->len += (size_t)(o - start);
-    }
+    return decode_fail(D, p, "unescaped control character in string");  /* c < 0x20 */
   }
+  b->len = (size_t)(o - b->data);
   lua_pushlstring(D->L, b->data, b->len);
   *pp = p + 1;
+  return 0;
+}
+
+/* Whether the len bytes at a and b are the same, 0 < len <= DECODE_KEY_TEXT;
+ * a may be read to a + DECODE_KEY_TEXT when room says so, b always. */
+static ALWAYS_INLINE int same_key(const unsigned char *a, size_t room, const unsigned char *b, size_t len) {
+#if defined(__SSE2__) && defined(__x86_64__)
+  if (room >= 32) {
+    unsigned eq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)a),
+                                                             _mm_loadu_si128((const __m128i *)(const void *)b))) |
+                  ((unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(
+                       _mm_loadu_si128((const __m128i *)(const void *)(a + 16)),
+                       _mm_loadu_si128((const __m128i *)(const void *)(b + 16)))) << 16);
+    uint64_t want = ((uint64_t)1 << len) - 1;  /* the first len bytes */
+    return ((uint64_t)eq & want) == want;
+  }
+#else
+  (void)room;
+#endif
+  return memcmp(a, b, len) == 0;
+}
+
+/* An object key at *pp: from the key cache (see DECODE_KEY_SLOTS) when it
+ * holds it, else made and put there; a key with escapes or non-ASCII bytes
+ * goes to decode_string. */
+static int decode_key(decoder *D, const unsigned char **pp) {
+  lua_State *L = D->L;
+  const unsigned char *s = *pp + 1, *q = skip_plain(s, D->end);
+  size_t len = (size_t)(q - s);
+  unsigned h;
+  if (q == D->end || *q != '"') return decode_string(D, pp);
+  if (len == 0 || len > DECODE_KEY_TEXT) {
+    lua_pushlstring(L, (const char *)s, len);
+    *pp = q + 1;
+    return 0;
+  }
+  h = ((unsigned)len * 7u + (unsigned)s[0] * 31u + (unsigned)s[len - 1] * 131u + (unsigned)s[len / 2]) %
+      DECODE_KEY_SLOTS;
+  if (D->key_len[h] == len && same_key(s, (size_t)(D->end - s), D->key_text[h], len)) {
+    lua_rawgeti(L, D->keys, (int)h + 1);
+  } else {
+    lua_pushlstring(L, (const char *)s, len);
+    if (lua_isnil(L, D->keys)) {
+      lua_createtable(L, DECODE_KEY_SLOTS, 0);
+      lua_replace(L, D->keys);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, D->keys, (int)h + 1);
+    memcpy(D->key_text[h], s, len);
+    D->key_len[h] = (unsigned char)len;
+  }
+  *pp = q + 1;
   return 0;
 }
 
@@ -1155,7 +1264,7 @@ value:
 key:
   if (p == end) return decode_fail(D, p, "unexpected end of input, expected a string key");
   if (*p != '"') return decode_fail_char(D, p, ", expected a string key");
-  if (decode_string(D, &p) != 0) return -1;
+  if (decode_key(D, &p) != 0) return -1;
   SKIP_SPACE(p, end);
   if (p == end || *p != ':') return decode_fail_char(D, p, ", expected ':' after an object key");
   p++;
@@ -1237,7 +1346,10 @@ static int json_decode(lua_State *L) {
   lua_settop(L, 2);
   lua_pushnil(L);  /* slot 3: the scratch buffer, created on first need */
   lua_pushnil(L);  /* slot 4: the level list, when deeper than the local one */
+  lua_pushnil(L);  /* slot 5: the key cache's strings, made with the first key */
   D.L = L;
+  D.keys = 5;
+  memset(D.key_len, 0, sizeof D.key_len);
   D.start = (const unsigned char *)text;
   D.end = D.start + len;
   D.base = 2;
@@ -1505,11 +1617,18 @@ static int put_key_other(encoder *E, int idx, int t) {
 /* 1 when the metatable of the table at slot t marks it as an array, 2 for
  * lua-cjson's empty_array_mt (an array only when empty), else 0. The markers
  * are told apart by address (what lua_rawequal compares for tables). */
-static int array_mark(encoder *E, int t) {
+static int array_mark_mt(encoder *E);
+
+static ALWAYS_INLINE int array_mark(encoder *E, int t) {
+  if (!lua_getmetatable(E->L, t)) return 0;  /* most tables: no call below */
+  return array_mark_mt(E);
+}
+
+/* The same, the table's metatable at the top (popped). */
+static int array_mark_mt(encoder *E) {
   lua_State *L = E->L;
   const void *mt;
   int mark = 0;
-  if (!lua_getmetatable(L, t)) return 0;
   mt = lua_topointer(L, -1);
   if (mt == E->array_mt) { lua_pop(L, 1); return 1; }
   keys_off(E);  /* lua_getfield, lua_pushliteral below may allocate */
@@ -1706,8 +1825,11 @@ static int first_key_index(lua_State *L) {
   k = lua_tointeger(L, -2);
   return k == 1 ? 2 : k > 0;
 #else
-  if (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) == 1) return 2;
-  return is_index_key(L, -2);
+  lua_Number d;
+  if (lua_type(L, -2) != LUA_TNUMBER) return 0;  /* one lua_type, not a second in is_index_key */
+  d = lua_tonumber(L, -2);
+  if (d == 1) return 2;
+  return d >= 1 && d == floor(d) && d < 9007199254740992.0;  /* is_index_key's rule */
 #endif
 }
 
@@ -1803,15 +1925,30 @@ static int open_table(encoder *E, int t) {
   return OPEN_OBJECT;
 }
 
+/* The deep part of close_level: the table leaves the set of those on the path. */
+static void close_deep_level(encoder *E, enc_level *lv) {
+  keys_off(E);
+  lua_pushvalue(E->L, lv->table);
+  lua_pushnil(E->L);
+  lua_rawset(E->L, ENC_SEEN);
+}
+
 /* Closes the innermost level; its table (and key or key list) stay on the stack. */
-static void close_level(encoder *E) {
+static ALWAYS_INLINE void close_level(encoder *E) {
   enc_level *lv = &E->levels[--E->depth];
-  if (E->depth >= SCANNED_LEVELS) {
-    keys_off(E);
-    lua_pushvalue(E->L, lv->table);
-    lua_pushnil(E->L);
-    lua_rawset(E->L, ENC_SEEN);
-  }
+  if (E->depth >= SCANNED_LEVELS) close_deep_level(E, lv);
+}
+
+/* The stack slot of the value being written, the top (what lua_gettop
+ * returns, without the call): the document's value just above the call's
+ * slots; in a walk the value above its table and key; in an array written
+ * by index the item above its table; in a sorted object the value above
+ * the table and its key list. */
+static ALWAYS_INLINE int value_slot(encoder *E) {
+  enc_level *lv;
+  if (E->depth == 0) return ENC_TOP + 1;
+  lv = &E->levels[E->depth - 1];
+  return lv->table + (lv->kind == LEVEL_ARRAY ? 1 : 2);
 }
 
 static int encode_document(encoder *E) {
@@ -1840,7 +1977,7 @@ typed:  /* the same, its type known */
       if (lua_touserdata(L, -1) == NULL) { PUT_LIT(E, "null"); break; }
       return encode_fail(E, "cannot encode a light userdata other than null");
     case LUA_TTABLE:
-      switch (open_table(E, lua_gettop(L))) {
+      switch (open_table(E, value_slot(E))) {
         case OPEN_EMPTY: break;
         case OPEN_WALK: lv = &E->levels[E->depth - 1]; goto walk_item;
         case OPEN_WALK_FIRST: lv = &E->levels[E->depth - 1]; goto walk_in_order;
