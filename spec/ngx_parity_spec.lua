@@ -85,38 +85,7 @@ return biconnector.connector {
 
 ---------------------------------------------------------------- HTTP client
 
--- Sends `raw` (a whole request) on a new connection and reads until the
--- server closes. -> { status, headers (lower-case), body, chunked, cut }:
--- cut is a message when a chunked body ended without its last chunk.
-local function send_raw(port, raw)
-  local sock = helpers.connect(port, 20)
-  sock:send(raw)
-  local text, _, partial = sock:receive("*a")
-  sock:close()
-  text = text or partial or ""
-  local head, rest = text:match("^(.-)\r\n\r\n(.*)$")
-  if not head then return { status = nil, headers = {}, body = "", raw = text } end
-  local r = { status = tonumber(head:match("^HTTP/1%.%d (%d+)")), headers = {}, raw = text }
-  for k, v in head:gmatch("\n([^:\r\n]+):%s*([^\r\n]*)") do r.headers[k:lower()] = v end
-  if (r.headers["transfer-encoding"] or ""):lower():find("chunked") then
-    r.chunked = true
-    local out, pos = {}, 1
-    while true do
-      local size, after = rest:match("^(%x+)[^\r\n]*\r\n()", pos)
-      size = tonumber(size or "", 16)
-      if not size then r.cut = "no chunk header at byte " .. pos break end
-      if size == 0 then break end
-      local data = rest:sub(after, after + size - 1)
-      out[#out + 1] = data
-      if #data < size then r.cut = "cut inside a chunk" break end
-      pos = after + size + 2
-    end
-    r.body = concat(out)
-  else
-    r.body = rest
-  end
-  return r
-end
+local send_raw = N.send_raw
 
 -- A request: method, path, body (nil: none), headers ({name = value}; a
 -- Content-Length is added for a body unless one is given).
