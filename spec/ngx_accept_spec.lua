@@ -6,7 +6,7 @@ local cjson = require "cjson"
 local S = require "serve_helpers"
 local N = require "ngx_helpers"
 
-local concat, format = table.concat, string.format
+local format = string.format
 
 local TOP = N.TOP
 local DEMO = TOP .. "/examples/demo/connector.lua"
@@ -14,27 +14,9 @@ local DEMO_TOKEN = "accept-demo-token"
 
 local send_raw = N.send_raw
 
-local function request(port, method, path, body, headers)
-  local lines = { format("%s %s HTTP/1.1", method, path), "Host: 127.0.0.1", "Connection: close" }
-  local has_length = false
-  for k, v in pairs(headers or {}) do
-    if v then lines[#lines + 1] = k .. ": " .. v end
-    if k:lower() == "content-length" or k:lower() == "transfer-encoding" then has_length = true end
-  end
-  if body and not has_length then lines[#lines + 1] = "Content-Length: " .. #body end
-  return send_raw(port, concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""))
-end
+local request = N.request
 
-local function id_masked(v)
-  if type(v) == "table" then
-    local out = {}
-    for k, x in pairs(v) do out[k] = (k == "id" and type(x) == "string") and "<id>" or id_masked(x) end
-    return out
-  elseif type(v) == "string" then
-    return (v:gsub("error id %x+", "error id <id>"))
-  end
-  return v
-end
+local id_masked = N.id_masked
 
 local function view(r)
   local ok, decoded = pcall(cjson.decode, r.body)

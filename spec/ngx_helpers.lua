@@ -234,4 +234,32 @@ function M.send_raw(port, raw)
   return r
 end
 
+-- A request on a new connection (N.send_raw): method, path, body (nil: none),
+-- headers ({name = value}; false leaves a header out), version (default
+-- "1.1"); a Content-Length is added for a body unless the headers give one
+-- or a Transfer-Encoding.
+function M.request(port, method, path, body, headers, version)
+  local lines = { format("%s %s HTTP/%s", method, path, version or "1.1"), "Host: 127.0.0.1", "Connection: close" }
+  local has_length = false
+  for k, v in pairs(headers or {}) do
+    if v then lines[#lines + 1] = k .. ": " .. v end
+    if k:lower() == "content-length" or k:lower() == "transfer-encoding" then has_length = true end
+  end
+  if body and not has_length then lines[#lines + 1] = "Content-Length: " .. #body end
+  return M.send_raw(port, concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""))
+end
+
+-- An answer's decoded JSON (or text) with its error ids masked, so that two
+-- hosts' answers compare equal.
+function M.id_masked(v)
+  if type(v) == "table" then
+    local out = {}
+    for k, x in pairs(v) do out[k] = (k == "id" and type(x) == "string") and "<id>" or M.id_masked(x) end
+    return out
+  elseif type(v) == "string" then
+    return (v:gsub("error id %x+", "error id <id>"))
+  end
+  return v
+end
+
 return M

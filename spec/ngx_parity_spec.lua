@@ -87,18 +87,7 @@ return biconnector.connector {
 
 local send_raw = N.send_raw
 
--- A request: method, path, body (nil: none), headers ({name = value}; a
--- Content-Length is added for a body unless one is given).
-local function request(port, method, path, body, headers, version)
-  local lines = { format("%s %s HTTP/%s", method, path, version or "1.1"), "Host: 127.0.0.1", "Connection: close" }
-  local has_length = false
-  for k, v in pairs(headers or {}) do
-    if v then lines[#lines + 1] = k .. ": " .. v end
-    if k:lower() == "content-length" then has_length = true end -- false: no Content-Length
-  end
-  if body and not has_length then lines[#lines + 1] = "Content-Length: " .. #body end
-  return send_raw(port, concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""))
-end
+local request = N.request
 
 local function urlencode(s)
   return (s:gsub("[^%w%-_%.~]", function(c) return format("%%%02X", c:byte()) end))
@@ -116,16 +105,7 @@ local JSON = { ["Content-Type"] = "application/json" }
 
 -- What is compared: status, the media type, Allow, and the body decoded
 -- when it is JSON, with error ids masked; a cut stream marked as such.
-local function id_masked(v)
-  if type(v) == "table" then
-    local out = {}
-    for k, x in pairs(v) do out[k] = (k == "id" and type(x) == "string") and "<id>" or id_masked(x) end
-    return out
-  elseif type(v) == "string" then
-    return (v:gsub("error id %x+", "error id <id>"))
-  end
-  return v
-end
+local id_masked = N.id_masked
 
 local function view(r)
   local ok, decoded = pcall(cjson.decode, r.body)
