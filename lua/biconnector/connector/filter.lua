@@ -1040,6 +1040,9 @@ local function string_needs_text(node)
 end
 
 local CMP = { gt = " > ", ge = " >= ", lt = " < ", le = " <= " }
+-- the tests that answer alike for a row's null and nil (generate: the field's
+-- local then keeps what the row holds, one test fewer per row)
+local NULL_AGNOSTIC = { eq = true, ne = true, ["in"] = true, not_in = true, is_null = true, not_null = true }
 
 -- The items of a group cheapest first, as a hand-written predicate tests them
 -- (AND and OR answer the same in any order): NULL tests, comparisons, short
@@ -1162,7 +1165,7 @@ local function generate(ast, normalized)
     if not f then
       nfields = nfields + 1
       local t = node.type
-      f = { var = "f" .. nfields, text = false,
+      f = { var = "f" .. nfields, text = false, takes_null = true,
             read = plain_name(node.field) and ("row." .. node.field) or ("row[" .. const(node.field) .. "]"),
             kind = (t == "int" or t == "double") and "number" or t == "string" and "string" or "other" }
       by_code[t] = f
@@ -1180,6 +1183,8 @@ local function generate(ast, normalized)
     nconds = nconds + 1
     local f = field_of(node)
     if f.kind == "string" and string_needs_text(node) then f.text = true end
+    -- null and nil answer alike in these tests: the local may keep null
+    if not NULL_AGNOSTIC[node.op] or node.value == null then f.takes_null = false end
   end
   scan(ast)
   if nconds > MAX_GENERATED or nfields > MAX_FIELDS then return nil end
@@ -1195,7 +1200,7 @@ local function generate(ast, normalized)
       emit(("if %s then %s = tonumber(%s) end"):format(v, v, v))
     elseif f.kind == "string" and f.text then
       emit(("if %s == null then %s = nil elseif type(%s) == number then %s = as_string(%s) end"):format(v, v, v, v, v))
-    else
+    elseif not f.takes_null then
       emit(("if %s == null then %s = nil end"):format(v, v))
     end
   end
@@ -1205,13 +1210,17 @@ local function generate(ast, normalized)
   local function test(node, f)
     local v, op = f.var, node.op
     local truthy = normalized or f.kind == "number"
-    local present = truthy and v or (v .. " ~= nil")
-    local absent = truthy and ("not " .. v) or (v .. " == nil")
+    -- a local read without the null test (takes_null) may hold null
+    local keeps_null = not truthy and not (f.kind == "string" and f.text) and f.takes_null
+    local present = truthy and v or keeps_null and ("(" .. v .. " ~= nil and " .. v .. " ~= null)") or (v .. " ~= nil")
+    local absent = truthy and ("not " .. v) or keeps_null and ("(" .. v .. " == nil or " .. v .. " == null)")
+      or (v .. " == nil")
     if not normalized and f.kind == "string" and not f.text then
       -- a number left in a string field's local: one without text (NaN; the
       -- infinities where tonumber does not read "inf") counts as NULL, as the
       -- closures count it
       local parts = { v .. " == nil" }
+      if keeps_null then parts[2] = v .. " == null" end
       if as_string(0 / 0) == nil then parts[#parts + 1] = v .. " ~= " .. v end
       if as_string(huge) == nil then parts[#parts + 1] = v .. " == huge" end
       if as_string(-huge) == nil then parts[#parts + 1] = v .. " == -huge" end
