@@ -49,3 +49,31 @@ describe("acceptance: the REST client against a portal played from protocol.md",
     end)
   end)
 end)
+
+describe("acceptance: serve --app taking what Bitrix24 posts to the installation path", function()
+  local S = require "serve_helpers"
+  local A = require "app_helpers"
+  local dir, cert, key, db, portal
+  A.world_hooks(function(...) dir, cert, key, db, portal = ... end)
+
+  it("an application added without \"uses API only\" (Bitrix24 opens the page: AUTH_ID, REFRESH_ID) is told so", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal })
+    finally(function() S.stop(h) end)
+    -- what the portal's frame posts to the initial installation path of an application with
+    -- an interface (DOMAIN, APP_SID travel in the query), as CRest's installApp reads it
+    local res = A.post_form(h.install_url .. "?DOMAIN=example.bitrix24.com&PROTOCOL=1&LANG=en&APP_SID=s1d",
+      "AUTH_ID=acc1&AUTH_EXPIRES=3600&REFRESH_ID=ref1&SERVER_ENDPOINT=https%3A%2F%2Foauth.bitrix.info%2Frest%2F"
+      .. "&member_id=m1&status=L&PLACEMENT=DEFAULT&PLACEMENT_OPTIONS=%7B%7D", cert)
+    assert.equals(400, res.status)
+    -- (before: "not an installation callback: no auth[...] fields", which says nothing of what to do)
+    assert.matches("Application uses API only", res.body, 1, true)
+    local log = A.wait_log(h, "installation callback refused", 1)
+    assert.matches("Application uses API only", log, 1, true)
+    -- nothing stored, no token in the answer or the log
+    assert.is_nil((A.read_json(h.tokens_file) or {}).access_token)
+    for _, secret in ipairs({ "acc1", "ref1" }) do
+      assert.is_nil(res.body:find(secret, 1, true))
+      assert.is_nil(log:find(secret, 1, true))
+    end
+  end)
+end)
