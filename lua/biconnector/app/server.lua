@@ -208,6 +208,13 @@ function _M.check_install(params, cfg, now)
     return nil, 400, "the installation path takes the ONAPPINSTALL callback, not " .. logline.quote(tostring(event)):sub(1, 64)
   end
   local auth = params.auth
+  if type(auth) ~= "table" and (params.AUTH_ID ~= nil or params.REFRESH_ID ~= nil or params.PLACEMENT ~= nil) then
+    -- the portal opening the application's page in its frame: an application
+    -- with an interface, which waits for BX24.installFinish() and sends no callback
+    return nil, 400, "not the installation callback but the portal opening the application's page (AUTH_ID,"
+      .. " REFRESH_ID, PLACEMENT): the application was added without \"Application uses API only\"; edit it in"
+      .. " the portal (Applications > Developer resources > Integrations), tick that option and save (docs/app.md)"
+  end
   if type(auth) ~= "table" then return nil, 400, "not an installation callback: no auth[...] fields" end
   for k, v in pairs(auth) do
     -- a JSON body carries numbers as numbers (auth.expires_in: 3600); a form, as text

@@ -20,7 +20,9 @@ _M.OAUTH_URL = "https://oauth.bitrix.info/oauth/token/"
 _M.OAUTH_URL_EAST = "https://oauth.bitrix24.tech/oauth/token/"
 
 -- The OAuth server's token address as given (opts.oauth_url, BITRIX24_OAUTH_URL):
--- nil or empty means the default; else it must be an http(s) URL.
+-- nil or empty means the default; else it must be an http(s) URL. The server's
+-- address alone ("https://oauth.bitrix24.tech", as the official SDKs configure
+-- it, with or without a trailing "/") means its token address, /oauth/token/.
 -- -> url | nil, message
 function _M.oauth_url(value, what)
   if value == nil or value == "" then return _M.OAUTH_URL end
@@ -28,6 +30,8 @@ function _M.oauth_url(value, what)
     return nil, ("%s expects the OAuth server's token address (%s, or %s for the eastern region), got '%s'")
       :format(what or "oauth_url", _M.OAUTH_URL, _M.OAUTH_URL_EAST, tostring(value))
   end
+  local server = value:match("^(https?://[^/?#]+)/?$")
+  if server then return server .. "/oauth/token/" end
   return value
 end
 
