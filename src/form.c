@@ -42,7 +42,8 @@ typedef struct form_decoder {
    * 1..n_small (their bookkeeping in small[], found by the table's address in
    * small_at[]), later ones as keys whose values are light userdata (their
    * bookkeeping in blocks of 64, themselves kept alive as keys) */
-  int nodes;
+  int nodes;         /* stack slot of the table of nodes past the small ones (nil until one comes) */
+  int small_base;    /* first of FORM_SMALL_NODES stack slots holding the small nodes' tables */
   form_node *small;
   const void *small_at[FORM_SMALL_NODES];
   size_t n_small;
@@ -122,6 +123,15 @@ static void node_init(form_node *node) {
   node->is_list = 1;
 }
 
+/* The table of the nodes past the small ones, made when the first comes (a
+ * small body, what every request sends, makes no table for its bookkeeping). */
+static void need_nodes(form_decoder *d) {
+  lua_State *L = d->L;
+  if (!lua_isnil(L, d->nodes)) return;
+  lua_newtable(L);
+  lua_replace(L, d->nodes);
+}
+
 /* A new table at the top of the stack becomes a node with its bookkeeping. */
 static void new_node(form_decoder *d) {
   lua_State *L = d->L;
@@ -129,12 +139,13 @@ static void new_node(form_decoder *d) {
   if (d->n_small < FORM_SMALL_NODES) {
     lua_createtable(L, 0, 1); /* one slot: most arrays get a key, and none then grows from nothing */
     node = &d->small[d->n_small];
-    d->small_at[d->n_small++] = lua_topointer(L, -1);
+    d->small_at[d->n_small] = lua_topointer(L, -1);
     lua_pushvalue(L, -1);
-    lua_rawseti(L, d->nodes, (int)d->n_small);
+    lua_replace(L, d->small_base + (int)d->n_small++);
     node_init(node);
     return;
   }
+  need_nodes(d);
   if (d->n_free == 0) {
     size_t n = 64;
     d->free = (form_node *)lua_newuserdata(L, sizeof(form_node) * n);
@@ -158,6 +169,7 @@ static form_node *node_of(form_decoder *d, int idx) {
   size_t i;
   for (i = 0; i < d->n_small; i++)
     if (d->small_at[i] == at) return &d->small[i];
+  if (lua_isnil(L, d->nodes)) return NULL; /* not reached: every table of the result is a node */
   lua_pushvalue(L, idx);
   lua_rawget(L, d->nodes);
   node = (form_node *)lua_touserdata(L, -1);
@@ -183,6 +195,7 @@ static int push_key(form_decoder *d, form_key *key, int *is_new) {
   form_node *node = node_of(d, -1);
   long long k = 0;
   int is_int;
+  if (node == NULL) return -1;
   if (key->s == NULL) {
     if (node->has_next && node->next_free == LLONG_MAX) return -1;
     k = node->has_next ? node->next_free : 0;
@@ -306,11 +319,11 @@ static void shift_lists(form_decoder *d) {
   size_t i;
   for (i = 0; i < d->n_small; i++) {
     if (!d->small[i].is_list || d->small[i].count == 0) continue;
-    lua_rawgeti(L, d->nodes, (int)i + 1);
+    lua_pushvalue(L, d->small_base + (int)i);
     shift_list(L, &d->small[i]);
     lua_pop(L, 1);
   }
-  if (d->n_small < FORM_SMALL_NODES) return;
+  if (lua_isnil(L, d->nodes)) return;
   lua_pushnil(L);
   while (lua_next(L, d->nodes) != 0) {
     /* NULL: a small node's entry or a block's */
@@ -407,8 +420,11 @@ static int form_decode(lua_State *L) {
   d.n_free = 0;
   d.name = d.value = NULL;
   lua_settop(L, 2);
-  lua_createtable(L, FORM_SMALL_NODES, 0); /* the nodes */
-  d.nodes = lua_gettop(L);
+  luaL_checkstack(L, FORM_SMALL_NODES + 16, "form.decode");
+  /* the slots of the nodes' tables (kept reachable there): nil until made */
+  d.nodes = 3;
+  d.small_base = 4;
+  lua_settop(L, d.small_base + FORM_SMALL_NODES - 1);
   /* a level takes at least two bytes ("[x"), so the body length bounds the path too */
   n_keys = ((size_t)d.max_depth < len ? (size_t)d.max_depth : len) + 2;
   d.keys = n_keys <= FORM_MAX_DEPTH + 2 ? small_keys : (form_key *)lua_newuserdata(L, sizeof(form_key) * n_keys);
