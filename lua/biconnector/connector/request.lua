@@ -141,8 +141,16 @@ local function decode_object(name, v)
   return v
 end
 
-local function decode_map_fields(v)
-  local obj, err = decode_object("mapFields", v)
+-- mapFields: external field code -> dataset field name. In a form body PHP
+-- keys a field code that is an integer's text by the integer, and the form
+-- decoder makes keys 1..n a sequence (`mapFields[1]=A&mapFields[2]=B`, as
+-- Bitrix24 sends it for columns "1" and "2"): there each key is its code's
+-- text, as in a filter (docs/filter.md). No field code is "0", so a form's
+-- sequence never stands for PHP's keys 0..n-1 of a valid request. A JSON body
+-- spells such codes as object keys ({"1":"A"}): a JSON list stays refused.
+local function decode_map_fields(v, from_form)
+  local obj, err
+  if from_form and type(v) == "table" then obj = v else obj, err = decode_object("mapFields", v) end
   if not obj then return nil, err end
   if next(obj) == nil then return nil end
   local out = {}
@@ -341,7 +349,7 @@ function _M.decode(http)
   end
 
   if not is_absent(raw.mapFields) then
-    req.map_fields, err = decode_map_fields(raw.mapFields)
+    req.map_fields, err = decode_map_fields(raw.mapFields, from_form)
     if err then return nil, err end
   end
   return req

@@ -1,0 +1,86 @@
+-- Found by an acceptance pass that played Bitrix24 against the four endpoints
+-- (protocol.md sections 2 and 2.1; the seeds), on `biconnector serve` of a
+-- connector file and of a SQLite database:
+-- - mapFields whose external codes are integers' text ("1", "2": a pivot's
+--   columns) arrive in a form as `mapFields[1]=A&mapFields[2]=B`, which PHP
+--   keys by the integers and the form decoder reads as a sequence: urlData
+--   answered 400 "mapFields: expected an object, got a list" to a request
+--   Bitrix24 may send, for a field that changes nothing in the answer.
+local S = require "serve_helpers"
+local H = require "sql_helpers"
+local cjson = require "cjson"
+local connector = require "biconnector.connector"
+local request = require "biconnector.request"
+
+local TOKEN = "acc-token"
+
+local PIVOT_FIELDS = { { code = "1", name = "One", type = "int" }, { code = "2", name = "Two", type = "int" },
+  { code = "2024", name = "Y2024", type = "int" } }
+
+local function pivot_connector()
+  return connector.new({
+    title = "pivot", settings = {}, check = function() return true end,
+    tables = { { code = "pivot", title = "Pivot" } }, describe = { pivot = PIVOT_FIELDS },
+    data = function() return { { 1, 2, 3 }, { 4, 5, 6 } } end,
+  })
+end
+
+-- form bodies (after connection[token]=...) and the answer each must get
+local MAP_CASES = {
+  { "select%5B%5D=1&mapFields%5B1%5D=ONE", { { "1" }, { 1 }, { 4 } } },
+  { "select%5B%5D=1&select%5B%5D=2&mapFields%5B1%5D=ONE&mapFields%5B2%5D=TWO", { { "1", "2" }, { 1, 2 }, { 4, 5 } } },
+  { "mapFields%5B1%5D=ONE&mapFields%5B2%5D=TWO&mapFields%5B2024%5D=Y", { { "1", "2", "2024" }, { 1, 2, 3 }, { 4, 5, 6 } } },
+  { "select%5B%5D=2024&mapFields%5B2024%5D=Y&filter%5B1%5D=4", { { "2024" }, { 6 } } },
+}
+
+local function check_map_cases(answer)
+  for _, case in ipairs(MAP_CASES) do
+    local status, body = answer("table=pivot&" .. case[1])
+    assert.equals(200, status, case[1] .. " -> " .. cjson.encode(body))
+    assert.same(case[2], body, case[1])
+  end
+end
+
+describe("mapFields keyed by integer field codes in a form body, as PHP sends them", function()
+  it("is read as the codes' text by request.decode", function()
+    local req = assert(request.decode({ method = "POST", path = "/data",
+      headers = { ["content-type"] = "application/x-www-form-urlencoded" },
+      body = "table=pivot&mapFields%5B1%5D=ONE&mapFields%5B2%5D=TWO&mapFields%5B2024%5D=Y" }))
+    assert.same({ ["1"] = "ONE", ["2"] = "TWO", ["2024"] = "Y" }, req.map_fields)
+    -- JSON spells such codes as keys; a JSON list is still no mapFields
+    req = assert(request.decode({ method = "POST", path = "/data", headers = { ["content-type"] = "application/json" },
+      body = '{"table":"pivot","mapFields":{"1":"ONE","2":"TWO"}}' }))
+    assert.same({ ["1"] = "ONE", ["2"] = "TWO" }, req.map_fields)
+    local bad, err = request.decode({ method = "POST", path = "/data", headers = { ["content-type"] = "application/json" },
+      body = '{"table":"pivot","mapFields":["ONE"]}' })
+    assert.is_nil(bad)
+    assert.equals("mapFields: expected an object, got a list", err.message)
+    -- an empty name is still refused, under its integer key
+    bad, err = request.decode({ method = "POST", path = "/data",
+      headers = { ["content-type"] = "application/x-www-form-urlencoded" }, body = "table=pivot&mapFields%5B1%5D=" })
+    assert.is_nil(bad)
+    assert.equals('mapFields[1]: expected a field name (a non-empty string), got ""', err.message)
+  end)
+
+  it("leaves the answer of a Lua connector unchanged", function()
+    local c = pivot_connector()
+    check_map_cases(function(form)
+      local status, _, body = c:handle({ method = "POST", path = "/data",
+        headers = { ["content-type"] = "application/x-www-form-urlencoded" }, body = form })
+      return status, cjson.decode(body)
+    end)
+  end)
+
+  if not H.have_sqlite3("spec/acceptance_endpoints_spec.lua") then return end
+  it("leaves the answer of serve sqlite:// unchanged", function()
+    local dir = H.tmpdir()
+    local h = H.serve_sqlite(dir, "pivot.db", [[
+      CREATE TABLE pivot ("1" INTEGER, "2" INTEGER, "2024" INTEGER);
+      INSERT INTO pivot VALUES (1, 2, 3), (4, 5, 6);
+    ]], TOKEN)
+    local ok, err = pcall(check_map_cases, function(form) return H.post_form(h.port, "/data", form, TOKEN) end)
+    S.stop(h)
+    H.rmdir(dir)
+    assert(ok, err)
+  end)
+end)
