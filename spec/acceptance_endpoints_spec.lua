@@ -5,7 +5,11 @@
 --   columns) arrive in a form as `mapFields[1]=A&mapFields[2]=B`, which PHP
 --   keys by the integers and the form decoder reads as a sequence: urlData
 --   answered 400 "mapFields: expected an object, got a list" to a request
---   Bitrix24 may send, for a field that changes nothing in the answer.
+--   Bitrix24 may send, for a field that changes nothing in the answer;
+-- - a setting whose code is an integer's text ("2024") arrives in a form as
+--   `connection[2024]=x`, keyed by the integer: the connector's
+--   connection["2024"] was nil, so a form body (what Bitrix24 sends) never
+--   authenticated, while the JSON spelling {"2024": "x"} did.
 local S = require "serve_helpers"
 local H = require "sql_helpers"
 local cjson = require "cjson"
@@ -82,5 +86,43 @@ describe("mapFields keyed by integer field codes in a form body, as PHP sends th
     S.stop(h)
     H.rmdir(dir)
     assert(ok, err)
+  end)
+end)
+
+describe("a setting whose code is an integer's text, in a form body as PHP sends it", function()
+  local function numeric_settings()
+    return connector.new({
+      title = "numeric settings",
+      settings = { { code = "2024", name = "Key", type = "STRING" }, { code = "1", name = "One", type = "STRING" } },
+      check = function(c) return c["2024"] == "k" and c["1"] == "o", "wrong settings" end,
+      tables = { { code = "t", title = "T" } }, describe = { t = { { code = "a", name = "a", type = "string" } } },
+      data = function(c) return { { a = c["2024"] .. "/" .. c["1"] } } end,
+    })
+  end
+
+  it("reaches the connector keyed by the code's text, as the JSON spelling does", function()
+    local c = numeric_settings()
+    local function post(ctype, body)
+      local status, _, answer = c:handle({ method = "POST", path = "/data", headers = { ["content-type"] = ctype },
+        body = body })
+      return status, cjson.decode(answer)
+    end
+    local status, body = post("application/x-www-form-urlencoded", "connection%5B2024%5D=k&connection%5B1%5D=o&table=t")
+    assert.equals(200, status, cjson.encode(body))
+    assert.same({ { "a" }, { "k/o" } }, body)
+    status, body = post("application/json", '{"connection":{"2024":"k","1":"o"},"table":"t"}')
+    assert.equals(200, status, cjson.encode(body))
+    assert.same({ { "a" }, { "k/o" } }, body)
+    -- the setting alone, keyed 1 (a sequence to the form decoder), and a wrong value
+    local req = assert(request.decode({ method = "POST", path = "/check",
+      headers = { ["content-type"] = "application/x-www-form-urlencoded" }, body = "connection%5B1%5D=o" }))
+    assert.same({ ["1"] = "o" }, req.connection)
+    status, body = post("application/x-www-form-urlencoded", "connection%5B2024%5D=x&connection%5B1%5D=o&table=t")
+    assert.equals(403, status)
+    assert.equals("wrong settings", body.message)
+    -- a JSON list is still no connection
+    status, body = post("application/json", '{"connection":["k"],"table":"t"}')
+    assert.equals(400, status)
+    assert.equals("connection: expected an object, got a list", body.message)
   end)
 end)
