@@ -9,12 +9,16 @@
 -- - a setting whose code is an integer's text ("2024") arrives in a form as
 --   `connection[2024]=x`, keyed by the integer: the connector's
 --   connection["2024"] was nil, so a form body (what Bitrix24 sends) never
---   authenticated, while the JSON spelling {"2024": "x"} did.
+--   authenticated, while the JSON spelling {"2024": "x"} did;
+-- - `serve --prefix` printed the URLs to register with the prefix as given:
+--   `/a b` made a URL with a space in it, `/%41` one that reached `/A` (404);
+--   and a prefix holding `?` or `#` was taken though no request can reach it.
 local S = require "serve_helpers"
 local H = require "sql_helpers"
 local cjson = require "cjson"
 local connector = require "biconnector.connector"
 local request = require "biconnector.request"
+local serve = require "biconnector.serve"
 
 local TOKEN = "acc-token"
 
@@ -124,5 +128,35 @@ describe("a setting whose code is an integer's text, in a form body as PHP sends
     status, body = post("application/json", '{"connection":["k"],"table":"t"}')
     assert.equals(400, status)
     assert.equals("connection: expected an object, got a list", body.message)
+  end)
+end)
+
+describe("serve --prefix with characters a URL path escapes", function()
+  it("prints URLs that reach the endpoints", function()
+    local prefix = "/a b%41/\208\190\209\130\209\135\209\145\209\130" -- "/a b%41/отчёт"
+    local urls = serve.urls("127.0.0.1", 81, prefix)
+    assert.equals("http://127.0.0.1:81/a%20b%2541/%D0%BE%D1%82%D1%87%D1%91%D1%82/check", urls[1][2])
+    local h = S.start(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0", "--workers", "1",
+      "--prefix", prefix }))
+    local out = S.stdout(h)
+    local answers = {}
+    for name, path in out:gmatch("\n  (url%w+) +http://127%.0%.0%.1:%d+(%S+)") do
+      local r = S.request(h.port, "POST", path, "connection%5Btoken%5D=demo-token&table=deals&limit=1",
+        { ["Content-Type"] = "application/x-www-form-urlencoded" })
+      answers[#answers + 1] = name .. " " .. path .. " " .. tostring(r and r.status)
+    end
+    S.stop(h)
+    local base = "/a%20b%2541/%D0%BE%D1%82%D1%87%D1%91%D1%82"
+    assert.same({ "urlCheck " .. base .. "/check 200", "urlTableList " .. base .. "/table_list 200",
+      "urlTableDescription " .. base .. "/table_description 200", "urlData " .. base .. "/data 200" }, answers, out)
+  end)
+
+  it("refuses a prefix holding ? or #, which no request path holds", function()
+    for _, prefix in ipairs({ "/bi?x", "/bi#x" }) do
+      local ok, _, rc = os.execute(S.serve_command({ "examples/demo/connector.lua", "--listen", "127.0.0.1:0",
+        "--prefix", prefix }) .. " >/dev/null 2>&1")
+      if type(ok) == "number" then rc = ok / 256 end -- LuaJIT: the raw wait status
+      assert.equals(2, rc, prefix)
+    end
   end)
 end)
