@@ -141,8 +141,28 @@ local function decode_object(name, v)
   return v
 end
 
-local function decode_map_fields(v)
-  local obj, err = decode_object("mapFields", v)
+-- A form's object keyed by codes (connection, mapFields), as the codes' text.
+-- PHP keys a code that is an integer's text by the integer
+-- (`connection[2024]=x`, `mapFields[1]=A&mapFields[2]=B`), and the form decoder
+-- reads keys 1..n as a sequence: each integer key is its code's text, as in a
+-- filter (docs/filter.md), so that the form and JSON's {"2024": "x"} give the
+-- same request. A sequence is read as keys 1..n, not PHP's 0..n-1: no field
+-- code is "0" (nor, in practice, a setting code). A JSON body spells such codes as object keys: a JSON list
+-- stays refused. A key text(k) makes never equals a form's string key (a
+-- canonical integer is always an integer key there).
+local function form_object(name, v)
+  if type(v) ~= "table" then return decode_object(name, v) end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) == "number" then k = text(k) end
+    out[k] = x
+  end
+  return out
+end
+
+local function decode_map_fields(v, from_form)
+  local obj, err
+  if from_form then obj, err = form_object("mapFields", v) else obj, err = decode_object("mapFields", v) end
   if not obj then return nil, err end
   if next(obj) == nil then return nil end
   local out = {}
@@ -299,7 +319,11 @@ function _M.decode(http)
   if is_absent(raw.connection) then
     req.connection = {}
   else
-    req.connection, err = decode_object("connection", raw.connection)
+    if from_form then
+      req.connection, err = form_object("connection", raw.connection)
+    else
+      req.connection, err = decode_object("connection", raw.connection)
+    end
     if not req.connection then return nil, err end
     -- a form's values are text already (and its tables hold only text)
     if not from_form then req.connection = connection_text(req.connection, 0) end
@@ -341,7 +365,7 @@ function _M.decode(http)
   end
 
   if not is_absent(raw.mapFields) then
-    req.map_fields, err = decode_map_fields(raw.mapFields)
+    req.map_fields, err = decode_map_fields(raw.mapFields, from_form)
     if err then return nil, err end
   end
   return req

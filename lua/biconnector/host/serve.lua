@@ -201,6 +201,8 @@ function _M.parse_args(args)
     elseif name == "--prefix" then
       local v = value()
       if not v then return nil, "--prefix needs a value" end
+      -- a request's path never holds them: the server ends it at `?` and `#`
+      if v:find("[?#]") then return nil, "--prefix: a path may not hold ? or # (got " .. format("%q", v) .. ")" end
       if v ~= "" and not v:match("^/") then v = "/" .. v end
       o.prefix = v:gsub("/+$", "")
     elseif name == "--tables" or name == "--token-file" then
@@ -413,13 +415,23 @@ function _M.load_connector(o)
     pool_size = o.pool_size, pool_wait = o.pool_wait, answer_timeout = o.answer_timeout })
 end
 
+-- A --prefix as the path of a URL: the server matches the request's decoded
+-- path against the prefix as given, so every byte a URL path cannot hold as
+-- itself (space, `%`, UTF-8, ...) is percent-encoded: `/a b` is `/a%20b`,
+-- `/%41` is `/%2541` (printed as it was, it reached `/A`, a 404). RFC 3986
+-- pchar: unreserved, sub-delims, `:` and `@` stay, and `/`. (`?` and `#`,
+-- which no request path holds, are refused by parse_args.)
+function _M.url_path(prefix)
+  return (prefix:gsub("[^%w%-%._~!%$&'%(%)%*%+,;=:@/]", function(c) return format("%%%02X", c:byte()) end))
+end
+
 -- The four URLs to register, for a listening address and a prefix (or a
 -- whole base URL: --public-url with the prefix).
 function _M.urls(host, port, prefix, scheme, base)
   if not base then
     local h = host:find(":", 1, true) and ("[" .. host .. "]") or host
     if h == "0.0.0.0" or h == "[::]" then h = "127.0.0.1" end
-    base = format("%s://%s:%d%s", scheme or "http", h, port, prefix or "")
+    base = format("%s://%s:%d%s", scheme or "http", h, port, _M.url_path(prefix or ""))
   end
   local list = {}
   for i, e in ipairs(_M.ENDPOINTS) do list[i] = { e[1], base .. e[2] } end
@@ -687,7 +699,7 @@ function _M.main(args)
       process.close(fd)
       return 1
     end
-    dev_link = dev.link(base:sub(1, #base - #o.prefix), dev.initial_settings(connector.settings, { token = o.token }))
+    dev_link = dev.link(base:sub(1, #base - #_M.url_path(o.prefix)), dev.initial_settings(connector.settings, { token = o.token }))
     dev_wrap = function(h, live) -- live.connector: the current one (SIGHUP reloads it)
       return dev.wrap(h, { connector = function() return live.connector end, base = base, prefix = o.prefix,
         source = masked(o.file), host_names = host_names(o) })
