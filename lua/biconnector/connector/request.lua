@@ -152,6 +152,11 @@ end
 -- canonical integer is always an integer key there).
 local function form_object(name, v)
   if type(v) ~= "table" then return decode_object(name, v) end
+  local numbered = false
+  for k in pairs(v) do
+    if type(k) == "number" then numbered = true break end
+  end
+  if not numbered then return v end -- what every request sends: no table made
   local out = {}
   for k, x in pairs(v) do
     if type(k) == "number" then k = text(k) end
