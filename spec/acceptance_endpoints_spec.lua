@@ -161,3 +161,21 @@ describe("serve --prefix with characters a URL path escapes", function()
     end
   end)
 end)
+
+describe("serve --app with a --prefix a URL path escapes", function()
+  it("registers the URLs and the installation address percent-encoded, and routes their decoded paths", function()
+    local app = require "biconnector.app.server"
+    local dir = os.tmpname()
+    os.remove(dir)
+    local cfg = assert(app.config({ public_url = "https://bi.example.com", prefix = "/a b/отчёт" },
+      function(k) return ({ BITRIX24_TOKENS_FILE = dir .. "-tokens.json" })[k] end))
+    local base = "https://bi.example.com/a%20b/%D0%BE%D1%82%D1%87%D1%91%D1%82"
+    assert.equals(base, cfg.base_url)
+    assert.equals(base .. app.INSTALL, cfg.install_url)
+    assert.equals(base .. app.EVENT, cfg.event_url)
+    -- the registered data URLs are made from base_url, as serve prints them
+    assert.equals(base .. "/data", serve.urls(nil, nil, nil, nil, cfg.base_url)[4][2])
+    -- the prefix the paths are matched against stays as given (the servers decode a path)
+    assert.equals("/a b/отчёт", cfg.prefix)
+  end)
+end)

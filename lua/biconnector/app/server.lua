@@ -144,9 +144,10 @@ function _M.config(o, getenv)
   local oauth_url, oerr = rest.oauth_url(getenv("BITRIX24_OAUTH_URL"), "BITRIX24_OAUTH_URL")
   if not oauth_url then return nil, oerr end
   local prefix = o.prefix or ""
+  local at = base .. address.url_path(prefix) -- the requests' paths come decoded and match prefix as given
   return {
-    public_url = base, prefix = prefix, base_url = base .. prefix,
-    install_url = base .. prefix .. _M.INSTALL, event_url = base .. prefix .. _M.EVENT,
+    public_url = base, prefix = prefix, base_url = at,
+    install_url = at .. _M.INSTALL, event_url = at .. _M.EVENT,
     portal = portal, rebind = o.app_rebind and true or false, tables = o.app_tables and true or false,
     uninstall_delete = o.app_uninstall_delete and true or false,
     client_id_file = o.client_id_file, client_secret_file = o.client_secret_file,

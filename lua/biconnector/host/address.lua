@@ -149,4 +149,14 @@ function _M.warning(url)
     .. ' docs/security.md, "The nginx front"); to try it, a tunnel that gives it a public HTTPS address'):format(host, reason)
 end
 
+-- A path as it goes into a URL: the servers match a request's decoded path
+-- against a prefix as given, so every byte a URL path cannot hold as itself
+-- (space, `%`, UTF-8, ...) is percent-encoded: `/a b` is `/a%20b`, `/%41` is
+-- `/%2541` (printed as it was, it reached `/A`, a 404). RFC 3986 pchar:
+-- unreserved, sub-delims, `:` and `@` stay, and `/`. (`?` and `#`, which no
+-- request path holds, are refused where a prefix is given.)
+function _M.url_path(path)
+  return (path:gsub("[^%w%-%._~!%$&'%(%)%*%+,;=:@/]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
 return _M

@@ -13,6 +13,7 @@ local sql = require "biconnector.sql"
 local metrics_mod = require "biconnector.host.metrics"
 local dev_mod = require "biconnector.host.dev"
 local app_mod = require "biconnector.app.server"
+local address = require "biconnector.host.address"
 local format, concat = string.format, table.concat
 local tostring, tonumber, type, pcall, ipairs = tostring, tonumber, type, pcall, ipairs
 local stderr, stdout = io.stderr, io.stdout
@@ -415,15 +416,8 @@ function _M.load_connector(o)
     pool_size = o.pool_size, pool_wait = o.pool_wait, answer_timeout = o.answer_timeout })
 end
 
--- A --prefix as the path of a URL: the server matches the request's decoded
--- path against the prefix as given, so every byte a URL path cannot hold as
--- itself (space, `%`, UTF-8, ...) is percent-encoded: `/a b` is `/a%20b`,
--- `/%41` is `/%2541` (printed as it was, it reached `/A`, a 404). RFC 3986
--- pchar: unreserved, sub-delims, `:` and `@` stay, and `/`. (`?` and `#`,
--- which no request path holds, are refused by parse_args.)
-function _M.url_path(prefix)
-  return (prefix:gsub("[^%w%-%._~!%$&'%(%)%*%+,;=:@/]", function(c) return format("%%%02X", c:byte()) end))
-end
+-- A --prefix as the path of a URL (address.url_path).
+_M.url_path = address.url_path
 
 -- The four URLs to register, for a listening address and a prefix (or a
 -- whole base URL: --public-url with the prefix).
