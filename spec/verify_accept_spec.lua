@@ -169,6 +169,22 @@ describe("biconnector verify URL with a query or fragment", function()
   end)
 end)
 
+describe("biconnector verify URL holding bytes a URL cannot hold", function()
+  it("is a usage error (exit 2) naming the byte and its escape, not libcurl's bad format once per endpoint", function()
+    for url, what in pairs({ ["http://127.0.0.1:9/a b"] = "byte 0x20 at 21 .*write %%20",
+        ["http://127.0.0.1:9/\208\190"] = "byte 0xD0 at 20 .*write %%D0",
+        ["http://127.0.0.1:9/a\"b"] = "byte '\"' at 21 .*write %%22" }) do
+      local rc, out, err = cli({ url, "--setting", "token=x" })
+      assert.equal(2, rc, out .. err)
+      assert.matches("URL must be percent%-encoded: " .. what, err)
+      assert.has_error(function() verify.run(url) end)
+    end
+    -- an encoded one is taken (the run then fails to connect: exit 1, not a usage error)
+    local rc, out, err = cli({ "http://127.0.0.1:9/a%20b/%D0%BE", "--setting", "token=x", "--timeout", "2" })
+    assert.equal(1, rc, out .. err)
+  end)
+end)
+
 describe("biconnector verify --limit", function()
   it("refuses a limit past 2^53 as a usage error (it crashed on 1e300: no integer representation)", function()
     for _, v in ipairs({ "1e300", "1e16", "9007199254740992", "9007199254740993" }) do
