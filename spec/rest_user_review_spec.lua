@@ -312,6 +312,15 @@ describe("REST user review", function()
       assert.matches("--base-url must have no query or fragment (the endpoints are URL/check, URL/data, ...), got " .. base,
         err.text, 1, true)
     end
+    -- a space or UTF-8 text the portal would store as is, and Bitrix24 could not call
+    for base, byte in pairs({ ["https://h.example.com/a b"] = "byte 0x20 at 24 is not allowed in a URL (write %20)",
+        ["https://h.example.com/\208\190"] = "byte 0xD0 at 23 is not allowed in a URL (write %D0)" }) do
+      local out, err = { text = "" }, { text = "" }
+      function out.write(self, ...) self.text = self.text .. table.concat({ ... }) end
+      err.write = out.write
+      assert.equal(2, register.main({ "examples/minimal.lua", "--base-url", base, "--dry-run" }, out, err, function() end))
+      assert.matches("--base-url must be percent-encoded: " .. byte, err.text, 1, true)
+    end
   end)
 
   it("register: a new --title with the default source title updates the connector only (its one source and tables kept)", function()

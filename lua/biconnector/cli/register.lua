@@ -753,6 +753,8 @@ function _M.parse_args(args)
   if o.base_url:find("[?#]") then
     return nil, "--base-url must have no query or fragment (the endpoints are URL/check, URL/data, ...), got " .. o.base_url
   end
+  local bad_byte = address.unencoded(o.base_url, "--base-url")
+  if bad_byte then return nil, bad_byte end
   if o.logo and not (o.logo:match("^https?://") or o.logo:match("^data:")) then
     return nil, "--logo must be a URL or a data: URI"
   end

@@ -91,18 +91,6 @@ local function show(v)
 end
 _M.show = show
 
--- The first byte a URL cannot hold as itself (RFC 3986: a space, a control
--- byte, UTF-8, `"<>\^`{|}`): such a URL must be percent-encoded, as the one
--- `biconnector serve` prints is (libcurl refuses it with "URL using
--- bad/illegal format", once per endpoint). -> message | nil
-local function unencoded(url)
-  local at = url:find("[^%w%-%._~:/%?#%[%]@!%$&'%(%)%*%+,;=%%]")
-  if not at then return nil end
-  local b = url:byte(at)
-  return format("URL must be percent-encoded: byte %s at %d is not allowed in a URL (write %%%02X), got %s",
-    (b > 32 and b < 127) and ("'" .. string.char(b) .. "'") or format("0x%02X", b), at, b, show(url))
-end
-
 local function snippet(body)
   if body == nil or body == "" then return "(empty body)" end
   body = tostring(body):gsub("%s+", " ")
@@ -1084,7 +1072,7 @@ function _M.run(url, opts)
     error("verify.run: url must be an http(s) URL, got " .. show(url), 2)
   end
   if url:find("[?#]") then error("verify.run: " .. QUERY_MESSAGE .. show(url), 2) end
-  local bad_byte = unencoded(url)
+  local bad_byte = address.unencoded(url, "URL")
   if bad_byte then error("verify.run: " .. bad_byte, 2) end
   opts = opts or {}
   local o = {}
@@ -1235,7 +1223,7 @@ function _M.parse_args(args)
   if not url then return nil, "URL is required" end
   if not url:match("^https?://[^/]") then return nil, "URL must start with http:// or https://, got " .. url end
   if url:find("[?#]") then return nil, QUERY_MESSAGE .. url end
-  local bad_byte = unencoded(url)
+  local bad_byte = address.unencoded(url, "URL")
   if bad_byte then return nil, bad_byte end
   local bad_text = json_text_problem(o)
   if bad_text then return nil, json_text_message(bad_text) end

@@ -159,4 +159,16 @@ function _M.url_path(path)
   return (path:gsub("[^%w%-%._~!%$&'%(%)%*%+,;=:@/]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
+-- The first byte a URL cannot hold as itself (RFC 3986: a space, a control
+-- byte, UTF-8, `"<>\^`{|}`), named for `what` (the option): such a URL must
+-- be percent-encoded, as the ones `biconnector serve` prints are (libcurl
+-- refuses it with "URL using bad/illegal format"). -> message | nil
+function _M.unencoded(url, what)
+  local at = url:find("[^%w%-%._~:/%?#%[%]@!%$&'%(%)%*%+,;=%%]")
+  if not at then return nil end
+  local b = url:byte(at)
+  return ("%s must be percent-encoded: byte %s at %d is not allowed in a URL (write %%%02X), got %q"):format(what,
+    (b > 32 and b < 127) and ("'" .. string.char(b) .. "'") or ("0x%02X"):format(b), at, b, url)
+end
+
 return _M
