@@ -83,7 +83,9 @@ function _M.list_tables(conn, conn_opts)
     ORDER BY n.nspname <> current_schema(), n.nspname, c.relname]], { schema_array(conn_opts) }))
 end
 
--- -> { {name=, type=}, ... } | nil (no such table)
+-- -> { {name=, type=}, ... } | nil (no such table). A domain's column has
+-- the type of the domain's base type, through any number of domains (a
+-- domain over a domain over numeric(5,2) is numeric(5,2)).
 function _M.list_columns(conn, name, conn_opts)
   local schema, tbl = sql_lib.table_of(name, conn_opts)
   local schema_cond, params = "n.nspname = current_schema() AND c.relname = $1", { tbl }
@@ -92,12 +94,19 @@ function _M.list_columns(conn, name, conn_opts)
     SELECT a.attname,
       CASE WHEN t.typtype = 'e' THEN 'enum'
            WHEN t.typcategory = 'A' THEN 'array'
-           WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
-           ELSE format_type(a.atttypid, a.atttypmod) END
+           ELSE format_type(t.oid, base.typmod) END
     FROM pg_attribute a
       JOIN pg_class c ON c.oid = a.attrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
-      JOIN pg_type t ON t.oid = a.atttypid
+      CROSS JOIN LATERAL (
+        WITH RECURSIVE b(oid, typmod, depth) AS (
+          SELECT a.atttypid, a.atttypmod, 0
+          UNION ALL
+          SELECT d.typbasetype, CASE WHEN d.typtypmod <> -1 THEN d.typtypmod ELSE b.typmod END, b.depth + 1
+          FROM b JOIN pg_type d ON d.oid = b.oid
+          WHERE d.typtype = 'd' AND b.depth < 100)
+        SELECT b.oid, b.typmod FROM b ORDER BY b.depth DESC LIMIT 1) base
+      JOIN pg_type t ON t.oid = base.oid
     WHERE ]] .. schema_cond .. [[ AND a.attnum > 0 AND NOT a.attisdropped
       AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
     ORDER BY a.attnum]], params))
