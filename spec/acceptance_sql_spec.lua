@@ -94,3 +94,75 @@ describe("PostgreSQL columns of domains over domains", function()
     end
   end)
 end)
+
+-- Decimals the nearest double can carry, but not in 64 bytes of text: a
+-- MySQL DECIMAL(65,30) value (66 characters) or a PostgreSQL numeric of many
+-- digits (DBL_MAX as its 309 digits, 1e-400 as 400 zeros) went as null, and
+-- a filter on such a column still selected the row (SQL compared the number).
+-- On PostgreSQL any filter on a numeric column holding a value beyond a
+-- double's range (or one that rounds to zero) was a 500: the cast to float8
+-- raised "out of range".
+local BIG_DEC = "12345678901234567890123456789012345.123456789012345678901234567890"
+local DEC_CASES = {
+  -- {form filter, ids}
+  { "filter[%3Ed]=1", { 1, 3, 5 } },
+  { "filter[%3Ed]=1e34", { 1, 5 } },
+  { "filter[d]=0", { 4 } },
+  { "filter[d]=", { 2, 6 } },
+  { "filter[!d]=1.5", { 1, 2, 4, 5, 6 } },
+  { "filter[%3C%3Dd]=0", { 4 } },
+  { "filter[%40d][]=1.5&filter[%40d][]=0", { 3, 4 } },
+}
+
+describe("long decimals", function()
+  local db = require "dbservers"
+  for _, engine in ipairs({ "postgresql", "mysql" }) do
+    describe("on " .. engine, function()
+      if H.skip_without(engine, "spec/acceptance_sql_spec.lua") then return end
+      local srv, h
+      setup(function()
+        srv = db.start(engine)
+        if engine == "postgresql" then
+          -- 1: 66 characters; 2: beyond a double (null); 4: rounds to 0; 5: DBL_MAX in 309 digits;
+          -- 6: NaN (null)
+          srv:admin(([[
+            CREATE TABLE decs (id int, d numeric);
+            INSERT INTO decs VALUES (1, %s), (2, 1e400), (3, 1.5), (4, 1e-400),
+              (5, 1.7976931348623157e308), (6, 'NaN');
+            GRANT SELECT ON decs TO bic_ro;
+          ]]):format(BIG_DEC))
+        else
+          -- MySQL's DECIMAL holds neither NaN nor values beyond a double: 2 and 6 NULL
+          srv:admin(([[
+            CREATE TABLE decs (id int, d decimal(65,30));
+            INSERT INTO decs VALUES (1, %s), (2, NULL), (3, 1.5), (4, 0.000000000000000000000000000000),
+              (5, 99999999999999999999999999999999999.999999999999999999999999999999), (6, NULL);
+          ]]):format(BIG_DEC))
+        end
+        h = H.serve_db(srv, TOKEN)
+      end)
+      teardown(function()
+        if h then S.stop(h) end
+        if srv then srv:stop() end
+      end)
+
+      it("serves them as the nearest double", function()
+        local body = post(h.port, "/data", "table=decs")
+        local want = engine == "postgresql"
+          and { 1.2345678901234568e34, cjson.null, 1.5, 0, 1.7976931348623157e308, cjson.null }
+          or { 1.2345678901234568e34, cjson.null, 1.5, 0, 1e35, cjson.null }
+        local got = {}
+        for i = 2, #body do got[body[i][1]] = body[i][2] end
+        assert.same(want, got)
+      end)
+
+      it("filters them as the doubles served", function()
+        for _, c in ipairs(DEC_CASES) do
+          local got = ids(post(h.port, "/data", "table=decs&select[]=id&" .. c[1]))
+          table.sort(got)
+          assert.same(c[2], got, c[1])
+        end
+      end)
+    end)
+  end
+end)
