@@ -166,3 +166,39 @@ describe("long decimals", function()
     end)
   end
 end)
+
+-- MariaDB lists a sequence in information_schema.tables (table_type
+-- SEQUENCE), and it was served as a table of its state (next_not_cached_value,
+-- minimum_value, ...); PostgreSQL's sequences are not listed. A sequence is
+-- no table of data: it is neither listed nor served, in the URL's database
+-- or one of schemas=.
+describe("MariaDB sequences", function()
+  if H.skip_without("mysql", "spec/acceptance_sql_spec.lua") then return end
+  local db = require "dbservers"
+  local srv
+  setup(function()
+    srv = db.start("mysql")
+    srv:admin([[
+      CREATE TABLE t (id int);
+      CREATE SEQUENCE s1;
+      CREATE TABLE ver (id int) WITH SYSTEM VERSIONING;
+      CREATE VIEW v AS SELECT id FROM t;
+      CREATE DATABASE sales;
+      CREATE TABLE sales.q1 (id int);
+      CREATE SEQUENCE sales.s2;
+      GRANT SELECT ON sales.* TO bic_ro;
+    ]])
+  end)
+  teardown(function() if srv then srv:stop() end end)
+
+  it("lists and serves the tables and views, not the sequences", function()
+    local src = require("biconnector.sql").source({ url = srv:url(nil, nil, nil, "schemas=sales"), log = function() end })
+    local codes = {}
+    for _, t in ipairs(src:table_list()) do codes[#codes + 1] = t.code end
+    table.sort(codes)
+    assert.same({ "sales.q1", "t", "v", "ver" }, codes)
+    assert.is_nil(src:describe("s1"))
+    assert.is_nil(src:describe("sales.s2"))
+    src:close()
+  end)
+end)
