@@ -49,19 +49,19 @@ _M.limit = sql_lib.limit_clause
 -- A numeric column is compared as the double it is served as, without the
 -- cast's errors: PostgreSQL's numeric -> float8 raises "out of range" for a
 -- value that rounds to an infinity (served as null) or to zero (served as 0),
--- and the error failed every filter on the column. NUMERIC_BIG is 2^1024 -
--- 2^970, the least magnitude that rounds to an infinity; NUMERIC_TINY is
--- 2^-1075, the greatest that rounds to zero (round half to even, as strtod,
--- which reads the served text); NaN sorts above every number in numeric.
-local NUMERIC_BIG = "179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792"
-local NUMERIC_TINY = "2.4703282292062327208828439643411068618252990130716238221279284125033775363510437593264991818081799618989828234772285886546332835517796989819938739800539093906315035659515570226392290858392449105184435931802849936536152500319370457678249219365623669863658480757001585769269903706311928279558551332927834338409351978015531246597263579574622766465272827220056374006485499977096599470454020828166226237857393450736339007967761930577506740176324673600968951340535537458516661134223766678604162159680461914467291840300530057530849048765391711386591646239524912623653881879636239373280423891018672348497668235089863388587925628302755995657524455507255189313690836254779186948667994968324049705821028513185451396213837722826145437693412532098591327667236328125E-324"
+-- and the error failed every filter on the column. 2^1024 - 2^970 is the
+-- least magnitude that rounds to an infinity, 2^-1075 the greatest that
+-- rounds to zero (round half to even, as strtod, which reads the served
+-- text); numeric's power of an integer is exact and folded once per
+-- statement; NaN (and numeric's infinities) sort above every number.
+local NUMERIC_CAST = "(CASE WHEN abs(%s) >= 2::numeric ^ 1024 - 2::numeric ^ 970 THEN NULL "
+  .. "WHEN abs(%s) < 1e-300 AND abs(%s) * 2::numeric ^ 1075 <= 1 THEN 0 ELSE %s::float8 END)"
 
 local function operand(c, node, declared)
   if node.type == "string" then return "(" .. c .. ')::text COLLATE "C"' end
   if node.type == "double" then
     if declared and declared:lower():match("^numeric") then
-      return "(CASE WHEN abs(" .. c .. ") >= " .. NUMERIC_BIG .. " THEN NULL WHEN abs(" .. c .. ") <= "
-        .. NUMERIC_TINY .. " THEN 0 ELSE " .. c .. "::float8 END)"
+      return NUMERIC_CAST:format(c, c, c, c)
     end
     return "(CASE WHEN " .. c .. "::float8 IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE " .. c .. "::float8 END)"
   end
