@@ -202,3 +202,48 @@ describe("MariaDB sequences", function()
     src:close()
   end)
 end)
+
+-- docs/database.md, "Names": "A PostgreSQL table the account may not SELECT
+-- is not listed either: 404, not a 500 from the database." A table granted
+-- in a schema of schemas= whose USAGE the account lacks was listed and
+-- described, and /data was a 500 (`permission denied for schema hr`).
+describe("PostgreSQL schemas= naming a schema the account may not use", function()
+  if H.skip_without("postgresql", "spec/acceptance_sql_spec.lua") then return end
+  local db = require "dbservers"
+  local srv, h
+  setup(function()
+    srv = db.start("postgresql")
+    srv:admin([[
+      CREATE TABLE t (id int);
+      INSERT INTO t VALUES (1);
+      GRANT SELECT ON t TO bic_ro;
+      CREATE SCHEMA hr;
+      CREATE TABLE hr.staff (id int);
+      GRANT SELECT ON hr.staff TO bic_ro;
+      CREATE SCHEMA sales;
+      GRANT USAGE ON SCHEMA sales TO bic_ro;
+      CREATE TABLE sales.q1 (id int);
+      INSERT INTO sales.q1 VALUES (5);
+      GRANT SELECT ON sales.q1 TO bic_ro;
+    ]])
+    local url = srv:url(nil, nil, nil, "schemas=hr,sales"):gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
+    h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0", "--workers", "1" }),
+      { BICONNECTOR_TOKEN = TOKEN, BICONNECTOR_DB_PASSWORD = db.RO_PASSWORD })
+  end)
+  teardown(function()
+    if h then S.stop(h) end
+    if srv then srv:stop() end
+  end)
+
+  it("lists only what it can read, and answers 404 for the rest", function()
+    local codes = {}
+    for _, t in ipairs(post(h.port, "/table_list", "searchString=")) do codes[#codes + 1] = t.code end
+    assert.same({ "t", "sales.q1" }, codes)
+    assert.same({ { "id" }, { 5 } }, post(h.port, "/data", "table=sales.q1"))
+    for _, path in ipairs({ "/table_description", "/data" }) do
+      local status, body = H.post_form(h.port, path, "table=hr.staff", TOKEN)
+      assert.equals(404, status, path .. ": " .. cjson.encode(body))
+      assert.matches('unknown table "hr.staff"', body.message, 1, true)
+    end
+  end)
+end)

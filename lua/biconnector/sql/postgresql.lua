@@ -96,15 +96,15 @@ end
 local VIEWS = { v = true, m = true } -- the relkind of views and materialized views
 
 -- -> { {name=, kind=}, ... }: tables, views, materialized views and foreign
--- tables the account may read, of the default schema (as named) and of the
--- configured ones (as "schema.name").
+-- tables the account may read (SELECT on the table, USAGE on its schema), of
+-- the default schema (as named) and of the configured ones (as "schema.name").
 function _M.list_tables(conn, conn_opts)
   return sql_lib.table_list(conn_opts, VIEWS, all_rows(conn, [[
     SELECT n.nspname, c.relname, c.relkind, n.nspname = current_schema()
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
       AND (n.nspname = current_schema() OR n.nspname = ANY ($1::text[]))
-      AND has_table_privilege(c.oid, 'SELECT')
+      AND has_table_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE')
       AND NOT c.relispartition
     ORDER BY n.nspname <> current_schema(), n.nspname, c.relname]], { schema_array(conn_opts) }))
 end
