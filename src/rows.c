@@ -315,21 +315,28 @@ static int is_null(lua_State *L, int idx, int t) {
   return t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
 }
 
-/* A decimal number as text: what strtod accepts, whole string, finite; no hex, inf, nan. */
+/* A decimal number as text: what strtod accepts, whole string, finite; no hex, inf, nan.
+ * Any length: a database's decimal text may hold 66 characters (MySQL
+ * DECIMAL(65,30)) or hundreds (a PostgreSQL numeric), and is the nearest
+ * double all the same (0 below the smallest one). */
 static int parse_double_string(const char *s, size_t len, double *out) {
   char tmp[64];
-  char *end;
+  char *buf = tmp, *end;
   size_t i;
-  if (len == 0 || len >= sizeof tmp) return 0;
+  int ok;
+  if (len == 0) return 0;
   for (i = 0; i < len; i++) {
     char ch = s[i];
     if (!((ch >= '0' && ch <= '9') || ch == '-' || ch == '+' || ch == '.' || ch == 'e' || ch == 'E'))
       return 0;
   }
-  memcpy(tmp, s, len);
-  tmp[len] = '\0';
-  *out = strtod(tmp, &end);
-  return end == tmp + len && isfinite(*out);
+  if (len >= sizeof tmp && !(buf = malloc(len + 1))) return 0;
+  memcpy(buf, s, len);
+  buf[len] = '\0';
+  *out = strtod(buf, &end);
+  ok = end == buf + len && isfinite(*out);
+  if (buf != tmp) free(buf);
+  return ok;
 }
 
 /* Integral doubles within the 64-bit range become integers. */

@@ -95,13 +95,14 @@ end
 
 local VIEWS = { VIEW = true } -- the table_type of views
 
--- -> { {name=, kind=}, ... }: the URL's database (as named) and the configured
--- ones (as "db.name").
+-- -> { {name=, kind=}, ... }: the tables and views of the URL's database (as
+-- named) and of the configured ones (as "db.name"); not MariaDB's sequences
+-- (table_type SEQUENCE), which are no data.
 function _M.list_tables(conn, conn_opts)
   local params, extra = sql_lib.schemas_clause(conn_opts, "table_schema", "?")
   return sql_lib.table_list(conn_opts, VIEWS, all_rows(conn, "SELECT table_schema, table_name, table_type, "
-    .. "table_schema = DATABASE() FROM information_schema.tables WHERE table_schema = DATABASE()" .. extra
-    .. " ORDER BY table_schema <> DATABASE(), table_schema, CAST(table_name AS BINARY)", params))
+    .. "table_schema = DATABASE() FROM information_schema.tables WHERE (table_schema = DATABASE()" .. extra
+    .. ") AND table_type <> 'SEQUENCE' ORDER BY table_schema <> DATABASE(), table_schema, CAST(table_name AS BINARY)", params))
 end
 
 function _M.list_columns(conn, name, conn_opts)

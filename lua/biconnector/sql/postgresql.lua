@@ -45,20 +45,46 @@ _M.limit = sql_lib.limit_clause
 -- null); dates and timestamps compare as the second or day they are served
 -- as, those outside the years 1-9999 (BC, infinity) as NULL
 -- (filter.to_sql's date_range).
-_M.dialect = {
-  quote = '"', like = "ILIKE", numbered = true,
-  date_range = {
-    min = "0001-01-01 00:00:00", -- PostgreSQL has no year 0: a bound below is raised to this
-    valid = function(c) return "(" .. c .. " >= '0001-01-01' AND " .. c .. " < '10000-01-01')" end,
-  },
-  operand = function(c, node)
-    if node.type == "string" then return "(" .. c .. ')::text COLLATE "C"' end
-    if node.type == "double" then
-      return "(CASE WHEN " .. c .. "::float8 IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE " .. c .. "::float8 END)"
+--
+-- A numeric column is compared as the double it is served as, without the
+-- cast's errors: PostgreSQL's numeric -> float8 raises "out of range" for a
+-- value that rounds to an infinity (served as null) or to zero (served as 0),
+-- and the error failed every filter on the column. 2^1024 - 2^970 is the
+-- least magnitude that rounds to an infinity, 2^-1075 the greatest that
+-- rounds to zero (round half to even, as strtod, which reads the served
+-- text); numeric's power of an integer is exact and folded once per
+-- statement; NaN (and numeric's infinities) sort above every number.
+local NUMERIC_CAST = "(CASE WHEN abs(%s) >= 2::numeric ^ 1024 - 2::numeric ^ 970 THEN NULL "
+  .. "WHEN abs(%s) < 1e-300 AND abs(%s) * 2::numeric ^ 1075 <= 1 THEN 0 ELSE %s::float8 END)"
+
+local function operand(c, node, declared)
+  if node.type == "string" then return "(" .. c .. ')::text COLLATE "C"' end
+  if node.type == "double" then
+    if declared and declared:lower():match("^numeric") then
+      return NUMERIC_CAST:format(c, c, c, c)
     end
-    return c
-  end,
+    return "(CASE WHEN " .. c .. "::float8 IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE " .. c .. "::float8 END)"
+  end
+  return c
+end
+
+local DATE_RANGE = {
+  min = "0001-01-01 00:00:00", -- PostgreSQL has no year 0: a bound below is raised to this
+  valid = function(c) return "(" .. c .. " >= '0001-01-01' AND " .. c .. " < '10000-01-01')" end,
 }
+
+-- The dialect of a data query q: a numeric column's conditions by its
+-- declared type (q.fields carry `declared`).
+function _M.dialect_for(q)
+  local declared = {}
+  for _, f in ipairs(q and q.fields or {}) do declared[f.code] = f.declared end
+  return {
+    quote = '"', like = "ILIKE", numbered = true, date_range = DATE_RANGE,
+    operand = function(c, node) return operand(c, node, declared[node.field]) end,
+  }
+end
+
+_M.dialect = _M.dialect_for(nil)
 
 -- The schemas configured besides the default one, as a PostgreSQL array literal.
 local function schema_array(conn_opts)
@@ -70,20 +96,22 @@ end
 local VIEWS = { v = true, m = true } -- the relkind of views and materialized views
 
 -- -> { {name=, kind=}, ... }: tables, views, materialized views and foreign
--- tables the account may read, of the default schema (as named) and of the
--- configured ones (as "schema.name").
+-- tables the account may read (SELECT on the table, USAGE on its schema), of
+-- the default schema (as named) and of the configured ones (as "schema.name").
 function _M.list_tables(conn, conn_opts)
   return sql_lib.table_list(conn_opts, VIEWS, all_rows(conn, [[
     SELECT n.nspname, c.relname, c.relkind, n.nspname = current_schema()
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
       AND (n.nspname = current_schema() OR n.nspname = ANY ($1::text[]))
-      AND has_table_privilege(c.oid, 'SELECT')
+      AND has_table_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE')
       AND NOT c.relispartition
     ORDER BY n.nspname <> current_schema(), n.nspname, c.relname]], { schema_array(conn_opts) }))
 end
 
--- -> { {name=, type=}, ... } | nil (no such table)
+-- -> { {name=, type=}, ... } | nil (no such table). A domain's column has
+-- the type of the domain's base type, through any number of domains (a
+-- domain over a domain over numeric(5,2) is numeric(5,2)).
 function _M.list_columns(conn, name, conn_opts)
   local schema, tbl = sql_lib.table_of(name, conn_opts)
   local schema_cond, params = "n.nspname = current_schema() AND c.relname = $1", { tbl }
@@ -92,12 +120,19 @@ function _M.list_columns(conn, name, conn_opts)
     SELECT a.attname,
       CASE WHEN t.typtype = 'e' THEN 'enum'
            WHEN t.typcategory = 'A' THEN 'array'
-           WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
-           ELSE format_type(a.atttypid, a.atttypmod) END
+           ELSE format_type(t.oid, base.typmod) END
     FROM pg_attribute a
       JOIN pg_class c ON c.oid = a.attrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
-      JOIN pg_type t ON t.oid = a.atttypid
+      CROSS JOIN LATERAL (
+        WITH RECURSIVE b(oid, typmod, depth) AS (
+          SELECT a.atttypid, a.atttypmod, 0
+          UNION ALL
+          SELECT d.typbasetype, CASE WHEN d.typtypmod <> -1 THEN d.typtypmod ELSE b.typmod END, b.depth + 1
+          FROM b JOIN pg_type d ON d.oid = b.oid
+          WHERE d.typtype = 'd' AND b.depth < 100)
+        SELECT b.oid, b.typmod FROM b ORDER BY b.depth DESC LIMIT 1) base
+      JOIN pg_type t ON t.oid = base.oid
     WHERE ]] .. schema_cond .. [[ AND a.attnum > 0 AND NOT a.attisdropped
       AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
     ORDER BY a.attnum]], params))

@@ -1,0 +1,249 @@
+-- Found by an acceptance test of `biconnector serve DATABASE-URL` on real
+-- PostgreSQL, MariaDB and ClickHouse servers, played as Bitrix24 plays it
+-- (protocol.md, sections 2 and 2.1) over loopback HTTP with form bodies:
+-- each `describe` is one bug, checked on the server the spec starts.
+local S = require "serve_helpers"
+local H = require "sql_helpers"
+local cjson = require "cjson"
+
+local TOKEN = "acceptance-sql-token"
+
+local function post(port, path, form)
+  local status, body = H.post_form(port, path, form, TOKEN)
+  assert.equals(200, status, type(body) == "string" and body or cjson.encode(body))
+  return body
+end
+
+-- The first column of an urlData answer's rows.
+local function ids(body)
+  local out = {}
+  for i = 2, #body do out[#out + 1] = body[i][1] end
+  return out
+end
+
+-- A column whose type is a domain over a domain was described by the inner
+-- domain's name, an unknown type: a `string` field served as text ("2",
+-- "1.50"), its filters matched in memory. One level of domain was resolved,
+-- two were not.
+describe("PostgreSQL columns of domains over domains", function()
+  if H.skip_without("postgresql", "spec/acceptance_sql_spec.lua") then return end
+  local db = require "dbservers"
+  local srv, h
+  setup(function()
+    srv = db.start("postgresql")
+    srv:admin([[
+      CREATE TYPE mood AS ENUM ('sad', 'ok');
+      CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+      CREATE DOMAIN posint2 AS posint;
+      CREATE DOMAIN money2 AS numeric(5,2);
+      CREATE DOMAIN money3 AS money2;
+      CREATE DOMAIN stamp AS timestamp(0);
+      CREATE DOMAIN stamp2 AS stamp;
+      CREATE DOMAIN day2 AS date;
+      CREATE DOMAIN day3 AS day2;
+      CREATE DOMAIN mood2 AS mood;
+      CREATE DOMAIN mood3 AS mood2;
+      CREATE DOMAIN ints AS integer[];
+      CREATE DOMAIN ints2 AS ints;
+      CREATE TABLE dom (id int, p posint2, m money3, s stamp2, d day3, e mood3, a ints2);
+      INSERT INTO dom VALUES (1, 2, 1.5, '2024-01-01 10:00:00', '2024-01-01', 'ok', '{1,2}'),
+        (2, 7, -3.25, '1969-07-20 20:17:40', '1969-07-20', 'sad', '{}'),
+        (3, NULL, NULL, NULL, NULL, NULL, NULL);
+      GRANT SELECT ON dom TO bic_ro;
+    ]])
+    h = H.serve_db(srv, TOKEN)
+  end)
+  teardown(function()
+    if h then S.stop(h) end
+    if srv then srv:stop() end
+  end)
+
+  it("describes them by the innermost base type and serves their values so", function()
+    local types = {}
+    for _, f in ipairs(post(h.port, "/table_description", "table=dom")) do types[f.code] = f.type end
+    assert.same({ id = "int", p = "int", m = "double", s = "datetime", d = "date", e = "string", a = "string" }, types)
+    assert.same({ { "id", "p", "m", "s", "d", "e", "a" },
+      { 1, 2, 1.5, "2024-01-01 10:00:00", "2024-01-01", "ok", "{1,2}" },
+      { 2, 7, -3.25, "1969-07-20 20:17:40", "1969-07-20", "sad", "{}" },
+      { 3, cjson.null, cjson.null, cjson.null, cjson.null, cjson.null, cjson.null } },
+      post(h.port, "/data", "table=dom"))
+  end)
+
+  it("filters them as their base types, as PostgreSQL selects", function()
+    local cases = {
+      { "filter[%3Ep]=5", "p > 5" },
+      { "filter[p]=2", "p = 2" },
+      { "filter[%3Cm]=0", "m < 0" },
+      { "filter[m]=1.5", "m = 1.5" },
+      { "filter[%3E%3Ds]=01.01.2000", "s >= '2000-01-01'" },
+      { "filter[s]=2024-01-01T10:00:00", "s = '2024-01-01 10:00:00'" },
+      { "filter[%3Cd]=1970-01-01", "d < '1970-01-01'" },
+      { "filter[!e]=ok", "e IS NULL OR e::text <> 'ok'" },
+      { "filter[%25e]=S", "e::text ILIKE '%s%'" },
+      { "filter[a]={1,2}", "a::text = '{1,2}'" },
+      { "filter[p]=", "p IS NULL" },
+    }
+    for _, c in ipairs(cases) do
+      local want = {}
+      for _, line in ipairs(srv:rows("SELECT id FROM dom WHERE " .. c[2] .. " ORDER BY id")) do
+        want[#want + 1] = tonumber(line)
+      end
+      local got = ids(post(h.port, "/data", "table=dom&select[]=id&" .. c[1]))
+      table.sort(got)
+      assert.same(want, got, c[1])
+    end
+  end)
+end)
+
+-- Decimals the nearest double can carry, but not in 64 bytes of text: a
+-- MySQL DECIMAL(65,30) value (66 characters) or a PostgreSQL numeric of many
+-- digits (DBL_MAX as its 309 digits, 1e-400 as 400 zeros) went as null, and
+-- a filter on such a column still selected the row (SQL compared the number).
+-- On PostgreSQL any filter on a numeric column holding a value beyond a
+-- double's range (or one that rounds to zero) was a 500: the cast to float8
+-- raised "out of range".
+local BIG_DEC = "12345678901234567890123456789012345.123456789012345678901234567890"
+local DEC_CASES = {
+  -- {form filter, ids}
+  { "filter[%3Ed]=1", { 1, 3, 5 } },
+  { "filter[%3Ed]=1e34", { 1, 5 } },
+  { "filter[d]=0", { 4 } },
+  { "filter[d]=", { 2, 6 } },
+  { "filter[!d]=1.5", { 1, 2, 4, 5, 6 } },
+  { "filter[%3C%3Dd]=0", { 4 } },
+  { "filter[%40d][]=1.5&filter[%40d][]=0", { 3, 4 } },
+}
+
+describe("long decimals", function()
+  local db = require "dbservers"
+  for _, engine in ipairs({ "postgresql", "mysql" }) do
+    describe("on " .. engine, function()
+      if H.skip_without(engine, "spec/acceptance_sql_spec.lua") then return end
+      local srv, h
+      setup(function()
+        srv = db.start(engine)
+        if engine == "postgresql" then
+          -- 1: 66 characters; 2: beyond a double (null); 4: rounds to 0; 5: DBL_MAX in 309 digits;
+          -- 6: NaN (null)
+          srv:admin(([[
+            CREATE TABLE decs (id int, d numeric);
+            INSERT INTO decs VALUES (1, %s), (2, 1e400), (3, 1.5), (4, 1e-400),
+              (5, 1.7976931348623157e308), (6, 'NaN');
+            GRANT SELECT ON decs TO bic_ro;
+          ]]):format(BIG_DEC))
+        else
+          -- MySQL's DECIMAL holds neither NaN nor values beyond a double: 2 and 6 NULL
+          srv:admin(([[
+            CREATE TABLE decs (id int, d decimal(65,30));
+            INSERT INTO decs VALUES (1, %s), (2, NULL), (3, 1.5), (4, 0.000000000000000000000000000000),
+              (5, 99999999999999999999999999999999999.999999999999999999999999999999), (6, NULL);
+          ]]):format(BIG_DEC))
+        end
+        h = H.serve_db(srv, TOKEN)
+      end)
+      teardown(function()
+        if h then S.stop(h) end
+        if srv then srv:stop() end
+      end)
+
+      it("serves them as the nearest double", function()
+        local body = post(h.port, "/data", "table=decs")
+        local want = engine == "postgresql"
+          and { 1.2345678901234568e34, cjson.null, 1.5, 0, 1.7976931348623157e308, cjson.null }
+          or { 1.2345678901234568e34, cjson.null, 1.5, 0, 1e35, cjson.null }
+        local got = {}
+        for i = 2, #body do got[body[i][1]] = body[i][2] end
+        assert.same(want, got)
+      end)
+
+      it("filters them as the doubles served", function()
+        for _, c in ipairs(DEC_CASES) do
+          local got = ids(post(h.port, "/data", "table=decs&select[]=id&" .. c[1]))
+          table.sort(got)
+          assert.same(c[2], got, c[1])
+        end
+      end)
+    end)
+  end
+end)
+
+-- MariaDB lists a sequence in information_schema.tables (table_type
+-- SEQUENCE), and it was served as a table of its state (next_not_cached_value,
+-- minimum_value, ...); PostgreSQL's sequences are not listed. A sequence is
+-- no table of data: it is neither listed nor served, in the URL's database
+-- or one of schemas=.
+describe("MariaDB sequences", function()
+  if H.skip_without("mysql", "spec/acceptance_sql_spec.lua") then return end
+  local db = require "dbservers"
+  local srv
+  setup(function()
+    srv = db.start("mysql")
+    srv:admin([[
+      CREATE TABLE t (id int);
+      CREATE SEQUENCE s1;
+      CREATE TABLE ver (id int) WITH SYSTEM VERSIONING;
+      CREATE VIEW v AS SELECT id FROM t;
+      CREATE DATABASE sales;
+      CREATE TABLE sales.q1 (id int);
+      CREATE SEQUENCE sales.s2;
+      GRANT SELECT ON sales.* TO bic_ro;
+    ]])
+  end)
+  teardown(function() if srv then srv:stop() end end)
+
+  it("lists and serves the tables and views, not the sequences", function()
+    local src = require("biconnector.sql").source({ url = srv:url(nil, nil, nil, "schemas=sales"), log = function() end })
+    local codes = {}
+    for _, t in ipairs(src:table_list()) do codes[#codes + 1] = t.code end
+    table.sort(codes)
+    assert.same({ "sales.q1", "t", "v", "ver" }, codes)
+    assert.is_nil(src:describe("s1"))
+    assert.is_nil(src:describe("sales.s2"))
+    src:close()
+  end)
+end)
+
+-- docs/database.md, "Names": "A PostgreSQL table the account may not SELECT
+-- is not listed either: 404, not a 500 from the database." A table granted
+-- in a schema of schemas= whose USAGE the account lacks was listed and
+-- described, and /data was a 500 (`permission denied for schema hr`).
+describe("PostgreSQL schemas= naming a schema the account may not use", function()
+  if H.skip_without("postgresql", "spec/acceptance_sql_spec.lua") then return end
+  local db = require "dbservers"
+  local srv, h
+  setup(function()
+    srv = db.start("postgresql")
+    srv:admin([[
+      CREATE TABLE t (id int);
+      INSERT INTO t VALUES (1);
+      GRANT SELECT ON t TO bic_ro;
+      CREATE SCHEMA hr;
+      CREATE TABLE hr.staff (id int);
+      GRANT SELECT ON hr.staff TO bic_ro;
+      CREATE SCHEMA sales;
+      GRANT USAGE ON SCHEMA sales TO bic_ro;
+      CREATE TABLE sales.q1 (id int);
+      INSERT INTO sales.q1 VALUES (5);
+      GRANT SELECT ON sales.q1 TO bic_ro;
+    ]])
+    local url = srv:url(nil, nil, nil, "schemas=hr,sales"):gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
+    h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0", "--workers", "1" }),
+      { BICONNECTOR_TOKEN = TOKEN, BICONNECTOR_DB_PASSWORD = db.RO_PASSWORD })
+  end)
+  teardown(function()
+    if h then S.stop(h) end
+    if srv then srv:stop() end
+  end)
+
+  it("lists only what it can read, and answers 404 for the rest", function()
+    local codes = {}
+    for _, t in ipairs(post(h.port, "/table_list", "searchString=")) do codes[#codes + 1] = t.code end
+    assert.same({ "t", "sales.q1" }, codes)
+    assert.same({ { "id" }, { 5 } }, post(h.port, "/data", "table=sales.q1"))
+    for _, path in ipairs({ "/table_description", "/data" }) do
+      local status, body = H.post_form(h.port, path, "table=hr.staff", TOKEN)
+      assert.equals(404, status, path .. ": " .. cjson.encode(body))
+      assert.matches('unknown table "hr.staff"', body.message, 1, true)
+    end
+  end)
+end)
