@@ -77,3 +77,32 @@ describe("acceptance: serve --app taking what Bitrix24 posts to the installation
     end
   end)
 end)
+
+describe("acceptance: the installation callback's client_endpoint with its scheme's port", function()
+  local app = require "biconnector.app.server"
+  local function auth(domain, endpoint)
+    return { event = "ONAPPINSTALL", auth = { access_token = "a1", refresh_token = "r1", domain = domain,
+      client_endpoint = endpoint, member_id = "m1", application_token = "t1" } }
+  end
+
+  it("takes https://PORTAL:443/rest/ as PORTAL's REST address (and the reverse), as it takes the port left out", function()
+    for _, case in ipairs({ { "p.bitrix24.com", "https://p.bitrix24.com:443/rest/" },
+        { "p.bitrix24.com:443", "https://p.bitrix24.com/rest/" }, { "p.bitrix24.com", "https://P.Bitrix24.com/rest/" },
+        { "p.example.com:8443", "https://p.example.com:8443/rest/" } }) do
+      local state, status, why = app.check_install(auth(case[1], case[2]), {})
+      assert.is_table(state, tostring(status) .. " " .. tostring(why) .. " for " .. case[1] .. " " .. case[2])
+      assert.equals("https://" .. case[1]:gsub(":443$", "") .. "/rest/", state.client_endpoint)
+    end
+  end)
+
+  it("still refuses another host or another port", function()
+    for _, case in ipairs({ { "p.bitrix24.com", "https://p.bitrix24.com:8443/rest/" },
+        { "p.example.com:8443", "https://p.example.com/rest/" }, { "p.bitrix24.com", "https://q.bitrix24.com/rest/" },
+        { "p.bitrix24.com", "https://p.bitrix24.com:80/rest/" } }) do
+      local state, status, why = app.check_install(auth(case[1], case[2]), {})
+      assert.is_nil(state, case[1] .. " " .. case[2])
+      assert.equals(400, status)
+      assert.matches("auth[client_endpoint] is not https://", why, 1, true)
+    end
+  end)
+end)

@@ -246,7 +246,10 @@ function _M.check_install(params, cfg, now)
     return nil, 400, "auth[domain] is not a portal's name"
   end
   local scheme, host, path = auth.client_endpoint:match("^(https?)://([^/?#]+)(/[^?#]*)$")
-  if not scheme or host:lower() ~= domain or not (path == "/rest/" or path == "/rest") then
+  -- the scheme's own port said or not (https://portal:443/rest/ is portal's REST address)
+  local default_port = scheme == "https" and ":443$" or ":80$"
+  if scheme then host = host:lower():gsub(default_port, "") end
+  if not scheme or host ~= domain:gsub(default_port, "") or not (path == "/rest/" or path == "/rest") then
     return nil, 400, format("auth[client_endpoint] is not https://%s/rest/ (the REST address of auth[domain])", domain)
   end
   if scheme == "http" and not is_loopback(address.host_of(auth.client_endpoint)) then
