@@ -247,3 +247,43 @@ describe("PostgreSQL schemas= naming a schema the account may not use", function
     end
   end)
 end)
+
+-- docs/database.md, "Errors": a listed table none of whose columns can be
+-- served is a 404 saying so. A PostgreSQL table of no columns at all
+-- (CREATE TABLE x ()) was listed, then called an unknown table.
+describe("PostgreSQL table of no columns", function()
+  if H.skip_without("postgresql", "spec/acceptance_sql_spec.lua") then return end
+  local db = require "dbservers"
+  local srv, h
+  setup(function()
+    srv = db.start("postgresql")
+    srv:admin([[
+      CREATE TABLE empty_cols ();
+      GRANT SELECT ON empty_cols TO bic_ro;
+      CREATE TABLE t (id int);
+      GRANT SELECT ON t TO bic_ro;
+    ]])
+    local url = srv:url():gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
+    h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0", "--workers", "1" }),
+      { BICONNECTOR_TOKEN = TOKEN, BICONNECTOR_DB_PASSWORD = db.RO_PASSWORD })
+  end)
+  teardown(function()
+    if h then S.stop(h) end
+    if srv then srv:stop() end
+  end)
+
+  it("is listed, and described and served as a 404 naming why, not as an unknown table", function()
+    local codes = {}
+    for _, t in ipairs(post(h.port, "/table_list", "searchString=")) do codes[#codes + 1] = t.code end
+    assert.same({ "empty_cols", "t" }, codes)
+    for _, path in ipairs({ "/table_description", "/data" }) do
+      local status, body = H.post_form(h.port, path, "table=empty_cols", TOKEN)
+      assert.equals(404, status, path .. ": " .. cjson.encode(body))
+      assert.matches('table "empty_cols" has no column that can be served', body.message, 1, true)
+    end
+    -- a table that does not exist stays unknown
+    local status, body = H.post_form(h.port, "/table_description", "table=nope", TOKEN)
+    assert.equals(404, status)
+    assert.matches('unknown table "nope"', body.message, 1, true)
+  end)
+end)

@@ -740,7 +740,9 @@ function Source:describe(code)
     if not self:serves(conn, code) then return nil end
     cols, err = self.engine.list_columns(conn, code, self.open_opts)
     must(cols, err, format("table %q", code))
-    if not cols then return nil end
+    -- a listed table without columns (PostgreSQL's CREATE TABLE x ()): no
+    -- column that can be served, below, rather than an unknown table
+    cols = cols or {}
   end
   local overrides = self.overrides[code] or {}
   self:check_column_keys(code, cols, overrides)
