@@ -226,9 +226,7 @@ describe("PostgreSQL schemas= naming a schema the account may not use", function
       INSERT INTO sales.q1 VALUES (5);
       GRANT SELECT ON sales.q1 TO bic_ro;
     ]])
-    local url = srv:url(nil, nil, nil, "schemas=hr,sales"):gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
-    h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0", "--workers", "1" }),
-      { BICONNECTOR_TOKEN = TOKEN, BICONNECTOR_DB_PASSWORD = db.RO_PASSWORD })
+    h = H.serve_db(srv, TOKEN, "schemas=hr,sales")
   end)
   teardown(function()
     if h then S.stop(h) end
@@ -263,9 +261,7 @@ describe("PostgreSQL table of no columns", function()
       CREATE TABLE t (id int);
       GRANT SELECT ON t TO bic_ro;
     ]])
-    local url = srv:url():gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
-    h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0", "--workers", "1" }),
-      { BICONNECTOR_TOKEN = TOKEN, BICONNECTOR_DB_PASSWORD = db.RO_PASSWORD })
+    h = H.serve_db(srv, TOKEN)
   end)
   teardown(function()
     if h then S.stop(h) end

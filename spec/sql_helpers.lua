@@ -106,9 +106,9 @@ end
 -- `biconnector serve` of a database server's (spec/dbservers.lua) database
 -- with the token, the password in the environment rather than in the URL
 -- (which `ps` shows): -> the serve_helpers handle, the URL it serves.
-function H.serve_db(srv, token)
+function H.serve_db(srv, token, query)
   local db, S = require "dbservers", require "serve_helpers"
-  local url = srv:url():gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
+  local url = srv:url(nil, nil, nil, query):gsub(":" .. db.RO_PASSWORD:gsub("%p", "%%%0") .. "@", "@")
   local h = S.start(S.serve_command({ url, "--listen", "127.0.0.1:0" }),
     { BICONNECTOR_TOKEN = token, BICONNECTOR_DB_PASSWORD = db.RO_PASSWORD })
   return h, url
