@@ -740,9 +740,10 @@ function Source:describe(code)
     if not self:serves(conn, code) then return nil end
     cols, err = self.engine.list_columns(conn, code, self.open_opts)
     must(cols, err, format("table %q", code))
-    -- a listed table without columns (PostgreSQL's CREATE TABLE x ()): no
-    -- column that can be served, below, rather than an unknown table
-    cols = cols or {}
+    -- nil: no such table (dropped since it was listed); an engine gives {}
+    -- for a table without columns (PostgreSQL's CREATE TABLE x ()), which
+    -- has no column that can be served, below
+    if not cols then return nil end
   end
   local overrides = self.overrides[code] or {}
   self:check_column_keys(code, cols, overrides)

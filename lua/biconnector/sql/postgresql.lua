@@ -116,7 +116,7 @@ function _M.list_columns(conn, name, conn_opts)
   local schema, tbl = sql_lib.table_of(name, conn_opts)
   local schema_cond, params = "n.nspname = current_schema() AND c.relname = $1", { tbl }
   if schema then schema_cond, params = "n.nspname = $1 AND c.relname = $2", { schema, tbl } end
-  return sql_lib.column_list(all_rows(conn, [[
+  local cols, err = sql_lib.column_list(all_rows(conn, [[
     SELECT a.attname,
       CASE WHEN t.typtype = 'e' THEN 'enum'
            WHEN t.typcategory = 'A' THEN 'array'
@@ -136,6 +136,14 @@ function _M.list_columns(conn, name, conn_opts)
     WHERE ]] .. schema_cond .. [[ AND a.attnum > 0 AND NOT a.attisdropped
       AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
     ORDER BY a.attnum]], params))
+  if cols or err then return cols, err end
+  -- no columns: a table of none (CREATE TABLE x ()) is {}, no table nil
+  local found, ferr = all_rows(conn, [[
+    SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE ]] .. schema_cond .. [[ AND c.relkind IN ('r', 'v', 'm', 'p', 'f')]], params)
+  if not found then return nil, ferr end
+  if #found > 0 then return {} end
+  return nil
 end
 
 _M.query_columns = sql_lib.query_columns
