@@ -166,8 +166,7 @@ local function form_object(name, v)
 end
 
 local function decode_map_fields(v, from_form)
-  local obj, err
-  if from_form then obj, err = form_object("mapFields", v) else obj, err = decode_object("mapFields", v) end
+  local obj, err = (from_form and form_object or decode_object)("mapFields", v)
   if not obj then return nil, err end
   if next(obj) == nil then return nil end
   local out = {}
@@ -324,11 +323,7 @@ function _M.decode(http)
   if is_absent(raw.connection) then
     req.connection = {}
   else
-    if from_form then
-      req.connection, err = form_object("connection", raw.connection)
-    else
-      req.connection, err = decode_object("connection", raw.connection)
-    end
+    req.connection, err = (from_form and form_object or decode_object)("connection", raw.connection)
     if not req.connection then return nil, err end
     -- a form's values are text already (and its tables hold only text)
     if not from_form then req.connection = connection_text(req.connection, 0) end
