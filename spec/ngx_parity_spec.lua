@@ -309,6 +309,24 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
     same("demo", "POST", "/demo/check%20", demo_conn(), FORM)
   end)
 
+  -- the query string starts at a raw ? and a fragment at a raw # (which
+  -- nginx drops); encoded, they are bytes of the path, which names no endpoint
+  it("answers an encoded ? or # in the path alike: a 404 naming the path", function()
+    for _, case in ipairs({ { "/demo/check%3Fx", "/demo/check?x" }, { "/demo/check%23x", "/demo/check#x" },
+                            { "/demo/check%3F", "/demo/check?" }, { "/demo/check%23", "/demo/check#" },
+                            { "/demo/check/%3F", "/demo/check/?" }, { "/demo/check%3F/", "/demo/check?/" },
+                            { "/demo/check%3fx=1", "/demo/check?x=1" }, { "/demo/check%23x#frag", "/demo/check#x" },
+                            { "http://127.0.0.1/demo/check%3Fx", "/demo/check?x" } }) do
+      local v = same("demo", "POST", case[1], demo_conn(), FORM)
+      assert.same({ 404, { error = "not_found", message = "no such endpoint: " .. case[2] } }, { v.status, v.body },
+        case[1])
+    end
+    for _, path in ipairs({ "/demo/check?x=1", "/demo/check?x=%3F", "/demo/check#a%23b" }) do
+      local v = same("demo", "POST", path, demo_conn(), FORM)
+      assert.equals(200, v.status, path)
+    end
+  end)
+
   -- A /demo/check with the demo's connection: `before` headers, 120 filler
   -- headers, then `after` ones, sent raw to both hosts -> both answers.
   local function past_fillers(before, after)

@@ -294,6 +294,7 @@ local function prepare(target, opts, started, uri, content_type, encoding)
   if not req then error(err, 0) end
   local answer_opts = {
     prefix = prefix_of(req.path, opts.prefix),
+    bare_path = true, -- $uri: decoded, without the query string (a ? in it was %3F)
     log = opts.log or _M.log,
     chunk_size = opts.chunk_size,
     -- a lua_shared_dict name: the counters /metrics shows (ngx.metrics)

@@ -311,8 +311,9 @@ function _M.handler(connector, opts)
   -- --metrics: GET PREFIX/metrics answers the counters; every other answer adds to them
   local metrics = opts.metrics_registry
   local metrics_path = (opts.prefix or "") .. "/metrics"
+  -- bare_path: core.server's path is decoded and without its query string (a ? in it was %3F)
   local answer_opts = { prefix = opts.prefix ~= "" and opts.prefix or nil, log = connector_log, metrics = metrics,
-    access_log = not opts.quiet and access_log or nil }
+    access_log = not opts.quiet and access_log or nil, bare_path = true }
   local unmetered = { log = connector_log, access_log = answer_opts.access_log } -- the /metrics answers
   local finisher = connector_mod.finisher
   local app = opts.app_instance
