@@ -475,6 +475,8 @@ end
 
 local ERROR_PAGES = {
   [400] = { "bad_request", "nginx refused the request" },
+  -- nginx answers TRACE itself: the connector's answer to a method other than POST
+  [405] = { "method_not_allowed", "use POST" },
   [408] = { "request_timeout", "the request body did not arrive in time" },
   [411] = { "length_required", "the request needs a Content-Length" },
   -- the message of `biconnector serve`'s 413 (src/http_server.c), so that both hosts answer alike
@@ -496,6 +498,7 @@ function _M.error_page(status)
   -- large, TLS client certificate errors, HTTP to an HTTPS port): the client sees 400
   ngx.status = (status >= 494 and status <= 497) and 400 or status
   ngx.header["Content-Type"] = JSON_TYPE
+  if status == 405 then ngx.header["Allow"] = "POST" end
   ngx.header["Content-Length"] = #body
   ngx.print(body)
   return ngx.eof()
