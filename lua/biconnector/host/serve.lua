@@ -202,7 +202,7 @@ function _M.parse_args(args)
     elseif name == "--prefix" then
       local v = value()
       if not v then return nil, "--prefix needs a value" end
-      -- a request's path never holds them: the server ends it at `?` and `#`
+      -- a request's path holds them only percent-encoded (%3F, %23): the server ends it at a raw `?` and `#`
       if v:find("[?#]") then return nil, "--prefix: a path may not hold ? or # (got " .. format("%q", v) .. ")" end
       if v ~= "" and not v:match("^/") then v = "/" .. v end
       o.prefix = v:gsub("/+$", "")
