@@ -483,6 +483,8 @@ local ERROR_PAGES = {
   [413] = { "payload_too_large", "the request body is over the server's limit" },
   [414] = { "uri_too_long", "the request URI is too long" },
   [494] = { "bad_request", "the request headers are too large" },
+  -- nginx's answer to a Transfer-Encoding other than chunked (serve: 400)
+  [501] = { "internal_error", "a Transfer-Encoding other than chunked is not supported" },
 }
 
 -- ngx.error_page(status): for an `error_page 413 @name;` location, so that
