@@ -249,6 +249,26 @@ describe("connector:handle routing", function()
     assert.equals(404, (c:handle(http, { prefix = "/bi/sales" })))
   end)
 
+  -- a host hands over the decoded path without its query string (opts.bare_path):
+  -- a ? or # in it came percent-encoded and is part of the path
+  it("with opts.bare_path cuts nothing: a ? in the path is no query string", function()
+    local http = { method = "POST", path = "/check?x", headers = { ["content-type"] = "application/json" },
+      body = cjson.encode({ connection = { token = TOKEN } }) }
+    local status, _, body = c:handle(http, { bare_path = true })
+    assert.equals(404, status)
+    assert.same({ error = "not_found", message = "no such endpoint: /check?x" }, cjson.decode(body))
+    http.path = "/bi/check?/"
+    _, _, body = c:handle(http, { prefix = "/bi", bare_path = true })
+    assert.same({ error = "not_found", message = "no such endpoint: /bi/check?/" }, cjson.decode(body))
+    http.path = "/check#x"
+    assert.equals(404, (c:handle(http, { bare_path = true })))
+    http.path = "/check/"
+    assert.equals(200, (c:handle(http, { bare_path = true })))
+    -- without it, a path with a query string as documented
+    http.path = "/check?x"
+    assert.equals(200, (c:handle(http)))
+  end)
+
   it("answers 400 with a JSON error for an undecodable body", function()
     local status, headers, body = c:handle({ method = "POST", path = "/check",
       headers = { ["content-type"] = "application/json" }, body = "{not json" })

@@ -280,4 +280,19 @@ describe("examples/nginx/nginx.conf answers nginx's own errors in JSON #ngx", fu
     local r = request(port, "POST", "/other/check", "pad=" .. string.rep("z", 2 * 1048576), FORM)
     assert.same({ 413, "application/json; charset=utf-8", "payload_too_large" }, json_error(r))
   end)
+
+  -- nginx answers a Transfer-Encoding other than chunked 501 itself (serve: 400 JSON)
+  it("answers a Transfer-Encoding other than chunked with 501 JSON", function()
+    local r = send_raw(port, "POST /bitrix/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+      .. "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
+    assert.same({ 501, "application/json; charset=utf-8", "internal_error" }, json_error(r))
+    assert.matches("Transfer%-Encoding", cjson.decode(r.body).message)
+  end)
+
+  -- nginx answers TRACE 405 itself (its HTML page without error_page 405)
+  it("answers TRACE with serve's 405 JSON and Allow: POST", function()
+    local r = request(port, "TRACE", "/bitrix/check")
+    assert.same({ 405, "application/json; charset=utf-8", "method_not_allowed" }, json_error(r))
+    assert.equals("POST", r.headers["allow"])
+  end)
 end)

@@ -158,6 +158,7 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
       "    error_page 414 /_biconnector/414;",
       "    error_page 494 /_biconnector/494;",
       "    error_page 501 /_biconnector/501;",
+      "    error_page 405 /_biconnector/405;",
     }
     for name, file in pairs(files) do
       for _, line in ipairs({
@@ -309,6 +310,36 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
     same("demo", "POST", "/demo/check%20", demo_conn(), FORM)
   end)
 
+  -- nginx answers TRACE 405 itself, before any location (an HTML page
+  -- without error_page 405); serve answers it as any method but POST
+  it("answers TRACE to an endpoint alike: 405 JSON with Allow: POST", function()
+    local v = same("demo", "TRACE", "/demo/check")
+    assert.same({ 405, "POST", { error = "method_not_allowed", message = "use POST" } }, { v.status, v.allow, v.body })
+    same("demo", "TRACE", "/demo/data", demo_conn(), FORM)
+    -- the documented difference: nginx does not look at the path (serve: 404)
+    local a, b = both("demo", "TRACE", "/demo/nothing")
+    assert.same({ 404, "not_found" }, { a.status, cjson.decode(a.body).error })
+    assert.same({ 405, "method_not_allowed" }, { b.status, cjson.decode(b.body).error })
+  end)
+
+  -- the query string starts at a raw ? and a fragment at a raw # (which
+  -- nginx drops); encoded, they are bytes of the path, which names no endpoint
+  it("answers an encoded ? or # in the path alike: a 404 naming the path", function()
+    for _, case in ipairs({ { "/demo/check%3Fx", "/demo/check?x" }, { "/demo/check%23x", "/demo/check#x" },
+                            { "/demo/check%3F", "/demo/check?" }, { "/demo/check%23", "/demo/check#" },
+                            { "/demo/check/%3F", "/demo/check/?" }, { "/demo/check%3F/", "/demo/check?/" },
+                            { "/demo/check%3fx=1", "/demo/check?x=1" }, { "/demo/check%23x#frag", "/demo/check#x" },
+                            { "http://127.0.0.1/demo/check%3Fx", "/demo/check?x" } }) do
+      local v = same("demo", "POST", case[1], demo_conn(), FORM)
+      assert.same({ 404, { error = "not_found", message = "no such endpoint: " .. case[2] } }, { v.status, v.body },
+        case[1])
+    end
+    for _, path in ipairs({ "/demo/check?x=1", "/demo/check?x=%3F", "/demo/check#a%23b" }) do
+      local v = same("demo", "POST", path, demo_conn(), FORM)
+      assert.equals(200, v.status, path)
+    end
+  end)
+
   -- A /demo/check with the demo's connection: `before` headers, 120 filler
   -- headers, then `after` ones, sent raw to both hosts -> both answers.
   local function past_fillers(before, after)
@@ -451,6 +482,25 @@ describe("biconnector serve and biconnector.ngx answer alike #ngx", function()
     a, b = send_raw(serves.demo.port, text), send_raw(ngx_port, text)
     assert.same({ 400, "bad_request" }, { a.status, cjson.decode(a.body).error })
     assert.same({ 501, "internal_error" }, { b.status, cjson.decode(b.body).error })
+    -- request lines and headers nginx refuses (400 JSON through error_page 400), serve takes
+    local CT = "Content-Type: application/x-www-form-urlencoded\r\n"
+    for _, case in ipairs({
+      { "CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404 },
+      { "POST demo/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" .. CT .. "Content-Length: " .. #body
+        .. "\r\n\r\n" .. body, 404 },
+      { "POST /demo/check HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n" .. CT .. "Content-Length: "
+        .. #body .. "\r\n\r\n" .. body, 200 },
+      { "POST /demo/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type : application/x-www-form-urlencoded"
+        .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body, 200 },
+      { "POST /demo/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" .. CT .. " folded\r\nContent-Length: "
+        .. #body .. "\r\n\r\n" .. body, 200 },
+      { "POST /demo/check HTTP/1.0\r\nHost: x\r\n" .. CT .. "Transfer-Encoding: chunked\r\n\r\n"
+        .. format("%x\r\n%s\r\n0\r\n\r\n", #body, body), 200 },
+    }) do
+      a, b = send_raw(serves.demo.port, case[1]), send_raw(ngx_port, case[1])
+      assert.equals(case[2], a.status, case[1])
+      assert.same({ 400, "bad_request" }, { b.status, cjson.decode(b.body).error }, case[1])
+    end
     -- dot segments and repeated slashes: nginx resolves them, serve takes the path as sent
     for _, path in ipairs({ "/demo//check", "/demo/./check", "/demo/x/../check" }) do
       a, b = both("demo", "POST", path, demo_conn(), FORM)

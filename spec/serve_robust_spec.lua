@@ -82,6 +82,21 @@ describe("biconnector serve robustness (demo connector)", function()
     valid_request_succeeds()
   end)
 
+  -- the query string starts at a raw ? and a fragment at a raw #; encoded,
+  -- they are bytes of the path (which names no endpoint)
+  it("an encoded ? or # in the path is a 404 naming it, a real query string is ignored", function()
+    for path, named in pairs({ ["/check%3Fx"] = "/check?x", ["/check%23x"] = "/check#x", ["/check%3F"] = "/check?",
+                               ["/check/%3F"] = "/check/?", ["/check%23x#frag"] = "/check#x",
+                               ["/check%23x%23y#z"] = "/check#x#y", ["http://127.0.0.1/check%3Fx"] = "/check?x" }) do
+      local e = json_error(assert(S.request(h.port, "POST", path, "connection[token]=demo-token", FORM)), 404)
+      assert.same({ error = "not_found", message = "no such endpoint: " .. named }, e, path)
+    end
+    for _, path in ipairs({ "/check?x=1", "/check#frag", "/check?x=%3F#y", "/check#a%23b" }) do
+      local r = assert(S.request(h.port, "POST", path, "connection[token]=demo-token", FORM))
+      assert.equals(200, r.status, path)
+    end
+  end)
+
   it("a client that disconnects in the middle of a large answer stops its stream", function()
     local c = helpers.connect(h.port, 10)
     local body = "connection[token]=demo-token&table=deals_5m"

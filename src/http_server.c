@@ -116,6 +116,8 @@ typedef struct request {
   int started;       /* the access handler has seen the headers */
   int dispatched;    /* the Lua handler was called (its finish callback logs) */
   int bad_url;       /* a control byte in the request target, raw or %-encoded */
+  int fragment;      /* the target has a raw '#' before its query string */
+  size_t hashes;     /* %23s in the target before that '#': bytes of the path, not a fragment */
   unsigned int status; /* what we queued ourselves, for the refusal log */
   double since;      /* when the request line was read */
   char method[16];
@@ -567,9 +569,20 @@ static int dispatch_request(lua_State *L) {
   lua_pushstring(L, d->method);
   lua_setfield(L, -2, "method");
   {
-    /* a fragment ("#..."), which a client should not send, is no part of the path (nginx drops it too) */
+    /* a fragment (a raw "#..."), which a client should not send, is no part of the
+     * path (nginx drops it too); an encoded one (%23) is a byte of the path, as an
+     * encoded '?' is: d->url is decoded, so the fragment starts at the '#' after
+     * the target's %23s before it */
     const char *path = origin_path(d->url);
-    lua_pushlstring(L, path, strcspn(path, "#"));
+    size_t len = strlen(path);
+    if (req->fragment) {
+      size_t skip = req->hashes, i;
+      for (i = 0; i < len; i++) {
+        if (path[i] == '#' && skip-- == 0) break;
+      }
+      len = i;
+    }
+    lua_pushlstring(L, path, len);
   }
   lua_setfield(L, -2, "path");
   push_arguments(L, &d->arguments);
@@ -832,6 +845,11 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
   if (req == NULL) return NULL;
   req->since = bic_clock();
   snprintf(req->target, sizeof req->target, "%s", uri ? uri : "");
+  /* a raw '#' before the query string starts a fragment; the %23s before it are path bytes */
+  for (p = (const unsigned char *)(uri ? uri : ""); *p && *p != '?' && *p != '#'; p++) {
+    if (p[0] == '%' && p[1] == '2' && p[2] == '3') req->hashes++;
+  }
+  req->fragment = *p == '#';
   /* the path only: a query string holding %00 gets its own 400 (find_nul) */
   for (p = (const unsigned char *)(uri ? uri : ""); *p && *p != '?'; p++) {
     if (*p < 0x20 || *p == 0x7f) req->bad_url = 1;

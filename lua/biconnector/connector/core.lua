@@ -967,10 +967,14 @@ end
 local SLASH = 47 -- "/"
 
 -- (byte tests and plain finds: no string is made for a request that needs none)
-local function route(path, prefix)
+-- bare: the path is a server's decoded path without its query string (opts.bare_path):
+-- a ? in it came percent-encoded, a byte of the path; else a ? starts the query string.
+local function route(path, prefix, bare)
   path = path or "/"
-  local q = find(path, "?", 1, true)
-  if q then path = sub(path, 1, q - 1) end
+  if not bare then
+    local q = find(path, "?", 1, true)
+    if q then path = sub(path, 1, q - 1) end
+  end
   if prefix and prefix ~= "" and prefix ~= "/" then
     if byte(prefix, -1) == SLASH then prefix = sub(prefix, 1, -2) end
     if find(path, prefix, 1, true) ~= 1 then return nil end
@@ -984,7 +988,7 @@ end
 function methods.handle(self, http, opts)
   local info = { endpoint = nil, table = nil, status = nil, rows = 0, bytes = 0 }
   if type(http) ~= "table" then error("handle: expected a request table, got " .. type(http), 2) end
-  local endpoint = route(http.path, opts and opts.prefix)
+  local endpoint = route(http.path, opts and opts.prefix, opts and opts.bare_path)
   info.endpoint = endpoint
   local status, headers, body
   if not endpoint then

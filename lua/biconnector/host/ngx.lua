@@ -294,6 +294,7 @@ local function prepare(target, opts, started, uri, content_type, encoding)
   if not req then error(err, 0) end
   local answer_opts = {
     prefix = prefix_of(req.path, opts.prefix),
+    bare_path = true, -- $uri: decoded, without the query string (a ? in it was %3F)
     log = opts.log or _M.log,
     chunk_size = opts.chunk_size,
     -- a lua_shared_dict name: the counters /metrics shows (ngx.metrics)
@@ -474,12 +475,16 @@ end
 
 local ERROR_PAGES = {
   [400] = { "bad_request", "nginx refused the request" },
+  -- nginx answers TRACE itself: the connector's answer to a method other than POST
+  [405] = { "method_not_allowed", "use POST" },
   [408] = { "request_timeout", "the request body did not arrive in time" },
   [411] = { "length_required", "the request needs a Content-Length" },
   -- the message of `biconnector serve`'s 413 (src/http_server.c), so that both hosts answer alike
   [413] = { "payload_too_large", "the request body is over the server's limit" },
   [414] = { "uri_too_long", "the request URI is too long" },
   [494] = { "bad_request", "the request headers are too large" },
+  -- nginx's answer to a Transfer-Encoding other than chunked (serve: 400)
+  [501] = { "internal_error", "a Transfer-Encoding other than chunked is not supported" },
 }
 
 -- ngx.error_page(status): for an `error_page 413 @name;` location, so that
@@ -495,6 +500,7 @@ function _M.error_page(status)
   -- large, TLS client certificate errors, HTTP to an HTTPS port): the client sees 400
   ngx.status = (status >= 494 and status <= 497) and 400 or status
   ngx.header["Content-Type"] = JSON_TYPE
+  if status == 405 then ngx.header["Allow"] = "POST" end
   ngx.header["Content-Length"] = #body
   ngx.print(body)
   return ngx.eof()

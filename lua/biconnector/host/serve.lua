@@ -202,7 +202,7 @@ function _M.parse_args(args)
     elseif name == "--prefix" then
       local v = value()
       if not v then return nil, "--prefix needs a value" end
-      -- a request's path never holds them: the server ends it at `?` and `#`
+      -- a request's path holds them only percent-encoded (%3F, %23): the server ends it at a raw `?` and `#`
       if v:find("[?#]") then return nil, "--prefix: a path may not hold ? or # (got " .. format("%q", v) .. ")" end
       if v ~= "" and not v:match("^/") then v = "/" .. v end
       o.prefix = v:gsub("/+$", "")
@@ -311,8 +311,9 @@ function _M.handler(connector, opts)
   -- --metrics: GET PREFIX/metrics answers the counters; every other answer adds to them
   local metrics = opts.metrics_registry
   local metrics_path = (opts.prefix or "") .. "/metrics"
+  -- bare_path: core.server's path is decoded and without its query string (a ? in it was %3F)
   local answer_opts = { prefix = opts.prefix ~= "" and opts.prefix or nil, log = connector_log, metrics = metrics,
-    access_log = not opts.quiet and access_log or nil }
+    access_log = not opts.quiet and access_log or nil, bare_path = true }
   local unmetered = { log = connector_log, access_log = answer_opts.access_log } -- the /metrics answers
   local finisher = connector_mod.finisher
   local app = opts.app_instance
