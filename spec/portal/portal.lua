@@ -274,6 +274,9 @@ local function need_fields(params)
   return params.fields
 end
 
+-- The length of UTF-8 text in characters, as Bitrix24 counts its limits.
+local function chars(v) local _, n = tostring(v):gsub("[^\128-\191]", "") return n end
+
 local function check_settings(settings)
   local list = list_of(settings)
   if not list then fail("VALIDATION_SETTINGS_INVALID_TYPE", "settings must be an array") end
@@ -283,7 +286,8 @@ local function check_settings(settings)
       if type(s[k]) ~= "string" or s[k] == "" then fail("VALIDATION_SETTINGS_REQUIRED_FIELD_MISSING", "settings[" .. i .. "]." .. k .. " is required") end
     end
     if s.type ~= "STRING" and s.type ~= "INT" then fail("VALIDATION_SETTINGS_INVALID_TYPE", "settings[" .. i .. "].type must be STRING or INT") end
-    if #s.code >= 512 or #s.name >= 512 then fail("VALIDATION_SETTINGS_TOO_LONG", "settings[" .. i .. "] code/name too long") end
+    -- characters, not bytes (a Cyrillic name of 300 characters is 600 bytes)
+    if chars(s.code) >= 512 or chars(s.name) >= 512 then fail("VALIDATION_SETTINGS_TOO_LONG", "settings[" .. i .. "] code/name too long") end
   end
   return array(list)
 end
@@ -391,7 +395,7 @@ methods["biconnector.connector.add"] = function(params)
     if f[k] == nil or f[k] == "" then fail("VALIDATION_REQUIRED_FIELD_MISSING", 'Field "' .. k .. '" is required.') end
   end
   local settings = check_settings(f.settings)
-  if f.sourceCode ~= nil and #tostring(f.sourceCode) > 64 then fail("VALIDATION_INVALID_FIELD_TYPE", "sourceCode is too long") end
+  if f.sourceCode ~= nil and chars(f.sourceCode) > 64 then fail("VALIDATION_INVALID_FIELD_TYPE", "sourceCode is too long") end
   state.next_id.connector = state.next_id.connector + 1
   local id = state.next_id.connector
   local c = copy(f)
