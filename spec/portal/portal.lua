@@ -13,7 +13,7 @@
 -- biconnector.dataset.* works on the same tables, but dataset.delete answers
 -- HTTP 500 as on a portal with BI Builder); `*.get` -> result.item,
 -- `*.list` -> a bare array of 50 a page by `page`; source.add/update call the
--- connector's urlCheck; webhooks are refused except by biconnector.connector.fields.
+-- connector's urlCheck; webhooks are refused except by the `*.fields` methods.
 -- Older portals stay reachable by config: errors_at_top = true (errors at the
 -- top level, ACCESS_DENIED with 403), without_tables = true (no table.*:
 -- ERROR_METHOD_NOT_FOUND, and a dataset.delete that works), url_check = false.
@@ -887,10 +887,9 @@ function dispatch(method, params, ctx)
   local fn = methods[method]
   if config.without_tables and method:match("^biconnector%.table%.") then fn = nil end
   if not fn then fail_top("ERROR_METHOD_NOT_FOUND", "Method not found!", 404) end
-  -- webhooks get only biconnector.connector.fields (protocol.md 1; b24restdocs
-  -- connector/index.md: "The exception is biconnector.connector.fields")
+  -- webhooks get only the *.fields methods (biconnector/index.md)
   if method:match("^biconnector%.") and ctx.webhook and not config.biconnector_via_webhook
-    and method ~= "biconnector.connector.fields" then
+    and not method:match("%.fields$") then
     fail("ACCESS_DENIED", "Access denied.", config.errors_at_top and 403 or 200)
   end
   return fn(params, ctx)

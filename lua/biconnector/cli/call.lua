@@ -176,7 +176,7 @@ function _M.main(args, out, err)
     err:write("biconnector call: ", tostring(failure), "\n")
     if type(failure) == "table" and failure.code == "ACCESS_DENIED" and opts.webhook
       and method:lower():find("^biconnector%.") then
-      err:write("biconnector call: the biconnector methods refuse incoming webhooks (all but biconnector.connector.fields);",
+      err:write("biconnector call: the biconnector methods refuse incoming webhooks (all but *.fields);",
         " use an application's token (BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN, or BITRIX24_TOKENS_FILE: docs/app.md)\n")
     end
     return 1
