@@ -1183,7 +1183,10 @@ local function handle_rest(req, path_rest)
       local t = time_block(method, started)
       t.operating = config.operating_limit
       t.operating_reset_at = os.time() + (fault.reset_in or 1)
-      return json_answer(429, { error = "OPERATION_TIME_LIMIT", error_description = "Method is blocked due to operation time limit.", time = t })
+      -- no_time: the refusal without its time block (b24restdocs limits.md: "For the
+      -- first retry, refer to operating_reset_at from the last successful response")
+      return json_answer(429, { error = "OPERATION_TIME_LIMIT", error_description = "Method is blocked due to operation time limit.",
+        time = not fault.no_time and t or nil })
     elseif kind == "error_in_result" then
       -- an error inside `result` (protocol.md 3.1) with another status than 200:
       -- {status=, code=, description=, reset_in= (time.operating_reset_at)}
