@@ -207,6 +207,9 @@ describe("biconnector register against the local portal", function()
     -- titles that share only their Latin part ("2024") are two connectors too
     assert.are_not.equal(register.source_code("Продажи 2024"), register.source_code("Склад 2024"))
     assert.equal("minimal_example", register.source_code("Minimal example")) -- ASCII titles: as before
+    -- --source-code: at most 64 characters, not bytes (as biconnector.connector.add counts)
+    assert.equal(("ж"):rep(64), assert(register.parse_args({ "f.lua", "--base-url", "https://h", "--source-code", ("ж"):rep(64) })).source_code)
+    assert.is_nil((register.parse_args({ "f.lua", "--base-url", "https://h", "--source-code", ("ж"):rep(65) })))
     -- each found again by its own sourceCode
     assert.equal("unchanged", assert(register.run({ connector = titled("Склад"), base_url = "https://stock.example.com", client = client })).connector.action)
     assert.equal("unchanged", assert(register.run({ connector = titled("Магазин"), base_url = "https://shop.example.com", client = client })).connector.action)

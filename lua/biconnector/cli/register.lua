@@ -780,7 +780,7 @@ function _M.parse_args(args)
   if o.logo and not (o.logo:match("^https?://") or o.logo:match("^data:")) then
     return nil, "--logo must be a URL or a data: URI"
   end
-  if o.source_code and #o.source_code > 64 then return nil, "--source-code must be at most 64 characters" end
+  if o.source_code and names.length(o.source_code) > 64 then return nil, "--source-code must be at most 64 characters" end
   return o, as_json
 end
 
