@@ -186,6 +186,49 @@ describe("biconnector register against the local portal", function()
     assert.equal(1, stats.executed["biconnector.table.add"])
   end)
 
+  it("two connectors whose titles have no Latin letter are two connectors; one registered by 0.1.0 is still found", function()
+    -- 0.1.0 derived sourceCode "connector" from every Cyrillic title: registering
+    -- "Склад" found "Магазин" by that sourceCode and overwrote its title and URLs
+    local client = client_for()
+    local function titled(title)
+      return require("biconnector.connector").new({ title = title, settings = { { code = "token", name = "Токен", type = "STRING" } },
+        check = function() return true end, tables = {}, describe = {}, data = function() return {} end })
+    end
+    local shop = assert(register.run({ connector = titled("Магазин"), base_url = "https://shop.example.com", client = client }))
+    local stock = assert(register.run({ connector = titled("Склад"), base_url = "https://stock.example.com", client = client }))
+    assert.equal("created", shop.connector.action)
+    assert.equal("created", stock.connector.action)
+    assert.are_not.equal(shop.connector.id, stock.connector.id)
+    local st = portal:stats().state
+    assert.equal(2, count(st.connectors))
+    assert.equal("Магазин", st.connectors[tostring(shop.connector.id)].title)
+    assert.equal("https://shop.example.com/check", st.connectors[tostring(shop.connector.id)].urlCheck)
+    assert.matches("^connector_%x%x%x%x%x%x%x%x$", st.connectors[tostring(shop.connector.id)].sourceCode)
+    -- titles that share only their Latin part ("2024") are two connectors too
+    assert.are_not.equal(register.source_code("Продажи 2024"), register.source_code("Склад 2024"))
+    assert.equal("minimal_example", register.source_code("Minimal example")) -- ASCII titles: as before
+    -- --source-code: at most 64 characters, not bytes (as biconnector.connector.add counts)
+    assert.equal(("ж"):rep(64), assert(register.parse_args({ "f.lua", "--base-url", "https://h", "--source-code", ("ж"):rep(64) })).source_code)
+    assert.is_nil((register.parse_args({ "f.lua", "--base-url", "https://h", "--source-code", ("ж"):rep(65) })))
+    -- each found again by its own sourceCode
+    assert.equal("unchanged", assert(register.run({ connector = titled("Склад"), base_url = "https://stock.example.com", client = client })).connector.action)
+    assert.equal("unchanged", assert(register.run({ connector = titled("Магазин"), base_url = "https://shop.example.com", client = client })).connector.action)
+
+    -- a connector 0.1.0 registered (sourceCode "connector") is this title's: found, its sourceCode updated
+    portal:reset(FAST)
+    client = client_for()
+    local old = assert(register.run({ connector = titled("Магазин"), base_url = "https://shop.example.com", client = client,
+      source_code = "connector" }))
+    local other = assert(register.run({ connector = titled("Склад"), base_url = "https://stock.example.com", client = client }))
+    assert.equal("created", other.connector.action) -- not the old "connector" of another title
+    local again = assert(register.run({ connector = titled("Магазин"), base_url = "https://shop.example.com", client = client }))
+    assert.equal(old.connector.id, again.connector.id)
+    assert.equal("updated", again.connector.action)
+    st = portal:stats().state
+    assert.equal(2, count(st.connectors))
+    assert.equal(register.source_code("Магазин"), st.connectors[tostring(old.connector.id)].sourceCode)
+  end)
+
   it("a connector file that lost a setting updates the connector (a portal with more settings is not the same)", function()
     local client = client_for()
     local function with_settings(settings)

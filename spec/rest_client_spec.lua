@@ -192,6 +192,28 @@ describe("biconnector.rest", function()
       assert.equal(2, portal:stats().stats.sent_429)
     end)
 
+    it("on an OPERATION_TIME_LIMIT without its time block, waits for the last success's operating_reset_at", function()
+      -- b24restdocs limits.md: "For the first retry, refer to operating_reset_at from the
+      -- last successful response"; it retried after 0.5 s, 1 s, ... and gave up in 31 s
+      local slept = {}
+      local c = webhook_client({ sleep = function(s) slept[#slept + 1] = s end })
+      portal:control({ action = "operating", method = "profile", value = 100, reset_in = 40 })
+      assert(c:call("profile"))
+      assert.equal(0, #slept)
+      portal:fault({ method = "profile", kind = "time_limit", no_time = true })
+      assert(c:call("profile"))
+      assert.equal(1, #slept)
+      assert.is_true(slept[1] > 35 and slept[1] <= 41, tostring(slept[1]))
+      assert.equal(1, portal:stats().stats.sent_429)
+      -- with no success before to tell it: backoff, as before
+      slept = {}
+      c = webhook_client({ sleep = function(s) slept[#slept + 1] = s end })
+      portal:fault({ method = "test.items.list", kind = "time_limit", no_time = true })
+      assert(c:call("test.items.list"))
+      assert.equal(1, #slept)
+      assert.is_true(slept[1] < 2, tostring(slept[1]))
+    end)
+
     it("slows a method down as its operating time nears the limit", function()
       local slept = {}
       local c = webhook_client({ sleep = function(s) slept[#slept + 1] = s end })

@@ -155,6 +155,33 @@ describe("biconnector services", function()
     assert.equal(1, portal:stats().stats.executed["biconnector.connector.add"])
   end)
 
+  it("counts the documented length limits in characters, not bytes (Cyrillic text is two bytes a character)", function()
+    -- protocol.md 3.1/3.2: setting code and name under 512, sourceCode up to 64,
+    -- a table's externalName and externalCode at most 512 (characters)
+    local f = connector_fields()
+    f.settings[1].name = ("Ж"):rep(300)  -- 300 characters, 600 bytes
+    f.sourceCode = ("ж"):rep(40)         -- 40 characters, 80 bytes
+    local cid = assert(client.connector:add(f))
+    assert.equal(("Ж"):rep(300), portal:stats().state.connectors[key(cid)].settings[1].name)
+    local sid = assert(client.source:add({ title = "Main shop", connectorId = cid, settings = { token = "abc", shop = 7 } }))
+    local tid = assert(client.table:add(table_fields(sid, { externalName = ("Сделки "):rep(60), externalCode = ("с"):rep(400) })))
+    assert.equal(("с"):rep(400), portal:stats().state.tables[key(tid)].externalCode)
+    -- past the limit in characters: still refused before sending
+    local res, err = client.table:add(table_fields(sid, { name = "other", externalName = ("Ж"):rep(513) }))
+    assert.is_nil(res)
+    assert.equal("VALIDATION_INVALID_FIELD_TYPE", err.code)
+    assert.truthy(err.description:find("at most 512 characters (has 513)", 1, true), err.description)
+    f = connector_fields()
+    f.settings[1].code = ("ж"):rep(512)
+    res, err = client.connector:add(f)
+    assert.is_nil(res)
+    assert.truthy(err.description:find("shorter than 512 characters (has 512)", 1, true), err.description)
+    -- a connector definition takes the same setting
+    local c = require("biconnector.connector").new({ title = "T", settings = { { code = "t", name = ("Ж"):rep(300), type = "STRING" } },
+      check = function() return true end, tables = {}, describe = {}, data = function() return {} end })
+    assert.equal(("Ж"):rep(300), c.settings[1].name)
+  end)
+
   local function with_columns(columns) return function() return table_fields(1, { fields = columns }) end end
 
   -- name, service, method, arguments, expected code, expected text in the description

@@ -274,6 +274,9 @@ local function need_fields(params)
   return params.fields
 end
 
+-- The length of UTF-8 text in characters, as Bitrix24 counts its limits.
+local function chars(v) local _, n = tostring(v):gsub("[^\128-\191]", "") return n end
+
 local function check_settings(settings)
   local list = list_of(settings)
   if not list then fail("VALIDATION_SETTINGS_INVALID_TYPE", "settings must be an array") end
@@ -283,7 +286,8 @@ local function check_settings(settings)
       if type(s[k]) ~= "string" or s[k] == "" then fail("VALIDATION_SETTINGS_REQUIRED_FIELD_MISSING", "settings[" .. i .. "]." .. k .. " is required") end
     end
     if s.type ~= "STRING" and s.type ~= "INT" then fail("VALIDATION_SETTINGS_INVALID_TYPE", "settings[" .. i .. "].type must be STRING or INT") end
-    if #s.code >= 512 or #s.name >= 512 then fail("VALIDATION_SETTINGS_TOO_LONG", "settings[" .. i .. "] code/name too long") end
+    -- characters, not bytes (a Cyrillic name of 300 characters is 600 bytes)
+    if chars(s.code) >= 512 or chars(s.name) >= 512 then fail("VALIDATION_SETTINGS_TOO_LONG", "settings[" .. i .. "] code/name too long") end
   end
   return array(list)
 end
@@ -391,7 +395,7 @@ methods["biconnector.connector.add"] = function(params)
     if f[k] == nil or f[k] == "" then fail("VALIDATION_REQUIRED_FIELD_MISSING", 'Field "' .. k .. '" is required.') end
   end
   local settings = check_settings(f.settings)
-  if f.sourceCode ~= nil and #tostring(f.sourceCode) > 64 then fail("VALIDATION_INVALID_FIELD_TYPE", "sourceCode is too long") end
+  if f.sourceCode ~= nil and chars(f.sourceCode) > 64 then fail("VALIDATION_INVALID_FIELD_TYPE", "sourceCode is too long") end
   state.next_id.connector = state.next_id.connector + 1
   local id = state.next_id.connector
   local c = copy(f)
@@ -1179,7 +1183,10 @@ local function handle_rest(req, path_rest)
       local t = time_block(method, started)
       t.operating = config.operating_limit
       t.operating_reset_at = os.time() + (fault.reset_in or 1)
-      return json_answer(429, { error = "OPERATION_TIME_LIMIT", error_description = "Method is blocked due to operation time limit.", time = t })
+      -- no_time: the refusal without its time block (b24restdocs limits.md: "For the
+      -- first retry, refer to operating_reset_at from the last successful response")
+      return json_answer(429, { error = "OPERATION_TIME_LIMIT", error_description = "Method is blocked due to operation time limit.",
+        time = not fault.no_time and t or nil })
     elseif kind == "error_in_result" then
       -- an error inside `result` (protocol.md 3.1) with another status than 200:
       -- {status=, code=, description=, reset_in= (time.operating_reset_at)}

@@ -59,11 +59,24 @@ _M.DEFAULT_LOGO = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAYAAAA
 _M.ENDPOINTS = { { "urlCheck", "check" }, { "urlTableList", "table_list" },
   { "urlTableDescription", "table_description" }, { "urlData", "data" } }
 
--- A sourceCode (up to 64 characters) from a title.
-function _M.source_code(title)
+-- The sourceCode 0.1.0 derived from a title: its ASCII letters and digits alone
+-- (every title of Cyrillic letters was "connector"); still recognised (find_connector).
+function _M.legacy_source_code(title)
   local s = tostring(title):lower():gsub("[^a-z0-9]+", "_"):gsub("^_+", ""):gsub("_+$", "")
   if s == "" then s = "connector" end
   return s:sub(1, 64)
+end
+
+-- A sourceCode (up to 64 characters) from a title: its ASCII letters and digits;
+-- a title holding any other character (Cyrillic, ...) also gets 8 hex digits of
+-- its SHA-256, so that "Склад" and "Магазин" (or "Склад 2024" and "Продажи
+-- 2024") are two connectors, not both "connector" (or "2024").
+function _M.source_code(title)
+  title = tostring(title)
+  local s = _M.legacy_source_code(title)
+  if not title:find("[\128-\255]") then return s end
+  local hash = core.sha256(title):sub(1, 8)
+  return (s:sub(1, 64 - 9):gsub("_+$", "")) .. "_" .. hash
 end
 
 ---------------------------------------------------------------- the connector file
@@ -209,7 +222,9 @@ end
 
 local function no_code(c) return c.sourceCode == nil or c.sourceCode == "" or c.sourceCode == json.null end
 
-local function find_connector(client, fields, known, opts)
+-- legacy: the sourceCode 0.1.0 derived from the same title, when it differs
+-- from fields.sourceCode: a connector carrying it and fields.title is this one.
+local function find_connector(client, fields, known, opts, legacy)
   local list, err = client.connector:list()
   if not list then return nil, err end
   -- the connectors whose `key` equals fields[key] (and that pass `also`): the one with the lowest id, key, how many
@@ -223,6 +238,11 @@ local function find_connector(client, fields, known, opts)
   local c, key, n
   if known.sourceCode then
     c, key, n = by("sourceCode")
+    if not c and legacy then
+      -- registered by 0.1.0, whose code for this title was `legacy` (updated to the new one)
+      c, key, n = by("title", function(o) return o.sourceCode == legacy end)
+      if c then key = "title and the sourceCode 0.1.0 derived (" .. legacy .. ")" end
+    end
     -- by title only a connector without a sourceCode (made before the portal knew
     -- it): one with another sourceCode is another connector of the same title
     if not c then
@@ -595,7 +615,9 @@ function _M.run(opts)
     if not known.sourceCode then
       say(opts, "this portal does not know sourceCode: connectors are recognised by title")
     end
-    local found, how, n = find_connector(client, fields, known, opts)
+    local def = c.definition or {}
+    local legacy = not (opts.source_code or def.source_code or def.sourceCode) and _M.legacy_source_code(c.title)
+    local found, how, n = find_connector(client, fields, known, opts, legacy ~= fields.sourceCode and legacy or nil)
     if found == nil then return nil, how end
     if found then
       connector_id = tonumber(found.id)
@@ -758,7 +780,7 @@ function _M.parse_args(args)
   if o.logo and not (o.logo:match("^https?://") or o.logo:match("^data:")) then
     return nil, "--logo must be a URL or a data: URI"
   end
-  if o.source_code and #o.source_code > 64 then return nil, "--source-code must be at most 64 characters" end
+  if o.source_code and names.length(o.source_code) > 64 then return nil, "--source-code must be at most 64 characters" end
   return o, as_json
 end
 

@@ -8,6 +8,7 @@ local filter = require "biconnector.connector.filter"
 local caches = require "biconnector.connector.cache"
 local request = require "biconnector.connector.request"
 local logline = require "biconnector.host.logline"
+local names = require "biconnector.connector.names"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local pcall, xpcall, setmetatable, getmetatable = pcall, xpcall, setmetatable, getmetatable
@@ -148,8 +149,8 @@ local function check_definition(def)
     if type(s) ~= "table" then fail(w, "must be a table {code, name, type}, got " .. type(s)) end
     if not nonempty_string(s.code) then fail(w .. ".code", "must be a non-empty string, got " .. describe_value(s.code)) end
     if not nonempty_string(s.name) then fail(w .. ".name", "must be a non-empty string, got " .. describe_value(s.name)) end
-    if #s.code >= 512 then fail(w .. ".code", "must be shorter than 512 characters") end
-    if #s.name >= 512 then fail(w .. ".name", "must be shorter than 512 characters") end
+    if names.length(s.code) >= 512 then fail(w .. ".code", "must be shorter than 512 characters") end
+    if names.length(s.name) >= 512 then fail(w .. ".name", "must be shorter than 512 characters") end
     if not SETTING_TYPES[s.type] then fail(w .. ".type", "must be \"STRING\" or \"INT\", got " .. describe_value(s.type)) end
     if seen[s.code] then fail(w .. ".code", format("%q repeats settings[%d]", s.code, seen[s.code])) end
     seen[s.code] = i

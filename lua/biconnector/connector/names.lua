@@ -120,6 +120,13 @@ function _M.column_names(codes, taken)
   return out
 end
 
+-- The length of UTF-8 text in characters, as Bitrix24 counts its limits ("at most
+-- 512 characters"): every byte but a continuation byte (0x80-0xBF) starts one.
+function _M.length(s)
+  local _, n = s:gsub("[^\128-\191]", "")
+  return n
+end
+
 -- Whether name is a valid table name / column name (the documented rules).
 function _M.valid_table_name(name)
   return type(name) == "string" and #name <= _M.TABLE_NAME_MAX and name:match("^[a-z][a-z0-9_]*$") ~= nil

@@ -630,6 +630,13 @@ function Client:request(method, params, raw_body, creates)
       local delay
       if err.code == "OPERATION_TIME_LIMIT" then
         local reset_at = type(err.time) == "table" and tonumber(err.time.operating_reset_at)
+        if not reset_at then
+          -- a refusal without its time block: the last successful answer's
+          -- operating_reset_at, when still ahead (b24restdocs settings/performance/limits.md,
+          -- "For the first retry, refer to operating_reset_at from the last successful response")
+          local op = self.operating[method]
+          reset_at = op and op.reset_at and op.reset_at > self.wall() and op.reset_at
+        end
         delay = reset_at and (reset_at - self.wall()) or self:backoff(attempt)
         if delay > self.operating_wait_max then
           err.retryable = true

@@ -78,8 +78,8 @@ local function check_settings(self, method, settings)
       if type(s[k]) ~= "string" or s[k] == "" then
         return invalid(self, method, "VALIDATION_SETTINGS_REQUIRED_FIELD_MISSING", "%s.%s must be a non-empty string", where, k)
       end
-      if #s[k] >= 512 then
-        return invalid(self, method, "VALIDATION_SETTINGS_TOO_LONG", "%s.%s must be shorter than 512 characters (has %d)", where, k, #s[k])
+      if names.length(s[k]) >= 512 then
+        return invalid(self, method, "VALIDATION_SETTINGS_TOO_LONG", "%s.%s must be shorter than 512 characters (has %d)", where, k, names.length(s[k]))
       end
     end
     if not SETTING_TYPES[s.type] then
@@ -212,8 +212,8 @@ function VALIDATE.connector(self, method, f, adding)
     ok, err = check_settings(self, method, f.settings)
     if not ok then return nil, err end
   end
-  if type(f.sourceCode) == "string" and #f.sourceCode > 64 then
-    return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "fields.sourceCode must be at most 64 characters (has %d)", #f.sourceCode)
+  if type(f.sourceCode) == "string" and names.length(f.sourceCode) > 64 then
+    return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "fields.sourceCode must be at most 64 characters (has %d)", names.length(f.sourceCode))
   end
   if type(f.logo) == "string" and not (f.logo:match("^https?://") or f.logo:match("^data:")) then
     return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "fields.logo must be a URL or a data: URI")
@@ -270,8 +270,8 @@ function VALIDATE.table(self, method, f, adding)
     return invalid(self, method, "VALIDATION_DATASET_NAME_TOO_LONG", "fields.name must be at most 230 characters (has %d)", #f.name)
   end
   for _, k in ipairs({ "externalName", "externalCode" }) do
-    if #f[k] > 512 then
-      return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "fields.%s must be at most 512 characters (has %d)", k, #f[k])
+    if names.length(f[k]) > 512 then
+      return invalid(self, method, "VALIDATION_INVALID_FIELD_TYPE", "fields.%s must be at most 512 characters (has %d)", k, names.length(f[k]))
     end
   end
   if is_list(f.fields) and f.fields[1] == nil then
