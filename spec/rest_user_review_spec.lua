@@ -416,6 +416,30 @@ describe("REST user review", function()
       assert.equal(1, portal:stats().stats.renewals)
       assert.equal(1, c.counters.renewals)
     end)
+
+    -- the portal's error codes come in varying case (b24restdocs, the Go SDK's
+    -- error page): the policy reads them case-insensitively, the code the
+    -- caller sees is the documented spelling
+    it("reads EXPIRED_TOKEN and query_limit_exceeded as expired_token and QUERY_LIMIT_EXCEEDED", function()
+      local c = client_for({ sleep = function() end, shared_bucket = false })
+      portal:fault({ kind = "error_in_result", method = "biconnector.connector.list", status = 401, code = "EXPIRED_TOKEN" })
+      local r, err = c:call("biconnector.connector.list")
+      assert.is_nil(err)
+      assert.same({}, r)
+      assert.equal(1, c.counters.renewals)
+      portal:fault({ kind = "error_in_result", method = "biconnector.connector.list", status = 503,
+        code = "query_limit_exceeded" })
+      r, err = c:call("biconnector.connector.list")
+      assert.is_nil(err)
+      assert.same({}, r)
+      assert.equal(4, portal:stats().stats.received["biconnector.connector.list"]) -- each refusal, then the repeat
+      assert.equal(1, c.counters.sent_503)
+      portal:fault({ kind = "error_in_result", method = "biconnector.connector.list", status = 401, code = "Expired_Token",
+        count = 5 })
+      r, err = c:call("biconnector.connector.list")
+      assert.is_nil(r)
+      assert.equal("expired_token", err.code)
+    end)
   end)
 
   describe("biconnector call batch with failed commands", function()

@@ -66,6 +66,16 @@ RestError.__tostring = function(e)
 end
 
 local function new_error(t) return setmetatable(t, RestError) end
+
+-- The codes the retry and renewal policy reads, by their upper-case spelling:
+-- the portal's case varies (b24restdocs, the Go SDK's error page), and the
+-- caller sees the documented one (err.code == "expired_token").
+local POLICY_CODES = {}
+for _, code in ipairs({ "expired_token", "QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "OVERLOAD_LIMIT",
+  "PORTAL_DELETED" }) do
+  POLICY_CODES[code:upper()] = code
+end
+local upper = string.upper
 _M.new_error = new_error
 function _M.is_error(v) return getmetatable(v) == RestError end
 
@@ -485,6 +495,7 @@ function Client:exchange(method, params, raw_body, creates)
   if failure or res.status ~= 200 then
     failure = failure or data
     local code = (failure.error ~= nil and failure.error ~= json.null) and tostring(failure.error) or ("HTTP_" .. res.status)
+    code = POLICY_CODES[upper(code)] or code
     local e = new_error { code = code, status = res.status, method = method,
       description = self:mask(tostring(failure.error_description or failure.error or "")), kind = "answer",
       retryable = false, time = data.time }
