@@ -210,4 +210,29 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     -- the eastern region's address is taken as given
     assert.equals(rest.OAUTH_URL_EAST, rest.oauth_url(rest.OAUTH_URL_EAST))
   end)
+
+  it("renews an installation at the OAuth server its callback names, when that is one of Bitrix24's", function()
+    local app = require "biconnector.app.server"
+    local rest = require "biconnector.rest.client"
+    local tdir = A.tmpdir()
+    finally(function() os.execute("rm -rf " .. tdir) end)
+    local function cfg_with(env)
+      env.BITRIX24_TOKENS_FILE = tdir .. "/tokens.json"
+      return assert(app.config({ public_url = "https://bi.example.com" }, function(k) return env[k] end))
+    end
+    local default = cfg_with({})
+    -- an eastern portal's callback: auth[server_endpoint] https://oauth.bitrix24.tech/rest/
+    assert.equals(rest.OAUTH_URL_EAST, app.oauth_url_for(default, { server_endpoint = "https://oauth.bitrix24.tech/rest/" }))
+    assert.equals(rest.OAUTH_URL, app.oauth_url_for(default, { server_endpoint = "https://oauth.bitrix.info/rest/" }))
+    assert.equals(rest.OAUTH_URL, app.oauth_url_for(default, {}))
+    -- any other server never receives the application's client_secret: the callback is not signed
+    for _, other in ipairs({ "https://evil.example/rest/", "http://oauth.bitrix24.tech/rest/",
+      "https://oauth.bitrix24.tech.evil.example/rest/", "https://user@oauth.bitrix24.tech/rest/" }) do
+      assert.equals(rest.OAUTH_URL, app.oauth_url_for(default, { server_endpoint = other }), other)
+    end
+    -- BITRIX24_OAUTH_URL, when set, is used for every installation
+    local given = cfg_with({ BITRIX24_OAUTH_URL = "http://127.0.0.1:9/oauth/token/" })
+    assert.equals("http://127.0.0.1:9/oauth/token/",
+      app.oauth_url_for(given, { server_endpoint = "https://oauth.bitrix24.tech/rest/" }))
+  end)
 end)

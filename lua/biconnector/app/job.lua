@@ -53,7 +53,7 @@ end
 -- there, under its lock, when they expire).
 local function client_for(cfg, state, id, secret)
   local client, err = rest.new({ client_endpoint = state.client_endpoint, client_id = id, client_secret = secret,
-    store = cfg.store, oauth_url = cfg.oauth_url, ca_file = cfg.ca_file,
+    store = cfg.store, oauth_url = app.oauth_url_for(cfg, state), ca_file = cfg.ca_file,
     log = function(level, message) log(level, message) end })
   if not client then return nil, failure(err, true) end
   return client
@@ -149,7 +149,7 @@ end
 local function prove_pending(cfg, pending, id, secret)
   local store = tokens.memory({ access_token = pending.access_token, refresh_token = pending.refresh_token })
   local client, err = rest.new({ client_endpoint = pending.client_endpoint, client_id = id, client_secret = secret,
-    store = store, oauth_url = cfg.oauth_url, ca_file = cfg.ca_file, follow_client_endpoint = false,
+    store = store, oauth_url = app.oauth_url_for(cfg, pending), ca_file = cfg.ca_file, follow_client_endpoint = false,
     log = function(level, message) log(level, message) end })
   if not client then return nil, failure(err, true) end
   local ok, a, b = pcall(function()
@@ -489,7 +489,7 @@ local function cleanup(job, cfg)
   local r = type(old.registration) == "table" and old.registration or {}
   local id, secret = app.credentials(cfg)
   local client, err = rest.new({ client_endpoint = old.client_endpoint, client_id = id,
-    client_secret = secret, oauth_url = cfg.oauth_url, ca_file = cfg.ca_file,
+    client_secret = secret, oauth_url = app.oauth_url_for(cfg, old), ca_file = cfg.ca_file,
     store = tokens.memory({ access_token = old.access_token, refresh_token = old.refresh_token }) })
   if not client then log("error", "uninstall cleanup failed", { reason = tostring(err) }) return 1 end
   local failed = 0

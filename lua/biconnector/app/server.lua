@@ -143,6 +143,7 @@ function _M.config(o, getenv)
   end
   local oauth_url, oerr = rest.oauth_url(getenv("BITRIX24_OAUTH_URL"), "BITRIX24_OAUTH_URL")
   if not oauth_url then return nil, oerr end
+  local oauth_url_given = (getenv("BITRIX24_OAUTH_URL") or "") ~= ""
   local prefix = o.prefix or ""
   local at = base .. address.url_path(prefix) -- the requests' paths come decoded and match prefix as given
   return {
@@ -152,9 +153,29 @@ function _M.config(o, getenv)
     uninstall_delete = o.app_uninstall_delete and true or false,
     client_id_file = o.client_id_file, client_secret_file = o.client_secret_file,
     store = store, store_what = what, retry = retry,
-    oauth_url = oauth_url,
+    oauth_url = oauth_url, oauth_url_given = oauth_url_given,
     ca_file = getenv("BITRIX24_CA_FILE"), getenv = getenv,
   }
+end
+
+-- Bitrix24's OAuth servers, by the host an installation callback's
+-- auth[server_endpoint] names (https://HOST/rest/): the western one and the
+-- eastern region's (protocol.md, "OAuth renewal").
+local OAUTH_SERVERS = {
+  ["oauth.bitrix.info"] = rest.OAUTH_URL,
+  ["oauth.bitrix24.tech"] = rest.OAUTH_URL_EAST,
+}
+
+-- app.oauth_url_for(cfg, installation) -> the token address an installation's
+-- pair renews at: BITRIX24_OAUTH_URL when set; else the OAuth server its
+-- callback named (auth[server_endpoint]) when that is one of Bitrix24's, so
+-- that an eastern portal's application needs no setting; else the default.
+-- The callback is not signed: no other server ever gets the client_secret.
+function _M.oauth_url_for(cfg, installation)
+  if cfg.oauth_url_given then return cfg.oauth_url end
+  local endpoint = type(installation) == "table" and installation.server_endpoint
+  local host = type(endpoint) == "string" and endpoint:match("^https://([%w.-]+)/")
+  return host and OAUTH_SERVERS[host:lower()] or cfg.oauth_url
 end
 
 -- The application's client_id and client_secret: the files named by
