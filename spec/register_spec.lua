@@ -606,6 +606,24 @@ describe("biconnector register against the local portal", function()
     assert.equal(2, count(st.tables))
   end)
 
+  it("prints what it did before a failure as JSON with --json, with the error", function()
+    local args = {}
+    for i, a in ipairs(FULL) do args[i] = a end
+    args[#args + 1] = "--json"
+    -- the connector and the source are made, then every table call fails
+    portal:fault({ method = "biconnector.table.list", kind = "error_in_result", status = 400, code = "ACCESS_DENIED",
+      count = 100 })
+    local rc, out, err = cli(args)
+    assert.equal(1, rc, err)
+    local r = assert(json.decode(out), "stdout is JSON: " .. out)
+    assert.equal(1, r.connector.id)
+    assert.equal("created", r.connector.action)
+    assert.equal("created", r.source.action)
+    assert.equal("ACCESS_DENIED", r.error.code)
+    assert.is_string(r.error.message)
+    assert.matches("ACCESS_DENIED", err, 1, true) -- and on stderr as without --json
+  end)
+
   it("prints the result as JSON with --json", function()
     local args = {}
     for i, a in ipairs(FULL) do args[i] = a end

@@ -554,6 +554,7 @@ function _M.run(opts)
   local fields = _M.connector_fields(c, opts)
   local result = { dry_run = opts.dry_run and true or false, connector = { fields = fields },
     tables = json.as_array {}, stale_tables = json.as_array {}, warnings = json.as_array {} } -- [] with --json
+  if opts.on_result then opts.on_result(result) end -- what was done so far, should a step fail
   local warning = address.warning(fields.urlCheck)
   if warning then
     result.warnings[#result.warnings + 1] = warning
@@ -809,10 +810,18 @@ function _M.main(args, out, err, getenv)
   local progress = progress_lib.new("register", { json = as_json })
   o.progress = progress.enabled and progress.update or nil
   if not as_json then o.print = function(line) progress.clear() out:write(line, "\n") end end
+  local partial
+  o.on_result = function(r) partial = r end
   local result, rerr, kind = _M.run(o)
   progress.clear()
   if o.client then o.client:close() end
   if not result then
+    if as_json and partial and kind ~= "usage" then
+      -- what was made before the failure (a new connector's id...), and the error
+      partial.error = { message = tostring(rerr), code = type(rerr) == "table" and rerr.code or nil }
+      local text = json.encode(partial, { indent = 2 })
+      if text then out:write(text, "\n") end
+    end
     err:write("biconnector register: ", tostring(rerr), "\n")
     if type(rerr) == "table" and rerr.code == "ACCESS_DENIED" and env and env.webhook then
       err:write("biconnector register: the biconnector methods refuse incoming webhooks;",
