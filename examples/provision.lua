@@ -83,10 +83,12 @@ else
   source_id = check_source(client.source:add(source_fields))
 end
 
+-- the columns README's sales.lua describes for its table deals: Bitrix24 asks the
+-- connector's /data for them by externalCode, so they must be the connector's field codes
 local wanted = {
   { type = "int", name = "ID", externalCode = "id" },
-  { type = "string", name = "TITLE", externalCode = "title" },
-  { type = "datetime", name = "CLOSED_AT", externalCode = "closed_at" },
+  { type = "double", name = "AMOUNT", externalCode = "amount" },
+  { type = "datetime", name = "CLOSED", externalCode = "closed" },
 }
 -- table.list answers each table's sourceId but not its columns; table.get the columns
 local table_id

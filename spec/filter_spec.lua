@@ -154,6 +154,22 @@ describe("filter.parse, style B (operator objects)", function()
   end)
 end)
 
+describe("filter.parse misuse", function()
+  -- docs/filter.md, "API": fields not a list of codes raises. A map of code -> type,
+  -- the natural guess, read as an empty list made every field "unknown" instead.
+  it("raises for fields given as a map, naming a key", function()
+    local ok, err = pcall(filter.parse, { ["=ID"] = 1 }, { ID = "int" })
+    assert.is_false(ok)
+    assert.matches("filter.parse: fields must be a list of {code=, name=, type=} (found key \"ID\")", err, 1, true)
+    assert.has_error(function() filter.parse({ ["=ID"] = 1 }, "ID") end)
+    assert.has_error(function() filter.parse({ ["=ID"] = 1 }, { { name = "ID" } }) end)
+    -- an empty list is a description without fields: every field is unknown
+    local ast, perr = filter.parse({ ["=ID"] = 1 }, {})
+    assert.is_nil(ast)
+    assert.matches('unknown field "ID"', perr, 1, true)
+  end)
+end)
+
 describe("filter.parse typing", function()
   it("reads every date spelling of protocol.md", function()
     for _, s in ipairs({ "31.05.2025", "2025-05-31", "2025-05-31 00:00:00", "31.05.2025 00:00:00",

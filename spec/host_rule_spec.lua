@@ -79,6 +79,14 @@ describe("serve --no-auth over real HTTP", function()
       .. "bi.example, Intranet, third.example; others get 403", S.stdout(h), 1, true)
   end)
 
+  -- the banner names the --listen host only when the rule does not take it anyway
+  it("names localhost once in its banner with --listen localhost", function()
+    local h2 = S.start(S.serve_command({ "sqlite://" .. db, "--no-auth", "--workers", "1", "--listen", "localhost:0" }))
+    finally(function() S.stop(h2) end)
+    assert.matches("Host rule (--no-auth, --dev): answers only a Host that is an IP address, localhost; "
+      .. "others get 403", S.stdout(h2), 1, true)
+  end)
+
   it("answers 403 with a clear JSON message to a foreign Host on every endpoint", function()
     for _, e in ipairs(ENDPOINTS) do
       for _, host in ipairs({ "evil.example:" .. h.port, "evil.example", "bi.example.evil.example",

@@ -370,7 +370,7 @@ describe("biconnector.ngx #ngx", function()
     end)
   end)
 
-  describe("examples/nginx/sqlite_connector.lua (blocking reads in ngx.run_worker_thread)", function()
+  describe("examples/nginx/sqlite_connector.lua (biconnector.sql: queries on threads of their own)", function()
     it("answers /data from SQLite with the filter and limit in the SQL", function()
       local has_luasql, luasql = pcall(require, "luasql.sqlite3")
       if not has_luasql then

@@ -81,6 +81,36 @@ describe("examples/provision.lua", function()
     assert.equal(2, portal:stats().stats.renewals)
   end)
 
+  -- The example's header: the source's token is the one README's sales.lua checks, that
+  -- connector served at BASE_URL. The table it provisions must then name the columns
+  -- sales.lua describes for "deals": Bitrix24 selects a dataset's columns by externalCode.
+  it("provisions the columns README's sales.lua describes for its table deals", function()
+    local portal = control.start({ rate = 1000, burst = 1000, url_check = false })
+    finally(function() portal:stop() end)
+    local p = io.popen(("BITRIX24_PORTAL=%s BITRIX24_ACCESS_TOKEN=initial-access SALES_TOKEN=s3cret %s %s/examples/provision.lua"
+      .. " https://bi.example.com/sales 2>&1"):format(portal.base, helpers.runtime, helpers.top))
+    local out = p:read("*a")
+    p:close()
+    assert.equal("connector=1 source=1 table=1\n", out)
+    local tbl = portal:stats().state.tables["1"]
+    assert.equal("deals", tbl.externalCode)
+    local provisioned = {}
+    for _, f in ipairs(tbl.fields) do provisioned[#provisioned + 1] = f.externalCode .. ":" .. f.type end
+
+    local sales = helpers.tmp_path("sales") .. ".lua"
+    finally(function() os.remove(sales) end)
+    helpers.write_file(sales, helpers.lua_blocks("README.md")[1])
+    local getenv = os.getenv
+    finally(function() os.getenv = getenv end) -- luacheck: ignore 122
+    os.getenv = function(name) if name == "SALES_TOKEN" then return "s3cret" end return getenv(name) end -- luacheck: ignore 122
+    local c = require("biconnector.connector").load(sales)
+    local status, body = helpers.post_form(c, "/table_description", "connection[token]=s3cret&table=deals")
+    assert.equal(200, status, body)
+    local described = {}
+    for _, f in ipairs(require("cjson").decode(body)) do described[#described + 1] = f.code .. ":" .. f.type end
+    assert.same(described, provisioned)
+  end)
+
   it("says why the portal refused the source when its urlCheck is not answered", function()
     local portal = control.start({ rate = 1000, burst = 1000 }) -- calls urlCheck, as Bitrix24 does
     finally(function() portal:stop() end)

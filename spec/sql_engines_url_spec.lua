@@ -32,6 +32,19 @@ describe("database server URLs", function()
     assert.same({ "postgresql", "u", "db.example.com", "shop" }, { engine.engine, o.user, o.host, o.database })
   end)
 
+  -- docs/database.md, "MySQL and MariaDB": any option but those named is an error naming it.
+  -- The driver's refusal listed only its TLS options, as if socket or schemas were unknown too.
+  it("refuses an unknown MySQL option naming every option it takes", function()
+    local o, err = my.parse_url("mysql://u:Secret-1@127.0.0.1:1/d?bogus=1")
+    assert.is_nil(o)
+    assert.matches('mysql URL: unknown option "bogus" (known: schemas, statement_timeout, connect_timeout, '
+      .. 'pool_size, socket, ssl, ssl-mode, ssl-ca, ssl-capath, ssl-cert, ssl-key, ssl-cipher, ssl-crl, '
+      .. 'ssl-crlpath, ssl-verify-server-cert, tls-version)', err, 1, true)
+    assert.is_nil(err:find("Secret-1", 1, true))
+    o = assert(my.parse_url("mysql://u@h/d?ssl=true&ssl-ca=/etc/ca.pem&tls-version=TLSv1.3&socket=/s&schemas=a"))
+    assert.same({ "ssl=true&ssl-ca=/etc/ca.pem&tls-version=TLSv1.3", "/s" }, { o.params, o.socket })
+  end)
+
   it("refuses what it cannot read, saying what, without the password", function()
     local _, err = pg.parse_url("postgresql://u:Secret-1@h:99999/db")
     assert.matches('bad port "99999"', err, 1, true)

@@ -528,6 +528,10 @@ function _M.parse(obj, fields, limits)
   if is_null(obj) then return nil end
   if type(obj) ~= "table" then return nil, "filter: expected an object, got " .. type(obj) end
   if type(fields) ~= "table" then error("filter.parse: fields must be a list of {code=, name=, type=}", 2) end
+  if fields[1] == nil and next(fields) ~= nil then -- a map such as {ID = "int"}, not an empty list
+    error(format("filter.parse: fields must be a list of {code=, name=, type=} (found key %q)",
+      tostring((next(fields)))), 2)
+  end
   local by_code = {}
   for i, f in ipairs(fields) do
     if type(f) ~= "table" or type(f.code) ~= "string" or f.code == "" then

@@ -723,7 +723,9 @@ function _M.main(args)
   end
   if o.no_auth or o.dev then
     stdout:write("Host rule (--no-auth, --dev): answers only a Host that is an IP address, localhost",
-      (o.host:find(":", 1, true) or o.host:match("^%d+%.%d+%.%d+%.%d+$")) and "" or (", " .. o.host), o.allow_hosts and (", " .. concat(o.allow_hosts, ", ")) or "",
+      -- the --listen host when the rule does not take it anyway (an IP address, localhost)
+      (o.host:find(":", 1, true) or dev_mod.host_allowed(o.host)) and "" or (", " .. o.host),
+      o.allow_hosts and (", " .. concat(o.allow_hosts, ", ")) or "",
       "; others get 403 (--allow-host NAME adds one)\n")
   end
   if dev_link then

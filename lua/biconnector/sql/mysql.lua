@@ -22,9 +22,14 @@ local _M = {
 }
 
 
+-- What src/sql_mysql.c takes (refused here, naming every option, before the driver's own refusal)
+local DRIVER = { "ssl", "ssl-mode", "ssl-ca", "ssl-capath", "ssl-cert", "ssl-key", "ssl-cipher", "ssl-crl",
+  "ssl-crlpath", "ssl-verify-server-cert", "tls-version" }
+for _, k in ipairs(DRIVER) do DRIVER[k] = true end
+
 function _M.parse_url(url)
   return url_lib.server_options(url, { what = "mysql", database_required = true,
-    own = { socket = function(opts, v) opts.socket = v end } })
+    own = { socket = function(opts, v) opts.socket = v end }, driver = DRIVER })
 end
 
 function _M.display(opts)

@@ -106,7 +106,8 @@ end
 -- other option, which the driver reads. spec: what (the engine's name in
 -- messages), database_required (a URL without one is refused), own ({key =
 -- function(opts, value) -> nil | message}: the engine's options of its own,
--- and those it refuses).
+-- and those it refuses), driver (a list: the only options passed on; any other
+-- is refused naming every option taken; nil: all are passed on).
 function _M.server_options(url, spec)
   local what = spec.what
   local u, err = _M.parse(url, what)
@@ -137,6 +138,15 @@ function _M.server_options(url, spec)
       local oerr = own[k](opts, v)
       if oerr then return nil, oerr end
     else
+      if spec.driver and not spec.driver[k] then
+        local known = { "schemas", "statement_timeout", "connect_timeout", "pool_size" }
+        local own_keys = {}
+        for key in pairs(own) do own_keys[#own_keys + 1] = key end
+        table.sort(own_keys)
+        for _, key in ipairs(own_keys) do known[#known + 1] = key end
+        for _, key in ipairs(spec.driver) do known[#known + 1] = key end
+        return nil, ("%s URL: unknown option %q (known: %s)"):format(what, k, table.concat(known, ", "))
+      end
       pass[#pass + 1] = kv
     end
   end
