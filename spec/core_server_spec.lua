@@ -23,6 +23,22 @@ local function serve_once(answer)
   return raw, finished
 end
 
+describe("core.server.new options", function()
+  it("refuses an option it does not know, naming it (a misspelt limit would silently keep its default)", function()
+    local ok, err = pcall(core.server.new, { port = 0, handler = function() end, max_bodys = 10 })
+    assert.is_false(ok)
+    assert.matches("unknown option 'max_bodys'", err, 1, true)
+    ok, err = pcall(core.server.new, { port = 0, handler = function() end, [1] = true })
+    assert.is_false(ok)
+    assert.matches("unknown option 1", err, 1, true)
+    -- every documented name is taken
+    local srv = assert(core.server.new({ handler = function() end, host = "127.0.0.1", port = 0, reuse_port = false,
+      max_body = 1024, max_bodies = 4096, timeout = 5, request_timeout = 5, connections = 8, per_address = 0, grace = 1,
+      refused = function() end }))
+    srv:close()
+  end)
+end)
+
 describe("core.server answers", function()
   it("take a Content-Length from the handler as MHD's own, in any case (no 500)", function()
     for _, name in ipairs({ "Content-Length", "content-length" }) do

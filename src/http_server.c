@@ -1179,6 +1179,30 @@ static int l_listen(lua_State *L) {
  *                 request_timeout=, connections=, per_address=, grace=, reuse_port=,
  *                 refused=, tls_cert=, tls_key=} -> server | nil, err
  * tls_cert (a PEM chain) with tls_key (its PEM key) serves HTTPS, TLS 1.2 and 1.3 only. */
+/* The names core.server.new takes (docs/serve.md): any other is an error
+ * naming it, so that a misspelt limit does not silently keep its default. */
+static const char *const OPTION_NAMES[] = {
+  "handler", "host", "port", "fd", "reuse_port", "max_body", "max_bodies", "timeout", "request_timeout",
+  "connections", "per_address", "grace", "refused", "tls_cert", "tls_key", NULL
+};
+
+static void check_option_names(lua_State *L) {
+  lua_pushnil(L);
+  while (lua_next(L, 1) != 0) {
+    int known = 0;
+    lua_pop(L, 1); /* the value */
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      const char *name = lua_tostring(L, -1);
+      int i;
+      for (i = 0; OPTION_NAMES[i] != NULL && !known; i++) known = strcmp(name, OPTION_NAMES[i]) == 0;
+      if (!known) luaL_error(L, "core.server.new: unknown option '%s'", name);
+    } else {
+      luaL_error(L, "core.server.new: unknown option %s (a %s key)",
+                 lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : "of another type", luaL_typename(L, -1));
+    }
+  }
+}
+
 static int l_new(lua_State *L) {
   server *srv;
   const char *host, *tls_cert, *tls_key;
@@ -1192,6 +1216,7 @@ static int l_new(lua_State *L) {
   char err[256];
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
+  check_option_names(L);
   lua_getfield(L, 1, "handler");
   if (!lua_isfunction(L, -1)) return luaL_error(L, "option 'handler' must be a function");
   lua_pop(L, 1);
