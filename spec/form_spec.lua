@@ -103,6 +103,9 @@ describe("form.decode", function()
       assert.has_error(function() form.decode("a=1", 5) end)
       assert.has_error(function() form.decode("a=1", { max_vars = "many" }) end)
       assert.has_error(function() form.decode("a=1", { max_depth = -1 }) end)
+      -- a misspelt option would silently keep its default
+      assert.has_error(function() form.decode("a=1", { max_var = 5 }) end, "form.decode: unknown option 'max_var'")
+      assert.has_error(function() form.decode("a=1", { true }) end, "form.decode: unknown option 1 (a number key)")
     end)
   end)
 

@@ -380,6 +380,14 @@ static void read_options(form_decoder *d, int opts) {
       if (strcmp(k, "max_vars") == 0) d->max_vars = opt_limit(L, "max_vars");
       else if (strcmp(k, "max_depth") == 0) d->max_depth = opt_limit(L, "max_depth");
       else if (strcmp(k, "bracket_equals") == 0) d->bracket_equals = lua_toboolean(L, -1);
+      else luaL_error(L, "form.decode: unknown option '%s'", k);
+    } else {
+      /* the type first: lua_tostring makes a number key text in place */
+      const char *type_name;
+      lua_pop(L, 1); /* the value */
+      type_name = luaL_typename(L, -1);
+      luaL_error(L, "form.decode: unknown option %s (a %s key)",
+                 lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : "of another type", type_name);
     }
     lua_pop(L, 1);
   }

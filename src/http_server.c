@@ -1197,8 +1197,10 @@ static void check_option_names(lua_State *L) {
       for (i = 0; OPTION_NAMES[i] != NULL && !known; i++) known = strcmp(name, OPTION_NAMES[i]) == 0;
       if (!known) luaL_error(L, "core.server.new: unknown option '%s'", name);
     } else {
+      /* the type first: lua_tostring makes a number key text in place */
+      const char *type_name = luaL_typename(L, -1);
       luaL_error(L, "core.server.new: unknown option %s (a %s key)",
-                 lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : "of another type", luaL_typename(L, -1));
+                 lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : "of another type", type_name);
     }
   }
 }
