@@ -283,3 +283,62 @@ describe("PostgreSQL table of no columns", function()
     assert.matches('unknown table "nope"', body.message, 1, true)
   end)
 end)
+
+-- A PostgreSQL materialized view created WITH NO DATA (never refreshed) was
+-- listed and described, and /data was a 500 ("materialized view ... has not
+-- been populated"): nothing can be read from it. It is not listed, and
+-- describe and /data answer 404 unknown table saying why (REFRESH it); a
+-- listed view that becomes unreadable so (REFRESH ... WITH NO DATA, or a view
+-- over such a view) answers /data with a 404 naming it, not a 500.
+describe("PostgreSQL materialized views never populated", function()
+  if H.skip_without("postgresql", "spec/acceptance_sql_spec.lua") then return end
+  local db = require "dbservers"
+  local srv, h
+  setup(function()
+    srv = db.start("postgresql")
+    srv:admin([[
+      CREATE TABLE src (id int);
+      INSERT INTO src VALUES (1), (2);
+      CREATE MATERIALIZED VIEW mv_empty AS SELECT id FROM src WITH NO DATA;
+      CREATE MATERIALIZED VIEW mv_full AS SELECT id FROM src;
+      CREATE MATERIALIZED VIEW mv_later AS SELECT id FROM src;
+      CREATE VIEW over_empty AS SELECT id FROM mv_empty;
+      GRANT SELECT ON ALL TABLES IN SCHEMA public TO bic_ro;
+    ]])
+    h = H.serve_db(srv, TOKEN)
+  end)
+  teardown(function()
+    if h then S.stop(h) end
+    if srv then srv:stop() end
+  end)
+
+  local function refused(path, tbl)
+    local status, body = H.post_form(h.port, path, "table=" .. tbl, TOKEN)
+    assert.equals(404, status, path .. ": " .. cjson.encode(body))
+    return body.message
+  end
+
+  it("is not listed, and is an unknown table saying to REFRESH it", function()
+    local codes = {}
+    for _, t in ipairs(post(h.port, "/table_list", "searchString=")) do codes[#codes + 1] = t.code end
+    assert.same({ "mv_full", "mv_later", "over_empty", "src" }, codes)
+    for _, path in ipairs({ "/table_description", "/data" }) do
+      local message = refused(path, "mv_empty")
+      assert.matches('unknown table "mv_empty"', message, 1, true)
+      assert.matches("REFRESH MATERIALIZED VIEW", message, 1, true)
+    end
+    assert.same({ { "id" }, { 1 }, { 2 } }, post(h.port, "/data", "table=mv_full"))
+  end)
+
+  it("answers /data of a view that cannot be read so with a 404 naming it", function()
+    local message = refused("/data", "over_empty")
+    assert.matches('"mv_empty" has not been populated', message, 1, true)
+    assert.matches("REFRESH MATERIALIZED VIEW", message, 1, true)
+    -- listed and described, then emptied: describe, then data
+    assert.same({ { "id" }, { 1 }, { 2 } }, post(h.port, "/data", "table=mv_later"))
+    srv:admin("REFRESH MATERIALIZED VIEW mv_later WITH NO DATA;")
+    for _, path in ipairs({ "/table_description", "/data" }) do
+      assert.matches("REFRESH MATERIALIZED VIEW", refused(path, "mv_later"), 1, true)
+    end
+  end)
+end)
