@@ -393,3 +393,43 @@ describe("MariaDB spatial columns and views that cannot be resolved", function()
     end
   end)
 end)
+
+-- A PostgreSQL account granted SELECT on some columns of a table only (GRANT
+-- SELECT (id, name) ON staff: the way to keep a salary out of BI) could not
+-- see the table at all: it was not listed (has_table_privilege is false), an
+-- unknown table. It is listed, with the columns it may read; MariaDB did so
+-- already.
+describe("PostgreSQL tables granted by column", function()
+  if H.skip_without("postgresql", "spec/acceptance_sql_spec.lua") then return end
+  local db = require "dbservers"
+  local srv, h
+  setup(function()
+    srv = db.start("postgresql")
+    srv:admin([[
+      CREATE TABLE staff (id int, name text, salary int);
+      INSERT INTO staff VALUES (1, 'ann', 100), (2, 'bob', 200);
+      REVOKE ALL ON staff FROM bic_ro;
+      GRANT SELECT (id, name) ON staff TO bic_ro;
+      CREATE TABLE secret (id int);
+      REVOKE ALL ON secret FROM bic_ro;
+    ]])
+    h = H.serve_db(srv, TOKEN)
+  end)
+  teardown(function()
+    if h then S.stop(h) end
+    if srv then srv:stop() end
+  end)
+
+  it("lists the table, described and served by the columns the account may read", function()
+    assert.same({ { code = "staff", title = "staff" } }, post(h.port, "/table_list", "searchString="))
+    local codes = {}
+    for _, f in ipairs(post(h.port, "/table_description", "table=staff")) do codes[#codes + 1] = f.code end
+    assert.same({ "id", "name" }, codes)
+    assert.same({ { "id", "name" }, { 2, "bob" } }, post(h.port, "/data", "table=staff&filter[%3Eid]=1"))
+    local status, body = H.post_form(h.port, "/data", "table=staff&select[]=salary", TOKEN)
+    assert.equals(400, status)
+    assert.matches('unknown field in select: "salary"', body.message, 1, true)
+    status = H.post_form(h.port, "/table_description", "table=secret", TOKEN)
+    assert.equals(404, status)
+  end)
+end)

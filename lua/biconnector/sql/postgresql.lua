@@ -96,7 +96,8 @@ end
 local VIEWS = { v = true, m = true } -- the relkind of views and materialized views
 
 -- -> { {name=, kind=}, ... }: tables, views, materialized views and foreign
--- tables the account may read (SELECT on the table, USAGE on its schema), of
+-- tables the account may read (SELECT on the table or on some of its columns,
+-- USAGE on its schema), of
 -- the default schema (as named) and of the configured ones (as "schema.name").
 -- A materialized view never populated (WITH NO DATA, or REFRESH ... WITH NO
 -- DATA) cannot be read ("has not been populated"): it is not listed, and a
@@ -110,7 +111,7 @@ function _M.list_tables(conn, conn_opts)
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
       AND (n.nspname = current_schema() OR n.nspname = ANY ($1::text[]))
-      AND has_table_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE')
+      AND has_any_column_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE')
       AND NOT c.relispartition
     ORDER BY n.nspname <> current_schema(), n.nspname, c.relname]], { schema_array(conn_opts) })
   return sql_lib.table_list(conn_opts, VIEWS, rows, err, UNPOPULATED)
@@ -118,7 +119,8 @@ end
 
 -- -> { {name=, type=}, ... } | nil (no such table) | nil, nil, why (a
 -- materialized view never populated: unknown, as it is not listed, and why
--- tells the user to REFRESH it). A domain's column has
+-- tells the user to REFRESH it): the columns the account may SELECT (all of
+-- them with SELECT on the table; GRANT SELECT (a, b) gives a and b). A domain's column has
 -- the type of the domain's base type, through any number of domains (a
 -- domain over a domain over numeric(5,2) is numeric(5,2)).
 function _M.list_columns(conn, name, conn_opts)
@@ -143,6 +145,7 @@ function _M.list_columns(conn, name, conn_opts)
         SELECT b.oid, b.typmod FROM b ORDER BY b.depth DESC LIMIT 1) base
       JOIN pg_type t ON t.oid = base.oid
     WHERE ]] .. schema_cond .. [[ AND a.attnum > 0 AND NOT a.attisdropped
+      AND has_column_privilege(c.oid, a.attnum, 'SELECT')
       AND c.relkind IN ('r', 'v', 'm', 'p', 'f') AND (c.relkind <> 'm' OR c.relispopulated)
     ORDER BY a.attnum]], params))
   if cols or err then return cols, err end
