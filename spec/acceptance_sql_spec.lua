@@ -433,3 +433,36 @@ describe("PostgreSQL tables granted by column", function()
     assert.equals(404, status)
   end)
 end)
+
+-- A ClickHouse table of the Set engine (the right side of `IN set`) was
+-- listed and described, and /data was a 500: "Method read is not supported
+-- by storage Set". It holds no rows a SELECT can read: not listed, and an
+-- unknown table saying why.
+describe("ClickHouse Set tables", function()
+  if H.skip_without("clickhouse", "spec/acceptance_sql_spec.lua") then return end
+  local db = require "dbservers"
+  local srv, h
+  setup(function()
+    srv = db.start("clickhouse")
+    srv:admin({
+      "CREATE TABLE t (id Int32) ENGINE = TinyLog",
+      "INSERT INTO t VALUES (1)",
+      "CREATE TABLE ids (id Int32) ENGINE = Set",
+      "INSERT INTO ids VALUES (1)",
+    })
+    h = H.serve_db(srv, TOKEN)
+  end)
+  teardown(function()
+    if h then S.stop(h) end
+    if srv then srv:stop() end
+  end)
+
+  it("is not listed, and is an unknown table saying why", function()
+    assert.same({ { code = "t", title = "t" } }, post(h.port, "/table_list", "searchString="))
+    for _, path in ipairs({ "/table_description", "/data" }) do
+      local status, body = H.post_form(h.port, path, "table=ids", TOKEN)
+      assert.equals(404, status, path .. ": " .. cjson.encode(body))
+      assert.matches('unknown table "ids": a table of the Set engine', body.message, 1, true)
+    end
+  end)
+end)
