@@ -349,7 +349,8 @@ end)
 -- text): docs/database.md leaves spatial types out. And a view whose table
 -- was dropped was listed, then described as an unknown table without a word
 -- of why (information_schema has no columns for it): it is not listed, and
--- describe and /data say why.
+-- describe and /data say why. A view whose definer is gone failed as if the
+-- account's password were wrong.
 describe("MariaDB spatial columns and views that cannot be resolved", function()
   if H.skip_without("mysql", "spec/acceptance_sql_spec.lua") then return end
   local db = require "dbservers"
@@ -367,6 +368,7 @@ describe("MariaDB spatial columns and views that cannot be resolved", function()
       CREATE VIEW v_gone AS SELECT id FROM gone;
       CREATE VIEW v_ok AS SELECT id, name FROM geo;
       DROP TABLE gone;
+      CREATE DEFINER = 'nobody'@'localhost' SQL SECURITY DEFINER VIEW v_definer AS SELECT id FROM geo;
     ]])
     h = H.serve_db(srv, TOKEN)
   end)
@@ -385,12 +387,22 @@ describe("MariaDB spatial columns and views that cannot be resolved", function()
   it("does not list a view it cannot resolve, and says why", function()
     local codes = {}
     for _, t in ipairs(post(h.port, "/table_list", "searchString=")) do codes[#codes + 1] = t.code end
-    assert.same({ "geo", "v_ok" }, codes)
+    assert.same({ "geo", "v_definer", "v_ok" }, codes)
     for _, path in ipairs({ "/table_description", "/data" }) do
       local status, body = H.post_form(h.port, path, "table=v_gone", TOKEN)
       assert.equals(404, status, path .. ": " .. cjson.encode(body))
       assert.matches('unknown table "v_gone": a view', body.message, 1, true)
     end
+  end)
+
+  -- MariaDB answers a view whose DEFINER account does not exist with
+  -- "Access denied for user 'bic_ro'@'%' (using password: YES)", as if the
+  -- account's password were wrong: the 500 of a failed query says what it means
+  it("says what MariaDB's access denied means for a view whose definer is gone", function()
+    local status, body = H.post_form(h.port, "/data", "table=v_definer", TOKEN)
+    assert.equals(500, status, cjson.encode(body))
+    assert.matches("Access denied for user", body.message, 1, true)
+    assert.matches("DEFINER", body.message, 1, true)
   end)
 end)
 

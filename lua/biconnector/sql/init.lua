@@ -44,6 +44,8 @@
 --                            database compares as filter.match compares the value
 --                            served: true | false, for dates "text" | "epoch" |
 --                            false; or nil, message
+--   explain(message)      -> optional: what a database error message of a data
+--                            query means, when it misleads, or nil
 --   dialect_for(q, opts)  -> optional: the dialect of data query q, whose fields
 --                            carry `declared` (the column's declared type; opts:
 --                            what parse_url returned); when absent, dialect
@@ -931,6 +933,15 @@ function Source:plan(q)
   return sql, params, false, codes
 end
 
+-- Raises the failure f of data query q's statement, with what the engine
+-- can tell of the database's message (explain: a message that misleads).
+function Source:query_failed(q, f)
+  local message = f.message
+  local more = self.engine.explain and self.engine.explain(tostring(message))
+  if more then message = message .. " (" .. more .. ")" end
+  error(_M.failure(f.status, format("table %q: %s", q.table, message)), 0)
+end
+
 -- What a connector's data returns for q: a cursor over a stream job (rows
 -- encoded in C on the job's thread) when SQL answers the whole filter; else an
 -- iterator of map rows the framework matches, with the exact part of the
@@ -949,11 +960,11 @@ function Source:data(q)
     local job, f = self:start(sql, params, "stream", { encoder = enc, key = q.table, chunk = STREAM_CHUNK,
       cap = STREAM_CAP })
     enc:close()
-    if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
+    if not job then self:query_failed(q, f) end
     return as_cursor(job, q.table), { select = true, filter = true, limit = true }
   end
   local job, f = self:start(sql, params, "fetch", { key = q.table })
-  if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
+  if not job then self:query_failed(q, f) end
   -- a database boolean as its field serves it (1/0, "true"/"false"): a Lua
   -- boolean fits no field type and went as null, and filters missed it
   local types = {}

@@ -124,6 +124,17 @@ end
 
 _M.query_columns = sql_lib.query_columns
 
+-- MariaDB answers a SELECT of a view whose DEFINER account does not exist
+-- with "Access denied for user 'reader'@'%' (using password: YES)" (error
+-- 1045) unless the account has SUPER, as if the account's password were
+-- wrong: a query of a connection that is open has no other cause for it.
+function _M.explain(message)
+  if message:find("Access denied for user", 1, true) then
+    return "the connection is open: this is how the server answers a view whose DEFINER account does not exist;"
+      .. " SHOW CREATE VIEW names it"
+  end
+end
+
 -- Declared type (information_schema's column_type, or the driver's name for
 -- a query's columns) -> field type, exact.
 function _M.field_type(declared)
