@@ -934,10 +934,11 @@ function Source:plan(q)
 end
 
 -- Raises the failure f of data query q's statement, with what the engine
--- can tell of the database's message (explain: a message that misleads).
+-- can tell of the database's message when the statement failed (500; not a
+-- connection that could not be opened, 503: explain, a message that misleads).
 function Source:query_failed(q, f)
   local message = f.message
-  local more = self.engine.explain and self.engine.explain(tostring(message))
+  local more = f.status == 500 and self.engine.explain and self.engine.explain(tostring(message))
   if more then message = message .. " (" .. more .. ")" end
   error(_M.failure(f.status, format("table %q: %s", q.table, message)), 0)
 end
