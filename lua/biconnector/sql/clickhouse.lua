@@ -244,18 +244,24 @@ _M.dialect = _M.dialect_for(nil)
 local CONSUMING = { "Kafka", "RabbitMQ", "NATS", "FileLog", "S3Queue", "AzureQueue" }
 local VIEWS = { View = true, MaterializedView = true } -- the engine of views
 
--- -> { {name=, kind=}, ... }: the tables and views of the URL's database (as
--- named) and of the configured ones (as "db.name"), without the inner tables
--- of materialized views and the engines that consume what they read.
+-- A table of the Set engine (the right side of `x IN set`) cannot be read:
+-- "Method read is not supported by storage Set".
+local SET_ENGINE = "a table of the Set engine, which ClickHouse cannot SELECT from"
+
+-- -> { {name=, kind=, unreadable=}, ... }: the tables and views of the URL's
+-- database (as named) and of the configured ones (as "db.name"), without the
+-- inner tables of materialized views and the engines that consume what they
+-- read; a Set table is there as unreadable (not listed, unknown saying why).
 function _M.list_tables(conn, conn_opts)
   local params, extra = sql_lib.schemas_clause(conn_opts, "database", "$")
   local consuming = {}
   for i, e in ipairs(CONSUMING) do consuming[i] = lit(e) end
-  return sql_lib.table_list(conn_opts, VIEWS, all_rows(conn, "SELECT database, name, engine, "
-    .. "database = currentDatabase() FROM system.tables "
+  local rows, err = all_rows(conn, "SELECT database, name, engine, "
+    .. "database = currentDatabase(), engine = 'Set' FROM system.tables "
     .. "WHERE (database = currentDatabase()" .. extra .. ") AND NOT is_temporary AND NOT startsWith(name, '.inner') "
     .. "AND engine NOT IN (" .. concat(consuming, ", ") .. ") "
-    .. "ORDER BY database != currentDatabase(), database, name", params))
+    .. "ORDER BY database != currentDatabase(), database, name", params)
+  return sql_lib.table_list(conn_opts, VIEWS, rows, err, SET_ENGINE)
 end
 
 -- -> { {name=, type=}, ... } | nil (no such table)

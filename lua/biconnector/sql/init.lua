@@ -25,11 +25,13 @@
 --                            schema.table for a code of another schema (the
 --                            source's map, _M.qualified(opts))
 --   limit(n)              -> the SQL text that follows a SELECT to return at most n rows
---   list_tables(conn, opts) -> { {name=, kind="table"|"view"}, ... } | nil, message
---                            (opts: what parse_url returned)
+--   list_tables(conn, opts) -> { {name=, kind="table"|"view", unreadable=}, ... } | nil, message
+--                            (opts: what parse_url returned; unreadable: why a
+--                            table that exists cannot be read, and is not served)
 --                            (name is the table code: as the database spells it)
 --   list_columns(conn, name, opts) -> { {name=, type=declared type}, ... } | nil (no such
---                            table) | nil, message
+--                            table) | nil, message | nil, nil, why (a table that
+--                            exists but cannot be read: unknown, saying why)
 --   query_columns(conn, sql) -> the result columns {name=, type=} of a query
 --   field_type(declared, opts) -> field type ("int", "double", "string", "date",
 --                            "datetime") or nil to leave the column out, and true
@@ -42,6 +44,8 @@
 --                            database compares as filter.match compares the value
 --                            served: true | false, for dates "text" | "epoch" |
 --                            false; or nil, message
+--   explain(message)      -> optional: what a database error message of a data
+--                            query means, when it misleads, or nil
 --   dialect_for(q, opts)  -> optional: the dialect of data query q, whose fields
 --                            carry `declared` (the column's declared type; opts:
 --                            what parse_url returned); when absent, dialect
@@ -214,8 +218,10 @@ end
 -- schema is the connection's own: true or 1): a table of another schema is
 -- named "schema.table", and qualified (the engine's, see quoter) maps that
 -- code to {schema, table}; the kinds in the set views are "view", the rest
--- "table".
-function _M.table_list(conn_opts, views, rows, err)
+-- "table". When the engine gives why_unreadable, a row whose fifth value is
+-- true or 1 is a table that cannot be read: listed with unreadable = that
+-- text (not served: describe answers 404 unknown table saying why).
+function _M.table_list(conn_opts, views, rows, err, why_unreadable)
   if not rows then return nil, err end
   local qualified = _M.qualified(conn_opts)
   -- a table of the connection's own schema keeps its name, even one such as
@@ -236,7 +242,10 @@ function _M.table_list(conn_opts, views, rows, err)
       name = r[1] .. "." .. r[2]
       if own[name] then name = nil else qualified[name] = { r[1], r[2] } end
     end
-    if name then list[#list + 1] = { name = name, kind = views[r[3]] and "view" or "table" } end
+    if name then
+      local unreadable = why_unreadable and (r[5] == true or tonumber(r[5]) == 1) and why_unreadable or nil
+      list[#list + 1] = { name = name, kind = views[r[3]] and "view" or "table", unreadable = unreadable }
+    end
   end
   return list
 end
@@ -535,9 +544,12 @@ end
 _M.failure = errors.failure
 
 -- A database error -> the status to answer: 503 for a lock held too long
--- (try again later), 500 for the rest.
+-- (try again later), 404 for PostgreSQL's materialized view that has not
+-- been populated (read through a view, or emptied since it was described:
+-- nothing to read until REFRESH), 500 for the rest.
 local function status_for(err)
   local e = tostring(err):lower()
+  if e:find("has not been populated", 1, true) then return 404 end
   if e:find("locked", 1, true) or e:find("busy", 1, true) then return 503 end
   return 500
 end
@@ -675,10 +687,12 @@ end
 function Source:served_tables(conn)
   local tables, err = self.engine.list_tables(conn, self.open_opts)
   must(tables, err or "no answer", "listing tables")
-  local list, set, names, exists = {}, {}, {}, {}
+  local list, set, names, exists, unreadable = {}, {}, {}, {}, {}
   for i, t in ipairs(tables) do
     names[i], exists[t.name] = t.name, true
-    if self.queries[t.name] then
+    if t.unreadable then
+      unreadable[t.name] = t.unreadable
+    elseif self.queries[t.name] then
       if self.selected(t.name) and not self:warned("query\0" .. t.name) then
         self.log("warn", format("table %s is not served as it is: queries[%s] has its code, and the query's rows"
           .. " are served under it", show_name(t.name), show_name(t.name)))
@@ -693,7 +707,7 @@ function Source:served_tables(conn)
       end
     end
   end
-  self._names, self._names_at = set, core.os.clock()
+  self._names, self._names_at, self._unreadable = set, core.os.clock(), unreadable
   self:check_table_keys(names, exists)
   return list
 end
@@ -737,9 +751,16 @@ function Source:describe(code)
     cols, err = self.engine.query_columns(conn, q.sql)
     must(cols, err or "no columns", format("table %q (query)", code))
   else
-    if not self:serves(conn, code) then return nil end
-    cols, err = self.engine.list_columns(conn, code, self.open_opts)
+    if not self:serves(conn, code) then
+      -- a table the database has but cannot read now (not listed): why
+      local why = self.selected(code) and self._unreadable[code]
+      if why then error(_M.failure(404, format("unknown table %q: %s", code, why)), 0) end
+      return nil
+    end
+    local why
+    cols, err, why = self.engine.list_columns(conn, code, self.open_opts)
     must(cols, err, format("table %q", code))
+    if not cols and why then error(_M.failure(404, format("unknown table %q: %s", code, why)), 0) end
     -- nil: no such table (dropped since it was listed); an engine gives {}
     -- for a table without columns (PostgreSQL's CREATE TABLE x ()), which
     -- has no column that can be served, below
@@ -912,6 +933,16 @@ function Source:plan(q)
   return sql, params, false, codes
 end
 
+-- Raises the failure f of data query q's statement, with what the engine
+-- can tell of the database's message when the statement failed (500; not a
+-- connection that could not be opened, 503: explain, a message that misleads).
+function Source:query_failed(q, f)
+  local message = f.message
+  local more = f.status == 500 and self.engine.explain and self.engine.explain(tostring(message))
+  if more then message = message .. " (" .. more .. ")" end
+  error(_M.failure(f.status, format("table %q: %s", q.table, message)), 0)
+end
+
 -- What a connector's data returns for q: a cursor over a stream job (rows
 -- encoded in C on the job's thread) when SQL answers the whole filter; else an
 -- iterator of map rows the framework matches, with the exact part of the
@@ -930,11 +961,11 @@ function Source:data(q)
     local job, f = self:start(sql, params, "stream", { encoder = enc, key = q.table, chunk = STREAM_CHUNK,
       cap = STREAM_CAP })
     enc:close()
-    if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
+    if not job then self:query_failed(q, f) end
     return as_cursor(job, q.table), { select = true, filter = true, limit = true }
   end
   local job, f = self:start(sql, params, "fetch", { key = q.table })
-  if not job then error(_M.failure(f.status, format("table %q: %s", q.table, f.message)), 0) end
+  if not job then self:query_failed(q, f) end
   -- a database boolean as its field serves it (1/0, "true"/"false"): a Lua
   -- boolean fits no field type and went as null, and filters missed it
   local types = {}

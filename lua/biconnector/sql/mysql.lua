@@ -102,12 +102,21 @@ local VIEWS = { VIEW = true } -- the table_type of views
 
 -- -> { {name=, kind=}, ... }: the tables and views of the URL's database (as
 -- named) and of the configured ones (as "db.name"); not MariaDB's sequences
--- (table_type SEQUENCE), which are no data.
+-- (table_type SEQUENCE), which are no data. A view information_schema has no
+-- columns for cannot be resolved (a table, column or function it reads is
+-- gone, or its definer may not use it): not listed, and unreadable says why.
+local UNRESOLVED = "a view whose columns the server cannot resolve (a table, column or function it reads is gone, "
+  .. "or its definer may not use it)"
+
 function _M.list_tables(conn, conn_opts)
-  local params, extra = sql_lib.schemas_clause(conn_opts, "table_schema", "?")
-  return sql_lib.table_list(conn_opts, VIEWS, all_rows(conn, "SELECT table_schema, table_name, table_type, "
-    .. "table_schema = DATABASE() FROM information_schema.tables WHERE (table_schema = DATABASE()" .. extra
-    .. ") AND table_type <> 'SEQUENCE' ORDER BY table_schema <> DATABASE(), table_schema, CAST(table_name AS BINARY)", params))
+  local params, extra = sql_lib.schemas_clause(conn_opts, "t.table_schema", "?")
+  local rows, err = all_rows(conn, "SELECT t.table_schema, t.table_name, t.table_type, "
+    .. "t.table_schema = DATABASE(), t.table_type = 'VIEW' AND NOT EXISTS (SELECT 1 FROM information_schema.columns c "
+    .. "WHERE c.table_schema = t.table_schema AND c.table_name = t.table_name) "
+    .. "FROM information_schema.tables t WHERE (t.table_schema = DATABASE()" .. extra
+    .. ") AND t.table_type <> 'SEQUENCE' ORDER BY t.table_schema <> DATABASE(), t.table_schema, "
+    .. "CAST(t.table_name AS BINARY)", params)
+  return sql_lib.table_list(conn_opts, VIEWS, rows, err, UNRESOLVED)
 end
 
 function _M.list_columns(conn, name, conn_opts)
@@ -119,6 +128,17 @@ function _M.list_columns(conn, name, conn_opts)
 end
 
 _M.query_columns = sql_lib.query_columns
+
+-- MariaDB answers a SELECT of a view whose DEFINER account does not exist
+-- with "Access denied for user 'reader'@'%' (using password: YES)" (error
+-- 1045) unless the account has SUPER, as if the account's password were
+-- wrong: a query of a connection that is open has no other cause for it.
+function _M.explain(message)
+  if message:find("Access denied for user", 1, true) then
+    return "the connection is open: this is how the server answers a view whose DEFINER account does not exist;"
+      .. " SHOW CREATE VIEW names it"
+  end
+end
 
 -- Declared type (information_schema's column_type, or the driver's name for
 -- a query's columns) -> field type, exact.
@@ -137,7 +157,8 @@ function _M.field_type(declared)
   if base == "datetime" or base == "timestamp" then return "datetime", true end
   if base == "binary" or base == "varbinary" or base == "blob" or base == "tinyblob" or base == "mediumblob"
       or base == "longblob" or base == "bit" or base == "geometry" or base == "point" or base == "linestring"
-      or base == "polygon" then
+      or base == "polygon" or base == "multipoint" or base == "multilinestring" or base == "multipolygon"
+      or base == "geometrycollection" or base == "geomcollection" then
     return nil
   end
   if base == "char" or base == "varchar" or base == "text" or base == "tinytext" or base == "mediumtext"

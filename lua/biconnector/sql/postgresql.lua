@@ -96,20 +96,31 @@ end
 local VIEWS = { v = true, m = true } -- the relkind of views and materialized views
 
 -- -> { {name=, kind=}, ... }: tables, views, materialized views and foreign
--- tables the account may read (SELECT on the table, USAGE on its schema), of
+-- tables the account may read (SELECT on the table or on some of its columns,
+-- USAGE on its schema), of
 -- the default schema (as named) and of the configured ones (as "schema.name").
+-- A materialized view never populated (WITH NO DATA, or REFRESH ... WITH NO
+-- DATA) cannot be read ("has not been populated"): it is not listed, and a
+-- request naming it is told why (unreadable).
+local UNPOPULATED = "a materialized view that has not been populated (REFRESH MATERIALIZED VIEW makes it readable)"
+
 function _M.list_tables(conn, conn_opts)
-  return sql_lib.table_list(conn_opts, VIEWS, all_rows(conn, [[
-    SELECT n.nspname, c.relname, c.relkind, n.nspname = current_schema()
+  local rows, err = all_rows(conn, [[
+    SELECT n.nspname, c.relname, c.relkind, n.nspname = current_schema(),
+      CASE WHEN c.relkind = 'm' AND NOT c.relispopulated THEN 1 ELSE 0 END
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
       AND (n.nspname = current_schema() OR n.nspname = ANY ($1::text[]))
-      AND has_table_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE')
+      AND has_any_column_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE')
       AND NOT c.relispartition
-    ORDER BY n.nspname <> current_schema(), n.nspname, c.relname]], { schema_array(conn_opts) }))
+    ORDER BY n.nspname <> current_schema(), n.nspname, c.relname]], { schema_array(conn_opts) })
+  return sql_lib.table_list(conn_opts, VIEWS, rows, err, UNPOPULATED)
 end
 
--- -> { {name=, type=}, ... } | nil (no such table). A domain's column has
+-- -> { {name=, type=}, ... } | nil (no such table) | nil, nil, why (a
+-- materialized view never populated: unknown, as it is not listed, and why
+-- tells the user to REFRESH it): the columns the account may SELECT (all of
+-- them with SELECT on the table; GRANT SELECT (a, b) gives a and b). A domain's column has
 -- the type of the domain's base type, through any number of domains (a
 -- domain over a domain over numeric(5,2) is numeric(5,2)).
 function _M.list_columns(conn, name, conn_opts)
@@ -134,16 +145,22 @@ function _M.list_columns(conn, name, conn_opts)
         SELECT b.oid, b.typmod FROM b ORDER BY b.depth DESC LIMIT 1) base
       JOIN pg_type t ON t.oid = base.oid
     WHERE ]] .. schema_cond .. [[ AND a.attnum > 0 AND NOT a.attisdropped
-      AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
+      AND has_column_privilege(c.oid, a.attnum, 'SELECT')
+      AND c.relkind IN ('r', 'v', 'm', 'p', 'f') AND (c.relkind <> 'm' OR c.relispopulated)
     ORDER BY a.attnum]], params))
   if cols or err then return cols, err end
-  -- no columns: a table of none (CREATE TABLE x ()) is {}, no table nil
+  -- no columns: a table of none (CREATE TABLE x ()) is {}, no table nil,
+  -- a materialized view not populated nil and why
   local found, ferr = all_rows(conn, [[
-    SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    SELECT CASE WHEN c.relkind = 'm' AND NOT c.relispopulated THEN 'm' ELSE 't' END
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE ]] .. schema_cond .. [[ AND c.relkind IN ('r', 'v', 'm', 'p', 'f')]], params)
   if not found then return nil, ferr end
-  if #found > 0 then return {} end
-  return nil
+  if #found == 0 then return nil end
+  if found[1][1] == "m" then
+    return nil, nil, UNPOPULATED
+  end
+  return {}
 end
 
 _M.query_columns = sql_lib.query_columns
