@@ -200,6 +200,10 @@ describe("filter.parse typing", function()
     { { ID = "1.5" }, 'filter[ID]: bad value "1.5" for int field ID' },
     { { ID = 1.5 }, "filter[ID]: bad value 1.5 for int field ID" },
     { { ID = "99999999999999999999" }, "filter[ID]: bad value" },
+    -- an integer, but past what an int field holds: said so, not "expected an integer"
+    { { ID = "18446744073709551615" }, 'filter[ID]: bad value "18446744073709551615" for int field ID (an integer '
+      .. (math.type and "outside -2^63 to 2^63-1" or "outside -2^53 to 2^53, the integers LuaJIT holds exactly") .. ")" },
+    { { ID = -1e300 }, "(an integer outside" },
     { { ID = true }, "filter[ID]: bad value true for int field ID (expected a scalar)" },
     { { AMOUNT = "0x10" }, 'filter[AMOUNT]: bad value "0x10" for double field AMOUNT' },
     { { AMOUNT = "nan" }, 'filter[AMOUNT]: bad value "nan"' },

@@ -185,8 +185,22 @@ local function as_datetime(v)
   return format("%04d-%02d-%02d %s", y, m, d, time or "00:00:00")
 end
 
+-- An integer past the range as_integer takes is said to be one (a 20-digit id
+-- is not "not an integer").
+local INT_RANGE = tointeger and "an integer outside -2^63 to 2^63-1"
+  or "an integer outside -2^53 to 2^53, the integers LuaJIT holds exactly"
+local function int_value(v)
+  local x = as_integer(v)
+  if x ~= nil then return x end
+  local s = type(v) == "string" and trim(v) or nil
+  if (s and s:match("^[+-]?%d+$")) or (type(v) == "number" and v == floor(v) and v ~= huge and v ~= -huge) then
+    return nil, INT_RANGE
+  end
+  return nil, "expected an integer"
+end
+
 local NORMALIZERS = {
-  int = function(v) return as_integer(v), "expected an integer" end,
+  int = int_value,
   double = function(v) return as_double(v), "expected a number" end,
   string = function(v) return as_string(v), "expected a string" end,
   date = as_date,
