@@ -357,6 +357,19 @@ describe("biconnector.rest", function()
       assert.equal(4, err.attempts)
       assert.matches("gave up after 4 attempts", tostring(err))
     end)
+
+    it("gives up on a portal name that does not resolve after one retry, not the whole schedule", function()
+      -- .invalid never resolves (RFC 6761): a mistyped portal is said in about a second, not 24 s
+      local slept = {}
+      local c = assert(rest.new { webhook = "https://no-such-portal.invalid/rest/1/abcd/",
+        sleep = function(sec) slept[#slept + 1] = sec end })
+      local _, err = c:call("profile")
+      assert.equal("CONNECT_FAILED", err.code)
+      assert.equal(6, err.curl_code)
+      assert.equal(2, err.attempts)
+      assert.equal(1, #slept)
+      assert.matches("does not resolve", tostring(err))
+    end)
   end)
 
   describe("each", function()

@@ -441,6 +441,8 @@ end
 
 -- curl codes: 60 peer certificate not verified, 58 client certificate, 77 CA file unreadable, 83 issuer check
 local CERTIFICATE_ERRORS = { [60] = true, [58] = true, [77] = true, [83] = true }
+-- libcurl's "could not resolve host" and "... proxy"
+local RESOLVE_ERRORS = { [6] = true, [5] = true }
 
 -- Sends once. Returns the decoded answer, or nil and an error whose `kind` is
 -- "not_sent", "ambiguous" or "answer".
@@ -466,11 +468,17 @@ function Client:exchange(method, params, raw_body, creates)
   if not res then
     local not_sent = type(terr) == "table" and terr.not_sent
     local timeout = type(terr) == "table" and terr.timeout
+    local curl_code = type(terr) == "table" and terr.code or nil
+    local description = self:mask(type(terr) == "table" and (terr.message or tostring(terr)) or tostring(terr))
+    -- a name that does not resolve is nearly always a mistyped portal: one
+    -- retry (a resolver's passing failure), not the whole schedule (24 s)
+    local unresolved = RESOLVE_ERRORS[curl_code]
+    if unresolved then description = description .. " (the portal's name does not resolve: check its spelling)" end
     return nil, new_error {
       code = not_sent and "CONNECT_FAILED" or (timeout and "TIMEOUT" or "TRANSPORT_ERROR"),
-      description = self:mask(type(terr) == "table" and (terr.message or tostring(terr)) or tostring(terr)),
+      description = description,
       method = method, retryable = true, kind = not_sent and "not_sent" or "ambiguous",
-      curl_code = type(terr) == "table" and terr.code or nil, sent = not not_sent,
+      curl_code = curl_code, sent = not not_sent,
     }
   end
   local data = json.decode(res.body)
@@ -634,7 +642,7 @@ function Client:request(method, params, raw_body, creates)
         return nil, err
       end
       attempt = attempt + 1
-      if attempt > self.max_retries then
+      if attempt > (RESOLVE_ERRORS[err.curl_code] and min(self.max_retries, 1) or self.max_retries) then
         err.description = err.description .. (" (gave up after %d attempts)"):format(attempt)
         return nil, err
       end
