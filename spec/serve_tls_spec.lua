@@ -108,6 +108,21 @@ describe("HTTPS on the built-in server", function()
     assert.is_nil(err:find("c2VjcmV0", 1, true))
   end)
 
+  it("serve --tls-cert: a file that cannot be read is named once, a pair that does not load with both files", function()
+    local function serve(c, k)
+      local parts = { "BIC_BUILD=" .. helpers.q(helpers.build), helpers.runtime, "bin/biconnector", "serve",
+        "examples/demo/connector.lua", "--listen", "127.0.0.1:0", "--tls-cert", helpers.q(c), "--tls-key", helpers.q(k) }
+      return helpers.run3(table.concat(parts, " "))
+    end
+    local rc, _, err = serve(dir .. "/nope.pem", key)
+    assert.equal(1, rc)
+    assert.equal("biconnector serve: --tls-cert: " .. dir .. "/nope.pem: No such file or directory\n", err)
+    rc, _, err = serve(cert, key2)
+    assert.equal(1, rc)
+    assert.matches("^biconnector serve: %-%-tls%-cert " .. cert:gsub("%p", "%%%0") .. ", %-%-tls%-key "
+      .. key2:gsub("%p", "%%%0") .. ": .*do not match", err)
+  end)
+
   it("serve --tls-cert: every worker re-reads the certificate on SIGHUP; a broken one is kept out", function()
     local db = A.shop(dir)
     local live_cert, live_key = dir .. "/live.pem", dir .. "/live.key"

@@ -660,8 +660,12 @@ function _M.main(args)
   end
   if o.tls_cert_file then -- checked here, once, rather than by every worker
     local pair, terr = _M.read_tls(o)
-    if pair then ok, terr = server.check_tls(pair.cert, pair.key) end
-    if not (pair and ok) then
+    if not pair then -- the message names the option and the file already
+      stderr:write("biconnector serve: ", tostring(terr), "\n")
+      return 1
+    end
+    ok, terr = server.check_tls(pair.cert, pair.key)
+    if not ok then
       stderr:write("biconnector serve: --tls-cert ", o.tls_cert_file, ", --tls-key ", o.tls_key_file, ": ", tostring(terr), "\n")
       return 1
     end
