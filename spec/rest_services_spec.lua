@@ -191,7 +191,12 @@ describe("biconnector services", function()
     { "bad setting type", "connector", "add", function() local f = connector_fields() f.settings[2].type = "BOOL" return f end,
       "VALIDATION_SETTINGS_INVALID_TYPE", "fields.settings[2].type must be STRING or INT, got BOOL" },
     { "long setting code", "connector", "add", function() local f = connector_fields() f.settings[1].code = ("x"):rep(512) return f end,
-      "VALIDATION_SETTINGS_TOO_LONG", "fields.settings[1].code must be shorter than 512" },
+      "VALIDATION_SETTINGS_CODE_TOO_LONG", "fields.settings[1].code must be shorter than 512" },
+    -- the codes biconnector.connector.add documents (b24restdocs connector-add.md, "Possible Error Codes")
+    { "long setting name", "connector", "add", function() local f = connector_fields() f.settings[1].name = ("й"):rep(512) return f end,
+      "VALIDATION_SETTINGS_NAME_TOO_LONG", "fields.settings[1].name must be shorter than 512" },
+    { "setting without a name", "connector", "add", function() local f = connector_fields() f.settings[1].name = nil return f end,
+      "VALIDATION_SETTINGS_MISSING_REQUIRED_FIELDS", "fields.settings[1].name must be a non-empty string" },
     { "settings not a list", "connector", "add", function() local f = connector_fields() f.settings = { token = "x" } return f end,
       "VALIDATION_SETTINGS_INVALID_TYPE", "fields.settings must be an array" },
     { "long sourceCode", "connector", "add", function() local f = connector_fields() f.sourceCode = ("s"):rep(65) return f end,

@@ -283,11 +283,12 @@ local function check_settings(settings)
   for i, s in ipairs(list) do
     if not is_table(s) then fail("VALIDATION_SETTINGS_INVALID_TYPE", "settings[" .. i .. "] must be an object") end
     for _, k in ipairs({ "code", "name", "type" }) do
-      if type(s[k]) ~= "string" or s[k] == "" then fail("VALIDATION_SETTINGS_REQUIRED_FIELD_MISSING", "settings[" .. i .. "]." .. k .. " is required") end
+      if type(s[k]) ~= "string" or s[k] == "" then fail("VALIDATION_SETTINGS_MISSING_REQUIRED_FIELDS", "settings[" .. i .. "]." .. k .. " is required") end
     end
     if s.type ~= "STRING" and s.type ~= "INT" then fail("VALIDATION_SETTINGS_INVALID_TYPE", "settings[" .. i .. "].type must be STRING or INT") end
     -- characters, not bytes (a Cyrillic name of 300 characters is 600 bytes)
-    if chars(s.code) >= 512 or chars(s.name) >= 512 then fail("VALIDATION_SETTINGS_TOO_LONG", "settings[" .. i .. "] code/name too long") end
+    if chars(s.code) >= 512 then fail("VALIDATION_SETTINGS_CODE_TOO_LONG", 'Parameter "code" must be less than 512 characters.') end
+    if chars(s.name) >= 512 then fail("VALIDATION_SETTINGS_NAME_TOO_LONG", 'Parameter "name" must be less than 512 characters.') end
   end
   return array(list)
 end

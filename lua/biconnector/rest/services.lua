@@ -76,10 +76,12 @@ local function check_settings(self, method, settings)
     if type(s) ~= "table" then return invalid(self, method, "VALIDATION_SETTINGS_INVALID_TYPE", "%s must be a table", where) end
     for _, k in ipairs({ "code", "name" }) do
       if type(s[k]) ~= "string" or s[k] == "" then
-        return invalid(self, method, "VALIDATION_SETTINGS_REQUIRED_FIELD_MISSING", "%s.%s must be a non-empty string", where, k)
+        -- the portal's own codes (b24restdocs connector-add.md, "Possible Error Codes")
+        return invalid(self, method, "VALIDATION_SETTINGS_MISSING_REQUIRED_FIELDS", "%s.%s must be a non-empty string", where, k)
       end
       if names.length(s[k]) >= 512 then
-        return invalid(self, method, "VALIDATION_SETTINGS_TOO_LONG", "%s.%s must be shorter than 512 characters (has %d)", where, k, names.length(s[k]))
+        return invalid(self, method, "VALIDATION_SETTINGS_" .. k:upper() .. "_TOO_LONG",
+          "%s.%s must be shorter than 512 characters (has %d)", where, k, names.length(s[k]))
       end
     end
     if not SETTING_TYPES[s.type] then
