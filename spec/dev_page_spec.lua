@@ -627,6 +627,21 @@ describe("the dev page in headless Chromium", function()
     assert.equals(math.type and "9007199254740993" or "9007199254740992", cells()[1][1])
   end)
 
+  it("does not show the request of the table before under a table whose description fails", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    open_table("numbers")
+    assert.matches('"table": "numbers"', text("#request-json"), 1, true)
+    click("[data-table=nodesc]")
+    wait("document.querySelector('#result-status').dataset.state === 'error'", "description refused")
+    assert.matches("^urlTableDescription: HTTP 404 · ", text("#result-status"))
+    assert.equals("nodesc", text("#table-code"))
+    assert.equals("", text("#request-json"))
+    assert.equals("", text("#request-form"))
+    click("#run")
+    assert.equals("choose at least one column", text("#result-status"))
+  end)
+
   -- The SQLite demo `make demo` serves (biconnector.sql, no Lua), as the issue asks.
   local function shop_guard()
     if guard() then return true end

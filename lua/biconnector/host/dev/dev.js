@@ -313,6 +313,10 @@
     clear(list);
     clear($("#conditions"));
     clearResult();
+    // the request of the table shown before is not this one's (until its fields come)
+    $("#request-json").textContent = "";
+    $("#request-form").textContent = "";
+    $("#filter-note").textContent = "";
     const heading = $("#table-h");
     heading.tabIndex = -1;
     heading.focus();
