@@ -642,6 +642,20 @@ describe("the dev page in headless Chromium", function()
     assert.equals("choose at least one column", text("#result-status"))
   end)
 
+  it("keeps a right-to-left override in a code from reversing the text shown after it", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    open_table("rtl\u{202E}")
+    -- "abc", the title after the code in the heading, reads left to right: a left of c
+    assert.is_true(eval([[(() => {
+      const t = document.querySelector('#table-title').firstChild, r = document.createRange();
+      r.setStart(t, 0); r.setEnd(t, 1);
+      const a = r.getBoundingClientRect().left;
+      r.setStart(t, 2); r.setEnd(t, 3);
+      return a < r.getBoundingClientRect().left;
+    })()]]), "the title is shown reversed")
+  end)
+
   -- The SQLite demo `make demo` serves (biconnector.sql, no Lua), as the issue asks.
   local function shop_guard()
     if guard() then return true end

@@ -390,7 +390,8 @@
   function addCondition(preset) {
     const li = $("#condition-template").content.firstElementChild.cloneNode(true);
     const fieldSelect = li.querySelector(".c-field");
-    for (const f of state.fields) fieldSelect.appendChild(el("option", { value: f.code }, f.code + " (" + f.type + ")"));
+    // the code between U+2068 and U+2069 (an isolate): an override in it stays in it
+    for (const f of state.fields) fieldSelect.appendChild(el("option", { value: f.code }, "\u2068" + f.code + "\u2069 (" + f.type + ")"));
     fillOps(li.querySelector(".c-op"));
     if (preset) {
       if (preset.field) fieldSelect.value = preset.field;
