@@ -572,6 +572,24 @@ describe("the dev page in headless Chromium", function()
     assert.same({}, console_problems())
   end)
 
+  it("shows the first 1000 rows of a longer answer, their numbers as the answer wrote them", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    open_table("many")
+    set("#limit", "")
+    assert.equals("done", run_preview())
+    assert.matches("^HTTP 200 · 1200 rows · %d+ bytes · %d+ ms %(showing the first 1000%)$", text("#result-status"))
+    local direct = assert(S.request(hostile.port, "POST", "/data", text("#request-form"), FORM))
+    local ids = {}
+    for id in direct.body:gmatch("%[(%d+),") do ids[#ids + 1] = id end
+    assert.equals(1200, #ids)
+    local page = cells()
+    assert.equals(1000, #page)
+    if math.type then assert.equals("9007199254740993", ids[1000]) end
+    assert.same({ ids[1000], "a,b]}\"[{" }, page[1000])
+    assert.same({ "1", "a,b]}\"[{" }, page[1])
+  end)
+
   it("takes field codes such as __proto__, constructor and toString as codes like any other", function()
     if guard() then return end
     open(dev_link(hostile))

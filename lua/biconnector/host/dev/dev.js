@@ -516,10 +516,35 @@
     toJSON() { return typeof JSON.rawJSON === "function" ? JSON.rawJSON(this.text) : this.value; }
   }
   function exactNumbers(key, value, context) {
-    if (typeof value === "number" && context && typeof context.source === "string") {
+    // an object only where the text differs from what the double prints
+    if (typeof value === "number" && context && typeof context.source === "string" &&
+        context.source !== String(value)) {
       return new ExactNumber(value, context.source);
     }
     return value;
+  }
+
+  // The text of a JSON array cut after its first n elements, closed again: the
+  // rows shown are read with exactNumbers from it alone (a reviver over a
+  // million rows costs seconds and memory). The whole text when it is shorter.
+  function firstElements(text, n) {
+    let depth = 0, inString = false, count = 0;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (inString) {
+        if (c === 0x5c) i++; // backslash: the next character is escaped
+        else if (c === 0x22) inString = false;
+      } else if (c === 0x22) {
+        inString = true;
+      } else if (c === 0x5b || c === 0x7b) {
+        depth++;
+      } else if (c === 0x5d || c === 0x7d) {
+        depth--;
+      } else if (c === 0x2c && depth === 1 && ++count === n) {
+        return text.slice(0, i) + "]";
+      }
+    }
+    return text;
   }
 
   function cellKind(v) {
@@ -565,13 +590,16 @@
       showError("urlData: " + describeFailure(r), r.text);
       return;
     }
-    const parsed = parseJson(r.text, exactNumbers);
+    const parsed = parseJson(r.text);
     if (!Array.isArray(parsed.value) || !Array.isArray(parsed.value[0])) {
       showError("urlData: HTTP 200 but the answer is not a JSON array of arrays (" + (parsed.error || "") + ")", r.text);
       return;
     }
     const rows = parsed.value;
-    const header = rows[0];
+    // the header and the rows shown, with each number as the answer wrote it
+    const exact = parseJson(firstElements(r.text, MAX_ROWS_SHOWN + 1), exactNumbers).value;
+    const shownRows = Array.isArray(exact) && exact.length === Math.min(rows.length, MAX_ROWS_SHOWN + 1) ? exact : rows;
+    const header = shownRows[0];
     const types = dict();
     for (const f of state.fields) types[f.code] = f.type;
     const headRow = el("tr");
@@ -588,7 +616,7 @@
     const frag = document.createDocumentFragment();
     for (let i = 1; i <= shown; i++) {
       const tr = el("tr");
-      const row = Array.isArray(rows[i]) ? rows[i] : [rows[i]];
+      const row = Array.isArray(shownRows[i]) ? shownRows[i] : [shownRows[i]];
       row.forEach((v) => tr.appendChild(el("td", { class: cellKind(v) }, cellText(v))));
       frag.appendChild(tr);
     }
