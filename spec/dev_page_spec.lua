@@ -477,6 +477,21 @@ describe("the dev page in headless Chromium", function()
     assert.matches("^urlData: HTTP 400 · ", text("#result-status"))
   end)
 
+  it("refuses a limit typed that is not a number instead of sending no limit", function()
+    if guard() then return end
+    open(dev_link(demo))
+    open_table("deals")
+    eval("(e => { e.value = ''; e.focus(); })(document.querySelector('#limit'))")
+    browser:send("Input.insertText", { text = "1e" }) -- the box reads "", with validity.badInput
+    assert.equals("limit must be a whole number of 0 or more", text("#filter-note"))
+    assert.equals("error", run_preview())
+    assert.equals("limit must be a whole number of 0 or more", text("#result-status"))
+    assert.equals(0, eval("document.querySelectorAll('#rows tr').length"))
+    set("#limit", "3")
+    assert.equals("done", run_preview())
+    assert.equals("3", eval("document.querySelector('#result-status').dataset.rows"))
+  end)
+
   it("Verify runs the verify checks and reads back all passed", function()
     if guard() then return end
     open(dev_link(demo))

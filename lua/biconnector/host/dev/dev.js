@@ -466,6 +466,8 @@
     if (f.error) return { error: f.error };
     if (f.filter !== undefined) req.filter = f.filter;
     const limitText = $("#limit").value.trim();
+    // a number box gives "" for text it cannot read ("1e", "--1"): not "no limit"
+    if ($("#limit").validity.badInput) return { error: "limit must be a whole number of 0 or more" };
     if (limitText !== "") {
       const limit = Number(limitText);
       if (!Number.isInteger(limit) || limit < 0) return { error: "limit must be a whole number of 0 or more" };
