@@ -630,6 +630,7 @@ describe("the dev page in headless Chromium", function()
     assert.is_true(eval("(l => [...l.querySelectorAll('button')].every(b => b.scrollWidth <= l.clientWidth))"
       .. "(document.querySelector('#tables'))"), "a table button wider than the list")
     open_table("long")
+    click("#add-condition") -- its field select names the code
     assert.equals("done", run_preview())
     assert.is_true(eval("document.documentElement.scrollWidth <= 1280"),
       "page width " .. tostring(eval("document.documentElement.scrollWidth")))
@@ -771,6 +772,13 @@ describe("the dev page in headless Chromium", function()
     assert.equals("done", run_preview())
     assert.is_true(eval("document.documentElement.scrollWidth <= 420"),
       "page width " .. tostring(eval("document.documentElement.scrollWidth")))
+    -- and a code of 3000 characters: in the fields, a condition, the rows and the request shown
+    open(dev_link(hostile))
+    open_table("long")
+    click("#add-condition")
+    assert.equals("done", run_preview())
+    local width = eval("document.documentElement.scrollWidth")
     browser:send("Emulation.clearDeviceMetricsOverride")
+    assert.is_true(width <= 420, "page width with a long code " .. tostring(width))
   end)
 end)
