@@ -10,6 +10,7 @@ local H = require "sql_helpers"
 
 local DEMO = "examples/demo/connector.lua"
 local HOSTILE = "spec/fixtures/dev/hostile_connector.lua"
+local SLOW_CHECK = "spec/fixtures/dev/slow_check_connector.lua"
 -- The servers run with --timeout 10: no answer of theirs can take longer, and
 -- every wait on the page below is bounded by it.
 local TIMEOUT = 10
@@ -256,7 +257,7 @@ describe("biconnector serve --dev --workers 2 --prefix /bi", function()
 end)
 
 describe("the dev page in headless Chromium", function()
-  local skip, browser, demo, hostile, shop, shop_db, shop_dir
+  local skip, browser, demo, hostile, slow_check, shop, shop_db, shop_dir
 
   setup(function()
     local ok, why = CDP.available()
@@ -267,6 +268,8 @@ describe("the dev page in headless Chromium", function()
     end
     demo = start_server(DEMO, { BICONNECTOR_SETTING_TOKEN = "demo-token", BIC_DEMO_ROWS = "100" }, { "--dev" })
     hostile = start_server(HOSTILE, nil, { "--dev" })
+    -- workers to spare: a slow check blocks the one that runs it
+    slow_check = start_server(SLOW_CHECK, nil, { "--dev", "--workers", "6" })
     if H.have_sqlite3("the dev page over the SQLite demo") then
       shop_dir = H.tmpdir()
       shop_db = H.sample(shop_dir)
@@ -282,6 +285,7 @@ describe("the dev page in headless Chromium", function()
     if browser then browser:close() end
     S.stop(demo)
     S.stop(hostile)
+    S.stop(slow_check)
     S.stop(shop)
     H.rmdir(shop_dir)
   end)
@@ -688,6 +692,19 @@ describe("the dev page in headless Chromium", function()
       r.setStart(t, 2); r.setEnd(t, 3);
       return a < r.getBoundingClientRect().left;
     })()]]), "the title is shown reversed")
+  end)
+
+  it("shows the check of the last Connect, not a slower answer for the settings before", function()
+    if guard() then return end
+    open(("http://127.0.0.1:%d/#key=fast"):format(slow_check.port))
+    set("#settings-fields input", "slow")
+    click("#connect")
+    set("#settings-fields input", "deny")
+    click("#connect")
+    wait("document.querySelector('#check-status').dataset.state === 'error'", "check refused")
+    require("socket").sleep(2.5) -- the answer for "slow" has come meanwhile
+    assert.matches("^urlCheck: HTTP 403 · ", text("#check-status"))
+    assert.matches("^urlTableList: HTTP 403 · ", text("#tables-status"))
   end)
 
   -- The SQLite demo `make demo` serves (biconnector.sql, no Lua), as the issue asks.

@@ -129,7 +129,7 @@
     settings: dict(), // code -> value
     table: null, // {code, title}
     fields: [], // [{code, name, type}]
-    seq: { tables: 0, table: 0, data: 0 },
+    seq: { check: 0, tables: 0, table: 0, data: 0 },
   };
 
   function connection() {
@@ -243,16 +243,20 @@
   }
 
   async function check() {
+    const seq = ++state.seq.check; // an answer for the settings of an earlier Connect is dropped
     const node = $("#check-status");
     setStatus(node, "busy", "Checking...");
+    let r;
     try {
-      const r = await post(state.info.endpoints.check, { connection: connection() });
-      if (r.cut) setStatus(node, "error", describeCut("urlCheck", r));
-      else if (r.status === 200) setStatus(node, "done", "urlCheck: 200 OK (" + r.ms.toFixed(0) + " ms)");
-      else setStatus(node, "error", "urlCheck: " + describeFailure(r) + ": " + r.text);
+      r = await post(state.info.endpoints.check, { connection: connection() });
     } catch (e) {
-      setStatus(node, "error", "urlCheck: no answer (" + e.message + ")");
+      if (seq === state.seq.check) setStatus(node, "error", "urlCheck: no answer (" + e.message + ")");
+      return;
     }
+    if (seq !== state.seq.check) return;
+    if (r.cut) setStatus(node, "error", describeCut("urlCheck", r));
+    else if (r.status === 200) setStatus(node, "done", "urlCheck: 200 OK (" + r.ms.toFixed(0) + " ms)");
+    else setStatus(node, "error", "urlCheck: " + describeFailure(r) + ": " + r.text);
   }
 
   // ------------------------------------------------------------ tables
