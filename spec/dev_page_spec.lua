@@ -10,6 +10,7 @@ local H = require "sql_helpers"
 
 local DEMO = "examples/demo/connector.lua"
 local HOSTILE = "spec/fixtures/dev/hostile_connector.lua"
+local SLOW_CHECK = "spec/fixtures/dev/slow_check_connector.lua"
 -- The servers run with --timeout 10: no answer of theirs can take longer, and
 -- every wait on the page below is bounded by it.
 local TIMEOUT = 10
@@ -256,7 +257,7 @@ describe("biconnector serve --dev --workers 2 --prefix /bi", function()
 end)
 
 describe("the dev page in headless Chromium", function()
-  local skip, browser, demo, hostile, shop, shop_db, shop_dir
+  local skip, browser, demo, hostile, slow_check, shop, shop_db, shop_dir
 
   setup(function()
     local ok, why = CDP.available()
@@ -267,17 +268,24 @@ describe("the dev page in headless Chromium", function()
     end
     demo = start_server(DEMO, { BICONNECTOR_SETTING_TOKEN = "demo-token", BIC_DEMO_ROWS = "100" }, { "--dev" })
     hostile = start_server(HOSTILE, nil, { "--dev" })
+    -- workers to spare: a slow check blocks the one that runs it
+    slow_check = start_server(SLOW_CHECK, nil, { "--dev", "--workers", "6" })
     if H.have_sqlite3("the dev page over the SQLite demo") then
       shop_dir = H.tmpdir()
       shop_db = H.sample(shop_dir)
       shop = start_server("sqlite://" .. shop_db, { BICONNECTOR_TOKEN = "demo-token" }, { "--dev" })
     end
     browser = assert(CDP.start({ window = "1280,800" }))
+    -- the console's errors and warnings (Log: the browser's own, e.g. a failed
+    -- load; Runtime: exceptions and console.error) come as events from now on
+    browser:send("Log.enable")
+    browser:send("Runtime.enable")
   end)
   teardown(function()
     if browser then browser:close() end
     S.stop(demo)
     S.stop(hostile)
+    S.stop(slow_check)
     S.stop(shop)
     H.rmdir(shop_dir)
   end)
@@ -316,6 +324,24 @@ describe("the dev page in headless Chromium", function()
     return wait("(s => s.dataset.state === 'done' || s.dataset.state === 'error')"
       .. "(document.querySelector('#result-status'))"
       .. " && document.querySelector('#result-status').dataset.state", "preview")
+  end
+  -- The errors and warnings on the console since the last navigation, as text.
+  local function console_problems()
+    require("socket").sleep(0.3) -- late loads (the icon) report after the load event
+    eval("0") -- reads the events that came meanwhile
+    local out = {}
+    for _, e in ipairs(browser.events) do
+      local p = e.params or {}
+      if e.method == "Log.entryAdded" and (p.entry.level == "error" or p.entry.level == "warning") then
+        out[#out + 1] = p.entry.level .. ": " .. tostring(p.entry.text) .. " " .. tostring(p.entry.url)
+      elseif e.method == "Runtime.exceptionThrown" then
+        out[#out + 1] = "exception: " .. tostring(p.exceptionDetails.exception and
+          p.exceptionDetails.exception.description or p.exceptionDetails.text)
+      elseif e.method == "Runtime.consoleAPICalled" and (p.type == "error" or p.type == "warning") then
+        out[#out + 1] = "console." .. p.type .. ": " .. cjson.encode(p.args)
+      end
+    end
+    return out
   end
   local function guard()
     if skip then
@@ -455,6 +481,21 @@ describe("the dev page in headless Chromium", function()
     assert.matches("^urlData: HTTP 400 · ", text("#result-status"))
   end)
 
+  it("refuses a limit typed that is not a number instead of sending no limit", function()
+    if guard() then return end
+    open(dev_link(demo))
+    open_table("deals")
+    eval("(e => { e.value = ''; e.focus(); })(document.querySelector('#limit'))")
+    browser:send("Input.insertText", { text = "1e" }) -- the box reads "", with validity.badInput
+    assert.equals("limit must be a whole number of 0 or more", text("#filter-note"))
+    assert.equals("error", run_preview())
+    assert.equals("limit must be a whole number of 0 or more", text("#result-status"))
+    assert.equals(0, eval("document.querySelectorAll('#rows tr').length"))
+    set("#limit", "3")
+    assert.equals("done", run_preview())
+    assert.equals("3", eval("document.querySelector('#result-status').dataset.rows"))
+  end)
+
   it("Verify runs the verify checks and reads back all passed", function()
     if guard() then return end
     open(dev_link(demo))
@@ -523,6 +564,147 @@ describe("the dev page in headless Chromium", function()
     assert.equals(0, eval("document.querySelectorAll('main img, main script, main b, main i').length"))
     assert.equals(0, eval("[...document.querySelectorAll('#rows td')].filter(td => td.children.length > 0).length"))
     assert.equals("undefined", eval("typeof window.__pwned"))
+  end)
+
+  it("leaves the console free of errors: loading, a table, a preview, Verify", function()
+    if guard() then return end
+    open(dev_link(demo))
+    open_table("deals")
+    assert.equals("done", run_preview())
+    click("#verify")
+    wait("document.querySelector('#verify-summary').dataset.state === 'done'", "verify")
+    -- no favicon.ico asked of the connector (its 404 was an error on every load)
+    assert.same({}, console_problems())
+    assert.is_nil(S.stderr(demo):find("favicon", 1, true))
+  end)
+
+  it("shows the numbers of the answer as it wrote them, not as a double reads them", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    open_table("numbers")
+    assert.equals("done", run_preview())
+    local direct = assert(S.request(hostile.port, "POST", "/data", text("#request-form"), FORM))
+    local id, d = direct.body:match("^%[%[\"id\",\"d\"%],%[(%d+),([^%]]+)%]%]$")
+    -- Lua 5.4 writes the integer 2^53 + 1; LuaJIT's numbers are doubles (2^53 + 1 reads as 2^53)
+    if math.type then assert.equals("9007199254740993", id) end
+    assert.same({ { id, d } }, cells())
+    assert.same({}, console_problems())
+  end)
+
+  it("shows the first 1000 rows of a longer answer, their numbers as the answer wrote them", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    open_table("many")
+    set("#limit", "")
+    assert.equals("done", run_preview())
+    assert.matches("^HTTP 200 · 1200 rows · %d+ bytes · %d+ ms %(showing the first 1000%)$", text("#result-status"))
+    local direct = assert(S.request(hostile.port, "POST", "/data", text("#request-form"), FORM))
+    local ids = {}
+    for id in direct.body:gmatch("%[(%d+),") do ids[#ids + 1] = id end
+    assert.equals(1200, #ids)
+    local page = cells()
+    assert.equals(1000, #page)
+    if math.type then assert.equals("9007199254740993", ids[1000]) end
+    assert.same({ ids[1000], "a,b]}\"[{" }, page[1000])
+    assert.same({ "1", "a,b]}\"[{" }, page[1])
+  end)
+
+  it("takes field codes such as __proto__, constructor and toString as codes like any other", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    open_table("proto")
+    assert.equals("done", run_preview())
+    assert.same({ { "__proto__", "int" }, { "constructor", "string" }, { "toString", "string" } }, header())
+    click("input[name=style][value=B]")
+    eval("window.biconnectorDev.addCondition({ field: 'constructor', op: '=', value: 'c' })")
+    eval("window.biconnectorDev.addCondition({ field: '__proto__', op: '>=', value: '1' })")
+    assert.equals("Style B has no groups: the conditions are ANDed.", text("#filter-note"))
+    local req = assert(json.decode(text("#request-json")))
+    assert.same({ constructor = { operator = "=", value = "c" }, ["__proto__"] = { operator = ">=", value = "1" } },
+      req.filter)
+    assert.equals(form.encode(req), text("#request-form"))
+    assert.equals("done", run_preview())
+    assert.same({ { "1", "c", "t" } }, cells())
+  end)
+
+  it("wraps a code, title or name of 3000 characters instead of widening the page or the table list", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    -- the list's other buttons stay as wide as the list
+    assert.is_true(eval("(l => [...l.querySelectorAll('button')].every(b => b.scrollWidth <= l.clientWidth))"
+      .. "(document.querySelector('#tables'))"), "a table button wider than the list")
+    open_table("long")
+    click("#add-condition") -- its field select names the code
+    assert.equals("done", run_preview())
+    assert.is_true(eval("document.documentElement.scrollWidth <= 1280"),
+      "page width " .. tostring(eval("document.documentElement.scrollWidth")))
+  end)
+
+  it("says an answer broke off when the connector fails after its rows began", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    open_table("midfail")
+    set("#limit", "")
+    assert.equals("error", run_preview())
+    assert.matches("^urlData: HTTP 200 but the answer broke off before its end %(.+%): the connector failed while "
+      .. "sending it; see the server log$", text("#result-status"))
+    assert.equals(0, eval("document.querySelectorAll('#rows tr').length"))
+  end)
+
+  it("drops the answer of a preview still under way when another table is opened", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    open_table("slow")
+    click("#run")
+    open_table("numbers")
+    -- the slow answer (2 s) comes while numbers is shown: it is not shown as numbers' rows
+    require("socket").sleep(2.5)
+    assert.equals("numbers", text("#table-code"))
+    assert.equals(0, eval("document.querySelectorAll('#rows tr').length"))
+    assert.equals("done", run_preview())
+    assert.equals(math.type and "9007199254740993" or "9007199254740992", cells()[1][1])
+  end)
+
+  it("does not show the request of the table before under a table whose description fails", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    open_table("numbers")
+    assert.matches('"table": "numbers"', text("#request-json"), 1, true)
+    click("[data-table=nodesc]")
+    wait("document.querySelector('#result-status').dataset.state === 'error'", "description refused")
+    assert.matches("^urlTableDescription: HTTP 404 · ", text("#result-status"))
+    assert.equals("nodesc", text("#table-code"))
+    assert.equals("", text("#request-json"))
+    assert.equals("", text("#request-form"))
+    click("#run")
+    assert.equals("choose at least one column", text("#result-status"))
+  end)
+
+  it("keeps a right-to-left override in a code from reversing the text shown after it", function()
+    if guard() then return end
+    open(dev_link(hostile))
+    open_table("rtl\u{202E}")
+    -- "abc", the title after the code in the heading, reads left to right: a left of c
+    assert.is_true(eval([[(() => {
+      const t = document.querySelector('#table-title').firstChild, r = document.createRange();
+      r.setStart(t, 0); r.setEnd(t, 1);
+      const a = r.getBoundingClientRect().left;
+      r.setStart(t, 2); r.setEnd(t, 3);
+      return a < r.getBoundingClientRect().left;
+    })()]]), "the title is shown reversed")
+  end)
+
+  it("shows the check of the last Connect, not a slower answer for the settings before", function()
+    if guard() then return end
+    open(("http://127.0.0.1:%d/#key=fast"):format(slow_check.port))
+    set("#settings-fields input", "slow")
+    click("#connect")
+    set("#settings-fields input", "deny")
+    click("#connect")
+    wait("document.querySelector('#check-status').dataset.state === 'error'", "check refused")
+    require("socket").sleep(2.5) -- the answer for "slow" has come meanwhile
+    assert.matches("^urlCheck: HTTP 403 · ", text("#check-status"))
+    assert.matches("^urlTableList: HTTP 403 · ", text("#tables-status"))
   end)
 
   -- The SQLite demo `make demo` serves (biconnector.sql, no Lua), as the issue asks.
@@ -607,6 +789,13 @@ describe("the dev page in headless Chromium", function()
     assert.equals("done", run_preview())
     assert.is_true(eval("document.documentElement.scrollWidth <= 420"),
       "page width " .. tostring(eval("document.documentElement.scrollWidth")))
+    -- and a code of 3000 characters: in the fields, a condition, the rows and the request shown
+    open(dev_link(hostile))
+    open_table("long")
+    click("#add-condition")
+    assert.equals("done", run_preview())
+    local width = eval("document.documentElement.scrollWidth")
     browser:send("Emulation.clearDeviceMetricsOverride")
+    assert.is_true(width <= 420, "page width with a long code " .. tostring(width))
   end)
 end)

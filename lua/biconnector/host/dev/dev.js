@@ -120,16 +120,20 @@
 
   // ------------------------------------------------------------ state
 
+  // Objects keyed by codes the connector chose: no prototype, so that a code
+  // such as __proto__, constructor or toString is a key like any other.
+  const dict = () => Object.create(null);
+
   const state = {
     info: null,
-    settings: {}, // code -> value
+    settings: dict(), // code -> value
     table: null, // {code, title}
     fields: [], // [{code, name, type}]
-    seq: { tables: 0, table: 0, data: 0 },
+    seq: { check: 0, tables: 0, table: 0, data: 0 },
   };
 
   function connection() {
-    const c = {};
+    const c = dict();
     for (const s of state.info.settings) c[s.code] = state.settings[s.code] || "";
     return c;
   }
@@ -143,15 +147,29 @@
       headers: { "Content-Type": asJson ? "application/json" : "application/x-www-form-urlencoded" },
       body: asJson ? JSON.stringify(obj) : formEncode(obj),
     });
-    const buf = await res.arrayBuffer();
+    let buf;
+    try {
+      buf = await res.arrayBuffer();
+    } catch (e) {
+      // the status and headers came, then the answer broke off (e.g. the
+      // connector failed while streaming rows): not "no answer"
+      const ms = performance.now() - started;
+      return { status: res.status, text: "", bytes: 0, ms, cut: e.message };
+    }
     const ms = performance.now() - started;
     const text = new TextDecoder().decode(buf);
     return { status: res.status, text, bytes: buf.byteLength, ms };
   }
 
-  function parseJson(text) {
+  // The line for an answer that broke off after its status.
+  function describeCut(name, r) {
+    return name + ": HTTP " + r.status + " but the answer broke off before its end (" + r.cut + ", after " +
+      r.ms.toFixed(0) + " ms): the connector failed while sending it; see the server log";
+  }
+
+  function parseJson(text, reviver) {
     try {
-      return { value: JSON.parse(text) };
+      return { value: JSON.parse(text, reviver) };
     } catch (e) {
       return { error: e.message };
     }
@@ -225,15 +243,20 @@
   }
 
   async function check() {
+    const seq = ++state.seq.check; // an answer for the settings of an earlier Connect is dropped
     const node = $("#check-status");
     setStatus(node, "busy", "Checking...");
+    let r;
     try {
-      const r = await post(state.info.endpoints.check, { connection: connection() });
-      if (r.status === 200) setStatus(node, "done", "urlCheck: 200 OK (" + r.ms.toFixed(0) + " ms)");
-      else setStatus(node, "error", "urlCheck: " + describeFailure(r) + ": " + r.text);
+      r = await post(state.info.endpoints.check, { connection: connection() });
     } catch (e) {
-      setStatus(node, "error", "urlCheck: no answer (" + e.message + ")");
+      if (seq === state.seq.check) setStatus(node, "error", "urlCheck: no answer (" + e.message + ")");
+      return;
     }
+    if (seq !== state.seq.check) return;
+    if (r.cut) setStatus(node, "error", describeCut("urlCheck", r));
+    else if (r.status === 200) setStatus(node, "done", "urlCheck: 200 OK (" + r.ms.toFixed(0) + " ms)");
+    else setStatus(node, "error", "urlCheck: " + describeFailure(r) + ": " + r.text);
   }
 
   // ------------------------------------------------------------ tables
@@ -253,6 +276,10 @@
     }
     if (seq !== state.seq.tables) return; // a newer search is under way
     clear(list);
+    if (r.cut) {
+      setStatus(node, "error", describeCut("urlTableList", r));
+      return;
+    }
     if (r.status !== 200) {
       setStatus(node, "error", "urlTableList: " + describeFailure(r) + ": " + r.text);
       return;
@@ -280,6 +307,7 @@
 
   async function openTable(t) {
     const seq = ++state.seq.table;
+    state.seq.data++; // a preview still under way for the table shown before is dropped when it answers
     state.table = t;
     state.fields = [];
     $("#table-section").hidden = false;
@@ -289,6 +317,10 @@
     clear(list);
     clear($("#conditions"));
     clearResult();
+    // the request of the table shown before is not this one's (until its fields come)
+    $("#request-json").textContent = "";
+    $("#request-form").textContent = "";
+    $("#filter-note").textContent = "";
     const heading = $("#table-h");
     heading.tabIndex = -1;
     heading.focus();
@@ -300,6 +332,10 @@
       return;
     }
     if (seq !== state.seq.table) return;
+    if (r.cut) {
+      showError(describeCut("urlTableDescription", r), "");
+      return;
+    }
     if (r.status !== 200) {
       showError("urlTableDescription: " + describeFailure(r), r.text);
       return;
@@ -358,7 +394,8 @@
   function addCondition(preset) {
     const li = $("#condition-template").content.firstElementChild.cloneNode(true);
     const fieldSelect = li.querySelector(".c-field");
-    for (const f of state.fields) fieldSelect.appendChild(el("option", { value: f.code }, f.code + " (" + f.type + ")"));
+    // the code between U+2068 and U+2069 (an isolate): an override in it stays in it
+    for (const f of state.fields) fieldSelect.appendChild(el("option", { value: f.code }, "\u2068" + f.code + "\u2069 (" + f.type + ")"));
     fillOps(li.querySelector(".c-op"));
     if (preset) {
       if (preset.field) fieldSelect.value = preset.field;
@@ -393,7 +430,7 @@
     const logic = $("#logic").value;
     if (items.length === 0) return { filter: undefined, note: "" };
     if (style() === "A") {
-      const filter = {};
+      const filter = dict();
       if (logic === "OR") filter.LOGIC = "OR";
       let group = 0;
       for (const c of items) {
@@ -402,7 +439,7 @@
         if (key in filter) {
           // the same key twice: the second goes into a nested group of its own
           while (String(group) in filter) group++;
-          filter[String(group)] = { [key]: value };
+          filter[String(group)] = Object.assign(dict(), { [key]: value });
         } else {
           filter[key] = value;
         }
@@ -410,7 +447,7 @@
       return { filter, note: "Style A: each key is an operator prefix and a field code" +
         (logic === "OR" ? "; LOGIC=OR joins them." : ".") };
     }
-    const filter = {};
+    const filter = dict();
     for (const c of items) {
       if (c.field in filter) return { error: "style B holds one condition per field: " + c.field + " is used twice" };
       let cond;
@@ -433,6 +470,8 @@
     if (f.error) return { error: f.error };
     if (f.filter !== undefined) req.filter = f.filter;
     const limitText = $("#limit").value.trim();
+    // a number box gives "" for text it cannot read ("1e", "--1"): not "no limit"
+    if ($("#limit").validity.badInput) return { error: "limit must be a whole number of 0 or more" };
     if (limitText !== "") {
       const limit = Number(limitText);
       if (!Number.isInteger(limit) || limit < 0) return { error: "limit must be a whole number of 0 or more" };
@@ -476,8 +515,52 @@
     pre.hidden = body === "";
   }
 
+  // A number of the answer as its text there: 9007199254740993 or 1e+300 are
+  // shown as the connector wrote them, not as a double reads them back.
+  class ExactNumber {
+    constructor(value, text) { this.value = value; this.text = text; }
+    toJSON() { return typeof JSON.rawJSON === "function" ? JSON.rawJSON(this.text) : this.value; }
+  }
+  function exactNumbers(key, value, context) {
+    // an object only where the text differs from what the double prints
+    if (typeof value === "number" && context && typeof context.source === "string" &&
+        context.source !== String(value)) {
+      return new ExactNumber(value, context.source);
+    }
+    return value;
+  }
+
+  // The text of a JSON array cut after its first n elements, closed again: the
+  // rows shown are read with exactNumbers from it alone (a reviver over a
+  // million rows costs seconds and memory). The whole text when it is shorter.
+  function firstElements(text, n) {
+    let depth = 0, inString = false, count = 0;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (inString) {
+        if (c === 0x5c) i++; // backslash: the next character is escaped
+        else if (c === 0x22) inString = false;
+      } else if (c === 0x22) {
+        inString = true;
+      } else if (c === 0x5b || c === 0x7b) {
+        depth++;
+      } else if (c === 0x5d || c === 0x7d) {
+        depth--;
+      } else if (c === 0x2c && depth === 1 && ++count === n) {
+        return text.slice(0, i) + "]";
+      }
+    }
+    return text;
+  }
+
+  function cellKind(v) {
+    if (v === null) return "null";
+    return "v-" + (v instanceof ExactNumber ? "number" : typeof v);
+  }
+
   function cellText(v) {
     if (v === null) return "null";
+    if (v instanceof ExactNumber) return v.text;
     if (typeof v === "string") return v;
     if (typeof v === "number" || typeof v === "boolean") return String(v);
     return JSON.stringify(v);
@@ -504,6 +587,10 @@
       return;
     }
     if (seq !== state.seq.data) return;
+    if (r.cut) {
+      showError(describeCut("urlData", r), "");
+      return;
+    }
     if (r.status !== 200) {
       // the error exactly as the connector answered it
       showError("urlData: " + describeFailure(r), r.text);
@@ -515,11 +602,15 @@
       return;
     }
     const rows = parsed.value;
-    const header = rows[0];
-    const types = {};
+    // the header and the rows shown, with each number as the answer wrote it
+    const exact = parseJson(firstElements(r.text, MAX_ROWS_SHOWN + 1), exactNumbers).value;
+    const shownRows = Array.isArray(exact) && exact.length === Math.min(rows.length, MAX_ROWS_SHOWN + 1) ? exact : rows;
+    const header = shownRows[0];
+    const types = dict();
     for (const f of state.fields) types[f.code] = f.type;
     const headRow = el("tr");
     header.forEach((code) => {
+      code = cellText(code);
       const th = el("th", { scope: "col" });
       th.appendChild(el("span", { class: "h-code" }, code));
       th.appendChild(el("span", { class: "h-type type-" + (types[code] || "unknown") }, types[code] || "not described"));
@@ -531,8 +622,8 @@
     const frag = document.createDocumentFragment();
     for (let i = 1; i <= shown; i++) {
       const tr = el("tr");
-      const row = Array.isArray(rows[i]) ? rows[i] : [rows[i]];
-      row.forEach((v) => tr.appendChild(el("td", { class: v === null ? "null" : "v-" + typeof v }, cellText(v))));
+      const row = Array.isArray(shownRows[i]) ? shownRows[i] : [shownRows[i]];
+      row.forEach((v) => tr.appendChild(el("td", { class: cellKind(v) }, cellText(v))));
       frag.appendChild(tr);
     }
     body.appendChild(frag);
@@ -611,7 +702,7 @@
     $("#settings-form").addEventListener("submit", connect);
     $("#forget").addEventListener("click", () => {
       localStorage.removeItem(STORAGE_KEY);
-      state.settings = {};
+      state.settings = dict();
       renderSettings();
       setStatus($("#check-status"), "done", "Settings forgotten by this browser.");
     });
