@@ -196,6 +196,12 @@ describe("biconnector serve --dev and SIGHUP", function()
     end
     write("before")
     local h = start_server(file, nil, { "--dev" })
+    local stopped = false
+    finally(function() -- a failure below must not leave the server running
+      if not stopped then S.stop(h) end
+      os.remove(file)
+      os.remove(base)
+    end)
     local function title()
       return cjson.decode(assert(S.request(h.port, "GET", "/_dev/info")).body).title
     end
@@ -205,9 +211,8 @@ describe("biconnector serve --dev and SIGHUP", function()
     local deadline = require("socket").gettime() + TIMEOUT
     while title() ~= "after" and require("socket").gettime() < deadline do require("socket").sleep(0.05) end
     assert.equals("after", title())
+    stopped = true
     assert.equals(0, S.stop(h))
-    os.remove(file)
-    os.remove(base)
   end)
 end)
 
