@@ -79,7 +79,9 @@ local function two_answers(h, tbl, sizes, slow)
   local took = socket.gettime() - t0
   local want = rows_json(sizes)
   for i = 1, 2 do
-    local body = body_of(raw[i], "answer " .. i)
+    -- the server's log in the message: what ended an answer that came cut
+    local body = body_of(raw[i], "answer " .. i .. " (took " .. ("%.1f"):format(socket.gettime() - t0)
+      .. " s; server log: " .. S.stderr(h):sub(-2000) .. ")")
     assert.equals(#want, #body, "answer " .. i .. " has the wrong length")
     assert.is_true(body == want, "answer " .. i .. " has the wrong rows")
   end
