@@ -302,4 +302,35 @@ describe("biconnector services", function()
     assert.equal(2, received["biconnector.table.add"])
     assert.equal(1, received["biconnector.source.add"] - 1)
   end)
+
+  it("takes `result: false` from update, delete and fields.update for what it is: not done", function()
+    local cid = assert(client.connector:add(connector_fields()))
+    local sid = assert(client.source:add({ title = "x", connectorId = cid, settings = { token = "t" } }))
+    local tid = assert(client.table:add(table_fields(sid)))
+    local calls = {
+      { "biconnector.connector.update", function() return client.connector:update(cid, { title = "New" }) end },
+      { "biconnector.source.update", function() return client.source:update(sid, { title = "New" }) end },
+      { "biconnector.table.update", function() return client.table:update(tid, { description = "New" }) end },
+      { "biconnector.table.fields.update", function()
+        return client.table:fields_update(tid, { add = { { type = "int", name = "N", externalCode = "n" } } })
+      end },
+      { "biconnector.table.delete", function() return client.table:delete(tid) end },
+      { "biconnector.source.delete", function() return client.source:delete(sid) end },
+      { "biconnector.connector.delete", function() return client.connector:delete(cid) end },
+    }
+    for _, case in ipairs(calls) do
+      portal:fault({ method = case[1], kind = "result_false" })
+      local ok, err = case[2]()
+      assert.is_nil(ok, case[1])
+      assert.equal("RESULT_FALSE", err.code, case[1])
+      assert.equal(case[1], err.method)
+      assert.equal("answer", err.kind)
+      assert.is_false(err.retryable)
+      assert.truthy(err.description:find("result false", 1, true), err.description)
+    end
+    -- nothing was changed, and the same calls go through once the portal answers true
+    local st = portal:stats().state
+    assert.equal("Sales", st.connectors[key(cid)].title)
+    for _, case in ipairs(calls) do assert.is_true((case[2]()), case[1]) end
+  end)
 end)

@@ -1200,6 +1200,9 @@ local function handle_rest(req, path_rest)
       if fault.code == "expired_token" then stats.expired_answers = stats.expired_answers + 1 end
       return json_answer(fault.status or 400, { result = { error = J.object({ error = fault.code,
         error_description = fault.description or fault.code }, { "error", "error_description" }) }, time = t })
+    elseif kind == "result_false" then
+      -- `result: false` with HTTP 200 and no error: the method did nothing
+      return json_answer(200, { result = false, time = time_block(method, started) })
     elseif kind == "delay_before" then after = { sleep_before = fault.delay or 1 }
     else after = fault end
   end

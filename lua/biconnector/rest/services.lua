@@ -47,6 +47,18 @@ end
 
 local is_list = require("biconnector.connector.list").is_list
 
+-- The answer of an update, delete or fields.update: `result: true` (protocol.md
+-- 3.1). `result: false` with no error is a method that did nothing: an error,
+-- not a success the caller would build on.
+local function done(self, method, result, cerr)
+  if result == nil then return nil, cerr end
+  if result == false then
+    return nil, rest.new_error { code = "RESULT_FALSE", method = self.prefix .. method, retryable = false,
+      kind = "answer", status = 200, description = "the portal answered result false: nothing was changed" }
+  end
+  return true
+end
+
 local function check_types(self, method, fields, keys, where)
   for k, v in pairs(fields) do
     local want = keys[k]
@@ -311,8 +323,8 @@ function Service:update(id, fields, opts)
     fields, dropped = filter_connector_fields(self, "update", fields, opts)
     if not fields then return nil, dropped end
   end
-  local result, cerr = self.client:call(self.prefix .. "update", { id = id, fields = fields })
-  if result == nil then return nil, cerr end
+  local ok2, cerr = done(self, "update", self.client:call(self.prefix .. "update", { id = id, fields = fields }))
+  if not ok2 then return nil, cerr end
   return true, dropped
 end
 
@@ -366,9 +378,7 @@ end
 function Service:delete(id)
   local ok, err = check_id(self, "delete", id)
   if not ok then return nil, err end
-  local result, cerr = self.client:call(self.prefix .. "delete", { id = id })
-  if result == nil then return nil, cerr end
-  return true
+  return done(self, "delete", self.client:call(self.prefix .. "delete", { id = id }))
 end
 
 function Service:fields()
@@ -440,9 +450,7 @@ function Service:fields_update(id, changes, opts)
   end
   local params = { id = id }
   for k, v in pairs(changes) do params[k] = v end
-  local result, cerr = self.client:call(self.prefix .. "fields.update", params)
-  if result == nil then return nil, cerr end
-  return true
+  return done(self, "fields.update", self.client:call(self.prefix .. "fields.update", params))
 end
 
 return _M
