@@ -235,4 +235,37 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     assert.equals("http://127.0.0.1:9/oauth/token/",
       app.oauth_url_for(given, { server_endpoint = "https://oauth.bitrix24.tech/rest/" }))
   end)
+  it("a token store that cannot be read: an event, the status page and a callback answer 500 and say so; nothing overwritten", function()
+    local h, r = installed()
+    A.wait_log(h, "INFO registered ", 1)
+    -- the store's file holds no JSON object any more (a disk error, an editor)
+    local broken = '{"access_token": "x", trunc'
+    local f = assert(io.open(h.tokens_file, "wb"))
+    f:write(broken)
+    f:close()
+    local auth = r.sent.auth
+    -- the uninstall event carries the right application_token: the store, not the sender, is at fault
+    local res = A.post_form(h.event_url, "event=ONAPPUNINSTALL&auth[application_token]=" .. auth.application_token
+      .. "&auth[member_id]=" .. auth.member_id, cert)
+    assert.equals(500, res.status, res.body)
+    assert.matches("token store cannot be read", cjson.decode(res.body).message, 1, true)
+    local log = A.wait_log(h, "the token store cannot be read", 1)
+    assert.is_nil(log:find("event refused: wrong or missing application_token", 1, true), log)
+    -- the status page does not say "Not installed"
+    res = A.request(h.install_url, "GET", nil, nil, cert)
+    assert.equals(500, res.status, res.body)
+    assert.matches("token store cannot be read", res.body, 1, true)
+    assert.is_nil(res.body:find("Not installed", 1, true), res.body)
+    -- an installation callback does not overwrite what it cannot read
+    local again = portal:control({ action = "install", url = h.install_url })
+    assert.equals(500, again.status, again.body)
+    assert.matches("token store cannot be read", cjson.decode(again.body).message, 1, true)
+    assert.equals(broken, S.read_file(h.tokens_file))
+    -- no token in what was logged or answered
+    log = S.stderr(h)
+    for _, secret in ipairs({ auth.access_token, auth.refresh_token, auth.application_token,
+        again.sent.auth.access_token, again.sent.auth.refresh_token, again.sent.auth.application_token }) do
+      assert.is_nil(log:find(secret, 1, true), secret)
+    end
+  end)
 end)

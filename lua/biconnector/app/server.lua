@@ -207,13 +207,18 @@ end
 function _M.update(store, fn)
   local unlock, lerr = store:lock()
   if not unlock then return nil, "cannot lock the token store: " .. tostring(lerr) end
+  local read_err
   local ok, new, extra = pcall(function()
-    local state = store:get()
+    local state, gerr = store:get()
+    -- a store that holds something unreadable (or does not answer) is not an
+    -- empty one: what fn would write over it would hide the installation
+    if state == nil and gerr then read_err = gerr return nil end
     return fn(type(state) == "table" and state or {})
   end)
   local saved, serr = true, nil
   if ok and new ~= nil then saved, serr = store:set(new) end
   unlock()
+  if read_err then return nil, "the token store cannot be read: " .. tostring(read_err) end
   if not ok then return nil, tostring(new) end
   if not saved then return nil, "cannot write the token store: " .. tostring(serr) end
   return extra == nil and true or extra
@@ -338,7 +343,10 @@ function _M.store_install(cfg, state)
     return nil, 403, "this application is installed for another portal; uninstall it there first"
       .. " (or start serve with --app-rebind)", refused
   end
-  if not ok then return nil, 500, err end
+  if not ok then
+    -- the store's trouble goes to the log, not to whoever sent the callback
+    return nil, 500, tostring(err):match("^[^:]*") .. "; see the server log", { error = err }
+  end
   return true, how
 end
 
@@ -656,7 +664,13 @@ function App:event(req)
   local auth = type(params.auth) == "table" and params.auth or {}
   local event = type(params.event) == "string" and params.event:upper() or "-"
   local store = self.cfg.store
-  local state = store:get()
+  local state, serr = store:get()
+  if state == nil and serr then
+    -- not the sender's fault: a 403 would lose the uninstall and blame the portal
+    self.log("error", "event not handled: the token store cannot be read", { event = event:sub(1, 64), error = serr,
+      remote = req.remote })
+    return refusal(500, "the token store cannot be read; see the server log")
+  end
   local genuine = installed(state) and same_secret(auth.application_token, state.application_token)
     and auth.member_id == state.member_id
   local waited = 0
@@ -706,7 +720,13 @@ function App:handle(req)
   if not which then return nil end
   local ok, s, h, b, after = pcall(function()
     if which == "install" and (req.method == "GET" or req.method == "HEAD") then
-      local state = self.cfg.store:get()
+      local state, serr = self.cfg.store:get()
+      if state == nil and serr then
+        -- "Not installed" would be a wrong answer: the store cannot tell
+        self.log("error", "the token store cannot be read", { error = serr, path = req.path })
+        return 500, HTML_TYPE, "<!doctype html><meta charset=\"utf-8\"><title>biconnector application</title>"
+          .. "<h1>biconnector application</h1><p>The token store cannot be read: the server log says why.</p>"
+      end
       state = type(state) == "table" and state or {}
       if req.query and req.query.code then return self:login_redirect(req, state) end
       return 200, HTML_TYPE, self:page(state)
