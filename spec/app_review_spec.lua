@@ -268,4 +268,22 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
       assert.is_nil(log:find(secret, 1, true), secret)
     end
   end)
+  it("an installation callback whose event is no single value is refused without a Lua value in the answer", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal })
+    finally(function() S.stop(h) end)
+    local base = "auth[access_token]=acc3arr&auth[refresh_token]=ref3arr&auth[domain]=example.bitrix24.com"
+      .. "&auth[client_endpoint]=https%3A%2F%2Fexample.bitrix24.com%2Frest%2F&auth[member_id]=m3arr&auth[application_token]=app3arr"
+    for _, ev in ipairs({ "event[]=ONAPPINSTALL", "event[x]=ONAPPINSTALL&event[y]=1" }) do
+      local res = A.post_form(h.install_url, base .. "&" .. ev, cert)
+      assert.equals(400, res.status, res.body)
+      local msg = cjson.decode(res.body).message
+      assert.matches("event is not a single value", msg, 1, true)
+      assert.is_nil(msg:find("table:", 1, true), msg)
+    end
+    local res = A.request(h.install_url, "POST", '{"event":["ONAPPINSTALL"],"auth":{}}', { ["Content-Type"] = "application/json" }, cert)
+    assert.equals(400, res.status, res.body)
+    assert.is_nil(res.body:find("table:", 1, true), res.body)
+    assert.is_nil(S.stderr(h):find("table: 0x", 1, true))
+    assert.is_nil(A.read_json(h.tokens_file))
+  end)
 end)

@@ -231,6 +231,10 @@ end
 function _M.check_install(params, cfg, now)
   if type(params) ~= "table" then return nil, 400, "not an installation callback: no form fields" end
   local event = params.event
+  if type(event) == "table" or type(event) == "boolean" or event == json.null then
+    -- (its text would be a Lua value, "table: 0x...", in the answer)
+    return nil, 400, "the installation path takes the ONAPPINSTALL callback: its event is not a single value"
+  end
   if event ~= nil and (type(event) ~= "string" or event:upper() ~= "ONAPPINSTALL") then
     return nil, 400, "the installation path takes the ONAPPINSTALL callback, not " .. logline.quote(tostring(event)):sub(1, 64)
   end
