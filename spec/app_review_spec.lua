@@ -286,4 +286,32 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     assert.is_nil(S.stderr(h):find("table: 0x", 1, true))
     assert.is_nil(A.read_json(h.tokens_file))
   end)
+  it("call/register with a token store that holds no installation say what it holds instead (uninstalled, unreadable)", function()
+    local call = require "biconnector.cli.call"
+    local tdir = A.tmpdir()
+    finally(function() os.execute("rm -rf " .. tdir) end)
+    local path = tdir .. "/tokens.json"
+    local function message(text)
+      if text then
+        local f = assert(io.open(path, "wb"))
+        f:write(text)
+        f:close()
+      end
+      local env = { BITRIX24_TOKENS_FILE = path }
+      local o, err = call.options_from_env(function(k) return env[k] end)
+      assert.is_nil(o)
+      return err
+    end
+    -- after ONAPPUNINSTALL the store keeps the portal and the time only
+    local msg = message('{"portal":"example.bitrix24.com","member_id":"m1","uninstalled_at":1796680000}')
+    assert.matches("the token store (file " .. path .. ") holds no tokens: the application was uninstalled from"
+      .. " example.bitrix24.com at 2026-12-07 ", msg, 1, true)
+    assert.matches("reinstall it", msg, 1, true)
+    msg = message('{"access_token": "x", trunc')
+    assert.matches("the token store (file " .. path .. ") cannot be read: " .. path .. " holds no JSON object", msg, 1, true)
+    os.remove(path)
+    msg = message()
+    assert.matches("the token store (file " .. path .. ") holds no tokens", msg, 1, true)
+    assert.matches("set BITRIX24_WEBHOOK", msg, 1, true)
+  end)
 end)

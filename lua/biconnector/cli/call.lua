@@ -57,14 +57,26 @@ function _M.options_from_env(getenv, warn)
   end
   local store, serr = tokens.from_env(getenv)
   if serr and not store then return nil, serr end
-  local held = store and store:get()
+  local held, herr
+  if store then held, herr = store:get() end
   held = type(held) == "table" and held or {}
   o.portal = getenv("BITRIX24_PORTAL")
   -- an application installed through `serve --app` keeps its portal beside the tokens
   if not o.portal and held.access_token and type(held.client_endpoint) == "string" then o.client_endpoint = held.client_endpoint end
   if not o.portal and not o.client_endpoint then
-    return nil, "set BITRIX24_WEBHOOK, or BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN"
-      .. " (or BITRIX24_TOKENS_FILE / BITRIX24_TOKENS_REDIS holding an installed application's tokens)"
+    local how = "set BITRIX24_WEBHOOK, or BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN"
+    if not store then
+      return nil, how .. " (or BITRIX24_TOKENS_FILE / BITRIX24_TOKENS_REDIS holding an installed application's tokens)"
+    end
+    -- the store is named: say what it holds instead of the tokens
+    local what = "the token store (" .. tostring(serr) .. ")"
+    if herr then return nil, what .. " cannot be read: " .. tostring(herr) end
+    if held.uninstalled_at then
+      return nil, ("%s holds no tokens: the application was uninstalled from %s at %s; reinstall it (or run"
+        .. " `biconnector login`), or %s"):format(what, tostring(held.portal or "?"),
+        os.date("!%Y-%m-%d %H:%M UTC", tonumber(held.uninstalled_at) or 0), how)
+    end
+    return nil, what .. " holds no tokens (the application's installation or `biconnector login` stores them); or " .. how
   end
   o.access_token = getenv("BITRIX24_ACCESS_TOKEN")
   o.refresh_token = getenv("BITRIX24_REFRESH_TOKEN")
