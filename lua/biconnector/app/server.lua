@@ -118,6 +118,22 @@ end
 
 ---------------------------------------------------------------- configuration
 
+-- BITRIX24_CA_FILE: a CA for the portal and the OAuth server. Empty is none (a
+-- unit's environment file may say BITRIX24_CA_FILE=); a file that cannot be read
+-- is said at start, not by every registration attempt. -> path | nil | nil, message
+function _M.ca_file(getenv)
+  local path = (getenv or os.getenv)("BITRIX24_CA_FILE")
+  if path == nil or path == "" then return nil end
+  local f, err = io.open(path, "rb")
+  if not f then
+    local why = tostring(err)
+    if why:sub(1, #path + 2) == path .. ": " then why = why:sub(#path + 3) end -- (io.open names the path too)
+    return nil, format("BITRIX24_CA_FILE %s cannot be read: %s", path, why)
+  end
+  f:close()
+  return path
+end
+
 -- The application's settings from serve's options and the environment:
 -- -> cfg | nil, message. The client secret is not read here (credentials()).
 function _M.config(o, getenv)
@@ -144,6 +160,8 @@ function _M.config(o, getenv)
   local oauth_url, oerr = rest.oauth_url(getenv("BITRIX24_OAUTH_URL"), "BITRIX24_OAUTH_URL")
   if not oauth_url then return nil, oerr end
   local oauth_url_given = (getenv("BITRIX24_OAUTH_URL") or "") ~= ""
+  local ca_file, cerr = _M.ca_file(getenv)
+  if cerr then return nil, cerr end
   local prefix = o.prefix or ""
   local at = base .. address.url_path(prefix) -- the requests' paths come decoded and match prefix as given
   return {
@@ -154,7 +172,7 @@ function _M.config(o, getenv)
     client_id_file = o.client_id_file, client_secret_file = o.client_secret_file,
     store = store, store_what = what, retry = retry,
     oauth_url = oauth_url, oauth_url_given = oauth_url_given,
-    ca_file = getenv("BITRIX24_CA_FILE"), getenv = getenv,
+    ca_file = ca_file, getenv = getenv,
   }
 end
 

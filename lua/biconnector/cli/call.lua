@@ -50,7 +50,8 @@ end
 -- warn(text): where a renewal nothing keeps is told (default: stderr).
 function _M.options_from_env(getenv, warn)
   getenv = getenv or os.getenv
-  local o = { ca_file = getenv("BITRIX24_CA_FILE") }
+  local ca_file = getenv("BITRIX24_CA_FILE")
+  local o = { ca_file = ca_file ~= "" and ca_file or nil } -- (empty: none, as for BITRIX24_OAUTH_URL)
   if getenv("BITRIX24_WEBHOOK") then
     o.webhook = getenv("BITRIX24_WEBHOOK")
     return o

@@ -206,7 +206,9 @@ function _M.new(opts)
   self.sleep = opts.sleep or http.sleep
   self.now = opts.now or http.now
   self.wall = opts.time or http.time
-  self.ca_file, self.verify = opts.ca_file, opts.verify
+  -- an empty ca_file (BITRIX24_CA_FILE= in a unit's environment file) is none: libcurl would
+  -- take "" as a file to load and refuse every HTTPS call (CURLE_SSL_CACERT_BADFILE)
+  self.ca_file, self.verify = opts.ca_file ~= "" and opts.ca_file or nil, opts.verify
   if opts.transport then
     self.transport = opts.transport
   else
