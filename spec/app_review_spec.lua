@@ -313,5 +313,19 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     msg = message()
     assert.matches("the token store (file " .. path .. ") holds no tokens", msg, 1, true)
     assert.matches("set BITRIX24_WEBHOOK", msg, 1, true)
+    -- variables set empty (VAR= in an environment file, `export VAR=` to clear one) are unset:
+    -- the installed application's store is used, not a webhook "" or a portal named ""
+    local f = assert(io.open(path, "wb"))
+    f:write('{"access_token":"acc9","refresh_token":"ref9","client_endpoint":"https://example.bitrix24.com/rest/",'
+      .. '"member_id":"m9","portal":"example.bitrix24.com"}')
+    f:close()
+    local env = { BITRIX24_TOKENS_FILE = path, BITRIX24_WEBHOOK = "", BITRIX24_PORTAL = "", BITRIX24_ACCESS_TOKEN = "",
+      BITRIX24_REFRESH_TOKEN = "", BITRIX24_CLIENT_ID = "", BITRIX24_CLIENT_SECRET = "" }
+    local o = assert(call.options_from_env(function(k) return env[k] end))
+    assert.is_nil(o.webhook)
+    assert.is_nil(o.portal)
+    assert.equals("https://example.bitrix24.com/rest/", o.client_endpoint)
+    assert.is_nil(o.access_token)
+    assert.is_nil(o.client_id)
   end)
 end)

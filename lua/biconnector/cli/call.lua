@@ -49,9 +49,15 @@ end
 -- The client options the environment describes, or nil, message.
 -- warn(text): where a renewal nothing keeps is told (default: stderr).
 function _M.options_from_env(getenv, warn)
-  getenv = getenv or os.getenv
-  local ca_file = getenv("BITRIX24_CA_FILE")
-  local o = { ca_file = ca_file ~= "" and ca_file or nil } -- (empty: none, as for BITRIX24_OAUTH_URL)
+  local raw = getenv or os.getenv
+  -- a variable set empty (VAR= in an environment file, `export VAR=` to clear it) is unset:
+  -- BITRIX24_WEBHOOK= made "webhook must be an http(s) URL", BITRIX24_PORTAL= a portal named ""
+  getenv = function(name)
+    local v = raw(name)
+    if v == "" then return nil end
+    return v
+  end
+  local o = { ca_file = getenv("BITRIX24_CA_FILE") }
   if getenv("BITRIX24_WEBHOOK") then
     o.webhook = getenv("BITRIX24_WEBHOOK")
     return o
