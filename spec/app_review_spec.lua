@@ -328,4 +328,12 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     assert.is_nil(o.access_token)
     assert.is_nil(o.client_id)
   end)
+  it("BITRIX24_TOKENS_KEY set empty is the default key, not a Lua error at start", function()
+    local tokens = require "biconnector.rest.tokens"
+    local env = { BITRIX24_TOKENS_REDIS = "redis://127.0.0.1:6379", BITRIX24_TOKENS_KEY = "" }
+    local ok, store, what = pcall(tokens.from_env, function(k) return env[k] end)
+    assert.is_true(ok, tostring(store))
+    assert.is_not_nil(store, what)
+    assert.equals("redis 127.0.0.1:6379 key biconnector:tokens", what)
+  end)
 end)
