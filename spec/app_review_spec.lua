@@ -336,4 +336,41 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     assert.is_not_nil(store, what)
     assert.equals("redis 127.0.0.1:6379 key biconnector:tokens", what)
   end)
+  it("call/register: a renewal the OAuth server refuses says what to do (invalid_grant, invalid_client)", function()
+    local helpers = require "helpers"
+    portal:control({ action = "tokens", access_token = "acc7cli", refresh_token = "ref7cli" })
+    portal:control({ action = "expire" })
+    local path = dir .. "/tokens.json"
+    local function store(refresh)
+      local f = assert(io.open(path, "wb"))
+      f:write(cjson.encode({ access_token = "acc7cli", refresh_token = refresh, member_id = "localmember",
+        client_endpoint = portal.base .. "/rest/", portal = "127.0.0.1:" .. portal.port }))
+      f:close()
+    end
+    local function run(secret, args)
+      local p = io.popen(("BITRIX24_TOKENS_FILE=%s BITRIX24_OAUTH_URL=%s BITRIX24_CLIENT_ID=local.test.app"
+        .. " BITRIX24_CLIENT_SECRET=%s timeout 20 %s bin/biconnector %s 2>&1; echo \"rc=$?\"")
+        :format(S.shell_quote(path), S.shell_quote(portal.oauth_url), secret, helpers.runtime, args))
+      local out = p:read("*a")
+      p:close()
+      return tonumber(out:match("rc=(%d+)%s*$")), out
+    end
+    -- a refresh token the OAuth server no longer takes (used elsewhere, older than 180 days)
+    store("ref0unknown")
+    local rc, out = run("appsecret", "call profile")
+    assert.equals(1, rc, out)
+    assert.matches("invalid_grant", out, 1, true)
+    assert.matches("reinstall the application, or run `biconnector login`", out, 1, true)
+    rc, out = run("appsecret", "register examples/minimal.lua --base-url https://bi.example.com")
+    assert.equals(1, rc, out)
+    assert.matches("invalid_grant", out, 1, true)
+    assert.matches("reinstall the application, or run `biconnector login`", out, 1, true)
+    -- a client_secret the OAuth server refuses
+    store("ref7cli")
+    rc, out = run("wrongsecret", "call profile")
+    assert.equals(1, rc, out)
+    assert.matches("invalid_client", out, 1, true)
+    assert.matches("copy them again from the application's form", out, 1, true)
+    assert.is_nil(out:find("wrongsecret", 1, true), out)
+  end)
 end)

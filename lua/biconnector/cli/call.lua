@@ -46,6 +46,20 @@ local function unkept_store(refresh_token, warn)
   return store
 end
 
+-- What to do when the OAuth server refuses a renewal (the error's code): said
+-- after the error by `call` and `register` (and serve --app's helper).
+_M.RENEWAL_HINTS = {
+  invalid_grant = "the refresh token is no longer valid (used by another process, older than 180 days, or the"
+    .. " application was uninstalled): reinstall the application, or run `biconnector login` (docs/app.md)",
+  invalid_client = "the OAuth server refused the client_id/client_secret: copy them again from the application's form",
+}
+
+-- The line to print after an error, or nil.
+function _M.hint(failure)
+  local code = type(failure) == "table" and failure.code
+  return code and _M.RENEWAL_HINTS[code] or nil
+end
+
 -- The client options the environment describes, or nil, message.
 -- warn(text): where a renewal nothing keeps is told (default: stderr).
 function _M.options_from_env(getenv, warn)
@@ -193,6 +207,8 @@ function _M.main(args, out, err)
   client:close()
   if value == nil and failure ~= nil then
     err:write("biconnector call: ", tostring(failure), "\n")
+    local hint = _M.hint(failure)
+    if hint then err:write("biconnector call: ", hint, "\n") end
     if type(failure) == "table" and failure.code == "ACCESS_DENIED" and opts.webhook
       and method:lower():find("^biconnector%.") then
       err:write("biconnector call: the biconnector methods refuse incoming webhooks (all but *.fields);",

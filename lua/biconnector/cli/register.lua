@@ -826,6 +826,8 @@ function _M.main(args, out, err, getenv)
       if text then out:write(text, "\n") end
     end
     err:write("biconnector register: ", tostring(rerr), "\n")
+    local hint = cli_call.hint(rerr)
+    if hint then err:write("biconnector register: ", hint, "\n") end
     if type(rerr) == "table" and rerr.code == "ACCESS_DENIED" and env and env.webhook then
       err:write("biconnector register: the biconnector methods refuse incoming webhooks;",
         " use an application's token (BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN)\n")
