@@ -706,6 +706,14 @@ function App:event(req)
     genuine = installed(state) and same_secret(auth.application_token, state.application_token)
       and auth.member_id == state.member_id
   end
+  if not genuine and not installed(state) and type(state) == "table" and state.uninstalled_token ~= nil
+      and type(auth.application_token) == "string" and core.sha256(auth.application_token) == state.uninstalled_token
+      and auth.member_id == state.member_id and (event == "ONAPPUNINSTALL" or event == "ONAPPSUNINSTALL") then
+    -- the uninstall again (a stale handler bound beside the current one, a sender's retry):
+    -- done already, and no stranger's
+    self.log("info", "uninstall event again: already uninstalled", { remote = req.remote })
+    return answer(200, { status = "uninstalled" })
+  end
   if not genuine then
     self.log("warn", "event refused: wrong or missing application_token", { event = event:sub(1, 64), remote = req.remote })
     return refusal(403, "the event does not carry this installation's application_token")
@@ -720,7 +728,9 @@ function App:event(req)
   local ok, err = _M.update(store, function(current)
     if not (installed(current) and same_secret(auth.application_token, current.application_token)) then return nil end
     old = current
-    return { portal = current.portal, member_id = current.member_id, uninstalled_at = os.time() }
+    -- the token's digest, not the token: an uninstall event repeated is told from a stranger's
+    return { portal = current.portal, member_id = current.member_id, uninstalled_at = os.time(),
+      uninstalled_token = core.sha256(current.application_token) }
   end)
   if not ok then
     self.log("error", "uninstall: cannot clear the token store", { error = err })
