@@ -393,4 +393,32 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     res = A.post_form(h.event_url, body:gsub("auth%[application_token%]=[^&]*", "auth[application_token]=app0forged"), cert)
     assert.equals(403, res.status, res.body)
   end)
+  it("a JSON callback: null is an absent field, and a body that is no object says so (not \"nil\")", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      args = { "--portal", "example.bitrix24.com" } })
+    finally(function() S.stop(h) end)
+    local json_type = { ["Content-Type"] = "application/json" }
+    for _, b in ipairs({ "null", "5", '"x"', "true" }) do
+      local res = A.request(h.install_url, "POST", b, json_type, cert)
+      assert.equals(400, res.status, res.body)
+      local msg = cjson.decode(res.body).message
+      assert.is_nil(msg:find("nil", 1, true), msg)
+      assert.matches("neither a form nor a JSON object", msg, 1, true)
+    end
+    -- optional fields sent as null (a JSON encoder's way of leaving them out)
+    local body = '{"event":null,"ts":null,"auth":{"access_token":"acc8null","refresh_token":"ref8null",'
+      .. '"domain":"example.bitrix24.com","client_endpoint":"https://example.bitrix24.com/rest/","member_id":"m8null",'
+      .. '"application_token":"app8null","scope":null,"status":null,"expires_in":null,"server_endpoint":null}}'
+    local res = A.request(h.install_url, "POST", body, json_type, cert)
+    assert.equals(200, res.status, res.body)
+    local stored = A.read_json(h.tokens_file)
+    assert.equals("acc8null", stored.access_token)
+    assert.is_nil(stored.scope)
+    -- a required one as null is missing
+    os.remove(h.tokens_file)
+    res = A.request(h.install_url, "POST", body:gsub('"member_id":"m8null"', '"member_id":null'), json_type, cert)
+    assert.equals(400, res.status, res.body)
+    assert.matches("lacks auth[member_id]", cjson.decode(res.body).message, 1, true)
+    assert.is_nil(A.read_json(h.tokens_file))
+  end)
 end)

@@ -248,6 +248,8 @@ end
 -- Reasons name fields, never their values (tokens travel in them).
 function _M.check_install(params, cfg, now)
   if type(params) ~= "table" then return nil, 400, "not an installation callback: no form fields" end
+  -- (JSON's null is an absent field: an encoder's way of leaving it out)
+  if params.event == json.null then params.event = nil end
   local event = params.event
   if type(event) == "table" or type(event) == "boolean" or event == json.null then
     -- (its text would be a Lua value, "table: 0x...", in the answer)
@@ -265,6 +267,7 @@ function _M.check_install(params, cfg, now)
       .. " the portal (Applications > Developer resources > Integrations), tick that option and save (docs/app.md)"
   end
   if type(auth) ~= "table" then return nil, 400, "not an installation callback: no auth[...] fields" end
+  for k, v in pairs(auth) do if v == json.null then auth[k] = nil end end
   for k, v in pairs(auth) do
     -- a JSON body carries numbers as numbers (auth.expires_in: 3600); a form, as text
     if type(v) == "number" and v == v and v > -2^53 and v < 2^53 then
@@ -596,7 +599,9 @@ local function body_fields(req)
   else
     value, err = form.decode(body, { max_vars = _M.LIMITS.vars, max_depth = 4 })
   end
-  if type(value) ~= "table" then return nil, 400, "the body is not a form: " .. tostring(err) end
+  if type(value) ~= "table" then
+    return nil, 400, "the body is neither a form nor a JSON object" .. (err and (": " .. tostring(err)) or "")
+  end
   return value
 end
 
