@@ -235,4 +235,190 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     assert.equals("http://127.0.0.1:9/oauth/token/",
       app.oauth_url_for(given, { server_endpoint = "https://oauth.bitrix24.tech/rest/" }))
   end)
+  it("a token store that cannot be read: an event, the status page and a callback answer 500 and say so; nothing overwritten", function()
+    local h, r = installed()
+    A.wait_log(h, "INFO registered ", 1)
+    -- the store's file holds no JSON object any more (a disk error, an editor)
+    local broken = '{"access_token": "x", trunc'
+    local f = assert(io.open(h.tokens_file, "wb"))
+    f:write(broken)
+    f:close()
+    local auth = r.sent.auth
+    -- the uninstall event carries the right application_token: the store, not the sender, is at fault
+    local res = A.post_form(h.event_url, "event=ONAPPUNINSTALL&auth[application_token]=" .. auth.application_token
+      .. "&auth[member_id]=" .. auth.member_id, cert)
+    assert.equals(500, res.status, res.body)
+    assert.matches("token store cannot be read", cjson.decode(res.body).message, 1, true)
+    local log = A.wait_log(h, "the token store cannot be read", 1)
+    assert.is_nil(log:find("event refused: wrong or missing application_token", 1, true), log)
+    -- the status page does not say "Not installed"
+    res = A.request(h.install_url, "GET", nil, nil, cert)
+    assert.equals(500, res.status, res.body)
+    assert.matches("token store cannot be read", res.body, 1, true)
+    assert.is_nil(res.body:find("Not installed", 1, true), res.body)
+    -- an installation callback does not overwrite what it cannot read
+    local again = portal:control({ action = "install", url = h.install_url })
+    assert.equals(500, again.status, again.body)
+    assert.matches("token store cannot be read", cjson.decode(again.body).message, 1, true)
+    assert.equals(broken, S.read_file(h.tokens_file))
+    -- no token in what was logged or answered
+    log = S.stderr(h)
+    for _, secret in ipairs({ auth.access_token, auth.refresh_token, auth.application_token,
+        again.sent.auth.access_token, again.sent.auth.refresh_token, again.sent.auth.application_token }) do
+      assert.is_nil(log:find(secret, 1, true), secret)
+    end
+  end)
+  it("an installation callback whose event is no single value is refused without a Lua value in the answer", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal })
+    finally(function() S.stop(h) end)
+    local base = "auth[access_token]=acc3arr&auth[refresh_token]=ref3arr&auth[domain]=example.bitrix24.com"
+      .. "&auth[client_endpoint]=https%3A%2F%2Fexample.bitrix24.com%2Frest%2F&auth[member_id]=m3arr&auth[application_token]=app3arr"
+    for _, ev in ipairs({ "event[]=ONAPPINSTALL", "event[x]=ONAPPINSTALL&event[y]=1" }) do
+      local res = A.post_form(h.install_url, base .. "&" .. ev, cert)
+      assert.equals(400, res.status, res.body)
+      local msg = cjson.decode(res.body).message
+      assert.matches("event is not a single value", msg, 1, true)
+      assert.is_nil(msg:find("table:", 1, true), msg)
+    end
+    local res = A.request(h.install_url, "POST", '{"event":["ONAPPINSTALL"],"auth":{}}', { ["Content-Type"] = "application/json" }, cert)
+    assert.equals(400, res.status, res.body)
+    assert.is_nil(res.body:find("table:", 1, true), res.body)
+    assert.is_nil(S.stderr(h):find("table: 0x", 1, true))
+    assert.is_nil(A.read_json(h.tokens_file))
+  end)
+  it("call/register with a token store that holds no installation say what it holds instead (uninstalled, unreadable)", function()
+    local call = require "biconnector.cli.call"
+    local tdir = A.tmpdir()
+    finally(function() os.execute("rm -rf " .. tdir) end)
+    local path = tdir .. "/tokens.json"
+    local function message(text)
+      if text then
+        local f = assert(io.open(path, "wb"))
+        f:write(text)
+        f:close()
+      end
+      local env = { BITRIX24_TOKENS_FILE = path }
+      local o, err = call.options_from_env(function(k) return env[k] end)
+      assert.is_nil(o)
+      return err
+    end
+    -- after ONAPPUNINSTALL the store keeps the portal and the time only
+    local msg = message('{"portal":"example.bitrix24.com","member_id":"m1","uninstalled_at":1796680000}')
+    assert.matches("the token store (file " .. path .. ") holds no tokens: the application was uninstalled from"
+      .. " example.bitrix24.com at 2026-12-07 ", msg, 1, true)
+    assert.matches("reinstall it", msg, 1, true)
+    msg = message('{"access_token": "x", trunc')
+    assert.matches("the token store (file " .. path .. ") cannot be read: " .. path .. " holds no JSON object", msg, 1, true)
+    os.remove(path)
+    msg = message()
+    assert.matches("the token store (file " .. path .. ") holds no tokens", msg, 1, true)
+    assert.matches("set BITRIX24_WEBHOOK", msg, 1, true)
+    -- variables set empty (VAR= in an environment file, `export VAR=` to clear one) are unset:
+    -- the installed application's store is used, not a webhook "" or a portal named ""
+    local f = assert(io.open(path, "wb"))
+    f:write('{"access_token":"acc9","refresh_token":"ref9","client_endpoint":"https://example.bitrix24.com/rest/",'
+      .. '"member_id":"m9","portal":"example.bitrix24.com"}')
+    f:close()
+    local env = { BITRIX24_TOKENS_FILE = path, BITRIX24_WEBHOOK = "", BITRIX24_PORTAL = "", BITRIX24_ACCESS_TOKEN = "",
+      BITRIX24_REFRESH_TOKEN = "", BITRIX24_CLIENT_ID = "", BITRIX24_CLIENT_SECRET = "" }
+    local o = assert(call.options_from_env(function(k) return env[k] end))
+    assert.is_nil(o.webhook)
+    assert.is_nil(o.portal)
+    assert.equals("https://example.bitrix24.com/rest/", o.client_endpoint)
+    assert.is_nil(o.access_token)
+    assert.is_nil(o.client_id)
+  end)
+  it("BITRIX24_TOKENS_KEY set empty is the default key, not a Lua error at start", function()
+    local tokens = require "biconnector.rest.tokens"
+    local env = { BITRIX24_TOKENS_REDIS = "redis://127.0.0.1:6379", BITRIX24_TOKENS_KEY = "" }
+    local ok, store, what = pcall(tokens.from_env, function(k) return env[k] end)
+    assert.is_true(ok, tostring(store))
+    assert.is_not_nil(store, what)
+    assert.equals("redis 127.0.0.1:6379 key biconnector:tokens", what)
+  end)
+  it("call/register: a renewal the OAuth server refuses says what to do (invalid_grant, invalid_client)", function()
+    local helpers = require "helpers"
+    portal:control({ action = "tokens", access_token = "acc7cli", refresh_token = "ref7cli" })
+    portal:control({ action = "expire" })
+    local path = dir .. "/tokens.json"
+    local function store(refresh)
+      local f = assert(io.open(path, "wb"))
+      f:write(cjson.encode({ access_token = "acc7cli", refresh_token = refresh, member_id = "localmember",
+        client_endpoint = portal.base .. "/rest/", portal = "127.0.0.1:" .. portal.port }))
+      f:close()
+    end
+    local function run(secret, args)
+      local p = io.popen(("BITRIX24_TOKENS_FILE=%s BITRIX24_OAUTH_URL=%s BITRIX24_CLIENT_ID=local.test.app"
+        .. " BITRIX24_CLIENT_SECRET=%s timeout 20 %s bin/biconnector %s 2>&1; echo \"rc=$?\"")
+        :format(S.shell_quote(path), S.shell_quote(portal.oauth_url), secret, helpers.runtime, args))
+      local out = p:read("*a")
+      p:close()
+      return tonumber(out:match("rc=(%d+)%s*$")), out
+    end
+    -- a refresh token the OAuth server no longer takes (used elsewhere, older than 180 days)
+    store("ref0unknown")
+    local rc, out = run("appsecret", "call profile")
+    assert.equals(1, rc, out)
+    assert.matches("invalid_grant", out, 1, true)
+    assert.matches("reinstall the application, or run `biconnector login`", out, 1, true)
+    rc, out = run("appsecret", "register examples/minimal.lua --base-url https://bi.example.com")
+    assert.equals(1, rc, out)
+    assert.matches("invalid_grant", out, 1, true)
+    assert.matches("reinstall the application, or run `biconnector login`", out, 1, true)
+    -- a client_secret the OAuth server refuses
+    store("ref7cli")
+    rc, out = run("wrongsecret", "call profile")
+    assert.equals(1, rc, out)
+    assert.matches("invalid_client", out, 1, true)
+    assert.matches("copy them again from the application's form", out, 1, true)
+    assert.is_nil(out:find("wrongsecret", 1, true), out)
+  end)
+  it("the uninstall event again (a second handler, a sender's retry) is 200, not refused as a wrong application_token", function()
+    local h, r = installed()
+    A.wait_log(h, "INFO registered ", 1)
+    local un = portal:control({ action = "uninstall" })
+    assert.equals(200, un.calls[1].status, un.calls[1].body)
+    local auth = r.sent.auth
+    local body = "event=ONAPPUNINSTALL&data[CLEAN]=0&auth[domain]=" .. auth.domain .. "&auth[member_id]=" .. auth.member_id
+      .. "&auth[application_token]=" .. auth.application_token
+    local res = A.post_form(h.event_url, body, cert)
+    assert.equals(200, res.status, res.body)
+    assert.equals("uninstalled", cjson.decode(res.body).status)
+    assert.is_nil(S.stderr(h):find("event refused", 1, true), S.stderr(h))
+    -- still uninstalled; a token that was never the installation's is still refused
+    local stored = A.read_json(h.tokens_file)
+    assert.is_nil(stored.access_token)
+    assert.is_not_nil(stored.uninstalled_at)
+    assert.is_nil(S.read_file(h.tokens_file):find(auth.application_token, 1, true))
+    res = A.post_form(h.event_url, body:gsub("auth%[application_token%]=[^&]*", "auth[application_token]=app0forged"), cert)
+    assert.equals(403, res.status, res.body)
+  end)
+  it("a JSON callback: null is an absent field, and a body that is no object says so (not \"nil\")", function()
+    local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
+      args = { "--portal", "example.bitrix24.com" } })
+    finally(function() S.stop(h) end)
+    local json_type = { ["Content-Type"] = "application/json" }
+    for _, b in ipairs({ "null", "5", '"x"', "true" }) do
+      local res = A.request(h.install_url, "POST", b, json_type, cert)
+      assert.equals(400, res.status, res.body)
+      local msg = cjson.decode(res.body).message
+      assert.is_nil(msg:find("nil", 1, true), msg)
+      assert.matches("neither a form nor a JSON object", msg, 1, true)
+    end
+    -- optional fields sent as null (a JSON encoder's way of leaving them out)
+    local body = '{"event":null,"ts":null,"auth":{"access_token":"acc8null","refresh_token":"ref8null",'
+      .. '"domain":"example.bitrix24.com","client_endpoint":"https://example.bitrix24.com/rest/","member_id":"m8null",'
+      .. '"application_token":"app8null","scope":null,"status":null,"expires_in":null,"server_endpoint":null}}'
+    local res = A.request(h.install_url, "POST", body, json_type, cert)
+    assert.equals(200, res.status, res.body)
+    local stored = A.read_json(h.tokens_file)
+    assert.equals("acc8null", stored.access_token)
+    assert.is_nil(stored.scope)
+    -- a required one as null is missing
+    os.remove(h.tokens_file)
+    res = A.request(h.install_url, "POST", body:gsub('"member_id":"m8null"', '"member_id":null'), json_type, cert)
+    assert.equals(400, res.status, res.body)
+    assert.matches("lacks auth[member_id]", cjson.decode(res.body).message, 1, true)
+    assert.is_nil(A.read_json(h.tokens_file))
+  end)
 end)

@@ -58,6 +58,23 @@ describe("examples/deploy/biconnector.service", function()
     assert.matches("^%-?/etc/biconnector/env$", unit.EnvironmentFile)
   end)
 
+  it("lets serve --app write its token store where docs/app.md puts it, under ProtectSystem=strict", function()
+    -- docs/app.md: BITRIX24_TOKENS_FILE=/var/lib/biconnector/tokens.json (and its lock files beside it)
+    local app_doc = read(helpers.top .. "/docs/app.md")
+    local store = app_doc:match("BITRIX24_TOKENS_FILE=(/%S-)/tokens%.json")
+    assert.equals("/var/lib/biconnector", store)
+    if unit.ProtectSystem == "strict" or unit.ProtectSystem == "full" then
+      -- strict: the whole file system is read-only but for what the unit names
+      local writable = unit.StateDirectory and ("/var/lib/" .. unit.StateDirectory) == store
+      for path in (unit.ReadWritePaths or ""):gmatch("%S+") do
+        if path:gsub("^[-+]", "") == store then writable = true end
+      end
+      assert.is_true(writable, "the token store " .. store .. " is read-only under ProtectSystem=" .. unit.ProtectSystem)
+      -- owned by the unit's user, not readable by others (the tokens)
+      if unit.StateDirectory then assert.equals("0700", unit.StateDirectoryMode) end
+    end
+  end)
+
   it("passes systemd-analyze verify with ExecStart naming this tree's command", function()
     if not os.execute("command -v systemd-analyze >/dev/null 2>&1") then
       pending("systemd-analyze is not installed (Debian: systemd)")

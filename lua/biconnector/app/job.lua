@@ -13,6 +13,7 @@ local rest = require "biconnector.rest.client"
 local tokens = require "biconnector.rest.tokens"
 local serve = require "biconnector.host.serve"
 local register = require "biconnector.cli.register"
+local cli_call = require "biconnector.cli.call"
 
 local process = core.process
 local type, ipairs, tostring, tonumber, pcall = type, ipairs, tostring, tonumber, pcall
@@ -36,9 +37,8 @@ local HINTS = {
   insufficient_scope = "tick the permission BI Builder (biconnector) in the application's form, save, and reinstall",
   ACCESS_DENIED = "the portal refused the application the biconnector methods (its permissions, or a webhook's token)",
   expired_token = "the access token expired and cannot be renewed: give the client_id/client_secret the application's form shows",
-  invalid_client = "the OAuth server refused the client_id/client_secret: copy them again from the application's form",
-  invalid_grant = "the refresh token is no longer valid (used by another process, older than 180 days, or the"
-    .. " application was uninstalled): reinstall the application, or run `biconnector login` (docs/app.md)",
+  invalid_client = cli_call.RENEWAL_HINTS.invalid_client,
+  invalid_grant = cli_call.RENEWAL_HINTS.invalid_grant,
 }
 
 local function from_rest(err)

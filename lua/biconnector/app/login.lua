@@ -159,8 +159,10 @@ function _M.main(args, out, err, getenv)
   end
   local oauth_url, oerr = rest.oauth_url(getenv("BITRIX24_OAUTH_URL"), "BITRIX24_OAUTH_URL")
   if not oauth_url then err:write("biconnector login: ", oerr, "\n") return 2 end
+  local ca_file, caerr = app.ca_file(getenv)
+  if caerr then err:write("biconnector login: ", caerr, "\n") return 2 end
   local cfg = { store = store, getenv = getenv, client_id_file = o.client_id_file, client_secret_file = o.client_secret_file,
-    oauth_url = oauth_url, ca_file = getenv("BITRIX24_CA_FILE") }
+    oauth_url = oauth_url, ca_file = ca_file }
   local id, secret, cerr = app.credentials(cfg)
   if cerr then err:write("biconnector login: ", cerr, "\n") return 2 end
   if not id or (o.listen and not secret) then

@@ -118,6 +118,22 @@ end
 
 ---------------------------------------------------------------- configuration
 
+-- BITRIX24_CA_FILE: a CA for the portal and the OAuth server. Empty is none (a
+-- unit's environment file may say BITRIX24_CA_FILE=); a file that cannot be read
+-- is said at start, not by every registration attempt. -> path | nil | nil, message
+function _M.ca_file(getenv)
+  local path = (getenv or os.getenv)("BITRIX24_CA_FILE")
+  if path == nil or path == "" then return nil end
+  local f, err = io.open(path, "rb")
+  if not f then
+    local why = tostring(err)
+    if why:sub(1, #path + 2) == path .. ": " then why = why:sub(#path + 3) end -- (io.open names the path too)
+    return nil, format("BITRIX24_CA_FILE %s cannot be read: %s", path, why)
+  end
+  f:close()
+  return path
+end
+
 -- The application's settings from serve's options and the environment:
 -- -> cfg | nil, message. The client secret is not read here (credentials()).
 function _M.config(o, getenv)
@@ -144,6 +160,8 @@ function _M.config(o, getenv)
   local oauth_url, oerr = rest.oauth_url(getenv("BITRIX24_OAUTH_URL"), "BITRIX24_OAUTH_URL")
   if not oauth_url then return nil, oerr end
   local oauth_url_given = (getenv("BITRIX24_OAUTH_URL") or "") ~= ""
+  local ca_file, cerr = _M.ca_file(getenv)
+  if cerr then return nil, cerr end
   local prefix = o.prefix or ""
   local at = base .. address.url_path(prefix) -- the requests' paths come decoded and match prefix as given
   return {
@@ -154,7 +172,7 @@ function _M.config(o, getenv)
     client_id_file = o.client_id_file, client_secret_file = o.client_secret_file,
     store = store, store_what = what, retry = retry,
     oauth_url = oauth_url, oauth_url_given = oauth_url_given,
-    ca_file = getenv("BITRIX24_CA_FILE"), getenv = getenv,
+    ca_file = ca_file, getenv = getenv,
   }
 end
 
@@ -207,13 +225,18 @@ end
 function _M.update(store, fn)
   local unlock, lerr = store:lock()
   if not unlock then return nil, "cannot lock the token store: " .. tostring(lerr) end
+  local read_err
   local ok, new, extra = pcall(function()
-    local state = store:get()
+    local state, gerr = store:get()
+    -- a store that holds something unreadable (or does not answer) is not an
+    -- empty one: what fn would write over it would hide the installation
+    if state == nil and gerr then read_err = gerr return nil end
     return fn(type(state) == "table" and state or {})
   end)
   local saved, serr = true, nil
   if ok and new ~= nil then saved, serr = store:set(new) end
   unlock()
+  if read_err then return nil, "the token store cannot be read: " .. tostring(read_err) end
   if not ok then return nil, tostring(new) end
   if not saved then return nil, "cannot write the token store: " .. tostring(serr) end
   return extra == nil and true or extra
@@ -225,7 +248,13 @@ end
 -- Reasons name fields, never their values (tokens travel in them).
 function _M.check_install(params, cfg, now)
   if type(params) ~= "table" then return nil, 400, "not an installation callback: no form fields" end
+  -- (JSON's null is an absent field: an encoder's way of leaving it out)
+  if params.event == json.null then params.event = nil end
   local event = params.event
+  if type(event) == "table" or type(event) == "boolean" or event == json.null then
+    -- (its text would be a Lua value, "table: 0x...", in the answer)
+    return nil, 400, "the installation path takes the ONAPPINSTALL callback: its event is not a single value"
+  end
   if event ~= nil and (type(event) ~= "string" or event:upper() ~= "ONAPPINSTALL") then
     return nil, 400, "the installation path takes the ONAPPINSTALL callback, not " .. logline.quote(tostring(event)):sub(1, 64)
   end
@@ -238,6 +267,7 @@ function _M.check_install(params, cfg, now)
       .. " the portal (Applications > Developer resources > Integrations), tick that option and save (docs/app.md)"
   end
   if type(auth) ~= "table" then return nil, 400, "not an installation callback: no auth[...] fields" end
+  for k, v in pairs(auth) do if v == json.null then auth[k] = nil end end
   for k, v in pairs(auth) do
     -- a JSON body carries numbers as numbers (auth.expires_in: 3600); a form, as text
     if type(v) == "number" and v == v and v > -2^53 and v < 2^53 then
@@ -338,7 +368,10 @@ function _M.store_install(cfg, state)
     return nil, 403, "this application is installed for another portal; uninstall it there first"
       .. " (or start serve with --app-rebind)", refused
   end
-  if not ok then return nil, 500, err end
+  if not ok then
+    -- the store's trouble goes to the log, not to whoever sent the callback
+    return nil, 500, tostring(err):match("^[^:]*") .. "; see the server log", { error = err }
+  end
   return true, how
 end
 
@@ -566,7 +599,9 @@ local function body_fields(req)
   else
     value, err = form.decode(body, { max_vars = _M.LIMITS.vars, max_depth = 4 })
   end
-  if type(value) ~= "table" then return nil, 400, "the body is not a form: " .. tostring(err) end
+  if type(value) ~= "table" then
+    return nil, 400, "the body is neither a form nor a JSON object" .. (err and (": " .. tostring(err)) or "")
+  end
   return value
 end
 
@@ -656,7 +691,13 @@ function App:event(req)
   local auth = type(params.auth) == "table" and params.auth or {}
   local event = type(params.event) == "string" and params.event:upper() or "-"
   local store = self.cfg.store
-  local state = store:get()
+  local state, serr = store:get()
+  if state == nil and serr then
+    -- not the sender's fault: a 403 would lose the uninstall and blame the portal
+    self.log("error", "event not handled: the token store cannot be read", { event = event:sub(1, 64), error = serr,
+      remote = req.remote })
+    return refusal(500, "the token store cannot be read; see the server log")
+  end
   local genuine = installed(state) and same_secret(auth.application_token, state.application_token)
     and auth.member_id == state.member_id
   local waited = 0
@@ -669,6 +710,14 @@ function App:event(req)
     state = store:get()
     genuine = installed(state) and same_secret(auth.application_token, state.application_token)
       and auth.member_id == state.member_id
+  end
+  if not genuine and not installed(state) and type(state) == "table" and state.uninstalled_token ~= nil
+      and type(auth.application_token) == "string" and core.sha256(auth.application_token) == state.uninstalled_token
+      and auth.member_id == state.member_id and (event == "ONAPPUNINSTALL" or event == "ONAPPSUNINSTALL") then
+    -- the uninstall again (a stale handler bound beside the current one, a sender's retry):
+    -- done already, and no stranger's
+    self.log("info", "uninstall event again: already uninstalled", { remote = req.remote })
+    return answer(200, { status = "uninstalled" })
   end
   if not genuine then
     self.log("warn", "event refused: wrong or missing application_token", { event = event:sub(1, 64), remote = req.remote })
@@ -684,7 +733,9 @@ function App:event(req)
   local ok, err = _M.update(store, function(current)
     if not (installed(current) and same_secret(auth.application_token, current.application_token)) then return nil end
     old = current
-    return { portal = current.portal, member_id = current.member_id, uninstalled_at = os.time() }
+    -- the token's digest, not the token: an uninstall event repeated is told from a stranger's
+    return { portal = current.portal, member_id = current.member_id, uninstalled_at = os.time(),
+      uninstalled_token = core.sha256(current.application_token) }
   end)
   if not ok then
     self.log("error", "uninstall: cannot clear the token store", { error = err })
@@ -706,7 +757,13 @@ function App:handle(req)
   if not which then return nil end
   local ok, s, h, b, after = pcall(function()
     if which == "install" and (req.method == "GET" or req.method == "HEAD") then
-      local state = self.cfg.store:get()
+      local state, serr = self.cfg.store:get()
+      if state == nil and serr then
+        -- "Not installed" would be a wrong answer: the store cannot tell
+        self.log("error", "the token store cannot be read", { error = serr, path = req.path })
+        return 500, HTML_TYPE, "<!doctype html><meta charset=\"utf-8\"><title>biconnector application</title>"
+          .. "<h1>biconnector application</h1><p>The token store cannot be read: the server log says why.</p>"
+      end
       state = type(state) == "table" and state or {}
       if req.query and req.query.code then return self:login_redirect(req, state) end
       return 200, HTML_TYPE, self:page(state)

@@ -46,10 +46,31 @@ local function unkept_store(refresh_token, warn)
   return store
 end
 
+-- What to do when the OAuth server refuses a renewal (the error's code): said
+-- after the error by `call` and `register` (and serve --app's helper).
+_M.RENEWAL_HINTS = {
+  invalid_grant = "the refresh token is no longer valid (used by another process, older than 180 days, or the"
+    .. " application was uninstalled): reinstall the application, or run `biconnector login` (docs/app.md)",
+  invalid_client = "the OAuth server refused the client_id/client_secret: copy them again from the application's form",
+}
+
+-- The line to print after an error, or nil.
+function _M.hint(failure)
+  local code = type(failure) == "table" and failure.code
+  return code and _M.RENEWAL_HINTS[code] or nil
+end
+
 -- The client options the environment describes, or nil, message.
 -- warn(text): where a renewal nothing keeps is told (default: stderr).
 function _M.options_from_env(getenv, warn)
-  getenv = getenv or os.getenv
+  local raw = getenv or os.getenv
+  -- a variable set empty (VAR= in an environment file, `export VAR=` to clear it) is unset:
+  -- BITRIX24_WEBHOOK= made "webhook must be an http(s) URL", BITRIX24_PORTAL= a portal named ""
+  getenv = function(name)
+    local v = raw(name)
+    if v == "" then return nil end
+    return v
+  end
   local o = { ca_file = getenv("BITRIX24_CA_FILE") }
   if getenv("BITRIX24_WEBHOOK") then
     o.webhook = getenv("BITRIX24_WEBHOOK")
@@ -57,14 +78,26 @@ function _M.options_from_env(getenv, warn)
   end
   local store, serr = tokens.from_env(getenv)
   if serr and not store then return nil, serr end
-  local held = store and store:get()
+  local held, herr
+  if store then held, herr = store:get() end
   held = type(held) == "table" and held or {}
   o.portal = getenv("BITRIX24_PORTAL")
   -- an application installed through `serve --app` keeps its portal beside the tokens
   if not o.portal and held.access_token and type(held.client_endpoint) == "string" then o.client_endpoint = held.client_endpoint end
   if not o.portal and not o.client_endpoint then
-    return nil, "set BITRIX24_WEBHOOK, or BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN"
-      .. " (or BITRIX24_TOKENS_FILE / BITRIX24_TOKENS_REDIS holding an installed application's tokens)"
+    local how = "set BITRIX24_WEBHOOK, or BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN"
+    if not store then
+      return nil, how .. " (or BITRIX24_TOKENS_FILE / BITRIX24_TOKENS_REDIS holding an installed application's tokens)"
+    end
+    -- the store is named: say what it holds instead of the tokens
+    local what = "the token store (" .. tostring(serr) .. ")"
+    if herr then return nil, what .. " cannot be read: " .. tostring(herr) end
+    if held.uninstalled_at then
+      return nil, ("%s holds no tokens: the application was uninstalled from %s at %s; reinstall it (or run"
+        .. " `biconnector login`), or %s"):format(what, tostring(held.portal or "?"),
+        os.date("!%Y-%m-%d %H:%M UTC", tonumber(held.uninstalled_at) or 0), how)
+    end
+    return nil, what .. " holds no tokens (the application's installation or `biconnector login` stores them); or " .. how
   end
   o.access_token = getenv("BITRIX24_ACCESS_TOKEN")
   o.refresh_token = getenv("BITRIX24_REFRESH_TOKEN")
@@ -174,6 +207,8 @@ function _M.main(args, out, err)
   client:close()
   if value == nil and failure ~= nil then
     err:write("biconnector call: ", tostring(failure), "\n")
+    local hint = _M.hint(failure)
+    if hint then err:write("biconnector call: ", hint, "\n") end
     if type(failure) == "table" and failure.code == "ACCESS_DENIED" and opts.webhook
       and method:lower():find("^biconnector%.") then
       err:write("biconnector call: the biconnector methods refuse incoming webhooks (all but *.fields);",

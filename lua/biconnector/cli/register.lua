@@ -608,11 +608,12 @@ function _M.run(opts)
   end
 
   -- the connector
-  local connector_id
+  local connector_id, known_source_code
   if client then
     step(opts, "looking up the connector %q in the portal", fields.title)
     local known, err = client.connector:known_keys()
     if not known then return nil, err end
+    known_source_code = known.sourceCode and true or false
     if not known.sourceCode then
       say(opts, "this portal does not know sourceCode: connectors are recognised by title")
     end
@@ -649,9 +650,11 @@ function _M.run(opts)
     result.connector.action = "would create or update"
   end
   result.connector.id = connector_id
-  say(opts, "connector %s: %s %q%s (sourceCode %s)", connector_id and tostring(connector_id) or "-",
+  -- (a portal that does not know sourceCode never received it: the line does not claim it)
+  say(opts, "connector %s: %s %q%s (%s)", connector_id and tostring(connector_id) or "-",
     result.connector.action, fields.title,
-    result.connector.matched_by and (", found by " .. result.connector.matched_by) or "", fields.sourceCode)
+    result.connector.matched_by and (", found by " .. result.connector.matched_by) or "",
+    (known_source_code == false) and "no sourceCode: this portal does not know it" or ("sourceCode " .. tostring(fields.sourceCode)))
 
   -- the source
   local source_id
@@ -823,6 +826,8 @@ function _M.main(args, out, err, getenv)
       if text then out:write(text, "\n") end
     end
     err:write("biconnector register: ", tostring(rerr), "\n")
+    local hint = cli_call.hint(rerr)
+    if hint then err:write("biconnector register: ", hint, "\n") end
     if type(rerr) == "table" and rerr.code == "ACCESS_DENIED" and env and env.webhook then
       err:write("biconnector register: the biconnector methods refuse incoming webhooks;",
         " use an application's token (BITRIX24_PORTAL and BITRIX24_ACCESS_TOKEN)\n")

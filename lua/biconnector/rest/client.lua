@@ -206,7 +206,9 @@ function _M.new(opts)
   self.sleep = opts.sleep or http.sleep
   self.now = opts.now or http.now
   self.wall = opts.time or http.time
-  self.ca_file, self.verify = opts.ca_file, opts.verify
+  -- an empty ca_file (BITRIX24_CA_FILE= in a unit's environment file) is none: libcurl would
+  -- take "" as a file to load and refuse every HTTPS call (CURLE_SSL_CACERT_BADFILE)
+  self.ca_file, self.verify = opts.ca_file ~= "" and opts.ca_file or nil, opts.verify
   if opts.transport then
     self.transport = opts.transport
   else
@@ -456,9 +458,17 @@ function Client:exchange(method, params, raw_body, creates)
   local res, terr = self.transport(req)
   if not res and type(terr) == "table" and CERTIFICATE_ERRORS[terr.code] then
     -- Repeating cannot help: the portal's certificate is not trusted.
+    local what
+    if terr.code == 77 and self.ca_file then
+      -- CURLE_SSL_CACERT_BADFILE: the CA given is the trouble, not a missing one
+      what = ("the CA file %s (ca_file, BITRIX24_CA_FILE) cannot be loaded: %s"):format(tostring(self.ca_file),
+        tostring(terr.message))
+    else
+      what = "the portal's TLS certificate was not accepted: " .. tostring(terr.message) ..
+        " (give ca_file (BITRIX24_CA_FILE for the biconnector command) to trust a private CA, or verify = false to disable checking)"
+    end
     return nil, new_error { code = "CERTIFICATE_ERROR", method = method, retryable = false, kind = "not_sent", sent = false,
-      curl_code = terr.code, description = self:mask("the portal's TLS certificate was not accepted: " .. tostring(terr.message) ..
-        " (give ca_file to trust a private CA, or verify = false to disable checking)") }
+      curl_code = terr.code, description = self:mask(what) }
   end
   if not res and type(terr) == "table" and tostring(terr.message or ""):find("larger than max_body", 1, true) then
     -- the portal answered (and ran the call), but too much to read: repeating gives the same

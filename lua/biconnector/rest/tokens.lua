@@ -203,7 +203,9 @@ function _M.from_env(getenv)
   end
   if file and file ~= "" then return _M.file(file), "file " .. file end
   if redis and redis ~= "" then
-    local opts, err = _M.parse_redis_url(redis, getenv("BITRIX24_TOKENS_KEY"))
+    local key = getenv("BITRIX24_TOKENS_KEY")
+    if key == "" then key = nil end -- (BITRIX24_TOKENS_KEY= in an environment file: the default)
+    local opts, err = _M.parse_redis_url(redis, key)
     if not opts then return nil, "BITRIX24_TOKENS_REDIS: " .. err end
     local store = _M.redis(opts)
     return store, ("redis %s:%d key %s"):format(opts.host, opts.port, opts.key)
