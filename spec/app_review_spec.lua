@@ -393,6 +393,41 @@ describe("serve --app, reviewed as Bitrix24 drives it", function()
     res = A.post_form(h.event_url, body:gsub("auth%[application_token%]=[^&]*", "auth[application_token]=app0forged"), cert)
     assert.equals(403, res.status, res.body)
   end)
+  it("the uninstall event posted to the installation (handler) path is taken as at the event path", function()
+    local h, r = installed()
+    A.wait_log(h, "INFO registered ", 1)
+    local auth = r.sent.auth
+    local body = "event=ONAPPUNINSTALL&data[CLEAN]=0&auth[domain]=" .. auth.domain .. "&auth[member_id]=" .. auth.member_id
+      .. "&auth[application_token]="
+    -- a forged token is refused there too, and changes nothing
+    local res = A.post_form(h.install_url, body .. "app0forged", cert)
+    assert.equals(403, res.status, res.body)
+    assert.equals(auth.access_token, A.read_json(h.tokens_file).access_token)
+    res = A.post_form(h.install_url, body .. auth.application_token, cert)
+    assert.equals(200, res.status, res.body)
+    assert.equals("uninstalled", cjson.decode(res.body).status)
+    local stored = A.read_json(h.tokens_file)
+    assert.is_nil(stored.access_token)
+    assert.is_not_nil(stored.uninstalled_at)
+    -- another event at the installation path is still not an installation callback
+    res = A.post_form(h.install_url, "event=ONCRMDEALADD&auth[application_token]=" .. auth.application_token, cert)
+    assert.equals(400, res.status, res.body)
+  end)
+  it("an uninstall event without auth[member_id] is judged by its application_token alone", function()
+    local h, r = installed()
+    A.wait_log(h, "INFO registered ", 1)
+    local auth = r.sent.auth
+    -- another portal's member_id with the right token is still refused
+    local res = A.post_form(h.event_url, "event=ONAPPUNINSTALL&auth[member_id]=other0portal&auth[application_token]="
+      .. auth.application_token, cert)
+    assert.equals(403, res.status, res.body)
+    res = A.post_form(h.event_url, "event=ONAPPUNINSTALL&auth[application_token]=app0forged", cert)
+    assert.equals(403, res.status, res.body)
+    res = A.post_form(h.event_url, "event=ONAPPUNINSTALL&auth[application_token]=" .. auth.application_token, cert)
+    assert.equals(200, res.status, res.body)
+    assert.equals("uninstalled", cjson.decode(res.body).status)
+    assert.is_nil(A.read_json(h.tokens_file).access_token)
+  end)
   it("a JSON callback: null is an absent field, and a body that is no object says so (not \"nil\")", function()
     local h = A.serve({ dir = dir, db = db, cert = cert, key = key, portal = portal,
       args = { "--portal", "example.bitrix24.com" } })

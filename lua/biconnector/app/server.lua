@@ -8,7 +8,7 @@
 -- whether the application is installed (and takes the `code` of
 -- `biconnector login`, the handler path being the OAuth redirect); POST
 -- /app/event takes ONAPPUNINSTALL (or ONAPPSUNINSTALL, as b24restdocs spells it
--- once), guarded by the stored application_token.
+-- once), guarded by the stored application_token; so does /app/install.
 -- The REST work (connector, source, tables, event.bind) runs in a helper
 -- process (biconnector.app.job) spawned after the answer, so the worker that
 -- serves Bitrix24's /check during source.add is never the one waiting for it.
@@ -654,9 +654,20 @@ function App:login_redirect(req, state)
     .. " the outcome.</p>", function() self:spawn("exchange", { code = code, state = login_state }) end
 end
 
+-- b24restdocs on-app-uninstall.md binds onAppUninstall but spells the event a
+-- handler receives ONAPPSUNINSTALL: either name is the uninstall
+local function is_uninstall(event)
+  if type(event) ~= "string" then return false end
+  event = event:upper()
+  return event == "ONAPPUNINSTALL" or event == "ONAPPSUNINSTALL"
+end
+
 function App:install(req)
   local params, status, reason = body_fields(req)
   local state, detail
+  -- the uninstall event sent to the handler path (the one address the portal
+  -- was given) is taken as at the event path: guarded by application_token
+  if params and is_uninstall(params.event) then return self:event(req, params) end
   if params then state, status, reason = _M.check_install(params, self.cfg) end
   if state then
     local ok
@@ -685,8 +696,9 @@ function App:install(req)
   return refusal(status, reason)
 end
 
-function App:event(req)
-  local params, status, reason = body_fields(req)
+function App:event(req, params)
+  local status, reason
+  if not params then params, status, reason = body_fields(req) end
   if not params then return refusal(status, reason) end
   local auth = type(params.auth) == "table" and params.auth or {}
   local event = type(params.event) == "string" and params.event:upper() or "-"
@@ -698,22 +710,26 @@ function App:event(req)
       remote = req.remote })
     return refusal(500, "the token store cannot be read; see the server log")
   end
+  -- the portal's member_id, when the event names one, must be the installation's
+  -- (protocol.md 4 promises only application_token: an event without member_id
+  -- is judged by the token alone)
+  local function same_portal(st) return auth.member_id == nil or auth.member_id == st.member_id end
   local genuine = installed(state) and same_secret(auth.application_token, state.application_token)
-    and auth.member_id == state.member_id
+    and same_portal(state)
   local waited = 0
   -- a reinstall's events carry its new application_token while the helper still
   -- proves its callback (kept pending): wait for that (a second or so), then judge
-  while not genuine and waited < PENDING_WAIT and installed(state) and auth.member_id == state.member_id
+  while not genuine and waited < PENDING_WAIT and installed(state) and same_portal(state)
       and type(state[_M.PENDING]) == "table" and same_secret(auth.application_token, state[_M.PENDING].application_token) do
     http.sleep(0.05)
     waited = waited + 0.05
     state = store:get()
     genuine = installed(state) and same_secret(auth.application_token, state.application_token)
-      and auth.member_id == state.member_id
+      and same_portal(state)
   end
   if not genuine and not installed(state) and type(state) == "table" and state.uninstalled_token ~= nil
       and type(auth.application_token) == "string" and core.sha256(auth.application_token) == state.uninstalled_token
-      and auth.member_id == state.member_id and (event == "ONAPPUNINSTALL" or event == "ONAPPSUNINSTALL") then
+      and same_portal(state) and is_uninstall(event) then
     -- the uninstall again (a stale handler bound beside the current one, a sender's retry):
     -- done already, and no stranger's
     self.log("info", "uninstall event again: already uninstalled", { remote = req.remote })
@@ -723,9 +739,7 @@ function App:event(req)
     self.log("warn", "event refused: wrong or missing application_token", { event = event:sub(1, 64), remote = req.remote })
     return refusal(403, "the event does not carry this installation's application_token")
   end
-  -- b24restdocs on-app-uninstall.md binds onAppUninstall but spells the event
-  -- a handler receives ONAPPSUNINSTALL: either name is the uninstall
-  if event ~= "ONAPPUNINSTALL" and event ~= "ONAPPSUNINSTALL" then
+  if not is_uninstall(event) then
     -- the name echoed only when it is one (the answer is JSON: no stray bytes)
     return answer(200, { status = "ignored", event = event:match("^[%w_]+$") and event:sub(1, 64) or "?" })
   end
