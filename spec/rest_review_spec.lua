@@ -85,6 +85,32 @@ describe("REST review", function()
       assert.equal("hello", results[54].TITLE)
     end)
 
+    it("puts in a reference inside a longer value, in one request and from an earlier chunk alike", function()
+      -- the portal replaces every `$result[...]` up to the next white space, not only a whole value
+      -- (CRestUtil::processBatchElement: preg_match_all, then str_replace of a scalar)
+      local function cmds_with(at)
+        local cmds = { { key = "item", method = "test.items.add", params = { fields = { TITLE = "hello" } } },
+          { key = "first", method = "test.echo", params = { n = "7", list = { "a", "b" } } } }
+        for i = 3, at - 1 do cmds[i] = { "test.echo", { n = i } } end
+        cmds[at] = { key = "use", method = "test.echo", params = { a = "Copy of $result[item]",
+          b = "n=$result[first][n] list=$result[first][list][1] end", c = "x $result[first] y" } }
+        cmds[at + 1] = { key = "upd", method = "test.items.update", params = { id = "$result[item]",
+          fields = { TITLE = "$result[first][n] (copy)" } } }
+        cmds[at + 2] = { key = "read", method = "test.items.get", params = { id = "$result[item]" } }
+        return cmds
+      end
+      for _, at in ipairs({ 3, 51 }) do -- 3: one request; 51: the reference is to the first request
+        portal:reset(FAST)
+        local results, errors, extra = webhook_client():batch(cmds_with(at))
+        assert.is_nil(next(errors))
+        assert.equal(at == 3 and 1 or 2, extra.requests)
+        assert.equal("Copy of 1", results.use.a)
+        assert.equal("n=7 list=b end", results.use.b)
+        assert.equal("x $result[first] y", results.use.c) -- an object is not put into text
+        assert.equal("7 (copy)", results.read.TITLE)
+      end
+    end)
+
     it("leaves a reference to a failed command of an earlier chunk as the portal would", function()
       local cmds = { { key = "bad", method = "no.such" } }
       for i = 2, 50 do cmds[i] = { "test.echo", { n = i } } end

@@ -818,10 +818,11 @@ local function command_line(c, key)
   return method .. "?" .. form.encode(params)
 end
 
--- A `$result[key][field]...` reference (the whole value, as the portal reads
--- it) to a command of an earlier chunk: the portal never saw that command in
--- this request, so the value is put in here. Only scalars are put in (the
--- portal leaves a reference to an object, or to a failed command, as it is).
+-- A `$result[key][field]...` reference to a command of an earlier chunk: the
+-- portal never saw that command in this request, so the value is put in here,
+-- as the portal reads references (CRestUtil::processBatchElement): the whole
+-- value, or inside a longer one, each running to the next white space. Only
+-- scalars are put in (a reference to an object, or to a failed command, stays).
 -- -> the line, rewritten when something was resolved
 local function resolve_earlier(line, earlier, results)
   local method, query = command_parts(line)
@@ -834,30 +835,30 @@ local function resolve_earlier(line, earlier, results)
       for k, x in pairs(v) do v[k] = walk(x) end
       return v
     end
-    if type(v) ~= "string" then return v end
-    local path = v:match("^%$result(%[.*%])$")
-    if not path then return v end
-    local cur, first = nil, true
-    for seg in path:gmatch("%[([^%]]*)%]") do
-      if first then
-        first = false
-        local key = earlier[seg]
-        if key == nil then return v end
-        cur = results[key]
-      elseif type(cur) == "table" then
-        local nxt = cur[seg]
-        -- a PHP list is 0-based
-        if nxt == nil and tonumber(seg) and is_array(cur) then nxt = cur[tonumber(seg) + 1] end
-        cur = nxt
-      else
-        cur = nil
+    if type(v) ~= "string" or not v:find("$result[", 1, true) then return v end
+    return (v:gsub("%$result(%[[^%s]*)", function(path)
+      local cur, first = nil, true
+      for seg in path:gmatch("%[([^%]]*)%]") do
+        if first then
+          first = false
+          local key = earlier[seg]
+          if key == nil then return nil end
+          cur = results[key]
+        elseif type(cur) == "table" then
+          local nxt = cur[seg]
+          -- a PHP list is 0-based
+          if nxt == nil and tonumber(seg) and is_array(cur) then nxt = cur[tonumber(seg) + 1] end
+          cur = nxt
+        else
+          cur = nil
+        end
+        if cur == nil then return nil end
       end
-      if cur == nil then return v end
-    end
-    if type(cur) == "table" or cur == nil or cur == json.null then return v end
-    changed = true
-    if type(cur) == "boolean" then return cur and "1" or "" end
-    return tostring(cur)
+      if type(cur) == "table" or cur == nil or cur == json.null then return nil end
+      changed = true
+      if type(cur) == "boolean" then return cur and "1" or "" end
+      return tostring(cur)
+    end))
   end
   walk(params)
   if not changed then return line end
