@@ -102,8 +102,25 @@ describe("biconnector verify review", function()
 
   it("does not filter on an int value past 2^53 that it cannot send back exactly (1e+20), but on a string field", function()
     local report = run("bigint")
-    assert_line(report, "PASS", "^data items %(filter%[=name%]=item 1%): 1 row%(s%), all with name = \"item 1\"")
+    -- the filter request goes on name and its rows match; its values fail as every request's do (below)
+    assert_line(report, "FAIL", "^data items %(filter%[=name%]=item 1%): row 1, field id: int value 1e%+20")
+    assert.is_false(R.has_line(report, "FAIL", "do not have"), verify.format(report))
+    assert.is_false(R.has_line(report, "FAIL", "filter%[=id%]"), verify.format(report))
     assert.equal(0, report.summary.WARN, verify.format(report))
+  end)
+
+  it("fails an int value past the 64-bit range (1e+20), which PHP's json_decode reads as a float", function()
+    local report = run("bigint")
+    assert_line(report, "FAIL", "^data items %(limit 5%): row 2, field id: int value 1e%+20 is past the 64%-bit range")
+    assert.is_false(report.ok)
+    -- the edges of the range are integers
+    assert.is_nil((verify.check_value(math.tointeger and math.tointeger(-2^63) or -2^63, "int")))
+    if math.type then
+      assert.is_nil((verify.check_value(math.maxinteger, "int")))
+      assert.equal("FAIL", (verify.check_value(2^63, "int"))) -- 9223372036854775808, a float
+    end
+    assert.equal("FAIL", (verify.check_value(-1e19, "int")))
+    assert.is_nil((verify.check_value(1.0, "int"))) -- integral, within the range
   end)
 
   it("reports a described field without a name once, not again as a wrong header of every data answer", function()

@@ -127,6 +127,12 @@ local function value_check(v, ftype, reason)
   if ftype == "int" then
     if type(v) ~= "number" then return "FAIL", reason and ("int value must be a JSON integer, got " .. show(v)) end
     if v ~= floor(v) then return "FAIL", reason and ("int value must be integral, got " .. show(v)) end
+    -- past the 64-bit range PHP's json_decode reads a float (1e+20 is 1.0E+20):
+    -- Lua 5.4 holds such a value as a float; LuaJIT (doubles only) cannot tell
+    -- 2^63 from 2^63-1, so only what lies beyond counts there
+    if (math.type and math.type(v) == "float" and (v >= 2^63 or v < -2^63)) or v > 2^63 or v < -2^63 then
+      return "FAIL", reason and ("int value " .. show(v) .. " is past the 64-bit range (-2^63 to 2^63-1): Bitrix24 (PHP's json_decode) reads it as a float, not an integer")
+    end
     return nil
   elseif ftype == "double" then
     if type(v) ~= "number" then return "FAIL", reason and ("double value must be a JSON number, got " .. show(v)) end
