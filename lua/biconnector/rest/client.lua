@@ -707,6 +707,14 @@ function Client:each(method, params, opts)
   local base = shallow_copy(params)
   local items, index, done = {}, 0, false
   local start, page, last_id = nil, 1, nil
+  -- a caller's own `start` (start mode) or `page` (page mode) is the first
+  -- page asked for: "from here on", not silently from the first page
+  local function whole(v, least)
+    v = tonumber(v)
+    if v ~= nil and v == floor(v) and v >= least then return v end
+  end
+  if mode == "start" then start = whole(base.start, 0)
+  elseif mode == "page" then page = whole(base.page, 1) or 1 end
   local seen, last_page, fetched = 0, nil, 0
 
   local function fetch()
