@@ -111,6 +111,26 @@ describe("REST review", function()
       end
     end)
 
+    it("keeps a command line as written when it puts in a reference from an earlier chunk (order keys keep their order)", function()
+      local json = require "biconnector.json"
+      local sent, answers = {}, {
+        '{"result":{"result":{"1":{"ID":5,"TITLE":"a b"}},"result_error":[],"result_total":[],"result_next":[],"result_time":[]},"time":{}}',
+        '{"result":{"result":{"2":[]},"result_error":[],"result_total":[],"result_next":[],"result_time":[]},"time":{}}' }
+      local c = assert(rest.new({ webhook = "https://portal.example/rest/1/hooksecret/", shared_bucket = false,
+        sleep = function() end, transport = function(req)
+          sent[#sent + 1] = json.decode(req.body)
+          return { status = 200, headers = {}, body = answers[#sent] }
+        end }))
+      -- ORDER BY TITLE DESC, then ID: sorting the keys would make it ID first
+      local line = "test.items.list?order%5BTITLE%5D=DESC&order%5BID%5D=ASC&select[]=ID&filter%5B%3E%3DID%5D=$result[1][ID]"
+        .. "&filter[TITLE]=%24result%5B1%5D%5BTITLE%5D+copy"
+      local results, errors = c:batch({ "test.items.get?id=1", line }, { chunk_size = 1 })
+      assert.is_nil(next(errors))
+      assert.same({}, results[2])
+      assert.equal("test.items.list?order%5BTITLE%5D=DESC&order%5BID%5D=ASC&select[]=ID&filter%5B%3E%3DID%5D=5"
+        .. "&filter[TITLE]=a+b+copy", sent[2].cmd["2"])
+    end)
+
     it("leaves a reference to a failed command of an earlier chunk as the portal would", function()
       local cmds = { { key = "bad", method = "no.such" } }
       for i = 2, 50 do cmds[i] = { "test.echo", { n = i } } end

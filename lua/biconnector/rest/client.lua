@@ -831,46 +831,51 @@ end
 -- as the portal reads references (CRestUtil::processBatchElement): the whole
 -- value, or inside a longer one, each running to the next white space. Only
 -- scalars are put in (a reference to an object, or to a failed command, stays).
+-- Only the values that hold a reference are rewritten: the rest of the line
+-- stays as written, its names, their order (`order[DATE]=DESC&order[ID]=ASC`
+-- is a sort priority) and their spelling.
 -- -> the line, rewritten when something was resolved
 local function resolve_earlier(line, earlier, results)
   local method, query = command_parts(line)
   if not query or not (query:find("$result[", 1, true) or query:find("%24result", 1, true)) then return line end
-  local params = form.decode(query)
-  if type(params) ~= "table" then return line end
-  local changed = false
-  local function walk(v)
-    if type(v) == "table" then
-      for k, x in pairs(v) do v[k] = walk(x) end
-      return v
-    end
-    if type(v) ~= "string" or not v:find("$result[", 1, true) then return v end
-    return (v:gsub("%$result(%[[^%s]*)", function(path)
-      local cur, first = nil, true
-      for seg in path:gmatch("%[([^%]]*)%]") do
-        if first then
-          first = false
-          local key = earlier[seg]
-          if key == nil then return nil end
-          cur = results[key]
-        elseif type(cur) == "table" then
-          local nxt = cur[seg]
-          -- a PHP list is 0-based
-          if nxt == nil and tonumber(seg) and is_array(cur) then nxt = cur[tonumber(seg) + 1] end
-          cur = nxt
-        else
-          cur = nil
-        end
-        if cur == nil then return nil end
+  local function put_in(path)
+    local cur, first = nil, true
+    for seg in path:gmatch("%[([^%]]*)%]") do
+      if first then
+        first = false
+        local key = earlier[seg]
+        if key == nil then return nil end
+        cur = results[key]
+      elseif type(cur) == "table" then
+        local nxt = cur[seg]
+        -- a PHP list is 0-based
+        if nxt == nil and tonumber(seg) and is_array(cur) then nxt = cur[tonumber(seg) + 1] end
+        cur = nxt
+      else
+        cur = nil
       end
-      if type(cur) == "table" or cur == nil or cur == json.null then return nil end
-      changed = true
-      if type(cur) == "boolean" then return cur and "1" or "" end
-      return tostring(cur)
-    end))
+      if cur == nil then return nil end
+    end
+    if type(cur) == "table" or cur == nil or cur == json.null then return nil end
+    if type(cur) == "boolean" then return cur and "1" or "" end
+    return tostring(cur)
   end
-  walk(params)
+  local out, changed = {}, false
+  for pair in (query .. "&"):gmatch("([^&]*)&") do
+    local name, raw = pair:match("^([^=]*)=(.*)$")
+    local decoded = name and raw:find("result", 1, true) and form.decode("v=" .. raw)
+    local v = type(decoded) == "table" and decoded.v
+    if type(v) == "string" and v:find("$result[", 1, true) then
+      local nv = v:gsub("%$result(%[[^%s]*)", put_in)
+      if nv ~= v then
+        pair = name .. "=" .. form.encode({ v = nv }):sub(3)
+        changed = true
+      end
+    end
+    out[#out + 1] = pair
+  end
   if not changed then return line end
-  return method .. "?" .. form.encode(params)
+  return method .. "?" .. concat(out, "&")
 end
 
 local function command_creates(self, line)
