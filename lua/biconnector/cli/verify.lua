@@ -189,8 +189,19 @@ end
 
 ---------------------------------------------------------------- the report
 
+-- The URL as the report shows it: the password of a user:password@ (sent as
+-- basic authentication) is ***, as serve shows a database URL's.
+local function shown_url(url)
+  local scheme, authority, rest = url:match("^(%a[%w+.-]*://)([^/]*)(.*)$")
+  if not authority then return url end
+  local userinfo, host = authority:match("^(.*)@([^@]*)$")
+  if not userinfo or not userinfo:find(":", 1, true) then return url end
+  return scheme .. userinfo:match("^[^:]*") .. ":***@" .. host .. rest
+end
+_M.shown_url = shown_url
+
 local function new_report(url, opts)
-  return { url = clean(url), body = opts.body, checks = {},
+  return { url = clean(shown_url(url)), body = opts.body, checks = {},
     summary = { PASS = 0, WARN = 0, FAIL = 0, SKIP = 0 }, ok = true }
 end
 
@@ -1227,8 +1238,8 @@ function _M.parse_args(args)
     i = i + 1
   end
   if not url then return nil, "URL is required" end
-  if not url:match("^https?://[^/]") then return nil, "URL must start with http:// or https://, got " .. url end
-  if url:find("[?#]") then return nil, QUERY_MESSAGE .. url end
+  if not url:match("^https?://[^/]") then return nil, "URL must start with http:// or https://, got " .. shown_url(url) end
+  if url:find("[?#]") then return nil, QUERY_MESSAGE .. shown_url(url) end
   local bad_byte = address.unencoded(url, "URL")
   if bad_byte then return nil, bad_byte end
   local bad_text = json_text_problem(o)
