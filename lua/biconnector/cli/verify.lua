@@ -1256,7 +1256,7 @@ function _M.main(args, out, err)
     err:write("biconnector verify: ", o, "\n", _M.USAGE)
     return 2
   end
-  local progress = progress_lib.new("verify " .. url, { json = as_json })
+  local progress = progress_lib.new("verify " .. shown_url(url), { json = as_json })
   local sent = 0
   o.progress = progress.enabled and function(endpoint, table_code, mode)
     sent = sent + 1
