@@ -132,6 +132,8 @@ describe("biconnector verify review", function()
     if math.type then
       assert.is_nil((verify.check_value(math.maxinteger, "int")))
       assert.equal("FAIL", (verify.check_value(2^63, "int"))) -- 9223372036854775808, a float
+      -- one past the lower end: the decoder makes it the float -2^63 (the integer -2^63 is in the range)
+      assert.equal("FAIL", (verify.check_value(json.decode("[-9223372036854775809]")[1], "int")))
     end
     assert.equal("FAIL", (verify.check_value(-1e19, "int")))
     assert.is_nil((verify.check_value(1.0, "int"))) -- integral, within the range

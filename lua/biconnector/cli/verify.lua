@@ -130,7 +130,7 @@ local function value_check(v, ftype, reason)
     -- past the 64-bit range PHP's json_decode reads a float (1e+20 is 1.0E+20):
     -- Lua 5.4 holds such a value as a float; LuaJIT (doubles only) cannot tell
     -- 2^63 from 2^63-1, so only what lies beyond counts there
-    if (math.type and math.type(v) == "float" and (v >= 2^63 or v < -2^63)) or v > 2^63 or v < -2^63 then
+    if (math.type and math.type(v) == "float" and (v >= 2^63 or v <= -2^63)) or v > 2^63 or v < -2^63 then
       return "FAIL", reason and ("int value " .. show(v) .. " is past the 64-bit range (-2^63 to 2^63-1): Bitrix24 (PHP's json_decode) reads it as a float, not an integer")
     end
     return nil
