@@ -70,6 +70,13 @@ describe("biconnector verify review", function()
     assert.is_nil(out:find("s3cr3t-pw", 1, true), out)
   end)
 
+  it("says what a 404 on check means: nothing answers at URL/check, so URL is not the endpoints' base", function()
+    local report = verify.run(F.base .. "good/check", { settings = { token = "s3cret" }, allow_local = true })
+    assert_line(report, "FAIL", "^check: HTTP status 404, expected 200 .*nothing answers at .*/good/check/check: "
+      .. "URL must be the base address the four endpoints sit under")
+    assert.is_false(R.has_line(report, "FAIL", "^table_list: .*nothing answers"), verify.format(report)) -- said once
+  end)
+
   it("fails a date that is no day of the calendar", function()
     local report = run("no_such_day")
     assert_line(report, "FAIL", '^data items %(limit 5%): row 1, field day: date value must be YYYY%-MM%-DD, got "2025%-02%-30" %(no such day%)')

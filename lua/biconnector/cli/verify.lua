@@ -529,6 +529,11 @@ local function step_check(ctx)
   ctx.check_status = res.status
   -- 401 and 403 are how a connector refuses the connection values: say which
   common(ctx, f, res, false, function(status)
+    if status == 404 then
+      -- the usual mistake: the URL of one endpoint (.../check) given for the base
+      return format("nothing answers at %s/check: URL must be the base address the four endpoints sit under "
+        .. "(URL/check, URL/table_list, ...), as biconnector serve prints it", shown_url(ctx.base))
+    end
     if status ~= 401 and status ~= 403 then return nil end
     local codes = {}
     for code in pairs(ctx.connection) do codes[#codes + 1] = code end
