@@ -77,6 +77,14 @@ describe("biconnector verify review", function()
     assert.is_false(R.has_line(report, "FAIL", "^table_list: .*nothing answers"), verify.format(report)) -- said once
   end)
 
+  it("prints no raw control character from a connector's table code in a check's name (the terminal sees \\x1b)", function()
+    local rc, out = cli({ F.base .. "esc_code", "--setting", "token=s3cret", "--allow-local" })
+    assert.equal(0, rc, out)
+    assert.is_nil(out:find("\27", 1, true), out)
+    assert.matches("PASS  table_description red\\x1b[31m: 5 field(s)", out, 1, true)
+    assert.matches("PASS  data red\\x1b[31m (limit 5):", out, 1, true)
+  end)
+
   it("fails a date that is no day of the calendar", function()
     local report = run("no_such_day")
     assert_line(report, "FAIL", '^data items %(limit 5%): row 1, field day: date value must be YYYY%-MM%-DD, got "2025%-02%-30" %(no such day%)')

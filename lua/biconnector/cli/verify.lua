@@ -205,8 +205,15 @@ local function new_report(url, opts)
     summary = { PASS = 0, WARN = 0, FAIL = 0, SKIP = 0 }, ok = true }
 end
 
+-- A check's name and message as printed: a control character the connector
+-- sent (a table or field code holding ESC [31m, a tab) is shown as \xNN, so
+-- nothing from the connector drives the terminal and a check stays one line.
+local function printable(s)
+  return (clean(s):gsub("[%z\1-\31\127]", function(c) return format("\\x%02x", c:byte()) end))
+end
+
 local function add(report, result, name, message, extra)
-  local entry = { result = result, check = clean(name), message = clean(message) }
+  local entry = { result = result, check = printable(name), message = printable(message) }
   for k, v in pairs(extra or {}) do entry[k] = type(v) == "string" and clean(v) or v end
   report.checks[#report.checks + 1] = entry
   report.summary[result] = report.summary[result] + 1
