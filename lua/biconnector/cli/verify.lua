@@ -1272,7 +1272,7 @@ function _M.main(args, out, err)
   local sent = 0
   o.progress = progress.enabled and function(endpoint, table_code, mode)
     sent = sent + 1
-    progress.update(format("request %d: %s%s%s", sent, endpoint, table_code and (" " .. tostring(table_code)) or "",
+    progress.update(format("request %d: %s%s%s", sent, endpoint, table_code and (" " .. printable(table_code)) or "",
       o.body == "both" and (" [" .. mode .. "]") or ""))
   end or nil
   local report = _M.run(url, o)
