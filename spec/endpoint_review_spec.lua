@@ -108,6 +108,31 @@ describe("a connector definition or handler answer holding \"0\" where Bitrix24 
       describe = { ["00"] = { { code = " 0", name = "00", type = "int" } } } }))))
   end)
 
+  it("a table or field code with a control byte, which every request naming it is refused for (400), is refused too",
+    function()
+    -- listed, then "table: the code \"tab\9x\" holds a control byte" on every table_description and data
+    assert.equals('connector definition: tables[1].code "tab\\9x" holds a control byte (0x09 at byte 4): '
+      .. 'requests naming it are refused (400); table and field codes never hold one',
+      refused({ tables = { { code = "tab\tx", title = "T" } }, describe = { ["tab\tx"] = { { code = "id", name = "ID", type = "int" } } } }))
+    assert.equals('connector definition: describe["t"][1].code "i\\0d" holds a control byte (0x00 at byte 2): '
+      .. 'requests naming it are refused (400); table and field codes never hold one',
+      refused({ describe = { t = { { code = "i\0d", name = "ID", type = "int" } } } }))
+    -- a title or name may hold one (only codes travel back in requests)
+    assert.is_true(connector.is_connector(connector.new(def({ tables = { { code = "t", title = "T\tx" } },
+      describe = { t = { { code = "id", name = "I\tD", type = "int" } } } }))))
+    local c = connector.new(def({
+      tables = function() return { { code = "t", title = "T" }, { code = "u\127", title = "U" } } end,
+      describe = function() return { { code = "id\n", name = "ID", type = "int" } } end,
+      log = function() end,
+    }))
+    local status, _, body = c:handle({ method = "POST", path = "/table_list", headers = {}, body = "searchString=" })
+    assert.equals(500, status)
+    assert.matches('tables()[2].code \\"u\\\\127\\" holds a control byte (0x7F at byte 2)', body, 1, true)
+    status, _, body = c:handle({ method = "POST", path = "/table_description", headers = {}, body = "table=t" })
+    assert.equals(500, status)
+    assert.matches('describe(\\"t\\")[1].code \\"id\\\\n\\" holds a control byte (0x0A at byte 3)', body, 1, true)
+  end)
+
   it("from a tables or describe function is a 500 naming the element, not an answer Bitrix24 refuses whole", function()
     local c = connector.new(def({
       tables = function() return { { code = "t", title = "T" }, { code = "u", title = "0" } } end,

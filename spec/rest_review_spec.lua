@@ -85,6 +85,52 @@ describe("REST review", function()
       assert.equal("hello", results[54].TITLE)
     end)
 
+    it("puts in a reference inside a longer value, in one request and from an earlier chunk alike", function()
+      -- the portal replaces every `$result[...]` up to the next white space, not only a whole value
+      -- (CRestUtil::processBatchElement: preg_match_all, then str_replace of a scalar)
+      local function cmds_with(at)
+        local cmds = { { key = "item", method = "test.items.add", params = { fields = { TITLE = "hello" } } },
+          { key = "first", method = "test.echo", params = { n = "7", list = { "a", "b" } } } }
+        for i = 3, at - 1 do cmds[i] = { "test.echo", { n = i } } end
+        cmds[at] = { key = "use", method = "test.echo", params = { a = "Copy of $result[item]",
+          b = "n=$result[first][n] list=$result[first][list][1] end", c = "x $result[first] y" } }
+        cmds[at + 1] = { key = "upd", method = "test.items.update", params = { id = "$result[item]",
+          fields = { TITLE = "$result[first][n] (copy)" } } }
+        cmds[at + 2] = { key = "read", method = "test.items.get", params = { id = "$result[item]" } }
+        return cmds
+      end
+      for _, at in ipairs({ 3, 51 }) do -- 3: one request; 51: the reference is to the first request
+        portal:reset(FAST)
+        local results, errors, extra = webhook_client():batch(cmds_with(at))
+        assert.is_nil(next(errors))
+        assert.equal(at == 3 and 1 or 2, extra.requests)
+        assert.equal("Copy of 1", results.use.a)
+        assert.equal("n=7 list=b end", results.use.b)
+        assert.equal("x $result[first] y", results.use.c) -- an object is not put into text
+        assert.equal("7 (copy)", results.read.TITLE)
+      end
+    end)
+
+    it("keeps a command line as written when it puts in a reference from an earlier chunk (order keys keep their order)", function()
+      local json = require "biconnector.json"
+      local sent, answers = {}, {
+        '{"result":{"result":{"1":{"ID":5,"TITLE":"a b"}},"result_error":[],"result_total":[],"result_next":[],"result_time":[]},"time":{}}',
+        '{"result":{"result":{"2":[]},"result_error":[],"result_total":[],"result_next":[],"result_time":[]},"time":{}}' }
+      local c = assert(rest.new({ webhook = "https://portal.example/rest/1/hooksecret/", shared_bucket = false,
+        sleep = function() end, transport = function(req)
+          sent[#sent + 1] = json.decode(req.body)
+          return { status = 200, headers = {}, body = answers[#sent] }
+        end }))
+      -- ORDER BY TITLE DESC, then ID: sorting the keys would make it ID first
+      local line = "test.items.list?order%5BTITLE%5D=DESC&order%5BID%5D=ASC&select[]=ID&filter%5B%3E%3DID%5D=$result[1][ID]"
+        .. "&filter[TITLE]=%24result%5B1%5D%5BTITLE%5D+copy"
+      local results, errors = c:batch({ "test.items.get?id=1", line }, { chunk_size = 1 })
+      assert.is_nil(next(errors))
+      assert.same({}, results[2])
+      assert.equal("test.items.list?order%5BTITLE%5D=DESC&order%5BID%5D=ASC&select[]=ID&filter%5B%3E%3DID%5D=5"
+        .. "&filter[TITLE]=a+b+copy", sent[2].cmd["2"])
+    end)
+
     it("leaves a reference to a failed command of an earlier chunk as the portal would", function()
       local cmds = { { key = "bad", method = "no.such" } }
       for i = 2, 50 do cmds[i] = { "test.echo", { n = i } } end

@@ -30,6 +30,19 @@ describe("REST user review", function()
     assert.equal(120, #list)
   end)
 
+  it("each/list start at the page or start the caller gives, not silently at the first", function()
+    portal:control({ action = "seed", connectors = 120, items = 120 })
+    local c = client_for()
+    local list = assert(c:list("biconnector.connector.list", { page = 2 }))
+    assert.equal(70, #list) -- pages 2 and 3
+    assert.equal(51, list[1].id)
+    list = assert(c:list("test.items.list", { start = 100 }))
+    assert.equal(20, #list)
+    assert.equal(101, list[1].ID)
+    list = assert(c:list("test.items.list", { start = 0 }))
+    assert.equal(120, #list)
+  end)
+
   it("register: a column type Bitrix24 does not know goes as string, with a warning; a rerun changes nothing", function()
     local connector = {
       title = "Odd", definition = {}, settings = { { code = "token", name = "Token", type = "STRING" } },

@@ -60,10 +60,12 @@ local function handle(modes, endpoint, p)
     if mode_is("empty_search") and search ~= "" then list = {} end -- finds nothing
     if mode_is("empty_code") then list[#list + 1] = { code = "", title = "Nameless" } end
     if mode_is("zero") then list[#list + 1] = { code = "zero", title = "0" } end
+    -- esc_code: a table whose code holds a terminal escape sequence (described as items)
+    if mode_is("esc_code") and search == "" then list[#list + 1] = { code = "red\27[31m", title = "Red" } end
     if mode_is("text_type") then return answer(200, json.encode(list), "text/html") end
     return answer(200, json.encode(list))
   elseif endpoint == "table_description" then
-    local fields = FIELDS[p.table or p.name]
+    local fields = FIELDS[p.table or p.name] or (mode_is("esc_code") and p.table == "red\27[31m" and FIELDS.items)
     if not fields then return answer(404, '{"error":"no such table"}') end
     local out = {}
     for i, f in ipairs(fields) do out[i] = { code = f.code, name = f.name, type = f.type } end
@@ -73,7 +75,7 @@ local function handle(modes, endpoint, p)
     if mode_is("no_name") and p.table == "items" then out[2].name = nil end
     return answer(200, json.encode(out))
   elseif endpoint == "data" then
-    local fields = FIELDS[p.table]
+    local fields = FIELDS[p.table] or (mode_is("esc_code") and p.table == "red\27[31m" and FIELDS.items)
     if not fields then return answer(404, '{"error":"no such table"}') end
     if mode_is("not_json") then return answer(200, "<html>oops</html>", "text/html") end
     if mode_is("bad_utf8") then return answer(200, "<html>\255\254 \1\27[31m</html>", "text/html") end

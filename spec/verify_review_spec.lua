@@ -56,6 +56,35 @@ describe("biconnector verify review", function()
     assert.matches('table_list: --table "it\\xffms" is not in the table list', table.concat(lines(report, "WARN"), "\n"), 1, true)
   end)
 
+  it("does not print the password of a URL's user:password@ (the report shows ***)", function()
+    local url = F.base:gsub("^http://", "http://alice:s3cr3t-pw@") .. "good"
+    local report = verify.run(url, { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
+    assert.is_true(report.ok, verify.format(report))
+    assert.equal(F.base:gsub("^http://", "http://alice:***@") .. "good", report.url)
+    local rc, out, err = cli({ url, "--setting", "token=s3cret", "--table", "items", "--allow-local" })
+    assert.equal(0, rc, err)
+    assert.is_nil(out:find("s3cr3t-pw", 1, true), out)
+    assert.matches("alice:***@", out, 1, true)
+    rc, out = cli({ url, "--setting", "token=s3cret", "--table", "items", "--allow-local", "--json" })
+    assert.equal(0, rc)
+    assert.is_nil(out:find("s3cr3t-pw", 1, true), out)
+  end)
+
+  it("says what a 404 on check means: nothing answers at URL/check, so URL is not the endpoints' base", function()
+    local report = verify.run(F.base .. "good/check", { settings = { token = "s3cret" }, allow_local = true })
+    assert_line(report, "FAIL", "^check: HTTP status 404, expected 200 .*nothing answers at .*/good/check/check: "
+      .. "URL must be the base address the four endpoints sit under")
+    assert.is_false(R.has_line(report, "FAIL", "^table_list: .*nothing answers"), verify.format(report)) -- said once
+  end)
+
+  it("prints no raw control character from a connector's table code in a check's name (the terminal sees \\x1b)", function()
+    local rc, out = cli({ F.base .. "esc_code", "--setting", "token=s3cret", "--allow-local" })
+    assert.equal(0, rc, out)
+    assert.is_nil(out:find("\27", 1, true), out)
+    assert.matches("PASS  table_description red\\x1b[31m: 5 field(s)", out, 1, true)
+    assert.matches("PASS  data red\\x1b[31m (limit 5):", out, 1, true)
+  end)
+
   it("fails a date that is no day of the calendar", function()
     local report = run("no_such_day")
     assert_line(report, "FAIL", '^data items %(limit 5%): row 1, field day: date value must be YYYY%-MM%-DD, got "2025%-02%-30" %(no such day%)')
@@ -102,8 +131,27 @@ describe("biconnector verify review", function()
 
   it("does not filter on an int value past 2^53 that it cannot send back exactly (1e+20), but on a string field", function()
     local report = run("bigint")
-    assert_line(report, "PASS", "^data items %(filter%[=name%]=item 1%): 1 row%(s%), all with name = \"item 1\"")
+    -- the filter request goes on name and its rows match; its values fail as every request's do (below)
+    assert_line(report, "FAIL", "^data items %(filter%[=name%]=item 1%): row 1, field id: int value 1e%+20")
+    assert.is_false(R.has_line(report, "FAIL", "do not have"), verify.format(report))
+    assert.is_false(R.has_line(report, "FAIL", "filter%[=id%]"), verify.format(report))
     assert.equal(0, report.summary.WARN, verify.format(report))
+  end)
+
+  it("fails an int value past the 64-bit range (1e+20), which PHP's json_decode reads as a float", function()
+    local report = run("bigint")
+    assert_line(report, "FAIL", "^data items %(limit 5%): row 2, field id: int value 1e%+20 is past the 64%-bit range")
+    assert.is_false(report.ok)
+    -- the edges of the range are integers
+    assert.is_nil((verify.check_value(math.tointeger and math.tointeger(-2^63) or -2^63, "int")))
+    if math.type then
+      assert.is_nil((verify.check_value(math.maxinteger, "int")))
+      assert.equal("FAIL", (verify.check_value(2^63, "int"))) -- 9223372036854775808, a float
+      -- one past the lower end: the decoder makes it the float -2^63 (the integer -2^63 is in the range)
+      assert.equal("FAIL", (verify.check_value(json.decode("[-9223372036854775809]")[1], "int")))
+    end
+    assert.equal("FAIL", (verify.check_value(-1e19, "int")))
+    assert.is_nil((verify.check_value(1.0, "int"))) -- integral, within the range
   end)
 
   it("reports a described field without a name once, not again as a wrong header of every data answer", function()

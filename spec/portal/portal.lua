@@ -790,21 +790,23 @@ end
 
 -------------------------------------------------------------------------------
 -- batch
+-- As CRestUtil::processBatchElement: every `$result[...]` up to the next white
+-- space, the whole value or inside a longer one, is replaced by the scalar it
+-- names (an object, or a missing command, leaves it as written here).
 local function resolve_refs(v, results)
   if type(v) == "string" then
-    local whole = v:match("^%$result(%[.*%])$")
-    if whole then
+    if not v:find("$result[", 1, true) then return v end
+    return (v:gsub("%$result(%[[^%s]*)", function(path)
       local cur = results
-      for seg in whole:gmatch("%[([^%]]*)%]") do
+      for seg in path:gmatch("%[([^%]]*)%]") do
         if not is_table(cur) then cur = nil break end
         local nxt = cur[seg]
         if nxt == nil and tonum(seg) then nxt = cur[tonum(seg) + 1] end
         cur = nxt
       end
       if cur ~= nil and not is_table(cur) then return tostring(cur) end
-      return v
-    end
-    return v
+      return nil
+    end))
   elseif is_table(v) then
     local t = {}
     for k, x in pairs(v) do t[k] = resolve_refs(x, results) end

@@ -127,6 +127,12 @@ local function value_check(v, ftype, reason)
   if ftype == "int" then
     if type(v) ~= "number" then return "FAIL", reason and ("int value must be a JSON integer, got " .. show(v)) end
     if v ~= floor(v) then return "FAIL", reason and ("int value must be integral, got " .. show(v)) end
+    -- past the 64-bit range PHP's json_decode reads a float (1e+20 is 1.0E+20):
+    -- Lua 5.4 holds such a value as a float; LuaJIT (doubles only) cannot tell
+    -- 2^63 from 2^63-1, so only what lies beyond counts there
+    if (math.type and math.type(v) == "float" and (v >= 2^63 or v <= -2^63)) or v > 2^63 or v < -2^63 then
+      return "FAIL", reason and ("int value " .. show(v) .. " is past the 64-bit range (-2^63 to 2^63-1): Bitrix24 (PHP's json_decode) reads it as a float, not an integer")
+    end
     return nil
   elseif ftype == "double" then
     if type(v) ~= "number" then return "FAIL", reason and ("double value must be a JSON number, got " .. show(v)) end
@@ -183,13 +189,31 @@ end
 
 ---------------------------------------------------------------- the report
 
+-- The URL as the report shows it: the password of a user:password@ (sent as
+-- basic authentication) is ***, as serve shows a database URL's.
+local function shown_url(url)
+  local scheme, authority, rest = url:match("^(%a[%w+.-]*://)([^/]*)(.*)$")
+  if not authority then return url end
+  local userinfo, host = authority:match("^(.*)@([^@]*)$")
+  if not userinfo or not userinfo:find(":", 1, true) then return url end
+  return scheme .. userinfo:match("^[^:]*") .. ":***@" .. host .. rest
+end
+_M.shown_url = shown_url
+
 local function new_report(url, opts)
-  return { url = clean(url), body = opts.body, checks = {},
+  return { url = clean(shown_url(url)), body = opts.body, checks = {},
     summary = { PASS = 0, WARN = 0, FAIL = 0, SKIP = 0 }, ok = true }
 end
 
+-- A check's name and message as printed: a control character the connector
+-- sent (a table or field code holding ESC [31m, a tab) is shown as \xNN, so
+-- nothing from the connector drives the terminal and a check stays one line.
+local function printable(s)
+  return (clean(s):gsub("[%z\1-\31\127]", function(c) return format("\\x%02x", c:byte()) end))
+end
+
 local function add(report, result, name, message, extra)
-  local entry = { result = result, check = clean(name), message = clean(message) }
+  local entry = { result = result, check = printable(name), message = printable(message) }
   for k, v in pairs(extra or {}) do entry[k] = type(v) == "string" and clean(v) or v end
   report.checks[#report.checks + 1] = entry
   report.summary[result] = report.summary[result] + 1
@@ -512,6 +536,11 @@ local function step_check(ctx)
   ctx.check_status = res.status
   -- 401 and 403 are how a connector refuses the connection values: say which
   common(ctx, f, res, false, function(status)
+    if status == 404 then
+      -- the usual mistake: the URL of one endpoint (.../check) given for the base
+      return format("nothing answers at %s/check: URL must be the base address the four endpoints sit under "
+        .. "(URL/check, URL/table_list, ...), as biconnector serve prints it", shown_url(ctx.base))
+    end
     if status ~= 401 and status ~= 403 then return nil end
     local codes = {}
     for code in pairs(ctx.connection) do codes[#codes + 1] = code end
@@ -1221,8 +1250,8 @@ function _M.parse_args(args)
     i = i + 1
   end
   if not url then return nil, "URL is required" end
-  if not url:match("^https?://[^/]") then return nil, "URL must start with http:// or https://, got " .. url end
-  if url:find("[?#]") then return nil, QUERY_MESSAGE .. url end
+  if not url:match("^https?://[^/]") then return nil, "URL must start with http:// or https://, got " .. shown_url(url) end
+  if url:find("[?#]") then return nil, QUERY_MESSAGE .. shown_url(url) end
   local bad_byte = address.unencoded(url, "URL")
   if bad_byte then return nil, bad_byte end
   local bad_text = json_text_problem(o)
@@ -1239,11 +1268,11 @@ function _M.main(args, out, err)
     err:write("biconnector verify: ", o, "\n", _M.USAGE)
     return 2
   end
-  local progress = progress_lib.new("verify " .. url, { json = as_json })
+  local progress = progress_lib.new("verify " .. shown_url(url), { json = as_json })
   local sent = 0
   o.progress = progress.enabled and function(endpoint, table_code, mode)
     sent = sent + 1
-    progress.update(format("request %d: %s%s%s", sent, endpoint, table_code and (" " .. tostring(table_code)) or "",
+    progress.update(format("request %d: %s%s%s", sent, endpoint, table_code and (" " .. printable(table_code)) or "",
       o.body == "both" and (" [" .. mode .. "]") or ""))
   end or nil
   local report = _M.run(url, o)

@@ -87,6 +87,15 @@ local function stray_key(t)
   return nil
 end
 
+-- A code with a control byte: every request naming it is refused (400, the
+-- request decoding's rule), so a list or description offering one is too.
+local function control_problem(where, code)
+  local at = request.control_byte(code)
+  if not at then return nil end
+  return format("%s %s holds a control byte (0x%02X at byte %d): requests naming it are refused (400); "
+    .. "table and field codes never hold one", where, errors.shown(code), byte(code, at), at)
+end
+
 local function not_list(where, what, key)
   return format("%s must be a list of %s (found key %s)", where, what, describe_value(key))
 end
@@ -107,6 +116,8 @@ local function table_list_problem(list, where)
     if type(t) ~= "table" then return format("%s[%d] must be a table {code, title}, got %s", where, i, type(t)) end
     if not php_value(t.code) then return not_value(format("%s[%d].code", where, i), t.code) end
     if not php_value(t.title) then return not_value(format("%s[%d].title", where, i), t.title) end
+    local bad = control_problem(format("%s[%d].code", where, i), t.code)
+    if bad then return bad end
     if seen[t.code] then return format("%s[%d].code %q repeats %s[%d]", where, i, t.code, where, seen[t.code]) end
     seen[t.code] = i
   end
@@ -128,6 +139,8 @@ local function fields_problem(fields, where)
     if type(f) ~= "table" then return w .. " must be a table {code, name, type}, got " .. type(f) end
     if not php_value(f.code) then return not_value(w .. ".code", f.code) end
     if not php_value(f.name) then return not_value(w .. ".name", f.name) end
+    local bad = control_problem(w .. ".code", f.code)
+    if bad then return bad end
     if not FIELD_TYPES[f.type] then
       return w .. ".type must be one of int, string, double, date, datetime, got " .. describe_value(f.type)
     end

@@ -717,6 +717,14 @@ function Client:each(method, params, opts)
   local base = shallow_copy(params)
   local items, index, done = {}, 0, false
   local start, page, last_id = nil, 1, nil
+  -- a caller's own `start` (start mode) or `page` (page mode) is the first
+  -- page asked for: "from here on", not silently from the first page
+  local function whole(v, least)
+    v = tonumber(v)
+    if v ~= nil and v == floor(v) and v >= least then return v end
+  end
+  if mode == "start" then start = whole(base.start, 0)
+  elseif mode == "page" then page = whole(base.page, 1) or 1 end
   local seen, last_page, fetched = 0, nil, 0
 
   local function fetch()
@@ -828,31 +836,25 @@ local function command_line(c, key)
   return method .. "?" .. form.encode(params)
 end
 
--- A `$result[key][field]...` reference (the whole value, as the portal reads
--- it) to a command of an earlier chunk: the portal never saw that command in
--- this request, so the value is put in here. Only scalars are put in (the
--- portal leaves a reference to an object, or to a failed command, as it is).
+-- A `$result[key][field]...` reference to a command of an earlier chunk: the
+-- portal never saw that command in this request, so the value is put in here,
+-- as the portal reads references (CRestUtil::processBatchElement): the whole
+-- value, or inside a longer one, each running to the next white space. Only
+-- scalars are put in (a reference to an object, or to a failed command, stays).
+-- Only the values that hold a reference are rewritten: the rest of the line
+-- stays as written, its names, their order (`order[DATE]=DESC&order[ID]=ASC`
+-- is a sort priority) and their spelling.
 -- -> the line, rewritten when something was resolved
 local function resolve_earlier(line, earlier, results)
   local method, query = command_parts(line)
   if not query or not (query:find("$result[", 1, true) or query:find("%24result", 1, true)) then return line end
-  local params = form.decode(query)
-  if type(params) ~= "table" then return line end
-  local changed = false
-  local function walk(v)
-    if type(v) == "table" then
-      for k, x in pairs(v) do v[k] = walk(x) end
-      return v
-    end
-    if type(v) ~= "string" then return v end
-    local path = v:match("^%$result(%[.*%])$")
-    if not path then return v end
+  local function put_in(path)
     local cur, first = nil, true
     for seg in path:gmatch("%[([^%]]*)%]") do
       if first then
         first = false
         local key = earlier[seg]
-        if key == nil then return v end
+        if key == nil then return nil end
         cur = results[key]
       elseif type(cur) == "table" then
         local nxt = cur[seg]
@@ -862,16 +864,28 @@ local function resolve_earlier(line, earlier, results)
       else
         cur = nil
       end
-      if cur == nil then return v end
+      if cur == nil then return nil end
     end
-    if type(cur) == "table" or cur == nil or cur == json.null then return v end
-    changed = true
+    if type(cur) == "table" or cur == nil or cur == json.null then return nil end
     if type(cur) == "boolean" then return cur and "1" or "" end
     return tostring(cur)
   end
-  walk(params)
+  local out, changed = {}, false
+  for pair in (query .. "&"):gmatch("([^&]*)&") do
+    local name, raw = pair:match("^([^=]*)=(.*)$")
+    local decoded = name and raw:find("result", 1, true) and form.decode("v=" .. raw)
+    local v = type(decoded) == "table" and decoded.v
+    if type(v) == "string" and v:find("$result[", 1, true) then
+      local nv = v:gsub("%$result(%[[^%s]*)", put_in)
+      if nv ~= v then
+        pair = name .. "=" .. form.encode({ v = nv }):sub(3)
+        changed = true
+      end
+    end
+    out[#out + 1] = pair
+  end
   if not changed then return line end
-  return method .. "?" .. form.encode(params)
+  return method .. "?" .. concat(out, "&")
 end
 
 local function command_creates(self, line)
