@@ -52,21 +52,33 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
     it("needs nginx with the Lua module", function() pending(msg) end)
     return
   end
-  local portal, tls_portal, tls_dir, prefix, port, nginx
+  local portal, tls_portal, tls_dir, prefix, port, port6, port6s, nginx
 
   setup(function()
     portal = control.start({ rate = 1000, burst = 1000 })
     prefix = N.make_prefix()
     port = free_port()
-    local tls_locations = ""
+    port6 = free_port()
+    local tls_locations, tls6_server = "", ""
+    port6s = free_port()
     if HAS_SSL then
       tls_dir = prefix .. "/tls"
       assert(os.execute(("mkdir -p %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 2 " ..
         "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1"):format(tls_dir, tls_dir, tls_dir)))
+      -- for [::1]: lua-nginx-module checks the name it is given against the certificate's names
+      -- (its DNS names, else its CN), not its IP addresses: CN=::1
+      assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key6.pem -out %s/cert6.pem -days 2 " ..
+        "-subj /CN=::1 -addext subjectAltName=IP:::1 >/dev/null 2>&1"):format(tls_dir, tls_dir)))
       tls_portal = control.start({ rate = 1000, burst = 1000 }, { cert = tls_dir .. "/cert.pem", key = tls_dir .. "/key.pem" })
       tls_locations = ngx_call_location("tls_trusted", tls_portal.base,
         "lua_ssl_trusted_certificate " .. tls_dir .. "/cert.pem; lua_ssl_verify_depth 2;") .. "\n" ..
-        ngx_call_location("tls_untrusted", tls_portal.base, nil, "{ pool_name = 'untrusted' }")
+        ngx_call_location("tls_untrusted", tls_portal.base, nil, "{ pool_name = 'untrusted' }") .. "\n" ..
+        ngx_call_location("tls6_trusted", "https://[::1]:" .. port6s,
+          "lua_ssl_trusted_certificate " .. tls_dir .. "/cert6.pem; lua_ssl_verify_depth 2;")
+      tls6_server = table.concat({ "  server {", "    listen [::1]:" .. port6s .. " ssl;",
+        "    ssl_certificate " .. tls_dir .. "/cert6.pem;", "    ssl_certificate_key " .. tls_dir .. "/key6.pem;",
+        "    location /rest/ { default_type application/json; return 200 '{\"result\":{\"host\":\"$http_host\"}}'; }",
+        "  }" }, "\n")
     end
     local conf = N.conf(prefix, {
       "  access_log off;",
@@ -125,8 +137,15 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
       "    } }",
       ngx_call_location("ngx_call", portal.base),
       ngx_call_location("ngx_dead", "http://127.0.0.1:" .. free_port()),
+      -- an IPv6 literal URL (http://[::1]:PORT/rest/...): the answer echoes the Host header it got
+      ngx_call_location("ngx_call6", "http://[::1]:" .. port6),
       tls_locations,
       "  }",
+      "  server {",
+      "    listen [::1]:" .. port6 .. ";",
+      "    location /rest/ { default_type application/json; return 200 '{\"result\":{\"host\":\"$http_host\"}}'; }",
+      "  }",
+      tls6_server,
     }, { workers = 2, thread_pool = false })
     nginx = N.start(prefix, conf, port)
   end)
@@ -186,6 +205,10 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
       assert.equal(1, s.connections)
     end)
 
+    it("calls an IPv6 literal URL (http://[::1]:PORT/...), its Host header in brackets", function()
+      assert.equal('OK {"host":"[::1]:' .. port6 .. '"}\n', send(port, "/ngx_call6?m=profile")())
+    end)
+
     it("reads chunked answers, and keeps the connection afterwards", function()
       local out = send(port, "/ngx_call?m=test.chunked&warm=1")()
       local json = require "biconnector.json"
@@ -223,6 +246,10 @@ describe("tokens.ngx_shared and rest.ngx_transport in nginx", function()
         local out = send(port, "/tls_untrusted?m=profile")()
         assert.matches("^ERR CERTIFICATE_ERROR false\n", out)
         assert.equal(1, tls_portal:stats().stats.received.profile)
+      end)
+
+      it("checks the certificate of an IPv6 literal URL (https://[::1]:PORT/...) against the address", function()
+        assert.equal('OK {"host":"[::1]:' .. port6s .. '"}\n', send(port, "/tls6_trusted?m=profile")())
       end)
 
       -- lua-nginx-module < 0.10.32 loses the verify error of a handshake that

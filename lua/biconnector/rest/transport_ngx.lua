@@ -112,7 +112,8 @@ function _M.new(opts, user_agent)
     if not ok then return fail("connect to " .. host .. ":" .. port .. ": " .. tostring(err), true, { code = 7 }) end
     local reused = (sock:getreusedtimes() or 0) > 0
     if scheme == "https" and not reused then
-      local session, herr = handshake(sock, host, req.verify ~= false)
+      -- (an IPv6 literal without its brackets: the name the certificate's IP address is checked against)
+      local session, herr = handshake(sock, host:match("^%[(.*)%]$") or host, req.verify ~= false)
       if not session then
         sock:close()
         local cert = tostring(herr):find("certificate", 1, true) ~= nil
@@ -168,8 +169,15 @@ function _M.new(opts, user_agent)
   end
 
   return function(req)
-    local scheme, host, port, path = req.url:match("^(https?)://([^/:]+):?(%d*)(.*)$")
-    if not scheme then return fail("unsupported URL " .. tostring(req.url), true, { code = 3 }) end
+    local scheme, host, port, path = req.url:match("^(https?)://([^/:%[]+):?(%d*)(.*)$")
+    if not scheme then
+      -- an IPv6 literal, in brackets (http://[::1]:8080/rest/): nginx connects to it, and the
+      -- Host header carries it, in its brackets too
+      scheme, host, port, path = req.url:match("^(https?)://(%[[%x:.]+%]):?(%d*)(.*)$")
+    end
+    if not scheme or not path:match("^[/?]") and path ~= "" then
+      return fail("unsupported URL " .. tostring(req.url), true, { code = 3 })
+    end
     port = tonumber(port) or (scheme == "https" and 443 or 80)
     if path == "" then path = "/" end
     local res, err = once(req, scheme, host, port, path)
