@@ -1572,6 +1572,38 @@ static int l_check_tls(lua_State *L) {
   return 1;
 }
 
+/* core.server.tls_info(cert_pem) -> {{subject, issuer, not_before, not_after,
+ * self_signed}, ...} for each certificate of the chain (the server's first) |
+ * nil, err: what `serve` warns about at start (dates, a missing chain). */
+static int l_tls_info(lua_State *L) {
+  size_t cert_len;
+  const char *cert = luaL_checklstring(L, 1, &cert_len);
+  bic_tls_cert_info info[16];
+  char err[256];
+  int n = bic_tls_describe(cert, cert_len, info, 16, err, sizeof err), i;
+  if (n < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_createtable(L, n, 0);
+  for (i = 0; i < n; i++) {
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, info[i].subject);
+    lua_setfield(L, -2, "subject");
+    lua_pushstring(L, info[i].issuer);
+    lua_setfield(L, -2, "issuer");
+    lua_pushinteger(L, (lua_Integer)info[i].not_before);
+    lua_setfield(L, -2, "not_before");
+    lua_pushinteger(L, (lua_Integer)info[i].not_after);
+    lua_setfield(L, -2, "not_after");
+    lua_pushboolean(L, info[i].self_signed);
+    lua_setfield(L, -2, "self_signed");
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
 /* core.server.cpus() -> the number of online CPUs (for serve's default workers) */
 static int l_cpus(lua_State *L) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1595,6 +1627,7 @@ int bic_open_http_server(lua_State *L) {
     {"listen", l_listen},
     {"cpus", l_cpus},
     {"check_tls", l_check_tls},
+    {"tls_info", l_tls_info},
     {NULL, NULL}
   };
 

@@ -25,6 +25,19 @@ typedef struct bic_tls {
 bic_tls *bic_tls_load(const char *cert, size_t cert_len, const char *key, size_t key_len,
                       char *err, size_t errlen);
 
+/* What a certificate of a chain says, for the warnings at start (serve). */
+typedef struct bic_tls_cert_info {
+  char subject[256]; /* RFC 4514, cut to fit */
+  char issuer[256];
+  long long not_before, not_after; /* seconds since the epoch; -1 unknown */
+  int self_signed; /* the issuer's name is the subject's */
+} bic_tls_cert_info;
+
+/* Describes up to max certificates of a PEM chain into out. Returns how many,
+ * or -1 with a message in err. */
+int bic_tls_describe(const char *cert, size_t cert_len, bic_tls_cert_info *out, unsigned int max,
+                     char *err, size_t errlen);
+
 /* Frees tls and every older generation it holds; NULL is fine. */
 void bic_tls_free(bic_tls *tls);
 

@@ -32,7 +32,9 @@ end
 local function failure(message, final) return { message = tostring(message), final = final and true or false } end
 
 local FINAL_CODES = { invalid_client = true, invalid_grant = true, ACCESS_DENIED = true, insufficient_scope = true,
-  NO_AUTH_FOUND = true, expired_token = true, PAYMENT_REQUIRED = true, INVALID_CREDENTIALS = true }
+  NO_AUTH_FOUND = true, expired_token = true, PAYMENT_REQUIRED = true, INVALID_CREDENTIALS = true,
+  -- the portal's certificate not trusted (or BITRIX24_CA_FILE not loading): the same again on every attempt
+  CERTIFICATE_ERROR = true }
 local HINTS = {
   insufficient_scope = "tick the permission BI Builder (biconnector) in the application's form, save, and reinstall",
   ACCESS_DENIED = "the portal refused the application the biconnector methods (its permissions, or a webhook's token)",
@@ -46,6 +48,8 @@ local function from_rest(err)
   local text = tostring(err)
   if code and HINTS[code] then text = text .. " (" .. HINTS[code] .. ")" end
   local final = code and (FINAL_CODES[code] or tostring(code):match("^VALIDATION_")) or false
+  -- a renewal the OAuth server's certificate stopped (the client says so) fails the same way again
+  if code == "RENEWAL_FAILED" and err.certificate then final = true end
   return failure(text, final)
 end
 
@@ -257,8 +261,27 @@ local function bind_uninstall(client, url)
   return how
 end
 
+-- Asks the connector object itself (no network): POST /ENDPOINT with a JSON body
+-- carrying the settings as the connection. -> status, the answer's body (text)
+local function ask(c, endpoint, settings, params)
+  local connection = {}
+  for k, v in pairs(settings) do connection[k] = tostring(v) end
+  params = params or {}
+  params.connection = connection
+  local status, _, body = c:handle({ method = "POST", path = "/" .. endpoint,
+    headers = { ["content-type"] = "application/json" }, body = assert(json.encode(params)) })
+  if type(body) == "function" then -- a streamed answer: gather it
+    local parts = {}
+    for piece in body do parts[#parts + 1] = piece end
+    body = table.concat(parts)
+  end
+  return status, body
+end
+
 -- The source's settings: a database's token; a connector file's from
 -- --source-settings FILE (a JSON object); none: the connector only.
+-- A connector that refuses them (its check answers 403, as Bitrix24 would
+-- hear when the source is made) is a final failure naming where they came from.
 local function source_settings(o, c)
   if o.token and c.source then return { token = o.token } end
   if o.source_settings then
@@ -267,6 +290,14 @@ local function source_settings(o, c)
     local value = json.decode(f:read("*a") or "")
     f:close()
     if type(value) ~= "table" then return nil, failure("--source-settings: " .. o.source_settings .. " holds no JSON object", true) end
+    local status, body = ask(c, "check", value)
+    if status == 403 then
+      local answer = json.decode(body or "")
+      local why = type(answer) == "table" and (answer.message or answer.error) or body
+      return nil, failure(format("the connector refuses the source's settings from --source-settings %s (its check"
+        .. " answered HTTP 403: %s): correct the file and send SIGHUP (the file is read again then)", o.source_settings,
+        tostring(why)), true)
+    end
     return value
   end
   if #(c.settings or {}) == 0 then return {} end
@@ -278,15 +309,7 @@ end
 -- of binary columns only, which /table_list still lists) | nil (anything else:
 -- register.run meets it and the registration is tried again).
 local function describable(c, settings, code)
-  local connection = {}
-  for k, v in pairs(settings) do connection[k] = tostring(v) end
-  local status, _, body = c:handle({ method = "POST", path = "/table_description",
-    headers = { ["content-type"] = "application/json" }, body = assert(json.encode({ table = code, connection = connection })) })
-  if type(body) == "function" then -- a streamed answer: gather it
-    local parts = {}
-    for piece in body do parts[#parts + 1] = piece end
-    body = table.concat(parts)
-  end
+  local status, body = ask(c, "table_description", settings, { table = code })
   if status == 200 then return true end
   if status ~= 404 then return nil end
   local value = json.decode(body or "")

@@ -61,6 +61,11 @@ function _M.portal_name(text)
   return name
 end
 
+-- A portal's name without the port its scheme implies: "portal:443" (https) is "portal".
+local function without_default_port(name, scheme)
+  return (name:gsub(scheme == "http" and ":80$" or ":443$", ""))
+end
+
 -- --public-url: https://HOST[:PORT][/PATH] (plain http only for a loopback host,
 -- to try it on one machine: Bitrix24 itself calls https). -> base without
 -- a trailing slash | nil, message
@@ -244,6 +249,14 @@ end
 
 ---------------------------------------------------------------- checks
 
+-- A JSON body's number as the text a form would carry (3600 -> "3600"); anything else as it is.
+local function number_as_text(v)
+  if type(v) == "number" and v == v and v > -2^53 and v < 2^53 then
+    return v == math.floor(v) and format("%d", v) or format("%.17g", v)
+  end
+  return v
+end
+
 -- The installation callback's fields -> the state to store, or nil, status, reason.
 -- Reasons name fields, never their values (tokens travel in them).
 function _M.check_install(params, cfg, now)
@@ -270,10 +283,8 @@ function _M.check_install(params, cfg, now)
   for k, v in pairs(auth) do if v == json.null then auth[k] = nil end end
   for k, v in pairs(auth) do
     -- a JSON body carries numbers as numbers (auth.expires_in: 3600); a form, as text
-    if type(v) == "number" and v == v and v > -2^53 and v < 2^53 then
-      v = v == math.floor(v) and format("%d", v) or format("%.17g", v)
-      auth[k] = v
-    end
+    v = number_as_text(v)
+    auth[k] = v
     -- the field's name as a message may show it (the answer is JSON: no stray bytes)
     local name = tostring(k):sub(1, 40)
     if not name:match("^[%w_%-]*$") then name = "?" end
@@ -297,10 +308,11 @@ function _M.check_install(params, cfg, now)
     return nil, 400, "auth[domain] is not a portal's name"
   end
   local scheme, host, path = auth.client_endpoint:match("^(https?)://([^/?#]+)(/[^?#]*)$")
-  -- the scheme's own port said or not (https://portal:443/rest/ is portal's REST address)
-  local default_port = scheme == "https" and ":443$" or ":80$"
-  if scheme then host = host:lower():gsub(default_port, "") end
-  if not scheme or host ~= domain:gsub(default_port, "") or not (path == "/rest/" or path == "/rest") then
+  -- the scheme's own port said or not (https://portal:443/rest/ is portal's REST address,
+  -- auth[domain] portal:443 is portal)
+  if scheme then host = without_default_port(host:lower(), scheme) end
+  domain = without_default_port(domain, scheme or "https")
+  if not scheme or host ~= domain or not (path == "/rest/" or path == "/rest") then
     return nil, 400, format("auth[client_endpoint] is not https://%s/rest/ (the REST address of auth[domain])", domain)
   end
   if scheme == "http" and not is_loopback(address.host_of(auth.client_endpoint)) then
@@ -313,7 +325,7 @@ function _M.check_install(params, cfg, now)
   if auth.expires_in ~= nil and (not expires_in or expires_in < 0 or expires_in > 86400 * 366) then
     return nil, 400, "auth[expires_in] is not a number of seconds"
   end
-  if cfg.portal and domain ~= cfg.portal then
+  if cfg.portal and domain ~= without_default_port(cfg.portal, scheme) then
     return nil, 403, format("auth[domain] %s is not the portal this server serves (--portal %s)", domain, cfg.portal)
   end
   now = now or os.time()
@@ -420,8 +432,8 @@ function _M.store_exchange(cfg, data, state_value)
   if not host or type(data.member_id) ~= "string" then
     return nil, "the OAuth server's answer lacks client_endpoint or member_id"
   end
-  local portal = hostport:lower()
-  if cfg.portal and portal ~= cfg.portal then
+  local portal = without_default_port(hostport:lower(), endpoint:match("^(https?)://"))
+  if cfg.portal and portal ~= without_default_port(cfg.portal, endpoint:match("^(https?)://")) then
     return nil, format("the authorization is for %s, not the portal this server serves (--portal %s)", portal, cfg.portal)
   end
   local now = os.time()
@@ -471,8 +483,12 @@ function _M.new(o, log)
     unlock()
   end
   local self = setmetatable({ o = o, cfg = cfg, log = log, helpers = {}, paths = {}, client_id = id }, App)
-  self.paths[cfg.prefix .. _M.INSTALL] = "install"
-  self.paths[cfg.prefix .. _M.EVENT] = "event"
+  -- with one trailing slash too: a handler path pasted into the portal's form may carry it
+  -- (no other path changes)
+  for path, which in pairs({ [_M.INSTALL] = "install", [_M.EVENT] = "event" }) do
+    self.paths[cfg.prefix .. path] = which
+    self.paths[cfg.prefix .. path .. "/"] = which
+  end
   return self
 end
 
@@ -701,6 +717,12 @@ function App:event(req, params)
   if not params then params, status, reason = body_fields(req) end
   if not params then return refusal(status, reason) end
   local auth = type(params.auth) == "table" and params.auth or {}
+  -- a JSON event may carry member_id (or a token) as a number; a form, as text
+  -- (and a null as a field left out)
+  for _, k in ipairs({ "member_id", "application_token" }) do
+    if auth[k] == json.null then auth[k] = nil end
+    auth[k] = number_as_text(auth[k])
+  end
   local event = type(params.event) == "string" and params.event:upper() or "-"
   local store = self.cfg.store
   local state, serr = store:get()

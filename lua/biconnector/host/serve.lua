@@ -466,6 +466,50 @@ end
 
 local function now_utc() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
 
+-- What the --tls-cert chain's dates and completeness mean for Bitrix24, which
+-- checks the certificate: -> error (an expired certificate: no client that
+-- checks will connect) | nil, {warnings} (not valid yet; the server's
+-- certificate alone, without the issuer's that a client needs to verify it).
+-- info: core.server.tls_info's list; now: seconds since the epoch.
+function _M.tls_problems(file, info, now)
+  local function date(t) return os.date("!%Y-%m-%d %H:%M:%S UTC", t) end
+  local warnings = {}
+  for i, c in ipairs(info) do
+    local which = i == 1 and format("the certificate %s", c.subject) or format("the chain's certificate %s", c.subject)
+    if c.not_after >= 0 and c.not_after < now then
+      return format("--tls-cert %s: %s expired on %s: Bitrix24 (and any client that checks) refuses to connect;"
+        .. " renew it (certbot renew) and give the new file", file, which, date(c.not_after))
+    end
+    if c.not_before >= 0 and c.not_before > now then
+      warnings[#warnings + 1] = format("--tls-cert %s: %s is not valid before %s: clients refuse it until then"
+        .. " (is this machine's clock right?)", file, which, date(c.not_before))
+    end
+  end
+  if #info == 1 and not info[1].self_signed then
+    warnings[#warnings + 1] = format("--tls-cert %s holds the server's certificate without its chain (the certificate"
+      .. " of its issuer, %s, is not in the file): a client that does not have it, Bitrix24 among them, cannot verify"
+      .. " the server; give the full chain (certbot's fullchain.pem, not cert.pem)", file, info[1].issuer)
+  end
+  return nil, warnings
+end
+
+-- The pair checked as serve would load it -> true, {warnings} | nil, message
+local function check_tls_pair(o, pair)
+  local ok, err = server.check_tls(pair.cert, pair.key)
+  if not ok then
+    if err:find("private key is encrypted", 1, true) then
+      return nil, format("--tls-key %s: %s: write it without one, readable by this server's user only, and give"
+        .. " that file: openssl pkey -in %s -out PLAIN.key && chmod 600 PLAIN.key", o.tls_key_file, err, o.tls_key_file)
+    end
+    return nil, format("--tls-cert %s, --tls-key %s: %s", o.tls_cert_file, o.tls_key_file, tostring(err))
+  end
+  local info = server.tls_info(pair.cert)
+  if not info then return true, {} end -- (check_tls read it: cannot happen)
+  local problem, warnings = _M.tls_problems(o.tls_cert_file, info, os.time())
+  if problem then return nil, problem end
+  return true, warnings
+end
+
 -- The names the Host rule allows besides IP addresses and localhost: the
 -- --listen host and the --allow-host names.
 local function host_names(o)
@@ -496,11 +540,18 @@ end
 -- handshakes from now on; a pair that does not load keeps the current one.
 local function reload_tls(o, srv, who)
   local pair, err = _M.read_tls(o)
-  local ok
-  if pair then ok, err = srv:tls(pair.cert, pair.key) end
+  local ok, warnings
+  if pair then
+    -- (an expired certificate is no renewal: the one loaded stays)
+    ok, warnings = check_tls_pair(o, pair)
+    if ok then ok, err = srv:tls(pair.cert, pair.key) else err = warnings end
+  end
   if ok then
     o.tls = pair
     log_line({ now_utc(), who, tostring(process.getpid()), "certificate reloaded from", o.tls_cert_file })
+    for _, w in ipairs(warnings) do
+      log_line({ now_utc(), who, tostring(process.getpid()), "certificate warning:", logline.quote(w) })
+    end
   else
     log_line({ now_utc(), who, tostring(process.getpid()), "certificate reload failed, keeping the one loaded:",
       logline.quote(tostring(err)) })
@@ -664,11 +715,13 @@ function _M.main(args)
       stderr:write("biconnector serve: ", tostring(terr), "\n")
       return 1
     end
-    ok, terr = server.check_tls(pair.cert, pair.key)
+    local warnings
+    ok, warnings = check_tls_pair(o, pair)
     if not ok then
-      stderr:write("biconnector serve: --tls-cert ", o.tls_cert_file, ", --tls-key ", o.tls_key_file, ": ", tostring(terr), "\n")
+      stderr:write("biconnector serve: ", tostring(warnings), "\n")
       return 1
     end
+    for _, w in ipairs(warnings) do stderr:write("biconnector serve: warning: ", w, "\n") end
     o.tls = pair
   end
   if o.app then

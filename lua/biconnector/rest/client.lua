@@ -564,12 +564,23 @@ function Client:renew(failed_token)
         headers = { Accept = "application/json" }, timeout = self.timeout, connect_timeout = self.connect_timeout,
         ca_file = self.ca_file, verify = self.verify }
       -- A refresh token is single-use: only a request that surely never left is repeated.
-      if answer or not (type(terr) == "table" and terr.not_sent) then break end
+      -- (nor one the OAuth server's certificate refused: that gives the same again)
+      if answer or not (type(terr) == "table" and terr.not_sent) or CERTIFICATE_ERRORS[terr.code] then break end
       self.sleep(self:backoff(attempt))
     end
     if not answer then
-      return nil, new_error { code = "RENEWAL_FAILED", retryable = false,
-        description = self:mask("token renewal failed: " .. (type(terr) == "table" and (terr.message or "") or tostring(terr))) }
+      local curl_code = type(terr) == "table" and terr.code or nil
+      local what = type(terr) == "table" and (terr.message or "") or tostring(terr)
+      local certificate = CERTIFICATE_ERRORS[curl_code] or nil
+      if certificate then
+        -- repeating cannot help: the OAuth server's certificate is not trusted (or the CA file does not load)
+        what = (curl_code == 77 and self.ca_file)
+          and ("the CA file %s (ca_file, BITRIX24_CA_FILE) cannot be loaded: %s"):format(tostring(self.ca_file), what)
+          or ("the OAuth server's TLS certificate was not accepted: " .. what .. " (give ca_file (BITRIX24_CA_FILE for"
+            .. " the biconnector command) to trust a private CA, or verify = false to disable checking)")
+      end
+      return nil, new_error { code = "RENEWAL_FAILED", retryable = false, curl_code = curl_code, certificate = certificate,
+        description = self:mask("token renewal failed: " .. what) }
     end
     local data = json.decode(answer.body)
     if type(data) == "table" and data.error == json.null then data.error = nil end
