@@ -11,6 +11,7 @@ local H = require "sql_helpers"
 local DEMO = "examples/demo/connector.lua"
 local HOSTILE = "spec/fixtures/dev/hostile_connector.lua"
 local SLOW_CHECK = "spec/fixtures/dev/slow_check_connector.lua"
+local VANISH = "spec/fixtures/dev/vanish_connector.lua"
 -- The servers run with --timeout 10: no answer of theirs can take longer, and
 -- every wait on the page below is bounded by it.
 local TIMEOUT = 10
@@ -123,6 +124,53 @@ describe("biconnector serve --dev over HTTP", function()
     assert.equals(200, assert(S.request(h.port, "GET", "/_dev/info")).status)
   end)
 
+  it("refuses a request from another site's page on the connector's endpoints too (the Origin rule)", function()
+    -- Bitrix24 and biconnector verify send no Origin; a page of another site does, with a guessed token
+    local own = ("http://127.0.0.1:%d"):format(h.port)
+    for _, case in ipairs({ { "/check", "connection%5Btoken%5D=demo-token" },
+      { "/table_list", "connection%5Btoken%5D=demo-token" },
+      { "/table_description", "table=deals&connection%5Btoken%5D=demo-token" },
+      { "/data", "table=deals&limit=1&connection%5Btoken%5D=demo-token" }, { "/nothing", "" } }) do
+      for _, origin in ipairs({ "http://evil.example", "null", "https://127.0.0.1:" .. h.port }) do
+        local r = assert(S.request(h.port, "POST", case[1], case[2],
+          { ["Content-Type"] = "application/x-www-form-urlencoded", Origin = origin }))
+        assert.equals(403, r.status, case[1] .. " from " .. origin)
+        local e = cjson.decode(r.body)
+        assert.equals("forbidden", e.error)
+        assert.matches("answer only their own page", e.message, 1, true)
+        assert.equals("no-store", r.headers["cache-control"])
+      end
+      if case[1] ~= "/nothing" then
+        for _, headers in ipairs({ FORM, { ["Content-Type"] = FORM["Content-Type"], Origin = own } }) do
+          local r = assert(S.request(h.port, "POST", case[1], case[2], headers))
+          assert.equals(200, r.status, case[1] .. " from " .. tostring(headers.Origin))
+        end
+      end
+    end
+    assert.matches("POST /data endpoint=%- table=%- status=403[^\n]* end=refused", S.stderr(h))
+  end)
+
+  it("takes the page's https Origin behind an HTTPS proxy that says X-Forwarded-Proto: https", function()
+    local page = "https://127.0.0.1:" .. h.port -- the Host the proxy passes on, with the page's scheme
+    local JSON = { ["Content-Type"] = "application/json", Origin = page, ["X-Forwarded-Proto"] = "https" }
+    -- the Origin passes: a bad body is what is refused (Verify itself runs in the browser spec)
+    local r = assert(S.request(h.port, "POST", "/_dev/verify", '{"body":"nope"}', JSON))
+    assert.equals(400, r.status)
+    assert.equals("body must be form, json or both, got nope", cjson.decode(r.body).message)
+    r = assert(S.request(h.port, "POST", "/data", "table=deals&limit=1&connection%5Btoken%5D=demo-token",
+      { ["Content-Type"] = FORM["Content-Type"], Origin = page, ["X-Forwarded-Proto"] = "https" }))
+    assert.equals(200, r.status)
+    -- a proxy that does not say it: the message tells what to add
+    r = assert(S.request(h.port, "POST", "/_dev/verify", "{}",
+      { ["Content-Type"] = "application/json", Origin = page }))
+    assert.equals(403, r.status)
+    assert.matches("X-Forwarded-Proto: https", cjson.decode(r.body).message, 1, true)
+    -- the plain http origin is another site once the page is https
+    r = assert(S.request(h.port, "POST", "/_dev/verify", "{}", { ["Content-Type"] = "application/json",
+      Origin = "http://127.0.0.1:" .. h.port, ["X-Forwarded-Proto"] = "https" }))
+    assert.equals(403, r.status)
+  end)
+
   it("POST /_dev/verify runs biconnector verify against this server and answers its report", function()
     local r = assert(S.request(h.port, "POST", "/_dev/verify", '{"settings":{"token":"demo-token"},"body":"json"}',
       { ["Content-Type"] = "application/json" }, 60))
@@ -165,6 +213,10 @@ describe("biconnector.dev", function()
       dev.link("http://127.0.0.1:1", { { "token", "a b+c&d=e#fé" }, { "x y", "-_.!~*'()" } }))
   end)
 
+  it("ends a link without settings at the page's address, not in an empty fragment", function()
+    assert.equals("http://127.0.0.1:1/", dev.link("http://127.0.0.1:1", {}))
+  end)
+
   it("stops with the path of a missing page file", function()
     local ok, err = pcall(dev.load_static, "/nonexistent/dev/")
     assert.is_false(ok)
@@ -179,6 +231,21 @@ describe("biconnector.dev", function()
       assert.is_false(dev.host_allowed(h), h)
     end
     assert.is_false(dev.host_allowed(nil))
+  end)
+end)
+
+describe("biconnector serve --no-auth --dev", function()
+  it("prints the page's address as the link: no settings, no fragment", function()
+    if not H.have_sqlite3("the --no-auth link over SQLite") then return end
+    local dir = H.tmpdir()
+    local db = dir .. "/noauth.db"
+    H.sqlite(db, "CREATE TABLE orders (id INTEGER); INSERT INTO orders VALUES (1);")
+    local h = start_server("sqlite://" .. db, nil, { "--no-auth", "--dev" })
+    finally(function()
+      S.stop(h)
+      H.rmdir(dir)
+    end)
+    assert.equals(("http://127.0.0.1:%d/"):format(h.port), S.stdout(h):match("Dev page[^\n]*\n%s+(http://[^\n]+)\n"))
   end)
 end)
 
@@ -685,6 +752,60 @@ describe("the dev page in headless Chromium", function()
     assert.equals("choose at least one column", text("#result-status"))
   end)
 
+  -- Waits until Chromium has given up on a request to path (Network.loadingFailed: no answer came).
+  local function wait_failed(path, what)
+    local ids = {}
+    assert(require("helpers").poll(function()
+      eval("0") -- reads the events that came meanwhile
+      for _, e in ipairs(browser.events) do
+        local p = e.params or {}
+        if e.method == "Network.requestWillBeSent" and p.request.url:sub(-#path) == path then ids[p.requestId] = true
+        elseif e.method == "Network.loadingFailed" and ids[p.requestId] then return true end
+      end
+    end, TIMEOUT, 0.05), what)
+    -- the page's promise rejects in its own task, after the browser's event: one more turn of the page
+    eval("new Promise(r => setTimeout(r, 200))")
+  end
+
+  it("drops a late 'no answer' for a table opened before: not shown under the table opened since", function()
+    if guard() then return end
+    local v = start_server(VANISH, nil, { "--dev", "--workers", "2" })
+    finally(function() -- busted keeps one finally per test
+      pcall(browser.send, browser, "Network.disable")
+      S.stop(v)
+    end)
+    open(("http://127.0.0.1:%d/"):format(v.port))
+    browser:send("Network.enable")
+    click("[data-table=vanish]") -- its worker ends after 1 s without an answer
+    open_table("t")
+    wait_failed("/table_description", "the description of vanish to fail")
+    assert.equals("t", text("#table-code"))
+    assert.is_nil(eval("document.querySelector('#result-status').dataset.state"), text("#result-status"))
+    assert.equals(1, eval("document.querySelectorAll('#fields li').length"))
+  end)
+
+  it("marks the open table as not current when Connect finds the server gone", function()
+    if guard() then return end
+    local v = start_server(VANISH, nil, { "--dev" })
+    local stopped = false
+    finally(function() if not stopped then S.stop(v) end end)
+    local base = ("http://127.0.0.1:%d"):format(v.port)
+    open(base .. "/")
+    open_table("t")
+    assert.equals("done", run_preview())
+    assert.is_true(eval("document.querySelector('#table-stale').hidden"))
+    stopped = true
+    S.stop(v)
+    click("#connect")
+    wait("document.querySelector('#tables-status').dataset.state === 'error'", "Connect without a server")
+    assert.matches("^urlTableList: no answer %(.+%) from " .. base:gsub("%p", "%%%0")
+      .. ": the server stopped, or was started again on another port", text("#tables-status"))
+    assert.equals(0, eval("document.querySelectorAll('#tables button').length"))
+    assert.equals("true", eval("document.querySelector('#table-section').dataset.stale"))
+    assert.is_false(eval("document.querySelector('#table-stale').hidden"))
+    assert.matches("^Not current: ", text("#table-stale"))
+  end)
+
   it("keeps a right-to-left override in a code from reversing the text shown after it", function()
     if guard() then return end
     open(dev_link(hostile))
@@ -710,6 +831,90 @@ describe("the dev page in headless Chromium", function()
     require("socket").sleep(2.5) -- the answer for "slow" has come meanwhile
     assert.matches("^urlCheck: HTTP 403 · ", text("#check-status"))
     assert.matches("^urlTableList: HTTP 403 · ", text("#tables-status"))
+  end)
+
+  -- An HTTPS nginx in front of the demo (a self-signed certificate), as docs/dev.md,
+  -- "Behind an HTTPS proxy", configures it -> port, stop() | nil, why
+  local function https_front(backend_port)
+    local helpers = require "helpers"
+    local nginx = os.getenv("BIC_NGINX") or "/usr/sbin/nginx"
+    if not helpers.exists(nginx) then return nil, "nginx is not installed (Debian: nginx)" end
+    local dir = helpers.tmpdir("devtls")
+    helpers.sh("chmod 755 " .. dir)
+    assert(helpers.sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout %s/key.pem"
+      .. " -out %s/cert.pem >/dev/null 2>&1"):format(dir, dir)), "openssl req")
+    local port = helpers.free_port()
+    local f = assert(io.open(dir .. "/nginx.conf", "w"))
+    f:write(([[%s
+worker_processes 1;
+pid %s/nginx.pid;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path %s/body;
+  proxy_temp_path %s/proxy;
+  server {
+    listen 127.0.0.1:%d ssl;
+    ssl_certificate %s/cert.pem;
+    ssl_certificate_key %s/key.pem;
+    location / {
+      proxy_pass http://127.0.0.1:%d;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_buffering off;
+      proxy_read_timeout 60s;
+    }
+  }
+}
+]]):format(helpers.nginx_user_line(), dir, dir, dir, port, dir, dir, backend_port))
+    f:close()
+    local cmd = ("%s -p %s -c %s/nginx.conf -e %s/error.log -g 'daemon off;' >%s/out 2>&1 & echo $! >%s/pid")
+      :format(nginx, dir, dir, dir, dir, dir)
+    assert(helpers.sh("sh -c " .. S.shell_quote(cmd)))
+    local pid
+    helpers.poll(function()
+      pid = tonumber(S.read_file(dir .. "/pid") or "")
+      return (S.read_file(dir .. "/nginx.pid") or "") ~= ""
+    end, TIMEOUT)
+    local function stop()
+      if pid then helpers.sh("kill -QUIT " .. pid .. " 2>/dev/null") end
+      helpers.poll(function() return not (pid and S.alive(pid)) end, TIMEOUT)
+      if pid then helpers.sh("kill -KILL " .. pid .. " 2>/dev/null") end
+      helpers.rmdir(dir)
+    end
+    if (S.read_file(dir .. "/nginx.pid") or "") == "" then
+      local why = "nginx did not start: " .. (S.read_file(dir .. "/out") or "") .. (S.read_file(dir .. "/error.log") or "")
+      stop()
+      error(why)
+    end
+    return port, stop
+  end
+
+  it("behind an HTTPS proxy (X-Forwarded-Proto: https): lists, previews and Verify reads all passed", function()
+    if guard() then return end
+    local port, stop = https_front(demo.port)
+    if not port then
+      pending("SKIPPED: " .. stop)
+      return
+    end
+    finally(function()
+      pcall(browser.send, browser, "Security.setIgnoreCertificateErrors", { ignore = false })
+      stop()
+    end)
+    browser:send("Security.setIgnoreCertificateErrors", { ignore = true }) -- the certificate is self-signed
+    local link = dev_link(demo):gsub("^http://127%.0%.0%.1:%d+", "https://127.0.0.1:" .. port)
+    assert.equals("done", open(link))
+    assert.equals("https:", eval("location.protocol"))
+    open_table("deals")
+    set("#limit", "3")
+    assert.equals("done", run_preview())
+    assert.equals("3", eval("document.querySelector('#result-status').dataset.rows"))
+    click("#verify")
+    assert.equals("done", wait("(s => s.dataset.state !== 'busy' && s.dataset.state)"
+      .. "(document.querySelector('#verify-summary'))", "verify"), text("#verify-summary"))
+    assert.matches("^all passed %(%d+ checks%)$", text("#verify-summary"))
   end)
 
   -- The SQLite demo `make demo` serves (biconnector.sql, no Lua), as the issue asks.

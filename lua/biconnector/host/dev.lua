@@ -137,8 +137,10 @@ local function uri_component(s)
 end
 
 -- The link printed on start: the settings travel in the fragment, which the
--- browser never sends to any server (so no access log holds them).
+-- browser never sends to any server (so no access log holds them). With no
+-- settings (a --no-auth database) it is the page's address: no empty `#`.
 function _M.link(base, values)
+  if #values == 0 then return base .. "/" end
   local parts = {}
   for i, kv in ipairs(values) do parts[i] = uri_component(kv[1]) .. "=" .. uri_component(kv[2]) end
   return base .. "/#" .. concat(parts, "&")
@@ -213,6 +215,32 @@ function _M.host_guard(handler, opts)
     return status, headers, body, access_logger(req, status, started, function() return #body end, quiet, nil,
       "refused")
   end
+end
+
+-- The Origin rule (docs/dev.md, "Security"): a request that carries an
+-- Origin (a browser's page) is answered only when it is the page's own:
+-- scheme://Host, the scheme that of this server (base) unless a proxy in
+-- front says otherwise with X-Forwarded-Proto (a cross-site page cannot set
+-- that header without a CORS preflight, which is never granted). A request
+-- without Origin (Bitrix24, biconnector verify, curl) passes.
+-- -> nil | the reason for a 403
+function _M.origin_refused(req, base, what)
+  local headers = req.headers or {}
+  local origin = headers.origin
+  if origin == nil then return nil end
+  local own_scheme = (base or "http:"):match("^(%a+):") or "http"
+  local forwarded = (headers["x-forwarded-proto"] or ""):match("^%s*(%a+)")
+  forwarded = forwarded and forwarded:lower()
+  local scheme = (forwarded == "http" or forwarded == "https") and forwarded or own_scheme:lower()
+  local host = tostring(headers.host):lower()
+  local page = scheme .. "://" .. host
+  if origin:lower() == page then return nil end
+  local why = format("%s answer only their own page (%s), got Origin %s", what, page, logline.quote(origin))
+  if scheme == "http" and forwarded == nil and origin:lower() == "https://" .. host then
+    -- the page was loaded over https from a proxy in front that does not say so
+    why = why .. ": behind an HTTPS proxy, have it send X-Forwarded-Proto: https (docs/dev.md)"
+  end
+  return why
 end
 
 -- dev.wrap(handler, opts) -> handler
@@ -365,11 +393,8 @@ function _M.wrap(handler, opts)
     if not _M.host_allowed(req.headers.host, opts.host_names) then
       return json_error(403, "forbidden", host_refused(req.headers.host, "the dev page"))
     end
-    local origin = req.headers.origin
-    if origin ~= nil and origin ~= "http://" .. tostring(req.headers.host) then
-      return json_error(403, "forbidden",
-        "the dev endpoints answer only their own page (Origin " .. logline.quote(origin) .. ")")
-    end
+    local refused = _M.origin_refused(req, base, "the dev endpoints")
+    if refused then return json_error(403, "forbidden", refused) end
     local file = files[req.path]
     if file then
       if req.method ~= "GET" and req.method ~= "HEAD" then return not_allowed("GET", "GET, HEAD") end
@@ -397,6 +422,17 @@ function _M.wrap(handler, opts)
       if finish then return status, headers, body, finish end
       local bytes = type(body) == "string" and #body or 0
       return status, headers, body, finish_logger(req, status, started, function() return bytes end)
+    end
+    -- the Origin rule on the connector's endpoints too: a page of another site
+    -- in the developer's browser could post to them (with the token the dev
+    -- page shows, or none under --no-auth); Bitrix24 sends no Origin
+    local refused = _M.origin_refused(req, base, "under --dev the connector's endpoints")
+    if refused then
+      local started = process.clock()
+      local status, headers, body = json_error(403, "forbidden", refused)
+      headers["Cache-Control"] = "no-store"
+      return status, headers, body, access_logger(req, status, started, function() return #body end, quiet, nil,
+        "refused")
     end
     return no_store(handler(req))
   end

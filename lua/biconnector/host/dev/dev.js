@@ -271,24 +271,33 @@
     try {
       r = await post(state.info.endpoints.table_list, { connection: connection(), searchString: $("#search").value });
     } catch (e) {
-      if (seq === state.seq.tables) setStatus(node, "error", "urlTableList: no answer (" + e.message + ")");
+      if (seq !== state.seq.tables) return;
+      // the server went away (stopped, or started again on another port: this page's address is the old one)
+      clear(list);
+      setStatus(node, "error", "urlTableList: no answer (" + e.message + ") from " + location.origin +
+        ": the server stopped, or was started again on another port (open the link it printed then)");
+      markStale();
       return;
     }
     if (seq !== state.seq.tables) return; // a newer search is under way
     clear(list);
     if (r.cut) {
       setStatus(node, "error", describeCut("urlTableList", r));
+      markStale();
       return;
     }
     if (r.status !== 200) {
       setStatus(node, "error", "urlTableList: " + describeFailure(r) + ": " + r.text);
+      markStale();
       return;
     }
     const parsed = parseJson(r.text);
     if (!Array.isArray(parsed.value)) {
       setStatus(node, "error", "urlTableList: the answer is not a JSON array: " + (parsed.error || r.text));
+      markStale();
       return;
     }
+    markStale(false); // the server answers these settings again
     for (const t of parsed.value) {
       const code = t && typeof t.code === "string" ? t.code : String(t && t.code);
       const title = t && typeof t.title === "string" ? t.title : String(t && t.title);
@@ -303,6 +312,25 @@
     setStatus(node, "done", plural(parsed.value.length, "table") + " (" + r.ms.toFixed(0) + " ms)");
   }
 
+  // The table shown after a table list that failed (no answer, a refusal of
+  // the settings): what it shows was answered before, by a server or with
+  // settings that no longer answer. It stays, dimmed, under a notice, until a
+  // table list succeeds or a table is opened. markStale(false) lifts it.
+  function markStale(on) {
+    const section = $("#table-section");
+    const notice = $("#table-stale");
+    if (on === false || !state.table) {
+      delete section.dataset.stale;
+      notice.hidden = true;
+      notice.textContent = "";
+      return;
+    }
+    section.dataset.stale = "true";
+    notice.textContent = "Not current: the last table list failed (see Tables). The fields and rows below " +
+      "are what the server answered before; Connect again once it answers.";
+    notice.hidden = false;
+  }
+
   // ------------------------------------------------------------ one table
 
   async function openTable(t) {
@@ -310,6 +338,7 @@
     state.seq.data++; // a preview still under way for the table shown before is dropped when it answers
     state.table = t;
     state.fields = [];
+    markStale(false);
     $("#table-section").hidden = false;
     $("#table-code").textContent = t.code;
     $("#table-title").textContent = t.title;
@@ -328,7 +357,8 @@
     try {
       r = await post(state.info.endpoints.table_description, { connection: connection(), table: t.code });
     } catch (e) {
-      showError("urlTableDescription: no answer (" + e.message + ")", "");
+      // as for an answer: one for a table opened before is dropped
+      if (seq === state.seq.table) showError("urlTableDescription: no answer (" + e.message + ")", "");
       return;
     }
     if (seq !== state.seq.table) return;
