@@ -70,6 +70,15 @@ describe("biconnector verify review", function()
     assert.is_nil(out:find("s3cr3t-pw", 1, true), out)
   end)
 
+  it("takes a URL whose scheme is written in capitals (HTTP://), as curl and browsers do", function()
+    local url = F.base:gsub("^http://", "HTTP://") .. "good"
+    local report = verify.run(url, { settings = { token = "s3cret" }, allow_local = true, tables = { "items" } })
+    assert.is_true(report.ok, verify.format(report))
+    assert.equal(F.base .. "good", report.url)
+    local rc, out, err = cli({ url, "--setting", "token=s3cret", "--table", "items", "--allow-local" })
+    assert.equal(0, rc, tostring(err) .. out)
+  end)
+
   it("says what a 404 on check means: nothing answers at URL/check, so URL is not the endpoints' base", function()
     local report = verify.run(F.base .. "good/check", { settings = { token = "s3cret" }, allow_local = true })
     assert_line(report, "FAIL", "^check: HTTP status 404, expected 200 .*nothing answers at .*/good/check/check: "
