@@ -273,6 +273,19 @@ describe("REST user review", function()
     assert.equal("minimal_example", portal:stats().state.connectors["1"].sourceCode)
   end)
 
+  it("takes webhook, portal and client_endpoint addresses whose scheme is in capitals (HTTP://)", function()
+    local up = function(u) return (u:gsub("^http://", "HTTP://")) end
+    local c = portal:webhook_client({ webhook = up(portal.webhook) })
+    assert.equal(portal.webhook, c.endpoint)
+    assert.equal(1, tonumber(assert(c:call("test.echo", { x = 1 })).x))
+    c = client_for({ portal = up(portal.base) })
+    assert.equal(portal.base .. "/rest/", c.endpoint)
+    assert.equal(1, tonumber(assert(c:call("test.echo", { x = 1 })).x))
+    c = client_for({ portal = false, client_endpoint = up(portal.base) .. "/rest/" })
+    assert.equal(portal.base .. "/rest/", c.endpoint)
+    assert.equal("https://oauth.bitrix24.tech/oauth/token/", rest.oauth_url("HTTPS://oauth.bitrix24.tech"))
+  end)
+
   it("batch called as a method (call, biconnector call batch) holding a create is not repeated after an ambiguous failure", function()
     local c = portal:webhook_client()
     portal:fault({ kind = "drop_after", method = "batch", count = 1 }) -- executed, the answer lost

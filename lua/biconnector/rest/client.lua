@@ -26,6 +26,9 @@ _M.OAUTH_URL_EAST = "https://oauth.bitrix24.tech/oauth/token/"
 -- -> url | nil, message
 function _M.oauth_url(value, what)
   if value == nil or value == "" then return _M.OAUTH_URL end
+  if type(value) == "string" then -- HTTPS://... is the same address
+    value = value:gsub("^(%a[%w+.-]*)://", function(scheme) return scheme:lower() .. "://" end, 1)
+  end
   if type(value) ~= "string" or not value:match("^https?://[^/?#%s]+") or value:find("%s") then
     return nil, ("%s expects the OAuth server's token address (%s, or %s for the eastern region), got '%s'")
       :format(what or "oauth_url", _M.OAUTH_URL, _M.OAUTH_URL_EAST, tostring(value))
@@ -222,8 +225,13 @@ function _M.new(opts)
   self.operating = {}
   self.counters = { requests = 0, retries = 0, renewals = 0, sent_503 = 0, paused = 0 }
 
+  -- a scheme in capitals (HTTPS://PORTAL) is the same address, as curl reads it
+  local function lower_scheme(u)
+    if type(u) ~= "string" then return u end
+    return (u:gsub("^(%a[%w+.-]*)://", function(scheme) return scheme:lower() .. "://" end, 1))
+  end
   if opts.webhook then
-    local base = opts.webhook
+    local base = lower_scheme(opts.webhook)
     if not base:match("^https?://") then return nil, "webhook must be an http(s) URL" end
     base = base:gsub("[?#].*$", "")
     -- The address Bitrix24 shows with a sample method ("/rest/1/CODE/profile.json") works too.
@@ -234,9 +242,9 @@ function _M.new(opts)
     self.endpoint = base
     self:add_secret(code)
   else
-    local endpoint = opts.client_endpoint
+    local endpoint = lower_scheme(opts.client_endpoint)
     if not endpoint and opts.portal then
-      local portal = opts.portal
+      local portal = lower_scheme(opts.portal)
       if not portal:match("^https?://") then portal = "https://" .. portal end
       -- "https://PORTAL/rest/" (the client_endpoint spelling) names the same portal
       endpoint = trim_slash(portal):gsub("/rest$", "") .. "/rest/"
