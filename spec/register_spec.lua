@@ -210,6 +210,10 @@ describe("biconnector register against the local portal", function()
     -- --source-code: at most 64 characters, not bytes (as biconnector.connector.add counts)
     assert.equal(("ж"):rep(64), assert(register.parse_args({ "f.lua", "--base-url", "https://h", "--source-code", ("ж"):rep(64) })).source_code)
     assert.is_nil((register.parse_args({ "f.lua", "--base-url", "https://h", "--source-code", ("ж"):rep(65) })))
+    -- a scheme in capitals is the same address; the portal gets it in lower case
+    assert.equal("https://h.example.com/bi", assert(register.parse_args({ "f.lua", "--base-url", "HTTPS://h.example.com/bi" })).base_url)
+    assert.equal("https://h.example.com/logo.png",
+      assert(register.parse_args({ "f.lua", "--base-url", "https://h", "--logo", "Https://h.example.com/logo.png" })).logo)
     -- each found again by its own sourceCode
     assert.equal("unchanged", assert(register.run({ connector = titled("Склад"), base_url = "https://stock.example.com", client = client })).connector.action)
     assert.equal("unchanged", assert(register.run({ connector = titled("Магазин"), base_url = "https://shop.example.com", client = client })).connector.action)
