@@ -776,11 +776,7 @@ function _M.parse_args(args)
   if not o.file then return nil, "FILE is required" end
   if not o.base_url then return nil, "--base-url is required" end
   -- a scheme in capitals (HTTPS://) is the same address: the portal gets it in lower case
-  local function lower_scheme(u)
-    return (u:gsub("^(%a[%w+.-]*)://", function(scheme) return scheme:lower() .. "://" end, 1))
-  end
-  o.base_url = lower_scheme(o.base_url)
-  if o.logo then o.logo = lower_scheme(o.logo) end
+  o.base_url, o.logo = address.lower_scheme(o.base_url), address.lower_scheme(o.logo)
   if not o.base_url:match("^https?://[^/]") then return nil, "--base-url must start with http:// or https://, got " .. o.base_url end
   if o.base_url:find("[?#]") then
     return nil, "--base-url must have no query or fragment (the endpoints are URL/check, URL/data, ...), got " .. o.base_url

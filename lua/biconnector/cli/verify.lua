@@ -1096,13 +1096,8 @@ end
 -- limit, search, timeout, slow, budget, allow_local, connect_timeout, max_body, ca_file,
 -- progress = function(endpoint, table_code, body_mode) called before each request,
 -- transport = function(req) -> {status, headers, body} | nil, err (default core.http).
--- A URL's scheme in lower case (HTTP://h is http://h, as curl and browsers read it).
-local function lower_scheme(url)
-  return (url:gsub("^(%a[%w+.-]*)://", function(scheme) return scheme:lower() .. "://" end, 1))
-end
-
 function _M.run(url, opts)
-  if type(url) == "string" then url = lower_scheme(url) end
+  url = address.lower_scheme(url) -- HTTP://h is http://h
   if type(url) ~= "string" or not url:match("^https?://[^/]") then
     error("verify.run: url must be an http(s) URL, got " .. show(url), 2)
   end
@@ -1256,7 +1251,7 @@ function _M.parse_args(args)
     i = i + 1
   end
   if not url then return nil, "URL is required" end
-  url = lower_scheme(url)
+  url = address.lower_scheme(url)
   if not url:match("^https?://[^/]") then return nil, "URL must start with http:// or https://, got " .. shown_url(url) end
   if url:find("[?#]") then return nil, QUERY_MESSAGE .. shown_url(url) end
   local bad_byte = address.unencoded(url, "URL")

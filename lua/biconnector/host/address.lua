@@ -6,9 +6,10 @@
 -- reach the connector.
 --   address.local_reason(url) -> nil | reason, host
 --   address.warning(url)      -> nil | a message naming the reason and the ways out
+--   address.lower_scheme(url) -> the URL with its scheme in lower case
 -- Only what the URL itself says is judged (literal addresses and names that are
 -- local by definition); a public-looking name is not resolved.
-local tonumber, tostring, ipairs = tonumber, tostring, ipairs
+local tonumber, tostring, ipairs, type = tonumber, tostring, ipairs, type
 
 local _M = {}
 
@@ -169,6 +170,13 @@ function _M.unencoded(url, what)
   local b = url:byte(at)
   return ("%s must be percent-encoded: byte %s at %d is not allowed in a URL (write %%%02X), got %q"):format(what,
     (b > 32 and b < 127) and ("'" .. string.char(b) .. "'") or ("0x%02X"):format(b), at, b, url)
+end
+
+-- The URL with its scheme in lower case: HTTPS://h is https://h, as curl and
+-- browsers read it (RFC 3986 3.1); anything else as it is.
+function _M.lower_scheme(url)
+  if type(url) ~= "string" then return url end
+  return (url:gsub("^(%a[%w+.-]*)://", function(scheme) return scheme:lower() .. "://" end, 1))
 end
 
 return _M

@@ -7,6 +7,7 @@ local json = require "biconnector.json"
 local form = require "biconnector.form"
 local tokens = require "biconnector.rest.tokens"
 local transport_ngx = require "biconnector.rest.transport_ngx"
+local address = require "biconnector.host.address"
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, pcall, error, next =
   type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, pcall, error, next
@@ -26,9 +27,7 @@ _M.OAUTH_URL_EAST = "https://oauth.bitrix24.tech/oauth/token/"
 -- -> url | nil, message
 function _M.oauth_url(value, what)
   if value == nil or value == "" then return _M.OAUTH_URL end
-  if type(value) == "string" then -- HTTPS://... is the same address
-    value = value:gsub("^(%a[%w+.-]*)://", function(scheme) return scheme:lower() .. "://" end, 1)
-  end
+  value = address.lower_scheme(value) -- HTTPS://... is the same address
   if type(value) ~= "string" or not value:match("^https?://[^/?#%s]+") or value:find("%s") then
     return nil, ("%s expects the OAuth server's token address (%s, or %s for the eastern region), got '%s'")
       :format(what or "oauth_url", _M.OAUTH_URL, _M.OAUTH_URL_EAST, tostring(value))
@@ -226,10 +225,7 @@ function _M.new(opts)
   self.counters = { requests = 0, retries = 0, renewals = 0, sent_503 = 0, paused = 0 }
 
   -- a scheme in capitals (HTTPS://PORTAL) is the same address, as curl reads it
-  local function lower_scheme(u)
-    if type(u) ~= "string" then return u end
-    return (u:gsub("^(%a[%w+.-]*)://", function(scheme) return scheme:lower() .. "://" end, 1))
-  end
+  local lower_scheme = address.lower_scheme
   if opts.webhook then
     local base = lower_scheme(opts.webhook)
     if not base:match("^https?://") then return nil, "webhook must be an http(s) URL" end
