@@ -15,6 +15,12 @@ local pcall, xpcall, setmetatable, getmetatable = pcall, xpcall, setmetatable, g
 local concat, sort = table.concat, table.sort
 local find, sub, lower, format, gsub, byte = string.find, string.sub, string.lower, string.format, string.gsub, string.byte
 local traceback = debug.traceback
+-- table.new(narr, nhash) under LuaJIT (a table made with room for its keys:
+-- no rehash as they come), a plain table elsewhere
+local new_tab do
+  local ok, f = pcall(require, "table.new")
+  new_tab = ok and f or function() return {} end
+end
 
 local _M = { _VERSION = core.version }
 
@@ -987,7 +993,11 @@ end
 
 -- c:handle(http, opts) -> status, headers, body (string or chunk iterator), info
 function methods.handle(self, http, opts)
-  local info = { endpoint = nil, table = nil, status = nil, rows = 0, bytes = 0 }
+  -- room for what an answer sets (endpoint, table, status, rows, bytes, then
+  -- cache or error, the finisher's sent and end): a constructor sizes it for
+  -- its two non-nil keys, and it was rehashed twice per answer (issue 25)
+  local info = new_tab(0, 8)
+  info.rows, info.bytes = 0, 0
   if type(http) ~= "table" then error("handle: expected a request table, got " .. type(http), 2) end
   local endpoint = route(http.path, opts and opts.prefix, opts and opts.bare_path)
   info.endpoint = endpoint
