@@ -11,6 +11,8 @@
 #   JIT=off: LuaJIT's compiler off (the interpreter only: the same count on every
 #            run, where traces make it move by a few thousand)
 #   KEEP=DIR: the callgrind dumps kept there (NAME.cg), for callgrind_annotate
+#   DATA=1: also /data of the 1000 precomputed demo rows (bench/ngx_rows.lua)
+#           and the hand-written lua-cjson handler on them (N/10 requests each)
 # By hand only (valgrind, nginx with the Lua module, luajit with luasocket).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,6 +61,17 @@ http {
     location /rows/ {
       content_by_lua_block { require("biconnector.host.ngx").serve(require("bench_rows").connector, { prefix = "/rows" }) }
     }
+    location = /anchor_rows/data {
+      content_by_lua_block {
+        local cjson = require "cjson"
+        ngx.req.read_body()
+        local args = ngx.req.get_post_args()
+        if args["connection[token]"] ~= "demo-token" then return ngx.exit(403) end
+        local out = require("bench_rows").cjson_rows(args.table)
+        ngx.header["Content-Type"] = "application/json"
+        ngx.print(cjson.encode(out))
+      }
+    }
     location /cached/ {
       content_by_lua_block { require("biconnector.host.ngx").serve(require("bench_rows").cached, { prefix = "/cached" }) }
     }
@@ -73,18 +86,19 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 client() { luajit "$top/bench/ngx_client.lua" "$port" "$1" "$2" "$3"; }
-# measure LABEL PATH BODY: Ir per request
+# measure LABEL PATH BODY NAME [N]: Ir per request
 measure() {
+  n=${5:-$N}
   client "$2" "$3" 500 # warm-up: JIT traces, caches
   callgrind_control -z "$vpid" >/dev/null
-  client "$2" "$3" "$N"
+  client "$2" "$3" "$n"
   rm -f "$tmp"/cg.*
   callgrind_control -d "$vpid" >/dev/null
   f=$(ls -t "$tmp"/cg.* | head -1)
   ir=$(sed -n 's/^summary: *//p' "$f" | head -1)
   [ -n "$ir" ] || ir=$(sed -n 's/^totals: *//p' "$f" | head -1)
   [ -n "${KEEP:-}" ] && cp "$f" "$KEEP/$4.cg"
-  per=$((ir / N))
+  per=$((ir / n))
   printf '%-44s %8d instructions per request\n' "$1" "$per"
   eval "ir_$4=$per"
 }
@@ -92,5 +106,10 @@ measure "constant content_by_lua answer" /baseline "x=1" constant
 measure "biconnector.ngx /check" /rows/check "connection[token]=demo-token" check
 measure "biconnector.ngx /table_list" /rows/table_list "connection[token]=demo-token&searchString=" tlist
 measure "biconnector.ngx /table_list, cached" /cached/table_list "connection[token]=demo-token&searchString=" tcached
+if [ "${DATA:-0}" = 1 ]; then
+  measure "anchor: lua-cjson /data, 1000 rows" /anchor_rows/data "connection[token]=demo-token&table=deals" anchor1000 $((N / 10))
+  measure "biconnector.ngx /data, 1000 rows" /rows/data "connection[token]=demo-token&table=deals" data1000 $((N / 10))
+  awk -v a="$ir_anchor1000" -v o="$ir_data1000" 'BEGIN { printf "anchor/ours by instructions: /data 1000 rows %.2fx\n", a / o }'
+fi
 awk -v k="$ir_constant" -v c="$ir_check" -v t="$ir_tlist" -v tc="$ir_tcached" 'BEGIN {
   printf "constant/ours by instructions: /check %.2fx, /table_list %.2fx, cached %.2fx\n", k / c, k / t, k / tc }'

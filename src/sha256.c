@@ -4,6 +4,7 @@
  * connection's cached answer to another. */
 #include "bic.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,7 @@ typedef struct key_item {
   int is_int; /* a Lua 5.4 integer key (written and looked up as one) */
   const char *s;
   size_t len;
+  int value; /* the stack index of its value */
 } key_item;
 
 /* Lua's key order of cache.lua: by type name (boolean, number, string), then
@@ -105,10 +107,14 @@ static void feed_text(hash_ctx *c, char tag, const char *s, size_t len) {
 
 static int feed_value(lua_State *L, hash_ctx *c, int idx, int depth);
 
-/* The table at idx: "{" n ":" then each key and its value in key order, "}". */
+/* The table at idx: "{" n ":" then each key and its value in key order, "}".
+ * Each value is left on the stack as lua_next gives it (one pass over the
+ * table, no key pushed again and looked up: issue 25), the keys' texts held
+ * by the table itself. */
 static int feed_table(lua_State *L, hash_ctx *c, int idx, int depth) {
   key_item small[KEY_SMALL], *items = small;
   size_t n = 0, i;
+  int values;
   if (depth > KEY_DEPTH || !lua_checkstack(L, 4)) return 0;
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
@@ -116,16 +122,22 @@ static int feed_table(lua_State *L, hash_ctx *c, int idx, int depth) {
     n++;
   }
   if (n > KEY_SMALL) items = (key_item *)lua_newuserdata(L, n * sizeof *items);
+  if (n > (size_t)INT_MAX - 8 || !lua_checkstack(L, (int)n + 4)) {
+    if (items != small) lua_pop(L, 1);
+    return 0;
+  }
+  values = lua_gettop(L); /* the values at values + 1 .. values + n, in lua_next's order */
   i = 0;
   lua_pushnil(L);
-  while (lua_next(L, idx) != 0) {
-    key_item *k = &items[i++];
-    lua_pop(L, 1);
+  while (lua_next(L, idx) != 0) { /* ... values, key, value */
+    key_item *k = &items[i];
+    lua_insert(L, -2); /* ... values, value, key: the next lua_next's key */
     k->type = lua_type(L, -1);
     k->s = NULL;
     k->len = 0;
     k->num = 0;
     k->is_int = 0;
+    k->value = values + (int)++i;
     if (k->type == LUA_TSTRING) {
       k->s = lua_tolstring(L, -1, &k->len);
     } else if (k->type == LUA_TNUMBER) {
@@ -134,13 +146,13 @@ static int feed_table(lua_State *L, hash_ctx *c, int idx, int depth) {
       k->is_int = lua_isinteger(L, -1);
 #endif
       if (!(k->num >= -9007199254740992.0 && k->num <= 9007199254740992.0)) {
-        lua_pop(L, 1);
+        lua_settop(L, values - (items != small));
         return 0;
       }
     } else if (k->type == LUA_TBOOLEAN) {
       k->num = lua_toboolean(L, -1);
     } else {
-      lua_pop(L, 1);
+      lua_settop(L, values - (items != small));
       return 0;
     }
   }
@@ -159,20 +171,27 @@ static int feed_table(lua_State *L, hash_ctx *c, int idx, int depth) {
   for (i = 0; i < n; i++) {
     key_item *k = &items[i];
     int ok;
-    if (k->type == LUA_TSTRING) lua_pushlstring(L, k->s, k->len);
+    if (k->type == LUA_TSTRING) { /* as feed_value writes a string */
+      feed_text(c, 's', k->s, k->len);
+      ok = 1;
+    } else {
 #if BIC_HAS_INTEGERS
-    else if (k->type == LUA_TNUMBER && k->is_int) lua_pushinteger(L, (lua_Integer)k->num);
+      if (k->type == LUA_TNUMBER && k->is_int) lua_pushinteger(L, (lua_Integer)k->num);
+      else
 #endif
-    else if (k->type == LUA_TNUMBER) lua_pushnumber(L, (lua_Number)k->num);
-    else lua_pushboolean(L, (int)k->num);
-    ok = feed_value(L, c, lua_gettop(L), depth); /* the key */
-    lua_rawget(L, idx);
-    ok = ok && feed_value(L, c, lua_gettop(L), depth); /* its value */
-    lua_pop(L, 1);
-    if (!ok) return 0;
+      if (k->type == LUA_TNUMBER) lua_pushnumber(L, (lua_Number)k->num);
+      else lua_pushboolean(L, (int)k->num);
+      ok = feed_value(L, c, lua_gettop(L), depth); /* the key */
+      lua_pop(L, 1);
+    }
+    ok = ok && feed_value(L, c, k->value, depth); /* its value */
+    if (!ok) {
+      lua_settop(L, values - (items != small));
+      return 0;
+    }
   }
   hash_update(c, "}", 1);
-  if (items != small) lua_pop(L, 1);
+  lua_settop(L, values - (items != small));
   return 1;
 }
 

@@ -279,6 +279,44 @@ local function namespace_of(c)
   return ns
 end
 
+-- The options c:answer gets, which the connector only reads: made once per
+-- prefix given as a string (the first 64) and the other options of serve
+-- (compared each time), where a table of six to eight fields made per
+-- request was about a seventh of what a small request allocated (issue 25).
+-- Without a prefix, the path decides the prefix: made per request.
+local kept_answer_opts, n_kept_answer_opts = {}, 0
+local function answer_options(target, c, opts, path)
+  local given = opts.prefix
+  local log, chunk_size, metrics_name, cache_name = opts.log or _M.log, opts.chunk_size, opts.metrics, opts.cache
+  local with_access = opts.access_log and true or false
+  local namespace = nil
+  if cache_name then namespace = type(target) == "string" and target or namespace_of(c) end
+  local kept = type(given) == "string" and kept_answer_opts[given] or nil
+  if kept and kept.log == log and kept.chunk_size == chunk_size and kept.metrics_name == metrics_name
+    and kept.with_access == with_access and kept.cache_name == cache_name and kept.namespace == namespace then
+    return kept.opts
+  end
+  local answer_opts = {
+    prefix = prefix_of(path, given),
+    bare_path = true, -- $uri: decoded, without the query string (a ? in it was %3F)
+    log = log,
+    chunk_size = chunk_size,
+    -- a lua_shared_dict name: the counters /metrics shows (ngx.metrics)
+    metrics = metrics_name and _M.metrics_registry(metrics_name) or nil,
+    access_log = with_access and access_log or nil,
+  }
+  if cache_name then -- a lua_shared_dict name: the connector's cache (cache = {ttl}) kept there
+    answer_opts.cache = _M.cache_store(cache_name)
+    answer_opts.cache_namespace = namespace
+  end
+  if type(given) == "string" and (kept or n_kept_answer_opts < 64) then
+    if not kept then n_kept_answer_opts = n_kept_answer_opts + 1 end
+    kept_answer_opts[given] = { opts = answer_opts, log = log, chunk_size = chunk_size, metrics_name = metrics_name,
+      with_access = with_access, cache_name = cache_name, namespace = namespace }
+  end
+  return answer_opts
+end
+
 local function prepare(target, opts, started, uri, content_type, encoding)
   local c = target
   if type(target) == "string" then c = _M.load(target) end
@@ -292,20 +330,7 @@ local function prepare(target, opts, started, uri, content_type, encoding)
     req, err = _M.request(opts.max_headers, uri)
   end
   if not req then error(err, 0) end
-  local answer_opts = {
-    prefix = prefix_of(req.path, opts.prefix),
-    bare_path = true, -- $uri: decoded, without the query string (a ? in it was %3F)
-    log = opts.log or _M.log,
-    chunk_size = opts.chunk_size,
-    -- a lua_shared_dict name: the counters /metrics shows (ngx.metrics)
-    metrics = opts.metrics and _M.metrics_registry(opts.metrics) or nil,
-    access_log = opts.access_log and access_log or nil,
-  }
-  if opts.cache then -- a lua_shared_dict name: the connector's cache (cache = {ttl}) kept there
-    answer_opts.cache = _M.cache_store(opts.cache)
-    answer_opts.cache_namespace = type(target) == "string" and target or namespace_of(c)
-  end
-  local status, headers, body, finish = c:answer(req, answer_opts, started)
+  local status, headers, body, finish = c:answer(req, answer_options(target, c, opts, req.path), started)
   return req, status, headers, body, finish
 end
 
@@ -425,21 +450,33 @@ function _M.serve(target, opts)
       metrics = opts.metrics and _M.metrics_registry(opts.metrics) or nil }, status, { status = status, error = id },
       started)
   end
-  local sent = { finish = finish, bytes = 0 }
-  if abort_ok and abort_on then ngx.ctx.biconnector_answer = sent end -- for on_abort
+  -- what went out, in a table on_abort and stream read; none made for a
+  -- string body without on_abort (a small request allocates less, issue 25)
+  local streamed, sent = type(body) == "function", nil
+  local bytes = 0
+  if streamed or (abort_ok and abort_on) then
+    sent = { finish = finish, bytes = 0 }
+    if abort_ok and abort_on then ngx.ctx.biconnector_answer = sent end -- for on_abort
+  end
 
   local how = "ok"
   send_headers(status, headers)
-  if type(body) == "function" then
+  if streamed then
     how = stream(body, sent)
+    bytes = sent.bytes
   else
     body = type(body) == "string" and body or ""
     ngx.header["Content-Length"] = #body
-    if not ngx.print(body) then how = "aborted" else sent.bytes = #body end
+    if not ngx.print(body) then
+      how = "aborted"
+    else
+      bytes = #body
+      if sent then sent.bytes = bytes end
+    end
   end
-  local info = finish(how, sent.bytes)
+  local info = finish(how, bytes)
   info.body_in_file = req.body_in_file
-  publish(info, sent.bytes, how)
+  publish(info, bytes, how)
   if how == "error" then return ngx.exit(ngx.ERROR) end -- close without the final chunk
   return ngx.eof()
 end
