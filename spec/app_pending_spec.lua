@@ -130,6 +130,24 @@ for _, mode in ipairs({ "OAuth server", "--portal" }) do
       assert.equals(0, rc, out)
     end)
 
+    it("the installation's first callback again after its pair was renewed is told as a repeat, not as a forgery", function()
+      local h, first, genuine = installed()
+      local parts = { "event=ONAPPINSTALL" }
+      for k, v in pairs(first.sent.auth) do parts[#parts + 1] = ("auth[%s]=%s"):format(k, v) end
+      assert.equals(200, A.post_form(h.install_url, table.concat(parts, "&"), cert).status)
+      -- (with --portal the proof spent no refresh token: the pair is the callback's own)
+      local renewed = genuine.refresh_token ~= first.sent.auth.refresh_token
+      local log = A.wait_log(h, renewed and "repeats the verified installation's callback"
+        or "installation callback repeats the installation's tokens", 1)
+      assert.equals(0, A.count(log, "not genuine"), log)
+      local stored = A.read_json(h.tokens_file)
+      assert.equals(genuine.access_token, stored.access_token)
+      assert.equals(genuine.refresh_token, stored.refresh_token)
+      assert.is_nil(stored.pending_install)
+      local rc, out = call(dir, "profile")
+      assert.equals(0, rc, out)
+    end)
+
     it("an uninstall event with a reinstall's new application_token, sent while that callback is still being proven, is taken", function()
       local core = require "biconnector.core"
       local h = installed()

@@ -135,11 +135,20 @@ end
 
 -- Drops the pending callback (only that one: a newer one stays for its own helper).
 local function drop_pending(cfg, pending, why)
+  local again = false
   app.update(cfg.store, function(current)
     if not same_pending(current, pending) then return nil end
+    -- the installation's own first callback again (a sender's retry) after its
+    -- pair was renewed: its tokens are spent, and it is no stranger's
+    again = app.same_secret(pending.application_token, current.application_token)
     current[app.PENDING] = nil
     return current
   end)
+  if again then
+    log("info", "the installation callback repeats the verified installation's callback (its application_token);"
+      .. " its tokens were renewed since: nothing changed", { portal = pending.portal })
+    return "dropped"
+  end
   log("warn", "the pending installation callback is not genuine: its tokens are discarded; the verified installation"
     .. " stays as it was", { portal = pending.portal, reason = why })
   return "dropped"

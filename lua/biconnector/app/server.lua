@@ -85,6 +85,7 @@ end
 local function same_secret(a, b)
   return type(a) == "string" and type(b) == "string" and core.sha256(a) == core.sha256(b)
 end
+_M.same_secret = same_secret
 
 local function installed(state)
   return type(state) == "table" and type(state.access_token) == "string" and type(state.member_id) == "string"
