@@ -97,6 +97,71 @@ describe("token stores", function()
     client:close()
   end)
 
+  it("a renewal writes only over the pair it renewed from: a pair removed or replaced is not renewed, adopted or written back", function()
+    local portal = control.start({ rate = 1000, burst = 1000 })
+    finally(function() portal:stop() end)
+    local rest = require "biconnector.rest"
+    local installed = { access_token = "initial-access", refresh_token = "initial-refresh", application_token = "apptok",
+      member_id = "localmember" }
+    -- removed before the renewal (an uninstall: the store keeps only what says so)
+    local store = tokens.memory(installed)
+    local client = assert(rest.new(portal:oauth_options({ store = store, installation_key = "application_token" })))
+    portal:control({ action = "expire" })
+    store:set({ member_id = "localmember", uninstalled_at = 1 })
+    local ok, err = client:call("profile")
+    assert.is_nil(ok)
+    assert.equals("TOKENS_GONE", err.code)
+    assert.matches("holds no tokens any more", tostring(err), 1, true)
+    assert.truthy(client.tokens_gone)
+    assert.same({ member_id = "localmember", uninstalled_at = 1 }, store:get())
+    assert.equals(0, portal:stats().stats.renewals) -- no refresh token spent
+    client:close()
+    -- replaced by another installation's pair (its application_token): not adopted
+    portal:reset({ rate = 1000, burst = 1000 })
+    store = tokens.memory(installed)
+    client = assert(rest.new(portal:oauth_options({ store = store, installation_key = "application_token" })))
+    portal:control({ action = "expire" })
+    local other = { access_token = "other-access", refresh_token = "other-refresh", application_token = "apptok2",
+      member_id = "localmember" }
+    store:set(other)
+    ok, err = client:call("profile")
+    assert.is_nil(ok)
+    assert.equals("TOKENS_GONE", err.code)
+    assert.matches("another installation's tokens", tostring(err), 1, true)
+    assert.is_true(err.replaced)
+    assert.same(other, store:get())
+    assert.equals(0, portal:stats().stats.renewals)
+    client:close()
+    -- removed while the renewal was on its way (by a holder that ignored the lock): the
+    -- renewed pair is not written over what the store holds then
+    portal:reset({ rate = 1000, burst = 1000 })
+    store = tokens.memory(installed)
+    local http = require("biconnector.core").http.new()
+    finally(function() http:close() end)
+    client = assert(rest.new(portal:oauth_options({ store = store, installation_key = "application_token",
+      transport = function(req)
+        if req.url:find("/oauth/token/", 1, true) then store.tokens = { member_id = "localmember", uninstalled_at = 2 } end
+        return http:request(req)
+      end })))
+    portal:control({ action = "expire" })
+    ok, err = client:call("profile")
+    assert.is_nil(ok)
+    assert.equals("TOKENS_GONE", err.code)
+    assert.matches("the renewed pair was not saved", tostring(err), 1, true)
+    assert.same({ member_id = "localmember", uninstalled_at = 2 }, store:get())
+    client:close()
+    -- the same installation's pair renews as before
+    portal:reset({ rate = 1000, burst = 1000 })
+    store = tokens.memory(installed)
+    client = assert(rest.new(portal:oauth_options({ store = store, installation_key = "application_token" })))
+    portal:control({ action = "expire" })
+    assert.truthy(client:call("profile"))
+    assert.equals("apptok", store:get().application_token)
+    assert.are_not.equal("initial-access", store:get().access_token)
+    assert.equals(1, portal:stats().stats.renewals)
+    client:close()
+  end)
+
   it("eight processes hitting expiry together renew exactly once and every call succeeds", function()
     local portal = control.start({ rate = 1000, burst = 1000 })
     finally(function() portal:stop() end)

@@ -39,6 +39,25 @@ describe("tokens.redis", function()
     s:close()
   end)
 
+  it("set(tokens, expect): writes only while the stored fields hold what expect names (false: absent), atomically", function()
+    local s = tokens.redis { port = redis.port, key = "t:cas" }
+    -- nothing stored: nothing to compare with
+    assert.is_false(s:set({ access_token = "b" }, { access_token = "a" }))
+    assert.is_nil(s:get())
+    assert.is_true(s:set({ access_token = "a", refresh_token = "r", application_token = "app" }))
+    assert.is_false(s:set({ access_token = "b" }, { access_token = "a", application_token = "other" }))
+    assert.is_false(s:set({ access_token = "b" }, { access_token = "a", refresh_token = false }))
+    assert.equals("a", s:get().access_token)
+    assert.is_true(s:set({ access_token = "b", refresh_token = "r2", application_token = "app" },
+      { access_token = "a", refresh_token = "r", application_token = "app", member_id = false }))
+    assert.same({ access_token = "b", refresh_token = "r2", application_token = "app" }, s:get())
+    -- an uninstalled store (no tokens) is not written over
+    assert.is_true(s:set({ member_id = "m", uninstalled_at = 1 }))
+    assert.is_false(s:set({ access_token = "c" }, { access_token = "b" }))
+    assert.same({ member_id = "m", uninstalled_at = 1 }, s:get())
+    s:close()
+  end)
+
   it("says what failed when Redis is not there, and rejects bad options", function()
     local dead = tokens.redis { port = helpers.free_port(), key = "k", lock_timeout = 0.2 }
     local v, err = dead:get()

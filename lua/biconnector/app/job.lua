@@ -31,6 +31,14 @@ end
 -- A failure: `final` when trying again cannot help (a configuration to fix).
 local function failure(message, final) return { message = tostring(message), final = final and true or false } end
 
+-- The installation this helper works for is gone (uninstalled): the helper stops.
+local function gone(why) return { message = tostring(why), final = true, gone = true } end
+
+-- Another installation's pair replaced it in the store (a callback stored
+-- meanwhile): tried again, with that one.
+local REPLACED = "the token store changed while the installation was registered (another installation callback):"
+  .. " registering the new one"
+
 local FINAL_CODES = { invalid_client = true, invalid_grant = true, ACCESS_DENIED = true, insufficient_scope = true,
   NO_AUTH_FOUND = true, expired_token = true, PAYMENT_REQUIRED = true, INVALID_CREDENTIALS = true,
   -- the portal's certificate not trusted (or BITRIX24_CA_FILE not loading): the same again on every attempt
@@ -45,6 +53,10 @@ local HINTS = {
 
 local function from_rest(err)
   local code = type(err) == "table" and err.code
+  if code == "TOKENS_GONE" then
+    if err.replaced then return failure(REPLACED) end
+    return gone(err.description or err)
+  end
   local text = tostring(err)
   if code and HINTS[code] then text = text .. " (" .. HINTS[code] .. ")" end
   local final = code and (FINAL_CODES[code] or tostring(code):match("^VALIDATION_")) or false
@@ -54,10 +66,13 @@ local function from_rest(err)
 end
 
 -- The registration's client: the installation's tokens from the store (renewed
--- there, under its lock, when they expire).
+-- there, under its lock, when they expire). A renewal writes only over this
+-- installation's pair (its application_token): after an uninstall, or another
+-- installation stored meanwhile, it renews nothing and says TOKENS_GONE.
 local function client_for(cfg, state, id, secret)
   local client, err = rest.new({ client_endpoint = state.client_endpoint, client_id = id, client_secret = secret,
     store = cfg.store, oauth_url = app.oauth_url_for(cfg, state), ca_file = cfg.ca_file,
+    installation_key = "application_token",
     log = function(level, message) log(level, message) end })
   if not client then return nil, failure(err, true) end
   return client
@@ -419,9 +434,14 @@ local function register_once(job, cfg)
     local ids = {}
     for _, t in ipairs(result.tables) do if t.id then ids[#ids + 1] = t.id end end
     record.table_ids = ids
-    local portal_verified
+    local portal_verified, kept
     app.update(cfg.store, function(current)
-      if current.member_id ~= state.member_id then return nil end
+      -- (not into a store uninstalled meanwhile, nor over another installation stored since)
+      if not app.installed(current) or current.member_id ~= state.member_id
+          or current.application_token ~= state.application_token then
+        return nil
+      end
+      kept = true
       current.registration = record
       -- with --portal the portal judges the tokens: it answered the registration's calls made
       -- with this pair (renewed or not), so the installation counts as verified (a callback
@@ -432,6 +452,11 @@ local function register_once(job, cfg)
       end
       return current
     end)
+    if not kept then
+      local now = cfg.store:get()
+      if app.installed(now) then return nil, failure(REPLACED) end
+      return nil, gone("the token store no longer holds the installation registered (uninstalled)")
+    end
     if portal_verified then
       log("info", "installation verified: the portal --portal names answered its tokens", { portal = state.portal })
     end
@@ -441,6 +466,11 @@ local function register_once(job, cfg)
   end)
   client:close()
   if not ok then return nil, failure(done) end
+  -- whatever the step that met it (a renewal inside register.run, event.bind), a
+  -- renewal that found the installation gone ends the helper
+  if not done and client.tokens_gone then
+    return nil, client.tokens_replaced and failure(REPLACED) or gone(client.tokens_gone)
+  end
   return done, ferr
 end
 
@@ -468,6 +498,10 @@ local function with_retries(job, cfg, once, what)
     end
     if ok then return 0 end
     err = err or failure("unknown failure")
+    if err.gone then
+      log("info", "the installation is gone: " .. what .. " stopped; nothing renewed or written back", { reason = err.message })
+      return 0
+    end
     local last = err.final or attempt == cfg.retry.attempts
     log(last and "error" or "warn", what .. " failed", { attempt = attempt .. "/" .. cfg.retry.attempts,
       reason = err.message, retry = not last and format("in %gs", delay) or "no" })

@@ -257,9 +257,13 @@ function _M.new(opts)
     self.follow_client_endpoint = opts.follow_client_endpoint -- nil: only on the same host
     self:add_secret(opts.client_secret)
     self.store = opts.store or tokens.memory()
+    -- installation_key: the store's field naming whose pair it holds (`serve --app`:
+    -- application_token); a renewal replaces only that installation's pair (renew)
+    self.installation_key = opts.installation_key
     local stored, store_err = self.store:get()
     if type(stored) == "table" and stored.access_token then
       self:use_tokens(stored)
+      if self.installation_key then self.installation = stored[self.installation_key] end
     else
       if not opts.access_token then
         return nil, "OAuth needs access_token (or a store holding one)" .. (store_err and ("; the store: " .. tostring(store_err)) or "")
@@ -538,17 +542,49 @@ function Client:exchange(method, params, raw_body, creates)
   return data
 end
 
+-- Whether the store's state `current` still holds this client's pair: a pair
+-- at all (removed: the application was uninstalled, the store cleared) and,
+-- with installation_key, the same installation's. -> true | nil, why, replaced
+-- (true: another installation's pair is there)
+function Client:same_pair(current)
+  if type(current) ~= "table" or type(current.access_token) ~= "string" then
+    return nil, "the token store holds no tokens any more (removed: the application was uninstalled, or the store cleared)"
+  end
+  local key = self.installation_key
+  if key and current[key] ~= self.installation then
+    return nil, "the token store holds another installation's tokens (its " .. key .. " changed)", true
+  end
+  return true
+end
+
 -- OAuth renewal through the store's lock: whoever takes the lock first renews;
--- the others find a different access token in the store and use it.
+-- the others find a different access token in the store and use it. A store
+-- whose pair was removed or (installation_key) replaced by another
+-- installation's is left as it is: nothing is renewed, nothing written back,
+-- the answer is TOKENS_GONE and client.tokens_gone says why. The write itself
+-- is a compare-and-set under the lock: the store read again must still hold
+-- the pair renewed from (a Redis store checks that atomically as it writes).
 function Client:renew(failed_token)
   local store = self.store
   local unlock, lerr = store:lock()
   if not unlock then
     return nil, new_error { code = "TOKEN_STORE_ERROR", description = self:mask(tostring(lerr)), retryable = false }
   end
+  local function gone(why, renewed, replaced)
+    self.tokens_gone, self.tokens_replaced = why, replaced or nil
+    return nil, new_error { code = "TOKENS_GONE", retryable = false, replaced = replaced or nil,
+      description = why .. (renewed and ": the renewed pair was not saved" or ": not renewed") }
+  end
   local ok, res, err, how = pcall(function()
-    local current = store:get()
-    if type(current) == "table" and current.access_token and current.access_token ~= failed_token then
+    local current, gerr = store:get()
+    if current == nil and gerr then
+      -- a store that cannot be read cannot be compared: a refresh token spent now may never be saved
+      return nil, new_error { code = "TOKEN_STORE_ERROR", retryable = false,
+        description = self:mask("the token store cannot be read, so the tokens were not renewed: " .. tostring(gerr)) }
+    end
+    local same, why, replaced = self:same_pair(current)
+    if not same then return gone(why, false, replaced) end
+    if current.access_token ~= failed_token then
       self:use_tokens(current)
       return true, nil, "adopted"
     end
@@ -557,7 +593,7 @@ function Client:renew(failed_token)
       return nil, new_error { code = "expired_token", retryable = false,
         description = "the access token expired and no client_id/client_secret were given to renew it" }
     end
-    local refresh = type(current) == "table" and current.refresh_token or self.tokens.refresh_token
+    local refresh = current.refresh_token or self.tokens.refresh_token
     if not refresh then return nil, new_error { code = "expired_token", description = "no refresh token to renew with", retryable = false } end
     local q = form.encode { grant_type = "refresh_token", client_id = self.client_id,
       client_secret = self.client_secret, refresh_token = refresh }
@@ -599,10 +635,23 @@ function Client:renew(failed_token)
     if type(fresh.refresh_token) ~= "string" or fresh.refresh_token == "" then fresh.refresh_token = refresh end
     -- what the store held beside the tokens and the answer does not name stays
     -- (an installation's application_token, its portal: biconnector.app.server)
-    if type(current) == "table" then
-      for k, v in pairs(current) do if fresh[k] == nil then fresh[k] = v end end
+    for k, v in pairs(current) do if fresh[k] == nil then fresh[k] = v end end
+    -- compare-and-set: only over the pair renewed from (a holder that ignored the
+    -- lock, or took it after ours expired, may have removed or replaced it meanwhile)
+    local now_held, nerr = store:get()
+    if now_held == nil and nerr then
+      return nil, new_error { code = "TOKEN_STORE_ERROR", retryable = false,
+        description = self:mask("renewed, but the token store cannot be read to save the new tokens: " .. tostring(nerr)) }
     end
-    local saved, serr = store:set(fresh)
+    same, why, replaced = self:same_pair(now_held)
+    if not same then return gone(why, true, replaced) end
+    if now_held.access_token ~= current.access_token or now_held.refresh_token ~= current.refresh_token then
+      return gone("the token store's pair changed during the renewal", true)
+    end
+    local expect = { access_token = current.access_token, refresh_token = current.refresh_token or false }
+    if self.installation_key then expect[self.installation_key] = self.installation or false end
+    local saved, serr = store:set(fresh, expect)
+    if saved == false then return gone("the token store's pair changed during the renewal", true) end
     self:use_tokens(fresh)
     self.counters.renewals = self.counters.renewals + 1
     if not saved then

@@ -2,13 +2,19 @@
 --
 -- A store is any object with three methods:
 --   store:get()        -> the token table ({access_token=, refresh_token=, ...}) or nil
---   store:set(tokens)  -> true, or nil, err       (replaces what get returns)
+--   store:set(tokens [, expect]) -> true, or nil, err (replaces what get returns;
+--                         expect {field = value | false}: a store that compares
+--                         atomically (tokens.redis) writes only while the stored
+--                         fields hold those values, else answers false; the
+--                         others ignore it: the client compared under the lock)
 --   store:lock()       -> an unlock function, or nil, err
 --                         (held while renewing; blocks until granted)
 -- The client renews like this: lock, get again (another process may have
 -- renewed meanwhile), renew only if the stored access token is still the one
--- that failed, set, unlock. A refresh token is single-use, so every process
--- sharing the tokens must share the store and its lock.
+-- that failed (and the store holds a pair at all: an uninstalled application's
+-- store is not written back), read again and set only over that same pair,
+-- unlock. A refresh token is single-use, so every process sharing the tokens
+-- must share the store and its lock.
 --
 -- Stores: tokens.memory([initial]), tokens.file(path [, opts]) for processes
 -- on one machine, tokens.ngx_shared(dict, key [, opts]) for OpenResty workers,

@@ -19,6 +19,7 @@ local core = require "biconnector.core"
 local json = require "biconnector.json"
 
 local format, tostring, tonumber, type, pcall = string.format, tostring, tonumber, type, pcall
+local unpack = table.unpack or unpack -- luacheck: ignore 143
 
 local _M = {}
 
@@ -235,9 +236,43 @@ function Store:get()
   return t
 end
 
-function Store:set(t)
+-- Writes the tokens only while the stored object's fields still hold what
+-- expect names (a string; false: the field absent), read and written in one script: the
+-- renewal's compare-and-set (rest client), which holds even when the lock it
+-- renews under expired meanwhile. ARGV: the new JSON, then field, kind, value
+-- triples (kind "s": that string; "-": absent).
+local SET_IF = [=[
+local cur = redis.call('get', KEYS[1])
+if not cur then return 0 end
+local ok, t = pcall(cjson.decode, cur)
+if not ok or type(t) ~= 'table' then return 0 end
+for i = 2, #ARGV, 3 do
+  local v = t[ARGV[i]]
+  if ARGV[i + 1] == '-' then
+    if v ~= nil and v ~= cjson.null then return 0 end
+  elseif v ~= ARGV[i + 2] then return 0 end
+end
+redis.call('set', KEYS[1], ARGV[1])
+return 1
+]=]
+
+-- store:set(tokens [, expect]) -> true | false (expect: the stored object no
+-- longer holds those field values; nothing written) | nil, err
+function Store:set(t, expect)
   local text, eerr = json.encode(t)
   if not text then return nil, "cannot encode the tokens: " .. tostring(eerr) end
+  if type(expect) == "table" then
+    local args = { text }
+    for field, value in pairs(expect) do
+      if type(value) == "string" or value == false then
+        local n = #args
+        args[n + 1], args[n + 2], args[n + 3] = field, value and "s" or "-", value or ""
+      end
+    end
+    local done, err = self:with(function(c) return c:call("eval", SET_IF, 1, self.key, unpack(args)) end)
+    if err then return nil, err end
+    return tonumber(done) == 1
+  end
   local ok, err = self:with(function(c) return c:call("set", self.key, text) end)
   if err then return nil, err end
   if not ok then return nil, self:where() .. ": SET did not answer OK" end
