@@ -16,14 +16,18 @@ for _, kind in ipairs({ "file", "redis" }) do
     local dir, cert, key, db, portal
     A.world_hooks(function(...) dir, cert, key, db, portal = ... end)
 
-    it("leaves the store uninstalled: the helper renews nothing, writes nothing back and stops with an info line", function()
+    -- serve --app installed and registered, then SIGHUP; the portal holds the helper's first
+    -- call while it uninstalls the application; with `expired`, the next call answers
+    -- expired_token. -> the handle, the install answer, the store's reader, the log at the helper's end
+    local function uninstalled_while_registering(expired)
       local env, read
       if kind == "redis" then
         local X = require "scale_helpers"
         local why = X.redis_missing()
         if why then
           io.stderr:write("\n*** SKIPPED: serve --app with Redis: " .. why .. "\n")
-          return pending("SKIPPED: " .. why)
+          pending("SKIPPED: " .. why)
+          return nil
         end
         local redis = X.start_redis()
         finally(function() redis.stop() end)
@@ -44,7 +48,7 @@ for _, kind in ipairs({ "file", "redis" }) do
       local fields = "biconnector.connector.fields"
       local before = portal:stats().stats.received[fields] or 0
       portal:fault({ kind = "delay", method = fields, delay = 4 })
-      portal:fault({ kind = "expired", method = "*" })
+      if expired then portal:fault({ kind = "expired", method = "*" }) end
       os.execute("kill -HUP " .. h.pid)
       assert(helpers.poll(function() return (portal:stats().stats.received[fields] or 0) > before end, 20, 0.02),
         "the helper did not call " .. fields)
@@ -54,13 +58,19 @@ for _, kind in ipairs({ "file", "redis" }) do
       local gone = read()
       assert.is_nil(gone.access_token, cjson.encode(gone))
       assert.truthy(gone.uninstalled_at)
-      -- the helper's next call answers expired_token; it finds the installation gone
+      -- the helper goes on (its next call answering expired_token, or not) and ends
       local log
       assert(helpers.poll(function()
         log = S.stderr(h)
         return A.count(log, "INFO registered ") >= 2 or log:find("registration failed", 1, true)
           or log:find("the installation is gone", 1, true)
       end, 30, 0.05), "the helper did not end")
+      return h, r, read, log
+    end
+
+    it("leaves the store uninstalled: the helper renews nothing, writes nothing back and stops with an info line", function()
+      local h, r, read, log = uninstalled_while_registering(true)
+      if not h then return end
       local stored = read()
       -- (before: the renewed pair was written back, the store installed again)
       assert.is_nil(stored.access_token, cjson.encode(stored))
@@ -81,6 +91,18 @@ for _, kind in ipairs({ "file", "redis" }) do
       local again = A.post_form(h.event_url, "event=ONAPPUNINSTALL&auth[application_token]=" .. r.sent.auth.application_token
         .. "&auth[member_id]=localmember", cert)
       assert.equals(200, again.status, again.body)
+    end)
+
+    it("a registration that ends after the uninstall writes no record into the uninstalled store", function()
+      local h, _, read, log = uninstalled_while_registering(false)
+      if not h then return end
+      local stored = read()
+      -- (before: the registration's record went into the uninstalled store)
+      assert.is_nil(stored.registration, cjson.encode(stored))
+      assert.is_nil(stored.access_token)
+      assert.truthy(stored.uninstalled_at)
+      assert.matches(" INFO [^\n]*the installation is gone", log)
+      assert.equals(1, A.count(log, "INFO registered "))
     end)
   end)
 end
