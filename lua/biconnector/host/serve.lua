@@ -493,7 +493,7 @@ function _M.tls_problems(file, info, now)
   return nil, warnings
 end
 
--- The pair checked as serve would load it -> true, {warnings} | nil, message
+-- The pair checked as serve would load it -> {warnings} (empty when none) | nil, message
 local function check_tls_pair(o, pair)
   local ok, err = server.check_tls(pair.cert, pair.key)
   if not ok then
@@ -504,10 +504,10 @@ local function check_tls_pair(o, pair)
     return nil, format("--tls-cert %s, --tls-key %s: %s", o.tls_cert_file, o.tls_key_file, tostring(err))
   end
   local info = server.tls_info(pair.cert)
-  if not info then return true, {} end -- (check_tls read it: cannot happen)
+  if not info then return {} end -- (check_tls read it: cannot happen)
   local problem, warnings = _M.tls_problems(o.tls_cert_file, info, os.time())
   if problem then return nil, problem end
-  return true, warnings
+  return warnings
 end
 
 -- The names the Host rule allows besides IP addresses and localhost: the
@@ -540,11 +540,11 @@ end
 -- handshakes from now on; a pair that does not load keeps the current one.
 local function reload_tls(o, srv, who)
   local pair, err = _M.read_tls(o)
-  local ok, warnings
+  local ok, warnings = false, nil
   if pair then
     -- (an expired certificate is no renewal: the one loaded stays)
-    ok, warnings = check_tls_pair(o, pair)
-    if ok then ok, err = srv:tls(pair.cert, pair.key) else err = warnings end
+    warnings, err = check_tls_pair(o, pair)
+    if warnings then ok, err = srv:tls(pair.cert, pair.key) end
   end
   if ok then
     o.tls = pair
@@ -715,10 +715,9 @@ function _M.main(args)
       stderr:write("biconnector serve: ", tostring(terr), "\n")
       return 1
     end
-    local warnings
-    ok, warnings = check_tls_pair(o, pair)
-    if not ok then
-      stderr:write("biconnector serve: ", tostring(warnings), "\n")
+    local warnings, problem = check_tls_pair(o, pair)
+    if not warnings then
+      stderr:write("biconnector serve: ", tostring(problem), "\n")
       return 1
     end
     for _, w in ipairs(warnings) do stderr:write("biconnector serve: warning: ", w, "\n") end
