@@ -901,7 +901,7 @@ static int rows_add(lua_State *L) {
 }
 
 /* enc:add_list(list, first, last) -> next [, nulled, field_index, message] |
- * nil, row_index, field_index, message
+ * nil, row_index, field_index, message [, nulled, field_index, message]
  * Encodes list[first..last] and stops early once chunk_size bytes are pending;
  * returns the index of the first row not yet encoded. */
 static int rows_add_list(lua_State *L) {
@@ -927,16 +927,99 @@ static int rows_add_list(lua_State *L) {
     bic_rawgeti(L, 2, i);
     failed = encode_row(L, e, base + 1, 5, keep ? 6 : 0, keep, &why, &nl);
     lua_settop(L, base);
-    if (failed >= 0) {
+    if (failed >= 0) { /* and what the rows before it nulled, which the answer's warning counts */
       lua_pushnil(L);
       lua_pushinteger(L, i);
       lua_pushinteger(L, failed);
       lua_pushstring(L, why.text);
-      return 4;
+      return 4 + nulls_push(L, &nl);
     }
   }
   lua_pushinteger(L, i);
   return 1 + nulls_push(L, &nl);
+}
+
+/* ---- LuaJIT's fast path for lists of array rows (docs/architecture.md) ------
+ *
+ * Under LuaJIT the Lua C API reads of a cell (lua_rawgeti, lua_type,
+ * lua_tolstring or lua_tonumber: about 85 instructions) cost as much as
+ * writing it. connector/core.lua therefore reads the array rows of a plain
+ * list in Lua code the JIT compiles (connector/rows_jit.lua), puts each row's
+ * cells in a bic_ffi_cell array and calls bic_rows_ffi_row through the FFI,
+ * one call a row. That function writes only what put_lua_exact writes (the
+ * same bytes): anything else (a value to convert, invalid UTF-8, no memory,
+ * an encoder not open) leaves the buffer as it was and answers 0, and the
+ * row goes through enc:add_list, which converts it or says what is wrong. */
+typedef struct bic_ffi_cell {
+  double d;      /* kind 1 */
+  const char *s; /* kind 2: the string's bytes (the row keeps the string) */
+  size_t len;
+  int kind;      /* 0 null (nil or biconnector.null), 1 a number, 2 a string */
+} bic_ffi_cell;
+
+/* -> 0 not written (nothing changed), 1 written, 2 written and the chunk is full */
+static int bic_rows_ffi_row(void *handle, const bic_ffi_cell *cells) {
+  rows_encoder *e = (rows_encoder *)handle;
+  bic_buffer *b = &e->buf;
+  size_t mark = b->len;
+  int col;
+  if (e->state != S_OPEN || bic_buffer_puts(b, ",[")) goto undo;
+  for (col = 0; col < e->nout; col++) {
+    const bic_ffi_cell *c = &cells[col];
+    int type = e->field_type[e->out_field[col]];
+    if (col > 0 && bic_buffer_putc(b, ',')) goto undo;
+    if (c->kind == 0) {
+      if (bic_buffer_puts(b, "null")) goto undo;
+    } else if (c->kind == 1) {
+      long long i;
+      if (type == T_INT) {
+        if (!double_to_int(c->d, &i) || put_integer(b, i) != 0) goto undo;
+      } else if (type == T_DOUBLE) {
+        if (!isfinite(c->d) || put_double(b, c->d) != 0) goto undo;
+      } else {
+        goto undo;
+      }
+    } else if (c->kind == 2 && type == T_STRING) {
+      if (bic_json_put_string(b, c->s, c->len, 0) != 0) goto undo;
+    } else if (c->kind == 2 && (type == T_DATE || type == T_DATETIME) && written_as_is(c->s, c->len, type, e->zone)) {
+      char *o;
+      if (b->cap - b->len < c->len + 2 && bic_buffer_grow(b, c->len + 2) != 0) goto undo;
+      o = b->data + b->len;
+      o[0] = '"';
+      memcpy(o + 1, c->s, c->len);
+      o[c->len + 1] = '"';
+      b->len += c->len + 2;
+    } else {
+      goto undo;
+    }
+  }
+  if (bic_buffer_putc(b, ']')) goto undo;
+  e->rows += 1;
+  return b->len >= e->chunk ? 2 : 1;
+undo:
+  b->len = mark;
+  return 0;
+}
+
+/* enc:ffi() -> handle, row function (light userdata: the encoder and
+ * bic_rows_ffi_row, for the FFI), width, {array index of each output column}
+ * | nothing while the order of array rows is not known yet ("auto" before
+ * the first array row). width: the most values an array row may have (the
+ * C path refuses a longer one). */
+static int rows_ffi(lua_State *L) {
+  rows_encoder *e = check_open(L);
+  int col, by_select;
+  if (e->arrays_auto) return 0;
+  by_select = e->arrays_by_select;
+  lua_pushlightuserdata(L, e);
+  lua_pushlightuserdata(L, (void *)(size_t)&bic_rows_ffi_row);
+  lua_pushinteger(L, by_select ? e->nout : e->nfields);
+  lua_createtable(L, e->nout, 0);
+  for (col = 0; col < e->nout; col++) {
+    lua_pushinteger(L, by_select ? col + 1 : e->out_field[col] + 1);
+    lua_rawseti(L, -2, col + 1);
+  }
+  return 4;
 }
 
 /* Pushes nil, field_index, message (a row the encoder refuses) -> 3. */
@@ -1488,6 +1571,7 @@ int bic_open_rows(lua_State *L) {
       {"stage", rows_stage},     {"keep", rows_keep},
       {"finish", rows_finish},   {"take", rows_take},         {"pending", rows_pending},
       {"count", rows_count},     {"close", rows_close},       {"raw", rows_raw},
+      {"ffi", rows_ffi},
       {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"new", rows_new}, {NULL, NULL}};
   bic_class(L, ROWS_MT, methods, rows_close, rows_close, rows_tostring);

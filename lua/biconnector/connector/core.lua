@@ -9,6 +9,7 @@ local caches = require "biconnector.connector.cache"
 local request = require "biconnector.connector.request"
 local logline = require "biconnector.host.logline"
 local names = require "biconnector.connector.names"
+local rows_jit = require "biconnector.connector.rows_jit"
 
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local pcall, xpcall, setmetatable, getmetatable = pcall, xpcall, setmetatable, getmetatable
@@ -709,14 +710,51 @@ local List = setmetatable({}, Source)
 List.__index = List
 
 -- A list nobody filters: encoded in runs (enc:add_list stops at a full chunk).
+-- Under LuaJIT the array rows go through rows_jit first, as far as it takes
+-- them; enc:add_list goes on from the row it stopped at.
 function List:fill()
   local enc, rows, limit = self.enc, self.rows, self.limit
   while enc:pending() < self.chunk_size and not self:at_limit() do
     local n, last = self.n, #rows
     if limit and last - n > limit - self.emitted then last = n + (limit - self.emitted) end
     if n >= last then self.finished = true return end
-    local nxt, bad_row, field_index, message = enc:add_list(rows, n + 1, last)
-    if not nxt then self:cut(bad_row, field_index, message) end
+    local first, upto = n + 1, last
+    if rows_jit.enabled then
+      local fast = self.fast
+      if fast == nil then
+        fast = rows_jit.runner(enc)
+        if fast then
+          self.fast = fast
+        elseif self.fast_asked then
+          self.fast = false
+        else -- array rows' order not known yet: one row through enc:add_list tells it
+          self.fast_asked = true
+          upto = first
+        end
+      end
+      if fast then
+        local from = first
+        first = fast(rows, first, last)
+        if first <= last then
+          -- the row it left (or a full chunk) through enc:add_list alone, then
+          -- the fast path again; a list whose rows it keeps leaving (a datetime
+          -- to convert in every row) goes on without it
+          upto = first
+          if first > from then
+            self.fast_misses = 0
+          else
+            local misses = (self.fast_misses or 0) + 1
+            self.fast_misses = misses
+            if misses >= 8 then self.fast = false end
+          end
+        end
+      end
+    end
+    local nxt, bad_row, field_index, message, nulled, nulled_field, nulled_why = enc:add_list(rows, first, upto)
+    if not nxt then
+      self:told_nulled(nulled, nulled_field, nulled_why) -- (the rows before the one refused)
+      self:cut(bad_row, field_index, message)
+    end
     self:told_nulled(bad_row, field_index, message)
     self.emitted = self.emitted + (nxt - 1 - n)
     self.n = nxt - 1

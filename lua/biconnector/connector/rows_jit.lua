@@ -1,0 +1,96 @@
+-- biconnector.connector.rows_jit: LuaJIT's fast path for the array rows of a
+-- plain list (the rows a connector's data returns as a Lua table, no filter
+-- left to the framework). Under LuaJIT the C API reads of one cell
+-- (lua_rawgeti, lua_type, lua_tolstring or lua_tonumber) cost as much as
+-- writing it (issue 25, bench/README.md): here the rows are read by code the
+-- JIT compiles, each row's cells put in an FFI array and written by one call
+-- of the C core (src/rows.c, bic_rows_ffi_row), which writes exactly what the
+-- C path (enc:add_list) writes for those values. Whatever it does not take (a
+-- value to convert, a map row, a row too wide, invalid UTF-8) stops the fast
+-- path at that row, and enc:add_list goes on from there, converting or
+-- refusing it with its own words.
+--
+--   rows_jit.runner(enc) -> function(rows, first, last) -> next index | nil
+--     (nil: not under LuaJIT with its FFI, or the encoder cannot say yet in
+--     which order array rows come: ask again after the first row)
+local core = require "biconnector.core"
+
+local ok_ffi, ffi = pcall(require, "ffi")
+-- enabled: under LuaJIT with its FFI (BIC_ROWS_JIT=0 turns it off, to compare);
+-- rows_taken: how many rows it has written in this process (for the specs)
+local _M = { enabled = ok_ffi and type(jit) == "table" and os.getenv("BIC_ROWS_JIT") ~= "0", rows_taken = 0 }
+if not _M.enabled then
+  function _M.runner() return nil end
+  return _M
+end
+
+local concat, format, rawget, type, load = table.concat, string.format, rawget, type, load
+local null = core.null
+
+-- (cdef is global to the process: declared once, whoever loaded this first)
+if not pcall(ffi.typeof, "bic_ffi_cell") then
+  ffi.cdef [[
+    typedef struct bic_ffi_cell { double d; const char *s; size_t len; int kind; } bic_ffi_cell;
+  ]]
+end
+local cells_type = ffi.typeof("bic_ffi_cell[?]")
+local row_fn_type = ffi.typeof("int (*)(void *, const bic_ffi_cell *)")
+local void_ptr = ffi.typeof("void *")
+
+-- The reader of one layout (how wide an array row may be, which array index
+-- each output column reads), made from integers only, and kept: a process
+-- serves few layouts (at most MAX_KEPT kept, the rest made per answer).
+local MAX_KEPT = 256
+local kept, n_kept = {}, 0
+
+local function make_reader(width, indexes)
+  local out = {
+    "local rawget, type, null = ...",
+    "return function(rows, i, last, put_row, e, cells)",
+    "  while i <= last do",
+    "    local row = rawget(rows, i)",
+    "    if type(row) ~= 'table' then break end",
+    "    local len = #row",
+    format("    if len == 0 or len > %d then break end", width),
+    "    local v, c",
+  }
+  for col, index in ipairs(indexes) do
+    out[#out + 1] = format("    v = rawget(row, %d) c = cells[%d]", index, col - 1)
+    out[#out + 1] = "    if type(v) == 'string' then c.kind = 2 c.s = v c.len = #v"
+    out[#out + 1] = "    elseif type(v) == 'number' then c.kind = 1 c.d = v"
+    out[#out + 1] = "    elseif v == nil or v == null then c.kind = 0"
+    out[#out + 1] = "    else break end"
+  end
+  out[#out + 1] = "    local r = put_row(e, cells)"
+  out[#out + 1] = "    if r == 0 then break end"
+  out[#out + 1] = "    i = i + 1"
+  out[#out + 1] = "    if r == 2 then break end"
+  out[#out + 1] = "  end"
+  out[#out + 1] = "  return i"
+  out[#out + 1] = "end"
+  return assert(load(concat(out, "\n"), "=rows_jit", "t"))(rawget, type, null)
+end
+
+function _M.runner(enc)
+  local handle, row_fn, width, indexes = enc:ffi()
+  if not handle then return nil end
+  local key = width .. ":" .. concat(indexes, ",")
+  local reader = kept[key]
+  if not reader then
+    reader = make_reader(width, indexes)
+    if n_kept < MAX_KEPT then
+      kept[key] = reader
+      n_kept = n_kept + 1
+    end
+  end
+  -- (the light userdata made pointers once: the JIT compiles no call that converts one)
+  local put_row, e = ffi.cast(row_fn_type, row_fn), ffi.cast(void_ptr, handle)
+  local cells = cells_type(#indexes > 0 and #indexes or 1)
+  return function(rows, first, last)
+    local nxt = reader(rows, first, last, put_row, e, cells)
+    _M.rows_taken = _M.rows_taken + (nxt - first)
+    return nxt
+  end
+end
+
+return _M
