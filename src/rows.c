@@ -1002,24 +1002,32 @@ undo:
 }
 
 /* enc:ffi() -> handle, row function (light userdata: the encoder and
- * bic_rows_ffi_row, for the FFI), width, {array index of each output column}
- * | nothing while the order of array rows is not known yet ("auto" before
- * the first array row). width: the most values an array row may have (the
- * C path refuses a longer one). */
+ * bic_rows_ffi_row, for the FFI), width, {array index of each output column},
+ * {code of each output column}. width: the most values an array row may have
+ * (the C path refuses a longer one); -1 while the order of array rows is not
+ * known yet ("auto" before the first array row, which enc:add_list must see).
+ * A map row is read by the codes. */
 static int rows_ffi(lua_State *L) {
   rows_encoder *e = check_open(L);
   int col, by_select;
-  if (e->arrays_auto) return 0;
+  lua_settop(L, 1);
   by_select = e->arrays_by_select;
   lua_pushlightuserdata(L, e);
   lua_pushlightuserdata(L, (void *)(size_t)&bic_rows_ffi_row);
-  lua_pushinteger(L, by_select ? e->nout : e->nfields);
+  lua_pushinteger(L, e->arrays_auto ? -1 : by_select ? e->nout : e->nfields);
   lua_createtable(L, e->nout, 0);
   for (col = 0; col < e->nout; col++) {
     lua_pushinteger(L, by_select ? col + 1 : e->out_field[col] + 1);
     lua_rawseti(L, -2, col + 1);
   }
-  return 4;
+  lua_createtable(L, e->nout, 0);
+  rows_getcodes(L, 1);
+  for (col = 0; col < e->nout; col++) {
+    lua_rawgeti(L, -1, e->out_field[col] + 1);
+    lua_rawseti(L, -3, col + 1);
+  }
+  lua_pop(L, 1);
+  return 5;
 }
 
 /* Pushes nil, field_index, message (a row the encoder refuses) -> 3. */

@@ -722,15 +722,9 @@ function List:fill()
     if rows_jit.enabled then
       local fast = self.fast
       if fast == nil then
-        fast = rows_jit.runner(enc)
-        if fast then
-          self.fast = fast
-        elseif self.fast_asked then
-          self.fast = false
-        else -- array rows' order not known yet: one row through enc:add_list tells it
-          self.fast_asked = true
-          upto = first
-        end
+        local partial
+        fast, partial = rows_jit.runner(enc)
+        self.fast, self.fast_partial = fast or false, partial
       end
       if fast then
         local from = first
@@ -746,6 +740,11 @@ function List:fill()
             local misses = (self.fast_misses or 0) + 1
             self.fast_misses = misses
             if misses >= 8 then self.fast = false end
+          end
+          -- the first array row tells enc:add_list their order: ask for a reader that takes them
+          if self.fast_partial and self.fast then
+            local row = rawget(rows, first)
+            if type(row) == "table" and #row > 0 then self.fast = nil end
           end
         end
       end

@@ -10,9 +10,10 @@
 -- path at that row, and enc:add_list goes on from there, converting or
 -- refusing it with its own words.
 --
---   rows_jit.runner(enc) -> function(rows, first, last) -> next index | nil
---     (nil: not under LuaJIT with its FFI, or the encoder cannot say yet in
---     which order array rows come: ask again after the first row)
+--   rows_jit.runner(enc) -> function(rows, first, last) -> next index, partial | nil
+--     (nil: not under LuaJIT with its FFI, or too many columns; partial: the
+--     encoder cannot say yet in which order array rows come, so the function
+--     leaves every array row: ask again once enc:add_list has seen one)
 local core = require "biconnector.core"
 
 local ok_ffi, ffi = pcall(require, "ffi")
@@ -38,29 +39,48 @@ local row_fn_type = ffi.typeof("int (*)(void *, const bic_ffi_cell *)")
 local void_ptr = ffi.typeof("void *")
 
 -- The reader of one layout (how wide an array row may be, which array index
--- each output column reads), made from integers only, and kept: a process
--- serves few layouts (at most MAX_KEPT kept, the rest made per answer).
+-- and which code each output column reads), and kept: a process serves few
+-- layouts (at most MAX_KEPT kept, the rest made per answer). The code text
+-- holds integers only; the codes are read from a table (K), never spliced
+-- into it.
 local MAX_KEPT = 256
 local kept, n_kept = {}, 0
 
-local function make_reader(width, indexes)
+-- One cell: the value v into cells[col - 1], or leave the row to the C path.
+local function cell_lines(out, col)
+  out[#out + 1] = format("      c = cells[%d]", col - 1)
+  out[#out + 1] = "      if type(v) == 'string' then c.kind = 2 c.s = v c.len = #v"
+  out[#out + 1] = "      elseif type(v) == 'number' then c.kind = 1 c.d = v"
+  out[#out + 1] = "      elseif v == nil or v == null then c.kind = 0"
+  out[#out + 1] = "      else break end"
+end
+
+local function make_reader(width, indexes, codes)
   local out = {
-    "local rawget, type, null = ...",
-    "return function(rows, i, last, put_row, e, cells)",
-    "  while i <= last do",
-    "    local row = rawget(rows, i)",
-    "    if type(row) ~= 'table' then break end",
-    "    local len = #row",
-    format("    if len == 0 or len > %d then break end", width),
-    "    local v, c",
+    "local rawget, type, null, K = ...",
   }
-  for col, index in ipairs(indexes) do
-    out[#out + 1] = format("    v = rawget(row, %d) c = cells[%d]", index, col - 1)
-    out[#out + 1] = "    if type(v) == 'string' then c.kind = 2 c.s = v c.len = #v"
-    out[#out + 1] = "    elseif type(v) == 'number' then c.kind = 1 c.d = v"
-    out[#out + 1] = "    elseif v == nil or v == null then c.kind = 0"
-    out[#out + 1] = "    else break end"
+  out[#out + 1] = "return function(rows, i, last, put_row, e, cells)"
+  out[#out + 1] = "  while i <= last do"
+  out[#out + 1] = "    local row = rawget(rows, i)"
+  out[#out + 1] = "    if type(row) ~= 'table' then break end"
+  out[#out + 1] = "    local len = #row"
+  out[#out + 1] = "    local v, c"
+  out[#out + 1] = "    if len > 0 then -- an array row"
+  if width < 0 then -- (which order array rows come in is not known yet: enc:add_list sees the first)
+    out[#out + 1] = "      break"
+  else
+    out[#out + 1] = format("      if len > %d then break end", width)
+    for col, index in ipairs(indexes) do
+      out[#out + 1] = format("      v = rawget(row, %d)", index)
+      cell_lines(out, col)
+    end
   end
+  out[#out + 1] = "    else -- a row keyed by code"
+  for col = 1, #codes do
+    out[#out + 1] = format("      v = rawget(row, K[%d])", col)
+    cell_lines(out, col)
+  end
+  out[#out + 1] = "    end"
   out[#out + 1] = "    local r = put_row(e, cells)"
   out[#out + 1] = "    if r == 0 then break end"
   out[#out + 1] = "    i = i + 1"
@@ -68,16 +88,23 @@ local function make_reader(width, indexes)
   out[#out + 1] = "  end"
   out[#out + 1] = "  return i"
   out[#out + 1] = "end"
-  return assert(load(concat(out, "\n"), "=rows_jit", "t"))(rawget, type, null)
+  return assert(load(concat(out, "\n"), "=rows_jit", "t"))(rawget, type, null, codes)
 end
 
+-- (a reader's code grows with the columns: past MAX_COLUMNS, as many as
+-- enc:add_list keeps on the stack, LuaJIT's jumps would not span it)
+local MAX_COLUMNS = 200
+
 function _M.runner(enc)
-  local handle, row_fn, width, indexes = enc:ffi()
-  if not handle then return nil end
-  local key = width .. ":" .. concat(indexes, ",")
+  local handle, row_fn, width, indexes, codes = enc:ffi()
+  if not handle or #indexes > MAX_COLUMNS then return nil end
+  -- (a code is any string: the key holds each one's length before it)
+  local parts = { width, concat(indexes, ",") }
+  for i, code in ipairs(codes) do parts[i + 2] = #code .. ":" .. code end
+  local key = concat(parts, "|")
   local reader = kept[key]
   if not reader then
-    reader = make_reader(width, indexes)
+    reader = make_reader(width, indexes, codes)
     if n_kept < MAX_KEPT then
       kept[key] = reader
       n_kept = n_kept + 1
@@ -90,7 +117,7 @@ function _M.runner(enc)
     local nxt = reader(rows, first, last, put_row, e, cells)
     _M.rows_taken = _M.rows_taken + (nxt - first)
     return nxt
-  end
+  end, width < 0
 end
 
 return _M
