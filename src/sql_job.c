@@ -181,6 +181,16 @@ static job *g_beyond; /* the job whose step went beyond the budget (first_of_stu
 /* Threads that may be inside a client library right now: the jobs' threads
  * alive, and the service thread while it cancels. See bic_sql_settle. */
 static int g_in_library;
+/* Job threads that have left job_main and are to be joined: a thread still
+ * runs its thread-exit handlers after that (OpenSSL's, when libpq used it,
+ * take OpenSSL's locks), and a fork in between gave the child a lock held
+ * forever (its first PostgreSQL connection hung in RAND_bytes). Joined
+ * before a fork (bic_sql_settle) and when the next job starts. */
+typedef struct exited_thread {
+  struct exited_thread *next;
+  pthread_t t;
+} exited_thread;
+static exited_thread *g_exited;
 
 /* Counts n more bytes held by j (dropped when its handle is gone), under g_lock. */
 static void hold(struct job *j, size_t n);
@@ -207,6 +217,11 @@ static void after_fork_child(void) {
   g_beyond = NULL;
   g_held = g_reserved = 0;
   g_in_library = 0;
+  while (g_exited != NULL) { /* (threads of the parent: none here) */
+    exited_thread *n = g_exited->next;
+    free(g_exited);
+    g_exited = n;
+  }
 }
 
 static void register_fork(void) { pthread_atfork(before_fork, after_fork_parent, after_fork_child); }
@@ -470,13 +485,13 @@ static void *service_main(void *arg) {
 
 /* A detached thread with every signal blocked (signals stay with the server's
  * thread, whose run loop handles them): 0, or an errno value. */
-static int start_thread(void *(*fn)(void *), void *arg) {
+static int start_thread(void *(*fn)(void *), void *arg, int joinable) {
   pthread_t t;
   pthread_attr_t a;
   sigset_t all, old;
   int rc;
   pthread_attr_init(&a);
-  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setdetachstate(&a, joinable ? PTHREAD_CREATE_JOINABLE : PTHREAD_CREATE_DETACHED);
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
   rc = pthread_create(&t, &a, fn, arg);
@@ -488,7 +503,7 @@ static int start_thread(void *(*fn)(void *), void *arg) {
 /* Starts the service thread once per process; under g_lock. 0, or -1. */
 static int ensure_service(void) {
   if (g_service_started) return 0;
-  if (start_thread(service_main, NULL) != 0) return -1;
+  if (start_thread(service_main, NULL, 0) != 0) return -1;
   g_service_started = 1;
   return 0;
 }
@@ -781,14 +796,40 @@ static int publish_stream(job *j, double rows) {
 
 static void job_body(job *j);
 
-/* A job's thread: the job, then counted out (bic_sql_settle waits for this). */
+/* A job's thread: the job, then counted out (bic_sql_settle waits for this)
+ * and put on the list of threads to join (detached when there is no memory
+ * for that). */
 static void *job_main(void *arg) {
+  exited_thread *me = (exited_thread *)malloc(sizeof *me);
   job_body((job *)arg);
   pthread_mutex_lock(&g_lock);
+  if (me != NULL) {
+    me->t = pthread_self();
+    me->next = g_exited;
+    g_exited = me;
+  } else {
+    pthread_detach(pthread_self());
+  }
   g_in_library--;
   pthread_cond_broadcast(&g_cv);
   pthread_mutex_unlock(&g_lock);
   return NULL;
+}
+
+/* Joins the job threads that have left job_main: once joined, their
+ * thread-exit handlers have run. Not under g_lock. */
+static void join_exited(void) {
+  exited_thread *list;
+  pthread_mutex_lock(&g_lock);
+  list = g_exited;
+  g_exited = NULL;
+  pthread_mutex_unlock(&g_lock);
+  while (list != NULL) {
+    exited_thread *n = list->next;
+    pthread_join(list->t, NULL);
+    free(list);
+    list = n;
+  }
 }
 
 int bic_sql_settle(double seconds) {
@@ -799,6 +840,7 @@ int bic_sql_settle(double seconds) {
   while (g_in_library > 0 && bic_clock() < until) timed_wait(&g_cv, until - bic_clock());
   n = g_in_library;
   pthread_mutex_unlock(&g_lock);
+  join_exited(); /* their exit handlers too: nothing of theirs holds a library's lock */
   return n;
 }
 
@@ -1214,6 +1256,7 @@ static int l_job(lua_State *L) {
   j->deadline = deadline > 0 ? bic_clock() + deadline : 0;
   j->deadline_s = deadline;
   pthread_once(&g_once, setup_once);
+  join_exited(); /* the threads of the jobs that ended (their stacks) */
   pthread_mutex_lock(&g_lock);
   if (ensure_service() != 0) {
     pthread_mutex_unlock(&g_lock);
@@ -1226,7 +1269,7 @@ static int l_job(lua_State *L) {
   if (g_jobs) g_jobs->prev = j;
   g_jobs = j;
   g_in_library++;
-  rc = start_thread(job_main, j);
+  rc = start_thread(job_main, j, 1);
   if (rc != 0) {
     g_in_library--;
     j->refs = 1;
