@@ -233,6 +233,39 @@ describe("rows_jit (LuaJIT's fast path for array rows)", function()
     assert.equals(1999, fast.taken) -- all but row 11, the first array row (enc:add_list learns their order)
   end)
 
+  it("answers streamed at once by one process, one of them left mid-way, each as it is alone", function()
+    local function list(seed)
+      local rows = make_rows(generator(seed), 3000, 2, 0)
+      return rows
+    end
+    local a_rows, b_rows, c_rows = list(71), list(72), list(73)
+    local params = { connection = { token = TOKEN }, table = "t" }
+    local alone = {}
+    for k, rows in pairs({ a = a_rows, b = b_rows }) do
+      alone[k] = exchange(make_connector(rows, { invalid = "null" }, 1024), params).body
+    end
+    local function open(rows)
+      local req = { method = "POST", path = "/data", headers = { ["content-type"] = "application/json" },
+        body = cjson.encode(params) }
+      local _, _, body = make_connector(rows, { invalid = "null" }, 1024):handle(req, { log = function() end })
+      return body
+    end
+    local a, b, c = open(a_rows), open(b_rows), open(c_rows)
+    local parts = { a = {}, b = {} }
+    local taken = rows_jit.rows_taken
+    for i = 1, 5 do c() end -- c's reader leaves after five chunks (a client gone), never finished
+    c = nil -- luacheck: ignore
+    collectgarbage()
+    local a_done, b_done = false, false
+    while not (a_done and b_done) do -- one chunk of each in turn
+      if not a_done then local x = a() if x then parts.a[#parts.a + 1] = x else a_done = true end end
+      if not b_done then local x = b() if x then parts.b[#parts.b + 1] = x else b_done = true end end
+    end
+    assert.equals(alone.a, (table.concat(parts.a):gsub('"id":"%x+"', '"id":"<id>"')))
+    assert.equals(alone.b, (table.concat(parts.b):gsub('"id":"%x+"', '"id":"<id>"')))
+    assert.is_true(rows_jit.rows_taken - taken > 4000)
+  end)
+
   it("a first row that is a map leaves array rows' order to the C path, the answer the same", function()
     local rows = { { id = 1, title = "map" } }
     for i = 2, 2000 do rows[i] = { i, "t" .. i, i / 4, "2024-01-02", "2024-01-02 03:04:05", "n" } end
