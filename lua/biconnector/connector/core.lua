@@ -720,34 +720,8 @@ function List:fill()
     if n >= last then self.finished = true return end
     local first, upto = n + 1, last
     if rows_jit.enabled then
-      local fast = self.fast
-      if fast == nil then
-        local partial
-        fast, partial = rows_jit.runner(enc)
-        self.fast, self.fast_partial = fast or false, partial
-      end
-      if fast then
-        local from = first
-        first = fast(rows, first, last)
-        if first <= last then
-          -- the row it left (or a full chunk) through enc:add_list alone, then
-          -- the fast path again; a list whose rows it keeps leaving (a datetime
-          -- to convert in every row) goes on without it
-          upto = first
-          if first > from then
-            self.fast_misses = 0
-          else
-            local misses = (self.fast_misses or 0) + 1
-            self.fast_misses = misses
-            if misses >= 8 then self.fast = false end
-          end
-          -- the first array row tells enc:add_list their order: ask for a reader that takes them
-          if self.fast_partial and self.fast then
-            local row = rawget(rows, first)
-            if type(row) == "table" and #row > 0 then self.fast = nil end
-          end
-        end
-      end
+      self.fast = self.fast or rows_jit.list_reader(enc)
+      first, upto = self.fast:take(rows, first, last)
     end
     local nxt, bad_row, field_index, message, nulled, nulled_field, nulled_why = enc:add_list(rows, first, upto)
     if not nxt then

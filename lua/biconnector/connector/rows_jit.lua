@@ -10,6 +10,10 @@
 -- path at that row, and enc:add_list goes on from there, converting or
 -- refusing it with its own words.
 --
+--   rows_jit.list_reader(enc) -> reader; reader:take(rows, first, last) ->
+--     first, upto: rows first - 1 and before are written; enc:add_list goes on
+--     with first..upto (one row when the fast path left it, so that it takes
+--     the next again; all of them once the fast path is given up)
 --   rows_jit.runner(enc) -> function(rows, first, last) -> next index, partial | nil
 --     (nil: not under LuaJIT with its FFI, or too many columns; partial: the
 --     encoder cannot say yet in which order array rows come, so the function
@@ -118,6 +122,45 @@ function _M.runner(enc)
     _M.rows_taken = _M.rows_taken + (nxt - first)
     return nxt
   end, width < 0
+end
+
+-- The fast path of one answer's list, with what it learns on the way.
+local Reader = {}
+Reader.__index = Reader
+
+-- (a list whose rows it keeps leaving, a datetime to convert in every row,
+-- goes on without it after this many rows left in a row)
+local MAX_MISSES = 8
+
+function _M.list_reader(enc)
+  return setmetatable({ enc = enc, run = nil, partial = false, misses = 0, off = false }, Reader)
+end
+
+function Reader:take(rows, first, last)
+  if self.off then return first, last end
+  if not self.run then
+    self.run, self.partial = _M.runner(self.enc)
+    if not self.run then
+      self.off = true
+      return first, last
+    end
+  end
+  local from = first
+  first = self.run(rows, first, last)
+  if first > last then return first, last end
+  -- the row it left (or a full chunk) through enc:add_list alone, then the fast path again
+  if first > from then
+    self.misses = 0
+  else
+    self.misses = self.misses + 1
+    if self.misses >= MAX_MISSES then self.off = true end
+  end
+  -- the first array row tells enc:add_list their order: then a reader that takes them
+  if self.partial then
+    local row = rawget(rows, first)
+    if type(row) == "table" and #row > 0 then self.run = nil end
+  end
+  return first, first
 end
 
 return _M
